@@ -1,0 +1,69 @@
+# fedtune — run "make help" for the targets.
+SHELL := /bin/bash
+GO ?= go
+STATICCHECK_VERSION ?= v0.8.2
+GOBIN := $(shell $(GO) env GOPATH)/bin
+PKGS := ./...
+
+.PHONY: help build demo test test-short testrace lint fmt vet staticcheck fuzz proto \
+	bench bench-ledger bench-train bench-aggregate tidy verify
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+build: ## build bin/fedtune
+	$(GO) build -o bin/fedtune ./cmd/fedtune
+
+demo: build ## run the network on localhost on its embedded defaults
+	bash scripts/demo.sh
+
+test: ## every test: -race pass, then the TestNoRace pass without -race
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
+	$(GO) test -count=1 -timeout 40m -run '^TestNoRace' $(PKGS)
+
+test-short: ## quick tests only (-short, no race)
+	$(GO) test -short -count=1 $(PKGS)
+
+testrace: ## the -race pass alone
+	$(GO) test -race -count=1 $(PKGS)
+
+lint: fmt vet staticcheck ## gofmt, go vet and staticcheck
+
+fmt: ## fail if gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+$(GOBIN)/staticcheck:
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+staticcheck: $(GOBIN)/staticcheck ## staticcheck
+	$(GOBIN)/staticcheck $(PKGS)
+
+fuzz: ## run every fuzz target for a short while
+	@for p in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$p 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
+	  done; done
+
+proto: ## regenerate the gRPC code in api/ (needs protoc)
+	bash scripts/proto.sh
+
+bench: bench-aggregate bench-train bench-ledger ## every benchmark script
+
+bench-ledger: ## ledger tx/s and latency beside a 3-node etcd cluster
+	bash scripts/bench-ledger.sh
+
+bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
+	bash scripts/bench-train.sh
+
+bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
+	bash scripts/bench-aggregate.sh
+
+tidy: ## go mod tidy
+	$(GO) mod tidy
+
+verify: lint ## lint, and fail if go.mod or generated code is stale
+	$(GO) mod tidy -diff

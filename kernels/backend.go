@@ -1,0 +1,64 @@
+package kernels
+
+// Backend computes fedtune's numeric primitives over float32 vectors.
+//
+// Every method is deterministic: its result depends only on its arguments,
+// never on the number of threads or on how the work is split. Reductions
+// across elements (SquaredNorm, PairwiseSquaredDistances) sum fixed-size
+// blocks of ReduceBlock elements sequentially and then add the block partials
+// in block order, so a parallel implementation gives the same bits as a
+// sequential one. Accumulation is in float64 where the result needs it.
+//
+// Slices passed together must have the lengths the method documents; a
+// mismatch is a programming error and panics.
+type Backend interface {
+	// Name identifies the backend ("cpu", "cuda").
+	Name() string
+
+	// WeightedSum adds Σ_k w[k]·xs[k][i] to acc[i] for every i, in float64,
+	// adding the terms one at a time in k order: the result is bit-identical
+	// to calling acc[i] += w[k]*float64(xs[k][i]) for k = 0, 1, … in turn.
+	// len(w) == len(xs); every xs[k] has len(acc) elements.
+	WeightedSum(acc []float64, w []float64, xs [][]float32)
+
+	// Store writes float32(acc[i]*s) to dst[i]. len(dst) == len(acc).
+	Store(dst []float32, acc []float64, s float64)
+
+	// Scale multiplies x[i] by s in place (in float32).
+	Scale(x []float32, s float32)
+
+	// SquaredNorm returns Σ x[i]², accumulated in float64 by blocks.
+	SquaredNorm(x []float32) float64
+
+	// PairwiseSquaredDistances adds ‖xs[i]−xs[j]‖² (float64, by blocks) to
+	// d[i*n+j] and d[j*n+i] for every pair i < j, n = len(xs). The diagonal
+	// is left unchanged. Calling it chunk by chunk over the coordinates and
+	// summing into the same d gives the distance over all coordinates.
+	PairwiseSquaredDistances(d []float64, xs [][]float32)
+
+	// Median writes the coordinate-wise median of xs to dst: the middle
+	// value for odd len(xs), the mean of the two middle values (computed in
+	// float64, rounded once) for even len(xs).
+	Median(dst []float32, xs [][]float32)
+
+	// TrimmedMean writes to dst the coordinate-wise mean (float64, rounded
+	// once) of xs after dropping the k smallest and k largest values at each
+	// coordinate. 0 <= 2k < len(xs).
+	TrimmedMean(dst []float32, xs [][]float32, k int)
+
+	// QuantizeInt8 quantizes x symmetrically in blocks of block elements:
+	// scales[b] = max|x| over block b / 127 (0 for an all-zero block) and
+	// q[i] = round-half-away-from-zero(x[i]/scales[b]) clamped to [-127, 127].
+	// len(q) == len(x); len(scales) == ceil(len(x)/block).
+	QuantizeInt8(q []int8, scales []float32, x []float32, block int)
+
+	// DequantizeInt8 writes float32(q[i]) * scales[i/block] to x[i].
+	DequantizeInt8(x []float32, q []int8, scales []float32, block int)
+
+	// FirstNonFinite returns the index of the first NaN or ±Inf in x, or -1.
+	FirstNonFinite(x []float32) int
+}
+
+// ReduceBlock is the number of elements each block of a reduction covers;
+// see Backend.
+const ReduceBlock = 4096
