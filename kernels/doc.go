@@ -3,9 +3,24 @@
 // pairwise distances, coordinate-wise median and trimmed mean, int8
 // quantization with per-block scales, and finite checks, all over []float32.
 //
-// Backend is the seam: the CPU backend (the default, pure Go, parallel over
-// GOMAXPROCS) and, behind the build tag "cuda", a GPU backend implement it
-// with bit-identical results. Results never depend on the thread count.
+// Backend is the seam. Three implementations give bit-identical results:
+//
+//   - Reference: plain sequential loops, written to be obviously correct;
+//     the oracle every other backend is tested against.
+//   - CPU (Default, NewCPU): the default. Each call is split into fixed
+//     chunks run by a bounded set of long-lived worker goroutines (no
+//     goroutine per call), allocation-free once warm. WeightedSum keeps a
+//     tile of the accumulator in L1 while every input adds into it, four
+//     inputs per pass, each element still taking its terms in k order; on
+//     amd64 its inner loop is AVX-512 or AVX2 assembly (chosen at start from
+//     the CPU's features; build tag purego forces pure Go), which multiplies
+//     and adds in separate instructions, never FMA, so it rounds as the Go
+//     code does. Results never depend on the thread count.
+//   - behind the build tag "cuda", a GPU backend (kernels/cuda).
+//
+// The exact order of every floating-point operation is part of each
+// method's contract (see Backend), so that `fedtune aggregate` gives the
+// same digest on any machine and any backend.
 //
 // kernels imports nothing else of fedtune's.
 package kernels

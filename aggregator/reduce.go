@@ -1,0 +1,478 @@
+package aggregator
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/fedtune/fedtune/kernels"
+	"github.com/fedtune/fedtune/model/safetensors"
+)
+
+// distances accumulates the pairwise squared distances between n inputs,
+// block by block (kernels.ReduceBlock) in coordinate order, so that the
+// sums do not depend on the chunk size or the thread count.
+type distances struct {
+	n     int
+	d     []float64
+	parts []float64
+}
+
+func newDistances(n int) *distances { return &distances{n: n, d: make([]float64, n*n)} }
+
+func (ds *distances) add(dr *driver, xs [][]float32) {
+	n := ds.n
+	if n < 2 || len(xs[0]) == 0 {
+		return
+	}
+	m := len(xs[0])
+	nb := (m + kernels.ReduceBlock - 1) / kernels.ReduceBlock
+	ds.parts = grow(ds.parts, nb*n*n)
+	clear(ds.parts)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(dr.threads, nb) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			xb := make([][]float32, n)
+			for {
+				b := int(next.Add(1) - 1)
+				if b >= nb {
+					return
+				}
+				lo, hi := b*kernels.ReduceBlock, min((b+1)*kernels.ReduceBlock, m)
+				for i := range xs {
+					xb[i] = xs[i][lo:hi]
+				}
+				dr.be.PairwiseSquaredDistances(ds.parts[b*n*n:(b+1)*n*n], xb)
+			}
+		}()
+	}
+	wg.Wait()
+	for b := range nb {
+		p := ds.parts[b*n*n : (b+1)*n*n]
+		for i, v := range p {
+			ds.d[i] += v
+		}
+	}
+}
+
+// sub returns the matrix restricted to the sources in keep (a subsequence of all).
+func (ds *distances) sub(all, keep []*source) []float64 {
+	pos := make(map[*source]int, len(all))
+	for i, s := range all {
+		pos[s] = i
+	}
+	k := len(keep)
+	out := make([]float64, k*k)
+	for a, sa := range keep {
+		for b, sb := range keep {
+			out[a*k+b] = ds.d[pos[sa]*ds.n+pos[sb]]
+		}
+	}
+	return out
+}
+
+// clip applies s's clipping factor to its chunk x in place: the update
+// u = x − base (or x) becomes u·scale, and x = base + u. An unclipped
+// input is left exactly as it is.
+func (d *driver) clip(s *source, x, base []float32) {
+	if s.scale == 1 {
+		return
+	}
+	if d.kind == KindDelta || base == nil {
+		d.be.Scale(x, float32(s.scale))
+		return
+	}
+	for i := range x {
+		x[i] -= base[i]
+	}
+	d.be.Scale(x, float32(s.scale))
+	for i := range x {
+		x[i] = base[i] + x[i]
+	}
+}
+
+func (d *driver) anyClipped() bool {
+	for _, s := range d.good {
+		if s.scale != 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// readInputs reads chunk [off, off+m) of tensor name from every source in
+// srcs into its buffer and clips it.
+func (d *driver) readInputs(srcs []*source, name string, off int64, m int, base []float32) error {
+	errs := make([]error, len(srcs))
+	pos := make(map[*source]int, len(srcs))
+	for i, s := range srcs {
+		pos[s] = i
+	}
+	d.parallel(srcs, func(w int, s *source) {
+		x := s.x[:m]
+		if err := d.decs[w].Read(s.u, name, off, x); err != nil {
+			errs[pos[s]] = fmt.Errorf("%w (did the file change during aggregation?)", err)
+			return
+		}
+		d.clip(s, x, base)
+	})
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// distancePass computes the distances between the clipped good inputs.
+func (d *driver) distancePass(ctx context.Context) ([]float64, error) {
+	srcs := d.good
+	dist := newDistances(len(srcs))
+	needBase := d.base != nil && d.kind == KindFull && d.anyClipped()
+	xs := make([][]float32, len(srcs))
+	err := d.chunks(ctx, "distances", len(srcs), func(t safetensors.TensorInfo, off int64, m int) error {
+		var base []float32
+		if needBase {
+			var err error
+			if base, err = d.readBase(t.Name, off, m); err != nil {
+				return err
+			}
+		}
+		if err := d.readInputs(srcs, t.Name, off, m, base); err != nil {
+			return err
+		}
+		for i, s := range srcs {
+			xs[i] = s.x[:m]
+		}
+		dist.add(d, xs)
+		return nil
+	})
+	return dist.d, err
+}
+
+// noise is a Gaussian stream for one tensor: ChaCha8 keyed by the seed and
+// the tensor name, turned into normals by Box–Muller, one per element in
+// element order, so chunking never changes it.
+type noise struct {
+	rng   *rand.ChaCha8
+	spare float64
+	has   bool
+}
+
+func newNoise(seed uint64, tensor string) *noise {
+	h := sha256.New()
+	h.Write([]byte("fedtune/aggregator/noise\x00"))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], seed)
+	h.Write(b[:])
+	h.Write([]byte(tensor))
+	var key [32]byte
+	copy(key[:], h.Sum(nil))
+	return &noise{rng: rand.NewChaCha8(key)}
+}
+
+func (n *noise) next() float64 {
+	if n.has {
+		n.has = false
+		return n.spare
+	}
+	u1 := (float64(n.rng.Uint64()>>11) + 1) / (1 << 53) // (0, 1]
+	u2 := float64(n.rng.Uint64()>>11) / (1 << 53)       // [0, 1)
+	r := math.Sqrt(-2 * math.Log(u1))
+	t := 2 * math.Pi * u2
+	n.spare, n.has = r*math.Sin(t), true
+	return r * math.Cos(t)
+}
+
+// sink writes a file atomically, or into memory when path is empty.
+type sink struct {
+	path   string
+	buf    bytes.Buffer
+	digest string
+}
+
+func (s *sink) run(write func(io.Writer) error) error {
+	if s.path == "" {
+		h := sha256.New()
+		if err := write(io.MultiWriter(&s.buf, h)); err != nil {
+			return err
+		}
+		s.digest = hex.EncodeToString(h.Sum(nil))
+		return nil
+	}
+	dg, err := safetensors.WriteFileFunc(s.path, write)
+	s.digest = dg
+	return err
+}
+
+func (s *sink) tensors() ([]safetensors.Tensor, error) {
+	f, err := safetensors.Parse("result", bytes.NewReader(s.buf.Bytes()), int64(s.buf.Len()))
+	if err != nil {
+		return nil, err
+	}
+	var out []safetensors.Tensor
+	for _, t := range f.Tensors() {
+		data, err := f.ReadRaw(t.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, safetensors.Tensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Data: data})
+	}
+	return out, nil
+}
+
+func (d *driver) finish(ctx context.Context) (*Result, error) {
+	st := d.req.Strategy
+	weights := make([]float64, len(d.good))
+	for i, s := range d.good {
+		weights[i] = s.weight
+	}
+	var dist []float64
+	if st.NeedsDistances() {
+		dist = d.distMatrix
+		if dist == nil {
+			var err error
+			if dist, err = d.distancePass(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	plan, err := st.Plan(weights, dist)
+	if err != nil {
+		return nil, err
+	}
+	if len(plan.Use) == 0 || len(plan.Shares) != len(d.good) {
+		return nil, fmt.Errorf("aggregator: %s returned a plan using %d inputs with %d shares for %d inputs", st.Name(), len(plan.Use), len(plan.Shares), len(d.good))
+	}
+	used := make([]*source, len(plan.Use))
+	for j, k := range plan.Use {
+		if k < 0 || k >= len(d.good) || (j > 0 && k <= plan.Use[j-1]) {
+			return nil, fmt.Errorf("aggregator: %s returned a plan with bad indices %v", st.Name(), plan.Use)
+		}
+		used[j] = d.good[k]
+	}
+	res := &Result{Path: d.req.Out, Strategy: st.Name(), Params: st.Params(), Weights: map[string]float64{}}
+	res.Rejected = append([]Rejection(nil), d.rejected...)
+	slices.SortFunc(res.Rejected, func(a, b Rejection) int { return a.Input - b.Input })
+	if d.opt.NoiseMultiplier > 0 {
+		res.NoiseStdDev = d.opt.NoiseMultiplier * d.opt.Clip / float64(len(d.good))
+	}
+	for i, s := range d.good {
+		c := Contribution{Input: s.req, Path: s.in.Path, ContributorID: s.in.ContributorID, Digest: s.digest,
+			Weight: s.weight, Share: plan.Shares[i], ClipScale: s.scale}
+		if d.needNorm() {
+			c.Norm = math.Sqrt(s.norm2)
+		}
+		res.Accepted = append(res.Accepted, c)
+		res.Weights[c.Key()] = c.Share
+	}
+
+	out := &sink{path: d.req.Out}
+	var stOut *sink
+	if len(d.slots) > 0 {
+		stOut = &sink{path: d.req.StateOut}
+	}
+	stateExisted := false
+	if stOut != nil && stOut.path != "" {
+		if _, err := os.Lstat(stOut.path); err == nil {
+			stateExisted = true
+		}
+	}
+	stateWritten := false
+	err = out.run(func(w io.Writer) error {
+		if stOut == nil {
+			return d.reduce(ctx, plan, used, res.NoiseStdDev, w, nil)
+		}
+		err := stOut.run(func(sw io.Writer) error {
+			return d.reduce(ctx, plan, used, res.NoiseStdDev, w, sw)
+		})
+		stateWritten = err == nil
+		return err
+	})
+	if err != nil {
+		if stateWritten && !stateExisted && stOut.path != "" {
+			os.Remove(stOut.path)
+		}
+		return nil, err
+	}
+	res.Digest = out.digest
+	if d.req.Out == "" {
+		if res.Tensors, err = out.tensors(); err != nil {
+			return nil, err
+		}
+	}
+	if stOut != nil {
+		res.StateDigest, res.StatePath = stOut.digest, stOut.path
+		if stOut.path == "" {
+			if res.State, err = stOut.tensors(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	d.log.Info("aggregated", "strategy", st.Name(), "accepted", len(d.good), "rejected", len(d.rejected), "used", len(used), "digest", res.Digest)
+	return res, nil
+}
+
+// reduce is the reduction pass: it streams the used inputs through the
+// plan's combiner and writes the new global to w and the state to sw.
+func (d *driver) reduce(ctx context.Context, plan *Plan, used []*source, sigma float64, w, sw io.Writer) error {
+	specs := make([]safetensors.TensorInfo, len(d.ref))
+	for i, t := range d.ref {
+		specs[i] = safetensors.TensorInfo{Name: t.Name, DType: safetensors.F32, Shape: t.Shape}
+	}
+	ow, err := safetensors.NewWriter(w, specs, nil)
+	if err != nil {
+		return err
+	}
+	var stw *safetensors.Writer
+	var spills []*os.File
+	if sw != nil {
+		var sspecs []safetensors.TensorInfo
+		for _, slot := range d.slots {
+			for _, t := range d.ref {
+				sspecs = append(sspecs, safetensors.TensorInfo{Name: stateName(slot, t.Name), DType: safetensors.F32, Shape: t.Shape})
+			}
+		}
+		if stw, err = safetensors.NewWriter(sw, sspecs, nil); err != nil {
+			return err
+		}
+		// The state file lays out every tensor of slot 0, then of slot 1, …:
+		// later slots are spilled to temporary files and copied at the end.
+		dir := ""
+		if d.req.StateOut != "" {
+			dir = filepath.Dir(d.req.StateOut)
+		}
+		for range d.slots[1:] {
+			f, err := os.CreateTemp(dir, ".fedtune-state-*")
+			if err != nil {
+				return err
+			}
+			os.Remove(f.Name())
+			spills = append(spills, f)
+		}
+		defer func() {
+			for _, f := range spills {
+				f.Close()
+			}
+		}()
+	}
+	for _, s := range used {
+		s.x = grow(s.x, d.chunk)
+	}
+	needBase := d.base != nil && (d.kind == KindDelta || d.opt8r != nil || d.anyClipped())
+	xs := make([][]float32, len(used))
+	agg := make([]float32, d.chunk)
+	outBuf := make([]float32, d.chunk)
+	delta := make([]float32, d.chunk)
+	state := make([][]float32, len(d.slots))
+	for i := range state {
+		state[i] = make([]float32, d.chunk)
+	}
+	var enc []byte
+	var nz *noise
+	var cur string
+	err = d.chunks(ctx, "reduce", len(used), func(t safetensors.TensorInfo, off int64, m int) error {
+		if t.Name != cur {
+			cur = t.Name
+			if sigma > 0 {
+				nz = newNoise(d.opt.Seed, t.Name)
+			}
+		}
+		var base []float32
+		if needBase {
+			var err error
+			if base, err = d.readBase(t.Name, off, m); err != nil {
+				return err
+			}
+		}
+		if err := d.readInputs(used, t.Name, off, m, base); err != nil {
+			return err
+		}
+		for j, s := range used {
+			xs[j] = s.x[:m]
+		}
+		a := agg[:m]
+		plan.Combiner.Combine(d.be, a, xs)
+		if sigma > 0 {
+			for i := range a {
+				a[i] = float32(float64(a[i]) + float64(sigma*nz.next()))
+			}
+		}
+		res := a
+		switch {
+		case d.opt8r != nil:
+			dl := delta[:m]
+			if d.kind == KindDelta {
+				copy(dl, a)
+			} else {
+				for i := range dl {
+					dl[i] = a[i] - base[i]
+				}
+			}
+			st := make([][]float32, len(state))
+			for k, slot := range d.slots {
+				st[k] = state[k][:m]
+				if d.state != nil {
+					if err := d.state.ReadFloat32At(stateName(slot, t.Name), off, st[k], nil); err != nil {
+						return fmt.Errorf("%w: %w", ErrBadState, err)
+					}
+				} else {
+					clear(st[k])
+				}
+			}
+			res = outBuf[:m]
+			d.opt8r.Step(res, base, dl, st)
+			if stw != nil {
+				for k := range st {
+					enc, _ = safetensors.EncodeFloat32(safetensors.F32, enc[:0], st[k])
+					dst := io.Writer(stw)
+					if k > 0 {
+						dst = spills[k-1]
+					}
+					if _, err := dst.Write(enc); err != nil {
+						return err
+					}
+				}
+			}
+		case d.kind == KindDelta:
+			res = outBuf[:m]
+			for i := range res {
+				res[i] = float32(float64(base[i]) + float64(a[i]))
+			}
+		}
+		enc, _ = safetensors.EncodeFloat32(safetensors.F32, enc[:0], res)
+		_, err := ow.Write(enc)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range spills {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.Copy(stw, f); err != nil {
+			return err
+		}
+	}
+	if stw != nil {
+		if err := stw.Close(); err != nil {
+			return err
+		}
+	}
+	return ow.Close()
+}

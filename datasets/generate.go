@@ -1,0 +1,3 @@
+package datasets
+
+//go:generate go test -run ^TestShippedTasksAreGenerated$ -update .

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+func init() { register(newEvalCmd) }
+
+func newEvalCmd() *cobra.Command {
+	var modelDir, adapterDir, data string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "eval --model DIR [--adapter DIR] --data FILE",
+		Short: "Mean negative log-likelihood (nats/token) and perplexity of a model on a file",
+		Long: `The file's tokens are one stream (a plain text file as it is; JSONL or a
+folder as the training loader joins its samples), cut into non-overlapping
+windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelDir == "" || data == "" {
+				return fmt.Errorf("eval: --model and --data are required")
+			}
+			m, err := loadModel(modelDir, adapterDir)
+			if err != nil {
+				return err
+			}
+			tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
+			if err != nil {
+				return err
+			}
+			tokens, err := evalTokens(data, tok)
+			if err != nil {
+				return err
+			}
+			res, err := model.Evaluate(cmd.Context(), m, tokens, func(done, total int) {
+				if !asJSON {
+					fmt.Fprintf(cmd.ErrOrStderr(), "\reval %d/%d tokens", done, total)
+				}
+			})
+			if !asJSON {
+				fmt.Fprintln(cmd.ErrOrStderr())
+			}
+			if err != nil {
+				return fmt.Errorf("eval %s: %w", data, err)
+			}
+			if asJSON {
+				fmt.Fprintln(cmd.OutOrStdout(), evalJSON(res))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tokens %d  mean_nll %.6f  perplexity %.4f\n", res.Tokens, res.MeanNLL, res.Perplexity)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&modelDir, "model", "", "model folder")
+	cmd.Flags().StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to apply")
+	cmd.Flags().StringVar(&data, "data", "", "text file (or JSONL / folder)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print one line {"tokens": N, "mean_nll": X, "perplexity": P}`)
+	return cmd
+}
+
+// evalJSON formats res as the one line {"tokens": N, "mean_nll": X,
+// "perplexity": P} (shortest round-tripping floats).
+func evalJSON(res model.EvalResult) string {
+	f := func(x float64) string {
+		b, err := json.Marshal(x)
+		if err != nil { // ±Inf or NaN: not JSON numbers
+			return "null"
+		}
+		return string(b)
+	}
+	return fmt.Sprintf(`{"tokens": %d, "mean_nll": %s, "perplexity": %s}`, res.Tokens, f(res.MeanNLL), f(res.Perplexity))
+}
+
+// evalTokens tokenizes a plain file as one stream, or a JSONL file or
+// folder through the dataset loader.
+func evalTokens(path string, tok tokenizer.Tokenizer) ([]int, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	low := strings.ToLower(path)
+	if st.IsDir() || strings.HasSuffix(low, ".jsonl") || strings.HasSuffix(low, ".ndjson") {
+		ds, err := datasets.Load(path, datasets.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return datasets.Tokenize(ds, tok), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return tok.Encode(string(b)), nil
+}

@@ -1,0 +1,325 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/ledger/node"
+)
+
+func init() { register(newLedgerCmd) }
+
+// defaultLedgerAddr is the gRPC address ledger client commands use when
+// --addr is not given (node 1 of configs/ledger).
+const defaultLedgerAddr = "127.0.0.1:7101"
+
+// newLedgerCmd is "fedtune ledger": run and inspect ledger nodes.
+func newLedgerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Run, inspect and verify permissioned-ledger nodes",
+	}
+	cmd.AddCommand(newLedgerInitCmd(), newLedgerStartCmd(), newLedgerStatusCmd(), newLedgerBlocksCmd(),
+		newLedgerVerifyCmd(), newLedgerJoinCmd(), newLedgerRemoveCmd(), newLedgerTxCmd(), newLedgerQueryCmd())
+	return cmd
+}
+
+// addrFlag adds the --addr flag of client commands.
+func addrFlag(cmd *cobra.Command, addr *string) {
+	cmd.Flags().StringVar(addr, "addr", defaultLedgerAddr, "gRPC address of a ledger node")
+}
+
+// withClient dials addr and runs fn with a client, closing it after.
+func withClient(ctx context.Context, addr string, fn func(*node.Client) error) error {
+	c, err := node.Dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
+func newLedgerInitCmd() *cobra.Command {
+	var genesis, data, key string
+	cmd := &cobra.Command{
+		Use:   "init --genesis FILE --data DIR --key FILE",
+		Short: "Prepare a node's data directory for a chain",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if genesis == "" || data == "" || key == "" {
+				return errors.New("ledger init: --genesis, --data and --key are required")
+			}
+			id, g, err := node.Init(genesis, data, key)
+			if err != nil {
+				return fmt.Errorf("ledger init: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "initialized %s for chain %s as node %s\n", data, g.ChainID, id)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&genesis, "genesis", "", "genesis YAML file")
+	cmd.Flags().StringVar(&data, "data", "", "data directory to prepare")
+	cmd.Flags().StringVar(&key, "key", "", "the node's key file")
+	return cmd
+}
+
+func newLedgerStartCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "start --config FILE",
+		Short: "Run a ledger node until interrupted (SIGINT/SIGTERM)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if config == "" {
+				return errors.New("ledger start: --config is required")
+			}
+			cfg, err := node.LoadConfig(config)
+			if err != nil {
+				return err
+			}
+			n, err := node.New(cfg, node.Options{Logger: logger(cmd)})
+			if err != nil {
+				return fmt.Errorf("ledger start: %w", err)
+			}
+			return n.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "node config YAML")
+	return cmd
+}
+
+func newLedgerStatusCmd() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:   "status [--addr HOST:PORT]",
+		Short: "Show a node's raft state, height and peers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+				st, err := c.Status(cmd.Context())
+				if err != nil {
+					return fmt.Errorf("ledger status %s: %w", addr, err)
+				}
+				printStatus(cmd.OutOrStdout(), st)
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr)
+	return cmd
+}
+
+func printStatus(w io.Writer, st *ledgerv1.StatusResponse) {
+	fmt.Fprintf(w, "node:    %s\n", st.NodeId)
+	fmt.Fprintf(w, "chain:   %s\n", st.ChainId)
+	fmt.Fprintf(w, "state:   %s\n", st.State)
+	fmt.Fprintf(w, "leader:  %s %s\n", st.LeaderId, st.LeaderGrpcAddress)
+	fmt.Fprintf(w, "term:    %d\n", st.Term)
+	fmt.Fprintf(w, "height:  %d\n", st.Height)
+	fmt.Fprintf(w, "head:    %x\n", st.LastBlockHash)
+	fmt.Fprintf(w, "applied: %d (commit %d)\n", st.AppliedIndex, st.CommitIndex)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tSUFFRAGE\tRAFT\tGRPC")
+	for _, p := range st.Peers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.NodeId, p.Suffrage, p.RaftAddress, p.GrpcAddress)
+	}
+	tw.Flush()
+}
+
+func newLedgerBlocksCmd() *cobra.Command {
+	var addr string
+	var from uint64
+	var follow bool
+	var quorum int
+	cmd := &cobra.Command{
+		Use:   "blocks [--from H] [--follow] [--quorum N]",
+		Short: "Print blocks from a height on; --follow waits for new ones",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			out := cmd.OutOrStdout()
+			return withClient(ctx, addr, func(c *node.Client) error {
+				print := func(vb *node.VerifiedBlock) error {
+					h := vb.Block.Header
+					fmt.Fprintf(out, "%d %x txs=%d time=%s proposer=%.12s cosigs=%d\n", h.Height, vb.Hash,
+						len(vb.Block.Txs), time.Unix(0, h.Time).UTC().Format(time.RFC3339Nano), h.Proposer, len(vb.Cosignatures))
+					return nil
+				}
+				if quorum == 0 {
+					err := c.Blocks(ctx, from, follow, print)
+					if follow && errors.Is(ctx.Err(), context.Canceled) {
+						return nil
+					}
+					return err
+				}
+				// With a quorum, fetch each block with its gathered cosignatures.
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				for h := from; h <= st.Height; h++ {
+					vb, err := c.Block(ctx, h, quorum, st.ChainId)
+					if err != nil {
+						return err
+					}
+					if err := print(vb); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().Uint64Var(&from, "from", 0, "first height")
+	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new blocks until interrupted")
+	cmd.Flags().IntVar(&quorum, "quorum", 0, "require this many valid node cosignatures per block (not with --follow)")
+	cmd.MarkFlagsMutuallyExclusive("follow", "quorum")
+	return cmd
+}
+
+func newLedgerVerifyCmd() *cobra.Command {
+	var data string
+	cmd := &cobra.Command{
+		Use:   "verify --data DIR",
+		Short: "Re-derive a stopped node's chain from genesis and check every block",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if data == "" {
+				return errors.New("ledger verify: --data is required")
+			}
+			h, err := node.VerifyDataDir(cmd.Context(), data, nil)
+			if err != nil {
+				return fmt.Errorf("ledger verify %s: %w", data, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "chain OK: %d blocks after genesis verified\n", h)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "the node's data directory (the node must be stopped)")
+	return cmd
+}
+
+func newLedgerJoinCmd() *cobra.Command {
+	var addr, id, raftAddr, grpcAddr string
+	var voter bool
+	cmd := &cobra.Command{
+		Use:   "join --node-id ID --raft-addr HOST:PORT --grpc-addr HOST:PORT [--voter]",
+		Short: "Add a running node to the cluster (non-voter first; --voter promotes it once caught up)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" || raftAddr == "" || grpcAddr == "" {
+				return errors.New("ledger join: --node-id, --raft-addr and --grpc-addr are required")
+			}
+			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+				if err := c.Join(cmd.Context(), node.PeerConfig{ID: id, RaftAddress: raftAddr, GRPCAddress: grpcAddr}, voter); err != nil {
+					return fmt.Errorf("ledger join: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "joined %s (voter=%v)\n", id, voter)
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&id, "node-id", "", "the joining node's ID")
+	cmd.Flags().StringVar(&raftAddr, "raft-addr", "", "the joining node's raft address")
+	cmd.Flags().StringVar(&grpcAddr, "grpc-addr", "", "the joining node's gRPC address")
+	cmd.Flags().BoolVar(&voter, "voter", false, "promote to voter once caught up")
+	return cmd
+}
+
+func newLedgerRemoveCmd() *cobra.Command {
+	var addr, id string
+	cmd := &cobra.Command{
+		Use:   "remove --node-id ID",
+		Short: "Remove a node from the cluster's raft configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" {
+				return errors.New("ledger remove: --node-id is required")
+			}
+			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+				if err := c.Remove(cmd.Context(), id); err != nil {
+					return fmt.Errorf("ledger remove: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", id)
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&id, "node-id", "", "the node to remove")
+	return cmd
+}
+
+func newLedgerTxCmd() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:   "tx HASH",
+		Short: "Show a committed transaction and check its Merkle inclusion proof",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := hex.DecodeString(args[0])
+			if err != nil || len(b) != 32 {
+				return fmt.Errorf("ledger tx: %q is not a 64-hex-character tx hash", args[0])
+			}
+			var h [32]byte
+			copy(h[:], b)
+			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+				r, err := c.Tx(cmd.Context(), h)
+				if err != nil {
+					return fmt.Errorf("ledger tx: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "height %d index %d of %d (inclusion proof verified against tx root %x)\n%s\n",
+					r.Height, r.Index, r.TreeSize, r.TxRoot, r.Envelope)
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr)
+	return cmd
+}
+
+func newLedgerQueryCmd() *cobra.Command {
+	var addr string
+	var round uint64
+	kinds := map[string]ledgerv1.QueryKind{
+		"member":  ledgerv1.QueryKind_QUERY_KIND_MEMBER,
+		"model":   ledgerv1.QueryKind_QUERY_KIND_MODEL,
+		"dataset": ledgerv1.QueryKind_QUERY_KIND_DATASET,
+		"round":   ledgerv1.QueryKind_QUERY_KIND_ROUND,
+		"lineage": ledgerv1.QueryKind_QUERY_KIND_LINEAGE,
+		"nonce":   ledgerv1.QueryKind_QUERY_KIND_NONCE,
+	}
+	cmd := &cobra.Command{
+		Use:   "query member|model|dataset|round|lineage|nonce KEY [--round N]",
+		Short: "Print a ledger record as JSON (round: KEY is the job ID)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, ok := kinds[args[0]]
+			if !ok {
+				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage or nonce)", args[0])
+			}
+			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+				js, err := c.Query(cmd.Context(), k, args[1], round)
+				if err != nil {
+					return fmt.Errorf("ledger query: %w", err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(string(js)))
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().Uint64Var(&round, "round", 0, "round number (query round)")
+	return cmd
+}

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := RunWith(context.Background(), args, &out, &errb)
+	if err != nil {
+		t.Logf("fedtune %s: %v\nstderr: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), err
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := runCLI(t, args...)
+	if err != nil {
+		t.Fatalf("fedtune %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+func fileSHA(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestModelCommands drives init, train (LoRA and --full), eval, generate,
+// merge and digest through the command line on the tiny model.
+func TestModelCommands(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base")
+	english := "../../datasets/testdata/english/train.txt"
+
+	digest := strings.TrimSpace(mustCLI(t, "model", "init", "--config", "../../configs/models/tiny.yaml", "--seed", "3", "-o", base))
+	if want := fileSHA(t, filepath.Join(base, "model.safetensors")); digest != want {
+		t.Fatalf("init printed %s, sha256 of model.safetensors is %s", digest, want)
+	}
+	if d := strings.TrimSpace(mustCLI(t, "model", "digest", base)); d != digest {
+		t.Errorf("model digest = %s, want %s", d, digest)
+	}
+
+	adapter := filepath.Join(dir, "adapter")
+	adDigest := strings.TrimSpace(mustCLI(t, "train", "--model", base, "--data", english, "-o", adapter,
+		"--steps", "3", "--batch", "2", "--seq-len", "16", "--lora-rank", "4", "--lora-targets", "q_proj,v_proj,down_proj", "--seed", "1"))
+	if want := fileSHA(t, filepath.Join(adapter, "adapter_model.safetensors")); adDigest != want {
+		t.Errorf("train printed %s, adapter file sha256 %s", adDigest, want)
+	}
+	if d := strings.TrimSpace(mustCLI(t, "model", "digest", adapter)); d != adDigest {
+		t.Errorf("adapter digest = %s, want %s", d, adDigest)
+	}
+	if d := fileSHA(t, filepath.Join(base, "model.safetensors")); d != digest {
+		t.Error("LoRA training changed the base model file")
+	}
+
+	line := regexp.MustCompile(`^\{"tokens": \d+, "mean_nll": [0-9.e+-]+, "perplexity": [0-9.e+-]+\}\n$`)
+	evalJSON := func(args ...string) map[string]float64 {
+		out := mustCLI(t, append([]string{"eval", "--json", "--data", english}, args...)...)
+		if !line.MatchString(out) {
+			t.Fatalf("eval --json printed %q", out)
+		}
+		var r map[string]float64
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r0 := evalJSON("--model", base)
+	r1 := evalJSON("--model", base, "--adapter", adapter)
+	if r0["tokens"] < 1000 || r0["tokens"] != r1["tokens"] {
+		t.Errorf("token counts %v, %v", r0["tokens"], r1["tokens"])
+	}
+	if r0["mean_nll"] == r1["mean_nll"] {
+		t.Error("the adapter did not change the score")
+	}
+
+	merged := filepath.Join(dir, "merged")
+	mustCLI(t, "model", "merge", "--model", base, "--adapter", adapter, "-o", merged)
+	if r2 := evalJSON("--model", merged); r2["mean_nll"] != r1["mean_nll"] {
+		t.Errorf("merged model scores %v, base+adapter %v", r2["mean_nll"], r1["mean_nll"])
+	}
+
+	full := filepath.Join(dir, "full")
+	mustCLI(t, "train", "--model", base, "--data", english, "-o", full, "--full", "--steps", "2", "--batch", "2", "--seq-len", "16")
+	if d := strings.TrimSpace(mustCLI(t, "model", "digest", full)); d == digest {
+		t.Error("full fine-tuning left the weights unchanged")
+	}
+
+	g1 := mustCLI(t, "generate", "--model", base, "--adapter", adapter, "--prompt", "The ", "--max-tokens", "12", "--temperature", "0")
+	g2 := mustCLI(t, "generate", "--model", merged, "--prompt", "The ", "--max-tokens", "12", "--temperature", "0")
+	if g1 != g2 {
+		t.Errorf("greedy generation differs: %q vs %q", g1, g2)
+	}
+	s1 := mustCLI(t, "generate", "--model", base, "--prompt", "a", "--max-tokens", "20", "--temperature", "1", "--top-p", "0.9", "--seed", "4")
+	s2 := mustCLI(t, "generate", "--model", base, "--prompt", "a", "--max-tokens", "20", "--temperature", "1", "--top-p", "0.9", "--seed", "4")
+	if s1 != s2 {
+		t.Errorf("seeded sampling is not repeatable: %q vs %q", s1, s2)
+	}
+}
+
+func TestModelCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("model_type: llama\nvocab_size: 256\nhiden_size: 64\n"), 0o644)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"model", "init", "--config", bad, "-o", filepath.Join(dir, "m")}, "line 3"},
+		{[]string{"model", "init", "-o", filepath.Join(dir, "m")}, "--config"},
+		{[]string{"model", "digest", filepath.Join(dir, "nothing")}, "nothing"},
+		{[]string{"eval", "--model", dir, "--data", bad}, "config.json"},
+		{[]string{"train", "--model", dir}, "required"},
+		{[]string{"generate", "--model", filepath.Join(dir, "none"), "--prompt", "x"}, "none"},
+	}
+	for _, tc := range cases {
+		_, err := runCLI(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("fedtune %s: error %v, want one mentioning %q", strings.Join(tc.args, " "), err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "m")); err == nil {
+		t.Error("a failed init left an output folder")
+	}
+}

@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+func init() { register(newTrainCmd) }
+
+func newTrainCmd() *cobra.Command {
+	var (
+		modelDir, data, out, targets, schedule string
+		rank, steps, batch, seqLen, warmup     int
+		alpha, dropout, lr, wd, clip           float64
+		full                                   bool
+		seed                                   uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "train --model DIR --data PATH -o OUT",
+		Short: "Fine-tune a model on local data (LoRA by default, or --full)",
+		Long: `Fine-tune (or, from a freshly initialised model, pre-train) on a text
+file, a folder of .txt files or a JSONL file. With LoRA (the default) OUT is a
+PEFT adapter folder and the base weights are untouched; with --full OUT is a
+model folder. Runs are seeded: the same inputs and seed give the same weights.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelDir == "" || data == "" || out == "" {
+				return fmt.Errorf("train: --model, --data and -o are required")
+			}
+			log := logger(cmd)
+			m, err := model.Load(modelDir)
+			if err != nil {
+				return err
+			}
+			tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
+			if err != nil {
+				return err
+			}
+			ds, err := datasets.Load(data, datasets.Options{})
+			if err != nil {
+				return err
+			}
+			tokens := datasets.Tokenize(ds, tok)
+			windows := datasets.Windows(tokens, seqLen)
+			if len(windows) == 0 {
+				return fmt.Errorf("train: %s has %d tokens, fewer than seq_len+1 = %d", data, len(tokens), seqLen+1)
+			}
+			tc := model.TrainConfig{Steps: steps, Batch: batch, SeqLen: seqLen, LR: lr, WeightDecay: wd,
+				ClipNorm: clip, Warmup: warmup, Schedule: schedule, Seed: seed}
+			if !full {
+				tc.LoRA = &model.LoRAConfig{Rank: rank, Alpha: alpha, Dropout: dropout, Targets: splitList(targets)}
+			}
+			bar := progressbar.NewOptions(steps, progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+				progressbar.OptionSetDescription("train"), progressbar.OptionShowCount(),
+				progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionSetWidth(20))
+			tc.Progress = func(step int, loss, tps float64) {
+				bar.Describe(fmt.Sprintf("train loss %.4f  %.0f tok/s", loss, tps))
+				_ = bar.Add(1)
+			}
+			tr, err := model.NewTrainer(m, tc)
+			if err != nil {
+				return err
+			}
+			defer tr.Close()
+			log.Info("training", "samples", len(ds.Samples), "tokens", len(tokens), "windows", len(windows),
+				"mode", map[bool]string{true: "full", false: "lora"}[full], "steps", steps)
+			start := time.Now()
+			loss, err := tr.Run(cmd.Context(), datasets.NewBatcher(windows, batch, seed))
+			_ = bar.Finish()
+			fmt.Fprintln(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			var digest string
+			if full {
+				digest, err = tr.Model().Save(out, safetensors.F32)
+				if err == nil {
+					err = copyTokenizer(modelDir, out)
+				}
+			} else {
+				ad := tr.Adapter()
+				ad.BaseModel = modelDir
+				digest, err = ad.Save(out)
+			}
+			if err != nil {
+				return err
+			}
+			el := time.Since(start)
+			log.Info("trained", "out", out, "final_loss", loss, "seconds", el.Seconds(),
+				"tok_per_s", float64(tr.Tokens())/el.Seconds())
+			fmt.Fprintln(cmd.OutOrStdout(), digest)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelDir, "model", "", "model folder (config.json + model.safetensors)")
+	f.StringVar(&data, "data", "", "training data: text file, folder of .txt, or JSONL")
+	f.StringVarP(&out, "out", "o", "", "output folder (adapter, or model with --full)")
+	f.BoolVar(&full, "full", false, "train every weight instead of a LoRA adapter")
+	f.IntVar(&rank, "lora-rank", 8, "LoRA rank r")
+	f.Float64Var(&alpha, "lora-alpha", 16, "LoRA alpha (scaling = alpha/r)")
+	f.Float64Var(&dropout, "lora-dropout", 0, "LoRA dropout on the adapter input")
+	f.StringVar(&targets, "lora-targets", strings.Join(model.DefaultTargets, ","), "comma-separated projections to adapt")
+	f.IntVar(&steps, "steps", 100, "optimiser steps")
+	f.IntVar(&batch, "batch", 8, "windows per step")
+	f.IntVar(&seqLen, "seq-len", 64, "tokens per window")
+	f.IntVar(&warmup, "warmup", 0, "warmup steps (cosine schedule)")
+	f.Float64Var(&lr, "lr", 1e-3, "peak learning rate")
+	f.Float64Var(&wd, "weight-decay", 0, "AdamW decoupled weight decay")
+	f.Float64Var(&clip, "clip-norm", 1, "global gradient-norm clip (0 = off)")
+	f.StringVar(&schedule, "schedule", model.ScheduleCosine, "learning-rate schedule: cosine or constant")
+	f.Uint64Var(&seed, "seed", 0, "seed for adapter init, dropout and batch order")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,469 @@
+package ledger
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fedtune/fedtune/ledger/pebblestore"
+)
+
+// kvWrite is one staged application-state write.
+type kvWrite struct {
+	key []byte
+	val []byte
+}
+
+// execCtx executes transactions against the state as an indexed batch sees
+// it. check validates a transaction completely, reading only, and returns
+// the writes it would make; apply stages them. So a rejected transaction
+// stages nothing.
+type execCtx struct {
+	chainID string
+	policy  Policy
+	b       *pebblestore.Batch
+	ws      writeSet
+	height  uint64 // height of the block being built
+	time    int64  // its time, unix nanos
+	seen    map[[32]byte]bool
+}
+
+// storageError marks an error of the store, as opposed to a rejection: the
+// FSM cannot go on after one.
+type storageError struct{ err error }
+
+// Error implements error.
+func (e *storageError) Error() string { return "ledger: state store: " + e.err.Error() }
+
+// Unwrap returns the store's error.
+func (e *storageError) Unwrap() error { return e.err }
+
+func (c *execCtx) get(key []byte) ([]byte, bool, error) {
+	v, ok, err := c.b.Get(key)
+	if err != nil {
+		return nil, false, &storageError{err}
+	}
+	return v, ok, nil
+}
+
+func (c *execCtx) getJSON(key []byte, v any) (bool, error) {
+	raw, ok, err := c.get(key)
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, &storageError{fmt.Errorf("decode %q: %w", key, err)}
+	}
+	return true, nil
+}
+
+func (c *execCtx) apply(ws []kvWrite) error {
+	for _, w := range ws {
+		if err := c.b.Set(w.key, w.val); err != nil {
+			return &storageError{err}
+		}
+		c.ws[string(w.key)] = w.val
+	}
+	return nil
+}
+
+func (c *execCtx) member(id string) (*Member, error) {
+	var m Member
+	ok, err := c.getJSON(memberKey(id), &m)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (c *execCtx) round(job string, n uint64) (*Round, error) {
+	var r Round
+	ok, err := c.getJSON(roundKey(job, n), &r)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// check validates one envelope against the state and returns the decoded tx
+// and its writes. A rejection is a *TxError; any other error is the store's.
+func (c *execCtx) check(raw []byte) (*Tx, []kvWrite, error) {
+	if len(raw) > c.policy.MaxTxBytes {
+		return nil, nil, txErr(CodeTooLarge, "envelope is %d bytes, policy max_tx_bytes is %d", len(raw), c.policy.MaxTxBytes)
+	}
+	hash := TxHash(raw)
+	if c.seen[hash] {
+		return nil, nil, txErr(CodeDuplicate, "tx %x appears earlier in the same block", hash[:8])
+	}
+	if v, ok, err := c.get(txIndexKey(hash)); err != nil {
+		return nil, nil, err
+	} else if ok {
+		r := reader{b: v}
+		h, i := r.u64(), r.u32()
+		return nil, nil, txErr(CodeDuplicate, "tx %x is already on the chain at height %d index %d", hash[:8], h, i)
+	}
+	tx, err := DecodeTx(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tx.ChainID != c.chainID {
+		return nil, nil, txErr(CodeWrongChain, "tx is for chain %q, this chain is %q", abbrev(tx.ChainID), c.chainID)
+	}
+	m, err := c.member(tx.Signer)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m == nil {
+		return nil, nil, txErr(CodeUnknownSigner, "signer %s is not a member", tx.Signer)
+	}
+	if !m.Active {
+		return nil, nil, txErr(CodeUnknownSigner, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
+	}
+	pub, err := hex.DecodeString(m.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, nil, &storageError{fmt.Errorf("member %s has a bad stored key", m.ID)}
+	}
+	if err := tx.Envelope.Verify(ed25519.PublicKey(pub)); err != nil {
+		return nil, nil, err
+	}
+	typ := tx.Body.TxType()
+	if want := TxRoles[typ]; m.Role != want {
+		return nil, nil, txErr(CodeForbidden, "%s needs role %s; signer %s is %s", typ, want, tx.Signer, m.Role)
+	}
+	var last uint64
+	if v, ok, err := c.get(nonceKey(tx.Signer)); err != nil {
+		return nil, nil, err
+	} else if ok {
+		if last, err = parseU64(v); err != nil {
+			return nil, nil, &storageError{fmt.Errorf("nonce of %s: %w", tx.Signer, err)}
+		}
+	}
+	if tx.Nonce <= last {
+		return nil, nil, txErr(CodeBadNonce, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
+	}
+	ws, err := c.checkBody(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ws = append(ws, kvWrite{nonceKey(tx.Signer), u64Bytes(tx.Nonce)})
+	return tx, ws, nil
+}
+
+func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
+	txHash := hex.EncodeToString(tx.Hash[:])
+	switch b := tx.Body.(type) {
+	case MemberAdded:
+		pub, _ := ParsePublicKey(b.PublicKey) // checked by DecodeTx
+		id := KeyID(pub)
+		old, err := c.member(id)
+		if err != nil {
+			return nil, err
+		}
+		if old != nil && old.Active {
+			return nil, txErr(CodeAlreadyExists, "member %s is already a member with role %s", id, old.Role)
+		}
+		m := Member{ID: id, PublicKey: hex.EncodeToString(pub), Role: b.Role, Name: b.Name, Active: true, AddedHeight: c.height}
+		return []kvWrite{{memberKey(id), mustJSON(m)}}, nil
+
+	case MemberRemoved:
+		m, err := c.member(b.ID)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil || !m.Active {
+			return nil, txErr(CodeNotFound, "member %s is not a current member", b.ID)
+		}
+		if m.Role == RoleAdmin {
+			admins := 0
+			err := c.b.Iter([]byte(prefixMember), func(_, v []byte) error {
+				var o Member
+				if err := json.Unmarshal(v, &o); err != nil {
+					return err
+				}
+				if o.Active && o.Role == RoleAdmin {
+					admins++
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, &storageError{err}
+			}
+			if admins <= 1 {
+				return nil, txErr(CodeInvalid, "member %s is the last admin; add another admin first", b.ID)
+			}
+		}
+		m.Active = false
+		m.RemovedHeight = c.height
+		m.RemovedReason = b.Reason
+		return []kvWrite{{memberKey(b.ID), mustJSON(m)}}, nil
+
+	case ModelRegistered:
+		if _, ok, err := c.get(modelKey(b.Digest)); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeAlreadyExists, "model %s is already recorded", b.Digest)
+		}
+		m := Model{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Config: b.Config,
+			Registrar: tx.Signer, Height: c.height, TxHash: txHash}
+		return []kvWrite{{modelKey(b.Digest), mustJSON(m)}}, nil
+
+	case DatasetRegistered:
+		if _, ok, err := c.get(datasetKey(b.Digest)); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeAlreadyExists, "dataset %s is already registered", b.Digest)
+		}
+		d := Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Samples: b.Samples,
+			Owner: tx.Signer, Height: c.height, TxHash: txHash}
+		return []kvWrite{{datasetKey(b.Digest), mustJSON(d)}}, nil
+
+	case RoundOpened:
+		if _, ok, err := c.get(modelKey(b.BaseModel)); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, txErr(CodeNotFound, "base model %s is not registered", b.BaseModel)
+		}
+		if r, err := c.round(b.JobID, b.Round); err != nil {
+			return nil, err
+		} else if r != nil {
+			return nil, txErr(CodeAlreadyExists, "round %d of job %q already exists (%s)", b.Round, b.JobID, r.Status)
+		}
+		if v, ok, err := c.get(jobKey(b.JobID)); err != nil {
+			return nil, err
+		} else if ok {
+			last, err := parseU64(v)
+			if err != nil {
+				return nil, &storageError{err}
+			}
+			if b.Round <= last {
+				return nil, txErr(CodeInvalid, "round numbers of job %q must increase: round %d was already opened; open %d or later", b.JobID, last, last+1)
+			}
+		}
+		for i, t := range b.Trainers {
+			m, err := c.member(t)
+			if err != nil {
+				return nil, err
+			}
+			if m == nil || !m.Active {
+				return nil, txErr(CodeNotFound, "trainers[%d] %s is not a current member", i, t)
+			}
+			if m.Role != RoleTrainer {
+				return nil, txErr(CodeInvalid, "trainers[%d] %s has role %s, not trainer", i, t, m.Role)
+			}
+		}
+		if b.Deadline.UnixNano() <= c.time {
+			return nil, txErr(CodeInvalid, "deadline %s is not after the block time %s",
+				b.Deadline.UTC().Format(time.RFC3339Nano), time.Unix(0, c.time).UTC().Format(time.RFC3339Nano))
+		}
+		r := Round{JobID: b.JobID, Round: b.Round, ConfigDigest: b.ConfigDigest, BaseModel: b.BaseModel,
+			Strategy: b.Strategy, Trainers: b.Trainers, Deadline: b.Deadline, Status: StatusOpen,
+			Coordinator: tx.Signer, OpenedHeight: c.height}
+		return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}, {jobKey(b.JobID), u64Bytes(b.Round)}}, nil
+
+	case UpdateSubmitted:
+		r, err := c.openRound(b.JobID, b.Round)
+		if err != nil {
+			return nil, err
+		}
+		if !contains(r.Trainers, tx.Signer) {
+			return nil, txErr(CodeNotSelected, "trainer %s is not selected for round %d of job %q", tx.Signer, b.Round, b.JobID)
+		}
+		if c.time > r.Deadline.UnixNano() {
+			return nil, txErr(CodeDeadlinePassed, "round %d of job %q closed for updates at %s; block time is %s", b.Round, b.JobID,
+				r.Deadline.UTC().Format(time.RFC3339Nano), time.Unix(0, c.time).UTC().Format(time.RFC3339Nano))
+		}
+		var d Dataset
+		if ok, err := c.getJSON(datasetKey(b.DatasetDigest), &d); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, txErr(CodeNotFound, "dataset %s is not registered", b.DatasetDigest)
+		}
+		if d.Owner != tx.Signer {
+			return nil, txErr(CodeForbidden, "dataset %s was registered by %s, not by the submitting trainer %s", b.DatasetDigest, d.Owner, tx.Signer)
+		}
+		var clash error
+		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
+			var u Update
+			if err := json.Unmarshal(v, &u); err != nil {
+				return &storageError{err}
+			}
+			if u.Trainer == tx.Signer {
+				clash = txErr(CodeAlreadyExists, "trainer %s already submitted update %s to round %d of job %q", tx.Signer, u.UpdateDigest, b.Round, b.JobID)
+			} else if u.UpdateDigest == b.UpdateDigest {
+				clash = txErr(CodeAlreadyExists, "update %s was already submitted to round %d of job %q by %s", b.UpdateDigest, b.Round, b.JobID, u.Trainer)
+			}
+			if clash != nil {
+				return pebblestore.ErrStopIter
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, asStorage(err)
+		}
+		if clash != nil {
+			return nil, clash
+		}
+		u := Update{Trainer: tx.Signer, UpdateDigest: b.UpdateDigest, DatasetDigest: b.DatasetDigest, Samples: b.Samples,
+			Metrics: b.Metrics, Height: c.height, TxHash: txHash}
+		return []kvWrite{{updateKey(b.JobID, b.Round, tx.Signer), mustJSON(u)}}, nil
+
+	case UpdateRejected:
+		if _, err := c.openRound(b.JobID, b.Round); err != nil {
+			return nil, err
+		}
+		var found *Update
+		err := c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
+			var u Update
+			if err := json.Unmarshal(v, &u); err != nil {
+				return &storageError{err}
+			}
+			if u.UpdateDigest == b.UpdateDigest {
+				found = &u
+				return pebblestore.ErrStopIter
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, asStorage(err)
+		}
+		if found == nil {
+			return nil, txErr(CodeNotFound, "no update %s was submitted to round %d of job %q", b.UpdateDigest, b.Round, b.JobID)
+		}
+		if found.Rejected {
+			return nil, txErr(CodeAlreadyExists, "update %s of round %d of job %q is already rejected", b.UpdateDigest, b.Round, b.JobID)
+		}
+		found.Rejected, found.RejectReason, found.RejectedBy = true, b.Reason, tx.Signer
+		return []kvWrite{{updateKey(b.JobID, b.Round, found.Trainer), mustJSON(found)}}, nil
+
+	case RoundCommitted:
+		r, err := c.openRound(b.JobID, b.Round)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok, err := c.get(modelKey(b.ModelDigest)); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeAlreadyExists, "model %s is already recorded; a commit must name a new model", b.ModelDigest)
+		}
+		link := lineageLink{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel,
+			ModelDigest: b.ModelDigest, Strategy: b.Strategy, Params: b.Params, OpenedHeight: r.OpenedHeight,
+			CommittedHeight: c.height, Aggregator: tx.Signer}
+		seen := make(map[string]bool, len(b.Contributors))
+		for i, ct := range b.Contributors {
+			if seen[ct.Trainer] {
+				return nil, txErr(CodeInvalid, "contributors[%d]: trainer %s is listed twice", i, ct.Trainer)
+			}
+			seen[ct.Trainer] = true
+			var u Update
+			ok, err := c.getJSON(updateKey(b.JobID, b.Round, ct.Trainer), &u)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || u.UpdateDigest != ct.UpdateDigest {
+				return nil, txErr(CodeNotFound, "contributors[%d]: trainer %s submitted no update %s to round %d of job %q", i, ct.Trainer, ct.UpdateDigest, b.Round, b.JobID)
+			}
+			if u.Rejected {
+				return nil, txErr(CodeInvalid, "contributors[%d]: update %s was rejected: %s", i, ct.UpdateDigest, u.RejectReason)
+			}
+			link.Contributors = append(link.Contributors, LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
+				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight})
+		}
+		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
+			var u Update
+			if err := json.Unmarshal(v, &u); err != nil {
+				return &storageError{err}
+			}
+			if u.Rejected {
+				link.Rejected = append(link.Rejected, RejectedUpdate{Trainer: u.Trainer, UpdateDigest: u.UpdateDigest, Reason: u.RejectReason})
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, asStorage(err)
+		}
+		r.Status, r.ClosedHeight, r.Aggregator = StatusCommitted, c.height, tx.Signer
+		r.ModelDigest, r.CommittedStrategy, r.Params, r.Contributors = b.ModelDigest, b.Strategy, b.Params, b.Contributors
+		m := Model{Digest: b.ModelDigest, Registrar: tx.Signer, Height: c.height, TxHash: txHash,
+			Parent: r.BaseModel, JobID: r.JobID, Round: r.Round}
+		lw, err := c.lineageWrites(r.BaseModel, b.ModelDigest, link.encode())
+		if err != nil {
+			return nil, err
+		}
+		return append([]kvWrite{
+			{roundKey(b.JobID, b.Round), mustJSON(r)},
+			{modelKey(b.ModelDigest), mustJSON(m)},
+		}, lw...), nil
+
+	case RoundFailed:
+		r, err := c.openRound(b.JobID, b.Round)
+		if err != nil {
+			return nil, err
+		}
+		r.Status, r.ClosedHeight, r.Aggregator, r.FailReason = StatusFailed, c.height, tx.Signer, b.Reason
+		return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}}, nil
+	}
+	return nil, txErr(CodeMalformed, "unknown tx body %T", tx.Body)
+}
+
+// lineageWrites places the lineage link of model, committed on base, in a
+// segment: the first child of a committed model continues its parent's
+// segment at the next depth; any other model starts a segment of its own.
+func (c *execCtx) lineageWrites(base, model string, link []byte) ([]kvWrite, error) {
+	seg, depth := model, uint64(0)
+	var ws []kvWrite
+	if raw, ok, err := c.get(lineageKey(base)); err != nil {
+		return nil, err
+	} else if ok {
+		bseg, bdepth, err := decodeSegmentPtr(raw)
+		if err != nil {
+			return nil, &storageError{fmt.Errorf("lineage pointer of %s: %w", base, err)}
+		}
+		if _, taken, err := c.get(childKey(base)); err != nil {
+			return nil, err
+		} else if !taken {
+			seg, depth = bseg, bdepth+1
+			ws = append(ws, kvWrite{childKey(base), []byte{1}})
+		}
+	}
+	return append(ws,
+		kvWrite{lineageKey(model), encodeSegmentPtr(seg, depth)},
+		kvWrite{segmentKey(seg, depth), link}), nil
+}
+
+// openRound returns the round if it exists and is open, else a rejection.
+func (c *execCtx) openRound(job string, n uint64) (*Round, error) {
+	r, err := c.round(job, n)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, txErr(CodeNotFound, "round %d of job %q was never opened", n, job)
+	}
+	switch r.Status {
+	case StatusCommitted:
+		return nil, txErr(CodeRoundNotOpen, "round %d of job %q was already committed at height %d (model %s)", n, job, r.ClosedHeight, r.ModelDigest)
+	case StatusFailed:
+		return nil, txErr(CodeRoundNotOpen, "round %d of job %q failed at height %d: %s", n, job, r.ClosedHeight, r.FailReason)
+	}
+	return r, nil
+}
+
+func asStorage(err error) error {
+	var se *storageError
+	if errors.As(err, &se) {
+		return se
+	}
+	return &storageError{err}
+}
+
+func contains(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,222 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// ErrRejected is wrapped by SubmitWait's error for a rejected tx.
+var ErrRejected = errors.New("ledger node: tx rejected")
+
+// Client talks to one ledger node's gRPC service. It verifies what it can:
+// block hashes, cosignatures and inclusion proofs.
+type Client struct {
+	cc  *grpc.ClientConn
+	api ledgerv1.LedgerClient
+}
+
+// Dial returns a client for the node at addr (host:port). Plain-text gRPC;
+// extra options (a context dialer, say) are appended.
+func Dial(ctx context.Context, addr string, opts ...grpc.DialOption) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	cc, err := grpc.NewClient(addr, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
+	}
+	return &Client{cc: cc, api: ledgerv1.NewLedgerClient(cc)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.cc.Close() }
+
+// API returns the raw generated client.
+func (c *Client) API() ledgerv1.LedgerClient { return c.api }
+
+// Submit sends envelopes and returns one result per envelope.
+func (c *Client) Submit(ctx context.Context, txs ...[]byte) ([]*ledgerv1.TxResult, error) {
+	resp, err := c.api.Submit(ctx, &ledgerv1.SubmitRequest{Txs: txs})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Results) != len(txs) {
+		return nil, fmt.Errorf("submit: %d results for %d txs", len(resp.Results), len(txs))
+	}
+	return resp.Results, nil
+}
+
+// SubmitWait submits one tx and resubmits it while its fate is unknown or
+// no leader answers, until it is committed (returning its height) or
+// rejected (an error wrapping ErrRejected with the ledger's reason), or ctx
+// ends. Resubmitting is safe: the ledger deduplicates txs by hash.
+func (c *Client) SubmitWait(ctx context.Context, tx []byte) (uint64, error) {
+	var last string
+	for {
+		rs, err := c.Submit(ctx, tx)
+		switch {
+		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_COMMITTED:
+			return rs[0].Height, nil
+		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_REJECTED:
+			return 0, fmt.Errorf("%w: %s", ErrRejected, rs[0].Reason)
+		case err == nil:
+			last = rs[0].Reason
+		case status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil:
+			last = err.Error()
+		default:
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("submit: %w (last: %s)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Status returns the node's view of itself and the cluster.
+func (c *Client) Status(ctx context.Context) (*ledgerv1.StatusResponse, error) {
+	return c.api.Status(ctx, &ledgerv1.StatusRequest{})
+}
+
+// VerifiedBlock is a block checked against its hash, with the cosignatures
+// that verified.
+type VerifiedBlock struct {
+	Block        *ledger.Block
+	Hash         [32]byte
+	Cosignatures []Checkpoint
+}
+
+// Block fetches block h, asking for at least minCosignatures cosignatures.
+// It checks that the block decodes and hashes to the hash sent, and that
+// each cosignature is valid for that block and from a distinct node; it
+// fails (wrapping ErrQuorum) when fewer than minCosignatures remain. chainID
+// may be "" to accept the chain ID the cosignatures name, if they agree.
+func (c *Client) Block(ctx context.Context, h uint64, minCosignatures int, chainID string) (*VerifiedBlock, error) {
+	resp, err := c.api.GetBlock(ctx, &ledgerv1.GetBlockRequest{Height: h, MinCosignatures: uint32(minCosignatures)})
+	if err != nil {
+		if status.Code(err) == codes.FailedPrecondition {
+			return nil, fmt.Errorf("%w: %s", ErrQuorum, status.Convert(err).Message())
+		}
+		return nil, err
+	}
+	return verifyBlockResponse(resp, h, minCosignatures, chainID)
+}
+
+func verifyBlockResponse(resp *ledgerv1.BlockResponse, h uint64, minCosignatures int, chainID string) (*VerifiedBlock, error) {
+	b, err := ledger.DecodeBlock(resp.Block)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", h, err)
+	}
+	hash := b.Hash()
+	if b.Header.Height != h || !bytes.Equal(resp.Hash, hash[:]) || resp.Height != h {
+		return nil, fmt.Errorf("block %d: server sent height %d / header height %d, hash %x / computed %x", h, resp.Height, b.Header.Height, resp.Hash, hash)
+	}
+	vb := &VerifiedBlock{Block: b, Hash: hash}
+	seen := map[string]bool{}
+	for _, p := range resp.Cosignatures {
+		cp, err := CheckpointFromProto(p)
+		if err != nil {
+			return nil, err
+		}
+		if chainID == "" {
+			chainID = cp.ChainID
+		}
+		if err := cp.VerifyFor(chainID, h, hash); err != nil {
+			return nil, fmt.Errorf("block %d: %w", h, err)
+		}
+		if seen[cp.NodeID] {
+			continue
+		}
+		seen[cp.NodeID] = true
+		vb.Cosignatures = append(vb.Cosignatures, *cp)
+	}
+	if len(vb.Cosignatures) < minCosignatures {
+		return nil, fmt.Errorf("%w: block %d has %d valid cosignatures, want %d", ErrQuorum, h, len(vb.Cosignatures), minCosignatures)
+	}
+	return vb, nil
+}
+
+// Blocks streams blocks from height from, calling fn for each after
+// checking its hash; with follow it keeps waiting for new blocks until ctx
+// ends or fn returns an error.
+func (c *Client) Blocks(ctx context.Context, from uint64, follow bool, fn func(*VerifiedBlock) error) error {
+	stream, err := c.api.StreamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: from, Follow: follow})
+	if err != nil {
+		return err
+	}
+	next := from
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		vb, err := verifyBlockResponse(resp, next, 0, "")
+		if err != nil {
+			return err
+		}
+		if err := fn(vb); err != nil {
+			return err
+		}
+		next++
+	}
+}
+
+// Tx fetches a committed tx and verifies its Merkle inclusion proof
+// against the tx root the node reports.
+func (c *Client) Tx(ctx context.Context, hash [32]byte) (*ledgerv1.GetTxResponse, error) {
+	resp, err := c.api.GetTx(ctx, &ledgerv1.GetTxRequest{Hash: hash[:]})
+	if err != nil {
+		return nil, err
+	}
+	if ledger.TxHash(resp.Envelope) != hash {
+		return nil, fmt.Errorf("tx %x: server sent an envelope with another hash", hash[:8])
+	}
+	var root [32]byte
+	if len(resp.TxRoot) != 32 {
+		return nil, fmt.Errorf("tx %x: tx root is %d bytes", hash[:8], len(resp.TxRoot))
+	}
+	copy(root[:], resp.TxRoot)
+	if err := ledger.VerifyInclusion(hash, resp.Index, resp.TreeSize, resp.Proof, root); err != nil {
+		return nil, fmt.Errorf("tx %x: %w", hash[:8], err)
+	}
+	return resp, nil
+}
+
+// Query reads a record of ledger state as JSON.
+func (c *Client) Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error) {
+	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: kind, Key: key, Round: round})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Json, nil
+}
+
+// Join asks the cluster (through this node) to add a node, promoting it to
+// voter once caught up when voter is set.
+func (c *Client) Join(ctx context.Context, p PeerConfig, voter bool) error {
+	_, err := c.api.Join(ctx, &ledgerv1.JoinRequest{NodeId: p.ID, RaftAddress: p.RaftAddress, GrpcAddress: p.GRPCAddress, Voter: voter})
+	return err
+}
+
+// Remove asks the cluster (through this node) to remove a node.
+func (c *Client) Remove(ctx context.Context, nodeID string) error {
+	_, err := c.api.Remove(ctx, &ledgerv1.RemoveRequest{NodeId: nodeID})
+	return err
+}

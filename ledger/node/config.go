@@ -1,0 +1,288 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("ledger node config")
+
+// Config is a ledger node's YAML configuration, decoded strictly by
+// LoadConfig: an unknown key is an error naming the file and line.
+type Config struct {
+	// NodeID is the node's ID (hex SHA-256 of its public key). Optional: it
+	// is derived from KeyFile, and when set must match it.
+	NodeID string `yaml:"node_id"`
+	// DataDir holds the genesis file, the pebble database, raft snapshots
+	// and the peer directory. Relative paths are resolved against the
+	// config file's directory.
+	DataDir string `yaml:"data_dir"`
+	// KeyFile is the node's ed25519 key (PKCS#8 PEM).
+	KeyFile string `yaml:"key_file"`
+	// RaftAddress is the host:port raft listens on and advertises.
+	RaftAddress string `yaml:"raft_address"`
+	// GRPCAddress is the host:port the Ledger gRPC service listens on.
+	GRPCAddress string `yaml:"grpc_address"`
+	// MetricsAddress is the host:port of the Prometheus /metrics endpoint;
+	// empty turns it off.
+	MetricsAddress string `yaml:"metrics_address"`
+	// Bootstrap makes this node bootstrap a new cluster of Peers (itself
+	// included) when its data directory holds no raft state yet.
+	Bootstrap bool `yaml:"bootstrap"`
+	// Peers lists the cluster's nodes (for Bootstrap) and seeds the peer
+	// directory.
+	Peers []PeerConfig `yaml:"peers"`
+	// Join is the gRPC address of a running node to ask to add this node
+	// when its data directory holds no raft state yet.
+	Join string `yaml:"join"`
+	// JoinAsVoter asks for promotion to voter once caught up.
+	JoinAsVoter bool `yaml:"join_as_voter"`
+	// Raft tunes the raft library.
+	Raft RaftConfig `yaml:"raft"`
+
+	// path is the file the config was loaded from, if any.
+	path string
+}
+
+// PeerConfig names one ledger node.
+type PeerConfig struct {
+	ID          string `yaml:"id"`
+	RaftAddress string `yaml:"raft_address"`
+	GRPCAddress string `yaml:"grpc_address"`
+}
+
+// RaftConfig holds raft timing and snapshot settings. Zero values take the
+// defaults of DefaultRaftConfig.
+type RaftConfig struct {
+	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout    time.Duration `yaml:"election_timeout"`
+	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
+	CommitTimeout      time.Duration `yaml:"commit_timeout"`
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one.
+	SnapshotThreshold uint64 `yaml:"snapshot_threshold"`
+	// SnapshotInterval is how often raft checks SnapshotThreshold.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// TrailingLogs is how many log entries are kept after a snapshot.
+	TrailingLogs uint64 `yaml:"trailing_logs"`
+	// RetainSnapshots is how many snapshots the snapshot store keeps.
+	RetainSnapshots int `yaml:"retain_snapshots"`
+}
+
+// DefaultRaftConfig returns the raft settings used for zero fields, except
+// that an unset election timeout is at least the heartbeat timeout and an
+// unset leader lease at most half of it.
+func DefaultRaftConfig() RaftConfig {
+	return RaftConfig{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      20 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+		RetainSnapshots:    2,
+	}
+}
+
+// withDefaults fills zero fields from DefaultRaftConfig.
+func (r RaftConfig) withDefaults() RaftConfig {
+	d := DefaultRaftConfig()
+	if r.HeartbeatTimeout == 0 {
+		r.HeartbeatTimeout = d.HeartbeatTimeout
+	}
+	if r.ElectionTimeout == 0 {
+		r.ElectionTimeout = max(d.ElectionTimeout, r.HeartbeatTimeout)
+	}
+	if r.LeaderLeaseTimeout == 0 {
+		r.LeaderLeaseTimeout = min(d.LeaderLeaseTimeout, r.HeartbeatTimeout/2)
+	}
+	if r.CommitTimeout == 0 {
+		r.CommitTimeout = d.CommitTimeout
+	}
+	if r.SnapshotThreshold == 0 {
+		r.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if r.SnapshotInterval == 0 {
+		r.SnapshotInterval = d.SnapshotInterval
+	}
+	if r.TrailingLogs == 0 {
+		r.TrailingLogs = d.TrailingLogs
+	}
+	if r.RetainSnapshots == 0 {
+		r.RetainSnapshots = d.RetainSnapshots
+	}
+	return r
+}
+
+// LoadConfig reads a node config from a YAML file, strictly: unknown keys,
+// duplicate keys and type mismatches are errors naming the file and line.
+// Relative paths in it are resolved against the file's directory. The
+// result is validated.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	cfg, err := parseConfig(path, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	cfg.path = path
+	dir := filepath.Dir(path)
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if cfg.DataDir != "" && !filepath.IsAbs(cfg.DataDir) {
+		cfg.DataDir = filepath.Join(dir, cfg.DataDir)
+	}
+	if cfg.KeyFile != "" && !filepath.IsAbs(cfg.KeyFile) {
+		cfg.KeyFile = filepath.Join(dir, cfg.KeyFile)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes and validates a YAML node config. Errors read
+// "name:line: message"; name labels the source.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	cfg, err := parseConfig(name, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return cfg, nil
+}
+
+func parseConfig(name string, data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty", name)
+		}
+		return nil, errors.New(yamlErrorText(name, err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: more than one YAML document", name)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &cfg, nil
+}
+
+var (
+	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
+	yamlLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// yamlErrorText rewrites yaml.v3's errors as "name:line: message".
+func yamlErrorText(name string, err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		lines := make([]string, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			if m := yamlUnknownField.FindStringSubmatch(e); m != nil {
+				lines = append(lines, fmt.Sprintf("%s:%s: unknown key %q", name, m[1], m[2]))
+			} else if m := yamlLine.FindStringSubmatch(e); m != nil {
+				lines = append(lines, fmt.Sprintf("%s:%s: %s", name, m[1], m[2]))
+			} else {
+				lines = append(lines, fmt.Sprintf("%s: %s", name, e))
+			}
+		}
+		return strings.Join(lines, "; ")
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("%s:%s: %s", name, m[1], m[2])
+	}
+	return fmt.Sprintf("%s: %s", name, msg)
+}
+
+// Validate reports every problem with the config in one error.
+func (c *Config) Validate() error {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	if c.DataDir == "" {
+		add("data_dir: required")
+	}
+	if c.KeyFile == "" {
+		add("key_file: required")
+	}
+	if c.NodeID != "" && !isNodeID(c.NodeID) {
+		add("node_id: %q is not 64 lowercase hex characters", c.NodeID)
+	}
+	checkAddr := func(field, v string, required bool) {
+		if v == "" {
+			if required {
+				add("%s: required", field)
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			add("%s: %q is not host:port: %v", field, v, err)
+		}
+	}
+	checkAddr("raft_address", c.RaftAddress, true)
+	checkAddr("grpc_address", c.GRPCAddress, true)
+	checkAddr("metrics_address", c.MetricsAddress, false)
+	checkAddr("join", c.Join, false)
+	if c.Bootstrap && c.Join != "" {
+		add("bootstrap and join: set at most one")
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Peers {
+		if !isNodeID(p.ID) {
+			add("peers[%d].id: %q is not 64 lowercase hex characters", i, p.ID)
+		}
+		if seen[p.ID] {
+			add("peers[%d].id: %s listed twice", i, p.ID)
+		}
+		seen[p.ID] = true
+		checkAddr(fmt.Sprintf("peers[%d].raft_address", i), p.RaftAddress, true)
+		checkAddr(fmt.Sprintf("peers[%d].grpc_address", i), p.GRPCAddress, true)
+	}
+	r := c.Raft
+	if r.HeartbeatTimeout < 0 || r.ElectionTimeout < 0 || r.LeaderLeaseTimeout < 0 || r.CommitTimeout < 0 || r.SnapshotInterval < 0 {
+		add("raft: durations must not be negative")
+	}
+	if r.RetainSnapshots < 0 {
+		add("raft.retain_snapshots: must not be negative")
+	}
+	rd := r.withDefaults()
+	if rd.LeaderLeaseTimeout > rd.HeartbeatTimeout {
+		add("raft.leader_lease_timeout: %v exceeds heartbeat_timeout %v", rd.LeaderLeaseTimeout, rd.HeartbeatTimeout)
+	}
+	if rd.ElectionTimeout < rd.HeartbeatTimeout {
+		add("raft.election_timeout: %v is below heartbeat_timeout %v", rd.ElectionTimeout, rd.HeartbeatTimeout)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// isNodeID reports whether s looks like a node ID: 64 lowercase hex digits.
+func isNodeID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

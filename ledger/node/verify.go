@@ -1,0 +1,40 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/pebblestore"
+)
+
+// VerifyDataDir re-derives the chain stored in a stopped node's data
+// directory from its genesis (ledger.VerifyChainContext) and returns the
+// height verified. A broken chain gives an error wrapping a
+// *ledger.VerifyError that names the first bad height and what broke.
+func VerifyDataDir(ctx context.Context, dataDir string, progress func(height, head uint64)) (uint64, error) {
+	g, err := ledger.LoadGenesis(filepath.Join(dataDir, genesisName))
+	if err != nil {
+		return 0, err
+	}
+	dbDir := filepath.Join(dataDir, "pebble")
+	if _, err := os.Stat(dbDir); err != nil {
+		return 0, fmt.Errorf("%w: %s: %w", ErrNotInitialized, dataDir, err)
+	}
+	db, err := pebblestore.Open(dbDir, pebblestore.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	fsm, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+	if err != nil {
+		return 0, err
+	}
+	head := fsm.Height()
+	if err := ledger.VerifyChainContext(ctx, db.State(), g, ledger.VerifyOptions{Progress: progress}); err != nil {
+		return 0, err
+	}
+	return head, nil
+}

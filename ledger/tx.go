@@ -1,0 +1,494 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// TxBody is the typed content of a transaction. The body types of this
+// package (MemberAdded … RoundFailed) implement it with value receivers;
+// DecodeTx returns bodies as values, so callers switch on them directly.
+type TxBody interface {
+	// TxType is the type name carried in the payload, e.g. "RoundOpened".
+	TxType() string
+}
+
+// The transaction type names.
+const (
+	TypeMemberAdded       = "MemberAdded"
+	TypeMemberRemoved     = "MemberRemoved"
+	TypeModelRegistered   = "ModelRegistered"
+	TypeDatasetRegistered = "DatasetRegistered"
+	TypeRoundOpened       = "RoundOpened"
+	TypeUpdateSubmitted   = "UpdateSubmitted"
+	TypeUpdateRejected    = "UpdateRejected"
+	TypeRoundCommitted    = "RoundCommitted"
+	TypeRoundFailed       = "RoundFailed"
+)
+
+// TxRoles maps each transaction type to the one role allowed to sign it.
+var TxRoles = map[string]Role{
+	TypeMemberAdded:       RoleAdmin,
+	TypeMemberRemoved:     RoleAdmin,
+	TypeModelRegistered:   RoleCoordinator,
+	TypeRoundOpened:       RoleCoordinator,
+	TypeDatasetRegistered: RoleTrainer,
+	TypeUpdateSubmitted:   RoleTrainer,
+	TypeUpdateRejected:    RoleAggregator,
+	TypeRoundCommitted:    RoleAggregator,
+	TypeRoundFailed:       RoleAggregator,
+}
+
+// Field limits checked by ValidateBasic.
+const (
+	MaxTextLen      = 1024 // names, licences, sources, strategies, parameter values
+	MaxReasonLen    = 4096 // rejection and failure reasons
+	MaxJobIDLen     = 128
+	MaxTrainers     = 10000 // selected trainers (and contributors) per round
+	MaxMapEntries   = 64    // metrics and strategy parameters
+	maxMapKeyLength = 128
+)
+
+// MemberAdded (admin) adds a member, or re-adds a removed one, with a role.
+type MemberAdded struct {
+	// PublicKey is the member's ed25519 public key as 64 hex characters.
+	PublicKey string `json:"public_key"`
+	Role      Role   `json:"role"`
+	Name      string `json:"name,omitempty"`
+}
+
+// MemberRemoved (admin) removes a member; its later transactions are rejected.
+type MemberRemoved struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ModelRegistered (coordinator) registers a base model by its weight digest.
+type ModelRegistered struct {
+	Digest  string `json:"digest"`
+	Name    string `json:"name"`
+	Licence string `json:"licence"`
+	Source  string `json:"source"`
+	// Config is the digest of the model's config.json, if known.
+	Config string `json:"config,omitempty"`
+}
+
+// DatasetRegistered (trainer) registers a dataset by its manifest digest.
+// Only the registering trainer may cite it in an update.
+type DatasetRegistered struct {
+	Digest  string `json:"digest"`
+	Name    string `json:"name"`
+	Licence string `json:"licence"`
+	Source  string `json:"source"`
+	Samples uint64 `json:"samples"`
+}
+
+// RoundOpened (coordinator) opens round Round of job JobID on BaseModel, a
+// registered or previously committed model. Round numbers of a job strictly
+// increase.
+type RoundOpened struct {
+	JobID        string    `json:"job_id"`
+	Round        uint64    `json:"round"`
+	ConfigDigest string    `json:"config_digest"`
+	BaseModel    string    `json:"base_model"`
+	Strategy     string    `json:"strategy"`
+	Trainers     []string  `json:"trainers"`
+	Deadline     time.Time `json:"deadline"`
+}
+
+// UpdateSubmitted (a selected trainer) records one update to an open round,
+// computed on a dataset the same trainer registered. One per trainer per round.
+type UpdateSubmitted struct {
+	JobID         string             `json:"job_id"`
+	Round         uint64             `json:"round"`
+	UpdateDigest  string             `json:"update_digest"`
+	DatasetDigest string             `json:"dataset_digest"`
+	Samples       uint64             `json:"samples"`
+	Metrics       map[string]float64 `json:"metrics,omitempty"`
+}
+
+// UpdateRejected (aggregator) marks a submitted update of an open round as
+// rejected; it can no longer be a contributor.
+type UpdateRejected struct {
+	JobID        string `json:"job_id"`
+	Round        uint64 `json:"round"`
+	UpdateDigest string `json:"update_digest"`
+	Reason       string `json:"reason"`
+}
+
+// Contribution is one update that went into a committed model, with its
+// aggregation weight.
+type Contribution struct {
+	Trainer      string  `json:"trainer"`
+	UpdateDigest string  `json:"update_digest"`
+	Weight       float64 `json:"weight"`
+}
+
+// RoundCommitted (aggregator) closes an open round with the new model it
+// produced from the listed, submitted and not rejected, updates.
+type RoundCommitted struct {
+	JobID        string            `json:"job_id"`
+	Round        uint64            `json:"round"`
+	ModelDigest  string            `json:"model_digest"`
+	Strategy     string            `json:"strategy"`
+	Params       map[string]string `json:"params,omitempty"`
+	Contributors []Contribution    `json:"contributors"`
+}
+
+// RoundFailed (aggregator) closes an open round without a model.
+type RoundFailed struct {
+	JobID  string `json:"job_id"`
+	Round  uint64 `json:"round"`
+	Reason string `json:"reason"`
+}
+
+// TxType implements TxBody.
+func (MemberAdded) TxType() string { return TypeMemberAdded }
+
+// TxType implements TxBody.
+func (MemberRemoved) TxType() string { return TypeMemberRemoved }
+
+// TxType implements TxBody.
+func (ModelRegistered) TxType() string { return TypeModelRegistered }
+
+// TxType implements TxBody.
+func (DatasetRegistered) TxType() string { return TypeDatasetRegistered }
+
+// TxType implements TxBody.
+func (RoundOpened) TxType() string { return TypeRoundOpened }
+
+// TxType implements TxBody.
+func (UpdateSubmitted) TxType() string { return TypeUpdateSubmitted }
+
+// TxType implements TxBody.
+func (UpdateRejected) TxType() string { return TypeUpdateRejected }
+
+// TxType implements TxBody.
+func (RoundCommitted) TxType() string { return TypeRoundCommitted }
+
+// TxType implements TxBody.
+func (RoundFailed) TxType() string { return TypeRoundFailed }
+
+var bodyDecoders = map[string]func([]byte) (TxBody, error){
+	TypeMemberAdded:       decodeBody[MemberAdded],
+	TypeMemberRemoved:     decodeBody[MemberRemoved],
+	TypeModelRegistered:   decodeBody[ModelRegistered],
+	TypeDatasetRegistered: decodeBody[DatasetRegistered],
+	TypeRoundOpened:       decodeBody[RoundOpened],
+	TypeUpdateSubmitted:   decodeBody[UpdateSubmitted],
+	TypeUpdateRejected:    decodeBody[UpdateRejected],
+	TypeRoundCommitted:    decodeBody[RoundCommitted],
+	TypeRoundFailed:       decodeBody[RoundFailed],
+}
+
+func decodeBody[T TxBody](raw []byte) (TxBody, error) {
+	var v T
+	if err := decodeStrictJSON(raw, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func decodeStrictJSON(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the JSON value")
+	}
+	return nil
+}
+
+// payloadJSON is the signed payload.
+type payloadJSON struct {
+	ChainID string          `json:"chain_id"`
+	Signer  string          `json:"signer"`
+	Nonce   uint64          `json:"nonce"`
+	Type    string          `json:"type"`
+	Body    json.RawMessage `json:"body"`
+}
+
+// Tx is a decoded transaction: its envelope and the payload's fields. The
+// signature is not checked by DecodeTx (the key comes from the member table).
+type Tx struct {
+	Hash     [32]byte
+	Raw      []byte // the envelope bytes as received
+	Envelope *Envelope
+	ChainID  string
+	Signer   string
+	Nonce    uint64
+	Body     TxBody
+}
+
+// TxHash is the transaction's ID: the SHA-256 of its envelope bytes.
+func TxHash(envelope []byte) [32]byte { return sha256.Sum256(envelope) }
+
+// DecodeTx decodes an envelope and its payload and checks everything that
+// needs no state: canonical envelope, payload type, exactly one signature
+// whose key ID is the payload's signer, a known tx type, a well-formed body.
+// Errors are *TxError.
+func DecodeTx(envelope []byte) (*Tx, error) {
+	e, err := DecodeEnvelope(envelope)
+	if err != nil {
+		return nil, err
+	}
+	if e.PayloadType != PayloadType {
+		return nil, txErr(CodeMalformed, "payloadType %q, want %q", abbrev(e.PayloadType), PayloadType)
+	}
+	if len(e.Signatures) != 1 {
+		return nil, txErr(CodeMalformed, "envelope has %d signatures, want exactly 1", len(e.Signatures))
+	}
+	var p payloadJSON
+	if err := decodeStrictJSON(e.Payload, &p); err != nil {
+		return nil, txErr(CodeMalformed, "payload: %v", err)
+	}
+	if !validID(p.Signer) {
+		return nil, txErr(CodeMalformed, "payload signer %q is not a member ID (64 lowercase hex)", abbrev(p.Signer))
+	}
+	if e.Signatures[0].KeyID != p.Signer {
+		return nil, txErr(CodeBadSignature, "signature keyid %q differs from payload signer %s", abbrev(e.Signatures[0].KeyID), p.Signer)
+	}
+	if p.ChainID == "" {
+		return nil, txErr(CodeMalformed, "payload has no chain_id")
+	}
+	if p.Nonce == 0 {
+		return nil, txErr(CodeBadNonce, "nonce must be at least 1")
+	}
+	dec, ok := bodyDecoders[p.Type]
+	if !ok {
+		return nil, txErr(CodeMalformed, "unknown tx type %q", abbrev(p.Type))
+	}
+	if len(p.Body) == 0 || bytes.Equal(p.Body, []byte("null")) {
+		return nil, txErr(CodeMalformed, "%s: payload has no body", p.Type)
+	}
+	body, err := dec(p.Body)
+	if err != nil {
+		return nil, txErr(CodeMalformed, "%s body: %v", p.Type, err)
+	}
+	if err := validateBody(body); err != nil {
+		return nil, txErr(CodeInvalid, "%s: %v", p.Type, err)
+	}
+	return &Tx{Hash: TxHash(envelope), Raw: envelope, Envelope: e, ChainID: p.ChainID, Signer: p.Signer, Nonce: p.Nonce, Body: body}, nil
+}
+
+// ValidateBasic checks an envelope without state (see DecodeTx). The
+// signature, the signer's membership and role, the nonce and the body's
+// references are checked against state by FSM.CheckTx and when applied.
+func ValidateBasic(envelope []byte) error {
+	_, err := DecodeTx(envelope)
+	return err
+}
+
+// SignTx builds and signs a transaction: it checks body, wraps it in a payload
+// for chainID with the signer's next nonce, signs it with key and returns the
+// encoded envelope, ready to submit.
+func SignTx(key ed25519.PrivateKey, chainID string, nonce uint64, body TxBody) ([]byte, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("sign tx: %w: private key is %d bytes", ErrBadKey, len(key))
+	}
+	if body == nil {
+		return nil, fmt.Errorf("sign tx: nil body")
+	}
+	if _, ok := bodyDecoders[body.TxType()]; !ok {
+		return nil, fmt.Errorf("sign tx: unknown tx type %q", body.TxType())
+	}
+	if chainID == "" {
+		return nil, fmt.Errorf("sign tx: empty chain ID")
+	}
+	if nonce == 0 {
+		return nil, fmt.Errorf("sign tx: nonce must be at least 1")
+	}
+	if err := validateBody(body); err != nil {
+		return nil, fmt.Errorf("sign tx %s: %w", body.TxType(), err)
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("sign tx %s: %w", body.TxType(), err)
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	payload, err := json.Marshal(payloadJSON{ChainID: chainID, Signer: KeyID(pub), Nonce: nonce, Type: body.TxType(), Body: raw})
+	if err != nil {
+		return nil, fmt.Errorf("sign tx %s: %w", body.TxType(), err)
+	}
+	return SignEnvelope(key, PayloadType, payload).Encode(), nil
+}
+
+// validateBody checks a body's fields without state.
+func validateBody(b TxBody) error {
+	switch b := b.(type) {
+	case MemberAdded:
+		if _, err := ParsePublicKey(b.PublicKey); err != nil || strings.HasPrefix(strings.TrimSpace(b.PublicKey), "-") || len(b.PublicKey) != 64 {
+			return fmt.Errorf("public_key must be the ed25519 public key as 64 hex characters")
+		}
+		if strings.ToLower(b.PublicKey) != b.PublicKey {
+			return fmt.Errorf("public_key must be lowercase hex")
+		}
+		if !b.Role.Valid() {
+			return fmt.Errorf("role %q is not one of %v", abbrev(string(b.Role)), Roles)
+		}
+		return checkText("name", b.Name, MaxTextLen, false)
+	case MemberRemoved:
+		if !validID(b.ID) {
+			return fmt.Errorf("id %q is not a member ID (64 lowercase hex)", abbrev(b.ID))
+		}
+		return checkText("reason", b.Reason, MaxReasonLen, false)
+	case ModelRegistered:
+		if err := checkDigest("digest", b.Digest); err != nil {
+			return err
+		}
+		if b.Config != "" {
+			if err := checkDigest("config", b.Config); err != nil {
+				return err
+			}
+		}
+		return firstErr(checkText("name", b.Name, MaxTextLen, true), checkText("licence", b.Licence, MaxTextLen, true), checkText("source", b.Source, MaxTextLen, true))
+	case DatasetRegistered:
+		if err := checkDigest("digest", b.Digest); err != nil {
+			return err
+		}
+		if b.Samples == 0 {
+			return fmt.Errorf("samples must be at least 1")
+		}
+		return firstErr(checkText("name", b.Name, MaxTextLen, true), checkText("licence", b.Licence, MaxTextLen, true), checkText("source", b.Source, MaxTextLen, true))
+	case RoundOpened:
+		if err := checkJobID(b.JobID); err != nil {
+			return err
+		}
+		if err := firstErr(checkDigest("config_digest", b.ConfigDigest), checkDigest("base_model", b.BaseModel), checkText("strategy", b.Strategy, MaxTextLen, true)); err != nil {
+			return err
+		}
+		if len(b.Trainers) == 0 || len(b.Trainers) > MaxTrainers {
+			return fmt.Errorf("trainers: %d selected, want 1 to %d", len(b.Trainers), MaxTrainers)
+		}
+		seen := make(map[string]bool, len(b.Trainers))
+		for i, t := range b.Trainers {
+			if !validID(t) {
+				return fmt.Errorf("trainers[%d] %q is not a member ID", i, abbrev(t))
+			}
+			if seen[t] {
+				return fmt.Errorf("trainers[%d] %s is listed twice", i, t)
+			}
+			seen[t] = true
+		}
+		if b.Deadline.IsZero() {
+			return fmt.Errorf("deadline is required")
+		}
+		return nil
+	case UpdateSubmitted:
+		if err := firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkDigest("dataset_digest", b.DatasetDigest)); err != nil {
+			return err
+		}
+		if b.Samples == 0 {
+			return fmt.Errorf("samples must be at least 1")
+		}
+		if len(b.Metrics) > MaxMapEntries {
+			return fmt.Errorf("metrics: %d entries, limit %d", len(b.Metrics), MaxMapEntries)
+		}
+		for _, k := range sortedKeys(b.Metrics) {
+			if err := checkText("metrics key", k, maxMapKeyLength, true); err != nil {
+				return err
+			}
+			if v := b.Metrics[k]; math.IsNaN(v) || math.IsInf(v, 0) {
+				return fmt.Errorf("metrics[%q] is not finite", k)
+			}
+		}
+		return nil
+	case UpdateRejected:
+		return firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkText("reason", b.Reason, MaxReasonLen, true))
+	case RoundCommitted:
+		if err := firstErr(checkJobID(b.JobID), checkDigest("model_digest", b.ModelDigest), checkText("strategy", b.Strategy, MaxTextLen, true)); err != nil {
+			return err
+		}
+		if len(b.Params) > MaxMapEntries {
+			return fmt.Errorf("params: %d entries, limit %d", len(b.Params), MaxMapEntries)
+		}
+		for _, k := range sortedKeys(b.Params) {
+			if err := firstErr(checkText("params key", k, maxMapKeyLength, true), checkText("params["+k+"]", b.Params[k], MaxTextLen, false)); err != nil {
+				return err
+			}
+		}
+		if len(b.Contributors) == 0 || len(b.Contributors) > MaxTrainers {
+			return fmt.Errorf("contributors: %d listed, want 1 to %d", len(b.Contributors), MaxTrainers)
+		}
+		for i, c := range b.Contributors {
+			if !validID(c.Trainer) {
+				return fmt.Errorf("contributors[%d].trainer %q is not a member ID", i, abbrev(c.Trainer))
+			}
+			if err := checkDigest(fmt.Sprintf("contributors[%d].update_digest", i), c.UpdateDigest); err != nil {
+				return err
+			}
+			if math.IsNaN(c.Weight) || math.IsInf(c.Weight, 0) || c.Weight < 0 {
+				return fmt.Errorf("contributors[%d].weight %v must be finite and not negative", i, c.Weight)
+			}
+		}
+		return nil
+	case RoundFailed:
+		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	}
+	return fmt.Errorf("unknown tx body %T", b)
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func checkDigest(field, s string) error {
+	if !isHexDigest(s) {
+		return fmt.Errorf("%s %q is not a SHA-256 digest (64 lowercase hex characters)", field, abbrev(s))
+	}
+	return nil
+}
+
+func checkJobID(s string) error {
+	if s == "" {
+		return fmt.Errorf("job_id is required")
+	}
+	return checkText("job_id", s, MaxJobIDLen, true)
+}
+
+// checkText requires valid UTF-8 without control characters, at most max
+// bytes, and non-empty when required.
+func checkText(field, s string, max int, required bool) error {
+	if s == "" {
+		if required {
+			return fmt.Errorf("%s is required", field)
+		}
+		return nil
+	}
+	if len(s) > max {
+		return fmt.Errorf("%s is %d bytes, limit %d", field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", field)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s contains control character %U", field, r)
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

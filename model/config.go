@@ -1,0 +1,343 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrConfig is wrapped by every error about an invalid model configuration.
+var ErrConfig = errors.New("model: invalid config")
+
+// Config holds the Hugging Face LlamaConfig fields fedtune reads and writes.
+// The same field names are used in config.json and in model YAML files.
+type Config struct {
+	Architectures         []string `json:"architectures,omitempty" yaml:"architectures,omitempty"`
+	ModelType             string   `json:"model_type" yaml:"model_type"`
+	VocabSize             int      `json:"vocab_size" yaml:"vocab_size"`
+	HiddenSize            int      `json:"hidden_size" yaml:"hidden_size"`
+	IntermediateSize      int      `json:"intermediate_size" yaml:"intermediate_size"`
+	NumHiddenLayers       int      `json:"num_hidden_layers" yaml:"num_hidden_layers"`
+	NumAttentionHeads     int      `json:"num_attention_heads" yaml:"num_attention_heads"`
+	NumKeyValueHeads      int      `json:"num_key_value_heads" yaml:"num_key_value_heads"`
+	HeadDim               int      `json:"head_dim,omitempty" yaml:"head_dim,omitempty"`
+	MaxPositionEmbeddings int      `json:"max_position_embeddings" yaml:"max_position_embeddings"`
+	RMSNormEps            float64  `json:"rms_norm_eps" yaml:"rms_norm_eps"`
+	RopeTheta             float64  `json:"rope_theta" yaml:"rope_theta"`
+	TieWordEmbeddings     bool     `json:"tie_word_embeddings" yaml:"tie_word_embeddings"`
+	HiddenAct             string   `json:"hidden_act" yaml:"hidden_act"`
+	InitializerRange      float64  `json:"initializer_range" yaml:"initializer_range"`
+	TorchDtype            string   `json:"torch_dtype,omitempty" yaml:"torch_dtype,omitempty"`
+	BOSTokenID            *int     `json:"bos_token_id,omitempty" yaml:"bos_token_id,omitempty"`
+	EOSTokenID            TokenIDs `json:"eos_token_id,omitempty" yaml:"eos_token_id,omitempty"`
+	AttentionBias         bool     `json:"attention_bias" yaml:"attention_bias"`
+	MLPBias               bool     `json:"mlp_bias" yaml:"mlp_bias"`
+	// RopeScaling must be null: scaled rotary embeddings are not supported.
+	RopeScaling any `json:"rope_scaling" yaml:"rope_scaling"`
+}
+
+// TokenIDs is one token ID or a list of them (HF's eos_token_id may be either).
+type TokenIDs []int
+
+// UnmarshalJSON accepts a number, a list of numbers or null.
+func (t *TokenIDs) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*t = nil
+		return nil
+	}
+	if len(b) > 0 && b[0] == '[' {
+		var l []int
+		if err := json.Unmarshal(b, &l); err != nil {
+			return err
+		}
+		*t = l
+		return nil
+	}
+	var v int
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*t = TokenIDs{v}
+	return nil
+}
+
+// MarshalJSON writes a single ID as a number, several as a list.
+func (t TokenIDs) MarshalJSON() ([]byte, error) {
+	if len(t) == 1 {
+		return json.Marshal(t[0])
+	}
+	return json.Marshal([]int(t))
+}
+
+// UnmarshalYAML accepts a number or a sequence of numbers.
+func (t *TokenIDs) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.SequenceNode {
+		var l []int
+		if err := n.Decode(&l); err != nil {
+			return err
+		}
+		*t = l
+		return nil
+	}
+	var v int
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*t = TokenIDs{v}
+	return nil
+}
+
+// DefaultConfig returns the defaults applied before a YAML file or a
+// config.json is decoded (those of transformers' LlamaConfig where the field
+// is optional there).
+func DefaultConfig() Config {
+	return Config{
+		Architectures:         []string{"LlamaForCausalLM"},
+		ModelType:             "llama",
+		MaxPositionEmbeddings: 2048,
+		RMSNormEps:            1e-6,
+		RopeTheta:             10000,
+		HiddenAct:             "silu",
+		InitializerRange:      0.02,
+		TorchDtype:            "float32",
+	}
+}
+
+// HeadDimension returns head_dim if set, else hidden_size/num_attention_heads.
+func (c *Config) HeadDimension() int {
+	if c.HeadDim > 0 {
+		return c.HeadDim
+	}
+	if c.NumAttentionHeads == 0 {
+		return 0
+	}
+	return c.HiddenSize / c.NumAttentionHeads
+}
+
+// KVHeads returns num_key_value_heads, defaulting to num_attention_heads.
+func (c *Config) KVHeads() int {
+	if c.NumKeyValueHeads > 0 {
+		return c.NumKeyValueHeads
+	}
+	return c.NumAttentionHeads
+}
+
+// FieldError is one violation found by Validate.
+type FieldError struct {
+	Field string // the config key, as spelled in config.json / YAML
+	Msg   string
+	Line  int // line in the YAML file, when known
+}
+
+func (e FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Field, e.Msg)
+}
+
+// ConfigError lists every violation in one configuration source.
+type ConfigError struct {
+	Source string // file name, or "" for an in-memory Config
+	Errs   []FieldError
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	if e.Source != "" {
+		b.WriteString(e.Source)
+		b.WriteString(": ")
+	}
+	b.WriteString("invalid model config: ")
+	for i, fe := range e.Errs {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(fe.Error())
+	}
+	return b.String()
+}
+
+// Unwrap makes errors.Is(err, ErrConfig) true.
+func (e *ConfigError) Unwrap() error { return ErrConfig }
+
+// Validate checks the configuration and reports every violation at once.
+func (c *Config) Validate() error {
+	var errs []FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.ModelType != "llama" {
+		bad("model_type", "is %q; only \"llama\" (LlamaForCausalLM) is supported", c.ModelType)
+	}
+	for _, a := range c.Architectures {
+		if a != "LlamaForCausalLM" {
+			bad("architectures", "lists %q; only LlamaForCausalLM is supported", a)
+		}
+	}
+	if c.VocabSize <= 0 {
+		bad("vocab_size", "must be positive (256 for the byte tokenizer), got %d", c.VocabSize)
+	}
+	if c.HiddenSize <= 0 {
+		bad("hidden_size", "must be positive, got %d", c.HiddenSize)
+	}
+	if c.IntermediateSize <= 0 {
+		bad("intermediate_size", "must be positive, got %d", c.IntermediateSize)
+	}
+	if c.NumHiddenLayers <= 0 {
+		bad("num_hidden_layers", "must be positive, got %d", c.NumHiddenLayers)
+	}
+	if c.NumAttentionHeads <= 0 {
+		bad("num_attention_heads", "must be positive, got %d", c.NumAttentionHeads)
+	} else {
+		if c.HeadDim < 0 {
+			bad("head_dim", "must be positive when set, got %d", c.HeadDim)
+		} else if c.HeadDim == 0 && c.HiddenSize > 0 && c.HiddenSize%c.NumAttentionHeads != 0 {
+			bad("num_attention_heads", "%d does not divide hidden_size %d; set head_dim explicitly or change the head count", c.NumAttentionHeads, c.HiddenSize)
+		}
+		if hd := c.HeadDimension(); hd > 0 && hd%2 != 0 {
+			bad("head_dim", "head dimension %d must be even for rotary embeddings", hd)
+		}
+		if c.NumKeyValueHeads < 0 {
+			bad("num_key_value_heads", "must be positive, got %d", c.NumKeyValueHeads)
+		} else if kv := c.KVHeads(); c.NumAttentionHeads%kv != 0 {
+			bad("num_key_value_heads", "%d does not divide num_attention_heads %d (grouped-query attention needs whole groups)", kv, c.NumAttentionHeads)
+		}
+	}
+	if c.MaxPositionEmbeddings < 2 {
+		bad("max_position_embeddings", "must be at least 2, got %d", c.MaxPositionEmbeddings)
+	}
+	if !(c.RMSNormEps > 0) {
+		bad("rms_norm_eps", "must be positive (e.g. 1e-6), got %g", c.RMSNormEps)
+	}
+	if !(c.RopeTheta > 0) {
+		bad("rope_theta", "must be positive (e.g. 10000), got %g", c.RopeTheta)
+	}
+	if c.HiddenAct != "silu" {
+		bad("hidden_act", "is %q; only \"silu\" (SwiGLU) is supported", c.HiddenAct)
+	}
+	if c.InitializerRange < 0 {
+		bad("initializer_range", "must not be negative, got %g", c.InitializerRange)
+	}
+	switch c.TorchDtype {
+	case "", "float32", "float16", "bfloat16":
+	default:
+		bad("torch_dtype", "is %q; use float32, float16 or bfloat16", c.TorchDtype)
+	}
+	if c.AttentionBias {
+		bad("attention_bias", "attention projections with bias are not supported; set false")
+	}
+	if c.MLPBias {
+		bad("mlp_bias", "MLP projections with bias are not supported; set false")
+	}
+	if c.RopeScaling != nil {
+		bad("rope_scaling", "scaled rotary embeddings are not supported; set null")
+	}
+	if c.BOSTokenID != nil && (*c.BOSTokenID < 0 || *c.BOSTokenID >= c.VocabSize) {
+		bad("bos_token_id", "%d is outside the vocabulary [0, %d)", *c.BOSTokenID, c.VocabSize)
+	}
+	for _, id := range c.EOSTokenID {
+		if id < 0 || id >= c.VocabSize {
+			bad("eos_token_id", "%d is outside the vocabulary [0, %d)", id, c.VocabSize)
+		}
+	}
+	if len(errs) > 0 {
+		return &ConfigError{Errs: errs}
+	}
+	return nil
+}
+
+// ParseConfigJSON decodes a Hugging Face config.json (unknown keys, which HF
+// configs carry many of, are ignored), fills defaults and validates it. name
+// is used in errors.
+func ParseConfigJSON(name string, data []byte) (Config, error) {
+	c := DefaultConfig()
+	c.Architectures = nil
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w: %v", name, ErrConfig, err)
+	}
+	if err := c.Validate(); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			ce.Source = name
+		}
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// LoadConfigJSON reads and validates the config.json at path.
+func LoadConfigJSON(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return ParseConfigJSON(path, data)
+}
+
+// MarshalJSON-compatible encoding of c as written to config.json.
+func (c *Config) encodeJSON() ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// ParseConfigYAML decodes a model YAML file strictly (an unknown key is an
+// error naming the line), fills defaults and validates it; violations name
+// the file, the key and its line.
+func ParseConfigYAML(name string, data []byte) (Config, error) {
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w: %v", name, ErrConfig, err)
+	}
+	if err := c.Validate(); err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			ce.Source = name
+			var root yaml.Node
+			if yaml.Unmarshal(data, &root) == nil {
+				lines := keyLines(&root)
+				for i := range ce.Errs {
+					ce.Errs[i].Line = lines[ce.Errs[i].Field]
+				}
+			}
+		}
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// LoadConfigYAML reads a model YAML file (configs/models/*.yaml).
+func LoadConfigYAML(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return ParseConfigYAML(path, data)
+}
+
+// keyLines maps each top-level key of a YAML document to its line.
+func keyLines(root *yaml.Node) map[string]int {
+	m := map[string]int{}
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n.Kind != yaml.MappingNode {
+		return m
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		m[n.Content[i].Value] = n.Content[i].Line
+	}
+	return m
+}

@@ -1,0 +1,434 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// graph is the Gorgonia expression graph of one model at a fixed batch
+// shape [B, T]: token ids in, mean next-token negative log-likelihood out.
+//
+// Inside the graph every 2-D weight except the embedding is stored
+// transposed ([in, out], so that a projection is x·W); Hugging Face's layout
+// ([out, in]) is restored when weights are read back.
+type graph struct {
+	cfg  Config
+	B, T int
+	dt   tensor.Dtype
+	g    *G.ExprGraph
+
+	ids, tgt   *G.Node
+	idsT, tgtT *tensor.Dense
+
+	weights map[string]*G.Node // base weights by HF name
+	loraA   map[string]*G.Node // A^T [in, r] by base weight name
+	loraB   map[string]*G.Node // B^T [r, out] by base weight name
+	masks   map[string]*G.Node // dropout masks on adapter inputs, by base weight name
+	maskT   map[string]*tensor.Dense
+	lora    *LoRAConfig
+
+	logp   *G.Node // [N, V] log-probabilities
+	loss   *G.Node // scalar mean NLL
+	logpV  G.Value
+	lossV  G.Value
+	params []*G.Node    // trainable nodes, in paramNames order
+	names  []string     // HF (or PEFT) names of params
+	prog   *G.ExprGraph // the part of g the machine runs
+	vm     G.VM
+}
+
+// graphSpec says what to build.
+type graphSpec struct {
+	B, T    int
+	dt      tensor.Dtype // tensor.Float32 (training) or tensor.Float64 (gradient checks)
+	lora    *LoRAConfig  // adapters on lora.Targets; nil for none
+	adapter *Adapter     // adapter weights (required when lora != nil)
+	full    bool         // all base weights trainable (full fine-tuning)
+	dropout bool         // dropout masks on adapter inputs (bound by the caller each step)
+}
+
+// transposedInGraph reports whether tensor name is stored as its transpose.
+func transposedInGraph(name string, shape []int) bool {
+	return len(shape) == 2 && name != embedName
+}
+
+// denseFrom builds a graph value of dtype dt from HF-layout data,
+// transposing 2-D tensors when trans is set.
+func denseFrom(dt tensor.Dtype, shape []int, data []float32, trans bool) *tensor.Dense {
+	gshape := slices.Clone(shape)
+	if trans {
+		gshape[0], gshape[1] = shape[1], shape[0]
+	}
+	n := len(data)
+	at := func(i int) float32 { return data[i] }
+	if trans {
+		rows, cols := shape[0], shape[1]
+		at = func(i int) float32 { // i indexes the [cols, rows] result
+			c, r := i/rows, i%rows
+			return data[r*cols+c]
+		}
+	}
+	if dt == tensor.Float64 {
+		b := make([]float64, n)
+		for i := range b {
+			b[i] = float64(at(i))
+		}
+		return tensor.New(tensor.WithShape(gshape...), tensor.WithBacking(b))
+	}
+	b := make([]float32, n)
+	for i := range b {
+		b[i] = at(i)
+	}
+	return tensor.New(tensor.WithShape(gshape...), tensor.WithBacking(b))
+}
+
+// readBack copies a graph value into HF-layout float32 data of shape.
+func readBack(v G.Value, shape []int, trans bool, dst []float32) {
+	get := func(i int) float32 { return 0 }
+	switch d := v.Data().(type) {
+	case []float32:
+		get = func(i int) float32 { return d[i] }
+	case []float64:
+		get = func(i int) float32 { return float32(d[i]) }
+	}
+	if !trans {
+		for i := range dst {
+			dst[i] = get(i)
+		}
+		return
+	}
+	rows, cols := shape[0], shape[1]
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			dst[r*cols+c] = get(c*rows + r)
+		}
+	}
+}
+
+func (gr *graph) scalar(v float64) *G.Node {
+	if gr.dt == tensor.Float64 {
+		return G.NewConstant(v)
+	}
+	return G.NewConstant(float32(v))
+}
+
+// table makes a fixed (non-trainable) tensor node from float64 values.
+func (gr *graph) table(name string, shape []int, vals []float64) *G.Node {
+	var t *tensor.Dense
+	if gr.dt == tensor.Float64 {
+		t = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(vals))
+	} else {
+		b := make([]float32, len(vals))
+		for i, v := range vals {
+			b[i] = float32(v)
+		}
+		t = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	}
+	return G.NewTensor(gr.g, gr.dt, len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(t))
+}
+
+// buildGraph builds the loss graph of m (and of adapter, if any) for
+// batches of B windows of T inputs.
+func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
+	defer func() {
+		if r := recover(); r != nil { // gorgonia panics on some shape errors
+			gr, err = nil, fmt.Errorf("model: build graph: %v", r)
+		}
+	}()
+	c := m.Config
+	gr = &graph{cfg: c, B: sp.B, T: sp.T, dt: sp.dt, g: G.NewGraph(),
+		weights: map[string]*G.Node{}, loraA: map[string]*G.Node{}, loraB: map[string]*G.Node{},
+		masks: map[string]*G.Node{}, maskT: map[string]*tensor.Dense{}, lora: sp.lora}
+	must := func(n *G.Node, e error) *G.Node {
+		if e != nil {
+			panic(e)
+		}
+		return n
+	}
+	N, V, d := sp.B*sp.T, c.VocabSize, c.HiddenSize
+	H, KV, hd := c.NumAttentionHeads, c.KVHeads(), c.HeadDimension()
+
+	for _, name := range m.Names() {
+		t := m.Tensors[name]
+		tr := transposedInGraph(name, t.Shape)
+		val := denseFrom(sp.dt, t.Shape, t.Data, tr)
+		n := G.NewTensor(gr.g, sp.dt, len(t.Shape), G.WithShape(val.Shape()...), G.WithName(name), G.WithValue(val))
+		gr.weights[name] = n
+		if sp.full {
+			gr.params = append(gr.params, n)
+			gr.names = append(gr.names, name)
+		}
+	}
+	if sp.lora != nil {
+		for _, w := range adaptedWeights(&c, sp.lora) {
+			an, bn := LoRANames(w)
+			a, b := sp.adapter.Tensors[an], sp.adapter.Tensors[bn]
+			av := denseFrom(sp.dt, a.Shape, a.Data, true)
+			bv := denseFrom(sp.dt, b.Shape, b.Data, true)
+			gr.loraA[w] = G.NewMatrix(gr.g, sp.dt, G.WithShape(av.Shape()...), G.WithName(an), G.WithValue(av))
+			gr.loraB[w] = G.NewMatrix(gr.g, sp.dt, G.WithShape(bv.Shape()...), G.WithName(bn), G.WithValue(bv))
+			gr.params = append(gr.params, gr.loraA[w], gr.loraB[w])
+			gr.names = append(gr.names, an, bn)
+			if sp.dropout && sp.lora.Dropout > 0 {
+				in := a.Shape[1]
+				mt := tensor.New(tensor.Of(sp.dt), tensor.WithShape(N, in))
+				gr.maskT[w] = mt
+				gr.masks[w] = G.NewMatrix(gr.g, sp.dt, G.WithShape(N, in), G.WithName("mask."+w), G.WithValue(mt))
+			}
+		}
+	}
+
+	gr.idsT = tensor.New(tensor.WithShape(N), tensor.WithBacking(make([]int, N)))
+	gr.tgtT = tensor.New(tensor.WithShape(N), tensor.WithBacking(make([]int, N)))
+	gr.ids = G.NewVector(gr.g, tensor.Int, G.WithShape(N), G.WithName("ids"), G.WithValue(gr.idsT))
+	gr.tgt = G.NewVector(gr.g, tensor.Int, G.WithShape(N), G.WithName("targets"), G.WithValue(gr.tgtT))
+
+	// Fixed tables: rotary cos/sin (q's pre-scaled by 1/sqrt(head_dim)),
+	// the rotate-half matrix, the causal mask, the kv-head expansion.
+	cosq, sinq, cosk, sink := gr.ropeTables(N, H, hd)
+	rot := make([]float64, hd*hd)
+	half := hd / 2
+	for j := 0; j < half; j++ {
+		rot[(j+half)*hd+j] = -1 // out[j] = -x[j+half]
+		rot[j*hd+j+half] = 1    // out[j+half] = x[j]
+	}
+	R := gr.table("rope.rotate_half", []int{hd, hd}, rot)
+	mask := make([]float64, sp.B*H*sp.T*sp.T)
+	for bh := 0; bh < sp.B*H; bh++ {
+		for i := 0; i < sp.T; i++ {
+			for j := i + 1; j < sp.T; j++ {
+				mask[(bh*sp.T+i)*sp.T+j] = -1e9
+			}
+		}
+	}
+	causal := gr.table("attn.causal_mask", []int{sp.B * H, sp.T, sp.T}, mask)
+	var expand *G.Node
+	if KV < H {
+		e := make([]float64, KV*hd*H*hd)
+		group := H / KV
+		for h := 0; h < H; h++ {
+			for j := 0; j < hd; j++ {
+				e[((h/group)*hd+j)*H*hd+h*hd+j] = 1
+			}
+		}
+		expand = gr.table("attn.kv_expand", []int{KV * hd, H * hd}, e)
+	}
+
+	rmsnorm := func(x *G.Node, w string) *G.Node {
+		ms := must(G.Mean(must(G.Square(x)), 1))
+		ms = must(G.Add(ms, gr.scalar(c.RMSNormEps)))
+		// Not InverseSqrt: its gradient is wrong in gorgonia v0.9.18.
+		r := must(G.Inverse(must(G.Sqrt(ms))))
+		r = must(G.Reshape(r, tensor.Shape{N, 1}))
+		xn := must(G.BroadcastHadamardProd(x, r, nil, []byte{1}))
+		wn := must(G.Reshape(gr.weights[w], tensor.Shape{1, d}))
+		return must(G.BroadcastHadamardProd(xn, wn, nil, []byte{0}))
+	}
+	linear := func(x *G.Node, w string) *G.Node {
+		y := must(G.Mul(x, gr.weights[w]))
+		if a, ok := gr.loraA[w]; ok {
+			in := x
+			if mk, ok := gr.masks[w]; ok {
+				in = must(G.HadamardProd(x, mk))
+			}
+			z := must(G.Mul(must(G.Mul(in, a)), gr.loraB[w]))
+			z = must(G.HadamardProd(z, gr.scalar(sp.lora.Scaling())))
+			y = must(G.Add(y, z))
+		}
+		return y
+	}
+	rope := func(x *G.Node, cos, sin *G.Node) *G.Node {
+		x2 := must(G.Reshape(x, tensor.Shape{N * H, hd}))
+		xr := must(G.Mul(x2, R))
+		return must(G.Add(must(G.HadamardProd(x2, cos)), must(G.HadamardProd(xr, sin))))
+	}
+	toHeads := func(x *G.Node) *G.Node { // [N*H, hd] -> [B*H, T, hd]
+		x = must(G.Reshape(x, tensor.Shape{sp.B, sp.T, H, hd}))
+		x = must(G.Transpose(x, 0, 2, 1, 3))
+		return must(G.Reshape(x, tensor.Shape{sp.B * H, sp.T, hd}))
+	}
+
+	x := must(G.ByIndices(gr.weights[embedName], gr.ids, 0)) // [N, d]
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		pfx := fmt.Sprintf("%s%d.", layerNamePrefix, l)
+		h := rmsnorm(x, pfx+"input_layernorm.weight")
+		q := linear(h, ProjName(l, "q_proj"))
+		k := linear(h, ProjName(l, "k_proj"))
+		v := linear(h, ProjName(l, "v_proj"))
+		if expand != nil {
+			k = must(G.Mul(k, expand))
+			v = must(G.Mul(v, expand))
+		}
+		q3 := toHeads(rope(q, cosq, sinq))
+		k3 := toHeads(rope(k, cosk, sink))
+		v3 := toHeads(must(G.Reshape(v, tensor.Shape{N * H, hd})))
+		s := must(G.BatchedMatMul(q3, k3, false, true)) // [B*H, T, T]
+		s = must(G.Add(s, causal))
+		p := must(G.SoftMax(must(G.Reshape(s, tensor.Shape{sp.B * H * sp.T, sp.T}))))
+		p = must(G.Reshape(p, tensor.Shape{sp.B * H, sp.T, sp.T}))
+		o := must(G.BatchedMatMul(p, v3)) // [B*H, T, hd]
+		o = must(G.Reshape(o, tensor.Shape{sp.B, H, sp.T, hd}))
+		o = must(G.Transpose(o, 0, 2, 1, 3))
+		o = must(G.Reshape(o, tensor.Shape{N, H * hd}))
+		x = must(G.Add(x, linear(o, ProjName(l, "o_proj"))))
+
+		h = rmsnorm(x, pfx+"post_attention_layernorm.weight")
+		g := linear(h, ProjName(l, "gate_proj"))
+		u := linear(h, ProjName(l, "up_proj"))
+		act := must(G.HadamardProd(must(G.HadamardProd(g, must(G.Sigmoid(g)))), u))
+		x = must(G.Add(x, linear(act, ProjName(l, "down_proj"))))
+	}
+	x = rmsnorm(x, finalNormName)
+	var logits *G.Node
+	if c.TieWordEmbeddings {
+		logits = must(G.Mul(x, must(G.Transpose(gr.weights[embedName]))))
+	} else {
+		logits = must(G.Mul(x, gr.weights[lmHeadName]))
+	}
+	gr.logp = must(G.LogSoftMax(logits))
+	// Gather along axis 0 only: ByIndices' gradient is wrong along the last
+	// axis in gorgonia v0.9.18, so pick from the flattened [N*V, 1] view.
+	flat := must(G.Reshape(gr.logp, tensor.Shape{N * V, 1}))
+	picked := must(G.ByIndices(flat, gr.tgt, 0))
+	gr.loss = must(G.Neg(must(G.Mean(picked))))
+	roots := []*G.Node{G.Read(gr.loss, &gr.lossV), G.Read(gr.logp, &gr.logpV)}
+
+	if len(gr.params) == 0 {
+		gr.prog = gr.g.ExactSubgraphRoots(roots...)
+		gr.vm = G.NewTapeMachine(gr.prog)
+		return gr, nil
+	}
+	grads, err := G.Grad(gr.loss, gr.params...)
+	if err != nil {
+		return nil, fmt.Errorf("model: symbolic gradient: %w", err)
+	}
+	// Gorgonia's symbolic differentiation adds gradient nodes for every
+	// input of every op on the path, frozen weights and fixed tables
+	// included, and a TapeMachine over the whole graph would compute them
+	// all (a third of a LoRA step's matmuls). Compile only what the loss,
+	// the log-probabilities and the wanted gradients need.
+	roots = append(roots, grads...)
+	gr.prog = gr.g.ExactSubgraphRoots(roots...)
+	gr.vm = G.NewTapeMachine(gr.prog, G.BindDualValues(gr.params...))
+	return gr, nil
+}
+
+// ropeTables returns the [N*H, hd] cos and sin tables in Hugging Face's
+// rotate-half convention (frequency i repeated in both halves), for q
+// (scaled by 1/sqrt(hd), which folds attention's scaling in) and k.
+func (gr *graph) ropeTables(N, H, hd int) (cosq, sinq, cosk, sink *G.Node) {
+	cs, sn := ropeCosSin(gr.cfg.RopeTheta, hd, gr.T)
+	scale := 1 / math.Sqrt(float64(hd))
+	n := N * H * hd
+	cq, sq, ck, sk := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for row := 0; row < N*H; row++ {
+		t := (row / H) % gr.T
+		for j := 0; j < hd; j++ {
+			i := row*hd + j
+			ck[i], sk[i] = cs[t*hd+j], sn[t*hd+j]
+			cq[i], sq[i] = ck[i]*scale, sk[i]*scale
+		}
+	}
+	sh := []int{N * H, hd}
+	return gr.table("rope.cos_q", sh, cq), gr.table("rope.sin_q", sh, sq), gr.table("rope.cos_k", sh, ck), gr.table("rope.sin_k", sh, sk)
+}
+
+// ropeCosSin returns [T, hd] tables: angle(t, j) = t / theta^(2(j mod hd/2)/hd).
+func ropeCosSin(theta float64, hd, T int) (cos, sin []float64) {
+	half := hd / 2
+	cos, sin = make([]float64, T*hd), make([]float64, T*hd)
+	for t := 0; t < T; t++ {
+		for j := 0; j < hd; j++ {
+			// As transformers computes it: inv_freq in float32 from an
+			// int64 arange, then float32 products.
+			invFreq := float32(1 / math.Pow(theta, float64(2*(j%half))/float64(hd)))
+			ang := float64(float32(t) * invFreq)
+			cos[t*hd+j], sin[t*hd+j] = math.Cos(ang), math.Sin(ang)
+		}
+	}
+	return cos, sin
+}
+
+// setBatch binds a batch of windows (each T+1 tokens: inputs then shifted
+// targets).
+func (gr *graph) setBatch(batch [][]int) error {
+	if len(batch) != gr.B {
+		return fmt.Errorf("model: batch has %d windows, the graph was built for %d", len(batch), gr.B)
+	}
+	ids, tgt := gr.idsT.Data().([]int), gr.tgtT.Data().([]int)
+	V := gr.cfg.VocabSize
+	for b, w := range batch {
+		if len(w) != gr.T+1 {
+			return fmt.Errorf("model: window %d has %d tokens, want seq_len+1 = %d", b, len(w), gr.T+1)
+		}
+		for t := 0; t < gr.T; t++ {
+			in, out := w[t], w[t+1]
+			if in < 0 || in >= V || out < 0 || out >= V {
+				return fmt.Errorf("model: window %d position %d: token outside the vocabulary [0, %d)", b, t, V)
+			}
+			i := b*gr.T + t
+			ids[i] = in
+			tgt[i] = i*V + out
+		}
+	}
+	if err := G.Let(gr.ids, gr.idsT); err != nil {
+		return err
+	}
+	return G.Let(gr.tgt, gr.tgtT)
+}
+
+// run executes the graph once on the bound batch and returns the loss.
+func (gr *graph) run() (loss float64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("model: gorgonia run: %v", r)
+		}
+	}()
+	if err := gr.vm.RunAll(); err != nil {
+		return 0, fmt.Errorf("model: gorgonia run: %w", err)
+	}
+	switch v := gr.lossV.Data().(type) {
+	case float32:
+		return float64(v), nil
+	case float64:
+		return v, nil
+	}
+	return 0, fmt.Errorf("model: unexpected loss value %v", gr.lossV)
+}
+
+// paramShape returns the HF-layout shape of trainable param i.
+func (gr *graph) paramShape(m *Model, ad *Adapter, i int) []int {
+	name := gr.names[i]
+	if strings.HasPrefix(name, peftPrefix) {
+		return ad.Tensors[name].Shape
+	}
+	return m.Tensors[name].Shape
+}
+
+// zeroGrads clears the parameters' gradients. Gorgonia's TapeMachine adds
+// each run's gradient into the bound dual values and Reset does not clear
+// them (its own solvers zero them after each step), so without this the
+// second step would see twice the gradient.
+func (gr *graph) zeroGrads() error {
+	for i, p := range gr.params {
+		g, err := p.Grad()
+		if err != nil {
+			return fmt.Errorf("model: gradient of %s: %w", gr.names[i], err)
+		}
+		if t, ok := g.(tensor.Tensor); ok {
+			t.Zero()
+		}
+	}
+	return nil
+}
+
+func (gr *graph) close() {
+	if gr.vm != nil {
+		gr.vm.Close()
+	}
+}

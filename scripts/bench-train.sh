@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# make bench-train: one LoRA training step (r=8 on q_proj, v_proj; AdamW on
+# the LoRA parameters; gradient clipping at 1.0) of a LLaMA-family decoder on
+# the CPU, fedtune (Gorgonia) beside PyTorch, at two sizes:
+#   tiny        configs/models/tiny.yaml (d=64, 2 layers), batch 8 x 64 tokens
+#   d256-4layer d=256, 4 layers, 8 heads / 4 kv heads,    batch 8 x 128 tokens
+# fedtune runs its BenchmarkLoRAStep (./model) twice: the default pure-Go
+# BLAS build and -tags openblas. PyTorch is Debian's python3-torch, with
+# torch.set_num_threads(nproc). Prints tokens/s of each and the ratio
+# fedtune/PyTorch (above 1 means fedtune is faster).
+#
+# Environment: BENCHTIME (go test -benchtime, default 4s), TORCH_SECONDS
+# (timed seconds per PyTorch config, default 4), SKIP_OPENBLAS=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCHTIME=${BENCHTIME:-4s}
+TORCH_SECONDS=${TORCH_SECONDS:-4}
+PY=/usr/bin/python3
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+apt_install() {
+  echo "bench-train: installing $* with apt-get" >&2
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! "$PY" -c 'import torch' 2>/dev/null; then apt_install python3-torch; fi
+if [ "${SKIP_OPENBLAS:-0}" != 1 ] && ! dpkg -s libopenblas-dev >/dev/null 2>&1; then apt_install libopenblas-dev; fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# go_bench BUILD [go test flags...]: writes "config tok/s" lines to $tmp/BUILD.
+go_bench() {
+  local build=$1; shift
+  echo "bench-train: go test -bench BenchmarkLoRAStep ($build build, -benchtime $BENCHTIME)" >&2
+  go test "$@" -run '^$' -bench '^BenchmarkLoRAStep$' -benchtime "$BENCHTIME" -count 1 ./model/ \
+    | tee "$tmp/$build.log" >&2
+  awk '/^BenchmarkLoRAStep\// {
+         name = $1; sub(/^BenchmarkLoRAStep\//, "", name); sub(/-[0-9]+$/, "", name)
+         for (i = 2; i < NF; i++) if ($(i+1) == "tok/s") print name, $i
+       }' "$tmp/$build.log" >"$tmp/$build"
+  if [ ! -s "$tmp/$build" ]; then echo "bench-train: no tok/s metric in the $build benchmark output" >&2; exit 1; fi
+}
+
+go_bench default
+builds=(default)
+if [ "${SKIP_OPENBLAS:-0}" != 1 ]; then
+  CGO_LDFLAGS="${CGO_LDFLAGS:-} -lopenblas" go_bench openblas -tags openblas
+  builds+=(openblas)
+fi
+
+# torch_args CONFIG: the PyTorch shapes of a BenchmarkLoRAStep sub-benchmark.
+torch_args() {
+  case $1 in
+    tiny) echo "--vocab 256 --hidden 64 --inter 172 --layers 2 --heads 4 --kv-heads 2 --batch 8 --seq 64" ;;
+    d256*) echo "--vocab 256 --hidden 256 --inter 688 --layers 4 --heads 8 --kv-heads 4 --batch 8 --seq 128" ;;
+    *) return 1 ;;
+  esac
+}
+
+# PyTorch: OpenMP threads = cores; OpenBLAS single-threaded under PyTorch's
+# own threading, and a passive OpenMP wait policy (busy-waiting threads make
+# PyTorch tens of times slower on a shared, oversubscribed machine).
+threads=$(nproc)
+: >"$tmp/torch"
+for cfg in $(cut -d' ' -f1 "$tmp/default"); do
+  if ! args=$(torch_args "$cfg"); then echo "bench-train: no PyTorch shapes for $cfg, skipped" >&2; continue; fi
+  echo "bench-train: PyTorch $cfg ($threads threads)" >&2
+  # shellcheck disable=SC2086
+  out=$(OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_train_torch.py $args \
+        --threads "$threads" --seconds "$TORCH_SECONDS")
+  echo "$out" >&2
+  echo "$cfg $(awk '{print $2}' <<<"$out")" >>"$tmp/torch"
+done
+
+echo
+printf '%-13s %-9s %14s %14s %8s\n' config build "fedtune tok/s" "torch tok/s" ratio
+for build in "${builds[@]}"; do
+  while read -r cfg ours; do
+    torch=$(awk -v c="$cfg" '$1 == c {print $2}' "$tmp/torch")
+    if [ -z "$torch" ]; then
+      printf '%-13s %-9s %14.0f %14s %8s\n' "$cfg" "$build" "$ours" - -
+    else
+      printf '%-13s %-9s %14.0f %14.0f %8.2f\n' "$cfg" "$build" "$ours" "$torch" \
+        "$(awk -v a="$ours" -v b="$torch" 'BEGIN {print a / b}')"
+    fi
+  done <"$tmp/$build"
+done
+echo "(ratio = fedtune / PyTorch; $(nproc) cores; $(uptime | sed 's/.*load average/load average/'))"
