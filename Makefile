@@ -45,7 +45,7 @@ staticcheck: $(GOBIN)/staticcheck ## staticcheck
 fuzz: ## run every fuzz target for a short while
 	@for p in $$($(GO) list $(PKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$p 2>/dev/null | grep '^Fuzz'); do \
-	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
+	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s -fuzzminimizetime 2s $$p || exit 1; \
 	  done; done
 
 proto: ## regenerate the gRPC code in api/ (needs protoc)

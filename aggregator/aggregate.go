@@ -116,6 +116,9 @@ type Rejection struct {
 	Err           error  // wraps ErrInvalidUpdate
 }
 
+// Reason returns why the input was rejected, naming file and tensor.
+func (r Rejection) Reason() string { return r.Err.Error() }
+
 // Contribution describes an accepted input.
 type Contribution struct {
 	Input         int // index in Request.Inputs

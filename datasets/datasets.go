@@ -110,6 +110,11 @@ func Load(path string, opts Options) (*Dataset, error) {
 			format = FormatText
 		}
 	}
+	switch format {
+	case FormatText, FormatJSONL, FormatDir:
+	default:
+		return nil, fmt.Errorf("datasets: load %s: unknown format %q (want text, dir or jsonl)", path, format)
+	}
 	if (format == FormatDir) != st.IsDir() {
 		if st.IsDir() {
 			return nil, fmt.Errorf("datasets: load %s: format %q needs a file, this is a folder", path, format)
@@ -117,7 +122,7 @@ func Load(path string, opts Options) (*Dataset, error) {
 		return nil, fmt.Errorf("datasets: load %s: format %q needs a folder, this is a file", path, format)
 	}
 	d := &Dataset{Name: st.Name()}
-	if st.Name() == "." {
+	if d.Name == "." && path != "" {
 		d.Name = path
 	}
 	switch format {
@@ -127,8 +132,6 @@ func Load(path string, opts Options) (*Dataset, error) {
 		d.Samples, err = loadJSONL(fsys, name, path, opts)
 	case FormatDir:
 		d.Samples, err = loadDir(fsys, name, path)
-	default:
-		return nil, fmt.Errorf("datasets: load %s: unknown format %q (want text, dir or jsonl)", path, format)
 	}
 	if err != nil {
 		return nil, err

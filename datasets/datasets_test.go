@@ -101,6 +101,7 @@ func TestLoadErrors(t *testing.T) {
 		{"dir format on file", "utf8.txt", Options{Format: "dir"}, nil, "needs a folder"},
 		{"text format on folder", "dir", Options{Format: "text"}, nil, "needs a file"},
 		{"unknown format", "utf8.txt", Options{Format: "csv"}, nil, `unknown format "csv"`},
+		{"unknown format on folder", "dir", Options{Format: "csv"}, nil, `unknown format "csv"`},
 		{"invalid path", "../x", Options{}, nil, "invalid fs.FS path"},
 	}
 	for _, tc := range tests {

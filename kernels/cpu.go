@@ -9,7 +9,7 @@ import (
 	"unsafe"
 )
 
-// CPU is the default Backend: pure Go (with an AVX2 inner loop for
+// CPU is the default Backend: pure Go (with an AVX-512 or AVX2 inner loop for
 // WeightedSum on amd64), parallel over a fixed set of worker goroutines.
 // Work is split into fixed chunks; the split never changes a result, so a
 // CPU with any number of threads gives the bits Reference gives. The hot
@@ -166,6 +166,7 @@ func (c *CPU) FirstNonFinite(x []float32) int {
 	c.p.run(t)
 	i := t.found.Load()
 	c.p.put(t)
+	runtime.KeepAlive(c) // see start
 	if i == math.MaxInt64 {
 		return -1
 	}
@@ -180,6 +181,9 @@ func (c *CPU) start(t *task, n, chunk int) {
 	if t.op != opSquaredNorm && t.op != opPairwise {
 		c.p.put(t)
 	}
+	// c's cleanup closes the workers' channel: c must stay reachable until
+	// every send to it is done.
+	runtime.KeepAlive(c)
 }
 
 func grow[T any](s []T, n int) []T {

@@ -38,7 +38,9 @@ func FuzzBackendsAgree(f *testing.F) {
 				t.Fatalf("WeightedSum [%d]: %v, reference %v", i, got[i], want[i])
 			}
 		}
-		eq := func(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) || (math.IsNaN(a) && math.IsNaN(b)) }
+		eq := func(a, b float64) bool {
+			return math.Float64bits(a) == math.Float64bits(b) || (math.IsNaN(a) && math.IsNaN(b))
+		}
 		if a, b := c.SquaredNorm(vals), (Reference{}).SquaredNorm(vals); !eq(a, b) {
 			t.Fatalf("SquaredNorm: %v, reference %v", a, b)
 		}

@@ -5,8 +5,10 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/fedtune/fedtune/internal/fedtest"
 )
@@ -553,5 +555,25 @@ func TestFirstNonFiniteEveryPosition(t *testing.T) {
 		if got := c.FirstNonFinite(make([]float32, n)); got != -1 {
 			t.Fatalf("n=%d zeros: got %d", n, got)
 		}
+	}
+}
+
+// TestUnreachableCPUsStopTheirWorkers checks that dropped CPUs do not leak
+// their worker goroutines, and that a call on a CPU dropped right after it
+// (the receiver dead while the call runs) completes.
+func TestUnreachableCPUsStopTheirWorkers(t *testing.T) {
+	x := make([]float32, 8*streamChunk)
+	before := runtime.NumGoroutine()
+	for range 50 {
+		NewCPU(4).Scale(x, 2)
+		runtime.GC()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+3*4 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+3*4 {
+		t.Errorf("%d goroutines after dropping 50 CPUs, %d before", n, before)
 	}
 }

@@ -25,7 +25,7 @@ const (
 )
 
 // wsum4AVX2 adds w[j]·xj[i] for j = 0..3 in turn to acc[i] for i < n; n is a
-// multiple of 8 and every pointer addresses at least n elements.
+// multiple of 16 and every pointer addresses at least n elements.
 //
 //go:noescape
 func wsum4AVX2(acc *float64, x0, x1, x2, x3 *float32, w *[4]float64, n int)
@@ -46,7 +46,7 @@ func wsum4(acc []float64, x0, x1, x2, x3 []float32, w0, w1, w2, w3 float64) {
 			wsum4AVX512(&acc[0], &x0[0], &x1[0], &x2[0], &x3[0], &w, v)
 		}
 	case wsumAVX2:
-		if v = n &^ 7; v > 0 {
+		if v = n &^ 15; v > 0 {
 			wsum4AVX2(&acc[0], &x0[0], &x1[0], &x2[0], &x3[0], &w, v)
 		}
 	}

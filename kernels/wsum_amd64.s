@@ -2,17 +2,30 @@
 
 #include "textflag.h"
 
-// One input's contribution to two accumulators of four float64 each:
-// widen eight float32 at off(X) to float64, multiply by the broadcast
-// weight W, add to Y0 (elements 0-3) and Y1 (4-7). Multiply and add are
-// separate instructions, so each rounds on its own, as Reference does.
-#define TERM(X, W) \
-	VCVTPS2PD (X)(SI*4), Y2  \
-	VCVTPS2PD 16(X)(SI*4), Y3 \
-	VMULPD    W, Y2, Y2      \
-	VMULPD    W, Y3, Y3      \
-	VADDPD    Y2, Y0, Y0     \
-	VADDPD    Y3, Y1, Y1
+// Both kernels add four weighted inputs into a run of float64 accumulators,
+// sixteen elements per iteration. For each input in turn they widen its
+// float32 values to float64, multiply by the broadcast weight and add to the
+// accumulators: VMULPD then VADDPD, two roundings, never a fused
+// multiply-add, so the bits equal Go's acc += float64(w*float64(x)). Every
+// input stream is prefetched PF bytes ahead (one cache line per stream per
+// iteration): with many streams the hardware prefetcher alone falls behind.
+#define PF 1024
+
+// TERM2 adds one input (pointer X, weight W) to Y0-Y3 (elements 0-15).
+#define TERM2(X, W) \
+	PREFETCHT0 PF(X)(SI*4)   \
+	VCVTPS2PD (X)(SI*4), Y4  \
+	VCVTPS2PD 16(X)(SI*4), Y5 \
+	VCVTPS2PD 32(X)(SI*4), Y6 \
+	VCVTPS2PD 48(X)(SI*4), Y7 \
+	VMULPD    W, Y4, Y4      \
+	VMULPD    W, Y5, Y5      \
+	VMULPD    W, Y6, Y6      \
+	VMULPD    W, Y7, Y7      \
+	VADDPD    Y4, Y0, Y0     \
+	VADDPD    Y5, Y1, Y1     \
+	VADDPD    Y6, Y2, Y2     \
+	VADDPD    Y7, Y3, Y3
 
 // func wsum4AVX2(acc *float64, x0, x1, x2, x3 *float32, w *[4]float64, n int)
 TEXT ·wsum4AVX2(SB), NOSPLIT, $0-56
@@ -29,26 +42,32 @@ TEXT ·wsum4AVX2(SB), NOSPLIT, $0-56
 	VBROADCASTSD 24(AX), Y15
 	XORQ SI, SI
 
-loop:
+loop2:
 	CMPQ SI, CX
-	JGE  done
+	JGE  done2
 	VMOVUPD (DI)(SI*8), Y0
 	VMOVUPD 32(DI)(SI*8), Y1
-	TERM(R8, Y12)
-	TERM(R9, Y13)
-	TERM(R10, Y14)
-	TERM(R11, Y15)
+	VMOVUPD 64(DI)(SI*8), Y2
+	VMOVUPD 96(DI)(SI*8), Y3
+	TERM2(R8, Y12)
+	TERM2(R9, Y13)
+	TERM2(R10, Y14)
+	TERM2(R11, Y15)
 	VMOVUPD Y0, (DI)(SI*8)
 	VMOVUPD Y1, 32(DI)(SI*8)
-	ADDQ $8, SI
-	JMP  loop
+	VMOVUPD Y2, 64(DI)(SI*8)
+	VMOVUPD Y3, 96(DI)(SI*8)
+	ADDQ $16, SI
+	JMP  loop2
 
-done:
+done2:
 	VZEROUPPER
 	RET
 
-// The AVX-512 form of TERM: sixteen elements into Z0 (0-7) and Z1 (8-15).
+// TERM512 adds one input (pointer X, weight W) to Z0 (elements 0-7) and
+// Z1 (8-15).
 #define TERM512(X, W) \
+	PREFETCHT0 PF(X)(SI*4)    \
 	VCVTPS2PD (X)(SI*4), Z2   \
 	VCVTPS2PD 32(X)(SI*4), Z3 \
 	VMULPD    W, Z2, Z2       \

@@ -88,9 +88,21 @@ func (c *execCtx) round(job string, n uint64) (*Round, error) {
 	return &r, nil
 }
 
+// preChecked is what precheck found for one envelope, on other cores,
+// before the block is executed: its decoding and, if the signature verified
+// with the key its signer had in the committed state, that key.
+type preChecked struct {
+	tx  *Tx
+	err error  // DecodeTx's error
+	key string // hex public key the signature verified with; "" if none
+}
+
 // check validates one envelope against the state and returns the decoded tx
 // and its writes. A rejection is a *TxError; any other error is the store's.
-func (c *execCtx) check(raw []byte) (*Tx, []kvWrite, error) {
+// pre, if not nil, carries precheck's work: the decoding is reused, and the
+// signature is not verified again if it verified with the very key the
+// signer holds now. Either way the outcome is the same.
+func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 	if len(raw) > c.policy.MaxTxBytes {
 		return nil, nil, txErr(CodeTooLarge, "envelope is %d bytes, policy max_tx_bytes is %d", len(raw), c.policy.MaxTxBytes)
 	}
@@ -105,9 +117,16 @@ func (c *execCtx) check(raw []byte) (*Tx, []kvWrite, error) {
 		h, i := r.u64(), r.u32()
 		return nil, nil, txErr(CodeDuplicate, "tx %x is already on the chain at height %d index %d", hash[:8], h, i)
 	}
-	tx, err := DecodeTx(raw)
-	if err != nil {
-		return nil, nil, err
+	var tx *Tx
+	if pre != nil && pre.err != nil {
+		return nil, nil, pre.err
+	} else if pre != nil && pre.tx != nil {
+		tx = pre.tx
+	} else {
+		var err error
+		if tx, err = DecodeTx(raw); err != nil {
+			return nil, nil, err
+		}
 	}
 	if tx.ChainID != c.chainID {
 		return nil, nil, txErr(CodeWrongChain, "tx is for chain %q, this chain is %q", abbrev(tx.ChainID), c.chainID)
@@ -126,8 +145,10 @@ func (c *execCtx) check(raw []byte) (*Tx, []kvWrite, error) {
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return nil, nil, &storageError{fmt.Errorf("member %s has a bad stored key", m.ID)}
 	}
-	if err := tx.Envelope.Verify(ed25519.PublicKey(pub)); err != nil {
-		return nil, nil, err
+	if pre == nil || pre.key == "" || pre.key != m.PublicKey {
+		if err := tx.Envelope.Verify(ed25519.PublicKey(pub)); err != nil {
+			return nil, nil, err
+		}
 	}
 	typ := tx.Body.TxType()
 	if want := TxRoles[typ]; m.Role != want {
@@ -284,53 +305,40 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		if d.Owner != tx.Signer {
 			return nil, txErr(CodeForbidden, "dataset %s was registered by %s, not by the submitting trainer %s", b.DatasetDigest, d.Owner, tx.Signer)
 		}
-		var clash error
-		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
-			var u Update
-			if err := json.Unmarshal(v, &u); err != nil {
-				return &storageError{err}
-			}
-			if u.Trainer == tx.Signer {
-				clash = txErr(CodeAlreadyExists, "trainer %s already submitted update %s to round %d of job %q", tx.Signer, u.UpdateDigest, b.Round, b.JobID)
-			} else if u.UpdateDigest == b.UpdateDigest {
-				clash = txErr(CodeAlreadyExists, "update %s was already submitted to round %d of job %q by %s", b.UpdateDigest, b.Round, b.JobID, u.Trainer)
-			}
-			if clash != nil {
-				return pebblestore.ErrStopIter
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, asStorage(err)
+		var prev Update
+		if ok, err := c.getJSON(updateKey(b.JobID, b.Round, tx.Signer), &prev); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeAlreadyExists, "trainer %s already submitted update %s to round %d of job %q", tx.Signer, prev.UpdateDigest, b.Round, b.JobID)
 		}
-		if clash != nil {
-			return nil, clash
+		if other, ok, err := c.get(updateDigestKey(b.JobID, b.Round, b.UpdateDigest)); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeAlreadyExists, "update %s was already submitted to round %d of job %q by %s", b.UpdateDigest, b.Round, b.JobID, other)
 		}
 		u := Update{Trainer: tx.Signer, UpdateDigest: b.UpdateDigest, DatasetDigest: b.DatasetDigest, Samples: b.Samples,
 			Metrics: b.Metrics, Height: c.height, TxHash: txHash}
-		return []kvWrite{{updateKey(b.JobID, b.Round, tx.Signer), mustJSON(u)}}, nil
+		return []kvWrite{
+			{updateKey(b.JobID, b.Round, tx.Signer), mustJSON(u)},
+			{updateDigestKey(b.JobID, b.Round, b.UpdateDigest), []byte(tx.Signer)},
+		}, nil
 
 	case UpdateRejected:
 		if _, err := c.openRound(b.JobID, b.Round); err != nil {
 			return nil, err
 		}
-		var found *Update
-		err := c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
-			var u Update
-			if err := json.Unmarshal(v, &u); err != nil {
-				return &storageError{err}
-			}
-			if u.UpdateDigest == b.UpdateDigest {
-				found = &u
-				return pebblestore.ErrStopIter
-			}
-			return nil
-		})
+		trainer, ok, err := c.get(updateDigestKey(b.JobID, b.Round, b.UpdateDigest))
 		if err != nil {
-			return nil, asStorage(err)
+			return nil, err
 		}
-		if found == nil {
+		if !ok {
 			return nil, txErr(CodeNotFound, "no update %s was submitted to round %d of job %q", b.UpdateDigest, b.Round, b.JobID)
+		}
+		found := &Update{}
+		if ok, err := c.getJSON(updateKey(b.JobID, b.Round, string(trainer)), found); err != nil {
+			return nil, err
+		} else if !ok || found.UpdateDigest != b.UpdateDigest {
+			return nil, &storageError{fmt.Errorf("update index of %s in round %d of job %q is inconsistent", b.UpdateDigest, b.Round, b.JobID)}
 		}
 		if found.Rejected {
 			return nil, txErr(CodeAlreadyExists, "update %s of round %d of job %q is already rejected", b.UpdateDigest, b.Round, b.JobID)

@@ -2,13 +2,17 @@ package ledger
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -51,6 +55,8 @@ type FSM struct {
 	log     *slog.Logger
 	onBlock func(*Block)
 	now     func() time.Time
+	// noPrecheck turns off parallel signature verification (tests compare).
+	noPrecheck bool
 
 	applyMu sync.Mutex // serialises Apply, Restore and genesis
 
@@ -294,6 +300,7 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 		}
 		c := &execCtx{chainID: f.g.ChainID, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}}
 		res.Results = make([]TxResult, len(p.Txs))
+		pre := f.precheck(p.Txs)
 		var txs [][]byte
 		size := 0
 		for i, raw := range p.Txs {
@@ -307,7 +314,11 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 				r.Err = txErr(CodeTooLarge, "block is full: policy max_block_bytes is %d", f.g.Policy.MaxBlockBytes)
 				continue
 			}
-			_, ws, err := c.check(raw)
+			var pc *preChecked
+			if pre != nil {
+				pc = &pre[i]
+			}
+			_, ws, err := c.check(raw, pc)
 			if err != nil {
 				var se *storageError
 				if errors.As(err, &se) {
@@ -367,6 +378,51 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 	return res, nil
 }
 
+// precheck decodes the envelopes of a proposal and verifies their
+// signatures against the committed member keys on every core, so that the
+// sequential execution only verifies again where a key changed within the
+// block. It returns nil for proposals too small to be worth it.
+func (f *FSM) precheck(txs [][]byte) []preChecked {
+	workers := min(runtime.GOMAXPROCS(0), len(txs)/4)
+	if workers < 2 || f.noPrecheck {
+		return nil
+	}
+	out := make([]preChecked, len(txs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(txs) {
+					return
+				}
+				if len(txs[i]) > f.g.Policy.MaxTxBytes {
+					continue
+				}
+				pc := &out[i]
+				pc.tx, pc.err = DecodeTx(txs[i])
+				if pc.err != nil {
+					continue
+				}
+				var m Member
+				if ok, err := getJSON(f.st, memberKey(pc.tx.Signer), &m); err != nil || !ok || !m.Active {
+					continue
+				}
+				pub, err := hex.DecodeString(m.PublicKey)
+				if err != nil || len(pub) != ed25519.PublicKeySize {
+					continue
+				}
+				if pc.tx.Envelope.Verify(ed25519.PublicKey(pub)) == nil {
+					pc.key = m.PublicKey
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
 // CheckTx checks a transaction against the current state (signature, member,
 // role, nonce, the round state machine), as if it were the next block's
 // first, and returns the *TxError it would be rejected with, or nil. It
@@ -385,7 +441,7 @@ func (f *FSM) CheckTx(envelope []byte) error {
 	b := f.st.NewBatch()
 	defer b.Close()
 	c := &execCtx{chainID: f.g.ChainID, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}}
-	_, _, err := c.check(envelope)
+	_, _, err := c.check(envelope, nil)
 	return err
 }
 

@@ -207,6 +207,24 @@ func TestRejections(t *testing.T) {
 		{"update after commit", committed, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("uc")) }, CodeRoundNotOpen},
 		{"update after fail", failed, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("uc")) }, CodeRoundNotOpen},
 		{"second update by a trainer", withUpdates, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 1, digest("ua2")) }, CodeAlreadyExists},
+		{"update digest already submitted by another", withUpdates, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("ua")) }, CodeAlreadyExists},
+		{"reject twice", func(t *testing.T, e *env) {
+			withUpdates(t, e)
+			e.ch.mustApply(e.c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "NaN"}))
+		}, func(e *env) []byte {
+			return e.c.agg.sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "again"})
+		}, CodeAlreadyExists},
+		{"trainer rejects an update", withUpdates, func(e *env) []byte {
+			return e.c.trainers[0].sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "spite"})
+		}, CodeForbidden},
+		{"coordinator commits", withUpdates, func(e *env) []byte {
+			return e.c.coord.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg",
+				Contributors: []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}})
+		}, CodeForbidden},
+		{"commit listing a trainer twice", withUpdates, func(e *env) []byte {
+			ct := Contribution{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}
+			return e.c.agg.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg", Contributors: []Contribution{ct, ct}})
+		}, CodeInvalid},
 		{"update with another's dataset", openRound, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 1, 1, digest("u")) }, CodeForbidden},
 		{"update by unselected trainer", func(t *testing.T, e *env) {
 			openRound(t, e)
@@ -609,5 +627,40 @@ func TestQueriesDuringApply(t *testing.T) {
 	close(done)
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPrecheckSameOutcome: the parallel signature precheck gives the same
+// blocks and results as sequential checking, also when a signer is added or
+// removed within the block.
+func TestPrecheckSameOutcome(t *testing.T) {
+	c := newCast()
+	g := c.genesis(t)
+	par, seq := newChain(t, g, c.node.id), newChain(t, g, c.node.id)
+	seq.fsm.noPrecheck = true
+	newbie := newActor("newbie", RoleCoordinator)
+	reg := func(a *actor, n string) []byte {
+		return a.sign(t, ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
+	}
+	forged, _ := DecodeEnvelope(reg(c.coord, "forged"))
+	forged.Signatures[0].Sig[9] ^= 4
+	txs := [][]byte{
+		reg(c.coord, "a"), reg(newbie, "before being added"),
+		c.admin.sign(t, MemberAdded{PublicKey: newbie.pubHex(), Role: RoleCoordinator}),
+		reg(newbie, "after being added"), forged.Encode(), reg(c.coord, "b"),
+		c.admin.sign(t, MemberRemoved{ID: c.coord.id}), reg(c.coord, "after removal"),
+		[]byte("garbage"), reg(c.trainers[0], "wrong role"), reg(c.coord, "b"),
+	}
+	rp, rs := par.propose(txs...), seq.propose(txs...)
+	if !bytes.Equal(EncodeBlock(rp.Block), EncodeBlock(rs.Block)) {
+		t.Fatal("blocks differ")
+	}
+	for i := range txs {
+		if fmt.Sprint(rp.Results[i].Err) != fmt.Sprint(rs.Results[i].Err) {
+			t.Fatalf("tx %d: parallel %v, sequential %v", i, rp.Results[i].Err, rs.Results[i].Err)
+		}
+	}
+	if n := len(rp.Block.Txs); n != 5 {
+		t.Fatalf("%d txs in block, want 5", n)
 	}
 }

@@ -165,8 +165,8 @@ func (g *Genesis) Validate() error {
 	} else if !chainIDPattern.MatchString(g.ChainID) {
 		add("chain_id %q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", abbrev(g.ChainID))
 	}
-	if g.Time.Before(time.Unix(0, 0)) && !g.Time.IsZero() {
-		add("genesis_time %s is before 1970", g.Time.Format(time.RFC3339))
+	if !g.Time.IsZero() && (g.Time.Before(time.Unix(0, 0)) || g.Time.After(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC))) {
+		add("genesis_time %s must be between 1970 and 2200", g.Time.Format(time.RFC3339))
 	}
 	if len(g.Members) == 0 {
 		add("members: none listed; list at least one member with role admin")

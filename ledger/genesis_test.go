@@ -68,6 +68,7 @@ func TestParseGenesisErrors(t *testing.T) {
 		{"id mismatch", validGenesis + "    id: 0000000000000000000000000000000000000000000000000000000000000000\n", []string{"does not match public_key"}},
 		{"duplicate key", validGenesis + "  - name: again\n    role: trainer\n    public_key: 42efefc0e3a5a60998260a3ae62af34288e87b41eab4cedda300e8a907dba8d6\n", []string{"members[1] (again): the same public key as members[0]"}},
 		{"no members", "chain_id: x\n", []string{"members: none listed"}},
+		{"time", validGenesis + "genesis_time: 1900-01-01T00:00:00Z\n", []string{"genesis_time 1900-01-01T00:00:00Z must be between 1970 and 2200"}},
 		{"policy", validGenesis + "policy:\n  max_block_txs: 0\n  max_tx_bytes: 10\n  block_interval: -1s\n  checkpoint_quorum: -1\n",
 			[]string{"max_block_txs 0", "max_tx_bytes 10", "block_interval", "checkpoint_quorum -1"}},
 		{"quorum above nodes", validGenesis + "nodes:\n  - name: n\n    public_key: 3386e7512a8f0efe6a9a41b99cc2548e5df218092235b63600026b4222439c5d\npolicy:\n  checkpoint_quorum: 2\n",

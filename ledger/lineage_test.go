@@ -112,8 +112,14 @@ func BenchmarkLineage10000(b *testing.B) {
 // BenchmarkApplyBlock applies blocks of 500 pre-signed transactions
 // (ModelRegistered) on a pebble store in memory and reports tx/s.
 func BenchmarkApplyBlock(b *testing.B) {
+	b.Run("parallel-verify", func(b *testing.B) { benchApply(b, false) })
+	b.Run("sequential-baseline", func(b *testing.B) { benchApply(b, true) })
+}
+
+func benchApply(b *testing.B, sequential bool) {
 	c := newCast()
 	ch := newChain(b, c.genesis(b), c.node.id)
+	ch.fsm.noPrecheck = sequential
 	const per = 500
 	props := make([][][]byte, b.N)
 	for i := range props {
@@ -128,4 +134,66 @@ func BenchmarkApplyBlock(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*per)/b.Elapsed().Seconds(), "tx/s")
+}
+
+// TestLineageBranches: models committed on the same base each get their
+// own history; the second child of a model starts a new lineage segment.
+func TestLineageBranches(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	fx := c.setupRound(t, ch) // job-1 round 1 on fx.base
+	tr := c.trainers[0]
+	type step struct {
+		job   string
+		n     uint64
+		base  string
+		model string
+	}
+	steps := []step{
+		{"job-1", 1, fx.base, "A1"},
+		{"job-B", 1, "A1", "B1"}, // first child of A1: continues A1's segment
+		{"job-C", 1, "A1", "C1"}, // second child of A1: new segment
+		{"job-C", 2, "C1", "C2"},
+		{"job-D", 1, fx.base, "D1"}, // a second branch from the base model
+	}
+	name := func(s string) string {
+		if s == fx.base {
+			return s
+		}
+		return digest("model " + s)
+	}
+	for _, s := range steps {
+		if !(s.job == "job-1" && s.n == 1) {
+			ch.mustApply(c.coord.sign(t, RoundOpened{JobID: s.job, Round: s.n, ConfigDigest: digest("c"), BaseModel: name(s.base), Strategy: "fedavg",
+				Trainers: []string{tr.id}, Deadline: t0.Add(time.Hour)}))
+		}
+		u := digest("update " + s.model)
+		ch.mustApply(tr.sign(t, UpdateSubmitted{JobID: s.job, Round: s.n, UpdateDigest: u, DatasetDigest: fx.datasets[0], Samples: 1}))
+		ch.mustApply(c.agg.sign(t, RoundCommitted{JobID: s.job, Round: s.n, ModelDigest: name(s.model), Strategy: "fedavg",
+			Contributors: []Contribution{{Trainer: tr.id, UpdateDigest: u, Weight: 1}}}))
+	}
+	want := map[string][]string{
+		"A1": {"A1"},
+		"B1": {"B1", "A1"},
+		"C1": {"C1", "A1"},
+		"C2": {"C2", "C1", "A1"},
+		"D1": {"D1"},
+	}
+	for m, path := range want {
+		lin, err := ch.fsm.Lineage(name(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(lin.Rounds) != len(path) || lin.Base.Digest != fx.base {
+			t.Fatalf("%s: %d rounds, base %s", m, len(lin.Rounds), lin.Base.Digest)
+		}
+		for i, p := range path {
+			if lin.Rounds[i].ModelDigest != name(p) {
+				t.Fatalf("%s: rounds[%d] made %s, want %s", m, i, lin.Rounds[i].ModelDigest, p)
+			}
+		}
+	}
+	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
+		t.Fatal(err)
+	}
 }

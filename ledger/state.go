@@ -21,6 +21,7 @@ import (
 //	a/j/<job ID>                 highest round number opened, u64
 //	a/r/<job ID>\x00<round u64>  Round (JSON, without Updates)
 //	a/u/<job ID>\x00<round u64><trainer ID>  Update (JSON)
+//	a/ud/<job ID>\x00<round u64><update digest>  trainer ID that submitted it
 //	a/l/<model digest>           where a committed model's lineage link is: segment ‖ depth
 //	a/ls/<segment>/<depth u64>   lineage link (binary), see lineage.go
 //	a/lc/<model digest>          present once a committed model has a first child
@@ -37,6 +38,7 @@ const (
 	prefixJob       = "a/j/"
 	prefixRound     = "a/r/"
 	prefixUpdate    = "a/u/"
+	prefixUpdateDig = "a/ud/"
 	prefixLineage   = "a/l/"
 	prefixSegment   = "a/ls/"
 	prefixChild     = "a/lc/"
@@ -75,6 +77,10 @@ func updatePrefix(job string, n uint64) []byte {
 
 func updateKey(job string, n uint64, trainer string) []byte {
 	return append(updatePrefix(job, n), trainer...)
+}
+
+func updateDigestKey(job string, n uint64, digest string) []byte {
+	return append(append([]byte(prefixUpdateDig), roundSuffix(job, n)...), digest...)
 }
 
 func blockKey(h uint64) []byte {

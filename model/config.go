@@ -167,6 +167,10 @@ func (e *ConfigError) Error() string {
 // Unwrap makes errors.Is(err, ErrConfig) true.
 func (e *ConfigError) Unwrap() error { return ErrConfig }
 
+// maxDim bounds every size in a config, so that shape products cannot
+// overflow.
+const maxDim = 1 << 22
+
 // Validate checks the configuration and reports every violation at once.
 func (c *Config) Validate() error {
 	var errs []FieldError
@@ -208,6 +212,16 @@ func (c *Config) Validate() error {
 			bad("num_key_value_heads", "must be positive, got %d", c.NumKeyValueHeads)
 		} else if kv := c.KVHeads(); c.NumAttentionHeads%kv != 0 {
 			bad("num_key_value_heads", "%d does not divide num_attention_heads %d (grouped-query attention needs whole groups)", kv, c.NumAttentionHeads)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"vocab_size", c.VocabSize}, {"hidden_size", c.HiddenSize}, {"intermediate_size", c.IntermediateSize},
+		{"num_hidden_layers", c.NumHiddenLayers}, {"num_attention_heads", c.NumAttentionHeads},
+		{"num_key_value_heads", c.NumKeyValueHeads}, {"head_dim", c.HeadDim}, {"max_position_embeddings", c.MaxPositionEmbeddings}} {
+		if f.v > maxDim {
+			bad(f.name, "%d is larger than fedtune supports (%d)", f.v, maxDim)
 		}
 	}
 	if c.MaxPositionEmbeddings < 2 {
@@ -281,9 +295,11 @@ func LoadConfigJSON(path string) (Config, error) {
 	return ParseConfigJSON(path, data)
 }
 
-// MarshalJSON-compatible encoding of c as written to config.json.
+// encodeJSON returns c as written to config.json.
 func (c *Config) encodeJSON() ([]byte, error) {
-	b, err := json.MarshalIndent(c, "", "  ")
+	cc := *c
+	cc.NumKeyValueHeads = c.KVHeads() // transformers wants it explicit (null or a count, never 0)
+	b, err := json.MarshalIndent(&cc, "", "  ")
 	if err != nil {
 		return nil, err
 	}

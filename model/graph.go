@@ -190,7 +190,7 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 
 	// Fixed tables: rotary cos/sin (q's pre-scaled by 1/sqrt(head_dim)),
 	// the rotate-half matrix, the causal mask, the kv-head expansion.
-	cosq, sinq, cosk, sink := gr.ropeTables(N, H, hd)
+	cosq, sinq, cosk, sink := gr.ropeTables(N, H, KV, hd)
 	rot := make([]float64, hd*hd)
 	half := hd / 2
 	for j := 0; j < half; j++ {
@@ -198,27 +198,20 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		rot[j*hd+j+half] = 1    // out[j+half] = x[j]
 	}
 	R := gr.table("rope.rotate_half", []int{hd, hd}, rot)
-	mask := make([]float64, sp.B*H*sp.T*sp.T)
-	for bh := 0; bh < sp.B*H; bh++ {
+	// Grouped-query attention without repeating keys and values: the
+	// G = H/KV query heads that share a kv head are stacked as extra rows,
+	// so scores are [B*KV, G*T, T] and row g*T+t is query head kv*G+g at
+	// position t (HF's repeat_kv maps head h to kv head h/G).
+	group := H / KV
+	mask := make([]float64, sp.B*KV*group*sp.T*sp.T)
+	for bk := 0; bk < sp.B*KV*group; bk++ {
 		for i := 0; i < sp.T; i++ {
 			for j := i + 1; j < sp.T; j++ {
-				mask[(bh*sp.T+i)*sp.T+j] = -1e9
+				mask[(bk*sp.T+i)*sp.T+j] = -1e9
 			}
 		}
 	}
-	causal := gr.table("attn.causal_mask", []int{sp.B * H, sp.T, sp.T}, mask)
-	var expand *G.Node
-	if KV < H {
-		e := make([]float64, KV*hd*H*hd)
-		group := H / KV
-		for h := 0; h < H; h++ {
-			for j := 0; j < hd; j++ {
-				e[((h/group)*hd+j)*H*hd+h*hd+j] = 1
-			}
-		}
-		expand = gr.table("attn.kv_expand", []int{KV * hd, H * hd}, e)
-	}
-
+	causal := gr.table("attn.causal_mask", []int{sp.B * KV, group * sp.T, sp.T}, mask)
 	rmsnorm := func(x *G.Node, w string) *G.Node {
 		ms := must(G.Mean(must(G.Square(x)), 1))
 		ms = must(G.Add(ms, gr.scalar(c.RMSNormEps)))
@@ -242,15 +235,22 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		}
 		return y
 	}
-	rope := func(x *G.Node, cos, sin *G.Node) *G.Node {
-		x2 := must(G.Reshape(x, tensor.Shape{N * H, hd}))
+	rope := func(x *G.Node, heads int, cos, sin *G.Node) *G.Node {
+		x2 := must(G.Reshape(x, tensor.Shape{N * heads, hd}))
 		xr := must(G.Mul(x2, R))
 		return must(G.Add(must(G.HadamardProd(x2, cos)), must(G.HadamardProd(xr, sin))))
 	}
-	toHeads := func(x *G.Node) *G.Node { // [N*H, hd] -> [B*H, T, hd]
-		x = must(G.Reshape(x, tensor.Shape{sp.B, sp.T, H, hd}))
+	// [N*H, hd] (q, heads ordered kv*G+g) -> [B*KV, G*T, hd]
+	qHeads := func(x *G.Node) *G.Node {
+		x = must(G.Reshape(x, tensor.Shape{sp.B, sp.T, KV, group, hd}))
+		x = must(G.Transpose(x, 0, 2, 3, 1, 4))
+		return must(G.Reshape(x, tensor.Shape{sp.B * KV, group * sp.T, hd}))
+	}
+	// [N*KV, hd] -> [B*KV, T, hd]
+	kvHeads := func(x *G.Node) *G.Node {
+		x = must(G.Reshape(x, tensor.Shape{sp.B, sp.T, KV, hd}))
 		x = must(G.Transpose(x, 0, 2, 1, 3))
-		return must(G.Reshape(x, tensor.Shape{sp.B * H, sp.T, hd}))
+		return must(G.Reshape(x, tensor.Shape{sp.B * KV, sp.T, hd}))
 	}
 
 	x := must(G.ByIndices(gr.weights[embedName], gr.ids, 0)) // [N, d]
@@ -260,20 +260,16 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		q := linear(h, ProjName(l, "q_proj"))
 		k := linear(h, ProjName(l, "k_proj"))
 		v := linear(h, ProjName(l, "v_proj"))
-		if expand != nil {
-			k = must(G.Mul(k, expand))
-			v = must(G.Mul(v, expand))
-		}
-		q3 := toHeads(rope(q, cosq, sinq))
-		k3 := toHeads(rope(k, cosk, sink))
-		v3 := toHeads(must(G.Reshape(v, tensor.Shape{N * H, hd})))
-		s := must(G.BatchedMatMul(q3, k3, false, true)) // [B*H, T, T]
+		q3 := qHeads(rope(q, H, cosq, sinq))
+		k3 := kvHeads(rope(k, KV, cosk, sink))
+		v3 := kvHeads(must(G.Reshape(v, tensor.Shape{N * KV, hd})))
+		s := must(G.BatchedMatMul(q3, k3, false, true)) // [B*KV, G*T, T]
 		s = must(G.Add(s, causal))
 		p := must(G.SoftMax(must(G.Reshape(s, tensor.Shape{sp.B * H * sp.T, sp.T}))))
-		p = must(G.Reshape(p, tensor.Shape{sp.B * H, sp.T, sp.T}))
-		o := must(G.BatchedMatMul(p, v3)) // [B*H, T, hd]
-		o = must(G.Reshape(o, tensor.Shape{sp.B, H, sp.T, hd}))
-		o = must(G.Transpose(o, 0, 2, 1, 3))
+		p = must(G.Reshape(p, tensor.Shape{sp.B * KV, group * sp.T, sp.T}))
+		o := must(G.BatchedMatMul(p, v3)) // [B*KV, G*T, hd]
+		o = must(G.Reshape(o, tensor.Shape{sp.B, KV, group, sp.T, hd}))
+		o = must(G.Transpose(o, 0, 3, 1, 2, 4))
 		o = must(G.Reshape(o, tensor.Shape{N, H * hd}))
 		x = must(G.Add(x, linear(o, ProjName(l, "o_proj"))))
 
@@ -318,24 +314,25 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 	return gr, nil
 }
 
-// ropeTables returns the [N*H, hd] cos and sin tables in Hugging Face's
+// ropeTables returns the [N*H, hd] (q) and [N*KV, hd] (k) cos and sin tables in Hugging Face's
 // rotate-half convention (frequency i repeated in both halves), for q
 // (scaled by 1/sqrt(hd), which folds attention's scaling in) and k.
-func (gr *graph) ropeTables(N, H, hd int) (cosq, sinq, cosk, sink *G.Node) {
+func (gr *graph) ropeTables(N, H, KV, hd int) (cosq, sinq, cosk, sink *G.Node) {
 	cs, sn := ropeCosSin(gr.cfg.RopeTheta, hd, gr.T)
-	scale := 1 / math.Sqrt(float64(hd))
-	n := N * H * hd
-	cq, sq, ck, sk := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
-	for row := 0; row < N*H; row++ {
-		t := (row / H) % gr.T
-		for j := 0; j < hd; j++ {
-			i := row*hd + j
-			ck[i], sk[i] = cs[t*hd+j], sn[t*hd+j]
-			cq[i], sq[i] = ck[i]*scale, sk[i]*scale
+	tables := func(heads int, scale float64) ([]float64, []float64) {
+		c, s := make([]float64, N*heads*hd), make([]float64, N*heads*hd)
+		for row := 0; row < N*heads; row++ {
+			t := (row / heads) % gr.T
+			for j := 0; j < hd; j++ {
+				c[row*hd+j], s[row*hd+j] = cs[t*hd+j]*scale, sn[t*hd+j]*scale
+			}
 		}
+		return c, s
 	}
-	sh := []int{N * H, hd}
-	return gr.table("rope.cos_q", sh, cq), gr.table("rope.sin_q", sh, sq), gr.table("rope.cos_k", sh, ck), gr.table("rope.sin_k", sh, sk)
+	cq, sq := tables(H, 1/math.Sqrt(float64(hd)))
+	ck, sk := tables(KV, 1)
+	return gr.table("rope.cos_q", []int{N * H, hd}, cq), gr.table("rope.sin_q", []int{N * H, hd}, sq),
+		gr.table("rope.cos_k", []int{N * KV, hd}, ck), gr.table("rope.sin_k", []int{N * KV, hd}, sk)
 }
 
 // ropeCosSin returns [T, hd] tables: angle(t, j) = t / theta^(2(j mod hd/2)/hd).

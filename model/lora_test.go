@@ -221,3 +221,21 @@ func TestPEFTNamesWithAdapterName(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func FuzzParseAdapterConfig(f *testing.F) {
+	f.Add([]byte(`{"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj","v_proj"],"bias":"none","task_type":"CAUSAL_LM"}`))
+	f.Add([]byte(`{"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":"q_proj,v_proj"}`))
+	f.Add([]byte(`{"peft_type":"LORA","r":-1,"rank_pattern":{"x":2}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		lc, _, err := ParseAdapterConfig("adapter_config.json", data)
+		if err != nil {
+			return
+		}
+		if err := lc.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+		if s := lc.Scaling(); math.IsNaN(s) || math.IsInf(s, 0) || s <= 0 {
+			t.Fatalf("scaling %g", s)
+		}
+	})
+}

@@ -115,9 +115,9 @@ func (tc *TrainConfig) LRAt(step int) float64 {
 	return tc.LR * 0.5 * (1 + math.Cos(math.Pi*p))
 }
 
-// Trainer runs optimisation steps on one model. It builds one Gorgonia
-// graph and TapeMachine and reuses them for every step, so memory stays
-// flat. Base weights are updated in place only in full fine-tuning; with
+// Trainer runs optimisation steps on one model (not safe for concurrent
+// use). It builds one Gorgonia graph and TapeMachine and reuses them for
+// every step, so memory stays flat. Base weights are updated in place only in full fine-tuning; with
 // LoRA they stay frozen and only the adapter changes.
 type Trainer struct {
 	cfg     TrainConfig

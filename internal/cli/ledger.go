@@ -197,7 +197,7 @@ func newLedgerVerifyCmd() *cobra.Command {
 			if data == "" {
 				return errors.New("ledger verify: --data is required")
 			}
-			h, err := node.VerifyDataDir(cmd.Context(), data, nil)
+			h, err := node.VerifyDataDir(cmd.Context(), data, logger(cmd))
 			if err != nil {
 				return fmt.Errorf("ledger verify %s: %w", data, err)
 			}

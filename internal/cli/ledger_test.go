@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
 // syncBuffer is a bytes.Buffer safe for a running command's goroutines.
@@ -67,6 +69,34 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// tamperBlock rewrites the stored block at height h with its time moved by
+// one nanosecond, as a disk-level forgery would.
+func tamperBlock(t *testing.T, dir string, h uint64) {
+	t.Helper()
+	db, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := binary.BigEndian.AppendUint64([]byte("c/b/"), h)
+	val, ok, err := db.State().Get(key)
+	if err != nil || !ok {
+		t.Fatalf("block %d not found under %q: %v", h, key, err)
+	}
+	b, err := ledger.DecodeBlock(val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Header.Time++
+	batch := db.State().NewBatch()
+	if err := batch.Set(key, ledger.EncodeBlock(b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Commit(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestKeygen(t *testing.T) {
@@ -260,6 +290,14 @@ func TestLedgerFlow(t *testing.T) {
 	if !strings.Contains(out, "chain OK: 2 blocks") {
 		t.Fatalf("verify printed %q", out)
 	}
+	// Tamper with block 1 on disk: verify fails naming the height and field.
+	tamperBlock(t, filepath.Join(data, "pebble"), 2)
+	_, err = run(t, "ledger", "verify", "--data", data)
+	if err == nil || !strings.Contains(err.Error(), "height 2") {
+		t.Fatalf("verify of a tampered chain: %v", err)
+	}
+	t.Logf("tampered chain: %v", err)
+
 	// Re-initializing with another genesis is refused.
 	other := filepath.Join(dir, "other.yaml")
 	if err := os.WriteFile(other, []byte(strings.Replace(g, "cli-test", "other", 1)), 0o644); err != nil {

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/fedtune/fedtune/internal/fedtest"
 )
 
 func runCLI(t *testing.T, args ...string) (string, error) {
@@ -41,9 +43,31 @@ func fileSHA(t *testing.T, p string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// TestModelCommands drives init, train (LoRA and --full), eval, generate,
-// merge and digest through the command line on the tiny model.
-func TestModelCommands(t *testing.T) {
+// TestModelInitDigest: init writes a canonical file whose sha256 is the
+// digest it prints, and the same seed gives the same weights.
+func TestModelInitDigest(t *testing.T) {
+	dir := t.TempDir()
+	var ds []string
+	for _, sub := range []string{"a", "b"} {
+		out := filepath.Join(dir, sub)
+		d := strings.TrimSpace(mustCLI(t, "model", "init", "--config", "../../configs/models/tiny-tied-mqa.yaml", "--seed", "9", "-o", out))
+		if want := fileSHA(t, filepath.Join(out, "model.safetensors")); d != want {
+			t.Fatalf("init printed %s, sha256 of model.safetensors is %s", d, want)
+		}
+		if got := strings.TrimSpace(mustCLI(t, "model", "digest", filepath.Join(out, "model.safetensors"))); got != d {
+			t.Errorf("model digest FILE = %s, want %s", got, d)
+		}
+		ds = append(ds, d)
+	}
+	if ds[0] != ds[1] {
+		t.Error("one seed gave two different models")
+	}
+}
+
+// TestNoRaceModelCommands drives init, train (LoRA and --full), eval,
+// generate, merge and digest through the command line on the tiny model.
+func TestNoRaceModelCommands(t *testing.T) {
+	fedtest.SkipUnderRace(t)
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base")
 	english := "../../datasets/testdata/english/train.txt"

@@ -109,7 +109,10 @@ func unknown(h [32]byte, err error) *ledgerv1.TxResult {
 
 // batchLoop gathers queued txs into proposals bounded by the genesis
 // policy (MaxBlockTxs, MaxBlockBytes, BlockInterval) and hands each to
-// propose. Up to cap(n.inflight) proposals are in raft at once.
+// propose. Up to cap(n.inflight) proposals are in raft at once. While a
+// proposal is in flight a new batch waits up to BlockInterval to fill;
+// when raft is idle, what is queued is proposed at once, so a lone
+// submitter does not wait for the interval.
 func (n *Node) batchLoop(ctx context.Context) {
 	pol := n.genesis.Policy
 	maxTxs, maxBytes := pol.MaxBlockTxs, pol.MaxBlockBytes
@@ -149,10 +152,20 @@ func (n *Node) batchLoop(ctx context.Context) {
 			} else {
 				select {
 				case p = <-n.queue:
-				case <-timeout:
-					break collect
-				case <-ctx.Done():
-					break collect
+				default:
+					// Nothing more queued right now. With no proposal in
+					// raft there is nothing to overlap with: propose at
+					// once rather than idle for the rest of the interval.
+					if len(n.inflight) == 0 {
+						break collect
+					}
+					select {
+					case p = <-n.queue:
+					case <-timeout:
+						break collect
+					case <-ctx.Done():
+						break collect
+					}
 				}
 			}
 			if maxBytes > 0 && size+len(p.env) > maxBytes {

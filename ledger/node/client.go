@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,7 +34,7 @@ func Dial(ctx context.Context, addr string, opts ...grpc.DialOption) (*Client, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), callSizes}, opts...)
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
@@ -101,7 +102,8 @@ type VerifiedBlock struct {
 }
 
 // Block fetches block h, asking for at least minCosignatures cosignatures.
-// It checks that the block decodes and hashes to the hash sent, and that
+// It checks that the block decodes, hashes to the hash sent and that its
+// txs match the header's tx root, and that
 // each cosignature is valid for that block and from a distinct node; it
 // fails (wrapping ErrQuorum) when fewer than minCosignatures remain. chainID
 // may be "" to accept the chain ID the cosignatures name, if they agree.
@@ -109,7 +111,8 @@ func (c *Client) Block(ctx context.Context, h uint64, minCosignatures int, chain
 	resp, err := c.api.GetBlock(ctx, &ledgerv1.GetBlockRequest{Height: h, MinCosignatures: uint32(minCosignatures)})
 	if err != nil {
 		if status.Code(err) == codes.FailedPrecondition {
-			return nil, fmt.Errorf("%w: %s", ErrQuorum, status.Convert(err).Message())
+			msg := strings.TrimPrefix(status.Convert(err).Message(), ErrQuorum.Error()+": ")
+			return nil, fmt.Errorf("%w: %s", ErrQuorum, msg)
 		}
 		return nil, err
 	}
@@ -124,6 +127,9 @@ func verifyBlockResponse(resp *ledgerv1.BlockResponse, h uint64, minCosignatures
 	hash := b.Hash()
 	if b.Header.Height != h || !bytes.Equal(resp.Hash, hash[:]) || resp.Height != h {
 		return nil, fmt.Errorf("block %d: server sent height %d / header height %d, hash %x / computed %x", h, resp.Height, b.Header.Height, resp.Hash, hash)
+	}
+	if root := ledger.TxRoot(b.Txs); root != b.Header.TxRoot || int(b.Header.NumTxs) != len(b.Txs) {
+		return nil, fmt.Errorf("block %d: its %d txs do not match the header's tx root %x (%d txs)", h, len(b.Txs), b.Header.TxRoot[:8], b.Header.NumTxs)
 	}
 	vb := &VerifiedBlock{Block: b, Hash: hash}
 	seen := map[string]bool{}

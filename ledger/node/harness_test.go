@@ -65,9 +65,9 @@ func runHelperNode(path string) int {
 // cores under -race.
 func testRaft() node.RaftConfig {
 	return node.RaftConfig{
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
 		SnapshotThreshold:  1 << 20,
 		SnapshotInterval:   time.Hour,

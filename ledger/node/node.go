@@ -34,6 +34,13 @@ var (
 	ErrStopped = errors.New("ledger node: stopped")
 )
 
+// maxMsgSize bounds gRPC messages both ways: a block (MaxBlockBytes, 8 MiB
+// by default) plus its cosignatures must fit, where gRPC's default is 4 MiB.
+const maxMsgSize = 64 << 20
+
+// callSizes raises a client connection's message limits to maxMsgSize.
+var callSizes = grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize))
+
 // genesisName is the genesis file's name inside a data directory.
 const genesisName = "genesis.yaml"
 
@@ -120,6 +127,8 @@ func Init(genesisPath, dataDir, keyPath string) (nodeID string, g *ledger.Genesi
 
 // New opens a node's key, genesis, pebble database, snapshot store and
 // listeners, ready for Run. On error everything opened is closed again.
+// Call Run exactly once: it owns what New opened and closes it when it
+// returns.
 func New(cfg *Config, opts Options) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
@@ -258,7 +267,7 @@ func (n *Node) Run(ctx context.Context) error {
 		"raft", n.RaftAddr(), "grpc", n.GRPCAddr(), "metrics", n.MetricsAddr(), "height", n.fsm.Height())
 
 	var wg sync.WaitGroup
-	n.grpcSrv = grpc.NewServer()
+	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize))
 	ledgerv1.RegisterLedgerServer(n.grpcSrv, &service{n: n})
 	errc := make(chan error, 2)
 	wg.Add(1)
@@ -430,7 +439,7 @@ func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := n.conns[addr]; ok {
 		return c, nil
 	}
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), callSizes}
 	if n.opts.Dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(n.opts.Dialer))
 	}

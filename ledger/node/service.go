@@ -138,7 +138,11 @@ func (s *service) GetBlock(ctx context.Context, req *ledgerv1.GetBlockRequest) (
 		resp.Cosignatures = append(resp.Cosignatures, CheckpointToProto(&cps[i]))
 	}
 	if int(req.MinCosignatures) > len(cps) {
-		return nil, toStatus(fmt.Errorf("%w: block %d has %d of %d required (%s)", ErrQuorum, req.Height, len(cps), req.MinCosignatures, strings.Join(failures, "; ")))
+		why := ""
+		if len(failures) > 0 {
+			why = "; missing: " + strings.Join(failures, "; ")
+		}
+		return nil, toStatus(fmt.Errorf("%w: block %d has %d of %d required%s", ErrQuorum, req.Height, len(cps), req.MinCosignatures, why))
 	}
 	return resp, nil
 }
@@ -286,17 +290,13 @@ func (s *service) GetTx(ctx context.Context, req *ledgerv1.GetTxRequest) (*ledge
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("tx %x: %w", h, err))
 	}
-	b, err := s.n.fsm.Block(rec.Height)
-	if err != nil {
-		return nil, toStatus(err)
-	}
 	return &ledgerv1.GetTxResponse{
 		Height:   rec.Height,
 		Index:    rec.Index,
 		Envelope: rec.Envelope,
 		Proof:    rec.Proof,
 		TreeSize: rec.TreeSize,
-		TxRoot:   b.Header.TxRoot[:],
+		TxRoot:   rec.TxRoot[:],
 	}, nil
 }
 
@@ -387,20 +387,17 @@ func (s *service) Join(ctx context.Context, req *ledgerv1.JoinRequest) (*ledgerv
 	if !isNodeID(req.NodeId) || req.RaftAddress == "" || req.GrpcAddress == "" {
 		return nil, status.Error(codes.InvalidArgument, "join needs node_id (64 hex), raft_address and grpc_address")
 	}
-	n := s.n
-	if n.raft.State() != raft.Leader {
-		if req.Hops >= maxHops {
-			return nil, status.Errorf(codes.Unavailable, "not the leader after %d forwards", req.Hops)
+	var idx uint64
+	err := s.n.onLeader(ctx, req.Hops, func() (err error) {
+		idx, err = s.n.join(ctx, PeerConfig{ID: req.NodeId, RaftAddress: req.RaftAddress, GRPCAddress: req.GrpcAddress}, req.Voter)
+		return err
+	}, func(c ledgerv1.LedgerClient) error {
+		resp, err := c.Join(ctx, &ledgerv1.JoinRequest{NodeId: req.NodeId, RaftAddress: req.RaftAddress, GrpcAddress: req.GrpcAddress, Voter: req.Voter, Hops: req.Hops + 1})
+		if err == nil {
+			idx = resp.Index
 		}
-		c, err := n.leaderClient(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		if c != nil {
-			return c.Join(ctx, &ledgerv1.JoinRequest{NodeId: req.NodeId, RaftAddress: req.RaftAddress, GrpcAddress: req.GrpcAddress, Voter: req.Voter, Hops: req.Hops + 1})
-		}
-	}
-	idx, err := n.join(ctx, PeerConfig{ID: req.NodeId, RaftAddress: req.RaftAddress, GRPCAddress: req.GrpcAddress}, req.Voter)
+		return err
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -413,6 +410,9 @@ func (n *Node) join(ctx context.Context, p PeerConfig, voter bool) (uint64, erro
 	if err := n.peers.put(p); err != nil {
 		return 0, err
 	}
+	// Tell the new node where this (leader) node's gRPC service is; it
+	// learns the other nodes' addresses from here through Peers.
+	go n.announceTo(p.ID)
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return 0, err
@@ -451,12 +451,45 @@ func (n *Node) join(ctx context.Context, p PeerConfig, voter bool) (uint64, erro
 	return f.Index(), nil
 }
 
+// announceTo sends this node's directory entry to node id, retrying for
+// up to a minute while that node is not yet reachable.
+func (n *Node) announceTo(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var err error
+	for ctx.Err() == nil {
+		var c ledgerv1.LedgerClient
+		if c, err = n.peerClient(ctx, id); err == nil {
+			if _, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.self(), "")}); err == nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.log.Warn("could not announce to joining node", "peer", short(id), "err", err)
+}
+
 // waitCaughtUp polls node id's Status until it has applied index target.
 func (n *Node) waitCaughtUp(ctx context.Context, id string, target uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var last error
+	lastLog := time.Now()
 	for {
+		if time.Since(lastLog) > 5*time.Second {
+			n.log.Info("waiting for new node to catch up before promotion", "peer", short(id), "target_index", target, "status", last)
+			lastLog = time.Now()
+		}
 		c, err := n.peerClient(ctx, id)
 		if err == nil {
 			var st *ledgerv1.StatusResponse
@@ -483,25 +516,67 @@ func (s *service) Remove(ctx context.Context, req *ledgerv1.RemoveRequest) (*led
 	if !isNodeID(req.NodeId) {
 		return nil, status.Errorf(codes.InvalidArgument, "remove: node_id %q is not 64 hex characters", req.NodeId)
 	}
-	n := s.n
-	if n.raft.State() != raft.Leader {
-		if req.Hops >= maxHops {
-			return nil, status.Errorf(codes.Unavailable, "not the leader after %d forwards", req.Hops)
+	var idx uint64
+	err := s.n.onLeader(ctx, req.Hops, func() error {
+		f := s.n.raft.RemoveServer(raft.ServerID(req.NodeId), 0, 30*time.Second)
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("remove %s: %w", short(req.NodeId), err)
 		}
-		c, err := n.leaderClient(ctx)
-		if err != nil {
-			return nil, toStatus(err)
+		idx = f.Index()
+		s.n.log.Info("removed node", "peer", short(req.NodeId))
+		return nil
+	}, func(c ledgerv1.LedgerClient) error {
+		resp, err := c.Remove(ctx, &ledgerv1.RemoveRequest{NodeId: req.NodeId, Hops: req.Hops + 1})
+		if err == nil {
+			idx = resp.Index
 		}
-		if c != nil {
-			return c.Remove(ctx, &ledgerv1.RemoveRequest{NodeId: req.NodeId, Hops: req.Hops + 1})
+		return err
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &ledgerv1.RemoveResponse{Index: idx}, nil
+}
+
+// onLeader runs local when this node leads, or forward with a client for
+// the leader otherwise. A local call that fails because leadership moved
+// is tried again (locally or forwarded) for a while.
+func (n *Node) onLeader(ctx context.Context, hops uint32, local func() error, forward func(ledgerv1.LedgerClient) error) error {
+	deadline := time.Now().Add(n.cfg.Raft.ElectionTimeout*10 + 5*time.Second)
+	for {
+		if n.raft.State() == raft.Leader {
+			err := local()
+			if err == nil || !leadershipMoved(err) || time.Now().After(deadline) {
+				return err
+			}
+		} else {
+			if hops >= maxHops {
+				return status.Errorf(codes.Unavailable, "not the leader after %d forwards", hops)
+			}
+			c, err := n.leaderClient(ctx)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				return forward(c)
+			}
+			continue // became leader meanwhile
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.done:
+			return ErrStopped
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	f := n.raft.RemoveServer(raft.ServerID(req.NodeId), 0, 30*time.Second)
-	if err := f.Error(); err != nil {
-		return nil, toStatus(fmt.Errorf("remove %s: %w", short(req.NodeId), err))
-	}
-	n.log.Info("removed node", "peer", short(req.NodeId))
-	return &ledgerv1.RemoveResponse{Index: f.Index()}, nil
+}
+
+// leadershipMoved reports whether err means raft leadership changed under
+// a call, so that trying again on the new leader is right.
+func leadershipMoved(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress)
 }
 
 // Peers merges the caller's entry and returns the directory.

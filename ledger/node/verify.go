@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -13,8 +14,9 @@ import (
 // VerifyDataDir re-derives the chain stored in a stopped node's data
 // directory from its genesis (ledger.VerifyChainContext) and returns the
 // height verified. A broken chain gives an error wrapping a
-// *ledger.VerifyError that names the first bad height and what broke.
-func VerifyDataDir(ctx context.Context, dataDir string, progress func(height, head uint64)) (uint64, error) {
+// *ledger.VerifyError that names the first bad height and what broke. log
+// (nil: discard) gets a progress line every few seconds.
+func VerifyDataDir(ctx context.Context, dataDir string, log *slog.Logger) (uint64, error) {
 	g, err := ledger.LoadGenesis(filepath.Join(dataDir, genesisName))
 	if err != nil {
 		return 0, err
@@ -33,7 +35,7 @@ func VerifyDataDir(ctx context.Context, dataDir string, progress func(height, he
 		return 0, err
 	}
 	head := fsm.Height()
-	if err := ledger.VerifyChainContext(ctx, db.State(), g, ledger.VerifyOptions{Progress: progress}); err != nil {
+	if err := ledger.VerifyChainContext(ctx, db.State(), g, ledger.VerifyOptions{Logger: log}); err != nil {
 		return 0, err
 	}
 	return head, nil

@@ -208,7 +208,18 @@ func (b *Batch) Len() int {
 // Commit applies the batch atomically, synced (unless Options.NoSync). The
 // batch is finished afterwards whatever the outcome; on error nothing of it
 // was applied.
-func (b *Batch) Commit() (err error) {
+func (b *Batch) Commit() error { return b.commit(b.db.wo) }
+
+// CommitNoSync applies the batch atomically like Commit but returns without
+// waiting for an fsync. It suits an FSM whose state can be rebuilt from the
+// raft log: the batch reaches the disk with the next synced write to the DB
+// (the log, the stable store and the state share one WAL, written in order),
+// and a crash before that loses only writes that raft replays from its log,
+// provided the FSM stores its applied index in the same batch and skips
+// entries at or below it.
+func (b *Batch) CommitNoSync() error { return b.commit(pebble.NoSync) }
+
+func (b *Batch) commit(wo *pebble.WriteOptions) (err error) {
 	if b.done {
 		return ErrBatchDone
 	}
@@ -218,7 +229,7 @@ func (b *Batch) Commit() (err error) {
 	defer b.db.exit()
 	defer b.db.recoverFatal(&err)
 	b.done = true
-	if err := b.b.Commit(b.db.wo); err != nil {
+	if err := b.b.Commit(wo); err != nil {
 		_ = b.b.Close()
 		return fmt.Errorf("pebblestore: batch commit: %w", err)
 	}
@@ -269,10 +280,14 @@ func (sn *Snapshot) enter() error {
 	if sn == nil {
 		return ErrClosed
 	}
+	if err := sn.db.enter(); err != nil {
+		return err // ErrClosed also for snapshots DB.Close released
+	}
 	if sn.closed.Load() {
+		sn.db.exit()
 		return ErrSnapshotClosed
 	}
-	return sn.db.enter()
+	return nil
 }
 
 // Get returns a copy of the value under key as of the snapshot.

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/hashicorp/raft"
@@ -335,5 +340,49 @@ func checkLog(t testing.TB, s raft.LogStore, want *raft.Log) {
 		!bytes.Equal(got.Data, want.Data) || !bytes.Equal(got.Extensions, want.Extensions) ||
 		!got.AppendedAt.Equal(want.AppendedAt) {
 		t.Fatalf("GetLog(%d) = %+v, want %+v", want.Index, got, want)
+	}
+}
+
+// Close while other goroutines read and write: every call either works or
+// returns ErrClosed; nothing panics on a closed pebble DB.
+func TestCloseDuringUse(t *testing.T) {
+	db, err := pebblestore.Open("db", pebblestore.Options{FS: vfs.NewMem()})
+	must(t, err)
+	var wg sync.WaitGroup
+	errc := make(chan error, 64)
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := uint64(1); ; i++ {
+				var err error
+				switch w % 3 {
+				case 0:
+					err = db.LogStore().StoreLogs([]*raft.Log{entry(i + uint64(w)<<32)})
+				case 1:
+					b := db.State().NewBatch()
+					_ = b.Set([]byte(fmt.Sprint(i)), []byte("v"))
+					err = b.Commit()
+					_ = b.Close()
+				default:
+					sn := db.State().Snapshot()
+					_, err = sn.WriteTo(io.Discard)
+					_ = sn.Close()
+				}
+				if err != nil {
+					if !errors.Is(err, pebblestore.ErrClosed) {
+						errc <- err
+					}
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	must(t, db.Close())
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Errorf("call racing Close: %v; want nil or ErrClosed", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -114,6 +115,14 @@ func Open(dir string, opts Options) (*DB, error) {
 		Cache:              cache,
 		Logger:             pebbleLogger{l: logger},
 		FormatMajorVersion: pebble.FormatNewest,
+		// Fewer, larger flushes than the 4 MiB default under a steady
+		// stream of log entries.
+		MemTableSize: 16 << 20,
+	}
+	// Bloom filters let point reads of absent keys (the FSM's dedup and
+	// existence checks, stable-store misses) skip sstables.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"container/heap"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -394,29 +395,7 @@ func (t *BPE) encodeWord(ids []int, w string) []int {
 			return append(ids, id)
 		}
 	}
-	for len(syms) > 1 {
-		best, bestRank := -1, 0
-		for i := 0; i+1 < len(syms); i++ {
-			if r, ok := t.ranks[pair{syms[i], syms[i+1]}]; ok && (best < 0 || r < bestRank) {
-				best, bestRank = i, r
-			}
-		}
-		if best < 0 {
-			break
-		}
-		p := pair{syms[best], syms[best+1]}
-		out := syms[:best]
-		for i := best; i < len(syms); {
-			if i+1 < len(syms) && syms[i] == p.a && syms[i+1] == p.b {
-				out = append(out, p.a+p.b)
-				i += 2
-			} else {
-				out = append(out, syms[i])
-				i++
-			}
-		}
-		syms = out
-	}
+	syms = t.merge(syms)
 	for _, s := range syms {
 		if id, ok := t.vocab[s]; ok {
 			ids = append(ids, id)
@@ -425,6 +404,74 @@ func (t *BPE) encodeWord(ids []int, w string) []int {
 		}
 	}
 	return ids
+}
+
+// merge applies the merges to syms as Hugging Face's BPE does: repeatedly
+// the pair of lowest rank, leftmost first, until no pair has a rank. A heap
+// keeps it O(n log n) even for a pre-token as long as the whole text.
+func (t *BPE) merge(syms []string) []string {
+	if len(syms) < 2 {
+		return syms
+	}
+	next := make([]int, len(syms)) // -1 at the end
+	prev := make([]int, len(syms)) // -1 at the start
+	for i := range syms {
+		next[i], prev[i] = i+1, i-1
+	}
+	next[len(syms)-1] = -1
+	h := &mergeHeap{}
+	push := func(i int) {
+		if i < 0 || next[i] < 0 {
+			return
+		}
+		if r, ok := t.ranks[pair{syms[i], syms[next[i]]}]; ok {
+			heap.Push(h, mergeAt{rank: r, pos: i, right: next[i]})
+		}
+	}
+	for i := range syms {
+		push(i)
+	}
+	for h.Len() > 0 {
+		m := heap.Pop(h).(mergeAt)
+		if syms[m.pos] == "" || next[m.pos] != m.right {
+			continue // stale: a neighbour was merged since
+		}
+		if r, ok := t.ranks[pair{syms[m.pos], syms[m.right]}]; !ok || r != m.rank {
+			continue
+		}
+		syms[m.pos] += syms[m.right]
+		syms[m.right] = ""
+		next[m.pos] = next[m.right]
+		if n := next[m.pos]; n >= 0 {
+			prev[n] = m.pos
+		}
+		push(prev[m.pos])
+		push(m.pos)
+	}
+	out := syms[:0]
+	for i := 0; i >= 0; i = next[i] {
+		out = append(out, syms[i])
+	}
+	return out
+}
+
+// mergeAt is a candidate merge of the symbol at pos with its right
+// neighbour right.
+type mergeAt struct{ rank, pos, right int }
+
+type mergeHeap []mergeAt
+
+func (h mergeHeap) Len() int { return len(h) }
+func (h mergeHeap) Less(i, j int) bool {
+	return h[i].rank < h[j].rank || (h[i].rank == h[j].rank && h[i].pos < h[j].pos)
+}
+func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(mergeAt)) }
+func (h *mergeHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // Decode returns the text of ids: added tokens as their content, other

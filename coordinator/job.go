@@ -1,0 +1,594 @@
+package coordinator
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Sentinel errors of job files.
+var (
+	// ErrJob wraps every error about a job file: decoding and validation.
+	ErrJob = errors.New("coordinator: bad job")
+)
+
+// Fine-tuning modes (finetune.mode).
+const (
+	ModeLoRA = "lora"
+	ModeFull = "full"
+)
+
+// Update compressions (compression.kind).
+const (
+	CompressNone = "none"
+	CompressInt8 = "int8"
+	CompressF16  = "f16"
+	CompressBF16 = "bf16"
+)
+
+// Learning-rate schedules (train.schedule), as the model package names them.
+const (
+	ScheduleCosine   = "cosine"
+	ScheduleConstant = "constant"
+)
+
+const maxTrainers = ledger.MaxTrainers
+
+// DefaultInt8Block is the int8 block size used when compression.block is 0.
+const DefaultInt8Block = 64
+
+// Bounds checked by Validate.
+const (
+	MinDeadline = time.Second
+	MaxDeadline = 7 * 24 * time.Hour
+	MaxRounds   = 1_000_000
+)
+
+// LoRATargets are the LLaMA projections a LoRA adapter may target.
+var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+// Job is a federated fine-tuning job as a YAML file in configs/jobs
+// describes it. Build one with DefaultJob, decode YAML over it (ParseJob
+// and LoadJob do both, then Validate). Field names in error messages are
+// the YAML keys.
+type Job struct {
+	// Name is the job ID recorded on the ledger.
+	Name string `yaml:"name" json:"name"`
+	// Seed seeds trainer selection, adapter initialisation and DP noise
+	// (unless privacy.seed is set).
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// Model is the base model of round 1.
+	Model ModelSpec `yaml:"model" json:"model"`
+	// Datasets says which trainer datasets may be used.
+	Datasets DatasetSpec `yaml:"datasets" json:"datasets"`
+	// Rounds is how many rounds the job runs (failed rounds count).
+	Rounds int `yaml:"rounds" json:"rounds"`
+	// Trainers says how many trainers a round selects.
+	Trainers TrainerSpec `yaml:"trainers" json:"trainers"`
+	// Train holds each trainer's local optimisation settings.
+	Train TrainSpec `yaml:"train" json:"train"`
+	// FineTune chooses LoRA or full fine-tuning.
+	FineTune FineTuneSpec `yaml:"finetune" json:"finetune"`
+	// Strategy is the aggregation strategy and its parameters.
+	Strategy StrategySpec `yaml:"strategy" json:"strategy"`
+	// Privacy holds update clipping, Gaussian noise and the norm bound.
+	Privacy PrivacySpec `yaml:"privacy" json:"privacy"`
+	// Compression is how trainers encode their updates.
+	Compression CompressionSpec `yaml:"compression" json:"compression"`
+	// Deadline is how long a round collects updates after it opens.
+	Deadline time.Duration `yaml:"deadline" json:"deadline"`
+	// Eval is the held-out evaluation after aggregation.
+	Eval EvalSpec `yaml:"eval" json:"eval"`
+
+	// Source names the file the job came from (not part of the digest).
+	Source string `yaml:"-" json:"-"`
+}
+
+// ModelSpec names the base model by path, by digest, or both.
+type ModelSpec struct {
+	// Path is a model directory (config.json + model.safetensors),
+	// relative to the job file's directory when not absolute.
+	Path string `yaml:"path" json:"path"`
+	// Digest is the weight digest (64 lowercase hex) of the base model, as
+	// registered on the ledger.
+	Digest string `yaml:"digest" json:"digest"`
+}
+
+// DatasetSpec selects the datasets trainers may train on.
+type DatasetSpec struct {
+	// Manifests lists the admitted dataset manifest digests; a trainer is
+	// eligible when it registered one of them. Empty: any dataset the
+	// trainer registered on the ledger.
+	Manifests []string `yaml:"manifests" json:"manifests"`
+}
+
+// TrainerSpec bounds a round's selection (as Flower's fraction_fit,
+// min_fit_clients): n = max(⌊fraction·eligible⌋, min), at most max and at
+// most the eligible count. A round opens only with at least min eligible
+// trainers and commits only with at least min valid updates.
+type TrainerSpec struct {
+	Min      int     `yaml:"min" json:"min"`
+	Max      int     `yaml:"max" json:"max"` // 0: no limit
+	Fraction float64 `yaml:"fraction" json:"fraction"`
+}
+
+// TrainSpec is a trainer's local training in one round.
+type TrainSpec struct {
+	LocalSteps  int     `yaml:"local_steps" json:"local_steps"`
+	Batch       int     `yaml:"batch" json:"batch"`
+	SeqLen      int     `yaml:"seq_len" json:"seq_len"`
+	LR          float64 `yaml:"lr" json:"lr"`
+	WeightDecay float64 `yaml:"weight_decay" json:"weight_decay"`
+	ClipNorm    float64 `yaml:"clip_norm" json:"clip_norm"`
+	Warmup      int     `yaml:"warmup" json:"warmup"`
+	Schedule    string  `yaml:"schedule" json:"schedule"`
+}
+
+// FineTuneSpec chooses what is trained.
+type FineTuneSpec struct {
+	// Mode is "lora" or "full".
+	Mode string `yaml:"mode" json:"mode"`
+	// LoRA configures the adapter; it must be absent with mode full.
+	LoRA *LoRASpec `yaml:"lora" json:"lora,omitempty"`
+}
+
+// LoRASpec is a LoRA adapter's shape (PEFT's r, lora_alpha, lora_dropout,
+// target_modules).
+type LoRASpec struct {
+	Rank    int      `yaml:"rank" json:"rank"`
+	Alpha   float64  `yaml:"alpha" json:"alpha"`
+	Dropout float64  `yaml:"dropout" json:"dropout"`
+	Targets []string `yaml:"targets" json:"targets"`
+}
+
+// StrategySpec names an aggregator strategy (aggregator.Names) and its
+// parameters under Flower's names (see aggregator.New).
+type StrategySpec struct {
+	Name   string             `yaml:"name" json:"name"`
+	Params map[string]float64 `yaml:"params" json:"params"`
+}
+
+// PrivacySpec maps onto aggregator.Options.
+type PrivacySpec struct {
+	// Clip bounds each update's L2 norm (0: no clipping).
+	Clip float64 `yaml:"clip" json:"clip"`
+	// NoiseMultiplier z adds Gaussian noise of σ = z·clip/m; needs clip.
+	NoiseMultiplier float64 `yaml:"noise_multiplier" json:"noise_multiplier"`
+	// Seed seeds the noise (0: the job seed).
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// MaxNorm rejects updates with a larger norm (0: no bound).
+	MaxNorm float64 `yaml:"max_norm" json:"max_norm"`
+}
+
+// CompressionSpec is the update encoding.
+type CompressionSpec struct {
+	// Kind is none (F32), int8, f16 or bf16.
+	Kind string `yaml:"kind" json:"kind"`
+	// Block is the int8 block size (0: DefaultInt8Block); only for int8.
+	Block int `yaml:"block" json:"block"`
+}
+
+// EvalSpec is the held-out evaluation of each new model.
+type EvalSpec struct {
+	// Data is a text/JSONL file path or a dataset manifest digest; empty
+	// disables evaluation.
+	Data string `yaml:"data" json:"data"`
+	// Every evaluates after every Every-th round (0 with data: 1).
+	Every int `yaml:"every" json:"every"`
+}
+
+// DefaultJob returns a job with every default filled: one round of LoRA
+// (r 8, alpha 16, q_proj and v_proj) with FedAvg, one to any number of
+// trainers, 20 local steps, a 10-minute deadline, uncompressed updates.
+func DefaultJob() *Job {
+	return &Job{
+		Rounds:   1,
+		Trainers: TrainerSpec{Min: 1, Fraction: 1},
+		Train: TrainSpec{LocalSteps: 20, Batch: 8, SeqLen: 64, LR: 1e-3, ClipNorm: 1,
+			Schedule: ScheduleCosine},
+		FineTune:    FineTuneSpec{Mode: ModeLoRA, LoRA: DefaultLoRA()},
+		Strategy:    StrategySpec{Name: "fedavg"},
+		Compression: CompressionSpec{Kind: CompressNone},
+		Deadline:    10 * time.Minute,
+	}
+}
+
+// DefaultLoRA returns the default adapter: r 8, alpha 16, no dropout,
+// q_proj and v_proj.
+func DefaultLoRA() *LoRASpec {
+	return &LoRASpec{Rank: 8, Alpha: 16, Targets: []string{"q_proj", "v_proj"}}
+}
+
+// LoadJob reads, decodes and validates a job file.
+func LoadJob(path string) (*Job, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrJob, err)
+	}
+	return ParseJob(path, data)
+}
+
+var (
+	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
+	yamlLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// ParseJob decodes a job strictly over DefaultJob (an unknown key or a
+// value of the wrong type is an error naming name and the line), then
+// validates it. name labels the source in messages.
+func ParseJob(name string, data []byte) (*Job, error) {
+	j := DefaultJob()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(j); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: %s: the file is empty", ErrJob, name)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrJob, yamlErrorText(name, err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %s: more than one YAML document; a job file holds exactly one", ErrJob, name)
+	}
+	// The default adapter is decoded over; with mode full it must not have
+	// been written at all.
+	var probe struct {
+		FineTune struct {
+			LoRA *yaml.Node `yaml:"lora"`
+		} `yaml:"finetune"`
+	}
+	if err := yaml.Unmarshal(data, &probe); err == nil && j.FineTune.Mode == ModeFull {
+		if probe.FineTune.LoRA != nil {
+			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is full", ErrJob, name, probe.FineTune.LoRA.Line)
+		}
+		j.FineTune.LoRA = nil
+	}
+	if j.FineTune.Mode == ModeLoRA && j.FineTune.LoRA == nil {
+		j.FineTune.LoRA = DefaultLoRA() // "lora: null" or "lora:" keeps the default
+	}
+	j.Source = name
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return j, nil
+}
+
+func yamlErrorText(name string, err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		lines := make([]string, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			if m := yamlUnknownField.FindStringSubmatch(e); m != nil {
+				lines = append(lines, fmt.Sprintf("%s:%s: unknown key %q", name, m[1], m[2]))
+			} else if m := yamlLine.FindStringSubmatch(e); m != nil {
+				lines = append(lines, fmt.Sprintf("%s:%s: %s", name, m[1], m[2]))
+			} else {
+				lines = append(lines, fmt.Sprintf("%s: %s", name, e))
+			}
+		}
+		return strings.Join(lines, "; ")
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("%s:%s: %s", name, m[1], m[2])
+	}
+	return fmt.Sprintf("%s: %s", name, msg)
+}
+
+// FieldError is one violation found by Validate.
+type FieldError struct {
+	Field string // YAML path, e.g. "strategy.params.beta_1"
+	Msg   string
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// ValidationError lists every violation of a job; it wraps ErrJob.
+type ValidationError struct {
+	Errors []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		parts[i] = fe.Error()
+	}
+	return "invalid job: " + strings.Join(parts, "; ")
+}
+
+// Unwrap makes errors.Is(err, ErrJob) hold.
+func (e *ValidationError) Unwrap() error { return ErrJob }
+
+var jobNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func isDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// Validate checks the job and reports every violation at once as a
+// *ValidationError, each naming its field. Strategy parameters are checked
+// by aggregator.New, so a job validates exactly when the aggregator
+// accepts its strategy.
+func (j *Job) Validate() error {
+	var errs []FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if !jobNamePattern.MatchString(j.Name) {
+		if j.Name == "" {
+			bad("name", "is required (the job ID on the ledger)")
+		} else {
+			bad("name", "%q must be 1 to 128 of A-Z a-z 0-9 . _ - and start with a letter or digit", j.Name)
+		}
+	}
+	if j.Model.Path == "" && j.Model.Digest == "" {
+		bad("model", "needs path or digest")
+	}
+	if j.Model.Digest != "" && !isDigest(j.Model.Digest) {
+		bad("model.digest", "%q is not a SHA-256 digest (64 lowercase hex)", j.Model.Digest)
+	}
+	seen := map[string]bool{}
+	for i, m := range j.Datasets.Manifests {
+		f := fmt.Sprintf("datasets.manifests[%d]", i)
+		switch {
+		case !isDigest(m):
+			bad(f, "%q is not a SHA-256 digest (64 lowercase hex)", m)
+		case seen[m]:
+			bad(f, "%s is listed twice", m)
+		}
+		seen[m] = true
+	}
+	if j.Rounds < 1 || j.Rounds > MaxRounds {
+		bad("rounds", "must be ≥ 1 and ≤ %d, got %d", MaxRounds, j.Rounds)
+	}
+	t := j.Trainers
+	if t.Min < 1 || t.Min > maxTrainers {
+		bad("trainers.min", "must be ≥ 1 and ≤ %d, got %d", maxTrainers, t.Min)
+	}
+	if t.Max < 0 || t.Max > maxTrainers {
+		bad("trainers.max", "must be 0 (no limit) or ≤ %d, got %d", maxTrainers, t.Max)
+	} else if t.Max != 0 && t.Max < t.Min {
+		bad("trainers.max", "%d is below trainers.min %d", t.Max, t.Min)
+	}
+	if !(t.Fraction > 0 && t.Fraction <= 1) {
+		bad("trainers.fraction", "must be in (0, 1], got %v", t.Fraction)
+	}
+	tr := j.Train
+	if tr.LocalSteps < 1 {
+		bad("train.local_steps", "must be ≥ 1, got %d", tr.LocalSteps)
+	}
+	if tr.Batch < 1 {
+		bad("train.batch", "must be ≥ 1, got %d", tr.Batch)
+	}
+	if tr.SeqLen < 1 {
+		bad("train.seq_len", "must be ≥ 1, got %d", tr.SeqLen)
+	}
+	if !(tr.LR > 0) || !finite(tr.LR) {
+		bad("train.lr", "must be a positive number, got %v", tr.LR)
+	}
+	if !(tr.WeightDecay >= 0) || !finite(tr.WeightDecay) {
+		bad("train.weight_decay", "must be ≥ 0, got %v", tr.WeightDecay)
+	}
+	if !(tr.ClipNorm >= 0) || !finite(tr.ClipNorm) {
+		bad("train.clip_norm", "must be ≥ 0 (0 disables), got %v", tr.ClipNorm)
+	}
+	if tr.Warmup < 0 || (tr.LocalSteps >= 1 && tr.Warmup >= tr.LocalSteps) {
+		bad("train.warmup", "must be ≥ 0 and below train.local_steps %d, got %d", tr.LocalSteps, tr.Warmup)
+	}
+	if tr.Schedule != ScheduleCosine && tr.Schedule != ScheduleConstant {
+		bad("train.schedule", "%q is not %q or %q", tr.Schedule, ScheduleCosine, ScheduleConstant)
+	}
+	switch j.FineTune.Mode {
+	case ModeLoRA:
+		if l := j.FineTune.LoRA; l != nil {
+			if l.Rank < 1 || l.Rank > 4096 {
+				bad("finetune.lora.rank", "must be in [1, 4096], got %d", l.Rank)
+			}
+			if !(l.Alpha > 0) || !finite(l.Alpha) {
+				bad("finetune.lora.alpha", "must be positive, got %v", l.Alpha)
+			}
+			if !(l.Dropout >= 0 && l.Dropout < 1) {
+				bad("finetune.lora.dropout", "must be in [0, 1), got %v", l.Dropout)
+			}
+			if len(l.Targets) == 0 {
+				bad("finetune.lora.targets", "is empty; name at least one of %s", strings.Join(LoRATargets, ", "))
+			}
+			tseen := map[string]bool{}
+			for i, tg := range l.Targets {
+				f := fmt.Sprintf("finetune.lora.targets[%d]", i)
+				switch {
+				case !slices.Contains(LoRATargets, tg):
+					bad(f, "%q is not one of %s", tg, strings.Join(LoRATargets, ", "))
+				case tseen[tg]:
+					bad(f, "%q is listed twice", tg)
+				}
+				tseen[tg] = true
+			}
+		}
+	case ModeFull:
+		if j.FineTune.LoRA != nil {
+			bad("finetune.lora", "must be absent when finetune.mode is full")
+		}
+	default:
+		bad("finetune.mode", "%q is not %q or %q", j.FineTune.Mode, ModeLoRA, ModeFull)
+	}
+	errs = append(errs, j.validateStrategy()...)
+	p := j.Privacy
+	if !(p.Clip >= 0) || !finite(p.Clip) {
+		bad("privacy.clip", "must be ≥ 0 (0: no clipping), got %v", p.Clip)
+	}
+	if !(p.NoiseMultiplier >= 0) || !finite(p.NoiseMultiplier) {
+		bad("privacy.noise_multiplier", "must be ≥ 0, got %v", p.NoiseMultiplier)
+	} else if p.NoiseMultiplier > 0 && !(p.Clip > 0) {
+		bad("privacy.noise_multiplier", "needs privacy.clip > 0 (the noise is scaled by the clip norm)")
+	}
+	if !(p.MaxNorm >= 0) || !finite(p.MaxNorm) {
+		bad("privacy.max_norm", "must be ≥ 0 (0: no bound), got %v", p.MaxNorm)
+	}
+	switch c := j.Compression; c.Kind {
+	case CompressInt8:
+		if c.Block < 0 || c.Block > aggregator.MaxQuantBlock {
+			bad("compression.block", "must be in [1, %d] (0: %d), got %d", aggregator.MaxQuantBlock, DefaultInt8Block, c.Block)
+		}
+	case CompressNone, CompressF16, CompressBF16:
+		if c.Block != 0 {
+			bad("compression.block", "applies only to kind int8, not %q", c.Kind)
+		}
+	default:
+		bad("compression.kind", "%q is not one of none, int8, f16, bf16", c.Kind)
+	}
+	if j.Deadline < MinDeadline || j.Deadline > MaxDeadline {
+		bad("deadline", "must be between %v and %v, got %v", MinDeadline, MaxDeadline, j.Deadline)
+	}
+	if j.Eval.Every < 0 {
+		bad("eval.every", "must be ≥ 0, got %d", j.Eval.Every)
+	} else if j.Eval.Every > 0 && j.Eval.Data == "" {
+		bad("eval.every", "needs eval.data")
+	}
+	if len(errs) > 0 {
+		return &ValidationError{Errors: errs}
+	}
+	return nil
+}
+
+// validateStrategy checks the strategy through aggregator.New: each
+// parameter alone (so every wrong one is reported under its own path),
+// then all together, then whether trainers.min inputs suffice.
+func (j *Job) validateStrategy() []FieldError {
+	var errs []FieldError
+	name := j.Strategy.Name
+	if !slices.Contains(aggregator.Names(), name) {
+		return []FieldError{{"strategy.name", fmt.Sprintf("%q is not a strategy (known: %s)", name, strings.Join(aggregator.Names(), ", "))}}
+	}
+	keys := make([]string, 0, len(j.Strategy.Params))
+	for k := range j.Strategy.Params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if _, err := aggregator.New(name, map[string]float64{k: j.Strategy.Params[k]}); err != nil {
+			errs = append(errs, FieldError{"strategy.params." + k, strategyMsg(name, k, err)})
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	s, err := aggregator.New(name, j.Strategy.Params)
+	if err != nil {
+		return []FieldError{{"strategy.params", strategyMsg(name, "", err)}}
+	}
+	if j.Trainers.Min >= 1 {
+		if err := s.Check(j.Trainers.Min); err != nil {
+			errs = append(errs, FieldError{"trainers.min", fmt.Sprintf("%d updates are too few for %s: %s", j.Trainers.Min, name, strategyMsg(name, "", err))})
+		}
+	}
+	return errs
+}
+
+// strategyMsg shortens an aggregator error for a field message.
+func strategyMsg(name, key string, err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, aggregator.ErrBadParams.Error()+": ")
+	if key != "" && strings.Contains(msg, "parameter "+strconv.Quote(key)) {
+		if i := strings.Index(msg, "(it takes "); i >= 0 {
+			return fmt.Sprintf("not a parameter of %s %s", name, msg[i:])
+		}
+		return fmt.Sprintf("not a parameter of %s (it takes none)", name)
+	}
+	return msg
+}
+
+// NewStrategy builds the job's aggregation strategy.
+func (j *Job) NewStrategy() (aggregator.Strategy, error) {
+	return aggregator.New(j.Strategy.Name, j.Strategy.Params)
+}
+
+// AggregatorOptions returns the clipping, noise and norm bound of the job
+// as aggregator options (the noise seed defaults to the job seed).
+func (j *Job) AggregatorOptions() aggregator.Options {
+	seed := j.Privacy.Seed
+	if seed == 0 {
+		seed = j.Seed
+	}
+	return aggregator.Options{Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier, Seed: seed, MaxNorm: j.Privacy.MaxNorm}
+}
+
+// Int8Block returns the effective int8 block size (0 unless kind is int8).
+func (j *Job) Int8Block() int {
+	if j.Compression.Kind != CompressInt8 {
+		return 0
+	}
+	if j.Compression.Block == 0 {
+		return DefaultInt8Block
+	}
+	return j.Compression.Block
+}
+
+// Canonical returns the job's canonical encoding: compact JSON of every
+// field (Source excluded) in declaration order, map keys sorted, floats in
+// their shortest form, durations in nanoseconds, absent lists as []. Two
+// job files that mean the same job (whatever their formatting, comments,
+// key order or spelled-out defaults) encode the same. It is nil when a
+// number is not finite (Validate rejects those).
+func (j *Job) Canonical() []byte {
+	c := *j
+	if c.Datasets.Manifests == nil {
+		c.Datasets.Manifests = []string{}
+	}
+	if c.Strategy.Params == nil {
+		c.Strategy.Params = map[string]float64{}
+	}
+	if c.FineTune.LoRA != nil {
+		l := *c.FineTune.LoRA
+		if l.Targets == nil {
+			l.Targets = []string{}
+		}
+		c.FineTune.LoRA = &l
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// Only non-finite floats fail, and Validate rejects those.
+		return nil
+	}
+	return b
+}
+
+// Digest is the job's config digest recorded in RoundOpened: the
+// lowercase hex SHA-256 of Canonical. Call it on a validated job; a job
+// holding a non-finite number has no canonical form and no digest ("").
+func (j *Job) Digest() string {
+	c := j.Canonical()
+	if c == nil {
+		return ""
+	}
+	sum := sha256.Sum256(c)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,755 @@
+package coordinator
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Sentinel errors returned by Machine.Step (the machine is unchanged).
+var (
+	// ErrUnexpectedEvent: the event does not fit the machine's state.
+	ErrUnexpectedEvent = errors.New("coordinator: unexpected event")
+	// ErrStaleRound: an update or result for a round that is not collecting.
+	ErrStaleRound = errors.New("coordinator: stale round")
+	// ErrNotSelected: an update from a trainer the round did not select.
+	ErrNotSelected = errors.New("coordinator: trainer not selected")
+	// ErrBadEvent: an event with malformed fields.
+	ErrBadEvent = errors.New("coordinator: malformed event")
+	// ErrJobDone: the job has finished; no event applies any more.
+	ErrJobDone = errors.New("coordinator: job done")
+	// ErrHistory: Recover found a ledger history this job cannot continue.
+	ErrHistory = errors.New("coordinator: history does not fit the job")
+)
+
+// MaxOpenAttempts is how many times in a row the ledger may reject a
+// round's RoundOpened before the job stops.
+const MaxOpenAttempts = 3
+
+// ParamServerState is the RoundCommitted parameter naming the digest of the
+// server optimizer state (FedAvgM, FedOpt) the round produced.
+const ParamServerState = "server_state"
+
+// Event is an input of Machine.Step. The machine reads no clock: time
+// arrives in JobStarted and Tick.
+type Event interface{ isEvent() }
+
+// JobStarted starts the job at Now. Send it once, also to a machine made
+// by Recover.
+type JobStarted struct{ Now time.Time }
+
+// Tick tells the machine the time; deadlines are checked against it. Tick
+// at least at Ready.Wake, and regularly (rounds open with deadlines
+// counted from the latest time known).
+type Tick struct{ Now time.Time }
+
+// MembersChanged gives the ledger's current active members with role
+// trainer. Joined trainers that are no longer members leave.
+type MembersChanged struct{ Trainers []string }
+
+// TrainerJoined: a member answered the join challenge; Datasets are the
+// digests of the datasets it registered on the ledger.
+type TrainerJoined struct {
+	Trainer  string
+	Datasets []string
+}
+
+// TrainerLeft: a trainer disconnected.
+type TrainerLeft struct{ Trainer string }
+
+// UpdateArrived: a selected trainer's UpdateSubmitted is on the ledger and
+// its update artifact is stored.
+type UpdateArrived struct {
+	Round   uint64
+	Trainer string
+	Digest  string // update digest
+	Dataset string // dataset manifest digest
+	Samples uint64
+	Metrics map[string]float64
+}
+
+// UpdateInvalid: a selected trainer's update cannot be used (its artifact
+// failed to arrive or to verify, or the trainer reported failure).
+type UpdateInvalid struct {
+	Round   uint64
+	Trainer string
+	Reason  string
+}
+
+// AggregationDone reports the result of the round's AggregationTask: every
+// input is in exactly one of Weights (its share in the new model) and
+// Rejected (the reason).
+type AggregationDone struct {
+	Round    uint64
+	Model    string // new model digest
+	State    string // new server state digest, "" for stateless strategies
+	Weights  map[string]float64
+	Rejected map[string]string
+}
+
+// AggregationFailed reports that the round's aggregation produced nothing.
+type AggregationFailed struct {
+	Round  uint64
+	Reason string
+}
+
+// TxCommitted: the ledger applied a transaction of Ready.Txs.
+type TxCommitted struct {
+	Type  string // ledger.TypeRoundOpened, …
+	Round uint64
+}
+
+// TxRejected: the ledger refused a transaction of Ready.Txs.
+type TxRejected struct {
+	Type   string
+	Round  uint64
+	Reason string
+}
+
+func (JobStarted) isEvent()        {}
+func (Tick) isEvent()              {}
+func (MembersChanged) isEvent()    {}
+func (TrainerJoined) isEvent()     {}
+func (TrainerLeft) isEvent()       {}
+func (UpdateArrived) isEvent()     {}
+func (UpdateInvalid) isEvent()     {}
+func (AggregationDone) isEvent()   {}
+func (AggregationFailed) isEvent() {}
+func (TxCommitted) isEvent()       {}
+func (TxRejected) isEvent()        {}
+
+// Ready is what the driver must do after a Step, in this order: submit
+// Txs to the ledger in order (RoundOpened signed by the coordinator key,
+// the others by the aggregator key, see ledger.TxRoles) and report each
+// outcome with TxCommitted or TxRejected; send the Tasks; run the
+// Aggregation and report AggregationDone or AggregationFailed.
+type Ready struct {
+	Txs         []ledger.TxBody
+	Tasks       []TrainTask
+	Aggregation *AggregationTask
+	// Wake, when set, is the time the machine next needs a Tick (a new
+	// round deadline).
+	Wake time.Time
+	// Waiting, when set, says why no round can open (said once per reason).
+	Waiting string
+	// Done is set once, when the job has finished.
+	Done *JobResult
+}
+
+// Empty reports whether r asks for nothing.
+func (r Ready) Empty() bool {
+	return len(r.Txs) == 0 && len(r.Tasks) == 0 && r.Aggregation == nil && r.Wake.IsZero() && r.Waiting == "" && r.Done == nil
+}
+
+// TrainTask tells one trainer to train in a round (Flower's FitIns).
+type TrainTask struct {
+	Trainer      string
+	JobID        string
+	Round        uint64
+	ConfigDigest string
+	BaseModel    string // digest of the model to start from
+	Deadline     time.Time
+	// Seed is the trainer's seed for this round: the first 8 bytes
+	// (big-endian) of SHA-256("fedtune/task-seed/v1" ‖ job seed ‖ round ‖ trainer ID).
+	Seed        uint64
+	Datasets    []string // admitted manifests; empty: any registered
+	Train       TrainSpec
+	FineTune    FineTuneSpec
+	Compression CompressionSpec
+}
+
+// Input is one update going into aggregation.
+type Input struct {
+	Trainer string
+	Digest  string
+	Dataset string
+	Samples uint64
+}
+
+// AggregationTask asks the aggregator to combine a round's valid updates.
+type AggregationTask struct {
+	JobID    string
+	Round    uint64
+	Base     string // current global model digest
+	State    string // server state digest from the last commit; "" first
+	Strategy string
+	Params   map[string]float64 // as given in the job (aggregator.New)
+	Options  aggregator.Options
+	// Inputs in canonical order: trainer ID ascending.
+	Inputs []Input
+}
+
+// JobResult is the outcome of a finished job.
+type JobResult struct {
+	Committed int
+	Failed    int
+	Model     string // the last committed model (the base if none)
+	// Err is set when the job stopped before its last round.
+	Err string
+}
+
+// Config configures a Machine.
+type Config struct {
+	// Job is the validated job.
+	Job *Job
+	// BaseModel is the digest of round 1's base model; it may be empty when
+	// Job.Model.Digest is set, and must equal it otherwise.
+	BaseModel string
+}
+
+type state int
+
+const (
+	stWaiting     state = iota // to open m.round
+	stOpening                  // RoundOpened submitted
+	stCollecting               // round open, collecting updates
+	stAggregating              // AggregationTask out
+	stClosing                  // RoundCommitted / RoundFailed submitted
+	stDone
+)
+
+type update struct {
+	Input
+	invalid string // reason, when rejected
+}
+
+type roundState struct {
+	selected []string
+	deadline time.Time
+	updates  map[string]*update // by trainer: arrived updates
+	failed   map[string]string  // trainers that failed without an update
+	left     map[string]bool    // selected trainers not joined now
+	tasked   map[string]bool    // selected trainers sent a task since they joined
+	inputs   []Input            // of the running aggregation
+	closing  ledger.TxBody      // RoundCommitted or RoundFailed awaiting confirmation
+	model    string             // new model of a pending commit
+	srvState string             // new server state of a pending commit
+}
+
+// Machine is the coordinator's round lifecycle for one job as a pure state
+// machine (events in, actions out, in the style of etcd-raft): it does no
+// I/O and reads no clock. Not safe for concurrent use.
+type Machine struct {
+	job       *Job
+	jobDigest string
+	strategy  aggregator.Strategy
+	pool      *Pool
+
+	started   bool
+	now       time.Time
+	holdOpen  bool // a RoundOpened was rejected: retry at the next Tick
+	attempts  int  // RoundOpened rejections in a row
+	st        state
+	round     uint64 // the round being opened, collected or closed
+	base      string
+	srvState  string
+	committed int
+	failed    int
+	cur       *roundState
+	waiting   string
+	wake      time.Time
+
+	rd Ready // accumulated during a Step
+}
+
+// New returns a machine at the start of cfg.Job.
+func New(cfg Config) (*Machine, error) {
+	j := cfg.Job
+	if j == nil {
+		return nil, fmt.Errorf("%w: no job", ErrJob)
+	}
+	if err := j.Validate(); err != nil {
+		return nil, err
+	}
+	base := cfg.BaseModel
+	switch {
+	case base == "":
+		base = j.Model.Digest
+	case j.Model.Digest != "" && base != j.Model.Digest:
+		return nil, fmt.Errorf("%w: base model %s differs from model.digest %s", ErrJob, base, j.Model.Digest)
+	}
+	if !isDigest(base) {
+		return nil, fmt.Errorf("%w: base model digest %q is not a SHA-256 digest", ErrJob, base)
+	}
+	s, err := j.NewStrategy()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrJob, err)
+	}
+	return &Machine{job: j, jobDigest: j.Digest(), strategy: s, pool: NewPool(), st: stWaiting, round: 1, base: base}, nil
+}
+
+// Job returns the machine's job.
+func (m *Machine) Job() *Job { return m.job }
+
+// Round returns the number of the round being opened, collected or closed
+// (the next round while waiting).
+func (m *Machine) Round() uint64 { return m.round }
+
+// Base returns the current global model digest.
+func (m *Machine) Base() string { return m.base }
+
+// Pool returns the machine's trainer pool (read it; change it only through
+// events).
+func (m *Machine) Pool() *Pool { return m.pool }
+
+// Done reports whether the job has finished.
+func (m *Machine) Done() bool { return m.st == stDone }
+
+// Step applies one event and returns what to do. An event that does not
+// fit (a stale round, an unselected trainer, a malformed field) returns an
+// error wrapping one of the sentinels and changes nothing.
+func (m *Machine) Step(ev Event) (Ready, error) {
+	if m.st == stDone {
+		return Ready{}, fmt.Errorf("%T: %w", ev, ErrJobDone)
+	}
+	m.rd = Ready{}
+	if err := m.apply(ev); err != nil {
+		m.rd = Ready{}
+		return Ready{}, err
+	}
+	m.advance()
+	rd := m.rd
+	m.rd = Ready{}
+	return rd, nil
+}
+
+func unexpected(ev Event, format string, args ...any) error {
+	return fmt.Errorf("%T: %w: %s", ev, ErrUnexpectedEvent, fmt.Sprintf(format, args...))
+}
+
+func malformed(ev Event, format string, args ...any) error {
+	return fmt.Errorf("%T: %w: %s", ev, ErrBadEvent, fmt.Sprintf(format, args...))
+}
+
+func (m *Machine) apply(ev Event) error {
+	switch e := ev.(type) {
+	case JobStarted:
+		if m.started {
+			return unexpected(ev, "the job has already started")
+		}
+		if e.Now.IsZero() {
+			return malformed(ev, "no time")
+		}
+		m.started = true
+		m.setNow(e.Now)
+	case Tick:
+		if e.Now.IsZero() {
+			return malformed(ev, "no time")
+		}
+		m.setNow(e.Now)
+		m.holdOpen = false
+	case MembersChanged:
+		for _, id := range m.pool.SetMembers(e.Trainers) {
+			m.left(id)
+		}
+	case TrainerJoined:
+		if err := m.pool.Join(e.Trainer, e.Datasets); err != nil {
+			return fmt.Errorf("%T: %w", ev, err)
+		}
+		if r := m.cur; r != nil && slices.Contains(r.selected, e.Trainer) {
+			delete(r.left, e.Trainer)
+			if m.st == stCollecting && m.outstanding(e.Trainer) && !r.tasked[e.Trainer] {
+				m.task(e.Trainer)
+			}
+		}
+	case TrainerLeft:
+		if m.pool.Leave(e.Trainer) {
+			m.left(e.Trainer)
+		}
+	case UpdateArrived:
+		return m.updateArrived(e)
+	case UpdateInvalid:
+		if err := m.checkCollecting(ev, e.Round, e.Trainer); err != nil {
+			return err
+		}
+		if e.Reason == "" {
+			return malformed(ev, "no reason")
+		}
+		r := m.cur
+		if u := r.updates[e.Trainer]; u != nil {
+			if u.invalid == "" {
+				u.invalid = e.Reason
+				m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: u.Digest, Reason: e.Reason})
+			}
+		} else if _, ok := r.failed[e.Trainer]; !ok {
+			r.failed[e.Trainer] = e.Reason
+		}
+	case AggregationDone:
+		return m.aggregationDone(e)
+	case AggregationFailed:
+		if m.st != stAggregating || e.Round != m.round {
+			return fmt.Errorf("%T round %d: %w", ev, e.Round, ErrStaleRound)
+		}
+		if e.Reason == "" {
+			return malformed(ev, "no reason")
+		}
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round, Reason: "aggregation failed: " + e.Reason}, "", "")
+	case TxCommitted:
+		return m.txCommitted(e)
+	case TxRejected:
+		return m.txRejected(e)
+	default:
+		return malformed(ev, "unknown event type")
+	}
+	return nil
+}
+
+func (m *Machine) setNow(t time.Time) {
+	if t.After(m.now) {
+		m.now = t
+	}
+}
+
+// left marks a selected trainer of the current round as gone.
+func (m *Machine) left(id string) {
+	if r := m.cur; r != nil && slices.Contains(r.selected, id) {
+		r.left[id] = true
+		delete(r.tasked, id)
+	}
+}
+
+// outstanding reports whether selected trainer id has neither an update
+// nor a failure in the current round.
+func (m *Machine) outstanding(id string) bool {
+	_, failed := m.cur.failed[id]
+	return m.cur.updates[id] == nil && !failed
+}
+
+func (m *Machine) checkCollecting(ev Event, round uint64, trainer string) error {
+	if m.st != stCollecting || round != m.round {
+		return fmt.Errorf("%T round %d from %s: %w", ev, round, abbrev(trainer), ErrStaleRound)
+	}
+	if !slices.Contains(m.cur.selected, trainer) {
+		return fmt.Errorf("%T round %d: %s: %w", ev, round, abbrev(trainer), ErrNotSelected)
+	}
+	return nil
+}
+
+func (m *Machine) updateArrived(e UpdateArrived) error {
+	if err := m.checkCollecting(e, e.Round, e.Trainer); err != nil {
+		return err
+	}
+	switch {
+	case !isDigest(e.Digest):
+		return malformed(e, "update digest %q is not a SHA-256 digest", e.Digest)
+	case !isDigest(e.Dataset):
+		return malformed(e, "dataset digest %q is not a SHA-256 digest", e.Dataset)
+	case e.Samples == 0:
+		return malformed(e, "no samples")
+	}
+	r := m.cur
+	if u := r.updates[e.Trainer]; u != nil {
+		if u.Digest == e.Digest {
+			return nil // redelivered
+		}
+		return unexpected(e, "%s already submitted %s in round %d", abbrev(e.Trainer), abbrev(u.Digest), m.round)
+	}
+	if _, ok := r.failed[e.Trainer]; ok {
+		delete(r.failed, e.Trainer) // it failed once, then delivered after all
+	}
+	u := &update{Input: Input{Trainer: e.Trainer, Digest: e.Digest, Dataset: e.Dataset, Samples: e.Samples}}
+	r.updates[e.Trainer] = u
+	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) {
+		u.invalid = fmt.Sprintf("dataset %s is not admitted by job %s", e.Dataset, m.job.Name)
+		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
+	}
+	return nil
+}
+
+func (m *Machine) aggregationDone(e AggregationDone) error {
+	if m.st != stAggregating || e.Round != m.round {
+		return fmt.Errorf("%T round %d: %w", e, e.Round, ErrStaleRound)
+	}
+	if !isDigest(e.Model) {
+		return malformed(e, "model digest %q is not a SHA-256 digest", e.Model)
+	}
+	if e.State != "" && !isDigest(e.State) {
+		return malformed(e, "server state digest %q is not a SHA-256 digest", e.State)
+	}
+	byTrainer := map[string]Input{}
+	for _, in := range m.cur.inputs {
+		byTrainer[in.Trainer] = in
+	}
+	for t, w := range e.Weights {
+		if _, ok := byTrainer[t]; !ok {
+			return malformed(e, "weight for %s, which is not an input", abbrev(t))
+		}
+		if math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
+			return malformed(e, "weight %v of %s is not a finite non-negative number", w, abbrev(t))
+		}
+	}
+	for t, why := range e.Rejected {
+		if _, ok := byTrainer[t]; !ok {
+			return malformed(e, "rejection of %s, which is not an input", abbrev(t))
+		}
+		if _, ok := e.Weights[t]; ok {
+			return malformed(e, "%s is both weighted and rejected", abbrev(t))
+		}
+		if why == "" {
+			return malformed(e, "rejection of %s has no reason", abbrev(t))
+		}
+	}
+	if len(e.Weights)+len(e.Rejected) != len(byTrainer) {
+		return malformed(e, "%d weighted and %d rejected of %d inputs: every input needs a weight or a rejection", len(e.Weights), len(e.Rejected), len(byTrainer))
+	}
+	for _, t := range slices.Sorted(maps.Keys(e.Rejected)) {
+		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: byTrainer[t].Digest, Reason: e.Rejected[t]})
+	}
+	if n := len(e.Weights); n < m.job.Trainers.Min {
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
+			Reason: fmt.Sprintf("only %d updates passed the aggregator's checks; need %d", n, m.job.Trainers.Min)}, "", "")
+		return nil
+	}
+	contrib := make([]ledger.Contribution, 0, len(e.Weights))
+	for _, t := range slices.Sorted(maps.Keys(e.Weights)) {
+		contrib = append(contrib, ledger.Contribution{Trainer: t, UpdateDigest: byTrainer[t].Digest, Weight: e.Weights[t]})
+	}
+	params := m.recordParams()
+	if e.State != "" {
+		params[ParamServerState] = e.State
+	}
+	m.close(ledger.RoundCommitted{JobID: m.job.Name, Round: m.round, ModelDigest: e.Model,
+		Strategy: m.strategy.Name(), Params: params, Contributors: contrib}, e.Model, e.State)
+	return nil
+}
+
+// recordParams are the strategy's effective parameters and the privacy
+// settings as RoundCommitted records them.
+func (m *Machine) recordParams() map[string]string {
+	p := map[string]string{}
+	for k, v := range m.strategy.Params() {
+		p[k] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	o := m.job.AggregatorOptions()
+	if o.Clip > 0 {
+		p["clip"] = strconv.FormatFloat(o.Clip, 'g', -1, 64)
+	}
+	if o.NoiseMultiplier > 0 {
+		p["noise_multiplier"] = strconv.FormatFloat(o.NoiseMultiplier, 'g', -1, 64)
+		p["noise_seed"] = strconv.FormatUint(o.Seed, 10)
+	}
+	if o.MaxNorm > 0 {
+		p["max_norm"] = strconv.FormatFloat(o.MaxNorm, 'g', -1, 64)
+	}
+	return p
+}
+
+func (m *Machine) close(body ledger.TxBody, model, srvState string) {
+	m.cur.closing, m.cur.model, m.cur.srvState = body, model, srvState
+	m.rd.Txs = append(m.rd.Txs, body)
+	m.st = stClosing
+}
+
+func (m *Machine) txCommitted(e TxCommitted) error {
+	switch {
+	case e.Type == ledger.TypeRoundOpened && m.st == stOpening && e.Round == m.round:
+		m.st = stCollecting
+		m.attempts = 0
+		for _, t := range m.cur.selected {
+			if m.pool.Joined(t) {
+				m.task(t)
+			} else {
+				m.cur.left[t] = true
+			}
+		}
+	case e.Type == ledger.TypeUpdateRejected && e.Round == m.round:
+		// Recorded; nothing follows from it.
+	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
+		if e.Type == ledger.TypeRoundCommitted {
+			m.base, m.srvState = m.cur.model, m.cur.srvState
+			m.committed++
+		} else {
+			m.failed++
+		}
+		m.cur = nil
+		m.round++
+		m.st = stWaiting
+	default:
+		return unexpected(e, "%s of round %d is not awaited", e.Type, e.Round)
+	}
+	return nil
+}
+
+func (m *Machine) txRejected(e TxRejected) error {
+	reason := e.Reason
+	if reason == "" {
+		reason = "no reason given"
+	}
+	switch {
+	case e.Type == ledger.TypeRoundOpened && m.st == stOpening && e.Round == m.round:
+		m.attempts++
+		m.cur = nil
+		if m.attempts >= MaxOpenAttempts {
+			m.finish(fmt.Sprintf("the ledger rejected RoundOpened of round %d %d times, last: %s", m.round, m.attempts, reason))
+			return nil
+		}
+		m.st = stWaiting
+		m.holdOpen = true
+	case e.Type == ledger.TypeUpdateRejected && e.Round == m.round:
+		// The update stays out of the aggregation either way.
+	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
+		if e.Type == ledger.TypeRoundCommitted {
+			m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round, Reason: "the ledger rejected RoundCommitted: " + reason}, "", "")
+			return nil
+		}
+		m.finish(fmt.Sprintf("the ledger rejected RoundFailed of round %d: %s", m.round, reason))
+	default:
+		return unexpected(e, "%s of round %d is not awaited", e.Type, e.Round)
+	}
+	return nil
+}
+
+func (m *Machine) finish(err string) {
+	m.st = stDone
+	m.rd.Done = &JobResult{Committed: m.committed, Failed: m.failed, Model: m.base, Err: err}
+}
+
+// task sends trainer t the current round's task.
+func (m *Machine) task(t string) {
+	r := m.cur
+	r.tasked[t] = true
+	j := m.job
+	ft := j.FineTune
+	if ft.LoRA != nil {
+		l := *ft.LoRA
+		l.Targets = slices.Clone(l.Targets)
+		ft.LoRA = &l
+	}
+	m.rd.Tasks = append(m.rd.Tasks, TrainTask{
+		Trainer: t, JobID: j.Name, Round: m.round, ConfigDigest: m.jobDigest, BaseModel: m.base,
+		Deadline: r.deadline, Seed: TaskSeed(j.Seed, m.round, t), Datasets: slices.Clone(j.Datasets.Manifests),
+		Train: j.Train, FineTune: ft, Compression: j.Compression,
+	})
+}
+
+// TaskSeed derives a trainer's seed for a round (see TrainTask.Seed).
+func TaskSeed(seed, round uint64, trainer string) uint64 {
+	h := sha256.New()
+	h.Write([]byte("fedtune/task-seed/v1"))
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], seed)
+	binary.BigEndian.PutUint64(b[8:], round)
+	h.Write(b[:])
+	h.Write([]byte(trainer))
+	return binary.BigEndian.Uint64(h.Sum(nil)[:8])
+}
+
+// advance takes every step the machine's state allows after an event.
+func (m *Machine) advance() {
+	if !m.started {
+		return
+	}
+	switch m.st {
+	case stWaiting:
+		m.open()
+	case stCollecting:
+		m.checkQuorum()
+	}
+}
+
+func (m *Machine) setWaiting(why string) {
+	if why != m.waiting {
+		m.waiting = why
+		m.rd.Waiting = why
+	}
+}
+
+// open opens round m.round if enough trainers are eligible.
+func (m *Machine) open() {
+	j := m.job
+	if m.round > uint64(j.Rounds) {
+		m.finish("")
+		return
+	}
+	if m.holdOpen {
+		m.setWaiting(fmt.Sprintf("round %d: RoundOpened was rejected; retrying at the next tick", m.round))
+		return
+	}
+	eligible := m.pool.Eligible(j.Datasets.Manifests)
+	sel := Select(j.Seed, m.round, j.Trainers, eligible)
+	if sel == nil {
+		m.setWaiting(fmt.Sprintf("round %d: %d eligible trainers joined, need %d", m.round, len(eligible), j.Trainers.Min))
+		return
+	}
+	m.waiting = ""
+	deadline := m.now.Add(j.Deadline)
+	m.cur = &roundState{selected: sel, deadline: deadline, updates: map[string]*update{},
+		failed: map[string]string{}, left: map[string]bool{}, tasked: map[string]bool{}}
+	m.rd.Txs = append(m.rd.Txs, ledger.RoundOpened{JobID: j.Name, Round: m.round, ConfigDigest: m.jobDigest,
+		BaseModel: m.base, Strategy: m.strategy.Name(), Trainers: slices.Clone(sel), Deadline: deadline})
+	m.st = stOpening
+	m.setWake(deadline)
+}
+
+func (m *Machine) setWake(t time.Time) {
+	if !t.Equal(m.wake) {
+		m.wake = t
+		m.rd.Wake = t
+	}
+}
+
+// checkQuorum aggregates or fails the collecting round when it can:
+// aggregate once every selected trainer answered (or left) with at least
+// min valid updates, or at the deadline with at least min; fail at the
+// deadline with fewer, or as soon as every selected trainer answered and
+// fewer than min updates are valid.
+func (m *Machine) checkQuorum() {
+	r := m.cur
+	m.setWake(r.deadline)
+	need := m.job.Trainers.Min
+	var valid []Input
+	outstanding, gone := 0, 0
+	for _, t := range r.selected {
+		if u := r.updates[t]; u != nil {
+			if u.invalid == "" {
+				valid = append(valid, u.Input)
+			}
+			continue
+		}
+		if _, ok := r.failed[t]; ok {
+			continue
+		}
+		outstanding++
+		if r.left[t] {
+			gone++
+		}
+	}
+	deadlinePassed := !m.now.Before(r.deadline)
+	switch {
+	case len(valid) >= need && (outstanding == gone || deadlinePassed):
+		m.aggregate(valid)
+	case outstanding == 0:
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
+			Reason: fmt.Sprintf("every selected trainer answered with %d valid updates of %d; need %d", len(valid), len(r.selected), need)}, "", "")
+	case deadlinePassed:
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
+			Reason: fmt.Sprintf("deadline %s passed with %d valid updates of %d selected; need %d",
+				r.deadline.UTC().Format(time.RFC3339), len(valid), len(r.selected), need)}, "", "")
+	}
+}
+
+func (m *Machine) aggregate(valid []Input) {
+	slices.SortFunc(valid, func(a, b Input) int {
+		switch {
+		case a.Trainer < b.Trainer:
+			return -1
+		case a.Trainer > b.Trainer:
+			return 1
+		}
+		return 0
+	})
+	m.cur.inputs = valid
+	m.st = stAggregating
+	m.rd.Aggregation = &AggregationTask{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
+		Strategy: m.strategy.Name(), Params: maps.Clone(m.job.Strategy.Params), Options: m.job.AggregatorOptions(),
+		Inputs: slices.Clone(valid)}
+}

@@ -1,0 +1,405 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+)
+
+// runGRPC sets up a 3-node fedtune ledger cluster on loopback with the
+// fedtune binary itself (keygen, ledger init, ledger start), then has
+// concurrent clients, each its own genesis member, submit signed
+// DatasetRegistered txs through the nodes' gRPC Submit (spread over the three
+// nodes; followers forward to the leader) and wait for each to commit.
+func runGRPC(args []string) error {
+	fs := flag.NewFlagSet("grpc", flag.ContinueOnError)
+	bin := fs.String("fedtune", "bin/fedtune", "the fedtune binary")
+	dir := fs.String("dir", "", "directory for keys, genesis and node data (default: a new temp dir, removed after)")
+	concs := fs.String("conc", "1,16,256", "comma-separated numbers of concurrent clients")
+	duration := fs.Duration("duration", 10*time.Second, "measured time per level")
+	warmup := fs.Duration("warmup", time.Second, "unmeasured time before each level")
+	interval := fs.Duration("block-interval", time.Millisecond, "genesis policy block_interval: how long the leader waits to fill a block")
+	cpuprofile := fs.String("cpuprofile", "", "run the three nodes in this process (node.New/Run) and write a CPU profile of the measured runs here")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	levels, err := parseLevels(*concs)
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "ledgerbench-grpc-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	if err := os.MkdirAll(filepath.Join(*dir, "keys"), 0o700); err != nil {
+		return err
+	}
+	c := &grpcCluster{bin: *bin, dir: *dir, inProcess: *cpuprofile != ""}
+	defer c.stop()
+	maxConc := slices.Max(levels)
+	if err := c.setup(maxConc, *interval); err != nil {
+		return err
+	}
+	if err := c.start(); err != nil {
+		return err
+	}
+	clients, err := c.waitReady(60 * time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, cl := range clients {
+			cl.Close()
+		}
+	}()
+	progress("fedtune ledger cluster of 3 nodes up (block_interval %s); %d client identities", *interval, maxConc)
+
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	nonces := make([]uint64, maxConc)
+	sizeShown := false
+	for _, conc := range levels {
+		if *warmup > 0 {
+			if _, _, _, err := driveGRPC(clients, c.chainID, c.clientKeys[:conc], nonces, *warmup); err != nil {
+				return err
+			}
+		}
+		h0, err := height(clients[0])
+		if err != nil {
+			return err
+		}
+		lats, elapsed, size, err := driveGRPC(clients, c.chainID, c.clientKeys[:conc], nonces, *duration)
+		if err != nil {
+			return err
+		}
+		if !sizeShown {
+			fmt.Printf("TXSIZE bytes=%d\n", size)
+			sizeShown = true
+		}
+		h1, err := height(clients[0])
+		if err != nil {
+			return err
+		}
+		result("fedtune", conc, lats, elapsed)
+		if h1 > h0 {
+			fmt.Printf("BREAKDOWN system=fedtune conc=%d blocks=%d txs_per_block=%.1f\n", conc, h1-h0, float64(len(lats))/float64(h1-h0))
+		}
+	}
+	return nil
+}
+
+type grpcCluster struct {
+	bin, dir   string
+	inProcess  bool
+	cancel     context.CancelFunc
+	runErrs    chan error
+	chainID    string
+	clientKeys []ed25519.PrivateKey
+	configs    []string
+	grpcAddrs  []string
+	procs      []*exec.Cmd
+}
+
+// fedtune runs the fedtune binary and returns its stdout.
+func (c *grpcCluster) fedtune(args ...string) (string, error) {
+	cmd := exec.Command(c.bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("fedtune %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+func (c *grpcCluster) setup(nClients int, interval time.Duration) error {
+	c.chainID = "fedtune-bench"
+	keyDir := filepath.Join(c.dir, "keys")
+	// Node and admin keys through the CLI.
+	var nodeIDs, nodePubs []string
+	for i := 1; i <= 3; i++ {
+		path := filepath.Join(keyDir, fmt.Sprintf("node%d.key", i))
+		out, err := c.fedtune("keygen", "-o", path)
+		if err != nil {
+			return err
+		}
+		nodeIDs = append(nodeIDs, strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]))
+		pub, err := ledger.LoadPublicKey(strings.TrimSuffix(path, ".key") + ".pub")
+		if err != nil {
+			return err
+		}
+		nodePubs = append(nodePubs, hex.EncodeToString(pub))
+	}
+	if _, err := c.fedtune("keygen", "-o", filepath.Join(keyDir, "admin.key")); err != nil {
+		return err
+	}
+	adminPub, err := ledger.LoadPublicKey(filepath.Join(keyDir, "admin.pub"))
+	if err != nil {
+		return err
+	}
+	// One trainer identity per client (nonces are per signer and must arrive
+	// in order), generated here: hundreds of keygen runs would only be slow.
+	var g strings.Builder
+	fmt.Fprintf(&g, "chain_id: %s\nmembers:\n", c.chainID)
+	fmt.Fprintf(&g, "  - name: admin\n    role: admin\n    public_key: %x\n", []byte(adminPub))
+	for i := range nClients {
+		k, err := ledger.GenerateKey()
+		if err != nil {
+			return err
+		}
+		c.clientKeys = append(c.clientKeys, k)
+		fmt.Fprintf(&g, "  - name: client-%04d\n    role: trainer\n    public_key: %x\n", i, []byte(k.Public().(ed25519.PublicKey)))
+	}
+	fmt.Fprintf(&g, "nodes:\n")
+	for i, p := range nodePubs {
+		fmt.Fprintf(&g, "  - name: node-%d\n    public_key: %s\n", i+1, p)
+	}
+	fmt.Fprintf(&g, "policy:\n  max_block_txs: 1000\n  max_block_bytes: 8388608\n  max_tx_bytes: 262144\n  block_interval: %s\n  checkpoint_quorum: 2\n", interval)
+	genesis := filepath.Join(c.dir, "genesis.yaml")
+	if err := os.WriteFile(genesis, []byte(g.String()), 0o644); err != nil {
+		return err
+	}
+
+	ports, err := listenPorts(9)
+	if err != nil {
+		return err
+	}
+	var peers strings.Builder
+	for i := range 3 {
+		fmt.Fprintf(&peers, "  - id: %s\n    raft_address: 127.0.0.1:%d\n    grpc_address: 127.0.0.1:%d\n", nodeIDs[i], ports[i], ports[3+i])
+	}
+	for i := range 3 {
+		data := filepath.Join(c.dir, fmt.Sprintf("node%d", i+1))
+		key := filepath.Join(keyDir, fmt.Sprintf("node%d.key", i+1))
+		if _, err := c.fedtune("ledger", "init", "--genesis", genesis, "--data", data, "--key", key); err != nil {
+			return err
+		}
+		cfg := fmt.Sprintf("data_dir: %s\nkey_file: %s\nraft_address: 127.0.0.1:%d\ngrpc_address: 127.0.0.1:%d\nmetrics_address: 127.0.0.1:%d\nbootstrap: true\npeers:\n%s",
+			data, key, ports[i], ports[3+i], ports[6+i], peers.String())
+		path := filepath.Join(c.dir, fmt.Sprintf("node%d.yaml", i+1))
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			return err
+		}
+		c.configs = append(c.configs, path)
+		c.grpcAddrs = append(c.grpcAddrs, fmt.Sprintf("127.0.0.1:%d", ports[3+i]))
+	}
+	return nil
+}
+
+func (c *grpcCluster) start() error {
+	if c.inProcess {
+		return c.startInProcess()
+	}
+	for i, cfg := range c.configs {
+		logf, err := os.Create(filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)))
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(c.bin, "ledger", "start", "--config", cfg)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return fmt.Errorf("start node %d: %w", i+1, err)
+		}
+		logf.Close()
+		c.procs = append(c.procs, cmd)
+	}
+	return nil
+}
+
+// startInProcess runs the three nodes in this process, so that one CPU
+// profile covers the whole cluster.
+func (c *grpcCluster) startInProcess() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.runErrs = make(chan error, len(c.configs))
+	for i, path := range c.configs {
+		cfg, err := node.LoadConfig(path)
+		if err != nil {
+			return err
+		}
+		n, err := node.New(cfg, node.Options{})
+		if err != nil {
+			return fmt.Errorf("node %d: %w", i+1, err)
+		}
+		go func() { c.runErrs <- n.Run(ctx) }()
+	}
+	return nil
+}
+
+func (c *grpcCluster) stop() {
+	if c.cancel != nil {
+		c.cancel()
+		for range c.configs {
+			select {
+			case <-c.runErrs:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		c.cancel = nil
+	}
+	for _, p := range c.procs {
+		_ = p.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range c.procs {
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = p.Process.Kill()
+			<-done
+		}
+	}
+	c.procs = nil
+}
+
+// waitReady dials every node and waits until all three see one leader.
+func (c *grpcCluster) waitReady(d time.Duration) ([]*node.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var clients []*node.Client
+	for _, a := range c.grpcAddrs {
+		cl, err := node.Dial(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, cl)
+	}
+	var last error
+	for ctx.Err() == nil {
+		leaders := map[string]bool{}
+		last = nil
+		for i, cl := range clients {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			st, err := cl.Status(sctx)
+			scancel()
+			if err != nil {
+				last = fmt.Errorf("node %d: %w", i+1, err)
+				break
+			}
+			leaders[st.LeaderId] = true
+		}
+		if last == nil && len(leaders) == 1 && !leaders[""] {
+			return clients, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := range c.configs {
+		if b, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1))); err == nil {
+			progress("node%d.log (tail):\n%s", i+1, tail(string(b), 1500))
+		}
+	}
+	return nil, fmt.Errorf("cluster not ready after %s: %v", d, last)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func height(c *node.Client) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return st.Height, nil
+}
+
+// driveGRPC has one client per key submit signed txs round-robin to the
+// nodes for d, each waiting for its tx to commit. It returns the latencies,
+// the time taken and the size of a tx envelope.
+func driveGRPC(clients []*node.Client, chainID string, keys []ed25519.PrivateKey, nonces []uint64, d time.Duration) ([]time.Duration, time.Duration, int, error) {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		all      []time.Duration
+		size     int
+		firstErr error
+	)
+	ctx := context.Background()
+	start := time.Now()
+	stop := start.Add(d)
+	for ci, key := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := clients[ci%len(clients)]
+			var lats []time.Duration
+			var err error
+			var env []byte
+			for time.Now().Before(stop) {
+				nonces[ci]++
+				var seed [16]byte
+				binary.BigEndian.PutUint64(seed[:], uint64(ci))
+				binary.BigEndian.PutUint64(seed[8:], nonces[ci])
+				digest := sha256.Sum256(seed[:])
+				env, err = ledger.SignTx(key, chainID, nonces[ci], ledger.DatasetRegistered{
+					Digest: hex.EncodeToString(digest[:]), Name: fmt.Sprintf("bench-%d-%d", ci, nonces[ci]),
+					Licence: "CC-BY-4.0", Source: "https://example.org/ledgerbench", Samples: nonces[ci],
+				})
+				if err != nil {
+					break
+				}
+				t0 := time.Now()
+				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				_, err = cl.SubmitWait(sctx, env)
+				cancel()
+				if err != nil {
+					err = fmt.Errorf("client %d nonce %d: %w", ci, nonces[ci], err)
+					break
+				}
+				lats = append(lats, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lats...)
+			size = max(size, len(env))
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, 0, 0, firstErr
+	}
+	if len(all) == 0 {
+		return nil, 0, 0, errors.New("no tx committed")
+	}
+	return all, time.Since(start), size, nil
+}
