@@ -356,10 +356,7 @@ func (m *Machine) apply(ev Event) error {
 			return fmt.Errorf("%T: %w", ev, err)
 		}
 		if r := m.cur; r != nil && slices.Contains(r.selected, e.Trainer) {
-			delete(r.left, e.Trainer)
-			if m.st == stCollecting && m.outstanding(e.Trainer) && !r.tasked[e.Trainer] {
-				m.task(e.Trainer)
-			}
+			delete(r.left, e.Trainer) // advance sends its task if it has none
 		}
 	case TrainerLeft:
 		if m.pool.Leave(e.Trainer) {
@@ -552,12 +549,10 @@ func (m *Machine) close(body ledger.TxBody, model, srvState string) {
 func (m *Machine) txCommitted(e TxCommitted) error {
 	switch {
 	case e.Type == ledger.TypeRoundOpened && m.st == stOpening && e.Round == m.round:
-		m.st = stCollecting
+		m.st = stCollecting // advance sends the tasks
 		m.attempts = 0
 		for _, t := range m.cur.selected {
-			if m.pool.Joined(t) {
-				m.task(t)
-			} else {
+			if !m.pool.Joined(t) {
 				m.cur.left[t] = true
 			}
 		}
@@ -704,7 +699,11 @@ func (m *Machine) setWake(t time.Time) {
 // fewer than min updates are valid.
 func (m *Machine) checkQuorum() {
 	r := m.cur
-	m.setWake(r.deadline)
+	for _, t := range r.selected {
+		if m.pool.Joined(t) && !r.tasked[t] && m.outstanding(t) {
+			m.task(t)
+		}
+	}
 	need := m.job.Trainers.Min
 	var valid []Input
 	outstanding, gone := 0, 0
@@ -734,6 +733,8 @@ func (m *Machine) checkQuorum() {
 		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
 			Reason: fmt.Sprintf("deadline %s passed with %d valid updates of %d selected; need %d",
 				r.deadline.UTC().Format(time.RFC3339), len(valid), len(r.selected), need)}, "", "")
+	default:
+		m.setWake(r.deadline)
 	}
 }
 

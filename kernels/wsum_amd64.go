@@ -35,6 +35,31 @@ func wsum4AVX2(acc *float64, x0, x1, x2, x3 *float32, w *[4]float64, n int)
 //go:noescape
 func wsum4AVX512(acc *float64, x0, x1, x2, x3 *float32, w *[4]float64, n int)
 
+// wsumGroup is the most inputs wmeanAVX512 takes.
+const wsumGroup = 16
+
+// wmeanAVX512 is the fused FedAvg kernel: dst[i] = float32(Σ_j w[j]·xj[i] · s)
+// with the operations and roundings of WeightedMean, for i < n; n is a
+// multiple of 32 and 1 <= k <= wsumGroup.
+//
+//go:noescape
+func wmeanAVX512(dst *float32, xs *[wsumGroup]*float32, w *float64, k int, n int, s float64)
+
+// weightedMeanAsm does as much of WeightedMean over dst[lo:hi] as the
+// assembly can (a multiple of 32 elements from lo) and returns how many.
+func weightedMeanAsm(dst []float32, w []float64, xs [][]float32, s float64, lo, hi int) int {
+	v := (hi - lo) &^ 31
+	if wsumPath != wsumAVX512 || len(xs) == 0 || len(xs) > wsumGroup || v == 0 {
+		return 0
+	}
+	var ptrs [wsumGroup]*float32
+	for j, x := range xs {
+		ptrs[j] = &x[lo:hi][0]
+	}
+	wmeanAVX512(&dst[lo:hi][0], &ptrs, &w[0], len(xs), v, s)
+	return v
+}
+
 func wsum4(acc []float64, x0, x1, x2, x3 []float32, w0, w1, w2, w3 float64) {
 	n := len(acc)
 	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]

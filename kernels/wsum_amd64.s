@@ -107,3 +107,67 @@ loop512:
 done512:
 	VZEROUPPER
 	RET
+
+// func wmeanAVX512(dst *float32, xs *[wsumGroup]*float32, w *float64, k int, n int, s float64)
+// The fused FedAvg kernel: for each run of 32 elements, starts four float64
+// accumulators at +0, adds all k weighted inputs in k order (as WeightedSum
+// does), multiplies by s and rounds to float32 (as Store does), so the
+// accumulator never leaves the registers. The inputs are read as k parallel
+// sequential streams. n is a multiple of 32; 1 <= k <= wsumGroup.
+TEXT ·wmeanAVX512(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ xs+8(FP), R8
+	MOVQ w+16(FP), R9
+	MOVQ k+24(FP), R10
+	MOVQ n+32(FP), CX
+	VBROADCASTSD s+40(FP), Z9
+	XORQ SI, SI
+
+outerM:
+	CMPQ SI, CX
+	JGE  doneM
+	VPXORQ Z0, Z0, Z0
+	VPXORQ Z1, Z1, Z1
+	VPXORQ Z2, Z2, Z2
+	VPXORQ Z3, Z3, Z3
+	XORQ   BX, BX
+
+innerM:
+	MOVQ         (R8)(BX*8), DX
+	VBROADCASTSD (R9)(BX*8), Z8
+	PREFETCHT0   PF(DX)(SI*4)
+	PREFETCHT0   PF+64(DX)(SI*4)
+	VCVTPS2PD    (DX)(SI*4), Z4
+	VCVTPS2PD    32(DX)(SI*4), Z5
+	VCVTPS2PD    64(DX)(SI*4), Z6
+	VCVTPS2PD    96(DX)(SI*4), Z7
+	VMULPD       Z8, Z4, Z4
+	VMULPD       Z8, Z5, Z5
+	VMULPD       Z8, Z6, Z6
+	VMULPD       Z8, Z7, Z7
+	VADDPD       Z4, Z0, Z0
+	VADDPD       Z5, Z1, Z1
+	VADDPD       Z6, Z2, Z2
+	VADDPD       Z7, Z3, Z3
+	INCQ         BX
+	CMPQ         BX, R10
+	JLT          innerM
+
+	VMULPD    Z9, Z0, Z0
+	VMULPD    Z9, Z1, Z1
+	VMULPD    Z9, Z2, Z2
+	VMULPD    Z9, Z3, Z3
+	VCVTPD2PS Z0, Y4
+	VCVTPD2PS Z1, Y5
+	VCVTPD2PS Z2, Y6
+	VCVTPD2PS Z3, Y7
+	VMOVUPS   Y4, (DI)(SI*4)
+	VMOVUPS   Y5, 32(DI)(SI*4)
+	VMOVUPS   Y6, 64(DI)(SI*4)
+	VMOVUPS   Y7, 96(DI)(SI*4)
+	ADDQ      $32, SI
+	JMP       outerM
+
+doneM:
+	VZEROUPPER
+	RET

@@ -239,6 +239,7 @@ func lineage(st segmentReader, digest string) (*Lineage, error) {
 	}
 	cur := m
 	if d != digest {
+		cur = Model{} // decode afresh: JSON leaves absent fields as they were
 		if ok, err := getJSON(st, modelKey(d), &cur); err != nil {
 			return nil, err
 		} else if !ok {

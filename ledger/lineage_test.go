@@ -187,6 +187,9 @@ func TestLineageBranches(t *testing.T) {
 		if len(lin.Rounds) != len(path) || lin.Base.Digest != fx.base {
 			t.Fatalf("%s: %d rounds, base %s", m, len(lin.Rounds), lin.Base.Digest)
 		}
+		if lin.Base.Parent != "" || lin.Base.JobID != "" || lin.Base.Round != 0 {
+			t.Fatalf("%s: base model record carries round fields %+v", m, lin.Base)
+		}
 		for i, p := range path {
 			if lin.Rounds[i].ModelDigest != name(p) {
 				t.Fatalf("%s: rounds[%d] made %s, want %s", m, i, lin.Rounds[i].ModelDigest, p)

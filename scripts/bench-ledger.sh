@@ -10,8 +10,10 @@
 # Environment: DURATION (per level, default 10s), CONC (default 1,16,256),
 # MODE (auto: the real ledger node over gRPC, then the storage+raft level
 # beneath it, which also stands in if the node cannot run; grpc or raft: only
-# that one), PROFILE=1 to print the top of a CPU profile of the
-# storage+raft run.
+# that one), BLOCK_INTERVAL (the genesis policy's block_interval, default
+# 50ms as in a default genesis), PROFILE=1 to print the top of CPU profiles
+# (the three nodes then run inside the driver process, so that one profile
+# covers them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ DURATION=${DURATION:-10s}
 CONC=${CONC:-1,16,256}
 MODE=${MODE:-auto}
 PROFILE=${PROFILE:-0}
+BLOCK_INTERVAL=${BLOCK_INTERVAL:-50ms}
 GO=${GO:-go}
 
 WORK=$(mktemp -d /tmp/bench-ledger.XXXXXX)
@@ -63,8 +66,10 @@ RESULTS="$WORK/results.txt"
 #    when the node cannot run.
 SYSTEMS=()
 run_fedtune_grpc() {
+	local prof=()
+	[ "$PROFILE" = 1 ] && prof=(-cpuprofile "$WORK/node.pprof")
 	"$WORK/ledgerbench" grpc -fedtune "$WORK/fedtune" -dir "$WORK/fedtune-cluster" \
-		-conc "$CONC" -duration "$DURATION" | tee -a "$RESULTS"
+		-block-interval "$BLOCK_INTERVAL" -conc "$CONC" -duration "$DURATION" "${prof[@]}" | tee -a "$RESULTS"
 }
 run_fedtune_raft() {
 	local prof=()
@@ -120,7 +125,7 @@ log "etcd cluster on $ENDPOINTS; values of $TX_SIZE bytes"
 echo
 echo "fedtune      = the ledger: 3 'fedtune ledger start' processes on loopback, signed"
 echo "               DatasetRegistered txs ($TX_SIZE-byte DSSE envelopes) submitted over gRPC"
-echo "               to all nodes and awaited until committed (block_interval 1ms)"
+echo "               to all nodes and awaited until committed (block_interval $BLOCK_INTERVAL)"
 echo "fedtune-raft = storage+raft level: 3 hashicorp/raft nodes over TCP in one process,"
 echo "               synced pebblestore, $TX_SIZE-byte ed25519-signed txs verified by every FSM"
 echo "etcd         = Debian etcd-server $(etcd --version | awk '/etcd Version/ {print $3}'), 3 members on loopback, defaults,"
@@ -152,8 +157,11 @@ for ours in "${SYSTEMS[@]}"; do
 done
 echo
 grep '^BREAKDOWN' "$RESULTS" | sed 's/^BREAKDOWN /where the time goes: /' || true
-if [ "$PROFILE" = 1 ] && [ -f "$WORK/raft.pprof" ]; then
-	echo
-	echo "CPU profile of the storage+raft run (top 25 by cumulative time):"
-	$GO tool pprof -top -cum -nodecount 25 "$WORK/ledgerbench" "$WORK/raft.pprof" 2>/dev/null || true
+if [ "$PROFILE" = 1 ]; then
+	for p in node raft; do
+		[ -f "$WORK/$p.pprof" ] || continue
+		echo
+		echo "CPU profile of the $p run (top 30 by cumulative time):"
+		$GO tool pprof -top -cum -nodecount 30 "$WORK/ledgerbench" "$WORK/$p.pprof" 2>/dev/null | sed -n '6,$p' || true
+	done
 fi

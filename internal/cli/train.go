@@ -18,11 +18,11 @@ func init() { register(newTrainCmd) }
 
 func newTrainCmd() *cobra.Command {
 	var (
-		modelDir, data, out, targets, schedule string
-		rank, steps, batch, seqLen, warmup     int
-		alpha, dropout, lr, wd, clip           float64
-		full                                   bool
-		seed                                   uint64
+		modelDir, data, out, targets, schedule, adapterDir string
+		rank, steps, batch, seqLen, warmup                 int
+		alpha, dropout, lr, wd, clip                       float64
+		full                                               bool
+		seed                                               uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "train --model DIR --data PATH -o OUT",
@@ -66,7 +66,22 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 				bar.Describe(fmt.Sprintf("train loss %.4f  %.0f tok/s", loss, tps))
 				_ = bar.Add(1)
 			}
-			tr, err := model.NewTrainer(m, tc)
+			var startAdapter *model.Adapter
+			if adapterDir != "" {
+				if full {
+					return fmt.Errorf("train: --adapter continues a LoRA adapter; it cannot be used with --full")
+				}
+				if startAdapter, err = model.LoadAdapter(adapterDir, m.Config); err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed("lora-rank") {
+					tc.LoRA.Rank = startAdapter.Config.Rank
+				}
+				if !cmd.Flags().Changed("lora-targets") {
+					tc.LoRA.Targets = startAdapter.Config.Targets
+				}
+			}
+			tr, err := model.NewTrainerWithAdapter(m, startAdapter, tc)
 			if err != nil {
 				return err
 			}
@@ -105,6 +120,7 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 	f.StringVar(&modelDir, "model", "", "model folder (config.json + model.safetensors)")
 	f.StringVar(&data, "data", "", "training data: text file, folder of .txt, or JSONL")
 	f.StringVarP(&out, "out", "o", "", "output folder (adapter, or model with --full)")
+	f.StringVar(&adapterDir, "adapter", "", "continue training this LoRA adapter folder (e.g. the round's global adapter)")
 	f.BoolVar(&full, "full", false, "train every weight instead of a LoRA adapter")
 	f.IntVar(&rank, "lora-rank", 8, "LoRA rank r")
 	f.Float64Var(&alpha, "lora-alpha", 16, "LoRA alpha (scaling = alpha/r)")

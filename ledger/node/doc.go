@@ -9,7 +9,8 @@
 // Every transaction submitted to any node is forwarded over gRPC to the
 // leader. The leader batches pending transactions into one ledger.Proposal
 // (bounded by the genesis policy's MaxBlockTxs, MaxBlockBytes and
-// BlockInterval), appends it to the raft log with raft.Apply, and answers
+// BlockInterval; proposed at once when no earlier proposal is still in
+// raft), appends it to the raft log with raft.Apply, and answers
 // each submitter with its transaction's fate: committed at a height, or
 // rejected with the FSM's reason. A write interrupted by a leadership change
 // comes back as TX_STATUS_UNKNOWN; resubmitting it is safe because the FSM

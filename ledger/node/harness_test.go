@@ -273,6 +273,7 @@ func (nd *tnode) startProcess(cfg *node.Config) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+path)
 	cmd.Stdout, cmd.Stderr = nd.log, nd.log
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

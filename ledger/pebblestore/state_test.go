@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fedtune/fedtune/ledger/pebblestore"
@@ -385,4 +386,24 @@ func TestCloseDuringUse(t *testing.T) {
 	for err := range errc {
 		t.Errorf("call racing Close: %v; want nil or ErrClosed", err)
 	}
+}
+
+// A database written with another layout version is refused, not misread.
+func TestOpenRefusesOtherLayout(t *testing.T) {
+	fs := vfs.NewMem()
+	raw, err := pebble.Open("db", &pebble.Options{FS: fs})
+	must(t, err)
+	must(t, raw.Set([]byte("\x00layout"), []byte{2}, pebble.Sync))
+	must(t, raw.Close())
+	if _, err := pebblestore.Open("db", pebblestore.Options{FS: fs}); !errors.Is(err, pebblestore.ErrLayout) {
+		t.Fatalf("Open of a layout-2 database: %v, want ErrLayout", err)
+	}
+	// A fresh database gets the current layout and reopens.
+	fresh := vfs.NewMem()
+	db, err := pebblestore.Open("db", pebblestore.Options{FS: fresh})
+	must(t, err)
+	must(t, db.Close())
+	db, err = pebblestore.Open("db", pebblestore.Options{FS: fresh})
+	must(t, err)
+	must(t, db.Close())
 }

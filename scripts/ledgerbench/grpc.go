@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -9,11 +10,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,7 +38,7 @@ func runGRPC(args []string) error {
 	concs := fs.String("conc", "1,16,256", "comma-separated numbers of concurrent clients")
 	duration := fs.Duration("duration", 10*time.Second, "measured time per level")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured time before each level")
-	interval := fs.Duration("block-interval", time.Millisecond, "genesis policy block_interval: how long the leader waits to fill a block")
+	interval := fs.Duration("block-interval", 50*time.Millisecond, "genesis policy block_interval: how long a leader with a proposal in flight waits to fill the next block (50ms is the genesis default)")
 	cpuprofile := fs.String("cpuprofile", "", "run the three nodes in this process (node.New/Run) and write a CPU profile of the measured runs here")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -98,6 +101,7 @@ func runGRPC(args []string) error {
 		if err != nil {
 			return err
 		}
+		m0 := c.applyMetrics()
 		lats, elapsed, size, err := driveGRPC(clients, c.chainID, c.clientKeys[:conc], nonces, *duration)
 		if err != nil {
 			return err
@@ -110,9 +114,16 @@ func runGRPC(args []string) error {
 		if err != nil {
 			return err
 		}
+		m1 := c.applyMetrics()
 		result("fedtune", conc, lats, elapsed)
 		if h1 > h0 {
-			fmt.Printf("BREAKDOWN system=fedtune conc=%d blocks=%d txs_per_block=%.1f\n", conc, h1-h0, float64(len(lats))/float64(h1-h0))
+			line := fmt.Sprintf("BREAKDOWN system=fedtune conc=%d blocks=%d txs_per_block=%.1f", conc, h1-h0, float64(len(lats))/float64(h1-h0))
+			if m0.ok && m1.ok && m1.count > m0.count {
+				// On the leader, raft.Apply of a block to its result:
+				// replication, fsyncs and the FSM (signature checks included).
+				line += fmt.Sprintf(" leader_raft_apply_ms_avg=%.3f", (m1.sum-m0.sum)/(m1.count-m0.count)*1e3)
+			}
+			fmt.Println(line)
 		}
 	}
 	return nil
@@ -127,6 +138,7 @@ type grpcCluster struct {
 	clientKeys []ed25519.PrivateKey
 	configs    []string
 	grpcAddrs  []string
+	metrics    []string
 	procs      []*exec.Cmd
 }
 
@@ -212,6 +224,7 @@ func (c *grpcCluster) setup(nClients int, interval time.Duration) error {
 		}
 		c.configs = append(c.configs, path)
 		c.grpcAddrs = append(c.grpcAddrs, fmt.Sprintf("127.0.0.1:%d", ports[3+i]))
+		c.metrics = append(c.metrics, fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[6+i]))
 	}
 	return nil
 }
@@ -227,6 +240,7 @@ func (c *grpcCluster) start() error {
 		}
 		cmd := exec.Command(c.bin, "ledger", "start", "--config", cfg)
 		cmd.Stdout, cmd.Stderr = logf, logf
+		setParentDeathSignal(cmd)
 		if err := cmd.Start(); err != nil {
 			logf.Close()
 			return fmt.Errorf("start node %d: %w", i+1, err)
@@ -402,4 +416,43 @@ func driveGRPC(clients []*node.Client, chainID string, keys []ed25519.PrivateKey
 		return nil, 0, 0, errors.New("no tx committed")
 	}
 	return all, time.Since(start), size, nil
+}
+
+type applyStats struct {
+	sum, count float64
+	ok         bool
+}
+
+// applyMetrics sums the nodes' fedtune_ledger_apply_seconds histograms
+// (Prometheus text format from each node's metrics address): the time from
+// raft.Apply of a block proposal to its result, observed on the leader.
+func (c *grpcCluster) applyMetrics() applyStats {
+	var st applyStats
+	hc := http.Client{Timeout: 2 * time.Second}
+	for _, u := range c.metrics {
+		resp, err := hc.Get(u)
+		if err != nil {
+			return applyStats{}
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) != 2 {
+				continue
+			}
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				continue
+			}
+			switch f[0] {
+			case "fedtune_ledger_apply_seconds_sum":
+				st.sum += v
+				st.ok = true
+			case "fedtune_ledger_apply_seconds_count":
+				st.count += v
+			}
+		}
+		resp.Body.Close()
+	}
+	return st
 }

@@ -40,6 +40,9 @@ type benchFSM struct {
 	// committing state batches.
 	verifyNanos, commitNanos atomic.Int64
 	nonces                   map[uint16]uint64
+	// syncCommits makes each state batch a synced commit (a second fsync
+	// per raft batch) instead of CommitNoSync.
+	syncCommits bool
 }
 
 var errBadTx = errors.New("bad tx")
@@ -92,7 +95,11 @@ func (f *benchFSM) ApplyBatch(logs []*raft.Log) []any {
 		t0 := time.Now()
 		// The raft log entries are already synced in the same WAL; see
 		// pebblestore.Batch.CommitNoSync.
-		if err := b.CommitNoSync(); err != nil {
+		commit := b.CommitNoSync
+		if f.syncCommits {
+			commit = b.Commit
+		}
+		if err := commit(); err != nil {
 			panic(err)
 		}
 		f.commitNanos.Add(int64(time.Since(t0)))
@@ -158,6 +165,7 @@ func runRaft(args []string) error {
 	size := fs.Int("size", 512, "bytes per signed tx (signature included)")
 	dir := fs.String("dir", "", "directory for the nodes' data (default: a new temp dir, removed after)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured runs to this file")
+	fsmSync := fs.Bool("fsm-sync", false, "commit the FSM's state batches synced (a second fsync per raft batch) rather than with CommitNoSync")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -192,7 +200,7 @@ func runRaft(args []string) error {
 		mem.pubs = append(mem.pubs, pub)
 	}
 
-	nodes, err := startCluster(*dir, mem)
+	nodes, err := startCluster(*dir, mem, *fsmSync)
 	if err != nil {
 		return err
 	}
@@ -238,7 +246,7 @@ func runRaft(args []string) error {
 	return nil
 }
 
-func startCluster(dir string, mem *members) ([]*benchNode, error) {
+func startCluster(dir string, mem *members, fsmSync bool) ([]*benchNode, error) {
 	var nodes []*benchNode
 	var servers []raft.Server
 	for i := range 3 {
@@ -257,7 +265,7 @@ func startCluster(dir string, mem *members) ([]*benchNode, error) {
 		}
 		n := &benchNode{
 			db:    db,
-			fsm:   &benchFSM{state: db.State(), members: mem, nonces: map[uint16]uint64{}},
+			fsm:   &benchFSM{state: db.State(), members: mem, nonces: map[uint16]uint64{}, syncCommits: fsmSync},
 			log:   &countingLog{LogStore: db.LogStore()},
 			trans: trans,
 		}

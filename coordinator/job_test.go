@@ -1,0 +1,223 @@
+package coordinator
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+const minimalJob = "name: j\nmodel: {digest: 0000000000000000000000000000000000000000000000000000000000000000}\n"
+
+// TestConfigJobs loads and validates every job in configs/jobs.
+func TestConfigJobs(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "configs", "jobs", "*.yaml"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("want at least 5 jobs in configs/jobs, found %d (%v)", len(files), err)
+	}
+	digests := map[string]string{}
+	for _, f := range files {
+		j, err := LoadJob(f)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		d := j.Digest()
+		if !isDigest(d) {
+			t.Errorf("%s: digest %q", f, d)
+		}
+		if other, ok := digests[d]; ok {
+			t.Errorf("%s and %s have the same digest", f, other)
+		}
+		digests[d] = f
+		if j.Source != f {
+			t.Errorf("%s: Source %q", f, j.Source)
+		}
+		if _, err := New(Config{Job: j, BaseModel: strings.Repeat("ab", 32)}); err != nil {
+			t.Errorf("%s: New: %v", f, err)
+		}
+	}
+}
+
+// TestJobCanonicalGolden pins the canonical encoding (and so the config
+// digest) of the devnet job; -update rewrites it.
+func TestJobCanonicalGolden(t *testing.T) {
+	j, err := LoadJob(filepath.Join("..", "configs", "jobs", "demo-lora.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(j.Canonical()) + "\n" + j.Digest() + "\n"
+	golden := filepath.Join("testdata", "demo-lora.canonical")
+	if *updateGolden {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("canonical encoding changed:\ngot  %s\nwant %s", got, want)
+	}
+}
+
+// TestJobDigestMeaning: formatting, comments, key order and spelled-out
+// defaults do not change the digest; any value does.
+func TestJobDigestMeaning(t *testing.T) {
+	a, err := ParseJob("a", []byte(minimalJob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseJob("b", []byte("# a comment\nmodel:\n  digest: \"0000000000000000000000000000000000000000000000000000000000000000\"\nrounds: 1\nname: j\ndeadline: 600s\nstrategy: {name: fedavg, params: {}}\nfinetune: {mode: lora, lora: {rank: 8}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest() != b.Digest() {
+		t.Errorf("same job, different digests:\n%s\n%s", a.Canonical(), b.Canonical())
+	}
+	c, err := ParseJob("c", []byte(minimalJob+"seed: 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest() == c.Digest() {
+		t.Error("a different seed gives the same digest")
+	}
+}
+
+func TestJobDefaults(t *testing.T) {
+	j, err := ParseJob("j", []byte(minimalJob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Rounds != 1 || j.Trainers.Min != 1 || j.Strategy.Name != "fedavg" || j.FineTune.LoRA == nil || j.FineTune.LoRA.Rank != 8 || j.Deadline.Minutes() != 10 {
+		t.Errorf("defaults not filled: %+v", j)
+	}
+	full, err := ParseJob("j", []byte(minimalJob+"finetune: {mode: full}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.FineTune.LoRA != nil {
+		t.Error("mode full keeps the default adapter")
+	}
+	if j.Int8Block() != 0 {
+		t.Error("Int8Block without int8")
+	}
+	q, err := ParseJob("j", []byte(minimalJob+"compression: {kind: int8}\n"))
+	if err != nil || q.Int8Block() != DefaultInt8Block {
+		t.Errorf("int8 default block: %v %v", err, q)
+	}
+}
+
+// TestJobErrors: every violation is reported, each naming its field (and
+// decoding errors their file and line).
+func TestJobErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"empty", "", []string{"x.yaml: the file is empty"}},
+		{"unknown key", minimalJob + "trainers:\n  min: 1\n  maxx: 3\n", []string{`x.yaml:5: unknown key "maxx"`}},
+		{"wrong type", minimalJob + "rounds: many\n", []string{"x.yaml:3:", "rounds"}},
+		{"two documents", minimalJob + "---\nname: k\n", []string{"more than one YAML document"}},
+		{"no name or model", "rounds: 1\n", []string{"name: is required", "model: needs path or digest"}},
+		{"rounds", minimalJob + "rounds: 0\n", []string{"rounds: must be ≥ 1"}},
+		{"bad name", "name: 'a b'\nmodel: {path: m}\n", []string{`name: "a b" must be`}},
+		{"bad digest", "name: j\nmodel: {digest: ABC}\n", []string{`model.digest: "ABC" is not a SHA-256 digest`}},
+		{"manifests", minimalJob + "datasets: {manifests: [x, x]}\n", []string{"datasets.manifests[0]: \"x\" is not", "datasets.manifests[1]"}},
+		{"trainers", minimalJob + "trainers: {min: 3, max: 2, fraction: 1.5}\n", []string{"trainers.max: 2 is below trainers.min 3", "trainers.fraction: must be in (0, 1]"}},
+		{"min zero", minimalJob + "trainers: {min: 0}\n", []string{"trainers.min: must be ≥ 1"}},
+		{"train", minimalJob + "train: {local_steps: 0, batch: -1, seq_len: 0, lr: 0, weight_decay: -1, clip_norm: -1, schedule: linear}\n",
+			[]string{"train.local_steps:", "train.batch:", "train.seq_len:", "train.lr:", "train.weight_decay:", "train.clip_norm:", "train.schedule: \"linear\""}},
+		{"warmup", minimalJob + "train: {local_steps: 5, warmup: 5}\n", []string{"train.warmup: must be ≥ 0 and below train.local_steps 5"}},
+		{"lora", minimalJob + "finetune: {lora: {rank: 0, alpha: -1, dropout: 1, targets: [q_proj, lm_head, q_proj]}}\n",
+			[]string{"finetune.lora.rank:", "finetune.lora.alpha:", "finetune.lora.dropout:", `finetune.lora.targets[1]: "lm_head" is not one of`, `finetune.lora.targets[2]: "q_proj" is listed twice`}},
+		{"lora empty targets", minimalJob + "finetune: {lora: {targets: []}}\n", []string{"finetune.lora.targets: is empty"}},
+		{"full with lora", minimalJob + "finetune:\n  mode: full\n  lora: {rank: 4}\n", []string{"x.yaml:5: finetune.lora: must be absent"}},
+		{"mode", minimalJob + "finetune: {mode: half}\n", []string{`finetune.mode: "half" is not`}},
+		{"strategy name", minimalJob + "strategy: {name: fedsgd}\n", []string{`strategy.name: "fedsgd" is not a strategy (known: fedavg,`}},
+		{"fedavg params", minimalJob + "strategy: {name: fedavg, params: {beta_1: 0.9, eta: 1}}\n",
+			[]string{"strategy.params.beta_1: not a parameter of fedavg", "strategy.params.eta: not a parameter of fedavg"}},
+		{"fedadam unknown", minimalJob + "strategy: {name: fedadam, params: {momentum: 0.9}}\n",
+			[]string{"strategy.params.momentum: not a parameter of fedadam (it takes beta_1, beta_2, eta, tau)"}},
+		{"fedavgm negative", minimalJob + "strategy: {name: fedavgm, params: {server_momentum: -1}}\n", []string{"strategy.params.server_momentum:", "negative"}},
+		{"krum count", minimalJob + "strategy: {name: krum, params: {num_malicious: 1.5}}\n", []string{"strategy.params.num_malicious:", "non-negative integer"}},
+		{"krum needs inputs", minimalJob + "trainers: {min: 3}\nstrategy: {name: krum, params: {num_malicious: 1}}\n", []string{"trainers.min: 3 updates are too few for krum"}},
+		{"privacy", minimalJob + "privacy: {clip: -1, noise_multiplier: 1, max_norm: -2}\n",
+			[]string{"privacy.clip: must be ≥ 0", "privacy.noise_multiplier: needs privacy.clip > 0", "privacy.max_norm: must be ≥ 0"}},
+		{"compression", minimalJob + "compression: {kind: int4}\n", []string{`compression.kind: "int4" is not one of`}},
+		{"block", minimalJob + "compression: {kind: f16, block: 32}\n", []string{`compression.block: applies only to kind int8, not "f16"`}},
+		{"int8 block", minimalJob + "compression: {kind: int8, block: -3}\n", []string{"compression.block: must be in [1,"}},
+		{"deadline", minimalJob + "deadline: 10ms\n", []string{"deadline: must be between 1s and"}},
+		{"deadline unit", minimalJob + "deadline: soon\n", []string{"x.yaml:3:"}},
+		{"eval", minimalJob + "eval: {every: 2}\n", []string{"eval.every: needs eval.data"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseJob("x.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, ErrJob) {
+				t.Errorf("error does not wrap ErrJob: %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			var ve *ValidationError
+			if errors.As(err, &ve) {
+				for _, fe := range ve.Errors {
+					if fe.Field == "" || fe.Msg == "" {
+						t.Errorf("violation without field or message: %+v", fe)
+					}
+				}
+			}
+		})
+	}
+}
+
+// FuzzParseJob: parsing never panics; an accepted job has a digest, and
+// encoding it back to YAML and parsing again gives the same digest.
+func FuzzParseJob(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("..", "configs", "jobs", "*.yaml"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(minimalJob))
+	f.Add([]byte(minimalJob + "strategy: {name: krum, params: {num_malicious: 1}}\ntrainers: {min: 5}\n"))
+	f.Add([]byte("name: [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := ParseJob("fuzz.yaml", data)
+		if err != nil {
+			if !errors.Is(err, ErrJob) {
+				t.Fatalf("error does not wrap ErrJob: %v", err)
+			}
+			return
+		}
+		d := j.Digest()
+		if !isDigest(d) {
+			t.Fatalf("accepted job has no digest: %q", d)
+		}
+		out, err := yaml.Marshal(j)
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		j2, err := ParseJob("again.yaml", out)
+		if err != nil {
+			t.Fatalf("re-parse of\n%s\n: %v", out, err)
+		}
+		if j2.Digest() != d {
+			t.Fatalf("digest changed on round trip:\n%s\n%s", j.Canonical(), j2.Canonical())
+		}
+	})
+}
