@@ -249,14 +249,9 @@ func ParseJob(name string, data []byte) (*Job, error) {
 	}
 	// The default adapter is decoded over; with mode full it must not have
 	// been written at all.
-	var probe struct {
-		FineTune struct {
-			LoRA *yaml.Node `yaml:"lora"`
-		} `yaml:"finetune"`
-	}
-	if err := yaml.Unmarshal(data, &probe); err == nil && j.FineTune.Mode == ModeFull {
-		if probe.FineTune.LoRA != nil {
-			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is full", ErrJob, name, probe.FineTune.LoRA.Line)
+	if j.FineTune.Mode == ModeFull {
+		if line := keyLine(data, "finetune", "lora"); line > 0 {
+			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is full", ErrJob, name, line)
 		}
 		j.FineTune.LoRA = nil
 	}
@@ -268,6 +263,36 @@ func ParseJob(name string, data []byte) (*Job, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return j, nil
+}
+
+// keyLine returns the line of the key at path in a YAML mapping document,
+// or 0 when it is absent or null.
+func keyLine(data []byte, path ...string) int {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 {
+		return 0
+	}
+	n := doc.Content[0]
+	line := 0
+	for _, key := range path {
+		if n.Kind != yaml.MappingNode {
+			return 0
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				line, next = n.Content[i].Line, n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return 0
+		}
+		n = next
+	}
+	if n.Tag == "!!null" {
+		return 0 // "lora: null" (or empty) says absent
+	}
+	return line
 }
 
 func yamlErrorText(name string, err error) string {
@@ -298,6 +323,7 @@ type FieldError struct {
 	Msg   string
 }
 
+// Error returns "field: message".
 func (e FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 // ValidationError lists every violation of a job; it wraps ErrJob.
@@ -305,6 +331,7 @@ type ValidationError struct {
 	Errors []FieldError
 }
 
+// Error lists every violation, separated by "; ".
 func (e *ValidationError) Error() string {
 	parts := make([]string, len(e.Errors))
 	for i, fe := range e.Errors {

@@ -125,7 +125,7 @@ func TestJobErrors(t *testing.T) {
 	}{
 		{"empty", "", []string{"x.yaml: the file is empty"}},
 		{"unknown key", minimalJob + "trainers:\n  min: 1\n  maxx: 3\n", []string{`x.yaml:5: unknown key "maxx"`}},
-		{"wrong type", minimalJob + "rounds: many\n", []string{"x.yaml:3:", "rounds"}},
+		{"wrong type", minimalJob + "rounds: many\n", []string{"x.yaml:3: cannot unmarshal !!str `many` into int"}},
 		{"two documents", minimalJob + "---\nname: k\n", []string{"more than one YAML document"}},
 		{"no name or model", "rounds: 1\n", []string{"name: is required", "model: needs path or digest"}},
 		{"rounds", minimalJob + "rounds: 0\n", []string{"rounds: must be ≥ 1"}},

@@ -450,9 +450,7 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 		}
 		return unexpected(e, "%s already submitted %s in round %d", abbrev(e.Trainer), abbrev(u.Digest), m.round)
 	}
-	if _, ok := r.failed[e.Trainer]; ok {
-		delete(r.failed, e.Trainer) // it failed once, then delivered after all
-	}
+	delete(r.failed, e.Trainer) // it may have failed once, then delivered after all
 	u := &update{Input: Input{Trainer: e.Trainer, Digest: e.Digest, Dataset: e.Dataset, Samples: e.Samples}}
 	r.updates[e.Trainer] = u
 	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) {
@@ -556,7 +554,7 @@ func (m *Machine) txCommitted(e TxCommitted) error {
 				m.cur.left[t] = true
 			}
 		}
-	case e.Type == ledger.TypeUpdateRejected && e.Round == m.round:
+	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// Recorded; nothing follows from it.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
 		if e.Type == ledger.TypeRoundCommitted {
@@ -589,7 +587,7 @@ func (m *Machine) txRejected(e TxRejected) error {
 		}
 		m.st = stWaiting
 		m.holdOpen = true
-	case e.Type == ledger.TypeUpdateRejected && e.Round == m.round:
+	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// The update stays out of the aggregation either way.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
 		if e.Type == ledger.TypeRoundCommitted {

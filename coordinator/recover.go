@@ -85,10 +85,10 @@ func Recover(cfg Config, history []ledger.Round) (*Machine, error) {
 func (m *Machine) resume(r ledger.Round) {
 	rs := &roundState{selected: slices.Clone(r.Trainers), deadline: r.Deadline, updates: map[string]*update{},
 		failed: map[string]string{}, left: map[string]bool{}, tasked: map[string]bool{}}
+	// Selected trainers count as present (not left) until a TrainerLeft
+	// says otherwise: the round waits for them up to its deadline, as it
+	// would have without the restart.
 	slices.Sort(rs.selected)
-	for _, t := range rs.selected {
-		rs.left[t] = true // until it rejoins
-	}
 	for _, u := range r.Updates {
 		if !slices.Contains(rs.selected, u.Trainer) {
 			continue

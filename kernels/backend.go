@@ -90,3 +90,32 @@ type Backend interface {
 // ReduceBlock is the number of elements each block of a reduction covers;
 // see Backend.
 const ReduceBlock = 4096
+
+// WeightedMeaner is implemented by backends with a fused FedAvg kernel
+// (CPU and Reference do). Call it through WeightedMean.
+type WeightedMeaner interface {
+	// WeightedMean writes float32(acc[i]*s) to dst[i], acc[i] being
+	// Σ_k w[k]·xs[k][i] summed as WeightedSum does from acc[i] = +0: the
+	// result is bit-identical to
+	//
+	//	acc := make([]float64, len(dst))
+	//	be.WeightedSum(acc, w, xs)
+	//	be.Store(dst, acc, s)
+	//
+	// without the accumulator's trip through memory. len(w) == len(xs);
+	// every xs[k] has len(dst) elements.
+	WeightedMean(dst []float32, w []float64, xs [][]float32, s float64)
+}
+
+// WeightedMean computes FedAvg's weighted mean into dst with be: fused if be
+// is a WeightedMeaner, else as WeightedSum into a fresh float64 accumulator
+// followed by Store. The bits are the same either way.
+func WeightedMean(be Backend, dst []float32, w []float64, xs [][]float32, s float64) {
+	if m, ok := be.(WeightedMeaner); ok {
+		m.WeightedMean(dst, w, xs, s)
+		return
+	}
+	acc := make([]float64, len(dst))
+	be.WeightedSum(acc, w, xs)
+	be.Store(dst, acc, s)
+}

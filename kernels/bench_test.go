@@ -67,6 +67,25 @@ func BenchmarkFedAvg(b *testing.B) {
 	}
 }
 
+// BenchmarkWeightedMean is the fused FedAvg (see WeightedMeaner).
+func BenchmarkWeightedMean(b *testing.B) {
+	n := *benchN
+	xs := benchInputs(16, n)
+	w := make([]float64, 16)
+	for i := range w {
+		w[i] = float64(i + 1)
+	}
+	dst := make([]float32, n)
+	for _, be := range benchBackends() {
+		b.Run(fmt.Sprintf("%s/16x%d", be.Name(), n), func(b *testing.B) {
+			b.SetBytes(int64(16 * n * 4))
+			for b.Loop() {
+				WeightedMean(be, dst, w, xs, 1.0/136)
+			}
+		})
+	}
+}
+
 func BenchmarkSquaredNorm(b *testing.B) {
 	n := 16 * *benchN
 	x := benchInputs(1, n)[0]

@@ -68,3 +68,12 @@ func checkQuant(method string, n, m, ns, block int) {
 		panic(fmt.Sprintf("kernels: %s: len(scales) = %d, want ceil(%d/%d) = %d", method, ns, n, block, want))
 	}
 }
+
+func checkWeightedMean(dst []float32, w []float64, xs [][]float32) {
+	checkLen("WeightedMean", "w", len(w), "xs", len(xs))
+	for k, x := range xs {
+		if len(x) != len(dst) {
+			panic(fmt.Sprintf("kernels: WeightedMean: len(xs[%d]) = %d, len(dst) = %d", k, len(x), len(dst)))
+		}
+	}
+}

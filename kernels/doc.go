@@ -18,6 +18,12 @@
 //     code does. Results never depend on the thread count.
 //   - behind the build tag "cuda", a GPU backend (kernels/cuda).
 //
+// WeightedMean (the WeightedMeaner extension) is FedAvg's whole step —
+// accumulate, scale, round to float32 — in one pass: on amd64 the CPU
+// backend keeps the float64 accumulators in registers across up to 16
+// inputs, so the only memory traffic is the inputs read once and the result
+// written once. It gives exactly the bits of WeightedSum followed by Store.
+//
 // The exact order of every floating-point operation is part of each
 // method's contract (see Backend), so that `fedtune aggregate` gives the
 // same digest on any machine and any backend.

@@ -67,6 +67,9 @@ func goldenResults(be Backend) []string {
 	add := func(name, sum string) { out = append(out, name+" "+sum) }
 	add("WeightedSum", hashFloats64(acc))
 	add("Store", hashFloats32(dst))
+	clear(dst)
+	WeightedMean(be, dst, w, xs, 1/3368.0)
+	add("WeightedMean", hashFloats32(dst))
 	sc := append([]float32(nil), xs[0]...)
 	be.Scale(sc, 0.37)
 	add("Scale", hashFloats32(sc))

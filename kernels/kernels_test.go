@@ -93,6 +93,45 @@ func TestWeightedSumMatchesReference(t *testing.T) {
 	}
 }
 
+func TestWeightedMeanMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	for _, k := range []int{0, 1, 2, 5, 15, 16, 17, 33} {
+		for _, n := range []int{0, 1, 31, 32, 33, 1000, wsumChunk + 47, 3*wsumChunk + 5} {
+			t.Run(fmt.Sprintf("k=%d/n=%d", k, n), func(t *testing.T) {
+				xs := randVecs(r, k, n)
+				w := make([]float64, k)
+				for i := range w {
+					w[i] = float64(r.IntN(5000) + 1)
+				}
+				s := 1 / float64(k+7)
+				want := make([]float32, n)
+				Reference{}.WeightedMean(want, w, xs, s)
+				// The definition, spelled out.
+				acc := make([]float64, n)
+				Reference{}.WeightedSum(acc, w, xs)
+				def := make([]float32, n)
+				Reference{}.Store(def, acc, s)
+				sameBits32(t, "reference vs definition", want, def)
+				for _, c := range backends() {
+					got := make([]float32, n)
+					c.WeightedMean(got, w, xs, s)
+					sameBits32(t, fmt.Sprintf("threads=%d", c.Threads()), got, want)
+					clear(got)
+					WeightedMean(c, got, w, xs, s)
+					sameBits32(t, "WeightedMean(cpu)", got, want)
+				}
+				// A backend without the fused method goes through WeightedSum and Store.
+				got := make([]float32, n)
+				WeightedMean(unfused{NewCPU(2)}, got, w, xs, s)
+				sameBits32(t, "unfused", got, want)
+			})
+		}
+	}
+}
+
+// unfused hides CPU's WeightedMean.
+type unfused struct{ Backend }
+
 // TestReferenceRoundsSeparately checks the oracle itself against exact
 // arithmetic: each product rounded to float64, then each sum, never fused.
 func TestReferenceRoundsSeparately(t *testing.T) {
@@ -489,6 +528,7 @@ func TestNoRaceHotMethodsDoNotAllocate(t *testing.T) {
 	q := make([]int8, n)
 	scales := make([]float32, (n+63)/64)
 	d := make([]float64, 16*16)
+	w17, xs17 := append(slices.Clone(w), 1), append(slices.Clone(xs), xs[0])
 	for _, threads := range threadCounts {
 		c := NewCPU(threads)
 		tests := []struct {
@@ -497,6 +537,8 @@ func TestNoRaceHotMethodsDoNotAllocate(t *testing.T) {
 		}{
 			{"WeightedSum", func() { c.WeightedSum(acc, w, xs) }},
 			{"Store", func() { c.Store(dst, acc, 0.5) }},
+			{"WeightedMean", func() { c.WeightedMean(dst, w, xs, 0.5) }},
+			{"WeightedMean/17", func() { c.WeightedMean(dst, w17, xs17, 0.5) }},
 			{"Scale", func() { c.Scale(dst, 1) }},
 			{"SquaredNorm", func() { c.SquaredNorm(xs[0]) }},
 			{"FirstNonFinite", func() { c.FirstNonFinite(xs[1]) }},

@@ -17,6 +17,7 @@ type opKind uint8
 
 const (
 	opWeightedSum opKind = iota
+	opWeightedMean
 	opStore
 	opScale
 	opSquaredNorm
@@ -53,8 +54,9 @@ type task struct {
 	found   atomic.Int64 // FirstNonFinite: smallest index found so far
 	done    chan struct{}
 
-	partials []float64  // reductions: one partial per block (per pair)
-	scratch  [][]uint32 // per participant slot: sort keys
+	partials []float64   // reductions: one partial per block (per pair)
+	scratch  [][]uint32  // per participant slot: sort keys
+	accs     [][]float64 // per participant slot: WeightedMean's accumulator
 }
 
 func (t *task) release() {
@@ -98,6 +100,7 @@ func (p *pool) get() *task {
 	}
 	t := &task{done: make(chan struct{}, 1)}
 	t.scratch = make([][]uint32, p.threads)
+	t.accs = make([][]float64, p.threads)
 	return t
 }
 

@@ -10,7 +10,10 @@ import (
 // are tested against; it keeps no state, so its zero value is ready to use.
 type Reference struct{}
 
-var _ Backend = Reference{}
+var (
+	_ Backend        = Reference{}
+	_ WeightedMeaner = Reference{}
+)
 
 // Name returns "reference".
 func (Reference) Name() string { return "reference" }
@@ -23,6 +26,14 @@ func (Reference) WeightedSum(acc []float64, w []float64, xs [][]float32) {
 			acc[i] += float64(w[k] * float64(x[i]))
 		}
 	}
+}
+
+// WeightedMean implements WeightedMeaner by its definition.
+func (r Reference) WeightedMean(dst []float32, w []float64, xs [][]float32, s float64) {
+	checkWeightedMean(dst, w, xs)
+	acc := make([]float64, len(dst))
+	r.WeightedSum(acc, w, xs)
+	r.Store(dst, acc, s)
 }
 
 // Store implements Backend.

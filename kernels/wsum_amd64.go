@@ -45,18 +45,34 @@ const wsumGroup = 16
 //go:noescape
 func wmeanAVX512(dst *float32, xs *[wsumGroup]*float32, w *float64, k int, n int, s float64)
 
+// wmeanAVX2 is wmeanAVX512 for AVX2; n is a multiple of 16.
+//
+//go:noescape
+func wmeanAVX2(dst *float32, xs *[wsumGroup]*float32, w *float64, k int, n int, s float64)
+
 // weightedMeanAsm does as much of WeightedMean over dst[lo:hi] as the
-// assembly can (a multiple of 32 elements from lo) and returns how many.
+// assembly can (a multiple of 32 or 16 elements from lo, for at most
+// wsumGroup inputs) and returns how many.
 func weightedMeanAsm(dst []float32, w []float64, xs [][]float32, s float64, lo, hi int) int {
-	v := (hi - lo) &^ 31
-	if wsumPath != wsumAVX512 || len(xs) == 0 || len(xs) > wsumGroup || v == 0 {
+	if wsumPath == wsumGo || len(xs) == 0 || len(xs) > wsumGroup {
+		return 0
+	}
+	v := (hi - lo) &^ 15
+	if wsumPath == wsumAVX512 {
+		v = (hi - lo) &^ 31
+	}
+	if v == 0 {
 		return 0
 	}
 	var ptrs [wsumGroup]*float32
 	for j, x := range xs {
 		ptrs[j] = &x[lo:hi][0]
 	}
-	wmeanAVX512(&dst[lo:hi][0], &ptrs, &w[0], len(xs), v, s)
+	if wsumPath == wsumAVX512 {
+		wmeanAVX512(&dst[lo:hi][0], &ptrs, &w[0], len(xs), v, s)
+	} else {
+		wmeanAVX2(&dst[lo:hi][0], &ptrs, &w[0], len(xs), v, s)
+	}
 	return v
 }
 

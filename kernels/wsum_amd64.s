@@ -171,3 +171,63 @@ innerM:
 doneM:
 	VZEROUPPER
 	RET
+
+// func wmeanAVX2(dst *float32, xs *[wsumGroup]*float32, w *float64, k int, n int, s float64)
+// wmeanAVX512 with 256-bit registers, sixteen elements per run; n is a
+// multiple of 16.
+TEXT ·wmeanAVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ xs+8(FP), R8
+	MOVQ w+16(FP), R9
+	MOVQ k+24(FP), R10
+	MOVQ n+32(FP), CX
+	VBROADCASTSD s+40(FP), Y9
+	XORQ SI, SI
+
+outerM2:
+	CMPQ SI, CX
+	JGE  doneM2
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+	XORQ   BX, BX
+
+innerM2:
+	MOVQ         (R8)(BX*8), DX
+	VBROADCASTSD (R9)(BX*8), Y8
+	PREFETCHT0   PF(DX)(SI*4)
+	VCVTPS2PD    (DX)(SI*4), Y4
+	VCVTPS2PD    16(DX)(SI*4), Y5
+	VCVTPS2PD    32(DX)(SI*4), Y6
+	VCVTPS2PD    48(DX)(SI*4), Y7
+	VMULPD       Y8, Y4, Y4
+	VMULPD       Y8, Y5, Y5
+	VMULPD       Y8, Y6, Y6
+	VMULPD       Y8, Y7, Y7
+	VADDPD       Y4, Y0, Y0
+	VADDPD       Y5, Y1, Y1
+	VADDPD       Y6, Y2, Y2
+	VADDPD       Y7, Y3, Y3
+	INCQ         BX
+	CMPQ         BX, R10
+	JLT          innerM2
+
+	VMULPD     Y9, Y0, Y0
+	VMULPD     Y9, Y1, Y1
+	VMULPD     Y9, Y2, Y2
+	VMULPD     Y9, Y3, Y3
+	VCVTPD2PSY Y0, X4
+	VCVTPD2PSY Y1, X5
+	VCVTPD2PSY Y2, X6
+	VCVTPD2PSY Y3, X7
+	VMOVUPS    X4, (DI)(SI*4)
+	VMOVUPS    X5, 16(DI)(SI*4)
+	VMOVUPS    X6, 32(DI)(SI*4)
+	VMOVUPS    X7, 48(DI)(SI*4)
+	ADDQ       $16, SI
+	JMP        outerM2
+
+doneM2:
+	VZEROUPPER
+	RET

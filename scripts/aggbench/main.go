@@ -211,14 +211,15 @@ func writeUpdate(path string, specs []safetensors.TensorInfo, k, per int) error 
 
 // fedavg loads the files' F32 tensors into memory (one flat vector per
 // file, tensors in name order) and times the FedAvg kernel path: zero the
-// float64 accumulator, WeightedSum by num_samples, Store scaled by 1/Σn,
-// chunk by chunk over the coordinates as the streaming aggregator does (so
-// the accumulator stays in cache).
+// float64 accumulator, WeightedSum by num_samples, Store scaled by 1/Σn
+// (fused into one pass by kernels.WeightedMean unless -unfused), chunk by
+// chunk over the coordinates as the streaming aggregator does.
 // GB/s = input bytes / time.
 func fedavg(args []string) error {
 	fs := flag.NewFlagSet("fedavg", flag.ExitOnError)
 	reps := fs.Int("reps", 5, "repetitions (the best is reported)")
 	chunk := fs.Int("chunk", 1<<18, "elements per streaming chunk, as the aggregator reduces (0: the whole vector at once)")
+	unfused := fs.Bool("unfused", false, "clear, WeightedSum and Store instead of the fused kernels.WeightedMean")
 	ceilMiB := fs.Int("ceiling-mib", 1024, "also measure the read ceiling on a buffer of this many MiB, one repetition before each FedAvg repetition (0: off)")
 	fs.Parse(args)
 	files := fs.Args()
@@ -263,16 +264,20 @@ func fedavg(args []string) error {
 			for k, x := range xs {
 				part[k] = x[lo:hi]
 			}
-			a := acc[:hi-lo]
-			clear(a)
-			be.WeightedSum(a, w, part)
-			be.Store(dst[lo:hi], a, 1/total)
+			if *unfused {
+				a := acc[:hi-lo]
+				clear(a)
+				be.WeightedSum(a, w, part)
+				be.Store(dst[lo:hi], a, 1/total)
+			} else {
+				kernels.WeightedMean(be, dst[lo:hi], w, part, 1/total)
+			}
 		}
 		best = min(best, time.Since(start).Seconds())
 	}
 	bytes := float64(len(xs) * len(xs[0]) * 4)
-	fmt.Fprintf(os.Stderr, "fedavg kernel: %d inputs × %d values, chunks of %d, %s backend, %d threads, best %.3fs, out[0] = %v\n",
-		len(xs), n, c, be.Name(), runtime.GOMAXPROCS(0), best, dst[0])
+	fmt.Fprintf(os.Stderr, "fedavg kernel: %d inputs × %d values, chunks of %d, %s backend, fused %v, %d threads, best %.3fs, out[0] = %v\n",
+		len(xs), n, c, be.Name(), !*unfused, runtime.GOMAXPROCS(0), best, dst[0])
 	fmt.Printf("fedavg_kernel %.2f GB/s\n", bytes/best/1e9)
 	if cb != nil {
 		fmt.Printf("ceiling %.2f GB/s\n", cb.bytes()/bestCeil/1e9)

@@ -1,0 +1,53 @@
+// Package coordinator owns federated jobs and their rounds: job files
+// (configs/jobs/*.yaml) decoded strictly, defaulted and validated, with
+// the config digest that RoundOpened records; the trainer pool (ledger
+// members with role trainer that answered a signed join challenge) and the
+// deterministic selection of a round's trainers; and the round lifecycle
+// as a pure state machine. The gRPC services, the trainer node and devnet
+// drive it from outside.
+//
+// # Jobs
+//
+// ParseJob and LoadJob start from DefaultJob, decode YAML over it with
+// unknown keys refused (errors name file and line), and call Validate,
+// which reports every violation at once under its YAML path
+// ("rounds: must be ≥ 1", "strategy.params.beta_1: not a parameter of
+// fedavg"). Strategy parameters are checked by aggregator.New itself, so
+// the coordinator and the aggregator never disagree. (*Job).Digest is the
+// SHA-256 of Canonical, a compact JSON form independent of formatting.
+//
+// # Rounds
+//
+// Machine (New, or Recover after a restart) is driven like etcd-raft's
+// Node: the driver feeds events to Step (JobStarted, Tick, MembersChanged,
+// TrainerJoined/Left, UpdateArrived/Invalid, AggregationDone/Failed,
+// TxCommitted/Rejected) and carries out the returned Ready (ledger
+// transactions to sign and submit, TrainTasks to send, an AggregationTask
+// to run, Wake, Done). It does no I/O and reads no clock. A round's life:
+//
+//	waiting     until JobStarted and at least trainers.min eligible trainers;
+//	            then Select picks them from (job seed, round) → RoundOpened
+//	opening     until the ledger confirms RoundOpened (TxCommitted), then a
+//	            TrainTask to every selected trainer that is joined (and again
+//	            to one that rejoins while it owes an update)
+//	collecting  invalid updates → UpdateRejected; aggregate as soon as every
+//	            selected trainer answered or left with ≥ min valid updates,
+//	            or at the deadline with ≥ min; fail at the deadline with
+//	            fewer, or at once when everyone answered and fewer are valid
+//	aggregating AggregationDone → UpdateRejected for the aggregator's
+//	            rejections, then RoundCommitted (RoundFailed if fewer than min
+//	            remain); AggregationFailed → RoundFailed
+//	closing     once the ledger confirms, the next round opens on the new
+//	            model (a failed round keeps the base; failed rounds count
+//	            towards rounds); after the last, Done.
+//
+// A rejected RoundOpened is retried at the next Tick with the same round
+// number, MaxOpenAttempts times in a row at most; a rejected RoundCommitted
+// becomes a RoundFailed. A round's deadline counts from the latest time
+// the machine knows (drivers Tick about once a second).
+//
+// Recover rebuilds the machine from the job's rounds as the ledger holds
+// them; an open round is re-collected from the updates on the ledger (see
+// Recover), so a restarted coordinator submits what an uninterrupted one
+// would have.
+package coordinator
