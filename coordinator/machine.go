@@ -697,11 +697,6 @@ func (m *Machine) setWake(t time.Time) {
 // fewer than min updates are valid.
 func (m *Machine) checkQuorum() {
 	r := m.cur
-	for _, t := range r.selected {
-		if m.pool.Joined(t) && !r.tasked[t] && m.outstanding(t) {
-			m.task(t)
-		}
-	}
 	need := m.job.Trainers.Min
 	var valid []Input
 	outstanding, gone := 0, 0
@@ -732,6 +727,13 @@ func (m *Machine) checkQuorum() {
 			Reason: fmt.Sprintf("deadline %s passed with %d valid updates of %d selected; need %d",
 				r.deadline.UTC().Format(time.RFC3339), len(valid), len(r.selected), need)}, "", "")
 	default:
+		// Still collecting: every joined selected trainer that owes an
+		// update and has not had its task since it joined gets it.
+		for _, t := range r.selected {
+			if m.pool.Joined(t) && !r.tasked[t] && m.outstanding(t) {
+				m.task(t)
+			}
+		}
 		m.setWake(r.deadline)
 	}
 }
