@@ -38,12 +38,15 @@
 // values across runs (zeroed after each step); symbolic differentiation
 // adds gradient nodes for frozen inputs too (only the subgraph needed by the
 // loss and the wanted gradients is compiled); Grad may be called only once
-// per graph.
+// per graph. gorgonia.org/tensor v0.9.24's SoftMax and LogSoftMax start each
+// row's maximum at the tensor's first element, so rows far from it come out
+// NaN or Inf (LoRA training hit it at lr 2e-2): softmax.go builds both from
+// a per-row shift, Exp, Sum and a division instead.
 //
 // # Inference
 //
-// Runner is a plain-Go forward with a key/value cache (gonum BLAS for the
-// matrix products), tested against the graph and an independent float64
+// Runner is a plain-Go forward with a key/value cache that grows with the
+// sequence (gonum BLAS for the matrix products), tested against the graph and an independent float64
 // reference. Evaluate gives the mean negative log-likelihood per predicted
 // token over non-overlapping windows of max_position_embeddings; Generate
 // samples greedily or with temperature and top-p from a seeded RNG.

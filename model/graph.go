@@ -265,7 +265,7 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		v3 := kvHeads(must(G.Reshape(v, tensor.Shape{N * KV, hd})))
 		s := must(G.BatchedMatMul(q3, k3, false, true)) // [B*KV, G*T, T]
 		s = must(G.Add(s, causal))
-		p := must(G.SoftMax(must(G.Reshape(s, tensor.Shape{sp.B * H * sp.T, sp.T}))))
+		p := must(stableSoftMax(must(G.Reshape(s, tensor.Shape{sp.B * H * sp.T, sp.T})))) // not G.SoftMax: see softmax.go
 		p = must(G.Reshape(p, tensor.Shape{sp.B * KV, group * sp.T, sp.T}))
 		o := must(G.BatchedMatMul(p, v3)) // [B*KV, G*T, hd]
 		o = must(G.Reshape(o, tensor.Shape{sp.B, KV, group, sp.T, hd}))
@@ -286,7 +286,7 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 	} else {
 		logits = must(G.Mul(x, gr.weights[lmHeadName]))
 	}
-	gr.logp = must(G.LogSoftMax(logits))
+	gr.logp = must(stableLogSoftMax(logits)) // not G.LogSoftMax: see softmax.go
 	// Gather along axis 0 only: ByIndices' gradient is wrong along the last
 	// axis in gorgonia v0.9.18, so pick from the flattened [N*V, 1] view.
 	flat := must(G.Reshape(gr.logp, tensor.Shape{N * V, 1}))

@@ -37,16 +37,34 @@ func NewRunner(m *Model) (*Runner, error) {
 	}
 	c := m.Config
 	r := &Runner{m: m, d: c.HiddenSize, hd: c.HeadDimension(), H: c.NumAttentionHeads, KV: c.KVHeads(), maxPos: c.MaxPositionEmbeddings}
-	cs, sn := ropeCosSin(c.RopeTheta, r.hd, r.maxPos)
+	// The cache and the rotary tables grow with the sequence (see grow)
+	// rather than being sized for max_position_embeddings up front, which
+	// for a long-context config would be gigabytes before the first token.
+	r.k = make([][]float32, c.NumHiddenLayers)
+	r.v = make([][]float32, c.NumHiddenLayers)
+	return r, nil
+}
+
+// grow makes room in the cache and the rotary tables for positions up to
+// n (exclusive).
+func (r *Runner) grow(n int) {
+	if len(r.cos) >= n*r.hd {
+		return
+	}
+	npos := min(max(n, 2*len(r.cos)/r.hd, 64), r.maxPos)
+	cs, sn := ropeCosSin(r.m.Config.RopeTheta, r.hd, npos)
 	r.cos, r.sin = make([]float32, len(cs)), make([]float32, len(sn))
 	for i := range cs {
 		r.cos[i], r.sin[i] = float32(cs[i]), float32(sn[i])
 	}
-	for l := 0; l < c.NumHiddenLayers; l++ {
-		r.k = append(r.k, make([]float32, r.maxPos*r.KV*r.hd))
-		r.v = append(r.v, make([]float32, r.maxPos*r.KV*r.hd))
+	row := r.KV * r.hd
+	size := npos * row
+	for l := range r.k {
+		k, v := make([]float32, size), make([]float32, size)
+		copy(k, r.k[l][:r.pos*row])
+		copy(v, r.v[l][:r.pos*row])
+		r.k[l], r.v[l] = k, v
 	}
-	return r, nil
 }
 
 // Reset empties the cache.
@@ -116,6 +134,7 @@ func (r *Runner) Forward(tokens []int) ([]float32, error) {
 		return nil, fmt.Errorf("%w: %d tokens + %d cached > %d", ErrContextFull, n, r.pos, r.maxPos)
 	}
 	d, hd, H, KV := r.d, r.hd, r.H, r.KV
+	r.grow(r.pos + n)
 	emb := r.m.Tensors[embedName]
 	x := make([]float32, n*d)
 	for i, id := range tokens {

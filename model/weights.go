@@ -335,13 +335,13 @@ func (m *Model) Save(dir string, dtype safetensors.DType) (string, error) {
 	if err := m.check("model"); err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
 	cfg := m.Config
 	cfg.TorchDtype = map[safetensors.DType]string{safetensors.F32: "float32", safetensors.F16: "float16", safetensors.BF16: "bfloat16"}[dtype]
-	if cfg.TorchDtype == "" {
+	if cfg.TorchDtype == "" { // checked before the folder is made: a bad dtype leaves nothing behind
 		return "", fmt.Errorf("save model: dtype %s not supported (use F32, F16 or BF16)", dtype)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
 	}
 	js, err := cfg.encodeJSON()
 	if err != nil {

@@ -41,13 +41,18 @@ windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
 			if err != nil {
 				return err
 			}
+			var bar *progress
 			res, err := model.Evaluate(cmd.Context(), m, tokens, func(done, total int) {
-				if !asJSON {
-					fmt.Fprintf(cmd.ErrOrStderr(), "\reval %d/%d tokens", done, total)
+				if asJSON {
+					return
 				}
+				if bar == nil {
+					bar = newProgress(cmd.ErrOrStderr(), "eval tokens", total)
+				}
+				bar.Set(done, "")
 			})
-			if !asJSON {
-				fmt.Fprintln(cmd.ErrOrStderr())
+			if bar != nil {
+				bar.Finish()
 			}
 			if err != nil {
 				return fmt.Errorf("eval %s: %w", data, err)

@@ -41,6 +41,10 @@ func newGenerateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if len(out) < maxTokens && len(ids)+len(out) > m.Config.MaxPositionEmbeddings {
+				logger(cmd).Warn("context full: generation stopped early", "generated", len(out), "max_tokens", maxTokens,
+					"prompt_tokens", len(ids), "max_position_embeddings", m.Config.MaxPositionEmbeddings)
+			}
 			fmt.Fprintln(cmd.OutOrStdout(), tok.Decode(out))
 			return nil
 		},

@@ -148,6 +148,7 @@ func TestModelCommandErrors(t *testing.T) {
 	}{
 		{[]string{"model", "init", "--config", bad, "-o", filepath.Join(dir, "m")}, "line 3"},
 		{[]string{"model", "init", "-o", filepath.Join(dir, "m")}, "--config"},
+		{[]string{"model", "init", "--config", "../../configs/models/tiny.yaml", "--dtype", "F8", "-o", filepath.Join(dir, "m")}, "dtype F8"},
 		{[]string{"model", "digest", filepath.Join(dir, "nothing")}, "nothing"},
 		{[]string{"eval", "--model", dir, "--data", bad}, "config.json"},
 		{[]string{"train", "--model", dir}, "required"},

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/datasets"
@@ -59,12 +58,9 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 			if !full {
 				tc.LoRA = &model.LoRAConfig{Rank: rank, Alpha: alpha, Dropout: dropout, Targets: splitList(targets)}
 			}
-			bar := progressbar.NewOptions(steps, progressbar.OptionSetWriter(cmd.ErrOrStderr()),
-				progressbar.OptionSetDescription("train"), progressbar.OptionShowCount(),
-				progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionSetWidth(20))
+			var bar *progress
 			tc.Progress = func(step int, loss, tps float64) {
-				bar.Describe(fmt.Sprintf("train loss %.4f  %.0f tok/s", loss, tps))
-				_ = bar.Add(1)
+				bar.Set(step, fmt.Sprintf("loss %.4f  %.0f tok/s", loss, tps))
 			}
 			var startAdapter *model.Adapter
 			if adapterDir != "" {
@@ -80,6 +76,14 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 				if !cmd.Flags().Changed("lora-targets") {
 					tc.LoRA.Targets = startAdapter.Config.Targets
 				}
+				// Alpha sets the adapter's scaling: keep the adapter's own
+				// unless asked, or continuing would change what it computes.
+				if !cmd.Flags().Changed("lora-alpha") {
+					tc.LoRA.Alpha = startAdapter.Config.Alpha
+				}
+				if !cmd.Flags().Changed("lora-dropout") {
+					tc.LoRA.Dropout = startAdapter.Config.Dropout
+				}
 			}
 			tr, err := model.NewTrainerWithAdapter(m, startAdapter, tc)
 			if err != nil {
@@ -89,9 +93,9 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 			log.Info("training", "samples", len(ds.Samples), "tokens", len(tokens), "windows", len(windows),
 				"mode", map[bool]string{true: "full", false: "lora"}[full], "steps", steps)
 			start := time.Now()
+			bar = newProgress(cmd.ErrOrStderr(), "train", steps)
 			loss, err := tr.Run(cmd.Context(), datasets.NewBatcher(windows, batch, seed))
-			_ = bar.Finish()
-			fmt.Fprintln(cmd.ErrOrStderr())
+			bar.Finish()
 			if err != nil {
 				return err
 			}

@@ -67,16 +67,22 @@ func DecodeFloat32(d DType, dst []float32, src []byte) error {
 	}
 	switch d {
 	case F32:
+		if hostLittleEndian {
+			copy(float32Bytes(dst), src)
+			break
+		}
 		for i := range dst {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 		}
 	case F16:
+		src = src[:2*n]
 		for i := range dst {
-			dst[i] = float16.Frombits(binary.LittleEndian.Uint16(src[2*i:])).Float32()
+			dst[i] = float16.Frombits(uint16(src[2*i]) | uint16(src[2*i+1])<<8).Float32()
 		}
 	case BF16:
+		src = src[:2*n]
 		for i := range dst {
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+			dst[i] = math.Float32frombits((uint32(src[2*i]) | uint32(src[2*i+1])<<8) << 16)
 		}
 	case F64:
 		for i := range dst {
@@ -93,6 +99,10 @@ func DecodeFloat32(d DType, dst []float32, src []byte) error {
 func EncodeFloat32(d DType, dst []byte, src []float32) ([]byte, error) {
 	switch d {
 	case F32:
+		if hostLittleEndian {
+			dst = append(dst, float32Bytes(src)...)
+			break
+		}
 		for _, v := range src {
 			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
 		}

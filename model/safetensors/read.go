@@ -68,6 +68,7 @@ type File struct {
 	tensors  []TensorInfo // sorted by name
 	index    map[string]int
 	metadata map[string]string
+	mapped   []byte // the whole file, when memory-mapped (OpenMapped)
 }
 
 // Open opens and validates the safetensors file at path.
