@@ -1,0 +1,49 @@
+// Package audit is fedtune's offline audit toolkit: it exports a ledger
+// chain to one self-describing file, re-verifies a chain from that file (or
+// from a node) without trusting whoever served it, re-runs every committed
+// round's aggregation from the stored artifacts, and renders a model's
+// lineage as a table, JSON, Graphviz DOT or a self-contained HTML page.
+//
+// # Export format
+//
+// An export (conventionally *.fedtune) is
+//
+//	magic "FTEXPORT" ‖ version u8 (=1) ‖ frames…
+//
+// where each frame is kind u8 ‖ length u32 (big-endian) ‖ payload:
+//
+//	kind 'G'  the genesis file, exactly as the chain's nodes loaded it (YAML)
+//	kind 'B'  one block in ledger.EncodeBlock form; heights 0, 1, 2, … in order
+//	kind 'E'  end: block count u64 ‖ hash of the last block [32]
+//
+// in the order G, B (at least the genesis block), E, then end of file. The
+// end frame makes a truncated file an error rather than a shorter chain.
+// Nothing in the file is trusted: Verify re-derives every hash from the
+// genesis.
+//
+// # Verification
+//
+// Verify replays the chain on a fresh ledger.FSM over an in-memory pebble
+// store: the genesis must give the exported block 0; each block's height and
+// previous hash must follow; each transaction is re-checked (envelope,
+// signature against the member table as of that block, role, nonce, round
+// rules) and must be accepted; the re-derived tx root, state hash and whole
+// block must equal the exported ones. With an artifact directory (blobs
+// named by digest, flat "<digest>" or sharded "<ab>/<digest>") it also
+// checks that every model and update digest named exists and hashes right,
+// and re-runs each committed round's aggregation (aggregator.Aggregate with
+// the committed strategy, parameters and contributors, the submitted
+// sample counts as weights, the round's base model and the job's previous
+// server state) and compares the result's digest and shares with the
+// committed ones. The first thing that differs is returned as a *Mismatch
+// naming the height, the transaction and the field.
+//
+// # Lineage
+//
+// NewGraph turns a ledger.Lineage into a Graph (base model, rounds with
+// strategy and parameters, contributors with weights, update digests and
+// datasets, rejected updates with reasons); Render writes it in one of the
+// Formats. The HTML page has no external resources: the layout is computed
+// here, an inline script draws it as SVG and shows a node's details when it
+// is clicked.
+package audit

@@ -1,0 +1,133 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Graph is a model's lineage in the shape the renderers draw: the model,
+// its base, and every round between them, oldest first.
+type Graph struct {
+	Model  GraphModel   `json:"model"`
+	Base   GraphModel   `json:"base"`
+	Rounds []GraphRound `json:"rounds"`
+}
+
+// GraphModel is a model node.
+type GraphModel struct {
+	Digest    string `json:"digest"`
+	Name      string `json:"name,omitempty"`
+	Licence   string `json:"licence,omitempty"`
+	Source    string `json:"source,omitempty"`
+	Registrar string `json:"registrar,omitempty"`
+	Height    uint64 `json:"height"`
+}
+
+// GraphRound is one committed round: its strategy and parameters, the
+// contributors and the rejected updates.
+type GraphRound struct {
+	JobID           string             `json:"job_id"`
+	Round           uint64             `json:"round"`
+	ConfigDigest    string             `json:"config_digest"`
+	BaseModel       string             `json:"base_model"`
+	ModelDigest     string             `json:"model_digest"`
+	Strategy        string             `json:"strategy"`
+	Params          map[string]string  `json:"params,omitempty"`
+	OpenedHeight    uint64             `json:"opened_height"`
+	CommittedHeight uint64             `json:"committed_height"`
+	Aggregator      string             `json:"aggregator"`
+	Contributors    []GraphContributor `json:"contributors"`
+	Rejected        []GraphRejected    `json:"rejected,omitempty"`
+}
+
+// GraphContributor is one update that went into a round's model.
+type GraphContributor struct {
+	Trainer      string       `json:"trainer"`
+	Weight       float64      `json:"weight"`
+	UpdateDigest string       `json:"update_digest"`
+	Samples      uint64       `json:"samples"`
+	Dataset      GraphDataset `json:"dataset"`
+}
+
+// GraphDataset is the dataset an update was computed on. Root is the
+// manifest's Merkle root when the manifest was supplied (the ledger records
+// only the manifest's digest).
+type GraphDataset struct {
+	Digest  string `json:"digest"`
+	Name    string `json:"name,omitempty"`
+	Licence string `json:"licence,omitempty"`
+	Source  string `json:"source,omitempty"`
+	Samples uint64 `json:"samples,omitempty"`
+	Root    string `json:"root,omitempty"`
+}
+
+// GraphRejected is an update the aggregator rejected, with its reason.
+type GraphRejected struct {
+	Trainer      string `json:"trainer"`
+	UpdateDigest string `json:"update_digest"`
+	Reason       string `json:"reason"`
+}
+
+// NewGraph builds the graph of a lineage. roots maps dataset manifest
+// digests to their Merkle roots, where known (may be nil).
+func NewGraph(l *ledger.Lineage, roots map[string]string) *Graph {
+	g := &Graph{Model: graphModel(l.Model), Base: graphModel(l.Base)}
+	ds := map[string]ledger.Dataset{}
+	for _, d := range l.Datasets {
+		ds[d.Digest] = d
+	}
+	for _, r := range slices.Backward(l.Rounds) {
+		gr := GraphRound{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel, ModelDigest: r.ModelDigest,
+			Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight, CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator}
+		for _, c := range r.Contributors {
+			d := ds[c.DatasetDigest]
+			gr.Contributors = append(gr.Contributors, GraphContributor{Trainer: c.Trainer, Weight: c.Weight, UpdateDigest: c.UpdateDigest, Samples: c.Samples,
+				Dataset: GraphDataset{Digest: c.DatasetDigest, Name: d.Name, Licence: d.Licence, Source: d.Source, Samples: d.Samples, Root: roots[c.DatasetDigest]}})
+		}
+		slices.SortFunc(gr.Contributors, func(a, b GraphContributor) int { return cmpStr(a.Trainer, b.Trainer) })
+		for _, x := range r.Rejected {
+			gr.Rejected = append(gr.Rejected, GraphRejected(x))
+		}
+		slices.SortFunc(gr.Rejected, func(a, b GraphRejected) int { return cmpStr(a.Trainer, b.Trainer) })
+		g.Rounds = append(g.Rounds, gr)
+	}
+	return g
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func graphModel(m ledger.Model) GraphModel {
+	return GraphModel{Digest: m.Digest, Name: m.Name, Licence: m.Licence, Source: m.Source, Registrar: m.Registrar, Height: m.Height}
+}
+
+// DecodeLineage decodes the JSON a ledger node's lineage query returns
+// (ledger.Lineage marshalled with encoding/json).
+func DecodeLineage(data []byte) (*ledger.Lineage, error) {
+	var l ledger.Lineage
+	if err := json.Unmarshal(data, &l); err != nil {
+		return nil, fmt.Errorf("audit: lineage JSON: %w", err)
+	}
+	if l.Model.Digest == "" {
+		return nil, fmt.Errorf("audit: lineage JSON has no model digest")
+	}
+	return &l, nil
+}
+
+// short abbreviates a digest or ID for labels.
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}

@@ -1,0 +1,78 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// ErrUntrustedManifest is wrapped by TrustedManifest when a manifest does
+// not belong to the ledger's dataset record.
+var ErrUntrustedManifest = errors.New("audit: manifest does not match the ledger")
+
+// TrustedManifest ties a manifest file to the ledger: its SHA-256 must be
+// the registered dataset's digest, it must be signed by the registering
+// trainer (owner, the member record of ds.Owner), and its name, licence,
+// source and sample count must be those the ledger recorded. The returned
+// manifest's root and sample count are then what proofs are checked
+// against.
+func TrustedManifest(ds *ledger.Dataset, owner *ledger.Member, manifest []byte) (*datasets.SignedManifest, error) {
+	if sum := sha256.Sum256(manifest); hex.EncodeToString(sum[:]) != ds.Digest {
+		return nil, fmt.Errorf("%w: the manifest hashes to %x, the ledger registered %s", ErrUntrustedManifest, sum, ds.Digest)
+	}
+	if owner == nil || owner.ID != ds.Owner {
+		return nil, fmt.Errorf("%w: no member record for the dataset's owner %s", ErrUntrustedManifest, ds.Owner)
+	}
+	pub, err := hex.DecodeString(owner.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: owner %s has a malformed public key", ErrUntrustedManifest, owner.ID)
+	}
+	sm, err := datasets.DecodeManifest(manifest, ed25519.PublicKey(pub))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUntrustedManifest, err)
+	}
+	switch {
+	case sm.Owner != ds.Owner:
+		return nil, fmt.Errorf("%w: manifest owner %s, the ledger's %s", ErrUntrustedManifest, sm.Owner, ds.Owner)
+	case sm.Samples != ds.Samples:
+		return nil, fmt.Errorf("%w: samples: manifest %d, ledger %d", ErrUntrustedManifest, sm.Samples, ds.Samples)
+	case sm.Licence != ds.Licence:
+		return nil, fmt.Errorf("%w: licence: manifest %q, ledger %q", ErrUntrustedManifest, sm.Licence, ds.Licence)
+	case sm.Name != ds.Name || sm.Source != ds.Source:
+		return nil, fmt.Errorf("%w: name/source: manifest %q/%q, ledger %q/%q", ErrUntrustedManifest, sm.Name, sm.Source, ds.Name, ds.Source)
+	}
+	return sm, nil
+}
+
+// CheckProofAgainstLedger verifies a dataset proof against the root of the
+// registered dataset ds: the manifest (the proof's embedded one when
+// manifest is nil) must be TrustedManifest's, then the proof must hold for
+// its root and sample count.
+func CheckProofAgainstLedger(p *datasets.Proof, ds *ledger.Dataset, owner *ledger.Member, manifest []byte) (*datasets.SignedManifest, error) {
+	if manifest == nil {
+		if p.Manifest == "" {
+			return nil, fmt.Errorf("audit: the proof carries no manifest and none was given (prove with --manifest, or pass one)")
+		}
+		manifest = []byte(p.Manifest)
+	}
+	sm, err := TrustedManifest(ds, owner, manifest)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Verify(sm.RootBytes(), sm.Samples); err != nil {
+		return sm, err
+	}
+	return sm, nil
+}
+
+// RegisterTx returns the DatasetRegistered body that records a signed
+// manifest on the ledger: its digest, name, licence, source and sample
+// count. The owner signs it; the ledger then knows the manifest by digest.
+func RegisterTx(sm *datasets.SignedManifest) ledger.DatasetRegistered {
+	return ledger.DatasetRegistered{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Source: sm.Source, Samples: sm.Samples}
+}

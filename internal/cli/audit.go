@@ -1,0 +1,354 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+)
+
+func init() { register(newAuditCmd) }
+
+func newAuditCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Model lineage, dataset proof checks, chain export and offline re-verification",
+	}
+	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditExportCmd(), newAuditVerifyCmd())
+	return cmd
+}
+
+// auditQuery reads one ledger record as JSON into v.
+func auditQuery(ctx context.Context, c *node.Client, kind ledgerv1.QueryKind, key string, v any) error {
+	js, err := c.Query(ctx, kind, key, 0)
+	if err != nil {
+		return fmt.Errorf("query %s %s: %w", strings.ToLower(strings.TrimPrefix(kind.String(), "QUERY_KIND_")), key, err)
+	}
+	if err := json.Unmarshal(js, v); err != nil {
+		return fmt.Errorf("query %s: %w", key, err)
+	}
+	return nil
+}
+
+// manifestRoots reads every manifest file in dir (any name) and maps its
+// digest to its root. An unreadable or non-manifest file is skipped.
+func manifestRoots(dir string) (map[string]string, error) {
+	roots := map[string]string{}
+	if dir == "" {
+		return roots, nil
+	}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if info, err := d.Info(); err != nil || info.Size() > datasets.MaxManifestBytes {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if sm, err := datasets.DecodeManifest(data, nil); err == nil {
+			roots[sm.Digest] = sm.Root
+		}
+		return nil
+	})
+	return roots, err
+}
+
+func readExportFile(path string) (*audit.Export, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	e, err := audit.ReadExport(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return e, nil
+}
+
+func newAuditLineageCmd() *cobra.Command {
+	var addr, format, exportPath, manifests string
+	cmd := &cobra.Command{
+		Use:   "lineage MODEL-DIGEST [--addr ADDR | --export FILE] [--format table|json|dot|html]",
+		Short: "Show the DAG from a model back to its base model: rounds, contributors, weights, datasets, rejections",
+		Long: "Show the DAG from a model back to its base model: every round with its strategy and parameters, each\n" +
+			"contributor with its weight, update digest and dataset (licence, sample count, and Merkle root when\n" +
+			"--manifests names a folder holding the manifests), and the rejected updates with their reasons.\n" +
+			"--format dot is Graphviz input; --format html is one self-contained page (click a node for its details).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var l *ledger.Lineage
+			if exportPath != "" {
+				e, err := readExportFile(exportPath)
+				if err != nil {
+					return fmt.Errorf("audit lineage: %w", err)
+				}
+				if l, err = audit.Lineage(ctx, e, args[0]); err != nil {
+					return fmt.Errorf("audit lineage: %w", err)
+				}
+			} else {
+				err := withClient(ctx, addr, func(c *node.Client) error {
+					js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, args[0], 0)
+					if err != nil {
+						return err
+					}
+					l, err = audit.DecodeLineage(js)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("audit lineage %s: %w", args[0], err)
+				}
+			}
+			roots, err := manifestRoots(manifests)
+			if err != nil {
+				return fmt.Errorf("audit lineage: %w", err)
+			}
+			return audit.Render(cmd.OutOrStdout(), audit.NewGraph(l, roots), format)
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&format, "format", "table", "output: "+strings.Join(audit.Formats, ", "))
+	cmd.Flags().StringVar(&exportPath, "export", "", "read the chain from an export file (verified first) instead of a node")
+	cmd.Flags().StringVar(&manifests, "manifests", "", "folder of dataset manifest files, to show their Merkle roots")
+	return cmd
+}
+
+func newAuditCheckProofCmd() *cobra.Command {
+	var rootHex, dataset, addr, manifestPath string
+	var size int64
+	cmd := &cobra.Command{
+		Use:   "check-proof PROOF (--root HEX [--size N] | --dataset DIGEST [--manifest M] [--addr ADDR])",
+		Short: "Verify a dataset inclusion or exclusion proof against a trusted root or a dataset registered on the ledger",
+		Long: "Verify a proof from `fedtune dataset prove`.\n" +
+			"--root: against this Merkle root (and --size samples; default the proof's tree_size).\n" +
+			"--dataset: against the dataset the ledger registered under DIGEST: the manifest (embedded in the proof or\n" +
+			"given with --manifest) must hash to DIGEST, be signed by the registering trainer and agree with the ledger.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (rootHex == "") == (dataset == "") {
+				return errors.New("audit check-proof: give exactly one of --root or --dataset")
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("audit check-proof: %w", err)
+			}
+			p, err := datasets.DecodeProof(data)
+			if err != nil {
+				return fmt.Errorf("audit check-proof %s: %w", args[0], err)
+			}
+			what := ""
+			if rootHex != "" {
+				b, err := hex.DecodeString(rootHex)
+				if err != nil || len(b) != 32 {
+					return fmt.Errorf("audit check-proof: --root %q is not 64 hex characters", rootHex)
+				}
+				var root [32]byte
+				copy(root[:], b)
+				n := p.TreeSize
+				if cmd.Flags().Changed("size") {
+					if size < 0 {
+						return fmt.Errorf("audit check-proof: --size %d is negative", size)
+					}
+					n = uint64(size)
+				}
+				if err := p.Verify(root, n); err != nil {
+					return fmt.Errorf("audit check-proof %s: %w", args[0], err)
+				}
+				what = "root " + rootHex
+			} else {
+				var manifest []byte
+				if manifestPath != "" {
+					if manifest, err = os.ReadFile(manifestPath); err != nil {
+						return fmt.Errorf("audit check-proof: %w", err)
+					}
+				}
+				ctx := cmd.Context()
+				err := withClient(ctx, addr, func(c *node.Client) error {
+					var ds ledger.Dataset
+					if err := auditQuery(ctx, c, ledgerv1.QueryKind_QUERY_KIND_DATASET, dataset, &ds); err != nil {
+						return err
+					}
+					var owner ledger.Member
+					if err := auditQuery(ctx, c, ledgerv1.QueryKind_QUERY_KIND_MEMBER, ds.Owner, &owner); err != nil {
+						return err
+					}
+					sm, err := audit.CheckProofAgainstLedger(p, &ds, &owner, manifest)
+					if err != nil {
+						return err
+					}
+					what = fmt.Sprintf("dataset %s (%s, %s, %d samples, root %s, registered at height %d by %s)", ds.Digest, ds.Name, ds.Licence, ds.Samples, sm.Root, ds.Height, ds.Owner)
+					return nil
+				})
+				if err != nil {
+					return fmt.Errorf("audit check-proof %s: %w", args[0], err)
+				}
+			}
+			verdict := "IS in"
+			if !p.Included() {
+				verdict = "is NOT in"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "OK: %s proof verifies: sample %s %s %s\n", p.Kind, p.Sample, verdict, what)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&rootHex, "root", "", "trusted Merkle root (hex)")
+	cmd.Flags().Int64Var(&size, "size", 0, "trusted sample count (with --root)")
+	cmd.Flags().StringVar(&dataset, "dataset", "", "digest of a dataset registered on the ledger")
+	cmd.Flags().StringVar(&manifestPath, "manifest", "", "the dataset's manifest file, if the proof does not embed it")
+	addrFlag(cmd, &addr)
+	return cmd
+}
+
+// streamExport fetches genesis (from a file) and every block from a node
+// into an Export, printing a progress line to w.
+func streamExport(ctx context.Context, addr, genesisPath string, w io.Writer, write func(*ledger.Block) error) (*audit.Export, error) {
+	genesis, err := os.ReadFile(genesisPath)
+	if err != nil {
+		return nil, err
+	}
+	e := &audit.Export{Genesis: genesis}
+	err = withClient(ctx, addr, func(c *node.Client) error {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", addr, err)
+		}
+		head := st.Height
+		p := newProgress(w, "blocks", int(head)+1)
+		defer p.Finish()
+		return c.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error {
+			if vb.Block.Header.Height > head {
+				return errStopStream
+			}
+			if write != nil {
+				if err := write(vb.Block); err != nil {
+					return err
+				}
+			} else {
+				e.Blocks = append(e.Blocks, ledger.EncodeBlock(vb.Block))
+			}
+			e.HeadHash = vb.Hash
+			p.Set(int(vb.Block.Header.Height)+1, "")
+			if vb.Block.Header.Height == head {
+				return errStopStream
+			}
+			return nil
+		})
+	})
+	if err != nil && !errors.Is(err, errStopStream) {
+		return nil, err
+	}
+	return e, nil
+}
+
+var errStopStream = errors.New("stop stream")
+
+func newAuditExportCmd() *cobra.Command {
+	var addr, out, genesisPath string
+	cmd := &cobra.Command{
+		Use:   "export -o chain.fedtune --genesis GENESIS.yaml [--addr ADDR]",
+		Short: "Write the genesis file and every block of a node's chain into one export file",
+		Long: "Write the genesis file and every block of a node's chain into one framed, versioned export file\n" +
+			"(see package internal/audit), for `fedtune audit verify --export`. The node serves blocks but not the\n" +
+			"genesis file, so pass the one the chain was started from; verify checks that it gives block 0.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" || genesisPath == "" {
+				return errors.New("audit export: -o and --genesis are required")
+			}
+			genesis, err := os.ReadFile(genesisPath)
+			if err != nil {
+				return fmt.Errorf("audit export: %w", err)
+			}
+			var n uint64
+			err = audit.WriteFileAtomic(out, 0o644, func(w io.Writer) error {
+				bw := bufio.NewWriter(w)
+				ew, err := audit.NewExportWriter(bw, genesis)
+				if err != nil {
+					return err
+				}
+				if _, err := streamExport(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), ew.WriteBlock); err != nil {
+					return err
+				}
+				if err := ew.Close(); err != nil {
+					return err
+				}
+				n = ew.Blocks()
+				return bw.Flush()
+			})
+			if err != nil {
+				return fmt.Errorf("audit export: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "exported %d blocks (heights 0-%d) to %s\n", n, n-1, out)
+			return nil
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "export file to write")
+	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file")
+	return cmd
+}
+
+func newAuditVerifyCmd() *cobra.Command {
+	var ledgerAddr, exportPath, artifacts, genesisPath string
+	cmd := &cobra.Command{
+		Use:   "verify (--ledger ADDR --genesis GENESIS.yaml | --export FILE) [--artifacts DIR]",
+		Short: "Re-derive a whole chain from genesis, and with --artifacts re-run every aggregation; name the first mismatch",
+		Long: "Re-derive a whole chain from genesis on a fresh in-memory ledger: every block hash, tx root, signature,\n" +
+			"nonce and state hash. With --artifacts (blobs named by digest, flat or in <ab>/<digest> folders) also\n" +
+			"check that every model and update exists and hashes right, check dataset manifests found there, and\n" +
+			"re-run each committed round's aggregation, comparing the digest and shares with the ledger's.\n" +
+			"Exits non-zero naming the first height, tx and field that do not match.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (ledgerAddr == "") == (exportPath == "") {
+				return errors.New("audit verify: give exactly one of --ledger ADDR or --export FILE")
+			}
+			ctx := cmd.Context()
+			var e *audit.Export
+			var err error
+			if exportPath != "" {
+				e, err = readExportFile(exportPath)
+			} else {
+				if genesisPath == "" {
+					return errors.New("audit verify: --ledger needs --genesis (the node does not serve its genesis file)")
+				}
+				e, err = streamExport(ctx, ledgerAddr, genesisPath, cmd.ErrOrStderr(), nil)
+			}
+			if err != nil {
+				return fmt.Errorf("audit verify: %w", err)
+			}
+			start := time.Now()
+			rep, err := audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: artifacts, Logger: logger(cmd)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "OK: chain verified to height %d (head %x): %d txs, %d committed rounds, %d re-aggregated, %d artifacts and %d manifests checked in %s\n",
+				rep.Height, rep.HeadHash[:8], rep.Txs, rep.Rounds, rep.Reaggregated, rep.Artifacts, rep.Manifests, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node to read the chain from")
+	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (with --ledger)")
+	cmd.Flags().StringVar(&exportPath, "export", "", "an export file from `fedtune audit export`")
+	cmd.Flags().StringVar(&artifacts, "artifacts", "", "directory of artifacts named by digest")
+	return cmd
+}
