@@ -5,7 +5,7 @@ STATICCHECK_VERSION ?= v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
-.PHONY: help build demo test test-short testrace lint fmt vet staticcheck fuzz proto \
+.PHONY: help build demo test test-deps test-short testrace lint fmt vet staticcheck fuzz proto \
 	bench bench-ledger bench-train bench-aggregate tidy verify
 
 help: ## list the targets
@@ -17,7 +17,18 @@ build: ## build bin/fedtune
 demo: build ## run the network on localhost on its embedded defaults
 	bash scripts/demo.sh
 
-test: ## every test: -race pass, then the TestNoRace pass without -race
+test-deps: ## install the Debian packages tests use (graphviz, chromium) if missing
+	@missing=""; command -v dot >/dev/null || missing="$$missing graphviz"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+	      echo "warning: could not install$$missing: the tests that need them will skip"; \
+	  else echo "warning: missing$$missing: the tests that need them will skip"; fi; \
+	fi
+
+test: test-deps ## every test: -race pass, then the TestNoRace pass without -race
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 	$(GO) test -count=1 -timeout 40m -run '^TestNoRace' $(PKGS)
 

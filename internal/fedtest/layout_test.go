@@ -85,6 +85,8 @@ func TestDependencyRules(t *testing.T) {
 		{"aggregator", []string{module + "trainer", module + "coordinator", module + "ledger"}, "aggregator depends only downward"},
 		{"model", []string{module + "trainer", module + "coordinator", module + "aggregator", module + "ledger"}, "model depends only downward"},
 		{"datasets", []string{module + "trainer", module + "coordinator", module + "aggregator", module + "ledger", module + "model"}, "datasets depends only downward"},
+		{"artifact", []string{module + "ledger", module + "model", module + "aggregator", module + "trainer", module + "coordinator", module + "datasets", module + "kernels"}, "artifact stores bytes, knowing nothing of what they mean"},
+		{"coordinator", []string{module + "trainer"}, "the coordinator talks to trainers over the network only"},
 		{"", []string{"gorgonia.org/cu"}, "the default build must not import gorgonia.org/cu: its init exits without a GPU"},
 	}
 	for rel, p := range packages(t) {
