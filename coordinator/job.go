@@ -1,13 +1,11 @@
 package coordinator
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"regexp"
@@ -20,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -225,27 +224,13 @@ func LoadJob(path string) (*Job, error) {
 	return ParseJob(path, data)
 }
 
-var (
-	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
-	yamlLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
-)
-
 // ParseJob decodes a job strictly over DefaultJob (an unknown key or a
 // value of the wrong type is an error naming name and the line), then
 // validates it. name labels the source in messages.
 func ParseJob(name string, data []byte) (*Job, error) {
 	j := DefaultJob()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(j); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %s: the file is empty", ErrJob, name)
-		}
-		return nil, fmt.Errorf("%w: %s", ErrJob, yamlErrorText(name, err))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %s: more than one YAML document; a job file holds exactly one", ErrJob, name)
+	if err := strictyaml.Decode(name, data, j); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrJob, err)
 	}
 	// The default adapter is decoded over; with mode full it must not have
 	// been written at all.
@@ -293,28 +278,6 @@ func keyLine(data []byte, path ...string) int {
 		return 0 // "lora: null" (or empty) says absent
 	}
 	return line
-}
-
-func yamlErrorText(name string, err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		lines := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			if m := yamlUnknownField.FindStringSubmatch(e); m != nil {
-				lines = append(lines, fmt.Sprintf("%s:%s: unknown key %q", name, m[1], m[2]))
-			} else if m := yamlLine.FindStringSubmatch(e); m != nil {
-				lines = append(lines, fmt.Sprintf("%s:%s: %s", name, m[1], m[2]))
-			} else {
-				lines = append(lines, fmt.Sprintf("%s: %s", name, e))
-			}
-		}
-		return strings.Join(lines, "; ")
-	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		return fmt.Sprintf("%s:%s: %s", name, m[1], m[2])
-	}
-	return fmt.Sprintf("%s: %s", name, msg)
 }
 
 // FieldError is one violation found by Validate.

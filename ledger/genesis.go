@@ -1,20 +1,18 @@
 package ledger
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
 // Genesis is the chain's founding document (configs/genesis.yaml): its ID,
@@ -102,54 +100,19 @@ func LoadGenesis(path string) (*Genesis, error) {
 	return ParseGenesis(path, data)
 }
 
-var yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
-var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
-
 // ParseGenesis decodes a genesis document strictly (an unknown key is an
 // error naming name and the line), fills policy defaults and validates it.
 // name labels the source in error messages.
 func ParseGenesis(name string, data []byte) (*Genesis, error) {
 	g := &Genesis{Policy: DefaultPolicy()}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(g); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %s: the file is empty", ErrGenesis, name)
-		}
-		return nil, fmt.Errorf("%w: %s", ErrGenesis, yamlErrorText(name, err))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %s: more than one YAML document; a genesis file holds exactly one", ErrGenesis, name)
+	if err := strictyaml.Decode(name, data, g); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrGenesis, err)
 	}
 	g.Source = name
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
 	return g, nil
-}
-
-// yamlErrorText rewrites yaml.v3's errors as "name:line: message".
-func yamlErrorText(name string, err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		lines := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			if m := yamlUnknownField.FindStringSubmatch(e); m != nil {
-				lines = append(lines, fmt.Sprintf("%s:%s: unknown key %q", name, m[1], m[2]))
-			} else if m := yamlLine.FindStringSubmatch(e); m != nil {
-				lines = append(lines, fmt.Sprintf("%s:%s: %s", name, m[1], m[2]))
-			} else {
-				lines = append(lines, fmt.Sprintf("%s: %s", name, e))
-			}
-		}
-		return strings.Join(lines, "; ")
-	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		return fmt.Sprintf("%s:%s: %s", name, m[1], m[2])
-	}
-	return fmt.Sprintf("%s: %s", name, msg)
 }
 
 var chainIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

@@ -1,18 +1,15 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
 // ErrConfig is wrapped by every configuration error.
@@ -165,50 +162,13 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 
 func parseConfig(name string, data []byte) (*Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%s: the file is empty", name)
-		}
-		return nil, errors.New(yamlErrorText(name, err))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: more than one YAML document", name)
+	if err := strictyaml.Decode(name, data, &cfg); err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &cfg, nil
-}
-
-var (
-	yamlUnknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
-	yamlLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
-)
-
-// yamlErrorText rewrites yaml.v3's errors as "name:line: message".
-func yamlErrorText(name string, err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		lines := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			if m := yamlUnknownField.FindStringSubmatch(e); m != nil {
-				lines = append(lines, fmt.Sprintf("%s:%s: unknown key %q", name, m[1], m[2]))
-			} else if m := yamlLine.FindStringSubmatch(e); m != nil {
-				lines = append(lines, fmt.Sprintf("%s:%s: %s", name, m[1], m[2]))
-			} else {
-				lines = append(lines, fmt.Sprintf("%s: %s", name, e))
-			}
-		}
-		return strings.Join(lines, "; ")
-	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		return fmt.Sprintf("%s:%s: %s", name, m[1], m[2])
-	}
-	return fmt.Sprintf("%s: %s", name, msg)
 }
 
 // Validate reports every problem with the config in one error.
