@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
 // ErrConfig is wrapped by every error about an invalid model configuration.
@@ -311,10 +313,8 @@ func (c *Config) encodeJSON() ([]byte, error) {
 // the file, the key and its line.
 func ParseConfigYAML(name string, data []byte) (Config, error) {
 	c := DefaultConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("%s: %w: %v", name, ErrConfig, err)
+	if err := strictyaml.Decode(name, data, &c); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if err := c.Validate(); err != nil {
 		var ce *ConfigError

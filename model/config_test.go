@@ -45,7 +45,7 @@ func TestConfigYAMLErrors(t *testing.T) {
 		name, yaml string
 		want       []string // substrings of the error
 	}{
-		{"unknown key", base + "hidden_sise: 3\n", []string{"bad.yaml", "line 8", "hidden_sise"}},
+		{"unknown key", base + "hidden_sise: 3\n", []string{`bad.yaml:8: unknown key "hidden_sise"`}},
 		{"kv heads do not divide", strings.Replace(base, "num_key_value_heads: 2", "num_key_value_heads: 3", 1),
 			[]string{"bad.yaml", "line 7", "num_key_value_heads", "does not divide num_attention_heads 4"}},
 		{"heads do not divide hidden", strings.Replace(base, "num_attention_heads: 4", "num_attention_heads: 5", 1),
@@ -54,7 +54,7 @@ func TestConfigYAMLErrors(t *testing.T) {
 			[]string{"line 8: rms_norm_eps", "line 9: hidden_act", "silu"}},
 		{"missing sizes", "model_type: llama\n", []string{"vocab_size: must be positive", "hidden_size", "num_hidden_layers"}},
 		{"rope scaling", base + "rope_scaling: {type: linear, factor: 2}\n", []string{"rope_scaling", "not supported"}},
-		{"wrong type", base + "vocab_size: many\n", []string{"bad.yaml", "line 8"}},
+		{"wrong type", base + "vocab_size: many\n", []string{"bad.yaml:8"}},
 		{"odd head dim", base + "head_dim: 7\n", []string{"head_dim", "even"}},
 	}
 	for _, tc := range cases {
