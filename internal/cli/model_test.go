@@ -146,7 +146,7 @@ func TestModelCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"model", "init", "--config", bad, "-o", filepath.Join(dir, "m")}, "line 3"},
+		{[]string{"model", "init", "--config", bad, "-o", filepath.Join(dir, "m")}, `bad.yaml:3: unknown key "hiden_size"`},
 		{[]string{"model", "init", "-o", filepath.Join(dir, "m")}, "--config"},
 		{[]string{"model", "init", "--config", "../../configs/models/tiny.yaml", "--dtype", "F8", "-o", filepath.Join(dir, "m")}, "dtype F8"},
 		{[]string{"model", "digest", filepath.Join(dir, "nothing")}, "nothing"},
