@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fedtune/fedtune/internal/dsse"
+
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 )
@@ -293,7 +295,7 @@ func SignManifest(key ed25519.PrivateKey, m *Manifest) (*SignedManifest, error) 
 	if err != nil {
 		return nil, fmt.Errorf("sign manifest: %w", err)
 	}
-	env := signEnvelope(key, ManifestPayloadType, payload).encode()
+	env := dsse.Sign(key, ManifestPayloadType, payload).Encode()
 	sum := sha256.Sum256(env)
 	return &SignedManifest{Manifest: *m, Envelope: env, Digest: hex.EncodeToString(sum[:])}, nil
 }
@@ -309,7 +311,7 @@ func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error)
 	if len(data) > MaxManifestBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrManifest, len(data), MaxManifestBytes)
 	}
-	env, err := decodeEnvelope(data)
+	env, err := dsse.Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: envelope: %w", ErrManifest, err)
 	}
@@ -338,7 +340,7 @@ func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error)
 		return nil, fmt.Errorf("%w: signature keyid %q is not the owner %s", ErrManifest, truncate(env.Signatures[0].KeyID), m.Owner)
 	}
 	if pub != nil {
-		if err := env.verify(pub); err != nil {
+		if err := env.Verify(pub); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 		}
 	}
@@ -348,11 +350,11 @@ func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error)
 
 // VerifySignature checks the manifest's signature with the owner's key.
 func (s *SignedManifest) VerifySignature(pub ed25519.PublicKey) error {
-	env, err := decodeEnvelope(s.Envelope)
+	env, err := dsse.Decode(s.Envelope)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrManifest, err)
 	}
-	if err := env.verify(pub); err != nil {
+	if err := env.Verify(pub); err != nil {
 		return fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	return nil
@@ -387,84 +389,7 @@ func VerifyManifest(m *Manifest, d *Dataset) error {
 
 // KeyID returns a member ID as the ledger defines it: the lowercase hex
 // SHA-256 of the raw ed25519 public key.
-func KeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])
-}
-
-// The manifest file is a DSSE envelope in the same canonical JSON form as
-// ledger transactions (see package ledger): fields payloadType, payload,
-// signatures (keyid, sig) in that order, standard padded base64, no
-// whitespace; the ed25519 signature covers PAE(payloadType, payload). It is
-// written here from the DSSE specification rather than imported, because
-// datasets sits below ledger in the package layering.
-type envelope struct {
-	PayloadType string         `json:"payloadType"`
-	Payload     []byte         `json:"payload"`
-	Signatures  []envSignature `json:"signatures"`
-}
-
-type envSignature struct {
-	KeyID string `json:"keyid"`
-	Sig   []byte `json:"sig"`
-}
-
-// pae is DSSE's pre-authentication encoding.
-func pae(payloadType string, payload []byte) []byte {
-	return []byte(fmt.Sprintf("DSSEv1 %d %s %d %s", len(payloadType), payloadType, len(payload), payload))
-}
-
-func signEnvelope(key ed25519.PrivateKey, payloadType string, payload []byte) *envelope {
-	return &envelope{PayloadType: payloadType, Payload: payload, Signatures: []envSignature{{
-		KeyID: KeyID(key.Public().(ed25519.PublicKey)), Sig: ed25519.Sign(key, pae(payloadType, payload))}}}
-}
-
-func (e *envelope) encode() []byte {
-	c := *e
-	if c.Payload == nil {
-		c.Payload = []byte{}
-	}
-	out, err := json.Marshal(&c)
-	if err != nil {
-		panic("datasets: encode envelope: " + err.Error()) // strings and bytes only
-	}
-	return out
-}
-
-func decodeEnvelope(b []byte) (*envelope, error) {
-	var e envelope
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
-		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
-	}
-	for i := range e.Signatures {
-		if e.Signatures[i].Sig == nil {
-			e.Signatures[i].Sig = []byte{}
-		}
-	}
-	if !bytes.Equal(e.encode(), b) {
-		return nil, errors.New("not in canonical form (no whitespace, fields payloadType, payload, signatures in that order, standard base64)")
-	}
-	return &e, nil
-}
-
-func (e *envelope) verify(pub ed25519.PublicKey) error {
-	if len(e.Signatures) != 1 {
-		return fmt.Errorf("envelope has %d signatures, want exactly 1", len(e.Signatures))
-	}
-	s := e.Signatures[0]
-	if want := KeyID(pub); s.KeyID != want {
-		return fmt.Errorf("signature keyid %q is not the signer's ID %s", truncate(s.KeyID), want)
-	}
-	if len(pub) != ed25519.PublicKeySize || len(s.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, pae(e.PayloadType, e.Payload), s.Sig) {
-		return fmt.Errorf("ed25519 signature by %s does not verify over PAE(payloadType, payload)", s.KeyID)
-	}
-	return nil
-}
+func KeyID(pub ed25519.PublicKey) string { return dsse.KeyID(pub) }
 
 func truncate(s string) string {
 	if len(s) > 64 {

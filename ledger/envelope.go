@@ -1,11 +1,10 @@
 package ledger
 
 import (
-	"bytes"
 	"crypto/ed25519"
-	"encoding/json"
-	"fmt"
-	"strconv"
+	"errors"
+
+	"github.com/fedtune/fedtune/internal/dsse"
 )
 
 // PayloadType is the DSSE payloadType of every fedtune ledger transaction.
@@ -16,70 +15,17 @@ const PayloadType = "application/vnd.fedtune.tx+json"
 const MaxEnvelopeBytes = 1 << 20
 
 // Envelope is a DSSE envelope: a payload, its type, and signatures over
-// PAE(PayloadType, Payload).
-type Envelope struct {
-	PayloadType string
-	Payload     []byte
-	Signatures  []Signature
-}
+// PAE(PayloadType, Payload). Its canonical JSON form (Encode) is the
+// transaction's one byte form; see package internal/dsse.
+type Envelope = dsse.Envelope
 
 // Signature is one DSSE signature: the signer's key ID and the ed25519
 // signature over PAE(payloadType, payload).
-type Signature struct {
-	KeyID string
-	Sig   []byte
-}
-
-// envelopeJSON is the DSSE JSON form; field order here is the canonical order.
-type envelopeJSON struct {
-	PayloadType string          `json:"payloadType"`
-	Payload     []byte          `json:"payload"`
-	Signatures  []signatureJSON `json:"signatures"`
-}
-
-type signatureJSON struct {
-	KeyID string `json:"keyid"`
-	Sig   []byte `json:"sig"`
-}
+type Signature = dsse.Signature
 
 // PAE is DSSE's pre-authentication encoding:
-// "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, where LEN is the byte
-// length in ASCII decimal and SP is one space. Signatures cover these bytes.
-func PAE(payloadType string, payload []byte) []byte {
-	var b bytes.Buffer
-	b.Grow(len(payloadType) + len(payload) + 32)
-	b.WriteString("DSSEv1 ")
-	b.WriteString(strconv.Itoa(len(payloadType)))
-	b.WriteByte(' ')
-	b.WriteString(payloadType)
-	b.WriteByte(' ')
-	b.WriteString(strconv.Itoa(len(payload)))
-	b.WriteByte(' ')
-	b.Write(payload)
-	return b.Bytes()
-}
-
-// Encode returns the canonical JSON form of e: fields in the order
-// payloadType, payload, signatures (keyid, sig), byte strings in standard
-// padded base64, no whitespace.
-func (e *Envelope) Encode() []byte {
-	j := envelopeJSON{PayloadType: e.PayloadType, Payload: e.Payload, Signatures: make([]signatureJSON, len(e.Signatures))}
-	if j.Payload == nil {
-		j.Payload = []byte{}
-	}
-	for i, s := range e.Signatures {
-		j.Signatures[i] = signatureJSON(s)
-		if s.Sig == nil {
-			j.Signatures[i].Sig = []byte{}
-		}
-	}
-	out, err := json.Marshal(j)
-	if err != nil {
-		// Only strings and byte slices: Marshal cannot fail.
-		panic("ledger: encode envelope: " + err.Error())
-	}
-	return out
-}
+// "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body. Signatures cover these bytes.
+func PAE(payloadType string, payload []byte) []byte { return dsse.PAE(payloadType, payload) }
 
 // DecodeEnvelope parses a DSSE envelope in its canonical JSON form. Unknown
 // fields, trailing data and any encoding other than the one Encode writes are
@@ -89,52 +35,27 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	if len(b) > MaxEnvelopeBytes {
 		return nil, txErr(CodeTooLarge, "envelope is %d bytes, limit %d", len(b), MaxEnvelopeBytes)
 	}
-	var j envelopeJSON
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
+	e, err := dsse.Decode(b)
+	if err != nil {
 		return nil, txErr(CodeMalformed, "envelope: %v", err)
-	}
-	if dec.More() {
-		return nil, txErr(CodeMalformed, "envelope: trailing data after the JSON object")
-	}
-	e := &Envelope{PayloadType: j.PayloadType, Payload: j.Payload, Signatures: make([]Signature, len(j.Signatures))}
-	for i, s := range j.Signatures {
-		e.Signatures[i] = Signature(s)
-	}
-	if !bytes.Equal(e.Encode(), b) {
-		return nil, txErr(CodeMalformed, "envelope is not in canonical form (no whitespace, fields payloadType, payload, signatures in that order, standard base64)")
 	}
 	return e, nil
 }
 
 // SignEnvelope returns an envelope over payload signed by key.
 func SignEnvelope(key ed25519.PrivateKey, payloadType string, payload []byte) *Envelope {
-	pub := key.Public().(ed25519.PublicKey)
-	return &Envelope{
-		PayloadType: payloadType,
-		Payload:     payload,
-		Signatures:  []Signature{{KeyID: KeyID(pub), Sig: ed25519.Sign(key, PAE(payloadType, payload))}},
-	}
+	return dsse.Sign(key, payloadType, payload)
 }
 
-// Verify checks that e carries exactly one signature, that its key ID is
-// pub's ID and that it verifies over PAE(e.PayloadType, e.Payload).
-func (e *Envelope) Verify(pub ed25519.PublicKey) error {
-	if len(e.Signatures) != 1 {
-		return txErr(CodeMalformed, "envelope has %d signatures, want exactly 1", len(e.Signatures))
+// verifyEnvelope checks e's single signature against pub, as a *TxError.
+func verifyEnvelope(e *Envelope, pub ed25519.PublicKey) error {
+	err := e.Verify(pub)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dsse.ErrBadSignature):
+		return txErr(CodeBadSignature, "%v", err)
+	default:
+		return txErr(CodeMalformed, "%v", err)
 	}
-	s := e.Signatures[0]
-	if want := KeyID(pub); s.KeyID != want {
-		return txErr(CodeBadSignature, "signature keyid %q is not the signer's ID %s", abbrev(s.KeyID), want)
-	}
-	if len(s.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, PAE(e.PayloadType, e.Payload), s.Sig) {
-		return txErr(CodeBadSignature, "ed25519 signature by %s does not verify over PAE(payloadType, payload)", s.KeyID)
-	}
-	return nil
-}
-
-// String describes the envelope without its contents.
-func (e *Envelope) String() string {
-	return fmt.Sprintf("Envelope{%s, %d bytes, %d sigs}", e.PayloadType, len(e.Payload), len(e.Signatures))
 }

@@ -49,7 +49,7 @@ func TestEnvelope(t *testing.T) {
 		t.Fatalf("body %#v", tx.Body)
 	}
 	// Another key does not verify it.
-	if err := e.Verify(newActor("b", "").key.Public().(ed25519.PublicKey)); !errors.Is(err, ErrBadSignature) {
+	if err := verifyEnvelope(e, newActor("b", "").key.Public().(ed25519.PublicKey)); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("verify with other key: %v", err)
 	}
 	if err := ValidateBasic(raw); err != nil {

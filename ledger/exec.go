@@ -146,7 +146,7 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 		return nil, nil, &storageError{fmt.Errorf("member %s has a bad stored key", m.ID)}
 	}
 	if pre == nil || pre.key == "" || pre.key != m.PublicKey {
-		if err := tx.Envelope.Verify(ed25519.PublicKey(pub)); err != nil {
+		if err := verifyEnvelope(tx.Envelope, ed25519.PublicKey(pub)); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -3,7 +3,6 @@ package ledger
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -12,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/fedtune/fedtune/internal/dsse"
 )
 
 // Role is what a member may do on the ledger. See the package doc for the
@@ -55,10 +56,7 @@ func GenerateKey() (ed25519.PrivateKey, error) {
 
 // KeyID returns a member's ID: the lowercase hex SHA-256 of the raw 32-byte
 // public key.
-func KeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])
-}
+func KeyID(pub ed25519.PublicKey) string { return dsse.KeyID(pub) }
 
 // validID reports whether s has the form of a KeyID.
 func validID(s string) bool { return isHexDigest(s) }
