@@ -185,10 +185,12 @@ type source struct {
 	norm2    float64
 	scale    float64
 	rejected bool
+	bad      error // a non-finite value found by the inspection pass
 	x        []float32
 }
 
 type driver struct {
+	ctx      context.Context
 	req      Request
 	opt      Options
 	be       kernels.Backend
@@ -205,7 +207,9 @@ type driver struct {
 	good     []*source
 	rejected []Rejection
 	decs     []*Decoder
-	tmps     [][]float32
+	tmps     [][]float32 // per worker: updates (x − base)
+	tmps2    [][]float32 // per worker: decoded chunks
+	bases    [][]float32 // per worker: base chunks
 	baseBuf  []float32
 	// distMatrix holds the squared distances between the good inputs when
 	// the validation pass could compute them (no clipping).
@@ -222,6 +226,7 @@ func Aggregate(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.ctx = ctx
 	defer d.close()
 	if err := d.open(); err != nil {
 		return nil, err
@@ -234,7 +239,7 @@ func Aggregate(ctx context.Context, req Request) (*Result, error) {
 
 func newDriver(req Request) (*driver, error) {
 	o := req.Options
-	d := &driver{req: req, opt: o, be: req.Backend, log: req.Logger}
+	d := &driver{ctx: context.Background(), req: req, opt: o, be: req.Backend, log: req.Logger}
 	if d.be == nil {
 		d.be = kernels.Default()
 	}
@@ -286,6 +291,8 @@ func newDriver(req Request) (*driver, error) {
 	}
 	d.decs = make([]*Decoder, d.threads)
 	d.tmps = make([][]float32, d.threads)
+	d.tmps2 = make([][]float32, d.threads)
+	d.bases = make([][]float32, d.threads)
 	for w := range d.decs {
 		d.decs[w] = NewDecoder(d.be)
 	}
@@ -331,7 +338,7 @@ func (d *driver) reject(s *source, req int, in Input, digest string, err error) 
 func (d *driver) open() error {
 	req := d.req
 	if req.Base != "" {
-		f, err := safetensors.Open(req.Base)
+		f, err := openMapped(req.Base)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrBadBase, err)
 		}
@@ -364,41 +371,53 @@ func (d *driver) open() error {
 	if withID != 0 && withID != len(req.Inputs) {
 		return fmt.Errorf("%w: %d of %d inputs have a contributor ID; give one for every input or for none", ErrBadParams, withID, len(req.Inputs))
 	}
-	// Open and digest every input, in parallel; then deal with the
-	// outcomes in input order.
+	// Open every input (headers only), then read each once, in parallel:
+	// its digest, whether every value is finite, and its norm when one is
+	// needed. Then deal with the outcomes in input order.
 	type opened struct {
-		u      *Update
-		digest string
-		err    error
+		u   *Update
+		ins inspection
+		err error
 	}
 	res := make([]opened, len(req.Inputs))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(d.threads, len(req.Inputs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(req.Inputs) {
-					return
-				}
-				u, err := OpenUpdate(req.Inputs[i].Path)
-				if err != nil {
-					res[i].err = err
-					continue
-				}
-				dg, err := u.Digest()
-				if err != nil {
-					u.Close()
-					res[i].err = err
-					continue
-				}
-				res[i] = opened{u: u, digest: dg}
+	d.parallelN(len(req.Inputs), func(_, i int) {
+		res[i].u, res[i].err = OpenUpdate(req.Inputs[i].Path)
+	})
+	ins := &inspector{d: d, needNorm: d.needNorm()}
+	for _, r := range res {
+		if r.u != nil {
+			for _, t := range r.u.Tensors() {
+				ins.total += t.NumElements()
 			}
-		}()
+		}
 	}
-	wg.Wait()
+	var ctxErr error
+	var ctxOnce sync.Once
+	d.parallelN(len(req.Inputs), func(w, i int) {
+		r := &res[i]
+		if r.err != nil {
+			return
+		}
+		got, err := ins.inspect(d.ctx, w, r.u)
+		if err != nil {
+			r.u.Close()
+			r.u = nil
+			r.err = err
+			if d.ctx.Err() != nil {
+				ctxOnce.Do(func() { ctxErr = d.ctx.Err() })
+			}
+			return
+		}
+		r.ins = got
+	})
+	if ctxErr != nil {
+		for _, r := range res {
+			if r.u != nil {
+				r.u.Close()
+			}
+		}
+		return ctxErr
+	}
 	var dupErr error
 	for i, in := range req.Inputs {
 		r := res[i]
@@ -406,11 +425,12 @@ func (d *driver) open() error {
 			d.reject(nil, i, in, "", r.err)
 			continue
 		}
-		if j, dup := digests[r.digest]; dup && dupErr == nil {
-			dupErr = fmt.Errorf("%w: %s and %s hold the same update (digest %s)", ErrDuplicateInput, req.Inputs[j].Path, in.Path, r.digest)
+		dg := r.ins.digest
+		if j, dup := digests[dg]; dup && dupErr == nil {
+			dupErr = fmt.Errorf("%w: %s and %s hold the same update (digest %s)", ErrDuplicateInput, req.Inputs[j].Path, in.Path, dg)
 		}
-		digests[r.digest] = i
-		s := &source{req: i, in: in, u: r.u, digest: r.digest, key: r.digest, weight: in.Weight, scale: 1}
+		digests[dg] = i
+		s := &source{req: i, in: in, u: r.u, digest: dg, key: dg, weight: in.Weight, scale: 1, bad: r.ins.bad, norm2: r.ins.norm2}
 		if in.ContributorID != "" {
 			s.key = in.ContributorID
 		}
@@ -436,6 +456,8 @@ func (d *driver) open() error {
 	for _, s := range d.all {
 		if err := d.checkLayout(s); err != nil {
 			d.reject(s, s.req, s.in, s.digest, err)
+		} else if s.bad != nil {
+			d.reject(s, s.req, s.in, s.digest, s.bad)
 		}
 	}
 	if d.kind == KindDelta && d.base == nil {
@@ -583,13 +605,13 @@ func (d *driver) live() []*source {
 	return out
 }
 
-// parallel runs fn for every source on up to d.threads goroutines; worker w
-// owns d.decs[w] and d.tmps[w].
-func (d *driver) parallel(srcs []*source, fn func(w int, s *source)) {
-	workers := min(d.threads, len(srcs))
+// parallelN runs fn(w, i) for i in [0, n) on up to d.threads goroutines;
+// worker w owns d.decs[w] and the other per-worker buffers.
+func (d *driver) parallelN(n int, fn func(w, i int)) {
+	workers := min(d.threads, n)
 	if workers <= 1 {
-		for _, s := range srcs {
-			fn(0, s)
+		for i := range n {
+			fn(0, i)
 		}
 		return
 	}
@@ -601,10 +623,10 @@ func (d *driver) parallel(srcs []*source, fn func(w int, s *source)) {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(srcs) {
+				if i >= n {
 					return
 				}
-				fn(w, srcs[i])
+				fn(w, i)
 			}
 		}()
 	}
@@ -644,6 +666,9 @@ func (d *driver) chunks(ctx context.Context, phase string, count int, fn func(t 
 }
 
 func (d *driver) readBase(name string, off int64, m int) ([]float32, error) {
+	if v, ok := d.base.Float32View(name); ok && off+int64(m) <= int64(len(v)) {
+		return v[off : off+int64(m)], nil
+	}
 	d.baseBuf = grow(d.baseBuf, m)
 	if err := d.base.ReadFloat32At(name, off, d.baseBuf, nil); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadBase, err)
@@ -655,87 +680,78 @@ func (d *driver) readBase(name string, off int64, m int) ([]float32, error) {
 func (d *driver) needNorm() bool { return d.opt.Clip > 0 || d.opt.MaxNorm > 0 }
 
 // updateOf writes the update u = x − base (full weights with a base) or
-// u = x into tmp and returns it.
-func (d *driver) updateOf(tmp, x, base []float32) []float32 {
-	if d.kind == KindDelta || base == nil {
+// u = x into tmp and returns it; kind is the input's kind.
+func updateOf(kind string, tmp, x, base []float32) []float32 {
+	if kind == KindDelta || base == nil {
 		return x
 	}
+	tmp = tmp[:len(x)]
 	for i := range x {
 		tmp[i] = x[i] - base[i]
 	}
 	return tmp
 }
 
-// blockNorm adds ‖u‖² to *acc block by block (kernels.ReduceBlock), so that
-// the sum is the same however the tensor is cut into chunks.
+// blockNorm adds ‖u‖² to *acc block by block (kernels.ReduceBlock): each
+// block's partial Σ float64(u[i])² in index order from 0, as
+// kernels.Backend.SquaredNorm defines it, then the partials one at a time in
+// block order, so that the sum is the same however the tensor is cut into
+// chunks. It runs on the calling goroutine, eight blocks side by side.
 func (d *driver) blockNorm(acc *float64, u []float32) {
-	for b := 0; b < len(u); b += kernels.ReduceBlock {
-		*acc += d.be.SquaredNorm(u[b:min(b+kernels.ReduceBlock, len(u))])
+	const B = kernels.ReduceBlock
+	var parts [8]float64
+	b := 0
+	for ; b+8*B <= len(u); b += 8 * B {
+		squares8(&parts, u[b:b+8*B])
+		for _, p := range parts {
+			*acc += p
+		}
+	}
+	for ; b < len(u); b += B {
+		*acc += squares(u[b:min(b+B, len(u))])
 	}
 }
 
-// scan is the validation pass: every value finite, update norms, and (for
-// strategies that need them, without clipping) pairwise distances.
+// squares returns Σ float64(x[i])² added in index order from 0.
+func squares(x []float32) float64 {
+	var p float64
+	for _, v := range x {
+		f := float64(v)
+		p += float64(f * f)
+	}
+	return p
+}
+
+// squares8 writes squares of each of the eight blocks of x
+// (len(x) == 8·kernels.ReduceBlock), summing them side by side.
+func squares8(out *[8]float64, x []float32) {
+	const B = kernels.ReduceBlock
+	b0, b1, b2, b3 := x[0*B:1*B:1*B], x[1*B:2*B:2*B], x[2*B:3*B:3*B], x[3*B:4*B:4*B]
+	b4, b5, b6, b7 := x[4*B:5*B:5*B], x[5*B:6*B:6*B], x[6*B:7*B:7*B], x[7*B:8*B:8*B]
+	var s0, s1, s2, s3, s4, s5, s6, s7 float64
+	for i := range B {
+		v0, v1, v2, v3 := float64(b0[i]), float64(b1[i]), float64(b2[i]), float64(b3[i])
+		v4, v5, v6, v7 := float64(b4[i]), float64(b5[i]), float64(b6[i]), float64(b7[i])
+		s0 += float64(v0 * v0)
+		s1 += float64(v1 * v1)
+		s2 += float64(v2 * v2)
+		s3 += float64(v3 * v3)
+		s4 += float64(v4 * v4)
+		s5 += float64(v5 * v5)
+		s6 += float64(v6 * v6)
+		s7 += float64(v7 * v7)
+	}
+	*out = [8]float64{s0, s1, s2, s3, s4, s5, s6, s7}
+}
+
+// scan finishes validation: the inspection pass has checked every value
+// and computed the norms; here the norm bound rejects, clipping factors are
+// set, and (for strategies that need them, without clipping) the pairwise
+// distances between the accepted inputs are computed.
 func (d *driver) scan(ctx context.Context) error {
-	srcs := d.live()
-	for _, s := range srcs {
-		s.x = grow(s.x, d.chunk)
-	}
 	needNorm := d.needNorm()
-	var dist *distances
-	if d.req.Strategy.NeedsDistances() && d.opt.Clip == 0 {
-		dist = newDistances(len(srcs))
-	}
-	idx := make(map[*source]int, len(srcs))
-	for i, s := range srcs {
-		idx[s] = i
-	}
-	err := d.chunks(ctx, "validate", len(srcs), func(t safetensors.TensorInfo, off int64, m int) error {
-		var base []float32
-		if needNorm && d.kind == KindFull && d.base != nil {
-			var err error
-			if base, err = d.readBase(t.Name, off, m); err != nil {
-				return err
-			}
-		}
-		errs := make([]error, len(srcs))
-		d.parallel(srcs, func(w int, s *source) {
-			if s.rejected {
-				return
-			}
-			x := s.x[:m]
-			if err := d.decs[w].Read(s.u, t.Name, off, x); err != nil {
-				errs[idx[s]] = err
-				return
-			}
-			if i := d.be.FirstNonFinite(x); i >= 0 {
-				errs[idx[s]] = &UpdateError{File: s.u.Name(), Tensor: t.Name, Msg: fmt.Sprintf("element %d is %v (every value must be finite)", off+int64(i), x[i])}
-				return
-			}
-			if needNorm {
-				d.tmps[w] = grow(d.tmps[w], m)
-				d.blockNorm(&s.norm2, d.updateOf(d.tmps[w], x, base))
-			}
-		})
-		for i, err := range errs {
-			if err != nil {
-				d.reject(srcs[i], srcs[i].req, srcs[i].in, srcs[i].digest, err)
-			}
-		}
-		if dist != nil {
-			xs := make([][]float32, len(srcs))
-			for i, s := range srcs {
-				xs[i] = s.x[:m]
-			}
-			dist.add(d, xs)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, s := range srcs {
-		if s.rejected || !needNorm {
+	for _, s := range d.live() {
+		if !needNorm {
 			continue
 		}
 		norm := math.Sqrt(s.norm2)
@@ -748,8 +764,14 @@ func (d *driver) scan(ctx context.Context) error {
 		}
 	}
 	d.good = d.live()
-	if dist != nil {
-		d.distMatrix = dist.sub(srcs, d.good)
+	if err := d.checkCount(); err != nil {
+		return err
 	}
-	return d.checkCount()
+	if d.req.Strategy.NeedsDistances() && d.opt.Clip == 0 {
+		var err error
+		if d.distMatrix, err = d.distancePass(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -81,3 +81,27 @@ func TestNormsAndDistancesIndependentOfChunking(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockNormMatchesBackend checks the aggregator's own block sums
+// against the backends' SquaredNorm, one call per block, bit for bit.
+func TestBlockNormMatchesBackend(t *testing.T) {
+	rng := newRNG(5)
+	x := make([]float32, 19*kernels.ReduceBlock+77)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * math.Exp(4*rng.NormFloat64()))
+	}
+	for _, be := range []kernels.Backend{kernels.Reference{}, kernels.NewCPU(2)} {
+		d := &driver{be: be}
+		for _, n := range []int{0, 1, kernels.ReduceBlock, 8 * kernels.ReduceBlock, 9*kernels.ReduceBlock + 3, len(x)} {
+			var want float64 = 0.5
+			for b := 0; b < n; b += kernels.ReduceBlock {
+				want += be.SquaredNorm(x[b:min(b+kernels.ReduceBlock, n)])
+			}
+			got := 0.5
+			d.blockNorm(&got, x[:n])
+			if math.Float64bits(got) != math.Float64bits(want) {
+				t.Errorf("%s, %d elements: blockNorm %v, SquaredNorm per block %v", be.Name(), n, got, want)
+			}
+		}
+	}
+}

@@ -32,23 +32,35 @@
 //
 // # Reduction
 //
-// Aggregate opens every input, computes its weight digest, and orders the
+// Aggregate opens every input, memory-mapped where the platform allows
+// (else read through), and reads each once, in parallel across inputs, in
+// one inspection pass: it hashes the input's canonical encoding (its weight
+// digest) and, piece by piece while the piece is in cache, checks that every
+// value is finite and sums the update norm when one is needed. It orders the
 // inputs canonically: by contributor ID when IDs are given, else by digest.
-// It then validates (layout against the reference, every value finite, the
-// update norm within Options.MaxNorm); a bad input is rejected with the
-// file and tensor at fault and never reaches the strategy (in Strict mode
-// any rejection is an error and nothing is written). Strategies that need
-// global quantities get them from a first streaming pass (norms for
-// clipping, pairwise distances for Krum and Bulyan; a separate distance
-// pass when clipping changes the inputs); the last pass streams the inputs
-// again chunk by chunk through the strategy's Combiner and writes the
-// result as canonical F32 safetensors through safetensors.NewWriter, so
-// memory is O(inputs × chunk), plus O(model) only for what the strategy
-// itself needs per chunk. Sums that cross chunks (norms, distances) are
-// accumulated per kernels.ReduceBlock block in coordinate order, and every
-// per-coordinate reduction adds inputs in canonical order, so the result
-// is bit-for-bit the same whatever the input order, chunk size or thread
-// count.
+// It then validates (layout against the reference, the values as found by
+// the inspection, the update norm within Options.MaxNorm); a bad input is
+// rejected with the file and tensor at fault and never reaches the strategy
+// (in Strict mode any rejection is an error and nothing is written).
+// Strategies that need pairwise distances (Krum, Bulyan) get them from a
+// streaming pass over the accepted (and, with clipping, clipped) inputs;
+// the last pass streams the inputs again chunk by chunk through the
+// strategy's Combiner and writes the result as canonical F32 safetensors
+// through safetensors.NewWriter. F32 inputs on a little-endian host are
+// read in place from the page cache (no copy, no system call); other
+// encodings are decoded into a per-input chunk buffer. Pages of a mapped
+// input are dropped from the resident set once a pass is done with them,
+// so memory is O(inputs × chunk), plus O(model) for the base and for what
+// the strategy itself needs per chunk. Sums that cross chunks (norms,
+// distances) are accumulated per kernels.ReduceBlock block in coordinate
+// order, and every per-coordinate reduction adds inputs in canonical order,
+// so the result is bit-for-bit the same whatever the input order, chunk
+// size or thread count.
+//
+// A mapped input must not be truncated in place while Aggregate runs:
+// during the inspection pass that is reported as an error about the input,
+// but in a later pass the process may die of SIGBUS. Replacing a file by
+// rename (as every writer in fedtune does) is safe.
 //
 // The update of an input is input − base (full weights with a base), the
 // delta, or the input itself (no base). Clipping scales it to norm at most

@@ -52,17 +52,17 @@ func weightedPlan(weights []float64, use []int) (*Plan, error) {
 // weightedMean accumulates Σ w_j·x_j in float64, in input order, and
 // stores it times 1/Σ w_j rounded once to float32. For identical inputs
 // with integer weights the sum is exact, so the mean is the input itself.
+//
+// It runs as kernels.WeightedMean (fused where the backend has the kernel:
+// the float64 sums never leave the registers), which gives the bits of
+// WeightedSum into a zeroed accumulator followed by Store.
 type weightedMean struct {
 	w   []float64
 	inv float64
-	acc []float64
 }
 
 func (c *weightedMean) Combine(be kernels.Backend, dst []float32, xs [][]float32) {
-	c.acc = grow(c.acc, len(dst))
-	clear(c.acc)
-	be.WeightedSum(c.acc, c.w, xs)
-	be.Store(dst, c.acc, c.inv)
+	kernels.WeightedMean(be, dst, c.w, xs, c.inv)
 }
 
 func checkAtLeast(name string, n, min int) error {

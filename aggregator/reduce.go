@@ -69,22 +69,6 @@ func (ds *distances) add(dr *driver, xs [][]float32) {
 	}
 }
 
-// sub returns the matrix restricted to the sources in keep (a subsequence of all).
-func (ds *distances) sub(all, keep []*source) []float64 {
-	pos := make(map[*source]int, len(all))
-	for i, s := range all {
-		pos[s] = i
-	}
-	k := len(keep)
-	out := make([]float64, k*k)
-	for a, sa := range keep {
-		for b, sb := range keep {
-			out[a*k+b] = ds.d[pos[sa]*ds.n+pos[sb]]
-		}
-	}
-	return out
-}
-
 // clip applies s's clipping factor to its chunk x in place: the update
 // u = x − base (or x) becomes u·scale, and x = base + u. An unclipped
 // input is left exactly as it is.
@@ -114,21 +98,34 @@ func (d *driver) anyClipped() bool {
 	return false
 }
 
-// readInputs reads chunk [off, off+m) of tensor name from every source in
-// srcs into its buffer and clips it.
-func (d *driver) readInputs(srcs []*source, name string, off int64, m int, base []float32) error {
-	errs := make([]error, len(srcs))
-	pos := make(map[*source]int, len(srcs))
+// readInputs points xs[i] at chunk [off, off+m) of tensor name of srcs[i],
+// clipped: straight into the mapped file where the input is F32 and
+// unclipped, else decoded (and clipped) into the source's buffer.
+func (d *driver) readInputs(srcs []*source, xs [][]float32, name string, off int64, m int, base []float32) error {
+	var copies []int
 	for i, s := range srcs {
-		pos[s] = i
+		if s.scale == 1 {
+			if v, ok := s.u.f.Float32View(name); ok && off+int64(m) <= int64(len(v)) {
+				xs[i] = v[off : off+int64(m) : off+int64(m)]
+				continue
+			}
+		}
+		copies = append(copies, i)
 	}
-	d.parallel(srcs, func(w int, s *source) {
+	if len(copies) == 0 {
+		return nil
+	}
+	errs := make([]error, len(copies))
+	d.parallelN(len(copies), func(w, j int) {
+		s := srcs[copies[j]]
+		s.x = grow(s.x, d.chunk)
 		x := s.x[:m]
 		if err := d.decs[w].Read(s.u, name, off, x); err != nil {
-			errs[pos[s]] = fmt.Errorf("%w (did the file change during aggregation?)", err)
+			errs[j] = fmt.Errorf("%w (did the file change during aggregation?)", err)
 			return
 		}
 		d.clip(s, x, base)
+		xs[copies[j]] = x
 	})
 	for _, err := range errs {
 		if err != nil {
@@ -136,6 +133,16 @@ func (d *driver) readInputs(srcs []*source, name string, off int64, m int, base 
 		}
 	}
 	return nil
+}
+
+// evict drops chunk [off, off+m) of tensor name of every source from the
+// process's resident set (see safetensors.File.Evict): each pass reads a
+// chunk once, so the memory a pass holds stays O(inputs × chunk) however
+// large the mapped inputs are.
+func evict(srcs []*source, name string, off int64, m int) {
+	for _, s := range srcs {
+		s.u.evict(name, off, m)
+	}
 }
 
 // distancePass computes the distances between the clipped good inputs.
@@ -152,16 +159,75 @@ func (d *driver) distancePass(ctx context.Context) ([]float64, error) {
 				return err
 			}
 		}
-		if err := d.readInputs(srcs, t.Name, off, m, base); err != nil {
+		if err := d.readInputs(srcs, xs, t.Name, off, m, base); err != nil {
 			return err
 		}
-		for i, s := range srcs {
-			xs[i] = s.x[:m]
-		}
 		dist.add(d, xs)
+		evict(srcs, t.Name, off, m)
 		return nil
 	})
 	return dist.d, err
+}
+
+// writeF32 writes x as little-endian F32: its own memory where the host is
+// little-endian, else encoded into *enc.
+func writeF32(w io.Writer, x []float32, enc *[]byte) error {
+	b, ok := safetensors.Float32Bytes(x)
+	if !ok {
+		*enc, _ = safetensors.EncodeFloat32(safetensors.F32, (*enc)[:0], x)
+		b = *enc
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// bgWriter writes float32 chunks as F32 to w on its own goroutine. write
+// hands a chunk over once the previous one has been written, so the caller
+// may refill a buffer two writes after handing it over.
+type bgWriter struct {
+	w      io.Writer
+	work   chan []float32
+	done   chan struct{}
+	failed atomic.Bool
+	err    error // set by the goroutine; read after done
+	enc    []byte
+	closed bool
+}
+
+func newBGWriter(w io.Writer) *bgWriter {
+	b := &bgWriter{w: w, work: make(chan []float32), done: make(chan struct{})}
+	go func() {
+		defer close(b.done)
+		for x := range b.work {
+			if b.err != nil {
+				continue
+			}
+			if b.err = writeF32(b.w, x, &b.enc); b.err != nil {
+				b.failed.Store(true)
+			}
+		}
+	}()
+	return b
+}
+
+// write queues x; it fails early once an earlier write has failed.
+func (b *bgWriter) write(x []float32) error {
+	if b.failed.Load() {
+		return b.stop()
+	}
+	b.work <- x
+	return nil
+}
+
+// stop waits for the queued chunks and returns the first write error. It
+// may be called more than once.
+func (b *bgWriter) stop() error {
+	if !b.closed {
+		b.closed = true
+		close(b.work)
+	}
+	<-b.done
+	return b.err
 }
 
 // noise is a Gaussian stream for one tensor: ChaCha8 keyed by the seed and
@@ -370,13 +436,18 @@ func (d *driver) reduce(ctx context.Context, plan *Plan, used []*source, sigma f
 			}
 		}()
 	}
-	for _, s := range used {
-		s.x = grow(s.x, d.chunk)
-	}
 	needBase := d.base != nil && (d.kind == KindDelta || d.opt8r != nil || d.anyClipped())
 	xs := make([][]float32, len(used))
-	agg := make([]float32, d.chunk)
-	outBuf := make([]float32, d.chunk)
+	// The output is written (and hashed) on its own goroutine while the
+	// next chunk is computed: two sets of result buffers take turns.
+	var agg, outBuf [2][]float32
+	for i := range agg {
+		agg[i] = make([]float32, d.chunk)
+		outBuf[i] = make([]float32, d.chunk)
+	}
+	bw := newBGWriter(ow)
+	defer bw.stop()
+	turn := 0
 	delta := make([]float32, d.chunk)
 	state := make([][]float32, len(d.slots))
 	for i := range state {
@@ -399,14 +470,13 @@ func (d *driver) reduce(ctx context.Context, plan *Plan, used []*source, sigma f
 				return err
 			}
 		}
-		if err := d.readInputs(used, t.Name, off, m, base); err != nil {
+		if err := d.readInputs(used, xs, t.Name, off, m, base); err != nil {
 			return err
 		}
-		for j, s := range used {
-			xs[j] = s.x[:m]
-		}
-		a := agg[:m]
+		turn ^= 1
+		a := agg[turn][:m]
 		plan.Combiner.Combine(d.be, a, xs)
+		evict(used, t.Name, off, m)
 		if sigma > 0 {
 			for i := range a {
 				a[i] = float32(float64(a[i]) + float64(sigma*nz.next()))
@@ -434,30 +504,30 @@ func (d *driver) reduce(ctx context.Context, plan *Plan, used []*source, sigma f
 					clear(st[k])
 				}
 			}
-			res = outBuf[:m]
+			res = outBuf[turn][:m]
 			d.opt8r.Step(res, base, dl, st)
 			if stw != nil {
 				for k := range st {
-					enc, _ = safetensors.EncodeFloat32(safetensors.F32, enc[:0], st[k])
 					dst := io.Writer(stw)
 					if k > 0 {
 						dst = spills[k-1]
 					}
-					if _, err := dst.Write(enc); err != nil {
+					if err := writeF32(dst, st[k], &enc); err != nil {
 						return err
 					}
 				}
 			}
 		case d.kind == KindDelta:
-			res = outBuf[:m]
+			res = outBuf[turn][:m]
 			for i := range res {
 				res[i] = float32(float64(base[i]) + float64(a[i]))
 			}
 		}
-		enc, _ = safetensors.EncodeFloat32(safetensors.F32, enc[:0], res)
-		_, err := ow.Write(enc)
-		return err
+		return bw.write(res)
 	})
+	if werr := bw.stop(); err == nil {
+		err = werr
+	}
 	if err != nil {
 		return err
 	}

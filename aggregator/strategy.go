@@ -56,7 +56,8 @@ type Plan struct {
 
 // Combiner combines one chunk of coordinates. xs[j] is the chunk of input
 // Use[j]; dst has the same length. It must give the same bits however the
-// coordinates are split into chunks.
+// coordinates are split into chunks. It must not write to xs: a chunk may
+// be a read-only view of a memory-mapped input file.
 type Combiner interface {
 	Combine(be kernels.Backend, dst []float32, xs [][]float32)
 }

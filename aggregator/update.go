@@ -87,6 +87,7 @@ type Update struct {
 	index   map[string]int
 	samples float64
 	closer  io.Closer
+	mark    evictMark // see consumed; passes over an Update run on one goroutine at a time
 }
 
 // OpenUpdate opens and validates the update file at path.
@@ -100,13 +101,106 @@ func OpenUpdate(path string) (*Update, error) {
 		fh.Close()
 		return nil, &UpdateError{File: path, Msg: "stat", Err: err}
 	}
-	u, err := ParseUpdate(path, fh, st.Size())
+	// Map the file where possible, so that passes over it read the page
+	// cache directly; otherwise read it through fh.
+	f, err := mapFile(path, fh, st.Size())
+	if errors.Is(err, safetensors.ErrNotMapped) {
+		u, err := ParseUpdate(path, fh, st.Size())
+		if err != nil {
+			fh.Close()
+			return nil, err
+		}
+		u.closer = fh
+		return u, nil
+	}
 	if err != nil {
 		fh.Close()
+		return nil, parseError(path, err)
+	}
+	u, err := newUpdate(f)
+	if err != nil {
+		f.Close()
 		return nil, err
 	}
-	u.closer = fh
+	u.closer = f
 	return u, nil
+}
+
+// mapInputs turns memory-mapping on; tests turn it off to check that the
+// read-through path gives the same results.
+var mapInputs = true
+
+func mapFile(path string, fh *os.File, size int64) (*safetensors.File, error) {
+	if !mapInputs {
+		return nil, safetensors.ErrNotMapped
+	}
+	return safetensors.MapFile(path, fh, size)
+}
+
+// openMapped opens a safetensors file mapped where possible (see
+// safetensors.OpenMapped), else read on demand.
+func openMapped(path string) (*safetensors.File, error) {
+	if !mapInputs {
+		return safetensors.Open(path)
+	}
+	f, err := safetensors.OpenMapped(path)
+	if errors.Is(err, safetensors.ErrNotMapped) {
+		return safetensors.Open(path)
+	}
+	return f, err
+}
+
+func parseError(name string, err error) error {
+	var fe *safetensors.FormatError
+	if errors.As(err, &fe) {
+		return &UpdateError{File: name, Tensor: fe.Tensor, Msg: fe.Msg, Err: err, quiet: true}
+	}
+	return &UpdateError{File: name, Err: err}
+}
+
+// inspectEvictSpan is how many bytes of a mapped input the inspection pass
+// hashes before it drops them from the process's resident set: large
+// enough that the system calls (and the TLB shootdowns they cause) cost
+// little, and only Options.Threads inputs are inspected at a time. The
+// streaming passes, which hold every input at once, drop each chunk.
+const inspectEvictSpan = 2 << 20
+
+// evictMark is how far a pass has dropped one stored tensor's pages.
+type evictMark struct {
+	name string
+	from int64 // bytes
+}
+
+// consumed tells u that a pass has read stored tensor name up to byte
+// end: once span bytes (or the tensor's end) have been read since the
+// last drop, they leave the resident set when the file is mapped
+// (they stay in the page cache). Passes read each tensor in order, from
+// the start; reading an earlier part again starts a new pass.
+func (u *Update) consumed(name string, end, span int64) {
+	if !u.f.Mapped() {
+		return
+	}
+	t, ok := u.f.Info(name)
+	if !ok {
+		return
+	}
+	if name != u.mark.name || end <= u.mark.from {
+		u.mark = evictMark{name: name}
+	}
+	if end-u.mark.from >= span || end == t.NumBytes() {
+		u.f.Evict(name, u.mark.from, end-u.mark.from)
+		u.mark.from = end
+	}
+}
+
+// evict records that a streaming pass has read elements [elem, elem+m)
+// of logical tensor name, and drops them (see consumed).
+func (u *Update) evict(name string, elem int64, m int) {
+	t, ok := u.Info(name)
+	if !ok {
+		return
+	}
+	u.consumed(name, (elem+int64(m))*int64(t.DType.Size()), 0)
 }
 
 // ParseUpdate validates the update held in the size bytes readable from r.
@@ -114,11 +208,7 @@ func OpenUpdate(path string) (*Update, error) {
 func ParseUpdate(name string, r io.ReaderAt, size int64) (*Update, error) {
 	f, err := safetensors.Parse(name, r, size)
 	if err != nil {
-		var fe *safetensors.FormatError
-		if errors.As(err, &fe) {
-			return nil, &UpdateError{File: name, Tensor: fe.Tensor, Msg: fe.Msg, Err: err, quiet: true}
-		}
-		return nil, &UpdateError{File: name, Err: err}
+		return nil, parseError(name, err)
 	}
 	return newUpdate(f)
 }
@@ -260,6 +350,10 @@ func (d *Decoder) Read(u *Update, name string, elem int64, dst []float32) error 
 		return &UpdateError{File: u.Name(), Tensor: name, Msg: fmt.Sprintf("read [%d, %d) outside its %d elements", elem, elem+int64(len(dst)), t.NumElements())}
 	}
 	if len(dst) == 0 {
+		return nil
+	}
+	if v, ok := u.f.Float32View(name); ok {
+		copy(dst, v[elem:])
 		return nil
 	}
 	if t.DType != safetensors.I8 {
