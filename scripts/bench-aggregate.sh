@@ -8,7 +8,9 @@
 #                   best of measurements spread over the run, some of them
 #                   alternating with the FedAvg kernel's repetitions)
 #   2. ours:        FedAvg over 16 inputs × 64 MiB: the kernel path alone
-#                   (inputs in memory), and `fedtune aggregate --strategy
+#                   (inputs in memory, chunks of 2^18 elements as the
+#                   aggregator reads them; the fused kernels.WeightedMean and
+#                   the unfused WeightedSum + Store), and `fedtune aggregate --strategy
 #                   fedavg` on the same 16 safetensors files in the page cache
 #   3. numpy:       Flower's FedAvg `aggregate` in numpy on the same files
 #   4. RSS:         peak RSS of `fedtune aggregate` on 8, 16, 32 inputs × 256 MiB
@@ -99,6 +101,7 @@ BYTES16=$((16 * 64 * 1024 * 1024))
 # kernel: the FedAvg kernel path, best of two runs (before and after the
 # CLI); each run also reads the ceiling buffer before every repetition, so
 # that both see the same load.
+# UNFUSED is the same with WeightedSum then Store (the accumulator in memory).
 kernel() {
   local out k c
   out=$("$WORK/aggbench" fedavg -reps 9 -ceiling-mib 1024 "${FILES16[@]}")
@@ -106,8 +109,14 @@ kernel() {
   c=$(value ceiling <<<"$out")
   KERNEL=$(awk -v a="${KERNEL:-0}" -v b="$k" 'BEGIN { print (b > a ? b : a) }')
   CEIL=$(awk -v a="$CEIL" -v b="$c" 'BEGIN { print (b > a ? b : a) }')
+  out=$("$WORK/aggbench" fedavg -unfused -reps 9 -ceiling-mib 1024 "${FILES16[@]}")
+  k=$(value fedavg_kernel <<<"$out")
+  c=$(value ceiling <<<"$out")
+  UNFUSED=$(awk -v a="${UNFUSED:-0}" -v b="$k" 'BEGIN { print (b > a ? b : a) }')
+  CEIL=$(awk -v a="$CEIL" -v b="$c" 'BEGIN { print (b > a ? b : a) }')
 }
 KERNEL=0
+UNFUSED=0
 kernel
 measure_ceiling
 CMD=""
@@ -128,7 +137,8 @@ measure_ceiling
 echo
 echo "FedAvg, 16 inputs × 64 MiB F32 ($(nproc) cores, $(go env GOARCH); load average at start $LOAD0, now $(cut -d' ' -f1-3 /proc/loadavg)):"
 printf '  %-44s %8s GB/s\n' "streaming-read ceiling (1 GiB, all cores)" "$CEIL"
-printf '  %-44s %8s GB/s   %5s× ceiling  %5s× numpy\n' "kernels.Default() FedAvg, in memory" "$KERNEL" "$(ratio "$KERNEL" "$CEIL")" "$(ratio "$KERNEL" "$NUMPY")"
+printf '  %-44s %8s GB/s   %5s× ceiling  %5s× numpy\n' "kernels.WeightedMean (fused), in memory" "$KERNEL" "$(ratio "$KERNEL" "$CEIL")" "$(ratio "$KERNEL" "$NUMPY")"
+printf '  %-44s %8s GB/s   %5s× ceiling  %5s× numpy\n' "WeightedSum + Store (unfused), in memory" "$UNFUSED" "$(ratio "$UNFUSED" "$CEIL")" "$(ratio "$UNFUSED" "$NUMPY")"
 if [[ -n $CMD ]]; then
   printf '  %-44s %8s GB/s   %5s× ceiling  %5s× numpy\n' "fedtune aggregate --strategy fedavg (files)" "$CMD" "$(ratio "$CMD" "$CEIL")" "$(ratio "$CMD" "$NUMPY")"
 else
