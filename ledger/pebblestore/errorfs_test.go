@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/hashicorp/raft"
 )
@@ -204,10 +205,14 @@ func TestFlushErrorsLoseNothing(t *testing.T) {
 	must(t, err)
 	m := newModel()
 	rng := rand.New(rand.NewPCG(6, 6))
+	nOps := 120 // 60 MiB of appends: memtables of 16 MiB fill several times
+	if fedtest.RaceEnabled {
+		nOps = 50
+	}
 	inj.armed.Store(true)
 	done := make(chan error, 1)
 	go func() {
-		for i := range 120 {
+		for i := range nOps {
 			o := randomOp(rng, m, i, true)
 			if i%2 == 0 { // 1 MiB appends fill memtables, so flushes run (and fail)
 				logs := make([]*raft.Log, 8)
@@ -232,7 +237,11 @@ func TestFlushErrorsLoseNothing(t *testing.T) {
 	}()
 	// The disk heals after a while; writes that stalled behind the failing
 	// flushes (pebble stops writes when memtables pile up) then go on.
-	time.Sleep(time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for inj.hits.Load() == 0 && len(done) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // let the failing flush retry a while
 	inj.armed.Store(false)
 	if err := <-done; err != nil {
 		t.Fatal(err)

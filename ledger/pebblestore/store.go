@@ -297,10 +297,12 @@ func prefixEnd(p []byte) []byte {
 // pebbleLogger adapts slog to pebble's Logger.
 type pebbleLogger struct{ l *slog.Logger }
 
+// Infof logs pebble's informational lines at debug level.
 func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Log(context.Background(), slog.LevelDebug, fmt.Sprintf(format, args...))
 }
 
+// Errorf logs pebble's errors.
 func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error(fmt.Sprintf(format, args...))
 }

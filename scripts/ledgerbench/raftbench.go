@@ -63,6 +63,7 @@ func (f *benchFSM) verify(tx []byte) (uint16, uint64, error) {
 	return signer, nonce, nil
 }
 
+// ApplyBatch verifies and applies a raft batch in one state batch.
 func (f *benchFSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	b := f.state.NewBatch()
@@ -108,12 +109,15 @@ func (f *benchFSM) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// Apply applies one entry.
 func (f *benchFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
+// Snapshot takes a pebble snapshot of the state.
 func (f *benchFSM) Snapshot() (raft.FSMSnapshot, error) {
 	return benchSnap{f.state.Snapshot()}, nil
 }
 
+// Restore replaces the state with a snapshot stream.
 func (f *benchFSM) Restore(r io.ReadCloser) error {
 	defer r.Close()
 	return f.state.Restore(r)
@@ -121,6 +125,7 @@ func (f *benchFSM) Restore(r io.ReadCloser) error {
 
 type benchSnap struct{ sn *pebblestore.Snapshot }
 
+// Persist streams the snapshot into sink.
 func (s benchSnap) Persist(sink raft.SnapshotSink) error {
 	if _, err := s.sn.WriteTo(sink); err != nil {
 		_ = sink.Cancel()
@@ -129,6 +134,7 @@ func (s benchSnap) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
+// Release closes the pebble snapshot.
 func (s benchSnap) Release() { _ = s.sn.Close() }
 
 // countingLog wraps a LogStore to count StoreLogs calls (one fsync each),
@@ -138,6 +144,7 @@ type countingLog struct {
 	calls, entries, nanos atomic.Int64
 }
 
+// StoreLogs stores and counts.
 func (c *countingLog) StoreLogs(logs []*raft.Log) error {
 	t0 := time.Now()
 	err := c.LogStore.StoreLogs(logs)
@@ -147,6 +154,7 @@ func (c *countingLog) StoreLogs(logs []*raft.Log) error {
 	return err
 }
 
+// StoreLog stores and counts one entry.
 func (c *countingLog) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Log{l}) }
 
 type benchNode struct {
