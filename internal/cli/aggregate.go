@@ -209,8 +209,12 @@ func (p *progressLine) update(pr aggregator.Progress) {
 	if pr.Total > 0 {
 		pct = 100 * float64(pr.Done) / float64(pr.Total)
 	}
-	fmt.Fprintf(p.w, "\raggregate: %-9s %5.1f%%", pr.Phase, pct)
-	p.shown = true
+	if isTerminal(p.w) {
+		fmt.Fprintf(p.w, "\raggregate: %-9s %5.1f%%", pr.Phase, pct)
+		p.shown = true
+	} else {
+		fmt.Fprintf(p.w, "aggregate: %-9s %5.1f%%\n", pr.Phase, pct)
+	}
 }
 
 func (p *progressLine) done() {
