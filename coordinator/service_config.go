@@ -1,0 +1,97 @@
+package coordinator
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrServerConfig is wrapped by every error about a coordinator config file.
+var ErrServerConfig = errors.New("coordinator: bad config")
+
+// ServerConfig is the coordinator process's YAML file (fedtune
+// coordinator start --config FILE). Relative paths are resolved against
+// the file's folder.
+type ServerConfig struct {
+	// Listen is the host:port of the gRPC server (coordinator and artifact
+	// services); port 0 picks a free one.
+	Listen string `yaml:"listen"`
+	// CoordinatorKey and AggregatorKey are the ledger keys of the two roles
+	// this process plays (PKCS#8 PEM).
+	CoordinatorKey string `yaml:"coordinator_key"`
+	AggregatorKey  string `yaml:"aggregator_key"`
+	// Ledger is a ledger node's gRPC address.
+	Ledger string `yaml:"ledger"`
+	// DataDir holds the artifact store and the active job.
+	DataDir string `yaml:"data_dir"`
+	// Insecure serves plain-text gRPC (no TLS, no peer identities).
+	Insecure bool `yaml:"insecure"`
+	// Tick is how often rounds are ticked (deadlines checked).
+	Tick time.Duration `yaml:"tick"`
+	// Job, when set, is launched at start unless a job is being resumed.
+	Job string `yaml:"job"`
+}
+
+// DefaultServerConfig returns the defaults: listen on 127.0.0.1:7400,
+// data dir "coordinator", tick 1s.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{Listen: "127.0.0.1:7400", DataDir: "coordinator", Tick: time.Second}
+}
+
+// LoadServerConfig reads a config file over DefaultServerConfig (unknown
+// keys are errors naming file and line), resolves paths and validates.
+func LoadServerConfig(path string) (*ServerConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrServerConfig, err)
+	}
+	c, err := ParseServerConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	for _, p := range []*string{&c.CoordinatorKey, &c.AggregatorKey, &c.DataDir, &c.Job} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return c, nil
+}
+
+// ParseServerConfig decodes and validates a config; name labels messages.
+func ParseServerConfig(name string, data []byte) (*ServerConfig, error) {
+	c := DefaultServerConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrServerConfig, name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &c, nil
+}
+
+// Validate reports every missing or bad field at once.
+func (c *ServerConfig) Validate() error {
+	var msgs []string
+	for _, f := range []struct{ name, v string }{{"listen", c.Listen}, {"coordinator_key", c.CoordinatorKey},
+		{"aggregator_key", c.AggregatorKey}, {"ledger", c.Ledger}, {"data_dir", c.DataDir}} {
+		if f.v == "" {
+			msgs = append(msgs, f.name+": required")
+		}
+	}
+	if c.Tick < 10*time.Millisecond || c.Tick > time.Minute {
+		msgs = append(msgs, fmt.Sprintf("tick: %s is not between 10ms and 1m", c.Tick))
+	}
+	if len(msgs) > 0 {
+		return fmt.Errorf("%w: %s", ErrServerConfig, strings.Join(msgs, "; "))
+	}
+	return nil
+}

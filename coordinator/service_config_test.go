@@ -1,0 +1,85 @@
+package coordinator
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseServerConfig(t *testing.T) {
+	const good = "listen: 127.0.0.1:0\ncoordinator_key: c.key\naggregator_key: a.key\nledger: 127.0.0.1:7101\n"
+	for _, tc := range []struct{ name, yaml, wantErr string }{
+		{"good", good, ""},
+		{"unknown key", good + "colour: red\n", "line 5: field colour not found"},
+		{"missing", "listen: ''\n", "listen: required; coordinator_key: required; aggregator_key: required; ledger: required"},
+		{"tick", good + "tick: 1h\n", "tick: 1h0m0s is not between 10ms and 1m"},
+		{"bad duration", good + "tick: soon\n", "line 5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseServerConfig("coordinator.yaml", []byte(tc.yaml))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.DataDir != "coordinator" || c.Tick.Seconds() != 1 {
+					t.Errorf("defaults not filled: %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrServerConfig) {
+				t.Fatalf("error %v, want ErrServerConfig containing %q", err, tc.wantErr)
+			}
+		})
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(p, []byte(good+"job: jobs/x.yaml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadServerConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []string{c.CoordinatorKey, c.AggregatorKey, c.DataDir, c.Job} {
+		if !strings.HasPrefix(got, dir) {
+			t.Errorf("path %s not resolved against %s", got, dir)
+		}
+	}
+}
+
+func FuzzParseServerConfig(f *testing.F) {
+	f.Add([]byte("listen: 127.0.0.1:0\ncoordinator_key: c\naggregator_key: a\nledger: l:1\n"))
+	f.Add([]byte("tick: 5ms\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseServerConfig("fuzz", data)
+		if err != nil {
+			if !errors.Is(err, ErrServerConfig) {
+				t.Fatalf("error %v does not wrap ErrServerConfig", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestAdapterSeedAndHistoryConflict(t *testing.T) {
+	if a, b := AdapterSeed(1), AdapterSeed(1); AdapterSeed(1) == AdapterSeed(2) || a != b {
+		t.Error("AdapterSeed is not a deterministic function of the job seed")
+	}
+	for _, tc := range []struct {
+		msg  string
+		want bool
+	}{
+		{"ledger: tx rejected (already_exists): round 2 of job x already exists", true},
+		{"ledger: tx rejected (round_not_open): round 2 is committed", true},
+		{"ledger: tx rejected (bad_nonce): nonce 3", false},
+	} {
+		if got := historyConflict(errors.New(tc.msg)); got != tc.want {
+			t.Errorf("historyConflict(%q) = %v", tc.msg, got)
+		}
+	}
+}

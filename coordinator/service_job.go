@@ -1,0 +1,341 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/fedtune/fedtune/aggregator"
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+// runningJob is the job the service drives (owned by the Run goroutine).
+type runningJob struct {
+	job    *Job
+	m      *Machine
+	base   string // round 1's base model (full weights)
+	files  modelFiles
+	init   string // LoRA: the job's initial global adapter digest
+	detail string
+	result *JobResult
+}
+
+// AdapterSeed is the seed of a LoRA job's initial adapter (B zero, A drawn
+// from it), the same for every trainer: the first 8 bytes of
+// SHA-256("fedtune/adapter-seed/v1" ‖ job seed), as TaskSeed derives.
+func AdapterSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/adapter-seed/v1") }
+
+// InitialAdapter returns a LoRA job's initial global adapter for a base
+// model of config c: what round 1's trainers start from and what its
+// aggregation takes as reference.
+func InitialAdapter(j *Job, c model.Config) (*model.Adapter, error) {
+	if j.FineTune.Mode != ModeLoRA || j.FineTune.LoRA == nil {
+		return nil, fmt.Errorf("%w: job %s does not fine-tune a LoRA adapter", ErrJob, j.Name)
+	}
+	l := j.FineTune.LoRA
+	return model.NewAdapter(c, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}, AdapterSeed(j.Seed))
+}
+
+// prepare imports the job's base model into the store, registers it on the
+// ledger when it is not yet, makes the initial adapter of a LoRA job, and
+// builds the machine (Recover from history when resuming).
+func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round) (*runningJob, error) {
+	j := &runningJob{job: job}
+	var cfg model.Config
+	if job.Model.Path != "" {
+		dir := job.Model.Path
+		if !filepath.IsAbs(dir) && job.Source != "" {
+			dir = filepath.Join(filepath.Dir(job.Source), dir)
+		}
+		digest, files, c, err := s.importModel(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		if job.Model.Digest != "" && job.Model.Digest != digest {
+			return nil, fmt.Errorf("model.path %s has weights %s, but model.digest says %s", dir, digest, job.Model.Digest)
+		}
+		j.base, j.files, cfg = digest, files, c
+		if _, err := QueryModel(ctx, s.cfg.Ledger, digest); errors.Is(err, ErrLedgerRecordNotFound) {
+			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
+				Source: "fedtune coordinator: " + dir, Config: files.config}
+			if _, err := s.coord.Submit(ctx, body); err != nil {
+				return nil, fmt.Errorf("register base model %s: %w", digest, err)
+			}
+			s.log.InfoContext(ctx, "base model registered", "digest", digest)
+		} else if err != nil {
+			return nil, err
+		}
+	} else {
+		j.base = job.Model.Digest
+		rec, err := QueryModel(ctx, s.cfg.Ledger, j.base)
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", j.base, err)
+		}
+		if ok, _ := s.cfg.Store.Has(j.base); !ok || rec.Config == "" {
+			return nil, fmt.Errorf("model %s (model.digest) is not in the artifact store with its config; give model.path", j.base)
+		}
+		j.files = modelFiles{config: rec.Config}
+		c, err := s.loadConfig(rec.Config)
+		if err != nil {
+			return nil, err
+		}
+		cfg = c
+	}
+	s.models[j.base] = j.files
+	if job.FineTune.Mode == ModeLoRA {
+		ad, err := InitialAdapter(job, cfg)
+		if err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp(filepath.Join(s.cfg.Dir, "work"), "init-adapter-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		d, err := ad.Save(dir)
+		if err != nil {
+			return nil, fmt.Errorf("initial adapter: %w", err)
+		}
+		if j.init, err = s.putFile(ctx, filepath.Join(dir, model.AdapterWeightsFile), d); err != nil {
+			return nil, err
+		}
+	}
+	mc := Config{Job: job, BaseModel: j.base}
+	var err error
+	if history != nil {
+		j.m, err = Recover(mc, history)
+	} else {
+		j.m, err = New(mc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// importModel puts a model folder's weights, config and tokenizer into the
+// store and returns the weight digest.
+func (s *Service) importModel(ctx context.Context, dir string) (string, modelFiles, model.Config, error) {
+	var files modelFiles
+	cfg, err := model.LoadConfigJSON(filepath.Join(dir, model.ConfigFile))
+	if err != nil {
+		return "", files, cfg, fmt.Errorf("base model: %w", err)
+	}
+	wpath := filepath.Join(dir, model.WeightsFile)
+	digest, err := model.DigestPath(wpath)
+	if err != nil {
+		return "", files, cfg, fmt.Errorf("base model: %w", err)
+	}
+	if _, err := s.putFile(ctx, wpath, digest); err != nil {
+		return "", files, cfg, fmt.Errorf("base model %s: %s is not in canonical form (its SHA-256 is not its weight digest); save it with fedtune: %w", dir, model.WeightsFile, err)
+	}
+	if files.config, err = s.putFile(ctx, filepath.Join(dir, model.ConfigFile), ""); err != nil {
+		return "", files, cfg, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, tokenizer.FileName)); err == nil {
+		if files.tokenizer, err = s.putFile(ctx, filepath.Join(dir, tokenizer.FileName), ""); err != nil {
+			return "", files, cfg, err
+		}
+	}
+	return digest, files, cfg, nil
+}
+
+// putFile stores a file; with want set, its digest must be want.
+func (s *Service) putFile(ctx context.Context, path, want string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if want != "" {
+		if _, err := s.cfg.Store.PutExpect(ctx, want, f); err != nil {
+			return "", fmt.Errorf("store %s: %w", path, err)
+		}
+		return want, nil
+	}
+	d, _, err := s.cfg.Store.Put(ctx, f)
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", path, err)
+	}
+	return d, nil
+}
+
+func (s *Service) loadConfig(digest string) (model.Config, error) {
+	f, err := s.cfg.Store.Open(digest)
+	if err != nil {
+		return model.Config{}, fmt.Errorf("model config %s: %w", digest, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return model.Config{}, err
+	}
+	return model.ParseConfigJSON("config "+digest, data)
+}
+
+// global returns the digest of the weights trainers start from and the
+// aggregation takes as reference when the machine's base is base: the
+// initial adapter of a LoRA job while base is still the foundation model.
+func (j *runningJob) global(base string) string {
+	if j.job.FineTune.Mode == ModeLoRA && base == j.base {
+		return j.init
+	}
+	return base
+}
+
+// taskProto turns a TrainTask into its wire form.
+func (j *runningJob) taskProto(t TrainTask) (*coordinatorv1.Task, error) {
+	tp := &coordinatorv1.Task{
+		JobId: t.JobID, Round: t.Round, ConfigDigest: t.ConfigDigest,
+		BaseModel: j.base, BaseConfig: j.files.config, Tokenizer: j.files.tokenizer,
+		Global: j.global(t.BaseModel), DeadlineUnixNano: t.Deadline.UnixNano(), Seed: t.Seed,
+		AdapterSeed: AdapterSeed(j.job.Seed), Datasets: t.Datasets,
+		LocalSteps: int32(t.Train.LocalSteps), Batch: int32(t.Train.Batch), SeqLen: int32(t.Train.SeqLen),
+		Lr: t.Train.LR, WeightDecay: t.Train.WeightDecay, ClipNorm: t.Train.ClipNorm, Warmup: int32(t.Train.Warmup),
+		Schedule: t.Train.Schedule, Mode: t.FineTune.Mode, Compression: t.Compression.Kind,
+		Int8Block: int32(j.job.Int8Block()),
+	}
+	if l := t.FineTune.LoRA; l != nil {
+		tp.Lora = &coordinatorv1.LoRA{Rank: int32(l.Rank), Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}
+	}
+	if tp.Global == "" {
+		return nil, errors.New("no global weights for the task")
+	}
+	return tp, nil
+}
+
+// AggregationRequest builds the aggregator request a round's aggregation
+// runs: inputs from paths (by update digest), the reference the job's
+// global weights give (global: the digest AggregationTask.Base maps to,
+// see Service), the server state. It is exported so that an auditor can
+// re-run a committed round offline and compare digests.
+func AggregationRequest(a AggregationTask, path func(digest string) (string, error), global string) (aggregator.Request, error) {
+	st, err := aggregator.New(a.Strategy, a.Params)
+	if err != nil {
+		return aggregator.Request{}, err
+	}
+	req := aggregator.Request{Strategy: st, Options: a.Options}
+	for _, in := range a.Inputs {
+		p, err := path(in.Digest)
+		if err != nil {
+			return req, fmt.Errorf("update %s of %s: %w", in.Digest, abbrev(in.Trainer), err)
+		}
+		req.Inputs = append(req.Inputs, aggregator.Input{Path: p, Weight: float64(in.Samples), ContributorID: in.Trainer})
+	}
+	if global != "" {
+		if req.Base, err = path(global); err != nil {
+			return req, fmt.Errorf("global %s: %w", global, err)
+		}
+	}
+	if a.State != "" {
+		if req.State, err = path(a.State); err != nil {
+			return req, fmt.Errorf("server state %s: %w", a.State, err)
+		}
+	}
+	return req, nil
+}
+
+// aggregate runs a round's aggregation in-process over the stored updates,
+// stores the new global (and server state) and reports to the machine.
+func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a AggregationTask) {
+	report := func(ev Event) {
+		s.post(ctx, func() {
+			if gen == s.gen.Load() {
+				s.step(ctx, ev)
+			}
+		})
+	}
+	fail := func(err error) {
+		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
+		report(AggregationFailed{Round: a.Round, Reason: err.Error()})
+	}
+	req, err := AggregationRequest(a, s.cfg.Store.Path, j.global(a.Base))
+	if err != nil {
+		fail(err)
+		return
+	}
+	work, err := os.MkdirTemp(filepath.Join(s.cfg.Dir, "work"), fmt.Sprintf("agg-r%d-", a.Round))
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer os.RemoveAll(work)
+	req.Out = filepath.Join(work, "global.safetensors")
+	if so, ok := req.Strategy.(aggregator.ServerOptimizer); ok && so.Optimizes() && len(so.StateSlots()) > 0 {
+		req.StateOut = filepath.Join(work, "state.safetensors")
+	}
+	req.Logger = s.log.With("job", a.JobID, "round", a.Round)
+	res, err := aggregator.Aggregate(ctx, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		fail(err)
+		return
+	}
+	d, err := s.putFile(ctx, res.Path, res.Digest)
+	if err != nil {
+		fail(err)
+		return
+	}
+	done := AggregationDone{Round: a.Round, Model: d, Weights: map[string]float64{}, Rejected: map[string]string{}}
+	if req.StateOut != "" {
+		if done.State, err = s.putFile(ctx, res.StatePath, res.StateDigest); err != nil {
+			fail(err)
+			return
+		}
+	}
+	for _, c := range res.Accepted {
+		done.Weights[c.ContributorID] = res.Weights[c.Key()]
+	}
+	for _, r := range res.Rejected {
+		// Name the update by digest, not by this node's file path.
+		why := r.Reason()
+		if r.Path != "" {
+			why = strings.ReplaceAll(why, r.Path, "update "+inputDigest(a, r.ContributorID))
+		}
+		done.Rejected[r.ContributorID] = truncateReason(why)
+	}
+	s.log.InfoContext(ctx, "aggregated", "job", a.JobID, "round", a.Round, "model", d, "accepted", len(res.Accepted), "rejected", len(res.Rejected))
+	report(done)
+}
+
+func inputDigest(a AggregationTask, trainer string) string {
+	for _, in := range a.Inputs {
+		if in.Trainer == trainer {
+			return in.Digest
+		}
+	}
+	return "?"
+}
+
+// truncateReason keeps a rejection reason within the ledger's bound.
+func truncateReason(s string) string {
+	if len(s) > ledger.MaxReasonLen {
+		s = s[:ledger.MaxReasonLen-3] + "..."
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// FileDigest returns the lowercase hex SHA-256 of a file.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,167 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+)
+
+// Server is a whole coordinator process: the Coordinator service (with the
+// aggregator running in-process) and the artifact service over one store,
+// on one gRPC server.
+type Server struct {
+	cfg     ServerConfig
+	log     *slog.Logger
+	ln      net.Listener
+	svc     *Service
+	store   *artifact.Store
+	ledger  *node.Client
+	options []grpc.ServerOption
+}
+
+// NewServer loads the keys, opens the store, dials the ledger and listens
+// (on ln when given, else on cfg.Listen).
+func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog.Logger) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ck, err := ledger.LoadKey(cfg.CoordinatorKey)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator_key: %w", err)
+	}
+	ak, err := ledger.LoadKey(cfg.AggregatorKey)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator_key: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
+		return nil, err
+	}
+	if s.ledger, err = node.Dial(ctx, cfg.Ledger); err != nil {
+		return nil, err
+	}
+	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Ledger: s.ledger, Store: s.store,
+		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick}); err != nil {
+		return nil, err
+	}
+	if cfg.Insecure {
+		s.options = []grpc.ServerOption{tlsid.InsecureServerOption()}
+	} else {
+		// Any key may connect; Join then checks the ledger's membership.
+		o, err := tlsid.ServerOption(ck, tlsid.AllowAny())
+		if err != nil {
+			return nil, err
+		}
+		s.options = []grpc.ServerOption{o}
+	}
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		}
+	}
+	s.ln = ln
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Service returns the coordinator service.
+func (s *Server) Service() *Service { return s.svc }
+
+// Store returns the artifact store.
+func (s *Server) Store() *artifact.Store { return s.store }
+
+func (s *Server) close() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.ledger != nil {
+		s.ledger.Close()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// Run serves until ctx ends, then stops gracefully and closes everything.
+// With cfg.Job set and no job to resume, it launches that job first.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(append(artifact.ServerOptions(), s.options...)...)
+	as.Register(gs)
+	s.svc.Register(gs)
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(s.ln) }()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); errc <- s.svc.Run(rctx) }()
+	s.log.InfoContext(ctx, "coordinator listening", "addr", s.Addr(), "id", s.svc.ID(), "tls", !s.cfg.Insecure)
+	if s.cfg.Job != "" {
+		if err := s.launchConfigured(ctx); err != nil {
+			s.log.ErrorContext(ctx, "cannot launch the configured job", "job", s.cfg.Job, "err", err)
+		}
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		gs.Stop()
+	}
+	wg.Wait()
+	if errors.Is(runErr, grpc.ErrServerStopped) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// launchConfigured launches cfg.Job unless a job is already active.
+func (s *Server) launchConfigured(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(s.svc.cfg.Dir, activeJobFile)); err == nil {
+		return nil // resuming (or finished) a job: leave it
+	}
+	data, err := os.ReadFile(s.cfg.Job)
+	if err != nil {
+		return err
+	}
+	_, err = s.svc.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: data, Source: s.cfg.Job})
+	return err
+}

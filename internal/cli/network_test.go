@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/fedtest"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+func TestTrainerInit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "t1")
+	var out, errb bytes.Buffer
+	args := []string{"trainer", "init", "--dir", dir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl",
+		"--coordinator", "127.0.0.1:7400", "--insecure", "--name", "t1"}
+	if err := RunWith(context.Background(), args, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	c, err := trainer.LoadConfig(filepath.Join(dir, "trainer.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ledger.LoadKey(c.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := strings.TrimSpace(out.String()); id != ledger.KeyID(k.Public().(ed25519.PublicKey)) {
+		t.Errorf("printed %q, key ID is %s", id, ledger.KeyID(k.Public().(ed25519.PublicKey)))
+	}
+	if st, err := os.Stat(c.Data); err != nil || st.Size() == 0 {
+		t.Errorf("data path %s: %v", c.Data, err)
+	}
+	// A second init refuses to overwrite.
+	if err := RunWith(context.Background(), args, &out, &errb); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("second init: %v", err)
+	}
+	// TLS without the coordinator's ID is refused with the field named.
+	err = RunWith(context.Background(), []string{"trainer", "init", "--dir", t.TempDir(), "--data", "x", "--coordinator", "a:1"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "coordinator_id") {
+		t.Errorf("init without coordinator id: %v", err)
+	}
+}
+
+func TestPrintJobStatus(t *testing.T) {
+	id := func(c string) string { return strings.Repeat(c, 64) }
+	st := &coordinatorv1.StatusResponse{JobId: "demo", State: "running", RoundsTotal: 3, Model: id("m"),
+		Rounds: []*coordinatorv1.Round{{Round: 1, Status: "committed", ModelDigest: id("m"), Selected: []string{id("a"), id("b")},
+			Updates: []*coordinatorv1.TrainerUpdate{
+				{Trainer: id("a"), UpdateDigest: id("1"), Samples: 10, Metrics: map[string]float64{"loss": 1.25}, Weight: 1},
+				{Trainer: id("b"), UpdateDigest: id("2"), Samples: 5, Rejected: true, RejectReason: "NaN"},
+			}}}}
+	var b bytes.Buffer
+	PrintJobStatus(&b, st)
+	for _, want := range []string{"job demo: running, 1 of 3 rounds recorded", "aaaaaaaaaaaa", "1.2500", "rejected", "latest model: " + id("m")} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestNoRaceRoundCommands(t *testing.T) {
+	fedtest.SkipUnderRace(t)
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Trainers: 2, MinTrainers: 2,
+		JobName: "cli", Rounds: 1, LocalSteps: 3, PretrainSteps: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, err := n.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Stop()
+	conn := []string{"--coordinator", n.Coordinator, "--key", filepath.Join(n.Dir, "keys", "admin.key"), "--coordinator-id", n.ID("coordinator")}
+	var out, errb bytes.Buffer
+	// A trainer key may not launch jobs.
+	bad := []string{"round", "launch", "-f", n.JobFile, "--coordinator", n.Coordinator, "--key", filepath.Join(n.Dir, "keys", "trainer-1.key"), "--coordinator-id", n.ID("coordinator")}
+	if err := RunWith(ctx, bad, &out, &errb); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("launch with a trainer key: %v", err)
+	}
+	if err := RunWith(ctx, append([]string{"round", "launch", "-f", n.JobFile}, conn...), &out, &errb); err != nil {
+		t.Fatalf("launch: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "job cli launched") {
+		t.Errorf("launch printed %q", out.String())
+	}
+	if _, err := n.Follow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := RunWith(ctx, append([]string{"round", "status", "cli"}, conn...), &out, &errb); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	for _, want := range []string{"job cli: done, 1 of 1 rounds recorded", "committed", n.ID("trainer-1")[:12], "latest model:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// A second launch of the same job name is refused: its rounds exist.
+	if err := RunWith(ctx, append([]string{"round", "launch", "-f", n.JobFile}, conn...), &out, &errb); err == nil || !strings.Contains(err.Error(), "already holds") {
+		t.Errorf("relaunch: %v", err)
+	}
+}

@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+func init() { register(newTrainerCmd) }
+
+func newTrainerCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "trainer",
+		Short: "Run a trainer node: local data, local training, updates to the network",
+	}
+	cmd.AddCommand(newTrainerInitCmd(), newTrainerJoinCmd())
+	return cmd
+}
+
+func newTrainerInitCmd() *cobra.Command {
+	var c trainer.Config
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "init --dir DIR --data PATH --coordinator ADDR --ledger ADDR",
+		Short: "Write a fresh trainer key and config (DIR/trainer.key, DIR/trainer.yaml)",
+		Long: `Write a new ed25519 key and a trainer config into DIR and print the key ID.
+An admin must add the key to the ledger as a trainer member
+(fedtune admin add-member --role trainer --pubkey DIR/trainer.pub) before
+the trainer can join.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return errors.New("trainer init: --dir is required")
+			}
+			if c.Data != "" {
+				abs, err := filepath.Abs(c.Data)
+				if err != nil {
+					return err
+				}
+				c.Data = abs
+			}
+			c.KeyFile = "trainer.key"
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("trainer init: %w", err)
+			}
+			cfgPath := filepath.Join(dir, "trainer.yaml")
+			if _, err := os.Stat(cfgPath); err == nil {
+				return fmt.Errorf("trainer init: %s exists; not overwriting", cfgPath)
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			key, err := ledger.GenerateKey()
+			if err != nil {
+				return err
+			}
+			if err := ledger.SaveKey(filepath.Join(dir, "trainer.key"), key); err != nil {
+				return err
+			}
+			pub := key.Public().(ed25519.PublicKey)
+			if err := ledger.SavePublicKey(filepath.Join(dir, "trainer.pub"), pub); err != nil {
+				return err
+			}
+			data, err := c.Encode()
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ledger.KeyID(pub))
+			return nil
+		},
+	}
+	d := trainer.DefaultConfig()
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "folder for the key, config and work files")
+	f.StringVar(&c.Name, "name", "", "trainer name (logs and dataset manifest)")
+	f.StringVar(&c.Data, "data", "", "local training data (text, folder of .txt, or JSONL)")
+	f.StringVar(&c.Coordinator, "coordinator", "", "coordinator gRPC address")
+	f.StringVar(&c.CoordinatorID, "coordinator-id", "", "coordinator key ID its TLS certificate must prove")
+	f.StringVar(&c.Ledger, "ledger", defaultLedgerAddr, "ledger node gRPC address")
+	f.StringVar(&c.Licence, "licence", d.Licence, "SPDX licence of the data")
+	f.StringVar(&c.Source, "source", d.Source, "origin of the data, for its manifest")
+	f.StringVar(&c.WorkDir, "work-dir", d.WorkDir, "work folder (relative to DIR)")
+	f.BoolVar(&c.Insecure, "insecure", false, "plain-text gRPC to the coordinator (no TLS)")
+	return cmd
+}
+
+func newTrainerJoinCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "join --config FILE",
+		Short: "Register the local dataset, join the coordinator and train its tasks until interrupted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("trainer join: --config is required")
+			}
+			cfg, err := trainer.LoadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			n, err := trainer.New(*cfg, trainer.Options{Logger: logger(cmd)})
+			if err != nil {
+				return err
+			}
+			logger(cmd).Info("trainer starting", "id", n.ID(), "dataset", n.DatasetDigest(), "samples", n.Samples())
+			return n.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "trainer config YAML")
+	return cmd
+}

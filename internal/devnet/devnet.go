@@ -1,0 +1,451 @@
+package devnet
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/model/tokenizer"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+// Options configure a devnet. Paths default relative to Repo.
+type Options struct {
+	// Dir receives everything (required).
+	Dir string
+	// Repo is the fedtune source tree the shipped files are read from
+	// (default: the working directory).
+	Repo string
+	// Trainers is how many trainers run (1 to 3: one per shipped shard;
+	// default 3).
+	Trainers int
+	// Job is the job file (default configs/jobs/demo-lora.yaml). Its
+	// model.path is replaced by the devnet's base model.
+	Job string
+	// JobName, Rounds and LocalSteps override the job's (0 or "": keep).
+	JobName    string
+	Rounds     int
+	LocalSteps int
+	// MinTrainers overrides trainers.min (0: keep).
+	MinTrainers int
+	// ModelConfig is the base model's config (default configs/models/tiny.yaml).
+	ModelConfig string
+	// PretrainData and PretrainSteps pre-train the base model from its
+	// seeded initialisation (default datasets/testdata/english/train.txt, 100).
+	PretrainData  string
+	PretrainSteps int
+	// EvalData, when set, replaces the job's eval data for the before and
+	// after scores (relative to Repo).
+	EvalData string
+	// Binary is the fedtune executable for child processes (default: this
+	// process's executable).
+	Binary string
+	// InProcess runs every part in this process instead.
+	InProcess bool
+	// TrainerBackend, with InProcess, gives trainer i (1-based) its
+	// training backend (nil or a nil result: the CPU backend).
+	TrainerBackend func(i int) trainer.Backend
+	// Out receives the progress display (nil: discard).
+	Out io.Writer
+	// Logger receives logs of in-process parts (nil: discard).
+	Logger *slog.Logger
+}
+
+func (o *Options) fill() error {
+	if o.Dir == "" {
+		return errors.New("devnet: Dir is required")
+	}
+	if o.Repo == "" {
+		o.Repo = "."
+	}
+	if o.Trainers == 0 {
+		o.Trainers = 3
+	}
+	if o.Trainers < 1 || o.Trainers > 3 {
+		return fmt.Errorf("devnet: %d trainers; the shipped shards allow 1 to 3", o.Trainers)
+	}
+	rel := func(p *string, def string) {
+		if *p == "" {
+			*p = def
+		}
+		if !filepath.IsAbs(*p) {
+			*p = filepath.Join(o.Repo, *p)
+		}
+	}
+	rel(&o.Job, "configs/jobs/demo-lora.yaml")
+	rel(&o.ModelConfig, "configs/models/tiny.yaml")
+	rel(&o.PretrainData, "datasets/testdata/english/train.txt")
+	for _, p := range []string{o.Job, o.ModelConfig, o.PretrainData} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w (run from the fedtune source tree, or give its path with --repo)", err)
+		}
+	}
+	if o.PretrainSteps == 0 {
+		o.PretrainSteps = 100
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Net is a prepared devnet: its folder and the identities and addresses in it.
+type Net struct {
+	Opts    Options
+	Dir     string
+	ChainID string
+	// Keys by name: admin, coordinator, aggregator, node-N, trainer-N.
+	Keys map[string]ed25519.PrivateKey
+	// Ledger nodes' gRPC and raft addresses, in order.
+	LedgerGRPC []string
+	LedgerRaft []string
+	// Coordinator is the coordinator's gRPC address.
+	Coordinator string
+	// BaseModel is the base model folder and BaseDigest its weight digest.
+	BaseModel  string
+	BaseDigest string
+	// JobFile is the job as the devnet runs it; JobName its name.
+	JobFile string
+	JobName string
+	// EvalData is the job's held-out evaluation data ("" when none).
+	EvalData string
+	// Shards are the trainers' data files.
+	Shards []string
+}
+
+// ID returns the key ID of the named identity.
+func (n *Net) ID(name string) string { return ledger.KeyID(n.Keys[name].Public().(ed25519.PublicKey)) }
+
+func (n *Net) path(p ...string) string { return filepath.Join(append([]string{n.Dir}, p...)...) }
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Prepare writes a devnet into opts.Dir: keys, genesis, certificates,
+// configs for every part, the base model and the job.
+func Prepare(ctx context.Context, opts Options) (*Net, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Net{Opts: opts, Dir: dir, ChainID: "fedtune-devnet", Keys: map[string]ed25519.PrivateKey{}}
+	for _, d := range []string{"keys", "certs", "logs", "models"} {
+		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3"}
+	for i := 1; i <= opts.Trainers; i++ {
+		names = append(names, fmt.Sprintf("trainer-%d", i))
+	}
+	for _, name := range names {
+		k, err := ledger.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := ledger.SaveKey(n.path("keys", name+".key"), k); err != nil {
+			return nil, err
+		}
+		if err := ledger.SavePublicKey(n.path("keys", name+".pub"), k.Public().(ed25519.PublicKey)); err != nil {
+			return nil, err
+		}
+		// The TLS certificate every part derives from its key at start,
+		// written out for inspection (openssl x509 -text).
+		pem, err := tlsid.CertificatePEM(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(n.path("certs", name+".pem"), pem, 0o644); err != nil {
+			return nil, err
+		}
+		n.Keys[name] = k
+	}
+	if err := n.writeGenesis(); err != nil {
+		return nil, err
+	}
+	if err := n.writeLedgerConfigs(); err != nil {
+		return nil, err
+	}
+	if n.Coordinator, err = freePort(); err != nil {
+		return nil, err
+	}
+	if err := n.writeCoordinatorConfig(); err != nil {
+		return nil, err
+	}
+	if err := n.writeTrainerConfigs(); err != nil {
+		return nil, err
+	}
+	if err := n.makeBaseModel(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.writeJob(); err != nil {
+		return nil, err
+	}
+	if opts.EvalData != "" {
+		p := opts.EvalData
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(opts.Repo, p)
+		}
+		if n.EvalData, err = filepath.Abs(p); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func (n *Net) writeGenesis() error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chain_id: %s\nmembers:\n", n.ChainID)
+	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}}
+	for i := 1; i <= n.Opts.Trainers; i++ {
+		members = append(members, [2]string{fmt.Sprintf("trainer-%d", i), "trainer"})
+	}
+	for _, m := range members {
+		fmt.Fprintf(&b, "  - name: %s\n    role: %s\n    public_key: %s\n", m[0], m[1], hex.EncodeToString(n.Keys[m[0]].Public().(ed25519.PublicKey)))
+	}
+	b.WriteString("nodes:\n")
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("node-%d", i)
+		fmt.Fprintf(&b, "  - name: %s\n    public_key: %s\n", name, hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)))
+	}
+	b.WriteString("policy:\n  block_interval: 10ms\n")
+	return os.WriteFile(n.path("genesis.yaml"), []byte(b.String()), 0o644)
+}
+
+// nodeConfig is the YAML of a ledger node config (ledger/node.Config).
+type nodeConfig struct {
+	NodeID      string       `yaml:"node_id"`
+	DataDir     string       `yaml:"data_dir"`
+	KeyFile     string       `yaml:"key_file"`
+	RaftAddress string       `yaml:"raft_address"`
+	GRPCAddress string       `yaml:"grpc_address"`
+	Bootstrap   bool         `yaml:"bootstrap"`
+	Peers       []nodePeer   `yaml:"peers"`
+	Raft        nodeRaftConf `yaml:"raft"`
+}
+
+type nodePeer struct {
+	ID          string `yaml:"id"`
+	RaftAddress string `yaml:"raft_address"`
+	GRPCAddress string `yaml:"grpc_address"`
+}
+
+type nodeRaftConf struct {
+	HeartbeatTimeout   string `yaml:"heartbeat_timeout"`
+	ElectionTimeout    string `yaml:"election_timeout"`
+	LeaderLeaseTimeout string `yaml:"leader_lease_timeout"`
+	CommitTimeout      string `yaml:"commit_timeout"`
+}
+
+func (n *Net) writeLedgerConfigs() error {
+	for i := 0; i < 3; i++ {
+		g, err := freePort()
+		if err != nil {
+			return err
+		}
+		r, err := freePort()
+		if err != nil {
+			return err
+		}
+		n.LedgerGRPC, n.LedgerRaft = append(n.LedgerGRPC, g), append(n.LedgerRaft, r)
+	}
+	var peers []nodePeer
+	for i := 0; i < 3; i++ {
+		peers = append(peers, nodePeer{ID: n.ID(fmt.Sprintf("node-%d", i+1)), RaftAddress: n.LedgerRaft[i], GRPCAddress: n.LedgerGRPC[i]})
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("node-%d", i+1)
+		c := nodeConfig{NodeID: n.ID(name), DataDir: "ledger-" + name, KeyFile: "keys/" + name + ".key",
+			RaftAddress: n.LedgerRaft[i], GRPCAddress: n.LedgerGRPC[i], Bootstrap: true, Peers: peers,
+			Raft: nodeRaftConf{HeartbeatTimeout: "500ms", ElectionTimeout: "500ms", LeaderLeaseTimeout: "250ms", CommitTimeout: "5ms"}}
+		if err := writeYAML(n.path(name+".yaml"), c); err != nil {
+			return err
+		}
+		if _, _, err := node.Init(n.path("genesis.yaml"), n.path(c.DataDir), n.path(c.KeyFile)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Net) writeCoordinatorConfig() error {
+	c := coordinator.ServerConfig{Listen: n.Coordinator, CoordinatorKey: "keys/coordinator.key",
+		AggregatorKey: "keys/aggregator.key", Ledger: n.LedgerGRPC[0], DataDir: "coordinator", Tick: 200 * time.Millisecond}
+	return writeYAML(n.path("coordinator.yaml"), map[string]any{
+		"listen": c.Listen, "coordinator_key": c.CoordinatorKey, "aggregator_key": c.AggregatorKey,
+		"ledger": c.Ledger, "data_dir": c.DataDir, "tick": c.Tick.String(),
+	})
+}
+
+func (n *Net) writeTrainerConfigs() error {
+	for i := 1; i <= n.Opts.Trainers; i++ {
+		name := fmt.Sprintf("trainer-%d", i)
+		shard := filepath.Join(n.Opts.Repo, "datasets", "testdata", "shards", name+".jsonl")
+		abs, err := filepath.Abs(shard)
+		if err != nil {
+			return err
+		}
+		n.Shards = append(n.Shards, abs)
+		if err := os.MkdirAll(n.path(name), 0o700); err != nil {
+			return err
+		}
+		c := trainer.Config{Name: name, KeyFile: "../keys/" + name + ".key", Coordinator: n.Coordinator,
+			CoordinatorID: n.ID("coordinator"), Ledger: n.LedgerGRPC[(i-1)%3], Data: abs, Licence: "CC0-1.0",
+			Source: "fedtune shipped shard " + name, WorkDir: "work"}
+		data, err := c.Encode()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(n.path(name, "trainer.yaml"), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeBaseModel initialises the tiny model from its config and pre-trains
+// it briefly on English text, so fine-tuning starts from a model that has
+// learnt something.
+func (n *Net) makeBaseModel(ctx context.Context) error {
+	cfg, err := model.LoadConfigYAML(n.Opts.ModelConfig)
+	if err != nil {
+		return err
+	}
+	m, err := model.New(cfg, 1)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.Load("", cfg.VocabSize)
+	if err != nil {
+		return err
+	}
+	ds, err := datasets.Load(n.Opts.PretrainData, datasets.Options{})
+	if err != nil {
+		return err
+	}
+	windows := datasets.Windows(datasets.Tokenize(ds, tok), 64)
+	tc := model.TrainConfig{Steps: n.Opts.PretrainSteps, Batch: 8, SeqLen: 64, LR: 3e-3, ClipNorm: 1, Schedule: model.ScheduleCosine, Seed: 1}
+	fmt.Fprintf(n.Opts.Out, "base model: %s, pre-training %d steps on %s\n", filepath.Base(n.Opts.ModelConfig), tc.Steps, filepath.Base(n.Opts.PretrainData))
+	tc.Progress = func(step int, loss, _ float64) {
+		if step%25 == 0 || step == tc.Steps {
+			fmt.Fprintf(n.Opts.Out, "  pre-train step %d/%d loss %.4f\n", step, tc.Steps, loss)
+		}
+	}
+	tr, err := model.NewTrainer(m, tc)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	if _, err := tr.Run(ctx, datasets.NewBatcher(windows, tc.Batch, 1)); err != nil {
+		return err
+	}
+	n.BaseModel = n.path("models", "base")
+	if n.BaseDigest, err = tr.Model().Save(n.BaseModel, safetensors.F32); err != nil {
+		return err
+	}
+	fmt.Fprintf(n.Opts.Out, "  base model %s\n", n.BaseDigest)
+	return nil
+}
+
+// writeJob writes the job with the devnet's base model and overrides.
+func (n *Net) writeJob() error {
+	data, err := os.ReadFile(n.Opts.Job)
+	if err != nil {
+		return err
+	}
+	job, err := coordinator.ParseJob(n.Opts.Job, data)
+	if err != nil {
+		return err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	doc["model"] = map[string]any{"path": n.BaseModel, "digest": n.BaseDigest}
+	name := job.Name
+	if n.Opts.JobName != "" {
+		name = n.Opts.JobName
+	}
+	doc["name"] = name
+	if n.Opts.Rounds > 0 {
+		doc["rounds"] = n.Opts.Rounds
+	}
+	if n.Opts.LocalSteps > 0 {
+		tr, _ := doc["train"].(map[string]any)
+		if tr == nil {
+			tr = map[string]any{}
+		}
+		tr["local_steps"] = n.Opts.LocalSteps
+		doc["train"] = tr
+	}
+	if n.Opts.MinTrainers > 0 {
+		t, _ := doc["trainers"].(map[string]any)
+		if t == nil {
+			t = map[string]any{}
+		}
+		t["min"] = n.Opts.MinTrainers
+		doc["trainers"] = t
+	}
+	if job.Eval.Data != "" && !isHexDigest(job.Eval.Data) {
+		p := job.Eval.Data
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(n.Opts.Job), p)
+		}
+		if n.EvalData, err = filepath.Abs(p); err != nil {
+			return err
+		}
+		ev, _ := doc["eval"].(map[string]any)
+		ev["data"] = n.EvalData
+	}
+	n.JobFile, n.JobName = n.path("job.yaml"), name
+	if err := writeYAML(n.JobFile, doc); err != nil {
+		return err
+	}
+	if _, err := coordinator.LoadJob(n.JobFile); err != nil {
+		return fmt.Errorf("devnet job: %w", err)
+	}
+	return nil
+}
+
+func isHexDigest(s string) bool {
+	_, err := hex.DecodeString(s)
+	return len(s) == 64 && err == nil
+}
+
+func writeYAML(path string, v any) error {
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}

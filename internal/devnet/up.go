@@ -1,0 +1,565 @@
+package devnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/tokenizer"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+// Result is the outcome of a devnet job.
+type Result struct {
+	Job    string
+	State  string // coordinator.JobDone or JobFailed
+	Detail string
+	// Model is the last committed global model (adapter for LoRA).
+	Model  string
+	Rounds []*coordinatorv1.Round
+	// EvalBefore and EvalAfter score the base model and the final model on
+	// the job's eval data (nil when the job has none).
+	EvalBefore, EvalAfter *model.EvalResult
+	// Lineage is the ledger's lineage of Model.
+	Lineage *ledger.Lineage
+}
+
+// Part is one running part of the network.
+type Part struct {
+	Name string
+	stop func()
+	done chan error
+}
+
+// Stop stops the part and waits for it (SIGTERM, then SIGKILL after 10s).
+func (p *Part) Stop() error {
+	p.stop()
+	return <-p.done
+}
+
+// Network is a started devnet.
+type Network struct {
+	*Net
+	Ledgers  []*Part
+	Coord    *Part
+	Trainers []*Part
+}
+
+// Start starts the ledger nodes, waits for a leader, then the coordinator
+// and the trainers.
+func (n *Net) Start(ctx context.Context) (*Network, error) {
+	nw := &Network{Net: n}
+	ok := false
+	defer func() {
+		if !ok {
+			nw.Stop()
+		}
+	}()
+	fmt.Fprintf(n.Opts.Out, "ledger: 3 nodes (raft + pebble) on %v\n", n.LedgerGRPC)
+	for i := 1; i <= 3; i++ {
+		p, err := n.startLedger(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		nw.Ledgers = append(nw.Ledgers, p)
+	}
+	if err := n.waitLeader(ctx); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(n.Opts.Out, "coordinator + aggregator + artifact store on %s (TLS, id %s…)\n", n.Coordinator, n.ID("coordinator")[:12])
+	p, err := n.startCoordinator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nw.Coord = p
+	for i := 1; i <= n.Opts.Trainers; i++ {
+		p, err := n.StartTrainer(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		nw.Trainers = append(nw.Trainers, p)
+	}
+	if err := n.waitJoined(ctx); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(n.Opts.Out, "trainers: %d joined, each with its own shard\n", n.Opts.Trainers)
+	ok = true
+	return nw, nil
+}
+
+// Stop stops every part, trainers first.
+func (nw *Network) Stop() {
+	var parts []*Part
+	parts = append(parts, nw.Trainers...)
+	if nw.Coord != nil {
+		parts = append(parts, nw.Coord)
+	}
+	parts = append(parts, nw.Ledgers...)
+	for _, p := range parts {
+		if p != nil {
+			p.stop()
+		}
+	}
+	for _, p := range parts {
+		if p != nil {
+			<-p.done
+		}
+	}
+	nw.Trainers, nw.Coord, nw.Ledgers = nil, nil, nil
+}
+
+// run starts a part: a child process running the fedtune binary with
+// args, or fn in a goroutine.
+func (n *Net) run(ctx context.Context, name string, args []string, fn func(context.Context) error) (*Part, error) {
+	p := &Part{Name: name, done: make(chan error, 1)}
+	if n.Opts.InProcess {
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		p.stop = cancel
+		go func() { p.done <- fn(pctx) }()
+		return p, nil
+	}
+	bin := n.Opts.Binary
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	logf, err := os.Create(n.path("logs", name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = n.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches only us; we stop the children
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close() }()
+	p.stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM) }
+	go func() {
+		select {
+		case err := <-exited:
+			p.done <- err
+			return
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+		}
+		select {
+		case err := <-exited:
+			p.done <- err
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			p.done <- <-exited
+		}
+	}()
+	// A stop requested before ctx ends also escalates to SIGKILL.
+	stop := p.stop
+	p.stop = func() {
+		stop()
+		go func() {
+			time.Sleep(10 * time.Second)
+			_ = cmd.Process.Kill()
+		}()
+	}
+	return p, nil
+}
+
+func (n *Net) startLedger(ctx context.Context, i int) (*Part, error) {
+	name := fmt.Sprintf("node-%d", i)
+	cfgPath := n.path(name + ".yaml")
+	return n.run(ctx, name, []string{"--log-level", "info", "ledger", "start", "--config", cfgPath}, func(ctx context.Context) error {
+		cfg, err := node.LoadConfig(cfgPath)
+		if err != nil {
+			return err
+		}
+		nd, err := node.New(cfg, node.Options{Logger: n.Opts.Logger.With("node", i)})
+		if err != nil {
+			return err
+		}
+		return nd.Run(ctx)
+	})
+}
+
+func (n *Net) startCoordinator(ctx context.Context) (*Part, error) {
+	cfgPath := n.path("coordinator.yaml")
+	p, err := n.run(ctx, "coordinator", []string{"--log-level", "info", "coordinator", "start", "--config", cfgPath}, func(ctx context.Context) error {
+		cfg, err := coordinator.LoadServerConfig(cfgPath)
+		if err != nil {
+			return err
+		}
+		srv, err := coordinator.NewServer(ctx, *cfg, nil, n.Opts.Logger.With("part", "coordinator"))
+		if err != nil {
+			return err
+		}
+		return srv.Run(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// StartTrainer starts trainer i (1-based).
+func (n *Net) StartTrainer(ctx context.Context, i int) (*Part, error) {
+	name := fmt.Sprintf("trainer-%d", i)
+	cfgPath := n.path(name, "trainer.yaml")
+	return n.run(ctx, name, []string{"--log-level", "info", "trainer", "join", "--config", cfgPath}, func(ctx context.Context) error {
+		cfg, err := trainer.LoadConfig(cfgPath)
+		if err != nil {
+			return err
+		}
+		var be trainer.Backend
+		if n.Opts.TrainerBackend != nil {
+			be = n.Opts.TrainerBackend(i)
+		}
+		t, err := trainer.New(*cfg, trainer.Options{Logger: n.Opts.Logger.With("part", name), Backend: be})
+		if err != nil {
+			return err
+		}
+		return t.Run(ctx)
+	})
+}
+
+// Ledger dials ledger node i (0-based).
+func (n *Net) Ledger(ctx context.Context, i int) (*node.Client, error) {
+	return node.Dial(ctx, n.LedgerGRPC[i])
+}
+
+func (n *Net) waitLeader(ctx context.Context) error {
+	c, err := n.Ledger(ctx, 0)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := c.Status(qctx)
+		cancel()
+		if err == nil && st.LeaderId != "" {
+			fmt.Fprintf(n.Opts.Out, "  leader %s…, height %d\n", st.LeaderId[:12], st.Height)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("devnet: no ledger leader after 60s (logs in %s): %v", n.path("logs"), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// waitJoined waits until every trainer has joined the coordinator.
+func (n *Net) waitJoined(ctx context.Context) error {
+	conn, err := n.dial("admin")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := coordinatorv1.NewCoordinatorClient(conn)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, err := c.Status(ctx, &coordinatorv1.StatusRequest{})
+		if err == nil && (st.State != coordinator.JobIdle || len(st.Joined) >= n.Opts.Trainers) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("devnet: trainers did not all join within 90s (logs in %s): %v", n.path("logs"), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// dial opens a TLS connection to the coordinator as the named identity.
+func (n *Net) dial(as string) (*grpc.ClientConn, error) {
+	opt, err := tlsid.DialOption(n.Keys[as], tlsid.ExpectID(n.ID("coordinator")))
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient(n.Coordinator, opt)
+}
+
+// Launch sends the job to the coordinator (as the admin), retrying while
+// the coordinator is starting.
+func (n *Net) Launch(ctx context.Context) (*coordinatorv1.LaunchJobResponse, error) {
+	conn, err := n.dial("admin")
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	data, err := os.ReadFile(n.JobFile)
+	if err != nil {
+		return nil, err
+	}
+	c := coordinatorv1.NewCoordinatorClient(conn)
+	for {
+		resp, err := c.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: data, Source: n.JobFile})
+		if status.Code(err) != codes.Unavailable {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Follow polls the job's status, printing progress, until it is done or
+// failed, and returns the last status.
+func (n *Net) Follow(ctx context.Context) (*coordinatorv1.StatusResponse, error) {
+	conn, err := n.dial("admin")
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	c := coordinatorv1.NewCoordinatorClient(conn)
+	names := map[string]string{}
+	for name := range n.Keys {
+		names[n.ID(name)] = name
+	}
+	seen := map[string]bool{}
+	say := func(key, format string, args ...any) {
+		if !seen[key] {
+			seen[key] = true
+			fmt.Fprintf(n.Opts.Out, format+"\n", args...)
+		}
+	}
+	start := time.Now()
+	for {
+		st, err := c.Status(ctx, &coordinatorv1.StatusRequest{JobId: n.JobName})
+		if err == nil {
+			for _, r := range st.Rounds {
+				sel := make([]string, len(r.Selected))
+				for i, id := range r.Selected {
+					sel[i] = names[id]
+				}
+				say(fmt.Sprintf("open %d", r.Round), "[%5.1fs] round %d/%d opened: %v", time.Since(start).Seconds(), r.Round, st.RoundsTotal, sel)
+				for _, u := range r.Updates {
+					say(fmt.Sprintf("u %d %s", r.Round, u.Trainer), "[%5.1fs]   %s: update %s… loss %.4f on %d samples",
+						time.Since(start).Seconds(), names[u.Trainer], u.UpdateDigest[:12], u.Metrics["loss"], u.Samples)
+					if u.Rejected {
+						say(fmt.Sprintf("rej %d %s", r.Round, u.Trainer), "[%5.1fs]   %s: update rejected: %s", time.Since(start).Seconds(), names[u.Trainer], u.RejectReason)
+					}
+				}
+				switch r.Status {
+				case string(ledger.StatusCommitted):
+					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d committed: global %s", time.Since(start).Seconds(), r.Round, r.ModelDigest)
+				case string(ledger.StatusFailed):
+					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d failed: %s", time.Since(start).Seconds(), r.Round, r.FailReason)
+				}
+			}
+			if st.State == coordinator.JobDone || st.State == coordinator.JobFailed {
+				return st, nil
+			}
+			if st.State == coordinator.JobWaiting && st.Detail != "" {
+				say("wait "+st.Detail, "[%5.1fs] waiting: %s", time.Since(start).Seconds(), st.Detail)
+			}
+		} else if c := status.Code(err); c != codes.Unavailable && c != codes.NotFound {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// Fetch downloads blob digest from the coordinator's artifact service.
+func (n *Net) Fetch(ctx context.Context, digest, to string) error {
+	opt, err := tlsid.DialOption(n.Keys["admin"], tlsid.ExpectID(n.ID("coordinator")))
+	if err != nil {
+		return err
+	}
+	ac, err := artifact.Dial(n.Coordinator, opt)
+	if err != nil {
+		return err
+	}
+	defer ac.Close()
+	f, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := ac.Download(ctx, digest, f); err != nil {
+		f.Close()
+		os.Remove(to)
+		return err
+	}
+	return f.Close()
+}
+
+// Lineage reads the lineage of a model from the ledger.
+func (n *Net) Lineage(ctx context.Context, digest string) (*ledger.Lineage, error) {
+	c, err := n.Ledger(ctx, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, digest, 0)
+	if err != nil {
+		return nil, err
+	}
+	var l ledger.Lineage
+	if err := json.Unmarshal(js, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// Eval scores the base model, with the global weights in file global
+// applied when given, on the job's eval data.
+func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error) {
+	if n.EvalData == "" {
+		return nil, nil
+	}
+	job, err := coordinator.LoadJob(n.JobFile)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.Load(n.BaseModel)
+	if err != nil {
+		return nil, err
+	}
+	if global != "" {
+		if job.FineTune.Mode == coordinator.ModeLoRA {
+			l := job.FineTune.LoRA
+			ad, err := trainer.ReadAdapter(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
+			if err != nil {
+				return nil, err
+			}
+			if m, err = m.Merge(ad); err != nil {
+				return nil, err
+			}
+		} else {
+			dir := filepath.Join(filepath.Dir(global), "full")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+			cfg, _ := os.ReadFile(filepath.Join(n.BaseModel, model.ConfigFile))
+			w, _ := os.ReadFile(global)
+			if err := errors.Join(os.WriteFile(filepath.Join(dir, model.ConfigFile), cfg, 0o644),
+				os.WriteFile(filepath.Join(dir, model.WeightsFile), w, 0o644)); err != nil {
+				return nil, err
+			}
+			if m, err = model.Load(dir); err != nil {
+				return nil, err
+			}
+		}
+	}
+	tok, err := tokenizer.Load(n.BaseModel, m.Config.VocabSize)
+	if err != nil {
+		return nil, err
+	}
+	var tokens []int
+	if filepath.Ext(n.EvalData) == ".jsonl" {
+		ds, err := datasets.Load(n.EvalData, datasets.Options{})
+		if err != nil {
+			return nil, err
+		}
+		tokens = datasets.Tokenize(ds, tok)
+	} else {
+		b, err := os.ReadFile(n.EvalData)
+		if err != nil {
+			return nil, err
+		}
+		tokens = tok.Encode(string(b))
+	}
+	res, err := model.Evaluate(ctx, m, tokens, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Up prepares nothing: it starts the prepared network, evaluates the base
+// model, runs the job to its end, reads the final model's lineage and
+// evaluates it, then stops everything (also when ctx is cancelled).
+func (n *Net) Up(ctx context.Context) (*Result, error) {
+	nw, err := n.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer nw.Stop()
+	res := &Result{Job: n.JobName}
+	if res.EvalBefore, err = n.Eval(ctx, ""); err != nil {
+		return nil, fmt.Errorf("eval before: %w", err)
+	}
+	if res.EvalBefore != nil {
+		fmt.Fprintf(n.Opts.Out, "eval before: mean NLL %.4f (perplexity %.2f) on %s\n", res.EvalBefore.MeanNLL, res.EvalBefore.Perplexity, filepath.Base(n.EvalData))
+	}
+	lr, err := n.Launch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	fmt.Fprintf(n.Opts.Out, "job %s launched (config %s…)\n", lr.JobId, lr.ConfigDigest[:12])
+	st, err := n.Follow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.State, res.Detail, res.Rounds, res.Model = st.State, st.Detail, st.Rounds, st.Model
+	if res.Model == "" {
+		return res, fmt.Errorf("devnet: job %s ended %s without a committed model: %s", n.JobName, st.State, st.Detail)
+	}
+	if res.Lineage, err = n.Lineage(ctx, res.Model); err != nil {
+		return res, fmt.Errorf("lineage: %w", err)
+	}
+	final := n.path("models", "final-"+res.Model[:12]+".safetensors")
+	if err := n.Fetch(ctx, res.Model, final); err != nil {
+		return res, fmt.Errorf("fetch final model: %w", err)
+	}
+	if res.EvalAfter, err = n.Eval(ctx, final); err != nil {
+		return res, fmt.Errorf("eval after: %w", err)
+	}
+	return res, nil
+}
+
+// TrainerName returns the devnet name of a key ID ("" when unknown).
+func (n *Net) TrainerName(id string) string {
+	for name := range n.Keys {
+		if n.ID(name) == id {
+			return name
+		}
+	}
+	return ""
+}
+
+// Names returns the identities' names, sorted.
+func (n *Net) Names() []string {
+	var out []string
+	for name := range n.Keys {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,129 @@
+package trainer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fedtune/fedtune/datasets"
+)
+
+// ErrConfig is wrapped by every error about a trainer config file.
+var ErrConfig = errors.New("trainer: bad config")
+
+// Config is a trainer node's YAML configuration. Relative paths are
+// resolved against the config file's folder.
+type Config struct {
+	// Name labels the trainer in logs and its dataset's manifest.
+	Name string `yaml:"name"`
+	// KeyFile is the trainer's ed25519 ledger key (PKCS#8 PEM).
+	KeyFile string `yaml:"key_file"`
+	// Coordinator is the coordinator's gRPC address (host:port); it serves
+	// the artifact service too.
+	Coordinator string `yaml:"coordinator"`
+	// CoordinatorID is the coordinator's ledger key ID, which its TLS
+	// certificate must prove (required unless Insecure).
+	CoordinatorID string `yaml:"coordinator_id"`
+	// Ledger is a ledger node's gRPC address.
+	Ledger string `yaml:"ledger"`
+	// Data is the local training data (text, folder of .txt, or JSONL).
+	Data string `yaml:"data"`
+	// Licence is the SPDX licence of the data, recorded in its manifest.
+	Licence string `yaml:"licence"`
+	// Source describes the data's origin in its manifest (not its path).
+	Source string `yaml:"source"`
+	// WorkDir holds the local artifact store, models and updates.
+	WorkDir string `yaml:"work_dir"`
+	// Insecure talks plain-text gRPC to the coordinator (no TLS).
+	Insecure bool `yaml:"insecure"`
+}
+
+// DefaultConfig returns the defaults: licence CC0-1.0, work dir "work".
+func DefaultConfig() Config {
+	return Config{Licence: "CC0-1.0", Source: "local data of the trainer", WorkDir: "work"}
+}
+
+// LoadConfig reads a config file over DefaultConfig (unknown keys are
+// errors naming the file and line), resolves relative paths and validates.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	c, err := ParseConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	c.resolve(filepath.Dir(path))
+	return c, nil
+}
+
+// ParseConfig decodes and validates a config; name labels messages.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrConfig, name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) resolve(dir string) {
+	for _, p := range []*string{&c.KeyFile, &c.Data, &c.WorkDir} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// Validate reports every missing or bad field at once.
+func (c *Config) Validate() error {
+	var msgs []string
+	need := func(field, v string) {
+		if v == "" {
+			msgs = append(msgs, field+": required")
+		}
+	}
+	need("key_file", c.KeyFile)
+	need("coordinator", c.Coordinator)
+	need("ledger", c.Ledger)
+	need("data", c.Data)
+	need("work_dir", c.WorkDir)
+	if !c.Insecure && c.CoordinatorID == "" {
+		msgs = append(msgs, "coordinator_id: required unless insecure (the key ID the coordinator's TLS certificate must prove)")
+	}
+	if c.CoordinatorID != "" && !isHex64(c.CoordinatorID) {
+		msgs = append(msgs, fmt.Sprintf("coordinator_id: %q is not a key ID (64 lowercase hex)", c.CoordinatorID))
+	}
+	if err := datasets.ValidateLicence(c.Licence); err != nil {
+		msgs = append(msgs, "licence: "+err.Error())
+	}
+	if len(msgs) > 0 {
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+func isHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Encode returns the config as YAML.
+func (c *Config) Encode() ([]byte, error) { return yaml.Marshal(c) }

@@ -1,0 +1,92 @@
+package trainer
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const goodConfig = `name: t1
+key_file: keys/t1.key
+coordinator: 127.0.0.1:7400
+coordinator_id: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ledger: 127.0.0.1:7101
+data: data/shard.jsonl
+`
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, wantErr string
+	}{
+		{"good", goodConfig, ""},
+		{"insecure without id", "key_file: k\ncoordinator: a:1\nledger: b:2\ndata: d\ninsecure: true\n", ""},
+		{"unknown key", goodConfig + "colour: blue\n", "line 7: field colour not found"},
+		{"missing fields", "name: x\n", "key_file: required; coordinator: required; ledger: required; data: required"},
+		{"tls needs id", "key_file: k\ncoordinator: a:1\nledger: b:2\ndata: d\n", "coordinator_id: required unless insecure"},
+		{"bad id", strings.Replace(goodConfig, "0123456789abcdef0123", "XYZ", 1), "is not a key ID"},
+		{"bad licence", goodConfig + "licence: not a licence\n", "licence:"},
+		{"wrong type", goodConfig + "insecure: maybe\n", "line 7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig("trainer.yaml", []byte(tc.yaml))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Licence != "CC0-1.0" || c.WorkDir != "work" {
+					t.Errorf("defaults not filled: %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v, want one wrapping ErrConfig containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestLoadConfigResolvesPaths(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "trainer.yaml")
+	if err := os.WriteFile(p, []byte(goodConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for field, got := range map[string]string{"key_file": c.KeyFile, "data": c.Data, "work_dir": c.WorkDir} {
+		if !strings.HasPrefix(got, dir) {
+			t.Errorf("%s = %s, want it under %s", field, got, dir)
+		}
+	}
+	// Encode and parse again: the same config.
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := ParseConfig("again", b)
+	if err != nil || *c2 != *c {
+		t.Errorf("round trip: %+v, %v; want %+v", c2, err, c)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(goodConfig))
+	f.Add([]byte("insecure: true\n"))
+	f.Add([]byte("{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig("fuzz.yaml", data)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v does not wrap ErrConfig", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("parsed config does not validate: %v", err)
+		}
+	})
+}

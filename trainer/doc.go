@@ -1,0 +1,16 @@
+// Package trainer is the fedtune trainer node: it holds a key and a local
+// dataset, registers the dataset's manifest on the ledger
+// (DatasetRegistered), joins the coordinator by signing its challenge,
+// and for each task it receives pulls the round's global weights by
+// digest from the coordinator's artifact service, trains on its local data
+// through a Backend, uploads the update (a canonical safetensors file, so
+// its digest is its SHA-256), records UpdateSubmitted on the ledger with
+// its own key and reports the update to the coordinator. Raw data never
+// leaves the node: only the manifest digest, the sample count, the update
+// weights and the training loss do.
+//
+// Config is the node's YAML file (LoadConfig decodes it strictly and
+// validates it; Init writes a fresh key and config). Backend is the seam
+// for the training step: CPUBackend trains with package model on the CPU;
+// a GPU backend plugs in behind the same interface.
+package trainer

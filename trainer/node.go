@@ -1,0 +1,402 @@
+package trainer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+// ErrRefused is returned by Run when the coordinator refuses the trainer
+// for good (not a member, wrong role, a dataset not its own).
+var ErrRefused = errors.New("trainer: refused by the coordinator")
+
+// Options hold what is injected into a Node rather than configured.
+type Options struct {
+	// Logger receives the node's logs (nil: discard).
+	Logger *slog.Logger
+	// Backend trains (nil: &CPUBackend{}).
+	Backend Backend
+	// OnUpdate, if set, is called after each update was reported.
+	OnUpdate func(task *coordinatorv1.Task, u Update)
+}
+
+// Node is a running trainer. Create it with New and run it with Run.
+type Node struct {
+	cfg      Config
+	opts     Options
+	log      *slog.Logger
+	key      ed25519.PrivateKey
+	id       string
+	data     Data
+	manifest *datasets.SignedManifest
+	store    *artifact.Store
+}
+
+// New loads the key and the local data and builds the dataset's signed
+// manifest (nothing is sent yet).
+func New(cfg Config, opts Options) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Backend == nil {
+		opts.Backend = &CPUBackend{}
+	}
+	if cfg.Source == "" {
+		cfg.Source = DefaultConfig().Source
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key, err := ledger.LoadKey(cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("trainer key: %w", err)
+	}
+	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
+	ds, err := datasets.Load(cfg.Data, datasets.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("trainer data: %w", err)
+	}
+	format, err := datasets.DetectFormat(cfg.Data, datasets.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("trainer data: %w", err)
+	}
+	name := cfg.Name
+	if name == "" {
+		name = "trainer-" + id[:8]
+	}
+	man, _, err := datasets.BuildManifest(ds, datasets.ManifestOptions{Name: name + "-data", Format: format,
+		Licence: cfg.Licence, Source: cfg.Source, Owner: id})
+	if err != nil {
+		return nil, fmt.Errorf("trainer data manifest: %w", err)
+	}
+	sm, err := datasets.SignManifest(key, man)
+	if err != nil {
+		return nil, fmt.Errorf("trainer data manifest: %w", err)
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
+		return nil, err
+	}
+	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds}, manifest: sm}, nil
+}
+
+// ID returns the trainer's ledger key ID.
+func (n *Node) ID() string { return n.id }
+
+// DatasetDigest returns the digest of the local dataset's signed manifest,
+// what DatasetRegistered and UpdateSubmitted record.
+func (n *Node) DatasetDigest() string { return n.manifest.Digest }
+
+// Samples returns the local dataset's sample count.
+func (n *Node) Samples() uint64 { return n.manifest.Samples }
+
+// Run registers the dataset on the ledger (once), joins the coordinator
+// and trains the tasks it sends until ctx ends, reconnecting when the
+// connection drops. It returns nil when ctx ends, or an error wrapping
+// ErrRefused when the coordinator refuses the trainer.
+func (n *Node) Run(ctx context.Context) error {
+	st, err := artifact.OpenStore(filepath.Join(n.cfg.WorkDir, "store"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n.store = st
+	lc, err := node.Dial(ctx, n.cfg.Ledger)
+	if err != nil {
+		return err
+	}
+	defer lc.Close()
+	signer := coordinator.NewSigner(lc, n.key)
+	if err := n.register(ctx, lc, signer); err != nil {
+		return err
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		err := n.session(ctx, lc, signer)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrRefused) {
+			return err
+		}
+		n.log.WarnContext(ctx, "coordinator connection lost; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// register records the dataset's manifest on the ledger unless it is.
+func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinator.Signer) error {
+	for {
+		ds, err := coordinator.QueryDataset(ctx, lc, n.manifest.Digest)
+		switch {
+		case err == nil && ds.Owner == n.id:
+			n.log.InfoContext(ctx, "dataset already registered", "dataset", n.manifest.Digest, "samples", ds.Samples)
+			return nil
+		case err == nil:
+			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
+		case errors.Is(err, coordinator.ErrLedgerRecordNotFound):
+			if _, err := signer.Submit(ctx, ledger.DatasetRegistered{Digest: n.manifest.Digest,
+				Name: n.manifest.Name, Licence: n.manifest.Licence, Source: n.manifest.Source, Samples: n.manifest.Samples}); err != nil {
+				if errors.Is(err, node.ErrRejected) {
+					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
+				}
+				return fmt.Errorf("register dataset: %w", err)
+			}
+			n.log.InfoContext(ctx, "dataset registered", "dataset", n.manifest.Digest, "samples", n.manifest.Samples)
+			return nil
+		}
+		n.log.WarnContext(ctx, "ledger unreachable; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// dialOptions returns the transport credentials for the coordinator.
+func (n *Node) dialOptions() ([]grpc.DialOption, error) {
+	if n.cfg.Insecure {
+		return []grpc.DialOption{tlsid.InsecureDialOption()}, nil
+	}
+	o, err := tlsid.DialOption(n.key, tlsid.ExpectID(n.cfg.CoordinatorID))
+	if err != nil {
+		return nil, err
+	}
+	return []grpc.DialOption{o}, nil
+}
+
+// session joins once and serves tasks until the stream ends.
+func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator.Signer) error {
+	opts, err := n.dialOptions()
+	if err != nil {
+		return err
+	}
+	ac, err := artifact.Dial(n.cfg.Coordinator, opts...)
+	if err != nil {
+		return err
+	}
+	defer ac.Close()
+	conn, err := grpc.NewClient(n.cfg.Coordinator, opts...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cc := coordinatorv1.NewCoordinatorClient(conn)
+	ch, err := cc.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
+	if err != nil {
+		return fmt.Errorf("challenge: %w", err)
+	}
+	pub := n.key.Public().(ed25519.PublicKey)
+	jr, err := cc.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: pub, Challenge: ch.Challenge,
+		Signature: coordinator.SignChallenge(n.key, ch.Challenge), Datasets: []string{n.manifest.Digest}})
+	if err != nil {
+		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
+			return fmt.Errorf("%w: %s", ErrRefused, status.Convert(err).Message())
+		}
+		return fmt.Errorf("join: %w", err)
+	}
+	n.log.InfoContext(ctx, "joined", "coordinator", ch.CoordinatorId[:8])
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cc.Tasks(sctx, &coordinatorv1.TasksRequest{Session: jr.Session})
+	if err != nil {
+		return fmt.Errorf("tasks: %w", err)
+	}
+	for {
+		t, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("tasks: %w", err)
+		}
+		n.handle(ctx, lc, signer, ac, cc, jr.Session, t)
+	}
+}
+
+// handle trains one task and reports its outcome.
+func (n *Node) handle(ctx context.Context, lc *node.Client, signer *coordinator.Signer, ac *artifact.Client,
+	cc coordinatorv1.CoordinatorClient, sess string, t *coordinatorv1.Task) {
+	log := n.log.With("job", t.JobId, "round", t.Round)
+	report := func(digest, failure string) {
+		_, err := cc.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: sess, JobId: t.JobId, Round: t.Round,
+			UpdateDigest: digest, Error: failure})
+		if err != nil {
+			log.WarnContext(ctx, "coordinator refused the report", "err", err)
+		}
+	}
+	// Already submitted (a restart, or a resent task): report it again.
+	if r, err := coordinator.QueryRound(ctx, lc, t.JobId, t.Round); err == nil {
+		for _, u := range r.Updates {
+			if u.Trainer == n.id {
+				log.InfoContext(ctx, "update already on the ledger; reporting it again", "update", u.UpdateDigest)
+				report(u.UpdateDigest, "")
+				return
+			}
+		}
+	}
+	deadline := time.Unix(0, t.DeadlineUnixNano)
+	tctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	log.InfoContext(ctx, "task received", "steps", t.LocalSteps, "mode", t.Mode)
+	u, err := n.train(tctx, ac, t)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		log.ErrorContext(ctx, "training failed", "err", err)
+		report("", err.Error())
+		return
+	}
+	if _, _, err := ac.UploadFile(tctx, u.Path); err != nil {
+		log.ErrorContext(ctx, "upload failed", "err", err)
+		report("", "upload: "+err.Error())
+		return
+	}
+	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: n.manifest.Digest,
+		Samples: n.manifest.Samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}}
+	if _, err := signer.Submit(tctx, body); err != nil {
+		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)
+		report("", "ledger: "+err.Error())
+		return
+	}
+	log.InfoContext(ctx, "update submitted", "update", u.Digest, "loss", u.Loss, "seconds", time.Since(start).Seconds())
+	report(u.Digest, "")
+	if n.opts.OnUpdate != nil {
+		n.opts.OnUpdate(t, u)
+	}
+}
+
+// train fetches the task's weights and runs the backend.
+func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.Task) (Update, error) {
+	for _, d := range []string{t.BaseModel, t.BaseConfig, t.Tokenizer, t.Global} {
+		if d == "" {
+			continue
+		}
+		if _, err := ac.Fetch(ctx, d, n.store); err != nil {
+			return Update{}, fmt.Errorf("fetch %s: %w", d, err)
+		}
+	}
+	weights := t.BaseModel
+	if t.Mode == coordinator.ModeFull {
+		weights = t.Global
+	}
+	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
+	if err := n.materialize(dir, weights, t.BaseConfig, t.Tokenizer); err != nil {
+		return Update{}, err
+	}
+	task := Task{JobID: t.JobId, Round: t.Round, ModelDir: dir, Compression: t.Compression, Int8Block: int(t.Int8Block),
+		OutDir: filepath.Join(n.cfg.WorkDir, "updates", fmt.Sprintf("%s-r%d", t.JobId, t.Round)),
+		Train: model.TrainConfig{Steps: int(t.LocalSteps), Batch: int(t.Batch), SeqLen: int(t.SeqLen), LR: t.Lr,
+			WeightDecay: t.WeightDecay, ClipNorm: t.ClipNorm, Warmup: int(t.Warmup), Schedule: t.Schedule, Seed: t.Seed}}
+	if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
+		return Update{}, err
+	}
+	switch t.Mode {
+	case coordinator.ModeLoRA:
+		if t.Lora == nil {
+			return Update{}, fmt.Errorf("%w: lora task without a lora section", ErrTask)
+		}
+		task.Train.LoRA = &model.LoRAConfig{Rank: int(t.Lora.Rank), Alpha: t.Lora.Alpha, Dropout: t.Lora.Dropout, Targets: t.Lora.Targets}
+		path, err := n.store.Path(t.Global)
+		if err != nil {
+			return Update{}, err
+		}
+		if task.Adapter, err = ReadAdapter(path, *task.Train.LoRA); err != nil {
+			return Update{}, err
+		}
+	case coordinator.ModeFull:
+	default:
+		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
+	}
+	u, err := n.opts.Backend.Fit(ctx, task, n.data)
+	if err != nil {
+		return Update{}, err
+	}
+	if got, err := coordinator.FileDigest(u.Path); err != nil || got != u.Digest {
+		return Update{}, fmt.Errorf("update %s: file digest %s does not match %s (%v)", u.Path, got, u.Digest, err)
+	}
+	return u, nil
+}
+
+// materialize lays out a model folder from stored blobs.
+func (n *Node) materialize(dir, weights, config, tok string) error {
+	if _, err := os.Stat(filepath.Join(dir, model.WeightsFile)); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	files := map[string]string{model.ConfigFile: config, tokenizer.FileName: tok, model.WeightsFile: weights}
+	// The weights go last: their presence marks a complete folder.
+	for _, name := range []string{model.ConfigFile, tokenizer.FileName, model.WeightsFile} {
+		d := files[name]
+		if d == "" {
+			continue
+		}
+		if err := n.copyBlob(d, filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) copyBlob(digest, to string) error {
+	src, err := n.store.Open(digest)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	_, err = safetensors.WriteFileFunc(to, func(w io.Writer) error {
+		_, err := io.Copy(w, src)
+		return err
+	})
+	return err
+}
+
+// ReadAdapter reads a global adapter's weights (a safetensors file in
+// PEFT's tensor names) as an Adapter of shape lc.
+func ReadAdapter(path string, lc model.LoRAConfig) (*model.Adapter, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ad := &model.Adapter{Config: lc, Tensors: map[string]*model.Tensor{}}
+	for _, ti := range f.Tensors() {
+		data, err := f.Float32s(ti.Name)
+		if err != nil {
+			return nil, err
+		}
+		ad.Tensors[ti.Name] = &model.Tensor{Shape: append([]int(nil), ti.Shape...), Data: data}
+	}
+	return ad, nil
+}
