@@ -14,8 +14,8 @@ help: ## list the targets
 build: ## build bin/fedtune
 	$(GO) build -o bin/fedtune ./cmd/fedtune
 
-demo: build ## run the network on localhost on its embedded defaults
-	bash scripts/demo.sh
+demo: build ## run the whole network on localhost on its embedded defaults (fedtune devnet up)
+	bin/fedtune devnet up $(DEMO_FLAGS)
 
 test-deps: ## install the Debian packages tests use (graphviz, chromium) if missing
 	@missing=""; command -v dot >/dev/null || missing="$$missing graphviz"; \
