@@ -50,4 +50,20 @@
 // them; an open round is re-collected from the updates on the ledger (see
 // Recover), so a restarted coordinator submits what an uninterrupted one
 // would have.
+//
+// # Service
+//
+// Service is the I/O around the machine: it ticks it about once a second,
+// signs and submits the txs of each Ready on the ledger in order (RoundOpened
+// with the coordinator key; UpdateRejected, RoundCommitted and RoundFailed
+// with the aggregator key, each through a Signer that keeps the signer's
+// nonce) and reports every outcome back as TxCommitted or TxRejected; it sends
+// tasks to joined trainers over the Tasks stream of the Coordinator gRPC
+// service (api/coordinator/v1), and runs the aggregation in-process over the
+// artifact store, storing the new model there before recording it. Trainers
+// join by signing a challenge with their ledger key over a TLS link that
+// proves the same key (internal/tlsid); a key that is not a trainer member
+// of the ledger is refused. Server is one process: Coordinator service,
+// artifact service and aggregator on one listener (`fedtune coordinator
+// start`). A restarted Server recovers its unfinished job from the ledger.
 package coordinator
