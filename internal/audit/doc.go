@@ -35,8 +35,12 @@
 // the committed strategy, parameters and contributors, the submitted
 // sample counts as weights, the round's base model and the job's previous
 // server state) and compares the result's digest and shares with the
-// committed ones. The first thing that differs is returned as a *Mismatch
-// naming the height, the transaction and the field.
+// committed ones. The first round of a LoRA job aggregates against the
+// job's initial adapter, which the chain does not carry: Verify derives it
+// (coordinator.InitialAdapter) from a job file given in VerifyOptions.Jobs
+// whose digest is the round's config digest, and the base model's config
+// from the artifacts. The first thing that differs is returned as a
+// *Mismatch naming the height, the transaction and the field.
 //
 // # Lineage
 //

@@ -20,9 +20,11 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
+	"github.com/fedtune/fedtune/model"
 )
 
 // ErrMismatch is wrapped by every *Mismatch.
@@ -70,10 +72,19 @@ func txErr(h uint64, i int, hash [32]byte, field, format string, args ...any) *M
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
 	// Artifacts, if set, is a directory of blobs named by digest, flat
-	// ("<digest>") or sharded ("<first two hex>/<digest>"). Every model and
+	// ("<digest>") or sharded ("<first two hex>/<digest>"), or an artifact
+	// store's folder ("blobs/<first two hex>/<digest>"). Every model and
 	// update digest on the chain must be there and hash right, and every
 	// committed round is re-aggregated from them.
 	Artifacts string
+	// Jobs are job files (YAML) of the chain's jobs, for LoRA jobs: the
+	// first round of a LoRA job aggregates against the job's initial
+	// adapter, which is not on the chain but derived from the job (its
+	// LoRA shape and seed, coordinator.InitialAdapter) and the base
+	// model's config (ModelRegistered.config, read from Artifacts). A job
+	// file is used for the rounds whose RoundOpened.config_digest is its
+	// digest, so a wrong file cannot be used by mistake.
+	Jobs []string
 	// Logger receives progress lines; nil discards.
 	Logger *slog.Logger
 }
@@ -92,6 +103,7 @@ type Report struct {
 // roundTrack is what Verify remembers of an open round to re-run it.
 type roundTrack struct {
 	base    string
+	config  string                            // the job's config digest
 	updates map[string]ledger.UpdateSubmitted // by trainer
 }
 
@@ -105,6 +117,9 @@ type verifier struct {
 	state     map[string]string // job → server state digest of its last committed round
 	hashed    map[string]bool
 	members   map[string]ed25519.PublicKey
+	models    map[string]ledger.ModelRegistered // registered base models by digest
+	jobs      map[string]*coordinator.Job       // opts.Jobs by config digest
+	adapters  map[string]string                 // config digest → initial adapter file
 	tmp       string
 	lastPrint time.Time
 }
@@ -152,7 +167,15 @@ func verify(ctx context.Context, e *Export, opts VerifyOptions, then func(*ledge
 		return nil, fmt.Errorf("audit: verify: %w", err)
 	}
 	v := &verifier{ctx: ctx, opts: opts, log: log, fsm: fsm, rounds: map[string]*roundTrack{}, state: map[string]string{},
-		hashed: map[string]bool{}, members: map[string]ed25519.PublicKey{}, lastPrint: time.Now()}
+		hashed: map[string]bool{}, members: map[string]ed25519.PublicKey{}, models: map[string]ledger.ModelRegistered{},
+		jobs: map[string]*coordinator.Job{}, adapters: map[string]string{}, lastPrint: time.Now()}
+	for _, p := range opts.Jobs {
+		j, err := coordinator.LoadJob(p)
+		if err != nil {
+			return nil, fmt.Errorf("audit: verify: job file: %w", err)
+		}
+		v.jobs[j.Digest()] = j
+	}
 	for _, m := range g.Members {
 		v.members[ledger.KeyID(m.Key)] = m.Key
 	}
@@ -328,20 +351,21 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 			v.members[ledger.KeyID(pub)] = pub
 		}
 	case ledger.ModelRegistered:
+		v.models[b.Digest] = b
 		return v.artifact(h, i, tx.Hash, "digest", b.Digest)
 	case ledger.DatasetRegistered:
 		return v.manifest(h, i, tx, b)
 	case ledger.RoundOpened:
-		v.rounds[roundKey(b.JobID, b.Round)] = &roundTrack{base: b.BaseModel, updates: map[string]ledger.UpdateSubmitted{}}
+		v.rounds[roundKey(b.JobID, b.Round)] = &roundTrack{base: b.BaseModel, config: b.ConfigDigest, updates: map[string]ledger.UpdateSubmitted{}}
 	case ledger.UpdateSubmitted:
 		if r := v.rounds[roundKey(b.JobID, b.Round)]; r != nil {
 			r.updates[tx.Signer] = b
 		}
-		return v.artifact(h, i, tx.Hash, "update_digest", b.UpdateDigest)
+		return inRound(v.artifact(h, i, tx.Hash, "update_digest", b.UpdateDigest), fmt.Sprintf("job %q round %d, update of trainer %s", b.JobID, b.Round, tx.Signer))
 	case ledger.RoundCommitted:
 		v.rep.Rounds++
 		if err := v.artifact(h, i, tx.Hash, "model_digest", b.ModelDigest); err != nil {
-			return err
+			return inRound(err, fmt.Sprintf("job %q round %d, committed model", b.JobID, b.Round))
 		}
 		if err := v.reaggregate(h, i, tx.Hash, b); err != nil {
 			return err
@@ -356,13 +380,24 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 	return nil
 }
 
+// inRound prefixes a *Mismatch's message with the round it is about.
+func inRound(err error, where string) error {
+	var m *Mismatch
+	if errors.As(err, &m) {
+		m.Msg = where + ": " + m.Msg
+	}
+	return err
+}
+
 // serverStateParam is the RoundCommitted parameter naming the server state
 // digest a stateful strategy produced (coordinator.ParamServerState).
 const serverStateParam = "server_state"
 
-// artifactPath finds a blob by digest: "<dir>/<ab>/<digest>" or "<dir>/<digest>".
+// artifactPath finds a blob by digest: "<dir>/<ab>/<digest>",
+// "<dir>/<digest>", or "<dir>/blobs/<ab>/<digest>" (dir is an
+// artifact.Store's folder, such as a coordinator's data_dir/artifacts).
 func artifactPath(dir, digest string) (string, bool) {
-	for _, p := range []string{filepath.Join(dir, digest[:2], digest), filepath.Join(dir, digest)} {
+	for _, p := range []string{filepath.Join(dir, digest[:2], digest), filepath.Join(dir, digest), filepath.Join(dir, "blobs", digest[:2], digest)} {
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 			return p, true
 		}
@@ -399,7 +434,7 @@ func (v *verifier) artifact(h uint64, i int, txh [32]byte, field, digest string)
 	}
 	p, ok := artifactPath(v.opts.Artifacts, digest)
 	if !ok {
-		return txErr(h, i, txh, field, "artifact %s is not in %s (neither %s/%s nor %s)", digest, v.opts.Artifacts, digest[:2], digest, digest)
+		return txErr(h, i, txh, field, "artifact %s is not in %s (neither %s/%s nor %s nor blobs/%s/%s)", digest, v.opts.Artifacts, digest[:2], digest, digest, digest[:2], digest)
 	}
 	got, err := fileSHA256(p)
 	if err != nil {
@@ -510,10 +545,8 @@ func (v *verifier) reaggregate(h uint64, i int, txh [32]byte, b ledger.RoundComm
 		}
 		req.Inputs = append(req.Inputs, aggregator.Input{Path: p, Weight: float64(u.Samples), ContributorID: c.Trainer})
 	}
-	if p, ok := artifactPath(v.opts.Artifacts, r.base); ok {
-		req.Base = p
-	} else {
-		return txErr(h, i, txh, "base_model", "the round's base model %s is not in the artifacts", r.base)
+	if req.Base, err = v.reference(h, i, txh, r); err != nil {
+		return err
 	}
 	if s := v.state[b.JobID]; s != "" {
 		p, ok := artifactPath(v.opts.Artifacts, s)
@@ -524,10 +557,10 @@ func (v *verifier) reaggregate(h uint64, i int, txh [32]byte, b ledger.RoundComm
 	}
 	res, err := aggregator.Aggregate(v.ctx, req)
 	if err != nil {
-		return txErr(h, i, txh, "model_digest", "re-running %s on the %d contributors fails: %v", b.Strategy, len(req.Inputs), err)
+		return txErr(h, i, txh, "model_digest", "re-running %s on the %d contributors fails: %v%s", b.Strategy, len(req.Inputs), err, v.loraHint(b, r))
 	}
 	if res.Digest != b.ModelDigest {
-		return txErr(h, i, txh, "model_digest", "re-running %s on the stored updates gives %s, the ledger records %s", b.Strategy, res.Digest, b.ModelDigest)
+		return txErr(h, i, txh, "model_digest", "re-running %s on the stored updates gives %s, the ledger records %s%s", b.Strategy, res.Digest, b.ModelDigest, v.loraHint(b, r))
 	}
 	for ci, c := range b.Contributors {
 		if w := res.Weights[c.Trainer]; w != c.Weight {
@@ -539,4 +572,68 @@ func (v *verifier) reaggregate(h uint64, i int, txh [32]byte, b ledger.RoundComm
 	}
 	v.rep.Reaggregated++
 	return nil
+}
+
+// reference returns the file a round's aggregation takes as its base: the
+// round's base model, except in the first round of a LoRA job (the base
+// is a registered foundation model and a job file in opts.Jobs with the
+// round's config digest fine-tunes an adapter), where it is the job's
+// initial adapter, derived here as the coordinator derives it.
+func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack) (string, error) {
+	reg, registered := v.models[r.base]
+	job := v.jobs[r.config]
+	if !registered || job == nil || job.FineTune.Mode != coordinator.ModeLoRA {
+		p, ok := artifactPath(v.opts.Artifacts, r.base)
+		if !ok {
+			return "", txErr(h, i, txh, "base_model", "the round's base model %s is not in the artifacts", r.base)
+		}
+		return p, nil
+	}
+	key := r.config + "\x00" + r.base
+	if p, ok := v.adapters[key]; ok {
+		return p, nil
+	}
+	if reg.Config == "" {
+		return "", txErr(h, i, txh, "base_model", "job %s fine-tunes a LoRA adapter of base model %s, whose registration names no config; the initial adapter cannot be derived", job.Name, r.base)
+	}
+	cp, ok := artifactPath(v.opts.Artifacts, reg.Config)
+	if !ok {
+		return "", txErr(h, i, txh, "base_model", "the config %s of base model %s (needed for job %s's initial LoRA adapter) is not in the artifacts", reg.Config, r.base, job.Name)
+	}
+	data, err := os.ReadFile(cp)
+	if err != nil {
+		return "", fmt.Errorf("audit: verify: %w", err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != reg.Config {
+		return "", txErr(h, i, txh, "base_model", "the config of base model %s, %s, hashes to %x", r.base, cp, sum)
+	}
+	cfg, err := model.ParseConfigJSON(cp, data)
+	if err != nil {
+		return "", txErr(h, i, txh, "base_model", "config of base model %s: %v", r.base, err)
+	}
+	ad, err := coordinator.InitialAdapter(job, cfg)
+	if err != nil {
+		return "", txErr(h, i, txh, "base_model", "initial adapter of job %s: %v", job.Name, err)
+	}
+	dir := filepath.Join(v.tmp, fmt.Sprintf("init-adapter-%d", len(v.adapters)))
+	if _, err := ad.Save(dir); err != nil {
+		return "", fmt.Errorf("audit: verify: initial adapter of job %s: %w", job.Name, err)
+	}
+	p := filepath.Join(dir, model.AdapterWeightsFile)
+	v.adapters[key] = p
+	v.log.Info("derived a LoRA job's initial adapter from its job file", "job", job.Name, "config_digest", r.config)
+	return p, nil
+}
+
+// loraHint adds to the error of a failed re-run of a round that started
+// from a registered foundation model without a job file for its config
+// digest: if the job is a LoRA job, its reference was the initial adapter
+// (a full fine-tuning job's was the base model itself, so the error may
+// be real).
+func (v *verifier) loraHint(b ledger.RoundCommitted, r *roundTrack) string {
+	if _, registered := v.models[r.base]; !registered || v.jobs[r.config] != nil {
+		return ""
+	}
+	return fmt.Sprintf("; if job %q fine-tunes a LoRA adapter, round %d aggregated against the job's initial adapter, which is not on the chain: "+
+		"give the job file whose digest is the round's config digest %s (VerifyOptions.Jobs) to derive it", b.JobID, b.Round, r.config)
 }

@@ -309,6 +309,7 @@ func newAuditExportCmd() *cobra.Command {
 
 func newAuditVerifyCmd() *cobra.Command {
 	var ledgerAddr, exportPath, artifacts, genesisPath string
+	var jobs []string
 	cmd := &cobra.Command{
 		Use:   "verify (--ledger ADDR --genesis GENESIS.yaml | --export FILE) [--artifacts DIR]",
 		Short: "Re-derive a whole chain from genesis, and with --artifacts re-run every aggregation; name the first mismatch",
@@ -337,7 +338,7 @@ func newAuditVerifyCmd() *cobra.Command {
 				return fmt.Errorf("audit verify: %w", err)
 			}
 			start := time.Now()
-			rep, err := audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: artifacts, Logger: logger(cmd)})
+			rep, err := audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: artifacts, Jobs: jobs, Logger: logger(cmd)})
 			if err != nil {
 				return err
 			}
@@ -350,5 +351,6 @@ func newAuditVerifyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (with --ledger)")
 	cmd.Flags().StringVar(&exportPath, "export", "", "an export file from `fedtune audit export`")
 	cmd.Flags().StringVar(&artifacts, "artifacts", "", "directory of artifacts named by digest")
+	cmd.Flags().StringSliceVar(&jobs, "job", nil, "job YAML files (repeatable): a LoRA job's round 1 is re-run from the initial adapter the job derives")
 	return cmd
 }
