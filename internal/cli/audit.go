@@ -311,7 +311,7 @@ func newAuditVerifyCmd() *cobra.Command {
 	var ledgerAddr, exportPath, artifacts, genesisPath string
 	var jobs []string
 	cmd := &cobra.Command{
-		Use:   "verify (--ledger ADDR --genesis GENESIS.yaml | --export FILE) [--artifacts DIR]",
+		Use:   "verify (--ledger ADDR --genesis GENESIS.yaml | --export FILE) [--artifacts DIR [--job JOB.yaml]]",
 		Short: "Re-derive a whole chain from genesis, and with --artifacts re-run every aggregation; name the first mismatch",
 		Long: "Re-derive a whole chain from genesis on a fresh in-memory ledger: every block hash, tx root, signature,\n" +
 			"nonce and state hash. With --artifacts (blobs named by digest, flat or in <ab>/<digest> folders) also\n" +
