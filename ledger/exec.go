@@ -29,6 +29,9 @@ type execCtx struct {
 	height  uint64 // height of the block being built
 	time    int64  // its time, unix nanos
 	seen    map[[32]byte]bool
+	// fsm, if set, lends its member cache: Apply sets it; CheckTx, which
+	// runs beside Apply, does not.
+	fsm *FSM
 }
 
 // storageError marks an error of the store, as opposed to a rejection: the
@@ -71,6 +74,17 @@ func (c *execCtx) apply(ws []kvWrite) error {
 }
 
 func (c *execCtx) member(id string) (*Member, error) {
+	if _, written := c.ws[string(memberKey(id))]; c.fsm != nil && !written {
+		// Not written by this block: the committed record is current.
+		m, ok, err := c.fsm.committedMember(id)
+		if err != nil {
+			return nil, &storageError{err}
+		}
+		if !ok {
+			return nil, nil
+		}
+		return &m, nil
+	}
 	var m Member
 	ok, err := c.getJSON(memberKey(id), &m)
 	if err != nil || !ok {

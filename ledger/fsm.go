@@ -30,6 +30,16 @@ type FSMOptions struct {
 	OnBlock func(*Block)
 	// Now is CheckTx's clock for deadline checks; nil means time.Now.
 	Now func() time.Time
+	// DeferSync commits the blocks of raft log entries (index > 0) without
+	// waiting for an fsync. It is for a node whose raft log shares the
+	// state's pebble WAL: raft syncs each entry before it is applied, and the
+	// next synced log write makes the applied state durable too. A crash
+	// before that loses only a suffix of applied entries, together with the
+	// applied index stored in the same batch, so raft replays them (or, if
+	// the state is behind raft's latest snapshot, the node restores that
+	// snapshot first). Blocks applied outside raft (ApplyProposal) and the
+	// genesis block are always synced.
+	DeferSync bool
 }
 
 // ErrGenesisMismatch is returned by NewFSM and Restore when the state was
@@ -55,10 +65,14 @@ type FSM struct {
 	log     *slog.Logger
 	onBlock func(*Block)
 	now     func() time.Time
+	// deferSync: see FSMOptions.DeferSync.
+	deferSync bool
 	// noPrecheck turns off parallel signature verification (tests compare).
 	noPrecheck bool
 
 	applyMu sync.Mutex // serialises Apply, Restore and genesis
+	// members caches committed member records for Apply (see memberCache).
+	members memberCache
 
 	mu     sync.RWMutex
 	head   head
@@ -102,7 +116,7 @@ func NewFSM(st *pebblestore.State, g *Genesis, opts FSMOptions) (*FSM, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
-	f := &FSM{st: st, g: g, log: opts.Logger, onBlock: opts.OnBlock, now: opts.Now}
+	f := &FSM{st: st, g: g, log: opts.Logger, onBlock: opts.OnBlock, now: opts.Now, deferSync: opts.DeferSync}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -285,6 +299,7 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 	}
 	b := f.st.NewBatch()
 	defer b.Close()
+	var written writeSet // the state writes of the block, if any
 
 	p, perr := DecodeProposal(data)
 	if perr == nil && p.Time > maxBlockTime {
@@ -298,7 +313,8 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 		if t <= hd.Time {
 			t = hd.Time + 1
 		}
-		c := &execCtx{chainID: f.g.ChainID, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}}
+		c := &execCtx{chainID: f.g.ChainID, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}, fsm: f}
+		written = c.ws
 		res.Results = make([]TxResult, len(p.Txs))
 		pre := f.precheck(p.Txs)
 		var txs [][]byte
@@ -363,9 +379,14 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 	if err := b.Set([]byte(keyHead), encodeHead(newHead)); err != nil {
 		return nil, err
 	}
-	if err := b.Commit(); err != nil {
+	commit := b.Commit
+	if f.deferSync && index != 0 {
+		commit = b.CommitNoSync
+	}
+	if err := commit(); err != nil {
 		return nil, err
 	}
+	f.members.forget(written)
 	f.mu.Lock()
 	f.head = newHead
 	f.mu.Unlock()
@@ -405,8 +426,8 @@ func (f *FSM) precheck(txs [][]byte) []preChecked {
 				if pc.err != nil {
 					continue
 				}
-				var m Member
-				if ok, err := getJSON(f.st, memberKey(pc.tx.Signer), &m); err != nil || !ok || !m.Active {
+				m, ok, err := f.committedMember(pc.tx.Signer)
+				if err != nil || !ok || !m.Active {
 					continue
 				}
 				pub, err := hex.DecodeString(m.PublicKey)
@@ -461,6 +482,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
+	f.members.reset()
 	if err := f.st.Restore(rc); err != nil {
 		return fmt.Errorf("ledger: restore: %w", err)
 	}

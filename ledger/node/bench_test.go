@@ -18,8 +18,9 @@ import (
 // three-node cluster (loopback TCP, pebble on disk with synced writes):
 // N trainers submit DatasetRegistered txs concurrently to a follower, each
 // waiting for its tx to commit before sending the next. Larger N means
-// larger blocks: each block costs a synced raft append on a quorum and a
-// synced FSM batch, so throughput grows with the batch size.
+// larger blocks: each block costs a synced raft append on a quorum (the
+// FSM's block batch is not synced on its own: it shares the raft log's WAL),
+// so throughput grows with the batch size.
 func BenchmarkClusterSubmit(b *testing.B) {
 	c := newBenchCluster(b)
 	defer c.stopAll()

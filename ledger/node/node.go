@@ -187,7 +187,13 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.db.Close)
-	n.fsm, err = ledger.NewFSM(n.db.State(), n.genesis, ledger.FSMOptions{Logger: n.log.With("component", "fsm"), OnBlock: n.onBlock})
+	n.fsm, err = ledger.NewFSM(n.db.State(), n.genesis, ledger.FSMOptions{
+		Logger:  n.log.With("component", "fsm"),
+		OnBlock: n.onBlock,
+		// The raft log shares the state's WAL and is synced before each
+		// entry is applied: a block need not pay a second fsync.
+		DeferSync: true,
+	})
 	if err != nil {
 		return nil, err
 	}
