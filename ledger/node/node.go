@@ -261,6 +261,30 @@ func (n *Node) self() PeerConfig {
 	return PeerConfig{ID: n.id, RaftAddress: n.RaftAddr(), GRPCAddress: n.GRPCAddr()}
 }
 
+// watchStorage stops the node when pebble has hit an error it cannot
+// recover from (a failed WAL write or fsync): every later write would fail,
+// and retrying an fsync is not safe, so the process must restart and reopen
+// its store (pebblestore.ErrFatal).
+func (n *Node) watchStorage(ctx context.Context, errc chan<- error) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := n.db.Err(); err != nil {
+				n.log.Error("storage failed: stopping the node; restart it to reopen its data", "err", err)
+				select {
+				case errc <- fmt.Errorf("storage: %w", err):
+				default:
+				}
+				return
+			}
+		}
+	}
+}
+
 // Run starts raft, the gRPC service and the metrics endpoint, and serves
 // until ctx is cancelled; then it stops everything and closes the database.
 // It returns nil after a clean stop.
@@ -275,7 +299,7 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize))
 	ledgerv1.RegisterLedgerServer(n.grpcSrv, &service{n: n})
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -297,10 +321,11 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	loopCtx, cancelLoops := context.WithCancel(ctx)
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); n.batchLoop(loopCtx) }()
 	go func() { defer wg.Done(); n.leaderLoop(loopCtx) }()
 	go func() { defer wg.Done(); n.announce(loopCtx) }()
+	go func() { defer wg.Done(); n.watchStorage(loopCtx, errc) }()
 
 	var runErr error
 	select {
