@@ -31,6 +31,11 @@ test-deps: ## install the Debian packages tests use (graphviz, chromium) if miss
 test: test-deps ## every test: -race pass, then the TestNoRace pass without -race
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 	$(GO) test -count=1 -timeout 40m -run '^TestNoRace' $(PKGS)
+	@# Golden digests again with GOAMD64=v3, where Go may fuse a*b+c into an FMA:
+	@# the reductions must give the same bits (skipped on CPUs without v3).
+	@if [ "$$($(GO) env GOARCH)" = amd64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then \
+	  echo "GOAMD64=v3 $(GO) test -run Golden ./kernels ./aggregator"; \
+	  GOAMD64=v3 $(GO) test -count=1 -run 'Golden' ./kernels ./aggregator; fi
 
 test-short: ## quick tests only (-short, no race)
 	$(GO) test -short -count=1 $(PKGS)
