@@ -66,4 +66,15 @@
 // of the ledger is refused. Server is one process: Coordinator service,
 // artifact service and aggregator on one listener (`fedtune coordinator
 // start`). A restarted Server recovers its unfinished job from the ledger.
+//
+// The aggregator role is the Aggregator interface: LocalAggregator runs in
+// the process as above; when the server config names a remote aggregator
+// (aggregator: {address, id}), RemoteAggregator calls a standalone one
+// (`fedtune aggregator start`, package internal/aggsvc) over
+// fedtune.aggregator.v1, which fetches the inputs from this artifact
+// service, uploads the new model and signs the aggregator-role txs with its
+// own key; the coordinator then holds no aggregator key and admits the
+// aggregator only by the configured key ID with ledger role aggregator
+// (AggregatorVerifier). Either way the Service reports every outcome to
+// the machine the same way.
 package coordinator

@@ -50,10 +50,13 @@ const challengeTTL = time.Minute
 
 // ServiceConfig configures a Service.
 type ServiceConfig struct {
-	// CoordinatorKey signs RoundOpened and ModelRegistered; AggregatorKey
-	// signs UpdateRejected, RoundCommitted and RoundFailed. Required.
+	// CoordinatorKey signs RoundOpened and ModelRegistered. Required.
 	CoordinatorKey ed25519.PrivateKey
-	AggregatorKey  ed25519.PrivateKey
+	// Aggregator runs aggregations and signs UpdateRejected,
+	// RoundCommitted and RoundFailed. When nil, AggregatorKey is required
+	// and the aggregation runs in-process (NewLocalAggregator over Store).
+	Aggregator    Aggregator
+	AggregatorKey ed25519.PrivateKey
 	// Ledger is a client of any ledger node. Required.
 	Ledger *node.Client
 	// Store holds models and updates (served by artifact.Server). Required.
@@ -71,7 +74,8 @@ type ServiceConfig struct {
 
 // Service is the coordinator process's driver around Machine: the
 // fedtune.coordinator.v1 gRPC service, the ledger transactions, the tasks
-// to trainers and the in-process aggregation over the artifact store.
+// to trainers and the aggregation through its Aggregator (in-process over
+// the artifact store, or a standalone aggregator).
 // Create it with NewService, Register it on a gRPC server beside
 // artifact.Server, and Run it.
 type Service struct {
@@ -81,7 +85,7 @@ type Service struct {
 	log   *slog.Logger
 	id    string // coordinator key ID
 	coord *Signer
-	agg   *Signer
+	agg   Aggregator
 
 	events chan func()
 
@@ -130,8 +134,8 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	switch {
 	case len(cfg.CoordinatorKey) != ed25519.PrivateKeySize:
 		return nil, errors.New("coordinator service: CoordinatorKey is required")
-	case len(cfg.AggregatorKey) != ed25519.PrivateKeySize:
-		return nil, errors.New("coordinator service: AggregatorKey is required")
+	case cfg.Aggregator == nil && len(cfg.AggregatorKey) != ed25519.PrivateKeySize:
+		return nil, errors.New("coordinator service: AggregatorKey (or Aggregator) is required")
 	case cfg.Ledger == nil:
 		return nil, errors.New("coordinator service: Ledger is required")
 	case cfg.Store == nil:
@@ -156,13 +160,16 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		cfg: cfg, log: log,
 		id:         ledger.KeyID(cfg.CoordinatorKey.Public().(ed25519.PublicKey)),
 		coord:      NewSigner(cfg.Ledger, cfg.CoordinatorKey),
-		agg:        NewSigner(cfg.Ledger, cfg.AggregatorKey),
+		agg:        cfg.Aggregator,
 		events:     make(chan func(), 256),
 		challenges: map[string]time.Time{},
 		txWake:     make(chan struct{}, 1),
 		sessions:   map[string]*session{},
 		members:    map[string]bool{},
 		models:     map[string]modelFiles{},
+	}
+	if s.agg == nil {
+		s.agg = NewLocalAggregator(cfg.Store, filepath.Join(cfg.Dir, "work"), NewSigner(cfg.Ledger, cfg.AggregatorKey), log)
 	}
 	return s, nil
 }
@@ -336,12 +343,12 @@ func (s *Service) txWorker(ctx context.Context) {
 		if q.gen != s.gen.Load() {
 			continue // the job was reloaded or replaced
 		}
-		signer := s.agg
+		submit := s.agg.Submit
 		if ledger.TxRoles[q.body.TxType()] == ledger.RoleCoordinator {
-			signer = s.coord
+			submit = s.coord.Submit
 		}
 		round := roundOfTx(q.body)
-		h, err := signer.Submit(ctx, q.body)
+		h, err := submit(ctx, q.body)
 		if ctx.Err() != nil {
 			return
 		}

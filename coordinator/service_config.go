@@ -23,9 +23,14 @@ type ServerConfig struct {
 	// services); port 0 picks a free one.
 	Listen string `yaml:"listen"`
 	// CoordinatorKey and AggregatorKey are the ledger keys of the two roles
-	// this process plays (PKCS#8 PEM).
+	// this process plays (PKCS#8 PEM). AggregatorKey is not used (and not
+	// required) when Aggregator names a remote aggregator.
 	CoordinatorKey string `yaml:"coordinator_key"`
 	AggregatorKey  string `yaml:"aggregator_key"`
+	// Aggregator, when set, is a standalone aggregator process (fedtune
+	// aggregator start) that aggregates and signs the aggregator-role
+	// transactions; absent, the aggregator runs in this process.
+	Aggregator *RemoteAggregatorConfig `yaml:"aggregator"`
 	// Ledger is a ledger node's gRPC address.
 	Ledger string `yaml:"ledger"`
 	// DataDir holds the artifact store and the active job.
@@ -36,6 +41,15 @@ type ServerConfig struct {
 	Tick time.Duration `yaml:"tick"`
 	// Job, when set, is launched at start unless a job is being resumed.
 	Job string `yaml:"job"`
+}
+
+// RemoteAggregatorConfig names a standalone aggregator.
+type RemoteAggregatorConfig struct {
+	// Address is the aggregator's host:port.
+	Address string `yaml:"address"`
+	// ID is the aggregator's ledger key ID; the TLS peer must prove it and
+	// be an active aggregator member of the ledger.
+	ID string `yaml:"id"`
 }
 
 // DefaultServerConfig returns the defaults: listen on 127.0.0.1:7400,
@@ -81,8 +95,18 @@ func ParseServerConfig(name string, data []byte) (*ServerConfig, error) {
 // Validate reports every missing or bad field at once.
 func (c *ServerConfig) Validate() error {
 	var msgs []string
-	for _, f := range []struct{ name, v string }{{"listen", c.Listen}, {"coordinator_key", c.CoordinatorKey},
-		{"aggregator_key", c.AggregatorKey}, {"ledger", c.Ledger}, {"data_dir", c.DataDir}} {
+	type field struct{ name, v string }
+	fields := []field{{"listen", c.Listen}, {"coordinator_key", c.CoordinatorKey}}
+	if a := c.Aggregator; a != nil {
+		fields = append(fields, field{"aggregator.address", a.Address}, field{"aggregator.id", a.ID})
+		if a.ID != "" && !isKeyID(a.ID) {
+			msgs = append(msgs, fmt.Sprintf("aggregator.id: %q is not a ledger key ID (64 hex digits)", a.ID))
+		}
+	} else {
+		fields = append(fields, field{"aggregator_key", c.AggregatorKey})
+	}
+	fields = append(fields, field{"ledger", c.Ledger}, field{"data_dir", c.DataDir})
+	for _, f := range fields {
 		if f.v == "" {
 			msgs = append(msgs, f.name+": required")
 		}
@@ -94,4 +118,18 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("%w: %s", ErrServerConfig, strings.Join(msgs, "; "))
 	}
 	return nil
+}
+
+// isKeyID reports whether s has the form of a ledger key ID (64 lowercase
+// hex digits).
+func isKeyID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -244,8 +244,9 @@ func AggregationRequest(a AggregationTask, path func(digest string) (string, err
 	return req, nil
 }
 
-// aggregate runs a round's aggregation in-process over the stored updates,
-// stores the new global (and server state) and reports to the machine.
+// aggregate runs a round's aggregation through the Aggregator (in-process
+// or remote), which leaves the new global (and server state) in the store,
+// and reports to the machine.
 func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a AggregationTask) {
 	report := func(ev Event) {
 		s.post(ctx, func() {
@@ -254,58 +255,17 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 			}
 		})
 	}
-	fail := func(err error) {
-		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
-		report(AggregationFailed{Round: a.Round, Reason: err.Error()})
-	}
-	req, err := AggregationRequest(a, s.cfg.Store.Path, j.global(a.Base))
-	if err != nil {
-		fail(err)
-		return
-	}
-	work, err := os.MkdirTemp(filepath.Join(s.cfg.Dir, "work"), fmt.Sprintf("agg-r%d-", a.Round))
-	if err != nil {
-		fail(err)
-		return
-	}
-	defer os.RemoveAll(work)
-	req.Out = filepath.Join(work, "global.safetensors")
-	if so, ok := req.Strategy.(aggregator.ServerOptimizer); ok && so.Optimizes() && len(so.StateSlots()) > 0 {
-		req.StateOut = filepath.Join(work, "state.safetensors")
-	}
-	req.Logger = s.log.With("job", a.JobID, "round", a.Round)
-	res, err := aggregator.Aggregate(ctx, req)
+	done, err := s.agg.Aggregate(ctx, a, j.global(a.Base))
 	if err != nil {
 		if ctx.Err() != nil {
 			return
 		}
-		fail(err)
+		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
+		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
 		return
 	}
-	d, err := s.putFile(ctx, res.Path, res.Digest)
-	if err != nil {
-		fail(err)
-		return
-	}
-	done := AggregationDone{Round: a.Round, Model: d, Weights: map[string]float64{}, Rejected: map[string]string{}}
-	if req.StateOut != "" {
-		if done.State, err = s.putFile(ctx, res.StatePath, res.StateDigest); err != nil {
-			fail(err)
-			return
-		}
-	}
-	for _, c := range res.Accepted {
-		done.Weights[c.ContributorID] = res.Weights[c.Key()]
-	}
-	for _, r := range res.Rejected {
-		// Name the update by digest, not by this node's file path.
-		why := r.Reason()
-		if r.Path != "" {
-			why = strings.ReplaceAll(why, r.Path, "update "+inputDigest(a, r.ContributorID))
-		}
-		done.Rejected[r.ContributorID] = truncateReason(why)
-	}
-	s.log.InfoContext(ctx, "aggregated", "job", a.JobID, "round", a.Round, "model", d, "accepted", len(res.Accepted), "rejected", len(res.Rejected))
+	s.log.InfoContext(ctx, "aggregated", "job", a.JobID, "round", a.Round, "model", done.Model, "aggregator", abbrev(s.agg.ID()),
+		"accepted", len(done.Weights), "rejected", len(done.Rejected))
 	report(done)
 }
 

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,8 +22,8 @@ import (
 )
 
 // Server is a whole coordinator process: the Coordinator service (with the
-// aggregator running in-process) and the artifact service over one store,
-// on one gRPC server.
+// aggregator running in-process, or a remote one when the config names
+// it) and the artifact service over one store, on one gRPC server.
 type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
@@ -30,6 +31,7 @@ type Server struct {
 	svc     *Service
 	store   *artifact.Store
 	ledger  *node.Client
+	remote  *RemoteAggregator // nil: the aggregator runs in-process
 	options []grpc.ServerOption
 }
 
@@ -46,9 +48,11 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	if err != nil {
 		return nil, fmt.Errorf("coordinator_key: %w", err)
 	}
-	ak, err := ledger.LoadKey(cfg.AggregatorKey)
-	if err != nil {
-		return nil, fmt.Errorf("aggregator_key: %w", err)
+	var ak ed25519.PrivateKey
+	if cfg.Aggregator == nil {
+		if ak, err = ledger.LoadKey(cfg.AggregatorKey); err != nil {
+			return nil, fmt.Errorf("aggregator_key: %w", err)
+		}
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
@@ -65,7 +69,20 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	if s.ledger, err = node.Dial(ctx, cfg.Ledger); err != nil {
 		return nil, err
 	}
-	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Ledger: s.ledger, Store: s.store,
+	var agg Aggregator
+	if a := cfg.Aggregator; a != nil {
+		opt := tlsid.InsecureDialOption()
+		if !cfg.Insecure {
+			if opt, err = tlsid.DialOption(ck, AggregatorVerifier(s.ledger, a.ID)); err != nil {
+				return nil, err
+			}
+		}
+		if s.remote, err = DialAggregator(a.Address, a.ID, opt); err != nil {
+			return nil, err
+		}
+		agg = s.remote
+	}
+	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Aggregator: agg, Ledger: s.ledger, Store: s.store,
 		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick}); err != nil {
 		return nil, err
 	}
@@ -100,6 +117,9 @@ func (s *Server) Store() *artifact.Store { return s.store }
 func (s *Server) close() {
 	if s.ln != nil {
 		s.ln.Close()
+	}
+	if s.remote != nil {
+		s.remote.Close()
 	}
 	if s.ledger != nil {
 		s.ledger.Close()

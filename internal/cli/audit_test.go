@@ -225,7 +225,7 @@ func TestDatasetAndAuditCommands(t *testing.T) {
 	// A swapped update artifact.
 	baseBytes, _ := os.ReadFile(filepath.Join(art, base[:2], base))
 	os.WriteFile(filepath.Join(art, upd[:2], upd), baseBytes, 0o644)
-	if _, err := run(t, "audit", "verify", "--export", export, "--artifacts", art); err == nil || !strings.Contains(err.Error(), "update_digest: artifact") {
+	if _, err := run(t, "audit", "verify", "--export", export, "--artifacts", art); err == nil || !strings.Contains(err.Error(), "update_digest: ") || !strings.Contains(err.Error(), "hashes to") {
 		t.Fatalf("verify with a swapped artifact: %v", err)
 	}
 }

@@ -28,8 +28,9 @@ func newCoordinatorStartCmd() *cobra.Command {
 		Long: `Start the coordinator process: the Coordinator gRPC service (trainers join,
 receive tasks and report updates; operators launch jobs), the artifact
 service over the process's content-addressed store, and the aggregator,
-which runs in-process. Rounds are recorded on the ledger with the
-coordinator and aggregator keys. A restarted coordinator resumes its
+which runs in-process unless the config names a standalone one
+("aggregator: {address, id}", see fedtune aggregator start). Rounds are
+recorded on the ledger with the coordinator and aggregator keys. A restarted coordinator resumes its
 unfinished job from the ledger's round records.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -58,6 +58,10 @@ type Options struct {
 	// Binary is the fedtune executable for child processes (default: this
 	// process's executable).
 	Binary string
+	// RemoteAggregator runs the aggregator as its own process (fedtune
+	// aggregator start, with the aggregator key) that the coordinator
+	// calls; the coordinator then holds no aggregator key.
+	RemoteAggregator bool
 	// InProcess runs every part in this process instead.
 	InProcess bool
 	// TrainerBackend, with InProcess, gives trainer i (1-based) its
@@ -122,6 +126,9 @@ type Net struct {
 	LedgerRaft []string
 	// Coordinator is the coordinator's gRPC address.
 	Coordinator string
+	// Aggregator is the standalone aggregator's gRPC address ("" unless
+	// Options.RemoteAggregator).
+	Aggregator string
 	// BaseModel is the base model folder and BaseDigest its weight digest.
 	BaseModel  string
 	BaseDigest string
@@ -198,6 +205,11 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	}
 	if n.Coordinator, err = freePort(); err != nil {
 		return nil, err
+	}
+	if opts.RemoteAggregator {
+		if n.Aggregator, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.writeCoordinatorConfig(); err != nil {
 		return nil, err
@@ -301,10 +313,21 @@ func (n *Net) writeLedgerConfigs() error {
 func (n *Net) writeCoordinatorConfig() error {
 	c := coordinator.ServerConfig{Listen: n.Coordinator, CoordinatorKey: "keys/coordinator.key",
 		AggregatorKey: "keys/aggregator.key", Ledger: n.LedgerGRPC[0], DataDir: "coordinator", Tick: 200 * time.Millisecond}
-	return writeYAML(n.path("coordinator.yaml"), map[string]any{
+	m := map[string]any{
 		"listen": c.Listen, "coordinator_key": c.CoordinatorKey, "aggregator_key": c.AggregatorKey,
 		"ledger": c.Ledger, "data_dir": c.DataDir, "tick": c.Tick.String(),
-	})
+	}
+	if n.Aggregator != "" {
+		delete(m, "aggregator_key")
+		m["aggregator"] = map[string]any{"address": n.Aggregator, "id": n.ID("aggregator")}
+		if err := writeYAML(n.path("aggregator.yaml"), map[string]any{
+			"listen": n.Aggregator, "key": "keys/aggregator.key", "ledger": n.LedgerGRPC[1%len(n.LedgerGRPC)],
+			"coordinator": n.Coordinator, "coordinator_id": n.ID("coordinator"), "data_dir": "aggregator",
+		}); err != nil {
+			return err
+		}
+	}
+	return writeYAML(n.path("coordinator.yaml"), m)
 }
 
 func (n *Net) writeTrainerConfigs() error {

@@ -21,6 +21,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/aggsvc"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -62,6 +63,7 @@ type Network struct {
 	*Net
 	Ledgers  []*Part
 	Coord    *Part
+	Agg      *Part // the standalone aggregator (nil when in-process)
 	Trainers []*Part
 }
 
@@ -86,7 +88,17 @@ func (n *Net) Start(ctx context.Context) (*Network, error) {
 	if err := n.waitLeader(ctx); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(n.Opts.Out, "coordinator + aggregator + artifact store on %s (TLS, id %s…)\n", n.Coordinator, n.ID("coordinator")[:12])
+	if n.Aggregator != "" {
+		fmt.Fprintf(n.Opts.Out, "aggregator on %s (TLS, id %s…)\n", n.Aggregator, n.ID("aggregator")[:12])
+		p, err := n.startAggregator(ctx)
+		if err != nil {
+			return nil, err
+		}
+		nw.Agg = p
+		fmt.Fprintf(n.Opts.Out, "coordinator + artifact store on %s (TLS, id %s…)\n", n.Coordinator, n.ID("coordinator")[:12])
+	} else {
+		fmt.Fprintf(n.Opts.Out, "coordinator + aggregator + artifact store on %s (TLS, id %s…)\n", n.Coordinator, n.ID("coordinator")[:12])
+	}
 	p, err := n.startCoordinator(ctx)
 	if err != nil {
 		return nil, err
@@ -114,6 +126,9 @@ func (nw *Network) Stop() {
 	if nw.Coord != nil {
 		parts = append(parts, nw.Coord)
 	}
+	if nw.Agg != nil {
+		parts = append(parts, nw.Agg)
+	}
 	parts = append(parts, nw.Ledgers...)
 	for _, p := range parts {
 		if p != nil {
@@ -125,7 +140,7 @@ func (nw *Network) Stop() {
 			<-p.done
 		}
 	}
-	nw.Trainers, nw.Coord, nw.Ledgers = nil, nil, nil
+	nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil
 }
 
 // run starts a part: a child process running the fedtune binary with
@@ -221,6 +236,21 @@ func (n *Net) startCoordinator(ctx context.Context) (*Part, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+func (n *Net) startAggregator(ctx context.Context) (*Part, error) {
+	cfgPath := n.path("aggregator.yaml")
+	return n.run(ctx, "aggregator", []string{"--log-level", "info", "aggregator", "start", "--config", cfgPath}, func(ctx context.Context) error {
+		cfg, err := aggsvc.LoadConfig(cfgPath)
+		if err != nil {
+			return err
+		}
+		srv, err := aggsvc.NewServer(ctx, *cfg, nil, n.Opts.Logger.With("part", "aggregator"))
+		if err != nil {
+			return err
+		}
+		return srv.Run(ctx)
+	})
 }
 
 // StartTrainer starts trainer i (1-based).

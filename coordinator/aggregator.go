@@ -1,0 +1,271 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedtune/fedtune/aggregator"
+	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+)
+
+// Aggregator is the aggregator role as the Service sees it: it runs a
+// round's aggregation and signs and submits the aggregator-role
+// transactions (UpdateRejected, RoundCommitted, RoundFailed). The
+// in-process implementation is NewLocalAggregator; RemoteAggregator calls a
+// standalone aggregator process (fedtune aggregator start).
+type Aggregator interface {
+	// ID returns the aggregator's ledger key ID.
+	ID() string
+	// Aggregate combines the task's inputs over the reference weights
+	// global ("" for none) and returns the result, whose model (and state)
+	// are in the coordinator's artifact store when it returns.
+	Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error)
+	// Submit signs body with the aggregator key and waits for the ledger,
+	// like (*Signer).Submit: a rejection wraps node.ErrRejected.
+	Submit(ctx context.Context, body ledger.TxBody) (uint64, error)
+}
+
+// LocalAggregator aggregates over an artifact store in this process and
+// signs with its own Signer.
+type LocalAggregator struct {
+	store  *artifact.Store
+	dir    string
+	signer *Signer
+	log    *slog.Logger
+}
+
+// NewLocalAggregator returns an aggregator over store that keeps scratch
+// files under dir and signs through signer (log may be nil).
+func NewLocalAggregator(store *artifact.Store, dir string, signer *Signer, log *slog.Logger) *LocalAggregator {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &LocalAggregator{store: store, dir: dir, signer: signer, log: log}
+}
+
+// ID implements Aggregator.
+func (l *LocalAggregator) ID() string { return l.signer.ID() }
+
+// Submit implements Aggregator.
+func (l *LocalAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
+	return l.signer.Submit(ctx, body)
+}
+
+// Aggregate implements Aggregator: it runs aggregator.Aggregate over the
+// stored updates and stores the new global (and server state).
+func (l *LocalAggregator) Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error) {
+	req, err := AggregationRequest(a, l.store.Path, global)
+	if err != nil {
+		return AggregationDone{}, err
+	}
+	if err := os.MkdirAll(l.dir, 0o755); err != nil {
+		return AggregationDone{}, err
+	}
+	work, err := os.MkdirTemp(l.dir, fmt.Sprintf("agg-r%d-", a.Round))
+	if err != nil {
+		return AggregationDone{}, err
+	}
+	defer os.RemoveAll(work)
+	req.Out = filepath.Join(work, "global.safetensors")
+	if so, ok := req.Strategy.(aggregator.ServerOptimizer); ok && so.Optimizes() && len(so.StateSlots()) > 0 {
+		req.StateOut = filepath.Join(work, "state.safetensors")
+	}
+	req.Logger = l.log.With("job", a.JobID, "round", a.Round)
+	res, err := aggregator.Aggregate(ctx, req)
+	if err != nil {
+		return AggregationDone{}, err
+	}
+	d, err := l.putFile(ctx, res.Path, res.Digest)
+	if err != nil {
+		return AggregationDone{}, err
+	}
+	done := AggregationDone{Round: a.Round, Model: d, Weights: map[string]float64{}, Rejected: map[string]string{}}
+	if req.StateOut != "" {
+		if done.State, err = l.putFile(ctx, res.StatePath, res.StateDigest); err != nil {
+			return AggregationDone{}, err
+		}
+	}
+	for _, c := range res.Accepted {
+		done.Weights[c.ContributorID] = res.Weights[c.Key()]
+	}
+	for _, r := range res.Rejected {
+		// Name the update by digest, not by this node's file path.
+		why := r.Reason()
+		if r.Path != "" {
+			why = strings.ReplaceAll(why, r.Path, "update "+inputDigest(a, r.ContributorID))
+		}
+		done.Rejected[r.ContributorID] = truncateReason(why)
+	}
+	return done, nil
+}
+
+func (l *LocalAggregator) putFile(ctx context.Context, path, want string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := l.store.PutExpect(ctx, want, f); err != nil {
+		return "", fmt.Errorf("store %s: %w", path, err)
+	}
+	return want, nil
+}
+
+// ErrAggregatorRefused is wrapped when a remote aggregator's identity is
+// not the configured one or not an active aggregator member of the ledger.
+var ErrAggregatorRefused = errors.New("coordinator: aggregator refused")
+
+// AggregatorVerifier returns the tlsid check the coordinator applies to a
+// remote aggregator: its key ID must be id and an active member of the
+// ledger with role aggregator.
+func AggregatorVerifier(c *node.Client, id string) tlsid.Verifier {
+	return func(peer string) error {
+		if peer != id {
+			return fmt.Errorf("%w: the peer is %s, the config names %s", ErrAggregatorRefused, peer, id)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m, err := QueryMember(ctx, c, peer)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: %s: %w", ErrAggregatorRefused, peer, err)
+		case !m.Active:
+			return fmt.Errorf("%w: %s was removed from the ledger", ErrAggregatorRefused, peer)
+		case m.Role != ledger.RoleAggregator:
+			return fmt.Errorf("%w: %s has role %s on the ledger, not aggregator", ErrAggregatorRefused, peer, m.Role)
+		}
+		return nil
+	}
+}
+
+// RemoteAggregator is an Aggregator served by a standalone aggregator
+// process over fedtune.aggregator.v1.
+type RemoteAggregator struct {
+	id   string
+	conn *grpc.ClientConn
+	c    aggregatorv1.AggregatorClient
+}
+
+// DialAggregator connects to the aggregator at addr whose ledger key ID is
+// id; opts carry the transport (tlsid.DialOption with AggregatorVerifier,
+// or tlsid.InsecureDialOption).
+func DialAggregator(addr, id string, opts ...grpc.DialOption) (*RemoteAggregator, error) {
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator %s: %w", addr, err)
+	}
+	return &RemoteAggregator{id: id, conn: conn, c: aggregatorv1.NewAggregatorClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (r *RemoteAggregator) Close() error { return r.conn.Close() }
+
+// Conn returns the client connection to the aggregator.
+func (r *RemoteAggregator) Conn() *grpc.ClientConn { return r.conn }
+
+// ID implements Aggregator.
+func (r *RemoteAggregator) ID() string { return r.id }
+
+// Aggregate implements Aggregator.
+func (r *RemoteAggregator) Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error) {
+	resp, err := r.c.Aggregate(ctx, AggregateRequestProto(a, global))
+	if err != nil {
+		return AggregationDone{}, fmt.Errorf("remote aggregator: %s", status.Convert(err).Message())
+	}
+	done := AggregationDone{Round: a.Round, Model: resp.Model, State: resp.State, Weights: resp.Weights, Rejected: resp.Rejected}
+	if done.Weights == nil {
+		done.Weights = map[string]float64{}
+	}
+	if done.Rejected == nil {
+		done.Rejected = map[string]string{}
+	}
+	if _, err := artifact.ParseDigest(done.Model); err != nil {
+		return AggregationDone{}, fmt.Errorf("remote aggregator: model: %w", err)
+	}
+	return done, nil
+}
+
+// Submit implements Aggregator.
+func (r *RemoteAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := r.c.SubmitTx(ctx, &aggregatorv1.SubmitTxRequest{Type: body.TxType(), Body: data})
+	if err != nil {
+		st := status.Convert(err)
+		if st.Code() == codes.FailedPrecondition {
+			return 0, fmt.Errorf("%s: %w: %s", body.TxType(), node.ErrRejected, st.Message())
+		}
+		return 0, fmt.Errorf("%s: remote aggregator: %s", body.TxType(), st.Message())
+	}
+	return resp.Height, nil
+}
+
+// AggregateRequestProto is the wire form of an aggregation task.
+func AggregateRequestProto(a AggregationTask, global string) *aggregatorv1.AggregateRequest {
+	o := a.Options
+	req := &aggregatorv1.AggregateRequest{JobId: a.JobID, Round: a.Round, Base: a.Base, Global: global, State: a.State,
+		Strategy: a.Strategy, Params: a.Params, Options: &aggregatorv1.Options{Clip: o.Clip, NoiseMultiplier: o.NoiseMultiplier,
+			Seed: o.Seed, MaxNorm: o.MaxNorm, ChunkElems: int64(o.ChunkElems), Threads: int32(o.Threads), Strict: o.Strict}}
+	for _, in := range a.Inputs {
+		req.Inputs = append(req.Inputs, &aggregatorv1.Input{Trainer: in.Trainer, Digest: in.Digest, Dataset: in.Dataset, Samples: in.Samples})
+	}
+	return req
+}
+
+// AggregationTaskFromProto is the inverse of AggregateRequestProto; it
+// returns the task and its global digest.
+func AggregationTaskFromProto(req *aggregatorv1.AggregateRequest) (AggregationTask, string) {
+	a := AggregationTask{JobID: req.JobId, Round: req.Round, Base: req.Base, State: req.State, Strategy: req.Strategy, Params: req.Params}
+	if o := req.Options; o != nil {
+		a.Options = aggregator.Options{Clip: o.Clip, NoiseMultiplier: o.NoiseMultiplier, Seed: o.Seed, MaxNorm: o.MaxNorm,
+			ChunkElems: int(o.ChunkElems), Threads: int(o.Threads), Strict: o.Strict}
+	}
+	for _, in := range req.Inputs {
+		a.Inputs = append(a.Inputs, Input{Trainer: in.Trainer, Digest: in.Digest, Dataset: in.Dataset, Samples: in.Samples})
+	}
+	return a, req.Global
+}
+
+// DecodeAggregatorTx decodes the JSON body of an aggregator-role
+// transaction of the given type; other types are refused.
+func DecodeAggregatorTx(typ string, body []byte) (ledger.TxBody, error) {
+	var b ledger.TxBody
+	var err error
+	switch typ {
+	case ledger.TypeUpdateRejected:
+		var v ledger.UpdateRejected
+		err = json.Unmarshal(body, &v)
+		b = v
+	case ledger.TypeRoundCommitted:
+		var v ledger.RoundCommitted
+		err = json.Unmarshal(body, &v)
+		b = v
+	case ledger.TypeRoundFailed:
+		var v ledger.RoundFailed
+		err = json.Unmarshal(body, &v)
+		b = v
+	default:
+		return nil, fmt.Errorf("transaction type %q is not signed by the aggregator", typ)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s body: %w", typ, err)
+	}
+	return b, nil
+}

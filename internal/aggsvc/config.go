@@ -1,0 +1,91 @@
+package aggsvc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrConfig is wrapped by every error about an aggregator config file.
+var ErrConfig = errors.New("aggregator: bad config")
+
+// Config is the aggregator process's YAML file (fedtune aggregator start
+// --config FILE). Relative paths are resolved against the file's folder.
+type Config struct {
+	// Listen is the host:port of the Aggregator gRPC service; port 0 picks
+	// a free one.
+	Listen string `yaml:"listen"`
+	// Key is the aggregator's ledger key (PKCS#8 PEM, role aggregator).
+	Key string `yaml:"key"`
+	// Ledger is a ledger node's gRPC address.
+	Ledger string `yaml:"ledger"`
+	// Coordinator is the coordinator's address (its artifact service).
+	Coordinator string `yaml:"coordinator"`
+	// CoordinatorID is the coordinator's ledger key ID: the only peer
+	// allowed to call, and the artifact server it expects. Required
+	// unless Insecure.
+	CoordinatorID string `yaml:"coordinator_id"`
+	// DataDir holds the local artifact store and scratch files.
+	DataDir string `yaml:"data_dir"`
+	// Insecure serves and dials plain-text gRPC (no TLS, no identities).
+	Insecure bool `yaml:"insecure"`
+}
+
+// DefaultConfig returns the defaults: listen on 127.0.0.1:7500, data dir
+// "aggregator".
+func DefaultConfig() Config { return Config{Listen: "127.0.0.1:7500", DataDir: "aggregator"} }
+
+// LoadConfig reads a config file over DefaultConfig (unknown keys are
+// errors naming file and line) and resolves paths; it does not validate
+// (flags may still change it): call Validate.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	c, err := ParseConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	for _, p := range []*string{&c.Key, &c.DataDir} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	return c, nil
+}
+
+// ParseConfig decodes a config; name labels messages.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %s: %s", ErrConfig, name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &c, nil
+}
+
+// Validate reports every missing or bad field at once.
+func (c *Config) Validate() error {
+	var msgs []string
+	for _, f := range []struct{ name, v string }{{"listen", c.Listen}, {"key", c.Key}, {"ledger", c.Ledger},
+		{"coordinator", c.Coordinator}, {"data_dir", c.DataDir}} {
+		if f.v == "" {
+			msgs = append(msgs, f.name+": required")
+		}
+	}
+	if !c.Insecure && c.CoordinatorID == "" {
+		msgs = append(msgs, "coordinator_id: required over TLS")
+	}
+	if len(msgs) > 0 {
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))
+	}
+	return nil
+}

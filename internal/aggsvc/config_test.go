@@ -1,0 +1,73 @@
+package aggsvc
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseConfig(t *testing.T) {
+	const good = "listen: 127.0.0.1:0\nkey: a.key\nledger: 127.0.0.1:7101\ncoordinator: 127.0.0.1:7400\ncoordinator_id: abc\n"
+	for _, tc := range []struct{ name, yaml, wantErr string }{
+		{"good", good, ""},
+		{"insecure needs no coordinator_id", "key: a\nledger: l:1\ncoordinator: c:1\ninsecure: true\n", ""},
+		{"unknown key", good + "colour: red\n", "line 6: field colour not found"},
+		{"missing", "listen: ''\n", "listen: required; key: required; ledger: required; coordinator: required; coordinator_id: required over TLS"},
+		{"not a map", "- a\n", "cannot unmarshal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig("aggregator.yaml", []byte(tc.yaml))
+			if err == nil {
+				err = c.Validate()
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.DataDir != "aggregator" {
+					t.Errorf("defaults not filled: %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v, want ErrConfig containing %q", err, tc.wantErr)
+			}
+		})
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.yaml")
+	if err := os.WriteFile(p, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []string{c.Key, c.DataDir} {
+		if !strings.HasPrefix(got, dir) {
+			t.Errorf("path %s not resolved against %s", got, dir)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); !errors.Is(err, ErrConfig) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte("listen: 127.0.0.1:0\nkey: k\nledger: l:1\ncoordinator: c:1\ncoordinator_id: x\n"))
+	f.Add([]byte("insecure: yes\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig("fuzz", data)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v does not wrap ErrConfig", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil && !errors.Is(err, ErrConfig) {
+			t.Fatalf("error %v does not wrap ErrConfig", err)
+		}
+	})
+}

@@ -1,0 +1,61 @@
+package aggsvc
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// TestSubmitTxRefusals checks what the aggregator refuses to sign before
+// it reaches the ledger: non-aggregator transactions, bad bodies, and a
+// RoundCommitted of a model it did not produce. (The signing path itself
+// runs in internal/devnet's TestNetworkRemoteAggregator.)
+func TestSubmitTxRefusals(t *testing.T) {
+	dir := t.TempDir()
+	store, err := artifact.OpenStore(filepath.Join(dir, "artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	key, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := coordinator.NewLocalAggregator(store, filepath.Join(dir, "work"), coordinator.NewSigner(nil, key), nil)
+	svc := NewService(local, store, nil, "", nil)
+	commit, _ := json.Marshal(ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: strings.Repeat("c", 64), Strategy: "fedavg"})
+	for _, tc := range []struct {
+		name, typ string
+		body      []byte
+		code      codes.Code
+		want      string
+	}{
+		{"coordinator tx", ledger.TypeRoundOpened, []byte("{}"), codes.InvalidArgument, "not signed by the aggregator"},
+		{"bad body", ledger.TypeRoundFailed, []byte("{"), codes.InvalidArgument, "RoundFailed body"},
+		{"foreign model", ledger.TypeRoundCommitted, commit, codes.FailedPrecondition, "did not produce"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := svc.SubmitTx(context.Background(), &aggregatorv1.SubmitTxRequest{Type: tc.typ, Body: tc.body})
+			if st := status.Convert(err); err == nil || st.Code() != tc.code || !strings.Contains(st.Message(), tc.want) {
+				t.Fatalf("err %v, want %s containing %q", err, tc.code, tc.want)
+			}
+		})
+	}
+	resp, err := svc.Identity(context.Background(), &aggregatorv1.IdentityRequest{})
+	if err != nil || resp.AggregatorId != local.ID() {
+		t.Errorf("Identity: %v, %v", resp, err)
+	}
+	if _, err := svc.Aggregate(context.Background(), &aggregatorv1.AggregateRequest{JobId: "j", Round: 1}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Aggregate with no inputs: %v", err)
+	}
+}
