@@ -871,11 +871,22 @@ func (s *Service) Status(ctx context.Context, req *coordinatorv1.StatusRequest) 
 	if resp.State == "" {
 		resp.State = "recorded"
 	}
+	lagging := false
 	for _, r := range rounds {
 		resp.Rounds = append(resp.Rounds, roundProto(r))
 		if r.Status == ledger.StatusCommitted {
 			resp.Model = r.ModelDigest
 		}
+		lagging = lagging || r.Status == ledger.StatusOpen
+	}
+	// The machine learns a round's fate from the ledger leader; the node
+	// this status reads from may not have applied that block yet. Do not
+	// call a job finished until its record here is.
+	if resp.State == JobDone && len(rounds) < int(resp.RoundsTotal) {
+		lagging = true
+	}
+	if (resp.State == JobDone || resp.State == JobFailed) && lagging {
+		resp.State, resp.Detail = JobRunning, "the ledger node has not applied the last round's outcome yet"
 	}
 	return resp, nil
 }
