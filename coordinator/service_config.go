@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
 // ErrServerConfig is wrapped by every error about a coordinator config file.
@@ -81,10 +80,8 @@ func LoadServerConfig(path string) (*ServerConfig, error) {
 // ParseServerConfig decodes and validates a config; name labels messages.
 func ParseServerConfig(name string, data []byte) (*ServerConfig, error) {
 	c := DefaultServerConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrServerConfig, name, strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := strictyaml.Decode(name, data, &c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrServerConfig, err)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)

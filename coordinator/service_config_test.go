@@ -14,14 +14,14 @@ func TestParseServerConfig(t *testing.T) {
 	const remote = "listen: 127.0.0.1:0\nledger: 127.0.0.1:7101\n"
 	for _, tc := range []struct{ name, yaml, wantErr string }{
 		{"good", good, ""},
-		{"unknown key", good + "colour: red\n", "line 5: field colour not found"},
+		{"unknown key", good + "colour: red\n", `:5: unknown key "colour"`},
 		{"missing", "listen: ''\n", "listen: required; coordinator_key: required; aggregator_key: required; ledger: required"},
 		{"tick", good + "tick: 1h\n", "tick: 1h0m0s is not between 10ms and 1m"},
-		{"bad duration", good + "tick: soon\n", "line 5"},
+		{"bad duration", good + "tick: soon\n", ":5: "},
 		{"remote aggregator", remote + "coordinator_key: c.key\naggregator:\n  address: 127.0.0.1:7500\n  id: " + strings.Repeat("ab", 32) + "\n", ""},
 		{"remote aggregator missing", remote + "aggregator: {}\n", "coordinator_key: required; aggregator.address: required; aggregator.id: required"},
 		{"remote aggregator bad id", remote + "aggregator: {address: 'h:1', id: ABC}\n", `aggregator.id: "ABC" is not a ledger key ID`},
-		{"remote aggregator unknown key", remote + "aggregator: {address: 'h:1', key: x}\n", "field key not found"},
+		{"remote aggregator unknown key", remote + "aggregator: {address: 'h:1', key: x}\n", `:3: unknown key "key"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseServerConfig("coordinator.yaml", []byte(tc.yaml))

@@ -1,7 +1,6 @@
 package trainer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
 // ErrConfig is wrapped by every error about a trainer config file.
@@ -66,10 +66,8 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes and validates a config; name labels messages.
 func ParseConfig(name string, data []byte) (*Config, error) {
 	c := DefaultConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrConfig, name, strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := strictyaml.Decode(name, data, &c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)

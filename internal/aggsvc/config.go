@@ -1,14 +1,13 @@
 package aggsvc
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
 // ErrConfig is wrapped by every error about an aggregator config file.
@@ -64,10 +63,8 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes a config; name labels messages.
 func ParseConfig(name string, data []byte) (*Config, error) {
 	c := DefaultConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrConfig, name, strings.TrimPrefix(err.Error(), "yaml: "))
+	if err := strictyaml.Decode(name, data, &c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return &c, nil
 }

@@ -13,7 +13,7 @@ func TestParseConfig(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, wantErr string }{
 		{"good", good, ""},
 		{"insecure needs no coordinator_id", "key: a\nledger: l:1\ncoordinator: c:1\ninsecure: true\n", ""},
-		{"unknown key", good + "colour: red\n", "line 6: field colour not found"},
+		{"unknown key", good + "colour: red\n", `aggregator.yaml:6: unknown key "colour"`},
 		{"missing", "listen: ''\n", "listen: required; key: required; ledger: required; coordinator: required; coordinator_id: required over TLS"},
 		{"not a map", "- a\n", "cannot unmarshal"},
 	} {

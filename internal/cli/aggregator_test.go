@@ -27,7 +27,7 @@ func TestAggregatorStartErrors(t *testing.T) {
 	}{
 		{"no config", []string{"aggregator", "start"}, "--config is required"},
 		{"missing file", []string{"aggregator", "start", "--config", filepath.Join(dir, "none.yaml")}, "no such file"},
-		{"unknown key", []string{"aggregator", "start", "--config", write("a.yaml", "listen: a:1\nkee: x\n")}, "line 2: field kee not found"},
+		{"unknown key", []string{"aggregator", "start", "--config", write("a.yaml", "listen: a:1\nkee: x\n")}, `:2: unknown key "kee"`},
 		{"missing fields", []string{"aggregator", "start", "--config", write("b.yaml", "listen: a:1\n")}, "key: required; ledger: required; coordinator: required"},
 		{"bad key file", []string{"aggregator", "start", "--insecure", "--config",
 			write("c.yaml", "key: missing.key\nledger: 127.0.0.1:1\ncoordinator: 127.0.0.1:2\n")}, "key:"},
