@@ -700,48 +700,14 @@ func updateOf(kind string, tmp, x, base []float32) []float32 {
 func (d *driver) blockNorm(acc *float64, u []float32) {
 	const B = kernels.ReduceBlock
 	var parts [8]float64
-	b := 0
-	for ; b+8*B <= len(u); b += 8 * B {
-		squares8(&parts, u[b:b+8*B])
-		for _, p := range parts {
+	for b := 0; b < len(u); b += 8 * B {
+		seg := u[b:min(b+8*B, len(u))]
+		n := (len(seg) + B - 1) / B
+		kernels.BlockSquaredNorms(parts[:n], seg)
+		for _, p := range parts[:n] {
 			*acc += p
 		}
 	}
-	for ; b < len(u); b += B {
-		*acc += squares(u[b:min(b+B, len(u))])
-	}
-}
-
-// squares returns Σ float64(x[i])² added in index order from 0.
-func squares(x []float32) float64 {
-	var p float64
-	for _, v := range x {
-		f := float64(v)
-		p += float64(f * f)
-	}
-	return p
-}
-
-// squares8 writes squares of each of the eight blocks of x
-// (len(x) == 8·kernels.ReduceBlock), summing them side by side.
-func squares8(out *[8]float64, x []float32) {
-	const B = kernels.ReduceBlock
-	b0, b1, b2, b3 := x[0*B:1*B:1*B], x[1*B:2*B:2*B], x[2*B:3*B:3*B], x[3*B:4*B:4*B]
-	b4, b5, b6, b7 := x[4*B:5*B:5*B], x[5*B:6*B:6*B], x[6*B:7*B:7*B], x[7*B:8*B:8*B]
-	var s0, s1, s2, s3, s4, s5, s6, s7 float64
-	for i := range B {
-		v0, v1, v2, v3 := float64(b0[i]), float64(b1[i]), float64(b2[i]), float64(b3[i])
-		v4, v5, v6, v7 := float64(b4[i]), float64(b5[i]), float64(b6[i]), float64(b7[i])
-		s0 += float64(v0 * v0)
-		s1 += float64(v1 * v1)
-		s2 += float64(v2 * v2)
-		s3 += float64(v3 * v3)
-		s4 += float64(v4 * v4)
-		s5 += float64(v5 * v5)
-		s6 += float64(v6 * v6)
-		s7 += float64(v7 * v7)
-	}
-	*out = [8]float64{s0, s1, s2, s3, s4, s5, s6, s7}
 }
 
 // scan finishes validation: the inspection pass has checked every value

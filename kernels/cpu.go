@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"runtime"
 	"slices"
@@ -332,6 +333,19 @@ func scaleRange(x []float32, s float32) {
 	for i := range x {
 		x[i] *= s
 	}
+}
+
+// BlockSquaredNorms writes to out[b] the squared norm of block b of x
+// (blocks of ReduceBlock elements, the last one possibly short), each summed
+// in float64 in index order: the partials Backend.SquaredNorm adds up. A
+// caller that adds them in block order gets the same bits however it cuts x
+// into block-aligned chunks. len(out) must be ceil(len(x)/ReduceBlock). It
+// runs on the calling goroutine and does not allocate.
+func BlockSquaredNorms(out []float64, x []float32) {
+	if want := (len(x) + ReduceBlock - 1) / ReduceBlock; len(out) != want {
+		panic(fmt.Sprintf("kernels: BlockSquaredNorms: %d partials for %d elements, want %d", len(out), len(x), want))
+	}
+	squaredNormBlocks(out, x, 0)
 }
 
 // squaredNormBlocks writes the partials of blocks lo, lo+1, … of x to out,

@@ -183,8 +183,19 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 	return nil
 }
 
-// headerDiff names the first header field that differs.
+// headerDiff names the first header field that differs, or whole when the
+// headers are equal (the difference is elsewhere in the block).
 func headerDiff(got, want *Header, whole string) string {
+	if f := HeaderDiff(got, want); f != "" {
+		return f
+	}
+	return whole
+}
+
+// HeaderDiff names the first field (height, prev_hash, tx_root, state_hash,
+// time, num_txs, proposer) in which two block headers differ, or "" if they
+// are equal.
+func HeaderDiff(got, want *Header) string {
 	switch {
 	case got.Height != want.Height:
 		return "height"
@@ -201,7 +212,7 @@ func headerDiff(got, want *Header, whole string) string {
 	case got.Proposer != want.Proposer:
 		return "proposer"
 	}
-	return whole
+	return ""
 }
 
 type iterGetter interface {

@@ -321,21 +321,8 @@ func txField(err error) string {
 }
 
 func headerDiff(got, want *ledger.Header) string {
-	switch {
-	case got.Height != want.Height:
-		return "height"
-	case got.PrevHash != want.PrevHash:
-		return "prev_hash"
-	case got.TxRoot != want.TxRoot:
-		return "tx_root"
-	case got.StateHash != want.StateHash:
-		return "state_hash"
-	case got.Time != want.Time:
-		return "time"
-	case got.NumTxs != want.NumTxs:
-		return "num_txs"
-	case got.Proposer != want.Proposer:
-		return "proposer"
+	if f := ledger.HeaderDiff(got, want); f != "" {
+		return f
 	}
 	return "block"
 }
