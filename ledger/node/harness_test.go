@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"gopkg.in/yaml.v3"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
@@ -49,7 +50,11 @@ func runHelperNode(path string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	n, err := node.New(cfg, node.Options{Logger: log})
+	opts := node.Options{Logger: log}
+	if armFile := os.Getenv(faultEnv); armFile != "" {
+		opts.FS = walFaultFS(ctx, armFile)
+	}
+	n, err := node.New(cfg, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -97,6 +102,10 @@ type tnode struct {
 	raftAddr string
 	grpcAddr string
 	subproc  bool
+	// fs, if set, is the in-process node's pebble filesystem.
+	fs vfs.FS
+	// env is added to a child process's environment.
+	env []string
 
 	// in-process
 	n      *node.Node
@@ -225,7 +234,7 @@ func (nd *tnode) start(cfg *node.Config) {
 			t.Fatal(err)
 		}
 		log := slog.New(slog.NewTextHandler(testWriter{t, nd.idx}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		n, err := node.New(cfg, node.Options{Logger: log, RaftListener: rl, GRPCListener: gl})
+		n, err := node.New(cfg, node.Options{Logger: log, RaftListener: rl, GRPCListener: gl, FS: nd.fs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +280,7 @@ func (nd *tnode) startProcess(cfg *node.Config) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+path)
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+path), nd.env...)
 	cmd.Stdout, cmd.Stderr = nd.log, nd.log
 	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
@@ -58,6 +59,9 @@ type Options struct {
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// ApplyTimeout bounds one raft.Apply; zero means 30s.
 	ApplyTimeout time.Duration
+	// FS is the filesystem the pebble database lives on; nil means the
+	// operating system's. Tests wrap it to inject disk faults.
+	FS vfs.FS
 }
 
 // Node is one running ledger node. Create it with New and run it with Run.
@@ -183,7 +187,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	if n.peers, err = loadPeerDir(filepath.Join(cfg.DataDir, "peers.json"), cfg.Peers); err != nil {
 		return nil, err
 	}
-	if n.db, err = pebblestore.Open(filepath.Join(cfg.DataDir, "pebble"), pebblestore.Options{Logger: n.log.With("component", "pebble")}); err != nil {
+	if n.db, err = pebblestore.Open(filepath.Join(cfg.DataDir, "pebble"), pebblestore.Options{Logger: n.log.With("component", "pebble"), FS: opts.FS}); err != nil {
 		return nil, err
 	}
 	closers = append(closers, n.db.Close)
