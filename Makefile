@@ -6,7 +6,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 
 .PHONY: help build demo test test-deps test-short testrace lint fmt vet staticcheck fuzz proto \
-	bench bench-ledger bench-train bench-aggregate tidy verify
+	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -64,6 +64,13 @@ fuzz: ## run every fuzz target for a short while
 	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s -fuzzminimizetime 2s $$p || exit 1; \
 	  done; done
 
+kernels: ## compile kernels/cuda/*.cu to the committed PTX in kernels/cuda/ptx (installs nvcc if missing)
+	bash scripts/cuda-toolkit.sh
+	@for f in kernels/cuda/*.cu; do \
+	  out=kernels/cuda/ptx/$$(basename $$f .cu).ptx; echo "nvcc $$f -> $$out"; \
+	  nvcc -ptx -arch=compute_70 --fmad=false -O3 -o $$out.tmp $$f && mv $$out.tmp $$out || { rm -f $$out.tmp; exit 1; }; \
+	done
+
 proto: ## regenerate the gRPC code in api/ (needs protoc)
 	bash scripts/proto.sh
 
@@ -77,6 +84,12 @@ bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
 
 bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 	bash scripts/bench-aggregate.sh
+
+bench-gpu: ## on a GPU: LoRA step tok/s beside PyTorch eager, weighted-mean GB/s beside a device copy
+	bash scripts/bench-gpu.sh
+
+gpu-check: ## build the -tags fedcuda test binaries into bin/gpu-check; run them where there is a GPU
+	bash scripts/gpu-check.sh
 
 tidy: ## go mod tidy
 	$(GO) mod tidy

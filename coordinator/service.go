@@ -106,6 +106,8 @@ type Service struct {
 
 	stMu   sync.Mutex
 	status *coordinatorv1.StatusResponse // last job's live view (rounds from the ledger)
+
+	prove proveRelay // proof questions relayed to trainers (service_prove.go)
 }
 
 // queuedTx is a transaction waiting for the tx worker.

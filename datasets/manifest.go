@@ -57,7 +57,7 @@ var merkleHasher = rfc6962.New(crypto.SHA256)
 // many bytes, the RFC 6962 Merkle root over the sorted sample hashes, its
 // licence and source, and who owns it. It is the signed payload of a DSSE
 // envelope (SignManifest); the ledger's DatasetRegistered records the
-// envelope's digest.
+// envelope's digest, with its root and counts.
 //
 // A sample's hash is the SHA-256 of the exact bytes the loader hands to the
 // tokenizer, Sample.Text as UTF-8: a line without its line break (text
@@ -83,8 +83,8 @@ type Manifest struct {
 // SignedManifest is a decoded, signature-checked manifest file.
 //
 // To record it on the ledger, its owner signs
-// ledger.DatasetRegistered{Digest, Name, Licence, Source, Samples} with the
-// manifest's fields (internal/audit.RegisterTx builds it); datasets does
+// ledger.DatasetRegistered{Digest, Name, Licence, Source, Samples, Root,
+// Bytes} with the manifest's fields (internal/audit.RegisterTx builds it); datasets does
 // not import ledger, which sits above it in the package layering.
 type SignedManifest struct {
 	Manifest

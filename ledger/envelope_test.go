@@ -72,8 +72,11 @@ func TestEnvelope(t *testing.T) {
 func TestSignTxRejectsBadBodies(t *testing.T) {
 	a := newActor("a", RoleTrainer)
 	for name, body := range map[string]TxBody{
-		"no digest":       DatasetRegistered{Name: "d", Licence: "l", Source: "s", Samples: 1},
-		"upper hex":       DatasetRegistered{Digest: strings.ToUpper(digest("d")), Name: "d", Licence: "l", Source: "s", Samples: 1},
+		"no digest":       DatasetRegistered{Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot},
+		"upper hex":       DatasetRegistered{Digest: strings.ToUpper(digest("d")), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot},
+		"no root":         DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1},
+		"short root":      DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot[:62]},
+		"upper root":      DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: strings.ToUpper(digest("r"))},
 		"no samples":      UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: digest("u"), DatasetDigest: digest("d")},
 		"no trainers":     RoundOpened{JobID: "j", ConfigDigest: digest("c"), BaseModel: digest("b"), Strategy: "s", Deadline: t0},
 		"no deadline":     RoundOpened{JobID: "j", ConfigDigest: digest("c"), BaseModel: digest("b"), Strategy: "s", Trainers: []string{a.id}},

@@ -252,7 +252,7 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			return nil, txErr(CodeAlreadyExists, "dataset %s is already registered", b.Digest)
 		}
 		d := Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Samples: b.Samples,
-			Owner: tx.Signer, Height: c.height, TxHash: txHash}
+			Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{datasetKey(b.Digest), mustJSON(d)}}, nil
 
 	case RoundOpened:

@@ -187,7 +187,7 @@ func TestRejections(t *testing.T) {
 			return e.c.coord.sign(e.ch.t, MemberAdded{PublicKey: stranger.pubHex(), Role: RoleTrainer})
 		}, CodeForbidden},
 		{"auditor registers dataset", nil, func(e *env) []byte {
-			return e.c.auditor.sign(e.ch.t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1})
+			return e.c.auditor.sign(e.ch.t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot})
 		}, CodeForbidden},
 		{"replayed nonce", func(t *testing.T, e *env) { e.ch.mustApply(reg(e, "first")) },
 			func(e *env) []byte {
@@ -421,7 +421,7 @@ func (c *cast) setupRoundTxs(t *testing.T) [][][]byte {
 	var ids []string
 	for i, tr := range c.trainers {
 		ids = append(ids, tr.id)
-		p1 = append(p1, tr.sign(t, DatasetRegistered{Digest: digest(fmt.Sprint("d", i)), Name: "d", Licence: "l", Source: "s", Samples: 5}))
+		p1 = append(p1, tr.sign(t, DatasetRegistered{Digest: digest(fmt.Sprint("d", i)), Name: "d", Licence: "l", Source: "s", Samples: 5, Root: testDatasetRoot}))
 	}
 	props = append(props, p1)
 	props = append(props, [][]byte{c.coord.sign(t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: base,
@@ -476,9 +476,9 @@ func TestMembership(t *testing.T) {
 	ch := newChain(t, c.genesis(t), c.node.id)
 	newbie := newActor("newbie", RoleTrainer)
 	ch.mustApply(c.admin.sign(t, MemberAdded{PublicKey: newbie.pubHex(), Role: RoleTrainer, Name: "newbie"}))
-	ch.mustApply(newbie.sign(t, DatasetRegistered{Digest: digest("nd"), Name: "n", Licence: "l", Source: "s", Samples: 1}))
+	ch.mustApply(newbie.sign(t, DatasetRegistered{Digest: digest("nd"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}))
 	ch.mustApply(c.admin.sign(t, MemberRemoved{ID: newbie.id, Reason: "left"}))
-	if res := ch.propose(newbie.sign(t, DatasetRegistered{Digest: digest("nd2"), Name: "n", Licence: "l", Source: "s", Samples: 1})); !errors.Is(res.Results[0].Err, ErrUnknownSigner) {
+	if res := ch.propose(newbie.sign(t, DatasetRegistered{Digest: digest("nd2"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot})); !errors.Is(res.Results[0].Err, ErrUnknownSigner) {
 		t.Fatalf("removed member: %v", res.Results[0].Err)
 	}
 	// Re-added with another role; the nonce carries on, so old txs stay dead.

@@ -18,6 +18,8 @@ func seedTxs(f *testing.F) [][]byte {
 		c.agg.sign(f, RoundCommitted{JobID: "j", Round: 1, ModelDigest: digest("n"), Strategy: "fedavg", Params: map[string]string{"k": "v"},
 			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: digest("u"), Weight: 1}}}),
 		c.admin.sign(f, MemberAdded{PublicKey: newActor("z", "").pubHex(), Role: RoleTrainer}),
+		c.trainers[0].sign(f, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "CC0-1.0", Source: "s", Samples: 3,
+			Root: digest("root"), Bytes: 42}),
 	}
 }
 

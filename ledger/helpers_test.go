@@ -59,6 +59,9 @@ func (a *actor) signNonce(t testing.TB, nonce uint64, body TxBody) []byte {
 	return env
 }
 
+// testDatasetRoot is a well-formed Merkle root for DatasetRegistered.
+var testDatasetRoot = digest("dataset root")
+
 func digest(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
@@ -206,7 +209,7 @@ func (c *cast) setupRound(t testing.TB, ch *chain) roundFixture {
 		d := digest(fmt.Sprintf("dataset %d", i))
 		fx.datasets = append(fx.datasets, d)
 		ids = append(ids, tr.id)
-		txs = append(txs, tr.sign(t, DatasetRegistered{Digest: d, Name: tr.name + "-data", Licence: "cc-by-4.0", Source: "local", Samples: 100 + uint64(i)}))
+		txs = append(txs, tr.sign(t, DatasetRegistered{Digest: d, Name: tr.name + "-data", Licence: "cc-by-4.0", Source: "local", Samples: 100 + uint64(i), Root: testDatasetRoot}))
 	}
 	ch.mustApply(txs...)
 	ch.mustApply(c.coord.sign(t, RoundOpened{JobID: fx.job, Round: 1, ConfigDigest: digest("job config"), BaseModel: fx.base,

@@ -19,7 +19,7 @@ func buildDeepChain(tb testing.TB, rounds int) (*chain, *cast, string) {
 	base := digest("deep base")
 	ds := digest("deep dataset")
 	ch.mustApply(c.coord.sign(tb, ModelRegistered{Digest: base, Name: "base", Licence: "apache-2.0", Source: "hf://base"}),
-		tr.sign(tb, DatasetRegistered{Digest: ds, Name: "d", Licence: "cc0", Source: "local", Samples: 10}))
+		tr.sign(tb, DatasetRegistered{Digest: ds, Name: "d", Licence: "cc0", Source: "local", Samples: 10, Root: testDatasetRoot}))
 	prev := base
 	var txs [][]byte
 	start := time.Now()
@@ -53,6 +53,9 @@ func TestLineageDeep(t *testing.T) {
 	}
 	if len(lin.Rounds) != rounds || lin.Base.Digest != digest("deep base") || lin.Model.Digest != last || len(lin.Datasets) != 1 {
 		t.Fatalf("lineage: %d rounds, base %s", len(lin.Rounds), lin.Base.Digest)
+	}
+	if d := lin.Datasets[0]; d.Root != testDatasetRoot || d.Samples != 10 {
+		t.Errorf("lineage dataset root %q, %d samples; registered root %s, 10 samples", d.Root, d.Samples, testDatasetRoot)
 	}
 	for i, r := range lin.Rounds {
 		if want := uint64(rounds - i); r.Round != want {

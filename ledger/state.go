@@ -162,6 +162,8 @@ type Dataset struct {
 	Licence string `json:"licence"`
 	Source  string `json:"source"`
 	Samples uint64 `json:"samples"`
+	Root    string `json:"root"`  // the manifest's Merkle root over the sorted sample hashes (hex)
+	Bytes   uint64 `json:"bytes"` // total bytes of the hashed sample texts
 	Owner   string `json:"owner"` // the trainer that registered it
 	Height  uint64 `json:"height"`
 	TxHash  string `json:"tx_hash"`

@@ -82,13 +82,19 @@ type ModelRegistered struct {
 }
 
 // DatasetRegistered (trainer) registers a dataset by its manifest digest.
-// Only the registering trainer may cite it in an update.
+// Only the registering trainer may cite it in an update. Root and Bytes
+// are copied from the signed manifest (its RFC 6962 Merkle root over the
+// sorted sample hashes, in lowercase hex, and the total bytes of the
+// hashed sample texts), so that a sample's inclusion or exclusion proof
+// can be checked against the ledger alone.
 type DatasetRegistered struct {
 	Digest  string `json:"digest"`
 	Name    string `json:"name"`
 	Licence string `json:"licence"`
 	Source  string `json:"source"`
 	Samples uint64 `json:"samples"`
+	Root    string `json:"root"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // RoundOpened (coordinator) opens round Round of job JobID on BaseModel, a
@@ -353,7 +359,7 @@ func validateBody(b TxBody) error {
 		}
 		return firstErr(checkText("name", b.Name, MaxTextLen, true), checkText("licence", b.Licence, MaxTextLen, true), checkText("source", b.Source, MaxTextLen, true))
 	case DatasetRegistered:
-		if err := checkDigest("digest", b.Digest); err != nil {
+		if err := firstErr(checkDigest("digest", b.Digest), checkDigest("root", b.Root)); err != nil {
 			return err
 		}
 		if b.Samples == 0 {

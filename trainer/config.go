@@ -41,6 +41,11 @@ type Config struct {
 	WorkDir string `yaml:"work_dir"`
 	// Insecure talks plain-text gRPC to the coordinator (no TLS).
 	Insecure bool `yaml:"insecure"`
+	// Device is where local training runs: DeviceCPU (the default, ""
+	// too: package model's Gorgonia graph), DeviceHost (the engine's
+	// training step in plain Go on the CPU) or DeviceCUDA (the engine on
+	// GPU 0; needs a binary built with -tags cuda).
+	Device string `yaml:"device,omitempty"`
 }
 
 // DefaultConfig returns the defaults: licence CC0-1.0, work dir "work".
@@ -104,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if err := datasets.ValidateLicence(c.Licence); err != nil {
 		msgs = append(msgs, "licence: "+err.Error())
+	}
+	if err := ValidateDevice(c.Device); err != nil {
+		msgs = append(msgs, "device: "+err.Error())
 	}
 	if len(msgs) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,7 +36,7 @@ var ErrRefused = errors.New("trainer: refused by the coordinator")
 type Options struct {
 	// Logger receives the node's logs (nil: discard).
 	Logger *slog.Logger
-	// Backend trains (nil: &CPUBackend{}).
+	// Backend trains (nil: NewBackend(Config.Device), CPUBackend by default).
 	Backend Backend
 	// OnUpdate, if set, is called after each update was reported.
 	OnUpdate func(task *coordinatorv1.Task, u Update)
@@ -51,6 +52,7 @@ type Node struct {
 	data     Data
 	manifest *datasets.SignedManifest
 	store    *artifact.Store
+	tree     proofTree // the dataset's Merkle tree, built on the first proof request
 }
 
 // New loads the key and the local data and builds the dataset's signed
@@ -60,7 +62,11 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, err
 	}
 	if opts.Backend == nil {
-		opts.Backend = &CPUBackend{}
+		b, err := NewBackend(cfg.Device)
+		if err != nil {
+			return nil, err
+		}
+		opts.Backend = b
 	}
 	if cfg.Source == "" {
 		cfg.Source = DefaultConfig().Source
@@ -165,7 +171,8 @@ func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinato
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
 		case errors.Is(err, coordinator.ErrLedgerRecordNotFound):
 			if _, err := signer.Submit(ctx, ledger.DatasetRegistered{Digest: n.manifest.Digest,
-				Name: n.manifest.Name, Licence: n.manifest.Licence, Source: n.manifest.Source, Samples: n.manifest.Samples}); err != nil {
+				Name: n.manifest.Name, Licence: n.manifest.Licence, Source: n.manifest.Source, Samples: n.manifest.Samples,
+				Root: n.manifest.Root, Bytes: n.manifest.Bytes}); err != nil {
 				if errors.Is(err, node.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}
@@ -232,12 +239,44 @@ func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator
 	if err != nil {
 		return fmt.Errorf("tasks: %w", err)
 	}
+	// Training tasks run one at a time on a worker, so that proof
+	// questions are answered while a task trains.
+	work := make(chan *coordinatorv1.Task, 16)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case t := <-work:
+				select {
+				case <-stop: // the session ended: a rejoin gets the task again
+					return
+				default:
+				}
+				n.handle(ctx, lc, signer, ac, cc, jr.Session, t)
+			}
+		}
+	}()
 	for {
 		t, err := stream.Recv()
 		if err != nil {
 			return fmt.Errorf("tasks: %w", err)
 		}
-		n.handle(ctx, lc, signer, ac, cc, jr.Session, t)
+		if t.Prove != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); n.answerProof(sctx, cc, jr.Session, t.Prove) }()
+			continue
+		}
+		select {
+		case work <- t:
+		case <-sctx.Done():
+			return fmt.Errorf("tasks: %w", sctx.Err())
+		}
 	}
 }
 

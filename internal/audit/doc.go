@@ -49,5 +49,18 @@
 // datasets, rejected updates with reasons); Render writes it in one of the
 // Formats. The HTML page has no external resources: the layout is computed
 // here, an inline script draws it as SVG and shows a node's details when it
-// is clicked.
+// is clicked. Each dataset carries the Merkle root its DatasetRegistered
+// recorded.
+//
+// # Sample membership
+//
+// Contains asks whether one sample went into a model: for every dataset of
+// the model's lineage (LineageDatasets) it asks the coordinator's
+// ProveSample, which relays the sample's leaf hash (SampleLeaf; never the
+// text) to the dataset's trainer. Each answer is a datasets.Proof that
+// CheckAnswer decodes and verifies against the root and sample count the
+// ledger recorded, trusting neither coordinator nor trainer: the dataset is
+// Included, Excluded, or Unanswered with the reason (trainer not connected,
+// timeout, refused, proof does not verify). RenderContains prints the
+// report as a table or JSON.
 package audit

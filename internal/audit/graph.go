@@ -53,8 +53,8 @@ type GraphContributor struct {
 }
 
 // GraphDataset is the dataset an update was computed on. Root is the
-// manifest's Merkle root when the manifest was supplied (the ledger records
-// only the manifest's digest).
+// Merkle root the ledger recorded (or, for a record without one, the
+// manifest's when the manifest was supplied).
 type GraphDataset struct {
 	Digest  string `json:"digest"`
 	Name    string `json:"name,omitempty"`
@@ -72,7 +72,8 @@ type GraphRejected struct {
 }
 
 // NewGraph builds the graph of a lineage. roots maps dataset manifest
-// digests to their Merkle roots, where known (may be nil).
+// digests to their Merkle roots, where known (may be nil); a root the
+// ledger recorded wins.
 func NewGraph(l *ledger.Lineage, roots map[string]string) *Graph {
 	g := &Graph{Model: graphModel(l.Model), Base: graphModel(l.Base)}
 	ds := map[string]ledger.Dataset{}
@@ -84,8 +85,12 @@ func NewGraph(l *ledger.Lineage, roots map[string]string) *Graph {
 			Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight, CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator}
 		for _, c := range r.Contributors {
 			d := ds[c.DatasetDigest]
+			root := d.Root
+			if root == "" {
+				root = roots[c.DatasetDigest]
+			}
 			gr.Contributors = append(gr.Contributors, GraphContributor{Trainer: c.Trainer, Weight: c.Weight, UpdateDigest: c.UpdateDigest, Samples: c.Samples,
-				Dataset: GraphDataset{Digest: c.DatasetDigest, Name: d.Name, Licence: d.Licence, Source: d.Source, Samples: d.Samples, Root: roots[c.DatasetDigest]}})
+				Dataset: GraphDataset{Digest: c.DatasetDigest, Name: d.Name, Licence: d.Licence, Source: d.Source, Samples: d.Samples, Root: root}})
 		}
 		slices.SortFunc(gr.Contributors, func(a, b GraphContributor) int { return cmpStr(a.Trainer, b.Trainer) })
 		for _, x := range r.Rejected {

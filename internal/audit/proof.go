@@ -18,7 +18,8 @@ var ErrUntrustedManifest = errors.New("audit: manifest does not match the ledger
 // TrustedManifest ties a manifest file to the ledger: its SHA-256 must be
 // the registered dataset's digest, it must be signed by the registering
 // trainer (owner, the member record of ds.Owner), and its name, licence,
-// source and sample count must be those the ledger recorded. The returned
+// source, sample count, Merkle root and byte count must be those the ledger
+// recorded. The returned
 // manifest's root and sample count are then what proofs are checked
 // against.
 func TrustedManifest(ds *ledger.Dataset, owner *ledger.Member, manifest []byte) (*datasets.SignedManifest, error) {
@@ -39,6 +40,8 @@ func TrustedManifest(ds *ledger.Dataset, owner *ledger.Member, manifest []byte) 
 	switch {
 	case sm.Owner != ds.Owner:
 		return nil, fmt.Errorf("%w: manifest owner %s, the ledger's %s", ErrUntrustedManifest, sm.Owner, ds.Owner)
+	case ds.Root != "" && (sm.Root != ds.Root || sm.Bytes != ds.Bytes):
+		return nil, fmt.Errorf("%w: root: manifest %s over %d bytes, ledger %s over %d bytes", ErrUntrustedManifest, sm.Root, sm.Bytes, ds.Root, ds.Bytes)
 	case sm.Samples != ds.Samples:
 		return nil, fmt.Errorf("%w: samples: manifest %d, ledger %d", ErrUntrustedManifest, sm.Samples, ds.Samples)
 	case sm.Licence != ds.Licence:
@@ -49,11 +52,35 @@ func TrustedManifest(ds *ledger.Dataset, owner *ledger.Member, manifest []byte) 
 	return sm, nil
 }
 
+// ErrNoLedgerRoot is wrapped when a dataset record carries no Merkle root
+// (and no manifest was given to learn it from).
+var ErrNoLedgerRoot = errors.New("audit: the ledger records no Merkle root for the dataset")
+
+// LedgerRoot returns the Merkle root the ledger recorded for ds.
+func LedgerRoot(ds *ledger.Dataset) ([32]byte, error) {
+	var root [32]byte
+	b, err := hex.DecodeString(ds.Root)
+	if err != nil || len(b) != 32 {
+		return root, fmt.Errorf("%w: dataset %s has root %q", ErrNoLedgerRoot, ds.Digest, ds.Root)
+	}
+	copy(root[:], b)
+	return root, nil
+}
+
 // CheckProofAgainstLedger verifies a dataset proof against the root of the
-// registered dataset ds: the manifest (the proof's embedded one when
-// manifest is nil) must be TrustedManifest's, then the proof must hold for
-// its root and sample count.
+// registered dataset ds. When manifest is nil and the proof embeds none,
+// the root and sample count come from the ledger record alone (and the
+// returned manifest is nil); otherwise the manifest (the given one, or the
+// proof's embedded one) must be TrustedManifest's, and the proof must hold
+// for its root and sample count.
 func CheckProofAgainstLedger(p *datasets.Proof, ds *ledger.Dataset, owner *ledger.Member, manifest []byte) (*datasets.SignedManifest, error) {
+	if manifest == nil && p.Manifest == "" && ds.Root != "" {
+		root, err := LedgerRoot(ds)
+		if err != nil {
+			return nil, err
+		}
+		return nil, p.Verify(root, ds.Samples)
+	}
 	if manifest == nil {
 		if p.Manifest == "" {
 			return nil, fmt.Errorf("audit: the proof carries no manifest and none was given (prove with --manifest, or pass one)")
@@ -71,8 +98,10 @@ func CheckProofAgainstLedger(p *datasets.Proof, ds *ledger.Dataset, owner *ledge
 }
 
 // RegisterTx returns the DatasetRegistered body that records a signed
-// manifest on the ledger: its digest, name, licence, source and sample
-// count. The owner signs it; the ledger then knows the manifest by digest.
+// manifest on the ledger: its digest, name, licence, source, sample count,
+// Merkle root and byte count. The owner signs it; the ledger then knows the
+// manifest by digest and can check proofs against its root on its own.
 func RegisterTx(sm *datasets.SignedManifest) ledger.DatasetRegistered {
-	return ledger.DatasetRegistered{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Source: sm.Source, Samples: sm.Samples}
+	return ledger.DatasetRegistered{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Source: sm.Source, Samples: sm.Samples,
+		Root: sm.Root, Bytes: sm.Bytes}
 }

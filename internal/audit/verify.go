@@ -436,8 +436,8 @@ func (v *verifier) artifact(h uint64, i int, txh [32]byte, field, digest string)
 }
 
 // manifest checks a registered dataset's manifest if the artifact
-// directory holds it: its digest, its signature by the registering trainer
-// and its sample count. Raw data never leaves a trainer, so a missing
+// directory holds it: its digest, its signature by the registering trainer,
+// its sample count, Merkle root and byte count. Raw data never leaves a trainer, so a missing
 // manifest is not an error.
 func (v *verifier) manifest(h uint64, i int, tx *ledger.Tx, b ledger.DatasetRegistered) error {
 	if v.opts.Artifacts == "" {
@@ -463,6 +463,9 @@ func (v *verifier) manifest(h uint64, i int, tx *ledger.Tx, b ledger.DatasetRegi
 	}
 	if sm.Samples != b.Samples || sm.Licence != b.Licence {
 		return txErr(h, i, tx.Hash, "samples", "the manifest says %d samples (%s), the ledger %d (%s)", sm.Samples, sm.Licence, b.Samples, b.Licence)
+	}
+	if sm.Root != b.Root || sm.Bytes != b.Bytes {
+		return txErr(h, i, tx.Hash, "root", "the manifest says root %s over %d bytes, the ledger root %s over %d bytes", sm.Root, sm.Bytes, b.Root, b.Bytes)
 	}
 	v.rep.Manifests++
 	return nil

@@ -43,6 +43,7 @@ const progressThreshold = 64 << 20
 func newAggregateCmd() *cobra.Command {
 	var (
 		strategy, base, state, stateOut, out string
+		backendName                          string
 		clip, noise, maxNorm                 float64
 		seed                                 uint64
 		threads, chunk                       int
@@ -99,6 +100,10 @@ OUT is written atomically as canonical F32 safetensors; the command prints
 			if threads < 0 {
 				return fmt.Errorf("aggregate: --threads %d must not be negative", threads)
 			}
+			be, err := aggregateBackend(backendName, threads)
+			if err != nil {
+				return fmt.Errorf("aggregate: --backend: %w", err)
+			}
 			inputs := make([]aggregator.Input, len(args))
 			var total int64
 			for i, a := range args {
@@ -120,7 +125,7 @@ OUT is written atomically as canonical F32 safetensors; the command prints
 					Clip: clip, NoiseMultiplier: noise, Seed: seed, MaxNorm: maxNorm,
 					ChunkElems: chunk, Threads: threads, Strict: !skipInvalid,
 				},
-				Backend: kernels.NewCPU(threads),
+				Backend: be,
 				Logger:  logger(cmd),
 			}
 			if total >= progressThreshold {
@@ -154,11 +159,31 @@ OUT is written atomically as canonical F32 safetensors; the command prints
 	f.Float64Var(&maxNorm, "max-norm", 0, "reject updates whose L2 norm exceeds this (0: off)")
 	f.IntVar(&threads, "threads", 0, "threads for the kernels and input decoding (0: all CPUs); never changes the result")
 	f.IntVar(&chunk, "chunk-elems", 0, "elements read per input at a time (0: 262144); never changes the result")
+	f.StringVar(&backendName, "backend", "cpu", "numeric backend: "+strings.Join(aggregateBackendNames(), ", ")+"; never changes the result")
 	f.BoolVar(&skipInvalid, "skip-invalid", false, "report bad inputs and aggregate the rest instead of failing")
 	for _, pf := range aggregateParamFlags {
 		f.Float64(pf.flag, 0, pf.usage+" ["+strings.Join(pf.strategies, ", ")+"]")
 	}
 	return cmd
+}
+
+// aggregateBackend opens the kernels backend by name; "cpu" (and "") is a
+// CPU backend on threads goroutines.
+func aggregateBackend(name string, threads int) (kernels.Backend, error) {
+	if name == "" || name == "cpu" {
+		return kernels.NewCPU(threads), nil
+	}
+	return kernels.Open(name)
+}
+
+// aggregateBackendNames lists the backends --backend accepts in this
+// binary, "cuda" included with the note of how to get it when absent.
+func aggregateBackendNames() []string {
+	names := kernels.Backends()
+	if !aggregateHas(names, "cuda") {
+		names = append(names, "cuda (build tag fedcuda)")
+	}
+	return names
 }
 
 // parseAggregateInput splits "FILE@N" into path and weight; an "@" suffix

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,7 +30,7 @@ func newAuditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Model lineage, dataset proof checks, chain export and offline re-verification",
 	}
-	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditExportCmd(), newAuditVerifyCmd())
+	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditContainsCmd(), newAuditExportCmd(), newAuditVerifyCmd())
 	return cmd
 }
 
@@ -90,8 +91,8 @@ func newAuditLineageCmd() *cobra.Command {
 		Use:   "lineage MODEL-DIGEST [--addr ADDR | --export FILE] [--format table|json|dot|html]",
 		Short: "Show the DAG from a model back to its base model: rounds, contributors, weights, datasets, rejections",
 		Long: "Show the DAG from a model back to its base model: every round with its strategy and parameters, each\n" +
-			"contributor with its weight, update digest and dataset (licence, sample count, and Merkle root when\n" +
-			"--manifests names a folder holding the manifests), and the rejected updates with their reasons.\n" +
+			"contributor with its weight, update digest and dataset (licence, sample count and the Merkle root the\n" +
+			"ledger recorded), and the rejected updates with their reasons.\n" +
 			"--format dot is Graphviz input; --format html is one self-contained page (click a node for its details).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -128,24 +129,29 @@ func newAuditLineageCmd() *cobra.Command {
 	addrFlag(cmd, &addr)
 	cmd.Flags().StringVar(&format, "format", "table", "output: "+strings.Join(audit.Formats, ", "))
 	cmd.Flags().StringVar(&exportPath, "export", "", "read the chain from an export file (verified first) instead of a node")
-	cmd.Flags().StringVar(&manifests, "manifests", "", "folder of dataset manifest files, to show their Merkle roots")
+	cmd.Flags().StringVar(&manifests, "manifests", "", "folder of dataset manifest files, for the Merkle roots of records that carry none")
 	return cmd
 }
 
 func newAuditCheckProofCmd() *cobra.Command {
-	var rootHex, dataset, addr, manifestPath string
+	var rootHex, dataset, addr, ledgerAddr, manifestPath string
 	var size int64
 	cmd := &cobra.Command{
-		Use:   "check-proof PROOF (--root HEX [--size N] | --dataset DIGEST [--manifest M] [--addr ADDR])",
+		Use:   "check-proof PROOF (--root HEX [--size N] | [--dataset DIGEST] [--ledger ADDR] [--manifest M])",
 		Short: "Verify a dataset inclusion or exclusion proof against a trusted root or a dataset registered on the ledger",
 		Long: "Verify a proof from `fedtune dataset prove`.\n" +
 			"--root: against this Merkle root (and --size samples; default the proof's tree_size).\n" +
-			"--dataset: against the dataset the ledger registered under DIGEST: the manifest (embedded in the proof or\n" +
-			"given with --manifest) must hash to DIGEST, be signed by the registering trainer and agree with the ledger.",
+			"Otherwise against the dataset the ledger registered under --dataset DIGEST (default: the digest of the\n" +
+			"manifest the proof embeds): against the Merkle root and sample count the ledger recorded; a manifest\n" +
+			"(embedded in the proof or given with --manifest) must also hash to DIGEST, be signed by the registering\n" +
+			"trainer and agree with the ledger.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (rootHex == "") == (dataset == "") {
-				return errors.New("audit check-proof: give exactly one of --root or --dataset")
+			if rootHex != "" && dataset != "" {
+				return errors.New("audit check-proof: give at most one of --root or --dataset")
+			}
+			if cmd.Flags().Changed("ledger") {
+				addr = ledgerAddr
 			}
 			data, err := os.ReadFile(args[0])
 			if err != nil {
@@ -154,6 +160,23 @@ func newAuditCheckProofCmd() *cobra.Command {
 			p, err := datasets.DecodeProof(data)
 			if err != nil {
 				return fmt.Errorf("audit check-proof %s: %w", args[0], err)
+			}
+			var manifest []byte
+			if manifestPath != "" {
+				if manifest, err = os.ReadFile(manifestPath); err != nil {
+					return fmt.Errorf("audit check-proof: %w", err)
+				}
+			}
+			if rootHex == "" && dataset == "" {
+				m := manifest
+				if m == nil {
+					m = []byte(p.Manifest)
+				}
+				if len(m) == 0 {
+					return errors.New("audit check-proof: give --root, or --dataset DIGEST (the proof embeds no manifest to name its dataset)")
+				}
+				sum := sha256.Sum256(m)
+				dataset = hex.EncodeToString(sum[:])
 			}
 			what := ""
 			if rootHex != "" {
@@ -175,12 +198,6 @@ func newAuditCheckProofCmd() *cobra.Command {
 				}
 				what = "root " + rootHex
 			} else {
-				var manifest []byte
-				if manifestPath != "" {
-					if manifest, err = os.ReadFile(manifestPath); err != nil {
-						return fmt.Errorf("audit check-proof: %w", err)
-					}
-				}
 				ctx := cmd.Context()
 				err := withClient(ctx, addr, func(c *node.Client) error {
 					var ds ledger.Dataset
@@ -195,7 +212,11 @@ func newAuditCheckProofCmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					what = fmt.Sprintf("dataset %s (%s, %s, %d samples, root %s, registered at height %d by %s)", ds.Digest, ds.Name, ds.Licence, ds.Samples, sm.Root, ds.Height, ds.Owner)
+					root, how := ds.Root, "the ledger's root"
+					if sm != nil {
+						root, how = sm.Root, "the signed manifest's root"
+					}
+					what = fmt.Sprintf("dataset %s (%s, %s, %d samples, root %s, registered at height %d by %s; checked against %s)", ds.Digest, ds.Name, ds.Licence, ds.Samples, root, ds.Height, ds.Owner, how)
 					return nil
 				})
 				if err != nil {
@@ -212,9 +233,10 @@ func newAuditCheckProofCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&rootHex, "root", "", "trusted Merkle root (hex)")
 	cmd.Flags().Int64Var(&size, "size", 0, "trusted sample count (with --root)")
-	cmd.Flags().StringVar(&dataset, "dataset", "", "digest of a dataset registered on the ledger")
-	cmd.Flags().StringVar(&manifestPath, "manifest", "", "the dataset's manifest file, if the proof does not embed it")
+	cmd.Flags().StringVar(&dataset, "dataset", "", "digest of a dataset registered on the ledger (default: the embedded manifest's)")
+	cmd.Flags().StringVar(&manifestPath, "manifest", "", "the dataset's manifest file (optional: the ledger records the root)")
 	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&ledgerAddr, "ledger", defaultLedgerAddr, "gRPC address of a ledger node (the same as --addr)")
 	return cmd
 }
 

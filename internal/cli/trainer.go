@@ -91,11 +91,15 @@ the trainer can join.`,
 	f.StringVar(&c.Source, "source", d.Source, "origin of the data, for its manifest")
 	f.StringVar(&c.WorkDir, "work-dir", d.WorkDir, "work folder (relative to DIR)")
 	f.BoolVar(&c.Insecure, "insecure", false, "plain-text gRPC to the coordinator (no TLS)")
+	f.StringVar(&c.Device, "device", "", deviceUsage)
 	return cmd
 }
 
+// deviceUsage documents --device.
+const deviceUsage = "training device: cpu (Gorgonia, the default), host (the engine's step on the CPU) or cuda (GPU 0; binaries built with -tags cuda)"
+
 func newTrainerJoinCmd() *cobra.Command {
-	var cfgPath string
+	var cfgPath, device string
 	cmd := &cobra.Command{
 		Use:   "join --config FILE",
 		Short: "Register the local dataset, join the coordinator and train its tasks until interrupted",
@@ -108,14 +112,25 @@ func newTrainerJoinCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("device") {
+				if err := trainer.ValidateDevice(device); err != nil {
+					return fmt.Errorf("trainer join: --device: %w", err)
+				}
+				cfg.Device = device
+			}
 			n, err := trainer.New(*cfg, trainer.Options{Logger: logger(cmd)})
 			if err != nil {
 				return err
 			}
-			logger(cmd).Info("trainer starting", "id", n.ID(), "dataset", n.DatasetDigest(), "samples", n.Samples())
+			dev := cfg.Device
+			if dev == "" {
+				dev = trainer.DeviceCPU
+			}
+			logger(cmd).Info("trainer starting", "id", n.ID(), "dataset", n.DatasetDigest(), "samples", n.Samples(), "device", dev)
 			return n.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "trainer config YAML")
+	cmd.Flags().StringVar(&device, "device", "", deviceUsage+"; overrides the config's device")
 	return cmd
 }

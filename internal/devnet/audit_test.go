@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/audit"
@@ -90,7 +91,9 @@ func auditCopyTree(t *testing.T, src, dst string) {
 }
 
 // TestNoRaceNetworkAudit runs a two-round job on a whole devnet and audits
-// it: the lineage a node serves against the transactions in its blocks, an
+// it: the lineage a node serves against the transactions in its blocks,
+// `audit contains` answered by the trainers for a sample of trainer-1's
+// shard and for a sample from nowhere, an
 // export re-verified offline with every aggregation re-run from the
 // coordinator's artifact store, a swapped update artifact named by Verify,
 // and the lineage drawn by Graphviz.
@@ -226,10 +229,64 @@ func TestNoRaceNetworkAudit(t *testing.T) {
 	}
 	for _, d := range l.Datasets {
 		reg, ok := datasets[d.Digest]
-		if !ok || !wantDatasets[d.Digest] || d.Samples != reg.Samples || d.Licence != reg.Licence || d.Name != reg.Name || d.Owner != owners[d.Digest] {
+		if !ok || !wantDatasets[d.Digest] || d.Samples != reg.Samples || d.Licence != reg.Licence || d.Name != reg.Name || d.Owner != owners[d.Digest] ||
+			d.Root != reg.Root || len(d.Root) != 64 || d.Bytes != reg.Bytes {
 			t.Errorf("lineage dataset %+v; the chain registered %+v by %s (cited: %v)", d, reg, owners[d.Digest], wantDatasets[d.Digest])
 		}
 	}
+
+	// 1b. audit contains, through the coordinator and the trainers, each
+	// proof checked against the roots the ledger recorded: a record of
+	// trainer-1's shard is in trainer-1's dataset and provably in no
+	// other; a sample from nowhere is provably in none.
+	conn, err := n.dial("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := coordinatorv1.NewCoordinatorClient(conn)
+	shard1, err := os.ReadFile(n.Shards[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	inT1, nowhere := filepath.Join(work, "sample.jsonl"), filepath.Join(work, "nowhere.txt")
+	if err := os.WriteFile(inT1, append(bytes.SplitN(shard1, []byte("\n"), 2)[0], '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(nowhere, []byte("No trainer ever saw this sentence.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		sample string
+		in     string // the trainer whose dataset holds it ("" none)
+	}{{inT1, n.ID("trainer-1")}, {nowhere, ""}} {
+		leaf, err := audit.SampleLeaf(tc.sample, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cstart := time.Now()
+		rep, err := audit.Contains(ctx, cc, st.Model, leaf, audit.LineageDatasets(l), 20*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rep.Err(); err != nil || len(rep.Datasets) != 3 {
+			t.Errorf("contains %s: %d datasets, %v; want 3 answered", filepath.Base(tc.sample), len(rep.Datasets), err)
+		}
+		for _, d := range rep.Datasets {
+			want := audit.Excluded
+			if d.Trainer == tc.in {
+				want = audit.Included
+			}
+			if d.Result != want {
+				t.Errorf("contains %s: dataset %s of %s: %s (%s), want %s", filepath.Base(tc.sample), d.Name, abbrevID(d.Trainer), d.Result, d.Detail, want)
+			}
+		}
+		var table bytes.Buffer
+		if err := audit.RenderContains(&table, rep, "table"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("audit contains %s in %s:\n%s", filepath.Base(tc.sample), time.Since(cstart).Round(time.Millisecond), table.String())
+	}
+	conn.Close()
 
 	// The job file the devnet launched is the one the rounds committed to.
 	job, err := coordinator.LoadJob(n.JobFile)
@@ -348,4 +405,11 @@ func TestNoRaceNetworkAudit(t *testing.T) {
 		t.Errorf("dot -Tpng wrote %d bytes (%v), want a PNG", len(img), err)
 	}
 	t.Logf("dot -Tpng: %d-byte PNG of %d DOT lines (total %s)", len(img), strings.Count(dot.String(), "\n"), time.Since(start).Round(time.Millisecond))
+}
+
+func abbrevID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }

@@ -77,7 +77,7 @@ func benchSubmit(b *testing.B, c *cluster, via *tnode, keys []ed25519.PrivateKey
 				nonce := nonces[w]
 				d := sha256.Sum256(fmt.Appendf(nil, "dataset-%d-%d", w, nonce))
 				env, err := ledger.SignTx(keys[w], c.chainID, nonce, ledger.DatasetRegistered{
-					Digest: hex.EncodeToString(d[:]), Name: "d", Licence: "CC0-1.0", Source: "bench", Samples: 1,
+					Digest: hex.EncodeToString(d[:]), Name: "d", Licence: "CC0-1.0", Source: "bench", Samples: 1, Root: hex.EncodeToString(d[:]),
 				})
 				if err != nil {
 					b.Error(err)

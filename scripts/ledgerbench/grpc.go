@@ -384,7 +384,7 @@ func driveGRPC(clients []*node.Client, chainID string, keys []ed25519.PrivateKey
 				digest := sha256.Sum256(seed[:])
 				env, err = ledger.SignTx(key, chainID, nonces[ci], ledger.DatasetRegistered{
 					Digest: hex.EncodeToString(digest[:]), Name: fmt.Sprintf("bench-%d-%d", ci, nonces[ci]),
-					Licence: "CC-BY-4.0", Source: "https://example.org/ledgerbench", Samples: nonces[ci],
+					Licence: "CC-BY-4.0", Source: "https://example.org/ledgerbench", Samples: nonces[ci], Root: hex.EncodeToString(digest[:]),
 				})
 				if err != nil {
 					break

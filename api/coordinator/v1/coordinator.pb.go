@@ -29,6 +29,70 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ProofStatus says whether and why not a trainer answered.
+type ProofStatus int32
+
+const (
+	ProofStatus_PROOF_STATUS_UNSPECIFIED ProofStatus = 0
+	// ANSWERED: proof holds the trainer's proof.
+	ProofStatus_PROOF_STATUS_ANSWERED ProofStatus = 1
+	// NOT_CONNECTED: the trainer has no open Tasks stream.
+	ProofStatus_PROOF_STATUS_NOT_CONNECTED ProofStatus = 2
+	// TIMEOUT: the trainer did not answer in time.
+	ProofStatus_PROOF_STATUS_TIMEOUT ProofStatus = 3
+	// REFUSED: the trainer answered with an error (detail says it).
+	ProofStatus_PROOF_STATUS_REFUSED ProofStatus = 4
+	// BUSY: the trainer's task queue is full.
+	ProofStatus_PROOF_STATUS_BUSY ProofStatus = 5
+)
+
+// Enum value maps for ProofStatus.
+var (
+	ProofStatus_name = map[int32]string{
+		0: "PROOF_STATUS_UNSPECIFIED",
+		1: "PROOF_STATUS_ANSWERED",
+		2: "PROOF_STATUS_NOT_CONNECTED",
+		3: "PROOF_STATUS_TIMEOUT",
+		4: "PROOF_STATUS_REFUSED",
+		5: "PROOF_STATUS_BUSY",
+	}
+	ProofStatus_value = map[string]int32{
+		"PROOF_STATUS_UNSPECIFIED":   0,
+		"PROOF_STATUS_ANSWERED":      1,
+		"PROOF_STATUS_NOT_CONNECTED": 2,
+		"PROOF_STATUS_TIMEOUT":       3,
+		"PROOF_STATUS_REFUSED":       4,
+		"PROOF_STATUS_BUSY":          5,
+	}
+)
+
+func (x ProofStatus) Enum() *ProofStatus {
+	p := new(ProofStatus)
+	*p = x
+	return p
+}
+
+func (x ProofStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProofStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_coordinator_v1_coordinator_proto_enumTypes[0].Descriptor()
+}
+
+func (ProofStatus) Type() protoreflect.EnumType {
+	return &file_api_coordinator_v1_coordinator_proto_enumTypes[0]
+}
+
+func (x ProofStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProofStatus.Descriptor instead.
+func (ProofStatus) EnumDescriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{0}
+}
+
 type ChallengeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -389,8 +453,12 @@ type Task struct {
 	Mode string `protobuf:"bytes,20,opt,name=mode,proto3" json:"mode,omitempty"`
 	Lora *LoRA  `protobuf:"bytes,21,opt,name=lora,proto3" json:"lora,omitempty"`
 	// compression is none, int8, f16 or bf16; int8_block its block size.
-	Compression   string `protobuf:"bytes,22,opt,name=compression,proto3" json:"compression,omitempty"`
-	Int8Block     int32  `protobuf:"varint,23,opt,name=int8_block,json=int8Block,proto3" json:"int8_block,omitempty"`
+	Compression string `protobuf:"bytes,22,opt,name=compression,proto3" json:"compression,omitempty"`
+	Int8Block   int32  `protobuf:"varint,23,opt,name=int8_block,json=int8Block,proto3" json:"int8_block,omitempty"`
+	// prove, when set, makes this task a proof request instead of training
+	// work: the other fields are empty, and the trainer answers with
+	// SubmitProof rather than SubmitUpdate.
+	Prove         *ProveTask `protobuf:"bytes,24,opt,name=prove,proto3" json:"prove,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +654,421 @@ func (x *Task) GetInt8Block() int32 {
 	return 0
 }
 
+func (x *Task) GetProve() *ProveTask {
+	if x != nil {
+		return x.Prove
+	}
+	return nil
+}
+
+// ProveTask asks a trainer for a dataset membership proof of one sample.
+type ProveTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id correlates the SubmitProof answer.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// leaf_hash is the sample's SHA-256 (the manifest's leaf value).
+	LeafHash []byte `protobuf:"bytes,2,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
+	// dataset is the manifest digest of the dataset asked about.
+	Dataset       string `protobuf:"bytes,3,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveTask) Reset() {
+	*x = ProveTask{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveTask) ProtoMessage() {}
+
+func (x *ProveTask) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveTask.ProtoReflect.Descriptor instead.
+func (*ProveTask) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ProveTask) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ProveTask) GetLeafHash() []byte {
+	if x != nil {
+		return x.LeafHash
+	}
+	return nil
+}
+
+func (x *ProveTask) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+type SubmitProofRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Session   string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// proof is the proof JSON of `fedtune dataset prove` (inclusion or
+	// exclusion), at most 256 KiB.
+	Proof []byte `protobuf:"bytes,3,opt,name=proof,proto3" json:"proof,omitempty"`
+	// error, when set, says why the trainer gives no proof.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitProofRequest) Reset() {
+	*x = SubmitProofRequest{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitProofRequest) ProtoMessage() {}
+
+func (x *SubmitProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitProofRequest.ProtoReflect.Descriptor instead.
+func (*SubmitProofRequest) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SubmitProofRequest) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *SubmitProofRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SubmitProofRequest) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *SubmitProofRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type SubmitProofResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitProofResponse) Reset() {
+	*x = SubmitProofResponse{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitProofResponse) ProtoMessage() {}
+
+func (x *SubmitProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitProofResponse.ProtoReflect.Descriptor instead.
+func (*SubmitProofResponse) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+}
+
+// DatasetRef names a dataset and the trainer that holds it.
+type DatasetRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dataset       string                 `protobuf:"bytes,1,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Trainer       string                 `protobuf:"bytes,2,opt,name=trainer,proto3" json:"trainer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DatasetRef) Reset() {
+	*x = DatasetRef{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatasetRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatasetRef) ProtoMessage() {}
+
+func (x *DatasetRef) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatasetRef.ProtoReflect.Descriptor instead.
+func (*DatasetRef) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DatasetRef) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *DatasetRef) GetTrainer() string {
+	if x != nil {
+		return x.Trainer
+	}
+	return ""
+}
+
+type ProveSampleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leaf_hash is the sample's SHA-256: exactly 32 bytes.
+	LeafHash []byte `protobuf:"bytes,1,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
+	// datasets to ask about (at most 256).
+	Datasets []*DatasetRef `protobuf:"bytes,2,rep,name=datasets,proto3" json:"datasets,omitempty"`
+	// timeout_ms bounds the wait for each trainer (0: 10 s; at most 120 s).
+	TimeoutMs     int64 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveSampleRequest) Reset() {
+	*x = ProveSampleRequest{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveSampleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveSampleRequest) ProtoMessage() {}
+
+func (x *ProveSampleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveSampleRequest.ProtoReflect.Descriptor instead.
+func (*ProveSampleRequest) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ProveSampleRequest) GetLeafHash() []byte {
+	if x != nil {
+		return x.LeafHash
+	}
+	return nil
+}
+
+func (x *ProveSampleRequest) GetDatasets() []*DatasetRef {
+	if x != nil {
+		return x.Datasets
+	}
+	return nil
+}
+
+func (x *ProveSampleRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// ProofAnswer is one dataset's answer, in the order of the request.
+type ProofAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dataset       string                 `protobuf:"bytes,1,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	Trainer       string                 `protobuf:"bytes,2,opt,name=trainer,proto3" json:"trainer,omitempty"`
+	Status        ProofStatus            `protobuf:"varint,3,opt,name=status,proto3,enum=fedtune.coordinator.v1.ProofStatus" json:"status,omitempty"`
+	Proof         []byte                 `protobuf:"bytes,4,opt,name=proof,proto3" json:"proof,omitempty"`
+	Detail        string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProofAnswer) Reset() {
+	*x = ProofAnswer{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProofAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProofAnswer) ProtoMessage() {}
+
+func (x *ProofAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProofAnswer.ProtoReflect.Descriptor instead.
+func (*ProofAnswer) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProofAnswer) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *ProofAnswer) GetTrainer() string {
+	if x != nil {
+		return x.Trainer
+	}
+	return ""
+}
+
+func (x *ProofAnswer) GetStatus() ProofStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ProofStatus_PROOF_STATUS_UNSPECIFIED
+}
+
+func (x *ProofAnswer) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *ProofAnswer) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type ProveSampleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Answers       []*ProofAnswer         `protobuf:"bytes,1,rep,name=answers,proto3" json:"answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveSampleResponse) Reset() {
+	*x = ProveSampleResponse{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveSampleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveSampleResponse) ProtoMessage() {}
+
+func (x *ProveSampleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveSampleResponse.ProtoReflect.Descriptor instead.
+func (*ProveSampleResponse) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ProveSampleResponse) GetAnswers() []*ProofAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
 type SubmitUpdateRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Session string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
@@ -602,7 +1085,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +1097,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +1110,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubmitUpdateRequest) GetSession() string {
@@ -673,7 +1156,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +1168,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +1181,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 type LaunchJobRequest struct {
@@ -713,7 +1196,7 @@ type LaunchJobRequest struct {
 
 func (x *LaunchJobRequest) Reset() {
 	*x = LaunchJobRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1208,7 @@ func (x *LaunchJobRequest) String() string {
 func (*LaunchJobRequest) ProtoMessage() {}
 
 func (x *LaunchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1221,7 @@ func (x *LaunchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchJobRequest.ProtoReflect.Descriptor instead.
 func (*LaunchJobRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LaunchJobRequest) GetJobYaml() []byte {
@@ -766,7 +1249,7 @@ type LaunchJobResponse struct {
 
 func (x *LaunchJobResponse) Reset() {
 	*x = LaunchJobResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1261,7 @@ func (x *LaunchJobResponse) String() string {
 func (*LaunchJobResponse) ProtoMessage() {}
 
 func (x *LaunchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1274,7 @@ func (x *LaunchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchJobResponse.ProtoReflect.Descriptor instead.
 func (*LaunchJobResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LaunchJobResponse) GetJobId() string {
@@ -825,7 +1308,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1320,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1333,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusRequest) GetJobId() string {
@@ -877,7 +1360,7 @@ type TrainerUpdate struct {
 
 func (x *TrainerUpdate) Reset() {
 	*x = TrainerUpdate{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1372,7 @@ func (x *TrainerUpdate) String() string {
 func (*TrainerUpdate) ProtoMessage() {}
 
 func (x *TrainerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1385,7 @@ func (x *TrainerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainerUpdate.ProtoReflect.Descriptor instead.
 func (*TrainerUpdate) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TrainerUpdate) GetTrainer() string {
@@ -977,7 +1460,7 @@ type Round struct {
 
 func (x *Round) Reset() {
 	*x = Round{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1472,7 @@ func (x *Round) String() string {
 func (*Round) ProtoMessage() {}
 
 func (x *Round) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1485,7 @@ func (x *Round) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Round.ProtoReflect.Descriptor instead.
 func (*Round) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Round) GetRound() uint64 {
@@ -1073,7 +1556,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1568,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1581,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusResponse) GetJobId() string {
@@ -1189,7 +1672,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05alpha\x18\x02 \x01(\x01R\x05alpha\x12\x18\n" +
 	"\adropout\x18\x03 \x01(\x01R\adropout\x12\x18\n" +
-	"\atargets\x18\x04 \x03(\tR\atargets\"\xaa\x05\n" +
+	"\atargets\x18\x04 \x03(\tR\atargets\"\xe3\x05\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -1218,7 +1701,37 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04lora\x18\x15 \x01(\v2\x1c.fedtune.coordinator.v1.LoRAR\x04lora\x12 \n" +
 	"\vcompression\x18\x16 \x01(\tR\vcompression\x12\x1d\n" +
 	"\n" +
-	"int8_block\x18\x17 \x01(\x05R\tint8Block\"\x97\x01\n" +
+	"int8_block\x18\x17 \x01(\x05R\tint8Block\x127\n" +
+	"\x05prove\x18\x18 \x01(\v2!.fedtune.coordinator.v1.ProveTaskR\x05prove\"a\n" +
+	"\tProveTask\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
+	"\tleaf_hash\x18\x02 \x01(\fR\bleafHash\x12\x18\n" +
+	"\adataset\x18\x03 \x01(\tR\adataset\"y\n" +
+	"\x12SubmitProofRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05proof\x18\x03 \x01(\fR\x05proof\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x15\n" +
+	"\x13SubmitProofResponse\"@\n" +
+	"\n" +
+	"DatasetRef\x12\x18\n" +
+	"\adataset\x18\x01 \x01(\tR\adataset\x12\x18\n" +
+	"\atrainer\x18\x02 \x01(\tR\atrainer\"\x90\x01\n" +
+	"\x12ProveSampleRequest\x12\x1b\n" +
+	"\tleaf_hash\x18\x01 \x01(\fR\bleafHash\x12>\n" +
+	"\bdatasets\x18\x02 \x03(\v2\".fedtune.coordinator.v1.DatasetRefR\bdatasets\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\"\xac\x01\n" +
+	"\vProofAnswer\x12\x18\n" +
+	"\adataset\x18\x01 \x01(\tR\adataset\x12\x18\n" +
+	"\atrainer\x18\x02 \x01(\tR\atrainer\x12;\n" +
+	"\x06status\x18\x03 \x01(\x0e2#.fedtune.coordinator.v1.ProofStatusR\x06status\x12\x14\n" +
+	"\x05proof\x18\x04 \x01(\fR\x05proof\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"T\n" +
+	"\x13ProveSampleResponse\x12=\n" +
+	"\aanswers\x18\x01 \x03(\v2#.fedtune.coordinator.v1.ProofAnswerR\aanswers\"\x97\x01\n" +
 	"\x13SubmitUpdateRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
@@ -1268,14 +1781,23 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"base_model\x18\a \x01(\tR\tbaseModel\x12\x16\n" +
 	"\x06joined\x18\b \x03(\tR\x06joined\x12\x12\n" +
-	"\x04mode\x18\t \x01(\tR\x04mode2\xb7\x04\n" +
+	"\x04mode\x18\t \x01(\tR\x04mode*\xb1\x01\n" +
+	"\vProofStatus\x12\x1c\n" +
+	"\x18PROOF_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PROOF_STATUS_ANSWERED\x10\x01\x12\x1e\n" +
+	"\x1aPROOF_STATUS_NOT_CONNECTED\x10\x02\x12\x18\n" +
+	"\x14PROOF_STATUS_TIMEOUT\x10\x03\x12\x18\n" +
+	"\x14PROOF_STATUS_REFUSED\x10\x04\x12\x15\n" +
+	"\x11PROOF_STATUS_BUSY\x10\x052\x87\x06\n" +
 	"\vCoordinator\x12`\n" +
 	"\tChallenge\x12(.fedtune.coordinator.v1.ChallengeRequest\x1a).fedtune.coordinator.v1.ChallengeResponse\x12Q\n" +
 	"\x04Join\x12#.fedtune.coordinator.v1.JoinRequest\x1a$.fedtune.coordinator.v1.JoinResponse\x12M\n" +
 	"\x05Tasks\x12$.fedtune.coordinator.v1.TasksRequest\x1a\x1c.fedtune.coordinator.v1.Task0\x01\x12i\n" +
 	"\fSubmitUpdate\x12+.fedtune.coordinator.v1.SubmitUpdateRequest\x1a,.fedtune.coordinator.v1.SubmitUpdateResponse\x12`\n" +
 	"\tLaunchJob\x12(.fedtune.coordinator.v1.LaunchJobRequest\x1a).fedtune.coordinator.v1.LaunchJobResponse\x12W\n" +
-	"\x06Status\x12%.fedtune.coordinator.v1.StatusRequest\x1a&.fedtune.coordinator.v1.StatusResponseB=Z;github.com/fedtune/fedtune/api/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x06Status\x12%.fedtune.coordinator.v1.StatusRequest\x1a&.fedtune.coordinator.v1.StatusResponse\x12f\n" +
+	"\vProveSample\x12*.fedtune.coordinator.v1.ProveSampleRequest\x1a+.fedtune.coordinator.v1.ProveSampleResponse\x12f\n" +
+	"\vSubmitProof\x12*.fedtune.coordinator.v1.SubmitProofRequest\x1a+.fedtune.coordinator.v1.SubmitProofResponseB=Z;github.com/fedtune/fedtune/api/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_api_coordinator_v1_coordinator_proto_rawDescOnce sync.Once
@@ -1289,47 +1811,64 @@ func file_api_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_api_coordinator_v1_coordinator_proto_rawDescData
 }
 
-var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_api_coordinator_v1_coordinator_proto_goTypes = []any{
-	(*ChallengeRequest)(nil),     // 0: fedtune.coordinator.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),    // 1: fedtune.coordinator.v1.ChallengeResponse
-	(*JoinRequest)(nil),          // 2: fedtune.coordinator.v1.JoinRequest
-	(*JoinResponse)(nil),         // 3: fedtune.coordinator.v1.JoinResponse
-	(*TasksRequest)(nil),         // 4: fedtune.coordinator.v1.TasksRequest
-	(*LoRA)(nil),                 // 5: fedtune.coordinator.v1.LoRA
-	(*Task)(nil),                 // 6: fedtune.coordinator.v1.Task
-	(*SubmitUpdateRequest)(nil),  // 7: fedtune.coordinator.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil), // 8: fedtune.coordinator.v1.SubmitUpdateResponse
-	(*LaunchJobRequest)(nil),     // 9: fedtune.coordinator.v1.LaunchJobRequest
-	(*LaunchJobResponse)(nil),    // 10: fedtune.coordinator.v1.LaunchJobResponse
-	(*StatusRequest)(nil),        // 11: fedtune.coordinator.v1.StatusRequest
-	(*TrainerUpdate)(nil),        // 12: fedtune.coordinator.v1.TrainerUpdate
-	(*Round)(nil),                // 13: fedtune.coordinator.v1.Round
-	(*StatusResponse)(nil),       // 14: fedtune.coordinator.v1.StatusResponse
-	nil,                          // 15: fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
+	(ProofStatus)(0),             // 0: fedtune.coordinator.v1.ProofStatus
+	(*ChallengeRequest)(nil),     // 1: fedtune.coordinator.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),    // 2: fedtune.coordinator.v1.ChallengeResponse
+	(*JoinRequest)(nil),          // 3: fedtune.coordinator.v1.JoinRequest
+	(*JoinResponse)(nil),         // 4: fedtune.coordinator.v1.JoinResponse
+	(*TasksRequest)(nil),         // 5: fedtune.coordinator.v1.TasksRequest
+	(*LoRA)(nil),                 // 6: fedtune.coordinator.v1.LoRA
+	(*Task)(nil),                 // 7: fedtune.coordinator.v1.Task
+	(*ProveTask)(nil),            // 8: fedtune.coordinator.v1.ProveTask
+	(*SubmitProofRequest)(nil),   // 9: fedtune.coordinator.v1.SubmitProofRequest
+	(*SubmitProofResponse)(nil),  // 10: fedtune.coordinator.v1.SubmitProofResponse
+	(*DatasetRef)(nil),           // 11: fedtune.coordinator.v1.DatasetRef
+	(*ProveSampleRequest)(nil),   // 12: fedtune.coordinator.v1.ProveSampleRequest
+	(*ProofAnswer)(nil),          // 13: fedtune.coordinator.v1.ProofAnswer
+	(*ProveSampleResponse)(nil),  // 14: fedtune.coordinator.v1.ProveSampleResponse
+	(*SubmitUpdateRequest)(nil),  // 15: fedtune.coordinator.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil), // 16: fedtune.coordinator.v1.SubmitUpdateResponse
+	(*LaunchJobRequest)(nil),     // 17: fedtune.coordinator.v1.LaunchJobRequest
+	(*LaunchJobResponse)(nil),    // 18: fedtune.coordinator.v1.LaunchJobResponse
+	(*StatusRequest)(nil),        // 19: fedtune.coordinator.v1.StatusRequest
+	(*TrainerUpdate)(nil),        // 20: fedtune.coordinator.v1.TrainerUpdate
+	(*Round)(nil),                // 21: fedtune.coordinator.v1.Round
+	(*StatusResponse)(nil),       // 22: fedtune.coordinator.v1.StatusResponse
+	nil,                          // 23: fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
 }
 var file_api_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	5,  // 0: fedtune.coordinator.v1.Task.lora:type_name -> fedtune.coordinator.v1.LoRA
-	15, // 1: fedtune.coordinator.v1.TrainerUpdate.metrics:type_name -> fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
-	12, // 2: fedtune.coordinator.v1.Round.updates:type_name -> fedtune.coordinator.v1.TrainerUpdate
-	13, // 3: fedtune.coordinator.v1.StatusResponse.rounds:type_name -> fedtune.coordinator.v1.Round
-	0,  // 4: fedtune.coordinator.v1.Coordinator.Challenge:input_type -> fedtune.coordinator.v1.ChallengeRequest
-	2,  // 5: fedtune.coordinator.v1.Coordinator.Join:input_type -> fedtune.coordinator.v1.JoinRequest
-	4,  // 6: fedtune.coordinator.v1.Coordinator.Tasks:input_type -> fedtune.coordinator.v1.TasksRequest
-	7,  // 7: fedtune.coordinator.v1.Coordinator.SubmitUpdate:input_type -> fedtune.coordinator.v1.SubmitUpdateRequest
-	9,  // 8: fedtune.coordinator.v1.Coordinator.LaunchJob:input_type -> fedtune.coordinator.v1.LaunchJobRequest
-	11, // 9: fedtune.coordinator.v1.Coordinator.Status:input_type -> fedtune.coordinator.v1.StatusRequest
-	1,  // 10: fedtune.coordinator.v1.Coordinator.Challenge:output_type -> fedtune.coordinator.v1.ChallengeResponse
-	3,  // 11: fedtune.coordinator.v1.Coordinator.Join:output_type -> fedtune.coordinator.v1.JoinResponse
-	6,  // 12: fedtune.coordinator.v1.Coordinator.Tasks:output_type -> fedtune.coordinator.v1.Task
-	8,  // 13: fedtune.coordinator.v1.Coordinator.SubmitUpdate:output_type -> fedtune.coordinator.v1.SubmitUpdateResponse
-	10, // 14: fedtune.coordinator.v1.Coordinator.LaunchJob:output_type -> fedtune.coordinator.v1.LaunchJobResponse
-	14, // 15: fedtune.coordinator.v1.Coordinator.Status:output_type -> fedtune.coordinator.v1.StatusResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	6,  // 0: fedtune.coordinator.v1.Task.lora:type_name -> fedtune.coordinator.v1.LoRA
+	8,  // 1: fedtune.coordinator.v1.Task.prove:type_name -> fedtune.coordinator.v1.ProveTask
+	11, // 2: fedtune.coordinator.v1.ProveSampleRequest.datasets:type_name -> fedtune.coordinator.v1.DatasetRef
+	0,  // 3: fedtune.coordinator.v1.ProofAnswer.status:type_name -> fedtune.coordinator.v1.ProofStatus
+	13, // 4: fedtune.coordinator.v1.ProveSampleResponse.answers:type_name -> fedtune.coordinator.v1.ProofAnswer
+	23, // 5: fedtune.coordinator.v1.TrainerUpdate.metrics:type_name -> fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
+	20, // 6: fedtune.coordinator.v1.Round.updates:type_name -> fedtune.coordinator.v1.TrainerUpdate
+	21, // 7: fedtune.coordinator.v1.StatusResponse.rounds:type_name -> fedtune.coordinator.v1.Round
+	1,  // 8: fedtune.coordinator.v1.Coordinator.Challenge:input_type -> fedtune.coordinator.v1.ChallengeRequest
+	3,  // 9: fedtune.coordinator.v1.Coordinator.Join:input_type -> fedtune.coordinator.v1.JoinRequest
+	5,  // 10: fedtune.coordinator.v1.Coordinator.Tasks:input_type -> fedtune.coordinator.v1.TasksRequest
+	15, // 11: fedtune.coordinator.v1.Coordinator.SubmitUpdate:input_type -> fedtune.coordinator.v1.SubmitUpdateRequest
+	17, // 12: fedtune.coordinator.v1.Coordinator.LaunchJob:input_type -> fedtune.coordinator.v1.LaunchJobRequest
+	19, // 13: fedtune.coordinator.v1.Coordinator.Status:input_type -> fedtune.coordinator.v1.StatusRequest
+	12, // 14: fedtune.coordinator.v1.Coordinator.ProveSample:input_type -> fedtune.coordinator.v1.ProveSampleRequest
+	9,  // 15: fedtune.coordinator.v1.Coordinator.SubmitProof:input_type -> fedtune.coordinator.v1.SubmitProofRequest
+	2,  // 16: fedtune.coordinator.v1.Coordinator.Challenge:output_type -> fedtune.coordinator.v1.ChallengeResponse
+	4,  // 17: fedtune.coordinator.v1.Coordinator.Join:output_type -> fedtune.coordinator.v1.JoinResponse
+	7,  // 18: fedtune.coordinator.v1.Coordinator.Tasks:output_type -> fedtune.coordinator.v1.Task
+	16, // 19: fedtune.coordinator.v1.Coordinator.SubmitUpdate:output_type -> fedtune.coordinator.v1.SubmitUpdateResponse
+	18, // 20: fedtune.coordinator.v1.Coordinator.LaunchJob:output_type -> fedtune.coordinator.v1.LaunchJobResponse
+	22, // 21: fedtune.coordinator.v1.Coordinator.Status:output_type -> fedtune.coordinator.v1.StatusResponse
+	14, // 22: fedtune.coordinator.v1.Coordinator.ProveSample:output_type -> fedtune.coordinator.v1.ProveSampleResponse
+	10, // 23: fedtune.coordinator.v1.Coordinator.SubmitProof:output_type -> fedtune.coordinator.v1.SubmitProofResponse
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_coordinator_v1_coordinator_proto_init() }
@@ -1342,13 +1881,14 @@ func file_api_coordinator_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_coordinator_v1_coordinator_proto_rawDesc), len(file_api_coordinator_v1_coordinator_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   16,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_api_coordinator_v1_coordinator_proto_goTypes,
 		DependencyIndexes: file_api_coordinator_v1_coordinator_proto_depIdxs,
+		EnumInfos:         file_api_coordinator_v1_coordinator_proto_enumTypes,
 		MessageInfos:      file_api_coordinator_v1_coordinator_proto_msgTypes,
 	}.Build()
 	File_api_coordinator_v1_coordinator_proto = out.File

@@ -33,6 +33,8 @@ const (
 	Coordinator_SubmitUpdate_FullMethodName = "/fedtune.coordinator.v1.Coordinator/SubmitUpdate"
 	Coordinator_LaunchJob_FullMethodName    = "/fedtune.coordinator.v1.Coordinator/LaunchJob"
 	Coordinator_Status_FullMethodName       = "/fedtune.coordinator.v1.Coordinator/Status"
+	Coordinator_ProveSample_FullMethodName  = "/fedtune.coordinator.v1.Coordinator/ProveSample"
+	Coordinator_SubmitProof_FullMethodName  = "/fedtune.coordinator.v1.Coordinator/SubmitProof"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -60,6 +62,17 @@ type CoordinatorClient interface {
 	LaunchJob(ctx context.Context, in *LaunchJobRequest, opts ...grpc.CallOption) (*LaunchJobResponse, error)
 	// Status reports a job's rounds as the ledger records them.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// ProveSample asks the trainers holding the named datasets whether a
+	// sample (only its 32-byte leaf hash travels, never its text) is among
+	// their samples. The coordinator relays each question to the trainer's
+	// Tasks stream (Task.prove) and waits for its SubmitProof; the answers
+	// are the trainers' proofs, unverified: the caller checks them against
+	// the roots the ledger recorded. Over TLS the caller must be an active
+	// ledger member.
+	ProveSample(ctx context.Context, in *ProveSampleRequest, opts ...grpc.CallOption) (*ProveSampleResponse, error)
+	// SubmitProof is a trainer's answer to a Task.prove: a proof, or why it
+	// gives none.
+	SubmitProof(ctx context.Context, in *SubmitProofRequest, opts ...grpc.CallOption) (*SubmitProofResponse, error)
 }
 
 type coordinatorClient struct {
@@ -139,6 +152,26 @@ func (c *coordinatorClient) Status(ctx context.Context, in *StatusRequest, opts 
 	return out, nil
 }
 
+func (c *coordinatorClient) ProveSample(ctx context.Context, in *ProveSampleRequest, opts ...grpc.CallOption) (*ProveSampleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProveSampleResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ProveSample_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) SubmitProof(ctx context.Context, in *SubmitProofRequest, opts ...grpc.CallOption) (*SubmitProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitProofResponse)
+	err := c.cc.Invoke(ctx, Coordinator_SubmitProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -164,6 +197,17 @@ type CoordinatorServer interface {
 	LaunchJob(context.Context, *LaunchJobRequest) (*LaunchJobResponse, error)
 	// Status reports a job's rounds as the ledger records them.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// ProveSample asks the trainers holding the named datasets whether a
+	// sample (only its 32-byte leaf hash travels, never its text) is among
+	// their samples. The coordinator relays each question to the trainer's
+	// Tasks stream (Task.prove) and waits for its SubmitProof; the answers
+	// are the trainers' proofs, unverified: the caller checks them against
+	// the roots the ledger recorded. Over TLS the caller must be an active
+	// ledger member.
+	ProveSample(context.Context, *ProveSampleRequest) (*ProveSampleResponse, error)
+	// SubmitProof is a trainer's answer to a Task.prove: a proof, or why it
+	// gives none.
+	SubmitProof(context.Context, *SubmitProofRequest) (*SubmitProofResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -191,6 +235,12 @@ func (UnimplementedCoordinatorServer) LaunchJob(context.Context, *LaunchJobReque
 }
 func (UnimplementedCoordinatorServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCoordinatorServer) ProveSample(context.Context, *ProveSampleRequest) (*ProveSampleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ProveSample not implemented")
+}
+func (UnimplementedCoordinatorServer) SubmitProof(context.Context, *SubmitProofRequest) (*SubmitProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitProof not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -314,6 +364,42 @@ func _Coordinator_Status_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ProveSample_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProveSampleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ProveSample(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ProveSample_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ProveSample(ctx, req.(*ProveSampleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_SubmitProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).SubmitProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_SubmitProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).SubmitProof(ctx, req.(*SubmitProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +426,14 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Coordinator_Status_Handler,
+		},
+		{
+			MethodName: "ProveSample",
+			Handler:    _Coordinator_ProveSample_Handler,
+		},
+		{
+			MethodName: "SubmitProof",
+			Handler:    _Coordinator_SubmitProof_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

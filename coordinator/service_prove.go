@@ -1,0 +1,244 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Limits of ProveSample.
+const (
+	// MaxProveDatasets bounds the datasets one ProveSample may name.
+	MaxProveDatasets = 256
+	// DefaultProveTimeout is how long ProveSample waits for each trainer
+	// when the request names no timeout.
+	DefaultProveTimeout = 10 * time.Second
+	// MaxProveTimeout bounds the wait a request may ask for.
+	MaxProveTimeout = 2 * time.Minute
+	// MaxProofAnswerBytes bounds a trainer's proof (datasets.MaxProofBytes).
+	MaxProofAnswerBytes = 256 << 10
+	// maxPendingProofs bounds the proof questions in flight at once.
+	maxPendingProofs = 4096
+)
+
+// proveRelay holds the proof questions sent to trainers and not yet
+// answered, by request ID. Its zero value is ready.
+type proveRelay struct {
+	mu      sync.Mutex
+	pending map[string]*pendingProof
+}
+
+// pendingProof is one question to one trainer.
+type pendingProof struct {
+	trainer string
+	dataset string
+	answer  chan *coordinatorv1.SubmitProofRequest // buffered 1
+}
+
+func (r *proveRelay) add(p *pendingProof) (string, bool) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending == nil {
+		r.pending = map[string]*pendingProof{}
+	}
+	if len(r.pending) >= maxPendingProofs {
+		return "", false
+	}
+	r.pending[id] = p
+	return id, true
+}
+
+func (r *proveRelay) remove(id string) {
+	r.mu.Lock()
+	delete(r.pending, id)
+	r.mu.Unlock()
+}
+
+// take removes and returns the question id if trainer was asked it.
+func (r *proveRelay) take(id, trainer string) *pendingProof {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.pending[id]
+	if p == nil || p.trainer != trainer {
+		return nil
+	}
+	delete(r.pending, id)
+	return p
+}
+
+// mayProve admits a ProveSample caller: over TLS, the coordinator's own
+// key or any active ledger member (an auditor, or anyone who contributed);
+// over plain text, anyone (the --insecure mode is for a trusted
+// localhost), as for LaunchJob.
+func (s *Service) mayProve(ctx context.Context) error {
+	peer, err := tlsid.PeerID(ctx)
+	if err != nil || peer == s.id {
+		return nil
+	}
+	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	switch {
+	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
+		return status.Errorf(codes.PermissionDenied, "prove sample: %s is not an active ledger member", abbrev(peer))
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "prove sample: cannot read the caller's membership: %v", err)
+	}
+	return nil
+}
+
+// ProveSample implements coordinatorv1.CoordinatorServer: it relays the
+// question to every named dataset's trainer at once and collects the
+// answers, each within the request's timeout.
+func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampleRequest) (*coordinatorv1.ProveSampleResponse, error) {
+	switch {
+	case len(req.LeafHash) != 32:
+		return nil, status.Errorf(codes.InvalidArgument, "prove sample: leaf_hash has %d bytes, want 32 (the sample's SHA-256)", len(req.LeafHash))
+	case len(req.Datasets) == 0:
+		return nil, status.Error(codes.InvalidArgument, "prove sample: no datasets named")
+	case len(req.Datasets) > MaxProveDatasets:
+		return nil, status.Errorf(codes.InvalidArgument, "prove sample: %d datasets, limit %d", len(req.Datasets), MaxProveDatasets)
+	case req.TimeoutMs < 0:
+		return nil, status.Errorf(codes.InvalidArgument, "prove sample: timeout_ms %d is negative", req.TimeoutMs)
+	}
+	for i, d := range req.Datasets {
+		if !isHex64(d.Dataset) || !isHex64(d.Trainer) {
+			return nil, status.Errorf(codes.InvalidArgument, "prove sample: datasets[%d]: dataset and trainer must be 64 lowercase hex (got %q, %q)", i, abbrev(d.Dataset), abbrev(d.Trainer))
+		}
+	}
+	if err := s.mayProve(ctx); err != nil {
+		return nil, err
+	}
+	timeout := DefaultProveTimeout
+	if req.TimeoutMs > 0 {
+		timeout = min(time.Duration(req.TimeoutMs)*time.Millisecond, MaxProveTimeout)
+	}
+	answers := make([]*coordinatorv1.ProofAnswer, len(req.Datasets))
+	var wg sync.WaitGroup
+	for i, d := range req.Datasets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = s.askTrainer(ctx, req.LeafHash, d, timeout)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	return &coordinatorv1.ProveSampleResponse{Answers: answers}, nil
+}
+
+// askTrainer sends one proof question to d's trainer and waits for its
+// answer.
+func (s *Service) askTrainer(ctx context.Context, leaf []byte, d *coordinatorv1.DatasetRef, timeout time.Duration) *coordinatorv1.ProofAnswer {
+	out := &coordinatorv1.ProofAnswer{Dataset: d.Dataset, Trainer: d.Trainer}
+	p := &pendingProof{trainer: d.Trainer, dataset: d.Dataset, answer: make(chan *coordinatorv1.SubmitProofRequest, 1)}
+	id, ok := s.prove.add(p)
+	if !ok {
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_BUSY, "too many proof requests in flight at the coordinator"
+		return out
+	}
+	defer s.prove.remove(id)
+	task := &coordinatorv1.Task{Prove: &coordinatorv1.ProveTask{RequestId: id, LeafHash: leaf, Dataset: d.Dataset}}
+	var sent, connected bool
+	err := s.do(ctx, func() {
+		for _, ss := range s.sessions {
+			if ss.trainer != d.Trainer || !ss.active {
+				continue
+			}
+			connected = true
+			select {
+			case ss.tasks <- task:
+				sent = true
+			default:
+			}
+			return
+		}
+	})
+	switch {
+	case err != nil:
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, "coordinator: "+err.Error()
+		return out
+	case !connected:
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_NOT_CONNECTED, "trainer not connected"
+		return out
+	case !sent:
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_BUSY, "the trainer's task queue is full"
+		return out
+	}
+	s.log.InfoContext(ctx, "proof requested", "trainer", abbrev(d.Trainer), "dataset", abbrev(d.Dataset), "request", id[:8])
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case a := <-p.answer:
+		if a.Error != "" {
+			out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_REFUSED, a.Error
+			return out
+		}
+		out.Status, out.Proof = coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED, a.Proof
+	case <-t.C:
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, "no answer from the trainer within "+timeout.String()
+	case <-ctx.Done():
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, ctx.Err().Error()
+	}
+	return out
+}
+
+// SubmitProof implements coordinatorv1.CoordinatorServer: a trainer's
+// answer to a proof question sent to its session. Only the trainer asked
+// may answer, once.
+func (s *Service) SubmitProof(ctx context.Context, req *coordinatorv1.SubmitProofRequest) (*coordinatorv1.SubmitProofResponse, error) {
+	if len(req.Proof) > MaxProofAnswerBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "submit proof: %d bytes, limit %d", len(req.Proof), MaxProofAnswerBytes)
+	}
+	if len(req.Error) > ledger.MaxReasonLen {
+		req.Error = strings.ToValidUTF8(req.Error[:ledger.MaxReasonLen], "")
+	}
+	var trainer string
+	if err := s.do(ctx, func() {
+		if ss := s.sessions[req.Session]; ss != nil {
+			trainer = ss.trainer
+		}
+	}); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	if trainer == "" {
+		return nil, status.Error(codes.FailedPrecondition, "submit proof: unknown session; join again")
+	}
+	if peer, err := tlsid.PeerID(ctx); err == nil && peer != trainer {
+		return nil, status.Errorf(codes.PermissionDenied, "submit proof: the session belongs to %s, not to the TLS peer %s", abbrev(trainer), abbrev(peer))
+	}
+	p := s.prove.take(req.RequestId, trainer)
+	if p == nil {
+		return nil, status.Errorf(codes.NotFound, "submit proof: no open proof request %q for trainer %s (answered, timed out, or not asked)", abbrev(req.RequestId), abbrev(trainer))
+	}
+	p.answer <- req
+	return &coordinatorv1.SubmitProofResponse{}, nil
+}
+
+// isHex64 reports whether s is 64 lowercase hex characters (a digest or a
+// member ID).
+func isHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+)
+
+func newAuditContainsCmd() *cobra.Command {
+	var cf coordinatorFlags
+	var ledgerAddr, modelDigest, samplePath, sampleFormat, format string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "contains --model DIGEST --sample FILE [--ledger ADDR] [--coordinator ADDR --key KEY --coordinator-id ID | --insecure]",
+		Short: "Ask every dataset behind a model whether a sample was in it, and check each proof against the ledger",
+		Long: "Hash the sample as the dataset loader defines one (--sample-format text: the file without a leading BOM and\n" +
+			"trailing line breaks, as `dataset prove --sample`; jsonl: the file's one JSONL record), read the model's\n" +
+			"lineage from the ledger, and ask every dataset behind it, through the coordinator and the trainer that holds\n" +
+			"it, for an inclusion or exclusion proof. Only the sample's hash leaves this machine. Every proof is checked\n" +
+			"here against the Merkle root and sample count the ledger recorded; neither coordinator nor trainers are\n" +
+			"trusted. Each dataset is included, excluded, or unanswered (trainer not connected, timeout, refused, or the\n" +
+			"proof does not verify). Exits non-zero when any dataset is unanswered.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelDigest == "" || samplePath == "" {
+				return errors.New("audit contains: --model and --sample are required")
+			}
+			if format != "table" && format != "json" {
+				return fmt.Errorf("audit contains: --format %q is not one of %s", format, strings.Join(audit.ContainsFormats, ", "))
+			}
+			if timeout <= 0 {
+				return fmt.Errorf("audit contains: --timeout %s must be positive", timeout)
+			}
+			leaf, err := audit.SampleLeaf(samplePath, sampleFormat)
+			if err != nil {
+				return fmt.Errorf("audit contains: sample: %w", err)
+			}
+			ctx := cmd.Context()
+			var l *ledger.Lineage
+			err = withClient(ctx, ledgerAddr, func(c *node.Client) error {
+				js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, modelDigest, 0)
+				if err != nil {
+					return err
+				}
+				l, err = audit.DecodeLineage(js)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("audit contains: lineage of %s: %w", modelDigest, err)
+			}
+			ds := audit.LineageDatasets(l)
+			if len(ds) == 0 {
+				return fmt.Errorf("audit contains: the lineage of %s names no datasets (a base model, not a fine-tuned one?)", modelDigest)
+			}
+			cc, closeFn, err := cf.dial()
+			if err != nil {
+				return fmt.Errorf("audit contains: %w", err)
+			}
+			defer closeFn()
+			rep, err := audit.Contains(ctx, cc, l.Model.Digest, leaf, ds, timeout)
+			if err != nil {
+				return fmt.Errorf("audit contains: %w", err)
+			}
+			if err := audit.RenderContains(cmd.OutOrStdout(), rep, format); err != nil {
+				return fmt.Errorf("audit contains: %w", err)
+			}
+			if err := rep.Err(); err != nil {
+				return fmt.Errorf("audit contains: %w", err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ledgerAddr, "ledger", defaultLedgerAddr, "gRPC address of a ledger node (the lineage and the trusted roots)")
+	cf.add(cmd)
+	cmd.Flags().StringVar(&modelDigest, "model", "", "digest of the model whose datasets to ask")
+	cmd.Flags().StringVar(&samplePath, "sample", "", "file holding the sample")
+	cmd.Flags().StringVar(&sampleFormat, "sample-format", "", "how the file is a sample: text or jsonl (default: jsonl for .jsonl/.ndjson, else text)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each trainer")
+	cmd.Flags().StringVar(&format, "format", "table", "output: table or json")
+	return cmd
+}

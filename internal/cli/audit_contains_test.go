@@ -1,0 +1,469 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+// containsNet is a one-node ledger, a coordinator over TLS, two real
+// trainer nodes on shipped shards (t1, t2), a lying trainer (liar: a real
+// gRPC client of the coordinator that answers every proof question with a
+// forged inclusion proof, and never answers about silentLeaf) and a
+// registered trainer that never connects (offline).
+type containsNet struct {
+	dir, ledger, coord string
+	ids                map[string]string // name → member ID
+	datasets           map[string]string // trainer name → dataset digest
+	keys               map[string]string // name → key file
+}
+
+var silentLeaf = datasets.SampleDigest("the liar never answers about this sample")
+
+func shardPath(name string) string {
+	return filepath.Join("..", "..", "datasets", "testdata", "shards", name+".jsonl")
+}
+
+func startContainsNet(t *testing.T) *containsNet {
+	t.Helper()
+	n := &containsNet{dir: t.TempDir(), ids: map[string]string{}, datasets: map[string]string{}, keys: map[string]string{}}
+	var g strings.Builder
+	g.WriteString("chain_id: contains-cli\nmembers:\n")
+	for _, m := range []struct{ name, role string }{{"admin", "admin"}, {"coord", "coordinator"}, {"agg", "aggregator"}, {"auditor", "auditor"},
+		{"t1", "trainer"}, {"t2", "trainer"}, {"liar", "trainer"}, {"offline", "trainer"}} {
+		n.keys[m.name] = filepath.Join(n.dir, m.name+".key")
+		out := mustRun(t, "keygen", "-o", n.keys[m.name])
+		n.ids[m.name] = strings.SplitN(out, "\n", 2)[0]
+		pub, err := ledger.LoadPublicKey(filepath.Join(n.dir, m.name+".pub"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&g, "  - name: %s\n    role: %s\n    public_key: %s\n", m.name, m.role, hex.EncodeToString(pub))
+	}
+	g.WriteString("policy:\n  block_interval: 5ms\n")
+	genesis := filepath.Join(n.dir, "genesis.yaml")
+	if err := os.WriteFile(genesis, []byte(g.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nd := startCLINode(t, n.dir, genesis, "node1", true)
+	n.ledger = nd.grpc
+	waitOutput(t, "state:   Leader", "ledger", "status", "--addr", n.ledger)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	srv, err := coordinator.NewServer(ctx, coordinator.ServerConfig{Listen: "127.0.0.1:0", CoordinatorKey: n.keys["coord"], AggregatorKey: n.keys["agg"],
+		Ledger: n.ledger, DataDir: filepath.Join(n.dir, "coordinator"), Tick: time.Second}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.coord = srv.Addr()
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Run(ctx) }()
+
+	// The real trainers register their own datasets and join.
+	for i, name := range []string{"t1", "t2"} {
+		tn, err := trainer.New(trainer.Config{Name: name, KeyFile: n.keys[name], Coordinator: n.coord, CoordinatorID: n.ids["coord"], Ledger: n.ledger,
+			Data: shardPath(fmt.Sprintf("trainer-%d", i+1)), Licence: "CC0-1.0", Source: "fedtune shipped shard", WorkDir: filepath.Join(n.dir, name)}, trainer.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.datasets[name] = tn.DatasetDigest()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tn.Run(ctx); err != nil {
+				t.Errorf("trainer %s: %v", name, err)
+			}
+		}()
+	}
+	// The liar and the offline trainer register theirs with the CLI.
+	for _, r := range []struct{ name, data string }{{"liar", shardPath("trainer-3")}, {"offline", filepath.Join("..", "..", "datasets", "testdata", "english", "train.txt")}} {
+		m := filepath.Join(n.dir, r.name+".manifest")
+		mustRun(t, "dataset", "manifest", r.data, "--license", "CC0-1.0", "--source", "test", "--key", n.keys[r.name], "-o", m)
+		sm, err := readManifestFile(m, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.datasets[r.name] = sm.Digest
+		mustRun(t, "dataset", "register", m, "--key", n.keys[r.name], "--addr", n.ledger)
+	}
+	lc, err := node.Dial(ctx, n.ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	for _, name := range []string{"t1", "t2"} {
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if _, err := coordinator.QueryDataset(ctx, lc, n.datasets[name]); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("trainer %s did not register dataset %s", name, n.datasets[name])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wg.Add(1)
+	ready := make(chan struct{})
+	go func() { defer wg.Done(); n.runLiar(t, ctx, ready) }()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the liar did not join")
+	}
+	// Wait until t1 and t2 are connected.
+	cc := n.client(t, "admin")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st, err := cc.Status(ctx, &coordinatorv1.StatusRequest{})
+		if err == nil && slices.Contains(st.Joined, n.ids["t1"]) && slices.Contains(st.Joined, n.ids["t2"]) && slices.Contains(st.Joined, n.ids["liar"]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trainers did not join: %v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return n
+}
+
+// client dials the coordinator over TLS as the named member.
+func (n *containsNet) client(t *testing.T, as string) coordinatorv1.CoordinatorClient {
+	t.Helper()
+	k, err := ledger.LoadKey(n.keys[as])
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := tlsid.DialOption(k, tlsid.ExpectID(n.ids["coord"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(n.coord, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return coordinatorv1.NewCoordinatorClient(conn)
+}
+
+// runLiar joins as the liar and answers proof questions with forged
+// inclusion proofs built from its real tree.
+func (n *containsNet) runLiar(t *testing.T, ctx context.Context, ready chan<- struct{}) {
+	d, err := datasets.Load(shardPath("trainer-3"), datasets.Options{})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	hs, _ := datasets.SampleHashes(d)
+	tree := datasets.NewTree(hs)
+	k, err := ledger.LoadKey(n.keys["liar"])
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	cc := n.client(t, "liar")
+	ch, err := cc.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	jr, err := cc.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: k.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
+		Signature: coordinator.SignChallenge(k, ch.Challenge), Datasets: []string{n.datasets["liar"]}})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	stream, err := cc.Tasks(ctx, &coordinatorv1.TasksRequest{Session: jr.Session})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	close(ready)
+	for {
+		task, err := stream.Recv()
+		if err != nil {
+			return
+		}
+		q := task.Prove
+		if q == nil || [32]byte(q.LeafHash) == silentLeaf {
+			continue
+		}
+		p, err := tree.Prove([32]byte(q.LeafHash))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if !p.Included() {
+			leaf := p.Right
+			if leaf == nil {
+				leaf = p.Left
+			}
+			p.Kind, p.Leaf, p.Left, p.Right = datasets.ProofInclusion, leaf, nil, nil
+			p.Leaf.Hash = p.Sample
+		}
+		if _, err := cc.SubmitProof(ctx, &coordinatorv1.SubmitProofRequest{Session: jr.Session, RequestId: q.RequestId, Proof: p.Encode()}); err != nil {
+			t.Error(err)
+		}
+		// A second answer to the same question is refused.
+		if _, err := cc.SubmitProof(ctx, &coordinatorv1.SubmitProofRequest{Session: jr.Session, RequestId: q.RequestId, Proof: p.Encode()}); status.Code(err) != codes.NotFound {
+			t.Errorf("a second answer: %v, want NotFound", err)
+		}
+	}
+}
+
+// recordRound records a committed round of job over base with one update
+// per named trainer and returns the new model's digest.
+func (n *containsNet) recordRound(t *testing.T, job, base string, trainers ...string) string {
+	t.Helper()
+	submit := func(k, typ, body string) {
+		t.Helper()
+		mustRun(t, "tx", "submit", typ, "--key", n.keys[k], "--addr", n.ledger, "--body", body)
+	}
+	var ids, contrib []string
+	for _, tr := range trainers {
+		ids = append(ids, fmt.Sprintf("%q", n.ids[tr]))
+	}
+	submit("coord", "RoundOpened", fmt.Sprintf(`{"job_id":%q,"round":1,"config_digest":%q,"base_model":%q,"strategy":"fedavg","trainers":[%s],"deadline":%q}`,
+		job, strings.Repeat("c", 64), base, strings.Join(ids, ","), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
+	for _, tr := range trainers {
+		upd := hex.EncodeToString(ledgerDigest(job + tr))
+		submit(tr, "UpdateSubmitted", fmt.Sprintf(`{"job_id":%q,"round":1,"update_digest":%q,"dataset_digest":%q,"samples":10}`, job, upd, n.datasets[tr]))
+		contrib = append(contrib, fmt.Sprintf(`{"trainer":%q,"update_digest":%q,"weight":%g}`, n.ids[tr], upd, 1/float64(len(trainers))))
+	}
+	model := hex.EncodeToString(ledgerDigest("model " + job))
+	submit("agg", "RoundCommitted", fmt.Sprintf(`{"job_id":%q,"round":1,"model_digest":%q,"strategy":"fedavg","contributors":[%s]}`, job, model, strings.Join(contrib, ",")))
+	return model
+}
+
+func ledgerDigest(s string) []byte { d := datasets.SampleDigest(s); return d[:] }
+
+// TestAuditContains asks, through a real coordinator and real trainers,
+// whether samples were in the datasets behind two models: the relay's
+// answers over gRPC, then `fedtune audit contains` outcomes: included,
+// excluded, a trainer offline, a lying trainer whose forged proof does not
+// verify, a timeout, and a caller that is not a ledger member.
+func TestAuditContains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a ledger node, a coordinator and trainers")
+	}
+	n := startContainsNet(t)
+	base := hex.EncodeToString(ledgerDigest("base"))
+	mustRun(t, "tx", "submit", "ModelRegistered", "--key", n.keys["coord"], "--addr", n.ledger, "--body",
+		fmt.Sprintf(`{"digest":%q,"name":"tiny","licence":"Apache-2.0","source":"test"}`, base))
+	all := n.recordRound(t, "all", base, "t1", "t2", "liar", "offline")
+	good := n.recordRound(t, "good", base, "t1", "t2")
+
+	// A record of trainer-1's shard, in no other dataset, and a sample
+	// from nowhere.
+	shard1, err := os.ReadFile(shardPath("trainer-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := strings.SplitN(string(shard1), "\n", 2)[0]
+	inT1 := filepath.Join(n.dir, "sample.jsonl")
+	if err := os.WriteFile(inT1, []byte(record+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	leafT1, err := audit.SampleLeaf(inT1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []string{"trainer-2", "trainer-3"} {
+		d, err := datasets.Load(shardPath(other), datasets.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range d.Samples {
+			if datasets.SampleDigest(s.Text) == leafT1 {
+				t.Fatalf("the sample %s is also in %s", record, other)
+			}
+		}
+	}
+	nowhere := filepath.Join(n.dir, "nowhere.txt")
+	if err := os.WriteFile(nowhere, []byte("This sentence was never in any training data.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("relay", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cc := n.client(t, "auditor")
+		resp, err := cc.ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: leafT1[:], TimeoutMs: 5000, Datasets: []*coordinatorv1.DatasetRef{
+			{Dataset: n.datasets["t1"], Trainer: n.ids["t1"]},
+			{Dataset: n.datasets["t2"], Trainer: n.ids["t2"]},
+			{Dataset: n.datasets["t2"], Trainer: n.ids["t1"]}, // t1 does not hold t2's data
+			{Dataset: n.datasets["offline"], Trainer: n.ids["offline"]},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []coordinatorv1.ProofStatus{coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED, coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED,
+			coordinatorv1.ProofStatus_PROOF_STATUS_REFUSED, coordinatorv1.ProofStatus_PROOF_STATUS_NOT_CONNECTED}
+		if len(resp.Answers) != len(want) {
+			t.Fatalf("%d answers, want %d", len(resp.Answers), len(want))
+		}
+		for i, a := range resp.Answers {
+			if a.Status != want[i] {
+				t.Errorf("answer %d: %v (%s), want %v", i, a.Status, a.Detail, want[i])
+			}
+		}
+		if !strings.Contains(resp.Answers[2].Detail, "does not hold dataset") {
+			t.Errorf("refusal says %q", resp.Answers[2].Detail)
+		}
+		for i, wantIn := range []bool{true, false} {
+			p, err := datasets.DecodeProof(resp.Answers[i].Proof)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Included() != wantIn || p.Sample != hex.EncodeToString(leafT1[:]) {
+				t.Errorf("answer %d: %s proof of %s, want included=%v", i, p.Kind, p.Sample, wantIn)
+			}
+		}
+		// The liar stays silent about one sample: the wait ends at the timeout.
+		start := time.Now()
+		resp, err = cc.ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: silentLeaf[:], TimeoutMs: 300,
+			Datasets: []*coordinatorv1.DatasetRef{{Dataset: n.datasets["liar"], Trainer: n.ids["liar"]}}})
+		if err != nil || resp.Answers[0].Status != coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT || time.Since(start) > 5*time.Second {
+			t.Errorf("silent trainer: %v %v after %s, want a timeout", resp, err, time.Since(start))
+		}
+		// Bad requests.
+		for name, req := range map[string]*coordinatorv1.ProveSampleRequest{
+			"short hash":  {LeafHash: leafT1[:31], Datasets: []*coordinatorv1.DatasetRef{{Dataset: n.datasets["t1"], Trainer: n.ids["t1"]}}},
+			"no datasets": {LeafHash: leafT1[:]},
+			"bad trainer": {LeafHash: leafT1[:], Datasets: []*coordinatorv1.DatasetRef{{Dataset: n.datasets["t1"], Trainer: "t1"}}},
+		} {
+			if _, err := cc.ProveSample(ctx, req); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("%s: %v, want InvalidArgument", name, err)
+			}
+		}
+		// An answer nobody asked for.
+		if _, err := cc.SubmitProof(ctx, &coordinatorv1.SubmitProofRequest{Session: "nope", RequestId: "x"}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("answer without a session: %v, want FailedPrecondition", err)
+		}
+	})
+
+	type want map[string]string // trainer name → result (+ detail prefix after ": ")
+	coordArgs := []string{"--ledger", n.ledger, "--coordinator", n.coord, "--coordinator-id", n.ids["coord"], "--timeout", "5s"}
+	for _, tc := range []struct {
+		name, model, sample, key string
+		want                     want
+		errWant                  string
+	}{
+		{"lineage with a liar and an offline trainer", all, inT1, "auditor",
+			want{"t1": "included", "t2": "excluded", "liar": "unanswered: proof does not verify", "offline": "unanswered: trainer not connected"},
+			"2 of 4 datasets unanswered"},
+		{"sample from nowhere, liar and offline", all, nowhere, "admin",
+			want{"t1": "excluded", "t2": "excluded", "liar": "unanswered: proof does not verify", "offline": "unanswered: trainer not connected"},
+			"2 of 4 datasets unanswered"},
+		{"honest lineage, sample of t1", good, inT1, "t2", want{"t1": "included", "t2": "excluded"}, ""},
+		{"honest lineage, sample from nowhere", good, nowhere, "auditor", want{"t1": "excluded", "t2": "excluded"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"audit", "contains", "--model", tc.model, "--sample", tc.sample, "--key", n.keys[tc.key], "--format", "json"}, coordArgs...)
+			out, err := run(t, args...)
+			if tc.errWant == "" && err != nil {
+				t.Fatalf("exit error %v, want success", err)
+			}
+			if tc.errWant != "" && (err == nil || !errors.Is(err, audit.ErrUnanswered) || !strings.Contains(err.Error(), tc.errWant)) {
+				t.Fatalf("exit error %v, want %q", err, tc.errWant)
+			}
+			var rep audit.ContainsReport
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatalf("output is not a JSON report: %v\n%s", err, out)
+			}
+			got := want{}
+			for _, d := range rep.Datasets {
+				name := ""
+				for nm, id := range n.ids {
+					if id == d.Trainer {
+						name = nm
+					}
+				}
+				r := d.Result
+				if d.Result == audit.Unanswered {
+					r += ": " + d.Detail
+				}
+				got[name] = r
+				if d.Dataset != n.datasets[name] || d.Root == "" {
+					t.Errorf("%s: dataset %s root %q, want %s with its ledger root", name, d.Dataset, d.Root, n.datasets[name])
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("report %v, want %v", got, tc.want)
+			}
+			for name, w := range tc.want {
+				if !strings.HasPrefix(got[name], w) {
+					t.Errorf("%s: %q, want %q", name, got[name], w)
+				}
+			}
+		})
+	}
+
+	// The table names every dataset and its outcome.
+	out, err := run(t, append([]string{"audit", "contains", "--model", all, "--sample", inT1, "--key", n.keys["auditor"]}, coordArgs...)...)
+	if err == nil {
+		t.Fatal("table run: no error, want unanswered datasets")
+	}
+	t.Logf("audit contains (exit: %v):\n%s", err, out)
+	for _, s := range []string{"DATASET", "t1-data", "included", "t2-data", "excluded", "unanswered", "trainer not connected", "proof does not verify", n.datasets["t1"][:12]} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table lacks %q:\n%s", s, out)
+		}
+	}
+	// The lineage shows the roots the ledger recorded, with no manifests
+	// at hand.
+	d1, err := datasets.Load(shardPath("trainer-1"), datasets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := datasets.SampleHashes(d1)
+	root1 := datasets.NewTree(hs).Root()
+	for _, f := range []string{"json", "html", "dot"} {
+		if out := mustRun(t, "audit", "lineage", all, "--addr", n.ledger, "--format", f); !strings.Contains(out, hex.EncodeToString(root1[:])) {
+			t.Errorf("lineage --format %s does not show t1's root %x", f, root1)
+		}
+	}
+	// A caller that is not a ledger member is refused.
+	outsider := filepath.Join(n.dir, "outsider.key")
+	mustRun(t, "keygen", "-o", outsider)
+	if _, err := run(t, append([]string{"audit", "contains", "--model", good, "--sample", inT1, "--key", outsider}, coordArgs...)...); err == nil || !strings.Contains(err.Error(), "not an active ledger member") {
+		t.Errorf("outsider: %v, want a refusal", err)
+	}
+	// check-proof against the ledger alone: a proof from `dataset prove`
+	// without a manifest.
+	proof := filepath.Join(n.dir, "proof.json")
+	mustRun(t, "dataset", "prove", shardPath("trainer-1"), "--sample", nowhere, "-o", proof)
+	if _, err := run(t, "audit", "check-proof", proof, "--ledger", n.ledger); err == nil || !strings.Contains(err.Error(), "--dataset DIGEST") {
+		t.Errorf("check-proof without a dataset: %v", err)
+	}
+	out = mustRun(t, "audit", "check-proof", proof, "--ledger", n.ledger, "--dataset", n.datasets["t1"])
+	if !strings.Contains(out, "is NOT in dataset "+n.datasets["t1"]) || !strings.Contains(out, "checked against the ledger's root") {
+		t.Errorf("check-proof printed %q", out)
+	}
+	if _, err := run(t, "audit", "check-proof", proof, "--ledger", n.ledger, "--dataset", n.datasets["t2"]); err == nil || !strings.Contains(err.Error(), "proof does not verify") {
+		t.Errorf("check-proof against another dataset: %v", err)
+	}
+}

@@ -1,0 +1,20 @@
+// Package cudadev is the CUDA implementation of engine.Device, built only
+// with the build tag "cuda" (this doc comment is all the default build
+// sees, so the default build never links the CUDA driver).
+//
+// Open(ordinal) opens one GPU through package kernels/cuda's Context and
+// returns an engine.Device whose Buffers are device allocations. Matrix
+// products go to cuBLAS: a row-major product C = op(A)·op(B) is the
+// column-major product Cᵀ = op(B)ᵀ·op(A)ᵀ, so MatMul swaps the operands
+// and M with N and hands cuBLAS the same buffers and row strides. Every
+// other operation is one kernel of kernels/cuda/train.cu (names prefixed
+// train_). No kernel uses atomics, so a step gives the same bits on every
+// run on the same GPU; the element-wise AdamW gives the Host device's bits
+// exactly, and the reductions agree with it to float32 rounding.
+//
+// Token ids and targets are checked on the host: WriteInt keeps a copy of
+// what it uploads (ids are small), and Embed and CrossEntropy report an id
+// outside the vocabulary as the device's sticky error without launching
+// anything. Operations run asynchronously on the Context's stream; Read,
+// SquaredNorm and Sync wait for them.
+package cudadev

@@ -1,0 +1,20 @@
+// Package engine runs the LLaMA training step of package model on a
+// Device: a small set of primitive operations (GEMM, embedding
+// gather/scatter, RMSNorm, RoPE, head split/merge, causal softmax, SwiGLU,
+// cross-entropy, AdamW, each forward and backward) on buffers that live in
+// the device's memory.
+//
+// It owns:
+//   - the Device interface (device.go), the seam between the training step
+//     and the hardware;
+//   - Host (NewHost), the plain-Go Device that is the reference every other
+//     Device is tested against (package enginetest holds that conformance
+//     suite);
+//   - Trainer (NewTrainer), the training step written only against Device:
+//     weights, gradients, AdamW moments and activations stay resident on the
+//     device between steps, and only token ids, dropout masks and per-row
+//     losses cross per step. It computes what model.Trainer computes (same
+//     batches, loss, clipping, schedule, AdamW, LoRA dropout stream).
+//
+// The CUDA Device lives in the cudadev subpackage (build tag cuda).
+package engine

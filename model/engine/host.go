@@ -1,0 +1,889 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// ErrDevice is wrapped by every error a Device records about its arguments
+// (bad lengths, foreign or freed buffers, ids outside the vocabulary).
+var ErrDevice = errors.New("engine: bad device operation")
+
+// hostBuf is a Host float32 buffer.
+type hostBuf struct {
+	owner *host
+	data  []float32
+	freed bool
+}
+
+func (b *hostBuf) Len() int { return len(b.data) }
+
+// hostInt is a Host int32 buffer.
+type hostInt struct {
+	owner *host
+	data  []int32
+	freed bool
+}
+
+func (b *hostInt) Len() int { return len(b.data) }
+
+// host is the plain-Go reference Device.
+type host struct {
+	err    error
+	closed bool
+	bufs   map[*hostBuf]struct{}
+	ints   map[*hostInt]struct{}
+	procs  int
+}
+
+// NewHost returns the plain-Go Device: buffers are Go slices, GEMM goes
+// through gonum's blas32 (OpenBLAS when the binary installs it with
+// blas32.Use), and the other operations are loops spread over the CPU
+// cores. It never panics on bad arguments: it records a sticky error
+// wrapping ErrDevice that Sync reports.
+func NewHost() Device {
+	return &host{bufs: map[*hostBuf]struct{}{}, ints: map[*hostInt]struct{}{}, procs: runtime.GOMAXPROCS(0)}
+}
+
+func (h *host) Name() string { return "host" }
+
+// fail records the first error.
+func (h *host) fail(op, format string, args ...any) {
+	if h.err == nil {
+		h.err = fmt.Errorf("%w: %s: %s", ErrDevice, op, fmt.Sprintf(format, args...))
+	}
+}
+
+// ok reports whether op may run (no pending error, device open).
+func (h *host) ok(op string) bool {
+	if h.err != nil {
+		return false
+	}
+	if h.closed {
+		h.fail(op, "device is closed")
+		return false
+	}
+	return true
+}
+
+// buf resolves a Buffer argument; nil, foreign and freed buffers are errors.
+func (h *host) buf(op, arg string, b Buffer) []float32 {
+	if h.err != nil {
+		return nil
+	}
+	hb, isHost := b.(*hostBuf)
+	switch {
+	case b == nil || (isHost && hb == nil):
+		h.fail(op, "%s is nil", arg)
+	case !isHost || hb.owner != h:
+		h.fail(op, "%s was not allocated by this host device", arg)
+	case hb.freed:
+		h.fail(op, "%s was freed", arg)
+	default:
+		return hb.data
+	}
+	return nil
+}
+
+func (h *host) ibuf(op, arg string, b IntBuffer) []int32 {
+	if h.err != nil {
+		return nil
+	}
+	hb, isHost := b.(*hostInt)
+	switch {
+	case b == nil || (isHost && hb == nil):
+		h.fail(op, "%s is nil", arg)
+	case !isHost || hb.owner != h:
+		h.fail(op, "%s was not allocated by this host device", arg)
+	case hb.freed:
+		h.fail(op, "%s was freed", arg)
+	default:
+		return hb.data
+	}
+	return nil
+}
+
+// wantLen records an error unless len(x) == n.
+func (h *host) wantLen(op, arg string, x []float32, n int, shape string) bool {
+	if h.err != nil {
+		return false
+	}
+	if len(x) != n {
+		h.fail(op, "%s has %d elements, want %d (%s)", arg, len(x), n, shape)
+		return false
+	}
+	return true
+}
+
+func (h *host) positive(op string, names string, vals ...int) bool {
+	if h.err != nil {
+		return false
+	}
+	for _, v := range vals {
+		if v <= 0 {
+			h.fail(op, "%s must be positive, got %v", names, vals)
+			return false
+		}
+	}
+	return true
+}
+
+// same reports whether two slices share their first element (aliasing).
+func same(a, b []float32) bool {
+	return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
+}
+
+func (h *host) noAlias(op string, out []float32, outName string, ins map[string][]float32) bool {
+	if h.err != nil {
+		return false
+	}
+	for name, in := range ins {
+		if same(out, in) {
+			h.fail(op, "%s must not alias %s", outName, name)
+			return false
+		}
+	}
+	return true
+}
+
+// parallel runs fn over [0, n) in contiguous chunks, one per core, when
+// the work (n·cost) is large enough to pay for goroutines.
+func (h *host) parallel(n, cost int, fn func(lo, hi int)) {
+	workers := h.procs
+	if n*cost < 1<<15 || workers < 2 || n < 2 {
+		fn(0, n)
+		return
+	}
+	workers = min(workers, n)
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+func (h *host) Alloc(n int) Buffer {
+	b := &hostBuf{owner: h}
+	if !h.ok("Alloc") {
+		return b
+	}
+	if n < 0 {
+		h.fail("Alloc", "negative length %d", n)
+		return b
+	}
+	b.data = make([]float32, n)
+	h.bufs[b] = struct{}{}
+	return b
+}
+
+func (h *host) AllocInt(n int) IntBuffer {
+	b := &hostInt{owner: h}
+	if !h.ok("AllocInt") {
+		return b
+	}
+	if n < 0 {
+		h.fail("AllocInt", "negative length %d", n)
+		return b
+	}
+	b.data = make([]int32, n)
+	h.ints[b] = struct{}{}
+	return b
+}
+
+func (h *host) Free(b Buffer) {
+	if b == nil {
+		return
+	}
+	if hb, ok := b.(*hostBuf); ok && hb != nil && hb.owner == h {
+		hb.freed, hb.data = true, nil
+		delete(h.bufs, hb)
+		return
+	}
+	h.fail("Free", "buffer was not allocated by this host device")
+}
+
+func (h *host) FreeInt(b IntBuffer) {
+	if b == nil {
+		return
+	}
+	if hb, ok := b.(*hostInt); ok && hb != nil && hb.owner == h {
+		hb.freed, hb.data = true, nil
+		delete(h.ints, hb)
+		return
+	}
+	h.fail("FreeInt", "buffer was not allocated by this host device")
+}
+
+func (h *host) Write(dst Buffer, off int, src []float32) {
+	if !h.ok("Write") {
+		return
+	}
+	d := h.buf("Write", "dst", dst)
+	if h.err != nil {
+		return
+	}
+	if off < 0 || off+len(src) > len(d) {
+		h.fail("Write", "%d elements at offset %d do not fit a buffer of %d", len(src), off, len(d))
+		return
+	}
+	copy(d[off:], src)
+}
+
+func (h *host) WriteInt(dst IntBuffer, src []int32) {
+	if !h.ok("WriteInt") {
+		return
+	}
+	d := h.ibuf("WriteInt", "dst", dst)
+	if h.err != nil {
+		return
+	}
+	if len(src) > len(d) {
+		h.fail("WriteInt", "%d elements do not fit a buffer of %d", len(src), len(d))
+		return
+	}
+	copy(d, src)
+}
+
+func (h *host) Read(dst []float32, src Buffer, off int) {
+	if !h.ok("Read") {
+		return
+	}
+	s := h.buf("Read", "src", src)
+	if h.err != nil {
+		return
+	}
+	if off < 0 || off+len(dst) > len(s) {
+		h.fail("Read", "%d elements at offset %d exceed a buffer of %d", len(dst), off, len(s))
+		return
+	}
+	copy(dst, s[off:])
+}
+
+func (h *host) Zero(b Buffer) {
+	if !h.ok("Zero") {
+		return
+	}
+	clear(h.buf("Zero", "b", b))
+}
+
+func (h *host) Copy(dst, src Buffer) {
+	if !h.ok("Copy") {
+		return
+	}
+	d, s := h.buf("Copy", "dst", dst), h.buf("Copy", "src", src)
+	if h.wantLen("Copy", "dst", d, len(s), "the length of src") {
+		copy(d, s)
+	}
+}
+
+// extent is the number of elements a rows×cols matrix with row stride ld
+// spans.
+func extent(rows, cols, ld int) int {
+	if rows == 0 || cols == 0 {
+		return 0
+	}
+	return (rows-1)*ld + cols
+}
+
+func (h *host) MatMul(g Gemm) {
+	const op = "MatMul"
+	if !h.ok(op) {
+		return
+	}
+	a, b, c := h.buf(op, "A", g.A), h.buf(op, "B", g.B), h.buf(op, "C", g.C)
+	if h.err != nil {
+		return
+	}
+	if g.M < 0 || g.N < 0 || g.K < 0 || g.Batch < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 || g.LDA < 0 || g.LDB < 0 || g.LDC < 0 {
+		h.fail(op, "negative size, stride or leading dimension in %+v", dims(g))
+		return
+	}
+	batch := max(g.Batch, 1)
+	// Stored shapes of A and B.
+	ar, ac := g.M, g.K
+	if g.TransA {
+		ar, ac = g.K, g.M
+	}
+	br, bc := g.K, g.N
+	if g.TransB {
+		br, bc = g.N, g.K
+	}
+	lda, ldb, ldc := g.LDA, g.LDB, g.LDC
+	if lda == 0 {
+		lda = ac
+	}
+	if ldb == 0 {
+		ldb = bc
+	}
+	if ldc == 0 {
+		ldc = g.N
+	}
+	switch {
+	case lda < ac:
+		h.fail(op, "LDA %d < %d columns of the stored A (%+v)", lda, ac, dims(g))
+	case ldb < bc:
+		h.fail(op, "LDB %d < %d columns of the stored B (%+v)", ldb, bc, dims(g))
+	case ldc < g.N:
+		h.fail(op, "LDC %d < N %d (%+v)", ldc, g.N, dims(g))
+	}
+	for _, x := range []struct {
+		name         string
+		data         []float32
+		stride, rows int
+		cols, ld     int
+	}{{"A", a, g.StrideA, ar, ac, lda}, {"B", b, g.StrideB, br, bc, ldb}, {"C", c, g.StrideC, g.M, g.N, ldc}} {
+		if h.err != nil {
+			return
+		}
+		if e := extent(x.rows, x.cols, x.ld); e > 0 && (batch-1)*x.stride+e > len(x.data) {
+			h.fail(op, "%s has %d elements, the product needs %d (%+v)", x.name, len(x.data), (batch-1)*x.stride+e, dims(g))
+		}
+	}
+	if h.err != nil {
+		return
+	}
+	if same(c, a) || same(c, b) {
+		h.fail(op, "C must not alias A or B")
+		return
+	}
+	if g.M == 0 || g.N == 0 {
+		return
+	}
+	tA, tB := blas.NoTrans, blas.NoTrans
+	if g.TransA {
+		tA = blas.Trans
+	}
+	if g.TransB {
+		tB = blas.Trans
+	}
+	impl := blas32.Implementation()
+	one := func(i int) {
+		ci := c[i*g.StrideC:]
+		if g.K == 0 {
+			for r := 0; r < g.M; r++ {
+				row := ci[r*ldc : r*ldc+g.N]
+				for j := range row {
+					if g.Beta == 0 {
+						row[j] = 0
+					} else {
+						row[j] *= g.Beta
+					}
+				}
+			}
+			return
+		}
+		impl.Sgemm(tA, tB, g.M, g.N, g.K, g.Alpha, a[i*g.StrideA:], lda, b[i*g.StrideB:], ldb, g.Beta, ci, ldc)
+	}
+	// Batches in parallel only when their outputs cannot overlap.
+	if batch > 1 && g.StrideC >= extent(g.M, g.N, ldc) {
+		h.parallel(batch, g.M*g.N*max(g.K, 1), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				one(i)
+			}
+		})
+		return
+	}
+	for i := 0; i < batch; i++ {
+		one(i)
+	}
+}
+
+// dims is Gemm without its buffers, for error messages.
+func dims(g Gemm) any {
+	g.A, g.B, g.C = nil, nil, nil
+	return struct {
+		TransA, TransB            bool
+		M, N, K                   int
+		LDA, LDB, LDC             int
+		Batch                     int
+		StrideA, StrideB, StrideC int
+	}{g.TransA, g.TransB, g.M, g.N, g.K, g.LDA, g.LDB, g.LDC, g.Batch, g.StrideA, g.StrideB, g.StrideC}
+}
+
+// table checks an embedding table [V, d] and returns V.
+func (h *host) table(op string, table []float32, d int) int {
+	if !h.positive(op, "d", d) {
+		return 0
+	}
+	if len(table)%d != 0 || len(table) == 0 {
+		h.fail(op, "table has %d elements, not a positive multiple of d = %d", len(table), d)
+		return 0
+	}
+	return len(table) / d
+}
+
+func (h *host) Embed(out, table Buffer, ids IntBuffer, d int) {
+	const op = "Embed"
+	if !h.ok(op) {
+		return
+	}
+	o, tb, id := h.buf(op, "out", out), h.buf(op, "table", table), h.ibuf(op, "ids", ids)
+	V := h.table(op, tb, d)
+	if !h.wantLen(op, "out", o, len(id)*d, "[rows, d]") || !h.noAlias(op, o, "out", map[string][]float32{"table": tb}) {
+		return
+	}
+	for r, v := range id {
+		if v < 0 || int(v) >= V {
+			h.fail(op, "row %d: id %d outside [0, %d)", r, v, V)
+			return
+		}
+	}
+	for r, v := range id {
+		copy(o[r*d:(r+1)*d], tb[int(v)*d:(int(v)+1)*d])
+	}
+}
+
+func (h *host) EmbedBackward(gtable, gout Buffer, ids IntBuffer, d int) {
+	const op = "EmbedBackward"
+	if !h.ok(op) {
+		return
+	}
+	gt, g, id := h.buf(op, "gtable", gtable), h.buf(op, "gout", gout), h.ibuf(op, "ids", ids)
+	V := h.table(op, gt, d)
+	if !h.wantLen(op, "gout", g, len(id)*d, "[rows, d]") || !h.noAlias(op, gt, "gtable", map[string][]float32{"gout": g}) {
+		return
+	}
+	for r, v := range id {
+		if v < 0 || int(v) >= V {
+			h.fail(op, "row %d: id %d outside [0, %d)", r, v, V)
+			return
+		}
+	}
+	for r, v := range id {
+		dst, src := gt[int(v)*d:(int(v)+1)*d], g[r*d:(r+1)*d]
+		for j, x := range src {
+			dst[j] += x
+		}
+	}
+}
+
+func (h *host) RMSNorm(y, rstd, x, w Buffer, rows, d int, eps float32) {
+	const op = "RMSNorm"
+	if !h.ok(op) {
+		return
+	}
+	yb, rb, xb, wb := h.buf(op, "y", y), h.buf(op, "rstd", rstd), h.buf(op, "x", x), h.buf(op, "w", w)
+	if !h.positive(op, "rows, d", rows, d) ||
+		!h.wantLen(op, "x", xb, rows*d, "[rows, d]") || !h.wantLen(op, "y", yb, rows*d, "[rows, d]") ||
+		!h.wantLen(op, "w", wb, d, "[d]") || !h.wantLen(op, "rstd", rb, rows, "[rows]") ||
+		!h.noAlias(op, yb, "y", map[string][]float32{"x": xb, "w": wb, "rstd": rb}) ||
+		!h.noAlias(op, rb, "rstd", map[string][]float32{"x": xb, "w": wb}) {
+		return
+	}
+	h.parallel(rows, d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, yr := xb[r*d:(r+1)*d], yb[r*d:(r+1)*d]
+			var ss float64
+			for _, v := range xr {
+				ss += float64(v) * float64(v)
+			}
+			s := float32(1 / math.Sqrt(ss/float64(d)+float64(eps)))
+			rb[r] = s
+			for j, v := range xr {
+				yr[j] = v * s * wb[j]
+			}
+		}
+	})
+}
+
+func (h *host) RMSNormBackward(dx, dw, dy, x, w, rstd Buffer, rows, d int) {
+	const op = "RMSNormBackward"
+	if !h.ok(op) {
+		return
+	}
+	dxb, dyb, xb, wb, rb := h.buf(op, "dx", dx), h.buf(op, "dy", dy), h.buf(op, "x", x), h.buf(op, "w", w), h.buf(op, "rstd", rstd)
+	var dwb []float32
+	if dw != nil {
+		dwb = h.buf(op, "dw", dw)
+		h.wantLen(op, "dw", dwb, d, "[d]")
+	}
+	ins := map[string][]float32{"dy": dyb, "x": xb, "w": wb, "rstd": rb}
+	if !h.positive(op, "rows, d", rows, d) ||
+		!h.wantLen(op, "dx", dxb, rows*d, "[rows, d]") || !h.wantLen(op, "dy", dyb, rows*d, "[rows, d]") ||
+		!h.wantLen(op, "x", xb, rows*d, "[rows, d]") || !h.wantLen(op, "w", wb, d, "[d]") ||
+		!h.wantLen(op, "rstd", rb, rows, "[rows]") || !h.noAlias(op, dxb, "dx", ins) ||
+		(dwb != nil && !h.noAlias(op, dwb, "dw", ins)) {
+		return
+	}
+	h.parallel(rows, 2*d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, dyr, dxr := xb[r*d:(r+1)*d], dyb[r*d:(r+1)*d], dxb[r*d:(r+1)*d]
+			var c float64
+			for j := range xr {
+				c += float64(dyr[j]) * float64(wb[j]) * float64(xr[j])
+			}
+			s := float64(rb[r])
+			k := s * s * c / float64(d)
+			for j := range xr {
+				dxr[j] += float32(s * (float64(dyr[j])*float64(wb[j]) - float64(xr[j])*k))
+			}
+		}
+	})
+	if dwb != nil {
+		h.parallel(d, 2*rows, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				acc := dwb[j]
+				for r := 0; r < rows; r++ {
+					acc += dyb[r*d+j] * xb[r*d+j] * rb[r]
+				}
+				dwb[j] = acc
+			}
+		})
+	}
+}
+
+func (h *host) RoPE(x, cos, sin Buffer, rows, heads, hd, T int, inverse bool) {
+	const op = "RoPE"
+	if !h.ok(op) {
+		return
+	}
+	xb, cb, sb := h.buf(op, "x", x), h.buf(op, "cos", cos), h.buf(op, "sin", sin)
+	if !h.positive(op, "rows, heads, hd, T", rows, heads, hd, T) {
+		return
+	}
+	if hd%2 != 0 {
+		h.fail(op, "head dimension %d is odd", hd)
+		return
+	}
+	if !h.wantLen(op, "x", xb, rows*heads*hd, "[rows, heads, hd]") || !h.wantLen(op, "cos", cb, T*hd, "[T, hd]") ||
+		!h.wantLen(op, "sin", sb, T*hd, "[T, hd]") || !h.noAlias(op, xb, "x", map[string][]float32{"cos": cb, "sin": sb}) {
+		return
+	}
+	half := hd / 2
+	h.parallel(rows, heads*hd, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t := r % T
+			cs, sn := cb[t*hd:t*hd+half], sb[t*hd:t*hd+half]
+			for hh := 0; hh < heads; hh++ {
+				v := xb[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
+				for j := 0; j < half; j++ {
+					c, s := cs[j], sn[j]
+					if inverse {
+						s = -s
+					}
+					a, b := v[j], v[j+half]
+					v[j] = a*c - b*s
+					v[j+half] = b*c + a*s
+				}
+			}
+		}
+	})
+}
+
+func (h *host) heads(op string, dst, src []float32, B, T, heads, hd, repeat int, splitting bool) bool {
+	if !h.positive(op, "B, T, heads, hd, repeat", B, T, heads, hd, repeat) {
+		return false
+	}
+	small, big := B*T*heads*hd, B*T*heads*repeat*hd
+	if splitting {
+		return h.wantLen(op, "src", src, small, "[B, T, heads, hd]") && h.wantLen(op, "dst", dst, big, "[B, heads·repeat, T, hd]") &&
+			h.noAlias(op, dst, "dst", map[string][]float32{"src": src})
+	}
+	return h.wantLen(op, "src", src, big, "[B, heads·repeat, T, hd]") && h.wantLen(op, "dst", dst, small, "[B, T, heads, hd]") &&
+		h.noAlias(op, dst, "dst", map[string][]float32{"src": src})
+}
+
+func (h *host) SplitHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
+	const op = "SplitHeads"
+	if !h.ok(op) {
+		return
+	}
+	d, s := h.buf(op, "dst", dst), h.buf(op, "src", src)
+	if !h.heads(op, d, s, B, T, heads, hd, repeat, true) {
+		return
+	}
+	HH := heads * repeat
+	h.parallel(B*HH, T*hd, func(lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			b, hh := bh/HH, bh%HH
+			for t := 0; t < T; t++ {
+				copy(d[(bh*T+t)*hd:(bh*T+t+1)*hd], s[((b*T+t)*heads+hh/repeat)*hd:])
+			}
+		}
+	})
+}
+
+func (h *host) MergeHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
+	const op = "MergeHeads"
+	if !h.ok(op) {
+		return
+	}
+	d, s := h.buf(op, "dst", dst), h.buf(op, "src", src)
+	if !h.heads(op, d, s, B, T, heads, hd, repeat, false) {
+		return
+	}
+	HH := heads * repeat
+	h.parallel(B*T, heads*repeat*hd, func(lo, hi int) {
+		for bt := lo; bt < hi; bt++ {
+			b, t := bt/T, bt%T
+			for hh := 0; hh < heads; hh++ {
+				out := d[(bt*heads+hh)*hd : (bt*heads+hh+1)*hd]
+				copy(out, s[((b*HH+hh*repeat)*T+t)*hd:])
+				for g := 1; g < repeat; g++ {
+					in := s[((b*HH+hh*repeat+g)*T+t)*hd:]
+					for j := range out {
+						out[j] += in[j]
+					}
+				}
+			}
+		}
+	})
+}
+
+func (h *host) CausalSoftmax(p, s Buffer, rows, T int) {
+	const op = "CausalSoftmax"
+	if !h.ok(op) {
+		return
+	}
+	pb, sb := h.buf(op, "p", p), h.buf(op, "s", s)
+	if !h.positive(op, "rows, T", rows, T) || !h.wantLen(op, "s", sb, rows*T, "[rows, T]") || !h.wantLen(op, "p", pb, rows*T, "[rows, T]") {
+		return
+	}
+	h.parallel(rows, T, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t := r % T
+			sr, pr := sb[r*T:(r+1)*T], pb[r*T:(r+1)*T]
+			m := sr[0]
+			for _, v := range sr[1 : t+1] {
+				m = max(m, v)
+			}
+			var z float64
+			for j := 0; j <= t; j++ {
+				e := math.Exp(float64(sr[j] - m))
+				z += e
+				pr[j] = float32(e)
+			}
+			inv := 1 / z
+			for j := 0; j <= t; j++ {
+				pr[j] = float32(float64(pr[j]) * inv)
+			}
+			clear(pr[t+1:])
+		}
+	})
+}
+
+func (h *host) CausalSoftmaxBackward(ds, p, dp Buffer, rows, T int) {
+	const op = "CausalSoftmaxBackward"
+	if !h.ok(op) {
+		return
+	}
+	db, pb, dpb := h.buf(op, "ds", ds), h.buf(op, "p", p), h.buf(op, "dp", dp)
+	if !h.positive(op, "rows, T", rows, T) || !h.wantLen(op, "p", pb, rows*T, "[rows, T]") ||
+		!h.wantLen(op, "dp", dpb, rows*T, "[rows, T]") || !h.wantLen(op, "ds", db, rows*T, "[rows, T]") ||
+		!h.noAlias(op, db, "ds", map[string][]float32{"p": pb}) {
+		return
+	}
+	h.parallel(rows, T, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t := r % T
+			pr, dpr, dr := pb[r*T:(r+1)*T], dpb[r*T:(r+1)*T], db[r*T:(r+1)*T]
+			var dot float64
+			for j := 0; j <= t; j++ {
+				dot += float64(pr[j]) * float64(dpr[j])
+			}
+			for j := 0; j <= t; j++ {
+				dr[j] = float32(float64(pr[j]) * (float64(dpr[j]) - dot))
+			}
+			clear(dr[t+1:])
+		}
+	})
+}
+
+func sigmoid(x float32) float64 { return 1 / (1 + math.Exp(-float64(x))) }
+
+func (h *host) SwiGLU(act, g, u Buffer) {
+	const op = "SwiGLU"
+	if !h.ok(op) {
+		return
+	}
+	ab, gb, ub := h.buf(op, "act", act), h.buf(op, "g", g), h.buf(op, "u", u)
+	if !h.wantLen(op, "u", ub, len(gb), "the length of g") || !h.wantLen(op, "act", ab, len(gb), "the length of g") ||
+		!h.noAlias(op, ab, "act", map[string][]float32{"g": gb, "u": ub}) {
+		return
+	}
+	h.parallel(len(gb), 8, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			ab[i] = float32(float64(gb[i]) * sigmoid(gb[i]) * float64(ub[i]))
+		}
+	})
+}
+
+func (h *host) SwiGLUBackward(dg, du, dact, g, u Buffer) {
+	const op = "SwiGLUBackward"
+	if !h.ok(op) {
+		return
+	}
+	dgb, dub, dab, gb, ub := h.buf(op, "dg", dg), h.buf(op, "du", du), h.buf(op, "dact", dact), h.buf(op, "g", g), h.buf(op, "u", u)
+	n := len(gb)
+	ins := map[string][]float32{"dact": dab, "g": gb, "u": ub}
+	if !h.wantLen(op, "u", ub, n, "the length of g") || !h.wantLen(op, "dact", dab, n, "the length of g") ||
+		!h.wantLen(op, "dg", dgb, n, "the length of g") || !h.wantLen(op, "du", dub, n, "the length of g") ||
+		!h.noAlias(op, dgb, "dg", ins) || !h.noAlias(op, dub, "du", ins) || !h.noAlias(op, dgb, "dg", map[string][]float32{"du": dub}) {
+		return
+	}
+	h.parallel(n, 8, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			s := sigmoid(gb[i])
+			gv, uv, da := float64(gb[i]), float64(ub[i]), float64(dab[i])
+			dgb[i] = float32(da * uv * s * (1 + gv*(1-s)))
+			dub[i] = float32(da * gv * s)
+		}
+	})
+}
+
+func (h *host) Mul(dst, a, b Buffer) {
+	const op = "Mul"
+	if !h.ok(op) {
+		return
+	}
+	db, ab, bb := h.buf(op, "dst", dst), h.buf(op, "a", a), h.buf(op, "b", b)
+	if !h.wantLen(op, "b", bb, len(ab), "the length of a") || !h.wantLen(op, "dst", db, len(ab), "the length of a") {
+		return
+	}
+	h.parallel(len(ab), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			db[i] = ab[i] * bb[i]
+		}
+	})
+}
+
+func (h *host) Axpy(y Buffer, alpha float32, x Buffer) {
+	const op = "Axpy"
+	if !h.ok(op) {
+		return
+	}
+	yb, xb := h.buf(op, "y", y), h.buf(op, "x", x)
+	if !h.wantLen(op, "y", yb, len(xb), "the length of x") || !h.noAlias(op, yb, "y", map[string][]float32{"x": xb}) {
+		return
+	}
+	h.parallel(len(xb), 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			yb[i] += alpha * xb[i]
+		}
+	})
+}
+
+func (h *host) CrossEntropy(loss, dlogits, logits Buffer, targets IntBuffer, rows, V int, scale float32) {
+	const op = "CrossEntropy"
+	if !h.ok(op) {
+		return
+	}
+	lb, db, xb, tb := h.buf(op, "loss", loss), h.buf(op, "dlogits", dlogits), h.buf(op, "logits", logits), h.ibuf(op, "targets", targets)
+	if !h.positive(op, "rows, V", rows, V) || !h.wantLen(op, "logits", xb, rows*V, "[rows, V]") ||
+		!h.wantLen(op, "dlogits", db, rows*V, "[rows, V]") || !h.wantLen(op, "loss", lb, rows, "[rows]") ||
+		!h.noAlias(op, lb, "loss", map[string][]float32{"logits": xb, "dlogits": db}) {
+		return
+	}
+	if len(tb) != rows {
+		h.fail(op, "targets has %d elements, want rows = %d", len(tb), rows)
+		return
+	}
+	for r, v := range tb {
+		if v < 0 || int(v) >= V {
+			h.fail(op, "row %d: target %d outside [0, %d)", r, v, V)
+			return
+		}
+	}
+	h.parallel(rows, 3*V, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			xr, dr := xb[r*V:(r+1)*V], db[r*V:(r+1)*V]
+			m := xr[0]
+			for _, v := range xr[1:] {
+				m = max(m, v)
+			}
+			var z float64
+			for _, v := range xr {
+				z += math.Exp(float64(v - m))
+			}
+			lse := float64(m) + math.Log(z)
+			tgt := int(tb[r])
+			lb[r] = float32(lse - float64(xr[tgt]))
+			for j, v := range xr {
+				p := math.Exp(float64(v) - lse)
+				if j == tgt {
+					p--
+				}
+				dr[j] = float32(float64(scale) * p)
+			}
+		}
+	})
+}
+
+func (h *host) SquaredNorm(x Buffer) float64 {
+	if !h.ok("SquaredNorm") {
+		return 0
+	}
+	xb := h.buf("SquaredNorm", "x", x)
+	var s float64
+	for _, v := range xb {
+		s += float64(v) * float64(v)
+	}
+	if h.err != nil {
+		return 0
+	}
+	return s
+}
+
+func (h *host) AdamW(w, g, m, v Buffer, p AdamW) {
+	const op = "AdamW"
+	if !h.ok(op) {
+		return
+	}
+	wb, gb, mb, vb := h.buf(op, "w", w), h.buf(op, "g", g), h.buf(op, "m", m), h.buf(op, "v", v)
+	n := len(wb)
+	if !h.wantLen(op, "g", gb, n, "the length of w") || !h.wantLen(op, "m", mb, n, "the length of w") ||
+		!h.wantLen(op, "v", vb, n, "the length of w") {
+		return
+	}
+	if same(wb, gb) || same(wb, mb) || same(wb, vb) || same(gb, mb) || same(gb, vb) || same(mb, vb) {
+		h.fail(op, "w, g, m and v must be four distinct buffers")
+		return
+	}
+	stepSize := p.LR / p.BC1
+	sqrtBC2 := float32(math.Sqrt(float64(p.BC2)))
+	b1, b2 := p.Beta1, p.Beta2
+	h.parallel(n, 8, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			gj := gb[j] * p.Clip
+			mb[j] = b1*mb[j] + (1-b1)*gj
+			vb[j] = b2*vb[j] + (1-b2)*gj*gj
+			if p.Decay {
+				wb[j] -= p.LR * p.WeightDecay * wb[j]
+			}
+			den := float32(math.Sqrt(float64(vb[j])))/sqrtBC2 + p.Eps
+			wb[j] -= stepSize * mb[j] / den
+		}
+	})
+}
+
+func (h *host) Sync() error {
+	err := h.err
+	h.err = nil
+	return err
+}
+
+func (h *host) Close() error {
+	err := h.err
+	for b := range h.bufs {
+		b.freed, b.data = true, nil
+	}
+	for b := range h.ints {
+		b.freed, b.data = true, nil
+	}
+	clear(h.bufs)
+	clear(h.ints)
+	h.closed = true
+	return err
+}

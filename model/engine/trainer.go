@@ -1,0 +1,786 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/fedtune/fedtune/model"
+)
+
+// Tensor names of LlamaForCausalLM that the step treats specially.
+const (
+	embedName     = "model.embed_tokens.weight"
+	finalNormName = "model.norm.weight"
+	lmHeadName    = "lm_head.weight"
+)
+
+// dropoutStream is the second PCG word of model.Trainer's dropout RNG
+// ("dropout"); the first is TrainConfig.Seed. Masks drawn from the same
+// stream in the same order are bit-identical to model.Trainer's.
+const dropoutStream = 0x64726f706f7574
+
+// ErrClosed is returned by a Trainer used after Close.
+var ErrClosed = errors.New("engine: trainer is closed")
+
+// param is one trainable tensor resident on the device.
+type param struct {
+	name       string
+	shape      []int
+	w, g, m, v Buffer
+	decay      bool
+}
+
+// adapted is the LoRA state of one adapted projection.
+type adapted struct {
+	in, out, r int
+	a, b       *param
+	za         Buffer // (x⊙mask)·Aᵀ, [N, r], saved for backward
+	mask, xm   Buffer // dropout mask and masked input [N, in]; nil without dropout
+}
+
+// layerActs are the activations of one decoder layer saved for backward.
+type layerActs struct {
+	h1, rstd1      Buffer // input norm: [N, d], [N]
+	qh, kh, vh, oh Buffer // [B, H, T, hd] (k, v expanded to H heads)
+	p              Buffer // attention probabilities [B·H, T, T]
+	o              Buffer // merged attention output [N, H·hd]
+	xMid           Buffer // residual after attention [N, d]
+	h2, rstd2      Buffer // post-attention norm
+	g, u, act      Buffer // MLP [N, I]
+}
+
+// Trainer runs model.Trainer's training step on a Device. Weights,
+// gradients, AdamW moments and activations stay in the device's memory
+// between steps; per step only token ids and dropout masks go to the device
+// and per-row losses come back. It is not safe for concurrent use.
+type Trainer struct {
+	dev     Device
+	cfg     model.TrainConfig
+	base    *model.Model // config and shapes; never modified
+	adapter *model.Adapter
+	c       model.Config
+
+	B, T, N                  int
+	d, H, KV, hd, I, V, L, R int
+	alpha                    float32 // 1/sqrt(hd)
+
+	weights map[string]Buffer // every base weight by HF name
+	grads   map[string]Buffer // full fine-tuning: gradient by HF name
+	params  []*param          // trainable, in model.Trainer's order
+	lora    map[string]*adapted
+	masked  []string // adapted weights with dropout masks, sorted by name
+
+	ids, tgt   IntBuffer
+	cos, sin   Buffer // [T, hd]
+	xs         []Buffer
+	layers     []layerActs
+	hf, rstdf  Buffer
+	logits     Buffer // [N, V]; dlogits in place during a step
+	loss       Buffer // [N]
+	lossHost   []float32
+	q, k, v    Buffer
+	dx, dh     Buffer
+	dq, dk, dv Buffer
+	do, doh    Buffer
+	dqh, dkh   Buffer
+	dvh, dP    Buffer
+	dact       Buffer
+	dg, du     Buffer
+	dza        Buffer
+	ltmp       map[int]Buffer // [N, in] scratch for masked LoRA input gradients
+	dhf        Buffer
+
+	owned  []Buffer
+	rng    *rand.Rand
+	step   int
+	tokens int
+	train  bool // the last forward used dropout masks
+	err    error
+	closed bool
+}
+
+// NewTrainer prepares training of m on dev under cfg, as
+// model.NewTrainerWithAdapter does: with cfg.LoRA set the base weights are
+// frozen and only the adapter's A and B are trained (a fresh adapter made
+// exactly as model.NewAdapter makes it when ad is nil); without it every
+// weight is trained. m and ad are copied to the device and not modified.
+// The caller keeps ownership of dev (Close frees the trainer's buffers, not
+// the device).
+func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainConfig) (*Trainer, error) {
+	fillDefaults(&cfg)
+	if err := cfg.Validate(&m.Config); err != nil {
+		return nil, err
+	}
+	if err := checkModel(m); err != nil {
+		return nil, err
+	}
+	c := m.Config
+	t := &Trainer{dev: dev, cfg: cfg, base: m, c: c, B: cfg.Batch, T: cfg.SeqLen, N: cfg.Batch * cfg.SeqLen,
+		d: c.HiddenSize, H: c.NumAttentionHeads, KV: c.KVHeads(), hd: c.HeadDimension(), I: c.IntermediateSize,
+		V: c.VocabSize, L: c.NumHiddenLayers, weights: map[string]Buffer{}, grads: map[string]Buffer{},
+		lora: map[string]*adapted{}, ltmp: map[int]Buffer{}, rng: rand.New(rand.NewPCG(cfg.Seed, dropoutStream))}
+	t.alpha = float32(1 / math.Sqrt(float64(t.hd)))
+	if t.H%t.KV != 0 {
+		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", model.ErrTrainConfig, t.H, t.KV)
+	}
+	if cfg.LoRA != nil {
+		var err error
+		if ad, err = prepareAdapter(m, ad, cfg); err != nil {
+			return nil, err
+		}
+		t.adapter = ad
+		t.R = cfg.LoRA.Rank
+	}
+	if err := t.upload(); err != nil {
+		t.free()
+		return nil, err
+	}
+	return t, nil
+}
+
+// fillDefaults applies DefaultTrainConfig's optimiser settings to zero
+// fields, as model.NewTrainer does.
+func fillDefaults(tc *model.TrainConfig) {
+	if tc.Beta1 == 0 {
+		tc.Beta1 = 0.9
+	}
+	if tc.Beta2 == 0 {
+		tc.Beta2 = 0.999
+	}
+	if tc.Eps == 0 {
+		tc.Eps = 1e-8
+	}
+	if tc.Schedule == "" {
+		tc.Schedule = model.ScheduleCosine
+	}
+}
+
+// checkModel verifies that m's tensors are exactly those its config implies.
+func checkModel(m *model.Model) error {
+	if err := m.Config.Validate(); err != nil {
+		return err
+	}
+	want := m.Config.TensorShapes()
+	for _, name := range sortedKeys(want) {
+		tn, ok := m.Tensors[name]
+		switch {
+		case !ok:
+			return fmt.Errorf("model: tensor %q: missing (config wants shape %v): %w", name, want[name], model.ErrWeights)
+		case !slices.Equal(tn.Shape, want[name]):
+			return fmt.Errorf("model: tensor %q: shape %v, the config wants %v: %w", name, tn.Shape, want[name], model.ErrWeights)
+		case len(tn.Data) != prod(tn.Shape):
+			return fmt.Errorf("model: tensor %q: %d values for shape %v: %w", name, len(tn.Data), tn.Shape, model.ErrWeights)
+		}
+	}
+	for _, name := range m.Names() {
+		if _, ok := want[name]; !ok {
+			return fmt.Errorf("model: tensor %q: not part of a LlamaForCausalLM with this config: %w", name, model.ErrWeights)
+		}
+	}
+	return nil
+}
+
+// adaptedWeights lists the projections cfg adapts, in model's order
+// (layers ascending; q, k, v, o, gate, up, down within a layer).
+func adaptedWeights(c *model.Config, lc *model.LoRAConfig) []string {
+	var out []string
+	for l := 0; l < c.NumHiddenLayers; l++ {
+		for _, p := range []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} {
+			if slices.Contains(lc.Targets, p) {
+				out = append(out, model.ProjName(l, p))
+			}
+		}
+	}
+	return out
+}
+
+func projOf(name string) string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(name); i++ {
+		if name[i] == '.' {
+			parts = append(parts, name[start:i])
+			start = i + 1
+		}
+	}
+	parts = append(parts, name[start:])
+	if len(parts) < 2 {
+		return ""
+	}
+	return parts[len(parts)-2]
+}
+
+// prepareAdapter returns a private copy of ad checked against m and cfg,
+// or a fresh adapter when ad is nil.
+func prepareAdapter(m *model.Model, ad *model.Adapter, cfg model.TrainConfig) (*model.Adapter, error) {
+	if ad == nil {
+		return model.NewAdapter(m.Config, *cfg.LoRA, cfg.Seed)
+	}
+	cp := &model.Adapter{Config: ad.Config, BaseModel: ad.BaseModel, Tensors: map[string]*model.Tensor{}}
+	cp.Config.Targets = slices.Clone(ad.Config.Targets)
+	for k, v := range ad.Tensors {
+		cp.Tensors[k] = v.Clone()
+	}
+	sorted := func(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
+	if cp.Config.Rank != cfg.LoRA.Rank || !slices.Equal(sorted(cp.Config.Targets), sorted(cfg.LoRA.Targets)) {
+		return nil, fmt.Errorf("%w: adapter has r=%d targets %v, training asks r=%d targets %v",
+			model.ErrTrainConfig, cp.Config.Rank, cp.Config.Targets, cfg.LoRA.Rank, cfg.LoRA.Targets)
+	}
+	cp.Config.Alpha, cp.Config.Dropout = cfg.LoRA.Alpha, cfg.LoRA.Dropout
+	want := map[string][]int{}
+	for _, w := range adaptedWeights(&m.Config, &cp.Config) {
+		shape, _ := m.Config.ProjShape(projOf(w))
+		an, bn := model.LoRANames(w)
+		want[an] = []int{cp.Config.Rank, shape[1]}
+		want[bn] = []int{shape[0], cp.Config.Rank}
+	}
+	for _, name := range sortedKeys(want) {
+		tn, ok := cp.Tensors[name]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("adapter: tensor %q: missing (r=%d, target_modules=%v): %w", name, cp.Config.Rank, cp.Config.Targets, model.ErrAdapter)
+		case !slices.Equal(tn.Shape, want[name]) || len(tn.Data) != prod(tn.Shape):
+			return nil, fmt.Errorf("adapter: tensor %q: shape %v with %d values, but r=%d and the base model want %v: %w",
+				name, tn.Shape, len(tn.Data), cp.Config.Rank, want[name], model.ErrAdapter)
+		}
+	}
+	for _, name := range sortedKeys(cp.Tensors) {
+		if _, ok := want[name]; !ok {
+			return nil, fmt.Errorf("adapter: tensor %q: not a LoRA weight of target_modules %v for this base model: %w", name, cp.Config.Targets, model.ErrAdapter)
+		}
+	}
+	return cp, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func prod(s []int) int {
+	n := 1
+	for _, v := range s {
+		n *= v
+	}
+	return n
+}
+
+// alloc allocates a buffer the trainer owns.
+func (t *Trainer) alloc(n int) Buffer {
+	b := t.dev.Alloc(n)
+	t.owned = append(t.owned, b)
+	return b
+}
+
+// upload allocates everything and copies the weights to the device.
+func (t *Trainer) upload() error {
+	dev := t.dev
+	N, d, H, KV, hd, I, T := t.N, t.d, t.H, t.KV, t.hd, t.I, t.T
+	full := t.cfg.LoRA == nil
+	for _, name := range t.base.Names() {
+		tn := t.base.Tensors[name]
+		w := t.alloc(len(tn.Data))
+		dev.Write(w, 0, tn.Data)
+		t.weights[name] = w
+		if full {
+			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(len(tn.Data)),
+				m: t.alloc(len(tn.Data)), v: t.alloc(len(tn.Data)), decay: len(tn.Shape) == 2}
+			t.grads[name] = p.g
+			t.params = append(t.params, p)
+		}
+	}
+	if !full {
+		ad := t.adapter
+		newParam := func(name string) *param {
+			tn := ad.Tensors[name]
+			p := &param{name: name, shape: slices.Clone(tn.Shape), w: t.alloc(len(tn.Data)), g: t.alloc(len(tn.Data)),
+				m: t.alloc(len(tn.Data)), v: t.alloc(len(tn.Data)), decay: len(tn.Shape) == 2}
+			dev.Write(p.w, 0, tn.Data)
+			return p
+		}
+		for _, w := range adaptedWeights(&t.c, &ad.Config) {
+			an, bn := model.LoRANames(w)
+			la := &adapted{a: newParam(an), b: newParam(bn), r: t.R}
+			la.in, la.out = la.a.shape[1], la.b.shape[0]
+			la.za = t.alloc(N * t.R)
+			if ad.Config.Dropout > 0 {
+				la.mask, la.xm = t.alloc(N*la.in), t.alloc(N*la.in)
+				t.masked = append(t.masked, w)
+				if t.ltmp[la.in] == nil {
+					t.ltmp[la.in] = t.alloc(N * la.in)
+				}
+			}
+			t.lora[w] = la
+			t.params = append(t.params, la.a, la.b)
+		}
+		slices.Sort(t.masked)
+		t.dza = t.alloc(N * t.R)
+	}
+	t.ids, t.tgt = dev.AllocInt(N), dev.AllocInt(N)
+	cos, sin := ropeTables(t.c.RopeTheta, hd, T)
+	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
+	dev.Write(t.cos, 0, cos)
+	dev.Write(t.sin, 0, sin)
+	for l := 0; l <= t.L; l++ {
+		t.xs = append(t.xs, t.alloc(N*d))
+	}
+	heads := N * H * hd
+	for l := 0; l < t.L; l++ {
+		t.layers = append(t.layers, layerActs{
+			h1: t.alloc(N * d), rstd1: t.alloc(N),
+			qh: t.alloc(heads), kh: t.alloc(heads), vh: t.alloc(heads), oh: t.alloc(heads),
+			p: t.alloc(t.B * H * T * T), o: t.alloc(heads), xMid: t.alloc(N * d),
+			h2: t.alloc(N * d), rstd2: t.alloc(N),
+			g: t.alloc(N * I), u: t.alloc(N * I), act: t.alloc(N * I),
+		})
+	}
+	t.hf, t.rstdf, t.logits, t.loss = t.alloc(N*d), t.alloc(N), t.alloc(N*t.V), t.alloc(N)
+	t.lossHost = make([]float32, N)
+	t.q, t.k, t.v = t.alloc(heads), t.alloc(N*KV*hd), t.alloc(N*KV*hd)
+	t.dx, t.dh, t.dhf = t.alloc(N*d), t.alloc(N*d), t.alloc(N*d)
+	t.dq, t.dk, t.dv = t.alloc(heads), t.alloc(N*KV*hd), t.alloc(N*KV*hd)
+	t.do, t.doh, t.dqh, t.dkh, t.dvh = t.alloc(heads), t.alloc(heads), t.alloc(heads), t.alloc(heads), t.alloc(heads)
+	t.dP = t.alloc(t.B * H * T * T)
+	t.dact, t.dg, t.du = t.alloc(N*I), t.alloc(N*I), t.alloc(N*I)
+	if err := dev.Sync(); err != nil {
+		return fmt.Errorf("engine: upload to %s: %w", dev.Name(), err)
+	}
+	return nil
+}
+
+// ropeTables returns [T, hd] cos and sin tables in Hugging Face's
+// rotate-half convention, computed as transformers does (inv_freq in
+// float32, then float32 angle products), like package model.
+func ropeTables(theta float64, hd, T int) (cos, sin []float32) {
+	half := hd / 2
+	cos, sin = make([]float32, T*hd), make([]float32, T*hd)
+	for t := 0; t < T; t++ {
+		for j := 0; j < hd; j++ {
+			invFreq := float32(1 / math.Pow(theta, float64(2*(j%half))/float64(hd)))
+			ang := float64(float32(t) * invFreq)
+			cos[t*hd+j], sin[t*hd+j] = float32(math.Cos(ang)), float32(math.Sin(ang))
+		}
+	}
+	return cos, sin
+}
+
+// free releases every buffer the trainer allocated.
+func (t *Trainer) free() {
+	for _, b := range t.owned {
+		t.dev.Free(b)
+	}
+	t.owned = nil
+	if t.ids != nil {
+		t.dev.FreeInt(t.ids)
+		t.dev.FreeInt(t.tgt)
+		t.ids, t.tgt = nil, nil
+	}
+}
+
+// Close frees the trainer's device buffers and reports any device error
+// still pending. It does not close the device. Calling it twice is a no-op.
+func (t *Trainer) Close() error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	t.free()
+	err := t.dev.Sync()
+	if t.err != nil {
+		return t.err
+	}
+	return err
+}
+
+// StepCount returns the number of steps taken.
+func (t *Trainer) StepCount() int { return t.step }
+
+// Tokens returns the number of input tokens trained on so far.
+func (t *Trainer) Tokens() int { return t.tokens }
+
+// Device returns the device the trainer runs on.
+func (t *Trainer) Device() Device { return t.dev }
+
+// usable reports why the trainer cannot run, if it cannot.
+func (t *Trainer) usable() error {
+	if t.closed {
+		return ErrClosed
+	}
+	return t.err
+}
+
+// batchIDs validates a batch and returns its input ids and targets. With
+// needTargets every window must hold T+1 tokens; otherwise T or T+1 (the
+// last token is then ignored).
+func (t *Trainer) batchIDs(batch [][]int, needTargets bool) (ids, tgt []int32, err error) {
+	if len(batch) != t.B {
+		return nil, nil, fmt.Errorf("engine: batch has %d windows, the trainer was built for %d", len(batch), t.B)
+	}
+	ids, tgt = make([]int32, t.N), make([]int32, t.N)
+	for b, w := range batch {
+		if len(w) != t.T+1 && (needTargets || len(w) != t.T) {
+			if needTargets {
+				return nil, nil, fmt.Errorf("engine: window %d has %d tokens, want seq_len+1 = %d", b, len(w), t.T+1)
+			}
+			return nil, nil, fmt.Errorf("engine: window %d has %d tokens, want seq_len = %d (or seq_len+1)", b, len(w), t.T)
+		}
+		for p, id := range w {
+			if id < 0 || id >= t.V {
+				return nil, nil, fmt.Errorf("engine: window %d position %d: token %d outside the vocabulary [0, %d)", b, p, id, t.V)
+			}
+		}
+		for p := 0; p < t.T; p++ {
+			ids[b*t.T+p] = int32(w[p])
+			if len(w) > t.T {
+				tgt[b*t.T+p] = int32(w[p+1])
+			}
+		}
+	}
+	return ids, tgt, nil
+}
+
+// drawMasks draws the dropout masks of this step from the trainer's RNG,
+// in the order and with the values model.Trainer uses, and uploads them.
+func (t *Trainer) drawMasks() {
+	if len(t.masked) == 0 {
+		return
+	}
+	keep := 1 - t.cfg.LoRA.Dropout
+	val := float32(1 / keep)
+	for _, w := range t.masked {
+		la := t.lora[w]
+		m := make([]float32, t.N*la.in)
+		for i := range m {
+			if t.rng.Float64() < keep {
+				m[i] = val
+			}
+		}
+		t.dev.Write(la.mask, 0, m)
+	}
+}
+
+// linear computes y = beta·y + x·Wᵀ (+ the adapter's term) for weight name.
+func (t *Trainer) linear(y, x Buffer, name string, in, out int, beta float32) {
+	dev := t.dev
+	dev.MatMul(Gemm{TransB: true, M: t.N, N: out, K: in, Alpha: 1, Beta: beta, A: x, B: t.weights[name], C: y})
+	la := t.lora[name]
+	if la == nil {
+		return
+	}
+	xin := x
+	if t.train && la.mask != nil {
+		dev.Mul(la.xm, x, la.mask)
+		xin = la.xm
+	}
+	s := float32(t.adapter.Config.Scaling())
+	dev.MatMul(Gemm{TransB: true, M: t.N, N: t.R, K: in, Alpha: 1, A: xin, B: la.a.w, C: la.za})
+	dev.MatMul(Gemm{TransB: true, M: t.N, N: out, K: t.R, Alpha: s, Beta: 1, A: la.za, B: la.b.w, C: y})
+}
+
+// linearBack sets dx = beta·dx + dy·W (+ the adapter's term) and adds the
+// weight gradients of the forward linear(y, x, name).
+func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta float32) {
+	dev := t.dev
+	dev.MatMul(Gemm{M: t.N, N: in, K: out, Alpha: 1, Beta: beta, A: dy, B: t.weights[name], C: dx})
+	if g := t.grads[name]; g != nil {
+		dev.MatMul(Gemm{TransA: true, M: out, N: in, K: t.N, Alpha: 1, Beta: 1, A: dy, B: x, C: g})
+	}
+	la := t.lora[name]
+	if la == nil {
+		return
+	}
+	xin := x
+	if la.mask != nil {
+		xin = la.xm
+	}
+	s := float32(t.adapter.Config.Scaling())
+	dev.MatMul(Gemm{TransA: true, M: out, N: t.R, K: t.N, Alpha: s, Beta: 1, A: dy, B: la.za, C: la.b.g})
+	dev.MatMul(Gemm{M: t.N, N: t.R, K: out, Alpha: s, A: dy, B: la.b.w, C: t.dza})
+	dev.MatMul(Gemm{TransA: true, M: t.R, N: in, K: t.N, Alpha: 1, Beta: 1, A: t.dza, B: xin, C: la.a.g})
+	if la.mask == nil {
+		dev.MatMul(Gemm{M: t.N, N: in, K: t.R, Alpha: 1, Beta: 1, A: t.dza, B: la.a.w, C: dx})
+		return
+	}
+	tmp := t.ltmp[in]
+	dev.MatMul(Gemm{M: t.N, N: in, K: t.R, Alpha: 1, A: t.dza, B: la.a.w, C: tmp})
+	dev.Mul(tmp, tmp, la.mask)
+	dev.Axpy(dx, 1, tmp)
+}
+
+func layerName(l int, suffix string) string { return fmt.Sprintf("model.layers.%d.%s", l, suffix) }
+
+func (t *Trainer) head() Buffer {
+	if t.c.TieWordEmbeddings {
+		return t.weights[embedName]
+	}
+	return t.weights[lmHeadName]
+}
+
+// batched returns the Gemm of B·H per-head products.
+func (t *Trainer) batched(g Gemm, sa, sb, sc int) Gemm {
+	g.Batch, g.StrideA, g.StrideB, g.StrideC = t.B*t.H, sa, sb, sc
+	return g
+}
+
+// forward runs the model on the uploaded ids and leaves logits [N, V].
+func (t *Trainer) forward(train bool) {
+	dev := t.dev
+	t.train = train
+	N, d, H, KV, hd, I, T, B := t.N, t.d, t.H, t.KV, t.hd, t.I, t.T, t.B
+	rep := H / KV
+	eps := float32(t.c.RMSNormEps)
+	th := T * hd
+	dev.Embed(t.xs[0], t.weights[embedName], t.ids, d)
+	for l := 0; l < t.L; l++ {
+		a := &t.layers[l]
+		x := t.xs[l]
+		dev.RMSNorm(a.h1, a.rstd1, x, t.weights[layerName(l, "input_layernorm.weight")], N, d, eps)
+		t.linear(t.q, a.h1, model.ProjName(l, "q_proj"), d, H*hd, 0)
+		t.linear(t.k, a.h1, model.ProjName(l, "k_proj"), d, KV*hd, 0)
+		t.linear(t.v, a.h1, model.ProjName(l, "v_proj"), d, KV*hd, 0)
+		dev.RoPE(t.q, t.cos, t.sin, N, H, hd, T, false)
+		dev.RoPE(t.k, t.cos, t.sin, N, KV, hd, T, false)
+		dev.SplitHeads(a.qh, t.q, B, T, H, hd, 1)
+		dev.SplitHeads(a.kh, t.k, B, T, KV, hd, rep)
+		dev.SplitHeads(a.vh, t.v, B, T, KV, hd, rep)
+		dev.MatMul(t.batched(Gemm{TransB: true, M: T, N: T, K: hd, Alpha: t.alpha, A: a.qh, B: a.kh, C: a.p}, th, th, T*T))
+		dev.CausalSoftmax(a.p, a.p, B*H*T, T)
+		dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: 1, A: a.p, B: a.vh, C: a.oh}, T*T, th, th))
+		dev.MergeHeads(a.o, a.oh, B, T, H, hd, 1)
+		dev.Copy(a.xMid, x)
+		t.linear(a.xMid, a.o, model.ProjName(l, "o_proj"), H*hd, d, 1)
+
+		dev.RMSNorm(a.h2, a.rstd2, a.xMid, t.weights[layerName(l, "post_attention_layernorm.weight")], N, d, eps)
+		t.linear(a.g, a.h2, model.ProjName(l, "gate_proj"), d, I, 0)
+		t.linear(a.u, a.h2, model.ProjName(l, "up_proj"), d, I, 0)
+		dev.SwiGLU(a.act, a.g, a.u)
+		dev.Copy(t.xs[l+1], a.xMid)
+		t.linear(t.xs[l+1], a.act, model.ProjName(l, "down_proj"), I, d, 1)
+	}
+	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.L], t.weights[finalNormName], N, d, eps)
+	dev.MatMul(Gemm{TransB: true, M: N, N: t.V, K: d, Alpha: 1, A: t.hf, B: t.head(), C: t.logits})
+}
+
+// backward runs after CrossEntropy has left dlogits in t.logits and adds
+// every trainable parameter's gradient.
+func (t *Trainer) backward() {
+	dev := t.dev
+	N, d, H, KV, hd, I, T, B := t.N, t.d, t.H, t.KV, t.hd, t.I, t.T, t.B
+	rep := H / KV
+	th := T * hd
+	full := t.cfg.LoRA == nil
+	dev.MatMul(Gemm{M: N, N: d, K: t.V, Alpha: 1, A: t.logits, B: t.head(), C: t.dhf})
+	if full {
+		hg := t.grads[lmHeadName]
+		if t.c.TieWordEmbeddings {
+			hg = t.grads[embedName]
+		}
+		dev.MatMul(Gemm{TransA: true, M: t.V, N: d, K: N, Alpha: 1, Beta: 1, A: t.logits, B: t.hf, C: hg})
+	}
+	dev.Zero(t.dx)
+	dev.RMSNormBackward(t.dx, t.grads[finalNormName], t.dhf, t.xs[t.L], t.weights[finalNormName], t.rstdf, N, d)
+	for l := t.L - 1; l >= 0; l-- {
+		a := &t.layers[l]
+		// MLP: x_{l+1} = xMid + down(SwiGLU(gate(h2), up(h2))).
+		t.linearBack(t.dact, t.dx, a.act, model.ProjName(l, "down_proj"), I, d, 0)
+		dev.SwiGLUBackward(t.dg, t.du, t.dact, a.g, a.u)
+		t.linearBack(t.dh, t.dg, a.h2, model.ProjName(l, "gate_proj"), d, I, 0)
+		t.linearBack(t.dh, t.du, a.h2, model.ProjName(l, "up_proj"), d, I, 1)
+		post := layerName(l, "post_attention_layernorm.weight")
+		dev.RMSNormBackward(t.dx, t.grads[post], t.dh, a.xMid, t.weights[post], a.rstd2, N, d)
+		// Attention: xMid = x + o_proj(attention(q, k, v)).
+		t.linearBack(t.do, t.dx, a.o, model.ProjName(l, "o_proj"), H*hd, d, 0)
+		dev.SplitHeads(t.doh, t.do, B, T, H, hd, 1)
+		dev.MatMul(t.batched(Gemm{TransB: true, M: T, N: T, K: hd, Alpha: 1, A: t.doh, B: a.vh, C: t.dP}, th, th, T*T))
+		dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: 1, A: a.p, B: t.doh, C: t.dvh}, T*T, th, th))
+		dev.CausalSoftmaxBackward(t.dP, a.p, t.dP, B*H*T, T)
+		dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.kh, C: t.dqh}, T*T, th, th))
+		dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.qh, C: t.dkh}, T*T, th, th))
+		dev.MergeHeads(t.dq, t.dqh, B, T, H, hd, 1)
+		dev.MergeHeads(t.dk, t.dkh, B, T, KV, hd, rep)
+		dev.MergeHeads(t.dv, t.dvh, B, T, KV, hd, rep)
+		dev.RoPE(t.dq, t.cos, t.sin, N, H, hd, T, true)
+		dev.RoPE(t.dk, t.cos, t.sin, N, KV, hd, T, true)
+		t.linearBack(t.dh, t.dq, a.h1, model.ProjName(l, "q_proj"), d, H*hd, 0)
+		t.linearBack(t.dh, t.dk, a.h1, model.ProjName(l, "k_proj"), d, KV*hd, 1)
+		t.linearBack(t.dh, t.dv, a.h1, model.ProjName(l, "v_proj"), d, KV*hd, 1)
+		if l == 0 && !full {
+			break // nothing below layer 0 is trainable
+		}
+		in := layerName(l, "input_layernorm.weight")
+		dev.RMSNormBackward(t.dx, t.grads[in], t.dh, t.xs[l], t.weights[in], a.rstd1, N, d)
+	}
+	if full {
+		dev.EmbedBackward(t.grads[embedName], t.dx, t.ids, d)
+	}
+}
+
+// deviceErr wraps an error from the device.
+func (t *Trainer) deviceErr(what string, err error) error {
+	return fmt.Errorf("engine: %s on %s: %w", what, t.dev.Name(), err)
+}
+
+// Step runs one optimisation step on batch (cfg.Batch windows of
+// cfg.SeqLen+1 tokens: inputs, then the shifted targets) and returns the
+// mean next-token loss before the update, as model.Trainer.Step does. A bad
+// batch is rejected before anything changes.
+func (t *Trainer) Step(batch [][]int) (float64, error) {
+	start := time.Now()
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
+	ids, tgt, err := t.batchIDs(batch, true)
+	if err != nil {
+		return 0, err
+	}
+	dev := t.dev
+	t.drawMasks()
+	dev.WriteInt(t.ids, ids)
+	dev.WriteInt(t.tgt, tgt)
+	t.forward(true)
+	dev.CrossEntropy(t.loss, t.logits, t.logits, t.tgt, t.N, t.V, 1/float32(t.N))
+	dev.Read(t.lossHost, t.loss, 0)
+	if err := dev.Sync(); err != nil {
+		return 0, t.deviceErr(fmt.Sprintf("step %d forward", t.step+1), err)
+	}
+	var sum float64
+	for _, l := range t.lossHost {
+		sum += float64(l)
+	}
+	loss := sum / float64(t.N)
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, fmt.Errorf("engine: step %d: loss is %g", t.step+1, loss)
+	}
+	for _, p := range t.params {
+		dev.Zero(p.g)
+	}
+	t.backward()
+	var sq float64
+	for _, p := range t.params {
+		sq += dev.SquaredNorm(p.g)
+	}
+	if err := dev.Sync(); err != nil {
+		return 0, t.deviceErr(fmt.Sprintf("step %d backward", t.step+1), err)
+	}
+	clip := 1.0
+	if norm := math.Sqrt(sq); t.cfg.ClipNorm > 0 && norm > t.cfg.ClipNorm {
+		clip = t.cfg.ClipNorm / (norm + 1e-6)
+	}
+	step := t.step + 1
+	b1, b2 := t.cfg.Beta1, t.cfg.Beta2
+	hp := AdamW{Clip: float32(clip), LR: float32(t.cfg.LRAt(step)), Beta1: float32(b1), Beta2: float32(b2),
+		BC1: float32(1 - math.Pow(b1, float64(step))), BC2: float32(1 - math.Pow(b2, float64(step))),
+		Eps: float32(t.cfg.Eps), WeightDecay: float32(t.cfg.WeightDecay)}
+	for _, p := range t.params {
+		hp.Decay = p.decay
+		dev.AdamW(p.w, p.g, p.m, p.v, hp)
+	}
+	if err := dev.Sync(); err != nil {
+		// Some parameters may have been updated: the trainer is unusable.
+		t.err = t.deviceErr(fmt.Sprintf("step %d update", step), err)
+		return 0, t.err
+	}
+	t.step = step
+	t.tokens += t.N
+	if t.cfg.Progress != nil {
+		t.cfg.Progress(t.step, loss, float64(t.N)/time.Since(start).Seconds())
+	}
+	return loss, nil
+}
+
+// Run takes steps until cfg.Steps have been taken or ctx is done, reading
+// batches from src. It returns the loss of the last step.
+func (t *Trainer) Run(ctx context.Context, src model.BatchSource) (float64, error) {
+	var loss float64
+	for t.step < t.cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			return loss, err
+		}
+		b := src.Next()
+		if b == nil {
+			return loss, fmt.Errorf("engine: batch source ran dry after %d steps", t.step)
+		}
+		l, err := t.Step(b)
+		if err != nil {
+			return loss, err
+		}
+		loss = l
+	}
+	return loss, nil
+}
+
+// Forward runs the model (with the adapter, without dropout) on a batch of
+// cfg.Batch windows of cfg.SeqLen tokens (a trailing target token is
+// allowed and ignored) and returns the logits, [Batch·SeqLen, V] row-major.
+// It changes no weights.
+func (t *Trainer) Forward(batch [][]int) ([]float32, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	ids, _, err := t.batchIDs(batch, false)
+	if err != nil {
+		return nil, err
+	}
+	t.dev.WriteInt(t.ids, ids)
+	t.forward(false)
+	out := make([]float32, t.N*t.V)
+	t.dev.Read(out, t.logits, 0)
+	if err := t.dev.Sync(); err != nil {
+		return nil, t.deviceErr("forward", err)
+	}
+	return out, nil
+}
+
+// download reads a device buffer into a new tensor of shape.
+func (t *Trainer) download(b Buffer, shape []int) *model.Tensor {
+	tn := &model.Tensor{Shape: slices.Clone(shape), Data: make([]float32, prod(shape))}
+	t.dev.Read(tn.Data, b, 0)
+	return tn
+}
+
+// Adapter returns a copy of the adapter's current weights (LoRA only; nil
+// otherwise, or when the device fails to read them back: Close then
+// reports why).
+func (t *Trainer) Adapter() *model.Adapter {
+	if t.adapter == nil || t.closed {
+		return nil
+	}
+	ad := &model.Adapter{Config: t.adapter.Config, BaseModel: t.adapter.BaseModel, Tensors: map[string]*model.Tensor{}}
+	ad.Config.Targets = slices.Clone(ad.Config.Targets)
+	for _, p := range t.params {
+		ad.Tensors[p.name] = t.download(p.w, p.shape)
+	}
+	if err := t.dev.Sync(); err != nil {
+		t.err = t.deviceErr("read adapter", err)
+		return nil
+	}
+	return ad
+}
+
+// Model returns a copy of the model with the current weights read back
+// from the device. With LoRA the base weights are those the trainer started
+// from (frozen). It returns nil after Close or when the device fails to
+// read them back (Close then reports why).
+func (t *Trainer) Model() *model.Model {
+	if t.closed {
+		return nil
+	}
+	out := &model.Model{Config: t.c, Tensors: map[string]*model.Tensor{}}
+	for _, name := range t.base.Names() {
+		out.Tensors[name] = t.download(t.weights[name], t.base.Tensors[name].Shape)
+	}
+	if err := t.dev.Sync(); err != nil {
+		t.err = t.deviceErr("read model", err)
+		return nil
+	}
+	return out
+}
