@@ -325,7 +325,15 @@ func (s *Service) enqueueTx(body ledger.TxBody) {
 
 // txWorker submits queued transactions one at a time, in order, and
 // reports each outcome to the machine.
+//
+// A tx whose fate is unknown because its signer's ledger connection (or the
+// remote aggregator that signs it) is unreachable is retried, first after
+// txRetryMin and then backing off to txRetryMax, for as long as it takes:
+// the round cannot close without it, and the ledger deduplicates. While it
+// waits, the job's status detail says what it waits for.
 func (s *Service) txWorker(ctx context.Context) {
+	delay := txRetryMin
+	var failingSince time.Time
 	for {
 		s.txMu.Lock()
 		var q *queuedTx
@@ -354,6 +362,12 @@ func (s *Service) txWorker(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if err == nil || errors.Is(err, node.ErrRejected) {
+			if !failingSince.IsZero() {
+				s.log.InfoContext(ctx, "tx submitted after retries", "type", q.body.TxType(), "round", round, "waited", time.Since(failingSince).Round(time.Second))
+			}
+			delay, failingSince = txRetryMin, time.Time{}
+		}
 		var ev Event
 		switch {
 		case err == nil:
@@ -377,15 +391,28 @@ func (s *Service) txWorker(ctx context.Context) {
 		default:
 			// Fate unknown and the ledger unreachable: try again later
 			// (the ledger deduplicates; the nonce is re-read).
-			s.log.WarnContext(ctx, "tx not submitted; retrying", "type", q.body.TxType(), "err", err)
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			s.log.WarnContext(ctx, "tx not submitted; retrying", "type", q.body.TxType(), "round", round, "retry_in", delay, "err", err)
+			detail := fmt.Sprintf("round %d: %s not submitted since %s (retrying every %s): %v",
+				round, q.body.TxType(), failingSince.UTC().Format(time.RFC3339), delay, err)
+			gen := q.gen
+			s.post(ctx, func() {
+				if j := s.job; j != nil && gen == s.gen.Load() && j.result == nil {
+					j.detail = detail
+					s.publishStatus(ctx)
+				}
+			})
 			s.txMu.Lock()
 			s.txQueue = append([]queuedTx{*q}, s.txQueue...)
 			s.txMu.Unlock()
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Second):
+			case <-time.After(delay):
 			}
+			delay = min(2*delay, txRetryMax)
 			continue
 		}
 		gen := q.gen
@@ -396,6 +423,12 @@ func (s *Service) txWorker(ctx context.Context) {
 		})
 	}
 }
+
+// Bounds of the retry delay for a tx whose fate is unknown.
+const (
+	txRetryMin = time.Second
+	txRetryMax = 30 * time.Second
+)
 
 // historyConflict reports whether a rejection says the ledger already
 // holds the record the tx would write (another run of this job wrote it).

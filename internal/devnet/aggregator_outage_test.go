@@ -1,0 +1,96 @@
+package devnet
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// TestNetworkAggregatorOutage stops the standalone aggregator before a
+// round can be aggregated: the round's closing transaction (which only the
+// aggregator may sign) cannot be submitted, the coordinator retries with
+// backoff and its status says what it waits for; once the aggregator is
+// back, the round closes on the ledger and the job ends.
+func TestNetworkAggregatorOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	n := prepare(t, ctx, Options{JobName: "agg-outage", Trainers: 2, Rounds: 1, LocalSteps: 3, MinTrainers: 2, PretrainSteps: 2,
+		RemoteAggregator: true, EvalData: "datasets/testdata/shards/trainer-3.jsonl"})
+	nw, err := n.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Stop()
+	if err := nw.Agg.Stop(); err != nil {
+		t.Logf("aggregator stopped: %v", err)
+	}
+	nw.Agg = nil
+	if _, err := n.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := n.dial("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := coordinatorv1.NewCoordinatorClient(conn)
+	var detail string
+	for detail == "" {
+		st, err := c.Status(ctx, &coordinatorv1.StatusRequest{JobId: n.JobName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == coordinator.JobDone || st.State == coordinator.JobFailed {
+			t.Fatalf("job ended (%s: %s) while its aggregator was down", st.State, st.Detail)
+		}
+		if strings.Contains(st.Detail, "not submitted since") {
+			detail = st.Detail
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the status never said the round's closing tx is waiting; last detail %q", st.Detail)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Logf("status while the aggregator is down: %s", detail)
+	if !strings.Contains(detail, "round 1") || !strings.Contains(detail, "retrying every") {
+		t.Errorf("status detail %q does not name the round and the retry", detail)
+	}
+
+	if nw.Agg, err = n.startAggregator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := n.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rounds) != 1 {
+		t.Fatalf("job ended %s (%s) with rounds %v", st.State, st.Detail, st.Rounds)
+	}
+	r := st.Rounds[0]
+	if r.Status != string(ledger.StatusFailed) || !strings.Contains(r.FailReason, "aggregation failed") {
+		t.Errorf("round 1 ended %s (%q), want failed: aggregation failed", r.Status, r.FailReason)
+	}
+	lc, err := n.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	lr, err := coordinator.QueryRound(ctx, lc, n.JobName, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Status != ledger.StatusFailed {
+		t.Errorf("the ledger holds round 1 as %s, want failed", lr.Status)
+	}
+}
