@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fedtune/fedtune/model"
@@ -199,16 +200,9 @@ func adaptedWeights(c *model.Config, lc *model.LoRAConfig) []string {
 	return out
 }
 
+// projOf returns "q_proj" for "model.layers.3.self_attn.q_proj.weight".
 func projOf(name string) string {
-	var parts []string
-	start := 0
-	for i := 0; i < len(name); i++ {
-		if name[i] == '.' {
-			parts = append(parts, name[start:i])
-			start = i + 1
-		}
-	}
-	parts = append(parts, name[start:])
+	parts := strings.Split(name, ".")
 	if len(parts) < 2 {
 		return ""
 	}
