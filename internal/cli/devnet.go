@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -71,6 +72,7 @@ lineage are printed. Ctrl-C stops everything. Run it from the source tree
 			}
 			fmt.Fprintln(out)
 			printLineage(out, n, res.Lineage)
+			printMembership(out, n, res)
 			fmt.Fprintf(out, "\njob %s %s in %.0fs; everything is in %s\n", res.Job, res.State, time.Since(start).Seconds(), n.Dir)
 			return nil
 		},
@@ -86,6 +88,21 @@ lineage are printed. Ctrl-C stops everything. Run it from the source tree
 	f.IntVar(&o.PretrainSteps, "pretrain-steps", 100, "pre-training steps of the base model")
 	f.BoolVar(&o.RemoteAggregator, "remote-aggregator", false, "run the aggregator as its own process (fedtune aggregator start) with its own key")
 	return cmd
+}
+
+// printMembership prints the audit contains report of the demo's sample.
+func printMembership(w io.Writer, n *devnet.Net, res *devnet.Result) {
+	if res.Membership == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nis %s (trainer-1's first record) in the data behind the model? (audit contains; only its hash crosses the network)\n", filepath.Base(res.Sample))
+	for _, d := range res.Membership.Datasets {
+		detail := d.Detail
+		if detail == "" {
+			detail = "proof checked against the root on the ledger"
+		}
+		fmt.Fprintf(w, "  dataset %s… of %-10s %-10s %s\n", d.Dataset[:12], n.TrainerName(d.Trainer), d.Result, detail)
+	}
 }
 
 // printLineage prints a model's lineage with devnet names.

@@ -1,6 +1,7 @@
 package devnet
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/aggsvc"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -43,6 +45,11 @@ type Result struct {
 	EvalBefore, EvalAfter *model.EvalResult
 	// Lineage is the ledger's lineage of Model.
 	Lineage *ledger.Lineage
+	// Membership asks every dataset behind Model, through its trainer,
+	// whether it holds the first record of trainer-1's shard (audit
+	// contains); Sample is that record's file.
+	Membership *audit.ContainsReport
+	Sample     string
 }
 
 // Part is one running part of the network.
@@ -564,6 +571,9 @@ func (n *Net) Up(ctx context.Context) (*Result, error) {
 	if res.Lineage, err = n.Lineage(ctx, res.Model); err != nil {
 		return res, fmt.Errorf("lineage: %w", err)
 	}
+	if res.Sample, res.Membership, err = n.contains(ctx, res.Model, res.Lineage); err != nil {
+		return res, fmt.Errorf("audit contains: %w", err)
+	}
 	final := n.path("models", "final-"+res.Model[:12]+".safetensors")
 	if err := n.Fetch(ctx, res.Model, final); err != nil {
 		return res, fmt.Errorf("fetch final model: %w", err)
@@ -572,6 +582,31 @@ func (n *Net) Up(ctx context.Context) (*Result, error) {
 		return res, fmt.Errorf("eval after: %w", err)
 	}
 	return res, nil
+}
+
+// contains writes the first record of trainer-1's shard to a file and asks
+// every dataset in the lineage whether it holds it.
+func (n *Net) contains(ctx context.Context, digest string, l *ledger.Lineage) (string, *audit.ContainsReport, error) {
+	data, err := os.ReadFile(n.Shards[0])
+	if err != nil {
+		return "", nil, err
+	}
+	first, _, _ := bytes.Cut(data, []byte("\n"))
+	sample := n.path("sample.jsonl")
+	if err := os.WriteFile(sample, append(first, '\n'), 0o644); err != nil {
+		return "", nil, err
+	}
+	leaf, err := audit.SampleLeaf(sample, "")
+	if err != nil {
+		return "", nil, err
+	}
+	conn, err := n.dial("admin")
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close()
+	rep, err := audit.Contains(ctx, coordinatorv1.NewCoordinatorClient(conn), digest, leaf, audit.LineageDatasets(l), 20*time.Second)
+	return sample, rep, err
 }
 
 // TrainerName returns the devnet name of a key ID ("" when unknown).
