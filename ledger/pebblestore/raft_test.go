@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,8 +56,23 @@ func (f *counterFSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return err
 	}
-	if string(l.Data) == "inc" {
+	switch id, tagged := strings.CutPrefix(string(l.Data), "inc:"); {
+	case string(l.Data) == "inc":
 		n++
+	case tagged:
+		// An increment with an ID counts once however often it is
+		// applied: a client may retry one whose fate it does not know.
+		k := []byte("seen/" + id)
+		_, seen, err := b.Get(k)
+		if err != nil {
+			return err
+		}
+		if !seen {
+			n++
+			if err := b.Set(k, nil); err != nil {
+				return err
+			}
+		}
 	}
 	if err := b.Set(keyCount, binary.BigEndian.AppendUint64(nil, n)); err != nil {
 		return err
@@ -165,15 +181,24 @@ func leaderOf(nodes []*raftNode) *raftNode {
 	return nil
 }
 
+//
+// Each increment carries an ID and is retried with the same ID until
+// acknowledged: an Apply that fails with "leadership lost while committing"
+// may still have committed, and the FSM counts an ID once.
+// incIDs numbers applyN's increments.
+var incIDs atomic.Uint64
+
 func applyN(t *testing.T, nodes []*raftNode, n int) {
 	t.Helper()
 	for i := 0; i < n; {
 		var l *raftNode
 		waitFor(t, "a leader", func() bool { l = leaderOf(nodes); return l != nil })
-		if err := l.raft.Apply([]byte("inc"), 5*time.Second).Error(); err != nil {
+		id := fmt.Sprintf("inc:%d", incIDs.Load())
+		if err := l.raft.Apply([]byte(id), 5*time.Second).Error(); err != nil {
 			t.Logf("apply on %s: %v; retrying", l.id, err)
 			continue
 		}
+		incIDs.Add(1)
 		i++
 	}
 }
