@@ -181,13 +181,13 @@ func leaderOf(nodes []*raftNode) *raftNode {
 	return nil
 }
 
-//
-// Each increment carries an ID and is retried with the same ID until
-// acknowledged: an Apply that fails with "leadership lost while committing"
-// may still have committed, and the FSM counts an ID once.
 // incIDs numbers applyN's increments.
 var incIDs atomic.Uint64
 
+// applyN applies n increments through the leader of nodes. Each increment
+// carries an ID and is retried with the same ID until acknowledged: an
+// Apply that fails with "leadership lost while committing" may still have
+// committed, and the FSM counts an ID once.
 func applyN(t *testing.T, nodes []*raftNode, n int) {
 	t.Helper()
 	for i := 0; i < n; {
