@@ -33,8 +33,6 @@ out=${GPU_CHECK_DIR:-bin/gpu-check}
 case $out in /*) ;; *) out="$root/$out" ;; esac
 mode=${1:-all}
 
-SUDO=""
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 # shellcheck source=scripts/gpu-lib.sh
 . scripts/gpu-lib.sh
 

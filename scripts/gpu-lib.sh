@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # gpu-lib.sh: helpers sourced by scripts/gpu-check.sh and scripts/bench-gpu.sh.
 
 # have_gpu: is there an NVIDIA GPU with a driver?
@@ -27,8 +28,9 @@ find_cublas() {
   done
   d=$(find / -xdev -name 'libcublas.so.1[123]*' -print -quit 2>/dev/null || true)
   if [ -n "$d" ]; then
-    export LD_LIBRARY_PATH="$(dirname "$d")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    echo "gpu-check: cuBLAS from $(dirname "$d")" >&2
+    d=$(dirname "$d")
+    export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "gpu-check: cuBLAS from $d" >&2
     return 0
   fi
   echo "gpu-check: warning: no libcublas.so.1[123] found; the matrix products will fail" >&2

@@ -44,7 +44,7 @@ type Config struct {
 	// Device is where local training runs: DeviceCPU (the default, ""
 	// too: package model's Gorgonia graph), DeviceHost (the engine's
 	// training step in plain Go on the CPU) or DeviceCUDA (the engine on
-	// GPU 0; needs a binary built with -tags cuda).
+	// GPU 0; needs a binary built with -tags fedcuda).
 	Device string `yaml:"device,omitempty"`
 }
 

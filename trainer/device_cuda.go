@@ -1,4 +1,4 @@
-//go:build fedcuda
+//go:build fedcuda || fedcudaemu
 
 package trainer
 
@@ -7,7 +7,8 @@ import (
 	"github.com/fedtune/fedtune/model/engine/cudadev"
 )
 
-// In -tags cuda builds DeviceCUDA trains on GPU 0.
+// In -tags fedcuda builds DeviceCUDA trains on GPU 0 (on the emulated GPU
+// under -tags fedcudaemu, for tests).
 func init() {
 	engineDevices[DeviceCUDA] = func() (engine.Device, error) { return cudadev.Open(0) }
 }

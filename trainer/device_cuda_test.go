@@ -1,4 +1,4 @@
-//go:build fedcuda
+//go:build fedcuda || fedcudaemu
 
 package trainer
 

@@ -22,19 +22,19 @@ const (
 	// device (EngineBackend): the GPU code path, run on the CPU.
 	DeviceHost = "host"
 	// DeviceCUDA trains with package engine's step on GPU 0 (EngineBackend
-	// over cudadev); only binaries built with -tags cuda have it.
+	// over cudadev); only binaries built with -tags fedcuda have it.
 	DeviceCUDA = "cuda"
 )
 
 // ErrNoCUDA is returned for DeviceCUDA by a binary built without the cuda
 // build tag.
-var ErrNoCUDA = errors.New("this binary was built without CUDA support; rebuild with -tags cuda")
+var ErrNoCUDA = errors.New("this binary was built without CUDA support; rebuild with -tags fedcuda")
 
 // DeviceOpener opens a fresh engine.Device.
 type DeviceOpener func() (engine.Device, error)
 
 // engineDevices maps a device name to its opener; device_cuda.go adds
-// DeviceCUDA in -tags cuda builds.
+// DeviceCUDA in -tags fedcuda builds.
 var engineDevices = map[string]DeviceOpener{
 	DeviceHost: func() (engine.Device, error) { return engine.NewHost(), nil },
 }

@@ -21,7 +21,7 @@ func TestValidateDevice(t *testing.T) {
 		{"", ""}, {"cpu", ""}, {"host", ""},
 		{"gpu", `unknown device "gpu"`},
 		{"CUDA", `unknown device "CUDA"`},
-		{"cuda", map[bool]string{false: "rebuild with -tags cuda", true: ""}[hasCUDA]},
+		{"cuda", map[bool]string{false: "rebuild with -tags fedcuda", true: ""}[hasCUDA]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := ValidateDevice(tc.name)
@@ -49,7 +49,7 @@ func TestConfigDevice(t *testing.T) {
 	}{
 		{"cpu", ""}, {"host", ""},
 		{"tpu", `device: unknown device "tpu" (want one of cpu, `},
-		{"cuda", map[bool]string{false: "device: \"cuda\": this binary was built without CUDA support; rebuild with -tags cuda", true: ""}[hasCUDA]},
+		{"cuda", map[bool]string{false: "device: \"cuda\": this binary was built without CUDA support; rebuild with -tags fedcuda", true: ""}[hasCUDA]},
 	} {
 		t.Run(tc.dev, func(t *testing.T) {
 			c, err := ParseConfig("trainer.yaml", []byte(goodConfig+"device: "+tc.dev+"\n"))

@@ -152,18 +152,31 @@ extern "C" __global__ void train_rmsnorm_backward_dx(float* dx, const float* dy,
     }
 }
 
-// dw[j] += Σ_r dy[r, j]·x[r, j]·rstd[r], one thread per column, rows in
-// increasing r.
+// dw[j] += Σ_r dy[r, j]·x[r, j]·rstd[r] without atomics: a block of
+// DW_SLICES×32 threads takes 32 columns; thread (s, c) sums rows s,
+// s + DW_SLICES, … of its column in increasing order, then the slices are
+// added in slice order. Launch with blockDim.x = 32·DW_SLICES and
+// gridDim.x = ceil(d / 32).
+#define DW_SLICES 8
 extern "C" __global__ void train_rmsnorm_backward_dw(float* dw, const float* dy, const float* x, const float* rstd,
                                                      int rows, int d) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= d) return;
-    float acc = dw[j];
-    for (int r = 0; r < rows; r++) {
-        size_t o = (size_t)r * d + j;
-        acc += dy[o] * x[o] * rstd[r];
+    __shared__ float part[DW_SLICES][32];
+    int c = threadIdx.x % 32, sl = threadIdx.x / 32;
+    int j = blockIdx.x * 32 + c;
+    float acc = 0.0f;
+    if (j < d && sl < DW_SLICES) {
+        for (int r = sl; r < rows; r += DW_SLICES) {
+            size_t o = (size_t)r * d + j;
+            acc += dy[o] * x[o] * rstd[r];
+        }
     }
-    dw[j] = acc;
+    if (sl < DW_SLICES) part[sl][c] = acc;
+    __syncthreads();
+    if (sl == 0 && j < d) {
+        float sum = dw[j];
+        for (int k = 0; k < DW_SLICES; k++) sum += part[k][c];
+        dw[j] = sum;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//go:build fedcuda
+//go:build fedcuda || fedcudaemu
 
 package cudadev
 
@@ -7,26 +7,25 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/fedtune/fedtune/kernels/cuda"
 	"github.com/fedtune/fedtune/model/engine"
 )
-
-// ErrNoDevice is kernels/cuda's error for a machine without a usable GPU;
-// Open's error wraps it then.
-var ErrNoDevice = cuda.ErrNoDevice
 
 // Launch shapes.
 const (
 	ewThreads   = 256     // element-wise kernels
 	ewMaxBlocks = 1 << 15 // grid-stride beyond
 	maxRowGrid  = 1 << 20 // row kernels: one block per row up to this
-	sqnBlocks   = 264     // squared-norm partials (2 per H100 SM)
 	sqnThreads  = 256
+	dwSlices    = 8 // DW_SLICES of train_rmsnorm_backward_dw
 )
+
+// sqnBlocks is the number of squared-norm partials (2 per H100 SM); the
+// emulation uses fewer.
+var sqnBlocks = 264
 
 // Device is an engine.Device on one GPU.
 type Device struct {
-	ctx     *cuda.Context
+	ctx     *gpuContext
 	ordinal int
 	err     error
 	live    map[*buffer]struct{}
@@ -62,9 +61,13 @@ func (b *intBuffer) Len() int { return b.n }
 // Open opens GPU ordinal. Its error wraps ErrNoDevice when the machine has
 // no usable GPU.
 func Open(ordinal int) (engine.Device, error) {
-	ctx, err := cuda.Open(ordinal)
+	ctx, err := openContext(ordinal)
 	if err != nil {
 		return nil, fmt.Errorf("cudadev: open GPU %d: %w", ordinal, err)
+	}
+	if err := ctx.BLASError(); err != nil { // the aggregation kernels do without; training does not
+		_ = ctx.Close()
+		return nil, fmt.Errorf("cudadev: GPU %d: cuBLAS is needed for training: %w", ordinal, err)
 	}
 	d := &Device{ctx: ctx, ordinal: ordinal, live: map[*buffer]struct{}{}, liveInt: map[*intBuffer]struct{}{}}
 	if d.sqn, err = d.alloc((sqnBlocks + 1) * 8); err != nil {

@@ -1,6 +1,8 @@
 // Package cudadev is the CUDA implementation of engine.Device, built only
-// with the build tag "cuda" (this doc comment is all the default build
-// sees, so the default build never links the CUDA driver).
+// with the build tag "fedcuda" (this doc comment is all the default build
+// sees, so the default build never links the CUDA driver). The tag is not
+// "cuda": under that one Gorgonia, which package model imports, switches to
+// its own cuDNN engine and does not build.
 //
 // Open(ordinal) opens one GPU through package kernels/cuda's Context and
 // returns an engine.Device whose Buffers are device allocations. Matrix
@@ -17,4 +19,15 @@
 // outside the vocabulary as the device's sticky error without launching
 // anything. Operations run asynchronously on the Context's stream; Read,
 // SquaredNorm and Sync wait for them.
+//
+// With the build tag "fedcudaemu" instead, the same device code runs on an
+// emulated GPU (emu.go, emu_kernels.cc): train.cu compiled as C++ with one
+// OS thread per CUDA thread for the kernels that synchronise, host memory,
+// and a plain column-major SGEMM with cuBLAS's argument checks. It is slow
+// (go test -tags fedcudaemu ./model/engine/cudadev takes about a minute)
+// and lets the tests here run where there is no GPU:
+//
+//	go test -tags fedcudaemu ./model/engine/cudadev ./trainer
+//
+// On a GPU machine, scripts/gpu-check.sh runs the real thing.
 package cudadev

@@ -1,4 +1,4 @@
-//go:build fedcuda
+//go:build fedcuda || fedcudaemu
 
 package cudadev
 
@@ -113,6 +113,9 @@ func (d *Device) MatMul(g engine.Gemm) {
 		}
 		return
 	}
+	// cuBLAS wants every leading dimension ≥ 1, even of an empty operand
+	// (K = 0, where C is only scaled by beta).
+	lda, ldb = max(lda, 1), max(ldb, 1)
 	var err error
 	switch {
 	case batch == 1:
@@ -239,7 +242,7 @@ func (d *Device) RMSNormBackward(dx, dw, dy, x, w, rstd engine.Buffer, rows, dim
 	grid, block := rowGrid(rows, dim, 256)
 	d.launch("train_rmsnorm_backward_dx", grid, block, dxb.p, dyb.p, xb.p, wb.p, rb.p, int32(rows), int32(dim))
 	if dwb != nil {
-		d.launch("train_rmsnorm_backward_dw", [3]int{(dim + 127) / 128, 1, 1}, [3]int{128, 1, 1},
+		d.launch("train_rmsnorm_backward_dw", [3]int{(dim + 31) / 32, 1, 1}, [3]int{32 * dwSlices, 1, 1},
 			dwb.p, dyb.p, xb.p, rb.p, int32(rows), int32(dim))
 	}
 }
