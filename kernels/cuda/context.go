@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math"
 	"path"
 	"regexp"
@@ -67,9 +68,9 @@ type Context struct {
 // GPU and creates a cuBLAS handle bound to the stream. The error wraps
 // ErrNoDevice when there is no driver, no GPU or no GPU with that ordinal.
 //
-// A missing cuBLAS library does not fail Open (the aggregation kernels do
-// not need it): Sgemm and SgemmStridedBatched then return the error, which
-// BLASError reports too.
+// A missing cuBLAS library does not fail Open: Sgemm and
+// SgemmStridedBatched then run fedtune's own (slower) kernel, a warning is
+// logged, and BLASError says why cuBLAS was not loaded.
 func Open(ordinal int) (*Context, error) {
 	if err := initError(); err != nil {
 		return nil, err
@@ -128,20 +129,48 @@ func (c *Context) setup() error {
 		return err
 	}
 	c.blas, c.blasErr = newBLAS(c.streamHandle())
+	if c.blasErr != nil {
+		slog.Warn("cuBLAS unavailable; matrix products use fedtune's own slower kernel", "gpu", c.name, "err", c.blasErr)
+	}
 	return nil
 }
 
 // entryRE finds the kernels a PTX file defines.
 var entryRE = regexp.MustCompile(`(?m)^\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+([A-Za-z_$][A-Za-z0-9_$]*)\s*\(`)
 
-// loadModules JIT-compiles every embedded PTX file and looks up its kernels.
-func (c *Context) loadModules() error {
-	names, err := fs.Glob(ptxFiles, "ptx/*.ptx")
+// embeddedPTX returns the embedded PTX files (sorted by name) and, for
+// each kernel they define, the file defining it; a kernel defined twice is
+// an error.
+func embeddedPTX() (names []string, from map[string]string, err error) {
+	names, err = fs.Glob(ptxFiles, "ptx/*.ptx")
 	if err != nil {
-		return fmt.Errorf("cuda: listing the embedded PTX: %w", err)
+		return nil, nil, fmt.Errorf("cuda: listing the embedded PTX: %w", err)
 	}
 	sort.Strings(names)
-	from := map[string]string{}
+	from = map[string]string{}
+	for _, name := range names {
+		src, err := ptxFiles.ReadFile(name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cuda: reading embedded %s: %w", name, err)
+		}
+		for _, m := range entryRE.FindAllSubmatch(src, -1) {
+			k := string(m[1])
+			if prev, dup := from[k]; dup {
+				return nil, nil, fmt.Errorf("cuda: kernel %q is defined by both %s and %s: kernel names must be unique", k, prev, path.Base(name))
+			}
+			from[k] = path.Base(name)
+		}
+	}
+	return names, from, nil
+}
+
+// loadModules JIT-compiles every embedded PTX file and looks up its kernels.
+func (c *Context) loadModules() error {
+	names, from, err := embeddedPTX()
+	if err != nil {
+		return err
+	}
+	mods := map[string]cu.Module{}
 	for _, name := range names {
 		src, err := ptxFiles.ReadFile(name)
 		if err != nil {
@@ -152,18 +181,14 @@ func (c *Context) loadModules() error {
 			return fmt.Errorf("cuda: GPU %d: loading %s (JIT compilation of the PTX): %w", c.ordinal, name, err)
 		}
 		c.modules = append(c.modules, mod)
-		for _, m := range entryRE.FindAllSubmatch(src, -1) {
-			k := string(m[1])
-			if prev, dup := from[k]; dup {
-				return fmt.Errorf("cuda: kernel %q is defined by both %s and %s: kernel names must be unique", k, prev, name)
-			}
-			fn, err := mod.Function(k)
-			if err != nil {
-				return fmt.Errorf("cuda: %s: kernel %q: %w", name, k, err)
-			}
-			from[k] = path.Base(name)
-			c.kernels[k] = fn
+		mods[path.Base(name)] = mod
+	}
+	for k, file := range from {
+		fn, err := mods[file].Function(k)
+		if err != nil {
+			return fmt.Errorf("cuda: %s: kernel %q: %w", file, k, err)
 		}
+		c.kernels[k] = fn
 	}
 	return nil
 }

@@ -3,11 +3,14 @@
 package cuda
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -279,20 +282,24 @@ func gemmRef(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []
 	}
 }
 
-func TestSgemm(t *testing.T) {
-	c := testContext(t)
-	if err := c.BLASError(); err != nil {
-		t.Skipf("no cuBLAS here: %v", err)
-	}
+// gemmFunc is Sgemm's batched form on some device.
+type gemmFunc func(ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, c cu.DevicePtr, ldc int, sc int64, batch int) error
+
+// checkGemm runs gemm on d over shapes, transposes, padded leading
+// dimensions and batches, and compares with gemmRef.
+func checkGemmCases(t *testing.T, d device, gemm gemmFunc) {
+	t.Helper()
 	r := rand.New(rand.NewPCG(21, 22))
 	for _, tc := range []struct {
-		ta, tb  bool
-		m, n, k int
-		batch   int
+		ta, tb      bool
+		m, n, k     int
+		batch       int
+		alpha, beta float32
 	}{
-		{false, false, 37, 29, 53, 1}, {true, false, 64, 16, 128, 1},
-		{false, true, 5, 300, 7, 1}, {true, true, 128, 96, 64, 1},
-		{false, false, 33, 17, 65, 3}, {true, false, 16, 64, 32, 4},
+		{false, false, 37, 29, 53, 1, 0.75, -0.5}, {true, false, 64, 16, 128, 1, 1, 0},
+		{false, true, 5, 300, 7, 1, -2, 1}, {true, true, 128, 96, 64, 1, 0.5, 0.25},
+		{false, false, 33, 17, 65, 3, 1, 0}, {true, false, 16, 64, 32, 4, 0.75, -0.5},
+		{false, false, 1, 1, 1, 1, 1, 0}, {true, true, 3, 2, 40, 2, 1, 2},
 	} {
 		rowsA, colsA := tc.m, tc.k
 		if tc.ta {
@@ -304,32 +311,106 @@ func TestSgemm(t *testing.T) {
 		}
 		lda, ldb, ldc := rowsA+1, rowsB+2, tc.m+3
 		sa, sb, sc := lda*colsA, ldb*colsB, ldc*tc.n
-		a, b := vec(r, sa*tc.batch, false), vec(r, sb*tc.batch, false)
-		cc := vec(r, sc*tc.batch, false)
+		normals := func(n int) []float32 { // no huge values: FP32 sums would overflow
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			return x
+		}
+		a, b, cc := normals(sa*tc.batch), normals(sb*tc.batch), normals(sc*tc.batch)
+		if tc.beta == 0 {
+			for i := range cc { // beta 0: C is not read, so NaNs there vanish
+				if i%3 == 0 {
+					cc[i] = float32(math.NaN())
+				}
+			}
+		}
 		want := slices.Clone(cc)
 		for i := range tc.batch {
-			gemmRef(tc.ta, tc.tb, tc.m, tc.n, tc.k, 0.75, a[i*sa:], lda, b[i*sb:], ldb, -0.5, want[i*sc:], ldc)
+			if tc.beta == 0 {
+				for j := range sc {
+					want[i*sc+j] = 0
+				}
+			}
+			gemmRef(tc.ta, tc.tb, tc.m, tc.n, tc.k, tc.alpha, a[i*sa:], lda, b[i*sb:], ldb, tc.beta, want[i*sc:], ldc)
+			if tc.beta == 0 { // outside the m×n block C keeps its values
+				for j := range sc {
+					if row, col := j%ldc, j/ldc; row >= tc.m || col >= tc.n {
+						want[i*sc+j] = cc[i*sc+j]
+					}
+				}
+			}
 		}
-		da, db, dc := deviceCopy(t, c, a), deviceCopy(t, c, b), deviceCopy(t, c, cc)
-		var err error
-		if tc.batch == 1 {
-			err = c.Sgemm(tc.ta, tc.tb, tc.m, tc.n, tc.k, 0.75, da, lda, db, ldb, -0.5, dc, ldc)
-		} else {
-			err = c.SgemmStridedBatched(tc.ta, tc.tb, tc.m, tc.n, tc.k, 0.75, da, lda, int64(sa), db, ldb, int64(sb), -0.5, dc, ldc, int64(sc), tc.batch)
-		}
-		if err != nil {
+		da, db, dc := deviceCopyOn(t, d, a), deviceCopyOn(t, d, b), deviceCopyOn(t, d, cc)
+		if err := gemm(tc.ta, tc.tb, tc.m, tc.n, tc.k, tc.alpha, da, lda, int64(sa), db, ldb, int64(sb), tc.beta, dc, ldc, int64(sc), tc.batch); err != nil {
 			t.Fatal(err)
 		}
-		got := hostCopy(t, c, dc, len(cc))
+		got := hostCopyOn(t, d, dc, len(cc))
 		for i := range got {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-3*(1+math.Abs(float64(want[i]))) {
+			bothNaN := got[i] != got[i] && want[i] != want[i]
+			if got[i] != want[i] && !bothNaN && !(math.Abs(float64(got[i]-want[i])) <= 1e-3*(1+math.Abs(float64(want[i])))) {
 				t.Fatalf("%+v: C[%d] = %v, want %v", tc, i, got[i], want[i])
 			}
 		}
-		c.Free(da)
-		c.Free(db)
-		c.Free(dc)
+		d.Free(da)
+		d.Free(db)
+		d.Free(dc)
 	}
+	if err := gemm(false, false, 4, 4, 4, 1, 0, 3, 0, 0, 4, 0, 0, 0, 4, 0, 1); err == nil {
+		t.Error("lda < m accepted")
+	}
+}
+
+// deviceCopyOn and hostCopyOn are deviceCopy and hostCopy on any device.
+func deviceCopyOn(t testing.TB, d device, x []float32) cu.DevicePtr {
+	t.Helper()
+	p, err := d.Alloc(int64(max(len(x), 1)) * 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x) > 0 {
+		if err := d.HtoD(p, unsafe.Pointer(&x[0]), int64(len(x))*4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func hostCopyOn(t testing.TB, d device, p cu.DevicePtr, n int) []float32 {
+	t.Helper()
+	x := make([]float32, n)
+	if n > 0 {
+		if err := d.DtoH(unsafe.Pointer(&x[0]), p, int64(n)*4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return x
+}
+
+// TestSgemm checks cuBLAS (when loaded) and fedtune's own kernel on the GPU.
+func TestSgemm(t *testing.T) {
+	c := testContext(t)
+	t.Run("kernel", func(t *testing.T) {
+		checkGemmCases(t, c, func(ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, cc cu.DevicePtr, ldc int, sc int64, batch int) error {
+			return sgemmKernel(c, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cc, ldc, sc, batch)
+		})
+	})
+	t.Run("cublas", func(t *testing.T) {
+		if err := c.BLASError(); err != nil {
+			t.Skipf("no cuBLAS here (Sgemm runs the kernel): %v", err)
+		}
+		checkGemmCases(t, c, c.SgemmStridedBatched)
+		checkGemmCases(t, c, func(ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, cc cu.DevicePtr, ldc int, sc int64, batch int) error {
+			for i := range batch { // one Sgemm per product
+				o := int64(i) * 4
+				if err := c.Sgemm(ta, tb, m, n, k, alpha, ptr(a, o*sa), lda, ptr(b, o*sb), ldb, beta, ptr(cc, o*sc), ldc); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
 	if err := c.Sgemm(false, false, -1, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1); err == nil {
 		t.Error("negative m accepted")
 	}
@@ -350,4 +431,68 @@ func TestBLASLibrary(t *testing.T) {
 		t.Fatalf("BLASLibrary() = %q, not one of %v", lib, blasLibraries)
 	}
 	t.Logf("cuBLAS: %s", lib)
+}
+
+// TestEmbeddedPTX checks, without a GPU, that the embedded PTX defines
+// every kernel the Backend launches, each once, and that it was compiled as
+// `make kernels` does (no fused multiply-add in the aggregation kernels).
+func TestEmbeddedPTX(t *testing.T) {
+	names, from, err := embeddedPTX()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names, "ptx/aggregate.ptx") {
+		t.Fatalf("embedded PTX %v lacks ptx/aggregate.ptx", names)
+	}
+	for _, k := range []string{"agg_wsum16", "agg_store", "agg_scale", "agg_sqnorm_blocks", "agg_pair_blocks",
+		"agg_order_stat", "agg_qscale", "agg_quant", "agg_dequant", "agg_first_nonfinite"} {
+		if from[k] != "aggregate.ptx" {
+			t.Errorf("kernel %s: defined in %q, want aggregate.ptx", k, from[k])
+		}
+	}
+	src, err := ptxFiles.ReadFile("ptx/aggregate.ptx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"fma.", ".ftz", ".approx"} {
+		if strings.Contains(string(src), bad) {
+			t.Errorf("aggregate.ptx contains %q: compile with make kernels (--fmad=false, no fast math)", bad)
+		}
+	}
+	t.Logf("%d kernels in %v", len(from), names)
+}
+
+// TestPTXUpToDate recompiles every .cu file with nvcc as `make kernels`
+// does and compares with the committed PTX (skipped without nvcc).
+func TestPTXUpToDate(t *testing.T) {
+	nvcc, err := exec.LookPath("nvcc")
+	if err != nil {
+		t.Skip("no nvcc here (make kernels installs it)")
+	}
+	srcs, err := filepath.Glob("*.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(srcs) == 0 {
+		t.Skip("no .cu sources in the working directory (run from kernels/cuda)")
+	}
+	for _, src := range srcs {
+		out := filepath.Join(t.TempDir(), "out.ptx")
+		cmd := exec.Command(nvcc, "-ptx", "-arch=compute_70", "--fmad=false", "-O3", "-o", out, src)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nvcc %s: %v\n%s", src, err, msg)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		committed := "ptx/" + strings.TrimSuffix(src, ".cu") + ".ptx"
+		want, err := ptxFiles.ReadFile(committed)
+		if err != nil {
+			t.Fatalf("%s has no committed %s: run make kernels", src, committed)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is stale: run make kernels", committed)
+		}
+	}
 }

@@ -24,6 +24,14 @@
 //     written with explicitly rounded intrinsics) and reduce in the order the
 //     kernels.Backend contract fixes.
 //
+// Testing: `go test -tags fedcuda ./kernels/cuda` on a machine with a GPU
+// compares every Backend method with kernels.Reference byte for byte (and
+// skips, saying why, without one). With the extra tag fedcudaemu the same
+// parity tests run the kernels of aggregate.cu compiled as host C++ on a
+// CPU emulation of the launch grid (emu.cpp), which checks the kernels'
+// logic and arithmetic order without a GPU (it still needs the CUDA headers
+// and libcuda.so.1 to build and start, like every fedcuda binary).
+//
 // gorgonia.org/cu's package init calls cuInit and exits the process when it
 // fails (no GPU, no driver). This package defines cuInit itself (see
 // initguard.go): the definition forwards to the driver's cuInit, records its

@@ -3,31 +3,27 @@
 // emu.cpp runs the kernels of aggregate.cu on the CPU, for testing the GPU
 // backend's logic on machines without a GPU (build tag fedcudaemu). A launch
 // runs every CUDA thread of the grid to completion in turn, which is
-// faithful for kernels whose threads do not wait for each other; the one
-// that does (agg_qscale, with warp shuffles) runs each warp's 32 lanes on
-// 32 OS threads that meet at a barrier for every shuffle.
+// faithful for kernels whose threads do not wait for each other; those that
+// do (agg_qscale with warp shuffles, blas_sgemm with __syncthreads) run
+// each block's threads as fibers that meet at every shuffle and barrier.
 
 // No fused multiply-add, whatever the target: each operation rounds.
 #pragma GCC optimize("fp-contract=off")
 
 #include "emu_cuda.h"
 
-#include <barrier>
-#include <cstdio>
+#include <ucontext.h>
+
 #include <functional>
-#include <thread>
 #include <vector>
 
 thread_local emu_dim3 threadIdx, blockIdx;
 emu_dim3 blockDim, gridDim;
 
 #include "aggregate.cu"
+#include "blas.cu"
 
 namespace {
-
-// One warp's lanes for kernels with shuffles.
-std::barrier<> *shfl_bar;
-float shfl_slot[32];
 
 void run_grid(const std::function<void()> &thread) {
     for (unsigned int b = 0; b < gridDim.x; b++) {
@@ -39,23 +35,52 @@ void run_grid(const std::function<void()> &thread) {
     }
 }
 
-void run_grid_warps(const std::function<void()> &thread) {
-    std::barrier<> bar(32);
-    shfl_bar = &bar;
+// Blocks for kernels whose threads meet (warp shuffles, __syncthreads):
+// the block's threads are fibers (ucontext) on this OS thread, resumed in
+// rounds. A thread yields at every meeting point, so after a round every
+// thread of the block (and of each warp) has reached the next one. A
+// shuffle is two meetings: write the value, then read the partner's.
+ucontext_t sched_ctx;
+std::vector<ucontext_t> fiber_ctx;
+std::vector<char> fiber_done;
+std::vector<char *> fiber_stack;
+float shfl_slot[1024];
+const std::function<void()> *fiber_fn;
+constexpr size_t fiber_stack_bytes = 64 << 10;
+
+void fiber_entry(int t) {
+    (*fiber_fn)();
+    fiber_done[t] = 1;
+}
+
+void fiber_yield() { swapcontext(&fiber_ctx[threadIdx.x], &sched_ctx); }
+
+void run_grid_fibers(const std::function<void()> &thread) {
+    unsigned int nt = blockDim.x;
+    fiber_fn = &thread;
+    fiber_ctx.resize(nt);
+    fiber_done.resize(nt);
+    while (fiber_stack.size() < nt) fiber_stack.push_back(new char[fiber_stack_bytes]);
     for (unsigned int b = 0; b < gridDim.x; b++) {
-        for (unsigned int w = 0; w < blockDim.x / 32; w++) {
-            std::vector<std::thread> lanes;
-            for (unsigned int l = 0; l < 32; l++) {
-                lanes.emplace_back([&, b, w, l] {
-                    blockIdx = {b, 0, 0};
-                    threadIdx = {w * 32 + l, 0, 0};
-                    thread();
-                });
+        for (unsigned int t = 0; t < nt; t++) {
+            getcontext(&fiber_ctx[t]);
+            fiber_ctx[t].uc_stack.ss_sp = fiber_stack[t];
+            fiber_ctx[t].uc_stack.ss_size = fiber_stack_bytes;
+            fiber_ctx[t].uc_link = &sched_ctx;
+            makecontext(&fiber_ctx[t], (void (*)())fiber_entry, 1, (int)t);
+            fiber_done[t] = 0;
+        }
+        for (bool busy = true; busy;) {
+            busy = false;
+            for (unsigned int t = 0; t < nt; t++) {
+                if (fiber_done[t]) continue;
+                blockIdx = {b, 0, 0};
+                threadIdx = {t, 0, 0};
+                swapcontext(&sched_ctx, &fiber_ctx[t]);
+                busy = busy || !fiber_done[t];
             }
-            for (auto &l : lanes) l.join();
         }
     }
-    shfl_bar = nullptr;
 }
 
 double f64(uint64_t v) {
@@ -74,13 +99,15 @@ float f32(uint64_t v) {
 }  // namespace
 
 float __shfl_down_sync(unsigned int, float v, int delta) {
-    unsigned int lane = threadIdx.x % 32;
-    shfl_slot[lane] = v;
-    shfl_bar->arrive_and_wait();
-    float r = lane + delta < 32 ? shfl_slot[lane + delta] : v;
-    shfl_bar->arrive_and_wait();
+    unsigned int t = threadIdx.x, lane = t % 32;
+    shfl_slot[t] = v;
+    fiber_yield();
+    float r = lane + delta < 32 ? shfl_slot[t + delta] : v;
+    fiber_yield();
     return r;
 }
+
+void __syncthreads() { fiber_yield(); }
 
 #define P(i, T) ((T)a[i])
 
@@ -114,8 +141,8 @@ extern "C" int fedtune_emu_launch(const char *name, int grid, int block, const u
             agg_order_stat(P(0, float *), P(1, float *), (long long)a[2], (int)a[3], (long long)a[4], (int)a[5]);
         });
     } else if (!std::strcmp(name, "agg_qscale") && n == 4) {
-        if (block % 32 != 0) return 2;
-        run_grid_warps([&] { agg_qscale(P(0, float *), P(1, const float *), (long long)a[2], (long long)a[3]); });
+        if (block % 32 != 0 || block > 1024) return 2;
+        run_grid_fibers([&] { agg_qscale(P(0, float *), P(1, const float *), (long long)a[2], (long long)a[3]); });
     } else if (!std::strcmp(name, "agg_quant") && n == 5) {
         run_grid([&] {
             agg_quant(P(0, signed char *), P(1, const float *), P(2, const float *), (long long)a[3], (long long)a[4]);
@@ -126,6 +153,13 @@ extern "C" int fedtune_emu_launch(const char *name, int grid, int block, const u
         });
     } else if (!std::strcmp(name, "agg_first_nonfinite") && n == 3) {
         run_grid([&] { agg_first_nonfinite(P(0, unsigned long long *), P(1, const float *), (long long)a[2]); });
+    } else if (!std::strcmp(name, "blas_sgemm") && n == 17) {
+        if (block > 1024) return 2;
+        run_grid_fibers([&] {
+            blas_sgemm((int)a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], f32(a[5]), P(6, const float *),
+                       (int)a[7], (long long)a[8], P(9, const float *), (int)a[10], (long long)a[11], f32(a[12]),
+                       P(13, float *), (int)a[14], (long long)a[15], (int)a[16]);
+        });
     } else {
         return 1;
     }

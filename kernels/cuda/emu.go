@@ -19,8 +19,10 @@ static void fedtune_emu_dtoh(void *dst, uintptr_t src, int64_t n) { memmove(dst,
 import "C"
 
 import (
+	"embed"
 	"fmt"
 	"math"
+	"sync"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -31,6 +33,15 @@ import (
 // grid in turn. It exists to test Backend's logic without a GPU; it checks
 // the algorithms and the bits of IEEE arithmetic, not nvcc's code.
 type emuDevice struct{}
+
+var emuMu sync.Mutex
+
+// emuSources are the kernel sources emu.cpp includes. The go tool does not
+// know .cu files; embedding them makes it rebuild the emulator whenever the
+// kernels change.
+//
+//go:embed aggregate.cu blas.cu
+var emuSources embed.FS
 
 var _ device = emuDevice{}
 
@@ -96,6 +107,8 @@ func (emuDevice) Launch(kernel string, grid, block [3]int, sharedBytes int, args
 			return fmt.Errorf("emulator: %s: argument %d has type %T", kernel, i, v)
 		}
 	}
+	emuMu.Lock() // the emulator's grid state is global
+	defer emuMu.Unlock()
 	name := C.CString(kernel)
 	defer C.free(unsafe.Pointer(name))
 	if rc := C.fedtune_emu_launch(name, C.int(grid[0]), C.int(block[0]), (*C.uint64_t)(unsafe.Pointer(&a[0])), C.int(len(args))); rc != 0 {

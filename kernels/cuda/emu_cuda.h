@@ -21,6 +21,7 @@ extern emu_dim3 blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __restrict__ __restrict
+#define __shared__ static // one block runs at a time
 
 struct alignas(16) float4 {
     float x, y, z, w;
@@ -34,6 +35,7 @@ static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 static inline float __double2float_rn(double d) { return (float)d; }
 static inline unsigned int __float_as_uint(float f) {
     unsigned int u;
@@ -55,5 +57,6 @@ static inline unsigned long long atomicMin(unsigned long long *p, unsigned long 
 }
 
 float __shfl_down_sync(unsigned int mask, float v, int delta);
+void __syncthreads();
 
 #endif
