@@ -4,6 +4,8 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
+# Packages whose CUDA kernels also run under CPU emulation (-tags fedcudaemu).
+EMU_PKGS := ./model/engine/cudadev
 
 .PHONY: help build demo test test-deps test-short testrace lint fmt vet staticcheck fuzz proto \
 	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels
@@ -36,6 +38,9 @@ test: test-deps ## every test: -race pass, then the TestNoRace pass without -rac
 	@if [ "$$($(GO) env GOARCH)" = amd64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then \
 	  echo "GOAMD64=v3 $(GO) test -run Golden ./kernels ./aggregator"; \
 	  GOAMD64=v3 $(GO) test -count=1 -run 'Golden' ./kernels ./aggregator; fi
+	@# The CUDA kernels (kernels/cuda/*.cu) compiled as host C++ and run thread by
+	@# thread against the Host device (no GPU or CUDA toolkit needed, only g++).
+	$(GO) test -count=1 -tags fedcudaemu $(EMU_PKGS)
 
 test-short: ## quick tests only (-short, no race)
 	$(GO) test -short -count=1 $(PKGS)
@@ -49,14 +54,19 @@ fmt: ## fail if gofmt would change a file
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-vet: ## go vet
+vet: ## go vet (also the CPU-emulated CUDA build; -tags fedcuda needs CUDA headers: see make gpu-check)
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags fedcudaemu $(EMU_PKGS)
+	@if [ -f /usr/include/cuda.h ] || [ -f /usr/local/cuda/include/cuda.h ]; then \
+	  echo "$(GO) vet -tags fedcuda ./kernels/... ./model/engine/... ./trainer ./internal/cli"; \
+	  $(GO) vet -tags fedcuda ./kernels/... ./model/engine/... ./trainer ./internal/cli; fi
 
 $(GOBIN)/staticcheck:
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 staticcheck: $(GOBIN)/staticcheck ## staticcheck
 	$(GOBIN)/staticcheck $(PKGS)
+	$(GOBIN)/staticcheck -tags fedcudaemu $(EMU_PKGS)
 
 fuzz: ## run every fuzz target for a short while
 	@for p in $$($(GO) list $(PKGS)); do \
