@@ -19,6 +19,7 @@ import (
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
@@ -43,6 +44,11 @@ type Aggregator interface {
 // LocalAggregator aggregates over an artifact store in this process and
 // signs with its own Signer.
 type LocalAggregator struct {
+	// Backend computes the numerics (nil: kernels.Default(), the CPU).
+	// Every backend gives the same bits, so the choice never changes a
+	// committed digest.
+	Backend kernels.Backend
+
 	store  *artifact.Store
 	dir    string
 	signer *Signer
@@ -86,6 +92,7 @@ func (l *LocalAggregator) Aggregate(ctx context.Context, a AggregationTask, glob
 		req.StateOut = filepath.Join(work, "state.safetensors")
 	}
 	req.Logger = l.log.With("job", a.JobID, "round", a.Round)
+	req.Backend = l.Backend
 	res, err := aggregator.Aggregate(ctx, req)
 	if err != nil {
 		return AggregationDone{}, err

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fedtune/fedtune/internal/strictyaml"
+	"github.com/fedtune/fedtune/kernels"
 )
 
 // ErrConfig is wrapped by every error about an aggregator config file.
@@ -33,6 +35,10 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Insecure serves and dials plain-text gRPC (no TLS, no identities).
 	Insecure bool `yaml:"insecure"`
+	// Backend names the kernels backend that reduces the updates: cpu
+	// (the default), reference, or cuda in a binary built with -tags
+	// fedcuda. All give the same bits.
+	Backend string `yaml:"backend"`
 }
 
 // DefaultConfig returns the defaults: listen on 127.0.0.1:7500, data dir
@@ -80,6 +86,12 @@ func (c *Config) Validate() error {
 	}
 	if !c.Insecure && c.CoordinatorID == "" {
 		msgs = append(msgs, "coordinator_id: required over TLS")
+	}
+	if c.Backend != "" && !slices.Contains(kernels.Backends(), c.Backend) {
+		// Open of a name not registered opens nothing; its error names
+		// the choices and, for cuda, the build tag.
+		_, err := kernels.Open(c.Backend)
+		msgs = append(msgs, fmt.Sprintf("backend: %v", err))
 	}
 	if len(msgs) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))

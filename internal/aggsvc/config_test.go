@@ -4,8 +4,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fedtune/fedtune/kernels"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -16,6 +19,8 @@ func TestParseConfig(t *testing.T) {
 		{"unknown key", good + "colour: red\n", `aggregator.yaml:6: unknown key "colour"`},
 		{"missing", "listen: ''\n", "listen: required; key: required; ledger: required; coordinator: required; coordinator_id: required over TLS"},
 		{"not a map", "- a\n", "cannot unmarshal"},
+		{"reference backend", good + "backend: reference\n", ""},
+		{"unknown backend", good + "backend: tpu\n", `backend: kernels: unknown backend "tpu" (have cpu, reference`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("aggregator.yaml", []byte(tc.yaml))
@@ -70,4 +75,19 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("error %v does not wrap ErrConfig", err)
 		}
 	})
+}
+
+// A binary built without CUDA refuses backend: cuda at validation, naming
+// the build tag that adds it.
+func TestConfigCUDABackendWithoutTag(t *testing.T) {
+	if slices.Contains(kernels.Backends(), "cuda") {
+		t.Skip("this binary has the cuda backend")
+	}
+	c, err := ParseConfig("aggregator.yaml", []byte("key: a\nledger: l:1\ncoordinator: c:1\ninsecure: true\nbackend: cuda\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "rebuild with -tags fedcuda") {
+		t.Fatalf("Validate: %v, want the build tag named", err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
@@ -80,6 +81,10 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 		return nil, err
 	}
 	local := coordinator.NewLocalAggregator(s.store, filepath.Join(cfg.DataDir, "work"), coordinator.NewSigner(s.ledger, key), log)
+	if local.Backend, err = kernels.Open(cfg.Backend); err != nil {
+		return nil, fmt.Errorf("%w: backend: %w", ErrConfig, err)
+	}
+	log.Info("aggregation backend", "backend", local.Backend.Name())
 	s.svc = NewService(local, s.store, s.artifacts, cfg.CoordinatorID, log)
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
