@@ -16,7 +16,10 @@
 //     the CPU's features; build tag purego forces pure Go), which multiplies
 //     and adds in separate instructions, never FMA, so it rounds as the Go
 //     code does. Results never depend on the thread count.
-//   - behind the build tag "cuda", a GPU backend (kernels/cuda).
+//   - behind the build tag "fedcuda", a GPU backend (kernels/cuda), bit for
+//     bit the same; Open("cuda") returns it where it is built in. The tag
+//     is not "cuda": under that one Gorgonia switches to its own cuDNN
+//     engine and nothing that imports package model builds.
 //
 // WeightedMean (the WeightedMeaner extension) is FedAvg's whole step —
 // accumulate, scale, round to float32 — in one pass: on amd64 the CPU

@@ -50,7 +50,7 @@ type AdamW struct {
 }
 
 // Device runs the primitive operations of a training step. The Host device
-// (plain Go) is the reference; a CUDA device (build tag cuda) runs the same
+// (plain Go) is the reference; a CUDA device (build tag fedcuda) runs the same
 // operations as GPU kernels and must agree with Host to 1e-3 relative.
 //
 // Errors are sticky, in the manner of bufio.Scanner: an operation that fails

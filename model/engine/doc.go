@@ -16,5 +16,5 @@
 //     losses cross per step. It computes what model.Trainer computes (same
 //     batches, loss, clipping, schedule, AdamW, LoRA dropout stream).
 //
-// The CUDA Device lives in the cudadev subpackage (build tag cuda).
+// The CUDA Device lives in the cudadev subpackage (build tag fedcuda).
 package engine
