@@ -334,6 +334,7 @@ func (s *Service) enqueueTx(body ledger.TxBody) {
 func (s *Service) txWorker(ctx context.Context) {
 	delay := txRetryMin
 	var failingSince time.Time
+	var waitDetail string // the status detail the last failure set
 	for {
 		s.txMu.Lock()
 		var q *queuedTx
@@ -365,8 +366,16 @@ func (s *Service) txWorker(ctx context.Context) {
 		if err == nil || errors.Is(err, node.ErrRejected) {
 			if !failingSince.IsZero() {
 				s.log.InfoContext(ctx, "tx submitted after retries", "type", q.body.TxType(), "round", round, "waited", time.Since(failingSince).Round(time.Second))
+				// Clear the waiting detail unless something newer replaced it.
+				stale := waitDetail
+				s.post(ctx, func() {
+					if j := s.job; j != nil && j.detail == stale {
+						j.detail = ""
+						s.publishStatus(ctx)
+					}
+				})
 			}
-			delay, failingSince = txRetryMin, time.Time{}
+			delay, failingSince, waitDetail = txRetryMin, time.Time{}, ""
 		}
 		var ev Event
 		switch {
@@ -397,6 +406,7 @@ func (s *Service) txWorker(ctx context.Context) {
 			s.log.WarnContext(ctx, "tx not submitted; retrying", "type", q.body.TxType(), "round", round, "retry_in", delay, "err", err)
 			detail := fmt.Sprintf("round %d: %s not submitted since %s (retrying every %s): %v",
 				round, q.body.TxType(), failingSince.UTC().Format(time.RFC3339), delay, err)
+			waitDetail = detail
 			gen := q.gen
 			s.post(ctx, func() {
 				if j := s.job; j != nil && gen == s.gen.Load() && j.result == nil {

@@ -178,7 +178,9 @@ func TestEngineBackendHostFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := NewBackend(DeviceHost)
-	task := Task{ModelDir: dir, OutDir: t.TempDir(), Compression: "bf16",
+	// Uncompressed, so that a weight that differs from the base was moved
+	// by training, not by rounding.
+	task := Task{ModelDir: dir, OutDir: t.TempDir(), Compression: "none",
 		Train: model.TrainConfig{Steps: 2, Batch: 2, SeqLen: 16, LR: 1e-3, Schedule: model.ScheduleConstant, Seed: 1}}
 	u, err := b.Fit(context.Background(), task, Data{Dataset: ds})
 	if err != nil {
@@ -213,8 +215,8 @@ func TestEngineBackendHostFull(t *testing.T) {
 			}
 		}
 	}
-	if changed == 0 {
-		t.Error("full fine-tuning changed no weight")
+	if total := base.NumParams(); changed < total/2 {
+		t.Errorf("full fine-tuning changed %d of %d weights, want most", changed, total)
 	}
 	// A task the device cannot train fails cleanly.
 	bad := task

@@ -66,9 +66,11 @@ type Trainer struct {
 	adapter *model.Adapter
 	c       model.Config
 
-	B, T, N                  int
-	d, H, KV, hd, I, V, L, R int
-	alpha                    float32 // 1/sqrt(hd)
+	// Shapes: batch, sequence length, rows (nB·nT); hidden size, heads, kv
+	// heads, head dimension, MLP width, vocabulary, layers, LoRA rank.
+	nB, nT, nN                     int
+	d, nH, nKV, hd, nI, nV, nL, nR int
+	alpha                          float32 // 1/sqrt(hd)
 
 	weights map[string]Buffer // every base weight by HF name
 	grads   map[string]Buffer // full fine-tuning: gradient by HF name
@@ -121,13 +123,13 @@ func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainCo
 		return nil, err
 	}
 	c := m.Config
-	t := &Trainer{dev: dev, cfg: cfg, base: m, c: c, B: cfg.Batch, T: cfg.SeqLen, N: cfg.Batch * cfg.SeqLen,
-		d: c.HiddenSize, H: c.NumAttentionHeads, KV: c.KVHeads(), hd: c.HeadDimension(), I: c.IntermediateSize,
-		V: c.VocabSize, L: c.NumHiddenLayers, weights: map[string]Buffer{}, grads: map[string]Buffer{},
+	t := &Trainer{dev: dev, cfg: cfg, base: m, c: c, nB: cfg.Batch, nT: cfg.SeqLen, nN: cfg.Batch * cfg.SeqLen,
+		d: c.HiddenSize, nH: c.NumAttentionHeads, nKV: c.KVHeads(), hd: c.HeadDimension(), nI: c.IntermediateSize,
+		nV: c.VocabSize, nL: c.NumHiddenLayers, weights: map[string]Buffer{}, grads: map[string]Buffer{},
 		lora: map[string]*adapted{}, ltmp: map[int]Buffer{}, rng: rand.New(rand.NewPCG(cfg.Seed, dropoutStream))}
 	t.alpha = float32(1 / math.Sqrt(float64(t.hd)))
-	if t.H%t.KV != 0 {
-		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", model.ErrTrainConfig, t.H, t.KV)
+	if t.nH%t.nKV != 0 {
+		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", model.ErrTrainConfig, t.nH, t.nKV)
 	}
 	if cfg.LoRA != nil {
 		var err error
@@ -135,7 +137,7 @@ func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainCo
 			return nil, err
 		}
 		t.adapter = ad
-		t.R = cfg.LoRA.Rank
+		t.nR = cfg.LoRA.Rank
 	}
 	if err := t.upload(); err != nil {
 		t.free()
@@ -278,7 +280,7 @@ func (t *Trainer) alloc(n int) Buffer {
 // upload allocates everything and copies the weights to the device.
 func (t *Trainer) upload() error {
 	dev := t.dev
-	N, d, H, KV, hd, I, T := t.N, t.d, t.H, t.KV, t.hd, t.I, t.T
+	N, d, H, KV, hd, I, T := t.nN, t.d, t.nH, t.nKV, t.hd, t.nI, t.nT
 	full := t.cfg.LoRA == nil
 	for _, name := range t.base.Names() {
 		tn := t.base.Tensors[name]
@@ -303,9 +305,9 @@ func (t *Trainer) upload() error {
 		}
 		for _, w := range adaptedWeights(&t.c, &ad.Config) {
 			an, bn := model.LoRANames(w)
-			la := &adapted{a: newParam(an), b: newParam(bn), r: t.R}
+			la := &adapted{a: newParam(an), b: newParam(bn), r: t.nR}
 			la.in, la.out = la.a.shape[1], la.b.shape[0]
-			la.za = t.alloc(N * t.R)
+			la.za = t.alloc(N * t.nR)
 			if ad.Config.Dropout > 0 {
 				la.mask, la.xm = t.alloc(N*la.in), t.alloc(N*la.in)
 				t.masked = append(t.masked, w)
@@ -317,33 +319,33 @@ func (t *Trainer) upload() error {
 			t.params = append(t.params, la.a, la.b)
 		}
 		slices.Sort(t.masked)
-		t.dza = t.alloc(N * t.R)
+		t.dza = t.alloc(N * t.nR)
 	}
 	t.ids, t.tgt = dev.AllocInt(N), dev.AllocInt(N)
 	cos, sin := ropeTables(t.c.RopeTheta, hd, T)
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
 	dev.Write(t.cos, 0, cos)
 	dev.Write(t.sin, 0, sin)
-	for l := 0; l <= t.L; l++ {
+	for l := 0; l <= t.nL; l++ {
 		t.xs = append(t.xs, t.alloc(N*d))
 	}
 	heads := N * H * hd
-	for l := 0; l < t.L; l++ {
+	for l := 0; l < t.nL; l++ {
 		t.layers = append(t.layers, layerActs{
 			h1: t.alloc(N * d), rstd1: t.alloc(N),
 			qh: t.alloc(heads), kh: t.alloc(heads), vh: t.alloc(heads), oh: t.alloc(heads),
-			p: t.alloc(t.B * H * T * T), o: t.alloc(heads), xMid: t.alloc(N * d),
+			p: t.alloc(t.nB * H * T * T), o: t.alloc(heads), xMid: t.alloc(N * d),
 			h2: t.alloc(N * d), rstd2: t.alloc(N),
 			g: t.alloc(N * I), u: t.alloc(N * I), act: t.alloc(N * I),
 		})
 	}
-	t.hf, t.rstdf, t.logits, t.loss = t.alloc(N*d), t.alloc(N), t.alloc(N*t.V), t.alloc(N)
+	t.hf, t.rstdf, t.logits, t.loss = t.alloc(N*d), t.alloc(N), t.alloc(N*t.nV), t.alloc(N)
 	t.lossHost = make([]float32, N)
 	t.q, t.k, t.v = t.alloc(heads), t.alloc(N*KV*hd), t.alloc(N*KV*hd)
 	t.dx, t.dh, t.dhf = t.alloc(N*d), t.alloc(N*d), t.alloc(N*d)
 	t.dq, t.dk, t.dv = t.alloc(heads), t.alloc(N*KV*hd), t.alloc(N*KV*hd)
 	t.do, t.doh, t.dqh, t.dkh, t.dvh = t.alloc(heads), t.alloc(heads), t.alloc(heads), t.alloc(heads), t.alloc(heads)
-	t.dP = t.alloc(t.B * H * T * T)
+	t.dP = t.alloc(t.nB * H * T * T)
 	t.dact, t.dg, t.du = t.alloc(N*I), t.alloc(N*I), t.alloc(N*I)
 	if err := dev.Sync(); err != nil {
 		return fmt.Errorf("engine: upload to %s: %w", dev.Name(), err)
@@ -416,26 +418,26 @@ func (t *Trainer) usable() error {
 // needTargets every window must hold T+1 tokens; otherwise T or T+1 (the
 // last token is then ignored).
 func (t *Trainer) batchIDs(batch [][]int, needTargets bool) (ids, tgt []int32, err error) {
-	if len(batch) != t.B {
-		return nil, nil, fmt.Errorf("engine: batch has %d windows, the trainer was built for %d", len(batch), t.B)
+	if len(batch) != t.nB {
+		return nil, nil, fmt.Errorf("engine: batch has %d windows, the trainer was built for %d", len(batch), t.nB)
 	}
-	ids, tgt = make([]int32, t.N), make([]int32, t.N)
+	ids, tgt = make([]int32, t.nN), make([]int32, t.nN)
 	for b, w := range batch {
-		if len(w) != t.T+1 && (needTargets || len(w) != t.T) {
+		if len(w) != t.nT+1 && (needTargets || len(w) != t.nT) {
 			if needTargets {
-				return nil, nil, fmt.Errorf("engine: window %d has %d tokens, want seq_len+1 = %d", b, len(w), t.T+1)
+				return nil, nil, fmt.Errorf("engine: window %d has %d tokens, want seq_len+1 = %d", b, len(w), t.nT+1)
 			}
-			return nil, nil, fmt.Errorf("engine: window %d has %d tokens, want seq_len = %d (or seq_len+1)", b, len(w), t.T)
+			return nil, nil, fmt.Errorf("engine: window %d has %d tokens, want seq_len = %d (or seq_len+1)", b, len(w), t.nT)
 		}
 		for p, id := range w {
-			if id < 0 || id >= t.V {
-				return nil, nil, fmt.Errorf("engine: window %d position %d: token %d outside the vocabulary [0, %d)", b, p, id, t.V)
+			if id < 0 || id >= t.nV {
+				return nil, nil, fmt.Errorf("engine: window %d position %d: token %d outside the vocabulary [0, %d)", b, p, id, t.nV)
 			}
 		}
-		for p := 0; p < t.T; p++ {
-			ids[b*t.T+p] = int32(w[p])
-			if len(w) > t.T {
-				tgt[b*t.T+p] = int32(w[p+1])
+		for p := 0; p < t.nT; p++ {
+			ids[b*t.nT+p] = int32(w[p])
+			if len(w) > t.nT {
+				tgt[b*t.nT+p] = int32(w[p+1])
 			}
 		}
 	}
@@ -452,7 +454,7 @@ func (t *Trainer) drawMasks() {
 	val := float32(1 / keep)
 	for _, w := range t.masked {
 		la := t.lora[w]
-		m := make([]float32, t.N*la.in)
+		m := make([]float32, t.nN*la.in)
 		for i := range m {
 			if t.rng.Float64() < keep {
 				m[i] = val
@@ -465,7 +467,7 @@ func (t *Trainer) drawMasks() {
 // linear computes y = beta·y + x·Wᵀ (+ the adapter's term) for weight name.
 func (t *Trainer) linear(y, x Buffer, name string, in, out int, beta float32) {
 	dev := t.dev
-	dev.MatMul(Gemm{TransB: true, M: t.N, N: out, K: in, Alpha: 1, Beta: beta, A: x, B: t.weights[name], C: y})
+	dev.MatMul(Gemm{TransB: true, M: t.nN, N: out, K: in, Alpha: 1, Beta: beta, A: x, B: t.weights[name], C: y})
 	la := t.lora[name]
 	if la == nil {
 		return
@@ -476,17 +478,17 @@ func (t *Trainer) linear(y, x Buffer, name string, in, out int, beta float32) {
 		xin = la.xm
 	}
 	s := float32(t.adapter.Config.Scaling())
-	dev.MatMul(Gemm{TransB: true, M: t.N, N: t.R, K: in, Alpha: 1, A: xin, B: la.a.w, C: la.za})
-	dev.MatMul(Gemm{TransB: true, M: t.N, N: out, K: t.R, Alpha: s, Beta: 1, A: la.za, B: la.b.w, C: y})
+	dev.MatMul(Gemm{TransB: true, M: t.nN, N: t.nR, K: in, Alpha: 1, A: xin, B: la.a.w, C: la.za})
+	dev.MatMul(Gemm{TransB: true, M: t.nN, N: out, K: t.nR, Alpha: s, Beta: 1, A: la.za, B: la.b.w, C: y})
 }
 
 // linearBack sets dx = beta·dx + dy·W (+ the adapter's term) and adds the
 // weight gradients of the forward linear(y, x, name).
 func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta float32) {
 	dev := t.dev
-	dev.MatMul(Gemm{M: t.N, N: in, K: out, Alpha: 1, Beta: beta, A: dy, B: t.weights[name], C: dx})
+	dev.MatMul(Gemm{M: t.nN, N: in, K: out, Alpha: 1, Beta: beta, A: dy, B: t.weights[name], C: dx})
 	if g := t.grads[name]; g != nil {
-		dev.MatMul(Gemm{TransA: true, M: out, N: in, K: t.N, Alpha: 1, Beta: 1, A: dy, B: x, C: g})
+		dev.MatMul(Gemm{TransA: true, M: out, N: in, K: t.nN, Alpha: 1, Beta: 1, A: dy, B: x, C: g})
 	}
 	la := t.lora[name]
 	if la == nil {
@@ -497,15 +499,15 @@ func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta fl
 		xin = la.xm
 	}
 	s := float32(t.adapter.Config.Scaling())
-	dev.MatMul(Gemm{TransA: true, M: out, N: t.R, K: t.N, Alpha: s, Beta: 1, A: dy, B: la.za, C: la.b.g})
-	dev.MatMul(Gemm{M: t.N, N: t.R, K: out, Alpha: s, A: dy, B: la.b.w, C: t.dza})
-	dev.MatMul(Gemm{TransA: true, M: t.R, N: in, K: t.N, Alpha: 1, Beta: 1, A: t.dza, B: xin, C: la.a.g})
+	dev.MatMul(Gemm{TransA: true, M: out, N: t.nR, K: t.nN, Alpha: s, Beta: 1, A: dy, B: la.za, C: la.b.g})
+	dev.MatMul(Gemm{M: t.nN, N: t.nR, K: out, Alpha: s, A: dy, B: la.b.w, C: t.dza})
+	dev.MatMul(Gemm{TransA: true, M: t.nR, N: in, K: t.nN, Alpha: 1, Beta: 1, A: t.dza, B: xin, C: la.a.g})
 	if la.mask == nil {
-		dev.MatMul(Gemm{M: t.N, N: in, K: t.R, Alpha: 1, Beta: 1, A: t.dza, B: la.a.w, C: dx})
+		dev.MatMul(Gemm{M: t.nN, N: in, K: t.nR, Alpha: 1, Beta: 1, A: t.dza, B: la.a.w, C: dx})
 		return
 	}
 	tmp := t.ltmp[in]
-	dev.MatMul(Gemm{M: t.N, N: in, K: t.R, Alpha: 1, A: t.dza, B: la.a.w, C: tmp})
+	dev.MatMul(Gemm{M: t.nN, N: in, K: t.nR, Alpha: 1, A: t.dza, B: la.a.w, C: tmp})
 	dev.Mul(tmp, tmp, la.mask)
 	dev.Axpy(dx, 1, tmp)
 }
@@ -521,7 +523,7 @@ func (t *Trainer) head() Buffer {
 
 // batched returns the Gemm of B·H per-head products.
 func (t *Trainer) batched(g Gemm, sa, sb, sc int) Gemm {
-	g.Batch, g.StrideA, g.StrideB, g.StrideC = t.B*t.H, sa, sb, sc
+	g.Batch, g.StrideA, g.StrideB, g.StrideC = t.nB*t.nH, sa, sb, sc
 	return g
 }
 
@@ -529,12 +531,12 @@ func (t *Trainer) batched(g Gemm, sa, sb, sc int) Gemm {
 func (t *Trainer) forward(train bool) {
 	dev := t.dev
 	t.train = train
-	N, d, H, KV, hd, I, T, B := t.N, t.d, t.H, t.KV, t.hd, t.I, t.T, t.B
+	N, d, H, KV, hd, I, T, B := t.nN, t.d, t.nH, t.nKV, t.hd, t.nI, t.nT, t.nB
 	rep := H / KV
 	eps := float32(t.c.RMSNormEps)
 	th := T * hd
 	dev.Embed(t.xs[0], t.weights[embedName], t.ids, d)
-	for l := 0; l < t.L; l++ {
+	for l := 0; l < t.nL; l++ {
 		a := &t.layers[l]
 		x := t.xs[l]
 		dev.RMSNorm(a.h1, a.rstd1, x, t.weights[layerName(l, "input_layernorm.weight")], N, d, eps)
@@ -560,29 +562,29 @@ func (t *Trainer) forward(train bool) {
 		dev.Copy(t.xs[l+1], a.xMid)
 		t.linear(t.xs[l+1], a.act, model.ProjName(l, "down_proj"), I, d, 1)
 	}
-	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.L], t.weights[finalNormName], N, d, eps)
-	dev.MatMul(Gemm{TransB: true, M: N, N: t.V, K: d, Alpha: 1, A: t.hf, B: t.head(), C: t.logits})
+	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.nL], t.weights[finalNormName], N, d, eps)
+	dev.MatMul(Gemm{TransB: true, M: N, N: t.nV, K: d, Alpha: 1, A: t.hf, B: t.head(), C: t.logits})
 }
 
 // backward runs after CrossEntropy has left dlogits in t.logits and adds
 // every trainable parameter's gradient.
 func (t *Trainer) backward() {
 	dev := t.dev
-	N, d, H, KV, hd, I, T, B := t.N, t.d, t.H, t.KV, t.hd, t.I, t.T, t.B
+	N, d, H, KV, hd, I, T, B := t.nN, t.d, t.nH, t.nKV, t.hd, t.nI, t.nT, t.nB
 	rep := H / KV
 	th := T * hd
 	full := t.cfg.LoRA == nil
-	dev.MatMul(Gemm{M: N, N: d, K: t.V, Alpha: 1, A: t.logits, B: t.head(), C: t.dhf})
+	dev.MatMul(Gemm{M: N, N: d, K: t.nV, Alpha: 1, A: t.logits, B: t.head(), C: t.dhf})
 	if full {
 		hg := t.grads[lmHeadName]
 		if t.c.TieWordEmbeddings {
 			hg = t.grads[embedName]
 		}
-		dev.MatMul(Gemm{TransA: true, M: t.V, N: d, K: N, Alpha: 1, Beta: 1, A: t.logits, B: t.hf, C: hg})
+		dev.MatMul(Gemm{TransA: true, M: t.nV, N: d, K: N, Alpha: 1, Beta: 1, A: t.logits, B: t.hf, C: hg})
 	}
 	dev.Zero(t.dx)
-	dev.RMSNormBackward(t.dx, t.grads[finalNormName], t.dhf, t.xs[t.L], t.weights[finalNormName], t.rstdf, N, d)
-	for l := t.L - 1; l >= 0; l-- {
+	dev.RMSNormBackward(t.dx, t.grads[finalNormName], t.dhf, t.xs[t.nL], t.weights[finalNormName], t.rstdf, N, d)
+	for l := t.nL - 1; l >= 0; l-- {
 		a := &t.layers[l]
 		// MLP: x_{l+1} = xMid + down(SwiGLU(gate(h2), up(h2))).
 		t.linearBack(t.dact, t.dx, a.act, model.ProjName(l, "down_proj"), I, d, 0)
@@ -641,7 +643,7 @@ func (t *Trainer) Step(batch [][]int) (float64, error) {
 	dev.WriteInt(t.ids, ids)
 	dev.WriteInt(t.tgt, tgt)
 	t.forward(true)
-	dev.CrossEntropy(t.loss, t.logits, t.logits, t.tgt, t.N, t.V, 1/float32(t.N))
+	dev.CrossEntropy(t.loss, t.logits, t.logits, t.tgt, t.nN, t.nV, 1/float32(t.nN))
 	dev.Read(t.lossHost, t.loss, 0)
 	if err := dev.Sync(); err != nil {
 		return 0, t.deviceErr(fmt.Sprintf("step %d forward", t.step+1), err)
@@ -650,7 +652,7 @@ func (t *Trainer) Step(batch [][]int) (float64, error) {
 	for _, l := range t.lossHost {
 		sum += float64(l)
 	}
-	loss := sum / float64(t.N)
+	loss := sum / float64(t.nN)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return loss, fmt.Errorf("engine: step %d: loss is %g", t.step+1, loss)
 	}
@@ -684,9 +686,9 @@ func (t *Trainer) Step(batch [][]int) (float64, error) {
 		return 0, t.err
 	}
 	t.step = step
-	t.tokens += t.N
+	t.tokens += t.nN
 	if t.cfg.Progress != nil {
-		t.cfg.Progress(t.step, loss, float64(t.N)/time.Since(start).Seconds())
+		t.cfg.Progress(t.step, loss, float64(t.nN)/time.Since(start).Seconds())
 	}
 	return loss, nil
 }
@@ -726,7 +728,7 @@ func (t *Trainer) Forward(batch [][]int) ([]float32, error) {
 	}
 	t.dev.WriteInt(t.ids, ids)
 	t.forward(false)
-	out := make([]float32, t.N*t.V)
+	out := make([]float32, t.nN*t.nV)
 	t.dev.Read(out, t.logits, 0)
 	if err := t.dev.Sync(); err != nil {
 		return nil, t.deviceErr("forward", err)
@@ -742,10 +744,10 @@ func (t *Trainer) download(b Buffer, shape []int) *model.Tensor {
 }
 
 // Adapter returns a copy of the adapter's current weights (LoRA only; nil
-// otherwise, or when the device fails to read them back: Close then
-// reports why).
+// otherwise, after Close, after a step failed on the device, or when the
+// device fails to read them back: Close then reports why).
 func (t *Trainer) Adapter() *model.Adapter {
-	if t.adapter == nil || t.closed {
+	if t.adapter == nil || t.usable() != nil {
 		return nil
 	}
 	ad := &model.Adapter{Config: t.adapter.Config, BaseModel: t.adapter.BaseModel, Tensors: map[string]*model.Tensor{}}
@@ -762,10 +764,11 @@ func (t *Trainer) Adapter() *model.Adapter {
 
 // Model returns a copy of the model with the current weights read back
 // from the device. With LoRA the base weights are those the trainer started
-// from (frozen). It returns nil after Close or when the device fails to
+// from (frozen). It returns nil after Close, after a step failed on the
+// device (the weights may be half updated), or when the device fails to
 // read them back (Close then reports why).
 func (t *Trainer) Model() *model.Model {
-	if t.closed {
+	if t.usable() != nil {
 		return nil
 	}
 	out := &model.Model{Config: t.c, Tensors: map[string]*model.Tensor{}}
