@@ -4,8 +4,10 @@
 # the CPU, fedtune (Gorgonia) beside PyTorch, at two sizes:
 #   tiny        configs/models/tiny.yaml (d=64, 2 layers), batch 8 x 64 tokens
 #   d256-4layer d=256, 4 layers, 8 heads / 4 kv heads,    batch 8 x 128 tokens
-# fedtune runs its BenchmarkLoRAStep (./model) twice: the default pure-Go
-# BLAS build and -tags openblas. PyTorch is Debian's python3-torch, with
+# fedtune runs its BenchmarkLoRAStep (./model, Gorgonia: the trainer's
+# device cpu) with the default pure-Go BLAS build and -tags openblas, and
+# the hand-written step of ./model/engine on the Host device (the trainer's
+# device host; BenchmarkStepHost, the same shapes) in both builds. PyTorch is Debian's python3-torch, with
 # torch.set_num_threads(nproc). Prints tokens/s of each and the ratio
 # fedtune/PyTorch (above 1 means fedtune is faster).
 #
@@ -45,11 +47,26 @@ go_bench() {
   if [ ! -s "$tmp/$build" ]; then echo "bench-train: no tok/s metric in the $build benchmark output" >&2; exit 1; fi
 }
 
+# engine_bench BUILD [go test flags...]: the same for BenchmarkStepHost's LoRA cases.
+engine_bench() {
+  local build=$1; shift
+  echo "bench-train: go test -bench BenchmarkStepHost ($build build, -benchtime $BENCHTIME)" >&2
+  go test "$@" -run '^$' -bench '^BenchmarkStepHost$' -benchtime "$BENCHTIME" -count 1 ./model/engine/ \
+    | tee "$tmp/$build.log" >&2
+  awk '/^BenchmarkStepHost\/.*-lora/ {
+         name = $1; sub(/^BenchmarkStepHost\//, "", name); sub(/-[0-9]+$/, "", name); sub(/-lora$/, "", name)
+         for (i = 2; i < NF; i++) if ($(i+1) == "tok/s") print name, $i
+       }' "$tmp/$build.log" >"$tmp/$build"
+  if [ ! -s "$tmp/$build" ]; then echo "bench-train: no tok/s metric in the $build benchmark output" >&2; exit 1; fi
+}
+
 go_bench default
-builds=(default)
+engine_bench engine
+builds=(default engine)
 if [ "${SKIP_OPENBLAS:-0}" != 1 ]; then
   CGO_LDFLAGS="${CGO_LDFLAGS:-} -lopenblas" go_bench openblas -tags openblas
-  builds+=(openblas)
+  CGO_LDFLAGS="${CGO_LDFLAGS:-} -lopenblas" engine_bench engine+ob -tags openblas
+  builds+=(openblas engine+ob)
 fi
 
 # torch_args CONFIG: the PyTorch shapes of a BenchmarkLoRAStep sub-benchmark.

@@ -1,4 +1,4 @@
-//go:build fedcuda
+//go:build fedcuda || fedcudaemu
 
 package cuda
 
@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/fedtune/fedtune/kernels"
-	"gorgonia.org/cu"
 )
 
 // Backend is kernels.Backend (and kernels.WeightedMeaner) on one GPU. Its
@@ -28,10 +25,10 @@ import (
 // logged once and counted by Fallbacks, and Err returns the last one.
 type Backend struct {
 	mu     sync.Mutex
-	ctx    *Context // nil for a Backend on an emulated device (tests)
-	c      device
-	own    bool  // Close closes ctx
-	budget int64 // bytes of input rows per chunk
+	ctx    *Context
+	c      device // ctx, as the interface the kernels are launched through
+	own    bool   // Close closes ctx
+	budget int64  // bytes of input rows per chunk
 
 	in, acc, out, aux devBuf
 
@@ -50,18 +47,17 @@ const defaultChunkBytes = 256 << 20
 
 // devBuf is a device scratch buffer that only grows.
 type devBuf struct {
-	p cu.DevicePtr
+	p DevicePtr
 	n int64
 }
 
-// device is the part of Context a Backend uses; tests may put a CPU
-// emulation of the kernels behind it (build tag fedcudaemu).
+// device is the part of Context a Backend and the Sgemm fallback use.
 type device interface {
 	Name() string
-	Alloc(bytes int64) (cu.DevicePtr, error)
-	Free(p cu.DevicePtr)
-	HtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int64) error
-	DtoH(dst unsafe.Pointer, src cu.DevicePtr, bytes int64) error
+	Alloc(bytes int64) (DevicePtr, error)
+	Free(p DevicePtr)
+	HtoD(dst DevicePtr, src unsafe.Pointer, bytes int64) error
+	DtoH(dst unsafe.Pointer, src DevicePtr, bytes int64) error
 	Launch(kernel string, grid, block [3]int, sharedBytes int, args ...any) error
 	Sync() error
 }
@@ -83,30 +79,6 @@ func OpenBackend(ordinal int) (*Backend, error) {
 	b := NewBackend(c)
 	b.own = true
 	return b, nil
-}
-
-// processBackend is the Backend kernels.Open("cuda") returns: GPU
-// $FEDTUNE_CUDA_DEVICE (default 0), opened once per process.
-var processBackend = sync.OnceValues(func() (*Backend, error) {
-	ordinal := 0
-	if s := os.Getenv("FEDTUNE_CUDA_DEVICE"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("cuda: FEDTUNE_CUDA_DEVICE=%q: want a GPU number >= 0", s)
-		}
-		ordinal = n
-	}
-	return OpenBackend(ordinal)
-})
-
-func init() {
-	kernels.Register("cuda", func() (kernels.Backend, error) {
-		b, err := processBackend()
-		if err != nil {
-			return nil, err
-		}
-		return b, nil
-	})
 }
 
 // Name returns "cuda".
@@ -189,8 +161,6 @@ func grid1(work int64) [3]int {
 
 var block1 = [3]int{threadsPerBlock, 1, 1}
 
-func ptr(d cu.DevicePtr, byteOff int64) cu.DevicePtr { return d + cu.DevicePtr(byteOff) }
-
 // rowsIn copies xs[k][off:off+m] to row k of b.in (rows ld elements apart).
 func (b *Backend) rowsIn(xs [][]float32, off, m, ld int) error {
 	if err := b.ensure(&b.in, int64(max(len(xs), 1))*int64(ld)*4); err != nil {
@@ -219,7 +189,7 @@ const maxTerms = 16
 // maxTerms, the running sum kept in acc between groups. readAcc starts from
 // acc; writeAcc leaves the sum in acc; dst (if non-zero) receives
 // float32(sum·s).
-func (b *Backend) wsum(acc, dst cu.DevicePtr, w []float64, xs []cu.DevicePtr, n int, s float64, readAcc, writeAcc bool) error {
+func (b *Backend) wsum(acc, dst DevicePtr, w []float64, xs []DevicePtr, n int, s float64, readAcc, writeAcc bool) error {
 	vector := dst%16 == 0
 	for _, x := range xs {
 		vector = vector && x%16 == 0
@@ -247,7 +217,7 @@ func (b *Backend) wsum(acc, dst cu.DevicePtr, w []float64, xs []cu.DevicePtr, n 
 			if lo+j < hi {
 				args = append(args, xs[lo+j])
 			} else {
-				args = append(args, cu.DevicePtr(0))
+				args = append(args, DevicePtr(0))
 			}
 		}
 		for j := range maxTerms {
@@ -265,8 +235,8 @@ func (b *Backend) wsum(acc, dst cu.DevicePtr, w []float64, xs []cu.DevicePtr, n 
 }
 
 // inRows returns the device addresses of the first k rows of b.in.
-func (b *Backend) inRows(k, ld int) []cu.DevicePtr {
-	ps := make([]cu.DevicePtr, k)
+func (b *Backend) inRows(k, ld int) []DevicePtr {
+	ps := make([]DevicePtr, k)
 	for i := range ps {
 		ps[i] = ptr(b.in.p, int64(i)*int64(ld)*4)
 	}
@@ -278,7 +248,7 @@ func (b *Backend) inRows(k, ld int) []cu.DevicePtr {
 // from +0, exactly as kernels.WeightedMeaner specifies, for n float32
 // elements. It does not wait (Context.Sync does); dst and every xs[k] must
 // hold n elements.
-func (b *Backend) WeightedMeanDevice(dst cu.DevicePtr, w []float64, xs []cu.DevicePtr, n int, s float64) error {
+func (b *Backend) WeightedMeanDevice(dst DevicePtr, w []float64, xs []DevicePtr, n int, s float64) error {
 	if len(w) != len(xs) {
 		return fmt.Errorf("cuda: WeightedMeanDevice: len(w) = %d, len(xs) = %d", len(w), len(xs))
 	}
@@ -287,7 +257,7 @@ func (b *Backend) WeightedMeanDevice(dst cu.DevicePtr, w []float64, xs []cu.Devi
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var acc cu.DevicePtr
+	var acc DevicePtr
 	if len(xs) > maxTerms {
 		if err := b.ensure(&b.acc, int64(n)*8); err != nil {
 			return err
@@ -322,7 +292,7 @@ func (b *Backend) weightedMeanChunk(dst []float32, w []float64, xs [][]float32, 
 	if err := b.ensure(&b.out, int64(ld)*4); err != nil {
 		return err
 	}
-	var acc cu.DevicePtr
+	var acc DevicePtr
 	if len(xs) > maxTerms {
 		if err := b.ensure(&b.acc, int64(ld)*8); err != nil {
 			return err

@@ -84,19 +84,11 @@ static int fedtune_sgemm_strided_batched(void *h, int ta, int tb, int m, int n, 
 import "C"
 
 import (
-	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"unsafe"
-
-	"gorgonia.org/cu"
 )
-
-// ErrNoBLAS is wrapped by the error Sgemm and SgemmStridedBatched return
-// when no cuBLAS library could be loaded.
-var ErrNoBLAS = errors.New("cuda: cuBLAS unavailable")
 
 // blasLibraries are tried in order; the first that loads with every symbol
 // wins.
@@ -166,21 +158,12 @@ func blasOp(trans bool) C.int {
 	return 0 // CUBLAS_OP_N
 }
 
-func checkGemm(op string, ints ...int) error {
-	for _, v := range ints {
-		if v < 0 || v > math.MaxInt32 {
-			return fmt.Errorf("cuda: %s: size or leading dimension %d out of range [0, 2^31)", op, v)
-		}
-	}
-	return nil
-}
-
 // Sgemm queues C = alpha·op(A)·op(B) + beta·C on the stream, with exactly
 // cublasSgemm_v2's column-major semantics: op(A) is m×k, op(B) is k×n, C is
 // m×n; op(X) is Xᵀ when the trans flag is set. FP32 arithmetic throughout
 // (CUBLAS_DEFAULT_MATH: no TF32). Without cuBLAS (BLASError says why) it
 // runs fedtune's own tiled kernel (blas.cu): same semantics, slower.
-func (c *Context) Sgemm(transA, transB bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, b cu.DevicePtr, ldb int, beta float32, cc cu.DevicePtr, ldc int) error {
+func (c *Context) Sgemm(transA, transB bool, m, n, k int, alpha float32, a DevicePtr, lda int, b DevicePtr, ldb int, beta float32, cc DevicePtr, ldc int) error {
 	if err := checkGemm("Sgemm", m, n, k, lda, ldb, ldc); err != nil {
 		return err
 	}
@@ -204,7 +187,7 @@ func (c *Context) Sgemm(transA, transB bool, m, n, k int, alpha float32, a cu.De
 // stream, product i using A + i·strideA, B + i·strideB and C + i·strideC
 // (strides in elements), as cublasSgemmStridedBatched does; without cuBLAS
 // on fedtune's own kernel, as Sgemm.
-func (c *Context) SgemmStridedBatched(transA, transB bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, strideA int64, b cu.DevicePtr, ldb int, strideB int64, beta float32, cc cu.DevicePtr, ldc int, strideC int64, batch int) error {
+func (c *Context) SgemmStridedBatched(transA, transB bool, m, n, k int, alpha float32, a DevicePtr, lda int, strideA int64, b DevicePtr, ldb int, strideB int64, beta float32, cc DevicePtr, ldc int, strideC int64, batch int) error {
 	if err := checkGemm("SgemmStridedBatched", m, n, k, lda, ldb, ldc, batch); err != nil {
 		return err
 	}
@@ -222,38 +205,4 @@ func (c *Context) SgemmStridedBatched(transA, transB bool, m, n, k int, alpha fl
 		return fmt.Errorf("cuda: GPU %d: SgemmStridedBatched m=%d n=%d k=%d batch=%d: %w", c.ordinal, m, n, k, batch, blasStatus(st))
 	}
 	return nil
-}
-
-// gemmTile is blas_sgemm's tile edge; a block of gemmTile² threads computes
-// one tile of C.
-const gemmTile = 16
-
-// sgemmKernel queues blas_sgemm on d: the fallback behind Sgemm and
-// SgemmStridedBatched. It checks the leading dimensions as cuBLAS does, so
-// a bad call is an error rather than an out-of-bounds access.
-func sgemmKernel(d device, transA, transB bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, c cu.DevicePtr, ldc int, sc int64, batch int) error {
-	rowsA, rowsB := m, k
-	if transA {
-		rowsA = k
-	}
-	if transB {
-		rowsB = n
-	}
-	if lda < max(1, rowsA) || ldb < max(1, rowsB) || ldc < max(1, m) {
-		return fmt.Errorf("cuda: Sgemm m=%d n=%d k=%d: leading dimensions lda=%d ldb=%d ldc=%d too small (want >= %d, %d, %d)",
-			m, n, k, lda, ldb, ldc, max(1, rowsA), max(1, rowsB), max(1, m))
-	}
-	if m == 0 || n == 0 || batch == 0 {
-		return nil
-	}
-	tiles := int64((m+gemmTile-1)/gemmTile) * int64((n+gemmTile-1)/gemmTile) * int64(batch)
-	flag := func(t bool) int32 {
-		if t {
-			return 1
-		}
-		return 0
-	}
-	return d.Launch("blas_sgemm", [3]int{int(min(tiles, 1<<16)), 1, 1}, [3]int{gemmTile * gemmTile, 1, 1}, 0,
-		flag(transA), flag(transB), int32(m), int32(n), int32(k), alpha,
-		a, int32(lda), sa, b, int32(ldb), sb, beta, c, int32(ldc), sc, int32(batch))
 }

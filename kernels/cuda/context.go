@@ -3,14 +3,10 @@
 package cuda
 
 import (
-	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"math"
 	"path"
-	"regexp"
 	"runtime"
 	"sort"
 	"sync"
@@ -19,19 +15,9 @@ import (
 	"gorgonia.org/cu"
 )
 
-// ptxFiles holds the PTX that `make kernels` generates from the .cu sources
-// beside this file. Every kernel is extern "C" and its name is unique across
-// the files, so a kernel is found by its name alone.
-//
-//go:embed ptx/*.ptx
-var ptxFiles embed.FS
-
-// ErrClosed is returned by the methods of a Context after Close.
-var ErrClosed = errors.New("cuda: context is closed")
-
-// ErrNoKernel is wrapped by Launch's error for a kernel name that none of
-// the embedded PTX modules defines.
-var ErrNoKernel = errors.New("cuda: no such kernel")
+// DevicePtr is a device address: gorgonia.org/cu's, in the GPU build.
+// Byte offsets are plain addition.
+type DevicePtr = cu.DevicePtr
 
 // Context owns one GPU: the device's primary CUDA context, one stream, the
 // fedtune PTX modules and a cuBLAS handle.
@@ -133,35 +119,6 @@ func (c *Context) setup() error {
 		slog.Warn("cuBLAS unavailable; matrix products use fedtune's own slower kernel", "gpu", c.name, "err", c.blasErr)
 	}
 	return nil
-}
-
-// entryRE finds the kernels a PTX file defines.
-var entryRE = regexp.MustCompile(`(?m)^\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+([A-Za-z_$][A-Za-z0-9_$]*)\s*\(`)
-
-// embeddedPTX returns the embedded PTX files (sorted by name) and, for
-// each kernel they define, the file defining it; a kernel defined twice is
-// an error.
-func embeddedPTX() (names []string, from map[string]string, err error) {
-	names, err = fs.Glob(ptxFiles, "ptx/*.ptx")
-	if err != nil {
-		return nil, nil, fmt.Errorf("cuda: listing the embedded PTX: %w", err)
-	}
-	sort.Strings(names)
-	from = map[string]string{}
-	for _, name := range names {
-		src, err := ptxFiles.ReadFile(name)
-		if err != nil {
-			return nil, nil, fmt.Errorf("cuda: reading embedded %s: %w", name, err)
-		}
-		for _, m := range entryRE.FindAllSubmatch(src, -1) {
-			k := string(m[1])
-			if prev, dup := from[k]; dup {
-				return nil, nil, fmt.Errorf("cuda: kernel %q is defined by both %s and %s: kernel names must be unique", k, prev, path.Base(name))
-			}
-			from[k] = path.Base(name)
-		}
-	}
-	return names, from, nil
 }
 
 // loadModules JIT-compiles every embedded PTX file and looks up its kernels.
@@ -294,7 +251,7 @@ func (c *Context) leave() {
 
 // Alloc allocates bytes of device memory, zero-filled (the fill is queued
 // on the stream, so it is done before any later work on it).
-func (c *Context) Alloc(bytes int64) (cu.DevicePtr, error) {
+func (c *Context) Alloc(bytes int64) (DevicePtr, error) {
 	if bytes <= 0 {
 		return 0, fmt.Errorf("cuda: Alloc: %d bytes asked for, want > 0", bytes)
 	}
@@ -315,7 +272,7 @@ func (c *Context) Alloc(bytes int64) (cu.DevicePtr, error) {
 
 // Free releases memory from Alloc (after the stream's earlier work, as
 // cuMemFree does). Free(0) does nothing.
-func (c *Context) Free(p cu.DevicePtr) {
+func (c *Context) Free(p DevicePtr) {
 	if p == 0 || c.enter("Free") != nil {
 		return
 	}
@@ -326,7 +283,7 @@ func (c *Context) Free(p cu.DevicePtr) {
 
 // HtoD copies bytes from host memory at src to dst, after the stream's
 // earlier work, and returns when the copy is done.
-func (c *Context) HtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int64) error {
+func (c *Context) HtoD(dst DevicePtr, src unsafe.Pointer, bytes int64) error {
 	if bytes == 0 {
 		return nil
 	}
@@ -348,7 +305,7 @@ func (c *Context) HtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int64) error 
 
 // DtoH copies bytes from src to host memory at dst, after the stream's
 // earlier work, and returns when the copy is done.
-func (c *Context) DtoH(dst unsafe.Pointer, src cu.DevicePtr, bytes int64) error {
+func (c *Context) DtoH(dst unsafe.Pointer, src DevicePtr, bytes int64) error {
 	if bytes == 0 {
 		return nil
 	}
@@ -369,7 +326,7 @@ func (c *Context) DtoH(dst unsafe.Pointer, src cu.DevicePtr, bytes int64) error 
 }
 
 // DtoD queues a copy of bytes from src to dst on the stream.
-func (c *Context) DtoD(dst, src cu.DevicePtr, bytes int64) error {
+func (c *Context) DtoD(dst, src DevicePtr, bytes int64) error {
 	if bytes == 0 {
 		return nil
 	}
@@ -387,7 +344,7 @@ func (c *Context) DtoD(dst, src cu.DevicePtr, bytes int64) error {
 }
 
 // Memset queues zero-filling bytes at dst on the stream.
-func (c *Context) Memset(dst cu.DevicePtr, bytes int64) error {
+func (c *Context) Memset(dst DevicePtr, bytes int64) error {
 	if bytes == 0 {
 		return nil
 	}
@@ -400,16 +357,6 @@ func (c *Context) Memset(dst cu.DevicePtr, bytes int64) error {
 	defer c.leave()
 	if err := cu.MemsetD8Async(dst, 0, bytes, c.stream); err != nil {
 		return fmt.Errorf("cuda: GPU %d: Memset %d bytes: %w", c.ordinal, bytes, err)
-	}
-	return nil
-}
-
-func checkCopy(op string, bytes int64, nilPtr bool) error {
-	if bytes < 0 {
-		return fmt.Errorf("cuda: %s: %d bytes, want >= 0", op, bytes)
-	}
-	if nilPtr {
-		return fmt.Errorf("cuda: %s: nil pointer", op)
 	}
 	return nil
 }
@@ -427,12 +374,9 @@ func (c *Context) Sync() error {
 	return nil
 }
 
-// maxLaunchArgs bounds Launch's argument count.
-const maxLaunchArgs = 64
-
 // Launch queues the kernel on the stream with the given grid and block
 // (every dimension >= 1) and dynamic shared memory. Each argument is one of
-// cu.DevicePtr, int32, int64, uint32, uint64, float32 and float64, matching
+// DevicePtr, int32, int64, uint32, uint64, float32 and float64, matching
 // the kernel's parameter of the same width (pointer, int, long long,
 // unsigned, unsigned long long, float, double).
 func (c *Context) Launch(kernel string, grid, block [3]int, sharedBytes int, args ...any) error {
@@ -440,41 +384,14 @@ func (c *Context) Launch(kernel string, grid, block [3]int, sharedBytes int, arg
 	if !ok {
 		return fmt.Errorf("%w: %q is in none of the embedded ptx/*.ptx (run make kernels?)", ErrNoKernel, kernel)
 	}
-	for i := range 3 {
-		if grid[i] < 1 || block[i] < 1 || grid[i] > math.MaxInt32 || block[i] > 1024 {
-			return fmt.Errorf("cuda: Launch %s: grid %v block %v: every dimension must be >= 1 (block <= 1024)", kernel, grid, block)
-		}
-	}
-	if sharedBytes < 0 {
-		return fmt.Errorf("cuda: Launch %s: %d bytes of shared memory, want >= 0", kernel, sharedBytes)
-	}
-	if len(args) > maxLaunchArgs {
-		return fmt.Errorf("cuda: Launch %s: %d arguments, at most %d", kernel, len(args), maxLaunchArgs)
+	slots, err := launchSlots(kernel, grid, block, sharedBytes, args)
+	if err != nil {
+		return err
 	}
 	// cu copies 8 bytes from each parameter pointer; the driver reads as
-	// many as the kernel's parameter has, from the start of the slot
-	// (little-endian, so a 4-byte value sits in the low half).
-	var slots [maxLaunchArgs]uint64
+	// many as the kernel's parameter has, from the start of the slot.
 	params := make([]unsafe.Pointer, len(args))
-	for i, a := range args {
-		switch v := a.(type) {
-		case cu.DevicePtr:
-			slots[i] = uint64(v)
-		case int32:
-			slots[i] = uint64(uint32(v))
-		case uint32:
-			slots[i] = uint64(v)
-		case int64:
-			slots[i] = uint64(v)
-		case uint64:
-			slots[i] = v
-		case float32:
-			slots[i] = uint64(math.Float32bits(v))
-		case float64:
-			slots[i] = math.Float64bits(v)
-		default:
-			return fmt.Errorf("cuda: Launch %s: argument %d has type %T; want cu.DevicePtr, int32, int64, uint32, uint64, float32 or float64", kernel, i, a)
-		}
+	for i := range args {
 		params[i] = unsafe.Pointer(&slots[i])
 	}
 	if err := c.enter("Launch"); err != nil {

@@ -1,4 +1,4 @@
-//go:build fedcuda
+//go:build fedcuda || fedcudaemu
 
 package cuda
 
@@ -17,8 +17,6 @@ import (
 	"sync"
 	"testing"
 	"unsafe"
-
-	"gorgonia.org/cu"
 )
 
 // gpuOrdinal is the GPU the tests use: $FEDTUNE_CUDA_DEVICE, else 0.
@@ -93,10 +91,8 @@ func TestOpenWithoutGPU(t *testing.T) {
 	}
 }
 
-type cuPtr = cu.DevicePtr
-
 // deviceCopy allocates room for x on the GPU and copies x there.
-func deviceCopy(t testing.TB, c *Context, x []float32) cu.DevicePtr {
+func deviceCopy(t testing.TB, c *Context, x []float32) DevicePtr {
 	t.Helper()
 	p, err := c.Alloc(int64(max(len(x), 1)) * 4)
 	if err != nil {
@@ -111,7 +107,7 @@ func deviceCopy(t testing.TB, c *Context, x []float32) cu.DevicePtr {
 }
 
 // hostCopy returns n float32 copied from p.
-func hostCopy(t testing.TB, c *Context, p cu.DevicePtr, n int) []float32 {
+func hostCopy(t testing.TB, c *Context, p DevicePtr, n int) []float32 {
 	t.Helper()
 	x := make([]float32, n)
 	if n > 0 {
@@ -194,7 +190,7 @@ func TestContextErrors(t *testing.T) {
 	if err := c.Launch("no_such_kernel", [3]int{1, 1, 1}, [3]int{1, 1, 1}, 0); !errors.Is(err, ErrNoKernel) {
 		t.Errorf("unknown kernel: %v", err)
 	}
-	if err := c.Launch("agg_scale", [3]int{1, 1, 1}, [3]int{1, 1, 1}, 0, cu.DevicePtr(0), 2, int64(1)); err == nil || !strings.Contains(err.Error(), "argument 1 has type int") {
+	if err := c.Launch("agg_scale", [3]int{1, 1, 1}, [3]int{1, 1, 1}, 0, DevicePtr(0), 2, int64(1)); err == nil || !strings.Contains(err.Error(), "argument 1 has type int") {
 		t.Errorf("int argument: %v", err)
 	}
 	if err := c.Launch("agg_scale", [3]int{0, 1, 1}, [3]int{1, 1, 1}, 0); err == nil {
@@ -283,7 +279,7 @@ func gemmRef(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []
 }
 
 // gemmFunc is Sgemm's batched form on some device.
-type gemmFunc func(ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, c cu.DevicePtr, ldc int, sc int64, batch int) error
+type gemmFunc func(ta, tb bool, m, n, k int, alpha float32, a DevicePtr, lda int, sa int64, b DevicePtr, ldb int, sb int64, beta float32, c DevicePtr, ldc int, sc int64, batch int) error
 
 // checkGemm runs gemm on d over shapes, transposes, padded leading
 // dimensions and batches, and compares with gemmRef.
@@ -363,7 +359,7 @@ func checkGemmCases(t *testing.T, d device, gemm gemmFunc) {
 }
 
 // deviceCopyOn and hostCopyOn are deviceCopy and hostCopy on any device.
-func deviceCopyOn(t testing.TB, d device, x []float32) cu.DevicePtr {
+func deviceCopyOn(t testing.TB, d device, x []float32) DevicePtr {
 	t.Helper()
 	p, err := d.Alloc(int64(max(len(x), 1)) * 4)
 	if err != nil {
@@ -377,7 +373,7 @@ func deviceCopyOn(t testing.TB, d device, x []float32) cu.DevicePtr {
 	return p
 }
 
-func hostCopyOn(t testing.TB, d device, p cu.DevicePtr, n int) []float32 {
+func hostCopyOn(t testing.TB, d device, p DevicePtr, n int) []float32 {
 	t.Helper()
 	x := make([]float32, n)
 	if n > 0 {
@@ -392,7 +388,7 @@ func hostCopyOn(t testing.TB, d device, p cu.DevicePtr, n int) []float32 {
 func TestSgemm(t *testing.T) {
 	c := testContext(t)
 	t.Run("kernel", func(t *testing.T) {
-		checkGemmCases(t, c, func(ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, cc cu.DevicePtr, ldc int, sc int64, batch int) error {
+		checkGemmCases(t, c, func(ta, tb bool, m, n, k int, alpha float32, a DevicePtr, lda int, sa int64, b DevicePtr, ldb int, sb int64, beta float32, cc DevicePtr, ldc int, sc int64, batch int) error {
 			return sgemmKernel(c, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, cc, ldc, sc, batch)
 		})
 	})
@@ -401,7 +397,7 @@ func TestSgemm(t *testing.T) {
 			t.Skipf("no cuBLAS here (Sgemm runs the kernel): %v", err)
 		}
 		checkGemmCases(t, c, c.SgemmStridedBatched)
-		checkGemmCases(t, c, func(ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64, b cu.DevicePtr, ldb int, sb int64, beta float32, cc cu.DevicePtr, ldc int, sc int64, batch int) error {
+		checkGemmCases(t, c, func(ta, tb bool, m, n, k int, alpha float32, a DevicePtr, lda int, sa int64, b DevicePtr, ldb int, sb int64, beta float32, cc DevicePtr, ldc int, sc int64, batch int) error {
 			for i := range batch { // one Sgemm per product
 				o := int64(i) * 4
 				if err := c.Sgemm(ta, tb, m, n, k, alpha, ptr(a, o*sa), lda, ptr(b, o*sb), ldb, beta, ptr(cc, o*sc), ldc); err != nil {
@@ -414,23 +410,6 @@ func TestSgemm(t *testing.T) {
 	if err := c.Sgemm(false, false, -1, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1); err == nil {
 		t.Error("negative m accepted")
 	}
-}
-
-// TestBLASLibrary loads cuBLAS with dlopen (no GPU needed): either a
-// library with every symbol, or an error that names what was tried.
-func TestBLASLibrary(t *testing.T) {
-	lib, err := BLASLibrary()
-	if err != nil {
-		if !errors.Is(err, ErrNoBLAS) || !strings.Contains(err.Error(), "libcublas.so.11") {
-			t.Fatalf("BLASLibrary error %v should wrap ErrNoBLAS and name the libraries tried", err)
-		}
-		t.Logf("no cuBLAS: %v", err)
-		return
-	}
-	if !slices.Contains(blasLibraries, lib) {
-		t.Fatalf("BLASLibrary() = %q, not one of %v", lib, blasLibraries)
-	}
-	t.Logf("cuBLAS: %s", lib)
 }
 
 // TestEmbeddedPTX checks, without a GPU, that the embedded PTX defines

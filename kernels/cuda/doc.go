@@ -1,9 +1,10 @@
 // Package cuda is fedtune's GPU plumbing and GPU aggregation backend, built
-// only with the build tag "fedcuda" (every other file of the package carries
-// it; the default build sees this doc comment alone and never links the CUDA
-// driver). The tag is not "cuda": that one also switches on Gorgonia's own
-// CUDA engine in every package that imports gorgonia.org/gorgonia, which
-// needs cuDNN headers and libraries and so does not build.
+// only with the build tag "fedcuda" (GPU build) or "fedcudaemu" (CPU
+// emulation, for tests); the default build sees this doc comment alone and
+// never links the CUDA driver. The tag is not "cuda": that one also
+// switches on Gorgonia's own CUDA engine in every package that imports
+// gorgonia.org/gorgonia, which needs cuDNN headers and libraries and so
+// does not build.
 //
 // It owns:
 //
@@ -26,11 +27,19 @@
 //
 // Testing: `go test -tags fedcuda ./kernels/cuda` on a machine with a GPU
 // compares every Backend method with kernels.Reference byte for byte (and
-// skips, saying why, without one). With the extra tag fedcudaemu the same
-// parity tests run the kernels of aggregate.cu compiled as host C++ on a
-// CPU emulation of the launch grid (emu.cpp), which checks the kernels'
-// logic and arithmetic order without a GPU (it still needs the CUDA headers
-// and libcuda.so.1 to build and start, like every fedcuda binary).
+// skips, saying why, without one). `go test -tags fedcudaemu ./kernels/cuda`
+// runs the same tests with no CUDA at all (no gorgonia.org/cu, no CUDA
+// headers, no libcuda; a C++ compiler only): Context is then a CPU
+// emulation of one GPU (emu.go) whose Launch runs the kernels of
+// aggregate.cu and blas.cu compiled as host C++ over every thread of the
+// grid (emu.cpp), which checks the Backend's chunking and the kernels'
+// logic and arithmetic order, though not nvcc's code. Backend and the
+// shared plumbing (backend.go, common.go) build in both; context.go,
+// blas.go, initguard.go and register.go need fedcuda, emu.go and emu.cpp
+// are fedcudaemu without fedcuda (with both tags the build is the GPU
+// one). DevicePtr is gorgonia.org/cu's DevicePtr in the GPU build and a C
+// heap address in the emulation. The emulation registers no "cuda"
+// kernels backend.
 //
 // gorgonia.org/cu's package init calls cuInit and exits the process when it
 // fails (no GPU, no driver). This package defines cuInit itself (see

@@ -1,7 +1,8 @@
-//go:build fedcuda && fedcudaemu
+//go:build fedcudaemu && !fedcuda
 
-// emu.cpp runs the kernels of aggregate.cu on the CPU, for testing the GPU
-// backend's logic on machines without a GPU (build tag fedcudaemu). A launch
+// emu.cpp runs the kernels of aggregate.cu and blas.cu on the CPU, for
+// testing the GPU backend's logic on machines without a GPU (build tag
+// fedcudaemu without fedcuda: no CUDA header or library is needed). A launch
 // runs every CUDA thread of the grid to completion in turn, which is
 // faithful for kernels whose threads do not wait for each other; those that
 // do (agg_qscale with warp shuffles, blas_sgemm with __syncthreads) run
@@ -39,18 +40,32 @@ void run_grid(const std::function<void()> &thread) {
 // the block's threads are fibers (ucontext) on this OS thread, resumed in
 // rounds. A thread yields at every meeting point, so after a round every
 // thread of the block (and of each warp) has reached the next one. A
-// shuffle is two meetings: write the value, then read the partner's.
+// shuffle is one meeting: each thread writes its value to this meeting's
+// slot, yields, and reads its partner's; consecutive shuffles alternate
+// between two sets of slots, so no thread overwrites a slot that another
+// has still to read.
+//
+// The fibers are made once per launch (swapcontext and getcontext cost a
+// system call each, for the signal mask) and run one block after another:
+// a fiber that finishes its thread for one block waits for the next.
 ucontext_t sched_ctx;
 std::vector<ucontext_t> fiber_ctx;
 std::vector<char> fiber_done;
 std::vector<char *> fiber_stack;
-float shfl_slot[1024];
+float shfl_slot[2][1024];
+unsigned char shfl_phase[1024];
 const std::function<void()> *fiber_fn;
 constexpr size_t fiber_stack_bytes = 64 << 10;
 
 void fiber_entry(int t) {
-    (*fiber_fn)();
-    fiber_done[t] = 1;
+    for (;;) {
+        shfl_phase[t] = 0;
+        (*fiber_fn)();
+        fiber_done[t] = 1;
+        // Left suspended here after the last block; nothing lives on the
+        // fiber's stack then, and the next launch makes a fresh context.
+        swapcontext(&fiber_ctx[t], &sched_ctx);
+    }
 }
 
 void fiber_yield() { swapcontext(&fiber_ctx[threadIdx.x], &sched_ctx); }
@@ -61,15 +76,15 @@ void run_grid_fibers(const std::function<void()> &thread) {
     fiber_ctx.resize(nt);
     fiber_done.resize(nt);
     while (fiber_stack.size() < nt) fiber_stack.push_back(new char[fiber_stack_bytes]);
+    for (unsigned int t = 0; t < nt; t++) {
+        getcontext(&fiber_ctx[t]);
+        fiber_ctx[t].uc_stack.ss_sp = fiber_stack[t];
+        fiber_ctx[t].uc_stack.ss_size = fiber_stack_bytes;
+        fiber_ctx[t].uc_link = &sched_ctx;
+        makecontext(&fiber_ctx[t], (void (*)())fiber_entry, 1, (int)t);
+    }
     for (unsigned int b = 0; b < gridDim.x; b++) {
-        for (unsigned int t = 0; t < nt; t++) {
-            getcontext(&fiber_ctx[t]);
-            fiber_ctx[t].uc_stack.ss_sp = fiber_stack[t];
-            fiber_ctx[t].uc_stack.ss_size = fiber_stack_bytes;
-            fiber_ctx[t].uc_link = &sched_ctx;
-            makecontext(&fiber_ctx[t], (void (*)())fiber_entry, 1, (int)t);
-            fiber_done[t] = 0;
-        }
+        for (unsigned int t = 0; t < nt; t++) fiber_done[t] = 0;
         for (bool busy = true; busy;) {
             busy = false;
             for (unsigned int t = 0; t < nt; t++) {
@@ -100,16 +115,30 @@ float f32(uint64_t v) {
 
 float __shfl_down_sync(unsigned int, float v, int delta) {
     unsigned int t = threadIdx.x, lane = t % 32;
-    shfl_slot[t] = v;
+    float *slot = shfl_slot[shfl_phase[t]];
+    shfl_phase[t] ^= 1;
+    slot[t] = v;
     fiber_yield();
-    float r = lane + delta < 32 ? shfl_slot[t + delta] : v;
-    fiber_yield();
-    return r;
+    return lane + delta < 32 ? slot[t + delta] : v;
 }
 
 void __syncthreads() { fiber_yield(); }
 
 #define P(i, T) ((T)a[i])
+
+// The kernels fedtune_emu_launch runs.
+static const char *const emu_kernels[] = {
+    "agg_wsum16", "agg_store", "agg_scale", "agg_sqnorm_blocks", "agg_pair_blocks", "agg_order_stat",
+    "agg_qscale", "agg_quant", "agg_dequant", "agg_first_nonfinite", "blas_sgemm", nullptr,
+};
+
+// fedtune_emu_kernel returns the i-th kernel's name, NULL past the last.
+extern "C" const char *fedtune_emu_kernel(int i) { return emu_kernels[i]; }
+
+// fedtune_emu_launch runs kernel name over a one-dimensional grid with the
+// n arguments in a (8-byte slots). It returns 0 when done, 1 for a name it
+// does not know or the wrong number of arguments, 2 for a block size the
+// kernel cannot run with.
 
 extern "C" int fedtune_emu_launch(const char *name, int grid, int block, const uint64_t *a, int n) {
     gridDim = {(unsigned int)grid, 1, 1};

@@ -59,16 +59,10 @@ static const char *fedtune_error_string(CUresult r) {
 import "C"
 
 import (
-	"errors"
 	"fmt"
 
 	_ "gorgonia.org/cu" // its init calls cuInit, which the definition above answers
 )
-
-// ErrNoDevice is wrapped by the error Open returns when the CUDA driver
-// cannot be initialised or has no such GPU: no NVIDIA driver, no GPU, or a
-// driver older than the PTX needs.
-var ErrNoDevice = errors.New("cuda: no usable GPU")
 
 // initError reports the result of the driver's cuInit, nil if it succeeded.
 func initError() error {
