@@ -1,5 +1,7 @@
 package engine
 
+import "fmt"
+
 // Buffer is a float32 array in a Device's memory. Its contents are reached
 // only through the Device that allocated it.
 type Buffer interface {
@@ -181,4 +183,65 @@ type Device interface {
 	Sync() error
 	// Close releases the device and every buffer still allocated.
 	Close() error
+}
+
+// GemmLayout is a Gemm resolved: its batch count, the stored shapes of A
+// and B, the row strides with their defaults filled in, and how many
+// elements each of A, B and C must hold for the whole batch (0 when the
+// product touches none of it).
+type GemmLayout struct {
+	Batch                      int
+	ARows, ACols, BRows, BCols int
+	LDA, LDB, LDC              int
+	NeedA, NeedB, NeedC        int
+}
+
+// Layout checks g's sizes, batch strides and row strides (not its buffers)
+// and returns its layout, or an error saying what is wrong. Every Device
+// rejects the same Gemms with it.
+func (g Gemm) Layout() (GemmLayout, error) {
+	if g.M < 0 || g.N < 0 || g.K < 0 || g.Batch < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 ||
+		g.LDA < 0 || g.LDB < 0 || g.LDC < 0 {
+		return GemmLayout{}, fmt.Errorf("negative size, stride or row stride in %s", g.shape())
+	}
+	l := GemmLayout{Batch: max(g.Batch, 1), ARows: g.M, ACols: g.K, BRows: g.K, BCols: g.N, LDA: g.LDA, LDB: g.LDB, LDC: g.LDC}
+	if g.TransA {
+		l.ARows, l.ACols = g.K, g.M
+	}
+	if g.TransB {
+		l.BRows, l.BCols = g.N, g.K
+	}
+	if l.LDA == 0 {
+		l.LDA = l.ACols
+	}
+	if l.LDB == 0 {
+		l.LDB = l.BCols
+	}
+	if l.LDC == 0 {
+		l.LDC = g.N
+	}
+	switch {
+	case l.LDA < l.ACols:
+		return GemmLayout{}, fmt.Errorf("LDA %d < %d columns of the stored A in %s", l.LDA, l.ACols, g.shape())
+	case l.LDB < l.BCols:
+		return GemmLayout{}, fmt.Errorf("LDB %d < %d columns of the stored B in %s", l.LDB, l.BCols, g.shape())
+	case l.LDC < g.N:
+		return GemmLayout{}, fmt.Errorf("LDC %d < N %d in %s", l.LDC, g.N, g.shape())
+	}
+	need := func(rows, cols, ld, stride int) int {
+		if rows == 0 || cols == 0 {
+			return 0
+		}
+		return (l.Batch-1)*stride + (rows-1)*ld + cols
+	}
+	l.NeedA = need(l.ARows, l.ACols, l.LDA, g.StrideA)
+	l.NeedB = need(l.BRows, l.BCols, l.LDB, g.StrideB)
+	l.NeedC = need(g.M, g.N, l.LDC, g.StrideC)
+	return l, nil
+}
+
+// shape describes g without its buffers, for messages.
+func (g Gemm) shape() string {
+	return fmt.Sprintf("Gemm{TransA:%t TransB:%t M:%d N:%d K:%d LDA:%d LDB:%d LDC:%d Batch:%d Strides:%d,%d,%d}",
+		g.TransA, g.TransB, g.M, g.N, g.K, g.LDA, g.LDB, g.LDC, g.Batch, g.StrideA, g.StrideB, g.StrideC)
 }

@@ -306,54 +306,22 @@ func (h *host) MatMul(g Gemm) {
 	if h.err != nil {
 		return
 	}
-	if g.M < 0 || g.N < 0 || g.K < 0 || g.Batch < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 || g.LDA < 0 || g.LDB < 0 || g.LDC < 0 {
-		h.fail(op, "negative size, stride or leading dimension in %+v", dims(g))
+	l, err := g.Layout()
+	if err != nil {
+		h.fail(op, "%v", err)
 		return
-	}
-	batch := max(g.Batch, 1)
-	// Stored shapes of A and B.
-	ar, ac := g.M, g.K
-	if g.TransA {
-		ar, ac = g.K, g.M
-	}
-	br, bc := g.K, g.N
-	if g.TransB {
-		br, bc = g.N, g.K
-	}
-	lda, ldb, ldc := g.LDA, g.LDB, g.LDC
-	if lda == 0 {
-		lda = ac
-	}
-	if ldb == 0 {
-		ldb = bc
-	}
-	if ldc == 0 {
-		ldc = g.N
-	}
-	switch {
-	case lda < ac:
-		h.fail(op, "LDA %d < %d columns of the stored A (%+v)", lda, ac, dims(g))
-	case ldb < bc:
-		h.fail(op, "LDB %d < %d columns of the stored B (%+v)", ldb, bc, dims(g))
-	case ldc < g.N:
-		h.fail(op, "LDC %d < N %d (%+v)", ldc, g.N, dims(g))
 	}
 	for _, x := range []struct {
-		name         string
-		data         []float32
-		stride, rows int
-		cols, ld     int
-	}{{"A", a, g.StrideA, ar, ac, lda}, {"B", b, g.StrideB, br, bc, ldb}, {"C", c, g.StrideC, g.M, g.N, ldc}} {
-		if h.err != nil {
+		name string
+		data []float32
+		need int
+	}{{"A", a, l.NeedA}, {"B", b, l.NeedB}, {"C", c, l.NeedC}} {
+		if x.need > len(x.data) {
+			h.fail(op, "%s has %d elements, the product needs %d (%s)", x.name, len(x.data), x.need, g.shape())
 			return
 		}
-		if e := extent(x.rows, x.cols, x.ld); e > 0 && (batch-1)*x.stride+e > len(x.data) {
-			h.fail(op, "%s has %d elements, the product needs %d (%+v)", x.name, len(x.data), (batch-1)*x.stride+e, dims(g))
-		}
 	}
-	if h.err != nil {
-		return
-	}
+	batch, lda, ldb, ldc := l.Batch, l.LDA, l.LDB, l.LDC
 	if same(c, a) || same(c, b) {
 		h.fail(op, "C must not alias A or B")
 		return
@@ -398,18 +366,6 @@ func (h *host) MatMul(g Gemm) {
 	for i := 0; i < batch; i++ {
 		one(i)
 	}
-}
-
-// dims is Gemm without its buffers, for error messages.
-func dims(g Gemm) any {
-	g.A, g.B, g.C = nil, nil, nil
-	return struct {
-		TransA, TransB            bool
-		M, N, K                   int
-		LDA, LDB, LDC             int
-		Batch                     int
-		StrideA, StrideB, StrideC int
-	}{g.TransA, g.TransB, g.M, g.N, g.K, g.LDA, g.LDB, g.LDC, g.Batch, g.StrideA, g.StrideB, g.StrideC}
 }
 
 // table checks an embedding table [V, d] and returns V.

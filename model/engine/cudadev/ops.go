@@ -55,46 +55,22 @@ func (d *Device) MatMul(g engine.Gemm) {
 	if a == nil || b == nil || c == nil {
 		return
 	}
-	if g.M < 0 || g.N < 0 || g.K < 0 || g.Batch < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 ||
-		g.LDA < 0 || g.LDB < 0 || g.LDC < 0 {
-		d.failf("%s: negative size, stride or row stride in M=%d N=%d K=%d LD=%d,%d,%d batch=%d strides=%d,%d,%d",
-			op, g.M, g.N, g.K, g.LDA, g.LDB, g.LDC, g.Batch, g.StrideA, g.StrideB, g.StrideC)
-		return
-	}
-	batch := max(g.Batch, 1)
-	// Stored shapes (rows × cols) of A and B.
-	ar, ac := g.M, g.K
-	if g.TransA {
-		ar, ac = g.K, g.M
-	}
-	br, bc := g.K, g.N
-	if g.TransB {
-		br, bc = g.N, g.K
-	}
-	lda, ldb, ldc := g.LDA, g.LDB, g.LDC
-	if lda == 0 {
-		lda = ac
-	}
-	if ldb == 0 {
-		ldb = bc
-	}
-	if ldc == 0 {
-		ldc = g.N
-	}
-	if lda < ac || ldb < bc || ldc < g.N {
-		d.failf("%s: row strides LDA=%d LDB=%d LDC=%d below the row lengths %d, %d, %d", op, lda, ldb, ldc, ac, bc, g.N)
+	l, err := g.Layout()
+	if err != nil {
+		d.failf("%s: %v", op, err)
 		return
 	}
 	for _, x := range []struct {
-		name       string
-		b          *buffer
-		stride, sp int
-	}{{"A", a, g.StrideA, span(ar, ac, lda)}, {"B", b, g.StrideB, span(br, bc, ldb)}, {"C", c, g.StrideC, span(g.M, g.N, ldc)}} {
-		if x.sp > 0 && (batch-1)*x.stride+x.sp > x.b.n {
-			d.failf("%s: %s has %d elements, the product needs %d", op, x.name, x.b.n, (batch-1)*x.stride+x.sp)
+		name string
+		b    *buffer
+		need int
+	}{{"A", a, l.NeedA}, {"B", b, l.NeedB}, {"C", c, l.NeedC}} {
+		if x.need > x.b.n {
+			d.failf("%s: %s has %d elements, the product needs %d", op, x.name, x.b.n, x.need)
 			return
 		}
 	}
+	batch, lda, ldb, ldc := l.Batch, l.LDA, l.LDB, l.LDC
 	if c.n > 0 && (c == a || c == b) {
 		d.failf("%s: C must not alias A or B", op)
 		return
@@ -116,7 +92,6 @@ func (d *Device) MatMul(g engine.Gemm) {
 	// cuBLAS wants every leading dimension ≥ 1, even of an empty operand
 	// (K = 0, where C is only scaled by beta).
 	lda, ldb = max(lda, 1), max(ldb, 1)
-	var err error
 	switch {
 	case batch == 1:
 		err = d.sgemm(g.TransB, g.TransA, g.N, g.M, g.K, g.Alpha, b.p, ldb, a.p, lda, g.Beta, c.p, ldc)
