@@ -11,7 +11,6 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
-	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
 // Update file names inside Task.OutDir.
@@ -77,18 +76,9 @@ var _ Backend = (*CPUBackend)(nil)
 
 // Fit implements Backend.
 func (b *CPUBackend) Fit(ctx context.Context, t Task, d Data) (Update, error) {
-	m, err := model.Load(t.ModelDir)
+	m, windows, err := loadTask(t, d)
 	if err != nil {
-		return Update{}, fmt.Errorf("%w: %w", ErrTask, err)
-	}
-	tok, err := tokenizer.Load(t.ModelDir, m.Config.VocabSize)
-	if err != nil {
-		return Update{}, fmt.Errorf("%w: %w", ErrTask, err)
-	}
-	tokens := datasets.Tokenize(d.Dataset, tok)
-	windows := datasets.Windows(tokens, t.Train.SeqLen)
-	if len(windows) == 0 {
-		return Update{}, fmt.Errorf("%w: the local data has %d tokens, fewer than seq_len+1 = %d", ErrTask, len(tokens), t.Train.SeqLen+1)
+		return Update{}, err
 	}
 	tc := t.Train
 	if b.Progress != nil {
