@@ -23,7 +23,10 @@ func TestNetworkAggregatorOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	n := prepare(t, ctx, Options{JobName: "agg-outage", Trainers: 2, Rounds: 1, LocalSteps: 3, MinTrainers: 2, PretrainSteps: 2,
-		RemoteAggregator: true, EvalData: "datasets/testdata/shards/trainer-3.jsonl"})
+		RemoteAggregator: true, EvalData: "datasets/testdata/shards/trainer-3.jsonl",
+		// The trainers train with the engine's hand-written step (the GPU
+		// path's CPU reference), so a network runs it end to end too.
+		Device: "host"})
 	nw, err := n.Start(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +81,9 @@ func TestNetworkAggregatorOutage(t *testing.T) {
 		t.Fatalf("job ended %s (%s) with rounds %v", st.State, st.Detail, st.Rounds)
 	}
 	r := st.Rounds[0]
+	if len(r.Updates) != 2 {
+		t.Errorf("round 1 has %d updates from the host-device trainers, want 2", len(r.Updates))
+	}
 	if r.Status != string(ledger.StatusFailed) || !strings.Contains(r.FailReason, "aggregation failed") {
 		t.Errorf("round 1 ended %s (%q), want failed: aggregation failed", r.Status, r.FailReason)
 	}

@@ -64,6 +64,9 @@ type Options struct {
 	RemoteAggregator bool
 	// InProcess runs every part in this process instead.
 	InProcess bool
+	// Device is the trainers' training device (trainer.Config.Device:
+	// cpu, host or cuda; "" is cpu).
+	Device string
 	// TrainerBackend, with InProcess, gives trainer i (1-based) its
 	// training backend (nil or a nil result: the CPU backend).
 	TrainerBackend func(i int) trainer.Backend
@@ -76,6 +79,9 @@ type Options struct {
 func (o *Options) fill() error {
 	if o.Dir == "" {
 		return errors.New("devnet: Dir is required")
+	}
+	if err := trainer.ValidateDevice(o.Device); err != nil {
+		return fmt.Errorf("devnet: %w", err)
 	}
 	if o.Repo == "" {
 		o.Repo = "."
@@ -344,7 +350,7 @@ func (n *Net) writeTrainerConfigs() error {
 		}
 		c := trainer.Config{Name: name, KeyFile: "../keys/" + name + ".key", Coordinator: n.Coordinator,
 			CoordinatorID: n.ID("coordinator"), Ledger: n.LedgerGRPC[(i-1)%3], Data: abs, Licence: "CC0-1.0",
-			Source: "fedtune shipped shard " + name, WorkDir: "work"}
+			Source: "fedtune shipped shard " + name, WorkDir: "work", Device: n.Opts.Device}
 		data, err := c.Encode()
 		if err != nil {
 			return err
