@@ -70,6 +70,9 @@ type ServiceConfig struct {
 	// MemberRefresh is how often joined trainers' membership is re-read
 	// from the ledger (0: 5s).
 	MemberRefresh time.Duration
+	// Insecure says the gRPC server is plain text (no TLS, no peer
+	// identities): callers of ProveSample are then not checked.
+	Insecure bool
 }
 
 // Service is the coordinator process's driver around Machine: the
@@ -121,7 +124,8 @@ type session struct {
 	trainer  string
 	datasets []string
 	tasks    chan *coordinatorv1.Task
-	active   bool // a Tasks stream is open
+	proofs   chan *coordinatorv1.Task // proof questions, apart from tasks (service_prove.go)
+	active   bool                     // a Tasks stream is open
 	done     chan struct{}
 }
 
@@ -565,7 +569,8 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 		var b [16]byte
 		_, _ = rand.Read(b[:])
 		sid = hex.EncodeToString(b[:])
-		s.sessions[sid] = &session{id: sid, trainer: id, datasets: datasets, tasks: make(chan *coordinatorv1.Task, 16), done: make(chan struct{})}
+		s.sessions[sid] = &session{id: sid, trainer: id, datasets: datasets, tasks: make(chan *coordinatorv1.Task, 16),
+			proofs: make(chan *coordinatorv1.Task, maxProofsPerTrainer), done: make(chan struct{})}
 		s.members[id] = true
 	})
 	if err != nil {
@@ -620,6 +625,10 @@ func (s *Service) Tasks(req *coordinatorv1.TasksRequest, stream coordinatorv1.Co
 		case <-ss.done:
 			return status.Error(codes.Aborted, "tasks: session replaced or coordinator stopping")
 		case t := <-ss.tasks:
+			if err := stream.Send(t); err != nil {
+				return err
+			}
+		case t := <-ss.proofs:
 			if err := stream.Send(t); err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -19,53 +20,87 @@ import (
 
 // Limits of ProveSample.
 const (
-	// MaxProveDatasets bounds the datasets one ProveSample may name.
-	MaxProveDatasets = 256
+	// MaxProveDatasets bounds the datasets one ProveSample may name (as
+	// many as one caller may have outstanding: ask in batches).
+	MaxProveDatasets = maxProofsPerCaller
 	// DefaultProveTimeout is how long ProveSample waits for each trainer
 	// when the request names no timeout.
 	DefaultProveTimeout = 10 * time.Second
 	// MaxProveTimeout bounds the wait a request may ask for.
 	MaxProveTimeout = 2 * time.Minute
-	// MaxProofAnswerBytes bounds a trainer's proof (datasets.MaxProofBytes).
-	MaxProofAnswerBytes = 256 << 10
+	// MaxProofAnswerBytes bounds a trainer's proof: an honest one holds at
+	// most two audit paths of 64 hashes (under 10 KiB of JSON).
+	MaxProofAnswerBytes = 16 << 10
 	// maxPendingProofs bounds the proof questions in flight at once.
 	maxPendingProofs = 4096
+	// maxProofsPerTrainer bounds the questions outstanding to one trainer
+	// (and its session's proof queue); more are answered BUSY.
+	maxProofsPerTrainer = 8
+	// maxProofsPerCaller bounds the questions one caller (a TLS key; every
+	// plain-text caller counts as one) has outstanding; more are BUSY.
+	maxProofsPerCaller = 64
 )
 
 // proveRelay holds the proof questions sent to trainers and not yet
-// answered, by request ID. Its zero value is ready.
+// answered, by request ID, with counts per trainer and per caller. Its
+// zero value is ready.
 type proveRelay struct {
-	mu      sync.Mutex
-	pending map[string]*pendingProof
+	mu        sync.Mutex
+	pending   map[string]*pendingProof
+	byTrainer map[string]int
+	byCaller  map[string]int
 }
 
 // pendingProof is one question to one trainer.
 type pendingProof struct {
 	trainer string
 	dataset string
+	caller  string
 	answer  chan *coordinatorv1.SubmitProofRequest // buffered 1
 }
 
-func (r *proveRelay) add(p *pendingProof) (string, bool) {
+// add records p and returns its request ID, or why it is refused (the
+// coordinator, the trainer or the caller has too many outstanding).
+func (r *proveRelay) add(p *pendingProof) (string, string) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.pending == nil {
-		r.pending = map[string]*pendingProof{}
+		r.pending, r.byTrainer, r.byCaller = map[string]*pendingProof{}, map[string]int{}, map[string]int{}
 	}
-	if len(r.pending) >= maxPendingProofs {
-		return "", false
+	switch {
+	case len(r.pending) >= maxPendingProofs:
+		return "", fmt.Sprintf("%d proof questions in flight at the coordinator", len(r.pending))
+	case r.byTrainer[p.trainer] >= maxProofsPerTrainer:
+		return "", fmt.Sprintf("the trainer has %d proof questions outstanding (limit %d)", r.byTrainer[p.trainer], maxProofsPerTrainer)
+	case r.byCaller[p.caller] >= maxProofsPerCaller:
+		return "", fmt.Sprintf("this caller has %d proof questions outstanding (limit %d)", r.byCaller[p.caller], maxProofsPerCaller)
 	}
 	r.pending[id] = p
-	return id, true
+	r.byTrainer[p.trainer]++
+	r.byCaller[p.caller]++
+	return id, ""
+}
+
+// drop forgets question id (mu held).
+func (r *proveRelay) drop(id string, p *pendingProof) {
+	delete(r.pending, id)
+	if r.byTrainer[p.trainer]--; r.byTrainer[p.trainer] <= 0 {
+		delete(r.byTrainer, p.trainer)
+	}
+	if r.byCaller[p.caller]--; r.byCaller[p.caller] <= 0 {
+		delete(r.byCaller, p.caller)
+	}
 }
 
 func (r *proveRelay) remove(id string) {
 	r.mu.Lock()
-	delete(r.pending, id)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if p := r.pending[id]; p != nil {
+		r.drop(id, p)
+	}
 }
 
 // take removes and returns the question id if trainer was asked it.
@@ -76,32 +111,43 @@ func (r *proveRelay) take(id, trainer string) *pendingProof {
 	if p == nil || p.trainer != trainer {
 		return nil
 	}
-	delete(r.pending, id)
+	r.drop(id, p)
 	return p
 }
 
-// mayProve admits a ProveSample caller: over TLS, the coordinator's own
-// key or any active ledger member (an auditor, or anyone who contributed);
-// over plain text, anyone (the --insecure mode is for a trusted
-// localhost), as for LaunchJob.
-func (s *Service) mayProve(ctx context.Context) error {
+// mayProve admits a ProveSample caller and returns who it is: in plain-text
+// mode (ServiceConfig.Insecure, for a trusted localhost) anyone, all as
+// one caller ""; over TLS the coordinator's own key, or an active ledger
+// member with role auditor or admin.
+func (s *Service) mayProve(ctx context.Context) (string, error) {
+	if s.cfg.Insecure {
+		return "", nil
+	}
 	peer, err := tlsid.PeerID(ctx)
-	if err != nil || peer == s.id {
-		return nil
+	if err != nil {
+		return "", status.Errorf(codes.Unauthenticated, "prove sample: no TLS peer identity: %v", err)
+	}
+	if peer == s.id {
+		return peer, nil
 	}
 	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
 	switch {
 	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
-		return status.Errorf(codes.PermissionDenied, "prove sample: %s is not an active ledger member", abbrev(peer))
+		return "", status.Errorf(codes.PermissionDenied, "prove sample: %s is not an active ledger member", abbrev(peer))
 	case err != nil:
-		return status.Errorf(codes.Unavailable, "prove sample: cannot read the caller's membership: %v", err)
+		return "", status.Errorf(codes.Unavailable, "prove sample: cannot read the caller's membership: %v", err)
+	case m.Role != ledger.RoleAuditor && m.Role != ledger.RoleAdmin:
+		return "", status.Errorf(codes.PermissionDenied, "prove sample: %s is a %s member; only auditor and admin members may ask for proofs", abbrev(peer), m.Role)
 	}
-	return nil
+	return peer, nil
 }
 
 // ProveSample implements coordinatorv1.CoordinatorServer: it relays the
 // question to every named dataset's trainer at once and collects the
-// answers, each within the request's timeout.
+// answers, each within the request's timeout. Questions travel on each
+// session's own proof queue, never delaying or displacing a training task;
+// a question over the per-trainer, per-caller or coordinator limit is
+// answered BUSY at once.
 func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampleRequest) (*coordinatorv1.ProveSampleResponse, error) {
 	switch {
 	case len(req.LeafHash) != 32:
@@ -109,16 +155,22 @@ func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampl
 	case len(req.Datasets) == 0:
 		return nil, status.Error(codes.InvalidArgument, "prove sample: no datasets named")
 	case len(req.Datasets) > MaxProveDatasets:
-		return nil, status.Errorf(codes.InvalidArgument, "prove sample: %d datasets, limit %d", len(req.Datasets), MaxProveDatasets)
+		return nil, status.Errorf(codes.InvalidArgument, "prove sample: %d datasets, limit %d (ask in batches)", len(req.Datasets), MaxProveDatasets)
 	case req.TimeoutMs < 0:
 		return nil, status.Errorf(codes.InvalidArgument, "prove sample: timeout_ms %d is negative", req.TimeoutMs)
 	}
+	seen := make(map[string]int, len(req.Datasets))
 	for i, d := range req.Datasets {
 		if !isHex64(d.Dataset) || !isHex64(d.Trainer) {
 			return nil, status.Errorf(codes.InvalidArgument, "prove sample: datasets[%d]: dataset and trainer must be 64 lowercase hex (got %q, %q)", i, abbrev(d.Dataset), abbrev(d.Trainer))
 		}
+		if j, dup := seen[d.Dataset]; dup {
+			return nil, status.Errorf(codes.InvalidArgument, "prove sample: datasets[%d]: dataset %s is named again (first at datasets[%d]); name each dataset once", i, d.Dataset, j)
+		}
+		seen[d.Dataset] = i
 	}
-	if err := s.mayProve(ctx); err != nil {
+	caller, err := s.mayProve(ctx)
+	if err != nil {
 		return nil, err
 	}
 	timeout := DefaultProveTimeout
@@ -131,7 +183,7 @@ func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampl
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			answers[i] = s.askTrainer(ctx, req.LeafHash, d, timeout)
+			answers[i] = s.askTrainer(ctx, caller, req.LeafHash, d, timeout)
 		}()
 	}
 	wg.Wait()
@@ -143,12 +195,12 @@ func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampl
 
 // askTrainer sends one proof question to d's trainer and waits for its
 // answer.
-func (s *Service) askTrainer(ctx context.Context, leaf []byte, d *coordinatorv1.DatasetRef, timeout time.Duration) *coordinatorv1.ProofAnswer {
+func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d *coordinatorv1.DatasetRef, timeout time.Duration) *coordinatorv1.ProofAnswer {
 	out := &coordinatorv1.ProofAnswer{Dataset: d.Dataset, Trainer: d.Trainer}
-	p := &pendingProof{trainer: d.Trainer, dataset: d.Dataset, answer: make(chan *coordinatorv1.SubmitProofRequest, 1)}
-	id, ok := s.prove.add(p)
-	if !ok {
-		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_BUSY, "too many proof requests in flight at the coordinator"
+	p := &pendingProof{trainer: d.Trainer, dataset: d.Dataset, caller: caller, answer: make(chan *coordinatorv1.SubmitProofRequest, 1)}
+	id, busy := s.prove.add(p)
+	if busy != "" {
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_BUSY, busy
 		return out
 	}
 	defer s.prove.remove(id)
@@ -161,7 +213,7 @@ func (s *Service) askTrainer(ctx context.Context, leaf []byte, d *coordinatorv1.
 			}
 			connected = true
 			select {
-			case ss.tasks <- task:
+			case ss.proofs <- task:
 				sent = true
 			default:
 			}
@@ -176,7 +228,7 @@ func (s *Service) askTrainer(ctx context.Context, leaf []byte, d *coordinatorv1.
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_NOT_CONNECTED, "trainer not connected"
 		return out
 	case !sent:
-		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_BUSY, "the trainer's task queue is full"
+		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_BUSY, "the trainer's proof queue is full"
 		return out
 	}
 	s.log.InfoContext(ctx, "proof requested", "trainer", abbrev(d.Trainer), "dataset", abbrev(d.Dataset), "request", id[:8])

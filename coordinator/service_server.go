@@ -83,7 +83,7 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		agg = s.remote
 	}
 	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Aggregator: agg, Ledger: s.ledger, Store: s.store,
-		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick}); err != nil {
+		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure}); err != nil {
 		return nil, err
 	}
 	if cfg.Insecure {

@@ -241,10 +241,14 @@ func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator
 	}
 	// Training tasks run one at a time on a worker, so that proof
 	// questions are answered while a task trains.
+	// Proofs are answered on their own goroutines, at most
+	// maxProofWorkers at once; the session's end cancels them before
+	// waiting for them.
 	work := make(chan *coordinatorv1.Task, 16)
 	stop := make(chan struct{})
+	proofSem := make(chan struct{}, maxProofWorkers)
 	var wg sync.WaitGroup
-	defer func() { close(stop); wg.Wait() }()
+	defer func() { cancel(); close(stop); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -268,8 +272,17 @@ func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator
 			return fmt.Errorf("tasks: %w", err)
 		}
 		if t.Prove != nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); n.answerProof(sctx, cc, jr.Session, t.Prove) }()
+			select {
+			case proofSem <- struct{}{}:
+				wg.Add(1)
+				go func() {
+					defer func() { <-proofSem; wg.Done() }()
+					n.answerProof(sctx, cc, jr.Session, t.Prove)
+				}()
+			default:
+				// Too many proofs in progress: refuse this one at once.
+				n.refuseProof(sctx, cc, jr.Session, t.Prove, fmt.Sprintf("trainer busy: %d proofs in progress", maxProofWorkers))
+			}
 			continue
 		}
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/datasets"
@@ -45,6 +46,19 @@ func (n *Node) Prove(dataset string, leaf []byte) ([]byte, error) {
 	return p.Encode(), nil
 }
 
+// Bounds of a session's proof answers.
+const (
+	// maxProofWorkers bounds the proofs computed at once per session;
+	// a question beyond it is refused at once (the coordinator bounds the
+	// questions outstanding to one trainer too).
+	maxProofWorkers = 4
+	// submitProofTimeout bounds the SubmitProof call of one answer.
+	submitProofTimeout = 30 * time.Second
+	// refuseProofTimeout bounds the SubmitProof call of a refusal made on
+	// the task stream's goroutine.
+	refuseProofTimeout = 5 * time.Second
+)
+
 // answerProof answers one proof question of the coordinator.
 func (n *Node) answerProof(ctx context.Context, cc coordinatorv1.CoordinatorClient, sess string, q *coordinatorv1.ProveTask) {
 	req := &coordinatorv1.SubmitProofRequest{Session: sess, RequestId: q.RequestId}
@@ -54,9 +68,20 @@ func (n *Node) answerProof(ctx context.Context, cc coordinatorv1.CoordinatorClie
 	} else {
 		req.Proof = proof
 	}
+	n.submitProof(ctx, cc, req, q.Dataset, submitProofTimeout)
+}
+
+// refuseProof answers one proof question with a refusal.
+func (n *Node) refuseProof(ctx context.Context, cc coordinatorv1.CoordinatorClient, sess string, q *coordinatorv1.ProveTask, why string) {
+	n.submitProof(ctx, cc, &coordinatorv1.SubmitProofRequest{Session: sess, RequestId: q.RequestId, Error: why}, q.Dataset, refuseProofTimeout)
+}
+
+func (n *Node) submitProof(ctx context.Context, cc coordinatorv1.CoordinatorClient, req *coordinatorv1.SubmitProofRequest, dataset string, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if _, err := cc.SubmitProof(ctx, req); err != nil {
-		n.log.WarnContext(ctx, "coordinator refused the proof", "dataset", q.Dataset, "err", err)
+		n.log.WarnContext(ctx, "coordinator refused the proof", "dataset", dataset, "err", err)
 		return
 	}
-	n.log.InfoContext(ctx, "proof answered", "dataset", q.Dataset, "error", req.Error)
+	n.log.InfoContext(ctx, "proof answered", "dataset", dataset, "error", req.Error)
 }

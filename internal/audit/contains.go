@@ -151,6 +151,18 @@ func SampleLeaf(path, format string) ([32]byte, error) {
 	return [32]byte{}, fmt.Errorf("sample format %q is not text, dir or jsonl", format)
 }
 
+// Limits of the coordinator's ProveSample that Contains keeps to.
+const (
+	// MaxAskDatasets is how many datasets one ProveSample names (the
+	// coordinator's limit, coordinator.MaxProveDatasets): Contains asks
+	// about more in batches of this size, one after another.
+	MaxAskDatasets = 64
+	// MaxAnswerBytes is the largest ProveSample response Contains accepts
+	// (gRPC's default is 4 MiB; MaxAskDatasets answers of at most 16 KiB
+	// each fit well within it).
+	MaxAnswerBytes = 8 << 20
+)
+
 // Contains asks every dataset in ds, through the coordinator and each
 // dataset's owning trainer, whether the sample with hash leaf is among its
 // samples, and checks every answer itself against the root and sample
@@ -158,29 +170,38 @@ func SampleLeaf(path, format string) ([32]byte, error) {
 // trainers. timeout bounds each trainer's answer. The error is for the
 // request as a whole (the coordinator unreachable or refusing); a dataset
 // without a valid proof is an Unanswered result (see ContainsReport.Err).
+//
+// What the results mean, and what they rest on:
+//   - Included: the sample's hash is a leaf of the tree whose root the
+//     ledger records for the dataset.
+//   - Excluded: the sample is not in the tree its owner registered,
+//     assuming the owner built that tree as the manifest format requires
+//     (over sorted, distinct leaves). The ledger keeps only the root, so
+//     an owner that registered a root over unsorted leaves could prove a
+//     sample it holds absent; an exclusion proof cannot rule that out.
+//   - The roots and sample counts in ds are taken as given: Contains
+//     trusts whoever read them from the ledger (the CLI reads them from
+//     the one ledger node named by --ledger, without checking a
+//     checkpoint's co-signatures).
 func Contains(ctx context.Context, prover SampleProver, model string, leaf [32]byte, ds []ledger.Dataset, timeout time.Duration) (*ContainsReport, error) {
 	rep := &ContainsReport{Model: model, Sample: hex.EncodeToString(leaf[:])}
-	req := &coordinatorv1.ProveSampleRequest{LeafHash: leaf[:], TimeoutMs: timeout.Milliseconds()}
 	for _, d := range ds {
 		rep.Datasets = append(rep.Datasets, ContainsResult{Dataset: d.Digest, Name: d.Name, Trainer: d.Owner, Root: d.Root, Samples: d.Samples})
-		req.Datasets = append(req.Datasets, &coordinatorv1.DatasetRef{Dataset: d.Digest, Trainer: d.Owner})
 	}
-	if len(ds) == 0 {
-		return rep, nil
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout+15*time.Second)
-		defer cancel()
-	}
-	resp, err := prover.ProveSample(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("audit: ask the coordinator: %w", err)
+	// Each dataset once: the coordinator refuses a request naming one twice.
+	var refs []*coordinatorv1.DatasetRef
+	asked := map[string]bool{}
+	for _, d := range ds {
+		if !asked[d.Digest] {
+			asked[d.Digest] = true
+			refs = append(refs, &coordinatorv1.DatasetRef{Dataset: d.Digest, Trainer: d.Owner})
+		}
 	}
 	byDataset := map[string]*coordinatorv1.ProofAnswer{}
-	for _, a := range resp.Answers {
-		if a != nil && byDataset[a.Dataset] == nil {
-			byDataset[a.Dataset] = a
+	for start := 0; start < len(refs); start += MaxAskDatasets {
+		batch := refs[start:min(start+MaxAskDatasets, len(refs))]
+		if err := askBatch(ctx, prover, leaf, batch, timeout, byDataset); err != nil {
+			return nil, err
 		}
 	}
 	for i := range rep.Datasets {
@@ -193,6 +214,31 @@ func Contains(ctx context.Context, prover SampleProver, model string, leaf [32]b
 		*r = CheckAnswer(ds[i], leaf, a)
 	}
 	return rep, nil
+}
+
+// askBatch asks one ProveSample about the datasets in batch and files the
+// answers by dataset digest (the first answer for each dataset asked).
+func askBatch(ctx context.Context, prover SampleProver, leaf [32]byte, batch []*coordinatorv1.DatasetRef, timeout time.Duration, byDataset map[string]*coordinatorv1.ProofAnswer) error {
+	req := &coordinatorv1.ProveSampleRequest{LeafHash: leaf[:], TimeoutMs: timeout.Milliseconds(), Datasets: batch}
+	asked := map[string]bool{}
+	for _, d := range batch {
+		asked[d.Dataset] = true
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout+15*time.Second)
+		defer cancel()
+	}
+	resp, err := prover.ProveSample(ctx, req, grpc.MaxCallRecvMsgSize(MaxAnswerBytes))
+	if err != nil {
+		return fmt.Errorf("audit: ask the coordinator: %w", err)
+	}
+	for _, a := range resp.Answers {
+		if a != nil && asked[a.Dataset] && byDataset[a.Dataset] == nil {
+			byDataset[a.Dataset] = a
+		}
+	}
+	return nil
 }
 
 // CheckAnswer judges one coordinator answer for dataset d (as the ledger

@@ -2,12 +2,19 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -141,4 +148,73 @@ func FuzzCheckAnswer(f *testing.F) {
 			t.Fatalf("sample %x is in the shard, yet an exclusion proof verified: %+v", in, r.Proof)
 		}
 	})
+}
+
+// batchProver answers ProveSample from one real tree for every dataset and
+// records the requests it got.
+type batchProver struct {
+	tree     *datasets.Tree
+	requests []int // datasets named by each request
+	recvOpt  []int // the MaxCallRecvMsgSize each request allowed (0: none)
+}
+
+func (b *batchProver) ProveSample(_ context.Context, in *coordinatorv1.ProveSampleRequest, opts ...grpc.CallOption) (*coordinatorv1.ProveSampleResponse, error) {
+	b.requests = append(b.requests, len(in.Datasets))
+	size := 0
+	for _, o := range opts {
+		if m, ok := o.(grpc.MaxRecvMsgSizeCallOption); ok {
+			size = m.MaxRecvMsgSize
+		}
+	}
+	b.recvOpt = append(b.recvOpt, size)
+	p, err := b.tree.Prove([32]byte(in.LeafHash))
+	if err != nil {
+		return nil, err
+	}
+	resp := &coordinatorv1.ProveSampleResponse{}
+	for _, d := range in.Datasets {
+		resp.Answers = append(resp.Answers, &coordinatorv1.ProofAnswer{Dataset: d.Dataset, Trainer: d.Trainer,
+			Status: coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED, Proof: p.Encode()})
+	}
+	return resp, nil
+}
+
+// TestContainsBatches asks about more datasets than one ProveSample may
+// name: Contains asks in batches within the coordinator's limit, allows
+// large responses, names a dataset listed twice once, and judges every
+// answer.
+func TestContainsBatches(t *testing.T) {
+	if MaxAskDatasets != coordinator.MaxProveDatasets {
+		t.Fatalf("MaxAskDatasets %d, the coordinator's limit is %d", MaxAskDatasets, coordinator.MaxProveDatasets)
+	}
+	d, tr, rec := shardTree(t)
+	var ds []ledger.Dataset
+	for i := range 2*MaxAskDatasets + 5 {
+		r := rec
+		r.Digest = fmt.Sprintf("%064x", i)
+		ds = append(ds, r)
+	}
+	ds = append(ds, ds[0]) // listed twice: asked once
+	leaf := datasets.SampleDigest(d.Samples[3].Text)
+	p := &batchProver{tree: tr}
+	rep, err := Contains(context.Background(), p, "m", leaf, ds, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{MaxAskDatasets, MaxAskDatasets, 5}; !slices.Equal(p.requests, want) {
+		t.Errorf("requests named %v datasets, want %v", p.requests, want)
+	}
+	for i, s := range p.recvOpt {
+		if s != MaxAnswerBytes {
+			t.Errorf("request %d allowed a %d-byte response, want %d", i, s, MaxAnswerBytes)
+		}
+	}
+	if len(rep.Datasets) != len(ds) || rep.Err() != nil {
+		t.Fatalf("%d results (err %v), want %d answered", len(rep.Datasets), rep.Err(), len(ds))
+	}
+	for _, r := range rep.Datasets {
+		if r.Result != Included {
+			t.Errorf("%s: %s (%s), want included", r.Dataset, r.Result, r.Detail)
+		}
+	}
 }

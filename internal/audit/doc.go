@@ -63,4 +63,11 @@
 // Included, Excluded, or Unanswered with the reason (trainer not connected,
 // timeout, refused, proof does not verify). RenderContains prints the
 // report as a table or JSON.
+//
+// Excluded means "not in the tree its owner registered, assuming the owner
+// built it as the manifest format requires" (over sorted leaves): the
+// ledger keeps only the root, so an exclusion proof cannot catch an owner
+// that registered a tree built otherwise. The lineage, roots and sample
+// counts are read from the one ledger node the caller names and trusted as
+// read (no checkpoint co-signature is checked).
 package audit

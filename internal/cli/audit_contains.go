@@ -27,7 +27,14 @@ func newAuditContainsCmd() *cobra.Command {
 			"it, for an inclusion or exclusion proof. Only the sample's hash leaves this machine. Every proof is checked\n" +
 			"here against the Merkle root and sample count the ledger recorded; neither coordinator nor trainers are\n" +
 			"trusted. Each dataset is included, excluded, or unanswered (trainer not connected, timeout, refused, or the\n" +
-			"proof does not verify). Exits non-zero when any dataset is unanswered.",
+			"proof does not verify). Exits non-zero when any dataset is unanswered.\n\n" +
+			"What the results rest on: the lineage and every dataset's root and sample count are read from the one ledger\n" +
+			"node named by --ledger, which is trusted (no checkpoint co-signatures are checked). \"included\" means the\n" +
+			"sample is a leaf of the tree whose root the ledger records. \"excluded\" means the sample is not in the tree\n" +
+			"its owner registered, assuming the owner built it as the manifest format requires (over sorted leaves): the\n" +
+			"ledger keeps only the root, so an owner that registered a tree built otherwise could hide a sample.\n\n" +
+			"The key given with --key must be an active auditor or admin member of the ledger (or the coordinator's own);\n" +
+			"datasets are asked in batches of 64.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelDigest == "" || samplePath == "" {

@@ -23,6 +23,8 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -39,6 +41,7 @@ type containsNet struct {
 	ids                map[string]string // name → member ID
 	datasets           map[string]string // trainer name → dataset digest
 	keys               map[string]string // name → key file
+	silent             chan struct{}     // a question about silentLeaf reached the liar
 }
 
 var silentLeaf = datasets.SampleDigest("the liar never answers about this sample")
@@ -49,7 +52,7 @@ func shardPath(name string) string {
 
 func startContainsNet(t *testing.T) *containsNet {
 	t.Helper()
-	n := &containsNet{dir: t.TempDir(), ids: map[string]string{}, datasets: map[string]string{}, keys: map[string]string{}}
+	n := &containsNet{dir: t.TempDir(), ids: map[string]string{}, datasets: map[string]string{}, keys: map[string]string{}, silent: make(chan struct{}, 256)}
 	var g strings.Builder
 	g.WriteString("chain_id: contains-cli\nmembers:\n")
 	for _, m := range []struct{ name, role string }{{"admin", "admin"}, {"coord", "coordinator"}, {"agg", "aggregator"}, {"auditor", "auditor"},
@@ -208,7 +211,14 @@ func (n *containsNet) runLiar(t *testing.T, ctx context.Context, ready chan<- st
 			return
 		}
 		q := task.Prove
-		if q == nil || [32]byte(q.LeafHash) == silentLeaf {
+		if q == nil {
+			continue
+		}
+		if [32]byte(q.LeafHash) == silentLeaf {
+			select {
+			case n.silent <- struct{}{}:
+			default:
+			}
 			continue
 		}
 		p, err := tree.Prove([32]byte(q.LeafHash))
@@ -314,7 +324,7 @@ func TestAuditContains(t *testing.T) {
 		resp, err := cc.ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: leafT1[:], TimeoutMs: 5000, Datasets: []*coordinatorv1.DatasetRef{
 			{Dataset: n.datasets["t1"], Trainer: n.ids["t1"]},
 			{Dataset: n.datasets["t2"], Trainer: n.ids["t2"]},
-			{Dataset: n.datasets["t2"], Trainer: n.ids["t1"]}, // t1 does not hold t2's data
+			{Dataset: n.datasets["liar"], Trainer: n.ids["t1"]}, // t1 does not hold the liar's data
 			{Dataset: n.datasets["offline"], Trainer: n.ids["offline"]},
 		}})
 		if err != nil {
@@ -350,6 +360,10 @@ func TestAuditContains(t *testing.T) {
 			t.Errorf("silent trainer: %v %v after %s, want a timeout", resp, err, time.Since(start))
 		}
 		// Bad requests.
+		t1 := &coordinatorv1.DatasetRef{Dataset: n.datasets["t1"], Trainer: n.ids["t1"]}
+		if _, err := cc.ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: leafT1[:], Datasets: []*coordinatorv1.DatasetRef{t1, t1}}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), n.datasets["t1"]) {
+			t.Errorf("a dataset named twice: %v, want InvalidArgument naming it", err)
+		}
 		for name, req := range map[string]*coordinatorv1.ProveSampleRequest{
 			"short hash":  {LeafHash: leafT1[:31], Datasets: []*coordinatorv1.DatasetRef{{Dataset: n.datasets["t1"], Trainer: n.ids["t1"]}}},
 			"no datasets": {LeafHash: leafT1[:]},
@@ -358,6 +372,52 @@ func TestAuditContains(t *testing.T) {
 			if _, err := cc.ProveSample(ctx, req); status.Code(err) != codes.InvalidArgument {
 				t.Errorf("%s: %v, want InvalidArgument", name, err)
 			}
+		}
+		// A trainer may not ask.
+		if _, err := n.client(t, "t1").ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: leafT1[:], Datasets: []*coordinatorv1.DatasetRef{t1}}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("a trainer asking: %v, want PermissionDenied", err)
+		}
+		// At most 8 questions wait on one trainer: with 8 unanswered
+		// questions at the liar, a ninth is BUSY at once.
+		for len(n.silent) > 0 {
+			<-n.silent
+		}
+		liar := []*coordinatorv1.DatasetRef{{Dataset: n.datasets["liar"], Trainer: n.ids["liar"]}}
+		hold, release := context.WithCancel(ctx)
+		var held sync.WaitGroup
+		for range 8 {
+			held.Add(1)
+			go func() {
+				defer held.Done()
+				_, _ = cc.ProveSample(hold, &coordinatorv1.ProveSampleRequest{LeafHash: silentLeaf[:], TimeoutMs: 60000, Datasets: liar})
+			}()
+		}
+		for range 8 {
+			select {
+			case <-n.silent:
+			case <-ctx.Done():
+				t.Fatal("the liar did not get 8 questions")
+			}
+		}
+		resp, err = cc.ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: silentLeaf[:], TimeoutMs: 60000, Datasets: liar})
+		if err != nil || resp.Answers[0].Status != coordinatorv1.ProofStatus_PROOF_STATUS_BUSY || !strings.Contains(resp.Answers[0].Detail, "outstanding") {
+			t.Errorf("a ninth question: %v %v, want BUSY", resp, err)
+		}
+		release()
+		held.Wait()
+		// Once the held questions are gone, the liar is asked again.
+		for {
+			resp, err = cc.ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: leafT1[:], TimeoutMs: 5000, Datasets: liar})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Answers[0].Status == coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED {
+				break
+			}
+			if resp.Answers[0].Status != coordinatorv1.ProofStatus_PROOF_STATUS_BUSY {
+				t.Fatalf("after the held questions: %v (%s)", resp.Answers[0].Status, resp.Answers[0].Detail)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 		// An answer nobody asked for.
 		if _, err := cc.SubmitProof(ctx, &coordinatorv1.SubmitProofRequest{Session: "nope", RequestId: "x"}); status.Code(err) != codes.FailedPrecondition {
@@ -378,7 +438,7 @@ func TestAuditContains(t *testing.T) {
 		{"sample from nowhere, liar and offline", all, nowhere, "admin",
 			want{"t1": "excluded", "t2": "excluded", "liar": "unanswered: proof does not verify", "offline": "unanswered: trainer not connected"},
 			"2 of 4 datasets unanswered"},
-		{"honest lineage, sample of t1", good, inT1, "t2", want{"t1": "included", "t2": "excluded"}, ""},
+		{"honest lineage, sample of t1, the coordinator's key", good, inT1, "coord", want{"t1": "included", "t2": "excluded"}, ""},
 		{"honest lineage, sample from nowhere", good, nowhere, "auditor", want{"t1": "excluded", "t2": "excluded"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -446,6 +506,10 @@ func TestAuditContains(t *testing.T) {
 			t.Errorf("lineage --format %s does not show t1's root %x", f, root1)
 		}
 	}
+	// A trainer may not ask for proofs.
+	if _, err := run(t, append([]string{"audit", "contains", "--model", good, "--sample", inT1, "--key", n.keys["t2"]}, coordArgs...)...); err == nil || !strings.Contains(err.Error(), "PermissionDenied") || !strings.Contains(err.Error(), "only auditor and admin") {
+		t.Errorf("trainer key: %v, want PermissionDenied", err)
+	}
 	// A caller that is not a ledger member is refused.
 	outsider := filepath.Join(n.dir, "outsider.key")
 	mustRun(t, "keygen", "-o", outsider)
@@ -465,5 +529,127 @@ func TestAuditContains(t *testing.T) {
 	}
 	if _, err := run(t, "audit", "check-proof", proof, "--ledger", n.ledger, "--dataset", n.datasets["t2"]); err == nil || !strings.Contains(err.Error(), "proof does not verify") {
 		t.Errorf("check-proof against another dataset: %v", err)
+	}
+}
+
+// TestNoRaceAuditContainsWhileTraining asks a trainer for a proof while it
+// trains a task: the question is put from inside the training loop (after
+// its first local step, with more to go), so the answer must come from
+// the trainer while its task is still training, before the task's update
+// exists; then the round commits with that trainer's update.
+func TestNoRaceAuditContainsWhileTraining(t *testing.T) {
+	fedtest.SkipUnderRace(t)
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		events  []string // in order: "step N", "proof <status>"
+		answer  *coordinatorv1.ProofAnswer
+		askErr  error
+		asked   bool
+		n       *devnet.Net
+		leaf    [32]byte
+		dataset string
+	)
+	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	backend := &trainer.CPUBackend{Progress: func(step int, _ float64) {
+		note(fmt.Sprintf("step %d", step))
+		mu.Lock()
+		first := !asked
+		asked = true
+		mu.Unlock()
+		if !first {
+			return
+		}
+		// Still inside the task's training: ask the coordinator for a
+		// proof from this very trainer.
+		opt, err := tlsid.DialOption(n.Keys["admin"], tlsid.ExpectID(n.ID("coordinator")))
+		if err != nil {
+			askErr = err
+			return
+		}
+		conn, err := grpc.NewClient(n.Coordinator, opt)
+		if err != nil {
+			askErr = err
+			return
+		}
+		defer conn.Close()
+		resp, err := coordinatorv1.NewCoordinatorClient(conn).ProveSample(ctx, &coordinatorv1.ProveSampleRequest{LeafHash: leaf[:], TimeoutMs: 30000,
+			Datasets: []*coordinatorv1.DatasetRef{{Dataset: dataset, Trainer: n.ID("trainer-1")}}})
+		if err != nil {
+			askErr = err
+			return
+		}
+		answer = resp.Answers[0]
+		note("proof " + answer.Status.String())
+	}}
+	var err error
+	n, err = devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Trainers: 1, MinTrainers: 1,
+		JobName: "prove-while-training", Rounds: 1, LocalSteps: 4, PretrainSteps: 2,
+		TrainerBackend: func(int) trainer.Backend { return backend }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, err := n.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Stop()
+	cfg, err := trainer.LoadConfig(filepath.Join(n.Dir, "trainer-1", "trainer.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := readManifestFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard, err := os.ReadFile(n.Shards[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample := filepath.Join(t.TempDir(), "sample.jsonl")
+	if err := os.WriteFile(sample, []byte(strings.SplitN(string(shard), "\n", 2)[0]+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if leaf, err = audit.SampleLeaf(sample, ""); err != nil {
+		t.Fatal(err)
+	}
+	dataset = sm.Digest
+	if _, err := n.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := n.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("trainer events: %v", events)
+	if askErr != nil || answer == nil {
+		t.Fatalf("no answer while training: %v (events %v)", askErr, events)
+	}
+	// The answer came back after step 1, before the task's later steps
+	// and so before its update was written or submitted.
+	if len(events) < 3 || events[0] != "step 1" || events[1] != "proof PROOF_STATUS_ANSWERED" || events[len(events)-1] != "step 4" {
+		t.Errorf("events %v: want step 1, the proof answered, then the remaining steps", events)
+	}
+	if st.State != coordinator.JobDone || len(st.Rounds) != 1 || st.Rounds[0].Status != string(ledger.StatusCommitted) ||
+		len(st.Rounds[0].Updates) != 1 || st.Rounds[0].Updates[0].Trainer != n.ID("trainer-1") {
+		t.Fatalf("job %s (%s), rounds %v: want round 1 committed with trainer-1's update", st.State, st.Detail, st.Rounds)
+	}
+	lc, err := node.Dial(ctx, n.LedgerGRPC[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	rec, err := coordinator.QueryDataset(ctx, lc, dataset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := audit.CheckAnswer(*rec, leaf, answer); r.Result != audit.Included {
+		t.Errorf("the answer given while training: %s (%s), want included", r.Result, r.Detail)
 	}
 }

@@ -42,7 +42,8 @@ const (
 	ProofStatus_PROOF_STATUS_TIMEOUT ProofStatus = 3
 	// REFUSED: the trainer answered with an error (detail says it).
 	ProofStatus_PROOF_STATUS_REFUSED ProofStatus = 4
-	// BUSY: the trainer's task queue is full.
+	// BUSY: too many questions outstanding (to the trainer, from the
+	// caller, or at the coordinator), or the trainer's proof queue is full.
 	ProofStatus_PROOF_STATUS_BUSY ProofStatus = 5
 )
 
@@ -730,7 +731,7 @@ type SubmitProofRequest struct {
 	Session   string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
 	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// proof is the proof JSON of `fedtune dataset prove` (inclusion or
-	// exclusion), at most 256 KiB.
+	// exclusion), at most 16 KiB.
 	Proof []byte `protobuf:"bytes,3,opt,name=proof,proto3" json:"proof,omitempty"`
 	// error, when set, says why the trainer gives no proof.
 	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
@@ -889,7 +890,7 @@ type ProveSampleRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// leaf_hash is the sample's SHA-256: exactly 32 bytes.
 	LeafHash []byte `protobuf:"bytes,1,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
-	// datasets to ask about (at most 256).
+	// datasets to ask about (at most 64, each dataset once).
 	Datasets []*DatasetRef `protobuf:"bytes,2,rep,name=datasets,proto3" json:"datasets,omitempty"`
 	// timeout_ms bounds the wait for each trainer (0: 10 s; at most 120 s).
 	TimeoutMs     int64 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`

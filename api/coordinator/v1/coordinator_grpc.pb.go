@@ -67,8 +67,10 @@ type CoordinatorClient interface {
 	// their samples. The coordinator relays each question to the trainer's
 	// Tasks stream (Task.prove) and waits for its SubmitProof; the answers
 	// are the trainers' proofs, unverified: the caller checks them against
-	// the roots the ledger recorded. Over TLS the caller must be an active
-	// ledger member.
+	// the roots the ledger recorded. Over TLS the caller must be the
+	// coordinator's own key or an active auditor or admin ledger member.
+	// Questions travel apart from training tasks; at most 8 wait on one
+	// trainer and 64 on one caller, more are answered BUSY.
 	ProveSample(ctx context.Context, in *ProveSampleRequest, opts ...grpc.CallOption) (*ProveSampleResponse, error)
 	// SubmitProof is a trainer's answer to a Task.prove: a proof, or why it
 	// gives none.
@@ -202,8 +204,10 @@ type CoordinatorServer interface {
 	// their samples. The coordinator relays each question to the trainer's
 	// Tasks stream (Task.prove) and waits for its SubmitProof; the answers
 	// are the trainers' proofs, unverified: the caller checks them against
-	// the roots the ledger recorded. Over TLS the caller must be an active
-	// ledger member.
+	// the roots the ledger recorded. Over TLS the caller must be the
+	// coordinator's own key or an active auditor or admin ledger member.
+	// Questions travel apart from training tasks; at most 8 wait on one
+	// trainer and 64 on one caller, more are answered BUSY.
 	ProveSample(context.Context, *ProveSampleRequest) (*ProveSampleResponse, error)
 	// SubmitProof is a trainer's answer to a Task.prove: a proof, or why it
 	// gives none.
