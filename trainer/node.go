@@ -20,6 +20,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -170,9 +171,7 @@ func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinato
 		case err == nil:
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
 		case errors.Is(err, coordinator.ErrLedgerRecordNotFound):
-			if _, err := signer.Submit(ctx, ledger.DatasetRegistered{Digest: n.manifest.Digest,
-				Name: n.manifest.Name, Licence: n.manifest.Licence, Source: n.manifest.Source, Samples: n.manifest.Samples,
-				Root: n.manifest.Root, Bytes: n.manifest.Bytes}); err != nil {
+			if _, err := signer.Submit(ctx, audit.RegisterTx(n.manifest)); err != nil {
 				if errors.Is(err, node.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}
