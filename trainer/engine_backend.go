@@ -65,7 +65,8 @@ func ValidateDevice(name string) error {
 }
 
 // NewBackend returns the Backend that trains on device name: CPUBackend for
-// DeviceCPU (and ""), an EngineBackend for the engine devices.
+// DeviceCPU (and ""), an EngineBackend for the engine devices, after
+// opening the device once to check that it is there.
 func NewBackend(name string) (Backend, error) {
 	if err := ValidateDevice(name); err != nil {
 		return nil, fmt.Errorf("%w: device: %w", ErrConfig, err)
@@ -73,7 +74,17 @@ func NewBackend(name string) (Backend, error) {
 	if name == "" || name == DeviceCPU {
 		return &CPUBackend{}, nil
 	}
-	return &EngineBackend{Device: name, Open: engineDevices[name]}, nil
+	// Open the device once now, so that a trainer told to train on a GPU
+	// it does not have says so when it starts, not at its first task.
+	open := engineDevices[name]
+	dev, err := open()
+	if err != nil {
+		return nil, fmt.Errorf("%w: device %s: %w", ErrConfig, name, err)
+	}
+	if err := dev.Close(); err != nil {
+		return nil, fmt.Errorf("%w: device %s: %w", ErrConfig, name, err)
+	}
+	return &EngineBackend{Device: name, Open: open}, nil
 }
 
 // EngineBackend trains with package engine's training step on an
