@@ -463,6 +463,9 @@ func (j *Job) Validate() error {
 	} else if j.Eval.Every > 0 && j.Eval.Data == "" {
 		bad("eval.every", "needs eval.data")
 	}
+	if isDigest(j.Eval.Data) {
+		bad("eval.data", "a file path is required for now (evaluating on a dataset manifest digest is not supported), got %s", j.Eval.Data)
+	}
 	if len(errs) > 0 {
 		return &ValidationError{Errors: errs}
 	}

@@ -111,6 +111,8 @@ type Service struct {
 	status *coordinatorv1.StatusResponse // last job's live view (rounds from the ledger)
 
 	prove proveRelay // proof questions relayed to trainers (service_prove.go)
+
+	ev evaluator // held-out evaluation of committed models (service_eval.go)
 }
 
 // queuedTx is a transaction waiting for the tx worker.
@@ -196,6 +198,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); s.txWorker(ctx) }()
 	defer wg.Wait()
+	defer s.ev.wg.Wait()
 	if err := s.resume(ctx); err != nil {
 		s.log.ErrorContext(ctx, "cannot resume the active job", "err", err)
 	}
@@ -386,6 +389,9 @@ func (s *Service) txWorker(ctx context.Context) {
 		case err == nil:
 			s.log.InfoContext(ctx, "tx committed", "type", q.body.TxType(), "round", round, "height", h)
 			ev = TxCommitted{Type: q.body.TxType(), Round: round}
+			if rc, ok := q.body.(ledger.RoundCommitted); ok {
+				s.postEval(ctx, q.gen, rc)
+			}
 		case errors.Is(err, node.ErrRejected) && historyConflict(err):
 			// The ledger already holds this round's record: an earlier
 			// run of this coordinator got further than the history it
@@ -933,6 +939,7 @@ func (s *Service) Status(ctx context.Context, req *coordinatorv1.StatusRequest) 
 		}
 		lagging = lagging || r.Status == ledger.StatusOpen
 	}
+	s.fillEval(resp)
 	// The machine learns a round's fate from the ledger leader; the node
 	// this status reads from may not have applied that block yet. Do not
 	// call a job finished until its record here is.
@@ -982,6 +989,10 @@ func (s *Service) publishStatus(context.Context) {
 		st.State = JobWaiting
 	default:
 		st.State = JobRunning
+	}
+	if r := s.evalPending(j.job.Name); r > 0 && st.State == JobDone {
+		// Done once the final model's evaluation is in the status.
+		st.State, st.Detail = JobRunning, strings.TrimPrefix(fmt.Sprintf("%s; evaluating round %d's model", st.Detail, r), "; ")
 	}
 	st.Joined = s.joinedList()
 	s.stMu.Lock()

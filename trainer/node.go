@@ -436,18 +436,5 @@ func (n *Node) copyBlob(digest, to string) error {
 // ReadAdapter reads a global adapter's weights (a safetensors file in
 // PEFT's tensor names) as an Adapter of shape lc.
 func ReadAdapter(path string, lc model.LoRAConfig) (*model.Adapter, error) {
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	ad := &model.Adapter{Config: lc, Tensors: map[string]*model.Tensor{}}
-	for _, ti := range f.Tensors() {
-		data, err := f.Float32s(ti.Name)
-		if err != nil {
-			return nil, err
-		}
-		ad.Tensors[ti.Name] = &model.Tensor{Shape: append([]int(nil), ti.Shape...), Data: data}
-	}
-	return ad, nil
+	return model.ReadAdapterFile(path, lc)
 }

@@ -132,8 +132,9 @@ func newRoundStatusCmd() *cobra.Command {
 	return cmd
 }
 
-// PrintJobStatus writes a job's status as a table: one line per round and
-// one per trainer update.
+// PrintJobStatus writes a job's status as a table: one line per round, one
+// with its evaluation (mean NLL and perplexity on the job's eval data) when
+// the coordinator evaluated its model, and one per trainer update.
 func PrintJobStatus(w io.Writer, st *coordinatorv1.StatusResponse) {
 	if st.JobId == "" {
 		fmt.Fprintf(w, "no job launched yet; %d trainers joined: %s\n", len(st.Joined), shortList(st.Joined))
@@ -155,6 +156,9 @@ func PrintJobStatus(w io.Writer, st *coordinatorv1.StatusResponse) {
 			d = r.FailReason
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d selected\t\t\t\t%s\n", r.Round, r.Status, len(r.Selected), d)
+		if r.Evaluated {
+			fmt.Fprintf(tw, "\t\teval NLL\t%.4f\t\tperplexity %.2f\t\n", r.EvalNll, r.EvalPerplexity)
+		}
 		for _, u := range r.Updates {
 			loss := "-"
 			if l, ok := u.Metrics["loss"]; ok {

@@ -247,6 +247,31 @@ func TestNoRaceNetworkTwoRounds(t *testing.T) {
 		t.Errorf("eval mean NLL after %.4f is not below before %.4f", after.MeanNLL, before.MeanNLL)
 	}
 
+	// The coordinator evaluated every committed round's model on the job's
+	// eval data (eval.every 1) before calling the job done; the last one
+	// scores what the devnet's own evaluation of the final model gives.
+	for _, r := range st.Rounds {
+		if !r.Evaluated || math.IsNaN(r.EvalNll) || math.IsInf(r.EvalNll, 0) || !(r.EvalNll > 0) ||
+			math.Abs(r.EvalPerplexity-math.Exp(r.EvalNll)) > 1e-9*r.EvalPerplexity {
+			t.Errorf("round %d: evaluated %v, NLL %v, perplexity %v", r.Round, r.Evaluated, r.EvalNll, r.EvalPerplexity)
+		}
+	}
+	if job.Eval.Data == "" || job.Eval.Every > 1 {
+		t.Fatalf("the devnet job's eval section %+v does not evaluate every round", job.Eval)
+	}
+	taskEval := n.EvalData
+	n.EvalData = job.EvalDataPath()
+	final, err := n.Eval(ctx, local[global])
+	n.EvalData = taskEval
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := st.Rounds[len(st.Rounds)-1]
+	t.Logf("coordinator eval of round %d: NLL %.6f (perplexity %.4f); devnet eval %.6f", last.Round, last.EvalNll, last.EvalPerplexity, final.MeanNLL)
+	if math.Abs(last.EvalNll-final.MeanNLL) > 1e-9 {
+		t.Errorf("coordinator eval NLL of the final model %.12f, devnet Eval %.12f", last.EvalNll, final.MeanNLL)
+	}
+
 	// The lineage leads back to the base model through both rounds.
 	l, err := n.Lineage(ctx, global)
 	if err != nil {

@@ -412,6 +412,9 @@ func (n *Net) Follow(ctx context.Context) (*coordinatorv1.StatusResponse, error)
 				switch r.Status {
 				case string(ledger.StatusCommitted):
 					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d committed: global %s", time.Since(start).Seconds(), r.Round, r.ModelDigest)
+					if r.Evaluated {
+						say(fmt.Sprintf("eval %d", r.Round), "[%5.1fs] round %d eval: NLL %.4f (perplexity %.2f)", time.Since(start).Seconds(), r.Round, r.EvalNll, r.EvalPerplexity)
+					}
 				case string(ledger.StatusFailed):
 					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d failed: %s", time.Since(start).Seconds(), r.Round, r.FailReason)
 				}

@@ -1447,16 +1447,22 @@ func (x *TrainerUpdate) GetWeight() float64 {
 
 // Round is one round of the job as the ledger records it.
 type Round struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
-	BaseModel     string                 `protobuf:"bytes,3,opt,name=base_model,json=baseModel,proto3" json:"base_model,omitempty"`
-	ModelDigest   string                 `protobuf:"bytes,4,opt,name=model_digest,json=modelDigest,proto3" json:"model_digest,omitempty"`
-	Selected      []string               `protobuf:"bytes,5,rep,name=selected,proto3" json:"selected,omitempty"`
-	Updates       []*TrainerUpdate       `protobuf:"bytes,6,rep,name=updates,proto3" json:"updates,omitempty"`
-	FailReason    string                 `protobuf:"bytes,7,opt,name=fail_reason,json=failReason,proto3" json:"fail_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Round       uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Status      string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	BaseModel   string                 `protobuf:"bytes,3,opt,name=base_model,json=baseModel,proto3" json:"base_model,omitempty"`
+	ModelDigest string                 `protobuf:"bytes,4,opt,name=model_digest,json=modelDigest,proto3" json:"model_digest,omitempty"`
+	Selected    []string               `protobuf:"bytes,5,rep,name=selected,proto3" json:"selected,omitempty"`
+	Updates     []*TrainerUpdate       `protobuf:"bytes,6,rep,name=updates,proto3" json:"updates,omitempty"`
+	FailReason  string                 `protobuf:"bytes,7,opt,name=fail_reason,json=failReason,proto3" json:"fail_reason,omitempty"`
+	// eval_nll and eval_perplexity score the round's committed model on the
+	// job's eval data (mean NLL in nats per token); evaluated says they are
+	// set.
+	EvalNll        float64 `protobuf:"fixed64,8,opt,name=eval_nll,json=evalNll,proto3" json:"eval_nll,omitempty"`
+	EvalPerplexity float64 `protobuf:"fixed64,9,opt,name=eval_perplexity,json=evalPerplexity,proto3" json:"eval_perplexity,omitempty"`
+	Evaluated      bool    `protobuf:"varint,10,opt,name=evaluated,proto3" json:"evaluated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Round) Reset() {
@@ -1536,6 +1542,27 @@ func (x *Round) GetFailReason() string {
 		return x.FailReason
 	}
 	return ""
+}
+
+func (x *Round) GetEvalNll() float64 {
+	if x != nil {
+		return x.EvalNll
+	}
+	return 0
+}
+
+func (x *Round) GetEvalPerplexity() float64 {
+	if x != nil {
+		return x.EvalPerplexity
+	}
+	return 0
+}
+
+func (x *Round) GetEvaluated() bool {
+	if x != nil {
+		return x.Evaluated
+	}
+	return false
 }
 
 type StatusResponse struct {
@@ -1761,7 +1788,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x06weight\x18\b \x01(\x01R\x06weight\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xf5\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd7\x02\n" +
 	"\x05Round\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1d\n" +
@@ -1771,7 +1798,11 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\bselected\x18\x05 \x03(\tR\bselected\x12?\n" +
 	"\aupdates\x18\x06 \x03(\v2%.fedtune.coordinator.v1.TrainerUpdateR\aupdates\x12\x1f\n" +
 	"\vfail_reason\x18\a \x01(\tR\n" +
-	"failReason\"\x90\x02\n" +
+	"failReason\x12\x19\n" +
+	"\beval_nll\x18\b \x01(\x01R\aevalNll\x12'\n" +
+	"\x0feval_perplexity\x18\t \x01(\x01R\x0eevalPerplexity\x12\x1c\n" +
+	"\tevaluated\x18\n" +
+	" \x01(\bR\tevaluated\"\x90\x02\n" +
 	"\x0eStatusResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +

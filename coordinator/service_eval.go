@@ -1,0 +1,285 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+// The held-out evaluation of a job's committed models (the job's eval
+// section): when the service sees its RoundCommitted of round r committed
+// and r is a multiple of eval.every or the job's last round, it scores the
+// new global model on eval.data in the background, one evaluation at a
+// time. Results are kept in memory by model digest and shown in Status; a
+// failed evaluation is logged and shown in the status detail, never failing
+// the job.
+
+// evalOutcome is one finished evaluation.
+type evalOutcome struct {
+	job     string
+	round   uint64
+	result  model.EvalResult
+	err     string
+	seconds float64
+}
+
+// evalTask is an evaluation waiting or running.
+type evalTask struct {
+	job   *Job
+	round uint64
+	model string     // the committed global's digest
+	base  string     // the job's base model (full weights) digest
+	files modelFiles // the base model's config and tokenizer digests
+	data  string     // eval data path, resolved
+}
+
+// evaluator holds the queue and the results (any goroutine).
+type evaluator struct {
+	mu      sync.Mutex
+	queue   []evalTask
+	running *evalTask              // the evaluation under way
+	active  bool                   // a worker goroutine is running
+	results map[string]evalOutcome // model digest → outcome
+	wg      sync.WaitGroup         // the running worker, waited for by Run
+}
+
+// EvalDataPath returns the job's eval data file, relative to the job
+// file's directory when not absolute ("" when the job has no eval data).
+func (j *Job) EvalDataPath() string {
+	p := j.Eval.Data
+	if p != "" && !filepath.IsAbs(p) && j.Source != "" {
+		p = filepath.Join(filepath.Dir(j.Source), p)
+	}
+	return p
+}
+
+// evalDue reports whether round r's committed model is to be evaluated.
+func evalDue(job *Job, r uint64) bool {
+	if job.Eval.Data == "" {
+		return false
+	}
+	every := uint64(max(job.Eval.Every, 1))
+	return r%every == 0 || r >= uint64(job.Rounds)
+}
+
+// postEval queues the evaluation of a committed round's model, if due
+// (called by the tx worker once RoundCommitted is on the ledger).
+func (s *Service) postEval(ctx context.Context, gen uint64, rc ledger.RoundCommitted) {
+	s.post(ctx, func() {
+		j := s.job
+		if j == nil || gen != s.gen.Load() || j.job.Name != rc.JobID || !evalDue(j.job, rc.Round) {
+			return
+		}
+		s.ev.mu.Lock()
+		defer s.ev.mu.Unlock()
+		if _, done := s.ev.results[rc.ModelDigest]; done {
+			return
+		}
+		s.ev.queue = append(s.ev.queue, evalTask{job: j.job, round: rc.Round, model: rc.ModelDigest, base: j.base,
+			files: j.files, data: j.job.EvalDataPath()})
+		if !s.ev.active {
+			s.ev.active = true
+			s.ev.wg.Add(1)
+			go func() { defer s.ev.wg.Done(); s.evalWorker(s.runCtx) }()
+		}
+	})
+}
+
+// evalWorker runs queued evaluations one at a time until the queue is
+// empty or ctx ends.
+func (s *Service) evalWorker(ctx context.Context) {
+	for {
+		s.ev.mu.Lock()
+		if len(s.ev.queue) == 0 || ctx.Err() != nil {
+			s.ev.active = false
+			s.ev.queue = nil
+			s.ev.mu.Unlock()
+			return
+		}
+		t := s.ev.queue[0]
+		s.ev.queue = s.ev.queue[1:]
+		s.ev.running = &t
+		s.ev.mu.Unlock()
+
+		start := time.Now()
+		res, err := s.evaluate(ctx, t)
+		if ctx.Err() != nil {
+			return
+		}
+		out := evalOutcome{job: t.job.Name, round: t.round, result: res, seconds: time.Since(start).Seconds()}
+		if err != nil {
+			out.err = err.Error()
+			s.log.ErrorContext(ctx, "evaluation failed", "job", t.job.Name, "round", t.round, "model", t.model, "err", err)
+		} else {
+			s.log.InfoContext(ctx, "evaluated", "job", t.job.Name, "round", t.round, "model", t.model,
+				"nll", res.MeanNLL, "perplexity", res.Perplexity, "tokens", res.Tokens, "seconds", out.seconds)
+		}
+		s.ev.mu.Lock()
+		if s.ev.results == nil {
+			s.ev.results = map[string]evalOutcome{}
+		}
+		s.ev.results[t.model] = out
+		s.ev.running = nil
+		s.ev.mu.Unlock()
+		s.post(ctx, func() { s.publishStatus(ctx) })
+	}
+}
+
+// evaluate scores task t's model, with the base model's files linked from
+// the artifact store into a scratch folder.
+func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, error) {
+	dir, err := os.MkdirTemp(filepath.Join(s.cfg.Dir, "work"), "eval-")
+	if err != nil {
+		return model.EvalResult{}, err
+	}
+	defer os.RemoveAll(dir)
+	link := func(digest, name string) error {
+		p, err := s.cfg.Store.Path(digest)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%s %s is not in the artifact store: %w", name, digest, err)
+		}
+		return os.Symlink(p, filepath.Join(dir, name))
+	}
+	if err := errors.Join(link(t.base, model.WeightsFile), link(t.files.config, model.ConfigFile)); err != nil {
+		return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+	}
+	if t.files.tokenizer != "" {
+		if err := link(t.files.tokenizer, tokenizer.FileName); err != nil {
+			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+		}
+	}
+	global, err := s.cfg.Store.Path(t.model)
+	if err != nil {
+		return model.EvalResult{}, fmt.Errorf("model %s: %w", t.model, err)
+	}
+	return evaluateGlobal(ctx, dir, t.job, global, t.data)
+}
+
+// evaluateGlobal scores a job's global model on the eval data file data
+// (JSONL records or plain text), tokenized with the tokenizer of the base
+// model folder baseDir: global is a LoRA job's adapter (safetensors),
+// merged into the base model, or a full job's weights, read with the base
+// model's config.
+func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data string) (model.EvalResult, error) {
+	var m *model.Model
+	switch job.FineTune.Mode {
+	case ModeLoRA:
+		l := job.FineTune.LoRA
+		if l == nil {
+			return model.EvalResult{}, fmt.Errorf("%w: job %s: finetune.lora is missing", ErrJob, job.Name)
+		}
+		ad, err := model.ReadAdapterFile(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
+		if err != nil {
+			return model.EvalResult{}, fmt.Errorf("global adapter: %w", err)
+		}
+		base, err := model.Load(baseDir)
+		if err != nil {
+			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+		}
+		if m, err = base.Merge(ad); err != nil {
+			return model.EvalResult{}, fmt.Errorf("global adapter: %w", err)
+		}
+	default:
+		dir, err := os.MkdirTemp("", "fedtune-eval-full-")
+		if err != nil {
+			return model.EvalResult{}, err
+		}
+		defer os.RemoveAll(dir)
+		cfg, err := filepath.Abs(filepath.Join(baseDir, model.ConfigFile))
+		if err != nil {
+			return model.EvalResult{}, err
+		}
+		if global, err = filepath.Abs(global); err != nil {
+			return model.EvalResult{}, err
+		}
+		if err := errors.Join(os.Symlink(cfg, filepath.Join(dir, model.ConfigFile)),
+			os.Symlink(global, filepath.Join(dir, model.WeightsFile))); err != nil {
+			return model.EvalResult{}, err
+		}
+		if m, err = model.Load(dir); err != nil {
+			return model.EvalResult{}, fmt.Errorf("global weights: %w", err)
+		}
+	}
+	tok, err := tokenizer.Load(baseDir, m.Config.VocabSize)
+	if err != nil {
+		return model.EvalResult{}, err
+	}
+	var tokens []int
+	if filepath.Ext(data) == ".jsonl" {
+		ds, err := datasets.Load(data, datasets.Options{})
+		if err != nil {
+			return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
+		}
+		tokens = datasets.Tokenize(ds, tok)
+	} else {
+		b, err := os.ReadFile(data)
+		if err != nil {
+			return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
+		}
+		tokens = tok.Encode(string(b))
+	}
+	res, err := model.Evaluate(ctx, m, tokens, nil)
+	if err != nil {
+		return model.EvalResult{}, fmt.Errorf("eval.data %s: %w", data, err)
+	}
+	if math.IsNaN(res.MeanNLL) || math.IsInf(res.MeanNLL, 0) {
+		return res, fmt.Errorf("eval.data %s: the mean NLL is %v", data, res.MeanNLL)
+	}
+	return res, nil
+}
+
+// evalPending returns the round whose evaluation of job is queued or
+// running last, or 0.
+func (s *Service) evalPending(job string) uint64 {
+	s.ev.mu.Lock()
+	defer s.ev.mu.Unlock()
+	var r uint64
+	if t := s.ev.running; t != nil && t.job.Name == job {
+		r = t.round
+	}
+	for _, t := range s.ev.queue {
+		if t.job.Name == job {
+			r = max(r, t.round)
+		}
+	}
+	return r
+}
+
+// fillEval sets the rounds' evaluation results in a status and appends
+// failed evaluations to its detail.
+func (s *Service) fillEval(resp *coordinatorv1.StatusResponse) {
+	s.ev.mu.Lock()
+	defer s.ev.mu.Unlock()
+	for _, r := range resp.Rounds {
+		if r.ModelDigest == "" {
+			continue
+		}
+		out, ok := s.ev.results[r.ModelDigest]
+		if !ok || out.job != resp.JobId {
+			continue
+		}
+		if out.err != "" {
+			msg := fmt.Sprintf("round %d eval: %s", r.Round, out.err)
+			if resp.Detail != "" {
+				msg = resp.Detail + "; " + msg
+			}
+			resp.Detail = msg
+			continue
+		}
+		r.Evaluated, r.EvalNll, r.EvalPerplexity = true, out.result.MeanNLL, out.result.Perplexity
+	}
+}
