@@ -385,6 +385,10 @@ func (n *Net) Follow(ctx context.Context) (*coordinatorv1.StatusResponse, error)
 	for name := range n.Keys {
 		names[n.ID(name)] = name
 	}
+	evalOn := "the job's eval data"
+	if job, err := coordinator.LoadJob(n.JobFile); err == nil && job.Eval.Data != "" {
+		evalOn = filepath.Base(job.EvalDataPath())
+	}
 	seen := map[string]bool{}
 	say := func(key, format string, args ...any) {
 		if !seen[key] {
@@ -413,7 +417,7 @@ func (n *Net) Follow(ctx context.Context) (*coordinatorv1.StatusResponse, error)
 				case string(ledger.StatusCommitted):
 					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d committed: global %s", time.Since(start).Seconds(), r.Round, r.ModelDigest)
 					if r.Evaluated {
-						say(fmt.Sprintf("eval %d", r.Round), "[%5.1fs] round %d eval: NLL %.4f (perplexity %.2f)", time.Since(start).Seconds(), r.Round, r.EvalNll, r.EvalPerplexity)
+						say(fmt.Sprintf("eval %d", r.Round), "[%5.1fs] round %d eval by the coordinator on %s: NLL %.4f (perplexity %.2f)", time.Since(start).Seconds(), r.Round, evalOn, r.EvalNll, r.EvalPerplexity)
 					}
 				case string(ledger.StatusFailed):
 					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d failed: %s", time.Since(start).Seconds(), r.Round, r.FailReason)
