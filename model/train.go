@@ -301,16 +301,29 @@ type BatchSource interface {
 // Run takes steps until cfg.Steps have been taken or ctx is done, reading
 // batches from src. It returns the mean loss of the last step.
 func (t *Trainer) Run(ctx context.Context, src BatchSource) (float64, error) {
+	return RunSteps(ctx, t, t.cfg.Steps, src)
+}
+
+// Stepper takes one optimisation step per batch (Trainer, and
+// model/engine's Trainer).
+type Stepper interface {
+	Step(batch [][]int) (float64, error)
+	StepCount() int
+}
+
+// RunSteps has s take steps, reading batches from src, until it has taken
+// steps in all or ctx is done, and returns the loss of the last step.
+func RunSteps(ctx context.Context, s Stepper, steps int, src BatchSource) (float64, error) {
 	var loss float64
-	for t.step < t.cfg.Steps {
+	for s.StepCount() < steps {
 		if err := ctx.Err(); err != nil {
 			return loss, err
 		}
 		b := src.Next()
 		if b == nil {
-			return loss, fmt.Errorf("model: batch source ran dry after %d steps", t.step)
+			return loss, fmt.Errorf("model: batch source ran dry after %d steps", s.StepCount())
 		}
-		l, err := t.Step(b)
+		l, err := s.Step(b)
 		if err != nil {
 			return loss, err
 		}

@@ -696,22 +696,7 @@ func (t *Trainer) Step(batch [][]int) (float64, error) {
 // Run takes steps until cfg.Steps have been taken or ctx is done, reading
 // batches from src. It returns the loss of the last step.
 func (t *Trainer) Run(ctx context.Context, src model.BatchSource) (float64, error) {
-	var loss float64
-	for t.step < t.cfg.Steps {
-		if err := ctx.Err(); err != nil {
-			return loss, err
-		}
-		b := src.Next()
-		if b == nil {
-			return loss, fmt.Errorf("engine: batch source ran dry after %d steps", t.step)
-		}
-		l, err := t.Step(b)
-		if err != nil {
-			return loss, err
-		}
-		loss = l
-	}
-	return loss, nil
+	return model.RunSteps(ctx, t, t.cfg.Steps, src)
 }
 
 // Forward runs the model (with the adapter, without dropout) on a batch of
