@@ -2,8 +2,10 @@ package kernels
 
 import "fmt"
 
-// The checks below panic: a length mismatch is a programming error in the
-// caller (see Backend), and the message says which argument was wrong.
+// The Check functions check the arguments of a Backend method as its
+// contract states them, for every backend (Reference, CPU, and kernels/cuda):
+// they panic, because a length mismatch is a programming error in the
+// caller (see Backend), with a message that says which argument was wrong.
 
 func checkLen(method, a string, la int, b string, lb int) {
 	if la != lb {
@@ -11,7 +13,8 @@ func checkLen(method, a string, la int, b string, lb int) {
 	}
 }
 
-func checkWeightedSum(acc []float64, w []float64, xs [][]float32) {
+// CheckWeightedSum checks WeightedSum's arguments.
+func CheckWeightedSum(acc []float64, w []float64, xs [][]float32) {
 	checkLen("WeightedSum", "w", len(w), "xs", len(xs))
 	for k, x := range xs {
 		if len(x) != len(acc) {
@@ -20,8 +23,9 @@ func checkWeightedSum(acc []float64, w []float64, xs [][]float32) {
 	}
 }
 
-// checkPairwise returns the common length of the xs.
-func checkPairwise(d []float64, xs [][]float32) int {
+// CheckPairwise checks PairwiseSquaredDistances' arguments and returns the
+// common length of the xs.
+func CheckPairwise(d []float64, xs [][]float32) int {
 	n := len(xs)
 	if len(d) != n*n {
 		panic(fmt.Sprintf("kernels: PairwiseSquaredDistances: len(d) = %d, want len(xs)² = %d", len(d), n*n))
@@ -38,7 +42,9 @@ func checkPairwise(d []float64, xs [][]float32) int {
 	return m
 }
 
-func checkCoordinatewise(method string, dst []float32, xs [][]float32) {
+// CheckCoordinatewise checks the arguments of Median and TrimmedMean
+// (method names which).
+func CheckCoordinatewise(method string, dst []float32, xs [][]float32) {
 	if len(xs) == 0 {
 		panic(fmt.Sprintf("kernels: %s: no inputs", method))
 	}
@@ -49,15 +55,16 @@ func checkCoordinatewise(method string, dst []float32, xs [][]float32) {
 	}
 }
 
-func checkTrim(k, n int) {
+// CheckTrim checks TrimmedMean's k against its n inputs.
+func CheckTrim(k, n int) {
 	if k < 0 || 2*k >= n {
 		panic(fmt.Sprintf("kernels: TrimmedMean: k = %d with %d inputs, want 0 <= 2k < n", k, n))
 	}
 }
 
-// checkQuant checks the lengths of a quantization call: n values, m of the
-// other representation, ns scales.
-func checkQuant(method string, n, m, ns, block int) {
+// CheckQuant checks the lengths of QuantizeInt8 or DequantizeInt8 (method
+// names which): n values, m of the other representation, ns scales.
+func CheckQuant(method string, n, m, ns, block int) {
 	if block <= 0 {
 		panic(fmt.Sprintf("kernels: %s: block = %d, want > 0", method, block))
 	}
@@ -69,7 +76,8 @@ func checkQuant(method string, n, m, ns, block int) {
 	}
 }
 
-func checkWeightedMean(dst []float32, w []float64, xs [][]float32) {
+// CheckWeightedMean checks WeightedMean's arguments.
+func CheckWeightedMean(dst []float32, w []float64, xs [][]float32) {
 	checkLen("WeightedMean", "w", len(w), "xs", len(xs))
 	for k, x := range xs {
 		if len(x) != len(dst) {

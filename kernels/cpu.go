@@ -61,7 +61,7 @@ const (
 
 // WeightedSum implements Backend.
 func (c *CPU) WeightedSum(acc []float64, w []float64, xs [][]float32) {
-	checkWeightedSum(acc, w, xs)
+	CheckWeightedSum(acc, w, xs)
 	if len(xs) == 0 || len(acc) == 0 {
 		return
 	}
@@ -73,7 +73,7 @@ func (c *CPU) WeightedSum(acc []float64, w []float64, xs [][]float32) {
 // WeightedMean implements WeightedMeaner: on amd64 with AVX-512 and up to
 // 16 inputs, one fused pass whose accumulators never leave the registers.
 func (c *CPU) WeightedMean(dst []float32, w []float64, xs [][]float32, s float64) {
-	checkWeightedMean(dst, w, xs)
+	CheckWeightedMean(dst, w, xs)
 	t := c.p.get()
 	t.op, t.dst, t.w, t.xs, t.s64 = opWeightedMean, dst, w, xs, s
 	c.start(t, len(dst), wsumChunk)
@@ -111,7 +111,7 @@ func (c *CPU) SquaredNorm(x []float32) float64 {
 
 // PairwiseSquaredDistances implements Backend.
 func (c *CPU) PairwiseSquaredDistances(d []float64, xs [][]float32) {
-	m := checkPairwise(d, xs)
+	m := CheckPairwise(d, xs)
 	n := len(xs)
 	npairs := n * (n - 1) / 2
 	if npairs == 0 {
@@ -139,7 +139,7 @@ func (c *CPU) PairwiseSquaredDistances(d []float64, xs [][]float32) {
 
 // Median implements Backend.
 func (c *CPU) Median(dst []float32, xs [][]float32) {
-	checkCoordinatewise("Median", dst, xs)
+	CheckCoordinatewise("Median", dst, xs)
 	t := c.p.get()
 	t.op, t.dst, t.xs = opMedian, dst, xs
 	c.start(t, len(dst), sortChunk)
@@ -147,8 +147,8 @@ func (c *CPU) Median(dst []float32, xs [][]float32) {
 
 // TrimmedMean implements Backend.
 func (c *CPU) TrimmedMean(dst []float32, xs [][]float32, k int) {
-	checkCoordinatewise("TrimmedMean", dst, xs)
-	checkTrim(k, len(xs))
+	CheckCoordinatewise("TrimmedMean", dst, xs)
+	CheckTrim(k, len(xs))
 	t := c.p.get()
 	t.op, t.dst, t.xs, t.k = opTrimmedMean, dst, xs, k
 	c.start(t, len(dst), sortChunk)
@@ -156,7 +156,7 @@ func (c *CPU) TrimmedMean(dst []float32, xs [][]float32, k int) {
 
 // QuantizeInt8 implements Backend.
 func (c *CPU) QuantizeInt8(q []int8, scales []float32, x []float32, block int) {
-	checkQuant("QuantizeInt8", len(x), len(q), len(scales), block)
+	CheckQuant("QuantizeInt8", len(x), len(q), len(scales), block)
 	t := c.p.get()
 	t.op, t.q, t.scales, t.x, t.block = opQuantize, q, scales, x, block
 	c.start(t, len(scales), max(1, quantChunk/block))
@@ -164,7 +164,7 @@ func (c *CPU) QuantizeInt8(q []int8, scales []float32, x []float32, block int) {
 
 // DequantizeInt8 implements Backend.
 func (c *CPU) DequantizeInt8(x []float32, q []int8, scales []float32, block int) {
-	checkQuant("DequantizeInt8", len(q), len(x), len(scales), block)
+	CheckQuant("DequantizeInt8", len(q), len(x), len(scales), block)
 	t := c.p.get()
 	t.op, t.x, t.q, t.scales, t.block = opDequantize, x, q, scales, block
 	c.start(t, len(scales), max(1, quantChunk/block))

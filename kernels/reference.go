@@ -20,7 +20,7 @@ func (Reference) Name() string { return "reference" }
 
 // WeightedSum implements Backend.
 func (Reference) WeightedSum(acc []float64, w []float64, xs [][]float32) {
-	checkWeightedSum(acc, w, xs)
+	CheckWeightedSum(acc, w, xs)
 	for k, x := range xs {
 		for i := range acc {
 			acc[i] += float64(w[k] * float64(x[i]))
@@ -30,7 +30,7 @@ func (Reference) WeightedSum(acc []float64, w []float64, xs [][]float32) {
 
 // WeightedMean implements WeightedMeaner by its definition.
 func (r Reference) WeightedMean(dst []float32, w []float64, xs [][]float32, s float64) {
-	checkWeightedMean(dst, w, xs)
+	CheckWeightedMean(dst, w, xs)
 	acc := make([]float64, len(dst))
 	r.WeightedSum(acc, w, xs)
 	r.Store(dst, acc, s)
@@ -66,7 +66,7 @@ func (Reference) SquaredNorm(x []float32) float64 {
 
 // PairwiseSquaredDistances implements Backend.
 func (Reference) PairwiseSquaredDistances(d []float64, xs [][]float32) {
-	m := checkPairwise(d, xs)
+	m := CheckPairwise(d, xs)
 	n := len(xs)
 	for i := range n {
 		for j := i + 1; j < n; j++ {
@@ -87,7 +87,7 @@ func (Reference) PairwiseSquaredDistances(d []float64, xs [][]float32) {
 
 // Median implements Backend.
 func (Reference) Median(dst []float32, xs [][]float32) {
-	checkCoordinatewise("Median", dst, xs)
+	CheckCoordinatewise("Median", dst, xs)
 	n := len(xs)
 	vals := make([]float32, n)
 	for i := range dst {
@@ -105,8 +105,8 @@ func (Reference) Median(dst []float32, xs [][]float32) {
 
 // TrimmedMean implements Backend.
 func (Reference) TrimmedMean(dst []float32, xs [][]float32, k int) {
-	checkCoordinatewise("TrimmedMean", dst, xs)
-	checkTrim(k, len(xs))
+	CheckCoordinatewise("TrimmedMean", dst, xs)
+	CheckTrim(k, len(xs))
 	n := len(xs)
 	vals := make([]float32, n)
 	for i := range dst {
@@ -124,7 +124,7 @@ func (Reference) TrimmedMean(dst []float32, xs [][]float32, k int) {
 
 // QuantizeInt8 implements Backend.
 func (Reference) QuantizeInt8(q []int8, scales []float32, x []float32, block int) {
-	checkQuant("QuantizeInt8", len(x), len(q), len(scales), block)
+	CheckQuant("QuantizeInt8", len(x), len(q), len(scales), block)
 	for b := range scales {
 		lo, hi := b*block, min((b+1)*block, len(x))
 		var m float32
@@ -157,7 +157,7 @@ func (Reference) QuantizeInt8(q []int8, scales []float32, x []float32, block int
 
 // DequantizeInt8 implements Backend.
 func (Reference) DequantizeInt8(x []float32, q []int8, scales []float32, block int) {
-	checkQuant("DequantizeInt8", len(q), len(x), len(scales), block)
+	CheckQuant("DequantizeInt8", len(q), len(x), len(scales), block)
 	for i := range q {
 		x[i] = float32(q[i]) * scales[i/block]
 	}

@@ -269,7 +269,7 @@ func (b *Backend) WeightedMeanDevice(dst DevicePtr, w []float64, xs []DevicePtr,
 
 // WeightedMean implements kernels.WeightedMeaner.
 func (b *Backend) WeightedMean(dst []float32, w []float64, xs [][]float32, s float64) {
-	checkTerms("WeightedMean", "dst", len(dst), w, xs)
+	kernels.CheckWeightedMean(dst, w, xs)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := len(dst)
@@ -307,7 +307,7 @@ func (b *Backend) weightedMeanChunk(dst []float32, w []float64, xs [][]float32, 
 
 // WeightedSum implements kernels.Backend.
 func (b *Backend) WeightedSum(acc []float64, w []float64, xs [][]float32) {
-	checkTerms("WeightedSum", "acc", len(acc), w, xs)
+	kernels.CheckWeightedSum(acc, w, xs)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := len(acc)
@@ -445,18 +445,9 @@ func (b *Backend) SquaredNorm(x []float32) float64 {
 // PairwiseSquaredDistances implements kernels.Backend: the GPU computes
 // each pair's block partials, the host adds them in block order.
 func (b *Backend) PairwiseSquaredDistances(d []float64, xs [][]float32) {
-	n := len(xs)
-	if len(d) != n*n {
-		panic(fmt.Sprintf("kernels/cuda: PairwiseSquaredDistances: len(d) = %d, want len(xs)² = %d", len(d), n*n))
-	}
+	n, m := len(xs), kernels.CheckPairwise(d, xs)
 	if n < 2 {
 		return
-	}
-	m := len(xs[0])
-	for k, x := range xs {
-		if len(x) != m {
-			panic(fmt.Sprintf("kernels/cuda: PairwiseSquaredDistances: len(xs[%d]) = %d, len(xs[0]) = %d", k, len(x), m))
-		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -527,16 +518,14 @@ func (b *Backend) pairwise(xs [][]float32, m int) ([]float64, error) {
 
 // Median implements kernels.Backend.
 func (b *Backend) Median(dst []float32, xs [][]float32) {
-	checkCoordinatewise("Median", dst, xs)
+	kernels.CheckCoordinatewise("Median", dst, xs)
 	b.orderStat("Median", dst, xs, -1)
 }
 
 // TrimmedMean implements kernels.Backend.
 func (b *Backend) TrimmedMean(dst []float32, xs [][]float32, k int) {
-	checkCoordinatewise("TrimmedMean", dst, xs)
-	if k < 0 || 2*k >= len(xs) {
-		panic(fmt.Sprintf("kernels/cuda: TrimmedMean: k = %d with %d inputs, want 0 <= 2k < n", k, len(xs)))
-	}
+	kernels.CheckCoordinatewise("TrimmedMean", dst, xs)
+	kernels.CheckTrim(k, len(xs))
 	b.orderStat("TrimmedMean", dst, xs, k)
 }
 
@@ -580,7 +569,7 @@ func (b *Backend) quantChunk(block, n int) int {
 
 // QuantizeInt8 implements kernels.Backend.
 func (b *Backend) QuantizeInt8(q []int8, scales []float32, x []float32, block int) {
-	checkQuant("QuantizeInt8", len(x), len(q), len(scales), block)
+	kernels.CheckQuant("QuantizeInt8", len(x), len(q), len(scales), block)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := len(x)
@@ -620,7 +609,7 @@ func (b *Backend) quantizeChunk(q []int8, scales, x []float32, m, nb, block int6
 
 // DequantizeInt8 implements kernels.Backend.
 func (b *Backend) DequantizeInt8(x []float32, q []int8, scales []float32, block int) {
-	checkQuant("DequantizeInt8", len(q), len(x), len(scales), block)
+	kernels.CheckQuant("DequantizeInt8", len(q), len(x), len(scales), block)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := len(q)
@@ -701,41 +690,4 @@ func tail(xs [][]float32, off int) [][]float32 {
 		t[k] = x[off:]
 	}
 	return t
-}
-
-// The checks below panic like kernels' own: a length mismatch is a
-// programming error in the caller.
-
-func checkTerms(method, dstName string, n int, w []float64, xs [][]float32) {
-	if len(w) != len(xs) {
-		panic(fmt.Sprintf("kernels/cuda: %s: len(w) = %d, len(xs) = %d", method, len(w), len(xs)))
-	}
-	for k, x := range xs {
-		if len(x) != n {
-			panic(fmt.Sprintf("kernels/cuda: %s: len(xs[%d]) = %d, len(%s) = %d", method, k, len(x), dstName, n))
-		}
-	}
-}
-
-func checkCoordinatewise(method string, dst []float32, xs [][]float32) {
-	if len(xs) == 0 {
-		panic(fmt.Sprintf("kernels/cuda: %s: no inputs", method))
-	}
-	for k, x := range xs {
-		if len(x) != len(dst) {
-			panic(fmt.Sprintf("kernels/cuda: %s: len(xs[%d]) = %d, len(dst) = %d", method, k, len(x), len(dst)))
-		}
-	}
-}
-
-func checkQuant(method string, n, m, ns, block int) {
-	if block <= 0 {
-		panic(fmt.Sprintf("kernels/cuda: %s: block = %d, want > 0", method, block))
-	}
-	if n != m {
-		panic(fmt.Sprintf("kernels/cuda: %s: lengths %d and %d differ", method, n, m))
-	}
-	if want := (n + block - 1) / block; ns != want {
-		panic(fmt.Sprintf("kernels/cuda: %s: len(scales) = %d, want ceil(%d/%d) = %d", method, ns, n, block, want))
-	}
 }
