@@ -5,7 +5,7 @@ STATICCHECK_VERSION ?= v0.8.2
 GOBIN := $(shell $(GO) env GOPATH)/bin
 PKGS := ./...
 # Packages whose CUDA kernels also run under CPU emulation (-tags fedcudaemu).
-EMU_PKGS := ./model/engine/cudadev ./kernels/cuda
+EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
 .PHONY: help build demo test test-deps test-short testrace lint fmt vet staticcheck fuzz proto \
 	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels
