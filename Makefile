@@ -31,8 +31,8 @@ test-deps: ## install the Debian packages tests use (graphviz, chromium) if miss
 	fi
 
 test: test-deps ## every test: -race pass, then the TestNoRace pass without -race
-	$(GO) test -race -count=1 -timeout 40m $(PKGS)
-	$(GO) test -count=1 -timeout 40m -run '^TestNoRace' $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -timeout 15m -run '^TestNoRace' $(PKGS)
 	@# Golden digests again with GOAMD64=v3, where Go may fuse a*b+c into an FMA:
 	@# the reductions must give the same bits (skipped on CPUs without v3).
 	@if [ "$$($(GO) env GOARCH)" = amd64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then \

@@ -8,6 +8,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 
+	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -18,7 +19,7 @@ import (
 func TestCrashRecovery(t *testing.T) {
 	c := newCast()
 	g := c.genesis(t)
-	fs := vfs.NewCrashableMem()
+	fs := fedtest.NewCrashFS()
 	db, err := pebblestore.Open("node", pebblestore.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func TestCrashRecovery(t *testing.T) {
 func TestCrashRecoveryDeferSync(t *testing.T) {
 	c := newCast()
 	g := c.genesis(t)
-	fs := vfs.NewCrashableMem()
+	fs := fedtest.NewCrashFS()
 	db, err := pebblestore.Open("node", pebblestore.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)

@@ -257,7 +257,7 @@ func randomOp(rng *rand.Rand, m *model, step int, small bool) op {
 // may reflect: every op acknowledged before the clone began (lo) is in it;
 // it may also hold ops up to the one in flight when it ended (hi).
 type crashPoint struct {
-	fs     *vfs.MemFS
+	fs     *fedtest.CrashFS
 	lo, hi int
 }
 
@@ -268,7 +268,7 @@ type crashPoint struct {
 // window.
 func runCrashSeed(t *testing.T, seed uint64, nOps, nCrashes int) {
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
-	fs := vfs.NewCrashableMem()
+	fs := fedtest.NewCrashFS()
 	db, err := pebblestore.Open("db", pebblestore.Options{FS: fs})
 	must(t, err)
 
@@ -299,17 +299,29 @@ func runCrashSeed(t *testing.T, seed uint64, nOps, nCrashes int) {
 	}
 	slices.Sort(targets)
 	var points []crashPoint
+	var writerErr error
+	writerDone := false
 	for _, target := range targets {
-		for acked.Load() < int64(target) {
-			time.Sleep(50 * time.Microsecond)
+		for !writerDone && acked.Load() < int64(target) {
+			select {
+			case writerErr = <-done:
+				writerDone = true
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
+		if writerDone && acked.Load() < int64(target) {
+			break // the writer failed: reported below
 		}
 		lo := int(acked.Load())
 		clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
 		hi := min(int(acked.Load())+1, nOps)
 		points = append(points, crashPoint{clone, lo, hi})
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if !writerDone {
+		writerErr = <-done
+	}
+	if writerErr != nil {
+		t.Fatal(writerErr)
 	}
 	// A crash after everything was acknowledged keeps everything.
 	points = append(points, crashPoint{fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0}), nOps, nOps})
@@ -397,7 +409,7 @@ func TestNoRaceCrashConsistencyMany(t *testing.T) {
 // store find acknowledged writes lost. (Without this, the tests above could
 // pass on a filesystem that never loses anything.)
 func TestCrashCloneDropsUnsyncedWrites(t *testing.T) {
-	fs := vfs.NewCrashableMem()
+	fs := fedtest.NewCrashFS()
 	db, err := pebblestore.Open("db", pebblestore.Options{FS: fs, NoSync: true})
 	must(t, err)
 	m := newModel()
@@ -420,7 +432,7 @@ func TestCrashCloneDropsUnsyncedWrites(t *testing.T) {
 // A CommitNoSync batch is made durable by the next synced write to the DB,
 // and is lost, whole, by a crash before one.
 func TestCommitNoSyncDurableWithNextSync(t *testing.T) {
-	fs := vfs.NewCrashableMem()
+	fs := fedtest.NewCrashFS()
 	db, err := pebblestore.Open("db", pebblestore.Options{FS: fs})
 	must(t, err)
 	b := db.State().NewBatch()

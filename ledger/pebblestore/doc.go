@@ -27,7 +27,7 @@
 // batches committed atomically, and consistent snapshots that stream the whole
 // range (Snapshot.WriteTo) and load it back atomically (State.Restore).
 //
-// Tests run the stores on vfs.NewMem, on vfs.NewCrashableMem with CrashClone
+// Tests run the stores on vfs.NewMem, on a crashable vfs.MemFS (fedtest.CrashFS) with CrashClone
 // to check that every acknowledged write survives a crash, and on errorfs to
 // check that disk errors surface as errors.
 package pebblestore

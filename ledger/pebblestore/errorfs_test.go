@@ -80,7 +80,7 @@ func TestWALErrorsSurface(t *testing.T) {
 }
 
 func runWALErrorSeed(t *testing.T, seed uint64, kinds map[errorfs.OpKind]bool) {
-	mem := vfs.NewCrashableMem()
+	mem := fedtest.NewCrashFS()
 	inj := &injector{suffix: ".log", kinds: kinds, rng: rand.New(rand.NewPCG(seed, 3)), pct: 20}
 	db, err := pebblestore.Open("db", pebblestore.Options{FS: errorfs.Wrap(mem, inj)})
 	must(t, err)
@@ -198,7 +198,7 @@ func TestReadErrorsAreNotNotFound(t *testing.T) {
 // stay in the WAL, pebble retries in the background, and once the disk works
 // again every acknowledged write is there after a crash.
 func TestFlushErrorsLoseNothing(t *testing.T) {
-	mem := vfs.NewCrashableMem()
+	mem := fedtest.NewCrashFS()
 	inj := &injector{suffix: ".sst", kinds: map[errorfs.OpKind]bool{errorfs.OpCreate: true, errorfs.OpFileWrite: true, errorfs.OpFileSync: true},
 		rng: rand.New(rand.NewPCG(2, 2)), pct: 1000}
 	db, err := pebblestore.Open("db", pebblestore.Options{FS: errorfs.Wrap(mem, inj)})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/hashicorp/raft"
 )
@@ -320,7 +321,7 @@ func TestRaftCrashRestartOnPebble(t *testing.T) {
 		n := &raftNode{
 			id:    raft.ServerID(fmt.Sprintf("n%d", i)),
 			addr:  raft.ServerAddress(fmt.Sprintf("addr%d", i)),
-			fs:    vfs.NewCrashableMem(),
+			fs:    fedtest.NewCrashFS(),
 			snaps: raft.NewInmemSnapshotStore(),
 		}
 		nodes = append(nodes, n)
@@ -370,7 +371,7 @@ func TestRaftCrashRestartOnPebble(t *testing.T) {
 				victim = l
 			}
 		}
-		crashed := victim.fs.(*vfs.MemFS).CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
+		crashed := victim.fs.(*fedtest.CrashFS).CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
 		// The process dies: raft stops, and what the old files get from now
 		// on is lost with them.
 		must(t, victim.raft.Shutdown().Error())

@@ -61,7 +61,7 @@ var (
 // Options configure Open. The zero value is a synced store on the real disk.
 type Options struct {
 	// FS is the filesystem the database lives on; nil means vfs.Default.
-	// Tests pass vfs.NewMem(), vfs.NewCrashableMem() or an errorfs wrapper.
+	// Tests pass vfs.NewMem(), fedtest.NewCrashFS() or an errorfs wrapper.
 	FS vfs.FS
 	// Logger receives pebble's log lines; nil discards them.
 	Logger *slog.Logger
