@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,12 +132,19 @@ func TestLineageHTMLInChromium(t *testing.T) {
 	if err := os.WriteFile(page, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	runs := 0
 	dump := func(url string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
+		runs++
 		cmd := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
 			"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-			"--user-data-dir="+filepath.Join(dir, "profile"), "--dump-dom", url)
+			"--user-data-dir="+filepath.Join(dir, fmt.Sprintf("profile%d", runs)), "--dump-dom", url)
+		// Chromium starts helper processes that inherit its output pipes: on
+		// a timeout, kill the whole process group, and stop waiting for the
+		// pipes soon after.
+		killGroup(cmd)
+		cmd.WaitDelay = 5 * time.Second
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {

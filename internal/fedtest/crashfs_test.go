@@ -57,14 +57,24 @@ func TestCrashFSCloneDuringReuse(t *testing.T) {
 			reuses.Add(1)
 		}
 	}()
+	defer func() { close(stop); <-done }()
 	clones := 0
-	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline) || reuses.Load() < 100; clones++ {
+	// At least 300ms and 100 reuses; a deadlock shows as a test timeout,
+	// too few reuses after a minute as a failure.
+	soft, hard := time.Now().Add(300*time.Millisecond), time.Now().Add(time.Minute)
+	for ; time.Now().Before(soft) || reuses.Load() < 100; clones++ {
+		select {
+		case <-done:
+			t.Fatalf("the reusing goroutine stopped after %d reuses", reuses.Load())
+		default:
+		}
+		if time.Now().After(hard) {
+			t.Fatalf("only %d reuses in a minute", reuses.Load())
+		}
 		c := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
 		if names, err := c.List(""); err != nil || len(names) != 1 {
 			t.Fatalf("clone %d holds %q (%v), want one file", clones, names, err)
 		}
 	}
-	close(stop)
-	<-done
 	t.Logf("%d clones during %d reuses", clones, reuses.Load())
 }
