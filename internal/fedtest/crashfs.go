@@ -1,6 +1,7 @@
 package fedtest
 
 import (
+	"io"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -9,24 +10,40 @@ import (
 // CrashFS is a crashable in-memory filesystem (vfs.NewCrashableMem) that
 // may be crash-cloned while a store writes to it from other goroutines.
 //
-// pebble's MemFS.ReuseForWrite takes the clone lock for reading and then,
-// through Rename, takes it for reading again. A CrashClone that starts
-// waiting for the lock between the two blocks the second read lock, and
-// both wait forever (sync.RWMutex read locks must not be taken
-// recursively). Pebble reuses WAL files whenever it rotates its WAL, so a
-// test that crash-clones a live store can hang. CrashFS serializes
-// ReuseForWrite with CrashClone; every other operation goes straight to
-// the MemFS.
+// pebble v2.1.7's MemFS.ReuseForWrite takes the clone lock for reading
+// and then, through Rename, takes it for reading again; Link and Lock do
+// the same. A CrashClone that starts waiting for the lock between the two
+// blocks the second read lock, and both wait forever (sync.RWMutex read
+// locks must not be taken recursively). Pebble reuses WAL files whenever
+// it rotates its WAL, so a test that crash-clones a live store can hang:
+// ours did, in CI. Upstream fixed it after v2.1.7 (cockroachdb/pebble#5993).
+// CrashFS serializes those three methods with CrashClone; every other
+// operation goes straight to the MemFS.
 type CrashFS struct {
 	*vfs.MemFS
-	// reuse is held by ReuseForWrite (for reading) and CrashClone (for
-	// writing), so a clone never waits between ReuseForWrite's two locks.
+	// reuse is held by ReuseForWrite, Link and Lock (for reading) and by
+	// CrashClone (for writing), so a clone never waits between their two
+	// read locks.
 	reuse *sync.RWMutex
 }
 
 // NewCrashFS returns an empty CrashFS.
 func NewCrashFS() *CrashFS {
 	return &CrashFS{MemFS: vfs.NewCrashableMem(), reuse: new(sync.RWMutex)}
+}
+
+// Link implements vfs.FS.
+func (fs *CrashFS) Link(oldname, newname string) error {
+	fs.reuse.RLock()
+	defer fs.reuse.RUnlock()
+	return fs.MemFS.Link(oldname, newname)
+}
+
+// Lock implements vfs.FS.
+func (fs *CrashFS) Lock(name string) (io.Closer, error) {
+	fs.reuse.RLock()
+	defer fs.reuse.RUnlock()
+	return fs.MemFS.Lock(name)
 }
 
 // ReuseForWrite implements vfs.FS.
