@@ -140,7 +140,17 @@ func PrintJobStatus(w io.Writer, st *coordinatorv1.StatusResponse) {
 		fmt.Fprintf(w, "no job launched yet; %d trainers joined: %s\n", len(st.Joined), shortList(st.Joined))
 		return
 	}
-	fmt.Fprintf(w, "job %s: %s, %d of %d rounds recorded", st.JobId, st.State, len(st.Rounds), st.RoundsTotal)
+	if st.RoundsTotal > 0 {
+		fmt.Fprintf(w, "job %s: %s, %d of %d rounds recorded", st.JobId, st.State, len(st.Rounds), st.RoundsTotal)
+	} else {
+		// A job the coordinator has not loaded: the ledger records its
+		// rounds, not how many the job asked for.
+		noun := "rounds"
+		if len(st.Rounds) == 1 {
+			noun = "round"
+		}
+		fmt.Fprintf(w, "job %s: %s, %d %s recorded", st.JobId, st.State, len(st.Rounds), noun)
+	}
 	if st.Detail != "" {
 		fmt.Fprintf(w, " (%s)", st.Detail)
 	}

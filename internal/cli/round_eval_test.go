@@ -22,3 +22,26 @@ func TestPrintJobStatusEval(t *testing.T) {
 		t.Fatalf("%d eval lines, want 1 (round 2 was not evaluated):\n%s", n, out)
 	}
 }
+
+// A job the coordinator has not loaded has no total: the header says only
+// how many rounds the ledger holds, not "of 0".
+func TestPrintJobStatusRecordedOnly(t *testing.T) {
+	for _, tc := range []struct {
+		total int32
+		want  string
+	}{
+		{2, "job j: done, 1 of 2 rounds recorded\n"},
+		{0, "job j: recorded, 1 round recorded\n"},
+	} {
+		state := "done"
+		if tc.total == 0 {
+			state = "recorded"
+		}
+		st := &coordinatorv1.StatusResponse{JobId: "j", State: state, RoundsTotal: tc.total, Rounds: []*coordinatorv1.Round{{Round: 1, Status: "committed", ModelDigest: "m1"}}}
+		var b strings.Builder
+		PrintJobStatus(&b, st)
+		if first, _, _ := strings.Cut(b.String(), "\n"); first+"\n" != tc.want {
+			t.Errorf("total %d: header %q, want %q", tc.total, first, tc.want)
+		}
+	}
+}
