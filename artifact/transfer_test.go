@@ -36,6 +36,7 @@ func genBlob(n int64, seed byte) (func() io.Reader, string) {
 type heapSampler struct {
 	peakInuse, peakLive atomic.Uint64
 	stop                chan struct{}
+	stopOnce            sync.Once
 	wg                  sync.WaitGroup
 }
 
@@ -63,8 +64,10 @@ func sampleHeap() *heapSampler {
 	return h
 }
 
+// done stops the sampler and returns the peaks. It may be called more than
+// once (a deferred call after an early return or tb.Fatal).
 func (h *heapSampler) done() (inuse, live uint64) {
-	close(h.stop)
+	h.stopOnce.Do(func() { close(h.stop) })
 	h.wg.Wait()
 	return h.peakInuse.Load(), h.peakLive.Load()
 }
@@ -95,6 +98,7 @@ func transferOver(tb testing.TB, n int64, secure bool) (inuse, live uint64) {
 	liveBase := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(liveBase)
 	hs := sampleHeap()
+	defer hs.done() // stops the sampler if a tb.Fatal below ends the test early
 	if _, err := c.Upload(ctx, d, mk(), n); err != nil {
 		tb.Fatal(err)
 	}

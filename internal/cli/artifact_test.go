@@ -37,14 +37,23 @@ func startArtifactServe(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb syncBuffer
-	done := make(chan error, 1)
+	// done is closed when serve returns, and serveErr is its result: both
+	// the startup loop and the cleanup can observe the exit.
+	done := make(chan struct{})
+	var serveErr error
 	go func() {
-		done <- RunWith(ctx, append([]string{"artifact", "serve", "--addr", "127.0.0.1:0"}, args...), &out, &errb)
+		defer close(done)
+		serveErr = RunWith(ctx, append([]string{"artifact", "serve", "--addr", "127.0.0.1:0"}, args...), &out, &errb)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+		select {
+		case <-done:
+			if serveErr != nil {
+				t.Errorf("serve: %v", serveErr)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop within 30s of its context being cancelled")
 		}
 	})
 	re := regexp.MustCompile(`listening on (\S+)`)
@@ -53,8 +62,8 @@ func startArtifactServe(t *testing.T, args ...string) string {
 			return m[1]
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("serve exited: %v\n%s", err, errb.String())
+		case <-done:
+			t.Fatalf("serve exited: %v\n%s", serveErr, errb.String())
 		default:
 		}
 	}

@@ -259,8 +259,9 @@ func TestLedgerFlow(t *testing.T) {
 	}()
 	_, auditorID := key("auditor")
 	mustRun(t, "admin", "add-member", "--role", "auditor", "--pubkey", filepath.Join(dir, "auditor.pub"), "--key", adminKey, "--addr", addr)
+	followDeadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(followOut.String(), "\n2 ") {
-		if time.Now().After(deadline.Add(30 * time.Second)) {
+		if time.Now().After(followDeadline) {
 			t.Fatalf("follow printed %q", followOut.String())
 		}
 		time.Sleep(50 * time.Millisecond)

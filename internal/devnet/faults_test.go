@@ -2,6 +2,7 @@ package devnet
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -143,12 +144,31 @@ func TestNoRaceNetworkTrainerKilledMidRound(t *testing.T) {
 		t.Fatalf("job ended %s (%s); want round 1 committed with two trainers", st.State, st.Detail)
 	}
 	r := st.Rounds[0]
-	if len(r.Selected) != 3 || len(r.Updates) != 2 {
-		t.Errorf("round 1: %d selected, %d updates; want 3 and 2", len(r.Selected), len(r.Updates))
+	// The status read above saw no update, but it reads one ledger node,
+	// which may lag the leader, and it is not atomic with the SIGTERM:
+	// trainer-3 may have put its UpdateSubmitted on the ledger (or had one in
+	// flight) before the signal reached it. The ledger's record of the round
+	// says which happened; each case has its own expected outcome.
+	killedSubmitted := slices.ContainsFunc(r.Updates, func(u *coordinatorv1.TrainerUpdate) bool { return u.Trainer == killed })
+	wantUpdates := 2
+	if killedSubmitted {
+		wantUpdates = 3
+		t.Logf("trainer-3 got its update onto the ledger before it was stopped; this run did not exercise a departure before submitting")
 	}
-	for _, u := range r.Updates {
-		if u.Trainer == killed {
-			t.Errorf("the killed trainer contributed")
+	if len(r.Selected) != 3 || len(r.Updates) != wantUpdates {
+		t.Errorf("round 1: %d selected, %d updates; want 3 and %d", len(r.Selected), len(r.Updates), wantUpdates)
+	}
+	// The two survivors are selected, submitted, and contributed.
+	for _, i := range []int{1, 2} {
+		id := n.ID(fmt.Sprintf("trainer-%d", i))
+		if !slices.Contains(r.Selected, id) {
+			t.Errorf("trainer-%d was not selected", i)
+		}
+		k := slices.IndexFunc(r.Updates, func(u *coordinatorv1.TrainerUpdate) bool { return u.Trainer == id })
+		if k < 0 {
+			t.Errorf("trainer-%d's update is missing", i)
+		} else if u := r.Updates[k]; u.Rejected || u.Weight <= 0 {
+			t.Errorf("trainer-%d: rejected %v weight %v, want accepted with a positive weight", i, u.Rejected, u.Weight)
 		}
 	}
 }

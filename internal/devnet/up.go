@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,14 +57,37 @@ type Result struct {
 type Part struct {
 	Name string
 	stop func()
-	done chan error
+	done chan error // receives the part's result, once
+
+	once  sync.Once
+	ended chan struct{} // closed when err holds the part's result
+	err   error
+}
+
+// wait returns a channel that is closed once the part has ended; p.err is
+// then its result. Unlike a receive from done, it can be used any number of
+// times (Part.Stop, then Network.Stop).
+func (p *Part) wait() <-chan struct{} {
+	p.once.Do(func() {
+		p.ended = make(chan struct{})
+		go func() {
+			p.err = <-p.done
+			close(p.ended)
+		}()
+	})
+	return p.ended
 }
 
 // Stop stops the part and waits for it (SIGTERM, then SIGKILL after 10s).
+// Calling it again returns the same result.
 func (p *Part) Stop() error {
 	p.stop()
-	return <-p.done
+	<-p.wait()
+	return p.err
 }
+
+// partStopTimeout bounds how long Network.Stop waits for its parts.
+const partStopTimeout = 60 * time.Second
 
 // Network is a started devnet.
 type Network struct {
@@ -142,9 +166,27 @@ func (nw *Network) Stop() {
 			p.stop()
 		}
 	}
+	// Every part was signalled above, so each gets partStopTimeout from
+	// then to end; one that does not is reported and left behind.
+	timeout := time.NewTimer(partStopTimeout)
+	defer timeout.Stop()
+	expired := false
 	for _, p := range parts {
-		if p != nil {
-			<-p.done
+		if p == nil {
+			continue
+		}
+		if !expired {
+			select {
+			case <-p.wait():
+				continue
+			case <-timeout.C:
+				expired = true
+			}
+		}
+		select {
+		case <-p.wait():
+		default:
+			fmt.Fprintf(nw.Opts.Out, "%s did not stop within %v; leaving it\n", p.Name, partStopTimeout)
 		}
 	}
 	nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil

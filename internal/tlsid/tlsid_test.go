@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedtune/fedtune/ledger"
 	"google.golang.org/grpc"
@@ -167,7 +168,10 @@ func TestHandshake(t *testing.T) {
 					t.Errorf("version %x, want TLS 1.3", conn.ConnectionState().Version)
 				}
 				buf := make([]byte, 2)
-				_, err = conn.Read(buf) // the server's verdict on our certificate arrives here
+				// A server that never answers fails the test instead of hanging it.
+				if err = conn.SetDeadline(time.Now().Add(10 * time.Second)); err == nil {
+					_, err = conn.Read(buf) // the server's verdict on our certificate arrives here
+				}
 				conn.Close()
 			}
 			serr := <-srvErr
