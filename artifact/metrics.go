@@ -17,7 +17,7 @@ type Metrics struct {
 	// Downloads counts finished downloads.
 	Downloads prometheus.Counter
 	// Rejected counts refused uploads by reason: "digest_mismatch",
-	// "size_mismatch", "too_large", "bad_request".
+	// "size_mismatch", "too_large", "bad_request", "unauthorized".
 	Rejected *prometheus.CounterVec
 }
 
@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "fedtune_artifact_downloads_total", Help: "Downloads sent to the end.",
 		}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fedtune_artifact_rejected_total", Help: "Refused uploads by reason (digest_mismatch, size_mismatch, too_large, bad_request).",
+			Name: "fedtune_artifact_rejected_total", Help: "Refused uploads by reason (digest_mismatch, size_mismatch, too_large, bad_request, unauthorized).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {

@@ -36,6 +36,10 @@ type ServerConfig struct {
 	Metrics *Metrics
 	// MaxBlobSize refuses uploads announcing more bytes (0: no limit).
 	MaxBlobSize int64
+	// AuthorizeUpload, when set, is asked before an upload is read: a
+	// non-nil error (a gRPC status, such as PermissionDenied) refuses it.
+	// Downloads and Stat stay open to every peer the transport admits.
+	AuthorizeUpload func(ctx context.Context) error
 }
 
 // Server implements the fedtune.artifact.v1.Artifacts gRPC service over a
@@ -120,6 +124,16 @@ func caller(ctx context.Context) string {
 func (s *Server) Upload(stream artifactv1.Artifacts_UploadServer) error {
 	ctx := stream.Context()
 	start := time.Now()
+	if s.cfg.AuthorizeUpload != nil {
+		if err := s.cfg.AuthorizeUpload(ctx); err != nil {
+			s.m.Rejected.WithLabelValues("unauthorized").Inc()
+			s.log.WarnContext(ctx, "upload refused", "peer", caller(ctx), "err", err)
+			if _, ok := status.FromError(err); !ok {
+				err = status.Errorf(codes.PermissionDenied, "upload: %v", err)
+			}
+			return err
+		}
+	}
 	req, err := stream.Recv()
 	if err != nil {
 		return err

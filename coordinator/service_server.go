@@ -133,7 +133,7 @@ func (s *Server) close() {
 // With cfg.Job set and no job to resume, it launches that job first.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
-	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log})
+	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log, AuthorizeUpload: s.svc.mayUpload})
 	if err != nil {
 		return err
 	}

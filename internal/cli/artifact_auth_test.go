@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// The coordinator's artifact store takes uploads only from active ledger
+// members: a trainer's "artifact put" is stored, a stranger's key is
+// refused and nothing of its blob is kept; anyone may still download.
+func TestCoordinatorUploadsMembersOnly(t *testing.T) {
+	dir := t.TempDir()
+	keys, ids := map[string]string{}, map[string]string{}
+	var g strings.Builder
+	g.WriteString("chain_id: upload-auth\nmembers:\n")
+	for _, m := range []struct{ name, role string }{{"admin", "admin"}, {"coord", "coordinator"}, {"agg", "aggregator"}, {"t1", "trainer"}} {
+		keys[m.name] = filepath.Join(dir, m.name+".key")
+		ids[m.name] = strings.SplitN(mustRun(t, "keygen", "-o", keys[m.name]), "\n", 2)[0]
+		pub, err := ledger.LoadPublicKey(filepath.Join(dir, m.name+".pub"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&g, "  - name: %s\n    role: %s\n    public_key: %s\n", m.name, m.role, hex.EncodeToString(pub))
+	}
+	g.WriteString("policy:\n  block_interval: 5ms\n")
+	genesis := filepath.Join(dir, "genesis.yaml")
+	if err := os.WriteFile(genesis, []byte(g.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nd := startCLINode(t, dir, genesis, "node1", true)
+	waitOutput(t, "state:   Leader", "ledger", "status", "--addr", nd.grpc)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	srv, err := coordinator.NewServer(ctx, coordinator.ServerConfig{Listen: "127.0.0.1:0", CoordinatorKey: keys["coord"], AggregatorKey: keys["agg"],
+		Ledger: nd.grpc, DataDir: filepath.Join(dir, "coordinator"), Tick: time.Second}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Run(ctx) }()
+
+	blob := filepath.Join(dir, "update.bin")
+	data := []byte(strings.Repeat("an update, ", 1000))
+	if err := os.WriteFile(blob, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := artifact.DigestOf(data)
+	stranger := filepath.Join(dir, "stranger.key")
+	mustRun(t, "keygen", "-o", stranger)
+	put := func(key string) (string, error) {
+		return run(t, "artifact", "put", blob, "--addr", srv.Addr(), "--key", key, "--server-id", ids["coord"])
+	}
+	if _, err := put(stranger); err == nil || !strings.Contains(err.Error(), "PermissionDenied") || !strings.Contains(err.Error(), "not an active ledger member") {
+		t.Fatalf("a stranger's put: %v, want PermissionDenied naming membership", err)
+	}
+	if _, err := srv.Store().Stat(d); err == nil {
+		t.Fatal("the stranger's blob was stored")
+	}
+	out, err := put(keys["t1"])
+	if err != nil || strings.TrimSpace(out) != d {
+		t.Fatalf("the trainer's put: %q, %v; want %s", out, err, d)
+	}
+	got := filepath.Join(dir, "got.bin")
+	mustRun(t, "artifact", "get", d, "-o", got, "--addr", srv.Addr(), "--key", stranger, "--server-id", ids["coord"])
+}
