@@ -179,6 +179,9 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if s.agg == nil {
 		s.agg = NewLocalAggregator(cfg.Store, filepath.Join(cfg.Dir, "work"), NewSigner(cfg.Ledger, cfg.AggregatorKey), log)
 	}
+	if err := s.loadEvals(); err != nil {
+		return nil, fmt.Errorf("coordinator service: %w", err)
+	}
 	return s, nil
 }
 

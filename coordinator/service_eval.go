@@ -1,12 +1,15 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,9 +24,23 @@ import (
 // section): when the service sees its RoundCommitted of round r committed
 // and r is a multiple of eval.every or the job's last round, it scores the
 // new global model on eval.data in the background, one evaluation at a
-// time. Results are kept in memory by model digest and shown in Status; a
-// failed evaluation is logged and shown in the status detail, never failing
-// the job.
+// time. Results are kept by model digest, written through to evalsFile in
+// the service's Dir (so a restarted coordinator still shows them), and
+// shown in Status; a failed evaluation is logged and shown in the status
+// detail, never failing the job.
+
+// evalsFile, in ServiceConfig.Dir, holds every finished evaluation.
+const evalsFile = "evals.json"
+
+// evalRecord is one evaluation as evalsFile stores it.
+type evalRecord struct {
+	Model   string           `json:"model"`
+	Job     string           `json:"job"`
+	Round   uint64           `json:"round"`
+	Result  model.EvalResult `json:"result"`
+	Err     string           `json:"error,omitempty"`
+	Seconds float64          `json:"seconds"`
+}
 
 // evalOutcome is one finished evaluation.
 type evalOutcome struct {
@@ -131,7 +148,11 @@ func (s *Service) evalWorker(ctx context.Context) {
 		}
 		s.ev.results[t.model] = out
 		s.ev.running = nil
+		err = s.saveEvalsLocked()
 		s.ev.mu.Unlock()
+		if err != nil {
+			s.log.WarnContext(ctx, "cannot save the evaluation results; they are kept in memory", "err", err)
+		}
 		s.post(ctx, func() { s.publishStatus(ctx) })
 	}
 }
@@ -282,4 +303,47 @@ func (s *Service) fillEval(resp *coordinatorv1.StatusResponse) {
 		}
 		r.Evaluated, r.EvalNll, r.EvalPerplexity = true, out.result.MeanNLL, out.result.Perplexity
 	}
+}
+
+// saveEvalsLocked writes every finished evaluation to evalsFile, sorted by
+// job and round (s.ev.mu held).
+func (s *Service) saveEvalsLocked() error {
+	recs := make([]evalRecord, 0, len(s.ev.results))
+	for d, o := range s.ev.results {
+		recs = append(recs, evalRecord{Model: d, Job: o.job, Round: o.round, Result: o.result, Err: o.err, Seconds: o.seconds})
+	}
+	slices.SortFunc(recs, func(a, b evalRecord) int {
+		return cmp.Or(cmp.Compare(a.Job, b.Job), cmp.Compare(a.Round, b.Round), cmp.Compare(a.Model, b.Model))
+	})
+	data, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.cfg.Dir, evalsFile), append(data, '\n'))
+}
+
+// loadEvals reads evalsFile, if any, into s.ev.results (NewService). A
+// damaged file is an error that names it: the coordinator does not start
+// on state it cannot read.
+func (s *Service) loadEvals() error {
+	path := filepath.Join(s.cfg.Dir, evalsFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var recs []evalRecord
+	if err := json.Unmarshal(data, &recs); err != nil {
+		return fmt.Errorf("%s: %w (move it away to start without the saved evaluations)", path, err)
+	}
+	s.ev.results = make(map[string]evalOutcome, len(recs))
+	for i, r := range recs {
+		if r.Model == "" || r.Job == "" {
+			return fmt.Errorf("%s: record %d has no model or job (move it away to start without the saved evaluations)", path, i)
+		}
+		s.ev.results[r.Model] = evalOutcome{job: r.Job, round: r.Round, result: r.Result, err: r.Err, seconds: r.Seconds}
+	}
+	return nil
 }

@@ -1,0 +1,80 @@
+package coordinator
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/model"
+)
+
+// newTestService returns a service on dir whose ledger is never reached.
+func newTestService(t *testing.T, dir string) (*Service, error) {
+	t.Helper()
+	ck, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, err := node.Dial(context.Background(), "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lc.Close() })
+	store, err := artifact.OpenStore(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ck, Ledger: lc, Store: store, Dir: dir})
+}
+
+// Finished evaluations survive a restart: a new service on the same Dir
+// shows them in Status; a damaged file stops the service with its name.
+func TestEvalResultsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := newTestService(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ev.mu.Lock()
+	s.ev.results = map[string]evalOutcome{
+		"m2": {job: "j", round: 2, result: model.EvalResult{Tokens: 10, MeanNLL: 2.5, Perplexity: 12.182493960703473}},
+		"m1": {job: "j", round: 1, err: "eval.data x: no tokens"},
+		"o1": {job: "other", round: 1, result: model.EvalResult{Tokens: 3, MeanNLL: 1}},
+	}
+	if err := s.saveEvalsLocked(); err != nil {
+		t.Fatal(err)
+	}
+	s.ev.mu.Unlock()
+
+	s2, err := newTestService(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := &coordinatorv1.StatusResponse{JobId: "j", Rounds: []*coordinatorv1.Round{{Round: 1, ModelDigest: "m1"}, {Round: 2, ModelDigest: "m2"}, {Round: 3, ModelDigest: "o1"}}}
+	s2.fillEval(resp)
+	if r := resp.Rounds[1]; !r.Evaluated || r.EvalNll != 2.5 || r.EvalPerplexity != 12.182493960703473 {
+		t.Errorf("round 2 after a restart: %+v, want NLL 2.5", r)
+	}
+	if resp.Rounds[0].Evaluated || !strings.Contains(resp.Detail, "round 1 eval: eval.data x: no tokens") {
+		t.Errorf("round 1's failure after a restart: evaluated %v, detail %q", resp.Rounds[0].Evaluated, resp.Detail)
+	}
+	if resp.Rounds[2].Evaluated {
+		t.Error("another job's evaluation was shown")
+	}
+
+	for _, bad := range []string{"{", `[{"model":"","job":"j"}]`} {
+		if err := os.WriteFile(filepath.Join(dir, evalsFile), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newTestService(t, dir); err == nil || !strings.Contains(err.Error(), evalsFile) {
+			t.Errorf("damaged %s (%q): %v, want an error naming it", evalsFile, bad, err)
+		}
+	}
+}
