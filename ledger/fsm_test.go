@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -591,7 +592,13 @@ func TestQueriesDuringApply(t *testing.T) {
 	c := newCast()
 	ch := newChain(t, c.genesis(t), c.node.id)
 	fx, model := fullRound(t, c, ch)
+	// Signed here: the reader goroutine must not call t.Fatal.
+	probe := c.coord.signNonce(t, 1<<40, ModelRegistered{Digest: digest("q"), Name: "q", Licence: "l", Source: "s"})
 	done := make(chan struct{})
+	// Deferred too, so a failed mustApply does not leave the reader
+	// spinning a core for the rest of the package run.
+	stopReader := sync.OnceFunc(func() { close(done) })
+	defer stopReader()
 	errc := make(chan error, 1)
 	go func() {
 		defer close(errc)
@@ -613,7 +620,7 @@ func TestQueriesDuringApply(t *testing.T) {
 				_, err = ch.fsm.Round(fx.job, 1)
 			}
 			if err == nil {
-				err = ch.fsm.CheckTx(c.coord.signNonce(t, 1<<40, ModelRegistered{Digest: digest("q"), Name: "q", Licence: "l", Source: "s"}))
+				err = ch.fsm.CheckTx(probe)
 			}
 			if err != nil {
 				errc <- err
@@ -624,7 +631,7 @@ func TestQueriesDuringApply(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint("concurrent ", i)), Name: "m", Licence: "l", Source: "s"}))
 	}
-	close(done)
+	stopReader()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}

@@ -59,8 +59,15 @@ func TestCluster(t *testing.T) {
 		batch = append(batch, tx)
 		committed = append(committed, ledger.TxHash(tx))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// Each call (or phase) gets its own deadline: the waits between them
+	// may take a minute or more on a busy -race run, and one context for
+	// the whole test would expire on the way.
+	callCtx := func(d time.Duration) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	ctx := callCtx(30 * time.Second)
 	rs, err := fnode.client.Submit(ctx, batch...)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +90,8 @@ func TestCluster(t *testing.T) {
 	t.Run("BadTxs", func(t *testing.T) { testBadTxs(t, c, fnode, members[0]) })
 	t.Run("Cosignatures", func(t *testing.T) { testCosignatures(t, c, fnode, head) })
 	t.Run("TxProofAndQueries", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		r, err := fnode.client.Tx(ctx, committed[3])
 		if err != nil {
 			t.Fatal(err)
@@ -143,7 +152,7 @@ func TestCluster(t *testing.T) {
 	live = append(live, n4)
 	c.sameChains(st.Height, live...)
 	// Only the genesis nodes' checkpoints count as cosignatures.
-	vb, err := n4.client.Block(ctx, st.Height, 3, c.chainID)
+	vb, err := n4.client.Block(callCtx(30*time.Second), st.Height, 3, c.chainID)
 	if err != nil {
 		t.Fatalf("cosigned block from the joined node: %v", err)
 	}
@@ -171,17 +180,23 @@ func TestCluster(t *testing.T) {
 		c.submit(rest[0], tx)
 		committed = append(committed, ledger.TxHash(tx))
 	}
+	txOn := func(nd *tnode, h [32]byte) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := nd.client.Tx(ctx, h)
+		return err
+	}
 	for _, h := range committed {
 		for _, nd := range rest {
-			if _, err := nd.client.Tx(ctx, h); err != nil {
+			if err := txOn(nd, h); err != nil {
 				// Followers may lag a moment behind the leader.
-				waitFor(t, 10*time.Second, "tx everywhere", func() error { _, err := nd.client.Tx(ctx, h); return err })
+				waitFor(t, 10*time.Second, "tx everywhere", func() error { return txOn(nd, h) })
 			}
 		}
 	}
 
 	// Remove the stopped node: it leaves the configuration.
-	if err := rest[0].client.Remove(ctx, old.id); err != nil {
+	if err := rest[0].client.Remove(callCtx(60*time.Second), old.id); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
 	waitFor(t, 10*time.Second, "removal", func() error {

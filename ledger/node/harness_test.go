@@ -90,6 +90,8 @@ type cluster struct {
 	admin   ed25519.PrivateKey
 	nonce   uint64
 	nodes   []*tnode
+	// logs passes in-process nodes' log lines to t until the test ends.
+	logs *logGate
 }
 
 // tnode is one ledger node of a test cluster.
@@ -122,7 +124,10 @@ type tnode struct {
 // directories. Nodes listed in subproc run as child processes.
 func newCluster(t testing.TB, n int, subproc ...int) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), chainID: "test-chain"}
+	c := &cluster{t: t, dir: t.TempDir(), chainID: "test-chain", logs: &logGate{}}
+	// Registered before stopAll, so it runs after it: the nodes' last
+	// lines while stopping are still logged.
+	t.Cleanup(c.logs.close)
 	var err error
 	if c.admin, err = ledger.GenerateKey(); err != nil {
 		t.Fatal(err)
@@ -233,7 +238,7 @@ func (nd *tnode) start(cfg *node.Config) {
 			rl.Close()
 			t.Fatal(err)
 		}
-		log := slog.New(slog.NewTextHandler(testWriter{t, nd.idx}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		log := slog.New(slog.NewTextHandler(testWriter{t, nd.idx, nd.c.logs}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		n, err := node.New(cfg, node.Options{Logger: log, RaftListener: rl, GRPCListener: gl, FS: nd.fs})
 		if err != nil {
 			t.Fatal(err)
@@ -308,7 +313,20 @@ func (nd *tnode) stop() {
 			t.Errorf("node %d stopped with: %v", nd.idx, err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Errorf("node %d did not stop in 30s", nd.idx)
+		if nd.cmd == nil {
+			// An in-process node cannot be killed: it is left running, and
+			// its log lines are dropped once the test ends.
+			t.Errorf("node %d did not stop in 30s", nd.idx)
+			break
+		}
+		// Kill the child, so it does not outlive the test.
+		_ = nd.cmd.Process.Kill()
+		select {
+		case <-nd.done:
+			t.Errorf("node %d did not stop in 30s: killed", nd.idx)
+		case <-time.After(10 * time.Second):
+			t.Errorf("node %d did not stop in 30s, nor exit within 10s of SIGKILL", nd.idx)
+		}
 	}
 	nd.n, nd.cancel, nd.cmd = nil, nil, nil
 	if nd.log != nil {
@@ -354,14 +372,33 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// testWriter sends a node's log lines to t.Logf.
+// logGate is closed when a test ends: t.Logf after that panics the whole
+// test binary, and a node that did not stop may still log.
+type logGate struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+func (g *logGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+}
+
+// testWriter sends a node's log lines to t.Logf until its gate closes,
+// then drops them.
 type testWriter struct {
-	t   testing.TB
-	idx int
+	t    testing.TB
+	idx  int
+	gate *logGate
 }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("node%d: %s", w.idx, bytes.TrimRight(p, "\n"))
+	w.gate.mu.Lock()
+	defer w.gate.mu.Unlock()
+	if !w.gate.closed {
+		w.t.Logf("node%d: %s", w.idx, bytes.TrimRight(p, "\n"))
+	}
 	return len(p), nil
 }
 

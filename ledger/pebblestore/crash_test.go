@@ -301,12 +301,29 @@ func runCrashSeed(t *testing.T, seed uint64, nOps, nCrashes int) {
 	var points []crashPoint
 	var writerErr error
 	writerDone := false
+	// A writer that makes no progress for this long is stuck (inside
+	// pebble): fail naming where, rather than hang the package run.
+	const stuckAfter = 3 * time.Minute
+	lastAcked, lastProgress := acked.Load(), time.Now()
+	checkStuck := func() {
+		t.Helper()
+		if n := acked.Load(); n != lastAcked {
+			lastAcked, lastProgress = n, time.Now()
+		} else if time.Since(lastProgress) > stuckAfter {
+			t.Fatalf("writer stuck at %d acked ops (of %d) for %v", n, nOps, stuckAfter)
+		}
+	}
+	// Poll every millisecond: a tighter poll competes with the writer for
+	// a core.
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
 	for _, target := range targets {
 		for !writerDone && acked.Load() < int64(target) {
 			select {
 			case writerErr = <-done:
 				writerDone = true
-			case <-time.After(50 * time.Microsecond):
+			case <-poll.C:
+				checkStuck()
 			}
 		}
 		if writerDone && acked.Load() < int64(target) {
@@ -317,8 +334,13 @@ func runCrashSeed(t *testing.T, seed uint64, nOps, nCrashes int) {
 		hi := min(int(acked.Load())+1, nOps)
 		points = append(points, crashPoint{clone, lo, hi})
 	}
-	if !writerDone {
-		writerErr = <-done
+	for !writerDone {
+		select {
+		case writerErr = <-done:
+			writerDone = true
+		case <-poll.C:
+			checkStuck()
+		}
 	}
 	if writerErr != nil {
 		t.Fatal(writerErr)

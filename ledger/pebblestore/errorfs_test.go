@@ -211,6 +211,7 @@ func TestFlushErrorsLoseNothing(t *testing.T) {
 	}
 	inj.armed.Store(true)
 	done := make(chan error, 1)
+	var opsDone atomic.Int64
 	go func() {
 		for i := range nOps {
 			o := randomOp(rng, m, i, true)
@@ -232,6 +233,7 @@ func TestFlushErrorsLoseNothing(t *testing.T) {
 				return
 			}
 			o.update(m)
+			opsDone.Store(int64(i + 1))
 		}
 		done <- nil
 	}()
@@ -243,8 +245,15 @@ func TestFlushErrorsLoseNothing(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // let the failing flush retry a while
 	inj.armed.Store(false)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	stuck := time.NewTimer(2 * time.Minute)
+	defer stuck.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-stuck.C:
+		t.Fatalf("writer stuck at op %d of %d 2m after the disk healed (%d sstable operations had failed)", opsDone.Load(), nOps, inj.hits.Load())
 	}
 	if inj.hits.Load() == 0 {
 		t.Fatal("no sstable write failed: the test exercised nothing")

@@ -134,9 +134,12 @@ func (n *raftNode) start(t *testing.T) {
 	_, n.trans = raft.NewInmemTransport(n.addr)
 	conf := raft.DefaultConfig()
 	conf.LocalID = n.id
-	conf.HeartbeatTimeout = 100 * time.Millisecond
-	conf.ElectionTimeout = 100 * time.Millisecond
-	conf.LeaderLeaseTimeout = 50 * time.Millisecond
+	// The timings of ledger/node's testRaft: fast enough for tests yet
+	// stable on two busy cores under -race (tighter ones let a descheduled
+	// follower call elections that fail Applies).
+	conf.HeartbeatTimeout = 500 * time.Millisecond
+	conf.ElectionTimeout = 500 * time.Millisecond
+	conf.LeaderLeaseTimeout = 250 * time.Millisecond
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.SnapshotThreshold = 1 << 30 // snapshots only when the test asks
 	conf.TrailingLogs = 10
@@ -182,21 +185,49 @@ func leaderOf(nodes []*raftNode) *raftNode {
 	return nil
 }
 
+// applyWithin applies data through r (timeout bounds the enqueueing, as
+// for Apply) and waits at most wait for the outcome.
+// The bound matters: an ApplyFuture whose entry was queued for the FSM when
+// its node shut down is never answered, and its Error blocks forever
+// (hashicorp/raft#498). The goroutine left waiting on such a future is
+// leaked, blocked on a channel.
+func applyWithin(r *raft.Raft, data []byte, timeout, wait time.Duration) error {
+	f := r.Apply(data, timeout)
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case err := <-errc:
+		return err
+	case <-timer.C:
+		return fmt.Errorf("apply not answered within %v", wait)
+	}
+}
+
 // incIDs numbers applyN's increments.
 var incIDs atomic.Uint64
 
 // applyN applies n increments through the leader of nodes. Each increment
 // carries an ID and is retried with the same ID until acknowledged: an
 // Apply that fails with "leadership lost while committing" may still have
-// committed, and the FSM counts an ID once.
+// committed, and the FSM counts an ID once. It fails if the n are not all
+// acknowledged within a minute.
 func applyN(t *testing.T, nodes []*raftNode, n int) {
 	t.Helper()
+	const limit = time.Minute
+	deadline := time.Now().Add(limit)
+	var lastErr error
 	for i := 0; i < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("applied %d of %d increments in %v; last error: %v", i, n, limit, lastErr)
+		}
 		var l *raftNode
 		waitFor(t, "a leader", func() bool { l = leaderOf(nodes); return l != nil })
 		id := fmt.Sprintf("inc:%d", incIDs.Load())
-		if err := l.raft.Apply([]byte(id), 5*time.Second).Error(); err != nil {
+		if err := applyWithin(l.raft, []byte(id), 5*time.Second, 10*time.Second); err != nil {
 			t.Logf("apply on %s: %v; retrying", l.id, err)
+			lastErr = err
 			continue
 		}
 		incIDs.Add(1)
@@ -269,7 +300,8 @@ func TestRaftClusterOnPebble(t *testing.T) {
 		must(t, n.raft.Snapshot().Error())
 	}
 	applyN(t, live, 5)
-	l := leaderOf(live)
+	var l *raftNode
+	waitFor(t, "a leader", func() bool { l = leaderOf(live); return l != nil })
 	first, err := l.db.LogStore().FirstIndex()
 	must(t, err)
 	downLast, err := func() (uint64, error) {
@@ -336,7 +368,26 @@ func TestRaftCrashRestartOnPebble(t *testing.T) {
 	var mu sync.Mutex // guards nodes[i].raft while a node restarts
 	var acked, attempted atomic.Int64
 	stop := make(chan struct{})
+	stopWriter := sync.OnceFunc(func() { close(stop) })
 	done := make(chan struct{})
+	// However the test ends (a failed must included), the writer stops and
+	// no raft node is left running.
+	t.Cleanup(func() {
+		stopWriter()
+		for _, n := range nodes {
+			if n.raft != nil {
+				_ = n.raft.Shutdown().Error()
+			}
+			if n.db != nil {
+				_ = n.db.Close()
+			}
+		}
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("the writer goroutine did not stop within 30s")
+		}
+	})
 	go func() {
 		defer close(done)
 		for {
@@ -356,39 +407,51 @@ func TestRaftCrashRestartOnPebble(t *testing.T) {
 				continue
 			}
 			attempted.Add(1)
-			if r.Apply([]byte("inc"), time.Second).Error() == nil {
+			// Bounded: the Apply may be cut off by a crash (see applyWithin).
+			if applyWithin(r, []byte("inc"), time.Second, 10*time.Second) == nil {
 				acked.Add(1)
 			}
 		}
 	}()
 
 	for round := range 4 {
+		// Each crash hits a cluster with a leader the writer applies through.
+		waitFor(t, "a leader", func() bool { return leaderOf(nodes) != nil })
 		time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
-		mu.Lock()
-		victim := nodes[rng.IntN(3)]
-		if round == 1 {
-			if l := leaderOf(nodes); l != nil {
-				victim = l
+		// mu is released however the restart ends (a failed must exits
+		// through the deferred Unlock), so the writer never waits on it
+		// forever.
+		func() {
+			mu.Lock()
+			defer mu.Unlock()
+			victim := nodes[rng.IntN(3)]
+			if round == 1 {
+				if l := leaderOf(nodes); l != nil {
+					victim = l
+				}
 			}
-		}
-		crashed := victim.fs.(*fedtest.CrashFS).CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
-		// The process dies: raft stops, and what the old files get from now
-		// on is lost with them.
-		must(t, victim.raft.Shutdown().Error())
-		_ = victim.db.Close()
-		for _, n := range nodes {
-			if n != victim {
-				n.trans.Disconnect(victim.addr)
+			crashed := victim.fs.(*fedtest.CrashFS).CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
+			// The process dies: raft stops, and what the old files get from
+			// now on is lost with them.
+			must(t, victim.raft.Shutdown().Error())
+			_ = victim.db.Close()
+			for _, n := range nodes {
+				if n != victim {
+					n.trans.Disconnect(victim.addr)
+				}
 			}
-		}
-		victim.fs = crashed
-		victim.start(t)
-		connectAll(nodes)
-		mu.Unlock()
+			victim.fs = crashed
+			victim.start(t)
+			connectAll(nodes)
+		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	<-done
+	stopWriter()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the writer goroutine did not stop within a minute (%d applies acknowledged of %d attempted)", acked.Load(), attempted.Load())
+	}
 	applyN(t, nodes, 1) // a final entry everyone must apply
 	acked.Add(1)
 	attempted.Add(1)
