@@ -314,13 +314,15 @@ func (sn *Snapshot) Close() error {
 	if sn == nil || sn.closed.Swap(true) {
 		return nil
 	}
+	// The pebble snapshot is closed under db.mu: DB.Close takes db.mu before
+	// it closes pebble, so it never finds this snapshot half closed (pebble
+	// reports a snapshot still open at its Close as leaked).
 	sn.db.mu.Lock()
-	_, open := sn.db.snaps[sn]
-	delete(sn.db.snaps, sn)
-	sn.db.mu.Unlock()
-	if !open { // DB.Close already released it
+	defer sn.db.mu.Unlock()
+	if _, open := sn.db.snaps[sn]; !open { // DB.Close already released it
 		return nil
 	}
+	delete(sn.db.snaps, sn)
 	if err := sn.snap.Close(); err != nil {
 		return fmt.Errorf("pebblestore: snapshot close: %w", err)
 	}
