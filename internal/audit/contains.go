@@ -69,6 +69,9 @@ type ContainsReport struct {
 	Model    string           `json:"model"`
 	Sample   string           `json:"sample"` // the sample's leaf hash, hex
 	Datasets []ContainsResult `json:"datasets"`
+	// Anchored, when set, says that the lineage and the datasets' roots
+	// were checked against cosigned blocks (see Anchor).
+	Anchored *AnchorReport `json:"anchored,omitempty"`
 }
 
 // Err returns nil when every dataset answered with a valid proof, else an
@@ -181,8 +184,8 @@ const (
 //     sample it holds absent; an exclusion proof cannot rule that out.
 //   - The roots and sample counts in ds are taken as given: Contains
 //     trusts whoever read them from the ledger (the CLI reads them from
-//     the one ledger node named by --ledger, without checking a
-//     checkpoint's co-signatures).
+//     the one ledger node named by --ledger, and with --quorum anchors
+//     them in cosigned blocks first; see Anchor).
 func Contains(ctx context.Context, prover SampleProver, model string, leaf [32]byte, ds []ledger.Dataset, timeout time.Duration) (*ContainsReport, error) {
 	rep := &ContainsReport{Model: model, Sample: hex.EncodeToString(leaf[:])}
 	for _, d := range ds {
@@ -330,7 +333,13 @@ func RenderContains(w io.Writer, r *ContainsReport, format string) error {
 		for _, d := range r.Datasets {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", dash(d.Name), short(d.Dataset), short(d.Trainer), d.Result, oneLine(d.Detail))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if r.Anchored != nil {
+			fmt.Fprintf(w, "%s\n", r.Anchored)
+		}
+		return nil
 	}
 	return fmt.Errorf("audit: unknown format %q (want %s)", format, strings.Join(ContainsFormats, " or "))
 }

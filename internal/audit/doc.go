@@ -52,6 +52,14 @@
 // is clicked. Each dataset carries the Merkle root its DatasetRegistered
 // recorded.
 //
+// A lineage read from one ledger node is that node's word. Anchor checks
+// every fact of it against the signed tx that recorded it (registrations,
+// each round's RoundOpened, UpdateSubmitted, UpdateRejected and
+// RoundCommitted), in blocks carrying a quorum of valid node cosignatures
+// (only the genesis file's nodes, when given), and returns the lineage
+// rebuilt from those txs, or an *AnchorError naming the first record that
+// differs. A BlockSource (a ledger/node Client) serves the blocks.
+//
 // # Sample membership
 //
 // Contains asks whether one sample went into a model: for every dataset of
@@ -68,6 +76,6 @@
 // built it as the manifest format requires" (over sorted leaves): the
 // ledger keeps only the root, so an exclusion proof cannot catch an owner
 // that registered a tree built otherwise. The lineage, roots and sample
-// counts are read from the one ledger node the caller names and trusted as
-// read (no checkpoint co-signature is checked).
+// counts are taken as the caller gives them: read from one ledger node and
+// trusted as read, or first anchored with Anchor.
 package audit

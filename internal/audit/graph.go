@@ -14,6 +14,10 @@ type Graph struct {
 	Model  GraphModel   `json:"model"`
 	Base   GraphModel   `json:"base"`
 	Rounds []GraphRound `json:"rounds"`
+	// Anchored, when set, says that every fact above was checked against
+	// the txs that recorded it, in blocks with enough node cosignatures
+	// (see Anchor).
+	Anchored *AnchorReport `json:"anchored,omitempty"`
 }
 
 // GraphModel is a model node.

@@ -73,6 +73,9 @@ func renderTable(w io.Writer, g *Graph) error {
 			fmt.Fprintf(w, "  rejected %s from %s: %s\n", short(x.UpdateDigest), short(x.Trainer), x.Reason)
 		}
 	}
+	if g.Anchored != nil {
+		fmt.Fprintf(w, "\n%s\n", g.Anchored)
+	}
 	return nil
 }
 
@@ -183,7 +186,11 @@ func dotQuote(s string) string {
 func renderDOT(w io.Writer, g *Graph) error {
 	nodes, edges := layout(g)
 	var b strings.Builder
-	b.WriteString("digraph lineage {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n")
+	b.WriteString("digraph lineage {\n")
+	if g.Anchored != nil {
+		fmt.Fprintf(&b, "  // %s\n", g.Anchored)
+	}
+	b.WriteString("  rankdir=LR;\n  node [fontname=\"Helvetica\", fontsize=10];\n")
 	shapes := map[string]string{"model": "box, style=\"rounded,filled\", fillcolor=\"#dbeafe\"", "round": "ellipse, style=filled, fillcolor=\"#fef3c7\"",
 		"update": "note", "rejected": "note, color=\"#b91c1c\", fontcolor=\"#b91c1c\"", "dataset": "cylinder, style=filled, fillcolor=\"#dcfce7\""}
 	seen := map[string]bool{}
@@ -235,7 +242,7 @@ line { stroke: #666; stroke-width: 1.2; } line.rejected { stroke: #b91c1c; strok
 </head>
 <body>
 <div id="graph"></div>
-<div id="details"><h3>Lineage of {{.Short}}</h3><p>Click a node to see its details.</p></div>
+<div id="details"><h3>Lineage of {{.Short}}</h3><p>Click a node to see its details.</p>{{with .Anchored}}<p>{{.}}</p>{{end}}</div>
 <script id="lineage-data" type="application/json">{{.Data}}</script>
 <script>
 (function () {
@@ -303,6 +310,13 @@ line { stroke: #666; stroke-width: 1.2; } line.rejected { stroke: #b91c1c; strok
 </html>
 `))
 
+func anchoredLine(g *Graph) string {
+	if g.Anchored == nil {
+		return ""
+	}
+	return g.Anchored.String()
+}
+
 func renderHTML(w io.Writer, g *Graph) error {
 	nodes, edges := layout(g)
 	data, err := json.Marshal(map[string]any{"nodes": nodes, "edges": edges})
@@ -310,7 +324,7 @@ func renderHTML(w io.Writer, g *Graph) error {
 		return fmt.Errorf("audit: lineage html: %w", err)
 	}
 	return htmlPage.Execute(w, map[string]any{
-		"Short": short(g.Model.Digest), "Data": template.JS(data),
+		"Short": short(g.Model.Digest), "Data": template.JS(data), "Anchored": anchoredLine(g),
 		"NodeW": nodeW, "NodeH": nodeH, "ColW": colWidth, "RowH": rowHeight, "Margin": margin,
 	})
 }

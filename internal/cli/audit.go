@@ -85,19 +85,72 @@ func readExportFile(path string) (*audit.Export, error) {
 	return e, nil
 }
 
+// anchorLineage checks every fact of l against blocks that carry quorum
+// node cosignatures (audit.Anchor). The chain ID and the nodes whose
+// cosignatures count come from the genesis file when one is given; without
+// it the chain ID is the node's own and any node's valid cosignature counts.
+func anchorLineage(ctx context.Context, c *node.Client, l *ledger.Lineage, model string, quorum int, genesisPath string) (*audit.AnchorReport, error) {
+	opts := audit.AnchorOptions{Quorum: quorum, Model: model}
+	if genesisPath != "" {
+		g, err := ledger.LoadGenesis(genesisPath)
+		if err != nil {
+			return nil, err
+		}
+		opts.ChainID = g.ChainID
+		for _, n := range g.Nodes {
+			opts.Nodes = append(opts.Nodes, ledger.KeyID(n.Key))
+		}
+	} else {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+		opts.ChainID = st.ChainId
+	}
+	return audit.Anchor(ctx, c, l, opts)
+}
+
+// quorumFlags adds --quorum and --genesis to an audit command that reads a
+// lineage from a ledger node.
+func quorumFlags(cmd *cobra.Command, quorum *int, genesisPath *string) {
+	cmd.Flags().IntVar(quorum, "quorum", 0, "check every fact of the lineage against its tx in a block with at least N valid node cosignatures (0: trust the node)")
+	cmd.Flags().StringVar(genesisPath, "genesis", "", "with --quorum: the chain's genesis file; only its nodes' cosignatures count, and it names the chain")
+}
+
+func checkQuorumFlags(quorum int, genesisPath string) error {
+	if quorum < 0 {
+		return fmt.Errorf("--quorum %d is negative", quorum)
+	}
+	if genesisPath != "" && quorum == 0 {
+		return errors.New("--genesis is for --quorum")
+	}
+	return nil
+}
+
 func newAuditLineageCmd() *cobra.Command {
-	var addr, format, exportPath, manifests string
+	var addr, format, exportPath, manifests, genesisPath string
+	var quorum int
 	cmd := &cobra.Command{
-		Use:   "lineage MODEL-DIGEST [--addr ADDR | --export FILE] [--format table|json|dot|html]",
+		Use:   "lineage MODEL-DIGEST [--addr ADDR [--quorum N [--genesis FILE]] | --export FILE] [--format table|json|dot|html]",
 		Short: "Show the DAG from a model back to its base model: rounds, contributors, weights, datasets, rejections",
 		Long: "Show the DAG from a model back to its base model: every round with its strategy and parameters, each\n" +
 			"contributor with its weight, update digest and dataset (licence, sample count and the Merkle root the\n" +
 			"ledger recorded), and the rejected updates with their reasons.\n" +
-			"--format dot is Graphviz input; --format html is one self-contained page (click a node for its details).",
+			"--format dot is Graphviz input; --format html is one self-contained page (click a node for its details).\n" +
+			"The node named by --addr is trusted unless --quorum N is given: then every fact shown is checked against the\n" +
+			"signed tx that recorded it, in a block carrying at least N valid node cosignatures (only the nodes of the\n" +
+			"--genesis file count, if given), and nothing is printed when any fact does not match.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkQuorumFlags(quorum, genesisPath); err != nil {
+				return fmt.Errorf("audit lineage: %w", err)
+			}
+			if quorum > 0 && exportPath != "" {
+				return errors.New("audit lineage: --quorum reads from a node; an --export file is verified in full instead")
+			}
 			ctx := cmd.Context()
 			var l *ledger.Lineage
+			var anchored *audit.AnchorReport
 			if exportPath != "" {
 				e, err := readExportFile(exportPath)
 				if err != nil {
@@ -112,8 +165,14 @@ func newAuditLineageCmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					l, err = audit.DecodeLineage(js)
-					return err
+					if l, err = audit.DecodeLineage(js); err != nil || quorum == 0 {
+						return err
+					}
+					if anchored, err = anchorLineage(ctx, c, l, args[0], quorum, genesisPath); err != nil {
+						return err
+					}
+					l = anchored.Lineage
+					return nil
 				})
 				if err != nil {
 					return fmt.Errorf("audit lineage %s: %w", args[0], err)
@@ -123,9 +182,12 @@ func newAuditLineageCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("audit lineage: %w", err)
 			}
-			return audit.Render(cmd.OutOrStdout(), audit.NewGraph(l, roots), format)
+			g := audit.NewGraph(l, roots)
+			g.Anchored = anchored
+			return audit.Render(cmd.OutOrStdout(), g, format)
 		},
 	}
+	quorumFlags(cmd, &quorum, &genesisPath)
 	addrFlag(cmd, &addr)
 	cmd.Flags().StringVar(&format, "format", "table", "output: "+strings.Join(audit.Formats, ", "))
 	cmd.Flags().StringVar(&exportPath, "export", "", "read the chain from an export file (verified first) instead of a node")

@@ -16,10 +16,11 @@ import (
 
 func newAuditContainsCmd() *cobra.Command {
 	var cf coordinatorFlags
-	var ledgerAddr, modelDigest, samplePath, sampleFormat, format string
+	var ledgerAddr, modelDigest, samplePath, sampleFormat, format, genesisPath string
+	var quorum int
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "contains --model DIGEST --sample FILE [--ledger ADDR] [--coordinator ADDR --key KEY --coordinator-id ID | --insecure]",
+		Use:   "contains --model DIGEST --sample FILE [--ledger ADDR [--quorum N [--genesis FILE]]] [--coordinator ADDR --key KEY --coordinator-id ID | --insecure]",
 		Short: "Ask every dataset behind a model whether a sample was in it, and check each proof against the ledger",
 		Long: "Hash the sample as the dataset loader defines one (--sample-format text: the file without a leading BOM and\n" +
 			"trailing line breaks, as `dataset prove --sample`; jsonl: the file's one JSONL record), read the model's\n" +
@@ -29,10 +30,14 @@ func newAuditContainsCmd() *cobra.Command {
 			"trusted. Each dataset is included, excluded, or unanswered (trainer not connected, timeout, refused, or the\n" +
 			"proof does not verify). Exits non-zero when any dataset is unanswered.\n\n" +
 			"What the results rest on: the lineage and every dataset's root and sample count are read from the one ledger\n" +
-			"node named by --ledger, which is trusted (no checkpoint co-signatures are checked). \"included\" means the\n" +
-			"sample is a leaf of the tree whose root the ledger records. \"excluded\" means the sample is not in the tree\n" +
-			"its owner registered, assuming the owner built it as the manifest format requires (over sorted leaves): the\n" +
-			"ledger keeps only the root, so an owner that registered a tree built otherwise could hide a sample.\n\n" +
+			"node named by --ledger, which is trusted unless --quorum N is given: then every fact of the lineage, each\n" +
+			"dataset's root and sample count included, is checked against the signed tx that recorded it, in a block\n" +
+			"carrying at least N valid node cosignatures (only the nodes of the --genesis file count, if given), and the\n" +
+			"proofs are checked against those anchored roots; nothing is asked when any fact does not match.\n" +
+			"\"included\" means the sample is a leaf of the tree whose root the ledger records. \"excluded\" means the\n" +
+			"sample is not in the tree its owner registered, assuming the owner built it as the manifest format requires\n" +
+			"(over sorted leaves): the ledger keeps only the root, so an owner that registered a tree built otherwise could\n" +
+			"hide a sample.\n\n" +
 			"The key given with --key must be an active auditor or admin member of the ledger (or the coordinator's own);\n" +
 			"datasets are asked in batches of 64.",
 		Args: cobra.NoArgs,
@@ -43,6 +48,9 @@ func newAuditContainsCmd() *cobra.Command {
 			if format != "table" && format != "json" {
 				return fmt.Errorf("audit contains: --format %q is not one of %s", format, strings.Join(audit.ContainsFormats, ", "))
 			}
+			if err := checkQuorumFlags(quorum, genesisPath); err != nil {
+				return fmt.Errorf("audit contains: %w", err)
+			}
 			if timeout <= 0 {
 				return fmt.Errorf("audit contains: --timeout %s must be positive", timeout)
 			}
@@ -52,13 +60,22 @@ func newAuditContainsCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			var l *ledger.Lineage
+			var anchored *audit.AnchorReport
 			err = withClient(ctx, ledgerAddr, func(c *node.Client) error {
 				js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, modelDigest, 0)
 				if err != nil {
 					return err
 				}
-				l, err = audit.DecodeLineage(js)
-				return err
+				if l, err = audit.DecodeLineage(js); err != nil || quorum == 0 {
+					return err
+				}
+				// The datasets, and so the roots the proofs are checked
+				// against, are then those rebuilt from the anchored txs.
+				if anchored, err = anchorLineage(ctx, c, l, modelDigest, quorum, genesisPath); err != nil {
+					return err
+				}
+				l = anchored.Lineage
+				return nil
 			})
 			if err != nil {
 				return fmt.Errorf("audit contains: lineage of %s: %w", modelDigest, err)
@@ -76,6 +93,7 @@ func newAuditContainsCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("audit contains: %w", err)
 			}
+			rep.Anchored = anchored
 			if err := audit.RenderContains(cmd.OutOrStdout(), rep, format); err != nil {
 				return fmt.Errorf("audit contains: %w", err)
 			}
@@ -86,6 +104,7 @@ func newAuditContainsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&ledgerAddr, "ledger", defaultLedgerAddr, "gRPC address of a ledger node (the lineage and the trusted roots)")
+	quorumFlags(cmd, &quorum, &genesisPath)
 	cf.add(cmd)
 	cmd.Flags().StringVar(&modelDigest, "model", "", "digest of the model whose datasets to ask")
 	cmd.Flags().StringVar(&samplePath, "sample", "", "file holding the sample")

@@ -493,6 +493,18 @@ func TestAuditContains(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}
 	}
+	// With --quorum the lineage, and so the roots the proofs are checked
+	// against, are first anchored in cosigned blocks (here the one node's
+	// cosignature), and the report says so; a quorum the ledger cannot
+	// gather stops it before anyone is asked.
+	quorum := append([]string{"audit", "contains", "--model", good, "--sample", inT1, "--key", n.keys["auditor"]}, coordArgs...)
+	out, err = run(t, append(quorum, "--quorum", "1")...)
+	if err != nil || !strings.Contains(out, "included") || !strings.Contains(out, "\nanchored: 7 records in ") || !strings.Contains(out, "each cosigned by >= 1 nodes (quorum 1;") {
+		t.Errorf("contains --quorum 1: %v\n%s", err, out)
+	}
+	if out, err := run(t, append(quorum, "--quorum", "2")...); err == nil || out != "" || !strings.Contains(err.Error(), "not enough cosignatures") {
+		t.Errorf("contains --quorum 2 on one node: %v\n%s", err, out)
+	}
 	// The lineage shows the roots the ledger recorded, with no manifests
 	// at hand.
 	d1, err := datasets.Load(shardPath("trainer-1"), datasets.Options{})
