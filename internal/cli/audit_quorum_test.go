@@ -198,6 +198,14 @@ func TestAuditLineageQuorum(t *testing.T) {
 	if err == nil || out != "" || !errors.Is(err, audit.ErrNotAnchored) || !strings.Contains(err.Error(), "valid cosignatures from the chain's nodes, want 2") {
 		t.Fatalf("--genesis of other nodes: %v\n%s", err, out)
 	}
+	// ledger blocks pins the cosigners the same way.
+	if out := mustRun(t, "ledger", "blocks", "--addr", addr, "--from", "1", "--quorum", "2", "--genesis", q.genesis); !strings.Contains(out, "cosigs=") {
+		t.Fatalf("ledger blocks --quorum 2 --genesis printed:\n%s", out)
+	}
+	if _, err := run(t, "ledger", "blocks", "--addr", addr, "--from", "1", "--quorum", "2", "--genesis", other); err == nil ||
+		!strings.Contains(err.Error(), "block 1 has 0 valid cosignatures from the genesis file's 3 nodes, want 2") {
+		t.Fatalf("ledger blocks --genesis of other nodes: %v", err)
+	}
 	// Flags that do not go together.
 	if _, err := run(t, "audit", "lineage", model, "--addr", addr, "--genesis", q.genesis); err == nil || !strings.Contains(err.Error(), "--genesis is for --quorum") {
 		t.Fatalf("--genesis without --quorum: %v", err)

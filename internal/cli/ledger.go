@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -140,13 +142,32 @@ func newLedgerBlocksCmd() *cobra.Command {
 	var from uint64
 	var follow bool
 	var quorum int
+	var genesisPath string
 	cmd := &cobra.Command{
-		Use:   "blocks [--from H] [--follow] [--quorum N]",
+		Use:   "blocks [--from H] [--follow] [--quorum N [--genesis FILE]]",
 		Short: "Print blocks from a height on; --follow waits for new ones",
-		Args:  cobra.NoArgs,
+		Long: "Print blocks from a height on; --follow waits for new ones.\n" +
+			"With --quorum N each block must carry N valid cosignatures from distinct nodes; with --genesis\n" +
+			"only the genesis file's nodes count and the chain ID is the file's (without it, any node key counts).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
+			if err := checkQuorumFlags(quorum, genesisPath); err != nil {
+				return err
+			}
+			var pinned map[string]bool // node ID → may cosign (nil: any)
+			var chainID string
+			if genesisPath != "" {
+				g, err := ledger.LoadGenesis(genesisPath)
+				if err != nil {
+					return err
+				}
+				chainID, pinned = g.ChainID, map[string]bool{}
+				for _, n := range g.Nodes {
+					pinned[ledger.KeyID(n.Key)] = true
+				}
+			}
 			return withClient(ctx, addr, func(c *node.Client) error {
 				print := func(vb *node.VerifiedBlock) error {
 					h := vb.Block.Header
@@ -166,10 +187,20 @@ func newLedgerBlocksCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if chainID == "" {
+					chainID = st.ChainId
+				}
 				for h := from; h <= st.Height; h++ {
-					vb, err := c.Block(ctx, h, quorum, st.ChainId)
+					vb, err := c.Block(ctx, h, quorum, chainID)
 					if err != nil {
 						return err
+					}
+					if pinned != nil {
+						vb.Cosignatures = slices.DeleteFunc(vb.Cosignatures, func(cp node.Checkpoint) bool { return !pinned[cp.NodeID] })
+						if len(vb.Cosignatures) < quorum {
+							return fmt.Errorf("%w: block %d has %d valid cosignatures from the genesis file's %d nodes, want %d",
+								node.ErrQuorum, h, len(vb.Cosignatures), len(pinned), quorum)
+						}
 					}
 					if err := print(vb); err != nil {
 						return err
@@ -183,6 +214,7 @@ func newLedgerBlocksCmd() *cobra.Command {
 	cmd.Flags().Uint64Var(&from, "from", 0, "first height")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new blocks until interrupted")
 	cmd.Flags().IntVar(&quorum, "quorum", 0, "require this many valid node cosignatures per block (not with --follow)")
+	cmd.Flags().StringVar(&genesisPath, "genesis", "", "with --quorum: the chain's genesis file; only its nodes' cosignatures count")
 	cmd.MarkFlagsMutuallyExclusive("follow", "quorum")
 	return cmd
 }
