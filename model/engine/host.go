@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
+	"slices"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -40,14 +40,25 @@ type host struct {
 	bufs   map[*hostBuf]struct{}
 	ints   map[*hostInt]struct{}
 	procs  int
+	tasks  hostTasks
+	job    job // the pool's job for this device's loops
 }
 
-// NewHost returns the plain-Go Device: buffers are Go slices, GEMM goes
-// through gonum's blas32 (OpenBLAS when the binary installs it with
-// blas32.Use), and the other operations are loops spread over the CPU
-// cores. It never panics on bad arguments: it records a sticky error
-// wrapping ErrDevice that Sync reports.
+// NewHost returns the plain-Go Device: buffers are Go slices; GEMM goes
+// through OpenBLAS with the openblas build tag (made single-threaded,
+// process-wide: see host_openblas.go), else through the Host's own AVX2 or
+// AVX-512 kernels (gemm.go) where the CPU has them, else through gonum's
+// pure-Go blas32; the exp-heavy and row operations have AVX2 loops
+// (vexp_amd64.s, vec_amd64.s) beside their pure-Go ones (build tag purego
+// forces those). Large products and loops are spread over the CPU cores
+// (GOMAXPROCS when the Host is made) by a process-wide worker pool, always
+// over independent outputs, so results do not depend on the core count. It
+// never panics on bad arguments: it records a sticky error wrapping
+// ErrDevice that Sync reports.
 func NewHost() Device {
+	if hostBLAS.setup != nil {
+		hostBLAS.setup()
+	}
 	return &host{bufs: map[*hostBuf]struct{}{}, ints: map[*hostInt]struct{}{}, procs: runtime.GOMAXPROCS(0)}
 }
 
@@ -127,7 +138,9 @@ func (h *host) positive(op string, names string, vals ...int) bool {
 	}
 	for _, v := range vals {
 		if v <= 0 {
-			h.fail(op, "%s must be positive, got %v", names, vals)
+			// A copy: vals itself must not escape (the call would
+			// allocate it on every operation).
+			h.fail(op, "%s must be positive, got %v", names, slices.Clone(vals))
 			return false
 		}
 	}
@@ -152,26 +165,16 @@ func (h *host) noAlias(op string, out []float32, outName string, ins map[string]
 	return true
 }
 
-// parallel runs fn over [0, n) in contiguous chunks, one per core, when
-// the work (n·cost) is large enough to pay for goroutines.
-func (h *host) parallel(n, cost int, fn func(lo, hi int)) {
-	workers := h.procs
-	if n*cost < 1<<15 || workers < 2 || n < 2 {
-		fn(0, n)
+// parallel runs task over [0, n), in contiguous chunks on the worker pool
+// when the work (n·cost) is large enough to pay for the hand-off.
+func (h *host) parallel(n, cost int, task rangeTask) {
+	if n*cost < 1<<15 || h.procs < 2 || n < 2 {
+		task.run(0, n)
 		return
 	}
-	workers = min(workers, n)
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
+	// A few chunks per core balance the load when other processes hold a
+	// core for a while.
+	parallelFor(&h.job, n, min(4*h.procs, n*cost>>14), task)
 }
 
 func (h *host) Alloc(n int) Buffer {
@@ -336,9 +339,84 @@ func (h *host) MatMul(g Gemm) {
 	if g.TransB {
 		tB = blas.Trans
 	}
-	impl := blas32.Implementation()
-	one := func(i int) {
-		ci := c[i*g.StrideC:]
+	impl, serial := h.gemm()
+	// Batches in parallel only when their outputs cannot overlap.
+	if batch > 1 && g.StrideC >= extent(g.M, g.N, ldc) {
+		t := &h.tasks.batchGemm
+		*t = batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}
+		h.parallel(batch, g.M*g.N*max(g.K, 1), t)
+		*t = batchGemmTask{}
+		return
+	}
+	if batch == 1 && serial && h.procs > 1 && g.K > 0 && g.M*g.N*g.K >= 1<<18 {
+		// Split over blocks of rows of C (or of columns, when C has
+		// fewer rows than columns).
+		const unit = 16 // rows or columns per block: whole register tiles of the kernels
+		t := &h.tasks.splitGemm
+		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}, g.M >= g.N, unit}
+		n := g.N
+		if t.rows {
+			n = g.M
+		}
+		parallelFor(&h.job, (n+unit-1)/unit, h.procs, t)
+		*t = splitGemmTask{}
+		return
+	}
+	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}
+	t.run(0, batch)
+}
+
+// gemmImpl is the Host's sgemm: a BLAS, or sgemmVec when nil.
+type gemmImpl struct{ blas blas.Float32 }
+
+func (gi gemmImpl) sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if gi.blas == nil {
+		sgemmVec(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	gi.blas.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemm returns the Host's sgemm and whether it runs on the calling
+// goroutine only (then MatMul splits large products over the pool): the
+// BLAS a build tag installs (OpenBLAS), else sgemmVec where the CPU has
+// AVX2 and FMA, else gonum's pure-Go sgemm (which spreads large products
+// over goroutines itself).
+func (h *host) gemm() (gemmImpl, bool) {
+	switch {
+	case hostBLAS.serial:
+		return gemmImpl{blas32.Implementation()}, true
+	case haveAVX2:
+		return gemmImpl{}, true
+	}
+	return gemmImpl{blas32.Implementation()}, false
+}
+
+// hostBLASSetup describes the BLAS that gonum's blas32 calls: serial when
+// it runs each product on the calling thread only (then the Host splits
+// large products over its pool), and setup, if set, runs once per NewHost.
+type hostBLASSetup struct {
+	serial bool
+	setup  func()
+}
+
+// hostBLAS is gonum's own parallel sgemm unless a build tag installs
+// another BLAS (host_openblas.go).
+var hostBLAS hostBLASSetup
+
+// batchGemmTask runs the products [lo, hi) of a batched Gemm.
+type batchGemmTask struct {
+	impl          gemmImpl
+	tA, tB        blas.Transpose
+	g             Gemm
+	a, b, c       []float32
+	lda, ldb, ldc int
+}
+
+func (t *batchGemmTask) run(lo, hi int) {
+	g, ldc := &t.g, t.ldc
+	for i := lo; i < hi; i++ {
+		ci := t.c[i*g.StrideC:]
 		if g.K == 0 {
 			for r := 0; r < g.M; r++ {
 				row := ci[r*ldc : r*ldc+g.N]
@@ -350,22 +428,39 @@ func (h *host) MatMul(g Gemm) {
 					}
 				}
 			}
-			return
+			continue
 		}
-		impl.Sgemm(tA, tB, g.M, g.N, g.K, g.Alpha, a[i*g.StrideA:], lda, b[i*g.StrideB:], ldb, g.Beta, ci, ldc)
+		t.impl.sgemm(t.tA, t.tB, g.M, g.N, g.K, g.Alpha, t.a[i*g.StrideA:], t.lda, t.b[i*g.StrideB:], t.ldb, g.Beta, ci, ldc)
 	}
-	// Batches in parallel only when their outputs cannot overlap.
-	if batch > 1 && g.StrideC >= extent(g.M, g.N, ldc) {
-		h.parallel(batch, g.M*g.N*max(g.K, 1), func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				one(i)
-			}
-		})
+}
+
+// splitGemmTask runs one product as independent products over blocks of
+// unit rows (or columns) of C: blocks [lo, hi). Every element of C is
+// computed by the same sequence of operations whatever the split, so the
+// result does not depend on the core count.
+type splitGemmTask struct {
+	batchGemmTask
+	rows bool
+	unit int
+}
+
+func (t *splitGemmTask) run(lo, hi int) {
+	g := &t.g
+	if t.rows {
+		r0, r1 := lo*t.unit, min(hi*t.unit, g.M)
+		ao := r0 * t.lda
+		if g.TransA {
+			ao = r0
+		}
+		t.impl.sgemm(t.tA, t.tB, r1-r0, g.N, g.K, g.Alpha, t.a[ao:], t.lda, t.b, t.ldb, g.Beta, t.c[r0*t.ldc:], t.ldc)
 		return
 	}
-	for i := 0; i < batch; i++ {
-		one(i)
+	c0, c1 := lo*t.unit, min(hi*t.unit, g.N)
+	bo := c0
+	if g.TransB {
+		bo = c0 * t.ldb
 	}
+	t.impl.sgemm(t.tA, t.tB, g.M, c1-c0, g.K, g.Alpha, t.a, t.lda, t.b[bo:], t.ldb, g.Beta, t.c[c0:], t.ldc)
 }
 
 // table checks an embedding table [V, d] and returns V.
@@ -438,20 +533,10 @@ func (h *host) RMSNorm(y, rstd, x, w Buffer, rows, d int, eps float32) {
 		!h.noAlias(op, rb, "rstd", map[string][]float32{"x": xb, "w": wb}) {
 		return
 	}
-	h.parallel(rows, d, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			xr, yr := xb[r*d:(r+1)*d], yb[r*d:(r+1)*d]
-			var ss float64
-			for _, v := range xr {
-				ss += float64(v) * float64(v)
-			}
-			s := float32(1 / math.Sqrt(ss/float64(d)+float64(eps)))
-			rb[r] = s
-			for j, v := range xr {
-				yr[j] = v * s * wb[j]
-			}
-		}
-	})
+	t := &h.tasks.rmsNorm
+	*t = rmsNormTask{xb: xb, yb: yb, wb: wb, rb: rb, d: d, eps: eps}
+	h.parallel(rows, d, t)
+	*t = rmsNormTask{}
 }
 
 func (h *host) RMSNormBackward(dx, dw, dy, x, w, rstd Buffer, rows, d int) {
@@ -473,30 +558,15 @@ func (h *host) RMSNormBackward(dx, dw, dy, x, w, rstd Buffer, rows, d int) {
 		(dwb != nil && !h.noAlias(op, dwb, "dw", ins)) {
 		return
 	}
-	h.parallel(rows, 2*d, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			xr, dyr, dxr := xb[r*d:(r+1)*d], dyb[r*d:(r+1)*d], dxb[r*d:(r+1)*d]
-			var c float64
-			for j := range xr {
-				c += float64(dyr[j]) * float64(wb[j]) * float64(xr[j])
-			}
-			s := float64(rb[r])
-			k := s * s * c / float64(d)
-			for j := range xr {
-				dxr[j] += float32(s * (float64(dyr[j])*float64(wb[j]) - float64(xr[j])*k))
-			}
-		}
-	})
+	t := &h.tasks.rmsNormBack
+	*t = rmsNormBackTask{xb: xb, dyb: dyb, dxb: dxb, wb: wb, rb: rb, d: d}
+	h.parallel(rows, 2*d, t)
+	*t = rmsNormBackTask{}
 	if dwb != nil {
-		h.parallel(d, 2*rows, func(lo, hi int) {
-			for j := lo; j < hi; j++ {
-				acc := dwb[j]
-				for r := 0; r < rows; r++ {
-					acc += dyb[r*d+j] * xb[r*d+j] * rb[r]
-				}
-				dwb[j] = acc
-			}
-		})
+		t := &h.tasks.rmsNormDW
+		*t = rmsNormDWTask{dwb: dwb, dyb: dyb, xb: xb, rb: rb, d: d, rows: rows}
+		h.parallel(d, 2*rows, t)
+		*t = rmsNormDWTask{}
 	}
 }
 
@@ -518,24 +588,10 @@ func (h *host) RoPE(x, cos, sin Buffer, rows, heads, hd, T int, inverse bool) {
 		return
 	}
 	half := hd / 2
-	h.parallel(rows, heads*hd, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			t := r % T
-			cs, sn := cb[t*hd:t*hd+half], sb[t*hd:t*hd+half]
-			for hh := 0; hh < heads; hh++ {
-				v := xb[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
-				for j := 0; j < half; j++ {
-					c, s := cs[j], sn[j]
-					if inverse {
-						s = -s
-					}
-					a, b := v[j], v[j+half]
-					v[j] = a*c - b*s
-					v[j+half] = b*c + a*s
-				}
-			}
-		}
-	})
+	t := &h.tasks.rope
+	*t = ropeTask{xb: xb, cb: cb, sb: sb, heads: heads, hd: hd, half: half, T: T, inverse: inverse}
+	h.parallel(rows, heads*hd, t)
+	*t = ropeTask{}
 }
 
 func (h *host) heads(op string, dst, src []float32, B, T, heads, hd, repeat int, splitting bool) bool {
@@ -561,14 +617,10 @@ func (h *host) SplitHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
 		return
 	}
 	HH := heads * repeat
-	h.parallel(B*HH, T*hd, func(lo, hi int) {
-		for bh := lo; bh < hi; bh++ {
-			b, hh := bh/HH, bh%HH
-			for t := 0; t < T; t++ {
-				copy(d[(bh*T+t)*hd:(bh*T+t+1)*hd], s[((b*T+t)*heads+hh/repeat)*hd:])
-			}
-		}
-	})
+	t := &h.tasks.splitHeads
+	*t = splitHeadsTask{d: d, s: s, T: T, heads: heads, hd: hd, repeat: repeat, HH: HH}
+	h.parallel(B*HH, T*hd, t)
+	*t = splitHeadsTask{}
 }
 
 func (h *host) MergeHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
@@ -581,21 +633,10 @@ func (h *host) MergeHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
 		return
 	}
 	HH := heads * repeat
-	h.parallel(B*T, heads*repeat*hd, func(lo, hi int) {
-		for bt := lo; bt < hi; bt++ {
-			b, t := bt/T, bt%T
-			for hh := 0; hh < heads; hh++ {
-				out := d[(bt*heads+hh)*hd : (bt*heads+hh+1)*hd]
-				copy(out, s[((b*HH+hh*repeat)*T+t)*hd:])
-				for g := 1; g < repeat; g++ {
-					in := s[((b*HH+hh*repeat+g)*T+t)*hd:]
-					for j := range out {
-						out[j] += in[j]
-					}
-				}
-			}
-		}
-	})
+	t := &h.tasks.mergeHeads
+	*t = mergeHeadsTask{d: d, s: s, T: T, heads: heads, hd: hd, repeat: repeat, HH: HH}
+	h.parallel(B*T, heads*repeat*hd, t)
+	*t = mergeHeadsTask{}
 }
 
 func (h *host) CausalSoftmax(p, s Buffer, rows, T int) {
@@ -607,27 +648,23 @@ func (h *host) CausalSoftmax(p, s Buffer, rows, T int) {
 	if !h.positive(op, "rows, T", rows, T) || !h.wantLen(op, "s", sb, rows*T, "[rows, T]") || !h.wantLen(op, "p", pb, rows*T, "[rows, T]") {
 		return
 	}
-	h.parallel(rows, T, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			t := r % T
-			sr, pr := sb[r*T:(r+1)*T], pb[r*T:(r+1)*T]
-			m := sr[0]
-			for _, v := range sr[1 : t+1] {
-				m = max(m, v)
-			}
-			var z float64
-			for j := 0; j <= t; j++ {
-				e := math.Exp(float64(sr[j] - m))
-				z += e
-				pr[j] = float32(e)
-			}
-			inv := 1 / z
-			for j := 0; j <= t; j++ {
-				pr[j] = float32(float64(pr[j]) * inv)
-			}
-			clear(pr[t+1:])
-		}
-	})
+	t := &h.tasks.softmax
+	*t = softmaxTask{pb: pb, sb: sb, T: T}
+	h.parallel(rows, T, t)
+	*t = softmaxTask{}
+}
+
+// rowMax returns the largest element of x (NaN if x holds one); x is not
+// empty.
+func rowMax(x []float32) float32 {
+	k, m := maxVec(x)
+	if k == 0 {
+		m, k = x[0], 1
+	}
+	for _, v := range x[k:] {
+		m = max(m, v)
+	}
+	return m
 }
 
 func (h *host) CausalSoftmaxBackward(ds, p, dp Buffer, rows, T int) {
@@ -641,23 +678,11 @@ func (h *host) CausalSoftmaxBackward(ds, p, dp Buffer, rows, T int) {
 		!h.noAlias(op, db, "ds", map[string][]float32{"p": pb}) {
 		return
 	}
-	h.parallel(rows, T, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			t := r % T
-			pr, dpr, dr := pb[r*T:(r+1)*T], dpb[r*T:(r+1)*T], db[r*T:(r+1)*T]
-			var dot float64
-			for j := 0; j <= t; j++ {
-				dot += float64(pr[j]) * float64(dpr[j])
-			}
-			for j := 0; j <= t; j++ {
-				dr[j] = float32(float64(pr[j]) * (float64(dpr[j]) - dot))
-			}
-			clear(dr[t+1:])
-		}
-	})
+	t := &h.tasks.softmaxBack
+	*t = softmaxBackTask{db: db, pb: pb, dpb: dpb, T: T}
+	h.parallel(rows, T, t)
+	*t = softmaxBackTask{}
 }
-
-func sigmoid(x float32) float64 { return 1 / (1 + math.Exp(-float64(x))) }
 
 func (h *host) SwiGLU(act, g, u Buffer) {
 	const op = "SwiGLU"
@@ -669,11 +694,13 @@ func (h *host) SwiGLU(act, g, u Buffer) {
 		!h.noAlias(op, ab, "act", map[string][]float32{"g": gb, "u": ub}) {
 		return
 	}
-	h.parallel(len(gb), 8, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			ab[i] = float32(float64(gb[i]) * sigmoid(gb[i]) * float64(ub[i]))
-		}
-	})
+	// Chunks of whole 8-lane vectors: the same elements take the vector
+	// loop whatever the split.
+	n := len(gb)
+	t := &h.tasks.swiglu
+	*t = swigluTask{ab: ab, gb: gb, ub: ub, n: n}
+	h.parallel((n+7)/8, 64, t)
+	*t = swigluTask{}
 }
 
 func (h *host) SwiGLUBackward(dg, du, dact, g, u Buffer) {
@@ -689,14 +716,10 @@ func (h *host) SwiGLUBackward(dg, du, dact, g, u Buffer) {
 		!h.noAlias(op, dgb, "dg", ins) || !h.noAlias(op, dub, "du", ins) || !h.noAlias(op, dgb, "dg", map[string][]float32{"du": dub}) {
 		return
 	}
-	h.parallel(n, 8, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			s := sigmoid(gb[i])
-			gv, uv, da := float64(gb[i]), float64(ub[i]), float64(dab[i])
-			dgb[i] = float32(da * uv * s * (1 + gv*(1-s)))
-			dub[i] = float32(da * gv * s)
-		}
-	})
+	t := &h.tasks.swigluBack
+	*t = swigluBackTask{dgb: dgb, dub: dub, dab: dab, gb: gb, ub: ub, n: n}
+	h.parallel((n+7)/8, 64, t)
+	*t = swigluBackTask{}
 }
 
 func (h *host) Mul(dst, a, b Buffer) {
@@ -708,11 +731,10 @@ func (h *host) Mul(dst, a, b Buffer) {
 	if !h.wantLen(op, "b", bb, len(ab), "the length of a") || !h.wantLen(op, "dst", db, len(ab), "the length of a") {
 		return
 	}
-	h.parallel(len(ab), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			db[i] = ab[i] * bb[i]
-		}
-	})
+	t := &h.tasks.mul
+	*t = mulTask{db: db, ab: ab, bb: bb}
+	h.parallel(len(ab), 1, t)
+	*t = mulTask{}
 }
 
 func (h *host) Axpy(y Buffer, alpha float32, x Buffer) {
@@ -724,11 +746,10 @@ func (h *host) Axpy(y Buffer, alpha float32, x Buffer) {
 	if !h.wantLen(op, "y", yb, len(xb), "the length of x") || !h.noAlias(op, yb, "y", map[string][]float32{"x": xb}) {
 		return
 	}
-	h.parallel(len(xb), 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			yb[i] += alpha * xb[i]
-		}
-	})
+	t := &h.tasks.axpy
+	*t = axpyTask{yb: yb, xb: xb, alpha: alpha}
+	h.parallel(len(xb), 1, t)
+	*t = axpyTask{}
 }
 
 func (h *host) CrossEntropy(loss, dlogits, logits Buffer, targets IntBuffer, rows, V int, scale float32) {
@@ -752,29 +773,10 @@ func (h *host) CrossEntropy(loss, dlogits, logits Buffer, targets IntBuffer, row
 			return
 		}
 	}
-	h.parallel(rows, 3*V, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			xr, dr := xb[r*V:(r+1)*V], db[r*V:(r+1)*V]
-			m := xr[0]
-			for _, v := range xr[1:] {
-				m = max(m, v)
-			}
-			var z float64
-			for _, v := range xr {
-				z += math.Exp(float64(v - m))
-			}
-			lse := float64(m) + math.Log(z)
-			tgt := int(tb[r])
-			lb[r] = float32(lse - float64(xr[tgt]))
-			for j, v := range xr {
-				p := math.Exp(float64(v) - lse)
-				if j == tgt {
-					p--
-				}
-				dr[j] = float32(float64(scale) * p)
-			}
-		}
-	})
+	t := &h.tasks.crossEntropy
+	*t = crossEntropyTask{lb: lb, db: db, xb: xb, tb: tb, V: V, scale: scale}
+	h.parallel(rows, 3*V, t)
+	*t = crossEntropyTask{}
 }
 
 func (h *host) SquaredNorm(x Buffer) float64 {
@@ -810,18 +812,10 @@ func (h *host) AdamW(w, g, m, v Buffer, p AdamW) {
 	stepSize := p.LR / p.BC1
 	sqrtBC2 := float32(math.Sqrt(float64(p.BC2)))
 	b1, b2 := p.Beta1, p.Beta2
-	h.parallel(n, 8, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			gj := gb[j] * p.Clip
-			mb[j] = b1*mb[j] + (1-b1)*gj
-			vb[j] = b2*vb[j] + (1-b2)*gj*gj
-			if p.Decay {
-				wb[j] -= p.LR * p.WeightDecay * wb[j]
-			}
-			den := float32(math.Sqrt(float64(vb[j])))/sqrtBC2 + p.Eps
-			wb[j] -= stepSize * mb[j] / den
-		}
-	})
+	t := &h.tasks.adamW
+	*t = adamWTask{wb: wb, gb: gb, mb: mb, vb: vb, p: p, stepSize: stepSize, sqrtBC2: sqrtBC2, b1: b1, b2: b2}
+	h.parallel(n, 8, t)
+	*t = adamWTask{}
 }
 
 func (h *host) Sync() error {

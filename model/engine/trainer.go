@@ -44,6 +44,21 @@ type adapted struct {
 	mask, xm   Buffer // dropout mask and masked input [N, in]; nil without dropout
 }
 
+// layerNames are the base weight names of one decoder layer.
+type layerNames struct {
+	q, k, v, o, gate, up, down string
+	inNorm, postNorm           string
+}
+
+func namesOf(l int) layerNames {
+	return layerNames{
+		q: model.ProjName(l, "q_proj"), k: model.ProjName(l, "k_proj"), v: model.ProjName(l, "v_proj"),
+		o: model.ProjName(l, "o_proj"), gate: model.ProjName(l, "gate_proj"), up: model.ProjName(l, "up_proj"),
+		down: model.ProjName(l, "down_proj"), inNorm: layerName(l, "input_layernorm.weight"),
+		postNorm: layerName(l, "post_attention_layernorm.weight"),
+	}
+}
+
 // layerActs are the activations of one decoder layer saved for backward.
 type layerActs struct {
 	h1, rstd1      Buffer // input norm: [N, d], [N]
@@ -72,11 +87,17 @@ type Trainer struct {
 	d, nH, nKV, hd, nI, nV, nL, nR int
 	alpha                          float32 // 1/sqrt(hd)
 
+	names   []layerNames      // per layer
 	weights map[string]Buffer // every base weight by HF name
 	grads   map[string]Buffer // full fine-tuning: gradient by HF name
 	params  []*param          // trainable, in model.Trainer's order
 	lora    map[string]*adapted
 	masked  []string // adapted weights with dropout masks, sorted by name
+	// lowest is the lowest block holding a trainable weight, counting the
+	// attention block of layer l as 2l and its MLP block as 2l+1; −1 when
+	// the embedding is trained. Backward stops there and skips the input
+	// gradients nothing below needs.
+	lowest int
 
 	ids, tgt   IntBuffer
 	cos, sin   Buffer // [T, hd]
@@ -86,6 +107,9 @@ type Trainer struct {
 	logits     Buffer // [N, V]; dlogits in place during a step
 	loss       Buffer // [N]
 	lossHost   []float32
+	idsHost    []int32   // a batch's input ids, before upload
+	tgtHost    []int32   // and targets
+	maskHost   []float32 // a dropout mask, before upload
 	q, k, v    Buffer
 	dx, dh     Buffer
 	dq, dk, dv Buffer
@@ -128,6 +152,10 @@ func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainCo
 		nV: c.VocabSize, nL: c.NumHiddenLayers, weights: map[string]Buffer{}, grads: map[string]Buffer{},
 		lora: map[string]*adapted{}, ltmp: map[int]Buffer{}, rng: rand.New(rand.NewPCG(cfg.Seed, dropoutStream))}
 	t.alpha = float32(1 / math.Sqrt(float64(t.hd)))
+	for l := 0; l < t.nL; l++ {
+		t.names = append(t.names, namesOf(l))
+	}
+	t.lowest = -1
 	if t.nH%t.nKV != 0 {
 		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", model.ErrTrainConfig, t.nH, t.nKV)
 	}
@@ -138,6 +166,16 @@ func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainCo
 		}
 		t.adapter = ad
 		t.nR = cfg.LoRA.Rank
+		t.lowest = 2 * t.nL
+		for l := 0; l < t.nL; l++ {
+			for _, p := range ad.Config.Targets {
+				block := 2*l + 1
+				if p == "q_proj" || p == "k_proj" || p == "v_proj" || p == "o_proj" {
+					block = 2 * l
+				}
+				t.lowest = min(t.lowest, block)
+			}
+		}
 	}
 	if err := t.upload(); err != nil {
 		t.free()
@@ -421,7 +459,10 @@ func (t *Trainer) batchIDs(batch [][]int, needTargets bool) (ids, tgt []int32, e
 	if len(batch) != t.nB {
 		return nil, nil, fmt.Errorf("engine: batch has %d windows, the trainer was built for %d", len(batch), t.nB)
 	}
-	ids, tgt = make([]int32, t.nN), make([]int32, t.nN)
+	if t.idsHost == nil {
+		t.idsHost, t.tgtHost = make([]int32, t.nN), make([]int32, t.nN)
+	}
+	ids, tgt = t.idsHost, t.tgtHost
 	for b, w := range batch {
 		if len(w) != t.nT+1 && (needTargets || len(w) != t.nT) {
 			if needTargets {
@@ -454,7 +495,11 @@ func (t *Trainer) drawMasks() {
 	val := float32(1 / keep)
 	for _, w := range t.masked {
 		la := t.lora[w]
-		m := make([]float32, t.nN*la.in)
+		if cap(t.maskHost) < t.nN*la.in {
+			t.maskHost = make([]float32, t.nN*la.in)
+		}
+		m := t.maskHost[:t.nN*la.in]
+		clear(m)
 		for i := range m {
 			if t.rng.Float64() < keep {
 				m[i] = val
@@ -482,11 +527,14 @@ func (t *Trainer) linear(y, x Buffer, name string, in, out int, beta float32) {
 	dev.MatMul(Gemm{TransB: true, M: t.nN, N: out, K: t.nR, Alpha: s, Beta: 1, A: la.za, B: la.b.w, C: y})
 }
 
-// linearBack sets dx = beta·dx + dy·W (+ the adapter's term) and adds the
-// weight gradients of the forward linear(y, x, name).
-func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta float32) {
+// linearBack adds the weight gradients of the forward linear(y, x, name)
+// and, if needDx, sets dx = beta·dx + dy·W (+ the adapter's term); without
+// needDx dx is left alone (nothing below wants it).
+func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta float32, needDx bool) {
 	dev := t.dev
-	dev.MatMul(Gemm{M: t.nN, N: in, K: out, Alpha: 1, Beta: beta, A: dy, B: t.weights[name], C: dx})
+	if needDx {
+		dev.MatMul(Gemm{M: t.nN, N: in, K: out, Alpha: 1, Beta: beta, A: dy, B: t.weights[name], C: dx})
+	}
 	if g := t.grads[name]; g != nil {
 		dev.MatMul(Gemm{TransA: true, M: out, N: in, K: t.nN, Alpha: 1, Beta: 1, A: dy, B: x, C: g})
 	}
@@ -502,6 +550,9 @@ func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta fl
 	dev.MatMul(Gemm{TransA: true, M: out, N: t.nR, K: t.nN, Alpha: s, Beta: 1, A: dy, B: la.za, C: la.b.g})
 	dev.MatMul(Gemm{M: t.nN, N: t.nR, K: out, Alpha: s, A: dy, B: la.b.w, C: t.dza})
 	dev.MatMul(Gemm{TransA: true, M: t.nR, N: in, K: t.nN, Alpha: 1, Beta: 1, A: t.dza, B: xin, C: la.a.g})
+	if !needDx {
+		return
+	}
 	if la.mask == nil {
 		dev.MatMul(Gemm{M: t.nN, N: in, K: t.nR, Alpha: 1, Beta: 1, A: t.dza, B: la.a.w, C: dx})
 		return
@@ -537,12 +588,12 @@ func (t *Trainer) forward(train bool) {
 	th := T * hd
 	dev.Embed(t.xs[0], t.weights[embedName], t.ids, d)
 	for l := 0; l < t.nL; l++ {
-		a := &t.layers[l]
+		a, nm := &t.layers[l], &t.names[l]
 		x := t.xs[l]
-		dev.RMSNorm(a.h1, a.rstd1, x, t.weights[layerName(l, "input_layernorm.weight")], N, d, eps)
-		t.linear(t.q, a.h1, model.ProjName(l, "q_proj"), d, H*hd, 0)
-		t.linear(t.k, a.h1, model.ProjName(l, "k_proj"), d, KV*hd, 0)
-		t.linear(t.v, a.h1, model.ProjName(l, "v_proj"), d, KV*hd, 0)
+		dev.RMSNorm(a.h1, a.rstd1, x, t.weights[nm.inNorm], N, d, eps)
+		t.linear(t.q, a.h1, nm.q, d, H*hd, 0)
+		t.linear(t.k, a.h1, nm.k, d, KV*hd, 0)
+		t.linear(t.v, a.h1, nm.v, d, KV*hd, 0)
 		dev.RoPE(t.q, t.cos, t.sin, N, H, hd, T, false)
 		dev.RoPE(t.k, t.cos, t.sin, N, KV, hd, T, false)
 		dev.SplitHeads(a.qh, t.q, B, T, H, hd, 1)
@@ -553,14 +604,14 @@ func (t *Trainer) forward(train bool) {
 		dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: 1, A: a.p, B: a.vh, C: a.oh}, T*T, th, th))
 		dev.MergeHeads(a.o, a.oh, B, T, H, hd, 1)
 		dev.Copy(a.xMid, x)
-		t.linear(a.xMid, a.o, model.ProjName(l, "o_proj"), H*hd, d, 1)
+		t.linear(a.xMid, a.o, nm.o, H*hd, d, 1)
 
-		dev.RMSNorm(a.h2, a.rstd2, a.xMid, t.weights[layerName(l, "post_attention_layernorm.weight")], N, d, eps)
-		t.linear(a.g, a.h2, model.ProjName(l, "gate_proj"), d, I, 0)
-		t.linear(a.u, a.h2, model.ProjName(l, "up_proj"), d, I, 0)
+		dev.RMSNorm(a.h2, a.rstd2, a.xMid, t.weights[nm.postNorm], N, d, eps)
+		t.linear(a.g, a.h2, nm.gate, d, I, 0)
+		t.linear(a.u, a.h2, nm.up, d, I, 0)
 		dev.SwiGLU(a.act, a.g, a.u)
 		dev.Copy(t.xs[l+1], a.xMid)
-		t.linear(t.xs[l+1], a.act, model.ProjName(l, "down_proj"), I, d, 1)
+		t.linear(t.xs[l+1], a.act, nm.down, I, d, 1)
 	}
 	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.nL], t.weights[finalNormName], N, d, eps)
 	dev.MatMul(Gemm{TransB: true, M: N, N: t.nV, K: d, Alpha: 1, A: t.hf, B: t.head(), C: t.logits})
@@ -584,36 +635,62 @@ func (t *Trainer) backward() {
 	}
 	dev.Zero(t.dx)
 	dev.RMSNormBackward(t.dx, t.grads[finalNormName], t.dhf, t.xs[t.nL], t.weights[finalNormName], t.rstdf, N, d)
-	for l := t.nL - 1; l >= 0; l-- {
-		a := &t.layers[l]
-		// MLP: x_{l+1} = xMid + down(SwiGLU(gate(h2), up(h2))).
-		t.linearBack(t.dact, t.dx, a.act, model.ProjName(l, "down_proj"), I, d, 0)
-		dev.SwiGLUBackward(t.dg, t.du, t.dact, a.g, a.u)
-		t.linearBack(t.dh, t.dg, a.h2, model.ProjName(l, "gate_proj"), d, I, 0)
-		t.linearBack(t.dh, t.du, a.h2, model.ProjName(l, "up_proj"), d, I, 1)
-		post := layerName(l, "post_attention_layernorm.weight")
-		dev.RMSNormBackward(t.dx, t.grads[post], t.dh, a.xMid, t.weights[post], a.rstd2, N, d)
-		// Attention: xMid = x + o_proj(attention(q, k, v)).
-		t.linearBack(t.do, t.dx, a.o, model.ProjName(l, "o_proj"), H*hd, d, 0)
-		dev.SplitHeads(t.doh, t.do, B, T, H, hd, 1)
-		dev.MatMul(t.batched(Gemm{TransB: true, M: T, N: T, K: hd, Alpha: 1, A: t.doh, B: a.vh, C: t.dP}, th, th, T*T))
-		dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: 1, A: a.p, B: t.doh, C: t.dvh}, T*T, th, th))
-		dev.CausalSoftmaxBackward(t.dP, a.p, t.dP, B*H*T, T)
-		dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.kh, C: t.dqh}, T*T, th, th))
-		dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.qh, C: t.dkh}, T*T, th, th))
-		dev.MergeHeads(t.dq, t.dqh, B, T, H, hd, 1)
-		dev.MergeHeads(t.dk, t.dkh, B, T, KV, hd, rep)
-		dev.MergeHeads(t.dv, t.dvh, B, T, KV, hd, rep)
-		dev.RoPE(t.dq, t.cos, t.sin, N, H, hd, T, true)
-		dev.RoPE(t.dk, t.cos, t.sin, N, KV, hd, T, true)
-		t.linearBack(t.dh, t.dq, a.h1, model.ProjName(l, "q_proj"), d, H*hd, 0)
-		t.linearBack(t.dh, t.dk, a.h1, model.ProjName(l, "k_proj"), d, KV*hd, 1)
-		t.linearBack(t.dh, t.dv, a.h1, model.ProjName(l, "v_proj"), d, KV*hd, 1)
-		if l == 0 && !full {
-			break // nothing below layer 0 is trainable
+	for l := t.nL - 1; l >= 0 && 2*l+1 >= t.lowest; l-- {
+		a, nm := &t.layers[l], &t.names[l]
+		// MLP: x_{l+1} = xMid + down(SwiGLU(gate(h2), up(h2))). When this
+		// block is the lowest trainable one, only its adapters' gradients
+		// are wanted.
+		bottom := t.lowest == 2*l+1
+		gateUp := !bottom || t.lora[nm.gate] != nil || t.lora[nm.up] != nil
+		t.linearBack(t.dact, t.dx, a.act, nm.down, I, d, 0, gateUp)
+		if !gateUp {
+			break
 		}
-		in := layerName(l, "input_layernorm.weight")
-		dev.RMSNormBackward(t.dx, t.grads[in], t.dh, t.xs[l], t.weights[in], a.rstd1, N, d)
+		dev.SwiGLUBackward(t.dg, t.du, t.dact, a.g, a.u)
+		t.linearBack(t.dh, t.dg, a.h2, nm.gate, d, I, 0, !bottom)
+		t.linearBack(t.dh, t.du, a.h2, nm.up, d, I, 1, !bottom)
+		if bottom {
+			break
+		}
+		dev.RMSNormBackward(t.dx, t.grads[nm.postNorm], t.dh, a.xMid, t.weights[nm.postNorm], a.rstd2, N, d)
+		// Attention: xMid = x + o_proj(attention(q, k, v)). At the lowest
+		// trainable block only the adapted projections' inputs are wanted.
+		bottom = t.lowest == 2*l
+		wantQ, wantK, wantV := !bottom || t.lora[nm.q] != nil, !bottom || t.lora[nm.k] != nil, !bottom || t.lora[nm.v] != nil
+		t.linearBack(t.do, t.dx, a.o, nm.o, H*hd, d, 0, wantQ || wantK || wantV)
+		if !wantQ && !wantK && !wantV {
+			break
+		}
+		dev.SplitHeads(t.doh, t.do, B, T, H, hd, 1)
+		if wantQ || wantK {
+			dev.MatMul(t.batched(Gemm{TransB: true, M: T, N: T, K: hd, Alpha: 1, A: t.doh, B: a.vh, C: t.dP}, th, th, T*T))
+		}
+		if wantV {
+			dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: 1, A: a.p, B: t.doh, C: t.dvh}, T*T, th, th))
+		}
+		if wantQ || wantK {
+			dev.CausalSoftmaxBackward(t.dP, a.p, t.dP, B*H*T, T)
+		}
+		if wantQ {
+			dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.kh, C: t.dqh}, T*T, th, th))
+			dev.MergeHeads(t.dq, t.dqh, B, T, H, hd, 1)
+			dev.RoPE(t.dq, t.cos, t.sin, N, H, hd, T, true)
+			t.linearBack(t.dh, t.dq, a.h1, nm.q, d, H*hd, 0, !bottom)
+		}
+		if wantK {
+			dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.qh, C: t.dkh}, T*T, th, th))
+			dev.MergeHeads(t.dk, t.dkh, B, T, KV, hd, rep)
+			dev.RoPE(t.dk, t.cos, t.sin, N, KV, hd, T, true)
+			t.linearBack(t.dh, t.dk, a.h1, nm.k, d, KV*hd, 1, !bottom)
+		}
+		if wantV {
+			dev.MergeHeads(t.dv, t.dvh, B, T, KV, hd, rep)
+			t.linearBack(t.dh, t.dv, a.h1, nm.v, d, KV*hd, 1, !bottom)
+		}
+		if bottom {
+			break // nothing below this block is trainable
+		}
+		dev.RMSNormBackward(t.dx, t.grads[nm.inNorm], t.dh, t.xs[l], t.weights[nm.inNorm], a.rstd1, N, d)
 	}
 	if full {
 		dev.EmbedBackward(t.grads[embedName], t.dx, t.ids, d)

@@ -1,0 +1,211 @@
+package engine
+
+import (
+	"sync"
+
+	"gonum.org/v1/gonum/blas"
+)
+
+// sgemmVec is the Host's own single-precision GEMM for CPUs with AVX2 and
+// FMA, used instead of gonum's pure-Go sgemm (several times slower: it has
+// no packing and no register blocking) when no other BLAS is installed. It
+// has blas.Float32.Sgemm's signature and semantics (row-major; beta == 0
+// overwrites C without reading it) and runs on the calling goroutine only.
+//
+// It is the usual blocked algorithm: op(B) is packed in blocks of
+// gemmKC×gemmNC into panels of 16 columns, and a 6×16 assembly
+// micro-kernel accumulates each tile from a panel of op(B) and 6 rows of
+// op(A), read in place (blocks of gemmMC×gemmKC; only a last panel of
+// fewer than 6 rows is packed, with zero rows). Every element of C is computed the same way wherever it lies
+// (edge tiles run the same kernel on a copy), so splitting C into blocks
+// of rows or columns does not change any result.
+func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	// With beta == 0 the first block of k overwrites C; otherwise C is
+	// scaled by beta first and every block adds to it.
+	set := beta == 0 && k > 0 && alpha != 0
+	if !set && beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			if beta == 0 {
+				clear(row)
+				continue
+			}
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+	if k == 0 || alpha == 0 {
+		return
+	}
+	bufs := gemmPool.Get().(*gemmBufs)
+	defer gemmPool.Put(bufs)
+	transA, transB := tA != blas.NoTrans, tB != blas.NoTrans
+	kern, h := gemmKernel.fn, gemmKernel.mr
+	for jc := 0; jc < n; jc += gemmNC {
+		nc := min(gemmNC, n-jc)
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			add := !set || pc > 0
+			packB(bufs.b[:], transB, b, ldb, pc, jc, kc, nc)
+			for ic := 0; ic < m; ic += gemmMC {
+				mc := min(gemmMC, m-ic)
+				// Whole 6-row panels of op(A) are read in place; a last,
+				// partial one is packed (zero rows below mc).
+				full := mc - mc%h
+				if full < mc {
+					packA(bufs.a[:], transA, a, lda, ic+full, pc, mc-full, kc, h)
+				}
+				for jr := 0; jr < nc; jr += gemmNR {
+					nr := min(gemmNR, nc-jr)
+					bp := &bufs.b[jr*kc]
+					for ir := 0; ir < mc; ir += h {
+						mr := min(h, mc-ir)
+						var ap *float32
+						var ri, rp int
+						switch {
+						case mr < h:
+							ap, ri, rp = &bufs.a[0], 4, 4*h
+						case transA:
+							ap, ri, rp = &a[pc*lda+ic+ir], 4, 4*lda
+						default:
+							ap, ri, rp = &a[(ic+ir)*lda+pc], 4*lda, 4
+						}
+						ci := (ic+ir)*ldc + jc + jr
+						if mr == h && nr == gemmNR {
+							kern(kc, ap, ri, rp, bp, &c[ci], ldc, alpha, add)
+							continue
+						}
+						// Edge tile: the same kernel on a copy of its part of C.
+						t := &bufs.tile
+						if add {
+							for i := 0; i < mr; i++ {
+								o := ci + i*ldc
+								for j, v := range c[o : o+nr] {
+									t[i*gemmNR+j] = v
+								}
+							}
+						}
+						kern(kc, ap, ri, rp, bp, &t[0], gemmNR, alpha, add)
+						for i := 0; i < mr; i++ {
+							o := ci + i*ldc
+							dst := c[o : o+nr]
+							for j := range dst {
+								dst[j] = t[i*gemmNR+j]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// Block sizes of sgemmVec: the micro-kernel's tile (gemmMR×gemmNR) and the
+// blocks of A (gemmMC×gemmKC, 96 KiB, for L2) and of packed B
+// (gemmKC×gemmNC, up to 1 MiB; one 16-column panel, 16 KiB, stays in L1).
+const (
+	gemmMR = 12 // the tallest tile (AVX-512's)
+	gemmNR = 16
+	gemmKC = 256
+	gemmMC = 96
+	gemmNC = 1024
+)
+
+// gemmBufs is the packing space of one sgemmVec call.
+type gemmBufs struct {
+	a    [gemmMR * gemmKC]float32
+	b    [gemmKC * gemmNC]float32
+	tile [gemmMR * gemmNR]float32
+}
+
+var gemmPool = sync.Pool{New: func() any { return new(gemmBufs) }}
+
+// packB packs op(B)[pc:pc+kc, jc:jc+nc] into panels of gemmNR columns:
+// panel q holds, for each p < kc, the gemmNR values op(B)[pc+p][jc+q·gemmNR+j]
+// (zero beyond nc). op(B)[p][j] is b[p·ldb+j], or b[j·ldb+p] when trans.
+func packB(dst []float32, trans bool, b []float32, ldb, pc, jc, kc, nc int) {
+	for jr := 0; jr < nc; jr += gemmNR {
+		nr := min(gemmNR, nc-jr)
+		d := dst[jr*kc : jr*kc+kc*gemmNR]
+		if !trans {
+			for p := 0; p < kc; p++ {
+				src := b[(pc+p)*ldb+jc+jr:]
+				if nr == gemmNR {
+					v := *(*[gemmNR]float32)(src) // via a temporary: a direct copy calls memmove
+					*(*[gemmNR]float32)(d[p*gemmNR:]) = v
+					continue
+				}
+				row := d[p*gemmNR : p*gemmNR+gemmNR]
+				for j := range row {
+					row[j] = 0
+					if j < nr {
+						row[j] = src[j]
+					}
+				}
+			}
+			continue
+		}
+		if nr == gemmNR {
+			packB16(d, b[(jc+jr)*ldb+pc:], ldb, kc)
+			continue
+		}
+		for j := 0; j < nr; j++ {
+			src := b[(jc+jr+j)*ldb+pc:][:kc]
+			for p, v := range src {
+				d[p*gemmNR+j] = v
+			}
+		}
+		if nr < gemmNR {
+			for p := 0; p < kc; p++ {
+				clear(d[p*gemmNR+nr : p*gemmNR+gemmNR])
+			}
+		}
+	}
+}
+
+// packA packs the mr < h rows op(A)[i0:i0+mr, pc:pc+kc] as one panel of
+// height h: d[p·h+i] = op(A)[i0+i][pc+p], zero for i ≥ mr. op(A)[i][p] is
+// a[i·lda+p], or a[p·lda+i] when trans.
+func packA(d []float32, trans bool, a []float32, lda, i0, pc, mr, kc, h int) {
+	d = d[:kc*h]
+	clear(d)
+	if trans {
+		for p := 0; p < kc; p++ {
+			copy(d[p*h:p*h+mr], a[(pc+p)*lda+i0:][:mr])
+		}
+		return
+	}
+	for i := 0; i < mr; i++ {
+		for p, v := range a[(i0+i)*lda+pc:][:kc] {
+			d[p*h+i] = v
+		}
+	}
+}
+
+// gemmMicro is a micro-kernel (sgemmKernel6x16's contract) and its tile
+// height.
+type gemmMicro struct {
+	fn func(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+	mr int
+}
+
+// packB16 packs 16 rows of b (row stride ldb, kc values each) into d:
+// d[p·16+j] = b[j·ldb+p].
+func packB16(d, b []float32, ldb, kc int) {
+	var rows [gemmNR][]float32
+	for j := range rows {
+		rows[j] = b[j*ldb:][:kc]
+	}
+	d = d[:gemmNR*kc]
+	for j0 := 0; j0 < gemmNR; j0 += 4 {
+		s0, s1, s2, s3 := rows[j0], rows[j0+1], rows[j0+2], rows[j0+3]
+		for p := range s0 {
+			o := d[p*gemmNR+j0 : p*gemmNR+j0+4 : p*gemmNR+j0+4]
+			o[0], o[1], o[2], o[3] = s0[p], s1[p], s2[p], s3[p]
+		}
+	}
+}

@@ -1,0 +1,36 @@
+//go:build amd64 && !purego
+
+package engine
+
+import "golang.org/x/sys/cpu"
+
+// sgemmKernel6x16 is sgemmVec's micro-kernel (gemm_amd64.s): C[i][j] +=
+// alpha·Σ_p A[i][p]·b[p·16+j] for i < 6, j < 16, A[i][p] being the float32
+// i·ri + p·rp bytes after a, C at c with row stride ldc (or C[i][j] =
+// alpha·Σ…, not reading C, unless add); k ≥ 0.
+//
+//go:noescape
+func sgemmKernel6x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
+// sgemmKernel12x16 is sgemmKernel6x16 for 12 rows, with AVX-512.
+//
+//go:noescape
+func sgemmKernel12x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
+// gemmKernel is sgemmVec's micro-kernel and its tile height: AVX-512's
+// where the CPU has it. Tests switch it to cover both.
+var gemmKernel = func() gemmMicro {
+	if cpu.X86.HasAVX512F {
+		return gemmMicro{sgemmKernel12x16, 12}
+	}
+	return gemmMicro{sgemmKernel6x16, 6}
+}()
+
+// gemmKernels lists the micro-kernels this CPU can run (for tests).
+func gemmKernels() []gemmMicro {
+	ks := []gemmMicro{{sgemmKernel6x16, 6}}
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, gemmMicro{sgemmKernel12x16, 12})
+	}
+	return ks
+}

@@ -1,0 +1,108 @@
+//go:build amd64 && !purego
+
+package engine
+
+// The assembly loops of vec_amd64.s; n is a positive multiple of 8.
+
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+//go:noescape
+func scaleAVX2(x *float32, n int, s float32)
+
+//go:noescape
+func mulScaleAVX2(y, x, w *float32, n int, s float32)
+
+//go:noescape
+func dotF64AVX2(a, b *float32, n int) float64
+
+//go:noescape
+func dot3F64AVX2(a, b, c *float32, n int) float64
+
+//go:noescape
+func rmsBackRowAVX2(dx, dy, w, x *float32, n int, s, k float64)
+
+//go:noescape
+func softmaxBackRowAVX2(ds, p, dp *float32, n int, dot float64)
+
+// Each …Vec function below does its work for the longest prefix of its
+// slices whose length is a multiple of 8 (all of the same length as the
+// first) and returns that length; the caller does the rest with the
+// pure-Go loop. They do nothing without AVX2.
+
+// vecLen is the prefix the assembly takes.
+func vecLen(n int) int {
+	if !haveAVX2 {
+		return 0
+	}
+	return n &^ 7
+}
+
+// maxVec returns the prefix's maximum (NaN if it holds a NaN).
+func maxVec(x []float32) (int, float32) {
+	n := vecLen(len(x))
+	if n == 0 {
+		return 0, 0
+	}
+	return n, maxAVX2(&x[0], n)
+}
+
+// scaleVec sets x[i] *= s.
+func scaleVec(x []float32, s float32) int {
+	n := vecLen(len(x))
+	if n > 0 {
+		scaleAVX2(&x[0], n, s)
+	}
+	return n
+}
+
+// mulScaleVec sets y[i] = x[i]·s·w[i].
+func mulScaleVec(y, x, w []float32, s float32) int {
+	n := vecLen(len(y))
+	if n > 0 {
+		x, w = x[:n], w[:n]
+		mulScaleAVX2(&y[0], &x[0], &w[0], n, s)
+	}
+	return n
+}
+
+// dotF64Vec returns Σ a[i]·b[i] in float64.
+func dotF64Vec(a, b []float32) (int, float64) {
+	n := vecLen(len(a))
+	if n == 0 {
+		return 0, 0
+	}
+	b = b[:n]
+	return n, dotF64AVX2(&a[0], &b[0], n)
+}
+
+// dot3F64Vec returns Σ a[i]·b[i]·c[i] in float64.
+func dot3F64Vec(a, b, c []float32) (int, float64) {
+	n := vecLen(len(a))
+	if n == 0 {
+		return 0, 0
+	}
+	b, c = b[:n], c[:n]
+	return n, dot3F64AVX2(&a[0], &b[0], &c[0], n)
+}
+
+// rmsBackRowVec adds float32(s·(dy[i]·w[i] − x[i]·k)) (in float64) to dx[i].
+func rmsBackRowVec(dx, dy, w, x []float32, s, k float64) int {
+	n := vecLen(len(dx))
+	if n > 0 {
+		dy, w, x = dy[:n], w[:n], x[:n]
+		rmsBackRowAVX2(&dx[0], &dy[0], &w[0], &x[0], n, s, k)
+	}
+	return n
+}
+
+// softmaxBackRowVec sets ds[i] = float32(p[i]·(dp[i] − dot)) (in float64);
+// ds may be dp.
+func softmaxBackRowVec(ds, p, dp []float32, dot float64) int {
+	n := vecLen(len(ds))
+	if n > 0 {
+		p, dp = p[:n], dp[:n]
+		softmaxBackRowAVX2(&ds[0], &p[0], &dp[0], n, dot)
+	}
+	return n
+}
