@@ -16,5 +16,14 @@
 //     losses cross per step. It computes what model.Trainer computes (same
 //     batches, loss, clipping, schedule, AdamW, LoRA dropout stream).
 //
+// Host is also the fast CPU path: products go to the BLAS a build tag
+// installs (OpenBLAS, made single-threaded and split over the Host's
+// pool), else to its own blocked sgemm with AVX2 or AVX-512 micro-kernels
+// (gemm.go, gemm_amd64.s), else to gonum; exp-heavy rows run in AVX2 loops
+// (vexp_amd64.s, vec_amd64.s) and large operations spread over one
+// persistent worker pool (pool.go). Work is split only over independent
+// outputs, so results are identical for any number of cores; the build tag
+// purego forces the pure-Go loops.
+//
 // The CUDA Device lives in the cudadev subpackage (build tag fedcuda).
 package engine
