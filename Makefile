@@ -38,6 +38,8 @@ test: test-deps ## every test: -race pass, then the TestNoRace pass without -rac
 	@if [ "$$($(GO) env GOARCH)" = amd64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then \
 	  echo "GOAMD64=v3 $(GO) test -run Golden ./kernels ./aggregator"; \
 	  GOAMD64=v3 $(GO) test -count=1 -run 'Golden' ./kernels ./aggregator; fi
+	@# The engine's pure-Go loops, which CPUs without AVX2 and FMA run (-tags purego).
+	$(GO) test -count=1 -tags purego ./model/engine/...
 	@# The CUDA kernels (kernels/cuda/*.cu) compiled as host C++ and run thread by
 	@# thread against the Host device (no GPU or CUDA toolkit needed, only g++).
 	$(GO) test -count=1 -tags fedcudaemu $(EMU_PKGS)
@@ -57,6 +59,7 @@ fmt: ## fail if gofmt would change a file
 vet: ## go vet (also the CPU-emulated CUDA build; -tags fedcuda needs CUDA headers: see make gpu-check)
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags fedcudaemu $(EMU_PKGS)
+	$(GO) vet -tags purego ./model/engine/...
 	@if [ -f /usr/include/cuda.h ] || [ -f /usr/local/cuda/include/cuda.h ]; then \
 	  echo "$(GO) vet -tags fedcuda ./kernels/... ./model/engine/... ./trainer ./internal/cli"; \
 	  $(GO) vet -tags fedcuda ./kernels/... ./model/engine/... ./trainer ./internal/cli; fi
