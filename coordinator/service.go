@@ -895,6 +895,7 @@ func (s *Service) resume(ctx context.Context) error {
 		return err
 	}
 	s.start(ctx, j)
+	s.queueMissedEvals(j, history)
 	return nil
 }
 

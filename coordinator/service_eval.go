@@ -94,23 +94,48 @@ func evalDue(job *Job, r uint64) bool {
 // (called by the tx worker once RoundCommitted is on the ledger).
 func (s *Service) postEval(ctx context.Context, gen uint64, rc ledger.RoundCommitted) {
 	s.post(ctx, func() {
-		j := s.job
-		if j == nil || gen != s.gen.Load() || j.job.Name != rc.JobID || !evalDue(j.job, rc.Round) {
-			return
-		}
-		s.ev.mu.Lock()
-		defer s.ev.mu.Unlock()
-		if _, done := s.ev.results[rc.ModelDigest]; done {
-			return
-		}
-		s.ev.queue = append(s.ev.queue, evalTask{job: j.job, round: rc.Round, model: rc.ModelDigest, base: j.base,
-			files: j.files, data: j.job.EvalDataPath()})
-		if !s.ev.active {
-			s.ev.active = true
-			s.ev.wg.Add(1)
-			go func() { defer s.ev.wg.Done(); s.evalWorker(s.runCtx) }()
+		if j := s.job; j != nil && gen == s.gen.Load() && j.job.Name == rc.JobID {
+			s.queueEval(j, rc.Round, rc.ModelDigest)
 		}
 	})
+}
+
+// queueEval queues the evaluation of the running job's committed round r
+// (model digest d) if it is due and not done yet (event loop).
+func (s *Service) queueEval(j *runningJob, r uint64, d string) {
+	if !evalDue(j.job, r) {
+		return
+	}
+	s.ev.mu.Lock()
+	defer s.ev.mu.Unlock()
+	if _, done := s.ev.results[d]; done {
+		return
+	}
+	for _, t := range s.ev.queue {
+		if t.model == d {
+			return
+		}
+	}
+	if t := s.ev.running; t != nil && t.model == d {
+		return
+	}
+	s.ev.queue = append(s.ev.queue, evalTask{job: j.job, round: r, model: d, base: j.base, files: j.files, data: j.job.EvalDataPath()})
+	if !s.ev.active {
+		s.ev.active = true
+		s.ev.wg.Add(1)
+		go func() { defer s.ev.wg.Done(); s.evalWorker(s.runCtx) }()
+	}
+}
+
+// queueMissedEvals queues, for a job resumed after a restart, the
+// evaluations of its committed rounds that were due but never finished
+// (the coordinator stopped first); finished ones were saved in evalsFile.
+func (s *Service) queueMissedEvals(j *runningJob, history []ledger.Round) {
+	for _, r := range history {
+		if r.Status == ledger.StatusCommitted && r.ModelDigest != "" {
+			s.queueEval(j, r.Round, r.ModelDigest)
+		}
+	}
 }
 
 // evalWorker runs queued evaluations one at a time until the queue is

@@ -2,8 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,5 +78,36 @@ func TestEvalResultsSurviveRestart(t *testing.T) {
 		if _, err := newTestService(t, dir); err == nil || !strings.Contains(err.Error(), evalsFile) {
 			t.Errorf("damaged %s (%q): %v, want an error naming it", evalsFile, bad, err)
 		}
+	}
+}
+
+// A resumed job queues the due evaluations of its committed rounds that
+// have no saved result, each once, and nothing for open rounds.
+func TestQueueMissedEvals(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := DefaultJob()
+	job.Name, job.Rounds = "j", 4
+	job.Eval.Data, job.Eval.Every = "eval.txt", 2
+	j := &runningJob{job: job, base: "base"}
+	s.ev.results = map[string]evalOutcome{"m2": {job: "j", round: 2}}
+	s.ev.active = true // no worker: the test reads the queue
+	history := []ledger.Round{
+		{Round: 1, Status: ledger.StatusCommitted, ModelDigest: "m1"}, // not due (every 2)
+		{Round: 2, Status: ledger.StatusCommitted, ModelDigest: "m2"}, // done before the restart
+		{Round: 3, Status: ledger.StatusCommitted, ModelDigest: "m3"}, // not due
+		{Round: 4, Status: ledger.StatusCommitted, ModelDigest: "m4"}, // the last round: due
+	}
+	s.queueMissedEvals(j, history)
+	s.queueMissedEvals(j, history) // a second pass queues nothing more
+	s.queueMissedEvals(j, []ledger.Round{{Round: 4, Status: ledger.StatusOpen}})
+	var got []string
+	for _, q := range s.ev.queue {
+		got = append(got, fmt.Sprintf("%d:%s", q.round, q.model))
+	}
+	if want := []string{"4:m4"}; !slices.Equal(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
 	}
 }
