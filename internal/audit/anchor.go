@@ -64,7 +64,7 @@ type AnchorReport struct {
 
 // String describes the report in one line.
 func (r *AnchorReport) String() string {
-	s := fmt.Sprintf("anchored: %d records in %d blocks of chain %s, each cosigned by >= %d", r.Records, len(r.Blocks), r.ChainID, r.MinCosignatures)
+	s := fmt.Sprintf("anchored: %d records in %d blocks of chain %q, each cosigned by >= %d", r.Records, len(r.Blocks), r.ChainID, r.MinCosignatures)
 	if r.Nodes > 0 {
 		return s + fmt.Sprintf(" of %d nodes (quorum %d)", r.Nodes, r.Quorum)
 	}

@@ -128,7 +128,7 @@ func TestAnchorHonest(t *testing.T) {
 	if !reflect.DeepEqual(rep.Lineage, l) {
 		t.Fatalf("rebuilt lineage differs:\n%+v\n%+v", rep.Lineage, l)
 	}
-	want := "anchored: 15 records in 7 blocks of chain audit-test, each cosigned by >= 3 of 3 nodes (quorum 2)"
+	want := "anchored: 15 records in 7 blocks of chain \"audit-test\", each cosigned by >= 3 of 3 nodes (quorum 2)"
 	if rep.String() != want {
 		t.Fatalf("report line %q, want %q", rep.String(), want)
 	}

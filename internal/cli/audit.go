@@ -88,19 +88,25 @@ func readExportFile(path string) (*audit.Export, error) {
 // anchorLineage checks every fact of l against blocks that carry quorum
 // node cosignatures (audit.Anchor). The chain ID and the nodes whose
 // cosignatures count come from the genesis file when one is given; without
-// it the chain ID is the node's own and any node's valid cosignature counts.
-func anchorLineage(ctx context.Context, c *node.Client, l *ledger.Lineage, model string, quorum int, genesisPath string) (*audit.AnchorReport, error) {
+// it the chain ID is the node's own and any node's valid cosignature counts,
+// which guards against a stale or broken node but not a lying one (it can
+// make up node keys): warn says so.
+func anchorLineage(ctx context.Context, c *node.Client, l *ledger.Lineage, model string, quorum int, genesisPath string, warn io.Writer) (*audit.AnchorReport, error) {
 	opts := audit.AnchorOptions{Quorum: quorum, Model: model}
 	if genesisPath != "" {
 		g, err := ledger.LoadGenesis(genesisPath)
 		if err != nil {
 			return nil, err
 		}
+		if len(g.Nodes) == 0 {
+			return nil, fmt.Errorf("--genesis %s lists no nodes, so cosignatures cannot be pinned to the chain's nodes", genesisPath)
+		}
 		opts.ChainID = g.ChainID
 		for _, n := range g.Nodes {
 			opts.Nodes = append(opts.Nodes, ledger.KeyID(n.Key))
 		}
 	} else {
+		fmt.Fprintln(warn, "warning: --quorum without --genesis counts any node key's cosignature; a lying node can make up keys. Pass the chain's genesis file to pin them.")
 		st, err := c.Status(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("status: %w", err)
@@ -139,7 +145,8 @@ func newAuditLineageCmd() *cobra.Command {
 			"--format dot is Graphviz input; --format html is one self-contained page (click a node for its details).\n" +
 			"The node named by --addr is trusted unless --quorum N is given: then every fact shown is checked against the\n" +
 			"signed tx that recorded it, in a block carrying at least N valid node cosignatures (only the nodes of the\n" +
-			"--genesis file count, if given), and nothing is printed when any fact does not match.",
+			"--genesis file count; without it any node key counts, which a lying node can mint), and nothing is printed\n" +
+			"when any fact does not match. Pick N above half of (nodes + faulty nodes tolerated).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkQuorumFlags(quorum, genesisPath); err != nil {
@@ -168,7 +175,7 @@ func newAuditLineageCmd() *cobra.Command {
 					if l, err = audit.DecodeLineage(js); err != nil || quorum == 0 {
 						return err
 					}
-					if anchored, err = anchorLineage(ctx, c, l, args[0], quorum, genesisPath); err != nil {
+					if anchored, err = anchorLineage(ctx, c, l, args[0], quorum, genesisPath, cmd.ErrOrStderr()); err != nil {
 						return err
 					}
 					l = anchored.Lineage

@@ -71,7 +71,7 @@ func newAuditContainsCmd() *cobra.Command {
 				}
 				// The datasets, and so the roots the proofs are checked
 				// against, are then those rebuilt from the anchored txs.
-				if anchored, err = anchorLineage(ctx, c, l, modelDigest, quorum, genesisPath); err != nil {
+				if anchored, err = anchorLineage(ctx, c, l, modelDigest, quorum, genesisPath, cmd.ErrOrStderr()); err != nil {
 					return err
 				}
 				l = anchored.Lineage

@@ -141,7 +141,7 @@ func TestAuditLineageQuorum(t *testing.T) {
 	// Base model, t1's dataset (the one a contributor cites), RoundOpened,
 	// two updates, the rejection and the commit (which is also the
 	// model's record).
-	anchored := regexp.MustCompile(`(?m)^anchored: 7 records in \d+ blocks of chain quorum-cli, each cosigned by >= [23] (of 3 nodes \(quorum 2\)|nodes \(quorum 2; 3 distinct cosigners, node keys not pinned to a genesis file\))$`)
+	anchored := regexp.MustCompile(`(?m)^anchored: 7 records in \d+ blocks of chain "quorum-cli", each cosigned by >= [23] (of 3 nodes \(quorum 2\)|nodes \(quorum 2; 3 distinct cosigners, node keys not pinned to a genesis file\))$`)
 	out := mustRun(t, "audit", "lineage", model, "--addr", addr, "--quorum", "2", "--genesis", q.genesis)
 	if !anchored.MatchString(out) || !strings.Contains(out, "of 3 nodes") || !strings.Contains(out, "round 1 of job job") || !strings.Contains(out, "rejected ") {
 		t.Fatalf("lineage --quorum 2 --genesis printed:\n%s", out)
@@ -197,6 +197,16 @@ func TestAuditLineageQuorum(t *testing.T) {
 	out, err = run(t, "audit", "lineage", model, "--addr", addr, "--quorum", "2", "--genesis", other)
 	if err == nil || out != "" || !errors.Is(err, audit.ErrNotAnchored) || !strings.Contains(err.Error(), "valid cosignatures from the chain's nodes, want 2") {
 		t.Fatalf("--genesis of other nodes: %v\n%s", err, out)
+	}
+	// A genesis that lists no nodes cannot pin anything: refused, not
+	// taken as "any key counts".
+	nonodes := filepath.Join(q.dir, "no-nodes-genesis.yaml")
+	if err := os.WriteFile(nonodes, []byte(head), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run(t, "audit", "lineage", model, "--addr", addr, "--quorum", "2", "--genesis", nonodes)
+	if err == nil || out != "" || !strings.Contains(err.Error(), "lists no nodes") {
+		t.Fatalf("--genesis without nodes: %v\n%s", err, out)
 	}
 	// ledger blocks pins the cosigners the same way.
 	if out := mustRun(t, "ledger", "blocks", "--addr", addr, "--from", "1", "--quorum", "2", "--genesis", q.genesis); !strings.Contains(out, "cosigs=") {
