@@ -23,6 +23,13 @@ func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, ld
 	if m == 0 || n == 0 {
 		return
 	}
+	// Index checks: the micro-kernels read and write through pointers, so
+	// the slices must hold every element the product touches.
+	_ = c[(m-1)*ldc+n-1]
+	if k > 0 {
+		_ = a[opExtent(tA, m, k, lda)-1]
+		_ = b[opExtent(tB, k, n, ldb)-1]
+	}
 	// With beta == 0 the first block of k overwrites C; otherwise C is
 	// scaled by beta first and every block adds to it.
 	set := beta == 0 && k > 0 && alpha != 0
@@ -208,4 +215,13 @@ func packB16(d, b []float32, ldb, kc int) {
 			o[0], o[1], o[2], o[3] = s0[p], s1[p], s2[p], s3[p]
 		}
 	}
+}
+
+// opExtent is how many elements of a row-major matrix with leading
+// dimension ld hold op(X), an r×c matrix (X itself, or X transposed).
+func opExtent(t blas.Transpose, r, c, ld int) int {
+	if t == blas.NoTrans {
+		return (r-1)*ld + c
+	}
+	return (c-1)*ld + r
 }

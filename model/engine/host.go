@@ -351,7 +351,14 @@ func (h *host) MatMul(g Gemm) {
 	if batch == 1 && serial && h.procs > 1 && g.K > 0 && g.M*g.N*g.K >= 1<<18 {
 		// Split over blocks of rows of C (or of columns, when C has
 		// fewer rows than columns).
-		const unit = 16 // rows or columns per block: whole register tiles of the kernels
+		// Rows or columns per block: whole register tiles of sgemmVec's
+		// kernels. A BLAS gets one call per block of a fixed, larger size,
+		// so that no call's shape depends on the core count (a BLAS may
+		// pick its code path, and so its rounding, by shape).
+		unit := 16
+		if impl.blas != nil {
+			unit = 256
+		}
 		t := &h.tasks.splitGemm
 		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}, g.M >= g.N, unit}
 		n := g.N
@@ -435,9 +442,10 @@ func (t *batchGemmTask) run(lo, hi int) {
 }
 
 // splitGemmTask runs one product as independent products over blocks of
-// unit rows (or columns) of C: blocks [lo, hi). Every element of C is
-// computed by the same sequence of operations whatever the split, so the
-// result does not depend on the core count.
+// unit rows (or columns) of C: blocks [lo, hi), in one sgemmVec call
+// (every element of C is computed by the same sequence of operations
+// whatever the split) or one BLAS call per block. Either way the result
+// does not depend on the core count.
 type splitGemmTask struct {
 	batchGemmTask
 	rows bool
@@ -445,6 +453,12 @@ type splitGemmTask struct {
 }
 
 func (t *splitGemmTask) run(lo, hi int) {
+	if t.impl.blas != nil && hi-lo > 1 {
+		for i := lo; i < hi; i++ {
+			t.run(i, i+1)
+		}
+		return
+	}
 	g := &t.g
 	if t.rows {
 		r0, r1 := lo*t.unit, min(hi*t.unit, g.M)

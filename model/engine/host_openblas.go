@@ -12,9 +12,17 @@ import (
 // blas32 implementation (model/blas_openblas.go). OpenBLAS's own threads
 // busy-wait between calls and compete for the cores with the Host's worker
 // pool, which runs every other operation of the step, so the Host makes
-// OpenBLAS single-threaded (process-wide, when the first Host is made) and
-// splits large products over its own pool instead.
+// OpenBLAS single-threaded (process-wide, when the first Host is made: a
+// Gorgonia trainer in the same process then runs its products on one
+// thread too) and splits large products over its own pool instead.
+//
+// An OpenMP build of OpenBLAS keeps the thread count per calling thread,
+// so the pool's workers would each start a full team of threads: with one,
+// the Host leaves OpenBLAS alone and uses its own sgemm (or gonum's).
 func init() {
+	if openblas.Parallel() == openblas.OpenMP {
+		return
+	}
 	hostBLAS = hostBLASSetup{serial: true, setup: func() {
 		openblasOnce.Do(func() { openblas.SetThreads(1) })
 	}}

@@ -24,16 +24,39 @@ type rangeTask interface {
 }
 
 // job is one parallel loop: task over [0, n) in chunks of size chunk. The
-// submitting goroutine and the workers it hands the job to take chunks
-// until none is left; a worker that arrives late finds none. Each Host
-// reuses one job: the submitter waits until every worker it handed the job
-// to is done with it.
+// submitting goroutine and the workers that join the job take chunks until
+// none is left. Each Host reuses one job; every use is a new generation,
+// and the pool's queue carries tickets (job, generation): a worker joins
+// only while that generation is open, so a ticket that waited in the queue
+// past its job's end is dropped, and the submitter waits only for the
+// workers that joined, never for one that is busy elsewhere or asleep.
 type job struct {
 	task  rangeTask
 	n     int
 	chunk int
 	next  atomic.Int64
-	held  sync.WaitGroup // workers holding the job
+
+	mu   sync.Mutex // guards gen and open; held while a worker joins
+	gen  uint64
+	open bool
+	held sync.WaitGroup // workers that joined this generation
+}
+
+// ticket asks a worker to join generation gen of job j.
+type ticket struct {
+	j   *job
+	gen uint64
+}
+
+// join registers a worker with generation gen if it is still open.
+func (j *job) join(gen uint64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.open || j.gen != gen {
+		return false
+	}
+	j.held.Add(1)
+	return true
 }
 
 // work takes chunks until the job has none left.
@@ -49,14 +72,14 @@ func (j *job) work() {
 
 var (
 	poolOnce sync.Once
-	poolJobs chan *job
+	poolJobs chan ticket
 	poolSize int // worker goroutines (cores − 1)
 )
 
 // startPool starts GOMAXPROCS−1 workers.
 func startPool() {
 	poolSize = runtime.GOMAXPROCS(0) - 1
-	poolJobs = make(chan *job, max(poolSize, 1))
+	poolJobs = make(chan ticket, max(poolSize, 1))
 	for i := 0; i < poolSize; i++ {
 		go worker()
 	}
@@ -70,25 +93,29 @@ const workerSpins = 2000
 
 func worker() {
 	for {
-		var j *job
-		for i := 0; i < workerSpins && j == nil; i++ {
+		var t ticket
+		for i := 0; i < workerSpins && t.j == nil; i++ {
 			select {
-			case j = <-poolJobs:
+			case t = <-poolJobs:
 			default:
 				runtime.Gosched()
 			}
 		}
-		if j == nil {
-			j = <-poolJobs
+		if t.j == nil {
+			t = <-poolJobs
 		}
-		j.work()
-		j.held.Done()
+		if t.j.join(t.gen) {
+			t.j.work()
+			t.j.held.Done()
+		}
 	}
 }
 
 // parallelFor runs task over [0, n) split into up to parts contiguous
-// chunks (parts ≥ 2), on the calling goroutine and the pool's workers,
-// using j (idle: not in use by another parallelFor).
+// chunks (parts ≥ 2), on the calling goroutine and whichever of the pool's
+// workers join in time, using j (idle: not in use by another parallelFor).
+// A task may itself call parallelFor with another job: the submitter never
+// waits for a worker that has not joined, so nesting cannot deadlock.
 func parallelFor(j *job, n, parts int, task rangeTask) {
 	poolOnce.Do(startPool)
 	parts = min(parts, n)
@@ -96,18 +123,36 @@ func parallelFor(j *job, n, parts int, task rangeTask) {
 		task.run(0, n)
 		return
 	}
+	j.mu.Lock()
 	j.task, j.n, j.chunk = task, n, (n+parts-1)/parts
 	j.next.Store(0)
-	helpers := min(poolSize, parts-1)
-	j.held.Add(helpers)
-	for i := 0; i < helpers; i++ {
+	j.gen++
+	j.open = true
+	gen := j.gen
+	j.mu.Unlock()
+	for range min(poolSize, parts-1) {
 		select {
-		case poolJobs <- j:
-		default: // every worker is busy (another device's job): do more here
-			j.held.Done()
+		case poolJobs <- ticket{j, gen}:
+			continue
+		default:
+		}
+		// The queue is full, most likely of tickets whose loops ended
+		// before a worker came: drop one and try once more (a live ticket
+		// of another device's loop, if dropped, only leaves that device
+		// doing more of its loop itself).
+		select {
+		case <-poolJobs:
+		default:
+		}
+		select {
+		case poolJobs <- ticket{j, gen}:
+		default:
 		}
 	}
 	j.work()
+	j.mu.Lock()
+	j.open = false
+	j.mu.Unlock()
 	j.held.Wait()
 	j.task = nil
 }

@@ -60,7 +60,7 @@ func scaleVec(x []float32, s float32) int {
 func mulScaleVec(y, x, w []float32, s float32) int {
 	n := vecLen(len(y))
 	if n > 0 {
-		x, w = x[:n], w[:n]
+		_, _ = x[n-1], w[n-1] // index checks: the assembly reads n elements of each
 		mulScaleAVX2(&y[0], &x[0], &w[0], n, s)
 	}
 	return n
@@ -72,7 +72,7 @@ func dotF64Vec(a, b []float32) (int, float64) {
 	if n == 0 {
 		return 0, 0
 	}
-	b = b[:n]
+	_ = b[n-1] // index checks: the assembly reads n elements of each
 	return n, dotF64AVX2(&a[0], &b[0], n)
 }
 
@@ -82,7 +82,7 @@ func dot3F64Vec(a, b, c []float32) (int, float64) {
 	if n == 0 {
 		return 0, 0
 	}
-	b, c = b[:n], c[:n]
+	_, _ = b[n-1], c[n-1] // index checks: the assembly reads n elements of each
 	return n, dot3F64AVX2(&a[0], &b[0], &c[0], n)
 }
 
@@ -90,7 +90,7 @@ func dot3F64Vec(a, b, c []float32) (int, float64) {
 func rmsBackRowVec(dx, dy, w, x []float32, s, k float64) int {
 	n := vecLen(len(dx))
 	if n > 0 {
-		dy, w, x = dy[:n], w[:n], x[:n]
+		_, _, _ = dy[n-1], w[n-1], x[n-1] // index checks: the assembly reads n elements of each
 		rmsBackRowAVX2(&dx[0], &dy[0], &w[0], &x[0], n, s, k)
 	}
 	return n
@@ -101,7 +101,7 @@ func rmsBackRowVec(dx, dy, w, x []float32, s, k float64) int {
 func softmaxBackRowVec(ds, p, dp []float32, dot float64) int {
 	n := vecLen(len(ds))
 	if n > 0 {
-		p, dp = p[:n], dp[:n]
+		_, _ = p[n-1], dp[n-1] // index checks: the assembly reads n elements of each
 		softmaxBackRowAVX2(&ds[0], &p[0], &dp[0], n, dot)
 	}
 	return n

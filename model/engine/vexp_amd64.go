@@ -33,7 +33,7 @@ func expSum(dst, src []float32, m float32) (int, float64) {
 	if !haveAVX2 || n == 0 {
 		return 0, 0
 	}
-	dst = dst[:n]
+	_ = dst[n-1] // index checks: the assembly reads n elements of each
 	return n, expSumAVX2(&dst[0], &src[0], n, m)
 }
 
@@ -44,7 +44,7 @@ func swigluVec(act, g, u []float32) int {
 	if !haveAVX2 || n == 0 {
 		return 0
 	}
-	act, u = act[:n], u[:n]
+	_, _ = act[n-1], u[n-1] // index checks: the assembly reads n elements of each
 	swigluAVX2(&act[0], &g[0], &u[0], n)
 	return n
 }
@@ -56,7 +56,7 @@ func swigluBackVec(dg, du, dact, g, u []float32) int {
 	if !haveAVX2 || n == 0 {
 		return 0
 	}
-	dg, du, dact, u = dg[:n], du[:n], dact[:n], u[:n]
+	_, _, _, _ = dg[n-1], du[n-1], dact[n-1], u[n-1] // index checks: the assembly reads n elements of each
 	swigluBackAVX2(&dg[0], &du[0], &dact[0], &g[0], &u[0], n)
 	return n
 }
