@@ -93,6 +93,37 @@ func (c *execCtx) member(id string) (*Member, error) {
 	return &m, nil
 }
 
+// nonce returns the last nonce of signer id as the block so far sees it (0:
+// none yet). When Apply runs it (c.fsm set) and the block has not written
+// it, the committed value comes from, and goes into, the FSM's nonce cache.
+func (c *execCtx) nonce(id string) (uint64, error) {
+	key := nonceKey(id)
+	_, written := c.ws[string(key)]
+	cache := c.fsm != nil && !written
+	if cache {
+		if last, ok := c.fsm.nonces[id]; ok {
+			return last, nil
+		}
+	}
+	v, ok, err := c.get(key)
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	if ok {
+		if last, err = parseU64(v); err != nil {
+			return 0, &storageError{fmt.Errorf("nonce of %s: %w", id, err)}
+		}
+	}
+	if cache {
+		if c.fsm.nonces == nil {
+			c.fsm.nonces = map[string]uint64{}
+		}
+		c.fsm.nonces[id] = last
+	}
+	return last, nil
+}
+
 func (c *execCtx) round(job string, n uint64) (*Round, error) {
 	var r Round
 	ok, err := c.getJSON(roundKey(job, n), &r)
@@ -138,7 +169,12 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 		tx = pre.tx
 	} else {
 		var err error
-		if tx, err = DecodeTx(raw); err != nil {
+		if c.fsm != nil {
+			tx, err = c.fsm.decodeTx(raw)
+		} else {
+			tx, err = DecodeTx(raw)
+		}
+		if err != nil {
 			return nil, nil, err
 		}
 	}
@@ -168,13 +204,9 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 	if want := TxRoles[typ]; m.Role != want {
 		return nil, nil, txErr(CodeForbidden, "%s needs role %s; signer %s is %s", typ, want, tx.Signer, m.Role)
 	}
-	var last uint64
-	if v, ok, err := c.get(nonceKey(tx.Signer)); err != nil {
+	last, err := c.nonce(tx.Signer)
+	if err != nil {
 		return nil, nil, err
-	} else if ok {
-		if last, err = parseU64(v); err != nil {
-			return nil, nil, &storageError{fmt.Errorf("nonce of %s: %w", tx.Signer, err)}
-		}
 	}
 	if tx.Nonce <= last {
 		return nil, nil, txErr(CodeBadNonce, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,14 @@ type FSM struct {
 	applyMu sync.Mutex // serialises Apply, Restore and genesis
 	// members caches committed member records for Apply (see memberCache).
 	members memberCache
+	// nonces caches the committed last nonce of each signer Apply has seen
+	// (0: none), so that a tx does not read it from pebble. Guarded by
+	// applyMu; updated with the values each committed block writes;
+	// dropped by Restore.
+	nonces map[string]uint64
+	// decoded holds txs this node decoded before proposing them (see
+	// NoteDecoded), so that applying them does not decode them again.
+	decoded decodedCache
 
 	mu     sync.RWMutex
 	head   head
@@ -387,6 +397,7 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 		return nil, err
 	}
 	f.members.forget(written)
+	f.noteNonces(written)
 	f.mu.Lock()
 	f.head = newHead
 	f.mu.Unlock()
@@ -397,6 +408,23 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 		f.log.Debug("proposal produced no block", "index", index, "rejected", len(res.Results))
 	}
 	return res, nil
+}
+
+// noteNonces updates the nonce cache with the nonces a committed block
+// wrote. Called under applyMu.
+func (f *FSM) noteNonces(ws writeSet) {
+	if f.nonces == nil {
+		return // filled on first use
+	}
+	for k, v := range ws {
+		if id, ok := strings.CutPrefix(k, prefixNonce); ok {
+			if n, err := parseU64(v); err == nil {
+				f.nonces[id] = n
+			} else {
+				delete(f.nonces, id)
+			}
+		}
+	}
 }
 
 // precheck decodes the envelopes of a proposal and verifies their
@@ -422,7 +450,7 @@ func (f *FSM) precheck(txs [][]byte) []preChecked {
 					continue
 				}
 				pc := &out[i]
-				pc.tx, pc.err = DecodeTx(txs[i])
+				pc.tx, pc.err = f.decodeTx(txs[i])
 				if pc.err != nil {
 					continue
 				}
@@ -442,6 +470,24 @@ func (f *FSM) precheck(txs [][]byte) []preChecked {
 	}
 	wg.Wait()
 	return out
+}
+
+// NoteDecoded offers the FSM a transaction this node has decoded itself
+// (a leader decodes every submitted tx to reject malformed ones early), so
+// that applying the block that holds it reuses the decoding instead of
+// decoding the same bytes again. DecodeTx depends on nothing but the bytes,
+// and the cached tx is only used for the identical envelope, so the outcome
+// is unchanged; the signature is still verified when the tx is applied. The
+// cache is bounded; a tx that is never applied is eventually dropped.
+func (f *FSM) NoteDecoded(tx *Tx) { f.decoded.put(tx) }
+
+// decodeTx is DecodeTx through the cache of NoteDecoded: a cached decoding
+// of raw is taken out and returned instead of decoding raw again.
+func (f *FSM) decodeTx(raw []byte) (*Tx, error) {
+	if tx := f.decoded.take(raw); tx != nil {
+		return tx, nil
+	}
+	return DecodeTx(raw)
 }
 
 // CheckTx checks a transaction against the current state (signature, member,
@@ -483,6 +529,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.members.reset()
+	f.nonces = nil
 	if err := f.st.Restore(rc); err != nil {
 		return fmt.Errorf("ledger: restore: %w", err)
 	}
@@ -493,11 +540,34 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if !ok {
 		return errors.New("ledger: restore: snapshot holds no chain")
 	}
+	// A snapshot may come from another node (the leader), and raft
+	// tolerates crashes, not lies: a node cosigns the blocks it holds, so
+	// it first re-derives the whole restored chain from genesis (every
+	// block's hashes, signatures and state, as "ledger verify" does). A
+	// chain that does not verify stops the FSM (fail-stop) instead of
+	// being signed.
+	start := time.Now()
+	if err := VerifyChainContext(context.Background(), f.st, f.g, VerifyOptions{Logger: f.log}); err != nil {
+		err = fmt.Errorf("%w: the restored snapshot's chain does not verify from genesis: %w", ErrFSMBroken, err)
+		f.mu.Lock()
+		f.broken = err
+		f.mu.Unlock()
+		f.log.Error("snapshot refused; FSM stopped", "err", err)
+		return err
+	}
 	f.mu.Lock()
 	f.broken = nil
 	f.mu.Unlock()
-	f.log.Info("state restored from snapshot", "height", f.Height(), "applied", f.AppliedIndex())
+	f.log.Info("state restored from snapshot and verified", "height", f.Height(), "applied", f.AppliedIndex(), "verify_seconds", time.Since(start).Seconds())
 	return nil
+}
+
+// Err returns the error that stopped the FSM (wrapping ErrFSMBroken), or
+// nil while it applies entries.
+func (f *FSM) Err() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.broken
 }
 
 type fsmSnapshot struct{ sn *pebblestore.Snapshot }

@@ -38,11 +38,16 @@ func (n *Node) submitLocal(ctx context.Context, txs [][]byte) ([]*ledgerv1.TxRes
 			results[i] = r
 			continue
 		}
-		if err := ledger.ValidateBasic(env); err != nil {
+		// The stateless checks of ValidateBasic; the decoding is handed to
+		// the FSM, which then need not decode the tx again when it applies
+		// it (it still verifies the signature itself).
+		tx, err := ledger.DecodeTx(env)
+		if err != nil {
 			n.metrics.txsRejected.Inc()
 			results[i] = rejected(h, err)
 			continue
 		}
+		n.fsm.NoteDecoded(tx)
 		p := &pendingTx{env: env, hash: h, done: make(chan *ledgerv1.TxResult, 1)}
 		n.mu.Lock()
 		first := len(n.waiting[h]) == 0

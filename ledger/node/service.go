@@ -55,12 +55,11 @@ func (s *service) Submit(ctx context.Context, req *ledgerv1.SubmitRequest) (*led
 		if c == nil {
 			continue // became leader meanwhile
 		}
-		fwd := &ledgerv1.SubmitRequest{Txs: req.Txs, Hops: req.Hops + 1}
-		resp, err := c.Submit(ctx, fwd)
+		results, err = s.n.forward(ctx, c, req.Txs, req.Hops+1)
 		if err != nil {
 			return nil, err
 		}
-		return resp, nil
+		return &ledgerv1.SubmitResponse{Results: results}, nil
 	}
 }
 
