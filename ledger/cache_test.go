@@ -110,15 +110,7 @@ func TestNonceCache(t *testing.T) {
 	}
 	wantCodes(ch.propose(reg(1, "n1")), "")
 
-	snap, err := ch.fsm.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	snap := snapshotBytes(t, ch.fsm)
 
 	// Within a block the pending nonce counts; across blocks the committed.
 	wantCodes(ch.propose(reg(2, "n2"), reg(2, "n2 again"), reg(3, "n3")), "", CodeBadNonce, "")
@@ -126,7 +118,7 @@ func TestNonceCache(t *testing.T) {
 	wantCodes(ch.propose(reg(5, "n5 again"), reg(6, "n6")), CodeBadNonce, "")
 
 	// Back to the state after nonce 1: nonce 2 is new again there.
-	if err := ch.fsm.Restore(nopCloser{bytes.NewReader(sink.Bytes())}); err != nil {
+	if err := restoreBytes(ch.fsm, snap); err != nil {
 		t.Fatal(err)
 	}
 	wantCodes(ch.propose(reg(2, "n2 after restore"), reg(2, "n2 twice")), "", CodeBadNonce)

@@ -534,24 +534,35 @@ type nopCloser struct{ *bytes.Reader }
 
 func (nopCloser) Close() error { return nil }
 
+// snapshotBytes persists an FSM snapshot of f (what raft would send a
+// follower) into memory.
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
+
+// restoreBytes restores f from snapshot bytes.
+func restoreBytes(f *FSM, snap []byte) error { return f.Restore(nopCloser{bytes.NewReader(snap)}) }
+
 func TestSnapshotRestore(t *testing.T) {
 	c := newCast()
 	g := c.genesis(t)
 	a := newChain(t, g, c.node.id)
 	_, model := fullRound(t, c, a)
-	snap, err := a.fsm.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	snap := snapshotBytes(t, a.fsm)
 
 	b := newChain(t, g, c.node.id)
 	b.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("diverged"), Name: "x", Licence: "l", Source: "s"}))
-	if err := b.fsm.Restore(nopCloser{bytes.NewReader(sink.Bytes())}); err != nil {
+	if err := restoreBytes(b.fsm, snap); err != nil {
 		t.Fatal(err)
 	}
 	ha, hashA := a.fsm.Head()
@@ -576,9 +587,9 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	// A corrupt snapshot is refused and leaves the state alone.
 	before := dump(t, b.db.State(), "")
-	bad := append([]byte(nil), sink.Bytes()...)
+	bad := append([]byte(nil), snap...)
 	bad[len(bad)/2] ^= 0xff
-	if err := b.fsm.Restore(nopCloser{bytes.NewReader(bad)}); err == nil {
+	if err := restoreBytes(b.fsm, bad); err == nil {
 		t.Fatal("corrupt snapshot restored")
 	}
 	if fmt.Sprint(dump(t, b.db.State(), "")) != fmt.Sprint(before) {

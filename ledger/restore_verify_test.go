@@ -43,17 +43,9 @@ func TestRestoreVerifiesTheChain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, a := tamperChain(t)
 			tc.tamper(t, a)
-			snap, err := a.fsm.Snapshot()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var sink memSink
-			if err := snap.Persist(&sink); err != nil {
-				t.Fatal(err)
-			}
-			snap.Release()
+			snap := snapshotBytes(t, a.fsm)
 			b := newChain(t, a.fsm.Genesis(), c.node.id)
-			err = b.fsm.Restore(nopCloser{bytes.NewReader(sink.Bytes())})
+			err := restoreBytes(b.fsm, snap)
 			if tc.want == "" {
 				if err != nil || b.fsm.Err() != nil {
 					t.Fatalf("honest snapshot: %v / %v", err, b.fsm.Err())

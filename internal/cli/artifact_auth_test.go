@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
-	"github.com/fedtune/fedtune/ledger"
 )
 
 // The coordinator's artifact store takes uploads only from active ledger
@@ -25,13 +23,9 @@ func TestCoordinatorUploadsMembersOnly(t *testing.T) {
 	var g strings.Builder
 	g.WriteString("chain_id: upload-auth\nmembers:\n")
 	for _, m := range []struct{ name, role string }{{"admin", "admin"}, {"coord", "coordinator"}, {"agg", "aggregator"}, {"t1", "trainer"}} {
-		keys[m.name] = filepath.Join(dir, m.name+".key")
-		ids[m.name] = strings.SplitN(mustRun(t, "keygen", "-o", keys[m.name]), "\n", 2)[0]
-		pub, err := ledger.LoadPublicKey(filepath.Join(dir, m.name+".pub"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&g, "  - name: %s\n    role: %s\n    public_key: %s\n", m.name, m.role, hex.EncodeToString(pub))
+		var pub string
+		keys[m.name], ids[m.name], pub = testKey(t, dir, m.name)
+		fmt.Fprintf(&g, "  - name: %s\n    role: %s\n    public_key: %s\n", m.name, m.role, pub)
 	}
 	g.WriteString("policy:\n  block_interval: 5ms\n")
 	genesis := filepath.Join(dir, "genesis.yaml")

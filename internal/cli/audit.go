@@ -94,16 +94,9 @@ func readExportFile(path string) (*audit.Export, error) {
 func anchorLineage(ctx context.Context, c *node.Client, l *ledger.Lineage, model string, quorum int, genesisPath string, warn io.Writer) (*audit.AnchorReport, error) {
 	opts := audit.AnchorOptions{Quorum: quorum, Model: model}
 	if genesisPath != "" {
-		g, err := ledger.LoadGenesis(genesisPath)
-		if err != nil {
+		var err error
+		if opts.ChainID, opts.Nodes, err = genesisNodes(genesisPath); err != nil {
 			return nil, err
-		}
-		if len(g.Nodes) == 0 {
-			return nil, fmt.Errorf("--genesis %s lists no nodes, so cosignatures cannot be pinned to the chain's nodes", genesisPath)
-		}
-		opts.ChainID = g.ChainID
-		for _, n := range g.Nodes {
-			opts.Nodes = append(opts.Nodes, ledger.KeyID(n.Key))
 		}
 	} else {
 		fmt.Fprintln(warn, "warning: --quorum without --genesis counts any node key's cosignature; a lying node can make up keys. Pass the chain's genesis file to pin them.")
@@ -114,6 +107,23 @@ func anchorLineage(ctx context.Context, c *node.Client, l *ledger.Lineage, model
 		opts.ChainID = st.ChainId
 	}
 	return audit.Anchor(ctx, c, l, opts)
+}
+
+// genesisNodes reads the chain ID and the IDs of the nodes a genesis file
+// lists: the only keys whose checkpoint cosignatures count toward a quorum.
+// A genesis without nodes pins nothing and is an error.
+func genesisNodes(path string) (chainID string, ids []string, err error) {
+	g, err := ledger.LoadGenesis(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(g.Nodes) == 0 {
+		return "", nil, fmt.Errorf("--genesis %s lists no nodes, so cosignatures cannot be pinned to the chain's nodes", path)
+	}
+	for _, n := range g.Nodes {
+		ids = append(ids, ledger.KeyID(n.Key))
+	}
+	return g.ChainID, ids, nil
 }
 
 // quorumFlags adds --quorum and --genesis to an audit command that reads a

@@ -57,14 +57,9 @@ func startContainsNet(t *testing.T) *containsNet {
 	g.WriteString("chain_id: contains-cli\nmembers:\n")
 	for _, m := range []struct{ name, role string }{{"admin", "admin"}, {"coord", "coordinator"}, {"agg", "aggregator"}, {"auditor", "auditor"},
 		{"t1", "trainer"}, {"t2", "trainer"}, {"liar", "trainer"}, {"offline", "trainer"}} {
-		n.keys[m.name] = filepath.Join(n.dir, m.name+".key")
-		out := mustRun(t, "keygen", "-o", n.keys[m.name])
-		n.ids[m.name] = strings.SplitN(out, "\n", 2)[0]
-		pub, err := ledger.LoadPublicKey(filepath.Join(n.dir, m.name+".pub"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&g, "  - name: %s\n    role: %s\n    public_key: %s\n", m.name, m.role, hex.EncodeToString(pub))
+		var pub string
+		n.keys[m.name], n.ids[m.name], pub = testKey(t, n.dir, m.name)
+		fmt.Fprintf(&g, "  - name: %s\n    role: %s\n    public_key: %s\n", m.name, m.role, pub)
 	}
 	g.WriteString("policy:\n  block_interval: 5ms\n")
 	genesis := filepath.Join(n.dir, "genesis.yaml")

@@ -30,15 +30,9 @@ type quorumCluster struct {
 func startQuorumCluster(t *testing.T, members map[string]string) *quorumCluster {
 	t.Helper()
 	q := &quorumCluster{dir: t.TempDir(), keys: map[string]string{}, ids: map[string]string{}}
-	keygen := func(name string) string {
-		q.keys[name] = filepath.Join(q.dir, name+".key")
-		out := mustRun(t, "keygen", "-o", q.keys[name])
-		q.ids[name] = strings.SplitN(out, "\n", 2)[0]
-		pub, err := ledger.LoadPublicKey(filepath.Join(q.dir, name+".pub"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return hex.EncodeToString(pub)
+	keygen := func(name string) (pub string) {
+		q.keys[name], q.ids[name], pub = testKey(t, q.dir, name)
+		return pub
 	}
 	var g strings.Builder
 	g.WriteString("chain_id: quorum-cli\nmembers:\n")
@@ -207,6 +201,9 @@ func TestAuditLineageQuorum(t *testing.T) {
 	out, err = run(t, "audit", "lineage", model, "--addr", addr, "--quorum", "2", "--genesis", nonodes)
 	if err == nil || out != "" || !strings.Contains(err.Error(), "lists no nodes") {
 		t.Fatalf("--genesis without nodes: %v\n%s", err, out)
+	}
+	if _, err := run(t, "ledger", "blocks", "--addr", addr, "--quorum", "1", "--genesis", nonodes); err == nil || !strings.Contains(err.Error(), "lists no nodes") {
+		t.Fatalf("ledger blocks --genesis without nodes: %v", err)
 	}
 	// ledger blocks pins the cosigners the same way.
 	if out := mustRun(t, "ledger", "blocks", "--addr", addr, "--from", "1", "--quorum", "2", "--genesis", q.genesis); !strings.Contains(out, "cosigs=") {

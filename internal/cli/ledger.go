@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
-	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -159,13 +158,14 @@ func newLedgerBlocksCmd() *cobra.Command {
 			var pinned map[string]bool // node ID → may cosign (nil: any)
 			var chainID string
 			if genesisPath != "" {
-				g, err := ledger.LoadGenesis(genesisPath)
-				if err != nil {
+				var ids []string
+				var err error
+				if chainID, ids, err = genesisNodes(genesisPath); err != nil {
 					return err
 				}
-				chainID, pinned = g.ChainID, map[string]bool{}
-				for _, n := range g.Nodes {
-					pinned[ledger.KeyID(n.Key)] = true
+				pinned = map[string]bool{}
+				for _, id := range ids {
+					pinned[id] = true
 				}
 			}
 			return withClient(ctx, addr, func(c *node.Client) error {

@@ -15,23 +15,20 @@ import (
 // (bad lengths, foreign or freed buffers, ids outside the vocabulary).
 var ErrDevice = errors.New("engine: bad device operation")
 
-// hostBuf is a Host float32 buffer.
-type hostBuf struct {
+// hostSlice is a Host buffer: hostBuf (float32, a Buffer) or hostInt
+// (int32, an IntBuffer).
+type hostSlice[T float32 | int32] struct {
 	owner *host
-	data  []float32
+	data  []T
 	freed bool
 }
 
-func (b *hostBuf) Len() int { return len(b.data) }
+func (b *hostSlice[T]) Len() int { return len(b.data) }
 
-// hostInt is a Host int32 buffer.
-type hostInt struct {
-	owner *host
-	data  []int32
-	freed bool
-}
-
-func (b *hostInt) Len() int { return len(b.data) }
+type (
+	hostBuf = hostSlice[float32]
+	hostInt = hostSlice[int32]
+)
 
 // host is the plain-Go reference Device.
 type host struct {
@@ -84,29 +81,17 @@ func (h *host) ok(op string) bool {
 }
 
 // buf resolves a Buffer argument; nil, foreign and freed buffers are errors.
-func (h *host) buf(op, arg string, b Buffer) []float32 {
-	if h.err != nil {
-		return nil
-	}
-	hb, isHost := b.(*hostBuf)
-	switch {
-	case b == nil || (isHost && hb == nil):
-		h.fail(op, "%s is nil", arg)
-	case !isHost || hb.owner != h:
-		h.fail(op, "%s was not allocated by this host device", arg)
-	case hb.freed:
-		h.fail(op, "%s was freed", arg)
-	default:
-		return hb.data
-	}
-	return nil
-}
+func (h *host) buf(op, arg string, b Buffer) []float32 { return hostData[float32](h, op, arg, b) }
 
-func (h *host) ibuf(op, arg string, b IntBuffer) []int32 {
+// ibuf resolves an IntBuffer argument as buf does.
+func (h *host) ibuf(op, arg string, b IntBuffer) []int32 { return hostData[int32](h, op, arg, b) }
+
+// hostData returns the data of b, which must be a live *hostSlice[T] of h.
+func hostData[T float32 | int32](h *host, op, arg string, b any) []T {
 	if h.err != nil {
 		return nil
 	}
-	hb, isHost := b.(*hostInt)
+	hb, isHost := b.(*hostSlice[T])
 	switch {
 	case b == nil || (isHost && hb == nil):
 		h.fail(op, "%s is nil", arg)
@@ -177,56 +162,45 @@ func (h *host) parallel(n, cost int, task rangeTask) {
 	parallelFor(&h.job, n, min(4*h.procs, n*cost>>14), task)
 }
 
-func (h *host) Alloc(n int) Buffer {
-	b := &hostBuf{owner: h}
-	if !h.ok("Alloc") {
-		return b
-	}
-	if n < 0 {
-		h.fail("Alloc", "negative length %d", n)
-		return b
-	}
-	b.data = make([]float32, n)
-	h.bufs[b] = struct{}{}
-	return b
-}
+func (h *host) Alloc(n int) Buffer { return hostAlloc(h, "Alloc", n, h.bufs) }
 
-func (h *host) AllocInt(n int) IntBuffer {
-	b := &hostInt{owner: h}
-	if !h.ok("AllocInt") {
-		return b
-	}
-	if n < 0 {
-		h.fail("AllocInt", "negative length %d", n)
-		return b
-	}
-	b.data = make([]int32, n)
-	h.ints[b] = struct{}{}
-	return b
-}
+func (h *host) AllocInt(n int) IntBuffer { return hostAlloc(h, "AllocInt", n, h.ints) }
 
 func (h *host) Free(b Buffer) {
-	if b == nil {
-		return
+	if b != nil {
+		hostFree(h, "Free", b, h.bufs)
 	}
-	if hb, ok := b.(*hostBuf); ok && hb != nil && hb.owner == h {
-		hb.freed, hb.data = true, nil
-		delete(h.bufs, hb)
-		return
-	}
-	h.fail("Free", "buffer was not allocated by this host device")
 }
 
 func (h *host) FreeInt(b IntBuffer) {
-	if b == nil {
-		return
+	if b != nil {
+		hostFree(h, "FreeInt", b, h.ints)
 	}
-	if hb, ok := b.(*hostInt); ok && hb != nil && hb.owner == h {
+}
+
+// hostAlloc allocates a zeroed buffer of n elements, recorded in live.
+func hostAlloc[T float32 | int32](h *host, op string, n int, live map[*hostSlice[T]]struct{}) *hostSlice[T] {
+	b := &hostSlice[T]{owner: h}
+	if !h.ok(op) {
+		return b
+	}
+	if n < 0 {
+		h.fail(op, "negative length %d", n)
+		return b
+	}
+	b.data = make([]T, n)
+	live[b] = struct{}{}
+	return b
+}
+
+// hostFree frees b, which must be a *hostSlice[T] of h.
+func hostFree[T float32 | int32](h *host, op string, b any, live map[*hostSlice[T]]struct{}) {
+	if hb, ok := b.(*hostSlice[T]); ok && hb != nil && hb.owner == h {
 		hb.freed, hb.data = true, nil
-		delete(h.ints, hb)
+		delete(live, hb)
 		return
 	}
-	h.fail("FreeInt", "buffer was not allocated by this host device")
+	h.fail(op, "buffer was not allocated by this host device")
 }
 
 func (h *host) Write(dst Buffer, off int, src []float32) {
@@ -632,7 +606,7 @@ func (h *host) SplitHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
 	}
 	HH := heads * repeat
 	t := &h.tasks.splitHeads
-	*t = splitHeadsTask{d: d, s: s, T: T, heads: heads, hd: hd, repeat: repeat, HH: HH}
+	*t = splitHeadsTask{headsArgs{d: d, s: s, T: T, heads: heads, hd: hd, repeat: repeat, HH: HH}}
 	h.parallel(B*HH, T*hd, t)
 	*t = splitHeadsTask{}
 }
@@ -648,7 +622,7 @@ func (h *host) MergeHeads(dst, src Buffer, B, T, heads, hd, repeat int) {
 	}
 	HH := heads * repeat
 	t := &h.tasks.mergeHeads
-	*t = mergeHeadsTask{d: d, s: s, T: T, heads: heads, hd: hd, repeat: repeat, HH: HH}
+	*t = mergeHeadsTask{headsArgs{d: d, s: s, T: T, heads: heads, hd: hd, repeat: repeat, HH: HH}}
 	h.parallel(B*T, heads*repeat*hd, t)
 	*t = mergeHeadsTask{}
 }

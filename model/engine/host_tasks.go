@@ -131,8 +131,8 @@ func (t *ropeTask) run(lo, hi int) {
 	}
 }
 
-// splitHeadsTask is SplitHeads over output heads (b, h) [lo, hi).
-type splitHeadsTask struct {
+// headsArgs are the arguments of SplitHeads and MergeHeads.
+type headsArgs struct {
 	d      []float32
 	s      []float32
 	T      int
@@ -141,6 +141,9 @@ type splitHeadsTask struct {
 	repeat int
 	HH     int
 }
+
+// splitHeadsTask is SplitHeads over output heads (b, h) [lo, hi).
+type splitHeadsTask struct{ headsArgs }
 
 func (t *splitHeadsTask) run(lo, hi int) {
 	d, s, T, heads, hd, repeat, HH := t.d, t.s, t.T, t.heads, t.hd, t.repeat, t.HH
@@ -153,15 +156,7 @@ func (t *splitHeadsTask) run(lo, hi int) {
 }
 
 // mergeHeadsTask is MergeHeads over rows (b, t) [lo, hi).
-type mergeHeadsTask struct {
-	d      []float32
-	s      []float32
-	T      int
-	heads  int
-	hd     int
-	repeat int
-	HH     int
-}
+type mergeHeadsTask struct{ headsArgs }
 
 func (t *mergeHeadsTask) run(lo, hi int) {
 	d, s, T, heads, hd, repeat, HH := t.d, t.s, t.T, t.heads, t.hd, t.repeat, t.HH
