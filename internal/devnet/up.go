@@ -108,15 +108,7 @@ func (n *Net) Start(ctx context.Context) (*Network, error) {
 			nw.Stop()
 		}
 	}()
-	fmt.Fprintf(n.Opts.Out, "ledger: 3 nodes (raft + pebble) on %v\n", n.LedgerGRPC)
-	for i := 1; i <= 3; i++ {
-		p, err := n.startLedger(ctx, i)
-		if err != nil {
-			return nil, err
-		}
-		nw.Ledgers = append(nw.Ledgers, p)
-	}
-	if err := n.waitLeader(ctx); err != nil {
+	if err := n.startLedgers(ctx, nw); err != nil {
 		return nil, err
 	}
 	if n.Aggregator != "" {
@@ -148,6 +140,29 @@ func (n *Net) Start(ctx context.Context) (*Network, error) {
 	fmt.Fprintf(n.Opts.Out, "trainers: %d joined, each with its own shard\n", n.Opts.Trainers)
 	ok = true
 	return nw, nil
+}
+
+// StartLedgers starts only the three ledger nodes and waits for a leader:
+// the network a test of the ledger alone needs. Stop stops them.
+func (n *Net) StartLedgers(ctx context.Context) (*Network, error) {
+	nw := &Network{Net: n}
+	if err := n.startLedgers(ctx, nw); err != nil {
+		nw.Stop()
+		return nil, err
+	}
+	return nw, nil
+}
+
+func (n *Net) startLedgers(ctx context.Context, nw *Network) error {
+	fmt.Fprintf(n.Opts.Out, "ledger: 3 nodes (raft + pebble) on %v\n", n.LedgerGRPC)
+	for i := 1; i <= 3; i++ {
+		p, err := n.startLedger(ctx, i)
+		if err != nil {
+			return err
+		}
+		nw.Ledgers = append(nw.Ledgers, p)
+	}
+	return n.waitLeader(ctx)
 }
 
 // Stop stops every part, trainers first.

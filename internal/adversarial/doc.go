@@ -1,0 +1,12 @@
+// Package adversarial is fedtune's adversarial suite: tests that start real
+// parts (ledger nodes, a coordinator, trainers) on loopback and try, as each
+// party could, to break the record: strangers on the network, trainers,
+// aggregators, coordinators and ledger node operators. Every attack must fail
+// with a reason that names what was wrong, and leave the chain and the stores
+// as they were.
+//
+// The package has no exported API; its tests are the point. One file per kind
+// of attack (transport_test.go, rounds_test.go, artifacts_test.go, …); the
+// harness in harness_test.go starts networks and snapshots their state so a
+// test can check that an attack changed nothing.
+package adversarial
