@@ -23,7 +23,7 @@ func newTestService(t *testing.T, dir string) (*Service, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc, err := node.Dial(context.Background(), "127.0.0.1:1")
+	lc, err := node.Dial(context.Background(), "127.0.0.1:1", ck, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
-	if s.ledger, err = node.Dial(ctx, cfg.Ledger); err != nil {
+	if s.ledger, err = node.Dial(ctx, cfg.Ledger, ck, nil); err != nil {
 		return nil, err
 	}
 	var agg Aggregator

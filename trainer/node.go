@@ -132,7 +132,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	n.store = st
-	lc, err := node.Dial(ctx, n.cfg.Ledger)
+	lc, err := node.Dial(ctx, n.cfg.Ledger, n.key, nil)
 	if err != nil {
 		return err
 	}

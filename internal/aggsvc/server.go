@@ -61,7 +61,7 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
-	if s.ledger, err = node.Dial(ctx, cfg.Ledger); err != nil {
+	if s.ledger, err = node.Dial(ctx, cfg.Ledger, key, nil); err != nil {
 		return nil, err
 	}
 	dial := tlsid.InsecureDialOption()

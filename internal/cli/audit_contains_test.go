@@ -109,7 +109,7 @@ func startContainsNet(t *testing.T) *containsNet {
 		n.datasets[r.name] = sm.Digest
 		mustRun(t, "dataset", "register", m, "--key", n.keys[r.name], "--addr", n.ledger)
 	}
-	lc, err := node.Dial(ctx, n.ledger)
+	lc, err := node.Dial(ctx, n.ledger, testTLSKey(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,7 +647,7 @@ func TestNoRaceAuditContainsWhileTraining(t *testing.T) {
 		len(st.Rounds[0].Updates) != 1 || st.Rounds[0].Updates[0].Trainer != n.ID("trainer-1") {
 		t.Fatalf("job %s (%s), rounds %v: want round 1 committed with trainer-1's update", st.State, st.Detail, st.Rounds)
 	}
-	lc, err := node.Dial(ctx, n.LedgerGRPC[0])
+	lc, err := n.Ledger(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

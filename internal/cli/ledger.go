@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -39,9 +40,16 @@ func addrFlag(cmd *cobra.Command, addr *string) {
 	cmd.Flags().StringVar(addr, "addr", defaultLedgerAddr, "gRPC address of a ledger node")
 }
 
-// withClient dials addr and runs fn with a client, closing it after.
+// withClient dials addr over TLS and runs fn with a client, closing it
+// after. The TLS identity is a fresh key made for this connection: ledger
+// nodes serve the client RPCs to any key (what a tx may do is decided by
+// the key that signs it), and the client checks what it reads.
 func withClient(ctx context.Context, addr string, fn func(*node.Client) error) error {
-	c, err := node.Dial(ctx, addr)
+	key, err := ledger.GenerateKey()
+	if err != nil {
+		return err
+	}
+	c, err := node.Dial(ctx, addr, key, nil)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"encoding/hex"
 	"path/filepath"
 	"strings"
@@ -20,4 +21,14 @@ func testKey(t *testing.T, dir, name string) (keyFile, id, pubHex string) {
 		t.Fatal(err)
 	}
 	return keyFile, id, hex.EncodeToString(pub)
+}
+
+// testTLSKey returns a fresh key for a test's TLS connections.
+func testTLSKey(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	k, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -338,9 +338,10 @@ func (n *Net) StartTrainer(ctx context.Context, i int) (*Part, error) {
 	})
 }
 
-// Ledger dials ledger node i (0-based).
+// Ledger dials ledger node i (0-based) over TLS as the admin key,
+// accepting only the devnet's node keys.
 func (n *Net) Ledger(ctx context.Context, i int) (*node.Client, error) {
-	return node.Dial(ctx, n.LedgerGRPC[i])
+	return node.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
 }
 
 func (n *Net) waitLeader(ctx context.Context) error {

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -11,10 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -28,13 +29,28 @@ type Client struct {
 	api ledgerv1.LedgerClient
 }
 
-// Dial returns a client for the node at addr (host:port). Plain-text gRPC;
-// extra options (a context dialer, say) are appended.
-func Dial(ctx context.Context, addr string, opts ...grpc.DialOption) (*Client, error) {
+// Dial returns a client for the node at addr (host:port) over TLS 1.3
+// (internal/tlsid): the client presents key's certificate, and the server
+// must prove a key that allow accepts; nil accepts any key (the connection
+// is encrypted, and what the client reads is still checked: hashes,
+// inclusion proofs, cosignatures). Use tlsid.AllowIDs with the ledger's
+// node IDs to pin the server. Ledger nodes serve TLS only. Extra options
+// (a context dialer, say) are appended.
+func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, allow tlsid.Verifier, opts ...grpc.DialOption) (*Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), callSizes}, opts...)
+	if key == nil {
+		return nil, fmt.Errorf("dial ledger node %s: no key for TLS (ledger nodes serve TLS only)", addr)
+	}
+	if allow == nil {
+		allow = tlsid.AllowAny()
+	}
+	creds, err := tlsid.DialOption(key, allow)
+	if err != nil {
+		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
+	}
+	dopts := append([]grpc.DialOption{creds, callSizes}, opts...)
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)

@@ -17,9 +17,9 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
@@ -80,6 +80,11 @@ type Node struct {
 	key     ed25519.PrivateKey
 	id      string
 	genesis *ledger.Genesis
+	// genesisNodes are the IDs of the genesis file's nodes (see isNode).
+	genesisNodes map[string]bool
+	// selfSeq is the seq of this node's signed directory entry: its start
+	// time in Unix nanoseconds, so that a restarted node's entry wins.
+	selfSeq uint64
 
 	db        *pebblestore.DB
 	fsm       *ledger.FSM
@@ -100,7 +105,7 @@ type Node struct {
 	mu          sync.Mutex
 	newBlock    chan struct{} // closed and replaced after each applied block
 	checkpoints map[uint64]Checkpoint
-	conns       map[string]*grpc.ClientConn
+	conns       map[string]*grpc.ClientConn      // by connKey(addr, id)
 	apis        map[string]ledgerv1.LedgerClient // one client per conn, so that equal means same peer
 	waiting     map[[32]byte][]*pendingTx        // txs queued or in flight, by hash
 
@@ -196,7 +201,17 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	if n.genesis, err = ledger.LoadGenesis(gpath); err != nil {
 		return nil, err
 	}
-	if n.peers, err = loadPeerDir(filepath.Join(cfg.DataDir, "peers.json"), cfg.Peers); err != nil {
+	n.genesisNodes = make(map[string]bool, len(n.genesis.Nodes))
+	for _, g := range n.genesis.Nodes {
+		n.genesisNodes[ledger.KeyID(g.Key)] = true
+	}
+	if len(n.genesis.Nodes) == 0 {
+		n.log.Warn("the genesis file lists no nodes: raft and the node-to-node RPCs accept any key as a ledger node", "chain", n.genesis.ChainID)
+	} else if !n.isNode(n.id) {
+		n.log.Warn("this node's key is not a ledger node of the chain: other nodes will refuse its raft and node-to-node connections", "id", n.id, "chain", n.genesis.ChainID)
+	}
+	n.selfSeq = uint64(time.Now().UnixNano())
+	if n.peers, err = loadPeerDir(filepath.Join(cfg.DataDir, "peers.json"), n.genesis.ChainID, n.isNode, cfg.Peers); err != nil {
 		return nil, err
 	}
 	if n.db, err = pebblestore.Open(filepath.Join(cfg.DataDir, "pebble"), pebblestore.Options{Logger: n.log.With("component", "pebble"), FS: opts.FS, CacheSize: blockCacheSize}); err != nil {
@@ -224,7 +239,12 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 			return nil, fmt.Errorf("raft listener: %w", err)
 		}
 	}
-	n.transport = raft.NewNetworkTransportWithLogger(streamLayer{rl}, 3, 10*time.Second, hclogFor(n.log, "raft-net"))
+	stream, err := n.newTLSStreamLayer(rl)
+	if err != nil {
+		rl.Close()
+		return nil, err
+	}
+	n.transport = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hclogFor(n.log, "raft-net"))
 	closers = append(closers, n.transport.Close)
 	if n.grpcLn = opts.GRPCListener; n.grpcLn == nil {
 		if n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddress); err != nil {
@@ -238,7 +258,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		}
 		closers = append(closers, n.metricsLn.Close)
 	}
-	if err := n.peers.put(n.self()); err != nil {
+	if err := n.peers.putSelf(n.selfEntry()); err != nil {
 		return nil, err
 	}
 
@@ -272,9 +292,14 @@ func (n *Node) MetricsAddr() string {
 // FSM returns the node's ledger state machine (read-only use).
 func (n *Node) FSM() *ledger.FSM { return n.fsm }
 
-// self is this node's directory entry.
+// self is this node's addresses.
 func (n *Node) self() PeerConfig {
 	return PeerConfig{ID: n.id, RaftAddress: n.RaftAddr(), GRPCAddress: n.GRPCAddr()}
+}
+
+// selfEntry is this node's signed directory entry.
+func (n *Node) selfEntry() peerEntry {
+	return signPeer(n.key, n.genesis.ChainID, n.self(), n.selfSeq)
 }
 
 // watchStorage stops the node when pebble has hit an error it cannot
@@ -313,7 +338,14 @@ func (n *Node) Run(ctx context.Context) error {
 		"raft", n.RaftAddr(), "grpc", n.GRPCAddr(), "metrics", n.MetricsAddr(), "height", n.fsm.Height())
 
 	var wg sync.WaitGroup
-	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize))
+	// Any key may call the client RPCs (the FSM refuses strangers' txs);
+	// the node-to-node RPCs check the caller themselves (requireNode).
+	creds, err := tlsid.ServerOption(n.key, tlsid.AllowAny())
+	if err != nil {
+		n.closeAll()
+		return err
+	}
+	n.grpcSrv = grpc.NewServer(creds, grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize))
 	ledgerv1.RegisterLedgerServer(n.grpcSrv, &service{n: n})
 	errc := make(chan error, 3)
 	wg.Add(1)
@@ -456,14 +488,12 @@ func (n *Node) joinVia(addr string) {
 	go func() { <-n.done; cancel() }()
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		cc, err := n.conn(addr)
+		cc, err := n.conn(addr, "")
 		if err == nil {
 			c := ledgerv1.NewLedgerClient(cc)
 			self := n.self()
-			if resp, perr := c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(self, "")}); perr == nil {
-				for _, p := range resp.Peers {
-					_ = n.peers.put(peerFromProto(p))
-				}
+			if resp, perr := c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.selfEntry(), "")}); perr == nil {
+				n.mergePeers(resp.Peers, addr)
 			}
 			_, err = c.Join(ctx, &ledgerv1.JoinRequest{NodeId: n.id, RaftAddress: self.RaftAddress, GrpcAddress: self.GRPCAddress, Voter: n.cfg.JoinAsVoter})
 			if err == nil {
@@ -480,14 +510,28 @@ func (n *Node) joinVia(addr string) {
 	}
 }
 
-// conn returns a cached gRPC client connection to addr.
-func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
+// connKey names a cached connection: the address and the node ID the
+// server must prove ("" for any ledger node).
+func connKey(addr, id string) string { return id + "@" + addr }
+
+// conn returns a cached gRPC client connection over TLS to addr, where the
+// server must prove node id's key, or any ledger node's when id is "".
+func (n *Node) conn(addr, id string) (*grpc.ClientConn, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if c, ok := n.conns[addr]; ok {
+	k := connKey(addr, id)
+	if c, ok := n.conns[k]; ok {
 		return c, nil
 	}
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), callSizes}
+	verify := n.nodeVerifier()
+	if id != "" {
+		verify = n.peerVerifier(id)
+	}
+	creds, err := tlsid.DialOption(n.key, verify)
+	if err != nil {
+		return nil, err
+	}
+	dopts := []grpc.DialOption{creds, callSizes}
 	if n.opts.Dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(n.opts.Dialer))
 	}
@@ -495,8 +539,22 @@ func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	n.conns[addr] = c
+	n.conns[k] = c
 	return c, nil
+}
+
+// mergePeers stores the directory entries a node sent (from, for the log)
+// that verify; the others are logged and dropped.
+func (n *Node) mergePeers(ps []*ledgerv1.Peer, from string) {
+	for _, p := range ps {
+		e := peerFromProto(p)
+		if e.ID == n.id {
+			continue
+		}
+		if err := n.peers.putSigned(e); err != nil {
+			n.log.Warn("dropped a peer directory entry", "from", from, "err", err)
+		}
+	}
 }
 
 // peerClient returns a Ledger client for node id, refreshing the peer
@@ -509,16 +567,17 @@ func (n *Node) peerClient(ctx context.Context, id string) (ledgerv1.LedgerClient
 			return nil, fmt.Errorf("no gRPC address known for node %s", short(id))
 		}
 	}
-	cc, err := n.conn(p.GRPCAddress)
+	cc, err := n.conn(p.GRPCAddress, id)
 	if err != nil {
 		return nil, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	c, ok := n.apis[p.GRPCAddress]
+	k := connKey(p.GRPCAddress, id)
+	c, ok := n.apis[k]
 	if !ok {
 		c = ledgerv1.NewLedgerClient(cc)
-		n.apis[p.GRPCAddress] = c
+		n.apis[k] = c
 	}
 	return c, nil
 }
@@ -529,12 +588,12 @@ func (n *Node) refreshPeers(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
-	self := peerToProto(n.self(), "")
+	self := peerToProto(n.selfEntry(), "")
 	for _, p := range n.peers.list() {
 		if p.ID == n.id {
 			continue
 		}
-		cc, err := n.conn(p.GRPCAddress)
+		cc, err := n.conn(p.GRPCAddress, p.ID)
 		if err != nil {
 			continue
 		}
@@ -545,11 +604,7 @@ func (n *Node) refreshPeers(ctx context.Context) {
 			if err != nil {
 				return
 			}
-			for _, q := range resp.Peers {
-				if q.NodeId != n.id {
-					_ = n.peers.put(peerFromProto(q))
-				}
-			}
+			n.mergePeers(resp.Peers, short(p.ID))
 		}()
 	}
 	wg.Wait()

@@ -4,11 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 )
 
 // hclogFor returns an hclog.Logger for hashicorp/raft that forwards every
@@ -39,16 +36,3 @@ func hclogFor(log *slog.Logger, name string) hclog.Logger {
 		},
 	})
 }
-
-// streamLayer is a raft.StreamLayer over an injected TCP listener.
-type streamLayer struct {
-	net.Listener
-}
-
-// Dial opens a TCP connection to a raft peer.
-func (s streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", string(addr))
-}
-
-var _ raft.StreamLayer = streamLayer{}

@@ -34,6 +34,11 @@ var _ ledgerv1.LedgerServer = (*service)(nil)
 // Submit commits txs through the leader, forwarding when this node is not
 // the leader.
 func (s *service) Submit(ctx context.Context, req *ledgerv1.SubmitRequest) (*ledgerv1.SubmitResponse, error) {
+	if req.Hops > 0 {
+		if _, err := s.n.requireNode(ctx, "a forwarded Submit (hops > 0)"); err != nil {
+			return nil, err
+		}
+	}
 	if len(req.Txs) == 0 {
 		return &ledgerv1.SubmitResponse{}, nil
 	}
@@ -234,6 +239,9 @@ func (n *Node) fetchCheckpoint(ctx context.Context, id string, h uint64, hash [3
 // GetCheckpoint returns this node's checkpoint for a height, waiting (up to
 // the call's deadline, at most 5s) for the height to be applied.
 func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpointRequest) (*ledgerv1.Checkpoint, error) {
+	if _, err := s.n.requireNode(ctx, "GetCheckpoint"); err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.n.waitHeight(wctx, req.Height); err != nil {
@@ -376,13 +384,16 @@ func (n *Node) status() (*ledgerv1.StatusResponse, error) {
 		if srv.Suffrage != raft.Voter {
 			suf = "nonvoter"
 		}
-		resp.Peers = append(resp.Peers, peerToProto(p, suf))
+		resp.Peers = append(resp.Peers, peerToProto(peerEntry{PeerConfig: p}, suf))
 	}
 	return resp, nil
 }
 
 // Join adds a node as a non-voter and, if asked, promotes it once caught up.
 func (s *service) Join(ctx context.Context, req *ledgerv1.JoinRequest) (*ledgerv1.JoinResponse, error) {
+	if err := s.n.authMembership(ctx, "Join", req.Hops); err != nil {
+		return nil, err
+	}
 	if !isNodeID(req.NodeId) || req.RaftAddress == "" || req.GrpcAddress == "" {
 		return nil, status.Error(codes.InvalidArgument, "join needs node_id (64 hex), raft_address and grpc_address")
 	}
@@ -406,7 +417,9 @@ func (s *service) Join(ctx context.Context, req *ledgerv1.JoinRequest) (*ledgerv
 // join runs on the leader: AddNonvoter, then (for voters) wait for the node
 // to catch up and AddVoter.
 func (n *Node) join(ctx context.Context, p PeerConfig, voter bool) (uint64, error) {
-	if err := n.peers.put(p); err != nil {
+	// Only a hint: it never replaces an entry the node signed, and dialling
+	// by node ID checks that the address answers with that node's key.
+	if err := n.peers.putHint(p); err != nil {
 		return 0, err
 	}
 	// Tell the new node where this (leader) node's gRPC service is; it
@@ -466,7 +479,7 @@ func (n *Node) announceTo(id string) {
 	for ctx.Err() == nil {
 		var c ledgerv1.LedgerClient
 		if c, err = n.peerClient(ctx, id); err == nil {
-			if _, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.self(), "")}); err == nil {
+			if _, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.selfEntry(), "")}); err == nil {
 				return
 			}
 		}
@@ -512,6 +525,9 @@ func (n *Node) waitCaughtUp(ctx context.Context, id string, target uint64) error
 
 // Remove takes a node out of the raft configuration.
 func (s *service) Remove(ctx context.Context, req *ledgerv1.RemoveRequest) (*ledgerv1.RemoveResponse, error) {
+	if err := s.n.authMembership(ctx, "Remove", req.Hops); err != nil {
+		return nil, err
+	}
 	if !isNodeID(req.NodeId) {
 		return nil, status.Errorf(codes.InvalidArgument, "remove: node_id %q is not 64 hex characters", req.NodeId)
 	}
@@ -578,19 +594,25 @@ func leadershipMoved(err error) bool {
 		errors.Is(err, raft.ErrLeadershipTransferInProgress)
 }
 
-// Peers merges the caller's entry and returns the directory.
+// Peers merges the caller's entry and returns the signed entries of the
+// directory. Only ledger nodes may call it, and the entry must be signed by
+// the node it describes.
 func (s *service) Peers(ctx context.Context, req *ledgerv1.PeersRequest) (*ledgerv1.PeersResponse, error) {
+	caller, err := s.n.requireNode(ctx, "Peers")
+	if err != nil {
+		return nil, err
+	}
 	if p := peerFromProto(req.Self); p.ID != "" {
-		if !isNodeID(p.ID) {
-			return nil, status.Errorf(codes.InvalidArgument, "peers: node_id %q is not 64 hex characters", p.ID)
-		}
-		if err := s.n.peers.put(p); err != nil {
-			return nil, toStatus(err)
+		if err := s.n.peers.putSigned(p); err != nil {
+			s.n.log.Warn("refused a peer directory entry", "caller", short(caller), "err", err)
+			return nil, status.Errorf(codes.InvalidArgument, "peers: %v", err)
 		}
 	}
 	resp := &ledgerv1.PeersResponse{}
 	for _, p := range s.n.peers.list() {
-		resp.Peers = append(resp.Peers, peerToProto(p, ""))
+		if p.signed() {
+			resp.Peers = append(resp.Peers, peerToProto(p, ""))
+		}
 	}
 	return resp, nil
 }

@@ -874,7 +874,15 @@ type Peer struct {
 	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	// "voter", "nonvoter" or "" when not in the raft configuration.
-	Suffrage      string `protobuf:"bytes,4,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	Suffrage string `protobuf:"bytes,4,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	// A directory entry is signed by the node it describes: seq orders a
+	// node's entries (the newest wins), public_key is the node's ed25519 key
+	// (node_id is its ID) and signature covers the canonical encoding of
+	// (chain ID, node_id, raft_address, grpc_address, seq); see
+	// ledger/node/peers.go. Suffrage is not signed (it is a reader's view).
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	PublicKey     []byte `protobuf:"bytes,6,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Signature     []byte `protobuf:"bytes,7,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -935,6 +943,27 @@ func (x *Peer) GetSuffrage() string {
 		return x.Suffrage
 	}
 	return ""
+}
+
+func (x *Peer) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Peer) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *Peer) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type StatusResponse struct {
@@ -1482,12 +1511,16 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\rQueryResponse\x12\x12\n" +
 	"\x04json\x18\x01 \x01(\fR\x04json\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\x04R\x06height\"\x0f\n" +
-	"\rStatusRequest\"\x81\x01\n" +
+	"\rStatusRequest\"\xd0\x01\n" +
 	"\x04Peer\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12\x1a\n" +
-	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"\xb8\x03\n" +
+	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x06 \x01(\fR\tpublicKey\x12\x1c\n" +
+	"\tsignature\x18\a \x01(\fR\tsignature\"\xb8\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bchain_id\x18\x02 \x01(\tR\achainId\x12\x14\n" +

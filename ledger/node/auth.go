@@ -1,0 +1,180 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedtune/fedtune/internal/tlsid"
+)
+
+// handshakeTimeout bounds a raft TLS handshake, so that a connection that
+// never completes one does not hold its goroutine.
+const handshakeTimeout = 10 * time.Second
+
+// isNode reports whether the key with ID id belongs to a ledger node: one
+// that may take part in raft, call the node-to-node RPCs (forwarded
+// Submits, GetCheckpoint, Peers) and cosign checkpoints. This is the one
+// place that decides it. Today a node is one listed in the genesis file's
+// nodes; a genesis that lists none pins nothing, and every key counts (New
+// logs a warning for such a chain).
+func (n *Node) isNode(id string) bool {
+	if len(n.genesis.Nodes) == 0 {
+		return true
+	}
+	_, ok := n.genesisNodes[id]
+	return ok
+}
+
+// nodeVerifier is the tlsid.Verifier that accepts ledger nodes only.
+func (n *Node) nodeVerifier() tlsid.Verifier {
+	return func(id string) error {
+		if !n.isNode(id) {
+			return fmt.Errorf("key %s is not a ledger node of chain %s", short(id), n.genesis.ChainID)
+		}
+		return nil
+	}
+}
+
+// peerVerifier accepts exactly node id, and only while it is a ledger node:
+// a directory entry that sends this node to another key's address fails
+// the handshake.
+func (n *Node) peerVerifier(id string) tlsid.Verifier {
+	expect := tlsid.ExpectID(id)
+	return func(got string) error {
+		if err := expect(got); err != nil {
+			return err
+		}
+		return n.nodeVerifier()(got)
+	}
+}
+
+// requireNode returns the key ID of the caller of a node-to-node RPC, or
+// a PermissionDenied status naming the RPC when the caller did not prove a
+// ledger node's key.
+func (n *Node) requireNode(ctx context.Context, rpc string) (string, error) {
+	id, err := tlsid.PeerID(ctx)
+	if err != nil {
+		return "", status.Errorf(codes.PermissionDenied, "%s is for ledger nodes only: %v", rpc, err)
+	}
+	if !n.isNode(id) {
+		return "", status.Errorf(codes.PermissionDenied, "%s is for ledger nodes only: caller %s is not a ledger node of chain %s", rpc, short(id), n.genesis.ChainID)
+	}
+	return id, nil
+}
+
+// requireKey returns the key ID of an RPC's caller, or Unauthenticated
+// when the caller proved none.
+func requireKey(ctx context.Context, rpc string) (string, error) {
+	id, err := tlsid.PeerID(ctx)
+	if err != nil {
+		return "", status.Errorf(codes.Unauthenticated, "%s needs a caller authenticated by TLS: %v", rpc, err)
+	}
+	return id, nil
+}
+
+// authMembership checks the caller of Join or Remove: an authenticated key
+// for a first call, a ledger node for a forwarded one (hops > 0).
+func (n *Node) authMembership(ctx context.Context, rpc string, hops uint32) error {
+	if hops > 0 {
+		_, err := n.requireNode(ctx, fmt.Sprintf("a forwarded %s (hops > 0)", rpc))
+		return err
+	}
+	_, err := requireKey(ctx, rpc)
+	return err
+}
+
+// tlsStreamLayer is raft's transport over mutual TLS 1.3: both ends present
+// the certificate of their node key (tlsid) and accept only a peer whose
+// proven key is a ledger node's (isNode). Anything else, plain TCP
+// included, fails the handshake before raft reads a byte.
+type tlsStreamLayer struct {
+	net.Listener
+	server *tls.Config
+	client *tls.Config
+}
+
+var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
+
+// newTLSStreamLayer wraps the raft listener ln for node n.
+func (n *Node) newTLSStreamLayer(ln net.Listener) (*tlsStreamLayer, error) {
+	srv, err := tlsid.ServerConfig(n.key, n.nodeVerifier())
+	if err != nil {
+		return nil, fmt.Errorf("raft TLS: %w", err)
+	}
+	cli, err := tlsid.ClientConfig(n.key, n.nodeVerifier())
+	if err != nil {
+		return nil, fmt.Errorf("raft TLS: %w", err)
+	}
+	return &tlsStreamLayer{Listener: ln, server: srv, client: cli}, nil
+}
+
+// Accept returns the next connection, as TLS. The handshake runs on the
+// connection's first read or write (on raft's goroutine for that
+// connection, not in the accept loop), within handshakeTimeout.
+func (s *tlsStreamLayer) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &handshakeConn{Conn: tls.Server(c, s.server)}, nil
+}
+
+// Dial opens a TLS connection to a raft peer and completes the handshake,
+// which verifies that the peer is a ledger node.
+func (s *tlsStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.client}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", string(addr))
+	if err != nil {
+		return nil, fmt.Errorf("raft dial %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// handshakeConn is a server-side TLS connection whose handshake runs, with
+// a deadline, before its first read or write.
+type handshakeConn struct {
+	*tls.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *handshakeConn) handshake() error {
+	c.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		defer cancel()
+		if err := c.Conn.HandshakeContext(ctx); err != nil {
+			c.err = fmt.Errorf("raft TLS handshake with %v: %w", c.RemoteAddr(), err)
+			_ = c.Conn.Close()
+		}
+	})
+	return c.err
+}
+
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *handshakeConn) Write(p []byte) (int, error) {
+	if err := c.handshake(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// errNotNode is wrapped when a directory entry names a key that is not a
+// ledger node.
+var errNotNode = errors.New("not a ledger node")
