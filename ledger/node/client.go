@@ -76,11 +76,40 @@ func (c *Client) Submit(ctx context.Context, txs ...[]byte) ([]*ledgerv1.TxResul
 	return resp.Results, nil
 }
 
+// ErrUnproven is wrapped by SubmitWait's error when the node said a tx was
+// committed but could not show it in its chain with a valid inclusion
+// proof.
+var ErrUnproven = errors.New("ledger node: commit not proven")
+
+// proofWait bounds how long SubmitWait waits for the node it talks to
+// (a follower may lag the leader that answered) to serve the block of a
+// tx said to be committed.
+const proofWait = 10 * time.Second
+
 // SubmitWait submits one tx and resubmits it while its fate is unknown or
 // no leader answers, until it is committed (returning its height) or
 // rejected (an error wrapping ErrRejected with the ledger's reason), or ctx
 // ends. Resubmitting is safe: the ledger deduplicates txs by hash.
+//
+// A commit counts only once proven: the tx is fetched with its Merkle
+// inclusion proof, which must verify against the tx root of the block at
+// the height the node named, and that block must hold the tx at the
+// proof's index (VerifyCommitted). A node that claims a commit it cannot
+// prove gives an error wrapping ErrUnproven.
 func (c *Client) SubmitWait(ctx context.Context, tx []byte) (uint64, error) {
+	h, err := c.submitUntilFate(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.VerifyCommitted(ctx, tx, h); err != nil {
+		return 0, err
+	}
+	return h, nil
+}
+
+// submitUntilFate is SubmitWait without the proof: the height the node
+// says the tx was committed at.
+func (c *Client) submitUntilFate(ctx context.Context, tx []byte) (uint64, error) {
 	var last string
 	for {
 		rs, err := c.Submit(ctx, tx)
@@ -102,6 +131,62 @@ func (c *Client) SubmitWait(ctx context.Context, tx []byte) (uint64, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// VerifyCommitted checks that tx is in the node's block at height: GetTx
+// returns it with a Merkle inclusion proof that verifies, at that height,
+// and the block at that height (its hash and tx root re-computed) has the
+// proof's tx root and holds tx at the proof's index. While the node has
+// not applied height yet it waits, up to 10s. Every failure wraps
+// ErrUnproven.
+func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) error {
+	hash := ledger.TxHash(tx)
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%w: tx %x said committed at height %d: %s", ErrUnproven, hash[:8], height, fmt.Sprintf(format, args...))
+	}
+	wctx, cancel := context.WithTimeout(ctx, proofWait)
+	defer cancel()
+	var rec *ledgerv1.GetTxResponse
+	for {
+		var err error
+		rec, err = c.Tx(wctx, hash)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.NotFound {
+			return fail("%v", err)
+		}
+		// Not found: a node that has applied the height does not hold it.
+		st, serr := c.Status(wctx)
+		if serr != nil {
+			return fail("the node does not find it (%v) and gives no status: %v", err, serr)
+		}
+		if st.Height >= height {
+			return fail("the node's chain (head %d) does not hold it", st.Height)
+		}
+		select {
+		case <-wctx.Done():
+			return fail("the node did not reach that height within %v (head %d)", proofWait, st.Height)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if rec.Height != height {
+		return fail("the node's proof puts it at height %d", rec.Height)
+	}
+	vb, err := c.Block(wctx, height, 0, "")
+	if err != nil {
+		return fail("block: %v", err)
+	}
+	hdr := vb.Block.Header
+	switch {
+	case !bytes.Equal(rec.TxRoot, hdr.TxRoot[:]):
+		return fail("the proof's tx root %x is not the block's %x", rec.TxRoot[:min(8, len(rec.TxRoot))], hdr.TxRoot[:8])
+	case rec.TreeSize != uint64(len(vb.Block.Txs)) || rec.Index >= rec.TreeSize:
+		return fail("the proof is for index %d of %d txs, the block has %d", rec.Index, rec.TreeSize, len(vb.Block.Txs))
+	case ledger.TxHash(vb.Block.Txs[rec.Index]) != hash:
+		return fail("the block's tx %d is another tx", rec.Index)
+	}
+	return nil
 }
 
 // Status returns the node's view of itself and the cluster.

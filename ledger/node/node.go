@@ -109,7 +109,8 @@ type Node struct {
 	apis        map[string]ledgerv1.LedgerClient // one client per conn, so that equal means same peer
 	waiting     map[[32]byte][]*pendingTx        // txs queued or in flight, by hash
 
-	fwd forwarder // coalesces Submit calls forwarded to the leader
+	fwd     forwarder   // coalesces Submit calls forwarded to the leader
+	gathers gatherCache // GetBlock's cosignature gathers, by height
 }
 
 // Init prepares dataDir for a node of the chain described by genesisPath,

@@ -137,7 +137,7 @@ func (s *service) GetBlock(ctx context.Context, req *ledgerv1.GetBlockRequest) (
 	if err != nil {
 		return nil, err
 	}
-	cps, failures := s.n.gatherCheckpoints(ctx, req.Height, hash)
+	cps, failures := s.n.cosignatures(ctx, req.Height, hash)
 	for i := range cps {
 		resp.Cosignatures = append(resp.Cosignatures, CheckpointToProto(&cps[i]))
 	}
@@ -169,10 +169,11 @@ func (n *Node) gatherCheckpoints(ctx context.Context, h uint64, hash [32]byte) (
 	if err := f.Error(); err != nil {
 		return out, []string{fmt.Sprintf("raft configuration: %v", err)}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, gatherTimeout)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxFetchParallel)
 	for _, srv := range f.Configuration().Servers {
 		id := string(srv.ID)
 		if id == n.id || !n.mayCosign(id) {
@@ -181,6 +182,15 @@ func (n *Node) gatherCheckpoints(ctx context.Context, h uint64, hash [32]byte) (
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("%s: not asked: %v", short(id), ctx.Err()))
+				mu.Unlock()
+				return
+			}
 			cp, err := n.fetchCheckpoint(ctx, id, h, hash)
 			mu.Lock()
 			defer mu.Unlock()
@@ -242,7 +252,10 @@ func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpoint
 	if _, err := s.n.requireNode(ctx, "GetCheckpoint"); err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if head := s.n.fsm.Height(); req.Height > head+maxCheckpointLead {
+		return nil, status.Errorf(codes.Unavailable, "height %d not applied here (head %d), and too far ahead to wait for", req.Height, head)
+	}
+	wctx, cancel := context.WithTimeout(ctx, checkpointWait)
 	defer cancel()
 	if err := s.n.waitHeight(wctx, req.Height); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "height %d not applied here (head %d): %v", req.Height, s.n.fsm.Height(), err)

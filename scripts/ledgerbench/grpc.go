@@ -25,8 +25,11 @@ import (
 	"syscall"
 	"time"
 
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // runGRPC sets up a 3-node fedtune ledger cluster on loopback with the
@@ -406,7 +409,7 @@ func driveGRPC(clients []*node.Client, chainID string, keys []ed25519.PrivateKey
 				}
 				t0 := time.Now()
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				_, err = cl.SubmitWait(sctx, env)
+				err = submitCommitted(sctx, cl, env)
 				cancel()
 				if err != nil {
 					err = fmt.Errorf("client %d nonce %d: %w", ci, nonces[ci], err)
@@ -533,4 +536,27 @@ func (c *grpcCluster) applyMetrics() applyStats {
 		resp.Body.Close()
 	}
 	return st
+}
+
+// submitCommitted submits env until the node answers committed (or
+// rejected, an error), like etcd's Put returning once the quorum has the
+// write. Unlike node.Client.SubmitWait it does not then fetch the tx's
+// inclusion proof: the benchmark measures the ledger's commit latency.
+func submitCommitted(ctx context.Context, cl *node.Client, env []byte) error {
+	for {
+		rs, err := cl.Submit(ctx, env)
+		switch {
+		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_COMMITTED:
+			return nil
+		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_REJECTED:
+			return fmt.Errorf("rejected: %s", rs[0].Reason)
+		case err != nil && status.Code(err) != codes.Unavailable:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
