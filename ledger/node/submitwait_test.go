@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// scriptedLedger answers Submit with "committed at height", and GetTx,
+// GetBlock and Status from a chain of one block (at blockHeight) that may
+// or may not hold the tx, with optional lies.
+type scriptedLedger struct {
+	ledgerv1.UnimplementedLedgerServer
+	height      uint64 // claimed commit height
+	blockHeight uint64
+	block       *ledger.Block
+	txIndex     int  // index of the tx in block; -1: absent
+	proofHeight uint64
+	badRoot     bool
+}
+
+func (s *scriptedLedger) Submit(_ context.Context, req *ledgerv1.SubmitRequest) (*ledgerv1.SubmitResponse, error) {
+	return &ledgerv1.SubmitResponse{Results: []*ledgerv1.TxResult{{Status: ledgerv1.TxStatus_TX_STATUS_COMMITTED, Height: s.height}}}, nil
+}
+
+func (s *scriptedLedger) Status(context.Context, *ledgerv1.StatusRequest) (*ledgerv1.StatusResponse, error) {
+	return &ledgerv1.StatusResponse{Height: s.blockHeight}, nil
+}
+
+func (s *scriptedLedger) GetTx(_ context.Context, req *ledgerv1.GetTxRequest) (*ledgerv1.GetTxResponse, error) {
+	if s.txIndex < 0 {
+		return nil, status.Error(codes.NotFound, "no such tx")
+	}
+	proof, err := ledger.InclusionProof(s.block.Txs, uint64(s.txIndex))
+	if err != nil {
+		return nil, err
+	}
+	root := s.block.Header.TxRoot
+	if s.badRoot {
+		// A self-consistent proof for a one-tx tree: verifies alone, but
+		// is not the block's root.
+		root = ledger.TxRoot(s.block.Txs[s.txIndex : s.txIndex+1])
+		proof = nil
+		return &ledgerv1.GetTxResponse{Height: s.proofHeight, Index: 0, Envelope: s.block.Txs[s.txIndex], Proof: proof, TreeSize: 1, TxRoot: root[:]}, nil
+	}
+	return &ledgerv1.GetTxResponse{Height: s.proofHeight, Index: uint64(s.txIndex), Envelope: s.block.Txs[s.txIndex], Proof: proof,
+		TreeSize: uint64(len(s.block.Txs)), TxRoot: root[:]}, nil
+}
+
+func (s *scriptedLedger) GetBlock(_ context.Context, req *ledgerv1.GetBlockRequest) (*ledgerv1.BlockResponse, error) {
+	if req.Height != s.blockHeight {
+		return nil, status.Errorf(codes.NotFound, "block %d", req.Height)
+	}
+	h := s.block.Hash()
+	return &ledgerv1.BlockResponse{Height: req.Height, Hash: h[:], Block: ledger.EncodeBlock(s.block)}, nil
+}
+
+func TestSubmitWaitNeedsProof(t *testing.T) {
+	tx := []byte("the tx")
+	other := []byte("another tx")
+	mkBlock := func(txs ...[]byte) *ledger.Block {
+		b := &ledger.Block{Header: ledger.Header{Height: 5, NumTxs: uint32(len(txs))}, Txs: txs}
+		b.Header.TxRoot = ledger.TxRoot(txs)
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		srv  *scriptedLedger
+		want string // "" = committed
+	}{
+		{"honest", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5}, ""},
+		{"claims a height its chain has, without the tx", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other), txIndex: -1}, "does not hold it"},
+		{"claims height 424242", &scriptedLedger{height: 424242, blockHeight: 424242, block: mkBlock(other), txIndex: -1}, "head 424242) does not hold it"},
+		{"proof for another height", &scriptedLedger{height: 4, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5}, "puts it at height 5"},
+		{"proof against another root", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5, badRoot: true}, "is not the block's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, kid := authKey(t)
+			creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer(creds)
+			ledgerv1.RegisterLedgerServer(srv, tc.srv)
+			go srv.Serve(ln)
+			defer srv.Stop()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c, err := Dial(ctx, ln.Addr().String(), k, tlsid.ExpectID(kid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			h, err := c.SubmitWait(ctx, tx)
+			if tc.want == "" {
+				if err != nil || h != tc.srv.height {
+					t.Fatalf("SubmitWait = %d, %v; want %d", h, err, tc.srv.height)
+				}
+				return
+			}
+			if !errors.Is(err, ErrUnproven) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("SubmitWait = %d, %v; want ErrUnproven with %q", h, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDialNeedsKey(t *testing.T) {
+	if _, err := Dial(context.Background(), "127.0.0.1:1", nil, nil); err == nil || !strings.Contains(err.Error(), "no key for TLS") {
+		t.Fatalf("Dial without a key: %v", err)
+	}
+}
