@@ -25,7 +25,7 @@ type scriptedLedger struct {
 	height      uint64 // claimed commit height
 	blockHeight uint64
 	block       *ledger.Block
-	txIndex     int  // index of the tx in block; -1: absent
+	txIndex     int // index of the tx in block; -1: absent
 	proofHeight uint64
 	badRoot     bool
 }
