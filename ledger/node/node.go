@@ -211,10 +211,12 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	} else if !n.isNode(n.id) {
 		n.log.Warn("this node's key is not a ledger node of the chain: other nodes will refuse its raft and node-to-node connections", "id", n.id, "chain", n.genesis.ChainID)
 	}
-	n.selfSeq = uint64(time.Now().UnixNano())
 	if n.peers, err = loadPeerDir(filepath.Join(cfg.DataDir, "peers.json"), n.genesis.ChainID, n.isNode, cfg.Peers); err != nil {
 		return nil, err
 	}
+	// Newer than any entry this node signed before, even if the clock went
+	// back: peers keep the entry with the highest seq.
+	n.selfSeq = max(uint64(time.Now().UnixNano()), n.peers.seq(n.id)+1)
 	if n.db, err = pebblestore.Open(filepath.Join(cfg.DataDir, "pebble"), pebblestore.Options{Logger: n.log.With("component", "pebble"), FS: opts.FS, CacheSize: blockCacheSize}); err != nil {
 		return nil, err
 	}

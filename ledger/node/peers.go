@@ -133,6 +133,16 @@ func (d *peerDir) get(id string) (PeerConfig, bool) {
 	return p.PeerConfig, ok
 }
 
+// seq returns the seq of id's signed entry (0 when none is known).
+func (d *peerDir) seq(id string) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.peers[id]; ok && e.signed() {
+		return e.Seq
+	}
+	return 0
+}
+
 // putSigned verifies e (signed by the node it describes, for this chain,
 // a ledger node) and stores it unless an entry with a seq at least as high
 // is known. It returns an error wrapping ErrBadPeer for an entry that does
