@@ -2,8 +2,10 @@
 # bench-ledger.sh — signed txs committed per second, and p50/p99 commit
 # latency, on a 3-node fedtune ledger cluster on loopback with synced pebble
 # stores, at 1, 16 and 256 concurrent clients; in the same run the same
-# figures for a 3-node etcd cluster (Debian's etcd-server, its defaults, on
-# loopback, values the size of our txs); then the ratios ours/etcd.
+# figures for a 3-node etcd cluster (Debian's etcd-server, its defaults but
+# with client and peer TLS and client certificates, as our nodes run raft and
+# gRPC over mutual TLS; on loopback, values the size of our txs); then the
+# ratios ours/etcd.
 #
 #   make bench-ledger            (or: bash scripts/bench-ledger.sh)
 #
@@ -103,33 +105,44 @@ if [ "$MODE" = auto ] || [ "$MODE" = raft ]; then
 fi
 
 # --- etcd ------------------------------------------------------------------
+# Client and peer traffic over TLS with client certificates required on
+# both, as the fedtune nodes run gRPC and raft over mutual TLS.
+CERTS="$WORK/etcd-certs"
+"$WORK/ledgerbench" certs "$CERTS"
 read -r -a P <<<"$("$WORK/ledgerbench" freeports 6)"
-CLUSTER="e0=http://127.0.0.1:${P[3]},e1=http://127.0.0.1:${P[4]},e2=http://127.0.0.1:${P[5]}"
-ENDPOINTS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
+CLUSTER="e0=https://127.0.0.1:${P[3]},e1=https://127.0.0.1:${P[4]},e2=https://127.0.0.1:${P[5]}"
+ENDPOINTS="https://127.0.0.1:${P[0]},https://127.0.0.1:${P[1]},https://127.0.0.1:${P[2]}"
 for i in 0 1 2; do
 	etcd --name "e$i" --data-dir "$WORK/etcd$i" \
-		--listen-client-urls "http://127.0.0.1:${P[$i]}" \
-		--advertise-client-urls "http://127.0.0.1:${P[$i]}" \
-		--listen-peer-urls "http://127.0.0.1:${P[$((i + 3))]}" \
-		--initial-advertise-peer-urls "http://127.0.0.1:${P[$((i + 3))]}" \
+		--listen-client-urls "https://127.0.0.1:${P[$i]}" \
+		--advertise-client-urls "https://127.0.0.1:${P[$i]}" \
+		--listen-peer-urls "https://127.0.0.1:${P[$((i + 3))]}" \
+		--initial-advertise-peer-urls "https://127.0.0.1:${P[$((i + 3))]}" \
+		--cert-file "$CERTS/member.pem" --key-file "$CERTS/member-key.pem" \
+		--client-cert-auth --trusted-ca-file "$CERTS/ca.pem" \
+		--peer-cert-file "$CERTS/member.pem" --peer-key-file "$CERTS/member-key.pem" \
+		--peer-client-cert-auth --peer-trusted-ca-file "$CERTS/ca.pem" \
 		--initial-cluster "$CLUSTER" --initial-cluster-state new \
 		--initial-cluster-token "bench-$$" \
 		--logger zap --log-outputs "$WORK/etcd$i.log" >/dev/null 2>&1 &
 	PIDS+=($!)
 done
-log "etcd cluster on $ENDPOINTS; values of $TX_SIZE bytes"
+log "etcd cluster (client and peer TLS) on $ENDPOINTS; values of $TX_SIZE bytes"
 "$WORK/etcdbench" -endpoints "$ENDPOINTS" -conc "$CONC" -duration "$DURATION" \
+	-cacert "$CERTS/ca.pem" -cert "$CERTS/client.pem" -key "$CERTS/client-key.pem" \
 	-value-size "$TX_SIZE" | tee -a "$RESULTS"
 
 # --- report ----------------------------------------------------------------
 echo
-echo "fedtune      = the ledger: 3 'fedtune ledger start' processes on loopback, signed"
+echo "fedtune      = the ledger: 3 'fedtune ledger start' processes on loopback (raft and gRPC"
+echo "               over mutual TLS 1.3), signed"
 echo "               DatasetRegistered txs ($TX_SIZE-byte DSSE envelopes) submitted over gRPC"
 echo "               to all nodes and awaited until committed (block_interval $BLOCK_INTERVAL);"
 echo "               each level's txs are signed before it starts (outside the measured window)"
 echo "fedtune-raft = storage+raft level: 3 hashicorp/raft nodes over TCP in one process,"
 echo "               synced pebblestore, $TX_SIZE-byte ed25519-signed txs verified by every FSM"
-echo "etcd         = Debian etcd-server $(etcd --version | awk '/etcd Version/ {print $3}'), 3 members on loopback, defaults,"
+echo "etcd         = Debian etcd-server $(etcd --version | awk '/etcd Version/ {print $3}'), 3 members on loopback, defaults"
+echo "               but client and peer TLS with client certificates required,"
 echo "               Puts of $TX_SIZE-byte values awaited until committed"
 if [ "$FALLBACK" = 1 ]; then
 	echo "NOTE: the full ledger node could not be driven over gRPC in this run; only the"

@@ -11,6 +11,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log"
@@ -32,14 +34,46 @@ func main() {
 	warmup := flag.Duration("warmup", time.Second, "unmeasured time before each level")
 	valueSize := flag.Int("value-size", 512, "bytes per value (match the ledger's signed tx size)")
 	perConn := flag.Int("clients-per-conn", 32, "concurrent clients sharing one gRPC connection")
+	caFile := flag.String("cacert", "", "with -cert and -key: dial with TLS, trusting this CA (PEM)")
+	certFile := flag.String("cert", "", "client certificate (PEM) for TLS")
+	keyFile := flag.String("key", "", "client key (PEM) for TLS")
 	flag.Parse()
-	if err := run(strings.Split(*endpoints, ","), *concs, *duration, *warmup, *valueSize, *perConn); err != nil {
+	var tlsCfg *tls.Config
+	if *caFile != "" || *certFile != "" || *keyFile != "" {
+		var err error
+		if tlsCfg, err = clientTLS(*caFile, *certFile, *keyFile); err != nil {
+			fmt.Fprintln(os.Stderr, "etcdbench:", err)
+			os.Exit(1)
+		}
+	}
+	if err := run(strings.Split(*endpoints, ","), tlsCfg, *concs, *duration, *warmup, *valueSize, *perConn); err != nil {
 		fmt.Fprintln(os.Stderr, "etcdbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(endpoints []string, concs string, duration, warmup time.Duration, valueSize, perConn int) error {
+// clientTLS loads a client certificate and the CA that signed the
+// servers' certificates.
+func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("TLS needs -cacert, -cert and -key")
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("%s: no PEM certificate", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}}, nil
+}
+
+func run(endpoints []string, tlsCfg *tls.Config, concs string, duration, warmup time.Duration, valueSize, perConn int) error {
 	var levels []int
 	for _, s := range strings.Split(concs, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -57,6 +91,7 @@ func run(endpoints []string, concs string, duration, warmup time.Duration, value
 	for i := range clients {
 		c, err := clientv3.New(clientv3.Config{
 			Endpoints:   endpoints,
+			TLS:         tlsCfg,
 			DialTimeout: 5 * time.Second,
 			Logger:      zap.NewNop(),
 		})

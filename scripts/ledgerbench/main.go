@@ -2,10 +2,12 @@
 // fedtune side.
 //
 //	ledgerbench freeports N
+//	ledgerbench certs DIR
 //	ledgerbench raft [-conc 1,16,256] [-duration 10s] [-size 512] [-dir D] [-cpuprofile F]
 //	ledgerbench grpc -addrs A,B,C -keys DIR [-conc ...] [-duration 10s]
 //
-// freeports prints N free loopback TCP ports. raft runs three hashicorp/raft
+// freeports prints N free loopback TCP ports. certs writes a CA and a
+// certificate for etcd's members and its client (certs.go). raft runs three hashicorp/raft
 // nodes in this process over raft's TCP transport on loopback, each on its
 // own synced pebblestore in D, and has concurrent clients submit
 // ed25519-signed transactions of the given size, which every node's FSM
@@ -32,13 +34,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: ledgerbench freeports N | raft [flags] | grpc [flags]")
+		fmt.Fprintln(os.Stderr, "usage: ledgerbench freeports N | certs DIR | raft [flags] | grpc [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "freeports":
 		err = freePorts(os.Args[2:])
+	case "certs":
+		err = writeCerts(os.Args[2:])
 	case "raft":
 		err = runRaft(os.Args[2:])
 	case "grpc":
