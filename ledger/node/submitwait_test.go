@@ -58,12 +58,15 @@ func (s *scriptedLedger) GetTx(_ context.Context, req *ledgerv1.GetTxRequest) (*
 		TreeSize: uint64(len(s.block.Txs)), TxRoot: root[:]}, nil
 }
 
-func (s *scriptedLedger) GetBlock(_ context.Context, req *ledgerv1.GetBlockRequest) (*ledgerv1.BlockResponse, error) {
-	if req.Height != s.blockHeight {
-		return nil, status.Errorf(codes.NotFound, "block %d", req.Height)
+func (s *scriptedLedger) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv1.Ledger_StreamBlocksServer) error {
+	if req.FromHeight > s.blockHeight {
+		return nil
+	}
+	if req.FromHeight != s.blockHeight {
+		return status.Errorf(codes.NotFound, "block %d", req.FromHeight)
 	}
 	h := s.block.Hash()
-	return &ledgerv1.BlockResponse{Height: req.Height, Hash: h[:], Block: ledger.EncodeBlock(s.block)}, nil
+	return stream.Send(&ledgerv1.BlockResponse{Height: req.FromHeight, Hash: h[:], Block: ledger.EncodeBlock(s.block)})
 }
 
 func TestSubmitWaitNeedsProof(t *testing.T) {
