@@ -182,8 +182,9 @@ func transportDial(t *testing.T, addr string, key ed25519.PrivateKey) ledgerv1.L
 // TestAttackPeersForgedEntry: the Peers directory is poisoned with an
 // entry for a real node pointing to the attacker's address, first by a
 // stranger, then by a node key (node-3's, stolen) speaking for another
-// node (node-2). Both are refused, the directories are unchanged, and a
-// Submit through a follower still commits for real.
+// node (node-2), then through a Join request. All are refused, the
+// directories are unchanged, and a Submit through a follower still commits
+// for real.
 func TestAttackPeersForgedEntry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three ledger nodes")
@@ -225,6 +226,15 @@ func TestAttackPeersForgedEntry(t *testing.T) {
 				}
 			}
 		})
+	}
+	// A Join naming node-2 with the attacker's addresses gives at most a
+	// hint, which never replaces the entry node-2 signed. (Whether Join
+	// itself is refused is the membership rules' business.)
+	for i := range n.LedgerGRPC {
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, _ = transportDial(t, n.LedgerGRPC[i], transportStranger(t)).Join(jctx, &ledgerv1.JoinRequest{
+			NodeId: victim, RaftAddress: attacker.Addr().String(), GrpcAddress: attacker.Addr().String()})
+		cancel()
 	}
 	for i := range n.LedgerGRPC {
 		if got := transportDirectory(t, ctx, n, i); fmt.Sprint(got) != fmt.Sprint(dirs[i]) {
