@@ -348,3 +348,37 @@ func TestAttackFakeLedgerClaimsCommitted(t *testing.T) {
 		t.Fatalf("SubmitWait: %v, want ErrUnproven naming height 424242 and the missing tx", err)
 	}
 }
+
+// TestAttackNodeRPCsFromStranger: a stranger calls the node-to-node RPCs
+// (a "forwarded" Submit, whose hop count a follower would set, a
+// forwarded Join, GetCheckpoint) with a valid tx. Each is refused for not
+// proving a node key, and the chain does not move.
+func TestAttackNodeRPCsFromStranger(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 2*time.Minute)
+	nw := startLedgers(t, ctx)
+	n := nw.Net
+	before := waitSettled(t, ctx, n)
+	member := transportStranger(t)
+	tx, err := ledger.SignTx(n.Keys["admin"], n.ChainID, 1000, ledger.MemberAdded{
+		PublicKey: hex.EncodeToString(member.Public().(ed25519.PublicKey)), Role: ledger.RoleTrainer, Name: "transport-forwarded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "is for ledger nodes only"
+	for i := range n.LedgerGRPC {
+		c := transportDial(t, n.LedgerGRPC[i], transportStranger(t))
+		calls := map[string]error{}
+		_, calls["Submit hops=1"] = c.Submit(ctx, &ledgerv1.SubmitRequest{Txs: [][]byte{tx}, Hops: 1})
+		_, calls["Join hops=1"] = c.Join(ctx, &ledgerv1.JoinRequest{NodeId: n.ID("admin"), RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:1", Hops: 1})
+		_, calls["GetCheckpoint"] = c.GetCheckpoint(ctx, &ledgerv1.GetCheckpointRequest{Height: 0})
+		for name, err := range calls {
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), want) {
+				t.Errorf("node %d: %s from a stranger: %v, want PermissionDenied %q", i, name, err, want)
+			}
+		}
+	}
+	requireUnchanged(t, ctx, n, before)
+}
