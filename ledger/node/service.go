@@ -616,9 +616,11 @@ func (s *service) Peers(ctx context.Context, req *ledgerv1.PeersRequest) (*ledge
 		return nil, err
 	}
 	if p := peerFromProto(req.Self); p.ID != "" {
-		if err := s.n.peers.putSigned(p); err != nil {
+		if err := s.n.peers.putSigned(p); errors.Is(err, ErrBadPeer) {
 			s.n.log.Warn("refused a peer directory entry", "caller", short(caller), "err", err)
 			return nil, status.Errorf(codes.InvalidArgument, "peers: %v", err)
+		} else if err != nil {
+			return nil, toStatus(err)
 		}
 	}
 	resp := &ledgerv1.PeersResponse{}
