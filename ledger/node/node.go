@@ -206,17 +206,6 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	for _, g := range n.genesis.Nodes {
 		n.genesisNodes[ledger.KeyID(g.Key)] = true
 	}
-	if len(n.genesis.Nodes) == 0 {
-		n.log.Warn("the genesis file lists no nodes: raft and the node-to-node RPCs accept any key as a ledger node", "chain", n.genesis.ChainID)
-	} else if !n.isNode(n.id) {
-		n.log.Warn("this node's key is not a ledger node of the chain: other nodes will refuse its raft and node-to-node connections", "id", n.id, "chain", n.genesis.ChainID)
-	}
-	if n.peers, err = loadPeerDir(filepath.Join(cfg.DataDir, "peers.json"), n.genesis.ChainID, n.isNode, cfg.Peers); err != nil {
-		return nil, err
-	}
-	// Newer than any entry this node signed before, even if the clock went
-	// back: peers keep the entry with the highest seq.
-	n.selfSeq = max(uint64(time.Now().UnixNano()), n.peers.seq(n.id)+1)
 	if n.db, err = pebblestore.Open(filepath.Join(cfg.DataDir, "pebble"), pebblestore.Options{Logger: n.log.With("component", "pebble"), FS: opts.FS, CacheSize: blockCacheSize}); err != nil {
 		return nil, err
 	}
@@ -231,6 +220,18 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// isNode may consult the FSM: from here on it can be called.
+	if len(n.genesis.Nodes) == 0 {
+		n.log.Warn("the genesis file lists no nodes: raft and the node-to-node RPCs accept any key as a ledger node", "chain", n.genesis.ChainID)
+	} else if !n.isNode(n.id) {
+		n.log.Warn("this node's key is not a ledger node of the chain: other nodes will refuse its raft and node-to-node connections", "id", n.id, "chain", n.genesis.ChainID)
+	}
+	if n.peers, err = loadPeerDir(filepath.Join(cfg.DataDir, "peers.json"), n.genesis.ChainID, n.isNode, cfg.Peers); err != nil {
+		return nil, err
+	}
+	// Newer than any entry this node signed before, even if the clock went
+	// back: peers keep the entry with the highest seq.
+	n.selfSeq = max(uint64(time.Now().UnixNano()), n.peers.seq(n.id)+1)
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, n.cfg.Raft.RetainSnapshots, hclogFor(n.log, "raft-snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
