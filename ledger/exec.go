@@ -23,6 +23,7 @@ type kvWrite struct {
 // stages nothing.
 type execCtx struct {
 	chainID string
+	genesis *Genesis
 	policy  Policy
 	b       *pebblestore.Batch
 	ws      writeSet
@@ -222,6 +223,8 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 	txHash := hex.EncodeToString(tx.Hash[:])
 	switch b := tx.Body.(type) {
+	case NodeAdded, NodePromoted, NodeRemoved:
+		return c.checkNodeBody(tx)
 	case MemberAdded:
 		pub, _ := ParsePublicKey(b.PublicKey) // checked by DecodeTx
 		id := KeyID(pub)

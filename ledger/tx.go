@@ -441,6 +441,9 @@ func validateBody(b TxBody) error {
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
 	}
+	if ok, err := validateNodeBody(b); ok {
+		return err
+	}
 	return fmt.Errorf("unknown tx body %T", b)
 }
 
