@@ -196,7 +196,7 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return nil, nil, &storageError{fmt.Errorf("member %s has a bad stored key", m.ID)}
 	}
-	if pre == nil || pre.key == "" || pre.key != m.PublicKey {
+	if (pre == nil || pre.key == "" || pre.key != m.PublicKey) && tx.verifiedKey != m.PublicKey {
 		if err := verifyEnvelope(tx.Envelope, ed25519.PublicKey(pub)); err != nil {
 			return nil, nil, err
 		}

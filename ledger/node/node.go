@@ -88,6 +88,7 @@ type Node struct {
 	raft      *raft.Raft
 	peers     *peerDir
 	metrics   *metrics
+	limits    *limiters
 
 	grpcLn    net.Listener
 	metricsLn net.Listener
@@ -167,6 +168,8 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		waiting:     map[[32]byte][]*pendingTx{},
 	}
 	n.cfg.Raft = cfg.Raft.withDefaults()
+	n.cfg.Limits = cfg.Limits.withDefaults()
+	n.limits = newLimiters(n.cfg.Limits)
 	var closers []func() error
 	defer func() {
 		if err != nil {

@@ -37,10 +37,17 @@ func (s *service) Submit(ctx context.Context, req *ledgerv1.SubmitRequest) (*led
 	if len(req.Txs) == 0 {
 		return &ledgerv1.SubmitResponse{}, nil
 	}
+	adm, err := s.n.admitSubmit(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(adm.txs) == 0 {
+		return &ledgerv1.SubmitResponse{Results: adm.results}, nil
+	}
 	for {
-		results, err := s.n.submitLocal(ctx, req.Txs)
+		results, err := s.n.submitLocal(ctx, adm.txs, adm.decoded)
 		if err == nil {
-			return &ledgerv1.SubmitResponse{Results: results}, nil
+			return &ledgerv1.SubmitResponse{Results: adm.merge(results)}, nil
 		}
 		if !errors.Is(err, errNotLeader) {
 			return nil, toStatus(err)
@@ -55,11 +62,11 @@ func (s *service) Submit(ctx context.Context, req *ledgerv1.SubmitRequest) (*led
 		if c == nil {
 			continue // became leader meanwhile
 		}
-		results, err = s.n.forward(ctx, c, req.Txs, req.Hops+1)
+		results, err = s.n.forward(ctx, c, adm.txs, req.Hops+1)
 		if err != nil {
 			return nil, err
 		}
-		return &ledgerv1.SubmitResponse{Results: results}, nil
+		return &ledgerv1.SubmitResponse{Results: adm.merge(results)}, nil
 	}
 }
 
@@ -247,12 +254,24 @@ func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpoint
 }
 
 // StreamBlocks sends blocks from a height on, following new ones if asked.
+// Without Follow one call sends at most limits.max_range blocks (the
+// client asks again from where it stopped); each caller may hold at most
+// limits.max_streams streams at once.
 func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv1.Ledger_StreamBlocksServer) error {
 	ctx := stream.Context()
+	release, err := s.n.limits.openStream(callerKey(ctx))
+	if err != nil {
+		s.n.metrics.refused.WithLabelValues("streams").Inc()
+		return status.Errorf(codes.ResourceExhausted, "stream blocks: %v", err)
+	}
+	defer release()
 	next := req.FromHeight
 	for {
 		sig := s.n.blockSignal()
 		head := s.n.fsm.Height()
+		if !req.Follow && head >= next {
+			head = s.n.clampRange(next, head)
+		}
 		for ; next <= head; next++ {
 			resp, _, err := s.n.blockResponse(next)
 			if err != nil {
