@@ -17,10 +17,10 @@ type metrics struct {
 	// admission, code as in ledger.Code), "rate_limited",
 	// "submit_too_large", "submit_too_many", "proposal_not_voter",
 	// "proposal_clock_skew".
-	refused *prometheus.CounterVec
-	applyLatency  prometheus.Histogram
-	height        prometheus.Gauge
-	isLeader      prometheus.Gauge
+	refused      *prometheus.CounterVec
+	applyLatency prometheus.Histogram
+	height       prometheus.Gauge
+	isLeader     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
