@@ -340,9 +340,10 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	loopCtx, cancelLoops := context.WithCancel(ctx)
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); n.batchLoop(loopCtx) }()
 	go func() { defer wg.Done(); n.leaderLoop(loopCtx) }()
+	go func() { defer wg.Done(); n.membershipLoop(loopCtx) }()
 	go func() { defer wg.Done(); n.announce(loopCtx) }()
 	go func() { defer wg.Done(); n.watchStorage(loopCtx, errc) }()
 
@@ -452,8 +453,10 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
-// joinVia asks the node at addr to add this one, retrying until it
-// succeeds or the node stops.
+// joinVia tells the node at addr where this node is and learns the peer
+// directory from it, retrying until it succeeds or the node stops. It
+// does not change raft's configuration: an admin adds this node with a
+// NodeAdded tx (fedtune ledger join), and the leader then adds it to raft.
 func (n *Node) joinVia(addr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-n.done; cancel() }()
@@ -462,19 +465,16 @@ func (n *Node) joinVia(addr string) {
 		cc, err := n.conn(addr)
 		if err == nil {
 			c := ledgerv1.NewLedgerClient(cc)
-			self := n.self()
-			if resp, perr := c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(self, "")}); perr == nil {
+			var resp *ledgerv1.PeersResponse
+			if resp, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.self(), "")}); err == nil {
 				for _, p := range resp.Peers {
 					_ = n.peers.put(peerFromProto(p))
 				}
-			}
-			_, err = c.Join(ctx, &ledgerv1.JoinRequest{NodeId: n.id, RaftAddress: self.RaftAddress, GrpcAddress: self.GRPCAddress, Voter: n.cfg.JoinAsVoter})
-			if err == nil {
-				n.log.Info("joined cluster", "via", addr, "voter", n.cfg.JoinAsVoter)
+				n.log.Info("waiting to be added to the ledger by an admin-signed NodeAdded (fedtune ledger join)", "via", addr, "node_id", n.id)
 				return
 			}
 		}
-		n.log.Warn("join failed; retrying", "via", addr, "attempt", attempt, "err", err)
+		n.log.Warn("contacting the cluster failed; retrying", "via", addr, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return
