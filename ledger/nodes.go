@@ -341,7 +341,7 @@ func (c *execCtx) checkNodeBody(tx *Tx) ([]kvWrite, error) {
 		if !ok || r.Removed {
 			return nil, txErr(CodeNotFound, "node %s is not a current ledger node", b.ID)
 		}
-		if r.Voter {
+		if r.Voter && len(g.Nodes) > 0 {
 			voters, err := c.voters()
 			if err != nil {
 				return nil, err

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -230,12 +231,22 @@ func (n *Node) admitSubmit(ctx context.Context, req *ledgerv1.SubmitRequest) (*a
 		return nil, status.Errorf(codes.ResourceExhausted, "submit: %v", err)
 	}
 	a := &admitted{results: make([]*ledgerv1.TxResult, len(req.Txs))}
+	leader := n.raft.State() == raft.Leader
 	for i, env := range req.Txs {
 		tx, err := n.fsm.Admit(env)
 		if err != nil {
 			var te *ledger.TxError
 			if !errors.As(err, &te) {
 				return nil, toStatus(err)
+			}
+			if !leader && lagSensitive(te) {
+				// This follower's state may lag the leader's (the signer's
+				// MemberAdded, or its last nonces, committed but not yet
+				// applied here): the leader decides, before proposing.
+				a.txs = append(a.txs, env)
+				a.decoded = append(a.decoded, nil)
+				a.index = append(a.index, i)
+				continue
 			}
 			h := ledger.TxHash(env)
 			if r := n.committed(h); r != nil {
@@ -273,4 +284,15 @@ func (n *Node) isNodeCaller(caller string) bool {
 	}
 	r, ok := n.fsm.NodeMember(id)
 	return ok && r.Current()
+}
+
+// lagSensitive reports whether an admission refusal may only mean that
+// this node's state lags the leader's: an unknown signer (added in a block
+// not applied here yet) or a nonce beyond the window (earlier nonces not
+// applied here yet). Everything else Admit refuses for would be refused
+// by the leader too (a removed member or a replaced key can only make a
+// lagging node accept what the leader then refuses).
+func lagSensitive(te *ledger.TxError) bool {
+	return te.Code == ledger.CodeUnknownSigner && strings.HasSuffix(te.Msg, "is not a member") ||
+		te.Code == ledger.CodeBadNonce && strings.Contains(te.Msg, "more than")
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -87,7 +88,13 @@ func (n *Node) reconcile() {
 			}
 		default:
 			if !present {
-				n.apply("add as non-voter", r.ID, n.raft.AddNonvoter(id, raft.ServerAddress(r.RaftAddress), 0, timeout))
+				if n.apply("add as non-voter", r.ID, n.raft.AddNonvoter(id, raft.ServerAddress(r.RaftAddress), 0, timeout)) {
+					// Tell the new node where this (leader) node's gRPC
+					// service is; it learns the others from here (Peers).
+					if err := n.peers.put(PeerConfig{ID: r.ID, RaftAddress: r.RaftAddress, GRPCAddress: r.GRPCAddress}); err == nil {
+						go n.announceTo(r.ID)
+					}
+				}
 			}
 		}
 	}
@@ -102,10 +109,39 @@ func (n *Node) reconcile() {
 	}
 }
 
-func (n *Node) apply(what, id string, f raft.IndexFuture) {
+func (n *Node) apply(what, id string, f raft.IndexFuture) bool {
 	if err := f.Error(); err != nil {
 		n.log.Warn("membership: "+what+" failed; will retry", "peer", short(id), "err", err)
-		return
+		return false
 	}
 	n.log.Info("membership: "+what, "peer", short(id), "index", f.Index())
+	return true
+}
+
+// announceTo sends this node's directory entry to node id, retrying for
+// up to a minute while that node is not yet reachable.
+func (n *Node) announceTo(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var err error
+	for ctx.Err() == nil {
+		var c ledgerv1.LedgerClient
+		if c, err = n.peerClient(ctx, id); err == nil {
+			if _, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.self(), "")}); err == nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.log.Warn("could not announce to the added node", "peer", short(id), "err", err)
 }
