@@ -378,6 +378,7 @@ func TestMetrics(t *testing.T) {
 		"fedtune_ledger_blocks_applied_total 1",
 		"fedtune_ledger_txs_committed_total 1",
 		"fedtune_ledger_txs_rejected_total 1",
+		`fedtune_ledger_refused_total{reason="tx_malformed"} 1`,
 		"fedtune_ledger_apply_seconds_count 1",
 		"fedtune_ledger_is_leader 1",
 	} {
