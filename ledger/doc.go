@@ -133,10 +133,16 @@
 //     reference is the earlier of the two times, so a proposal ahead of its
 //     own AppendedAt by more than the skew is refused everywhere, whenever.
 //
-// The residual case (replicas whose clocks differ by about the skew
-// disagreeing on an entry right at the limit) needs clocks that are
-// synchronised (NTP) well within max_clock_skew; keep the skew large
-// against that error and small against the damage of a jump.
+// What remains depends on clocks being synchronised (NTP) well within
+// max_clock_skew. A node whose own clock is off by more than the skew
+// decides fresh entries differently from the others: a follower running
+// slow refuses what they accept, a leader whose clock jumped accepts its
+// own proposal that they refuse. Either way it is the node with the wrong
+// clock whose state leaves the majority's; its checkpoints then conflict
+// with theirs (ledger/node cosigning, VerifyFork), which names it. Fix its
+// clock and rebuild its data directory from the others (a fresh node
+// catches up from a raft snapshot). Keep the skew large against clock
+// error and small against the damage of a jump.
 //
 // Block times still only move forward (max(previous + 1, proposal time)),
 // so a chain that already holds a bad time (written before this check, or
