@@ -62,7 +62,7 @@ func (n *Node) reconcile() {
 	}
 	pinned := n.fsm.NodesPinned()
 	if self, ok := known[n.id]; (pinned && !ok) || (ok && !self.IsVoter()) {
-		n.log.Warn("membership: this node is not a voting ledger node; handing leadership on")
+		n.log.Warn("membership: this node is not a voting ledger node (its proposals are refused); handing leadership on")
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			n.log.Warn("membership: leadership transfer", "err", err)
 		}

@@ -436,6 +436,9 @@ func (n *Node) startRaft() error {
 	}
 	switch {
 	case n.cfg.Bootstrap:
+		if r, ok := n.fsm.NodeMember(n.id); n.fsm.NodesPinned() && (!ok || !r.IsVoter()) {
+			return fmt.Errorf("%w: bootstrap: node %s is not one of the genesis file's nodes, so it may not propose; start it with \"join\" and have an admin add it (fedtune ledger join)", ErrConfig, n.id)
+		}
 		servers := []raft.Server{{ID: raft.ServerID(n.id), Address: raft.ServerAddress(n.RaftAddr()), Suffrage: raft.Voter}}
 		for _, p := range n.cfg.Peers {
 			if p.ID == n.id {
