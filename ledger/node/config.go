@@ -40,8 +40,9 @@ type Config struct {
 	// Peers lists the cluster's nodes (for Bootstrap) and seeds the peer
 	// directory.
 	Peers []PeerConfig `yaml:"peers"`
-	// Join is the gRPC address of a running node to ask to add this node
-	// when its data directory holds no raft state yet.
+	// Join is the gRPC address of a running node that this node, when its
+	// data directory holds no raft state yet, tells its addresses to; it
+	// then waits until an admin's NodeAdded makes the leader add it.
 	Join string `yaml:"join"`
 	// JoinAsVoter is ignored (kept so that old configs load): a node
 	// becomes a voter only through an admin-signed NodePromoted.
