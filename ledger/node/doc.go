@@ -45,7 +45,9 @@
 // for a server that is no node of the chain; a leader that is no voting
 // node itself hands leadership on. This is idempotent, so a change applied
 // just before a leader change is carried out by the next leader. The Join
-// and Remove RPCs only answer FailedPrecondition. A joining node starts
+// and Remove RPCs only answer FailedPrecondition. (A cluster that grew by
+// the old Join RPC: submit NodeAdded and NodePromoted for those nodes
+// before upgrading its leader, or it removes them as unknown servers.) A joining node starts
 // with "join: ADDR" (no raft state): it tells that node its addresses
 // (Peers) and waits for an admin's NodeAdded. A node learns the gRPC
 // addresses of its peers from its config, from the Peers RPC and from the
