@@ -108,7 +108,11 @@
 //     state, so every replica decides alike. A genesis without nodes (for
 //     development) pins no proposers: then only removed nodes are refused.
 //   - its time is more than the genesis policy's max_clock_skew (default
-//     30s) ahead of a reference time (ErrProposalTime).
+//     30s) ahead of a reference time (ErrProposalTime). Only a time that
+//     moves the chain's time forward is checked (one at or below the
+//     previous block's time + 1 does not set the block time), so blocks
+//     forced above their proposals' times (a genesis_time ahead) stay
+//     valid, also when VerifyChain replays them.
 //
 // Raft needs a deterministic FSM, and a replica's own clock is not: an
 // entry refused as too far ahead today would pass a year later, so a node

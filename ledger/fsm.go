@@ -316,7 +316,7 @@ func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []by
 		perr = fmt.Errorf("%w: proposal time %d is out of range", ErrBadEncoding, p.Time)
 	}
 	if perr == nil {
-		if err := f.checkProposal(b.Get, *p, appended); err != nil {
+		if err := f.checkProposal(b.Get, *p, appended, hd.Time); err != nil {
 			var se *storageError
 			if errors.As(err, &se) {
 				return nil, err

@@ -190,9 +190,12 @@ func (f *FSM) NodesPinned() bool { return len(f.g.Nodes) > 0 }
 
 // checkProposal refuses a proposal whose proposer may not propose or whose
 // time is too far ahead (see the package doc, "Proposers and time").
-// appended is the raft entry's AppendedAt (zero outside raft); now the
-// replica's clock.
-func (f *FSM) checkProposal(get func([]byte) ([]byte, bool, error), p Proposal, appended time.Time) error {
+// appended is the raft entry's AppendedAt (zero outside raft), prevTime
+// the previous block's time. Only a time that moves the chain's time
+// forward (above prevTime+1) is checked: one at or below it does not set
+// the block time (a chain whose genesis_time lies ahead, and the replay of
+// such blocks by VerifyChain, stay valid).
+func (f *FSM) checkProposal(get func([]byte) ([]byte, bool, error), p Proposal, appended time.Time, prevTime int64) error {
 	r, ok, err := nodeRecord(f.g, get, p.Proposer)
 	if err != nil {
 		return &storageError{err}
@@ -210,7 +213,7 @@ func (f *FSM) checkProposal(get func([]byte) ([]byte, bool, error), p Proposal, 
 	if !appended.IsZero() && appended.Before(ref) {
 		ref = appended
 	}
-	if limit := ref.Add(skew).UnixNano(); p.Time > limit {
+	if limit := ref.Add(skew).UnixNano(); p.Time > limit && p.Time > prevTime+1 {
 		return fmt.Errorf("%w: %w: proposal time %s is more than policy max_clock_skew %s ahead of %s",
 			ErrProposalRefused, ErrProposalTime, fmtNanos(p.Time), skew, ref.UTC().Format(time.RFC3339Nano))
 	}

@@ -130,8 +130,8 @@ func TestNodeMembershipTxs(t *testing.T) {
 }
 
 func TestProposalClockSkew(t *testing.T) {
-	c := newCast()
-	ch := newChain(t, c.genesis(t), c.node.id)
+	var c *cast
+	var ch *chain
 	tx := func(s string) []byte {
 		return c.coord.sign(t, ModelRegistered{Digest: digest(s), Name: "m", Licence: "l", Source: "s"})
 	}
@@ -153,6 +153,8 @@ func TestProposalClockSkew(t *testing.T) {
 		{"ahead of a back-dated append", func(n time.Time) int64 { return n.UnixNano() }, func(n time.Time) time.Time { return n.Add(-time.Hour) }, true},
 	}
 	for _, tc := range cases {
+		c = newCast()
+		ch = newChain(t, c.genesis(t), c.node.id)
 		now := ch.now()
 		before := dump(t, ch.db.State(), "")
 		res := ch.proposeBy(c.node.id, tc.time(now), tc.appended(now), tx(tc.name))
@@ -264,5 +266,22 @@ func TestAdmit(t *testing.T) {
 		if !errors.As(err, &te) || (tc.code != "" && te.Code != tc.code) {
 			t.Errorf("%s: %v, want code %q", tc.name, err, tc.code)
 		}
+	}
+}
+
+// TestClockSkewFutureGenesis: a genesis_time ahead of the clocks forces
+// block times above the proposals' times; such blocks are not "ahead" of
+// anything a proposer chose, are accepted, and the chain re-verifies.
+func TestClockSkewFutureGenesis(t *testing.T) {
+	c := newCast()
+	g := c.genesis(t)
+	g.Time = t0.Add(48 * time.Hour)
+	ch := newChain(t, g, c.node.id)
+	b := ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m"), Name: "m", Licence: "l", Source: "s"}))
+	if b.Header.Time != g.UnixNano()+1 {
+		t.Fatalf("block time %d, want genesis time + 1", b.Header.Time)
+	}
+	if err := VerifyChain(ch.db.State(), g); err != nil {
+		t.Fatal(err)
 	}
 }
