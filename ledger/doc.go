@@ -24,6 +24,9 @@
 //	UpdateRejected     aggregator
 //	RoundCommitted     aggregator
 //	RoundFailed        aggregator
+//	NodeAdded          admin
+//	NodePromoted       admin
+//	NodeRemoved        admin
 //	(none)             auditor: reads only
 //
 // # Transactions
@@ -80,6 +83,85 @@
 // segment at the next depth, so the rounds of a job sit under consecutive
 // keys and a lineage is one range scan per segment, not one lookup per round:
 // a model 10,000 rounds deep answers in about 17 ms (BenchmarkLineage10000).
+//
+// # Ledger nodes
+//
+// The nodes that replicate the chain are a state of the ledger too, changed
+// only by admin-signed transactions: NodeAdded (a node key with its raft and
+// gRPC addresses, as a non-voter), NodePromoted (to voter) and NodeRemoved.
+// The genesis file's nodes are voters from height 0 without a stored record
+// (so a genesis hash and state hash are what they were before node records
+// existed); a record is written when a node is added, promoted or removed
+// (FSM.NodeMember, FSM.Nodes). A removed key cannot be added again, and the
+// last voting node cannot be removed. The raft leader carries the records
+// out in raft's configuration (ledger/node), so raft membership follows the
+// chain and nothing else.
+//
+// # Proposers and time
+//
+// A proposal (one raft entry) is refused as a whole, with no block and no
+// state change on any replica (ApplyResult.Err wraps ErrProposalRefused),
+// when
+//
+//   - its proposer is not a voting node: not a genesis node or a promoted
+//     one, or removed (ErrProposerNotVoter). This reads only the replicated
+//     state, so every replica decides alike. A genesis without nodes (for
+//     development) pins no proposers: then only removed nodes are refused.
+//   - its time is more than the genesis policy's max_clock_skew (default
+//     30s) ahead of a reference time (ErrProposalTime). Only a time that
+//     moves the chain's time forward is checked (one at or below the
+//     previous block's time + 1 does not set the block time), so blocks
+//     forced above their proposals' times (a genesis_time ahead) stay
+//     valid, also when VerifyChain replays them.
+//
+// Raft needs a deterministic FSM, and a replica's own clock is not: an
+// entry refused as too far ahead today would pass a year later, so a node
+// that replays its log late could apply a block the others refused. The
+// reference is therefore min(replica clock, the entry's AppendedAt), where
+// AppendedAt is the time the leader stamped on the raft entry, stored with
+// it in the log and replayed unchanged:
+//
+//   - An honest leader stamps both times from one clock, so the proposal is
+//     within the skew of AppendedAt; a replica applying it at any later
+//     time takes AppendedAt as reference and accepts it, as did those that
+//     applied it fresh (their clocks agree with the leader's within the
+//     skew). Replays, restarts and lagging nodes decide alike.
+//   - A leader whose clock jumped ahead (or a forged entry) stamps both in
+//     the future; fresh replicas take their own clock and refuse. A
+//     replica would decide otherwise only if it applied that entry after
+//     its own clock passed the bad time minus the skew (for a year-2262
+//     time: never in practice), and the entry were still in the raft log
+//     then (raft compacts applied entries into snapshots, which carry the
+//     decision).
+//   - A leader cannot dodge the check by back-dating AppendedAt: the
+//     reference is the earlier of the two times, so a proposal ahead of its
+//     own AppendedAt by more than the skew is refused everywhere, whenever.
+//
+// What remains depends on clocks being synchronised (NTP) well within
+// max_clock_skew. A node whose own clock is off by more than the skew
+// decides fresh entries differently from the others: a follower running
+// slow refuses what they accept, a leader whose clock jumped accepts its
+// own proposal that they refuse. Either way it is the node with the wrong
+// clock whose state leaves the majority's; its checkpoints then conflict
+// with theirs (ledger/node cosigning, VerifyFork), which names it. Fix its
+// clock and rebuild its data directory from the others (a fresh node
+// catches up from a raft snapshot). Keep the skew large against clock
+// error and small against the damage of a jump.
+//
+// Block times still only move forward (max(previous + 1, proposal time)),
+// so a chain that already holds a bad time (written before this check, or
+// by a majority of nodes with broken clocks) cannot heal itself: every
+// later block carries that time, and RoundOpened deadlines before it are
+// refused. The way back is a new chain, not a rewrite of this one (a ledger
+// that an admin could rewind would not be worth auditing): stop the nodes;
+// keep the old chain's export ("fedtune audit export") as the audit
+// record of everything before; write a new genesis with a new chain_id,
+// genesis_time now, and the members and nodes the old chain's state holds
+// (members: "fedtune ledger query member"); start the nodes on fresh data
+// directories; re-register each job's last committed model as a base
+// model (ModelRegistered, source naming the old chain ID and the model's
+// height there) and open its next round. Auditors verify the old export and
+// the new chain separately; the link between them is the model digest.
 //
 // VerifyChain re-derives a local chain from its genesis: it replays every
 // stored block on a fresh in-memory state and compares heights, previous

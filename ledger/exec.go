@@ -23,6 +23,7 @@ type kvWrite struct {
 // stages nothing.
 type execCtx struct {
 	chainID string
+	genesis *Genesis
 	policy  Policy
 	b       *pebblestore.Batch
 	ws      writeSet
@@ -195,7 +196,7 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return nil, nil, &storageError{fmt.Errorf("member %s has a bad stored key", m.ID)}
 	}
-	if pre == nil || pre.key == "" || pre.key != m.PublicKey {
+	if (pre == nil || pre.key == "" || pre.key != m.PublicKey) && tx.verifiedKey != m.PublicKey {
 		if err := verifyEnvelope(tx.Envelope, ed25519.PublicKey(pub)); err != nil {
 			return nil, nil, err
 		}
@@ -222,6 +223,8 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 	txHash := hex.EncodeToString(tx.Hash[:])
 	switch b := tx.Body.(type) {
+	case NodeAdded, NodePromoted, NodeRemoved:
+		return c.checkNodeBody(tx)
 	case MemberAdded:
 		pub, _ := ParsePublicKey(b.PublicKey) // checked by DecodeTx
 		id := KeyID(pub)

@@ -257,7 +257,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return nil
 	}
 	f.applyMu.Lock()
-	res := f.applyEntry(l.Index, l.Data)
+	res := f.applyEntry(l.Index, l.AppendedAt, l.Data)
 	f.applyMu.Unlock()
 	if res.Block != nil && f.onBlock != nil {
 		f.onBlock(res.Block)
@@ -269,7 +269,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 // raft index). It is for tools and tests; a node goes through raft.
 func (f *FSM) ApplyProposal(p Proposal) *ApplyResult {
 	f.applyMu.Lock()
-	res := f.applyEntry(0, EncodeProposal(p))
+	res := f.applyEntry(0, time.Time{}, EncodeProposal(p))
 	f.applyMu.Unlock()
 	if res.Block != nil && f.onBlock != nil {
 		f.onBlock(res.Block)
@@ -277,7 +277,7 @@ func (f *FSM) ApplyProposal(p Proposal) *ApplyResult {
 	return res
 }
 
-func (f *FSM) applyEntry(index uint64, data []byte) *ApplyResult {
+func (f *FSM) applyEntry(index uint64, appended time.Time, data []byte) *ApplyResult {
 	f.mu.RLock()
 	hd, broken := f.head, f.broken
 	f.mu.RUnlock()
@@ -287,7 +287,7 @@ func (f *FSM) applyEntry(index uint64, data []byte) *ApplyResult {
 	if index != 0 && index <= hd.Applied {
 		return &ApplyResult{Err: fmt.Errorf("%w: index %d, state is at %d", ErrAlreadyApplied, index, hd.Applied)}
 	}
-	res, err := f.applyProposal(hd, index, data)
+	res, err := f.applyProposal(hd, index, appended, data)
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrFSMBroken, err)
 		f.mu.Lock()
@@ -301,7 +301,7 @@ func (f *FSM) applyEntry(index uint64, data []byte) *ApplyResult {
 
 // applyProposal executes one log entry and commits its block, if any, with
 // the new head. A returned error is the store's.
-func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, error) {
+func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []byte) (*ApplyResult, error) {
 	res := &ApplyResult{}
 	newHead := hd
 	if index > hd.Applied {
@@ -315,15 +315,25 @@ func (f *FSM) applyProposal(hd head, index uint64, data []byte) (*ApplyResult, e
 	if perr == nil && p.Time > maxBlockTime {
 		perr = fmt.Errorf("%w: proposal time %d is out of range", ErrBadEncoding, p.Time)
 	}
+	if perr == nil {
+		if err := f.checkProposal(b.Get, *p, appended, hd.Time); err != nil {
+			var se *storageError
+			if errors.As(err, &se) {
+				return nil, err
+			}
+			res.Err = err
+			f.log.Warn("proposal refused; no block", "index", index, "proposer", abbrev(p.Proposer), "err", err)
+		}
+	}
 	if perr != nil {
 		res.Err = perr
 		f.log.Warn("log entry is not a valid proposal; skipped", "index", index, "err", perr)
-	} else {
+	} else if res.Err == nil {
 		t := p.Time
 		if t <= hd.Time {
 			t = hd.Time + 1
 		}
-		c := &execCtx{chainID: f.g.ChainID, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}, fsm: f}
+		c := &execCtx{chainID: f.g.ChainID, genesis: f.g, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}, fsm: f}
 		written = c.ws
 		res.Results = make([]TxResult, len(p.Txs))
 		pre := f.precheck(p.Txs)
@@ -462,8 +472,8 @@ func (f *FSM) precheck(txs [][]byte) []preChecked {
 				if err != nil || len(pub) != ed25519.PublicKeySize {
 					continue
 				}
-				if pc.tx.Envelope.Verify(ed25519.PublicKey(pub)) == nil {
-					pc.key = m.PublicKey
+				if pc.tx.verifiedKey == m.PublicKey || pc.tx.Envelope.Verify(ed25519.PublicKey(pub)) == nil {
+					pc.key = m.PublicKey // (Admit on this node verified it already)
 				}
 			}
 		})
@@ -507,7 +517,7 @@ func (f *FSM) CheckTx(envelope []byte) error {
 	}
 	b := f.st.NewBatch()
 	defer b.Close()
-	c := &execCtx{chainID: f.g.ChainID, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}}
+	c := &execCtx{chainID: f.g.ChainID, genesis: f.g, policy: f.g.Policy, b: b, ws: writeSet{}, height: hd.Height + 1, time: t, seen: map[[32]byte]bool{}}
 	_, _, err := c.check(envelope, nil)
 	return err
 }

@@ -20,6 +20,9 @@ func seedTxs(f *testing.F) [][]byte {
 		c.admin.sign(f, MemberAdded{PublicKey: newActor("z", "").pubHex(), Role: RoleTrainer}),
 		c.trainers[0].sign(f, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "CC0-1.0", Source: "s", Samples: 3,
 			Root: digest("root"), Bytes: 42}),
+		c.admin.sign(f, NodeAdded{PublicKey: newActor("n", "").pubHex(), RaftAddress: "10.0.0.4:7000", GRPCAddress: "[::1]:7100", Name: "n4"}),
+		c.admin.sign(f, NodePromoted{ID: newActor("n", "").id}),
+		c.admin.sign(f, NodeRemoved{ID: newActor("n", "").id, Reason: "retired"}),
 	}
 }
 

@@ -75,6 +75,21 @@ type Policy struct {
 	// CheckpointQuorum is how many distinct node cosignatures a checkpoint
 	// needs. Zero means a majority of Nodes (1 if no nodes are listed).
 	CheckpointQuorum int `yaml:"checkpoint_quorum"`
+	// MaxClockSkew bounds how far a proposal's time may be ahead of a
+	// replica's clock (see the package doc, "Proposers and time"). Zero
+	// means DefaultMaxClockSkew.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+}
+
+// DefaultMaxClockSkew is Policy.MaxClockSkew when a genesis leaves it out.
+const DefaultMaxClockSkew = 30 * time.Second
+
+// ClockSkew returns the effective MaxClockSkew.
+func (p Policy) ClockSkew() time.Duration {
+	if p.MaxClockSkew <= 0 {
+		return DefaultMaxClockSkew
+	}
+	return p.MaxClockSkew
 }
 
 // DefaultPolicy returns the policy fields a genesis file leaves out.
@@ -84,6 +99,7 @@ func DefaultPolicy() Policy {
 		MaxBlockBytes: 8 << 20,
 		MaxTxBytes:    256 << 10,
 		BlockInterval: 50 * time.Millisecond,
+		MaxClockSkew:  DefaultMaxClockSkew,
 	}
 }
 
@@ -207,6 +223,9 @@ func (g *Genesis) Validate() error {
 	if p.BlockInterval <= 0 || p.BlockInterval > time.Minute {
 		add("policy.block_interval %s must be above 0 and at most 1m (for example 50ms)", p.BlockInterval)
 	}
+	if p.MaxClockSkew < 0 || p.MaxClockSkew > 0 && (p.MaxClockSkew < time.Second || p.MaxClockSkew > 24*time.Hour) {
+		add("policy.max_clock_skew %s must be between 1s and 24h (for example 30s)", p.MaxClockSkew)
+	}
 	if p.CheckpointQuorum < 0 {
 		add("policy.checkpoint_quorum %d must not be negative", p.CheckpointQuorum)
 	} else if len(g.Nodes) > 0 && p.CheckpointQuorum > len(g.Nodes) {
@@ -243,6 +262,9 @@ type canonicalGenesis struct {
 		MaxTxBytes       int   `json:"max_tx_bytes"`
 		BlockInterval    int64 `json:"block_interval_ns"`
 		CheckpointQuorum int   `json:"checkpoint_quorum"`
+		// MaxClockSkew is left out when it is the default, so that the
+		// genesis files written before it existed keep their hash.
+		MaxClockSkew int64 `json:"max_clock_skew_ns,omitempty"`
 	} `json:"policy"`
 }
 
@@ -266,6 +288,9 @@ func (g *Genesis) canonical() []byte {
 	c.Policy.MaxTxBytes = g.Policy.MaxTxBytes
 	c.Policy.BlockInterval = int64(g.Policy.BlockInterval)
 	c.Policy.CheckpointQuorum = g.Quorum()
+	if sk := g.Policy.ClockSkew(); sk != DefaultMaxClockSkew {
+		c.Policy.MaxClockSkew = int64(sk)
+	}
 	out, err := json.Marshal(c)
 	if err != nil {
 		panic("ledger: encode genesis: " + err.Error())

@@ -234,6 +234,11 @@ type Tx struct {
 	Signer   string
 	Nonce    uint64
 	Body     TxBody
+
+	// verifiedKey is the hex key Admit verified the signature with on this
+	// node; applying the tx skips verifying again if the signer still
+	// holds that key.
+	verifiedKey string
 }
 
 // TxHash is the transaction's ID: the SHA-256 of its envelope bytes.
@@ -440,6 +445,9 @@ func validateBody(b TxBody) error {
 		return nil
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	}
+	if ok, err := validateNodeBody(b); ok {
+		return err
 	}
 	return fmt.Errorf("unknown tx body %T", b)
 }

@@ -31,7 +31,7 @@ func newLedgerCmd() *cobra.Command {
 		Short: "Run, inspect and verify permissioned-ledger nodes",
 	}
 	cmd.AddCommand(newLedgerInitCmd(), newLedgerStartCmd(), newLedgerStatusCmd(), newLedgerBlocksCmd(),
-		newLedgerVerifyCmd(), newLedgerJoinCmd(), newLedgerRemoveCmd(), newLedgerTxCmd(), newLedgerQueryCmd())
+		newLedgerVerifyCmd(), newLedgerJoinCmd(), newLedgerPromoteCmd(), newLedgerRemoveCmd(), newLedgerTxCmd(), newLedgerQueryCmd())
 	return cmd
 }
 
@@ -250,54 +250,138 @@ func newLedgerVerifyCmd() *cobra.Command {
 }
 
 func newLedgerJoinCmd() *cobra.Command {
-	var addr, id, raftAddr, grpcAddr string
+	var addr, keyFile, pubFile, id, raftAddr, grpcAddr, name string
 	var voter bool
 	cmd := &cobra.Command{
-		Use:   "join --node-id ID --raft-addr HOST:PORT --grpc-addr HOST:PORT [--voter]",
-		Short: "Add a running node to the cluster (non-voter first; --voter promotes it once caught up)",
-		Args:  cobra.NoArgs,
+		Use:   "join --key ADMIN.key --pubkey NODE.pub --raft-addr HOST:PORT --grpc-addr HOST:PORT [--voter]",
+		Short: "Add a ledger node (admin-signed NodeAdded: a non-voter; --voter then promotes it once caught up)",
+		Long: `Add a ledger node with an admin-signed NodeAdded transaction. Once it commits,
+the raft leader adds the node to raft's configuration as a non-voter. With
+--voter, join then waits until the node (at --grpc-addr) has caught up with
+the chain and submits NodePromoted, after which the leader makes it a voter.
+The joining node only starts (config "join: ADDR") and waits to be added.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if id == "" || raftAddr == "" || grpcAddr == "" {
-				return errors.New("ledger join: --node-id, --raft-addr and --grpc-addr are required")
+			if keyFile == "" || pubFile == "" || raftAddr == "" || grpcAddr == "" {
+				return errors.New("ledger join: --key, --pubkey, --raft-addr and --grpc-addr are required")
 			}
-			return withClient(cmd.Context(), addr, func(c *node.Client) error {
-				if err := c.Join(cmd.Context(), node.PeerConfig{ID: id, RaftAddress: raftAddr, GRPCAddress: grpcAddr}, voter); err != nil {
-					return fmt.Errorf("ledger join: %w", err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "joined %s (voter=%v)\n", id, voter)
+			pub, err := ledger.LoadPublicKey(pubFile)
+			if err != nil {
+				return fmt.Errorf("ledger join: %w", err)
+			}
+			nodeID := ledger.KeyID(pub)
+			if id != "" && id != nodeID {
+				return fmt.Errorf("ledger join: --node-id %s is not the ID of %s (%s)", id, pubFile, nodeID)
+			}
+			body := ledger.NodeAdded{PublicKey: hex.EncodeToString(pub), RaftAddress: raftAddr, GRPCAddress: grpcAddr, Name: name}
+			if err := submitSigned(cmd, addr, keyFile, body); err != nil {
+				return fmt.Errorf("ledger join: %w", err)
+			}
+			if !voter {
+				fmt.Fprintf(cmd.OutOrStdout(), "added %s as a non-voter\n", nodeID)
 				return nil
-			})
+			}
+			if err := waitCaughtUp(cmd.Context(), addr, grpcAddr, 2*time.Minute); err != nil {
+				return fmt.Errorf("ledger join: %s was added as a non-voter but %w; promote it later with \"fedtune ledger promote\"", nodeID, err)
+			}
+			if err := submitSigned(cmd, addr, keyFile, ledger.NodePromoted{ID: nodeID}); err != nil {
+				return fmt.Errorf("ledger join: promote: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added %s as a voter\n", nodeID)
+			return nil
 		},
 	}
 	addrFlag(cmd, &addr)
-	cmd.Flags().StringVar(&id, "node-id", "", "the joining node's ID")
+	cmd.Flags().StringVar(&keyFile, "key", "", "the admin key that signs the transaction")
+	cmd.Flags().StringVar(&pubFile, "pubkey", "", "the joining node's public key (NAME.pub, or its key file)")
+	cmd.Flags().StringVar(&id, "node-id", "", "the joining node's ID (optional check against --pubkey)")
 	cmd.Flags().StringVar(&raftAddr, "raft-addr", "", "the joining node's raft address")
 	cmd.Flags().StringVar(&grpcAddr, "grpc-addr", "", "the joining node's gRPC address")
-	cmd.Flags().BoolVar(&voter, "voter", false, "promote to voter once caught up")
+	cmd.Flags().StringVar(&name, "name", "", "a name for the node (logs)")
+	cmd.Flags().BoolVar(&voter, "voter", false, "promote to voter once caught up (NodePromoted)")
+	return cmd
+}
+
+// waitCaughtUp polls the node at grpcAddr until its height reaches the
+// height the node at addr has now.
+func waitCaughtUp(ctx context.Context, addr, grpcAddr string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var target uint64
+	if err := withClient(ctx, addr, func(c *node.Client) error {
+		st, err := c.Status(ctx)
+		if err == nil {
+			target = st.Height
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	var last error
+	for {
+		last = withClient(ctx, grpcAddr, func(c *node.Client) error {
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.Height < target {
+				return fmt.Errorf("it is at height %d of %d", st.Height, target)
+			}
+			return nil
+		})
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("it did not catch up in %v: %v", limit, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func newLedgerPromoteCmd() *cobra.Command {
+	var addr, keyFile, id string
+	cmd := &cobra.Command{
+		Use:   "promote --key ADMIN.key --node-id ID",
+		Short: "Make an added ledger node a voter (admin-signed NodePromoted)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keyFile == "" || id == "" {
+				return errors.New("ledger promote: --key and --node-id are required")
+			}
+			if err := submitSigned(cmd, addr, keyFile, ledger.NodePromoted{ID: id}); err != nil {
+				return fmt.Errorf("ledger promote: %w", err)
+			}
+			return nil
+		},
+	}
+	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&keyFile, "key", "", "the admin key that signs the transaction")
+	cmd.Flags().StringVar(&id, "node-id", "", "the node's ID")
 	return cmd
 }
 
 func newLedgerRemoveCmd() *cobra.Command {
-	var addr, id string
+	var addr, keyFile, id, reason string
 	cmd := &cobra.Command{
-		Use:   "remove --node-id ID",
-		Short: "Remove a node from the cluster's raft configuration",
+		Use:   "remove --key ADMIN.key --node-id ID [--reason TEXT]",
+		Short: "Remove a ledger node (admin-signed NodeRemoved; the leader then takes it out of raft)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if id == "" {
-				return errors.New("ledger remove: --node-id is required")
+			if keyFile == "" || id == "" {
+				return errors.New("ledger remove: --key and --node-id are required")
 			}
-			return withClient(cmd.Context(), addr, func(c *node.Client) error {
-				if err := c.Remove(cmd.Context(), id); err != nil {
-					return fmt.Errorf("ledger remove: %w", err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", id)
-				return nil
-			})
+			if err := submitSigned(cmd, addr, keyFile, ledger.NodeRemoved{ID: id, Reason: reason}); err != nil {
+				return fmt.Errorf("ledger remove: %w", err)
+			}
+			return nil
 		},
 	}
 	addrFlag(cmd, &addr)
-	cmd.Flags().StringVar(&id, "node-id", "", "the node to remove")
+	cmd.Flags().StringVar(&keyFile, "key", "", "the admin key that signs the transaction")
+	cmd.Flags().StringVar(&id, "node-id", "", "the node's ID")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded on the chain)")
 	return cmd
 }
 

@@ -77,7 +77,8 @@ func waitOutput(t *testing.T, want string, args ...string) string {
 }
 
 // TestLedgerJoinRemove grows a one-node ledger to two with "ledger join
-// --voter" and shrinks it again with "ledger remove".
+// --voter" (admin-signed NodeAdded and NodePromoted) and shrinks it again
+// with "ledger remove" (NodeRemoved); a stranger's join changes nothing.
 func TestLedgerJoinRemove(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs ledger nodes")
@@ -94,11 +95,26 @@ func TestLedgerJoinRemove(t *testing.T) {
 	}
 	n1 := startCLINode(t, dir, genesis, "n1", true)
 	waitOutput(t, "state:   Leader", "ledger", "status", "--addr", n1.grpc)
+	adminKey := filepath.Join(dir, "admin.key")
+	if err := ledger.SaveKey(adminKey, admin); err != nil {
+		t.Fatal(err)
+	}
 	n2 := startCLINode(t, dir, genesis, "n2", false)
 	waitOutput(t, "node:    "+n2.id, "ledger", "status", "--addr", n2.grpc)
+	pub := filepath.Join(dir, "n2.pub")
 
-	out := mustRun(t, "ledger", "join", "--addr", n1.grpc, "--node-id", n2.id, "--raft-addr", n2.raft, "--grpc-addr", n2.grpc, "--voter")
-	if !strings.Contains(out, "joined "+n2.id) {
+	// Without an admin key nothing changes: the key must be a member admin.
+	stranger := filepath.Join(dir, "stranger.key")
+	mustRun(t, "keygen", "-o", stranger)
+	if out, err := run(t, "ledger", "join", "--addr", n1.grpc, "--key", stranger, "--pubkey", pub, "--raft-addr", n2.raft, "--grpc-addr", n2.grpc); err == nil || !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("join signed by a stranger: %v\n%s", err, out)
+	}
+	if st := mustRun(t, "ledger", "status", "--addr", n1.grpc); strings.Contains(st, n2.id) {
+		t.Fatalf("stranger's join changed raft membership:\n%s", st)
+	}
+
+	out := mustRun(t, "ledger", "join", "--addr", n1.grpc, "--key", adminKey, "--pubkey", pub, "--raft-addr", n2.raft, "--grpc-addr", n2.grpc, "--voter")
+	if !strings.Contains(out, "added "+n2.id+" as a voter") {
 		t.Fatalf("join printed %q", out)
 	}
 	st := waitOutput(t, n2.id+"  voter", "ledger", "status", "--addr", n2.grpc)
@@ -108,12 +124,19 @@ func TestLedgerJoinRemove(t *testing.T) {
 		}
 	}
 
-	if _, err := run(t, "ledger", "remove", "--addr", n2.grpc, "--node-id", "xyz"); err == nil {
+	if _, err := run(t, "ledger", "remove", "--addr", n2.grpc, "--key", adminKey, "--node-id", "xyz"); err == nil {
 		t.Fatal("remove of a malformed ID succeeded")
 	}
-	mustRun(t, "ledger", "remove", "--addr", n2.grpc, "--node-id", n2.id)
-	st = mustRun(t, "ledger", "status", "--addr", n1.grpc)
-	if strings.Contains(st, n2.id) {
-		t.Fatalf("removed node still listed:\n%s", st)
+	mustRun(t, "ledger", "remove", "--addr", n2.grpc, "--key", adminKey, "--node-id", n2.id)
+	waitFor := time.Now().Add(20 * time.Second)
+	for {
+		st = mustRun(t, "ledger", "status", "--addr", n1.grpc)
+		if !strings.Contains(st, n2.id) {
+			break
+		}
+		if time.Now().After(waitFor) {
+			t.Fatalf("removed node still listed:\n%s", st)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -23,15 +23,25 @@ const handshakeTimeout = 10 * time.Second
 // isNode reports whether the key with ID id belongs to a ledger node: one
 // that may take part in raft, call the node-to-node RPCs (forwarded
 // Submits, GetCheckpoint, Peers) and cosign checkpoints. This is the one
-// place that decides it. Today a node is one listed in the genesis file's
-// nodes; a genesis that lists none pins nothing, and every key counts (New
-// logs a warning for such a chain).
+// place that decides it: a node of the chain as this node's ledger state
+// knows it (ledger.FSM.NodeMember: the genesis file's nodes and those an
+// admin added with NodeAdded), and not removed since (NodeRemoved). A node
+// still catching up may not yet know of a node added later; that node's
+// connections are refused until this one applies its NodeAdded. A genesis
+// that lists no nodes pins nothing, and every key counts (New logs a
+// warning for such a chain).
 func (n *Node) isNode(id string) bool {
 	if len(n.genesis.Nodes) == 0 {
 		return true
 	}
-	_, ok := n.genesisNodes[id]
-	return ok
+	if _, ok := n.genesisNodes[id]; ok && n.fsm == nil {
+		return true
+	}
+	if n.fsm == nil {
+		return false
+	}
+	r, ok := n.fsm.NodeMember(id)
+	return ok && r.Current()
 }
 
 // nodeVerifier is the tlsid.Verifier that accepts ledger nodes only.
@@ -79,17 +89,6 @@ func requireKey(ctx context.Context, rpc string) (string, error) {
 		return "", status.Errorf(codes.Unauthenticated, "%s needs a caller authenticated by TLS: %v", rpc, err)
 	}
 	return id, nil
-}
-
-// authMembership checks the caller of Join or Remove: an authenticated key
-// for a first call, a ledger node for a forwarded one (hops > 0).
-func (n *Node) authMembership(ctx context.Context, rpc string, hops uint32) error {
-	if hops > 0 {
-		_, err := n.requireNode(ctx, fmt.Sprintf("a forwarded %s (hops > 0)", rpc))
-		return err
-	}
-	_, err := requireKey(ctx, rpc)
-	return err
 }
 
 // tlsStreamLayer is raft's transport over mutual TLS 1.3: both ends present

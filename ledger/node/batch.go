@@ -26,7 +26,11 @@ var errNotLeader = errors.New("not the leader")
 // submitLocal queues txs on this node, which must be the leader, and waits
 // for each one's result. Stateless checks and already-committed txs are
 // answered at once.
-func (n *Node) submitLocal(ctx context.Context, txs [][]byte) ([]*ledgerv1.TxResult, error) {
+//
+// decoded[i], when set, is txs[i] as ledger.FSM.Admit returned it (the
+// Submit handler admits every tx first); a tx without one is admitted here.
+// Either way no tx enters a proposal that Admit refuses.
+func (n *Node) submitLocal(ctx context.Context, txs [][]byte, decoded []*ledger.Tx) ([]*ledgerv1.TxResult, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, errNotLeader
 	}
@@ -38,14 +42,24 @@ func (n *Node) submitLocal(ctx context.Context, txs [][]byte) ([]*ledgerv1.TxRes
 			results[i] = r
 			continue
 		}
-		// The stateless checks of ValidateBasic; the decoding is handed to
-		// the FSM, which then need not decode the tx again when it applies
-		// it (it still verifies the signature itself).
-		tx, err := ledger.DecodeTx(env)
-		if err != nil {
-			n.metrics.txsRejected.Inc()
-			results[i] = rejected(h, err)
-			continue
+		// The checks that need no next block (ledger.FSM.Admit); the
+		// decoding is handed to the FSM, which then need not decode the tx
+		// again when it applies it, nor verify its signature again while
+		// the signer keeps the key Admit verified it with.
+		var tx *ledger.Tx
+		if i < len(decoded) && decoded[i] != nil {
+			tx = decoded[i]
+		} else {
+			var err error
+			if tx, err = n.fsm.Admit(env); err != nil {
+				var te *ledger.TxError
+				if errors.As(err, &te) {
+					n.metrics.refused.WithLabelValues("tx_" + string(te.Code)).Inc()
+				}
+				n.metrics.txsRejected.Inc()
+				results[i] = rejected(h, err)
+				continue
+			}
 		}
 		n.fsm.NoteDecoded(tx)
 		p := &pendingTx{env: env, hash: h, done: make(chan *ledgerv1.TxResult, 1)}
@@ -256,8 +270,11 @@ func (n *Node) answer(batch []*pendingTx, resp any) {
 		return
 	}
 	if res.Err != nil {
-		// The entry as a whole was not applied (or the store failed); no tx
-		// of it is on the chain.
+		// The entry as a whole was not applied (or the store failed, or the
+		// FSM refused the proposal); no tx of it is on the chain.
+		if why := ledger.ProposalRefusalReason(res.Err); why != "" {
+			n.metrics.refused.WithLabelValues("proposal_" + why).Inc()
+		}
 		n.log.Error("proposal not applied", "err", res.Err)
 		for _, p := range batch {
 			n.finish(p.hash, unknown(p.hash, res.Err))

@@ -280,16 +280,26 @@ func (c *Client) oneBlock(ctx context.Context, h uint64) (*VerifiedBlock, error)
 // Blocks streams blocks from height from, calling fn for each after
 // checking its hash; with follow it keeps waiting for new blocks until ctx
 // ends or fn returns an error.
+//
+// A node sends at most its limits.max_range blocks per call without follow;
+// Blocks asks again from where a call stopped until one sends nothing.
 func (c *Client) Blocks(ctx context.Context, from uint64, follow bool, fn func(*VerifiedBlock) error) error {
 	stream, err := c.api.StreamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: from, Follow: follow})
 	if err != nil {
 		return err
 	}
-	next := from
+	next, got := from, 0
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil
+			if follow || got == 0 {
+				return nil
+			}
+			if stream, err = c.api.StreamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: next}); err != nil {
+				return err
+			}
+			got = 0
+			continue
 		}
 		if err != nil {
 			return err
@@ -302,6 +312,7 @@ func (c *Client) Blocks(ctx context.Context, from uint64, follow bool, fn func(*
 			return err
 		}
 		next++
+		got++
 	}
 }
 

@@ -132,17 +132,26 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	n4.start(n4.config(0, fnode.grpcAddr))
+	// Starting alone changes nothing: raft membership follows admin txs.
+	time.Sleep(500 * time.Millisecond)
+	if s, err := leader.suffrage(n4.id); err != nil || s != "" {
+		t.Fatalf("node 3 is in raft (%q, %v) before any NodeAdded", s, err)
+	}
+	k4, _ := ledger.LoadKey(n4.keyPath)
+	c.submit(leader, c.adminSign(ledger.NodeAdded{PublicKey: hex.EncodeToString(k4.Public().(ed25519.PublicKey)),
+		RaftAddress: n4.raftAddr, GRPCAddress: n4.grpcAddr, Name: "node3"}))
+	waitFor(t, 60*time.Second, "node 3 to become a non-voter", func() error {
+		if s, err := leader.suffrage(n4.id); err != nil || s != "nonvoter" {
+			return fmt.Errorf("suffrage %q, %v", s, err)
+		}
+		return nil
+	})
+	c.submit(leader, c.adminSign(ledger.NodePromoted{ID: n4.id}))
 	waitFor(t, 60*time.Second, "node 3 to become a voter", func() error {
-		st, err := leader.status()
-		if err != nil {
-			return err
+		if s, err := leader.suffrage(n4.id); err != nil || s != "voter" {
+			return fmt.Errorf("suffrage %q, %v", s, err)
 		}
-		for _, p := range st.Peers {
-			if p.NodeId == n4.id && p.Suffrage == "voter" {
-				return nil
-			}
-		}
-		return fmt.Errorf("peers %v", st.Peers)
+		return nil
 	})
 	st, _ := leader.status()
 	c.waitHeight(st.Height, n4)
@@ -195,9 +204,10 @@ func TestCluster(t *testing.T) {
 	}
 
 	// Remove the stopped node: it leaves the configuration.
-	if err := rest[0].client.Remove(callCtx(60*time.Second), old.id); err != nil {
-		t.Fatalf("remove: %v", err)
+	if err := rest[0].client.Remove(callCtx(10*time.Second), old.id); err == nil {
+		t.Fatal("the Remove RPC still changes raft membership")
 	}
+	c.submit(rest[0], c.adminSign(ledger.NodeRemoved{ID: old.id, Reason: "stopped"}))
 	waitFor(t, 10*time.Second, "removal", func() error {
 		st, err := rest[len(rest)-1].status()
 		if err != nil {
@@ -367,6 +377,7 @@ func TestMetrics(t *testing.T) {
 		"fedtune_ledger_blocks_applied_total 1",
 		"fedtune_ledger_txs_committed_total 1",
 		"fedtune_ledger_txs_rejected_total 1",
+		`fedtune_ledger_refused_total{reason="tx_malformed"} 1`,
 		"fedtune_ledger_apply_seconds_count 1",
 		"fedtune_ledger_is_leader 1",
 	} {

@@ -40,13 +40,17 @@ type Config struct {
 	// Peers lists the cluster's nodes (for Bootstrap) and seeds the peer
 	// directory.
 	Peers []PeerConfig `yaml:"peers"`
-	// Join is the gRPC address of a running node to ask to add this node
-	// when its data directory holds no raft state yet.
+	// Join is the gRPC address of a running node that this node, when its
+	// data directory holds no raft state yet, tells its addresses to; it
+	// then waits until an admin's NodeAdded makes the leader add it.
 	Join string `yaml:"join"`
-	// JoinAsVoter asks for promotion to voter once caught up.
+	// JoinAsVoter is ignored (kept so that old configs load): a node
+	// becomes a voter only through an admin-signed NodePromoted.
 	JoinAsVoter bool `yaml:"join_as_voter"`
 	// Raft tunes the raft library.
 	Raft RaftConfig `yaml:"raft"`
+	// Limits bound what one caller may ask of this node's gRPC service.
+	Limits LimitsConfig `yaml:"limits"`
 
 	// path is the file the config was loaded from, if any.
 	path string
@@ -220,6 +224,9 @@ func (c *Config) Validate() error {
 	}
 	if r.RetainSnapshots < 0 {
 		add("raft.retain_snapshots: must not be negative")
+	}
+	if err := c.Limits.validate(); err != nil {
+		add("%v", err)
 	}
 	rd := r.withDefaults()
 	if rd.LeaderLeaseTimeout > rd.HeartbeatTimeout {

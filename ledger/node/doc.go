@@ -27,7 +27,15 @@
 //
 // # Writes
 //
-// Every transaction submitted to any node is forwarded over gRPC to the
+// Every node first admits what is submitted to it (ledger.FSM.Admit: size,
+// signature, a current member as signer, its role, a nonce within
+// ledger.NonceWindow above its last): a refused tx is answered at once and
+// never forwarded, queued or proposed, so a stranger's tx is never
+// replicated. A follower whose state may lag (an unknown signer, a far
+// nonce) leaves that decision to the leader, which admits again before it
+// queues. Each caller (its TLS key ID, else its host) is held to the
+// Submit size and rate limits of the node config (LimitsConfig): over
+// them, ResourceExhausted. The txs admitted are forwarded over gRPC to the
 // leader. The leader batches pending transactions into one ledger.Proposal
 // (bounded by the genesis policy's MaxBlockTxs, MaxBlockBytes and
 // BlockInterval; proposed at once when no earlier proposal is still in
@@ -51,15 +59,33 @@
 //
 // # Membership
 //
-// A node joins as a raft non-voter, and is promoted to voter once it has
-// caught up (raft AddNonvoter, then AddVoter); RemoveServer takes a node
-// out. Both are served over gRPC (Join, Remove) and forwarded to the leader.
-// A node learns the gRPC addresses of its peers from the Peers RPC, where
-// each entry is signed by the node it describes (over chain ID, node ID,
-// addresses and a sequence number; the newest wins) and is checked before
-// it is saved; its config's peers and Join requests only give hints, used
-// while no signed entry is known. It keeps them in peers.json in its data
-// directory.
+// Raft membership follows the ledger's node records (ledger.NodeRecord),
+// which only admin-signed NodeAdded, NodePromoted and NodeRemoved
+// transactions change. While a node leads it compares raft's configuration
+// with them (right after it becomes leader and every 300 ms) and carries
+// out what differs: AddNonvoter for an added node, AddVoter for a promoted
+// one, RemoveServer for a removed one and, when the genesis lists nodes,
+// for a server that is no node of the chain; a leader that is no voting
+// node itself hands leadership on. This is idempotent, so a change applied
+// just before a leader change is carried out by the next leader. The Join
+// and Remove RPCs only answer FailedPrecondition. (A cluster that grew by
+// the old Join RPC: submit NodeAdded and NodePromoted for those nodes
+// before upgrading its leader, or it removes them as unknown servers.) A
+// joining node starts with "join: ADDR" (no raft state) and waits for an
+// admin's NodeAdded; until that is applied the cluster refuses its
+// connections, so it retries telling that node its addresses (Peers). A node learns the gRPC
+// addresses of its peers from the Peers RPC, where each entry is signed by
+// the node it describes (over chain ID, node ID, addresses and a sequence
+// number; the newest wins) and is checked before it is saved; its config's
+// peers only give hints, used while no signed entry is known. It keeps them
+// in peers.json in its data directory.
+//
+// The FSM refuses proposals from non-voting nodes and proposals dated more
+// than the policy's max_clock_skew ahead (see package ledger, "Proposers
+// and time"); fedtune_ledger_refused_total{reason} counts them with the
+// txs and requests refused before a proposal. StreamBlocks sends at most
+// limits.max_range blocks per call without follow (Client.Blocks asks
+// again) and each caller holds at most limits.max_streams streams.
 //
 // # Data directory
 //
@@ -76,6 +102,7 @@
 //
 // Clients use Dial (TLS as a key, optionally pinning the server's key),
 // which returns a Client with Submit, SubmitWait, Block, Blocks, Tx, Query,
-// Status, Join and Remove. SubmitWait reports a commit only once the tx is
+// Status (Join and Remove remain for old callers;
+// nodes refuse them). SubmitWait reports a commit only once the tx is
 // shown in the named block with a Merkle inclusion proof that verifies.
 package node

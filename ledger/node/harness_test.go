@@ -226,7 +226,7 @@ func (nd *tnode) config(nPeers int, joinAddr string) *node.Config {
 		Raft:        testRaft(),
 	}
 	if joinAddr != "" {
-		cfg.Join, cfg.JoinAsVoter = joinAddr, true
+		cfg.Join = joinAddr
 	} else {
 		cfg.Bootstrap, cfg.Peers = true, nd.c.peers(nPeers)
 	}
@@ -481,6 +481,32 @@ func (c *cluster) adminTx() ([]byte, ed25519.PrivateKey) {
 		c.t.Fatal(err)
 	}
 	return env, k
+}
+
+// adminSign signs body with the admin key and its next nonce.
+func (c *cluster) adminSign(body ledger.TxBody) []byte {
+	c.t.Helper()
+	c.nonce++
+	env, err := ledger.SignTx(c.admin, c.chainID, c.nonce, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return env
+}
+
+// suffrage returns node id's suffrage in nd's raft configuration ("" if
+// it is not in it).
+func (nd *tnode) suffrage(id string) (string, error) {
+	st, err := nd.status()
+	if err != nil {
+		return "", err
+	}
+	for _, p := range st.Peers {
+		if p.NodeId == id {
+			return p.Suffrage, nil
+		}
+	}
+	return "", nil
 }
 
 // submit submits txs through nd and requires them all committed.

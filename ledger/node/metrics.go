@@ -12,9 +12,15 @@ type metrics struct {
 	blocksApplied prometheus.Counter
 	txsCommitted  prometheus.Counter
 	txsRejected   prometheus.Counter
-	applyLatency  prometheus.Histogram
-	height        prometheus.Gauge
-	isLeader      prometheus.Gauge
+	// refused counts what this node refused before it reached a block, and
+	// proposals its FSM refused, by reason: "tx_<code>" (a tx refused by
+	// admission, code as in ledger.Code), "rate_limited",
+	// "submit_too_large", "submit_too_many", "proposal_not_voter",
+	// "proposal_clock_skew".
+	refused      *prometheus.CounterVec
+	applyLatency prometheus.Histogram
+	height       prometheus.Gauge
+	isLeader     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -32,6 +38,10 @@ func newMetrics() *metrics {
 			Name: "fedtune_ledger_txs_rejected_total",
 			Help: "Transactions submitted through this node that were rejected.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedtune_ledger_refused_total",
+			Help: "Txs and requests refused before a proposal, and proposals refused by the FSM, by reason.",
+		}, []string{"reason"}),
 		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fedtune_ledger_apply_seconds",
 			Help:    "Time from raft.Apply of a block proposal to its result, on the leader.",
@@ -46,7 +56,7 @@ func newMetrics() *metrics {
 			Help: "1 while this node is the raft leader.",
 		}),
 	}
-	m.reg.MustRegister(m.blocksApplied, m.txsCommitted, m.txsRejected, m.applyLatency, m.height, m.isLeader,
+	m.reg.MustRegister(m.blocksApplied, m.txsCommitted, m.txsRejected, m.refused, m.applyLatency, m.height, m.isLeader,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

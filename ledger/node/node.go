@@ -93,6 +93,7 @@ type Node struct {
 	raft      *raft.Raft
 	peers     *peerDir
 	metrics   *metrics
+	limits    *limiters
 
 	grpcLn    net.Listener
 	metricsLn net.Listener
@@ -173,6 +174,8 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		waiting:     map[[32]byte][]*pendingTx{},
 	}
 	n.cfg.Raft = cfg.Raft.withDefaults()
+	n.cfg.Limits = cfg.Limits.withDefaults()
+	n.limits = newLimiters(n.cfg.Limits)
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -373,9 +376,10 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	loopCtx, cancelLoops := context.WithCancel(ctx)
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); n.batchLoop(loopCtx) }()
 	go func() { defer wg.Done(); n.leaderLoop(loopCtx) }()
+	go func() { defer wg.Done(); n.membershipLoop(loopCtx) }()
 	go func() { defer wg.Done(); n.announce(loopCtx) }()
 	go func() { defer wg.Done(); n.watchStorage(loopCtx, errc) }()
 
@@ -468,6 +472,9 @@ func (n *Node) startRaft() error {
 	}
 	switch {
 	case n.cfg.Bootstrap:
+		if r, ok := n.fsm.NodeMember(n.id); n.fsm.NodesPinned() && (!ok || !r.IsVoter()) {
+			return fmt.Errorf("%w: bootstrap: node %s is not one of the genesis file's nodes, so it may not propose; start it with \"join\" and have an admin add it (fedtune ledger join)", ErrConfig, n.id)
+		}
 		servers := []raft.Server{{ID: raft.ServerID(n.id), Address: raft.ServerAddress(n.RaftAddr()), Suffrage: raft.Voter}}
 		for _, p := range n.cfg.Peers {
 			if p.ID == n.id {
@@ -485,8 +492,10 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
-// joinVia asks the node at addr to add this one, retrying until it
-// succeeds or the node stops.
+// joinVia tells the node at addr where this node is and learns the peer
+// directory from it, retrying until it succeeds or the node stops. It
+// does not change raft's configuration: an admin adds this node with a
+// NodeAdded tx (fedtune ledger join), and the leader then adds it to raft.
 func (n *Node) joinVia(addr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-n.done; cancel() }()
@@ -495,17 +504,14 @@ func (n *Node) joinVia(addr string) {
 		cc, err := n.conn(addr, "")
 		if err == nil {
 			c := ledgerv1.NewLedgerClient(cc)
-			self := n.self()
-			if resp, perr := c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.selfEntry(), "")}); perr == nil {
+			var resp *ledgerv1.PeersResponse
+			if resp, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.selfEntry(), "")}); err == nil {
 				n.mergePeers(resp.Peers, addr)
-			}
-			_, err = c.Join(ctx, &ledgerv1.JoinRequest{NodeId: n.id, RaftAddress: self.RaftAddress, GrpcAddress: self.GRPCAddress, Voter: n.cfg.JoinAsVoter})
-			if err == nil {
-				n.log.Info("joined cluster", "via", addr, "voter", n.cfg.JoinAsVoter)
+				n.log.Info("announced to the cluster; an admin-signed NodeAdded (fedtune ledger join) adds this node to raft", "via", addr, "node_id", n.id)
 				return
 			}
 		}
-		n.log.Warn("join failed; retrying", "via", addr, "attempt", attempt, "err", err)
+		n.log.Warn("contacting the cluster failed; retrying", "via", addr, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return

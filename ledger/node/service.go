@@ -42,10 +42,17 @@ func (s *service) Submit(ctx context.Context, req *ledgerv1.SubmitRequest) (*led
 	if len(req.Txs) == 0 {
 		return &ledgerv1.SubmitResponse{}, nil
 	}
+	adm, err := s.n.admitSubmit(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(adm.txs) == 0 {
+		return &ledgerv1.SubmitResponse{Results: adm.results}, nil
+	}
 	for {
-		results, err := s.n.submitLocal(ctx, req.Txs)
+		results, err := s.n.submitLocal(ctx, adm.txs, adm.decoded)
 		if err == nil {
-			return &ledgerv1.SubmitResponse{Results: results}, nil
+			return &ledgerv1.SubmitResponse{Results: adm.merge(results)}, nil
 		}
 		if !errors.Is(err, errNotLeader) {
 			return nil, toStatus(err)
@@ -60,11 +67,11 @@ func (s *service) Submit(ctx context.Context, req *ledgerv1.SubmitRequest) (*led
 		if c == nil {
 			continue // became leader meanwhile
 		}
-		results, err = s.n.forward(ctx, c, req.Txs, req.Hops+1)
+		results, err = s.n.forward(ctx, c, adm.txs, req.Hops+1)
 		if err != nil {
 			return nil, err
 		}
-		return &ledgerv1.SubmitResponse{Results: results}, nil
+		return &ledgerv1.SubmitResponse{Results: adm.merge(results)}, nil
 	}
 }
 
@@ -268,12 +275,24 @@ func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpoint
 }
 
 // StreamBlocks sends blocks from a height on, following new ones if asked.
+// Without Follow one call sends at most limits.max_range blocks (the
+// client asks again from where it stopped); each caller may hold at most
+// limits.max_streams streams at once.
 func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv1.Ledger_StreamBlocksServer) error {
 	ctx := stream.Context()
+	release, err := s.n.limits.openStream(callerKey(ctx))
+	if err != nil {
+		s.n.metrics.refused.WithLabelValues("streams").Inc()
+		return status.Errorf(codes.ResourceExhausted, "stream blocks: %v", err)
+	}
+	defer release()
 	next := req.FromHeight
 	for {
 		sig := s.n.blockSignal()
 		head := s.n.fsm.Height()
+		if !req.Follow && head >= next {
+			head = s.n.clampRange(next, head)
+		}
 		for ; next <= head; next++ {
 			resp, _, err := s.n.blockResponse(next)
 			if err != nil {
@@ -402,209 +421,22 @@ func (n *Node) status() (*ledgerv1.StatusResponse, error) {
 	return resp, nil
 }
 
-// Join adds a node as a non-voter and, if asked, promotes it once caught up.
+// errMembershipByTx answers the Join and Remove RPCs, which no longer
+// change raft's configuration.
+var errMembershipByTx = status.Error(codes.FailedPrecondition,
+	"raft membership changes only through admin-signed ledger txs: NodeAdded, NodePromoted, NodeRemoved "+
+		"(fedtune ledger join|promote|remove --key ADMIN.key); the leader then carries them out")
+
+// Join is refused: see errMembershipByTx.
 func (s *service) Join(ctx context.Context, req *ledgerv1.JoinRequest) (*ledgerv1.JoinResponse, error) {
-	if err := s.n.authMembership(ctx, "Join", req.Hops); err != nil {
-		return nil, err
-	}
-	if !isNodeID(req.NodeId) || req.RaftAddress == "" || req.GrpcAddress == "" {
-		return nil, status.Error(codes.InvalidArgument, "join needs node_id (64 hex), raft_address and grpc_address")
-	}
-	var idx uint64
-	err := s.n.onLeader(ctx, req.Hops, func() (err error) {
-		idx, err = s.n.join(ctx, PeerConfig{ID: req.NodeId, RaftAddress: req.RaftAddress, GRPCAddress: req.GrpcAddress}, req.Voter)
-		return err
-	}, func(c ledgerv1.LedgerClient) error {
-		resp, err := c.Join(ctx, &ledgerv1.JoinRequest{NodeId: req.NodeId, RaftAddress: req.RaftAddress, GrpcAddress: req.GrpcAddress, Voter: req.Voter, Hops: req.Hops + 1})
-		if err == nil {
-			idx = resp.Index
-		}
-		return err
-	})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &ledgerv1.JoinResponse{Index: idx}, nil
+	s.n.metrics.refused.WithLabelValues("membership_rpc").Inc()
+	return nil, errMembershipByTx
 }
 
-// join runs on the leader: AddNonvoter, then (for voters) wait for the node
-// to catch up and AddVoter.
-func (n *Node) join(ctx context.Context, p PeerConfig, voter bool) (uint64, error) {
-	// Only a hint: it never replaces an entry the node signed, and dialling
-	// by node ID checks that the address answers with that node's key.
-	if err := n.peers.putHint(p); err != nil {
-		return 0, err
-	}
-	// Tell the new node where this (leader) node's gRPC service is; it
-	// learns the other nodes' addresses from here through Peers.
-	go n.announceTo(p.ID)
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return 0, err
-	}
-	var current *raft.Server
-	for _, srv := range cf.Configuration().Servers {
-		if string(srv.ID) == p.ID {
-			srv := srv
-			current = &srv
-		}
-	}
-	if current != nil && current.Suffrage == raft.Voter {
-		return cf.Index(), nil // already a voter
-	}
-	var idx uint64
-	if current == nil {
-		f := n.raft.AddNonvoter(raft.ServerID(p.ID), raft.ServerAddress(p.RaftAddress), 0, 30*time.Second)
-		if err := f.Error(); err != nil {
-			return 0, fmt.Errorf("add non-voter %s: %w", short(p.ID), err)
-		}
-		idx = f.Index()
-		n.log.Info("added non-voter", "peer", short(p.ID), "raft", p.RaftAddress)
-	}
-	if !voter {
-		return idx, nil
-	}
-	target := n.raft.AppliedIndex()
-	if err := n.waitCaughtUp(ctx, p.ID, target); err != nil {
-		return idx, fmt.Errorf("promote %s: %w", short(p.ID), err)
-	}
-	f := n.raft.AddVoter(raft.ServerID(p.ID), raft.ServerAddress(p.RaftAddress), 0, 30*time.Second)
-	if err := f.Error(); err != nil {
-		return idx, fmt.Errorf("promote %s to voter: %w", short(p.ID), err)
-	}
-	n.log.Info("promoted to voter", "peer", short(p.ID))
-	return f.Index(), nil
-}
-
-// announceTo sends this node's directory entry to node id, retrying for
-// up to a minute while that node is not yet reachable.
-func (n *Node) announceTo(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	var err error
-	for ctx.Err() == nil {
-		var c ledgerv1.LedgerClient
-		if c, err = n.peerClient(ctx, id); err == nil {
-			if _, err = c.Peers(ctx, &ledgerv1.PeersRequest{Self: peerToProto(n.selfEntry(), "")}); err == nil {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	n.log.Warn("could not announce to joining node", "peer", short(id), "err", err)
-}
-
-// waitCaughtUp polls node id's Status until it has applied index target.
-func (n *Node) waitCaughtUp(ctx context.Context, id string, target uint64) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	var last error
-	lastLog := time.Now()
-	for {
-		if time.Since(lastLog) > 5*time.Second {
-			n.log.Info("waiting for new node to catch up before promotion", "peer", short(id), "target_index", target, "status", last)
-			lastLog = time.Now()
-		}
-		c, err := n.peerClient(ctx, id)
-		if err == nil {
-			var st *ledgerv1.StatusResponse
-			if st, err = c.Status(ctx, &ledgerv1.StatusRequest{}); err == nil {
-				if st.AppliedIndex >= target {
-					return nil
-				}
-				err = fmt.Errorf("applied index %d of %d", st.AppliedIndex, target)
-			}
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not caught up: %w (%v)", ctx.Err(), last)
-		case <-n.done:
-			return ErrStopped
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// Remove takes a node out of the raft configuration.
+// Remove is refused: see errMembershipByTx.
 func (s *service) Remove(ctx context.Context, req *ledgerv1.RemoveRequest) (*ledgerv1.RemoveResponse, error) {
-	if err := s.n.authMembership(ctx, "Remove", req.Hops); err != nil {
-		return nil, err
-	}
-	if !isNodeID(req.NodeId) {
-		return nil, status.Errorf(codes.InvalidArgument, "remove: node_id %q is not 64 hex characters", req.NodeId)
-	}
-	var idx uint64
-	err := s.n.onLeader(ctx, req.Hops, func() error {
-		f := s.n.raft.RemoveServer(raft.ServerID(req.NodeId), 0, 30*time.Second)
-		if err := f.Error(); err != nil {
-			return fmt.Errorf("remove %s: %w", short(req.NodeId), err)
-		}
-		idx = f.Index()
-		s.n.log.Info("removed node", "peer", short(req.NodeId))
-		return nil
-	}, func(c ledgerv1.LedgerClient) error {
-		resp, err := c.Remove(ctx, &ledgerv1.RemoveRequest{NodeId: req.NodeId, Hops: req.Hops + 1})
-		if err == nil {
-			idx = resp.Index
-		}
-		return err
-	})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &ledgerv1.RemoveResponse{Index: idx}, nil
-}
-
-// onLeader runs local when this node leads, or forward with a client for
-// the leader otherwise. A local call that fails because leadership moved
-// is tried again (locally or forwarded) for a while.
-func (n *Node) onLeader(ctx context.Context, hops uint32, local func() error, forward func(ledgerv1.LedgerClient) error) error {
-	deadline := time.Now().Add(n.cfg.Raft.ElectionTimeout*10 + 5*time.Second)
-	for {
-		if n.raft.State() == raft.Leader {
-			err := local()
-			if err == nil || !leadershipMoved(err) || time.Now().After(deadline) {
-				return err
-			}
-		} else {
-			if hops >= maxHops {
-				return status.Errorf(codes.Unavailable, "not the leader after %d forwards", hops)
-			}
-			c, err := n.leaderClient(ctx)
-			if err != nil {
-				return err
-			}
-			if c != nil {
-				return forward(c)
-			}
-			continue // became leader meanwhile
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-n.done:
-			return ErrStopped
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// leadershipMoved reports whether err means raft leadership changed under
-// a call, so that trying again on the new leader is right.
-func leadershipMoved(err error) bool {
-	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
-		errors.Is(err, raft.ErrLeadershipTransferInProgress)
+	s.n.metrics.refused.WithLabelValues("membership_rpc").Inc()
+	return nil, errMembershipByTx
 }
 
 // Peers merges the caller's entry and returns the signed entries of the
