@@ -109,8 +109,11 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, err
 		}
 	}
-	mc := Config{Job: job, BaseModel: j.base}
-	var err error
+	recipe, err := s.registerJob(ctx, job, j.init)
+	if err != nil {
+		return nil, err
+	}
+	mc := Config{Job: job, BaseModel: j.base, Recipe: recipe}
 	if history != nil {
 		j.m, err = Recover(mc, history)
 	} else {
@@ -120,6 +123,34 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		return nil, err
 	}
 	return j, nil
+}
+
+// registerJob registers job and its round recipe on the ledger
+// (JobRegistered, signed by this coordinator, which so owns the job), or
+// checks that the ledger already has the same recipe from this
+// coordinator (a resumed job).
+func (s *Service) registerJob(ctx context.Context, job *Job, initAdapter string) (ledger.RoundRecipe, error) {
+	recipe, err := job.Recipe([]string{s.agg.ID()}, initAdapter)
+	if err != nil {
+		return recipe, err
+	}
+	rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name)
+	switch {
+	case errors.Is(err, ErrLedgerRecordNotFound):
+		if _, err := s.coord.Submit(ctx, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
+			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
+		}
+		s.log.InfoContext(ctx, "job registered", "job", job.Name, "strategy", recipe.Strategy, "aggregators", recipe.Aggregators)
+		return recipe, nil
+	case err != nil:
+		return recipe, fmt.Errorf("job %s: %w", job.Name, err)
+	case rec.Owner != s.coord.ID():
+		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.coord.ID())
+	case !rec.Recipe.Equal(&recipe):
+		return recipe, fmt.Errorf("job %s is registered on the ledger with another recipe (strategy %s, aggregators %v) than this job file and aggregator give (strategy %s, aggregators %v); pick another job name",
+			job.Name, rec.Recipe.Strategy, rec.Recipe.Aggregators, recipe.Strategy, recipe.Aggregators)
+	}
+	return rec.Recipe, nil
 }
 
 // importModel puts a model folder's weights, config and tokenizer into the
