@@ -32,7 +32,7 @@ func TestSubmitTxRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := coordinator.NewLocalAggregator(store, filepath.Join(dir, "work"), coordinator.NewSigner(nil, key), nil)
-	svc := NewService(local, store, nil, "", nil)
+	svc := NewService(local, store, nil, nil, "", nil)
 	commit, _ := json.Marshal(ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: strings.Repeat("c", 64), Strategy: "fedavg"})
 	for _, tc := range []struct {
 		name, typ string
