@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -193,6 +194,10 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 	return &aggregatorv1.SubmitTxResponse{Height: h}, nil
 }
 
+// inputWait bounds how long Aggregate waits for the ledger to show a
+// round's inputs.
+const inputWait = 20 * time.Second
+
 // fromLedger replaces what the request says about the round's rules and
 // inputs with what the ledger records: the job's recipe (which must
 // designate this aggregator) gives the strategy, parameters and privacy
@@ -200,6 +205,7 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 // open round, and its sample count is the ledger's.
 func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask) (*ledger.RoundRecipe, error) {
 	where := fmt.Sprintf("aggregate job %s round %d", a.JobID, a.Round)
+	start := time.Now()
 	if s.ledger == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s: no ledger to read the job's recipe from", where)
 	}
@@ -215,16 +221,35 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s: recipe: %v", where, err)
 	}
-	r, err := coordinator.QueryRound(ctx, s.ledger, a.JobID, a.Round)
-	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s: %v", where, err)
-	}
-	if r.Status != ledger.StatusOpen {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s: the round is %s on the ledger", where, r.Status)
-	}
-	byTrainer := map[string]ledger.Update{}
-	for _, u := range r.Updates {
-		byTrainer[u.Trainer] = u
+	// The ledger node this aggregator reads may lag behind the one a
+	// trainer submitted to: wait a while for every input to show.
+	var byTrainer map[string]ledger.Update
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		r, err := coordinator.QueryRound(ctx, s.ledger, a.JobID, a.Round)
+		if err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: %v", where, err)
+		}
+		if r.Status != ledger.StatusOpen {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: the round is %s on the ledger", where, r.Status)
+		}
+		byTrainer = map[string]ledger.Update{}
+		for _, u := range r.Updates {
+			byTrainer[u.Trainer] = u
+		}
+		missing := 0
+		for _, in := range a.Inputs {
+			if _, ok := byTrainer[in.Trainer]; !ok {
+				missing++
+			}
+		}
+		if missing == 0 || wait >= time.Second && time.Since(start) > inputWait {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-time.After(wait):
+		}
 	}
 	seen := map[string]bool{}
 	for i, in := range a.Inputs {
