@@ -462,9 +462,7 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		if err := rc.CheckCommitParams(b.Params); err != nil {
 			return nil, txErr(CodeInvalid, "round %d of job %q: %v", b.Round, b.JobID, err)
 		}
-		if len(b.Contributors) < rc.MinTrainers {
-			return nil, txErr(CodeInvalid, "round %d of job %q commits %d contributors; the recipe needs at least %d", b.Round, b.JobID, len(b.Contributors), rc.MinTrainers)
-		}
+
 		if _, ok, err := c.get(modelKey(b.ModelDigest)); err != nil {
 			return nil, err
 		} else if ok {
@@ -512,6 +510,9 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		if len(left) > 0 {
 			return nil, txErr(CodeInvalid, "round %d of job %q: the commit leaves out %d submitted update(s) that no UpdateRejected rejected: %s",
 				b.Round, b.JobID, len(left), strings.Join(left, ", "))
+		}
+		if len(b.Contributors) < rc.MinTrainers {
+			return nil, txErr(CodeInvalid, "round %d of job %q commits %d contributors; the recipe needs at least %d", b.Round, b.JobID, len(b.Contributors), rc.MinTrainers)
 		}
 		if SampleWeighted[rc.Strategy] {
 			var total float64
