@@ -20,6 +20,9 @@ func seedTxs(f *testing.F) [][]byte {
 		c.admin.sign(f, MemberAdded{PublicKey: newActor("z", "").pubHex(), Role: RoleTrainer}),
 		c.trainers[0].sign(f, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "CC0-1.0", Source: "s", Samples: 3,
 			Root: digest("root"), Bytes: 42}),
+		c.coord.sign(f, JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavgm", Params: map[string]string{"server_momentum": "0.9"},
+			Clip: 1, NoiseMultiplier: 1.1, Compression: "int8", Int8Block: 64, MinTrainers: 1, MaxTrainers: 3, MaxSamples: 100,
+			Aggregators: []string{c.agg.id}, InitialAdapter: digest("a")}}),
 	}
 }
 
