@@ -627,6 +627,9 @@ func (v *verifier) dpCheck(h uint64, i int, txh [32]byte, b ledger.RoundCommitte
 	if n == 0 || sigma <= 0 {
 		return txErr(h, i, txh, "model_digest", "job %q round %d: no noised values to check", b.JobID, b.Round)
 	}
+	if _, slack, _ := noisePlausible(ss, n, sigma); slack >= 0.5 {
+		v.log.Warn("DP round: too few values for the noise-size test to tell noise from none", "job", b.JobID, "round", b.Round, "values", n)
+	}
 	if ratio, slack, ok := noisePlausible(ss, n, sigma); !ok {
 		return txErr(h, i, txh, "model_digest", "job %q round %d: the committed model differs from the clipped, un-noised re-run by ‖Δ‖ = %.6g over %d values; noise of σ = %v (noise_multiplier %v · clip %v / %d contributors) gives about %.6g (ratio of squares %.4f, allowed 1 ± %.4f)",
 			b.JobID, b.Round, math.Sqrt(ss), n, sigma, rc.NoiseMultiplier, rc.Clip, len(b.Contributors), sigma*math.Sqrt(float64(n)), ratio, slack)
