@@ -185,6 +185,10 @@ type AggregationTask struct {
 	Options  aggregator.Options
 	// Inputs in canonical order: trainer ID ascending.
 	Inputs []Input
+	// Arrived are the trainers whose update reached the coordinator, valid
+	// or not (an invalid one is rejected by the machine itself); any other
+	// update the ledger records for the round was never delivered.
+	Arrived []string
 }
 
 // JobResult is the outcome of a finished job.
@@ -751,5 +755,5 @@ func (m *Machine) aggregate(valid []Input) {
 	m.st = stAggregating
 	m.rd.Aggregation = &AggregationTask{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
 		Strategy: m.strategy.Name(), Params: maps.Clone(m.job.Strategy.Params), Options: m.job.AggregatorOptions(),
-		Inputs: slices.Clone(valid)}
+		Inputs: slices.Clone(valid), Arrived: slices.Sorted(maps.Keys(m.cur.updates))}
 }

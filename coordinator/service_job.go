@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fedtune/fedtune/aggregator"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -286,6 +288,14 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 			}
 		})
 	}
+	if err := s.rejectUndelivered(ctx, a); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
+		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
+		return
+	}
 	done, err := s.agg.Aggregate(ctx, a, j.global(a.Base))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -298,6 +308,33 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 	s.log.InfoContext(ctx, "aggregated", "job", a.JobID, "round", a.Round, "model", done.Model, "aggregator", abbrev(s.agg.ID()),
 		"accepted", len(done.Weights), "rejected", len(done.Rejected))
 	report(done)
+}
+
+// rejectUndelivered has the aggregator reject every update the ledger
+// records for the round that never reached the coordinator (a trainer that
+// submitted on the ledger but did not upload): the ledger accepts a commit
+// only if it accounts for every submitted update, as a contributor or by
+// an UpdateRejected.
+func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask) error {
+	if s.cfg.Ledger == nil {
+		return nil
+	}
+	r, err := QueryRound(ctx, s.cfg.Ledger, a.JobID, a.Round)
+	if err != nil {
+		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
+	}
+	for _, u := range r.Updates {
+		if u.Rejected || slices.Contains(a.Arrived, u.Trainer) {
+			continue
+		}
+		body := ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest,
+			Reason: "the update was submitted on the ledger but never delivered to the coordinator before the aggregation"}
+		if _, err := s.agg.Submit(ctx, body); err != nil && !errors.Is(err, node.ErrRejected) {
+			return fmt.Errorf("reject undelivered update %s: %w", u.UpdateDigest, err)
+		}
+		s.log.WarnContext(ctx, "undelivered update rejected", "job", a.JobID, "round", a.Round, "trainer", abbrev(u.Trainer), "update", u.UpdateDigest)
+	}
+	return nil
 }
 
 func inputDigest(a AggregationTask, trainer string) string {

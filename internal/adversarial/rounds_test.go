@@ -202,3 +202,89 @@ func TestAttackRoundRules(t *testing.T) {
 		t.Fatalf("honest commit: %v", err)
 	}
 }
+
+// A selected trainer records an update on the ledger and never delivers
+// it, hoping that the ledger's rule (a commit accounts for every submitted
+// update) fails the round. The coordinator has the aggregator reject the
+// undelivered update first, and the round commits without it.
+func TestAttackWithheldUpdate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx := testContext(t, 4*time.Minute)
+	n := prepareNet(t, ctx, devnet.Options{JobName: "withheld", Rounds: 1, LocalSteps: 20, MinTrainers: 2})
+	nw, err := n.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Stop)
+	c, err := n.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := n.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// As soon as round 1 opens, trainer-3's key records a bogus update.
+	bogus := roundsDigest("withheld update")
+	rogue := n.ID("trainer-3")
+	var dataset string
+	wctx, stop := context.WithCancel(ctx)
+	err = c.Blocks(wctx, 0, true, func(vb *node.VerifiedBlock) error {
+		for _, raw := range vb.Block.Txs {
+			tx, err := ledger.DecodeTx(raw)
+			if err != nil {
+				return err
+			}
+			switch b := tx.Body.(type) {
+			case ledger.DatasetRegistered:
+				if tx.Signer == rogue {
+					dataset = b.Digest
+				}
+			case ledger.RoundOpened:
+				if b.JobID == "withheld" && b.Round == 1 {
+					if _, err := coordinator.NewSigner(c, n.Keys["trainer-3"]).Submit(ctx, ledger.UpdateSubmitted{JobID: "withheld", Round: 1,
+						UpdateDigest: bogus, DatasetDigest: dataset, Samples: 1}); err != nil {
+						return err
+					}
+					stop()
+				}
+			}
+		}
+		return nil
+	})
+	stop()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "context canceled") {
+		t.Fatal(err)
+	}
+	st, err := n.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rounds) != 1 || st.Rounds[0].Status != string(ledger.StatusCommitted) {
+		t.Fatalf("round 1: %v, want committed despite the withheld update", st.Rounds)
+	}
+	r, err := coordinator.QueryRound(ctx, c, "withheld", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, u := range r.Updates {
+		if u.UpdateDigest == bogus {
+			found = true
+			if !u.Rejected || !strings.Contains(u.RejectReason, "never delivered to the coordinator") {
+				t.Fatalf("withheld update: %+v, want rejected as never delivered", u)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("the withheld update is not on the ledger: %+v", r.Updates)
+	}
+	for _, ct := range r.Contributors {
+		if ct.UpdateDigest == bogus {
+			t.Fatal("the withheld update is a contributor")
+		}
+	}
+	t.Logf("round 1 committed %d contributors; withheld update rejected", len(r.Contributors))
+}
