@@ -165,7 +165,9 @@ func TestRecipeRules(t *testing.T) {
 			return e.c.trainers[2].sign(e.ch.t, UpdateSubmitted{JobID: "j2", Round: 1, UpdateDigest: digest("uc"), DatasetDigest: e.fx.datasets[2], Samples: 11})
 		}, CodeInvalid, "samples 11 is more than the 10 the recipe"},
 		{"commit with another strategy", func(e *env) []byte { return commit(e, e.c.agg, "krum", nil, both(e)) }, CodeInvalid, `the recipe says "fedavg"`},
-		{"commit with a noise seed", func(e *env) []byte { return commit(e, e.c.agg, "fedavg", map[string]string{"noise_seed": "42"}, both(e)) }, CodeInvalid, `params["noise_seed"] is not in the job's recipe`},
+		{"commit with a noise seed", func(e *env) []byte {
+			return commit(e, e.c.agg, "fedavg", map[string]string{"noise_seed": "42"}, both(e))
+		}, CodeInvalid, `params["noise_seed"] is not in the job's recipe`},
 		{"commit dropping an update", func(e *env) []byte { return commit(e, e.c.agg, "fedavg", nil, both(e)[:1]) }, CodeInvalid, "leaves out 1 submitted update(s)"},
 		{"commit with made-up weights", func(e *env) []byte {
 			cs := both(e)
