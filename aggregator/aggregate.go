@@ -56,7 +56,10 @@ type Options struct {
 	// deviation z·C/m (m accepted updates) to every coordinate of the
 	// combined result, as DP-FedAvg with fixed clipping. Needs Clip.
 	NoiseMultiplier float64
-	// Seed seeds the noise; the same seed gives the same noise.
+	// Seed, when not zero, seeds the noise (the same seed gives the same
+	// noise): for tests only, since anyone who knows it can subtract the
+	// noise. Zero, as production uses it, draws a fresh secret key from
+	// crypto/rand for every aggregation; it is recorded nowhere.
 	Seed uint64
 	// MaxNorm, when positive, rejects an update whose norm ‖u‖ exceeds it
 	// (u as for Clip; without a base, u is the input itself).

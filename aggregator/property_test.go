@@ -270,6 +270,12 @@ func TestClippingAndNoise(t *testing.T) {
 	if r1.Digest != r2.Digest || r1.Digest == r3.Digest {
 		t.Fatalf("noise digests: seed 1 %s and %s, seed 2 %s", r1.Digest, r2.Digest, r3.Digest)
 	}
+	// Seed 0 (production): a fresh secret key from crypto/rand each time.
+	r4, _ := noisy(0)
+	r5, _ := noisy(0)
+	if r4.Digest == r5.Digest || r4.Digest == r1.Digest {
+		t.Fatalf("unseeded noise repeated: %s, %s (seed 1 %s)", r4.Digest, r5.Digest, r1.Digest)
+	}
 	sigma := z * clip / 5
 	if r1.NoiseStdDev != sigma {
 		t.Fatalf("NoiseStdDev %v, want %v", r1.NoiseStdDev, sigma)

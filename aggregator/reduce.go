@@ -3,6 +3,7 @@ package aggregator
 import (
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -239,12 +240,23 @@ type noise struct {
 	has   bool
 }
 
-func newNoise(seed uint64, tensor string) *noise {
+// noiseKey returns the key of an aggregation's noise: the seed's 8 bytes
+// when a test gives one, else 32 bytes from crypto/rand.
+func noiseKey(seed uint64) ([]byte, error) {
+	if seed != 0 {
+		return binary.LittleEndian.AppendUint64(nil, seed), nil
+	}
+	k := make([]byte, 32)
+	if _, err := cryptorand.Read(k); err != nil {
+		return nil, fmt.Errorf("aggregator: noise key from crypto/rand: %w", err)
+	}
+	return k, nil
+}
+
+func newNoise(nkey []byte, tensor string) *noise {
 	h := sha256.New()
 	h.Write([]byte("fedtune/aggregator/noise\x00"))
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], seed)
-	h.Write(b[:])
+	h.Write(nkey)
 	h.Write([]byte(tensor))
 	var key [32]byte
 	copy(key[:], h.Sum(nil))
@@ -396,6 +408,13 @@ func (d *driver) finish(ctx context.Context) (*Result, error) {
 // reduce is the reduction pass: it streams the used inputs through the
 // plan's combiner and writes the new global to w and the state to sw.
 func (d *driver) reduce(ctx context.Context, plan *Plan, used []*source, sigma float64, w, sw io.Writer) error {
+	var nkey []byte
+	if sigma > 0 {
+		var err error
+		if nkey, err = noiseKey(d.opt.Seed); err != nil {
+			return err
+		}
+	}
 	specs := make([]safetensors.TensorInfo, len(d.ref))
 	for i, t := range d.ref {
 		specs[i] = safetensors.TensorInfo{Name: t.Name, DType: safetensors.F32, Shape: t.Shape}
@@ -460,7 +479,7 @@ func (d *driver) reduce(ctx context.Context, plan *Plan, used []*source, sigma f
 		if t.Name != cur {
 			cur = t.Name
 			if sigma > 0 {
-				nz = newNoise(d.opt.Seed, t.Name)
+				nz = newNoise(nkey, t.Name)
 			}
 		}
 		var base []float32

@@ -53,6 +53,15 @@
 //
 // # Service
 //
+// Before a job's machine starts, Service registers the job on the ledger
+// (ledger.JobRegistered, coordinator key): its ledger.RoundRecipe (Job.Recipe:
+// strategy with effective parameters, privacy, compression, trainer bounds,
+// the aggregator's ID, a LoRA job's initial adapter digest, which the
+// adapter's blob in the artifact store matches). A resumed job must find the
+// same recipe from the same coordinator. The machine's commits carry the
+// recipe's parameters (Config.Recipe), which the ledger then enforces; DP
+// noise is the aggregator's, from crypto/rand, never seeded by the job.
+//
 // Service is the I/O around the machine: it ticks it about once a second,
 // signs and submits the txs of each Ready on the ledger in order (RoundOpened
 // with the coordinator key; UpdateRejected, RoundCommitted and RoundFailed

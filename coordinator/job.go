@@ -70,8 +70,8 @@ var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", 
 type Job struct {
 	// Name is the job ID recorded on the ledger.
 	Name string `yaml:"name" json:"name"`
-	// Seed seeds trainer selection, adapter initialisation and DP noise
-	// (unless privacy.seed is set).
+	// Seed seeds trainer selection and adapter initialisation (never the
+	// DP noise, which comes from crypto/rand).
 	Seed uint64 `yaml:"seed" json:"seed"`
 	// Model is the base model of round 1.
 	Model ModelSpec `yaml:"model" json:"model"`
@@ -170,7 +170,8 @@ type PrivacySpec struct {
 	Clip float64 `yaml:"clip" json:"clip"`
 	// NoiseMultiplier z adds Gaussian noise of σ = z·clip/m; needs clip.
 	NoiseMultiplier float64 `yaml:"noise_multiplier" json:"noise_multiplier"`
-	// Seed seeds the noise (0: the job seed).
+	// Seed is refused when set: DP noise comes from crypto/rand (kept
+	// only so that an old job file gets a clear error).
 	Seed uint64 `yaml:"seed" json:"seed"`
 	// MaxNorm rejects updates with a larger norm (0: no bound).
 	MaxNorm float64 `yaml:"max_norm" json:"max_norm"`
@@ -443,6 +444,9 @@ func (j *Job) Validate() error {
 	if !(p.MaxNorm >= 0) || !finite(p.MaxNorm) {
 		bad("privacy.max_norm", "must be ≥ 0 (0: no bound), got %v", p.MaxNorm)
 	}
+	if p.Seed != 0 {
+		bad("privacy.seed", "is no longer accepted: DP noise is drawn from crypto/rand and recorded nowhere (a known seed lets anyone subtract the noise); remove it")
+	}
 	switch c := j.Compression; c.Kind {
 	case CompressInt8:
 		if c.Block < 0 || c.Block > aggregator.MaxQuantBlock {
@@ -525,13 +529,34 @@ func (j *Job) NewStrategy() (aggregator.Strategy, error) {
 }
 
 // AggregatorOptions returns the clipping, noise and norm bound of the job
-// as aggregator options (the noise seed defaults to the job seed).
+// as aggregator options. The noise seed is left zero: the aggregator draws
+// its noise from crypto/rand.
 func (j *Job) AggregatorOptions() aggregator.Options {
-	seed := j.Privacy.Seed
-	if seed == 0 {
-		seed = j.Seed
+	return aggregator.Options{Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier, MaxNorm: j.Privacy.MaxNorm}
+}
+
+// Recipe returns the round recipe the job registers on the ledger
+// (ledger.JobRegistered): its strategy with the effective parameters,
+// privacy settings, compression and trainer bounds, the designated
+// aggregators and, for a LoRA job, the initial adapter's digest.
+func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundRecipe, error) {
+	s, err := j.NewStrategy()
+	if err != nil {
+		return ledger.RoundRecipe{}, err
 	}
-	return aggregator.Options{Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier, Seed: seed, MaxNorm: j.Privacy.MaxNorm}
+	r := ledger.RoundRecipe{Strategy: s.Name(), Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier,
+		SampledTrainers: j.Trainers.Max, MaxNorm: j.Privacy.MaxNorm, Compression: j.Compression.Kind, Int8Block: j.Int8Block(),
+		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter}
+	if p := s.Params(); len(p) > 0 {
+		r.Params = make(map[string]string, len(p))
+		for k, v := range p {
+			r.Params[k] = ledger.FormatParam(v)
+		}
+	}
+	if r.Compression == "" {
+		r.Compression = CompressNone
+	}
+	return r, nil
 }
 
 // Int8Block returns the effective int8 block size (0 unless kind is int8).

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
@@ -186,6 +185,10 @@ type AggregationTask struct {
 	Options  aggregator.Options
 	// Inputs in canonical order: trainer ID ascending.
 	Inputs []Input
+	// Arrived are the trainers whose update reached the coordinator, valid
+	// or not (an invalid one is rejected by the machine itself); any other
+	// update the ledger records for the round was never delivered.
+	Arrived []string
 }
 
 // JobResult is the outcome of a finished job.
@@ -204,6 +207,10 @@ type Config struct {
 	// BaseModel is the digest of round 1's base model; it may be empty when
 	// Job.Model.Digest is set, and must equal it otherwise.
 	BaseModel string
+	// Recipe is the job's round recipe as registered on the ledger; its
+	// commits carry Recipe.CommitParams. Zero: Job.Recipe without
+	// aggregators or initial adapter.
+	Recipe ledger.RoundRecipe
 }
 
 type state int
@@ -242,6 +249,7 @@ type Machine struct {
 	job       *Job
 	jobDigest string
 	strategy  aggregator.Strategy
+	recipe    ledger.RoundRecipe
 	pool      *Pool
 
 	started   bool
@@ -284,7 +292,16 @@ func New(cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrJob, err)
 	}
-	return &Machine{job: j, jobDigest: j.Digest(), strategy: s, pool: NewPool(), st: stWaiting, round: 1, base: base}, nil
+	rc := cfg.Recipe
+	if rc.Strategy == "" {
+		if rc, err = j.Recipe(nil, ""); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrJob, err)
+		}
+	}
+	if rc.Strategy != s.Name() {
+		return nil, fmt.Errorf("%w: the recipe's strategy %q is not the job's %q", ErrJob, rc.Strategy, s.Name())
+	}
+	return &Machine{job: j, jobDigest: j.Digest(), strategy: s, recipe: rc, pool: NewPool(), st: stWaiting, round: 1, base: base}, nil
 }
 
 // Job returns the machine's job.
@@ -517,26 +534,12 @@ func (m *Machine) aggregationDone(e AggregationDone) error {
 	return nil
 }
 
-// recordParams are the strategy's effective parameters and the privacy
-// settings as RoundCommitted records them.
-func (m *Machine) recordParams() map[string]string {
-	p := map[string]string{}
-	for k, v := range m.strategy.Params() {
-		p[k] = strconv.FormatFloat(v, 'g', -1, 64)
-	}
-	o := m.job.AggregatorOptions()
-	if o.Clip > 0 {
-		p["clip"] = strconv.FormatFloat(o.Clip, 'g', -1, 64)
-	}
-	if o.NoiseMultiplier > 0 {
-		p["noise_multiplier"] = strconv.FormatFloat(o.NoiseMultiplier, 'g', -1, 64)
-		p["noise_seed"] = strconv.FormatUint(o.Seed, 10)
-	}
-	if o.MaxNorm > 0 {
-		p["max_norm"] = strconv.FormatFloat(o.MaxNorm, 'g', -1, 64)
-	}
-	return p
-}
+// recordParams are the parameters a RoundCommitted records: the recipe's
+// (ledger.RoundRecipe.CommitParams), without any noise seed.
+func (m *Machine) recordParams() map[string]string { return m.recipe.CommitParams() }
+
+// Recipe returns the job's round recipe.
+func (m *Machine) Recipe() ledger.RoundRecipe { return m.recipe }
 
 func (m *Machine) close(body ledger.TxBody, model, srvState string) {
 	m.cur.closing, m.cur.model, m.cur.srvState = body, model, srvState
@@ -752,5 +755,5 @@ func (m *Machine) aggregate(valid []Input) {
 	m.st = stAggregating
 	m.rd.Aggregation = &AggregationTask{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
 		Strategy: m.strategy.Name(), Params: maps.Clone(m.job.Strategy.Params), Options: m.job.AggregatorOptions(),
-		Inputs: slices.Clone(valid)}
+		Inputs: slices.Clone(valid), Arrived: slices.Sorted(maps.Keys(m.cur.updates))}
 }

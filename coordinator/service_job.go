@@ -9,11 +9,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fedtune/fedtune/aggregator"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -109,8 +111,11 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, err
 		}
 	}
-	mc := Config{Job: job, BaseModel: j.base}
-	var err error
+	recipe, err := s.registerJob(ctx, job, j.init)
+	if err != nil {
+		return nil, err
+	}
+	mc := Config{Job: job, BaseModel: j.base, Recipe: recipe}
 	if history != nil {
 		j.m, err = Recover(mc, history)
 	} else {
@@ -120,6 +125,34 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		return nil, err
 	}
 	return j, nil
+}
+
+// registerJob registers job and its round recipe on the ledger
+// (JobRegistered, signed by this coordinator, which so owns the job), or
+// checks that the ledger already has the same recipe from this
+// coordinator (a resumed job).
+func (s *Service) registerJob(ctx context.Context, job *Job, initAdapter string) (ledger.RoundRecipe, error) {
+	recipe, err := job.Recipe([]string{s.agg.ID()}, initAdapter)
+	if err != nil {
+		return recipe, err
+	}
+	rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name)
+	switch {
+	case errors.Is(err, ErrLedgerRecordNotFound):
+		if _, err := s.coord.Submit(ctx, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
+			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
+		}
+		s.log.InfoContext(ctx, "job registered", "job", job.Name, "strategy", recipe.Strategy, "aggregators", recipe.Aggregators)
+		return recipe, nil
+	case err != nil:
+		return recipe, fmt.Errorf("job %s: %w", job.Name, err)
+	case rec.Owner != s.coord.ID():
+		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.coord.ID())
+	case !rec.Recipe.Equal(&recipe):
+		return recipe, fmt.Errorf("job %s is registered on the ledger with another recipe (strategy %s, aggregators %v) than this job file and aggregator give (strategy %s, aggregators %v); pick another job name",
+			job.Name, rec.Recipe.Strategy, rec.Recipe.Aggregators, recipe.Strategy, recipe.Aggregators)
+	}
+	return rec.Recipe, nil
 }
 
 // importModel puts a model folder's weights, config and tokenizer into the
@@ -255,6 +288,14 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 			}
 		})
 	}
+	if err := s.rejectUndelivered(ctx, a); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
+		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
+		return
+	}
 	done, err := s.agg.Aggregate(ctx, a, j.global(a.Base))
 	if err != nil {
 		if ctx.Err() != nil {
@@ -267,6 +308,33 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 	s.log.InfoContext(ctx, "aggregated", "job", a.JobID, "round", a.Round, "model", done.Model, "aggregator", abbrev(s.agg.ID()),
 		"accepted", len(done.Weights), "rejected", len(done.Rejected))
 	report(done)
+}
+
+// rejectUndelivered has the aggregator reject every update the ledger
+// records for the round that never reached the coordinator (a trainer that
+// submitted on the ledger but did not upload): the ledger accepts a commit
+// only if it accounts for every submitted update, as a contributor or by
+// an UpdateRejected.
+func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask) error {
+	if s.cfg.Ledger == nil {
+		return nil
+	}
+	r, err := QueryRound(ctx, s.cfg.Ledger, a.JobID, a.Round)
+	if err != nil {
+		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
+	}
+	for _, u := range r.Updates {
+		if u.Rejected || slices.Contains(a.Arrived, u.Trainer) {
+			continue
+		}
+		body := ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest,
+			Reason: "the update was submitted on the ledger but never delivered to the coordinator before the aggregation"}
+		if _, err := s.agg.Submit(ctx, body); err != nil && !errors.Is(err, node.ErrRejected) {
+			return fmt.Errorf("reject undelivered update %s: %w", u.UpdateDigest, err)
+		}
+		s.log.WarnContext(ctx, "undelivered update rejected", "job", a.JobID, "round", a.Round, "trainer", abbrev(u.Trainer), "update", u.UpdateDigest)
+	}
+	return nil
 }
 
 func inputDigest(a AggregationTask, trainer string) string {

@@ -132,6 +132,16 @@ func QueryModel(ctx context.Context, c *node.Client, digest string) (*ledger.Mod
 	return &m, nil
 }
 
+// QueryJob returns a registered job: its owner and round recipe (whose
+// Aggregators are the job's designated aggregators).
+func QueryJob(ctx context.Context, c *node.Client, job string) (*ledger.JobRecord, error) {
+	var j ledger.JobRecord
+	if err := queryJSON(ctx, c, ledgerv1.QueryKind_QUERY_KIND_JOB, job, 0, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
 // QueryRound returns round n of job as the ledger records it, with its
 // updates.
 func QueryRound(ctx context.Context, c *node.Client, job string, n uint64) (*ledger.Round, error) {

@@ -18,12 +18,13 @@
 //	MemberAdded        admin
 //	MemberRemoved      admin
 //	ModelRegistered    coordinator
-//	RoundOpened        coordinator
+//	JobRegistered      coordinator (becomes the job's owner)
+//	RoundOpened        coordinator (the job's owner)
 //	DatasetRegistered  trainer
 //	UpdateSubmitted    trainer (one that the round selected)
-//	UpdateRejected     aggregator
-//	RoundCommitted     aggregator
-//	RoundFailed        aggregator
+//	UpdateRejected     aggregator (one the job's recipe designates)
+//	RoundCommitted     aggregator (one the job's recipe designates)
+//	RoundFailed        aggregator (one the job's recipe designates)
 //	NodeAdded          admin
 //	NodePromoted       admin
 //	NodeRemoved        admin
@@ -162,6 +163,35 @@
 // model (ModelRegistered, source naming the old chain ID and the model's
 // height there) and open its next round. Auditors verify the old export and
 // the new chain separately; the link between them is the model digest.
+// # Round recipes
+//
+// A job's rules are a RoundRecipe, committed once in a coordinator-signed
+// JobRegistered before the job's first round; the signer owns the job. A
+// separate transaction, rather than fields of the first RoundOpened, keeps
+// one record that never changes and that every later transaction of the
+// job is checked against (RoundOpened has no special first case, and a
+// recipe cannot differ between rounds), and lets the aggregator, artifact
+// store and auditors read the job's rules and designated aggregators
+// (FSM.Job) before any round exists. The FSM enforces, besides the checks
+// above:
+//
+//   - RoundOpened: the job is registered and the signer owns it; rounds
+//     are numbered 1, 2, 3, … (each the previous plus one); the strategy is
+//     the recipe's; the trainer count is within MinTrainers..MaxTrainers.
+//   - UpdateSubmitted: samples is at most the dataset's registered count
+//     and the recipe's MaxSamples (if set).
+//   - UpdateRejected, RoundFailed, RoundCommitted: the signer is one of the
+//     recipe's Aggregators.
+//   - RoundCommitted: strategy and parameters are the recipe's
+//     (RoundRecipe.CheckCommitParams: CommitParams plus a server_state
+//     digest); the contributors are exactly the submitted updates that no
+//     UpdateRejected rejected (at least MinTrainers); for the
+//     sample-weighted strategies (SampleWeighted) each weight is exactly
+//     samples / Σ samples as the aggregator computes it.
+//
+// The recipe records the DP mechanism's parameters (clip, noise
+// multiplier, sampling) but never a noise seed: the aggregator's noise
+// comes from crypto/rand.
 //
 // VerifyChain re-derives a local chain from its genesis: it replays every
 // stored block on a fresh in-memory state and compares heights, previous

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fedtune/fedtune/ledger/pebblestore"
@@ -290,7 +291,47 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{datasetKey(b.Digest), mustJSON(d)}}, nil
 
+	case JobRegistered:
+		if old, err := c.job(b.JobID); err != nil {
+			return nil, err
+		} else if old != nil {
+			return nil, txErr(CodeAlreadyExists, "job %q is already registered by %s at height %d", b.JobID, old.Owner, old.Height)
+		}
+		if _, ok, err := c.get(jobKey(b.JobID)); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeAlreadyExists, "job %q already has rounds on the chain; register a new job ID", b.JobID)
+		}
+		for i, a := range b.Recipe.Aggregators {
+			m, err := c.member(a)
+			if err != nil {
+				return nil, err
+			}
+			if m == nil || !m.Active || m.Role != RoleAggregator {
+				return nil, txErr(CodeInvalid, "recipe.aggregators[%d] %s is not a current aggregator member", i, a)
+			}
+		}
+		j := JobRecord{JobID: b.JobID, Owner: tx.Signer, Recipe: b.Recipe, Height: c.height, TxHash: txHash}
+		return []kvWrite{{jobRecordKey(b.JobID), mustJSON(j)}}, nil
+
 	case RoundOpened:
+		job, err := c.job(b.JobID)
+		if err != nil {
+			return nil, err
+		}
+		if job == nil {
+			return nil, txErr(CodeNotFound, "job %q is not registered; a JobRegistered must come first", b.JobID)
+		}
+		if job.Owner != tx.Signer {
+			return nil, txErr(CodeForbidden, "job %q is owned by coordinator %s; %s may not open its rounds", b.JobID, job.Owner, tx.Signer)
+		}
+		rc := &job.Recipe
+		if n := len(b.Trainers); n < rc.MinTrainers || (rc.MaxTrainers > 0 && n > rc.MaxTrainers) {
+			return nil, txErr(CodeInvalid, "round %d of job %q selects %d trainers; the recipe allows %d to %d", b.Round, b.JobID, n, rc.MinTrainers, maxOr(rc.MaxTrainers, MaxTrainers))
+		}
+		if b.Strategy != rc.Strategy {
+			return nil, txErr(CodeInvalid, "round %d of job %q names strategy %q; the recipe says %q", b.Round, b.JobID, b.Strategy, rc.Strategy)
+		}
 		if _, ok, err := c.get(modelKey(b.BaseModel)); err != nil {
 			return nil, err
 		} else if !ok {
@@ -308,9 +349,11 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			if err != nil {
 				return nil, &storageError{err}
 			}
-			if b.Round <= last {
-				return nil, txErr(CodeInvalid, "round numbers of job %q must increase: round %d was already opened; open %d or later", b.JobID, last, last+1)
+			if b.Round != last+1 {
+				return nil, txErr(CodeInvalid, "round %d of job %q: round %d was the last opened; the next must be %d", b.Round, b.JobID, last, last+1)
 			}
+		} else if b.Round != 1 {
+			return nil, txErr(CodeInvalid, "round %d of job %q: a job's first round is 1", b.Round, b.JobID)
 		}
 		for i, t := range b.Trainers {
 			m, err := c.member(t)
@@ -354,6 +397,14 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		if d.Owner != tx.Signer {
 			return nil, txErr(CodeForbidden, "dataset %s was registered by %s, not by the submitting trainer %s", b.DatasetDigest, d.Owner, tx.Signer)
 		}
+		if b.Samples > d.Samples {
+			return nil, txErr(CodeInvalid, "samples %d is more than the %d samples dataset %s registered", b.Samples, d.Samples, b.DatasetDigest)
+		}
+		if job, err := c.job(b.JobID); err != nil {
+			return nil, err
+		} else if job != nil && job.Recipe.MaxSamples > 0 && b.Samples > job.Recipe.MaxSamples {
+			return nil, txErr(CodeInvalid, "samples %d is more than the %d the recipe of job %q allows per update", b.Samples, job.Recipe.MaxSamples, b.JobID)
+		}
 		var prev Update
 		if ok, err := c.getJSON(updateKey(b.JobID, b.Round, tx.Signer), &prev); err != nil {
 			return nil, err
@@ -374,6 +425,9 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 
 	case UpdateRejected:
 		if _, err := c.openRound(b.JobID, b.Round); err != nil {
+			return nil, err
+		}
+		if _, err := c.designatedJob(TypeUpdateRejected, b.JobID, tx.Signer); err != nil {
 			return nil, err
 		}
 		trainer, ok, err := c.get(updateDigestKey(b.JobID, b.Round, b.UpdateDigest))
@@ -400,6 +454,18 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		if err != nil {
 			return nil, err
 		}
+		job, err := c.designatedJob(TypeRoundCommitted, b.JobID, tx.Signer)
+		if err != nil {
+			return nil, err
+		}
+		rc := &job.Recipe
+		if b.Strategy != rc.Strategy {
+			return nil, txErr(CodeInvalid, "round %d of job %q committed with strategy %q; the recipe says %q", b.Round, b.JobID, b.Strategy, rc.Strategy)
+		}
+		if err := rc.CheckCommitParams(b.Params); err != nil {
+			return nil, txErr(CodeInvalid, "round %d of job %q: %v", b.Round, b.JobID, err)
+		}
+
 		if _, ok, err := c.get(modelKey(b.ModelDigest)); err != nil {
 			return nil, err
 		} else if ok {
@@ -428,6 +494,7 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			link.Contributors = append(link.Contributors, LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
 				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight})
 		}
+		var left []string // submitted, not rejected, not listed
 		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
 			var u Update
 			if err := json.Unmarshal(v, &u); err != nil {
@@ -435,11 +502,32 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			}
 			if u.Rejected {
 				link.Rejected = append(link.Rejected, RejectedUpdate{Trainer: u.Trainer, UpdateDigest: u.UpdateDigest, Reason: u.RejectReason})
+			} else if !seen[u.Trainer] {
+				left = append(left, u.UpdateDigest+" of trainer "+u.Trainer)
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, asStorage(err)
+		}
+		if len(left) > 0 {
+			return nil, txErr(CodeInvalid, "round %d of job %q: the commit leaves out %d submitted update(s) that no UpdateRejected rejected: %s",
+				b.Round, b.JobID, len(left), strings.Join(left, ", "))
+		}
+		if len(b.Contributors) < rc.MinTrainers {
+			return nil, txErr(CodeInvalid, "round %d of job %q commits %d contributors; the recipe needs at least %d", b.Round, b.JobID, len(b.Contributors), rc.MinTrainers)
+		}
+		if SampleWeighted[rc.Strategy] {
+			var total float64
+			for _, ct := range link.Contributors {
+				total += float64(ct.Samples)
+			}
+			for i, ct := range link.Contributors {
+				if want := float64(ct.Samples) / total; ct.Weight != want {
+					return nil, txErr(CodeInvalid, "contributors[%d].weight %v of trainer %s: %s weighs by samples, %d of %v gives %v",
+						i, ct.Weight, ct.Trainer, rc.Strategy, ct.Samples, total, want)
+				}
+			}
 		}
 		r.Status, r.ClosedHeight, r.Aggregator = StatusCommitted, c.height, tx.Signer
 		r.ModelDigest, r.CommittedStrategy, r.Params, r.Contributors = b.ModelDigest, b.Strategy, b.Params, b.Contributors
@@ -457,6 +545,9 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 	case RoundFailed:
 		r, err := c.openRound(b.JobID, b.Round)
 		if err != nil {
+			return nil, err
+		}
+		if _, err := c.designatedJob(TypeRoundFailed, b.JobID, tx.Signer); err != nil {
 			return nil, err
 		}
 		r.Status, r.ClosedHeight, r.Aggregator, r.FailReason = StatusFailed, c.height, tx.Signer, b.Reason
@@ -514,6 +605,13 @@ func asStorage(err error) error {
 		return se
 	}
 	return &storageError{err}
+}
+
+func maxOr(v, dflt int) int {
+	if v > 0 {
+		return v
+	}
+	return dflt
 }
 
 func contains(xs []string, s string) bool {

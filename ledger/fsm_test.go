@@ -14,6 +14,7 @@ import (
 // fullRound runs one whole round: three updates, one rejected, a commit.
 func fullRound(t *testing.T, c *cast, ch *chain) (roundFixture, string) {
 	t.Helper()
+	c.clip = 10
 	fx := c.setupRound(t, ch)
 	ua, ub, uc := digest("update a"), digest("update b"), digest("update c")
 	ch.mustApply(fx.submit(t, c.trainers[0], 0, 1, ua), fx.submit(t, c.trainers[1], 1, 1, ub), fx.submit(t, c.trainers[2], 2, 1, uc))
@@ -132,6 +133,7 @@ func TestRejections(t *testing.T) {
 	}
 	committed := func(t *testing.T, e *env) {
 		withUpdates(t, e)
+		e.ch.mustApply(e.c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "late"}))
 		e.ch.mustApply(e.c.agg.sign(t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m1"), Strategy: "fedavg",
 			Contributors: []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}}))
 	}
@@ -229,7 +231,7 @@ func TestRejections(t *testing.T) {
 		{"update with another's dataset", openRound, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 1, 1, digest("u")) }, CodeForbidden},
 		{"update by unselected trainer", func(t *testing.T, e *env) {
 			openRound(t, e)
-			e.ch.mustApply(e.c.coord.sign(t, RoundOpened{JobID: "job-2", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
+			e.ch.mustApply(e.c.registerJob(t, "job-2"), e.c.coord.sign(t, RoundOpened{JobID: "job-2", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)}))
 		}, func(e *env) []byte {
 			fx := e.fx
@@ -255,8 +257,8 @@ func TestRejections(t *testing.T) {
 		{"reject unknown update", openRound, func(e *env) []byte {
 			return e.c.agg.sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("zz"), Reason: "x"})
 		}, CodeNotFound},
-		{"round on unregistered model", nil, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("nope"),
+		{"round on unregistered model", committed, func(e *env) []byte {
+			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: digest("nope"),
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)})
 		}, CodeNotFound},
 		{"round opened twice", committed, func(e *env) []byte {
@@ -268,7 +270,7 @@ func TestRejections(t *testing.T) {
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(48 * time.Hour)})
 		}, CodeInvalid},
 		{"round selecting a non-trainer", openRound, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-9", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
+			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: e.fx.base,
 				Strategy: "fedavg", Trainers: []string{e.c.agg.id}, Deadline: t0.Add(48 * time.Hour)})
 		}, CodeInvalid},
 		{"removed member signs", func(t *testing.T, e *env) {
@@ -425,7 +427,7 @@ func (c *cast) setupRoundTxs(t *testing.T) [][][]byte {
 		p1 = append(p1, tr.sign(t, DatasetRegistered{Digest: digest(fmt.Sprint("d", i)), Name: "d", Licence: "l", Source: "s", Samples: 5, Root: testDatasetRoot}))
 	}
 	props = append(props, p1)
-	props = append(props, [][]byte{c.coord.sign(t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: base,
+	props = append(props, [][]byte{c.registerJob(t, "j"), c.coord.sign(t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: base,
 		Strategy: "fedavg", Trainers: ids, Deadline: t0.Add(time.Hour)})})
 	var p3 [][]byte
 	var contrib []Contribution

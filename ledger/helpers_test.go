@@ -72,6 +72,7 @@ type cast struct {
 	admin, coord, agg, auditor *actor
 	trainers                   []*actor
 	node                       *actor
+	clip                       float64 // the clip of testRecipe
 }
 
 func newCast() *cast {
@@ -212,7 +213,7 @@ func (c *cast) setupRound(t testing.TB, ch *chain) roundFixture {
 		txs = append(txs, tr.sign(t, DatasetRegistered{Digest: d, Name: tr.name + "-data", Licence: "cc-by-4.0", Source: "local", Samples: 100 + uint64(i), Root: testDatasetRoot}))
 	}
 	ch.mustApply(txs...)
-	ch.mustApply(c.coord.sign(t, RoundOpened{JobID: fx.job, Round: 1, ConfigDigest: digest("job config"), BaseModel: fx.base,
+	ch.mustApply(c.registerJob(t, fx.job), c.coord.sign(t, RoundOpened{JobID: fx.job, Round: 1, ConfigDigest: digest("job config"), BaseModel: fx.base,
 		Strategy: "fedavg", Trainers: ids, Deadline: t0.Add(24 * time.Hour)}))
 	return fx
 }
@@ -220,4 +221,15 @@ func (c *cast) setupRound(t testing.TB, ch *chain) roundFixture {
 func (fx roundFixture) submit(t testing.TB, tr *actor, i int, round uint64, update string) []byte {
 	return tr.sign(t, UpdateSubmitted{JobID: fx.job, Round: round, UpdateDigest: update, DatasetDigest: fx.datasets[i],
 		Samples: 100, Metrics: map[string]float64{"loss": 1.5}})
+}
+
+// testRecipe is a fedavg recipe designating the cast's aggregator.
+func (c *cast) testRecipe() RoundRecipe {
+	return RoundRecipe{Strategy: "fedavg", Clip: c.clip, Compression: "none", MinTrainers: 1, Aggregators: []string{c.agg.id}}
+}
+
+// registerJob signs the JobRegistered of job with the test recipe.
+func (c *cast) registerJob(t testing.TB, job string) []byte {
+	t.Helper()
+	return c.coord.sign(t, JobRegistered{JobID: job, Recipe: c.testRecipe()})
 }

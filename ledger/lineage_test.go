@@ -18,7 +18,7 @@ func buildDeepChain(tb testing.TB, rounds int) (*chain, *cast, string) {
 	tr := c.trainers[0]
 	base := digest("deep base")
 	ds := digest("deep dataset")
-	ch.mustApply(c.coord.sign(tb, ModelRegistered{Digest: base, Name: "base", Licence: "apache-2.0", Source: "hf://base"}),
+	ch.mustApply(c.registerJob(tb, "deep"), c.coord.sign(tb, ModelRegistered{Digest: base, Name: "base", Licence: "apache-2.0", Source: "hf://base"}),
 		tr.sign(tb, DatasetRegistered{Digest: ds, Name: "d", Licence: "cc0", Source: "local", Samples: 10, Root: testDatasetRoot}))
 	prev := base
 	var txs [][]byte
@@ -166,6 +166,9 @@ func TestLineageBranches(t *testing.T) {
 		return digest("model " + s)
 	}
 	for _, s := range steps {
+		if s.job != "job-1" && s.n == 1 {
+			ch.mustApply(c.registerJob(t, s.job))
+		}
 		if !(s.job == "job-1" && s.n == 1) {
 			ch.mustApply(c.coord.sign(t, RoundOpened{JobID: s.job, Round: s.n, ConfigDigest: digest("c"), BaseModel: name(s.base), Strategy: "fedavg",
 				Trainers: []string{tr.id}, Deadline: t0.Add(time.Hour)}))

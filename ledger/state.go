@@ -19,6 +19,7 @@ import (
 //	a/md/<digest>                Model (JSON)
 //	a/ds/<digest>                Dataset (JSON)
 //	a/j/<job ID>                 highest round number opened, u64
+//	a/jr/<job ID>                JobRecord (JSON): owner and RoundRecipe
 //	a/r/<job ID>\x00<round u64>  Round (JSON, without Updates)
 //	a/u/<job ID>\x00<round u64><trainer ID>  Update (JSON)
 //	a/ud/<job ID>\x00<round u64><update digest>  trainer ID that submitted it
@@ -36,6 +37,7 @@ const (
 	prefixModel     = "a/md/"
 	prefixDataset   = "a/ds/"
 	prefixJob       = "a/j/"
+	prefixJobRecord = "a/jr/"
 	prefixRound     = "a/r/"
 	prefixUpdate    = "a/u/"
 	prefixUpdateDig = "a/ud/"

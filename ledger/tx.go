@@ -32,6 +32,7 @@ const (
 	TypeUpdateRejected    = "UpdateRejected"
 	TypeRoundCommitted    = "RoundCommitted"
 	TypeRoundFailed       = "RoundFailed"
+	TypeJobRegistered     = "JobRegistered"
 )
 
 // TxRoles maps each transaction type to the one role allowed to sign it.
@@ -40,6 +41,7 @@ var TxRoles = map[string]Role{
 	TypeMemberRemoved:     RoleAdmin,
 	TypeModelRegistered:   RoleCoordinator,
 	TypeRoundOpened:       RoleCoordinator,
+	TypeJobRegistered:     RoleCoordinator,
 	TypeDatasetRegistered: RoleTrainer,
 	TypeUpdateSubmitted:   RoleTrainer,
 	TypeUpdateRejected:    RoleAggregator,
@@ -98,8 +100,10 @@ type DatasetRegistered struct {
 }
 
 // RoundOpened (coordinator) opens round Round of job JobID on BaseModel, a
-// registered or previously committed model. Round numbers of a job strictly
-// increase.
+// registered or previously committed model. The job must be registered
+// (JobRegistered) by the signing coordinator; its rounds are numbered 1, 2,
+// 3, … (each the previous plus one), and the trainer count must be within
+// the recipe's bounds.
 type RoundOpened struct {
 	JobID        string    `json:"job_id"`
 	Round        uint64    `json:"round"`
@@ -193,6 +197,7 @@ var bodyDecoders = map[string]func([]byte) (TxBody, error){
 	TypeUpdateRejected:    decodeBody[UpdateRejected],
 	TypeRoundCommitted:    decodeBody[RoundCommitted],
 	TypeRoundFailed:       decodeBody[RoundFailed],
+	TypeJobRegistered:     decodeBody[JobRegistered],
 }
 
 func decodeBody[T TxBody](raw []byte) (TxBody, error) {
@@ -445,6 +450,11 @@ func validateBody(b TxBody) error {
 		return nil
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	case JobRegistered:
+		if err := checkJobID(b.JobID); err != nil {
+			return err
+		}
+		return b.Recipe.Validate()
 	}
 	if ok, err := validateNodeBody(b); ok {
 		return err

@@ -85,7 +85,7 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 		return nil, fmt.Errorf("%w: backend: %w", ErrConfig, err)
 	}
 	log.Info("aggregation backend", "backend", local.Backend.Name())
-	s.svc = NewService(local, s.store, s.artifacts, cfg.CoordinatorID, log)
+	s.svc = NewService(local, s.store, s.artifacts, s.ledger, cfg.CoordinatorID, log)
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,18 +31,29 @@ type Service struct {
 	local       *coordinator.LocalAggregator
 	store       *artifact.Store
 	artifacts   *artifact.Client
+	ledger      *node.Client
 	coordinator string // allowed peer ID ("" over plain text)
 	log         *slog.Logger
+
+	mu      sync.Mutex
+	commits map[roundID]ledger.RoundCommitted // derived by Aggregate, signed by SubmitTx
+}
+
+type roundID struct {
+	job   string
+	round uint64
 }
 
 // NewService returns a service that fetches from and uploads to
-// artifacts, aggregates and signs through local, and admits only the peer
-// coordinatorID when the link has TLS identities.
-func NewService(local *coordinator.LocalAggregator, store *artifact.Store, artifacts *artifact.Client, coordinatorID string, log *slog.Logger) *Service {
+// artifacts, reads job recipes and rounds from lc, aggregates and signs
+// through local, and admits only the peer coordinatorID when the link has
+// TLS identities.
+func NewService(local *coordinator.LocalAggregator, store *artifact.Store, artifacts *artifact.Client, lc *node.Client, coordinatorID string, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{local: local, store: store, artifacts: artifacts, coordinator: coordinatorID, log: log}
+	return &Service{local: local, store: store, artifacts: artifacts, ledger: lc, coordinator: coordinatorID, log: log,
+		commits: map[roundID]ledger.RoundCommitted{}}
 }
 
 // Register adds the Aggregator service to a gRPC server.
@@ -69,6 +85,10 @@ func (s *Service) Aggregate(ctx context.Context, req *aggregatorv1.AggregateRequ
 	if len(a.Inputs) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "aggregate job %s round %d: no inputs", a.JobID, a.Round)
 	}
+	recipe, err := s.fromLedger(ctx, &a)
+	if err != nil {
+		return nil, err
+	}
 	log := s.log.With("job", a.JobID, "round", a.Round)
 	need := []string{}
 	for _, in := range a.Inputs {
@@ -97,6 +117,21 @@ func (s *Service) Aggregate(ctx context.Context, req *aggregatorv1.AggregateRequ
 			return nil, status.Errorf(codes.Unavailable, "aggregate job %s round %d: %v", a.JobID, a.Round, err)
 		}
 	}
+	// The commit this aggregator will sign: from the recipe and the
+	// ledger's updates, never from a body the coordinator sends.
+	rc := ledger.RoundCommitted{JobID: a.JobID, Round: a.Round, ModelDigest: done.Model, Strategy: recipe.Strategy, Params: recipe.CommitParams()}
+	if done.State != "" {
+		rc.Params[ledger.ParamServerState] = done.State
+	}
+	for _, in := range a.Inputs {
+		if w, ok := done.Weights[in.Trainer]; ok {
+			rc.Contributors = append(rc.Contributors, ledger.Contribution{Trainer: in.Trainer, UpdateDigest: in.Digest, Weight: w})
+		}
+	}
+	slices.SortFunc(rc.Contributors, func(x, y ledger.Contribution) int { return strings.Compare(x.Trainer, y.Trainer) })
+	s.mu.Lock()
+	s.commits[roundID{a.JobID, a.Round}] = rc
+	s.mu.Unlock()
 	log.InfoContext(ctx, "aggregated", "model", done.Model, "accepted", len(done.Weights), "rejected", len(done.Rejected))
 	return &aggregatorv1.AggregateResponse{Model: done.Model, State: done.State, Weights: done.Weights, Rejected: done.Rejected}, nil
 }
@@ -126,13 +161,22 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "submit: %v", err)
 	}
-	// Sign a commit only of a model this aggregator holds: one it
-	// produced (and uploaded), never one it is merely told about.
+	// A commit is the one this aggregator derived itself when it
+	// aggregated the round (Aggregate): the coordinator's body only asks
+	// for it, and must say the same.
 	if rc, ok := body.(ledger.RoundCommitted); ok {
-		if has, err := s.store.Has(rc.ModelDigest); err != nil || !has {
+		s.mu.Lock()
+		own, ok := s.commits[roundID{rc.JobID, rc.Round}]
+		s.mu.Unlock()
+		if !ok {
 			return nil, status.Errorf(codes.FailedPrecondition,
 				"submit: RoundCommitted of job %s round %d names model %s, which this aggregator did not produce", rc.JobID, rc.Round, rc.ModelDigest)
 		}
+		if diff := commitDiff(own, rc); diff != "" {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"submit: RoundCommitted of job %s round %d differs from the commit this aggregator derived from the recipe and the ledger's updates: %s", rc.JobID, rc.Round, diff)
+		}
+		body = own
 	}
 	h, err := s.local.Submit(ctx, body)
 	switch {
@@ -141,6 +185,103 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "submit: %v", err)
 	}
+	if rc, ok := body.(ledger.RoundCommitted); ok {
+		s.mu.Lock()
+		delete(s.commits, roundID{rc.JobID, rc.Round})
+		s.mu.Unlock()
+	}
 	s.log.InfoContext(ctx, "tx committed", "type", req.Type, "height", h)
 	return &aggregatorv1.SubmitTxResponse{Height: h}, nil
+}
+
+// inputWait bounds how long Aggregate waits for the ledger to show a
+// round's inputs.
+const inputWait = 20 * time.Second
+
+// fromLedger replaces what the request says about the round's rules and
+// inputs with what the ledger records: the job's recipe (which must
+// designate this aggregator) gives the strategy, parameters and privacy
+// options; every input must be a submitted, not rejected, update of the
+// open round, and its sample count is the ledger's.
+func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask) (*ledger.RoundRecipe, error) {
+	where := fmt.Sprintf("aggregate job %s round %d", a.JobID, a.Round)
+	start := time.Now()
+	if s.ledger == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s: no ledger to read the job's recipe from", where)
+	}
+	job, err := coordinator.QueryJob(ctx, s.ledger, a.JobID)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s: the job's recipe: %v", where, err)
+	}
+	rc := &job.Recipe
+	if !rc.Designates(s.local.ID()) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s: the job's recipe designates aggregators %v, not this one (%s)", where, rc.Aggregators, s.local.ID())
+	}
+	params, err := rc.StrategyParams()
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s: recipe: %v", where, err)
+	}
+	// The ledger node this aggregator reads may lag behind the one a
+	// trainer submitted to: wait a while for every input to show.
+	var byTrainer map[string]ledger.Update
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		r, err := coordinator.QueryRound(ctx, s.ledger, a.JobID, a.Round)
+		if err != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: %v", where, err)
+		}
+		if r.Status != ledger.StatusOpen {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s: the round is %s on the ledger", where, r.Status)
+		}
+		byTrainer = map[string]ledger.Update{}
+		for _, u := range r.Updates {
+			byTrainer[u.Trainer] = u
+		}
+		missing := 0
+		for _, in := range a.Inputs {
+			if _, ok := byTrainer[in.Trainer]; !ok {
+				missing++
+			}
+		}
+		if missing == 0 || wait >= time.Second && time.Since(start) > inputWait {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-time.After(wait):
+		}
+	}
+	seen := map[string]bool{}
+	for i, in := range a.Inputs {
+		u, ok := byTrainer[in.Trainer]
+		switch {
+		case seen[in.Trainer]:
+			return nil, status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: trainer %s is listed twice", where, i, in.Trainer)
+		case !ok || u.UpdateDigest != in.Digest:
+			return nil, status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: trainer %s submitted no update %s to the round on the ledger", where, i, in.Trainer, in.Digest)
+		case u.Rejected:
+			return nil, status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: update %s was rejected on the ledger: %s", where, i, in.Digest, u.RejectReason)
+		}
+		seen[in.Trainer] = true
+		a.Inputs[i].Samples, a.Inputs[i].Dataset = u.Samples, u.DatasetDigest
+	}
+	a.Strategy, a.Params = rc.Strategy, params
+	a.Options.Clip, a.Options.NoiseMultiplier, a.Options.MaxNorm, a.Options.Seed = rc.Clip, rc.NoiseMultiplier, rc.MaxNorm, 0
+	return rc, nil
+}
+
+// commitDiff names the first field in which a coordinator's RoundCommitted
+// differs from the aggregator's own ("" if none).
+func commitDiff(own, got ledger.RoundCommitted) string {
+	switch {
+	case got.ModelDigest != own.ModelDigest:
+		return fmt.Sprintf("model %s, this aggregator produced %s", got.ModelDigest, own.ModelDigest)
+	case got.Strategy != own.Strategy:
+		return fmt.Sprintf("strategy %q, the recipe says %q", got.Strategy, own.Strategy)
+	case !maps.Equal(got.Params, own.Params):
+		return fmt.Sprintf("params %v, the recipe gives %v", got.Params, own.Params)
+	case !slices.Equal(got.Contributors, own.Contributors):
+		return fmt.Sprintf("contributors %v, the aggregation gives %v", got.Contributors, own.Contributors)
+	}
+	return ""
 }

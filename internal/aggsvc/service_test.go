@@ -17,8 +17,9 @@ import (
 )
 
 // TestSubmitTxRefusals checks what the aggregator refuses to sign before
-// it reaches the ledger: non-aggregator transactions, bad bodies, and a
-// RoundCommitted of a model it did not produce. (The signing path itself
+// it reaches the ledger: non-aggregator transactions, bad bodies, a
+// RoundCommitted of a model it did not produce, and one that differs from
+// the commit the aggregator derived itself. (The signing path itself
 // runs in internal/devnet's TestNetworkRemoteAggregator.)
 func TestSubmitTxRefusals(t *testing.T) {
 	dir := t.TempDir()
@@ -32,8 +33,20 @@ func TestSubmitTxRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := coordinator.NewLocalAggregator(store, filepath.Join(dir, "work"), coordinator.NewSigner(nil, key), nil)
-	svc := NewService(local, store, nil, "", nil)
+	svc := NewService(local, store, nil, nil, "", nil)
 	commit, _ := json.Marshal(ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: strings.Repeat("c", 64), Strategy: "fedavg"})
+	// The commit this aggregator derived for job k round 2 (as Aggregate
+	// leaves it): the coordinator's body may only ask for it.
+	own := ledger.RoundCommitted{JobID: "k", Round: 2, ModelDigest: strings.Repeat("d", 64), Strategy: "krum", Params: map[string]string{"num_malicious": "0"},
+		Contributors: []ledger.Contribution{{Trainer: strings.Repeat("1", 64), UpdateDigest: strings.Repeat("e", 64), Weight: 1}, {Trainer: strings.Repeat("2", 64), UpdateDigest: strings.Repeat("f", 64)}}}
+	svc.commits[roundID{"k", 2}] = own
+	edit := func(f func(*ledger.RoundCommitted)) []byte {
+		b := own
+		b.Contributors = append([]ledger.Contribution(nil), own.Contributors...)
+		f(&b)
+		data, _ := json.Marshal(b)
+		return data
+	}
 	for _, tc := range []struct {
 		name, typ string
 		body      []byte
@@ -43,6 +56,9 @@ func TestSubmitTxRefusals(t *testing.T) {
 		{"coordinator tx", ledger.TypeRoundOpened, []byte("{}"), codes.InvalidArgument, "not signed by the aggregator"},
 		{"bad body", ledger.TypeRoundFailed, []byte("{"), codes.InvalidArgument, "RoundFailed body"},
 		{"foreign model", ledger.TypeRoundCommitted, commit, codes.FailedPrecondition, "did not produce"},
+		{"other strategy", ledger.TypeRoundCommitted, edit(func(b *ledger.RoundCommitted) { b.Strategy = "fedavg" }), codes.FailedPrecondition, `strategy "fedavg", the recipe says "krum"`},
+		{"dropped contributor", ledger.TypeRoundCommitted, edit(func(b *ledger.RoundCommitted) { b.Contributors = b.Contributors[:1] }), codes.FailedPrecondition, "contributors"},
+		{"other params", ledger.TypeRoundCommitted, edit(func(b *ledger.RoundCommitted) { b.Params = nil }), codes.FailedPrecondition, "params"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := svc.SubmitTx(context.Background(), &aggregatorv1.SubmitTxRequest{Type: tc.typ, Body: tc.body})

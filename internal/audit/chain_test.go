@@ -155,6 +155,18 @@ func newTestChain(t testing.TB) *testChain {
 // digest the aggregator commits in a round (a lying aggregator).
 func newTestChainWith(t testing.TB, commit func(round uint64, digest, artifacts string) string) *testChain {
 	t.Helper()
+	if commit == nil {
+		return newTestChainInputs(t, nil)
+	}
+	return newTestChainInputs(t, func(round uint64, digest, artifacts string, _ []aggregator.Input, _ string) string {
+		return commit(round, digest, artifacts)
+	})
+}
+
+// newTestChainInputs is newTestChainWith whose commit also sees the
+// round's aggregation inputs and base model file.
+func newTestChainInputs(t testing.TB, commit func(round uint64, digest, artifacts string, inputs []aggregator.Input, base string) string) *testChain {
+	t.Helper()
 	c := &testChain{
 		admin: newActor("admin", ledger.RoleAdmin), coord: newActor("coordinator", ledger.RoleCoordinator),
 		agg: newActor("aggregator", ledger.RoleAggregator), node: newActor("node-1", ""), outsider: newActor("outsider", ledger.RoleTrainer),
@@ -178,7 +190,9 @@ func newTestChainWith(t testing.TB, commit func(round uint64, digest, artifacts 
 	}
 
 	c.base = put(t, c.artifacts, weights(t, 0), true)
-	txs := [][]byte{c.coord.sign(t, ledger.ModelRegistered{Digest: c.base, Name: "tiny-base", Licence: "Apache-2.0", Source: "test"})}
+	txs := [][]byte{c.coord.sign(t, ledger.ModelRegistered{Digest: c.base, Name: "tiny-base", Licence: "Apache-2.0", Source: "test"}),
+		c.coord.sign(t, ledger.JobRegistered{JobID: "job-1", Recipe: ledger.RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}}})}
 	for i, tr := range c.trainers {
 		path := filepath.Join("..", "..", "datasets", "testdata", "shards", fmt.Sprintf("trainer-%d.jsonl", i+1))
 		d, err := datasets.Load(path, datasets.Options{})
@@ -248,7 +262,7 @@ func newTestChainWith(t testing.TB, commit func(round uint64, digest, artifacts 
 		}
 		committed := res.Digest
 		if commit != nil {
-			committed = commit(round, committed, c.artifacts)
+			committed = commit(round, committed, c.artifacts, inputs, basePath)
 		}
 		closing = append(closing, c.agg.sign(t, ledger.RoundCommitted{JobID: "job-1", Round: round, ModelDigest: committed, Strategy: "fedavg", Contributors: contrib}))
 		c.apply(t, closing...)

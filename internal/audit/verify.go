@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/safetensors"
 )
 
 // ErrMismatch is wrapped by every *Mismatch.
@@ -102,9 +104,10 @@ type Report struct {
 
 // roundTrack is what Verify remembers of an open round to re-run it.
 type roundTrack struct {
-	base    string
-	config  string                            // the job's config digest
-	updates map[string]ledger.UpdateSubmitted // by trainer
+	base     string
+	config   string                            // the job's config digest
+	updates  map[string]ledger.UpdateSubmitted // by trainer
+	rejected map[string]bool                   // update digests an UpdateRejected named
 }
 
 type verifier struct {
@@ -119,6 +122,7 @@ type verifier struct {
 	members   map[string]ed25519.PublicKey
 	models    map[string]ledger.ModelRegistered // registered base models by digest
 	jobs      map[string]*coordinator.Job       // opts.Jobs by config digest
+	recipes   map[string]ledger.RoundRecipe     // registered jobs' recipes by job ID
 	adapters  map[string]string                 // config digest → initial adapter file
 	tmp       string
 	lastPrint time.Time
@@ -168,7 +172,7 @@ func verify(ctx context.Context, e *Export, opts VerifyOptions, then func(*ledge
 	}
 	v := &verifier{ctx: ctx, opts: opts, log: log, fsm: fsm, rounds: map[string]*roundTrack{}, state: map[string]string{},
 		hashed: map[string]bool{}, members: map[string]ed25519.PublicKey{}, models: map[string]ledger.ModelRegistered{},
-		jobs: map[string]*coordinator.Job{}, adapters: map[string]string{}, lastPrint: time.Now()}
+		jobs: map[string]*coordinator.Job{}, recipes: map[string]ledger.RoundRecipe{}, adapters: map[string]string{}, lastPrint: time.Now()}
 	for _, p := range opts.Jobs {
 		j, err := coordinator.LoadJob(p)
 		if err != nil {
@@ -342,8 +346,18 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		return v.artifact(h, i, tx.Hash, "digest", b.Digest)
 	case ledger.DatasetRegistered:
 		return v.manifest(h, i, tx, b)
+	case ledger.JobRegistered:
+		v.recipes[b.JobID] = b.Recipe
+		if b.Recipe.InitialAdapter != "" {
+			return inRound(v.artifact(h, i, tx.Hash, "recipe.initial_adapter", b.Recipe.InitialAdapter), fmt.Sprintf("job %q, initial adapter", b.JobID))
+		}
 	case ledger.RoundOpened:
-		v.rounds[roundKey(b.JobID, b.Round)] = &roundTrack{base: b.BaseModel, config: b.ConfigDigest, updates: map[string]ledger.UpdateSubmitted{}}
+		v.rounds[roundKey(b.JobID, b.Round)] = &roundTrack{base: b.BaseModel, config: b.ConfigDigest,
+			updates: map[string]ledger.UpdateSubmitted{}, rejected: map[string]bool{}}
+	case ledger.UpdateRejected:
+		if r := v.rounds[roundKey(b.JobID, b.Round)]; r != nil {
+			r.rejected[b.UpdateDigest] = true
+		}
 	case ledger.UpdateSubmitted:
 		if r := v.rounds[roundKey(b.JobID, b.Round)]; r != nil {
 			r.updates[tx.Signer] = b
@@ -354,10 +368,10 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		if err := v.artifact(h, i, tx.Hash, "model_digest", b.ModelDigest); err != nil {
 			return inRound(err, fmt.Sprintf("job %q round %d, committed model", b.JobID, b.Round))
 		}
-		if err := v.reaggregate(h, i, tx.Hash, b); err != nil {
+		if err := v.reaggregate(h, i, tx, b); err != nil {
 			return err
 		}
-		if s := b.Params[serverStateParam]; s != "" {
+		if s := b.Params[ledger.ParamServerState]; s != "" {
 			v.state[b.JobID] = s
 		}
 		delete(v.rounds, roundKey(b.JobID, b.Round))
@@ -375,10 +389,6 @@ func inRound(err error, where string) error {
 	}
 	return err
 }
-
-// serverStateParam is the RoundCommitted parameter naming the server state
-// digest a stateful strategy produced (coordinator.ParamServerState).
-const serverStateParam = "server_state"
 
 // artifactPath finds a blob by digest: "<dir>/<ab>/<digest>",
 // "<dir>/<digest>", or "<dir>/blobs/<ab>/<digest>" (dir is an
@@ -471,71 +481,83 @@ func (v *verifier) manifest(h uint64, i int, tx *ledger.Tx, b ledger.DatasetRegi
 	return nil
 }
 
-// optionParams are the committed parameters that are aggregator Options,
-// not strategy parameters.
-var optionParams = map[string]bool{"clip": true, "noise_multiplier": true, "noise_seed": true, "max_norm": true, serverStateParam: true}
-
-// reaggregate re-runs a committed round from its stored updates.
-func (v *verifier) reaggregate(h uint64, i int, txh [32]byte, b ledger.RoundCommitted) error {
-	if v.opts.Artifacts == "" {
-		return nil
+// checkCommit checks a RoundCommitted against its job's recipe and the
+// round's submitted and rejected updates, independently of the FSM (an
+// export written under other rules is caught here too): the strategy and
+// parameters are the recipe's, the signer is a designated aggregator, and
+// the contributors are exactly the submitted updates no UpdateRejected
+// named.
+func (v *verifier) checkCommit(h uint64, i int, tx *ledger.Tx, b ledger.RoundCommitted, r *roundTrack, rc *ledger.RoundRecipe) error {
+	where := fmt.Sprintf("job %q round %d", b.JobID, b.Round)
+	if !rc.Designates(tx.Signer) {
+		return txErr(h, i, tx.Hash, "signer", "%s: committed by %s, which the job's recipe does not designate (aggregators %v)", where, tx.Signer, rc.Aggregators)
 	}
+	if b.Strategy != rc.Strategy {
+		return txErr(h, i, tx.Hash, "strategy", "%s: committed with strategy %q, the job's recipe says %q", where, b.Strategy, rc.Strategy)
+	}
+	if err := rc.CheckCommitParams(b.Params); err != nil {
+		return txErr(h, i, tx.Hash, "params", "%s: %v", where, err)
+	}
+	listed := map[string]bool{}
+	for _, c := range b.Contributors {
+		listed[c.Trainer] = true
+		if r.rejected[c.UpdateDigest] {
+			return txErr(h, i, tx.Hash, "contributors", "%s: update %s of trainer %s was rejected, yet it is a contributor", where, c.UpdateDigest, c.Trainer)
+		}
+	}
+	for _, t := range slices.Sorted(maps.Keys(r.updates)) {
+		u := r.updates[t]
+		if !r.rejected[u.UpdateDigest] && !listed[t] {
+			return txErr(h, i, tx.Hash, "contributors", "%s: the commit leaves out update %s of trainer %s, which was submitted and never rejected", where, u.UpdateDigest, t)
+		}
+	}
+	return nil
+}
+
+// reaggregate re-runs a committed round from its job's recipe over every
+// submitted, not rejected, update of the round. A round with DP noise
+// cannot give the committed digest (the noise is secret); it is checked
+// as dpCheck says.
+func (v *verifier) reaggregate(h uint64, i int, tx *ledger.Tx, b ledger.RoundCommitted) error {
+	txh := tx.Hash
 	r := v.rounds[roundKey(b.JobID, b.Round)]
 	if r == nil {
 		return txErr(h, i, txh, "round", "round %d of job %q was never opened on this chain", b.Round, b.JobID)
 	}
-	params := map[string]float64{}
-	var opts aggregator.Options
-	for _, k := range slices.Sorted(maps.Keys(b.Params)) {
-		val := b.Params[k]
-		if k == serverStateParam {
-			continue
-		}
-		if k == "noise_seed" {
-			s, err := strconv.ParseUint(val, 10, 64)
-			if err != nil {
-				return txErr(h, i, txh, "params[noise_seed]", "%q is not an unsigned integer", val)
-			}
-			opts.Seed = s
-			continue
-		}
-		f, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			return txErr(h, i, txh, "params["+k+"]", "%q is not a number", val)
-		}
-		switch k {
-		case "clip":
-			opts.Clip = f
-		case "noise_multiplier":
-			opts.NoiseMultiplier = f
-		case "max_norm":
-			opts.MaxNorm = f
-		default:
-			if !optionParams[k] {
-				params[k] = f
-			}
-		}
+	rc, ok := v.recipes[b.JobID]
+	if !ok {
+		return txErr(h, i, txh, "job_id", "job %q has no JobRegistered on this chain, so no recipe to re-run round %d from", b.JobID, b.Round)
 	}
-	strategy, err := aggregator.New(b.Strategy, params)
+	if err := v.checkCommit(h, i, tx, b, r, &rc); err != nil {
+		return err
+	}
+	if v.opts.Artifacts == "" {
+		return nil
+	}
+	params, err := rc.StrategyParams()
+	if err != nil {
+		return txErr(h, i, txh, "recipe.params", "%v", err)
+	}
+	strategy, err := aggregator.New(rc.Strategy, params)
 	if err != nil {
 		return txErr(h, i, txh, "strategy", "%v", err)
 	}
-	opts.Strict = true
-	opts.Threads = 1
+	// The noise is left out: the re-run is the clipped, un-noised aggregate.
+	opts := aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Strict: true, Threads: 1}
 	req := aggregator.Request{Strategy: strategy, Options: opts, Logger: v.log,
 		Out: filepath.Join(v.tmp, fmt.Sprintf("h%d-model.safetensors", h))}
-	for ci, c := range b.Contributors {
-		u, ok := r.updates[c.Trainer]
-		if !ok || u.UpdateDigest != c.UpdateDigest {
-			return txErr(h, i, txh, fmt.Sprintf("contributors[%d]", ci), "trainer %s submitted no update %s in this round", c.Trainer, c.UpdateDigest)
+	for _, t := range slices.Sorted(maps.Keys(r.updates)) {
+		u := r.updates[t]
+		if r.rejected[u.UpdateDigest] {
+			continue
 		}
-		p, ok := artifactPath(v.opts.Artifacts, c.UpdateDigest)
+		p, ok := artifactPath(v.opts.Artifacts, u.UpdateDigest)
 		if !ok {
-			return txErr(h, i, txh, fmt.Sprintf("contributors[%d].update_digest", ci), "artifact %s is missing", c.UpdateDigest)
+			return txErr(h, i, txh, "update_digest", "job %q round %d: the update %s of trainer %s is not in the artifacts", b.JobID, b.Round, u.UpdateDigest, t)
 		}
-		req.Inputs = append(req.Inputs, aggregator.Input{Path: p, Weight: float64(u.Samples), ContributorID: c.Trainer})
+		req.Inputs = append(req.Inputs, aggregator.Input{Path: p, Weight: float64(u.Samples), ContributorID: t})
 	}
-	if req.Base, err = v.reference(h, i, txh, r); err != nil {
+	if req.Base, err = v.reference(h, i, txh, r, &rc); err != nil {
 		return err
 	}
 	if s := v.state[b.JobID]; s != "" {
@@ -547,30 +569,137 @@ func (v *verifier) reaggregate(h uint64, i int, txh [32]byte, b ledger.RoundComm
 	}
 	res, err := aggregator.Aggregate(v.ctx, req)
 	if err != nil {
-		return txErr(h, i, txh, "model_digest", "re-running %s on the %d contributors fails: %v%s", b.Strategy, len(req.Inputs), err, v.loraHint(b, r))
+		return txErr(h, i, txh, "model_digest", "job %q round %d: re-running %s on the %d submitted updates fails: %v", b.JobID, b.Round, rc.Strategy, len(req.Inputs), err)
 	}
-	if res.Digest != b.ModelDigest {
-		return txErr(h, i, txh, "model_digest", "re-running %s on the stored updates gives %s, the ledger records %s%s", b.Strategy, res.Digest, b.ModelDigest, v.loraHint(b, r))
+	if rc.NoiseMultiplier > 0 {
+		if err := v.dpCheck(h, i, txh, b, &rc, res); err != nil {
+			return err
+		}
+	} else if res.Digest != b.ModelDigest {
+		return txErr(h, i, txh, "model_digest", "job %q round %d: re-running %s from the recipe on the %d submitted updates gives %s, the ledger records %s",
+			b.JobID, b.Round, rc.Strategy, len(req.Inputs), res.Digest, b.ModelDigest)
 	}
 	for ci, c := range b.Contributors {
 		if w := res.Weights[c.Trainer]; w != c.Weight {
-			return txErr(h, i, txh, fmt.Sprintf("contributors[%d].weight", ci), "trainer %s: re-running gives share %v, the ledger records %v", c.Trainer, w, c.Weight)
+			return txErr(h, i, txh, fmt.Sprintf("contributors[%d].weight", ci), "job %q round %d: trainer %s: re-running gives share %v, the ledger records %v", b.JobID, b.Round, c.Trainer, w, c.Weight)
 		}
 	}
-	if s := b.Params[serverStateParam]; s != "" && res.StateDigest != s {
-		return txErr(h, i, txh, "params[server_state]", "re-running gives server state %s, the ledger records %s", res.StateDigest, s)
+	if s := b.Params[ledger.ParamServerState]; s != "" && rc.NoiseMultiplier == 0 && res.StateDigest != s {
+		return txErr(h, i, txh, "params[server_state]", "job %q round %d: re-running gives server state %s, the ledger records %s", b.JobID, b.Round, res.StateDigest, s)
 	}
 	v.rep.Reaggregated++
 	return nil
 }
 
+// DPTolerance is how far dpCheck lets ‖committed − un-noised‖² / (σ²·n)
+// stray from 1 beyond the statistical slack 6·√(2/n): float32 rounding of
+// both models.
+const DPTolerance = 0.02
+
+// dpCheck checks a round with Gaussian noise, whose committed model cannot
+// be re-derived because the noise is secret. res is the clipped, un-noised
+// re-run (the same inputs, clipping, norm bound and strategy). For fedavg,
+// where the noise is added to the aggregate as it is, committed −
+// un-noised must be the noise itself: n independent N(0, σ²) values with
+// σ = noise_multiplier·clip/m (res.NoiseStdDev for m contributors), so
+// ‖committed − un-noised‖² / σ² is χ²(n): the check is that this ratio
+// over n is within 6·√(2/n) + DPTolerance of 1 (a 6-sigma band). It shows
+// the noise has the recipe's size and the rest of the model is the
+// clipped aggregate of every submitted update; it cannot show the noise
+// was fresh and secret, nor that it was not chosen to steer the model
+// (a noise draw with the right norm but a chosen direction passes).
+// Other strategies pass the noise through a server optimizer, so only the
+// shares are checked there (by the caller).
+func (v *verifier) dpCheck(h uint64, i int, txh [32]byte, b ledger.RoundCommitted, rc *ledger.RoundRecipe, res *aggregator.Result) error {
+	if rc.Strategy != "fedavg" {
+		v.log.Warn("DP round not re-derivable: the noise goes through the server optimizer; only shares checked", "job", b.JobID, "round", b.Round, "strategy", rc.Strategy)
+		return nil
+	}
+	sigma := rc.NoiseMultiplier * rc.Clip / float64(len(b.Contributors))
+	p, ok := artifactPath(v.opts.Artifacts, b.ModelDigest)
+	if !ok {
+		return txErr(h, i, txh, "model_digest", "the committed model %s is not in the artifacts", b.ModelDigest)
+	}
+	ss, n, err := sqDiff(p, res.Path)
+	if err != nil {
+		return txErr(h, i, txh, "model_digest", "job %q round %d: comparing the committed model with the un-noised re-run: %v", b.JobID, b.Round, err)
+	}
+	if n == 0 || sigma <= 0 {
+		return txErr(h, i, txh, "model_digest", "job %q round %d: no noised values to check", b.JobID, b.Round)
+	}
+	if _, slack, _ := noisePlausible(ss, n, sigma); slack >= 0.5 {
+		v.log.Warn("DP round: too few values for the noise-size test to tell noise from none", "job", b.JobID, "round", b.Round, "values", n)
+	}
+	if ratio, slack, ok := noisePlausible(ss, n, sigma); !ok {
+		return txErr(h, i, txh, "model_digest", "job %q round %d: the committed model differs from the clipped, un-noised re-run by ‖Δ‖ = %.6g over %d values; noise of σ = %v (noise_multiplier %v · clip %v / %d contributors) gives about %.6g (ratio of squares %.4f, allowed 1 ± %.4f)",
+			b.JobID, b.Round, math.Sqrt(ss), n, sigma, rc.NoiseMultiplier, rc.Clip, len(b.Contributors), sigma*math.Sqrt(float64(n)), ratio, slack)
+	}
+	v.log.Info("DP round checked against the un-noised re-run", "job", b.JobID, "round", b.Round, "noise_norm", math.Sqrt(ss), "expected", sigma*math.Sqrt(float64(n)))
+	return nil
+}
+
+// noisePlausible is dpCheck's test: ss = ‖Δ‖² over n values against
+// noise of standard deviation sigma.
+func noisePlausible(ss float64, n int64, sigma float64) (ratio, slack float64, ok bool) {
+	ratio = ss / (sigma * sigma * float64(n))
+	slack = 6*math.Sqrt(2/float64(n)) + DPTolerance
+	return ratio, slack, math.Abs(ratio-1) <= slack
+}
+
+// sqDiff returns Σ(a−b)² over every tensor of two safetensors files with
+// the same tensors, and the number of values.
+func sqDiff(pa, pb string) (float64, int64, error) {
+	fa, err := safetensors.Open(pa)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer fa.Close()
+	fb, err := safetensors.Open(pb)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer fb.Close()
+	if len(fa.Tensors()) != len(fb.Tensors()) {
+		return 0, 0, fmt.Errorf("%d tensors against %d", len(fa.Tensors()), len(fb.Tensors()))
+	}
+	var ss float64
+	var n int64
+	for _, t := range fa.Tensors() {
+		a, err := fa.Float32s(t.Name)
+		if err != nil {
+			return 0, 0, err
+		}
+		b, err := fb.Float32s(t.Name)
+		if err != nil {
+			return 0, 0, fmt.Errorf("tensor %s: %w", t.Name, err)
+		}
+		if len(a) != len(b) {
+			return 0, 0, fmt.Errorf("tensor %s has %d values against %d", t.Name, len(a), len(b))
+		}
+		for k := range a {
+			d := float64(a[k]) - float64(b[k])
+			ss += d * d
+		}
+		n += int64(len(a))
+	}
+	return ss, n, nil
+}
+
 // reference returns the file a round's aggregation takes as its base: the
 // round's base model, except in the first round of a LoRA job (the base
-// is a registered foundation model and a job file in opts.Jobs with the
-// round's config digest fine-tunes an adapter), where it is the job's
-// initial adapter, derived here as the coordinator derives it.
-func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack) (string, error) {
+// is a registered foundation model), where it is the job's initial
+// adapter, whose digest the job's recipe records (RoundRecipe.InitialAdapter).
+// For a chain whose recipe has none, a job file in opts.Jobs with the
+// round's config digest still derives it as the coordinator does.
+func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack, rc *ledger.RoundRecipe) (string, error) {
 	reg, registered := v.models[r.base]
+	if registered && rc.InitialAdapter != "" {
+		p, ok := artifactPath(v.opts.Artifacts, rc.InitialAdapter)
+		if !ok {
+			return "", txErr(h, i, txh, "recipe.initial_adapter", "the job's initial LoRA adapter %s (its first round's reference) is not in the artifacts", rc.InitialAdapter)
+		}
+		return p, nil
+	}
 	job := v.jobs[r.config]
 	if !registered || job == nil || job.FineTune.Mode != coordinator.ModeLoRA {
 		p, ok := artifactPath(v.opts.Artifacts, r.base)
@@ -613,17 +742,4 @@ func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack) (stri
 	v.adapters[key] = p
 	v.log.Info("derived a LoRA job's initial adapter from its job file", "job", job.Name, "config_digest", r.config)
 	return p, nil
-}
-
-// loraHint adds to the error of a failed re-run of a round that started
-// from a registered foundation model without a job file for its config
-// digest: if the job is a LoRA job, its reference was the initial adapter
-// (a full fine-tuning job's was the base model itself, so the error may
-// be real).
-func (v *verifier) loraHint(b ledger.RoundCommitted, r *roundTrack) string {
-	if _, registered := v.models[r.base]; !registered || v.jobs[r.config] != nil {
-		return ""
-	}
-	return fmt.Sprintf("; if job %q fine-tunes a LoRA adapter, round %d aggregated against the job's initial adapter, which is not on the chain: "+
-		"give the job file whose digest is the round's config digest %s (VerifyOptions.Jobs) to derive it", b.JobID, b.Round, r.config)
 }

@@ -10,8 +10,8 @@ import (
 )
 
 // VerifyOptions.Jobs: an unreadable job file is an error naming it; a job
-// file whose digest no round committed to changes nothing; without one, a
-// round-1 mismatch says how a LoRA job's reference is derived.
+// file whose digest no round committed to changes nothing; a round-1
+// mismatch names the round.
 func TestVerifyJobsOption(t *testing.T) {
 	c := newTestChain(t)
 	e := c.export(t)
@@ -40,7 +40,7 @@ func TestVerifyJobsOption(t *testing.T) {
 	})
 	_, err = Verify(context.Background(), c2.export(t), VerifyOptions{Artifacts: c2.artifacts})
 	var m *Mismatch
-	if !errors.As(err, &m) || m.Field != "model_digest" || !strings.Contains(m.Msg, "initial adapter") || !strings.Contains(m.Msg, "VerifyOptions.Jobs") {
-		t.Errorf("round 1 mismatch: %v, want a model_digest mismatch with the LoRA hint", err)
+	if !errors.As(err, &m) || m.Field != "model_digest" || !strings.Contains(m.Msg, `job "job-1" round 1`) {
+		t.Errorf("round 1 mismatch: %v, want a model_digest mismatch naming job-1 round 1", err)
 	}
 }

@@ -152,7 +152,7 @@ func TestVerifyChangedAggregate(t *testing.T) {
 	})
 	_ = e
 	_, err := Verify(context.Background(), c2.export(t), VerifyOptions{Artifacts: c2.artifacts})
-	if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "height 7: tx[1]") || !strings.Contains(err.Error(), "model_digest: re-running fedavg on the stored updates gives") {
+	if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "height 7: tx[1]") || !strings.Contains(err.Error(), `model_digest: job "job-1" round 2: re-running fedavg from the recipe on the 2 submitted updates gives`) {
 		t.Fatalf("got %v", err)
 	}
 	t.Log(err)

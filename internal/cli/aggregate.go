@@ -155,7 +155,7 @@ OUT is written atomically as canonical F32 safetensors; the command prints
 	f.StringVar(&stateOut, "state-out", "", "output file for the new server state")
 	f.Float64Var(&clip, "clip", 0, "clip each update to this L2 norm (0: off)")
 	f.Float64Var(&noise, "noise-multiplier", 0, "add Gaussian noise σ = z·clip/inputs to the result (needs --clip)")
-	f.Uint64Var(&seed, "seed", 0, "seed of the noise")
+	f.Uint64Var(&seed, "seed", 0, "seed of the noise, for reproducing a test (0: a secret key from crypto/rand; anyone who knows a seed can subtract the noise)")
 	f.Float64Var(&maxNorm, "max-norm", 0, "reject updates whose L2 norm exceeds this (0: off)")
 	f.IntVar(&threads, "threads", 0, "threads for the kernels and input decoding (0: all CPUs); never changes the result")
 	f.IntVar(&chunk, "chunk-elems", 0, "elements read per input at a time (0: 262144); never changes the result")

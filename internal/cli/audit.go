@@ -417,8 +417,11 @@ func newAuditVerifyCmd() *cobra.Command {
 		Long: "Re-derive a whole chain from genesis on a fresh in-memory ledger: every block hash, tx root, signature,\n" +
 			"nonce and state hash. With --artifacts (blobs named by digest, flat or in <ab>/<digest> folders) also\n" +
 			"check that every model and update exists and hashes right, check dataset manifests found there, and\n" +
-			"re-run each committed round's aggregation, comparing the digest and shares with the ledger's.\n" +
-			"Exits non-zero naming the first height, tx and field that do not match.",
+			"re-run each committed round from its job's recipe on the chain (JobRegistered: strategy, parameters,\n" +
+			"privacy, a LoRA job's initial adapter) over every submitted, unrejected update, comparing the digest\n" +
+			"and shares with the ledger's. A round with DP noise is compared with its clipped, un-noised re-run:\n" +
+			"the difference must have the size the noise multiplier gives (see README, \"DP rounds\"). No job file\n" +
+			"is needed. Exits non-zero naming the first height, tx and field that do not match.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (ledgerAddr == "") == (exportPath == "") {
@@ -452,6 +455,6 @@ func newAuditVerifyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (with --ledger)")
 	cmd.Flags().StringVar(&exportPath, "export", "", "an export file from `fedtune audit export`")
 	cmd.Flags().StringVar(&artifacts, "artifacts", "", "directory of artifacts named by digest")
-	cmd.Flags().StringSliceVar(&jobs, "job", nil, "job YAML files (repeatable): a LoRA job's round 1 is re-run from the initial adapter the job derives")
+	cmd.Flags().StringSliceVar(&jobs, "job", nil, "job YAML files (repeatable; only for chains whose recipe records no initial adapter): a LoRA job's round 1 is re-run from the initial adapter the job derives")
 	return cmd
 }

@@ -251,6 +251,7 @@ func (n *containsNet) recordRound(t *testing.T, job, base string, trainers ...st
 	for _, tr := range trainers {
 		ids = append(ids, fmt.Sprintf("%q", n.ids[tr]))
 	}
+	submit("coord", "JobRegistered", fmt.Sprintf(`{"job_id":%q,"recipe":{"strategy":"fedavg","compression":"none","min_trainers":1,"aggregators":[%q]}}`, job, n.ids["agg"]))
 	submit("coord", "RoundOpened", fmt.Sprintf(`{"job_id":%q,"round":1,"config_digest":%q,"base_model":%q,"strategy":"fedavg","trainers":[%s],"deadline":%q}`,
 		job, strings.Repeat("c", 64), base, strings.Join(ids, ","), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
 	for _, tr := range trainers {

@@ -119,6 +119,7 @@ func TestAuditLineageQuorum(t *testing.T) {
 		submit(tr, "DatasetRegistered", fmt.Sprintf(`{"digest":%q,"name":"%s-data","licence":"CC0-1.0","source":"test","samples":10,"root":%q,"bytes":100}`,
 			dg("data "+tr), tr, dg("root "+tr)))
 	}
+	submit("coord", "JobRegistered", fmt.Sprintf(`{"job_id":"job","recipe":{"strategy":"fedavg","compression":"none","min_trainers":1,"aggregators":[%q]}}`, q.ids["agg"]))
 	submit("coord", "RoundOpened", fmt.Sprintf(`{"job_id":"job","round":1,"config_digest":%q,"base_model":%q,"strategy":"fedavg","trainers":[%q,%q],"deadline":%q}`,
 		dg("config"), base, q.ids["t1"], q.ids["t2"], time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
 	for _, tr := range []string{"t1", "t2"} {

@@ -178,6 +178,7 @@ func TestDatasetAndAuditCommands(t *testing.T) {
 	}
 	cfgDigest := strings.Repeat("c", 64)
 	submit("coord", "ModelRegistered", fmt.Sprintf(`{"digest":%q,"name":"tiny","licence":"Apache-2.0","source":"test"}`, base))
+	submit("coord", "JobRegistered", fmt.Sprintf(`{"job_id":"job","recipe":{"strategy":"fedavg","compression":"none","min_trainers":1,"aggregators":[%q]}}`, ids["agg"]))
 	submit("coord", "RoundOpened", fmt.Sprintf(`{"job_id":"job","round":1,"config_digest":%q,"base_model":%q,"strategy":"fedavg","trainers":[%q],"deadline":%q}`,
 		cfgDigest, base, ids["trainer"], time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
 	submit("trainer", "UpdateSubmitted", fmt.Sprintf(`{"job_id":"job","round":1,"update_digest":%q,"dataset_digest":%q,"samples":154}`, upd, digest))

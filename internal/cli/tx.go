@@ -27,6 +27,7 @@ var txBodies = map[string]func() ledger.TxBody{
 	ledger.TypeUpdateRejected:    func() ledger.TxBody { return new(ledger.UpdateRejected) },
 	ledger.TypeRoundCommitted:    func() ledger.TxBody { return new(ledger.RoundCommitted) },
 	ledger.TypeRoundFailed:       func() ledger.TxBody { return new(ledger.RoundFailed) },
+	ledger.TypeJobRegistered:     func() ledger.TxBody { return new(ledger.JobRegistered) },
 }
 
 func txTypeNames() string {
@@ -73,6 +74,8 @@ func decodeTxBody(typ string, data []byte) (ledger.TxBody, error) {
 	case *ledger.RoundCommitted:
 		return *b, nil
 	case *ledger.RoundFailed:
+		return *b, nil
+	case *ledger.JobRegistered:
 		return *b, nil
 	}
 	return body, nil

@@ -322,32 +322,45 @@ func TestNoRaceNetworkAudit(t *testing.T) {
 		t.Errorf("verify: %d committed rounds, %d re-aggregated; want 2 and 2", rep.Rounds, rep.Reaggregated)
 	}
 
-	// Without the job file, round 1 cannot be re-run (its reference, the
-	// job's initial adapter, is not on the chain) and Verify says so.
-	_, err = audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: store})
+	// Without the job file: the LoRA job's initial adapter digest is in its
+	// recipe on the chain (JobRegistered) and the blob in the coordinator's
+	// store, so every round re-runs from the export and artifacts alone.
+	rep, err = audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: store})
+	if err != nil || rep.Reaggregated != 2 {
+		t.Fatalf("verify without the job file: %+v %v, want both rounds re-aggregated", rep, err)
+	}
 	var mm *audit.Mismatch
-	if !errors.As(err, &mm) || mm.Field != "model_digest" || mm.Height != int64(committedAt[1]) || !strings.Contains(mm.Msg, "initial adapter") || !strings.Contains(mm.Msg, opened[1].ConfigDigest) {
-		t.Errorf("verify without the job file: %v, want a model_digest mismatch at height %d naming the initial adapter and config digest %s", err, committedAt[1], opened[1].ConfigDigest)
+	var initAdapter string
+	var registeredAt int64
+	for h, raw := range e.Blocks[1:] {
+		b, err := ledger.DecodeBlock(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, txb := range b.Txs {
+			if tx, err := ledger.DecodeTx(txb); err == nil {
+				if jr, ok := tx.Body.(ledger.JobRegistered); ok {
+					initAdapter, registeredAt = jr.Recipe.InitialAdapter, int64(h+1)
+				}
+			}
+		}
 	}
-	t.Logf("without the job file: %v", err)
-
-	// A job file that is not the one the rounds committed to (another
-	// seed gives another initial adapter) is not used.
-	other := filepath.Join(work, "other-job.yaml")
-	jy, err := os.ReadFile(n.JobFile)
-	if err != nil {
+	if initAdapter == "" {
+		t.Fatal("the chain's JobRegistered records no initial adapter for the LoRA job")
+	}
+	// Without the adapter's blob, Verify names the recipe's field.
+	noInit := filepath.Join(work, "no-init")
+	auditCopyTree(t, store, noInit)
+	p, ok := audit.ArtifactPath(noInit, initAdapter)
+	if !ok {
+		t.Fatalf("initial adapter %s is not in the coordinator's store", initAdapter)
+	}
+	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
 	}
-	jy2 := bytes.Replace(jy, []byte("\nseed: "), []byte("\nseed: 7"), 1)
-	if bytes.Equal(jy, jy2) {
-		t.Fatalf("no seed line in %s", n.JobFile)
-	}
-	if err := os.WriteFile(other, jy2, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, err = audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: store, Jobs: []string{other}})
-	if !errors.As(err, &mm) || mm.Height != int64(committedAt[1]) || !strings.Contains(mm.Msg, "initial adapter") {
-		t.Errorf("verify with another job file: %v, want round 1's model_digest mismatch", err)
+	_, err = audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: noInit})
+	if !errors.As(err, &mm) || mm.Field != "recipe.initial_adapter" || mm.Height != registeredAt {
+		t.Errorf("verify without the initial adapter: %v, want a recipe.initial_adapter mismatch at height %d", err, registeredAt)
 	}
 
 	// A copy of the store with one update's bytes swapped for another's:

@@ -1,0 +1,219 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRecipeValidate(t *testing.T) {
+	agg := newActor("aggregator", RoleAggregator).id
+	good := func() RoundRecipe {
+		return RoundRecipe{Strategy: "fedavgm", Params: map[string]string{"server_momentum": "0.9"}, Clip: 1, NoiseMultiplier: 1.1,
+			Compression: "int8", Int8Block: 64, MinTrainers: 2, MaxTrainers: 5, Aggregators: []string{agg}, InitialAdapter: digest("a")}
+	}
+	if r := good(); r.Validate() != nil {
+		t.Fatal(r.Validate())
+	}
+	cases := map[string]struct {
+		edit func(*RoundRecipe)
+		want string
+	}{
+		"no strategy":            {func(r *RoundRecipe) { r.Strategy = "" }, "recipe.strategy is required"},
+		"reserved param":         {func(r *RoundRecipe) { r.Params["clip"] = "1" }, `recipe.params["clip"] is reserved`},
+		"non-canonical param":    {func(r *RoundRecipe) { r.Params["server_momentum"] = "0.90" }, "canonical form"},
+		"NaN param":              {func(r *RoundRecipe) { r.Params["x"] = "NaN" }, "not a finite number"},
+		"noise without clip":     {func(r *RoundRecipe) { r.Clip = 0 }, "noise_multiplier needs recipe.clip"},
+		"negative clip":          {func(r *RoundRecipe) { r.Clip = -1 }, "recipe.clip -1"},
+		"no min trainers":        {func(r *RoundRecipe) { r.MinTrainers = 0 }, "recipe.min_trainers 0"},
+		"max below min":          {func(r *RoundRecipe) { r.MaxTrainers = 1 }, "recipe.max_trainers 1"},
+		"no aggregators":         {func(r *RoundRecipe) { r.Aggregators = nil }, "recipe.aggregators: 0 listed"},
+		"aggregator twice":       {func(r *RoundRecipe) { r.Aggregators = []string{agg, agg} }, "listed twice"},
+		"aggregator not an ID":   {func(r *RoundRecipe) { r.Aggregators = []string{"bob"} }, "is not a member ID"},
+		"bad adapter":            {func(r *RoundRecipe) { r.InitialAdapter = "xyz" }, "recipe.initial_adapter"},
+		"sampled above total":    {func(r *RoundRecipe) { r.SampledTrainers, r.TotalTrainers = 5, 4 }, "sampled_trainers 5"},
+		"no compression":         {func(r *RoundRecipe) { r.Compression = "" }, "recipe.compression is required"},
+		"control char in params": {func(r *RoundRecipe) { r.Params["a\x01"] = "1" }, "control character"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := good()
+			tc.edit(&r)
+			err := r.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			// And DecodeTx refuses a JobRegistered carrying it.
+			if _, err := SignTx(newActor("coordinator", RoleCoordinator).key, testChain, 1, JobRegistered{JobID: "j", Recipe: r}); err == nil {
+				t.Fatal("SignTx accepted an invalid recipe")
+			}
+		})
+	}
+}
+
+func TestRecipeCommitParams(t *testing.T) {
+	r := RoundRecipe{Strategy: "fedadam", Params: map[string]string{"eta": "0.01"}, Clip: 1.5, NoiseMultiplier: 0.8}
+	want := map[string]string{"eta": "0.01", "clip": "1.5", "noise_multiplier": "0.8"}
+	if got := r.CommitParams(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("CommitParams %v, want %v", got, want)
+	}
+	ok := map[string]string{"eta": "0.01", "clip": "1.5", "noise_multiplier": "0.8", ParamServerState: digest("s")}
+	if err := r.CheckCommitParams(ok); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		edit func(map[string]string)
+		want string
+	}{
+		"changed":        {func(p map[string]string) { p["eta"] = "0.1" }, `params["eta"] is "0.1", the job's recipe says "0.01"`},
+		"missing":        {func(p map[string]string) { delete(p, "noise_multiplier") }, `params["noise_multiplier"] is missing`},
+		"extra":          {func(p map[string]string) { p["noise_seed"] = "42" }, `params["noise_seed"] is not in the job's recipe`},
+		"bad state":      {func(p map[string]string) { p[ParamServerState] = "x" }, "params[server_state]"},
+		"same, reformed": {func(p map[string]string) { p["clip"] = "1.50" }, `params["clip"] is "1.50"`},
+	} {
+		p := map[string]string{}
+		for k, v := range ok {
+			p[k] = v
+		}
+		tc.edit(p)
+		if err := r.CheckCommitParams(p); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+// TestRecipeRules: every rule the recipe adds to the FSM, each refused with
+// its code and reason, leaving the state as it was.
+func TestRecipeRules(t *testing.T) {
+	coord2 := newActor("coordinator-2", RoleCoordinator)
+	agg2 := newActor("aggregator-2", RoleAggregator)
+	type env struct {
+		c  *cast
+		ch *chain
+		fx roundFixture
+	}
+	// Every case starts from job-1 round 1 open (all three trainers
+	// selected), trainers 0 and 1 having submitted, a second coordinator
+	// and a second (non-designated) aggregator being members.
+	setup := func(t *testing.T) *env {
+		e := &env{c: newCast()}
+		e.ch = newChain(t, e.c.genesis(t), e.c.node.id)
+		e.ch.mustApply(e.c.admin.sign(t, MemberAdded{PublicKey: coord2.pubHex(), Role: RoleCoordinator}),
+			e.c.admin.sign(t, MemberAdded{PublicKey: agg2.pubHex(), Role: RoleAggregator}))
+		e.fx = e.c.setupRound(t, e.ch)
+		e.ch.mustApply(e.fx.submit(t, e.c.trainers[0], 0, 1, digest("ua")), e.fx.submit(t, e.c.trainers[1], 1, 1, digest("ub")))
+		return e
+	}
+	open := func(e *env, by *actor, job string, round uint64, trainers int) []byte {
+		var ids []string
+		for _, tr := range e.c.trainers[:trainers] {
+			ids = append(ids, tr.id)
+		}
+		return by.sign(e.ch.t, RoundOpened{JobID: job, Round: round, ConfigDigest: digest("c"), BaseModel: e.fx.base, Strategy: "fedavg",
+			Trainers: ids, Deadline: t0.Add(time.Hour)})
+	}
+	both := func(e *env) []Contribution {
+		return []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 0.5}, {Trainer: e.c.trainers[1].id, UpdateDigest: digest("ub"), Weight: 0.5}}
+	}
+	commit := func(e *env, by *actor, strategy string, params map[string]string, cs []Contribution) []byte {
+		return by.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m"), Strategy: strategy, Params: params, Contributors: cs})
+	}
+	cases := []struct {
+		name string
+		tx   func(*env) []byte
+		code Code
+		want string
+	}{
+		{"trainer registers a job", func(e *env) []byte {
+			return e.c.trainers[0].sign(e.ch.t, JobRegistered{JobID: "j2", Recipe: e.c.testRecipe()})
+		}, CodeForbidden, "JobRegistered needs role coordinator"},
+		{"job registered twice", func(e *env) []byte {
+			return coord2.sign(e.ch.t, JobRegistered{JobID: "job-1", Recipe: e.c.testRecipe()})
+		}, CodeAlreadyExists, "is already registered by " + newActor("coordinator", RoleCoordinator).id},
+		{"recipe names a trainer as aggregator", func(e *env) []byte {
+			r := e.c.testRecipe()
+			r.Aggregators = []string{e.c.trainers[0].id}
+			return e.c.coord.sign(e.ch.t, JobRegistered{JobID: "j2", Recipe: r})
+		}, CodeInvalid, "is not a current aggregator member"},
+		{"round of an unregistered job", func(e *env) []byte { return open(e, e.c.coord, "j2", 1, 1) }, CodeNotFound, `job "j2" is not registered`},
+		{"round of another coordinator's job", func(e *env) []byte { return open(e, coord2, "job-1", 2, 1) }, CodeForbidden, "is owned by coordinator"},
+		{"round number skipped", func(e *env) []byte { return open(e, e.c.coord, "job-1", 3, 1) }, CodeInvalid, "the next must be 2"},
+		{"round number 2^64-1", func(e *env) []byte { return open(e, e.c.coord, "job-1", 1<<64-1, 1) }, CodeInvalid, "the next must be 2"},
+		{"first round not 1", func(e *env) []byte {
+			e.ch.mustApply(e.c.registerJob(e.ch.t, "j2"))
+			return open(e, e.c.coord, "j2", 2, 1)
+		}, CodeInvalid, "a job's first round is 1"},
+		{"too many trainers", func(e *env) []byte {
+			r := e.c.testRecipe()
+			r.MaxTrainers = 2
+			e.ch.mustApply(e.c.coord.sign(e.ch.t, JobRegistered{JobID: "j2", Recipe: r}))
+			return open(e, e.c.coord, "j2", 1, 3)
+		}, CodeInvalid, "selects 3 trainers; the recipe allows 1 to 2"},
+		{"round with another strategy", func(e *env) []byte {
+			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: e.fx.base, Strategy: "krum",
+				Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)})
+		}, CodeInvalid, `names strategy "krum"`},
+		{"samples above the dataset's", func(e *env) []byte {
+			return e.c.trainers[2].sign(e.ch.t, UpdateSubmitted{JobID: "job-1", Round: 1, UpdateDigest: digest("uc"), DatasetDigest: e.fx.datasets[2], Samples: 103})
+		}, CodeInvalid, "samples 103 is more than the 102 samples dataset"},
+		{"samples above the recipe's", func(e *env) []byte {
+			r := e.c.testRecipe()
+			r.MaxSamples = 10
+			e.ch.mustApply(e.c.coord.sign(e.ch.t, JobRegistered{JobID: "j2", Recipe: r}), open(e, e.c.coord, "j2", 1, 3))
+			return e.c.trainers[2].sign(e.ch.t, UpdateSubmitted{JobID: "j2", Round: 1, UpdateDigest: digest("uc"), DatasetDigest: e.fx.datasets[2], Samples: 11})
+		}, CodeInvalid, "samples 11 is more than the 10 the recipe"},
+		{"commit with another strategy", func(e *env) []byte { return commit(e, e.c.agg, "krum", nil, both(e)) }, CodeInvalid, `the recipe says "fedavg"`},
+		{"commit with a noise seed", func(e *env) []byte {
+			return commit(e, e.c.agg, "fedavg", map[string]string{"noise_seed": "42"}, both(e))
+		}, CodeInvalid, `params["noise_seed"] is not in the job's recipe`},
+		{"commit dropping an update", func(e *env) []byte { return commit(e, e.c.agg, "fedavg", nil, both(e)[:1]) }, CodeInvalid, "leaves out 1 submitted update(s)"},
+		{"commit with made-up weights", func(e *env) []byte {
+			cs := both(e)
+			cs[0].Weight, cs[1].Weight = 0.9, 0.1
+			return commit(e, e.c.agg, "fedavg", nil, cs)
+		}, CodeInvalid, "fedavg weighs by samples, 100 of 200 gives 0.5"},
+		{"commit by a non-designated aggregator", func(e *env) []byte { return commit(e, agg2, "fedavg", nil, both(e)) }, CodeForbidden, "is not designated"},
+		{"fail by a non-designated aggregator", func(e *env) []byte {
+			return agg2.sign(e.ch.t, RoundFailed{JobID: "job-1", Round: 1, Reason: "x"})
+		}, CodeForbidden, "is not designated"},
+		{"reject by a non-designated aggregator", func(e *env) []byte {
+			return agg2.sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ua"), Reason: "x"})
+		}, CodeForbidden, "is not designated"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			e.ch.t = t
+			bad := tc.tx(e)
+			st := e.ch.db.State()
+			before := dump(t, st, prefixApp)
+			checkErr := e.ch.fsm.CheckTx(bad)
+			res := e.ch.propose(bad)
+			if res.Block != nil {
+				t.Fatalf("bad tx made block %d", res.Block.Header.Height)
+			}
+			for _, err := range []error{checkErr, res.Results[0].Err} {
+				var te *TxError
+				if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("got %v, want code %s and %q", err, tc.code, tc.want)
+				}
+			}
+			if after := dump(t, st, prefixApp); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatal("state changed")
+			}
+		})
+	}
+
+	// The honest commit passes, and the job's record answers queries.
+	e := setup(t)
+	e.ch.mustApply(commit(e, e.c.agg, "fedavg", nil, both(e)))
+	j, err := e.ch.fsm.Job("job-1")
+	if err != nil || j.Owner != e.c.coord.id || !j.Recipe.Designates(e.c.agg.id) {
+		t.Fatalf("Job: %+v %v", j, err)
+	}
+	if _, err := e.ch.fsm.Job("nope"); !errors.Is(err, ErrRecordNotFound) {
+		t.Fatalf("unknown job: %v", err)
+	}
+}
