@@ -252,14 +252,33 @@ func (r *idleReceiver) next() (*artifactv1.UploadRequest, error) {
 
 func (r *idleReceiver) close() { close(r.stop) }
 
-// reserve adds n announced bytes to uploader o's uploads under way, or
-// refuses them over MemberInFlight; release gives them back.
+// reserve admits an upload of n bytes of d by uploader o: it refuses it
+// (ResourceExhausted) over MemberInFlight, or over MemberQuota counting
+// what o stored, its other partial uploads and what its uploads under way
+// announced; else it adds n to o's bytes in flight until release.
 func (s *Server) reserve(o string, d string, n int64) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if lim := s.cfg.MemberInFlight; lim > 0 && s.inFlight[o]+n > lim {
-		return nil, status.Errorf(codes.ResourceExhausted, "upload %s: uploader %s has %d bytes of uploads under way; %d more is over its limit of %d bytes in flight",
-			d, abbrevID(o), s.inFlight[o], n, lim)
+	flying := s.inFlight[o]
+	if lim := s.cfg.MemberInFlight; lim > 0 && flying+n > lim {
+		return nil, s.reject("quota_in_flight", status.Errorf(codes.ResourceExhausted, "upload %s: uploader %s has %d bytes of uploads under way; %d more is over its limit of %d bytes in flight; nothing kept",
+			d, abbrevID(o), flying, n, lim))
+	}
+	if lim := s.cfg.MemberQuota; lim > 0 {
+		stored, partial, err := s.cfg.Store.Usage(o)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		own, err := s.cfg.Store.PartialSizeAs(o, d)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		// Bytes already written by uploads under way count twice (partial
+		// and announced): the bound errs on the safe side.
+		if used := stored + (partial - own) + flying; used+n > lim {
+			return nil, s.reject("quota", status.Errorf(codes.ResourceExhausted, "upload %s: uploader %s holds %d bytes here (%d stored, %d in partial uploads, %d announced by uploads under way); %d more is over its quota of %d bytes; nothing kept",
+				d, abbrevID(o), used, stored, partial-own, flying, n, lim))
+		}
 	}
 	s.inFlight[o] += n
 	return func() {
@@ -330,23 +349,9 @@ func (s *Server) Upload(stream artifactv1.Artifacts_UploadServer) error {
 	}
 	release, err := s.reserve(who, d, h.Size)
 	if err != nil {
-		return s.reject("quota_in_flight", err)
+		return err
 	}
 	defer release()
-	if lim := s.cfg.MemberQuota; lim > 0 {
-		stored, partial, err := s.cfg.Store.Usage(who)
-		if err != nil {
-			return toStatus(err)
-		}
-		own, err := s.cfg.Store.PartialSizeAs(who, d)
-		if err != nil {
-			return toStatus(err)
-		}
-		if used := stored + partial - own; used+h.Size > lim {
-			return s.reject("quota", status.Errorf(codes.ResourceExhausted, "upload %s: uploader %s holds %d bytes here (%d stored, %d in partial uploads); %d more is over its quota of %d bytes; nothing kept",
-				d, abbrevID(who), used, stored, partial-own, h.Size, lim))
-		}
-	}
 	// Waiting for this uploader's other upload of the same blob is bounded
 	// by the idle timeout, as that upload is.
 	actx, cancel := context.WithTimeout(ctx, s.cfg.IdleTimeout)
