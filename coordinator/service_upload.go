@@ -68,6 +68,17 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's updates: %v", digest, err)
 	}
+	if author != nil {
+		// A committed model can have an update's bytes (a round of one
+		// contributor under FedAvg): as a model every member needs it.
+		_, err := QueryModel(ctx, s.cfg.Ledger, digest)
+		switch {
+		case err == nil:
+			author = nil
+		case !errors.Is(err, ErrLedgerRecordNotFound):
+			return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's models: %v", digest, err)
+		}
+	}
 	if err := DownloadAllowed(peer, m, digest, author); err != nil {
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
@@ -77,8 +88,8 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 // DownloadAllowed is the coordinator's download policy, in one place: may
 // the ledger member m (nil: not a member) with key ID peer download blob
 // digest, which is the update first submitted as author (nil: the blob is
-// no update the ledger knows: a base model, config, tokenizer, adapter,
-// committed model or server state)?
+// no update the ledger knows, or is also a model on the ledger: a base
+// model, config, tokenizer, adapter, committed model or server state)?
 //
 //   - Strangers and removed members get nothing.
 //   - Anything that is not an update goes to every active member: trainers
