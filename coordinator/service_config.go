@@ -50,7 +50,7 @@ type ServerConfig struct {
 }
 
 // ArtifactLimits are the artifact service's limits (artifact.ServerConfig).
-// Sizes are in bytes.
+// Sizes are in bytes; a zero field takes its DefaultArtifactLimits value.
 type ArtifactLimits struct {
 	// MaxBlobSize refuses an upload announcing more bytes.
 	MaxBlobSize int64 `yaml:"max_blob_size"`
@@ -65,6 +65,23 @@ type ArtifactLimits struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// PruneAfter removes a partial upload not written to for this long.
 	PruneAfter time.Duration `yaml:"prune_after"`
+}
+
+// withDefaults returns a with its zero fields set to the defaults.
+func (a ArtifactLimits) withDefaults() ArtifactLimits {
+	d := DefaultArtifactLimits()
+	for _, f := range []struct{ v, def *int64 }{{&a.MaxBlobSize, &d.MaxBlobSize}, {&a.MemberQuota, &d.MemberQuota}, {&a.MemberInFlight, &d.MemberInFlight}} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if a.IdleTimeout == 0 {
+		a.IdleTimeout = d.IdleTimeout
+	}
+	if a.PruneAfter == 0 {
+		a.PruneAfter = d.PruneAfter
+	}
+	return a
 }
 
 // DefaultArtifactLimits are the limits a config leaves out: blobs up to
@@ -116,6 +133,7 @@ func ParseServerConfig(name string, data []byte) (*ServerConfig, error) {
 	if err := strictyaml.Decode(name, data, &c); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrServerConfig, err)
 	}
+	c.Artifacts = c.Artifacts.withDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -144,7 +162,7 @@ func (c *ServerConfig) Validate() error {
 	if c.Tick < 10*time.Millisecond || c.Tick > time.Minute {
 		msgs = append(msgs, fmt.Sprintf("tick: %s is not between 10ms and 1m", c.Tick))
 	}
-	a := c.Artifacts
+	a := c.Artifacts.withDefaults()
 	for _, f := range []struct {
 		name string
 		v    int64

@@ -23,8 +23,9 @@ func TestParseServerConfig(t *testing.T) {
 		{"remote aggregator bad id", remote + "aggregator: {address: 'h:1', id: ABC}\n", `aggregator.id: "ABC" is not a ledger key ID`},
 		{"remote aggregator unknown key", remote + "aggregator: {address: 'h:1', key: x}\n", `:3: unknown key "key"`},
 		{"artifact limits", good + "eval_data_root: data\nartifacts:\n  max_blob_size: 1000\n  member_quota: 5000\n  member_in_flight: 2000\n  idle_timeout: 2s\n  prune_after: 1h\n", ""},
-		{"artifact limits bad", good + "artifacts: {max_blob_size: 0, member_quota: -1, idle_timeout: 1ms, prune_after: 1000h}\n",
-			"artifacts.max_blob_size: 0 is not a positive number of bytes; artifacts.member_quota: -1 is not a positive number of bytes; artifacts.idle_timeout: 1ms is not between 100ms and 1h; artifacts.prune_after: 1000h0m0s is not between 1s and 720h"},
+		{"artifact limits bad", good + "artifacts: {max_blob_size: -5, member_quota: -1, idle_timeout: 1ms, prune_after: 1000h}\n",
+			"artifacts.max_blob_size: -5 is not a positive number of bytes; artifacts.member_quota: -1 is not a positive number of bytes; artifacts.idle_timeout: 1ms is not between 100ms and 1h; artifacts.prune_after: 1000h0m0s is not between 1s and 720h"},
+		{"artifact limits zero take defaults", good + "artifacts: {max_blob_size: 0, idle_timeout: 0s}\n", ""},
 		{"in flight below max blob", good + "artifacts: {max_blob_size: 1000, member_in_flight: 999}\n", "artifacts.member_in_flight: 999 is less than artifacts.max_blob_size 1000"},
 		{"artifact limits unknown key", good + "artifacts: {max_size: 1}\n", `:5: unknown key "max_size"`},
 	} {

@@ -134,7 +134,7 @@ func (s *Server) close() {
 // With cfg.Job set and no job to resume, it launches that job first.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
-	lim := s.cfg.Artifacts
+	lim := s.cfg.Artifacts.withDefaults()
 	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log,
 		MaxBlobSize: lim.MaxBlobSize, MemberQuota: lim.MemberQuota, MemberInFlight: lim.MemberInFlight,
 		IdleTimeout: lim.IdleTimeout, PruneAfter: lim.PruneAfter,
