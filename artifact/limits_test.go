@@ -318,8 +318,11 @@ func TestServiceAuthorizeDownload(t *testing.T) {
 	if _, err := dial(t, ls.addr, bob, ls.id.id).Download(ctx, d, &buf); !errors.Is(err, ErrPermissionDenied) || !strings.Contains(err.Error(), "only alice reads here") || buf.Len() != 0 {
 		t.Fatalf("bob's download: %v (%d bytes); want PermissionDenied and nothing", err, buf.Len())
 	}
-	if got := counterValue(ls.m.Rejected.WithLabelValues("download_denied")); got != 1 {
-		t.Fatalf("rejected{download_denied} = %v", got)
+	if _, err := dial(t, ls.addr, bob, ls.id.id).Stat(ctx, d); !errors.Is(err, ErrPermissionDenied) {
+		t.Fatalf("bob's stat: %v; want PermissionDenied", err)
+	}
+	if got := counterValue(ls.m.Rejected.WithLabelValues("download_denied")); got != 2 {
+		t.Fatalf("rejected{download_denied} = %v, want 2 (download and stat)", got)
 	}
 	if _, err := dial(t, ls.addr, alice, ls.id.id).Download(ctx, d, &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
 		t.Fatalf("alice's download: %v", err)

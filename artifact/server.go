@@ -52,12 +52,13 @@ type ServerConfig struct {
 	// PruneAfter is the age (time since the last write) after which
 	// Maintain removes a partial upload (0: DefaultPruneAfter).
 	PruneAfter time.Duration
-	// AuthorizeUpload, when set, is asked before an upload is read: a
-	// non-nil error (a gRPC status, such as PermissionDenied) refuses it.
+	// AuthorizeUpload, when set, is asked before an upload is read (and
+	// before Status answers): a non-nil error (a gRPC status, such as
+	// PermissionDenied) refuses it.
 	AuthorizeUpload func(ctx context.Context) error
 	// AuthorizeDownload, when set, is asked before blob digest (a parsed
-	// digest) is sent: a non-nil error refuses the download. Without it
-	// every peer the transport admits may download every blob.
+	// digest) is sent or described by Stat: a non-nil error refuses it.
+	// Without it every peer the transport admits may read every blob.
 	AuthorizeDownload func(ctx context.Context, digest string) error
 }
 
@@ -524,9 +525,22 @@ func (s *Server) sendBlob(stream artifactv1.Artifacts_DownloadServer, f *os.File
 	}
 }
 
-// Stat implements artifactv1.ArtifactsServer.
-func (s *Server) Stat(_ context.Context, req *artifactv1.StatRequest) (*artifactv1.StatResponse, error) {
-	info, err := s.cfg.Store.Stat(req.Digest)
+// Stat implements artifactv1.ArtifactsServer. It tells only those whom
+// AuthorizeDownload lets read the blob.
+func (s *Server) Stat(ctx context.Context, req *artifactv1.StatRequest) (*artifactv1.StatResponse, error) {
+	d, err := ParseDigest(req.Digest)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "stat: %v", err)
+	}
+	if s.cfg.AuthorizeDownload != nil {
+		if err := s.cfg.AuthorizeDownload(ctx, d); err != nil {
+			if _, ok := status.FromError(err); !ok {
+				err = status.Errorf(codes.PermissionDenied, "stat %s: %v", d, err)
+			}
+			return nil, s.reject("download_denied", err)
+		}
+	}
+	info, err := s.cfg.Store.Stat(d)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -536,6 +550,15 @@ func (s *Server) Stat(_ context.Context, req *artifactv1.StatRequest) (*artifact
 // Status implements artifactv1.ArtifactsServer: a complete blob, or how
 // much of it the caller's own partial upload holds.
 func (s *Server) Status(ctx context.Context, req *artifactv1.StatusRequest) (*artifactv1.StatusResponse, error) {
+	if s.cfg.AuthorizeUpload != nil {
+		// Status serves uploaders: it answers only those who may upload.
+		if err := s.cfg.AuthorizeUpload(ctx); err != nil {
+			if _, ok := status.FromError(err); !ok {
+				err = status.Errorf(codes.PermissionDenied, "status: %v", err)
+			}
+			return nil, s.reject("unauthorized", err)
+		}
+	}
 	info, err := s.cfg.Store.Stat(req.Digest)
 	if err == nil {
 		return &artifactv1.StatusResponse{Digest: info.Digest, Complete: true, Received: info.Size}, nil
