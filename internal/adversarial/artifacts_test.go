@@ -30,13 +30,13 @@ import (
 )
 
 // The coordinator's artifact limits in these attacks: blobs up to 8 MiB,
-// 4 MiB stored per member, a 2 s idle timeout, partial uploads pruned after
-// 3 s.
+// 4 MiB stored per member, a 3 s idle timeout, partial uploads pruned after
+// 4 s.
 const (
 	artifactsMaxBlob = 8 << 20
 	artifactsQuota   = 4 << 20
-	artifactsIdle    = 2 * time.Second
-	artifactsPrune   = 3 * time.Second
+	artifactsIdle    = 3 * time.Second
+	artifactsPrune   = 4 * time.Second
 )
 
 // artifactsNet starts a devnet of two trainers with the limits above, runs
@@ -306,11 +306,15 @@ func TestAttackArtifacts(t *testing.T) {
 		start := time.Now()
 		held := artifactsHold(t, hctx, conn2, d, int64(len(data)), data[:artifact.ChunkSize])
 		c1, _ := artifactsDial(t, n, n.Keys["trainer-1"])
-		uctx, ucancel := context.WithTimeout(ctx, artifactsIdle)
+		uctx, ucancel := context.WithTimeout(ctx, artifactsIdle+20*time.Second)
+		ustart := time.Now()
 		_, err := c1.Upload(uctx, d, bytes.NewReader(data), int64(len(data)))
 		ucancel()
 		if err != nil {
 			t.Fatalf("trainer-1's upload while trainer-2 holds one of the same blob: %v", err)
+		}
+		if el := time.Since(ustart); el >= artifactsIdle {
+			t.Fatalf("trainer-1's upload took %v: it waited for trainer-2's held stream", el)
 		}
 		_, err = held.Recv()
 		el := time.Since(start)
