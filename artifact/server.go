@@ -355,11 +355,11 @@ func (s *Server) Upload(stream artifactv1.Artifacts_UploadServer) error {
 	defer release()
 	// Waiting for this uploader's other upload of the same blob is bounded
 	// by the idle timeout, as that upload is.
-	actx, cancel := context.WithTimeout(ctx, s.cfg.IdleTimeout)
-	p, err := s.cfg.Store.ResumePartialAs(actx, who, d)
+	wait, cancel := context.WithTimeout(ctx, s.cfg.IdleTimeout)
+	p, err := s.cfg.Store.resumePartial(ctx, wait, who, d)
 	cancel()
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		if errors.Is(err, context.DeadlineExceeded) && wait.Err() != nil && ctx.Err() == nil {
 			return status.Errorf(codes.Aborted, "upload %s: another upload of this blob by %s is under way; try again", d, abbrevID(who))
 		}
 		return toStatus(err)

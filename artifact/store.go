@@ -386,6 +386,12 @@ func ValidOwner(o string) bool {
 // The existing bytes are re-hashed so that Commit can check the whole blob
 // without reading it again.
 func (s *Store) ResumePartialAs(ctx context.Context, owner, digest string) (*Partial, error) {
+	return s.resumePartial(ctx, ctx, owner, digest)
+}
+
+// resumePartial is ResumePartialAs waiting for another Partial only until
+// wait is done, and re-hashing the existing bytes until ctx is.
+func (s *Store) resumePartial(ctx, wait context.Context, owner, digest string) (*Partial, error) {
 	d, err := ParseDigest(digest)
 	if err != nil {
 		return nil, err
@@ -398,7 +404,7 @@ func (s *Store) ResumePartialAs(ctx context.Context, owner, digest string) (*Par
 			return nil, fmt.Errorf("resume %s: %w", d, err)
 		}
 	}
-	release, err := s.acquire(ctx, owner+"/"+d)
+	release, err := s.acquire(wait, owner+"/"+d)
 	if err != nil {
 		return nil, fmt.Errorf("resume %s: %w", d, err)
 	}
