@@ -22,6 +22,15 @@ import (
 // mismatch, or a key ID the other side refused.
 var ErrUnavailable = errors.New("artifact: server unavailable")
 
+// ErrPermissionDenied is wrapped by client errors when the server refused
+// the caller (its key may not upload, or may not download that blob).
+var ErrPermissionDenied = errors.New("artifact: permission denied")
+
+// ErrResourceExhausted is wrapped by client errors when the server refused
+// an upload over one of its limits (maximum blob size, the uploader's
+// quota or its bytes in flight).
+var ErrResourceExhausted = errors.New("artifact: over a server limit")
+
 // Client talks to an artifact server. Its methods are safe for concurrent
 // use; set its fields before the first call.
 type Client struct {
@@ -86,6 +95,10 @@ func fromStatus(op string, err error) error {
 		sentinel = ErrBadDigest
 	case codes.Unavailable:
 		return fmt.Errorf("%s: %w (check the address, that both sides agree on TLS or --insecure, and that each side allows the other's key ID): %s", op, ErrUnavailable, st.Message())
+	case codes.PermissionDenied:
+		return fmt.Errorf("%s: %w (server: %s: %s)", op, ErrPermissionDenied, st.Code(), st.Message())
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%s: %w (server: %s: %s)", op, ErrResourceExhausted, st.Code(), st.Message())
 	case codes.Canceled:
 		return fmt.Errorf("%s: %w", op, context.Canceled)
 	case codes.DeadlineExceeded:
@@ -176,8 +189,9 @@ type UploadResult struct {
 // continues an upload the server holds part of (skipping those bytes of
 // r), and after a transport error resumes from where the server got to,
 // up to c.Retries times; rewinding r for that needs r to be an io.Seeker.
-// A server that finds the bytes hash to another digest refuses them
-// (ErrDigestMismatch) and keeps nothing.
+// A server that finds the bytes hash to another digest refuses them and
+// keeps nothing; Upload then sends the whole blob once more from zero, and
+// returns ErrDigestMismatch if that fails the same way.
 func (c *Client) Upload(ctx context.Context, digest string, r io.Reader, size int64) (UploadResult, error) {
 	d, err := ParseDigest(digest)
 	if err != nil {
@@ -187,10 +201,18 @@ func (c *Client) Upload(ctx context.Context, digest string, r io.Reader, size in
 		return UploadResult{}, fmt.Errorf("upload %s: negative size %d", d, size)
 	}
 	u := &uploader{c: c, d: d, r: r, size: size}
+	restarted := false
 	for attempt := 0; ; attempt++ {
 		err := u.attempt(ctx)
 		if err == nil {
 			return u.res, nil
+		}
+		if status.Code(err) == codes.DataLoss && !restarted && !u.fatal && ctx.Err() == nil {
+			// The bytes the server held hashed to another digest: it
+			// dropped them, so one more attempt sends the blob from zero
+			// (a second mismatch means the reader's bytes are wrong).
+			restarted = true
+			continue
 		}
 		if attempt >= c.Retries || !retryable(ctx, err) || u.fatal {
 			return u.res, fromStatus("upload "+d, err)
@@ -448,7 +470,8 @@ func (c *Client) Download(ctx context.Context, digest string, w io.Writer) (int6
 // Fetch copies blob digest from the server into store, unless store has it
 // already. The bytes go to the store's partial area first, so a Fetch that
 // is interrupted (even by a crash) continues from there next time; the blob
-// is published only once its digest checks.
+// is published only once its digest checks; if it does not, Fetch starts
+// once more from zero before returning ErrDigestMismatch.
 func (c *Client) Fetch(ctx context.Context, digest string, store *Store) (Info, error) {
 	d, err := ParseDigest(digest)
 	if err != nil {
@@ -489,8 +512,43 @@ func (c *Client) Fetch(ctx context.Context, digest string, store *Store) (Info, 
 		}
 	}
 	info, err := p.Commit()
+	if errors.Is(err, ErrDigestMismatch) && !restarted {
+		// The bytes held from an earlier fetch (or this one's) were bad:
+		// Commit dropped them; fetch the whole blob once more from zero.
+		return c.fetchFromZero(ctx, d, store)
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("fetch: %w", err)
+	}
+	return info, nil
+}
+
+// fetchFromZero fetches d into store with a new, empty partial, once.
+func (c *Client) fetchFromZero(ctx context.Context, d string, store *Store) (Info, error) {
+	p, err := store.ResumePartial(ctx, d)
+	if err != nil {
+		return Info{}, fmt.Errorf("fetch %s: %w", d, err)
+	}
+	defer p.Close()
+	if err := p.Truncate(); err != nil {
+		return Info{}, fmt.Errorf("fetch %s: %w", d, err)
+	}
+	for attempt := 0; ; attempt++ {
+		_, _, err := c.downloadRange(ctx, d, p.Offset(), p, nil)
+		if err == nil {
+			break
+		}
+		var we *writeError
+		if errors.As(err, &we) || attempt >= c.Retries || !retryable(ctx, err) {
+			return Info{}, fromStatus("fetch "+d, err)
+		}
+		if err := c.backoff(ctx, attempt); err != nil {
+			return Info{}, fmt.Errorf("fetch %s: %w", d, err)
+		}
+	}
+	info, err := p.Commit()
+	if err != nil {
+		return Info{}, fmt.Errorf("fetch (from zero after a digest mismatch): %w", err)
 	}
 	return info, nil
 }

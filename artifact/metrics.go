@@ -16,8 +16,11 @@ type Metrics struct {
 	Uploads *prometheus.CounterVec
 	// Downloads counts finished downloads.
 	Downloads prometheus.Counter
-	// Rejected counts refused uploads by reason: "digest_mismatch",
-	// "size_mismatch", "too_large", "bad_request", "unauthorized".
+	// Rejected counts refused or cut-off transfers by reason:
+	// "digest_mismatch", "size_mismatch", "too_large", "bad_request",
+	// "unauthorized" (upload), "download_denied", "quota" (the uploader's
+	// stored bytes), "quota_in_flight" (its uploads under way), "idle"
+	// (a stream closed after the idle timeout).
 	Rejected *prometheus.CounterVec
 }
 
@@ -39,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "fedtune_artifact_downloads_total", Help: "Downloads sent to the end.",
 		}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fedtune_artifact_rejected_total", Help: "Refused uploads by reason (digest_mismatch, size_mismatch, too_large, bad_request, unauthorized).",
+			Name: "fedtune_artifact_rejected_total", Help: "Refused or cut-off transfers by reason (digest_mismatch, size_mismatch, too_large, bad_request, unauthorized, download_denied, quota, quota_in_flight, idle).",
 		}, []string{"reason"}),
 	}
 	if reg != nil {

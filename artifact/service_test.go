@@ -250,7 +250,7 @@ func TestServiceUploadResumesWithoutSeeker(t *testing.T) {
 	c := dial(t, ts.addr, ident{}, "")
 	data := randBytes(13, 1<<20+3)
 	d := DigestOf(data)
-	p, err := ts.store.ResumePartial(context.Background(), d)
+	p, err := ts.store.ResumePartialAs(context.Background(), InsecureOwner, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,16 +306,21 @@ func TestServiceDownloadResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A local partial that is wrong is caught by the digest and not kept.
+	// A local partial that is wrong is caught by the digest, dropped, and
+	// the fetch starts again from zero.
 	local2 := openStore(t, t.TempDir())
 	p, _ = local2.ResumePartial(ctx, d)
 	p.Write(bytes.Repeat([]byte{0xee}, have))
 	p.Close()
-	if _, err := c.Fetch(ctx, d, local2); !errors.Is(err, ErrDigestMismatch) {
-		t.Fatalf("Fetch over corrupt partial bytes: %v; want ErrDigestMismatch", err)
+	before = counterValue(ts.metrics.BytesOut)
+	if _, err := c.Fetch(ctx, d, local2); err != nil {
+		t.Fatalf("Fetch over corrupt partial bytes: %v; want a restart from zero", err)
 	}
-	if ok, _ := local2.Has(d); ok {
-		t.Fatal("corrupt fetch kept")
+	if sent := counterValue(ts.metrics.BytesOut) - before; sent != float64(len(data)-have+len(data)) {
+		t.Fatalf("fetch over a corrupt partial moved %v bytes in all, want the %d missing, then the whole %d", sent, len(data)-have, len(data))
+	}
+	if err := local2.Verify(ctx, d); err != nil {
+		t.Fatal(err)
 	}
 	if n, _ := local2.PartialSize(d); n != 0 {
 		t.Fatalf("corrupt partial kept (%d bytes)", n)
@@ -344,8 +349,10 @@ func TestServiceRejectsCorruptUpload(t *testing.T) {
 			t.Errorf("server kept %d partial bytes of %s", st.Received, dg)
 		}
 	}
-	if got := counterValue(ts.metrics.Rejected.WithLabelValues("digest_mismatch")); got != 1 {
-		t.Errorf("rejected{digest_mismatch} = %v", got)
+	// The client sent the blob once more from zero after the first
+	// mismatch, which the server refused the same way.
+	if got := counterValue(ts.metrics.Rejected.WithLabelValues("digest_mismatch")); got != 2 {
+		t.Errorf("rejected{digest_mismatch} = %v, want 2 (the upload and its restart from zero)", got)
 	}
 	// More bytes than announced are refused too.
 	if _, err := c.Upload(ctx, DigestOf(data), bytes.NewReader(data), 10); err == nil {
@@ -434,7 +441,7 @@ func TestServiceMaxBlobSize(t *testing.T) {
 	c := dial(t, ln.Addr().String(), ident{}, "")
 	data := randBytes(30, 1001)
 	_, err = c.Upload(context.Background(), DigestOf(data), bytes.NewReader(data), int64(len(data)))
-	if err == nil || !strings.Contains(err.Error(), "limit of 1000") {
+	if err == nil || !strings.Contains(err.Error(), "maximum blob size of 1000 bytes") || !errors.Is(err, ErrResourceExhausted) {
 		t.Fatalf("upload over the limit: %v", err)
 	}
 	if got := counterValue(m.Rejected.WithLabelValues("too_large")); got != 1 {

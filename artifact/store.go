@@ -56,7 +56,7 @@ type Store struct {
 // blobs that are already complete; other partial uploads are kept so they
 // can resume.
 func OpenStore(dir string) (*Store, error) {
-	for _, sub := range []string{"", "blobs", "tmp", "uploads"} {
+	for _, sub := range []string{"", "blobs", "tmp", "uploads", "owners"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", dir, err)
 		}
@@ -90,11 +90,27 @@ func (s *Store) cleanup() error {
 		}
 	}
 	up := filepath.Join(s.dir, "uploads")
-	ents, err = os.ReadDir(up)
+	if err := s.cleanupPartials(up, true); err != nil {
+		return err
+	}
+	return errors.Join(syncDir(tmp), syncDir(up))
+}
+
+// cleanupPartials removes, in one uploads folder, files that are not
+// partial blobs and partial blobs whose blob is complete; top is the
+// uploads folder itself, whose sub-folders hold the uploaders' partials.
+func (s *Store) cleanupPartials(dir string, top bool) error {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
+		if top && e.IsDir() && ValidOwner(e.Name()) {
+			if err := s.cleanupPartials(filepath.Join(dir, e.Name()), false); err != nil {
+				return err
+			}
+			continue
+		}
 		d, err := ParseDigest(e.Name())
 		keep := err == nil && e.Type().IsRegular()
 		if keep {
@@ -103,12 +119,12 @@ func (s *Store) cleanup() error {
 			}
 		}
 		if !keep {
-			if err := os.RemoveAll(filepath.Join(up, e.Name())); err != nil {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
 	}
-	return errors.Join(syncDir(tmp), syncDir(up))
+	return syncDir(dir)
 }
 
 // Close releases the store's lock. The Store must not be used afterwards.
@@ -329,10 +345,14 @@ func (s *Store) Verify(ctx context.Context, digest string) error {
 
 // Partial is a blob being received in pieces (an upload or a fetch) that
 // can be resumed after an interruption, even by another process: its bytes
-// are kept in DIR/uploads/<digest> until Commit verifies and publishes them.
-// Only one Partial per digest is open at a time.
+// are kept in DIR/uploads/<digest> (the store's own fetches) or
+// DIR/uploads/<owner>/<digest> (an uploader's) until Commit verifies and
+// publishes them. Each owner has its own partial of a digest, so one
+// uploader's bytes never end up in another's blob; only one Partial per
+// owner and digest is open at a time.
 type Partial struct {
 	s       *Store
+	owner   string
 	digest  string
 	f       *os.File
 	h       hash.Hash
@@ -340,21 +360,56 @@ type Partial struct {
 	release func()
 }
 
-// ResumePartial opens the partial blob digest, creating it empty if there is
-// none, and waits (until ctx is done) while another Partial of the same
-// digest is open. The existing bytes are re-hashed so that Commit can check
-// the whole blob without reading it again.
+// ResumePartial opens the store's own partial blob digest (see
+// ResumePartialAs).
 func (s *Store) ResumePartial(ctx context.Context, digest string) (*Partial, error) {
+	return s.ResumePartialAs(ctx, "", digest)
+}
+
+// ValidOwner reports whether o may name the owner of partial uploads: 1 to
+// 64 of a-z 0-9 _ - (a ledger key ID, or a fixed name such as "insecure").
+func ValidOwner(o string) bool {
+	if len(o) == 0 || len(o) > 64 {
+		return false
+	}
+	for _, c := range o {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// ResumePartialAs opens owner's partial blob digest ("" is the store's
+// own, as Fetch uses), creating it empty if there is none, and waits (until
+// ctx is done) while another Partial of the same owner and digest is open.
+// The existing bytes are re-hashed so that Commit can check the whole blob
+// without reading it again.
+func (s *Store) ResumePartialAs(ctx context.Context, owner, digest string) (*Partial, error) {
+	return s.resumePartial(ctx, ctx, owner, digest)
+}
+
+// resumePartial is ResumePartialAs waiting for another Partial only until
+// wait is done, and re-hashing the existing bytes until ctx is.
+func (s *Store) resumePartial(ctx, wait context.Context, owner, digest string) (*Partial, error) {
 	d, err := ParseDigest(digest)
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.acquire(ctx, d)
+	if owner != "" && !ValidOwner(owner) {
+		return nil, fmt.Errorf("resume %s: %q is not a valid owner name", d, owner)
+	}
+	if owner != "" {
+		if err := os.MkdirAll(filepath.Join(s.dir, "uploads", owner), 0o755); err != nil {
+			return nil, fmt.Errorf("resume %s: %w", d, err)
+		}
+	}
+	release, err := s.acquire(wait, owner+"/"+d)
 	if err != nil {
 		return nil, fmt.Errorf("resume %s: %w", d, err)
 	}
-	p := &Partial{s: s, digest: d, h: sha256.New(), release: release}
-	p.f, err = os.OpenFile(s.partialPath(d), os.O_RDWR|os.O_CREATE, 0o644)
+	p := &Partial{s: s, owner: owner, digest: d, h: sha256.New(), release: release}
+	p.f, err = os.OpenFile(s.partialPath(owner, d), os.O_RDWR|os.O_CREATE, 0o644)
 	if err == nil {
 		p.n, err = copyCtx(ctx, p.h, p.f) // leaves the offset at the end
 	}
@@ -368,14 +423,23 @@ func (s *Store) ResumePartial(ctx context.Context, digest string) (*Partial, err
 	return p, nil
 }
 
-// PartialSize returns how many bytes of blob digest the store holds in a
-// partial upload (0 if none).
+// PartialSize returns how many bytes of blob digest the store holds in its
+// own partial (0 if none).
 func (s *Store) PartialSize(digest string) (int64, error) {
+	return s.PartialSizeAs("", digest)
+}
+
+// PartialSizeAs returns how many bytes of blob digest owner's partial
+// upload holds (0 if none).
+func (s *Store) PartialSizeAs(owner, digest string) (int64, error) {
 	d, err := ParseDigest(digest)
 	if err != nil {
 		return 0, err
 	}
-	fi, err := os.Stat(s.partialPath(d))
+	if owner != "" && !ValidOwner(owner) {
+		return 0, fmt.Errorf("partial %s: %q is not a valid owner name", d, owner)
+	}
+	fi, err := os.Stat(s.partialPath(owner, d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -385,9 +449,10 @@ func (s *Store) PartialSize(digest string) (int64, error) {
 	return fi.Size(), nil
 }
 
-// PruneUploads removes partial uploads not written to for longer than
-// age, except those open now, and returns how many it removed. Nodes call
-// it now and then so abandoned uploads do not fill the disk.
+// PruneUploads removes partial uploads (of every owner) not written to for
+// longer than age, except those open now, and returns how many it removed.
+// Nodes call it at start and now and then (Server.Maintain), so abandoned
+// uploads do not fill the disk.
 func (s *Store) PruneUploads(age time.Duration) (int, error) {
 	up := filepath.Join(s.dir, "uploads")
 	ents, err := os.ReadDir(up)
@@ -396,28 +461,96 @@ func (s *Store) PruneUploads(age time.Duration) (int, error) {
 	}
 	cutoff := time.Now().Add(-age)
 	n := 0
+	prune := func(owner string, ents []os.DirEntry) {
+		for _, e := range ents {
+			d, err := ParseDigest(e.Name())
+			if err != nil {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil || !fi.ModTime().Before(cutoff) {
+				continue
+			}
+			s.mu.Lock()
+			_, busy := s.busy[owner+"/"+d]
+			if !busy {
+				if err := os.Remove(s.partialPath(owner, d)); err == nil {
+					n++
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+	prune("", ents)
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !ValidOwner(e.Name()) {
+			continue
+		}
+		sub, err := os.ReadDir(filepath.Join(up, e.Name()))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		prune(e.Name(), sub)
+		errs = append(errs, syncDir(filepath.Join(up, e.Name())))
+	}
+	errs = append(errs, syncDir(up))
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("prune uploads: %w", err)
+	}
+	return n, nil
+}
+
+// Usage returns the bytes owner holds in the store: stored, the blobs its
+// uploads published (Partial.Commit of a Partial opened with
+// ResumePartialAs records them), and partial, its partial uploads.
+func (s *Store) Usage(owner string) (stored, partial int64, err error) {
+	if !ValidOwner(owner) {
+		return 0, 0, fmt.Errorf("usage: %q is not a valid owner name", owner)
+	}
+	ents, err := os.ReadDir(filepath.Join(s.dir, "owners", owner))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, fmt.Errorf("usage of %s: %w", owner, err)
+	}
 	for _, e := range ents {
 		d, err := ParseDigest(e.Name())
 		if err != nil {
 			continue
 		}
-		fi, err := e.Info()
-		if err != nil || !fi.ModTime().Before(cutoff) {
-			continue
+		if fi, err := os.Stat(s.blobPath(d)); err == nil {
+			stored += fi.Size()
 		}
-		s.mu.Lock()
-		_, busy := s.busy[d]
-		if !busy {
-			if err := os.Remove(filepath.Join(up, d)); err == nil {
-				n++
-			}
-		}
-		s.mu.Unlock()
 	}
-	return n, syncDir(up)
+	ents, err = os.ReadDir(filepath.Join(s.dir, "uploads", owner))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, fmt.Errorf("usage of %s: %w", owner, err)
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			partial += fi.Size()
+		}
+	}
+	return stored, partial, nil
 }
 
-func (s *Store) partialPath(d string) string { return filepath.Join(s.dir, "uploads", d) }
+// recordOwner notes that owner's upload published blob d (an empty file
+// DIR/owners/<owner>/<d>), which Usage counts.
+func (s *Store) recordOwner(owner, d string) error {
+	dir := filepath.Join(s.dir, "owners", owner)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, d), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Close(), syncDir(dir))
+}
+
+func (s *Store) partialPath(owner, d string) string {
+	return filepath.Join(s.dir, "uploads", owner, d)
+}
 
 func (s *Store) acquire(ctx context.Context, d string) (func(), error) {
 	for {
@@ -491,7 +624,7 @@ func (p *Partial) Abort() error {
 	}
 	p.f.Close()
 	p.f = nil
-	err := os.Remove(p.s.partialPath(p.digest))
+	err := os.Remove(p.s.partialPath(p.owner, p.digest))
 	p.release()
 	return err
 }
@@ -520,6 +653,11 @@ func (p *Partial) Commit() (Info, error) {
 	}
 	if err := p.s.commit(f.Name(), p.digest); err != nil {
 		return Info{}, fmt.Errorf("commit %s: %w", p.digest, err)
+	}
+	if p.owner != "" {
+		// Usage counts the blob against its uploader; a lost record only
+		// undercounts, so it does not fail the upload.
+		_ = p.s.recordOwner(p.owner, p.digest)
 	}
 	return Info{Digest: p.digest, Size: p.n, ModTime: time.Now()}, nil
 }

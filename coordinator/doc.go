@@ -76,6 +76,15 @@
 // artifact service and aggregator on one listener (`fedtune coordinator
 // start`). A restarted Server recovers its unfinished job from the ledger.
 //
+// The artifact service is guarded by the ledger (service_upload.go): only
+// active members upload, within the limits of the config's artifacts
+// section; downloads follow DownloadAllowed, which gives an update (found
+// with the ledger's updates-by-digest query) only to its first submitter,
+// aggregators, auditors and admins, and every other blob to members. A
+// trainer key holds at most MaxSessionsPerTrainer Join sessions. A job's
+// eval.data is read only from the artifact store (a digest) or inside the
+// config's eval_data_root (service_eval.go).
+//
 // The aggregator role is the Aggregator interface: LocalAggregator runs in
 // the process as above; when the server config names a remote aggregator
 // (aggregator: {address, id}), RemoteAggregator calls a standalone one

@@ -187,8 +187,9 @@ type CompressionSpec struct {
 
 // EvalSpec is the held-out evaluation of each new model.
 type EvalSpec struct {
-	// Data is a text/JSONL file path or a dataset manifest digest; empty
-	// disables evaluation.
+	// Data is the digest of a text/JSONL blob in the coordinator's artifact
+	// store, or a text/JSONL file path relative to the coordinator's
+	// eval_data_root (never leaving it); empty disables evaluation.
 	Data string `yaml:"data" json:"data"`
 	// Every evaluates after every Every-th round (0 with data: 1).
 	Every int `yaml:"every" json:"every"`
@@ -466,9 +467,6 @@ func (j *Job) Validate() error {
 		bad("eval.every", "must be ≥ 0, got %d", j.Eval.Every)
 	} else if j.Eval.Every > 0 && j.Eval.Data == "" {
 		bad("eval.every", "needs eval.data")
-	}
-	if isDigest(j.Eval.Data) {
-		bad("eval.data", "a file path is required for now (evaluating on a dataset manifest digest is not supported), got %s", j.Eval.Data)
 	}
 	if len(errs) > 0 {
 		return &ValidationError{Errors: errs}

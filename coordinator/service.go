@@ -73,6 +73,9 @@ type ServiceConfig struct {
 	// Insecure says the gRPC server is plain text (no TLS, no peer
 	// identities): callers of ProveSample are then not checked.
 	Insecure bool
+	// EvalDataRoot is the folder a job's eval.data path is read from
+	// (service_eval.go); empty, eval.data must be a blob's digest.
+	EvalDataRoot string
 }
 
 // Service is the coordinator process's driver around Machine: the
@@ -113,6 +116,8 @@ type Service struct {
 	prove proveRelay // proof questions relayed to trainers (service_prove.go)
 
 	ev evaluator // held-out evaluation of committed models (service_eval.go)
+
+	authors authorCache // update authors, for the download policy (service_upload.go)
 }
 
 // queuedTx is a transaction waiting for the tx worker.
@@ -129,6 +134,7 @@ type session struct {
 	proofs   chan *coordinatorv1.Task // proof questions, apart from tasks (service_prove.go)
 	active   bool                     // a Tasks stream is open
 	done     chan struct{}
+	created  time.Time // when Join made it
 }
 
 // modelFiles are the digests of a model's config.json and tokenizer file.
@@ -574,16 +580,24 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 		datasets = append(datasets, d)
 	}
 	var sid string
+	var capErr error
 	err = s.do(ctx, func() {
+		if capErr = s.capSessions(id, time.Now()); capErr != nil {
+			return
+		}
 		var b [16]byte
 		_, _ = rand.Read(b[:])
 		sid = hex.EncodeToString(b[:])
 		s.sessions[sid] = &session{id: sid, trainer: id, datasets: datasets, tasks: make(chan *coordinatorv1.Task, 16),
-			proofs: make(chan *coordinatorv1.Task, maxProofsPerTrainer), done: make(chan struct{})}
+			proofs: make(chan *coordinatorv1.Task, maxProofsPerTrainer), done: make(chan struct{}), created: time.Now()}
 		s.members[id] = true
 	})
 	if err != nil {
 		return nil, status.FromContextError(err).Err()
+	}
+	if capErr != nil {
+		s.log.WarnContext(ctx, "join refused", "trainer", abbrev(id), "err", capErr)
+		return nil, capErr
 	}
 	s.log.InfoContext(ctx, "trainer joined", "trainer", abbrev(id), "datasets", len(datasets))
 	return &coordinatorv1.JoinResponse{Session: sid, TrainerId: id}, nil
@@ -799,6 +813,9 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	job.Source = req.Source
+	if err := s.checkEvalData(job); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
+	}
 	var busy string
 	if err := s.do(ctx, func() {
 		if s.job != nil && !s.job.m.Done() {

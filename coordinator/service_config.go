@@ -40,6 +40,56 @@ type ServerConfig struct {
 	Tick time.Duration `yaml:"tick"`
 	// Job, when set, is launched at start unless a job is being resumed.
 	Job string `yaml:"job"`
+	// EvalDataRoot is the folder a job's eval.data path is read from (a
+	// relative path that must stay inside it); empty, eval.data must be the
+	// digest of a blob in the artifact store. The coordinator reads no
+	// other path a job names.
+	EvalDataRoot string `yaml:"eval_data_root"`
+	// Artifacts bounds what the artifact service accepts.
+	Artifacts ArtifactLimits `yaml:"artifacts"`
+}
+
+// ArtifactLimits are the artifact service's limits (artifact.ServerConfig).
+// Sizes are in bytes; a zero field takes its DefaultArtifactLimits value.
+type ArtifactLimits struct {
+	// MaxBlobSize refuses an upload announcing more bytes.
+	MaxBlobSize int64 `yaml:"max_blob_size"`
+	// MemberQuota bounds the bytes one member holds in the store: the
+	// blobs it uploaded and its partial uploads.
+	MemberQuota int64 `yaml:"member_quota"`
+	// MemberInFlight bounds the bytes one member's uploads under way may
+	// announce together.
+	MemberInFlight int64 `yaml:"member_in_flight"`
+	// IdleTimeout closes an upload or download stream on which nothing
+	// moved for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// PruneAfter removes a partial upload not written to for this long.
+	PruneAfter time.Duration `yaml:"prune_after"`
+}
+
+// withDefaults returns a with its zero fields set to the defaults.
+func (a ArtifactLimits) withDefaults() ArtifactLimits {
+	d := DefaultArtifactLimits()
+	for _, f := range []struct{ v, def *int64 }{{&a.MaxBlobSize, &d.MaxBlobSize}, {&a.MemberQuota, &d.MemberQuota}, {&a.MemberInFlight, &d.MemberInFlight}} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if a.IdleTimeout == 0 {
+		a.IdleTimeout = d.IdleTimeout
+	}
+	if a.PruneAfter == 0 {
+		a.PruneAfter = d.PruneAfter
+	}
+	return a
+}
+
+// DefaultArtifactLimits are the limits a config leaves out: blobs up to
+// 4 GiB, 64 GiB stored and 8 GiB in flight per member, a 1-minute idle
+// timeout, partial uploads pruned after a day.
+func DefaultArtifactLimits() ArtifactLimits {
+	return ArtifactLimits{MaxBlobSize: 4 << 30, MemberQuota: 64 << 30, MemberInFlight: 8 << 30,
+		IdleTimeout: time.Minute, PruneAfter: 24 * time.Hour}
 }
 
 // RemoteAggregatorConfig names a standalone aggregator.
@@ -52,9 +102,9 @@ type RemoteAggregatorConfig struct {
 }
 
 // DefaultServerConfig returns the defaults: listen on 127.0.0.1:7400,
-// data dir "coordinator", tick 1s.
+// data dir "coordinator", tick 1s, DefaultArtifactLimits.
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{Listen: "127.0.0.1:7400", DataDir: "coordinator", Tick: time.Second}
+	return ServerConfig{Listen: "127.0.0.1:7400", DataDir: "coordinator", Tick: time.Second, Artifacts: DefaultArtifactLimits()}
 }
 
 // LoadServerConfig reads a config file over DefaultServerConfig (unknown
@@ -69,7 +119,7 @@ func LoadServerConfig(path string) (*ServerConfig, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.CoordinatorKey, &c.AggregatorKey, &c.DataDir, &c.Job} {
+	for _, p := range []*string{&c.CoordinatorKey, &c.AggregatorKey, &c.DataDir, &c.Job, &c.EvalDataRoot} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -83,6 +133,7 @@ func ParseServerConfig(name string, data []byte) (*ServerConfig, error) {
 	if err := strictyaml.Decode(name, data, &c); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrServerConfig, err)
 	}
+	c.Artifacts = c.Artifacts.withDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -110,6 +161,24 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.Tick < 10*time.Millisecond || c.Tick > time.Minute {
 		msgs = append(msgs, fmt.Sprintf("tick: %s is not between 10ms and 1m", c.Tick))
+	}
+	a := c.Artifacts.withDefaults()
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"artifacts.max_blob_size", a.MaxBlobSize}, {"artifacts.member_quota", a.MemberQuota}, {"artifacts.member_in_flight", a.MemberInFlight}} {
+		if f.v < 1 {
+			msgs = append(msgs, fmt.Sprintf("%s: %d is not a positive number of bytes", f.name, f.v))
+		}
+	}
+	if a.MaxBlobSize > 0 && a.MemberInFlight > 0 && a.MemberInFlight < a.MaxBlobSize {
+		msgs = append(msgs, fmt.Sprintf("artifacts.member_in_flight: %d is less than artifacts.max_blob_size %d, so no member could upload a blob of the maximum size", a.MemberInFlight, a.MaxBlobSize))
+	}
+	if a.IdleTimeout < 100*time.Millisecond || a.IdleTimeout > time.Hour {
+		msgs = append(msgs, fmt.Sprintf("artifacts.idle_timeout: %s is not between 100ms and 1h", a.IdleTimeout))
+	}
+	if a.PruneAfter < time.Second || a.PruneAfter > 30*24*time.Hour {
+		msgs = append(msgs, fmt.Sprintf("artifacts.prune_after: %s is not between 1s and 720h", a.PruneAfter))
 	}
 	if len(msgs) > 0 {
 		return fmt.Errorf("%w: %s", ErrServerConfig, strings.Join(msgs, "; "))

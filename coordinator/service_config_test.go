@@ -22,6 +22,12 @@ func TestParseServerConfig(t *testing.T) {
 		{"remote aggregator missing", remote + "aggregator: {}\n", "coordinator_key: required; aggregator.address: required; aggregator.id: required"},
 		{"remote aggregator bad id", remote + "aggregator: {address: 'h:1', id: ABC}\n", `aggregator.id: "ABC" is not a ledger key ID`},
 		{"remote aggregator unknown key", remote + "aggregator: {address: 'h:1', key: x}\n", `:3: unknown key "key"`},
+		{"artifact limits", good + "eval_data_root: data\nartifacts:\n  max_blob_size: 1000\n  member_quota: 5000\n  member_in_flight: 2000\n  idle_timeout: 2s\n  prune_after: 1h\n", ""},
+		{"artifact limits bad", good + "artifacts: {max_blob_size: -5, member_quota: -1, idle_timeout: 1ms, prune_after: 1000h}\n",
+			"artifacts.max_blob_size: -5 is not a positive number of bytes; artifacts.member_quota: -1 is not a positive number of bytes; artifacts.idle_timeout: 1ms is not between 100ms and 1h; artifacts.prune_after: 1000h0m0s is not between 1s and 720h"},
+		{"artifact limits zero take defaults", good + "artifacts: {max_blob_size: 0, idle_timeout: 0s}\n", ""},
+		{"in flight below max blob", good + "artifacts: {max_blob_size: 1000, member_in_flight: 999}\n", "artifacts.member_in_flight: 999 is less than artifacts.max_blob_size 1000"},
+		{"artifact limits unknown key", good + "artifacts: {max_size: 1}\n", `:5: unknown key "max_size"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseServerConfig("coordinator.yaml", []byte(tc.yaml))
@@ -29,7 +35,7 @@ func TestParseServerConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.DataDir != "coordinator" || c.Tick.Seconds() != 1 {
+				if c.DataDir != "coordinator" || c.Tick.Seconds() != 1 || c.Artifacts.IdleTimeout <= 0 || c.Artifacts.MaxBlobSize <= 0 {
 					t.Errorf("defaults not filled: %+v", c)
 				}
 				return
@@ -41,23 +47,38 @@ func TestParseServerConfig(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")
-	if err := os.WriteFile(p, []byte(good+"job: jobs/x.yaml\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(good+"job: jobs/x.yaml\neval_data_root: data\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := LoadServerConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, got := range []string{c.CoordinatorKey, c.AggregatorKey, c.DataDir, c.Job} {
+	for _, got := range []string{c.CoordinatorKey, c.AggregatorKey, c.DataDir, c.Job, c.EvalDataRoot} {
 		if !strings.HasPrefix(got, dir) {
 			t.Errorf("path %s not resolved against %s", got, dir)
 		}
 	}
 }
 
+// The shipped example config loads, with its limits as written.
+func TestExampleCoordinatorConfig(t *testing.T) {
+	c, err := LoadServerConfig("../configs/coordinator.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Artifacts != DefaultArtifactLimits() {
+		t.Errorf("example limits %+v differ from the defaults %+v it documents", c.Artifacts, DefaultArtifactLimits())
+	}
+	if !strings.HasSuffix(c.EvalDataRoot, filepath.Join("datasets", "testdata")) {
+		t.Errorf("eval_data_root %s", c.EvalDataRoot)
+	}
+}
+
 func FuzzParseServerConfig(f *testing.F) {
 	f.Add([]byte("listen: 127.0.0.1:0\ncoordinator_key: c\naggregator_key: a\nledger: l:1\n"))
 	f.Add([]byte("tick: 5ms\n"))
+	f.Add([]byte("listen: a:1\ncoordinator_key: c\naggregator_key: a\nledger: l:1\nartifacts: {max_blob_size: 10, member_in_flight: 9}\n"))
 	f.Add([]byte("listen: a:1\ncoordinator_key: c\nledger: l:1\naggregator: {address: 'h:1', id: x}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseServerConfig("fuzz", data)

@@ -1,19 +1,23 @@
 package coordinator
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
@@ -58,7 +62,6 @@ type evalTask struct {
 	model string     // the committed global's digest
 	base  string     // the job's base model (full weights) digest
 	files modelFiles // the base model's config and tokenizer digests
-	data  string     // eval data path, resolved
 }
 
 // evaluator holds the queue and the results (any goroutine).
@@ -71,14 +74,64 @@ type evaluator struct {
 	wg      sync.WaitGroup         // the running worker, waited for by Run
 }
 
-// EvalDataPath returns the job's eval data file, relative to the job
-// file's directory when not absolute ("" when the job has no eval data).
-func (j *Job) EvalDataPath() string {
-	p := j.Eval.Data
-	if p != "" && !filepath.IsAbs(p) && j.Source != "" {
-		p = filepath.Join(filepath.Dir(j.Source), p)
+// openEvalData opens a job's eval.data as the coordinator may read it,
+// and says whether it is JSONL (else plain text). eval.data is either the
+// digest of a blob in the artifact store (JSONL when its first non-space
+// byte is '{') or a path relative to the configured eval data root that
+// stays inside it: no absolute path, no "..", no symbolic link out of the
+// root (os.Root enforces it as the file is opened). A job cannot make the
+// coordinator read any other file. Errors name the field.
+func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
+	p := job.Eval.Data
+	if isDigest(p) {
+		f, err := s.cfg.Store.Open(p)
+		if errors.Is(err, artifact.ErrNotFound) {
+			return nil, false, fmt.Errorf("eval.data: blob %s is not in the coordinator's artifact store; upload it first", p)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("eval.data: %w", err)
+		}
+		var head [512]byte
+		n, _ := f.ReadAt(head[:], 0)
+		first := bytes.TrimLeft(head[:n], " \t\r\n")
+		return f, len(first) > 0 && first[0] == '{', nil
 	}
-	return p
+	root := s.cfg.EvalDataRoot
+	switch {
+	case root == "":
+		return nil, false, fmt.Errorf("eval.data: %q is a path, but this coordinator has no eval_data_root; give the digest of an eval data blob uploaded to its artifact store", p)
+	case filepath.IsAbs(p) || strings.HasPrefix(p, "/") || strings.HasPrefix(p, `\`):
+		return nil, false, fmt.Errorf("eval.data: %q is an absolute path; give a path relative to the coordinator's eval_data_root, or a blob digest", p)
+	case !filepath.IsLocal(p):
+		return nil, false, fmt.Errorf("eval.data: %q leaves the coordinator's eval_data_root (\"..\" or an empty name); give a path inside it, or a blob digest", p)
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, false, fmt.Errorf("eval.data: the coordinator's eval_data_root: %w", err)
+	}
+	defer r.Close()
+	f, err := r.Open(p)
+	if err != nil {
+		return nil, false, fmt.Errorf("eval.data: %q in the coordinator's eval_data_root: %w", p, err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, false, fmt.Errorf("eval.data: %q in the coordinator's eval_data_root is not a regular file", p)
+	}
+	return f, strings.HasSuffix(p, ".jsonl") || strings.HasSuffix(p, ".ndjson"), nil
+}
+
+// checkEvalData refuses a job whose eval.data the coordinator may not or
+// cannot read (LaunchJob, before anything is done).
+func (s *Service) checkEvalData(job *Job) error {
+	if job.Eval.Data == "" {
+		return nil
+	}
+	f, _, err := s.openEvalData(job)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // evalDue reports whether round r's committed model is to be evaluated.
@@ -119,7 +172,7 @@ func (s *Service) queueEval(j *runningJob, r uint64, d string) {
 	if t := s.ev.running; t != nil && t.model == d {
 		return
 	}
-	s.ev.queue = append(s.ev.queue, evalTask{job: j.job, round: r, model: d, base: j.base, files: j.files, data: j.job.EvalDataPath()})
+	s.ev.queue = append(s.ev.queue, evalTask{job: j.job, round: r, model: d, base: j.base, files: j.files})
 	if !s.ev.active {
 		s.ev.active = true
 		s.ev.wg.Add(1)
@@ -212,7 +265,26 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 	if err != nil {
 		return model.EvalResult{}, fmt.Errorf("model %s: %w", t.model, err)
 	}
-	return evaluateGlobal(ctx, dir, t.job, global, t.data)
+	// The eval data is copied from where the job may name it into the
+	// scratch folder, so nothing else is read by path.
+	src, jsonl, err := s.openEvalData(t.job)
+	if err != nil {
+		return model.EvalResult{}, err
+	}
+	defer src.Close()
+	data := filepath.Join(dir, "eval.txt")
+	if jsonl {
+		data = filepath.Join(dir, "eval.jsonl")
+	}
+	dst, err := os.Create(data)
+	if err != nil {
+		return model.EvalResult{}, err
+	}
+	_, err = io.Copy(dst, src)
+	if err = errors.Join(err, dst.Close()); err != nil {
+		return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
+	}
+	return evaluateGlobal(ctx, dir, t.job, global, data)
 }
 
 // evaluateGlobal scores a job's global model on the eval data file data

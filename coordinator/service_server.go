@@ -83,7 +83,8 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		agg = s.remote
 	}
 	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Aggregator: agg, Ledger: s.ledger, Store: s.store,
-		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure}); err != nil {
+		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,
+		EvalDataRoot: cfg.EvalDataRoot}); err != nil {
 		return nil, err
 	}
 	if cfg.Insecure {
@@ -133,7 +134,11 @@ func (s *Server) close() {
 // With cfg.Job set and no job to resume, it launches that job first.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
-	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log, AuthorizeUpload: s.svc.mayUpload})
+	lim := s.cfg.Artifacts.withDefaults()
+	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log,
+		MaxBlobSize: lim.MaxBlobSize, MemberQuota: lim.MemberQuota, MemberInFlight: lim.MemberInFlight,
+		IdleTimeout: lim.IdleTimeout, PruneAfter: lim.PruneAfter,
+		AuthorizeUpload: s.svc.mayUpload, AuthorizeDownload: s.svc.mayDownload})
 	if err != nil {
 		return err
 	}
@@ -145,8 +150,9 @@ func (s *Server) Run(ctx context.Context) error {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); errc <- s.svc.Run(rctx) }()
+	go func() { defer wg.Done(); as.Maintain(rctx) }() // prunes abandoned partial uploads
 	s.log.InfoContext(ctx, "coordinator listening", "addr", s.Addr(), "id", s.svc.ID(), "tls", !s.cfg.Insecure)
 	if s.cfg.Job != "" {
 		if err := s.launchConfigured(ctx); err != nil {

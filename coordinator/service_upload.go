@@ -3,8 +3,13 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -34,4 +39,131 @@ func (s *Service) mayUpload(ctx context.Context) error {
 		return status.Errorf(codes.Unavailable, "upload: cannot read the caller's membership: %v", err)
 	}
 	return nil
+}
+
+// mayDownload decides who may download a blob from the coordinator's
+// artifact store (artifact.ServerConfig.AuthorizeDownload): without TLS
+// anyone; over TLS the coordinator's own key, or an active ledger member
+// as DownloadAllowed rules for the blob (an update goes only to those who
+// need it; anything else to every member).
+func (s *Service) mayDownload(ctx context.Context, digest string) error {
+	if s.cfg.Insecure {
+		return nil
+	}
+	peer, err := tlsid.PeerID(ctx)
+	if err != nil {
+		return status.Errorf(codes.Unauthenticated, "download %s: no TLS peer identity: %v", digest, err)
+	}
+	if peer == s.id {
+		return nil
+	}
+	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	if errors.Is(err, ErrLedgerRecordNotFound) {
+		m, err = nil, nil
+	}
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "download %s: cannot read the caller's membership: %v", digest, err)
+	}
+	author, err := s.updateAuthor(ctx, digest)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's updates: %v", digest, err)
+	}
+	if author != nil {
+		// A committed model can have an update's bytes (a round of one
+		// contributor under FedAvg): as a model every member needs it.
+		_, err := QueryModel(ctx, s.cfg.Ledger, digest)
+		switch {
+		case err == nil:
+			author = nil
+		case !errors.Is(err, ErrLedgerRecordNotFound):
+			return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's models: %v", digest, err)
+		}
+	}
+	if err := DownloadAllowed(peer, m, digest, author); err != nil {
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	return nil
+}
+
+// DownloadAllowed is the coordinator's download policy, in one place: may
+// the ledger member m (nil: not a member) with key ID peer download blob
+// digest, which is the update first submitted as author (nil: the blob is
+// no update the ledger knows, or is also a model on the ledger: a base
+// model, config, tokenizer, adapter, committed model or server state)?
+//
+//   - Strangers and removed members get nothing.
+//   - Anything that is not an update goes to every active member: trainers
+//     need the base model and the global weights, aggregators the global
+//     weights, auditors all of it.
+//   - An update goes to its trainer (its first submitter: a later
+//     UpdateSubmitted of the same digest is a copy of a digest read on the
+//     chain, and earns nothing), to aggregators, auditors and admins. The
+//     job's designated aggregators are, until the ledger records them per
+//     job, every member with role aggregator.
+func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledger.UpdateSubmission) error {
+	switch {
+	case m == nil:
+		return fmt.Errorf("download %s: %s is not a ledger member; only members may download artifacts here", digest, abbrev(peer))
+	case !m.Active:
+		return fmt.Errorf("download %s: %s was removed from the ledger; only active members may download artifacts here", digest, abbrev(peer))
+	case author == nil:
+		return nil
+	}
+	switch m.Role {
+	case ledger.RoleAdmin, ledger.RoleAuditor, ledger.RoleAggregator:
+		return nil
+	}
+	if author.Trainer == peer {
+		return nil
+	}
+	return fmt.Errorf("download %s: it is the update of trainer %s in job %s round %d; only that trainer, the job's aggregators, auditors and admins may download it, not %s (role %s)",
+		digest, abbrev(author.Trainer), author.JobID, author.Round, abbrev(peer), m.Role)
+}
+
+// maxAuthorCache bounds the update authors mayDownload remembers.
+const maxAuthorCache = 4096
+
+// authorCache remembers update authors read from the ledger: a digest's
+// first submission never changes once it is on the chain.
+type authorCache struct {
+	mu sync.Mutex
+	m  map[string]ledger.UpdateSubmission
+}
+
+// updateAuthor returns the first submission of update digest, or nil when
+// the ledger has none.
+func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.UpdateSubmission, error) {
+	s.authors.mu.Lock()
+	a, ok := s.authors.m[digest]
+	s.authors.mu.Unlock()
+	if ok {
+		return &a, nil
+	}
+	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
+	if errors.Is(err, ErrLedgerRecordNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.authors.mu.Lock()
+	if s.authors.m == nil || len(s.authors.m) >= maxAuthorCache {
+		s.authors.m = map[string]ledger.UpdateSubmission{}
+	}
+	s.authors.m[digest] = subs[0]
+	s.authors.mu.Unlock()
+	return &subs[0], nil
+}
+
+// QueryUpdatesByDigest returns every submission of update digest on the
+// ledger, earliest first (ErrLedgerRecordNotFound when none).
+func QueryUpdatesByDigest(ctx context.Context, c *node.Client, digest string) ([]ledger.UpdateSubmission, error) {
+	var subs []ledger.UpdateSubmission
+	if err := queryJSON(ctx, c, ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST, digest, 0, &subs); err != nil {
+		return nil, err
+	}
+	if len(subs) == 0 {
+		return nil, fmt.Errorf("update %s: %w", digest, ErrLedgerRecordNotFound)
+	}
+	return subs, nil
 }

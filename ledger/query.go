@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -179,4 +180,56 @@ func (f *FSM) getRecord(key []byte, v any, what string) error {
 		return fmt.Errorf("%s: %w", what, ErrRecordNotFound)
 	}
 	return nil
+}
+
+// # Updates by digest
+
+// UpdateSubmission is one UpdateSubmitted of an update digest: which
+// trainer submitted it for which job and round, and at what height.
+type UpdateSubmission struct {
+	JobID   string `json:"job_id"`
+	Round   uint64 `json:"round"`
+	Trainer string `json:"trainer"`
+	Height  uint64 `json:"height"`
+}
+
+// UpdatesByDigest returns every UpdateSubmitted of update digest, earliest
+// (lowest height) first, so that the first is its author: a later
+// submission of the same digest can only be a copy of bytes already named
+// on the chain. It wraps ErrRecordNotFound when no update has that digest.
+// It scans the per-round digest index (one key per submitted update), so
+// its cost grows with the updates on the chain; callers cache the answer,
+// which never changes once found.
+func (f *FSM) UpdatesByDigest(digest string) ([]UpdateSubmission, error) {
+	sn := f.st.Snapshot()
+	if sn == nil {
+		return nil, fmt.Errorf("ledger: updates by digest: state closed")
+	}
+	defer sn.Close()
+	var out []UpdateSubmission
+	err := sn.Iter([]byte(prefixUpdateDig), func(k, v []byte) error {
+		rest := k[len(prefixUpdateDig):]
+		if len(rest) < len(digest)+9 || string(rest[len(rest)-len(digest):]) != digest {
+			return nil
+		}
+		suffix := rest[:len(rest)-len(digest)] // job ‖ 0 ‖ round (8 bytes)
+		job, round := string(suffix[:len(suffix)-9]), binary.BigEndian.Uint64(suffix[len(suffix)-8:])
+		s := UpdateSubmission{JobID: job, Round: round, Trainer: string(v)}
+		var u Update
+		if ok, err := getJSON(sn, updateKey(job, round, s.Trainer), &u); err != nil {
+			return err
+		} else if ok {
+			s.Height = u.Height
+		}
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: updates by digest: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("update %s: %w", digest, ErrRecordNotFound)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Height < out[j].Height })
+	return out, nil
 }

@@ -35,6 +35,7 @@ func newArtifactServeCmd() *cobra.Command {
 		dir, addr, keyPath string
 		allow              []string
 		allowAny, insecure bool
+		limits             artifact.ServerConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR --addr ADDR --key KEY (--allow ID... | --allow-any) [--insecure]",
@@ -87,7 +88,8 @@ func newArtifactServeCmd() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			srv, err := artifact.NewServer(artifact.ServerConfig{Store: store, Logger: log})
+			limits.Store, limits.Logger = store, log
+			srv, err := artifact.NewServer(limits)
 			if err != nil {
 				return err
 			}
@@ -106,6 +108,11 @@ func newArtifactServeCmd() *cobra.Command {
 	f.StringSliceVar(&allow, "allow", nil, "key ID of a client allowed to connect (repeatable)")
 	f.BoolVar(&allowAny, "allow-any", false, "let any client with an ed25519 key connect (still TLS)")
 	f.BoolVar(&insecure, "insecure", false, "serve plain text, without TLS or peer authentication")
+	f.Int64Var(&limits.MaxBlobSize, "max-blob-size", 4<<30, "refuse uploads announcing more bytes (0: no limit)")
+	f.Int64Var(&limits.MemberQuota, "member-quota", 0, "bytes one client key may hold, stored and partial (0: no limit)")
+	f.Int64Var(&limits.MemberInFlight, "member-in-flight", 0, "bytes one client key's uploads under way may announce (0: no limit)")
+	f.DurationVar(&limits.IdleTimeout, "idle-timeout", artifact.DefaultIdleTimeout, "close a stream on which nothing moves for this long")
+	f.DurationVar(&limits.PruneAfter, "prune-after", artifact.DefaultPruneAfter, "remove partial uploads not written to for this long")
 	cmd.MarkFlagRequired("dir")
 	return cmd
 }

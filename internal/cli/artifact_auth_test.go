@@ -16,7 +16,7 @@ import (
 
 // The coordinator's artifact store takes uploads only from active ledger
 // members: a trainer's "artifact put" is stored, a stranger's key is
-// refused and nothing of its blob is kept; anyone may still download.
+// refused and nothing of its blob is kept; downloads too are for members.
 func TestCoordinatorUploadsMembersOnly(t *testing.T) {
 	dir := t.TempDir()
 	keys, ids := map[string]string{}, map[string]string{}
@@ -67,6 +67,14 @@ func TestCoordinatorUploadsMembersOnly(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != d {
 		t.Fatalf("the trainer's put: %q, %v; want %s", out, err, d)
 	}
+	// Downloads are by need: a stranger gets nothing, a member the blob.
 	got := filepath.Join(dir, "got.bin")
-	mustRun(t, "artifact", "get", d, "-o", got, "--addr", srv.Addr(), "--key", stranger, "--server-id", ids["coord"])
+	if _, err := run(t, "artifact", "get", d, "-o", got, "--addr", srv.Addr(), "--key", stranger, "--server-id", ids["coord"]); err == nil ||
+		!strings.Contains(err.Error(), "PermissionDenied") || !strings.Contains(err.Error(), "is not a ledger member") {
+		t.Fatalf("a stranger's get: %v, want PermissionDenied naming membership", err)
+	}
+	if _, err := os.Stat(got); err == nil {
+		t.Fatal("a refused get left a file")
+	}
+	mustRun(t, "artifact", "get", d, "-o", got, "--addr", srv.Addr(), "--key", keys["t1"], "--server-id", ids["coord"])
 }

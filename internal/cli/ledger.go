@@ -423,15 +423,16 @@ func newLedgerQueryCmd() *cobra.Command {
 		"round":   ledgerv1.QueryKind_QUERY_KIND_ROUND,
 		"lineage": ledgerv1.QueryKind_QUERY_KIND_LINEAGE,
 		"nonce":   ledgerv1.QueryKind_QUERY_KIND_NONCE,
+		"update":  ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST,
 	}
 	cmd := &cobra.Command{
-		Use:   "query member|model|dataset|round|lineage|nonce KEY [--round N]",
-		Short: "Print a ledger record as JSON (round: KEY is the job ID)",
+		Use:   "query member|model|dataset|round|lineage|nonce|update KEY [--round N]",
+		Short: "Print a ledger record as JSON (round: KEY is the job ID; update: KEY is an update digest, its submissions listed author first)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, ok := kinds[args[0]]
 			if !ok {
-				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage or nonce)", args[0])
+				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage, nonce or update)", args[0])
 			}
 			return withClient(cmd.Context(), addr, func(c *node.Client) error {
 				js, err := c.Query(cmd.Context(), k, args[1], round)

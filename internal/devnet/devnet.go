@@ -319,9 +319,12 @@ func (n *Net) writeLedgerConfigs() error {
 func (n *Net) writeCoordinatorConfig() error {
 	c := coordinator.ServerConfig{Listen: n.Coordinator, CoordinatorKey: "keys/coordinator.key",
 		AggregatorKey: "keys/aggregator.key", Ledger: n.LedgerGRPC[0], DataDir: "coordinator", Tick: 200 * time.Millisecond}
+	if err := os.MkdirAll(n.EvalDataRoot(), 0o755); err != nil {
+		return err
+	}
 	m := map[string]any{
 		"listen": c.Listen, "coordinator_key": c.CoordinatorKey, "aggregator_key": c.AggregatorKey,
-		"ledger": c.Ledger, "data_dir": c.DataDir, "tick": c.Tick.String(),
+		"ledger": c.Ledger, "data_dir": c.DataDir, "tick": c.Tick.String(), "eval_data_root": evalDataDir,
 	}
 	if n.Aggregator != "" {
 		delete(m, "aggregator_key")
@@ -335,6 +338,14 @@ func (n *Net) writeCoordinatorConfig() error {
 	}
 	return writeYAML(n.path("coordinator.yaml"), m)
 }
+
+// evalDataDir is the coordinator's eval_data_root, relative to the devnet
+// folder: the only place a job's eval.data path may name.
+const evalDataDir = "data"
+
+// EvalDataRoot returns the coordinator's eval data root: a job's eval.data
+// path is read relative to it (and only inside it).
+func (n *Net) EvalDataRoot() string { return n.path(evalDataDir) }
 
 func (n *Net) writeTrainerConfigs() error {
 	for i := 1; i <= n.Opts.Trainers; i++ {
@@ -446,6 +457,9 @@ func (n *Net) writeJob() error {
 		doc["trainers"] = t
 	}
 	if job.Eval.Data != "" && !isHexDigest(job.Eval.Data) {
+		// The source job names its eval data relative to its own file; the
+		// coordinator reads eval.data only inside its eval_data_root, so the
+		// file is copied there and named by its place in it.
 		p := job.Eval.Data
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(filepath.Dir(n.Opts.Job), p)
@@ -453,8 +467,16 @@ func (n *Net) writeJob() error {
 		if n.EvalData, err = filepath.Abs(p); err != nil {
 			return err
 		}
+		data, err := os.ReadFile(n.EvalData)
+		if err != nil {
+			return fmt.Errorf("devnet job eval.data: %w", err)
+		}
+		name := filepath.Base(n.EvalData)
+		if err := os.WriteFile(filepath.Join(n.EvalDataRoot(), name), data, 0o644); err != nil {
+			return err
+		}
 		ev, _ := doc["eval"].(map[string]any)
-		ev["data"] = n.EvalData
+		ev["data"] = name
 	}
 	n.JobFile, n.JobName = n.path("job.yaml"), name
 	if err := writeYAML(n.JobFile, doc); err != nil {

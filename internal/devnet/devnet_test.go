@@ -260,7 +260,7 @@ func TestNoRaceNetworkTwoRounds(t *testing.T) {
 		t.Fatalf("the devnet job's eval section %+v does not evaluate every round", job.Eval)
 	}
 	taskEval := n.EvalData
-	n.EvalData = job.EvalDataPath()
+	n.EvalData = filepath.Join(n.EvalDataRoot(), job.Eval.Data)
 	final, err := n.Eval(ctx, local[global])
 	n.EvalData = taskEval
 	if err != nil {

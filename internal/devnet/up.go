@@ -445,7 +445,7 @@ func (n *Net) Follow(ctx context.Context) (*coordinatorv1.StatusResponse, error)
 	}
 	evalOn := "the job's eval data"
 	if job, err := coordinator.LoadJob(n.JobFile); err == nil && job.Eval.Data != "" {
-		evalOn = filepath.Base(job.EvalDataPath())
+		evalOn = filepath.Base(job.Eval.Data)
 	}
 	seen := map[string]bool{}
 	say := func(key, format string, args ...any) {

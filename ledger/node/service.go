@@ -360,6 +360,8 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 		v, err = f.Nonce(req.Key)
 	case ledgerv1.QueryKind_QUERY_KIND_JOB:
 		v, err = f.Job(req.Key)
+	case ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST:
+		v, err = f.UpdatesByDigest(req.Key)
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "unknown query kind %v", req.Kind)
 	}

@@ -99,6 +99,8 @@ const (
 	QueryKind_QUERY_KIND_NONCE       QueryKind = 6
 	// A registered job and its round recipe (key: job ID).
 	QueryKind_QUERY_KIND_JOB QueryKind = 7
+	// The submissions of an update digest, earliest first (key: the digest).
+	QueryKind_QUERY_KIND_UPDATES_BY_DIGEST QueryKind = 8
 )
 
 // Enum value maps for QueryKind.
@@ -112,16 +114,18 @@ var (
 		5: "QUERY_KIND_LINEAGE",
 		6: "QUERY_KIND_NONCE",
 		7: "QUERY_KIND_JOB",
+		8: "QUERY_KIND_UPDATES_BY_DIGEST",
 	}
 	QueryKind_value = map[string]int32{
-		"QUERY_KIND_UNSPECIFIED": 0,
-		"QUERY_KIND_MEMBER":      1,
-		"QUERY_KIND_MODEL":       2,
-		"QUERY_KIND_DATASET":     3,
-		"QUERY_KIND_ROUND":       4,
-		"QUERY_KIND_LINEAGE":     5,
-		"QUERY_KIND_NONCE":       6,
-		"QUERY_KIND_JOB":         7,
+		"QUERY_KIND_UNSPECIFIED":       0,
+		"QUERY_KIND_MEMBER":            1,
+		"QUERY_KIND_MODEL":             2,
+		"QUERY_KIND_DATASET":           3,
+		"QUERY_KIND_ROUND":             4,
+		"QUERY_KIND_LINEAGE":           5,
+		"QUERY_KIND_NONCE":             6,
+		"QUERY_KIND_JOB":               7,
+		"QUERY_KIND_UPDATES_BY_DIGEST": 8,
 	}
 )
 
@@ -723,7 +727,8 @@ func (x *GetTxResponse) GetTxRoot() []byte {
 type QueryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  QueryKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=fedtune.ledger.v1.QueryKind" json:"kind,omitempty"`
-	// Member ID, model digest, dataset digest or job ID (for rounds and jobs).
+	// Member ID, model digest, dataset digest, job ID (for rounds and jobs) or
+	// update digest.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// Round number (QUERY_KIND_ROUND only).
 	Round         uint64 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
@@ -1563,7 +1568,7 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x15TX_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TX_STATUS_COMMITTED\x10\x01\x12\x16\n" +
 	"\x12TX_STATUS_REJECTED\x10\x02\x12\x15\n" +
-	"\x11TX_STATUS_UNKNOWN\x10\x03*\xc4\x01\n" +
+	"\x11TX_STATUS_UNKNOWN\x10\x03*\xe6\x01\n" +
 	"\tQueryKind\x12\x1a\n" +
 	"\x16QUERY_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11QUERY_KIND_MEMBER\x10\x01\x12\x14\n" +
@@ -1572,7 +1577,8 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x10QUERY_KIND_ROUND\x10\x04\x12\x16\n" +
 	"\x12QUERY_KIND_LINEAGE\x10\x05\x12\x14\n" +
 	"\x10QUERY_KIND_NONCE\x10\x06\x12\x12\n" +
-	"\x0eQUERY_KIND_JOB\x10\a2\xa9\x06\n" +
+	"\x0eQUERY_KIND_JOB\x10\a\x12 \n" +
+	"\x1cQUERY_KIND_UPDATES_BY_DIGEST\x10\b2\xa9\x06\n" +
 	"\x06Ledger\x12M\n" +
 	"\x06Submit\x12 .fedtune.ledger.v1.SubmitRequest\x1a!.fedtune.ledger.v1.SubmitResponse\x12P\n" +
 	"\bGetBlock\x12\".fedtune.ledger.v1.GetBlockRequest\x1a .fedtune.ledger.v1.BlockResponse\x12Z\n" +

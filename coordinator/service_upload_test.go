@@ -1,0 +1,159 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedtune/fedtune/ledger"
+)
+
+func TestDownloadAllowed(t *testing.T) {
+	const me, other = "aaaa1111aaaa1111", "bbbb2222bbbb2222"
+	update := &ledger.UpdateSubmission{JobID: "j", Round: 3, Trainer: me, Height: 9}
+	member := func(r ledger.Role, active bool) *ledger.Member {
+		return &ledger.Member{Role: r, Active: active}
+	}
+	for _, tc := range []struct {
+		name   string
+		peer   string
+		m      *ledger.Member
+		author *ledger.UpdateSubmission
+		want   string // "" allowed
+	}{
+		{"stranger, model", other, nil, nil, "is not a ledger member"},
+		{"stranger, update", other, nil, update, "is not a ledger member"},
+		{"removed trainer, own update", me, member(ledger.RoleTrainer, false), update, "was removed from the ledger"},
+		{"trainer, model", other, member(ledger.RoleTrainer, true), nil, ""},
+		{"trainer, own update", me, member(ledger.RoleTrainer, true), update, ""},
+		{"trainer, another's update", other, member(ledger.RoleTrainer, true), update, "it is the update of trainer aaaa1111aaaa1111 in job j round 3"},
+		{"other coordinator, update", other, member(ledger.RoleCoordinator, true), update, "only that trainer, the job's aggregators, auditors and admins"},
+		{"aggregator, update", other, member(ledger.RoleAggregator, true), update, ""},
+		{"auditor, update", other, member(ledger.RoleAuditor, true), update, ""},
+		{"admin, update", other, member(ledger.RoleAdmin, true), update, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := DownloadAllowed(tc.peer, tc.m, "d1", tc.author)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "download d1") {
+				t.Fatalf("error %v, want one naming the blob and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A job's eval.data is read only from the artifact store (by digest) or
+// from inside the eval data root; anything else is refused naming the field.
+func TestOpenEvalData(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(filepath.Join(root, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret.txt")
+	for p, data := range map[string]string{secret: "secret", filepath.Join(root, "sub", "eval.jsonl"): `{"text":"x"}`, filepath.Join(root, "eval.txt"): "plain"} {
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(secret, filepath.Join(root, "link.txt")); err != nil {
+		t.Fatal(err)
+	}
+	jsonBlob, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("  \n{\"text\":\"y\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	textBlob, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("plain text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		root, data string
+		jsonl      bool
+		content    string
+		want       string
+	}{
+		{root, "sub/eval.jsonl", true, `{"text":"x"}`, ""},
+		{root, "eval.txt", false, "plain", ""},
+		{"", jsonBlob, true, "  \n{\"text\":\"y\"}\n", ""},
+		{root, textBlob, false, "plain text", ""},
+		{root, strings.Repeat("ab", 32), false, "", "eval.data: blob abab"},
+		{root, secret, false, "", "eval.data: " + `"` + secret + `" is an absolute path`},
+		{root, "../secret.txt", false, "", `eval.data: "../secret.txt" leaves the coordinator's eval_data_root`},
+		{root, "sub/../../secret.txt", false, "", "leaves the coordinator's eval_data_root"},
+		{root, "link.txt", false, "", `eval.data: "link.txt" in the coordinator's eval_data_root`},
+		{root, "missing.txt", false, "", `eval.data: "missing.txt" in the coordinator's eval_data_root`},
+		{root, "sub", false, "", "is not a regular file"},
+		{"", "eval.txt", false, "", "this coordinator has no eval_data_root"},
+	} {
+		t.Run(tc.data, func(t *testing.T) {
+			s.cfg.EvalDataRoot = tc.root
+			job := DefaultJob()
+			job.Eval.Data = tc.data
+			f, jsonl, err := s.openEvalData(job)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want %q", err, tc.want)
+				}
+				if s.checkEvalData(job) == nil {
+					t.Fatal("checkEvalData let it through")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got, _ := io.ReadAll(f)
+			if jsonl != tc.jsonl || !bytes.Equal(got, []byte(tc.content)) {
+				t.Fatalf("read %q (jsonl %v), want %q (jsonl %v)", got, jsonl, tc.content, tc.jsonl)
+			}
+		})
+	}
+}
+
+// A trainer key holds at most MaxSessionsPerTrainer sessions; unused ones
+// expire and stop counting.
+func TestCapSessions(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	add := func(id, trainer string, active bool, age time.Duration) {
+		s.sessions[id] = &session{id: id, trainer: trainer, active: active, created: now.Add(-age), done: make(chan struct{})}
+	}
+	add("s1", "t1", true, time.Hour) // its stream is open: never expires
+	add("s2", "t1", false, time.Second)
+	add("s3", "t2", false, time.Second)
+	if err := s.capSessions("t1", now); err == nil || !strings.Contains(err.Error(), "already holds 2 sessions") || !strings.Contains(err.Error(), "ResourceExhausted") {
+		t.Fatalf("third session of t1: %v, want ResourceExhausted naming the cap", err)
+	}
+	if err := s.capSessions("t2", now); err != nil {
+		t.Fatalf("second session of t2: %v", err)
+	}
+	// s2, unused, expires: t1 may join again, and s2 is gone.
+	if err := s.capSessions("t1", now.Add(sessionUnusedTTL+time.Second)); err != nil {
+		t.Fatalf("t1 after its unused session expired: %v", err)
+	}
+	if _, ok := s.sessions["s2"]; ok {
+		t.Fatal("the expired session was kept")
+	}
+	if _, ok := s.sessions["s1"]; !ok {
+		t.Fatal("the streaming session was dropped")
+	}
+}

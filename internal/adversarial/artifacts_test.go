@@ -1,0 +1,437 @@
+package adversarial
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	artifactv1 "github.com/fedtune/fedtune/api/artifact/v1"
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// The coordinator's artifact limits in these attacks: blobs up to 8 MiB,
+// 4 MiB stored per member, a 3 s idle timeout, partial uploads pruned after
+// 4 s.
+const (
+	artifactsMaxBlob = 8 << 20
+	artifactsQuota   = 4 << 20
+	artifactsIdle    = 3 * time.Second
+	artifactsPrune   = 4 * time.Second
+)
+
+// artifactsNet starts a devnet of two trainers with the limits above, runs
+// its one-round job to the end and returns it with trainer-1's update.
+func artifactsNet(t *testing.T, ctx context.Context) (*devnet.Network, string) {
+	t.Helper()
+	n := prepareNet(t, ctx, devnet.Options{JobName: "artifacts", Trainers: 2, Rounds: 1, LocalSteps: 3, MinTrainers: 2})
+	f, err := os.OpenFile(filepath.Join(n.Dir, "coordinator.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "artifacts:\n  max_blob_size: %d\n  member_quota: %d\n  member_in_flight: %d\n  idle_timeout: %s\n  prune_after: %s\n",
+		artifactsMaxBlob, artifactsQuota, artifactsMaxBlob, artifactsIdle, artifactsPrune)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	nw, err := n.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Stop)
+	if _, err := n.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := n.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != coordinator.JobDone || len(st.Rounds) != 1 {
+		t.Fatalf("the devnet job ended %s with %d rounds: %s", st.State, len(st.Rounds), st.Detail)
+	}
+	for _, u := range st.Rounds[0].Updates {
+		if u.Trainer == n.ID("trainer-1") {
+			return nw, u.UpdateDigest
+		}
+	}
+	t.Fatalf("no update of trainer-1 in %+v", st.Rounds[0])
+	return nil, ""
+}
+
+// artifactsStore lists every file of the coordinator's artifact store
+// (path and size), so an attack can show it added none.
+func artifactsStore(t *testing.T, n *devnet.Net) []string {
+	t.Helper()
+	dir := filepath.Join(n.Dir, "coordinator", "artifacts")
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || d.Name() == "LOCK" {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out = append(out, fmt.Sprintf("%s %d", rel, fi.Size()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// artifactsNewFiles returns the files of after that before lacks.
+func artifactsNewFiles(before, after []string) []string {
+	var out []string
+	for _, f := range after {
+		if !slices.Contains(before, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// artifactsRequireStore fails the test if the store gained, lost or
+// changed a file since before.
+func artifactsRequireStore(t *testing.T, n *devnet.Net, before []string) {
+	t.Helper()
+	if after := artifactsStore(t, n); !slices.Equal(before, after) {
+		t.Fatalf("the attack changed the artifact store:\nnew %v\ngone %v", artifactsNewFiles(before, after), artifactsNewFiles(after, before))
+	}
+}
+
+// artifactsDial connects to the coordinator's artifact service with key.
+func artifactsDial(t *testing.T, n *devnet.Net, key ed25519.PrivateKey) (*artifact.Client, *grpc.ClientConn) {
+	t.Helper()
+	opt, err := tlsid.DialOption(key, tlsid.ExpectID(n.ID("coordinator")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(n.Coordinator, opt, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<20), grpc.MaxCallSendMsgSize(1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := artifact.NewClient(conn)
+	c.Retries = 0
+	return c, conn
+}
+
+// artifactsBlob returns size random bytes and their digest.
+func artifactsBlob(t *testing.T, size int) ([]byte, string) {
+	t.Helper()
+	b := make([]byte, size)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b, artifact.DigestOf(b)
+}
+
+// artifactsHold starts an upload of digest (size bytes) as conn's key,
+// sends the first n bytes of data (garbage, if the caller likes) and
+// returns the stream, still open; cancel ends it.
+func artifactsHold(t *testing.T, ctx context.Context, conn *grpc.ClientConn, digest string, size int64, data []byte) artifactv1.Artifacts_UploadClient {
+	t.Helper()
+	up, err := artifactv1.NewArtifactsClient(conn).Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Send(&artifactv1.UploadRequest{Msg: &artifactv1.UploadRequest_Header{Header: &artifactv1.UploadHeader{Digest: digest, Size: size}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := up.Recv()
+	if err != nil || r.GetReady() == nil || r.GetReady().Offset != 0 {
+		t.Fatalf("upload start: %v, %v; want ready at 0", r, err)
+	}
+	for len(data) > 0 {
+		k := min(len(data), artifact.ChunkSize)
+		if err := up.Send(&artifactv1.UploadRequest{Msg: &artifactv1.UploadRequest_Chunk{Chunk: data[:k]}}); err != nil {
+			t.Fatal(err)
+		}
+		data = data[k:]
+	}
+	return up
+}
+
+// TestAttackArtifacts tries, on a devnet whose job has run, what strangers
+// and members could do to the coordinator's artifact store: read an update
+// that is not theirs, announce huge blobs, poison or hold another member's
+// upload, overfill the store, point a job's eval data anywhere on the
+// coordinator's disk, and flood Join. Each fails with its reason, and
+// neither the chain nor the store changes (beyond the honest uploads).
+func TestAttackArtifacts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx := testContext(t, 4*time.Minute)
+	nw, update := artifactsNet(t, ctx)
+	n := nw.Net
+
+	t.Run("DownloadOthersUpdate", func(t *testing.T) {
+		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		stranger, err := ledger.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			who  string
+			key  ed25519.PrivateKey
+			want string
+		}{
+			{"a non-member TLS key", stranger, "is not a ledger member"},
+			{"trainer-2", n.Keys["trainer-2"], "only that trainer, the job's aggregators, auditors and admins may download it"},
+		} {
+			c, _ := artifactsDial(t, n, tc.key)
+			var buf bytes.Buffer
+			_, err := c.Download(ctx, update, &buf)
+			if !errors.Is(err, artifact.ErrPermissionDenied) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s downloading trainer-1's update: %v; want PermissionDenied: %s", tc.who, err, tc.want)
+			}
+			if buf.Len() != 0 {
+				t.Errorf("%s received %d bytes of trainer-1's update", tc.who, buf.Len())
+			}
+		}
+		// Those who need it still get it.
+		for _, who := range []string{"trainer-1", "aggregator", "admin"} {
+			c, _ := artifactsDial(t, n, n.Keys[who])
+			if _, err := c.Download(ctx, update, io.Discard); err != nil {
+				t.Errorf("%s downloading trainer-1's update: %v", who, err)
+			}
+		}
+		requireUnchanged(t, ctx, n, chain)
+		artifactsRequireStore(t, n, store)
+	})
+
+	t.Run("AnnounceHugeUpload", func(t *testing.T) {
+		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		c, _ := artifactsDial(t, n, n.Keys["trainer-1"])
+		start := time.Now()
+		_, err := c.Upload(ctx, artifact.DigestOf([]byte("a terabyte")), io.LimitReader(rand.Reader, 1e12), 1e12)
+		if !errors.Is(err, artifact.ErrResourceExhausted) || !strings.Contains(err.Error(), fmt.Sprintf("maximum blob size of %d bytes", artifactsMaxBlob)) {
+			t.Fatalf("announcing 10^12 bytes: %v; want ResourceExhausted naming the maximum blob size", err)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("the refusal took %v; want it at once", el)
+		}
+		requireUnchanged(t, ctx, n, chain)
+		artifactsRequireStore(t, n, store)
+	})
+
+	t.Run("OverQuota", func(t *testing.T) {
+		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		c, _ := artifactsDial(t, n, n.Keys["admin"])
+		data, d := artifactsBlob(t, artifactsQuota+1)
+		_, err := c.Upload(ctx, d, bytes.NewReader(data), int64(len(data)))
+		if !errors.Is(err, artifact.ErrResourceExhausted) || !strings.Contains(err.Error(), fmt.Sprintf("over its quota of %d bytes", artifactsQuota)) {
+			t.Fatalf("uploading past the member quota: %v; want ResourceExhausted naming the quota", err)
+		}
+		requireUnchanged(t, ctx, n, chain)
+		artifactsRequireStore(t, n, store)
+	})
+
+	t.Run("PoisonedPartial", func(t *testing.T) {
+		// trainer-2 starts an upload of blob D with garbage and walks away;
+		// trainer-1's upload of D must not resume from those bytes.
+		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		data, d := artifactsBlob(t, 3*artifact.ChunkSize+17)
+		_, conn2 := artifactsDial(t, n, n.Keys["trainer-2"])
+		hctx, cancel := context.WithCancel(ctx)
+		artifactsHold(t, hctx, conn2, d, int64(len(data)), bytes.Repeat([]byte{0xee}, 2*artifact.ChunkSize))
+		time.Sleep(200 * time.Millisecond) // let the server write them
+		cancel()
+		c1, _ := artifactsDial(t, n, n.Keys["trainer-1"])
+		res, err := c1.Upload(ctx, d, bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatalf("trainer-1's upload after trainer-2's partial: %v", err)
+		}
+		if res.ResumedFrom != 0 {
+			t.Errorf("trainer-1's upload resumed at %d, from bytes it did not send", res.ResumedFrom)
+		}
+		blob, err := os.ReadFile(filepath.Join(n.Dir, "coordinator", "artifacts", "blobs", d[:2], d))
+		if err != nil || !bytes.Equal(blob, data) {
+			t.Fatalf("stored blob: %v (equal %v)", err, bytes.Equal(blob, data))
+		}
+		// Only the honest blob (and its uploader's record) stays: the
+		// abandoned partial is pruned after prune_after.
+		want := []string{fmt.Sprintf("blobs/%s/%s %d", d[:2], d, len(data)), fmt.Sprintf("owners/%s/%s 0", n.ID("trainer-1"), d)}
+		slices.Sort(want)
+		deadline := time.Now().Add(artifactsPrune + 5*time.Second)
+		for {
+			got := artifactsNewFiles(store, artifactsStore(t, n))
+			if slices.Equal(got, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("new files in the store %v; want only %v", got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		requireUnchanged(t, ctx, n, chain)
+	})
+
+	t.Run("HeldIdleUpload", func(t *testing.T) {
+		// trainer-2 opens an upload of blob D, sends one chunk and holds
+		// the stream; trainer-1's upload of D goes through meanwhile, and
+		// the server closes the held stream after the idle timeout.
+		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		data, d := artifactsBlob(t, 2*artifact.ChunkSize)
+		_, conn2 := artifactsDial(t, n, n.Keys["trainer-2"])
+		hctx, cancel := context.WithTimeout(ctx, artifactsIdle+20*time.Second)
+		defer cancel()
+		start := time.Now()
+		held := artifactsHold(t, hctx, conn2, d, int64(len(data)), data[:artifact.ChunkSize])
+		c1, _ := artifactsDial(t, n, n.Keys["trainer-1"])
+		uctx, ucancel := context.WithTimeout(ctx, artifactsIdle+20*time.Second)
+		ustart := time.Now()
+		_, err := c1.Upload(uctx, d, bytes.NewReader(data), int64(len(data)))
+		ucancel()
+		if err != nil {
+			t.Fatalf("trainer-1's upload while trainer-2 holds one of the same blob: %v", err)
+		}
+		if el := time.Since(ustart); el >= artifactsIdle {
+			t.Fatalf("trainer-1's upload took %v: it waited for trainer-2's held stream", el)
+		}
+		_, err = held.Recv()
+		el := time.Since(start)
+		if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "idle timeout") {
+			t.Fatalf("the held stream ended with %v; want DeadlineExceeded naming the idle timeout", err)
+		}
+		if el < artifactsIdle || el > artifactsIdle+10*time.Second {
+			t.Errorf("the held stream was closed after %v; want about the idle timeout %v", el, artifactsIdle)
+		}
+		want := []string{fmt.Sprintf("blobs/%s/%s %d", d[:2], d, len(data)), fmt.Sprintf("owners/%s/%s 0", n.ID("trainer-1"), d)}
+		slices.Sort(want)
+		deadline := time.Now().Add(artifactsPrune + 5*time.Second)
+		for {
+			got := artifactsNewFiles(store, artifactsStore(t, n))
+			if slices.Equal(got, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("new files in the store %v; want only %v", got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		requireUnchanged(t, ctx, n, chain)
+	})
+
+	t.Run("EvalDataOutsideRoot", func(t *testing.T) {
+		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		job, err := os.ReadFile(n.JobFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outside := filepath.Join(n.Dir, "coordinator.yaml")
+		if err := os.Symlink(outside, filepath.Join(n.EvalDataRoot(), "link.jsonl")); err != nil {
+			t.Fatal(err)
+		}
+		conn := artifactsCoordinator(t, n, "admin")
+		for i, tc := range []struct{ data, want string }{
+			{outside, "is an absolute path"},
+			{"../coordinator.yaml", "leaves the coordinator's eval_data_root"},
+			{"link.jsonl", "eval_data_root"},
+		} {
+			y := artifactsWithEval(t, job, fmt.Sprintf("artifacts-eval-%d", i), tc.data)
+			_, err := conn.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: y, Source: n.JobFile})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "eval.data") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("launch with eval.data %s: %v; want InvalidArgument naming eval.data: %s", tc.data, err, tc.want)
+			}
+		}
+		requireUnchanged(t, ctx, n, chain)
+		artifactsRequireStore(t, n, store)
+	})
+
+	t.Run("JoinFlood", func(t *testing.T) {
+		// trainer-1 holds its running session; it may open one more, not a
+		// third.
+		chain := waitSettled(t, ctx, n)
+		conn := artifactsCoordinator(t, n, "trainer-1")
+		key := n.Keys["trainer-1"]
+		join := func() error {
+			ch, err := conn.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = conn.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
+				Signature: coordinator.SignChallenge(key, ch.Challenge)})
+			return err
+		}
+		if err := join(); err != nil {
+			t.Fatalf("trainer-1's second session: %v", err)
+		}
+		for range 3 {
+			if err := join(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), fmt.Sprintf("already holds %d sessions", coordinator.MaxSessionsPerTrainer)) {
+				t.Fatalf("a further Join of trainer-1: %v; want ResourceExhausted naming the session cap", err)
+			}
+		}
+		requireUnchanged(t, ctx, n, chain)
+	})
+}
+
+// artifactsCoordinator connects to the coordinator service as the named
+// devnet identity.
+func artifactsCoordinator(t *testing.T, n *devnet.Net, as string) coordinatorv1.CoordinatorClient {
+	t.Helper()
+	opt, err := tlsid.DialOption(n.Keys[as], tlsid.ExpectID(n.ID("coordinator")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(n.Coordinator, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return coordinatorv1.NewCoordinatorClient(conn)
+}
+
+// artifactsWithEval returns the job YAML with another name and eval.data.
+func artifactsWithEval(t *testing.T, job []byte, name, data string) []byte {
+	t.Helper()
+	var out []string
+	inEval := false
+	for _, line := range strings.Split(string(job), "\n") {
+		switch {
+		case strings.HasPrefix(line, "name:"):
+			line = "name: " + name
+		case strings.HasPrefix(line, "eval:"):
+			inEval = true
+		case inEval && strings.HasPrefix(strings.TrimSpace(line), "data:"):
+			line = line[:strings.Index(line, "data:")] + fmt.Sprintf("data: %q", data)
+			inEval = false
+		case len(line) > 0 && line[0] != ' ':
+			inEval = false
+		}
+		out = append(out, line)
+	}
+	y := []byte(strings.Join(out, "\n"))
+	j, err := coordinator.ParseJob("attack.yaml", y)
+	if err != nil || j.Eval.Data != data || j.Name != name {
+		t.Fatalf("rewritten job: %v (%+v)", err, j)
+	}
+	return y
+}
