@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
@@ -79,7 +80,17 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 			return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's models: %v", digest, err)
 		}
 	}
-	if err := DownloadAllowed(peer, m, digest, author); err != nil {
+	var aggregators []string
+	if author != nil && m != nil && m.Role == ledger.RoleAggregator {
+		job, err := QueryJob(ctx, s.cfg.Ledger, author.JobID)
+		switch {
+		case err == nil:
+			aggregators = job.Recipe.Aggregators
+		case !errors.Is(err, ErrLedgerRecordNotFound):
+			return status.Errorf(codes.Unavailable, "download %s: cannot read job %s's recipe: %v", digest, author.JobID, err)
+		}
+	}
+	if err := DownloadAllowed(peer, m, digest, author, aggregators); err != nil {
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	return nil
@@ -89,7 +100,8 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 // the ledger member m (nil: not a member) with key ID peer download blob
 // digest, which is the update first submitted as author (nil: the blob is
 // no update the ledger knows, or is also a model on the ledger: a base
-// model, config, tokenizer, adapter, committed model or server state)?
+// model, config, tokenizer, adapter, committed model or server state), of
+// a job whose recipe designates aggregators?
 //
 //   - Strangers and removed members get nothing.
 //   - Anything that is not an update goes to every active member: trainers
@@ -97,10 +109,9 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 //     weights, auditors all of it.
 //   - An update goes to its trainer (its first submitter: a later
 //     UpdateSubmitted of the same digest is a copy of a digest read on the
-//     chain, and earns nothing), to aggregators, auditors and admins. The
-//     job's designated aggregators are, until the ledger records them per
-//     job, every member with role aggregator.
-func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledger.UpdateSubmission) error {
+//     chain, and earns nothing), to the aggregators its job's recipe
+//     designates (ledger.RoundRecipe.Aggregators), to auditors and admins.
+func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledger.UpdateSubmission, aggregators []string) error {
 	switch {
 	case m == nil:
 		return fmt.Errorf("download %s: %s is not a ledger member; only members may download artifacts here", digest, abbrev(peer))
@@ -110,13 +121,17 @@ func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledge
 		return nil
 	}
 	switch m.Role {
-	case ledger.RoleAdmin, ledger.RoleAuditor, ledger.RoleAggregator:
+	case ledger.RoleAdmin, ledger.RoleAuditor:
 		return nil
+	case ledger.RoleAggregator:
+		if slices.Contains(aggregators, peer) {
+			return nil
+		}
 	}
 	if author.Trainer == peer {
 		return nil
 	}
-	return fmt.Errorf("download %s: it is the update of trainer %s in job %s round %d; only that trainer, the job's aggregators, auditors and admins may download it, not %s (role %s)",
+	return fmt.Errorf("download %s: it is the update of trainer %s in job %s round %d; only that trainer, the aggregators job %[3]s designates, auditors and admins may download it, not %[5]s (role %[6]s)",
 		digest, abbrev(author.Trainer), author.JobID, author.Round, abbrev(peer), m.Role)
 }
 

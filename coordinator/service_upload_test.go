@@ -32,13 +32,14 @@ func TestDownloadAllowed(t *testing.T) {
 		{"trainer, model", other, member(ledger.RoleTrainer, true), nil, ""},
 		{"trainer, own update", me, member(ledger.RoleTrainer, true), update, ""},
 		{"trainer, another's update", other, member(ledger.RoleTrainer, true), update, "it is the update of trainer aaaa1111aaaa1111 in job j round 3"},
-		{"other coordinator, update", other, member(ledger.RoleCoordinator, true), update, "only that trainer, the job's aggregators, auditors and admins"},
-		{"aggregator, update", other, member(ledger.RoleAggregator, true), update, ""},
+		{"other coordinator, update", other, member(ledger.RoleCoordinator, true), update, "only that trainer, the aggregators job j designates, auditors and admins"},
+		{"designated aggregator, update", other, member(ledger.RoleAggregator, true), update, ""},
+		{"other aggregator, update", me + "x", member(ledger.RoleAggregator, true), update, "only that trainer, the aggregators job j designates"},
 		{"auditor, update", other, member(ledger.RoleAuditor, true), update, ""},
 		{"admin, update", other, member(ledger.RoleAdmin, true), update, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := DownloadAllowed(tc.peer, tc.m, "d1", tc.author)
+			err := DownloadAllowed(tc.peer, tc.m, "d1", tc.author, []string{other})
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
