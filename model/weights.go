@@ -215,6 +215,11 @@ func tensorRNG(seed uint64, name string) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, h.Sum64()))
 }
 
+// MetaUpdateKind is the "__metadata__" key by which an update file says
+// what its tensors hold (aggregator.MetaKind): "full" weights, or a "delta"
+// to add to a base. Load refuses a file that is not full weights.
+const MetaUpdateKind = "fedtune.kind"
+
 // Load reads a Hugging Face model folder: config.json and model.safetensors
 // (or the shards listed by model.safetensors.index.json), F32, F16, BF16 or
 // F64. The tensors must be exactly those the config implies.
@@ -236,6 +241,9 @@ func Load(dir string) (*Model, error) {
 		}
 		err = func() error {
 			defer f.Close()
+			if k := f.Metadata()[MetaUpdateKind]; k != "" && k != "full" {
+				return fmt.Errorf("%s: __metadata__ %s is %q: an update to be added to its base, not model weights: %w", wf.path, MetaUpdateKind, k, ErrWeights)
+			}
 			for _, ti := range f.Tensors() {
 				if wf.names != nil && !wf.names[ti.Name] {
 					return fmt.Errorf("%s: tensor %q: not listed for this file in %s: %w", wf.path, ti.Name, WeightsIndex, ErrWeights)
