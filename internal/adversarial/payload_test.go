@@ -91,7 +91,7 @@ func TestAttackPayloadTwoReadings(t *testing.T) {
 	for i, a := range []struct {
 		name, body, want string
 	}{
-		{"name and NAME", model(payloadDigest("a1"), `,"NAME":"evil-data"`), `fields "name" and "NAME" at /body differ only in case`},
+		{"name and NAME", model(payloadDigest("a1"), `,"NAME":"evil-data"`), `ModelRegistered body: unknown field "NAME" at the top level (field names are case-sensitive: did you mean "name"?)`},
 		{"duplicate name", model(payloadDigest("a2"), `,"name":"evil-data"`), `duplicate field "name" at /body`},
 		{"escaped duplicate name", model(payloadDigest("a3"), `,"n\u0061me":"evil-data"`), `duplicate field "name" at /body`},
 		{"unknown field", model(payloadDigest("a4"), `,"owner":"someone-else"`), `ModelRegistered body: unknown field "owner"`},

@@ -24,6 +24,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"sync"
 	"unicode"
 
 	json "github.com/go-json-experiment/json"
@@ -47,8 +48,51 @@ func Unmarshal(data []byte, v any) error {
 		return describe(err)
 	}
 	// Map keys are matched exactly, but {"loss":1,"LOSS":2} still reads
-	// as one key to a case-insensitive reader: refuse it too.
-	return CheckNames(data)
+	// as one key to a case-insensitive reader: refuse it too. Struct
+	// fields need no second pass (a case twin is an unknown field), nor do
+	// raw values (they are checked when they are decoded in turn).
+	if holdsMap(reflect.TypeOf(v)) {
+		return CheckNames(data)
+	}
+	return nil
+}
+
+var mapTypes sync.Map // reflect.Type -> bool
+
+var rawValueType = reflect.TypeFor[jsontext.Value]()
+
+// holdsMap reports whether decoding into t can fill a map (or an interface,
+// which may become one): only then can two object names differ only in case.
+func holdsMap(t reflect.Type) bool {
+	if v, ok := mapTypes.Load(t); ok {
+		return v.(bool)
+	}
+	v := holdsMapWalk(t, map[reflect.Type]bool{})
+	mapTypes.Store(t, v)
+	return v
+}
+
+func holdsMapWalk(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return false
+	}
+	seen[t] = true
+	if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 && (t.Name() == "RawMessage" || t == rawValueType) {
+		return false // json.RawMessage, jsontext.Value: decoded later, on their own
+	}
+	switch t.Kind() {
+	case reflect.Map, reflect.Interface:
+		return true
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return holdsMapWalk(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if f := t.Field(i); f.IsExported() && holdsMapWalk(f.Type, seen) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // CheckNames returns an error if an object in the JSON value data holds two
@@ -57,12 +101,8 @@ func Unmarshal(data []byte, v any) error {
 // Unmarshal calls it; tests and fuzz targets use it to check that what was
 // accepted could not be read two ways.
 func CheckNames(data []byte) error {
-	type frame struct {
-		object, wantName bool
-		names            map[string]string // folded name -> name
-	}
 	dec := jsontext.NewDecoder(bytes.NewReader(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	var stack []frame
+	var stack []nameFrame
 	valueDone := func() {
 		if n := len(stack); n > 0 && stack[n-1].object {
 			stack[n-1].wantName = true
@@ -80,23 +120,21 @@ func CheckNames(data []byte) error {
 		if n := len(stack); n > 0 && stack[n-1].wantName && k == '"' {
 			top := &stack[n-1]
 			name := tok.String()
-			f := fold(name)
-			if prev, ok := top.names[f]; ok {
+			if prev, ok := top.add(name); ok {
 				where := parentOf(dec.StackPointer())
 				if prev == name {
 					return fmt.Errorf("duplicate field %q at %s", name, where)
 				}
 				return fmt.Errorf("fields %q and %q at %s differ only in case", prev, name, where)
 			}
-			top.names[f] = name
 			top.wantName = false
 			continue
 		}
 		switch k {
 		case '{':
-			stack = append(stack, frame{object: true, wantName: true, names: map[string]string{}})
+			stack = append(stack, nameFrame{object: true, wantName: true})
 		case '[':
-			stack = append(stack, frame{})
+			stack = append(stack, nameFrame{})
 		case '}', ']':
 			stack = stack[:len(stack)-1]
 			valueDone()
@@ -104,6 +142,42 @@ func CheckNames(data []byte) error {
 			valueDone()
 		}
 	}
+}
+
+// nameFrame is an open object or array in CheckNames.
+type nameFrame struct {
+	object, wantName bool
+	names            []string          // the object's names while few
+	folded           map[string]string // fold(name) -> name, once many
+}
+
+// add records name and returns an earlier name equal to it up to case.
+// Small objects are scanned; large ones (maps) are indexed, so that an
+// object of n names costs O(n) and not O(n²).
+func (f *nameFrame) add(name string) (string, bool) {
+	const scanMax = 32
+	if f.folded == nil {
+		for _, p := range f.names {
+			if strings.EqualFold(p, name) {
+				return p, true
+			}
+		}
+		if len(f.names) < scanMax {
+			f.names = append(f.names, name)
+			return "", false
+		}
+		f.folded = make(map[string]string, 2*scanMax)
+		for _, p := range f.names {
+			f.folded[fold(p)] = p
+		}
+		f.names = nil
+	}
+	k := fold(name)
+	if p, ok := f.folded[k]; ok {
+		return p, true
+	}
+	f.folded[k] = name
+	return "", false
 }
 
 // fold maps every rune of s to the smallest rune of its case-folding orbit,

@@ -116,3 +116,23 @@ func TestCheckNames(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckNamesLargeObject: an object with many names is checked in linear
+// time and still finds a case twin among them.
+func TestCheckNamesLargeObject(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range 100000 {
+		fmt.Fprintf(&b, `"k%d":1,`, i)
+	}
+	ok := b.String()
+	if err := CheckNames([]byte(ok + `"end":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckNames([]byte(ok + `"K77777":1}`)); err == nil || !strings.Contains(err.Error(), `fields "k77777" and "K77777"`) {
+		t.Fatalf("case twin among 100000 names: %v", err)
+	}
+	if err := CheckNames([]byte(ok + `"k5":1}`)); err == nil || !strings.Contains(err.Error(), `duplicate field "k5"`) {
+		t.Fatalf("duplicate among 100000 names: %v", err)
+	}
+}
