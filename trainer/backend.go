@@ -114,14 +114,18 @@ func Lossy(compression string) bool {
 }
 
 // writeTaskUpdate writes the update of task t, whose trained tensors are ts,
-// and returns its digest. LoRA adapters and uncompressed full weights are
-// written as they are. A compressed full fine-tuning update is the delta
-// from the round's base (t.ModelDir), marked __metadata__
+// and returns its digest. Uncompressed updates are the trained weights (the
+// model's, or the adapter's). A compressed update is the delta from the
+// round's base — the global model (t.ModelDir) in full fine-tuning, the
+// global adapter (t.Adapter) in LoRA — marked __metadata__
 // fedtune.kind=delta: rounding the weights themselves to int8 costs more
 // than the round moves them, rounding the delta costs a small part of it.
 func writeTaskUpdate(t Task, path string, ts map[string]*model.Tensor) (string, error) {
-	if t.Train.LoRA != nil || !Lossy(t.Compression) {
+	if !Lossy(t.Compression) || (t.Train.LoRA != nil && t.Adapter == nil) {
 		return WriteUpdate(path, ts, t.Compression, t.Int8Block)
+	}
+	if t.Train.LoRA != nil {
+		return WriteDeltaUpdate(path, ts, t.Adapter.Tensors, t.Compression, t.Int8Block)
 	}
 	base, err := model.Load(t.ModelDir)
 	if err != nil {

@@ -15,11 +15,13 @@ import (
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
-// int8RoundTolerance: a full int8 round's global lies within this fraction
-// of the round's update norm ‖global − base‖ of the uncompressed round's
+// int8RoundTolerance: an int8 round's global lies within this fraction of
+// the round's update norm ‖global − base‖ of the uncompressed round's
 // global. Measured on the tiny model (two trainers, 3 steps at lr 1e-3,
-// block 64, FedAvg): update norm 0.573, int8 deltas 0.00165 away (0.0029
-// of it), int8 weights 0.0451 away (0.079 of it).
+// block 64, FedAvg; go test -v -run Int8Round ./trainer):
+//
+//	full: update norm 0.573, int8 deltas 0.00165 away (0.0029 of it), int8 weights 0.0451 (0.079)
+//	LoRA: update norm 0.0737, int8 deltas 0.000210 away (0.0028 of it), int8 weights 0.00670 (0.091)
 const int8RoundTolerance = 0.01
 
 // TestFullInt8RoundMatchesUncompressed runs one full fine-tuning round of
@@ -28,7 +30,40 @@ const int8RoundTolerance = 0.01
 // each with FedAvg on the round's base and compares the globals.
 func TestFullInt8RoundMatchesUncompressed(t *testing.T) {
 	dir, _ := tinyModel(t)
-	basePath := filepath.Join(dir, model.WeightsFile)
+	int8Round(t, dir, filepath.Join(dir, model.WeightsFile), nil)
+}
+
+// TestLoRAInt8RoundMatchesUncompressed is the same for a LoRA round, whose
+// base is the global adapter (here one whose B matrices already moved).
+func TestLoRAInt8RoundMatchesUncompressed(t *testing.T) {
+	dir, cfg := tinyModel(t)
+	lc := model.LoRAConfig{Rank: 4, Alpha: 8, Targets: []string{"q_proj", "v_proj"}}
+	ad, err := model.NewAdapter(cfg, lc, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range ad.Tensors {
+		for i := range x.Data {
+			if x.Data[i] == 0 {
+				x.Data[i] = 0.01 * float32(i%5-2)
+			}
+		}
+	}
+	global := filepath.Join(t.TempDir(), "global.safetensors")
+	if _, err := WriteUpdate(global, ad.Tensors, "none", 0); err != nil {
+		t.Fatal(err)
+	}
+	if ad, err = ReadAdapter(global, lc); err != nil {
+		t.Fatal(err)
+	}
+	int8Round(t, dir, global, ad)
+}
+
+// int8Round trains two trainers on dir (with adapter ad for LoRA) and
+// compares the FedAvg globals over base of uncompressed, int8-delta and
+// int8-weights updates.
+func int8Round(t *testing.T, dir, basePath string, ad *model.Adapter) {
+	t.Helper()
 	shards := []string{"../datasets/testdata/shards/trainer-1.jsonl", "../datasets/testdata/shards/trainer-2.jsonl"}
 	fit := func(compression string, k int) Update {
 		t.Helper()
@@ -36,8 +71,11 @@ func TestFullInt8RoundMatchesUncompressed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		task := Task{ModelDir: dir, OutDir: t.TempDir(), Compression: compression, Int8Block: 64,
+		task := Task{ModelDir: dir, Adapter: ad, OutDir: t.TempDir(), Compression: compression, Int8Block: 64,
 			Train: model.TrainConfig{Steps: 3, Batch: 2, SeqLen: 16, LR: 1e-3, Schedule: model.ScheduleConstant, Seed: uint64(k + 1)}}
+		if ad != nil {
+			task.Train.LoRA = &ad.Config
+		}
 		u, err := (&CPUBackend{}).Fit(context.Background(), task, Data{Dataset: ds})
 		if err != nil {
 			t.Fatal(err)
@@ -75,13 +113,13 @@ func TestFullInt8RoundMatchesUncompressed(t *testing.T) {
 		none = append(none, un.Path)
 		u8 := fit("int8", k)
 		delta8 = append(delta8, u8.Path)
-		// The update file says it is a delta; a reader of weights refuses it.
+		// The update file says it is a delta.
 		up, err := aggregator.OpenUpdate(u8.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if up.Kind() != aggregator.KindDelta || up.Block() != 64 {
-			t.Errorf("int8 full update: kind %q block %d, want delta, 64", up.Kind(), up.Block())
+			t.Errorf("int8 update: kind %q block %d, want delta, 64", up.Kind(), up.Block())
 		}
 		up.Close()
 		// Before: int8 of the trained weights themselves.
@@ -109,7 +147,7 @@ func TestFullInt8RoundMatchesUncompressed(t *testing.T) {
 		t.Fatal("the uncompressed round did not move the model")
 	}
 	if errDelta > int8RoundTolerance*upd {
-		t.Errorf("int8 full round is %.4g from the uncompressed round, over %.2g × the update norm %.4g", errDelta, int8RoundTolerance, upd)
+		t.Errorf("int8 round is %.4g from the uncompressed round, over %.2g × the update norm %.4g", errDelta, int8RoundTolerance, upd)
 	}
 	if errDelta >= errWeights {
 		t.Errorf("int8 deltas (error %.4g) are no better than int8 weights (%.4g)", errDelta, errWeights)
@@ -155,8 +193,12 @@ func TestDeltaUpdateIsNotWeights(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := model.Load(out)
-		if !errors.Is(err, model.ErrWeights) || !strings.Contains(err.Error(), `fedtune.kind is "delta"`) {
+		if !errors.Is(err, model.ErrNotWeights) || !strings.Contains(err.Error(), `fedtune.kind is "delta"`) {
 			t.Errorf("%s: model.Load of a delta update: %v", comp, err)
+		}
+		_, err = ReadAdapter(filepath.Join(out, model.WeightsFile), model.LoRAConfig{Rank: 4, Alpha: 8, Targets: []string{"q_proj"}})
+		if !errors.Is(err, model.ErrNotWeights) {
+			t.Errorf("%s: ReadAdapter of a delta update: %v", comp, err)
 		}
 	}
 	// Without the base, the aggregator refuses deltas.

@@ -159,7 +159,7 @@ func TestAttackPayloadDeltaAsWeights(t *testing.T) {
 	if _, err := trainer.WriteDeltaUpdate(deltaPath, trained.Tensors, base.Tensors, "f16", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := model.Load(fake); err == nil || !strings.Contains(err.Error(), `fedtune.kind is "delta": an update to be added to its base, not model weights`) {
+	if _, err := model.Load(fake); err == nil || !strings.Contains(err.Error(), `fedtune.kind is "delta": an update to be added to its base, not weights`) {
 		t.Errorf("delta loaded as model weights: %v", err)
 	}
 	st, err := aggregator.New("fedavg", nil)

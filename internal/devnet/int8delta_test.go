@@ -14,31 +14,47 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 )
 
-// TestNetworkFullInt8 runs one full fine-tuning round with int8 updates on
-// a whole devnet: each trainer sends the int8 delta from the round's base
-// (fedtune.kind=delta), the coordinator's aggregator adds the combined
-// deltas to the base and commits, and an offline audit re-runs the round
-// from the export and the artifacts to the committed digest.
-func TestNetworkFullInt8(t *testing.T) {
+// TestNetworkInt8Deltas runs one int8 round of a full fine-tuning job and
+// one of a LoRA job on a whole devnet: each trainer sends the int8 delta
+// from the round's base (fedtune.kind=delta), the coordinator's aggregator
+// adds the combined deltas to the base and commits, and an offline audit
+// re-runs the round from the export and the artifacts to the committed
+// digest.
+func TestNetworkInt8Deltas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a whole network")
 	}
+	for _, tc := range []struct{ name, job, from string }{
+		{"full", "full-finetune.yaml", "  kind: bf16\n"},
+		{"lora", "demo-lora.yaml", "  kind: none\n  block: 0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { int8DeltaNetwork(t, tc.job, tc.from) })
+	}
+}
+
+func int8DeltaNetwork(t *testing.T, jobFile, compression string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	src, err := os.ReadFile("../../configs/jobs/full-finetune.yaml")
+	src, err := os.ReadFile(filepath.Join("../../configs/jobs", jobFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	job := strings.Replace(string(src), "  kind: bf16\n", "  kind: int8\n  block: 64\n", 1)
+	job := strings.Replace(string(src), compression, "  kind: int8\n  block: 64\n", 1)
 	if job == string(src) {
-		t.Fatal("configs/jobs/full-finetune.yaml has no 'kind: bf16' compression to replace")
+		t.Fatalf("configs/jobs/%s has no %q compression to replace", jobFile, compression)
 	}
-	job = strings.Replace(job, "  seq_len: 64\n", "  seq_len: 32\n", 1)
-	jobPath := filepath.Join(t.TempDir(), "full-int8.yaml")
+	job = strings.Replace(job, "  seq_len: 64 ", "  seq_len: 32 ", 1)
+	// The copy lives elsewhere: paths relative to configs/jobs become absolute.
+	jobsDir, err := filepath.Abs("../../configs/jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job = strings.ReplaceAll(job, " ../../", " "+filepath.Join(jobsDir, "../..")+"/")
+	jobPath := filepath.Join(t.TempDir(), "int8-"+jobFile)
 	if err := os.WriteFile(jobPath, []byte(job), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n := prepare(t, ctx, Options{Job: jobPath, JobName: "full-int8", Trainers: 2, MinTrainers: 2, Rounds: 1, LocalSteps: 2, PretrainSteps: 2})
+	n := prepare(t, ctx, Options{Job: jobPath, JobName: "int8-" + strings.TrimSuffix(jobFile, ".yaml"), Trainers: 2, MinTrainers: 2, Rounds: 1, LocalSteps: 3, PretrainSteps: 2})
 	nw, err := n.Start(ctx)
 	if err != nil {
 		t.Fatal(err)
