@@ -30,7 +30,18 @@ const int8RoundTolerance = 0.01
 // each with FedAvg on the round's base and compares the globals.
 func TestFullInt8RoundMatchesUncompressed(t *testing.T) {
 	dir, _ := tinyModel(t)
-	int8Round(t, dir, filepath.Join(dir, model.WeightsFile), nil)
+	int8Round(t, &CPUBackend{}, dir, filepath.Join(dir, model.WeightsFile), nil)
+}
+
+// TestEngineInt8RoundMatchesUncompressed is the same with the engine
+// backend on the host device, which writes its update the same way.
+func TestEngineInt8RoundMatchesUncompressed(t *testing.T) {
+	dir, _ := tinyModel(t)
+	b, err := NewBackend(DeviceHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	int8Round(t, b, dir, filepath.Join(dir, model.WeightsFile), nil)
 }
 
 // TestLoRAInt8RoundMatchesUncompressed is the same for a LoRA round, whose
@@ -56,13 +67,13 @@ func TestLoRAInt8RoundMatchesUncompressed(t *testing.T) {
 	if ad, err = ReadAdapter(global, lc); err != nil {
 		t.Fatal(err)
 	}
-	int8Round(t, dir, global, ad)
+	int8Round(t, &CPUBackend{}, dir, global, ad)
 }
 
-// int8Round trains two trainers on dir (with adapter ad for LoRA) and
+// int8Round trains two trainers with be on dir (with adapter ad for LoRA) and
 // compares the FedAvg globals over base of uncompressed, int8-delta and
 // int8-weights updates.
-func int8Round(t *testing.T, dir, basePath string, ad *model.Adapter) {
+func int8Round(t *testing.T, be Backend, dir, basePath string, ad *model.Adapter) {
 	t.Helper()
 	shards := []string{"../datasets/testdata/shards/trainer-1.jsonl", "../datasets/testdata/shards/trainer-2.jsonl"}
 	fit := func(compression string, k int) Update {
@@ -76,7 +87,7 @@ func int8Round(t *testing.T, dir, basePath string, ad *model.Adapter) {
 		if ad != nil {
 			task.Train.LoRA = &ad.Config
 		}
-		u, err := (&CPUBackend{}).Fit(context.Background(), task, Data{Dataset: ds})
+		u, err := be.Fit(context.Background(), task, Data{Dataset: ds})
 		if err != nil {
 			t.Fatal(err)
 		}
