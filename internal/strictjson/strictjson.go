@@ -29,6 +29,7 @@ import (
 
 	json "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 )
 
 var options = json.JoinOptions(
@@ -36,6 +37,9 @@ var options = json.JoinOptions(
 	json.MatchCaseInsensitiveNames(false),
 	jsontext.AllowDuplicateNames(false),
 	jsontext.AllowInvalidUTF8(false),
+	// encoding/json writes a time.Duration as integer nanoseconds; v2 has
+	// no default for it.
+	jsonv1.FormatDurationAsNano(true),
 )
 
 // Unmarshal decodes the single JSON value in data into v (a non-nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 type inner struct {
@@ -14,6 +15,11 @@ type inner struct {
 
 type doc struct {
 	Name  string             `json:"name"`
+	D     time.Duration      `json:"d,omitempty"`
+	T     time.Time          `json:"t"`
+	Raw   []byte             `json:"raw,omitempty"`
+	Ptr   *uint64            `json:"ptr,omitempty"`
+	Str   int64              `json:"str,omitempty,string"`
 	N     uint64             `json:"n,omitempty"`
 	M     map[string]float64 `json:"m,omitempty"`
 	In    inner              `json:"in"`
@@ -26,6 +32,7 @@ func TestUnmarshal(t *testing.T) {
 		name, in, want string // want "" means accepted
 	}{
 		{"ok", `{"name":"a","n":1,"m":{"x":1.5},"in":{"a":2},"list":[{"a":1}],"Plain":"p"}`, ""},
+		{"encoding/json forms", `{"d":1500000000,"t":"2026-01-02T03:04:05.6+02:00","raw":"AAE=","ptr":7,"str":"-3"}`, ""},
 		{"white space", " {\"name\" : \"a\" }\n", ""},
 		{"escaped name", `{"n\u0061me":"a"}`, ""},
 		{"case variant", `{"name":"benign-data","NAME":"evil-data"}`, `unknown field "NAME" at the top level (field names are case-sensitive: did you mean "name"?)`},
@@ -68,6 +75,7 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte(`{"name":"benign-data","NAME":"evil-data"}`))
 	f.Add([]byte(`{"name":"a","name":"b"}`))
 	f.Add([]byte(`{"m":{"x":1,"X":2}}`))
+	f.Add([]byte(`{"d":1500000000,"t":"2026-01-02T03:04:05.6+02:00","raw":"AAE=","ptr":7,"str":"-3"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var d doc
 		if Unmarshal(data, &d) != nil {
@@ -134,5 +142,26 @@ func TestCheckNamesLargeObject(t *testing.T) {
 	}
 	if err := CheckNames([]byte(ok + `"k5":1}`)); err == nil || !strings.Contains(err.Error(), `duplicate field "k5"`) {
 		t.Fatalf("duplicate among 100000 names: %v", err)
+	}
+}
+
+// TestEncodingJSONRoundTrip: whatever encoding/json writes (the form every
+// signer uses), Unmarshal reads back to the same value.
+func TestEncodingJSONRoundTrip(t *testing.T) {
+	p := uint64(9)
+	in := doc{Name: "n", N: 2, M: map[string]float64{"a": 0.1, "b": -1e-300}, In: inner{A: 3}, List: []inner{{A: 1}},
+		Plain: "p", D: 90 * time.Minute, T: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("", -3600)), Raw: []byte{0, 1, 2},
+		Ptr: &p, Str: -42}
+	js, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out doc
+	if err := Unmarshal(js, &out); err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	again, _ := json.Marshal(out)
+	if !bytes.Equal(again, js) {
+		t.Fatalf("round trip:\n%s\n%s", js, again)
 	}
 }
