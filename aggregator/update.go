@@ -15,7 +15,8 @@ import (
 
 // Metadata keys and values an update file may carry in its "__metadata__".
 const (
-	// MetaKind says what the tensors hold: KindFull (the default) or KindDelta.
+	// MetaKind says what the tensors hold: KindFull (the default) or
+	// KindDelta. It is model.MetaUpdateKind: model.Load refuses a delta.
 	MetaKind = "fedtune.kind"
 	// MetaQuant names the quantization of I8 tensors; only QuantInt8 is defined.
 	MetaQuant = "fedtune.quant"

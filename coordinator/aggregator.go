@@ -18,6 +18,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/internal/strictjson"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
@@ -258,15 +259,15 @@ func DecodeAggregatorTx(typ string, body []byte) (ledger.TxBody, error) {
 	switch typ {
 	case ledger.TypeUpdateRejected:
 		var v ledger.UpdateRejected
-		err = json.Unmarshal(body, &v)
+		err = strictjson.Unmarshal(body, &v)
 		b = v
 	case ledger.TypeRoundCommitted:
 		var v ledger.RoundCommitted
-		err = json.Unmarshal(body, &v)
+		err = strictjson.Unmarshal(body, &v)
 		b = v
 	case ledger.TypeRoundFailed:
 		var v ledger.RoundFailed
-		err = json.Unmarshal(body, &v)
+		err = strictjson.Unmarshal(body, &v)
 		b = v
 	default:
 		return nil, fmt.Errorf("transaction type %q is not signed by the aggregator", typ)

@@ -43,6 +43,10 @@ func TestDecodeAggregatorTx(t *testing.T) {
 		{ledger.TypeRoundOpened, "{}", "not signed by the aggregator"},
 		{"Nope", "{}", "not signed by the aggregator"},
 		{ledger.TypeRoundFailed, "{", "RoundFailed body"},
+		{ledger.TypeRoundFailed, `{"job_id":"j","round":2,"reason":"r","JOB_ID":"k"}`, `unknown field "JOB_ID"`},
+		{ledger.TypeRoundFailed, `{"job_id":"j","round":2,"reason":"r","job_id":"k"}`, `duplicate field "job_id"`},
+		{ledger.TypeRoundFailed, `{"job_id":"j","round":2,"reason":"r","extra":1}`, `unknown field "extra"`},
+		{ledger.TypeRoundCommitted, `{"job_id":"j","round":1,"params":{"mu":"1","MU":"2"}}`, `fields "mu" and "MU" at /params differ only in case`},
 	} {
 		if _, err := DecodeAggregatorTx(tc.typ, []byte(tc.body)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %q: err %v, want %q", tc.typ, tc.body, err, tc.want)

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/fedtune/fedtune/internal/dsse"
+	"github.com/fedtune/fedtune/internal/safetext"
+	"github.com/fedtune/fedtune/internal/strictjson"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -216,10 +218,8 @@ func (m *Manifest) Validate() error {
 		if len(f.v) > maxTextLen {
 			return bad(f.name, "%d bytes, limit %d", len(f.v), maxTextLen)
 		}
-		for _, r := range f.v {
-			if r < 0x20 || r == 0x7f {
-				return bad(f.name, "contains control character %U", r)
-			}
+		if err := safetext.Check(f.v); err != nil {
+			return bad(f.name, "%q: %v", truncate(f.v), err)
 		}
 	}
 	if err := ValidateLicence(m.Licence); err != nil {
@@ -322,13 +322,8 @@ func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error)
 		return nil, fmt.Errorf("%w: %d signatures, want exactly 1", ErrManifest, len(env.Signatures))
 	}
 	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(env.Payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	if err := strictjson.Unmarshal(env.Payload, &m); err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrManifest, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: payload: trailing data after the JSON object", ErrManifest)
 	}
 	if canon, _ := json.Marshal(&m); !bytes.Equal(canon, env.Payload) {
 		return nil, fmt.Errorf("%w: payload is not in canonical form (fields in the documented order, no whitespace)", ErrManifest)

@@ -188,6 +188,12 @@ func TestDecodeManifestRejects(t *testing.T) {
 		{"bad version", resign(func(m *Manifest) { m.Version = 2 }), pub, "version"},
 		{"no source", resign(func(m *Manifest) { m.Source = "" }), pub, "source: is required"},
 		{"unknown field", ledger.SignEnvelope(k, ManifestPayloadType, []byte(`{"version":1,"extra":1}`)).Encode(), pub, "unknown field"},
+		{"name and NAME", ledger.SignEnvelope(k, ManifestPayloadType, bytes.Replace(mustMarshal(t, &sm.Manifest), []byte(`"name":`), []byte(`"NAME":"evil-data","name":`), 1)).Encode(),
+			pub, `unknown field "NAME" at the top level (field names are case-sensitive: did you mean "name"?)`},
+		{"duplicate name", ledger.SignEnvelope(k, ManifestPayloadType, bytes.Replace(mustMarshal(t, &sm.Manifest), []byte(`"name":`), []byte(`"name":"evil-data","name":`), 1)).Encode(),
+			pub, `duplicate field "name"`},
+		{"bidi override in name", resign(func(m *Manifest) { m.Name = "evil\u202Eatad" }), pub, "name: \"evil\\u202eatad\": bidi control U+202E at character 5 (byte 4)"},
+		{"zero-width in description", resign(func(m *Manifest) { m.Description = "a\u200Db" }), pub, "description: \"a\\u200db\": zero-width character U+200D at character 2"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/fedtune/fedtune/internal/strictjson"
 	"github.com/transparency-dev/merkle/proof"
 )
 
@@ -131,13 +132,8 @@ func DecodeProof(data []byte) (*Proof, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBadProof, len(data), MaxProofBytes)
 	}
 	var p Proof
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Unmarshal(data, &p); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadProof, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrBadProof)
 	}
 	if err := p.checkShape(); err != nil {
 		return nil, err

@@ -190,7 +190,7 @@ func TestDecodeProofRejects(t *testing.T) {
 	tree := NewTree(leavesOf(3))
 	good := string(must(func() ([]byte, error) { p, err := tree.Prove(tree.Leaves()[0]); return p.Encode(), err }()))
 	for _, tc := range []struct{ name, data, want string }{
-		{"not json", "[", "unexpected"},
+		{"not json", "[", "JSON array"},
 		{"unknown field", strings.Replace(good, `"version"`, `"extra":1,"version"`, 1), "unknown field"},
 		{"bad version", strings.Replace(good, `"version": 1`, `"version": 9`, 1), "version 9"},
 		{"bad kind", strings.Replace(good, `"inclusion"`, `"maybe"`, 1), `kind "maybe"`},

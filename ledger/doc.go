@@ -44,9 +44,22 @@
 // no whitespace), so a transaction has exactly one encoding and one hash
 // (TxHash = SHA-256 of the envelope bytes).
 //
-// The payload is a JSON object decoded strictly (unknown fields are errors):
+// The payload is a JSON object decoded strictly, so that the signed bytes
+// have one reading for every reader (internal/strictjson): field names match
+// exactly (not case-insensitively, as encoding/json would), a name given
+// twice in one object, two map keys that differ only in case, an unknown
+// field, invalid UTF-8 and trailing data are all errors (CodeMalformed):
 //
 //	{"chain_id":"…","signer":"<ID>","nonce":7,"type":"RoundOpened","body":{…}}
+//
+// Names, IDs and free text (job IDs, model, dataset and member names,
+// licences, sources, strategies, reasons, metric and parameter keys) must be
+// valid UTF-8 without control, bidi (U+061C, U+200E/F, U+202A–U+202E,
+// U+2066–U+2069) or zero-width (U+200B–U+200D, U+2060, U+FEFF) characters;
+// the error names the field and the character's position (CodeInvalid).
+// SignTx encodes with encoding/json, so every valid transaction keeps its
+// bytes and hash (testdata/tx.golden). DecodeTxBody decodes a body alone,
+// as DecodeTx does, for tools that sign bodies given to them.
 //
 // The nonce is per signer and strictly increasing: a transaction is accepted
 // only if its nonce is greater than the last nonce applied for its signer

@@ -10,7 +10,9 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/fedtune/fedtune/internal/safetext"
+	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
 // TxBody is the typed content of a transaction. The body types of this
@@ -208,16 +210,31 @@ func decodeBody[T TxBody](raw []byte) (TxBody, error) {
 	return v, nil
 }
 
+// decodeStrictJSON decodes signed JSON so that it has one reading: field
+// names match exactly (case-sensitive), a name given twice in any object,
+// a field the type does not declare, invalid UTF-8 and trailing data are
+// errors (see internal/strictjson). Every tx body type decodes through it.
 func decodeStrictJSON(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
+	return strictjson.Unmarshal(raw, v)
+}
+
+// DecodeTxBody decodes the JSON body of a transaction of type typ as
+// DecodeTx does, strictly, and checks its fields without state. Tools that
+// take a body to sign (the CLI, an aggregator) use it so that they sign only
+// what the ledger will read the same way.
+func DecodeTxBody(typ string, raw []byte) (TxBody, error) {
+	dec, ok := bodyDecoders[typ]
+	if !ok {
+		return nil, fmt.Errorf("unknown tx type %q", abbrev(typ))
 	}
-	if dec.More() {
-		return fmt.Errorf("trailing data after the JSON value")
+	body, err := dec(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s body: %w", typ, err)
 	}
-	return nil
+	if err := validateBody(body); err != nil {
+		return nil, fmt.Errorf("%s: %w", typ, err)
+	}
+	return body, nil
 }
 
 // payloadJSON is the signed payload.
@@ -485,8 +502,9 @@ func checkJobID(s string) error {
 	return checkText("job_id", s, MaxJobIDLen, true)
 }
 
-// checkText requires valid UTF-8 without control characters, at most max
-// bytes, and non-empty when required.
+// checkText requires at most max bytes of valid UTF-8 without control, bidi
+// or zero-width characters (internal/safetext), and non-empty when
+// required. Errors name the field and the character's position.
 func checkText(field, s string, max int, required bool) error {
 	if s == "" {
 		if required {
@@ -497,13 +515,8 @@ func checkText(field, s string, max int, required bool) error {
 	if len(s) > max {
 		return fmt.Errorf("%s is %d bytes, limit %d", field, len(s), max)
 	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s is not valid UTF-8", field)
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%s contains control character %U", field, r)
-		}
+	if err := safetext.Check(s); err != nil {
+		return fmt.Errorf("%s %q: %w", field, abbrev(s), err)
 	}
 	return nil
 }

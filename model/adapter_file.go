@@ -21,6 +21,9 @@ func ReadAdapterFile(path string, lc LoRAConfig) (*Adapter, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if err := notDelta(path, f); err != nil {
+		return nil, err
+	}
 	ad := &Adapter{Config: lc, Tensors: map[string]*Tensor{}}
 	for _, ti := range f.Tensors() {
 		if !ti.DType.IsFloat() {

@@ -257,6 +257,9 @@ func LoadAdapter(dir string, c Config) (*Adapter, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if err := notDelta(wPath, f); err != nil {
+		return nil, err
+	}
 	ad := &Adapter{Config: lc, BaseModel: base, Tensors: map[string]*Tensor{}}
 	for _, ti := range f.Tensors() {
 		if !ti.DType.IsFloat() {

@@ -215,6 +215,24 @@ func tensorRNG(seed uint64, name string) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, h.Sum64()))
 }
 
+// MetaUpdateKind is the "__metadata__" key by which an update file says
+// what its tensors hold (aggregator.MetaKind): "full" weights, or a "delta"
+// to add to a base. Load, LoadAdapter and ReadAdapterFile refuse a file
+// that is not full weights.
+const MetaUpdateKind = "fedtune.kind"
+
+// ErrNotWeights is wrapped by the error about a file that holds an update
+// to add to a base (MetaUpdateKind "delta"), where weights were expected.
+var ErrNotWeights = errors.New("an update to be added to its base, not weights")
+
+// notDelta returns an error if f says it holds anything but full weights.
+func notDelta(path string, f *safetensors.File) error {
+	if k := f.Metadata()[MetaUpdateKind]; k != "" && k != "full" {
+		return fmt.Errorf("%s: __metadata__ %s is %q: %w", path, MetaUpdateKind, k, ErrNotWeights)
+	}
+	return nil
+}
+
 // Load reads a Hugging Face model folder: config.json and model.safetensors
 // (or the shards listed by model.safetensors.index.json), F32, F16, BF16 or
 // F64. The tensors must be exactly those the config implies.
@@ -236,6 +254,9 @@ func Load(dir string) (*Model, error) {
 		}
 		err = func() error {
 			defer f.Close()
+			if err := notDelta(wf.path, f); err != nil {
+				return err
+			}
 			for _, ti := range f.Tensors() {
 				if wf.names != nil && !wf.names[ti.Name] {
 					return fmt.Errorf("%s: tensor %q: not listed for this file in %s: %w", wf.path, ti.Name, WeightsIndex, ErrWeights)

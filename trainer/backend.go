@@ -101,17 +101,73 @@ func (b *CPUBackend) Fit(ctx context.Context, t Task, d Data) (Update, error) {
 		ts = tr.Model().Tensors
 	}
 	path := filepath.Join(t.OutDir, name)
-	digest, err := WriteUpdate(path, ts, t.Compression, t.Int8Block)
+	digest, err := writeTaskUpdate(t, path, ts)
 	if err != nil {
 		return Update{}, err
 	}
 	return Update{Path: path, Digest: digest, Loss: loss, Steps: tr.StepCount(), Tokens: tr.Tokens()}, nil
 }
 
+// Lossy reports whether compression loses precision (f16, bf16, int8).
+func Lossy(compression string) bool {
+	return compression != "" && compression != "none"
+}
+
+// writeTaskUpdate writes the update of task t, whose trained tensors are ts,
+// and returns its digest. Uncompressed updates are the trained weights (the
+// model's, or the adapter's). A compressed update is the delta from the
+// round's base — the global model (t.ModelDir) in full fine-tuning, the
+// global adapter (t.Adapter) in LoRA — marked __metadata__
+// fedtune.kind=delta: rounding the weights themselves to int8 costs more
+// than the round moves them, rounding the delta costs a small part of it.
+func writeTaskUpdate(t Task, path string, ts map[string]*model.Tensor) (string, error) {
+	if !Lossy(t.Compression) || (t.Train.LoRA != nil && t.Adapter == nil) {
+		return WriteUpdate(path, ts, t.Compression, t.Int8Block)
+	}
+	if t.Train.LoRA != nil {
+		return WriteDeltaUpdate(path, ts, t.Adapter.Tensors, t.Compression, t.Int8Block)
+	}
+	base, err := model.Load(t.ModelDir)
+	if err != nil {
+		return "", fmt.Errorf("%w: the round's base weights, to encode the update as a delta: %w", ErrTask, err)
+	}
+	return WriteDeltaUpdate(path, ts, base.Tensors, t.Compression, t.Int8Block)
+}
+
+// WriteDeltaUpdate writes ts − base, tensor by tensor, as WriteUpdate
+// writes an update, with __metadata__ fedtune.kind=delta so that no reader
+// takes it for weights: the aggregator adds it to the round's base (see
+// aggregator.KindDelta) and model.Load refuses it. Every tensor of ts must
+// be in base with the same shape.
+func WriteDeltaUpdate(path string, ts, base map[string]*model.Tensor, compression string, block int) (string, error) {
+	delta := make(map[string]*model.Tensor, len(ts))
+	for name, x := range ts {
+		b, ok := base[name]
+		if !ok {
+			return "", fmt.Errorf("%w: delta update: tensor %q is not in the base", ErrTask, name)
+		}
+		if !slices.Equal(b.Shape, x.Shape) || len(b.Data) != len(x.Data) {
+			return "", fmt.Errorf("%w: delta update: tensor %q has shape %v, the base %v", ErrTask, name, x.Shape, b.Shape)
+		}
+		d := make([]float32, len(x.Data))
+		for i, v := range x.Data {
+			d[i] = v - b.Data[i]
+		}
+		delta[name] = &model.Tensor{Shape: x.Shape, Data: d}
+	}
+	return writeUpdate(path, delta, compression, block, map[string]string{aggregator.MetaKind: aggregator.KindDelta})
+}
+
 // WriteUpdate writes tensors as a canonical safetensors file in the given
 // compression (none: F32, f16, bf16, or int8 with per-block scales) and
-// returns the file's SHA-256.
+// returns the file's SHA-256. The tensors are full weights (of a model or
+// an adapter); see WriteDeltaUpdate for a difference to a base.
 func WriteUpdate(path string, ts map[string]*model.Tensor, compression string, block int) (string, error) {
+	return writeUpdate(path, ts, compression, block, nil)
+}
+
+// writeUpdate is WriteUpdate with extra __metadata__ entries.
+func writeUpdate(path string, ts map[string]*model.Tensor, compression string, block int, extra map[string]string) (string, error) {
 	names := make([]string, 0, len(ts))
 	for n := range ts {
 		names = append(names, n)
@@ -141,10 +197,10 @@ func WriteUpdate(path string, ts map[string]*model.Tensor, compression string, b
 		}
 		out = append(out, safetensors.Tensor{Name: n, DType: enc, Shape: slices.Clone(t.Shape), Data: data})
 	}
-	var meta map[string]string
+	meta := extra
 	if compression == "int8" {
 		var err error
-		if out, meta, err = aggregator.QuantizeTensors(nil, out, block, nil); err != nil {
+		if out, meta, err = aggregator.QuantizeTensors(nil, out, block, extra); err != nil {
 			return "", fmt.Errorf("quantize update: %w", err)
 		}
 	}

@@ -9,6 +9,17 @@
 // leaves the node: only the manifest digest, the sample count, the update
 // weights and the training loss do.
 //
+// Updates: uncompressed, a task sends the trained weights (the adapter for
+// LoRA, the model for full fine-tuning). A compressed update (int8, f16,
+// bf16) is the delta from the round's base — the global model, or the
+// global adapter — marked __metadata__ fedtune.kind=delta
+// (WriteDeltaUpdate): quantising the weights themselves costs more than a
+// round moves them, quantising the delta a small part of it (an int8 round
+// of the tiny model lands 0.3% of the update norm from the uncompressed
+// round, against 8–9% before). The aggregator adds the combined deltas to
+// the base; model.Load, LoadAdapter and ReadAdapter refuse a delta, so it
+// cannot be taken for weights.
+//
 // Config is the node's YAML file (LoadConfig decodes it strictly and
 // validates it; Init writes a fresh key and config). Backend is the seam
 // for the training step: CPUBackend trains with package model on the CPU;

@@ -149,7 +149,7 @@ func (b *EngineBackend) Fit(ctx context.Context, t Task, d Data) (Update, error)
 		return Update{}, fmt.Errorf("trainer: device %s: reading the trained weights back failed", b.Device)
 	}
 	path := filepath.Join(t.OutDir, name)
-	digest, err := WriteUpdate(path, ts, t.Compression, t.Int8Block)
+	digest, err := writeTaskUpdate(t, path, ts)
 	if err != nil {
 		return Update{}, err
 	}

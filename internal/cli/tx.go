@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedtune/fedtune/internal/strictjson"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -39,21 +38,17 @@ func txTypeNames() string {
 	return strings.Join(names, ", ")
 }
 
-// decodeTxBody decodes a JSON body of the named type strictly: unknown
-// fields and trailing data are errors.
+// decodeTxBody decodes a JSON body of the named type strictly
+// (internal/strictjson): unknown, duplicate or case-variant field names and
+// trailing data are errors.
 func decodeTxBody(typ string, data []byte) (ledger.TxBody, error) {
 	mk, ok := txBodies[typ]
 	if !ok {
 		return nil, fmt.Errorf("unknown tx type %q (want one of %s)", typ, txTypeNames())
 	}
 	body := mk()
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(body); err != nil {
+	if err := strictjson.Unmarshal(data, body); err != nil {
 		return nil, fmt.Errorf("%s body: %w", typ, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%s body: trailing data after the JSON object", typ)
 	}
 	// Dereference so the body is the value type SignTx expects.
 	switch b := body.(type) {

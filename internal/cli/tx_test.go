@@ -16,6 +16,8 @@ func TestDecodeTxBody(t *testing.T) {
 		{"Nope", `{}`, `unknown tx type "Nope"`},
 		{ledger.TypeRoundFailed, `{"job_id":"j","bogus":1}`, `unknown field "bogus"`},
 		{ledger.TypeRoundFailed, `{"job_id":"j"} {}`, "trailing data"},
+		{ledger.TypeRoundFailed, `{"job_id":"j","JOB_ID":"k"}`, `unknown field "JOB_ID" at the top level (field names are case-sensitive: did you mean "job_id"?)`},
+		{ledger.TypeRoundFailed, `{"job_id":"j","job_id":"k"}`, `duplicate field "job_id"`},
 		{ledger.TypeRoundFailed, `{"job_id":`, "RoundFailed body"},
 	}
 	for _, tc := range cases {

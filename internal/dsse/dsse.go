@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
 // ErrMalformed is wrapped by Decode's and Verify's errors about the form of an envelope.
@@ -103,13 +105,8 @@ func (e *Envelope) Encode() []byte {
 // check signatures.
 func Decode(b []byte) (*Envelope, error) {
 	var j envelopeJSON
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&j); err != nil {
+	if err := strictjson.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
 	}
 	e := &Envelope{PayloadType: j.PayloadType, Payload: j.Payload, Signatures: make([]Signature, len(j.Signatures))}
 	for i, s := range j.Signatures {
