@@ -169,12 +169,41 @@ func exSetUp(c *exChain, trainers ...string) *exRounds {
 // needs more on the ledger before it opens, e.g. the job's recipe.)
 func (s *exRounds) open(c *exChain, job string, deadline time.Time, trainers ...string) {
 	c.t.Helper()
+	if err := s.tryOpen(c, job, deadline, trainers...); err != nil {
+		c.t.Fatalf("RoundOpened of %s: %v", job, err)
+	}
+}
+
+func (s *exRounds) tryOpen(c *exChain, job string, deadline time.Time, trainers ...string) error {
+	c.t.Helper()
 	var ids []string
 	for _, tr := range trainers {
 		ids = append(ids, c.nw.ID(tr))
 	}
-	c.commit("coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: exDigest(c.t), BaseModel: s.model,
+	env := c.next("coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: exDigest(c.t), BaseModel: s.model,
 		Strategy: "fedavg", Trainers: ids, Deadline: deadline})
+	if _, err := c.submit(0, env); err != nil {
+		return err
+	}
+	c.nonces["coordinator"]++
+	return nil
+}
+
+// openShort opens round 1 of job with a deadline soon after its block,
+// and returns the deadline. A loaded machine may take longer than the
+// first margin to commit the tx; then it tries a longer one.
+func (s *exRounds) openShort(c *exChain, job string, trainers ...string) time.Time {
+	c.t.Helper()
+	for margin := time.Second; ; margin *= 2 {
+		deadline := time.Now().Add(margin)
+		err := s.tryOpen(c, job, deadline, trainers...)
+		if err == nil {
+			return deadline
+		}
+		if !strings.Contains(err.Error(), "is not after the block time") || margin > time.Minute {
+			c.t.Fatalf("RoundOpened of %s: %v", job, err)
+		}
+	}
 }
 
 // update is trainer's UpdateSubmitted to round 1 of job.
@@ -196,8 +225,7 @@ func TestAttackLedgerTxRules(t *testing.T) {
 	c := exNewChain(t, ctx, nw)
 	s := exSetUp(c, "trainer-1", "trainer-2")
 	const job, late = "ex-rules", "ex-late"
-	lateDeadline := time.Now().Add(1500 * time.Millisecond)
-	s.open(c, late, lateDeadline, "trainer-1")
+	lateDeadline := s.openShort(c, late, "trainer-1")
 	s.open(c, job, time.Now().Add(time.Hour), "trainer-1")
 	// attack runs fn as a subtest and requires that the chain is the same
 	// after it as before.

@@ -53,17 +53,17 @@ type exMalformed struct {
 // trainer-3 the second; trainer-1 stays honest, so every round commits.
 var exMalformations = [][2]exMalformed{
 	{
-		{"TruncatedHeader", []string{"header length", "runs past the end of the", "truncated"}, exEditFile(func(b []byte) []byte {
+		{"TruncatedHeader", []string{"header length", "runs past the end of the", "truncated"}, exEditFile(func(b []byte) ([]byte, error) {
 			n := binary.LittleEndian.Uint64(b[:8])
-			return b[:8+n/2]
+			return b[:8+n/2], nil
 		})},
-		{"HugeHeaderLength", []string{"header length 1125899906842624 exceeds the"}, exEditFile(func(b []byte) []byte {
+		{"HugeHeaderLength", []string{"header length 1125899906842624 exceeds the"}, exEditFile(func(b []byte) ([]byte, error) {
 			binary.LittleEndian.PutUint64(b[:8], 1<<50)
-			return b
+			return b, nil
 		})},
 	},
 	{
-		{"OverlappingOffsets", []string{"overlap the previous tensor"}, exEditHeader(func(es map[string]*exEntry) {
+		{"OverlappingOffsets", []string{"overlap the previous tensor"}, exEditHeader(func(es map[string]*exEntry) error {
 			// Move the second tensor of the data buffer 4 bytes back.
 			var second *exEntry
 			for _, e := range es {
@@ -71,11 +71,15 @@ var exMalformations = [][2]exMalformed{
 					second = e
 				}
 			}
+			if second == nil {
+				return fmt.Errorf("the update has fewer than two tensors")
+			}
 			second.Offsets[0] -= 4
 			second.Offsets[1] -= 4
+			return nil
 		})},
-		{"OffsetsPastTheEnd", []string{"run past the end of the", "data buffer"}, exEditFile(func(b []byte) []byte {
-			return b[:len(b)-4]
+		{"OffsetsPastTheEnd", []string{"run past the end of the", "data buffer"}, exEditFile(func(b []byte) ([]byte, error) {
+			return b[:len(b)-4], nil
 		})},
 	},
 	{
@@ -93,7 +97,7 @@ var exMalformations = [][2]exMalformed{
 			_, err = trainer.WriteUpdate(path, ad.Tensors, t.Compression, t.Int8Block)
 			return err
 		}},
-		{"WrongShape", []string{"shape"}, exEditHeader(func(es map[string]*exEntry) {
+		{"WrongShape", []string{"shape"}, exEditHeader(func(es map[string]*exEntry) error {
 			// Transpose one 2-D tensor's shape: same size, wrong layout.
 			names := make([]string, 0, len(es))
 			for name := range es {
@@ -103,21 +107,25 @@ var exMalformations = [][2]exMalformed{
 			for _, name := range names {
 				if s := es[name].Shape; len(s) == 2 && s[0] != s[1] {
 					s[0], s[1] = s[1], s[0]
-					return
+					return nil
 				}
 			}
+			return fmt.Errorf("the update has no non-square 2-D tensor")
 		})},
 	},
 }
 
 // exEditFile corrupts an update file's bytes.
-func exEditFile(edit func([]byte) []byte) func(trainer.Task, string) error {
+func exEditFile(edit func([]byte) ([]byte, error)) func(trainer.Task, string) error {
 	return func(_ trainer.Task, path string) error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(path, edit(b), 0o644)
+		if b, err = edit(b); err != nil {
+			return err
+		}
+		return os.WriteFile(path, b, 0o644)
 	}
 }
 
@@ -130,12 +138,12 @@ type exEntry struct {
 
 // exEditHeader rewrites an update file's header (tensor entries by name;
 // __metadata__ kept) in front of the same data buffer.
-func exEditHeader(edit func(map[string]*exEntry)) func(trainer.Task, string) error {
-	return exEditFile(func(b []byte) []byte {
+func exEditHeader(edit func(map[string]*exEntry) error) func(trainer.Task, string) error {
+	return exEditFile(func(b []byte) ([]byte, error) {
 		n := binary.LittleEndian.Uint64(b[:8])
 		var raw map[string]json.RawMessage
 		if err := json.Unmarshal(b[8:8+n], &raw); err != nil {
-			panic(err)
+			return nil, err
 		}
 		es := map[string]*exEntry{}
 		for name, v := range raw {
@@ -144,24 +152,26 @@ func exEditHeader(edit func(map[string]*exEntry)) func(trainer.Task, string) err
 			}
 			var e exEntry
 			if err := json.Unmarshal(v, &e); err != nil {
-				panic(err)
+				return nil, err
 			}
 			es[name] = &e
 		}
-		edit(es)
+		if err := edit(es); err != nil {
+			return nil, err
+		}
 		for name, e := range es {
 			v, err := json.Marshal(e)
 			if err != nil {
-				panic(err)
+				return nil, err
 			}
 			raw[name] = v
 		}
 		hdr, err := json.Marshal(raw)
 		if err != nil {
-			panic(err)
+			return nil, err
 		}
 		out := binary.LittleEndian.AppendUint64(nil, uint64(len(hdr)))
-		return append(append(out, hdr...), b[8+n:]...)
+		return append(append(out, hdr...), b[8+n:]...), nil
 	})
 }
 
