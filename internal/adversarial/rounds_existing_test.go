@@ -474,6 +474,21 @@ func TestAttackNetworkDefences(t *testing.T) {
 	})
 }
 
+// exRound reads round r of the devnet's job from a ledger node.
+func exRound(t *testing.T, ctx context.Context, n *devnet.Net, r uint64) *ledger.Round {
+	t.Helper()
+	lc, err := n.Ledger(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	rd, err := coordinator.QueryRound(ctx, lc, n.JobName, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rd
+}
+
 // exDatasetOf returns the dataset digest the named trainer registered.
 func exDatasetOf(t *testing.T, ctx context.Context, n *devnet.Net, name string) string {
 	t.Helper()
@@ -546,6 +561,16 @@ func exMalformedRounds(t *testing.T, ctx context.Context, n *devnet.Net, bad []*
 				}
 				t.Logf("rejected: %s", rej.Reason)
 			})
+		}
+		// The round's record on the ledger marks the same two, by the aggregator.
+		rd := exRound(t, ctx, n, round)
+		for _, u := range rd.Updates {
+			if want, bad := rejected[u.UpdateDigest]; u.Rejected != bad || (bad && (u.RejectReason != want.Reason || u.RejectedBy != n.ID("aggregator"))) {
+				t.Errorf("round %d: the ledger's record of %s's update: rejected %v (%q by %s)", round, n.TrainerName(u.Trainer), u.Rejected, u.RejectReason, u.RejectedBy)
+			}
+		}
+		if len(rd.Updates) != 3 {
+			t.Errorf("round %d has %d updates on the ledger, want 3", round, len(rd.Updates))
 		}
 		if len(rejected) != 2 {
 			t.Errorf("round %d: %d UpdateRejected, want exactly the 2 malformed updates %v", round, len(rejected), sent)
