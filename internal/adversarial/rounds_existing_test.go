@@ -364,7 +364,7 @@ func TestAttackNetworkDefences(t *testing.T) {
 	}
 	ctx := testContext(t, 4*time.Minute)
 	bad := []*exBadBackend{{which: 0, sent: map[uint64]string{}}, {which: 1, sent: map[uint64]string{}}}
-	n := prepareNet(t, ctx, devnet.Options{JobName: "ex-malformed", Rounds: len(exMalformations), LocalSteps: 3, MinTrainers: 1,
+	n := prepareNet(t, ctx, devnet.Options{Job: "internal/adversarial/testdata/malformed-lora.yaml", Rounds: len(exMalformations),
 		TrainerBackend: func(i int) trainer.Backend {
 			if i >= 2 {
 				return bad[i-2]
