@@ -145,15 +145,16 @@ func exDigest(t *testing.T) string {
 // exRounds is the ledger state the round attacks need: a base model, a
 // dataset per trainer, and rounds opened by the coordinator.
 type exRounds struct {
-	model    string
-	datasets map[string]string // trainer name -> dataset digest
+	model      string
+	datasets   map[string]string // trainer name -> dataset digest
+	registered map[string]bool   // jobs with a JobRegistered on the chain
 }
 
 // exSetUp registers a base model and the trainers' datasets, as the
 // coordinator and the trainers do when a network starts.
 func exSetUp(c *exChain, trainers ...string) *exRounds {
 	c.t.Helper()
-	s := &exRounds{model: exDigest(c.t), datasets: map[string]string{}}
+	s := &exRounds{model: exDigest(c.t), datasets: map[string]string{}, registered: map[string]bool{}}
 	c.commit("coordinator", ledger.ModelRegistered{Digest: s.model, Name: "base", Licence: "CC0-1.0", Source: "adversarial suite"})
 	for _, tr := range trainers {
 		d := ledger.DatasetRegistered{Digest: exDigest(c.t), Name: tr + "-data", Licence: "CC0-1.0", Source: "adversarial suite",
@@ -179,6 +180,12 @@ func (s *exRounds) tryOpen(c *exChain, job string, deadline time.Time, trainers 
 	var ids []string
 	for _, tr := range trainers {
 		ids = append(ids, c.nw.ID(tr))
+	}
+	if !s.registered[job] {
+		// The job's recipe first: the coordinator that registers it owns it.
+		c.commit("coordinator", ledger.JobRegistered{JobID: job, Recipe: ledger.RoundRecipe{Strategy: "fedavg", Compression: "none",
+			MinTrainers: 1, Aggregators: []string{c.nw.ID("aggregator")}}})
+		s.registered[job] = true
 	}
 	env := c.next("coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: exDigest(c.t), BaseModel: s.model,
 		Strategy: "fedavg", Trainers: ids, Deadline: deadline})
