@@ -81,16 +81,6 @@ func (n *Node) requireNode(ctx context.Context, rpc string) (string, error) {
 	return id, nil
 }
 
-// requireKey returns the key ID of an RPC's caller, or Unauthenticated
-// when the caller proved none.
-func requireKey(ctx context.Context, rpc string) (string, error) {
-	id, err := tlsid.PeerID(ctx)
-	if err != nil {
-		return "", status.Errorf(codes.Unauthenticated, "%s needs a caller authenticated by TLS: %v", rpc, err)
-	}
-	return id, nil
-}
-
 // tlsStreamLayer is raft's transport over mutual TLS 1.3: both ends present
 // the certificate of their node key (tlsid) and accept only a peer whose
 // proven key is a ledger node's (isNode). Anything else, plain TCP
