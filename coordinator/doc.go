@@ -80,8 +80,9 @@
 // active members upload, within the limits of the config's artifacts
 // section; downloads follow DownloadAllowed, which gives an update (found
 // with the ledger's updates-by-digest query) only to its first submitter,
-// aggregators, auditors and admins, and every other blob to members. A
-// trainer key holds at most MaxSessionsPerTrainer Join sessions. A job's
+// the job's designated aggregators, auditors and admins, and every other
+// blob to members. A trainer key holds at most MaxSessionsPerTrainer Join
+// sessions (a new one replaces the oldest that never streamed). A job's
 // eval.data is read only from the artifact store (a digest) or inside the
 // config's eval_data_root (service_eval.go).
 //

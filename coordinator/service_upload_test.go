@@ -141,17 +141,27 @@ func TestCapSessions(t *testing.T) {
 	add("s1", "t1", true, time.Hour) // its stream is open: never expires
 	add("s2", "t1", false, time.Second)
 	add("s3", "t2", false, time.Second)
-	if err := s.capSessions("t1", now); err == nil || !strings.Contains(err.Error(), "already holds 2 sessions") || !strings.Contains(err.Error(), "ResourceExhausted") {
-		t.Fatalf("third session of t1: %v, want ResourceExhausted naming the cap", err)
+	// t1 is at the cap: its unused s2 makes room for the new session.
+	if err := s.capSessions("t1", now); err != nil {
+		t.Fatalf("t1 replacing its unused session: %v", err)
+	}
+	if _, ok := s.sessions["s2"]; ok {
+		t.Fatal("the unused session was kept past the cap")
 	}
 	if err := s.capSessions("t2", now); err != nil {
 		t.Fatalf("second session of t2: %v", err)
 	}
-	// s2, unused, expires: t1 may join again, and s2 is gone.
-	if err := s.capSessions("t1", now.Add(sessionUnusedTTL+time.Second)); err != nil {
-		t.Fatalf("t1 after its unused session expired: %v", err)
+	// Two streaming sessions: a third is refused.
+	add("s4", "t1", true, time.Second)
+	if err := s.capSessions("t1", now); err == nil || !strings.Contains(err.Error(), "already streams tasks in 2 sessions") || !strings.Contains(err.Error(), "ResourceExhausted") {
+		t.Fatalf("third session of t1: %v, want ResourceExhausted naming the cap", err)
 	}
-	if _, ok := s.sessions["s2"]; ok {
+	// An unused session expires after its TTL.
+	add("s5", "t2", false, sessionUnusedTTL+time.Second)
+	if err := s.capSessions("t2", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.sessions["s5"]; ok {
 		t.Fatal("the expired session was kept")
 	}
 	if _, ok := s.sessions["s1"]; !ok {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -40,9 +41,16 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := g.Validate(); err != nil {
+	// Validate a copy: Validate fills in parsed keys, and g may be the
+	// running FSM's genesis, read concurrently (a snapshot restore verifies
+	// while the node answers TLS handshakes from it).
+	gc := *g
+	gc.Members = slices.Clone(g.Members)
+	gc.Nodes = slices.Clone(g.Nodes)
+	if err := gc.Validate(); err != nil {
 		return err
 	}
+	g = &gc
 	db, err := pebblestore.Open("verify", pebblestore.Options{FS: vfs.NewMem(), NoSync: true})
 	if err != nil {
 		return fmt.Errorf("ledger: verify: %w", err)

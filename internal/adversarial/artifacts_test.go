@@ -367,26 +367,40 @@ func TestAttackArtifacts(t *testing.T) {
 	})
 
 	t.Run("JoinFlood", func(t *testing.T) {
-		// trainer-1 holds its running session; it may open one more, not a
-		// third.
+		// trainer-1 holds its running session; joining again and again
+		// never leaves it more than MaxSessionsPerTrainer sessions: each
+		// new one replaces the oldest that never streamed.
 		chain := waitSettled(t, ctx, n)
 		conn := artifactsCoordinator(t, n, "trainer-1")
 		key := n.Keys["trainer-1"]
-		join := func() error {
+		join := func() (string, error) {
 			ch, err := conn.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
 			if err != nil {
-				return err
+				return "", err
 			}
-			_, err = conn.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
+			resp, err := conn.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
 				Signature: coordinator.SignChallenge(key, ch.Challenge)})
-			return err
+			if err != nil {
+				return "", err
+			}
+			return resp.Session, nil
 		}
-		if err := join(); err != nil {
-			t.Fatalf("trainer-1's second session: %v", err)
+		var sessions []string
+		for range 5 {
+			sid, err := join()
+			if err != nil {
+				t.Fatalf("trainer-1 joining again: %v", err)
+			}
+			sessions = append(sessions, sid)
 		}
-		for range 3 {
-			if err := join(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), fmt.Sprintf("already holds %d sessions", coordinator.MaxSessionsPerTrainer)) {
-				t.Fatalf("a further Join of trainer-1: %v; want ResourceExhausted naming the session cap", err)
+		// Every session but the newest was dropped: its Tasks stream is refused.
+		for i, sid := range sessions[:len(sessions)-1] {
+			st, err := conn.Tasks(ctx, &coordinatorv1.TasksRequest{Session: sid})
+			if err == nil {
+				_, err = st.Recv()
+			}
+			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "unknown or already streaming session") {
+				t.Fatalf("Tasks on flood session %d: %v; want FailedPrecondition: the session was dropped", i, err)
 			}
 		}
 		requireUnchanged(t, ctx, n, chain)

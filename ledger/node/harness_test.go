@@ -90,10 +90,6 @@ type cluster struct {
 	admin   ed25519.PrivateKey
 	nonce   uint64
 	nodes   []*tnode
-	// spare is the key of the next node to be added after the start, listed
-	// in the genesis file's nodes like the others (raft and the node-to-node
-	// RPCs accept genesis nodes only).
-	spare ed25519.PrivateKey
 	// logs passes in-process nodes' log lines to t until the test ends.
 	logs *logGate
 }
@@ -146,10 +142,6 @@ func newCluster(t testing.TB, n int, subproc ...int) *cluster {
 		k, _ := ledger.LoadKey(nd.keyPath)
 		nodeKeys = append(nodeKeys, k.Public().(ed25519.PublicKey))
 	}
-	if c.spare, err = ledger.GenerateKey(); err != nil {
-		t.Fatal(err)
-	}
-	nodeKeys = append(nodeKeys, c.spare.Public().(ed25519.PublicKey))
 	c.genesis = filepath.Join(c.dir, "genesis.yaml")
 	var b strings.Builder
 	fmt.Fprintf(&b, "chain_id: %s\nmembers:\n  - name: admin\n    role: admin\n    public_key: %s\nnodes:\n", c.chainID, hex.EncodeToString(c.admin.Public().(ed25519.PublicKey)))
@@ -175,9 +167,6 @@ func (c *cluster) addNode(i int, subproc bool) *tnode {
 	k, err := ledger.GenerateKey()
 	if err != nil {
 		c.t.Fatal(err)
-	}
-	if c.spare != nil {
-		k, c.spare = c.spare, nil
 	}
 	nd := &tnode{
 		c: c, idx: i, subproc: subproc,
