@@ -35,6 +35,12 @@ func TestNoRaceNetworkDPAudit(t *testing.T) {
 	if bytes.Equal(jy, jy2) {
 		t.Fatal("demo-lora.yaml has no privacy block to edit")
 	}
+	// The copy lives elsewhere: name the eval data by its absolute path.
+	evalData, err := filepath.Abs("../../datasets/testdata/tasks/eval.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jy2 = bytes.Replace(jy2, []byte("data: ../../datasets/testdata/tasks/eval.jsonl"), []byte("data: "+evalData), 1)
 	jobFile := filepath.Join(t.TempDir(), "dp.yaml")
 	if err := os.WriteFile(jobFile, jy2, 0o644); err != nil {
 		t.Fatal(err)
