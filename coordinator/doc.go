@@ -57,8 +57,12 @@
 // (ledger.JobRegistered, coordinator key): its ledger.RoundRecipe (Job.Recipe:
 // strategy with effective parameters, privacy, compression, trainer bounds,
 // the aggregator's ID, a LoRA job's initial adapter digest, which the
-// adapter's blob in the artifact store matches). A resumed job must find the
-// same recipe from the same coordinator. The machine's commits carry the
+// adapter's blob in the artifact store matches; MaxSamples from
+// trainers.max_samples or train.local_steps × train.batch). A resumed job
+// must find the same recipe from the same coordinator. Job IDs belong to
+// the first coordinator that registers them: LaunchJob refuses a name
+// another coordinator registered (AlreadyExists, naming it), before it
+// writes anything to the ledger. The machine's commits carry the
 // recipe's parameters (Config.Recipe), which the ledger then enforces; DP
 // noise is the aggregator's, from crypto/rand, never seeded by the job.
 //

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
 	"regexp"
 	"slices"
@@ -126,6 +127,13 @@ type TrainerSpec struct {
 	Min      int     `yaml:"min" json:"min"`
 	Max      int     `yaml:"max" json:"max"` // 0: no limit
 	Fraction float64 `yaml:"fraction" json:"fraction"`
+	// MaxSamples bounds the sample count a trainer may claim for one
+	// update (UpdateSubmitted.samples, its FedAvg weight): 0 means
+	// train.local_steps × train.batch, the examples one round trains on;
+	// a smaller value caps every trainer's weight. The ledger refuses a
+	// larger claim (RoundRecipe.MaxSamples). Omitted from the canonical
+	// encoding when 0, so older job files keep their digests.
+	MaxSamples uint64 `yaml:"max_samples" json:"max_samples,omitempty"`
 }
 
 // TrainSpec is a trainer's local training in one round.
@@ -374,6 +382,9 @@ func (j *Job) Validate() error {
 		bad("trainers.fraction", "must be in (0, 1], got %v", t.Fraction)
 	}
 	tr := j.Train
+	if budget := j.trainBudget(); t.MaxSamples > 0 && budget > 0 && t.MaxSamples > budget {
+		bad("trainers.max_samples", "%d is above train.local_steps × train.batch = %d, the most examples a trainer trains on in a round (0: that budget)", t.MaxSamples, budget)
+	}
 	if tr.LocalSteps < 1 {
 		bad("train.local_steps", "must be ≥ 1, got %d", tr.LocalSteps)
 	}
@@ -535,7 +546,8 @@ func (j *Job) AggregatorOptions() aggregator.Options {
 
 // Recipe returns the round recipe the job registers on the ledger
 // (ledger.JobRegistered): its strategy with the effective parameters,
-// privacy settings, compression and trainer bounds, the designated
+// privacy settings, compression and trainer bounds (MaxSamples from
+// MaxSamples), the designated
 // aggregators and, for a LoRA job, the initial adapter's digest.
 func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundRecipe, error) {
 	s, err := j.NewStrategy()
@@ -544,7 +556,8 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	}
 	r := ledger.RoundRecipe{Strategy: s.Name(), Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier,
 		SampledTrainers: j.Trainers.Max, MaxNorm: j.Privacy.MaxNorm, Compression: j.Compression.Kind, Int8Block: j.Int8Block(),
-		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter}
+		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, MaxSamples: j.MaxSamples(),
+		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter}
 	if p := s.Params(); len(p) > 0 {
 		r.Params = make(map[string]string, len(p))
 		for k, v := range p {
@@ -555,6 +568,29 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 		r.Compression = CompressNone
 	}
 	return r, nil
+}
+
+// trainBudget is train.local_steps × train.batch, the examples a trainer
+// trains on in one round (0 when either is not positive; saturated at
+// the largest uint64).
+func (j *Job) trainBudget() uint64 {
+	if j.Train.LocalSteps < 1 || j.Train.Batch < 1 {
+		return 0
+	}
+	hi, lo := bits.Mul64(uint64(j.Train.LocalSteps), uint64(j.Train.Batch))
+	if hi != 0 {
+		return math.MaxUint64
+	}
+	return lo
+}
+
+// MaxSamples returns the most samples a trainer may claim for one update:
+// trainers.max_samples, or train.local_steps × train.batch when that is 0.
+func (j *Job) MaxSamples() uint64 {
+	if j.Trainers.MaxSamples > 0 {
+		return j.Trainers.MaxSamples
+	}
+	return j.trainBudget()
 }
 
 // Int8Block returns the effective int8 block size (0 unless kind is int8).

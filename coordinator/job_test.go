@@ -115,6 +115,50 @@ func TestJobDefaults(t *testing.T) {
 	}
 }
 
+// TestJobMaxSamples: the recipe bounds a trainer's claimed samples by
+// trainers.max_samples, or by local_steps × batch when that is 0.
+func TestJobMaxSamples(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want uint64
+	}{
+		{"default budget", minimalJob, 20 * 8},
+		{"steps x batch", minimalJob + "train: {local_steps: 3, batch: 5}\n", 15},
+		{"explicit zero", minimalJob + "trainers: {max_samples: 0}\ntrain: {local_steps: 3, batch: 5}\n", 15},
+		{"explicit cap", minimalJob + "trainers: {max_samples: 7}\ntrain: {local_steps: 3, batch: 5}\n", 7},
+		{"explicit equal", minimalJob + "trainers: {max_samples: 15}\ntrain: {local_steps: 3, batch: 5}\n", 15},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j, err := ParseJob("x.yaml", []byte(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := j.MaxSamples(); got != tc.want {
+				t.Errorf("MaxSamples = %d, want %d", got, tc.want)
+			}
+			r, err := j.Recipe([]string{strings.Repeat("ab", 32)}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.MaxSamples != tc.want {
+				t.Errorf("recipe MaxSamples = %d, want %d", r.MaxSamples, tc.want)
+			}
+			if err := r.Validate(); err != nil {
+				t.Errorf("recipe: %v", err)
+			}
+		})
+	}
+	// An explicit 0 is the default: the canonical encoding (the config
+	// digest) does not change.
+	a, _ := ParseJob("a", []byte(minimalJob))
+	b, _ := ParseJob("b", []byte(minimalJob+"trainers: {max_samples: 0}\n"))
+	c, _ := ParseJob("c", []byte(minimalJob+"trainers: {max_samples: 100}\n"))
+	if a.Digest() != b.Digest() || a.Digest() == c.Digest() {
+		t.Errorf("digests: default %s, explicit 0 %s, 100 %s", a.Digest(), b.Digest(), c.Digest())
+	}
+}
+
 // TestJobErrors: every violation is reported, each naming its field (and
 // decoding errors their file and line).
 func TestJobErrors(t *testing.T) {
@@ -134,6 +178,9 @@ func TestJobErrors(t *testing.T) {
 		{"manifests", minimalJob + "datasets: {manifests: [x, x]}\n", []string{"datasets.manifests[0]: \"x\" is not", "datasets.manifests[1]"}},
 		{"trainers", minimalJob + "trainers: {min: 3, max: 2, fraction: 1.5}\n", []string{"trainers.max: 2 is below trainers.min 3", "trainers.fraction: must be in (0, 1]"}},
 		{"min zero", minimalJob + "trainers: {min: 0}\n", []string{"trainers.min: must be ≥ 1"}},
+		{"max_samples above budget", minimalJob + "trainers: {max_samples: 41}\ntrain: {local_steps: 5, batch: 8}\n",
+			[]string{"trainers.max_samples: 41 is above train.local_steps × train.batch = 40"}},
+		{"max_samples negative", minimalJob + "trainers: {max_samples: -1}\n", []string{"x.yaml:3:", "into uint64"}},
 		{"train", minimalJob + "train: {local_steps: 0, batch: -1, seq_len: 0, lr: 0, weight_decay: -1, clip_norm: -1, schedule: linear}\n",
 			[]string{"train.local_steps:", "train.batch:", "train.seq_len:", "train.lr:", "train.weight_decay:", "train.clip_norm:", "train.schedule: \"linear\""}},
 		{"warmup", minimalJob + "train: {local_steps: 5, warmup: 5}\n", []string{"train.warmup: must be ≥ 0 and below train.local_steps 5"}},

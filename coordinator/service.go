@@ -834,6 +834,16 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if len(rounds) > 0 {
 		return nil, status.Errorf(codes.AlreadyExists, "launch: the ledger already holds %d rounds of job %s; give the job a new name", len(rounds), job.Name)
 	}
+	// Job IDs are first come, first served: the first JobRegistered of an
+	// ID makes its signer the job's owner, and only the owner opens its
+	// rounds. A name another coordinator registered (squatted or not) is
+	// refused here, before anything is written to the ledger.
+	if rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name); err == nil && rec.Owner != s.coord.ID() {
+		return nil, status.Errorf(codes.AlreadyExists, "launch: job %s is registered on the ledger by coordinator %s (height %d), not by this coordinator %s; job IDs belong to the coordinator that registers them first: rename the job (name: in the job file)",
+			job.Name, rec.Owner, rec.Height, s.coord.ID())
+	} else if err != nil && !errors.Is(err, ErrLedgerRecordNotFound) {
+		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
+	}
 	j, err := s.prepare(ctx, job, nil)
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "launch: %v", err)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/tlsid"
@@ -135,38 +137,84 @@ func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledge
 		digest, abbrev(author.Trainer), author.JobID, author.Round, abbrev(peer), m.Role)
 }
 
-// maxAuthorCache bounds the update authors mayDownload remembers.
+// maxAuthorCache bounds the update authors mayDownload remembers, and
+// the misses.
 const maxAuthorCache = 4096
 
-// authorCache remembers update authors read from the ledger: a digest's
-// first submission never changes once it is on the chain.
+// authorMissTTL is how long mayDownload remembers that a digest is no
+// update on the ledger. Most downloads are of such blobs (base models,
+// global adapters, every trainer fetching the same ones each round), and
+// each would otherwise cost a ledger query. A miss is the permissive
+// answer (the blob goes to every member), so it is kept briefly: an
+// update's digest is known only to its trainer until its UpdateSubmitted
+// is on the chain, and a miss cached before that (by a caller that
+// already knew the digest, and got the blob then) outlives the
+// submission by at most this long.
+const authorMissTTL = 2 * time.Second
+
+// authorCache remembers update authors read from the ledger (a digest's
+// first submission never changes once it is on the chain) and, for
+// authorMissTTL, digests the ledger knows no update of.
 type authorCache struct {
-	mu sync.Mutex
-	m  map[string]ledger.UpdateSubmission
+	mu   sync.Mutex
+	m    map[string]ledger.UpdateSubmission
+	miss map[string]time.Time // digest → when the cached miss expires
+}
+
+// get returns the cached author of digest (nil: a cached miss); known is
+// false when the ledger must be asked.
+func (c *authorCache) get(digest string, now time.Time) (author *ledger.UpdateSubmission, known bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.m[digest]; ok {
+		return &a, true
+	}
+	if exp, ok := c.miss[digest]; ok {
+		if now.Before(exp) {
+			return nil, true
+		}
+		delete(c.miss, digest)
+	}
+	return nil, false
+}
+
+// put remembers the ledger's answer for digest: its author, or (nil) that
+// it has none, until now + authorMissTTL.
+func (c *authorCache) put(digest string, author *ledger.UpdateSubmission, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if author != nil {
+		if c.m == nil || len(c.m) >= maxAuthorCache {
+			c.m = map[string]ledger.UpdateSubmission{}
+		}
+		c.m[digest] = *author
+		delete(c.miss, digest)
+		return
+	}
+	if len(c.miss) >= maxAuthorCache {
+		maps.DeleteFunc(c.miss, func(_ string, exp time.Time) bool { return !now.Before(exp) })
+	}
+	if c.miss == nil || len(c.miss) >= maxAuthorCache {
+		c.miss = map[string]time.Time{}
+	}
+	c.miss[digest] = now.Add(authorMissTTL)
 }
 
 // updateAuthor returns the first submission of update digest, or nil when
 // the ledger has none.
 func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.UpdateSubmission, error) {
-	s.authors.mu.Lock()
-	a, ok := s.authors.m[digest]
-	s.authors.mu.Unlock()
-	if ok {
-		return &a, nil
+	if a, ok := s.authors.get(digest, time.Now()); ok {
+		return a, nil
 	}
 	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
 	if errors.Is(err, ErrLedgerRecordNotFound) {
+		s.authors.put(digest, nil, time.Now())
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.authors.mu.Lock()
-	if s.authors.m == nil || len(s.authors.m) >= maxAuthorCache {
-		s.authors.m = map[string]ledger.UpdateSubmission{}
-	}
-	s.authors.m[digest] = subs[0]
-	s.authors.mu.Unlock()
+	s.authors.put(digest, &subs[0], time.Now())
 	return &subs[0], nil
 }
 

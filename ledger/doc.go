@@ -90,7 +90,9 @@
 // The FSM keeps everything in a *pebblestore.State key range, written one
 // pebble batch per block: the application state (members, nonces, models,
 // datasets, rounds, updates, lineage records), whose writes form the state
-// hash, and the chain itself (blocks, tx index, head), which does not.
+// hash, and the chain itself (blocks, tx index, head) with the
+// digest-first index of submitted updates (FSM.UpdatesByDigest, a prefix
+// scan), which do not.
 // Each committed model has a lineage link (its round, contributors with
 // weights and datasets, rejected updates, base model). Links are stored in
 // segments: the first model committed on a committed model continues its
@@ -208,6 +210,6 @@
 //
 // VerifyChain re-derives a local chain from its genesis: it replays every
 // stored block on a fresh in-memory state and compares heights, previous
-// hashes, tx roots, signatures, state hashes, times and the tx index, naming
-// the first height that differs in a *VerifyError.
+// hashes, tx roots, signatures, state hashes, times, the tx index and the
+// update index, naming the first height that differs in a *VerifyError.
 package ledger

@@ -71,6 +71,13 @@ func (c *execCtx) apply(ws []kvWrite) error {
 			return &storageError{err}
 		}
 		c.ws[string(w.key)] = w.val
+		// The digest-first index of submitted updates, outside the write
+		// set and so outside the state hash (see state.go).
+		if ik := updateIndexKeyOf(w.key); ik != nil {
+			if err := c.b.Set(ik, w.val); err != nil {
+				return &storageError{err}
+			}
+		}
 	}
 	return nil
 }

@@ -143,7 +143,49 @@ func NewFSM(st *pebblestore.State, g *Genesis, opts FSMOptions) (*FSM, error) {
 			return nil, err
 		}
 	}
+	if err := f.ensureUpdateIndex(); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// ensureUpdateIndex builds the digest-first update index (c/ux/, see
+// state.go) from the a/ud/ state when the state does not say it has one: a
+// chain written before the index existed, or restored from a snapshot of
+// such a chain. Every later a/ud/ write keeps it current.
+func (f *FSM) ensureUpdateIndex() error {
+	if _, ok, err := f.st.Get([]byte(keyUpdateIdxVer)); err != nil {
+		return fmt.Errorf("ledger: update index: %w", err)
+	} else if ok {
+		return nil
+	}
+	b := f.st.NewBatch()
+	defer b.Close()
+	if err := b.DeletePrefix([]byte(prefixUpdateIdx)); err != nil {
+		return fmt.Errorf("ledger: update index: %w", err)
+	}
+	n := 0
+	err := f.st.Iter([]byte(prefixUpdateDig), func(k, v []byte) error {
+		ik := updateIndexKeyOf(k)
+		if ik == nil {
+			return fmt.Errorf("malformed update key %q", k)
+		}
+		n++
+		return b.Set(ik, v)
+	})
+	if err == nil {
+		err = b.Set([]byte(keyUpdateIdxVer), []byte{1})
+	}
+	if err == nil {
+		err = b.Commit()
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: update index: %w", err)
+	}
+	if n > 0 {
+		f.log.Info("update index built", "updates", n)
+	}
+	return nil
 }
 
 // loadHead reads the head and checks the genesis; ok is false on an empty state.
@@ -549,6 +591,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if !ok {
 		return errors.New("ledger: restore: snapshot holds no chain")
+	}
+	if err := f.ensureUpdateIndex(); err != nil {
+		return fmt.Errorf("ledger: restore: %w", err)
 	}
 	// A snapshot may come from another node (the leader), and raft
 	// tolerates crashes, not lies: a node cosigns the blocks it holds, so

@@ -196,23 +196,26 @@ type UpdateSubmission struct {
 // UpdatesByDigest returns every UpdateSubmitted of update digest, earliest
 // (lowest height) first, so that the first is its author: a later
 // submission of the same digest can only be a copy of bytes already named
-// on the chain. It wraps ErrRecordNotFound when no update has that digest.
-// It scans the per-round digest index (one key per submitted update), so
-// its cost grows with the updates on the chain; callers cache the answer,
-// which never changes once found.
+// on the chain. It wraps ErrRecordNotFound when no update has that digest
+// (or digest is not one). It reads the digest-first index (c/ux/, see
+// state.go): a prefix scan over the digest's own submissions, whatever the
+// number of updates on the chain.
 func (f *FSM) UpdatesByDigest(digest string) ([]UpdateSubmission, error) {
+	if !isHexDigest(digest) {
+		return nil, fmt.Errorf("update %q is not a SHA-256 digest: %w", abbrev(digest), ErrRecordNotFound)
+	}
 	sn := f.st.Snapshot()
 	if sn == nil {
 		return nil, fmt.Errorf("ledger: updates by digest: state closed")
 	}
 	defer sn.Close()
 	var out []UpdateSubmission
-	err := sn.Iter([]byte(prefixUpdateDig), func(k, v []byte) error {
-		rest := k[len(prefixUpdateDig):]
-		if len(rest) < len(digest)+9 || string(rest[len(rest)-len(digest):]) != digest {
-			return nil
+	prefix := []byte(prefixUpdateIdx + digest)
+	err := sn.Iter(prefix, func(k, v []byte) error {
+		suffix := k[len(prefix):] // job ‖ 0 ‖ round (8 bytes)
+		if len(suffix) < 9 || suffix[len(suffix)-9] != 0 {
+			return fmt.Errorf("malformed index key %q", k)
 		}
-		suffix := rest[:len(rest)-len(digest)] // job ‖ 0 ‖ round (8 bytes)
 		job, round := string(suffix[:len(suffix)-9]), binary.BigEndian.Uint64(suffix[len(suffix)-8:])
 		s := UpdateSubmission{JobID: job, Round: round, Trainer: string(v)}
 		var u Update

@@ -29,6 +29,16 @@ import (
 //	c/b/<height u64>             EncodeBlock
 //	c/t/<tx hash [32]>           height u64 ‖ index u32
 //	c/head                       head (see encodeHead)
+//	c/ux/<update digest><job ID>\x00<round u64>  trainer ID: the a/ud/ index
+//	                             by digest first (UpdatesByDigest)
+//	c/uxv                        present once c/ux/ covers every a/ud/ key
+//
+// The c/ux/ keys are written beside every a/ud/ write (execCtx.apply), in
+// the same batch, but are not part of the write set: the state hash does
+// not cover them, as it does not cover the tx index. They are a function
+// of the a/ud/ state; VerifyChain re-derives and compares them, and an
+// FSM opened on (or restored from) a state without c/uxv rebuilds them
+// from a/ud/ first (ensureUpdateIndex).
 const (
 	keyGenesis      = "a/g"
 	prefixApp       = "a/"
@@ -47,6 +57,8 @@ const (
 	prefixBlock     = "c/b/"
 	prefixTxIndex   = "c/t/"
 	keyHead         = "c/head"
+	prefixUpdateIdx = "c/ux/"
+	keyUpdateIdxVer = "c/uxv"
 	headEncodingLen = 8 + 32 + 32 + 8 + 8
 )
 
@@ -83,6 +95,22 @@ func updateKey(job string, n uint64, trainer string) []byte {
 
 func updateDigestKey(job string, n uint64, digest string) []byte {
 	return append(append([]byte(prefixUpdateDig), roundSuffix(job, n)...), digest...)
+}
+
+// updateIndexKey is the c/ux/ key of an update digest submitted to a round.
+func updateIndexKey(digest, job string, n uint64) []byte {
+	return append([]byte(prefixUpdateIdx+digest), roundSuffix(job, n)...)
+}
+
+// updateIndexKeyOf returns the c/ux/ key that mirrors an a/ud/ key, or nil
+// when k is no such key.
+func updateIndexKeyOf(k []byte) []byte {
+	if len(k) < len(prefixUpdateDig)+9+64 || string(k[:len(prefixUpdateDig)]) != prefixUpdateDig {
+		return nil
+	}
+	rest := k[len(prefixUpdateDig):]
+	suffix, digest := rest[:len(rest)-64], rest[len(rest)-64:] // job ‖ 0 ‖ round, digest
+	return append(append([]byte(prefixUpdateIdx), digest...), suffix...)
 }
 
 func blockKey(h uint64) []byte {

@@ -187,6 +187,16 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 		err.Height = hd.Height
 		return err
 	}
+	// The update index is outside the state hash; a state that says it
+	// has one must hold exactly the re-derived one.
+	if _, ok, err := sn.Get([]byte(keyUpdateIdxVer)); err != nil {
+		return fmt.Errorf("ledger: verify: %w", err)
+	} else if ok {
+		if err := comparePrefix(sn, db.State(), prefixUpdateIdx, "update_index"); err != nil {
+			err.Height = hd.Height
+			return err
+		}
+	}
 	log.Info("chain verified", "height", hd.Height, "hash", fmt.Sprintf("%x", hd.Hash))
 	return nil
 }
@@ -231,36 +241,42 @@ type iterGetter interface {
 // compareState checks that the stored application state equals the
 // re-derived one, key for key.
 func compareState(stored, derived iterGetter) *VerifyError {
+	return comparePrefix(stored, derived, prefixApp, "state")
+}
+
+// comparePrefix compares the keys under prefix of two states; the error
+// names field.
+func comparePrefix(stored, derived iterGetter, prefix, field string) *VerifyError {
 	var verr *VerifyError
 	n := 0
-	err := stored.Iter([]byte(prefixApp), func(k, v []byte) error {
+	err := stored.Iter([]byte(prefix), func(k, v []byte) error {
 		n++
 		dv, ok, err := derived.Get(k)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			verr = &VerifyError{Field: "state", Msg: fmt.Sprintf("stored key %q is not in the re-derived state", k)}
+			verr = &VerifyError{Field: field, Msg: fmt.Sprintf("stored key %q is not in the re-derived state", k)}
 			return pebblestore.ErrStopIter
 		}
 		if !bytes.Equal(dv, v) {
-			verr = &VerifyError{Field: "state", Msg: fmt.Sprintf("stored value of %q differs from the re-derived one", k)}
+			verr = &VerifyError{Field: field, Msg: fmt.Sprintf("stored value of %q differs from the re-derived one", k)}
 			return pebblestore.ErrStopIter
 		}
 		return nil
 	})
 	if err != nil {
-		return &VerifyError{Field: "state", Msg: err.Error()}
+		return &VerifyError{Field: field, Msg: err.Error()}
 	}
 	if verr != nil {
 		return verr
 	}
 	m := 0
-	if err := derived.Iter([]byte(prefixApp), func(k, v []byte) error { m++; return nil }); err != nil {
-		return &VerifyError{Field: "state", Msg: err.Error()}
+	if err := derived.Iter([]byte(prefix), func(k, v []byte) error { m++; return nil }); err != nil {
+		return &VerifyError{Field: field, Msg: err.Error()}
 	}
 	if m != n {
-		return &VerifyError{Field: "state", Msg: fmt.Sprintf("stored state has %d keys, the re-derived one %d", n, m)}
+		return &VerifyError{Field: field, Msg: fmt.Sprintf("stored %s has %d keys, the re-derived one %d", field, n, m)}
 	}
 	return nil
 }

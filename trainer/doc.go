@@ -5,7 +5,10 @@
 // digest from the coordinator's artifact service, trains on its local data
 // through a Backend, uploads the update (a canonical safetensors file, so
 // its digest is its SHA-256), records UpdateSubmitted on the ledger with
-// its own key and reports the update to the coordinator. Raw data never
+// its own key and reports the update to the coordinator. The update's
+// samples (its FedAvg weight) are the examples the round trained on, steps
+// × batch windows, at most the dataset's registered count and the job
+// recipe's MaxSamples (ClaimedSamples); the ledger refuses more. Raw data never
 // leaves the node: only the manifest digest, the sample count, the update
 // weights and the training loss do.
 //

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sync"
@@ -120,6 +122,27 @@ func (n *Node) DatasetDigest() string { return n.manifest.Digest }
 
 // Samples returns the local dataset's sample count.
 func (n *Node) Samples() uint64 { return n.manifest.Samples }
+
+// ClaimedSamples is the sample count a trainer claims for an update
+// (UpdateSubmitted.samples, its weight under FedAvg): the examples the
+// round trained on, steps × batch windows, at most the dataset's
+// registered sample count (the ledger refuses more) and at most the job
+// recipe's MaxSamples (recipeMax; 0: no recipe bound). It is at least 1
+// when steps and batch are positive.
+func ClaimedSamples(dataset uint64, steps, batch int, recipeMax uint64) uint64 {
+	if steps < 1 || batch < 1 {
+		return 0
+	}
+	hi, n := bits.Mul64(uint64(steps), uint64(batch))
+	if hi != 0 {
+		n = math.MaxUint64
+	}
+	n = min(n, dataset)
+	if recipeMax > 0 {
+		n = min(n, recipeMax)
+	}
+	return n
+}
 
 // Run registers the dataset on the ledger (once), joins the coordinator
 // and trains the tasks it sends until ctx ends, reconnecting when the
@@ -332,8 +355,15 @@ func (n *Node) handle(ctx context.Context, lc *node.Client, signer *coordinator.
 		report("", "upload: "+err.Error())
 		return
 	}
+	var recipeMax uint64
+	if job, err := coordinator.QueryJob(tctx, lc, t.JobId); err == nil {
+		recipeMax = job.Recipe.MaxSamples
+	} else {
+		log.WarnContext(ctx, "cannot read the job's recipe; claiming what was trained", "err", err)
+	}
+	samples := ClaimedSamples(n.manifest.Samples, u.Steps, int(t.Batch), recipeMax)
 	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: n.manifest.Digest,
-		Samples: n.manifest.Samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}}
+		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}}
 	if _, err := signer.Submit(tctx, body); err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)
 		report("", "ledger: "+err.Error())
