@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -68,7 +69,7 @@ func TestLoadConfigResolvesPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2, err := ParseConfig("again", b)
-	if err != nil || *c2 != *c {
+	if err != nil || !reflect.DeepEqual(c2, c) {
 		t.Errorf("round trip: %+v, %v; want %+v", c2, err, c)
 	}
 }

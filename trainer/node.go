@@ -132,7 +132,14 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	n.store = st
-	lc, err := node.Dial(ctx, n.cfg.Ledger, n.key, nil)
+	pin, err := node.LoadPin(n.cfg.LedgerGenesis, n.cfg.LedgerNodeIDs...)
+	if err != nil {
+		return fmt.Errorf("%w: ledger_genesis: %w", ErrConfig, err)
+	}
+	if pin == nil {
+		n.log.WarnContext(ctx, node.UnpinnedWarning, "ledger", n.cfg.Ledger)
+	}
+	lc, err := node.DialPinned(ctx, n.cfg.Ledger, n.key, pin)
 	if err != nil {
 		return err
 	}
