@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -186,6 +187,10 @@ func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinato
 			}
 			n.log.InfoContext(ctx, "dataset registered", "dataset", n.manifest.Digest, "samples", n.manifest.Samples)
 			return nil
+		}
+		if err != nil && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()) {
+			// The server is not a pinned ledger node: retrying cannot help.
+			return fmt.Errorf("ledger %s refused: %w", n.cfg.Ledger, err)
 		}
 		n.log.WarnContext(ctx, "ledger unreachable; retrying", "err", err)
 		select {

@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -117,11 +121,20 @@ func DialPinned(ctx context.Context, addr string, key ed25519.PrivateKey, pin *P
 // Pin returns the client's pin (nil when unpinned).
 func (c *Client) Pin() *Pin { return c.pin }
 
-// pinnedCosignatures fetches block h with its cosignatures and checks that
-// at least c.pin.Quorum of them, for c.pin.ChainID, are from pinned nodes.
+// pinnedCosignatures fetches block h with its cosignatures (the node is
+// asked to gather c.pin.Quorum) and checks that at least c.pin.Quorum of
+// them, for c.pin.ChainID, are from pinned nodes.
 func (c *Client) pinnedCosignatures(ctx context.Context, h uint64) (*VerifiedBlock, error) {
 	p := c.pin
-	vb, err := c.Block(ctx, h, p.Quorum, p.ChainID)
+	resp, err := c.api.GetBlock(ctx, &ledgerv1.GetBlockRequest{Height: h, MinCosignatures: uint32(p.Quorum)})
+	if err != nil {
+		if status.Code(err) == codes.FailedPrecondition {
+			msg := strings.TrimPrefix(status.Convert(err).Message(), ErrQuorum.Error()+": ")
+			return nil, fmt.Errorf("%w: %s", ErrQuorum, msg)
+		}
+		return nil, err
+	}
+	vb, err := verifyBlockResponse(resp, h, 0, p.ChainID)
 	if err != nil {
 		return nil, err
 	}
@@ -138,12 +151,19 @@ func (c *Client) pinnedCosignatures(ctx context.Context, h uint64) (*VerifiedBlo
 	return vb, nil
 }
 
+// pinQuorumWait bounds how long pinnedBlock asks again while a block's
+// cosignatures fall short: a tx just committed is on a majority of nodes,
+// which apply it within moments, so a longer shortfall is an answer.
+const pinQuorumWait = 3 * time.Second
+
 // pinnedBlock is pinnedCosignatures, asked again while the cosignatures
-// fall short (peers that have not applied the block yet) until ctx ends.
+// fall short (peers that have not applied the block yet), for up to
+// pinQuorumWait or until ctx ends.
 func (c *Client) pinnedBlock(ctx context.Context, h uint64) (*VerifiedBlock, error) {
+	deadline := time.Now().Add(pinQuorumWait)
 	for {
 		vb, err := c.pinnedCosignatures(ctx, h)
-		if err == nil || !errors.Is(err, ErrQuorum) {
+		if err == nil || !errors.Is(err, ErrQuorum) || time.Now().After(deadline) {
 			return vb, err
 		}
 		select {
