@@ -159,22 +159,23 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 	}
 	wctx, cancel := context.WithTimeout(ctx, proofWait)
 	defer cancel()
-	var rec *ledgerv1.GetTxResponse
-	for {
-		var err error
-		rec, err = c.Tx(wctx, hash)
-		if err == nil {
-			break
-		}
+	rec, err := c.Tx(wctx, hash)
+	// Not found at first: ask again, reading the node's head before each
+	// lookup. A node whose head had reached height before it answered "not
+	// found" does not hold the tx (a head read after the lookup could have
+	// reached height in between).
+	for err != nil {
 		if status.Code(err) != codes.NotFound {
 			return fail("%v", err)
 		}
-		// Not found: a node that has applied the height does not hold it.
 		st, serr := c.Status(wctx)
 		if serr != nil {
 			return fail("the node does not find it (%v) and gives no status: %v", err, serr)
 		}
-		if st.Height >= height {
+		if rec, err = c.Tx(wctx, hash); err == nil {
+			break
+		}
+		if status.Code(err) == codes.NotFound && st.Height >= height {
 			return fail("the node's chain (head %d) does not hold it", st.Height)
 		}
 		select {
@@ -183,7 +184,6 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	var err error
 	if rec.Height != height {
 		return fail("the node's proof puts it at height %d", rec.Height)
 	}
