@@ -164,6 +164,7 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 	// lookup. A node whose head had reached height before it answered "not
 	// found" does not hold the tx (a head read after the lookup could have
 	// reached height in between).
+	wait := 2 * time.Millisecond // doubles to 64ms: a follower applies a commit within moments
 	for err != nil {
 		if status.Code(err) != codes.NotFound {
 			return fail("%v", err)
@@ -181,8 +182,9 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 		select {
 		case <-wctx.Done():
 			return fail("the node did not reach that height within %v (head %d)", proofWait, st.Height)
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 64*time.Millisecond)
 	}
 	if rec.Height != height {
 		return fail("the node's proof puts it at height %d", rec.Height)

@@ -138,3 +138,55 @@ func TestPinnedClient(t *testing.T) {
 		t.Fatal("SubmitWait retried a TLS refusal until the context ended")
 	}
 }
+
+// BenchmarkSubmitWaitPinned: one sequential SubmitWait, unpinned and
+// pinned (the extra GetBlock gathering the genesis quorum of
+// cosignatures), through the leader and through a follower.
+func BenchmarkSubmitWaitPinned(b *testing.B) {
+	c := newCluster(b, 3)
+	for _, nd := range c.nodes {
+		nd.start(nd.config(3, ""))
+	}
+	leader := c.leader(c.nodes...)
+	follower := c.nodes[0]
+	if follower == leader {
+		follower = c.nodes[1]
+	}
+	pin, err := node.LoadPin(c.genesis)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := ledger.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, via := range []struct {
+		name string
+		nd   *tnode
+	}{{"leader", leader}, {"follower", follower}} {
+		for _, p := range []*node.Pin{nil, pin} {
+			name := via.name + "/unpinned"
+			if p != nil {
+				name = via.name + "/pinned"
+			}
+			b.Run(name, func(b *testing.B) {
+				cl, err := node.DialPinned(ctx, via.nd.grpcAddr, key, p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer cl.Close()
+				txs := make([][]byte, b.N)
+				for i := range txs {
+					txs[i], _ = c.adminTx()
+				}
+				b.ResetTimer()
+				for i := range b.N {
+					if _, err := cl.SubmitWait(ctx, txs[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
