@@ -32,6 +32,15 @@ type ServerConfig struct {
 	Aggregator *RemoteAggregatorConfig `yaml:"aggregator"`
 	// Ledger is a ledger node's gRPC address.
 	Ledger string `yaml:"ledger"`
+	// LedgerGenesis is the chain's genesis file. It pins the ledger: the
+	// node at Ledger must prove one of its nodes' keys at the TLS
+	// handshake, and a tx counts as committed only in a block cosigned by
+	// the genesis quorum of those nodes. Empty, any server key is accepted
+	// (a warning is logged at start).
+	LedgerGenesis string `yaml:"ledger_genesis"`
+	// LedgerNodeIDs adds the key IDs of nodes added after genesis (by
+	// NodeAdded) to the pinned ones; needs LedgerGenesis.
+	LedgerNodeIDs []string `yaml:"ledger_node_ids"`
 	// DataDir holds the artifact store and the active job.
 	DataDir string `yaml:"data_dir"`
 	// Insecure serves plain-text gRPC (no TLS, no peer identities).
@@ -119,7 +128,7 @@ func LoadServerConfig(path string) (*ServerConfig, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.CoordinatorKey, &c.AggregatorKey, &c.DataDir, &c.Job, &c.EvalDataRoot} {
+	for _, p := range []*string{&c.CoordinatorKey, &c.AggregatorKey, &c.DataDir, &c.Job, &c.EvalDataRoot, &c.LedgerGenesis} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -157,6 +166,14 @@ func (c *ServerConfig) Validate() error {
 	for _, f := range fields {
 		if f.v == "" {
 			msgs = append(msgs, f.name+": required")
+		}
+	}
+	if len(c.LedgerNodeIDs) > 0 && c.LedgerGenesis == "" {
+		msgs = append(msgs, "ledger_node_ids: needs ledger_genesis (the genesis file names the chain and its cosignature quorum)")
+	}
+	for _, id := range c.LedgerNodeIDs {
+		if !isKeyID(id) {
+			msgs = append(msgs, fmt.Sprintf("ledger_node_ids: %q is not a ledger key ID (64 hex digits)", id))
 		}
 	}
 	if c.Tick < 10*time.Millisecond || c.Tick > time.Minute {

@@ -28,6 +28,9 @@ func TestParseServerConfig(t *testing.T) {
 		{"artifact limits zero take defaults", good + "artifacts: {max_blob_size: 0, idle_timeout: 0s}\n", ""},
 		{"in flight below max blob", good + "artifacts: {max_blob_size: 1000, member_in_flight: 999}\n", "artifacts.member_in_flight: 999 is less than artifacts.max_blob_size 1000"},
 		{"artifact limits unknown key", good + "artifacts: {max_size: 1}\n", `:5: unknown key "max_size"`},
+		{"ledger pinned", good + "ledger_genesis: genesis.yaml\nledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", ""},
+		{"ledger node IDs without genesis", good + "ledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", "ledger_node_ids: needs ledger_genesis"},
+		{"ledger node ID bad", good + "ledger_genesis: g.yaml\nledger_node_ids: [NODE]\n", `ledger_node_ids: "NODE" is not a ledger key ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseServerConfig("coordinator.yaml", []byte(tc.yaml))
@@ -47,14 +50,14 @@ func TestParseServerConfig(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := filepath.Join(dir, "c.yaml")
-	if err := os.WriteFile(p, []byte(good+"job: jobs/x.yaml\neval_data_root: data\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(good+"job: jobs/x.yaml\neval_data_root: data\nledger_genesis: genesis.yaml\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := LoadServerConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, got := range []string{c.CoordinatorKey, c.AggregatorKey, c.DataDir, c.Job, c.EvalDataRoot} {
+	for _, got := range []string{c.CoordinatorKey, c.AggregatorKey, c.DataDir, c.Job, c.EvalDataRoot, c.LedgerGenesis} {
 		if !strings.HasPrefix(got, dir) {
 			t.Errorf("path %s not resolved against %s", got, dir)
 		}
@@ -69,6 +72,9 @@ func TestExampleCoordinatorConfig(t *testing.T) {
 	}
 	if c.Artifacts != DefaultArtifactLimits() {
 		t.Errorf("example limits %+v differ from the defaults %+v it documents", c.Artifacts, DefaultArtifactLimits())
+	}
+	if !strings.HasSuffix(c.LedgerGenesis, filepath.Join("configs", "genesis.yaml")) {
+		t.Errorf("ledger_genesis %s", c.LedgerGenesis)
 	}
 	if !strings.HasSuffix(c.EvalDataRoot, filepath.Join("datasets", "testdata")) {
 		t.Errorf("eval_data_root %s", c.EvalDataRoot)

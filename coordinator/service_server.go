@@ -66,7 +66,14 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
-	if s.ledger, err = node.Dial(ctx, cfg.Ledger, ck, nil); err != nil {
+	pin, err := node.LoadPin(cfg.LedgerGenesis, cfg.LedgerNodeIDs...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ledger_genesis: %w", ErrServerConfig, err)
+	}
+	if pin == nil {
+		log.Warn(node.UnpinnedWarning, "ledger", cfg.Ledger)
+	}
+	if s.ledger, err = node.DialPinned(ctx, cfg.Ledger, ck, pin); err != nil {
 		return nil, err
 	}
 	var agg Aggregator

@@ -31,6 +31,15 @@ type Config struct {
 	CoordinatorID string `yaml:"coordinator_id"`
 	// Ledger is a ledger node's gRPC address.
 	Ledger string `yaml:"ledger"`
+	// LedgerGenesis is the chain's genesis file. It pins the ledger: the
+	// node at Ledger must prove one of its nodes' keys at the TLS
+	// handshake, and a tx counts as committed only in a block cosigned by
+	// the genesis quorum of those nodes. Empty, any server key is accepted
+	// (a warning is logged at start).
+	LedgerGenesis string `yaml:"ledger_genesis,omitempty"`
+	// LedgerNodeIDs adds the key IDs of nodes added after genesis (by
+	// NodeAdded) to the pinned ones; needs LedgerGenesis.
+	LedgerNodeIDs []string `yaml:"ledger_node_ids,omitempty"`
 	// Data is the local training data (text, folder of .txt, or JSONL).
 	Data string `yaml:"data"`
 	// Licence is the SPDX licence of the data, recorded in its manifest.
@@ -81,7 +90,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 }
 
 func (c *Config) resolve(dir string) {
-	for _, p := range []*string{&c.KeyFile, &c.Data, &c.WorkDir} {
+	for _, p := range []*string{&c.KeyFile, &c.Data, &c.WorkDir, &c.LedgerGenesis} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -106,6 +115,14 @@ func (c *Config) Validate() error {
 	}
 	if c.CoordinatorID != "" && !isHex64(c.CoordinatorID) {
 		msgs = append(msgs, fmt.Sprintf("coordinator_id: %q is not a key ID (64 lowercase hex)", c.CoordinatorID))
+	}
+	if len(c.LedgerNodeIDs) > 0 && c.LedgerGenesis == "" {
+		msgs = append(msgs, "ledger_node_ids: needs ledger_genesis (the genesis file names the chain and its cosignature quorum)")
+	}
+	for _, id := range c.LedgerNodeIDs {
+		if !isHex64(id) {
+			msgs = append(msgs, fmt.Sprintf("ledger_node_ids: %q is not a key ID (64 lowercase hex)", id))
+		}
 	}
 	if err := datasets.ValidateLicence(c.Licence); err != nil {
 		msgs = append(msgs, "licence: "+err.Error())

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -28,6 +29,9 @@ func TestParseConfig(t *testing.T) {
 		{"bad id", strings.Replace(goodConfig, "0123456789abcdef0123", "XYZ", 1), "is not a key ID"},
 		{"bad licence", goodConfig + "licence: not a licence\n", "licence:"},
 		{"wrong type", goodConfig + "insecure: maybe\n", ":7: "},
+		{"ledger pinned", goodConfig + "ledger_genesis: genesis.yaml\nledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", ""},
+		{"ledger node IDs without genesis", goodConfig + "ledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", "ledger_node_ids: needs ledger_genesis"},
+		{"ledger node ID bad", goodConfig + "ledger_genesis: g.yaml\nledger_node_ids: [NODE]\n", `ledger_node_ids: "NODE" is not a key ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("trainer.yaml", []byte(tc.yaml))
@@ -50,14 +54,14 @@ func TestParseConfig(t *testing.T) {
 func TestLoadConfigResolvesPaths(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "trainer.yaml")
-	if err := os.WriteFile(p, []byte(goodConfig), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(goodConfig+"ledger_genesis: genesis.yaml\nledger_node_ids: ['"+strings.Repeat("ab", 32)+"']\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := LoadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for field, got := range map[string]string{"key_file": c.KeyFile, "data": c.Data, "work_dir": c.WorkDir} {
+	for field, got := range map[string]string{"key_file": c.KeyFile, "data": c.Data, "work_dir": c.WorkDir, "ledger_genesis": c.LedgerGenesis} {
 		if !strings.HasPrefix(got, dir) {
 			t.Errorf("%s = %s, want it under %s", field, got, dir)
 		}
@@ -68,7 +72,7 @@ func TestLoadConfigResolvesPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2, err := ParseConfig("again", b)
-	if err != nil || *c2 != *c {
+	if err != nil || !reflect.DeepEqual(c2, c) {
 		t.Errorf("round trip: %+v, %v; want %+v", c2, err, c)
 	}
 }

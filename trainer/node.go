@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -155,7 +156,14 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	n.store = st
-	lc, err := node.Dial(ctx, n.cfg.Ledger, n.key, nil)
+	pin, err := node.LoadPin(n.cfg.LedgerGenesis, n.cfg.LedgerNodeIDs...)
+	if err != nil {
+		return fmt.Errorf("%w: ledger_genesis: %w", ErrConfig, err)
+	}
+	if pin == nil {
+		n.log.WarnContext(ctx, node.UnpinnedWarning, "ledger", n.cfg.Ledger)
+	}
+	lc, err := node.DialPinned(ctx, n.cfg.Ledger, n.key, pin)
 	if err != nil {
 		return err
 	}
@@ -202,6 +210,10 @@ func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinato
 			}
 			n.log.InfoContext(ctx, "dataset registered", "dataset", n.manifest.Digest, "samples", n.manifest.Samples)
 			return nil
+		}
+		if err != nil && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()) {
+			// The server is not a pinned ledger node: retrying cannot help.
+			return fmt.Errorf("ledger %s refused: %w", n.cfg.Ledger, err)
 		}
 		n.log.WarnContext(ctx, "ledger unreachable; retrying", "err", err)
 		select {

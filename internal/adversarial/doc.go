@@ -6,8 +6,8 @@
 // as they were.
 //
 // The package has no exported API; its tests are the point. One file per kind
-// of attack (transport_test.go, rounds_test.go, artifacts_test.go,
-// samples_test.go, …); the
+// of attack (transport_test.go, pin_test.go, rounds_test.go,
+// artifacts_test.go, samples_test.go, …); the
 // harness in harness_test.go starts networks and snapshots their state so a
 // test can check that an attack changed nothing. existing_test.go and
 // rounds_existing_test.go hold the attacks the code refused before the

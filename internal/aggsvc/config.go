@@ -25,6 +25,15 @@ type Config struct {
 	Key string `yaml:"key"`
 	// Ledger is a ledger node's gRPC address.
 	Ledger string `yaml:"ledger"`
+	// LedgerGenesis is the chain's genesis file. It pins the ledger: the
+	// node at Ledger must prove one of its nodes' keys at the TLS
+	// handshake, and a tx counts as committed only in a block cosigned by
+	// the genesis quorum of those nodes. Empty, any server key is accepted
+	// (a warning is logged at start).
+	LedgerGenesis string `yaml:"ledger_genesis"`
+	// LedgerNodeIDs adds the key IDs of nodes added after genesis (by
+	// NodeAdded) to the pinned ones; needs LedgerGenesis.
+	LedgerNodeIDs []string `yaml:"ledger_node_ids"`
 	// Coordinator is the coordinator's address (its artifact service).
 	Coordinator string `yaml:"coordinator"`
 	// CoordinatorID is the coordinator's ledger key ID: the only peer
@@ -58,7 +67,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&c.Key, &c.DataDir} {
+	for _, p := range []*string{&c.Key, &c.DataDir, &c.LedgerGenesis} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -86,6 +95,14 @@ func (c *Config) Validate() error {
 	}
 	if !c.Insecure && c.CoordinatorID == "" {
 		msgs = append(msgs, "coordinator_id: required over TLS")
+	}
+	if len(c.LedgerNodeIDs) > 0 && c.LedgerGenesis == "" {
+		msgs = append(msgs, "ledger_node_ids: needs ledger_genesis (the genesis file names the chain and its cosignature quorum)")
+	}
+	for _, id := range c.LedgerNodeIDs {
+		if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+			msgs = append(msgs, fmt.Sprintf("ledger_node_ids: %q is not a ledger key ID (64 lowercase hex digits)", id))
+		}
 	}
 	if c.Backend != "" && !slices.Contains(kernels.Backends(), c.Backend) {
 		// Open of a name not registered opens nothing; its error names

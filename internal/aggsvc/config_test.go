@@ -21,6 +21,9 @@ func TestParseConfig(t *testing.T) {
 		{"not a map", "- a\n", "cannot unmarshal"},
 		{"reference backend", good + "backend: reference\n", ""},
 		{"unknown backend", good + "backend: tpu\n", `backend: kernels: unknown backend "tpu" (have cpu, reference`},
+		{"ledger pinned", good + "ledger_genesis: genesis.yaml\nledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", ""},
+		{"ledger node IDs without genesis", good + "ledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", "ledger_node_ids: needs ledger_genesis"},
+		{"ledger node ID bad", good + "ledger_genesis: g.yaml\nledger_node_ids: [NODE]\n", `ledger_node_ids: "NODE" is not a ledger key ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("aggregator.yaml", []byte(tc.yaml))
@@ -43,14 +46,14 @@ func TestParseConfig(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := filepath.Join(dir, "a.yaml")
-	if err := os.WriteFile(p, []byte(good), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(good+"ledger_genesis: genesis.yaml\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := LoadConfig(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, got := range []string{c.Key, c.DataDir} {
+	for _, got := range []string{c.Key, c.DataDir, c.LedgerGenesis} {
 		if !strings.HasPrefix(got, dir) {
 			t.Errorf("path %s not resolved against %s", got, dir)
 		}

@@ -61,7 +61,14 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
-	if s.ledger, err = node.Dial(ctx, cfg.Ledger, key, nil); err != nil {
+	pin, err := node.LoadPin(cfg.LedgerGenesis, cfg.LedgerNodeIDs...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ledger_genesis: %w", ErrConfig, err)
+	}
+	if pin == nil {
+		log.Warn(node.UnpinnedWarning, "ledger", cfg.Ledger)
+	}
+	if s.ledger, err = node.DialPinned(ctx, cfg.Ledger, key, pin); err != nil {
 		return nil, err
 	}
 	dial := tlsid.InsecureDialOption()

@@ -27,14 +27,15 @@ func newAdminCmd() *cobra.Command {
 }
 
 // submitSigned signs body with the key in keyPath using the signer's next
-// nonce and the node's chain ID, submits it and waits for its fate.
-func submitSigned(cmd *cobra.Command, addr, keyPath string, body ledger.TxBody) error {
+// nonce and the node's chain ID, submits it and waits for its fate; the
+// node is pinned by genesisPath when given (withClient).
+func submitSigned(cmd *cobra.Command, addr, genesisPath, keyPath string, body ledger.TxBody) error {
 	key, err := ledger.LoadKey(keyPath)
 	if err != nil {
 		return err
 	}
 	ctx := cmd.Context()
-	return withClient(ctx, addr, func(c *node.Client) error {
+	return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 		st, err := c.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", addr, err)
@@ -63,7 +64,7 @@ func submitSigned(cmd *cobra.Command, addr, keyPath string, body ledger.TxBody) 
 }
 
 func newAdminAddMemberCmd() *cobra.Command {
-	var addr, role, pubFile, keyFile, name string
+	var addr, genesisPath, role, pubFile, keyFile, name string
 	cmd := &cobra.Command{
 		Use:   "add-member --role ROLE --pubkey FILE --key ADMIN.key",
 		Short: "Add a member with a role (admin, coordinator, aggregator, trainer, auditor)",
@@ -80,14 +81,14 @@ func newAdminAddMemberCmd() *cobra.Command {
 				return fmt.Errorf("admin add-member: %w", err)
 			}
 			body := ledger.MemberAdded{PublicKey: hex.EncodeToString(pub), Role: ledger.Role(role), Name: name}
-			if err := submitSigned(cmd, addr, keyFile, body); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, body); err != nil {
 				return fmt.Errorf("admin add-member: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "member %s (%s)\n", ledger.KeyID(pub), role)
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&role, "role", "", "the member's role")
 	cmd.Flags().StringVar(&pubFile, "pubkey", "", "the member's public key (PEM, or its private key file)")
 	cmd.Flags().StringVar(&keyFile, "key", "", "the admin's private key, which signs the tx")
@@ -96,7 +97,7 @@ func newAdminAddMemberCmd() *cobra.Command {
 }
 
 func newAdminRemoveMemberCmd() *cobra.Command {
-	var addr, id, keyFile, reason string
+	var addr, genesisPath, id, keyFile, reason string
 	cmd := &cobra.Command{
 		Use:   "remove-member --id ID --key ADMIN.key [--reason TEXT]",
 		Short: "Remove a member",
@@ -105,13 +106,13 @@ func newAdminRemoveMemberCmd() *cobra.Command {
 			if id == "" || keyFile == "" {
 				return errors.New("admin remove-member: --id and --key are required")
 			}
-			if err := submitSigned(cmd, addr, keyFile, ledger.MemberRemoved{ID: id, Reason: reason}); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, ledger.MemberRemoved{ID: id, Reason: reason}); err != nil {
 				return fmt.Errorf("admin remove-member: %w", err)
 			}
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&id, "id", "", "the member's ID")
 	cmd.Flags().StringVar(&keyFile, "key", "", "the admin's private key, which signs the tx")
 	cmd.Flags().StringVar(&reason, "reason", "", "why")

@@ -130,15 +130,12 @@ func genesisNodes(path string) (chainID string, ids []string, err error) {
 // lineage from a ledger node.
 func quorumFlags(cmd *cobra.Command, quorum *int, genesisPath *string) {
 	cmd.Flags().IntVar(quorum, "quorum", 0, "check every fact of the lineage against its tx in a block with at least N valid node cosignatures (0: trust the node)")
-	cmd.Flags().StringVar(genesisPath, "genesis", "", "with --quorum: the chain's genesis file; only its nodes' cosignatures count, and it names the chain")
+	genesisFlag(cmd, genesisPath)
 }
 
 func checkQuorumFlags(quorum int, genesisPath string) error {
 	if quorum < 0 {
 		return fmt.Errorf("--quorum %d is negative", quorum)
-	}
-	if genesisPath != "" && quorum == 0 {
-		return errors.New("--genesis is for --quorum")
 	}
 	return nil
 }
@@ -177,7 +174,7 @@ func newAuditLineageCmd() *cobra.Command {
 					return fmt.Errorf("audit lineage: %w", err)
 				}
 			} else {
-				err := withClient(ctx, addr, func(c *node.Client) error {
+				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 					js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, args[0], 0)
 					if err != nil {
 						return err
@@ -205,7 +202,7 @@ func newAuditLineageCmd() *cobra.Command {
 		},
 	}
 	quorumFlags(cmd, &quorum, &genesisPath)
-	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&addr, "addr", defaultLedgerAddr, "gRPC address of a ledger node")
 	cmd.Flags().StringVar(&format, "format", "table", "output: "+strings.Join(audit.Formats, ", "))
 	cmd.Flags().StringVar(&exportPath, "export", "", "read the chain from an export file (verified first) instead of a node")
 	cmd.Flags().StringVar(&manifests, "manifests", "", "folder of dataset manifest files, for the Merkle roots of records that carry none")
@@ -213,7 +210,7 @@ func newAuditLineageCmd() *cobra.Command {
 }
 
 func newAuditCheckProofCmd() *cobra.Command {
-	var rootHex, dataset, addr, ledgerAddr, manifestPath string
+	var rootHex, dataset, addr, genesisPath, ledgerAddr, manifestPath string
 	var size int64
 	cmd := &cobra.Command{
 		Use:   "check-proof PROOF (--root HEX [--size N] | [--dataset DIGEST] [--ledger ADDR] [--manifest M])",
@@ -278,7 +275,7 @@ func newAuditCheckProofCmd() *cobra.Command {
 				what = "root " + rootHex
 			} else {
 				ctx := cmd.Context()
-				err := withClient(ctx, addr, func(c *node.Client) error {
+				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 					var ds ledger.Dataset
 					if err := auditQuery(ctx, c, ledgerv1.QueryKind_QUERY_KIND_DATASET, dataset, &ds); err != nil {
 						return err
@@ -314,7 +311,7 @@ func newAuditCheckProofCmd() *cobra.Command {
 	cmd.Flags().Int64Var(&size, "size", 0, "trusted sample count (with --root)")
 	cmd.Flags().StringVar(&dataset, "dataset", "", "digest of a dataset registered on the ledger (default: the embedded manifest's)")
 	cmd.Flags().StringVar(&manifestPath, "manifest", "", "the dataset's manifest file (optional: the ledger records the root)")
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&ledgerAddr, "ledger", defaultLedgerAddr, "gRPC address of a ledger node (the same as --addr)")
 	return cmd
 }
@@ -327,7 +324,7 @@ func streamExport(ctx context.Context, addr, genesisPath string, w io.Writer, wr
 		return nil, err
 	}
 	e := &audit.Export{Genesis: genesis}
-	err = withClient(ctx, addr, func(c *node.Client) error {
+	err = withClient(ctx, addr, genesisPath, w, func(c *node.Client) error {
 		st, err := c.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", addr, err)
@@ -402,9 +399,9 @@ func newAuditExportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	cmd.Flags().StringVar(&addr, "addr", defaultLedgerAddr, "gRPC address of a ledger node")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "export file to write")
-	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file")
+	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (it also pins the ledger node: it must prove one of the genesis nodes' keys)")
 	return cmd
 }
 
@@ -452,7 +449,7 @@ func newAuditVerifyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node to read the chain from")
-	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (with --ledger)")
+	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (with --ledger; it also pins the ledger node)")
 	cmd.Flags().StringVar(&exportPath, "export", "", "an export file from `fedtune audit export`")
 	cmd.Flags().StringVar(&artifacts, "artifacts", "", "directory of artifacts named by digest")
 	cmd.Flags().StringSliceVar(&jobs, "job", nil, "job YAML files (repeatable; only for chains whose recipe records no initial adapter): a LoRA job's round 1 is re-run from the initial adapter the job derives")

@@ -92,7 +92,7 @@ func readManifestFile(path string, pub ed25519.PublicKey) (*datasets.SignedManif
 }
 
 func newDatasetRegisterCmd() *cobra.Command {
-	var addr, keyPath string
+	var addr, genesisPath, keyPath string
 	cmd := &cobra.Command{
 		Use:   "register MANIFEST --key KEY [--addr ADDR]",
 		Short: "Record a manifest on the ledger (DatasetRegistered, signed by its owner)",
@@ -109,14 +109,14 @@ func newDatasetRegisterCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("dataset register: %w (the manifest must be signed by the key registering it)", err)
 			}
-			if err := submitSigned(cmd, addr, keyPath, audit.RegisterTx(sm)); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyPath, audit.RegisterTx(sm)); err != nil {
 				return fmt.Errorf("dataset register: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "dataset %s registered: %d samples, root %s\n", sm.Digest, sm.Samples, sm.Root)
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&keyPath, "key", "", "the owner's private key (must be the manifest's owner)")
 	return cmd
 }

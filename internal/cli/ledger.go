@@ -35,21 +35,53 @@ func newLedgerCmd() *cobra.Command {
 	return cmd
 }
 
-// addrFlag adds the --addr flag of client commands.
-func addrFlag(cmd *cobra.Command, addr *string) {
+// addrFlag adds the --addr and --genesis flags of client commands.
+func addrFlag(cmd *cobra.Command, addr, genesisPath *string) {
 	cmd.Flags().StringVar(addr, "addr", defaultLedgerAddr, "gRPC address of a ledger node")
+	genesisFlag(cmd, genesisPath)
+}
+
+// genesisFlag adds --genesis, the file that pins the ledger (withClient).
+func genesisFlag(cmd *cobra.Command, genesisPath *string) {
+	cmd.Flags().StringVar(genesisPath, "genesis", "", "the chain's genesis file: the ledger node must prove one of its nodes' keys, a commit "+
+		"counts only in a block its quorum of nodes cosigned, and --quorum counts only its nodes (without it: a warning, any node key is accepted)")
 }
 
 // withClient dials addr over TLS and runs fn with a client, closing it
 // after. The TLS identity is a fresh key made for this connection: ledger
 // nodes serve the client RPCs to any key (what a tx may do is decided by
 // the key that signs it), and the client checks what it reads.
-func withClient(ctx context.Context, addr string, fn func(*node.Client) error) error {
+//
+// With genesisPath the client is pinned (node.DialPinned): the server must
+// prove the key of one of the genesis file's nodes, and SubmitWait counts a
+// commit only in a block carrying the genesis quorum of their
+// cosignatures. Without it, withClient writes node.UnpinnedWarning to warn
+// (nil: no warning) and accepts any server key.
+func withClient(ctx context.Context, addr, genesisPath string, warn io.Writer, fn func(*node.Client) error) error {
+	var pin *node.Pin
+	if genesisPath == "" {
+		if warn != nil {
+			fmt.Fprintln(warn, "warning: "+node.UnpinnedWarning)
+		}
+	} else {
+		g, err := ledger.LoadGenesis(genesisPath)
+		if err != nil {
+			return fmt.Errorf("--genesis: %w", err)
+		}
+		if len(g.Nodes) == 0 {
+			// Nothing to pin to; the chain's nodes may still cosign.
+			if warn != nil {
+				fmt.Fprintf(warn, "warning: --genesis %s lists no nodes, so the ledger node's key cannot be pinned; any TLS key is accepted\n", genesisPath)
+			}
+		} else if pin, err = node.PinGenesis(g); err != nil {
+			return fmt.Errorf("--genesis: %w", err)
+		}
+	}
 	key, err := ledger.GenerateKey()
 	if err != nil {
 		return err
 	}
-	c, err := node.Dial(ctx, addr, key, nil)
+	c, err := node.DialPinned(ctx, addr, key, pin)
 	if err != nil {
 		return err
 	}
@@ -107,13 +139,13 @@ func newLedgerStartCmd() *cobra.Command {
 }
 
 func newLedgerStatusCmd() *cobra.Command {
-	var addr string
+	var addr, genesisPath string
 	cmd := &cobra.Command{
 		Use:   "status [--addr HOST:PORT]",
 		Short: "Show a node's raft state, height and peers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 				st, err := c.Status(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("ledger status %s: %w", addr, err)
@@ -123,7 +155,7 @@ func newLedgerStatusCmd() *cobra.Command {
 			})
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	return cmd
 }
 
@@ -176,7 +208,7 @@ func newLedgerBlocksCmd() *cobra.Command {
 					pinned[id] = true
 				}
 			}
-			return withClient(ctx, addr, func(c *node.Client) error {
+			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 				print := func(vb *node.VerifiedBlock) error {
 					h := vb.Block.Header
 					fmt.Fprintf(out, "%d %x txs=%d time=%s proposer=%.12s cosigs=%d\n", h.Height, vb.Hash,
@@ -218,11 +250,10 @@ func newLedgerBlocksCmd() *cobra.Command {
 			})
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().Uint64Var(&from, "from", 0, "first height")
 	cmd.Flags().BoolVar(&follow, "follow", false, "keep printing new blocks until interrupted")
 	cmd.Flags().IntVar(&quorum, "quorum", 0, "require this many valid node cosignatures per block (not with --follow)")
-	cmd.Flags().StringVar(&genesisPath, "genesis", "", "with --quorum: the chain's genesis file; only its nodes' cosignatures count")
 	cmd.MarkFlagsMutuallyExclusive("follow", "quorum")
 	return cmd
 }
@@ -250,7 +281,7 @@ func newLedgerVerifyCmd() *cobra.Command {
 }
 
 func newLedgerJoinCmd() *cobra.Command {
-	var addr, keyFile, pubFile, id, raftAddr, grpcAddr, name string
+	var addr, genesisPath, keyFile, pubFile, id, raftAddr, grpcAddr, name string
 	var voter bool
 	cmd := &cobra.Command{
 		Use:   "join --key ADMIN.key --pubkey NODE.pub --raft-addr HOST:PORT --grpc-addr HOST:PORT [--voter]",
@@ -274,24 +305,24 @@ The joining node only starts (config "join: ADDR") and waits to be added.`,
 				return fmt.Errorf("ledger join: --node-id %s is not the ID of %s (%s)", id, pubFile, nodeID)
 			}
 			body := ledger.NodeAdded{PublicKey: hex.EncodeToString(pub), RaftAddress: raftAddr, GRPCAddress: grpcAddr, Name: name}
-			if err := submitSigned(cmd, addr, keyFile, body); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, body); err != nil {
 				return fmt.Errorf("ledger join: %w", err)
 			}
 			if !voter {
 				fmt.Fprintf(cmd.OutOrStdout(), "added %s as a non-voter\n", nodeID)
 				return nil
 			}
-			if err := waitCaughtUp(cmd.Context(), addr, grpcAddr, 2*time.Minute); err != nil {
+			if err := waitCaughtUp(cmd.Context(), addr, grpcAddr, genesisPath, 2*time.Minute); err != nil {
 				return fmt.Errorf("ledger join: %s was added as a non-voter but %w; promote it later with \"fedtune ledger promote\"", nodeID, err)
 			}
-			if err := submitSigned(cmd, addr, keyFile, ledger.NodePromoted{ID: nodeID}); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, ledger.NodePromoted{ID: nodeID}); err != nil {
 				return fmt.Errorf("ledger join: promote: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "added %s as a voter\n", nodeID)
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&keyFile, "key", "", "the admin key that signs the transaction")
 	cmd.Flags().StringVar(&pubFile, "pubkey", "", "the joining node's public key (NAME.pub, or its key file)")
 	cmd.Flags().StringVar(&id, "node-id", "", "the joining node's ID (optional check against --pubkey)")
@@ -304,11 +335,11 @@ The joining node only starts (config "join: ADDR") and waits to be added.`,
 
 // waitCaughtUp polls the node at grpcAddr until its height reaches the
 // height the node at addr has now.
-func waitCaughtUp(ctx context.Context, addr, grpcAddr string, limit time.Duration) error {
+func waitCaughtUp(ctx context.Context, addr, grpcAddr, genesisPath string, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var target uint64
-	if err := withClient(ctx, addr, func(c *node.Client) error {
+	if err := withClient(ctx, addr, genesisPath, nil, func(c *node.Client) error {
 		st, err := c.Status(ctx)
 		if err == nil {
 			target = st.Height
@@ -319,7 +350,7 @@ func waitCaughtUp(ctx context.Context, addr, grpcAddr string, limit time.Duratio
 	}
 	var last error
 	for {
-		last = withClient(ctx, grpcAddr, func(c *node.Client) error {
+		last = withClient(ctx, grpcAddr, genesisPath, nil, func(c *node.Client) error {
 			st, err := c.Status(ctx)
 			if err != nil {
 				return err
@@ -341,7 +372,7 @@ func waitCaughtUp(ctx context.Context, addr, grpcAddr string, limit time.Duratio
 }
 
 func newLedgerPromoteCmd() *cobra.Command {
-	var addr, keyFile, id string
+	var addr, genesisPath, keyFile, id string
 	cmd := &cobra.Command{
 		Use:   "promote --key ADMIN.key --node-id ID",
 		Short: "Make an added ledger node a voter (admin-signed NodePromoted)",
@@ -350,20 +381,20 @@ func newLedgerPromoteCmd() *cobra.Command {
 			if keyFile == "" || id == "" {
 				return errors.New("ledger promote: --key and --node-id are required")
 			}
-			if err := submitSigned(cmd, addr, keyFile, ledger.NodePromoted{ID: id}); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, ledger.NodePromoted{ID: id}); err != nil {
 				return fmt.Errorf("ledger promote: %w", err)
 			}
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&keyFile, "key", "", "the admin key that signs the transaction")
 	cmd.Flags().StringVar(&id, "node-id", "", "the node's ID")
 	return cmd
 }
 
 func newLedgerRemoveCmd() *cobra.Command {
-	var addr, keyFile, id, reason string
+	var addr, genesisPath, keyFile, id, reason string
 	cmd := &cobra.Command{
 		Use:   "remove --key ADMIN.key --node-id ID [--reason TEXT]",
 		Short: "Remove a ledger node (admin-signed NodeRemoved; the leader then takes it out of raft)",
@@ -372,13 +403,13 @@ func newLedgerRemoveCmd() *cobra.Command {
 			if keyFile == "" || id == "" {
 				return errors.New("ledger remove: --key and --node-id are required")
 			}
-			if err := submitSigned(cmd, addr, keyFile, ledger.NodeRemoved{ID: id, Reason: reason}); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, ledger.NodeRemoved{ID: id, Reason: reason}); err != nil {
 				return fmt.Errorf("ledger remove: %w", err)
 			}
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&keyFile, "key", "", "the admin key that signs the transaction")
 	cmd.Flags().StringVar(&id, "node-id", "", "the node's ID")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded on the chain)")
@@ -386,7 +417,7 @@ func newLedgerRemoveCmd() *cobra.Command {
 }
 
 func newLedgerTxCmd() *cobra.Command {
-	var addr string
+	var addr, genesisPath string
 	cmd := &cobra.Command{
 		Use:   "tx HASH",
 		Short: "Show a committed transaction and check its Merkle inclusion proof",
@@ -398,7 +429,7 @@ func newLedgerTxCmd() *cobra.Command {
 			}
 			var h [32]byte
 			copy(h[:], b)
-			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 				r, err := c.Tx(cmd.Context(), h)
 				if err != nil {
 					return fmt.Errorf("ledger tx: %w", err)
@@ -409,12 +440,12 @@ func newLedgerTxCmd() *cobra.Command {
 			})
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	return cmd
 }
 
 func newLedgerQueryCmd() *cobra.Command {
-	var addr string
+	var addr, genesisPath string
 	var round uint64
 	kinds := map[string]ledgerv1.QueryKind{
 		"member":  ledgerv1.QueryKind_QUERY_KIND_MEMBER,
@@ -434,7 +465,7 @@ func newLedgerQueryCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage, nonce or update)", args[0])
 			}
-			return withClient(cmd.Context(), addr, func(c *node.Client) error {
+			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
 				js, err := c.Query(cmd.Context(), k, args[1], round)
 				if err != nil {
 					return fmt.Errorf("ledger query: %w", err)
@@ -444,7 +475,7 @@ func newLedgerQueryCmd() *cobra.Command {
 			})
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().Uint64Var(&round, "round", 0, "round number (query round)")
 	return cmd
 }

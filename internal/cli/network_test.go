@@ -48,6 +48,25 @@ func TestTrainerInit(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "coordinator_id") {
 		t.Errorf("init without coordinator id: %v", err)
 	}
+	if !strings.Contains(errb.String(), "warning: no --genesis") {
+		t.Errorf("init without --genesis printed no warning:\n%s", errb.String())
+	}
+	// --genesis is written as an absolute path, once it is a genesis with nodes.
+	dir2 := filepath.Join(t.TempDir(), "t2")
+	args = []string{"trainer", "init", "--dir", dir2, "--data", "../../datasets/testdata/shards/trainer-1.jsonl",
+		"--coordinator", "127.0.0.1:7400", "--insecure", "--genesis", "../../configs/genesis.yaml"}
+	if err := RunWith(context.Background(), args, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = trainer.LoadConfig(filepath.Join(dir2, "trainer.yaml")); err != nil || !filepath.IsAbs(c.LedgerGenesis) ||
+		!strings.HasSuffix(c.LedgerGenesis, filepath.Join("configs", "genesis.yaml")) {
+		t.Errorf("trainer init --genesis: ledger_genesis %q, %v", c.LedgerGenesis, err)
+	}
+	args[len(args)-1] = "../../configs/ledger/genesis-minimal.yaml"
+	args[3] = filepath.Join(t.TempDir(), "t3")
+	if err := RunWith(context.Background(), args, &out, &errb); err == nil || !strings.Contains(err.Error(), "--genesis") {
+		t.Errorf("trainer init --genesis of a genesis without nodes: %v", err)
+	}
 }
 
 func TestPrintJobStatus(t *testing.T) {

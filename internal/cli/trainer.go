@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -28,7 +29,7 @@ func newTrainerInitCmd() *cobra.Command {
 	var c trainer.Config
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "init --dir DIR --data PATH --coordinator ADDR --ledger ADDR",
+		Use:   "init --dir DIR --data PATH --coordinator ADDR --ledger ADDR --genesis GENESIS.yaml",
 		Short: "Write a fresh trainer key and config (DIR/trainer.key, DIR/trainer.yaml)",
 		Long: `Write a new ed25519 key and a trainer config into DIR and print the key ID.
 An admin must add the key to the ledger as a trainer member
@@ -45,6 +46,18 @@ the trainer can join.`,
 					return err
 				}
 				c.Data = abs
+			}
+			if c.LedgerGenesis != "" {
+				abs, err := filepath.Abs(c.LedgerGenesis)
+				if err != nil {
+					return err
+				}
+				if _, err := node.LoadPin(abs); err != nil {
+					return fmt.Errorf("trainer init: --genesis: %w", err)
+				}
+				c.LedgerGenesis = abs
+			} else {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: no --genesis: "+node.UnpinnedWarning)
 			}
 			c.KeyFile = "trainer.key"
 			if err := c.Validate(); err != nil {
@@ -87,6 +100,7 @@ the trainer can join.`,
 	f.StringVar(&c.Coordinator, "coordinator", "", "coordinator gRPC address")
 	f.StringVar(&c.CoordinatorID, "coordinator-id", "", "coordinator key ID its TLS certificate must prove")
 	f.StringVar(&c.Ledger, "ledger", defaultLedgerAddr, "ledger node gRPC address")
+	f.StringVar(&c.LedgerGenesis, "genesis", "", "the chain's genesis file (ledger_genesis): pins the ledger node's key and the cosignatures a commit needs")
 	f.StringVar(&c.Licence, "licence", d.Licence, "SPDX licence of the data")
 	f.StringVar(&c.Source, "source", d.Source, "origin of the data, for its manifest")
 	f.StringVar(&c.WorkDir, "work-dir", d.WorkDir, "work folder (relative to DIR)")

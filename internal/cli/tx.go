@@ -86,7 +86,7 @@ func newTxCmd() *cobra.Command {
 }
 
 func newTxSubmitCmd() *cobra.Command {
-	var addr, keyFile, body string
+	var addr, genesisPath, keyFile, body string
 	cmd := &cobra.Command{
 		Use:   "submit TYPE --body JSON|@FILE --key KEY",
 		Short: "Sign a transaction of TYPE with KEY (next nonce, the node's chain ID) and wait for its fate",
@@ -108,13 +108,13 @@ func newTxSubmitCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("tx submit: %w", err)
 			}
-			if err := submitSigned(cmd, addr, keyFile, b); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyFile, b); err != nil {
 				return fmt.Errorf("tx submit: %w", err)
 			}
 			return nil
 		},
 	}
-	addrFlag(cmd, &addr)
+	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().StringVar(&keyFile, "key", "", "the signer's private key")
 	cmd.Flags().StringVar(&body, "body", "", "the tx body as JSON, or @FILE to read it from a file")
 	return cmd

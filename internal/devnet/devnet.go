@@ -150,6 +150,11 @@ type Net struct {
 // ID returns the key ID of the named identity.
 func (n *Net) ID(name string) string { return ledger.KeyID(n.Keys[name].Public().(ed25519.PublicKey)) }
 
+// GenesisPath returns the devnet's genesis file, which every generated
+// coordinator, aggregator and trainer config names as ledger_genesis to
+// pin the ledger nodes.
+func (n *Net) GenesisPath() string { return n.path("genesis.yaml") }
+
 func (n *Net) path(p ...string) string { return filepath.Join(append([]string{n.Dir}, p...)...) }
 
 func freePort() (string, error) {
@@ -324,13 +329,13 @@ func (n *Net) writeCoordinatorConfig() error {
 	}
 	m := map[string]any{
 		"listen": c.Listen, "coordinator_key": c.CoordinatorKey, "aggregator_key": c.AggregatorKey,
-		"ledger": c.Ledger, "data_dir": c.DataDir, "tick": c.Tick.String(), "eval_data_root": evalDataDir,
+		"ledger": c.Ledger, "ledger_genesis": "genesis.yaml", "data_dir": c.DataDir, "tick": c.Tick.String(), "eval_data_root": evalDataDir,
 	}
 	if n.Aggregator != "" {
 		delete(m, "aggregator_key")
 		m["aggregator"] = map[string]any{"address": n.Aggregator, "id": n.ID("aggregator")}
 		if err := writeYAML(n.path("aggregator.yaml"), map[string]any{
-			"listen": n.Aggregator, "key": "keys/aggregator.key", "ledger": n.LedgerGRPC[1%len(n.LedgerGRPC)],
+			"listen": n.Aggregator, "key": "keys/aggregator.key", "ledger": n.LedgerGRPC[1%len(n.LedgerGRPC)], "ledger_genesis": "genesis.yaml",
 			"coordinator": n.Coordinator, "coordinator_id": n.ID("coordinator"), "data_dir": "aggregator",
 		}); err != nil {
 			return err
@@ -360,7 +365,7 @@ func (n *Net) writeTrainerConfigs() error {
 			return err
 		}
 		c := trainer.Config{Name: name, KeyFile: "../keys/" + name + ".key", Coordinator: n.Coordinator,
-			CoordinatorID: n.ID("coordinator"), Ledger: n.LedgerGRPC[(i-1)%3], Data: abs, Licence: "CC0-1.0",
+			CoordinatorID: n.ID("coordinator"), Ledger: n.LedgerGRPC[(i-1)%3], LedgerGenesis: "../genesis.yaml", Data: abs, Licence: "CC0-1.0",
 			Source: "fedtune shipped shard " + name, WorkDir: "work", Device: n.Opts.Device}
 		data, err := c.Encode()
 		if err != nil {

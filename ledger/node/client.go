@@ -27,6 +27,7 @@ var ErrRejected = errors.New("ledger node: tx rejected")
 type Client struct {
 	cc  *grpc.ClientConn
 	api ledgerv1.LedgerClient
+	pin *Pin // nil: unpinned (DialPinned)
 }
 
 // Dial returns a client for the node at addr (host:port) over TLS 1.3
@@ -34,8 +35,9 @@ type Client struct {
 // must prove a key that allow accepts; nil accepts any key (the connection
 // is encrypted, and what the client reads is still checked: hashes,
 // inclusion proofs, cosignatures). Use tlsid.AllowIDs with the ledger's
-// node IDs to pin the server. Ledger nodes serve TLS only. Extra options
-// (a context dialer, say) are appended.
+// node IDs to pin the server, or DialPinned with the chain's genesis file,
+// which also makes SubmitWait require node cosignatures. Ledger nodes
+// serve TLS only. Extra options (a context dialer, say) are appended.
 func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, allow tlsid.Verifier, opts ...grpc.DialOption) (*Client, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -94,8 +96,14 @@ const proofWait = 10 * time.Second
 // A commit counts only once proven: the tx is fetched with its Merkle
 // inclusion proof, which must verify against the tx root of the block at
 // the height the node named, and that block must hold the tx at the
-// proof's index (VerifyCommitted). A node that claims a commit it cannot
-// prove gives an error wrapping ErrUnproven.
+// proof's index (VerifyCommitted). A pinned client (DialPinned) also
+// requires that block to carry the genesis quorum of checkpoint
+// cosignatures from pinned nodes: one server alone cannot make up a
+// commit. A node that claims a commit it cannot prove gives an error
+// wrapping ErrUnproven.
+//
+// A server whose TLS key the client's verifier refuses ends SubmitWait at
+// once (tlsid.ErrNotAllowed in the message) instead of being retried.
 func (c *Client) SubmitWait(ctx context.Context, tx []byte) (uint64, error) {
 	h, err := c.submitUntilFate(ctx, tx)
 	if err != nil {
@@ -120,6 +128,8 @@ func (c *Client) submitUntilFate(ctx context.Context, tx []byte) (uint64, error)
 			return 0, fmt.Errorf("%w: %s", ErrRejected, rs[0].Reason)
 		case err == nil:
 			last = rs[0].Reason
+		case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()):
+			return 0, fmt.Errorf("submit: %w", err)
 		case status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil:
 			last = err.Error()
 		default:
@@ -136,9 +146,12 @@ func (c *Client) submitUntilFate(ctx context.Context, tx []byte) (uint64, error)
 // VerifyCommitted checks that tx is in the node's block at height: GetTx
 // returns it with a Merkle inclusion proof that verifies, at that height,
 // and the block at that height (its hash and tx root re-computed) has the
-// proof's tx root and holds tx at the proof's index. While the node has
-// not applied height yet it waits, up to 10s. Every failure wraps
-// ErrUnproven.
+// proof's tx root and holds tx at the proof's index. A pinned client also
+// requires that block to carry Pin.Quorum valid cosignatures, for the
+// pinned chain ID, from pinned nodes (the node gathers them from its peers
+// in GetBlock; a block just applied is asked again until the peers have
+// it). While the node has not applied height yet, or the cosignatures are
+// short, it waits, up to 10s in all. Every failure wraps ErrUnproven.
 func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) error {
 	hash := ledger.TxHash(tx)
 	fail := func(format string, args ...any) error {
@@ -146,34 +159,42 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 	}
 	wctx, cancel := context.WithTimeout(ctx, proofWait)
 	defer cancel()
-	var rec *ledgerv1.GetTxResponse
-	for {
-		var err error
-		rec, err = c.Tx(wctx, hash)
-		if err == nil {
-			break
-		}
+	rec, err := c.Tx(wctx, hash)
+	// Not found at first: ask again, reading the node's head before each
+	// lookup. A node whose head had reached height before it answered "not
+	// found" does not hold the tx (a head read after the lookup could have
+	// reached height in between).
+	wait := 2 * time.Millisecond // doubles to 64ms: a follower applies a commit within moments
+	for err != nil {
 		if status.Code(err) != codes.NotFound {
 			return fail("%v", err)
 		}
-		// Not found: a node that has applied the height does not hold it.
 		st, serr := c.Status(wctx)
 		if serr != nil {
 			return fail("the node does not find it (%v) and gives no status: %v", err, serr)
 		}
-		if st.Height >= height {
+		if rec, err = c.Tx(wctx, hash); err == nil {
+			break
+		}
+		if status.Code(err) == codes.NotFound && st.Height >= height {
 			return fail("the node's chain (head %d) does not hold it", st.Height)
 		}
 		select {
 		case <-wctx.Done():
 			return fail("the node did not reach that height within %v (head %d)", proofWait, st.Height)
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 64*time.Millisecond)
 	}
 	if rec.Height != height {
 		return fail("the node's proof puts it at height %d", rec.Height)
 	}
-	vb, err := c.oneBlock(wctx, height)
+	var vb *VerifiedBlock
+	if c.pin == nil {
+		vb, err = c.oneBlock(wctx, height)
+	} else {
+		vb, err = c.pinnedBlock(wctx, height)
+	}
 	if err != nil {
 		return fail("block: %v", err)
 	}

@@ -105,4 +105,19 @@
 // Status (Join and Remove remain for old callers;
 // nodes refuse them). SubmitWait reports a commit only once the tx is
 // shown in the named block with a Merkle inclusion proof that verifies.
+//
+// # Pinning the ledger
+//
+// A client that has the chain's genesis file dials with DialPinned and a
+// Pin (LoadPin): the server must prove, at the TLS handshake, the key of
+// one of the genesis nodes, and SubmitWait and VerifyCommitted also
+// require the block of a commit to carry the genesis checkpoint quorum of
+// valid cosignatures, for the genesis chain ID, from those nodes (GetBlock
+// gathers them; one lying node, or a stranger, cannot make up a commit).
+// A node added later by NodeAdded is not in the genesis file: a client
+// accepts its key (and counts its cosignatures) only when its operator
+// lists the node's ID next to the genesis (ledger_node_ids in the
+// coordinator, trainer and aggregator configs). The coordinator, trainer
+// and aggregator configs take ledger_genesis, the CLI --genesis; without
+// one they accept any server key and say so (UnpinnedWarning).
 package node
