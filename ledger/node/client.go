@@ -147,6 +147,9 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 	wctx, cancel := context.WithTimeout(ctx, proofWait)
 	defer cancel()
 	var rec *ledgerv1.GetTxResponse
+	// reached: the node's head (reachedHead) was at height before the last
+	// GetTx was asked.
+	reached, reachedHead := false, uint64(0)
 	for {
 		var err error
 		rec, err = c.Tx(wctx, hash)
@@ -156,13 +159,21 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 		if status.Code(err) != codes.NotFound {
 			return fail("%v", err)
 		}
-		// Not found: a node that has applied the height does not hold it.
+		// Not found: a node that had applied the height before it was
+		// asked does not hold it.
+		if reached {
+			return fail("the node's chain (head %d) does not hold it", reachedHead)
+		}
 		st, serr := c.Status(wctx)
 		if serr != nil {
 			return fail("the node does not find it (%v) and gives no status: %v", err, serr)
 		}
 		if st.Height >= height {
-			return fail("the node's chain (head %d) does not hold it", st.Height)
+			// The node may have applied the block between the two calls
+			// (a follower a little behind the leader that answered the
+			// Submit): only a GetTx asked after this Status tells.
+			reached, reachedHead = true, st.Height
+			continue
 		}
 		select {
 		case <-wctx.Done():
