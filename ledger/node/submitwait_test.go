@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,11 @@ type scriptedLedger struct {
 	txIndex     int // index of the tx in block; -1: absent
 	proofHeight uint64
 	badRoot     bool
+	// lagging: the node has not applied blockHeight when first asked for
+	// the tx, and applies it while it answers the Status that follows (a
+	// follower a little behind the leader that answered the Submit).
+	lagging bool
+	applied atomic.Bool
 }
 
 func (s *scriptedLedger) Submit(_ context.Context, req *ledgerv1.SubmitRequest) (*ledgerv1.SubmitResponse, error) {
@@ -35,11 +41,12 @@ func (s *scriptedLedger) Submit(_ context.Context, req *ledgerv1.SubmitRequest) 
 }
 
 func (s *scriptedLedger) Status(context.Context, *ledgerv1.StatusRequest) (*ledgerv1.StatusResponse, error) {
+	s.applied.Store(true)
 	return &ledgerv1.StatusResponse{Height: s.blockHeight}, nil
 }
 
 func (s *scriptedLedger) GetTx(_ context.Context, req *ledgerv1.GetTxRequest) (*ledgerv1.GetTxResponse, error) {
-	if s.txIndex < 0 {
+	if s.txIndex < 0 || s.lagging && !s.applied.Load() {
 		return nil, status.Error(codes.NotFound, "no such tx")
 	}
 	proof, err := ledger.InclusionProof(s.block.Txs, uint64(s.txIndex))
@@ -83,6 +90,7 @@ func TestSubmitWaitNeedsProof(t *testing.T) {
 		want string // "" = committed
 	}{
 		{"honest", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5}, ""},
+		{"applies the block between GetTx and Status", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5, lagging: true}, ""},
 		{"claims a height its chain has, without the tx", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other), txIndex: -1}, "does not hold it"},
 		{"claims height 424242", &scriptedLedger{height: 424242, blockHeight: 424242, block: mkBlock(other), txIndex: -1}, "head 424242) does not hold it"},
 		{"proof for another height", &scriptedLedger{height: 4, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5}, "puts it at height 5"},
