@@ -168,3 +168,27 @@ func TestCapSessions(t *testing.T) {
 		t.Fatal("the streaming session was dropped")
 	}
 }
+
+// Only the model that an update's own round committed (one contributor)
+// makes the update a model every member may download.
+func TestModelFreesUpdate(t *testing.T) {
+	author := &ledger.UpdateSubmission{JobID: "j", Round: 3, Trainer: "t1", Height: 9}
+	for _, tc := range []struct {
+		name string
+		m    *ledger.Model
+		want bool
+	}{
+		{"committed by the update's round", &ledger.Model{JobID: "j", Round: 3, Registrar: "agg", Height: 12}, true},
+		{"registered by a coordinator", &ledger.Model{Registrar: "rival", Height: 12}, false},
+		{"committed by another round of the job", &ledger.Model{JobID: "j", Round: 4, Registrar: "agg", Height: 20}, false},
+		{"committed by another job's round", &ledger.Model{JobID: "k", Round: 3, Registrar: "rogue", Height: 12}, false},
+		{"no model record", nil, false},
+	} {
+		if got := ModelFreesUpdate(tc.m, author); got != tc.want {
+			t.Errorf("%s: ModelFreesUpdate = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if ModelFreesUpdate(&ledger.Model{JobID: "j", Round: 3}, nil) {
+		t.Error("a model frees no update when there is none")
+	}
+}
