@@ -813,7 +813,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	job.Source = req.Source
-	if err := s.checkEvalData(job); err != nil {
+	if err := s.checkEvalData(ctx, job); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	var busy string

@@ -110,7 +110,7 @@ func TestOpenEvalData(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("error %v, want %q", err, tc.want)
 				}
-				if s.checkEvalData(job) == nil {
+				if s.checkEvalData(context.Background(), job) == nil {
 					t.Fatal("checkEvalData let it through")
 				}
 				return
@@ -190,5 +190,30 @@ func TestModelFreesUpdate(t *testing.T) {
 	}
 	if ModelFreesUpdate(&ledger.Model{JobID: "j", Round: 3}, nil) {
 		t.Error("a model frees no update when there is none")
+	}
+}
+
+// eval.data naming a blob that the ledger knows as an update is refused,
+// naming the field, even when the blob is in the store.
+func TestEvalDataNotAnUpdate(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	update, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("a trainer's update"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ledger's answer, as updateAuthor caches it (this service's
+	// ledger client reaches no node).
+	s.authors.m = map[string]ledger.UpdateSubmission{update: {JobID: "j", Round: 2, Trainer: "aaaa1111aaaa1111", Height: 7}}
+	job := DefaultJob()
+	job.Eval.Data = update
+	err = s.checkEvalData(context.Background(), job)
+	if err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update of trainer aaaa1111aaaa1111 in job j round 2") {
+		t.Fatalf("checkEvalData: %v; want a refusal naming eval.data and the update", err)
+	}
+	if _, err := s.evaluate(context.Background(), evalTask{job: job}); err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update") {
+		t.Fatalf("evaluate: %v; want the same refusal", err)
 	}
 }
