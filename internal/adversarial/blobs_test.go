@@ -41,10 +41,11 @@ type blobsNet struct {
 	nw      *devnet.Network
 	n       *devnet.Net
 	lc      *node.Client
-	update  string // trainer-1's update in round 1
-	size    int64  // its size in bytes
-	base    string // the job's base model
-	dataset string // trainer-2's dataset
+	updates  map[string]string // trainer name → its update in round 1
+	datasets map[string]string // trainer name → its dataset
+	update   string            // trainer-1's update
+	size     int64             // its size in bytes
+	base     string            // the job's base model
 }
 
 func blobsSetup(t *testing.T, ctx context.Context) *blobsNet {
@@ -82,16 +83,12 @@ func blobsSetup(t *testing.T, ctx context.Context) *blobsNet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &blobsNet{nw: nw, n: n, lc: lc, base: r.BaseModel}
+	b := &blobsNet{nw: nw, n: n, lc: lc, base: r.BaseModel, updates: map[string]string{}, datasets: map[string]string{}}
 	for _, u := range r.Updates {
-		switch u.Trainer {
-		case n.ID("trainer-1"):
-			b.update = u.UpdateDigest
-		case n.ID("trainer-2"):
-			b.dataset = u.DatasetDigest
-		}
+		name := n.TrainerName(u.Trainer)
+		b.updates[name], b.datasets[name] = u.UpdateDigest, u.DatasetDigest
 	}
-	if b.update == "" || b.dataset == "" {
+	if b.update = b.updates["trainer-1"]; b.update == "" || b.updates["trainer-2"] == "" {
 		t.Fatalf("round 1 has no update of trainer-1 or trainer-2: %+v", r.Updates)
 	}
 	fi, err := os.Stat(filepath.Join(n.Dir, "coordinator", "artifacts", "blobs", b.update[:2], b.update))
@@ -163,19 +160,19 @@ func blobsConn(t *testing.T, n *devnet.Net, key ed25519.PrivateKey) *grpc.Client
 	return conn
 }
 
-// blobsDownloadDenied requires that who may not download digest, and
-// receives none of its bytes.
-func blobsDownloadDenied(t *testing.T, ctx context.Context, n *devnet.Net, who, digest string) {
+// blobsDownloadDenied requires that who may not download the update of
+// trainer owner, and receives none of its bytes.
+func (b *blobsNet) blobsDownloadDenied(t *testing.T, ctx context.Context, who, owner string) {
 	t.Helper()
-	c := artifact.NewClient(blobsConn(t, n, n.Keys[who]))
+	c := artifact.NewClient(blobsConn(t, b.n, b.n.Keys[who]))
 	c.Retries = 0
 	var buf bytes.Buffer
-	_, err := c.Download(ctx, digest, &buf)
-	if !errors.Is(err, artifact.ErrPermissionDenied) || !strings.Contains(err.Error(), "it is the update of trainer "+n.ID("trainer-1")[:16]) {
-		t.Fatalf("%s downloading trainer-1's update: %v; want PermissionDenied: it is trainer-1's update", who, err)
+	_, err := c.Download(ctx, b.updates[owner], &buf)
+	if !errors.Is(err, artifact.ErrPermissionDenied) || !strings.Contains(err.Error(), "it is the update of trainer "+b.n.ID(owner)[:16]) {
+		t.Fatalf("%s downloading %s's update: %v; want PermissionDenied: it is %[2]s's update", who, owner, err)
 	}
 	if buf.Len() != 0 {
-		t.Fatalf("%s received %d bytes of trainer-1's update", who, buf.Len())
+		t.Fatalf("%s received %d bytes of %s's update", who, buf.Len(), owner)
 	}
 }
 
@@ -194,10 +191,10 @@ func (b *blobsNet) blobsMember(t *testing.T, ctx context.Context, name string, r
 	return coordinator.NewSigner(b.lc, key)
 }
 
-// TestAttackBlobs tries, on a devnet whose job has run, to get at
-// trainer-1's update through the side doors of the artifact store: a
-// rival coordinator registering it as a model, a rogue job committing it
-// as its model, a member probing Upload and Status for it, a job naming
+// TestAttackBlobs tries, on a devnet whose job has run, to get at a
+// trainer's update through the side doors of the artifact store: a rival
+// coordinator registering it as a model, a rogue job committing it as its
+// model, a member probing Upload and Status for it, a job naming
 // it as eval data; and to lock trainers out of Join with a flood of
 // challenges. Each fails with its reason; the refused txs leave the chain
 // as it was, and no probe changes the store.
@@ -222,15 +219,16 @@ func TestAttackBlobs(t *testing.T) {
 			t.Fatalf("ModelRegistered of trainer-1's update: %v; want a rejection: %s", err, want)
 		}
 		requireUnchanged(t, ctx, n, chain)
-		blobsDownloadDenied(t, ctx, n, "trainer-2", b.update)
+		b.blobsDownloadDenied(t, ctx, "trainer-2", "trainer-1")
 		blobsRequireStore(t, n, store, 0)
 	})
 
 	t.Run("RogueJobCommitsUpdate", func(t *testing.T) {
-		// A rival coordinator's job, with its own aggregator: trainer-2
-		// names trainer-1's update digest (read on the chain) as its own,
+		// A rival coordinator's job, with its own aggregator: trainer-1
+		// names trainer-2's update digest (read on the chain) as its own,
 		// and the rogue aggregator commits it as the round's model. The
 		// ledger cannot tell; the store must not publish the update.
+		victim := b.updates["trainer-2"]
 		rival := b.blobsMember(t, ctx, "coordinator-3", ledger.RoleCoordinator)
 		rogue := b.blobsMember(t, ctx, "aggregator-3", ledger.RoleAggregator)
 		st, err := aggregator.New("fedavg", nil)
@@ -248,11 +246,11 @@ func TestAttackBlobs(t *testing.T) {
 		}{
 			{rival, ledger.JobRegistered{JobID: "blobs-rogue", Recipe: rc}},
 			{rival, ledger.RoundOpened{JobID: "blobs-rogue", Round: 1, ConfigDigest: blobsDigest("rogue config"), BaseModel: b.base,
-				Strategy: "fedavg", Trainers: []string{n.ID("trainer-2")}, Deadline: time.Now().Add(time.Hour)}},
-			{coordinator.NewSigner(b.lc, n.Keys["trainer-2"]), ledger.UpdateSubmitted{JobID: "blobs-rogue", Round: 1, UpdateDigest: b.update,
-				DatasetDigest: b.dataset, Samples: 1}},
-			{rogue, ledger.RoundCommitted{JobID: "blobs-rogue", Round: 1, ModelDigest: b.update, Strategy: "fedavg", Params: rc.Params,
-				Contributors: []ledger.Contribution{{Trainer: n.ID("trainer-2"), UpdateDigest: b.update, Weight: 1}}}},
+				Strategy: "fedavg", Trainers: []string{trainer1}, Deadline: time.Now().Add(time.Hour)}},
+			{coordinator.NewSigner(b.lc, n.Keys["trainer-1"]), ledger.UpdateSubmitted{JobID: "blobs-rogue", Round: 1, UpdateDigest: victim,
+				DatasetDigest: b.datasets["trainer-1"], Samples: 1}},
+			{rogue, ledger.RoundCommitted{JobID: "blobs-rogue", Round: 1, ModelDigest: victim, Strategy: "fedavg", Params: rc.Params,
+				Contributors: []ledger.Contribution{{Trainer: trainer1, UpdateDigest: victim, Weight: 1}}}},
 		}
 		for _, s := range steps {
 			if _, err := s.s.Submit(ctx, s.body); err != nil {
@@ -260,7 +258,7 @@ func TestAttackBlobs(t *testing.T) {
 			}
 		}
 		store := blobsStore(t, n)
-		blobsDownloadDenied(t, ctx, n, "trainer-2", b.update)
+		b.blobsDownloadDenied(t, ctx, "trainer-1", "trainer-2")
 		blobsRequireStore(t, n, store, 0)
 	})
 
