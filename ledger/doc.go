@@ -192,7 +192,11 @@
 //     are numbered 1, 2, 3, … (each the previous plus one); the strategy is
 //     the recipe's; the trainer count is within MinTrainers..MaxTrainers.
 //   - UpdateSubmitted: samples is at most the dataset's registered count
-//     and the recipe's MaxSamples (if set).
+//     and the recipe's MaxSamples (if set); the update's digest is no
+//     recorded model (registered or committed).
+//   - ModelRegistered: the digest is no submitted update (the artifact
+//     store gives a model to every member, an update only to those who
+//     need it), so a coordinator cannot publish a trainer's update.
 //   - UpdateRejected, RoundFailed, RoundCommitted: the signer is one of the
 //     recipe's Aggregators.
 //   - RoundCommitted: strategy and parameters are the recipe's
