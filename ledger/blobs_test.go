@@ -65,6 +65,16 @@ func TestModelAndUpdateDigestsStayApart(t *testing.T) {
 	refused("update of the committed model", []string{"update " + model + ` is already recorded as a model (committed by round 1 of job "job-1"`},
 		fx.submit(t, a, 0, 2, model))
 
+	// Round 2's model cannot be round 1's update either (its own round's
+	// update, with one contributor, it may be).
+	u2 := digest("update of a, round 2")
+	ch.mustApply(fx.submit(t, a, 0, 2, u2))
+	refused("model of another round's update", []string{"round 2 of job \"job-1\" commits model " + v + ", the update trainer " + b.id + ` submitted to round 1 of job "job-1"`},
+		c.agg.sign(t, RoundCommitted{JobID: fx.job, Round: 2, ModelDigest: v, Strategy: "fedavg",
+			Contributors: []Contribution{{Trainer: a.id, UpdateDigest: u2, Weight: 1}}}))
+	ch.mustApply(c.agg.sign(t, RoundCommitted{JobID: fx.job, Round: 2, ModelDigest: u2, Strategy: "fedavg",
+		Contributors: []Contribution{{Trainer: a.id, UpdateDigest: u2, Weight: 1}}}))
+
 	// Unrelated digests still register and submit.
-	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("another base"), Name: "m", Licence: "l", Source: "s"}), fx.submit(t, a, 0, 2, digest("update of a, round 2")))
+	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("another base"), Name: "m", Licence: "l", Source: "s"}))
 }

@@ -204,7 +204,8 @@
 //     digest); the contributors are exactly the submitted updates that no
 //     UpdateRejected rejected (at least MinTrainers); for the
 //     sample-weighted strategies (SampleWeighted) each weight is exactly
-//     samples / Σ samples as the aggregator computes it.
+//     samples / Σ samples as the aggregator computes it; the model's
+//     digest is no update first submitted to another round.
 //
 // The recipe records the DP mechanism's parameters (clip, noise
 // multiplier, sampling) but never a noise seed: the aggregator's noise

@@ -486,6 +486,15 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		} else if ok {
 			return nil, txErr(CodeAlreadyExists, "model %s is already recorded; a commit must name a new model", b.ModelDigest)
 		}
+		if sub, err := c.submittedUpdate(b.ModelDigest); err != nil {
+			return nil, err
+		} else if sub != nil && (sub.JobID != b.JobID || sub.Round != b.Round) {
+			// A round's model may have an update's bytes only when it is
+			// that round's own (one contributor): any other would publish
+			// the update of a round this aggregator has no say over.
+			return nil, txErr(CodeInvalid, "round %d of job %q commits model %s, the update trainer %s submitted to round %d of job %q; a round's model may equal only an update of that round",
+				b.Round, b.JobID, b.ModelDigest, sub.Trainer, sub.Round, sub.JobID)
+		}
 		link := lineageLink{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel,
 			ModelDigest: b.ModelDigest, Strategy: b.Strategy, Params: b.Params, OpenedHeight: r.OpenedHeight,
 			CommittedHeight: c.height, Aggregator: tx.Signer}
@@ -573,8 +582,8 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 
 // submittedUpdate returns the earliest UpdateSubmitted of update digest
 // that the block so far sees, or nil when none named it. It scans the
-// per-round digest index (one key per submitted update): ModelRegistered,
-// its only caller, is rare.
+// per-round digest index (one key per submitted update): ModelRegistered
+// and RoundCommitted, its callers, are rare.
 func (c *execCtx) submittedUpdate(digest string) (*UpdateSubmission, error) {
 	var found *UpdateSubmission
 	err := c.b.Iter([]byte(prefixUpdateDig), func(k, v []byte) error {

@@ -227,7 +227,8 @@ func TestAttackBlobs(t *testing.T) {
 		// A rival coordinator's job, with its own aggregator: trainer-1
 		// names trainer-2's update digest (read on the chain) as its own,
 		// and the rogue aggregator commits it as the round's model. The
-		// ledger cannot tell; the store must not publish the update.
+		// ledger refuses the commit; and were such a model on a chain, the
+		// store would still not publish the update (ModelFreesUpdate).
 		victim := b.updates["trainer-2"]
 		rival := b.blobsMember(t, ctx, "coordinator-3", ledger.RoleCoordinator)
 		rogue := b.blobsMember(t, ctx, "aggregator-3", ledger.RoleAggregator)
@@ -249,15 +250,24 @@ func TestAttackBlobs(t *testing.T) {
 				Strategy: "fedavg", Trainers: []string{trainer1}, Deadline: time.Now().Add(time.Hour)}},
 			{coordinator.NewSigner(b.lc, n.Keys["trainer-1"]), ledger.UpdateSubmitted{JobID: "blobs-rogue", Round: 1, UpdateDigest: victim,
 				DatasetDigest: b.datasets["trainer-1"], Samples: 1}},
-			{rogue, ledger.RoundCommitted{JobID: "blobs-rogue", Round: 1, ModelDigest: victim, Strategy: "fedavg", Params: rc.Params,
-				Contributors: []ledger.Contribution{{Trainer: trainer1, UpdateDigest: victim, Weight: 1}}}},
 		}
 		for _, s := range steps {
 			if _, err := s.s.Submit(ctx, s.body); err != nil {
 				t.Fatalf("%s: %v", s.body.TxType(), err)
 			}
 		}
-		store := blobsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), blobsStore(t, n)
+		h, err := rogue.Submit(ctx, ledger.RoundCommitted{JobID: "blobs-rogue", Round: 1, ModelDigest: victim, Strategy: "fedavg", Params: rc.Params,
+			Contributors: []ledger.Contribution{{Trainer: trainer1, UpdateDigest: victim, Weight: 1}}})
+		if err == nil {
+			t.Errorf("the rogue aggregator committed trainer-2's update as its round's model at height %d", h)
+		} else {
+			want := fmt.Sprintf("commits model %s, the update trainer %s submitted to round 1 of job %q; a round's model may equal only an update of that round", victim, n.ID("trainer-2"), "blobs")
+			if !errors.Is(err, node.ErrRejected) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("RoundCommitted of trainer-2's update: %v; want a rejection: %s", err, want)
+			}
+			requireUnchanged(t, ctx, n, chain)
+		}
 		b.blobsDownloadDenied(t, ctx, "trainer-1", "trainer-2")
 		blobsRequireStore(t, n, store, 0)
 	})
