@@ -20,9 +20,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedtune/fedtune/aggregator"
 	artifactv1 "github.com/fedtune/fedtune/api/artifact/v1"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
@@ -38,9 +38,9 @@ const blobsPrune = 3 * time.Second
 // blobsNet is a devnet of two trainers whose one-round job ("blobs") has
 // run to the end, with what the attacks need from it.
 type blobsNet struct {
-	nw      *devnet.Network
-	n       *devnet.Net
-	lc      *node.Client
+	nw       *devnet.Network
+	n        *devnet.Net
+	lc       *node.Client
 	updates  map[string]string // trainer name → its update in round 1
 	datasets map[string]string // trainer name → its dataset
 	update   string            // trainer-1's update
