@@ -806,7 +806,9 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	job.Source = req.Source
-	if err := s.checkEvalData(ctx, job); err != nil {
+	if err := s.checkEvalData(ctx, job); errors.Is(err, errEvalDataUnchecked) {
+		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
+	} else if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	var busy string

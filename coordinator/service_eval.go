@@ -137,6 +137,11 @@ func (s *Service) checkEvalData(ctx context.Context, job *Job) error {
 	return s.evalDataNotUpdate(ctx, job)
 }
 
+// errEvalDataUnchecked marks an eval.data that could not be checked
+// because the ledger did not answer: LaunchJob says Unavailable, not
+// InvalidArgument.
+var errEvalDataUnchecked = errors.New("the ledger did not answer")
+
 // evalDataNotUpdate refuses an eval.data that names a blob the ledger knows
 // as a trainer's update: an update goes only to those who need it, and an
 // evaluation on it would publish what its bytes score.
@@ -147,7 +152,7 @@ func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
 	author, err := s.updateAuthor(ctx, job.Eval.Data)
 	switch {
 	case err != nil:
-		return fmt.Errorf("eval.data: cannot check blob %s against the ledger's updates: %w", job.Eval.Data, err)
+		return fmt.Errorf("eval.data: cannot check blob %s against the ledger's updates: %w (%w)", job.Eval.Data, errEvalDataUnchecked, err)
 	case author != nil:
 		return fmt.Errorf("eval.data: blob %s is the update of trainer %s in job %s round %d; eval data must be a blob uploaded as such, not a trainer's update",
 			job.Eval.Data, abbrev(author.Trainer), author.JobID, author.Round)

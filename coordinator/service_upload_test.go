@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"io"
 	"os"
@@ -215,5 +216,26 @@ func TestEvalDataNotAnUpdate(t *testing.T) {
 	}
 	if _, err := s.evaluate(context.Background(), evalTask{job: job}); err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update") {
 		t.Fatalf("evaluate: %v; want the same refusal", err)
+	}
+}
+
+// When the ledger cannot say whether eval.data is an update, the launch is
+// refused as unavailable (try again), not as a bad job.
+func TestEvalDataLedgerDown(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("eval text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := DefaultJob()
+	job.Eval.Data = blob
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = s.checkEvalData(ctx, job)
+	if !errors.Is(err, errEvalDataUnchecked) || !strings.Contains(err.Error(), "eval.data: cannot check blob "+blob) {
+		t.Fatalf("checkEvalData with no ledger: %v; want errEvalDataUnchecked naming eval.data", err)
 	}
 }
