@@ -39,7 +39,8 @@
 // uploader (bytes stored and in partial uploads) and bytes in flight per
 // uploader, an idle timeout that closes upload and download streams on
 // which nothing moves; AuthorizeUpload and AuthorizeDownload let the node
-// decide who may store and who may read which blob; Maintain prunes
+// decide who may store and who may read which blob (and so who may learn
+// from Upload or Status that a blob is stored); Maintain prunes
 // abandoned partial uploads. Refusals carry gRPC codes (PermissionDenied,
 // ResourceExhausted, InvalidArgument, DeadlineExceeded for idle streams)
 // and are counted by reason in fedtune_artifact_rejected_total.

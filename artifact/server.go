@@ -58,7 +58,11 @@ type ServerConfig struct {
 	AuthorizeUpload func(ctx context.Context) error
 	// AuthorizeDownload, when set, is asked before blob digest (a parsed
 	// digest) is sent or described by Stat: a non-nil error refuses it.
-	// Without it every peer the transport admits may read every blob.
+	// Upload and Status ask it too, and tell a caller it refuses nothing
+	// about the blob: its upload runs as for an absent blob (all bytes
+	// sent, the digest checked, the stored copy kept), and Status reports
+	// only the caller's own partial upload. Without it every peer the
+	// transport admits may read every blob.
 	AuthorizeDownload func(ctx context.Context, digest string) error
 }
 
@@ -341,7 +345,13 @@ func (s *Server) Upload(stream artifactv1.Artifacts_UploadServer) error {
 		s.m.Uploads.WithLabelValues("existed").Inc()
 		return stream.Send(&artifactv1.UploadResponse{Msg: &artifactv1.UploadResponse_Done{Done: &artifactv1.UploadDone{Digest: d, Size: info.Size, Existed: true}}})
 	}
-	if info, err := s.cfg.Store.Stat(d); err == nil {
+	// Only a caller who may read the blob learns that it is stored. Any
+	// other caller's upload runs as if the blob were absent: it sends every
+	// byte, and the store keeps the one copy it has (Commit). So a second
+	// honest uploader of the same bytes still succeeds, and a prober
+	// without them ends in the digest mismatch an absent blob gives.
+	known := s.mayKnow(ctx, d)
+	if info, err := s.cfg.Store.Stat(d); err == nil && known {
 		if info.Size != h.Size {
 			return s.reject("size_mismatch", status.Errorf(codes.OutOfRange, "upload %s: announced %d bytes, but the blob with that digest has %d", d, h.Size, info.Size))
 		}
@@ -365,7 +375,7 @@ func (s *Server) Upload(stream artifactv1.Artifacts_UploadServer) error {
 		return toStatus(err)
 	}
 	defer p.Close() // keeps the bytes received for a resume; no-op after Commit
-	if info, err := s.cfg.Store.Stat(d); err == nil {
+	if info, err := s.cfg.Store.Stat(d); err == nil && known {
 		// An upload of the same blob finished while we waited.
 		p.Abort()
 		return existed(info)
@@ -547,8 +557,22 @@ func (s *Server) Stat(ctx context.Context, req *artifactv1.StatRequest) (*artifa
 	return &artifactv1.StatResponse{Digest: info.Digest, Size: info.Size}, nil
 }
 
-// Status implements artifactv1.ArtifactsServer: a complete blob, or how
-// much of it the caller's own partial upload holds.
+// mayKnow reports whether the caller may learn that blob d is stored, and
+// its size: whoever AuthorizeDownload lets read it (everyone when it is not
+// set). It is asked before the store is looked at, whether or not the blob
+// is there, so that neither an answer nor its timing depends on that; a
+// refusal for any reason (the ledger unreachable included) only makes the
+// caller's upload send its bytes.
+func (s *Server) mayKnow(ctx context.Context, d string) bool {
+	if s.cfg.AuthorizeDownload == nil {
+		return true
+	}
+	return s.cfg.AuthorizeDownload(ctx, d) == nil
+}
+
+// Status implements artifactv1.ArtifactsServer: a complete blob, to a
+// caller who may read it, or how much of it the caller's own partial
+// upload holds.
 func (s *Server) Status(ctx context.Context, req *artifactv1.StatusRequest) (*artifactv1.StatusResponse, error) {
 	if s.cfg.AuthorizeUpload != nil {
 		// Status serves uploaders: it answers only those who may upload.
@@ -559,18 +583,26 @@ func (s *Server) Status(ctx context.Context, req *artifactv1.StatusRequest) (*ar
 			return nil, s.reject("unauthorized", err)
 		}
 	}
-	info, err := s.cfg.Store.Stat(req.Digest)
-	if err == nil {
-		return &artifactv1.StatusResponse{Digest: info.Digest, Complete: true, Received: info.Size}, nil
+	d, err := ParseDigest(req.Digest)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "status: %v", err)
 	}
-	if !errors.Is(err, ErrNotFound) {
-		return nil, toStatus(err)
+	// A complete blob is reported only to those who may read it; anyone
+	// else hears of their own partial upload alone, as if it were absent.
+	if s.mayKnow(ctx, d) {
+		info, err := s.cfg.Store.Stat(d)
+		if err == nil {
+			return &artifactv1.StatusResponse{Digest: info.Digest, Complete: true, Received: info.Size}, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, toStatus(err)
+		}
 	}
-	n, err := s.cfg.Store.PartialSizeAs(owner(ctx), req.Digest)
+	n, err := s.cfg.Store.PartialSizeAs(owner(ctx), d)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &artifactv1.StatusResponse{Digest: req.Digest, Received: n}, nil
+	return &artifactv1.StatusResponse{Digest: d, Received: n}, nil
 }
 
 // toStatus maps store errors to gRPC status codes; fromStatus in the client

@@ -85,10 +85,17 @@
 // section; downloads follow DownloadAllowed, which gives an update (found
 // with the ledger's updates-by-digest query) only to its first submitter,
 // the job's designated aggregators, auditors and admins, and every other
-// blob to members. A trainer key holds at most MaxSessionsPerTrainer Join
-// sessions (a new one replaces the oldest that never streamed). A job's
-// eval.data is read only from the artifact store (a digest) or inside the
-// config's eval_data_root (service_eval.go).
+// blob to members; an update is every member's only as the model its own
+// round committed (ModelFreesUpdate: one contributor), never through a
+// model record of another round or coordinator. Upload and Status tell a
+// caller that a blob is stored only if it may download it (else its upload
+// runs as for an absent blob). Challenge answers anyone, so one caller (its
+// TLS key, else its host) holds at most MaxChallengesPerCaller unanswered
+// challenges and all together MaxChallenges, the oldest dropped first. A
+// trainer key holds at most MaxSessionsPerTrainer Join sessions (a new one
+// replaces the oldest that never streamed). A job's eval.data is read only
+// from the artifact store (a digest that is no trainer's update) or inside
+// the config's eval_data_root (service_eval.go).
 //
 // The aggregator role is the Aggregator interface: LocalAggregator runs in
 // the process as above; when the server config names a remote aggregator

@@ -95,8 +95,7 @@ type Service struct {
 
 	events chan func()
 
-	chMu       sync.Mutex
-	challenges map[string]time.Time
+	challenges challengeTable
 
 	txMu    sync.Mutex
 	txQueue []queuedTx
@@ -172,15 +171,14 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, log: log,
-		id:         ledger.KeyID(cfg.CoordinatorKey.Public().(ed25519.PublicKey)),
-		coord:      NewSigner(cfg.Ledger, cfg.CoordinatorKey),
-		agg:        cfg.Aggregator,
-		events:     make(chan func(), 256),
-		challenges: map[string]time.Time{},
-		txWake:     make(chan struct{}, 1),
-		sessions:   map[string]*session{},
-		members:    map[string]bool{},
-		models:     map[string]modelFiles{},
+		id:       ledger.KeyID(cfg.CoordinatorKey.Public().(ed25519.PublicKey)),
+		coord:    NewSigner(cfg.Ledger, cfg.CoordinatorKey),
+		agg:      cfg.Aggregator,
+		events:   make(chan func(), 256),
+		txWake:   make(chan struct{}, 1),
+		sessions: map[string]*session{},
+		members:  map[string]bool{},
+		models:   map[string]modelFiles{},
 	}
 	if s.agg == nil {
 		s.agg = NewLocalAggregator(cfg.Store, filepath.Join(cfg.Dir, "work"), NewSigner(cfg.Ledger, cfg.AggregatorKey), log)
@@ -511,35 +509,30 @@ func roundOfTx(b ledger.TxBody) uint64 {
 	return 0
 }
 
-// Challenge implements coordinatorv1.CoordinatorServer.
-func (s *Service) Challenge(context.Context, *coordinatorv1.ChallengeRequest) (*coordinatorv1.ChallengeResponse, error) {
+// Challenge implements coordinatorv1.CoordinatorServer. Anyone may ask,
+// so a caller (its TLS key, else its host) holds at most
+// MaxChallengesPerCaller unanswered challenges, and all callers together
+// MaxChallenges (the oldest go first).
+func (s *Service) Challenge(ctx context.Context, _ *coordinatorv1.ChallengeRequest) (*coordinatorv1.ChallengeResponse, error) {
 	c, err := NewChallenge(rand.Reader)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	now := time.Now()
-	s.chMu.Lock()
-	for k, exp := range s.challenges {
-		if now.After(exp) {
-			delete(s.challenges, k)
-		}
+	caller := challengeCaller(ctx)
+	evicted, err := s.challenges.issue(string(c), caller, time.Now(), challengeTTL)
+	if err != nil {
+		s.log.DebugContext(ctx, "join challenge refused", "caller", showCaller(caller), "err", err)
+		return nil, err
 	}
-	if len(s.challenges) > 10000 {
-		s.chMu.Unlock()
-		return nil, status.Error(codes.ResourceExhausted, "too many outstanding join challenges")
+	if evicted > 0 {
+		s.log.DebugContext(ctx, "join challenges at their limit; the oldest dropped", "limit", MaxChallenges, "dropped", evicted)
 	}
-	s.challenges[string(c)] = now.Add(challengeTTL)
-	s.chMu.Unlock()
 	return &coordinatorv1.ChallengeResponse{Challenge: c, CoordinatorId: s.id}, nil
 }
 
 // Join implements coordinatorv1.CoordinatorServer.
 func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*coordinatorv1.JoinResponse, error) {
-	s.chMu.Lock()
-	exp, ok := s.challenges[string(req.Challenge)]
-	delete(s.challenges, string(req.Challenge))
-	s.chMu.Unlock()
-	if !ok || time.Now().After(exp) {
+	if !s.challenges.take(string(req.Challenge), time.Now()) {
 		return nil, status.Error(codes.FailedPrecondition, "join: unknown or expired challenge; ask for a new one")
 	}
 	pub := ed25519.PublicKey(req.PublicKey)
@@ -813,7 +806,9 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	job.Source = req.Source
-	if err := s.checkEvalData(job); err != nil {
+	if err := s.checkEvalData(ctx, job); errors.Is(err, errEvalDataUnchecked) {
+		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
+	} else if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	var busy string

@@ -123,7 +123,7 @@ func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
 
 // checkEvalData refuses a job whose eval.data the coordinator may not or
 // cannot read (LaunchJob, before anything is done).
-func (s *Service) checkEvalData(job *Job) error {
+func (s *Service) checkEvalData(ctx context.Context, job *Job) error {
 	if job.Eval.Data == "" {
 		return nil
 	}
@@ -131,7 +131,33 @@ func (s *Service) checkEvalData(job *Job) error {
 	if err != nil {
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return s.evalDataNotUpdate(ctx, job)
+}
+
+// errEvalDataUnchecked marks an eval.data that could not be checked
+// because the ledger did not answer: LaunchJob says Unavailable, not
+// InvalidArgument.
+var errEvalDataUnchecked = errors.New("the ledger did not answer")
+
+// evalDataNotUpdate refuses an eval.data that names a blob the ledger knows
+// as a trainer's update: an update goes only to those who need it, and an
+// evaluation on it would publish what its bytes score.
+func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
+	if !isDigest(job.Eval.Data) {
+		return nil
+	}
+	author, err := s.updateAuthor(ctx, job.Eval.Data)
+	switch {
+	case err != nil:
+		return fmt.Errorf("eval.data: cannot check blob %s against the ledger's updates: %w (%w)", job.Eval.Data, errEvalDataUnchecked, err)
+	case author != nil:
+		return fmt.Errorf("eval.data: blob %s is the update of trainer %s in job %s round %d; eval data must be a blob uploaded as such, not a trainer's update",
+			job.Eval.Data, abbrev(author.Trainer), author.JobID, author.Round)
+	}
+	return nil
 }
 
 // evalDue reports whether round r's committed model is to be evaluated.
@@ -238,6 +264,11 @@ func (s *Service) evalWorker(ctx context.Context) {
 // evaluate scores task t's model, with the base model's files linked from
 // the artifact store into a scratch folder.
 func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, error) {
+	// Checked again: the blob may have been submitted as an update since
+	// the job was launched.
+	if err := s.evalDataNotUpdate(ctx, t.job); err != nil {
+		return model.EvalResult{}, err
+	}
 	dir, err := os.MkdirTemp(filepath.Join(s.cfg.Dir, "work"), "eval-")
 	if err != nil {
 		return model.EvalResult{}, err

@@ -74,10 +74,16 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	if author != nil {
 		// A committed model can have an update's bytes (a round of one
 		// contributor under FedAvg): as a model every member needs it.
-		_, err := QueryModel(ctx, s.cfg.Ledger, digest)
+		// Only that model frees the update, though: any other model record
+		// of its digest (registered by some coordinator, or committed by
+		// another job's aggregator) would publish a trainer's update on
+		// the word of a party that has no say over it.
+		mod, err := QueryModel(ctx, s.cfg.Ledger, digest)
 		switch {
 		case err == nil:
-			author = nil
+			if ModelFreesUpdate(mod, author) {
+				author = nil
+			}
 		case !errors.Is(err, ErrLedgerRecordNotFound):
 			return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's models: %v", digest, err)
 		}
@@ -98,11 +104,23 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	return nil
 }
 
+// ModelFreesUpdate reports whether model record m, of the same digest as
+// the update first submitted as author, makes that update's bytes a model
+// every member may download: only when m is the model that the update's
+// own round committed (a round whose one contributor's update is the new
+// global model). A model registered by a coordinator, or committed by any
+// other round, of a digest that a trainer submitted does not: the FSM
+// refuses the first (ModelRegistered of a submitted update), and the second
+// is some aggregator's claim about bytes it had no business publishing.
+func ModelFreesUpdate(m *ledger.Model, author *ledger.UpdateSubmission) bool {
+	return m != nil && author != nil && m.JobID != "" && m.JobID == author.JobID && m.Round == author.Round
+}
+
 // DownloadAllowed is the coordinator's download policy, in one place: may
 // the ledger member m (nil: not a member) with key ID peer download blob
 // digest, which is the update first submitted as author (nil: the blob is
-// no update the ledger knows, or is also a model on the ledger: a base
-// model, config, tokenizer, adapter, committed model or server state), of
+// no update the ledger knows, or is the model its own round committed, see
+// ModelFreesUpdate), of
 // a job whose recipe designates aggregators?
 //
 //   - Strangers and removed members get nothing.

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -110,7 +111,7 @@ func TestOpenEvalData(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("error %v, want %q", err, tc.want)
 				}
-				if s.checkEvalData(job) == nil {
+				if s.checkEvalData(context.Background(), job) == nil {
 					t.Fatal("checkEvalData let it through")
 				}
 				return
@@ -166,5 +167,75 @@ func TestCapSessions(t *testing.T) {
 	}
 	if _, ok := s.sessions["s1"]; !ok {
 		t.Fatal("the streaming session was dropped")
+	}
+}
+
+// Only the model that an update's own round committed (one contributor)
+// makes the update a model every member may download.
+func TestModelFreesUpdate(t *testing.T) {
+	author := &ledger.UpdateSubmission{JobID: "j", Round: 3, Trainer: "t1", Height: 9}
+	for _, tc := range []struct {
+		name string
+		m    *ledger.Model
+		want bool
+	}{
+		{"committed by the update's round", &ledger.Model{JobID: "j", Round: 3, Registrar: "agg", Height: 12}, true},
+		{"registered by a coordinator", &ledger.Model{Registrar: "rival", Height: 12}, false},
+		{"committed by another round of the job", &ledger.Model{JobID: "j", Round: 4, Registrar: "agg", Height: 20}, false},
+		{"committed by another job's round", &ledger.Model{JobID: "k", Round: 3, Registrar: "rogue", Height: 12}, false},
+		{"no model record", nil, false},
+	} {
+		if got := ModelFreesUpdate(tc.m, author); got != tc.want {
+			t.Errorf("%s: ModelFreesUpdate = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if ModelFreesUpdate(&ledger.Model{JobID: "j", Round: 3}, nil) {
+		t.Error("a model frees no update when there is none")
+	}
+}
+
+// eval.data naming a blob that the ledger knows as an update is refused,
+// naming the field, even when the blob is in the store.
+func TestEvalDataNotAnUpdate(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	update, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("a trainer's update"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ledger's answer, as updateAuthor caches it (this service's
+	// ledger client reaches no node).
+	s.authors.m = map[string]ledger.UpdateSubmission{update: {JobID: "j", Round: 2, Trainer: "aaaa1111aaaa1111", Height: 7}}
+	job := DefaultJob()
+	job.Eval.Data = update
+	err = s.checkEvalData(context.Background(), job)
+	if err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update of trainer aaaa1111aaaa1111 in job j round 2") {
+		t.Fatalf("checkEvalData: %v; want a refusal naming eval.data and the update", err)
+	}
+	if _, err := s.evaluate(context.Background(), evalTask{job: job}); err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update") {
+		t.Fatalf("evaluate: %v; want the same refusal", err)
+	}
+}
+
+// When the ledger cannot say whether eval.data is an update, the launch is
+// refused as unavailable (try again), not as a bad job.
+func TestEvalDataLedgerDown(t *testing.T) {
+	s, err := newTestService(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("eval text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := DefaultJob()
+	job.Eval.Data = blob
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = s.checkEvalData(ctx, job)
+	if !errors.Is(err, errEvalDataUnchecked) || !strings.Contains(err.Error(), "eval.data: cannot check blob "+blob) {
+		t.Fatalf("checkEvalData with no ledger: %v; want errEvalDataUnchecked naming eval.data", err)
 	}
 }

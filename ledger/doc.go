@@ -194,7 +194,11 @@
 //     are numbered 1, 2, 3, … (each the previous plus one); the strategy is
 //     the recipe's; the trainer count is within MinTrainers..MaxTrainers.
 //   - UpdateSubmitted: samples is at most the dataset's registered count
-//     and the recipe's MaxSamples (if set).
+//     and the recipe's MaxSamples (if set); the update's digest is no
+//     recorded model (registered or committed).
+//   - ModelRegistered: the digest is no submitted update (the artifact
+//     store gives a model to every member, an update only to those who
+//     need it), so a coordinator cannot publish a trainer's update.
 //   - UpdateRejected, RoundFailed, RoundCommitted: the signer is one of the
 //     recipe's Aggregators.
 //   - RoundCommitted: strategy and parameters are the recipe's
@@ -202,7 +206,8 @@
 //     digest); the contributors are exactly the submitted updates that no
 //     UpdateRejected rejected (at least MinTrainers); for the
 //     sample-weighted strategies (SampleWeighted) each weight is exactly
-//     samples / Σ samples as the aggregator computes it.
+//     samples / Σ samples as the aggregator computes it; the model's
+//     digest is no update first submitted to another round.
 //
 // The recipe records the DP mechanism's parameters (clip, noise
 // multiplier, sampling) but never a noise seed: the aggregator's noise

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -284,6 +285,14 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		} else if ok {
 			return nil, txErr(CodeAlreadyExists, "model %s is already recorded", b.Digest)
 		}
+		if sub, err := c.submittedUpdate(b.Digest); err != nil {
+			return nil, err
+		} else if sub != nil {
+			// Registering it would make a trainer's update a model that
+			// every member may download.
+			return nil, txErr(CodeInvalid, "model %s is the update trainer %s submitted to round %d of job %q; a submitted update cannot be registered as a model",
+				b.Digest, sub.Trainer, sub.Round, sub.JobID)
+		}
 		m := Model{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Config: b.Config,
 			Registrar: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{modelKey(b.Digest), mustJSON(m)}}, nil
@@ -412,6 +421,12 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		} else if job != nil && job.Recipe.MaxSamples > 0 && b.Samples > job.Recipe.MaxSamples {
 			return nil, txErr(CodeInvalid, "samples %d is more than the %d the recipe of job %q allows per update", b.Samples, job.Recipe.MaxSamples, b.JobID)
 		}
+		var mod Model
+		if ok, err := c.getJSON(modelKey(b.UpdateDigest), &mod); err != nil {
+			return nil, err
+		} else if ok {
+			return nil, txErr(CodeInvalid, "update %s is already recorded as a model (%s); an update must be the trainer's own new weights, not a model's", b.UpdateDigest, mod.describe())
+		}
 		var prev Update
 		if ok, err := c.getJSON(updateKey(b.JobID, b.Round, tx.Signer), &prev); err != nil {
 			return nil, err
@@ -477,6 +492,15 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			return nil, err
 		} else if ok {
 			return nil, txErr(CodeAlreadyExists, "model %s is already recorded; a commit must name a new model", b.ModelDigest)
+		}
+		if sub, err := c.submittedUpdate(b.ModelDigest); err != nil {
+			return nil, err
+		} else if sub != nil && (sub.JobID != b.JobID || sub.Round != b.Round) {
+			// A round's model may have an update's bytes only when it is
+			// that round's own (one contributor): any other would publish
+			// the update of a round this aggregator has no say over.
+			return nil, txErr(CodeInvalid, "round %d of job %q commits model %s, the update trainer %s submitted to round %d of job %q; a round's model may equal only an update of that round",
+				b.Round, b.JobID, b.ModelDigest, sub.Trainer, sub.Round, sub.JobID)
 		}
 		link := lineageLink{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel,
 			ModelDigest: b.ModelDigest, Strategy: b.Strategy, Params: b.Params, OpenedHeight: r.OpenedHeight,
@@ -561,6 +585,34 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 		return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}}, nil
 	}
 	return nil, txErr(CodeMalformed, "unknown tx body %T", tx.Body)
+}
+
+// submittedUpdate returns the earliest UpdateSubmitted of update digest
+// that the block so far sees, or nil when none named it. It scans the
+// per-round digest index (one key per submitted update): ModelRegistered
+// and RoundCommitted, its callers, are rare.
+func (c *execCtx) submittedUpdate(digest string) (*UpdateSubmission, error) {
+	var found *UpdateSubmission
+	err := c.b.Iter([]byte(prefixUpdateDig), func(k, v []byte) error {
+		rest := k[len(prefixUpdateDig):]
+		if len(rest) < len(digest)+9 || string(rest[len(rest)-len(digest):]) != digest {
+			return nil
+		}
+		suffix := rest[:len(rest)-len(digest)] // job ‖ 0 ‖ round (8 bytes)
+		s := UpdateSubmission{JobID: string(suffix[:len(suffix)-9]), Round: binary.BigEndian.Uint64(suffix[len(suffix)-8:]), Trainer: string(v)}
+		var u Update
+		if _, err := c.getJSON(updateKey(s.JobID, s.Round, s.Trainer), &u); err != nil {
+			return err
+		}
+		if s.Height = u.Height; found == nil || s.Height < found.Height {
+			found = &s
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, asStorage(err)
+	}
+	return found, nil
 }
 
 // lineageWrites places the lineage link of model, committed on base, in a

@@ -185,6 +185,15 @@ type Model struct {
 	Round     uint64 `json:"round,omitempty"`
 }
 
+// describe says where model m comes from, for a rejection's reason: the
+// round that committed it, or the coordinator that registered it.
+func (m *Model) describe() string {
+	if m.JobID != "" {
+		return fmt.Sprintf("committed by round %d of job %q at height %d", m.Round, m.JobID, m.Height)
+	}
+	return fmt.Sprintf("registered by %s at height %d", m.Registrar, m.Height)
+}
+
 // Dataset is a registered dataset manifest.
 type Dataset struct {
 	Digest  string `json:"digest"`

@@ -7,7 +7,11 @@
 // optional "__metadata__" string map), then the data buffer. Parse validates
 // the header completely before any data is read: offsets must cover the
 // buffer exactly, with no overlap and no gap, and each tensor's byte length
-// must match its dtype and shape. Every error names the file and the tensor.
+// must match its dtype and shape. The header must be UTF-8; each entry and
+// the "__metadata__" map are decoded strictly (internal/strictjson): a key
+// given twice, or twice up to case, is refused rather than read as its last
+// copy, so a file's metadata (such as fedtune.kind) has one reading. Every
+// error names the file and the tensor.
 //
 // The canonical encoding (see DESIGN.md, "Weight digest") sorts tensor names
 // bytewise, writes each entry as {"dtype":…,"shape":[…],"data_offsets":[b,e]}

@@ -13,6 +13,9 @@ import (
 	"math/bits"
 	"os"
 	"sort"
+	"unicode/utf8"
+
+	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
 // MaxHeaderSize bounds the JSON header, as the reference implementation does.
@@ -136,6 +139,9 @@ func (f *File) parseHeader(hdr []byte, ferr func(string, string, ...any) error) 
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return ferr("", "header is not a JSON object")
 	}
+	if !utf8.Valid(trimmed) {
+		return ferr("", "header is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.UseNumber()
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
@@ -155,9 +161,12 @@ func (f *File) parseHeader(hdr []byte, ferr func(string, string, ...any) error) 
 			if f.metadata != nil {
 				return ferr("", "duplicate __metadata__")
 			}
+			// Strictly: a key twice (or twice up to case) would let a
+			// reader that keeps the first see another "fedtune.kind" than
+			// one that keeps the last.
 			f.metadata = map[string]string{}
-			if err := json.Unmarshal(raw, &f.metadata); err != nil {
-				return ferr("", "__metadata__ must map strings to strings: %v", err)
+			if err := strictjson.Unmarshal(raw, &f.metadata); err != nil {
+				return ferr("", "__metadata__ must map strings to strings, each key once: %v", err)
 			}
 			continue
 		}
@@ -165,9 +174,7 @@ func (f *File) parseHeader(hdr []byte, ferr func(string, string, ...any) error) 
 			return ferr(key, "duplicate tensor name")
 		}
 		var e rawEntry
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&e); err != nil {
+		if err := strictjson.Unmarshal(raw, &e); err != nil {
 			return ferr(key, "bad entry: %v", err)
 		}
 		if e.DType == nil || e.Shape == nil || e.DataOffsets == nil {

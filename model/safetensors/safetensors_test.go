@@ -186,6 +186,12 @@ func TestBadInput(t *testing.T) {
 		{"huge shape", build(`{"a":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,0]}}`, nil), "too large"},
 		{"duplicate", build(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), "duplicate tensor name"},
 		{"bad metadata", build(`{"__metadata__":{"k":1}}`, nil), "__metadata__ must map strings"},
+		// A key twice: encoding/json kept the last, other readers the first.
+		{"duplicate metadata key", build(`{"__metadata__":{"fedtune.kind":"delta","fedtune.kind":"weights"}}`, nil), `duplicate field "fedtune.kind"`},
+		{"metadata keys differ in case", build(`{"__metadata__":{"fedtune.kind":"delta","FEDTUNE.KIND":"weights"}}`, nil), `differ only in case`},
+		{"entry field twice", build(`{"a":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), `"a": bad entry: duplicate field "dtype"`},
+		{"entry field in another case", build(`{"a":{"DTYPE":"F16","dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), `"a": bad entry: unknown field "DTYPE"`},
+		{"invalid UTF-8", build("{\"a\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", make([]byte, 4)), "not valid UTF-8"},
 		{"huge header", func() []byte { b := make([]byte, 16); binary.LittleEndian.PutUint64(b, 1<<40); return b }(), "exceeds"},
 	}
 	for _, tc := range cases {
@@ -227,10 +233,22 @@ func FuzzParse(f *testing.F) {
 	_ = Encode(&buf, []Tensor{a, b}, map[string]string{"k": "v"})
 	f.Add(buf.Bytes())
 	f.Add(build(`{"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
+	f.Add(build(`{"__metadata__":{"fedtune.kind":"delta","fedtune.kind":"weights"},"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse("fuzz", bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			return
+		}
+		if md := file.Metadata(); md != nil {
+			// Metadata that parsed has one reading: no key twice, none
+			// twice up to case.
+			seen := map[string]string{}
+			for k := range md {
+				if prev, ok := seen[strings.ToLower(k)]; ok {
+					t.Fatalf("metadata keys %q and %q both accepted", prev, k)
+				}
+				seen[strings.ToLower(k)] = k
+			}
 		}
 		var ts []Tensor
 		for _, info := range file.Tensors() {
