@@ -534,6 +534,33 @@ func (s *Store) Usage(owner string) (stored, partial int64, err error) {
 	return stored, partial, nil
 }
 
+// Uploaders returns the owners whose uploads published blob d (see
+// recordOwner), sorted; none for a blob the store's own holder put there.
+func (s *Store) Uploaders(d string) ([]string, error) {
+	if _, err := ParseDigest(d); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(filepath.Join(s.dir, "owners"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("uploaders of %s: %w", d, err)
+	}
+	var out []string
+	for _, e := range ents {
+		if !e.IsDir() || !ValidOwner(e.Name()) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, "owners", e.Name(), d)); err == nil {
+			out = append(out, e.Name())
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("uploaders of %s: %w", d, err)
+		}
+	}
+	return out, nil
+}
+
 // recordOwner notes that owner's upload published blob d (an empty file
 // DIR/owners/<owner>/<d>), which Usage counts.
 func (s *Store) recordOwner(owner, d string) error {

@@ -71,6 +71,18 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's updates: %v", digest, err)
 	}
+	var pending []string
+	if author == nil {
+		if pending, author, err = s.pendingUpload(ctx, digest); err != nil {
+			return status.Errorf(codes.Unavailable, "download %s: %v", digest, err)
+		}
+	}
+	if pending != nil {
+		if err := PendingAllowed(peer, m, digest, pending); err != nil {
+			return status.Error(codes.PermissionDenied, err.Error())
+		}
+		return nil
+	}
 	if author != nil {
 		// A committed model can have an update's bytes (a round of one
 		// contributor under FedAvg): as a model every member needs it.
@@ -114,6 +126,55 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 // is some aggregator's claim about bytes it had no business publishing.
 func ModelFreesUpdate(m *ledger.Model, author *ledger.UpdateSubmission) bool {
 	return m != nil && author != nil && m.JobID != "" && m.JobID == author.JobID && m.Round == author.Round
+}
+
+// pendingUpload looks at a blob the ledger's (possibly cached) answer
+// says is no update: if members uploaded it and the ledger knows it
+// neither as an update (asked afresh, not from the cache) nor as a model,
+// it returns its uploaders: an update is uploaded before its
+// UpdateSubmitted is on the chain, and must not be public in between. A
+// blob the coordinator stored or uploaded itself, or that is a model on
+// the ledger, has no pending uploaders. If the fresh answer finds an
+// update, it is returned as author.
+func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *ledger.UpdateSubmission, error) {
+	if s.cfg.Store == nil {
+		return nil, nil, nil
+	}
+	ups, err := s.cfg.Store.Uploaders(digest)
+	if err != nil || len(ups) == 0 || slices.Contains(ups, s.id) {
+		return nil, nil, err
+	}
+	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
+	switch {
+	case err == nil:
+		s.authors.put(digest, &subs[0], time.Now())
+		return nil, &subs[0], nil
+	case !errors.Is(err, ErrLedgerRecordNotFound):
+		return nil, nil, fmt.Errorf("cannot read the ledger's updates: %w", err)
+	}
+	switch _, err := QueryModel(ctx, s.cfg.Ledger, digest); {
+	case err == nil:
+		return nil, nil, nil
+	case !errors.Is(err, ErrLedgerRecordNotFound):
+		return nil, nil, fmt.Errorf("cannot read the ledger's models: %w", err)
+	}
+	return ups, nil, nil
+}
+
+// PendingAllowed is the download policy for a blob members uploaded that
+// the ledger does not know yet (neither an update nor a model): only its
+// uploaders, auditors and admins may download it.
+func PendingAllowed(peer string, m *ledger.Member, digest string, uploaders []string) error {
+	switch {
+	case m == nil:
+		return fmt.Errorf("download %s: %s is not a ledger member; only members may download artifacts here", digest, abbrev(peer))
+	case !m.Active:
+		return fmt.Errorf("download %s: %s was removed from the ledger; only active members may download artifacts here", digest, abbrev(peer))
+	case m.Role == ledger.RoleAdmin, m.Role == ledger.RoleAuditor, slices.Contains(uploaders, peer):
+		return nil
+	}
+	return fmt.Errorf("download %s: it was uploaded by %s and the ledger does not record it yet (an update before its UpdateSubmitted); only its uploader, auditors and admins may download it, not %s (role %s)",
+		digest, abbrev(uploaders[0]), abbrev(peer), m.Role)
 }
 
 // DownloadAllowed is the coordinator's download policy, in one place: may

@@ -239,3 +239,34 @@ func TestEvalDataLedgerDown(t *testing.T) {
 		t.Fatalf("checkEvalData with no ledger: %v; want errEvalDataUnchecked naming eval.data", err)
 	}
 }
+
+func TestPendingAllowed(t *testing.T) {
+	const up, other = "aaaa1111aaaa1111", "bbbb2222bbbb2222"
+	for _, tc := range []struct {
+		name string
+		peer string
+		m    *ledger.Member
+		want string // "" allowed
+	}{
+		{"stranger", other, nil, "is not a ledger member"},
+		{"uploader", up, &ledger.Member{Role: ledger.RoleTrainer, Active: true}, ""},
+		{"removed uploader", up, &ledger.Member{Role: ledger.RoleTrainer}, "was removed"},
+		{"other trainer", other, &ledger.Member{Role: ledger.RoleTrainer, Active: true}, "the ledger does not record it yet"},
+		{"aggregator", other, &ledger.Member{Role: ledger.RoleAggregator, Active: true}, "only its uploader, auditors and admins"},
+		{"auditor", other, &ledger.Member{Role: ledger.RoleAuditor, Active: true}, ""},
+		{"admin", other, &ledger.Member{Role: ledger.RoleAdmin, Active: true}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := PendingAllowed(tc.peer, tc.m, "d1", []string{up})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "download d1") {
+				t.Fatalf("error %v, want one naming the blob and %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -192,6 +192,31 @@ func TestAttackArtifacts(t *testing.T) {
 	nw, update := artifactsNet(t, ctx)
 	n := nw.Net
 
+	t.Run("DownloadUpdateBeforeItsSubmission", func(t *testing.T) {
+		// An update is uploaded before its UpdateSubmitted is on the chain:
+		// in between, only its uploader (and auditors, admins) may fetch it.
+		chain := waitSettled(t, ctx, n)
+		data, d := artifactsBlob(t, 4096)
+		c1, _ := artifactsDial(t, n, n.Keys["trainer-1"])
+		if _, err := c1.Upload(ctx, d, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatalf("trainer-1 uploading: %v", err)
+		}
+		for _, who := range []string{"trainer-2", "aggregator"} {
+			c, _ := artifactsDial(t, n, n.Keys[who])
+			var buf bytes.Buffer
+			_, err := c.Download(ctx, d, &buf)
+			if !errors.Is(err, artifact.ErrPermissionDenied) || !strings.Contains(err.Error(), "the ledger does not record it yet") || buf.Len() != 0 {
+				t.Errorf("%s downloading trainer-1's not yet submitted upload: %v (%d bytes); want PermissionDenied: the ledger does not record it yet", who, err, buf.Len())
+			}
+		}
+		for _, who := range []string{"trainer-1", "admin"} {
+			c, _ := artifactsDial(t, n, n.Keys[who])
+			if _, err := c.Download(ctx, d, io.Discard); err != nil {
+				t.Errorf("%s downloading trainer-1's upload: %v", who, err)
+			}
+		}
+		requireUnchanged(t, ctx, n, chain)
+	})
 	t.Run("DownloadOthersUpdate", func(t *testing.T) {
 		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
 		stranger, err := ledger.GenerateKey()
