@@ -722,13 +722,18 @@ func (m *Machine) checkQuorum() {
 	switch {
 	case len(valid) >= need && (outstanding == gone || deadlinePassed):
 		m.aggregate(valid)
-	case outstanding == 0:
-		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
-			Reason: fmt.Sprintf("every selected trainer answered with %d valid updates of %d; need %d", len(valid), len(r.selected), need)}, "", "")
 	case deadlinePassed:
 		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
 			Reason: fmt.Sprintf("deadline %s passed with %d valid updates of %d selected; need %d",
 				r.deadline.UTC().Format(time.RFC3339), len(valid), len(r.selected), need)}, "", "")
+	case outstanding == 0:
+		// Every selected trainer answered with too few valid updates. The
+		// aggregator signs a RoundFailed only once the ledger shows the
+		// deadline passed (a trainer's failure is not on the ledger), so
+		// the round fails at its deadline.
+		m.rd.Waiting = fmt.Sprintf("round %d: every selected trainer answered with %d valid updates of %d; need %d; the round fails at its deadline %s",
+			m.round, len(valid), len(r.selected), need, r.deadline.UTC().Format(time.RFC3339))
+		m.setWake(r.deadline)
 	default:
 		// Still collecting: every joined selected trainer that owes an
 		// update and has not had its task since it joined gets it.
