@@ -118,15 +118,16 @@ func (l *LocalAggregator) fetch(ctx context.Context, digest string) error {
 // rejections and failures for Submit.
 func (l *LocalAggregator) Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error) {
 	done, err := l.aggregate(ctx, &a, global)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, errNotAggregated) {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrAggregationRefused) {
 		l.own.Fail(a.JobID, a.Round, err.Error())
 	}
 	return done, err
 }
 
-// errNotAggregated marks a refusal of the request, which is no failure of
-// the aggregation (Submit signs no RoundFailed for it).
-var errNotAggregated = errors.New("aggregation refused")
+// ErrAggregationRefused is wrapped when an aggregator refuses a request
+// (such as one that leaves out a delivered update of the round): no
+// failure of the aggregation, so Submit signs no RoundFailed for it.
+var ErrAggregationRefused = errors.New("aggregation refused")
 
 func (l *LocalAggregator) aggregate(ctx context.Context, a *AggregationTask, global string) (AggregationDone, error) {
 	rejected := map[string]string{}
@@ -163,7 +164,7 @@ func (l *LocalAggregator) aggregate(ctx context.Context, a *AggregationTask, glo
 			err := FetchWithRetry(ctx, u.UpdateDigest, l.fetch)
 			if err == nil {
 				return AggregationDone{}, fmt.Errorf("%w: update %s of trainer %s is submitted on the ledger, not rejected and in the artifact store, yet not an input of the aggregation of job %s round %d",
-					errNotAggregated, u.UpdateDigest, u.Trainer, a.JobID, a.Round)
+					ErrAggregationRefused, u.UpdateDigest, u.Trainer, a.JobID, a.Round)
 			}
 			if ctx.Err() != nil {
 				return AggregationDone{}, ctx.Err()
