@@ -89,10 +89,17 @@ func (l *LocalAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint6
 		}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w: aggregator %s refuses to sign: %w", body.TxType(), node.ErrRejected, abbrev(l.ID()), err)
+		return 0, refusal{fmt.Errorf("%s: aggregator %s refuses to sign: %w", body.TxType(), abbrev(l.ID()), err)}
 	}
 	return l.signer.Submit(ctx, own)
 }
+
+// refusal is an aggregator's refusal to sign: a rejection (node.ErrRejected)
+// that no ledger node made.
+type refusal struct{ err error }
+
+func (r refusal) Error() string   { return r.err.Error() }
+func (r refusal) Unwrap() []error { return []error{r.err, node.ErrRejected} }
 
 // fetch brings digest into the store (Fetch), or checks it is there.
 func (l *LocalAggregator) fetch(ctx context.Context, digest string) error {
