@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"gopkg.in/yaml.v3"
 
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
@@ -209,5 +211,26 @@ func aggOwnDelivered(t *testing.T, ctx context.Context, n *devnet.Net) *ledger.R
 			t.Fatalf("round 1 never held %d delivered updates: %v", n.Opts.Trainers, err)
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+}
+
+// aggSetDeadline rewrites n's job file with a round deadline of d, so that
+// a round waiting for a trainer that will never deliver ends in d.
+func aggSetDeadline(t *testing.T, n *devnet.Net, d time.Duration) {
+	t.Helper()
+	data, err := os.ReadFile(n.JobFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["deadline"] = d.String()
+	if data, err = yaml.Marshal(doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.JobFile, data, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -214,6 +214,10 @@ func TestAttackWithheldUpdate(t *testing.T) {
 	}
 	ctx := testContext(t, 4*time.Minute)
 	n := prepareNet(t, ctx, devnet.Options{JobName: "withheld", Rounds: 1, LocalSteps: 20, MinTrainers: 2})
+	// The real trainer-3 may find the rogue update on the ledger before it
+	// trains, report it and be refused: then the round waits for it until
+	// the deadline.
+	aggSetDeadline(t, n, 30*time.Second)
 	nw, err := n.Start(ctx)
 	if err != nil {
 		t.Fatal(err)
