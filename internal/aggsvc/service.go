@@ -292,6 +292,15 @@ func (s *Service) reference(ctx context.Context, where string, a *coordinator.Ag
 	if err != nil {
 		return "", status.Errorf(codes.FailedPrecondition, "%s: the job's rounds: %v", where, err)
 	}
+	ref, code, err := ledgerReference(a, global, rc, r, rounds)
+	if err != nil {
+		return "", status.Errorf(code, "%s: %v", where, err)
+	}
+	return ref, nil
+}
+
+// ledgerReference is reference over the job's rounds on the ledger.
+func ledgerReference(a *coordinator.AggregationTask, global string, rc *ledger.RoundRecipe, r *ledger.Round, rounds []ledger.Round) (string, codes.Code, error) {
 	var prev *ledger.Round
 	for i := range rounds {
 		if q := &rounds[i]; q.Status == ledger.StatusCommitted && q.Round < a.Round && (prev == nil || q.Round > prev.Round) {
@@ -301,7 +310,7 @@ func (s *Service) reference(ctx context.Context, where string, a *coordinator.Ag
 	ref, state, from := r.BaseModel, "", "the round's base model on the ledger"
 	switch {
 	case prev != nil && r.BaseModel != prev.ModelDigest:
-		return "", status.Errorf(codes.FailedPrecondition, "%s: the round's base model on the ledger is %s, not the model %s that round %d committed", where, r.BaseModel, prev.ModelDigest, prev.Round)
+		return "", codes.FailedPrecondition, fmt.Errorf("the round's base model on the ledger is %s, not the model %s that round %d committed", r.BaseModel, prev.ModelDigest, prev.Round)
 	case prev != nil:
 		state = prev.Params[ledger.ParamServerState]
 		from = fmt.Sprintf("the model round %d committed", prev.Round)
@@ -310,13 +319,14 @@ func (s *Service) reference(ctx context.Context, where string, a *coordinator.Ag
 	}
 	switch {
 	case a.Base != r.BaseModel:
-		return "", status.Errorf(codes.InvalidArgument, "%s: the request names base model %q; the round's base model on the ledger is %s", where, a.Base, r.BaseModel)
+		return "", codes.InvalidArgument, fmt.Errorf("the request names base model %q; the round's base model on the ledger is %s", a.Base, r.BaseModel)
 	case global != ref:
-		return "", status.Errorf(codes.InvalidArgument, "%s: the request names reference weights %q; the ledger gives %s (%s)", where, global, ref, from)
+		return "", codes.InvalidArgument, fmt.Errorf("the request names reference weights %q; the ledger gives %s (%s)", global, ref, from)
 	case a.State != state:
-		return "", status.Errorf(codes.InvalidArgument, "%s: the request names server state %q; the ledger gives %q (the server_state of the job's last commit)", where, a.State, state)
+		return "", codes.InvalidArgument, fmt.Errorf("the request names server state %q; the ledger gives %q (the server_state of the job's last commit)", a.State, state)
 	}
-	return ref, nil
+	a.Base, a.State = r.BaseModel, state
+	return ref, codes.OK, nil
 }
 
 // commitDiff names the first field in which a coordinator's RoundCommitted
