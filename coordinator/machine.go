@@ -186,8 +186,9 @@ type AggregationTask struct {
 	// Inputs in canonical order: trainer ID ascending.
 	Inputs []Input
 	// Arrived are the trainers whose update reached the coordinator, valid
-	// or not (an invalid one is rejected by the machine itself); any other
-	// update the ledger records for the round was never delivered.
+	// or not (informational: the aggregator itself tries to fetch every
+	// update the ledger records for the round that is no input, and
+	// rejects those it cannot fetch).
 	Arrived []string
 }
 
