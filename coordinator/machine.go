@@ -391,10 +391,10 @@ func (m *Machine) apply(ev Event) error {
 		}
 		r := m.cur
 		if u := r.updates[e.Trainer]; u != nil {
-			if u.invalid == "" {
-				u.invalid = e.Reason
-				m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: u.Digest, Reason: e.Reason})
-			}
+			// Already delivered and on the ledger: the aggregator's own
+			// checks decide about it (it signs no rejection on the
+			// coordinator's word).
+			return nil
 		} else if _, ok := r.failed[e.Trainer]; !ok {
 			r.failed[e.Trainer] = e.Reason
 		}
