@@ -50,10 +50,16 @@ type LocalAggregator struct {
 	// committed digest.
 	Backend kernels.Backend
 
+	// Fetch brings blob digest into the store (nil: the blob must be in
+	// the store already, as in the coordinator's own process). An update
+	// that Fetch cannot bring after FetchAttempts tries is rejected.
+	Fetch func(ctx context.Context, digest string) error
+
 	store  *artifact.Store
 	dir    string
 	signer *Signer
 	log    *slog.Logger
+	own    OwnRounds
 }
 
 // NewLocalAggregator returns an aggregator over store that keeps scratch
@@ -68,15 +74,122 @@ func NewLocalAggregator(store *artifact.Store, dir string, signer *Signer, log *
 // ID implements Aggregator.
 func (l *LocalAggregator) ID() string { return l.signer.ID() }
 
-// Submit implements Aggregator.
+// Submit implements Aggregator. It signs only what this aggregator derived
+// itself (OwnRounds.Vet): an UpdateRejected of an update its aggregation
+// rejected or could not fetch, a RoundFailed of a round whose aggregation
+// failed here or whose deadline the ledger shows passed with too few
+// usable updates, and a RoundCommitted of the model and contributors its
+// aggregation produced. Anything else is refused with an error wrapping
+// node.ErrRejected and ErrNotOwn.
 func (l *LocalAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
-	return l.signer.Submit(ctx, body)
+	own, err := l.own.Vet(ctx, l.signer.ledger, body, l.fetch)
+	if err == nil {
+		if rc, ok := body.(ledger.RoundCommitted); ok {
+			err = l.own.vetCommit(rc)
+		}
+	}
+	if err != nil {
+		return 0, refusal{fmt.Errorf("%s: aggregator %s refuses to sign: %w", body.TxType(), abbrev(l.ID()), err)}
+	}
+	return l.signer.Submit(ctx, own)
 }
 
-// Aggregate implements Aggregator: it runs aggregator.Aggregate over the
-// stored updates and stores the new global (and server state).
+// refusal is an aggregator's refusal to sign: a rejection (node.ErrRejected)
+// that no ledger node made.
+type refusal struct{ err error }
+
+func (r refusal) Error() string   { return r.err.Error() }
+func (r refusal) Unwrap() []error { return []error{r.err, node.ErrRejected} }
+
+// fetch brings digest into the store (Fetch), or checks it is there.
+func (l *LocalAggregator) fetch(ctx context.Context, digest string) error {
+	if l.Fetch != nil {
+		return l.Fetch(ctx, digest)
+	}
+	ok, err := l.store.Has(digest)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("blob %s is not in the store", digest)
+	}
+	return nil
+}
+
+// Aggregate implements Aggregator: it fetches the inputs, the reference
+// global and the server state, runs aggregator.Aggregate over the stored
+// updates and stores the new global (and server state). It rejects
+// itself, and returns in Rejected (keyed by trainer) every update of the
+// round on the ledger that is not an input, not rejected and not in the
+// artifact store after FetchAttempts tries; it records its own
+// rejections and failures for Submit.
 func (l *LocalAggregator) Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error) {
-	req, err := AggregationRequest(a, l.store.Path, global)
+	done, err := l.aggregate(ctx, &a, global)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrAggregationRefused) {
+		l.own.Fail(a.JobID, a.Round, err.Error())
+	}
+	return done, err
+}
+
+// ErrAggregationRefused is wrapped when an aggregator refuses a request
+// (such as one that leaves out a delivered update of the round): no
+// failure of the aggregation, so Submit signs no RoundFailed for it.
+var ErrAggregationRefused = errors.New("aggregation refused")
+
+func (l *LocalAggregator) aggregate(ctx context.Context, a *AggregationTask, global string) (AggregationDone, error) {
+	rejected := map[string]string{}
+	// Inputs this aggregator cannot fetch are rejected, not fatal: the
+	// ledger records them as submitted, and only their trainer can be to
+	// blame.
+	kept := a.Inputs[:0:0]
+	for _, in := range a.Inputs {
+		if err := FetchWithRetry(ctx, in.Digest, l.fetch); err != nil {
+			if ctx.Err() != nil {
+				return AggregationDone{}, ctx.Err()
+			}
+			why := fmt.Sprintf("update %s of trainer %s is %v", in.Digest, in.Trainer, err)
+			l.own.Reject(a.JobID, a.Round, in.Digest, why)
+			rejected[in.Trainer] = truncateReason(why)
+			continue
+		}
+		kept = append(kept, in)
+	}
+	a.Inputs = kept
+	minTrainers := 0
+	if lc := l.signer.ledger; lc != nil {
+		if rec, err := QueryJob(ctx, lc, a.JobID); err == nil {
+			minTrainers = rec.Recipe.MinTrainers
+		}
+		others, err := undelivered(ctx, lc, *a)
+		if err != nil {
+			return AggregationDone{}, err
+		}
+		for _, u := range others {
+			if _, ok := rejected[u.Trainer]; ok {
+				continue
+			}
+			err := FetchWithRetry(ctx, u.UpdateDigest, l.fetch)
+			if err == nil {
+				return AggregationDone{}, fmt.Errorf("%w: update %s of trainer %s is submitted on the ledger, not rejected and in the artifact store, yet not an input of the aggregation of job %s round %d",
+					ErrAggregationRefused, u.UpdateDigest, u.Trainer, a.JobID, a.Round)
+			}
+			if ctx.Err() != nil {
+				return AggregationDone{}, ctx.Err()
+			}
+			why := fmt.Sprintf("update %s of trainer %s was submitted on the ledger but is %v", u.UpdateDigest, u.Trainer, err)
+			l.own.Reject(a.JobID, a.Round, u.UpdateDigest, why)
+			rejected[u.Trainer] = truncateReason(why)
+		}
+	}
+	for _, d := range []string{global, a.State} {
+		if d == "" {
+			continue
+		}
+		if err := FetchWithRetry(ctx, d, l.fetch); err != nil {
+			return AggregationDone{}, fmt.Errorf("blob %s: %w", d, err)
+		}
+	}
+	req, err := AggregationRequest(*a, l.store.Path, global)
 	if err != nil {
 		return AggregationDone{}, err
 	}
@@ -115,9 +228,17 @@ func (l *LocalAggregator) Aggregate(ctx context.Context, a AggregationTask, glob
 		// Name the update by digest, not by this node's file path.
 		why := r.Reason()
 		if r.Path != "" {
-			why = strings.ReplaceAll(why, r.Path, "update "+inputDigest(a, r.ContributorID))
+			why = strings.ReplaceAll(why, r.Path, "update "+inputDigest(*a, r.ContributorID))
 		}
 		done.Rejected[r.ContributorID] = truncateReason(why)
+		l.own.Reject(a.JobID, a.Round, inputDigest(*a, r.ContributorID), why)
+	}
+	for t, why := range rejected {
+		done.Rejected[t] = why
+	}
+	l.own.produced(a.JobID, a.Round, done)
+	if n := len(done.Weights); n < minTrainers {
+		l.own.Fail(a.JobID, a.Round, fmt.Sprintf("only %d updates passed the aggregator's checks; need %d", n, minTrainers))
 	}
 	return done, nil
 }
@@ -161,6 +282,10 @@ func AggregatorVerifier(c *node.Client, id string) tlsid.Verifier {
 	}
 }
 
+// ErrAggregatorUnavailable is wrapped when a remote aggregator cannot be
+// reached (nothing was aggregated; the coordinator tries again).
+var ErrAggregatorUnavailable = errors.New("coordinator: aggregator unavailable")
+
 // RemoteAggregator is an Aggregator served by a standalone aggregator
 // process over fedtune.aggregator.v1.
 type RemoteAggregator struct {
@@ -193,7 +318,11 @@ func (r *RemoteAggregator) ID() string { return r.id }
 func (r *RemoteAggregator) Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error) {
 	resp, err := r.c.Aggregate(ctx, AggregateRequestProto(a, global))
 	if err != nil {
-		return AggregationDone{}, fmt.Errorf("remote aggregator: %s", status.Convert(err).Message())
+		st := status.Convert(err)
+		if st.Code() == codes.Unavailable {
+			return AggregationDone{}, fmt.Errorf("%w: remote aggregator: %s", ErrAggregatorUnavailable, st.Message())
+		}
+		return AggregationDone{}, fmt.Errorf("remote aggregator: %s", st.Message())
 	}
 	done := AggregationDone{Round: a.Round, Model: resp.Model, State: resp.State, Weights: resp.Weights, Rejected: resp.Rejected}
 	if done.Weights == nil {

@@ -186,8 +186,9 @@ type AggregationTask struct {
 	// Inputs in canonical order: trainer ID ascending.
 	Inputs []Input
 	// Arrived are the trainers whose update reached the coordinator, valid
-	// or not (an invalid one is rejected by the machine itself); any other
-	// update the ledger records for the round was never delivered.
+	// or not (informational: the aggregator itself tries to fetch every
+	// update the ledger records for the round that is no input, and
+	// rejects those it cannot fetch).
 	Arrived []string
 }
 
@@ -390,10 +391,10 @@ func (m *Machine) apply(ev Event) error {
 		}
 		r := m.cur
 		if u := r.updates[e.Trainer]; u != nil {
-			if u.invalid == "" {
-				u.invalid = e.Reason
-				m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: u.Digest, Reason: e.Reason})
-			}
+			// Already delivered and on the ledger: the aggregator's own
+			// checks decide about it (it signs no rejection on the
+			// coordinator's word).
+			return nil
 		} else if _, ok := r.failed[e.Trainer]; !ok {
 			r.failed[e.Trainer] = e.Reason
 		}
@@ -722,13 +723,18 @@ func (m *Machine) checkQuorum() {
 	switch {
 	case len(valid) >= need && (outstanding == gone || deadlinePassed):
 		m.aggregate(valid)
-	case outstanding == 0:
-		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
-			Reason: fmt.Sprintf("every selected trainer answered with %d valid updates of %d; need %d", len(valid), len(r.selected), need)}, "", "")
 	case deadlinePassed:
 		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
 			Reason: fmt.Sprintf("deadline %s passed with %d valid updates of %d selected; need %d",
 				r.deadline.UTC().Format(time.RFC3339), len(valid), len(r.selected), need)}, "", "")
+	case outstanding == 0:
+		// Every selected trainer answered with too few valid updates. The
+		// aggregator signs a RoundFailed only once the ledger shows the
+		// deadline passed (a trainer's failure is not on the ledger), so
+		// the round fails at its deadline.
+		m.rd.Waiting = fmt.Sprintf("round %d: every selected trainer answered with %d valid updates of %d; need %d; the round fails at its deadline %s",
+			m.round, len(valid), len(r.selected), need, r.deadline.UTC().Format(time.RFC3339))
+		m.setWake(r.deadline)
 	default:
 		// Still collecting: every joined selected trainer that owes an
 		// update and has not had its task since it joined gets it.

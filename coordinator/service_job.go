@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -288,7 +288,34 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 			}
 		})
 	}
-	if err := s.rejectUndelivered(ctx, a); err != nil {
+	var done AggregationDone
+	var err error
+	var since time.Time
+	for delay := txRetryMin; ; delay = min(2*delay, txRetryMax) {
+		done, err = s.agg.Aggregate(ctx, a, j.global(a.Base))
+		if err == nil || !errors.Is(err, ErrAggregatorUnavailable) || ctx.Err() != nil {
+			break
+		}
+		// The aggregator is unreachable: nothing was aggregated, so there
+		// is no failure it could sign. Try again.
+		if since.IsZero() {
+			since = time.Now()
+		}
+		detail := fmt.Sprintf("round %d: aggregation not run since %s (retrying every %s): %v", a.Round, since.UTC().Format(time.RFC3339), delay, err)
+		s.log.WarnContext(ctx, "aggregator unreachable; retrying", "job", a.JobID, "round", a.Round, "retry_in", delay, "err", err)
+		s.post(ctx, func() {
+			if j := s.job; j != nil && gen == s.gen.Load() && j.result == nil {
+				j.detail = detail
+				s.publishStatus(ctx)
+			}
+		})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -296,8 +323,7 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
 		return
 	}
-	done, err := s.agg.Aggregate(ctx, a, j.global(a.Base))
-	if err != nil {
+	if err := s.rejectUndelivered(ctx, a, &done); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -310,29 +336,40 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 	report(done)
 }
 
-// rejectUndelivered has the aggregator reject every update the ledger
-// records for the round that never reached the coordinator (a trainer that
-// submitted on the ledger but did not upload): the ledger accepts a commit
-// only if it accounts for every submitted update, as a contributor or by
-// an UpdateRejected.
-func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask) error {
-	if s.cfg.Ledger == nil {
+// rejectUndelivered queues the aggregator's own rejections of updates
+// that are not inputs of the aggregation (done.Rejected keyed by a trainer
+// that is no input: an update the ledger records for the round that the
+// aggregator could not fetch from the artifact store), ahead of the
+// round's closing tx: the ledger accepts a commit only if it accounts for
+// every submitted update, as a contributor or by an UpdateRejected. It
+// removes them from done.Rejected (the machine knows only its inputs).
+func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done *AggregationDone) error {
+	var others []string
+	for t := range done.Rejected {
+		if !slices.ContainsFunc(a.Inputs, func(in Input) bool { return in.Trainer == t }) {
+			others = append(others, t)
+		}
+	}
+	if len(others) == 0 {
 		return nil
+	}
+	if s.cfg.Ledger == nil {
+		return fmt.Errorf("the aggregator rejected updates of trainers %v that are not inputs, and there is no ledger to name them", others)
 	}
 	r, err := QueryRound(ctx, s.cfg.Ledger, a.JobID, a.Round)
 	if err != nil {
 		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
 	}
-	for _, u := range r.Updates {
-		if u.Rejected || slices.Contains(a.Arrived, u.Trainer) {
-			continue
+	slices.Sort(others)
+	for _, t := range others {
+		i := slices.IndexFunc(r.Updates, func(u ledger.Update) bool { return u.Trainer == t })
+		if i < 0 {
+			return fmt.Errorf("the aggregator rejected an update of trainer %s, which has none in round %d on the ledger", abbrev(t), a.Round)
 		}
-		body := ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest,
-			Reason: "the update was submitted on the ledger but never delivered to the coordinator before the aggregation"}
-		if _, err := s.agg.Submit(ctx, body); err != nil && !errors.Is(err, node.ErrRejected) {
-			return fmt.Errorf("reject undelivered update %s: %w", u.UpdateDigest, err)
-		}
-		s.log.WarnContext(ctx, "undelivered update rejected", "job", a.JobID, "round", a.Round, "trainer", abbrev(u.Trainer), "update", u.UpdateDigest)
+		u := r.Updates[i]
+		s.enqueueTx(ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest, Reason: done.Rejected[t]})
+		s.log.WarnContext(ctx, "undelivered update rejected by the aggregator", "job", a.JobID, "round", a.Round, "trainer", abbrev(t), "update", u.UpdateDigest, "why", done.Rejected[t])
+		delete(done.Rejected, t)
 	}
 	return nil
 }

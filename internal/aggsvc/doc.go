@@ -17,4 +17,23 @@
 // recipe and its own result it derives the RoundCommitted it will sign;
 // SubmitTx of a RoundCommitted only asks for that commit, is refused when
 // the coordinator's body differs from it, and signs the aggregator's own.
+//
+// The round's base model, the reference weights and the server state come
+// from the ledger too: the base is the round's BaseModel, which after a
+// committed round must be the last committed model (the reference) with
+// that commit's server_state as the state; before any commit the
+// reference is the recipe's InitialAdapter for a LoRA job, else the base.
+// A request that names anything else is refused, and each blob is fetched
+// by its digest into the digest-verified store.
+//
+// It signs an UpdateRejected or a RoundFailed only as it derived it itself
+// (coordinator.OwnRounds): an UpdateRejected of an update its aggregation
+// rejected (its input checks) or could not fetch from the artifact store
+// after coordinator.FetchAttempts tries — it fetches every update the
+// ledger records for the round, inputs or not, so "never delivered" is its
+// own observation — and a RoundFailed of a round whose aggregation failed
+// here, or whose deadline the ledger shows passed with fewer usable
+// updates than the recipe's min_trainers. It signs its own reason, not
+// the coordinator's; anything else is refused (FailedPrecondition) with
+// the reason.
 package aggsvc

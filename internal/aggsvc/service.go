@@ -52,8 +52,15 @@ func NewService(local *coordinator.LocalAggregator, store *artifact.Store, artif
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{local: local, store: store, artifacts: artifacts, ledger: lc, coordinator: coordinatorID, log: log,
+	s := &Service{local: local, store: store, artifacts: artifacts, ledger: lc, coordinator: coordinatorID, log: log,
 		commits: map[roundID]ledger.RoundCommitted{}}
+	if artifacts != nil {
+		local.Fetch = func(ctx context.Context, d string) error {
+			_, err := artifacts.Fetch(ctx, d, store)
+			return err
+		}
+	}
+	return s
 }
 
 // Register adds the Aggregator service to a gRPC server.
@@ -85,28 +92,21 @@ func (s *Service) Aggregate(ctx context.Context, req *aggregatorv1.AggregateRequ
 	if len(a.Inputs) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "aggregate job %s round %d: no inputs", a.JobID, a.Round)
 	}
-	recipe, err := s.fromLedger(ctx, &a)
+	recipe, global, err := s.fromLedger(ctx, &a, global)
 	if err != nil {
 		return nil, err
 	}
 	log := s.log.With("job", a.JobID, "round", a.Round)
-	need := []string{}
-	for _, in := range a.Inputs {
-		need = append(need, in.Digest)
-	}
-	for _, d := range []string{global, a.State} {
-		if d != "" {
-			need = append(need, d)
-		}
-	}
-	for _, d := range need {
-		if _, err := s.artifacts.Fetch(ctx, d, s.store); err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "aggregate job %s round %d: fetch %s: %v", a.JobID, a.Round, d, err)
-		}
-	}
-	log.InfoContext(ctx, "inputs fetched", "blobs", len(need))
+	// The local aggregator fetches the inputs, the reference and the
+	// state from the artifact store (the store checks each blob's
+	// SHA-256 against its digest), rejects itself the inputs it cannot
+	// fetch and the round's updates on the ledger that are no inputs and
+	// not in the store, and records what it rejected and whether it failed.
 	done, err := s.local.Aggregate(ctx, a, global)
-	if err != nil {
+	switch {
+	case errors.Is(err, coordinator.ErrAggregationRefused):
+		return nil, status.Errorf(codes.FailedPrecondition, "aggregate job %s round %d: %v", a.JobID, a.Round, err)
+	case err != nil:
 		return nil, status.Errorf(codes.Aborted, "aggregate job %s round %d: %v", a.JobID, a.Round, err)
 	}
 	for _, d := range []string{done.Model, done.State} {
@@ -178,8 +178,12 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 		}
 		body = own
 	}
+	// An UpdateRejected or RoundFailed is signed only as this aggregator
+	// derived it itself (coordinator.OwnRounds.Vet, inside Submit).
 	h, err := s.local.Submit(ctx, body)
 	switch {
+	case errors.Is(err, coordinator.ErrNotOwn):
+		return nil, status.Errorf(codes.FailedPrecondition, "submit: %v", err)
 	case errors.Is(err, node.ErrRejected):
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	case err != nil:
@@ -203,35 +207,37 @@ const inputWait = 20 * time.Second
 // designate this aggregator) gives the strategy, parameters and privacy
 // options; every input must be a submitted, not rejected, update of the
 // open round, and its sample count is the ledger's.
-func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask) (*ledger.RoundRecipe, error) {
+func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask, global string) (*ledger.RoundRecipe, string, error) {
 	where := fmt.Sprintf("aggregate job %s round %d", a.JobID, a.Round)
 	start := time.Now()
 	if s.ledger == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s: no ledger to read the job's recipe from", where)
+		return nil, "", status.Errorf(codes.FailedPrecondition, "%s: no ledger to read the job's recipe from", where)
 	}
 	job, err := coordinator.QueryJob(ctx, s.ledger, a.JobID)
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s: the job's recipe: %v", where, err)
+		return nil, "", status.Errorf(codes.FailedPrecondition, "%s: the job's recipe: %v", where, err)
 	}
 	rc := &job.Recipe
 	if !rc.Designates(s.local.ID()) {
-		return nil, status.Errorf(codes.PermissionDenied, "%s: the job's recipe designates aggregators %v, not this one (%s)", where, rc.Aggregators, s.local.ID())
+		return nil, "", status.Errorf(codes.PermissionDenied, "%s: the job's recipe designates aggregators %v, not this one (%s)", where, rc.Aggregators, s.local.ID())
 	}
 	params, err := rc.StrategyParams()
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%s: recipe: %v", where, err)
+		return nil, "", status.Errorf(codes.FailedPrecondition, "%s: recipe: %v", where, err)
 	}
 	// The ledger node this aggregator reads may lag behind the one a
 	// trainer submitted to: wait a while for every input to show.
 	var byTrainer map[string]ledger.Update
+	var round *ledger.Round
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		r, err := coordinator.QueryRound(ctx, s.ledger, a.JobID, a.Round)
 		if err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "%s: %v", where, err)
+			return nil, "", status.Errorf(codes.FailedPrecondition, "%s: %v", where, err)
 		}
 		if r.Status != ledger.StatusOpen {
-			return nil, status.Errorf(codes.FailedPrecondition, "%s: the round is %s on the ledger", where, r.Status)
+			return nil, "", status.Errorf(codes.FailedPrecondition, "%s: the round is %s on the ledger", where, r.Status)
 		}
+		round = r
 		byTrainer = map[string]ledger.Update{}
 		for _, u := range r.Updates {
 			byTrainer[u.Trainer] = u
@@ -247,7 +253,7 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 		}
 		select {
 		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, "", status.FromContextError(ctx.Err()).Err()
 		case <-time.After(wait):
 		}
 	}
@@ -256,18 +262,71 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 		u, ok := byTrainer[in.Trainer]
 		switch {
 		case seen[in.Trainer]:
-			return nil, status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: trainer %s is listed twice", where, i, in.Trainer)
+			return nil, "", status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: trainer %s is listed twice", where, i, in.Trainer)
 		case !ok || u.UpdateDigest != in.Digest:
-			return nil, status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: trainer %s submitted no update %s to the round on the ledger", where, i, in.Trainer, in.Digest)
+			return nil, "", status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: trainer %s submitted no update %s to the round on the ledger", where, i, in.Trainer, in.Digest)
 		case u.Rejected:
-			return nil, status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: update %s was rejected on the ledger: %s", where, i, in.Digest, u.RejectReason)
+			return nil, "", status.Errorf(codes.InvalidArgument, "%s: inputs[%d]: update %s was rejected on the ledger: %s", where, i, in.Digest, u.RejectReason)
 		}
 		seen[in.Trainer] = true
 		a.Inputs[i].Samples, a.Inputs[i].Dataset = u.Samples, u.DatasetDigest
 	}
+	ref, err := s.reference(ctx, where, a, global, rc, round)
+	if err != nil {
+		return nil, "", err
+	}
 	a.Strategy, a.Params = rc.Strategy, params
 	a.Options.Clip, a.Options.NoiseMultiplier, a.Options.MaxNorm, a.Options.Seed = rc.Clip, rc.NoiseMultiplier, rc.MaxNorm, 0
-	return rc, nil
+	return rc, ref, nil
+}
+
+// reference checks the request's base, reference global and server state
+// against the ledger and returns the reference global: the base is the
+// round's BaseModel; after a committed round, that must be the last
+// committed model, which is also the reference, and the state is that
+// commit's server_state; before any, the reference is the recipe's
+// InitialAdapter for a LoRA job (else the round's base) and there is no
+// state. A request that names anything else is refused.
+func (s *Service) reference(ctx context.Context, where string, a *coordinator.AggregationTask, global string, rc *ledger.RoundRecipe, r *ledger.Round) (string, error) {
+	rounds, err := coordinator.QueryRounds(ctx, s.ledger, a.JobID)
+	if err != nil {
+		return "", status.Errorf(codes.FailedPrecondition, "%s: the job's rounds: %v", where, err)
+	}
+	ref, code, err := ledgerReference(a, global, rc, r, rounds)
+	if err != nil {
+		return "", status.Errorf(code, "%s: %v", where, err)
+	}
+	return ref, nil
+}
+
+// ledgerReference is reference over the job's rounds on the ledger.
+func ledgerReference(a *coordinator.AggregationTask, global string, rc *ledger.RoundRecipe, r *ledger.Round, rounds []ledger.Round) (string, codes.Code, error) {
+	var prev *ledger.Round
+	for i := range rounds {
+		if q := &rounds[i]; q.Status == ledger.StatusCommitted && q.Round < a.Round && (prev == nil || q.Round > prev.Round) {
+			prev = q
+		}
+	}
+	ref, state, from := r.BaseModel, "", "the round's base model on the ledger"
+	switch {
+	case prev != nil && r.BaseModel != prev.ModelDigest:
+		return "", codes.FailedPrecondition, fmt.Errorf("the round's base model on the ledger is %s, not the model %s that round %d committed", r.BaseModel, prev.ModelDigest, prev.Round)
+	case prev != nil:
+		state = prev.Params[ledger.ParamServerState]
+		from = fmt.Sprintf("the model round %d committed", prev.Round)
+	case rc.InitialAdapter != "":
+		ref, from = rc.InitialAdapter, "the recipe's initial adapter"
+	}
+	switch {
+	case a.Base != r.BaseModel:
+		return "", codes.InvalidArgument, fmt.Errorf("the request names base model %q; the round's base model on the ledger is %s", a.Base, r.BaseModel)
+	case global != ref:
+		return "", codes.InvalidArgument, fmt.Errorf("the request names reference weights %q; the ledger gives %s (%s)", global, ref, from)
+	case a.State != state:
+		return "", codes.InvalidArgument, fmt.Errorf("the request names server state %q; the ledger gives %q (the server_state of the job's last commit)", a.State, state)
+	}
+	a.Base, a.State = r.BaseModel, state
+	return ref, codes.OK, nil
 }
 
 // commitDiff names the first field in which a coordinator's RoundCommitted

@@ -18,8 +18,9 @@ import (
 
 // TestSubmitTxRefusals checks what the aggregator refuses to sign before
 // it reaches the ledger: non-aggregator transactions, bad bodies, a
-// RoundCommitted of a model it did not produce, and one that differs from
-// the commit the aggregator derived itself. (The signing path itself
+// RoundCommitted of a model it did not produce, one that differs from
+// the commit the aggregator derived itself, and an UpdateRejected or
+// RoundFailed it did not derive itself. (The signing path itself
 // runs in internal/devnet's TestNetworkRemoteAggregator.)
 func TestSubmitTxRefusals(t *testing.T) {
 	dir := t.TempDir()
@@ -40,6 +41,8 @@ func TestSubmitTxRefusals(t *testing.T) {
 	own := ledger.RoundCommitted{JobID: "k", Round: 2, ModelDigest: strings.Repeat("d", 64), Strategy: "krum", Params: map[string]string{"num_malicious": "0"},
 		Contributors: []ledger.Contribution{{Trainer: strings.Repeat("1", 64), UpdateDigest: strings.Repeat("e", 64), Weight: 1}, {Trainer: strings.Repeat("2", 64), UpdateDigest: strings.Repeat("f", 64)}}}
 	svc.commits[roundID{"k", 2}] = own
+	rejectBody, _ := json.Marshal(ledger.UpdateRejected{JobID: "k", Round: 2, UpdateDigest: strings.Repeat("e", 64), Reason: "never delivered"})
+	failBody, _ := json.Marshal(ledger.RoundFailed{JobID: "k", Round: 2, Reason: "aggregation failed"})
 	edit := func(f func(*ledger.RoundCommitted)) []byte {
 		b := own
 		b.Contributors = append([]ledger.Contribution(nil), own.Contributors...)
@@ -59,6 +62,8 @@ func TestSubmitTxRefusals(t *testing.T) {
 		{"other strategy", ledger.TypeRoundCommitted, edit(func(b *ledger.RoundCommitted) { b.Strategy = "fedavg" }), codes.FailedPrecondition, `strategy "fedavg", the recipe says "krum"`},
 		{"dropped contributor", ledger.TypeRoundCommitted, edit(func(b *ledger.RoundCommitted) { b.Contributors = b.Contributors[:1] }), codes.FailedPrecondition, "contributors"},
 		{"other params", ledger.TypeRoundCommitted, edit(func(b *ledger.RoundCommitted) { b.Params = nil }), codes.FailedPrecondition, "params"},
+		{"reject an update it did not reject", ledger.TypeUpdateRejected, rejectBody, codes.FailedPrecondition, "this aggregator did not reject it"},
+		{"fail a round it did not fail", ledger.TypeRoundFailed, failBody, codes.FailedPrecondition, "this aggregator's aggregation of the round did not fail"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := svc.SubmitTx(context.Background(), &aggregatorv1.SubmitTxRequest{Type: tc.typ, Body: tc.body})
