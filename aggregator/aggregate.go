@@ -214,6 +214,8 @@ type driver struct {
 	tmps2    [][]float32 // per worker: decoded chunks
 	bases    [][]float32 // per worker: base chunks
 	baseBuf  []float32
+	// validating: Validate runs only the input checks (see open).
+	validating bool
 	// distMatrix holds the squared distances between the good inputs when
 	// the validation pass could compute them (no clipping).
 	distMatrix []float64
@@ -238,6 +240,32 @@ func Aggregate(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	return d.finish(ctx)
+}
+
+// Validate runs Aggregate's input checks on req.Inputs and reduces
+// nothing: each input must parse as an update, have the kind of the
+// first input (canonical order) and the layout of req.Base (or of that
+// input), hold only finite values, and, with Options.MaxNorm, have a norm
+// ‖u‖ within it (u as for clipping; Options.Clip only asks for the norm).
+// It returns the inputs Aggregate would reject, by input index, each with
+// its reason; none when every input passes. req.Strategy, State, Out,
+// StateOut and the noise options are ignored. The error is about the
+// request itself: a bad base, bad options, duplicate inputs, or ctx.
+func Validate(ctx context.Context, req Request) ([]Rejection, error) {
+	req.Strategy, req.State, req.StateOut, req.Out = &FedAvg{}, "", "", ""
+	req.Options.NoiseMultiplier, req.Options.Seed, req.Options.Strict = 0, 0, false
+	d, err := newDriver(req)
+	if err != nil {
+		return nil, err
+	}
+	d.ctx, d.validating = ctx, true
+	defer d.close()
+	if err := d.open(); err != nil {
+		return nil, err
+	}
+	d.bound()
+	sort.Slice(d.rejected, func(a, b int) bool { return d.rejected[a].Input < d.rejected[b].Input })
+	return d.rejected, nil
 }
 
 func newDriver(req Request) (*driver, error) {
@@ -450,6 +478,9 @@ func (d *driver) open() error {
 	}
 	sort.Slice(d.all, func(a, b int) bool { return d.all[a].key < d.all[b].key })
 	if len(d.all) == 0 {
+		if d.validating {
+			return nil
+		}
 		return d.noViable()
 	}
 	if d.ref == nil {
@@ -468,6 +499,9 @@ func (d *driver) open() error {
 	}
 	if d.opt.Clip > 0 && d.kind == KindFull && d.base == nil {
 		return fmt.Errorf("%w: clipping full weights needs the base model (--base): the update is input − base", ErrBadParams)
+	}
+	if d.validating {
+		return nil
 	}
 	if err := d.openState(); err != nil {
 		return err
@@ -713,16 +747,13 @@ func (d *driver) blockNorm(acc *float64, u []float32) {
 	}
 }
 
-// scan finishes validation: the inspection pass has checked every value
-// and computed the norms; here the norm bound rejects, clipping factors are
-// set, and (for strategies that need them, without clipping) the pairwise
-// distances between the accepted inputs are computed.
-func (d *driver) scan(ctx context.Context) error {
-	needNorm := d.needNorm()
+// bound rejects the live inputs whose norm exceeds Options.MaxNorm and
+// sets the clipping factors of the others.
+func (d *driver) bound() {
+	if !d.needNorm() {
+		return
+	}
 	for _, s := range d.live() {
-		if !needNorm {
-			continue
-		}
 		norm := math.Sqrt(s.norm2)
 		if d.opt.MaxNorm > 0 && !(norm <= d.opt.MaxNorm) {
 			d.reject(s, s.req, s.in, s.digest, &UpdateError{File: s.u.Name(), Msg: fmt.Sprintf("update norm %.6g exceeds the bound %.6g (--max-norm)", norm, d.opt.MaxNorm)})
@@ -732,6 +763,14 @@ func (d *driver) scan(ctx context.Context) error {
 			s.scale = d.opt.Clip / norm
 		}
 	}
+}
+
+// scan finishes validation: the inspection pass has checked every value
+// and computed the norms; here the norm bound rejects, clipping factors are
+// set, and (for strategies that need them, without clipping) the pairwise
+// distances between the accepted inputs are computed.
+func (d *driver) scan(ctx context.Context) error {
+	d.bound()
 	d.good = d.live()
 	if err := d.checkCount(); err != nil {
 		return err

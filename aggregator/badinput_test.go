@@ -119,9 +119,23 @@ func TestBadInputsAreRejected(t *testing.T) {
 			}
 			assertClose(t, "fedavg of the good inputs", got, refFedAvg(xs, ws), 1e-6)
 
+			// Validate finds the same rejection without reducing, over all
+			// inputs and over the victim alone; a good input alone passes.
+			vr, err := Validate(context.Background(), Request{Inputs: f.inputs(), Base: f.base, Options: opts})
+			if err != nil || len(vr) != 1 || vr[0].Input != victim || vr[0].Reason() != r.Reason() {
+				t.Fatalf("Validate: %+v %v, want the rejection %q", vr, err, r.Reason())
+			}
+			vr, err = Validate(context.Background(), Request{Inputs: f.inputs()[victim : victim+1], Base: f.base, Options: opts})
+			if err != nil || len(vr) != 1 || vr[0].Reason() != r.Reason() {
+				t.Fatalf("Validate of the victim alone: %+v %v, want the rejection %q", vr, err, r.Reason())
+			}
+			if vr, err := Validate(context.Background(), Request{Inputs: f.inputs()[:1], Base: f.base, Options: opts}); err != nil || len(vr) != 0 {
+				t.Fatalf("Validate of a good input: %+v %v", vr, err)
+			}
+
 			// Strict: an error naming file and tensor, nothing written.
 			dir := t.TempDir()
-			_, err := Aggregate(context.Background(), Request{Strategy: &FedAvg{}, Inputs: f.inputs(), Base: f.base, Options: Options{MaxNorm: 30, Strict: true},
+			_, err = Aggregate(context.Background(), Request{Strategy: &FedAvg{}, Inputs: f.inputs(), Base: f.base, Options: Options{MaxNorm: 30, Strict: true},
 				Out: filepath.Join(dir, "out.safetensors")})
 			if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), f.paths[victim]) || !strings.Contains(err.Error(), tc.tensor) {
 				t.Fatalf("strict: err = %v", err)

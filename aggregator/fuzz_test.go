@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -50,6 +51,46 @@ func FuzzParseUpdate(f *testing.F) {
 				if whole[i] != part[i] && !(whole[i] != whole[i] && part[i] != part[i]) {
 					t.Fatalf("%s[%d]: whole read %v, chunked read %v", ti.Name, i, whole[i], part[i])
 				}
+			}
+		}
+	})
+}
+
+// FuzzValidate runs Validate (as audit runs it on a rejected update) over
+// arbitrary bytes against a real base, with a norm bound: it never fails
+// the request, and each rejection wraps ErrInvalidUpdate; an input it
+// passes, Aggregate accepts.
+func FuzzValidate(f *testing.F) {
+	for _, name := range []string{"update0", "update1", "base"} {
+		b, err := os.ReadFile(filepath.Join(goldenDir, name+".safetensors"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	base, err := filepath.Abs(filepath.Join(goldenDir, "base.safetensors"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "u.safetensors")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		opts := Options{MaxNorm: 100, Threads: 1}
+		rej, err := Validate(context.Background(), Request{Inputs: []Input{{Path: p}}, Base: base, Options: opts})
+		if err != nil {
+			t.Fatalf("Validate: %v", err)
+		}
+		for _, r := range rej {
+			if !errors.Is(r.Err, ErrInvalidUpdate) {
+				t.Fatalf("rejection %v does not wrap ErrInvalidUpdate", r.Err)
+			}
+		}
+		if len(rej) == 0 {
+			opts.Strict = true
+			if _, err := Aggregate(context.Background(), Request{Strategy: &FedAvg{}, Inputs: []Input{{Path: p}}, Base: base, Options: opts}); err != nil {
+				t.Fatalf("Validate passed it, Aggregate: %v", err)
 			}
 		}
 	})

@@ -567,6 +567,9 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	if r.Compression == "" {
 		r.Compression = CompressNone
 	}
+	// Round 1's base: model.digest (a job given model.path has it set by
+	// the coordinator once the folder is imported, see registerJob).
+	r.BaseModel = j.Model.Digest
 	return r, nil
 }
 

@@ -268,3 +268,25 @@ func FuzzParseJob(f *testing.F) {
 		}
 	})
 }
+
+// TestRecipeBaseModel: the recipe records round 1's base (model.digest;
+// registerJob sets it for a job given by model.path), and a machine will
+// not run a job whose recipe names another base than the one it opens
+// round 1 on: the ledger would refuse the RoundOpened.
+func TestRecipeBaseModel(t *testing.T) {
+	j, err := ParseJob("j", []byte(minimalJob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := j.Recipe([]string{strings.Repeat("a", 64)}, "")
+	if err != nil || rc.BaseModel != j.Model.Digest {
+		t.Fatalf("Recipe: base %q %v, want model.digest %s", rc.BaseModel, err, j.Model.Digest)
+	}
+	if _, err := New(Config{Job: j, Recipe: rc}); err != nil {
+		t.Fatal(err)
+	}
+	rc.BaseModel = strings.Repeat("cd", 32)
+	if _, err := New(Config{Job: j, Recipe: rc}); !errors.Is(err, ErrJob) || !strings.Contains(err.Error(), "the recipe's base model "+rc.BaseModel+" is not the job's "+j.Model.Digest) {
+		t.Fatalf("New with another recipe base: %v", err)
+	}
+}

@@ -302,6 +302,9 @@ func New(cfg Config) (*Machine, error) {
 	if rc.Strategy != s.Name() {
 		return nil, fmt.Errorf("%w: the recipe's strategy %q is not the job's %q", ErrJob, rc.Strategy, s.Name())
 	}
+	if rc.BaseModel != "" && rc.BaseModel != base {
+		return nil, fmt.Errorf("%w: the recipe's base model %s is not the job's %s", ErrJob, rc.BaseModel, base)
+	}
 	return &Machine{job: j, jobDigest: j.Digest(), strategy: s, recipe: rc, pool: NewPool(), st: stWaiting, round: 1, base: base}, nil
 }
 

@@ -111,7 +111,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, err
 		}
 	}
-	recipe, err := s.registerJob(ctx, job, j.init)
+	recipe, err := s.registerJob(ctx, job, j.base, j.init)
 	if err != nil {
 		return nil, err
 	}
@@ -131,11 +131,13 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 // (JobRegistered, signed by this coordinator, which so owns the job), or
 // checks that the ledger already has the same recipe from this
 // coordinator (a resumed job).
-func (s *Service) registerJob(ctx context.Context, job *Job, initAdapter string) (ledger.RoundRecipe, error) {
+func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter string) (ledger.RoundRecipe, error) {
 	recipe, err := job.Recipe([]string{s.agg.ID()}, initAdapter)
 	if err != nil {
 		return recipe, err
 	}
+	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
+
 	rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name)
 	switch {
 	case errors.Is(err, ErrLedgerRecordNotFound):

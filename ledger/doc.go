@@ -192,7 +192,13 @@
 //
 //   - RoundOpened: the job is registered and the signer owns it; rounds
 //     are numbered 1, 2, 3, … (each the previous plus one); the strategy is
-//     the recipe's; the trainer count is within MinTrainers..MaxTrainers.
+//     the recipe's; the trainer count is within MinTrainers..MaxTrainers;
+//     the base model is the one the job's last round left: round 1's is
+//     the recipe's BaseModel (any registered model if the recipe records
+//     none), a later round's the model the previous round committed, or
+//     the previous round's own base if that round failed (so: the last
+//     committed model, or round 1's base while none committed).
+//   - JobRegistered: the recipe's BaseModel, if set, is a registered model.
 //   - UpdateSubmitted: samples is at most the dataset's registered count
 //     and the recipe's MaxSamples (if set); the update's digest is no
 //     recorded model (registered or committed).

@@ -327,6 +327,13 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 				return nil, txErr(CodeInvalid, "recipe.aggregators[%d] %s is not a current aggregator member", i, a)
 			}
 		}
+		if bm := b.Recipe.BaseModel; bm != "" {
+			if _, ok, err := c.get(modelKey(bm)); err != nil {
+				return nil, err
+			} else if !ok {
+				return nil, txErr(CodeNotFound, "recipe.base_model %s is not a registered model", bm)
+			}
+		}
 		j := JobRecord{JobID: b.JobID, Owner: tx.Signer, Recipe: b.Recipe, Height: c.height, TxHash: txHash}
 		return []kvWrite{{jobRecordKey(b.JobID), mustJSON(j)}}, nil
 
@@ -370,6 +377,11 @@ func (c *execCtx) checkBody(tx *Tx) ([]kvWrite, error) {
 			}
 		} else if b.Round != 1 {
 			return nil, txErr(CodeInvalid, "round %d of job %q: a job's first round is 1", b.Round, b.JobID)
+		}
+		if want, why, err := c.roundBase(job, b.Round); err != nil {
+			return nil, err
+		} else if want != "" && b.BaseModel != want {
+			return nil, txErr(CodeInvalid, "round %d of job %q must start from %s, %s; it names base model %s", b.Round, b.JobID, want, why, b.BaseModel)
 		}
 		for i, t := range b.Trainers {
 			m, err := c.member(t)

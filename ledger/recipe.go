@@ -54,6 +54,12 @@ type RoundRecipe struct {
 	// reference of its first round's aggregation ("" for full
 	// fine-tuning).
 	InitialAdapter string `json:"initial_adapter,omitempty"`
+	// BaseModel is the digest of the registered model the job's round 1
+	// starts from (RoundOpened.base_model). Every later round starts from
+	// the job's last committed model, or from round 1's base while none
+	// committed. "" (a recipe that records none) leaves round 1's base to
+	// the RoundOpened; later rounds are tied all the same.
+	BaseModel string `json:"base_model,omitempty"`
 }
 
 // Recipe parameter names as RoundCommitted.Params records them beside the
@@ -201,7 +207,34 @@ func (r *RoundRecipe) Validate() error {
 			return err
 		}
 	}
+	if r.BaseModel != "" {
+		if err := checkDigest("recipe.base_model", r.BaseModel); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// roundBase returns the base model round n of job j must start from: the
+// recipe's base for round 1 ("" when the recipe records none: any
+// registered model), else the model round n−1 committed, or round n−1's
+// own base if it did not commit (failed or still open), which by this
+// rule is the last committed model or round 1's base. why says which.
+func (c *execCtx) roundBase(j *JobRecord, n uint64) (want, why string, err error) {
+	if n <= 1 {
+		return j.Recipe.BaseModel, "the base model of the job's recipe", nil
+	}
+	prev, err := c.round(j.JobID, n-1)
+	if err != nil {
+		return "", "", err
+	}
+	if prev == nil {
+		return "", "", &storageError{fmt.Errorf("job %q: round %d is the last opened, but it has no record", j.JobID, n-1)}
+	}
+	if prev.Status == StatusCommitted {
+		return prev.ModelDigest, fmt.Sprintf("the model round %d committed", n-1), nil
+	}
+	return prev.BaseModel, fmt.Sprintf("the job's last committed model, or its base model if none (round %d is %s and started from it)", n-1, prev.Status), nil
 }
 
 // Equal reports whether two recipes are the same rule set.

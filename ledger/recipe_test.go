@@ -12,7 +12,7 @@ func TestRecipeValidate(t *testing.T) {
 	agg := newActor("aggregator", RoleAggregator).id
 	good := func() RoundRecipe {
 		return RoundRecipe{Strategy: "fedavgm", Params: map[string]string{"server_momentum": "0.9"}, Clip: 1, NoiseMultiplier: 1.1,
-			Compression: "int8", Int8Block: 64, MinTrainers: 2, MaxTrainers: 5, Aggregators: []string{agg}, InitialAdapter: digest("a")}
+			Compression: "int8", Int8Block: 64, MinTrainers: 2, MaxTrainers: 5, Aggregators: []string{agg}, InitialAdapter: digest("a"), BaseModel: digest("base")}
 	}
 	if r := good(); r.Validate() != nil {
 		t.Fatal(r.Validate())
@@ -33,6 +33,7 @@ func TestRecipeValidate(t *testing.T) {
 		"aggregator twice":       {func(r *RoundRecipe) { r.Aggregators = []string{agg, agg} }, "listed twice"},
 		"aggregator not an ID":   {func(r *RoundRecipe) { r.Aggregators = []string{"bob"} }, "is not a member ID"},
 		"bad adapter":            {func(r *RoundRecipe) { r.InitialAdapter = "xyz" }, "recipe.initial_adapter"},
+		"bad base model":         {func(r *RoundRecipe) { r.BaseModel = "ABC" }, "recipe.base_model"},
 		"sampled above total":    {func(r *RoundRecipe) { r.SampledTrainers, r.TotalTrainers = 5, 4 }, "sampled_trainers 5"},
 		"no compression":         {func(r *RoundRecipe) { r.Compression = "" }, "recipe.compression is required"},
 		"control char in params": {func(r *RoundRecipe) { r.Params["a\x01"] = "1" }, "control character"},
@@ -178,6 +179,28 @@ func TestRecipeRules(t *testing.T) {
 		{"fail by a non-designated aggregator", func(e *env) []byte {
 			return agg2.sign(e.ch.t, RoundFailed{JobID: "job-1", Round: 1, Reason: "x"})
 		}, CodeForbidden, "is not designated"},
+		{"recipe base not registered", func(e *env) []byte {
+			r := e.c.testRecipe()
+			r.BaseModel = digest("unregistered model")
+			return e.c.coord.sign(e.ch.t, JobRegistered{JobID: "j2", Recipe: r})
+		}, CodeNotFound, "recipe.base_model " + digest("unregistered model") + " is not a registered model"},
+		{"round 1 on another model than the recipe's", func(e *env) []byte {
+			r := e.c.testRecipe()
+			r.BaseModel = digest("other model")
+			e.ch.mustApply(e.c.coord.sign(e.ch.t, ModelRegistered{Digest: digest("other model"), Name: "other", Licence: "mit", Source: "s"}),
+				e.c.coord.sign(e.ch.t, JobRegistered{JobID: "j2", Recipe: r}))
+			return open(e, e.c.coord, "j2", 1, 1)
+		}, CodeInvalid, "round 1 of job \"j2\" must start from " + digest("other model") + ", the base model of the job's recipe; it names base model " + digest("base model")},
+		{"round 2 not on round 1's committed model", func(e *env) []byte {
+			e.ch.mustApply(commit(e, e.c.agg, "fedavg", nil, both(e)))
+			return open(e, e.c.coord, "job-1", 2, 1)
+		}, CodeInvalid, "must start from " + digest("m") + ", the model round 1 committed; it names base model " + digest("base model")},
+		{"round 2 on another model after a failed round 1", func(e *env) []byte {
+			e.ch.mustApply(e.c.coord.sign(e.ch.t, ModelRegistered{Digest: digest("other model"), Name: "other", Licence: "mit", Source: "s"}),
+				e.c.agg.sign(e.ch.t, RoundFailed{JobID: "job-1", Round: 1, Reason: "too few"}))
+			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: digest("other model"), Strategy: "fedavg",
+				Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)})
+		}, CodeInvalid, "must start from " + digest("base model") + ", the job's last committed model, or its base model if none (round 1 is failed"},
 		{"reject by a non-designated aggregator", func(e *env) []byte {
 			return agg2.sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ua"), Reason: "x"})
 		}, CodeForbidden, "is not designated"},
@@ -209,6 +232,12 @@ func TestRecipeRules(t *testing.T) {
 	// The honest commit passes, and the job's record answers queries.
 	e := setup(t)
 	e.ch.mustApply(commit(e, e.c.agg, "fedavg", nil, both(e)))
+	// Round 2 opens on round 1's model; after it fails, round 3 on it too.
+	e.ch.mustApply(e.c.coord.sign(t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: digest("m"), Strategy: "fedavg",
+		Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)}))
+	e.ch.mustApply(e.c.agg.sign(t, RoundFailed{JobID: "job-1", Round: 2, Reason: "too few"}))
+	e.ch.mustApply(e.c.coord.sign(t, RoundOpened{JobID: "job-1", Round: 3, ConfigDigest: digest("c"), BaseModel: digest("m"), Strategy: "fedavg",
+		Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)}))
 	j, err := e.ch.fsm.Job("job-1")
 	if err != nil || j.Owner != e.c.coord.id || !j.Recipe.Designates(e.c.agg.id) {
 		t.Fatalf("Job: %+v %v", j, err)

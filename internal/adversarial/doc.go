@@ -13,4 +13,9 @@
 // rounds_existing_test.go hold the attacks the code refused before the
 // suite existed (forged and replayed txs, round rules, joins, uploads,
 // malformed updates), as guards against regressions.
+//
+// A few lies the ledger cannot see, since it holds digests and not the
+// bytes behind them, are caught offline instead: an aggregator that rejects
+// a well-formed update (rejections_test.go) passes the ledger, and
+// `fedtune audit verify` of the export with the artifacts names it.
 package adversarial

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,6 +168,60 @@ func newTestChainWith(t testing.TB, commit func(round uint64, digest, artifacts 
 // round's aggregation inputs and base model file.
 func newTestChainInputs(t testing.TB, commit func(round uint64, digest, artifacts string, inputs []aggregator.Input, base string) string) *testChain {
 	t.Helper()
+	return newTestChainOpts(t, chainOpts{commit: commit})
+}
+
+// chainOpts vary newTestChainOpts's chain.
+type chainOpts struct {
+	// commit, if set, may replace the digest committed in a round.
+	commit func(round uint64, digest, artifacts string, inputs []aggregator.Input, base string) string
+	// rejected, if set, gives the bytes of round 2's third update, which
+	// the aggregator rejects with reason rejectReason (default: an update
+	// with a NaN, rejected as the aggregator words it).
+	rejected     func(t testing.TB) []byte
+	rejectReason string
+}
+
+// nanWeights is weights(seed) with a NaN in layer.bias.
+func nanWeights(t testing.TB, seed int) []byte {
+	t.Helper()
+	w := weights(t, seed)
+	f, err := safetensors.Parse("w", strings.NewReader(string(w)), int64(len(w)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, ti := range f.Tensors() {
+		x, err := f.Float32s(ti.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ti.Name == "layer.bias" {
+			x[1] = float32(math.NaN())
+		}
+		tn, err := safetensors.FromFloat32(ti.Name, safetensors.F32, ti.Shape, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, tn)
+	}
+	var sb strings.Builder
+	if err := safetensors.Encode(&sb, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	return []byte(sb.String())
+}
+
+// newTestChainOpts builds newTestChain's chain as o says.
+func newTestChainOpts(t testing.TB, o chainOpts) *testChain {
+	t.Helper()
+	commit := o.commit
+	if o.rejected == nil {
+		o.rejected = func(t testing.TB) []byte { return nanWeights(t, 23) }
+		if o.rejectReason == "" {
+			o.rejectReason = `update: tensor "layer.bias": element 1 is NaN (every value must be finite)`
+		}
+	}
 	c := &testChain{
 		admin: newActor("admin", ledger.RoleAdmin), coord: newActor("coordinator", ledger.RoleCoordinator),
 		agg: newActor("aggregator", ledger.RoleAggregator), node: newActor("node-1", ""), outsider: newActor("outsider", ledger.RoleTrainer),
@@ -225,7 +280,11 @@ func newTestChainInputs(t testing.TB, commit func(round uint64, digest, artifact
 		var ups []string
 		var inputs []aggregator.Input
 		for i, tr := range c.trainers {
-			u := put(t, c.artifacts, weights(t, int(round)*10+i+1), false)
+			data := weights(t, int(round)*10+i+1)
+			if round == 2 && i == 2 {
+				data = o.rejected(t)
+			}
+			u := put(t, c.artifacts, data, false)
 			ups = append(ups, u)
 			samples := uint64(100 * (i + 1))
 			subs = append(subs, tr.sign(t, ledger.UpdateSubmitted{JobID: "job-1", Round: round, UpdateDigest: u,
@@ -254,7 +313,7 @@ func newTestChainInputs(t testing.TB, commit func(round uint64, digest, artifact
 		}
 		var closing [][]byte
 		if round == 2 {
-			closing = append(closing, c.agg.sign(t, ledger.UpdateRejected{JobID: "job-1", Round: round, UpdateDigest: ups[2], Reason: "update norm 41.3 exceeds max_norm 10"}))
+			closing = append(closing, c.agg.sign(t, ledger.UpdateRejected{JobID: "job-1", Round: round, UpdateDigest: ups[2], Reason: o.rejectReason}))
 		}
 		var contrib []ledger.Contribution
 		for _, a := range res.Accepted {

@@ -35,7 +35,19 @@
 // the committed strategy, parameters and contributors, the submitted
 // sample counts as weights, the round's base model and the job's previous
 // server state) and compares the result's digest and shares with the
-// committed ones. The first round of a LoRA job aggregates against the
+// committed ones. Independently of the FSM, every round must start from
+// its job's last committed model (round 1: the recipe's base model), and
+// every UpdateRejected must be signed by an aggregator the job's recipe
+// designates; with artifacts, the rejected update must fail one of the
+// aggregator's own input checks (aggregator.Validate against the round's
+// reference: malformed, a layout unlike the reference's, a non-finite
+// value, a norm above the recipe's max_norm), or the round fails naming
+// the update. A rejected update that is not in the artifacts (one never
+// delivered) cannot be checked: it is listed in Report.Unverifiable, or
+// fails with VerifyOptions.StrictRejections. The one rejection not about
+// the update's content, a dataset the job does not admit, is checked
+// against a job file in VerifyOptions.Jobs (unverifiable without one).
+// The first round of a LoRA job aggregates against the
 // job's initial adapter, which the chain does not carry: Verify derives it
 // (coordinator.InitialAdapter) from a job file given in VerifyOptions.Jobs
 // whose digest is the round's config digest, and the base model's config

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -87,6 +88,11 @@ type VerifyOptions struct {
 	// file is used for the rounds whose RoundOpened.config_digest is its
 	// digest, so a wrong file cannot be used by mistake.
 	Jobs []string
+	// StrictRejections makes an UpdateRejected that cannot be checked (the
+	// update is not in Artifacts, or the reason needs a job file that was
+	// not given) a failure; otherwise it is listed in
+	// Report.Unverifiable.
+	StrictRejections bool
 	// Logger receives progress lines; nil discards.
 	Logger *slog.Logger
 }
@@ -100,6 +106,14 @@ type Report struct {
 	Reaggregated int // committed rounds re-run from artifacts
 	Artifacts    int // artifact files hashed
 	Manifests    int // dataset manifests found and checked
+	// RejectionsChecked counts the UpdateRejected whose update was in the
+	// artifacts and fails an input check of the aggregator (or, for a
+	// dataset the job does not admit, the job file given says so).
+	RejectionsChecked int
+	// Unverifiable lists, one line each, the UpdateRejected that could
+	// not be checked: the update is not in the artifacts (say, "never
+	// delivered"). Only with Artifacts and without StrictRejections.
+	Unverifiable []string
 }
 
 // roundTrack is what Verify remembers of an open round to re-run it.
@@ -108,6 +122,21 @@ type roundTrack struct {
 	config   string                            // the job's config digest
 	updates  map[string]ledger.UpdateSubmitted // by trainer
 	rejected map[string]bool                   // update digests an UpdateRejected named
+	missing  map[string]txLoc                  // submitted updates not in the artifacts, by digest
+}
+
+// txLoc is where a transaction is on the chain.
+type txLoc struct {
+	h    uint64
+	i    int
+	hash [32]byte
+}
+
+// jobHead is the model a job's next round must start from: the last
+// committed one (round > 0), or round 1's base (round 0).
+type jobHead struct {
+	model string
+	round uint64
 }
 
 type verifier struct {
@@ -118,6 +147,7 @@ type verifier struct {
 	rep       Report
 	rounds    map[string]*roundTrack
 	state     map[string]string // job → server state digest of its last committed round
+	heads     map[string]jobHead
 	hashed    map[string]bool
 	members   map[string]ed25519.PublicKey
 	models    map[string]ledger.ModelRegistered // registered base models by digest
@@ -170,7 +200,7 @@ func verify(ctx context.Context, e *Export, opts VerifyOptions, then func(*ledge
 	if err != nil {
 		return nil, fmt.Errorf("audit: verify: %w", err)
 	}
-	v := &verifier{ctx: ctx, opts: opts, log: log, fsm: fsm, rounds: map[string]*roundTrack{}, state: map[string]string{},
+	v := &verifier{ctx: ctx, opts: opts, log: log, fsm: fsm, rounds: map[string]*roundTrack{}, state: map[string]string{}, heads: map[string]jobHead{},
 		hashed: map[string]bool{}, members: map[string]ed25519.PublicKey{}, models: map[string]ledger.ModelRegistered{},
 		jobs: map[string]*coordinator.Job{}, recipes: map[string]ledger.RoundRecipe{}, adapters: map[string]string{}, lastPrint: time.Now()}
 	for _, p := range opts.Jobs {
@@ -234,6 +264,11 @@ func (v *verifier) run(e *Export) error {
 	}
 	if hh := prev.Hash(); hh != e.HeadHash {
 		return blockErr(prev.Header.Height, "head", "the end frame says the last block hashes to %x, it hashes to %x", e.HeadHash, hh)
+	}
+	for _, k := range slices.Sorted(maps.Keys(v.rounds)) { // rounds still open
+		if err := v.checkMissing(v.rounds[k]); err != nil {
+			return err
+		}
 	}
 	v.rep.Height, v.rep.HeadHash = prev.Header.Height, prev.Hash()
 	return nil
@@ -352,21 +387,38 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 			return inRound(v.artifact(h, i, tx.Hash, "recipe.initial_adapter", b.Recipe.InitialAdapter), fmt.Sprintf("job %q, initial adapter", b.JobID))
 		}
 	case ledger.RoundOpened:
-		v.rounds[roundKey(b.JobID, b.Round)] = &roundTrack{base: b.BaseModel, config: b.ConfigDigest,
-			updates: map[string]ledger.UpdateSubmitted{}, rejected: map[string]bool{}}
-	case ledger.UpdateRejected:
-		if r := v.rounds[roundKey(b.JobID, b.Round)]; r != nil {
-			r.rejected[b.UpdateDigest] = true
+		if err := v.checkBase(h, i, tx, b); err != nil {
+			return err
 		}
+		v.rounds[roundKey(b.JobID, b.Round)] = &roundTrack{base: b.BaseModel, config: b.ConfigDigest,
+			updates: map[string]ledger.UpdateSubmitted{}, rejected: map[string]bool{}, missing: map[string]txLoc{}}
+	case ledger.UpdateRejected:
+		return v.rejection(h, i, tx, b)
 	case ledger.UpdateSubmitted:
-		if r := v.rounds[roundKey(b.JobID, b.Round)]; r != nil {
+		r := v.rounds[roundKey(b.JobID, b.Round)]
+		if r != nil {
 			r.updates[tx.Signer] = b
 		}
-		return inRound(v.artifact(h, i, tx.Hash, "update_digest", b.UpdateDigest), fmt.Sprintf("job %q round %d, update of trainer %s", b.JobID, b.Round, tx.Signer))
+		where := fmt.Sprintf("job %q round %d, update of trainer %s", b.JobID, b.Round, tx.Signer)
+		ok, err := v.optionalArtifact(h, i, tx.Hash, "update_digest", b.UpdateDigest)
+		if err != nil {
+			return inRound(err, where)
+		}
+		if !ok {
+			if r == nil {
+				return inRound(v.missingErr(h, i, tx.Hash, "update_digest", b.UpdateDigest), where)
+			}
+			// A missing update fails its round when the round closes,
+			// unless an UpdateRejected takes it out (unverifiable).
+			r.missing[b.UpdateDigest] = txLoc{h, i, tx.Hash}
+		}
 	case ledger.RoundCommitted:
 		v.rep.Rounds++
 		if err := v.artifact(h, i, tx.Hash, "model_digest", b.ModelDigest); err != nil {
 			return inRound(err, fmt.Sprintf("job %q round %d, committed model", b.JobID, b.Round))
+		}
+		if err := v.checkMissing(v.rounds[roundKey(b.JobID, b.Round)]); err != nil {
+			return err
 		}
 		if err := v.reaggregate(h, i, tx, b); err != nil {
 			return err
@@ -374,10 +426,145 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		if s := b.Params[ledger.ParamServerState]; s != "" {
 			v.state[b.JobID] = s
 		}
+		v.heads[b.JobID] = jobHead{model: b.ModelDigest, round: b.Round}
 		delete(v.rounds, roundKey(b.JobID, b.Round))
 	case ledger.RoundFailed:
+		if err := v.checkMissing(v.rounds[roundKey(b.JobID, b.Round)]); err != nil {
+			return err
+		}
 		delete(v.rounds, roundKey(b.JobID, b.Round))
 	}
+	return nil
+}
+
+// checkBase checks, independently of the FSM, that a round starts from
+// the model its job's last round left: round 1 from the recipe's base
+// model (any, if the recipe records none), every later round from the
+// job's last committed model, or round 1's base while none committed.
+func (v *verifier) checkBase(h uint64, i int, tx *ledger.Tx, b ledger.RoundOpened) error {
+	rc, ok := v.recipes[b.JobID]
+	if !ok {
+		return txErr(h, i, tx.Hash, "job_id", "round %d of job %q: the job has no JobRegistered on this chain", b.Round, b.JobID)
+	}
+	hd, seen := v.heads[b.JobID]
+	want, why := hd.model, "round 1's base (no round of the job committed since)"
+	switch {
+	case hd.round > 0:
+		why = fmt.Sprintf("the model round %d committed, the job's last", hd.round)
+	case !seen:
+		want, why = rc.BaseModel, "the base model of the job's recipe"
+	}
+	if want != "" && b.BaseModel != want {
+		return txErr(h, i, tx.Hash, "base_model", "job %q round %d starts from %s; it must start from %s, %s", b.JobID, b.Round, b.BaseModel, want, why)
+	}
+	if !seen {
+		v.heads[b.JobID] = jobHead{model: b.BaseModel}
+	}
+	return nil
+}
+
+// checkMissing fails a closing (or, at the chain's end, open) round that
+// has a submitted update that is not in the artifacts and that no
+// UpdateRejected took out, at the update's UpdateSubmitted.
+func (v *verifier) checkMissing(r *roundTrack) error {
+	if r == nil {
+		return nil
+	}
+	for _, t := range slices.Sorted(maps.Keys(r.updates)) {
+		u := r.updates[t]
+		if loc, ok := r.missing[u.UpdateDigest]; ok {
+			return inRound(v.missingErr(loc.h, loc.i, loc.hash, "update_digest", u.UpdateDigest), fmt.Sprintf("job %q round %d, update of trainer %s", u.JobID, u.Round, t))
+		}
+	}
+	return nil
+}
+
+// rejection checks an UpdateRejected independently of the FSM: its signer
+// is one of the job's designated aggregators and, with artifacts, the
+// rejected update fails one of the aggregator's own input checks
+// (aggregator.Validate: it parses as an update, has the layout of the
+// round's reference model, holds only finite values, and its norm is
+// within the recipe's max_norm) against the round's reference and the
+// recipe. An update that passes them all was rejected without cause: the
+// round fails, naming the update. An update not in the artifacts cannot
+// be checked: it is listed in Report.Unverifiable (a failure with
+// StrictRejections).
+func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateRejected) error {
+	where := fmt.Sprintf("job %q round %d", b.JobID, b.Round)
+	rc, ok := v.recipes[b.JobID]
+	if !ok {
+		return txErr(h, i, tx.Hash, "job_id", "%s: the job has no JobRegistered on this chain, so no aggregator may reject its updates", where)
+	}
+	if !rc.Designates(tx.Signer) {
+		return txErr(h, i, tx.Hash, "signer", "%s: update %s rejected by %s, which the job's recipe does not designate (aggregators %v)", where, b.UpdateDigest, tx.Signer, rc.Aggregators)
+	}
+	r := v.rounds[roundKey(b.JobID, b.Round)]
+	if r == nil {
+		return txErr(h, i, tx.Hash, "round", "%s: the round is not open on this chain", where)
+	}
+	var trainer string
+	var u ledger.UpdateSubmitted
+	for _, t := range slices.Sorted(maps.Keys(r.updates)) {
+		if r.updates[t].UpdateDigest == b.UpdateDigest {
+			trainer, u = t, r.updates[t]
+		}
+	}
+	if trainer == "" {
+		return txErr(h, i, tx.Hash, "update_digest", "%s: no update %s was submitted to the round", where, b.UpdateDigest)
+	}
+	r.rejected[b.UpdateDigest] = true
+	if v.opts.Artifacts == "" {
+		return nil
+	}
+	what := fmt.Sprintf("%s: update %s of trainer %s was rejected as %q", where, b.UpdateDigest, trainer, b.Reason)
+	if _, miss := r.missing[b.UpdateDigest]; miss {
+		delete(r.missing, b.UpdateDigest)
+		return v.unverifiable(h, i, tx.Hash, what+"; the update is not in the artifacts, so the rejection cannot be checked")
+	}
+	p, _ := artifactPath(v.opts.Artifacts, b.UpdateDigest)
+	ref, err := v.reference(h, i, tx.Hash, r, &rc)
+	if err != nil {
+		return err
+	}
+	rej, err := aggregator.Validate(v.ctx, aggregator.Request{Inputs: []aggregator.Input{{Path: p, ContributorID: trainer}}, Base: ref,
+		Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
+	if err != nil {
+		return txErr(h, i, tx.Hash, "update_digest", "%s: checking rejected update %s against the round's reference: %v", where, b.UpdateDigest, err)
+	}
+	if len(rej) > 0 {
+		v.rep.RejectionsChecked++
+		v.log.Info("rejection confirmed: the update fails an input check", "job", b.JobID, "round", b.Round, "trainer", trainer,
+			"update", b.UpdateDigest, "check", strings.ReplaceAll(rej[0].Reason(), p, "update "+b.UpdateDigest))
+		return nil
+	}
+	// The one rejection that is not about the update's content: a
+	// dataset the job file does not admit (coordinator.Machine's reason).
+	if b.Reason == fmt.Sprintf("dataset %s is not admitted by job %s", u.DatasetDigest, b.JobID) {
+		job := v.jobs[r.config]
+		if job == nil {
+			return v.unverifiable(h, i, tx.Hash, what+"; the update passes every input check, and only the job file (--job) tells which datasets the job admits")
+		}
+		if ms := job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, u.DatasetDigest) {
+			v.rep.RejectionsChecked++
+			return nil
+		}
+		return txErr(h, i, tx.Hash, "reason", "%s but the job file %s admits dataset %s, and the update passes every input check", what, job.Source, u.DatasetDigest)
+	}
+	norm := ""
+	if rc.MaxNorm > 0 {
+		norm = fmt.Sprintf(", a norm within max_norm %s", ledger.FormatParam(rc.MaxNorm))
+	}
+	return txErr(h, i, tx.Hash, "reason", "%s but it passes every input check (it parses as an update, has the layout of the round's reference, only finite values%s)", what, norm)
+}
+
+// unverifiable records a rejection that cannot be checked, or fails with
+// StrictRejections.
+func (v *verifier) unverifiable(h uint64, i int, txh [32]byte, msg string) error {
+	if v.opts.StrictRejections {
+		return txErr(h, i, txh, "update_digest", "%s (--strict-rejections)", msg)
+	}
+	v.log.Warn("unverifiable rejection", "height", h, "tx", i, "detail", msg)
+	v.rep.Unverifiable = append(v.rep.Unverifiable, fmt.Sprintf("height %d tx[%d]: %s", h, i, msg))
 	return nil
 }
 
@@ -426,23 +613,37 @@ func fileSHA256(path string) (string, error) {
 
 // artifact checks that the blob a digest names exists and hashes right.
 func (v *verifier) artifact(h uint64, i int, txh [32]byte, field, digest string) error {
+	ok, err := v.optionalArtifact(h, i, txh, field, digest)
+	if err == nil && !ok {
+		err = v.missingErr(h, i, txh, field, digest)
+	}
+	return err
+}
+
+// optionalArtifact is artifact where a missing blob is not an error: it
+// reports whether the blob is there (true without Artifacts).
+func (v *verifier) optionalArtifact(h uint64, i int, txh [32]byte, field, digest string) (bool, error) {
 	if v.opts.Artifacts == "" || v.hashed[digest] {
-		return nil
+		return true, nil
 	}
 	p, ok := artifactPath(v.opts.Artifacts, digest)
 	if !ok {
-		return txErr(h, i, txh, field, "artifact %s is not in %s (neither %s/%s nor %s nor blobs/%s/%s)", digest, v.opts.Artifacts, digest[:2], digest, digest, digest[:2], digest)
+		return false, nil
 	}
 	got, err := fileSHA256(p)
 	if err != nil {
-		return fmt.Errorf("audit: verify: %w", err)
+		return false, fmt.Errorf("audit: verify: %w", err)
 	}
 	if got != digest {
-		return txErr(h, i, txh, field, "artifact %s hashes to %s", p, got)
+		return false, txErr(h, i, txh, field, "artifact %s hashes to %s", p, got)
 	}
 	v.hashed[digest] = true
 	v.rep.Artifacts++
-	return nil
+	return true, nil
+}
+
+func (v *verifier) missingErr(h uint64, i int, txh [32]byte, field, digest string) error {
+	return txErr(h, i, txh, field, "artifact %s is not in %s (neither %s/%s nor %s nor blobs/%s/%s)", digest, v.opts.Artifacts, digest[:2], digest, digest, digest[:2], digest)
 }
 
 // manifest checks a registered dataset's manifest if the artifact

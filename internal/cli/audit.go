@@ -408,8 +408,9 @@ func newAuditExportCmd() *cobra.Command {
 func newAuditVerifyCmd() *cobra.Command {
 	var ledgerAddr, exportPath, artifacts, genesisPath string
 	var jobs []string
+	var strictRejections bool
 	cmd := &cobra.Command{
-		Use:   "verify (--ledger ADDR --genesis GENESIS.yaml | --export FILE) [--artifacts DIR [--job JOB.yaml]]",
+		Use:   "verify (--ledger ADDR --genesis GENESIS.yaml | --export FILE) [--artifacts DIR [--job JOB.yaml] [--strict-rejections]]",
 		Short: "Re-derive a whole chain from genesis, and with --artifacts re-run every aggregation; name the first mismatch",
 		Long: "Re-derive a whole chain from genesis on a fresh in-memory ledger: every block hash, tx root, signature,\n" +
 			"nonce and state hash. With --artifacts (blobs named by digest, flat or in <ab>/<digest> folders) also\n" +
@@ -417,8 +418,13 @@ func newAuditVerifyCmd() *cobra.Command {
 			"re-run each committed round from its job's recipe on the chain (JobRegistered: strategy, parameters,\n" +
 			"privacy, a LoRA job's initial adapter) over every submitted, unrejected update, comparing the digest\n" +
 			"and shares with the ledger's. A round with DP noise is compared with its clipped, un-noised re-run:\n" +
-			"the difference must have the size the noise multiplier gives (see README, \"DP rounds\"). No job file\n" +
-			"is needed. Exits non-zero naming the first height, tx and field that do not match.",
+			"the difference must have the size the noise multiplier gives (see README, \"DP rounds\"). Every round\n" +
+			"must start from its job's last committed model (round 1: the recipe's base). Every UpdateRejected must\n" +
+			"be signed by a designated aggregator, and its update must fail one of the aggregator's input checks\n" +
+			"(malformed, layout unlike the round's reference, a non-finite value, a norm above max_norm); a\n" +
+			"rejected update not in --artifacts is printed as a WARNING line (unverifiable), a failure with\n" +
+			"--strict-rejections. No job file is needed. Exits non-zero naming the first height, tx and field that\n" +
+			"do not match.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (ledgerAddr == "") == (exportPath == "") {
@@ -439,9 +445,12 @@ func newAuditVerifyCmd() *cobra.Command {
 				return fmt.Errorf("audit verify: %w", err)
 			}
 			start := time.Now()
-			rep, err := audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: artifacts, Jobs: jobs, Logger: logger(cmd)})
+			rep, err := audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: artifacts, Jobs: jobs, StrictRejections: strictRejections, Logger: logger(cmd)})
 			if err != nil {
 				return err
+			}
+			for _, w := range rep.Unverifiable {
+				fmt.Fprintf(cmd.OutOrStdout(), "WARNING: unverifiable rejection: %s\n", w)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "OK: chain verified to height %d (head %x): %d txs, %d committed rounds, %d re-aggregated, %d artifacts and %d manifests checked in %s\n",
 				rep.Height, rep.HeadHash[:8], rep.Txs, rep.Rounds, rep.Reaggregated, rep.Artifacts, rep.Manifests, time.Since(start).Round(time.Millisecond))
@@ -452,6 +461,7 @@ func newAuditVerifyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&genesisPath, "genesis", "", "the chain's genesis file (with --ledger; it also pins the ledger node)")
 	cmd.Flags().StringVar(&exportPath, "export", "", "an export file from `fedtune audit export`")
 	cmd.Flags().StringVar(&artifacts, "artifacts", "", "directory of artifacts named by digest")
+	cmd.Flags().BoolVar(&strictRejections, "strict-rejections", false, "fail on a rejected update that is not in --artifacts (whose rejection cannot be checked) instead of warning")
 	cmd.Flags().StringSliceVar(&jobs, "job", nil, "job YAML files (repeatable; only for chains whose recipe records no initial adapter): a LoRA job's round 1 is re-run from the initial adapter the job derives")
 	return cmd
 }

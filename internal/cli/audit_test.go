@@ -204,6 +204,10 @@ func TestDatasetAndAuditCommands(t *testing.T) {
 	if !strings.Contains(out, "OK: chain verified") || !strings.Contains(out, "1 re-aggregated") || !strings.Contains(out, "1 manifests") {
 		t.Fatalf("verify printed %q", out)
 	}
+	out = mustRun(t, "audit", "verify", "--export", export, "--artifacts", art, "--strict-rejections")
+	if !strings.Contains(out, "OK: chain verified") || strings.Contains(out, "WARNING") {
+		t.Fatalf("verify --strict-rejections printed %q", out)
+	}
 	out = mustRun(t, "audit", "verify", "--ledger", addr, "--genesis", genesis)
 	if !strings.Contains(out, "OK: chain verified") {
 		t.Fatalf("verify --ledger printed %q", out)
