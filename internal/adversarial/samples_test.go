@@ -47,6 +47,7 @@ func TestAttackSamplesAboveTaskBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rc.BaseModel = r.base // the job file's model is the devnet's; this ledger registered its own
 	if rc.MaxSamples != budget {
 		t.Errorf("the coordinator's recipe bounds samples by %d, want local_steps × batch = %d", rc.MaxSamples, budget)
 	}

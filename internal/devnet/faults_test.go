@@ -221,9 +221,16 @@ func TestNoRaceNetworkCoordinatorRestart(t *testing.T) {
 	if st.State != coordinator.JobDone || len(st.Rounds) != 2 {
 		t.Fatalf("job ended %s (%s) with %d rounds; want done with 2", st.State, st.Detail, len(st.Rounds))
 	}
-	for _, r := range st.Rounds {
-		if r.Status != string(ledger.StatusCommitted) || len(r.Updates) != 3 {
-			t.Errorf("round %d: %s with %d updates; want committed with 3", r.Round, r.Status, len(r.Updates))
+	// Round 1 ran before the restart with every trainer; round 2 opens as
+	// soon as trainers.min (2) of them have reconnected, so the third may
+	// or may not make it in.
+	for i, r := range st.Rounds {
+		want := 3
+		if i > 0 {
+			want = 2
+		}
+		if r.Status != string(ledger.StatusCommitted) || len(r.Updates) < want {
+			t.Errorf("round %d: %s with %d updates; want committed with at least %d", r.Round, r.Status, len(r.Updates), want)
 		}
 	}
 	if st.Rounds[1].BaseModel != st.Rounds[0].ModelDigest {
