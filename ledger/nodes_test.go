@@ -14,7 +14,7 @@ import (
 func (c *chain) proposeBy(proposer string, tm int64, appended time.Time, txs ...[]byte) *ApplyResult {
 	c.t.Helper()
 	c.index++
-	data := EncodeProposal(Proposal{Proposer: proposer, Time: tm, Txs: txs})
+	data := proposalEntry(proposer, tm, txs)
 	out := c.fsm.Apply(&raft.Log{Index: c.index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: appended})
 	res, ok := out.(*ApplyResult)
 	if !ok {
