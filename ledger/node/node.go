@@ -90,6 +90,8 @@ type Node struct {
 	fsm       *ledger.FSM
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
+	// stream is the transport's TLS stream layer (inbound raft connections).
+	stream *tlsStreamLayer
 	raft      *raft.Raft
 	peers     *peerDir
 	metrics   *metrics
@@ -251,6 +253,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		rl.Close()
 		return nil, err
 	}
+	n.stream = stream
 	n.transport = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hclogFor(n.log, "raft-net"))
 	closers = append(closers, n.transport.Close)
 	if n.grpcLn = opts.GRPCListener; n.grpcLn == nil {
