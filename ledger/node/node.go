@@ -91,11 +91,11 @@ type Node struct {
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	// stream is the transport's TLS stream layer (inbound raft connections).
-	stream *tlsStreamLayer
-	raft      *raft.Raft
-	peers     *peerDir
-	metrics   *metrics
-	limits    *limiters
+	stream  *tlsStreamLayer
+	raft    *raft.Raft
+	peers   *peerDir
+	metrics *metrics
+	limits  *limiters
 
 	grpcLn    net.Listener
 	metricsLn net.Listener
