@@ -237,7 +237,8 @@ func TestAdmit(t *testing.T) {
 	g.Policy.MaxTxBytes = 1024
 	ch := newChain(t, g, c.node.id)
 	stranger := newActor("stranger", RoleTrainer)
-	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m0"), Name: "m", Licence: "l", Source: "s"}))
+	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m0"), Name: "m", Licence: "l", Source: "s"}),
+		c.admin.sign(t, MemberRemoved{ID: c.trainers[2].id}))
 	ok := c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})
 	if tx, err := ch.fsm.Admit(ok); err != nil || tx == nil {
 		t.Fatalf("valid tx: %v", err)
@@ -249,23 +250,26 @@ func TestAdmit(t *testing.T) {
 		forged[i] = 'A'
 	}
 	cases := []struct {
-		name string
-		env  []byte
-		code Code
+		name  string
+		env   []byte
+		code  Code
+		cause Cause
+		lag   bool // MayBeLag
 	}{
-		{"stranger", stranger.sign(t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner},
-		{"wrong role", c.trainers[0].sign(t, ModelRegistered{Digest: digest("m3"), Name: "m", Licence: "l", Source: "s"}), CodeForbidden},
-		{"stale nonce", c.coord.signNonce(t, 1, ModelRegistered{Digest: digest("m4"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce},
-		{"nonce beyond the window", c.coord.signNonce(t, 2+NonceWindow, ModelRegistered{Digest: digest("m5"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce},
-		{"too large", c.coord.sign(t, ModelRegistered{Digest: digest("m6"), Name: "m", Licence: strings.Repeat("l", 1000), Source: "s"}), CodeTooLarge},
-		{"forged signature", forged, CodeBadSignature},
-		{"malformed", []byte("not a tx"), CodeMalformed},
+		{"stranger", stranger.sign(t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner, CauseNotMember, true},
+		{"wrong role", c.trainers[0].sign(t, ModelRegistered{Digest: digest("m3"), Name: "m", Licence: "l", Source: "s"}), CodeForbidden, "", false},
+		{"stale nonce", c.coord.signNonce(t, 1, ModelRegistered{Digest: digest("m4"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce, CauseNonceStale, false},
+		{"nonce beyond the window", c.coord.signNonce(t, 2+NonceWindow, ModelRegistered{Digest: digest("m5"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce, CauseNonceAhead, true},
+		{"too large", c.coord.sign(t, ModelRegistered{Digest: digest("m6"), Name: "m", Licence: strings.Repeat("l", 1000), Source: "s"}), CodeTooLarge, "", false},
+		{"forged signature", forged, CodeBadSignature, "", false},
+		{"malformed", []byte("not a tx"), CodeMalformed, "", false},
+		{"removed member", c.trainers[2].sign(t, DatasetRegistered{Digest: digest("d3"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner, CauseSignerRemoved, false},
 	}
 	for _, tc := range cases {
 		_, err := ch.fsm.Admit(tc.env)
 		var te *TxError
-		if !errors.As(err, &te) || (tc.code != "" && te.Code != tc.code) {
-			t.Errorf("%s: %v, want code %q", tc.name, err, tc.code)
+		if !errors.As(err, &te) || (tc.code != "" && te.Code != tc.code) || te.Cause != tc.cause || te.MayBeLag() != tc.lag {
+			t.Errorf("%s: %v (cause %q), want code %q cause %q, lag %v", tc.name, err, te.Cause, tc.code, tc.cause, tc.lag)
 		}
 	}
 }
