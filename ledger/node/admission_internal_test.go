@@ -5,7 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -112,5 +115,39 @@ func TestLimitersBounded(t *testing.T) {
 	// 3 own buckets; the 17 others share 5 tokens.
 	if refused != 12 {
 		t.Fatalf("refused %d of 20 new callers, want 12", refused)
+	}
+}
+
+// TestNewRefusesUnpinnedGenesis: a genesis that lists no nodes starts a
+// node only with allow_unpinned.
+func TestNewRefusesUnpinnedGenesis(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := authKey(t)
+	admin, _ := authKey(t)
+	keyPath := filepath.Join(dir, "node.key")
+	if err := ledger.SaveKey(keyPath, key); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g := "chain_id: unpinned\nmembers:\n  - name: admin\n    role: admin\n    public_key: " + hex.EncodeToString(admin.Public().(ed25519.PublicKey)) + "\n"
+	if err := os.WriteFile(filepath.Join(data, genesisName), []byte(g), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, allow := range []bool{false, true} {
+		cfg := &Config{DataDir: data, KeyFile: keyPath, RaftAddress: "127.0.0.1:0", GRPCAddress: "127.0.0.1:0", AllowUnpinned: allow}
+		n, err := New(cfg, Options{})
+		if !allow {
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "lists no nodes") || !strings.Contains(err.Error(), "allow_unpinned: true") {
+				t.Fatalf("unpinned genesis without allow_unpinned: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("with allow_unpinned: %v", err)
+		}
+		_ = n.closeAll()
 	}
 }

@@ -28,8 +28,8 @@ const handshakeTimeout = 10 * time.Second
 // admin added with NodeAdded), and not removed since (NodeRemoved). A node
 // still catching up may not yet know of a node added later; that node's
 // connections are refused until this one applies its NodeAdded. A genesis
-// that lists no nodes pins nothing, and every key counts (New logs a
-// warning for such a chain).
+// that lists no nodes pins nothing, and every key counts (New refuses such
+// a chain unless the config sets allow_unpinned).
 func (n *Node) isNode(id string) bool {
 	if len(n.genesis.Nodes) == 0 {
 		return true
