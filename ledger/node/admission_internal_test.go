@@ -151,3 +151,30 @@ func TestNewRefusesUnpinnedGenesis(t *testing.T) {
 		_ = n.closeAll()
 	}
 }
+
+// TestSignedBy: a follower forwards an unknown signer's tx from a
+// non-member caller only when the caller's TLS key signed it.
+func TestSignedBy(t *testing.T) {
+	k, id := authKey(t)
+	other, _ := authKey(t)
+	tx, err := ledger.SignTx(k, "chain", 1, ledger.ModelRegistered{Digest: strings.Repeat("ab", 32), Name: "m", Licence: "l", Source: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherID := ledger.KeyID(other.Public().(ed25519.PublicKey))
+	for _, tc := range []struct {
+		name string
+		env  []byte
+		id   string
+		want bool
+	}{
+		{"own key", tx, id, true},
+		{"another key's tx", tx, otherID, false},
+		{"no TLS key", tx, "", false},
+		{"not a tx", []byte("junk"), id, false},
+	} {
+		if got := signedBy(tc.env, tc.id); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
