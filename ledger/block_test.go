@@ -134,3 +134,29 @@ func TestProposalRoundTrip(t *testing.T) {
 		t.Fatal("state changed")
 	}
 }
+
+// TestProposalGolden pins the raft entry formats: the unsigned proposal
+// (LogTypeProposal, the first format), the proposal digest a proposer
+// signs and the signed proposal (LogTypeSignedProposal). Nodes of one
+// cluster must agree on them byte for byte; change them deliberately
+// (-update).
+func TestProposalGolden(t *testing.T) {
+	p := Proposal{Proposer: newActor("node-1", "").id, Time: 1767225600123456789, Txs: [][]byte{[]byte("tx one"), []byte("tx two")}}
+	d := ProposalDigest(testChain, p)
+	signed := SignProposal(newActor("node-1", "").key, testChain, p)
+	got := "unsigned " + hex.EncodeToString(EncodeProposal(p)) + "\ndigest " + hex.EncodeToString(d[:]) +
+		"\nsigned " + hex.EncodeToString(EncodeProposal(signed)) + "\n"
+	path := filepath.Join("testdata", "proposal.golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestProposalGolden -update)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("proposal encoding changed:\ngot  %s\nwant %s", got, want)
+	}
+}
