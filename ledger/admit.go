@@ -45,10 +45,10 @@ func (f *FSM) Admit(envelope []byte) (*Tx, error) {
 		return nil, fmt.Errorf("ledger: admit: %w", err)
 	}
 	if !ok {
-		return nil, txErr(CodeUnknownSigner, "signer %s is not a member", tx.Signer)
+		return nil, txErrCause(CodeUnknownSigner, CauseNotMember, "signer %s is not a member", tx.Signer)
 	}
 	if !m.Active {
-		return nil, txErr(CodeUnknownSigner, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
+		return nil, txErrCause(CodeUnknownSigner, CauseSignerRemoved, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
 	}
 	pub, err := hex.DecodeString(m.PublicKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
@@ -66,10 +66,10 @@ func (f *FSM) Admit(envelope []byte) (*Tx, error) {
 		return nil, err
 	}
 	if tx.Nonce <= last {
-		return nil, txErr(CodeBadNonce, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
+		return nil, txErrCause(CodeBadNonce, CauseNonceStale, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
 	}
 	if tx.Nonce-last > NonceWindow {
-		return nil, txErr(CodeBadNonce, "nonce %d is more than %d above the last nonce %d of signer %s", tx.Nonce, NonceWindow, last, tx.Signer)
+		return nil, txErrCause(CodeBadNonce, CauseNonceAhead, "nonce %d is more than %d above the last nonce %d of signer %s", tx.Nonce, NonceWindow, last, tx.Signer)
 	}
 	tx.verifiedKey = m.PublicKey
 	return tx, nil

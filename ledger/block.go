@@ -1,6 +1,8 @@
 package ledger
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,11 +12,14 @@ import (
 
 // Encoding versions and tags. A block header starts with headerVersion; an
 // encoded block with blockVersion; an encoded proposal (a raft log entry's
-// data) with the type byte LogTypeProposal, on which FSM.Apply dispatches.
+// data) with a type byte, on which FSM.Apply dispatches: LogTypeProposal
+// for an unsigned proposal (the first format; raft refuses it now, see
+// Proposal), LogTypeSignedProposal for one signed by its proposer.
 const (
-	headerVersion   byte = 1
-	blockVersion    byte = 1
-	LogTypeProposal byte = 0x01 // raft log entry data: EncodeProposal
+	headerVersion         byte = 1
+	blockVersion          byte = 1
+	LogTypeProposal       byte = 0x01 // raft log entry data: EncodeProposal of an unsigned Proposal
+	LogTypeSignedProposal byte = 0x02 // raft log entry data: EncodeProposal of a signed Proposal
 )
 
 // MaxTxsPerBlock bounds the number of transactions a decoder accepts in one
@@ -156,40 +161,112 @@ func (b *Block) String() string {
 }
 
 // Proposal is one raft log entry: the transactions a leader batched, its ID
-// and its clock when it proposed them.
+// and its clock when it proposed them, and (SignProposal) the proposer's
+// signature over all of that and the chain ID. The FSM refuses a raft
+// entry whose signature is missing or does not verify against the
+// proposer's node key, so that a peer on the raft transport cannot name
+// another node as proposer. Blocks do not keep the signature: a replay of
+// committed blocks (VerifyChain, audit) goes through FSM.ApplyProposal,
+// which checks a signature only when one is present.
 type Proposal struct {
 	Proposer string // node ID (KeyID of the node key)
 	Time     int64  // unix nanoseconds, proposer's clock
 	Txs      [][]byte
+	// Key is the proposer's public key and Sig its ed25519 signature over
+	// ProposalDigest; both nil in an unsigned proposal.
+	Key ed25519.PublicKey
+	Sig []byte
+}
+
+// proposalDomain separates proposal signatures from every other signature a
+// node key makes (checkpoints, directory entries, TLS).
+const proposalDomain = "fedtune/ledger/proposal/v1\x00"
+
+// ProposalDigest returns what a proposer signs: SHA-256 of
+//
+//	"fedtune/ledger/proposal/v1" 0x00 ‖ uvarint len(chainID) ‖ chainID ‖
+//	EncodeProposal of the proposal without Key and Sig
+//
+// so that a signature is valid for one chain and one proposal only.
+func ProposalDigest(chainID string, p Proposal) [32]byte {
+	p.Key, p.Sig = nil, nil
+	var w writer
+	w.b = append(w.b, proposalDomain...)
+	w.str(chainID)
+	h := sha256.New()
+	h.Write(w.b)
+	h.Write(EncodeProposal(p))
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// SignProposal returns p proposed and signed by key on chain chainID: its
+// Proposer, Key and Sig set.
+func SignProposal(key ed25519.PrivateKey, chainID string, p Proposal) Proposal {
+	pub := key.Public().(ed25519.PublicKey)
+	p.Proposer, p.Key, p.Sig = KeyID(pub), nil, nil
+	d := ProposalDigest(chainID, p)
+	p.Key, p.Sig = pub, ed25519.Sign(key, d[:])
+	return p
+}
+
+// verifyProposalSig checks that p is signed, by the key whose ID is
+// p.Proposer, for chain chainID, and returns that key.
+func verifyProposalSig(chainID string, p Proposal) (ed25519.PublicKey, error) {
+	if p.Sig == nil {
+		return nil, errors.New("the proposal is not signed (raft entries must be signed by their proposer)")
+	}
+	if KeyID(p.Key) != p.Proposer {
+		return nil, fmt.Errorf("the proposal is signed by key %s, not by its proposer %s", abbrev(KeyID(p.Key)), abbrev(p.Proposer))
+	}
+	d := ProposalDigest(chainID, p)
+	if !ed25519.Verify(p.Key, d[:], p.Sig) {
+		return nil, fmt.Errorf("the proposal's signature by %s does not verify (another chain, or altered bytes)", abbrev(p.Proposer))
+	}
+	return p.Key, nil
 }
 
 // EncodeProposal returns the proposal's binary form, the data of a raft log
-// entry:
+// entry. An unsigned proposal (Sig nil) is
 //
 //	LogTypeProposal u8 ‖ uvarint len(proposer) ‖ proposer ‖ time i64 ‖
 //	uvarint n ‖ n × (uvarint len ‖ envelope)
+//
+// and a signed one is the same after LogTypeSignedProposal, followed by
+// key [32] ‖ sig [64].
 func EncodeProposal(p Proposal) []byte {
-	size := 1 + 1 + len(p.Proposer) + 8 + 5
+	size := 1 + 1 + len(p.Proposer) + 8 + 5 + len(p.Key) + len(p.Sig)
 	for _, tx := range p.Txs {
 		size += len(tx) + 5
 	}
 	w := writer{b: make([]byte, 0, size)}
-	w.u8(LogTypeProposal)
+	if p.Sig != nil {
+		w.u8(LogTypeSignedProposal)
+	} else {
+		w.u8(LogTypeProposal)
+	}
 	w.str(p.Proposer)
 	w.i64(p.Time)
 	w.uvarint(uint64(len(p.Txs)))
 	for _, tx := range p.Txs {
 		w.bytes(tx)
 	}
+	if p.Sig != nil {
+		w.b = append(w.b, p.Key...)
+		w.b = append(w.b, p.Sig...)
+	}
 	return w.b
 }
 
 // DecodeProposal parses EncodeProposal's output, rejecting any other byte
-// string. Transactions inside are not checked; the FSM does that.
+// string (a signed proposal's key must be 32 bytes and its signature 64).
+// Transactions and the signature are not checked; the FSM does that.
 func DecodeProposal(data []byte) (*Proposal, error) {
 	r := reader{b: data}
-	if v := r.u8(); r.err == nil && v != LogTypeProposal {
-		return nil, fmt.Errorf("%w: log entry type %#x, want proposal %#x", ErrBadEncoding, v, LogTypeProposal)
+	v := r.u8()
+	if r.err == nil && v != LogTypeProposal && v != LogTypeSignedProposal {
+		return nil, fmt.Errorf("%w: log entry type %#x, want proposal %#x or %#x", ErrBadEncoding, v, LogTypeProposal, LogTypeSignedProposal)
 	}
 	p := &Proposal{}
 	p.Proposer = r.str(64)
@@ -200,6 +277,10 @@ func DecodeProposal(data []byte) (*Proposal, error) {
 	}
 	for i := 0; i < n && r.err == nil; i++ {
 		p.Txs[i] = r.bytes(MaxEnvelopeBytes)
+	}
+	if v == LogTypeSignedProposal && r.err == nil {
+		p.Key = ed25519.PublicKey(bytes.Clone(r.take(ed25519.PublicKeySize)))
+		p.Sig = bytes.Clone(r.take(ed25519.SignatureSize))
 	}
 	if err := r.done(); err != nil {
 		return nil, fmt.Errorf("%w: proposal: %v", ErrBadEncoding, err)

@@ -99,11 +99,24 @@ func TestProposalRoundTrip(t *testing.T) {
 	if err != nil || back.Proposer != p.Proposer || back.Time != p.Time || len(back.Txs) != 2 || !bytes.Equal(back.Txs[1], p.Txs[1]) {
 		t.Fatalf("%+v %v", back, err)
 	}
+	signed := EncodeProposal(SignProposal(newActor("n", "").key, testChain, p))
+	if signed[0] != LogTypeSignedProposal {
+		t.Fatal("signed proposal: wrong type byte")
+	}
+	sp, err := DecodeProposal(signed)
+	if err != nil || sp.Proposer != p.Proposer || len(sp.Key) != 32 || len(sp.Sig) != 64 || !bytes.Equal(EncodeProposal(*sp), signed) {
+		t.Fatalf("signed round trip: %+v %v", sp, err)
+	}
+	if _, err := verifyProposalSig(testChain, *sp); err != nil {
+		t.Fatal(err)
+	}
 	for name, data := range map[string][]byte{
-		"type":        append([]byte{0x7f}, enc[1:]...),
-		"trailing":    append(enc, 1),
-		"short":       enc[:10],
-		"no proposer": EncodeProposal(Proposal{Txs: p.Txs}),
+		"signed short sig": signed[:len(signed)-1],
+		"signed no sig":    append([]byte{LogTypeSignedProposal}, enc[1:]...),
+		"type":             append([]byte{0x7f}, enc[1:]...),
+		"trailing":         append(enc, 1),
+		"short":            enc[:10],
+		"no proposer":      EncodeProposal(Proposal{Txs: p.Txs}),
 	} {
 		if _, err := DecodeProposal(data); !errors.Is(err, ErrBadEncoding) {
 			t.Errorf("%s: %v", name, err)
@@ -119,5 +132,31 @@ func TestProposalRoundTrip(t *testing.T) {
 	}
 	if strings.Join(dump(t, ch.db.State(), prefixApp), ",") != strings.Join(before, ",") {
 		t.Fatal("state changed")
+	}
+}
+
+// TestProposalGolden pins the raft entry formats: the unsigned proposal
+// (LogTypeProposal, the first format), the proposal digest a proposer
+// signs and the signed proposal (LogTypeSignedProposal). Nodes of one
+// cluster must agree on them byte for byte; change them deliberately
+// (-update).
+func TestProposalGolden(t *testing.T) {
+	p := Proposal{Proposer: newActor("node-1", "").id, Time: 1767225600123456789, Txs: [][]byte{[]byte("tx one"), []byte("tx two")}}
+	d := ProposalDigest(testChain, p)
+	signed := SignProposal(newActor("node-1", "").key, testChain, p)
+	got := "unsigned " + hex.EncodeToString(EncodeProposal(p)) + "\ndigest " + hex.EncodeToString(d[:]) +
+		"\nsigned " + hex.EncodeToString(EncodeProposal(signed)) + "\n"
+	path := filepath.Join("testdata", "proposal.golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestProposalGolden -update)", err)
+	}
+	if got != string(want) {
+		t.Fatalf("proposal encoding changed:\ngot  %s\nwant %s", got, want)
 	}
 }

@@ -32,7 +32,7 @@ func TestCrashRecovery(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 1; i <= 12; i++ {
 		tx := c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint("crash ", i)), Name: "m", Licence: "l", Source: "s"})
-		data := EncodeProposal(Proposal{Proposer: c.node.id, Time: t0.UnixNano() + int64(i), Txs: [][]byte{tx}})
+		data := proposalEntry(c.node.id, t0.UnixNano()+int64(i), [][]byte{tx})
 		res := f.Apply(&raft.Log{Index: uint64(i), Type: raft.LogCommand, Data: data}).(*ApplyResult)
 		if res.Err != nil || res.Block == nil {
 			t.Fatalf("apply %d: %+v", i, res)
@@ -88,7 +88,7 @@ func TestCrashRecoveryDeferSync(t *testing.T) {
 		for j := range 1 + i%3 {
 			txs = append(txs, c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint("defer ", i, j)), Name: "m", Licence: "l", Source: "s"}))
 		}
-		entry := &raft.Log{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: EncodeProposal(Proposal{Proposer: c.node.id, Time: t0.UnixNano() + int64(i), Txs: txs})}
+		entry := &raft.Log{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: proposalEntry(c.node.id, t0.UnixNano()+int64(i), txs)}
 		if err := db.LogStore().StoreLog(entry); err != nil {
 			t.Fatal(err)
 		}

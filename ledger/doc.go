@@ -69,7 +69,7 @@
 // # Blocks
 //
 // One raft log entry carries one Proposal (proposer ID, proposer's clock, the
-// batched envelopes). The FSM checks each transaction against the state left
+// batched envelopes, the proposer's signature). The FSM checks each transaction against the state left
 // by the ones before it; invalid ones are left out of the block and their
 // reasons are returned in ApplyResult.Results as *TxError values. A
 // transaction whose hash is already on the chain (a proposal replayed after a
@@ -119,6 +119,18 @@
 // state change on any replica (ApplyResult.Err wraps ErrProposalRefused),
 // when
 //
+//   - it is not signed, for this chain, by the node key of the proposer it
+//     names (ErrProposalSignature; checked first). The leader signs each
+//     proposal (SignProposal, ed25519 over ProposalDigest: a
+//     domain-separated hash of the chain ID and the unsigned proposal's
+//     encoding), and the key must be the proposer's: the genesis file's or
+//     its NodeAdded record's. So a peer that can write raft entries cannot
+//     name another node as proposer. Blocks do not keep the signature:
+//     ApplyProposal (the replay of committed blocks by VerifyChain and
+//     audit) checks one only when present; who proposed a committed block
+//     is vouched for by the nodes' cosigned checkpoints. Raft entries of the
+//     first, unsigned format (LogTypeProposal) are refused: upgrade a
+//     cluster with every node stopped after it applied its whole log.
 //   - its proposer is not a voting node: not a genesis node or a promoted
 //     one, or removed (ErrProposerNotVoter). This reads only the replicated
 //     state, so every replica decides alike. A genesis without nodes (for

@@ -27,12 +27,46 @@ const (
 	CodeTooLarge       Code = "too_large"       // tx or block exceeds the genesis policy
 )
 
+// Cause refines a Code where a caller must tell apart refusals that share
+// it; most refusals have none (""). Causes are stable strings.
+type Cause string
+
+// The causes.
+const (
+	// CauseNotMember (with CodeUnknownSigner): the signer key was never
+	// added. A node whose state lags the chain may not know yet a member
+	// the leader already added.
+	CauseNotMember Cause = "not_member"
+	// CauseSignerRemoved (with CodeUnknownSigner): the signer was removed.
+	CauseSignerRemoved Cause = "signer_removed"
+	// CauseNonceStale (with CodeBadNonce): the nonce is not above the
+	// signer's last.
+	CauseNonceStale Cause = "nonce_stale"
+	// CauseNonceAhead (with CodeBadNonce): the nonce is more than
+	// NonceWindow above the signer's last. A node whose state lags may not
+	// have applied the signer's earlier txs yet.
+	CauseNonceAhead Cause = "nonce_ahead"
+)
+
 // TxError is why the ledger rejected a transaction. Rejected transactions
 // change no state. errors.Is(err, &TxError{Code: c}) matches any TxError with
 // code c, and the Err* sentinels below are such values.
 type TxError struct {
 	Code Code
 	Msg  string
+	// Cause refines Code for the refusals that share one (see Cause).
+	Cause Cause
+}
+
+// MayBeLag reports whether the refusal may only mean that the refusing
+// node's state lags the chain's (CauseNotMember, CauseNonceAhead): the
+// leader, further ahead, might accept the tx. Everything else Admit
+// refuses for would be refused by the leader too (a removed member or a
+// replaced key can only make a lagging node accept what the leader then
+// refuses).
+func (e *TxError) MayBeLag() bool {
+	return e.Code == CodeUnknownSigner && e.Cause == CauseNotMember ||
+		e.Code == CodeBadNonce && e.Cause == CauseNonceAhead
 }
 
 // Error implements error.
@@ -67,6 +101,11 @@ var (
 
 func txErr(code Code, format string, args ...any) *TxError {
 	return &TxError{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// txErrCause is txErr with a Cause.
+func txErrCause(code Code, cause Cause, format string, args ...any) *TxError {
+	return &TxError{Code: code, Cause: cause, Msg: fmt.Sprintf(format, args...)}
 }
 
 // ErrRecordNotFound is returned by the FSM's queries when the block, tx,

@@ -196,10 +196,10 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 		return nil, nil, err
 	}
 	if m == nil {
-		return nil, nil, txErr(CodeUnknownSigner, "signer %s is not a member", tx.Signer)
+		return nil, nil, txErrCause(CodeUnknownSigner, CauseNotMember, "signer %s is not a member", tx.Signer)
 	}
 	if !m.Active {
-		return nil, nil, txErr(CodeUnknownSigner, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
+		return nil, nil, txErrCause(CodeUnknownSigner, CauseSignerRemoved, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
 	}
 	pub, err := hex.DecodeString(m.PublicKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
@@ -219,7 +219,7 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*Tx, []kvWrite, error) {
 		return nil, nil, err
 	}
 	if tx.Nonce <= last {
-		return nil, nil, txErr(CodeBadNonce, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
+		return nil, nil, txErrCause(CodeBadNonce, CauseNonceStale, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
 	}
 	ws, err := c.checkBody(tx)
 	if err != nil {

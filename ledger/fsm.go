@@ -299,7 +299,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return nil
 	}
 	f.applyMu.Lock()
-	res := f.applyEntry(l.Index, l.AppendedAt, l.Data)
+	res := f.applyEntry(l.Index, l.AppendedAt, l.Data, true)
 	f.applyMu.Unlock()
 	if res.Block != nil && f.onBlock != nil {
 		f.onBlock(res.Block)
@@ -308,10 +308,13 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 // ApplyProposal applies a proposal outside raft (index 0: not recorded as a
-// raft index). It is for tools and tests; a node goes through raft.
+// raft index). It is for tools and tests (the replay of committed blocks,
+// whose proposal signatures are not kept); a node goes through raft. A
+// proposal's signature is checked only when it has one: raft entries
+// (Apply) must be signed.
 func (f *FSM) ApplyProposal(p Proposal) *ApplyResult {
 	f.applyMu.Lock()
-	res := f.applyEntry(0, time.Time{}, EncodeProposal(p))
+	res := f.applyEntry(0, time.Time{}, EncodeProposal(p), false)
 	f.applyMu.Unlock()
 	if res.Block != nil && f.onBlock != nil {
 		f.onBlock(res.Block)
@@ -319,7 +322,7 @@ func (f *FSM) ApplyProposal(p Proposal) *ApplyResult {
 	return res
 }
 
-func (f *FSM) applyEntry(index uint64, appended time.Time, data []byte) *ApplyResult {
+func (f *FSM) applyEntry(index uint64, appended time.Time, data []byte, needSig bool) *ApplyResult {
 	f.mu.RLock()
 	hd, broken := f.head, f.broken
 	f.mu.RUnlock()
@@ -329,7 +332,7 @@ func (f *FSM) applyEntry(index uint64, appended time.Time, data []byte) *ApplyRe
 	if index != 0 && index <= hd.Applied {
 		return &ApplyResult{Err: fmt.Errorf("%w: index %d, state is at %d", ErrAlreadyApplied, index, hd.Applied)}
 	}
-	res, err := f.applyProposal(hd, index, appended, data)
+	res, err := f.applyProposal(hd, index, appended, data, needSig)
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrFSMBroken, err)
 		f.mu.Lock()
@@ -343,7 +346,7 @@ func (f *FSM) applyEntry(index uint64, appended time.Time, data []byte) *ApplyRe
 
 // applyProposal executes one log entry and commits its block, if any, with
 // the new head. A returned error is the store's.
-func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []byte) (*ApplyResult, error) {
+func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []byte, needSig bool) (*ApplyResult, error) {
 	res := &ApplyResult{}
 	newHead := hd
 	if index > hd.Applied {
@@ -358,7 +361,7 @@ func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []by
 		perr = fmt.Errorf("%w: proposal time %d is out of range", ErrBadEncoding, p.Time)
 	}
 	if perr == nil {
-		if err := f.checkProposal(b.Get, *p, appended, hd.Time); err != nil {
+		if err := f.checkProposal(b.Get, *p, appended, hd.Time, needSig); err != nil {
 			var se *storageError
 			if errors.As(err, &se) {
 				return nil, err

@@ -405,7 +405,7 @@ func TestReplicasAgree(t *testing.T) {
 			}
 		}
 		// Raft replaying an entry already applied: skipped by index.
-		out := ch.fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeProposal(Proposal{Proposer: c.node.id, Time: 1, Txs: fx[0]})})
+		out := ch.fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: proposalEntry(c.node.id, 1, fx[0])})
 		if res := out.(*ApplyResult); !errors.Is(res.Err, ErrAlreadyApplied) {
 			t.Fatalf("replayed index: %v", res.Err)
 		}

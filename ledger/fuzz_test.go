@@ -92,6 +92,7 @@ func FuzzDecodeProposal(f *testing.F) {
 	f.Add(EncodeProposal(Proposal{Proposer: c.node.id, Time: t0.UnixNano(), Txs: txs}))
 	f.Add(EncodeProposal(Proposal{Proposer: c.node.id, Time: -1, Txs: [][]byte{txs[0], txs[0]}}))
 	f.Add(EncodeProposal(Proposal{Proposer: c.node.id}))
+	f.Add(EncodeProposal(SignProposal(c.node.key, testChain, Proposal{Time: t0.UnixNano(), Txs: txs})))
 	g := c.genesis(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := DecodeProposal(data)

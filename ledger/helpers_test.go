@@ -33,7 +33,23 @@ type actor struct {
 func newActor(name string, role Role) *actor {
 	seed := sha256.Sum256([]byte("fedtune test key " + name))
 	k := ed25519.NewKeyFromSeed(seed[:])
-	return &actor{name: name, role: role, key: k, id: KeyID(k.Public().(ed25519.PublicKey))}
+	a := &actor{name: name, role: role, key: k, id: KeyID(k.Public().(ed25519.PublicKey))}
+	testKeys.Store(a.id, k)
+	return a
+}
+
+// testKeys maps the ID of every actor made to its key, so that test
+// proposals by a node ID can be signed (proposalEntry).
+var testKeys sync.Map
+
+// proposalEntry encodes a proposal by proposer as a raft entry's data,
+// signed with proposer's key when it is an actor's, unsigned otherwise.
+func proposalEntry(proposer string, tm int64, txs [][]byte) []byte {
+	p := Proposal{Proposer: proposer, Time: tm, Txs: txs}
+	if k, ok := testKeys.Load(proposer); ok {
+		p = SignProposal(k.(ed25519.PrivateKey), testChain, p)
+	}
+	return EncodeProposal(p)
 }
 
 func (a *actor) pubHex() string { return hex.EncodeToString(a.key.Public().(ed25519.PublicKey)) }
@@ -151,7 +167,7 @@ func (c *chain) propose(txs ...[]byte) *ApplyResult {
 func (c *chain) proposeAt(tm int64, txs ...[]byte) *ApplyResult {
 	c.t.Helper()
 	c.index++
-	data := EncodeProposal(Proposal{Proposer: c.node, Time: tm, Txs: txs})
+	data := proposalEntry(c.node, tm, txs)
 	out := c.fsm.Apply(&raft.Log{Index: c.index, Term: 1, Type: raft.LogCommand, Data: data})
 	res, ok := out.(*ApplyResult)
 	if !ok {

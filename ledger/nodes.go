@@ -94,19 +94,22 @@ const prefixNode = "a/node/"
 
 func nodeKey(id string) []byte { return []byte(prefixNode + id) }
 
-// Refusals of a whole proposal (ApplyResult.Err); both wrap
+// Refusals of a whole proposal (ApplyResult.Err); all wrap
 // ErrProposalRefused. Such an entry makes no block and changes no state on
 // any replica.
 var (
-	ErrProposalRefused  = errors.New("ledger: proposal refused")
-	ErrProposerNotVoter = errors.New("proposer is not a voting ledger node")
-	ErrProposalTime     = errors.New("proposal time is too far ahead")
+	ErrProposalRefused   = errors.New("ledger: proposal refused")
+	ErrProposalSignature = errors.New("proposal is not signed by its proposer's node key")
+	ErrProposerNotVoter  = errors.New("proposer is not a voting ledger node")
+	ErrProposalTime      = errors.New("proposal time is too far ahead")
 )
 
 // ProposalRefusalReason names why a proposal was refused, for metrics:
-// "not_voter", "clock_skew" or "" when err is no refusal.
+// "bad_signature", "not_voter", "clock_skew" or "" when err is no refusal.
 func ProposalRefusalReason(err error) string {
 	switch {
+	case errors.Is(err, ErrProposalSignature):
+		return "bad_signature"
 	case errors.Is(err, ErrProposerNotVoter):
 		return "not_voter"
 	case errors.Is(err, ErrProposalTime):
@@ -188,17 +191,27 @@ func (f *FSM) Nodes() ([]NodeRecord, error) {
 // accepts proposals from any node not removed by a NodeRemoved.
 func (f *FSM) NodesPinned() bool { return len(f.g.Nodes) > 0 }
 
-// checkProposal refuses a proposal whose proposer may not propose or whose
-// time is too far ahead (see the package doc, "Proposers and time").
-// appended is the raft entry's AppendedAt (zero outside raft), prevTime
-// the previous block's time. Only a time that moves the chain's time
-// forward (above prevTime+1) is checked: one at or below it does not set
-// the block time (a chain whose genesis_time lies ahead, and the replay of
-// such blocks by VerifyChain, stay valid).
-func (f *FSM) checkProposal(get func([]byte) ([]byte, bool, error), p Proposal, appended time.Time, prevTime int64) error {
+// checkProposal refuses a proposal that is not signed by its proposer's
+// node key (required when needSig: every raft entry), whose proposer may
+// not propose, or whose time is too far ahead (see the package doc,
+// "Proposers and time"). appended is the raft entry's AppendedAt (zero
+// outside raft), prevTime the previous block's time. Only a time that
+// moves the chain's time forward (above prevTime+1) is checked: one at or
+// below it does not set the block time (a chain whose genesis_time lies
+// ahead, and the replay of such blocks by VerifyChain, stay valid).
+func (f *FSM) checkProposal(get func([]byte) ([]byte, bool, error), p Proposal, appended time.Time, prevTime int64, needSig bool) error {
 	r, ok, err := nodeRecord(f.g, get, p.Proposer)
 	if err != nil {
 		return &storageError{err}
+	}
+	if needSig || p.Sig != nil {
+		key, err := verifyProposalSig(f.g.ChainID, p)
+		if err == nil && ok && r.PublicKey != hex.EncodeToString(key) {
+			err = fmt.Errorf("the proposal is signed by a key other than node %s's", abbrev(p.Proposer))
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w: %v", ErrProposalRefused, ErrProposalSignature, err)
+		}
 	}
 	switch {
 	case ok && r.Removed:

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 func (c *chain) proposeBy(proposer string, tm int64, appended time.Time, txs ...[]byte) *ApplyResult {
 	c.t.Helper()
 	c.index++
-	data := EncodeProposal(Proposal{Proposer: proposer, Time: tm, Txs: txs})
+	data := proposalEntry(proposer, tm, txs)
 	out := c.fsm.Apply(&raft.Log{Index: c.index, Term: 1, Type: raft.LogCommand, Data: data, AppendedAt: appended})
 	res, ok := out.(*ApplyResult)
 	if !ok {
@@ -236,7 +237,8 @@ func TestAdmit(t *testing.T) {
 	g.Policy.MaxTxBytes = 1024
 	ch := newChain(t, g, c.node.id)
 	stranger := newActor("stranger", RoleTrainer)
-	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m0"), Name: "m", Licence: "l", Source: "s"}))
+	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m0"), Name: "m", Licence: "l", Source: "s"}),
+		c.admin.sign(t, MemberRemoved{ID: c.trainers[2].id}))
 	ok := c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})
 	if tx, err := ch.fsm.Admit(ok); err != nil || tx == nil {
 		t.Fatalf("valid tx: %v", err)
@@ -248,23 +250,26 @@ func TestAdmit(t *testing.T) {
 		forged[i] = 'A'
 	}
 	cases := []struct {
-		name string
-		env  []byte
-		code Code
+		name  string
+		env   []byte
+		code  Code
+		cause Cause
+		lag   bool // MayBeLag
 	}{
-		{"stranger", stranger.sign(t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner},
-		{"wrong role", c.trainers[0].sign(t, ModelRegistered{Digest: digest("m3"), Name: "m", Licence: "l", Source: "s"}), CodeForbidden},
-		{"stale nonce", c.coord.signNonce(t, 1, ModelRegistered{Digest: digest("m4"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce},
-		{"nonce beyond the window", c.coord.signNonce(t, 2+NonceWindow, ModelRegistered{Digest: digest("m5"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce},
-		{"too large", c.coord.sign(t, ModelRegistered{Digest: digest("m6"), Name: "m", Licence: strings.Repeat("l", 1000), Source: "s"}), CodeTooLarge},
-		{"forged signature", forged, CodeBadSignature},
-		{"malformed", []byte("not a tx"), CodeMalformed},
+		{"stranger", stranger.sign(t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner, CauseNotMember, true},
+		{"wrong role", c.trainers[0].sign(t, ModelRegistered{Digest: digest("m3"), Name: "m", Licence: "l", Source: "s"}), CodeForbidden, "", false},
+		{"stale nonce", c.coord.signNonce(t, 1, ModelRegistered{Digest: digest("m4"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce, CauseNonceStale, false},
+		{"nonce beyond the window", c.coord.signNonce(t, 2+NonceWindow, ModelRegistered{Digest: digest("m5"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce, CauseNonceAhead, true},
+		{"too large", c.coord.sign(t, ModelRegistered{Digest: digest("m6"), Name: "m", Licence: strings.Repeat("l", 1000), Source: "s"}), CodeTooLarge, "", false},
+		{"forged signature", forged, CodeBadSignature, "", false},
+		{"malformed", []byte("not a tx"), CodeMalformed, "", false},
+		{"removed member", c.trainers[2].sign(t, DatasetRegistered{Digest: digest("d3"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner, CauseSignerRemoved, false},
 	}
 	for _, tc := range cases {
 		_, err := ch.fsm.Admit(tc.env)
 		var te *TxError
-		if !errors.As(err, &te) || (tc.code != "" && te.Code != tc.code) {
-			t.Errorf("%s: %v, want code %q", tc.name, err, tc.code)
+		if !errors.As(err, &te) || (tc.code != "" && te.Code != tc.code) || te.Cause != tc.cause || te.MayBeLag() != tc.lag {
+			t.Errorf("%s: %v (cause %q), want code %q cause %q, lag %v", tc.name, err, te.Cause, tc.code, tc.cause, tc.lag)
 		}
 	}
 }
@@ -283,5 +288,75 @@ func TestClockSkewFutureGenesis(t *testing.T) {
 	}
 	if err := VerifyChain(ch.db.State(), g); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestProposalSignature: a raft entry must be signed, for this chain, by
+// the node key of the proposer it names; anything else is refused before
+// the proposer's role is even looked at, with no block and no state change.
+func TestProposalSignature(t *testing.T) {
+	c := newCast()
+	g := c.genesis(t)
+	n2 := newActor("node-2", "") // a key that is no ledger node
+	tx := func(s string) []byte {
+		return c.coord.signNonce(t, 1, ModelRegistered{Digest: digest(s), Name: "m", Licence: "l", Source: "s"})
+	}
+	sign := func(k ed25519.PrivateKey, chain string, p Proposal) Proposal { return SignProposal(k, chain, p) }
+	cases := []struct {
+		name  string
+		entry func(tm int64) []byte
+		want  string // "" = a block
+	}{
+		{"unsigned", func(tm int64) []byte {
+			return EncodeProposal(Proposal{Proposer: c.node.id, Time: tm, Txs: [][]byte{tx("a")}})
+		}, "not signed"},
+		{"signed by a stranger naming the genesis node", func(tm int64) []byte {
+			p := sign(n2.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p.Proposer = c.node.id
+			return EncodeProposal(p)
+		}, "not by its proposer"},
+		{"stranger's key and ID swapped in", func(tm int64) []byte {
+			p := sign(n2.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p.Proposer, p.Key = c.node.id, c.node.key.Public().(ed25519.PublicKey)
+			return EncodeProposal(p)
+		}, "does not verify"},
+		{"signed for another chain", func(tm int64) []byte {
+			return EncodeProposal(sign(c.node.key, "other-chain", Proposal{Time: tm, Txs: [][]byte{tx("a")}}))
+		}, "does not verify"},
+		{"tx swapped after signing", func(tm int64) []byte {
+			p := sign(c.node.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p.Txs = [][]byte{tx("b")}
+			return EncodeProposal(p)
+		}, "does not verify"},
+		{"time moved after signing", func(tm int64) []byte {
+			p := sign(c.node.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p.Time++
+			return EncodeProposal(p)
+		}, "does not verify"},
+		{"genuine", func(tm int64) []byte {
+			return EncodeProposal(sign(c.node.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}}))
+		}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := newChain(t, g, c.node.id)
+			before := dump(t, ch.db.State(), prefixApp)
+			ch.index++
+			out := ch.fsm.Apply(&raft.Log{Index: ch.index, Term: 1, Type: raft.LogCommand, Data: tc.entry(ch.now().UnixNano())})
+			res := out.(*ApplyResult)
+			if tc.want == "" {
+				if res.Err != nil || res.Block == nil || res.Block.Header.Proposer != c.node.id {
+					t.Fatalf("genuine proposal: %+v", res)
+				}
+				return
+			}
+			if !errors.Is(res.Err, ErrProposalSignature) || !errors.Is(res.Err, ErrProposalRefused) || res.Block != nil ||
+				!strings.Contains(res.Err.Error(), tc.want) || ProposalRefusalReason(res.Err) != "bad_signature" {
+				t.Fatalf("got %+v, want a bad_signature refusal containing %q", res, tc.want)
+			}
+			if got := dump(t, ch.db.State(), prefixApp); strings.Join(got, "\n") != strings.Join(before, "\n") || ch.fsm.Height() != 0 {
+				t.Fatal("a refused proposal changed the state")
+			}
+		})
 	}
 }

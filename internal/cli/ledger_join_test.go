@@ -29,7 +29,7 @@ func startCLINode(t *testing.T, dir, genesis, name string, bootstrap bool) *cliN
 	nd := &cliNode{id: strings.SplitN(out, "\n", 2)[0], grpc: freeAddr(t), raft: freeAddr(t)}
 	data := filepath.Join(dir, name)
 	mustRun(t, "ledger", "init", "--genesis", genesis, "--data", data, "--key", keyPath)
-	cfg := fmt.Sprintf("data_dir: %s\nkey_file: %s\nraft_address: %s\ngrpc_address: %s\nbootstrap: %v\nraft:\n  heartbeat_timeout: 500ms\n",
+	cfg := fmt.Sprintf("data_dir: %s\nkey_file: %s\nraft_address: %s\ngrpc_address: %s\nbootstrap: %v\nallow_unpinned: true\nraft:\n  heartbeat_timeout: 500ms\n",
 		name, name+".key", nd.raft, nd.grpc, bootstrap)
 	cfgPath := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {

@@ -185,7 +185,7 @@ func TestLedgerFlow(t *testing.T) {
 
 	addr := freeAddr(t)
 	cfgPath := filepath.Join(dir, "node.yaml")
-	cfg := fmt.Sprintf("data_dir: data\nkey_file: node.key\nraft_address: %s\ngrpc_address: %s\nmetrics_address: %s\nbootstrap: true\nraft:\n  heartbeat_timeout: 300ms\n  election_timeout: 300ms\n  leader_lease_timeout: 150ms\n",
+	cfg := fmt.Sprintf("data_dir: data\nkey_file: node.key\nraft_address: %s\ngrpc_address: %s\nmetrics_address: %s\nbootstrap: true\nallow_unpinned: true\nraft:\n  heartbeat_timeout: 300ms\n  election_timeout: 300ms\n  leader_lease_timeout: 150ms\n",
 		freeAddr(t), addr, freeAddr(t))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

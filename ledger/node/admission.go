@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,9 +19,12 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 )
 
-// LimitsConfig bounds what one caller may ask of a node. A caller is the
-// key ID of its TLS client certificate when it has one, else its remote
-// host. Zero fields take the defaults of DefaultLimits.
+// LimitsConfig bounds what one caller may ask of a node. A caller is named
+// by the key of its TLS client certificate when that key is an active
+// member or a ledger node of the chain (as this node's state knows it),
+// else by its remote host: a stranger gains nothing by presenting a new
+// key per call. All callers that are not members or nodes also share one
+// budget (NonMember*). Zero fields take the defaults of DefaultLimits.
 type LimitsConfig struct {
 	// MaxSubmitBytes bounds the envelope bytes of one Submit request.
 	MaxSubmitBytes int `yaml:"max_submit_bytes"`
@@ -43,6 +45,19 @@ type LimitsConfig struct {
 	MaxRange int `yaml:"max_range"`
 	// MaxStreams bounds the StreamBlocks calls one caller holds open.
 	MaxStreams int `yaml:"max_streams"`
+	// NonMemberTxRate is the sustained txs per second into Submit of all
+	// callers together whose TLS key is neither an active member nor a
+	// ledger node here (strangers, and members whose MemberAdded this node
+	// has not applied yet), NonMemberTxBurst the most at once.
+	NonMemberTxRate  float64 `yaml:"non_member_tx_rate"`
+	NonMemberTxBurst int     `yaml:"non_member_tx_burst"`
+	// NonMemberByteRate and NonMemberByteBurst bound the envelope bytes of
+	// those callers together likewise.
+	NonMemberByteRate  float64 `yaml:"non_member_byte_rate"`
+	NonMemberByteBurst int     `yaml:"non_member_byte_burst"`
+	// MaxCallers bounds the callers this node keeps a rate limit for;
+	// callers beyond it (while the others are active) share one limit.
+	MaxCallers int `yaml:"max_callers"`
 }
 
 // DefaultLimits are the limits a node config leaves out. The tx rate is
@@ -58,6 +73,12 @@ func DefaultLimits() LimitsConfig {
 		SubmitByteBurst: 256 << 20,
 		MaxRange:        1024,
 		MaxStreams:      16,
+
+		NonMemberTxRate:    100,
+		NonMemberTxBurst:   200,
+		NonMemberByteRate:  1 << 20,
+		NonMemberByteBurst: 4 << 20,
+		MaxCallers:         10000,
 	}
 }
 
@@ -90,24 +111,44 @@ func (l LimitsConfig) withDefaults() LimitsConfig {
 	if l.MaxStreams == 0 {
 		l.MaxStreams = d.MaxStreams
 	}
+	if l.NonMemberTxRate == 0 {
+		l.NonMemberTxRate = d.NonMemberTxRate
+	}
+	if l.NonMemberTxBurst == 0 {
+		l.NonMemberTxBurst = max(d.NonMemberTxBurst, int(l.NonMemberTxRate))
+	}
+	if l.NonMemberByteRate == 0 {
+		l.NonMemberByteRate = d.NonMemberByteRate
+	}
+	if l.NonMemberByteBurst == 0 {
+		l.NonMemberByteBurst = max(d.NonMemberByteBurst, int(l.NonMemberByteRate))
+	}
+	if l.MaxCallers == 0 {
+		l.MaxCallers = d.MaxCallers
+	}
 	return l
 }
 
 func (l LimitsConfig) validate() error {
 	if l.MaxSubmitBytes < 0 || l.MaxSubmitTxs < 0 || l.SubmitTxRate < 0 || l.SubmitTxBurst < 0 ||
-		l.SubmitByteRate < 0 || l.SubmitByteBurst < 0 || l.MaxRange < 0 || l.MaxStreams < 0 {
+		l.SubmitByteRate < 0 || l.SubmitByteBurst < 0 || l.MaxRange < 0 || l.MaxStreams < 0 ||
+		l.NonMemberTxRate < 0 || l.NonMemberTxBurst < 0 || l.NonMemberByteRate < 0 || l.NonMemberByteBurst < 0 || l.MaxCallers < 0 {
 		return errors.New("limits: values must not be negative")
 	}
 	return nil
 }
 
 // limiters keeps one pair of token buckets per caller, dropping callers
-// idle for a while so that the map stays bounded by the active ones.
+// idle for a minute; at most MaxCallers of them, callers beyond that share
+// the overflow pair (so that the map stays bounded and a new name never
+// buys a fresh burst). nonMember is the pair all non-member callers share.
 type limiters struct {
-	cfg  LimitsConfig
-	mu   sync.Mutex
-	m    map[string]*callerLimit
-	last time.Time // last sweep
+	cfg       LimitsConfig
+	mu        sync.Mutex
+	m         map[string]*callerLimit
+	last      time.Time // last sweep
+	overflow  *callerLimit
+	nonMember *callerLimit
 	// streams counts each caller's open StreamBlocks calls.
 	streams map[string]int
 }
@@ -118,7 +159,13 @@ type callerLimit struct {
 }
 
 func newLimiters(cfg LimitsConfig) *limiters {
-	return &limiters{cfg: cfg, m: map[string]*callerLimit{}, streams: map[string]int{}}
+	return &limiters{cfg: cfg, m: map[string]*callerLimit{}, streams: map[string]int{},
+		overflow:  newCallerLimit(cfg.SubmitTxRate, cfg.SubmitTxBurst, cfg.SubmitByteRate, cfg.SubmitByteBurst),
+		nonMember: newCallerLimit(cfg.NonMemberTxRate, cfg.NonMemberTxBurst, cfg.NonMemberByteRate, cfg.NonMemberByteBurst)}
+}
+
+func newCallerLimit(txRate float64, txBurst int, byteRate float64, byteBurst int) *callerLimit {
+	return &callerLimit{txs: rate.NewLimiter(rate.Limit(txRate), txBurst), bytes: rate.NewLimiter(rate.Limit(byteRate), byteBurst)}
 }
 
 // openStream counts a stream of caller, or refuses one over MaxStreams.
@@ -138,11 +185,11 @@ func (ls *limiters) openStream(caller string) (release func(), err error) {
 	}, nil
 }
 
-// allow takes txs and size tokens from caller's buckets, or says why not.
-func (ls *limiters) allow(caller string, txs, size int) error {
-	now := time.Now()
+// get returns caller's buckets, creating them while the map has room.
+func (ls *limiters) get(caller string, now time.Time) *callerLimit {
 	ls.mu.Lock()
-	if now.Sub(ls.last) > time.Minute {
+	defer ls.mu.Unlock()
+	if now.Sub(ls.last) > time.Minute || (len(ls.m) >= ls.cfg.MaxCallers && now.Sub(ls.last) > time.Second) {
 		for k, c := range ls.m {
 			if now.Sub(c.used) > time.Minute {
 				delete(ls.m, k)
@@ -152,36 +199,76 @@ func (ls *limiters) allow(caller string, txs, size int) error {
 	}
 	c, ok := ls.m[caller]
 	if !ok {
-		c = &callerLimit{txs: rate.NewLimiter(rate.Limit(ls.cfg.SubmitTxRate), ls.cfg.SubmitTxBurst),
-			bytes: rate.NewLimiter(rate.Limit(ls.cfg.SubmitByteRate), ls.cfg.SubmitByteBurst)}
+		if len(ls.m) >= ls.cfg.MaxCallers {
+			return ls.overflow
+		}
+		c = newCallerLimit(ls.cfg.SubmitTxRate, ls.cfg.SubmitTxBurst, ls.cfg.SubmitByteRate, ls.cfg.SubmitByteBurst)
 		ls.m[caller] = c
 	}
 	c.used = now
-	ls.mu.Unlock()
-	if !c.txs.AllowN(now, txs) {
-		return fmt.Errorf("caller %s is over its Submit rate of %g txs/s (burst %d); slow down and retry", caller, ls.cfg.SubmitTxRate, ls.cfg.SubmitTxBurst)
+	return c
+}
+
+// allow takes txs and size tokens from the buckets of caller (and, for a
+// caller that is no member or node, from the non-members' shared ones),
+// or says why not.
+func (ls *limiters) allow(c caller, txs, size int) error {
+	now := time.Now()
+	l := ls.get(c.name, now)
+	if !l.txs.AllowN(now, txs) {
+		return fmt.Errorf("caller %s is over its Submit rate of %g txs/s (burst %d); slow down and retry", c.name, ls.cfg.SubmitTxRate, ls.cfg.SubmitTxBurst)
 	}
-	if !c.bytes.AllowN(now, size) {
-		return fmt.Errorf("caller %s is over its Submit rate of %g bytes/s (burst %d); slow down and retry", caller, ls.cfg.SubmitByteRate, ls.cfg.SubmitByteBurst)
+	if !l.bytes.AllowN(now, size) {
+		return fmt.Errorf("caller %s is over its Submit rate of %g bytes/s (burst %d); slow down and retry", c.name, ls.cfg.SubmitByteRate, ls.cfg.SubmitByteBurst)
+	}
+	if c.trusted {
+		return nil
+	}
+	if !ls.nonMember.txs.AllowN(now, txs) {
+		return fmt.Errorf("callers that are not members of the chain are over their shared Submit rate of %g txs/s (burst %d, limits.non_member_tx_rate); a new member's key counts as a member once its MemberAdded is applied here", ls.cfg.NonMemberTxRate, ls.cfg.NonMemberTxBurst)
+	}
+	if !ls.nonMember.bytes.AllowN(now, size) {
+		return fmt.Errorf("callers that are not members of the chain are over their shared Submit rate of %g bytes/s (burst %d, limits.non_member_byte_rate)", ls.cfg.NonMemberByteRate, ls.cfg.NonMemberByteBurst)
 	}
 	return nil
 }
 
-// callerKey names the caller of a gRPC call for its limits: "node <ID>"
-// or "key <ID>" for a TLS peer, else "host <address>".
-func callerKey(ctx context.Context) string {
+// caller is who called a gRPC method, as the limits see it.
+type caller struct {
+	// name is "node <ID>" or "key <ID>" for a TLS peer whose key is a
+	// ledger node or an active member, else "host <address>".
+	name string
+	// id is the TLS key ID, "" without one.
+	id string
+	// node: id is a current ledger node; trusted: a node or active member.
+	node, trusted bool
+}
+
+// callerOf names the caller of a gRPC call (see caller).
+func (n *Node) callerOf(ctx context.Context) caller {
+	var c caller
 	if id, err := tlsid.PeerID(ctx); err == nil {
-		return "key " + id
+		c.id = id
+		if r, ok := n.fsm.NodeMember(id); ok && r.Current() {
+			return caller{name: "node " + id, id: id, node: true, trusted: true}
+		}
+		if m, err := n.fsm.Member(id); err == nil && m.Active {
+			return caller{name: "key " + id, id: id, trusted: true}
+		}
 	}
+	c.name = "unknown"
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		host, _, err := net.SplitHostPort(p.Addr.String())
 		if err != nil {
 			host = p.Addr.String()
 		}
-		return "host " + host
+		c.name = "host " + host
 	}
-	return "unknown"
+	return c
 }
+
+// callerKey names the caller of a gRPC call for its limits (caller.name).
+func (n *Node) callerKey(ctx context.Context) string { return n.callerOf(ctx).name }
 
 // admitted is a Submit request after admission: the txs to go on, their
 // decodings, and the answers already known for the others.
@@ -222,8 +309,8 @@ func (n *Node) admitSubmit(ctx context.Context, req *ledgerv1.SubmitRequest) (*a
 		n.metrics.refused.WithLabelValues("submit_too_large").Inc()
 		return nil, status.Errorf(codes.ResourceExhausted, "submit: request holds %d envelope bytes, this node's limit is %d (limits.max_submit_bytes)", size, lim.MaxSubmitBytes)
 	}
-	caller := callerKey(ctx)
-	if n.isNodeCaller(caller) {
+	caller := n.callerOf(ctx)
+	if caller.node {
 		// another ledger node (TLS-authenticated) forwarding its callers'
 		// txs: they were limited where they entered.
 	} else if err := n.limits.allow(caller, len(req.Txs), size); err != nil {
@@ -239,10 +326,16 @@ func (n *Node) admitSubmit(ctx context.Context, req *ledgerv1.SubmitRequest) (*a
 			if !errors.As(err, &te) {
 				return nil, toStatus(err)
 			}
-			if !leader && lagSensitive(te) {
+			if !leader && te.MayBeLag() && (te.Cause == ledger.CauseNonceAhead || caller.trusted || signedBy(env, caller.id)) {
 				// This follower's state may lag the leader's (the signer's
 				// MemberAdded, or its last nonces, committed but not yet
-				// applied here): the leader decides, before proposing.
+				// applied here): the leader decides, before proposing. A
+				// nonce ahead is a current member's genuinely signed tx;
+				// an unknown signer's tx goes on only from a caller that
+				// is a member or node here, or that signed it with its own
+				// TLS key (a new member's first tx, bounded by the
+				// non-members' shared limit). Any key can sign a tx: a
+				// stranger relaying unknown signers' txs is answered here.
 				a.txs = append(a.txs, env)
 				a.decoded = append(a.decoded, nil)
 				a.index = append(a.index, i)
@@ -275,24 +368,11 @@ func (n *Node) clampRange(from, to uint64) uint64 {
 	return to
 }
 
-// isNodeCaller reports whether caller (callerKey) is a TLS peer whose key
-// is a current ledger node of this chain.
-func (n *Node) isNodeCaller(caller string) bool {
-	id, ok := strings.CutPrefix(caller, "key ")
-	if !ok {
+// signedBy reports whether envelope env decodes to a tx signed by key id.
+func signedBy(env []byte, id string) bool {
+	if id == "" {
 		return false
 	}
-	r, ok := n.fsm.NodeMember(id)
-	return ok && r.Current()
-}
-
-// lagSensitive reports whether an admission refusal may only mean that
-// this node's state lags the leader's: an unknown signer (added in a block
-// not applied here yet) or a nonce beyond the window (earlier nonces not
-// applied here yet). Everything else Admit refuses for would be refused
-// by the leader too (a removed member or a replaced key can only make a
-// lagging node accept what the leader then refuses).
-func lagSensitive(te *ledger.TxError) bool {
-	return te.Code == ledger.CodeUnknownSigner && strings.HasSuffix(te.Msg, "is not a member") ||
-		te.Code == ledger.CodeBadNonce && strings.Contains(te.Msg, "more than")
+	tx, err := ledger.DecodeTx(env)
+	return err == nil && tx.Signer == id
 }

@@ -28,8 +28,8 @@ const handshakeTimeout = 10 * time.Second
 // admin added with NodeAdded), and not removed since (NodeRemoved). A node
 // still catching up may not yet know of a node added later; that node's
 // connections are refused until this one applies its NodeAdded. A genesis
-// that lists no nodes pins nothing, and every key counts (New logs a
-// warning for such a chain).
+// that lists no nodes pins nothing, and every key counts (New refuses such
+// a chain unless the config sets allow_unpinned).
 func (n *Node) isNode(id string) bool {
 	if len(n.genesis.Nodes) == 0 {
 		return true
@@ -81,21 +81,61 @@ func (n *Node) requireNode(ctx context.Context, rpc string) (string, error) {
 	return id, nil
 }
 
+// isVoter reports whether the key with ID id belongs to a voting ledger
+// node: a genesis node or a promoted one, not removed. Only voters open
+// raft connections (a leader or a candidate dials; a non-voter only
+// answers the leader's calls), so a raft server accepts no other caller.
+// A genesis that lists no nodes pins nothing (see isNode).
+func (n *Node) isVoter(id string) bool {
+	if len(n.genesis.Nodes) == 0 {
+		return n.isNode(id)
+	}
+	if _, ok := n.genesisNodes[id]; ok && n.fsm == nil {
+		return true
+	}
+	if n.fsm == nil {
+		return false
+	}
+	r, ok := n.fsm.NodeMember(id)
+	return ok && r.IsVoter()
+}
+
+// voterVerifier is the tlsid.Verifier of inbound raft connections: voting
+// ledger nodes only.
+func (n *Node) voterVerifier() tlsid.Verifier {
+	return func(id string) error {
+		if !n.isNode(id) {
+			return fmt.Errorf("key %s is not a ledger node of chain %s", short(id), n.genesis.ChainID)
+		}
+		if !n.isVoter(id) {
+			return fmt.Errorf("key %s is not a voting ledger node of chain %s: only voters open raft connections", short(id), n.genesis.ChainID)
+		}
+		return nil
+	}
+}
+
 // tlsStreamLayer is raft's transport over mutual TLS 1.3: both ends present
-// the certificate of their node key (tlsid) and accept only a peer whose
-// proven key is a ledger node's (isNode). Anything else, plain TCP
-// included, fails the handshake before raft reads a byte.
+// the certificate of their node key (tlsid). The server side accepts only
+// a voting ledger node (isVoter), the client side only a ledger node
+// (isNode: the leader dials non-voters too). Anything else, plain TCP
+// included, fails the handshake before raft reads a byte. Accepted
+// connections are tracked per peer, and prune closes those of a peer that
+// is no longer a voter (removed by a NodeRemoved): raft keeps inbound
+// connections open, so the handshake's check alone would not end them.
 type tlsStreamLayer struct {
 	net.Listener
 	server *tls.Config
 	client *tls.Config
+
+	mu    sync.Mutex
+	conns map[*handshakeConn]string // accepted, handshake done: peer ID
 }
 
 var _ raft.StreamLayer = (*tlsStreamLayer)(nil)
 
 // newTLSStreamLayer wraps the raft listener ln for node n.
 func (n *Node) newTLSStreamLayer(ln net.Listener) (*tlsStreamLayer, error) {
-	srv, err := tlsid.ServerConfig(n.key, n.nodeVerifier())
+	srv, err := tlsid.ServerConfig(n.key, n.voterVerifier())
 	if err != nil {
 		return nil, fmt.Errorf("raft TLS: %w", err)
 	}
@@ -103,7 +143,7 @@ func (n *Node) newTLSStreamLayer(ln net.Listener) (*tlsStreamLayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft TLS: %w", err)
 	}
-	return &tlsStreamLayer{Listener: ln, server: srv, client: cli}, nil
+	return &tlsStreamLayer{Listener: ln, server: srv, client: cli, conns: map[*handshakeConn]string{}}, nil
 }
 
 // Accept returns the next connection, as TLS. The handshake runs on the
@@ -114,7 +154,53 @@ func (s *tlsStreamLayer) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handshakeConn{Conn: tls.Server(c, s.server)}, nil
+	return &handshakeConn{Conn: tls.Server(c, s.server), layer: s}, nil
+}
+
+// track records an accepted connection whose handshake proved peer id.
+func (s *tlsStreamLayer) track(c *handshakeConn, id string) {
+	s.mu.Lock()
+	s.conns[c] = id
+	s.mu.Unlock()
+}
+
+func (s *tlsStreamLayer) untrack(c *handshakeConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// prune closes every accepted connection whose peer keep refuses, and
+// returns the IDs of the peers it cut off.
+func (s *tlsStreamLayer) prune(keep func(id string) bool) []string {
+	s.mu.Lock()
+	var drop []*handshakeConn
+	var ids []string
+	for c, id := range s.conns {
+		if !keep(id) {
+			drop = append(drop, c)
+			ids = append(ids, id)
+			delete(s.conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range drop {
+		_ = c.Conn.Close()
+	}
+	return ids
+}
+
+// peerConns counts the tracked inbound connections of peer id.
+func (s *tlsStreamLayer) peerConns(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := 0
+	for _, p := range s.conns {
+		if p == id {
+			k++
+		}
+	}
+	return k
 }
 
 // Dial opens a TLS connection to a raft peer and completes the handshake,
@@ -131,11 +217,13 @@ func (s *tlsStreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (n
 }
 
 // handshakeConn is a server-side TLS connection whose handshake runs, with
-// a deadline, before its first read or write.
+// a deadline, before its first read or write; once it succeeds, the
+// connection is tracked by its layer until closed.
 type handshakeConn struct {
 	*tls.Conn
-	once sync.Once
-	err  error
+	layer *tlsStreamLayer
+	once  sync.Once
+	err   error
 }
 
 func (c *handshakeConn) handshake() error {
@@ -145,6 +233,22 @@ func (c *handshakeConn) handshake() error {
 		if err := c.Conn.HandshakeContext(ctx); err != nil {
 			c.err = fmt.Errorf("raft TLS handshake with %v: %w", c.RemoteAddr(), err)
 			_ = c.Conn.Close()
+			return
+		}
+		st := c.Conn.ConnectionState()
+		if len(st.PeerCertificates) == 0 {
+			c.err = fmt.Errorf("raft TLS handshake with %v: no client certificate", c.RemoteAddr())
+			_ = c.Conn.Close()
+			return
+		}
+		id, err := tlsid.IDFromCert(st.PeerCertificates[0])
+		if err != nil {
+			c.err = fmt.Errorf("raft TLS handshake with %v: %w", c.RemoteAddr(), err)
+			_ = c.Conn.Close()
+			return
+		}
+		if c.layer != nil {
+			c.layer.track(c, id)
 		}
 	})
 	return c.err
@@ -162,6 +266,14 @@ func (c *handshakeConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.Conn.Write(p)
+}
+
+// Close closes the connection and stops tracking it.
+func (c *handshakeConn) Close() error {
+	if c.layer != nil {
+		c.layer.untrack(c)
+	}
+	return c.Conn.Close()
 }
 
 // errNotNode is wrapped when a directory entry names a key that is not a

@@ -232,7 +232,7 @@ func (n *Node) propose(batch []*pendingTx) {
 	for i, p := range batch {
 		txs[i] = p.env
 	}
-	data := ledger.EncodeProposal(ledger.Proposal{Proposer: n.id, Time: time.Now().UnixNano(), Txs: txs})
+	data := ledger.EncodeProposal(ledger.SignProposal(n.key, n.genesis.ChainID, ledger.Proposal{Time: time.Now().UnixNano(), Txs: txs}))
 	start := time.Now()
 	f := n.raft.Apply(data, n.opts.ApplyTimeout)
 	go func() {

@@ -51,6 +51,11 @@ type Config struct {
 	Raft RaftConfig `yaml:"raft"`
 	// Limits bound what one caller may ask of this node's gRPC service.
 	Limits LimitsConfig `yaml:"limits"`
+	// AllowUnpinned lets the node start on a genesis that lists no nodes.
+	// Such a chain pins no node keys: any key may take part in raft and
+	// call the node-to-node RPCs. For development only; New refuses such
+	// a genesis without it.
+	AllowUnpinned bool `yaml:"allow_unpinned"`
 
 	// path is the file the config was loaded from, if any.
 	path string

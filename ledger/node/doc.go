@@ -12,6 +12,13 @@
 //
 //   - Raft runs over mutual TLS (a raft.StreamLayer): both ends must prove
 //     a ledger node's key, or the handshake fails before raft reads a byte.
+//     A node accepts raft connections only from voting nodes (a leader or
+//     candidate dials; a non-voter never needs to), and it closes the open
+//     inbound connections of a node that stops being a voter (NodeRemoved)
+//     within 300 ms of applying that. Each raft entry is a proposal signed
+//     by its proposer's node key; the FSM refuses any other (see
+//     ledger.Proposal), so a peer on the transport cannot speak for another
+//     node.
 //   - The gRPC service accepts any key. The client RPCs (Submit, GetBlock,
 //     StreamBlocks, GetTx, Query, Status) are open: what a tx may do is
 //     decided by the key that signed it. Join and Remove need a caller
@@ -22,8 +29,9 @@
 //     and refuses a server that does not prove that ID's key.
 //
 // Whether a key is a ledger node is decided in one place, Node.isNode:
-// today, listed in the genesis file's nodes (a genesis that lists none
-// pins nothing, and New warns).
+// listed in the genesis file's nodes or added by a NodeAdded, and not
+// removed. A genesis that lists no nodes pins nothing: New refuses it
+// unless the node config sets allow_unpinned (development only).
 //
 // # Writes
 //
@@ -33,9 +41,15 @@
 // never forwarded, queued or proposed, so a stranger's tx is never
 // replicated. A follower whose state may lag (an unknown signer, a far
 // nonce) leaves that decision to the leader, which admits again before it
-// queues. Each caller (its TLS key ID, else its host) is held to the
-// Submit size and rate limits of the node config (LimitsConfig): over
-// them, ResourceExhausted. The txs admitted are forwarded over gRPC to the
+// queues; it does so for an unknown signer only when the caller is a
+// member or node here or signed the tx with its own TLS key (a new
+// member's first tx), so that a stranger cannot relay txs of made-up keys
+// to the leader. Each caller is held to the Submit size and rate limits of
+// the node config (LimitsConfig): over them, ResourceExhausted. A caller
+// is named by its TLS key only when that key is an active member or a
+// ledger node, else by its host; callers that are neither also share one
+// budget (limits.non_member_*), and the limiter map is bounded
+// (limits.max_callers). The txs admitted are forwarded over gRPC to the
 // leader. The leader batches pending transactions into one ledger.Proposal
 // (bounded by the genesis policy's MaxBlockTxs, MaxBlockBytes and
 // BlockInterval; proposed at once when no earlier proposal is still in

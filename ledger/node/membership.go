@@ -14,11 +14,12 @@ import (
 // the FSM's node records.
 const reconcileEvery = 300 * time.Millisecond
 
-// membershipLoop runs on every node; while it leads, it makes raft's
-// configuration follow the ledger's node records (see reconcile), right
-// after it becomes leader and then every reconcileEvery, so that a change
-// applied by a leader that lost leadership before carrying it out is
-// carried out by the next one.
+// membershipLoop runs on every node. Every reconcileEvery it closes the
+// inbound raft connections of peers that are no longer voting nodes
+// (pruneRaftConns); while it leads, it makes raft's configuration follow
+// the ledger's node records (see reconcile), right after it becomes leader
+// and then every reconcileEvery, so that a change applied by a leader that
+// lost leadership before carrying it out is carried out by the next one.
 func (n *Node) membershipLoop(ctx context.Context) {
 	t := time.NewTicker(reconcileEvery)
 	defer t.Stop()
@@ -28,6 +29,7 @@ func (n *Node) membershipLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		n.pruneRaftConns()
 		if n.raft.State() == raft.Leader {
 			n.reconcile()
 		}
@@ -106,6 +108,20 @@ func (n *Node) reconcile() {
 			n.log.Warn("membership: raft server is no ledger node of this chain; removing it", "peer", short(id))
 			n.apply("remove unknown server", id, n.raft.RemoveServer(raft.ServerID(id), 0, timeout))
 		}
+	}
+}
+
+// pruneRaftConns closes the inbound raft connections of every peer that
+// is no longer a voting ledger node (a NodeRemoved applied here since its
+// handshake): the TLS handshake checked it once, and raft would keep
+// reading the connection for as long as the peer holds it open.
+func (n *Node) pruneRaftConns() {
+	if n.stream == nil {
+		return
+	}
+	for _, id := range n.stream.prune(n.isVoter) {
+		n.metrics.refused.WithLabelValues("raft_conn_closed").Inc()
+		n.log.Warn("membership: closed a raft connection of a peer that is no longer a voting ledger node", "peer", short(id))
 	}
 }
 

@@ -90,10 +90,12 @@ type Node struct {
 	fsm       *ledger.FSM
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
-	raft      *raft.Raft
-	peers     *peerDir
-	metrics   *metrics
-	limits    *limiters
+	// stream is the transport's TLS stream layer (inbound raft connections).
+	stream  *tlsStreamLayer
+	raft    *raft.Raft
+	peers   *peerDir
+	metrics *metrics
+	limits  *limiters
 
 	grpcLn    net.Listener
 	metricsLn net.Listener
@@ -205,6 +207,9 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	if n.genesis, err = ledger.LoadGenesis(gpath); err != nil {
 		return nil, err
 	}
+	if len(n.genesis.Nodes) == 0 && !cfg.AllowUnpinned {
+		return nil, fmt.Errorf("%w: the genesis of chain %s lists no nodes, so raft and the node-to-node RPCs would accept any key as a ledger node: list the node keys under \"nodes:\" in the genesis file, or set allow_unpinned: true in the node config (development only)", ErrConfig, n.genesis.ChainID)
+	}
 	n.genesisNodes = make(map[string]bool, len(n.genesis.Nodes))
 	for _, g := range n.genesis.Nodes {
 		n.genesisNodes[ledger.KeyID(g.Key)] = true
@@ -225,7 +230,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 	}
 	// isNode may consult the FSM: from here on it can be called.
 	if len(n.genesis.Nodes) == 0 {
-		n.log.Warn("the genesis file lists no nodes: raft and the node-to-node RPCs accept any key as a ledger node", "chain", n.genesis.ChainID)
+		n.log.Warn("the genesis file lists no nodes and allow_unpinned is set: raft and the node-to-node RPCs accept any key as a ledger node (development only)", "chain", n.genesis.ChainID)
 	} else if !n.isNode(n.id) {
 		n.log.Warn("this node's key is not a ledger node of the chain: other nodes will refuse its raft and node-to-node connections", "id", n.id, "chain", n.genesis.ChainID)
 	}
@@ -251,6 +256,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		rl.Close()
 		return nil, err
 	}
+	n.stream = stream
 	n.transport = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hclogFor(n.log, "raft-net"))
 	closers = append(closers, n.transport.Close)
 	if n.grpcLn = opts.GRPCListener; n.grpcLn == nil {

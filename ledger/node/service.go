@@ -280,7 +280,7 @@ func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpoint
 // limits.max_streams streams at once.
 func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv1.Ledger_StreamBlocksServer) error {
 	ctx := stream.Context()
-	release, err := s.n.limits.openStream(callerKey(ctx))
+	release, err := s.n.limits.openStream(s.n.callerKey(ctx))
 	if err != nil {
 		s.n.metrics.refused.WithLabelValues("streams").Inc()
 		return status.Errorf(codes.ResourceExhausted, "stream blocks: %v", err)

@@ -318,11 +318,10 @@ func (c *grpcCluster) waitReady(d time.Duration) ([]*node.Client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var clients []*node.Client
-	for _, a := range c.grpcAddrs {
-		key, err := ledger.GenerateKey() // a TLS identity; any key may call Submit
-		if err != nil {
-			return nil, err
-		}
+	for i, a := range c.grpcAddrs {
+		// A member's key as the TLS identity: nodes limit callers whose key
+		// is no member together (limits.non_member_tx_rate).
+		key := c.clientKeys[i%len(c.clientKeys)]
 		cl, err := node.Dial(ctx, a, key, nil)
 		if err != nil {
 			return nil, err
