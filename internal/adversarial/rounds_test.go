@@ -14,6 +14,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
@@ -208,7 +209,11 @@ func TestAttackRoundRules(t *testing.T) {
 // update) fails the round. The aggregator, which tries itself to fetch
 // every update the ledger records from the artifact store, rejects the
 // undelivered one on its own observation, and the round commits without it.
-func TestAttackWithheldUpdate(t *testing.T) {
+//
+// A whole network that trains: it runs in the pass without -race
+// (TestNoRace…), where its round deadline leaves training ample time.
+func TestNoRaceAttackWithheldUpdate(t *testing.T) {
+	fedtest.SkipUnderRace(t)
 	if testing.Short() {
 		t.Skip("a whole network")
 	}

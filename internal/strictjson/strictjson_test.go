@@ -49,8 +49,8 @@ func TestUnmarshal(t *testing.T) {
 		{"trailing", `{"name":"a"} {}`, "trailing data after the JSON value"},
 		{"invalid UTF-8", "{\"name\":\"\xff\"}", "invalid UTF-8"},
 		{"lone surrogate", `{"name":"\ud800"}`, "surrogate"},
-		{"wrong type", `{"n":"1"}`, "cannot unmarshal JSON string into Go uint64"},
-		{"negative unsigned", `{"n":-1}`, "cannot unmarshal JSON number -1 into Go uint64"},
+		{"wrong type", `{"n":"1"}`, "unmarshal JSON string into Go uint64"},
+		{"negative unsigned", `{"n":-1}`, "unmarshal JSON number -1 into Go uint64"},
 		{"empty", ``, "EOF"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
