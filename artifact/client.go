@@ -489,27 +489,9 @@ func (c *Client) Fetch(ctx context.Context, digest string, store *Store) (Info, 
 		p.Abort() // a concurrent Fetch finished while we waited
 		return info, nil
 	}
-	restarted := false
-	for attempt := 0; ; attempt++ {
-		_, _, err := c.downloadRange(ctx, d, p.Offset(), p, nil)
-		if err == nil {
-			break
-		}
-		if status.Code(err) == codes.OutOfRange && p.Offset() > 0 && !restarted {
-			// The partial bytes are longer than the blob: start again.
-			restarted = true
-			if terr := p.Truncate(); terr != nil {
-				return Info{}, fmt.Errorf("fetch %s: %w", d, terr)
-			}
-			continue
-		}
-		var we *writeError
-		if errors.As(err, &we) || attempt >= c.Retries || !retryable(ctx, err) {
-			return Info{}, fromStatus("fetch "+d, err)
-		}
-		if err := c.backoff(ctx, attempt); err != nil {
-			return Info{}, fmt.Errorf("fetch %s: %w", d, err)
-		}
+	restarted, err := c.fill(ctx, d, p)
+	if err != nil {
+		return Info{}, err
 	}
 	info, err := p.Commit()
 	if errors.Is(err, ErrDigestMismatch) && !restarted {
@@ -523,6 +505,32 @@ func (c *Client) Fetch(ctx context.Context, digest string, store *Store) (Info, 
 	return info, nil
 }
 
+// fill downloads the rest of blob d into p, from p.Offset(), retrying
+// what is worth retrying. Partial bytes longer than the blob are dropped
+// and the download starts again from zero, once; restarted says so.
+func (c *Client) fill(ctx context.Context, d string, p *Partial) (restarted bool, err error) {
+	for attempt := 0; ; attempt++ {
+		_, _, err := c.downloadRange(ctx, d, p.Offset(), p, nil)
+		if err == nil {
+			return restarted, nil
+		}
+		if status.Code(err) == codes.OutOfRange && p.Offset() > 0 && !restarted {
+			restarted = true
+			if terr := p.Truncate(); terr != nil {
+				return restarted, fmt.Errorf("fetch %s: %w", d, terr)
+			}
+			continue
+		}
+		var we *writeError
+		if errors.As(err, &we) || attempt >= c.Retries || !retryable(ctx, err) {
+			return restarted, fromStatus("fetch "+d, err)
+		}
+		if err := c.backoff(ctx, attempt); err != nil {
+			return restarted, fmt.Errorf("fetch %s: %w", d, err)
+		}
+	}
+}
+
 // fetchFromZero fetches d into store with a new, empty partial, once.
 func (c *Client) fetchFromZero(ctx context.Context, d string, store *Store) (Info, error) {
 	p, err := store.ResumePartial(ctx, d)
@@ -533,18 +541,8 @@ func (c *Client) fetchFromZero(ctx context.Context, d string, store *Store) (Inf
 	if err := p.Truncate(); err != nil {
 		return Info{}, fmt.Errorf("fetch %s: %w", d, err)
 	}
-	for attempt := 0; ; attempt++ {
-		_, _, err := c.downloadRange(ctx, d, p.Offset(), p, nil)
-		if err == nil {
-			break
-		}
-		var we *writeError
-		if errors.As(err, &we) || attempt >= c.Retries || !retryable(ctx, err) {
-			return Info{}, fromStatus("fetch "+d, err)
-		}
-		if err := c.backoff(ctx, attempt); err != nil {
-			return Info{}, fmt.Errorf("fetch %s: %w", d, err)
-		}
+	if _, err := c.fill(ctx, d, p); err != nil {
+		return Info{}, err
 	}
 	info, err := p.Commit()
 	if err != nil {

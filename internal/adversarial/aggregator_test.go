@@ -106,7 +106,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 	for _, u := range round.Updates {
 		task.Inputs = append(task.Inputs, coordinator.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
 	}
-	other := roundsDigest("another base model")
+	other := digestOf("another base model")
 	job, err := coordinator.QueryJob(ctx, lc, round.JobID)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,54 +74,6 @@ func artifactsNet(t *testing.T, ctx context.Context) (*devnet.Network, string) {
 	}
 	t.Fatalf("no update of trainer-1 in %+v", st.Rounds[0])
 	return nil, ""
-}
-
-// artifactsStore lists every file of the coordinator's artifact store
-// (path and size), so an attack can show it added none.
-func artifactsStore(t *testing.T, n *devnet.Net) []string {
-	t.Helper()
-	dir := filepath.Join(n.Dir, "coordinator", "artifacts")
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || d.Name() == "LOCK" {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		out = append(out, fmt.Sprintf("%s %d", rel, fi.Size()))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// artifactsNewFiles returns the files of after that before lacks.
-func artifactsNewFiles(before, after []string) []string {
-	var out []string
-	for _, f := range after {
-		if !slices.Contains(before, f) {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-// artifactsRequireStore fails the test if the store gained, lost or
-// changed a file since before.
-func artifactsRequireStore(t *testing.T, n *devnet.Net, before []string) {
-	t.Helper()
-	if after := artifactsStore(t, n); !slices.Equal(before, after) {
-		t.Fatalf("the attack changed the artifact store:\nnew %v\ngone %v", artifactsNewFiles(before, after), artifactsNewFiles(after, before))
-	}
 }
 
 // artifactsDial connects to the coordinator's artifact service with key.
@@ -218,7 +169,7 @@ func TestAttackArtifacts(t *testing.T) {
 		requireUnchanged(t, ctx, n, chain)
 	})
 	t.Run("DownloadOthersUpdate", func(t *testing.T) {
-		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		stranger, err := ledger.GenerateKey()
 		if err != nil {
 			t.Fatal(err)
@@ -249,11 +200,11 @@ func TestAttackArtifacts(t *testing.T) {
 			}
 		}
 		requireUnchanged(t, ctx, n, chain)
-		artifactsRequireStore(t, n, store)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("AnnounceHugeUpload", func(t *testing.T) {
-		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		c, _ := artifactsDial(t, n, n.Keys["trainer-1"])
 		start := time.Now()
 		_, err := c.Upload(ctx, artifact.DigestOf([]byte("a terabyte")), io.LimitReader(rand.Reader, 1e12), 1e12)
@@ -264,11 +215,11 @@ func TestAttackArtifacts(t *testing.T) {
 			t.Errorf("the refusal took %v; want it at once", el)
 		}
 		requireUnchanged(t, ctx, n, chain)
-		artifactsRequireStore(t, n, store)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("OverQuota", func(t *testing.T) {
-		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		c, _ := artifactsDial(t, n, n.Keys["admin"])
 		data, d := artifactsBlob(t, artifactsQuota+1)
 		_, err := c.Upload(ctx, d, bytes.NewReader(data), int64(len(data)))
@@ -276,13 +227,13 @@ func TestAttackArtifacts(t *testing.T) {
 			t.Fatalf("uploading past the member quota: %v; want ResourceExhausted naming the quota", err)
 		}
 		requireUnchanged(t, ctx, n, chain)
-		artifactsRequireStore(t, n, store)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("PoisonedPartial", func(t *testing.T) {
 		// trainer-2 starts an upload of blob D with garbage and walks away;
 		// trainer-1's upload of D must not resume from those bytes.
-		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		data, d := artifactsBlob(t, 3*artifact.ChunkSize+17)
 		_, conn2 := artifactsDial(t, n, n.Keys["trainer-2"])
 		hctx, cancel := context.WithCancel(ctx)
@@ -307,7 +258,7 @@ func TestAttackArtifacts(t *testing.T) {
 		slices.Sort(want)
 		deadline := time.Now().Add(artifactsPrune + 5*time.Second)
 		for {
-			got := artifactsNewFiles(store, artifactsStore(t, n))
+			got := filesMissing(storeFiles(t, n), store)
 			if slices.Equal(got, want) {
 				break
 			}
@@ -323,7 +274,7 @@ func TestAttackArtifacts(t *testing.T) {
 		// trainer-2 opens an upload of blob D, sends one chunk and holds
 		// the stream; trainer-1's upload of D goes through meanwhile, and
 		// the server closes the held stream after the idle timeout.
-		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		data, d := artifactsBlob(t, 2*artifact.ChunkSize)
 		_, conn2 := artifactsDial(t, n, n.Keys["trainer-2"])
 		hctx, cancel := context.WithTimeout(ctx, artifactsIdle+20*time.Second)
@@ -353,7 +304,7 @@ func TestAttackArtifacts(t *testing.T) {
 		slices.Sort(want)
 		deadline := time.Now().Add(artifactsPrune + 5*time.Second)
 		for {
-			got := artifactsNewFiles(store, artifactsStore(t, n))
+			got := filesMissing(storeFiles(t, n), store)
 			if slices.Equal(got, want) {
 				break
 			}
@@ -366,7 +317,7 @@ func TestAttackArtifacts(t *testing.T) {
 	})
 
 	t.Run("EvalDataOutsideRoot", func(t *testing.T) {
-		chain, store := waitSettled(t, ctx, n), artifactsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		job, err := os.ReadFile(n.JobFile)
 		if err != nil {
 			t.Fatal(err)
@@ -388,7 +339,7 @@ func TestAttackArtifacts(t *testing.T) {
 			}
 		}
 		requireUnchanged(t, ctx, n, chain)
-		artifactsRequireStore(t, n, store)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("JoinFlood", func(t *testing.T) {

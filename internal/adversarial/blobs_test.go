@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,51 +96,6 @@ func blobsSetup(t *testing.T, ctx context.Context) *blobsNet {
 	return b
 }
 
-// blobsStore lists every file of the coordinator's artifact store (path
-// and size).
-func blobsStore(t *testing.T, n *devnet.Net) []string {
-	t.Helper()
-	dir := filepath.Join(n.Dir, "coordinator", "artifacts")
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || d.Name() == "LOCK" {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		out = append(out, fmt.Sprintf("%s %d", rel, fi.Size()))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// blobsRequireStore fails the test unless the store is as before, waiting
-// up to wait for abandoned partial uploads to be pruned.
-func blobsRequireStore(t *testing.T, n *devnet.Net, before []string, wait time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		after := blobsStore(t, n)
-		if slices.Equal(before, after) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the attack changed the artifact store:\nbefore %v\nafter  %v", before, after)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // blobsConn connects to the coordinator (artifact and coordinator
 // services) with key.
 func blobsConn(t *testing.T, n *devnet.Net, key ed25519.PrivateKey) *grpc.ClientConn {
@@ -209,7 +161,7 @@ func TestAttackBlobs(t *testing.T) {
 
 	t.Run("RegisterUpdateAsModel", func(t *testing.T) {
 		rival := b.blobsMember(t, ctx, "coordinator-2", ledger.RoleCoordinator)
-		chain, store := waitSettled(t, ctx, n), blobsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		h, err := rival.Submit(ctx, ledger.ModelRegistered{Digest: b.update, Name: "public now", Licence: "CC0-1.0", Source: "rival"})
 		if err == nil {
 			t.Fatalf("a rival coordinator registered trainer-1's update as a model at height %d", h)
@@ -220,7 +172,7 @@ func TestAttackBlobs(t *testing.T) {
 		}
 		requireUnchanged(t, ctx, n, chain)
 		b.blobsDownloadDenied(t, ctx, "trainer-2", "trainer-1")
-		blobsRequireStore(t, n, store, 0)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("RogueJobCommitsUpdate", func(t *testing.T) {
@@ -246,7 +198,7 @@ func TestAttackBlobs(t *testing.T) {
 			body ledger.TxBody
 		}{
 			{rival, ledger.JobRegistered{JobID: "blobs-rogue", Recipe: rc}},
-			{rival, ledger.RoundOpened{JobID: "blobs-rogue", Round: 1, ConfigDigest: blobsDigest("rogue config"), BaseModel: b.base,
+			{rival, ledger.RoundOpened{JobID: "blobs-rogue", Round: 1, ConfigDigest: digestOf("rogue config"), BaseModel: b.base,
 				Strategy: "fedavg", Trainers: []string{trainer1}, Deadline: time.Now().Add(time.Hour)}},
 			{coordinator.NewSigner(b.lc, n.Keys["trainer-1"]), ledger.UpdateSubmitted{JobID: "blobs-rogue", Round: 1, UpdateDigest: victim,
 				DatasetDigest: b.datasets["trainer-1"], Samples: 1}},
@@ -256,7 +208,7 @@ func TestAttackBlobs(t *testing.T) {
 				t.Fatalf("%s: %v", s.body.TxType(), err)
 			}
 		}
-		chain, store := waitSettled(t, ctx, n), blobsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		h, err := rogue.Submit(ctx, ledger.RoundCommitted{JobID: "blobs-rogue", Round: 1, ModelDigest: victim, Strategy: "fedavg", Params: rc.Params,
 			Contributors: []ledger.Contribution{{Trainer: trainer1, UpdateDigest: victim, Weight: 1}}})
 		if err == nil {
@@ -269,15 +221,15 @@ func TestAttackBlobs(t *testing.T) {
 			requireUnchanged(t, ctx, n, chain)
 		}
 		b.blobsDownloadDenied(t, ctx, "trainer-1", "trainer-2")
-		blobsRequireStore(t, n, store, 0)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("ProbeUploadAndStatus", func(t *testing.T) {
 		// trainer-2 asks the store about trainer-1's update as an
 		// uploader would: it must hear what it hears of an absent blob.
-		chain, store := waitSettled(t, ctx, n), blobsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		api := artifactv1.NewArtifactsClient(blobsConn(t, n, n.Keys["trainer-2"]))
-		absent := blobsDigest("a blob nobody has")
+		absent := digestOf("a blob nobody has")
 		answer := func(d string) string {
 			t.Helper()
 			sctx, cancel := context.WithCancel(ctx)
@@ -315,11 +267,11 @@ func TestAttackBlobs(t *testing.T) {
 		}
 		requireUnchanged(t, ctx, n, chain)
 		// The probes' empty partial uploads are pruned.
-		blobsRequireStore(t, n, store, blobsPrune+10*time.Second)
+		requireStore(t, n, store, blobsPrune+10*time.Second)
 	})
 
 	t.Run("EvalDataIsAnUpdate", func(t *testing.T) {
-		chain, store := waitSettled(t, ctx, n), blobsStore(t, n)
+		chain, store := waitSettled(t, ctx, n), storeFiles(t, n)
 		job, err := os.ReadFile(n.JobFile)
 		if err != nil {
 			t.Fatal(err)
@@ -332,7 +284,7 @@ func TestAttackBlobs(t *testing.T) {
 			t.Fatalf("launch with eval.data naming trainer-1's update: %v; want InvalidArgument: %s", err, want)
 		}
 		requireUnchanged(t, ctx, n, chain)
-		blobsRequireStore(t, n, store, 0)
+		requireStore(t, n, store, 0)
 	})
 
 	t.Run("ChallengeFlood", func(t *testing.T) {
@@ -368,12 +320,6 @@ func TestAttackBlobs(t *testing.T) {
 		}
 		requireUnchanged(t, ctx, n, chain)
 	})
-}
-
-// blobsDigest is a made-up digest (SHA-256 of s).
-func blobsDigest(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 // blobsWithEval returns the job YAML with another name and eval.data.

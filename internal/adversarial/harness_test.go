@@ -3,12 +3,20 @@ package adversarial
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/ledger"
 )
 
 type tlog struct{ t testing.TB }
@@ -66,15 +74,7 @@ func snapshotChain(t *testing.T, ctx context.Context, n *devnet.Net) chainState 
 	t.Helper()
 	var s chainState
 	for i := range n.LedgerGRPC {
-		c, err := n.Ledger(ctx, i)
-		if err != nil {
-			t.Fatalf("dial ledger %d: %v", i, err)
-		}
-		st, err := c.Status(ctx)
-		c.Close()
-		if err != nil {
-			t.Fatalf("status of ledger %d: %v", i, err)
-		}
+		st := nodeStatus(t, ctx, n, i)
 		s = append(s, fmt.Sprintf("node %d: height %d head %x", i, st.Height, st.LastBlockHash))
 	}
 	return s
@@ -110,4 +110,119 @@ func requireUnchanged(t *testing.T, ctx context.Context, n *devnet.Net, before c
 	if fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("the attack changed the chain:\nbefore %v\nafter  %v", before, after)
 	}
+}
+
+// digestOf is the SHA-256 digest (64 lowercase hex) of s: a stand-in for
+// a model, dataset or update digest.
+func digestOf(s string) string { return artifact.DigestOf([]byte(s)) }
+
+// newKey is a fresh ed25519 key: a stranger's, unless a test makes it a
+// member.
+func newKey(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	k, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// nodeStatus is ledger node i's Status.
+func nodeStatus(t *testing.T, ctx context.Context, n *devnet.Net, i int) *ledgerv1.StatusResponse {
+	t.Helper()
+	c, err := n.Ledger(ctx, i)
+	if err != nil {
+		t.Fatalf("dial ledger %d: %v", i, err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatalf("status of ledger %d: %v", i, err)
+	}
+	return st
+}
+
+// raftTerms reads every ledger node's raft term.
+func raftTerms(t *testing.T, ctx context.Context, n *devnet.Net) []uint64 {
+	t.Helper()
+	var terms []uint64
+	for i := range n.LedgerGRPC {
+		terms = append(terms, nodeStatus(t, ctx, n, i).Term)
+	}
+	return terms
+}
+
+// findLeader returns the index and Status of the node that reports itself
+// leader, waiting for one.
+func findLeader(t *testing.T, ctx context.Context, n *devnet.Net) (int, *ledgerv1.StatusResponse) {
+	t.Helper()
+	for {
+		for i := range n.LedgerGRPC {
+			if st := nodeStatus(t, ctx, n, i); st.State == "Leader" {
+				return i, st
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no leader")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// storeFiles lists every file of the coordinator's artifact store (path
+// and size, sorted, its LOCK file left out), so an attack can show it
+// added none.
+func storeFiles(t *testing.T, n *devnet.Net) []string {
+	t.Helper()
+	root := filepath.Join(n.Dir, "coordinator", "artifacts")
+	if _, err := os.Stat(filepath.Join(root, "LOCK")); err != nil {
+		t.Fatalf("no artifact store at %s (is that where the coordinator keeps it?): %v", root, err)
+	}
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == "LOCK" {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out = append(out, fmt.Sprintf("%s %d", rel, fi.Size()))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// requireStore fails the test unless the artifact store holds the files
+// of before, within wait (pruning of abandoned uploads takes a while).
+func requireStore(t *testing.T, n *devnet.Net, before []string, wait time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		after := storeFiles(t, n)
+		if slices.Equal(before, after) {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("the attack changed the artifact store:\nnew  %v\ngone %v", filesMissing(after, before), filesMissing(before, after))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// filesMissing returns the entries of want that have lacks.
+func filesMissing(want, have []string) []string {
+	var out []string
+	for _, f := range want {
+		if !slices.Contains(have, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -3,8 +3,6 @@ package adversarial
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,12 +19,6 @@ import (
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/trainer"
 )
-
-// payloadDigest is a SHA-256 digest in hex, for test bodies.
-func payloadDigest(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
 
 // payloadSignRaw signs payload exactly as given, as any member can: an
 // ed25519 signature over DSSE PAE(PayloadType, payload).
@@ -77,7 +69,7 @@ func TestAttackPayloadTwoReadings(t *testing.T) {
 	}
 
 	// Control: the canonical form is accepted and recorded as signed.
-	good := payloadDigest("good")
+	good := digestOf("good")
 	if _, err := c.SubmitWait(ctx, payloadSignRaw(key, payload(nonce, model(good, "")))); err != nil {
 		t.Fatalf("canonical payload refused: %v", err)
 	}
@@ -91,13 +83,13 @@ func TestAttackPayloadTwoReadings(t *testing.T) {
 	for i, a := range []struct {
 		name, body, want string
 	}{
-		{"name and NAME", model(payloadDigest("a1"), `,"NAME":"evil-data"`), `ModelRegistered body: unknown field "NAME" at the top level (field names are case-sensitive: did you mean "name"?)`},
-		{"duplicate name", model(payloadDigest("a2"), `,"name":"evil-data"`), `duplicate field "name" at /body`},
-		{"escaped duplicate name", model(payloadDigest("a3"), `,"n\u0061me":"evil-data"`), `duplicate field "name" at /body`},
-		{"unknown field", model(payloadDigest("a4"), `,"owner":"someone-else"`), `ModelRegistered body: unknown field "owner"`},
-		{"bidi override in name", strings.Replace(model(payloadDigest("a5"), ""), "benign-data", `evil\u202Eatad-ngineb`, 1),
+		{"name and NAME", model(digestOf("a1"), `,"NAME":"evil-data"`), `ModelRegistered body: unknown field "NAME" at the top level (field names are case-sensitive: did you mean "name"?)`},
+		{"duplicate name", model(digestOf("a2"), `,"name":"evil-data"`), `duplicate field "name" at /body`},
+		{"escaped duplicate name", model(digestOf("a3"), `,"n\u0061me":"evil-data"`), `duplicate field "name" at /body`},
+		{"unknown field", model(digestOf("a4"), `,"owner":"someone-else"`), `ModelRegistered body: unknown field "owner"`},
+		{"bidi override in name", strings.Replace(model(digestOf("a5"), ""), "benign-data", `evil\u202Eatad-ngineb`, 1),
 			`name "evil\u202eatad-ngineb": bidi control U+202E at character 5 (byte 4)`},
-		{"zero-width space in name", strings.Replace(model(payloadDigest("a6"), ""), "benign-data", `benign\u200B-data`, 1),
+		{"zero-width space in name", strings.Replace(model(digestOf("a6"), ""), "benign-data", `benign\u200B-data`, 1),
 			`name "benign\u200b-data": zero-width character U+200B at character 7 (byte 6)`},
 	} {
 		t.Run(a.name, func(t *testing.T) {
@@ -113,7 +105,7 @@ func TestAttackPayloadTwoReadings(t *testing.T) {
 	}
 	requireUnchanged(t, ctx, nw.Net, before)
 	for _, d := range []string{"a1", "a2", "a3", "a4", "a5", "a6"} {
-		if js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_MODEL, payloadDigest(d), 0); err == nil {
+		if js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_MODEL, digestOf(d), 0); err == nil {
 			t.Errorf("model %s was registered: %s", d, js)
 		}
 	}

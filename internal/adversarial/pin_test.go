@@ -147,7 +147,7 @@ func pinServeFake(t *testing.T, f *pinFakeLedger, key ed25519.PrivateKey) string
 // pinTx is a validly signed MemberAdded from the devnet's admin.
 func pinTx(t *testing.T, n *devnet.Net, name string) []byte {
 	t.Helper()
-	k := transportStranger(t)
+	k := newKey(t)
 	tx, err := ledger.SignTx(n.Keys["admin"], n.ChainID, 1000, ledger.MemberAdded{
 		PublicKey: hex.EncodeToString(k.Public().(ed25519.PublicKey)), Role: ledger.RoleTrainer, Name: name})
 	if err != nil {
@@ -164,7 +164,7 @@ func pinTx(t *testing.T, n *devnet.Net, name string) []byte {
 func TestAttackFakeLedgerStrangerKey(t *testing.T) {
 	ctx := testContext(t, time.Minute)
 	n := prepareNet(t, ctx, devnet.Options{})
-	fakeKey := transportStranger(t)
+	fakeKey := newKey(t)
 	fakeID := ledger.KeyID(fakeKey.Public().(ed25519.PublicKey))
 	f := &pinFakeLedger{chainID: n.ChainID, proposer: n.ID("node-1")}
 	addr := pinServeFake(t, f, fakeKey)

@@ -3,7 +3,6 @@ package adversarial
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -28,48 +27,6 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
-
-// raftKey returns a fresh key that is no ledger node or member.
-func raftKey(t *testing.T) ed25519.PrivateKey {
-	t.Helper()
-	k, err := ledger.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func raftDigest(s string) string {
-	d := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(d[:])
-}
-
-// raftTerms reads every ledger node's raft term.
-func raftTerms(t *testing.T, ctx context.Context, n *devnet.Net) []uint64 {
-	t.Helper()
-	var terms []uint64
-	for i := range n.LedgerGRPC {
-		terms = append(terms, raftStatus(t, ctx, n, i).Term)
-	}
-	return terms
-}
-
-// raftLeader returns the index of the node that reports itself leader.
-func raftLeader(t *testing.T, ctx context.Context, n *devnet.Net) (int, *ledgerv1.StatusResponse) {
-	t.Helper()
-	for {
-		for i := range n.LedgerGRPC {
-			if st := raftStatus(t, ctx, n, i); st.State == "Leader" {
-				return i, st
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("no leader")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
 
 // raftDialGRPC dials a ledger node's gRPC service with key as the TLS
 // identity and returns the raw client.
@@ -150,21 +107,6 @@ func raftAppend(t *testing.T, n *devnet.Net, tr *raft.NetworkTransport, i int, i
 	return &resp, err
 }
 
-// raftStatus is node i's Status.
-func raftStatus(t *testing.T, ctx context.Context, n *devnet.Net, i int) *ledgerv1.StatusResponse {
-	t.Helper()
-	c, err := n.Ledger(ctx, i)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 // raftAdminTx commits an admin-signed body through node 0 and waits until
 // every node has applied it.
 func raftAdminTx(t *testing.T, ctx context.Context, n *devnet.Net, b ledger.TxBody) {
@@ -220,7 +162,7 @@ func TestAttackRaftNonVoterAppendEntries(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	nw := startLedgers(t, ctx)
 	n := nw.Net
-	key := raftKey(t)
+	key := newKey(t)
 	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
 	raftAdminTx(t, ctx, n, raftNodeAdded(t, key))
 	before := waitSettled(t, ctx, n)
@@ -228,7 +170,7 @@ func TestAttackRaftNonVoterAppendEntries(t *testing.T) {
 
 	tr := raftTransport(t, newRaftDialer(t, key, false))
 	for i := range n.LedgerRaft {
-		st := raftStatus(t, ctx, n, i)
+		st := nodeStatus(t, ctx, n, i)
 		resp, err := raftAppend(t, n, tr, i, id, st.Term+100, st)
 		if err == nil {
 			t.Fatalf("node %d answered a non-voter's AppendEntries: %+v", i, resp)
@@ -256,14 +198,14 @@ func TestAttackRaftRemovedNodeConn(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	nw := startLedgers(t, ctx)
 	n := nw.Net
-	key := raftKey(t)
+	key := newKey(t)
 	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
 	raftAdminTx(t, ctx, n, raftNodeAdded(t, key))
 	raftAdminTx(t, ctx, n, ledger.NodePromoted{ID: id})
 
 	d := newRaftDialer(t, key, true)
 	tr := raftTransport(t, d)
-	st := raftStatus(t, ctx, n, 0)
+	st := nodeStatus(t, ctx, n, 0)
 	// Term 0 is below node 1's: it answers without acting on it.
 	resp, err := raftAppend(t, n, tr, 0, id, 0, st)
 	if err != nil || resp.Term < st.Term || resp.Success {
@@ -274,7 +216,7 @@ func TestAttackRaftRemovedNodeConn(t *testing.T) {
 	time.Sleep(time.Second) // a few of the nodes' 300 ms membership rounds
 	before := waitSettled(t, ctx, n)
 	terms := raftTerms(t, ctx, n)
-	st = raftStatus(t, ctx, n, 0)
+	st = nodeStatus(t, ctx, n, 0)
 	resp, err = raftAppend(t, n, tr, 0, id, st.Term+100, st)
 	if err == nil {
 		t.Fatalf("node 1 answered a removed node over its old connection: %+v", resp)
@@ -303,15 +245,15 @@ func TestAttackRaftRotatingKeysFlood(t *testing.T) {
 	nw := startLedgers(t, ctx)
 	n := nw.Net
 	before := waitSettled(t, ctx, n)
-	leader, _ := raftLeader(t, ctx, n)
+	leader, _ := findLeader(t, ctx, n)
 	follower := (leader + 1) % len(n.LedgerGRPC)
 
 	var last error
 	for i := range 40 {
-		key := raftKey(t)
+		key := newKey(t)
 		var txs [][]byte
 		for j := range 50 {
-			tx, err := ledger.SignTx(key, n.ChainID, uint64(j+1), ledger.ModelRegistered{Digest: raftDigest(fmt.Sprint("flood ", i, " ", j)), Name: "m", Licence: "l", Source: "s"})
+			tx, err := ledger.SignTx(key, n.ChainID, uint64(j+1), ledger.ModelRegistered{Digest: digestOf(fmt.Sprint("flood ", i, " ", j)), Name: "m", Licence: "l", Source: "s"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -349,11 +291,11 @@ func TestAttackRaftForgedProposer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := ledger.SignTx(n.Keys["coordinator"], n.ChainID, 1, ledger.ModelRegistered{Digest: raftDigest("forged proposer"), Name: "m", Licence: "l", Source: "s"})
+	tx, err := ledger.SignTx(n.Keys["coordinator"], n.ChainID, 1, ledger.ModelRegistered{Digest: digestOf("forged proposer"), Name: "m", Licence: "l", Source: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger := raftKey(t)
+	stranger := newKey(t)
 	p := ledger.Proposal{Proposer: n.ID("node-1"), Time: time.Now().UnixNano(), Txs: [][]byte{tx}}
 	selfSigned := ledger.SignProposal(stranger, n.ChainID, p)
 	selfSigned.Proposer = n.ID("node-1")

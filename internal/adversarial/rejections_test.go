@@ -78,7 +78,7 @@ func (r *rejectionsNet) round(t *testing.T, ctx context.Context, job, good, reje
 	t.Helper()
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: job, Recipe: ledger.RoundRecipe{Strategy: "fedavg", Compression: "none",
 		MinTrainers: 1, Aggregators: []string{r.nw.ID("aggregator")}, BaseModel: r.base}})
-	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: roundsDigest("config of " + job), BaseModel: r.base,
+	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: digestOf("config of " + job), BaseModel: r.base,
 		Strategy: "fedavg", Trainers: []string{r.nw.ID("trainer-1"), r.nw.ID("trainer-2")}, Deadline: time.Now().Add(time.Hour)})
 	for tr, u := range map[string]string{"trainer-1": good, "trainer-2": rejected} {
 		r.must(t, ctx, tr, ledger.UpdateSubmitted{JobID: job, Round: 1, UpdateDigest: u, DatasetDigest: r.datasets[tr], Samples: roundsSamples})
@@ -155,10 +155,10 @@ func TestAttackUnfoundedRejection(t *testing.T) {
 	r.base = r.file(t, 0, false)
 	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})
 	for _, tr := range []string{"trainer-1", "trainer-2"} {
-		d := roundsDigest("rejections: dataset of " + tr)
+		d := digestOf("rejections: dataset of " + tr)
 		r.datasets[tr] = d
 		r.must(t, ctx, tr, ledger.DatasetRegistered{Digest: d, Name: tr + "-data", Licence: "CC0-1.0", Source: "test",
-			Samples: roundsSamples, Root: roundsDigest("root of " + tr), Bytes: 1000})
+			Samples: roundsSamples, Root: digestOf("root of " + tr), Bytes: 1000})
 	}
 	const nanReason = `update: tensor "layer.bias": element 1 is NaN (every value must be finite)`
 

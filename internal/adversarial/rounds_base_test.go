@@ -44,7 +44,7 @@ func TestAttackRoundBase(t *testing.T) {
 	}
 
 	// Job adv-krum's round 1 commits model A.
-	modelA := roundsDigest("round-base: job adv-krum's round 1 model")
+	modelA := digestOf("round-base: job adv-krum's round 1 model")
 	r.must(t, ctx, "aggregator", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: modelA, Strategy: "krum",
 		Params: roundsBaseKrumParams(t), Contributors: []ledger.Contribution{
 			{Trainer: r.nw.ID("trainer-1"), UpdateDigest: r.updates["trainer-1"], Weight: 1},
@@ -54,20 +54,20 @@ func TestAttackRoundBase(t *testing.T) {
 	other := "adv-round-base-other"
 	r.must(t, ctx, "coordinator-2", ledger.JobRegistered{JobID: other, Recipe: ledger.RoundRecipe{Strategy: "fedavg", Compression: "none",
 		MinTrainers: 1, Aggregators: []string{r.nw.ID("aggregator")}, BaseModel: r.base}})
-	r.must(t, ctx, "coordinator-2", ledger.RoundOpened{JobID: other, Round: 1, ConfigDigest: roundsDigest("other config"), BaseModel: r.base,
+	r.must(t, ctx, "coordinator-2", ledger.RoundOpened{JobID: other, Round: 1, ConfigDigest: digestOf("other config"), BaseModel: r.base,
 		Strategy: "fedavg", Trainers: trainers("trainer-3"), Deadline: time.Now().Add(time.Hour)})
-	otherUpdate := roundsDigest("round-base: trainer-3's update to the other job")
+	otherUpdate := digestOf("round-base: trainer-3's update to the other job")
 	r.must(t, ctx, "trainer-3", ledger.UpdateSubmitted{JobID: other, Round: 1, UpdateDigest: otherUpdate, DatasetDigest: r.datasets["trainer-3"], Samples: roundsSamples})
-	modelB := roundsDigest("round-base: the other job's round 1 model")
+	modelB := digestOf("round-base: the other job's round 1 model")
 	r.must(t, ctx, "aggregator", ledger.RoundCommitted{JobID: other, Round: 1, ModelDigest: modelB, Strategy: "fedavg",
 		Contributors: []ledger.Contribution{{Trainer: r.nw.ID("trainer-3"), UpdateDigest: otherUpdate, Weight: 1}}})
 
 	// An unrelated model any coordinator may register.
-	unrelated := roundsDigest("round-base: an unrelated registered model")
+	unrelated := digestOf("round-base: an unrelated registered model")
 	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: unrelated, Name: "unrelated", Licence: "CC0-1.0", Source: "test"})
 
 	open := func(job string, round uint64, base string) ledger.RoundOpened {
-		return ledger.RoundOpened{JobID: job, Round: round, ConfigDigest: roundsDigest("config"), BaseModel: base, Strategy: "krum",
+		return ledger.RoundOpened{JobID: job, Round: round, ConfigDigest: digestOf("config"), BaseModel: base, Strategy: "krum",
 			Trainers: trainers("trainer-1", "trainer-2"), Deadline: time.Now().Add(time.Hour)}
 	}
 	for _, tc := range []struct {

@@ -16,10 +16,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -228,33 +226,6 @@ func exJoined(t *testing.T, ctx context.Context, n *devnet.Net) []string {
 	return slices.Sorted(slices.Values(st.Joined))
 }
 
-// exStoreFiles lists every file under the coordinator's artifact store
-// (blobs, partial uploads, temporary files) with its size.
-func exStoreFiles(t *testing.T, n *devnet.Net) []string {
-	t.Helper()
-	root := filepath.Join(n.Dir, "coordinator", "artifacts")
-	var out []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		out = append(out, fmt.Sprintf("%s %d", rel, fi.Size()))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.ContainsFunc(out, func(f string) bool { return strings.HasPrefix(f, "LOCK ") }) {
-		t.Fatalf("the artifact store at %s holds %v; is that where the coordinator keeps it?", root, out)
-	}
-	return out
-}
-
 // exRequireStatus requires a gRPC error with code whose message contains
 // every one of want.
 func exRequireStatus(t *testing.T, err error, code codes.Code, want ...string) {
@@ -398,10 +369,10 @@ func TestAttackNetworkDefences(t *testing.T) {
 	// trainer pool.
 	idle := func(name string, fn func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {
-			before, files := waitSettled(t, ctx, n), exStoreFiles(t, n)
+			before, files := waitSettled(t, ctx, n), storeFiles(t, n)
 			fn(t)
 			requireUnchanged(t, ctx, n, before)
-			if got := exStoreFiles(t, n); !slices.Equal(got, files) {
+			if got := storeFiles(t, n); !slices.Equal(got, files) {
 				t.Fatalf("the artifact store changed:\nbefore %v\nafter  %v", files, got)
 			}
 			if got := exJoined(t, ctx, n); !slices.Equal(got, joined) {

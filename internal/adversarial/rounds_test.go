@@ -3,7 +3,6 @@ package adversarial
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"math"
@@ -36,11 +35,6 @@ type roundsNet struct {
 
 const roundsSamples = 50 // each trainer's registered dataset size
 
-func roundsDigest(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
-
 func roundsSetup(t *testing.T, ctx context.Context) *roundsNet {
 	t.Helper()
 	nw := startLedgers(t, ctx)
@@ -62,13 +56,13 @@ func roundsSetup(t *testing.T, ctx context.Context) *roundsNet {
 		r.signers[name] = coordinator.NewSigner(c, key)
 		r.must(t, ctx, "admin", ledger.MemberAdded{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Role: role, Name: name})
 	}
-	r.base = roundsDigest("adversarial base model")
+	r.base = digestOf("adversarial base model")
 	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})
 	for _, tr := range []string{"trainer-1", "trainer-2", "trainer-3"} {
-		d := roundsDigest("dataset of " + tr)
+		d := digestOf("dataset of " + tr)
 		r.datasets[tr] = d
 		r.must(t, ctx, tr, ledger.DatasetRegistered{Digest: d, Name: tr + "-data", Licence: "CC0-1.0", Source: "test",
-			Samples: roundsSamples, Root: roundsDigest("root of " + tr), Bytes: 1000})
+			Samples: roundsSamples, Root: digestOf("root of " + tr), Bytes: 1000})
 	}
 	st, err := aggregator.New("krum", nil)
 	if err != nil {
@@ -80,10 +74,10 @@ func roundsSetup(t *testing.T, ctx context.Context) *roundsNet {
 		rc.Params[k] = ledger.FormatParam(v)
 	}
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: r.job, Recipe: rc})
-	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: r.job, Round: 1, ConfigDigest: roundsDigest("config"), BaseModel: r.base,
+	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: r.job, Round: 1, ConfigDigest: digestOf("config"), BaseModel: r.base,
 		Strategy: "krum", Trainers: []string{nw.ID("trainer-1"), nw.ID("trainer-2"), nw.ID("trainer-3")}, Deadline: time.Now().Add(time.Hour)})
 	for _, tr := range []string{"trainer-1", "trainer-2"} {
-		u := roundsDigest("update of " + tr)
+		u := digestOf("update of " + tr)
 		r.updates[tr] = u
 		r.must(t, ctx, tr, ledger.UpdateSubmitted{JobID: r.job, Round: 1, UpdateDigest: u, DatasetDigest: r.datasets[tr], Samples: roundsSamples})
 	}
@@ -150,17 +144,17 @@ func TestAttackRoundRules(t *testing.T) {
 			Contributors: r.contrib("trainer-1")}, `strategy "fedavg"`, `the recipe says "krum"`)
 	})
 	t.Run("commit that drops a submitted, unrejected update", func(t *testing.T) {
-		r.attack(t, ctx, "aggregator", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: roundsDigest("model"), Strategy: "krum",
+		r.attack(t, ctx, "aggregator", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: digestOf("model"), Strategy: "krum",
 			Params: krumParams(), Contributors: r.contrib("trainer-1")}, "leaves out 1 submitted update", r.updates["trainer-2"])
 	})
 	t.Run("commit with other parameters", func(t *testing.T) {
 		p := krumParams()
 		p["clip"] = "1000"
-		r.attack(t, ctx, "aggregator", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: roundsDigest("model"), Strategy: "krum",
+		r.attack(t, ctx, "aggregator", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: digestOf("model"), Strategy: "krum",
 			Params: p, Contributors: r.contrib("trainer-1", "trainer-2")}, `params["clip"] is not in the job's recipe`)
 	})
 	t.Run("commit by a non-designated aggregator", func(t *testing.T) {
-		r.attack(t, ctx, "aggregator-2", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: roundsDigest("model"), Strategy: "krum",
+		r.attack(t, ctx, "aggregator-2", ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: digestOf("model"), Strategy: "krum",
 			Params: krumParams(), Contributors: r.contrib("trainer-1", "trainer-2")}, "is not designated by the job's recipe")
 	})
 	t.Run("fail by a non-designated aggregator", func(t *testing.T) {
@@ -171,17 +165,17 @@ func TestAttackRoundRules(t *testing.T) {
 			"is not designated by the job's recipe")
 	})
 	t.Run("another coordinator opens round 2^64-1", func(t *testing.T) {
-		r.attack(t, ctx, "coordinator-2", ledger.RoundOpened{JobID: r.job, Round: math.MaxUint64, ConfigDigest: roundsDigest("config"),
+		r.attack(t, ctx, "coordinator-2", ledger.RoundOpened{JobID: r.job, Round: math.MaxUint64, ConfigDigest: digestOf("config"),
 			BaseModel: r.base, Strategy: "krum", Trainers: []string{r.nw.ID("trainer-1"), r.nw.ID("trainer-2")}, Deadline: time.Now().Add(time.Hour)},
 			"is owned by coordinator "+r.nw.ID("coordinator"))
 	})
 	t.Run("owner skips round numbers", func(t *testing.T) {
-		r.attack(t, ctx, "coordinator", ledger.RoundOpened{JobID: r.job, Round: math.MaxUint64, ConfigDigest: roundsDigest("config"),
+		r.attack(t, ctx, "coordinator", ledger.RoundOpened{JobID: r.job, Round: math.MaxUint64, ConfigDigest: digestOf("config"),
 			BaseModel: r.base, Strategy: "krum", Trainers: []string{r.nw.ID("trainer-1"), r.nw.ID("trainer-2")}, Deadline: time.Now().Add(time.Hour)},
 			"the next must be 2")
 	})
 	t.Run("owner selects fewer trainers than the recipe's minimum", func(t *testing.T) {
-		r.attack(t, ctx, "coordinator", ledger.RoundOpened{JobID: r.job, Round: 2, ConfigDigest: roundsDigest("config"),
+		r.attack(t, ctx, "coordinator", ledger.RoundOpened{JobID: r.job, Round: 2, ConfigDigest: digestOf("config"),
 			BaseModel: r.base, Strategy: "krum", Trainers: []string{r.nw.ID("trainer-1")}, Deadline: time.Now().Add(time.Hour)},
 			"selects 1 trainers; the recipe allows 2 to 3")
 	})
@@ -190,13 +184,13 @@ func TestAttackRoundRules(t *testing.T) {
 			MinTrainers: 1, Aggregators: []string{r.signers["aggregator-2"].ID()}}}, "is already registered by "+r.nw.ID("coordinator"))
 	})
 	t.Run("samples above the registered dataset's", func(t *testing.T) {
-		r.attack(t, ctx, "trainer-3", ledger.UpdateSubmitted{JobID: r.job, Round: 1, UpdateDigest: roundsDigest("update of trainer-3"),
+		r.attack(t, ctx, "trainer-3", ledger.UpdateSubmitted{JobID: r.job, Round: 1, UpdateDigest: digestOf("update of trainer-3"),
 			DatasetDigest: r.datasets["trainer-3"], Samples: roundsSamples + 1}, "samples 51 is more than the 50 samples dataset")
 	})
 
 	// The honest commit still goes through: both updates, krum's
 	// parameters, the designated aggregator.
-	if _, err := r.signers["aggregator"].Submit(ctx, ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: roundsDigest("model"),
+	if _, err := r.signers["aggregator"].Submit(ctx, ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: digestOf("model"),
 		Strategy: "krum", Params: krumParams(), Contributors: []ledger.Contribution{
 			{Trainer: r.nw.ID("trainer-1"), UpdateDigest: r.updates["trainer-1"], Weight: 1},
 			{Trainer: r.nw.ID("trainer-2"), UpdateDigest: r.updates["trainer-2"], Weight: 0}}}); err != nil {
@@ -237,7 +231,7 @@ func TestNoRaceAttackWithheldUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As soon as round 1 opens, trainer-3's key records a bogus update.
-	bogus := roundsDigest("withheld update")
+	bogus := digestOf("withheld update")
 	rogue := n.ID("trainer-3")
 	var dataset string
 	wctx, stop := context.WithCancel(ctx)

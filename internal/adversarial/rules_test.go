@@ -3,7 +3,6 @@ package adversarial
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,12 +22,6 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
-
-// rulesDigest is a SHA-256 hex digest of s.
-func rulesDigest(s string) string {
-	d := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(d[:])
-}
 
 // rulesDirBytes sums the sizes of the files under dir.
 func rulesDirBytes(t *testing.T, dir string) int64 {
@@ -67,48 +60,17 @@ func rulesLedgerBytes(t *testing.T, n *devnet.Net) []int64 {
 // rulesBigCommit is a RoundCommitted of about size bytes of envelope: the
 // kind of tx the attacker flooded with (894 KB each).
 func rulesBigCommit(size int) ledger.RoundCommitted {
-	rc := ledger.RoundCommitted{JobID: "flood", Round: 1, ModelDigest: rulesDigest("flood model"), Strategy: "fedavg"}
+	rc := ledger.RoundCommitted{JobID: "flood", Round: 1, ModelDigest: digestOf("flood model"), Strategy: "fedavg"}
 	for i := 0; len(rc.Contributors)*228 < size; i++ {
-		rc.Contributors = append(rc.Contributors, ledger.Contribution{Trainer: rulesDigest(fmt.Sprint("t", i)), UpdateDigest: rulesDigest(fmt.Sprint("u", i)), Weight: 1})
+		rc.Contributors = append(rc.Contributors, ledger.Contribution{Trainer: digestOf(fmt.Sprint("t", i)), UpdateDigest: digestOf(fmt.Sprint("u", i)), Weight: 1})
 	}
 	return rc
-}
-
-// rulesLeader returns the index of the leading node.
-func rulesLeader(t *testing.T, ctx context.Context, n *devnet.Net) (int, *ledgerv1.StatusResponse) {
-	t.Helper()
-	for {
-		for i := range n.LedgerGRPC {
-			c, err := n.Ledger(ctx, i)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := c.Status(ctx)
-			c.Close()
-			if err == nil && st.State == "Leader" {
-				return i, st
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("no leader")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // rulesRaftConfig is the raft configuration as node i reports it.
 func rulesRaftConfig(t *testing.T, ctx context.Context, n *devnet.Net, i int) string {
 	t.Helper()
-	c, err := n.Ledger(ctx, i)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := nodeStatus(t, ctx, n, i)
 	var s []string
 	for _, p := range st.Peers {
 		s = append(s, p.NodeId[:12]+"="+p.Suffrage+"@"+p.RaftAddress)
@@ -135,7 +97,7 @@ func TestAttackRulesStrangerFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leader, _ := rulesLeader(t, ctx, n)
+	leader, _ := findLeader(t, ctx, n)
 	follower := (leader + 1) % len(n.LedgerGRPC)
 	big, small := rulesBigCommit(890_000), rulesBigCommit(200_000)
 	sent := 0
@@ -257,7 +219,7 @@ func TestAttackRulesMembership(t *testing.T) {
 	nw := startLedgers(t, ctx)
 	n := nw.Net
 	before := waitSettled(t, ctx, n)
-	leader, _ := rulesLeader(t, ctx, n)
+	leader, _ := findLeader(t, ctx, n)
 	cfgBefore := rulesRaftConfig(t, ctx, n, leader)
 
 	// The fourth node: a real node process of its own, started with only
@@ -385,7 +347,7 @@ func TestAttackRulesMembership(t *testing.T) {
 	// 4. Proposals the FSM of a real node must refuse: no block, no change.
 	settled := waitSettled(t, ctx, n)
 	h0, head0 := fsm.Head()
-	coordTx, err := ledger.SignTx(n.Keys["coordinator"], n.ChainID, 1<<40, ledger.ModelRegistered{Digest: rulesDigest("m"), Name: "m", Licence: "l", Source: "s"})
+	coordTx, err := ledger.SignTx(n.Keys["coordinator"], n.ChainID, 1<<40, ledger.ModelRegistered{Digest: digestOf("m"), Name: "m", Licence: "l", Source: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,13 +52,13 @@ func TestAttackSamplesAboveTaskBudget(t *testing.T) {
 		t.Errorf("the coordinator's recipe bounds samples by %d, want local_steps × batch = %d", rc.MaxSamples, budget)
 	}
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: job.Name, Recipe: rc})
-	big := roundsDigest("big dataset of trainer-3")
+	big := digestOf("big dataset of trainer-3")
 	r.must(t, ctx, "trainer-3", ledger.DatasetRegistered{Digest: big, Name: "trainer-3-big", Licence: "CC0-1.0", Source: "test",
-		Samples: samplesDataset, Root: roundsDigest("big root"), Bytes: 100_000})
+		Samples: samplesDataset, Root: digestOf("big root"), Bytes: 100_000})
 	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: job.Name, Round: 1, ConfigDigest: job.Digest(), BaseModel: r.base,
 		Strategy: rc.Strategy, Trainers: []string{r.nw.ID("trainer-1"), r.nw.ID("trainer-3")}, Deadline: time.Now().Add(time.Hour)})
 
-	update := roundsDigest("update of trainer-3 in adv-samples")
+	update := digestOf("update of trainer-3 in adv-samples")
 	t.Run("whole dataset claimed", func(t *testing.T) {
 		r.attack(t, ctx, "trainer-3", ledger.UpdateSubmitted{JobID: job.Name, Round: 1, UpdateDigest: update, DatasetDigest: big,
 			Samples: samplesDataset}, fmt.Sprintf("samples %d is more than the %d the recipe of job %q allows", samplesDataset, budget, job.Name))

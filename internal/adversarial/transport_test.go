@@ -26,35 +26,6 @@ import (
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
-// transportTerms reads every ledger node's raft term.
-func transportTerms(t *testing.T, ctx context.Context, n *devnet.Net) []uint64 {
-	t.Helper()
-	var terms []uint64
-	for i := range n.LedgerGRPC {
-		c, err := n.Ledger(ctx, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := c.Status(ctx)
-		c.Close()
-		if err != nil {
-			t.Fatalf("status of ledger %d: %v", i, err)
-		}
-		terms = append(terms, st.Term)
-	}
-	return terms
-}
-
-// transportStranger returns a fresh key that is no ledger node or member.
-func transportStranger(t *testing.T) ed25519.PrivateKey {
-	t.Helper()
-	k, err := ledger.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // TestAttackRaftStrangerTLS: a stranger speaks raft over TLS with the
 // certificate of its own (non-node) key. The node refuses the handshake
 // before raft reads a byte.
@@ -65,9 +36,9 @@ func TestAttackRaftStrangerTLS(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	nw := startLedgers(t, ctx)
 	before := waitSettled(t, ctx, nw.Net)
-	terms := transportTerms(t, ctx, nw.Net)
+	terms := raftTerms(t, ctx, nw.Net)
 
-	cfg, err := tlsid.ClientConfig(transportStranger(t), tlsid.AllowAny())
+	cfg, err := tlsid.ClientConfig(newKey(t), tlsid.AllowAny())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +59,7 @@ func TestAttackRaftStrangerTLS(t *testing.T) {
 		t.Fatalf("the raft port did not refuse a stranger's certificate: %v", err)
 	}
 	requireUnchanged(t, ctx, nw.Net, before)
-	if got := transportTerms(t, ctx, nw.Net); fmt.Sprint(got) != fmt.Sprint(terms) {
+	if got := raftTerms(t, ctx, nw.Net); fmt.Sprint(got) != fmt.Sprint(terms) {
 		t.Fatalf("raft terms moved: %v -> %v", terms, got)
 	}
 }
@@ -104,7 +75,7 @@ func TestAttackRaftPlainAppendEntries(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	nw := startLedgers(t, ctx)
 	before := waitSettled(t, ctx, nw.Net)
-	terms := transportTerms(t, ctx, nw.Net)
+	terms := raftTerms(t, ctx, nw.Net)
 
 	tr, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 5*time.Second, io.Discard)
 	if err != nil {
@@ -138,7 +109,7 @@ func TestAttackRaftPlainAppendEntries(t *testing.T) {
 		t.Fatalf("AppendEntries failed, but not because the node closed the connection: %v", err)
 	}
 	requireUnchanged(t, ctx, nw.Net, before)
-	if got := transportTerms(t, ctx, nw.Net); fmt.Sprint(got) != fmt.Sprint(terms) {
+	if got := raftTerms(t, ctx, nw.Net); fmt.Sprint(got) != fmt.Sprint(terms) {
 		t.Fatalf("raft terms moved: %v -> %v", terms, got)
 	}
 }
@@ -147,15 +118,7 @@ func TestAttackRaftPlainAppendEntries(t *testing.T) {
 // each node of its raft configuration (Status reports them).
 func transportDirectory(t *testing.T, ctx context.Context, n *devnet.Net, i int) map[string]string {
 	t.Helper()
-	c, err := n.Ledger(ctx, i)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	st, err := c.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := nodeStatus(t, ctx, n, i)
 	dir := map[string]string{}
 	for _, p := range st.Peers {
 		dir[p.NodeId] = p.GrpcAddress
@@ -211,7 +174,7 @@ func TestAttackPeersForgedEntry(t *testing.T) {
 		code codes.Code
 		want string
 	}{
-		{"stranger", transportStranger(t), codes.PermissionDenied, "Peers is for ledger nodes only"},
+		{"stranger", newKey(t), codes.PermissionDenied, "Peers is for ledger nodes only"},
 		{"node-3 for node-2", n.Keys["node-3"], codes.InvalidArgument, "not by the node it describes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,7 +195,7 @@ func TestAttackPeersForgedEntry(t *testing.T) {
 	// itself is refused is the membership rules' business.)
 	for i := range n.LedgerGRPC {
 		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, _ = transportDial(t, n.LedgerGRPC[i], transportStranger(t)).Join(jctx, &ledgerv1.JoinRequest{
+		_, _ = transportDial(t, n.LedgerGRPC[i], newKey(t)).Join(jctx, &ledgerv1.JoinRequest{
 			NodeId: victim, RaftAddress: attacker.Addr().String(), GrpcAddress: attacker.Addr().String()})
 		cancel()
 	}
@@ -272,7 +235,7 @@ func TestAttackPeersForgedEntry(t *testing.T) {
 	if err := json.Unmarshal(nonceJSON, &nonce); err != nil {
 		t.Fatal(err)
 	}
-	member := transportStranger(t)
+	member := newKey(t)
 	tx, err := ledger.SignTx(n.Keys["admin"], n.ChainID, nonce+1, ledger.MemberAdded{
 		PublicKey: hex.EncodeToString(member.Public().(ed25519.PublicKey)), Role: ledger.RoleTrainer, Name: "transport-after-attack"})
 	if err != nil {
@@ -315,7 +278,7 @@ func (transportFakeLedger) GetTx(_ context.Context, req *ledgerv1.GetTxRequest) 
 // inclusion proof and returns an error instead of the height.
 func TestAttackFakeLedgerClaimsCommitted(t *testing.T) {
 	ctx := testContext(t, 30*time.Second)
-	fakeKey := transportStranger(t)
+	fakeKey := newKey(t)
 	creds, err := tlsid.ServerOption(fakeKey, tlsid.AllowAny())
 	if err != nil {
 		t.Fatal(err)
@@ -329,12 +292,12 @@ func TestAttackFakeLedgerClaimsCommitted(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Stop()
 
-	c, err := node.Dial(ctx, ln.Addr().String(), transportStranger(t), nil)
+	c, err := node.Dial(ctx, ln.Addr().String(), newKey(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	admin := transportStranger(t)
+	admin := newKey(t)
 	tx, err := ledger.SignTx(admin, "fedtune-devnet", 1, ledger.MemberAdded{
 		PublicKey: hex.EncodeToString(admin.Public().(ed25519.PublicKey)), Role: ledger.RoleTrainer, Name: "never-committed"})
 	if err != nil {
@@ -361,7 +324,7 @@ func TestAttackNodeRPCsFromStranger(t *testing.T) {
 	nw := startLedgers(t, ctx)
 	n := nw.Net
 	before := waitSettled(t, ctx, n)
-	member := transportStranger(t)
+	member := newKey(t)
 	tx, err := ledger.SignTx(n.Keys["admin"], n.ChainID, 1000, ledger.MemberAdded{
 		PublicKey: hex.EncodeToString(member.Public().(ed25519.PublicKey)), Role: ledger.RoleTrainer, Name: "transport-forwarded"})
 	if err != nil {
@@ -369,7 +332,7 @@ func TestAttackNodeRPCsFromStranger(t *testing.T) {
 	}
 	const want = "is for ledger nodes only"
 	for i := range n.LedgerGRPC {
-		c := transportDial(t, n.LedgerGRPC[i], transportStranger(t))
+		c := transportDial(t, n.LedgerGRPC[i], newKey(t))
 		calls := map[string]error{}
 		_, calls["Submit hops=1"] = c.Submit(ctx, &ledgerv1.SubmitRequest{Txs: [][]byte{tx}, Hops: 1})
 		// Join changes nothing for anyone: membership is by admin-signed txs.

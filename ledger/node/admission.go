@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -84,48 +85,30 @@ func DefaultLimits() LimitsConfig {
 
 func (l LimitsConfig) withDefaults() LimitsConfig {
 	d := DefaultLimits()
-	if l.MaxSubmitBytes == 0 {
-		l.MaxSubmitBytes = d.MaxSubmitBytes
-	}
-	if l.MaxSubmitTxs == 0 {
-		l.MaxSubmitTxs = d.MaxSubmitTxs
-	}
-	if l.SubmitTxRate == 0 {
-		l.SubmitTxRate = d.SubmitTxRate
-	}
+	l.MaxSubmitBytes = cmp.Or(l.MaxSubmitBytes, d.MaxSubmitBytes)
+	l.MaxSubmitTxs = cmp.Or(l.MaxSubmitTxs, d.MaxSubmitTxs)
+	l.SubmitTxRate = cmp.Or(l.SubmitTxRate, d.SubmitTxRate)
 	if l.SubmitTxBurst == 0 {
 		l.SubmitTxBurst = max(d.SubmitTxBurst, l.MaxSubmitTxs)
 		if l.SubmitTxRate < d.SubmitTxRate {
 			l.SubmitTxBurst = max(int(l.SubmitTxRate), 1)
 		}
 	}
-	if l.SubmitByteRate == 0 {
-		l.SubmitByteRate = d.SubmitByteRate
-	}
+	l.SubmitByteRate = cmp.Or(l.SubmitByteRate, d.SubmitByteRate)
 	if l.SubmitByteBurst == 0 {
 		l.SubmitByteBurst = max(d.SubmitByteBurst, l.MaxSubmitBytes)
 	}
-	if l.MaxRange == 0 {
-		l.MaxRange = d.MaxRange
-	}
-	if l.MaxStreams == 0 {
-		l.MaxStreams = d.MaxStreams
-	}
-	if l.NonMemberTxRate == 0 {
-		l.NonMemberTxRate = d.NonMemberTxRate
-	}
+	l.MaxRange = cmp.Or(l.MaxRange, d.MaxRange)
+	l.MaxStreams = cmp.Or(l.MaxStreams, d.MaxStreams)
+	l.NonMemberTxRate = cmp.Or(l.NonMemberTxRate, d.NonMemberTxRate)
 	if l.NonMemberTxBurst == 0 {
 		l.NonMemberTxBurst = max(d.NonMemberTxBurst, int(l.NonMemberTxRate))
 	}
-	if l.NonMemberByteRate == 0 {
-		l.NonMemberByteRate = d.NonMemberByteRate
-	}
+	l.NonMemberByteRate = cmp.Or(l.NonMemberByteRate, d.NonMemberByteRate)
 	if l.NonMemberByteBurst == 0 {
 		l.NonMemberByteBurst = max(d.NonMemberByteBurst, int(l.NonMemberByteRate))
 	}
-	if l.MaxCallers == 0 {
-		l.MaxCallers = d.MaxCallers
-	}
+	l.MaxCallers = cmp.Or(l.MaxCallers, d.MaxCallers)
 	return l
 }
 
