@@ -1,0 +1,73 @@
+// Package digest owns fedtune's one spelling of a content digest: the SHA-256
+// of some bytes as 64 lowercase hex characters. Member IDs, model, dataset
+// and update digests, and artifact names all use it.
+//
+// Use Valid or Check on any digest that came from outside; use File and
+// Bytes to compute one. The package imports nothing of fedtune's.
+package digest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Len is the length of a digest in hex characters.
+const Len = 2 * sha256.Size
+
+// Valid reports whether s is exactly 64 lowercase hex characters.
+func Valid(s string) bool {
+	if len(s) != Len {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Check returns nil when s is a valid digest and otherwise an error that
+// names the field (what) and shows the offending value, shortened.
+func Check(what, s string) error {
+	if Valid(s) {
+		return nil
+	}
+	shown := s
+	if len(shown) > 80 {
+		shown = shown[:80] + "…"
+	}
+	return fmt.Errorf("%s: %q is not a digest (want 64 lowercase hex characters, got %d characters)", what, shown, len(s))
+}
+
+// Bytes returns the digest of b.
+func Bytes(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Reader returns the digest of everything r yields.
+func Reader(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// File returns the digest of the file at path.
+func File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	d, err := Reader(f)
+	if err != nil {
+		return "", fmt.Errorf("digest %s: %w", path, err)
+	}
+	return d, nil
+}
