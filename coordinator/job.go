@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -318,19 +319,6 @@ func (e *ValidationError) Unwrap() error { return ErrJob }
 
 var jobNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-func isDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // Validate checks the job and reports every violation at once as a
@@ -352,14 +340,14 @@ func (j *Job) Validate() error {
 	if j.Model.Path == "" && j.Model.Digest == "" {
 		bad("model", "needs path or digest")
 	}
-	if j.Model.Digest != "" && !isDigest(j.Model.Digest) {
+	if j.Model.Digest != "" && !digest.Valid(j.Model.Digest) {
 		bad("model.digest", "%q is not a SHA-256 digest (64 lowercase hex)", j.Model.Digest)
 	}
 	seen := map[string]bool{}
 	for i, m := range j.Datasets.Manifests {
 		f := fmt.Sprintf("datasets.manifests[%d]", i)
 		switch {
-		case !isDigest(m):
+		case !digest.Valid(m):
 			bad(f, "%q is not a SHA-256 digest (64 lowercase hex)", m)
 		case seen[m]:
 			bad(f, "%s is listed twice", m)

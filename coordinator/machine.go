@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -286,7 +287,7 @@ func New(cfg Config) (*Machine, error) {
 	case j.Model.Digest != "" && base != j.Model.Digest:
 		return nil, fmt.Errorf("%w: base model %s differs from model.digest %s", ErrJob, base, j.Model.Digest)
 	}
-	if !isDigest(base) {
+	if !digest.Valid(base) {
 		return nil, fmt.Errorf("%w: base model digest %q is not a SHA-256 digest", ErrJob, base)
 	}
 	s, err := j.NewStrategy()
@@ -457,9 +458,9 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 		return err
 	}
 	switch {
-	case !isDigest(e.Digest):
+	case !digest.Valid(e.Digest):
 		return malformed(e, "update digest %q is not a SHA-256 digest", e.Digest)
-	case !isDigest(e.Dataset):
+	case !digest.Valid(e.Dataset):
 		return malformed(e, "dataset digest %q is not a SHA-256 digest", e.Dataset)
 	case e.Samples == 0:
 		return malformed(e, "no samples")
@@ -485,10 +486,10 @@ func (m *Machine) aggregationDone(e AggregationDone) error {
 	if m.st != stAggregating || e.Round != m.round {
 		return fmt.Errorf("%T round %d: %w", e, e.Round, ErrStaleRound)
 	}
-	if !isDigest(e.Model) {
+	if !digest.Valid(e.Model) {
 		return malformed(e, "model digest %q is not a SHA-256 digest", e.Model)
 	}
-	if e.State != "" && !isDigest(e.State) {
+	if e.State != "" && !digest.Valid(e.State) {
 		return malformed(e, "server state digest %q is not a SHA-256 digest", e.State)
 	}
 	byTrainer := map[string]Input{}

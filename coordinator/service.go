@@ -22,6 +22,7 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -297,7 +298,7 @@ func (s *Service) carry(ctx context.Context, j *runningJob, rd Ready) {
 			s.log.InfoContext(ctx, "job done", "job", j.job.Name, "committed", d.Committed, "failed", d.Failed, "model", d.Model)
 			j.detail = fmt.Sprintf("%d rounds committed, %d failed", d.Committed, d.Failed)
 		}
-		if err := writeFileAtomic(filepath.Join(s.cfg.Dir, doneMarker), []byte(d.Model+"\n")); err != nil {
+		if err := atomicfile.Write(filepath.Join(s.cfg.Dir, doneMarker), []byte(d.Model+"\n"), 0o644); err != nil {
 			s.log.ErrorContext(ctx, "cannot mark the job done", "err", err)
 		}
 	}
@@ -923,10 +924,10 @@ func (s *Service) resume(ctx context.Context) error {
 
 func (s *Service) saveActive(yaml []byte, source string) error {
 	_ = os.Remove(filepath.Join(s.cfg.Dir, doneMarker))
-	if err := writeFileAtomic(filepath.Join(s.cfg.Dir, activeSrcFile), []byte(source)); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.cfg.Dir, activeSrcFile), []byte(source), 0o644); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(s.cfg.Dir, activeJobFile), yaml)
+	return atomicfile.Write(filepath.Join(s.cfg.Dir, activeJobFile), yaml, 0o644)
 }
 
 // Status implements coordinatorv1.CoordinatorServer.
@@ -1037,36 +1038,4 @@ func (s *Service) joinedList() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// writeFileAtomic writes data to path through a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

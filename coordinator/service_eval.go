@@ -18,7 +18,9 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/eval"
+	"github.com/fedtune/fedtune/internal/atomicfile"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -83,7 +85,7 @@ type evaluator struct {
 // coordinator read any other file. Errors name the field.
 func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
 	p := job.Eval.Data
-	if isDigest(p) {
+	if digest.Valid(p) {
 		f, err := s.cfg.Store.Open(p)
 		if errors.Is(err, artifact.ErrNotFound) {
 			return nil, false, fmt.Errorf("eval.data: blob %s is not in the coordinator's artifact store; upload it first", p)
@@ -146,7 +148,7 @@ var errEvalDataUnchecked = errors.New("the ledger did not answer")
 // as a trainer's update: an update goes only to those who need it, and an
 // evaluation on it would publish what its bytes score.
 func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
-	if !isDigest(job.Eval.Data) {
+	if !digest.Valid(job.Eval.Data) {
 		return nil
 	}
 	author, err := s.updateAuthor(ctx, job.Eval.Data)
@@ -319,71 +321,26 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 }
 
 // evaluateGlobal scores a job's global model on the eval data file data
-// (JSONL records or plain text), tokenized with the tokenizer of the base
-// model folder baseDir: global is a LoRA job's adapter (safetensors),
-// merged into the base model, or a full job's weights, read with the base
-// model's config.
+// (eval.File's rules), tokenized with the tokenizer of the base model
+// folder baseDir: global is a LoRA job's adapter (safetensors), merged into
+// the base model, or a full job's weights, read with the base model's
+// config (eval.LoadGlobal). A mean NLL that is not finite is an error.
 func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data string) (model.EvalResult, error) {
-	var m *model.Model
-	switch job.FineTune.Mode {
-	case ModeLoRA:
+	var lora *model.LoRAConfig
+	if job.FineTune.Mode == ModeLoRA {
 		l := job.FineTune.LoRA
 		if l == nil {
 			return model.EvalResult{}, fmt.Errorf("%w: job %s: finetune.lora is missing", ErrJob, job.Name)
 		}
-		ad, err := model.ReadAdapterFile(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("global adapter: %w", err)
-		}
-		base, err := model.Load(baseDir)
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
-		}
-		if m, err = base.Merge(ad); err != nil {
-			return model.EvalResult{}, fmt.Errorf("global adapter: %w", err)
-		}
-	default:
-		dir, err := os.MkdirTemp("", "fedtune-eval-full-")
-		if err != nil {
-			return model.EvalResult{}, err
-		}
-		defer os.RemoveAll(dir)
-		cfg, err := filepath.Abs(filepath.Join(baseDir, model.ConfigFile))
-		if err != nil {
-			return model.EvalResult{}, err
-		}
-		if global, err = filepath.Abs(global); err != nil {
-			return model.EvalResult{}, err
-		}
-		if err := errors.Join(os.Symlink(cfg, filepath.Join(dir, model.ConfigFile)),
-			os.Symlink(global, filepath.Join(dir, model.WeightsFile))); err != nil {
-			return model.EvalResult{}, err
-		}
-		if m, err = model.Load(dir); err != nil {
-			return model.EvalResult{}, fmt.Errorf("global weights: %w", err)
-		}
+		lora = &model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}
 	}
-	tok, err := tokenizer.Load(baseDir, m.Config.VocabSize)
+	m, err := eval.LoadGlobal(baseDir, global, lora)
 	if err != nil {
 		return model.EvalResult{}, err
 	}
-	var tokens []int
-	if filepath.Ext(data) == ".jsonl" {
-		ds, err := datasets.Load(data, datasets.Options{})
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
-		}
-		tokens = datasets.Tokenize(ds, tok)
-	} else {
-		b, err := os.ReadFile(data)
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
-		}
-		tokens = tok.Encode(string(b))
-	}
-	res, err := model.Evaluate(ctx, m, tokens, nil)
+	res, err := eval.File(ctx, m, baseDir, data, nil)
 	if err != nil {
-		return model.EvalResult{}, fmt.Errorf("eval.data %s: %w", data, err)
+		return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
 	}
 	if math.IsNaN(res.MeanNLL) || math.IsInf(res.MeanNLL, 0) {
 		return res, fmt.Errorf("eval.data %s: the mean NLL is %v", data, res.MeanNLL)
@@ -447,7 +404,7 @@ func (s *Service) saveEvalsLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(s.cfg.Dir, evalsFile), append(data, '\n'))
+	return atomicfile.Write(filepath.Join(s.cfg.Dir, evalsFile), append(data, '\n'), 0o644)
 }
 
 // loadEvals reads evalsFile, if any, into s.ev.results (NewService). A

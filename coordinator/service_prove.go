@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -161,7 +162,7 @@ func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampl
 	}
 	seen := make(map[string]int, len(req.Datasets))
 	for i, d := range req.Datasets {
-		if !isHex64(d.Dataset) || !isHex64(d.Trainer) {
+		if !digest.Valid(d.Dataset) || !digest.Valid(d.Trainer) {
 			return nil, status.Errorf(codes.InvalidArgument, "prove sample: datasets[%d]: dataset and trainer must be 64 lowercase hex (got %q, %q)", i, abbrev(d.Dataset), abbrev(d.Trainer))
 		}
 		if j, dup := seen[d.Dataset]; dup {
@@ -279,18 +280,4 @@ func (s *Service) SubmitProof(ctx context.Context, req *coordinatorv1.SubmitProo
 	}
 	p.answer <- req
 	return &coordinatorv1.SubmitProofResponse{}, nil
-}
-
-// isHex64 reports whether s is 64 lowercase hex characters (a digest or a
-// member ID).
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -437,7 +438,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 	if err != nil {
 		return Update{}, err
 	}
-	if got, err := coordinator.FileDigest(u.Path); err != nil || got != u.Digest {
+	if got, err := digest.File(u.Path); err != nil || got != u.Digest {
 		return Update{}, fmt.Errorf("update %s: file digest %s does not match %s (%v)", u.Path, got, u.Digest, err)
 	}
 	return u, nil
