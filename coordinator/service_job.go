@@ -64,10 +64,10 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, fmt.Errorf("model.path %s has weights %s, but model.digest says %s", dir, digest, job.Model.Digest)
 		}
 		j.base, j.files, cfg = digest, files, c
-		if _, err := QueryModel(ctx, s.cfg.Ledger, digest); errors.Is(err, ErrLedgerRecordNotFound) {
+		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ErrLedgerRecordNotFound) {
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
 				Source: "fedtune coordinator: " + dir, Config: files.config}
-			if _, err := s.coord.Submit(ctx, body); err != nil {
+			if _, err := s.cfg.Ledger.Submit(ctx, s.cfg.CoordinatorKey, body); err != nil {
 				return nil, fmt.Errorf("register base model %s: %w", digest, err)
 			}
 			s.log.InfoContext(ctx, "base model registered", "digest", digest)
@@ -76,7 +76,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 	} else {
 		j.base = job.Model.Digest
-		rec, err := QueryModel(ctx, s.cfg.Ledger, j.base)
+		rec, err := s.cfg.Ledger.Model(ctx, j.base)
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", j.base, err)
 		}
@@ -90,7 +90,6 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 		cfg = c
 	}
-	s.models[j.base] = j.files
 	if job.FineTune.Mode == ModeLoRA {
 		ad, err := InitialAdapter(job, cfg)
 		if err != nil {
@@ -136,18 +135,18 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 	}
 	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
 
-	rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name)
+	rec, err := s.cfg.Ledger.Job(ctx, job.Name)
 	switch {
 	case errors.Is(err, ErrLedgerRecordNotFound):
-		if _, err := s.coord.Submit(ctx, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
+		if _, err := s.cfg.Ledger.Submit(ctx, s.cfg.CoordinatorKey, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
 			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
 		}
 		s.log.InfoContext(ctx, "job registered", "job", job.Name, "strategy", recipe.Strategy, "aggregators", recipe.Aggregators)
 		return recipe, nil
 	case err != nil:
 		return recipe, fmt.Errorf("job %s: %w", job.Name, err)
-	case rec.Owner != s.coord.ID():
-		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.coord.ID())
+	case rec.Owner != s.id:
+		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.id)
 	case !rec.Recipe.Equal(&recipe):
 		return recipe, fmt.Errorf("job %s is registered on the ledger with another recipe (strategy %s, aggregators %v) than this job file and aggregator give (strategy %s, aggregators %v); pick another job name",
 			job.Name, rec.Recipe.Strategy, rec.Recipe.Aggregators, recipe.Strategy, recipe.Aggregators)
@@ -282,11 +281,11 @@ func AggregationRequest(a AggregationTask, path func(digest string) (string, err
 // and reports to the machine.
 func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a AggregationTask) {
 	report := func(ev Event) {
-		s.post(ctx, func() {
-			if gen == s.gen.Load() {
-				s.step(ctx, ev)
-			}
-		})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if gen == s.gen {
+			s.step(ev)
+		}
 	}
 	var done AggregationDone
 	var err error
@@ -299,20 +298,20 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 		// The aggregator is unreachable: nothing was aggregated, so there
 		// is no failure it could sign. Try again.
 		if since.IsZero() {
-			since = time.Now()
+			since = s.clock.Now()
 		}
 		detail := fmt.Sprintf("round %d: aggregation not run since %s (retrying every %s): %v", a.Round, since.UTC().Format(time.RFC3339), delay, err)
 		s.log.WarnContext(ctx, "aggregator unreachable; retrying", "job", a.JobID, "round", a.Round, "retry_in", delay, "err", err)
-		s.post(ctx, func() {
-			if j := s.job; j != nil && gen == s.gen.Load() && j.result == nil {
-				j.detail = detail
-				s.publishStatus(ctx)
-			}
-		})
+		s.mu.Lock()
+		if j := s.job; j != nil && gen == s.gen && j.result == nil {
+			j.detail = detail
+			s.publishStatus()
+		}
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(delay):
+		case <-s.clock.After(delay):
 		}
 	}
 	if err != nil {
@@ -323,7 +322,7 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
 		return
 	}
-	if err := s.rejectUndelivered(ctx, a, &done); err != nil {
+	if err := s.rejectUndelivered(ctx, gen, a, &done); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -343,7 +342,7 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 // round's closing tx: the ledger accepts a commit only if it accounts for
 // every submitted update, as a contributor or by an UpdateRejected. It
 // removes them from done.Rejected (the machine knows only its inputs).
-func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done *AggregationDone) error {
+func (s *Service) rejectUndelivered(ctx context.Context, gen uint64, a AggregationTask, done *AggregationDone) error {
 	var others []string
 	for t := range done.Rejected {
 		if !slices.ContainsFunc(a.Inputs, func(in Input) bool { return in.Trainer == t }) {
@@ -356,7 +355,7 @@ func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done
 	if s.cfg.Ledger == nil {
 		return fmt.Errorf("the aggregator rejected updates of trainers %v that are not inputs, and there is no ledger to name them", others)
 	}
-	r, err := QueryRound(ctx, s.cfg.Ledger, a.JobID, a.Round)
+	r, err := s.cfg.Ledger.Round(ctx, a.JobID, a.Round, 0)
 	if err != nil {
 		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
 	}
@@ -367,7 +366,7 @@ func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done
 			return fmt.Errorf("the aggregator rejected an update of trainer %s, which has none in round %d on the ledger", abbrev(t), a.Round)
 		}
 		u := r.Updates[i]
-		s.enqueueTx(ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest, Reason: done.Rejected[t]})
+		s.txq.push(gen, ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest, Reason: done.Rejected[t]})
 		s.log.WarnContext(ctx, "undelivered update rejected by the aggregator", "job", a.JobID, "round", a.Round, "trainer", abbrev(t), "update", u.UpdateDigest, "why", done.Rejected[t])
 		delete(done.Rejected, t)
 	}
@@ -390,4 +389,3 @@ func truncateReason(s string) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
-

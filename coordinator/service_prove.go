@@ -131,7 +131,7 @@ func (s *Service) mayProve(ctx context.Context) (string, error) {
 	if peer == s.id {
 		return peer, nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	m, err := s.cfg.Ledger.Member(ctx, peer)
 	switch {
 	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
 		return "", status.Errorf(codes.PermissionDenied, "prove sample: %s is not an active ledger member", abbrev(peer))
@@ -206,25 +206,8 @@ func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d 
 	}
 	defer s.prove.remove(id)
 	task := &coordinatorv1.Task{Prove: &coordinatorv1.ProveTask{RequestId: id, LeafHash: leaf, Dataset: d.Dataset}}
-	var sent, connected bool
-	err := s.do(ctx, func() {
-		for _, ss := range s.sessions {
-			if ss.trainer != d.Trainer || !ss.active {
-				continue
-			}
-			connected = true
-			select {
-			case ss.proofs <- task:
-				sent = true
-			default:
-			}
-			return
-		}
-	})
+	connected, sent := s.sessions.sendProof(d.Trainer, task)
 	switch {
-	case err != nil:
-		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, "coordinator: "+err.Error()
-		return out
 	case !connected:
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_NOT_CONNECTED, "trainer not connected"
 		return out
@@ -233,8 +216,7 @@ func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d 
 		return out
 	}
 	s.log.InfoContext(ctx, "proof requested", "trainer", abbrev(d.Trainer), "dataset", abbrev(d.Dataset), "request", id[:8])
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	timer := s.clock.After(timeout)
 	select {
 	case a := <-p.answer:
 		if a.Error != "" {
@@ -242,7 +224,7 @@ func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d 
 			return out
 		}
 		out.Status, out.Proof = coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED, a.Proof
-	case <-t.C:
+	case <-timer:
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, "no answer from the trainer within "+timeout.String()
 	case <-ctx.Done():
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, ctx.Err().Error()
@@ -260,14 +242,7 @@ func (s *Service) SubmitProof(ctx context.Context, req *coordinatorv1.SubmitProo
 	if len(req.Error) > ledger.MaxReasonLen {
 		req.Error = strings.ToValidUTF8(req.Error[:ledger.MaxReasonLen], "")
 	}
-	var trainer string
-	if err := s.do(ctx, func() {
-		if ss := s.sessions[req.Session]; ss != nil {
-			trainer = ss.trainer
-		}
-	}); err != nil {
-		return nil, status.FromContextError(err).Err()
-	}
+	trainer := s.sessions.trainerOf(req.Session)
 	if trainer == "" {
 		return nil, status.Error(codes.FailedPrecondition, "submit proof: unknown session; join again")
 	}

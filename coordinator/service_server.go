@@ -89,8 +89,16 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		}
 		agg = s.remote
 	}
-	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Aggregator: agg, Ledger: s.ledger, Store: s.store,
-		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,
+	dir := filepath.Join(cfg.DataDir, "state")
+	if agg == nil {
+		work := filepath.Join(dir, "work")
+		if err := os.MkdirAll(work, 0o755); err != nil {
+			return nil, err
+		}
+		agg = NewLocalAggregator(s.store, work, NewSigner(s.ledger, ak), log)
+	}
+	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, Aggregator: agg, Ledger: NewNodeLedger(s.ledger), Store: s.store,
+		Dir: dir, Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,
 		EvalDataRoot: cfg.EvalDataRoot}); err != nil {
 		return nil, err
 	}

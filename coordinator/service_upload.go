@@ -34,7 +34,7 @@ func (s *Service) mayUpload(ctx context.Context) error {
 	if peer == s.id {
 		return nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	m, err := s.cfg.Ledger.Member(ctx, peer)
 	switch {
 	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
 		return status.Errorf(codes.PermissionDenied, "upload: %s is not an active ledger member; only members may store artifacts here", abbrev(peer))
@@ -60,7 +60,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	if peer == s.id {
 		return nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	m, err := s.cfg.Ledger.Member(ctx, peer)
 	if errors.Is(err, ErrLedgerRecordNotFound) {
 		m, err = nil, nil
 	}
@@ -90,7 +90,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 		// of its digest (registered by some coordinator, or committed by
 		// another job's aggregator) would publish a trainer's update on
 		// the word of a party that has no say over it.
-		mod, err := QueryModel(ctx, s.cfg.Ledger, digest)
+		mod, err := s.cfg.Ledger.Model(ctx, digest)
 		switch {
 		case err == nil:
 			if ModelFreesUpdate(mod, author) {
@@ -102,7 +102,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	}
 	var aggregators []string
 	if author != nil && m != nil && m.Role == ledger.RoleAggregator {
-		job, err := QueryJob(ctx, s.cfg.Ledger, author.JobID)
+		job, err := s.cfg.Ledger.Job(ctx, author.JobID)
 		switch {
 		case err == nil:
 			aggregators = job.Recipe.Aggregators
@@ -144,15 +144,15 @@ func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *
 	if err != nil || len(ups) == 0 || slices.Contains(ups, s.id) {
 		return nil, nil, err
 	}
-	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
+	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
 	switch {
 	case err == nil:
-		s.authors.put(digest, &subs[0], time.Now())
+		s.authors.put(digest, &subs[0], s.clock.Now())
 		return nil, &subs[0], nil
 	case !errors.Is(err, ErrLedgerRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's updates: %w", err)
 	}
-	switch _, err := QueryModel(ctx, s.cfg.Ledger, digest); {
+	switch _, err := s.cfg.Ledger.Model(ctx, digest); {
 	case err == nil:
 		return nil, nil, nil
 	case !errors.Is(err, ErrLedgerRecordNotFound):
@@ -282,18 +282,18 @@ func (c *authorCache) put(digest string, author *ledger.UpdateSubmission, now ti
 // updateAuthor returns the first submission of update digest, or nil when
 // the ledger has none.
 func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.UpdateSubmission, error) {
-	if a, ok := s.authors.get(digest, time.Now()); ok {
+	if a, ok := s.authors.get(digest, s.clock.Now()); ok {
 		return a, nil
 	}
-	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
+	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
 	if errors.Is(err, ErrLedgerRecordNotFound) {
-		s.authors.put(digest, nil, time.Now())
+		s.authors.put(digest, nil, s.clock.Now())
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.authors.put(digest, &subs[0], time.Now())
+	s.authors.put(digest, &subs[0], s.clock.Now())
 	return &subs[0], nil
 }
 
