@@ -110,6 +110,10 @@ type Service struct {
 
 	stMu   sync.Mutex
 	status *coordinatorv1.StatusResponse // last job's live view (rounds from the ledger)
+
+	// onPublish, if set before Run, sees each new live view (s.mu held;
+	// it must not call the service). Tests wait on it instead of sleeping.
+	onPublish func(*coordinatorv1.StatusResponse)
 }
 
 // modelFiles are the digests of a model's config.json and tokenizer file.

@@ -104,4 +104,7 @@ func (s *Service) publishStatus() {
 	s.stMu.Lock()
 	s.status = st
 	s.stMu.Unlock()
+	if s.onPublish != nil {
+		s.onPublish(st)
+	}
 }
