@@ -447,6 +447,8 @@ func (m *Machine) checkCollecting(ev Event, round uint64, trainer string) error 
 	if m.st != stCollecting || round != m.round {
 		return fmt.Errorf("%T round %d from %s: %w", ev, round, abbrev(trainer), ErrStaleRound)
 	}
+	// The ledger checks this for every UpdateSubmitted; here it guards
+	// UpdateInvalid, which never reaches the ledger (doc.go, Rules).
 	if !slices.Contains(m.cur.selected, trainer) {
 		return fmt.Errorf("%T round %d: %s: %w", ev, round, abbrev(trainer), ErrNotSelected)
 	}
@@ -466,6 +468,8 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 		return malformed(e, "no samples")
 	}
 	r := m.cur
+	// One update per trainer is the ledger's rule (doc.go, Rules): a
+	// redelivery is a no-op, another digest an invariant broken upstream.
 	if u := r.updates[e.Trainer]; u != nil {
 		if u.Digest == e.Digest {
 			return nil // redelivered
