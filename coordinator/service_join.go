@@ -116,12 +116,15 @@ func (s *Service) Tasks(req *coordinatorv1.TasksRequest, stream coordinatorv1.Co
 		return status.Error(codes.FailedPrecondition, "tasks: unknown or already streaming session; join again")
 	}
 	defer func() {
+		// Under s.mu, as activate: a newer session of the trainer either
+		// replaced this one already (then it is no longer the table's) or
+		// joins after this leave.
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		if !s.sessions.leave(ss) {
 			return
 		}
 		s.log.InfoContext(ctx, "trainer left", "trainer", abbrev(ss.trainer))
-		s.mu.Lock()
-		defer s.mu.Unlock()
 		s.step(TrainerLeft{Trainer: ss.trainer})
 		s.publishStatus()
 	}()

@@ -56,7 +56,11 @@ func (s *Service) SubmitUpdate(ctx context.Context, req *coordinatorv1.SubmitUpd
 		// for it, bounded).
 		r, err := s.cfg.Ledger.Round(ctx, req.JobId, req.Round, req.CommittedHeight)
 		if err != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "submit update: %v", err)
+			code := codes.FailedPrecondition
+			if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
+				code = codes.Unavailable // the ledger node did not get to the height: try again
+			}
+			return nil, status.Errorf(code, "submit update: %v", err)
 		}
 		var u *ledger.Update
 		for i := range r.Updates {
