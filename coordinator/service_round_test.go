@@ -34,27 +34,139 @@ func (s *taskStream) Send(t *coordinatorv1.Task) error {
 	}
 }
 
-// join registers a dataset for trainer key on the ledger, joins with it
-// and opens its task stream; it returns the session and the stream.
-func (n *testNet) join(t *testing.T, ctx context.Context, key ed25519.PrivateKey, name string) (string, string, *taskStream) {
+// testTrainer is a trainer of a testNet: its key, dataset and session.
+type testTrainer struct {
+	key     ed25519.PrivateKey
+	dataset string
+	session string
+	stream  *taskStream
+}
+
+// trainer registers a dataset for the net's i-th trainer key.
+func (n *testNet) trainer(t *testing.T, i int) *testTrainer {
 	t.Helper()
+	name := fmt.Sprintf("trainer-%d", i)
 	ds := ledger.DatasetRegistered{Digest: digest.Bytes([]byte("dataset " + name)), Name: name, Licence: "CC0-1.0", Source: "test",
 		Samples: 100, Root: digest.Bytes([]byte("root " + name)), Bytes: 1000}
-	if _, err := n.ledger.tw.Submit(key, ds); err != nil {
+	if _, err := n.ledger.tw.Submit(n.trainers[i], ds); err != nil {
 		t.Fatalf("%s: DatasetRegistered: %v", name, err)
 	}
-	c, err := n.s.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
+	return &testTrainer{key: n.trainers[i], dataset: ds.Digest}
+}
+
+// join joins tr to s and opens its task stream (until ctx ends).
+func (tr *testTrainer) join(t *testing.T, ctx context.Context, s *Service) {
+	t.Helper()
+	c, err := s.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	jr, err := n.s.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: c.Challenge,
-		Signature: SignChallenge(key, c.Challenge), Datasets: []string{ds.Digest}})
+	jr, err := s.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: tr.key.Public().(ed25519.PublicKey), Challenge: c.Challenge,
+		Signature: SignChallenge(tr.key, c.Challenge), Datasets: []string{tr.dataset}})
 	if err != nil {
-		t.Fatalf("%s: join: %v", name, err)
+		t.Fatalf("join: %v", err)
 	}
-	st := &taskStream{ctx: ctx, tasks: make(chan *coordinatorv1.Task, 4)}
-	go n.s.Tasks(&coordinatorv1.TasksRequest{Session: jr.Session}, st)
-	return jr.Session, ds.Digest, st
+	tr.session = jr.Session
+	tr.stream = &taskStream{ctx: ctx, tasks: make(chan *coordinatorv1.Task, 4)}
+	go s.Tasks(&coordinatorv1.TasksRequest{Session: jr.Session}, tr.stream)
+}
+
+// task waits for tr's next task.
+func (tr *testTrainer) task(t *testing.T, ctx context.Context) *coordinatorv1.Task {
+	t.Helper()
+	select {
+	case task := <-tr.stream.tasks:
+		return task
+	case <-ctx.Done():
+		t.Fatal("no task")
+		return nil
+	}
+}
+
+// update stores an update for task, records its UpdateSubmitted on the
+// ledger and returns its digest and the height it committed at.
+func (n *testNet) update(t *testing.T, ctx context.Context, tr *testTrainer, task *coordinatorv1.Task) (string, uint64) {
+	t.Helper()
+	update, _, err := n.store.Put(ctx, strings.NewReader(fmt.Sprintf("update of %s in round %d", tr.key.Public(), task.Round)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := n.ledger.tw.Submit(tr.key, ledger.UpdateSubmitted{JobID: task.JobId, Round: task.Round, UpdateDigest: update,
+		DatasetDigest: tr.dataset, Samples: 1, Metrics: map[string]float64{"loss": 1}})
+	if err != nil {
+		t.Fatalf("UpdateSubmitted: %v", err)
+	}
+	return update, h
+}
+
+// watch returns the live views s publishes from now on (s not running).
+func watch(s *Service) <-chan *coordinatorv1.StatusResponse {
+	published := make(chan *coordinatorv1.StatusResponse, 1024)
+	s.onPublish = func(st *coordinatorv1.StatusResponse) {
+		select {
+		case published <- st:
+		default:
+		}
+	}
+	return published
+}
+
+// waitDone waits for a published JobDone, failing on JobFailed.
+func waitDone(t *testing.T, ctx context.Context, published <-chan *coordinatorv1.StatusResponse) {
+	t.Helper()
+	for {
+		select {
+		case st := <-published:
+			switch st.State {
+			case JobFailed:
+				t.Fatalf("job failed: %s", st.Detail)
+			case JobDone:
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("the job did not finish")
+		}
+	}
+}
+
+// averaging makes the net's aggregator store a new model per round and
+// weigh its inputs equally (as FedAvg does for equal samples); it returns
+// where the last model's digest is kept.
+func (n *testNet) averaging(ctx context.Context, s *Service) *string {
+	model := new(string)
+	s.agg.(*testAggregator).aggregate = func(a AggregationTask, global string) (AggregationDone, error) {
+		d, _, err := n.store.Put(ctx, strings.NewReader(fmt.Sprintf("round %d model over %s", a.Round, global)))
+		if err != nil {
+			return AggregationDone{}, err
+		}
+		*model = d
+		w := map[string]float64{}
+		for _, in := range a.Inputs {
+			w[in.Trainer] = 1 / float64(len(a.Inputs))
+		}
+		return AggregationDone{Round: a.Round, Model: d, Weights: w}, nil
+	}
+	return model
+}
+
+// run runs s until the returned stop is called.
+func run(t *testing.T, ctx context.Context, s *Service) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// testJob is a one-round full fine-tuning job of two trainers on the
+// model in baseDir.
+func testJob(baseDir string) []byte {
+	return []byte(fmt.Sprintf("name: twin-round\nseed: 3\nmodel:\n  path: %s\nrounds: 1\ntrainers:\n  min: 2\n  max: 2\n  fraction: 1\n"+
+		"train:\n  local_steps: 1\n  batch: 1\n  seq_len: 8\nfinetune:\n  mode: full\nstrategy:\n  name: fedavg\ndeadline: 15m\n", baseDir))
 }
 
 // One round end to end with no socket and no sleep: two trainers join, a
@@ -68,63 +180,21 @@ func TestServiceRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	published := make(chan *coordinatorv1.StatusResponse, 256)
-	n.s.onPublish = func(st *coordinatorv1.StatusResponse) {
-		select {
-		case published <- st:
-		default:
-		}
-	}
-	newModel := ""
-	n.s.agg.(*testAggregator).aggregate = func(a AggregationTask, global string) (AggregationDone, error) {
-		d, _, err := n.store.Put(ctx, strings.NewReader(fmt.Sprintf("round %d model over %s", a.Round, global)))
-		if err != nil {
-			return AggregationDone{}, err
-		}
-		newModel = d
-		w := map[string]float64{}
-		for _, in := range a.Inputs {
-			w[in.Trainer] = 1 / float64(len(a.Inputs))
-		}
-		return AggregationDone{Round: a.Round, Model: d, Weights: w}, nil
-	}
-	runDone := make(chan error, 1)
-	go func() { runDone <- n.s.Run(ctx) }()
+	published := watch(n.s)
+	model := n.averaging(ctx, n.s)
+	defer run(t, ctx, n.s)()
 
 	baseDir, _, _, _ := evalFixture(t)
-	type trainer struct {
-		key     ed25519.PrivateKey
-		session string
-		dataset string
-		stream  *taskStream
+	trainers := []*testTrainer{n.trainer(t, 0), n.trainer(t, 1)}
+	for _, tr := range trainers {
+		tr.join(t, ctx, n.s)
 	}
-	var trainers []*trainer
-	for i, k := range n.trainers {
-		tr := &trainer{key: k}
-		tr.session, tr.dataset, tr.stream = n.join(t, ctx, k, fmt.Sprintf("trainer-%d", i))
-		trainers = append(trainers, tr)
-	}
-	job := fmt.Sprintf("name: twin-round\nseed: 3\nmodel:\n  path: %s\nrounds: 1\ntrainers:\n  min: 2\n  max: 2\n  fraction: 1\n"+
-		"train:\n  local_steps: 1\n  batch: 1\n  seq_len: 8\nfinetune:\n  mode: full\nstrategy:\n  name: fedavg\ndeadline: 15m\n", baseDir)
-	if _, err := n.s.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: []byte(job)}); err != nil {
+	if _, err := n.s.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: testJob(baseDir)}); err != nil {
 		t.Fatalf("launch: %v", err)
 	}
 	for _, tr := range trainers {
-		var task *coordinatorv1.Task
-		select {
-		case task = <-tr.stream.tasks:
-		case <-ctx.Done():
-			t.Fatal("no task")
-		}
-		update, _, err := n.store.Put(ctx, strings.NewReader("update of "+ledger.KeyID(tr.key.Public().(ed25519.PublicKey))))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := n.ledger.tw.Submit(tr.key, ledger.UpdateSubmitted{JobID: task.JobId, Round: task.Round, UpdateDigest: update,
-			DatasetDigest: tr.dataset, Samples: 1, Metrics: map[string]float64{"loss": 1}})
-		if err != nil {
-			t.Fatalf("UpdateSubmitted: %v", err)
-		}
+		task := tr.task(t, ctx)
+		update, h := n.update(t, ctx, tr, task)
 		// A height the ledger has not reached is refused at once, not polled for.
 		if _, err := n.s.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: tr.session, JobId: task.JobId, Round: task.Round,
 			UpdateDigest: update, CommittedHeight: h + 100}); err == nil || !strings.Contains(err.Error(), "min height") {
@@ -135,26 +205,76 @@ func TestServiceRound(t *testing.T) {
 			t.Fatalf("SubmitUpdate: %v", err)
 		}
 	}
-	for done := false; !done; {
-		select {
-		case st := <-published:
-			if st.State == JobFailed {
-				t.Fatalf("job failed: %s", st.Detail)
-			}
-			done = st.State == JobDone
-		case <-ctx.Done():
-			t.Fatal("the job did not finish")
-		}
-	}
+	waitDone(t, ctx, published)
 	st, err := n.s.Status(ctx, &coordinatorv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != JobDone || len(st.Rounds) != 1 || st.Rounds[0].Status != string(ledger.StatusCommitted) || st.Model != newModel || len(st.Rounds[0].Updates) != 2 {
-		t.Fatalf("status %+v; want one committed round with two updates and model %s", st, newModel)
+	if st.State != JobDone || len(st.Rounds) != 1 || st.Rounds[0].Status != string(ledger.StatusCommitted) || st.Model != *model || len(st.Rounds[0].Updates) != 2 {
+		t.Fatalf("status %+v; want one committed round with two updates and model %s", st, *model)
 	}
-	cancel()
-	if err := <-runDone; err != nil {
+}
+
+// A coordinator stopped in the middle of a round resumes it from the
+// ledger: a new service on the same Dir re-collects the update already on
+// the ledger, sends the task again only to the trainer that owes one, and
+// finishes the job.
+func TestServiceResumesRound(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	n, err := newTestNet(t, dir, 2)
+	if err != nil {
 		t.Fatal(err)
+	}
+	n.averaging(ctx, n.s)
+	stop := run(t, ctx, n.s)
+	baseDir, _, _, _ := evalFixture(t)
+	trainers := []*testTrainer{n.trainer(t, 0), n.trainer(t, 1)}
+	sctx, endSessions := context.WithCancel(ctx)
+	for _, tr := range trainers {
+		tr.join(t, sctx, n.s)
+	}
+	if _, err := n.s.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: testJob(baseDir)}); err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	first := trainers[0].task(t, ctx)
+	trainers[1].task(t, ctx) // never answered before the restart
+	update, h := n.update(t, ctx, trainers[0], first)
+	if _, err := n.s.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: trainers[0].session, JobId: first.JobId, Round: first.Round,
+		UpdateDigest: update, CommittedHeight: h}); err != nil {
+		t.Fatalf("SubmitUpdate: %v", err)
+	}
+	endSessions()
+	stop()
+
+	s2, err := n.newService(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := watch(s2)
+	model := n.averaging(ctx, s2)
+	defer run(t, ctx, s2)()
+	for _, tr := range trainers {
+		tr.join(t, ctx, s2)
+	}
+	task := trainers[1].task(t, ctx)
+	if task.JobId != first.JobId || task.Round != first.Round {
+		t.Fatalf("task after the restart: job %s round %d, want %s round %d", task.JobId, task.Round, first.JobId, first.Round)
+	}
+	update, h = n.update(t, ctx, trainers[1], task)
+	if _, err := s2.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: trainers[1].session, JobId: task.JobId, Round: task.Round,
+		UpdateDigest: update, CommittedHeight: h}); err != nil {
+		t.Fatalf("SubmitUpdate after the restart: %v", err)
+	}
+	waitDone(t, ctx, published)
+	select {
+	case extra := <-trainers[0].stream.tasks:
+		t.Fatalf("trainer 0, whose update the ledger holds, got a task again: %v", extra)
+	default:
+	}
+	r, err := n.ledger.Round(ctx, first.JobId, 1, 0)
+	if err != nil || r.Status != ledger.StatusCommitted || r.ModelDigest != *model || len(r.Contributors) != 2 {
+		t.Fatalf("round 1 on the ledger: %+v, %v; want committed with two contributors and model %s", r, err, *model)
 	}
 }

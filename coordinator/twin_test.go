@@ -173,13 +173,19 @@ func newTestNet(t *testing.T, dir string, trainers int) (*testNet, error) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.store.Close() })
+	n.s, err = n.newService(t, dir)
+	return n, err
+}
+
+// newService returns another service of the net on dir (a restart, when
+// dir is the last one's), with the same ledger, store, clock and keys.
+func (n *testNet) newService(t *testing.T, dir string) (*Service, error) {
 	var log *slog.Logger
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	n.s, err = NewService(ServiceConfig{CoordinatorKey: n.coord, Aggregator: &testAggregator{key: n.agg, ledger: n.ledger},
+	return NewService(ServiceConfig{CoordinatorKey: n.coord, Aggregator: &testAggregator{key: n.agg, ledger: n.ledger},
 		Ledger: n.ledger, Store: n.store, Dir: dir, Clock: n.clock, Logger: log})
-	return n, err
 }
 
 // newTestService returns a service on dir over a twin ledger.
