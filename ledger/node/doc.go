@@ -119,6 +119,10 @@
 // Status (Join and Remove remain for old callers;
 // nodes refuse them). SubmitWait reports a commit only once the tx is
 // shown in the named block with a Merkle inclusion proof that verifies.
+// A Query may name a min_height (Client.QueryAt): the node answers once it
+// has applied that height, waiting at most MaxQueryWait (and the call's
+// deadline), else Unavailable; so a reader can ask for what a writer saw
+// committed through another node, without polling.
 //
 // # Pinning the ledger
 //
