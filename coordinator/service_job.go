@@ -18,7 +18,7 @@ import (
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// runningJob is the job the service drives (owned by the Run goroutine).
+// runningJob is the job the service drives (guarded by Service.mu).
 type runningJob struct {
 	job    *Job
 	m      *Machine
