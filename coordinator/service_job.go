@@ -66,7 +66,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, fmt.Errorf("model.path %s has weights %s, but model.digest says %s", dir, digest, job.Model.Digest)
 		}
 		j.base, j.files, cfg = digest, files, c
-		if _, err := QueryModel(ctx, s.cfg.Ledger, digest); errors.Is(err, ErrLedgerRecordNotFound) {
+		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
 				Source: "fedtune coordinator: " + dir, Config: files.config}
 			if _, err := s.coord.Submit(ctx, body); err != nil {
@@ -78,7 +78,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 	} else {
 		j.base = job.Model.Digest
-		rec, err := QueryModel(ctx, s.cfg.Ledger, j.base)
+		rec, err := s.cfg.Ledger.Model(ctx, j.base)
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", j.base, err)
 		}
@@ -138,9 +138,9 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 	}
 	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
 
-	rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name)
+	rec, err := s.cfg.Ledger.Job(ctx, job.Name)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound):
+	case errors.Is(err, ledger.ErrRecordNotFound):
 		if _, err := s.coord.Submit(ctx, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
 			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
 		}
@@ -358,7 +358,7 @@ func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done
 	if s.cfg.Ledger == nil {
 		return fmt.Errorf("the aggregator rejected updates of trainers %v that are not inputs, and there is no ledger to name them", others)
 	}
-	r, err := QueryRound(ctx, s.cfg.Ledger, a.JobID, a.Round)
+	r, err := s.cfg.Ledger.Round(ctx, a.JobID, a.Round)
 	if err != nil {
 		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
 	}

@@ -269,7 +269,7 @@ func TestAttackRulesMembership(t *testing.T) {
 	}
 	defer c.Close()
 	// 1. The old unauthenticated RPCs.
-	if err := c.Join(ctx, p4, true); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "admin-signed") {
+	if err := c.Join(ctx, p4.ID, p4.RaftAddress, p4.GRPCAddress, true); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "admin-signed") {
 		t.Fatalf("Join RPC: %v, want FailedPrecondition naming admin-signed txs", err)
 	}
 	if err := c.Remove(ctx, n.ID("node-1")); status.Code(err) != codes.FailedPrecondition {

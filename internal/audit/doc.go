@@ -70,7 +70,7 @@
 // RoundCommitted), in blocks carrying a quorum of valid node cosignatures
 // (only the genesis file's nodes, when given), and returns the lineage
 // rebuilt from those txs, or an *AnchorError naming the first record that
-// differs. A BlockSource (a ledger/node Client) serves the blocks.
+// differs. A BlockSource (a ledger/client Client) serves the blocks.
 //
 // # Sample membership
 //

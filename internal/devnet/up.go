@@ -27,6 +27,7 @@ import (
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -340,8 +341,8 @@ func (n *Net) StartTrainer(ctx context.Context, i int) (*Part, error) {
 
 // Ledger dials ledger node i (0-based) over TLS as the admin key,
 // accepting only the devnet's node keys.
-func (n *Net) Ledger(ctx context.Context, i int) (*node.Client, error) {
-	return node.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
+func (n *Net) Ledger(ctx context.Context, i int) (*client.Client, error) {
+	return client.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
 }
 
 func (n *Net) waitLeader(ctx context.Context) error {

@@ -279,3 +279,11 @@ func (c *handshakeConn) Close() error {
 // errNotNode is wrapped when a directory entry names a key that is not a
 // ledger node.
 var errNotNode = errors.New("not a ledger node")
+
+// short abbreviates a node ID for messages.
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -10,6 +10,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // pendingTx is one transaction waiting in the leader's queue or in a raft
@@ -118,6 +119,7 @@ func rejected(h [32]byte, err error) *ledgerv1.TxResult {
 	var te *ledger.TxError
 	if errors.As(err, &te) {
 		r.Code = string(te.Code)
+		r.Error = client.TxErrorProto(te)
 	}
 	return r
 }

@@ -1,4 +1,4 @@
-package node
+package client
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -53,7 +54,7 @@ func PinGenesis(g *ledger.Genesis, extra ...string) (*Pin, error) {
 		p.Nodes = append(p.Nodes, ledger.KeyID(n.Key))
 	}
 	for _, id := range extra {
-		if !isNodeID(id) {
+		if !digest.Valid(id) {
 			return nil, fmt.Errorf("ledger node ID %q is not a key ID (64 lowercase hex digits)", id)
 		}
 		p.Nodes = append(p.Nodes, id)
@@ -156,6 +157,10 @@ func (c *Client) pinnedCosignatures(ctx context.Context, h uint64) (*VerifiedBlo
 // which apply it within moments, so a longer shortfall is an answer.
 const pinQuorumWait = 3 * time.Second
 
+// pinRetry is how long pinnedBlock waits before asking again (a node
+// reuses a gather that missed some cosignatures for about as long).
+const pinRetry = 250 * time.Millisecond
+
 // pinnedBlock is pinnedCosignatures, asked again while the cosignatures
 // fall short (peers that have not applied the block yet), for up to
 // pinQuorumWait or until ctx ends.
@@ -169,7 +174,7 @@ func (c *Client) pinnedBlock(ctx context.Context, h uint64) (*VerifiedBlock, err
 		select {
 		case <-ctx.Done():
 			return nil, err
-		case <-time.After(gatherRetry):
+		case <-time.After(pinRetry):
 		}
 	}
 }

@@ -1,8 +1,10 @@
-package node
+package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -128,6 +130,91 @@ func TestSubmitWaitNeedsProof(t *testing.T) {
 				t.Fatalf("SubmitWait = %d, %v; want ErrUnproven with %q", h, err, tc.want)
 			}
 		})
+	}
+}
+
+// authKey is a fresh key and its ID.
+func authKey(t testing.TB) (ed25519.PrivateKey, string) {
+	t.Helper()
+	k, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, ledger.KeyID(k.Public().(ed25519.PublicKey))
+}
+
+// rejectingLedger rejects every tx with a typed reason; old leaves out the
+// TxError message (a node from before it), sending only code and reason.
+type rejectingLedger struct {
+	ledgerv1.UnimplementedLedgerServer
+	old bool
+}
+
+func (s *rejectingLedger) Submit(_ context.Context, req *ledgerv1.SubmitRequest) (*ledgerv1.SubmitResponse, error) {
+	te := &ledger.TxError{Code: ledger.CodeBadNonce, Cause: ledger.CauseNonceStale, Msg: "nonce 3 is not above 7"}
+	r := &ledgerv1.TxResult{Status: ledgerv1.TxStatus_TX_STATUS_REJECTED, Reason: te.Error(), Code: string(te.Code)}
+	if !s.old {
+		r.Error = TxErrorProto(te)
+	}
+	return &ledgerv1.SubmitResponse{Results: []*ledgerv1.TxResult{r}}, nil
+}
+
+// TestSubmitWaitTypedRejection: a rejection reaches the caller as the
+// ledger's *TxError (code and cause), through errors.Is and errors.As.
+func TestSubmitWaitTypedRejection(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		k, kid := authKey(t)
+		creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer(creds)
+		ledgerv1.RegisterLedgerServer(srv, &rejectingLedger{old: old})
+		go srv.Serve(ln)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, err := Dial(ctx, ln.Addr().String(), k, tlsid.ExpectID(kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.SubmitWait(ctx, []byte("tx"))
+		c.Close()
+		cancel()
+		srv.Stop()
+		var te *ledger.TxError
+		if !errors.Is(err, ErrRejected) || !errors.Is(err, ledger.ErrBadNonce) || errors.Is(err, ledger.ErrForbidden) || !errors.As(err, &te) {
+			t.Fatalf("old %v: SubmitWait: %v, want a rejection with code bad_nonce", old, err)
+		}
+		if want := "ledger node: tx rejected: ledger: tx rejected (bad_nonce): nonce 3 is not above 7"; err.Error() != want {
+			t.Errorf("old %v: message %q, want %q", old, err, want)
+		}
+		if !old && (te.Cause != ledger.CauseNonceStale || te.Msg != "nonce 3 is not above 7") {
+			t.Errorf("TxError %+v, want the cause and message apart", te)
+		}
+	}
+}
+
+// TestStatusDetails: a TxError survives a gRPC status as a detail.
+func TestStatusDetails(t *testing.T) {
+	te := &ledger.TxError{Code: ledger.CodeAlreadyExists, Msg: "round 2 of job x already exists"}
+	err := Status(codes.FailedPrecondition, fmt.Errorf("submit: %w", &RejectedError{TxError: te, Reason: te.Error()}))
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("code %v", status.Code(err))
+	}
+	got := FromStatus(err)
+	var back *ledger.TxError
+	if !errors.Is(got, ErrRejected) || !errors.Is(got, ledger.ErrAlreadyExists) || !errors.As(got, &back) || *back != *te {
+		t.Fatalf("FromStatus = %v (%+v), want the TxError back", got, back)
+	}
+	plain := status.Error(codes.FailedPrecondition, "no TxError here")
+	if got := FromStatus(plain); got != plain || errors.Is(got, ErrRejected) {
+		t.Fatalf("FromStatus(plain) = %v", got)
+	}
+	if s := Status(codes.Internal, errors.New("boom")); FromStatus(s) != s {
+		t.Fatalf("Status without a TxError carries a detail")
 	}
 }
 

@@ -1,4 +1,4 @@
-package coordinator
+package client
 
 import (
 	"crypto/ed25519"

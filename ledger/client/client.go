@@ -1,4 +1,4 @@
-package node
+package client
 
 import (
 	"bytes"
@@ -19,8 +19,13 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 )
 
-// ErrRejected is wrapped by SubmitWait's error for a rejected tx.
-var ErrRejected = errors.New("ledger node: tx rejected")
+// MaxMsgSize bounds gRPC messages both ways, for ledger clients and nodes:
+// a block (MaxBlockBytes, 8 MiB by default) plus its cosignatures must fit,
+// where gRPC's default is 4 MiB.
+const MaxMsgSize = 64 << 20
+
+// CallSizes raises a client connection's message limits to MaxMsgSize.
+var CallSizes = grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize))
 
 // Client talks to one ledger node's gRPC service. It verifies what it can:
 // block hashes, cosignatures and inclusion proofs.
@@ -52,7 +57,7 @@ func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, allow tlsid.
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
 	}
-	dopts := append([]grpc.DialOption{creds, callSizes}, opts...)
+	dopts := append([]grpc.DialOption{creds, CallSizes}, opts...)
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
@@ -66,7 +71,8 @@ func (c *Client) Close() error { return c.cc.Close() }
 // API returns the raw generated client.
 func (c *Client) API() ledgerv1.LedgerClient { return c.api }
 
-// Submit sends envelopes and returns one result per envelope.
+// Submit sends envelopes and returns one result per envelope. A rejected
+// result's typed error is Rejection(result).
 func (c *Client) Submit(ctx context.Context, txs ...[]byte) ([]*ledgerv1.TxResult, error) {
 	resp, err := c.api.Submit(ctx, &ledgerv1.SubmitRequest{Txs: txs})
 	if err != nil {
@@ -90,8 +96,9 @@ const proofWait = 10 * time.Second
 
 // SubmitWait submits one tx and resubmits it while its fate is unknown or
 // no leader answers, until it is committed (returning its height) or
-// rejected (an error wrapping ErrRejected with the ledger's reason), or ctx
-// ends. Resubmitting is safe: the ledger deduplicates txs by hash.
+// rejected (a *RejectedError: errors.Is(err, ErrRejected), and errors.As
+// gives the ledger's *ledger.TxError, so errors.Is(err, ledger.ErrBadNonce)
+// tests its code), or ctx ends. Resubmitting is safe: the ledger deduplicates txs by hash.
 //
 // A commit counts only once proven: the tx is fetched with its Merkle
 // inclusion proof, which must verify against the tx root of the block at
@@ -125,7 +132,7 @@ func (c *Client) submitUntilFate(ctx context.Context, tx []byte) (uint64, error)
 		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_COMMITTED:
 			return rs[0].Height, nil
 		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_REJECTED:
-			return 0, fmt.Errorf("%w: %s", ErrRejected, rs[0].Reason)
+			return 0, Rejection(rs[0])
 		case err == nil:
 			last = rs[0].Reason
 		case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()):
@@ -358,19 +365,10 @@ func (c *Client) Tx(ctx context.Context, hash [32]byte) (*ledgerv1.GetTxResponse
 	return resp, nil
 }
 
-// Query reads a record of ledger state as JSON.
-func (c *Client) Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error) {
-	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: kind, Key: key, Round: round})
-	if err != nil {
-		return nil, err
-	}
-	return resp.Json, nil
-}
-
 // Join asks the cluster (through this node) to add a node, promoting it to
 // voter once caught up when voter is set.
-func (c *Client) Join(ctx context.Context, p PeerConfig, voter bool) error {
-	_, err := c.api.Join(ctx, &ledgerv1.JoinRequest{NodeId: p.ID, RaftAddress: p.RaftAddress, GrpcAddress: p.GRPCAddress, Voter: voter})
+func (c *Client) Join(ctx context.Context, nodeID, raftAddress, grpcAddress string, voter bool) error {
+	_, err := c.api.Join(ctx, &ledgerv1.JoinRequest{NodeId: nodeID, RaftAddress: raftAddress, GrpcAddress: grpcAddress, Voter: voter})
 	return err
 }
 

@@ -1,15 +1,14 @@
-package node
+package client
 
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/digest"
 )
 
 // Checkpoint errors.
@@ -64,11 +63,8 @@ func SignCheckpoint(key ed25519.PrivateKey, chainID string, height uint64, hash 
 	}
 }
 
-// nodeIDOf is the lowercase hex SHA-256 of a raw public key.
-func nodeIDOf(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])
-}
+// nodeIDOf is the key ID of a raw public key.
+func nodeIDOf(pub ed25519.PublicKey) string { return digest.Bytes(pub) }
 
 // Verify checks that the signature is valid for the checkpoint's fields and
 // that NodeID is the ID of PublicKey.
