@@ -83,40 +83,6 @@ func FuzzDecodeBlock(f *testing.F) {
 	})
 }
 
-// FuzzDecodeProposal decodes arbitrary log entries and applies the ones that
-// decode to a chain: no panic, and a proposal either makes a block that
-// re-verifies or changes no application state.
-func FuzzDecodeProposal(f *testing.F) {
-	c := newCast()
-	txs := seedTxs(f)
-	f.Add(EncodeProposal(Proposal{Proposer: c.node.id, Time: t0.UnixNano(), Txs: txs}))
-	f.Add(EncodeProposal(Proposal{Proposer: c.node.id, Time: -1, Txs: [][]byte{txs[0], txs[0]}}))
-	f.Add(EncodeProposal(Proposal{Proposer: c.node.id}))
-	f.Add(EncodeProposal(SignProposal(c.node.key, testChain, Proposal{Time: t0.UnixNano(), Txs: txs})))
-	g := c.genesis(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := DecodeProposal(data)
-		if err != nil {
-			return
-		}
-		if !bytes.Equal(EncodeProposal(*p), data) {
-			t.Fatal("proposal decode/encode is not the identity")
-		}
-		ch := newChain(t, g, c.node.id)
-		before := dump(t, ch.db.State(), prefixApp)
-		res := ch.fsm.ApplyProposal(*p)
-		if res.Block == nil {
-			if fmtList(dump(t, ch.db.State(), prefixApp)) != fmtList(before) {
-				t.Fatal("a proposal without a block changed the state")
-			}
-			return
-		}
-		if err := VerifyChain(ch.db.State(), g); err != nil {
-			t.Fatal(err)
-		}
-	})
-}
-
 func FuzzParseGenesis(f *testing.F) {
 	f.Add([]byte(validGenesis))
 	f.Add([]byte(validGenesis + "policy:\n  block_interval: 1s\n  checkpoint_quorum: 1\n"))
@@ -135,14 +101,4 @@ func FuzzParseGenesis(f *testing.F) {
 			t.Fatal("genesis hash is not stable")
 		}
 	})
-}
-
-func fmtList(xs []string) string { return string(bytes.Join(toBytes(xs), []byte{'\n'})) }
-
-func toBytes(xs []string) [][]byte {
-	out := make([][]byte, len(xs))
-	for i, x := range xs {
-		out[i] = []byte(x)
-	}
-	return out
 }

@@ -263,6 +263,19 @@ type Tx struct {
 	verifiedKey string
 }
 
+// VerifyWith checks the envelope's single signature against pub, as a
+// *TxError (CodeBadSignature, or CodeMalformed for an envelope that does
+// not carry exactly one well-formed signature).
+func (tx *Tx) VerifyWith(pub ed25519.PublicKey) error { return verifyEnvelope(tx.Envelope, pub) }
+
+// MarkVerified records that this node verified the tx's signature with the
+// signer's key keyHex (as its member record holds it), so that applying
+// the tx need not verify it again while the signer holds that key.
+func (tx *Tx) MarkVerified(keyHex string) { tx.verifiedKey = keyHex }
+
+// VerifiedKey returns the key MarkVerified recorded ("" for none).
+func (tx *Tx) VerifiedKey() string { return tx.verifiedKey }
+
 // TxHash is the transaction's ID: the SHA-256 of its envelope bytes.
 func TxHash(envelope []byte) [32]byte { return sha256.Sum256(envelope) }
 

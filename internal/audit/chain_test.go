@@ -18,6 +18,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
@@ -56,7 +57,7 @@ func (a *actor) sign(t testing.TB, body ledger.TxBody) []byte {
 // in-memory pebble store, with every artifact on disk.
 type testChain struct {
 	genesis   []byte
-	fsm       *ledger.FSM
+	fsm       *fsm.FSM
 	db        *pebblestore.DB
 	artifacts string // sharded for models, flat for updates and manifests
 	admin     *actor
@@ -240,7 +241,7 @@ func newTestChainOpts(t testing.TB, o chainOpts) *testChain {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.db.Close() })
-	if c.fsm, err = ledger.NewFSM(c.db.State(), g, ledger.FSMOptions{}); err != nil {
+	if c.fsm, err = fsm.New(c.db.State(), g, fsm.Options{}); err != nil {
 		t.Fatal(err)
 	}
 

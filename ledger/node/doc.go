@@ -1,6 +1,6 @@
 // Package node runs a fedtune ledger node: a hashicorp/raft replica whose
 // log, stable store and FSM state live in one pebble database
-// (ledger/pebblestore), whose FSM is ledger.FSM, and which serves the
+// (ledger/pebblestore), whose FSM is fsm.FSM, and which serves the
 // fedtune.ledger.v1.Ledger gRPC service (api/ledger/v1) and a Prometheus
 // /metrics endpoint.
 //
@@ -35,9 +35,9 @@
 //
 // # Writes
 //
-// Every node first admits what is submitted to it (ledger.FSM.Admit: size,
+// Every node first admits what is submitted to it (fsm.FSM.Admit: size,
 // signature, a current member as signer, its role, a nonce within
-// ledger.NonceWindow above its last): a refused tx is answered at once and
+// fsm.NonceWindow above its last): a refused tx is answered at once and
 // never forwarded, queued or proposed, so a stranger's tx is never
 // replicated. A follower whose state may lag (an unknown signer, a far
 // nonce) leaves that decision to the leader, which admits again before it

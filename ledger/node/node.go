@@ -23,6 +23,7 @@ import (
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -82,7 +83,7 @@ type Node struct {
 	selfSeq uint64
 
 	db        *pebblestore.DB
-	fsm       *ledger.FSM
+	fsm       *fsm.FSM
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	// stream is the transport's TLS stream layer (inbound raft connections).
@@ -213,7 +214,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.db.Close)
-	n.fsm, err = ledger.NewFSM(n.db.State(), n.genesis, ledger.FSMOptions{
+	n.fsm, err = fsm.New(n.db.State(), n.genesis, fsm.Options{
 		Logger:  n.log.With("component", "fsm"),
 		OnBlock: n.onBlock,
 		// The raft log shares the state's WAL and is synced before each
@@ -298,7 +299,7 @@ func (n *Node) MetricsAddr() string {
 }
 
 // FSM returns the node's ledger state machine (read-only use).
-func (n *Node) FSM() *ledger.FSM { return n.fsm }
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
 
 // self is this node's addresses.
 func (n *Node) self() PeerConfig {

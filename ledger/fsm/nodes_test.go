@@ -1,4 +1,4 @@
-package ledger
+package fsm
 
 import (
 	"crypto/ed25519"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // proposeBy applies txs proposed by proposer at time tm, as raft entry
@@ -27,7 +29,7 @@ func (c *chain) proposeBy(proposer string, tm int64, appended time.Time, txs ...
 func (c *chain) now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.clock.Add(time.Second) // what FSMOptions.Now returns
+	return c.clock.Add(time.Second) // what Options.Now returns
 }
 
 func TestNodeMembershipTxs(t *testing.T) {
@@ -35,8 +37,8 @@ func TestNodeMembershipTxs(t *testing.T) {
 	ch := newChain(t, c.genesis(t), c.node.id)
 	n2 := newActor("node-2", "")
 	n3 := newActor("node-3", "")
-	add := func(a *actor, raftAddr string) NodeAdded {
-		return NodeAdded{PublicKey: a.pubHex(), RaftAddress: raftAddr, GRPCAddress: strings.Replace(raftAddr, ":7", ":8", 1), Name: a.name}
+	add := func(a *actor, raftAddr string) ledger.NodeAdded {
+		return ledger.NodeAdded{PublicKey: a.pubHex(), RaftAddress: raftAddr, GRPCAddress: strings.Replace(raftAddr, ":7", ":8", 1), Name: a.name}
 	}
 	if r, ok := ch.fsm.NodeMember(c.node.id); !ok || !r.IsVoter() || !r.Genesis {
 		t.Fatalf("genesis node: %+v %v", r, ok)
@@ -47,17 +49,17 @@ func TestNodeMembershipTxs(t *testing.T) {
 	steps := []struct {
 		name string
 		tx   func() []byte
-		code Code // "" = included
+		code ledger.Code // "" = included
 		msg  string
 	}{
-		{"coordinator may not add a node", func() []byte { return c.coord.sign(t, add(n2, "10.0.0.2:7000")) }, CodeForbidden, "needs role admin"},
+		{"coordinator may not add a node", func() []byte { return c.coord.sign(t, add(n2, "10.0.0.2:7000")) }, ledger.CodeForbidden, "needs role admin"},
 		{"admin adds node-2", func() []byte { return c.admin.sign(t, add(n2, "10.0.0.2:7000")) }, "", ""},
-		{"added twice", func() []byte { return c.admin.sign(t, add(n2, "10.0.0.9:7000")) }, CodeAlreadyExists, "already a ledger node"},
-		{"genesis node added", func() []byte { return c.admin.sign(t, add(c.node, "10.0.0.1:7000")) }, CodeAlreadyExists, "already a ledger node"},
-		{"raft address taken", func() []byte { return c.admin.sign(t, add(n3, "10.0.0.2:7000")) }, CodeAlreadyExists, "already uses raft address"},
-		{"promote unknown", func() []byte { return c.admin.sign(t, NodePromoted{ID: n3.id}) }, CodeNotFound, "never added"},
-		{"promote genesis node", func() []byte { return c.admin.sign(t, NodePromoted{ID: c.node.id}) }, CodeAlreadyExists, "already a voter"},
-		{"remove unknown", func() []byte { return c.admin.sign(t, NodeRemoved{ID: n3.id}) }, CodeNotFound, "not a current ledger node"},
+		{"added twice", func() []byte { return c.admin.sign(t, add(n2, "10.0.0.9:7000")) }, ledger.CodeAlreadyExists, "already a ledger node"},
+		{"genesis node added", func() []byte { return c.admin.sign(t, add(c.node, "10.0.0.1:7000")) }, ledger.CodeAlreadyExists, "already a ledger node"},
+		{"raft address taken", func() []byte { return c.admin.sign(t, add(n3, "10.0.0.2:7000")) }, ledger.CodeAlreadyExists, "already uses raft address"},
+		{"promote unknown", func() []byte { return c.admin.sign(t, ledger.NodePromoted{ID: n3.id}) }, ledger.CodeNotFound, "never added"},
+		{"promote genesis node", func() []byte { return c.admin.sign(t, ledger.NodePromoted{ID: c.node.id}) }, ledger.CodeAlreadyExists, "already a voter"},
+		{"remove unknown", func() []byte { return c.admin.sign(t, ledger.NodeRemoved{ID: n3.id}) }, ledger.CodeNotFound, "not a current ledger node"},
 	}
 	for _, s := range steps {
 		res := ch.propose(s.tx())
@@ -68,7 +70,7 @@ func TestNodeMembershipTxs(t *testing.T) {
 			}
 			continue
 		}
-		var te *TxError
+		var te *ledger.TxError
 		if !errors.As(err, &te) || te.Code != s.code || !strings.Contains(te.Msg, s.msg) {
 			t.Fatalf("%s: got %v, want %s containing %q", s.name, err, s.code, s.msg)
 		}
@@ -80,7 +82,7 @@ func TestNodeMembershipTxs(t *testing.T) {
 
 	// A non-voter's proposal is refused: no block, no state change.
 	before, h0 := dump(t, ch.db.State(), prefixApp), ch.fsm.Height()
-	res := ch.proposeBy(n2.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"}))
+	res := ch.proposeBy(n2.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"}))
 	if !errors.Is(res.Err, ErrProposerNotVoter) || !errors.Is(res.Err, ErrProposalRefused) || res.Block != nil || !strings.Contains(res.Err.Error(), "non-voting") {
 		t.Fatalf("non-voter proposal: %+v", res)
 	}
@@ -89,35 +91,35 @@ func TestNodeMembershipTxs(t *testing.T) {
 	}
 	c.coord.nonce-- // that tx never applied
 	// A stranger's proposal likewise.
-	if res := ch.proposeBy(n3.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})); !errors.Is(res.Err, ErrProposerNotVoter) {
+	if res := ch.proposeBy(n3.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})); !errors.Is(res.Err, ErrProposerNotVoter) {
 		t.Fatalf("stranger proposal: %v", res.Err)
 	}
 	c.coord.nonce--
 
-	ch.mustApply(c.admin.sign(t, NodePromoted{ID: n2.id}))
+	ch.mustApply(c.admin.sign(t, ledger.NodePromoted{ID: n2.id}))
 	if r, _ := ch.fsm.NodeMember(n2.id); !r.IsVoter() || r.PromotedHeight == 0 {
 		t.Fatalf("node-2 after NodePromoted: %+v", r)
 	}
-	if res := ch.proposeBy(n2.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})); res.Err != nil || res.Block == nil || res.Block.Header.Proposer != n2.id {
+	if res := ch.proposeBy(n2.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})); res.Err != nil || res.Block == nil || res.Block.Header.Proposer != n2.id {
 		t.Fatalf("promoted node's proposal: %+v", res)
 	}
 
 	// The genesis node is removed; then node-2 is the last voter.
-	ch.mustApply(c.admin.sign(t, NodeRemoved{ID: c.node.id, Reason: "retired"}))
+	ch.mustApply(c.admin.sign(t, ledger.NodeRemoved{ID: c.node.id, Reason: "retired"}))
 	if r, _ := ch.fsm.NodeMember(c.node.id); !r.Removed || r.RemovedReason != "retired" {
 		t.Fatalf("removed genesis node: %+v", r)
 	}
-	if res := ch.proposeBy(c.node.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ModelRegistered{Digest: digest("m2"), Name: "m", Licence: "l", Source: "s"})); !errors.Is(res.Err, ErrProposerNotVoter) || !strings.Contains(res.Err.Error(), "was removed") {
+	if res := ch.proposeBy(c.node.id, ch.now().UnixNano(), time.Time{}, c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m2"), Name: "m", Licence: "l", Source: "s"})); !errors.Is(res.Err, ErrProposerNotVoter) || !strings.Contains(res.Err.Error(), "was removed") {
 		t.Fatalf("removed node's proposal: %v", res.Err)
 	}
 	c.coord.nonce--
 	ch.node = n2.id // node-2 proposes from here on
-	last := ch.propose(c.admin.sign(t, NodeRemoved{ID: n2.id}))
-	if err := last.Results[0].Err; !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "last voting node") {
+	last := ch.propose(c.admin.sign(t, ledger.NodeRemoved{ID: n2.id}))
+	if err := last.Results[0].Err; !errors.Is(err, ledger.ErrInvalid) || !strings.Contains(err.Error(), "last voting node") {
 		t.Fatalf("removing the last voter: %v", err)
 	}
 	readd := ch.propose(c.admin.sign(t, add(c.node, "10.0.0.5:7000")))
-	if err := readd.Results[0].Err; !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "cannot be added again") {
+	if err := readd.Results[0].Err; !errors.Is(err, ledger.ErrInvalid) || !strings.Contains(err.Error(), "cannot be added again") {
 		t.Fatalf("re-adding a removed node: %v", err)
 	}
 	nodes, err := ch.fsm.Nodes()
@@ -134,9 +136,9 @@ func TestProposalClockSkew(t *testing.T) {
 	var c *cast
 	var ch *chain
 	tx := func(s string) []byte {
-		return c.coord.sign(t, ModelRegistered{Digest: digest(s), Name: "m", Licence: "l", Source: "s"})
+		return c.coord.sign(t, ledger.ModelRegistered{Digest: digest(s), Name: "m", Licence: "l", Source: "s"})
 	}
-	skew := DefaultMaxClockSkew
+	skew := ledger.DefaultMaxClockSkew
 	y2262 := time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 	cases := []struct {
 		name     string
@@ -191,7 +193,7 @@ func TestClockSkewReplayDeterministic(t *testing.T) {
 	late.clock = late.clock.Add(365 * 24 * time.Hour) // applies a year later
 	appended := fresh.now()
 	for _, ahead := range []time.Duration{0, time.Minute, 24 * time.Hour} {
-		env := c.coord.sign(t, ModelRegistered{Digest: digest(ahead.String()), Name: "m", Licence: "l", Source: "s"})
+		env := c.coord.sign(t, ledger.ModelRegistered{Digest: digest(ahead.String()), Name: "m", Licence: "l", Source: "s"})
 		tm := appended.Add(ahead).UnixNano()
 		a := fresh.proposeBy(c.node.id, tm, appended, env)
 		b := late.proposeBy(c.node.id, tm, appended, env)
@@ -209,7 +211,7 @@ func TestClockSkewReplayDeterministic(t *testing.T) {
 func TestGenesisClockSkewPolicy(t *testing.T) {
 	c := newCast()
 	g := c.genesis(t)
-	if strings.Contains(string(g.canonical()), "max_clock_skew") {
+	if strings.Contains(string(g.Canonical()), "max_clock_skew") {
 		t.Fatal("the default max_clock_skew changes the canonical genesis (and so every existing genesis hash)")
 	}
 	g2 := c.genesis(t)
@@ -236,14 +238,14 @@ func TestAdmit(t *testing.T) {
 	g := c.genesis(t)
 	g.Policy.MaxTxBytes = 1024
 	ch := newChain(t, g, c.node.id)
-	stranger := newActor("stranger", RoleTrainer)
-	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m0"), Name: "m", Licence: "l", Source: "s"}),
-		c.admin.sign(t, MemberRemoved{ID: c.trainers[2].id}))
-	ok := c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})
+	stranger := newActor("stranger", ledger.RoleTrainer)
+	ch.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m0"), Name: "m", Licence: "l", Source: "s"}),
+		c.admin.sign(t, ledger.MemberRemoved{ID: c.trainers[2].id}))
+	ok := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m1"), Name: "m", Licence: "l", Source: "s"})
 	if tx, err := ch.fsm.Admit(ok); err != nil || tx == nil {
 		t.Fatalf("valid tx: %v", err)
 	}
-	forged := c.coord.sign(t, ModelRegistered{Digest: digest("m2"), Name: "m", Licence: "l", Source: "s"})
+	forged := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m2"), Name: "m", Licence: "l", Source: "s"})
 	if i := len(forged) - 30; forged[i] == 'A' { // inside the base64 signature
 		forged[i] = 'B'
 	} else {
@@ -252,22 +254,22 @@ func TestAdmit(t *testing.T) {
 	cases := []struct {
 		name  string
 		env   []byte
-		code  Code
-		cause Cause
+		code  ledger.Code
+		cause ledger.Cause
 		lag   bool // MayBeLag
 	}{
-		{"stranger", stranger.sign(t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner, CauseNotMember, true},
-		{"wrong role", c.trainers[0].sign(t, ModelRegistered{Digest: digest("m3"), Name: "m", Licence: "l", Source: "s"}), CodeForbidden, "", false},
-		{"stale nonce", c.coord.signNonce(t, 1, ModelRegistered{Digest: digest("m4"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce, CauseNonceStale, false},
-		{"nonce beyond the window", c.coord.signNonce(t, 2+NonceWindow, ModelRegistered{Digest: digest("m5"), Name: "m", Licence: "l", Source: "s"}), CodeBadNonce, CauseNonceAhead, true},
-		{"too large", c.coord.sign(t, ModelRegistered{Digest: digest("m6"), Name: "m", Licence: strings.Repeat("l", 1000), Source: "s"}), CodeTooLarge, "", false},
-		{"forged signature", forged, CodeBadSignature, "", false},
-		{"malformed", []byte("not a tx"), CodeMalformed, "", false},
-		{"removed member", c.trainers[2].sign(t, DatasetRegistered{Digest: digest("d3"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), CodeUnknownSigner, CauseSignerRemoved, false},
+		{"stranger", stranger.sign(t, ledger.DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), ledger.CodeUnknownSigner, ledger.CauseNotMember, true},
+		{"wrong role", c.trainers[0].sign(t, ledger.ModelRegistered{Digest: digest("m3"), Name: "m", Licence: "l", Source: "s"}), ledger.CodeForbidden, "", false},
+		{"stale nonce", c.coord.signNonce(t, 1, ledger.ModelRegistered{Digest: digest("m4"), Name: "m", Licence: "l", Source: "s"}), ledger.CodeBadNonce, ledger.CauseNonceStale, false},
+		{"nonce beyond the window", c.coord.signNonce(t, 2+NonceWindow, ledger.ModelRegistered{Digest: digest("m5"), Name: "m", Licence: "l", Source: "s"}), ledger.CodeBadNonce, ledger.CauseNonceAhead, true},
+		{"too large", c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m6"), Name: "m", Licence: strings.Repeat("l", 1000), Source: "s"}), ledger.CodeTooLarge, "", false},
+		{"forged signature", forged, ledger.CodeBadSignature, "", false},
+		{"malformed", []byte("not a tx"), ledger.CodeMalformed, "", false},
+		{"removed member", c.trainers[2].sign(t, ledger.DatasetRegistered{Digest: digest("d3"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}), ledger.CodeUnknownSigner, ledger.CauseSignerRemoved, false},
 	}
 	for _, tc := range cases {
 		_, err := ch.fsm.Admit(tc.env)
-		var te *TxError
+		var te *ledger.TxError
 		if !errors.As(err, &te) || (tc.code != "" && te.Code != tc.code) || te.Cause != tc.cause || te.MayBeLag() != tc.lag {
 			t.Errorf("%s: %v (cause %q), want code %q cause %q, lag %v", tc.name, err, te.Cause, tc.code, tc.cause, tc.lag)
 		}
@@ -282,7 +284,7 @@ func TestClockSkewFutureGenesis(t *testing.T) {
 	g := c.genesis(t)
 	g.Time = t0.Add(48 * time.Hour)
 	ch := newChain(t, g, c.node.id)
-	b := ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("m"), Name: "m", Licence: "l", Source: "s"}))
+	b := ch.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m"), Name: "m", Licence: "l", Source: "s"}))
 	if b.Header.Time != g.UnixNano()+1 {
 		t.Fatalf("block time %d, want genesis time + 1", b.Header.Time)
 	}
@@ -299,42 +301,44 @@ func TestProposalSignature(t *testing.T) {
 	g := c.genesis(t)
 	n2 := newActor("node-2", "") // a key that is no ledger node
 	tx := func(s string) []byte {
-		return c.coord.signNonce(t, 1, ModelRegistered{Digest: digest(s), Name: "m", Licence: "l", Source: "s"})
+		return c.coord.signNonce(t, 1, ledger.ModelRegistered{Digest: digest(s), Name: "m", Licence: "l", Source: "s"})
 	}
-	sign := func(k ed25519.PrivateKey, chain string, p Proposal) Proposal { return SignProposal(k, chain, p) }
+	sign := func(k ed25519.PrivateKey, chain string, p ledger.Proposal) ledger.Proposal {
+		return ledger.SignProposal(k, chain, p)
+	}
 	cases := []struct {
 		name  string
 		entry func(tm int64) []byte
 		want  string // "" = a block
 	}{
 		{"unsigned", func(tm int64) []byte {
-			return EncodeProposal(Proposal{Proposer: c.node.id, Time: tm, Txs: [][]byte{tx("a")}})
+			return ledger.EncodeProposal(ledger.Proposal{Proposer: c.node.id, Time: tm, Txs: [][]byte{tx("a")}})
 		}, "not signed"},
 		{"signed by a stranger naming the genesis node", func(tm int64) []byte {
-			p := sign(n2.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p := sign(n2.key, testChain, ledger.Proposal{Time: tm, Txs: [][]byte{tx("a")}})
 			p.Proposer = c.node.id
-			return EncodeProposal(p)
+			return ledger.EncodeProposal(p)
 		}, "not by its proposer"},
 		{"stranger's key and ID swapped in", func(tm int64) []byte {
-			p := sign(n2.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p := sign(n2.key, testChain, ledger.Proposal{Time: tm, Txs: [][]byte{tx("a")}})
 			p.Proposer, p.Key = c.node.id, c.node.key.Public().(ed25519.PublicKey)
-			return EncodeProposal(p)
+			return ledger.EncodeProposal(p)
 		}, "does not verify"},
 		{"signed for another chain", func(tm int64) []byte {
-			return EncodeProposal(sign(c.node.key, "other-chain", Proposal{Time: tm, Txs: [][]byte{tx("a")}}))
+			return ledger.EncodeProposal(sign(c.node.key, "other-chain", ledger.Proposal{Time: tm, Txs: [][]byte{tx("a")}}))
 		}, "does not verify"},
 		{"tx swapped after signing", func(tm int64) []byte {
-			p := sign(c.node.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p := sign(c.node.key, testChain, ledger.Proposal{Time: tm, Txs: [][]byte{tx("a")}})
 			p.Txs = [][]byte{tx("b")}
-			return EncodeProposal(p)
+			return ledger.EncodeProposal(p)
 		}, "does not verify"},
 		{"time moved after signing", func(tm int64) []byte {
-			p := sign(c.node.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}})
+			p := sign(c.node.key, testChain, ledger.Proposal{Time: tm, Txs: [][]byte{tx("a")}})
 			p.Time++
-			return EncodeProposal(p)
+			return ledger.EncodeProposal(p)
 		}, "does not verify"},
 		{"genuine", func(tm int64) []byte {
-			return EncodeProposal(sign(c.node.key, testChain, Proposal{Time: tm, Txs: [][]byte{tx("a")}}))
+			return ledger.EncodeProposal(sign(c.node.key, testChain, ledger.Proposal{Time: tm, Txs: [][]byte{tx("a")}}))
 		}, ""},
 	}
 	for _, tc := range cases {

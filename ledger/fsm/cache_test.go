@@ -1,10 +1,12 @@
-package ledger
+package fsm
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // TestNoteDecodedSameOutcome: a chain whose txs were handed to NoteDecoded
@@ -16,9 +18,9 @@ func TestNoteDecodedSameOutcome(t *testing.T) {
 	g := c.genesis(t)
 	noted, plain := newChain(t, g, c.node.id), newChain(t, g, c.node.id)
 	reg := func(a *actor, n string) []byte {
-		return a.sign(t, ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
+		return a.sign(t, ledger.ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
 	}
-	forged, _ := DecodeEnvelope(reg(c.coord, "forged"))
+	forged, _ := ledger.DecodeEnvelope(reg(c.coord, "forged"))
 	forged.Signatures[0].Sig[3] ^= 1
 	for _, n := range []int{1, 3, 12} { // below and above precheck's threshold
 		var txs [][]byte
@@ -27,12 +29,12 @@ func TestNoteDecodedSameOutcome(t *testing.T) {
 		}
 		txs = append(txs, forged.Encode(), reg(c.trainers[0], fmt.Sprint(n, " wrong role")))
 		for _, raw := range txs {
-			if tx, err := DecodeTx(raw); err == nil {
+			if tx, err := ledger.DecodeTx(raw); err == nil {
 				noted.fsm.NoteDecoded(tx)
 			}
 		}
 		rn, rp := noted.propose(txs...), plain.propose(txs...)
-		if !bytes.Equal(EncodeBlock(rn.Block), EncodeBlock(rp.Block)) {
+		if !bytes.Equal(ledger.EncodeBlock(rn.Block), ledger.EncodeBlock(rp.Block)) {
 			t.Fatalf("%d txs: blocks differ", n)
 		}
 		for i := range txs {
@@ -40,7 +42,7 @@ func TestNoteDecodedSameOutcome(t *testing.T) {
 				t.Fatalf("%d txs: tx %d: noted %v, plain %v", n, i, rn.Results[i].Err, rp.Results[i].Err)
 			}
 		}
-		if !errors.Is(rn.Results[n].Err, ErrBadSignature) {
+		if !errors.Is(rn.Results[n].Err, ledger.ErrBadSignature) {
 			t.Fatalf("forged tx: %v, want bad signature", rn.Results[n].Err)
 		}
 		if k := len(noted.fsm.decoded.cur) + len(noted.fsm.decoded.old); k != 0 {
@@ -53,15 +55,15 @@ func TestNoteDecodedSameOutcome(t *testing.T) {
 // bytes it was decoded from, and the cache stays bounded.
 func TestDecodedCacheChecksBytes(t *testing.T) {
 	c := newCast()
-	a := c.coord.sign(t, ModelRegistered{Digest: digest("a"), Name: "a", Licence: "l", Source: "s"})
-	b := c.coord.sign(t, ModelRegistered{Digest: digest("b"), Name: "b", Licence: "l", Source: "s"})
-	txA, err := DecodeTx(a)
+	a := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("a"), Name: "a", Licence: "l", Source: "s"})
+	b := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("b"), Name: "b", Licence: "l", Source: "s"})
+	txA, err := ledger.DecodeTx(a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var dc decodedCache
 	wrong := *txA
-	wrong.Hash = TxHash(b) // filed under b's hash, but decoded from a
+	wrong.Hash = ledger.TxHash(b) // filed under b's hash, but decoded from a
 	dc.put(&wrong)
 	if got := dc.take(b); got != nil {
 		t.Fatal("take returned a decoding of other bytes")
@@ -75,7 +77,7 @@ func TestDecodedCacheChecksBytes(t *testing.T) {
 	}
 	for i := range 3 * maxDecodedCache {
 		tx := *txA
-		tx.Hash = TxHash([]byte(fmt.Sprint(i)))
+		tx.Hash = ledger.TxHash([]byte(fmt.Sprint(i)))
 		dc.put(&tx)
 		if n := len(dc.cur) + len(dc.old); n > maxDecodedCache {
 			t.Fatalf("cache holds %d txs, bound %d", n, maxDecodedCache)
@@ -91,13 +93,13 @@ func TestNonceCache(t *testing.T) {
 	ch := newChain(t, c.genesis(t), c.node.id)
 	co := c.coord
 	reg := func(nonce uint64, n string) []byte {
-		return co.signNonce(t, nonce, ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
+		return co.signNonce(t, nonce, ledger.ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
 	}
-	wantCodes := func(res *ApplyResult, want ...Code) {
+	wantCodes := func(res *ApplyResult, want ...ledger.Code) {
 		t.Helper()
 		for i, r := range res.Results {
-			var got Code
-			var te *TxError
+			var got ledger.Code
+			var te *ledger.TxError
 			if errors.As(r.Err, &te) {
 				got = te.Code
 			} else if r.Err != nil {
@@ -113,15 +115,15 @@ func TestNonceCache(t *testing.T) {
 	snap := snapshotBytes(t, ch.fsm)
 
 	// Within a block the pending nonce counts; across blocks the committed.
-	wantCodes(ch.propose(reg(2, "n2"), reg(2, "n2 again"), reg(3, "n3")), "", CodeBadNonce, "")
-	wantCodes(ch.propose(reg(3, "n3 again"), reg(1, "n1 again"), reg(5, "n5")), CodeBadNonce, CodeBadNonce, "")
-	wantCodes(ch.propose(reg(5, "n5 again"), reg(6, "n6")), CodeBadNonce, "")
+	wantCodes(ch.propose(reg(2, "n2"), reg(2, "n2 again"), reg(3, "n3")), "", ledger.CodeBadNonce, "")
+	wantCodes(ch.propose(reg(3, "n3 again"), reg(1, "n1 again"), reg(5, "n5")), ledger.CodeBadNonce, ledger.CodeBadNonce, "")
+	wantCodes(ch.propose(reg(5, "n5 again"), reg(6, "n6")), ledger.CodeBadNonce, "")
 
 	// Back to the state after nonce 1: nonce 2 is new again there.
 	if err := restoreBytes(ch.fsm, snap); err != nil {
 		t.Fatal(err)
 	}
-	wantCodes(ch.propose(reg(2, "n2 after restore"), reg(2, "n2 twice")), "", CodeBadNonce)
+	wantCodes(ch.propose(reg(2, "n2 after restore"), reg(2, "n2 twice")), "", ledger.CodeBadNonce)
 	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-package ledger
+package fsm
 
 import (
 	"strings"
 	"sync"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // memberCache holds decoded member records of the committed state, so that
@@ -15,21 +17,21 @@ import (
 // writes.
 type memberCache struct {
 	mu sync.RWMutex
-	m  map[string]Member
+	m  map[string]ledger.Member
 }
 
-func (mc *memberCache) get(id string) (Member, bool) {
+func (mc *memberCache) get(id string) (ledger.Member, bool) {
 	mc.mu.RLock()
 	defer mc.mu.RUnlock()
 	m, ok := mc.m[id]
 	return m, ok
 }
 
-func (mc *memberCache) put(m Member) {
+func (mc *memberCache) put(m ledger.Member) {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
 	if mc.m == nil {
-		mc.m = map[string]Member{}
+		mc.m = map[string]ledger.Member{}
 	}
 	mc.m[m.ID] = m
 }
@@ -53,13 +55,13 @@ func (mc *memberCache) reset() {
 
 // committedMember returns the member id of the committed state, through
 // the cache. ok is false if there is no such member.
-func (f *FSM) committedMember(id string) (m Member, ok bool, err error) {
+func (f *FSM) committedMember(id string) (m ledger.Member, ok bool, err error) {
 	if m, ok := f.members.get(id); ok {
 		return m, true, nil
 	}
 	ok, err = getJSON(f.st, memberKey(id), &m)
 	if err != nil || !ok {
-		return Member{}, false, err
+		return ledger.Member{}, false, err
 	}
 	if m.ID == id {
 		f.members.put(m)

@@ -1,4 +1,4 @@
-package ledger
+package fsm
 
 import (
 	"bytes"
@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,17 +21,19 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
-// FSMOptions configure NewFSM.
-type FSMOptions struct {
+// Options configure New.
+type Options struct {
 	// Logger receives the FSM's logs; nil discards them.
 	Logger *slog.Logger
 	// OnBlock, if set, is called after each block is committed to the state,
 	// from the goroutine that called Apply, after the FSM's locks are
 	// released (so it may query the FSM).
-	OnBlock func(*Block)
+	OnBlock func(*ledger.Block)
 	// Now is CheckTx's clock for deadline checks; nil means time.Now.
 	Now func() time.Time
 	// DeferSync commits the blocks of raft log entries (index > 0) without
@@ -44,7 +48,7 @@ type FSMOptions struct {
 	DeferSync bool
 }
 
-// ErrGenesisMismatch is returned by NewFSM and Restore when the state was
+// ErrGenesisMismatch is returned by New and Restore when the state was
 // created from another genesis than the one given.
 var ErrGenesisMismatch = errors.New("ledger: state belongs to another genesis")
 
@@ -63,11 +67,11 @@ const maxBlockTime = math.MaxInt64 - 1<<40
 // be called concurrently with Apply.
 type FSM struct {
 	st      *pebblestore.State
-	g       *Genesis
+	g       *ledger.Genesis
 	log     *slog.Logger
-	onBlock func(*Block)
+	onBlock func(*ledger.Block)
 	now     func() time.Time
-	// deferSync: see FSMOptions.DeferSync.
+	// deferSync: see Options.DeferSync.
 	deferSync bool
 	// noPrecheck turns off parallel signature verification (tests compare).
 	noPrecheck bool
@@ -96,7 +100,7 @@ var _ raft.FSM = (*FSM)(nil)
 type ApplyResult struct {
 	// Block is the block committed, or nil if no transaction was valid (or
 	// the entry was not applied at all; see Err).
-	Block *Block
+	Block *ledger.Block
 	// Results has one entry per transaction of the proposal, in order: Err is
 	// nil for those included in Block, else a *TxError saying why not.
 	Results []TxResult
@@ -116,10 +120,10 @@ type TxResult struct {
 // index the state already includes (raft replaying its log after a restart).
 var ErrAlreadyApplied = errors.New("ledger: log entry already applied")
 
-// NewFSM opens the ledger state in st for genesis g. On an empty state it
+// New opens the ledger state in st for genesis g. On an empty state it
 // writes the genesis block (height 0: the genesis members and policy); on an
 // existing one it checks that the state was made from the same genesis.
-func NewFSM(st *pebblestore.State, g *Genesis, opts FSMOptions) (*FSM, error) {
+func New(st *pebblestore.State, g *ledger.Genesis, opts Options) (*FSM, error) {
 	if st == nil || g == nil {
 		return nil, errors.New("ledger: NewFSM needs a state and a genesis")
 	}
@@ -205,7 +209,7 @@ func (f *FSM) loadHead() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("ledger: read genesis: %w", err)
 	}
-	if !ok || !bytes.Equal(gb, f.g.canonical()) {
+	if !ok || !bytes.Equal(gb, f.g.Canonical()) {
 		return false, fmt.Errorf("%w: the stored chain was made from another genesis file than %s (chain %q)", ErrGenesisMismatch, f.g.Source, f.g.ChainID)
 	}
 	f.mu.Lock()
@@ -215,16 +219,16 @@ func (f *FSM) loadHead() (bool, error) {
 }
 
 // genesisBlock builds the height-0 block and its state writes.
-func genesisBlock(g *Genesis) (*Block, writeSet) {
-	ws := writeSet{keyGenesis: g.canonical()}
+func genesisBlock(g *ledger.Genesis) (*ledger.Block, writeSet) {
+	ws := writeSet{keyGenesis: g.Canonical()}
 	for _, m := range g.Members {
-		id := KeyID(m.Key)
-		ws[string(memberKey(id))] = mustJSON(Member{ID: id, PublicKey: fmt.Sprintf("%x", []byte(m.Key)), Role: m.Role, Name: m.Name, Active: true})
+		id := ledger.KeyID(m.Key)
+		ws[string(memberKey(id))] = mustJSON(ledger.Member{ID: id, PublicKey: fmt.Sprintf("%x", []byte(m.Key)), Role: m.Role, Name: m.Name, Active: true})
 	}
 	var zero [32]byte
-	blk := &Block{Header: Header{
+	blk := &ledger.Block{Header: ledger.Header{
 		Height:    0,
-		TxRoot:    TxRoot(nil),
+		TxRoot:    ledger.TxRoot(nil),
 		StateHash: nextStateHash(zero, ws),
 		Time:      g.UnixNano(),
 	}}
@@ -246,13 +250,13 @@ func (f *FSM) writeGenesis() error {
 	blk, ws := genesisBlock(f.g)
 	b := f.st.NewBatch()
 	defer b.Close()
-	for _, k := range sortedKeys(ws) {
+	for _, k := range slices.Sorted(maps.Keys(ws)) {
 		if err := b.Set([]byte(k), ws[k]); err != nil {
 			return fmt.Errorf("ledger: write genesis: %w", err)
 		}
 	}
 	h := head{Height: 0, Hash: blk.Hash(), StateHash: blk.Header.StateHash, Time: blk.Header.Time}
-	if err := firstErr(b.Set(blockKey(0), EncodeBlock(blk)), b.Set([]byte(keyHead), encodeHead(h))); err != nil {
+	if err := firstErr(b.Set(blockKey(0), ledger.EncodeBlock(blk)), b.Set([]byte(keyHead), encodeHead(h))); err != nil {
 		return fmt.Errorf("ledger: write genesis: %w", err)
 	}
 	if err := b.Commit(); err != nil {
@@ -266,7 +270,7 @@ func (f *FSM) writeGenesis() error {
 }
 
 // Genesis returns the genesis the FSM was opened with.
-func (f *FSM) Genesis() *Genesis { return f.g }
+func (f *FSM) Genesis() *ledger.Genesis { return f.g }
 
 // ChainID returns the chain ID.
 func (f *FSM) ChainID() string { return f.g.ChainID }
@@ -312,9 +316,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 // whose proposal signatures are not kept); a node goes through raft. A
 // proposal's signature is checked only when it has one: raft entries
 // (Apply) must be signed.
-func (f *FSM) ApplyProposal(p Proposal) *ApplyResult {
+func (f *FSM) ApplyProposal(p ledger.Proposal) *ApplyResult {
 	f.applyMu.Lock()
-	res := f.applyEntry(0, time.Time{}, EncodeProposal(p), false)
+	res := f.applyEntry(0, time.Time{}, ledger.EncodeProposal(p), false)
 	f.applyMu.Unlock()
 	if res.Block != nil && f.onBlock != nil {
 		f.onBlock(res.Block)
@@ -356,9 +360,9 @@ func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []by
 	defer b.Close()
 	var written writeSet // the state writes of the block, if any
 
-	p, perr := DecodeProposal(data)
+	p, perr := ledger.DecodeProposal(data)
 	if perr == nil && p.Time > maxBlockTime {
-		perr = fmt.Errorf("%w: proposal time %d is out of range", ErrBadEncoding, p.Time)
+		perr = fmt.Errorf("%w: proposal time %d is out of range", ledger.ErrBadEncoding, p.Time)
 	}
 	if perr == nil {
 		if err := f.checkProposal(b.Get, *p, appended, hd.Time, needSig); err != nil {
@@ -386,13 +390,13 @@ func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []by
 		size := 0
 		for i, raw := range p.Txs {
 			r := &res.Results[i]
-			r.Hash = TxHash(raw)
+			r.Hash = ledger.TxHash(raw)
 			if len(txs) >= f.g.Policy.MaxBlockTxs {
-				r.Err = txErr(CodeTooLarge, "block is full: policy max_block_txs is %d", f.g.Policy.MaxBlockTxs)
+				r.Err = txErr(ledger.CodeTooLarge, "block is full: policy max_block_txs is %d", f.g.Policy.MaxBlockTxs)
 				continue
 			}
 			if size+len(raw) > f.g.Policy.MaxBlockBytes {
-				r.Err = txErr(CodeTooLarge, "block is full: policy max_block_bytes is %d", f.g.Policy.MaxBlockBytes)
+				r.Err = txErr(ledger.CodeTooLarge, "block is full: policy max_block_bytes is %d", f.g.Policy.MaxBlockBytes)
 				continue
 			}
 			var pc *preChecked
@@ -412,26 +416,26 @@ func (f *FSM) applyProposal(hd head, index uint64, appended time.Time, data []by
 				return nil, err
 			}
 			c.seen[r.Hash] = true
-			var w writer
-			w.u64(c.height)
-			w.u32(uint32(len(txs)))
-			if err := b.Set(txIndexKey(r.Hash), w.b); err != nil {
+			var w codec.Writer
+			w.U64(c.height)
+			w.U32(uint32(len(txs)))
+			if err := b.Set(txIndexKey(r.Hash), w.B); err != nil {
 				return nil, err
 			}
 			txs = append(txs, raw)
 			size += len(raw)
 		}
 		if len(txs) > 0 {
-			blk := &Block{Header: Header{
+			blk := &ledger.Block{Header: ledger.Header{
 				Height:    c.height,
 				PrevHash:  hd.Hash,
-				TxRoot:    TxRoot(txs),
+				TxRoot:    ledger.TxRoot(txs),
 				StateHash: nextStateHash(hd.StateHash, c.ws),
 				Time:      t,
 				NumTxs:    uint32(len(txs)),
 				Proposer:  p.Proposer,
 			}, Txs: txs}
-			if err := b.Set(blockKey(c.height), EncodeBlock(blk)); err != nil {
+			if err := b.Set(blockKey(c.height), ledger.EncodeBlock(blk)); err != nil {
 				return nil, err
 			}
 			newHead.Height, newHead.Hash, newHead.StateHash, newHead.Time = c.height, blk.Hash(), blk.Header.StateHash, t
@@ -517,7 +521,7 @@ func (f *FSM) precheck(txs [][]byte) []preChecked {
 				if err != nil || len(pub) != ed25519.PublicKeySize {
 					continue
 				}
-				if pc.tx.verifiedKey == m.PublicKey || pc.tx.Envelope.Verify(ed25519.PublicKey(pub)) == nil {
+				if pc.tx.VerifiedKey() == m.PublicKey || pc.tx.Envelope.Verify(ed25519.PublicKey(pub)) == nil {
 					pc.key = m.PublicKey // (Admit on this node verified it already)
 				}
 			}
@@ -534,15 +538,15 @@ func (f *FSM) precheck(txs [][]byte) []preChecked {
 // and the cached tx is only used for the identical envelope, so the outcome
 // is unchanged; the signature is still verified when the tx is applied. The
 // cache is bounded; a tx that is never applied is eventually dropped.
-func (f *FSM) NoteDecoded(tx *Tx) { f.decoded.put(tx) }
+func (f *FSM) NoteDecoded(tx *ledger.Tx) { f.decoded.put(tx) }
 
 // decodeTx is DecodeTx through the cache of NoteDecoded: a cached decoding
 // of raw is taken out and returned instead of decoding raw again.
-func (f *FSM) decodeTx(raw []byte) (*Tx, error) {
+func (f *FSM) decodeTx(raw []byte) (*ledger.Tx, error) {
 	if tx := f.decoded.take(raw); tx != nil {
 		return tx, nil
 	}
-	return DecodeTx(raw)
+	return ledger.DecodeTx(raw)
 }
 
 // CheckTx checks a transaction against the current state (signature, member,

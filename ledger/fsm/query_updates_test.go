@@ -1,4 +1,4 @@
-package ledger
+package fsm
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 func TestUpdatesByDigest(t *testing.T) {
@@ -16,9 +18,9 @@ func TestUpdatesByDigest(t *testing.T) {
 	u, v := digest("update u"), digest("update v")
 	ch.mustApply(fx.submit(t, a, 0, 1, u))
 	ch.mustApply(fx.submit(t, b, 1, 1, v))
-	ch.mustApply(c.agg.sign(t, RoundCommitted{JobID: fx.job, Round: 1, ModelDigest: digest("model 1"), Strategy: "fedavg",
-		Contributors: []Contribution{{Trainer: a.id, UpdateDigest: u, Weight: 0.5}, {Trainer: b.id, UpdateDigest: v, Weight: 0.5}}}))
-	ch.mustApply(c.coord.sign(t, RoundOpened{JobID: fx.job, Round: 2, ConfigDigest: digest("job config"), BaseModel: digest("model 1"),
+	ch.mustApply(c.agg.sign(t, ledger.RoundCommitted{JobID: fx.job, Round: 1, ModelDigest: digest("model 1"), Strategy: "fedavg",
+		Contributors: []ledger.Contribution{{Trainer: a.id, UpdateDigest: u, Weight: 0.5}, {Trainer: b.id, UpdateDigest: v, Weight: 0.5}}}))
+	ch.mustApply(c.coord.sign(t, ledger.RoundOpened{JobID: fx.job, Round: 2, ConfigDigest: digest("job config"), BaseModel: digest("model 1"),
 		Strategy: "fedavg", Trainers: []string{a.id, b.id}, Deadline: t0.Add(24 * time.Hour)}))
 	// b names a's update as its own in round 2: a copy of a digest it read
 	// on the chain.
@@ -37,7 +39,7 @@ func TestUpdatesByDigest(t *testing.T) {
 	if got, err := ch.fsm.UpdatesByDigest(v); err != nil || len(got) != 1 || got[0].Trainer != b.id {
 		t.Fatalf("UpdatesByDigest(v) = %+v, %v", got, err)
 	}
-	if _, err := ch.fsm.UpdatesByDigest(digest("never submitted")); !errors.Is(err, ErrRecordNotFound) {
+	if _, err := ch.fsm.UpdatesByDigest(digest("never submitted")); !errors.Is(err, ledger.ErrRecordNotFound) {
 		t.Fatalf("unknown digest: %v, want ErrRecordNotFound", err)
 	}
 }
@@ -76,7 +78,7 @@ func TestUpdateIndex(t *testing.T) {
 
 	// Malformed digests name no update.
 	for _, d := range []string{"", u[:10], strings.ToUpper(u), u + "00"} {
-		if _, err := ch.fsm.UpdatesByDigest(d); !errors.Is(err, ErrRecordNotFound) {
+		if _, err := ch.fsm.UpdatesByDigest(d); !errors.Is(err, ledger.ErrRecordNotFound) {
 			t.Errorf("UpdatesByDigest(%q): %v, want ErrRecordNotFound", d, err)
 		}
 	}
@@ -90,7 +92,7 @@ func TestUpdateIndex(t *testing.T) {
 	if err := VerifyChain(st, g); err != nil {
 		t.Fatalf("VerifyChain of a chain without the index: %v", err)
 	}
-	f2, err := NewFSM(st, g, FSMOptions{})
+	f2, err := New(st, g, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +110,7 @@ func TestUpdateIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	wb.Close()
-	var ve *VerifyError
+	var ve *ledger.VerifyError
 	if err := VerifyChain(st, g); !errors.As(err, &ve) || ve.Field != "update_index" {
 		t.Fatalf("VerifyChain of a forged index: %v, want an update_index error", err)
 	}

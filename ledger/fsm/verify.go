@@ -1,4 +1,4 @@
-package ledger
+package fsm
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -31,12 +33,12 @@ type VerifyOptions struct {
 // points at it. Finally it checks the head and that the stored application
 // state equals the re-derived one. It returns nil or a *VerifyError naming
 // the first height and field that broke.
-func VerifyChain(st *pebblestore.State, g *Genesis) error {
+func VerifyChain(st *pebblestore.State, g *ledger.Genesis) error {
 	return VerifyChainContext(context.Background(), st, g, VerifyOptions{})
 }
 
 // VerifyChainContext is VerifyChain with a context and options.
-func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, opts VerifyOptions) error {
+func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *ledger.Genesis, opts VerifyOptions) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -56,7 +58,7 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 		return fmt.Errorf("ledger: verify: %w", err)
 	}
 	defer db.Close()
-	ref, err := NewFSM(db.State(), g, FSMOptions{})
+	ref, err := New(db.State(), g, Options{})
 	if err != nil {
 		return fmt.Errorf("ledger: verify: %w", err)
 	}
@@ -72,11 +74,11 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 		return fmt.Errorf("ledger: verify: %w", err)
 	}
 	if !ok {
-		return &VerifyError{Height: 0, Field: "head", Msg: "no chain in this state (no head record)"}
+		return &ledger.VerifyError{Height: 0, Field: "head", Msg: "no chain in this state (no head record)"}
 	}
 	hd, err := decodeHead(rawHead)
 	if err != nil {
-		return &VerifyError{Height: 0, Field: "head", Msg: err.Error()}
+		return &ledger.VerifyError{Height: 0, Field: "head", Msg: err.Error()}
 	}
 
 	// Height 0: the genesis block must be exactly the one g produces.
@@ -86,14 +88,14 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 		return fmt.Errorf("ledger: verify: %w", err)
 	}
 	if !ok {
-		return &VerifyError{Height: 0, Field: "block", Msg: "genesis block missing"}
+		return &ledger.VerifyError{Height: 0, Field: "block", Msg: "genesis block missing"}
 	}
-	if !bytes.Equal(raw0, EncodeBlock(want0)) {
-		got, err := DecodeBlock(raw0)
+	if !bytes.Equal(raw0, ledger.EncodeBlock(want0)) {
+		got, err := ledger.DecodeBlock(raw0)
 		if err != nil {
-			return &VerifyError{Height: 0, Field: "encoding", Msg: err.Error()}
+			return &ledger.VerifyError{Height: 0, Field: "encoding", Msg: err.Error()}
 		}
-		return &VerifyError{Height: 0, Field: headerDiff(&got.Header, &want0.Header, "genesis"), Msg: "genesis block differs from the one the genesis file gives"}
+		return &ledger.VerifyError{Height: 0, Field: headerDiff(&got.Header, &want0.Header, "genesis"), Msg: "genesis block differs from the one the genesis file gives"}
 	}
 
 	prev := want0
@@ -107,43 +109,43 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 			return fmt.Errorf("ledger: verify: %w", err)
 		}
 		if !ok {
-			return &VerifyError{Height: h, Field: "block", Msg: fmt.Sprintf("missing; the head is at height %d", hd.Height)}
+			return &ledger.VerifyError{Height: h, Field: "block", Msg: fmt.Sprintf("missing; the head is at height %d", hd.Height)}
 		}
-		b, err := DecodeBlock(raw)
+		b, err := ledger.DecodeBlock(raw)
 		if err != nil {
-			return &VerifyError{Height: h, Field: "encoding", Msg: err.Error()}
+			return &ledger.VerifyError{Height: h, Field: "encoding", Msg: err.Error()}
 		}
 		if b.Header.Height != h {
-			return &VerifyError{Height: h, Field: "height", Msg: fmt.Sprintf("header says height %d", b.Header.Height)}
+			return &ledger.VerifyError{Height: h, Field: "height", Msg: fmt.Sprintf("header says height %d", b.Header.Height)}
 		}
 		if ph := prev.Hash(); b.Header.PrevHash != ph {
-			return &VerifyError{Height: h, Field: "prev_hash", Msg: fmt.Sprintf("header has %x, block %d hashes to %x", b.Header.PrevHash, h-1, ph)}
+			return &ledger.VerifyError{Height: h, Field: "prev_hash", Msg: fmt.Sprintf("header has %x, block %d hashes to %x", b.Header.PrevHash, h-1, ph)}
 		}
-		if root := TxRoot(b.Txs); b.Header.TxRoot != root {
-			return &VerifyError{Height: h, Field: "tx_root", Msg: fmt.Sprintf("header has %x, the block's %d txs give %x", b.Header.TxRoot, len(b.Txs), root)}
+		if root := ledger.TxRoot(b.Txs); b.Header.TxRoot != root {
+			return &ledger.VerifyError{Height: h, Field: "tx_root", Msg: fmt.Sprintf("header has %x, the block's %d txs give %x", b.Header.TxRoot, len(b.Txs), root)}
 		}
 		if b.Header.Time <= prev.Header.Time {
-			return &VerifyError{Height: h, Field: "time", Msg: fmt.Sprintf("%d is not after the previous block's %d", b.Header.Time, prev.Header.Time)}
+			return &ledger.VerifyError{Height: h, Field: "time", Msg: fmt.Sprintf("%d is not after the previous block's %d", b.Header.Time, prev.Header.Time)}
 		}
 		if len(b.Txs) == 0 {
-			return &VerifyError{Height: h, Field: "txs", Msg: "block has no transactions; the FSM never makes an empty block"}
+			return &ledger.VerifyError{Height: h, Field: "txs", Msg: "block has no transactions; the FSM never makes an empty block"}
 		}
-		res := ref.ApplyProposal(Proposal{Proposer: b.Header.Proposer, Time: b.Header.Time, Txs: b.Txs})
+		res := ref.ApplyProposal(ledger.Proposal{Proposer: b.Header.Proposer, Time: b.Header.Time, Txs: b.Txs})
 		if res.Err != nil {
 			if errors.Is(res.Err, ErrFSMBroken) {
 				return fmt.Errorf("ledger: verify: %w", res.Err)
 			}
-			return &VerifyError{Height: h, Field: "block", Msg: res.Err.Error()}
+			return &ledger.VerifyError{Height: h, Field: "block", Msg: res.Err.Error()}
 		}
 		for i, r := range res.Results {
 			if r.Err != nil {
-				return &VerifyError{Height: h, Field: fmt.Sprintf("tx[%d]", i), Msg: fmt.Sprintf("tx %x would be rejected: %v", r.Hash[:8], r.Err)}
+				return &ledger.VerifyError{Height: h, Field: fmt.Sprintf("tx[%d]", i), Msg: fmt.Sprintf("tx %x would be rejected: %v", r.Hash[:8], r.Err)}
 			}
 		}
 		got := res.Block
-		if got == nil || !bytes.Equal(EncodeBlock(got), raw) {
+		if got == nil || !bytes.Equal(ledger.EncodeBlock(got), raw) {
 			if got == nil {
-				return &VerifyError{Height: h, Field: "block", Msg: "re-applying the block's txs made no block"}
+				return &ledger.VerifyError{Height: h, Field: "block", Msg: "re-applying the block's txs made no block"}
 			}
 			field := headerDiff(&b.Header, &got.Header, "block")
 			msg := "stored block differs from the re-derived one"
@@ -153,17 +155,17 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 			case "time":
 				msg = fmt.Sprintf("header has %d, re-applying gives %d", b.Header.Time, got.Header.Time)
 			}
-			return &VerifyError{Height: h, Field: field, Msg: msg}
+			return &ledger.VerifyError{Height: h, Field: field, Msg: msg}
 		}
 		for i, tx := range b.Txs {
-			th := TxHash(tx)
+			th := ledger.TxHash(tx)
 			v, ok, err := sn.Get(txIndexKey(th))
 			if err != nil {
 				return fmt.Errorf("ledger: verify: %w", err)
 			}
-			r := reader{b: v}
-			if !ok || r.u64() != h || r.u32() != uint32(i) || r.done() != nil {
-				return &VerifyError{Height: h, Field: "tx_index", Msg: fmt.Sprintf("index entry of tx[%d] %x does not point at height %d index %d", i, th[:8], h, i)}
+			r := codec.NewReader(v)
+			if !ok || r.U64() != h || r.U32() != uint32(i) || r.Done() != nil {
+				return &ledger.VerifyError{Height: h, Field: "tx_index", Msg: fmt.Sprintf("index entry of tx[%d] %x does not point at height %d index %d", i, th[:8], h, i)}
 			}
 		}
 		prev = b
@@ -176,12 +178,12 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 		}
 	}
 	if ph := prev.Hash(); ph != hd.Hash || hd.StateHash != prev.Header.StateHash || hd.Time != prev.Header.Time {
-		return &VerifyError{Height: hd.Height, Field: "head", Msg: "head record does not match the last block"}
+		return &ledger.VerifyError{Height: hd.Height, Field: "head", Msg: "head record does not match the last block"}
 	}
 	if _, ok, err := sn.Get(blockKey(hd.Height + 1)); err != nil {
 		return fmt.Errorf("ledger: verify: %w", err)
 	} else if ok {
-		return &VerifyError{Height: hd.Height + 1, Field: "head", Msg: "a block is stored above the head"}
+		return &ledger.VerifyError{Height: hd.Height + 1, Field: "head", Msg: "a block is stored above the head"}
 	}
 	if err := compareState(sn, db.State()); err != nil {
 		err.Height = hd.Height
@@ -203,34 +205,11 @@ func VerifyChainContext(ctx context.Context, st *pebblestore.State, g *Genesis, 
 
 // headerDiff names the first header field that differs, or whole when the
 // headers are equal (the difference is elsewhere in the block).
-func headerDiff(got, want *Header, whole string) string {
-	if f := HeaderDiff(got, want); f != "" {
+func headerDiff(got, want *ledger.Header, whole string) string {
+	if f := ledger.HeaderDiff(got, want); f != "" {
 		return f
 	}
 	return whole
-}
-
-// HeaderDiff names the first field (height, prev_hash, tx_root, state_hash,
-// time, num_txs, proposer) in which two block headers differ, or "" if they
-// are equal.
-func HeaderDiff(got, want *Header) string {
-	switch {
-	case got.Height != want.Height:
-		return "height"
-	case got.PrevHash != want.PrevHash:
-		return "prev_hash"
-	case got.TxRoot != want.TxRoot:
-		return "tx_root"
-	case got.StateHash != want.StateHash:
-		return "state_hash"
-	case got.Time != want.Time:
-		return "time"
-	case got.NumTxs != want.NumTxs:
-		return "num_txs"
-	case got.Proposer != want.Proposer:
-		return "proposer"
-	}
-	return ""
 }
 
 type iterGetter interface {
@@ -240,14 +219,14 @@ type iterGetter interface {
 
 // compareState checks that the stored application state equals the
 // re-derived one, key for key.
-func compareState(stored, derived iterGetter) *VerifyError {
+func compareState(stored, derived iterGetter) *ledger.VerifyError {
 	return comparePrefix(stored, derived, prefixApp, "state")
 }
 
 // comparePrefix compares the keys under prefix of two states; the error
 // names field.
-func comparePrefix(stored, derived iterGetter, prefix, field string) *VerifyError {
-	var verr *VerifyError
+func comparePrefix(stored, derived iterGetter, prefix, field string) *ledger.VerifyError {
+	var verr *ledger.VerifyError
 	n := 0
 	err := stored.Iter([]byte(prefix), func(k, v []byte) error {
 		n++
@@ -256,27 +235,27 @@ func comparePrefix(stored, derived iterGetter, prefix, field string) *VerifyErro
 			return err
 		}
 		if !ok {
-			verr = &VerifyError{Field: field, Msg: fmt.Sprintf("stored key %q is not in the re-derived state", k)}
+			verr = &ledger.VerifyError{Field: field, Msg: fmt.Sprintf("stored key %q is not in the re-derived state", k)}
 			return pebblestore.ErrStopIter
 		}
 		if !bytes.Equal(dv, v) {
-			verr = &VerifyError{Field: field, Msg: fmt.Sprintf("stored value of %q differs from the re-derived one", k)}
+			verr = &ledger.VerifyError{Field: field, Msg: fmt.Sprintf("stored value of %q differs from the re-derived one", k)}
 			return pebblestore.ErrStopIter
 		}
 		return nil
 	})
 	if err != nil {
-		return &VerifyError{Field: field, Msg: err.Error()}
+		return &ledger.VerifyError{Field: field, Msg: err.Error()}
 	}
 	if verr != nil {
 		return verr
 	}
 	m := 0
 	if err := derived.Iter([]byte(prefix), func(k, v []byte) error { m++; return nil }); err != nil {
-		return &VerifyError{Field: field, Msg: err.Error()}
+		return &ledger.VerifyError{Field: field, Msg: err.Error()}
 	}
 	if m != n {
-		return &VerifyError{Field: field, Msg: fmt.Sprintf("stored %s has %d keys, the re-derived one %d", field, n, m)}
+		return &ledger.VerifyError{Field: field, Msg: fmt.Sprintf("stored %s has %d keys, the re-derived one %d", field, n, m)}
 	}
 	return nil
 }

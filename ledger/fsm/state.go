@@ -1,11 +1,13 @@
-package ledger
+package fsm
 
 import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"sort"
-	"time"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
 )
 
 // State layout inside the FSM's pebblestore.State range. Keys under "a/" are
@@ -138,126 +140,28 @@ type head struct {
 }
 
 func encodeHead(h head) []byte {
-	w := writer{b: make([]byte, 0, headEncodingLen)}
-	w.u64(h.Height)
-	w.hash(h.Hash)
-	w.hash(h.StateHash)
-	w.i64(h.Time)
-	w.u64(h.Applied)
-	return w.b
+	w := codec.Writer{B: make([]byte, 0, headEncodingLen)}
+	w.U64(h.Height)
+	w.Hash(h.Hash)
+	w.Hash(h.StateHash)
+	w.I64(h.Time)
+	w.U64(h.Applied)
+	return w.B
 }
 
 func decodeHead(b []byte) (head, error) {
-	r := reader{b: b}
-	h := head{Height: r.u64(), Hash: r.hash(), StateHash: r.hash(), Time: r.i64(), Applied: r.u64()}
-	return h, r.done()
-}
-
-// Member is a member of the ledger as its state records it.
-type Member struct {
-	ID        string `json:"id"`
-	PublicKey string `json:"public_key"` // 64 hex
-	Role      Role   `json:"role"`
-	Name      string `json:"name,omitempty"`
-	Active    bool   `json:"active"`
-	// AddedHeight is the height of the block that last added the member (0 =
-	// genesis); RemovedHeight that of its removal while not Active.
-	AddedHeight   uint64 `json:"added_height"`
-	RemovedHeight uint64 `json:"removed_height,omitempty"`
-	RemovedReason string `json:"removed_reason,omitempty"`
-}
-
-// Model is a model known to the ledger: registered as a base model, or the
-// product of a committed round (then Parent, JobID and Round are set).
-type Model struct {
-	Digest  string `json:"digest"`
-	Name    string `json:"name,omitempty"`
-	Licence string `json:"licence,omitempty"`
-	Source  string `json:"source,omitempty"`
-	Config  string `json:"config,omitempty"`
-	// Registrar is the coordinator that registered it, or the aggregator
-	// that committed it.
-	Registrar string `json:"registrar"`
-	Height    uint64 `json:"height"`
-	TxHash    string `json:"tx_hash"`
-	Parent    string `json:"parent,omitempty"` // base model of the round that produced it
-	JobID     string `json:"job_id,omitempty"`
-	Round     uint64 `json:"round,omitempty"`
+	r := codec.NewReader(b)
+	h := head{Height: r.U64(), Hash: r.Hash(), StateHash: r.Hash(), Time: r.I64(), Applied: r.U64()}
+	return h, r.Done()
 }
 
 // describe says where model m comes from, for a rejection's reason: the
 // round that committed it, or the coordinator that registered it.
-func (m *Model) describe() string {
+func describeModel(m *ledger.Model) string {
 	if m.JobID != "" {
 		return fmt.Sprintf("committed by round %d of job %q at height %d", m.Round, m.JobID, m.Height)
 	}
 	return fmt.Sprintf("registered by %s at height %d", m.Registrar, m.Height)
-}
-
-// Dataset is a registered dataset manifest.
-type Dataset struct {
-	Digest  string `json:"digest"`
-	Name    string `json:"name"`
-	Licence string `json:"licence"`
-	Source  string `json:"source"`
-	Samples uint64 `json:"samples"`
-	Root    string `json:"root"`  // the manifest's Merkle root over the sorted sample hashes (hex)
-	Bytes   uint64 `json:"bytes"` // total bytes of the hashed sample texts
-	Owner   string `json:"owner"` // the trainer that registered it
-	Height  uint64 `json:"height"`
-	TxHash  string `json:"tx_hash"`
-}
-
-// RoundStatus is where a round is in its life.
-type RoundStatus string
-
-// The round statuses: open until committed or failed, then final.
-const (
-	StatusOpen      RoundStatus = "open"
-	StatusCommitted RoundStatus = "committed"
-	StatusFailed    RoundStatus = "failed"
-)
-
-// Round is a round as the ledger records it.
-type Round struct {
-	JobID        string      `json:"job_id"`
-	Round        uint64      `json:"round"`
-	ConfigDigest string      `json:"config_digest"`
-	BaseModel    string      `json:"base_model"`
-	Strategy     string      `json:"strategy"`
-	Trainers     []string    `json:"trainers"`
-	Deadline     time.Time   `json:"deadline"`
-	Status       RoundStatus `json:"status"`
-	Coordinator  string      `json:"coordinator"`
-	OpenedHeight uint64      `json:"opened_height"`
-	// Set when the round closes.
-	ClosedHeight uint64 `json:"closed_height,omitempty"`
-	Aggregator   string `json:"aggregator,omitempty"`
-	// Set when committed.
-	ModelDigest       string            `json:"model_digest,omitempty"`
-	CommittedStrategy string            `json:"committed_strategy,omitempty"`
-	Params            map[string]string `json:"params,omitempty"`
-	Contributors      []Contribution    `json:"contributors,omitempty"`
-	// Set when failed.
-	FailReason string `json:"fail_reason,omitempty"`
-
-	// Updates lists the round's submitted updates, ordered by trainer ID.
-	// Filled by FSM.Round; not stored in the round's record.
-	Updates []Update `json:"updates,omitempty"`
-}
-
-// Update is one submitted update of a round.
-type Update struct {
-	Trainer       string             `json:"trainer"`
-	UpdateDigest  string             `json:"update_digest"`
-	DatasetDigest string             `json:"dataset_digest"`
-	Samples       uint64             `json:"samples"`
-	Metrics       map[string]float64 `json:"metrics,omitempty"`
-	Height        uint64             `json:"height"`
-	TxHash        string             `json:"tx_hash"`
-	Rejected      bool               `json:"rejected,omitempty"`
-	RejectReason  string             `json:"reject_reason,omitempty"`
-	RejectedBy    string             `json:"rejected_by,omitempty"`
 }
 
 func mustJSON(v any) []byte {
@@ -280,19 +184,19 @@ func encodeWriteSet(ws writeSet) []byte {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	var w writer
-	w.uvarint(uint64(len(keys)))
+	var w codec.Writer
+	w.Uvarint(uint64(len(keys)))
 	for _, k := range keys {
-		w.str(k)
+		w.Str(k)
 		v := ws[k]
 		if v == nil {
-			w.u8(0)
+			w.U8(0)
 			continue
 		}
-		w.u8(1)
-		w.bytes(v)
+		w.U8(1)
+		w.Bytes(v)
 	}
-	return w.b
+	return w.B
 }
 
 func getJSON(st getter, key []byte, v any) (bool, error) {

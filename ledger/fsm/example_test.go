@@ -1,4 +1,4 @@
-package ledger_test
+package fsm_test
 
 import (
 	"crypto/ed25519"
@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -33,7 +34,7 @@ members:
 		panic(err)
 	}
 	defer db.Close()
-	fsm, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+	f, err := fsm.New(db.State(), g, fsm.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -45,18 +46,18 @@ members:
 		panic(err)
 	}
 	nodeID := ledger.KeyID(coord.Public().(ed25519.PublicKey)) // any node ID
-	res := fsm.ApplyProposal(ledger.Proposal{Proposer: nodeID, Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), Txs: [][]byte{tx}})
+	res := f.ApplyProposal(ledger.Proposal{Proposer: nodeID, Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), Txs: [][]byte{tx}})
 	fmt.Println("block", res.Block.Header.Height, "txs", len(res.Block.Txs), "rejected", res.Results[0].Err)
 
-	m, _ := fsm.Model(model)
+	m, _ := f.Model(model)
 	fmt.Println("model", m.Name, m.Licence)
-	rec, _ := fsm.Tx(ledger.TxHash(tx))
+	rec, _ := f.Tx(ledger.TxHash(tx))
 	fmt.Println("proof verifies:", ledger.VerifyInclusion(rec.Hash, rec.Index, rec.TreeSize, rec.Proof, res.Block.Header.TxRoot) == nil)
 
 	// The same bytes again are a duplicate: no block, and the reason.
-	res = fsm.ApplyProposal(ledger.Proposal{Proposer: nodeID, Txs: [][]byte{tx}})
+	res = f.ApplyProposal(ledger.Proposal{Proposer: nodeID, Txs: [][]byte{tx}})
 	fmt.Println(res.Block == nil, res.Results[0].Err.(*ledger.TxError).Code)
-	fmt.Println("verify:", ledger.VerifyChain(db.State(), g))
+	fmt.Println("verify:", fsm.VerifyChain(db.State(), g))
 	// Output:
 	// block 1 txs 1 rejected <nil>
 	// model tiny apache-2.0

@@ -1,8 +1,11 @@
-package ledger
+package fsm
 
 import (
 	"errors"
 	"testing"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
 )
 
 // tamperChain builds a chain of five blocks with a whole round.
@@ -72,44 +75,44 @@ func TestVerifyChainTamper(t *testing.T) {
 			setKey(t, ch, blockKey(h), raw)
 		}, h, "encoding"},
 		{"rewind the time", func(t *testing.T, ch *chain) {
-			b, _ := DecodeBlock(storedBlock(t, ch, h))
+			b, _ := ledger.DecodeBlock(storedBlock(t, ch, h))
 			b.Header.Time = 5
-			setKey(t, ch, blockKey(h), EncodeBlock(b))
+			setKey(t, ch, blockKey(h), ledger.EncodeBlock(b))
 		}, h, "time"},
 		{"drop a tx", func(t *testing.T, ch *chain) {
-			b, _ := DecodeBlock(storedBlock(t, ch, h))
+			b, _ := ledger.DecodeBlock(storedBlock(t, ch, h))
 			b.Txs = b.Txs[:2]
 			b.Header.NumTxs = 2
-			setKey(t, ch, blockKey(h), EncodeBlock(b))
+			setKey(t, ch, blockKey(h), ledger.EncodeBlock(b))
 		}, h, "tx_root"},
 		{"drop a tx and fix the tx root", func(t *testing.T, ch *chain) {
-			b, _ := DecodeBlock(storedBlock(t, ch, h))
+			b, _ := ledger.DecodeBlock(storedBlock(t, ch, h))
 			b.Txs = b.Txs[1:]
 			b.Header.NumTxs = 2
-			b.Header.TxRoot = TxRoot(b.Txs)
-			setKey(t, ch, blockKey(h), EncodeBlock(b))
+			b.Header.TxRoot = ledger.TxRoot(b.Txs)
+			setKey(t, ch, blockKey(h), ledger.EncodeBlock(b))
 		}, h, "state_hash"},
 		{"drop a tx, a later block then rejects", func(t *testing.T, ch *chain) {
 			// Remove the rejected update's submission from block 3: block
 			// 4's UpdateRejected then names an update that was never sent.
-			b, _ := DecodeBlock(storedBlock(t, ch, h))
+			b, _ := ledger.DecodeBlock(storedBlock(t, ch, h))
 			b.Txs = b.Txs[:2]
 			b.Header.NumTxs = 2
-			b.Header.TxRoot = TxRoot(b.Txs)
+			b.Header.TxRoot = ledger.TxRoot(b.Txs)
 			// Forge the state hash too, and re-link block 4.
 			b.Header.StateHash = replayStateHash(t, ch, h, b)
-			setKey(t, ch, blockKey(h), EncodeBlock(b))
-			nb, _ := DecodeBlock(storedBlock(t, ch, h+1))
+			setKey(t, ch, blockKey(h), ledger.EncodeBlock(b))
+			nb, _ := ledger.DecodeBlock(storedBlock(t, ch, h+1))
 			nb.Header.PrevHash = b.Hash()
-			setKey(t, ch, blockKey(h+1), EncodeBlock(nb))
+			setKey(t, ch, blockKey(h+1), ledger.EncodeBlock(nb))
 		}, h + 1, "tx[0]"},
 		{"forge a tx's signature", func(t *testing.T, ch *chain) {
-			b, _ := DecodeBlock(storedBlock(t, ch, h))
-			e, _ := DecodeEnvelope(b.Txs[1])
+			b, _ := ledger.DecodeBlock(storedBlock(t, ch, h))
+			e, _ := ledger.DecodeEnvelope(b.Txs[1])
 			e.Signatures[0].Sig[0] ^= 1
 			b.Txs[1] = e.Encode()
-			b.Header.TxRoot = TxRoot(b.Txs)
-			setKey(t, ch, blockKey(h), EncodeBlock(b))
+			b.Header.TxRoot = ledger.TxRoot(b.Txs)
+			setKey(t, ch, blockKey(h), ledger.EncodeBlock(b))
 		}, h, "tx[1]"},
 		{"delete a block", func(t *testing.T, ch *chain) {
 			b := ch.db.State().NewBatch()
@@ -120,15 +123,15 @@ func TestVerifyChainTamper(t *testing.T) {
 		{"edit a member's role in the state", func(t *testing.T, ch *chain) {
 			c := newCast()
 			m, _ := ch.fsm.Member(c.auditor.id)
-			m.Role = RoleAdmin
+			m.Role = ledger.RoleAdmin
 			setKey(t, ch, memberKey(m.ID), mustJSON(m))
 		}, 5, "state"},
 		{"point the tx index elsewhere", func(t *testing.T, ch *chain) {
-			b, _ := DecodeBlock(storedBlock(t, ch, h))
-			var w writer
-			w.u64(1)
-			w.u32(0)
-			setKey(t, ch, txIndexKey(TxHash(b.Txs[0])), w.b)
+			b, _ := ledger.DecodeBlock(storedBlock(t, ch, h))
+			var w codec.Writer
+			w.U64(1)
+			w.U32(0)
+			setKey(t, ch, txIndexKey(ledger.TxHash(b.Txs[0])), w.B)
 		}, h, "tx_index"},
 	}
 	for _, tc := range cases {
@@ -136,7 +139,7 @@ func TestVerifyChainTamper(t *testing.T) {
 			_, ch := tamperChain(t)
 			tc.tamper(t, ch)
 			err := VerifyChain(ch.db.State(), ch.fsm.Genesis())
-			var ve *VerifyError
+			var ve *ledger.VerifyError
 			if !errors.As(err, &ve) {
 				t.Fatalf("got %v, want a VerifyError", err)
 			}
@@ -149,16 +152,16 @@ func TestVerifyChainTamper(t *testing.T) {
 }
 
 // replayStateHash re-derives the state hash block h would have with b's txs.
-func replayStateHash(t *testing.T, ch *chain, h uint64, b *Block) [32]byte {
+func replayStateHash(t *testing.T, ch *chain, h uint64, b *ledger.Block) [32]byte {
 	t.Helper()
 	ref := newChain(t, ch.fsm.Genesis(), "")
 	for i := uint64(1); i < h; i++ {
 		pb, _ := ch.fsm.Block(i)
-		if res := ref.fsm.ApplyProposal(Proposal{Proposer: pb.Header.Proposer, Time: pb.Header.Time, Txs: pb.Txs}); res.Block == nil {
+		if res := ref.fsm.ApplyProposal(ledger.Proposal{Proposer: pb.Header.Proposer, Time: pb.Header.Time, Txs: pb.Txs}); res.Block == nil {
 			t.Fatal("replay")
 		}
 	}
-	res := ref.fsm.ApplyProposal(Proposal{Proposer: b.Header.Proposer, Time: b.Header.Time, Txs: b.Txs})
+	res := ref.fsm.ApplyProposal(ledger.Proposal{Proposer: b.Header.Proposer, Time: b.Header.Time, Txs: b.Txs})
 	if res.Block == nil {
 		t.Fatal("replay of forged block")
 	}
@@ -170,7 +173,7 @@ func TestVerifyChainOtherGenesis(t *testing.T) {
 	g := newCast().genesis(t)
 	g.Policy.MaxBlockTxs = 7
 	err := VerifyChain(ch.db.State(), g)
-	var ve *VerifyError
+	var ve *ledger.VerifyError
 	if !errors.As(err, &ve) || ve.Height != 0 || ve.Field != "state_hash" {
 		t.Fatalf("got %v", err)
 	}

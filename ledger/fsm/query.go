@@ -1,41 +1,31 @@
-package ledger
+package fsm
 
 import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"sort"
-)
 
-// TxRecord is a transaction as the chain holds it, with the proof that it is
-// in its block: VerifyInclusion(Hash, Index, TreeSize, Proof, TxRoot) holds,
-// and TxRoot is the TxRoot of the header whose hash is BlockHash.
-type TxRecord struct {
-	Hash      [32]byte
-	Height    uint64
-	Index     uint64
-	Envelope  []byte
-	Proof     [][]byte // RFC 6962 audit path
-	TreeSize  uint64   // the block's NumTxs
-	TxRoot    [32]byte
-	BlockHash [32]byte
-}
+	fdigest "github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
+)
 
 // Block returns the block at height h (0 = genesis). It wraps
 // ErrRecordNotFound above the head.
-func (f *FSM) Block(h uint64) (*Block, error) {
+func (f *FSM) Block(h uint64) (*ledger.Block, error) {
 	return readBlock(f.st, h)
 }
 
-func readBlock(st getter, h uint64) (*Block, error) {
+func readBlock(st getter, h uint64) (*ledger.Block, error) {
 	raw, ok, err := st.Get(blockKey(h))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read block %d: %w", h, err)
 	}
 	if !ok {
-		return nil, fmt.Errorf("block %d: %w", h, ErrRecordNotFound)
+		return nil, fmt.Errorf("block %d: %w", h, ledger.ErrRecordNotFound)
 	}
-	b, err := DecodeBlock(raw)
+	b, err := ledger.DecodeBlock(raw)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: stored block %d: %w", h, err)
 	}
@@ -45,37 +35,37 @@ func readBlock(st getter, h uint64) (*Block, error) {
 // Tx returns the transaction with the given hash, where it is and its
 // Merkle inclusion proof. It wraps ErrRecordNotFound for a tx not on the
 // chain (rejected or never seen).
-func (f *FSM) Tx(hash [32]byte) (*TxRecord, error) {
+func (f *FSM) Tx(hash [32]byte) (*ledger.TxRecord, error) {
 	raw, ok, err := f.st.Get(txIndexKey(hash))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read tx index: %w", err)
 	}
 	if !ok {
-		return nil, fmt.Errorf("tx %x: %w", hash, ErrRecordNotFound)
+		return nil, fmt.Errorf("tx %x: %w", hash, ledger.ErrRecordNotFound)
 	}
-	r := reader{b: raw}
-	h, idx := r.u64(), uint64(r.u32())
-	if err := r.done(); err != nil {
+	r := codec.NewReader(raw)
+	h, idx := r.U64(), uint64(r.U32())
+	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("ledger: tx index of %x: %w", hash, err)
 	}
 	b, err := f.Block(h)
 	if err != nil {
 		return nil, err
 	}
-	if idx >= uint64(len(b.Txs)) || TxHash(b.Txs[idx]) != hash {
+	if idx >= uint64(len(b.Txs)) || ledger.TxHash(b.Txs[idx]) != hash {
 		return nil, fmt.Errorf("ledger: tx index of %x points at height %d index %d, which holds another tx", hash, h, idx)
 	}
-	proof, err := InclusionProof(b.Txs, idx)
+	proof, err := ledger.InclusionProof(b.Txs, idx)
 	if err != nil {
 		return nil, err
 	}
-	return &TxRecord{Hash: hash, Height: h, Index: idx, Envelope: b.Txs[idx], Proof: proof,
+	return &ledger.TxRecord{Hash: hash, Height: h, Index: idx, Envelope: b.Txs[idx], Proof: proof,
 		TreeSize: uint64(len(b.Txs)), TxRoot: b.Header.TxRoot, BlockHash: b.Hash()}, nil
 }
 
 // Member returns a member (current or removed) by ID.
-func (f *FSM) Member(id string) (*Member, error) {
-	var m Member
+func (f *FSM) Member(id string) (*ledger.Member, error) {
+	var m ledger.Member
 	if err := f.getRecord(memberKey(id), &m, "member "+id); err != nil {
 		return nil, err
 	}
@@ -83,10 +73,10 @@ func (f *FSM) Member(id string) (*Member, error) {
 }
 
 // Members returns every member ever added, current and removed, by ID.
-func (f *FSM) Members() ([]Member, error) {
-	var out []Member
+func (f *FSM) Members() ([]ledger.Member, error) {
+	var out []ledger.Member
 	err := f.st.Iter([]byte(prefixMember), func(_, v []byte) error {
-		var m Member
+		var m ledger.Member
 		if err := json.Unmarshal(v, &m); err != nil {
 			return err
 		}
@@ -100,8 +90,8 @@ func (f *FSM) Members() ([]Member, error) {
 }
 
 // Model returns a model (registered or committed) by digest.
-func (f *FSM) Model(digest string) (*Model, error) {
-	var m Model
+func (f *FSM) Model(digest string) (*ledger.Model, error) {
+	var m ledger.Model
 	if err := f.getRecord(modelKey(digest), &m, "model "+digest); err != nil {
 		return nil, err
 	}
@@ -109,8 +99,8 @@ func (f *FSM) Model(digest string) (*Model, error) {
 }
 
 // Dataset returns a registered dataset by manifest digest.
-func (f *FSM) Dataset(digest string) (*Dataset, error) {
-	var d Dataset
+func (f *FSM) Dataset(digest string) (*ledger.Dataset, error) {
+	var d ledger.Dataset
 	if err := f.getRecord(datasetKey(digest), &d, "dataset "+digest); err != nil {
 		return nil, err
 	}
@@ -118,22 +108,22 @@ func (f *FSM) Dataset(digest string) (*Dataset, error) {
 }
 
 // Round returns round n of a job with its submitted updates.
-func (f *FSM) Round(jobID string, n uint64) (*Round, error) {
+func (f *FSM) Round(jobID string, n uint64) (*ledger.Round, error) {
 	sn := f.st.Snapshot()
 	if sn == nil {
 		return nil, fmt.Errorf("ledger: round: state closed")
 	}
 	defer sn.Close()
-	var r Round
+	var r ledger.Round
 	ok, err := getJSON(sn, roundKey(jobID, n), &r)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, fmt.Errorf("round %d of job %q: %w", n, jobID, ErrRecordNotFound)
+		return nil, fmt.Errorf("round %d of job %q: %w", n, jobID, ledger.ErrRecordNotFound)
 	}
 	err = sn.Iter(updatePrefix(jobID, n), func(_, v []byte) error {
-		var u Update
+		var u ledger.Update
 		if err := json.Unmarshal(v, &u); err != nil {
 			return err
 		}
@@ -149,7 +139,7 @@ func (f *FSM) Round(jobID string, n uint64) (*Round, error) {
 
 // Lineage returns the history of a model back to its registered base model.
 // It wraps ErrRecordNotFound for an unknown digest.
-func (f *FSM) Lineage(modelDigest string) (*Lineage, error) {
+func (f *FSM) Lineage(modelDigest string) (*ledger.Lineage, error) {
 	sn := f.st.Snapshot()
 	if sn == nil {
 		return nil, fmt.Errorf("ledger: lineage: state closed")
@@ -177,21 +167,12 @@ func (f *FSM) getRecord(key []byte, v any, what string) error {
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("%s: %w", what, ErrRecordNotFound)
+		return fmt.Errorf("%s: %w", what, ledger.ErrRecordNotFound)
 	}
 	return nil
 }
 
 // # Updates by digest
-
-// UpdateSubmission is one UpdateSubmitted of an update digest: which
-// trainer submitted it for which job and round, and at what height.
-type UpdateSubmission struct {
-	JobID   string `json:"job_id"`
-	Round   uint64 `json:"round"`
-	Trainer string `json:"trainer"`
-	Height  uint64 `json:"height"`
-}
 
 // UpdatesByDigest returns every UpdateSubmitted of update digest, earliest
 // (lowest height) first, so that the first is its author: a later
@@ -200,16 +181,16 @@ type UpdateSubmission struct {
 // (or digest is not one). It reads the digest-first index (c/ux/, see
 // state.go): a prefix scan over the digest's own submissions, whatever the
 // number of updates on the chain.
-func (f *FSM) UpdatesByDigest(digest string) ([]UpdateSubmission, error) {
-	if !isHexDigest(digest) {
-		return nil, fmt.Errorf("update %q is not a SHA-256 digest: %w", abbrev(digest), ErrRecordNotFound)
+func (f *FSM) UpdatesByDigest(digest string) ([]ledger.UpdateSubmission, error) {
+	if !fdigest.Valid(digest) {
+		return nil, fmt.Errorf("update %q is not a SHA-256 digest: %w", abbrev(digest), ledger.ErrRecordNotFound)
 	}
 	sn := f.st.Snapshot()
 	if sn == nil {
 		return nil, fmt.Errorf("ledger: updates by digest: state closed")
 	}
 	defer sn.Close()
-	var out []UpdateSubmission
+	var out []ledger.UpdateSubmission
 	prefix := []byte(prefixUpdateIdx + digest)
 	err := sn.Iter(prefix, func(k, v []byte) error {
 		suffix := k[len(prefix):] // job ‖ 0 ‖ round (8 bytes)
@@ -217,8 +198,8 @@ func (f *FSM) UpdatesByDigest(digest string) ([]UpdateSubmission, error) {
 			return fmt.Errorf("malformed index key %q", k)
 		}
 		job, round := string(suffix[:len(suffix)-9]), binary.BigEndian.Uint64(suffix[len(suffix)-8:])
-		s := UpdateSubmission{JobID: job, Round: round, Trainer: string(v)}
-		var u Update
+		s := ledger.UpdateSubmission{JobID: job, Round: round, Trainer: string(v)}
+		var u ledger.Update
 		if ok, err := getJSON(sn, updateKey(job, round, s.Trainer), &u); err != nil {
 			return err
 		} else if ok {
@@ -231,7 +212,7 @@ func (f *FSM) UpdatesByDigest(digest string) ([]UpdateSubmission, error) {
 		return nil, fmt.Errorf("ledger: updates by digest: %w", err)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("update %s: %w", digest, ErrRecordNotFound)
+		return nil, fmt.Errorf("update %s: %w", digest, ledger.ErrRecordNotFound)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Height < out[j].Height })
 	return out, nil

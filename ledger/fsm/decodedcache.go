@@ -1,8 +1,10 @@
-package ledger
+package fsm
 
 import (
 	"bytes"
 	"sync"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // maxDecodedCache bounds the txs a decodedCache holds; when it is full the
@@ -16,10 +18,10 @@ const maxDecodedCache = 1 << 13
 // becomes the old one and the previous old one is dropped.
 type decodedCache struct {
 	mu       sync.Mutex
-	cur, old map[[32]byte]*Tx
+	cur, old map[[32]byte]*ledger.Tx
 }
 
-func (dc *decodedCache) put(tx *Tx) {
+func (dc *decodedCache) put(tx *ledger.Tx) {
 	if tx == nil {
 		return
 	}
@@ -29,20 +31,20 @@ func (dc *decodedCache) put(tx *Tx) {
 		dc.old, dc.cur = dc.cur, nil
 	}
 	if dc.cur == nil {
-		dc.cur = make(map[[32]byte]*Tx)
+		dc.cur = make(map[[32]byte]*ledger.Tx)
 	}
 	dc.cur[tx.Hash] = tx
 }
 
 // take removes and returns the cached decoding of raw, or nil. It checks
 // the bytes, not only the hash.
-func (dc *decodedCache) take(raw []byte) *Tx {
+func (dc *decodedCache) take(raw []byte) *ledger.Tx {
 	dc.mu.Lock()
 	if len(dc.cur) == 0 && len(dc.old) == 0 {
 		dc.mu.Unlock()
 		return nil
 	}
-	h := TxHash(raw)
+	h := ledger.TxHash(raw)
 	tx, ok := dc.cur[h]
 	if ok {
 		delete(dc.cur, h)

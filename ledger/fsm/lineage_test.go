@@ -1,10 +1,12 @@
-package ledger
+package fsm
 
 import (
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // buildDeepChain commits rounds rounds of one job, each on the previous
@@ -18,8 +20,8 @@ func buildDeepChain(tb testing.TB, rounds int) (*chain, *cast, string) {
 	tr := c.trainers[0]
 	base := digest("deep base")
 	ds := digest("deep dataset")
-	ch.mustApply(c.registerJob(tb, "deep"), c.coord.sign(tb, ModelRegistered{Digest: base, Name: "base", Licence: "apache-2.0", Source: "hf://base"}),
-		tr.sign(tb, DatasetRegistered{Digest: ds, Name: "d", Licence: "cc0", Source: "local", Samples: 10, Root: testDatasetRoot}))
+	ch.mustApply(c.registerJob(tb, "deep"), c.coord.sign(tb, ledger.ModelRegistered{Digest: base, Name: "base", Licence: "apache-2.0", Source: "hf://base"}),
+		tr.sign(tb, ledger.DatasetRegistered{Digest: ds, Name: "d", Licence: "cc0", Source: "local", Samples: 10, Root: testDatasetRoot}))
 	prev := base
 	var txs [][]byte
 	start := time.Now()
@@ -27,11 +29,11 @@ func buildDeepChain(tb testing.TB, rounds int) (*chain, *cast, string) {
 		u := digest(fmt.Sprint("deep update ", r))
 		m := digest(fmt.Sprint("deep model ", r))
 		txs = append(txs,
-			c.coord.sign(tb, RoundOpened{JobID: "deep", Round: uint64(r), ConfigDigest: digest("cfg"), BaseModel: prev, Strategy: "fedavg",
+			c.coord.sign(tb, ledger.RoundOpened{JobID: "deep", Round: uint64(r), ConfigDigest: digest("cfg"), BaseModel: prev, Strategy: "fedavg",
 				Trainers: []string{tr.id}, Deadline: t0.Add(1000 * time.Hour)}),
-			tr.sign(tb, UpdateSubmitted{JobID: "deep", Round: uint64(r), UpdateDigest: u, DatasetDigest: ds, Samples: 10}),
-			c.agg.sign(tb, RoundCommitted{JobID: "deep", Round: uint64(r), ModelDigest: m, Strategy: "fedavg",
-				Contributors: []Contribution{{Trainer: tr.id, UpdateDigest: u, Weight: 1}}}))
+			tr.sign(tb, ledger.UpdateSubmitted{JobID: "deep", Round: uint64(r), UpdateDigest: u, DatasetDigest: ds, Samples: 10}),
+			c.agg.sign(tb, ledger.RoundCommitted{JobID: "deep", Round: uint64(r), ModelDigest: m, Strategy: "fedavg",
+				Contributors: []ledger.Contribution{{Trainer: tr.id, UpdateDigest: u, Weight: 1}}}))
 		prev = m
 		if len(txs) == 300 || r == rounds {
 			ch.mustApply(txs...)
@@ -127,7 +129,7 @@ func benchApply(b *testing.B, sequential bool) {
 	props := make([][][]byte, b.N)
 	for i := range props {
 		for j := 0; j < per; j++ {
-			props[i] = append(props[i], c.coord.sign(b, ModelRegistered{Digest: digest(fmt.Sprint(i, "/", j)), Name: "m", Licence: "l", Source: "s"}))
+			props[i] = append(props[i], c.coord.sign(b, ledger.ModelRegistered{Digest: digest(fmt.Sprint(i, "/", j)), Name: "m", Licence: "l", Source: "s"}))
 		}
 	}
 	b.ResetTimer()
@@ -170,13 +172,13 @@ func TestLineageBranches(t *testing.T) {
 			ch.mustApply(c.registerJob(t, s.job))
 		}
 		if !(s.job == "job-1" && s.n == 1) {
-			ch.mustApply(c.coord.sign(t, RoundOpened{JobID: s.job, Round: s.n, ConfigDigest: digest("c"), BaseModel: name(s.base), Strategy: "fedavg",
+			ch.mustApply(c.coord.sign(t, ledger.RoundOpened{JobID: s.job, Round: s.n, ConfigDigest: digest("c"), BaseModel: name(s.base), Strategy: "fedavg",
 				Trainers: []string{tr.id}, Deadline: t0.Add(time.Hour)}))
 		}
 		u := digest("update " + s.model)
-		ch.mustApply(tr.sign(t, UpdateSubmitted{JobID: s.job, Round: s.n, UpdateDigest: u, DatasetDigest: fx.datasets[0], Samples: 1}))
-		ch.mustApply(c.agg.sign(t, RoundCommitted{JobID: s.job, Round: s.n, ModelDigest: name(s.model), Strategy: "fedavg",
-			Contributors: []Contribution{{Trainer: tr.id, UpdateDigest: u, Weight: 1}}}))
+		ch.mustApply(tr.sign(t, ledger.UpdateSubmitted{JobID: s.job, Round: s.n, UpdateDigest: u, DatasetDigest: fx.datasets[0], Samples: 1}))
+		ch.mustApply(c.agg.sign(t, ledger.RoundCommitted{JobID: s.job, Round: s.n, ModelDigest: name(s.model), Strategy: "fedavg",
+			Contributors: []ledger.Contribution{{Trainer: tr.id, UpdateDigest: u, Weight: 1}}}))
 	}
 	want := map[string][]string{
 		"A1": {"A1"},

@@ -1,10 +1,12 @@
-package ledger
+package fsm
 
 import (
 	"bytes"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // A snapshot whose chain does not verify from genesis (here: a leader that
@@ -55,8 +57,8 @@ func TestRestoreVerifiesTheChain(t *testing.T) {
 			if !errors.Is(err, ErrFSMBroken) || !strings.Contains(err.Error(), tc.want) || !errors.Is(b.fsm.Err(), ErrFSMBroken) {
 				t.Fatalf("restore of a forged chain: %v (FSM: %v), want ErrFSMBroken naming %q", err, b.fsm.Err(), tc.want)
 			}
-			tx := c.coord.sign(t, ModelRegistered{Digest: digest("after a forged snapshot"), Name: "x", Licence: "l", Source: "s"})
-			if res := b.fsm.ApplyProposal(Proposal{Proposer: c.node.id, Time: 1 << 62, Txs: [][]byte{tx}}); !errors.Is(res.Err, ErrFSMBroken) {
+			tx := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("after a forged snapshot"), Name: "x", Licence: "l", Source: "s"})
+			if res := b.fsm.ApplyProposal(ledger.Proposal{Proposer: c.node.id, Time: 1 << 62, Txs: [][]byte{tx}}); !errors.Is(res.Err, ErrFSMBroken) {
 				t.Fatalf("apply after a refused snapshot: %+v, want ErrFSMBroken", res)
 			}
 		})

@@ -1,4 +1,4 @@
-package ledger
+package fsm
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // fullRound runs one whole round: three updates, one rejected, a commit.
@@ -18,11 +20,11 @@ func fullRound(t *testing.T, c *cast, ch *chain) (roundFixture, string) {
 	fx := c.setupRound(t, ch)
 	ua, ub, uc := digest("update a"), digest("update b"), digest("update c")
 	ch.mustApply(fx.submit(t, c.trainers[0], 0, 1, ua), fx.submit(t, c.trainers[1], 1, 1, ub), fx.submit(t, c.trainers[2], 2, 1, uc))
-	ch.mustApply(c.agg.sign(t, UpdateRejected{JobID: fx.job, Round: 1, UpdateDigest: uc, Reason: "norm 1e9 above bound 10"}))
+	ch.mustApply(c.agg.sign(t, ledger.UpdateRejected{JobID: fx.job, Round: 1, UpdateDigest: uc, Reason: "norm 1e9 above bound 10"}))
 	newModel := digest("model after round 1")
-	ch.mustApply(c.agg.sign(t, RoundCommitted{JobID: fx.job, Round: 1, ModelDigest: newModel, Strategy: "fedavg",
+	ch.mustApply(c.agg.sign(t, ledger.RoundCommitted{JobID: fx.job, Round: 1, ModelDigest: newModel, Strategy: "fedavg",
 		Params:       map[string]string{"clip": "10"},
-		Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: ua, Weight: 0.5}, {Trainer: c.trainers[1].id, UpdateDigest: ub, Weight: 0.5}}}))
+		Contributors: []ledger.Contribution{{Trainer: c.trainers[0].id, UpdateDigest: ua, Weight: 0.5}, {Trainer: c.trainers[1].id, UpdateDigest: ub, Weight: 0.5}}}))
 	return fx, newModel
 }
 
@@ -39,7 +41,7 @@ func TestRoundLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != StatusCommitted || r.ModelDigest != newModel || len(r.Updates) != 3 || len(r.Contributors) != 2 {
+	if r.Status != ledger.StatusCommitted || r.ModelDigest != newModel || len(r.Updates) != 3 || len(r.Contributors) != 2 {
 		t.Fatalf("round = %+v", r)
 	}
 	rejected := 0
@@ -78,13 +80,13 @@ func TestRoundLifecycle(t *testing.T) {
 	if n, _ := f.Nonce(c.agg.id); n != c.agg.nonce {
 		t.Errorf("aggregator nonce %d, want %d", n, c.agg.nonce)
 	}
-	if mem, err := f.Member(c.trainers[0].id); err != nil || mem.Role != RoleTrainer || !mem.Active {
+	if mem, err := f.Member(c.trainers[0].id); err != nil || mem.Role != ledger.RoleTrainer || !mem.Active {
 		t.Errorf("member %+v, %v", mem, err)
 	}
-	if _, err := f.Model(digest("nothing")); !errors.Is(err, ErrRecordNotFound) {
+	if _, err := f.Model(digest("nothing")); !errors.Is(err, ledger.ErrRecordNotFound) {
 		t.Errorf("unknown model: %v", err)
 	}
-	if _, err := f.Lineage(digest("nothing")); !errors.Is(err, ErrRecordNotFound) {
+	if _, err := f.Lineage(digest("nothing")); !errors.Is(err, ledger.ErrRecordNotFound) {
 		t.Errorf("unknown lineage: %v", err)
 	}
 	base, err := f.Lineage(fx.base)
@@ -98,14 +100,14 @@ func TestRoundLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, tx := range b.Txs {
-			rec, err := f.Tx(TxHash(tx))
+			rec, err := f.Tx(ledger.TxHash(tx))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rec.Height != h || rec.Index != uint64(i) || !bytes.Equal(rec.Envelope, tx) || rec.BlockHash != b.Hash() {
 				t.Fatalf("tx record %+v", rec)
 			}
-			if err := VerifyInclusion(rec.Hash, rec.Index, rec.TreeSize, rec.Proof, b.Header.TxRoot); err != nil {
+			if err := ledger.VerifyInclusion(rec.Hash, rec.Index, rec.TreeSize, rec.Proof, b.Header.TxRoot); err != nil {
 				t.Fatalf("height %d tx %d: %v", h, i, err)
 			}
 		}
@@ -119,7 +121,7 @@ func TestRoundLifecycle(t *testing.T) {
 // right code, by CheckTx and by Apply alike, with no block and no change to
 // the state.
 func TestRejections(t *testing.T) {
-	stranger := newActor("stranger", RoleAdmin)
+	stranger := newActor("stranger", ledger.RoleAdmin)
 	type env struct {
 		c  *cast
 		ch *chain
@@ -133,175 +135,175 @@ func TestRejections(t *testing.T) {
 	}
 	committed := func(t *testing.T, e *env) {
 		withUpdates(t, e)
-		e.ch.mustApply(e.c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "late"}))
-		e.ch.mustApply(e.c.agg.sign(t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m1"), Strategy: "fedavg",
-			Contributors: []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}}))
+		e.ch.mustApply(e.c.agg.sign(t, ledger.UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "late"}))
+		e.ch.mustApply(e.c.agg.sign(t, ledger.RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m1"), Strategy: "fedavg",
+			Contributors: []ledger.Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}}))
 	}
 	failed := func(t *testing.T, e *env) {
 		withUpdates(t, e)
-		e.ch.mustApply(e.c.agg.sign(t, RoundFailed{JobID: "job-1", Round: 1, Reason: "quorum not reached"}))
+		e.ch.mustApply(e.c.agg.sign(t, ledger.RoundFailed{JobID: "job-1", Round: 1, Reason: "quorum not reached"}))
 	}
 	commit := func(e *env, update string) []byte {
-		return e.c.agg.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg",
-			Contributors: []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: update, Weight: 1}}})
+		return e.c.agg.sign(e.ch.t, ledger.RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg",
+			Contributors: []ledger.Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: update, Weight: 1}}})
 	}
 	reg := func(e *env, name string) []byte {
-		return e.c.coord.sign(e.ch.t, ModelRegistered{Digest: digest(name), Name: name, Licence: "mit", Source: "x"})
+		return e.c.coord.sign(e.ch.t, ledger.ModelRegistered{Digest: digest(name), Name: name, Licence: "mit", Source: "x"})
 	}
 	cases := []struct {
 		name  string
 		setup func(*testing.T, *env)
 		bad   func(*env) []byte
-		code  Code
+		code  ledger.Code
 	}{
-		{"malformed envelope", nil, func(e *env) []byte { return []byte(`{"payloadType":`) }, CodeMalformed},
-		{"not canonical", nil, func(e *env) []byte { return append(reg(e, "a"), ' ') }, CodeMalformed},
+		{"malformed envelope", nil, func(e *env) []byte { return []byte(`{"payloadType":`) }, ledger.CodeMalformed},
+		{"not canonical", nil, func(e *env) []byte { return append(reg(e, "a"), ' ') }, ledger.CodeMalformed},
 		{"unknown field", nil, func(e *env) []byte {
 			return []byte(`{"payloadType":"x","payload":"","signatures":[],"extra":1}`)
-		}, CodeMalformed},
+		}, ledger.CodeMalformed},
 		{"bad signature", nil, func(e *env) []byte {
-			en, _ := DecodeEnvelope(reg(e, "a"))
+			en, _ := ledger.DecodeEnvelope(reg(e, "a"))
 			en.Signatures[0].Sig[5] ^= 1
 			return en.Encode()
-		}, CodeBadSignature},
+		}, ledger.CodeBadSignature},
 		{"payload changed after signing", nil, func(e *env) []byte {
-			en, _ := DecodeEnvelope(reg(e, "a"))
+			en, _ := ledger.DecodeEnvelope(reg(e, "a"))
 			en.Payload = bytes.Replace(en.Payload, []byte(`"mit"`), []byte(`"gpl"`), 1)
 			return en.Encode()
-		}, CodeBadSignature},
+		}, ledger.CodeBadSignature},
 		{"signature by another key", nil, func(e *env) []byte {
-			en, _ := DecodeEnvelope(reg(e, "a"))
-			other := SignEnvelope(e.c.agg.key, en.PayloadType, en.Payload)
+			en, _ := ledger.DecodeEnvelope(reg(e, "a"))
+			other := ledger.SignEnvelope(e.c.agg.key, en.PayloadType, en.Payload)
 			en.Signatures[0].Sig = other.Signatures[0].Sig
 			return en.Encode()
-		}, CodeBadSignature},
+		}, ledger.CodeBadSignature},
 		{"unknown signer", nil, func(e *env) []byte {
-			return stranger.sign(e.ch.t, MemberAdded{PublicKey: stranger.pubHex(), Role: RoleAdmin})
-		}, CodeUnknownSigner},
+			return stranger.sign(e.ch.t, ledger.MemberAdded{PublicKey: stranger.pubHex(), Role: ledger.RoleAdmin})
+		}, ledger.CodeUnknownSigner},
 		{"wrong chain", nil, func(e *env) []byte {
-			b, _ := SignTx(e.c.coord.key, "other-chain", 1, ModelRegistered{Digest: digest("a"), Name: "a", Licence: "l", Source: "s"})
+			b, _ := ledger.SignTx(e.c.coord.key, "other-chain", 1, ledger.ModelRegistered{Digest: digest("a"), Name: "a", Licence: "l", Source: "s"})
 			return b
-		}, CodeWrongChain},
+		}, ledger.CodeWrongChain},
 		{"trainer opens round", nil, func(e *env) []byte {
-			return e.c.trainers[0].sign(e.ch.t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("b"),
+			return e.c.trainers[0].sign(e.ch.t, ledger.RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("b"),
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)})
-		}, CodeForbidden},
+		}, ledger.CodeForbidden},
 		{"coordinator adds member", nil, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, MemberAdded{PublicKey: stranger.pubHex(), Role: RoleTrainer})
-		}, CodeForbidden},
+			return e.c.coord.sign(e.ch.t, ledger.MemberAdded{PublicKey: stranger.pubHex(), Role: ledger.RoleTrainer})
+		}, ledger.CodeForbidden},
 		{"auditor registers dataset", nil, func(e *env) []byte {
-			return e.c.auditor.sign(e.ch.t, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot})
-		}, CodeForbidden},
+			return e.c.auditor.sign(e.ch.t, ledger.DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot})
+		}, ledger.CodeForbidden},
 		{"replayed nonce", func(t *testing.T, e *env) { e.ch.mustApply(reg(e, "first")) },
 			func(e *env) []byte {
-				return e.c.coord.signNonce(e.ch.t, e.c.coord.nonce, ModelRegistered{Digest: digest("b"), Name: "b", Licence: "l", Source: "s"})
-			}, CodeBadNonce},
+				return e.c.coord.signNonce(e.ch.t, e.c.coord.nonce, ledger.ModelRegistered{Digest: digest("b"), Name: "b", Licence: "l", Source: "s"})
+			}, ledger.CodeBadNonce},
 		{"old nonce", func(t *testing.T, e *env) { e.ch.mustApply(reg(e, "first"), reg(e, "second")) },
 			func(e *env) []byte {
-				return e.c.coord.signNonce(e.ch.t, 1, ModelRegistered{Digest: digest("c"), Name: "c", Licence: "l", Source: "s"})
-			}, CodeBadNonce},
-		{"replayed tx", nil, nil, CodeDuplicate}, // filled below
-		{"update for unknown round", openRound, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 7, digest("u")) }, CodeNotFound},
+				return e.c.coord.signNonce(e.ch.t, 1, ledger.ModelRegistered{Digest: digest("c"), Name: "c", Licence: "l", Source: "s"})
+			}, ledger.CodeBadNonce},
+		{"replayed tx", nil, nil, ledger.CodeDuplicate}, // filled below
+		{"update for unknown round", openRound, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 7, digest("u")) }, ledger.CodeNotFound},
 		{"update for unknown job", openRound, func(e *env) []byte {
 			fx := e.fx
 			fx.job = "job-404"
 			return fx.submit(e.ch.t, e.c.trainers[0], 0, 1, digest("u"))
-		}, CodeNotFound},
-		{"update after commit", committed, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("uc")) }, CodeRoundNotOpen},
-		{"update after fail", failed, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("uc")) }, CodeRoundNotOpen},
-		{"second update by a trainer", withUpdates, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 1, digest("ua2")) }, CodeAlreadyExists},
-		{"update digest already submitted by another", withUpdates, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("ua")) }, CodeAlreadyExists},
+		}, ledger.CodeNotFound},
+		{"update after commit", committed, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("uc")) }, ledger.CodeRoundNotOpen},
+		{"update after fail", failed, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("uc")) }, ledger.CodeRoundNotOpen},
+		{"second update by a trainer", withUpdates, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 1, digest("ua2")) }, ledger.CodeAlreadyExists},
+		{"update digest already submitted by another", withUpdates, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[2], 2, 1, digest("ua")) }, ledger.CodeAlreadyExists},
 		{"reject twice", func(t *testing.T, e *env) {
 			withUpdates(t, e)
-			e.ch.mustApply(e.c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "NaN"}))
+			e.ch.mustApply(e.c.agg.sign(t, ledger.UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "NaN"}))
 		}, func(e *env) []byte {
-			return e.c.agg.sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "again"})
-		}, CodeAlreadyExists},
+			return e.c.agg.sign(e.ch.t, ledger.UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "again"})
+		}, ledger.CodeAlreadyExists},
 		{"trainer rejects an update", withUpdates, func(e *env) []byte {
-			return e.c.trainers[0].sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "spite"})
-		}, CodeForbidden},
+			return e.c.trainers[0].sign(e.ch.t, ledger.UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ub"), Reason: "spite"})
+		}, ledger.CodeForbidden},
 		{"coordinator commits", withUpdates, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg",
-				Contributors: []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}})
-		}, CodeForbidden},
+			return e.c.coord.sign(e.ch.t, ledger.RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg",
+				Contributors: []ledger.Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}})
+		}, ledger.CodeForbidden},
 		{"commit listing a trainer twice", withUpdates, func(e *env) []byte {
-			ct := Contribution{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}
-			return e.c.agg.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg", Contributors: []Contribution{ct, ct}})
-		}, CodeInvalid},
-		{"update with another's dataset", openRound, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 1, 1, digest("u")) }, CodeForbidden},
+			ct := ledger.Contribution{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}
+			return e.c.agg.sign(e.ch.t, ledger.RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m2"), Strategy: "fedavg", Contributors: []ledger.Contribution{ct, ct}})
+		}, ledger.CodeInvalid},
+		{"update with another's dataset", openRound, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 1, 1, digest("u")) }, ledger.CodeForbidden},
 		{"update by unselected trainer", func(t *testing.T, e *env) {
 			openRound(t, e)
-			e.ch.mustApply(e.c.registerJob(t, "job-2"), e.c.coord.sign(t, RoundOpened{JobID: "job-2", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
+			e.ch.mustApply(e.c.registerJob(t, "job-2"), e.c.coord.sign(t, ledger.RoundOpened{JobID: "job-2", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)}))
 		}, func(e *env) []byte {
 			fx := e.fx
 			fx.job = "job-2"
 			return fx.submit(e.ch.t, e.c.trainers[1], 1, 1, digest("u"))
-		}, CodeNotSelected},
+		}, ledger.CodeNotSelected},
 		{"update after deadline", func(t *testing.T, e *env) {
 			openRound(t, e)
 			e.ch.clock = t0.Add(25 * time.Hour)
-		}, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 1, digest("u")) }, CodeDeadlinePassed},
-		{"double commit", committed, func(e *env) []byte { return commit(e, digest("ub")) }, CodeRoundNotOpen},
-		{"commit after fail", failed, func(e *env) []byte { return commit(e, digest("ua")) }, CodeRoundNotOpen},
-		{"commit naming unsubmitted update", withUpdates, func(e *env) []byte { return commit(e, digest("never sent")) }, CodeNotFound},
+		}, func(e *env) []byte { return e.fx.submit(e.ch.t, e.c.trainers[0], 0, 1, digest("u")) }, ledger.CodeDeadlinePassed},
+		{"double commit", committed, func(e *env) []byte { return commit(e, digest("ub")) }, ledger.CodeRoundNotOpen},
+		{"commit after fail", failed, func(e *env) []byte { return commit(e, digest("ua")) }, ledger.CodeRoundNotOpen},
+		{"commit naming unsubmitted update", withUpdates, func(e *env) []byte { return commit(e, digest("never sent")) }, ledger.CodeNotFound},
 		{"commit naming rejected update", func(t *testing.T, e *env) {
 			withUpdates(t, e)
-			e.ch.mustApply(e.c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ua"), Reason: "NaN"}))
-		}, func(e *env) []byte { return commit(e, digest("ua")) }, CodeInvalid},
-		{"commit of unknown round", nil, func(e *env) []byte { return commit(e, digest("ua")) }, CodeNotFound},
+			e.ch.mustApply(e.c.agg.sign(t, ledger.UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("ua"), Reason: "NaN"}))
+		}, func(e *env) []byte { return commit(e, digest("ua")) }, ledger.CodeInvalid},
+		{"commit of unknown round", nil, func(e *env) []byte { return commit(e, digest("ua")) }, ledger.CodeNotFound},
 		{"commit reusing a model digest", withUpdates, func(e *env) []byte {
-			return e.c.agg.sign(e.ch.t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: e.fx.base, Strategy: "fedavg",
-				Contributors: []Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}})
-		}, CodeAlreadyExists},
+			return e.c.agg.sign(e.ch.t, ledger.RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: e.fx.base, Strategy: "fedavg",
+				Contributors: []ledger.Contribution{{Trainer: e.c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}})
+		}, ledger.CodeAlreadyExists},
 		{"reject unknown update", openRound, func(e *env) []byte {
-			return e.c.agg.sign(e.ch.t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("zz"), Reason: "x"})
-		}, CodeNotFound},
+			return e.c.agg.sign(e.ch.t, ledger.UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("zz"), Reason: "x"})
+		}, ledger.CodeNotFound},
 		{"round on unregistered model", committed, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: digest("nope"),
+			return e.c.coord.sign(e.ch.t, ledger.RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: digest("nope"),
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(time.Hour)})
-		}, CodeNotFound},
+		}, ledger.CodeNotFound},
 		{"round opened twice", committed, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
+			return e.c.coord.sign(e.ch.t, ledger.RoundOpened{JobID: "job-1", Round: 1, ConfigDigest: digest("c"), BaseModel: e.fx.base,
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(48 * time.Hour)})
-		}, CodeAlreadyExists},
+		}, ledger.CodeAlreadyExists},
 		{"round number going back", committed, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 0, ConfigDigest: digest("c"), BaseModel: e.fx.base,
+			return e.c.coord.sign(e.ch.t, ledger.RoundOpened{JobID: "job-1", Round: 0, ConfigDigest: digest("c"), BaseModel: e.fx.base,
 				Strategy: "fedavg", Trainers: []string{e.c.trainers[0].id}, Deadline: t0.Add(48 * time.Hour)})
-		}, CodeInvalid},
+		}, ledger.CodeInvalid},
 		{"round selecting a non-trainer", openRound, func(e *env) []byte {
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: e.fx.base,
+			return e.c.coord.sign(e.ch.t, ledger.RoundOpened{JobID: "job-1", Round: 2, ConfigDigest: digest("c"), BaseModel: e.fx.base,
 				Strategy: "fedavg", Trainers: []string{e.c.agg.id}, Deadline: t0.Add(48 * time.Hour)})
-		}, CodeInvalid},
+		}, ledger.CodeInvalid},
 		{"removed member signs", func(t *testing.T, e *env) {
-			e.ch.mustApply(e.c.admin.sign(t, MemberRemoved{ID: e.c.coord.id, Reason: "left"}))
-		}, func(e *env) []byte { return reg(e, "x") }, CodeUnknownSigner},
+			e.ch.mustApply(e.c.admin.sign(t, ledger.MemberRemoved{ID: e.c.coord.id, Reason: "left"}))
+		}, func(e *env) []byte { return reg(e, "x") }, ledger.CodeUnknownSigner},
 		{"remove last admin", nil, func(e *env) []byte {
-			return e.c.admin.sign(e.ch.t, MemberRemoved{ID: e.c.admin.id})
-		}, CodeInvalid},
+			return e.c.admin.sign(e.ch.t, ledger.MemberRemoved{ID: e.c.admin.id})
+		}, ledger.CodeInvalid},
 		{"add existing member", nil, func(e *env) []byte {
-			return e.c.admin.sign(e.ch.t, MemberAdded{PublicKey: e.c.coord.pubHex(), Role: RoleAuditor})
-		}, CodeAlreadyExists},
+			return e.c.admin.sign(e.ch.t, ledger.MemberAdded{PublicKey: e.c.coord.pubHex(), Role: ledger.RoleAuditor})
+		}, ledger.CodeAlreadyExists},
 		{"invalid body", nil, func(e *env) []byte {
 			b := reg(e, "x")
-			en, _ := DecodeEnvelope(b)
+			en, _ := ledger.DecodeEnvelope(b)
 			// Re-sign a payload whose digest is not hex.
 			p := bytes.Replace(en.Payload, []byte(digest("x")), []byte("zz"), 1)
-			return SignEnvelope(e.c.coord.key, PayloadType, p).Encode()
-		}, CodeInvalid},
+			return ledger.SignEnvelope(e.c.coord.key, ledger.PayloadType, p).Encode()
+		}, ledger.CodeInvalid},
 		{"field over its limit", nil, func(e *env) []byte {
-			en, _ := DecodeEnvelope(reg(e, "x"))
-			p := bytes.Replace(en.Payload, []byte(`"source":"x"`), []byte(`"source":"`+string(bytes.Repeat([]byte("s"), MaxTextLen+1))+`"`), 1)
-			return SignEnvelope(e.c.coord.key, PayloadType, p).Encode()
-		}, CodeInvalid},
+			en, _ := ledger.DecodeEnvelope(reg(e, "x"))
+			p := bytes.Replace(en.Payload, []byte(`"source":"x"`), []byte(`"source":"`+string(bytes.Repeat([]byte("s"), ledger.MaxTextLen+1))+`"`), 1)
+			return ledger.SignEnvelope(e.c.coord.key, ledger.PayloadType, p).Encode()
+		}, ledger.CodeInvalid},
 		{"over max_tx_bytes", nil, func(e *env) []byte {
 			ids := make([]string, 5000)
 			for i := range ids {
 				ids[i] = digest(fmt.Sprint(i))
 			}
-			return e.c.coord.sign(e.ch.t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("b"),
+			return e.c.coord.sign(e.ch.t, ledger.RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("b"),
 				Strategy: "fedavg", Trainers: ids, Deadline: t0.Add(time.Hour)})
-		}, CodeTooLarge},
+		}, ledger.CodeTooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -327,11 +329,11 @@ func TestRejections(t *testing.T) {
 				t.Fatalf("bad tx made block %d", res.Block.Header.Height)
 			}
 			for _, err := range []error{checkErr, res.Results[0].Err} {
-				var te *TxError
+				var te *ledger.TxError
 				if !errors.As(err, &te) || te.Code != tc.code {
 					t.Fatalf("got %v, want code %s", err, tc.code)
 				}
-				if !errors.Is(err, &TxError{Code: tc.code}) || te.Msg == "" {
+				if !errors.Is(err, &ledger.TxError{Code: tc.code}) || te.Msg == "" {
 					t.Fatalf("errors.Is fails for %v", err)
 				}
 			}
@@ -342,7 +344,7 @@ func TestRejections(t *testing.T) {
 			if h2, hash2 := e.ch.fsm.Head(); h2 != h || hash2 != hash {
 				t.Fatalf("head moved from %d to %d", h, h2)
 			}
-			if _, err := e.ch.fsm.Tx(TxHash(bad)); tc.code != CodeDuplicate && !errors.Is(err, ErrRecordNotFound) {
+			if _, err := e.ch.fsm.Tx(ledger.TxHash(bad)); tc.code != ledger.CodeDuplicate && !errors.Is(err, ledger.ErrRecordNotFound) {
 				t.Fatalf("rejected tx is queryable: %v", err)
 			}
 		})
@@ -353,9 +355,9 @@ func TestRejections(t *testing.T) {
 func TestMixedProposal(t *testing.T) {
 	c := newCast()
 	ch := newChain(t, c.genesis(t), c.node.id)
-	good1 := c.coord.sign(t, ModelRegistered{Digest: digest("m1"), Name: "m1", Licence: "l", Source: "s"})
-	bad := c.trainers[0].sign(t, ModelRegistered{Digest: digest("m2"), Name: "m2", Licence: "l", Source: "s"})
-	good2 := c.coord.sign(t, ModelRegistered{Digest: digest("m3"), Name: "m3", Licence: "l", Source: "s"})
+	good1 := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m1"), Name: "m1", Licence: "l", Source: "s"})
+	bad := c.trainers[0].sign(t, ledger.ModelRegistered{Digest: digest("m2"), Name: "m2", Licence: "l", Source: "s"})
+	good2 := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("m3"), Name: "m3", Licence: "l", Source: "s"})
 	res := ch.propose(good1, bad, good1, good2)
 	if res.Block == nil || len(res.Block.Txs) != 2 {
 		t.Fatalf("block %v", res.Block)
@@ -363,7 +365,7 @@ func TestMixedProposal(t *testing.T) {
 	if !bytes.Equal(res.Block.Txs[0], good1) || !bytes.Equal(res.Block.Txs[1], good2) {
 		t.Fatal("block holds the wrong txs")
 	}
-	if !errors.Is(res.Results[1].Err, ErrForbidden) || !errors.Is(res.Results[2].Err, ErrDuplicate) || res.Results[0].Err != nil || res.Results[3].Err != nil {
+	if !errors.Is(res.Results[1].Err, ledger.ErrForbidden) || !errors.Is(res.Results[2].Err, ledger.ErrDuplicate) || res.Results[0].Err != nil || res.Results[3].Err != nil {
 		t.Fatalf("results %+v", res.Results)
 	}
 }
@@ -384,7 +386,7 @@ func TestReplicasAgree(t *testing.T) {
 			if res.Block == nil {
 				t.Fatalf("proposal %d: no block on replica %d", i, j)
 			}
-			enc := EncodeBlock(res.Block)
+			enc := ledger.EncodeBlock(res.Block)
 			if j == 0 {
 				first = enc
 			} else if !bytes.Equal(enc, first) {
@@ -400,7 +402,7 @@ func TestReplicasAgree(t *testing.T) {
 			t.Fatal("replayed proposal made a block")
 		}
 		for _, r := range res.Results {
-			if !errors.Is(r.Err, ErrDuplicate) {
+			if !errors.Is(r.Err, ledger.ErrDuplicate) {
 				t.Fatalf("replayed tx: %v", r.Err)
 			}
 		}
@@ -420,38 +422,38 @@ func TestReplicasAgree(t *testing.T) {
 func (c *cast) setupRoundTxs(t *testing.T) [][][]byte {
 	base := digest("base")
 	var props [][][]byte
-	p1 := [][]byte{c.coord.sign(t, ModelRegistered{Digest: base, Name: "b", Licence: "l", Source: "s"})}
+	p1 := [][]byte{c.coord.sign(t, ledger.ModelRegistered{Digest: base, Name: "b", Licence: "l", Source: "s"})}
 	var ids []string
 	for i, tr := range c.trainers {
 		ids = append(ids, tr.id)
-		p1 = append(p1, tr.sign(t, DatasetRegistered{Digest: digest(fmt.Sprint("d", i)), Name: "d", Licence: "l", Source: "s", Samples: 5, Root: testDatasetRoot}))
+		p1 = append(p1, tr.sign(t, ledger.DatasetRegistered{Digest: digest(fmt.Sprint("d", i)), Name: "d", Licence: "l", Source: "s", Samples: 5, Root: testDatasetRoot}))
 	}
 	props = append(props, p1)
-	props = append(props, [][]byte{c.registerJob(t, "j"), c.coord.sign(t, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: base,
+	props = append(props, [][]byte{c.registerJob(t, "j"), c.coord.sign(t, ledger.RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: base,
 		Strategy: "fedavg", Trainers: ids, Deadline: t0.Add(time.Hour)})})
 	var p3 [][]byte
-	var contrib []Contribution
+	var contrib []ledger.Contribution
 	for i, tr := range c.trainers {
 		u := digest(fmt.Sprint("u", i))
-		p3 = append(p3, tr.sign(t, UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: u, DatasetDigest: digest(fmt.Sprint("d", i)), Samples: 5}))
-		contrib = append(contrib, Contribution{Trainer: tr.id, UpdateDigest: u, Weight: 1.0 / 3})
+		p3 = append(p3, tr.sign(t, ledger.UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: u, DatasetDigest: digest(fmt.Sprint("d", i)), Samples: 5}))
+		contrib = append(contrib, ledger.Contribution{Trainer: tr.id, UpdateDigest: u, Weight: 1.0 / 3})
 	}
 	props = append(props, p3)
-	props = append(props, [][]byte{c.agg.sign(t, RoundCommitted{JobID: "j", Round: 1, ModelDigest: digest("new"), Strategy: "fedavg", Contributors: contrib})})
+	props = append(props, [][]byte{c.agg.sign(t, ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: digest("new"), Strategy: "fedavg", Contributors: contrib})})
 	return props
 }
 
 func TestBlockTimeMonotonic(t *testing.T) {
 	c := newCast()
 	ch := newChain(t, c.genesis(t), c.node.id)
-	b1 := ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("1"), Name: "1", Licence: "l", Source: "s"}))
+	b1 := ch.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: digest("1"), Name: "1", Licence: "l", Source: "s"}))
 	// A proposer whose clock is behind: the block time is forced to prev+1.
-	res := ch.proposeAt(b1.Header.Time-int64(time.Hour), c.coord.sign(t, ModelRegistered{Digest: digest("2"), Name: "2", Licence: "l", Source: "s"}))
+	res := ch.proposeAt(b1.Header.Time-int64(time.Hour), c.coord.sign(t, ledger.ModelRegistered{Digest: digest("2"), Name: "2", Licence: "l", Source: "s"}))
 	if res.Block.Header.Time != b1.Header.Time+1 {
 		t.Fatalf("time %d, want %d", res.Block.Header.Time, b1.Header.Time+1)
 	}
 	ahead := b1.Header.Time + int64(20*time.Second) // within policy max_clock_skew of the replica clock
-	res = ch.proposeAt(ahead, c.coord.sign(t, ModelRegistered{Digest: digest("3"), Name: "3", Licence: "l", Source: "s"}))
+	res = ch.proposeAt(ahead, c.coord.sign(t, ledger.ModelRegistered{Digest: digest("3"), Name: "3", Licence: "l", Source: "s"}))
 	if res.Block.Header.Time != ahead {
 		t.Fatalf("time %d, want %d", res.Block.Header.Time, ahead)
 	}
@@ -464,10 +466,10 @@ func TestBlockLimits(t *testing.T) {
 	ch := newChain(t, g, c.node.id)
 	var txs [][]byte
 	for i := 0; i < 3; i++ {
-		txs = append(txs, c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint(i)), Name: "m", Licence: "l", Source: "s"}))
+		txs = append(txs, c.coord.sign(t, ledger.ModelRegistered{Digest: digest(fmt.Sprint(i)), Name: "m", Licence: "l", Source: "s"}))
 	}
 	res := ch.propose(txs...)
-	if len(res.Block.Txs) != 2 || !errors.Is(res.Results[2].Err, ErrTooLarge) {
+	if len(res.Block.Txs) != 2 || !errors.Is(res.Results[2].Err, ledger.ErrTooLarge) {
 		t.Fatalf("results %+v", res.Results)
 	}
 	// The left-out tx goes into the next block.
@@ -477,17 +479,17 @@ func TestBlockLimits(t *testing.T) {
 func TestMembership(t *testing.T) {
 	c := newCast()
 	ch := newChain(t, c.genesis(t), c.node.id)
-	newbie := newActor("newbie", RoleTrainer)
-	ch.mustApply(c.admin.sign(t, MemberAdded{PublicKey: newbie.pubHex(), Role: RoleTrainer, Name: "newbie"}))
-	ch.mustApply(newbie.sign(t, DatasetRegistered{Digest: digest("nd"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}))
-	ch.mustApply(c.admin.sign(t, MemberRemoved{ID: newbie.id, Reason: "left"}))
-	if res := ch.propose(newbie.sign(t, DatasetRegistered{Digest: digest("nd2"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot})); !errors.Is(res.Results[0].Err, ErrUnknownSigner) {
+	newbie := newActor("newbie", ledger.RoleTrainer)
+	ch.mustApply(c.admin.sign(t, ledger.MemberAdded{PublicKey: newbie.pubHex(), Role: ledger.RoleTrainer, Name: "newbie"}))
+	ch.mustApply(newbie.sign(t, ledger.DatasetRegistered{Digest: digest("nd"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot}))
+	ch.mustApply(c.admin.sign(t, ledger.MemberRemoved{ID: newbie.id, Reason: "left"}))
+	if res := ch.propose(newbie.sign(t, ledger.DatasetRegistered{Digest: digest("nd2"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot})); !errors.Is(res.Results[0].Err, ledger.ErrUnknownSigner) {
 		t.Fatalf("removed member: %v", res.Results[0].Err)
 	}
 	// Re-added with another role; the nonce carries on, so old txs stay dead.
-	ch.mustApply(c.admin.sign(t, MemberAdded{PublicKey: newbie.pubHex(), Role: RoleAuditor}))
+	ch.mustApply(c.admin.sign(t, ledger.MemberAdded{PublicKey: newbie.pubHex(), Role: ledger.RoleAuditor}))
 	m, err := ch.fsm.Member(newbie.id)
-	if err != nil || m.Role != RoleAuditor || !m.Active {
+	if err != nil || m.Role != ledger.RoleAuditor || !m.Active {
 		t.Fatalf("member %+v %v", m, err)
 	}
 	if n, _ := ch.fsm.Nonce(newbie.id); n != 1 {
@@ -498,17 +500,17 @@ func TestMembership(t *testing.T) {
 		t.Fatalf("members %d %v", len(ms), err)
 	}
 	// A second admin makes the first removable.
-	admin2 := newActor("admin2", RoleAdmin)
-	ch.mustApply(c.admin.sign(t, MemberAdded{PublicKey: admin2.pubHex(), Role: RoleAdmin}))
-	ch.mustApply(admin2.sign(t, MemberRemoved{ID: c.admin.id}))
+	admin2 := newActor("admin2", ledger.RoleAdmin)
+	ch.mustApply(c.admin.sign(t, ledger.MemberAdded{PublicKey: admin2.pubHex(), Role: ledger.RoleAdmin}))
+	ch.mustApply(admin2.sign(t, ledger.MemberRemoved{ID: c.admin.id}))
 }
 
 func TestReopenAndGenesisMismatch(t *testing.T) {
 	c := newCast()
 	g := c.genesis(t)
 	ch := newChain(t, g, c.node.id)
-	ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("1"), Name: "1", Licence: "l", Source: "s"}))
-	f2, err := NewFSM(ch.db.State(), g, FSMOptions{})
+	ch.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: digest("1"), Name: "1", Licence: "l", Source: "s"}))
+	f2, err := New(ch.db.State(), g, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +519,7 @@ func TestReopenAndGenesisMismatch(t *testing.T) {
 	}
 	other := c.genesis(t)
 	other.ChainID = "another-chain"
-	if _, err := NewFSM(ch.db.State(), other, FSMOptions{}); !errors.Is(err, ErrGenesisMismatch) {
+	if _, err := New(ch.db.State(), other, Options{}); !errors.Is(err, ErrGenesisMismatch) {
 		t.Fatalf("other genesis: %v", err)
 	}
 }
@@ -563,7 +565,7 @@ func TestSnapshotRestore(t *testing.T) {
 	snap := snapshotBytes(t, a.fsm)
 
 	b := newChain(t, g, c.node.id)
-	b.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest("diverged"), Name: "x", Licence: "l", Source: "s"}))
+	b.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: digest("diverged"), Name: "x", Licence: "l", Source: "s"}))
 	if err := restoreBytes(b.fsm, snap); err != nil {
 		t.Fatal(err)
 	}
@@ -583,8 +585,8 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	// Both go on identically.
 	b.index, b.clock = a.index, a.clock
-	tx := c.coord.sign(t, ModelRegistered{Digest: digest("after"), Name: "x", Licence: "l", Source: "s"})
-	if x, y := a.mustApply(tx), b.mustApply(tx); !bytes.Equal(EncodeBlock(x), EncodeBlock(y)) {
+	tx := c.coord.sign(t, ledger.ModelRegistered{Digest: digest("after"), Name: "x", Licence: "l", Source: "s"})
+	if x, y := a.mustApply(tx), b.mustApply(tx); !bytes.Equal(ledger.EncodeBlock(x), ledger.EncodeBlock(y)) {
 		t.Fatal("blocks after restore differ")
 	}
 	// A corrupt snapshot is refused and leaves the state alone.
@@ -606,7 +608,7 @@ func TestQueriesDuringApply(t *testing.T) {
 	ch := newChain(t, c.genesis(t), c.node.id)
 	fx, model := fullRound(t, c, ch)
 	// Signed here: the reader goroutine must not call t.Fatal.
-	probe := c.coord.signNonce(t, 1<<40, ModelRegistered{Digest: digest("q"), Name: "q", Licence: "l", Source: "s"})
+	probe := c.coord.signNonce(t, 1<<40, ledger.ModelRegistered{Digest: digest("q"), Name: "q", Licence: "l", Source: "s"})
 	done := make(chan struct{})
 	// Deferred too, so a failed mustApply does not leave the reader
 	// spinning a core for the rest of the package run.
@@ -624,7 +626,7 @@ func TestQueriesDuringApply(t *testing.T) {
 			h := ch.fsm.Height()
 			b, err := ch.fsm.Block(h)
 			if err == nil {
-				_, err = ch.fsm.Tx(TxHash(b.Txs[0]))
+				_, err = ch.fsm.Tx(ledger.TxHash(b.Txs[0]))
 			}
 			if err == nil {
 				_, err = ch.fsm.Lineage(model)
@@ -642,7 +644,7 @@ func TestQueriesDuringApply(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 30; i++ {
-		ch.mustApply(c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint("concurrent ", i)), Name: "m", Licence: "l", Source: "s"}))
+		ch.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: digest(fmt.Sprint("concurrent ", i)), Name: "m", Licence: "l", Source: "s"}))
 	}
 	stopReader()
 	if err := <-errc; err != nil {
@@ -658,21 +660,21 @@ func TestPrecheckSameOutcome(t *testing.T) {
 	g := c.genesis(t)
 	par, seq := newChain(t, g, c.node.id), newChain(t, g, c.node.id)
 	seq.fsm.noPrecheck = true
-	newbie := newActor("newbie", RoleCoordinator)
+	newbie := newActor("newbie", ledger.RoleCoordinator)
 	reg := func(a *actor, n string) []byte {
-		return a.sign(t, ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
+		return a.sign(t, ledger.ModelRegistered{Digest: digest(n), Name: n, Licence: "l", Source: "s"})
 	}
-	forged, _ := DecodeEnvelope(reg(c.coord, "forged"))
+	forged, _ := ledger.DecodeEnvelope(reg(c.coord, "forged"))
 	forged.Signatures[0].Sig[9] ^= 4
 	txs := [][]byte{
 		reg(c.coord, "a"), reg(newbie, "before being added"),
-		c.admin.sign(t, MemberAdded{PublicKey: newbie.pubHex(), Role: RoleCoordinator}),
+		c.admin.sign(t, ledger.MemberAdded{PublicKey: newbie.pubHex(), Role: ledger.RoleCoordinator}),
 		reg(newbie, "after being added"), forged.Encode(), reg(c.coord, "b"),
-		c.admin.sign(t, MemberRemoved{ID: c.coord.id}), reg(c.coord, "after removal"),
+		c.admin.sign(t, ledger.MemberRemoved{ID: c.coord.id}), reg(c.coord, "after removal"),
 		[]byte("garbage"), reg(c.trainers[0], "wrong role"), reg(c.coord, "b"),
 	}
 	rp, rs := par.propose(txs...), seq.propose(txs...)
-	if !bytes.Equal(EncodeBlock(rp.Block), EncodeBlock(rs.Block)) {
+	if !bytes.Equal(ledger.EncodeBlock(rp.Block), ledger.EncodeBlock(rs.Block)) {
 		t.Fatal("blocks differ")
 	}
 	for i := range txs {

@@ -1,9 +1,11 @@
-package ledger
+package fsm
 
 import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // NonceWindow is how far above a signer's last applied nonce Admit accepts
@@ -25,52 +27,52 @@ const NonceWindow = 1 << 16
 // admin's MemberAdded in the same block) is only checked when the block is
 // applied; so a member's first tx must wait until its MemberAdded has
 // committed.
-func (f *FSM) Admit(envelope []byte) (*Tx, error) {
+func (f *FSM) Admit(envelope []byte) (*ledger.Tx, error) {
 	if err := f.Err(); err != nil {
 		return nil, err
 	}
 	if max := f.g.Policy.MaxTxBytes; len(envelope) > max {
-		return nil, txErr(CodeTooLarge, "envelope is %d bytes, policy max_tx_bytes is %d", len(envelope), max)
+		return nil, txErr(ledger.CodeTooLarge, "envelope is %d bytes, policy max_tx_bytes is %d", len(envelope), max)
 	}
-	tx, err := DecodeTx(envelope)
+	tx, err := ledger.DecodeTx(envelope)
 	if err != nil {
 		return nil, err
 	}
 	if tx.ChainID != f.g.ChainID {
-		return nil, txErr(CodeWrongChain, "tx is for chain %q, this chain is %q", abbrev(tx.ChainID), f.g.ChainID)
+		return nil, txErr(ledger.CodeWrongChain, "tx is for chain %q, this chain is %q", abbrev(tx.ChainID), f.g.ChainID)
 	}
-	var m Member
+	var m ledger.Member
 	ok, err := getJSON(f.st, memberKey(tx.Signer), &m)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: admit: %w", err)
 	}
 	if !ok {
-		return nil, txErrCause(CodeUnknownSigner, CauseNotMember, "signer %s is not a member", tx.Signer)
+		return nil, txErrCause(ledger.CodeUnknownSigner, ledger.CauseNotMember, "signer %s is not a member", tx.Signer)
 	}
 	if !m.Active {
-		return nil, txErrCause(CodeUnknownSigner, CauseSignerRemoved, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
+		return nil, txErrCause(ledger.CodeUnknownSigner, ledger.CauseSignerRemoved, "signer %s was removed at height %d", tx.Signer, m.RemovedHeight)
 	}
 	pub, err := hex.DecodeString(m.PublicKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("ledger: admit: member %s has a bad stored key", m.ID)
 	}
-	if err := verifyEnvelope(tx.Envelope, ed25519.PublicKey(pub)); err != nil {
+	if err := tx.VerifyWith(ed25519.PublicKey(pub)); err != nil {
 		return nil, err
 	}
 	typ := tx.Body.TxType()
-	if want := TxRoles[typ]; m.Role != want {
-		return nil, txErr(CodeForbidden, "%s needs role %s; signer %s is %s", typ, want, tx.Signer, m.Role)
+	if want := ledger.TxRoles[typ]; m.Role != want {
+		return nil, txErr(ledger.CodeForbidden, "%s needs role %s; signer %s is %s", typ, want, tx.Signer, m.Role)
 	}
 	last, err := f.Nonce(tx.Signer)
 	if err != nil {
 		return nil, err
 	}
 	if tx.Nonce <= last {
-		return nil, txErrCause(CodeBadNonce, CauseNonceStale, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
+		return nil, txErrCause(ledger.CodeBadNonce, ledger.CauseNonceStale, "nonce %d is not above the last nonce %d of signer %s; use %d", tx.Nonce, last, tx.Signer, last+1)
 	}
 	if tx.Nonce-last > NonceWindow {
-		return nil, txErrCause(CodeBadNonce, CauseNonceAhead, "nonce %d is more than %d above the last nonce %d of signer %s", tx.Nonce, NonceWindow, last, tx.Signer)
+		return nil, txErrCause(ledger.CodeBadNonce, ledger.CauseNonceAhead, "nonce %d is more than %d above the last nonce %d of signer %s", tx.Nonce, NonceWindow, last, tx.Signer)
 	}
-	tx.verifiedKey = m.PublicKey
+	tx.MarkVerified(m.PublicKey)
 	return tx, nil
 }

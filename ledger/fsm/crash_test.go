@@ -1,4 +1,4 @@
-package ledger
+package fsm
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedtune/fedtune/internal/fedtest"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -25,13 +26,13 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	f, err := NewFSM(db.State(), g, FSMOptions{})
+	f, err := New(db.State(), g, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 1; i <= 12; i++ {
-		tx := c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint("crash ", i)), Name: "m", Licence: "l", Source: "s"})
+		tx := c.coord.sign(t, ledger.ModelRegistered{Digest: digest(fmt.Sprint("crash ", i)), Name: "m", Licence: "l", Source: "s"})
 		data := proposalEntry(c.node.id, t0.UnixNano()+int64(i), [][]byte{tx})
 		res := f.Apply(&raft.Log{Index: uint64(i), Type: raft.LogCommand, Data: data}).(*ApplyResult)
 		if res.Err != nil || res.Block == nil {
@@ -42,7 +43,7 @@ func TestCrashRecovery(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reopen after crash %d: %v", i, err)
 		}
-		f2, err := NewFSM(db2.State(), g, FSMOptions{})
+		f2, err := New(db2.State(), g, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +78,7 @@ func TestCrashRecoveryDeferSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	f, err := NewFSM(db.State(), g, FSMOptions{DeferSync: true})
+	f, err := New(db.State(), g, Options{DeferSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestCrashRecoveryDeferSync(t *testing.T) {
 	for i := 1; i <= 16; i++ {
 		var txs [][]byte
 		for j := range 1 + i%3 {
-			txs = append(txs, c.coord.sign(t, ModelRegistered{Digest: digest(fmt.Sprint("defer ", i, j)), Name: "m", Licence: "l", Source: "s"}))
+			txs = append(txs, c.coord.sign(t, ledger.ModelRegistered{Digest: digest(fmt.Sprint("defer ", i, j)), Name: "m", Licence: "l", Source: "s"}))
 		}
 		entry := &raft.Log{Index: uint64(i), Term: 1, Type: raft.LogCommand, Data: proposalEntry(c.node.id, t0.UnixNano()+int64(i), txs)}
 		if err := db.LogStore().StoreLog(entry); err != nil {
@@ -108,7 +109,7 @@ func TestCrashRecoveryDeferSync(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reopen after crash %d: %v", i, err)
 		}
-		f2, err := NewFSM(db2.State(), g, FSMOptions{DeferSync: true})
+		f2, err := New(db2.State(), g, Options{DeferSync: true})
 		if err != nil {
 			t.Fatal(err)
 		}
