@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +38,7 @@ func AdapterSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/a
 // model of config c: what round 1's trainers start from and what its
 // aggregation takes as reference.
 func InitialAdapter(j *Job, c model.Config) (*model.Adapter, error) {
-	if j.FineTune.Mode != ModeLoRA || j.FineTune.LoRA == nil {
+	if j.FineTune.Mode != model.ModeLoRA || j.FineTune.LoRA == nil {
 		return nil, fmt.Errorf("%w: job %s does not fine-tune a LoRA adapter", ErrJob, j.Name)
 	}
 	l := j.FineTune.LoRA
@@ -93,7 +91,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		cfg = c
 	}
 	s.models[j.base] = j.files
-	if job.FineTune.Mode == ModeLoRA {
+	if job.FineTune.Mode == model.ModeLoRA {
 		ad, err := InitialAdapter(job, cfg)
 		if err != nil {
 			return nil, err
@@ -221,7 +219,7 @@ func (s *Service) loadConfig(digest string) (model.Config, error) {
 // aggregation takes as reference when the machine's base is base: the
 // initial adapter of a LoRA job while base is still the foundation model.
 func (j *runningJob) global(base string) string {
-	if j.job.FineTune.Mode == ModeLoRA && base == j.base {
+	if j.job.FineTune.Mode == model.ModeLoRA && base == j.base {
 		return j.init
 	}
 	return base
@@ -391,18 +389,4 @@ func truncateReason(s string) string {
 		s = s[:ledger.MaxReasonLen-3] + "..."
 	}
 	return strings.ToValidUTF8(s, "?")
-}
-
-// FileDigest returns the lowercase hex SHA-256 of a file.
-func FileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

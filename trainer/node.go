@@ -21,9 +21,8 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
-	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -202,7 +201,7 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 		case err == nil:
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
 		case errors.Is(err, ledger.ErrRecordNotFound):
-			if _, err := signer.Submit(ctx, audit.RegisterTx(n.manifest)); err != nil {
+			if _, err := signer.Submit(ctx, ledger.DatasetRegisteredFrom(n.manifest)); err != nil {
 				if errors.Is(err, client.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}
@@ -399,7 +398,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		}
 	}
 	weights := t.BaseModel
-	if t.Mode == coordinator.ModeFull {
+	if t.Mode == model.ModeFull {
 		weights = t.Global
 	}
 	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
@@ -414,7 +413,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		return Update{}, err
 	}
 	switch t.Mode {
-	case coordinator.ModeLoRA:
+	case model.ModeLoRA:
 		if t.Lora == nil {
 			return Update{}, fmt.Errorf("%w: lora task without a lora section", ErrTask)
 		}
@@ -426,7 +425,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		if task.Adapter, err = ReadAdapter(path, *task.Train.LoRA); err != nil {
 			return Update{}, err
 		}
-	case coordinator.ModeFull:
+	case model.ModeFull:
 	default:
 		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
 	}
@@ -434,7 +433,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 	if err != nil {
 		return Update{}, err
 	}
-	if got, err := coordinator.FileDigest(u.Path); err != nil || got != u.Digest {
+	if got, err := digest.File(u.Path); err != nil || got != u.Digest {
 		return Update{}, fmt.Errorf("update %s: file digest %s does not match %s (%v)", u.Path, got, u.Digest, err)
 	}
 	return u, nil

@@ -33,6 +33,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -191,7 +192,7 @@ func (b *exBadBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) 
 	if err := exMalformations[t.Round-1][b.which].corrupt(t, u.Path); err != nil {
 		return u, fmt.Errorf("corrupt the update: %w", err)
 	}
-	if u.Digest, err = coordinator.FileDigest(u.Path); err != nil {
+	if u.Digest, err = digest.File(u.Path); err != nil {
 		return u, err
 	}
 	b.mu.Lock()

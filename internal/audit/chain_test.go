@@ -268,7 +268,7 @@ func newTestChainOpts(t testing.TB, o chainOpts) *testChain {
 			t.Fatal("manifest digest")
 		}
 		c.manifests, c.trees, c.data = append(c.manifests, sm), append(c.trees, tree), append(c.data, d)
-		txs = append(txs, tr.sign(t, RegisterTx(sm)))
+		txs = append(txs, tr.sign(t, ledger.DatasetRegisteredFrom(sm)))
 	}
 	c.apply(t, txs...)
 

@@ -903,7 +903,7 @@ func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack, rc *l
 		return p, nil
 	}
 	job := v.jobs[r.config]
-	if !registered || job == nil || job.FineTune.Mode != coordinator.ModeLoRA {
+	if !registered || job == nil || job.FineTune.Mode != model.ModeLoRA {
 		p, ok := artifactPath(v.opts.Artifacts, r.base)
 		if !ok {
 			return "", txErr(h, i, txh, "base_model", "the round's base model %s is not in the artifacts", r.base)

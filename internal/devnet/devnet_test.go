@@ -22,6 +22,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -205,7 +206,7 @@ func TestNoRaceNetworkTwoRounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d, err := coordinator.FileDigest(p); err != nil || d != r.ModelDigest {
+		if d, err := digest.File(p); err != nil || d != r.ModelDigest {
 			t.Errorf("round %d: stored model hashes to %s, ledger says %s (%v)", r.Round, d, r.ModelDigest, err)
 		}
 		// Aggregating the stored updates offline reproduces it.

@@ -555,7 +555,7 @@ func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error
 		return nil, err
 	}
 	if global != "" {
-		if job.FineTune.Mode == coordinator.ModeLoRA {
+		if job.FineTune.Mode == model.ModeLoRA {
 			l := job.FineTune.LoRA
 			ad, err := trainer.ReadAdapter(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
 			if err != nil {
