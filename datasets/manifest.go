@@ -86,7 +86,7 @@ type Manifest struct {
 //
 // To record it on the ledger, its owner signs
 // ledger.DatasetRegistered{Digest, Name, Licence, Source, Samples, Root,
-// Bytes} with the manifest's fields (ledger.DatasetRegisteredFrom builds
+// Bytes} with the manifest's fields (trainer.RegisterTx builds
 // it); datasets does not import ledger, which sits above it in the package
 // layering.
 type SignedManifest struct {

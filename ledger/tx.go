@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/safetext"
 	"github.com/fedtune/fedtune/internal/strictjson"
 )
@@ -100,16 +99,6 @@ type DatasetRegistered struct {
 	Samples uint64 `json:"samples"`
 	Root    string `json:"root"`
 	Bytes   uint64 `json:"bytes"`
-}
-
-// DatasetRegisteredFrom returns the DatasetRegistered body that records a
-// signed manifest on the ledger: its digest, name, licence, source, sample
-// count, Merkle root and byte count. The owner signs it; the ledger then
-// knows the manifest by digest and can check proofs against its root on
-// its own.
-func DatasetRegisteredFrom(sm *datasets.SignedManifest) DatasetRegistered {
-	return DatasetRegistered{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Source: sm.Source, Samples: sm.Samples,
-		Root: sm.Root, Bytes: sm.Bytes}
 }
 
 // RoundOpened (coordinator) opens round Round of job JobID on BaseModel, a

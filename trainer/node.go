@@ -201,7 +201,7 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 		case err == nil:
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
 		case errors.Is(err, ledger.ErrRecordNotFound):
-			if _, err := signer.Submit(ctx, ledger.DatasetRegisteredFrom(n.manifest)); err != nil {
+			if _, err := signer.Submit(ctx, RegisterTx(n.manifest)); err != nil {
 				if errors.Is(err, client.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}

@@ -21,6 +21,7 @@ import (
 	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/trainer"
 )
 
 const chainID = "audit-test"
@@ -268,7 +269,7 @@ func newTestChainOpts(t testing.TB, o chainOpts) *testChain {
 			t.Fatal("manifest digest")
 		}
 		c.manifests, c.trees, c.data = append(c.manifests, sm), append(c.trees, tree), append(c.data, d)
-		txs = append(txs, tr.sign(t, ledger.DatasetRegisteredFrom(sm)))
+		txs = append(txs, tr.sign(t, trainer.RegisterTx(sm)))
 	}
 	c.apply(t, txs...)
 
