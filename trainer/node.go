@@ -11,7 +11,6 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -210,7 +209,7 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 			n.log.InfoContext(ctx, "dataset registered", "dataset", n.manifest.Digest, "samples", n.manifest.Samples)
 			return nil
 		}
-		if err != nil && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()) {
+		if errors.Is(err, tlsid.ErrNotAllowed) {
 			// The server is not a pinned ledger node: retrying cannot help.
 			return fmt.Errorf("ledger %s refused: %w", n.cfg.Ledger, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,6 +34,9 @@ type Client struct {
 	cc  *grpc.ClientConn
 	api ledgerv1.LedgerClient
 	pin *Pin // nil: unpinned (DialPinned)
+	// refused is why the last TLS handshake refused the server's key (an
+	// error wrapping tlsid.ErrNotAllowed), nil after one that accepted it.
+	refused atomic.Pointer[error]
 }
 
 // Dial returns a client for the node at addr (host:port) over TLS 1.3
@@ -53,7 +57,17 @@ func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, allow tlsid.
 	if allow == nil {
 		allow = tlsid.AllowAny()
 	}
-	creds, err := tlsid.DialOption(key, allow)
+	c := &Client{}
+	verify := func(id string) error {
+		if err := allow(id); err != nil {
+			refused := fmt.Errorf("%w: ledger node %s at %s: %v", tlsid.ErrNotAllowed, id, addr, err)
+			c.refused.Store(&refused)
+			return err
+		}
+		c.refused.Store(nil)
+		return nil
+	}
+	creds, err := tlsid.DialOption(key, verify)
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
 	}
@@ -62,7 +76,8 @@ func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, allow tlsid.
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
 	}
-	return &Client{cc: cc, api: ledgerv1.NewLedgerClient(cc)}, nil
+	c.cc, c.api = cc, ledgerv1.NewLedgerClient(cc)
+	return c, nil
 }
 
 // Close closes the connection.
@@ -76,7 +91,7 @@ func (c *Client) API() ledgerv1.LedgerClient { return c.api }
 func (c *Client) Submit(ctx context.Context, txs ...[]byte) ([]*ledgerv1.TxResult, error) {
 	resp, err := c.api.Submit(ctx, &ledgerv1.SubmitRequest{Txs: txs})
 	if err != nil {
-		return nil, err
+		return nil, c.typed(err)
 	}
 	if len(resp.Results) != len(txs) {
 		return nil, fmt.Errorf("submit: %d results for %d txs", len(resp.Results), len(txs))
@@ -135,7 +150,7 @@ func (c *Client) submitUntilFate(ctx context.Context, tx []byte) (uint64, error)
 			return 0, Rejection(rs[0])
 		case err == nil:
 			last = rs[0].Reason
-		case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()):
+		case status.Code(err) == codes.Unavailable && errors.Is(err, tlsid.ErrNotAllowed):
 			return 0, fmt.Errorf("submit: %w", err)
 		case status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil:
 			last = err.Error()
@@ -219,8 +234,33 @@ func (c *Client) VerifyCommitted(ctx context.Context, tx []byte, height uint64) 
 
 // Status returns the node's view of itself and the cluster.
 func (c *Client) Status(ctx context.Context) (*ledgerv1.StatusResponse, error) {
-	return c.api.Status(ctx, &ledgerv1.StatusRequest{})
+	st, err := c.api.Status(ctx, &ledgerv1.StatusRequest{})
+	return st, c.typed(err)
 }
+
+// typed returns err, a gRPC call's error, so that errors.Is(err,
+// tlsid.ErrNotAllowed) holds when the connection failed because this
+// client refused the server's TLS key: gRPC reports that only as text in
+// an Unavailable status. The message is err's.
+func (c *Client) typed(err error) error {
+	if status.Code(err) != codes.Unavailable {
+		return err
+	}
+	if r := c.refused.Load(); r != nil {
+		return &notAllowedError{err: err, why: *r}
+	}
+	return err
+}
+
+// notAllowedError is a call that failed because the client refused the
+// server's key.
+type notAllowedError struct{ err, why error }
+
+func (e *notAllowedError) Error() string   { return e.err.Error() }
+func (e *notAllowedError) Unwrap() []error { return []error{e.err, e.why} }
+
+// GRPCStatus keeps status.Code and status.Convert working on the error.
+func (e *notAllowedError) GRPCStatus() *status.Status { return status.Convert(e.err) }
 
 // VerifiedBlock is a block checked against its hash, with the cosignatures
 // that verified.

@@ -17,7 +17,7 @@ import (
 func (c *Client) Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error) {
 	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: kind, Key: key, Round: round})
 	if err != nil {
-		return nil, err
+		return nil, c.typed(err)
 	}
 	return resp.Json, nil
 }

@@ -223,3 +223,36 @@ func TestDialNeedsKey(t *testing.T) {
 		t.Fatalf("Dial without a key: %v", err)
 	}
 }
+
+// TestRefusedServerKeyTyped: a server whose TLS key the client refuses
+// ends SubmitWait and queries at once, with an error that is
+// tlsid.ErrNotAllowed, not only its text.
+func TestRefusedServerKeyTyped(t *testing.T) {
+	k, _ := authKey(t)
+	creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(creds)
+	ledgerv1.RegisterLedgerServer(srv, &rejectingLedger{})
+	go srv.Serve(ln)
+	defer srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, other := authKey(t)
+	c, err := Dial(ctx, ln.Addr().String(), k, tlsid.ExpectID(other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.SubmitWait(ctx, []byte("tx")); !errors.Is(err, tlsid.ErrNotAllowed) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("SubmitWait: %v, want tlsid.ErrNotAllowed", err)
+	}
+	if _, err := c.Nonce(ctx, other); !errors.Is(err, tlsid.ErrNotAllowed) {
+		t.Fatalf("Nonce: %v, want tlsid.ErrNotAllowed", err)
+	}
+}

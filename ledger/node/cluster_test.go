@@ -275,8 +275,13 @@ func testBadTxs(t *testing.T, c *cluster, nd *tnode, trainer ed25519.PrivateKey)
 			if r.Status != ledgerv1.TxStatus_TX_STATUS_REJECTED || r.Reason == "" {
 				t.Fatalf("got %v %q, want rejected with a reason", r.Status, r.Reason)
 			}
-			if tc.code != "" && r.Code != string(tc.code) {
-				t.Fatalf("code %q (%s), want %q", r.Code, r.Reason, tc.code)
+			// The node sends the typed reason; the client reads it back.
+			var te *ledger.TxError
+			if rej := client.Rejection(r); r.Error == nil || !errors.As(rej, &te) || te.Code != ledger.Code(r.Error.Code) {
+				t.Fatalf("rejection %v carries no typed reason (%+v)", rej, r.Error)
+			}
+			if tc.code != "" && (te.Code != tc.code || r.Code != string(tc.code)) {
+				t.Fatalf("code %q (%s), want %q", te.Code, r.Reason, tc.code)
 			}
 			t.Logf("rejected: %s", r.Reason)
 		})
