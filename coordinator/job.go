@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
@@ -313,18 +314,8 @@ func (e *ValidationError) Unwrap() error { return ErrJob }
 
 var jobNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-func isDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+// isDigest reports whether s is a digest (digest.Valid).
+func isDigest(s string) bool { return digest.Valid(s) }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 

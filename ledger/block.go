@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger/internal/codec"
 )
 
@@ -95,7 +96,7 @@ func readHeader(r *codec.Reader) (*Header, error) {
 	if r.Err() != nil {
 		return nil, r.Err()
 	}
-	if h.Proposer != "" && !validID(h.Proposer) {
+	if h.Proposer != "" && !digest.Valid(h.Proposer) {
 		return nil, fmt.Errorf("proposer %q is not a node ID", h.Proposer)
 	}
 	return h, nil
@@ -287,7 +288,7 @@ func DecodeProposal(data []byte) (*Proposal, error) {
 	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("%w: proposal: %v", ErrBadEncoding, err)
 	}
-	if !validID(p.Proposer) {
+	if !digest.Valid(p.Proposer) {
 		return nil, fmt.Errorf("%w: proposal: proposer %q is not a node ID", ErrBadEncoding, abbrev(p.Proposer))
 	}
 	return p, nil

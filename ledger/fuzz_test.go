@@ -10,22 +10,22 @@ import (
 func seedTxs(f *testing.F) [][]byte {
 	c := newCast()
 	return [][]byte{
-		c.coord.sign(f, ModelRegistered{Digest: digest("m"), Name: "m", Licence: "l", Source: "s"}),
-		c.coord.sign(f, RoundOpened{JobID: "j", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("m"), Strategy: "fedavg",
+		c.coord.sign(f, ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "l", Source: "s"}),
+		c.coord.sign(f, RoundOpened{JobID: "j", Round: 1, ConfigDigest: hexDigest("c"), BaseModel: hexDigest("m"), Strategy: "fedavg",
 			Trainers: []string{c.trainers[0].id}, Deadline: t0.Add(time.Hour)}),
-		c.trainers[0].sign(f, UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: digest("u"), DatasetDigest: digest("d"), Samples: 3,
+		c.trainers[0].sign(f, UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 3,
 			Metrics: map[string]float64{"loss": 0.5}}),
-		c.agg.sign(f, RoundCommitted{JobID: "j", Round: 1, ModelDigest: digest("n"), Strategy: "fedavg", Params: map[string]string{"k": "v"},
-			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: digest("u"), Weight: 1}}}),
+		c.agg.sign(f, RoundCommitted{JobID: "j", Round: 1, ModelDigest: hexDigest("n"), Strategy: "fedavg", Params: map[string]string{"k": "v"},
+			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: hexDigest("u"), Weight: 1}}}),
 		c.admin.sign(f, MemberAdded{PublicKey: newActor("z", "").pubHex(), Role: RoleTrainer}),
-		c.trainers[0].sign(f, DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "CC0-1.0", Source: "s", Samples: 3,
-			Root: digest("root"), Bytes: 42}),
+		c.trainers[0].sign(f, DatasetRegistered{Digest: hexDigest("d"), Name: "d", Licence: "CC0-1.0", Source: "s", Samples: 3,
+			Root: hexDigest("root"), Bytes: 42}),
 		c.admin.sign(f, NodeAdded{PublicKey: newActor("n", "").pubHex(), RaftAddress: "10.0.0.4:7000", GRPCAddress: "[::1]:7100", Name: "n4"}),
 		c.admin.sign(f, NodePromoted{ID: newActor("n", "").id}),
 		c.admin.sign(f, NodeRemoved{ID: newActor("n", "").id, Reason: "retired"}),
 		c.coord.sign(f, JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavgm", Params: map[string]string{"server_momentum": "0.9"},
 			Clip: 1, NoiseMultiplier: 1.1, Compression: "int8", Int8Block: 64, MinTrainers: 1, MaxTrainers: 3, MaxSamples: 100,
-			Aggregators: []string{c.agg.id}, InitialAdapter: digest("a"), BaseModel: digest("base")}}),
+			Aggregators: []string{c.agg.id}, InitialAdapter: hexDigest("a"), BaseModel: hexDigest("base")}}),
 	}
 }
 

@@ -49,9 +49,9 @@ func (a *actor) sign(t testing.TB, body TxBody) []byte {
 }
 
 // testDatasetRoot is a well-formed Merkle root for DatasetRegistered.
-var testDatasetRoot = digest("dataset root")
+var testDatasetRoot = hexDigest("dataset root")
 
-func digest(s string) string {
+func hexDigest(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+
+	"github.com/fedtune/fedtune/internal/digest"
 )
 
 // The ledger-node membership tx types (admin-signed). See NodeAdded.
@@ -92,7 +94,7 @@ func validateNodeBody(b TxBody) (bool, error) {
 		if _, err := ParsePublicKey(b.PublicKey); err != nil || len(b.PublicKey) != 64 {
 			return true, fmt.Errorf("public_key must be the node's ed25519 public key as 64 hex characters")
 		}
-		if !isLowerHex(b.PublicKey) {
+		if !digest.Valid(b.PublicKey) {
 			return true, fmt.Errorf("public_key must be lowercase hex")
 		}
 		if err := checkHostPort("raft_address", b.RaftAddress); err != nil {
@@ -103,26 +105,17 @@ func validateNodeBody(b TxBody) (bool, error) {
 		}
 		return true, checkText("name", b.Name, MaxTextLen, false)
 	case NodePromoted:
-		if !validID(b.ID) {
+		if !digest.Valid(b.ID) {
 			return true, fmt.Errorf("id %q is not a node ID (64 lowercase hex)", abbrev(b.ID))
 		}
 		return true, nil
 	case NodeRemoved:
-		if !validID(b.ID) {
+		if !digest.Valid(b.ID) {
 			return true, fmt.Errorf("id %q is not a node ID (64 lowercase hex)", abbrev(b.ID))
 		}
 		return true, checkText("reason", b.Reason, MaxReasonLen, false)
 	}
 	return false, nil
-}
-
-func isLowerHex(s string) bool {
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // checkHostPort requires host:port with a non-empty host of at most 253

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/fedtune/fedtune/internal/digest"
 )
 
 // RoundRecipe is the rule set of a job's rounds, committed on the ledger
@@ -195,7 +197,7 @@ func (r *RoundRecipe) Validate() error {
 		return fmt.Errorf("recipe.aggregators: %d listed, want 1 to 16", len(r.Aggregators))
 	}
 	for i, a := range r.Aggregators {
-		if !validID(a) {
+		if !digest.Valid(a) {
 			return fmt.Errorf("recipe.aggregators[%d] %q is not a member ID", i, abbrev(a))
 		}
 		if slices.Contains(r.Aggregators[:i], a) {

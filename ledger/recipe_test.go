@@ -10,7 +10,7 @@ func TestRecipeValidate(t *testing.T) {
 	agg := newActor("aggregator", RoleAggregator).id
 	good := func() RoundRecipe {
 		return RoundRecipe{Strategy: "fedavgm", Params: map[string]string{"server_momentum": "0.9"}, Clip: 1, NoiseMultiplier: 1.1,
-			Compression: "int8", Int8Block: 64, MinTrainers: 2, MaxTrainers: 5, Aggregators: []string{agg}, InitialAdapter: digest("a"), BaseModel: digest("base")}
+			Compression: "int8", Int8Block: 64, MinTrainers: 2, MaxTrainers: 5, Aggregators: []string{agg}, InitialAdapter: hexDigest("a"), BaseModel: hexDigest("base")}
 	}
 	if r := good(); r.Validate() != nil {
 		t.Fatal(r.Validate())
@@ -58,7 +58,7 @@ func TestRecipeCommitParams(t *testing.T) {
 	if got := r.CommitParams(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("CommitParams %v, want %v", got, want)
 	}
-	ok := map[string]string{"eta": "0.01", "clip": "1.5", "noise_multiplier": "0.8", ParamServerState: digest("s")}
+	ok := map[string]string{"eta": "0.01", "clip": "1.5", "noise_multiplier": "0.8", ParamServerState: hexDigest("s")}
 	if err := r.CheckCommitParams(ok); err != nil {
 		t.Fatal(err)
 	}
