@@ -549,7 +549,7 @@ func submitCommitted(ctx context.Context, cl *client.Client, env []byte) error {
 		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_COMMITTED:
 			return nil
 		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_REJECTED:
-			return fmt.Errorf("rejected: %s", rs[0].Reason)
+			return client.Rejection(rs[0])
 		case err != nil && status.Code(err) != codes.Unavailable:
 			return err
 		}
