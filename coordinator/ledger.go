@@ -13,7 +13,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Ledger is what the Service needs of the ledger: submitting a signed
@@ -23,8 +23,8 @@ import (
 // (ledgertest.Twin).
 //
 // Reads that find no record return an error wrapping
-// ErrLedgerRecordNotFound; a rejected transaction an error wrapping
-// node.ErrRejected with the ledger's reason.
+// ledger.ErrRecordNotFound; a rejected transaction an error wrapping
+// client.ErrRejected and the ledger's typed *ledger.TxError.
 type Ledger interface {
 	// Submit signs body with key and the key's next nonce and waits until
 	// the ledger commits it (the height) or rejects it.
@@ -40,12 +40,12 @@ type Ledger interface {
 }
 
 // ledgerRounds returns job's rounds 1, 2, … up to the first l does not
-// have (QueryRounds over a Ledger).
+// have (client.Client.Rounds over a Ledger).
 func ledgerRounds(ctx context.Context, l Ledger, job string) ([]ledger.Round, error) {
 	var out []ledger.Round
 	for n := uint64(1); ; n++ {
 		r, err := l.Round(ctx, job, n, 0)
-		if errors.Is(err, ErrLedgerRecordNotFound) {
+		if errors.Is(err, ledger.ErrRecordNotFound) {
 			return out, nil
 		}
 		if err != nil {
@@ -55,23 +55,22 @@ func ledgerRounds(ctx context.Context, l Ledger, job string) ([]ledger.Round, er
 	}
 }
 
-// NodeLedger is the Ledger of a ledger node's client: the typed queries of
-// this package over it, and one Signer per key (which keeps the key's
-// nonce).
+// NodeLedger is the Ledger of a ledger node's client: its typed queries
+// and one client.Signer per key (which keeps the key's nonce).
 type NodeLedger struct {
-	c *node.Client
+	c *client.Client
 
 	mu      sync.Mutex
-	signers map[string]*Signer
+	signers map[string]*client.Signer
 }
 
 // NewNodeLedger returns the Ledger of client c.
-func NewNodeLedger(c *node.Client) *NodeLedger {
-	return &NodeLedger{c: c, signers: map[string]*Signer{}}
+func NewNodeLedger(c *client.Client) *NodeLedger {
+	return &NodeLedger{c: c, signers: map[string]*client.Signer{}}
 }
 
 // Client returns the node client.
-func (l *NodeLedger) Client() *node.Client { return l.c }
+func (l *NodeLedger) Client() *client.Client { return l.c }
 
 // Submit implements Ledger through the key's Signer.
 func (l *NodeLedger) Submit(ctx context.Context, key ed25519.PrivateKey, body ledger.TxBody) (uint64, error) {
@@ -79,42 +78,42 @@ func (l *NodeLedger) Submit(ctx context.Context, key ed25519.PrivateKey, body le
 	l.mu.Lock()
 	s := l.signers[id]
 	if s == nil {
-		s = NewSigner(l.c, key)
+		s = client.NewSigner(l.c, key)
 		l.signers[id] = s
 	}
 	l.mu.Unlock()
 	return s.Submit(ctx, body)
 }
 
-// Member implements Ledger (QueryMember).
+// Member implements Ledger.
 func (l *NodeLedger) Member(ctx context.Context, id string) (*ledger.Member, error) {
-	return QueryMember(ctx, l.c, id)
+	return l.c.Member(ctx, id)
 }
 
-// Dataset implements Ledger (QueryDataset).
+// Dataset implements Ledger.
 func (l *NodeLedger) Dataset(ctx context.Context, digest string) (*ledger.Dataset, error) {
-	return QueryDataset(ctx, l.c, digest)
+	return l.c.Dataset(ctx, digest)
 }
 
-// Model implements Ledger (QueryModel).
+// Model implements Ledger.
 func (l *NodeLedger) Model(ctx context.Context, digest string) (*ledger.Model, error) {
-	return QueryModel(ctx, l.c, digest)
+	return l.c.Model(ctx, digest)
 }
 
-// Job implements Ledger (QueryJob).
+// Job implements Ledger.
 func (l *NodeLedger) Job(ctx context.Context, id string) (*ledger.JobRecord, error) {
-	return QueryJob(ctx, l.c, id)
+	return l.c.Job(ctx, id)
 }
 
-// Round implements Ledger: QueryRound, or with a minimum height the node's
-// Query with min_height.
+// Round implements Ledger: the client's Round, or with a minimum height
+// the node's Query with min_height (client.QueryAt).
 func (l *NodeLedger) Round(ctx context.Context, job string, n, minHeight uint64) (*ledger.Round, error) {
 	if minHeight == 0 {
-		return QueryRound(ctx, l.c, job, n)
+		return l.c.Round(ctx, job, n)
 	}
 	js, err := l.c.QueryAt(ctx, ledgerv1.QueryKind_QUERY_KIND_ROUND, job, n, minHeight)
 	if status.Code(err) == codes.NotFound {
-		return nil, fmt.Errorf("round %d of %s at height ≥ %d: %w", n, job, minHeight, ErrLedgerRecordNotFound)
+		return nil, fmt.Errorf("round %d of %s at height ≥ %d: %w", n, job, minHeight, ledger.ErrRecordNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("round %d of %s at height ≥ %d: %w", n, job, minHeight, err)
@@ -126,7 +125,7 @@ func (l *NodeLedger) Round(ctx context.Context, job string, n, minHeight uint64)
 	return &r, nil
 }
 
-// UpdatesByDigest implements Ledger (QueryUpdatesByDigest).
+// UpdatesByDigest implements Ledger.
 func (l *NodeLedger) UpdatesByDigest(ctx context.Context, digest string) ([]ledger.UpdateSubmission, error) {
-	return QueryUpdatesByDigest(ctx, l.c, digest)
+	return l.c.UpdatesByDigest(ctx, digest)
 }

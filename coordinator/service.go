@@ -394,7 +394,7 @@ func (s *Service) refreshMembers(ctx context.Context) {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		m, err := s.cfg.Ledger.Member(qctx, id)
 		cancel()
-		if err != nil && !errors.Is(err, ErrLedgerRecordNotFound) {
+		if err != nil && !errors.Is(err, ledger.ErrRecordNotFound) {
 			return // ledger unreachable: keep what we know
 		}
 		if err != nil || !m.Active || m.Role != ledger.RoleTrainer {

@@ -168,7 +168,7 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 // config (eval.LoadGlobal). A mean NLL that is not finite is an error.
 func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data string) (model.EvalResult, error) {
 	var lora *model.LoRAConfig
-	if job.FineTune.Mode == ModeLoRA {
+	if job.FineTune.Mode == model.ModeLoRA {
 		l := job.FineTune.LoRA
 		if l == nil {
 			return model.EvalResult{}, fmt.Errorf("%w: job %s: finetune.lora is missing", ErrJob, job.Name)

@@ -38,7 +38,7 @@ func AdapterSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/a
 // model of config c: what round 1's trainers start from and what its
 // aggregation takes as reference.
 func InitialAdapter(j *Job, c model.Config) (*model.Adapter, error) {
-	if j.FineTune.Mode != ModeLoRA || j.FineTune.LoRA == nil {
+	if j.FineTune.Mode != model.ModeLoRA || j.FineTune.LoRA == nil {
 		return nil, fmt.Errorf("%w: job %s does not fine-tune a LoRA adapter", ErrJob, j.Name)
 	}
 	l := j.FineTune.LoRA
@@ -64,7 +64,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, fmt.Errorf("model.path %s has weights %s, but model.digest says %s", dir, digest, job.Model.Digest)
 		}
 		j.base, j.files, cfg = digest, files, c
-		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ErrLedgerRecordNotFound) {
+		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
 				Source: "fedtune coordinator: " + dir, Config: files.config}
 			if _, err := s.cfg.Ledger.Submit(ctx, s.cfg.CoordinatorKey, body); err != nil {
@@ -90,7 +90,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 		cfg = c
 	}
-	if job.FineTune.Mode == ModeLoRA {
+	if job.FineTune.Mode == model.ModeLoRA {
 		ad, err := InitialAdapter(job, cfg)
 		if err != nil {
 			return nil, err
@@ -137,7 +137,7 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 
 	rec, err := s.cfg.Ledger.Job(ctx, job.Name)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound):
+	case errors.Is(err, ledger.ErrRecordNotFound):
 		if _, err := s.cfg.Ledger.Submit(ctx, s.cfg.CoordinatorKey, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
 			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
 		}
@@ -218,7 +218,7 @@ func (s *Service) loadConfig(digest string) (model.Config, error) {
 // aggregation takes as reference when the machine's base is base: the
 // initial adapter of a LoRA job while base is still the foundation model.
 func (j *runningJob) global(base string) string {
-	if j.job.FineTune.Mode == ModeLoRA && base == j.base {
+	if j.job.FineTune.Mode == model.ModeLoRA && base == j.base {
 		return j.init
 	}
 	return base

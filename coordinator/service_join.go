@@ -13,6 +13,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // The trainers' side of the service: a join challenge, the Join that
@@ -25,7 +26,7 @@ import (
 // MaxChallengesPerCaller unanswered challenges, and all callers together
 // MaxChallenges (the oldest go first).
 func (s *Service) Challenge(ctx context.Context, _ *coordinatorv1.ChallengeRequest) (*coordinatorv1.ChallengeResponse, error) {
-	c, err := NewChallenge(rand.Reader)
+	c, err := client.NewChallenge(rand.Reader)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -47,7 +48,7 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 		return nil, status.Error(codes.FailedPrecondition, "join: unknown or expired challenge; ask for a new one")
 	}
 	pub := ed25519.PublicKey(req.PublicKey)
-	if err := VerifyChallenge(pub, req.Challenge, req.Signature); err != nil {
+	if err := client.VerifyChallenge(pub, req.Challenge, req.Signature); err != nil {
 		return nil, status.Errorf(codes.Unauthenticated, "join: %v", err)
 	}
 	id := ledger.KeyID(pub)
@@ -56,7 +57,7 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 	}
 	mem, err := s.cfg.Ledger.Member(ctx, id)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound):
+	case errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, status.Errorf(codes.PermissionDenied, "join: %s is not a member of the ledger; an admin must add it with role trainer (fedtune admin add-member)", id)
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "join: %v", err)
@@ -69,7 +70,7 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 	for _, d := range req.Datasets {
 		ds, err := s.cfg.Ledger.Dataset(ctx, d)
 		// The trainer may have registered it through another node a moment ago.
-		for wait := s.clock.Now().Add(5 * time.Second); errors.Is(err, ErrLedgerRecordNotFound) && s.clock.Now().Before(wait); {
+		for wait := s.clock.Now().Add(5 * time.Second); errors.Is(err, ledger.ErrRecordNotFound) && s.clock.Now().Before(wait); {
 			select {
 			case <-ctx.Done():
 				return nil, status.FromContextError(ctx.Err()).Err()
@@ -78,7 +79,7 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 			ds, err = s.cfg.Ledger.Dataset(ctx, d)
 		}
 		switch {
-		case errors.Is(err, ErrLedgerRecordNotFound):
+		case errors.Is(err, ledger.ErrRecordNotFound):
 			return nil, status.Errorf(codes.FailedPrecondition, "join: dataset %s is not registered on the ledger", d)
 		case err != nil:
 			return nil, status.Errorf(codes.Unavailable, "join: %v", err)

@@ -13,6 +13,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // taskStream is a Tasks stream in memory: what the service sends arrives
@@ -62,7 +63,7 @@ func (tr *testTrainer) join(t *testing.T, ctx context.Context, s *Service) {
 		t.Fatal(err)
 	}
 	jr, err := s.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: tr.key.Public().(ed25519.PublicKey), Challenge: c.Challenge,
-		Signature: SignChallenge(tr.key, c.Challenge), Datasets: []string{tr.dataset}})
+		Signature: client.SignChallenge(tr.key, c.Challenge), Datasets: []string{tr.dataset}})
 	if err != nil {
 		t.Fatalf("join: %v", err)
 	}

@@ -134,7 +134,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if rec, err := s.cfg.Ledger.Job(ctx, job.Name); err == nil && rec.Owner != s.id {
 		return nil, status.Errorf(codes.AlreadyExists, "launch: job %s is registered on the ledger by coordinator %s (height %d), not by this coordinator %s; job IDs belong to the coordinator that registers them first: rename the job (name: in the job file)",
 			job.Name, rec.Owner, rec.Height, s.id)
-	} else if err != nil && !errors.Is(err, ErrLedgerRecordNotFound) {
+	} else if err != nil && !errors.Is(err, ledger.ErrRecordNotFound) {
 		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
 	}
 	j, err := s.prepare(ctx, job, nil)

@@ -9,10 +9,8 @@ import (
 	"sync"
 	"time"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -36,7 +34,7 @@ func (s *Service) mayUpload(ctx context.Context) error {
 	}
 	m, err := s.cfg.Ledger.Member(ctx, peer)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
+	case errors.Is(err, ledger.ErrRecordNotFound) || (err == nil && !m.Active):
 		return status.Errorf(codes.PermissionDenied, "upload: %s is not an active ledger member; only members may store artifacts here", abbrev(peer))
 	case err != nil:
 		return status.Errorf(codes.Unavailable, "upload: cannot read the caller's membership: %v", err)
@@ -61,7 +59,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 		return nil
 	}
 	m, err := s.cfg.Ledger.Member(ctx, peer)
-	if errors.Is(err, ErrLedgerRecordNotFound) {
+	if errors.Is(err, ledger.ErrRecordNotFound) {
 		m, err = nil, nil
 	}
 	if err != nil {
@@ -96,7 +94,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 			if ModelFreesUpdate(mod, author) {
 				author = nil
 			}
-		case !errors.Is(err, ErrLedgerRecordNotFound):
+		case !errors.Is(err, ledger.ErrRecordNotFound):
 			return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's models: %v", digest, err)
 		}
 	}
@@ -106,7 +104,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 		switch {
 		case err == nil:
 			aggregators = job.Recipe.Aggregators
-		case !errors.Is(err, ErrLedgerRecordNotFound):
+		case !errors.Is(err, ledger.ErrRecordNotFound):
 			return status.Errorf(codes.Unavailable, "download %s: cannot read job %s's recipe: %v", digest, author.JobID, err)
 		}
 	}
@@ -149,13 +147,13 @@ func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *
 	case err == nil:
 		s.authors.put(digest, &subs[0], s.clock.Now())
 		return nil, &subs[0], nil
-	case !errors.Is(err, ErrLedgerRecordNotFound):
+	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's updates: %w", err)
 	}
 	switch _, err := s.cfg.Ledger.Model(ctx, digest); {
 	case err == nil:
 		return nil, nil, nil
-	case !errors.Is(err, ErrLedgerRecordNotFound):
+	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's models: %w", err)
 	}
 	return ups, nil, nil
@@ -286,7 +284,7 @@ func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.Upda
 		return a, nil
 	}
 	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
-	if errors.Is(err, ErrLedgerRecordNotFound) {
+	if errors.Is(err, ledger.ErrRecordNotFound) {
 		s.authors.put(digest, nil, s.clock.Now())
 		return nil, nil
 	}
@@ -295,17 +293,4 @@ func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.Upda
 	}
 	s.authors.put(digest, &subs[0], s.clock.Now())
 	return &subs[0], nil
-}
-
-// QueryUpdatesByDigest returns every submission of update digest on the
-// ledger, earliest first (ErrLedgerRecordNotFound when none).
-func QueryUpdatesByDigest(ctx context.Context, c *node.Client, digest string) ([]ledger.UpdateSubmission, error) {
-	var subs []ledger.UpdateSubmission
-	if err := queryJSON(ctx, c, ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST, digest, 0, &subs); err != nil {
-		return nil, err
-	}
-	if len(subs) == 0 {
-		return nil, fmt.Errorf("update %s: %w", digest, ErrLedgerRecordNotFound)
-	}
-	return subs, nil
 }

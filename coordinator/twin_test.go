@@ -15,12 +15,14 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/ledgertest"
-	"github.com/fedtune/fedtune/ledger/node"
 )
 
 // twinLedger is the Service's Ledger over the ledger FSM in memory
-// (ledgertest.Twin): no raft, no socket. Errors look as NodeLedger's do.
+// (ledgertest.Twin): no raft, no socket. Errors are NodeLedger's: a
+// missing record wraps ledger.ErrRecordNotFound, a rejection is a
+// client.RejectedError.
 // With down set, every call fails as an unreachable node's would.
 type twinLedger struct {
 	tw   *ledgertest.Twin
@@ -35,7 +37,7 @@ func (l *twinLedger) read(what, key string, f func() (any, error)) (any, error) 
 	}
 	v, err := f()
 	if errors.Is(err, ledger.ErrRecordNotFound) {
-		return nil, fmt.Errorf("%s %s: %w", what, abbrev(key), ErrLedgerRecordNotFound)
+		return nil, fmt.Errorf("%s %s: %w", what, abbrev(key), ledger.ErrRecordNotFound)
 	}
 	return v, err
 }
@@ -47,7 +49,7 @@ func (l *twinLedger) Submit(_ context.Context, key ed25519.PrivateKey, body ledg
 	h, err := l.tw.Submit(key, body)
 	var te *ledger.TxError
 	if errors.As(err, &te) {
-		return 0, fmt.Errorf("%s: %w: %s", body.TxType(), node.ErrRejected, te.Error())
+		return 0, fmt.Errorf("%s: %w", body.TxType(), &client.RejectedError{TxError: te, Reason: te.Error()})
 	}
 	return h, err
 }

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Bounds of the retry delay for a tx whose fate is unknown.
@@ -126,7 +125,7 @@ func (q *txQueue) run(ctx context.Context, w txWorker) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil || errors.Is(err, node.ErrRejected) {
+		if err == nil || errors.Is(err, client.ErrRejected) {
 			if !failingSince.IsZero() {
 				w.log.InfoContext(ctx, "tx submitted after retries", "type", t.body.TxType(), "round", round, "waited", w.clock.Now().Sub(failingSince).Round(time.Second))
 				w.report(ctx, txReport{gen: t.gen, fate: txResumed, body: t.body, detail: waitDetail})
@@ -137,13 +136,13 @@ func (q *txQueue) run(ctx context.Context, w txWorker) {
 		case err == nil:
 			w.log.InfoContext(ctx, "tx committed", "type", t.body.TxType(), "round", round, "height", h)
 			w.report(ctx, txReport{gen: t.gen, fate: txCommitted, body: t.body, height: h})
-		case errors.Is(err, node.ErrRejected) && historyConflict(err):
+		case errors.Is(err, client.ErrRejected) && historyConflict(err):
 			// The ledger already holds this round's record: an earlier
 			// run of this coordinator got further than the history it
 			// recovered from showed.
 			w.log.WarnContext(ctx, "the ledger is ahead of the job; recovering from it", "type", t.body.TxType(), "round", round, "err", err)
 			w.report(ctx, txReport{gen: t.gen, fate: txConflict, body: t.body, err: err})
-		case errors.Is(err, node.ErrRejected):
+		case errors.Is(err, client.ErrRejected):
 			w.log.WarnContext(ctx, "tx rejected", "type", t.body.TxType(), "round", round, "err", err)
 			w.report(ctx, txReport{gen: t.gen, fate: txRejected, body: t.body, err: err})
 		default:
@@ -170,8 +169,7 @@ func (q *txQueue) run(ctx context.Context, w txWorker) {
 // historyConflict reports whether a rejection says the ledger already
 // holds the record the tx would write (another run of this job wrote it).
 func historyConflict(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "("+string(ledger.CodeAlreadyExists)+")") || strings.Contains(msg, "("+string(ledger.CodeRoundNotOpen)+")")
+	return errors.Is(err, ledger.ErrAlreadyExists) || errors.Is(err, ledger.ErrRoundNotOpen)
 }
 
 func roundOfTx(b ledger.TxBody) uint64 {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // waitWaiter returns once something waits on the fake clock.
@@ -50,9 +50,9 @@ func TestTxQueue(t *testing.T) {
 				return 7, nil
 			case ledger.RoundFailed:
 				if b.Round == 1 {
-					return 0, fmt.Errorf("%w: ledger: tx rejected (invalid): no", node.ErrRejected)
+					return 0, &client.RejectedError{TxError: &ledger.TxError{Code: ledger.CodeInvalid, Msg: "no"}, Reason: "(invalid): no"}
 				}
-				return 0, fmt.Errorf("%w: ledger: tx rejected (%s): round exists", node.ErrRejected, ledger.CodeAlreadyExists)
+				return 0, &client.RejectedError{TxError: &ledger.TxError{Code: ledger.CodeAlreadyExists, Msg: "round exists"}, Reason: "round exists"}
 			}
 			return 0, errors.New("unexpected tx")
 		},

@@ -75,7 +75,7 @@ func TestNetworkRemoteAggregator(t *testing.T) {
 	if commits != 1 {
 		t.Errorf("%d RoundCommitted txs on the chain, want 1", commits)
 	}
-	r, err := coordinator.QueryRound(ctx, lc, n.JobName, 1)
+	r, err := lc.Round(ctx, n.JobName, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/trainer"
@@ -338,8 +339,8 @@ func (n *Net) StartTrainer(ctx context.Context, i int) (*Part, error) {
 
 // Ledger dials ledger node i (0-based) over TLS as the admin key,
 // accepting only the devnet's node keys.
-func (n *Net) Ledger(ctx context.Context, i int) (*node.Client, error) {
-	return node.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
+func (n *Net) Ledger(ctx context.Context, i int) (*client.Client, error) {
+	return client.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
 }
 
 func (n *Net) waitLeader(ctx context.Context) error {
@@ -548,7 +549,7 @@ func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error
 		return nil, err
 	}
 	var lora *model.LoRAConfig
-	if l := job.FineTune.LoRA; job.FineTune.Mode == coordinator.ModeLoRA && l != nil {
+	if l := job.FineTune.LoRA; job.FineTune.Mode == model.ModeLoRA && l != nil {
 		lora = &model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}
 	}
 	m, err := eval.LoadGlobal(n.BaseModel, global, lora)

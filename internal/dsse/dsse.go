@@ -10,13 +10,12 @@ package dsse
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
@@ -55,10 +54,7 @@ type signatureJSON struct {
 
 // KeyID returns the ID of an ed25519 public key: the lowercase hex SHA-256
 // of its raw 32 bytes.
-func KeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])
-}
+func KeyID(pub ed25519.PublicKey) string { return digest.Bytes(pub) }
 
 // PAE is DSSE's pre-authentication encoding:
 // "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, where LEN is the byte

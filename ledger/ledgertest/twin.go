@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -20,7 +21,7 @@ import (
 // follow a test's fake clock. Safe for concurrent use.
 type Twin struct {
 	db   *pebblestore.DB
-	fsm  *ledger.FSM
+	fsm  *fsm.FSM
 	node ed25519.PrivateKey
 	now  func() time.Time
 
@@ -50,7 +51,7 @@ func NewTwin(g ledger.Genesis, now func() time.Time) (*Twin, error) {
 		return nil, err
 	}
 	tw := &Twin{db: db, node: nk, now: now, height: make(chan struct{})}
-	tw.fsm, err = ledger.NewFSM(db.State(), &g, ledger.FSMOptions{Now: now})
+	tw.fsm, err = fsm.New(db.State(), &g, fsm.Options{Now: now})
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -62,7 +63,7 @@ func NewTwin(g ledger.Genesis, now func() time.Time) (*Twin, error) {
 func (tw *Twin) Close() error { return tw.db.Close() }
 
 // FSM returns the twin's state machine, for its queries.
-func (tw *Twin) FSM() *ledger.FSM { return tw.fsm }
+func (tw *Twin) FSM() *fsm.FSM { return tw.fsm }
 
 // Height returns the last block's height.
 func (tw *Twin) Height() uint64 { return tw.fsm.Height() }
