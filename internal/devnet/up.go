@@ -613,6 +613,14 @@ func (n *Net) Up(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer nw.Stop()
+	return n.RunJob(ctx)
+}
+
+// RunJob runs the job on the started network: it evaluates the base model,
+// launches the job, follows it to its end, reads the final model's lineage
+// and evaluates it.
+func (n *Net) RunJob(ctx context.Context) (*Result, error) {
+	var err error
 	res := &Result{Job: n.JobName}
 	if res.EvalBefore, err = n.Eval(ctx, ""); err != nil {
 		return nil, fmt.Errorf("eval before: %w", err)
