@@ -1,6 +1,7 @@
 package devnet
 
 import (
+	"crypto/ed25519"
 	"reflect"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/aggsvc"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -63,5 +65,41 @@ func TestMarshalConfigRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(*gota, ac) {
 		t.Errorf("aggregator config round trip:\n got %+v\nwant %+v", *gota, ac)
+	}
+}
+
+// The genesis devnet writes parses back, by ledger.ParseGenesis, to the
+// members, nodes and policy it was built from.
+func TestWriteGenesisRoundTrip(t *testing.T) {
+	n := &Net{Opts: Options{Trainers: 2}, Dir: t.TempDir(), ChainID: "fedtune-devnet", Keys: map[string]ed25519.PrivateKey{}}
+	for _, name := range []string{"admin", "coordinator", "aggregator", "trainer-1", "trainer-2", "node-1", "node-2", "node-3"} {
+		k, err := ledger.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Keys[name] = k
+	}
+	if err := n.writeGenesis(); err != nil {
+		t.Fatal(err)
+	}
+	g, err := ledger.LoadGenesis(n.GenesisPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.ChainID != n.ChainID || len(g.Members) != 5 || len(g.Nodes) != 3 || g.Policy.BlockInterval != 10*time.Millisecond {
+		t.Fatalf("genesis %+v", g)
+	}
+	for _, m := range g.Members {
+		if ledger.KeyID(m.Key) != n.ID(m.Name) {
+			t.Errorf("member %s: key %s, want %s", m.Name, ledger.KeyID(m.Key), n.ID(m.Name))
+		}
+	}
+	if g.Members[4].Role != ledger.RoleTrainer || g.Nodes[2].Name != "node-3" || ledger.KeyID(g.Nodes[2].Key) != n.ID("node-3") {
+		t.Errorf("members %+v nodes %+v", g.Members, g.Nodes)
+	}
+	want := ledger.DefaultPolicy()
+	want.BlockInterval = 10 * time.Millisecond
+	if g.Policy != want {
+		t.Errorf("policy %+v, want %+v", g.Policy, want)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -261,22 +260,28 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 }
 
 func (n *Net) writeGenesis() error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "chain_id: %s\nmembers:\n", n.ChainID)
+	pub := func(name string) string { return hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)) }
+	g := ledger.Genesis{ChainID: n.ChainID, Policy: ledger.DefaultPolicy()}
+	g.Policy.BlockInterval = 10 * time.Millisecond
 	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}}
 	for i := 1; i <= n.Opts.Trainers; i++ {
 		members = append(members, [2]string{fmt.Sprintf("trainer-%d", i), "trainer"})
 	}
 	for _, m := range members {
-		fmt.Fprintf(&b, "  - name: %s\n    role: %s\n    public_key: %s\n", m[0], m[1], hex.EncodeToString(n.Keys[m[0]].Public().(ed25519.PublicKey)))
+		g.Members = append(g.Members, ledger.GenesisMember{Name: m[0], Role: ledger.Role(m[1]), PublicKey: pub(m[0])})
 	}
-	b.WriteString("nodes:\n")
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("node-%d", i)
-		fmt.Fprintf(&b, "  - name: %s\n    public_key: %s\n", name, hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)))
+		g.Nodes = append(g.Nodes, ledger.GenesisNode{Name: name, PublicKey: pub(name)})
 	}
-	b.WriteString("policy:\n  block_interval: 10ms\n")
-	return os.WriteFile(n.path("genesis.yaml"), []byte(b.String()), 0o644)
+	if err := g.Validate(); err != nil {
+		return fmt.Errorf("devnet: genesis: %w", err)
+	}
+	data, err := marshalConfig(&g)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(n.GenesisPath(), data, 0o644)
 }
 
 func (n *Net) writeLedgerConfigs() error {
