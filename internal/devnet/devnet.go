@@ -375,7 +375,7 @@ func (n *Net) writeTrainerConfigs() error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(n.path(name, "trainer.yaml"), data, 0o600); err != nil {
+		if err := atomicfile.Write(n.path(name, "trainer.yaml"), data, 0o600); err != nil {
 			return err
 		}
 	}
