@@ -62,21 +62,19 @@ trainer, launch another job and audit the model.`,
 			if err != nil {
 				return fmt.Errorf("devnet: %w", err)
 			}
+			var res *devnet.Result
 			if o.Keep {
-				err := n.UpKeep(cmd.Context(), func(res *devnet.Result) { printResult(out, n, res, start) })
-				if err != nil {
-					return fmt.Errorf("devnet: %w (logs in %s/logs)", err, n.Dir)
-				}
-				return nil
+				// Ctrl-C or SIGTERM after the guide is UpKeep's normal end (nil).
+				err = n.UpKeep(cmd.Context(), func(r *devnet.Result) { printResult(out, n, r, start) })
+			} else if res, err = n.Up(cmd.Context()); err == nil {
+				printResult(out, n, res, start)
 			}
-			res, err := n.Up(cmd.Context())
 			if err != nil {
 				if cmd.Context().Err() != nil {
 					fmt.Fprintln(out, "\ninterrupted: the network is stopped")
 				}
 				return fmt.Errorf("devnet: %w (logs in %s/logs)", err, n.Dir)
 			}
-			printResult(out, n, res, start)
 			return nil
 		},
 	}
