@@ -151,8 +151,8 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 	// Audit: the model's lineage holds against the nodes' cosignatures,
 	// and the whole chain, both jobs, verifies with every aggregation re-run.
 	lineage := run(ctx, "audit lineage")
-	if !strings.Contains(lineage, cmds["audit lineage"][2]) {
-		t.Errorf("audit lineage does not name the model %s:\n%s", cmds["audit lineage"][2], lineage)
+	if !strings.Contains(lineage, cmds["audit lineage"][2]) || !strings.Contains(lineage, "anchored: ") || !strings.Contains(lineage, "of 3 nodes") {
+		t.Errorf("audit lineage does not show the model %s anchored in blocks the 3 nodes cosigned:\n%s", cmds["audit lineage"][2], lineage)
 	}
 	if out := run(ctx, "audit verify"); !strings.Contains(out, "OK: chain verified") || strings.Contains(out, " 0 re-aggregated") {
 		t.Errorf("audit verify printed %q", out)
