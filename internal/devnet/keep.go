@@ -69,17 +69,6 @@ func (n *Net) UpKeep(ctx context.Context, report func(*Result)) error {
 	return nil
 }
 
-// parts returns the running parts, trainers first.
-func (nw *Network) parts() []*Part {
-	var out []*Part
-	out = append(out, nw.Trainers...)
-	for _, p := range []*Part{nw.Coord, nw.Agg} {
-		if p != nil {
-			out = append(out, p)
-		}
-	}
-	return append(out, nw.Ledgers...)
-}
 
 // WriteGuide writes the kept network's addresses and files, and the
 // commands (absolute paths, ready to paste) that join a new trainer,
