@@ -69,7 +69,6 @@ func (n *Net) UpKeep(ctx context.Context, report func(*Result)) error {
 	return nil
 }
 
-
 // WriteGuide writes the kept network's addresses and files, and the
 // commands (absolute paths, ready to paste) that join a new trainer,
 // launch another job and audit model, one command a line. It ends with
