@@ -205,9 +205,11 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			s.sessions.closeAll()
 			return nil
-		case now := <-tick.C():
+		case <-tick.C():
+			// The clock's time, not the tick's: a tick may have waited
+			// (a ticker holds one), and a fake clock may have jumped.
 			s.mu.Lock()
-			s.step(Tick{Now: now})
+			s.step(Tick{Now: s.clock.Now()})
 			s.mu.Unlock()
 		case <-refresh.C():
 			s.refreshMembers(ctx)

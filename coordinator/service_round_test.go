@@ -279,3 +279,55 @@ func TestServiceResumesRound(t *testing.T) {
 		t.Fatalf("round 1 on the ledger: %+v, %v; want committed with two contributors and model %s", r, err, *model)
 	}
 }
+
+// A round whose deadline passes with too few updates fails on the
+// service's clock: the test moves the fake clock past the deadline, the
+// driver's next tick tells the machine, and the aggregator's RoundFailed
+// lands on the ledger at the clock's time.
+func TestServiceRoundDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := newTestNet(t, t.TempDir(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := watch(n.s)
+	n.averaging(ctx, n.s)
+	defer run(t, ctx, n.s)()
+	baseDir, _, _, _ := evalFixture(t)
+	trainers := []*testTrainer{n.trainer(t, 0), n.trainer(t, 1)}
+	for _, tr := range trainers {
+		tr.join(t, ctx, n.s)
+	}
+	if _, err := n.s.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: testJob(baseDir)}); err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	task := trainers[0].task(t, ctx)
+	trainers[1].task(t, ctx) // never answered
+	update, h := n.update(t, ctx, trainers[0], task)
+	if _, err := n.s.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: trainers[0].session, JobId: task.JobId, Round: task.Round,
+		UpdateDigest: update, CommittedHeight: h}); err != nil {
+		t.Fatalf("SubmitUpdate: %v", err)
+	}
+	for { // the driver's tickers are made once Run has started
+		added := n.clock.Added()
+		if n.clock.Waiters() >= 2 {
+			break
+		}
+		<-added
+	}
+	deadline := time.Unix(0, task.DeadlineUnixNano)
+	n.clock.Set(deadline.Add(time.Second))
+	for done := false; !done; {
+		select {
+		case st := <-published:
+			done = st.State == JobDone || st.State == JobFailed
+		case <-ctx.Done():
+			t.Fatal("the round did not fail at its deadline")
+		}
+	}
+	r, err := n.ledger.Round(ctx, task.JobId, 1, 0)
+	if err != nil || r.Status != ledger.StatusFailed || !strings.Contains(r.FailReason, "deadline") {
+		t.Fatalf("round 1 on the ledger: %+v, %v; want failed at its deadline", r, err)
+	}
+}
