@@ -123,6 +123,11 @@
 //     other digest from one trainer is an invariant it asserts, which a
 //     driver that reads updates from the ledger never trips.
 //   - A RoundOpened's deadline lies after its block: the ledger.
+//   - An update's samples within its dataset's and the recipe's bounds, its
+//     dataset registered by its trainer: the ledger.
+//   - An update's dataset is one the job admits (datasets.manifests): the
+//     machine, which rejects the update on the ledger (UpdateRejected); the
+//     recipe does not carry the job's manifests.
 //
 // The artifact service is guarded by the ledger (service_upload.go): only
 // active members upload, within the limits of the config's artifacts
