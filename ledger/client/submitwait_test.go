@@ -196,7 +196,7 @@ func TestSubmitWaitTypedRejection(t *testing.T) {
 // TestStatusDetails: a TxError survives a gRPC status as a detail.
 func TestStatusDetails(t *testing.T) {
 	te := &ledger.TxError{Code: ledger.CodeAlreadyExists, Msg: "round 2 of job x already exists"}
-	err := Status(codes.FailedPrecondition, fmt.Errorf("submit: %w", &RejectedError{TxError: te, Reason: te.Error()}))
+	err := StatusError(codes.FailedPrecondition, fmt.Errorf("submit: %w", &RejectedError{TxError: te, Reason: te.Error()}))
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("code %v", status.Code(err))
 	}
@@ -209,7 +209,7 @@ func TestStatusDetails(t *testing.T) {
 	if got := FromStatus(plain); got != plain || errors.Is(got, ErrRejected) {
 		t.Fatalf("FromStatus(plain) = %v", got)
 	}
-	if s := Status(codes.Internal, errors.New("boom")); FromStatus(s) != s {
+	if s := StatusError(codes.Internal, errors.New("boom")); FromStatus(s) != s {
 		t.Fatalf("Status without a TxError carries a detail")
 	}
 }
