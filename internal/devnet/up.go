@@ -168,15 +168,7 @@ func (n *Net) startLedgers(ctx context.Context, nw *Network) error {
 
 // Stop stops every part, trainers first.
 func (nw *Network) Stop() {
-	var parts []*Part
-	parts = append(parts, nw.Trainers...)
-	if nw.Coord != nil {
-		parts = append(parts, nw.Coord)
-	}
-	if nw.Agg != nil {
-		parts = append(parts, nw.Agg)
-	}
-	parts = append(parts, nw.Ledgers...)
+	parts := nw.parts()
 	for _, p := range parts {
 		if p != nil {
 			p.stop()
@@ -206,6 +198,19 @@ func (nw *Network) Stop() {
 		}
 	}
 	nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil
+}
+
+// parts returns the started parts in the order they stop: trainers, the
+// coordinator, the aggregator, the ledger nodes.
+func (nw *Network) parts() []*Part {
+	var out []*Part
+	out = append(out, nw.Trainers...)
+	for _, p := range []*Part{nw.Coord, nw.Agg} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return append(out, nw.Ledgers...)
 }
 
 // run starts a part: a child process running the fedtune binary with
@@ -614,6 +619,14 @@ func (n *Net) Up(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer nw.Stop()
+	return n.RunJob(ctx)
+}
+
+// RunJob runs the job on the started network: it evaluates the base model,
+// launches the job, follows it to its end, reads the final model's lineage
+// and evaluates it.
+func (n *Net) RunJob(ctx context.Context) (*Result, error) {
+	var err error
 	res := &Result{Job: n.JobName}
 	if res.EvalBefore, err = n.Eval(ctx, ""); err != nil {
 		return nil, fmt.Errorf("eval before: %w", err)
