@@ -87,7 +87,7 @@ lineage are printed. Ctrl-C stops everything. Run it from the source tree
 	f.StringVar(&o.EvalData, "eval", "datasets/testdata/tasks/eval.jsonl", "held-out data scored before and after (\"\": the job's eval.data)")
 	f.IntVar(&o.PretrainSteps, "pretrain-steps", 100, "pre-training steps of the base model")
 	f.BoolVar(&o.RemoteAggregator, "remote-aggregator", false, "run the aggregator as its own process (fedtune aggregator start) with its own key")
-	f.StringVar(&o.Device, "device", "", "the trainers' training device: cpu (Gorgonia, the default), host (the engine's step on the CPU) or cuda (binaries built with -tags fedcuda)")
+	f.StringVar(&o.Device, "device", "", "the trainers' (and the base model's pre-training) "+deviceUsage)
 	return cmd
 }
 
