@@ -131,9 +131,12 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	ts, name := tr.Model.Tensors, UpdateFullFile
+	var ts map[string]*model.Tensor
+	name := UpdateFullFile
 	if tr.Adapter != nil {
 		ts, name = tr.Adapter.Tensors, UpdateLoRAFile
+	} else {
+		ts = tr.Model.Tensors
 	}
 	path := filepath.Join(t.OutDir, name)
 	digest, err := writeTaskUpdate(t, path, ts)
