@@ -20,12 +20,12 @@
 // anything. Operations run asynchronously on the Context's stream; Read,
 // SquaredNorm and Sync wait for them.
 //
-// With the build tag "fedcudaemu" instead, the same device code runs on an
-// emulated GPU (emu.go, emu_kernels.cc): train.cu compiled as C++ with one
-// OS thread per CUDA thread for the kernels that synchronise, host memory,
-// and a plain column-major SGEMM with cuBLAS's argument checks. It is slow
-// (go test -tags fedcudaemu ./model/engine/cudadev takes about a minute)
-// and lets the tests here run where there is no GPU:
+// With the build tag "fedcudaemu" instead, the same device code runs on
+// kernels/cuda's CPU emulation of one GPU (the one emulator, kernels/cuda's
+// emu.cpp): train.cu compiled as C++, the threads of a block that
+// synchronise run as fibers, host memory, and Sgemm on the blas_sgemm
+// kernel in place of cuBLAS. It is slow and lets the tests here run where
+// there is no GPU:
 //
 //	go test -tags fedcudaemu ./model/engine/cudadev ./trainer
 //
