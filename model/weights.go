@@ -133,14 +133,6 @@ func (m *Model) Clone() *Model {
 	return c
 }
 
-// lmHead returns the output projection ([V, d]): lm_head or the tied embedding.
-func (m *Model) lmHead() *Tensor {
-	if m.Config.TieWordEmbeddings {
-		return m.Tensors[EmbedName]
-	}
-	return m.Tensors[LMHeadName]
-}
-
 // Check verifies that the tensors are exactly those the config implies.
 // source names the weights (a file) in errors.
 func (m *Model) Check(source string) error {

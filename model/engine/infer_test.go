@@ -3,10 +3,8 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math"
 	"runtime"
-	"slices"
 	"testing"
 
 	"github.com/fedtune/fedtune/model"
@@ -62,23 +60,8 @@ func TestRunnerMatchesReference(t *testing.T) {
 // TestRunnerAdapter checks a merged adapter in the Runner against the
 // reference with the adapter unmerged.
 func TestRunnerAdapter(t *testing.T) {
-	c := modeltest.TinyConfig()
-	m, err := model.New(c, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modeltest.Randomise(m, 1)
-	lc := model.LoRAConfig{Rank: 3, Alpha: 6, Targets: []string{"k_proj", "o_proj", "up_proj", "v_proj"}}
-	ad, err := model.NewAdapter(c, lc, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range slices.Sorted(maps.Keys(ad.Tensors)) {
-		r := modeltest.RNG(4, n)
-		for i := range ad.Tensors[n].Data {
-			ad.Tensors[n].Data[i] = float32(r.NormFloat64() * 0.2)
-		}
-	}
+	m, ad := modeltest.AdaptedModel(t)
+	c := m.Config
 	ids := modeltest.IDs(10, c.VocabSize, 9)
 	merged, err := m.Merge(ad)
 	if err != nil {
@@ -173,10 +156,6 @@ func TestRunnerLongContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Warm the Host up first (its worker pool and kernels start on first use).
-	if _, err := engine.Evaluate(context.Background(), engine.NewHost(), m, []int{1, 2}, nil); err != nil {
-		t.Fatal(err)
-	}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -191,7 +170,9 @@ func TestRunnerLongContext(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if a := after.TotalAlloc - before.TotalAlloc; a > 1<<20 {
+	// A Host keeps some scratch of its own (the sgemm's packed panels):
+	// allow a few MiB, far below what the context would take.
+	if a := after.TotalAlloc - before.TotalAlloc; a > 8<<20 {
 		t.Errorf("a runner for a 4M-position context allocated %d bytes for 3 tokens", a)
 	}
 

@@ -1,8 +1,6 @@
 package gorgoniaref
 
 import (
-	"maps"
-	"slices"
 	"testing"
 
 	"gorgonia.org/tensor"
@@ -68,23 +66,8 @@ func TestGraphForwardMatchesReference(t *testing.T) {
 // TestAdapterForward checks the unmerged adapter in the graph and the merged
 // model in the graph against the reference.
 func TestAdapterForward(t *testing.T) {
-	c := modeltest.TinyConfig()
-	m, err := model.New(c, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modeltest.Randomise(m, 1)
-	lc := model.LoRAConfig{Rank: 3, Alpha: 6, Targets: []string{"k_proj", "o_proj", "up_proj", "v_proj"}}
-	ad, err := model.NewAdapter(c, lc, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range slices.Sorted(maps.Keys(ad.Tensors)) {
-		r := modeltest.RNG(4, n)
-		for i := range ad.Tensors[n].Data {
-			ad.Tensors[n].Data[i] = float32(r.NormFloat64() * 0.2)
-		}
-	}
+	m, ad := modeltest.AdaptedModel(t)
+	c := m.Config
 	ids := modeltest.IDs(10, c.VocabSize, 9)
 	want := modeltest.RefLogProbs(m, ad, ids)
 	if d := modeltest.MaxDiff(want, modeltest.RefLogProbs(m, nil, ids)); d < 1e-3 {

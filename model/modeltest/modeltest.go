@@ -3,9 +3,11 @@ package modeltest
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/fedtune/fedtune/model"
@@ -306,4 +308,28 @@ func LogProbs(logits []float32, V int) [][]float64 {
 		}
 	}
 	return out
+}
+
+// AdaptedModel returns the tiny model (Randomise'd) and a LoRA adapter on
+// k, o, up and v with non-zero A and B, for tests of an adapter's forward.
+func AdaptedModel(t testing.TB) (*model.Model, *model.Adapter) {
+	t.Helper()
+	c := TinyConfig()
+	m, err := model.New(c, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	Randomise(m, 1)
+	lc := model.LoRAConfig{Rank: 3, Alpha: 6, Targets: []string{"k_proj", "o_proj", "up_proj", "v_proj"}}
+	ad, err := model.NewAdapter(c, lc, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range slices.Sorted(maps.Keys(ad.Tensors)) {
+		r := RNG(4, n)
+		for i := range ad.Tensors[n].Data {
+			ad.Tensors[n].Data[i] = float32(r.NormFloat64() * 0.2)
+		}
+	}
+	return m, ad
 }
