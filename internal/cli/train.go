@@ -38,6 +38,9 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 			if modelDir == "" || data == "" || out == "" {
 				return fmt.Errorf("train: --model, --data and -o are required")
 			}
+			if err := trainer.ValidateDevice(device); err != nil {
+				return fmt.Errorf("train: --device: %w", err)
+			}
 			log := logger(cmd)
 			m, err := model.Load(modelDir)
 			if err != nil {
@@ -87,9 +90,6 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 				if !cmd.Flags().Changed("lora-dropout") {
 					tc.LoRA.Dropout = startAdapter.Config.Dropout
 				}
-			}
-			if err := trainer.ValidateDevice(device); err != nil {
-				return fmt.Errorf("train: --device: %w", err)
 			}
 			log.Info("training", "samples", len(ds.Samples), "tokens", len(tokens), "windows", len(windows),
 				"mode", map[bool]string{true: "full", false: "lora"}[full], "steps", steps, "device", cmp.Or(device, trainer.DeviceCPU))
