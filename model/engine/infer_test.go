@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/modeltest"
@@ -171,8 +172,9 @@ func TestRunnerLongContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A Host keeps some scratch of its own (the sgemm's packed panels):
-	// allow a few MiB, far below what the context would take.
-	if a := after.TotalAlloc - before.TotalAlloc; a > 8<<20 {
+	// allow a few MiB, far below what the context would take (the race
+	// detector's runtime allocates more).
+	if a := after.TotalAlloc - before.TotalAlloc; a > 8<<20 && !fedtest.RaceEnabled {
 		t.Errorf("a runner for a 4M-position context allocated %d bytes for 3 tokens", a)
 	}
 
