@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // ErrNotOwn is wrapped when an aggregator refuses to sign an aggregator-role
@@ -146,7 +146,7 @@ func (o *OwnRounds) Failure(job string, round uint64) (string, bool) {
 // rejected and fetchable, as fetch tells after FetchAttempts tries). Any
 // other UpdateRejected or RoundFailed is refused with an error wrapping
 // ErrNotOwn that names why. Other bodies are returned unchanged.
-func (o *OwnRounds) Vet(ctx context.Context, lc *node.Client, body ledger.TxBody, fetch func(context.Context, string) error) (ledger.TxBody, error) {
+func (o *OwnRounds) Vet(ctx context.Context, lc *client.Client, body ledger.TxBody, fetch func(context.Context, string) error) (ledger.TxBody, error) {
 	switch b := body.(type) {
 	case ledger.UpdateRejected:
 		why, ok := o.Rejection(b.JobID, b.Round, b.UpdateDigest)
@@ -175,15 +175,15 @@ func (o *OwnRounds) Vet(ctx context.Context, lc *node.Client, body ledger.TxBody
 // due: the round is open, its deadline is before the ledger's newest block
 // (or this aggregator's clock), and fewer of its updates are usable than
 // the recipe's min_trainers. Otherwise it returns an error naming why not.
-func deadlineFailure(ctx context.Context, lc *node.Client, job string, round uint64, fetch func(context.Context, string) error) (string, error) {
+func deadlineFailure(ctx context.Context, lc *client.Client, job string, round uint64, fetch func(context.Context, string) error) (string, error) {
 	if lc == nil {
 		return "", errors.New("there is no ledger to check the round's deadline on")
 	}
-	rec, err := QueryJob(ctx, lc, job)
+	rec, err := lc.Job(ctx, job)
 	if err != nil {
 		return "", fmt.Errorf("the job's recipe: %w", err)
 	}
-	r, err := QueryRound(ctx, lc, job, round)
+	r, err := lc.Round(ctx, job, round)
 	if err != nil {
 		return "", err
 	}
@@ -218,7 +218,7 @@ func deadlineFailure(ctx context.Context, lc *node.Client, job string, round uin
 }
 
 // ledgerTime returns the time of the ledger's newest block.
-func ledgerTime(ctx context.Context, lc *node.Client) (time.Time, error) {
+func ledgerTime(ctx context.Context, lc *client.Client) (time.Time, error) {
 	st, err := lc.Status(ctx)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("ledger status: %w", err)
@@ -254,8 +254,8 @@ func FetchWithRetry(ctx context.Context, digest string, fetch func(context.Conte
 
 // undelivered returns, for each update the ledger records for the task's
 // round that is neither rejected nor an input, the trainer and its digest.
-func undelivered(ctx context.Context, lc *node.Client, a AggregationTask) ([]ledger.Update, error) {
-	r, err := QueryRound(ctx, lc, a.JobID, a.Round)
+func undelivered(ctx context.Context, lc *client.Client, a AggregationTask) ([]ledger.Update, error) {
+	r, err := lc.Round(ctx, a.JobID, a.Round)
 	if err != nil {
 		return nil, fmt.Errorf("round %d on the ledger: %w", a.Round, err)
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Aggregator is the aggregator role as the Service sees it: it runs a
@@ -38,7 +38,7 @@ type Aggregator interface {
 	// are in the coordinator's artifact store when it returns.
 	Aggregate(ctx context.Context, a AggregationTask, global string) (AggregationDone, error)
 	// Submit signs body with the aggregator key and waits for the ledger,
-	// like (*Signer).Submit: a rejection wraps node.ErrRejected.
+	// like (*client.Signer).Submit: a rejection wraps client.ErrRejected.
 	Submit(ctx context.Context, body ledger.TxBody) (uint64, error)
 }
 
@@ -57,14 +57,14 @@ type LocalAggregator struct {
 
 	store  *artifact.Store
 	dir    string
-	signer *Signer
+	signer *client.Signer
 	log    *slog.Logger
 	own    OwnRounds
 }
 
 // NewLocalAggregator returns an aggregator over store that keeps scratch
 // files under dir and signs through signer (log may be nil).
-func NewLocalAggregator(store *artifact.Store, dir string, signer *Signer, log *slog.Logger) *LocalAggregator {
+func NewLocalAggregator(store *artifact.Store, dir string, signer *client.Signer, log *slog.Logger) *LocalAggregator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -80,9 +80,9 @@ func (l *LocalAggregator) ID() string { return l.signer.ID() }
 // failed here or whose deadline the ledger shows passed with too few
 // usable updates, and a RoundCommitted of the model and contributors its
 // aggregation produced. Anything else is refused with an error wrapping
-// node.ErrRejected and ErrNotOwn.
+// client.ErrRejected and ErrNotOwn.
 func (l *LocalAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
-	own, err := l.own.Vet(ctx, l.signer.ledger, body, l.fetch)
+	own, err := l.own.Vet(ctx, l.signer.Client(), body, l.fetch)
 	if err == nil {
 		if rc, ok := body.(ledger.RoundCommitted); ok {
 			err = l.own.vetCommit(rc)
@@ -94,12 +94,12 @@ func (l *LocalAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint6
 	return l.signer.Submit(ctx, own)
 }
 
-// refusal is an aggregator's refusal to sign: a rejection (node.ErrRejected)
+// refusal is an aggregator's refusal to sign: a rejection (client.ErrRejected)
 // that no ledger node made.
 type refusal struct{ err error }
 
 func (r refusal) Error() string   { return r.err.Error() }
-func (r refusal) Unwrap() []error { return []error{r.err, node.ErrRejected} }
+func (r refusal) Unwrap() []error { return []error{r.err, client.ErrRejected} }
 
 // fetch brings digest into the store (Fetch), or checks it is there.
 func (l *LocalAggregator) fetch(ctx context.Context, digest string) error {
@@ -156,8 +156,8 @@ func (l *LocalAggregator) aggregate(ctx context.Context, a *AggregationTask, glo
 	}
 	a.Inputs = kept
 	minTrainers := 0
-	if lc := l.signer.ledger; lc != nil {
-		if rec, err := QueryJob(ctx, lc, a.JobID); err == nil {
+	if lc := l.signer.Client(); lc != nil {
+		if rec, err := lc.Job(ctx, a.JobID); err == nil {
 			minTrainers = rec.Recipe.MinTrainers
 		}
 		others, err := undelivered(ctx, lc, *a)
@@ -262,14 +262,14 @@ var ErrAggregatorRefused = errors.New("coordinator: aggregator refused")
 // AggregatorVerifier returns the tlsid check the coordinator applies to a
 // remote aggregator: its key ID must be id and an active member of the
 // ledger with role aggregator.
-func AggregatorVerifier(c *node.Client, id string) tlsid.Verifier {
+func AggregatorVerifier(c *client.Client, id string) tlsid.Verifier {
 	return func(peer string) error {
 		if peer != id {
 			return fmt.Errorf("%w: the peer is %s, the config names %s", ErrAggregatorRefused, peer, id)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		m, err := QueryMember(ctx, c, peer)
+		m, err := c.Member(ctx, peer)
 		switch {
 		case err != nil:
 			return fmt.Errorf("%w: %s: %w", ErrAggregatorRefused, peer, err)
@@ -346,8 +346,11 @@ func (r *RemoteAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint
 	resp, err := r.c.SubmitTx(ctx, &aggregatorv1.SubmitTxRequest{Type: body.TxType(), Body: data})
 	if err != nil {
 		st := status.Convert(err)
+		if rej := client.FromStatus(err); errors.Is(rej, client.ErrRejected) {
+			return 0, fmt.Errorf("%s: %w", body.TxType(), rej)
+		}
 		if st.Code() == codes.FailedPrecondition {
-			return 0, fmt.Errorf("%s: %w: %s", body.TxType(), node.ErrRejected, st.Message())
+			return 0, fmt.Errorf("%s: %w", body.TxType(), &client.RejectedError{Reason: st.Message()})
 		}
 		return 0, fmt.Errorf("%s: remote aggregator: %s", body.TxType(), st.Message())
 	}

@@ -107,7 +107,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		task.Inputs = append(task.Inputs, coordinator.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
 	}
 	other := digestOf("another base model")
-	job, err := coordinator.QueryJob(ctx, lc, round.JobID)
+	job, err := lc.Job(ctx, round.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		})
 	}
 	requireUnchanged(t, ctx, n, before)
-	r, err := coordinator.QueryRound(ctx, lc, round.JobID, round.Round)
+	r, err := lc.Round(ctx, round.JobID, round.Round)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func aggOwnDelivered(t *testing.T, ctx context.Context, n *devnet.Net) *ledger.R
 	}
 	defer ac.Close()
 	for {
-		r, err := coordinator.QueryRound(ctx, c, n.JobName, 1)
+		r, err := c.Round(ctx, n.JobName, 1)
 		if err == nil && r.Status != ledger.StatusOpen {
 			t.Fatalf("round 1 is %s; the coordinator closed it with its aggregator down", r.Status)
 		}

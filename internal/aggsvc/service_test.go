@@ -14,6 +14,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // TestSubmitTxRefusals checks what the aggregator refuses to sign before
@@ -33,7 +34,7 @@ func TestSubmitTxRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := coordinator.NewLocalAggregator(store, filepath.Join(dir, "work"), coordinator.NewSigner(nil, key), nil)
+	local := coordinator.NewLocalAggregator(store, filepath.Join(dir, "work"), client.NewSigner(nil, key), nil)
 	svc := NewService(local, store, nil, nil, "", nil)
 	commit, _ := json.Marshal(ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: strings.Repeat("c", 64), Strategy: "fedavg"})
 	// The commit this aggregator derived for job k round 2 (as Aggregate

@@ -38,12 +38,9 @@ coordinator named by coordinator_id may call it (TLS with ledger keys).`,
 			if cfgPath == "" {
 				return errors.New("aggregator start: --config is required")
 			}
-			cfg, err := aggsvc.LoadConfig(cfgPath)
+			cfg, err := aggsvc.LoadConfig(cfgPath, func(c *aggsvc.Config) { c.Insecure = c.Insecure || insecure })
 			if err != nil {
 				return err
-			}
-			if insecure {
-				cfg.Insecure = true
 			}
 			srv, err := aggsvc.NewServer(cmd.Context(), *cfg, nil, logger(cmd))
 			if err != nil {

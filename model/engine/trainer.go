@@ -125,7 +125,7 @@ type Trainer struct {
 }
 
 // NewTrainer prepares training of m on dev under cfg, as
-// model.NewTrainerWithAdapter does: with cfg.LoRA set the base weights are
+// gorgoniaref.NewTrainerWithAdapter does: with cfg.LoRA set the base weights are
 // frozen and only the adapter's A and B are trained (a fresh adapter made
 // exactly as model.NewAdapter makes it when ad is nil); without it every
 // weight is trained. m and ad are copied to the device and not modified.

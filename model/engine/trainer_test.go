@@ -279,7 +279,7 @@ func TestStepsMatchGorgonia(t *testing.T) {
 }
 
 // TestContinueAdapter trains further from an existing adapter, as
-// model.NewTrainerWithAdapter does, and rejects adapters that do not fit.
+// gorgoniaref.NewTrainerWithAdapter does, and rejects adapters that do not fit.
 func TestContinueAdapter(t *testing.T) {
 	c := modeltest.TinyConfig()
 	m := variantModel(t, c, 3)

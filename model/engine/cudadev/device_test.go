@@ -157,9 +157,9 @@ func agree(t *testing.T, what string, got, want []float32, tol float64) {
 	}
 }
 
-// TestForwardAgrees compares the logits of the GPU, of the Host engine and
-// of package model's plain-Go Runner (which is tested against the Gorgonia
-// graph) on the same windows.
+// TestForwardAgrees compares the logits of the GPU's training forward with
+// the Host engine's, and the engine's inference Runner on the GPU with
+// them, on the same windows.
 func TestForwardAgrees(t *testing.T) {
 	gpu := openGPU(t)
 	defer gpu.Close()
@@ -215,7 +215,7 @@ var stepCases = []stepCase{
 }
 
 // TestStepAgrees takes two training steps on the GPU, on the Host engine
-// and with package model's Gorgonia trainer from the same weights and
+// and with model/gorgoniaref's Gorgonia trainer from the same weights and
 // batches, and compares the losses and how far each weight moved. The
 // adapter starts with B ≠ 0 so that both A and B have gradients. Eps is
 // raised to 1e-4 so that AdamW's first step, lr·g/(|g|+eps), is smooth in

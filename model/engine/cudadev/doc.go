@@ -1,8 +1,9 @@
 // Package cudadev is the CUDA implementation of engine.Device, built only
 // with the build tag "fedcuda" (this doc comment is all the default build
 // sees, so the default build never links the CUDA driver). The tag is not
-// "cuda": under that one Gorgonia, which package model imports, switches to
-// its own cuDNN engine and does not build.
+// "cuda": under that one Gorgonia, which model/gorgoniaref imports (and
+// the trainer, for its gorgonia device, and these tests, as their
+// reference), switches to its own cuDNN engine and does not build.
 //
 // Open(ordinal) opens one GPU through package kernels/cuda's Context and
 // returns an engine.Device whose Buffers are device allocations. Matrix
