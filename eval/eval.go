@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -91,8 +91,8 @@ func LoadGlobal(baseDir, global string, lora *model.LoRAConfig) (*model.Model, e
 }
 
 // File scores m on the data file at path (see Tokens), tokenized with the
-// tokenizer of the model folder tokDir; progress, if set, is called as
-// model.Evaluate calls it. A mean NLL that is not finite is an error.
+// tokenizer of the model folder tokDir, on the engine's Host device;
+// progress, if set, is called as engine.Evaluate calls it.
 func File(ctx context.Context, m *model.Model, tokDir, path string, progress func(done, total int)) (model.EvalResult, error) {
 	tok, err := tokenizer.Load(tokDir, m.Config.VocabSize)
 	if err != nil {
@@ -102,12 +102,9 @@ func File(ctx context.Context, m *model.Model, tokDir, path string, progress fun
 	if err != nil {
 		return model.EvalResult{}, err
 	}
-	res, err := model.Evaluate(ctx, m, tokens, progress)
+	res, err := engine.Evaluate(ctx, engine.NewHost(), m, tokens, progress)
 	if err != nil {
 		return model.EvalResult{}, fmt.Errorf("eval %s: %w", path, err)
-	}
-	if math.IsNaN(res.MeanNLL) || math.IsInf(res.MeanNLL, 0) {
-		return res, fmt.Errorf("eval %s: the mean NLL is %v", path, res.MeanNLL)
 	}
 	return res, nil
 }
