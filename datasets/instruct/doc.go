@@ -42,6 +42,14 @@
 // add_generation_prompt says (the first Llama 3 template ends every
 // rendering with an assistant header) widens the last span by that text.
 //
+// RendererFor(modelDir) picks Template when the model folder's
+// tokenizer_config.json has a chat_template and Plain otherwise; Load reads
+// and encodes a file in one call:
+//
+//	r, err := instruct.RendererFor(modelDir, chat.Options{})
+//	examples, format, err := instruct.Load("train.jsonl", r, tok)
+//	windows, stats, err := instruct.Pack(examples, seqLen, padID)
+//
 // Plain is the fallback for models without a chat template: each turn's
 // content followed by "\n", the assistant turns (with their "\n") in the
 // spans; this is datasets.JoinPrompt's layout for one exchange.
