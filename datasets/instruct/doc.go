@@ -70,5 +70,7 @@
 // for padding). Window.LossMask trains target t only when it is an
 // assistant token of the same document as input t, Window.Positions restart
 // at 0 at each document, and attention must let token q see token k only
-// when k <= q and Segments[q] == Segments[k] (Window.Attends).
+// when k <= q and Segments[q] == Segments[k] (Window.Attends). A Batcher
+// deals windows in datasets.Batcher's seeded order; NewBatch lays a batch
+// out as rows of tokens, loss weights, segments and positions.
 package instruct
