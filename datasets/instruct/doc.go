@@ -27,6 +27,11 @@
 // the file's) is an error naming the file, the line and the field; errors
 // wrap ErrFormat.
 //
+// ReadDataset reads a file as a datasets.Dataset whose samples are the
+// records verbatim (Text = the JSON line), so datasets.BuildManifest hashes
+// one leaf per record and Dataset.Split divides records; Records decodes
+// such samples back.
+//
 // # Rendering and the loss mask
 //
 // A Renderer turns a conversation into text and the byte spans of its

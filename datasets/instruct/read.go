@@ -54,13 +54,30 @@ var bom = []byte("\xef\xbb\xbf")
 // Decode reads instruction records from JSONL data; name is the file name
 // used in IDs and errors.
 func Decode(data []byte, name string) ([]Record, Format, error) {
-	data = bytes.TrimPrefix(data, bom)
 	var (
-		recs      []Record
-		format    Format
-		firstLine int
+		recs []Record
+		fd   formatDetector
 	)
-	n := 0
+	err := eachLine(data, name, func(n int, line []byte) error {
+		msgs, err := fd.decode(line, fmt.Sprintf("line %d", n))
+		if err != nil {
+			return lineError(name, n, "%v", err)
+		}
+		recs = append(recs, Record{ID: fmt.Sprintf("%s:%d", name, n), Messages: msgs})
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return recs, fd.format, nil
+}
+
+// eachLine calls fn with every non-blank line of JSONL data (1-based line
+// numbers, the line without its line break); the data must hold at least
+// one.
+func eachLine(data []byte, name string, fn func(n int, line []byte) error) error {
+	data = bytes.TrimPrefix(data, bom)
+	n, seen := 0, 0
 	for len(data) > 0 {
 		n++
 		var line []byte
@@ -74,31 +91,42 @@ func Decode(data []byte, name string) ([]Record, Format, error) {
 			continue
 		}
 		if !utf8.Valid(line) {
-			return nil, "", lineError(name, n, "invalid UTF-8")
+			return lineError(name, n, "invalid UTF-8")
 		}
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(line, &obj); err != nil {
-			return nil, "", lineError(name, n, "not a JSON object: %v", err)
+		seen++
+		if err := fn(n, line); err != nil {
+			return err
 		}
-		f, err := detect(obj)
-		if err != nil {
-			return nil, "", lineError(name, n, "%v", err)
-		}
-		if format == "" {
-			format, firstLine = f, n
-		} else if f != format {
-			return nil, "", lineError(name, n, "a %s record in a %s file (format set by line %d)", f, format, firstLine)
-		}
-		msgs, err := decodeRecord(f, obj)
-		if err != nil {
-			return nil, "", lineError(name, n, "%v", err)
-		}
-		recs = append(recs, Record{ID: fmt.Sprintf("%s:%d", name, n), Messages: msgs})
 	}
-	if len(recs) == 0 {
-		return nil, "", fmt.Errorf("instruct: %s: no records: %w", name, ErrFormat)
+	if seen == 0 {
+		return fmt.Errorf("instruct: %s: no records: %w", name, ErrFormat)
 	}
-	return recs, format, nil
+	return nil
+}
+
+// formatDetector decodes records and holds a file to the format of its
+// first one.
+type formatDetector struct {
+	format Format
+	first  string // where the format was set
+}
+
+// decode decodes one record; where names it for the error of a mixed file.
+func (fd *formatDetector) decode(line []byte, where string) ([]chat.Message, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(line, &obj); err != nil {
+		return nil, fmt.Errorf("not a JSON object: %v", err)
+	}
+	f, err := detect(obj)
+	if err != nil {
+		return nil, err
+	}
+	if fd.format == "" {
+		fd.format, fd.first = f, where
+	} else if f != fd.format {
+		return nil, fmt.Errorf("a %s record in a %s file (format set by %s)", f, fd.format, fd.first)
+	}
+	return decodeRecord(f, obj)
 }
 
 func lineError(name string, line int, format string, args ...any) error {
