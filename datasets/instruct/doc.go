@@ -5,7 +5,9 @@
 // It owns instruction records, their rendering into masked token sequences,
 // and packing. Plain-text datasets, manifests and their digests stay in
 // package datasets; chat templates in model/chat; tokenizers in
-// model/tokenizer.
+// model/tokenizer. Like datasets it imports no model package: a chat
+// template comes in as a ChatFunc and a tokenizer as an Encoder, and the
+// program wires them (internal/cli's instructRenderer).
 //
 // # Formats
 //
@@ -35,23 +37,32 @@
 // # Rendering and the loss mask
 //
 // A Renderer turns a conversation into text and the byte spans of its
-// assistant turns. Template renders with a model's chat template
-// (model/chat) and finds each assistant span by rendering prefixes of the
-// conversation, as an incremental renderer does: the span of assistant turn
+// assistant turns. Template renders with a model's chat template (a
+// ChatFunc: model/chat's Template.Render) and finds each assistant span by
+// rendering prefixes of the conversation, as an incremental renderer does: the span of assistant turn
 // i starts where the rendering of turns [0, i) with add_generation_prompt
 // ends (that must be a prefix of the whole rendering) and ends where the
 // rendering of turns [0, i] stops agreeing with the whole rendering. So the
 // span holds the assistant's content and what the template writes after it
 // up to the next turn (end-of-turn and EOS tokens), and not the assistant
 // header. A template that writes text after a turn whatever
-// add_generation_prompt says (the first Llama 3 template ends every
-// rendering with an assistant header) widens the last span by that text.
+// add_generation_prompt says widens the spans by what that text shares with
+// the next turn: the first Llama 3 template ends every rendering with an
+// assistant header, so its spans take the next turn's <|start_header_id|>,
+// and the last one the whole header.
 //
-// RendererFor(modelDir) picks Template when the model folder's
-// tokenizer_config.json has a chat_template and Plain otherwise; Load reads
-// and encodes a file in one call:
+// A program picks Template when the model folder's tokenizer_config.json
+// has a chat_template and Plain otherwise; Load reads and encodes a file in
+// one call:
 //
-//	r, err := instruct.RendererFor(modelDir, chat.Options{})
+//	t, err := chat.Load(modelDir)
+//	r := instruct.Template{Chat: func(m []instruct.Message, gen bool) (string, error) {
+//		cm := make([]chat.Message, len(m))
+//		for i := range m {
+//			cm[i] = chat.Message(m[i])
+//		}
+//		return t.Render(cm, chat.Options{AddGenerationPrompt: gen})
+//	}}
 //	examples, format, err := instruct.Load("train.jsonl", r, tok)
 //	windows, stats, err := instruct.Pack(examples, seqLen, padID)
 //

@@ -67,7 +67,8 @@ func masked(ex Example, decode func([]int) string) []string {
 	return runs
 }
 
-func loadTemplate(t *testing.T, name string) *chat.Template {
+// loadTemplate returns a Template rendering with a model/chat fixture.
+func loadTemplate(t *testing.T, name string) Template {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "..", "model", "chat", "testdata", "configs", name+".json"))
 	if err != nil {
@@ -77,10 +78,16 @@ func loadTemplate(t *testing.T, name string) *chat.Template {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tmpl
+	return Template{Chat: func(msgs []Message, gen bool) (string, error) {
+		cm := make([]chat.Message, len(msgs))
+		for i, m := range msgs {
+			cm[i] = chat.Message(m)
+		}
+		return tmpl.Render(cm, chat.Options{AddGenerationPrompt: gen})
+	}}
 }
 
-var multiTurn = []chat.Message{
+var multiTurn = []Message{
 	{Role: "system", Content: "Be brief."},
 	{Role: "user", Content: "2+3?"},
 	{Role: "assistant", Content: "5"},
@@ -92,7 +99,7 @@ func TestTemplateMask(t *testing.T) {
 	noSystem := multiTurn[1:]
 	cases := []struct {
 		template string
-		msgs     []chat.Message
+		msgs     []Message
 		want     []string
 	}{
 		{"llama2-chat", multiTurn, []string{" 5 </s>", " 20 </s>"}},
@@ -106,7 +113,7 @@ func TestTemplateMask(t *testing.T) {
 		{"llama3-instruct", multiTurn, []string{"5<|eot_id|><|start_header_id|>", "20<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"}},
 	}
 	for _, c := range cases {
-		r := Template{T: loadTemplate(t, c.template)}
+		r := loadTemplate(t, c.template)
 		ex, err := Encode(Record{ID: "x:1", Messages: c.msgs}, r, tok)
 		if err != nil {
 			t.Errorf("%s: %v", c.template, err)
@@ -123,7 +130,7 @@ func TestTemplateMask(t *testing.T) {
 }
 
 func TestTemplateRaises(t *testing.T) {
-	r := Template{T: loadTemplate(t, "mistral-instruct")}
+	r := loadTemplate(t, "mistral-instruct")
 	_, err := Encode(Record{ID: "f:3", Messages: multiTurn}, r, tok)
 	var te *chat.TemplateError
 	if !errors.As(err, &te) || !te.Raised || !strings.Contains(err.Error(), "f:3") {
@@ -166,7 +173,7 @@ type fixedRenderer struct {
 	spans []Span
 }
 
-func (f fixedRenderer) Render([]chat.Message) (string, []Span, error) { return f.text, f.spans, nil }
+func (f fixedRenderer) Render([]Message) (string, []Span, error) { return f.text, f.spans, nil }
 
 func TestMaskAtMergedToken(t *testing.T) {
 	// "xa|bby": the span starts inside the merged "ab" and ends inside

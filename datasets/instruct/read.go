@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"unicode/utf8"
-
-	"github.com/fedtune/fedtune/model/chat"
 )
 
 // Format is the shape of the records of an instruction file.
@@ -32,12 +30,19 @@ const (
 // ErrFormat wraps every error about the content of an instruction file.
 var ErrFormat = errors.New("instruct: bad input")
 
+// Message is one turn of a conversation. It has the fields of
+// model/Message, so either converts to the other.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
 // Record is one instruction example as a conversation.
 type Record struct {
 	// ID is "<file name>:<line>" (1-based), stable when records are added.
 	ID string
 	// Messages are the turns; at least one has RoleAssistant.
-	Messages []chat.Message
+	Messages []Message
 }
 
 // Read reads the instruction file at path.
@@ -112,7 +117,7 @@ type formatDetector struct {
 }
 
 // decode decodes one record; where names it for the error of a mixed file.
-func (fd *formatDetector) decode(line []byte, where string) ([]chat.Message, error) {
+func (fd *formatDetector) decode(line []byte, where string) ([]Message, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(line, &obj); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %v", err)
@@ -155,8 +160,8 @@ func detect(obj map[string]json.RawMessage) (Format, error) {
 	return "", fmt.Errorf("record mixes the fields of formats %s and %s", found[0], found[1])
 }
 
-func decodeRecord(f Format, obj map[string]json.RawMessage) ([]chat.Message, error) {
-	var msgs []chat.Message
+func decodeRecord(f Format, obj map[string]json.RawMessage) ([]Message, error) {
+	var msgs []Message
 	switch f {
 	case Messages:
 		m, err := messageList(obj["messages"], "messages")
@@ -181,7 +186,7 @@ func decodeRecord(f Format, obj map[string]json.RawMessage) ([]chat.Message, err
 		if input != "" {
 			user += "\n\n" + input
 		}
-		msgs = []chat.Message{{Role: RoleUser, Content: user}, {Role: RoleAssistant, Content: output}}
+		msgs = []Message{{Role: RoleUser, Content: user}, {Role: RoleAssistant, Content: output}}
 	case PromptCompletion:
 		p, okP := obj["prompt"]
 		c, okC := obj["completion"]
@@ -211,7 +216,7 @@ func decodeRecord(f Format, obj map[string]json.RawMessage) ([]chat.Message, err
 		if err != nil {
 			return nil, err
 		}
-		msgs = []chat.Message{{Role: RoleUser, Content: prompt}, {Role: RoleAssistant, Content: completion}}
+		msgs = []Message{{Role: RoleUser, Content: prompt}, {Role: RoleAssistant, Content: completion}}
 	}
 	for _, m := range msgs {
 		if m.Role == RoleAssistant {
@@ -242,7 +247,7 @@ func stringField(obj map[string]json.RawMessage, k string, required bool) (strin
 }
 
 // messageList decodes a list of {role, content} messages.
-func messageList(raw json.RawMessage, field string) ([]chat.Message, error) {
+func messageList(raw json.RawMessage, field string) ([]Message, error) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, fmt.Errorf("field %q: not a list of objects", field)
@@ -250,7 +255,7 @@ func messageList(raw json.RawMessage, field string) ([]chat.Message, error) {
 	if len(list) == 0 {
 		return nil, fmt.Errorf("field %q: empty", field)
 	}
-	msgs := make([]chat.Message, len(list))
+	msgs := make([]Message, len(list))
 	for i, m := range list {
 		at := fmt.Sprintf("%s[%d]", field, i)
 		role, err := stringField(m, "role", true)
@@ -269,7 +274,7 @@ func messageList(raw json.RawMessage, field string) ([]chat.Message, error) {
 		if _, ok := m["content"]; !ok {
 			return nil, fmt.Errorf("%s: field \"content\": missing", at)
 		}
-		msgs[i] = chat.Message{Role: role, Content: content}
+		msgs[i] = Message{Role: role, Content: content}
 	}
 	return msgs, nil
 }

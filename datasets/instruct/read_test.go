@@ -7,8 +7,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/fedtune/fedtune/model/chat"
 )
 
 func TestDecodeFormats(t *testing.T) {
@@ -16,23 +14,23 @@ func TestDecodeFormats(t *testing.T) {
 		name   string
 		data   string
 		format Format
-		want   [][]chat.Message
+		want   [][]Message
 	}{
 		{"messages", "\xef\xbb\xbf" + `{"messages":[{"role":"system","content":"S"},{"role":"user","content":"U"},{"role":"assistant","content":"A"}],"id":7}` + "\n\n" +
 			`{"messages":[{"role":"user","content":""},{"role":"assistant","content":"B"}]}` + "\r\n",
-			Messages, [][]chat.Message{
+			Messages, [][]Message{
 				{{Role: "system", Content: "S"}, {Role: "user", Content: "U"}, {Role: "assistant", Content: "A"}},
 				{{Role: "user", Content: ""}, {Role: "assistant", Content: "B"}},
 			}},
 		{"alpaca", `{"instruction":"Add","input":"2 3","output":"5"}` + "\n" + `{"instruction":"Greet","input":"","output":"Hi"}` + "\n" + `{"instruction":"Bye","output":"Ciao"}`,
-			Alpaca, [][]chat.Message{
+			Alpaca, [][]Message{
 				{{Role: "user", Content: "Add\n\n2 3"}, {Role: "assistant", Content: "5"}},
 				{{Role: "user", Content: "Greet"}, {Role: "assistant", Content: "Hi"}},
 				{{Role: "user", Content: "Bye"}, {Role: "assistant", Content: "Ciao"}},
 			}},
 		{"prompt-completion", `{"prompt":"Q: 1+1\nA:","completion":" 2"}` + "\n" +
 			`{"prompt":[{"role":"user","content":"hi"}],"completion":[{"role":"assistant","content":"yo"}]}` + "\n",
-			PromptCompletion, [][]chat.Message{
+			PromptCompletion, [][]Message{
 				{{Role: "user", Content: "Q: 1+1\nA:"}, {Role: "assistant", Content: " 2"}},
 				{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "yo"}},
 			}},
@@ -46,7 +44,7 @@ func TestDecodeFormats(t *testing.T) {
 		if f != c.format {
 			t.Errorf("%s: format %s", c.name, f)
 		}
-		var got [][]chat.Message
+		var got [][]Message
 		for _, r := range recs {
 			got = append(got, r.Messages)
 		}

@@ -3,8 +3,6 @@ package instruct
 import (
 	"fmt"
 	"strings"
-
-	"github.com/fedtune/fedtune/model/chat"
 )
 
 // Span is a byte range [Start, End) of a rendered text.
@@ -13,26 +11,24 @@ type Span struct{ Start, End int }
 // Renderer turns a conversation into training text and the spans of its
 // assistant turns, in order and not overlapping.
 type Renderer interface {
-	Render(msgs []chat.Message) (string, []Span, error)
+	Render(msgs []Message) (string, []Span, error)
 }
+
+// ChatFunc renders a conversation with a chat template, ending with the
+// header of an assistant turn when addGenerationPrompt is set: a model's
+// model/chat.Template.Render with Options.AddGenerationPrompt.
+type ChatFunc func(msgs []Message, addGenerationPrompt bool) (string, error)
 
 // Template renders with a chat template, finding assistant spans by
 // rendering prefixes (see the package doc).
 type Template struct {
-	T *chat.Template
-	// Options are passed to every render; AddGenerationPrompt is set by
-	// Render itself.
-	Options chat.Options
+	Chat ChatFunc
 }
 
 // Render renders msgs without a generation prompt and returns the spans of
 // the assistant turns.
-func (r Template) Render(msgs []chat.Message) (string, []Span, error) {
-	render := func(m []chat.Message, gen bool) (string, error) {
-		o := r.Options
-		o.AddGenerationPrompt = gen
-		return r.T.Render(m, o)
-	}
+func (r Template) Render(msgs []Message) (string, []Span, error) {
+	render := r.Chat
 	full, err := render(msgs, false)
 	if err != nil {
 		return "", nil, err
@@ -88,7 +84,7 @@ func commonPrefix(a, b string) int {
 type Plain struct{}
 
 // Render renders msgs as plain text.
-func (Plain) Render(msgs []chat.Message) (string, []Span, error) {
+func (Plain) Render(msgs []Message) (string, []Span, error) {
 	var b strings.Builder
 	var spans []Span
 	for _, m := range msgs {

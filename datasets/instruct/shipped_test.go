@@ -70,7 +70,7 @@ func TestShippedSet(t *testing.T) {
 	}
 	all := append(append([]Record{}, train...), heldout...)
 	for _, name := range []string{"llama2-chat", "llama3.1-instruct", "llama3.2-instruct", "smollm2"} {
-		r := Template{T: loadTemplate(t, name)}
+		r := loadTemplate(t, name)
 		exs, err := EncodeAll(all, r, tok)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -38,7 +38,7 @@ func TestWithBPE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := Template{T: loadTemplate(t, "smollm2")}
+	r := loadTemplate(t, "smollm2")
 	ex, err := Encode(Record{ID: "b:1", Messages: multiTurn}, r, bpe)
 	if err != nil {
 		t.Fatal(err)
