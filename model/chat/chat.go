@@ -224,7 +224,11 @@ func (t *Template) SpecialToken(key string) (string, bool) {
 
 // Render renders msgs with the template.
 func (t *Template) Render(msgs []Message, o Options) (string, error) {
-	data := make(map[string]jinja.Value, len(t.special)+len(o.Vars)+4)
+	data := make(map[string]jinja.Value, len(t.special)+len(o.Vars)+6)
+	// transformers passes tools and documents (None unless given), so a
+	// template sees them defined.
+	data["tools"] = jinja.None()
+	data["documents"] = jinja.None()
 	for k, v := range t.special {
 		data[k] = jinja.FromGoValue(v)
 	}

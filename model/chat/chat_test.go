@@ -191,3 +191,21 @@ func TestStrftime(t *testing.T) {
 		}
 	}
 }
+
+// TestToolsDocumentsNone checks that tools and documents are defined and
+// None, as transformers passes them (Jinja2 renders this template as
+// "True|True|True|"), and that Vars override them.
+func TestToolsDocumentsNone(t *testing.T) {
+	tmpl, err := New(`{{ tools is defined }}|{{ tools is none }}|{{ documents is none }}|{% if tools %}T{% endif %}`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tmpl.Render(nil, Options{})
+	if err != nil || got != "True|True|True|" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	got, err = tmpl.Render(nil, Options{Vars: map[string]any{"tools": []any{"x"}}})
+	if err != nil || got != "True|False|True|T" {
+		t.Errorf("with tools: got %q, %v", got, err)
+	}
+}

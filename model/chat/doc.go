@@ -28,7 +28,8 @@
 //	}, chat.Options{AddGenerationPrompt: true})
 //
 // The template sees messages (a list of {role, content}),
-// add_generation_prompt, the special tokens, raise_exception(msg) (which
+// add_generation_prompt, tools and documents (None, as transformers passes
+// them when not given), the special tokens, raise_exception(msg) (which
 // fails the render with a *TemplateError carrying msg) and
 // strftime_now(format) (Python strftime on Options.Now, or the wall clock),
 // plus any Options.Vars (date_string, tools, …), as keyword arguments of
