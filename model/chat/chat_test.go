@@ -209,3 +209,32 @@ func TestToolsDocumentsNone(t *testing.T) {
 		t.Errorf("with tools: got %q, %v", got, err)
 	}
 }
+
+func TestConcurrentRender(t *testing.T) {
+	data, err := os.ReadFile("testdata/configs/llama3.2-instruct.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := Parse(data, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "yo"}}
+	now := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	want, err := tmpl.Render(msgs, Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 8)
+	for range 8 {
+		go func() {
+			got, _ := tmpl.Render(msgs, Options{Now: now})
+			done <- got
+		}()
+	}
+	for range 8 {
+		if got := <-done; got != want {
+			t.Errorf("concurrent render %q, want %q", got, want)
+		}
+	}
+}
