@@ -70,8 +70,9 @@ type Receipt struct {
 	Model string `json:"model"`
 	// Adapter is the applied LoRA adapter's weight digest; "" when none.
 	Adapter string `json:"adapter,omitempty"`
-	// Block is the ledger block that committed Model (the ModelRegistered
-	// or RoundCommitted tx); nil when the node serves standalone.
+	// Block is the ledger block that committed the served weights: the
+	// ModelRegistered or RoundCommitted tx of Adapter when set, else of
+	// Model; nil when the node serves standalone.
 	Block *Block `json:"block,omitempty"`
 	// RequestHash is RequestHash of the request body the server received.
 	RequestHash string `json:"request_hash"`
@@ -328,4 +329,55 @@ func abbrev(s string) string {
 		return s[:69] + "..."
 	}
 	return s
+}
+
+// Answer is what a server knows of one answer when it is finished; New
+// makes the receipt for it.
+type Answer struct {
+	Model   string // weight digest of the served model
+	Adapter string // weight digest of the applied adapter; "" when none
+	Block   *Block // the block that committed the served weights; nil standalone
+	// Request is the request body exactly as received.
+	Request []byte
+	// PromptIDs is the token ids the model was fed; CompletionIDs the ids it
+	// generated (without the stop token that ended generation).
+	PromptIDs, CompletionIDs []int
+	Sampling                 Sampling
+	// Time is when the answer was finished (zero: Sign sets the time).
+	Time time.Time
+}
+
+// New returns the receipt of answer a, unsigned (Signer, PublicKey and,
+// when a.Time is zero, Time are filled by Sign).
+func New(a Answer) (Receipt, error) {
+	ph, err := TokensHash(a.PromptIDs)
+	if err != nil {
+		return Receipt{}, fmt.Errorf("receipt: prompt: %w", err)
+	}
+	th, err := TokensHash(a.CompletionIDs)
+	if err != nil {
+		return Receipt{}, fmt.Errorf("receipt: completion: %w", err)
+	}
+	return Receipt{
+		Model: a.Model, Adapter: a.Adapter, Block: a.Block,
+		RequestHash: RequestHash(a.Request),
+		PromptHash:  ph, PromptTokens: len(a.PromptIDs),
+		TokensHash: th, CompletionTokens: len(a.CompletionIDs),
+		Sampling: a.Sampling, Time: a.Time,
+	}, nil
+}
+
+// SignAnswer makes, signs and bundles the receipt of a: it returns the
+// envelope (for a response header or body) and the bundle with the
+// request, the ids and response text (for a receipt file to audit).
+func SignAnswer(key ed25519.PrivateKey, a Answer, response string) ([]byte, *Bundle, error) {
+	r, err := New(a)
+	if err != nil {
+		return nil, nil, err
+	}
+	env, err := Sign(key, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return env, NewBundle(env, a.Request, a.PromptIDs, a.CompletionIDs, response), nil
 }

@@ -326,3 +326,23 @@ func mustPayloadF(f *testing.F, env []byte) []byte {
 	}
 	return e.Payload
 }
+
+func TestSignAnswer(t *testing.T) {
+	a := Answer{Model: hexOf('a'), Request: []byte(`{"prompt":"x"}`), PromptIDs: []int{5, 6}, CompletionIDs: []int{7},
+		Sampling: Sampling{MaxTokens: 4}}
+	env, b, err := SignAnswer(testKey(), a, "seven")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2, err := Verify(env); err != nil || r2.Block != nil || r2.TokensHash != r.TokensHash || r.CompletionTokens != 1 || r.PromptTokens != 2 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	a.PromptIDs = nil
+	if _, _, err := SignAnswer(testKey(), a, ""); err == nil {
+		t.Fatal("an answer without a prompt signed")
+	}
+}
