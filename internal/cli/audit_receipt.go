@@ -90,17 +90,24 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 		return err
 	}
 	var b *receipt.Bundle
-	var r *receipt.Receipt
-	if receipt.IsEnvelope(data) {
-		r, err = receipt.Verify(data)
-	} else if b, err = receipt.DecodeBundle(data); err == nil {
-		r, err = b.Check()
+	env := data
+	if !receipt.IsEnvelope(data) {
+		if b, err = receipt.DecodeBundle(data); err == nil {
+			env, err = b.Envelope()
+		}
+		if err != nil {
+			return failed(out, "signature", err)
+		}
 	}
+	r, err := receipt.Verify(env)
 	if err != nil {
 		return failed(out, "signature", err)
 	}
 	passed(out, "signature", "receipt signed by %s over model %s, %d tokens, at %s", r.Signer, r.Model, r.CompletionTokens, r.Time.Format("2006-01-02T15:04:05Z07:00"))
 	if b != nil {
+		if _, err := b.Check(); err != nil {
+			return failed(out, "bundle", err)
+		}
 		passed(out, "bundle", "the request body and prompt ids hash to what the receipt signed")
 	}
 	if o.ledgerAddr != "" {
