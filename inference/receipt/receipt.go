@@ -337,8 +337,11 @@ type Answer struct {
 	Model   string // weight digest of the served model
 	Adapter string // weight digest of the applied adapter; "" when none
 	Block   *Block // the block that committed the served weights; nil standalone
-	// Request is the request body exactly as received.
-	Request []byte
+	// Request is the request body exactly as received; RequestHash is its
+	// hash (RequestHash), used when Request is nil (the bundle then has no
+	// request, and cannot be replayed).
+	Request     []byte
+	RequestHash string
 	// PromptIDs is the token ids the model was fed; CompletionIDs the ids it
 	// generated (without the stop token that ended generation).
 	PromptIDs, CompletionIDs []int
@@ -358,9 +361,13 @@ func New(a Answer) (Receipt, error) {
 	if err != nil {
 		return Receipt{}, fmt.Errorf("receipt: completion: %w", err)
 	}
+	rh := a.RequestHash
+	if a.Request != nil {
+		rh = RequestHash(a.Request)
+	}
 	return Receipt{
 		Model: a.Model, Adapter: a.Adapter, Block: a.Block,
-		RequestHash: RequestHash(a.Request),
+		RequestHash: rh,
 		PromptHash:  ph, PromptTokens: len(a.PromptIDs),
 		TokensHash: th, CompletionTokens: len(a.CompletionIDs),
 		Sampling: a.Sampling, Time: a.Time,

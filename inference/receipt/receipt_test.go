@@ -341,6 +341,10 @@ func TestSignAnswer(t *testing.T) {
 	if r2, err := Verify(env); err != nil || r2.Block != nil || r2.TokensHash != r.TokensHash || r.CompletionTokens != 1 || r.PromptTokens != 2 {
 		t.Fatalf("%+v %v", r, err)
 	}
+	a.Request, a.RequestHash = nil, RequestHash(a.Request)
+	if r2, err := New(a); err != nil || r2.RequestHash != r.RequestHash {
+		t.Fatalf("New with RequestHash: %+v %v", r2, err)
+	}
 	a.PromptIDs = nil
 	if _, _, err := SignAnswer(testKey(), a, ""); err == nil {
 		t.Fatal("an answer without a prompt signed")
