@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -301,7 +305,7 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	if err != nil {
 		return failed(out, "replay", err)
 	}
-	if err := checkPrompt(out, b, tok, m.Config.BOSTokenID); err != nil {
+	if err := checkPrompt(out, b, r, tok, modelDir, m.Config.BOSTokenID); err != nil {
 		return err
 	}
 	s := r.Sampling
@@ -342,26 +346,70 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	return nil
 }
 
-// checkPrompt checks, for a completions request (a "prompt" string), that
-// the model's tokenizer turns the request's prompt into the bundle's prompt
-// ids (with or without the model's BOS token). A chat request's prompt
-// went through the server's chat template: its ids are the bundle's, whose
-// hash the receipt signed.
-func checkPrompt(out io.Writer, b *receipt.Bundle, tok tokenizer.Tokenizer, bos *int) error {
+// checkPrompt re-derives the prompt ids from the request and compares
+// them with the bundle's (whose hash the receipt signed). A completions
+// request's "prompt" string is tokenized with the model's tokenizer, with
+// or without its BOS token: a mismatch fails. A chat request's "messages"
+// are rendered with the model folder's chat template (model/chat, with
+// the generation prompt, at the receipt's time) or, without one, as
+// "role: content" lines then "assistant:", and tokenized: a mismatch is
+// only noted, since the server's rendering may differ; the bundle's ids
+// are what is replayed.
+func checkPrompt(out io.Writer, b *receipt.Bundle, r *receipt.Receipt, tok tokenizer.Tokenizer, modelDir string, bos *int) error {
 	var req struct {
-		Prompt json.RawMessage `json:"prompt"`
+		Prompt   json.RawMessage `json:"prompt"`
+		Messages []chat.Message  `json:"messages"`
 	}
 	var prompt string
-	if json.Unmarshal(b.Request, &req) != nil || req.Prompt == nil || json.Unmarshal(req.Prompt, &prompt) != nil {
-		passed(out, "prompt", "%d prompt ids from the bundle (not a completions request with a prompt string, so not re-tokenized)", len(b.PromptIDs))
+	matches := func(ids []int) bool {
+		return slices.Equal(ids, b.PromptIDs) || bos != nil && slices.Equal(append([]int{*bos}, ids...), b.PromptIDs)
+	}
+	if err := json.Unmarshal(b.Request, &req); err != nil {
+		passed(out, "prompt", "%d prompt ids from the bundle (the request is not JSON the audit can read: %v)", len(b.PromptIDs), err)
 		return nil
 	}
-	ids := tok.Encode(prompt)
-	if slices.Equal(ids, b.PromptIDs) || bos != nil && slices.Equal(append([]int{*bos}, ids...), b.PromptIDs) {
+	switch {
+	case req.Prompt != nil && json.Unmarshal(req.Prompt, &prompt) == nil:
+		ids := tok.Encode(prompt)
+		if !matches(ids) {
+			return failed(out, "prompt", fmt.Errorf("%w: the request's prompt tokenizes to %d ids, not the bundle's %d prompt ids", receipt.ErrMismatch, len(ids), len(b.PromptIDs)))
+		}
 		passed(out, "prompt", "the request's prompt tokenizes to the bundle's %d prompt ids", len(b.PromptIDs))
-		return nil
+	case len(req.Messages) > 0:
+		text, how, err := renderChat(modelDir, req.Messages, r.Time)
+		if err == nil && matches(tok.Encode(text)) {
+			passed(out, "prompt", "the request's %d messages, rendered with %s, tokenize to the bundle's %d prompt ids", len(req.Messages), how, len(b.PromptIDs))
+			return nil
+		}
+		why := "they tokenize to other ids"
+		if err != nil {
+			why = err.Error()
+		}
+		fmt.Fprintf(out, "note %-9s the request's messages rendered with %s do not give the bundle's prompt ids (%s); replaying the bundle's %d ids, whose hash the receipt signed\n", "prompt", how, why, len(b.PromptIDs))
+	default:
+		passed(out, "prompt", "%d prompt ids from the bundle (the request has no prompt string or messages to re-derive them from)", len(b.PromptIDs))
 	}
-	return failed(out, "prompt", fmt.Errorf("%w: the request's prompt tokenizes to %d ids, not the bundle's %d prompt ids", receipt.ErrMismatch, len(ids), len(b.PromptIDs)))
+	return nil
+}
+
+// renderChat renders msgs as a server would: with the model folder's chat
+// template when it has one, else as "role: content" lines then
+// "assistant:".
+func renderChat(modelDir string, msgs []chat.Message, now time.Time) (text, how string, err error) {
+	t, err := chat.Load(modelDir)
+	if errors.Is(err, chat.ErrNoTemplate) || errors.Is(err, fs.ErrNotExist) {
+		var b strings.Builder
+		for _, m := range msgs {
+			fmt.Fprintf(&b, "%s: %s\n", m.Role, m.Content)
+		}
+		b.WriteString("assistant:")
+		return b.String(), "the plain role: content form (the model has no chat template)", nil
+	}
+	if err != nil {
+		return "", "the model's chat template", err
+	}
+	text, err = t.Render(msgs, chat.Options{AddGenerationPrompt: true, Now: now})
+	return text, "the model's chat template", err
 }
 
 // firstDiff names the first index where the recorded ids (when the bundle

@@ -21,6 +21,14 @@ import (
 // may change the answer before it is signed.
 func answerBundle(t *testing.T, key ed25519.PrivateKey, dir, prompt string, s receipt.Sampling, edit func(*receipt.Answer)) *receipt.Bundle {
 	t.Helper()
+	req, _ := json.Marshal(map[string]any{"model": "m", "prompt": prompt, "max_tokens": s.MaxTokens, "temperature": s.Temperature, "seed": s.Seed})
+	return answerRequest(t, key, dir, prompt, req, s, edit)
+}
+
+// answerRequest is answerBundle for request body req whose prompt text
+// (rendered as the server would) is prompt.
+func answerRequest(t *testing.T, key ed25519.PrivateKey, dir, prompt string, req []byte, s receipt.Sampling, edit func(*receipt.Answer)) *receipt.Bundle {
+	t.Helper()
 	m, err := model.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +50,6 @@ func answerBundle(t *testing.T, key ed25519.PrivateKey, dir, prompt string, s re
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := json.Marshal(map[string]any{"model": "m", "prompt": prompt, "max_tokens": s.MaxTokens, "temperature": s.Temperature, "seed": s.Seed})
 	a := receipt.Answer{Model: d, Request: req, PromptIDs: ids, CompletionIDs: out, Sampling: s}
 	if edit != nil {
 		edit(&a)
@@ -100,6 +107,21 @@ func TestAuditReceiptReplay(t *testing.T) {
 		mustCLI(t, "audit", "receipt", ep)
 		if _, err := runCLI(t, "audit", "receipt", ep, "--replay", "--model", modelDir); err == nil || !strings.Contains(err.Error(), "needs the bundle") {
 			t.Errorf("replay of a bare envelope: %v", err)
+		}
+	}
+
+	// A chat request: the messages rendered (no chat template in the
+	// folder: the plain form) give the prompt ids; a server that rendered
+	// them otherwise is noted, and its answer still replays.
+	chatReq := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}`)
+	for rendered, want := range map[string]string{
+		"user: hi\nassistant:": "ok   prompt    the request's 1 messages, rendered with the plain role: content form",
+		"<user>hi</user>":      "note prompt    the request's messages rendered with the plain role: content form (the model has no chat template) do not give",
+	} {
+		p := writeBundle(t, answerRequest(t, key, modelDir, rendered, chatReq, greedy, nil))
+		out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
+		if !strings.Contains(out, want) || !strings.Contains(out, "ok   replay") {
+			t.Errorf("chat request rendered as %q: output lacks %q:\n%s", rendered, want, out)
 		}
 	}
 
