@@ -54,7 +54,13 @@ func (rn *receiptNet) sign(t *testing.T, key ed25519.PrivateKey, edit func(*rece
 
 // audit runs fedtune audit receipt on bundle b against the chain, with
 // --replay on the base model, and returns its output and error.
-func (rn *receiptNet) audit(t *testing.T, ctx context.Context, b *receipt.Bundle, extra ...string) (string, error) {
+func (rn *receiptNet) audit(t *testing.T, ctx context.Context, b *receipt.Bundle) (string, error) {
+	t.Helper()
+	return rn.auditWith(t, ctx, b, "--genesis", rn.nw.GenesisPath())
+}
+
+// auditWith is audit with pin flags of its own in place of --genesis.
+func (rn *receiptNet) auditWith(t *testing.T, ctx context.Context, b *receipt.Bundle, pin ...string) (string, error) {
 	t.Helper()
 	data, err := b.Encode()
 	if err != nil {
@@ -64,8 +70,7 @@ func (rn *receiptNet) audit(t *testing.T, ctx context.Context, b *receipt.Bundle
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"audit", "receipt", p, "--ledger", rn.nw.LedgerGRPC[1], "--genesis", rn.nw.GenesisPath(),
-		"--replay", "--model", rn.nw.BaseModel}, extra...)
+	args := append([]string{"audit", "receipt", p, "--ledger", rn.nw.LedgerGRPC[1], "--replay", "--model", rn.nw.BaseModel}, pin...)
 	var out, errb bytes.Buffer
 	err = cli.RunWith(ctx, args, &out, &errb)
 	t.Logf("fedtune %s:\n%s%v", strings.Join(args[:3], " "), out.String(), err)
@@ -179,6 +184,25 @@ func TestAttackReceipts(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
 			}
+		}
+		// Unpinned, the block needs --quorum cosignatures of any node key.
+		if out, err := rn.auditWith(t, ctx, rn.sign(t, node, nil), "--quorum", "2"); err != nil || !strings.Contains(out, "valid cosignatures; no --genesis") {
+			t.Errorf("audit with --quorum 2 and no --genesis: %v", err)
+		}
+		if _, err := rn.auditWith(t, ctx, rn.sign(t, node, nil), "--quorum", "4"); err == nil || !strings.Contains(err.Error(), "block: ") {
+			t.Errorf("audit with --quorum 4 of 3 nodes: %v, want the block refused", err)
+		}
+	})
+
+	t.Run("end-to-end sampled", func(t *testing.T) {
+		s := receipt.Sampling{Temperature: 0.8, TopP: 0.9, MaxTokens: 12, Seed: 7}
+		ids, err := engine.Generate(ctx, engine.NewHost(), m, rn.prompt, model.GenerateConfig{MaxTokens: 12, Temperature: 0.8, TopP: 0.9, Seed: 7, Stop: m.Config.EOSTokenID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := rn.sign(t, node, func(a *receipt.Answer) { a.CompletionIDs, a.Sampling = ids, s })
+		if out, err := rn.audit(t, ctx, b); err != nil || !strings.Contains(out, "(sampled, temperature 0.8 top_p 0.9 seed 7)") {
+			t.Fatalf("sampled answer: %v", err)
 		}
 	})
 
