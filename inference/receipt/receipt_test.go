@@ -350,3 +350,25 @@ func TestSignAnswer(t *testing.T) {
 		t.Fatal("an answer without a prompt signed")
 	}
 }
+
+func FuzzDecodeBundle(f *testing.F) {
+	env, b, err := SignAnswer(testKey(), Answer{Model: hexOf('a'), Request: []byte(`{}`), PromptIDs: []int{1}, CompletionIDs: []int{2},
+		Sampling: Sampling{MaxTokens: 1}}, "x")
+	if err != nil {
+		f.Fatal(err)
+	}
+	js, _ := b.Encode()
+	f.Add(js)
+	f.Add(env)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := DecodeBundle(data)
+		if err != nil {
+			return
+		}
+		if r, err := b.Check(); err == nil {
+			if h, _ := TokensHash(b.PromptIDs); h != r.PromptHash || RequestHash(b.Request) != r.RequestHash {
+				t.Fatal("Check passed a bundle whose prompt or request does not hash to the receipt's")
+			}
+		}
+	})
+}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -179,4 +181,41 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestCommitsModel: the receipt's block must hold the tx that committed
+// the model: a ModelRegistered or a RoundCommitted naming it.
+func TestCommitsModel(t *testing.T) {
+	key, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := func(c byte) string { return strings.Repeat(string(c), 64) }
+	tx := func(body ledger.TxBody) []byte {
+		env, err := ledger.SignTx(key, "chain", 1, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	reg := tx(ledger.ModelRegistered{Digest: d('a'), Name: "a", Licence: "l", Source: "s"})
+	commit := tx(ledger.RoundCommitted{JobID: "job", Round: 1, ModelDigest: d('b'), Strategy: "fedavg",
+		Contributors: []ledger.Contribution{{Trainer: d('c'), UpdateDigest: d('e'), Weight: 1}}})
+	other := tx(ledger.ModelRegistered{Digest: d('f'), Name: "f", Licence: "l", Source: "s"})
+	vb := &client.VerifiedBlock{Block: &ledger.Block{Header: ledger.Header{Height: 5}, Txs: [][]byte{reg, commit, other}}}
+	hashOf := func(b []byte) string { h := ledger.TxHash(b); return hex.EncodeToString(h[:]) }
+	for _, c := range []struct {
+		m    ledger.Model
+		want string
+	}{
+		{ledger.Model{Digest: d('a'), TxHash: hashOf(reg)}, ""},
+		{ledger.Model{Digest: d('b'), TxHash: hashOf(commit), JobID: "job", Round: 1}, ""},
+		{ledger.Model{Digest: d('a'), TxHash: hashOf(other)}, "is a ModelRegistered that does not commit"},
+		{ledger.Model{Digest: d('a'), TxHash: d('9')}, "holds no tx"},
+	} {
+		err := commitsModel(vb, &c.m)
+		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("model %s tx %s: %v, want %q", c.m.Digest[:4], c.m.TxHash[:8], err, c.want)
+		}
+	}
 }
