@@ -5,15 +5,21 @@
 // A receipt (Receipt) says which model produced which tokens for which
 // request: the model's weight digest (and the adapter's, when one was
 // applied), the height and hash of the ledger block that committed the
-// model (absent when the node serves standalone), the SHA-256 of the request
+// served weights (the adapter's commit when one is applied; absent when the
+// node serves standalone), the SHA-256 of the request
 // body the server received (RequestHash), the hashes of the prompt and
 // generated token ids (TokensHash: SHA-256 of the ids as little-endian
 // uint32s), the sampling parameters and seed, the signer's key, and the
 // time. It travels as a DSSE envelope (internal/dsse) with payload type
 // PayloadType, signed by the node's ledger key:
 //
+//	env, bundle, err := receipt.SignAnswer(key, receipt.Answer{...}, text)
 //	env, err := receipt.Sign(key, r)      // canonical envelope JSON
 //	r, err := receipt.Verify(env)         // signature, type, every field
+//
+// A server fills an Answer (digests, block, request body or its hash,
+// prompt and generated ids, sampling parameters with the seed it used) and
+// calls SignAnswer, or New then Sign.
 //
 // Verify checks that the envelope is signed by the key the receipt names;
 // whether that key belongs to an active ledger member with the inference
