@@ -2,6 +2,7 @@ package receipt
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 
@@ -54,10 +55,44 @@ func DecodeBundle(data []byte) (*Bundle, error) {
 	return &b, nil
 }
 
-// IsEnvelope reports whether data looks like a bare receipt envelope (a
-// JSON object whose first member is payloadType) rather than a bundle.
+// IsEnvelope reports whether data looks like a receipt envelope (a JSON
+// object whose first member is payloadType) rather than a bundle.
 func IsEnvelope(data []byte) bool {
-	return bytes.HasPrefix(bytes.TrimSpace(data), []byte(`{"payloadType"`))
+	d := json.NewDecoder(bytes.NewReader(data))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	t, err := d.Token()
+	return err == nil && t == "payloadType"
+}
+
+// Parse reads a receipt file: a bundle, or a bare envelope (compact or
+// indented JSON, or the base64 of it as the Fedtune-Receipt header carries
+// it). It returns the envelope in canonical form and the bundle (nil for a
+// bare envelope); it verifies nothing.
+func Parse(data []byte) (envelope []byte, b *Bundle, err error) {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] != '{' {
+		raw, err := base64.StdEncoding.DecodeString(string(data))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: neither JSON nor base64: %v", ErrMalformed, err)
+		}
+		data = raw
+	}
+	if IsEnvelope(data) {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, data); err != nil {
+			return nil, nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+		}
+		return buf.Bytes(), nil, nil
+	}
+	if b, err = DecodeBundle(data); err != nil {
+		return nil, nil, err
+	}
+	if envelope, err = b.Envelope(); err != nil {
+		return nil, nil, err
+	}
+	return envelope, b, nil
 }
 
 // Envelope returns the bundle's envelope in its canonical (compact) form.

@@ -3,6 +3,7 @@ package receipt
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -371,4 +372,33 @@ func FuzzDecodeBundle(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParse(t *testing.T) {
+	env, b, err := SignAnswer(testKey(), Answer{Model: hexOf('a'), Request: []byte(`{}`), PromptIDs: []int{1}, Sampling: Sampling{MaxTokens: 1}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := b.Encode()
+	var indented bytes.Buffer
+	_ = json.Indent(&indented, env, "", "  ")
+	for name, c := range map[string]struct {
+		data   []byte
+		bundle bool
+	}{
+		"envelope":          {env, false},
+		"indented envelope": {indented.Bytes(), false},
+		"base64 envelope":   {[]byte(base64.StdEncoding.EncodeToString(env) + "\n"), false},
+		"bundle":            {js, true},
+	} {
+		got, gb, err := Parse(c.data)
+		if err != nil || !bytes.Equal(got, env) || (gb != nil) != c.bundle {
+			t.Errorf("%s: Parse = %q, bundle %v, %v", name, got, gb != nil, err)
+		}
+	}
+	for _, bad := range []string{"", "!!", `{"payloadType":`, `[]`} {
+		if _, _, err := Parse([]byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Parse(%q) = %v", bad, err)
+		}
+	}
 }

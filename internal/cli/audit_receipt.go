@@ -38,7 +38,8 @@ func newAuditReceiptCmd() *cobra.Command {
 		Use:   "receipt FILE [--ledger ADDR [--genesis FILE | --quorum N]] [--replay --model DIR [--adapter DIR]]",
 		Short: "Check an inference node's signed receipt: signature, signer's role, committed model, replay",
 		Long: "Check the receipt an inference node signed for an answer. FILE is a receipt bundle (the envelope with the\n" +
-			"request body and the prompt token ids, as inference/receipt.Bundle writes it) or a bare receipt envelope.\n" +
+			"request body and the prompt token ids, as inference/receipt.Bundle writes it) or a bare receipt envelope\n" +
+			"(its JSON, or the base64 of the Fedtune-Receipt response header).\n" +
 			"Each check prints a line; the first that fails ends the command with its reason.\n" +
 			"  signature   the envelope is a receipt signed by the key it names (and a bundle's request and ids hash\n" +
 			"              to what it signed)\n" +
@@ -93,15 +94,9 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 	if err != nil {
 		return err
 	}
-	var b *receipt.Bundle
-	env := data
-	if !receipt.IsEnvelope(data) {
-		if b, err = receipt.DecodeBundle(data); err == nil {
-			env, err = b.Envelope()
-		}
-		if err != nil {
-			return failed(out, "signature", err)
-		}
+	env, b, err := receipt.Parse(data)
+	if err != nil {
+		return failed(out, "signature", err)
 	}
 	r, err := receipt.Verify(env)
 	if err != nil {
