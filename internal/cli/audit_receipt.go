@@ -272,12 +272,20 @@ func commitsModel(vb *client.VerifiedBlock, m *ledger.Model) error {
 // auditReceiptReplay regenerates the answer of bundle b and compares its
 // token ids with the receipt's hash.
 func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r *receipt.Receipt, modelDir, adapterDir string) error {
+	m, err := model.Load(modelDir)
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	// The folder's file digest, or the digest of its weights as F32 (the
+	// two differ for a folder stored in another dtype or sharded).
 	d, err := model.DigestPath(modelDir)
 	if err != nil {
 		return failed(out, "replay", err)
 	}
 	if d != r.Model {
-		return failed(out, "replay", fmt.Errorf("--model %s has digest %s, the receipt names %s", modelDir, d, r.Model))
+		if d2, err := m.Digest(); err != nil || d2 != r.Model {
+			return failed(out, "replay", fmt.Errorf("--model %s has digest %s (weights as F32: %s), the receipt names %s", modelDir, d, d2, r.Model))
+		}
 	}
 	switch {
 	case r.Adapter != "" && adapterDir == "":
@@ -285,16 +293,21 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	case r.Adapter == "" && adapterDir != "":
 		return failed(out, "replay", errors.New("the receipt names no adapter, and --adapter was given"))
 	case adapterDir != "":
+		ad, err := model.LoadAdapter(adapterDir, m.Config)
+		if err != nil {
+			return failed(out, "replay", err)
+		}
 		if d, err = model.DigestPath(adapterDir); err != nil {
 			return failed(out, "replay", err)
 		}
 		if d != r.Adapter {
-			return failed(out, "replay", fmt.Errorf("--adapter %s has digest %s, the receipt names %s", adapterDir, d, r.Adapter))
+			if d2, err := ad.Digest(); err != nil || d2 != r.Adapter {
+				return failed(out, "replay", fmt.Errorf("--adapter %s has digest %s (weights as F32: %s), the receipt names %s", adapterDir, d, d2, r.Adapter))
+			}
 		}
-	}
-	m, err := loadModel(modelDir, adapterDir)
-	if err != nil {
-		return failed(out, "replay", err)
+		if m, err = m.Merge(ad); err != nil {
+			return failed(out, "replay", err)
+		}
 	}
 	tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -217,5 +218,70 @@ func TestCommitsModel(t *testing.T) {
 		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
 			t.Errorf("model %s tx %s: %v, want %q", c.m.Digest[:4], c.m.TxHash[:8], err, c.want)
 		}
+	}
+}
+
+// TestAuditReceiptAdapter: an answer of a model with a LoRA adapter merged
+// replays only with that adapter.
+func TestAuditReceiptAdapter(t *testing.T) {
+	dir := t.TempDir()
+	modelDir, adapterDir := filepath.Join(dir, "m"), filepath.Join(dir, "ad")
+	mustCLI(t, "model", "init", "--config", "../../configs/models/tiny-tied-mqa.yaml", "--seed", "9", "-o", modelDir)
+	base, err := model.Load(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad, err := model.NewAdapter(base.Config, model.LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj", "v_proj"}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ts := range ad.Tensors {
+		for i := range ts.Data {
+			ts.Data[i] = float32((i*7)%5-2) * 0.3
+		}
+	}
+	adDigest, err := ad.Save(adapterDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := base.Merge(ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(modelDir, base.Config.VocabSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tok.Encode("adapted")
+	if base.Config.BOSTokenID != nil {
+		ids = append([]int{*base.Config.BOSTokenID}, ids...)
+	}
+	gen := func(m *model.Model) []int {
+		out, err := engine.Generate(context.Background(), engine.NewHost(), m, ids, model.GenerateConfig{MaxTokens: 8, Stop: m.Config.EOSTokenID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	out := gen(merged)
+	if slices.Equal(out, gen(base)) {
+		t.Fatal("the adapter does not change the answer; the test would prove nothing")
+	}
+	d, err := model.DigestPath(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ledger.GenerateKey()
+	_, b, err := receipt.SignAnswer(key, receipt.Answer{Model: d, Adapter: adDigest, Request: []byte(`{"prompt":"adapted"}`),
+		PromptIDs: ids, CompletionIDs: out, Sampling: receipt.Sampling{MaxTokens: 8}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := writeBundle(t, b)
+	if out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir, "--adapter", adapterDir); !strings.Contains(out, "ok   replay") {
+		t.Fatalf("replay with the adapter:\n%s", out)
+	}
+	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir); err == nil || !strings.Contains(err.Error(), "pass its folder as --adapter") {
+		t.Fatalf("replay without the adapter: %v", err)
 	}
 }
