@@ -73,7 +73,7 @@ func refLogProbs(m *Model, ad *Adapter, ids []int) [][]float64 {
 		half := hd / 2
 		out := make([]float64, hd)
 		for j := 0; j < hd; j++ {
-			f := 1 / math.Pow(c.RopeTheta, float64(2*(j%half))/float64(hd))
+			f := refInvFreq(&c, j%half, hd)
 			ang := float64(t) * f
 			var rot float64
 			if j < half {
@@ -244,6 +244,36 @@ func maxDiff(a, b [][]float64) float64 {
 	return m
 }
 
+// refInvFreq is inverse frequency i of head dimension hd in float64, with
+// c's rope scaling applied as transformers' formulas state it.
+func refInvFreq(c *Config, i, hd int) float64 {
+	f := 1 / math.Pow(c.RopeTheta, float64(2*i)/float64(hd))
+	rs := c.RopeScaling
+	switch rs.Kind() {
+	case "linear":
+		return f / rs.Factor
+	case "llama3":
+		old := float64(rs.OriginalMaxPositionEmbeddings)
+		wavelen := 2 * math.Pi / f
+		switch {
+		case wavelen < old/rs.HighFreqFactor:
+			return f
+		case wavelen > old/rs.LowFreqFactor:
+			return f / rs.Factor
+		}
+		s := (old/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+		return (1-s)*f/rs.Factor + s*f
+	}
+	return f
+}
+
+// tinyLlama3Scaling is llama3 rope scaling for tinyConfig's head dimension
+// 4 (frequencies 1 and 0.01) that keeps the first frequency and smooths the
+// second.
+func tinyLlama3Scaling() *RopeScaling {
+	return &RopeScaling{RopeType: "llama3", Factor: 4, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 1024}
+}
+
 type variant struct {
 	name  string
 	mod   func(*Config)
@@ -259,6 +289,8 @@ var variants = []variant{
 	{"bf16-tied", func(c *Config) { c.TieWordEmbeddings = true }, safetensors.BF16},
 	{"rope-theta-eps", func(c *Config) { c.RopeTheta = 500000; c.RMSNormEps = 1e-2 }, safetensors.F32},
 	{"explicit-head-dim", func(c *Config) { c.HeadDim = 6; c.NumKeyValueHeads = 1 }, safetensors.F32},
+	{"rope-llama3", func(c *Config) { c.RopeScaling = tinyLlama3Scaling() }, safetensors.F32},
+	{"rope-linear", func(c *Config) { c.RopeScaling = &RopeScaling{Type: "linear", Factor: 2} }, safetensors.F32},
 	{"one-layer-mha-tied", func(c *Config) {
 		c.NumHiddenLayers = 1
 		c.NumKeyValueHeads = 0

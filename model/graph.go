@@ -318,7 +318,7 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 // rotate-half convention (frequency i repeated in both halves), for q
 // (scaled by 1/sqrt(hd), which folds attention's scaling in) and k.
 func (gr *graph) ropeTables(N, H, KV, hd int) (cosq, sinq, cosk, sink *G.Node) {
-	cs, sn := ropeCosSin(gr.cfg.RopeTheta, hd, gr.T)
+	cs, sn := gr.cfg.RopeCosSin(gr.T)
 	tables := func(heads int, scale float64) ([]float64, []float64) {
 		c, s := make([]float64, N*heads*hd), make([]float64, N*heads*hd)
 		for row := 0; row < N*heads; row++ {
@@ -333,22 +333,6 @@ func (gr *graph) ropeTables(N, H, KV, hd int) (cosq, sinq, cosk, sink *G.Node) {
 	ck, sk := tables(KV, 1)
 	return gr.table("rope.cos_q", []int{N * H, hd}, cq), gr.table("rope.sin_q", []int{N * H, hd}, sq),
 		gr.table("rope.cos_k", []int{N * KV, hd}, ck), gr.table("rope.sin_k", []int{N * KV, hd}, sk)
-}
-
-// ropeCosSin returns [T, hd] tables: angle(t, j) = t / theta^(2(j mod hd/2)/hd).
-func ropeCosSin(theta float64, hd, T int) (cos, sin []float64) {
-	half := hd / 2
-	cos, sin = make([]float64, T*hd), make([]float64, T*hd)
-	for t := 0; t < T; t++ {
-		for j := 0; j < hd; j++ {
-			// As transformers computes it: inv_freq in float32 from an
-			// int64 arange, then float32 products.
-			invFreq := float32(1 / math.Pow(theta, float64(2*(j%half))/float64(hd)))
-			ang := float64(float32(t) * invFreq)
-			cos[t*hd+j], sin[t*hd+j] = math.Cos(ang), math.Sin(ang)
-		}
-	}
-	return cos, sin
 }
 
 // setBatch binds a batch of windows (each T+1 tokens: inputs then shifted

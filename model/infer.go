@@ -52,7 +52,7 @@ func (r *Runner) grow(n int) {
 		return
 	}
 	npos := min(max(n, 2*len(r.cos)/r.hd, 64), r.maxPos)
-	cs, sn := ropeCosSin(r.m.Config.RopeTheta, r.hd, npos)
+	cs, sn := r.m.Config.RopeCosSin(npos)
 	r.cos, r.sin = make([]float32, len(cs)), make([]float32, len(sn))
 	for i := range cs {
 		r.cos[i], r.sin[i] = float32(cs[i]), float32(sn[i])

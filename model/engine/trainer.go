@@ -360,7 +360,7 @@ func (t *Trainer) upload() error {
 		t.dza = t.alloc(N * t.nR)
 	}
 	t.ids, t.tgt = dev.AllocInt(N), dev.AllocInt(N)
-	cos, sin := ropeTables(t.c.RopeTheta, hd, T)
+	cos, sin := ropeTables(&t.c, T)
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
 	dev.Write(t.cos, 0, cos)
 	dev.Write(t.sin, 0, sin)
@@ -391,18 +391,13 @@ func (t *Trainer) upload() error {
 	return nil
 }
 
-// ropeTables returns [T, hd] cos and sin tables in Hugging Face's
-// rotate-half convention, computed as transformers does (inv_freq in
-// float32, then float32 angle products), like package model.
-func ropeTables(theta float64, hd, T int) (cos, sin []float32) {
-	half := hd / 2
-	cos, sin = make([]float32, T*hd), make([]float32, T*hd)
-	for t := 0; t < T; t++ {
-		for j := 0; j < hd; j++ {
-			invFreq := float32(1 / math.Pow(theta, float64(2*(j%half))/float64(hd)))
-			ang := float64(float32(t) * invFreq)
-			cos[t*hd+j], sin[t*hd+j] = float32(math.Cos(ang)), float32(math.Sin(ang))
-		}
+// ropeTables returns c's [T, hd] cos and sin tables (model's
+// Config.RopeCosSin, rope scaling included) in float32.
+func ropeTables(c *model.Config, T int) (cos, sin []float32) {
+	cs, sn := c.RopeCosSin(T)
+	cos, sin = make([]float32, len(cs)), make([]float32, len(sn))
+	for i := range cs {
+		cos[i], sin[i] = float32(cs[i]), float32(sn[i])
 	}
 	return cos, sin
 }
