@@ -19,6 +19,13 @@
 // canonical safetensors, so the file's SHA-256 is the weight digest
 // (DESIGN.md); DigestPath computes it for a file or a folder.
 //
+// Import takes a Hugging Face folder as transformers saves it (shards and
+// index, BF16/F16/F32, tokenizer and generation files) to the canonical
+// form, streaming the tensor bytes unconverted, and writes ImportFile: the
+// canonical digest beside the path, size and SHA-256 of every source file
+// (ReadImportRecord reads it back; the coordinator registers both). A
+// folder it refuses leaves nothing behind.
+//
 // Architecture: RMSNorm, rotary embeddings in the rotate-half convention
 // (inv_freq computed in float32 as transformers does, with rope_scaling of
 // type llama3 or linear applied: Config.RopeInvFreq and Config.RopeCosSin
