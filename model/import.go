@@ -382,6 +382,9 @@ func ReadImportRecord(dir string) (*ImportRecord, error) {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	for i, s := range rec.Sources {
+		if s.Size < 0 {
+			return nil, fmt.Errorf("%s: sources[%d].size is negative", p, i)
+		}
 		if err := digest.Check(fmt.Sprintf("sources[%d].sha256", i), s.SHA256); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
