@@ -272,12 +272,16 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	if c.ModelType != "llama" {
-		bad("model_type", "is %q; only \"llama\" (LlamaForCausalLM) is supported", c.ModelType)
+	// Mistral's architecture is Llama's (the same tensors and forward)
+	// plus a sliding attention window, which ParseConfigJSON refuses
+	// unless it is null.
+	arch := map[string]string{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[c.ModelType]
+	if arch == "" {
+		bad("model_type", "is %q; only \"llama\" (LlamaForCausalLM) and \"mistral\" without a sliding window are supported", c.ModelType)
 	}
 	for _, a := range c.Architectures {
-		if a != "LlamaForCausalLM" {
-			bad("architectures", "lists %q; only LlamaForCausalLM is supported", a)
+		if arch != "" && a != arch {
+			bad("architectures", "lists %q; model_type %q is %s", a, c.ModelType, arch)
 		}
 	}
 	if c.VocabSize <= 0 {

@@ -32,7 +32,9 @@
 // are the one place every forward pass, the engine's included, takes its
 // frequencies from), grouped- and multi-query attention
 // (num_key_value_heads), SwiGLU MLP, head_dim = hidden_size /
-// num_attention_heads unless given. Other rope scaling types, attention or
+// num_attention_heads unless given; model_type "mistral"
+// (MistralForCausalLM) is the same architecture and is taken when its
+// sliding_window is null. Other rope scaling types, attention or
 // MLP biases, sliding windows and activations other than silu are refused
 // by Config.Validate and ParseConfigJSON, naming the field; config.json keys
 // that change nothing fedtune computes are accepted by name.

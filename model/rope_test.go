@@ -110,15 +110,28 @@ func TestPublishedConfigs(t *testing.T) {
 	if _, err := load("llama-2-7b-hf.json"); err != nil {
 		t.Fatal(err)
 	}
-	// Mistral 7B v0.1: another model type, with sliding-window attention.
+	// Mistral 7B v0.3: Llama's architecture under another name, no
+	// sliding window.
+	c, err = load("mistral-7b-v0.3.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ModelType != "mistral" || c.KVHeads() != 8 || c.RopeTheta != 1e6 || c.VocabSize != 32768 {
+		t.Errorf("Mistral v0.3 read as %+v", c)
+	}
+	// Mistral 7B v0.1: a 4096-token sliding window, which fedtune does not
+	// implement.
 	_, err = load("mistral-7b-v0.1.json")
 	if err == nil || !errors.Is(err, ErrConfig) {
-		t.Fatalf("Mistral config: %v", err)
+		t.Fatalf("Mistral v0.1 config: %v", err)
 	}
-	for _, w := range []string{"model_type", "architectures", "sliding_window", "not implemented"} {
+	for _, w := range []string{"sliding_window", "4096", "not implemented"} {
 		if !strings.Contains(err.Error(), w) {
-			t.Errorf("Mistral config error %q does not mention %q", err, w)
+			t.Errorf("Mistral v0.1 config error %q does not mention %q", err, w)
 		}
+	}
+	if strings.Contains(err.Error(), "model_type") {
+		t.Errorf("Mistral v0.1 refused for its model_type: %v", err)
 	}
 }
 
@@ -148,6 +161,8 @@ func TestConfigJSONRefusals(t *testing.T) {
 		{"llama3 factors inverted", edit(`"high_freq_factor": 4.0`, `"high_freq_factor": 0.5`), []string{"rope_scaling.high_freq_factor"}},
 		{"llama3 factor below 1", edit(`"factor": 32.0`, `"factor": 0.5`), []string{"rope_scaling.factor", "≥ 1"}},
 		{"linear with llama3 keys", edit(`"rope_type": "llama3"`, `"rope_type": "linear"`), []string{"rope_scaling.low_freq_factor", `not a parameter of rope_type "linear"`}},
+		{"mistral with a llama architecture", edit(`"model_type": "llama"`, `"model_type": "mistral"`), []string{"architectures", "MistralForCausalLM"}},
+		{"other model type", edit(`"model_type": "llama"`, `"model_type": "qwen2"`), []string{"model_type", `"qwen2"`}},
 		{"head dim odd", edit(`"head_dim": 64`, `"head_dim": 63`), []string{"head_dim", "even"}},
 	}
 	for _, tc := range cases {
