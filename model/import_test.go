@@ -287,3 +287,62 @@ func TestImportRefusals(t *testing.T) {
 		t.Error("a missing folder's error does not wrap os.ErrNotExist")
 	}
 }
+
+// FuzzImportIndex imports a two-shard checkpoint under an arbitrary
+// model.safetensors.index.json: it is imported whole (the weights read
+// back equal the source's) or refused leaving nothing behind, never in
+// part, and never reads a file outside the folder.
+func FuzzImportIndex(f *testing.F) {
+	m := func() *model.Model {
+		c := modeltest.TinyConfig()
+		c.NumHiddenLayers = 1
+		mm, _ := model.New(c, 5)
+		return mm
+	}()
+	tmpl := f.TempDir()
+	modeltest.WriteHFCheckpoint(f, tmpl, m, modeltest.HFCheckpoint{Shards: 2})
+	good, err := os.ReadFile(filepath.Join(tmpl, model.WeightsIndex))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(bytes.Replace(good, []byte(`"model-00002`), []byte(`"../model-00002`), 1))
+	f.Add(bytes.Replace(good, []byte(`"model-00002`), []byte(`"model-00001`), 1))
+	f.Add([]byte(`{"weight_map":{}}`))
+	f.Add([]byte(`{"metadata":{"total_size":1},"weight_map":{"model.norm.weight":"model-00001-of-00002.safetensors"}}`))
+	f.Add([]byte(`{"weight_map":{"a":"."}}`))
+	want, err := model.Load(tmpl)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, index []byte) {
+		root := t.TempDir()
+		src := filepath.Join(root, "hf")
+		if err := os.CopyFS(src, os.DirFS(tmpl)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, model.WeightsIndex), index, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(root, "out")
+		rec, err := model.Import(src, out, model.ImportOptions{})
+		if err != nil {
+			if ents, _ := os.ReadDir(root); len(ents) != 1 {
+				t.Fatalf("refused (%v) but left %v", err, ents)
+			}
+			return
+		}
+		got, err := model.Load(out)
+		if err != nil {
+			t.Fatalf("imported, but the output does not load: %v", err)
+		}
+		for name, w := range want.Tensors {
+			if !slices.Equal(w.Data, got.Tensors[name].Data) {
+				t.Fatalf("tensor %s differs", name)
+			}
+		}
+		if d, _ := digest.File(filepath.Join(out, model.WeightsFile)); d != rec.Digest {
+			t.Fatalf("record digest %s, file %s", rec.Digest, d)
+		}
+	})
+}
