@@ -76,8 +76,9 @@ var shardName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors$`)
 // folder, an index entry no shard holds, a tensor in a shard the index does
 // not list for it or in two shards, a non-float or mixed dtype or one other
 // than config.json's torch_dtype, a tensor missing, extra or of another
-// shape than the config implies. dst must not exist (or be an empty
-// folder); it appears whole or not at all.
+// shape than the config implies, and a source file whose size or
+// modification time changed while it was read. dst must not exist (or be
+// an empty folder); it appears whole or not at all.
 func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 	bad := func(file, format string, args ...any) error {
 		return fmt.Errorf("%s: %s: %w", filepath.Join(src, file), fmt.Sprintf(format, args...), ErrImport)
@@ -88,6 +89,7 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 		return nil, fmt.Errorf("import: %w", err)
 	}
 	var sources []SourceFile
+	stats := map[string]os.FileInfo{}
 	source := func(name string) error {
 		p := filepath.Join(src, name)
 		st, err := os.Stat(p)
@@ -102,6 +104,7 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 			return err
 		}
 		sources = append(sources, SourceFile{Path: name, Size: st.Size(), SHA256: sum})
+		stats[name] = st
 		return nil
 	}
 
@@ -190,6 +193,14 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 	for _, name := range copied {
 		if err := copyFile(filepath.Join(src, name), filepath.Join(tmp, name)); err != nil {
 			return nil, err
+		}
+	}
+	// A source rewritten while it was read would leave hashes that are
+	// not those of the bytes imported.
+	for name, st := range stats {
+		now, err := os.Stat(filepath.Join(src, name))
+		if err != nil || now.Size() != st.Size() || !now.ModTime().Equal(st.ModTime()) {
+			return nil, bad(name, "changed while it was imported; import again")
 		}
 	}
 	rec := &ImportRecord{Format: ImportFormat, Name: opt.Name, Licence: opt.Licence, Source: opt.Source,
