@@ -281,17 +281,28 @@ func TestDecodeBPEErrors(t *testing.T) {
 		{"not json", []byte("{"), ErrBadTokenizer, "unexpected end"},
 		{"no model", []byte(`{"decoder":{"type":"ByteLevel"},"pre_tokenizer":{"type":"ByteLevel"}}`), ErrBadTokenizer, "no model"},
 		{"wordpiece", edit(t, `"type": "BPE"`, `"type": "WordPiece"`), ErrUnsupported, `model.type "WordPiece"`},
-		{"normalizer", edit(t, `"normalizer": null`, `"normalizer": {"type":"NFC"}`), ErrUnsupported, "normalizer"},
+		{"normalizer", edit(t, `"normalizer": null`, `"normalizer": {"type":"Precompiled"}`), ErrUnsupported, `normalizer.type "Precompiled"`},
+		{"nested normalizer", edit(t, `"normalizer": null`, `"normalizer": {"type":"Sequence","normalizers":[{"type":"NFC"},{"type":"BertNormalizer"}]}`), ErrUnsupported, `normalizer.normalizers[1].type "BertNormalizer"`},
+		{"bad regex", edit(t, `"normalizer": null`, `"normalizer": {"type":"Replace","pattern":{"Regex":"(("},"content":""}`), ErrUnsupported, `normalizer.pattern.Regex "(("`},
 		{"dropout", edit(t, `"dropout": null`, `"dropout": 0.1`), ErrUnsupported, "dropout"},
-		{"byte fallback", edit(t, `"byte_fallback": false`, `"byte_fallback": true`), ErrUnsupported, "byte_fallback"},
+		{"post-processor", edit(t, `"post_processor": {
+    "type": "ByteLevel"`, `"post_processor": {
+    "type": "RobertaProcessing"`), ErrUnsupported, `post_processor.type "RobertaProcessing"`},
+		{"truncation", edit(t, `"truncation": null`, `"truncation": {"max_length": 5}`), ErrUnsupported, "truncation"},
 		{"suffix", edit(t, `"end_of_word_suffix": ""`, `"end_of_word_suffix": "</w>"`), ErrUnsupported, "end_of_word_suffix"},
 		{"decoder", edit(t, `"decoder": {
     "type": "ByteLevel"`, `"decoder": {
     "type": "WordPiece"`), ErrUnsupported, "decoder"},
 		{"pre-tokenizer", edit(t, `"pre_tokenizer": {
     "type": "ByteLevel"`, `"pre_tokenizer": {
-    "type": "Whitespace"`), ErrUnsupported, `pre_tokenizer type "Whitespace"`},
-		{"merge not in vocab", edit(t, `"a t",`, `"a q",`), ErrBadTokenizer, `merges[0] "a" "q": "aq" not in vocab`},
+    "type": "Whitespace"`), ErrUnsupported, `pre_tokenizer.type "Whitespace"`},
+		{"nested pre-tokenizer", edit(t, `"pre_tokenizer": {
+    "type": "ByteLevel"`, `"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "Punctuation"}]}, "x": {
+    "type": "ByteLevel"`), ErrUnsupported, `pre_tokenizer.pretokenizers[1].type "Punctuation"`},
+		{"split behavior", edit(t, `"pre_tokenizer": {
+    "type": "ByteLevel"`, `"pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways"}, "x": {
+    "type": "ByteLevel"`), ErrUnsupported, `pre_tokenizer.behavior "Sideways"`},
+		{"merge not in vocab", edit(t, `"a t",`, `"a q",`), ErrBadTokenizer, `model.merges[0] "a" "q": "aq" not in vocab`},
 		{"merge malformed", edit(t, `"a t",`, `"a",`), ErrBadTokenizer, "merges[0]"},
 		{"merge malformed pair", edit(t, `"a t",`, `["a"],`), ErrBadTokenizer, "merges[0]"},
 		{"negative id", edit(t, `"at": 256`, `"at": -1`), ErrBadTokenizer, "out of range"},
@@ -299,7 +310,6 @@ func TestDecodeBPEErrors(t *testing.T) {
 		{"duplicate id", edit(t, `"at": 256`, `"at": 257`), ErrBadTokenizer, "id 257 used by"},
 		{"outside alphabet", edit(t, `"at": 256`, `"a t": 256`), ErrBadTokenizer, "not in the byte-level alphabet"},
 		{"added without id", edit(t, `"id": 266,`, ``), ErrBadTokenizer, "added_tokens[0]: no id"},
-		{"added lstrip", edit(t, `"lstrip": false`, `"lstrip": true`), ErrUnsupported, "lstrip"},
 		{"unk missing", edit(t, `"unk_token": null`, `"unk_token": "<unk>"`), ErrBadTokenizer, "unk_token"},
 	}
 	for _, tc := range tests {
