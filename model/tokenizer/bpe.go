@@ -58,8 +58,8 @@ type BPE struct {
 type pair struct{ a, b string }
 
 type addedToken struct {
-	id                                           int
-	content                                      string
+	id                                          int
+	content                                     string
 	special, lstrip, rstrip, normalized, single bool
 }
 
@@ -560,4 +560,3 @@ func (t *BPE) Decode(ids []int) string {
 	}
 	return strings.Join(t.dec.decode(toks), "")
 }
-
