@@ -37,7 +37,7 @@ func (l literal) matches(s string) [][2]int {
 type pieceFunc func(string) []string
 
 func (f pieceFunc) matches(s string) [][2]int {
-	out := [][2]int{}
+	var out [][2]int
 	at := 0
 	for _, p := range f(s) {
 		out = append(out, [2]int{at, at + len(p)})

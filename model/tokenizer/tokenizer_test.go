@@ -325,6 +325,16 @@ func TestDecodeBPEErrors(t *testing.T) {
 	}
 }
 
+// exactBytes reports whether tok must round-trip any byte string: a plain
+// byte-level pipeline (no normalizer, no added tokens, a ByteLevel
+// pre-tokenizer without add_prefix_space, the ByteLevel decoder) over a
+// vocabulary with all 256 byte characters.
+func exactBytes(tok *BPE) bool {
+	bl, ok := tok.pre.(byteLevel)
+	_, dec := tok.dec.(byteLevelDecoder)
+	return tok.CoversBytes() && len(tok.added) == 0 && tok.norm == nil && ok && !bl.prefixSpace && dec
+}
+
 // FuzzTokenizerJSON feeds arbitrary bytes to DecodeBPE: it must not panic,
 // and a tokenizer it accepts must encode to ids below VocabSize and, when it
 // covers all bytes, round-trip text exactly.
@@ -335,7 +345,13 @@ func FuzzTokenizerJSON(f *testing.F) {
 	}
 	f.Add(seed, "the cat<|endoftext|> sat\n\n")
 	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]},"pre_tokenizer":{"type":"ByteLevel"},"decoder":{"type":"ByteLevel"}}`), "abab ba")
-	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0},"merges":[["a","a"]]},"added_tokens":[{"id":5,"content":"x"}],"pre_tokenizer":{"type":"ByteLevel","use_regex":false},"decoder":{"type":"ByteLevel"}}`), "xax")
+	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0},"merges":[["a","a"]]},"added_tokens":[{"id":1,"content":"x"}],"pre_tokenizer":{"type":"ByteLevel","use_regex":false},"decoder":{"type":"ByteLevel"}}`), "xax")
+	f.Add(spStyleJSON(), "Hello wörld 😀\t<s>x")
+	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"▁":1,"▁a":2},"merges":["▁ a"],"byte_fallback":true,"unk_token":"a","fuse_unk":true},`+
+		`"normalizer":{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Strip"},{"type":"Replace","pattern":{"Regex":"\\s+"},"content":" "}]},`+
+		`"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"Split","pattern":{"Regex":"(?=[A-Z])"},"behavior":"MergedWithNext","invert":true},{"type":"Metaspace","prepend_scheme":"first"}]},`+
+		`"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"a"}},{"Sequence":{"id":"A"}}],"special_tokens":{"a":{"ids":[0]}}},`+
+		`"decoder":{"type":"Sequence","decoders":[{"type":"ByteFallback"},{"type":"Metaspace"},{"type":"Strip","content":"a","start":2,"stop":1}]}}`), "a  aA1b2")
 	f.Add([]byte(`null`), "")
 	f.Fuzz(func(t *testing.T, data []byte, text string) {
 		tok, err := DecodeBPE(data)
@@ -346,13 +362,13 @@ func FuzzTokenizerJSON(f *testing.F) {
 			return
 		}
 		ids := tok.Encode(text)
-		for _, id := range ids {
+		for _, id := range append(tok.EncodeSpecial(text), ids...) {
 			if id < 0 || id >= tok.VocabSize() {
 				t.Fatalf("id %d outside vocab of %d", id, tok.VocabSize())
 			}
 		}
 		out := tok.Decode(ids)
-		if tok.CoversBytes() && len(tok.added) == 0 && out != text {
+		if exactBytes(tok) && out != text {
 			t.Fatalf("round trip %q -> %q", text, out)
 		}
 		_ = utf8.ValidString(out)
