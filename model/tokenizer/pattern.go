@@ -97,7 +97,7 @@ func (x *regex) matches(s string) [][2]int {
 	return out
 }
 
-// replace returns s with every match of m replaced by content (taken
+// replaceAll returns s with every match of m replaced by content (taken
 // literally: no group references).
 func replaceAll(m matcher, s, content string) string {
 	ms := m.matches(s)
@@ -116,10 +116,8 @@ func replaceAll(m matcher, s, content string) string {
 	return b.String()
 }
 
-// patternMatcher is a matcher with the replace helper bound to it.
+// patternMatcher is the matcher of a decoded pattern.
 type patternMatcher struct{ matcher }
-
-func (p patternMatcher) replace(s, content string) string { return replaceAll(p.matcher, s, content) }
 
 // decodePattern reads a {"String": …} or {"Regex": …} pattern. The GPT-2 and
 // LLaMA 3 split patterns use hand-written matchers (same matches, faster).
