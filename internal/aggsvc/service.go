@@ -185,7 +185,7 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 	case errors.Is(err, coordinator.ErrNotOwn):
 		return nil, status.Errorf(codes.FailedPrecondition, "submit: %v", err)
 	case errors.Is(err, client.ErrRejected):
-		return nil, client.Status(codes.FailedPrecondition, err)
+		return nil, client.StatusError(codes.FailedPrecondition, err)
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "submit: %v", err)
 	}

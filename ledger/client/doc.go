@@ -37,7 +37,7 @@
 // and errors.As gives the *ledger.TxError. The node sends the typed
 // reason in the Submit result (TxResult.error); a service that ends a
 // gRPC call because the ledger rejected its tx attaches the same message
-// as a status detail (Status), which FromStatus turns back into a
+// as a status detail (StatusError), which FromStatus turns back into a
 // *RejectedError. Nothing reads a reason string.
 //
 // # Queries

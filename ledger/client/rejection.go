@@ -66,11 +66,11 @@ func TxErrorFromProto(p *ledgerv1.TxError) *ledger.TxError {
 	return &ledger.TxError{Code: ledger.Code(p.GetCode()), Cause: ledger.Cause(p.GetCause()), Msg: p.GetMessage()}
 }
 
-// Status returns a gRPC status error with code c and err's message that
+// StatusError returns a gRPC status error with code c and err's message that
 // carries err's *ledger.TxError, if it wraps one, as a status detail (a
 // ledgerv1.TxError), for a server whose call ends because the ledger
 // rejected a tx. FromStatus reads it back.
-func Status(c codes.Code, err error) error {
+func StatusError(c codes.Code, err error) error {
 	st := status.New(c, err.Error())
 	var te *ledger.TxError
 	if errors.As(err, &te) {
@@ -82,7 +82,7 @@ func Status(c codes.Code, err error) error {
 }
 
 // FromStatus returns the error a gRPC call ended with, typed: a status
-// that carries a ledgerv1.TxError detail (see Status) becomes a
+// that carries a ledgerv1.TxError detail (see StatusError) becomes a
 // *RejectedError holding that *ledger.TxError, with the status message as
 // its reason; any other error is returned as it is.
 func FromStatus(err error) error {

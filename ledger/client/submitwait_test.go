@@ -99,22 +99,10 @@ func TestSubmitWaitNeedsProof(t *testing.T) {
 		{"proof against another root", &scriptedLedger{height: 5, blockHeight: 5, block: mkBlock(other, tx), txIndex: 1, proofHeight: 5, badRoot: true}, "is not the block's"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k, kid := authKey(t)
-			creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := grpc.NewServer(creds)
-			ledgerv1.RegisterLedgerServer(srv, tc.srv)
-			go srv.Serve(ln)
-			defer srv.Stop()
+			addr, k, kid := serveLedger(t, tc.srv)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			c, err := Dial(ctx, ln.Addr().String(), k, tlsid.ExpectID(kid))
+			c, err := Dial(ctx, addr, k, tlsid.ExpectID(kid))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,6 +131,26 @@ func authKey(t testing.TB) (ed25519.PrivateKey, string) {
 	return k, ledger.KeyID(k.Public().(ed25519.PublicKey))
 }
 
+// serveLedger serves srv over TLS as a fresh key until the test ends and
+// returns its address, the key and its ID.
+func serveLedger(t *testing.T, srv ledgerv1.LedgerServer) (string, ed25519.PrivateKey, string) {
+	t.Helper()
+	k, kid := authKey(t)
+	creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(creds)
+	ledgerv1.RegisterLedgerServer(gs, srv)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String(), k, kid
+}
+
 // rejectingLedger rejects every tx with a typed reason; old leaves out the
 // TxError message (a node from before it), sending only code and reason.
 type rejectingLedger struct {
@@ -163,27 +171,15 @@ func (s *rejectingLedger) Submit(_ context.Context, req *ledgerv1.SubmitRequest)
 // ledger's *TxError (code and cause), through errors.Is and errors.As.
 func TestSubmitWaitTypedRejection(t *testing.T) {
 	for _, old := range []bool{false, true} {
-		k, kid := authKey(t)
-		creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := grpc.NewServer(creds)
-		ledgerv1.RegisterLedgerServer(srv, &rejectingLedger{old: old})
-		go srv.Serve(ln)
+		addr, k, kid := serveLedger(t, &rejectingLedger{old: old})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		c, err := Dial(ctx, ln.Addr().String(), k, tlsid.ExpectID(kid))
+		c, err := Dial(ctx, addr, k, tlsid.ExpectID(kid))
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = c.SubmitWait(ctx, []byte("tx"))
 		c.Close()
 		cancel()
-		srv.Stop()
 		var te *ledger.TxError
 		if !errors.Is(err, ErrRejected) || !errors.Is(err, ledger.ErrBadNonce) || errors.Is(err, ledger.ErrForbidden) || !errors.As(err, &te) {
 			t.Fatalf("old %v: SubmitWait: %v, want a rejection with code bad_nonce", old, err)
@@ -200,7 +196,7 @@ func TestSubmitWaitTypedRejection(t *testing.T) {
 // TestStatusDetails: a TxError survives a gRPC status as a detail.
 func TestStatusDetails(t *testing.T) {
 	te := &ledger.TxError{Code: ledger.CodeAlreadyExists, Msg: "round 2 of job x already exists"}
-	err := Status(codes.FailedPrecondition, fmt.Errorf("submit: %w", &RejectedError{TxError: te, Reason: te.Error()}))
+	err := StatusError(codes.FailedPrecondition, fmt.Errorf("submit: %w", &RejectedError{TxError: te, Reason: te.Error()}))
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("code %v", status.Code(err))
 	}
@@ -213,7 +209,7 @@ func TestStatusDetails(t *testing.T) {
 	if got := FromStatus(plain); got != plain || errors.Is(got, ErrRejected) {
 		t.Fatalf("FromStatus(plain) = %v", got)
 	}
-	if s := Status(codes.Internal, errors.New("boom")); FromStatus(s) != s {
+	if s := StatusError(codes.Internal, errors.New("boom")); FromStatus(s) != s {
 		t.Fatalf("Status without a TxError carries a detail")
 	}
 }
@@ -228,23 +224,11 @@ func TestDialNeedsKey(t *testing.T) {
 // ends SubmitWait and queries at once, with an error that is
 // tlsid.ErrNotAllowed, not only its text.
 func TestRefusedServerKeyTyped(t *testing.T) {
-	k, _ := authKey(t)
-	creds, err := tlsid.ServerOption(k, tlsid.AllowAny())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(creds)
-	ledgerv1.RegisterLedgerServer(srv, &rejectingLedger{})
-	go srv.Serve(ln)
-	defer srv.Stop()
+	addr, k, _ := serveLedger(t, &rejectingLedger{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, other := authKey(t)
-	c, err := Dial(ctx, ln.Addr().String(), k, tlsid.ExpectID(other))
+	c, err := Dial(ctx, addr, k, tlsid.ExpectID(other))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,5 +119,5 @@
 // client.Checkpoint. A rejected tx's Submit result carries the ledger's
 // typed reason (TxResult.error, a ledgerv1.TxError), and a node that ends
 // a call because of a rejection attaches the same message as a gRPC status
-// detail (client.Status), so clients never parse a reason string.
+// detail (client.StatusError), so clients never parse a reason string.
 package node

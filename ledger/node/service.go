@@ -114,7 +114,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ledger.ErrRecordNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.As(err, new(*ledger.TxError)):
-		return client.Status(codes.FailedPrecondition, err)
+		return client.StatusError(codes.FailedPrecondition, err)
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, client.ErrQuorum):
