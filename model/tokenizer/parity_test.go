@@ -134,10 +134,11 @@ func npmDir(t *testing.T, pkg string) string {
 }
 
 type parityCase struct {
-	IDs       []int  `json:"ids"`
-	Plain     []int  `json:"plain"`
-	Text      string `json:"text"`
-	PlainText string `json:"plain_text"`
+	IDs       []int    `json:"ids"`
+	Plain     []int    `json:"plain"`
+	Text      string   `json:"text"`
+	PlainText string   `json:"plain_text"`
+	Pieces    []string `json:"pieces"`
 }
 
 func readJSONL[T any](t *testing.T, data []byte) []T {
@@ -181,14 +182,18 @@ func TestParity(t *testing.T) {
 				w := want[i]
 				got := parityCase{IDs: tok.EncodeSpecial(s), Plain: tok.Encode(s)}
 				got.Text, got.PlainText = ValidUTF8(tok.Decode(got.IDs)), ValidUTF8(tok.Decode(got.Plain))
+				for _, id := range got.Plain {
+					got.Pieces = append(got.Pieces, ValidUTF8(tok.Decode([]int{id})))
+				}
 				if !reflect.DeepEqual(nilIfEmpty(got.IDs), nilIfEmpty(w.IDs)) || !reflect.DeepEqual(nilIfEmpty(got.Plain), nilIfEmpty(w.Plain)) ||
-					got.Text != w.Text || got.PlainText != w.PlainText {
+					got.Text != w.Text || got.PlainText != w.PlainText || len(got.Pieces) != len(w.Pieces) ||
+					(len(w.Pieces) > 0 && !reflect.DeepEqual(got.Pieces, w.Pieces)) {
 					t.Errorf("line %d %q:\n got %+v\nwant %+v", i+1, s, got, w)
 					continue
 				}
 				ok++
 			}
-			t.Logf("%s: %d/%d corpus lines as %s gives them (ids with and without special tokens, decodings)", r.name, ok, len(corpus), refName[r.ref])
+			t.Logf("%s: %d/%d corpus lines as %s gives them (ids with and without special tokens, decodings, each id decoded alone)", r.name, ok, len(corpus), refName[r.ref])
 		})
 	}
 }

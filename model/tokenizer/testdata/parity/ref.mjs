@@ -10,9 +10,10 @@
 // tokenizer.json and its "added" tokens are appended to added_tokens.
 //
 // Every input line is a JSON string; every output line is
-// {"ids":[…],"plain":[…],"text":"…","plain_text":"…"}: the ids with and
-// without special tokens and their decodings (special tokens kept, no
-// clean-up of tokenization spaces).
+// {"ids":[…],"plain":[…],"text":"…","plain_text":"…","pieces":[…]}: the ids
+// with and without special tokens, their decodings (special tokens kept, no
+// clean-up of tokenization spaces) and the decoding of each id of plain on
+// its own (partial UTF-8 included).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { pathToFileURL, fileURLToPath } from "node:url";
@@ -50,6 +51,8 @@ for (const line of readFileSync(0, "utf8").split("\n")) {
   const text = JSON.parse(line);
   const ids = Array.from(await encode(text, true));
   const plain = Array.from(await encode(text, false));
-  out.push(JSON.stringify({ ids, plain, text: await decode(ids), plain_text: await decode(plain) }));
+  const pieces = [];
+  for (const id of plain) pieces.push(await decode([id]));
+  out.push(JSON.stringify({ ids, plain, text: await decode(ids), plain_text: await decode(plain), pieces }));
 }
 process.stdout.write(out.join("\n") + "\n");
