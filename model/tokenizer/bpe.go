@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -53,6 +54,35 @@ type BPE struct {
 	dec          decoder
 	bos          int // -1 when unknown
 	eos          []int
+	cache        wordCache
+}
+
+// wordCache remembers the ids of short pre-tokens (as Hugging Face's BPE
+// does): natural text repeats its words, and merging is the costly part.
+type wordCache struct {
+	mu sync.Mutex
+	m  map[string][]int
+}
+
+const (
+	cacheWordLen = 256     // longer pre-tokens are not cached
+	cacheEntries = 1 << 16 // the cache is emptied when it reaches this
+)
+
+func (c *wordCache) get(w string) ([]int, bool) {
+	c.mu.Lock()
+	ids, ok := c.m[w]
+	c.mu.Unlock()
+	return ids, ok
+}
+
+func (c *wordCache) put(w string, ids []int) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= cacheEntries {
+		c.m = make(map[string][]int)
+	}
+	c.m[w] = ids
+	c.mu.Unlock()
 }
 
 type pair struct{ a, b string }
@@ -411,6 +441,20 @@ func (t *BPE) encodeSection(ids []int, p piece) []int {
 
 // encodeWord runs the BPE model on one pre-token.
 func (t *BPE) encodeWord(ids []int, w string) []int {
+	if len(w) >= cacheWordLen {
+		return t.bpeWord(ids, w)
+	}
+	if cached, ok := t.cache.get(w); ok {
+		return append(ids, cached...)
+	}
+	n := len(ids)
+	ids = t.bpeWord(ids, w)
+	t.cache.put(w, append([]int(nil), ids[n:]...))
+	return ids
+}
+
+// bpeWord is encodeWord without the cache.
+func (t *BPE) bpeWord(ids []int, w string) []int {
 	if t.ignoreMerges {
 		if id, ok := t.vocab[w]; ok {
 			return append(ids, id)
@@ -431,7 +475,7 @@ func (t *BPE) encodeWord(ids []int, w string) []int {
 			start := len(syms)
 			ok := true
 			for k := 0; k < len(c); k++ {
-				bt := fmt.Sprintf("<0x%02X>", c[k])
+				bt := byteTokens[c[k]]
 				if _, in := t.vocab[bt]; !in {
 					ok = false
 					break
@@ -526,6 +570,15 @@ func (h *mergeHeap) Pop() any {
 	x := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return x
+}
+
+// byteTokens holds the byte_fallback token of each byte, "<0x00>" to "<0xFF>".
+var byteTokens [256]string
+
+func init() {
+	for b := range byteTokens {
+		byteTokens[b] = fmt.Sprintf("<0x%02X>", b)
+	}
 }
 
 // byteRune is GPT-2's bytes_to_unicode table: printable Latin-1 bytes map to

@@ -255,3 +255,53 @@ func firstDiff(a, b []byte) string {
 	}
 	return "none"
 }
+
+// BenchmarkEncode encodes the parity corpus (repeated to about 1 MB) with
+// the real tokenizers.
+func BenchmarkEncode(b *testing.B) {
+	corpus, err := os.ReadFile("testdata/parity/corpus.jsonl")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lines []string
+	for _, l := range bytes.Split(corpus, []byte("\n")) {
+		var s string
+		if json.Unmarshal(l, &s) == nil {
+			lines = append(lines, s)
+		}
+	}
+	for _, m := range parityModels() {
+		b.Run(m.name, func(b *testing.B) {
+			t := &testing.T{}
+			_ = t
+			dir := filepath.Join(os.Getenv("FEDTUNE_NPM_CACHE"), m.pkg, "package", "models")
+			if os.Getenv("FEDTUNE_NPM_CACHE") == "" {
+				dir = filepath.Join("..", "..", ".cache", "npm", m.pkg, "package", "models")
+			}
+			tok, err := Open(dir)
+			if err != nil {
+				b.Skip(err)
+			}
+			n := 0
+			for n < 1<<20 {
+				for _, s := range lines {
+					n += len(s)
+				}
+			}
+			b.SetBytes(int64(n))
+			b.ResetTimer()
+			for range b.N {
+				for m := 0; m < n; {
+					for _, s := range lines {
+						tok.Encode(s)
+						m += len(s)
+					}
+				}
+			}
+		})
+	}
+}
+
+func parityModels() []struct{ name, pkg string } {
+	return []struct{ name, pkg string }{{"llama2", npmLlama2}, {"llama3", npmLlama3}}
+}
