@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 )
@@ -180,4 +181,33 @@ func TestSplitMatchesRegexp2(t *testing.T) {
 			t.Fatalf("LLaMA 3 %q: hand-written %v, regexp2 %v", s, a, b)
 		}
 	}
+}
+
+// TestEncodeConcurrent encodes from several goroutines at once (the word
+// cache is shared); run it with -race.
+func TestEncodeConcurrent(t *testing.T) {
+	tok, err := DecodeBPE(spStyleJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{"the hello", "hello the", "ö a tl", "日本"}
+	want := make([][]int, len(texts))
+	for i, s := range texts {
+		want[i] = tok.Encode(s)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				k := (g + i) % len(texts)
+				if got := tok.Encode(texts[k]); !reflect.DeepEqual(got, want[k]) {
+					t.Errorf("Encode(%q) = %v, want %v", texts[k], got, want[k])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -272,8 +272,6 @@ func BenchmarkEncode(b *testing.B) {
 	}
 	for _, m := range parityModels() {
 		b.Run(m.name, func(b *testing.B) {
-			t := &testing.T{}
-			_ = t
 			dir := filepath.Join(os.Getenv("FEDTUNE_NPM_CACHE"), m.pkg, "package", "models")
 			if os.Getenv("FEDTUNE_NPM_CACHE") == "" {
 				dir = filepath.Join("..", "..", ".cache", "npm", m.pkg, "package", "models")
