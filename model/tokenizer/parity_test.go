@@ -25,7 +25,7 @@ import (
 //
 // testdata/parity/corpus.jsonl holds the text (one JSON string a line);
 // testdata/parity/CASE.REF.jsonl what reference REF (js, rs) gives for it
-// (written by testdata/parity/ref.mjs). TestParity checks Go against those
+// (written by testdata/parity/ref.mjs; regen.sh rewrites them all). TestParity checks Go against those
 // files; TestParityReference reruns ref.mjs under node and checks that the
 // files are what the references give today.
 
