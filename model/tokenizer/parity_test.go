@@ -25,9 +25,10 @@ import (
 //
 // testdata/parity/corpus.jsonl holds the text (one JSON string a line);
 // testdata/parity/CASE.REF.jsonl what reference REF (js, rs) gives for it
-// (written by testdata/parity/ref.mjs; regen.sh rewrites them all). TestParity checks Go against those
-// files; TestParityReference reruns ref.mjs under node and checks that the
-// files are what the references give today.
+// (written by testdata/parity/ref.mjs; regen.sh rewrites them all).
+// TestParity checks Go against those files; TestParityReference reruns
+// ref.mjs under node and checks that the files are what the references give
+// today.
 
 // The pinned npm packages (see Makefile, NPM_PKGS).
 const (
