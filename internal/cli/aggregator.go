@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fedtune/fedtune/internal/aggsvc"
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 )
 
 func init() { register(newAggregatorCmd) }
@@ -38,14 +38,14 @@ coordinator named by coordinator_id may call it (TLS with ledger keys).`,
 			if cfgPath == "" {
 				return errors.New("aggregator start: --config is required")
 			}
-			cfg, err := aggsvc.LoadConfig(cfgPath)
+			cfg, err := aggnode.LoadConfig(cfgPath)
 			if err != nil {
 				return err
 			}
 			if insecure {
 				cfg.Insecure = true
 			}
-			srv, err := aggsvc.NewServer(cmd.Context(), *cfg, nil, logger(cmd))
+			srv, err := aggnode.NewServer(cmd.Context(), *cfg, nil, logger(cmd))
 			if err != nil {
 				return err
 			}
