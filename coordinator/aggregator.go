@@ -16,7 +16,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Aggregator is the aggregator role as the Service sees it: it runs a
@@ -33,7 +33,7 @@ type Aggregator interface {
 	// are in the coordinator's artifact store when it returns.
 	Aggregate(ctx context.Context, a round.Task, global string) (round.Result, error)
 	// Submit signs body with the aggregator key and waits for the ledger,
-	// like (*Signer).Submit: a rejection wraps node.ErrRejected.
+	// like (*client.Signer).Submit: a rejection wraps client.ErrRejected.
 	Submit(ctx context.Context, body ledger.TxBody) (uint64, error)
 }
 
@@ -42,37 +42,6 @@ var (
 	_ Aggregator = (*RemoteAggregator)(nil)
 )
 
-// AggregatorLedger returns the ledger c as an aggregator reads it
-// (round.Ledger); nil when c is nil.
-func AggregatorLedger(c *node.Client) round.Ledger {
-	if c == nil {
-		return nil
-	}
-	return aggregatorLedger{c}
-}
-
-type aggregatorLedger struct{ c *node.Client }
-
-func (l aggregatorLedger) Job(ctx context.Context, id string) (*ledger.JobRecord, error) {
-	return QueryJob(ctx, l.c, id)
-}
-
-func (l aggregatorLedger) Round(ctx context.Context, job string, n uint64) (*ledger.Round, error) {
-	return QueryRound(ctx, l.c, job, n)
-}
-
-func (l aggregatorLedger) Time(ctx context.Context) (time.Time, error) {
-	st, err := l.c.Status(ctx)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("ledger status: %w", err)
-	}
-	vb, err := l.c.Block(ctx, st.Height, 0, st.ChainId)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("ledger block %d: %w", st.Height, err)
-	}
-	return time.Unix(0, vb.Block.Header.Time), nil
-}
-
 // ErrAggregatorRefused is wrapped when a remote aggregator's identity is
 // not the configured one or not an active aggregator member of the ledger.
 var ErrAggregatorRefused = errors.New("coordinator: aggregator refused")
@@ -80,14 +49,14 @@ var ErrAggregatorRefused = errors.New("coordinator: aggregator refused")
 // AggregatorVerifier returns the tlsid check the coordinator applies to a
 // remote aggregator: its key ID must be id and an active member of the
 // ledger with role aggregator.
-func AggregatorVerifier(c *node.Client, id string) tlsid.Verifier {
+func AggregatorVerifier(c *client.Client, id string) tlsid.Verifier {
 	return func(peer string) error {
 		if peer != id {
 			return fmt.Errorf("%w: the peer is %s, the config names %s", ErrAggregatorRefused, peer, id)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		m, err := QueryMember(ctx, c, peer)
+		m, err := c.Member(ctx, peer)
 		switch {
 		case err != nil:
 			return fmt.Errorf("%w: %s: %w", ErrAggregatorRefused, peer, err)
@@ -164,8 +133,11 @@ func (r *RemoteAggregator) Submit(ctx context.Context, body ledger.TxBody) (uint
 	resp, err := r.c.SubmitTx(ctx, &aggregatorv1.SubmitTxRequest{Type: body.TxType(), Body: data})
 	if err != nil {
 		st := status.Convert(err)
+		if rej := client.FromStatus(err); errors.Is(rej, client.ErrRejected) {
+			return 0, fmt.Errorf("%s: %w", body.TxType(), rej)
+		}
 		if st.Code() == codes.FailedPrecondition {
-			return 0, fmt.Errorf("%s: %w: %s", body.TxType(), node.ErrRejected, st.Message())
+			return 0, fmt.Errorf("%s: %w", body.TxType(), &client.RejectedError{Reason: st.Message()})
 		}
 		return 0, fmt.Errorf("%s: remote aggregator: %s", body.TxType(), st.Message())
 	}

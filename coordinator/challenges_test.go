@@ -10,6 +10,7 @@ import (
 	"time"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/ledger/client"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -102,7 +103,7 @@ func TestChallengePerHost(t *testing.T) {
 	// A Join, even a bad one, uses up its challenge and frees the slot.
 	pub, _, _ := ed25519.GenerateKey(nil)
 	_, other, _ := ed25519.GenerateKey(nil)
-	_, err = s.Join(context.Background(), &coordinatorv1.JoinRequest{PublicKey: pub, Challenge: got[0], Signature: SignChallenge(other, got[0])})
+	_, err = s.Join(context.Background(), &coordinatorv1.JoinRequest{PublicKey: pub, Challenge: got[0], Signature: client.SignChallenge(other, got[0])})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("join with a bad signature: %v; want Unauthenticated", err)
 	}

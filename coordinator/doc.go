@@ -69,8 +69,8 @@
 // Service is the I/O around the machine: it ticks it about once a second,
 // signs and submits the txs of each Ready on the ledger in order (RoundOpened
 // with the coordinator key; UpdateRejected, RoundCommitted and RoundFailed
-// with the aggregator key, each through a Signer that keeps the signer's
-// nonce) and reports every outcome back as TxCommitted or TxRejected; it sends
+// with the aggregator key, each through a ledger/client Signer that keeps
+// the signer's nonce) and reports every outcome back as TxCommitted or TxRejected; it sends
 // tasks to joined trainers over the Tasks stream of the Coordinator gRPC
 // service (api/coordinator/v1), and runs the aggregation in-process over the
 // artifact store, storing the new model there before recording it. Trainers

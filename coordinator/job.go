@@ -19,20 +19,16 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model"
 )
 
 // Sentinel errors of job files.
 var (
 	// ErrJob wraps every error about a job file: decoding and validation.
 	ErrJob = errors.New("coordinator: bad job")
-)
-
-// Fine-tuning modes (finetune.mode).
-const (
-	ModeLoRA = "lora"
-	ModeFull = "full"
 )
 
 // Update compressions (compression.kind).
@@ -212,7 +208,7 @@ func DefaultJob() *Job {
 		Trainers: TrainerSpec{Min: 1, Fraction: 1},
 		Train: TrainSpec{LocalSteps: 20, Batch: 8, SeqLen: 64, LR: 1e-3, ClipNorm: 1,
 			Schedule: ScheduleCosine},
-		FineTune:    FineTuneSpec{Mode: ModeLoRA, LoRA: DefaultLoRA()},
+		FineTune:    FineTuneSpec{Mode: model.ModeLoRA, LoRA: DefaultLoRA()},
 		Strategy:    StrategySpec{Name: "fedavg"},
 		Compression: CompressionSpec{Kind: CompressNone},
 		Deadline:    10 * time.Minute,
@@ -244,13 +240,13 @@ func ParseJob(name string, data []byte) (*Job, error) {
 	}
 	// The default adapter is decoded over; with mode full it must not have
 	// been written at all.
-	if j.FineTune.Mode == ModeFull {
+	if j.FineTune.Mode == model.ModeFull {
 		if line := keyLine(data, "finetune", "lora"); line > 0 {
 			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is full", ErrJob, name, line)
 		}
 		j.FineTune.LoRA = nil
 	}
-	if j.FineTune.Mode == ModeLoRA && j.FineTune.LoRA == nil {
+	if j.FineTune.Mode == model.ModeLoRA && j.FineTune.LoRA == nil {
 		j.FineTune.LoRA = DefaultLoRA() // "lora: null" or "lora:" keeps the default
 	}
 	j.Source = name
@@ -318,18 +314,8 @@ func (e *ValidationError) Unwrap() error { return ErrJob }
 
 var jobNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-func isDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
+// isDigest reports whether s is a digest (digest.Valid).
+func isDigest(s string) bool { return digest.Valid(s) }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
@@ -410,7 +396,7 @@ func (j *Job) Validate() error {
 		bad("train.schedule", "%q is not %q or %q", tr.Schedule, ScheduleCosine, ScheduleConstant)
 	}
 	switch j.FineTune.Mode {
-	case ModeLoRA:
+	case model.ModeLoRA:
 		if l := j.FineTune.LoRA; l != nil {
 			if l.Rank < 1 || l.Rank > 4096 {
 				bad("finetune.lora.rank", "must be in [1, 4096], got %d", l.Rank)
@@ -436,12 +422,12 @@ func (j *Job) Validate() error {
 				tseen[tg] = true
 			}
 		}
-	case ModeFull:
+	case model.ModeFull:
 		if j.FineTune.LoRA != nil {
 			bad("finetune.lora", "must be absent when finetune.mode is full")
 		}
 	default:
-		bad("finetune.mode", "%q is not %q or %q", j.FineTune.Mode, ModeLoRA, ModeFull)
+		bad("finetune.mode", "%q is not %q or %q", j.FineTune.Mode, model.ModeLoRA, model.ModeFull)
 	}
 	errs = append(errs, j.validateStrategy()...)
 	p := j.Privacy

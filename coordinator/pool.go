@@ -15,7 +15,7 @@ var ErrNotMember = errors.New("coordinator: not a trainer member")
 
 // Pool is the coordinator's trainer registry: the ledger's current members
 // with role trainer, and among them those that joined (answered the signed
-// challenge, see VerifyChallenge) with the datasets they registered. It is
+// challenge, see client.VerifyChallenge) with the datasets they registered. It is
 // pure bookkeeping; the Machine owns one.
 type Pool struct {
 	members map[string]bool

@@ -9,7 +9,7 @@ import (
 )
 
 // Recover rebuilds a machine for cfg.Job from the job's rounds as the
-// ledger records them (ledger.FSM.Round for rounds 1, 2, … with their
+// ledger records them (fsm.FSM.Round for rounds 1, 2, … with their
 // updates; rounds of other jobs are ignored), so a restarted coordinator
 // continues where it stopped. Send JobStarted next, as to a new machine.
 //

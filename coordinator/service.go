@@ -25,7 +25,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Job states reported by Status.
@@ -59,7 +59,7 @@ type ServiceConfig struct {
 	Aggregator    Aggregator
 	AggregatorKey ed25519.PrivateKey
 	// Ledger is a client of any ledger node. Required.
-	Ledger *node.Client
+	Ledger *client.Client
 	// Store holds models and updates (served by artifact.Server). Required.
 	Store *artifact.Store
 	// Dir keeps the active job file and aggregation scratch files. Required.
@@ -91,7 +91,7 @@ type Service struct {
 	cfg   ServiceConfig
 	log   *slog.Logger
 	id    string // coordinator key ID
-	coord *Signer
+	coord *client.Signer
 	agg   Aggregator
 
 	events chan func()
@@ -173,7 +173,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: log,
 		id:       ledger.KeyID(cfg.CoordinatorKey.Public().(ed25519.PublicKey)),
-		coord:    NewSigner(cfg.Ledger, cfg.CoordinatorKey),
+		coord:    client.NewSigner(cfg.Ledger, cfg.CoordinatorKey),
 		agg:      cfg.Aggregator,
 		events:   make(chan func(), 256),
 		txWake:   make(chan struct{}, 1),
@@ -182,7 +182,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		models:   map[string]modelFiles{},
 	}
 	if s.agg == nil {
-		s.agg = round.NewLocal(cfg.Store, filepath.Join(cfg.Dir, "work"), NewSigner(cfg.Ledger, cfg.AggregatorKey), AggregatorLedger(cfg.Ledger), log)
+		s.agg = round.NewLocal(cfg.Store, filepath.Join(cfg.Dir, "work"), client.NewSigner(cfg.Ledger, cfg.AggregatorKey), log)
 	}
 	if err := s.loadEvals(); err != nil {
 		return nil, fmt.Errorf("coordinator service: %w", err)
@@ -378,7 +378,7 @@ func (s *Service) txWorker(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil || errors.Is(err, node.ErrRejected) {
+		if err == nil || errors.Is(err, client.ErrRejected) {
 			if !failingSince.IsZero() {
 				s.log.InfoContext(ctx, "tx submitted after retries", "type", q.body.TxType(), "round", round, "waited", time.Since(failingSince).Round(time.Second))
 				// Clear the waiting detail unless something newer replaced it.
@@ -400,7 +400,7 @@ func (s *Service) txWorker(ctx context.Context) {
 			if rc, ok := q.body.(ledger.RoundCommitted); ok {
 				s.postEval(ctx, q.gen, rc)
 			}
-		case errors.Is(err, node.ErrRejected) && historyConflict(err):
+		case errors.Is(err, client.ErrRejected) && historyConflict(err):
 			// The ledger already holds this round's record: an earlier
 			// run of this coordinator got further than the history it
 			// recovered from showed. Recover again from the ledger.
@@ -412,7 +412,7 @@ func (s *Service) txWorker(ctx context.Context) {
 				}
 			})
 			continue
-		case errors.Is(err, node.ErrRejected):
+		case errors.Is(err, client.ErrRejected):
 			s.log.WarnContext(ctx, "tx rejected", "type", q.body.TxType(), "round", round, "err", err)
 			ev = TxRejected{Type: q.body.TxType(), Round: round, Reason: err.Error()}
 		default:
@@ -461,8 +461,7 @@ const (
 // historyConflict reports whether a rejection says the ledger already
 // holds the record the tx would write (another run of this job wrote it).
 func historyConflict(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "("+string(ledger.CodeAlreadyExists)+")") || strings.Contains(msg, "("+string(ledger.CodeRoundNotOpen)+")")
+	return errors.Is(err, ledger.ErrAlreadyExists) || errors.Is(err, ledger.ErrRoundNotOpen)
 }
 
 // reload rebuilds the running job from the ledger's rounds (Run goroutine).
@@ -473,7 +472,7 @@ func (s *Service) reload(ctx context.Context) {
 	}
 	var history []ledger.Round
 	for try := 0; ; try++ {
-		h, err := QueryRounds(ctx, s.cfg.Ledger, j.job.Name)
+		h, err := s.cfg.Ledger.Rounds(ctx, j.job.Name)
 		if err == nil {
 			history = h
 			if uint64(len(h)) >= j.m.Round() || try >= 50 {
@@ -515,7 +514,7 @@ func roundOfTx(b ledger.TxBody) uint64 {
 // MaxChallengesPerCaller unanswered challenges, and all callers together
 // MaxChallenges (the oldest go first).
 func (s *Service) Challenge(ctx context.Context, _ *coordinatorv1.ChallengeRequest) (*coordinatorv1.ChallengeResponse, error) {
-	c, err := NewChallenge(rand.Reader)
+	c, err := client.NewChallenge(rand.Reader)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -537,16 +536,16 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 		return nil, status.Error(codes.FailedPrecondition, "join: unknown or expired challenge; ask for a new one")
 	}
 	pub := ed25519.PublicKey(req.PublicKey)
-	if err := VerifyChallenge(pub, req.Challenge, req.Signature); err != nil {
+	if err := client.VerifyChallenge(pub, req.Challenge, req.Signature); err != nil {
 		return nil, status.Errorf(codes.Unauthenticated, "join: %v", err)
 	}
 	id := ledger.KeyID(pub)
 	if peerID, err := tlsid.PeerID(ctx); err == nil && peerID != id {
 		return nil, status.Errorf(codes.PermissionDenied, "join: the TLS peer is %s but the join is signed by %s", abbrev(peerID), abbrev(id))
 	}
-	mem, err := QueryMember(ctx, s.cfg.Ledger, id)
+	mem, err := s.cfg.Ledger.Member(ctx, id)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound):
+	case errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, status.Errorf(codes.PermissionDenied, "join: %s is not a member of the ledger; an admin must add it with role trainer (fedtune admin add-member)", id)
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "join: %v", err)
@@ -557,14 +556,14 @@ func (s *Service) Join(ctx context.Context, req *coordinatorv1.JoinRequest) (*co
 	}
 	var datasets []string
 	for _, d := range req.Datasets {
-		ds, err := QueryDataset(ctx, s.cfg.Ledger, d)
+		ds, err := s.cfg.Ledger.Dataset(ctx, d)
 		// The trainer may have registered it through another node a moment ago.
-		for wait := time.Now().Add(5 * time.Second); errors.Is(err, ErrLedgerRecordNotFound) && time.Now().Before(wait); {
+		for wait := time.Now().Add(5 * time.Second); errors.Is(err, ledger.ErrRecordNotFound) && time.Now().Before(wait); {
 			time.Sleep(50 * time.Millisecond)
-			ds, err = QueryDataset(ctx, s.cfg.Ledger, d)
+			ds, err = s.cfg.Ledger.Dataset(ctx, d)
 		}
 		switch {
-		case errors.Is(err, ErrLedgerRecordNotFound):
+		case errors.Is(err, ledger.ErrRecordNotFound):
 			return nil, status.Errorf(codes.FailedPrecondition, "join: dataset %s is not registered on the ledger", d)
 		case err != nil:
 			return nil, status.Errorf(codes.Unavailable, "join: %v", err)
@@ -684,9 +683,9 @@ func (s *Service) refreshMembers(ctx context.Context) {
 	changed := false
 	for _, id := range ids {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		m, err := QueryMember(qctx, s.cfg.Ledger, id)
+		m, err := s.cfg.Ledger.Member(qctx, id)
 		cancel()
-		if err != nil && !errors.Is(err, ErrLedgerRecordNotFound) {
+		if err != nil && !errors.Is(err, ledger.ErrRecordNotFound) {
 			return // ledger unreachable: keep what we know
 		}
 		if err != nil || !m.Active || m.Role != ledger.RoleTrainer {
@@ -745,7 +744,7 @@ func (s *Service) SubmitUpdate(ctx context.Context, req *coordinatorv1.SubmitUpd
 		// node the trainer submitted through: wait a little for it.
 		var u *ledger.Update
 		for wait := time.Now().Add(10 * time.Second); ; {
-			r, err := QueryRound(ctx, s.cfg.Ledger, req.JobId, req.Round)
+			r, err := s.cfg.Ledger.Round(ctx, req.JobId, req.Round)
 			if err != nil {
 				return nil, status.Errorf(codes.FailedPrecondition, "submit update: %v", err)
 			}
@@ -823,7 +822,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if busy != "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "launch: job %s is still running; one job runs at a time", busy)
 	}
-	rounds, err := QueryRounds(ctx, s.cfg.Ledger, job.Name)
+	rounds, err := s.cfg.Ledger.Rounds(ctx, job.Name)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
 	}
@@ -834,10 +833,10 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	// ID makes its signer the job's owner, and only the owner opens its
 	// rounds. A name another coordinator registered (squatted or not) is
 	// refused here, before anything is written to the ledger.
-	if rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name); err == nil && rec.Owner != s.coord.ID() {
+	if rec, err := s.cfg.Ledger.Job(ctx, job.Name); err == nil && rec.Owner != s.coord.ID() {
 		return nil, status.Errorf(codes.AlreadyExists, "launch: job %s is registered on the ledger by coordinator %s (height %d), not by this coordinator %s; job IDs belong to the coordinator that registers them first: rename the job (name: in the job file)",
 			job.Name, rec.Owner, rec.Height, s.coord.ID())
-	} else if err != nil && !errors.Is(err, ErrLedgerRecordNotFound) {
+	} else if err != nil && !errors.Is(err, ledger.ErrRecordNotFound) {
 		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
 	}
 	j, err := s.prepare(ctx, job, nil)
@@ -861,7 +860,7 @@ func (s *Service) mayLaunch(ctx context.Context) error {
 	if err != nil || peer == s.id {
 		return nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	m, err := s.cfg.Ledger.Member(ctx, peer)
 	if err != nil || !m.Active || (m.Role != ledger.RoleAdmin && m.Role != ledger.RoleCoordinator) {
 		return status.Errorf(codes.PermissionDenied, "launch: %s is not an active admin or coordinator member", abbrev(peer))
 	}
@@ -903,7 +902,7 @@ func (s *Service) resume(ctx context.Context) error {
 	job.Source = string(src)
 	var history []ledger.Round
 	for {
-		if history, err = QueryRounds(ctx, s.cfg.Ledger, job.Name); err == nil {
+		if history, err = s.cfg.Ledger.Rounds(ctx, job.Name); err == nil {
 			break
 		}
 		s.log.WarnContext(ctx, "ledger unreachable; retrying", "err", err)
@@ -948,7 +947,7 @@ func (s *Service) Status(ctx context.Context, req *coordinatorv1.StatusRequest) 
 	if cur != nil && (jobID == "" || jobID == cur.JobId) {
 		resp = cloneStatus(cur)
 	}
-	rounds, err := QueryRounds(ctx, s.cfg.Ledger, resp.JobId)
+	rounds, err := s.cfg.Ledger.Rounds(ctx, resp.JobId)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "status: %v", err)
 	}

@@ -2,10 +2,14 @@ package coordinator
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 func TestParseServerConfig(t *testing.T) {
@@ -104,16 +108,22 @@ func TestAdapterSeedAndHistoryConflict(t *testing.T) {
 	if a, b := AdapterSeed(1), AdapterSeed(1); AdapterSeed(1) == AdapterSeed(2) || a != b {
 		t.Error("AdapterSeed is not a deterministic function of the job seed")
 	}
+	rejected := func(code ledger.Code, msg string) error {
+		te := &ledger.TxError{Code: code, Msg: msg}
+		return fmt.Errorf("RoundOpened: %w", &client.RejectedError{TxError: te, Reason: te.Error()})
+	}
 	for _, tc := range []struct {
-		msg  string
+		err  error
 		want bool
 	}{
-		{"ledger: tx rejected (already_exists): round 2 of job x already exists", true},
-		{"ledger: tx rejected (round_not_open): round 2 is committed", true},
-		{"ledger: tx rejected (bad_nonce): nonce 3", false},
+		{rejected(ledger.CodeAlreadyExists, "round 2 of job x already exists"), true},
+		{rejected(ledger.CodeRoundNotOpen, "round 2 is committed"), true},
+		{rejected(ledger.CodeBadNonce, "nonce 3"), false},
+		// Only the typed code counts, not words in a message.
+		{errors.New("ledger: tx rejected (already_exists): round 2 of job x already exists"), false},
 	} {
-		if got := historyConflict(errors.New(tc.msg)); got != tc.want {
-			t.Errorf("historyConflict(%q) = %v", tc.msg, got)
+		if got := historyConflict(tc.err); got != tc.want {
+			t.Errorf("historyConflict(%v) = %v", tc.err, got)
 		}
 	}
 }

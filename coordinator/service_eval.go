@@ -326,7 +326,7 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data string) (model.EvalResult, error) {
 	var m *model.Model
 	switch job.FineTune.Mode {
-	case ModeLoRA:
+	case model.ModeLoRA:
 		l := job.FineTune.LoRA
 		if l == nil {
 			return model.EvalResult{}, fmt.Errorf("%w: job %s: finetune.lora is missing", ErrJob, job.Name)

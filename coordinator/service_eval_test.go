@@ -48,7 +48,7 @@ func TestEvaluateGlobal(t *testing.T) {
 
 	// LoRA: the adapter, with a non-zero B, merged into the base.
 	lc := model.LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj", "v_proj"}}
-	job.FineTune = FineTuneSpec{Mode: ModeLoRA, LoRA: &LoRASpec{Rank: lc.Rank, Alpha: lc.Alpha, Targets: lc.Targets}}
+	job.FineTune = FineTuneSpec{Mode: model.ModeLoRA, LoRA: &LoRASpec{Rank: lc.Rank, Alpha: lc.Alpha, Targets: lc.Targets}}
 	ad, err := model.NewAdapter(base.Config, lc, 9)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestEvaluateGlobal(t *testing.T) {
 		t.Fatal(err)
 	}
 	fullJob := *job
-	fullJob.FineTune = FineTuneSpec{Mode: ModeFull}
+	fullJob.FineTune = FineTuneSpec{Mode: model.ModeFull}
 
 	baseRes, err := model.Evaluate(ctx, base, tokens, nil)
 	if err != nil {

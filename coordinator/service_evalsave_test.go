@@ -12,7 +12,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 )
 
@@ -23,7 +23,7 @@ func newTestService(t *testing.T, dir string) (*Service, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc, err := node.Dial(context.Background(), "127.0.0.1:1", ck, nil)
+	lc, err := client.Dial(context.Background(), "127.0.0.1:1", ck, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +37,7 @@ func AdapterSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/a
 // model of config c: what round 1's trainers start from and what its
 // aggregation takes as reference.
 func InitialAdapter(j *Job, c model.Config) (*model.Adapter, error) {
-	if j.FineTune.Mode != ModeLoRA || j.FineTune.LoRA == nil {
+	if j.FineTune.Mode != model.ModeLoRA || j.FineTune.LoRA == nil {
 		return nil, fmt.Errorf("%w: job %s does not fine-tune a LoRA adapter", ErrJob, j.Name)
 	}
 	l := j.FineTune.LoRA
@@ -65,7 +63,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			return nil, fmt.Errorf("model.path %s has weights %s, but model.digest says %s", dir, digest, job.Model.Digest)
 		}
 		j.base, j.files, cfg = digest, files, c
-		if _, err := QueryModel(ctx, s.cfg.Ledger, digest); errors.Is(err, ErrLedgerRecordNotFound) {
+		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
 				Source: "fedtune coordinator: " + dir, Config: files.config}
 			if _, err := s.coord.Submit(ctx, body); err != nil {
@@ -77,7 +75,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 	} else {
 		j.base = job.Model.Digest
-		rec, err := QueryModel(ctx, s.cfg.Ledger, j.base)
+		rec, err := s.cfg.Ledger.Model(ctx, j.base)
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", j.base, err)
 		}
@@ -92,7 +90,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		cfg = c
 	}
 	s.models[j.base] = j.files
-	if job.FineTune.Mode == ModeLoRA {
+	if job.FineTune.Mode == model.ModeLoRA {
 		ad, err := InitialAdapter(job, cfg)
 		if err != nil {
 			return nil, err
@@ -137,9 +135,9 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 	}
 	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
 
-	rec, err := QueryJob(ctx, s.cfg.Ledger, job.Name)
+	rec, err := s.cfg.Ledger.Job(ctx, job.Name)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound):
+	case errors.Is(err, ledger.ErrRecordNotFound):
 		if _, err := s.coord.Submit(ctx, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
 			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
 		}
@@ -220,7 +218,7 @@ func (s *Service) loadConfig(digest string) (model.Config, error) {
 // aggregation takes as reference when the machine's base is base: the
 // initial adapter of a LoRA job while base is still the foundation model.
 func (j *runningJob) global(base string) string {
-	if j.job.FineTune.Mode == ModeLoRA && base == j.base {
+	if j.job.FineTune.Mode == model.ModeLoRA && base == j.base {
 		return j.init
 	}
 	return base
@@ -327,7 +325,7 @@ func (s *Service) rejectUndelivered(ctx context.Context, a round.Task, done *Agg
 	if s.cfg.Ledger == nil {
 		return fmt.Errorf("the aggregator rejected updates of trainers %v that are not inputs, and there is no ledger to name them", others)
 	}
-	r, err := QueryRound(ctx, s.cfg.Ledger, a.JobID, a.Round)
+	r, err := s.cfg.Ledger.Round(ctx, a.JobID, a.Round)
 	if err != nil {
 		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
 	}
@@ -343,18 +341,4 @@ func (s *Service) rejectUndelivered(ctx context.Context, a round.Task, done *Agg
 		delete(done.Rejected, t)
 	}
 	return nil
-}
-
-// FileDigest returns the lowercase hex SHA-256 of a file.
-func FileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

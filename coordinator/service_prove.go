@@ -130,9 +130,9 @@ func (s *Service) mayProve(ctx context.Context) (string, error) {
 	if peer == s.id {
 		return peer, nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	m, err := s.cfg.Ledger.Member(ctx, peer)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
+	case errors.Is(err, ledger.ErrRecordNotFound) || (err == nil && !m.Active):
 		return "", status.Errorf(codes.PermissionDenied, "prove sample: %s is not an active ledger member", abbrev(peer))
 	case err != nil:
 		return "", status.Errorf(codes.Unavailable, "prove sample: cannot read the caller's membership: %v", err)

@@ -18,7 +18,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Server is a whole coordinator process: the Coordinator service (with the
@@ -30,7 +30,7 @@ type Server struct {
 	ln      net.Listener
 	svc     *Service
 	store   *artifact.Store
-	ledger  *node.Client
+	ledger  *client.Client
 	remote  *RemoteAggregator // nil: the aggregator runs in-process
 	options []grpc.ServerOption
 }
@@ -66,14 +66,14 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
-	pin, err := node.LoadPin(cfg.LedgerGenesis, cfg.LedgerNodeIDs...)
+	pin, err := client.LoadPin(cfg.LedgerGenesis, cfg.LedgerNodeIDs...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ledger_genesis: %w", ErrServerConfig, err)
 	}
 	if pin == nil {
-		log.Warn(node.UnpinnedWarning, "ledger", cfg.Ledger)
+		log.Warn(client.UnpinnedWarning, "ledger", cfg.Ledger)
 	}
-	if s.ledger, err = node.DialPinned(ctx, cfg.Ledger, ck, pin); err != nil {
+	if s.ledger, err = client.DialPinned(ctx, cfg.Ledger, ck, pin); err != nil {
 		return nil, err
 	}
 	var agg Aggregator

@@ -9,10 +9,8 @@ import (
 	"sync"
 	"time"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -34,9 +32,9 @@ func (s *Service) mayUpload(ctx context.Context) error {
 	if peer == s.id {
 		return nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
+	m, err := s.cfg.Ledger.Member(ctx, peer)
 	switch {
-	case errors.Is(err, ErrLedgerRecordNotFound) || (err == nil && !m.Active):
+	case errors.Is(err, ledger.ErrRecordNotFound) || (err == nil && !m.Active):
 		return status.Errorf(codes.PermissionDenied, "upload: %s is not an active ledger member; only members may store artifacts here", abbrev(peer))
 	case err != nil:
 		return status.Errorf(codes.Unavailable, "upload: cannot read the caller's membership: %v", err)
@@ -60,8 +58,8 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	if peer == s.id {
 		return nil
 	}
-	m, err := QueryMember(ctx, s.cfg.Ledger, peer)
-	if errors.Is(err, ErrLedgerRecordNotFound) {
+	m, err := s.cfg.Ledger.Member(ctx, peer)
+	if errors.Is(err, ledger.ErrRecordNotFound) {
 		m, err = nil, nil
 	}
 	if err != nil {
@@ -90,23 +88,23 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 		// of its digest (registered by some coordinator, or committed by
 		// another job's aggregator) would publish a trainer's update on
 		// the word of a party that has no say over it.
-		mod, err := QueryModel(ctx, s.cfg.Ledger, digest)
+		mod, err := s.cfg.Ledger.Model(ctx, digest)
 		switch {
 		case err == nil:
 			if ModelFreesUpdate(mod, author) {
 				author = nil
 			}
-		case !errors.Is(err, ErrLedgerRecordNotFound):
+		case !errors.Is(err, ledger.ErrRecordNotFound):
 			return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's models: %v", digest, err)
 		}
 	}
 	var aggregators []string
 	if author != nil && m != nil && m.Role == ledger.RoleAggregator {
-		job, err := QueryJob(ctx, s.cfg.Ledger, author.JobID)
+		job, err := s.cfg.Ledger.Job(ctx, author.JobID)
 		switch {
 		case err == nil:
 			aggregators = job.Recipe.Aggregators
-		case !errors.Is(err, ErrLedgerRecordNotFound):
+		case !errors.Is(err, ledger.ErrRecordNotFound):
 			return status.Errorf(codes.Unavailable, "download %s: cannot read job %s's recipe: %v", digest, author.JobID, err)
 		}
 	}
@@ -144,18 +142,18 @@ func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *
 	if err != nil || len(ups) == 0 || slices.Contains(ups, s.id) {
 		return nil, nil, err
 	}
-	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
+	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
 	switch {
 	case err == nil:
 		s.authors.put(digest, &subs[0], time.Now())
 		return nil, &subs[0], nil
-	case !errors.Is(err, ErrLedgerRecordNotFound):
+	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's updates: %w", err)
 	}
-	switch _, err := QueryModel(ctx, s.cfg.Ledger, digest); {
+	switch _, err := s.cfg.Ledger.Model(ctx, digest); {
 	case err == nil:
 		return nil, nil, nil
-	case !errors.Is(err, ErrLedgerRecordNotFound):
+	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's models: %w", err)
 	}
 	return ups, nil, nil
@@ -285,8 +283,8 @@ func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.Upda
 	if a, ok := s.authors.get(digest, time.Now()); ok {
 		return a, nil
 	}
-	subs, err := QueryUpdatesByDigest(ctx, s.cfg.Ledger, digest)
-	if errors.Is(err, ErrLedgerRecordNotFound) {
+	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
+	if errors.Is(err, ledger.ErrRecordNotFound) {
 		s.authors.put(digest, nil, time.Now())
 		return nil, nil
 	}
@@ -295,17 +293,4 @@ func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.Upda
 	}
 	s.authors.put(digest, &subs[0], time.Now())
 	return &subs[0], nil
-}
-
-// QueryUpdatesByDigest returns every submission of update digest on the
-// ledger, earliest first (ErrLedgerRecordNotFound when none).
-func QueryUpdatesByDigest(ctx context.Context, c *node.Client, digest string) ([]ledger.UpdateSubmission, error) {
-	var subs []ledger.UpdateSubmission
-	if err := queryJSON(ctx, c, ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST, digest, 0, &subs); err != nil {
-		return nil, err
-	}
-	if len(subs) == 0 {
-		return nil, fmt.Errorf("update %s: %w", digest, ErrLedgerRecordNotFound)
-	}
-	return subs, nil
 }

@@ -20,8 +20,9 @@
 //     JoinPrompt(prompt, response) = prompt + "\n" + response.
 //     ID = "<file name>:<line number>".
 //
-// These samples are the unit the dataset manifests of issue 5 hash: a line, a
-// JSONL record, or a file. A leading UTF-8 byte order mark is ignored.
+// These samples are the unit a dataset Manifest hashes (one Merkle leaf per
+// sample): a line, a JSONL record, or a file. A leading UTF-8 byte order
+// mark is ignored.
 // Every input must be valid UTF-8; bad input (bad
 // JSON, a missing or non-string field, invalid UTF-8, no samples at all) is an
 // error naming the file and line.

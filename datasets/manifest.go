@@ -86,8 +86,9 @@ type Manifest struct {
 //
 // To record it on the ledger, its owner signs
 // ledger.DatasetRegistered{Digest, Name, Licence, Source, Samples, Root,
-// Bytes} with the manifest's fields (internal/audit.RegisterTx builds it); datasets does
-// not import ledger, which sits above it in the package layering.
+// Bytes} with the manifest's fields (trainer.RegisterTx builds
+// it); datasets does not import ledger, which sits above it in the package
+// layering.
 type SignedManifest struct {
 	Manifest
 	// Envelope is the file's canonical bytes; Digest is their SHA-256 in

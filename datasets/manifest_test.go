@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/internal/dsse"
 )
 
 // ownerKey is a fixed test key, so the golden manifests are stable.
@@ -20,7 +20,7 @@ func ownerKey(name string) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(seed[:])
 }
 
-func keyID(k ed25519.PrivateKey) string { return ledger.KeyID(k.Public().(ed25519.PublicKey)) }
+func keyID(k ed25519.PrivateKey) string { return dsse.KeyID(k.Public().(ed25519.PublicKey)) }
 
 // shipped are the datasets the repository ships, with the manifest golden
 // file of each.
@@ -85,14 +85,14 @@ func TestManifestGolden(t *testing.T) {
 			}
 			// The manifest envelope is the ledger's DSSE form: the ledger's
 			// decoder accepts it and its signature verifies there too.
-			env, err := ledger.DecodeEnvelope(want)
+			env, err := dsse.Decode(want)
 			if err != nil {
 				t.Fatalf("ledger.DecodeEnvelope: %v", err)
 			}
 			if err := env.Verify(ownerKey("owner").Public().(ed25519.PublicKey)); err != nil {
 				t.Fatal(err)
 			}
-			if got.Owner != ledger.KeyID(ownerKey("owner").Public().(ed25519.PublicKey)) {
+			if got.Owner != dsse.KeyID(ownerKey("owner").Public().(ed25519.PublicKey)) {
 				t.Fatal("KeyID differs from the ledger's")
 			}
 		})
@@ -162,7 +162,7 @@ func TestDecodeManifestRejects(t *testing.T) {
 		m := sm.Manifest
 		edit(&m)
 		payload := mustMarshal(t, &m)
-		return ledger.SignEnvelope(k, ManifestPayloadType, payload).Encode()
+		return dsse.Sign(k, ManifestPayloadType, payload).Encode()
 	}
 	forged := append([]byte(nil), sm.Envelope...)
 	// Change one character of the base64 payload: the signature breaks.
@@ -170,7 +170,7 @@ func TestDecodeManifestRejects(t *testing.T) {
 	forged[i] ^= 1
 	byOther := func() []byte {
 		m := sm.Manifest
-		return ledger.SignEnvelope(other, ManifestPayloadType, mustMarshal(t, &m)).Encode()
+		return dsse.Sign(other, ManifestPayloadType, mustMarshal(t, &m)).Encode()
 	}()
 	cases := []struct {
 		name string
@@ -180,17 +180,17 @@ func TestDecodeManifestRejects(t *testing.T) {
 	}{
 		{"not json", []byte("hello"), pub, "envelope"},
 		{"whitespace", append(append([]byte(nil), sm.Envelope...), '\n'), pub, "canonical"},
-		{"wrong payload type", ledger.SignEnvelope(k, "text/plain", mustMarshal(t, &sm.Manifest)).Encode(), pub, "payloadType"},
+		{"wrong payload type", dsse.Sign(k, "text/plain", mustMarshal(t, &sm.Manifest)).Encode(), pub, "payloadType"},
 		{"flipped payload byte", forged, pub, ""},
 		{"signed by another key", byOther, pub, "is not the owner"},
 		{"bad licence", resign(func(m *Manifest) { m.Licence = "apache" }), pub, "not a known SPDX"},
 		{"bad root", resign(func(m *Manifest) { m.Root = "xyz" }), pub, "root"},
 		{"bad version", resign(func(m *Manifest) { m.Version = 2 }), pub, "version"},
 		{"no source", resign(func(m *Manifest) { m.Source = "" }), pub, "source: is required"},
-		{"unknown field", ledger.SignEnvelope(k, ManifestPayloadType, []byte(`{"version":1,"extra":1}`)).Encode(), pub, "unknown field"},
-		{"name and NAME", ledger.SignEnvelope(k, ManifestPayloadType, bytes.Replace(mustMarshal(t, &sm.Manifest), []byte(`"name":`), []byte(`"NAME":"evil-data","name":`), 1)).Encode(),
+		{"unknown field", dsse.Sign(k, ManifestPayloadType, []byte(`{"version":1,"extra":1}`)).Encode(), pub, "unknown field"},
+		{"name and NAME", dsse.Sign(k, ManifestPayloadType, bytes.Replace(mustMarshal(t, &sm.Manifest), []byte(`"name":`), []byte(`"NAME":"evil-data","name":`), 1)).Encode(),
 			pub, `unknown field "NAME" at the top level (field names are case-sensitive: did you mean "name"?)`},
-		{"duplicate name", ledger.SignEnvelope(k, ManifestPayloadType, bytes.Replace(mustMarshal(t, &sm.Manifest), []byte(`"name":`), []byte(`"name":"evil-data","name":`), 1)).Encode(),
+		{"duplicate name", dsse.Sign(k, ManifestPayloadType, bytes.Replace(mustMarshal(t, &sm.Manifest), []byte(`"name":`), []byte(`"name":"evil-data","name":`), 1)).Encode(),
 			pub, `duplicate field "name"`},
 		{"bidi override in name", resign(func(m *Manifest) { m.Name = "evil\u202Eatad" }), pub, "name: \"evil\\u202eatad\": bidi control U+202E at character 5 (byte 4)"},
 		{"zero-width in description", resign(func(m *Manifest) { m.Description = "a\u200Db" }), pub, "description: \"a\\u200db\": zero-width character U+200D at character 2"},
@@ -215,7 +215,7 @@ func mustMarshal(t *testing.T, m *Manifest) []byte {
 	t.Helper()
 	sm, err := SignManifest(ownerKey("owner"), m)
 	if err == nil {
-		env, _ := ledger.DecodeEnvelope(sm.Envelope)
+		env, _ := dsse.Decode(sm.Envelope)
 		return env.Payload
 	}
 	// An invalid manifest: marshal it directly.

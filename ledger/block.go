@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
 )
 
 // Encoding versions and tags. A block header starts with headerVersion; an
@@ -53,24 +56,24 @@ type Block struct {
 //
 // with integers big-endian.
 func EncodeHeader(h *Header) []byte {
-	w := writer{b: make([]byte, 0, 1+8+32*3+8+4+1+len(h.Proposer))}
-	w.u8(headerVersion)
-	w.u64(h.Height)
-	w.hash(h.PrevHash)
-	w.hash(h.TxRoot)
-	w.hash(h.StateHash)
-	w.i64(h.Time)
-	w.u32(h.NumTxs)
-	w.str(h.Proposer)
-	return w.b
+	w := codec.Writer{B: make([]byte, 0, 1+8+32*3+8+4+1+len(h.Proposer))}
+	w.U8(headerVersion)
+	w.U64(h.Height)
+	w.Hash(h.PrevHash)
+	w.Hash(h.TxRoot)
+	w.Hash(h.StateHash)
+	w.I64(h.Time)
+	w.U32(h.NumTxs)
+	w.Str(h.Proposer)
+	return w.B
 }
 
 // DecodeHeader parses EncodeHeader's output, rejecting any other byte string.
 func DecodeHeader(b []byte) (*Header, error) {
-	r := reader{b: b}
-	h, err := readHeader(&r)
+	r := codec.NewReader(b)
+	h, err := readHeader(r)
 	if err == nil {
-		err = r.done()
+		err = r.Done()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrBadEncoding, err)
@@ -78,22 +81,22 @@ func DecodeHeader(b []byte) (*Header, error) {
 	return h, nil
 }
 
-func readHeader(r *reader) (*Header, error) {
-	if v := r.u8(); r.err == nil && v != headerVersion {
+func readHeader(r *codec.Reader) (*Header, error) {
+	if v := r.U8(); r.Err() == nil && v != headerVersion {
 		return nil, fmt.Errorf("header version %d, want %d", v, headerVersion)
 	}
 	h := &Header{}
-	h.Height = r.u64()
-	h.PrevHash = r.hash()
-	h.TxRoot = r.hash()
-	h.StateHash = r.hash()
-	h.Time = r.i64()
-	h.NumTxs = r.u32()
-	h.Proposer = r.str(64)
-	if r.err != nil {
-		return nil, r.err
+	h.Height = r.U64()
+	h.PrevHash = r.Hash()
+	h.TxRoot = r.Hash()
+	h.StateHash = r.Hash()
+	h.Time = r.I64()
+	h.NumTxs = r.U32()
+	h.Proposer = r.Str(64)
+	if r.Err() != nil {
+		return nil, r.Err()
 	}
-	if h.Proposer != "" && !validID(h.Proposer) {
+	if h.Proposer != "" && !digest.Valid(h.Proposer) {
 		return nil, fmt.Errorf("proposer %q is not a node ID", h.Proposer)
 	}
 	return h, nil
@@ -115,39 +118,39 @@ func EncodeBlock(b *Block) []byte {
 	for _, tx := range b.Txs {
 		size += len(tx) + 5
 	}
-	w := writer{b: make([]byte, 0, size)}
-	w.u8(blockVersion)
-	w.b = append(w.b, EncodeHeader(&b.Header)...)
-	w.uvarint(uint64(len(b.Txs)))
+	w := codec.Writer{B: make([]byte, 0, size)}
+	w.U8(blockVersion)
+	w.B = append(w.B, EncodeHeader(&b.Header)...)
+	w.Uvarint(uint64(len(b.Txs)))
 	for _, tx := range b.Txs {
-		w.bytes(tx)
+		w.Bytes(tx)
 	}
-	return w.b
+	return w.B
 }
 
 // DecodeBlock parses EncodeBlock's output, rejecting any other byte string.
 // It checks the encoding only, not the hashes (see VerifyChain).
 func DecodeBlock(data []byte) (*Block, error) {
-	r := reader{b: data}
-	if v := r.u8(); r.err == nil && v != blockVersion {
+	r := codec.NewReader(data)
+	if v := r.U8(); r.Err() == nil && v != blockVersion {
 		return nil, fmt.Errorf("%w: block version %d, want %d", ErrBadEncoding, v, blockVersion)
 	}
-	h, err := readHeader(&r)
+	h, err := readHeader(r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: block header: %v", ErrBadEncoding, err)
 	}
-	n := r.length(MaxTxsPerBlock)
-	if r.err == nil && uint64(n) != uint64(h.NumTxs) {
+	n := r.Length(MaxTxsPerBlock)
+	if r.Err() == nil && uint64(n) != uint64(h.NumTxs) {
 		return nil, fmt.Errorf("%w: block has %d txs, header says %d", ErrBadEncoding, n, h.NumTxs)
 	}
 	b := &Block{Header: *h}
 	if n > 0 {
 		b.Txs = make([][]byte, n)
 	}
-	for i := 0; i < n && r.err == nil; i++ {
-		b.Txs[i] = r.bytes(MaxEnvelopeBytes)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		b.Txs[i] = r.Bytes(MaxEnvelopeBytes)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("%w: block: %v", ErrBadEncoding, err)
 	}
 	return b, nil
@@ -190,11 +193,11 @@ const proposalDomain = "fedtune/ledger/proposal/v1\x00"
 // so that a signature is valid for one chain and one proposal only.
 func ProposalDigest(chainID string, p Proposal) [32]byte {
 	p.Key, p.Sig = nil, nil
-	var w writer
-	w.b = append(w.b, proposalDomain...)
-	w.str(chainID)
+	var w codec.Writer
+	w.B = append(w.B, proposalDomain...)
+	w.Str(chainID)
 	h := sha256.New()
-	h.Write(w.b)
+	h.Write(w.B)
 	h.Write(EncodeProposal(p))
 	var d [32]byte
 	h.Sum(d[:0])
@@ -211,9 +214,9 @@ func SignProposal(key ed25519.PrivateKey, chainID string, p Proposal) Proposal {
 	return p
 }
 
-// verifyProposalSig checks that p is signed, by the key whose ID is
+// VerifyProposal checks that p is signed, by the key whose ID is
 // p.Proposer, for chain chainID, and returns that key.
-func verifyProposalSig(chainID string, p Proposal) (ed25519.PublicKey, error) {
+func VerifyProposal(chainID string, p Proposal) (ed25519.PublicKey, error) {
 	if p.Sig == nil {
 		return nil, errors.New("the proposal is not signed (raft entries must be signed by their proposer)")
 	}
@@ -240,53 +243,76 @@ func EncodeProposal(p Proposal) []byte {
 	for _, tx := range p.Txs {
 		size += len(tx) + 5
 	}
-	w := writer{b: make([]byte, 0, size)}
+	w := codec.Writer{B: make([]byte, 0, size)}
 	if p.Sig != nil {
-		w.u8(LogTypeSignedProposal)
+		w.U8(LogTypeSignedProposal)
 	} else {
-		w.u8(LogTypeProposal)
+		w.U8(LogTypeProposal)
 	}
-	w.str(p.Proposer)
-	w.i64(p.Time)
-	w.uvarint(uint64(len(p.Txs)))
+	w.Str(p.Proposer)
+	w.I64(p.Time)
+	w.Uvarint(uint64(len(p.Txs)))
 	for _, tx := range p.Txs {
-		w.bytes(tx)
+		w.Bytes(tx)
 	}
 	if p.Sig != nil {
-		w.b = append(w.b, p.Key...)
-		w.b = append(w.b, p.Sig...)
+		w.B = append(w.B, p.Key...)
+		w.B = append(w.B, p.Sig...)
 	}
-	return w.b
+	return w.B
 }
 
 // DecodeProposal parses EncodeProposal's output, rejecting any other byte
 // string (a signed proposal's key must be 32 bytes and its signature 64).
 // Transactions and the signature are not checked; the FSM does that.
 func DecodeProposal(data []byte) (*Proposal, error) {
-	r := reader{b: data}
-	v := r.u8()
-	if r.err == nil && v != LogTypeProposal && v != LogTypeSignedProposal {
+	r := codec.NewReader(data)
+	v := r.U8()
+	if r.Err() == nil && v != LogTypeProposal && v != LogTypeSignedProposal {
 		return nil, fmt.Errorf("%w: log entry type %#x, want proposal %#x or %#x", ErrBadEncoding, v, LogTypeProposal, LogTypeSignedProposal)
 	}
 	p := &Proposal{}
-	p.Proposer = r.str(64)
-	p.Time = r.i64()
-	n := r.length(MaxTxsPerBlock)
+	p.Proposer = r.Str(64)
+	p.Time = r.I64()
+	n := r.Length(MaxTxsPerBlock)
 	if n > 0 {
 		p.Txs = make([][]byte, n)
 	}
-	for i := 0; i < n && r.err == nil; i++ {
-		p.Txs[i] = r.bytes(MaxEnvelopeBytes)
+	for i := 0; i < n && r.Err() == nil; i++ {
+		p.Txs[i] = r.Bytes(MaxEnvelopeBytes)
 	}
-	if v == LogTypeSignedProposal && r.err == nil {
-		p.Key = ed25519.PublicKey(bytes.Clone(r.take(ed25519.PublicKeySize)))
-		p.Sig = bytes.Clone(r.take(ed25519.SignatureSize))
+	if v == LogTypeSignedProposal && r.Err() == nil {
+		p.Key = ed25519.PublicKey(bytes.Clone(r.Fixed(ed25519.PublicKeySize)))
+		p.Sig = bytes.Clone(r.Fixed(ed25519.SignatureSize))
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, fmt.Errorf("%w: proposal: %v", ErrBadEncoding, err)
 	}
-	if !validID(p.Proposer) {
+	if !digest.Valid(p.Proposer) {
 		return nil, fmt.Errorf("%w: proposal: proposer %q is not a node ID", ErrBadEncoding, abbrev(p.Proposer))
 	}
 	return p, nil
+}
+
+// HeaderDiff names the first field (height, prev_hash, tx_root, state_hash,
+// time, num_txs, proposer) in which two block headers differ, or "" if they
+// are equal.
+func HeaderDiff(got, want *Header) string {
+	switch {
+	case got.Height != want.Height:
+		return "height"
+	case got.PrevHash != want.PrevHash:
+		return "prev_hash"
+	case got.TxRoot != want.TxRoot:
+		return "tx_root"
+	case got.StateHash != want.StateHash:
+		return "state_hash"
+	case got.Time != want.Time:
+		return "time"
+	case got.NumTxs != want.NumTxs:
+		return "num_txs"
+	case got.Proposer != want.Proposer:
+		return "proposer"
+	}
+	return ""
 }

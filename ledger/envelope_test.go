@@ -21,7 +21,7 @@ func TestPAE(t *testing.T) {
 
 func TestEnvelope(t *testing.T) {
 	a := newActor("a", RoleCoordinator)
-	raw, err := SignTx(a.key, testChain, 1, ModelRegistered{Digest: digest("m"), Name: "m", Licence: "mit", Source: "s"})
+	raw, err := SignTx(a.key, testChain, 1, ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "mit", Source: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,16 +73,16 @@ func TestSignTxRejectsBadBodies(t *testing.T) {
 	a := newActor("a", RoleTrainer)
 	for name, body := range map[string]TxBody{
 		"no digest":       DatasetRegistered{Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot},
-		"upper hex":       DatasetRegistered{Digest: strings.ToUpper(digest("d")), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot},
-		"no root":         DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1},
-		"short root":      DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot[:62]},
-		"upper root":      DatasetRegistered{Digest: digest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: strings.ToUpper(digest("r"))},
-		"no samples":      UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: digest("u"), DatasetDigest: digest("d")},
-		"no trainers":     RoundOpened{JobID: "j", ConfigDigest: digest("c"), BaseModel: digest("b"), Strategy: "s", Deadline: t0},
-		"no deadline":     RoundOpened{JobID: "j", ConfigDigest: digest("c"), BaseModel: digest("b"), Strategy: "s", Trainers: []string{a.id}},
-		"dup trainer":     RoundOpened{JobID: "j", ConfigDigest: digest("c"), BaseModel: digest("b"), Strategy: "s", Trainers: []string{a.id, a.id}, Deadline: t0},
-		"negative weight": RoundCommitted{JobID: "j", ModelDigest: digest("m"), Strategy: "s", Contributors: []Contribution{{Trainer: a.id, UpdateDigest: digest("u"), Weight: -1}}},
-		"no contributors": RoundCommitted{JobID: "j", ModelDigest: digest("m"), Strategy: "s"},
+		"upper hex":       DatasetRegistered{Digest: strings.ToUpper(hexDigest("d")), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot},
+		"no root":         DatasetRegistered{Digest: hexDigest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1},
+		"short root":      DatasetRegistered{Digest: hexDigest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot[:62]},
+		"upper root":      DatasetRegistered{Digest: hexDigest("d"), Name: "d", Licence: "l", Source: "s", Samples: 1, Root: strings.ToUpper(hexDigest("r"))},
+		"no samples":      UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d")},
+		"no trainers":     RoundOpened{JobID: "j", ConfigDigest: hexDigest("c"), BaseModel: hexDigest("b"), Strategy: "s", Deadline: t0},
+		"no deadline":     RoundOpened{JobID: "j", ConfigDigest: hexDigest("c"), BaseModel: hexDigest("b"), Strategy: "s", Trainers: []string{a.id}},
+		"dup trainer":     RoundOpened{JobID: "j", ConfigDigest: hexDigest("c"), BaseModel: hexDigest("b"), Strategy: "s", Trainers: []string{a.id, a.id}, Deadline: t0},
+		"negative weight": RoundCommitted{JobID: "j", ModelDigest: hexDigest("m"), Strategy: "s", Contributors: []Contribution{{Trainer: a.id, UpdateDigest: hexDigest("u"), Weight: -1}}},
+		"no contributors": RoundCommitted{JobID: "j", ModelDigest: hexDigest("m"), Strategy: "s"},
 		"bad role":        MemberAdded{PublicKey: a.pubHex(), Role: "boss"},
 		"pem key":         MemberAdded{PublicKey: "-----BEGIN PUBLIC KEY-----", Role: RoleTrainer},
 		"control char":    RoundFailed{JobID: "j\x00", Reason: "r"},

@@ -103,11 +103,6 @@ func txErr(code Code, format string, args ...any) *TxError {
 	return &TxError{Code: code, Msg: fmt.Sprintf(format, args...)}
 }
 
-// txErrCause is txErr with a Cause.
-func txErrCause(code Code, cause Cause, format string, args ...any) *TxError {
-	return &TxError{Code: code, Cause: cause, Msg: fmt.Sprintf(format, args...)}
-}
-
 // ErrRecordNotFound is returned by the FSM's queries when the block, tx,
 // member, model, dataset or round asked for does not exist.
 var ErrRecordNotFound = errors.New("ledger: not found")

@@ -274,8 +274,9 @@ type canonicalKey struct {
 	PublicKey string `json:"public_key"`
 }
 
-// canonical returns the genesis as canonical JSON. g must be valid.
-func (g *Genesis) canonical() []byte {
+// Canonical returns the genesis as canonical JSON, the bytes its Hash
+// covers and the FSM stores. g must be valid.
+func (g *Genesis) Canonical() []byte {
 	c := canonicalGenesis{ChainID: g.ChainID, Time: g.UnixNano(), Members: []canonicalKey{}, Nodes: []canonicalKey{}}
 	for _, m := range g.Members {
 		c.Members = append(c.Members, canonicalKey{Name: m.Name, Role: m.Role, PublicKey: hexKey(m.PublicKey)})
@@ -317,4 +318,4 @@ func (g *Genesis) UnixNano() int64 {
 // Hash returns the SHA-256 of the genesis in a canonical form (keys as hex,
 // defaults filled), so two files that say the same thing hash the same.
 // The genesis block's state commits to it.
-func (g *Genesis) Hash() [32]byte { return sha256.Sum256(g.canonical()) }
+func (g *Genesis) Hash() [32]byte { return sha256.Sum256(g.Canonical()) }

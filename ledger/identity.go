@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/dsse"
 )
 
@@ -58,23 +58,6 @@ func GenerateKey() (ed25519.PrivateKey, error) {
 // public key.
 func KeyID(pub ed25519.PublicKey) string { return dsse.KeyID(pub) }
 
-// validID reports whether s has the form of a KeyID.
-func validID(s string) bool { return isHexDigest(s) }
-
-// isHexDigest reports whether s is 64 lowercase hex characters.
-func isHexDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // EncodePrivateKeyPEM returns k as a PKCS#8 "PRIVATE KEY" PEM block.
 func EncodePrivateKeyPEM(k ed25519.PrivateKey) ([]byte, error) {
 	if len(k) != ed25519.PrivateKeySize {
@@ -107,7 +90,7 @@ func SaveKey(path string, k ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // SavePublicKey writes pub to path as a PKIX PEM file with mode 0644.
@@ -116,42 +99,7 @@ func SavePublicKey(path string, pub ed25519.PublicKey) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o644)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync() // best effort: make the rename durable
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o644)
 }
 
 // LoadKey reads an ed25519 private key from a PKCS#8 PEM file. It refuses a

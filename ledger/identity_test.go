@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fedtune/fedtune/internal/digest"
 )
 
 func TestKeyFiles(t *testing.T) {
@@ -69,7 +71,7 @@ func TestKeyID(t *testing.T) {
 	a := newActor("x", RoleAdmin)
 	pub := a.key.Public().(ed25519.PublicKey)
 	sum := sha256.Sum256(pub)
-	if a.id != hex.EncodeToString(sum[:]) || !validID(a.id) {
+	if a.id != hex.EncodeToString(sum[:]) || !digest.Valid(a.id) {
 		t.Fatal("ID is not hex SHA-256 of the raw key")
 	}
 }

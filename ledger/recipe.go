@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/fedtune/fedtune/internal/digest"
 )
 
 // RoundRecipe is the rule set of a job's rounds, committed on the ledger
@@ -195,7 +197,7 @@ func (r *RoundRecipe) Validate() error {
 		return fmt.Errorf("recipe.aggregators: %d listed, want 1 to 16", len(r.Aggregators))
 	}
 	for i, a := range r.Aggregators {
-		if !validID(a) {
+		if !digest.Valid(a) {
 			return fmt.Errorf("recipe.aggregators[%d] %q is not a member ID", i, abbrev(a))
 		}
 		if slices.Contains(r.Aggregators[:i], a) {
@@ -213,28 +215,6 @@ func (r *RoundRecipe) Validate() error {
 		}
 	}
 	return nil
-}
-
-// roundBase returns the base model round n of job j must start from: the
-// recipe's base for round 1 ("" when the recipe records none: any
-// registered model), else the model round n−1 committed, or round n−1's
-// own base if it did not commit (failed or still open), which by this
-// rule is the last committed model or round 1's base. why says which.
-func (c *execCtx) roundBase(j *JobRecord, n uint64) (want, why string, err error) {
-	if n <= 1 {
-		return j.Recipe.BaseModel, "the base model of the job's recipe", nil
-	}
-	prev, err := c.round(j.JobID, n-1)
-	if err != nil {
-		return "", "", err
-	}
-	if prev == nil {
-		return "", "", &storageError{fmt.Errorf("job %q: round %d is the last opened, but it has no record", j.JobID, n-1)}
-	}
-	if prev.Status == StatusCommitted {
-		return prev.ModelDigest, fmt.Sprintf("the model round %d committed", n-1), nil
-	}
-	return prev.BaseModel, fmt.Sprintf("the job's last committed model, or its base model if none (round %d is %s and started from it)", n-1, prev.Status), nil
 }
 
 // Equal reports whether two recipes are the same rule set.
@@ -260,40 +240,4 @@ type JobRecord struct {
 	Recipe RoundRecipe `json:"recipe"`
 	Height uint64      `json:"height"`
 	TxHash string      `json:"tx_hash"`
-}
-
-func jobRecordKey(job string) []byte { return []byte(prefixJobRecord + job) }
-
-// Job returns a registered job with its recipe.
-func (f *FSM) Job(jobID string) (*JobRecord, error) {
-	var j JobRecord
-	if err := f.getRecord(jobRecordKey(jobID), &j, fmt.Sprintf("job %q", jobID)); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-func (c *execCtx) job(id string) (*JobRecord, error) {
-	var j JobRecord
-	ok, err := c.getJSON(jobRecordKey(id), &j)
-	if err != nil || !ok {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// designatedJob returns the job of a round-closing tx if signer is one of
-// its designated aggregators, else a rejection.
-func (c *execCtx) designatedJob(typ, jobID, signer string) (*JobRecord, error) {
-	j, err := c.job(jobID)
-	if err != nil {
-		return nil, err
-	}
-	if j == nil {
-		return nil, txErr(CodeNotFound, "job %q is not registered", jobID)
-	}
-	if !j.Recipe.Designates(signer) {
-		return nil, txErr(CodeForbidden, "%s of job %q: aggregator %s is not designated by the job's recipe (aggregators %v)", typ, jobID, signer, j.Recipe.Aggregators)
-	}
-	return j, nil
 }

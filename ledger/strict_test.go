@@ -33,7 +33,7 @@ func signRaw(a *actor, payload string) []byte {
 // reason, and that the hand-written canonical payload is accepted.
 func TestDecodeTxOneReading(t *testing.T) {
 	c := newCast()
-	d := digest("m")
+	d := hexDigest("m")
 	model := func(extra string) string {
 		return `{"digest":"` + d + `","name":"benign-data","licence":"mit","source":"s"` + extra + `}`
 	}
@@ -103,15 +103,15 @@ func goldenTxs(t testing.TB) [][]byte {
 	return [][]byte{
 		c.admin.sign(t, MemberAdded{PublicKey: newActor("z", "").pubHex(), Role: RoleTrainer, Name: "trainer-z <&> ü"}),
 		c.admin.sign(t, MemberRemoved{ID: c.trainers[2].id, Reason: "left"}),
-		c.coord.sign(t, ModelRegistered{Digest: digest("m"), Name: "Llama 3.2 1B", Licence: "llama3.2", Source: "hf://meta", Config: digest("cfg")}),
-		c.trainers[0].sign(t, DatasetRegistered{Digest: digest("d"), Name: "benign-data", Licence: "CC0-1.0", Source: "s", Samples: 3, Root: digest("root"), Bytes: 42}),
-		c.coord.sign(t, RoundOpened{JobID: "job-1", Round: 1, ConfigDigest: digest("c"), BaseModel: digest("m"), Strategy: "fedavg",
+		c.coord.sign(t, ModelRegistered{Digest: hexDigest("m"), Name: "Llama 3.2 1B", Licence: "llama3.2", Source: "hf://meta", Config: hexDigest("cfg")}),
+		c.trainers[0].sign(t, DatasetRegistered{Digest: hexDigest("d"), Name: "benign-data", Licence: "CC0-1.0", Source: "s", Samples: 3, Root: hexDigest("root"), Bytes: 42}),
+		c.coord.sign(t, RoundOpened{JobID: "job-1", Round: 1, ConfigDigest: hexDigest("c"), BaseModel: hexDigest("m"), Strategy: "fedavg",
 			Trainers: []string{c.trainers[0].id, c.trainers[1].id}, Deadline: dl}),
-		c.trainers[0].sign(t, UpdateSubmitted{JobID: "job-1", Round: 1, UpdateDigest: digest("u"), DatasetDigest: digest("d"), Samples: 3,
+		c.trainers[0].sign(t, UpdateSubmitted{JobID: "job-1", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 3,
 			Metrics: map[string]float64{"loss": 0.5, "Accuracy": 1e-7, "n": 3}}),
-		c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: digest("u2"), Reason: "norm 7.5 > 5"}),
-		c.agg.sign(t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("n"), Strategy: "krum", Params: map[string]string{"f": "1", "m": "2"},
-			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: digest("u"), Weight: 0.25}}}),
+		c.agg.sign(t, UpdateRejected{JobID: "job-1", Round: 1, UpdateDigest: hexDigest("u2"), Reason: "norm 7.5 > 5"}),
+		c.agg.sign(t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: hexDigest("n"), Strategy: "krum", Params: map[string]string{"f": "1", "m": "2"},
+			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: hexDigest("u"), Weight: 0.25}}}),
 		c.agg.sign(t, RoundFailed{JobID: "job-2", Round: 7, Reason: "quorum not reached"}),
 	}
 }
@@ -167,7 +167,7 @@ func FuzzPayloadOneReading(f *testing.F) {
 		body, _ := json.Marshal(p["body"])
 		f.Add([]byte(rawPayload(signer, 1, p["type"].(string), string(body))))
 	}
-	model := `{"digest":"` + digest("m") + `","name":"benign-data","licence":"mit","source":"s"`
+	model := `{"digest":"` + hexDigest("m") + `","name":"benign-data","licence":"mit","source":"s"`
 	f.Add([]byte(rawPayload(signer, 1, TypeModelRegistered, model+`,"NAME":"evil-data"}`)))
 	f.Add([]byte(rawPayload(signer, 1, TypeModelRegistered, model+`,"name":"evil-data"}`)))
 	f.Add([]byte(rawPayload(signer, 1, TypeModelRegistered, model+`,"extra":1}`)))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/safetext"
 	"github.com/fedtune/fedtune/internal/strictjson"
 )
@@ -263,6 +264,19 @@ type Tx struct {
 	verifiedKey string
 }
 
+// VerifyWith checks the envelope's single signature against pub, as a
+// *TxError (CodeBadSignature, or CodeMalformed for an envelope that does
+// not carry exactly one well-formed signature).
+func (tx *Tx) VerifyWith(pub ed25519.PublicKey) error { return verifyEnvelope(tx.Envelope, pub) }
+
+// MarkVerified records that this node verified the tx's signature with the
+// signer's key keyHex (as its member record holds it), so that applying
+// the tx need not verify it again while the signer holds that key.
+func (tx *Tx) MarkVerified(keyHex string) { tx.verifiedKey = keyHex }
+
+// VerifiedKey returns the key MarkVerified recorded ("" for none).
+func (tx *Tx) VerifiedKey() string { return tx.verifiedKey }
+
 // TxHash is the transaction's ID: the SHA-256 of its envelope bytes.
 func TxHash(envelope []byte) [32]byte { return sha256.Sum256(envelope) }
 
@@ -285,7 +299,7 @@ func DecodeTx(envelope []byte) (*Tx, error) {
 	if err := decodeStrictJSON(e.Payload, &p); err != nil {
 		return nil, txErr(CodeMalformed, "payload: %v", err)
 	}
-	if !validID(p.Signer) {
+	if !digest.Valid(p.Signer) {
 		return nil, txErr(CodeMalformed, "payload signer %q is not a member ID (64 lowercase hex)", abbrev(p.Signer))
 	}
 	if e.Signatures[0].KeyID != p.Signer {
@@ -371,7 +385,7 @@ func validateBody(b TxBody) error {
 		}
 		return checkText("name", b.Name, MaxTextLen, false)
 	case MemberRemoved:
-		if !validID(b.ID) {
+		if !digest.Valid(b.ID) {
 			return fmt.Errorf("id %q is not a member ID (64 lowercase hex)", abbrev(b.ID))
 		}
 		return checkText("reason", b.Reason, MaxReasonLen, false)
@@ -405,7 +419,7 @@ func validateBody(b TxBody) error {
 		}
 		seen := make(map[string]bool, len(b.Trainers))
 		for i, t := range b.Trainers {
-			if !validID(t) {
+			if !digest.Valid(t) {
 				return fmt.Errorf("trainers[%d] %q is not a member ID", i, abbrev(t))
 			}
 			if seen[t] {
@@ -454,7 +468,7 @@ func validateBody(b TxBody) error {
 			return fmt.Errorf("contributors: %d listed, want 1 to %d", len(b.Contributors), MaxTrainers)
 		}
 		for i, c := range b.Contributors {
-			if !validID(c.Trainer) {
+			if !digest.Valid(c.Trainer) {
 				return fmt.Errorf("contributors[%d].trainer %q is not a member ID", i, abbrev(c.Trainer))
 			}
 			if err := checkDigest(fmt.Sprintf("contributors[%d].update_digest", i), c.UpdateDigest); err != nil {
@@ -489,7 +503,7 @@ func firstErr(errs ...error) error {
 }
 
 func checkDigest(field, s string) error {
-	if !isHexDigest(s) {
+	if !digest.Valid(s) {
 		return fmt.Errorf("%s %q is not a SHA-256 digest (64 lowercase hex characters)", field, abbrev(s))
 	}
 	return nil

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/fedtune/fedtune/aggregator"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
@@ -45,7 +45,7 @@ func TestWriteUpdateCompressions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := coordinator.FileDigest(p); err != nil || got != d {
+			if got, err := digest.File(p); err != nil || got != d {
 				t.Fatalf("digest %s, file hashes to %s (%v)", d, got, err)
 			}
 			u, err := aggregator.OpenUpdate(p)

@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
@@ -113,14 +114,14 @@ func (c *Config) Validate() error {
 	if !c.Insecure && c.CoordinatorID == "" {
 		msgs = append(msgs, "coordinator_id: required unless insecure (the key ID the coordinator's TLS certificate must prove)")
 	}
-	if c.CoordinatorID != "" && !isHex64(c.CoordinatorID) {
+	if c.CoordinatorID != "" && !digest.Valid(c.CoordinatorID) {
 		msgs = append(msgs, fmt.Sprintf("coordinator_id: %q is not a key ID (64 lowercase hex)", c.CoordinatorID))
 	}
 	if len(c.LedgerNodeIDs) > 0 && c.LedgerGenesis == "" {
 		msgs = append(msgs, "ledger_node_ids: needs ledger_genesis (the genesis file names the chain and its cosignature quorum)")
 	}
 	for _, id := range c.LedgerNodeIDs {
-		if !isHex64(id) {
+		if !digest.Valid(id) {
 			msgs = append(msgs, fmt.Sprintf("ledger_node_ids: %q is not a key ID (64 lowercase hex)", id))
 		}
 	}
@@ -134,18 +135,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))
 	}
 	return nil
-}
-
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Encode returns the config as YAML.

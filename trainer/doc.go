@@ -19,7 +19,7 @@
 // (WriteDeltaUpdate): quantising the weights themselves costs more than a
 // round moves them, quantising the delta a small part of it (an int8 round
 // of the tiny model lands 0.3% of the update norm from the uncompressed
-// round, against 8–9% before). The aggregator adds the combined deltas to
+// round; quantising the weights instead, 8–9%). The aggregator adds the combined deltas to
 // the base; model.Load, LoadAdapter and ReadAdapter refuse a delta, so it
 // cannot be taken for weights.
 //

@@ -11,7 +11,6 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,12 +20,11 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
-	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -156,19 +154,19 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer st.Close()
 	n.store = st
-	pin, err := node.LoadPin(n.cfg.LedgerGenesis, n.cfg.LedgerNodeIDs...)
+	pin, err := client.LoadPin(n.cfg.LedgerGenesis, n.cfg.LedgerNodeIDs...)
 	if err != nil {
 		return fmt.Errorf("%w: ledger_genesis: %w", ErrConfig, err)
 	}
 	if pin == nil {
-		n.log.WarnContext(ctx, node.UnpinnedWarning, "ledger", n.cfg.Ledger)
+		n.log.WarnContext(ctx, client.UnpinnedWarning, "ledger", n.cfg.Ledger)
 	}
-	lc, err := node.DialPinned(ctx, n.cfg.Ledger, n.key, pin)
+	lc, err := client.DialPinned(ctx, n.cfg.Ledger, n.key, pin)
 	if err != nil {
 		return err
 	}
 	defer lc.Close()
-	signer := coordinator.NewSigner(lc, n.key)
+	signer := client.NewSigner(lc, n.key)
 	if err := n.register(ctx, lc, signer); err != nil {
 		return err
 	}
@@ -192,18 +190,18 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 // register records the dataset's manifest on the ledger unless it is.
-func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinator.Signer) error {
+func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.Signer) error {
 	for {
-		ds, err := coordinator.QueryDataset(ctx, lc, n.manifest.Digest)
+		ds, err := lc.Dataset(ctx, n.manifest.Digest)
 		switch {
 		case err == nil && ds.Owner == n.id:
 			n.log.InfoContext(ctx, "dataset already registered", "dataset", n.manifest.Digest, "samples", ds.Samples)
 			return nil
 		case err == nil:
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
-		case errors.Is(err, coordinator.ErrLedgerRecordNotFound):
-			if _, err := signer.Submit(ctx, audit.RegisterTx(n.manifest)); err != nil {
-				if errors.Is(err, node.ErrRejected) {
+		case errors.Is(err, ledger.ErrRecordNotFound):
+			if _, err := signer.Submit(ctx, RegisterTx(n.manifest)); err != nil {
+				if errors.Is(err, client.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}
 				return fmt.Errorf("register dataset: %w", err)
@@ -211,7 +209,7 @@ func (n *Node) register(ctx context.Context, lc *node.Client, signer *coordinato
 			n.log.InfoContext(ctx, "dataset registered", "dataset", n.manifest.Digest, "samples", n.manifest.Samples)
 			return nil
 		}
-		if err != nil && strings.Contains(err.Error(), tlsid.ErrNotAllowed.Error()) {
+		if errors.Is(err, tlsid.ErrNotAllowed) {
 			// The server is not a pinned ledger node: retrying cannot help.
 			return fmt.Errorf("ledger %s refused: %w", n.cfg.Ledger, err)
 		}
@@ -237,7 +235,7 @@ func (n *Node) dialOptions() ([]grpc.DialOption, error) {
 }
 
 // session joins once and serves tasks until the stream ends.
-func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator.Signer) error {
+func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Signer) error {
 	opts, err := n.dialOptions()
 	if err != nil {
 		return err
@@ -259,7 +257,7 @@ func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator
 	}
 	pub := n.key.Public().(ed25519.PublicKey)
 	jr, err := cc.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: pub, Challenge: ch.Challenge,
-		Signature: coordinator.SignChallenge(n.key, ch.Challenge), Datasets: []string{n.manifest.Digest}})
+		Signature: client.SignChallenge(n.key, ch.Challenge), Datasets: []string{n.manifest.Digest}})
 	if err != nil {
 		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
 			return fmt.Errorf("%w: %s", ErrRefused, status.Convert(err).Message())
@@ -328,7 +326,7 @@ func (n *Node) session(ctx context.Context, lc *node.Client, signer *coordinator
 }
 
 // handle trains one task and reports its outcome.
-func (n *Node) handle(ctx context.Context, lc *node.Client, signer *coordinator.Signer, ac *artifact.Client,
+func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Signer, ac *artifact.Client,
 	cc coordinatorv1.CoordinatorClient, sess string, t *coordinatorv1.Task) {
 	log := n.log.With("job", t.JobId, "round", t.Round)
 	report := func(digest, failure string) {
@@ -339,7 +337,7 @@ func (n *Node) handle(ctx context.Context, lc *node.Client, signer *coordinator.
 		}
 	}
 	// Already submitted (a restart, or a resent task): report it again.
-	if r, err := coordinator.QueryRound(ctx, lc, t.JobId, t.Round); err == nil {
+	if r, err := lc.Round(ctx, t.JobId, t.Round); err == nil {
 		for _, u := range r.Updates {
 			if u.Trainer == n.id {
 				log.InfoContext(ctx, "update already on the ledger; reporting it again", "update", u.UpdateDigest)
@@ -368,7 +366,7 @@ func (n *Node) handle(ctx context.Context, lc *node.Client, signer *coordinator.
 		return
 	}
 	var recipeMax uint64
-	if job, err := coordinator.QueryJob(tctx, lc, t.JobId); err == nil {
+	if job, err := lc.Job(tctx, t.JobId); err == nil {
 		recipeMax = job.Recipe.MaxSamples
 	} else {
 		log.WarnContext(ctx, "cannot read the job's recipe; claiming what was trained", "err", err)
@@ -399,7 +397,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		}
 	}
 	weights := t.BaseModel
-	if t.Mode == coordinator.ModeFull {
+	if t.Mode == model.ModeFull {
 		weights = t.Global
 	}
 	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
@@ -414,7 +412,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		return Update{}, err
 	}
 	switch t.Mode {
-	case coordinator.ModeLoRA:
+	case model.ModeLoRA:
 		if t.Lora == nil {
 			return Update{}, fmt.Errorf("%w: lora task without a lora section", ErrTask)
 		}
@@ -426,7 +424,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		if task.Adapter, err = ReadAdapter(path, *task.Train.LoRA); err != nil {
 			return Update{}, err
 		}
-	case coordinator.ModeFull:
+	case model.ModeFull:
 	default:
 		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
 	}
@@ -434,7 +432,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 	if err != nil {
 		return Update{}, err
 	}
-	if got, err := coordinator.FileDigest(u.Path); err != nil || got != u.Digest {
+	if got, err := digest.File(u.Path); err != nil || got != u.Digest {
 		return Update{}, fmt.Errorf("update %s: file digest %s does not match %s (%v)", u.Path, got, u.Digest, err)
 	}
 	return u, nil

@@ -56,14 +56,14 @@ type Config struct {
 func DefaultConfig() Config { return Config{Listen: "127.0.0.1:7500", DataDir: "aggregator"} }
 
 // LoadConfig reads a config file over DefaultConfig (unknown keys are
-// errors naming file and line) and resolves paths; it does not validate
-// (flags may still change it): call Validate.
-func LoadConfig(path string) (*Config, error) {
+// errors naming file and line), resolves paths, applies edit (a command
+// line's flags, say) and validates the result.
+func LoadConfig(path string, edit ...func(*Config)) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	c, err := ParseConfig(path, data)
+	c, err := decodeConfig(path, data)
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +73,28 @@ func LoadConfig(path string) (*Config, error) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	for _, e := range edit {
+		e(c)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return c, nil
 }
 
-// ParseConfig decodes a config; name labels messages.
+// ParseConfig decodes and validates a config; name labels messages.
 func ParseConfig(name string, data []byte) (*Config, error) {
+	c, err := decodeConfig(name, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+func decodeConfig(name string, data []byte) (*Config, error) {
 	c := DefaultConfig()
 	if err := strictyaml.Decode(name, data, &c); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)

@@ -27,9 +27,6 @@ func TestParseConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := ParseConfig("aggregator.yaml", []byte(tc.yaml))
-			if err == nil {
-				err = c.Validate()
-			}
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -86,11 +83,25 @@ func TestConfigCUDABackendWithoutTag(t *testing.T) {
 	if slices.Contains(kernels.Backends(), "cuda") {
 		t.Skip("this binary has the cuda backend")
 	}
-	c, err := ParseConfig("aggregator.yaml", []byte("key: a\nledger: l:1\ncoordinator: c:1\ninsecure: true\nbackend: cuda\n"))
-	if err != nil {
+	_, err := ParseConfig("aggregator.yaml", []byte("key: a\nledger: l:1\ncoordinator: c:1\ninsecure: true\nbackend: cuda\n"))
+	if err == nil || !strings.Contains(err.Error(), "rebuild with -tags fedcuda") {
+		t.Fatalf("ParseConfig: %v, want the build tag named", err)
+	}
+}
+
+// LoadConfig validates after its edits: a file without coordinator_id
+// loads only when an edit (the command line's --insecure) makes it
+// insecure, and the error names the file and the field.
+func TestLoadConfigEditThenValidate(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.yaml")
+	if err := os.WriteFile(p, []byte("key: a.key\nledger: l:1\ncoordinator: c:1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "rebuild with -tags fedcuda") {
-		t.Fatalf("Validate: %v, want the build tag named", err)
+	if _, err := LoadConfig(p); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), p+": ") || !strings.Contains(err.Error(), "coordinator_id: required over TLS") {
+		t.Fatalf("LoadConfig without coordinator_id: %v", err)
+	}
+	c, err := LoadConfig(p, func(c *Config) { c.Insecure = true })
+	if err != nil || !c.Insecure {
+		t.Fatalf("LoadConfig with the insecure edit: %+v, %v", c, err)
 	}
 }

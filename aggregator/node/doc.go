@@ -47,4 +47,9 @@
 // updates than the recipe's min_trainers. It signs its own reason, not
 // the coordinator's; anything else is refused (FailedPrecondition) with
 // the reason.
+//
+// The process links no other role (the coordinator, the trainer, the
+// ledger server) and no training code: what it shares with the
+// coordinator is in aggregator/round, what it needs of the ledger in
+// ledger/client (TestLinksNoOtherRole).
 package node

@@ -15,11 +15,10 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
-	ledgernode "github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Server is a whole aggregator process: the Aggregator service on one
@@ -32,7 +31,7 @@ type Server struct {
 	ln        net.Listener
 	svc       *Service
 	store     *artifact.Store
-	ledger    *ledgernode.Client
+	ledger    *client.Client
 	artifacts *artifact.Client
 	options   []grpc.ServerOption
 }
@@ -62,14 +61,14 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
-	pin, err := ledgernode.LoadPin(cfg.LedgerGenesis, cfg.LedgerNodeIDs...)
+	pin, err := client.LoadPin(cfg.LedgerGenesis, cfg.LedgerNodeIDs...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ledger_genesis: %w", ErrConfig, err)
 	}
 	if pin == nil {
-		log.Warn(ledgernode.UnpinnedWarning, "ledger", cfg.Ledger)
+		log.Warn(client.UnpinnedWarning, "ledger", cfg.Ledger)
 	}
-	if s.ledger, err = ledgernode.DialPinned(ctx, cfg.Ledger, key, pin); err != nil {
+	if s.ledger, err = client.DialPinned(ctx, cfg.Ledger, key, pin); err != nil {
 		return nil, err
 	}
 	dial := tlsid.InsecureDialOption()
@@ -88,7 +87,7 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 	if s.artifacts, err = artifact.Dial(cfg.Coordinator, dial); err != nil {
 		return nil, err
 	}
-	local := round.NewLocal(s.store, filepath.Join(cfg.DataDir, "work"), coordinator.NewSigner(s.ledger, key), coordinator.AggregatorLedger(s.ledger), log)
+	local := round.NewLocal(s.store, filepath.Join(cfg.DataDir, "work"), client.NewSigner(s.ledger, key), log)
 	if local.Backend, err = kernels.Open(cfg.Backend); err != nil {
 		return nil, fmt.Errorf("%w: backend: %w", ErrConfig, err)
 	}

@@ -18,10 +18,9 @@ import (
 	"github.com/fedtune/fedtune/aggregator/round"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	ledgernode "github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Service implements aggregatorv1.AggregatorServer over a local store,
@@ -32,7 +31,7 @@ type Service struct {
 	local       *round.Local
 	store       *artifact.Store
 	artifacts   *artifact.Client
-	ledger      *ledgernode.Client
+	ledger      *client.Client
 	coordinator string // allowed peer ID ("" over plain text)
 	log         *slog.Logger
 
@@ -49,7 +48,7 @@ type roundID struct {
 // artifacts, reads job recipes and rounds from lc, aggregates and signs
 // through local, and admits only the peer coordinatorID when the link has
 // TLS identities.
-func NewService(local *round.Local, store *artifact.Store, artifacts *artifact.Client, lc *ledgernode.Client, coordinatorID string, log *slog.Logger) *Service {
+func NewService(local *round.Local, store *artifact.Store, artifacts *artifact.Client, lc *client.Client, coordinatorID string, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -185,8 +184,8 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 	switch {
 	case errors.Is(err, round.ErrNotOwn):
 		return nil, status.Errorf(codes.FailedPrecondition, "submit: %v", err)
-	case errors.Is(err, ledgernode.ErrRejected):
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, client.ErrRejected):
+		return nil, client.StatusError(codes.FailedPrecondition, err)
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "submit: %v", err)
 	}
@@ -214,7 +213,7 @@ func (s *Service) fromLedger(ctx context.Context, a *round.Task, global string) 
 	if s.ledger == nil {
 		return nil, "", status.Errorf(codes.FailedPrecondition, "%s: no ledger to read the job's recipe from", where)
 	}
-	job, err := coordinator.QueryJob(ctx, s.ledger, a.JobID)
+	job, err := s.ledger.Job(ctx, a.JobID)
 	if err != nil {
 		return nil, "", status.Errorf(codes.FailedPrecondition, "%s: the job's recipe: %v", where, err)
 	}
@@ -231,7 +230,7 @@ func (s *Service) fromLedger(ctx context.Context, a *round.Task, global string) 
 	var byTrainer map[string]ledger.Update
 	var cur *ledger.Round
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		r, err := coordinator.QueryRound(ctx, s.ledger, a.JobID, a.Round)
+		r, err := s.ledger.Round(ctx, a.JobID, a.Round)
 		if err != nil {
 			return nil, "", status.Errorf(codes.FailedPrecondition, "%s: %v", where, err)
 		}
@@ -289,7 +288,7 @@ func (s *Service) fromLedger(ctx context.Context, a *round.Task, global string) 
 // InitialAdapter for a LoRA job (else the round's base) and there is no
 // state. A request that names anything else is refused.
 func (s *Service) reference(ctx context.Context, where string, a *round.Task, global string, rc *ledger.RoundRecipe, r *ledger.Round) (string, error) {
-	rounds, err := coordinator.QueryRounds(ctx, s.ledger, a.JobID)
+	rounds, err := s.ledger.Rounds(ctx, a.JobID)
 	if err != nil {
 		return "", status.Errorf(codes.FailedPrecondition, "%s: the job's rounds: %v", where, err)
 	}

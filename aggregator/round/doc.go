@@ -15,9 +15,10 @@
 // store (Local.Fetch; FetchAttempts tries), runs aggregator.Aggregate with
 // the chosen kernels backend, stores the new model, and signs the
 // aggregator-role transactions (UpdateRejected, RoundCommitted,
-// RoundFailed) through a Signer:
+// RoundFailed) through a ledger/client Signer, whose client it also reads
+// the ledger with:
 //
-//	l := round.NewLocal(store, workDir, signer, ledgerView, log)
+//	l := round.NewLocal(store, workDir, client.NewSigner(lc, key), log)
 //	res, err := l.Aggregate(ctx, task, global)
 //	h, err := l.Submit(ctx, ledger.RoundCommitted{...})
 //
@@ -25,9 +26,9 @@
 // updates its aggregation rejected or could not fetch, its own failure
 // and the model and weights it produced; Submit refuses (ErrNotOwn) an
 // UpdateRejected, RoundFailed or RoundCommitted that does not match that
-// record, except a RoundFailed of a round whose deadline the Ledger shows
+// record, except a RoundFailed of a round whose deadline the ledger shows
 // passed with fewer usable updates than the recipe's min_trainers. It
-// also fetches every update the Ledger records for the round that is no
+// also fetches every update the ledger records for the round that is no
 // input, and refuses (ErrRefused) a task that leaves out one it can fetch.
 //
 // DecodeTx decodes the JSON body of an aggregator-role transaction, as a

@@ -8,34 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
-
-// Signer signs aggregator-role transactions with the aggregator's ledger
-// key and submits them.
-type Signer interface {
-	// ID returns the key's ledger ID.
-	ID() string
-	// Submit signs body and waits until the ledger commits it (returning
-	// the height) or rejects it (an error wrapping node.ErrRejected).
-	Submit(ctx context.Context, body ledger.TxBody) (uint64, error)
-}
-
-// Ledger is what an aggregator reads from the ledger.
-type Ledger interface {
-	// Job returns the registered job (its round recipe).
-	Job(ctx context.Context, id string) (*ledger.JobRecord, error)
-	// Round returns round n of job with its updates.
-	Round(ctx context.Context, job string, n uint64) (*ledger.Round, error)
-	// Time returns the time of the ledger's newest block.
-	Time(ctx context.Context) (time.Time, error)
-}
 
 // Local aggregates over an artifact store in this process and signs with
 // its own Signer: the aggregator role that both the coordinator (when it
@@ -53,21 +32,20 @@ type Local struct {
 
 	store  *artifact.Store
 	dir    string
-	signer Signer
-	ledger Ledger
+	signer *client.Signer
 	log    *slog.Logger
 	own    Own
 }
 
 // NewLocal returns an aggregator over store that keeps scratch files under
-// dir, signs through signer and reads the ledger lc (nil: no ledger, so
-// no ledger checks and no RoundFailed on a passed deadline); log may be
-// nil.
-func NewLocal(store *artifact.Store, dir string, signer Signer, lc Ledger, log *slog.Logger) *Local {
+// dir and signs through signer, whose ledger client it also reads (a
+// signer without one: no ledger checks, and no RoundFailed on a passed
+// deadline); log may be nil.
+func NewLocal(store *artifact.Store, dir string, signer *client.Signer, log *slog.Logger) *Local {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Local{store: store, dir: dir, signer: signer, ledger: lc, log: log}
+	return &Local{store: store, dir: dir, signer: signer, log: log}
 }
 
 // ID returns the aggregator's ledger key ID.
@@ -79,9 +57,9 @@ func (l *Local) ID() string { return l.signer.ID() }
 // aggregation failed here or whose deadline the ledger shows passed with
 // too few usable updates, and a RoundCommitted of the model and
 // contributors its aggregation produced. Anything else is refused with an
-// error wrapping node.ErrRejected and ErrNotOwn.
+// error wrapping client.ErrRejected and ErrNotOwn.
 func (l *Local) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
-	own, err := l.own.Vet(ctx, l.ledger, body, l.fetch)
+	own, err := l.own.Vet(ctx, l.signer.Client(), body, l.fetch)
 	if err == nil {
 		if rc, ok := body.(ledger.RoundCommitted); ok {
 			err = l.own.vetCommit(rc)
@@ -93,12 +71,12 @@ func (l *Local) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) 
 	return l.signer.Submit(ctx, own)
 }
 
-// refusal is an aggregator's refusal to sign: a rejection (node.ErrRejected)
+// refusal is an aggregator's refusal to sign: a rejection (client.ErrRejected)
 // that no ledger node made.
 type refusal struct{ err error }
 
 func (r refusal) Error() string   { return r.err.Error() }
-func (r refusal) Unwrap() []error { return []error{r.err, node.ErrRejected} }
+func (r refusal) Unwrap() []error { return []error{r.err, client.ErrRejected} }
 
 // fetch brings digest into the store (Fetch), or checks it is there.
 func (l *Local) fetch(ctx context.Context, digest string) error {
@@ -156,7 +134,7 @@ func (l *Local) aggregate(ctx context.Context, a *Task, global string) (Result, 
 	}
 	a.Inputs = kept
 	minTrainers := 0
-	if lc := l.ledger; lc != nil {
+	if lc := l.signer.Client(); lc != nil {
 		if rec, err := lc.Job(ctx, a.JobID); err == nil {
 			minTrainers = rec.Recipe.MinTrainers
 		}

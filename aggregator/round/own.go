@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // ErrNotOwn is wrapped when an aggregator refuses to sign an aggregator-role
@@ -145,7 +146,7 @@ func (o *Own) Failure(job string, round uint64) (string, bool) {
 // rejected and fetchable, as fetch tells after FetchAttempts tries). Any
 // other UpdateRejected or RoundFailed is refused with an error wrapping
 // ErrNotOwn that names why. Other bodies are returned unchanged.
-func (o *Own) Vet(ctx context.Context, lc Ledger, body ledger.TxBody, fetch func(context.Context, string) error) (ledger.TxBody, error) {
+func (o *Own) Vet(ctx context.Context, lc *client.Client, body ledger.TxBody, fetch func(context.Context, string) error) (ledger.TxBody, error) {
 	switch b := body.(type) {
 	case ledger.UpdateRejected:
 		why, ok := o.Rejection(b.JobID, b.Round, b.UpdateDigest)
@@ -174,7 +175,7 @@ func (o *Own) Vet(ctx context.Context, lc Ledger, body ledger.TxBody, fetch func
 // due: the round is open, its deadline is before the ledger's newest block
 // (or this aggregator's clock), and fewer of its updates are usable than
 // the recipe's min_trainers. Otherwise it returns an error naming why not.
-func deadlineFailure(ctx context.Context, lc Ledger, job string, round uint64, fetch func(context.Context, string) error) (string, error) {
+func deadlineFailure(ctx context.Context, lc *client.Client, job string, round uint64, fetch func(context.Context, string) error) (string, error) {
 	if lc == nil {
 		return "", errors.New("there is no ledger to check the round's deadline on")
 	}
@@ -189,7 +190,7 @@ func deadlineFailure(ctx context.Context, lc Ledger, job string, round uint64, f
 	if r.Status != ledger.StatusOpen {
 		return "", fmt.Errorf("the round is %s on the ledger", r.Status)
 	}
-	now, err := lc.Time(ctx)
+	now, err := ledgerTime(ctx, lc)
 	if err != nil {
 		return "", err
 	}
@@ -216,6 +217,19 @@ func deadlineFailure(ctx context.Context, lc Ledger, job string, round uint64, f
 		r.Deadline.UTC().Format(time.RFC3339), usable, need)), nil
 }
 
+// ledgerTime returns the time of the ledger's newest block.
+func ledgerTime(ctx context.Context, lc *client.Client) (time.Time, error) {
+	st, err := lc.Status(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("ledger status: %w", err)
+	}
+	vb, err := lc.Block(ctx, st.Height, 0, st.ChainId)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("ledger block %d: %w", st.Height, err)
+	}
+	return time.Unix(0, vb.Block.Header.Time), nil
+}
+
 // FetchWithRetry calls fetch for digest up to FetchAttempts times with a
 // doubling backoff and returns the last error, wrapped with how many
 // attempts were made.
@@ -240,7 +254,7 @@ func FetchWithRetry(ctx context.Context, digest string, fetch func(context.Conte
 
 // undelivered returns, for each update the ledger records for the task's
 // round that is neither rejected nor an input, the trainer and its digest.
-func undelivered(ctx context.Context, lc Ledger, a Task) ([]ledger.Update, error) {
+func undelivered(ctx context.Context, lc *client.Client, a Task) ([]ledger.Update, error) {
 	r, err := lc.Round(ctx, a.JobID, a.Round)
 	if err != nil {
 		return nil, fmt.Errorf("round %d on the ledger: %w", a.Round, err)

@@ -108,7 +108,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		task.Inputs = append(task.Inputs, round.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
 	}
 	other := digestOf("another base model")
-	job, err := coordinator.QueryJob(ctx, lc, open.JobID)
+	job, err := lc.Job(ctx, open.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		})
 	}
 	requireUnchanged(t, ctx, n, before)
-	r, err := coordinator.QueryRound(ctx, lc, open.JobID, open.Round)
+	r, err := lc.Round(ctx, open.JobID, open.Round)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func aggOwnDelivered(t *testing.T, ctx context.Context, n *devnet.Net) *ledger.R
 	}
 	defer ac.Close()
 	for {
-		r, err := coordinator.QueryRound(ctx, c, n.JobName, 1)
+		r, err := c.Round(ctx, n.JobName, 1)
 		if err == nil && r.Status != ledger.StatusOpen {
 			t.Fatalf("round 1 is %s; the coordinator closed it with its aggregator down", r.Status)
 		}

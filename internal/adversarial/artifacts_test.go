@@ -26,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // The coordinator's artifact limits in these attacks: blobs up to 8 MiB,
@@ -355,7 +356,7 @@ func TestAttackArtifacts(t *testing.T) {
 				return "", err
 			}
 			resp, err := conn.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
-				Signature: coordinator.SignChallenge(key, ch.Challenge)})
+				Signature: client.SignChallenge(key, ch.Challenge)})
 			if err != nil {
 				return "", err
 			}

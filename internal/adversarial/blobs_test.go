@@ -25,7 +25,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // blobsPrune is how soon the coordinator in these attacks prunes an
@@ -37,7 +37,7 @@ const blobsPrune = 3 * time.Second
 type blobsNet struct {
 	nw       *devnet.Network
 	n        *devnet.Net
-	lc       *node.Client
+	lc       *client.Client
 	updates  map[string]string // trainer name → its update in round 1
 	datasets map[string]string // trainer name → its dataset
 	update   string            // trainer-1's update
@@ -76,7 +76,7 @@ func blobsSetup(t *testing.T, ctx context.Context) *blobsNet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lc.Close() })
-	r, err := coordinator.QueryRound(ctx, lc, "blobs", 1)
+	r, err := lc.Round(ctx, "blobs", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,17 +130,17 @@ func (b *blobsNet) blobsDownloadDenied(t *testing.T, ctx context.Context, who, o
 
 // blobsMember adds a member of role with a fresh key (signed by the
 // devnet's admin) and returns a signer for it.
-func (b *blobsNet) blobsMember(t *testing.T, ctx context.Context, name string, role ledger.Role) *coordinator.Signer {
+func (b *blobsNet) blobsMember(t *testing.T, ctx context.Context, name string, role ledger.Role) *client.Signer {
 	t.Helper()
 	key, err := ledger.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	body := ledger.MemberAdded{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Role: role, Name: name}
-	if _, err := coordinator.NewSigner(b.lc, b.n.Keys["admin"]).Submit(ctx, body); err != nil {
+	if _, err := client.NewSigner(b.lc, b.n.Keys["admin"]).Submit(ctx, body); err != nil {
 		t.Fatalf("add %s: %v", name, err)
 	}
-	return coordinator.NewSigner(b.lc, key)
+	return client.NewSigner(b.lc, key)
 }
 
 // TestAttackBlobs tries, on a devnet whose job has run, to get at a
@@ -167,7 +167,7 @@ func TestAttackBlobs(t *testing.T) {
 			t.Fatalf("a rival coordinator registered trainer-1's update as a model at height %d", h)
 		}
 		want := fmt.Sprintf("model %s is the update trainer %s submitted to round 1 of job %q; a submitted update cannot be registered as a model", b.update, trainer1, "blobs")
-		if !errors.Is(err, node.ErrRejected) || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("ModelRegistered of trainer-1's update: %v; want a rejection: %s", err, want)
 		}
 		requireUnchanged(t, ctx, n, chain)
@@ -194,13 +194,13 @@ func TestAttackBlobs(t *testing.T) {
 			rc.Params[k] = ledger.FormatParam(v)
 		}
 		steps := []struct {
-			s    *coordinator.Signer
+			s    *client.Signer
 			body ledger.TxBody
 		}{
 			{rival, ledger.JobRegistered{JobID: "blobs-rogue", Recipe: rc}},
 			{rival, ledger.RoundOpened{JobID: "blobs-rogue", Round: 1, ConfigDigest: digestOf("rogue config"), BaseModel: b.base,
 				Strategy: "fedavg", Trainers: []string{trainer1}, Deadline: time.Now().Add(time.Hour)}},
-			{coordinator.NewSigner(b.lc, n.Keys["trainer-1"]), ledger.UpdateSubmitted{JobID: "blobs-rogue", Round: 1, UpdateDigest: victim,
+			{client.NewSigner(b.lc, n.Keys["trainer-1"]), ledger.UpdateSubmitted{JobID: "blobs-rogue", Round: 1, UpdateDigest: victim,
 				DatasetDigest: b.datasets["trainer-1"], Samples: 1}},
 		}
 		for _, s := range steps {
@@ -215,7 +215,7 @@ func TestAttackBlobs(t *testing.T) {
 			t.Errorf("the rogue aggregator committed trainer-2's update as its round's model at height %d", h)
 		} else {
 			want := fmt.Sprintf("commits model %s, the update trainer %s submitted to round 1 of job %q; a round's model may equal only an update of that round", victim, n.ID("trainer-2"), "blobs")
-			if !errors.Is(err, node.ErrRejected) || !strings.Contains(err.Error(), want) {
+			if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), want) {
 				t.Fatalf("RoundCommitted of trainer-2's update: %v; want a rejection: %s", err, want)
 			}
 			requireUnchanged(t, ctx, n, chain)
@@ -315,7 +315,7 @@ func TestAttackBlobs(t *testing.T) {
 			t.Fatalf("trainer-2's challenge during the flood: %v", err)
 		}
 		if _, err := conn.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
-			Signature: coordinator.SignChallenge(key, ch.Challenge)}); err != nil {
+			Signature: client.SignChallenge(key, ch.Challenge)}); err != nil {
 			t.Fatalf("trainer-2's join during the flood: %v", err)
 		}
 		requireUnchanged(t, ctx, n, chain)

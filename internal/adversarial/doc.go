@@ -7,12 +7,16 @@
 //
 // The package has no exported API; its tests are the point. One file per kind
 // of attack (transport_test.go, pin_test.go, rounds_test.go,
-// artifacts_test.go, samples_test.go, …); the
-// harness in harness_test.go starts networks and snapshots their state so a
-// test can check that an attack changed nothing. existing_test.go and
-// rounds_existing_test.go hold the attacks the code refused before the
-// suite existed (forged and replayed txs, round rules, joins, uploads,
-// malformed updates), as guards against regressions.
+// artifacts_test.go, samples_test.go, …); existing_test.go and
+// rounds_existing_test.go guard the basic refusals (forged and replayed
+// txs, round rules, joins, uploads, malformed updates). The harness in
+// harness_test.go starts networks and snapshots their state so a test can
+// check that an attack changed nothing: a new attack starts a network with
+// it, attacks, asserts the refusal's reason and compares the snapshots.
+//
+// Run the suite with go test ./internal/adversarial (minutes: whole
+// networks); tests named TestNoRace... are skipped under -race and run in
+// make test's second pass.
 //
 // A few lies the ledger cannot see, since it holds digests and not the
 // bytes behind them, are caught offline instead: an aggregator that rejects

@@ -18,10 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // exChain signs and submits txs as the devnet's identities, keeping each
@@ -91,7 +90,7 @@ func (c *exChain) refused(i int, env []byte, code ledger.Code, want ...string) {
 	if err == nil {
 		c.t.Fatalf("the ledger committed the attack at height %d; want a %s rejection", h, code)
 	}
-	if !errors.Is(err, node.ErrRejected) || !strings.Contains(err.Error(), "("+string(code)+")") {
+	if !errors.Is(err, client.ErrRejected) || !errors.Is(err, &ledger.TxError{Code: code}) {
 		c.t.Fatalf("err = %v; want a rejection with code %s", err, code)
 	}
 	for _, w := range want {
@@ -110,7 +109,7 @@ func (c *exChain) nonce(name string) uint64 {
 		c.t.Fatal(err)
 	}
 	defer lc.Close()
-	n, err := coordinator.QueryNonce(c.ctx, lc, c.nw.ID(name))
+	n, err := lc.Nonce(c.ctx, c.nw.ID(name))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -125,7 +124,7 @@ func (c *exChain) round(job string, r uint64) *ledger.Round {
 		c.t.Fatal(err)
 	}
 	defer lc.Close()
-	rd, err := coordinator.QueryRound(c.ctx, lc, job, r)
+	rd, err := lc.Round(c.ctx, job, r)
 	if err != nil {
 		c.t.Fatal(err)
 	}

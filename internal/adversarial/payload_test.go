@@ -14,7 +14,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/trainer"
@@ -27,7 +27,7 @@ func payloadSignRaw(key ed25519.PrivateKey, payload string) []byte {
 }
 
 // payloadNonce returns the signer's last nonce on the chain.
-func payloadNonce(t *testing.T, ctx context.Context, c *node.Client, id string) uint64 {
+func payloadNonce(t *testing.T, ctx context.Context, c *client.Client, id string) uint64 {
 	t.Helper()
 	js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_NONCE, id, 0)
 	if err != nil {
@@ -98,7 +98,7 @@ func TestAttackPayloadTwoReadings(t *testing.T) {
 			// Each attack has its own nonce, so that one accepted by
 			// mistake does not make the next fail for its nonce.
 			_, err := c.SubmitWait(sctx, payloadSignRaw(key, payload(nonce+uint64(i), a.body)))
-			if !errors.Is(err, node.ErrRejected) || !strings.Contains(err.Error(), a.want) {
+			if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), a.want) {
 				t.Fatalf("error %v, want a rejection containing %q", err, a.want)
 			}
 		})

@@ -23,7 +23,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -111,8 +111,8 @@ func (f *pinFakeLedger) GetBlock(context.Context, *ledgerv1.GetBlockRequest) (*l
 	if err != nil || f.cosignKey == nil {
 		return resp, err
 	}
-	cp := node.SignCheckpoint(f.cosignKey, f.chainID, pinFakeHeight, [32]byte(resp.Hash))
-	resp.Cosignatures = append(resp.Cosignatures, node.CheckpointToProto(&cp))
+	cp := client.SignCheckpoint(f.cosignKey, f.chainID, pinFakeHeight, [32]byte(resp.Hash))
+	resp.Cosignatures = append(resp.Cosignatures, client.CheckpointToProto(&cp))
 	return resp, nil
 }
 
@@ -236,7 +236,7 @@ func TestAttackFakeLedgerFabricatedCommit(t *testing.T) {
 	f := &pinFakeLedger{chainID: n.ChainID, proposer: n.ID("node-1"), cosignKey: n.Keys["node-1"]}
 	addr := pinServeFake(t, f, n.Keys["node-1"])
 
-	unpinned, err := node.Dial(ctx, addr, n.Keys["admin"], nil)
+	unpinned, err := client.Dial(ctx, addr, n.Keys["admin"], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,14 +245,14 @@ func TestAttackFakeLedgerFabricatedCommit(t *testing.T) {
 		t.Fatalf("unpinned SubmitWait: %d, %v; want the fabricated height %d (the fake must be consistent)", h, err, pinFakeHeight)
 	}
 
-	pin, err := node.LoadPin(n.GenesisPath())
+	pin, err := client.LoadPin(n.GenesisPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pin.Quorum != 2 || len(pin.Nodes) != 3 || pin.ChainID != n.ChainID {
 		t.Fatalf("pin of the devnet genesis: %+v", pin)
 	}
-	pinned, err := node.DialPinned(ctx, addr, n.Keys["admin"], pin)
+	pinned, err := client.DialPinned(ctx, addr, n.Keys["admin"], pin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestAttackFakeLedgerFabricatedCommit(t *testing.T) {
 	if err == nil {
 		t.Fatalf("pinned SubmitWait believed a fabricated commit at height %d", h)
 	}
-	if !errors.Is(err, node.ErrUnproven) || !strings.Contains(err.Error(), "not enough cosignatures") ||
+	if !errors.Is(err, client.ErrUnproven) || !strings.Contains(err.Error(), "not enough cosignatures") ||
 		!strings.Contains(err.Error(), "has 1 valid cosignatures from the 3 nodes pinned by genesis") || !strings.Contains(err.Error(), "want 2") {
 		t.Fatalf("pinned SubmitWait: %v, want ErrUnproven for 1 of 2 pinned cosignatures", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -315,22 +316,22 @@ func TestAttackRaftForgedProposer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			fsm, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+			f, err := fsm.New(db.State(), g, fsm.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			h0, head0 := fsm.Head()
-			res := fsm.Apply(&raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: tc.data, AppendedAt: time.Now()}).(*ledger.ApplyResult)
+			h0, head0 := f.Head()
+			res := f.Apply(&raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: tc.data, AppendedAt: time.Now()}).(*fsm.ApplyResult)
 			if tc.want == "" {
 				if res.Err != nil || res.Block == nil {
 					t.Fatalf("node-1's own proposal: %+v", res)
 				}
 				return
 			}
-			if !errors.Is(res.Err, ledger.ErrProposalSignature) || res.Block != nil || !strings.Contains(res.Err.Error(), tc.want) {
+			if !errors.Is(res.Err, fsm.ErrProposalSignature) || res.Block != nil || !strings.Contains(res.Err.Error(), tc.want) {
 				t.Fatalf("got %+v, want a refusal for its signature, %q", res, tc.want)
 			}
-			if h, head := fsm.Head(); h != h0 || head != head0 {
+			if h, head := f.Head(); h != h0 || head != head0 {
 				t.Fatal("a refused proposal made a block")
 			}
 		})

@@ -12,11 +12,10 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
@@ -24,8 +23,8 @@ import (
 // artifacts (flat, named by digest) holding real safetensors files.
 type rejectionsNet struct {
 	nw        *devnet.Network
-	c         *node.Client
-	signers   map[string]*coordinator.Signer
+	c         *client.Client
+	signers   map[string]*client.Signer
 	artifacts string
 	base      string
 	datasets  map[string]string
@@ -111,7 +110,7 @@ func (r *rejectionsNet) verify(t *testing.T, ctx context.Context) (*audit.Report
 		if err != nil {
 			return err
 		}
-		if err := r.c.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error { return ew.WriteBlock(vb.Block) }); err != nil {
+		if err := r.c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error { return ew.WriteBlock(vb.Block) }); err != nil {
 			return err
 		}
 		return ew.Close()
@@ -148,9 +147,9 @@ func TestAttackUnfoundedRejection(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	r := &rejectionsNet{nw: nw, c: c, signers: map[string]*coordinator.Signer{}, artifacts: t.TempDir(), datasets: map[string]string{}}
+	r := &rejectionsNet{nw: nw, c: c, signers: map[string]*client.Signer{}, artifacts: t.TempDir(), datasets: map[string]string{}}
 	for name, key := range nw.Keys {
-		r.signers[name] = coordinator.NewSigner(c, key)
+		r.signers[name] = client.NewSigner(c, key)
 	}
 	r.base = r.file(t, 0, false)
 	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})

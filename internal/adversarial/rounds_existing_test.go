@@ -33,9 +33,10 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -191,7 +192,7 @@ func (b *exBadBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) 
 	if err := exMalformations[t.Round-1][b.which].corrupt(t, u.Path); err != nil {
 		return u, fmt.Errorf("corrupt the update: %w", err)
 	}
-	if u.Digest, err = coordinator.FileDigest(u.Path); err != nil {
+	if u.Digest, err = digest.File(u.Path); err != nil {
 		return u, err
 	}
 	b.mu.Lock()
@@ -295,7 +296,7 @@ func exJoin(ctx context.Context, t *testing.T, conn *grpc.ClientConn, join func(
 func exSignedJoin(key ed25519.PrivateKey, datasets ...string) func([]byte) *coordinatorv1.JoinRequest {
 	return func(ch []byte) *coordinatorv1.JoinRequest {
 		return &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch,
-			Signature: coordinator.SignChallenge(key, ch), Datasets: datasets}
+			Signature: client.SignChallenge(key, ch), Datasets: datasets}
 	}
 }
 
@@ -308,7 +309,7 @@ func exLedgerTxs(t *testing.T, ctx context.Context, n *devnet.Net, i int) []*led
 	}
 	defer lc.Close()
 	var out []*ledger.Tx
-	err = lc.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error {
+	err = lc.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
 		for _, raw := range vb.Block.Txs {
 			tx, err := ledger.DecodeTx(raw)
 			if err != nil {
@@ -398,7 +399,7 @@ func TestAttackNetworkDefences(t *testing.T) {
 		// trainer-1's public key, the challenge signed by the stranger.
 		_, err := exJoin(ctx, t, exDial(t, n, stranger), func(ch []byte) *coordinatorv1.JoinRequest {
 			return &coordinatorv1.JoinRequest{PublicKey: n.Keys["trainer-1"].Public().(ed25519.PublicKey), Challenge: ch,
-				Signature: coordinator.SignChallenge(stranger, ch)}
+				Signature: client.SignChallenge(stranger, ch)}
 		})
 		exRequireStatus(t, err, codes.Unauthenticated, "signature does not verify")
 	})
@@ -453,7 +454,7 @@ func exRound(t *testing.T, ctx context.Context, n *devnet.Net, r uint64) *ledger
 		t.Fatal(err)
 	}
 	defer lc.Close()
-	rd, err := coordinator.QueryRound(ctx, lc, n.JobName, r)
+	rd, err := lc.Round(ctx, n.JobName, r)
 	if err != nil {
 		t.Fatal(err)
 	}

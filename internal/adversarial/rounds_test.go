@@ -11,11 +11,10 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // roundsNet is a ledger-only devnet with a krum job registered by the
@@ -25,8 +24,8 @@ import (
 // aggregator are members too. Each signer keeps its nonces.
 type roundsNet struct {
 	nw       *devnet.Network
-	c        *node.Client
-	signers  map[string]*coordinator.Signer
+	c        *client.Client
+	signers  map[string]*client.Signer
 	job      string
 	base     string
 	datasets map[string]string // trainer name → dataset digest
@@ -43,17 +42,17 @@ func roundsSetup(t *testing.T, ctx context.Context) *roundsNet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	r := &roundsNet{nw: nw, c: c, signers: map[string]*coordinator.Signer{}, job: "adv-krum",
+	r := &roundsNet{nw: nw, c: c, signers: map[string]*client.Signer{}, job: "adv-krum",
 		datasets: map[string]string{}, updates: map[string]string{}}
 	for name, key := range nw.Keys {
-		r.signers[name] = coordinator.NewSigner(c, key)
+		r.signers[name] = client.NewSigner(c, key)
 	}
 	for name, role := range map[string]ledger.Role{"coordinator-2": ledger.RoleCoordinator, "aggregator-2": ledger.RoleAggregator} {
 		key, err := ledger.GenerateKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.signers[name] = coordinator.NewSigner(c, key)
+		r.signers[name] = client.NewSigner(c, key)
 		r.must(t, ctx, "admin", ledger.MemberAdded{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Role: role, Name: name})
 	}
 	r.base = digestOf("adversarial base model")
@@ -100,7 +99,7 @@ func (r *roundsNet) attack(t *testing.T, ctx context.Context, signer string, bod
 	if err == nil {
 		t.Fatalf("%s by %s was committed at height %d", body.TxType(), signer, h)
 	}
-	if !errors.Is(err, node.ErrRejected) {
+	if !errors.Is(err, client.ErrRejected) {
 		t.Fatalf("%s by %s: %v, want a ledger rejection", body.TxType(), signer, err)
 	}
 	for _, w := range want {
@@ -235,7 +234,7 @@ func TestNoRaceAttackWithheldUpdate(t *testing.T) {
 	rogue := n.ID("trainer-3")
 	var dataset string
 	wctx, stop := context.WithCancel(ctx)
-	err = c.Blocks(wctx, 0, true, func(vb *node.VerifiedBlock) error {
+	err = c.Blocks(wctx, 0, true, func(vb *client.VerifiedBlock) error {
 		for _, raw := range vb.Block.Txs {
 			tx, err := ledger.DecodeTx(raw)
 			if err != nil {
@@ -248,7 +247,7 @@ func TestNoRaceAttackWithheldUpdate(t *testing.T) {
 				}
 			case ledger.RoundOpened:
 				if b.JobID == "withheld" && b.Round == 1 {
-					if _, err := coordinator.NewSigner(c, n.Keys["trainer-3"]).Submit(ctx, ledger.UpdateSubmitted{JobID: "withheld", Round: 1,
+					if _, err := client.NewSigner(c, n.Keys["trainer-3"]).Submit(ctx, ledger.UpdateSubmitted{JobID: "withheld", Round: 1,
 						UpdateDigest: bogus, DatasetDigest: dataset, Samples: 1}); err != nil {
 						return err
 					}
@@ -269,7 +268,7 @@ func TestNoRaceAttackWithheldUpdate(t *testing.T) {
 	if len(st.Rounds) != 1 || st.Rounds[0].Status != string(ledger.StatusCommitted) {
 		t.Fatalf("round 1: %v, want committed despite the withheld update", st.Rounds)
 	}
-	r, err := coordinator.QueryRound(ctx, c, "withheld", 1)
+	r, err := c.Round(ctx, "withheld", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -269,7 +270,7 @@ func TestAttackRulesMembership(t *testing.T) {
 	}
 	defer c.Close()
 	// 1. The old unauthenticated RPCs.
-	if err := c.Join(ctx, p4, true); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "admin-signed") {
+	if err := c.Join(ctx, p4.ID, p4.RaftAddress, p4.GRPCAddress, true); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "admin-signed") {
 		t.Fatalf("Join RPC: %v, want FailedPrecondition naming admin-signed txs", err)
 	}
 	if err := c.Remove(ctx, n.ID("node-1")); status.Code(err) != codes.FailedPrecondition {
@@ -332,9 +333,9 @@ func TestAttackRulesMembership(t *testing.T) {
 	}
 	adminTx(body)
 	waitSuffrage("nonvoter")
-	fsm := n4.FSM()
+	f := n4.FSM()
 	for {
-		if r, ok := fsm.NodeMember(id); ok && !r.Voter {
+		if r, ok := f.NodeMember(id); ok && !r.Voter {
 			break
 		}
 		select {
@@ -346,7 +347,7 @@ func TestAttackRulesMembership(t *testing.T) {
 
 	// 4. Proposals the FSM of a real node must refuse: no block, no change.
 	settled := waitSettled(t, ctx, n)
-	h0, head0 := fsm.Head()
+	h0, head0 := f.Head()
 	coordTx, err := ledger.SignTx(n.Keys["coordinator"], n.ChainID, 1<<40, ledger.ModelRegistered{Digest: digestOf("m"), Name: "m", Licence: "l", Source: "s"})
 	if err != nil {
 		t.Fatal(err)
@@ -361,12 +362,12 @@ func TestAttackRulesMembership(t *testing.T) {
 		{"from a stranger", ledger.Proposal{Proposer: ledger.KeyID(stranger.Public().(ed25519.PublicKey)), Time: time.Now().UnixNano(), Txs: [][]byte{coordTx}}, "not a ledger node of this chain"},
 		{"from a voter, time in 2262", ledger.Proposal{Proposer: n.ID("node-1"), Time: time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), Txs: [][]byte{coordTx}}, "more than policy max_clock_skew 30s ahead"},
 	} {
-		res := fsm.ApplyProposal(tc.p)
-		if !errors.Is(res.Err, ledger.ErrProposalRefused) || res.Block != nil || !strings.Contains(res.Err.Error(), tc.want) {
+		res := f.ApplyProposal(tc.p)
+		if !errors.Is(res.Err, fsm.ErrProposalRefused) || res.Block != nil || !strings.Contains(res.Err.Error(), tc.want) {
 			t.Fatalf("proposal %s: %+v, want refused with %q", tc.name, res, tc.want)
 		}
 	}
-	if h, head := fsm.Head(); h != h0 || head != head0 {
+	if h, head := f.Head(); h != h0 || head != head0 {
 		t.Fatal("a refused proposal made a block")
 	}
 	requireUnchanged(t, ctx, n, settled)

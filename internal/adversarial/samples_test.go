@@ -19,6 +19,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -104,8 +105,8 @@ func TestAttackJobNameSquat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rival := coordinator.NewSigner(c, key)
-	if _, err := coordinator.NewSigner(c, n.Keys["admin"]).Submit(ctx, ledger.MemberAdded{
+	rival := client.NewSigner(c, key)
+	if _, err := client.NewSigner(c, n.Keys["admin"]).Submit(ctx, ledger.MemberAdded{
 		PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Role: ledger.RoleCoordinator, Name: "rival"}); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // TestAttackRaftStrangerTLS: a stranger speaks raft over TLS with the
@@ -292,7 +292,7 @@ func TestAttackFakeLedgerClaimsCommitted(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Stop()
 
-	c, err := node.Dial(ctx, ln.Addr().String(), newKey(t), nil)
+	c, err := client.Dial(ctx, ln.Addr().String(), newKey(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestAttackFakeLedgerClaimsCommitted(t *testing.T) {
 	if err == nil {
 		t.Fatalf("SubmitWait believed a commit at height %d that no chain holds", h)
 	}
-	if !errors.Is(err, node.ErrUnproven) || !strings.Contains(err.Error(), "424242") || !strings.Contains(err.Error(), "does not hold it") {
+	if !errors.Is(err, client.ErrUnproven) || !strings.Contains(err.Error(), "424242") || !strings.Contains(err.Error(), "does not hold it") {
 		t.Fatalf("SubmitWait: %v, want ErrUnproven naming height 424242 and the missing tx", err)
 	}
 }

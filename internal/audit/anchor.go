@@ -14,15 +14,15 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
-	ledgernode "github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // BlockSource is what Anchor reads through: blocks with the node
 // cosignatures gathered for them, and member records (for the public keys
-// tx signatures are checked against). The ledger node client,
-// *Client of package ledger/node, satisfies it.
+// tx signatures are checked against). The ledger client,
+// *Client of package ledger/client, satisfies it.
 type BlockSource interface {
-	Block(ctx context.Context, h uint64, minCosignatures int, chainID string) (*ledgernode.VerifiedBlock, error)
+	Block(ctx context.Context, h uint64, minCosignatures int, chainID string) (*client.VerifiedBlock, error)
 	Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error)
 }
 
@@ -80,7 +80,7 @@ type AnchorError struct {
 	// <digest>", "round <job>/<n>", "dataset <digest>" or "lineage".
 	Record string
 	Msg    string
-	// Err is the underlying error, if any (one wrapping ledgernode.ErrQuorum, say).
+	// Err is the underlying error, if any (one wrapping client.ErrQuorum, say).
 	Err error
 }
 
@@ -170,7 +170,7 @@ func (a *anchorer) block(h uint64, rec string) (*anchorBlock, error) {
 	}
 	vb, err := a.src.Block(a.ctx, h, a.opts.Quorum, a.opts.ChainID)
 	if err != nil {
-		if errors.Is(err, ledgernode.ErrQuorum) || errors.Is(err, ledgernode.ErrBadCheckpoint) {
+		if errors.Is(err, client.ErrQuorum) || errors.Is(err, client.ErrBadCheckpoint) {
 			return nil, &AnchorError{Record: rec, Msg: err.Error(), Err: err}
 		}
 		return nil, fmt.Errorf("%s: block %d: %w", rec, h, err)

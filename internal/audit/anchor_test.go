@@ -13,7 +13,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
-	ledgernode "github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // chainSource serves a test chain's blocks, each cosigned by signers,
@@ -27,7 +27,7 @@ type chainSource struct {
 	asked   map[uint64]int                          // blocks served, by height
 }
 
-func (s *chainSource) Block(_ context.Context, h uint64, _ int, _ string) (*ledgernode.VerifiedBlock, error) {
+func (s *chainSource) Block(_ context.Context, h uint64, _ int, _ string) (*client.VerifiedBlock, error) {
 	b, err := s.c.fsm.Block(h)
 	if err != nil {
 		return nil, err
@@ -43,9 +43,9 @@ func (s *chainSource) Block(_ context.Context, h uint64, _ int, _ string) (*ledg
 	if id == "" {
 		id = chainID
 	}
-	vb := &ledgernode.VerifiedBlock{Block: b, Hash: b.Hash()}
+	vb := &client.VerifiedBlock{Block: b, Hash: b.Hash()}
 	for _, a := range s.signers {
-		vb.Cosignatures = append(vb.Cosignatures, ledgernode.SignCheckpoint(a.key, id, h, vb.Hash))
+		vb.Cosignatures = append(vb.Cosignatures, client.SignCheckpoint(a.key, id, h, vb.Hash))
 	}
 	return vb, nil
 }
@@ -302,7 +302,7 @@ func TestAnchorCosignaturesAndSignatures(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v\nwant an error containing %q", err, tc.want)
 			}
-			if tc.quorum && !errors.Is(err, ledgernode.ErrQuorum) {
+			if tc.quorum && !errors.Is(err, client.ErrQuorum) {
 				t.Fatalf("%v does not wrap ErrQuorum", err)
 			}
 		})
@@ -333,6 +333,6 @@ func TestAnchorCosignaturesAndSignatures(t *testing.T) {
 // cosignatures.
 type quorumSource struct{ *chainSource }
 
-func (q quorumSource) Block(_ context.Context, h uint64, min int, _ string) (*ledgernode.VerifiedBlock, error) {
-	return nil, fmt.Errorf("%w: block %d has %d of %d required", ledgernode.ErrQuorum, h, min-1, min)
+func (q quorumSource) Block(_ context.Context, h uint64, min int, _ string) (*client.VerifiedBlock, error) {
+	return nil, fmt.Errorf("%w: block %d has %d of %d required", client.ErrQuorum, h, min-1, min)
 }

@@ -18,8 +18,10 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/trainer"
 )
 
 const chainID = "audit-test"
@@ -56,7 +58,7 @@ func (a *actor) sign(t testing.TB, body ledger.TxBody) []byte {
 // in-memory pebble store, with every artifact on disk.
 type testChain struct {
 	genesis   []byte
-	fsm       *ledger.FSM
+	fsm       *fsm.FSM
 	db        *pebblestore.DB
 	artifacts string // sharded for models, flat for updates and manifests
 	admin     *actor
@@ -240,7 +242,7 @@ func newTestChainOpts(t testing.TB, o chainOpts) *testChain {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.db.Close() })
-	if c.fsm, err = ledger.NewFSM(c.db.State(), g, ledger.FSMOptions{}); err != nil {
+	if c.fsm, err = fsm.New(c.db.State(), g, fsm.Options{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -267,7 +269,7 @@ func newTestChainOpts(t testing.TB, o chainOpts) *testChain {
 			t.Fatal("manifest digest")
 		}
 		c.manifests, c.trees, c.data = append(c.manifests, sm), append(c.trees, tree), append(c.data, d)
-		txs = append(txs, tr.sign(t, RegisterTx(sm)))
+		txs = append(txs, tr.sign(t, trainer.RegisterTx(sm)))
 	}
 	c.apply(t, txs...)
 

@@ -23,7 +23,7 @@
 //
 // # Verification
 //
-// Verify replays the chain on a fresh ledger.FSM over an in-memory pebble
+// Verify replays the chain on a fresh fsm.FSM over an in-memory pebble
 // store: the genesis must give the exported block 0; each block's height and
 // previous hash must follow; each transaction is re-checked (envelope,
 // signature against the member table as of that block, role, nonce, round
@@ -70,7 +70,7 @@
 // RoundCommitted), in blocks carrying a quorum of valid node cosignatures
 // (only the genesis file's nodes, when given), and returns the lineage
 // rebuilt from those txs, or an *AnchorError naming the first record that
-// differs. A BlockSource (a ledger/node Client) serves the blocks.
+// differs. A BlockSource (a ledger/client Client) serves the blocks.
 //
 // # Sample membership
 //

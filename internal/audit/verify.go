@@ -25,6 +25,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
@@ -143,7 +144,7 @@ type verifier struct {
 	ctx       context.Context
 	opts      VerifyOptions
 	log       *slog.Logger
-	fsm       *ledger.FSM
+	fsm       *fsm.FSM
 	rep       Report
 	rounds    map[string]*roundTrack
 	state     map[string]string // job → server state digest of its last committed round
@@ -171,7 +172,7 @@ func Verify(ctx context.Context, e *Export, opts VerifyOptions) (*Report, error)
 // an export offline without trusting a node.
 func Lineage(ctx context.Context, e *Export, model string) (*ledger.Lineage, error) {
 	var l *ledger.Lineage
-	_, err := verify(ctx, e, VerifyOptions{}, func(f *ledger.FSM) error {
+	_, err := verify(ctx, e, VerifyOptions{}, func(f *fsm.FSM) error {
 		var err error
 		l, err = f.Lineage(model)
 		return err
@@ -182,7 +183,7 @@ func Lineage(ctx context.Context, e *Export, model string) (*ledger.Lineage, err
 	return l, nil
 }
 
-func verify(ctx context.Context, e *Export, opts VerifyOptions, then func(*ledger.FSM) error) (*Report, error) {
+func verify(ctx context.Context, e *Export, opts VerifyOptions, then func(*fsm.FSM) error) (*Report, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -196,7 +197,7 @@ func verify(ctx context.Context, e *Export, opts VerifyOptions, then func(*ledge
 		return nil, fmt.Errorf("audit: verify: %w", err)
 	}
 	defer db.Close()
-	fsm, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+	fsm, err := fsm.New(db.State(), g, fsm.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("audit: verify: %w", err)
 	}
@@ -902,7 +903,7 @@ func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack, rc *l
 		return p, nil
 	}
 	job := v.jobs[r.config]
-	if !registered || job == nil || job.FineTune.Mode != coordinator.ModeLoRA {
+	if !registered || job == nil || job.FineTune.Mode != model.ModeLoRA {
 		p, ok := artifactPath(v.opts.Artifacts, r.base)
 		if !ok {
 			return "", txErr(h, i, txh, "base_model", "the round's base model %s is not in the artifacts", r.base)

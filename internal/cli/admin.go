@@ -11,7 +11,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 func init() { register(newAdminCmd) }
@@ -35,7 +35,7 @@ func submitSigned(cmd *cobra.Command, addr, genesisPath, keyPath string, body le
 		return err
 	}
 	ctx := cmd.Context()
-	return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+	return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 		st, err := c.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", addr, err)

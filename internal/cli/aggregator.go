@@ -38,12 +38,9 @@ coordinator named by coordinator_id may call it (TLS with ledger keys).`,
 			if cfgPath == "" {
 				return errors.New("aggregator start: --config is required")
 			}
-			cfg, err := aggnode.LoadConfig(cfgPath)
+			cfg, err := aggnode.LoadConfig(cfgPath, func(c *aggnode.Config) { c.Insecure = c.Insecure || insecure })
 			if err != nil {
 				return err
-			}
-			if insecure {
-				cfg.Insecure = true
 			}
 			srv, err := aggnode.NewServer(cmd.Context(), *cfg, nil, logger(cmd))
 			if err != nil {

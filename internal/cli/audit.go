@@ -20,7 +20,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 func init() { register(newAuditCmd) }
@@ -35,7 +35,7 @@ func newAuditCmd() *cobra.Command {
 }
 
 // auditQuery reads one ledger record as JSON into v.
-func auditQuery(ctx context.Context, c *node.Client, kind ledgerv1.QueryKind, key string, v any) error {
+func auditQuery(ctx context.Context, c *client.Client, kind ledgerv1.QueryKind, key string, v any) error {
 	js, err := c.Query(ctx, kind, key, 0)
 	if err != nil {
 		return fmt.Errorf("query %s %s: %w", strings.ToLower(strings.TrimPrefix(kind.String(), "QUERY_KIND_")), key, err)
@@ -91,7 +91,7 @@ func readExportFile(path string) (*audit.Export, error) {
 // it the chain ID is the node's own and any node's valid cosignature counts,
 // which guards against a stale or broken node but not a lying one (it can
 // make up node keys): warn says so.
-func anchorLineage(ctx context.Context, c *node.Client, l *ledger.Lineage, model string, quorum int, genesisPath string, warn io.Writer) (*audit.AnchorReport, error) {
+func anchorLineage(ctx context.Context, c *client.Client, l *ledger.Lineage, model string, quorum int, genesisPath string, warn io.Writer) (*audit.AnchorReport, error) {
 	opts := audit.AnchorOptions{Quorum: quorum, Model: model}
 	if genesisPath != "" {
 		var err error
@@ -174,7 +174,7 @@ func newAuditLineageCmd() *cobra.Command {
 					return fmt.Errorf("audit lineage: %w", err)
 				}
 			} else {
-				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 					js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, args[0], 0)
 					if err != nil {
 						return err
@@ -275,7 +275,7 @@ func newAuditCheckProofCmd() *cobra.Command {
 				what = "root " + rootHex
 			} else {
 				ctx := cmd.Context()
-				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 					var ds ledger.Dataset
 					if err := auditQuery(ctx, c, ledgerv1.QueryKind_QUERY_KIND_DATASET, dataset, &ds); err != nil {
 						return err
@@ -324,7 +324,7 @@ func streamExport(ctx context.Context, addr, genesisPath string, w io.Writer, wr
 		return nil, err
 	}
 	e := &audit.Export{Genesis: genesis}
-	err = withClient(ctx, addr, genesisPath, w, func(c *node.Client) error {
+	err = withClient(ctx, addr, genesisPath, w, func(c *client.Client) error {
 		st, err := c.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", addr, err)
@@ -332,7 +332,7 @@ func streamExport(ctx context.Context, addr, genesisPath string, w io.Writer, wr
 		head := st.Height
 		p := newProgress(w, "blocks", int(head)+1)
 		defer p.Finish()
-		return c.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error {
+		return c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
 			if vb.Block.Header.Height > head {
 				return errStopStream
 			}

@@ -11,7 +11,7 @@ import (
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 func newAuditContainsCmd() *cobra.Command {
@@ -61,7 +61,7 @@ func newAuditContainsCmd() *cobra.Command {
 			ctx := cmd.Context()
 			var l *ledger.Lineage
 			var anchored *audit.AnchorReport
-			err = withClient(ctx, ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+			err = withClient(ctx, ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, modelDigest, 0)
 				if err != nil {
 					return err

@@ -27,7 +27,7 @@ import (
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -109,14 +109,14 @@ func startContainsNet(t *testing.T) *containsNet {
 		n.datasets[r.name] = sm.Digest
 		mustRun(t, "dataset", "register", m, "--key", n.keys[r.name], "--addr", n.ledger)
 	}
-	lc, err := node.Dial(ctx, n.ledger, testTLSKey(t), nil)
+	lc, err := client.Dial(ctx, n.ledger, testTLSKey(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lc.Close()
 	for _, name := range []string{"t1", "t2"} {
 		for deadline := time.Now().Add(30 * time.Second); ; {
-			if _, err := coordinator.QueryDataset(ctx, lc, n.datasets[name]); err == nil {
+			if _, err := lc.Dataset(ctx, n.datasets[name]); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -189,7 +189,7 @@ func (n *containsNet) runLiar(t *testing.T, ctx context.Context, ready chan<- st
 		return
 	}
 	jr, err := cc.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: k.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
-		Signature: coordinator.SignChallenge(k, ch.Challenge), Datasets: []string{n.datasets["liar"]}})
+		Signature: client.SignChallenge(k, ch.Challenge), Datasets: []string{n.datasets["liar"]}})
 	if err != nil {
 		t.Error(err)
 		return
@@ -653,7 +653,7 @@ func TestNoRaceAuditContainsWhileTraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lc.Close()
-	rec, err := coordinator.QueryDataset(ctx, lc, dataset)
+	rec, err := lc.Dataset(ctx, dataset)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/trainer"
 )
 
 func init() { register(newDatasetCmd) }
@@ -109,7 +110,7 @@ func newDatasetRegisterCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("dataset register: %w (the manifest must be signed by the key registering it)", err)
 			}
-			if err := submitSigned(cmd, addr, genesisPath, keyPath, audit.RegisterTx(sm)); err != nil {
+			if err := submitSigned(cmd, addr, genesisPath, keyPath, trainer.RegisterTx(sm)); err != nil {
 				return fmt.Errorf("dataset register: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "dataset %s registered: %d samples, root %s\n", sm.Digest, sm.Samples, sm.Root)

@@ -28,7 +28,7 @@ func newDevnetCmd() *cobra.Command {
 func newDevnetUpCmd() *cobra.Command {
 	var o devnet.Options
 	cmd := &cobra.Command{
-		Use:   "up [--dir DIR] [--trainers 3] [--job FILE]",
+		Use:   "up [--dir DIR] [--trainers 3] [--job FILE] [--keep]",
 		Short: "Start ledger, coordinator and trainers, run a job, print its lineage",
 		Long: `Start a network on localhost: three ledger nodes (raft + pebble), a
 coordinator with its aggregator and artifact store, and trainers each holding
@@ -37,7 +37,11 @@ to their ledger keys). A tiny LLaMA base model is initialised and pre-trained
 briefly, the job (default configs/jobs/demo-lora.yaml) runs to its end with a
 progress display, and the eval loss before and after and the final model's
 lineage are printed. Ctrl-C stops everything. Run it from the source tree
-(or give --repo).`,
+(or give --repo).
+
+With --keep the network stays up after the job, until Ctrl-C or SIGTERM,
+and prints its addresses and files and the exact commands that join a new
+trainer, launch another job and audit the model.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -58,22 +62,19 @@ lineage are printed. Ctrl-C stops everything. Run it from the source tree
 			if err != nil {
 				return fmt.Errorf("devnet: %w", err)
 			}
-			res, err := n.Up(cmd.Context())
+			var res *devnet.Result
+			if o.Keep {
+				// Ctrl-C or SIGTERM after the guide is UpKeep's normal end (nil).
+				err = n.UpKeep(cmd.Context(), func(r *devnet.Result) { printResult(out, n, r, start) })
+			} else if res, err = n.Up(cmd.Context()); err == nil {
+				printResult(out, n, res, start)
+			}
 			if err != nil {
 				if cmd.Context().Err() != nil {
 					fmt.Fprintln(out, "\ninterrupted: the network is stopped")
 				}
 				return fmt.Errorf("devnet: %w (logs in %s/logs)", err, n.Dir)
 			}
-			fmt.Fprintln(out)
-			if res.EvalBefore != nil && res.EvalAfter != nil {
-				fmt.Fprintf(out, "eval before: mean NLL %.4f  perplexity %.2f\n", res.EvalBefore.MeanNLL, res.EvalBefore.Perplexity)
-				fmt.Fprintf(out, "eval after:  mean NLL %.4f  perplexity %.2f\n", res.EvalAfter.MeanNLL, res.EvalAfter.Perplexity)
-			}
-			fmt.Fprintln(out)
-			printLineage(out, n, res.Lineage)
-			printMembership(out, n, res)
-			fmt.Fprintf(out, "\njob %s %s in %.0fs; everything is in %s\n", res.Job, res.State, time.Since(start).Seconds(), n.Dir)
 			return nil
 		},
 	}
@@ -87,8 +88,23 @@ lineage are printed. Ctrl-C stops everything. Run it from the source tree
 	f.StringVar(&o.EvalData, "eval", "datasets/testdata/tasks/eval.jsonl", "held-out data scored before and after (\"\": the job's eval.data)")
 	f.IntVar(&o.PretrainSteps, "pretrain-steps", 100, "pre-training steps of the base model")
 	f.BoolVar(&o.RemoteAggregator, "remote-aggregator", false, "run the aggregator as its own process (fedtune aggregator start) with its own key")
+	f.BoolVar(&o.Keep, "keep", false, "keep the network up after the job (until Ctrl-C or SIGTERM) and print its addresses and the commands that join a trainer, launch a job and audit the model")
 	f.StringVar(&o.Device, "device", "", "the trainers' training device: cpu (Gorgonia, the default), host (the engine's step on the CPU) or cuda (binaries built with -tags fedcuda)")
 	return cmd
+}
+
+// printResult prints the outcome of the devnet's job: eval before and
+// after, the final model's lineage and the membership check.
+func printResult(out io.Writer, n *devnet.Net, res *devnet.Result, start time.Time) {
+	fmt.Fprintln(out)
+	if res.EvalBefore != nil && res.EvalAfter != nil {
+		fmt.Fprintf(out, "eval before: mean NLL %.4f  perplexity %.2f\n", res.EvalBefore.MeanNLL, res.EvalBefore.Perplexity)
+		fmt.Fprintf(out, "eval after:  mean NLL %.4f  perplexity %.2f\n", res.EvalAfter.MeanNLL, res.EvalAfter.Perplexity)
+	}
+	fmt.Fprintln(out)
+	printLineage(out, n, res.Lineage)
+	printMembership(out, n, res)
+	fmt.Fprintf(out, "\njob %s %s in %.0fs; everything is in %s\n", res.Job, res.State, time.Since(start).Seconds(), n.Dir)
 }
 
 // printMembership prints the audit contains report of the demo's sample.

@@ -15,6 +15,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -52,16 +53,16 @@ func genesisFlag(cmd *cobra.Command, genesisPath *string) {
 // nodes serve the client RPCs to any key (what a tx may do is decided by
 // the key that signs it), and the client checks what it reads.
 //
-// With genesisPath the client is pinned (node.DialPinned): the server must
+// With genesisPath the client is pinned (client.DialPinned): the server must
 // prove the key of one of the genesis file's nodes, and SubmitWait counts a
 // commit only in a block carrying the genesis quorum of their
-// cosignatures. Without it, withClient writes node.UnpinnedWarning to warn
+// cosignatures. Without it, withClient writes client.UnpinnedWarning to warn
 // (nil: no warning) and accepts any server key.
-func withClient(ctx context.Context, addr, genesisPath string, warn io.Writer, fn func(*node.Client) error) error {
-	var pin *node.Pin
+func withClient(ctx context.Context, addr, genesisPath string, warn io.Writer, fn func(*client.Client) error) error {
+	var pin *client.Pin
 	if genesisPath == "" {
 		if warn != nil {
-			fmt.Fprintln(warn, "warning: "+node.UnpinnedWarning)
+			fmt.Fprintln(warn, "warning: "+client.UnpinnedWarning)
 		}
 	} else {
 		g, err := ledger.LoadGenesis(genesisPath)
@@ -73,7 +74,7 @@ func withClient(ctx context.Context, addr, genesisPath string, warn io.Writer, f
 			if warn != nil {
 				fmt.Fprintf(warn, "warning: --genesis %s lists no nodes, so the ledger node's key cannot be pinned; any TLS key is accepted\n", genesisPath)
 			}
-		} else if pin, err = node.PinGenesis(g); err != nil {
+		} else if pin, err = client.PinGenesis(g); err != nil {
 			return fmt.Errorf("--genesis: %w", err)
 		}
 	}
@@ -81,7 +82,7 @@ func withClient(ctx context.Context, addr, genesisPath string, warn io.Writer, f
 	if err != nil {
 		return err
 	}
-	c, err := node.DialPinned(ctx, addr, key, pin)
+	c, err := client.DialPinned(ctx, addr, key, pin)
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func newLedgerStatusCmd() *cobra.Command {
 		Short: "Show a node's raft state, height and peers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				st, err := c.Status(cmd.Context())
 				if err != nil {
 					return fmt.Errorf("ledger status %s: %w", addr, err)
@@ -208,8 +209,8 @@ func newLedgerBlocksCmd() *cobra.Command {
 					pinned[id] = true
 				}
 			}
-			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
-				print := func(vb *node.VerifiedBlock) error {
+			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+				print := func(vb *client.VerifiedBlock) error {
 					h := vb.Block.Header
 					fmt.Fprintf(out, "%d %x txs=%d time=%s proposer=%.12s cosigs=%d\n", h.Height, vb.Hash,
 						len(vb.Block.Txs), time.Unix(0, h.Time).UTC().Format(time.RFC3339Nano), h.Proposer, len(vb.Cosignatures))
@@ -236,10 +237,10 @@ func newLedgerBlocksCmd() *cobra.Command {
 						return err
 					}
 					if pinned != nil {
-						vb.Cosignatures = slices.DeleteFunc(vb.Cosignatures, func(cp node.Checkpoint) bool { return !pinned[cp.NodeID] })
+						vb.Cosignatures = slices.DeleteFunc(vb.Cosignatures, func(cp client.Checkpoint) bool { return !pinned[cp.NodeID] })
 						if len(vb.Cosignatures) < quorum {
 							return fmt.Errorf("%w: block %d has %d valid cosignatures from the genesis file's %d nodes, want %d",
-								node.ErrQuorum, h, len(vb.Cosignatures), len(pinned), quorum)
+								client.ErrQuorum, h, len(vb.Cosignatures), len(pinned), quorum)
 						}
 					}
 					if err := print(vb); err != nil {
@@ -339,7 +340,7 @@ func waitCaughtUp(ctx context.Context, addr, grpcAddr, genesisPath string, limit
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var target uint64
-	if err := withClient(ctx, addr, genesisPath, nil, func(c *node.Client) error {
+	if err := withClient(ctx, addr, genesisPath, nil, func(c *client.Client) error {
 		st, err := c.Status(ctx)
 		if err == nil {
 			target = st.Height
@@ -350,7 +351,7 @@ func waitCaughtUp(ctx context.Context, addr, grpcAddr, genesisPath string, limit
 	}
 	var last error
 	for {
-		last = withClient(ctx, grpcAddr, genesisPath, nil, func(c *node.Client) error {
+		last = withClient(ctx, grpcAddr, genesisPath, nil, func(c *client.Client) error {
 			st, err := c.Status(ctx)
 			if err != nil {
 				return err
@@ -429,7 +430,7 @@ func newLedgerTxCmd() *cobra.Command {
 			}
 			var h [32]byte
 			copy(h[:], b)
-			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				r, err := c.Tx(cmd.Context(), h)
 				if err != nil {
 					return fmt.Errorf("ledger tx: %w", err)
@@ -465,7 +466,7 @@ func newLedgerQueryCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage, nonce or update)", args[0])
 			}
-			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *node.Client) error {
+			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				js, err := c.Query(cmd.Context(), k, args[1], round)
 				if err != nil {
 					return fmt.Errorf("ledger query: %w", err)

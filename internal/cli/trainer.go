@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -52,12 +52,12 @@ the trainer can join.`,
 				if err != nil {
 					return err
 				}
-				if _, err := node.LoadPin(abs); err != nil {
+				if _, err := client.LoadPin(abs); err != nil {
 					return fmt.Errorf("trainer init: --genesis: %w", err)
 				}
 				c.LedgerGenesis = abs
 			} else {
-				fmt.Fprintln(cmd.ErrOrStderr(), "warning: no --genesis: "+node.UnpinnedWarning)
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: no --genesis: "+client.UnpinnedWarning)
 			}
 			c.KeyFile = "trainer.key"
 			if err := c.Validate(); err != nil {

@@ -93,7 +93,7 @@ func TestNetworkAggregatorOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lc.Close()
-	lr, err := coordinator.QueryRound(ctx, lc, n.JobName, 1)
+	lr, err := lc.Round(ctx, n.JobName, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // auditTx is a decoded transaction with where it is on the chain.
@@ -32,7 +32,7 @@ type auditTx struct {
 
 // auditExportChain streams every block from c into an export file at path (the
 // `fedtune audit export` format) and returns the decoded transactions.
-func auditExportChain(t *testing.T, ctx context.Context, c *node.Client, genesis, path string) []auditTx {
+func auditExportChain(t *testing.T, ctx context.Context, c *client.Client, genesis, path string) []auditTx {
 	t.Helper()
 	g, err := os.ReadFile(genesis)
 	if err != nil {
@@ -44,7 +44,7 @@ func auditExportChain(t *testing.T, ctx context.Context, c *node.Client, genesis
 		if err != nil {
 			return err
 		}
-		err = c.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error {
+		err = c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
 			for i, raw := range vb.Block.Txs {
 				tx, err := ledger.DecodeTx(raw)
 				if err != nil {

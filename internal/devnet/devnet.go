@@ -11,13 +11,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/atomicfile"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -64,6 +66,10 @@ type Options struct {
 	RemoteAggregator bool
 	// InProcess runs every part in this process instead.
 	InProcess bool
+	// Keep prepares the network to be kept up after its job (UpKeep): the
+	// ledger nodes serve metrics, and a second job file (Net.NextJobFile)
+	// is written for the printed launch command.
+	Keep bool
 	// Device is the trainers' training device (trainer.Config.Device:
 	// cpu, host or cuda; "" is cpu).
 	Device string
@@ -130,6 +136,9 @@ type Net struct {
 	// Ledger nodes' gRPC and raft addresses, in order.
 	LedgerGRPC []string
 	LedgerRaft []string
+	// LedgerMetrics are the nodes' Prometheus /metrics addresses (only
+	// with Options.Keep).
+	LedgerMetrics []string
 	// Coordinator is the coordinator's gRPC address.
 	Coordinator string
 	// Aggregator is the standalone aggregator's gRPC address ("" unless
@@ -141,6 +150,10 @@ type Net struct {
 	// JobFile is the job as the devnet runs it; JobName its name.
 	JobFile string
 	JobName string
+	// NextJobFile is the job again under the name NextJobName, for the
+	// guide's launch command (only with Options.Keep).
+	NextJobFile string
+	NextJobName string
 	// EvalData is the job's held-out evaluation data ("" when none).
 	EvalData string
 	// Shards are the trainers' data files.
@@ -247,47 +260,28 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 }
 
 func (n *Net) writeGenesis() error {
-	var b strings.Builder
-	fmt.Fprintf(&b, "chain_id: %s\nmembers:\n", n.ChainID)
+	pub := func(name string) string { return hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)) }
+	g := ledger.Genesis{ChainID: n.ChainID, Policy: ledger.DefaultPolicy()}
+	g.Policy.BlockInterval = 10 * time.Millisecond
 	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}}
 	for i := 1; i <= n.Opts.Trainers; i++ {
 		members = append(members, [2]string{fmt.Sprintf("trainer-%d", i), "trainer"})
 	}
 	for _, m := range members {
-		fmt.Fprintf(&b, "  - name: %s\n    role: %s\n    public_key: %s\n", m[0], m[1], hex.EncodeToString(n.Keys[m[0]].Public().(ed25519.PublicKey)))
+		g.Members = append(g.Members, ledger.GenesisMember{Name: m[0], Role: ledger.Role(m[1]), PublicKey: pub(m[0])})
 	}
-	b.WriteString("nodes:\n")
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("node-%d", i)
-		fmt.Fprintf(&b, "  - name: %s\n    public_key: %s\n", name, hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)))
+		g.Nodes = append(g.Nodes, ledger.GenesisNode{Name: name, PublicKey: pub(name)})
 	}
-	b.WriteString("policy:\n  block_interval: 10ms\n")
-	return os.WriteFile(n.path("genesis.yaml"), []byte(b.String()), 0o644)
-}
-
-// nodeConfig is the YAML of a ledger node config (ledger/node.Config).
-type nodeConfig struct {
-	NodeID      string       `yaml:"node_id"`
-	DataDir     string       `yaml:"data_dir"`
-	KeyFile     string       `yaml:"key_file"`
-	RaftAddress string       `yaml:"raft_address"`
-	GRPCAddress string       `yaml:"grpc_address"`
-	Bootstrap   bool         `yaml:"bootstrap"`
-	Peers       []nodePeer   `yaml:"peers"`
-	Raft        nodeRaftConf `yaml:"raft"`
-}
-
-type nodePeer struct {
-	ID          string `yaml:"id"`
-	RaftAddress string `yaml:"raft_address"`
-	GRPCAddress string `yaml:"grpc_address"`
-}
-
-type nodeRaftConf struct {
-	HeartbeatTimeout   string `yaml:"heartbeat_timeout"`
-	ElectionTimeout    string `yaml:"election_timeout"`
-	LeaderLeaseTimeout string `yaml:"leader_lease_timeout"`
-	CommitTimeout      string `yaml:"commit_timeout"`
+	if err := g.Validate(); err != nil {
+		return fmt.Errorf("devnet: genesis: %w", err)
+	}
+	data, err := marshalConfig(&g)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(n.GenesisPath(), data, 0o644)
 }
 
 func (n *Net) writeLedgerConfigs() error {
@@ -301,17 +295,28 @@ func (n *Net) writeLedgerConfigs() error {
 			return err
 		}
 		n.LedgerGRPC, n.LedgerRaft = append(n.LedgerGRPC, g), append(n.LedgerRaft, r)
+		if n.Opts.Keep {
+			m, err := freePort()
+			if err != nil {
+				return err
+			}
+			n.LedgerMetrics = append(n.LedgerMetrics, m)
+		}
 	}
-	var peers []nodePeer
+	var peers []node.PeerConfig
 	for i := 0; i < 3; i++ {
-		peers = append(peers, nodePeer{ID: n.ID(fmt.Sprintf("node-%d", i+1)), RaftAddress: n.LedgerRaft[i], GRPCAddress: n.LedgerGRPC[i]})
+		peers = append(peers, node.PeerConfig{ID: n.ID(fmt.Sprintf("node-%d", i+1)), RaftAddress: n.LedgerRaft[i], GRPCAddress: n.LedgerGRPC[i]})
 	}
 	for i := 0; i < 3; i++ {
 		name := fmt.Sprintf("node-%d", i+1)
-		c := nodeConfig{NodeID: n.ID(name), DataDir: "ledger-" + name, KeyFile: "keys/" + name + ".key",
+		c := node.Config{NodeID: n.ID(name), DataDir: "ledger-" + name, KeyFile: "keys/" + name + ".key",
 			RaftAddress: n.LedgerRaft[i], GRPCAddress: n.LedgerGRPC[i], Bootstrap: true, Peers: peers,
-			Raft: nodeRaftConf{HeartbeatTimeout: "500ms", ElectionTimeout: "500ms", LeaderLeaseTimeout: "250ms", CommitTimeout: "5ms"}}
-		if err := writeYAML(n.path(name+".yaml"), c); err != nil {
+			Raft: node.RaftConfig{HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+				LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}}
+		if n.Opts.Keep {
+			c.MetricsAddress = n.LedgerMetrics[i]
+		}
+		if err := writeConfig(n.path(name+".yaml"), &c); err != nil {
 			return err
 		}
 		if _, _, err := node.Init(n.path("genesis.yaml"), n.path(c.DataDir), n.path(c.KeyFile)); err != nil {
@@ -322,26 +327,25 @@ func (n *Net) writeLedgerConfigs() error {
 }
 
 func (n *Net) writeCoordinatorConfig() error {
-	c := coordinator.ServerConfig{Listen: n.Coordinator, CoordinatorKey: "keys/coordinator.key",
-		AggregatorKey: "keys/aggregator.key", Ledger: n.LedgerGRPC[0], DataDir: "coordinator", Tick: 200 * time.Millisecond}
 	if err := os.MkdirAll(n.EvalDataRoot(), 0o755); err != nil {
 		return err
 	}
-	m := map[string]any{
-		"listen": c.Listen, "coordinator_key": c.CoordinatorKey, "aggregator_key": c.AggregatorKey,
-		"ledger": c.Ledger, "ledger_genesis": "genesis.yaml", "data_dir": c.DataDir, "tick": c.Tick.String(), "eval_data_root": evalDataDir,
-	}
+	c := coordinator.DefaultServerConfig()
+	c.Listen, c.CoordinatorKey, c.AggregatorKey = n.Coordinator, "keys/coordinator.key", "keys/aggregator.key"
+	c.Ledger, c.LedgerGenesis, c.DataDir = n.LedgerGRPC[0], "genesis.yaml", "coordinator"
+	c.Tick, c.EvalDataRoot = 200*time.Millisecond, evalDataDir
+	// The artifact limits stay unwritten: the coordinator's defaults.
+	c.Artifacts = coordinator.ArtifactLimits{}
 	if n.Aggregator != "" {
-		delete(m, "aggregator_key")
-		m["aggregator"] = map[string]any{"address": n.Aggregator, "id": n.ID("aggregator")}
-		if err := writeYAML(n.path("aggregator.yaml"), map[string]any{
-			"listen": n.Aggregator, "key": "keys/aggregator.key", "ledger": n.LedgerGRPC[1%len(n.LedgerGRPC)], "ledger_genesis": "genesis.yaml",
-			"coordinator": n.Coordinator, "coordinator_id": n.ID("coordinator"), "data_dir": "aggregator",
-		}); err != nil {
+		c.AggregatorKey = ""
+		c.Aggregator = &coordinator.RemoteAggregatorConfig{Address: n.Aggregator, ID: n.ID("aggregator")}
+		a := aggnode.Config{Listen: n.Aggregator, Key: "keys/aggregator.key", Ledger: n.LedgerGRPC[1%len(n.LedgerGRPC)],
+			LedgerGenesis: "genesis.yaml", Coordinator: n.Coordinator, CoordinatorID: n.ID("coordinator"), DataDir: "aggregator"}
+		if err := writeConfig(n.path("aggregator.yaml"), &a); err != nil {
 			return err
 		}
 	}
-	return writeYAML(n.path("coordinator.yaml"), m)
+	return writeConfig(n.path("coordinator.yaml"), &c)
 }
 
 // evalDataDir is the coordinator's eval_data_root, relative to the devnet
@@ -371,7 +375,7 @@ func (n *Net) writeTrainerConfigs() error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(n.path(name, "trainer.yaml"), data, 0o600); err != nil {
+		if err := atomicfile.Write(n.path(name, "trainer.yaml"), data, 0o600); err != nil {
 			return err
 		}
 	}
@@ -461,7 +465,7 @@ func (n *Net) writeJob() error {
 		t["min"] = n.Opts.MinTrainers
 		doc["trainers"] = t
 	}
-	if job.Eval.Data != "" && !isHexDigest(job.Eval.Data) {
+	if job.Eval.Data != "" && !digest.Valid(job.Eval.Data) {
 		// The source job names its eval data relative to its own file; the
 		// coordinator reads eval.data only inside its eval_data_root, so the
 		// file is copied there and named by its place in it.
@@ -490,12 +494,20 @@ func (n *Net) writeJob() error {
 	if _, err := coordinator.LoadJob(n.JobFile); err != nil {
 		return fmt.Errorf("devnet job: %w", err)
 	}
+	if !n.Opts.Keep {
+		return nil
+	}
+	// The same job under another name, for the guide's launch command (a
+	// job name is launched once).
+	doc["name"] = name + "-2"
+	n.NextJobFile, n.NextJobName = n.path("job-2.yaml"), name+"-2"
+	if err := writeYAML(n.NextJobFile, doc); err != nil {
+		return err
+	}
+	if _, err := coordinator.LoadJob(n.NextJobFile); err != nil {
+		return fmt.Errorf("devnet job: %w", err)
+	}
 	return nil
-}
-
-func isHexDigest(s string) bool {
-	_, err := hex.DecodeString(s)
-	return len(s) == 64 && err == nil
 }
 
 func writeYAML(path string, v any) error {
@@ -503,5 +515,5 @@ func writeYAML(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }

@@ -23,9 +23,10 @@ import (
 	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/trainer"
 )
@@ -62,10 +63,10 @@ func prepare(t *testing.T, ctx context.Context, o Options) *Net {
 }
 
 // txsOf decodes every transaction on the chain, in order.
-func txsOf(t *testing.T, ctx context.Context, c *node.Client) []*ledger.Tx {
+func txsOf(t *testing.T, ctx context.Context, c *client.Client) []*ledger.Tx {
 	t.Helper()
 	var out []*ledger.Tx
-	err := c.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error {
+	err := c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
 		for _, raw := range vb.Block.Txs {
 			tx, err := ledger.DecodeTx(raw)
 			if err != nil {
@@ -206,7 +207,7 @@ func TestNoRaceNetworkTwoRounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d, err := coordinator.FileDigest(p); err != nil || d != r.ModelDigest {
+		if d, err := digest.File(p); err != nil || d != r.ModelDigest {
 			t.Errorf("round %d: stored model hashes to %s, ledger says %s (%v)", r.Round, d, r.ModelDigest, err)
 		}
 		// Aggregating the stored updates offline reproduces it.
@@ -352,7 +353,7 @@ func testNonMember(t *testing.T, ctx context.Context, n *Net) {
 		t.Fatal(err)
 	}
 	_, err = c.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: key.Public().(ed25519.PublicKey), Challenge: ch.Challenge,
-		Signature: coordinator.SignChallenge(key, ch.Challenge)})
+		Signature: client.SignChallenge(key, ch.Challenge)})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "not a member") {
 		t.Errorf("non-member join: got %v, want PermissionDenied naming non-membership", err)
 	}
@@ -362,7 +363,7 @@ func testNonMember(t *testing.T, ctx context.Context, n *Net) {
 		t.Fatal(err)
 	}
 	_, err = c.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: n.Keys["trainer-1"].Public().(ed25519.PublicKey), Challenge: ch.Challenge,
-		Signature: coordinator.SignChallenge(key, ch.Challenge)})
+		Signature: client.SignChallenge(key, ch.Challenge)})
 	if c := status.Code(err); c != codes.Unauthenticated && c != codes.PermissionDenied {
 		t.Errorf("forged join: got %v, want refused", err)
 	}

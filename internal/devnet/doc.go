@@ -1,11 +1,20 @@
-// Package devnet runs a whole fedtune network on one machine: three ledger
-// nodes, a coordinator with its in-process aggregator and artifact store,
-// and trainers each holding its own shipped dataset shard. Prepare writes
-// everything a network needs into a folder (keys, genesis, TLS
-// certificates, node, coordinator and trainer configs, a briefly
-// pre-trained base model and the job file); Up starts the parts, as child
-// processes of the fedtune binary (the default) or as goroutines of this
-// process (Options.InProcess, for tests), launches the job, follows its
-// rounds and returns the outcome; cancelling its context stops every part
-// (SIGTERM to child processes, then wait).
+// Package devnet runs a whole fedtune network on one machine (fedtune
+// devnet up): three ledger nodes, a coordinator with its artifact store and
+// its in-process aggregator (or a standalone one), and trainers each
+// holding its own shipped dataset shard.
+//
+// Prepare writes everything a network needs into a folder: keys, genesis,
+// TLS certificates, the parts' configs (built from their own config types:
+// ledger/node.Config, coordinator.ServerConfig, the aggregator's and
+// trainer's Config), a briefly pre-trained base model and the job file. Up
+// starts the parts, as child processes of the fedtune binary (the default)
+// or as goroutines of this process (Options.InProcess, for tests), runs the
+// job to its end (RunJob: launch, follow the rounds, read the lineage,
+// evaluate) and stops the parts; cancelling its context stops them too
+// (SIGTERM to child processes, then wait). UpKeep (Options.Keep, devnet up
+// --keep) keeps the network up after the job until its context ends, and
+// writes a guide (WriteGuide): the addresses, files and exact commands
+// that join a new trainer, launch another job and audit the model. Start
+// and StartLedgers start the parts alone, for tests that drive the network
+// themselves.
 package devnet

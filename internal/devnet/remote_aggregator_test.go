@@ -10,6 +10,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator/round"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -75,7 +76,7 @@ func TestNetworkRemoteAggregator(t *testing.T) {
 	if commits != 1 {
 		t.Errorf("%d RoundCommitted txs on the chain, want 1", commits)
 	}
-	r, err := coordinator.QueryRound(ctx, lc, n.JobName, 1)
+	r, err := lc.Round(ctx, n.JobName, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestNetworkRemoteAggregator(t *testing.T) {
 	if err := n.Fetch(ctx, st.Model, final); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := coordinator.FileDigest(final); err != nil || d != st.Model {
+	if d, err := digest.File(final); err != nil || d != st.Model {
 		t.Errorf("the stored model hashes to %s (%v), the ledger commits %s", d, err, st.Model)
 	}
 

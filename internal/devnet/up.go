@@ -27,6 +27,7 @@ import (
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -167,15 +168,7 @@ func (n *Net) startLedgers(ctx context.Context, nw *Network) error {
 
 // Stop stops every part, trainers first.
 func (nw *Network) Stop() {
-	var parts []*Part
-	parts = append(parts, nw.Trainers...)
-	if nw.Coord != nil {
-		parts = append(parts, nw.Coord)
-	}
-	if nw.Agg != nil {
-		parts = append(parts, nw.Agg)
-	}
-	parts = append(parts, nw.Ledgers...)
+	parts := nw.parts()
 	for _, p := range parts {
 		if p != nil {
 			p.stop()
@@ -205,6 +198,19 @@ func (nw *Network) Stop() {
 		}
 	}
 	nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil
+}
+
+// parts returns the started parts in the order they stop: trainers, the
+// coordinator, the aggregator, the ledger nodes.
+func (nw *Network) parts() []*Part {
+	var out []*Part
+	out = append(out, nw.Trainers...)
+	for _, p := range []*Part{nw.Coord, nw.Agg} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return append(out, nw.Ledgers...)
 }
 
 // run starts a part: a child process running the fedtune binary with
@@ -340,8 +346,8 @@ func (n *Net) StartTrainer(ctx context.Context, i int) (*Part, error) {
 
 // Ledger dials ledger node i (0-based) over TLS as the admin key,
 // accepting only the devnet's node keys.
-func (n *Net) Ledger(ctx context.Context, i int) (*node.Client, error) {
-	return node.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
+func (n *Net) Ledger(ctx context.Context, i int) (*client.Client, error) {
+	return client.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
 }
 
 func (n *Net) waitLeader(ctx context.Context) error {
@@ -554,7 +560,7 @@ func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error
 		return nil, err
 	}
 	if global != "" {
-		if job.FineTune.Mode == coordinator.ModeLoRA {
+		if job.FineTune.Mode == model.ModeLoRA {
 			l := job.FineTune.LoRA
 			ad, err := trainer.ReadAdapter(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
 			if err != nil {
@@ -613,6 +619,14 @@ func (n *Net) Up(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer nw.Stop()
+	return n.RunJob(ctx)
+}
+
+// RunJob runs the job on the started network: it evaluates the base model,
+// launches the job, follows it to its end, reads the final model's lineage
+// and evaluates it.
+func (n *Net) RunJob(ctx context.Context) (*Result, error) {
+	var err error
 	res := &Result{Job: n.JobName}
 	if res.EvalBefore, err = n.Eval(ctx, ""); err != nil {
 		return nil, fmt.Errorf("eval before: %w", err)

@@ -1,22 +1,14 @@
-// Package dsse implements the DSSE signing envelope (the in-toto / Sigstore
-// "Dead Simple Signing Envelope") as fedtune uses it: one canonical JSON
-// byte form, ed25519 signatures over PAE(payloadType, payload), and key IDs
-// that are the lowercase hex SHA-256 of the raw public key.
-//
-// Ledger transactions and dataset manifests are both DSSE envelopes; this
-// package is the one implementation of the format, below both.
 package dsse
 
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
@@ -55,10 +47,7 @@ type signatureJSON struct {
 
 // KeyID returns the ID of an ed25519 public key: the lowercase hex SHA-256
 // of its raw 32 bytes.
-func KeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])
-}
+func KeyID(pub ed25519.PublicKey) string { return digest.Bytes(pub) }
 
 // PAE is DSSE's pre-authentication encoding:
 // "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, where LEN is the byte

@@ -1,5 +1,7 @@
-// Package fedtest holds helpers shared by fedtune's tests: race detection,
-// and (as they are needed) test clusters and fault-injection helpers.
+// Package fedtest holds helpers shared by fedtune's tests: whether the race
+// detector is on (RaceEnabled, SkipUnderRace) and CrashFS, an in-memory
+// file system for pebble that a test may crash-clone while a store writes
+// to it, to check that every acknowledged write survives a crash.
 //
 // Tests too slow to run under the race detector are named TestNoRace... and
 // call SkipUnderRace; "make test" runs them in a second pass without -race.

@@ -1,9 +1,3 @@
-// Package strictyaml decodes fedtune's YAML configuration files strictly:
-// one document, no unknown keys, and every error written as "name:line:
-// message" so that a person can find and fix the line.
-//
-// Every config type in fedtune (genesis, ledger node, job, model, trainer)
-// decodes through Decode, then fills defaults and validates on its own.
 package strictyaml
 
 import (

@@ -2,7 +2,7 @@
 // identities instead of a certificate authority.
 //
 // Every node makes a self-signed X.509 certificate from its ed25519 ledger
-// key (Certificate): the key ID (ledger.KeyID, the hex SHA-256 of the raw
+// key (Certificate): the key ID (dsse.KeyID, the hex SHA-256 of the raw
 // public key) is its subject common name and a URI SAN "fedtune:id:<keyid>".
 // Both ends of a connection present such a certificate over TLS 1.3 and
 // check the other's by key ID: the ID is always derived from the public key

@@ -15,11 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fedtune/fedtune/ledger"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
+
+	"github.com/fedtune/fedtune/internal/dsse"
 )
 
 // URIPrefix starts the URI SAN that names a node's key ID in its
@@ -81,7 +82,7 @@ func Certificate(key ed25519.PrivateKey) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("tlsid: private key is %d bytes, want an ed25519 key (%d)", len(key), ed25519.PrivateKeySize)
 	}
 	pub := key.Public().(ed25519.PublicKey)
-	id := ledger.KeyID(pub)
+	id := dsse.KeyID(pub)
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("tlsid: serial: %w", err)
@@ -127,7 +128,7 @@ func IDFromCert(cert *x509.Certificate) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("%w: public key is %T, want ed25519 (a fedtune ledger key)", ErrBadCert, cert.PublicKey)
 	}
-	id := ledger.KeyID(pub)
+	id := dsse.KeyID(pub)
 	if cn := cert.Subject.CommonName; cn != "" && cn != id {
 		return "", fmt.Errorf("%w: subject CN %q does not match the key's ID %s", ErrBadCert, cn, id)
 	}

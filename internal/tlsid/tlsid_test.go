@@ -3,6 +3,7 @@ package tlsid
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -13,21 +14,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedtune/fedtune/ledger"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/fedtune/fedtune/internal/dsse"
 )
 
 func key(t *testing.T) (ed25519.PrivateKey, string) {
 	t.Helper()
-	k, err := ledger.GenerateKey()
+	_, k, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k, ledger.KeyID(k.Public().(ed25519.PublicKey))
+	return k, dsse.KeyID(k.Public().(ed25519.PublicKey))
 }
 
 func TestCertificate(t *testing.T) {

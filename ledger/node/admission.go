@@ -273,7 +273,7 @@ func (a *admitted) merge(rs []*ledgerv1.TxResult) []*ledgerv1.TxResult {
 }
 
 // admitSubmit enforces the caller's limits on a Submit request (over them:
-// ResourceExhausted) and runs ledger.FSM.Admit on each tx, so that a tx
+// ResourceExhausted) and runs fsm.FSM.Admit on each tx, so that a tx
 // the ledger would refuse whatever the next block holds (a stranger's, a
 // forged one, one over max_tx_bytes, a stale or far nonce) is answered
 // here and never forwarded, queued or replicated. Forwarded requests from

@@ -24,7 +24,7 @@ const handshakeTimeout = 10 * time.Second
 // that may take part in raft, call the node-to-node RPCs (forwarded
 // Submits, GetCheckpoint, Peers) and cosign checkpoints. This is the one
 // place that decides it: a node of the chain as this node's ledger state
-// knows it (ledger.FSM.NodeMember: the genesis file's nodes and those an
+// knows it (fsm.FSM.NodeMember: the genesis file's nodes and those an
 // admin added with NodeAdded), and not removed since (NodeRemoved). A node
 // still catching up may not yet know of a node added later; that node's
 // connections are refused until this one applies its NodeAdded. A genesis
@@ -279,3 +279,11 @@ func (c *handshakeConn) Close() error {
 // errNotNode is wrapped when a directory entry names a key that is not a
 // ledger node.
 var errNotNode = errors.New("not a ledger node")
+
+// short abbreviates a node ID for messages.
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -25,7 +25,7 @@ func authKey(t testing.TB) (ed25519.PrivateKey, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k, nodeIDOf(k.Public().(ed25519.PublicKey))
+	return k, ledger.KeyID(k.Public().(ed25519.PublicKey))
 }
 
 func TestPeerEntryVerify(t *testing.T) {
@@ -165,7 +165,7 @@ func FuzzPeerEntry(f *testing.F) {
 		if e.verify("chain") != nil {
 			return
 		}
-		if nodeIDOf(e.PublicKey) != e.ID || !ed25519.Verify(e.PublicKey, peerMessage("chain", e.PeerConfig, e.Seq), e.Signature) {
+		if ledger.KeyID(e.PublicKey) != e.ID || !ed25519.Verify(e.PublicKey, peerMessage("chain", e.PeerConfig, e.Seq), e.Signature) {
 			t.Fatalf("verified an entry not signed by its node: %+v", e)
 		}
 	})

@@ -10,6 +10,8 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/ledger/fsm"
 )
 
 // pendingTx is one transaction waiting in the leader's queue or in a raft
@@ -27,7 +29,7 @@ var errNotLeader = errors.New("not the leader")
 // for each one's result. Stateless checks and already-committed txs are
 // answered at once.
 //
-// decoded[i], when set, is txs[i] as ledger.FSM.Admit returned it (the
+// decoded[i], when set, is txs[i] as fsm.FSM.Admit returned it (the
 // Submit handler admits every tx first); a tx without one is admitted here.
 // Either way no tx enters a proposal that Admit refuses.
 func (n *Node) submitLocal(ctx context.Context, txs [][]byte, decoded []*ledger.Tx) ([]*ledgerv1.TxResult, error) {
@@ -42,7 +44,7 @@ func (n *Node) submitLocal(ctx context.Context, txs [][]byte, decoded []*ledger.
 			results[i] = r
 			continue
 		}
-		// The checks that need no next block (ledger.FSM.Admit); the
+		// The checks that need no next block (fsm.FSM.Admit); the
 		// decoding is handed to the FSM, which then need not decode the tx
 		// again when it applies it, nor verify its signature again while
 		// the signer keeps the key Admit verified it with.
@@ -118,6 +120,7 @@ func rejected(h [32]byte, err error) *ledgerv1.TxResult {
 	var te *ledger.TxError
 	if errors.As(err, &te) {
 		r.Code = string(te.Code)
+		r.Error = client.TxErrorProto(te)
 	}
 	return r
 }
@@ -256,7 +259,7 @@ func (n *Node) propose(batch []*pendingTx) {
 
 // answer maps an FSM apply result onto the batch's submitters.
 func (n *Node) answer(batch []*pendingTx, resp any) {
-	res, ok := resp.(*ledger.ApplyResult)
+	res, ok := resp.(*fsm.ApplyResult)
 	if !ok {
 		err, _ := resp.(error)
 		if err == nil {
@@ -272,7 +275,7 @@ func (n *Node) answer(batch []*pendingTx, resp any) {
 	if res.Err != nil {
 		// The entry as a whole was not applied (or the store failed, or the
 		// FSM refused the proposal); no tx of it is on the chain.
-		if why := ledger.ProposalRefusalReason(res.Err); why != "" {
+		if why := fsm.ProposalRefusalReason(res.Err); why != "" {
 			n.metrics.refused.WithLabelValues("proposal_" + why).Inc()
 		}
 		n.log.Error("proposal not applied", "err", res.Err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -87,7 +88,7 @@ func stateOf(t *testing.T, dataDir string, restore []byte) ([]byte, uint64) {
 			t.Fatal(err)
 		}
 	}
-	fsm, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+	f, err := fsm.New(db.State(), g, fsm.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,5 +98,5 @@ func stateOf(t *testing.T, dataDir string, restore []byte) ([]byte, uint64) {
 	if _, err := sn.WriteTo(&buf); err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes(), fsm.AppliedIndex()
+	return buf.Bytes(), f.AppliedIndex()
 }

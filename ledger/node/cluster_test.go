@@ -15,6 +15,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -33,7 +34,7 @@ func TestCluster(t *testing.T) {
 	}
 	live := c.nodes[:3]
 	leader := c.leader(live...)
-	var follower *node.Client
+	var follower *client.Client
 	var fnode *tnode
 	for _, nd := range live {
 		if nd != leader {
@@ -274,8 +275,13 @@ func testBadTxs(t *testing.T, c *cluster, nd *tnode, trainer ed25519.PrivateKey)
 			if r.Status != ledgerv1.TxStatus_TX_STATUS_REJECTED || r.Reason == "" {
 				t.Fatalf("got %v %q, want rejected with a reason", r.Status, r.Reason)
 			}
-			if tc.code != "" && r.Code != string(tc.code) {
-				t.Fatalf("code %q (%s), want %q", r.Code, r.Reason, tc.code)
+			// The node sends the typed reason; the client reads it back.
+			var te *ledger.TxError
+			if rej := client.Rejection(r); r.Error == nil || !errors.As(rej, &te) || te.Code != ledger.Code(r.Error.Code) {
+				t.Fatalf("rejection %v carries no typed reason (%+v)", rej, r.Error)
+			}
+			if tc.code != "" && (te.Code != tc.code || r.Code != string(tc.code)) {
+				t.Fatalf("code %q (%s), want %q", te.Code, r.Reason, tc.code)
 			}
 			t.Logf("rejected: %s", r.Reason)
 		})
@@ -315,14 +321,14 @@ func testCosignatures(t *testing.T, c *cluster, nd *tnode, h uint64) {
 			t.Errorf("no cosignature from node %d", n.idx)
 		}
 	}
-	if _, err := nd.client.Block(ctx, h, 4, c.chainID); !errors.Is(err, node.ErrQuorum) {
-		t.Fatalf("quorum 4 of 3 nodes: %v, want ErrQuorum", err)
+	if _, err := nd.client.Block(ctx, h, 4, c.chainID); !errors.Is(err, client.ErrQuorum) {
+		t.Fatalf("quorum 4 of 3 nodes: %v, want client.ErrQuorum", err)
 	}
 
 	// Two checkpoints of one node agree: no fork.
 	a, b := vb.Cosignatures[0], vb.Cosignatures[1]
-	if err := node.VerifyFork(&a, &b); !errors.Is(err, node.ErrNoFork) {
-		t.Fatalf("agreeing checkpoints: %v, want ErrNoFork", err)
+	if err := client.VerifyFork(&a, &b); !errors.Is(err, client.ErrNoFork) {
+		t.Fatalf("agreeing checkpoints: %v, want client.ErrNoFork", err)
 	}
 	// A node key signing another hash for the same height proves a fork.
 	key, err := ledger.LoadKey(c.nodes[1].keyPath)
@@ -331,20 +337,20 @@ func testCosignatures(t *testing.T, c *cluster, nd *tnode, h uint64) {
 	}
 	other := vb.Hash
 	other[0] ^= 1
-	conflict := node.SignCheckpoint(key, c.chainID, h, other)
-	if err := node.VerifyFork(&a, &conflict); err != nil {
+	conflict := client.SignCheckpoint(key, c.chainID, h, other)
+	if err := client.VerifyFork(&a, &conflict); err != nil {
 		t.Fatalf("conflicting checkpoints not detected as a fork: %v", err)
 	}
 	// A forged checkpoint (signature not over its fields) proves nothing.
 	forged := conflict
 	forged.BlockHash[1] ^= 1
-	if err := node.VerifyFork(&a, &forged); !errors.Is(err, node.ErrBadCheckpoint) {
-		t.Fatalf("forged checkpoint: %v, want ErrBadCheckpoint", err)
+	if err := client.VerifyFork(&a, &forged); !errors.Is(err, client.ErrBadCheckpoint) {
+		t.Fatalf("forged checkpoint: %v, want client.ErrBadCheckpoint", err)
 	}
 	// A checkpoint whose node ID is not its key's is rejected.
 	liar := conflict
 	liar.NodeID = c.nodes[0].id
-	if err := liar.Verify(); !errors.Is(err, node.ErrBadCheckpoint) {
+	if err := liar.Verify(); !errors.Is(err, client.ErrBadCheckpoint) {
 		t.Fatalf("mislabelled checkpoint: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
@@ -190,7 +191,7 @@ func (c *Config) Validate() error {
 	if c.KeyFile == "" {
 		add("key_file: required")
 	}
-	if c.NodeID != "" && !isNodeID(c.NodeID) {
+	if c.NodeID != "" && !digest.Valid(c.NodeID) {
 		add("node_id: %q is not 64 lowercase hex characters", c.NodeID)
 	}
 	checkAddr := func(field, v string, required bool) {
@@ -213,7 +214,7 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Peers {
-		if !isNodeID(p.ID) {
+		if !digest.Valid(p.ID) {
 			add("peers[%d].id: %q is not 64 lowercase hex characters", i, p.ID)
 		}
 		if seen[p.ID] {
@@ -244,17 +245,4 @@ func (c *Config) Validate() error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-// isNodeID reports whether s looks like a node ID: 64 lowercase hex digits.
-func isNodeID(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

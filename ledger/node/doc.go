@@ -1,6 +1,6 @@
 // Package node runs a fedtune ledger node: a hashicorp/raft replica whose
 // log, stable store and FSM state live in one pebble database
-// (ledger/pebblestore), whose FSM is ledger.FSM, and which serves the
+// (ledger/pebblestore), whose FSM is fsm.FSM, and which serves the
 // fedtune.ledger.v1.Ledger gRPC service (api/ledger/v1) and a Prometheus
 // /metrics endpoint.
 //
@@ -35,9 +35,9 @@
 //
 // # Writes
 //
-// Every node first admits what is submitted to it (ledger.FSM.Admit: size,
+// Every node first admits what is submitted to it (fsm.FSM.Admit: size,
 // signature, a current member as signer, its role, a nonce within
-// ledger.NonceWindow above its last): a refused tx is answered at once and
+// fsm.NonceWindow above its last): a refused tx is answered at once and
 // never forwarded, queued or proposed, so a stranger's tx is never
 // replicated. A follower whose state may lag (an unknown signer, a far
 // nonce) leaves that decision to the leader, which admits again before it
@@ -69,7 +69,7 @@
 // shared per height and bounded (a few heights at once, each in a few
 // seconds), so that GetBlock calls cannot multiply the nodes' work. Two valid
 // checkpoints for one chain and height with different block hashes prove
-// that the history forked; VerifyFork checks such a pair.
+// that the history forked; client.VerifyFork checks such a pair.
 //
 // # Membership
 //
@@ -114,24 +114,10 @@
 //	n, err := node.New(cfg, node.Options{Logger: log})
 //	err = n.Run(ctx) // until ctx is cancelled
 //
-// Clients use Dial (TLS as a key, optionally pinning the server's key),
-// which returns a Client with Submit, SubmitWait, Block, Blocks, Tx, Query,
-// Status (Join and Remove remain for old callers;
-// nodes refuse them). SubmitWait reports a commit only once the tx is
-// shown in the named block with a Merkle inclusion proof that verifies.
-//
-// # Pinning the ledger
-//
-// A client that has the chain's genesis file dials with DialPinned and a
-// Pin (LoadPin): the server must prove, at the TLS handshake, the key of
-// one of the genesis nodes, and SubmitWait and VerifyCommitted also
-// require the block of a commit to carry the genesis checkpoint quorum of
-// valid cosignatures, for the genesis chain ID, from those nodes (GetBlock
-// gathers them; one lying node, or a stranger, cannot make up a commit).
-// A node added later by NodeAdded is not in the genesis file: a client
-// accepts its key (and counts its cosignatures) only when its operator
-// lists the node's ID next to the genesis (ledger_node_ids in the
-// coordinator, trainer and aggregator configs). The coordinator, trainer
-// and aggregator configs take ledger_genesis, the CLI --genesis; without
-// one they accept any server key and say so (UnpinnedWarning).
+// Clients talk to a node with ledger/client (Dial, DialPinned, Signer,
+// the typed queries); the checkpoint format nodes sign is
+// client.Checkpoint. A rejected tx's Submit result carries the ledger's
+// typed reason (TxResult.error, a ledgerv1.TxError), and a node that ends
+// a call because of a rejection attaches the same message as a gRPC status
+// detail (client.StatusError), so clients never parse a reason string.
 package node

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Bounds on the cosignature gathering behind GetBlock (and the
@@ -38,7 +40,7 @@ type gathered struct {
 	hash     [32]byte
 	done     chan struct{}
 	at       time.Time
-	cps      []Checkpoint
+	cps      []client.Checkpoint
 	failures []string
 }
 
@@ -58,7 +60,7 @@ type gatherCache struct {
 // one is kept, one with failures is reused for gatherRetry. At most
 // maxGathers run at once; a caller whose ctx ends while waiting gets an
 // empty answer saying so.
-func (n *Node) cosignatures(ctx context.Context, h uint64, hash [32]byte) ([]Checkpoint, []string) {
+func (n *Node) cosignatures(ctx context.Context, h uint64, hash [32]byte) ([]client.Checkpoint, []string) {
 	gc := &n.gathers
 	gc.mu.Lock()
 	if gc.m == nil {

@@ -24,6 +24,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 )
 
@@ -117,7 +118,7 @@ type tnode struct {
 	cmd *exec.Cmd
 	log *os.File
 
-	client *node.Client
+	client *client.Client
 }
 
 // newCluster writes a genesis for n nodes and initializes their data
@@ -248,7 +249,7 @@ func (nd *tnode) start(cfg *node.Config) {
 		go func() { nd.done <- n.Run(ctx) }()
 	}
 	if nd.client == nil {
-		cl, err := node.Dial(context.Background(), nd.grpcAddr, nd.c.admin, nil)
+		cl, err := client.Dial(context.Background(), nd.grpcAddr, nd.c.admin, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -539,7 +540,7 @@ func (nd *tnode) chain(h uint64) [][]byte {
 	defer cancel()
 	var out [][]byte
 	var mu sync.Mutex
-	err := nd.client.Blocks(ctx, 0, false, func(vb *node.VerifiedBlock) error {
+	err := nd.client.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if vb.Block.Header.Height <= h {

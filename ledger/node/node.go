@@ -19,8 +19,11 @@ import (
 	"google.golang.org/grpc"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -34,13 +37,6 @@ var (
 	// ErrStopped is returned for work cut short by the node stopping.
 	ErrStopped = errors.New("ledger node: stopped")
 )
-
-// maxMsgSize bounds gRPC messages both ways: a block (MaxBlockBytes, 8 MiB
-// by default) plus its cosignatures must fit, where gRPC's default is 4 MiB.
-const maxMsgSize = 64 << 20
-
-// callSizes raises a client connection's message limits to maxMsgSize.
-var callSizes = grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize))
 
 // blockCacheSize is the node's pebble block cache. The FSM's point reads
 // (tx index, nonces, existence checks) go through the index, filter and
@@ -87,7 +83,7 @@ type Node struct {
 	selfSeq uint64
 
 	db        *pebblestore.DB
-	fsm       *ledger.FSM
+	fsm       *fsm.FSM
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	// stream is the transport's TLS stream layer (inbound raft connections).
@@ -107,7 +103,7 @@ type Node struct {
 
 	mu          sync.Mutex
 	newBlock    chan struct{} // closed and replaced after each applied block
-	checkpoints map[uint64]Checkpoint
+	checkpoints map[uint64]client.Checkpoint
 	conns       map[string]*grpc.ClientConn      // by connKey(addr, id)
 	apis        map[string]ledgerv1.LedgerClient // one client per conn, so that equal means same peer
 	waiting     map[[32]byte][]*pendingTx        // txs queued or in flight, by hash
@@ -143,7 +139,7 @@ func Init(genesisPath, dataDir, keyPath string) (nodeID string, g *ledger.Genesi
 		}
 	} else if !os.IsNotExist(err) {
 		return "", nil, err
-	} else if err := writeFileAtomic(dst, data, 0o644); err != nil {
+	} else if err := atomicfile.Write(dst, data, 0o644); err != nil {
 		return "", nil, err
 	}
 	return ledger.KeyID(key.Public().(ed25519.PublicKey)), g, nil
@@ -170,7 +166,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		metrics:     newMetrics(),
 		done:        make(chan struct{}),
 		newBlock:    make(chan struct{}),
-		checkpoints: map[uint64]Checkpoint{},
+		checkpoints: map[uint64]client.Checkpoint{},
 		conns:       map[string]*grpc.ClientConn{},
 		apis:        map[string]ledgerv1.LedgerClient{},
 		waiting:     map[[32]byte][]*pendingTx{},
@@ -218,7 +214,7 @@ func New(cfg *Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.db.Close)
-	n.fsm, err = ledger.NewFSM(n.db.State(), n.genesis, ledger.FSMOptions{
+	n.fsm, err = fsm.New(n.db.State(), n.genesis, fsm.Options{
 		Logger:  n.log.With("component", "fsm"),
 		OnBlock: n.onBlock,
 		// The raft log shares the state's WAL and is synced before each
@@ -303,7 +299,7 @@ func (n *Node) MetricsAddr() string {
 }
 
 // FSM returns the node's ledger state machine (read-only use).
-func (n *Node) FSM() *ledger.FSM { return n.fsm }
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
 
 // self is this node's addresses.
 func (n *Node) self() PeerConfig {
@@ -358,7 +354,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.closeAll()
 		return err
 	}
-	n.grpcSrv = grpc.NewServer(creds, grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize))
+	n.grpcSrv = grpc.NewServer(creds, grpc.MaxRecvMsgSize(client.MaxMsgSize), grpc.MaxSendMsgSize(client.MaxMsgSize))
 	ledgerv1.RegisterLedgerServer(n.grpcSrv, &service{n: n})
 	errc := make(chan error, 3)
 	wg.Add(1)
@@ -547,7 +543,7 @@ func (n *Node) conn(addr, id string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	dopts := []grpc.DialOption{creds, callSizes}
+	dopts := []grpc.DialOption{creds, client.CallSizes}
 	if n.opts.Dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(n.opts.Dialer))
 	}
@@ -659,7 +655,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 // the block's checkpoint, records metrics and wakes block streams.
 func (n *Node) onBlock(b *ledger.Block) {
 	h := b.Header.Height
-	cp := SignCheckpoint(n.key, n.genesis.ChainID, h, b.Hash())
+	cp := client.SignCheckpoint(n.key, n.genesis.ChainID, h, b.Hash())
 	n.metrics.blocksApplied.Inc()
 	n.metrics.txsCommitted.Add(float64(len(b.Txs)))
 	n.metrics.height.Set(float64(h))
@@ -699,7 +695,7 @@ func (n *Node) waitHeight(ctx context.Context, h uint64) error {
 }
 
 // checkpoint returns this node's signed checkpoint for height h.
-func (n *Node) checkpoint(h uint64) (Checkpoint, error) {
+func (n *Node) checkpoint(h uint64) (client.Checkpoint, error) {
 	n.mu.Lock()
 	cp, ok := n.checkpoints[h]
 	n.mu.Unlock()
@@ -707,13 +703,13 @@ func (n *Node) checkpoint(h uint64) (Checkpoint, error) {
 		return cp, nil
 	}
 	if err := n.fsm.Err(); err != nil {
-		return Checkpoint{}, err // never cosign a state this node cannot vouch for
+		return client.Checkpoint{}, err // never cosign a state this node cannot vouch for
 	}
 	b, err := n.fsm.Block(h)
 	if err != nil {
-		return Checkpoint{}, err
+		return client.Checkpoint{}, err
 	}
-	return SignCheckpoint(n.key, n.genesis.ChainID, h, b.Hash()), nil
+	return client.SignCheckpoint(n.key, n.genesis.ChainID, h, b.Hash()), nil
 }
 
 // Snapshot makes raft take a snapshot now.

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/atomicfile"
+	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // peerDomain separates directory-entry signatures from every other use of
@@ -67,7 +69,7 @@ const maxPeerAddrLen = 256
 // whose ID is e.ID.
 func (e *peerEntry) verify(chainID string) error {
 	switch {
-	case !isNodeID(e.ID):
+	case !digest.Valid(e.ID):
 		return fmt.Errorf("%w: node ID %q is not 64 lowercase hex characters", ErrBadPeer, e.ID)
 	case e.GRPCAddress == "" || len(e.GRPCAddress) > maxPeerAddrLen || len(e.RaftAddress) > maxPeerAddrLen:
 		return fmt.Errorf("%w: node %s: gRPC address %q / raft address %q (want a non-empty gRPC address, at most %d bytes each)", ErrBadPeer, short(e.ID), e.GRPCAddress, e.RaftAddress, maxPeerAddrLen)
@@ -76,7 +78,7 @@ func (e *peerEntry) verify(chainID string) error {
 	case len(e.PublicKey) != ed25519.PublicKeySize:
 		return fmt.Errorf("%w: entry for node %s: public key is %d bytes, want %d", ErrBadPeer, short(e.ID), len(e.PublicKey), ed25519.PublicKeySize)
 	}
-	if id := nodeIDOf(e.PublicKey); id != e.ID {
+	if id := ledger.KeyID(e.PublicKey); id != e.ID {
 		return fmt.Errorf("%w: entry for node %s is signed by key %s, not by the node it describes", ErrBadPeer, short(e.ID), short(id))
 	}
 	if !ed25519.Verify(e.PublicKey, peerMessage(chainID, e.PeerConfig, e.Seq), e.Signature) {
@@ -212,39 +214,7 @@ func (d *peerDir) save() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return writeFileAtomic(d.path, data, 0o644)
-}
-
-// writeFileAtomic writes data to path through a synced temp file and a
-// rename, so readers see the old or the new content, never a mix.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, mode)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if dir, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = dir.Sync()
-		dir.Close()
-	}
-	return nil
+	return atomicfile.Write(d.path, data, 0o644)
 }
 
 func peerToProto(e peerEntry, suffrage string) *ledgerv1.Peer {

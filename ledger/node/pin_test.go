@@ -10,7 +10,7 @@ import (
 
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 func TestLoadPin(t *testing.T) {
@@ -48,7 +48,7 @@ func TestLoadPin(t *testing.T) {
 		{name: "no such file", path: filepath.Join(c.dir, "absent.yaml"), want: "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := node.LoadPin(tc.path, tc.extra...)
+			p, err := client.LoadPin(tc.path, tc.extra...)
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("LoadPin: %+v, %v; want an error with %q", p, err, tc.want)
@@ -92,7 +92,7 @@ func TestPinnedClient(t *testing.T) {
 	leader := c.leader(c.nodes...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pin, err := node.LoadPin(c.genesis)
+	pin, err := client.LoadPin(c.genesis)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestPinnedClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, nd := range c.nodes {
-		pc, err := node.DialPinned(ctx, nd.grpcAddr, key, pin)
+		pc, err := client.DialPinned(ctx, nd.grpcAddr, key, pin)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,11 +120,11 @@ func TestPinnedClient(t *testing.T) {
 
 	// Another chain's genesis pins other nodes.
 	other := newCluster(t, 3)
-	otherPin, err := node.LoadPin(other.genesis)
+	otherPin, err := client.LoadPin(other.genesis)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := node.DialPinned(ctx, leader.grpcAddr, key, otherPin)
+	pc, err := client.DialPinned(ctx, leader.grpcAddr, key, otherPin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func BenchmarkSubmitWaitPinned(b *testing.B) {
 	if follower == leader {
 		follower = c.nodes[1]
 	}
-	pin, err := node.LoadPin(c.genesis)
+	pin, err := client.LoadPin(c.genesis)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -165,13 +165,13 @@ func BenchmarkSubmitWaitPinned(b *testing.B) {
 		name string
 		nd   *tnode
 	}{{"leader", leader}, {"follower", follower}} {
-		for _, p := range []*node.Pin{nil, pin} {
+		for _, p := range []*client.Pin{nil, pin} {
 			name := via.name + "/unpinned"
 			if p != nil {
 				name = via.name + "/pinned"
 			}
 			b.Run(name, func(b *testing.B) {
-				cl, err := node.DialPinned(ctx, via.nd.grpcAddr, key, p)
+				cl, err := client.DialPinned(ctx, via.nd.grpcAddr, key, p)
 				if err != nil {
 					b.Fatal(err)
 				}

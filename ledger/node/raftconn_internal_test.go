@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
@@ -44,7 +45,7 @@ func newRaftConnNode(t *testing.T, self ed25519.PrivateKey, nodes ...ed25519.Pri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	f, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+	f, err := fsm.New(db.State(), g, fsm.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // maxHops bounds how often a request is forwarded between nodes looking for
@@ -112,9 +113,11 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, ledger.ErrRecordNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.As(err, new(*ledger.TxError)):
+		return client.StatusError(codes.FailedPrecondition, err)
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, ErrQuorum):
+	case errors.Is(err, client.ErrQuorum):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
@@ -146,14 +149,14 @@ func (s *service) GetBlock(ctx context.Context, req *ledgerv1.GetBlockRequest) (
 	}
 	cps, failures := s.n.cosignatures(ctx, req.Height, hash)
 	for i := range cps {
-		resp.Cosignatures = append(resp.Cosignatures, CheckpointToProto(&cps[i]))
+		resp.Cosignatures = append(resp.Cosignatures, client.CheckpointToProto(&cps[i]))
 	}
 	if int(req.MinCosignatures) > len(cps) {
 		why := ""
 		if len(failures) > 0 {
 			why = "; missing: " + strings.Join(failures, "; ")
 		}
-		return nil, toStatus(fmt.Errorf("%w: block %d has %d of %d required%s", ErrQuorum, req.Height, len(cps), req.MinCosignatures, why))
+		return nil, toStatus(fmt.Errorf("%w: block %d has %d of %d required%s", client.ErrQuorum, req.Height, len(cps), req.MinCosignatures, why))
 	}
 	return resp, nil
 }
@@ -162,8 +165,8 @@ func (s *service) GetBlock(ctx context.Context, req *ledgerv1.GetBlockRequest) (
 // and every other node in the raft configuration that may cosign (see
 // mayCosign), sorted by node ID. It also returns why the missing ones are
 // missing.
-func (n *Node) gatherCheckpoints(ctx context.Context, h uint64, hash [32]byte) ([]Checkpoint, []string) {
-	var out []Checkpoint
+func (n *Node) gatherCheckpoints(ctx context.Context, h uint64, hash [32]byte) ([]client.Checkpoint, []string) {
+	var out []client.Checkpoint
 	var failures []string
 	if n.mayCosign(n.id) {
 		own, err := n.checkpoint(h)
@@ -230,7 +233,7 @@ func (n *Node) mayCosign(id string) bool {
 
 // fetchCheckpoint asks node id for its checkpoint at h and verifies it
 // against hash.
-func (n *Node) fetchCheckpoint(ctx context.Context, id string, h uint64, hash [32]byte) (*Checkpoint, error) {
+func (n *Node) fetchCheckpoint(ctx context.Context, id string, h uint64, hash [32]byte) (*client.Checkpoint, error) {
 	c, err := n.peerClient(ctx, id)
 	if err != nil {
 		return nil, err
@@ -239,12 +242,12 @@ func (n *Node) fetchCheckpoint(ctx context.Context, id string, h uint64, hash [3
 	if err != nil {
 		return nil, err
 	}
-	cp, err := CheckpointFromProto(p)
+	cp, err := client.CheckpointFromProto(p)
 	if err != nil {
 		return nil, err
 	}
 	if cp.NodeID != id {
-		return nil, fmt.Errorf("%w: answered as node %s", ErrBadCheckpoint, short(cp.NodeID))
+		return nil, fmt.Errorf("%w: answered as node %s", client.ErrBadCheckpoint, short(cp.NodeID))
 	}
 	if err := cp.VerifyFor(n.genesis.ChainID, h, hash); err != nil {
 		n.log.Error("peer checkpoint conflicts with ours", "peer", short(id), "height", h, "err", err)
@@ -271,7 +274,7 @@ func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpoint
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return CheckpointToProto(&cp), nil
+	return client.CheckpointToProto(&cp), nil
 }
 
 // StreamBlocks sends blocks from a height on, following new ones if asked.
@@ -299,7 +302,7 @@ func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv
 				return err
 			}
 			if cp, err := s.n.checkpoint(next); err == nil {
-				resp.Cosignatures = []*ledgerv1.Checkpoint{CheckpointToProto(&cp)}
+				resp.Cosignatures = []*ledgerv1.Checkpoint{client.CheckpointToProto(&cp)}
 			}
 			if err := stream.Send(resp); err != nil {
 				return err

@@ -8,11 +8,12 @@ import (
 	"path/filepath"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
 // VerifyDataDir re-derives the chain stored in a stopped node's data
-// directory from its genesis (ledger.VerifyChainContext) and returns the
+// directory from its genesis (fsm.VerifyChainContext) and returns the
 // height verified. A broken chain gives an error wrapping a
 // *ledger.VerifyError that names the first bad height and what broke. log
 // (nil: discard) gets a progress line every few seconds.
@@ -30,12 +31,12 @@ func VerifyDataDir(ctx context.Context, dataDir string, log *slog.Logger) (uint6
 		return 0, err
 	}
 	defer db.Close()
-	fsm, err := ledger.NewFSM(db.State(), g, ledger.FSMOptions{})
+	f, err := fsm.New(db.State(), g, fsm.Options{})
 	if err != nil {
 		return 0, err
 	}
-	head := fsm.Height()
-	if err := ledger.VerifyChainContext(ctx, db.State(), g, ledger.VerifyOptions{Logger: log}); err != nil {
+	head := f.Height()
+	if err := fsm.VerifyChainContext(ctx, db.State(), g, fsm.VerifyOptions{Logger: log}); err != nil {
 		return 0, err
 	}
 	return head, nil

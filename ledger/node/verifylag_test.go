@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/fedtune/fedtune/ledger/node"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // TestVerifyCommittedFollowerApplying plays, on a real three-node cluster,
@@ -58,7 +58,7 @@ func TestVerifyCommittedFollowerApplying(t *testing.T) {
 		}
 		return err
 	})
-	cl, err := node.Dial(ctx, f.grpcAddr, c.admin, nil, lag)
+	cl, err := client.Dial(ctx, f.grpcAddr, c.admin, nil, lag)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,7 @@
 //	0x03 state   the FSM's keys, as the FSM names them
 //
 // Every iterator is bounded to its range (LowerBound/UpperBound), so no scan
-// ever strays into another range: a pebble raft log store once lost data by
-// asking for the "last" log key and landing on a key of another range.
+// ever strays into another range.
 //
 // Writes are synced (pebble.Sync) unless Options.NoSync is set, and each
 // write call is one pebble batch, so StoreLogs of many entries costs one fsync

@@ -45,7 +45,9 @@ func (s *LogStore) FirstIndex() (uint64, error) { return s.edgeIndex(true) }
 func (s *LogStore) LastIndex() (uint64, error) { return s.edgeIndex(false) }
 
 // edgeIndex positions an iterator bounded to the log range at its first or
-// last key. The bounds are what keep it from reading a stable or state key.
+// last key. The bounds are what keep it from reading a stable or state key:
+// a pebble raft log store once lost data by asking for the "last" log key
+// and landing on a key of another range.
 func (s *LogStore) edgeIndex(first bool) (uint64, error) {
 	if err := s.db.enter(); err != nil {
 		return 0, err

@@ -27,6 +27,7 @@ import (
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -314,15 +315,15 @@ func (c *grpcCluster) stop() {
 }
 
 // waitReady dials every node and waits until all three see one leader.
-func (c *grpcCluster) waitReady(d time.Duration) ([]*node.Client, error) {
+func (c *grpcCluster) waitReady(d time.Duration) ([]*client.Client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var clients []*node.Client
+	var clients []*client.Client
 	for i, a := range c.grpcAddrs {
 		// A member's key as the TLS identity: nodes limit callers whose key
 		// is no member together (limits.non_member_tx_rate).
 		key := c.clientKeys[i%len(c.clientKeys)]
-		cl, err := node.Dial(ctx, a, key, nil)
+		cl, err := client.Dial(ctx, a, key, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -362,7 +363,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-func height(c *node.Client) (uint64, error) {
+func height(c *client.Client) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := c.Status(ctx)
@@ -376,7 +377,7 @@ func height(c *node.Client) (uint64, error) {
 // nodes for d, each waiting for its tx to commit. Client ci first uses the
 // txs of pre[ci] (presign's, for its next nonces), then signs inline. It
 // returns the latencies, the time taken and the size of a tx envelope.
-func driveGRPC(clients []*node.Client, chainID string, keys []ed25519.PrivateKey, nonces []uint64, pre [][][]byte, d time.Duration) ([]time.Duration, time.Duration, int, error) {
+func driveGRPC(clients []*client.Client, chainID string, keys []ed25519.PrivateKey, nonces []uint64, pre [][][]byte, d time.Duration) ([]time.Duration, time.Duration, int, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -539,16 +540,16 @@ func (c *grpcCluster) applyMetrics() applyStats {
 
 // submitCommitted submits env until the node answers committed (or
 // rejected, an error), like etcd's Put returning once the quorum has the
-// write. Unlike node.Client.SubmitWait it does not then fetch the tx's
+// write. Unlike client.Client.SubmitWait it does not then fetch the tx's
 // inclusion proof: the benchmark measures the ledger's commit latency.
-func submitCommitted(ctx context.Context, cl *node.Client, env []byte) error {
+func submitCommitted(ctx context.Context, cl *client.Client, env []byte) error {
 	for {
 		rs, err := cl.Submit(ctx, env)
 		switch {
 		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_COMMITTED:
 			return nil
 		case err == nil && rs[0].Status == ledgerv1.TxStatus_TX_STATUS_REJECTED:
-			return fmt.Errorf("rejected: %s", rs[0].Reason)
+			return client.Rejection(rs[0])
 		case err != nil && status.Code(err) != codes.Unavailable:
 			return err
 		}

@@ -188,7 +188,7 @@ type JoinRequest struct {
 	// public_key is the trainer's raw 32-byte ed25519 public key.
 	PublicKey []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	Challenge []byte `protobuf:"bytes,2,opt,name=challenge,proto3" json:"challenge,omitempty"`
-	// signature is coordinator.SignChallenge(key, challenge).
+	// signature is client.SignChallenge(key, challenge), package ledger/client.
 	Signature []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	// datasets are the manifest digests the trainer registered on the ledger.
 	Datasets      []string `protobuf:"bytes,4,rep,name=datasets,proto3" json:"datasets,omitempty"`

@@ -47,7 +47,7 @@ type CoordinatorClient interface {
 	// one Join within a minute.
 	Challenge(ctx context.Context, in *ChallengeRequest, opts ...grpc.CallOption) (*ChallengeResponse, error)
 	// Join admits a trainer that signed the challenge with its ledger key
-	// (coordinator.SignChallenge) and is an active trainer member of the
+	// (ledger/client SignChallenge) and is an active trainer member of the
 	// ledger, with the datasets it registered there. It returns a session
 	// for Tasks and SubmitUpdate. PERMISSION_DENIED for non-members.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
@@ -184,7 +184,7 @@ type CoordinatorServer interface {
 	// one Join within a minute.
 	Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error)
 	// Join admits a trainer that signed the challenge with its ledger key
-	// (coordinator.SignChallenge) and is an active trainer member of the
+	// (ledger/client SignChallenge) and is an active trainer member of the
 	// ledger, with the datasets it registered there. It returns a session
 	// for Tasks and SubmitUpdate. PERMISSION_DENIED for non-members.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)

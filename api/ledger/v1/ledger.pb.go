@@ -218,7 +218,11 @@ type TxResult struct {
 	Reason string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The ledger's rejection code (ledger.Code: "bad_nonce", "forbidden", ...)
 	// for REJECTED.
-	Code          string `protobuf:"bytes,5,opt,name=code,proto3" json:"code,omitempty"`
+	Code string `protobuf:"bytes,5,opt,name=code,proto3" json:"code,omitempty"`
+	// The rejection as the ledger's typed error (ledger.TxError) for
+	// REJECTED: code, cause and message apart, so that a client need not
+	// read them out of reason.
+	Error         *TxError `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -288,6 +292,80 @@ func (x *TxResult) GetCode() string {
 	return ""
 }
 
+func (x *TxResult) GetError() *TxError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// TxError is the ledger's typed reason for rejecting a transaction
+// (ledger.TxError). It is TxResult.error in a Submit response, and the
+// detail of a gRPC status that a call ends with because the ledger
+// rejected its tx (an aggregator's SubmitTx, for one).
+type TxError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rejection code (ledger.Code).
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What refines the code, if anything (ledger.Cause; "" for none).
+	Cause string `protobuf:"bytes,2,opt,name=cause,proto3" json:"cause,omitempty"`
+	// The ledger's message (ledger.TxError.Msg).
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxError) Reset() {
+	*x = TxError{}
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxError) ProtoMessage() {}
+
+func (x *TxError) ProtoReflect() protoreflect.Message {
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxError.ProtoReflect.Descriptor instead.
+func (*TxError) Descriptor() ([]byte, []int) {
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TxError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *TxError) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *TxError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type SubmitResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One result per submitted tx, in order.
@@ -298,7 +376,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[2]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +388,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[2]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +401,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{2}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitResponse) GetResults() []*TxResult {
@@ -345,7 +423,7 @@ type GetBlockRequest struct {
 
 func (x *GetBlockRequest) Reset() {
 	*x = GetBlockRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[3]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +435,7 @@ func (x *GetBlockRequest) String() string {
 func (*GetBlockRequest) ProtoMessage() {}
 
 func (x *GetBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[3]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +448,7 @@ func (x *GetBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBlockRequest.ProtoReflect.Descriptor instead.
 func (*GetBlockRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{3}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetBlockRequest) GetHeight() uint64 {
@@ -405,7 +483,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[4]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +495,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[4]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +508,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{4}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Checkpoint) GetChainId() string {
@@ -488,7 +566,7 @@ type BlockResponse struct {
 
 func (x *BlockResponse) Reset() {
 	*x = BlockResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[5]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +578,7 @@ func (x *BlockResponse) String() string {
 func (*BlockResponse) ProtoMessage() {}
 
 func (x *BlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[5]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +591,7 @@ func (x *BlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockResponse.ProtoReflect.Descriptor instead.
 func (*BlockResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{5}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BlockResponse) GetHeight() uint64 {
@@ -554,7 +632,7 @@ type StreamBlocksRequest struct {
 
 func (x *StreamBlocksRequest) Reset() {
 	*x = StreamBlocksRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[6]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +644,7 @@ func (x *StreamBlocksRequest) String() string {
 func (*StreamBlocksRequest) ProtoMessage() {}
 
 func (x *StreamBlocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[6]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +657,7 @@ func (x *StreamBlocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBlocksRequest.ProtoReflect.Descriptor instead.
 func (*StreamBlocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{6}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StreamBlocksRequest) GetFromHeight() uint64 {
@@ -605,7 +683,7 @@ type GetTxRequest struct {
 
 func (x *GetTxRequest) Reset() {
 	*x = GetTxRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[7]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +695,7 @@ func (x *GetTxRequest) String() string {
 func (*GetTxRequest) ProtoMessage() {}
 
 func (x *GetTxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[7]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +708,7 @@ func (x *GetTxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTxRequest.ProtoReflect.Descriptor instead.
 func (*GetTxRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{7}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetTxRequest) GetHash() []byte {
@@ -654,7 +732,7 @@ type GetTxResponse struct {
 
 func (x *GetTxResponse) Reset() {
 	*x = GetTxResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[8]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +744,7 @@ func (x *GetTxResponse) String() string {
 func (*GetTxResponse) ProtoMessage() {}
 
 func (x *GetTxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[8]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +757,7 @@ func (x *GetTxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTxResponse.ProtoReflect.Descriptor instead.
 func (*GetTxResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{8}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetTxResponse) GetHeight() uint64 {
@@ -738,7 +816,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[9]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +828,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[9]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +841,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{9}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QueryRequest) GetKind() QueryKind {
@@ -799,7 +877,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[10]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +889,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[10]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +902,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{10}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QueryResponse) GetJson() []byte {
@@ -849,7 +927,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +939,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +952,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
 }
 
 type Peer struct {
@@ -898,7 +976,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +988,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1001,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Peer) GetNodeId() string {
@@ -997,7 +1075,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1087,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1100,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1125,7 +1203,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1215,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1228,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCheckpointRequest) GetHeight() uint64 {
@@ -1174,7 +1252,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1264,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1277,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1246,7 +1324,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1336,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1349,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -1291,7 +1369,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1381,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1394,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -1342,7 +1420,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1432,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1445,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveResponse) GetIndex() uint64 {
@@ -1387,7 +1465,7 @@ type PeersRequest struct {
 
 func (x *PeersRequest) Reset() {
 	*x = PeersRequest{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[19]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1477,7 @@ func (x *PeersRequest) String() string {
 func (*PeersRequest) ProtoMessage() {}
 
 func (x *PeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[19]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1490,7 @@ func (x *PeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersRequest.ProtoReflect.Descriptor instead.
 func (*PeersRequest) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PeersRequest) GetSelf() *Peer {
@@ -1431,7 +1509,7 @@ type PeersResponse struct {
 
 func (x *PeersResponse) Reset() {
 	*x = PeersResponse{}
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[20]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1521,7 @@ func (x *PeersResponse) String() string {
 func (*PeersResponse) ProtoMessage() {}
 
 func (x *PeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_ledger_v1_ledger_proto_msgTypes[20]
+	mi := &file_api_ledger_v1_ledger_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1534,7 @@ func (x *PeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeersResponse.ProtoReflect.Descriptor instead.
 func (*PeersResponse) Descriptor() ([]byte, []int) {
-	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
+	return file_api_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeersResponse) GetPeers() []*Peer {
@@ -1473,13 +1551,18 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x1aapi/ledger/v1/ledger.proto\x12\x11fedtune.ledger.v1\"5\n" +
 	"\rSubmitRequest\x12\x10\n" +
 	"\x03txs\x18\x01 \x03(\fR\x03txs\x12\x12\n" +
-	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x97\x01\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\xc9\x01\n" +
 	"\bTxResult\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\fR\x04hash\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.fedtune.ledger.v1.TxStatusR\x06status\x12\x16\n" +
 	"\x06height\x18\x03 \x01(\x04R\x06height\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x12\n" +
-	"\x04code\x18\x05 \x01(\tR\x04code\"G\n" +
+	"\x04code\x18\x05 \x01(\tR\x04code\x120\n" +
+	"\x05error\x18\x06 \x01(\v2\x1a.fedtune.ledger.v1.TxErrorR\x05error\"M\n" +
+	"\aTxError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x14\n" +
+	"\x05cause\x18\x02 \x01(\tR\x05cause\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"G\n" +
 	"\x0eSubmitResponse\x125\n" +
 	"\aresults\x18\x01 \x03(\v2\x1b.fedtune.ledger.v1.TxResultR\aresults\"T\n" +
 	"\x0fGetBlockRequest\x12\x16\n" +
@@ -1604,65 +1687,67 @@ func file_api_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_api_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_api_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_api_ledger_v1_ledger_proto_goTypes = []any{
 	(TxStatus)(0),                // 0: fedtune.ledger.v1.TxStatus
 	(QueryKind)(0),               // 1: fedtune.ledger.v1.QueryKind
 	(*SubmitRequest)(nil),        // 2: fedtune.ledger.v1.SubmitRequest
 	(*TxResult)(nil),             // 3: fedtune.ledger.v1.TxResult
-	(*SubmitResponse)(nil),       // 4: fedtune.ledger.v1.SubmitResponse
-	(*GetBlockRequest)(nil),      // 5: fedtune.ledger.v1.GetBlockRequest
-	(*Checkpoint)(nil),           // 6: fedtune.ledger.v1.Checkpoint
-	(*BlockResponse)(nil),        // 7: fedtune.ledger.v1.BlockResponse
-	(*StreamBlocksRequest)(nil),  // 8: fedtune.ledger.v1.StreamBlocksRequest
-	(*GetTxRequest)(nil),         // 9: fedtune.ledger.v1.GetTxRequest
-	(*GetTxResponse)(nil),        // 10: fedtune.ledger.v1.GetTxResponse
-	(*QueryRequest)(nil),         // 11: fedtune.ledger.v1.QueryRequest
-	(*QueryResponse)(nil),        // 12: fedtune.ledger.v1.QueryResponse
-	(*StatusRequest)(nil),        // 13: fedtune.ledger.v1.StatusRequest
-	(*Peer)(nil),                 // 14: fedtune.ledger.v1.Peer
-	(*StatusResponse)(nil),       // 15: fedtune.ledger.v1.StatusResponse
-	(*GetCheckpointRequest)(nil), // 16: fedtune.ledger.v1.GetCheckpointRequest
-	(*JoinRequest)(nil),          // 17: fedtune.ledger.v1.JoinRequest
-	(*JoinResponse)(nil),         // 18: fedtune.ledger.v1.JoinResponse
-	(*RemoveRequest)(nil),        // 19: fedtune.ledger.v1.RemoveRequest
-	(*RemoveResponse)(nil),       // 20: fedtune.ledger.v1.RemoveResponse
-	(*PeersRequest)(nil),         // 21: fedtune.ledger.v1.PeersRequest
-	(*PeersResponse)(nil),        // 22: fedtune.ledger.v1.PeersResponse
+	(*TxError)(nil),              // 4: fedtune.ledger.v1.TxError
+	(*SubmitResponse)(nil),       // 5: fedtune.ledger.v1.SubmitResponse
+	(*GetBlockRequest)(nil),      // 6: fedtune.ledger.v1.GetBlockRequest
+	(*Checkpoint)(nil),           // 7: fedtune.ledger.v1.Checkpoint
+	(*BlockResponse)(nil),        // 8: fedtune.ledger.v1.BlockResponse
+	(*StreamBlocksRequest)(nil),  // 9: fedtune.ledger.v1.StreamBlocksRequest
+	(*GetTxRequest)(nil),         // 10: fedtune.ledger.v1.GetTxRequest
+	(*GetTxResponse)(nil),        // 11: fedtune.ledger.v1.GetTxResponse
+	(*QueryRequest)(nil),         // 12: fedtune.ledger.v1.QueryRequest
+	(*QueryResponse)(nil),        // 13: fedtune.ledger.v1.QueryResponse
+	(*StatusRequest)(nil),        // 14: fedtune.ledger.v1.StatusRequest
+	(*Peer)(nil),                 // 15: fedtune.ledger.v1.Peer
+	(*StatusResponse)(nil),       // 16: fedtune.ledger.v1.StatusResponse
+	(*GetCheckpointRequest)(nil), // 17: fedtune.ledger.v1.GetCheckpointRequest
+	(*JoinRequest)(nil),          // 18: fedtune.ledger.v1.JoinRequest
+	(*JoinResponse)(nil),         // 19: fedtune.ledger.v1.JoinResponse
+	(*RemoveRequest)(nil),        // 20: fedtune.ledger.v1.RemoveRequest
+	(*RemoveResponse)(nil),       // 21: fedtune.ledger.v1.RemoveResponse
+	(*PeersRequest)(nil),         // 22: fedtune.ledger.v1.PeersRequest
+	(*PeersResponse)(nil),        // 23: fedtune.ledger.v1.PeersResponse
 }
 var file_api_ledger_v1_ledger_proto_depIdxs = []int32{
 	0,  // 0: fedtune.ledger.v1.TxResult.status:type_name -> fedtune.ledger.v1.TxStatus
-	3,  // 1: fedtune.ledger.v1.SubmitResponse.results:type_name -> fedtune.ledger.v1.TxResult
-	6,  // 2: fedtune.ledger.v1.BlockResponse.cosignatures:type_name -> fedtune.ledger.v1.Checkpoint
-	1,  // 3: fedtune.ledger.v1.QueryRequest.kind:type_name -> fedtune.ledger.v1.QueryKind
-	14, // 4: fedtune.ledger.v1.StatusResponse.peers:type_name -> fedtune.ledger.v1.Peer
-	14, // 5: fedtune.ledger.v1.PeersRequest.self:type_name -> fedtune.ledger.v1.Peer
-	14, // 6: fedtune.ledger.v1.PeersResponse.peers:type_name -> fedtune.ledger.v1.Peer
-	2,  // 7: fedtune.ledger.v1.Ledger.Submit:input_type -> fedtune.ledger.v1.SubmitRequest
-	5,  // 8: fedtune.ledger.v1.Ledger.GetBlock:input_type -> fedtune.ledger.v1.GetBlockRequest
-	8,  // 9: fedtune.ledger.v1.Ledger.StreamBlocks:input_type -> fedtune.ledger.v1.StreamBlocksRequest
-	9,  // 10: fedtune.ledger.v1.Ledger.GetTx:input_type -> fedtune.ledger.v1.GetTxRequest
-	11, // 11: fedtune.ledger.v1.Ledger.Query:input_type -> fedtune.ledger.v1.QueryRequest
-	13, // 12: fedtune.ledger.v1.Ledger.Status:input_type -> fedtune.ledger.v1.StatusRequest
-	16, // 13: fedtune.ledger.v1.Ledger.GetCheckpoint:input_type -> fedtune.ledger.v1.GetCheckpointRequest
-	17, // 14: fedtune.ledger.v1.Ledger.Join:input_type -> fedtune.ledger.v1.JoinRequest
-	19, // 15: fedtune.ledger.v1.Ledger.Remove:input_type -> fedtune.ledger.v1.RemoveRequest
-	21, // 16: fedtune.ledger.v1.Ledger.Peers:input_type -> fedtune.ledger.v1.PeersRequest
-	4,  // 17: fedtune.ledger.v1.Ledger.Submit:output_type -> fedtune.ledger.v1.SubmitResponse
-	7,  // 18: fedtune.ledger.v1.Ledger.GetBlock:output_type -> fedtune.ledger.v1.BlockResponse
-	7,  // 19: fedtune.ledger.v1.Ledger.StreamBlocks:output_type -> fedtune.ledger.v1.BlockResponse
-	10, // 20: fedtune.ledger.v1.Ledger.GetTx:output_type -> fedtune.ledger.v1.GetTxResponse
-	12, // 21: fedtune.ledger.v1.Ledger.Query:output_type -> fedtune.ledger.v1.QueryResponse
-	15, // 22: fedtune.ledger.v1.Ledger.Status:output_type -> fedtune.ledger.v1.StatusResponse
-	6,  // 23: fedtune.ledger.v1.Ledger.GetCheckpoint:output_type -> fedtune.ledger.v1.Checkpoint
-	18, // 24: fedtune.ledger.v1.Ledger.Join:output_type -> fedtune.ledger.v1.JoinResponse
-	20, // 25: fedtune.ledger.v1.Ledger.Remove:output_type -> fedtune.ledger.v1.RemoveResponse
-	22, // 26: fedtune.ledger.v1.Ledger.Peers:output_type -> fedtune.ledger.v1.PeersResponse
-	17, // [17:27] is the sub-list for method output_type
-	7,  // [7:17] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	4,  // 1: fedtune.ledger.v1.TxResult.error:type_name -> fedtune.ledger.v1.TxError
+	3,  // 2: fedtune.ledger.v1.SubmitResponse.results:type_name -> fedtune.ledger.v1.TxResult
+	7,  // 3: fedtune.ledger.v1.BlockResponse.cosignatures:type_name -> fedtune.ledger.v1.Checkpoint
+	1,  // 4: fedtune.ledger.v1.QueryRequest.kind:type_name -> fedtune.ledger.v1.QueryKind
+	15, // 5: fedtune.ledger.v1.StatusResponse.peers:type_name -> fedtune.ledger.v1.Peer
+	15, // 6: fedtune.ledger.v1.PeersRequest.self:type_name -> fedtune.ledger.v1.Peer
+	15, // 7: fedtune.ledger.v1.PeersResponse.peers:type_name -> fedtune.ledger.v1.Peer
+	2,  // 8: fedtune.ledger.v1.Ledger.Submit:input_type -> fedtune.ledger.v1.SubmitRequest
+	6,  // 9: fedtune.ledger.v1.Ledger.GetBlock:input_type -> fedtune.ledger.v1.GetBlockRequest
+	9,  // 10: fedtune.ledger.v1.Ledger.StreamBlocks:input_type -> fedtune.ledger.v1.StreamBlocksRequest
+	10, // 11: fedtune.ledger.v1.Ledger.GetTx:input_type -> fedtune.ledger.v1.GetTxRequest
+	12, // 12: fedtune.ledger.v1.Ledger.Query:input_type -> fedtune.ledger.v1.QueryRequest
+	14, // 13: fedtune.ledger.v1.Ledger.Status:input_type -> fedtune.ledger.v1.StatusRequest
+	17, // 14: fedtune.ledger.v1.Ledger.GetCheckpoint:input_type -> fedtune.ledger.v1.GetCheckpointRequest
+	18, // 15: fedtune.ledger.v1.Ledger.Join:input_type -> fedtune.ledger.v1.JoinRequest
+	20, // 16: fedtune.ledger.v1.Ledger.Remove:input_type -> fedtune.ledger.v1.RemoveRequest
+	22, // 17: fedtune.ledger.v1.Ledger.Peers:input_type -> fedtune.ledger.v1.PeersRequest
+	5,  // 18: fedtune.ledger.v1.Ledger.Submit:output_type -> fedtune.ledger.v1.SubmitResponse
+	8,  // 19: fedtune.ledger.v1.Ledger.GetBlock:output_type -> fedtune.ledger.v1.BlockResponse
+	8,  // 20: fedtune.ledger.v1.Ledger.StreamBlocks:output_type -> fedtune.ledger.v1.BlockResponse
+	11, // 21: fedtune.ledger.v1.Ledger.GetTx:output_type -> fedtune.ledger.v1.GetTxResponse
+	13, // 22: fedtune.ledger.v1.Ledger.Query:output_type -> fedtune.ledger.v1.QueryResponse
+	16, // 23: fedtune.ledger.v1.Ledger.Status:output_type -> fedtune.ledger.v1.StatusResponse
+	7,  // 24: fedtune.ledger.v1.Ledger.GetCheckpoint:output_type -> fedtune.ledger.v1.Checkpoint
+	19, // 25: fedtune.ledger.v1.Ledger.Join:output_type -> fedtune.ledger.v1.JoinResponse
+	21, // 26: fedtune.ledger.v1.Ledger.Remove:output_type -> fedtune.ledger.v1.RemoveResponse
+	23, // 27: fedtune.ledger.v1.Ledger.Peers:output_type -> fedtune.ledger.v1.PeersResponse
+	18, // [18:28] is the sub-list for method output_type
+	8,  // [8:18] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_api_ledger_v1_ledger_proto_init() }
@@ -1676,7 +1761,7 @@ func file_api_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_ledger_v1_ledger_proto_rawDesc), len(file_api_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

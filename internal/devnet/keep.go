@@ -1,0 +1,162 @@
+package devnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// KeptLine ends the guide UpKeep prints: from then on the network waits
+// for Ctrl-C or SIGTERM.
+const KeptLine = "== the network stays up until Ctrl-C or SIGTERM"
+
+// NewTrainerName is the name the guide's commands give a joining trainer;
+// its files go in the folder of that name in the devnet folder.
+const NewTrainerName = "trainer-new"
+
+// UpKeep is Up that keeps the network up after the job (Options.Keep must
+// be set): it starts the network and runs the job, hands the result to
+// report, writes the guide (WriteGuide) to Options.Out and then waits until
+// ctx ends or a part exits, and stops every part. A cancelled ctx after the
+// guide is the normal end: UpKeep then returns nil.
+func (n *Net) UpKeep(ctx context.Context, report func(*Result)) error {
+	if !n.Opts.Keep {
+		return errors.New("devnet: UpKeep needs a network prepared with Options.Keep")
+	}
+	nw, err := n.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer nw.Stop()
+	res, err := n.RunJob(ctx)
+	if err != nil {
+		return err
+	}
+	if report != nil {
+		report(res)
+	}
+	if err := n.WriteGuide(n.Opts.Out, res.Model); err != nil {
+		return err
+	}
+	ended := make(chan *Part, 1)
+	for _, p := range nw.parts() {
+		go func() {
+			select {
+			case <-p.wait():
+				select {
+				case ended <- p:
+				default:
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case p := <-ended:
+		// A child process also ends when ctx does (SIGTERM from run).
+		if ctx.Err() == nil {
+			return fmt.Errorf("devnet: %s exited (%v) while the network was kept up (logs in %s)", p.Name, p.err, n.path("logs"))
+		}
+	}
+	fmt.Fprintln(n.Opts.Out, "stopping the network")
+	nw.Stop()
+	fmt.Fprintln(n.Opts.Out, "network stopped")
+	return nil
+}
+
+// WriteGuide writes the kept network's addresses and files, and the
+// commands (absolute paths, ready to paste) that join a new trainer,
+// launch another job and audit model, one command a line. It ends with
+// KeptLine.
+func (n *Net) WriteGuide(w io.Writer, model string) error {
+	if n.NextJobFile == "" {
+		return errors.New("devnet: no guide without Options.Keep")
+	}
+	bin, err := n.command()
+	if err != nil {
+		return err
+	}
+	data, err := filepath.Abs(filepath.Join(n.Opts.Repo, "datasets", "testdata", "tasks", "train.jsonl"))
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	cmd := func(args ...string) {
+		q := make([]string, len(args))
+		for i, a := range args {
+			q[i] = shellQuote(a)
+		}
+		line("%s %s", shellQuote(bin), strings.Join(q, " "))
+	}
+	genesis, admin, ledger := n.GenesisPath(), n.path("keys", "admin.key"), n.LedgerGRPC[0]
+	coord := []string{"--coordinator", n.Coordinator, "--coordinator-id", n.ID("coordinator"), "--key", admin}
+	line("\n== the network is up")
+	line("folder          %s (keys/: every part's key; certs/; logs/: every part's log)", n.Dir)
+	line("genesis         %s", genesis)
+	line("admin key       %s", admin)
+	for i, a := range n.LedgerGRPC {
+		line("ledger node-%d   gRPC %s, data %s", i+1, a, n.path(fmt.Sprintf("ledger-node-%d", i+1)))
+	}
+	for i, a := range n.LedgerMetrics {
+		line("metrics node-%d  http://%s/metrics", i+1, a)
+	}
+	line("coordinator     %s (id %s), data %s", n.Coordinator, n.ID("coordinator"), n.path("coordinator"))
+	line("artifact store  %s (the coordinator's), blobs in %s", n.Coordinator, n.path("coordinator", "artifacts"))
+	if n.Aggregator != "" {
+		line("aggregator      %s (id %s), data %s", n.Aggregator, n.ID("aggregator"), n.path("aggregator"))
+	} else {
+		line("aggregator      in the coordinator's process (key %s)", n.path("keys", "aggregator.key"))
+	}
+	line("last model      %s", model)
+	line("\n# Join a new trainer: make its key and config, add it to the ledger as the admin,")
+	line("# then join (it trains until Ctrl-C: run it in a terminal of its own).")
+	dir := n.path(NewTrainerName)
+	cmd("trainer", "init", "--dir", dir, "--name", NewTrainerName, "--data", data, "--coordinator", n.Coordinator,
+		"--coordinator-id", n.ID("coordinator"), "--ledger", ledger, "--genesis", genesis)
+	cmd("admin", "add-member", "--role", "trainer", "--name", NewTrainerName, "--pubkey", filepath.Join(dir, "trainer.pub"),
+		"--key", admin, "--addr", ledger, "--genesis", genesis)
+	cmd("trainer", "join", "--config", filepath.Join(dir, "trainer.yaml"))
+	line("\n# Launch another job and follow it: the first job again, named %s (a name", n.NextJobName)
+	line("# runs once: for a third, copy the file and change its name:).")
+	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
+	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
+	line("\n# Audit the model: its lineage, each fact checked against blocks cosigned by 2 of")
+	line("# the 3 nodes; then the whole chain re-derived from genesis, every aggregation re-run.")
+	cmd("audit", "lineage", model, "--addr", ledger, "--quorum", "2", "--genesis", genesis)
+	cmd("audit", "verify", "--ledger", ledger, "--genesis", genesis, "--artifacts", n.path("coordinator", "artifacts"))
+	line("")
+	line("%s", KeptLine)
+	_, err = io.WriteString(w, b.String())
+	return err
+}
+
+// command returns the fedtune executable the guide's commands run: the
+// one the parts run as, or "fedtune" when they run in this process.
+func (n *Net) command() (string, error) {
+	if n.Opts.InProcess {
+		return "fedtune", nil
+	}
+	bin := n.Opts.Binary
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Abs(bin)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// letters, digits and -_./:=@+,.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

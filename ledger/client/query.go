@@ -1,0 +1,137 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Query reads a record of ledger state as JSON.
+func (c *Client) Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error) {
+	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: kind, Key: key, Round: round})
+	if err != nil {
+		return nil, c.typed(err)
+	}
+	return resp.Json, nil
+}
+
+// queryJSON reads one ledger record into v; an error wrapping
+// ledger.ErrRecordNotFound when the ledger has none.
+func (c *Client) queryJSON(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64, v any) error {
+	js, err := c.Query(ctx, kind, key, round)
+	if status.Code(err) == codes.NotFound {
+		return fmt.Errorf("%s %s: %w", kind, abbrev(key), ledger.ErrRecordNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("query %s %s: %w", kind, abbrev(key), err)
+	}
+	if err := json.Unmarshal(js, v); err != nil {
+		return fmt.Errorf("query %s %s: %w", kind, abbrev(key), err)
+	}
+	return nil
+}
+
+// Nonce returns the last nonce the ledger applied for signer id (0 for
+// none).
+func (c *Client) Nonce(ctx context.Context, id string) (uint64, error) {
+	js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_NONCE, id, 0)
+	if err != nil {
+		return 0, fmt.Errorf("nonce of %s: %w", abbrev(id), err)
+	}
+	var n uint64
+	if err := json.Unmarshal(js, &n); err != nil {
+		return 0, fmt.Errorf("nonce of %s: %w", abbrev(id), err)
+	}
+	return n, nil
+}
+
+// Member returns the ledger's record of member id.
+func (c *Client) Member(ctx context.Context, id string) (*ledger.Member, error) {
+	var m ledger.Member
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_MEMBER, id, 0, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Dataset returns the ledger's record of dataset digest.
+func (c *Client) Dataset(ctx context.Context, digest string) (*ledger.Dataset, error) {
+	var d ledger.Dataset
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_DATASET, digest, 0, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// Model returns the ledger's record of model digest.
+func (c *Client) Model(ctx context.Context, digest string) (*ledger.Model, error) {
+	var m ledger.Model
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_MODEL, digest, 0, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Job returns a registered job: its owner and round recipe (whose
+// Aggregators are the job's designated aggregators).
+func (c *Client) Job(ctx context.Context, job string) (*ledger.JobRecord, error) {
+	var j ledger.JobRecord
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_JOB, job, 0, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// Round returns round n of job as the ledger records it, with its updates.
+func (c *Client) Round(ctx context.Context, job string, n uint64) (*ledger.Round, error) {
+	var r ledger.Round
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_ROUND, job, n, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Rounds returns the job's rounds 1, 2, … up to the first the ledger does
+// not have.
+func (c *Client) Rounds(ctx context.Context, job string) ([]ledger.Round, error) {
+	var out []ledger.Round
+	for n := uint64(1); ; n++ {
+		r, err := c.Round(ctx, job, n)
+		if errors.Is(err, ledger.ErrRecordNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *r)
+	}
+}
+
+// UpdatesByDigest returns every submission of update digest on the
+// ledger, earliest first (an error wrapping ledger.ErrRecordNotFound when
+// none).
+func (c *Client) UpdatesByDigest(ctx context.Context, digest string) ([]ledger.UpdateSubmission, error) {
+	var subs []ledger.UpdateSubmission
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST, digest, 0, &subs); err != nil {
+		return nil, err
+	}
+	if len(subs) == 0 {
+		return nil, fmt.Errorf("update %s: %w", digest, ledger.ErrRecordNotFound)
+	}
+	return subs, nil
+}
+
+// abbrev shortens a key ID or digest for messages.
+func abbrev(id string) string {
+	if len(id) > 16 {
+		return id[:16] + "…"
+	}
+	return id
+}

@@ -1,0 +1,136 @@
+package ledger
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Member is a member of the ledger as its state records it.
+type Member struct {
+	ID        string `json:"id"`
+	PublicKey string `json:"public_key"` // 64 hex
+	Role      Role   `json:"role"`
+	Name      string `json:"name,omitempty"`
+	Active    bool   `json:"active"`
+	// AddedHeight is the height of the block that last added the member (0 =
+	// genesis); RemovedHeight that of its removal while not Active.
+	AddedHeight   uint64 `json:"added_height"`
+	RemovedHeight uint64 `json:"removed_height,omitempty"`
+	RemovedReason string `json:"removed_reason,omitempty"`
+}
+
+// Model is a model known to the ledger: registered as a base model, or the
+// product of a committed round (then Parent, JobID and Round are set).
+type Model struct {
+	Digest  string `json:"digest"`
+	Name    string `json:"name,omitempty"`
+	Licence string `json:"licence,omitempty"`
+	Source  string `json:"source,omitempty"`
+	Config  string `json:"config,omitempty"`
+	// Registrar is the coordinator that registered it, or the aggregator
+	// that committed it.
+	Registrar string `json:"registrar"`
+	Height    uint64 `json:"height"`
+	TxHash    string `json:"tx_hash"`
+	Parent    string `json:"parent,omitempty"` // base model of the round that produced it
+	JobID     string `json:"job_id,omitempty"`
+	Round     uint64 `json:"round,omitempty"`
+}
+
+// Dataset is a registered dataset manifest.
+type Dataset struct {
+	Digest  string `json:"digest"`
+	Name    string `json:"name"`
+	Licence string `json:"licence"`
+	Source  string `json:"source"`
+	Samples uint64 `json:"samples"`
+	Root    string `json:"root"`  // the manifest's Merkle root over the sorted sample hashes (hex)
+	Bytes   uint64 `json:"bytes"` // total bytes of the hashed sample texts
+	Owner   string `json:"owner"` // the trainer that registered it
+	Height  uint64 `json:"height"`
+	TxHash  string `json:"tx_hash"`
+}
+
+// RoundStatus is where a round is in its life.
+type RoundStatus string
+
+// The round statuses: open until committed or failed, then final.
+const (
+	StatusOpen      RoundStatus = "open"
+	StatusCommitted RoundStatus = "committed"
+	StatusFailed    RoundStatus = "failed"
+)
+
+// Round is a round as the ledger records it.
+type Round struct {
+	JobID        string      `json:"job_id"`
+	Round        uint64      `json:"round"`
+	ConfigDigest string      `json:"config_digest"`
+	BaseModel    string      `json:"base_model"`
+	Strategy     string      `json:"strategy"`
+	Trainers     []string    `json:"trainers"`
+	Deadline     time.Time   `json:"deadline"`
+	Status       RoundStatus `json:"status"`
+	Coordinator  string      `json:"coordinator"`
+	OpenedHeight uint64      `json:"opened_height"`
+	// Set when the round closes.
+	ClosedHeight uint64 `json:"closed_height,omitempty"`
+	Aggregator   string `json:"aggregator,omitempty"`
+	// Set when committed.
+	ModelDigest       string            `json:"model_digest,omitempty"`
+	CommittedStrategy string            `json:"committed_strategy,omitempty"`
+	Params            map[string]string `json:"params,omitempty"`
+	Contributors      []Contribution    `json:"contributors,omitempty"`
+	// Set when failed.
+	FailReason string `json:"fail_reason,omitempty"`
+
+	// Updates lists the round's submitted updates, ordered by trainer ID.
+	// Filled by FSM.Round; not stored in the round's record.
+	Updates []Update `json:"updates,omitempty"`
+}
+
+// Update is one submitted update of a round.
+type Update struct {
+	Trainer       string             `json:"trainer"`
+	UpdateDigest  string             `json:"update_digest"`
+	DatasetDigest string             `json:"dataset_digest"`
+	Samples       uint64             `json:"samples"`
+	Metrics       map[string]float64 `json:"metrics,omitempty"`
+	Height        uint64             `json:"height"`
+	TxHash        string             `json:"tx_hash"`
+	Rejected      bool               `json:"rejected,omitempty"`
+	RejectReason  string             `json:"reject_reason,omitempty"`
+	RejectedBy    string             `json:"rejected_by,omitempty"`
+}
+
+// TxRecord is a transaction as the chain holds it, with the proof that it is
+// in its block: VerifyInclusion(Hash, Index, TreeSize, Proof, TxRoot) holds,
+// and TxRoot is the TxRoot of the header whose hash is BlockHash.
+type TxRecord struct {
+	Hash      [32]byte
+	Height    uint64
+	Index     uint64
+	Envelope  []byte
+	Proof     [][]byte // RFC 6962 audit path
+	TreeSize  uint64   // the block's NumTxs
+	TxRoot    [32]byte
+	BlockHash [32]byte
+}
+
+// UpdateSubmission is one UpdateSubmitted of an update digest: which
+// trainer submitted it for which job and round, and at what height.
+type UpdateSubmission struct {
+	JobID   string `json:"job_id"`
+	Round   uint64 `json:"round"`
+	Trainer string `json:"trainer"`
+	Height  uint64 `json:"height"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("ledger: encode %T: %v", v, err))
+	}
+	return b
+}
