@@ -21,6 +21,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -381,7 +382,7 @@ func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data 
 		}
 		tokens = tok.Encode(string(b))
 	}
-	res, err := model.Evaluate(ctx, m, tokens, nil)
+	res, err := engine.Evaluate(ctx, engine.NewHost(), m, tokens, nil)
 	if err != nil {
 		return model.EvalResult{}, fmt.Errorf("eval.data %s: %w", data, err)
 	}

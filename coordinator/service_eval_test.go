@@ -9,6 +9,7 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -80,7 +81,7 @@ func TestEvaluateGlobal(t *testing.T) {
 	fullJob := *job
 	fullJob.FineTune = FineTuneSpec{Mode: model.ModeFull}
 
-	baseRes, err := model.Evaluate(ctx, base, tokens, nil)
+	baseRes, err := engine.Evaluate(ctx, engine.NewHost(), base, tokens, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestEvaluateGlobal(t *testing.T) {
 		{"full", &fullJob, filepath.Join(fullDir, model.WeightsFile), full},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			want, err := model.Evaluate(ctx, tc.want, tokens, nil)
+			want, err := engine.Evaluate(ctx, engine.NewHost(), tc.want, tokens, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -103,7 +104,7 @@ func TestEvaluateGlobal(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got != want {
-				t.Fatalf("evaluateGlobal = %+v, model.Evaluate = %+v", got, want)
+				t.Fatalf("evaluateGlobal = %+v, engine.Evaluate = %+v", got, want)
 			}
 			if got.Tokens != len(tokens)-int(math.Ceil(float64(len(tokens))/32)) || got.MeanNLL == baseRes.MeanNLL {
 				t.Fatalf("result %+v: wrong token count or the global was not applied (base %+v)", got, baseRes)

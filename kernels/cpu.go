@@ -11,7 +11,7 @@ import (
 )
 
 // CPU is the default Backend: pure Go (with an AVX-512 or AVX2 inner loop for
-// WeightedSum on amd64), parallel over a fixed set of worker goroutines.
+// WeightedSum on amd64), parallel over the process-wide worker pool (Job).
 // Work is split into fixed chunks; the split never changes a result, so a
 // CPU with any number of threads gives the bits Reference gives. The hot
 // methods allocate nothing once warm. A CPU is safe for concurrent use.
@@ -24,16 +24,14 @@ var (
 	_ WeightedMeaner = (*CPU)(nil)
 )
 
-// NewCPU returns a CPU backend that runs on threads goroutines (the caller's
-// and threads−1 workers); threads <= 0 means runtime.GOMAXPROCS(0). The
-// workers exit once the CPU is no longer reachable.
+// NewCPU returns a CPU backend that runs each call on up to threads
+// goroutines (the caller's and up to threads−1 of the worker pool's, which
+// has GOMAXPROCS−1); threads <= 0 means runtime.GOMAXPROCS(0).
 func NewCPU(threads int) *CPU {
 	if threads <= 0 {
 		threads = defaultThreads()
 	}
-	c := &CPU{p: newPool(threads)}
-	runtime.AddCleanup(c, func(work chan *task) { close(work) }, c.p.work)
-	return c
+	return &CPU{p: newPool(threads)}
 }
 
 var defaultCPU = sync.OnceValue(func() *CPU { return NewCPU(0) })

@@ -8,8 +8,8 @@
 //   - Reference: plain sequential loops, written to be obviously correct;
 //     the oracle every other backend is tested against.
 //   - CPU (Default, NewCPU): the default. Each call is split into fixed
-//     chunks run by a bounded set of long-lived worker goroutines (no
-//     goroutine per call), allocation-free once warm. WeightedSum keeps a
+//     chunks run on the worker pool (no goroutine per call),
+//     allocation-free once warm. WeightedSum keeps a
 //     tile of the accumulator in L1 while every input adds into it, four
 //     inputs per pass, each element still taking its terms in k order; on
 //     amd64 its inner loop is AVX-512 or AVX2 assembly (chosen at start from
@@ -30,6 +30,12 @@
 // The exact order of every floating-point operation is part of each
 // method's contract (see Backend), so that `fedtune aggregate` gives the
 // same digest on any machine and any backend.
+//
+// The worker pool (Job, Task, PoolSize) is one process-wide set of worker
+// goroutines: a Job runs a loop's chunks on its caller and on the workers
+// that join while it is open, so a caller never waits for a worker busy
+// elsewhere and loops may nest. The CPU backend and model/engine's Host
+// device both run on it.
 //
 // kernels imports nothing else of fedtune's.
 package kernels

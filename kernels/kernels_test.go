@@ -600,10 +600,11 @@ func TestFirstNonFiniteEveryPosition(t *testing.T) {
 	}
 }
 
-// TestUnreachableCPUsStopTheirWorkers checks that dropped CPUs do not leak
-// their worker goroutines, and that a call on a CPU dropped right after it
-// (the receiver dead while the call runs) completes.
-func TestUnreachableCPUsStopTheirWorkers(t *testing.T) {
+// TestDroppedCPUsLeakNoGoroutines checks that CPUs, which share the
+// process-wide worker pool, leave no goroutines behind when dropped, and
+// that a call on a CPU dropped right after it (the receiver dead while the
+// call runs) completes.
+func TestDroppedCPUsLeakNoGoroutines(t *testing.T) {
 	x := make([]float32, 8*streamChunk)
 	before := runtime.NumGoroutine()
 	for range 50 {

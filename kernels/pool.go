@@ -2,158 +2,173 @@ package kernels
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 )
 
-// The CPU backend splits each call into fixed chunks and hands them to a
-// bounded set of long-lived worker goroutines. A call fills a task (taken
-// from a free list, so steady-state calls allocate nothing), offers it to
-// idle workers without blocking, works through the chunks itself too, and
-// waits for the workers that joined. Which participant runs which chunk does
-// not change any result: every chunk writes only its own outputs (or its own
-// block partials, combined in block order afterwards).
+// The worker pool: one process-wide set of worker goroutines, started on
+// first use (GOMAXPROCS−1 of them, sized then) and kept for the life of
+// the process, that the CPU backend here and model/engine's Host device
+// both spread their loops over. Spawning goroutines per operation costs
+// more than the small operations of a training step take.
+//
+// Work is always split over independent outputs: which participant runs
+// which chunk never changes any result, so results do not depend on the
+// number of cores or on scheduling.
 
-type opKind uint8
+// Task is the body of a parallel loop: Run does the units [lo, hi) as
+// participant slot (0 for the goroutine that called For, 1… for the pool
+// workers that joined, each slot used by one goroutine at a time), so a
+// task can keep per-participant scratch space.
+type Task interface {
+	Run(slot, lo, hi int)
+}
 
-const (
-	opWeightedSum opKind = iota
-	opWeightedMean
-	opStore
-	opScale
-	opSquaredNorm
-	opPairwise
-	opMedian
-	opTrimmedMean
-	opQuantize
-	opDequantize
-	opFirstNonFinite
+// Job is one parallel loop, reused from call to call (the zero value is
+// ready; a Job must not be copied after first use, nor used by two For
+// calls at once). The submitting goroutine and the workers that join take
+// chunks until none is left. Every use is a new generation, and the pool's
+// queue carries tickets (job, generation): a worker joins only while that
+// generation is open, so a ticket that waited in the queue past its loop's
+// end is dropped, and the submitter waits only for the workers that
+// joined, never for one that is busy elsewhere or asleep. So loops may run
+// inside loops (each with its own Job) without deadlock.
+type Job struct {
+	task  Task
+	n     int
+	chunk int
+	next  atomic.Int64
+
+	mu     sync.Mutex // guards gen, open and joined; held while a worker joins
+	gen    uint64
+	open   bool
+	joined int
+	held   sync.WaitGroup // workers that joined this generation
+}
+
+// ticket asks a worker to join generation gen of job j.
+type ticket struct {
+	j   *Job
+	gen uint64
+}
+
+// join registers a worker with generation gen if it is still open and
+// returns its slot (0 when it may not join).
+func (j *Job) join(gen uint64) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.open || j.gen != gen {
+		return 0
+	}
+	j.held.Add(1)
+	j.joined++
+	return j.joined
+}
+
+// work takes chunks until the job has none left.
+func (j *Job) work(slot int) {
+	for {
+		lo := int(j.next.Add(int64(j.chunk))) - j.chunk
+		if lo >= j.n {
+			return
+		}
+		j.task.Run(slot, lo, min(lo+j.chunk, j.n))
+	}
+}
+
+var (
+	poolOnce sync.Once
+	poolJobs chan ticket
+	poolSize int // worker goroutines (cores − 1)
 )
 
-// task is one call's arguments and the state its participants share.
-type task struct {
-	op      opKind
-	acc     []float64
-	w       []float64
-	xs      [][]float32
-	dst     []float32
-	x       []float32
-	d       []float64
-	q       []int8
-	scales  []float32
-	s64     float64
-	s32     float32
-	k       int
-	block   int
-	n       int // elements (or blocks, or coordinates) the op covers
-	chunk   int // units per chunk
-	nchunks int
-
-	next    atomic.Int64 // next chunk to claim
-	pending atomic.Int32 // participants still running (the caller counts one)
-	slots   atomic.Int32 // participant slots handed out; 0 is the caller's
-	found   atomic.Int64 // FirstNonFinite: smallest index found so far
-	done    chan struct{}
-
-	partials []float64   // reductions: one partial per block (per pair)
-	scratch  [][]uint32  // per participant slot: sort keys
-	accs     [][]float64 // per participant slot: WeightedMean's accumulator
-}
-
-func (t *task) release() {
-	t.acc, t.w, t.xs, t.dst, t.x, t.d, t.q, t.scales = nil, nil, nil, nil, nil, nil, nil, nil
-}
-
-// pool owns the worker goroutines. The workers hold only the channel, so a
-// CPU that becomes unreachable closes it (see NewCPU) and they exit.
-type pool struct {
-	threads int
-	work    chan *task
-	free    chan *task
-}
-
-func newPool(threads int) *pool {
-	p := &pool{
-		threads: threads,
-		work:    make(chan *task, threads),
-		free:    make(chan *task, 4*threads),
+// startPool starts GOMAXPROCS−1 workers.
+func startPool() {
+	poolSize = runtime.GOMAXPROCS(0) - 1
+	poolJobs = make(chan ticket, max(poolSize, 1))
+	for i := 0; i < poolSize; i++ {
+		go poolWorker()
 	}
-	for range threads - 1 {
-		go worker(p.work)
-	}
-	return p
 }
 
-func worker(work <-chan *task) {
-	for t := range work {
-		t.participate(int(t.slots.Add(1)))
-		if t.pending.Add(-1) == 0 {
-			t.done <- struct{}{}
+// PoolSize returns the number of the pool's worker goroutines (GOMAXPROCS−1
+// when the pool started), starting the pool if it has not started.
+func PoolSize() int {
+	poolOnce.Do(startPool)
+	return poolSize
+}
+
+// workerSpins is how many times an idle worker polls for a job (some
+// hundreds of microseconds) before it blocks: a training step issues its
+// operations back to back, and waking a blocked worker costs the kernel
+// more than many small operations take.
+const workerSpins = 2000
+
+func poolWorker() {
+	for {
+		var t ticket
+		for i := 0; i < workerSpins && t.j == nil; i++ {
+			select {
+			case t = <-poolJobs:
+			default:
+				runtime.Gosched()
+			}
+		}
+		if t.j == nil {
+			t = <-poolJobs
+		}
+		if slot := t.j.join(t.gen); slot > 0 {
+			t.j.work(slot)
+			t.j.held.Done()
 		}
 	}
 }
 
-func (p *pool) get() *task {
-	select {
-	case t := <-p.free:
-		return t
-	default:
-	}
-	t := &task{done: make(chan struct{}, 1)}
-	t.scratch = make([][]uint32, p.threads)
-	t.accs = make([][]float64, p.threads)
-	return t
-}
-
-func (p *pool) put(t *task) {
-	t.release()
-	select {
-	case p.free <- t:
-	default:
-	}
-}
-
-// run executes t's nchunks chunks, in parallel where there is more than one.
-func (p *pool) run(t *task) {
-	t.next.Store(0)
-	t.slots.Store(0)
-	if t.nchunks <= 1 || p.threads == 1 {
-		for c := range t.nchunks {
-			t.do(c, 0)
+// For runs task over the units [0, n) in chunks of chunk units (chunk ≥ 1)
+// on the calling goroutine and up to helpers of the pool's workers, those
+// that join in time (so task sees slots 0 to helpers at most). It returns
+// when every unit has run.
+func (j *Job) For(n, chunk, helpers int, task Task) {
+	poolOnce.Do(startPool)
+	chunk = max(chunk, 1)
+	helpers = min(helpers, poolSize, (n+chunk-1)/chunk-1)
+	if helpers < 1 {
+		if n > 0 {
+			task.Run(0, 0, n)
 		}
 		return
 	}
-	t.pending.Store(1)
-	helpers := min(p.threads-1, t.nchunks-1)
+	j.mu.Lock()
+	j.task, j.n, j.chunk = task, n, chunk
+	j.next.Store(0)
+	j.gen++
+	j.open = true
+	j.joined = 0
+	gen := j.gen
+	j.mu.Unlock()
 	for range helpers {
-		t.pending.Add(1)
 		select {
-		case p.work <- t:
+		case poolJobs <- ticket{j, gen}:
 			continue
 		default:
-			// Every worker is busy (other calls): do the rest ourselves.
 		}
-		t.pending.Add(-1)
-		break
-	}
-	t.participate(0)
-	if t.pending.Add(-1) != 0 {
-		<-t.done
-	}
-}
-
-// participate claims chunks until none is left. slot identifies the
-// participant, for per-participant scratch space.
-func (t *task) participate(slot int) {
-	for {
-		c := int(t.next.Add(1)) - 1
-		if c >= t.nchunks {
-			return
+		// The queue is full, most likely of tickets whose loops ended
+		// before a worker came: drop one and try once more (a live ticket
+		// of another loop, if dropped, only leaves its submitter doing more
+		// of its loop itself).
+		select {
+		case <-poolJobs:
+		default:
 		}
-		t.do(c, slot)
+		select {
+		case poolJobs <- ticket{j, gen}:
+		default:
+		}
 	}
+	j.work(0)
+	j.mu.Lock()
+	j.open = false
+	j.mu.Unlock()
+	j.held.Wait()
+	j.task = nil
 }
-
-// chunkCount returns how many chunks of size chunk cover n units.
-func chunkCount(n, chunk int) int { return (n + chunk - 1) / chunk }
-
-func defaultThreads() int { return runtime.GOMAXPROCS(0) }

@@ -1,8 +1,12 @@
-// Package model is fedtune's LLaMA-family decoder: Hugging Face
+// Package model is fedtune's LLaMA-family decoder as data: Hugging Face
 // LlamaForCausalLM checkpoints (config.json + model.safetensors, or shards
 // with model.safetensors.index.json, in F32, F16, BF16 or F64), PEFT LoRA
-// adapters (adapter_config.json + adapter_model.safetensors), training in
-// Gorgonia, and a plain-Go inference path for eval and generate.
+// adapters (adapter_config.json + adapter_model.safetensors), what a
+// training run is told (TrainConfig) and the inference loops (Evaluate,
+// Generate) over a forward pass. It computes no gradients and imports no
+// autodiff: the training step and the forward pass are model/engine's
+// (on a Device), and model/gorgoniaref holds the Gorgonia graph that is
+// their independent autodiff reference.
 //
 // # Weights
 //
@@ -24,30 +28,19 @@
 //
 // # Training
 //
-// NewTrainer builds one Gorgonia graph for a fixed [batch, seq_len] and one
-// TapeMachine, reused for every Step (bind the batch, RunAll, read the
-// gradients, clip by global norm, AdamW written here over the value
-// tensors, Reset, zero the gradients), so memory stays flat. With a
-// LoRAConfig only the adapter is trained (the base is frozen and its digest
-// unchanged); without, every weight is (full fine-tuning, or pre-training
-// from New's seeded initialisation). Runs are bit-for-bit repeatable for a
-// given seed. Gorgonia v0.9.18 pitfalls worked around in graph.go:
-// InverseSqrt's gradient is wrong (Inverse(Sqrt) is used); ByIndices'
-// gradient is wrong along the last axis (the loss gathers from a flattened
-// [N·V, 1] view along axis 0); gradients accumulate into the bound dual
-// values across runs (zeroed after each step); symbolic differentiation
-// adds gradient nodes for frozen inputs too (only the subgraph needed by the
-// loss and the wanted gradients is compiled); Grad may be called only once
-// per graph. gorgonia.org/tensor v0.9.24's SoftMax and LogSoftMax start each
-// row's maximum at the tensor's first element, so rows far from it come out
-// NaN or Inf (LoRA training hit it at lr 2e-2): softmax.go builds both from
-// a per-row shift, Exp, Sum and a division instead.
+// TrainConfig holds one run's settings (FillDefaults, Validate, LRAt for
+// the schedule); TrainingAdapter gives the adapter a LoRA run starts from
+// (fresh and seeded, or a checked copy of one to continue). RunSteps drives
+// any Stepper from a BatchSource. The helpers every training step shares
+// live here too, so that model/engine and model/gorgoniaref call them
+// rather than copy them: the tensor names (EmbedName, ProjName, LoRANames,
+// AdaptedWeights, ProjOf), Model.Check and Adapter.Check, RopeCosSin.
 //
 // # Inference
 //
-// Runner is a plain-Go forward with a key/value cache that grows with the
-// sequence (gonum BLAS for the matrix products), tested against the graph and an independent float64
-// reference. Evaluate gives the mean negative log-likelihood per predicted
-// token over non-overlapping windows of max_position_embeddings; Generate
-// samples greedily or with temperature and top-p from a seeded RNG.
+// Evaluate gives the mean negative log-likelihood per predicted token over
+// non-overlapping windows of max_position_embeddings; Generate samples
+// greedily or with temperature and top-p from a seeded RNG. Both run over a
+// Forwarder, model/engine's Runner, whose Evaluate and Generate run them on
+// a device.
 package model

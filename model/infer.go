@@ -6,209 +6,20 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
-
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
 )
 
 // ErrContextFull is returned when a sequence would exceed
 // max_position_embeddings.
 var ErrContextFull = errors.New("model: sequence longer than max_position_embeddings")
 
-// Runner is a plain-Go forward pass with a key/value cache, for inference
-// (eval and generate). It computes the same function as the Gorgonia graph
-// (tested to agree) without building one, and appends each new token's keys
-// and values to the cache so that generation costs one token per step.
-type Runner struct {
-	m        *Model
-	d, hd    int
-	H, KV    int
-	maxPos   int
-	cos, sin []float32   // [maxPos, hd]
-	k, v     [][]float32 // per layer: [maxPos, KV*hd]
-	pos      int
-}
-
-// NewRunner returns a Runner over m's weights (which it reads, not copies).
-func NewRunner(m *Model) (*Runner, error) {
-	if err := m.check("model"); err != nil {
-		return nil, err
-	}
-	c := m.Config
-	r := &Runner{m: m, d: c.HiddenSize, hd: c.HeadDimension(), H: c.NumAttentionHeads, KV: c.KVHeads(), maxPos: c.MaxPositionEmbeddings}
-	// The cache and the rotary tables grow with the sequence (see grow)
-	// rather than being sized for max_position_embeddings up front, which
-	// for a long-context config would be gigabytes before the first token.
-	r.k = make([][]float32, c.NumHiddenLayers)
-	r.v = make([][]float32, c.NumHiddenLayers)
-	return r, nil
-}
-
-// grow makes room in the cache and the rotary tables for positions up to
-// n (exclusive).
-func (r *Runner) grow(n int) {
-	if len(r.cos) >= n*r.hd {
-		return
-	}
-	npos := min(max(n, 2*len(r.cos)/r.hd, 64), r.maxPos)
-	cs, sn := ropeCosSin(r.m.Config.RopeTheta, r.hd, npos)
-	r.cos, r.sin = make([]float32, len(cs)), make([]float32, len(sn))
-	for i := range cs {
-		r.cos[i], r.sin[i] = float32(cs[i]), float32(sn[i])
-	}
-	row := r.KV * r.hd
-	size := npos * row
-	for l := range r.k {
-		k, v := make([]float32, size), make([]float32, size)
-		copy(k, r.k[l][:r.pos*row])
-		copy(v, r.v[l][:r.pos*row])
-		r.k[l], r.v[l] = k, v
-	}
-}
-
-// Reset empties the cache.
-func (r *Runner) Reset() { r.pos = 0 }
-
-// Pos returns the number of tokens in the cache.
-func (r *Runner) Pos() int { return r.pos }
-
-// matmulT returns x·Wᵀ for x [n, in] and W [out, in] (HF layout): [n, out].
-func matmulT(x []float32, n int, w *Tensor) []float32 {
-	out, in := w.Shape[0], w.Shape[1]
-	y := make([]float32, n*out)
-	blas32.Gemm(blas.NoTrans, blas.Trans, 1,
-		blas32.General{Rows: n, Cols: in, Stride: in, Data: x},
-		blas32.General{Rows: out, Cols: in, Stride: in, Data: w.Data},
-		0, blas32.General{Rows: n, Cols: out, Stride: out, Data: y})
-	return y
-}
-
-func rmsNorm(x []float32, n, d int, w []float32, eps float64) []float32 {
-	y := make([]float32, len(x))
-	for i := 0; i < n; i++ {
-		row := x[i*d : (i+1)*d]
-		var ss float64
-		for _, v := range row {
-			ss += float64(v) * float64(v)
-		}
-		inv := float32(1 / math.Sqrt(ss/float64(d)+eps))
-		for j, v := range row {
-			y[i*d+j] = w[j] * (v * inv)
-		}
-	}
-	return y
-}
-
-// rope rotates each head of x [n, heads*hd] at positions pos0.. in place.
-func (r *Runner) rope(x []float32, n, heads, pos0 int) {
-	hd, half := r.hd, r.hd/2
-	tmp := make([]float32, hd)
-	for i := 0; i < n; i++ {
-		cs, sn := r.cos[(pos0+i)*hd:], r.sin[(pos0+i)*hd:]
-		for h := 0; h < heads; h++ {
-			v := x[(i*heads+h)*hd : (i*heads+h+1)*hd]
-			for j := 0; j < hd; j++ {
-				var rot float32 // rotate_half: (-x2, x1)
-				if j < half {
-					rot = -v[j+half]
-				} else {
-					rot = v[j-half]
-				}
-				tmp[j] = v[j]*cs[j] + rot*sn[j]
-			}
-			copy(v, tmp)
-		}
-	}
-}
-
-// Forward appends tokens to the sequence and returns the logits [n, V] for
-// each of them (the scores of the token that follows).
-func (r *Runner) Forward(tokens []int) ([]float32, error) {
-	c := &r.m.Config
-	n := len(tokens)
-	if n == 0 {
-		return nil, nil
-	}
-	if r.pos+n > r.maxPos {
-		return nil, fmt.Errorf("%w: %d tokens + %d cached > %d", ErrContextFull, n, r.pos, r.maxPos)
-	}
-	d, hd, H, KV := r.d, r.hd, r.H, r.KV
-	r.grow(r.pos + n)
-	emb := r.m.Tensors[embedName]
-	x := make([]float32, n*d)
-	for i, id := range tokens {
-		if id < 0 || id >= c.VocabSize {
-			return nil, fmt.Errorf("model: token %d outside the vocabulary [0, %d)", id, c.VocabSize)
-		}
-		copy(x[i*d:], emb.Data[id*d:(id+1)*d])
-	}
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	group := H / KV
-	att := make([]float32, n*H*hd)
-	scores := make([]float32, r.pos+n)
-	for l := 0; l < c.NumHiddenLayers; l++ {
-		pfx := fmt.Sprintf("%s%d.", layerNamePrefix, l)
-		h := rmsNorm(x, n, d, r.m.Tensors[pfx+"input_layernorm.weight"].Data, c.RMSNormEps)
-		q := matmulT(h, n, r.m.Tensors[ProjName(l, "q_proj")])
-		k := matmulT(h, n, r.m.Tensors[ProjName(l, "k_proj")])
-		v := matmulT(h, n, r.m.Tensors[ProjName(l, "v_proj")])
-		r.rope(q, n, H, r.pos)
-		r.rope(k, n, KV, r.pos)
-		copy(r.k[l][r.pos*KV*hd:], k)
-		copy(r.v[l][r.pos*KV*hd:], v)
-		K, Vc := r.k[l], r.v[l]
-		clear(att)
-		for i := 0; i < n; i++ {
-			last := r.pos + i // attends to positions 0..last
-			for hh := 0; hh < H; hh++ {
-				kh := hh / group
-				qv := q[(i*H+hh)*hd : (i*H+hh+1)*hd]
-				mx := float32(math.Inf(-1))
-				for s := 0; s <= last; s++ {
-					kv := K[(s*KV+kh)*hd : (s*KV+kh+1)*hd]
-					var dot float32
-					for j := range qv {
-						dot += qv[j] * kv[j]
-					}
-					dot *= scale
-					scores[s] = dot
-					mx = max(mx, dot)
-				}
-				var z float64
-				for s := 0; s <= last; s++ {
-					e := math.Exp(float64(scores[s] - mx))
-					scores[s] = float32(e)
-					z += e
-				}
-				o := att[(i*H+hh)*hd : (i*H+hh+1)*hd]
-				for s := 0; s <= last; s++ {
-					p := scores[s] / float32(z)
-					vv := Vc[(s*KV+kh)*hd : (s*KV+kh+1)*hd]
-					for j := range o {
-						o[j] += p * vv[j]
-					}
-				}
-			}
-		}
-		o := matmulT(att, n, r.m.Tensors[ProjName(l, "o_proj")])
-		for i := range x {
-			x[i] += o[i]
-		}
-		h = rmsNorm(x, n, d, r.m.Tensors[pfx+"post_attention_layernorm.weight"].Data, c.RMSNormEps)
-		g := matmulT(h, n, r.m.Tensors[ProjName(l, "gate_proj")])
-		u := matmulT(h, n, r.m.Tensors[ProjName(l, "up_proj")])
-		for i, gv := range g {
-			g[i] = gv / (1 + float32(math.Exp(float64(-gv)))) * u[i]
-		}
-		dn := matmulT(g, n, r.m.Tensors[ProjName(l, "down_proj")])
-		for i := range x {
-			x[i] += dn[i]
-		}
-	}
-	r.pos += n
-	h := rmsNorm(x, n, d, r.m.Tensors[finalNormName].Data, c.RMSNormEps)
-	return matmulT(h, n, r.m.lmHead()), nil
+// Forwarder is a forward pass for inference (model/engine's Runner).
+type Forwarder interface {
+	// Logits runs a sequence of at most max_position_embeddings tokens
+	// and returns its logits [len(tokens), V], row i scoring the token
+	// that follows tokens[i].
+	Logits(tokens []int) ([]float32, error)
 }
 
 // logSoftmaxAt returns log p(target) from one row of logits.
@@ -231,18 +42,16 @@ type EvalResult struct {
 	Perplexity float64 `json:"perplexity"` // exp(MeanNLL)
 }
 
-// Evaluate scores a token stream: it is cut into non-overlapping windows of
+// Evaluate scores a token stream with forward pass f of a model with
+// config c: the stream is cut into non-overlapping windows of
 // max_position_embeddings tokens (a final shorter window of at least two
-// tokens counts), each window is run from an empty cache, and token t+1 of
-// a window is predicted from tokens 0..t. progress, if set, is called after
-// each window with the tokens predicted so far.
-func Evaluate(ctx context.Context, m *Model, tokens []int, progress func(done, total int)) (EvalResult, error) {
-	r, err := NewRunner(m)
-	if err != nil {
-		return EvalResult{}, err
-	}
-	L := m.Config.MaxPositionEmbeddings
-	V := m.Config.VocabSize
+// tokens counts), each window is run on its own, and token t+1 of a window
+// is predicted from tokens 0..t. progress, if set, is called after each
+// window with the tokens predicted so far. model/engine's Evaluate runs it
+// on a device.
+func Evaluate(ctx context.Context, c *Config, f Forwarder, tokens []int, progress func(done, total int)) (EvalResult, error) {
+	L := c.MaxPositionEmbeddings
+	V := c.VocabSize
 	var sum float64
 	var count int
 	total := 0
@@ -259,8 +68,7 @@ func Evaluate(ctx context.Context, m *Model, tokens []int, progress func(done, t
 		if len(w) < 2 {
 			break
 		}
-		r.Reset()
-		logits, err := r.Forward(w[:len(w)-1])
+		logits, err := f.Logits(w[:len(w)-1])
 		if err != nil {
 			return EvalResult{}, err
 		}
@@ -288,47 +96,42 @@ type GenerateConfig struct {
 	Stop        []int // token ids that end generation (not emitted)
 }
 
-// Generate continues prompt and returns the new token ids. It stops at
-// MaxTokens, at a Stop token, or when the context is full.
-func Generate(ctx context.Context, m *Model, prompt []int, gc GenerateConfig) ([]int, error) {
+// Generate continues prompt with forward pass f of a model with config c
+// and returns the new token ids. It stops at MaxTokens, at a Stop token, or
+// when the context is full. Each new token runs the whole sequence through
+// f again. model/engine's Generate runs it on a device.
+func Generate(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig) ([]int, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("model: generate: empty prompt")
 	}
 	if gc.Temperature < 0 || gc.TopP < 0 || gc.TopP > 1 || gc.MaxTokens < 0 {
 		return nil, fmt.Errorf("model: generate: need temperature >= 0, top_p in (0, 1], max_tokens >= 0")
 	}
-	if len(prompt) > m.Config.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), m.Config.MaxPositionEmbeddings)
-	}
-	r, err := NewRunner(m)
-	if err != nil {
-		return nil, err
+	L := c.MaxPositionEmbeddings
+	if len(prompt) > L {
+		return nil, fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
 	}
 	rng := rand.New(rand.NewPCG(gc.Seed, 0x67656e))
-	V := m.Config.VocabSize
-	logits, err := r.Forward(prompt)
-	if err != nil {
-		return nil, err
-	}
-	last := logits[(len(prompt)-1)*V:]
+	V := c.VocabSize
+	seq := slices.Clone(prompt)
 	var out []int
 	for len(out) < gc.MaxTokens {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		next := sample(last, gc.Temperature, gc.TopP, rng)
-		for _, s := range gc.Stop {
-			if next == s {
-				return out, nil
-			}
-		}
-		out = append(out, next)
-		if r.Pos() >= r.maxPos || len(out) == gc.MaxTokens {
-			break
-		}
-		if last, err = r.Forward([]int{next}); err != nil {
+		logits, err := f.Logits(seq)
+		if err != nil {
 			return out, err
 		}
+		next := sample(logits[(len(seq)-1)*V:], gc.Temperature, gc.TopP, rng)
+		if slices.Contains(gc.Stop, next) {
+			return out, nil
+		}
+		out = append(out, next)
+		if len(seq) >= L {
+			break
+		}
+		seq = append(seq, next)
 	}
 	return out, nil
 }

@@ -18,7 +18,7 @@ import (
 const (
 	AdapterConfigFile  = "adapter_config.json"
 	AdapterWeightsFile = "adapter_model.safetensors"
-	peftPrefix         = "base_model.model."
+	PEFTPrefix         = "base_model.model."
 )
 
 // ErrAdapter is wrapped by every error about an adapter that is malformed
@@ -79,12 +79,12 @@ type Adapter struct {
 // LoRANames returns the PEFT tensor names of lora_A and lora_B for the
 // projection weight named base (model.layers.N.…_proj.weight).
 func LoRANames(base string) (a, b string) {
-	stem := peftPrefix + strings.TrimSuffix(base, ".weight")
+	stem := PEFTPrefix + strings.TrimSuffix(base, ".weight")
 	return stem + ".lora_A.weight", stem + ".lora_B.weight"
 }
 
-// adaptedWeights lists the base weights the adapter touches, in order.
-func adaptedWeights(c *Config, lc *LoRAConfig) []string {
+// AdaptedWeights lists the base weights the adapter touches, in order.
+func AdaptedWeights(c *Config, lc *LoRAConfig) []string {
 	var out []string
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		for _, p := range append(slices.Clone(attnProjs), mlpProjs...) {
@@ -104,8 +104,8 @@ func NewAdapter(c Config, lc LoRAConfig, seed uint64) (*Adapter, error) {
 		return nil, err
 	}
 	ad := &Adapter{Config: lc, Tensors: map[string]*Tensor{}}
-	for _, w := range adaptedWeights(&c, &lc) {
-		shape, _ := c.ProjShape(projOf(w))
+	for _, w := range AdaptedWeights(&c, &lc) {
+		shape, _ := c.ProjShape(ProjOf(w))
 		out, in := shape[0], shape[1]
 		an, bn := LoRANames(w)
 		a := &Tensor{Shape: []int{lc.Rank, in}, Data: make([]float32, lc.Rank*in)}
@@ -120,8 +120,8 @@ func NewAdapter(c Config, lc LoRAConfig, seed uint64) (*Adapter, error) {
 	return ad, nil
 }
 
-// projOf returns "q_proj" for "model.layers.3.self_attn.q_proj.weight".
-func projOf(name string) string {
+// ProjOf returns "q_proj" for "model.layers.3.self_attn.q_proj.weight".
+func ProjOf(name string) string {
 	parts := strings.Split(name, ".")
 	if len(parts) < 2 {
 		return ""
@@ -129,11 +129,13 @@ func projOf(name string) string {
 	return parts[len(parts)-2]
 }
 
-// check verifies that the adapter's tensors fit base config c.
-func (ad *Adapter) check(c *Config, source string) error {
+// Check verifies that the adapter's tensors are exactly those its LoRA
+// config implies for base config c. source names the adapter (a file) in
+// errors.
+func (ad *Adapter) Check(c *Config, source string) error {
 	want := map[string][]int{}
-	for _, w := range adaptedWeights(c, &ad.Config) {
-		shape, _ := c.ProjShape(projOf(w))
+	for _, w := range AdaptedWeights(c, &ad.Config) {
+		shape, _ := c.ProjShape(ProjOf(w))
 		an, bn := LoRANames(w)
 		want[an] = []int{ad.Config.Rank, shape[1]}
 		want[bn] = []int{shape[0], ad.Config.Rank}
@@ -143,8 +145,9 @@ func (ad *Adapter) check(c *Config, source string) error {
 		if !ok {
 			return fmt.Errorf("%s: tensor %q: missing (r=%d, target_modules=%v): %w", source, name, ad.Config.Rank, ad.Config.Targets, ErrAdapter)
 		}
-		if !slices.Equal(t.Shape, want[name]) {
-			return fmt.Errorf("%s: tensor %q: shape %v, but r=%d and the base model want %v: %w", source, name, t.Shape, ad.Config.Rank, want[name], ErrAdapter)
+		if !slices.Equal(t.Shape, want[name]) || len(t.Data) != prod(t.Shape) {
+			return fmt.Errorf("%s: tensor %q: shape %v with %d values, but r=%d and the base model want %v: %w",
+				source, name, t.Shape, len(t.Data), ad.Config.Rank, want[name], ErrAdapter)
 		}
 	}
 	for _, name := range sortedKeys(ad.Tensors) {
@@ -273,7 +276,7 @@ func LoadAdapter(dir string, c Config) (*Adapter, error) {
 		}
 		ad.Tensors[name] = &Tensor{Shape: slices.Clone(ti.Shape), Data: data}
 	}
-	if err := ad.check(&c, wPath); err != nil {
+	if err := ad.Check(&c, wPath); err != nil {
 		return nil, err
 	}
 	return ad, nil
@@ -343,13 +346,13 @@ func (ad *Adapter) Digest() (string, error) {
 // Merge returns a copy of m with the adapter folded in: W += scaling·B·A
 // for every adapted projection. m is not modified.
 func (m *Model) Merge(ad *Adapter) (*Model, error) {
-	if err := ad.check(&m.Config, "adapter"); err != nil {
+	if err := ad.Check(&m.Config, "adapter"); err != nil {
 		return nil, err
 	}
 	out := m.Clone()
 	s := ad.Config.Scaling()
 	r := ad.Config.Rank
-	for _, w := range adaptedWeights(&m.Config, &ad.Config) {
+	for _, w := range AdaptedWeights(&m.Config, &ad.Config) {
 		an, bn := LoRANames(w)
 		a, b := ad.Tensors[an], ad.Tensors[bn]
 		W := out.Tensors[w]

@@ -23,10 +23,10 @@ const (
 	ConfigFile      = "config.json"
 	WeightsFile     = "model.safetensors"
 	WeightsIndex    = "model.safetensors.index.json"
-	embedName       = "model.embed_tokens.weight"
-	finalNormName   = "model.norm.weight"
-	lmHeadName      = "lm_head.weight"
-	layerNamePrefix = "model.layers."
+	EmbedName       = "model.embed_tokens.weight"
+	FinalNormName   = "model.norm.weight"
+	LMHeadName      = "lm_head.weight"
+	LayerNamePrefix = "model.layers."
 )
 
 // ErrWeights is wrapped by every error about weights that do not fit the
@@ -62,9 +62,9 @@ var (
 // ProjName returns the full tensor name of projection proj in layer l.
 func ProjName(l int, proj string) string {
 	if slices.Contains(attnProjs, proj) {
-		return fmt.Sprintf("%s%d.self_attn.%s.weight", layerNamePrefix, l, proj)
+		return fmt.Sprintf("%s%d.self_attn.%s.weight", LayerNamePrefix, l, proj)
 	}
-	return fmt.Sprintf("%s%d.mlp.%s.weight", layerNamePrefix, l, proj)
+	return fmt.Sprintf("%s%d.mlp.%s.weight", LayerNamePrefix, l, proj)
 }
 
 // ProjShape returns the [out, in] shape of projection proj under c.
@@ -88,19 +88,19 @@ func (c *Config) ProjShape(proj string) ([]int, error) {
 // TensorShapes returns every tensor name the config implies, with its shape.
 func (c *Config) TensorShapes() map[string][]int {
 	m := map[string][]int{
-		embedName:     {c.VocabSize, c.HiddenSize},
-		finalNormName: {c.HiddenSize},
+		EmbedName:     {c.VocabSize, c.HiddenSize},
+		FinalNormName: {c.HiddenSize},
 	}
 	if !c.TieWordEmbeddings {
-		m[lmHeadName] = []int{c.VocabSize, c.HiddenSize}
+		m[LMHeadName] = []int{c.VocabSize, c.HiddenSize}
 	}
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		for _, p := range append(slices.Clone(attnProjs), mlpProjs...) {
 			s, _ := c.ProjShape(p)
 			m[ProjName(l, p)] = s
 		}
-		m[fmt.Sprintf("%s%d.input_layernorm.weight", layerNamePrefix, l)] = []int{c.HiddenSize}
-		m[fmt.Sprintf("%s%d.post_attention_layernorm.weight", layerNamePrefix, l)] = []int{c.HiddenSize}
+		m[fmt.Sprintf("%s%d.input_layernorm.weight", LayerNamePrefix, l)] = []int{c.HiddenSize}
+		m[fmt.Sprintf("%s%d.post_attention_layernorm.weight", LayerNamePrefix, l)] = []int{c.HiddenSize}
 	}
 	return m
 }
@@ -133,17 +133,9 @@ func (m *Model) Clone() *Model {
 	return c
 }
 
-// lmHead returns the output projection ([V, d]): lm_head or the tied embedding.
-func (m *Model) lmHead() *Tensor {
-	if m.Config.TieWordEmbeddings {
-		return m.Tensors[embedName]
-	}
-	return m.Tensors[lmHeadName]
-}
-
-// check verifies that the tensors are exactly those the config implies.
+// Check verifies that the tensors are exactly those the config implies.
 // source names the weights (a file) in errors.
-func (m *Model) check(source string) error {
+func (m *Model) Check(source string) error {
 	want := m.Config.TensorShapes()
 	for _, name := range sortedKeys(want) {
 		t, ok := m.Tensors[name]
@@ -169,7 +161,7 @@ func (m *Model) check(source string) error {
 func (c *Config) shapeWhy(name string) string {
 	base := fmt.Sprintf("hidden_size=%d", c.HiddenSize)
 	switch {
-	case name == embedName || name == lmHeadName:
+	case name == EmbedName || name == LMHeadName:
 		return fmt.Sprintf("vocab_size=%d, %s", c.VocabSize, base)
 	case strings.HasSuffix(name, "q_proj.weight") || strings.HasSuffix(name, "o_proj.weight"):
 		return fmt.Sprintf("%s, num_attention_heads=%d, head_dim=%d", base, c.NumAttentionHeads, c.HeadDimension())
@@ -264,7 +256,7 @@ func Load(dir string) (*Model, error) {
 				if strings.HasSuffix(ti.Name, "rotary_emb.inv_freq") {
 					continue // a buffer some older checkpoints saved; recomputed here
 				}
-				if ti.Name == lmHeadName && cfg.TieWordEmbeddings {
+				if ti.Name == LMHeadName && cfg.TieWordEmbeddings {
 					continue // tied: the embedding is the head, as in transformers
 				}
 				if _, dup := m.Tensors[ti.Name]; dup {
@@ -296,7 +288,7 @@ func Load(dir string) (*Model, error) {
 	if len(files) > 1 || files[0].names != nil {
 		src = filepath.Join(dir, WeightsIndex)
 	}
-	if err := m.check(src); err != nil {
+	if err := m.Check(src); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -353,7 +345,7 @@ func (m *Model) Save(dir string, dtype safetensors.DType) (string, error) {
 	if dtype == "" {
 		dtype = safetensors.F32
 	}
-	if err := m.check("model"); err != nil {
+	if err := m.Check("model"); err != nil {
 		return "", err
 	}
 	cfg := m.Config

@@ -124,7 +124,7 @@ func TestShardedLoad(t *testing.T) {
 // TestBadWeights: each malformed or contradictory checkpoint is a clear
 // error naming the file and the tensor or field, never a panic.
 func TestBadWeights(t *testing.T) {
-	emb := embedName
+	emb := EmbedName
 	q0 := ProjName(0, "q_proj")
 	cases := []struct {
 		name   string
@@ -152,13 +152,13 @@ func TestBadWeights(t *testing.T) {
 		{"integer tensor", func(t *testing.T, dir string, m *Model) {
 			rewrite(t, dir, m, func(ts []safetensors.Tensor) []safetensors.Tensor {
 				for i := range ts {
-					if ts[i].Name == finalNormName {
+					if ts[i].Name == FinalNormName {
 						ts[i].DType = safetensors.I32
 					}
 				}
 				return ts
 			})
-		}, []string{WeightsFile, finalNormName, "not a float"}, ErrWeights},
+		}, []string{WeightsFile, FinalNormName, "not a float"}, ErrWeights},
 		{"missing tensor", func(t *testing.T, dir string, m *Model) {
 			delete(m.Tensors, q0)
 			rewrite(t, dir, m, nil)
@@ -173,10 +173,10 @@ func TestBadWeights(t *testing.T) {
 		}, []string{"model.layers.9.mlp.up_proj.weight", "not part of"}, ErrWeights},
 		{"hidden_size contradicts embedding", func(t *testing.T, dir string, m *Model) {
 			editConfig(t, dir, func(c map[string]any) { c["hidden_size"] = 32 })
-		}, []string{WeightsFile, lmHeadName, "[37 16]", "hidden_size=32", "[37 32]"}, ErrWeights},
+		}, []string{WeightsFile, LMHeadName, "[37 16]", "hidden_size=32", "[37 32]"}, ErrWeights},
 		{"vocab_size contradicts embedding", func(t *testing.T, dir string, m *Model) {
 			editConfig(t, dir, func(c map[string]any) { c["vocab_size"] = 40 })
-		}, []string{lmHeadName, "vocab_size=40", "[40 16]"}, ErrWeights},
+		}, []string{LMHeadName, "vocab_size=40", "[40 16]"}, ErrWeights},
 		{"kv heads do not divide heads", func(t *testing.T, dir string, m *Model) {
 			editConfig(t, dir, func(c map[string]any) { c["num_key_value_heads"] = 3 })
 		}, []string{ConfigFile, "num_key_value_heads", "does not divide"}, ErrConfig},
@@ -185,7 +185,7 @@ func TestBadWeights(t *testing.T) {
 		}, []string{ConfigFile}, ErrConfig},
 		{"untied config, no lm_head", func(t *testing.T, dir string, m *Model) {
 			editConfig(t, dir, func(c map[string]any) { c["tie_word_embeddings"] = false })
-		}, []string{lmHeadName, "missing"}, ErrWeights},
+		}, []string{LMHeadName, "missing"}, ErrWeights},
 		{"no weights file", func(t *testing.T, dir string, m *Model) {
 			os.Remove(filepath.Join(dir, WeightsFile))
 		}, []string{WeightsFile, WeightsIndex}, os.ErrNotExist},

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # make bench-train: one LoRA training step (r=8 on q_proj, v_proj; AdamW on
 # the LoRA parameters; gradient clipping at 1.0) of a LLaMA-family decoder on
-# the CPU, fedtune (Gorgonia) beside PyTorch, at two sizes:
+# the CPU, fedtune beside PyTorch, at two sizes:
 #   tiny        configs/models/tiny.yaml (d=64, 2 layers), batch 8 x 64 tokens
 #   d256-4layer d=256, 4 layers, 8 heads / 4 kv heads,    batch 8 x 128 tokens
-# fedtune runs its BenchmarkLoRAStep (./model, Gorgonia: the trainer's
-# device cpu) with the default pure-Go BLAS build and -tags openblas, and
-# the hand-written step of ./model/engine on the Host device (the trainer's
-# device host; BenchmarkStepHost, the same shapes) in both builds. PyTorch is Debian's python3-torch, with
+# fedtune runs its BenchmarkLoRAStep (./model/gorgoniaref, Gorgonia: the
+# trainer's device gorgonia) with the default pure-Go BLAS build and -tags
+# openblas, and the hand-written step of ./model/engine on the Host device
+# (the trainer's default device cpu, also named host; BenchmarkStepHost, the
+# same shapes) in both builds. PyTorch is Debian's python3-torch, with
 # torch.set_num_threads(nproc). Prints tokens/s of each and the ratio
 # fedtune/PyTorch (above 1 means fedtune is faster).
 #
@@ -38,7 +39,7 @@ trap 'rm -rf "$tmp"' EXIT
 go_bench() {
   local build=$1; shift
   echo "bench-train: go test -bench BenchmarkLoRAStep ($build build, -benchtime $BENCHTIME)" >&2
-  go test "$@" -run '^$' -bench '^BenchmarkLoRAStep$' -benchtime "$BENCHTIME" -count 1 ./model/ \
+  go test "$@" -run '^$' -bench '^BenchmarkLoRAStep$' -benchtime "$BENCHTIME" -count 1 ./model/gorgoniaref/ \
     | tee "$tmp/$build.log" >&2
   awk '/^BenchmarkLoRAStep\// {
          name = $1; sub(/^BenchmarkLoRAStep\//, "", name); sub(/-[0-9]+$/, "", name)

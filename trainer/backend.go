@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 
 	"github.com/fedtune/fedtune/aggregator"
@@ -66,46 +65,18 @@ type Backend interface {
 	Fit(ctx context.Context, t Task, d Data) (Update, error)
 }
 
-// CPUBackend trains with package model (Gorgonia) on the CPU.
-type CPUBackend struct {
+// GorgoniaBackend trains with model/gorgoniaref's Gorgonia graph on the CPU
+// (DeviceGorgonia), the autodiff reference the engine is tested against.
+type GorgoniaBackend struct {
 	// Progress, if set, is called after every step.
 	Progress func(step int, loss float64)
 }
 
-var _ Backend = (*CPUBackend)(nil)
+var _ Backend = (*GorgoniaBackend)(nil)
 
 // Fit implements Backend.
-func (b *CPUBackend) Fit(ctx context.Context, t Task, d Data) (Update, error) {
-	m, windows, err := loadTask(t, d)
-	if err != nil {
-		return Update{}, err
-	}
-	tc := t.Train
-	if b.Progress != nil {
-		tc.Progress = func(step int, loss, _ float64) { b.Progress(step, loss) }
-	}
-	tr, err := model.NewTrainerWithAdapter(m, t.Adapter, tc)
-	if err != nil {
-		return Update{}, fmt.Errorf("%w: %w", ErrTask, err)
-	}
-	defer tr.Close()
-	loss, err := tr.Run(ctx, datasets.NewBatcher(windows, tc.Batch, tc.Seed))
-	if err != nil {
-		return Update{}, err
-	}
-	var ts map[string]*model.Tensor
-	name := UpdateFullFile
-	if tc.LoRA != nil {
-		ts, name = tr.Adapter().Tensors, UpdateLoRAFile
-	} else {
-		ts = tr.Model().Tensors
-	}
-	path := filepath.Join(t.OutDir, name)
-	digest, err := writeTaskUpdate(t, path, ts)
-	if err != nil {
-		return Update{}, err
-	}
-	return Update{Path: path, Digest: digest, Loss: loss, Steps: tr.StepCount(), Tokens: tr.Tokens()}, nil
+func (b *GorgoniaBackend) Fit(ctx context.Context, t Task, d Data) (Update, error) {
+	return fit(ctx, DeviceGorgonia, startGorgonia, b.Progress, t, d)
 }
 
 // Lossy reports whether compression loses precision (f16, bf16, int8).

@@ -72,7 +72,7 @@ func TestWriteUpdateCompressions(t *testing.T) {
 	}
 }
 
-func TestCPUBackendFitLoRA(t *testing.T) {
+func TestGorgoniaBackendFitLoRA(t *testing.T) {
 	dir, cfg := tinyModel(t)
 	ds, err := datasets.Load("../datasets/testdata/shards/trainer-1.jsonl", datasets.Options{})
 	if err != nil {
@@ -86,7 +86,7 @@ func TestCPUBackendFitLoRA(t *testing.T) {
 	task := Task{ModelDir: dir, Adapter: ad, OutDir: t.TempDir(), Compression: "none",
 		Train: model.TrainConfig{LoRA: &lc, Steps: 3, Batch: 2, SeqLen: 16, LR: 1e-2, Schedule: model.ScheduleConstant, Seed: 3}}
 	var steps int
-	u, err := (&CPUBackend{Progress: func(int, float64) { steps++ }}).Fit(context.Background(), task, Data{Dataset: ds})
+	u, err := (&GorgoniaBackend{Progress: func(int, float64) { steps++ }}).Fit(context.Background(), task, Data{Dataset: ds})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,14 +112,14 @@ func TestCPUBackendFitLoRA(t *testing.T) {
 		t.Error("training left the adapter unchanged")
 	}
 	// The same task trains to the same bits.
-	u2, err := (&CPUBackend{}).Fit(context.Background(), Task{ModelDir: dir, Adapter: ad, OutDir: t.TempDir(), Train: task.Train}, Data{Dataset: ds})
+	u2, err := (&GorgoniaBackend{}).Fit(context.Background(), Task{ModelDir: dir, Adapter: ad, OutDir: t.TempDir(), Train: task.Train}, Data{Dataset: ds})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u2.Digest != u.Digest {
 		t.Errorf("same task, different updates: %s vs %s", u.Digest, u2.Digest)
 	}
-	if _, err := (&CPUBackend{}).Fit(context.Background(), Task{ModelDir: t.TempDir(), Train: task.Train}, Data{Dataset: ds}); err == nil {
+	if _, err := (&GorgoniaBackend{}).Fit(context.Background(), Task{ModelDir: t.TempDir(), Train: task.Train}, Data{Dataset: ds}); err == nil {
 		t.Error("a missing model was accepted")
 	}
 }

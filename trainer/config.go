@@ -52,9 +52,10 @@ type Config struct {
 	// Insecure talks plain-text gRPC to the coordinator (no TLS).
 	Insecure bool `yaml:"insecure"`
 	// Device is where local training runs: DeviceCPU (the default, ""
-	// too: package model's Gorgonia graph), DeviceHost (the engine's
-	// training step in plain Go on the CPU) or DeviceCUDA (the engine on
-	// GPU 0; needs a binary built with -tags fedcuda).
+	// too: the engine's training step on its Host device, on the CPU),
+	// DeviceHost (the same), DeviceGorgonia (model/gorgoniaref's Gorgonia
+	// graph) or DeviceCUDA (the engine on GPU 0; needs a binary built with
+	// -tags fedcuda).
 	Device string `yaml:"device,omitempty"`
 }
 

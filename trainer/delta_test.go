@@ -30,7 +30,7 @@ const int8RoundTolerance = 0.01
 // each with FedAvg on the round's base and compares the globals.
 func TestFullInt8RoundMatchesUncompressed(t *testing.T) {
 	dir, _ := tinyModel(t)
-	int8Round(t, &CPUBackend{}, dir, filepath.Join(dir, model.WeightsFile), nil)
+	int8Round(t, &GorgoniaBackend{}, dir, filepath.Join(dir, model.WeightsFile), nil)
 }
 
 // TestEngineInt8RoundMatchesUncompressed is the same with the engine
@@ -67,7 +67,7 @@ func TestLoRAInt8RoundMatchesUncompressed(t *testing.T) {
 	if ad, err = ReadAdapter(global, lc); err != nil {
 		t.Fatal(err)
 	}
-	int8Round(t, &CPUBackend{}, dir, global, ad)
+	int8Round(t, &GorgoniaBackend{}, dir, global, ad)
 }
 
 // int8Round trains two trainers with be on dir (with adapter ad for LoRA) and

@@ -25,6 +25,10 @@
 //
 // Config is the node's YAML file (LoadConfig decodes it strictly and
 // validates it; Init writes a fresh key and config). Backend is the seam
-// for the training step: CPUBackend trains with package model on the CPU;
-// a GPU backend plugs in behind the same interface.
+// for the training step, chosen by Config.Device (NewBackend): by default
+// ("cpu", or "host") an EngineBackend runs model/engine's step on its Host
+// device; "cuda" runs the same step on GPU 0 in binaries built with the
+// GPU tag; "gorgonia" is GorgoniaBackend, model/gorgoniaref's Gorgonia
+// graph, the slower autodiff reference. Train runs one training outside a
+// round (fedtune train, the devnet's pre-training) on the same devices.
 package trainer

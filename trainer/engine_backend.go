@@ -1,10 +1,10 @@
 package trainer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -16,11 +16,17 @@ import (
 
 // Training devices (Config.Device, the --device flag).
 const (
-	// DeviceCPU trains with package model's Gorgonia graph (CPUBackend).
+	// DeviceCPU, the default ("" too), trains with package engine's step
+	// on its Host device (EngineBackend): plain Go with SIMD kernels on the
+	// CPU.
 	DeviceCPU = "cpu"
-	// DeviceHost trains with package engine's step on its plain-Go Host
-	// device (EngineBackend): the GPU code path, run on the CPU.
+	// DeviceHost names the same device as DeviceCPU (the engine's Host).
 	DeviceHost = "host"
+	// DeviceGorgonia trains with model/gorgoniaref's Gorgonia graph
+	// (GorgoniaBackend), the independent autodiff reference the engine is
+	// tested against: several times slower, same updates to float32
+	// rounding.
+	DeviceGorgonia = "gorgonia"
 	// DeviceCUDA trains with package engine's step on GPU 0 (EngineBackend
 	// over cudadev); only binaries built with -tags fedcuda have it.
 	DeviceCUDA = "cuda"
@@ -33,15 +39,19 @@ var ErrNoCUDA = errors.New("this binary was built without CUDA support; rebuild 
 // DeviceOpener opens a fresh engine.Device.
 type DeviceOpener func() (engine.Device, error)
 
+// openHost opens the engine's Host device.
+func openHost() (engine.Device, error) { return engine.NewHost(), nil }
+
 // engineDevices maps a device name to its opener; device_cuda.go adds
 // DeviceCUDA in -tags fedcuda builds.
 var engineDevices = map[string]DeviceOpener{
-	DeviceHost: func() (engine.Device, error) { return engine.NewHost(), nil },
+	DeviceCPU:  openHost,
+	DeviceHost: openHost,
 }
 
 // Devices lists the device names this binary accepts, sorted.
 func Devices() []string {
-	names := []string{DeviceCPU}
+	names := []string{DeviceGorgonia}
 	for n := range engineDevices {
 		names = append(names, n)
 	}
@@ -52,7 +62,7 @@ func Devices() []string {
 // ValidateDevice checks a device name ("" means DeviceCPU). DeviceCUDA in a
 // binary without CUDA support is an error wrapping ErrNoCUDA.
 func ValidateDevice(name string) error {
-	if name == "" || name == DeviceCPU {
+	if name == "" || name == DeviceGorgonia {
 		return nil
 	}
 	if _, ok := engineDevices[name]; ok {
@@ -64,16 +74,18 @@ func ValidateDevice(name string) error {
 	return fmt.Errorf("unknown device %q (want one of %s)", name, strings.Join(Devices(), ", "))
 }
 
-// NewBackend returns the Backend that trains on device name: CPUBackend for
-// DeviceCPU (and ""), an EngineBackend for the engine devices, after
-// opening the device once to check that it is there.
+// NewBackend returns the Backend that trains on device name: an
+// EngineBackend for the engine devices (DeviceCPU, also for "", DeviceHost,
+// DeviceCUDA), after opening the device once to check that it is there;
+// GorgoniaBackend for DeviceGorgonia.
 func NewBackend(name string) (Backend, error) {
 	if err := ValidateDevice(name); err != nil {
 		return nil, fmt.Errorf("%w: device: %w", ErrConfig, err)
 	}
-	if name == "" || name == DeviceCPU {
-		return &CPUBackend{}, nil
+	if name == DeviceGorgonia {
+		return &GorgoniaBackend{}, nil
 	}
+	name = cmp.Or(name, DeviceCPU)
 	// Open the device once now, so that a trainer told to train on a GPU
 	// it does not have says so when it starts, not at its first task.
 	open := engineDevices[name]
@@ -89,7 +101,7 @@ func NewBackend(name string) (Backend, error) {
 
 // EngineBackend trains with package engine's training step on an
 // engine.Device (the Host device, or a GPU through cudadev). It produces
-// the same update files as CPUBackend (WriteUpdate), from the same batches,
+// the same update files as GorgoniaBackend (WriteUpdate), from the same batches,
 // schedule and optimiser. A device is opened for each Fit and closed after
 // it, so nothing stays allocated between rounds.
 type EngineBackend struct {
@@ -108,56 +120,11 @@ func (b *EngineBackend) Fit(ctx context.Context, t Task, d Data) (Update, error)
 	if b.Open == nil {
 		return Update{}, fmt.Errorf("%w: engine backend %q has no device opener", ErrTask, b.Device)
 	}
-	m, windows, err := loadTask(t, d)
-	if err != nil {
-		return Update{}, err
-	}
-	tc := t.Train
-	if b.Progress != nil {
-		tc.Progress = func(step int, loss, _ float64) { b.Progress(step, loss) }
-	}
-	dev, err := b.Open()
-	if err != nil {
-		return Update{}, fmt.Errorf("trainer: device %s: %w", b.Device, err)
-	}
-	tr, err := engine.NewTrainer(dev, m, t.Adapter, tc)
-	if err != nil {
-		return Update{}, errors.Join(fmt.Errorf("%w: %w", ErrTask, err), dev.Close())
-	}
-	loss, err := tr.Run(ctx, datasets.NewBatcher(windows, tc.Batch, tc.Seed))
-	var ts map[string]*model.Tensor
-	name := UpdateFullFile
-	if err == nil {
-		// Adapter and Model return nil when the device fails to read the
-		// weights back; Close then says why.
-		if tc.LoRA != nil {
-			if ad := tr.Adapter(); ad != nil {
-				ts, name = ad.Tensors, UpdateLoRAFile
-			}
-		} else if mm := tr.Model(); mm != nil {
-			ts = mm.Tensors
-		}
-	}
-	steps, tokens := tr.StepCount(), tr.Tokens()
-	cerr := errors.Join(tr.Close(), dev.Close())
-	switch {
-	case err != nil:
-		return Update{}, err
-	case cerr != nil:
-		return Update{}, fmt.Errorf("trainer: device %s: %w", b.Device, cerr)
-	case ts == nil:
-		return Update{}, fmt.Errorf("trainer: device %s: reading the trained weights back failed", b.Device)
-	}
-	path := filepath.Join(t.OutDir, name)
-	digest, err := writeTaskUpdate(t, path, ts)
-	if err != nil {
-		return Update{}, err
-	}
-	return Update{Path: path, Digest: digest, Loss: loss, Steps: steps, Tokens: tokens}, nil
+	return fit(ctx, b.Device, startEngine(b.Open), b.Progress, t, d)
 }
 
 // loadTask loads a task's model and cuts the local data into windows of
-// seq_len+1 tokens, as CPUBackend does.
+// seq_len+1 tokens, for every backend.
 func loadTask(t Task, d Data) (*model.Model, [][]int, error) {
 	m, err := model.Load(t.ModelDir)
 	if err != nil {

@@ -18,7 +18,7 @@ func TestValidateDevice(t *testing.T) {
 	for _, tc := range []struct {
 		name, wantErr string
 	}{
-		{"", ""}, {"cpu", ""}, {"host", ""},
+		{"", ""}, {"cpu", ""}, {"host", ""}, {"gorgonia", ""},
 		{"gpu", `unknown device "gpu"`},
 		{"CUDA", `unknown device "CUDA"`},
 		{"cuda", map[bool]string{false: "rebuild with -tags fedcuda", true: ""}[hasCUDA]},
@@ -47,7 +47,7 @@ func TestConfigDevice(t *testing.T) {
 		dev     string
 		wantErr string
 	}{
-		{"cpu", ""}, {"host", ""},
+		{"cpu", ""}, {"host", ""}, {"gorgonia", ""},
 		{"tpu", `device: unknown device "tpu" (want one of cpu, `},
 		{"cuda", map[bool]string{false: "device: \"cuda\": this binary was built without CUDA support; rebuild with -tags fedcuda", true: ""}[hasCUDA]},
 	} {
@@ -67,20 +67,29 @@ func TestConfigDevice(t *testing.T) {
 }
 
 func TestNewBackend(t *testing.T) {
-	for _, name := range []string{"", DeviceCPU} {
-		if b, err := NewBackend(name); err != nil {
-			t.Errorf("%q: %v", name, err)
-		} else if _, ok := b.(*CPUBackend); !ok {
-			t.Errorf("%q: backend %T, want *CPUBackend", name, b)
+	// The default ("", cpu) is the engine on its Host device.
+	for name, want := range map[string]string{"": DeviceCPU, DeviceCPU: DeviceCPU, DeviceHost: DeviceHost} {
+		b, err := NewBackend(name)
+		if err != nil {
+			t.Fatalf("%q: %v", name, err)
 		}
+		eb, ok := b.(*EngineBackend)
+		if !ok || eb.Device != want || eb.Open == nil {
+			t.Fatalf("%q: backend %#v", name, b)
+		}
+		dev, err := eb.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dev.Name() != "host" {
+			t.Errorf("%q: device %s, want the engine's host", name, dev.Name())
+		}
+		dev.Close()
 	}
-	b, err := NewBackend(DeviceHost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eb, ok := b.(*EngineBackend)
-	if !ok || eb.Device != DeviceHost || eb.Open == nil {
-		t.Fatalf("host: backend %#v", b)
+	if b, err := NewBackend(DeviceGorgonia); err != nil {
+		t.Error(err)
+	} else if _, ok := b.(*GorgoniaBackend); !ok {
+		t.Errorf("gorgonia: backend %T, want *GorgoniaBackend", b)
 	}
 	if _, err := NewBackend("tpu"); err == nil || !errors.Is(err, ErrConfig) {
 		t.Errorf("tpu: error %v, want one wrapping ErrConfig", err)
@@ -92,7 +101,7 @@ func TestNewBackend(t *testing.T) {
 
 // TestEngineBackendHostLoRA trains a LoRA round on the Host device and
 // checks that the update is a valid adapter file, repeatable bit for bit,
-// and close to what CPUBackend (Gorgonia) trains from the same task.
+// and close to what GorgoniaBackend (Gorgonia) trains from the same task.
 func TestEngineBackendHostLoRA(t *testing.T) {
 	dir, cfg := tinyModel(t)
 	ds, err := datasets.Load("../datasets/testdata/shards/trainer-1.jsonl", datasets.Options{})
@@ -146,7 +155,7 @@ func TestEngineBackendHostLoRA(t *testing.T) {
 		t.Errorf("same task, different updates: %s vs %s", u.Digest, u2.Digest)
 	}
 	// The Gorgonia backend trains the same round to nearly the same adapter.
-	uc, err := (&CPUBackend{}).Fit(context.Background(), task(), Data{Dataset: ds})
+	uc, err := (&GorgoniaBackend{}).Fit(context.Background(), task(), Data{Dataset: ds})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ var ErrRefused = errors.New("trainer: refused by the coordinator")
 type Options struct {
 	// Logger receives the node's logs (nil: discard).
 	Logger *slog.Logger
-	// Backend trains (nil: NewBackend(Config.Device), CPUBackend by default).
+	// Backend trains (nil: NewBackend(Config.Device), the engine on its Host by default).
 	Backend Backend
 	// OnUpdate, if set, is called after each update was reported.
 	OnUpdate func(task *coordinatorv1.Task, u Update)

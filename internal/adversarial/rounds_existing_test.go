@@ -177,7 +177,7 @@ func exEditHeader(edit func(map[string]*exEntry) error) func(trainer.Task, strin
 // exBadBackend trains honestly, then breaks the update file as the round's
 // malformation says, and remembers the digest of what it sent.
 type exBadBackend struct {
-	trainer.CPUBackend
+	trainer.GorgoniaBackend
 	which int // 0: trainer-2's column of exMalformations, 1: trainer-3's
 
 	mu   sync.Mutex
@@ -185,7 +185,7 @@ type exBadBackend struct {
 }
 
 func (b *exBadBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (trainer.Update, error) {
-	u, err := b.CPUBackend.Fit(ctx, t, d)
+	u, err := b.GorgoniaBackend.Fit(ctx, t, d)
 	if err != nil || t.Round < 1 || int(t.Round) > len(exMalformations) {
 		return u, err
 	}

@@ -563,7 +563,7 @@ func TestNoRaceAuditContainsWhileTraining(t *testing.T) {
 		dataset string
 	)
 	note := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
-	backend := &trainer.CPUBackend{Progress: func(step int, _ float64) {
+	backend := &trainer.GorgoniaBackend{Progress: func(step int, _ float64) {
 		note(fmt.Sprintf("step %d", step))
 		mu.Lock()
 		first := !asked

@@ -89,7 +89,7 @@ trainer, launch another job and audit the model.`,
 	f.IntVar(&o.PretrainSteps, "pretrain-steps", 100, "pre-training steps of the base model")
 	f.BoolVar(&o.RemoteAggregator, "remote-aggregator", false, "run the aggregator as its own process (fedtune aggregator start) with its own key")
 	f.BoolVar(&o.Keep, "keep", false, "keep the network up after the job (until Ctrl-C or SIGTERM) and print its addresses and the commands that join a trainer, launch a job and audit the model")
-	f.StringVar(&o.Device, "device", "", "the trainers' training device: cpu (Gorgonia, the default), host (the engine's step on the CPU) or cuda (binaries built with -tags fedcuda)")
+	f.StringVar(&o.Device, "device", "", "the trainers' (and the base model's pre-training) "+deviceUsage)
 	return cmd
 }
 

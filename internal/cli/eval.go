@@ -10,6 +10,7 @@ import (
 
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -42,7 +43,7 @@ windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
 				return err
 			}
 			var bar *progress
-			res, err := model.Evaluate(cmd.Context(), m, tokens, func(done, total int) {
+			res, err := engine.Evaluate(cmd.Context(), engine.NewHost(), m, tokens, func(done, total int) {
 				if asJSON {
 					return
 				}

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -36,7 +37,7 @@ func newGenerateCmd() *cobra.Command {
 			if m.Config.BOSTokenID != nil {
 				ids = append([]int{*m.Config.BOSTokenID}, ids...)
 			}
-			out, err := model.Generate(cmd.Context(), m, ids, model.GenerateConfig{
+			out, err := engine.Generate(cmd.Context(), engine.NewHost(), m, ids, model.GenerateConfig{
 				MaxTokens: maxTokens, Temperature: temp, TopP: topP, Seed: seed, Stop: m.Config.EOSTokenID})
 			if err != nil {
 				return err

@@ -92,6 +92,14 @@ func TestNoRaceModelCommands(t *testing.T) {
 	if d := fileSHA(t, filepath.Join(base, "model.safetensors")); d != digest {
 		t.Error("LoRA training changed the base model file")
 	}
+	// The Gorgonia reference trains the same run to nearly the same
+	// adapter (the default device is the engine's Host).
+	gorgonia := filepath.Join(dir, "adapter-gorgonia")
+	gDigest := strings.TrimSpace(mustCLI(t, "train", "--model", base, "--data", english, "-o", gorgonia, "--device", "gorgonia",
+		"--steps", "3", "--batch", "2", "--seq-len", "16", "--lora-rank", "4", "--lora-targets", "q_proj,v_proj,down_proj", "--seed", "1"))
+	if want := fileSHA(t, filepath.Join(gorgonia, "adapter_model.safetensors")); gDigest != want {
+		t.Errorf("train --device gorgonia printed %s, adapter file sha256 %s", gDigest, want)
+	}
 
 	line := regexp.MustCompile(`^\{"tokens": \d+, "mean_nll": [0-9.e+-]+, "perplexity": [0-9.e+-]+\}\n$`)
 	evalJSON := func(args ...string) map[string]float64 {
@@ -152,6 +160,7 @@ func TestModelCommandErrors(t *testing.T) {
 		{[]string{"model", "digest", filepath.Join(dir, "nothing")}, "nothing"},
 		{[]string{"eval", "--model", dir, "--data", bad}, "config.json"},
 		{[]string{"train", "--model", dir}, "required"},
+		{[]string{"train", "--model", dir, "--data", bad, "-o", filepath.Join(dir, "a"), "--device", "tpu"}, `--device: unknown device "tpu"`},
 		{[]string{"generate", "--model", filepath.Join(dir, "none"), "--prompt", "x"}, "none"},
 	}
 	for _, tc := range cases {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
+	"github.com/fedtune/fedtune/trainer"
 )
 
 func init() { register(newTrainCmd) }
@@ -18,6 +20,7 @@ func init() { register(newTrainCmd) }
 func newTrainCmd() *cobra.Command {
 	var (
 		modelDir, data, out, targets, schedule, adapterDir string
+		device                                             string
 		rank, steps, batch, seqLen, warmup                 int
 		alpha, dropout, lr, wd, clip                       float64
 		full                                               bool
@@ -34,6 +37,9 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelDir == "" || data == "" || out == "" {
 				return fmt.Errorf("train: --model, --data and -o are required")
+			}
+			if err := trainer.ValidateDevice(device); err != nil {
+				return fmt.Errorf("train: --device: %w", err)
 			}
 			log := logger(cmd)
 			m, err := model.Load(modelDir)
@@ -85,28 +91,24 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 					tc.LoRA.Dropout = startAdapter.Config.Dropout
 				}
 			}
-			tr, err := model.NewTrainerWithAdapter(m, startAdapter, tc)
-			if err != nil {
-				return err
-			}
-			defer tr.Close()
 			log.Info("training", "samples", len(ds.Samples), "tokens", len(tokens), "windows", len(windows),
-				"mode", map[bool]string{true: "full", false: "lora"}[full], "steps", steps)
+				"mode", map[bool]string{true: "full", false: "lora"}[full], "steps", steps, "device", cmp.Or(device, trainer.DeviceCPU))
 			start := time.Now()
 			bar = newProgress(cmd.ErrOrStderr(), "train", steps)
-			loss, err := tr.Run(cmd.Context(), datasets.NewBatcher(windows, batch, seed))
+			tr, err := trainer.Train(cmd.Context(), device, m, startAdapter, tc, datasets.NewBatcher(windows, batch, seed))
 			bar.Finish()
 			if err != nil {
 				return err
 			}
+			loss := tr.Loss
 			var digest string
 			if full {
-				digest, err = tr.Model().Save(out, safetensors.F32)
+				digest, err = tr.Model.Save(out, safetensors.F32)
 				if err == nil {
 					err = copyTokenizer(modelDir, out)
 				}
 			} else {
-				ad := tr.Adapter()
+				ad := tr.Adapter
 				ad.BaseModel = modelDir
 				digest, err = ad.Save(out)
 			}
@@ -115,7 +117,7 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 			}
 			el := time.Since(start)
 			log.Info("trained", "out", out, "final_loss", loss, "seconds", el.Seconds(),
-				"tok_per_s", float64(tr.Tokens())/el.Seconds())
+				"tok_per_s", float64(tr.Tokens)/el.Seconds())
 			fmt.Fprintln(cmd.OutOrStdout(), digest)
 			return nil
 		},
@@ -139,6 +141,7 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 	f.Float64Var(&clip, "clip-norm", 1, "global gradient-norm clip (0 = off)")
 	f.StringVar(&schedule, "schedule", model.ScheduleCosine, "learning-rate schedule: cosine or constant")
 	f.Uint64Var(&seed, "seed", 0, "seed for adapter init, dropout and batch order")
+	f.StringVar(&device, "device", "", deviceUsage)
 	return cmd
 }
 

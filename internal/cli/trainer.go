@@ -110,7 +110,7 @@ the trainer can join.`,
 }
 
 // deviceUsage documents --device.
-const deviceUsage = "training device: cpu (Gorgonia, the default), host (the engine's step on the CPU) or cuda (GPU 0; binaries built with -tags fedcuda)"
+const deviceUsage = "training device: cpu (the engine's step on the CPU, the default), host (the same), gorgonia (the Gorgonia reference graph, slower) or cuda (GPU 0; binaries built with -tags fedcuda)"
 
 func newTrainerJoinCmd() *cobra.Command {
 	var cfgPath, device string

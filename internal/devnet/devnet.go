@@ -70,11 +70,12 @@ type Options struct {
 	// ledger nodes serve metrics, and a second job file (Net.NextJobFile)
 	// is written for the printed launch command.
 	Keep bool
-	// Device is the trainers' training device (trainer.Config.Device:
-	// cpu, host or cuda; "" is cpu).
+	// Device is the trainers' training device, on which the base model is
+	// pre-trained too (trainer.Config.Device: cpu, the engine's Host and
+	// the default; host; gorgonia; cuda; "" is cpu).
 	Device string
 	// TrainerBackend, with InProcess, gives trainer i (1-based) its
-	// training backend (nil or a nil result: the CPU backend).
+	// training backend (nil or a nil result: trainer.NewBackend(Device)).
 	TrainerBackend func(i int) trainer.Backend
 	// Out receives the progress display (nil: discard).
 	Out io.Writer
@@ -383,7 +384,7 @@ func (n *Net) writeTrainerConfigs() error {
 }
 
 // makeBaseModel initialises the tiny model from its config and pre-trains
-// it briefly on English text, so fine-tuning starts from a model that has
+// it briefly on English text on the trainers' device, so fine-tuning starts from a model that has
 // learnt something.
 func (n *Net) makeBaseModel(ctx context.Context) error {
 	cfg, err := model.LoadConfigYAML(n.Opts.ModelConfig)
@@ -410,16 +411,12 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 			fmt.Fprintf(n.Opts.Out, "  pre-train step %d/%d loss %.4f\n", step, tc.Steps, loss)
 		}
 	}
-	tr, err := model.NewTrainer(m, tc)
+	tr, err := trainer.Train(ctx, n.Opts.Device, m, nil, tc, datasets.NewBatcher(windows, tc.Batch, 1))
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
-	if _, err := tr.Run(ctx, datasets.NewBatcher(windows, tc.Batch, 1)); err != nil {
-		return err
-	}
 	n.BaseModel = n.path("models", "base")
-	if n.BaseDigest, err = tr.Model().Save(n.BaseModel, safetensors.F32); err != nil {
+	if n.BaseDigest, err = tr.Model.Save(n.BaseModel, safetensors.F32); err != nil {
 		return err
 	}
 	fmt.Fprintf(n.Opts.Out, "  base model %s\n", n.BaseDigest)

@@ -18,10 +18,10 @@ import (
 
 // nanBackend trains like the CPU backend, then poisons one weight with a
 // NaN, as a broken or malicious trainer might.
-type nanBackend struct{ trainer.CPUBackend }
+type nanBackend struct{ trainer.GorgoniaBackend }
 
 func (b *nanBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (trainer.Update, error) {
-	u, err := b.CPUBackend.Fit(ctx, t, d)
+	u, err := b.GorgoniaBackend.Fit(ctx, t, d)
 	if err != nil {
 		return u, err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 	"github.com/fedtune/fedtune/trainer"
 )
@@ -603,7 +604,7 @@ func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error
 		}
 		tokens = tok.Encode(string(b))
 	}
-	res, err := model.Evaluate(ctx, m, tokens, nil)
+	res, err := engine.Evaluate(ctx, engine.NewHost(), m, tokens, nil)
 	if err != nil {
 		return nil, err
 	}

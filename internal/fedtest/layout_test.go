@@ -285,9 +285,14 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 		return layer{"aggregator strategies", "the strategies depend only downward", func(dep string) bool {
 			return library(dep) || noneOf("trainer", "coordinator", "ledger", "datasets")(dep)
 		}}, true
-	case under(rel, "model"):
+	case under(rel, "model/gorgoniaref"):
 		return layer{"model", "model depends only downward", func(dep string) bool {
 			return library(dep) || noneOf("trainer", "coordinator", "aggregator", "ledger", "datasets")(dep)
+		}}, true
+	case under(rel, "model"):
+		return layer{"model", "model depends only downward, and only model/gorgoniaref links Gorgonia", func(dep string) bool {
+			return library(dep) || noneOf("trainer", "coordinator", "aggregator", "ledger", "datasets", "model/gorgoniaref")(dep) ||
+				strings.HasPrefix(dep, "gorgonia.org/gorgonia")
 		}}, true
 	case under(rel, "datasets"):
 		return layer{"datasets", "datasets depends only downward", func(dep string) bool {

@@ -167,7 +167,7 @@ func TestParityElementwise(t *testing.T) {
 	for _, budget := range budgets {
 		be := testBackend(t, budget)
 		sizes := paritySizes
-		if !emulated { // too slow for the CPU emulation
+		if !Emulated { // too slow for the CPU emulation
 			sizes = append(sizes, 1<<20+3)
 		}
 		for _, n := range sizes {
@@ -194,7 +194,7 @@ func TestParityElementwise(t *testing.T) {
 				}
 
 				for _, block := range []int{1, 7, 32, 64, 4096, 5000} {
-					if emulated && block < 32 && n > 4*4096 {
+					if Emulated && block < 32 && n > 4*4096 {
 						// agg_qscale runs a warp per scale block, and the
 						// emulation switches fibers at each shuffle: tiny
 						// blocks of long vectors take seconds there. The

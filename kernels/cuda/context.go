@@ -15,6 +15,10 @@ import (
 	"gorgonia.org/cu"
 )
 
+// Emulated reports whether Context is the CPU emulation: false in the GPU
+// build.
+const Emulated = false
+
 // DevicePtr is a device address: gorgonia.org/cu's, in the GPU build.
 // Byte offsets are plain addition.
 type DevicePtr = cu.DevicePtr

@@ -31,9 +31,11 @@
 // runs the same tests with no CUDA at all (no gorgonia.org/cu, no CUDA
 // headers, no libcuda; a C++ compiler only): Context is then a CPU
 // emulation of one GPU (emu.go) whose Launch runs the kernels of
-// aggregate.cu and blas.cu compiled as host C++ over every thread of the
-// grid (emu.cpp), which checks the Backend's chunking and the kernels'
-// logic and arithmetic order, though not nvcc's code. Backend and the
+// aggregate.cu, blas.cu and train.cu compiled as host C++ over every
+// thread of the grid (emu.cpp), which checks the Backend's chunking and the
+// kernels' logic and arithmetic order, though not nvcc's code. It is
+// fedtune's one CUDA emulator: model/engine/cudadev runs on it too
+// (Emulated says which Context a build has). Backend and the
 // shared plumbing (backend.go, common.go) build in both; context.go,
 // blas.go, initguard.go and register.go need fedcuda, emu.go and emu.cpp
 // are fedcudaemu without fedcuda (with both tags the build is the GPU

@@ -1,12 +1,13 @@
 //go:build fedcudaemu && !fedcuda
 
-// emu.cpp runs the kernels of aggregate.cu and blas.cu on the CPU, for
-// testing the GPU backend's logic on machines without a GPU (build tag
-// fedcudaemu without fedcuda: no CUDA header or library is needed). A launch
-// runs every CUDA thread of the grid to completion in turn, which is
-// faithful for kernels whose threads do not wait for each other; those that
-// do (agg_qscale with warp shuffles, blas_sgemm with __syncthreads) run
-// each block's threads as fibers that meet at every shuffle and barrier.
+// emu.cpp runs the kernels of aggregate.cu, blas.cu and train.cu on the
+// CPU, for testing the GPU backend's and model/engine/cudadev's logic on
+// machines without a GPU (build tag fedcudaemu without fedcuda: no CUDA
+// header or library is needed). A launch runs every CUDA thread of the
+// grid to completion in turn, which is faithful for kernels whose threads
+// do not wait for each other; those that do (warp shuffles, __syncthreads:
+// agg_qscale, blas_sgemm and train.cu's row reductions) run each block's
+// threads as fibers that meet at every shuffle and barrier.
 
 // No fused multiply-add, whatever the target: each operation rounds.
 #pragma GCC optimize("fp-contract=off")
@@ -23,6 +24,7 @@ emu_dim3 blockDim, gridDim;
 
 #include "aggregate.cu"
 #include "blas.cu"
+#include "train.cu"
 
 namespace {
 
@@ -38,8 +40,12 @@ void run_grid(const std::function<void()> &thread) {
 
 // Blocks for kernels whose threads meet (warp shuffles, __syncthreads):
 // the block's threads are fibers (ucontext) on this OS thread, resumed in
-// rounds. A thread yields at every meeting point, so after a round every
-// thread of the block (and of each warp) has reached the next one. A
+// rounds. A thread yields at every meeting point. A shuffle is a meeting of
+// its warp: after a round every lane of a warp (which meet at the same
+// shuffles) has reached it. __syncthreads is a meeting of the block: a
+// thread there is not resumed until every thread still running is there
+// too, so warps that shuffle more than others between two barriers (a
+// reduction's second stage in warp 0 alone) do not break it. A
 // shuffle is one meeting: each thread writes its value to this meeting's
 // slot, yields, and reads its partner's; consecutive shuffles alternate
 // between two sets of slots, so no thread overwrites a slot that another
@@ -51,8 +57,9 @@ void run_grid(const std::function<void()> &thread) {
 ucontext_t sched_ctx;
 std::vector<ucontext_t> fiber_ctx;
 std::vector<char> fiber_done;
+std::vector<char> fiber_wait; // at __syncthreads, not resumed until all are
 std::vector<char *> fiber_stack;
-float shfl_slot[2][1024];
+double shfl_slot[2][1024]; // float and double both survive a double
 unsigned char shfl_phase[1024];
 const std::function<void()> *fiber_fn;
 constexpr size_t fiber_stack_bytes = 64 << 10;
@@ -75,6 +82,7 @@ void run_grid_fibers(const std::function<void()> &thread) {
     fiber_fn = &thread;
     fiber_ctx.resize(nt);
     fiber_done.resize(nt);
+    fiber_wait.resize(nt);
     while (fiber_stack.size() < nt) fiber_stack.push_back(new char[fiber_stack_bytes]);
     for (unsigned int t = 0; t < nt; t++) {
         getcontext(&fiber_ctx[t]);
@@ -84,16 +92,24 @@ void run_grid_fibers(const std::function<void()> &thread) {
         makecontext(&fiber_ctx[t], (void (*)())fiber_entry, 1, (int)t);
     }
     for (unsigned int b = 0; b < gridDim.x; b++) {
-        for (unsigned int t = 0; t < nt; t++) fiber_done[t] = 0;
-        for (bool busy = true; busy;) {
-            busy = false;
+        for (unsigned int t = 0; t < nt; t++) fiber_done[t] = fiber_wait[t] = 0;
+        for (;;) {
+            bool ran = false;
             for (unsigned int t = 0; t < nt; t++) {
-                if (fiber_done[t]) continue;
+                if (fiber_done[t] || fiber_wait[t]) continue;
                 blockIdx = {b, 0, 0};
                 threadIdx = {t, 0, 0};
                 swapcontext(&sched_ctx, &fiber_ctx[t]);
-                busy = busy || !fiber_done[t];
+                ran = true;
             }
+            if (ran) continue;
+            // Every thread left is at __syncthreads: release them.
+            bool waiting = false;
+            for (unsigned int t = 0; t < nt; t++) {
+                waiting = waiting || fiber_wait[t];
+                fiber_wait[t] = 0;
+            }
+            if (!waiting) break;
         }
     }
 }
@@ -115,21 +131,121 @@ float f32(uint64_t v) {
 
 float __shfl_down_sync(unsigned int, float v, int delta) {
     unsigned int t = threadIdx.x, lane = t % 32;
-    float *slot = shfl_slot[shfl_phase[t]];
+    double *slot = shfl_slot[shfl_phase[t]];
     shfl_phase[t] ^= 1;
     slot[t] = v;
     fiber_yield();
-    return lane + delta < 32 ? slot[t + delta] : v;
+    return lane + delta < 32 ? (float)slot[t + delta] : v;
 }
 
-void __syncthreads() { fiber_yield(); }
+template <class T>
+T __shfl_xor_sync(unsigned int, T v, int lane_mask) {
+    unsigned int t = threadIdx.x, warp = t / 32, lane = t % 32;
+    double *slot = shfl_slot[shfl_phase[t]];
+    shfl_phase[t] ^= 1;
+    slot[t] = (double)v;
+    fiber_yield();
+    return (T)slot[warp * 32 + (lane ^ (unsigned int)lane_mask)];
+}
+template float __shfl_xor_sync<float>(unsigned int, float, int);
+template double __shfl_xor_sync<double>(unsigned int, double, int);
+
+void __syncthreads() {
+    fiber_wait[threadIdx.x] = 1;
+    fiber_yield();
+}
 
 #define P(i, T) ((T)a[i])
+
+#define I(i) ((int)(int32_t)(uint32_t)a[i])
+#define F(i) f32(a[i])
+
+// train_launch runs a kernel of train.cu, as fedtune_emu_launch does.
+static int train_launch(const char *name, int block, const uint64_t *a, int n) {
+    struct entry {
+        const char *name;
+        int nargs;
+        bool sync; // its threads meet (shuffles, __syncthreads): run as fibers
+        void (*call)(const uint64_t *a);
+    };
+    static const entry table[] = {
+        {"train_embed", 5, false, [](const uint64_t *a) { train_embed(P(0, float *), P(1, const float *), P(2, const int *), I(3), I(4)); }},
+        {"train_embed_backward", 5, false,
+         [](const uint64_t *a) { train_embed_backward(P(0, float *), P(1, const float *), P(2, const int *), I(3), I(4)); }},
+        {"train_rmsnorm", 7, true,
+         [](const uint64_t *a) {
+             train_rmsnorm(P(0, float *), P(1, float *), P(2, const float *), P(3, const float *), I(4), I(5), F(6));
+         }},
+        {"train_rmsnorm_backward_dx", 7, true,
+         [](const uint64_t *a) {
+             train_rmsnorm_backward_dx(P(0, float *), P(1, const float *), P(2, const float *), P(3, const float *),
+                                       P(4, const float *), I(5), I(6));
+         }},
+        {"train_rmsnorm_backward_dw", 6, true,
+         [](const uint64_t *a) {
+             train_rmsnorm_backward_dw(P(0, float *), P(1, const float *), P(2, const float *), P(3, const float *), I(4),
+                                       I(5));
+         }},
+        {"train_rope", 8, false,
+         [](const uint64_t *a) {
+             train_rope(P(0, float *), P(1, const float *), P(2, const float *), I(3), I(4), I(5), I(6), F(7));
+         }},
+        {"train_split_heads", 7, false,
+         [](const uint64_t *a) { train_split_heads(P(0, float *), P(1, const float *), I(2), I(3), I(4), I(5), I(6)); }},
+        {"train_merge_heads", 7, false,
+         [](const uint64_t *a) { train_merge_heads(P(0, float *), P(1, const float *), I(2), I(3), I(4), I(5), I(6)); }},
+        {"train_causal_softmax", 4, true,
+         [](const uint64_t *a) { train_causal_softmax(P(0, float *), P(1, const float *), I(2), I(3)); }},
+        {"train_causal_softmax_backward", 5, true,
+         [](const uint64_t *a) {
+             train_causal_softmax_backward(P(0, float *), P(1, const float *), P(2, const float *), I(3), I(4));
+         }},
+        {"train_swiglu", 4, false,
+         [](const uint64_t *a) { train_swiglu(P(0, float *), P(1, const float *), P(2, const float *), I(3)); }},
+        {"train_swiglu_backward", 6, false,
+         [](const uint64_t *a) {
+             train_swiglu_backward(P(0, float *), P(1, float *), P(2, const float *), P(3, const float *),
+                                   P(4, const float *), I(5));
+         }},
+        {"train_mul", 4, false,
+         [](const uint64_t *a) { train_mul(P(0, float *), P(1, const float *), P(2, const float *), I(3)); }},
+        {"train_axpy", 4, false, [](const uint64_t *a) { train_axpy(P(0, float *), F(1), P(2, const float *), I(3)); }},
+        {"train_cross_entropy", 7, true,
+         [](const uint64_t *a) {
+             train_cross_entropy(P(0, float *), P(1, float *), P(2, const float *), P(3, const int *), I(4), I(5), F(6));
+         }},
+        {"train_sqnorm_partial", 3, true,
+         [](const uint64_t *a) { train_sqnorm_partial(P(0, double *), P(1, const float *), I(2)); }},
+        {"train_sqnorm_final", 3, true,
+         [](const uint64_t *a) { train_sqnorm_final(P(0, double *), P(1, const double *), I(2)); }},
+        {"train_adamw", 14, false,
+         [](const uint64_t *a) {
+             train_adamw(P(0, float *), P(1, const float *), P(2, float *), P(3, float *), I(4), F(5), F(6), F(7), F(8),
+                         F(9), F(10), F(11), I(12), F(13));
+         }},
+    };
+    for (const entry &e : table) {
+        if (std::strcmp(e.name, name) != 0) continue;
+        if (n != e.nargs) return 1;
+        if (e.sync) {
+            if (block % 32 != 0 || block > 1024) return 2;
+            run_grid_fibers([&] { e.call(a); });
+        } else {
+            run_grid([&] { e.call(a); });
+        }
+        return 0;
+    }
+    return 1;
+}
 
 // The kernels fedtune_emu_launch runs.
 static const char *const emu_kernels[] = {
     "agg_wsum16", "agg_store", "agg_scale", "agg_sqnorm_blocks", "agg_pair_blocks", "agg_order_stat",
-    "agg_qscale", "agg_quant", "agg_dequant", "agg_first_nonfinite", "blas_sgemm", nullptr,
+    "agg_qscale", "agg_quant", "agg_dequant", "agg_first_nonfinite", "blas_sgemm",
+    "train_embed", "train_embed_backward", "train_rmsnorm", "train_rmsnorm_backward_dx", "train_rmsnorm_backward_dw",
+    "train_rope", "train_split_heads", "train_merge_heads", "train_causal_softmax", "train_causal_softmax_backward",
+    "train_swiglu", "train_swiglu_backward", "train_mul", "train_axpy", "train_cross_entropy", "train_sqnorm_partial",
+    "train_sqnorm_final", "train_adamw", nullptr,
 };
 
 // fedtune_emu_kernel returns the i-th kernel's name, NULL past the last.
@@ -190,7 +306,7 @@ extern "C" int fedtune_emu_launch(const char *name, int grid, int block, const u
                        P(13, float *), (int)a[14], (long long)a[15], (int)a[16]);
         });
     } else {
-        return 1;
+        return train_launch(name, block, a, n);
     }
     return 0;
 }

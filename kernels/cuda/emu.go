@@ -32,11 +32,15 @@ import (
 // With the build tag fedcudaemu alone (no fedcuda) the package builds
 // without CUDA: no gorgonia.org/cu, no CUDA headers, no libcuda, only a C++
 // compiler. Context is then a CPU emulation of one GPU: device memory is
-// host memory from calloc, and Launch runs the kernels of aggregate.cu and
-// blas.cu, compiled as host C++ by emu.cpp, over every thread of the grid
-// before it returns. It exists to test Backend and the kernels' logic and
+// host memory from calloc, and Launch runs the kernels of aggregate.cu,
+// blas.cu and train.cu, compiled as host C++ by emu.cpp, over every thread
+// of the grid before it returns. It exists to test Backend and the kernels' logic and
 // IEEE arithmetic without a GPU (not nvcc's code generation), and it is
 // slow. The "cuda" kernels backend is not registered in this build.
+
+// Emulated reports whether Context is the CPU emulation (build tag
+// fedcudaemu without fedcuda).
+const Emulated = true
 
 // DevicePtr is a device address; in the CPU emulation, an address in the C
 // heap. Byte offsets are plain addition.
@@ -46,7 +50,7 @@ type DevicePtr uintptr
 // know .cu files; embedding them makes it rebuild the emulator whenever the
 // kernels change.
 //
-//go:embed aggregate.cu blas.cu
+//go:embed aggregate.cu blas.cu train.cu
 var emuSources embed.FS
 
 // emuMu serialises launches: the emulator's grid state is global.

@@ -1,4 +1,4 @@
-// emu_cuda.h lets aggregate.cu compile as host C++ for emu.cpp (build tag
+// emu_cuda.h lets aggregate.cu, blas.cu and train.cu compile as host C++ for emu.cpp (build tag
 // fedcudaemu): CUDA's qualifiers become nothing, the rounded intrinsics
 // become plain IEEE operations (compiled with -ffp-contract=off, so never
 // fused), and the thread indices are per-OS-thread variables that the
@@ -57,6 +57,8 @@ static inline unsigned long long atomicMin(unsigned long long *p, unsigned long 
 }
 
 float __shfl_down_sync(unsigned int mask, float v, int delta);
+template <class T>
+T __shfl_xor_sync(unsigned int mask, T v, int lane_mask);
 void __syncthreads();
 
 #endif

@@ -16,7 +16,6 @@ import (
 // blas_sgemm, on machines without CUDA:
 //
 //	go test -tags fedcudaemu ./kernels/cuda
-const emulated = true
 
 // TestEmulatedKernels checks that every kernel the emulation runs is one
 // the embedded PTX defines, from the source file emu.go embeds.

@@ -11,10 +11,6 @@ import (
 	"github.com/fedtune/fedtune/kernels"
 )
 
-// emulated is false in the GPU build: the tests run on a real GPU (and
-// skip without one).
-const emulated = false
-
 func TestRegisteredBackend(t *testing.T) {
 	testContext(t) // skips without a GPU
 	be, err := kernels.Open("cuda")

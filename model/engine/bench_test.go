@@ -5,6 +5,7 @@ import (
 
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/gorgoniaref"
 )
 
 // benchCases are the step benchmark shapes: model's BenchmarkLoRAStep sizes
@@ -79,14 +80,14 @@ func BenchmarkStepHost(b *testing.B) {
 	})
 }
 
-// BenchmarkStepGorgonia measures model.Trainer (Gorgonia) on the same cases.
+// BenchmarkStepGorgonia measures gorgoniaref.Trainer (Gorgonia) on the same cases.
 func BenchmarkStepGorgonia(b *testing.B) {
 	benchSteps(b, func(b *testing.B, m *model.Model, cfg model.TrainConfig) stepper {
-		tr, err := model.NewTrainer(m, cfg)
+		tr, err := gorgoniaref.NewTrainer(m, cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(tr.Close)
+		b.Cleanup(func() { tr.Close() })
 		return tr
 	})
 }

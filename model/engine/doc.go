@@ -13,15 +13,22 @@
 //   - Trainer (NewTrainer), the training step written only against Device:
 //     weights, gradients, AdamW moments and activations stay resident on the
 //     device between steps, and only token ids, dropout masks and per-row
-//     losses cross per step. It computes what model.Trainer computes (same
-//     batches, loss, clipping, schedule, AdamW, LoRA dropout stream).
+//     losses cross per step. It computes what model/gorgoniaref's Gorgonia
+//     Trainer computes (same batches, loss, clipping, schedule, AdamW, LoRA
+//     dropout stream), and is tested against it;
+//   - Runner (NewRunner), fedtune's one forward pass for inference: the
+//     Trainer's forward on a Device, weights uploaded once, activations
+//     sized to each sequence (no key/value cache: each generated token runs
+//     the sequence again). Evaluate and Generate run model's Evaluate and
+//     Generate on it; eval, generate and the coordinator's held-out
+//     evaluation use them on the Host.
 //
 // Host is also the fast CPU path: products go to the BLAS a build tag
 // installs (OpenBLAS, made single-threaded and split over the Host's
 // pool), else to its own blocked sgemm with AVX2 or AVX-512 micro-kernels
 // (gemm.go, gemm_amd64.s), else to gonum; exp-heavy rows run in AVX2 loops
 // (vexp_amd64.s, vec_amd64.s) and large operations spread over one
-// persistent worker pool (pool.go). Work is split only over independent
+// persistent worker pool (package kernels' Job). Work is split only over independent
 // outputs, so results are identical for any number of cores; the build tag
 // purego forces the pure-Go loops.
 //

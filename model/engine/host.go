@@ -9,6 +9,8 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/fedtune/fedtune/kernels"
 )
 
 // ErrDevice is wrapped by every error a Device records about its arguments
@@ -38,7 +40,7 @@ type host struct {
 	ints   map[*hostInt]struct{}
 	procs  int
 	tasks  hostTasks
-	job    job // the pool's job for this device's loops
+	job    kernels.Job // the worker pool's job for this device's loops
 }
 
 // NewHost returns the plain-Go Device: buffers are Go slices; GEMM goes
@@ -152,9 +154,9 @@ func (h *host) noAlias(op string, out []float32, outName string, ins map[string]
 
 // parallel runs task over [0, n), in contiguous chunks on the worker pool
 // when the work (n·cost) is large enough to pay for the hand-off.
-func (h *host) parallel(n, cost int, task rangeTask) {
+func (h *host) parallel(n, cost int, task kernels.Task) {
 	if n*cost < 1<<15 || h.procs < 2 || n < 2 {
-		task.run(0, n)
+		task.Run(0, 0, n)
 		return
 	}
 	// A few chunks per core balance the load when other processes hold a
@@ -344,7 +346,15 @@ func (h *host) MatMul(g Gemm) {
 		return
 	}
 	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}
-	t.run(0, batch)
+	t.Run(0, 0, batch)
+}
+
+// parallelFor runs task over [0, n) split into up to parts contiguous
+// chunks, on the calling goroutine and whichever of the worker pool's
+// workers join in time, using j (idle: not in use by another loop).
+func parallelFor(j *kernels.Job, n, parts int, task kernels.Task) {
+	parts = max(min(parts, n), 1)
+	j.For(n, (n+parts-1)/parts, parts-1, task)
 }
 
 // gemmImpl is the Host's sgemm: a BLAS, or sgemmVec when nil.
@@ -394,7 +404,7 @@ type batchGemmTask struct {
 	lda, ldb, ldc int
 }
 
-func (t *batchGemmTask) run(lo, hi int) {
+func (t *batchGemmTask) Run(_, lo, hi int) {
 	g, ldc := &t.g, t.ldc
 	for i := lo; i < hi; i++ {
 		ci := t.c[i*g.StrideC:]
@@ -426,10 +436,10 @@ type splitGemmTask struct {
 	unit int
 }
 
-func (t *splitGemmTask) run(lo, hi int) {
+func (t *splitGemmTask) Run(_, lo, hi int) {
 	if t.impl.blas != nil && hi-lo > 1 {
 		for i := lo; i < hi; i++ {
-			t.run(i, i+1)
+			t.Run(0, i, i+1)
 		}
 		return
 	}

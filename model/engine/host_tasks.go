@@ -2,7 +2,7 @@ package engine
 
 import "math"
 
-// The loop bodies of the Host's parallel operations (see rangeTask): each
+// The loop bodies of the Host's parallel operations (see kernels.Task): each
 // holds its operation's arguments, set by the operation before the loop
 // and cleared after it.
 
@@ -36,7 +36,7 @@ type rmsNormTask struct {
 	eps float32
 }
 
-func (t *rmsNormTask) run(lo, hi int) {
+func (t *rmsNormTask) Run(_, lo, hi int) {
 	xb, yb, wb, rb, d, eps := t.xb, t.yb, t.wb, t.rb, t.d, t.eps
 	for r := lo; r < hi; r++ {
 		xr, yr := xb[r*d:(r+1)*d], yb[r*d:(r+1)*d]
@@ -62,7 +62,7 @@ type rmsNormBackTask struct {
 	d   int
 }
 
-func (t *rmsNormBackTask) run(lo, hi int) {
+func (t *rmsNormBackTask) Run(_, lo, hi int) {
 	xb, dyb, dxb, wb, rb, d := t.xb, t.dyb, t.dxb, t.wb, t.rb, t.d
 	for r := lo; r < hi; r++ {
 		xr, dyr, dxr := xb[r*d:(r+1)*d], dyb[r*d:(r+1)*d], dxb[r*d:(r+1)*d]
@@ -88,7 +88,7 @@ type rmsNormDWTask struct {
 	rows int
 }
 
-func (t *rmsNormDWTask) run(lo, hi int) {
+func (t *rmsNormDWTask) Run(_, lo, hi int) {
 	dwb, dyb, xb, rb, d, rows := t.dwb, t.dyb, t.xb, t.rb, t.d, t.rows
 	for j := lo; j < hi; j++ {
 		acc := dwb[j]
@@ -111,7 +111,7 @@ type ropeTask struct {
 	inverse bool
 }
 
-func (t *ropeTask) run(lo, hi int) {
+func (t *ropeTask) Run(_, lo, hi int) {
 	xb, cb, sb, heads, hd, half, T, inverse := t.xb, t.cb, t.sb, t.heads, t.hd, t.half, t.T, t.inverse
 	for r := lo; r < hi; r++ {
 		t := r % T
@@ -145,7 +145,7 @@ type headsArgs struct {
 // splitHeadsTask is SplitHeads over output heads (b, h) [lo, hi).
 type splitHeadsTask struct{ headsArgs }
 
-func (t *splitHeadsTask) run(lo, hi int) {
+func (t *splitHeadsTask) Run(_, lo, hi int) {
 	d, s, T, heads, hd, repeat, HH := t.d, t.s, t.T, t.heads, t.hd, t.repeat, t.HH
 	for bh := lo; bh < hi; bh++ {
 		b, hh := bh/HH, bh%HH
@@ -158,7 +158,7 @@ func (t *splitHeadsTask) run(lo, hi int) {
 // mergeHeadsTask is MergeHeads over rows (b, t) [lo, hi).
 type mergeHeadsTask struct{ headsArgs }
 
-func (t *mergeHeadsTask) run(lo, hi int) {
+func (t *mergeHeadsTask) Run(_, lo, hi int) {
 	d, s, T, heads, hd, repeat, HH := t.d, t.s, t.T, t.heads, t.hd, t.repeat, t.HH
 	for bt := lo; bt < hi; bt++ {
 		b, t := bt/T, bt%T
@@ -182,7 +182,7 @@ type softmaxTask struct {
 	T  int
 }
 
-func (t *softmaxTask) run(lo, hi int) {
+func (t *softmaxTask) Run(_, lo, hi int) {
 	pb, sb, T := t.pb, t.sb, t.T
 	for r := lo; r < hi; r++ {
 		t := r % T
@@ -210,7 +210,7 @@ type softmaxBackTask struct {
 	T   int
 }
 
-func (t *softmaxBackTask) run(lo, hi int) {
+func (t *softmaxBackTask) Run(_, lo, hi int) {
 	db, pb, dpb, T := t.db, t.pb, t.dpb, t.T
 	for r := lo; r < hi; r++ {
 		t := r % T
@@ -234,7 +234,7 @@ type swigluTask struct {
 	n  int
 }
 
-func (t *swigluTask) run(lo, hi int) {
+func (t *swigluTask) Run(_, lo, hi int) {
 	// Chunks of whole 8-lane vectors: the same elements take the vector
 	// loop whatever the split.
 	lo, hi = lo*8, min(hi*8, t.n)
@@ -255,7 +255,7 @@ type swigluBackTask struct {
 	n   int
 }
 
-func (t *swigluBackTask) run(lo, hi int) {
+func (t *swigluBackTask) Run(_, lo, hi int) {
 	lo, hi = lo*8, min(hi*8, t.n)
 	dgb, dub, dab, gb, ub := t.dgb[lo:hi], t.dub[lo:hi], t.dab[lo:hi], t.gb[lo:hi], t.ub[lo:hi]
 	for i := swigluBackVec(dgb, dub, dab, gb, ub); i < len(gb); i++ {
@@ -274,7 +274,7 @@ type mulTask struct {
 	bb []float32
 }
 
-func (t *mulTask) run(lo, hi int) {
+func (t *mulTask) Run(_, lo, hi int) {
 	db, ab, bb := t.db, t.ab, t.bb
 	for i := lo; i < hi; i++ {
 		db[i] = ab[i] * bb[i]
@@ -288,7 +288,7 @@ type axpyTask struct {
 	alpha float32
 }
 
-func (t *axpyTask) run(lo, hi int) {
+func (t *axpyTask) Run(_, lo, hi int) {
 	yb, xb, alpha := t.yb, t.xb, t.alpha
 	for i := lo; i < hi; i++ {
 		yb[i] += alpha * xb[i]
@@ -305,7 +305,7 @@ type crossEntropyTask struct {
 	scale float32
 }
 
-func (t *crossEntropyTask) run(lo, hi int) {
+func (t *crossEntropyTask) Run(_, lo, hi int) {
 	lb, db, xb, tb, V, scale := t.lb, t.db, t.xb, t.tb, t.V, t.scale
 	for r := lo; r < hi; r++ {
 		xr, dr := xb[r*V:(r+1)*V], db[r*V:(r+1)*V]
@@ -352,7 +352,7 @@ type adamWTask struct {
 	b2       float32
 }
 
-func (t *adamWTask) run(lo, hi int) {
+func (t *adamWTask) Run(_, lo, hi int) {
 	wb, gb, mb, vb, p, stepSize, sqrtBC2, b1, b2 := t.wb, t.gb, t.mb, t.vb, t.p, t.stepSize, t.sqrtBC2, t.b1, t.b2
 	for j := lo; j < hi; j++ {
 		gj := gb[j] * p.Clip

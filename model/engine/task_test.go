@@ -8,6 +8,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -15,7 +16,7 @@ import (
 // run on the engine (Host device): a tiny.yaml model is pre-trained
 // briefly (full fine-tuning, 100 steps) on the shipped English text, then a
 // LoRA adapter is trained on the shipped task set. Held-out mean NLL on
-// tasks/eval.jsonl (scored by model.Evaluate on the merged model) must fall
+// tasks/eval.jsonl (scored by Evaluate on the merged model) must fall
 // below 0.7× its value under the pre-trained base, and the base must stay
 // bit-identical.
 func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
@@ -63,7 +64,7 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start, err := model.Evaluate(ctx, base, taskEval, nil)
+	start, err := engine.Evaluate(ctx, engine.NewHost(), base, taskEval, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +88,7 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	end, err := model.Evaluate(ctx, merged, taskEval, nil)
+	end, err := engine.Evaluate(ctx, engine.NewHost(), merged, taskEval, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,17 +7,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/fedtune/fedtune/model"
-)
-
-// Tensor names of LlamaForCausalLM that the step treats specially.
-const (
-	embedName     = "model.embed_tokens.weight"
-	finalNormName = "model.norm.weight"
-	lmHeadName    = "lm_head.weight"
 )
 
 // dropoutStream is the second PCG word of model.Trainer's dropout RNG
@@ -122,24 +114,25 @@ type Trainer struct {
 	ltmp       map[int]Buffer // [N, in] scratch for masked LoRA input gradients
 	dhf        Buffer
 
-	owned  []Buffer
-	rng    *rand.Rand
-	step   int
-	tokens int
-	train  bool // the last forward used dropout masks
-	err    error
-	closed bool
+	owned       []Buffer
+	forwardOnly bool // an inference state (Runner): no parameters, no backward
+	rng         *rand.Rand
+	step        int
+	tokens      int
+	train       bool // the last forward used dropout masks
+	err         error
+	closed      bool
 }
 
 // NewTrainer prepares training of m on dev under cfg, as
-// model.NewTrainerWithAdapter does: with cfg.LoRA set the base weights are
+// gorgoniaref.NewTrainerWithAdapter does: with cfg.LoRA set the base weights are
 // frozen and only the adapter's A and B are trained (a fresh adapter made
 // exactly as model.NewAdapter makes it when ad is nil); without it every
 // weight is trained. m and ad are copied to the device and not modified.
 // The caller keeps ownership of dev (Close frees the trainer's buffers, not
 // the device).
 func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainConfig) (*Trainer, error) {
-	fillDefaults(&cfg)
+	cfg.FillDefaults()
 	if err := cfg.Validate(&m.Config); err != nil {
 		return nil, err
 	}
@@ -161,7 +154,7 @@ func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainCo
 	}
 	if cfg.LoRA != nil {
 		var err error
-		if ad, err = prepareAdapter(m, ad, cfg); err != nil {
+		if ad, err = model.TrainingAdapter(m, ad, cfg); err != nil {
 			return nil, err
 		}
 		t.adapter = ad
@@ -184,120 +177,13 @@ func NewTrainer(dev Device, m *model.Model, ad *model.Adapter, cfg model.TrainCo
 	return t, nil
 }
 
-// fillDefaults applies DefaultTrainConfig's optimiser settings to zero
-// fields, as model.NewTrainer does.
-func fillDefaults(tc *model.TrainConfig) {
-	if tc.Beta1 == 0 {
-		tc.Beta1 = 0.9
-	}
-	if tc.Beta2 == 0 {
-		tc.Beta2 = 0.999
-	}
-	if tc.Eps == 0 {
-		tc.Eps = 1e-8
-	}
-	if tc.Schedule == "" {
-		tc.Schedule = model.ScheduleCosine
-	}
-}
-
-// checkModel verifies that m's tensors are exactly those its config implies.
+// checkModel verifies m's config, and that its tensors are exactly those
+// the config implies.
 func checkModel(m *model.Model) error {
 	if err := m.Config.Validate(); err != nil {
 		return err
 	}
-	want := m.Config.TensorShapes()
-	for _, name := range sortedKeys(want) {
-		tn, ok := m.Tensors[name]
-		switch {
-		case !ok:
-			return fmt.Errorf("model: tensor %q: missing (config wants shape %v): %w", name, want[name], model.ErrWeights)
-		case !slices.Equal(tn.Shape, want[name]):
-			return fmt.Errorf("model: tensor %q: shape %v, the config wants %v: %w", name, tn.Shape, want[name], model.ErrWeights)
-		case len(tn.Data) != prod(tn.Shape):
-			return fmt.Errorf("model: tensor %q: %d values for shape %v: %w", name, len(tn.Data), tn.Shape, model.ErrWeights)
-		}
-	}
-	for _, name := range m.Names() {
-		if _, ok := want[name]; !ok {
-			return fmt.Errorf("model: tensor %q: not part of a LlamaForCausalLM with this config: %w", name, model.ErrWeights)
-		}
-	}
-	return nil
-}
-
-// adaptedWeights lists the projections cfg adapts, in model's order
-// (layers ascending; q, k, v, o, gate, up, down within a layer).
-func adaptedWeights(c *model.Config, lc *model.LoRAConfig) []string {
-	var out []string
-	for l := 0; l < c.NumHiddenLayers; l++ {
-		for _, p := range []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} {
-			if slices.Contains(lc.Targets, p) {
-				out = append(out, model.ProjName(l, p))
-			}
-		}
-	}
-	return out
-}
-
-// projOf returns "q_proj" for "model.layers.3.self_attn.q_proj.weight".
-func projOf(name string) string {
-	parts := strings.Split(name, ".")
-	if len(parts) < 2 {
-		return ""
-	}
-	return parts[len(parts)-2]
-}
-
-// prepareAdapter returns a private copy of ad checked against m and cfg,
-// or a fresh adapter when ad is nil.
-func prepareAdapter(m *model.Model, ad *model.Adapter, cfg model.TrainConfig) (*model.Adapter, error) {
-	if ad == nil {
-		return model.NewAdapter(m.Config, *cfg.LoRA, cfg.Seed)
-	}
-	cp := &model.Adapter{Config: ad.Config, BaseModel: ad.BaseModel, Tensors: map[string]*model.Tensor{}}
-	cp.Config.Targets = slices.Clone(ad.Config.Targets)
-	for k, v := range ad.Tensors {
-		cp.Tensors[k] = v.Clone()
-	}
-	sorted := func(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
-	if cp.Config.Rank != cfg.LoRA.Rank || !slices.Equal(sorted(cp.Config.Targets), sorted(cfg.LoRA.Targets)) {
-		return nil, fmt.Errorf("%w: adapter has r=%d targets %v, training asks r=%d targets %v",
-			model.ErrTrainConfig, cp.Config.Rank, cp.Config.Targets, cfg.LoRA.Rank, cfg.LoRA.Targets)
-	}
-	cp.Config.Alpha, cp.Config.Dropout = cfg.LoRA.Alpha, cfg.LoRA.Dropout
-	want := map[string][]int{}
-	for _, w := range adaptedWeights(&m.Config, &cp.Config) {
-		shape, _ := m.Config.ProjShape(projOf(w))
-		an, bn := model.LoRANames(w)
-		want[an] = []int{cp.Config.Rank, shape[1]}
-		want[bn] = []int{shape[0], cp.Config.Rank}
-	}
-	for _, name := range sortedKeys(want) {
-		tn, ok := cp.Tensors[name]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("adapter: tensor %q: missing (r=%d, target_modules=%v): %w", name, cp.Config.Rank, cp.Config.Targets, model.ErrAdapter)
-		case !slices.Equal(tn.Shape, want[name]) || len(tn.Data) != prod(tn.Shape):
-			return nil, fmt.Errorf("adapter: tensor %q: shape %v with %d values, but r=%d and the base model want %v: %w",
-				name, tn.Shape, len(tn.Data), cp.Config.Rank, want[name], model.ErrAdapter)
-		}
-	}
-	for _, name := range sortedKeys(cp.Tensors) {
-		if _, ok := want[name]; !ok {
-			return nil, fmt.Errorf("adapter: tensor %q: not a LoRA weight of target_modules %v for this base model: %w", name, cp.Config.Targets, model.ErrAdapter)
-		}
-	}
-	return cp, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	return m.Check("model")
 }
 
 func prod(s []int) int {
@@ -318,7 +204,7 @@ func (t *Trainer) alloc(n int) Buffer {
 // upload allocates everything and copies the weights to the device.
 func (t *Trainer) upload() error {
 	dev := t.dev
-	N, d, H, KV, hd, I, T := t.nN, t.d, t.nH, t.nKV, t.hd, t.nI, t.nT
+	N := t.nN
 	full := t.cfg.LoRA == nil
 	for _, name := range t.base.Names() {
 		tn := t.base.Tensors[name]
@@ -341,7 +227,7 @@ func (t *Trainer) upload() error {
 			dev.Write(p.w, 0, tn.Data)
 			return p
 		}
-		for _, w := range adaptedWeights(&t.c, &ad.Config) {
+		for _, w := range model.AdaptedWeights(&t.c, &ad.Config) {
 			an, bn := model.LoRANames(w)
 			la := &adapted{a: newParam(an), b: newParam(bn), r: t.nR}
 			la.in, la.out = la.a.shape[1], la.b.shape[0]
@@ -359,6 +245,15 @@ func (t *Trainer) upload() error {
 		slices.Sort(t.masked)
 		t.dza = t.alloc(N * t.nR)
 	}
+	return t.allocActs()
+}
+
+// allocActs allocates the activations (and, unless the trainer only runs
+// forward, the gradients of the backward pass) and uploads the rotary
+// tables.
+func (t *Trainer) allocActs() error {
+	dev := t.dev
+	N, d, H, KV, hd, I, T := t.nN, t.d, t.nH, t.nKV, t.hd, t.nI, t.nT
 	t.ids, t.tgt = dev.AllocInt(N), dev.AllocInt(N)
 	cos, sin := ropeTables(t.c.RopeTheta, hd, T)
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
@@ -380,29 +275,31 @@ func (t *Trainer) upload() error {
 	t.hf, t.rstdf, t.logits, t.loss = t.alloc(N*d), t.alloc(N), t.alloc(N*t.nV), t.alloc(N)
 	t.lossHost = make([]float32, N)
 	t.q, t.k, t.v = t.alloc(heads), t.alloc(N*KV*hd), t.alloc(N*KV*hd)
+	if t.forwardOnly {
+		return t.synced("upload")
+	}
 	t.dx, t.dh, t.dhf = t.alloc(N*d), t.alloc(N*d), t.alloc(N*d)
 	t.dq, t.dk, t.dv = t.alloc(heads), t.alloc(N*KV*hd), t.alloc(N*KV*hd)
 	t.do, t.doh, t.dqh, t.dkh, t.dvh = t.alloc(heads), t.alloc(heads), t.alloc(heads), t.alloc(heads), t.alloc(heads)
 	t.dP = t.alloc(t.nB * H * T * T)
 	t.dact, t.dg, t.du = t.alloc(N*I), t.alloc(N*I), t.alloc(N*I)
-	if err := dev.Sync(); err != nil {
-		return fmt.Errorf("engine: upload to %s: %w", dev.Name(), err)
+	return t.synced("upload")
+}
+
+// synced waits for the device and wraps its error, naming what.
+func (t *Trainer) synced(what string) error {
+	if err := t.dev.Sync(); err != nil {
+		return fmt.Errorf("engine: %s to %s: %w", what, t.dev.Name(), err)
 	}
 	return nil
 }
 
-// ropeTables returns [T, hd] cos and sin tables in Hugging Face's
-// rotate-half convention, computed as transformers does (inv_freq in
-// float32, then float32 angle products), like package model.
+// ropeTables returns model.RopeCosSin's [T, hd] tables in float32.
 func ropeTables(theta float64, hd, T int) (cos, sin []float32) {
-	half := hd / 2
-	cos, sin = make([]float32, T*hd), make([]float32, T*hd)
-	for t := 0; t < T; t++ {
-		for j := 0; j < hd; j++ {
-			invFreq := float32(1 / math.Pow(theta, float64(2*(j%half))/float64(hd)))
-			ang := float64(float32(t) * invFreq)
-			cos[t*hd+j], sin[t*hd+j] = float32(math.Cos(ang)), float32(math.Sin(ang))
-		}
+	c64, s64 := model.RopeCosSin(theta, hd, T)
+	cos, sin = make([]float32, len(c64)), make([]float32, len(s64))
+	for i := range c64 {
+		cos[i], sin[i] = float32(c64[i]), float32(s64[i])
 	}
 	return cos, sin
 }
@@ -563,13 +460,15 @@ func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta fl
 	dev.Axpy(dx, 1, tmp)
 }
 
-func layerName(l int, suffix string) string { return fmt.Sprintf("model.layers.%d.%s", l, suffix) }
+func layerName(l int, suffix string) string {
+	return fmt.Sprintf("%s%d.%s", model.LayerNamePrefix, l, suffix)
+}
 
 func (t *Trainer) head() Buffer {
 	if t.c.TieWordEmbeddings {
-		return t.weights[embedName]
+		return t.weights[model.EmbedName]
 	}
-	return t.weights[lmHeadName]
+	return t.weights[model.LMHeadName]
 }
 
 // batched returns the Gemm of B·H per-head products.
@@ -586,7 +485,7 @@ func (t *Trainer) forward(train bool) {
 	rep := H / KV
 	eps := float32(t.c.RMSNormEps)
 	th := T * hd
-	dev.Embed(t.xs[0], t.weights[embedName], t.ids, d)
+	dev.Embed(t.xs[0], t.weights[model.EmbedName], t.ids, d)
 	for l := 0; l < t.nL; l++ {
 		a, nm := &t.layers[l], &t.names[l]
 		x := t.xs[l]
@@ -613,7 +512,7 @@ func (t *Trainer) forward(train bool) {
 		dev.Copy(t.xs[l+1], a.xMid)
 		t.linear(t.xs[l+1], a.act, nm.down, I, d, 1)
 	}
-	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.nL], t.weights[finalNormName], N, d, eps)
+	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.nL], t.weights[model.FinalNormName], N, d, eps)
 	dev.MatMul(Gemm{TransB: true, M: N, N: t.nV, K: d, Alpha: 1, A: t.hf, B: t.head(), C: t.logits})
 }
 
@@ -627,14 +526,14 @@ func (t *Trainer) backward() {
 	full := t.cfg.LoRA == nil
 	dev.MatMul(Gemm{M: N, N: d, K: t.nV, Alpha: 1, A: t.logits, B: t.head(), C: t.dhf})
 	if full {
-		hg := t.grads[lmHeadName]
+		hg := t.grads[model.LMHeadName]
 		if t.c.TieWordEmbeddings {
-			hg = t.grads[embedName]
+			hg = t.grads[model.EmbedName]
 		}
 		dev.MatMul(Gemm{TransA: true, M: t.nV, N: d, K: N, Alpha: 1, Beta: 1, A: t.logits, B: t.hf, C: hg})
 	}
 	dev.Zero(t.dx)
-	dev.RMSNormBackward(t.dx, t.grads[finalNormName], t.dhf, t.xs[t.nL], t.weights[finalNormName], t.rstdf, N, d)
+	dev.RMSNormBackward(t.dx, t.grads[model.FinalNormName], t.dhf, t.xs[t.nL], t.weights[model.FinalNormName], t.rstdf, N, d)
 	for l := t.nL - 1; l >= 0 && 2*l+1 >= t.lowest; l-- {
 		a, nm := &t.layers[l], &t.names[l]
 		// MLP: x_{l+1} = xMid + down(SwiGLU(gate(h2), up(h2))). When this
@@ -693,7 +592,7 @@ func (t *Trainer) backward() {
 		dev.RMSNormBackward(t.dx, t.grads[nm.inNorm], t.dh, t.xs[l], t.weights[nm.inNorm], a.rstd1, N, d)
 	}
 	if full {
-		dev.EmbedBackward(t.grads[embedName], t.dx, t.ids, d)
+		dev.EmbedBackward(t.grads[model.EmbedName], t.dx, t.ids, d)
 	}
 }
 

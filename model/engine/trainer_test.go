@@ -2,29 +2,15 @@ package engine_test
 
 import (
 	"errors"
-	"hash/fnv"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/gorgoniaref"
+	"github.com/fedtune/fedtune/model/modeltest"
 )
-
-// tinyConfig is a small config; variants mutate it.
-func tinyConfig() model.Config {
-	c := model.DefaultConfig()
-	c.VocabSize = 37
-	c.HiddenSize = 16
-	c.IntermediateSize = 24
-	c.NumHiddenLayers = 2
-	c.NumAttentionHeads = 4
-	c.NumKeyValueHeads = 2
-	c.MaxPositionEmbeddings = 32
-	c.InitializerRange = 0.3
-	return c
-}
 
 // variants are model shapes the engine must agree with model on.
 var variants = []struct {
@@ -49,13 +35,6 @@ var variants = []struct {
 	}},
 }
 
-// rngFor returns a deterministic stream for (seed, name).
-func rngFor(seed uint64, name string) *rand.Rand {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	return rand.New(rand.NewPCG(seed, h.Sum64()))
-}
-
 // variantModel returns a random model of config c with non-trivial norms.
 func variantModel(t testing.TB, c model.Config, seed uint64) *model.Model {
 	t.Helper()
@@ -66,7 +45,7 @@ func variantModel(t testing.TB, c model.Config, seed uint64) *model.Model {
 	for _, name := range m.Names() {
 		tn := m.Tensors[name]
 		if len(tn.Shape) == 1 {
-			r := rngFor(seed+7, name)
+			r := modeltest.RNG(seed+7, name)
 			for i := range tn.Data {
 				tn.Data[i] = float32(0.5 + r.Float64())
 			}
@@ -77,7 +56,7 @@ func variantModel(t testing.TB, c model.Config, seed uint64) *model.Model {
 
 // batchOf returns B random windows of T+1 tokens.
 func batchOf(B, T, V int, seed uint64) [][]int {
-	r := rngFor(seed, "batch")
+	r := modeltest.RNG(seed, "batch")
 	out := make([][]int, B)
 	for b := range out {
 		out[b] = make([]int, T+1)
@@ -108,20 +87,28 @@ func relDiff(got, want []float32) float64 {
 	return worst
 }
 
-// runnerLogits runs model.Runner on each window of batch (T inputs each).
-func runnerLogits(t *testing.T, m *model.Model, batch [][]int, T int) []float32 {
-	t.Helper()
+// refLogProbs runs modeltest's float64 reference (with adapter ad
+// unmerged, if any) on each window of batch (T inputs each) and returns the
+// log-probabilities, flattened.
+func refLogProbs(m *model.Model, ad *model.Adapter, batch [][]int, T int) []float32 {
 	var out []float32
 	for _, w := range batch {
-		r, err := model.NewRunner(m)
-		if err != nil {
-			t.Fatal(err)
+		for _, row := range modeltest.RefLogProbs(m, ad, w[:T]) {
+			for _, v := range row {
+				out = append(out, float32(v))
+			}
 		}
-		l, err := r.Forward(w[:T])
-		if err != nil {
-			t.Fatal(err)
+	}
+	return out
+}
+
+// logProbs turns logits [rows, V] into log-probabilities, flattened.
+func logProbs(logits []float32, V int) []float32 {
+	var out []float32
+	for _, row := range modeltest.LogProbs(logits, V) {
+		for _, v := range row {
+			out = append(out, float32(v))
 		}
-		out = append(out, l...)
 	}
 	return out
 }
@@ -140,14 +127,14 @@ func newTrainer(t testing.TB, m *model.Model, ad *model.Adapter, cfg model.Train
 	return tr
 }
 
-// TestForwardMatchesRunner compares the engine's logits on Host with the
-// model package's plain-Go Runner (itself tested against the Gorgonia graph
-// and a float64 reference), for the base model and with a non-zero adapter.
-func TestForwardMatchesRunner(t *testing.T) {
+// TestForwardMatchesReference compares the engine's log-probabilities on
+// Host with modeltest's float64 reference, for the base model and with a
+// non-zero adapter.
+func TestForwardMatchesReference(t *testing.T) {
 	const B, T = 3, 7
 	for i, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			c := tinyConfig()
+			c := modeltest.TinyConfig()
 			v.mod(&c)
 			m := variantModel(t, c, uint64(100+i))
 			batch := batchOf(B, T, c.VocabSize, uint64(i))
@@ -156,9 +143,9 @@ func TestForwardMatchesRunner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := runnerLogits(t, m, batch, T)
-			if d := relDiff(got, want); d > 1e-4 {
-				t.Errorf("base logits differ from model.Runner by %.3g relative (> 1e-4)", d)
+			want := refLogProbs(m, nil, batch, T)
+			if d := relDiff(logProbs(got, c.VocabSize), want); d > 1e-4 {
+				t.Errorf("base log-probabilities differ from the reference by %.3g relative (> 1e-4)", d)
 			} else {
 				t.Logf("base logits: max relative difference %.3g", d)
 			}
@@ -170,7 +157,7 @@ func TestForwardMatchesRunner(t *testing.T) {
 			}
 			for name, tn := range ad.Tensors {
 				if strings.Contains(name, "lora_B") {
-					r := rngFor(9, name)
+					r := modeltest.RNG(9, name)
 					for j := range tn.Data {
 						tn.Data[j] = float32(r.NormFloat64() * 0.2)
 					}
@@ -186,13 +173,9 @@ func TestForwardMatchesRunner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			merged, err := m.Merge(ad)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want = runnerLogits(t, merged, batch, T)
-			if d := relDiff(got, want); d > 1e-4 {
-				t.Errorf("LoRA logits differ from model.Runner on the merged model by %.3g relative (> 1e-4)", d)
+			want = refLogProbs(m, ad, batch, T)
+			if d := relDiff(logProbs(got, c.VocabSize), want); d > 1e-4 {
+				t.Errorf("LoRA log-probabilities differ from the reference by %.3g relative (> 1e-4)", d)
 			} else {
 				t.Logf("LoRA logits: max relative difference %.3g", d)
 			}
@@ -200,7 +183,7 @@ func TestForwardMatchesRunner(t *testing.T) {
 	}
 }
 
-// trainModes are the training set-ups compared with model.Trainer.
+// trainModes are the training set-ups compared with gorgoniaref.Trainer.
 //
 // AdamW's step is nearly sign(g)·lr at first and is invariant to the scale
 // of a tensor's gradient, so matching parameters would not catch a
@@ -232,7 +215,7 @@ func params(tr trained, lora bool) map[string]*model.Tensor {
 	return tr.Model().Tensors
 }
 
-// TestStepsMatchGorgonia trains the same model with model.Trainer
+// TestStepsMatchGorgonia trains the same model with gorgoniaref.Trainer
 // (Gorgonia) and the engine on Host, batch for batch, and compares the
 // loss and every trained parameter after steps 1, 2 and 3.
 func TestStepsMatchGorgonia(t *testing.T) {
@@ -241,7 +224,7 @@ func TestStepsMatchGorgonia(t *testing.T) {
 	for i, v := range variants {
 		for _, mode := range trainModes {
 			t.Run(v.name+"/"+mode.name, func(t *testing.T) {
-				c := tinyConfig()
+				c := modeltest.TinyConfig()
 				v.mod(&c)
 				m := variantModel(t, c, uint64(200+i))
 				cfg := model.TrainConfig{LoRA: mode.lora, Steps: 10, Batch: B, SeqLen: T, LR: 1e-2, WeightDecay: 0.1,
@@ -249,7 +232,7 @@ func TestStepsMatchGorgonia(t *testing.T) {
 				if mode.linear {
 					cfg.LR, cfg.Eps, cfg.WeightDecay, cfg.ClipNorm, cfg.Schedule = 20, 100, 0, 0, model.ScheduleConstant
 				}
-				ref, err := model.NewTrainerWithAdapter(m, nil, cfg)
+				ref, err := gorgoniaref.NewTrainerWithAdapter(m, nil, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -266,13 +249,13 @@ func TestStepsMatchGorgonia(t *testing.T) {
 						t.Fatal(err)
 					}
 					if d := math.Abs(got-want) / math.Abs(want); d > 1e-4 {
-						t.Errorf("step %d: loss %.7g, model.Trainer %.7g (relative difference %.3g > 1e-4)", s, got, want, d)
+						t.Errorf("step %d: loss %.7g, gorgoniaref.Trainer %.7g (relative difference %.3g > 1e-4)", s, got, want, d)
 					} else {
 						worstLoss = max(worstLoss, d)
 					}
 					wp, gp := params(ref, mode.lora != nil), params(eng, mode.lora != nil)
 					if len(wp) != len(gp) {
-						t.Fatalf("step %d: %d trained tensors, model.Trainer has %d", s, len(gp), len(wp))
+						t.Fatalf("step %d: %d trained tensors, gorgoniaref.Trainer has %d", s, len(gp), len(wp))
 					}
 					for name, w := range wp {
 						g := gp[name]
@@ -280,7 +263,7 @@ func TestStepsMatchGorgonia(t *testing.T) {
 							t.Fatalf("step %d: tensor %s missing", s, name)
 						}
 						if d := relDiff(g.Data, w.Data); d > 1e-4 {
-							t.Errorf("step %d: %s differs from model.Trainer's by %.3g relative (> 1e-4)", s, name, d)
+							t.Errorf("step %d: %s differs from gorgoniaref.Trainer's by %.3g relative (> 1e-4)", s, name, d)
 						} else {
 							worstParam = max(worstParam, d)
 						}
@@ -292,13 +275,13 @@ func TestStepsMatchGorgonia(t *testing.T) {
 			})
 		}
 	}
-	t.Logf("max relative difference to model.Trainer: loss %.3g, parameters %.3g", worstLoss, worstParam)
+	t.Logf("max relative difference to gorgoniaref.Trainer: loss %.3g, parameters %.3g", worstLoss, worstParam)
 }
 
 // TestContinueAdapter trains further from an existing adapter, as
-// model.NewTrainerWithAdapter does, and rejects adapters that do not fit.
+// gorgoniaref.NewTrainerWithAdapter does, and rejects adapters that do not fit.
 func TestContinueAdapter(t *testing.T) {
-	c := tinyConfig()
+	c := modeltest.TinyConfig()
 	m := variantModel(t, c, 3)
 	lc := &model.LoRAConfig{Rank: 2, Alpha: 2, Targets: []string{"v_proj", "q_proj"}}
 	cfg := model.TrainConfig{LoRA: lc, Steps: 4, Batch: 2, SeqLen: 5, LR: 1e-2, Seed: 4, Schedule: model.ScheduleConstant}
@@ -309,7 +292,7 @@ func TestContinueAdapter(t *testing.T) {
 		}
 	}
 	ad := first.Adapter()
-	ref, err := model.NewTrainerWithAdapter(m, ad, cfg)
+	ref, err := gorgoniaref.NewTrainerWithAdapter(m, ad, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +308,7 @@ func TestContinueAdapter(t *testing.T) {
 		t.Fatal(err)
 	}
 	if math.Abs(got-want) > 1e-4*math.Abs(want) {
-		t.Errorf("continued adapter: loss %g, model.Trainer %g", got, want)
+		t.Errorf("continued adapter: loss %g, gorgoniaref.Trainer %g", got, want)
 	}
 	for name, w := range ref.Adapter().Tensors {
 		if d := relDiff(eng.Adapter().Tensors[name].Data, w.Data); d > 1e-4 {
@@ -359,7 +342,7 @@ func TestContinueAdapter(t *testing.T) {
 // TestBadInput checks that bad batches and configs are rejected with a
 // clear error and change nothing.
 func TestBadInput(t *testing.T) {
-	c := tinyConfig()
+	c := modeltest.TinyConfig()
 	m := variantModel(t, c, 1)
 	lc := &model.LoRAConfig{Rank: 2, Alpha: 4, Dropout: 0.3, Targets: []string{"q_proj", "v_proj"}}
 	cfg := model.TrainConfig{LoRA: lc, Steps: 5, Batch: 2, SeqLen: 4, LR: 1e-2, Seed: 3}
@@ -432,7 +415,7 @@ func TestBadInput(t *testing.T) {
 // (here an id the trainer did not validate, injected through a wrapper)
 // comes back from Step with the device's words.
 func TestDeviceErrorSurfaces(t *testing.T) {
-	c := tinyConfig()
+	c := modeltest.TinyConfig()
 	m := variantModel(t, c, 1)
 	cfg := model.TrainConfig{Steps: 5, Batch: 1, SeqLen: 4, LR: 1e-2}
 	dev := &corruptIDs{Device: engine.NewHost()}

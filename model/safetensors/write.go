@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
+	"os"
 	"sort"
 
-	"github.com/google/renameio/v2"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 )
 
 // Tensor is one tensor held in memory: its raw little-endian bytes.
@@ -204,17 +204,9 @@ func WriteFile(path string, tensors []Tensor, meta map[string]string) (string, e
 // returns the hex SHA-256 of those bytes. If write fails, nothing is left at
 // path and any earlier file there is untouched.
 func WriteFileFunc(path string, write func(io.Writer) error) (string, error) {
-	pf, err := renameio.NewPendingFile(path, renameio.WithTempDir(filepath.Dir(path)), renameio.WithPermissions(0o644))
-	if err != nil {
-		return "", err
-	}
-	defer pf.Cleanup()
 	h := sha256.New()
-	if err := write(io.MultiWriter(pf, h)); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := pf.CloseAtomicallyReplace(); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+	if err := atomicfile.WriteFunc(path, 0o644, func(f *os.File) error { return write(io.MultiWriter(f, h)) }); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

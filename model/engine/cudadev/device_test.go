@@ -13,6 +13,7 @@ import (
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/engine/cudadev"
 	"github.com/fedtune/fedtune/model/engine/enginetest"
+	"github.com/fedtune/fedtune/model/gorgoniaref"
 )
 
 // openGPU opens GPU 0, skipping the test when the machine has none.
@@ -156,9 +157,9 @@ func agree(t *testing.T, what string, got, want []float32, tol float64) {
 	}
 }
 
-// TestForwardAgrees compares the logits of the GPU, of the Host engine and
-// of package model's plain-Go Runner (which is tested against the Gorgonia
-// graph) on the same windows.
+// TestForwardAgrees compares the logits of the GPU's training forward with
+// the Host engine's, and the engine's inference Runner on the GPU with
+// them, on the same windows.
 func TestForwardAgrees(t *testing.T) {
 	gpu := openGPU(t)
 	defer gpu.Close()
@@ -186,18 +187,19 @@ func TestForwardAgrees(t *testing.T) {
 	defer host.Close()
 	got, want := logits(gpu), logits(host)
 	agree(t, "GPU logits vs Host", got, want, 1e-3)
-	r, err := model.NewRunner(m)
+	// The inference Runner on the GPU gives the Host trainer's logits.
+	r, err := engine.NewRunner(gpu, m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
 	V := c.VocabSize
 	for b, w := range win {
-		r.Reset()
-		ref, err := r.Forward(w[:T])
+		inf, err := r.Logits(w[:T])
 		if err != nil {
 			t.Fatal(err)
 		}
-		agree(t, "GPU logits vs model.Runner", got[b*T*V:(b+1)*T*V], ref, 1e-3)
+		agree(t, "GPU Runner logits vs Host", inf, want[b*T*V:(b+1)*T*V], 1e-3)
 	}
 }
 
@@ -213,7 +215,7 @@ var stepCases = []stepCase{
 }
 
 // TestStepAgrees takes two training steps on the GPU, on the Host engine
-// and with package model's Gorgonia trainer from the same weights and
+// and with model/gorgoniaref's Gorgonia trainer from the same weights and
 // batches, and compares the losses and how far each weight moved. The
 // adapter starts with B ≠ 0 so that both A and B have gradients. Eps is
 // raised to 1e-4 so that AdamW's first step, lr·g/(|g|+eps), is smooth in
@@ -284,7 +286,7 @@ func TestStepAgrees(t *testing.T) {
 			host := engine.NewHost()
 			defer host.Close()
 			g, h := onEngine(gpu), onEngine(host)
-			gt, err := model.NewTrainerWithAdapter(m, ad, tc)
+			gt, err := gorgoniaref.NewTrainerWithAdapter(m, ad, tc)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,8 +1,9 @@
 // Package cudadev is the CUDA implementation of engine.Device, built only
 // with the build tag "fedcuda" (this doc comment is all the default build
 // sees, so the default build never links the CUDA driver). The tag is not
-// "cuda": under that one Gorgonia, which package model imports, switches to
-// its own cuDNN engine and does not build.
+// "cuda": under that one Gorgonia, which model/gorgoniaref imports (and
+// the trainer, for its gorgonia device, and these tests, as their
+// reference), switches to its own cuDNN engine and does not build.
 //
 // Open(ordinal) opens one GPU through package kernels/cuda's Context and
 // returns an engine.Device whose Buffers are device allocations. Matrix
@@ -20,12 +21,12 @@
 // anything. Operations run asynchronously on the Context's stream; Read,
 // SquaredNorm and Sync wait for them.
 //
-// With the build tag "fedcudaemu" instead, the same device code runs on an
-// emulated GPU (emu.go, emu_kernels.cc): train.cu compiled as C++ with one
-// OS thread per CUDA thread for the kernels that synchronise, host memory,
-// and a plain column-major SGEMM with cuBLAS's argument checks. It is slow
-// (go test -tags fedcudaemu ./model/engine/cudadev takes about a minute)
-// and lets the tests here run where there is no GPU:
+// With the build tag "fedcudaemu" instead, the same device code runs on
+// kernels/cuda's CPU emulation of one GPU (the one emulator, kernels/cuda's
+// emu.cpp): train.cu compiled as C++, the threads of a block that
+// synchronise run as fibers, host memory, and Sgemm on the blas_sgemm
+// kernel in place of cuBLAS. It is slow and lets the tests here run where
+// there is no GPU:
 //
 //	go test -tags fedcudaemu ./model/engine/cudadev ./trainer
 //

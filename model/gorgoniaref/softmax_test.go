@@ -1,4 +1,4 @@
-package model
+package gorgoniaref
 
 import (
 	"math"
@@ -6,6 +6,9 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/modeltest"
 )
 
 // TestStableSoftMax: rows far above or below the tensor's first element
@@ -74,12 +77,12 @@ func TestStableSoftMax(t *testing.T) {
 // thousands of nats (gorgonia's LogSoftMax turns such rows into NaN or
 // Inf, in float32 and float64) still agrees with the reference.
 func TestGraphForwardLargeLogits(t *testing.T) {
-	m := variantModel(t, variants[0], 31)
-	for i := range m.Tensors[lmHeadName].Data {
-		m.Tensors[lmHeadName].Data[i] *= 3000
+	m := modeltest.VariantModel(t, modeltest.Variants[0], 31)
+	for i := range m.Tensors[model.LMHeadName].Data {
+		m.Tensors[model.LMHeadName].Data[i] *= 3000
 	}
-	ids := testIDs(9, m.Config.VocabSize, 31)
-	want := refLogProbs(m, nil, ids)
+	ids := modeltest.IDs(9, m.Config.VocabSize, 31)
+	want := modeltest.RefLogProbs(m, nil, ids)
 	var spread float64
 	for i := range want {
 		spread = math.Max(spread, math.Abs(want[i][0]-want[0][0]))
@@ -92,7 +95,7 @@ func TestGraphForwardLargeLogits(t *testing.T) {
 		tol float64
 	}{{tensor.Float32, 1e-5}, {tensor.Float64, 1e-7}} {
 		got := graphLogProbs(t, m, nil, ids, c.dt)
-		if d := maxDiff(got, want); !(d <= c.tol*spread) {
+		if d := modeltest.MaxDiff(got, want); !(d <= c.tol*spread) {
 			t.Errorf("%v graph differs from the reference by %g with logits spread over %g", c.dt, d, spread)
 		}
 	}

@@ -1,11 +1,15 @@
-package model
+package gorgoniaref
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"testing"
 
 	"gorgonia.org/tensor"
+
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/modeltest"
 )
 
 // TestGradientsMatchFiniteDifferences checks Gorgonia's symbolic gradients
@@ -20,25 +24,25 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			name = "tied"
 		}
 		t.Run(name, func(t *testing.T) {
-			c := tinyConfig()
+			c := modeltest.TinyConfig()
 			c.VocabSize = 11
 			c.HiddenSize = 8
 			c.IntermediateSize = 12
 			c.NumAttentionHeads = 4
 			c.NumKeyValueHeads = 2
 			c.TieWordEmbeddings = tied
-			m, err := New(c, 3)
+			m, err := model.New(c, 3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			randomise(m, 3)
-			lc := LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj", "v_proj", "down_proj"}}
-			ad, err := NewAdapter(c, lc, 5)
+			modeltest.Randomise(m, 3)
+			lc := model.LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj", "v_proj", "down_proj"}}
+			ad, err := model.NewAdapter(c, lc, 5)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, n := range sortedKeys(ad.Tensors) { // non-zero B so A's gradient is not zero
-				r := tensorRNG(9, n)
+			for _, n := range slices.Sorted(maps.Keys(ad.Tensors)) { // non-zero B so A's gradient is not zero
+				r := modeltest.RNG(9, n)
 				for i := range ad.Tensors[n].Data {
 					ad.Tensors[n].Data[i] = float32(r.NormFloat64() * 0.3)
 				}
@@ -48,7 +52,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer gr.close()
-			batch := [][]int{testIDs(6, c.VocabSize, 1), testIDs(6, c.VocabSize, 2)}
+			batch := [][]int{modeltest.IDs(6, c.VocabSize, 1), modeltest.IDs(6, c.VocabSize, 2)}
 			if err := gr.setBatch(batch); err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +95,7 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			checked := 0
 			for i, p := range gr.params {
 				w := p.Value().Data().([]float64)
-				r := tensorRNG(11, gr.names[i])
+				r := modeltest.RNG(11, gr.names[i])
 				for k := 0; k < 4; k++ {
 					j := r.IntN(len(w))
 					orig := w[j]

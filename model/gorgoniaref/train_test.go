@@ -1,4 +1,4 @@
-package model
+package gorgoniaref
 
 import (
 	"context"
@@ -9,11 +9,14 @@ import (
 
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/fedtest"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/modeltest"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// fixedBatches is a BatchSource cycling over seeded random windows.
+// fixedBatches is a model.BatchSource cycling over seeded random windows.
 type fixedBatches struct {
 	b    [][][]int
 	next int
@@ -31,7 +34,7 @@ func randomBatches(n, batch, seq, V int, seed uint64) *fixedBatches {
 		var b [][]int
 		for j := 0; j < batch; j++ {
 			// A learnable pattern: token t+1 = (token t + 1) mod V, from a random start.
-			start := testIDs(1, V, seed+uint64(i*batch+j))[0]
+			start := modeltest.IDs(1, V, seed+uint64(i*batch+j))[0]
 			w := make([]int, seq+1)
 			for k := range w {
 				w[k] = (start + k) % V
@@ -44,7 +47,7 @@ func randomBatches(n, batch, seq, V int, seed uint64) *fixedBatches {
 }
 
 func TestLRSchedule(t *testing.T) {
-	tc := TrainConfig{LR: 1, Steps: 110, Warmup: 10, Schedule: ScheduleCosine}
+	tc := model.TrainConfig{LR: 1, Steps: 110, Warmup: 10, Schedule: model.ScheduleCosine}
 	for _, c := range []struct {
 		step int
 		want float64
@@ -53,7 +56,7 @@ func TestLRSchedule(t *testing.T) {
 			t.Errorf("cosine LRAt(%d) = %g, want %g", c.step, got, c.want)
 		}
 	}
-	tc.Schedule = ScheduleConstant
+	tc.Schedule = model.ScheduleConstant
 	if tc.LRAt(1) != 1 || tc.LRAt(100) != 1 {
 		t.Error("constant schedule is not constant")
 	}
@@ -88,8 +91,8 @@ func TestAdamW(t *testing.T) {
 // different seed does not, LoRA leaves the base untouched, and heap use
 // stays flat across steps.
 func TestTrainerSmall(t *testing.T) {
-	c := tinyConfig()
-	base, err := New(c, 1)
+	c := modeltest.TinyConfig()
+	base, err := model.New(c, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,9 +102,9 @@ func TestTrainerSmall(t *testing.T) {
 		steps = 8
 	}
 	run := func(lora bool, seed uint64) (first, last float64, digest string) {
-		tc := TrainConfig{Steps: steps, Batch: 2, SeqLen: 12, LR: 3e-2, ClipNorm: 1, WeightDecay: 0.01, Warmup: 2, Seed: seed}
+		tc := model.TrainConfig{Steps: steps, Batch: 2, SeqLen: 12, LR: 3e-2, ClipNorm: 1, WeightDecay: 0.01, Warmup: 2, Seed: seed}
 		if lora {
-			tc.LoRA = &LoRAConfig{Rank: 4, Alpha: 8, Dropout: 0.1, Targets: []string{"q_proj", "v_proj", "gate_proj", "down_proj"}}
+			tc.LoRA = &model.LoRAConfig{Rank: 4, Alpha: 8, Dropout: 0.1, Targets: []string{"q_proj", "v_proj", "gate_proj", "down_proj"}}
 		}
 		tr, err := NewTrainer(base, tc)
 		if err != nil {
@@ -157,22 +160,22 @@ func TestTrainerSmall(t *testing.T) {
 }
 
 func TestTrainerRejects(t *testing.T) {
-	c := tinyConfig()
-	m, _ := New(c, 1)
-	bad := []TrainConfig{
+	c := modeltest.TinyConfig()
+	m, _ := model.New(c, 1)
+	bad := []model.TrainConfig{
 		{Steps: 0, Batch: 1, SeqLen: 4, LR: 1},
 		{Steps: 1, Batch: 1, SeqLen: 64, LR: 1},
 		{Steps: 1, Batch: 1, SeqLen: 4, LR: 0},
 		{Steps: 1, Batch: 1, SeqLen: 4, LR: 1, Schedule: "linear"},
-		{Steps: 1, Batch: 1, SeqLen: 4, LR: 1, LoRA: &LoRAConfig{Rank: 0, Alpha: 1, Targets: []string{"q_proj"}}},
-		{Steps: 1, Batch: 1, SeqLen: 4, LR: 1, LoRA: &LoRAConfig{Rank: 1, Alpha: 1, Targets: []string{"qkv"}}},
+		{Steps: 1, Batch: 1, SeqLen: 4, LR: 1, LoRA: &model.LoRAConfig{Rank: 0, Alpha: 1, Targets: []string{"q_proj"}}},
+		{Steps: 1, Batch: 1, SeqLen: 4, LR: 1, LoRA: &model.LoRAConfig{Rank: 1, Alpha: 1, Targets: []string{"qkv"}}},
 	}
 	for i, tc := range bad {
 		if _, err := NewTrainer(m, tc); err == nil {
 			t.Errorf("config %d accepted: %+v", i, tc)
 		}
 	}
-	tr, err := NewTrainer(m, TrainConfig{Steps: 1, Batch: 1, SeqLen: 4, LR: 1})
+	tr, err := NewTrainer(m, model.TrainConfig{Steps: 1, Batch: 1, SeqLen: 4, LR: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,11 +202,11 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 		t.Skip("slow")
 	}
 	ctx := context.Background()
-	c, err := LoadConfigYAML("../configs/models/tiny.yaml")
+	c, err := model.LoadConfigYAML("../../configs/models/tiny.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(c, 1)
+	m, err := model.New(c, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,12 +221,12 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 		}
 		return datasets.Tokenize(ds, tok)
 	}
-	english := load("../datasets/testdata/english/train.txt")
-	taskTrain := load("../datasets/testdata/tasks/train.jsonl")
-	taskEval := load("../datasets/testdata/tasks/eval.jsonl")
+	english := load("../../datasets/testdata/english/train.txt")
+	taskTrain := load("../../datasets/testdata/tasks/train.jsonl")
+	taskEval := load("../../datasets/testdata/tasks/eval.jsonl")
 	taskEval = taskEval[:min(len(taskEval), 6000)]
 
-	pre, err := NewTrainer(m, TrainConfig{Steps: 100, Batch: 8, SeqLen: 64, LR: 3e-3, Warmup: 10, ClipNorm: 1, Seed: 1})
+	pre, err := NewTrainer(m, model.TrainConfig{Steps: 100, Batch: 8, SeqLen: 64, LR: 3e-3, Warmup: 10, ClipNorm: 1, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,13 +240,13 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start, err := Evaluate(ctx, base, taskEval, nil)
+	start, err := engine.Evaluate(ctx, engine.NewHost(), base, taskEval, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	lc := &LoRAConfig{Rank: 8, Alpha: 16, Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}
-	tr, err := NewTrainer(base, TrainConfig{LoRA: lc, Steps: 150, Batch: 8, SeqLen: 64, LR: 1e-2, Warmup: 10, ClipNorm: 1, Seed: 2})
+	lc := &model.LoRAConfig{Rank: 8, Alpha: 16, Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}
+	tr, err := NewTrainer(base, model.TrainConfig{LoRA: lc, Steps: 150, Batch: 8, SeqLen: 64, LR: 1e-2, Warmup: 10, ClipNorm: 1, Seed: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +259,7 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	end, err := Evaluate(ctx, merged, taskEval, nil)
+	end, err := engine.Evaluate(ctx, engine.NewHost(), merged, taskEval, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +268,7 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if !(end.MeanNLL < 0.7*start.MeanNLL) {
 		t.Errorf("held-out NLL %.4f -> %.4f: not below 0.7× the start", start.MeanNLL, end.MeanNLL)
 	}
-	if d, _ := DigestPath(baseDir); d != baseDigest {
+	if d, _ := model.DigestPath(baseDir); d != baseDigest {
 		t.Error("base weights file changed")
 	}
 	if d, _ := base.Digest(); d != baseDigest {
@@ -275,11 +278,11 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if _, err := ad.Save(adDir); err != nil {
 		t.Fatal(err)
 	}
-	reBase, err := Load(baseDir)
+	reBase, err := model.Load(baseDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reAd, err := LoadAdapter(adDir, reBase.Config)
+	reAd, err := model.LoadAdapter(adDir, reBase.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +290,7 @@ func TestNoRaceLoRAFineTuneTaskData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := Evaluate(ctx, reMerged, taskEval, nil)
+	again, err := engine.Evaluate(ctx, engine.NewHost(), reMerged, taskEval, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

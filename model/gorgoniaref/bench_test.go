@@ -1,26 +1,29 @@
-package model
+package gorgoniaref
 
 import (
 	"testing"
+
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/modeltest"
 )
 
 // benchConfigs are the BenchmarkLoRAStep sizes: the tiny test model and a
 // small one (d=256, 4 layers) at 1,024 tokens a step.
 var benchConfigs = []struct {
 	name       string
-	mod        func(*Config)
+	mod        func(*model.Config)
 	batch, seq int
 }{
-	{"tiny", func(c *Config) {}, 8, 64},
-	{"d256-4layer", func(c *Config) {
+	{"tiny", func(c *model.Config) {}, 8, 64},
+	{"d256-4layer", func(c *model.Config) {
 		c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers = 256, 688, 4
 		c.NumAttentionHeads, c.NumKeyValueHeads, c.MaxPositionEmbeddings = 8, 4, 256
 	}, 8, 128},
 }
 
 // benchBaseConfig is configs/models/tiny.yaml.
-func benchBaseConfig() Config {
-	c := DefaultConfig()
+func benchBaseConfig() model.Config {
+	c := model.DefaultConfig()
 	c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers = 256, 64, 172, 2
 	c.NumAttentionHeads, c.NumKeyValueHeads, c.MaxPositionEmbeddings = 4, 2, 128
 	return c
@@ -34,12 +37,12 @@ func BenchmarkLoRAStep(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			c := benchBaseConfig()
 			bc.mod(&c)
-			m, err := New(c, 1)
+			m, err := model.New(c, 1)
 			if err != nil {
 				b.Fatal(err)
 			}
-			tc := TrainConfig{LoRA: &LoRAConfig{Rank: 8, Alpha: 16, Targets: []string{"q_proj", "v_proj"}},
-				Steps: 1 << 30, Batch: bc.batch, SeqLen: bc.seq, LR: 1e-3, ClipNorm: 1, Schedule: ScheduleConstant, Seed: 1}
+			tc := model.TrainConfig{LoRA: &model.LoRAConfig{Rank: 8, Alpha: 16, Targets: []string{"q_proj", "v_proj"}},
+				Steps: 1 << 30, Batch: bc.batch, SeqLen: bc.seq, LR: 1e-3, ClipNorm: 1, Schedule: model.ScheduleConstant, Seed: 1}
 			tr, err := NewTrainer(m, tc)
 			if err != nil {
 				b.Fatal(err)
@@ -47,7 +50,7 @@ func BenchmarkLoRAStep(b *testing.B) {
 			defer tr.Close()
 			batch := make([][]int, bc.batch)
 			for i := range batch {
-				batch[i] = testIDs(bc.seq+1, c.VocabSize, uint64(i))
+				batch[i] = modeltest.IDs(bc.seq+1, c.VocabSize, uint64(i))
 			}
 			if _, err := tr.Step(batch); err != nil { // warm up
 				b.Fatal(err)

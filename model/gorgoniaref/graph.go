@@ -1,4 +1,4 @@
-package model
+package gorgoniaref
 
 import (
 	"fmt"
@@ -8,7 +8,21 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/fedtune/fedtune/model"
 )
+
+// Gorgonia v0.9.18 pitfalls worked around in graph.go: InverseSqrt's
+// gradient is wrong (Inverse(Sqrt) is used); ByIndices' gradient is wrong
+// along the last axis (the loss gathers from a flattened [N·V, 1] view
+// along axis 0); gradients accumulate into the bound dual values across
+// runs (zeroed after each step); symbolic differentiation adds gradient
+// nodes for frozen inputs too (only the subgraph needed by the loss and the
+// wanted gradients is compiled); Grad may be called only once per graph.
+// gorgonia.org/tensor v0.9.24's SoftMax and LogSoftMax start each row's
+// maximum at the tensor's first element, so rows far from it come out NaN
+// or Inf: softmax.go builds both from a per-row shift, Exp, Sum and a
+// division instead.
 
 // graph is the Gorgonia expression graph of one model at a fixed batch
 // shape [B, T]: token ids in, mean next-token negative log-likelihood out.
@@ -17,7 +31,7 @@ import (
 // transposed ([in, out], so that a projection is x·W); Hugging Face's layout
 // ([out, in]) is restored when weights are read back.
 type graph struct {
-	cfg  Config
+	cfg  model.Config
 	B, T int
 	dt   tensor.Dtype
 	g    *G.ExprGraph
@@ -30,7 +44,7 @@ type graph struct {
 	loraB   map[string]*G.Node // B^T [r, out] by base weight name
 	masks   map[string]*G.Node // dropout masks on adapter inputs, by base weight name
 	maskT   map[string]*tensor.Dense
-	lora    *LoRAConfig
+	lora    *model.LoRAConfig
 
 	logp   *G.Node // [N, V] log-probabilities
 	loss   *G.Node // scalar mean NLL
@@ -45,16 +59,16 @@ type graph struct {
 // graphSpec says what to build.
 type graphSpec struct {
 	B, T    int
-	dt      tensor.Dtype // tensor.Float32 (training) or tensor.Float64 (gradient checks)
-	lora    *LoRAConfig  // adapters on lora.Targets; nil for none
-	adapter *Adapter     // adapter weights (required when lora != nil)
-	full    bool         // all base weights trainable (full fine-tuning)
-	dropout bool         // dropout masks on adapter inputs (bound by the caller each step)
+	dt      tensor.Dtype      // tensor.Float32 (training) or tensor.Float64 (gradient checks)
+	lora    *model.LoRAConfig // adapters on lora.Targets; nil for none
+	adapter *model.Adapter    // adapter weights (required when lora != nil)
+	full    bool              // all base weights trainable (full fine-tuning)
+	dropout bool              // dropout masks on adapter inputs (bound by the caller each step)
 }
 
 // transposedInGraph reports whether tensor name is stored as its transpose.
 func transposedInGraph(name string, shape []int) bool {
-	return len(shape) == 2 && name != embedName
+	return len(shape) == 2 && name != model.EmbedName
 }
 
 // denseFrom builds a graph value of dtype dt from HF-layout data,
@@ -134,7 +148,7 @@ func (gr *graph) table(name string, shape []int, vals []float64) *G.Node {
 
 // buildGraph builds the loss graph of m (and of adapter, if any) for
 // batches of B windows of T inputs.
-func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
+func buildGraph(m *model.Model, sp graphSpec) (gr *graph, err error) {
 	defer func() {
 		if r := recover(); r != nil { // gorgonia panics on some shape errors
 			gr, err = nil, fmt.Errorf("model: build graph: %v", r)
@@ -165,8 +179,8 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		}
 	}
 	if sp.lora != nil {
-		for _, w := range adaptedWeights(&c, sp.lora) {
-			an, bn := LoRANames(w)
+		for _, w := range model.AdaptedWeights(&c, sp.lora) {
+			an, bn := model.LoRANames(w)
 			a, b := sp.adapter.Tensors[an], sp.adapter.Tensors[bn]
 			av := denseFrom(sp.dt, a.Shape, a.Data, true)
 			bv := denseFrom(sp.dt, b.Shape, b.Data, true)
@@ -253,13 +267,13 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		return must(G.Reshape(x, tensor.Shape{sp.B * KV, sp.T, hd}))
 	}
 
-	x := must(G.ByIndices(gr.weights[embedName], gr.ids, 0)) // [N, d]
+	x := must(G.ByIndices(gr.weights[model.EmbedName], gr.ids, 0)) // [N, d]
 	for l := 0; l < c.NumHiddenLayers; l++ {
-		pfx := fmt.Sprintf("%s%d.", layerNamePrefix, l)
+		pfx := fmt.Sprintf("%s%d.", model.LayerNamePrefix, l)
 		h := rmsnorm(x, pfx+"input_layernorm.weight")
-		q := linear(h, ProjName(l, "q_proj"))
-		k := linear(h, ProjName(l, "k_proj"))
-		v := linear(h, ProjName(l, "v_proj"))
+		q := linear(h, model.ProjName(l, "q_proj"))
+		k := linear(h, model.ProjName(l, "k_proj"))
+		v := linear(h, model.ProjName(l, "v_proj"))
 		q3 := qHeads(rope(q, H, cosq, sinq))
 		k3 := kvHeads(rope(k, KV, cosk, sink))
 		v3 := kvHeads(must(G.Reshape(v, tensor.Shape{N * KV, hd})))
@@ -271,20 +285,20 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 		o = must(G.Reshape(o, tensor.Shape{sp.B, KV, group, sp.T, hd}))
 		o = must(G.Transpose(o, 0, 3, 1, 2, 4))
 		o = must(G.Reshape(o, tensor.Shape{N, H * hd}))
-		x = must(G.Add(x, linear(o, ProjName(l, "o_proj"))))
+		x = must(G.Add(x, linear(o, model.ProjName(l, "o_proj"))))
 
 		h = rmsnorm(x, pfx+"post_attention_layernorm.weight")
-		g := linear(h, ProjName(l, "gate_proj"))
-		u := linear(h, ProjName(l, "up_proj"))
+		g := linear(h, model.ProjName(l, "gate_proj"))
+		u := linear(h, model.ProjName(l, "up_proj"))
 		act := must(G.HadamardProd(must(G.HadamardProd(g, must(G.Sigmoid(g)))), u))
-		x = must(G.Add(x, linear(act, ProjName(l, "down_proj"))))
+		x = must(G.Add(x, linear(act, model.ProjName(l, "down_proj"))))
 	}
-	x = rmsnorm(x, finalNormName)
+	x = rmsnorm(x, model.FinalNormName)
 	var logits *G.Node
 	if c.TieWordEmbeddings {
-		logits = must(G.Mul(x, must(G.Transpose(gr.weights[embedName]))))
+		logits = must(G.Mul(x, must(G.Transpose(gr.weights[model.EmbedName]))))
 	} else {
-		logits = must(G.Mul(x, gr.weights[lmHeadName]))
+		logits = must(G.Mul(x, gr.weights[model.LMHeadName]))
 	}
 	gr.logp = must(stableLogSoftMax(logits)) // not G.LogSoftMax: see softmax.go
 	// Gather along axis 0 only: ByIndices' gradient is wrong along the last
@@ -318,7 +332,7 @@ func buildGraph(m *Model, sp graphSpec) (gr *graph, err error) {
 // rotate-half convention (frequency i repeated in both halves), for q
 // (scaled by 1/sqrt(hd), which folds attention's scaling in) and k.
 func (gr *graph) ropeTables(N, H, KV, hd int) (cosq, sinq, cosk, sink *G.Node) {
-	cs, sn := ropeCosSin(gr.cfg.RopeTheta, hd, gr.T)
+	cs, sn := model.RopeCosSin(gr.cfg.RopeTheta, hd, gr.T)
 	tables := func(heads int, scale float64) ([]float64, []float64) {
 		c, s := make([]float64, N*heads*hd), make([]float64, N*heads*hd)
 		for row := 0; row < N*heads; row++ {
@@ -333,22 +347,6 @@ func (gr *graph) ropeTables(N, H, KV, hd int) (cosq, sinq, cosk, sink *G.Node) {
 	ck, sk := tables(KV, 1)
 	return gr.table("rope.cos_q", []int{N * H, hd}, cq), gr.table("rope.sin_q", []int{N * H, hd}, sq),
 		gr.table("rope.cos_k", []int{N * KV, hd}, ck), gr.table("rope.sin_k", []int{N * KV, hd}, sk)
-}
-
-// ropeCosSin returns [T, hd] tables: angle(t, j) = t / theta^(2(j mod hd/2)/hd).
-func ropeCosSin(theta float64, hd, T int) (cos, sin []float64) {
-	half := hd / 2
-	cos, sin = make([]float64, T*hd), make([]float64, T*hd)
-	for t := 0; t < T; t++ {
-		for j := 0; j < hd; j++ {
-			// As transformers computes it: inv_freq in float32 from an
-			// int64 arange, then float32 products.
-			invFreq := float32(1 / math.Pow(theta, float64(2*(j%half))/float64(hd)))
-			ang := float64(float32(t) * invFreq)
-			cos[t*hd+j], sin[t*hd+j] = math.Cos(ang), math.Sin(ang)
-		}
-	}
-	return cos, sin
 }
 
 // setBatch binds a batch of windows (each T+1 tokens: inputs then shifted
@@ -399,9 +397,9 @@ func (gr *graph) run() (loss float64, err error) {
 }
 
 // paramShape returns the HF-layout shape of trainable param i.
-func (gr *graph) paramShape(m *Model, ad *Adapter, i int) []int {
+func (gr *graph) paramShape(m *model.Model, ad *model.Adapter, i int) []int {
 	name := gr.names[i]
-	if strings.HasPrefix(name, peftPrefix) {
+	if strings.HasPrefix(name, model.PEFTPrefix) {
 		return ad.Tensors[name].Shape
 	}
 	return m.Tensors[name].Shape

@@ -1,1 +1,0 @@
-../../../kernels/cuda/train.cu

@@ -1,0 +1,8 @@
+// Package modeltest holds what the tests of every forward pass share: an
+// independent float64 reference of LlamaForCausalLM's forward (RefLogProbs,
+// written from the transformers modelling code with plain loops), small
+// model configs and their Variants, seeded token ids, and MaxDiff.
+//
+// model/engine, model/gorgoniaref and model's own external tests compare
+// their outputs with RefLogProbs; it imports model and nothing that trains.
+package modeltest

@@ -1,0 +1,147 @@
+package trainer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/gorgoniaref"
+)
+
+// Trained is what one training run leaves.
+type Trained struct {
+	// Model holds the trained weights in full fine-tuning (nil with LoRA).
+	Model *model.Model
+	// Adapter holds the trained adapter with LoRA (nil otherwise).
+	Adapter *model.Adapter
+	// Loss is the mean loss of the last step.
+	Loss          float64
+	Steps, Tokens int
+}
+
+// Train trains m under tc on the named device (one of Devices; "" is
+// DeviceCPU), continuing adapter ad with LoRA (nil: a fresh one), for
+// tc.Steps steps of batches from src. It is what `fedtune train` and the
+// devnet's pre-training run; a trainer node's Backend runs the same for a
+// round's task.
+func Train(ctx context.Context, device string, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource) (Trained, error) {
+	if err := ValidateDevice(device); err != nil {
+		return Trained{}, fmt.Errorf("%w: device: %w", ErrConfig, err)
+	}
+	device = cmp.Or(device, DeviceCPU)
+	start := startGorgonia
+	if device != DeviceGorgonia {
+		start = startEngine(engineDevices[device])
+	}
+	return run(ctx, device, start, m, ad, tc, src)
+}
+
+// session is one training run: model/engine's Trainer on a device, or
+// model/gorgoniaref's. Adapter and Model return nil when the weights cannot
+// be read back; Close then says why.
+type session interface {
+	Run(ctx context.Context, src model.BatchSource) (float64, error)
+	Adapter() *model.Adapter
+	Model() *model.Model
+	StepCount() int
+	Tokens() int
+	Close() error
+}
+
+// starter begins a session. An error it returns about the task (not the
+// device) wraps ErrTask.
+type starter func(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error)
+
+func startGorgonia(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error) {
+	tr, err := gorgoniaref.NewTrainerWithAdapter(m, ad, tc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTask, err)
+	}
+	return tr, nil
+}
+
+// startEngine returns a starter that opens a device with open and runs
+// model/engine's Trainer on it; closing the session closes both.
+func startEngine(open DeviceOpener) starter {
+	return func(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error) {
+		dev, err := open()
+		if err != nil {
+			return nil, err
+		}
+		tr, err := engine.NewTrainer(dev, m, ad, tc)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("%w: %w", ErrTask, err), dev.Close())
+		}
+		return engineSession{tr}, nil
+	}
+}
+
+// engineSession closes the device after the trainer.
+type engineSession struct{ *engine.Trainer }
+
+func (s engineSession) Close() error { return errors.Join(s.Trainer.Close(), s.Device().Close()) }
+
+// run trains one session to the end and reads the trained weights back.
+func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource) (Trained, error) {
+	s, err := start(m, ad, tc)
+	if err != nil {
+		if errors.Is(err, ErrTask) {
+			return Trained{}, err
+		}
+		return Trained{}, fmt.Errorf("trainer: device %s: %w", device, err)
+	}
+	loss, err := s.Run(ctx, src)
+	out := Trained{Loss: loss}
+	if err == nil {
+		if tc.LoRA != nil {
+			out.Adapter = s.Adapter()
+		} else {
+			out.Model = s.Model()
+		}
+	}
+	out.Steps, out.Tokens = s.StepCount(), s.Tokens()
+	cerr := s.Close()
+	switch {
+	case err != nil:
+		return Trained{}, err
+	case cerr != nil:
+		return Trained{}, fmt.Errorf("trainer: device %s: %w", device, cerr)
+	case out.Adapter == nil && out.Model == nil:
+		return Trained{}, fmt.Errorf("trainer: device %s: reading the trained weights back failed", device)
+	}
+	return out, nil
+}
+
+// fit trains task t on local data d in one session and writes its update.
+func fit(ctx context.Context, device string, start starter, progress func(step int, loss float64), t Task, d Data) (Update, error) {
+	m, windows, err := loadTask(t, d)
+	if err != nil {
+		return Update{}, err
+	}
+	tc := t.Train
+	if progress != nil {
+		tc.Progress = func(step int, loss, _ float64) { progress(step, loss) }
+	}
+	tr, err := run(ctx, device, start, m, t.Adapter, tc, datasets.NewBatcher(windows, tc.Batch, tc.Seed))
+	if err != nil {
+		return Update{}, err
+	}
+	var ts map[string]*model.Tensor
+	name := UpdateFullFile
+	if tr.Adapter != nil {
+		ts, name = tr.Adapter.Tensors, UpdateLoRAFile
+	} else {
+		ts = tr.Model.Tensors
+	}
+	path := filepath.Join(t.OutDir, name)
+	digest, err := writeTaskUpdate(t, path, ts)
+	if err != nil {
+		return Update{}, err
+	}
+	return Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens}, nil
+}
