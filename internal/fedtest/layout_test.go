@@ -263,6 +263,8 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 			why += ", and the trainer links no pebble or raft"
 		case "ledger node":
 			why += ", and the ledger node links no training code"
+		case "aggregator node":
+			why += ", and the aggregator node links no Gorgonia and no tokenizer"
 		}
 		return layer{role, why, func(dep string) bool {
 			if ours(dep) && (inAny(dep, programs) || roleOf(dep) != "" && roleOf(dep) != role) {
@@ -273,6 +275,8 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 				return pebbleOrRaft(dep)
 			case "ledger node":
 				return trainingCode(dep)
+			case "aggregator node":
+				return strings.HasPrefix(dep, "gorgonia.org/") || ours(dep) && under(dep, "model/tokenizer")
 			}
 			return false
 		}}, true
