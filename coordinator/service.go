@@ -48,7 +48,7 @@ type ServiceConfig struct {
 	// Required.
 	CoordinatorKey ed25519.PrivateKey
 	// Aggregator runs aggregations and signs UpdateRejected,
-	// RoundCommitted and RoundFailed: NewLocalAggregator in this process,
+	// RoundCommitted and RoundFailed: round.NewLocal in this process,
 	// or a RemoteAggregator. Required.
 	Aggregator Aggregator
 	// Ledger is the ledger (NewNodeLedger over a client of any node).

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
@@ -135,17 +136,17 @@ func waitDone(t *testing.T, ctx context.Context, published <-chan *coordinatorv1
 // where the last model's digest is kept.
 func (n *testNet) averaging(ctx context.Context, s *Service) *string {
 	model := new(string)
-	s.agg.(*testAggregator).aggregate = func(a AggregationTask, global string) (AggregationDone, error) {
+	s.agg.(*testAggregator).aggregate = func(a round.Task, global string) (round.Result, error) {
 		d, _, err := n.store.Put(ctx, strings.NewReader(fmt.Sprintf("round %d model over %s", a.Round, global)))
 		if err != nil {
-			return AggregationDone{}, err
+			return round.Result{}, err
 		}
 		*model = d
 		w := map[string]float64{}
 		for _, in := range a.Inputs {
 			w[in.Trainer] = 1 / float64(len(a.Inputs))
 		}
-		return AggregationDone{Round: a.Round, Model: d, Weights: w}, nil
+		return round.Result{Round: a.Round, Model: d, Weights: w}, nil
 	}
 	return model
 }

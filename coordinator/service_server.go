@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
@@ -95,7 +96,7 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		if err := os.MkdirAll(work, 0o755); err != nil {
 			return nil, err
 		}
-		agg = NewLocalAggregator(s.store, work, client.NewSigner(s.ledger, ak), log)
+		agg = round.NewLocal(s.store, work, client.NewSigner(s.ledger, ak), log)
 	}
 	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, Aggregator: agg, Ledger: NewNodeLedger(s.ledger), Store: s.store,
 		Dir: dir, Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,

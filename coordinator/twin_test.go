@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/ledger"
@@ -123,14 +124,14 @@ type testNet struct {
 type testAggregator struct {
 	key       ed25519.PrivateKey
 	ledger    Ledger
-	aggregate func(AggregationTask, string) (AggregationDone, error)
+	aggregate func(round.Task, string) (round.Result, error)
 }
 
 func (a *testAggregator) ID() string { return ledger.KeyID(a.key.Public().(ed25519.PublicKey)) }
 
-func (a *testAggregator) Aggregate(_ context.Context, t AggregationTask, global string) (AggregationDone, error) {
+func (a *testAggregator) Aggregate(_ context.Context, t round.Task, global string) (round.Result, error) {
 	if a.aggregate == nil {
-		return AggregationDone{}, errors.New("test aggregator: no aggregation")
+		return round.Result{}, errors.New("test aggregator: no aggregation")
 	}
 	return a.aggregate(t, global)
 }
