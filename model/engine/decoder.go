@@ -106,6 +106,16 @@ func NewDecoder(dev CacheDevice, m *model.Model, slots, maxContext int) (*Decode
 		dev.Write(w, 0, tn.Data)
 		d.weights[name] = w
 	}
+	// Every weight a product reads as B, packed once for the products.
+	head := model.LMHeadName
+	if c.TieWordEmbeddings {
+		head = model.EmbedName
+	}
+	for _, name := range m.Names() {
+		if sh := m.Tensors[name].Shape; len(sh) == 2 && (name == head || name != model.EmbedName) {
+			dev.PackWeight(d.weights[name], sh[0], sh[1])
+		}
+	}
 	for l := 0; l < c.NumHiddenLayers; l++ {
 		d.names = append(d.names, namesOf(l))
 		n := (slots + 1) * maxContext * d.nKV * d.hd

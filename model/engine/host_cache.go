@@ -24,9 +24,32 @@ type CacheDevice interface {
 	// (the softmax as CausalSoftmax computes it). heads must be a multiple
 	// of kvHeads, and c+p a row of the cache.
 	CachedAttention(out, q, k, v Buffer, at IntBuffer, heads, kvHeads, hd int, scale float32)
+
+	// PackWeight says that w, a [rows, cols] matrix, is a weight that
+	// later MatMuls read as B with TransB (N = rows, K = cols) and that it
+	// will not change: the device may keep a copy in a layout those
+	// products read faster, giving the same results. Write, Zero, Copy
+	// and AdamW into w drop the copy; w must not change otherwise.
+	PackWeight(w Buffer, rows, cols int)
 }
 
 var _ CacheDevice = (*host)(nil)
+
+func (h *host) PackWeight(w Buffer, rows, cols int) {
+	const op = "PackWeight"
+	if !h.ok(op) {
+		return
+	}
+	wb := h.buf(op, "w", w)
+	if !h.positive(op, "rows, cols", rows, cols) || !h.wantLen(op, "w", wb, rows*cols, "[rows, cols]") {
+		return
+	}
+	if impl, _ := h.gemm(); impl.blas != nil {
+		return // only the Host's own sgemm reads packed weights
+	}
+	hb := w.(*hostBuf)
+	hb.packed, hb.pn, hb.pk = packWeight(wb, rows, cols), rows, cols
+}
 
 func (h *host) ScatterRows(dst, src Buffer, idx IntBuffer, d int) {
 	const op = "ScatterRows"
