@@ -101,7 +101,10 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 				// Whole 6-row panels of op(A) are read in place; a last,
 				// partial one is packed (zero rows below mc).
 				full := mc - mc%h
-				if full < mc {
+				lim := mc
+				if packed != nil {
+					lim = full // the partial panel's rows go to the row kernels below
+				} else if full < mc {
 					packA(bufs.a[:], transA, a, lda, ic+full, pc, mc-full, kc, h)
 				}
 				for jr := 0; jr < nc; jr += gemmNR {
@@ -110,7 +113,7 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 					if packed != nil {
 						bp = &packed[(jc+jr)*k+pc*gemmNR]
 					}
-					for ir := 0; ir < mc; ir += h {
+					for ir := 0; ir < lim; ir += h {
 						mr := min(h, mc-ir)
 						var ap *float32
 						var ri, rp int
@@ -147,8 +150,44 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 						}
 					}
 				}
+				if packed != nil {
+					for i := ic + full; i < ic+mc; i++ {
+						sgemmRowPacked(transA, i, jc, pc, nc, kc, k, alpha, a, lda, packed, c, ldc, add, &bufs.tile)
+					}
+				}
 			}
 		}
+	}
+}
+
+// sgemmRowPacked computes row i of C over columns jc … jc+nc−1 for the
+// block of k at pc from packed op(B), one row of op(A) at a time on the
+// row kernels: each element is the micro-kernels' chain of fused
+// multiply-adds (so the same result) without the zero rows a partial
+// panel of A would run.
+func sgemmRowPacked(transA bool, i, jc, pc, nc, kc, k int, alpha float32, a []float32, lda int, packed, c []float32, ldc int, add bool, tile *[gemmMR * gemmNR]float32) {
+	ap, rp := &a[i*lda+pc], 4
+	if transA {
+		ap, rp = &a[pc*lda+i], 4*lda
+	}
+	jr := 0
+	for ; jr+4*gemmNR <= nc; jr += 4 * gemmNR {
+		sgemmRow64(kc, ap, rp, &packed[(jc+jr)*k+pc*gemmNR], 4*gemmNR*k, &c[i*ldc+jc+jr], alpha, add)
+	}
+	for ; jr < nc; jr += gemmNR {
+		nr := min(gemmNR, nc-jr)
+		bp := &packed[(jc+jr)*k+pc*gemmNR]
+		ci := i*ldc + jc + jr
+		if nr == gemmNR {
+			sgemmRow16(kc, ap, rp, bp, &c[ci], alpha, add)
+			continue
+		}
+		t := tile[:gemmNR]
+		if add {
+			copy(t, c[ci:ci+nr])
+		}
+		sgemmRow16(kc, ap, rp, bp, &t[0], alpha, add)
+		copy(c[ci:ci+nr], t)
 	}
 }
 
