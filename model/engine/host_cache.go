@@ -143,11 +143,11 @@ func (t *attentionTask) Run(slot, lo, hi int) {
 			qv := t.qb[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
 			for j := range s {
 				kv := t.kb[(c+j)*w+g*hd : (c+j)*w+(g+1)*hd]
-				k, dot := dotF64Vec(qv, kv)
+				k, dot := dotVec(qv, kv)
 				for i := k; i < hd; i++ {
-					dot += float64(qv[i]) * float64(kv[i])
+					dot += qv[i] * kv[i]
 				}
-				s[j] = t.scale * float32(dot)
+				s[j] = t.scale * dot
 			}
 			m := rowMax(s)
 			k, z := expSum(s, s, m)
@@ -163,7 +163,7 @@ func (t *attentionTask) Run(slot, lo, hi int) {
 				p *= inv
 				vv := t.vb[(c+j)*w+g*hd : (c+j)*w+(g+1)*hd]
 				vv = vv[:len(o)]
-				for i := range o {
+				for i := axpyVec(o, vv, p); i < len(o); i++ {
 					o[i] += p * vv[i]
 				}
 			}
