@@ -52,9 +52,10 @@ type BatcherConfig struct {
 	// Slots is how many sequences decode together (default 16).
 	Slots int
 	// MaxContext is the most positions (prompt and generated tokens) a
-	// sequence holds (default and maximum: max_position_embeddings). The
-	// key/value cache is Slots·MaxContext positions of every layer,
-	// allocated once.
+	// sequence holds (default: max_position_embeddings, at most 2048;
+	// maximum: max_position_embeddings). The key/value cache is
+	// (Slots+1)·MaxContext positions of every layer's keys and values,
+	// allocated once: 2·layers·kv_heads·head_dim·4 bytes a position.
 	MaxContext int
 	// PrefillTokens is how many prompt tokens a step runs beside the
 	// decoding rows (default 512): longer prompts, and prompts beyond it
@@ -133,7 +134,7 @@ func NewBatcher(dev CacheDevice, m *model.Model, cfg BatcherConfig) (*Batcher, e
 		cfg.Slots = 16
 	}
 	if cfg.MaxContext <= 0 {
-		cfg.MaxContext = m.Config.MaxPositionEmbeddings
+		cfg.MaxContext = min(m.Config.MaxPositionEmbeddings, 2048)
 	}
 	if cfg.PrefillTokens <= 0 {
 		cfg.PrefillTokens = 512
