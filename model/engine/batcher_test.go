@@ -63,7 +63,8 @@ func batcherRequests(V int) (prompts [][]int, gcs []model.GenerateConfig) {
 // they are engine.Generate's.
 func TestBatcherAloneEqualsBatched(t *testing.T) {
 	ctx := context.Background()
-	for _, dc := range decoderCases(t)[1:4] { // gqa, mqa, tied
+	cases := decoderCases(t)
+	for _, dc := range append(cases[1:4:4], cases[len(cases)-1]) { // gqa, mqa, tied, lora-merged
 		t.Run(dc.name, func(t *testing.T) {
 			m := dc.m
 			L := m.Config.MaxPositionEmbeddings
