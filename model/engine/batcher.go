@@ -249,13 +249,23 @@ func (b *Batcher) loop() {
 	}
 	var chunks []Chunk
 	var stepping []*seqState
+	// ended are the requests that left, whose last events go out once the
+	// stats count them out (a client that sees its stream end sees Stats
+	// without it).
+	type end struct {
+		s   *seqState
+		why FinishReason
+		err error
+	}
+	var ended []end
 	for {
 		// Leave: cancelled requests.
+		ended = ended[:0]
 		kept := active[:0]
 		for _, s := range active {
 			if err := s.ctx.Err(); err != nil {
-				s.finish(FinishCancelled, err)
 				release(s)
+				ended = append(ended, end{s, FinishCancelled, err})
 				continue
 			}
 			kept = append(kept, s)
@@ -276,6 +286,9 @@ func (b *Batcher) loop() {
 		}
 		b.stats.Active, b.stats.Queued = len(active), len(b.queue)
 		idle, closed, failed := len(active) == 0, b.closed, b.err
+		for _, e := range ended {
+			e.s.finish(e.why, e.err)
+		}
 		b.mu.Unlock()
 		if failed != nil {
 			b.failAll(active, failed)
@@ -324,22 +337,21 @@ func (b *Batcher) loop() {
 			continue // fails everything above
 		}
 		b.sample(stepping, logits)
-		var generated uint64
 		var ttft []time.Duration
+		ended = ended[:0]
 		kept = active[:0]
 		for _, s := range active {
 			if !slices.Contains(stepping, s) {
 				kept = append(kept, s)
 				continue
 			}
-			generated++
 			if !s.first {
 				s.first = true
 				ttft = append(ttft, time.Since(s.start))
 			}
 			if why := b.emit(s); why != "" {
-				s.finish(why, nil)
 				release(s)
+				ended = append(ended, end{s, why, nil})
 				continue
 			}
 			kept = append(kept, s)
@@ -348,12 +360,15 @@ func (b *Batcher) loop() {
 		b.mu.Lock()
 		b.stats.Steps++
 		b.stats.PromptTokens += uint64(prompt)
-		b.stats.GeneratedTokens += generated
+		b.stats.GeneratedTokens += uint64(len(stepping))
 		for _, d := range ttft {
 			b.stats.FirstTokens++
 			b.stats.FirstTokenTime += d
 		}
 		b.stats.Active = len(active)
+		for _, e := range ended {
+			e.s.finish(e.why, e.err)
+		}
 		b.mu.Unlock()
 		if b.cfg.OnFirstToken != nil {
 			for _, d := range ttft {
@@ -409,15 +424,11 @@ func (b *Batcher) emit(s *seqState) FinishReason {
 
 // failAll ends every active and queued request with err.
 func (b *Batcher) failAll(active []*seqState, err error) {
-	for _, s := range active {
-		s.finish(FinishError, err)
-	}
 	b.mu.Lock()
-	q := b.queue
-	b.queue = nil
+	defer b.mu.Unlock()
 	b.stats.Active, b.stats.Queued = 0, 0
-	b.mu.Unlock()
-	for _, s := range q {
+	for _, s := range append(active, b.queue...) {
 		s.finish(FinishError, err)
 	}
+	b.queue = nil
 }

@@ -134,11 +134,22 @@ func TestBatcherAloneEqualsBatched(t *testing.T) {
 func TestBatcherCancel(t *testing.T) {
 	m := modeltest.VariantModel(t, modeltest.Variants[1], 3)
 	const slots = 3
-	b := newBatcher(t, m, engine.BatcherConfig{Slots: slots})
+	// Six requests on three slots: when the first token is drawn (the
+	// hook runs on the Batcher's goroutine, between steps), cancel two
+	// running requests (0, 1) and one queued (5).
+	var cancels []context.CancelFunc
+	ready := make(chan struct{})
+	var once sync.Once
+	b := newBatcher(t, m, engine.BatcherConfig{Slots: slots, OnFirstToken: func(time.Duration) {
+		once.Do(func() {
+			<-ready
+			for _, i := range []int{0, 1, 5} {
+				cancels[i]()
+			}
+		})
+	}})
 	defer b.Close()
 	bg := context.Background()
-	// Six requests on three slots: cancel two running and one queued.
-	var cancels []context.CancelFunc
 	var chs []<-chan engine.Token
 	for i := 0; i < 6; i++ {
 		ctx, cancel := context.WithCancel(bg)
@@ -149,13 +160,7 @@ func TestBatcherCancel(t *testing.T) {
 		}
 		chs = append(chs, ch)
 	}
-	// Wait for a first token of request 0, then cancel 0, 1 and 5.
-	if tok := <-chs[0]; tok.Finish != "" {
-		t.Fatalf("request 0 ended at once: %+v", tok)
-	}
-	for _, i := range []int{0, 1, 5} {
-		cancels[i]()
-	}
+	close(ready)
 	for i, ch := range chs {
 		_, fin := collect(t, ch)
 		cancelled := i == 0 || i == 1 || i == 5
@@ -254,7 +259,13 @@ func TestBatcherAddErrors(t *testing.T) {
 // TestBatcherQueueFull: beyond MaxQueue waiting requests, Add refuses.
 func TestBatcherQueueFull(t *testing.T) {
 	m := modeltest.VariantModel(t, modeltest.Variants[0], 4)
-	b := newBatcher(t, m, engine.BatcherConfig{Slots: 1, MaxQueue: 2})
+	// The first token holds the Batcher's goroutine until the queue has
+	// been tried.
+	release := make(chan struct{})
+	var once sync.Once
+	b := newBatcher(t, m, engine.BatcherConfig{Slots: 1, MaxQueue: 2, OnFirstToken: func(time.Duration) {
+		once.Do(func() { <-release })
+	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	var full bool
 	var chs []<-chan engine.Token
@@ -269,9 +280,10 @@ func TestBatcherQueueFull(t *testing.T) {
 		}
 		chs = append(chs, ch)
 	}
-	if !full {
-		t.Error("ten requests queued behind one slot with MaxQueue 2")
+	if !full || len(chs) > 3 {
+		t.Errorf("%d requests accepted by one slot with MaxQueue 2", len(chs))
 	}
+	close(release)
 	cancel()
 	for _, ch := range chs {
 		collect(t, ch)
