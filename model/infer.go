@@ -132,39 +132,52 @@ func (s *Sampler) Next(logits []float32) int {
 // when the context is full. Each new token runs the whole sequence through
 // f again. model/engine's Generate runs it on a device.
 func Generate(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig) ([]int, error) {
+	var out []int
+	err := GenerateStream(ctx, c, f, prompt, gc, func(tok int) bool {
+		out = append(out, tok)
+		return true
+	})
+	return out, err
+}
+
+// GenerateStream is Generate handing each new token to yield as soon as it
+// is sampled; it stops early, with no error, when yield returns false. The
+// tokens are those Generate returns for the same arguments.
+func GenerateStream(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig, yield func(tok int) bool) error {
 	if len(prompt) == 0 {
-		return nil, fmt.Errorf("model: generate: empty prompt")
+		return fmt.Errorf("model: generate: empty prompt")
 	}
 	if err := gc.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	L := c.MaxPositionEmbeddings
 	if len(prompt) > L {
-		return nil, fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
+		return fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
 	}
 	smp := NewSampler(gc)
 	V := c.VocabSize
 	seq := slices.Clone(prompt)
-	var out []int
-	for len(out) < gc.MaxTokens {
+	for n := 0; n < gc.MaxTokens; n++ {
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return err
 		}
 		logits, err := f.Logits(seq)
 		if err != nil {
-			return out, err
+			return err
 		}
 		next := smp.Next(logits[(len(seq)-1)*V : len(seq)*V])
 		if slices.Contains(gc.Stop, next) {
-			return out, nil
+			return nil
 		}
-		out = append(out, next)
+		if !yield(next) {
+			return nil
+		}
 		if len(seq) >= L {
 			break
 		}
 		seq = append(seq, next)
 	}
-	return out, nil
+	return nil
 }
 
 // cand is a token and its probability, for sample.

@@ -206,6 +206,38 @@ func (b *Batcher) Add(ctx context.Context, prompt []int, gc model.GenerateConfig
 	return s.out, nil
 }
 
+// Generate runs one request to its end: it adds prompt under gc and hands
+// each new token to yield as soon as it is sampled. It returns nil when
+// the generation stops at MaxTokens, at a stop token or at a full context,
+// or when yield returns false (the request is then cancelled and its slot
+// freed at the next step); ctx.Err() when ctx ends first; Add's error, or
+// the device's, otherwise. The tokens are those engine.Generate returns
+// (with max_position_embeddings = MaxContext).
+func (b *Batcher) Generate(ctx context.Context, prompt []int, gc model.GenerateConfig, yield func(tok int) bool) error {
+	req, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := b.Add(req, prompt, gc)
+	if err != nil {
+		return err
+	}
+	for tok := range stream {
+		switch tok.Finish {
+		case "":
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if !yield(tok.ID) {
+				return nil
+			}
+		case FinishStop, FinishLength:
+			return nil
+		default:
+			return tok.Err
+		}
+	}
+	return nil
+}
+
 // Stats returns the current counters.
 func (b *Batcher) Stats() BatcherStats {
 	b.mu.Lock()

@@ -292,3 +292,38 @@ func TestBatcherQueueFull(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBatcherGenerate: Generate streams engine.Generate's tokens, stops
+// early when yield says so (freeing the slot), and reports a cancelled
+// context.
+func TestBatcherGenerate(t *testing.T) {
+	m := modeltest.VariantModel(t, modeltest.Variants[1], 6)
+	b := newBatcher(t, m, engine.BatcherConfig{Slots: 1})
+	defer b.Close()
+	bg := context.Background()
+	gc := model.GenerateConfig{MaxTokens: 10, Temperature: 0.9, Seed: 5}
+	want, err := engine.Generate(bg, engine.NewHost(), m, []int{7, 8}, gc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	if err := b.Generate(bg, []int{7, 8}, gc, func(tok int) bool { got = append(got, tok); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Batcher.Generate %v, engine.Generate %v", got, want)
+	}
+	got = got[:0]
+	if err := b.Generate(bg, []int{7, 8}, model.GenerateConfig{}, func(tok int) bool { got = append(got, tok); return len(got) < 3 }); err != nil || len(got) != 3 {
+		t.Errorf("stopped by yield after 3: %v, %v", got, err)
+	}
+	// The one slot is free again: another request runs.
+	if err := b.Generate(bg, []int{1}, model.GenerateConfig{MaxTokens: 2}, func(int) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	err = b.Generate(ctx, []int{1}, model.GenerateConfig{}, func(int) bool { cancel(); return true })
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+}
