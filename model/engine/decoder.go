@@ -121,7 +121,7 @@ func NewDecoder(dev CacheDevice, m *model.Model, slots, maxContext int) (*Decode
 		n := (slots + 1) * maxContext * d.nKV * d.hd
 		d.kc, d.vc = append(d.kc, d.alloc(n)), append(d.vc, d.alloc(n))
 	}
-	cos, sin := ropeTables(c.RopeTheta, d.hd, maxContext)
+	cos, sin := ropeTables(&d.c, maxContext)
 	d.cos, d.sin = d.alloc(len(cos)), d.alloc(len(sin))
 	dev.Write(d.cos, 0, cos)
 	dev.Write(d.sin, 0, sin)
