@@ -3,14 +3,12 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 
@@ -103,15 +101,9 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		EvalDataRoot: cfg.EvalDataRoot}); err != nil {
 		return nil, err
 	}
-	if cfg.Insecure {
-		s.options = []grpc.ServerOption{tlsid.InsecureServerOption()}
-	} else {
-		// Any key may connect; Join then checks the ledger's membership.
-		o, err := tlsid.ServerOption(ck, tlsid.AllowAny())
-		if err != nil {
-			return nil, err
-		}
-		s.options = []grpc.ServerOption{o}
+	// Any key may connect; Join then checks the ledger's membership.
+	if s.options, err = tlsid.ServerOptions(cfg.Insecure, ck, tlsid.AllowAny()); err != nil {
+		return nil, err
 	}
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -161,8 +153,8 @@ func (s *Server) Run(ctx context.Context) error {
 	gs := grpc.NewServer(append(artifact.ServerOptions(), s.options...)...)
 	as.Register(gs)
 	s.svc.Register(gs)
-	errc := make(chan error, 2)
-	go func() { errc <- gs.Serve(s.ln) }()
+	serving := tlsid.Serve(gs, s.ln)
+	errc := make(chan error, 1)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -175,24 +167,9 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.ErrorContext(ctx, "cannot launch the configured job", "job", s.cfg.Job, "err", err)
 		}
 	}
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	cancel()
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		gs.Stop()
-	}
+	err = serving.Until(ctx, errc, cancel)
 	wg.Wait()
-	if errors.Is(runErr, grpc.ErrServerStopped) {
-		runErr = nil
-	}
-	return runErr
+	return err
 }
 
 // launchConfigured launches cfg.Job unless a job is already active.

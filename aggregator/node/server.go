@@ -3,13 +3,11 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"google.golang.org/grpc"
 
@@ -72,14 +70,10 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 		return nil, err
 	}
 	dial := tlsid.InsecureDialOption()
-	if cfg.Insecure {
-		s.options = []grpc.ServerOption{tlsid.InsecureServerOption()}
-	} else {
-		o, err := tlsid.ServerOption(key, tlsid.ExpectID(cfg.CoordinatorID))
-		if err != nil {
-			return nil, err
-		}
-		s.options = []grpc.ServerOption{o}
+	if s.options, err = tlsid.ServerOptions(cfg.Insecure, key, tlsid.ExpectID(cfg.CoordinatorID)); err != nil {
+		return nil, err
+	}
+	if !cfg.Insecure {
 		if dial, err = tlsid.DialOption(key, tlsid.ExpectID(cfg.CoordinatorID)); err != nil {
 			return nil, err
 		}
@@ -131,23 +125,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	gs := grpc.NewServer(s.options...)
 	s.svc.Register(gs)
-	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(s.ln) }()
+	serving := tlsid.Serve(gs, s.ln)
 	s.log.InfoContext(ctx, "aggregator listening", "addr", s.Addr(), "id", s.id, "coordinator", s.cfg.Coordinator, "tls", !s.cfg.Insecure)
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	done := make(chan struct{})
-	go func() { gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		gs.Stop()
-	}
-	if errors.Is(runErr, grpc.ErrServerStopped) {
-		runErr = nil
-	}
-	return runErr
+	return serving.Until(ctx, nil, nil)
 }

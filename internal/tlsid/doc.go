@@ -13,5 +13,6 @@
 //
 // Plain-text gRPC is available only through the explicitly named
 // InsecureServerOption and InsecureDialOption (commands expose them as
-// --insecure).
+// --insecure). ServerOptions picks between the two for a server, and
+// Serve runs a gRPC server on a listener until Until stops it gracefully.
 package tlsid
