@@ -150,6 +150,35 @@ func isNull(raw json.RawMessage) bool {
 
 func indexPath(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 
+// decodeNode unmarshals the JSON object raw at path into v; false for JSON
+// null.
+func decodeNode(raw json.RawMessage, path string, v any) (bool, error) {
+	if isNull(raw) {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, bad("%s: %v", path, err)
+	}
+	return true, nil
+}
+
+// decodeList decodes each element of raws but the JSON nulls with dec,
+// element i at path[i], in order.
+func decodeList[T any](raws []json.RawMessage, path string, dec func(json.RawMessage, string) (T, error)) ([]T, error) {
+	var out []T
+	for i, r := range raws {
+		if isNull(r) {
+			continue
+		}
+		q, err := dec(r, indexPath(path, i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, q)
+	}
+	return out, nil
+}
+
 // DecodeBPE decodes the bytes of a tokenizer.json file. A feature it does
 // not implement is refused with ErrUnsupported and the JSON path of the
 // feature; a malformed file with ErrBadTokenizer.

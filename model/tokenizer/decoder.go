@@ -167,12 +167,9 @@ type decoderJSON struct {
 
 // decodeDecoder reads the decoder at path; nil for JSON null.
 func decodeDecoder(raw json.RawMessage, path string) (decoder, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
 	var d decoderJSON
-	if err := json.Unmarshal(raw, &d); err != nil {
-		return nil, bad("%s: %v", path, err)
+	if ok, err := decodeNode(raw, path, &d); !ok {
+		return nil, err
 	}
 	switch d.Type {
 	case "ByteLevel":
@@ -208,17 +205,11 @@ func decodeDecoder(raw json.RawMessage, path string) (decoder, error) {
 		}
 		return md, nil
 	case "Sequence":
-		var seq decoderSequence
-		for i, r := range d.Decoders {
-			q, err := decodeDecoder(r, indexPath(path+".decoders", i))
-			if err != nil {
-				return nil, err
-			}
-			if q != nil {
-				seq = append(seq, q)
-			}
+		seq, err := decodeList(d.Decoders, path+".decoders", decodeDecoder)
+		if err != nil {
+			return nil, err
 		}
-		return seq, nil
+		return decoderSequence(seq), nil
 	default:
 		return nil, unsupported("%s.type %q", path, d.Type)
 	}

@@ -39,12 +39,9 @@ type patternJSON struct {
 
 // decodeNormalizer reads the normalizer at path; nil for JSON null.
 func decodeNormalizer(raw json.RawMessage, path string) (normalizer, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
 	var n normalizerJSON
-	if err := json.Unmarshal(raw, &n); err != nil {
-		return nil, bad("%s: %v", path, err)
+	if ok, err := decodeNode(raw, path, &n); !ok {
+		return nil, err
 	}
 	switch n.Type {
 	case "NFC":
@@ -95,15 +92,9 @@ func decodeNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 			return s, lost
 		}, nil
 	case "Sequence":
-		var seq []normalizer
-		for i, r := range n.Normalizers {
-			f, err := decodeNormalizer(r, indexPath(path+".normalizers", i))
-			if err != nil {
-				return nil, err
-			}
-			if f != nil {
-				seq = append(seq, f)
-			}
+		seq, err := decodeList(n.Normalizers, path+".normalizers", decodeNormalizer)
+		if err != nil {
+			return nil, err
 		}
 		return func(s string) (string, bool) {
 			lost := false

@@ -58,12 +58,9 @@ type postJSON struct {
 // decodePostProcessor reads the post-processor at path; nil for JSON null.
 // size bounds the ids a template may add.
 func decodePostProcessor(raw json.RawMessage, path string) (postProcessor, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
 	var p postJSON
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, bad("%s: %v", path, err)
+	if ok, err := decodeNode(raw, path, &p); !ok {
+		return nil, err
 	}
 	switch p.Type {
 	case "ByteLevel":
@@ -94,17 +91,11 @@ func decodePostProcessor(raw json.RawMessage, path string) (postProcessor, error
 		}
 		return t, nil
 	case "Sequence":
-		var seq postSequence
-		for i, r := range p.Processors {
-			q, err := decodePostProcessor(r, indexPath(path+".processors", i))
-			if err != nil {
-				return nil, err
-			}
-			if q != nil {
-				seq = append(seq, q)
-			}
+		seq, err := decodeList(p.Processors, path+".processors", decodePostProcessor)
+		if err != nil {
+			return nil, err
 		}
-		return seq, nil
+		return postSequence(seq), nil
 	default:
 		return nil, unsupported("%s.type %q", path, p.Type)
 	}

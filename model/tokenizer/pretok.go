@@ -382,12 +382,9 @@ type preTokenizerJSON struct {
 // decodePreTokenizer reads the pre-tokenizer at path; nil for JSON null.
 // byteLevelSeen is set when it holds a ByteLevel pre-tokenizer.
 func decodePreTokenizer(raw json.RawMessage, path string, byteLevelSeen *bool) (preTokenizer, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
 	var p preTokenizerJSON
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, bad("%s: %v", path, err)
+	if ok, err := decodeNode(raw, path, &p); !ok {
+		return nil, err
 	}
 	switch p.Type {
 	case "ByteLevel":
@@ -433,17 +430,13 @@ func decodePreTokenizer(raw json.RawMessage, path string, byteLevelSeen *bool) (
 		}
 		return splitter{m: runeClass(isN), behavior: b}, nil
 	case "Sequence":
-		var seq preSequence
-		for i, r := range p.Pretokenizers {
-			q, err := decodePreTokenizer(r, indexPath(path+".pretokenizers", i), byteLevelSeen)
-			if err != nil {
-				return nil, err
-			}
-			if q != nil {
-				seq = append(seq, q)
-			}
+		seq, err := decodeList(p.Pretokenizers, path+".pretokenizers", func(r json.RawMessage, path string) (preTokenizer, error) {
+			return decodePreTokenizer(r, path, byteLevelSeen)
+		})
+		if err != nil {
+			return nil, err
 		}
-		return seq, nil
+		return preSequence(seq), nil
 	default:
 		return nil, unsupported("%s.type %q", path, p.Type)
 	}
