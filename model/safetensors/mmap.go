@@ -23,23 +23,7 @@ var ErrNotMapped = errors.New("safetensors: file cannot be memory-mapped")
 //
 // It returns an error wrapping ErrNotMapped, and nothing open, where the
 // file cannot be mapped; the caller may then fall back to Open.
-func OpenMapped(path string) (*File, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	st, err := fh.Stat()
-	if err != nil {
-		fh.Close()
-		return nil, err
-	}
-	f, err := MapFile(path, fh, st.Size())
-	if err != nil {
-		fh.Close()
-		return nil, err
-	}
-	return f, nil
-}
+func OpenMapped(path string) (*File, error) { return openWith(path, MapFile) }
 
 // MapFile maps the first size bytes of the open file fh (size as its Stat
 // says) read-only and parses them as OpenMapped does; name is used in

@@ -76,6 +76,18 @@ type File struct {
 
 // Open opens and validates the safetensors file at path.
 func Open(path string) (*File, error) {
+	return openWith(path, func(name string, fh *os.File, size int64) (*File, error) {
+		f, err := Parse(name, fh, size)
+		if err == nil {
+			f.closer = fh
+		}
+		return f, err
+	})
+}
+
+// openWith opens path and hands the open file and its size to parse; it
+// closes the file where that fails.
+func openWith(path string, parse func(name string, fh *os.File, size int64) (*File, error)) (*File, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -85,12 +97,11 @@ func Open(path string) (*File, error) {
 		fh.Close()
 		return nil, err
 	}
-	f, err := Parse(path, fh, st.Size())
+	f, err := parse(path, fh, st.Size())
 	if err != nil {
 		fh.Close()
 		return nil, err
 	}
-	f.closer = fh
 	return f, nil
 }
 
