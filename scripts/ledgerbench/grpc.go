@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,17 +85,11 @@ func runGRPC(args []string) error {
 	}()
 	progress("fedtune ledger cluster of 3 nodes up (block_interval %s); %d client identities", *interval, maxConc)
 
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	nonces := make([]uint64, maxConc)
 	sizeShown := false
 	for _, conc := range levels {

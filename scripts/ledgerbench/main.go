@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,4 +130,21 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "ledgerbench: "+format+"\n", args...)
+}
+
+// startCPUProfile writes a CPU profile to path ("" for none) until stop is
+// called.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

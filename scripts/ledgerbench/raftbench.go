@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,17 +224,11 @@ func runRaft(args []string) error {
 	}
 	progress("3 raft nodes up over TCP, leader %s; txs of %d bytes", leader.trans.LocalAddr(), *size)
 
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	nonces := make([]uint64, maxConc)
 	for _, conc := range levels {
 		if *warmup > 0 {
