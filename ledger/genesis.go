@@ -131,6 +131,37 @@ func ParseGenesis(name string, data []byte) (*Genesis, error) {
 	return g, nil
 }
 
+// entryWhere names entry i of list in a problem: "members[0] (alice)".
+func entryWhere(list string, i int, name string) string {
+	where := fmt.Sprintf("%s[%d]", list, i)
+	if name != "" {
+		where += fmt.Sprintf(" (%s)", name)
+	}
+	return where
+}
+
+// checkEntryKey parses the public key of the entry at where, checks that
+// its id (when given) is the key's and that no entry in seen (key ID ->
+// where) has the same key, adding each problem (dup ends the one for a
+// repeated key), and records the entry in seen. ok is false, and nothing
+// recorded, where the key does not parse.
+func checkEntryKey(add func(string, ...any), where, publicKey, id string, seen map[string]string, dup string) (_ ed25519.PublicKey, ok bool) {
+	key, err := ParsePublicKey(publicKey)
+	if err != nil {
+		add("%s: public_key: %v", where, err)
+		return nil, false
+	}
+	keyID := KeyID(key)
+	if id != "" && id != keyID {
+		add("%s: id %s does not match public_key, whose ID is %s", where, id, keyID)
+	}
+	if prev, ok := seen[keyID]; ok {
+		add("%s: the same public key as %s%s", where, prev, dup)
+	}
+	seen[keyID] = where
+	return key, true
+}
+
 var chainIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Validate checks the genesis and reports every problem at once, each naming
@@ -154,10 +185,7 @@ func (g *Genesis) Validate() error {
 	admins := 0
 	for i := range g.Members {
 		m := &g.Members[i]
-		where := fmt.Sprintf("members[%d]", i)
-		if m.Name != "" {
-			where += fmt.Sprintf(" (%s)", m.Name)
-		}
+		where := entryWhere("members", i, m.Name)
 		if err := checkText("name", m.Name, MaxTextLen, false); err != nil {
 			add("%s: %v", where, err)
 		}
@@ -167,20 +195,9 @@ func (g *Genesis) Validate() error {
 		if m.Role == RoleAdmin {
 			admins++
 		}
-		key, err := ParsePublicKey(m.PublicKey)
-		if err != nil {
-			add("%s: public_key: %v", where, err)
-			continue
+		if key, ok := checkEntryKey(add, where, m.PublicKey, m.ID, ids, "; each member needs its own key"); ok {
+			m.Key = key
 		}
-		m.Key = key
-		id := KeyID(key)
-		if m.ID != "" && m.ID != id {
-			add("%s: id %s does not match public_key, whose ID is %s", where, m.ID, id)
-		}
-		if prev, ok := ids[id]; ok {
-			add("%s: the same public key as %s; each member needs its own key", where, prev)
-		}
-		ids[id] = where
 	}
 	if len(g.Members) > 0 && admins == 0 {
 		add("members: no admin; at least one member needs role admin, or members can never change")
@@ -188,27 +205,13 @@ func (g *Genesis) Validate() error {
 	nodeIDs := map[string]string{}
 	for i := range g.Nodes {
 		n := &g.Nodes[i]
-		where := fmt.Sprintf("nodes[%d]", i)
-		if n.Name != "" {
-			where += fmt.Sprintf(" (%s)", n.Name)
-		}
+		where := entryWhere("nodes", i, n.Name)
 		if err := checkText("name", n.Name, MaxTextLen, false); err != nil {
 			add("%s: %v", where, err)
 		}
-		key, err := ParsePublicKey(n.PublicKey)
-		if err != nil {
-			add("%s: public_key: %v", where, err)
-			continue
+		if key, ok := checkEntryKey(add, where, n.PublicKey, n.ID, nodeIDs, ""); ok {
+			n.Key = key
 		}
-		n.Key = key
-		id := KeyID(key)
-		if n.ID != "" && n.ID != id {
-			add("%s: id %s does not match public_key, whose ID is %s", where, n.ID, id)
-		}
-		if prev, ok := nodeIDs[id]; ok {
-			add("%s: the same public key as %s", where, prev)
-		}
-		nodeIDs[id] = where
 	}
 	p := &g.Policy
 	if p.MaxBlockTxs < 1 || p.MaxBlockTxs > MaxTxsPerBlock {
