@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/safetext"
 	"github.com/fedtune/fedtune/internal/strictjson"
@@ -226,29 +227,16 @@ func (m *Manifest) Validate() error {
 	if err := ValidateLicence(m.Licence); err != nil {
 		return fmt.Errorf("%w: licence: %w", ErrManifest, err)
 	}
-	if !isHex32(m.Owner) {
+	if !digest.Valid(m.Owner) {
 		return bad("owner", "%q is not a member ID (64 lowercase hex)", m.Owner)
 	}
-	if !isHex32(m.Root) {
+	if !digest.Valid(m.Root) {
 		return bad("root", "%q is not a SHA-256 hash (64 lowercase hex)", m.Root)
 	}
 	if m.Samples == 0 {
 		return bad("samples", "must be at least 1")
 	}
 	return nil
-}
-
-func isHex32(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // ManifestOptions are what BuildManifest cannot learn from the samples.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictjson"
 	"github.com/transparency-dev/merkle/proof"
 )
@@ -148,24 +149,24 @@ func (p *Proof) checkShape() error {
 	if p.Version != ProofVersion {
 		return bad("version %d, want %d", p.Version, ProofVersion)
 	}
-	if !isHex32(p.Sample) {
+	if !digest.Valid(p.Sample) {
 		return bad("sample %q is not a SHA-256 hash (64 lowercase hex)", truncate(p.Sample))
 	}
-	if !isHex32(p.Root) {
+	if !digest.Valid(p.Root) {
 		return bad("root %q is not a SHA-256 hash (64 lowercase hex)", truncate(p.Root))
 	}
 	check := func(name string, l *LeafProof) error {
 		if l == nil {
 			return nil
 		}
-		if !isHex32(l.Hash) {
+		if !digest.Valid(l.Hash) {
 			return bad("%s.hash %q is not a SHA-256 hash", name, truncate(l.Hash))
 		}
 		if len(l.Path) > 64 {
 			return bad("%s.path has %d hashes; no tree is that deep", name, len(l.Path))
 		}
 		for i, h := range l.Path {
-			if !isHex32(h) {
+			if !digest.Valid(h) {
 				return bad("%s.path[%d] %q is not a SHA-256 hash", name, i, truncate(h))
 			}
 		}
