@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -125,40 +125,10 @@ func (ew *ExportWriter) Close() error {
 	return nil
 }
 
-// WriteFileAtomic writes a file through write into a temporary file in
-// path's directory, syncs it and renames it into place, so that a failure
-// leaves nothing at path.
-func WriteFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = write(f); err != nil {
-		return err
-	}
-	if err = f.Chmod(mode); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+// WriteFileAtomic replaces path with what write writes, through
+// atomicfile.WriteFunc: a failure leaves path as it was.
+func WriteFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) error {
+	return atomicfile.WriteFunc(path, mode, func(f *os.File) error { return write(f) })
 }
 
 // EncodeExport returns the export file for e (genesis, blocks, end frame

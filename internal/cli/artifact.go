@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/spf13/cobra"
@@ -231,27 +232,11 @@ func newArtifactGetCmd() *cobra.Command {
 
 // downloadToFile downloads d into a temporary file beside path and renames
 // it into place only if the digest checks.
-func downloadToFile(ctx context.Context, c *artifact.Client, d, path string) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".part*")
-	if err != nil {
+func downloadToFile(ctx context.Context, c *artifact.Client, d, path string) error {
+	return atomicfile.WriteFunc(path, 0o600, func(f *os.File) error {
+		_, err := c.Download(ctx, d, f)
 		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = c.Download(ctx, d, f); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	})
 }
 
 func newArtifactVerifyCmd() *cobra.Command {

@@ -3,8 +3,8 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
 
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/spf13/cobra"
@@ -34,12 +34,7 @@ func newTLSCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("tls cert: %w", err)
 			}
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, pem, 0o644); err != nil {
-				return fmt.Errorf("tls cert: %w", err)
-			}
-			if err := os.Rename(tmp, out); err != nil {
-				os.Remove(tmp)
+			if err := atomicfile.Write(out, pem, 0o644); err != nil {
 				return fmt.Errorf("tls cert: %w", err)
 			}
 			return nil
