@@ -503,6 +503,18 @@ func (h *host) table(op string, table []float32, d int) int {
 	return len(table) / d
 }
 
+// inRange reports whether every row's entry of ids lies in [0, n);
+// otherwise it fails op naming the first that does not (what: "id").
+func (h *host) inRange(op, what string, ids []int32, n int) bool {
+	for r, v := range ids {
+		if v < 0 || int(v) >= n {
+			h.fail(op, "row %d: %s %d outside [0, %d)", r, what, v, n)
+			return false
+		}
+	}
+	return true
+}
+
 func (h *host) Embed(out, table Buffer, ids IntBuffer, d int) {
 	const op = "Embed"
 	if !h.ok(op) {
@@ -513,11 +525,8 @@ func (h *host) Embed(out, table Buffer, ids IntBuffer, d int) {
 	if !h.wantLen(op, "out", o, len(id)*d, "[rows, d]") || !h.noAlias(op, o, "out", map[string][]float32{"table": tb}) {
 		return
 	}
-	for r, v := range id {
-		if v < 0 || int(v) >= V {
-			h.fail(op, "row %d: id %d outside [0, %d)", r, v, V)
-			return
-		}
+	if !h.inRange(op, "id", id, V) {
+		return
 	}
 	for r, v := range id {
 		copy(o[r*d:(r+1)*d], tb[int(v)*d:(int(v)+1)*d])
@@ -534,11 +543,8 @@ func (h *host) EmbedBackward(gtable, gout Buffer, ids IntBuffer, d int) {
 	if !h.wantLen(op, "gout", g, len(id)*d, "[rows, d]") || !h.noAlias(op, gt, "gtable", map[string][]float32{"gout": g}) {
 		return
 	}
-	for r, v := range id {
-		if v < 0 || int(v) >= V {
-			h.fail(op, "row %d: id %d outside [0, %d)", r, v, V)
-			return
-		}
+	if !h.inRange(op, "id", id, V) {
+		return
 	}
 	for r, v := range id {
 		dst, src := gt[int(v)*d:(int(v)+1)*d], g[r*d:(r+1)*d]

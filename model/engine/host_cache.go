@@ -61,11 +61,8 @@ func (h *host) ScatterRows(dst, src Buffer, idx IntBuffer, d int) {
 	if !h.wantLen(op, "src", sb, len(id)*d, "[rows, d]") || !h.noAlias(op, db, "dst", map[string][]float32{"src": sb}) {
 		return
 	}
-	for r, v := range id {
-		if v < 0 || int(v) >= n {
-			h.fail(op, "row %d: index %d outside [0, %d)", r, v, n)
-			return
-		}
+	if !h.inRange(op, "index", id, n) {
+		return
 	}
 	for r, v := range id {
 		copy(db[int(v)*d:(int(v)+1)*d], sb[r*d:(r+1)*d])
