@@ -211,3 +211,47 @@ func TestStepBatchRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEvaluateMaskedMatchesStep: the masked eval of two documents equals
+// the loss of a training step on them packed in one window with their
+// masks, segments and positions.
+func TestEvaluateMaskedMatchesStep(t *testing.T) {
+	m := tinyModel(t, nil)
+	V := m.Config.VocabSize
+	n1, n2 := 6, 10
+	d1, d2 := tokens(n1, V, 11), tokens(n2, V, 12)
+	m1, m2 := make([]uint8, n1), make([]uint8, n2)
+	for k := 3; k < n1; k++ {
+		m1[k] = 1
+	}
+	for k := 4; k < n2; k += 2 {
+		m2[k] = 1
+	}
+	res, err := EvaluateMasked(t.Context(), NewHost(), m, [][]int{d1, d2}, [][]uint8{m1, m2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	T := n1 + n2 - 1
+	win := append(append([]int{}, d1...), d2...)
+	mask := append(append([]uint8{}, m1...), m2...)
+	w, seg, pos := make([]float32, T), make([]int32, T), make([]int, T)
+	want := 0
+	for i := range T {
+		seg[i], pos[i] = 1, i
+		if i >= n1 {
+			seg[i], pos[i] = 2, i-n1
+		}
+		if mask[i+1] == 1 && (i+1 < n1 || i >= n1) {
+			w[i] = 1
+			want++
+		}
+	}
+	loss, _ := gradsOf(t, m, false, T, model.Batch{Tokens: [][]int{win}, Loss: [][]float32{w},
+		Segments: [][]int32{seg}, Positions: [][]int{pos}})
+	if res.Tokens != want {
+		t.Errorf("eval counted %d targets, want %d", res.Tokens, want)
+	}
+	if math.Abs(res.MeanNLL-loss) > 1e-5*loss {
+		t.Errorf("eval mean NLL %v, step loss %v", res.MeanNLL, loss)
+	}
+}
