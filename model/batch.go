@@ -1,5 +1,10 @@
 package model
 
+import (
+	"context"
+	"fmt"
+)
+
 // Batch is one training batch with optional per-token weights, document
 // segments and rotary positions, as instruction tuning packs it
 // (datasets/instruct's Batch has the same layout and converts to it). Row b
@@ -24,4 +29,31 @@ type Batch struct {
 type BatchStepper interface {
 	Stepper
 	StepBatch(b Batch) (float64, error)
+}
+
+// BatchesSource deals Batches (datasets/instruct's Batcher, adapted).
+type BatchesSource interface {
+	NextBatch() Batch
+}
+
+// RunBatchSteps is RunSteps on Batches: s takes steps on batches from src
+// until it has taken steps in all or ctx is done, and it returns the loss
+// of the last step. A batch with no tokens means src ran dry.
+func RunBatchSteps(ctx context.Context, s BatchStepper, steps int, src BatchesSource) (float64, error) {
+	var loss float64
+	for s.StepCount() < steps {
+		if err := ctx.Err(); err != nil {
+			return loss, err
+		}
+		b := src.NextBatch()
+		if b.Tokens == nil {
+			return loss, fmt.Errorf("model: batch source ran dry after %d steps", s.StepCount())
+		}
+		l, err := s.StepBatch(b)
+		if err != nil {
+			return loss, err
+		}
+		loss = l
+	}
+	return loss, nil
 }

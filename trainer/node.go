@@ -82,9 +82,11 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("trainer key: %w", err)
 	}
 	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
-	ds, err := datasets.Load(cfg.Data, datasets.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("trainer data: %w", err)
+	ds, isInstruct := ReadInstruct(cfg.Data)
+	if !isInstruct {
+		if ds, err = datasets.Load(cfg.Data, datasets.Options{}); err != nil {
+			return nil, fmt.Errorf("trainer data: %w", err)
+		}
 	}
 	format, err := datasets.DetectFormat(cfg.Data, datasets.Options{})
 	if err != nil {
@@ -109,7 +111,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := os.WriteFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds}, manifest: sm}, nil
+	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds, Instruct: isInstruct}, manifest: sm}, nil
 }
 
 // ID returns the trainer's ledger key ID.

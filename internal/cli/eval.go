@@ -9,9 +9,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/datasets/instruct"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
+	"github.com/fedtune/fedtune/trainer"
 )
 
 func init() { register(newEvalCmd) }
@@ -24,7 +26,10 @@ func newEvalCmd() *cobra.Command {
 		Short: "Mean negative log-likelihood (nats/token) and perplexity of a model on a file",
 		Long: `The file's tokens are one stream (a plain text file as it is; JSONL or a
 folder as the training loader joins its samples), cut into non-overlapping
-windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
+windows of max_position_embeddings tokens; a window of n tokens predicts n-1.
+Instruction data (JSONL of {"messages"}, Alpaca or {"prompt", "completion"}
+records) is rendered with the model's chat template and scored on the
+assistant tokens only, each record on its own.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelDir == "" || data == "" {
@@ -38,20 +43,33 @@ windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
 			if err != nil {
 				return err
 			}
-			tokens, err := evalTokens(data, tok)
-			if err != nil {
-				return err
-			}
 			var bar *progress
-			res, err := engine.Evaluate(cmd.Context(), engine.NewHost(), m, tokens, func(done, total int) {
-				if asJSON {
-					return
+			report := func(what string) func(done, total int) {
+				return func(done, total int) {
+					if asJSON {
+						return
+					}
+					if bar == nil {
+						bar = newProgress(cmd.ErrOrStderr(), what, total)
+					}
+					bar.Set(done, "")
 				}
-				if bar == nil {
-					bar = newProgress(cmd.ErrOrStderr(), "eval tokens", total)
+			}
+			var res model.EvalResult
+			if ds, ok := trainer.ReadInstruct(data); ok {
+				var exs []instruct.Example
+				if exs, err = trainer.InstructExamples(ds, modelDir, tok); err != nil {
+					return fmt.Errorf("eval %s: %w", data, err)
 				}
-				bar.Set(done, "")
-			})
+				docs, masks := instructDocs(exs)
+				res, err = engine.EvaluateMasked(cmd.Context(), engine.NewHost(), m, docs, masks, report("eval records"))
+			} else {
+				var tokens []int
+				if tokens, err = evalTokens(data, tok); err != nil {
+					return err
+				}
+				res, err = engine.Evaluate(cmd.Context(), engine.NewHost(), m, tokens, report("eval tokens"))
+			}
 			if bar != nil {
 				bar.Finish()
 			}
@@ -106,4 +124,14 @@ func evalTokens(path string, tok tokenizer.Tokenizer) ([]int, error) {
 		return nil, err
 	}
 	return tok.Encode(string(b)), nil
+}
+
+// instructDocs splits encoded instruction records into token ids and loss
+// masks.
+func instructDocs(exs []instruct.Example) (docs [][]int, masks [][]uint8) {
+	for _, ex := range exs {
+		docs = append(docs, ex.Tokens)
+		masks = append(masks, ex.Mask)
+	}
+	return docs, masks
 }

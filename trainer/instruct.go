@@ -1,0 +1,112 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/datasets/instruct"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
+)
+
+// InstructPad is the token id that pads packed instruction windows. Padding
+// is a document of its own with no loss, so its id changes nothing.
+const InstructPad = 0
+
+// InstructRenderer returns the renderer of instruction records for the
+// model folder dir: its chat template (tokenizer_config.json's
+// chat_template), or instruct.Plain when dir is "" or has none.
+func InstructRenderer(dir string, o chat.Options) (instruct.Renderer, error) {
+	if dir == "" {
+		return instruct.Plain{}, nil
+	}
+	t, err := chat.Load(dir)
+	switch {
+	case errors.Is(err, chat.ErrNoTemplate), errors.Is(err, fs.ErrNotExist):
+		return instruct.Plain{}, nil
+	case err != nil:
+		return nil, err
+	}
+	return instruct.Template{Chat: func(msgs []instruct.Message, gen bool) (string, error) {
+		cm := make([]chat.Message, len(msgs))
+		for i, m := range msgs {
+			cm[i] = chat.Message(m)
+		}
+		opt := o
+		opt.AddGenerationPrompt = gen
+		return t.Render(cm, opt)
+	}}, nil
+}
+
+// InstructExamples renders the records of an instruction dataset (as
+// instruct.ReadDataset reads it) with the chat template of the model
+// folder modelDir and tokenizes them with tok (which adds no special
+// tokens): token ids with the loss mask on the assistant tokens.
+func InstructExamples(d *datasets.Dataset, modelDir string, tok instruct.Encoder) ([]instruct.Example, error) {
+	recs, _, err := instruct.Records(d)
+	if err != nil {
+		return nil, err
+	}
+	r, err := InstructRenderer(modelDir, chat.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return instruct.EncodeAll(recs, r, tok)
+}
+
+// InstructWindows is InstructExamples packed into windows of seqLen+1
+// tokens (instruct.Pack, padded with InstructPad).
+func InstructWindows(d *datasets.Dataset, modelDir string, tok instruct.Encoder, seqLen int) ([]instruct.Window, instruct.PackStats, error) {
+	exs, err := InstructExamples(d, modelDir, tok)
+	if err != nil {
+		return nil, instruct.PackStats{}, err
+	}
+	return instruct.Pack(exs, seqLen, InstructPad)
+}
+
+// InstructBatches deals packed windows as model.Batches, in
+// instruct.Batcher's seeded order.
+type InstructBatches struct{ b *instruct.Batcher }
+
+var _ model.BatchesSource = (*InstructBatches)(nil)
+
+// NewInstructBatches returns a source of batches of batch windows.
+func NewInstructBatches(ws []instruct.Window, batch int, seed uint64) *InstructBatches {
+	return &InstructBatches{b: instruct.NewBatcher(ws, batch, seed)}
+}
+
+// NextBatch implements model.BatchesSource.
+func (s *InstructBatches) NextBatch() model.Batch { return model.Batch(s.b.NextBatch()) }
+
+// ReadInstruct reads path as instruction data when instruct.ReadDataset
+// accepts it; ok is false for any other file or folder, which is plain
+// training data.
+func ReadInstruct(path string) (d *datasets.Dataset, ok bool) {
+	d, _, err := instruct.ReadDataset(path)
+	if err != nil {
+		return nil, false
+	}
+	return d, true
+}
+
+// feed is the local data of a task cut for training: plain windows, or
+// packed instruction windows.
+type feed struct {
+	windows [][]int
+	packed  []instruct.Window
+}
+
+// source returns the feed's batches under tc.
+func (f feed) source(tc model.TrainConfig) (model.BatchSource, model.BatchesSource) {
+	if f.packed != nil {
+		return nil, NewInstructBatches(f.packed, tc.Batch, tc.Seed)
+	}
+	return datasets.NewBatcher(f.windows, tc.Batch, tc.Seed), nil
+}
+
+// errNoMasks says that a session cannot train instruction batches.
+func errNoMasks(device string) error {
+	return fmt.Errorf("%w: device %s cannot train instruction data (masked loss, packed documents); use %s", ErrTask, device, DeviceCPU)
+}
