@@ -19,8 +19,10 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/datasets/instruct"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -293,6 +295,11 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
 		}
 	}
+	if t.files.tokenizerConfig != "" {
+		if err := link(t.files.tokenizerConfig, chat.ConfigFileName); err != nil {
+			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+		}
+	}
 	global, err := s.cfg.Store.Path(t.model)
 	if err != nil {
 		return model.EvalResult{}, fmt.Errorf("model %s: %w", t.model, err)
@@ -367,6 +374,13 @@ func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data 
 	tok, err := tokenizer.Load(baseDir, m.Config.VocabSize)
 	if err != nil {
 		return model.EvalResult{}, err
+	}
+	if ds, _, err := instruct.ReadDataset(data); err == nil {
+		res, err := evaluateInstruct(ctx, baseDir, m, tok, ds)
+		if err != nil {
+			return model.EvalResult{}, fmt.Errorf("eval.data %s: %w", data, err)
+		}
+		return res, nil
 	}
 	var tokens []int
 	if filepath.Ext(data) == ".jsonl" {
