@@ -57,13 +57,29 @@ func InstructExamples(d *datasets.Dataset, modelDir string, tok instruct.Encoder
 }
 
 // InstructWindows is InstructExamples packed into windows of seqLen+1
-// tokens (instruct.Pack, padded with InstructPad).
+// tokens (instruct.Pack, padded with InstructPad). A window with no
+// trained target (its documents cut off before their answers) is left out:
+// a batch of such windows has nothing to learn.
 func InstructWindows(d *datasets.Dataset, modelDir string, tok instruct.Encoder, seqLen int) ([]instruct.Window, instruct.PackStats, error) {
 	exs, err := InstructExamples(d, modelDir, tok)
 	if err != nil {
 		return nil, instruct.PackStats{}, err
 	}
-	return instruct.Pack(exs, seqLen, InstructPad)
+	ws, st, err := instruct.Pack(exs, seqLen, InstructPad)
+	if err != nil {
+		return nil, st, err
+	}
+	kept := ws[:0]
+	for _, w := range ws {
+		for _, v := range w.LossMask() {
+			if v != 0 {
+				kept = append(kept, w)
+				break
+			}
+		}
+	}
+	st.Windows = len(kept)
+	return kept, st, nil
 }
 
 // InstructBatches deals packed windows as model.Batches, in

@@ -64,14 +64,19 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 			)
 			ds, isInstruct := trainer.ReadInstruct(data)
 			if isInstruct {
-				var st instruct.PackStats
-				if packed, st, err = trainer.InstructWindows(ds, modelDir, tok, seqLen); err != nil {
+				if packed, _, err = trainer.InstructWindows(ds, modelDir, tok, seqLen); err != nil {
 					return fmt.Errorf("train: %s: %w", data, err)
 				}
 				if len(packed) == 0 {
-					return fmt.Errorf("train: %s packs into no window", data)
+					return fmt.Errorf("train: %s packs into no window with an answer token", data)
 				}
-				tokens = st.Windows*(seqLen+1) - st.Padding
+				for _, w := range packed {
+					for _, s := range w.Segments {
+						if s != 0 {
+							tokens++
+						}
+					}
+				}
 			} else {
 				if ds, err = datasets.Load(data, datasets.Options{}); err != nil {
 					return err

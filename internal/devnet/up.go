@@ -590,6 +590,23 @@ func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error
 	if err != nil {
 		return nil, err
 	}
+	if ds, ok := trainer.ReadInstruct(n.EvalData); ok {
+		// Instruction data: the masked NLL on the assistant tokens, as the
+		// coordinator scores it.
+		exs, err := trainer.InstructExamples(ds, n.BaseModel, tok)
+		if err != nil {
+			return nil, err
+		}
+		docs, masks := make([][]int, len(exs)), make([][]uint8, len(exs))
+		for i, ex := range exs {
+			docs[i], masks[i] = ex.Tokens, ex.Mask
+		}
+		res, err := engine.EvaluateMasked(ctx, engine.NewHost(), m, docs, masks, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &res, nil
+	}
 	var tokens []int
 	if filepath.Ext(n.EvalData) == ".jsonl" {
 		ds, err := datasets.Load(n.EvalData, datasets.Options{})
