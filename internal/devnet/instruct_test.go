@@ -1,0 +1,145 @@
+package devnet
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/internal/fedtest"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
+)
+
+// TestNoRaceNetworkInstruct fine-tunes the tiny model (with a context of
+// 256) on the shipped instruction set, dealt to three trainers, rendered
+// with the Llama 2 chat template and trained with the loss on the
+// assistant tokens of packed, segment-masked windows. The coordinator's
+// held-out evaluation (the masked NLL on heldout.jsonl's answers) falls
+// across the rounds, and scores the final model as the devnet's own
+// evaluation does.
+func TestNoRaceNetworkInstruct(t *testing.T) {
+	fedtest.SkipUnderRace(t)
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+
+	// The model folder's tokenizer_config.json: Llama 2 chat's template
+	// and special tokens. The tokenizer is the byte tokenizer of the tiny
+	// model (vocab 256).
+	files := filepath.Join(work, "model-files")
+	tc, err := os.ReadFile("../../model/chat/testdata/configs/llama2-chat.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(files, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(files, chat.ConfigFileName), tc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := model.LoadConfigYAML("../../configs/models/tiny.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxPositionEmbeddings = 256
+	cfgPath := filepath.Join(work, "tiny-256.yaml")
+	writeYAMLTest(t, cfgPath, cfg)
+
+	var job map[string]any
+	raw, err := os.ReadFile("../../configs/jobs/demo-lora.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &job); err != nil {
+		t.Fatal(err)
+	}
+	heldout, err := filepath.Abs("../../datasets/testdata/instruct/heldout.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job["eval"] = map[string]any{"data": heldout, "every": 1}
+	tr := job["train"].(map[string]any)
+	tr["seq_len"], tr["batch"], tr["lr"], tr["warmup"] = 256, 4, 0.005, 1
+	jobPath := filepath.Join(work, "instruct.yaml")
+	writeYAMLTest(t, jobPath, job)
+
+	n := prepare(t, ctx, Options{JobName: "instruct", Rounds: 3, LocalSteps: 10, Job: jobPath, ModelConfig: cfgPath,
+		ModelFiles: files, TrainData: "datasets/testdata/instruct/train.jsonl", EvalData: "datasets/testdata/instruct/heldout.jsonl"})
+	nw, err := n.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nw.Stop()
+	before, err := n.Eval(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := n.Follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != coordinator.JobDone || len(st.Rounds) != 3 {
+		t.Fatalf("job ended %s (%s) with %d rounds, want done with 3", st.State, st.Detail, len(st.Rounds))
+	}
+	t.Logf("held-out masked NLL before: %.4f over %d answer tokens", before.MeanNLL, before.Tokens)
+	prev := before.MeanNLL
+	for _, r := range st.Rounds {
+		if !r.Evaluated || math.IsNaN(r.EvalNll) || !(r.EvalNll > 0) {
+			t.Fatalf("round %d: evaluated %v, NLL %v", r.Round, r.Evaluated, r.EvalNll)
+		}
+		t.Logf("round %d: coordinator's held-out masked NLL %.4f", r.Round, r.EvalNll)
+		if !(r.EvalNll < prev) {
+			t.Errorf("round %d: held-out NLL %.4f did not fall below %.4f", r.Round, r.EvalNll, prev)
+		}
+		prev = r.EvalNll
+	}
+
+	// The trainers rendered with the base model's chat template: the
+	// coordinator handed them its tokenizer_config.json.
+	for i := 1; i <= 3; i++ {
+		got, err := os.ReadFile(filepath.Join(n.Dir, fmt.Sprintf("trainer-%d", i), "work", "models", n.BaseDigest, chat.ConfigFileName))
+		if err != nil || string(got) != string(tc) {
+			t.Errorf("trainer-%d's base model folder lacks the chat template: %v", i, err)
+		}
+	}
+
+	// The coordinator scored the final model as the devnet's masked
+	// evaluation does.
+	last := st.Rounds[len(st.Rounds)-1]
+	p := filepath.Join(work, "final.safetensors")
+	if err := n.Fetch(ctx, last.ModelDigest, p); err != nil {
+		t.Fatal(err)
+	}
+	n.EvalData = heldout
+	final, err := n.Eval(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Tokens != before.Tokens || math.Abs(final.MeanNLL-last.EvalNll) > 1e-9 {
+		t.Errorf("devnet eval of the final model: NLL %.12f over %d tokens; coordinator %.12f", final.MeanNLL, final.Tokens, last.EvalNll)
+	}
+}
+
+func writeYAMLTest(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
