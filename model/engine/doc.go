@@ -15,12 +15,18 @@
 //     device between steps, and only token ids, dropout masks and per-row
 //     losses cross per step. It computes what model/gorgoniaref's Gorgonia
 //     Trainer computes (same batches, loss, clipping, schedule, AdamW, LoRA
-//     dropout stream), and is tested against it;
+//     dropout stream), and is tested against it. StepBatch takes a
+//     model.Batch: the loss Σ w·ℓ / Σ w with the gradient scaled alike,
+//     attention that stays within each document of a packed window (a
+//     mask added to the scores before the causal softmax) and rotary
+//     positions restarting per document (per-row rotary tables); it uses
+//     only Device operations, so every Device runs it. A packed window
+//     gives the loss and gradients of its documents run alone (tested);
 //   - Runner (NewRunner), fedtune's one forward pass for inference: the
 //     Trainer's forward on a Device, weights uploaded once, activations
 //     sized to each sequence (no key/value cache: each generated token runs
-//     the sequence again). Evaluate and Generate run model's Evaluate and
-//     Generate on it; eval, generate and the coordinator's held-out
+//     the sequence again). Evaluate, EvaluateMasked and Generate run
+//     model's Evaluate, EvaluateMasked and Generate on it; eval, generate and the coordinator's held-out
 //     evaluation use them on the Host.
 //
 // Host is also the fast CPU path: products go to the BLAS a build tag
