@@ -93,3 +93,20 @@ func TestNoRaceTrainEvalInstruct(t *testing.T) {
 		t.Errorf("eval before %+v, after %+v", before, after)
 	}
 }
+
+// TestDatasetManifestInstruct: fedtune dataset manifest and verify-manifest
+// read an instruction file as a trainer node does, one sample per record.
+func TestDatasetManifestInstruct(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "t.key")
+	mustCLI(t, "keygen", "-o", key)
+	data := "../../datasets/testdata/instruct/train.jsonl"
+	manifest := filepath.Join(dir, "manifest.json")
+	out := mustCLI(t, "dataset", "manifest", data, "--license", "CC0-1.0", "--source", "fedtune datasets/testdata/instruct", "--key", key, "-o", manifest)
+	if !strings.Contains(out, "400 samples") {
+		t.Fatalf("manifest printed %q", out)
+	}
+	if out := mustCLI(t, "dataset", "verify-manifest", manifest, data); !strings.HasPrefix(out, "OK:") {
+		t.Fatalf("verify-manifest printed %q", out)
+	}
+}
