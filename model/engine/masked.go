@@ -133,7 +133,7 @@ func (t *Trainer) setMasks(b model.Batch) error {
 	if t.mk.positioned {
 		hd := t.hd
 		if t.mk.pcos == nil {
-			t.mk.cosHost, t.mk.sinHost = ropeTables(t.c.RopeTheta, hd, T)
+			t.mk.cosHost, t.mk.sinHost = ropeTables(&t.c, T)
 			t.mk.rowCos, t.mk.rowSin = make([]float32, N*hd), make([]float32, N*hd)
 			t.mk.pcos, t.mk.psin = t.alloc(N*hd), t.alloc(N*hd)
 		}
