@@ -1,6 +1,9 @@
 package inference
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
 
 // metrics are the server's Prometheus metrics, in its own registry.
 type metrics struct {
@@ -51,6 +54,6 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.genTokens, m.tokensPerSec, m.ttft, m.queue, m.active, m.swaps,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

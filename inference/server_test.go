@@ -155,8 +155,8 @@ func TestCompletion(t *testing.T) {
 	f := serve(t, m, inference.Config{})
 	ctx := context.Background()
 	res, err := f.client.Completions.New(ctx, openai.CompletionNewParams{
-		Model:  modelID,
-		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello")},
+		Model:     modelID,
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello")},
 		MaxTokens: openai.Int(6), Temperature: openai.Float(0),
 	})
 	if err != nil {
@@ -187,8 +187,8 @@ func TestCompletion(t *testing.T) {
 
 	// Streamed: the same text, in text_completion chunks.
 	st := f.client.Completions.NewStreaming(ctx, openai.CompletionNewParams{
-		Model:  modelID,
-		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello")},
+		Model:     modelID,
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String("hello")},
 		MaxTokens: openai.Int(6), Temperature: openai.Float(0),
 		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
 	})
@@ -224,8 +224,8 @@ func TestChatCompletion(t *testing.T) {
 	f := serve(t, m, inference.Config{})
 	ctx := context.Background()
 	params := openai.ChatCompletionNewParams{
-		Model:    modelID,
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("be brief"), openai.UserMessage("hi")},
+		Model:     modelID,
+		Messages:  []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("be brief"), openai.UserMessage("hi")},
 		MaxTokens: openai.Int(5), Seed: openai.Int(7), Temperature: openai.Float(0.9), TopP: openai.Float(0.9),
 	}
 	res, err := f.client.Chat.Completions.New(ctx, params)
