@@ -31,6 +31,8 @@
 //	NodePromoted       admin
 //	NodeRemoved        admin
 //	(none)             auditor: reads only
+//	(none)             inference: serves a committed model and signs
+//	                   receipts for its answers (inference/receipt)
 //
 // # Transactions
 //

@@ -162,7 +162,7 @@ func (g *Genesis) Validate() error {
 			add("%s: %v", where, err)
 		}
 		if !m.Role.Valid() {
-			add("%s: role %q is not one of admin, coordinator, aggregator, trainer, auditor", where, m.Role)
+			add("%s: role %q is not one of admin, coordinator, aggregator, trainer, auditor, inference", where, m.Role)
 		}
 		if m.Role == RoleAdmin {
 			admins++

@@ -26,10 +26,13 @@ const (
 	RoleAggregator  Role = "aggregator"
 	RoleTrainer     Role = "trainer"
 	RoleAuditor     Role = "auditor"
+	// RoleInference serves a committed model and signs receipts for its
+	// answers (package inference/receipt); it signs no transaction.
+	RoleInference Role = "inference"
 )
 
 // Roles lists every valid role, in a fixed order.
-var Roles = []Role{RoleAdmin, RoleCoordinator, RoleAggregator, RoleTrainer, RoleAuditor}
+var Roles = []Role{RoleAdmin, RoleCoordinator, RoleAggregator, RoleTrainer, RoleAuditor, RoleInference}
 
 // Valid reports whether r is one of Roles.
 func (r Role) Valid() bool {

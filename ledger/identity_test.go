@@ -93,3 +93,17 @@ func TestParsePublicKey(t *testing.T) {
 		}
 	}
 }
+
+func TestRoleInference(t *testing.T) {
+	if !RoleInference.Valid() || Role("Inference").Valid() {
+		t.Fatal("Valid")
+	}
+	if _, ok := TxRoles[string(RoleInference)]; ok {
+		t.Fatal("inference is a tx type?")
+	}
+	for typ, r := range TxRoles {
+		if r == RoleInference {
+			t.Fatalf("role inference signs %s", typ)
+		}
+	}
+}

@@ -21,5 +21,7 @@
 // A few lies the ledger cannot see, since it holds digests and not the
 // bytes behind them, are caught offline instead: an aggregator that rejects
 // a well-formed update (rejections_test.go) passes the ledger, and
-// `fedtune audit verify` of the export with the artifacts names it.
+// `fedtune audit verify` of the export with the artifacts names it; an
+// inference node's answer is checked by `fedtune audit receipt` against
+// the chain and by replay (receipt_test.go).
 package adversarial

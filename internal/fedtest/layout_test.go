@@ -253,6 +253,10 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 			return trainingCode(dep) || pebbleOrRaft(dep) || library(dep) ||
 				ours(dep) && under(dep, "ledger") && dep != "ledger" && !under(dep, "ledger/internal")
 		}}, true
+	case rel == "inference/receipt":
+		return layer{"receipt format", "a receipt is a pure format beside the ledger's: no training code, no pebble or raft, no role or program", func(dep string) bool {
+			return trainingCode(dep) || pebbleOrRaft(dep) || library(dep)
+		}}, true
 	case roleOf(rel) != "":
 		role := roleOf(rel)
 		why := "no role imports another role's package or a program"

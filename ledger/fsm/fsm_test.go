@@ -686,3 +686,32 @@ func TestPrecheckSameOutcome(t *testing.T) {
 		t.Fatalf("%d txs in block, want 5", n)
 	}
 }
+
+// TestInferenceRole: an admin admits a member with role inference; it is an
+// active member of that role, and it may sign no transaction.
+func TestInferenceRole(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	node := newActor("infer", ledger.RoleInference)
+	if res := ch.propose(c.coord.sign(t, ledger.MemberAdded{PublicKey: node.pubHex(), Role: ledger.RoleInference})); !errors.Is(res.Results[0].Err, ledger.ErrForbidden) {
+		t.Fatalf("coordinator admitting an inference member: %v", res.Results[0].Err)
+	}
+	ch.mustApply(c.admin.sign(t, ledger.MemberAdded{PublicKey: node.pubHex(), Role: ledger.RoleInference, Name: "infer"}))
+	m, err := ch.fsm.Member(node.id)
+	if err != nil || m.Role != ledger.RoleInference || !m.Active {
+		t.Fatalf("member %+v %v", m, err)
+	}
+	for _, body := range []ledger.TxBody{
+		ledger.ModelRegistered{Digest: digest("im"), Name: "m", Licence: "l", Source: "s"},
+		ledger.DatasetRegistered{Digest: digest("id"), Name: "n", Licence: "l", Source: "s", Samples: 1, Root: testDatasetRoot},
+		ledger.MemberAdded{PublicKey: c.coord.pubHex(), Role: ledger.RoleInference},
+	} {
+		if res := ch.propose(node.sign(t, body)); !errors.Is(res.Results[0].Err, ledger.ErrForbidden) {
+			t.Errorf("inference member signing %s: %v", body.TxType(), res.Results[0].Err)
+		}
+	}
+	ch.mustApply(c.admin.sign(t, ledger.MemberRemoved{ID: node.id, Reason: "retired"}))
+	if m, err := ch.fsm.Member(node.id); err != nil || m.Active || m.Role != ledger.RoleInference {
+		t.Fatalf("removed member %+v %v", m, err)
+	}
+}

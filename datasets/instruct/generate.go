@@ -1,0 +1,3 @@
+package instruct
+
+//go:generate go test -run ^TestShippedSetIsGenerated$ -update .

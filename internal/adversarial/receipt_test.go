@@ -1,0 +1,253 @@
+package adversarial
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/internal/cli"
+	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/dsse"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+// receiptNet is a ledger-only devnet with the base model registered, and
+// what a test needs to make receipts over real generations on it.
+type receiptNet struct {
+	nw     *devnet.Network
+	c      *client.Client
+	block  *receipt.Block // the block that registered the base model
+	prompt []int          // the prompt ids of the request
+	req    []byte         // the request body
+	out    []int          // the base model's greedy answer
+}
+
+// sign makes a receipt bundle of the greedy answer signed by key; edit
+// may change the answer before it is signed.
+func (rn *receiptNet) sign(t *testing.T, key ed25519.PrivateKey, edit func(*receipt.Answer)) *receipt.Bundle {
+	t.Helper()
+	a := receipt.Answer{Model: rn.nw.BaseDigest, Block: rn.block, Request: rn.req, PromptIDs: rn.prompt,
+		CompletionIDs: append([]int(nil), rn.out...), Sampling: receipt.Sampling{MaxTokens: len(rn.out)}}
+	if edit != nil {
+		edit(&a)
+	}
+	_, b, err := receipt.SignAnswer(key, a, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// audit runs fedtune audit receipt on bundle b against the chain, with
+// --replay on the base model, and returns its output and error.
+func (rn *receiptNet) audit(t *testing.T, ctx context.Context, b *receipt.Bundle) (string, error) {
+	t.Helper()
+	return rn.auditWith(t, ctx, b, "--genesis", rn.nw.GenesisPath())
+}
+
+// auditWith is audit with pin flags of its own in place of --genesis.
+func (rn *receiptNet) auditWith(t *testing.T, ctx context.Context, b *receipt.Bundle, pin ...string) (string, error) {
+	t.Helper()
+	data, err := b.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "receipt.json")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"audit", "receipt", p, "--ledger", rn.nw.LedgerGRPC[1], "--replay", "--model", rn.nw.BaseModel}, pin...)
+	var out, errb bytes.Buffer
+	err = cli.RunWith(ctx, args, &out, &errb)
+	t.Logf("fedtune %s:\n%s%v", strings.Join(args[:3], " "), out.String(), err)
+	return out.String(), err
+}
+
+// alter changes the signed payload of b's receipt after signing and keeps
+// the old signature.
+func alter(t *testing.T, b *receipt.Bundle, edit func(*receipt.Receipt)) *receipt.Bundle {
+	t.Helper()
+	raw, err := b.Envelope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := dsse.Decode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := receipt.Decode(env.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(r)
+	if env.Payload, err = r.Encode(); err != nil {
+		t.Fatal(err)
+	}
+	c := *b
+	c.Receipt = json.RawMessage(env.Encode())
+	return &c
+}
+
+func keyFile(t *testing.T, k ed25519.PrivateKey) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "member.key")
+	if err := ledger.SaveKey(p, k); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestAttackReceipts: on a 3-node ledger an admin admits an inference
+// member (fedtune admin add-member --role inference) and the coordinator
+// registers the base model. A receipt that member signs over a real greedy
+// generation verifies against the chain and replays bit for bit. Receipts
+// signed by a stranger, by a member of another role and by a removed
+// inference member, receipts altered after signing (model digest, token
+// hash, seed), a receipt naming an uncommitted model or a block that did
+// not commit it, and an answer the model did not give are each refused
+// with their reason.
+func TestAttackReceipts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 4*time.Minute)
+	nw := startLedgers(t, ctx)
+	c, err := nw.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+
+	// The admin admits two inference members through the CLI.
+	node, retired := newKey(t), newKey(t)
+	for name, k := range map[string]ed25519.PrivateKey{"node": node, "retired": retired} {
+		var out, errb bytes.Buffer
+		err := cli.RunWith(ctx, []string{"admin", "add-member", "--role", "inference", "--name", name, "--pubkey", keyFile(t, k),
+			"--key", filepath.Join(nw.Dir, "keys", "admin.key"), "--addr", nw.LedgerGRPC[0], "--genesis", nw.GenesisPath()}, &out, &errb)
+		if err != nil || !strings.Contains(out.String(), "(inference)") {
+			t.Fatalf("admin add-member --role inference: %v\n%s%s", err, out.String(), errb.String())
+		}
+	}
+	admin, coord := client.NewSigner(c, nw.Keys["admin"]), client.NewSigner(c, nw.Keys["coordinator"])
+	if _, err := admin.Submit(ctx, ledger.MemberRemoved{ID: ledger.KeyID(retired.Public().(ed25519.PublicKey)), Reason: "retired"}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := coord.Submit(ctx, ledger.ModelRegistered{Digest: nw.BaseDigest, Name: "base", Licence: "CC0-1.0", Source: "devnet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vb, err := c.Block(ctx, h, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The answer, generated as a server would.
+	m, err := model.Load(nw.BaseModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(nw.BaseModel, m.Config.VocabSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prompt = "Once upon a time"
+	rn := &receiptNet{nw: nw, c: c, block: &receipt.Block{Height: h, Hash: hex.EncodeToString(vb.Hash[:])},
+		req: []byte(`{"model":"base","prompt":"` + prompt + `","max_tokens":12,"temperature":0}`), prompt: tok.Encode(prompt)}
+	if m.Config.BOSTokenID != nil {
+		rn.prompt = append([]int{*m.Config.BOSTokenID}, rn.prompt...)
+	}
+	if rn.out, err = engine.Generate(ctx, engine.NewHost(), m, rn.prompt, model.GenerateConfig{MaxTokens: 12, Stop: m.Config.EOSTokenID}); err != nil || len(rn.out) == 0 {
+		t.Fatalf("generate: %v %v", rn.out, err)
+	}
+
+	t.Run("end-to-end", func(t *testing.T) {
+		out, err := rn.audit(t, ctx, rn.sign(t, node, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ok   signature", "ok   bundle", "ok   signer    active member " + ledger.KeyID(node.Public().(ed25519.PublicKey)) + " (node) with role inference",
+			"ok   model     " + nw.BaseDigest + " registered (base)", "ok   block     height " + fmt.Sprint(h) + " hash " + rn.block.Hash, "cosigned by", "ok   prompt", "ok   replay    "} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+		// Unpinned, the block needs --quorum cosignatures of any node key.
+		if out, err := rn.auditWith(t, ctx, rn.sign(t, node, nil), "--quorum", "2"); err != nil || !strings.Contains(out, "valid cosignatures; no --genesis") {
+			t.Errorf("audit with --quorum 2 and no --genesis: %v", err)
+		}
+		if _, err := rn.auditWith(t, ctx, rn.sign(t, node, nil), "--quorum", "4"); err == nil || !strings.Contains(err.Error(), "block: ") {
+			t.Errorf("audit with --quorum 4 of 3 nodes: %v, want the block refused", err)
+		}
+	})
+
+	t.Run("end-to-end sampled", func(t *testing.T) {
+		s := receipt.Sampling{Temperature: 0.8, TopP: 0.9, MaxTokens: 12, Seed: 7}
+		ids, err := engine.Generate(ctx, engine.NewHost(), m, rn.prompt, model.GenerateConfig{MaxTokens: 12, Temperature: 0.8, TopP: 0.9, Seed: 7, Stop: m.Config.EOSTokenID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := rn.sign(t, node, func(a *receipt.Answer) { a.CompletionIDs, a.Sampling = ids, s })
+		if out, err := rn.audit(t, ctx, b); err != nil || !strings.Contains(out, "(sampled, temperature 0.8 top_p 0.9 seed 7)") {
+			t.Fatalf("sampled answer: %v", err)
+		}
+	})
+
+	stranger, trainer := newKey(t), nw.Keys["trainer-1"]
+	for _, c := range []struct {
+		name   string
+		bundle func(t *testing.T) *receipt.Bundle
+		want   string
+	}{
+		{"stranger key", func(t *testing.T) *receipt.Bundle { return rn.sign(t, stranger, nil) }, "is not a member of the chain"},
+		{"member without the inference role", func(t *testing.T) *receipt.Bundle { return rn.sign(t, trainer, nil) }, "has role trainer, not inference"},
+		{"removed member", func(t *testing.T) *receipt.Bundle { return rn.sign(t, retired, nil) }, "was removed at height"},
+		{"model digest altered after signing", func(t *testing.T) *receipt.Bundle {
+			return alter(t, rn.sign(t, node, nil), func(r *receipt.Receipt) { r.Model = digestOf("another model") })
+		}, "signature: receipt: bad signature"},
+		{"token hash altered after signing", func(t *testing.T) *receipt.Bundle {
+			return alter(t, rn.sign(t, node, nil), func(r *receipt.Receipt) { r.TokensHash = digestOf("other tokens") })
+		}, "signature: receipt: bad signature"},
+		{"seed altered after signing", func(t *testing.T) *receipt.Bundle {
+			return alter(t, rn.sign(t, node, nil), func(r *receipt.Receipt) { r.Sampling.Seed++ })
+		}, "signature: receipt: bad signature"},
+		{"uncommitted model", func(t *testing.T) *receipt.Bundle {
+			return rn.sign(t, node, func(a *receipt.Answer) { a.Model = digestOf("a model the chain never saw") })
+		}, "is not a committed model of the chain"},
+		{"block that did not commit the model", func(t *testing.T) *receipt.Bundle {
+			return rn.sign(t, node, func(a *receipt.Answer) { a.Block = &receipt.Block{Height: h - 1, Hash: rn.block.Hash} })
+		}, "the chain committed the model"},
+		{"block hash not the chain's", func(t *testing.T) *receipt.Bundle {
+			return rn.sign(t, node, func(a *receipt.Answer) { a.Block = &receipt.Block{Height: h, Hash: digestOf("forged block")} })
+		}, "block: block " + fmt.Sprint(h) + " of the chain has hash"},
+		{"answer the model did not give", func(t *testing.T) *receipt.Bundle {
+			return rn.sign(t, node, func(a *receipt.Answer) { a.CompletionIDs[len(a.CompletionIDs)-1] ^= 1 })
+		}, "replay: receipt: does not match: the replay's"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := rn.audit(t, ctx, c.bundle(t))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%v, want an error containing %q", err, c.want)
+			}
+			if !strings.Contains(out, "FAIL ") {
+				t.Fatalf("no FAIL line:\n%s", out)
+			}
+		})
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("out of time")
+	}
+}

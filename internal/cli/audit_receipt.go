@@ -1,0 +1,435 @@
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
+	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/tokenizer"
+)
+
+// auditReceiptOpts is what "audit receipt" checks.
+type auditReceiptOpts struct {
+	ledgerAddr, genesisPath string
+	quorum                  int
+	replay                  bool
+	modelDir, adapterDir    string
+}
+
+func newAuditReceiptCmd() *cobra.Command {
+	var o auditReceiptOpts
+	cmd := &cobra.Command{
+		Use:   "receipt FILE [--ledger ADDR [--genesis FILE | --quorum N]] [--replay --model DIR [--adapter DIR]]",
+		Short: "Check an inference node's signed receipt: signature, signer's role, committed model, replay",
+		Long: "Check the receipt an inference node signed for an answer. FILE is a receipt bundle (the envelope with the\n" +
+			"request body and the prompt token ids, as inference/receipt.Bundle writes it) or a bare receipt envelope\n" +
+			"(its JSON, or the base64 of the Fedtune-Receipt response header).\n" +
+			"Each check prints a line; the first that fails ends the command with its reason.\n" +
+			"  signature   the envelope is a receipt signed by the key it names (and a bundle's request and ids hash\n" +
+			"              to what it signed)\n" +
+			"  --ledger    the signer is an active member with role inference; the model (and adapter) are committed\n" +
+			"              models of the chain; the receipt's block is the chain's block that committed them, checked\n" +
+			"              against its hash and cosignatures (the --genesis nodes' quorum, or --quorum N of any node)\n" +
+			"  --replay    regenerates the answer from the bundle's prompt with the recorded sampling parameters and\n" +
+			"              seed on the --model (and --adapter) folder, whose digests must be the receipt's, and\n" +
+			"              compares the token ids bit for bit (their hash); needs a bundle",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := auditReceipt(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], o); err != nil {
+				return fmt.Errorf("audit receipt: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ledgerAddr, "ledger", "", "gRPC address of a ledger node: check the signer, the model and the block against the chain")
+	genesisFlag(cmd, &o.genesisPath)
+	f.IntVar(&o.quorum, "quorum", 0, "without --genesis: the receipt's block must carry at least N valid node cosignatures")
+	f.BoolVar(&o.replay, "replay", false, "regenerate the answer and compare the token ids (needs --model and a bundle)")
+	f.StringVar(&o.modelDir, "model", "", "the model folder to replay with")
+	f.StringVar(&o.adapterDir, "adapter", "", "the LoRA adapter folder to replay with")
+	return cmd
+}
+
+// failed prints a failed check's line and returns its reason as an error.
+func failed(w io.Writer, check string, err error) error {
+	fmt.Fprintf(w, "FAIL %-9s %v\n", check, err)
+	return fmt.Errorf("%s: %w", check, err)
+}
+
+func passed(w io.Writer, check, format string, args ...any) {
+	fmt.Fprintf(w, "ok   %-9s %s\n", check, fmt.Sprintf(format, args...))
+}
+
+func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o auditReceiptOpts) error {
+	if o.replay && o.modelDir == "" {
+		return errors.New("--replay needs --model")
+	}
+	if !o.replay && (o.modelDir != "" || o.adapterDir != "") {
+		return errors.New("--model and --adapter are for --replay")
+	}
+	if o.ledgerAddr == "" && (o.genesisPath != "" || o.quorum != 0) {
+		return errors.New("--genesis and --quorum are for --ledger")
+	}
+	if o.quorum < 0 {
+		return fmt.Errorf("--quorum %d is negative", o.quorum)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	env, b, err := receipt.Parse(data)
+	if err != nil {
+		return failed(out, "signature", err)
+	}
+	r, err := receipt.Verify(env)
+	if err != nil {
+		return failed(out, "signature", err)
+	}
+	passed(out, "signature", "receipt signed by %s over model %s, %d tokens, at %s", r.Signer, r.Model, r.CompletionTokens, r.Time.Format("2006-01-02T15:04:05Z07:00"))
+	if b != nil {
+		if _, err := b.Check(); err != nil {
+			return failed(out, "bundle", err)
+		}
+		passed(out, "bundle", "the request body and prompt ids hash to what the receipt signed")
+	}
+	if o.ledgerAddr != "" {
+		err := withClient(ctx, o.ledgerAddr, o.genesisPath, warn, func(c *client.Client) error {
+			return auditReceiptLedger(ctx, out, c, r, o.quorum)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if o.replay {
+		if b == nil {
+			return failed(out, "replay", errors.New("FILE is a bare receipt envelope; a replay needs the bundle with the request and prompt ids"))
+		}
+		if err := auditReceiptReplay(ctx, out, b, r, o.modelDir, o.adapterDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// auditReceiptLedger checks the signer, the model and the block against
+// the chain c serves.
+func auditReceiptLedger(ctx context.Context, out io.Writer, c *client.Client, r *receipt.Receipt, quorum int) error {
+	m, err := c.Member(ctx, r.Signer)
+	switch {
+	case errors.Is(err, ledger.ErrRecordNotFound):
+		return failed(out, "signer", fmt.Errorf("%s is not a member of the chain", r.Signer))
+	case err != nil:
+		return failed(out, "signer", err)
+	case m.PublicKey != r.PublicKey:
+		return failed(out, "signer", fmt.Errorf("member %s holds key %s, the receipt names %s", r.Signer, m.PublicKey, r.PublicKey))
+	case !m.Active:
+		return failed(out, "signer", fmt.Errorf("member %s was removed at height %d (%s)", r.Signer, m.RemovedHeight, m.RemovedReason))
+	case m.Role != ledger.RoleInference:
+		return failed(out, "signer", fmt.Errorf("member %s has role %s, not %s", r.Signer, m.Role, ledger.RoleInference))
+	}
+	passed(out, "signer", "active member %s%s with role %s (added at height %d)", r.Signer, nameSuffix(m.Name), m.Role, m.AddedHeight)
+
+	anchor, err := committedModel(ctx, out, c, "model", r.Model)
+	if err != nil {
+		return err
+	}
+	if r.Adapter != "" {
+		if anchor, err = committedModel(ctx, out, c, "adapter", r.Adapter); err != nil {
+			return err
+		}
+	}
+	if r.Block == nil {
+		passed(out, "block", "none recorded (a standalone node); the %s was committed at height %d", what(r), anchor.Height)
+		return nil
+	}
+	if r.Block.Height != anchor.Height {
+		return failed(out, "block", fmt.Errorf("the receipt names height %d, the chain committed the %s %s at height %d", r.Block.Height, what(r), anchor.Digest, anchor.Height))
+	}
+	vb, how, err := receiptBlock(ctx, c, r.Block.Height, quorum)
+	if err != nil {
+		return failed(out, "block", err)
+	}
+	if got := hex.EncodeToString(vb.Hash[:]); got != r.Block.Hash {
+		return failed(out, "block", fmt.Errorf("block %d of the chain has hash %s, the receipt names %s", r.Block.Height, got, r.Block.Hash))
+	}
+	if err := commitsModel(vb, anchor); err != nil {
+		return failed(out, "block", err)
+	}
+	passed(out, "block", "height %d hash %s holds tx %s committing the %s (%s)", r.Block.Height, r.Block.Hash, anchor.TxHash, what(r), how)
+	return nil
+}
+
+func what(r *receipt.Receipt) string {
+	if r.Adapter != "" {
+		return "adapter"
+	}
+	return "model"
+}
+
+func nameSuffix(name string) string {
+	if name == "" {
+		return ""
+	}
+	return " (" + name + ")"
+}
+
+// committedModel checks that digest is a model of the chain: registered,
+// or the committed model of a round (which the round's record must name).
+func committedModel(ctx context.Context, out io.Writer, c *client.Client, check, digest string) (*ledger.Model, error) {
+	m, err := c.Model(ctx, digest)
+	if errors.Is(err, ledger.ErrRecordNotFound) {
+		return nil, failed(out, check, fmt.Errorf("%s is not a committed model of the chain (no ModelRegistered or RoundCommitted names it)", digest))
+	}
+	if err != nil {
+		return nil, failed(out, check, err)
+	}
+	if m.JobID == "" {
+		passed(out, check, "%s registered%s at height %d", digest, nameSuffix(m.Name), m.Height)
+		return m, nil
+	}
+	rd, err := c.Round(ctx, m.JobID, m.Round)
+	if err != nil {
+		return nil, failed(out, check, fmt.Errorf("round %d of job %q, which committed %s: %w", m.Round, m.JobID, digest, err))
+	}
+	if rd.Status != ledger.StatusCommitted || rd.ModelDigest != digest {
+		return nil, failed(out, check, fmt.Errorf("round %d of job %q is %s with model %q, not committed with %s", m.Round, m.JobID, rd.Status, rd.ModelDigest, digest))
+	}
+	passed(out, check, "%s committed by round %d of job %q at height %d", digest, m.Round, m.JobID, m.Height)
+	return m, nil
+}
+
+// receiptBlock fetches block h checked against its hash and cosignatures:
+// a pinned client's genesis quorum of its nodes, else quorum of any node.
+func receiptBlock(ctx context.Context, c *client.Client, h uint64, quorum int) (*client.VerifiedBlock, string, error) {
+	p := c.Pin()
+	if p == nil {
+		vb, err := c.Block(ctx, h, quorum, "")
+		if err != nil {
+			return nil, "", err
+		}
+		return vb, fmt.Sprintf("%d valid cosignatures; no --genesis, so any node key counts", len(vb.Cosignatures)), nil
+	}
+	vb, err := c.Block(ctx, h, p.Quorum, p.ChainID)
+	if err != nil {
+		return nil, "", err
+	}
+	n := 0
+	for _, cp := range vb.Cosignatures {
+		if p.Has(cp.NodeID) {
+			n++
+		}
+	}
+	if n < p.Quorum {
+		return nil, "", fmt.Errorf("%w: block %d has %d valid cosignatures from the nodes pinned by %s, want %d", client.ErrQuorum, h, n, p.Source, p.Quorum)
+	}
+	return vb, fmt.Sprintf("cosigned by %d of the %d nodes of %s, quorum %d", n, len(p.Nodes), p.Source, p.Quorum), nil
+}
+
+// commitsModel checks that block vb holds m's tx and that it is the
+// ModelRegistered or RoundCommitted of m.
+func commitsModel(vb *client.VerifiedBlock, m *ledger.Model) error {
+	for _, raw := range vb.Block.Txs {
+		h := ledger.TxHash(raw)
+		if hex.EncodeToString(h[:]) != m.TxHash {
+			continue
+		}
+		tx, err := ledger.DecodeTx(raw)
+		if err != nil {
+			return fmt.Errorf("tx %s in block %d: %w", m.TxHash, vb.Block.Header.Height, err)
+		}
+		switch body := tx.Body.(type) {
+		case ledger.ModelRegistered:
+			if body.Digest == m.Digest {
+				return nil
+			}
+		case ledger.RoundCommitted:
+			if body.ModelDigest == m.Digest {
+				return nil
+			}
+		}
+		return fmt.Errorf("tx %s in block %d is a %s that does not commit %s", m.TxHash, vb.Block.Header.Height, tx.Body.TxType(), m.Digest)
+	}
+	return fmt.Errorf("block %d holds no tx %s, which the chain says committed %s", vb.Block.Header.Height, m.TxHash, m.Digest)
+}
+
+// auditReceiptReplay regenerates the answer of bundle b and compares its
+// token ids with the receipt's hash.
+func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r *receipt.Receipt, modelDir, adapterDir string) error {
+	m, err := model.Load(modelDir)
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	// The folder's file digest, or the digest of its weights as F32 (the
+	// two differ for a folder stored in another dtype or sharded).
+	d, err := model.DigestPath(modelDir)
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	if d != r.Model {
+		if d2, err := m.Digest(); err != nil || d2 != r.Model {
+			return failed(out, "replay", fmt.Errorf("--model %s has digest %s (weights as F32: %s), the receipt names %s", modelDir, d, d2, r.Model))
+		}
+	}
+	switch {
+	case r.Adapter != "" && adapterDir == "":
+		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter", r.Adapter))
+	case r.Adapter == "" && adapterDir != "":
+		return failed(out, "replay", errors.New("the receipt names no adapter, and --adapter was given"))
+	case adapterDir != "":
+		ad, err := model.LoadAdapter(adapterDir, m.Config)
+		if err != nil {
+			return failed(out, "replay", err)
+		}
+		if d, err = model.DigestPath(adapterDir); err != nil {
+			return failed(out, "replay", err)
+		}
+		if d != r.Adapter {
+			if d2, err := ad.Digest(); err != nil || d2 != r.Adapter {
+				return failed(out, "replay", fmt.Errorf("--adapter %s has digest %s (weights as F32: %s), the receipt names %s", adapterDir, d, d2, r.Adapter))
+			}
+		}
+		if m, err = m.Merge(ad); err != nil {
+			return failed(out, "replay", err)
+		}
+	}
+	tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	if err := checkPrompt(out, b, r, tok, modelDir, m.Config.BOSTokenID); err != nil {
+		return err
+	}
+	s := r.Sampling
+	stop := s.StopTokenIDs
+	if stop == nil {
+		stop = m.Config.EOSTokenID
+	}
+	ids, err := engine.Generate(ctx, engine.NewHost(), m, b.PromptIDs, model.GenerateConfig{
+		MaxTokens: s.MaxTokens, Temperature: s.Temperature, TopP: s.TopP, Seed: s.Seed, Stop: stop})
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	mode := "greedy"
+	if s.Temperature > 0 {
+		mode = fmt.Sprintf("sampled, temperature %g top_p %g seed %d", s.Temperature, s.TopP, s.Seed)
+	}
+	// Stop strings cut the answer at a text boundary the tokens do not
+	// show: the recorded tokens are then a prefix of the replay.
+	n := r.CompletionTokens
+	if (len(s.Stop) == 0 && len(ids) != n) || len(ids) < n {
+		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) generated %d tokens, the receipt signed %d%s", receipt.ErrMismatch, mode, len(ids), n, firstDiff(b.CompletionIDs, ids)))
+	}
+	got, err := receipt.TokensHash(ids[:n])
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	if got != r.TokensHash {
+		return failed(out, "replay", fmt.Errorf("%w: the replay's %d tokens (%s) hash to %s, the receipt signed tokens_hash %s%s", receipt.ErrMismatch, n, mode, got, r.TokensHash, firstDiff(b.CompletionIDs, ids)))
+	}
+	passed(out, "replay", "%d tokens regenerated (%s) hash to the receipt's tokens_hash %s", n, mode, got)
+	if b.Response != "" && len(s.Stop) == 0 {
+		if text := tok.Decode(ids[:n]); text == b.Response {
+			passed(out, "response", "the bundle's text is the replayed tokens' text")
+		} else {
+			fmt.Fprintf(out, "note %-9s the bundle's text differs from the replayed tokens' text %q (the text is not signed; the tokens are)\n", "response", text)
+		}
+	}
+	return nil
+}
+
+// checkPrompt re-derives the prompt ids from the request and compares
+// them with the bundle's (whose hash the receipt signed). A completions
+// request's "prompt" string is tokenized with the model's tokenizer, with
+// or without its BOS token: a mismatch fails. A chat request's "messages"
+// are rendered with the model folder's chat template (model/chat, with
+// the generation prompt, at the receipt's time) or, without one, as
+// "role: content" lines then "assistant:", and tokenized: a mismatch is
+// only noted, since the server's rendering may differ; the bundle's ids
+// are what is replayed.
+func checkPrompt(out io.Writer, b *receipt.Bundle, r *receipt.Receipt, tok tokenizer.Tokenizer, modelDir string, bos *int) error {
+	var req struct {
+		Prompt   json.RawMessage `json:"prompt"`
+		Messages []chat.Message  `json:"messages"`
+	}
+	var prompt string
+	matches := func(ids []int) bool {
+		return slices.Equal(ids, b.PromptIDs) || bos != nil && slices.Equal(append([]int{*bos}, ids...), b.PromptIDs)
+	}
+	if err := json.Unmarshal(b.Request, &req); err != nil {
+		passed(out, "prompt", "%d prompt ids from the bundle (the request is not JSON the audit can read: %v)", len(b.PromptIDs), err)
+		return nil
+	}
+	switch {
+	case req.Prompt != nil && json.Unmarshal(req.Prompt, &prompt) == nil:
+		ids := tok.Encode(prompt)
+		if !matches(ids) {
+			return failed(out, "prompt", fmt.Errorf("%w: the request's prompt tokenizes to %d ids, not the bundle's %d prompt ids", receipt.ErrMismatch, len(ids), len(b.PromptIDs)))
+		}
+		passed(out, "prompt", "the request's prompt tokenizes to the bundle's %d prompt ids", len(b.PromptIDs))
+	case len(req.Messages) > 0:
+		text, how, err := renderChat(modelDir, req.Messages, r.Time)
+		if err == nil && matches(tok.Encode(text)) {
+			passed(out, "prompt", "the request's %d messages, rendered with %s, tokenize to the bundle's %d prompt ids", len(req.Messages), how, len(b.PromptIDs))
+			return nil
+		}
+		why := "they tokenize to other ids"
+		if err != nil {
+			why = err.Error()
+		}
+		fmt.Fprintf(out, "note %-9s the request's messages rendered with %s do not give the bundle's prompt ids (%s); replaying the bundle's %d ids, whose hash the receipt signed\n", "prompt", how, why, len(b.PromptIDs))
+	default:
+		passed(out, "prompt", "%d prompt ids from the bundle (the request has no prompt string or messages to re-derive them from)", len(b.PromptIDs))
+	}
+	return nil
+}
+
+// renderChat renders msgs as a server would: with the model folder's chat
+// template when it has one, else as "role: content" lines then
+// "assistant:".
+func renderChat(modelDir string, msgs []chat.Message, now time.Time) (text, how string, err error) {
+	t, err := chat.Load(modelDir)
+	if errors.Is(err, chat.ErrNoTemplate) || errors.Is(err, fs.ErrNotExist) {
+		var b strings.Builder
+		for _, m := range msgs {
+			fmt.Fprintf(&b, "%s: %s\n", m.Role, m.Content)
+		}
+		b.WriteString("assistant:")
+		return b.String(), "the plain role: content form (the model has no chat template)", nil
+	}
+	if err != nil {
+		return "", "the model's chat template", err
+	}
+	text, err = t.Render(msgs, chat.Options{AddGenerationPrompt: true, Now: now})
+	return text, "the model's chat template", err
+}
+
+// firstDiff names the first index where the recorded ids (when the bundle
+// has them) and the replay differ.
+func firstDiff(recorded, replay []int) string {
+	if recorded == nil {
+		return ""
+	}
+	for i := range min(len(recorded), len(replay)) {
+		if recorded[i] != replay[i] {
+			return fmt.Sprintf(" (first difference at token %d: recorded %d, replayed %d)", i, recorded[i], replay[i])
+		}
+	}
+	return fmt.Sprintf(" (recorded %d ids, replayed %d)", len(recorded), len(replay))
+}
