@@ -1,12 +1,13 @@
 package inference
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/fedtune/fedtune/model/chat"
+)
 
 // ChatMessage is one message of a chat request.
-type ChatMessage struct {
-	Role    string // system, developer, user, assistant or tool
-	Content string
-}
+type ChatMessage = chat.Message
 
 // ChatTemplate turns chat messages into the prompt text of a model, ending
 // where the assistant's answer begins.
@@ -15,7 +16,9 @@ type ChatTemplate interface {
 }
 
 // PlainChat is the fallback ChatTemplate for a model without one: each
-// message as "role: content" on its own line, then "assistant:".
+// message as "role: content" on its own line, then "assistant:" (the form
+// fedtune audit receipt re-derives). The model's BOS token, if any, is
+// put before it.
 type PlainChat struct{}
 
 // Render implements ChatTemplate.
@@ -29,4 +32,14 @@ func (PlainChat) Render(msgs []ChatMessage) (string, error) {
 	}
 	b.WriteString("assistant:")
 	return b.String(), nil
+}
+
+// TemplateChat is a model's own chat template (model/chat), rendered with
+// the generation prompt as transformers' apply_chat_template does. Its
+// text holds the special tokens (BOS included), so nothing is added.
+type TemplateChat struct{ T *chat.Template }
+
+// Render implements ChatTemplate.
+func (t TemplateChat) Render(msgs []ChatMessage) (string, error) {
+	return t.T.Render(msgs, chat.Options{AddGenerationPrompt: true})
 }

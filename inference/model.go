@@ -1,11 +1,15 @@
 package inference
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"time"
 
+	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -13,12 +17,14 @@ import (
 // Model is a served model: what the API needs besides the Generator.
 type Model struct {
 	ID         string              // the name clients ask for ("model" of a request)
-	Digest     string              // digest of the served weights (receipts)
+	Digest     string              // weight digest of the model (receipts)
+	Adapter    string              // weight digest of the LoRA adapter merged in; "" for none
+	Block      *receipt.Block      // the ledger block that committed the weights; nil standalone
 	Context    int                 // max_position_embeddings: prompt + answer tokens at most
 	Gen        Generator           // continues prompts
 	Tok        tokenizer.Tokenizer // text <-> token ids
 	Chat       ChatTemplate        // chat messages -> prompt text; nil means PlainChat
-	BOS        *int                // prepended to every prompt when set
+	BOS        *int                // put before a completion's prompt and PlainChat's text when set
 	StopTokens []int               // end-of-sequence ids: an answer ends there with finish_reason "stop"
 	Created    time.Time           // "created" of the model object
 
@@ -26,19 +32,28 @@ type Model struct {
 }
 
 // LoadModel loads the model folder dir (with the LoRA adapter folder
-// adapterDir merged in when set) and its tokenizer, uploads it to dev, and
-// returns it as Model id (the folder's digest when id is "").
+// adapterDir merged in when set), its tokenizer and its chat template
+// (PlainChat when it has none), uploads it to dev, and returns it as Model
+// id (the folder's weight digest when id is "").
 func LoadModel(dir, adapterDir, id string, dev engine.Device) (*Model, error) {
 	m, err := model.Load(dir)
 	if err != nil {
 		return nil, err
 	}
+	md, err := model.DigestPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	var ad string
 	if adapterDir != "" {
-		ad, err := model.LoadAdapter(adapterDir, m.Config)
+		a, err := model.LoadAdapter(adapterDir, m.Config)
 		if err != nil {
 			return nil, err
 		}
-		if m, err = m.Merge(ad); err != nil {
+		if ad, err = model.DigestPath(adapterDir); err != nil {
+			return nil, err
+		}
+		if m, err = m.Merge(a); err != nil {
 			return nil, err
 		}
 	}
@@ -46,11 +61,28 @@ func LoadModel(dir, adapterDir, id string, dev engine.Device) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewModel(m, tok, id, dev)
+	var ct ChatTemplate
+	switch t, err := chat.Load(dir); {
+	case err == nil:
+		ct = TemplateChat{t}
+	case errors.Is(err, chat.ErrNoTemplate) || errors.Is(err, fs.ErrNotExist):
+	default:
+		return nil, err
+	}
+	if id == "" {
+		id = md
+	}
+	sm, err := NewModel(m, tok, id, dev)
+	if err != nil {
+		return nil, err
+	}
+	sm.Digest, sm.Adapter, sm.Chat = md, ad, ct
+	return sm, nil
 }
 
 // NewModel serves m with tokenizer tok as Model id (m's digest when id is
-// ""), on an EngineGenerator on dev.
+// ""), on an EngineGenerator on dev. Its Digest is m.Digest(), the digest
+// of its weights as F32.
 func NewModel(m *model.Model, tok tokenizer.Tokenizer, id string, dev engine.Device) (*Model, error) {
 	d, err := m.Digest()
 	if err != nil {

@@ -2,7 +2,10 @@ package inference
 
 import (
 	"context"
+	"crypto/ed25519"
 	"time"
+
+	"github.com/fedtune/fedtune/inference/receipt"
 )
 
 // ReceiptHeader is the response header (a trailer of a streamed answer)
@@ -11,13 +14,17 @@ const ReceiptHeader = "Fedtune-Receipt"
 
 // ReceiptRequest is what a receipt is made over: one answered request.
 type ReceiptRequest struct {
-	ModelID     string    // the model's id as served
-	ModelDigest string    // digest of the served weights
-	RequestHash string    // SHA-256 (hex) of the request body as received
-	Prompt      []int     // the prompt's token ids
-	Tokens      []int     // the generated token ids
-	Params      Params    // sampling parameters, the seed included
-	Time        time.Time // when the answer was finished
+	ModelID       string         // the model's id as served
+	ModelDigest   string         // weight digest of the model
+	AdapterDigest string         // weight digest of the adapter merged in; "" for none
+	Block         *receipt.Block // the block that committed the weights; nil standalone
+	Request       []byte         // the request body as received
+	Prompt        []int          // the prompt's token ids
+	Tokens        []int          // the generated token ids (no stop token)
+	Params        Params         // sampling parameters, the seed included
+	Stop          []string       // the request's stop sequences
+	Response      string         // the answer's text
+	Time          time.Time      // when the answer was finished (UTC)
 }
 
 // Receipter gives an answer its receipt. Implementations are safe for
@@ -32,3 +39,18 @@ type NoReceipts struct{}
 
 // Receipt implements Receipter.
 func (NoReceipts) Receipt(context.Context, ReceiptRequest) ([]byte, error) { return nil, nil }
+
+// Signer is the Receipter that signs receipts (package receipt's DSSE
+// envelope) with the node's ledger key.
+type Signer struct{ Key ed25519.PrivateKey }
+
+// Receipt implements Receipter: the signed envelope.
+func (s Signer) Receipt(_ context.Context, r ReceiptRequest) ([]byte, error) {
+	env, _, err := receipt.SignAnswer(s.Key, receipt.Answer{
+		Model: r.ModelDigest, Adapter: r.AdapterDigest, Block: r.Block, Request: r.Request,
+		PromptIDs: r.Prompt, CompletionIDs: r.Tokens, Time: r.Time,
+		Sampling: receipt.Sampling{Temperature: r.Params.Temperature, TopP: r.Params.TopP, MaxTokens: r.Params.MaxTokens,
+			Stop: r.Stop, StopTokenIDs: r.Params.StopTokens, Seed: r.Params.Seed},
+	}, r.Response)
+	return env, err
+}

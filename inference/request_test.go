@@ -16,7 +16,7 @@ func TestDecodeRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.MaxTokens != 7 || r.Temperature != 0 || r.TopP != 0.5 || *r.Seed != -2 || len(r.Stop) != 1 || !r.Stream || !r.IncludeUsage ||
-		len(r.Messages) != 1 || r.Messages[0] != (ChatMessage{"user", "hi"}) {
+		len(r.Messages) != 1 || r.Messages[0] != (ChatMessage{Role: "user", Content: "hi"}) {
 		t.Errorf("decoded %+v", r)
 	}
 	r, err = DecodeRequest(Completions, []byte(`{"model":"m","prompt":[[1,2,3]],"stop":["a","b"],"stop":null}`))

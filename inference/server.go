@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/fedtune/fedtune/internal/digest"
 )
 
 // Config sets a Server's limits and hooks. Zero values take the defaults.
@@ -362,7 +360,7 @@ func (j *job) prepare() *APIError {
 		j.prompt = req.PromptTokens
 	} else {
 		j.prompt = m.Tok.Encode(text)
-		if m.BOS != nil {
+		if m.BOS != nil && (j.e == Completions || isPlain(m.Chat)) {
 			j.prompt = append([]int{*m.BOS}, j.prompt...)
 		}
 	}
@@ -393,6 +391,16 @@ func (j *job) prepare() *APIError {
 	}
 	j.params = Params{MaxTokens: mt, Temperature: req.Temperature, TopP: req.TopP, Seed: seed, StopTokens: m.StopTokens}
 	return nil
+}
+
+// isPlain reports whether ct is the plain form, whose text holds no
+// special tokens (a model's own template writes its BOS token itself).
+func isPlain(ct ChatTemplate) bool {
+	switch ct.(type) {
+	case nil, PlainChat, *PlainChat:
+		return true
+	}
+	return false
 }
 
 func randomID() string {
@@ -473,10 +481,12 @@ func (j *job) usage(o outcome) *usage {
 	return &usage{len(j.prompt), len(o.tokens), len(j.prompt) + len(o.tokens)}
 }
 
-// receipt asks the Receipter for the answer's receipt (nil for none).
-func (j *job) receipt(ctx context.Context, o outcome) json.RawMessage {
-	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest,
-		RequestHash: digest.Bytes(j.body), Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Time: time.Now().UTC()})
+// receipt asks the Receipter for the receipt of the answer o with text
+// (nil for none).
+func (j *job) receipt(ctx context.Context, o outcome, text string) json.RawMessage {
+	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter,
+		Block: j.m.Block, Request: j.body, Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Stop: j.req.Stop,
+		Response: text, Time: time.Now().UTC()})
 	if err != nil {
 		j.s.log.Error("receipt failed", "id", j.id, "err", err)
 		return nil
@@ -534,7 +544,7 @@ func (j *job) whole(ctx, client context.Context, w http.ResponseWriter) {
 		c.Object = "chat.completion"
 		c.Choices = []choice{{Message: &message{Role: "assistant", Content: t}, FinishReason: o.finish}}
 	}
-	if rc := j.receipt(ctx, o); rc != nil {
+	if rc := j.receipt(ctx, o, t); rc != nil {
 		c.Receipt = rc
 		w.Header().Set(ReceiptHeader, base64.StdEncoding.EncodeToString(rc))
 	}
@@ -607,7 +617,9 @@ func (j *job) stream(ctx, client context.Context, w http.ResponseWriter) {
 			return
 		}
 	}
+	var text strings.Builder
 	o := j.run(ctx, client, func(p string) bool {
+		text.WriteString(p)
 		return send(chunk{Choices: []chunkChoice{piece(p, nil)}})
 	})
 	if o.gone {
@@ -621,7 +633,7 @@ func (j *job) stream(ctx, client context.Context, w http.ResponseWriter) {
 		rc.Flush()
 		return
 	}
-	receipt := j.receipt(ctx, o)
+	receipt := j.receipt(ctx, o, text.String())
 	last := chunk{Choices: []chunkChoice{piece("", &o.finish)}}
 	if j.req.IncludeUsage {
 		if !send(last) {

@@ -3,6 +3,7 @@ package inference_test
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/fedtune/fedtune/inference"
+	"github.com/fedtune/fedtune/inference/receipt"
 )
 
 // fakeReceipts gives each answer a receipt naming its token count and
@@ -112,7 +114,7 @@ func TestStreamWire(t *testing.T) {
 	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if len(rc.reqs) != 1 || rc.reqs[0].Params.Seed != 3 || len(rc.reqs[0].Tokens) != 4 || len(rc.reqs[0].RequestHash) != 64 {
+	if len(rc.reqs) != 1 || rc.reqs[0].Params.Seed != 3 || len(rc.reqs[0].Tokens) != 4 || string(rc.reqs[0].Request) != body || rc.reqs[0].Response == "" {
 		t.Errorf("receipt requests %+v", rc.reqs)
 	}
 }
@@ -143,5 +145,50 @@ func TestReceiptWhole(t *testing.T) {
 	}
 	if h, _ := base64.StdEncoding.DecodeString(res.Header.Get(inference.ReceiptHeader)); string(h) != want {
 		t.Errorf("header receipt %q", res.Header.Get(inference.ReceiptHeader))
+	}
+}
+
+// TestSignedReceipts: with Signer, the header and body carry the same
+// signed envelope, naming the model, the request and the sampling.
+func TestSignedReceipts(t *testing.T) {
+	m, _ := tinyModel(t, 22)
+	_, key, _ := ed25519.GenerateKey(nil)
+	f := serve(t, m, inference.Config{Receipter: inference.Signer{Key: key}})
+	body := `{"model":"tiny","prompt":"abc","max_tokens":5,"temperature":0.8,"seed":42,"stop":["zz"]}`
+	res, err := http.Post(f.url+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out struct {
+		Receipt json.RawMessage `json:"receipt"`
+		Usage   struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	env, _, err := receipt.Parse([]byte(res.Header.Get(inference.ReceiptHeader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(env) != string(out.Receipt) {
+		t.Errorf("header envelope %s, body %s", env, out.Receipt)
+	}
+	r, err := receipt.Verify(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Model != m.Digest || r.Block != nil || r.RequestHash != receipt.RequestHash([]byte(body)) || r.PromptTokens != 3 ||
+		r.CompletionTokens != out.Usage.CompletionTokens || r.Sampling.Seed != 42 || r.Sampling.Temperature != 0.8 ||
+		r.Sampling.MaxTokens != 5 || len(r.Sampling.Stop) != 1 {
+		t.Errorf("receipt %+v", r)
+	}
+	// An altered envelope is refused.
+	bad := strings.Replace(string(env), `"signatures"`, `"signatures" `, 1)
+	bad = strings.Replace(bad, "A", "B", 1)
+	if _, err := receipt.Verify([]byte(bad)); err == nil {
+		t.Error("an altered receipt verifies")
 	}
 }

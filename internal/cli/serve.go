@@ -32,11 +32,11 @@ func newServeCmd() *cobra.Command {
 				return errors.New("serve: --model is required")
 			}
 			if keyPath != "" {
-				// The node's ledger key signs receipts; load it now so a bad
-				// key fails at start.
-				if _, err := ledger.LoadKey(keyPath); err != nil {
+				key, err := ledger.LoadKey(keyPath)
+				if err != nil {
 					return fmt.Errorf("serve: --key: %w", err)
 				}
+				cfg.Receipter = inference.Signer{Key: key}
 			}
 			if tokenFile != "" {
 				b, err := os.ReadFile(tokenFile)
@@ -61,7 +61,7 @@ func newServeCmd() *cobra.Command {
 			hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 			fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/v1/\n", m.ID, ln.Addr())
 			log.Info("serving", "model", m.ID, "digest", m.Digest, "addr", ln.Addr().String(), "context", m.Context,
-				"auth", cfg.AuthToken != "", "max_concurrent", cfg.MaxConcurrent, "max_queue", cfg.MaxQueue)
+				"auth", cfg.AuthToken != "", "receipts", keyPath != "", "max_concurrent", cfg.MaxConcurrent, "max_queue", cfg.MaxQueue)
 			errc := make(chan error, 1)
 			go func() { errc <- hs.Serve(ln) }()
 			select {
@@ -82,7 +82,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&modelDir, "model", "", "model folder")
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")
-	f.StringVar(&keyPath, "key", "", "the node's ledger key (signs receipts)")
+	f.StringVar(&keyPath, "key", "", "the node's ledger key: every answer then carries a receipt it signs (default: no receipts)")
 	f.StringVar(&id, "model-id", "", "the model's name in the API (default: the served weights' digest)")
 	f.StringVar(&tokenFile, "auth-token-file", "", "file holding the bearer token clients must send (default: no auth)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "request body size at most (larger: 413)")

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +14,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/fedtune/fedtune/inference/receipt"
 )
 
 // TestServe runs fedtune serve on a tiny model with a bearer token and
@@ -20,6 +25,8 @@ func TestServe(t *testing.T) {
 	dir := t.TempDir()
 	mdir := filepath.Join(dir, "m")
 	mustCLI(t, "model", "init", "--config", "../../configs/models/tiny.yaml", "--seed", "4", "-o", mdir)
+	keyFile := filepath.Join(dir, "key")
+	mustCLI(t, "keygen", "-o", keyFile)
 	tokFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokFile, []byte("tok3n\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -30,7 +37,7 @@ func TestServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- RunWith(ctx, []string{"serve", "--model", mdir, "--addr", "127.0.0.1:0", "--model-id", "tiny",
-			"--auth-token-file", tokFile, "--max-concurrent", "2"}, &out, &errb)
+			"--auth-token-file", tokFile, "--max-concurrent", "2", "--key", keyFile}, &out, &errb)
 	}()
 	re := regexp.MustCompile(`on (http://\S+/v1/)`)
 	var url string
@@ -66,6 +73,39 @@ func TestServe(t *testing.T) {
 	}
 	if err := st.Err(); err != nil || n == 0 {
 		t.Fatalf("stream: %d chunks, %v", n, err)
+	}
+	// Each answer's receipt, bundled with the request and prompt ids,
+	// passes fedtune audit receipt --replay: the same tokens, bit for bit.
+	for i, tc := range []struct {
+		path, body, prompt string
+	}{
+		{"completions", `{"model":"tiny","prompt":"abc","max_tokens":6,"temperature":0.8,"seed":5}`, "abc"},
+		{"chat/completions", `{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"temperature":0}`, "user: hi\nassistant:"},
+	} {
+		req, _ := http.NewRequest("POST", url+tc.path, strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer tok3n")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		env, _, err := receipt.Parse([]byte(res.Header.Get("Fedtune-Receipt")))
+		if err != nil {
+			t.Fatalf("%s: status %d, receipt: %v", tc.path, res.StatusCode, err)
+		}
+		var ids []int
+		for _, c := range []byte(tc.prompt) {
+			ids = append(ids, int(c))
+		}
+		b, _ := receipt.NewBundle(env, []byte(tc.body), ids, nil, "").Encode()
+		p := filepath.Join(dir, fmt.Sprintf("receipt%d.json", i))
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", mdir); !strings.Contains(out, "ok   replay") || !strings.Contains(out, "ok   prompt") {
+			t.Errorf("%s: audit receipt:\n%s", tc.path, out)
+		}
 	}
 	bad := openai.NewClient(option.WithBaseURL(url), option.WithAPIKey("nope"), option.WithMaxRetries(0))
 	if _, err := bad.Models.List(ctx); err == nil || !strings.Contains(err.Error(), "401") {

@@ -187,8 +187,8 @@ func roleOf(rel string) string {
 		return "ledger node"
 	case under(rel, "aggregator/node"), under(rel, "internal/aggsvc"):
 		return "aggregator node"
-	case under(rel, "inference"):
-		return "inference"
+	case under(rel, "inference") && !under(rel, "inference/receipt"):
+		return "inference" // its receipt format is a pure format any package may read
 	}
 	return ""
 }
