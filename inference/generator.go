@@ -63,10 +63,43 @@ func (g *EngineGenerator) Logits(tokens []int) ([]float32, error) {
 
 var errClosed = errors.New("inference: generator closed")
 
-// Generate implements Generator with model.GenerateStream.
+// Generate implements Generator with model.Generate, handing each token
+// on as soon as it is sampled (when Generate asks for the next step's
+// logits, or returns).
 func (g *EngineGenerator) Generate(ctx context.Context, prompt []int, p Params, yield func(tok int) bool) error {
-	return model.GenerateStream(ctx, &g.cfg, g, prompt, model.GenerateConfig{
-		MaxTokens: p.MaxTokens, Temperature: p.Temperature, TopP: p.TopP, Seed: p.Seed, Stop: p.StopTokens}, yield)
+	w := &watcher{g: g, n: len(prompt), yield: yield}
+	out, err := model.Generate(ctx, &g.cfg, w, prompt, model.GenerateConfig{
+		MaxTokens: p.MaxTokens, Temperature: p.Temperature, TopP: p.TopP, Seed: p.Seed, Stop: p.StopTokens})
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if w.n-len(prompt) < len(out) && !w.stopped {
+		yield(out[len(out)-1]) // the last token: no further step asked for
+	}
+	return err
+}
+
+// errStopped ends a generation whose yield returned false.
+var errStopped = errors.New("inference: stopped by the caller")
+
+// watcher is the forward pass model.Generate runs: each step's sequence
+// is the previous one and the token just sampled, which it yields before
+// running the step.
+type watcher struct {
+	g       *EngineGenerator
+	n       int // tokens of the sequence already seen
+	yield   func(tok int) bool
+	stopped bool
+}
+
+func (w *watcher) Logits(seq []int) ([]float32, error) {
+	for ; w.n < len(seq); w.n++ {
+		if !w.yield(seq[w.n]) {
+			w.stopped = true
+			return nil, errStopped
+		}
+	}
+	return w.g.Logits(seq)
 }
 
 // Close frees the Runner's device buffers.

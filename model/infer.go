@@ -101,52 +101,39 @@ type GenerateConfig struct {
 // when the context is full. Each new token runs the whole sequence through
 // f again. model/engine's Generate runs it on a device.
 func Generate(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig) ([]int, error) {
-	var out []int
-	err := GenerateStream(ctx, c, f, prompt, gc, func(tok int) bool {
-		out = append(out, tok)
-		return true
-	})
-	return out, err
-}
-
-// GenerateStream is Generate handing each new token to yield as soon as it
-// is sampled; it stops early, with no error, when yield returns false. The
-// tokens are those Generate returns for the same arguments.
-func GenerateStream(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig, yield func(tok int) bool) error {
 	if len(prompt) == 0 {
-		return fmt.Errorf("model: generate: empty prompt")
+		return nil, fmt.Errorf("model: generate: empty prompt")
 	}
 	if gc.Temperature < 0 || gc.TopP < 0 || gc.TopP > 1 || gc.MaxTokens < 0 {
-		return fmt.Errorf("model: generate: need temperature >= 0, top_p in (0, 1], max_tokens >= 0")
+		return nil, fmt.Errorf("model: generate: need temperature >= 0, top_p in (0, 1], max_tokens >= 0")
 	}
 	L := c.MaxPositionEmbeddings
 	if len(prompt) > L {
-		return fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
+		return nil, fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
 	}
 	rng := rand.New(rand.NewPCG(gc.Seed, 0x67656e))
 	V := c.VocabSize
 	seq := slices.Clone(prompt)
-	for n := 0; n < gc.MaxTokens; n++ {
+	var out []int
+	for len(out) < gc.MaxTokens {
 		if err := ctx.Err(); err != nil {
-			return err
+			return out, err
 		}
 		logits, err := f.Logits(seq)
 		if err != nil {
-			return err
+			return out, err
 		}
 		next := sample(logits[(len(seq)-1)*V:], gc.Temperature, gc.TopP, rng)
 		if slices.Contains(gc.Stop, next) {
-			return nil
+			return out, nil
 		}
-		if !yield(next) {
-			return nil
-		}
+		out = append(out, next)
 		if len(seq) >= L {
 			break
 		}
 		seq = append(seq, next)
 	}
-	return nil
+	return out, nil
 }
 
 // sample draws a token from logits: argmax at temperature 0, else softmax
