@@ -67,6 +67,9 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
 				Source: "fedtune coordinator: " + dir, Config: files.config}
+			if err := importedFrom(dir, digest, &body); err != nil {
+				return nil, err
+			}
 			if _, err := s.coord.Submit(ctx, body); err != nil {
 				return nil, fmt.Errorf("register base model %s: %w", digest, err)
 			}
@@ -123,6 +126,35 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		return nil, err
 	}
 	return j, nil
+}
+
+// importedFrom fills body's name, licence, source and source files from
+// the record `fedtune model import` left in dir (model.ImportFile), if any;
+// the record must name the weights the folder holds.
+func importedFrom(dir, digest string, body *ledger.ModelRegistered) error {
+	rec, err := model.ReadImportRecord(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("base model: %w", err)
+	}
+	if rec.Digest != digest {
+		return fmt.Errorf("base model %s: %s records weights %s, but %s holds %s; import the folder again", dir, model.ImportFile, rec.Digest, model.WeightsFile, digest)
+	}
+	if rec.Name != "" {
+		body.Name = rec.Name
+	}
+	if rec.Licence != "" {
+		body.Licence = rec.Licence
+	}
+	if rec.Source != "" {
+		body.Source = rec.Source
+	}
+	body.Sources = make([]ledger.SourceFile, len(rec.Sources))
+	for i, f := range rec.Sources {
+		body.Sources[i] = ledger.SourceFile{Path: f.Path, Size: uint64(f.Size), SHA256: f.SHA256}
+	}
+	return nil
 }
 
 // registerJob registers job and its round recipe on the ledger

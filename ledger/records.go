@@ -28,6 +28,8 @@ type Model struct {
 	Licence string `json:"licence,omitempty"`
 	Source  string `json:"source,omitempty"`
 	Config  string `json:"config,omitempty"`
+	// Sources are the imported files ModelRegistered recorded, if any.
+	Sources []SourceFile `json:"sources,omitempty"`
 	// Registrar is the coordinator that registered it, or the aggregator
 	// that committed it.
 	Registrar string `json:"registrar"`

@@ -84,7 +84,23 @@ type ModelRegistered struct {
 	Source  string `json:"source"`
 	// Config is the digest of the model's config.json, if known.
 	Config string `json:"config,omitempty"`
+	// Sources lists the files the model was imported from (a Hugging Face
+	// folder as published), sorted by path, each path once; empty for a
+	// model fedtune wrote itself. Digest stays the canonical weight digest.
+	Sources []SourceFile `json:"sources,omitempty"`
 }
+
+// SourceFile is one file of the folder a model was imported from: its path
+// relative to that folder (slash-separated), its size in bytes and the
+// lowercase hex SHA-256 of its bytes.
+type SourceFile struct {
+	Path   string `json:"path"`
+	Size   uint64 `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// MaxSourceFiles bounds ModelRegistered.Sources.
+const MaxSourceFiles = 1024
 
 // DatasetRegistered (trainer) registers a dataset by its manifest digest.
 // Only the registering trainer may cite it in an update. Root and Bytes
@@ -398,6 +414,9 @@ func validateBody(b TxBody) error {
 				return err
 			}
 		}
+		if err := checkSources(b.Sources); err != nil {
+			return err
+		}
 		return firstErr(checkText("name", b.Name, MaxTextLen, true), checkText("licence", b.Licence, MaxTextLen, true), checkText("source", b.Source, MaxTextLen, true))
 	case DatasetRegistered:
 		if err := firstErr(checkDigest("digest", b.Digest), checkDigest("root", b.Root)); err != nil {
@@ -507,6 +526,46 @@ func checkDigest(field, s string) error {
 		return fmt.Errorf("%s %q is not a SHA-256 digest (64 lowercase hex characters)", field, abbrev(s))
 	}
 	return nil
+}
+
+// checkSources requires at most MaxSourceFiles entries, sorted by path and
+// each path once, every path a clean relative slash path inside its folder
+// and every sha256 a digest.
+func checkSources(src []SourceFile) error {
+	if len(src) > MaxSourceFiles {
+		return fmt.Errorf("sources: %d files, limit %d", len(src), MaxSourceFiles)
+	}
+	for i, f := range src {
+		field := fmt.Sprintf("sources[%d].path", i)
+		if err := checkText(field, f.Path, MaxTextLen, true); err != nil {
+			return err
+		}
+		if !ValidSourcePath(f.Path) {
+			return fmt.Errorf("%s %q must be a clean relative path inside the model folder (slash-separated, no \"..\", no leading \"/\", no backslash)", field, abbrev(f.Path))
+		}
+		if i > 0 && src[i-1].Path >= f.Path {
+			return fmt.Errorf("%s %q: sources must be sorted by path, each path once", field, abbrev(f.Path))
+		}
+		if err := checkDigest(fmt.Sprintf("sources[%d].sha256", i), f.SHA256); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidSourcePath reports whether p is a clean relative slash path that
+// stays inside its folder: not empty, not absolute, no "." or ".."
+// element, no empty element, no backslash or colon.
+func ValidSourcePath(p string) bool {
+	if p == "" || strings.ContainsAny(p, "\\:") || strings.HasPrefix(p, "/") {
+		return false
+	}
+	for _, e := range strings.Split(p, "/") {
+		if e == "" || e == "." || e == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 func checkJobID(s string) error {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fedtune/fedtune/internal/strictjson"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
@@ -39,8 +41,99 @@ type Config struct {
 	EOSTokenID            TokenIDs `json:"eos_token_id,omitempty" yaml:"eos_token_id,omitempty"`
 	AttentionBias         bool     `json:"attention_bias" yaml:"attention_bias"`
 	MLPBias               bool     `json:"mlp_bias" yaml:"mlp_bias"`
-	// RopeScaling must be null: scaled rotary embeddings are not supported.
-	RopeScaling any `json:"rope_scaling" yaml:"rope_scaling"`
+	// RopeScaling is null, or scaled rotary embeddings of type llama3 or
+	// linear (see RopeScaling).
+	RopeScaling *RopeScaling `json:"rope_scaling" yaml:"rope_scaling"`
+}
+
+// RopeScaling is config.json's "rope_scaling": the rotary frequency scaling
+// of Llama 3.1+ ("llama3") or position interpolation ("linear"). Its keys are
+// those transformers reads; any other key is refused by name.
+type RopeScaling struct {
+	// RopeType is "llama3", "linear" or "default" (no scaling). Older
+	// configs spell it Type; when both are given they must agree.
+	RopeType string `json:"rope_type,omitempty" yaml:"rope_type,omitempty"`
+	Type     string `json:"type,omitempty" yaml:"type,omitempty"`
+	// Factor divides the (low) frequencies: ≥ 1.
+	Factor float64 `json:"factor,omitempty" yaml:"factor,omitempty"`
+	// LowFreqFactor, HighFreqFactor and OriginalMaxPositionEmbeddings are
+	// llama3's: wavelengths above original/low are divided by Factor, those
+	// below original/high are kept, those between are interpolated.
+	LowFreqFactor                 float64 `json:"low_freq_factor,omitempty" yaml:"low_freq_factor,omitempty"`
+	HighFreqFactor                float64 `json:"high_freq_factor,omitempty" yaml:"high_freq_factor,omitempty"`
+	OriginalMaxPositionEmbeddings int     `json:"original_max_position_embeddings,omitempty" yaml:"original_max_position_embeddings,omitempty"`
+}
+
+// UnmarshalJSON decodes rope_scaling strictly: an unknown key (such as a
+// scaling type's parameter fedtune does not implement) is an error naming it.
+func (r *RopeScaling) UnmarshalJSON(b []byte) error {
+	type plain RopeScaling
+	var p plain
+	if err := strictjson.Unmarshal(b, &p); err != nil {
+		return fmt.Errorf("rope_scaling: %w", err)
+	}
+	*r = RopeScaling(p)
+	return nil
+}
+
+// Kind returns the scaling type: RopeType, else Type, else "default".
+func (r *RopeScaling) Kind() string {
+	switch {
+	case r == nil:
+		return "default"
+	case r.RopeType != "":
+		return r.RopeType
+	case r.Type != "":
+		return r.Type
+	}
+	return "default"
+}
+
+// validate reports rope_scaling's violations through bad.
+func (r *RopeScaling) validate(bad func(field, format string, args ...any)) {
+	if r == nil {
+		return
+	}
+	if r.RopeType != "" && r.Type != "" && r.RopeType != r.Type {
+		bad("rope_scaling", "rope_type %q and type %q disagree", r.RopeType, r.Type)
+		return
+	}
+	unused := func(kind string, fields map[string]bool) {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"factor", r.Factor != 0}, {"low_freq_factor", r.LowFreqFactor != 0},
+			{"high_freq_factor", r.HighFreqFactor != 0}, {"original_max_position_embeddings", r.OriginalMaxPositionEmbeddings != 0}} {
+			if f.set && !fields[f.name] {
+				bad("rope_scaling."+f.name, "is not a parameter of rope_type %q", kind)
+			}
+		}
+	}
+	switch k := r.Kind(); k {
+	case "default":
+		unused(k, nil)
+	case "linear":
+		unused(k, map[string]bool{"factor": true})
+		if !(r.Factor >= 1) || math.IsInf(r.Factor, 0) {
+			bad("rope_scaling.factor", "must be a finite number ≥ 1, got %g", r.Factor)
+		}
+	case "llama3":
+		unused(k, map[string]bool{"factor": true, "low_freq_factor": true, "high_freq_factor": true, "original_max_position_embeddings": true})
+		if !(r.Factor >= 1) || math.IsInf(r.Factor, 0) {
+			bad("rope_scaling.factor", "must be a finite number ≥ 1, got %g", r.Factor)
+		}
+		if !(r.LowFreqFactor > 0) || math.IsInf(r.LowFreqFactor, 0) {
+			bad("rope_scaling.low_freq_factor", "must be a finite positive number, got %g", r.LowFreqFactor)
+		}
+		if !(r.HighFreqFactor > r.LowFreqFactor) || math.IsInf(r.HighFreqFactor, 0) {
+			bad("rope_scaling.high_freq_factor", "must be finite and larger than low_freq_factor %g, got %g", r.LowFreqFactor, r.HighFreqFactor)
+		}
+		if r.OriginalMaxPositionEmbeddings <= 0 || r.OriginalMaxPositionEmbeddings > maxDim {
+			bad("rope_scaling.original_max_position_embeddings", "must be in [1, %d], got %d", maxDim, r.OriginalMaxPositionEmbeddings)
+		}
+	default:
+		bad("rope_scaling", "rope_type %q is not supported; fedtune implements \"llama3\" and \"linear\" (or null)", k)
+	}
 }
 
 // TokenIDs is one token ID or a list of them (HF's eos_token_id may be either).
@@ -179,12 +272,16 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	if c.ModelType != "llama" {
-		bad("model_type", "is %q; only \"llama\" (LlamaForCausalLM) is supported", c.ModelType)
+	// Mistral's architecture is Llama's (the same tensors and forward)
+	// plus a sliding attention window, which ParseConfigJSON refuses
+	// unless it is null.
+	arch := map[string]string{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[c.ModelType]
+	if arch == "" {
+		bad("model_type", "is %q; only \"llama\" (LlamaForCausalLM) and \"mistral\" without a sliding window are supported", c.ModelType)
 	}
 	for _, a := range c.Architectures {
-		if a != "LlamaForCausalLM" {
-			bad("architectures", "lists %q; only LlamaForCausalLM is supported", a)
+		if arch != "" && a != arch {
+			bad("architectures", "lists %q; model_type %q is %s", a, c.ModelType, arch)
 		}
 	}
 	if c.VocabSize <= 0 {
@@ -252,9 +349,7 @@ func (c *Config) Validate() error {
 	if c.MLPBias {
 		bad("mlp_bias", "MLP projections with bias are not supported; set false")
 	}
-	if c.RopeScaling != nil {
-		bad("rope_scaling", "scaled rotary embeddings are not supported; set null")
-	}
+	c.RopeScaling.validate(bad)
 	if c.BOSTokenID != nil && (*c.BOSTokenID < 0 || *c.BOSTokenID >= c.VocabSize) {
 		bad("bos_token_id", "%d is outside the vocabulary [0, %d)", *c.BOSTokenID, c.VocabSize)
 	}
@@ -269,16 +364,29 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ParseConfigJSON decodes a Hugging Face config.json (unknown keys, which HF
-// configs carry many of, are ignored), fills defaults and validates it. name
-// is used in errors.
+// ParseConfigJSON decodes a Hugging Face config.json, fills defaults and
+// validates it. name is used in errors. Keys other than Config's are taken
+// by name (see otherKeys): those that change nothing fedtune computes are
+// ignored, those that would (a sliding window, attention dropout, an
+// unknown key) are refused naming the key.
 func ParseConfigJSON(name string, data []byte) (Config, error) {
 	c := DefaultConfig()
 	c.Architectures = nil
 	if err := json.Unmarshal(data, &c); err != nil {
 		return Config{}, fmt.Errorf("%s: %w: %v", name, ErrConfig, err)
 	}
-	if err := c.Validate(); err != nil {
+	var raw map[string]json.RawMessage
+	_ = json.Unmarshal(data, &raw) // it decoded into c above
+	err := c.Validate()
+	if extra := otherKeys(raw); len(extra) > 0 {
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			ce = &ConfigError{}
+		}
+		ce.Errs = append(ce.Errs, extra...)
+		err = ce
+	}
+	if err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
 			ce.Source = name

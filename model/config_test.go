@@ -53,7 +53,8 @@ func TestConfigYAMLErrors(t *testing.T) {
 		{"negative eps and bad act", base + "rms_norm_eps: -1\nhidden_act: gelu\n",
 			[]string{"line 8: rms_norm_eps", "line 9: hidden_act", "silu"}},
 		{"missing sizes", "model_type: llama\n", []string{"vocab_size: must be positive", "hidden_size", "num_hidden_layers"}},
-		{"rope scaling", base + "rope_scaling: {type: linear, factor: 2}\n", []string{"rope_scaling", "not supported"}},
+		{"rope scaling", base + "rope_scaling: {type: dynamic, factor: 2}\n", []string{"rope_scaling", "not supported"}},
+		{"rope scaling key", base + "rope_scaling: {type: linear, factor: 2, beta_fast: 32}\n", []string{"beta_fast"}},
 		{"wrong type", base + "vocab_size: many\n", []string{"bad.yaml:8"}},
 		{"odd head dim", base + "head_dim: 7\n", []string{"head_dim", "even"}},
 	}

@@ -19,12 +19,25 @@
 // canonical safetensors, so the file's SHA-256 is the weight digest
 // (DESIGN.md); DigestPath computes it for a file or a folder.
 //
+// Import takes a Hugging Face folder as transformers saves it (shards and
+// index, BF16/F16/F32, tokenizer and generation files) to the canonical
+// form, streaming the tensor bytes unconverted, and writes ImportFile: the
+// canonical digest beside the path, size and SHA-256 of every source file
+// (ReadImportRecord reads it back; the coordinator registers both). A
+// folder it refuses leaves nothing behind.
+//
 // Architecture: RMSNorm, rotary embeddings in the rotate-half convention
-// (inv_freq computed in float32 as transformers does), grouped- and
-// multi-query attention (num_key_value_heads), SwiGLU MLP, head_dim =
-// hidden_size/num_attention_heads unless given. Scaled rotary embeddings
-// (rope_scaling), attention or MLP biases, and activations other than silu
-// are rejected by Config.Validate.
+// (inv_freq computed in float32 as transformers does, with rope_scaling of
+// type llama3 or linear applied: Config.RopeInvFreq and Config.RopeCosSin
+// are the one place every forward pass, the engine's included, takes its
+// frequencies from), grouped- and multi-query attention
+// (num_key_value_heads), SwiGLU MLP, head_dim = hidden_size /
+// num_attention_heads unless given; model_type "mistral"
+// (MistralForCausalLM) is the same architecture and is taken when its
+// sliding_window is null. Other rope scaling types, attention or
+// MLP biases, sliding windows and activations other than silu are refused
+// by Config.Validate and ParseConfigJSON, naming the field; config.json keys
+// that change nothing fedtune computes are accepted by name.
 //
 // # Training
 //

@@ -32,9 +32,18 @@ func TestAdapterLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k, want := range map[string]any{"peft_type": "LORA", "r": 4.0, "lora_alpha": 8.0, "lora_dropout": 0.05,
-		"bias": "none", "task_type": "CAUSAL_LM", "fan_in_fan_out": false} {
+		"bias": "none", "task_type": "CAUSAL_LM", "fan_in_fan_out": false, "inference_mode": true,
+		"init_lora_weights": true, "use_rslora": false, "use_dora": false} {
 		if pc[k] != want {
 			t.Errorf("adapter_config.json %s = %v, want %v", k, pc[k], want)
+		}
+	}
+	// Every field peft.LoraConfig reads to rebuild the adapter is present
+	// (base_model_name_or_path may be empty, but not absent).
+	for _, k := range []string{"peft_type", "r", "lora_alpha", "target_modules", "lora_dropout", "bias", "task_type",
+		"base_model_name_or_path", "fan_in_fan_out", "inference_mode", "modules_to_save", "layers_to_transform"} {
+		if _, ok := pc[k]; !ok {
+			t.Errorf("adapter_config.json has no %s", k)
 		}
 	}
 	if tm, _ := json.Marshal(pc["target_modules"]); string(tm) != `["down_proj","q_proj","v_proj"]` {

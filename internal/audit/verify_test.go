@@ -88,7 +88,7 @@ func TestVerifyTampered(t *testing.T) {
 			c.outsider.nonce = tx.Nonce - 1
 			b.Txs[1] = c.outsider.sign(t, tx.Body)
 			e.Blocks[6] = ledger.EncodeBlock(b)
-		}, "height 6: tx[1] 0d1cedd48057: signer: the ledger rules reject it: ledger: tx rejected (unknown_signer)"},
+		}, "height 6: tx[1] b6474832cd05: signer: the ledger rules reject it: ledger: tx rejected (unknown_signer)"},
 		{"block dropped from the file", func(t *testing.T, e *Export, _ string) {
 			e.Blocks = append(e.Blocks[:4], e.Blocks[5:]...)
 		}, "height 4: height: the block's header says height 5"},

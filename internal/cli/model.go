@@ -20,7 +20,7 @@ func newModelCmd() *cobra.Command {
 		Use:   "model",
 		Short: "Create, merge and fingerprint LLaMA-family model folders",
 	}
-	cmd.AddCommand(newModelInitCmd(), newModelMergeCmd(), newModelDigestCmd())
+	cmd.AddCommand(newModelInitCmd(), newModelMergeCmd(), newModelDigestCmd(), newModelImportCmd())
 	return cmd
 }
 
@@ -104,6 +104,42 @@ func newModelDigestCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newModelImportCmd() *cobra.Command {
+	var out string
+	var opt model.ImportOptions
+	cmd := &cobra.Command{
+		Use:   "import HF_DIR -o DIR",
+		Short: "Import a Hugging Face model folder into fedtune's canonical form, keeping the source files' SHA-256",
+		Long: `Reads a folder as transformers saves it (config.json; model.safetensors, or
+shards listed by model.safetensors.index.json; F32, F16 or BF16; tokenizer
+and generation_config files) and writes its canonical form to DIR, with
+import.json recording the canonical weight digest beside the path, size and
+SHA-256 of every source file read. DIR must not exist or be empty; a folder
+that is refused leaves nothing behind. Prints the weight digest.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("model import: -o is required")
+			}
+			if opt.Name == "" {
+				opt.Name = filepath.Base(filepath.Clean(args[0]))
+			}
+			rec, err := model.Import(args[0], out, opt)
+			if err != nil {
+				return err
+			}
+			logger(cmd).Info("model imported", "from", args[0], "dir", out, "dtype", rec.DType, "sources", len(rec.Sources))
+			fmt.Fprintln(cmd.OutOrStdout(), rec.Digest)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "out", "o", "", "output folder (new or empty)")
+	cmd.Flags().StringVar(&opt.Name, "name", "", "model name recorded on registration (default: the folder's name)")
+	cmd.Flags().StringVar(&opt.Licence, "licence", "", "licence recorded on registration (an SPDX identifier, e.g. Apache-2.0)")
+	cmd.Flags().StringVar(&opt.Source, "source", "", "where the folder came from (e.g. a Hugging Face repository and revision)")
+	return cmd
 }
 
 // loadModel loads a model folder and, if adapterDir is set, merges the

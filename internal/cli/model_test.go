@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/fedtune/fedtune/internal/fedtest"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/modeltest"
+	"github.com/fedtune/fedtune/model/safetensors"
 )
 
 func runCLI(t *testing.T, args ...string) (string, error) {
@@ -171,5 +174,33 @@ func TestModelCommandErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "m")); err == nil {
 		t.Error("a failed init left an output folder")
+	}
+}
+
+// TestModelImport: import reads a transformers-style folder (BF16, two
+// shards and an index) and prints the canonical digest, which is the
+// output file's sha256; the output trains like any model folder would load.
+func TestModelImport(t *testing.T) {
+	c := modeltest.TinyConfig()
+	m, err := model.New(c, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "hf")
+	modeltest.WriteHFCheckpoint(t, src, m, modeltest.HFCheckpoint{DType: safetensors.BF16, Shards: 2})
+	out := filepath.Join(t.TempDir(), "imported")
+	d := strings.TrimSpace(mustCLI(t, "model", "import", src, "-o", out, "--licence", "Apache-2.0"))
+	if want := fileSHA(t, filepath.Join(out, "model.safetensors")); d != want {
+		t.Fatalf("import printed %s, sha256 of model.safetensors is %s", d, want)
+	}
+	rec, err := model.ReadImportRecord(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Name != "hf" || rec.Licence != "Apache-2.0" || len(rec.Sources) != 6 {
+		t.Errorf("record %+v", rec)
+	}
+	if _, err := runCLI(t, "model", "import", src, "-o", out); err == nil {
+		t.Error("import over a non-empty folder accepted")
 	}
 }

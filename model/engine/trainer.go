@@ -255,7 +255,7 @@ func (t *Trainer) allocActs() error {
 	dev := t.dev
 	N, d, H, KV, hd, I, T := t.nN, t.d, t.nH, t.nKV, t.hd, t.nI, t.nT
 	t.ids, t.tgt = dev.AllocInt(N), dev.AllocInt(N)
-	cos, sin := ropeTables(t.c.RopeTheta, hd, T)
+	cos, sin := ropeTables(&t.c, T)
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
 	dev.Write(t.cos, 0, cos)
 	dev.Write(t.sin, 0, sin)
@@ -294,12 +294,13 @@ func (t *Trainer) synced(what string) error {
 	return nil
 }
 
-// ropeTables returns model.RopeCosSin's [T, hd] tables in float32.
-func ropeTables(theta float64, hd, T int) (cos, sin []float32) {
-	c64, s64 := model.RopeCosSin(theta, hd, T)
-	cos, sin = make([]float32, len(c64)), make([]float32, len(s64))
-	for i := range c64 {
-		cos[i], sin[i] = float32(c64[i]), float32(s64[i])
+// ropeTables returns c's [T, hd] cos and sin tables (model's
+// Config.RopeCosSin, rope scaling included) in float32.
+func ropeTables(c *model.Config, T int) (cos, sin []float32) {
+	cs, sn := c.RopeCosSin(T)
+	cos, sin = make([]float32, len(cs)), make([]float32, len(sn))
+	for i := range cs {
+		cos[i], sin[i] = float32(cs[i]), float32(sn[i])
 	}
 	return cos, sin
 }

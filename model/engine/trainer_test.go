@@ -28,6 +28,10 @@ var variants = []struct {
 	}},
 	{"rope-theta-eps", func(c *model.Config) { c.RopeTheta = 500000; c.RMSNormEps = 1e-2 }},
 	{"explicit-head-dim", func(c *model.Config) { c.HeadDim = 6; c.NumKeyValueHeads = 1 }},
+	{"rope-llama3", func(c *model.Config) {
+		c.RopeScaling = &model.RopeScaling{RopeType: "llama3", Factor: 4, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 1024}
+	}},
+	{"rope-linear", func(c *model.Config) { c.RopeScaling = &model.RopeScaling{Type: "linear", Factor: 2} }},
 	{"one-layer-mha-tied", func(c *model.Config) {
 		c.NumHiddenLayers = 1
 		c.NumKeyValueHeads = 0

@@ -332,7 +332,7 @@ func buildGraph(m *model.Model, sp graphSpec) (gr *graph, err error) {
 // rotate-half convention (frequency i repeated in both halves), for q
 // (scaled by 1/sqrt(hd), which folds attention's scaling in) and k.
 func (gr *graph) ropeTables(N, H, KV, hd int) (cosq, sinq, cosk, sink *G.Node) {
-	cs, sn := model.RopeCosSin(gr.cfg.RopeTheta, hd, gr.T)
+	cs, sn := gr.cfg.RopeCosSin(gr.T)
 	tables := func(heads int, scale float64) ([]float64, []float64) {
 		c, s := make([]float64, N*heads*hd), make([]float64, N*heads*hd)
 		for row := 0; row < N*heads; row++ {

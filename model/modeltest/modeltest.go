@@ -84,7 +84,7 @@ func RefLogProbs(m *model.Model, ad *model.Adapter, ids []int) [][]float64 {
 		half := hd / 2
 		out := make([]float64, hd)
 		for j := 0; j < hd; j++ {
-			f := 1 / math.Pow(c.RopeTheta, float64(2*(j%half))/float64(hd))
+			f := RefInvFreq(&c, j%half, hd)
 			ang := float64(t) * f
 			var rot float64
 			if j < half {
@@ -221,6 +221,36 @@ func MaxDiff(a, b [][]float64) float64 {
 	return m
 }
 
+// RefInvFreq is rotary inverse frequency i of head dimension hd in float64,
+// with c's rope_scaling applied as transformers' formulas state it
+// (_compute_linear_scaling_rope_parameters, _compute_llama3_parameters).
+func RefInvFreq(c *model.Config, i, hd int) float64 {
+	f := 1 / math.Pow(c.RopeTheta, float64(2*i)/float64(hd))
+	rs := c.RopeScaling
+	switch rs.Kind() {
+	case "linear":
+		return f / rs.Factor
+	case "llama3":
+		old := float64(rs.OriginalMaxPositionEmbeddings)
+		wavelen := 2 * math.Pi / f
+		switch {
+		case wavelen < old/rs.HighFreqFactor:
+			return f
+		case wavelen > old/rs.LowFreqFactor:
+			return f / rs.Factor
+		}
+		s := (old/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+		return (1-s)*f/rs.Factor + s*f
+	}
+	return f
+}
+
+// TinyLlama3Scaling is llama3 rope scaling for TinyConfig's head dimension
+// 4 (frequencies 1 and 0.01): the first is kept, the second smoothed.
+func TinyLlama3Scaling() *model.RopeScaling {
+	return &model.RopeScaling{RopeType: "llama3", Factor: 4, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 1024}
+}
+
 // Variant is a model shape and the dtype its checkpoint is stored in.
 type Variant struct {
 	Name  string
@@ -230,7 +260,7 @@ type Variant struct {
 
 // Variants are the architectures every forward pass is tested on: MHA,
 // GQA, MQA, tied heads, F16 and BF16 checkpoints, other rope_theta and
-// eps, an explicit head_dim, one layer.
+// eps, an explicit head_dim, llama3 and linear rope scaling, one layer.
 var Variants = []Variant{
 	{"mha", func(c *model.Config) { c.NumKeyValueHeads = 4 }, safetensors.F32},
 	{"gqa", func(c *model.Config) {}, safetensors.F32},
@@ -240,6 +270,8 @@ var Variants = []Variant{
 	{"bf16-tied", func(c *model.Config) { c.TieWordEmbeddings = true }, safetensors.BF16},
 	{"rope-theta-eps", func(c *model.Config) { c.RopeTheta = 500000; c.RMSNormEps = 1e-2 }, safetensors.F32},
 	{"explicit-head-dim", func(c *model.Config) { c.HeadDim = 6; c.NumKeyValueHeads = 1 }, safetensors.F32},
+	{"rope-llama3", func(c *model.Config) { c.RopeScaling = TinyLlama3Scaling() }, safetensors.F32},
+	{"rope-linear", func(c *model.Config) { c.RopeScaling = &model.RopeScaling{Type: "linear", Factor: 2} }, safetensors.F32},
 	{"one-layer-mha-tied", func(c *model.Config) {
 		c.NumHiddenLayers = 1
 		c.NumKeyValueHeads = 0

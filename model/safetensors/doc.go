@@ -14,9 +14,11 @@
 // error names the file and the tensor.
 //
 // The canonical encoding (see DESIGN.md, "Weight digest") sorts tensor names
-// bytewise, writes each entry as {"dtype":…,"shape":[…],"data_offsets":[b,e]}
-// with no whitespace and no "__metadata__", pads the header with spaces to a
-// multiple of 8, and lays the data out in name order. The digest of a set of
+// bytewise, writes "__metadata__":{"format":"pt"} first (transformers'
+// from_pretrained refuses a safetensors checkpoint without it) and then each
+// entry as {"dtype":…,"shape":[…],"data_offsets":[b,e]}, with no whitespace,
+// pads the header with spaces to a multiple of 8, and lays the data out in
+// name order. The digest of a set of
 // tensors is the SHA-256 of that encoding, so sha256sum of a canonically
 // written file equals its digest, and (*File).Digest gives the same value for
 // any file holding the same tensors, whatever its layout or metadata.

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -56,7 +58,7 @@ func TestCanonicalGolden(t *testing.T) {
 		t.Fatalf("header length %d not a multiple of 8", n)
 	}
 	hdr := string(buf.Bytes()[8 : 8+n])
-	if strings.Contains(hdr, "__metadata__") || strings.Contains(strings.TrimRight(hdr, " "), " ") {
+	if !strings.HasPrefix(hdr, `{"__metadata__":{"format":"pt"},"`) || strings.Contains(strings.TrimRight(hdr, " "), " ") {
 		t.Fatalf("header not canonical: %q", hdr)
 	}
 }
@@ -78,12 +80,32 @@ func TestRoundTripAndDigest(t *testing.T) {
 	if sum != dig || hex.EncodeToString(fileSum[:]) != dig {
 		t.Fatalf("digest %s, WriteFile %s, sha256sum %x", dig, sum, fileSum)
 	}
-	// The same tensors with metadata: a different file, the same digest.
+	// The same tensors with other metadata, or none: different files,
+	// the same digest.
 	withMeta := filepath.Join(dir, "meta.safetensors")
 	if _, err := WriteFile(withMeta, ts, map[string]string{"num_samples": "7", "format": "pt"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{canon, withMeta} {
+	noMeta := filepath.Join(dir, "nometa.safetensors")
+	if _, err := WriteFile(noMeta, ts, map[string]string{}); err != nil {
+		t.Fatal(err)
+	}
+	bare := filepath.Join(dir, "bare.safetensors")
+	{
+		// No "__metadata__" key at all, as older fedtune and other
+		// writers produce.
+		var specs []string
+		var data []byte
+		for _, x := range []Tensor{ts[2], ts[1], ts[0]} { // sorted by name
+			specs = append(specs, fmt.Sprintf(`%q:{"dtype":"%s","shape":%s,"data_offsets":[%d,%d]}`,
+				x.Name, x.DType, strings.ReplaceAll(fmt.Sprint(x.Shape), " ", ","), len(data), len(data)+len(x.Data)))
+			data = append(data, x.Data...)
+		}
+		if err := os.WriteFile(bare, build("{"+strings.Join(specs, ",")+"}", data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{canon, withMeta, noMeta, bare} {
 		f, err := Open(p)
 		if err != nil {
 			t.Fatal(err)
@@ -108,6 +130,12 @@ func TestRoundTripAndDigest(t *testing.T) {
 		}
 		if p == withMeta && f.Metadata()["num_samples"] != "7" {
 			t.Errorf("metadata = %v", f.Metadata())
+		}
+		if p == canon && !maps.Equal(f.Metadata(), map[string]string{"format": "pt"}) {
+			t.Errorf("canonical metadata = %v, want format pt", f.Metadata())
+		}
+		if p == bare && f.Metadata() != nil {
+			t.Errorf("bare file metadata = %v, want none", f.Metadata())
 		}
 		f.Close()
 	}
@@ -186,6 +214,11 @@ func TestBadInput(t *testing.T) {
 		{"huge shape", build(`{"a":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,0]}}`, nil), "too large"},
 		{"duplicate", build(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), "duplicate tensor name"},
 		{"bad metadata", build(`{"__metadata__":{"k":1}}`, nil), "__metadata__ must map strings"},
+		{"metadata not an object", build(`{"__metadata__":["format","pt"]}`, nil), "__metadata__ must map strings"},
+		{"metadata a string", build(`{"__metadata__":"pt"}`, nil), "__metadata__ must map strings"},
+		{"metadata nested", build(`{"__metadata__":{"format":{"pt":true}}}`, nil), "__metadata__ must map strings"},
+		{"metadata twice", build(`{"__metadata__":{"format":"pt"},"__metadata__":{"format":"pt"}}`, nil), "duplicate __metadata__"},
+		{"metadata unterminated", build(`{"__metadata__":{"format":"pt"`, nil), "header JSON"},
 		// A key twice: encoding/json kept the last, other readers the first.
 		{"duplicate metadata key", build(`{"__metadata__":{"fedtune.kind":"delta","fedtune.kind":"weights"}}`, nil), `duplicate field "fedtune.kind"`},
 		{"metadata keys differ in case", build(`{"__metadata__":{"fedtune.kind":"delta","FEDTUNE.KIND":"weights"}}`, nil), `differ only in case`},
@@ -234,6 +267,10 @@ func FuzzParse(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add(build(`{"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
 	f.Add(build(`{"__metadata__":{"fedtune.kind":"delta","fedtune.kind":"weights"},"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
+	f.Add(build(`{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
+	f.Add(build(`{"__metadata__":["format","pt"],"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
+	f.Add(build(`{"__metadata__":{"format":1},"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
+	f.Add(build(`{"__metadata__":null,"a":{"dtype":"F16","shape":[],"data_offsets":[0,2]}}`, []byte{0, 60}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse("fuzz", bytes.NewReader(data), int64(len(data)))
 		if err != nil {

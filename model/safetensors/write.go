@@ -48,9 +48,19 @@ type Writer struct {
 	written int64
 }
 
+// CanonicalMetadata returns the "__metadata__" every canonical file carries:
+// {"format":"pt"}, which transformers' from_pretrained requires of a
+// safetensors checkpoint (it refuses a file with no metadata).
+func CanonicalMetadata() map[string]string { return map[string]string{"format": "pt"} }
+
 // NewWriter lays out specs in canonical order, writes the header to w and
-// returns the Writer for the data. With meta == nil the output is canonical.
+// returns the Writer for the data. With meta == nil the output is canonical:
+// its "__metadata__" is CanonicalMetadata. A non-nil meta is written as
+// given.
 func NewWriter(w io.Writer, specs []TensorInfo, meta map[string]string) (*Writer, error) {
+	if meta == nil {
+		meta = CanonicalMetadata()
+	}
 	ts := make([]TensorInfo, len(specs))
 	copy(ts, specs)
 	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
@@ -160,7 +170,8 @@ func (w *Writer) Close() error {
 	return nil
 }
 
-// Encode writes tensors to w (canonically when meta is nil).
+// Encode writes tensors to w (canonically, with CanonicalMetadata, when meta
+// is nil).
 func Encode(w io.Writer, tensors []Tensor, meta map[string]string) error {
 	specs := make([]TensorInfo, len(tensors))
 	byName := make(map[string][]byte, len(tensors))
