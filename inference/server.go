@@ -572,7 +572,7 @@ type chunk struct {
 	Created int64           `json:"created"`
 	Model   string          `json:"model"`
 	Choices []chunkChoice   `json:"choices"`
-	Usage   *usage          `json:"usage,omitempty"`
+	Usage   any             `json:"usage,omitempty"` // *usage; null on the others when include_usage
 	Receipt json.RawMessage `json:"receipt,omitempty"`
 }
 
@@ -592,6 +592,9 @@ func (j *job) stream(ctx, client context.Context, w http.ResponseWriter) {
 	}
 	send := func(c chunk) bool {
 		c.ID, c.Object, c.Created, c.Model = j.id, object, j.created, j.m.ID
+		if c.Usage == nil && j.req.IncludeUsage {
+			c.Usage = json.RawMessage("null")
+		}
 		b, err := json.Marshal(c)
 		if err != nil {
 			return false

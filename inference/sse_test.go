@@ -104,9 +104,12 @@ func TestStreamWire(t *testing.T) {
 	if string(last.Receipt) != `{"model":"`+m.Digest+`","tokens":4}` {
 		t.Errorf("receipt in the last chunk: %s", last.Receipt)
 	}
-	for _, c := range cs[:len(cs)-1] {
+	for i, c := range cs[:len(cs)-1] {
 		if c.Receipt != nil {
 			t.Errorf("receipt before the last chunk")
+		}
+		if c.Usage != nil || !strings.Contains(events[i], `"usage":null`) {
+			t.Errorf("chunk %d: want usage null: %s", i, events[i])
 		}
 	}
 	if tr, _ := base64.StdEncoding.DecodeString(res.Trailer.Get(inference.ReceiptHeader)); string(tr) != string(last.Receipt) {
