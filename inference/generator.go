@@ -32,10 +32,46 @@ type Generator interface {
 	Close() error
 }
 
-// EngineGenerator is a Generator on model/engine's forward pass (Runner):
-// the weights are uploaded once, and concurrent requests take turns token
-// by token on the one Runner. Its samples are model.Generate's for the
-// same prompt and parameters.
+// config returns p as model.GenerateConfig.
+func (p Params) config() model.GenerateConfig {
+	return model.GenerateConfig{MaxTokens: p.MaxTokens, Temperature: p.Temperature, TopP: p.TopP, Seed: p.Seed, Stop: p.StopTokens}
+}
+
+// BatcherGenerator is a Generator on model/engine's Batcher: a key/value
+// cache, and the requests running at once decoded together, joining and
+// leaving the batch between steps (continuous batching). Its tokens are
+// model.Generate's for the same prompt and parameters.
+type BatcherGenerator struct{ b *engine.Batcher }
+
+// NewBatcherGenerator uploads m to dev and starts a Batcher under cfg.
+func NewBatcherGenerator(dev engine.CacheDevice, m *model.Model, cfg engine.BatcherConfig) (*BatcherGenerator, error) {
+	b, err := engine.NewBatcher(dev, m, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &BatcherGenerator{b}, nil
+}
+
+// Generate implements Generator with Batcher.Generate: a request stopped
+// by yield or ctx leaves the batch, freeing its slot, at the next step.
+func (g *BatcherGenerator) Generate(ctx context.Context, prompt []int, p Params, yield func(tok int) bool) error {
+	return g.b.Generate(ctx, prompt, p.config(), yield)
+}
+
+// Context is the most tokens (prompt and answer) a request may hold.
+func (g *BatcherGenerator) Context() int { return g.b.Config().MaxContext }
+
+// Stats returns the Batcher's counters (slots in use, queue, steps).
+func (g *BatcherGenerator) Stats() engine.BatcherStats { return g.b.Stats() }
+
+// Close lets the requests running finish and frees the Batcher.
+func (g *BatcherGenerator) Close() error { return g.b.Close() }
+
+// EngineGenerator is a Generator on model/engine's forward pass (Runner),
+// for a device without the key/value cache operations: the weights are
+// uploaded once, each token runs the whole sequence again, and concurrent
+// requests take turns token by token on the one Runner. Its samples are
+// model.Generate's for the same prompt and parameters.
 type EngineGenerator struct {
 	cfg model.Config
 	mu  sync.Mutex // guards r
@@ -63,43 +99,9 @@ func (g *EngineGenerator) Logits(tokens []int) ([]float32, error) {
 
 var errClosed = errors.New("inference: generator closed")
 
-// Generate implements Generator with model.Generate, handing each token
-// on as soon as it is sampled (when Generate asks for the next step's
-// logits, or returns).
+// Generate implements Generator with model.GenerateStream.
 func (g *EngineGenerator) Generate(ctx context.Context, prompt []int, p Params, yield func(tok int) bool) error {
-	w := &watcher{g: g, n: len(prompt), yield: yield}
-	out, err := model.Generate(ctx, &g.cfg, w, prompt, model.GenerateConfig{
-		MaxTokens: p.MaxTokens, Temperature: p.Temperature, TopP: p.TopP, Seed: p.Seed, Stop: p.StopTokens})
-	if errors.Is(err, errStopped) {
-		return nil
-	}
-	if w.n-len(prompt) < len(out) && !w.stopped {
-		yield(out[len(out)-1]) // the last token: no further step asked for
-	}
-	return err
-}
-
-// errStopped ends a generation whose yield returned false.
-var errStopped = errors.New("inference: stopped by the caller")
-
-// watcher is the forward pass model.Generate runs: each step's sequence
-// is the previous one and the token just sampled, which it yields before
-// running the step.
-type watcher struct {
-	g       *EngineGenerator
-	n       int // tokens of the sequence already seen
-	yield   func(tok int) bool
-	stopped bool
-}
-
-func (w *watcher) Logits(seq []int) ([]float32, error) {
-	for ; w.n < len(seq); w.n++ {
-		if !w.yield(seq[w.n]) {
-			w.stopped = true
-			return nil, errStopped
-		}
-	}
-	return w.g.Logits(seq)
+	return model.GenerateStream(ctx, &g.cfg, g, prompt, p.config(), yield)
 }
 
 // Close frees the Runner's device buffers.

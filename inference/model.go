@@ -33,9 +33,9 @@ type Model struct {
 
 // LoadModel loads the model folder dir (with the LoRA adapter folder
 // adapterDir merged in when set), its tokenizer and its chat template
-// (PlainChat when it has none), uploads it to dev, and returns it as Model
+// (PlainChat when it has none), and serves it as NewModel does, as Model
 // id (the folder's weight digest when id is "").
-func LoadModel(dir, adapterDir, id string, dev engine.Device) (*Model, error) {
+func LoadModel(dir, adapterDir, id string, dev engine.Device, slots int) (*Model, error) {
 	m, err := model.Load(dir)
 	if err != nil {
 		return nil, err
@@ -72,7 +72,7 @@ func LoadModel(dir, adapterDir, id string, dev engine.Device) (*Model, error) {
 	if id == "" {
 		id = md
 	}
-	sm, err := NewModel(m, tok, id, dev)
+	sm, err := NewModel(m, tok, id, dev, slots)
 	if err != nil {
 		return nil, err
 	}
@@ -81,20 +81,29 @@ func LoadModel(dir, adapterDir, id string, dev engine.Device) (*Model, error) {
 }
 
 // NewModel serves m with tokenizer tok as Model id (m's digest when id is
-// ""), on an EngineGenerator on dev. Its Digest is m.Digest(), the digest
-// of its weights as F32.
-func NewModel(m *model.Model, tok tokenizer.Tokenizer, id string, dev engine.Device) (*Model, error) {
+// ""), uploaded to dev: on a BatcherGenerator decoding up to slots
+// requests together (default 16) when dev is an engine.CacheDevice (the
+// Host is), else on an EngineGenerator. Its Digest is m.Digest(), the
+// digest of its weights as F32.
+func NewModel(m *model.Model, tok tokenizer.Tokenizer, id string, dev engine.Device, slots int) (*Model, error) {
 	d, err := m.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("inference: model digest: %w", err)
 	}
-	g, err := NewEngineGenerator(dev, m)
-	if err != nil {
+	var g Generator
+	ctxLen := m.Config.MaxPositionEmbeddings
+	if cd, ok := dev.(engine.CacheDevice); ok {
+		bg, err := NewBatcherGenerator(cd, m, engine.BatcherConfig{Slots: slots})
+		if err != nil {
+			return nil, err
+		}
+		g, ctxLen = bg, bg.Context()
+	} else if g, err = NewEngineGenerator(dev, m); err != nil {
 		return nil, err
 	}
 	if id == "" {
 		id = d
 	}
-	return &Model{ID: id, Digest: d, Context: m.Config.MaxPositionEmbeddings, Gen: g, Tok: tok,
+	return &Model{ID: id, Digest: d, Context: ctxLen, Gen: g, Tok: tok,
 		BOS: m.Config.BOSTokenID, StopTokens: m.Config.EOSTokenID, Created: time.Now()}, nil
 }

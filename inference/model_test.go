@@ -40,7 +40,7 @@ func TestLoadModel(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(tmpl), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sm, err := inference.LoadModel(dir, adDir, "", engine.NewHost())
+	sm, err := inference.LoadModel(dir, adDir, "", engine.NewHost(), 2)
 	if err != nil {
 		t.Fatal(err)
 	}

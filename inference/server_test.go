@@ -32,6 +32,15 @@ const modelID = "tiny"
 // context, served as modelID.
 func tinyModel(t *testing.T, seed uint64) (*inference.Model, *model.Model) {
 	t.Helper()
+	return tinyModelOn(t, seed, engine.NewHost())
+}
+
+// plainDevice hides the Host's key/value cache operations: a model on it
+// runs on an EngineGenerator.
+type plainDevice struct{ engine.Device }
+
+func tinyModelOn(t *testing.T, seed uint64, dev engine.Device) (*inference.Model, *model.Model) {
+	t.Helper()
 	c := modeltest.TinyConfig()
 	c.VocabSize = 260
 	c.MaxPositionEmbeddings = 64
@@ -46,7 +55,7 @@ func tinyModel(t *testing.T, seed uint64) (*inference.Model, *model.Model) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	im, err := inference.NewModel(m, tok, modelID, engine.NewHost())
+	im, err := inference.NewModel(m, tok, modelID, dev, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +159,20 @@ func TestModelsList(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
-	m, base := tinyModel(t, 2)
+	for _, plain := range []bool{false, true} {
+		var dev engine.Device = engine.NewHost()
+		if plain {
+			dev = plainDevice{dev}
+		}
+		m, base := tinyModelOn(t, 2, dev)
+		if _, batched := m.Gen.(*inference.BatcherGenerator); batched == plain {
+			t.Fatalf("plain device %v: generator %T", plain, m.Gen)
+		}
+		testCompletion(t, m, base)
+	}
+}
+
+func testCompletion(t *testing.T, m *inference.Model, base *model.Model) {
 	m.StopTokens = nil
 	f := serve(t, m, inference.Config{})
 	ctx := context.Background()
@@ -443,6 +465,7 @@ func TestRequestTimeout(t *testing.T) {
 func TestClientDisconnectMidStream(t *testing.T) {
 	m, _ := tinyModel(t, 9)
 	m.StopTokens = nil
+	bg := m.Gen.(*inference.BatcherGenerator)
 	g := wrap(m, 20*time.Millisecond)
 	f := serve(t, m, inference.Config{})
 	base := runtime.NumGoroutine()
@@ -454,9 +477,9 @@ func TestClientDisconnectMidStream(t *testing.T) {
 	cancel()
 	st.Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for f.srv.Active() != 0 || g.inFlight.Load() != 0 {
+	for f.srv.Active() != 0 || g.inFlight.Load() != 0 || bg.Stats().Active != 0 || bg.Stats().Queued != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("after the client left: %d requests active, %d generations running", f.srv.Active(), g.inFlight.Load())
+			t.Fatalf("after the client left: %d requests active, %d generations running, batcher %+v", f.srv.Active(), g.inFlight.Load(), bg.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

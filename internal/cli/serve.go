@@ -47,7 +47,7 @@ func newServeCmd() *cobra.Command {
 					return fmt.Errorf("serve: --auth-token-file %s is empty", tokenFile)
 				}
 			}
-			m, err := inference.LoadModel(modelDir, adapterDir, id, engine.NewHost())
+			m, err := inference.LoadModel(modelDir, adapterDir, id, engine.NewHost(), cfg.MaxConcurrent)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
@@ -86,7 +86,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&id, "model-id", "", "the model's name in the API (default: the served weights' digest)")
 	f.StringVar(&tokenFile, "auth-token-file", "", "file holding the bearer token clients must send (default: no auth)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "request body size at most (larger: 413)")
-	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", 4, "requests generating at once")
+	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", 16, "requests generating at once (decoded together, continuous batching)")
 	f.IntVar(&cfg.MaxQueue, "max-queue", 64, "requests waiting for a slot at most (more: 429; -1: no queue)")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "a request's time at most (an answer is cut there)")
 	f.IntVar(&cfg.DefaultMaxTokens, "default-max-tokens", 256, "max_tokens of a request that gives none")
