@@ -10,19 +10,23 @@
 //     optional bearer-token auth; Prometheus metrics at /metrics; structured
 //     logs;
 //   - the request decoder (DecodeRequest) and the response and chunk types;
-//   - Generator, the seam between the API and a decoder, and
-//     EngineGenerator, a Generator on model/engine's forward pass;
+//   - Generator, the seam between the API and a decoder: BatcherGenerator
+//     on model/engine's Batcher (key/value cache, continuous batching) for a
+//     CacheDevice such as the Host, EngineGenerator on its Runner for any
+//     other Device;
 //   - Model (LoadModel), a served model: its id and digest, Generator,
 //     tokenizer and ChatTemplate. Server.Swap replaces the served model
 //     atomically: requests in flight finish on the model they started on,
 //     which is closed when the last of them ends;
-//   - ChatTemplate, how chat messages become a prompt, with PlainChat as
-//     the fallback for a model without a template;
+//   - ChatTemplate, how chat messages become a prompt: TemplateChat, the
+//     model folder's own template (model/chat), or PlainChat ("role:
+//     content" lines, then "assistant:") for a model without one;
 //   - Receipter, the hook that gives every answer a receipt (header
 //     Fedtune-Receipt, the body's "receipt" field, the last chunk of a
-//     stream); NoReceipts gives none.
+//     stream and the stream's trailer): Signer signs package receipt's
+//     envelope with the node's ledger key; NoReceipts gives none.
 //
-// Use: m, err := LoadModel(dir, adapterDir, id, engine.NewHost()); s :=
+// Use: m, err := LoadModel(dir, adapterDir, id, engine.NewHost(), 16); s :=
 // NewServer(m, Config{...}); http.Serve(ln, s.Handler()). The fedtune serve
 // command does this.
 package inference
