@@ -168,7 +168,7 @@ func under(rel, dir string) bool { return rel == dir || strings.HasPrefix(rel, d
 // leaves are the helper packages that import nothing of ours but each
 // other.
 var leaves = []string{
-	"internal/atomicfile", "internal/digest", "internal/dsse", "internal/fedtest",
+	"internal/atomicfile", "internal/clock", "internal/digest", "internal/dsse", "internal/fedtest",
 	"internal/safetext", "internal/strictjson", "internal/strictyaml", "internal/tlsid",
 }
 
@@ -307,6 +307,10 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 	case under(rel, "datasets"):
 		return layer{"datasets", "datasets depends only downward", func(dep string) bool {
 			return library(dep) || noneOf("trainer", "coordinator", "aggregator", "ledger", "model", "kernels")(dep)
+		}}, true
+	case under(rel, "eval"):
+		return layer{"eval", "eval scores a model on a data file: model and datasets, no role, ledger or aggregation", func(dep string) bool {
+			return library(dep) || noneOf("trainer", "coordinator", "aggregator", "ledger", "artifact")(dep)
 		}}, true
 	case under(rel, "artifact"):
 		return layer{"artifact", "artifact stores bytes, knowing nothing of what they mean", func(dep string) bool {
