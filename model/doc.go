@@ -58,6 +58,9 @@
 // non-overlapping windows of max_position_embeddings; Generate samples
 // greedily or with temperature and top-p from a seeded RNG. EvaluateMasked
 // scores documents on the targets a mask selects (the assistant tokens of
-// instruction data), each document on its own. All run over a Forwarder, model/engine's Runner, whose Evaluate and Generate run them on
-// a device.
+// instruction data), each document on its own. All run over a Forwarder,
+// model/engine's Runner, whose Evaluate and Generate run them on a device.
+// Sampler is Generate's token draw on its own (one per request, seeded by
+// GenerateConfig.Seed), so that model/engine's key/value-cache decoder and
+// its batcher draw exactly the tokens Generate draws from the same logits.
 package model

@@ -35,7 +35,7 @@
 // Instruction data: when the local data file is one instruct.ReadDataset
 // reads (JSONL of {"messages"}, Alpaca or {"prompt", "completion"}
 // records; ReadInstruct), its records are rendered with the chat template
-// of the round's model folder (InstructRenderer: tokenizer_config.json,
+// of the round's model folder (eval.InstructRenderer: tokenizer_config.json,
 // which the coordinator hands out with the task; plain text without one),
 // tokenized, packed into windows (InstructWindows) and trained with
 // model/engine's StepBatch: the loss on the assistant tokens only, no

@@ -1,67 +1,25 @@
 package trainer
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/datasets/instruct"
+	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/model"
-	"github.com/fedtune/fedtune/model/chat"
 )
 
 // InstructPad is the token id that pads packed instruction windows. Padding
 // is a document of its own with no loss, so its id changes nothing.
 const InstructPad = 0
 
-// InstructRenderer returns the renderer of instruction records for the
-// model folder dir: its chat template (tokenizer_config.json's
-// chat_template), or instruct.Plain when dir is "" or has none.
-func InstructRenderer(dir string, o chat.Options) (instruct.Renderer, error) {
-	if dir == "" {
-		return instruct.Plain{}, nil
-	}
-	t, err := chat.Load(dir)
-	switch {
-	case errors.Is(err, chat.ErrNoTemplate), errors.Is(err, fs.ErrNotExist):
-		return instruct.Plain{}, nil
-	case err != nil:
-		return nil, err
-	}
-	return instruct.Template{Chat: func(msgs []instruct.Message, gen bool) (string, error) {
-		cm := make([]chat.Message, len(msgs))
-		for i, m := range msgs {
-			cm[i] = chat.Message(m)
-		}
-		opt := o
-		opt.AddGenerationPrompt = gen
-		return t.Render(cm, opt)
-	}}, nil
-}
-
-// InstructExamples renders the records of an instruction dataset (as
-// instruct.ReadDataset reads it) with the chat template of the model
-// folder modelDir and tokenizes them with tok (which adds no special
-// tokens): token ids with the loss mask on the assistant tokens.
-func InstructExamples(d *datasets.Dataset, modelDir string, tok instruct.Encoder) ([]instruct.Example, error) {
-	recs, _, err := instruct.Records(d)
-	if err != nil {
-		return nil, err
-	}
-	r, err := InstructRenderer(modelDir, chat.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return instruct.EncodeAll(recs, r, tok)
-}
-
-// InstructWindows is InstructExamples packed into windows of seqLen+1
+// InstructWindows is eval.InstructExamples (the records rendered with
+// modelDir's chat template and tokenized) packed into windows of seqLen+1
 // tokens (instruct.Pack, padded with InstructPad). A window with no
 // trained target (its documents cut off before their answers) is left out:
 // a batch of such windows has nothing to learn.
 func InstructWindows(d *datasets.Dataset, modelDir string, tok instruct.Encoder, seqLen int) ([]instruct.Window, instruct.PackStats, error) {
-	exs, err := InstructExamples(d, modelDir, tok)
+	exs, err := eval.InstructExamples(d, modelDir, tok)
 	if err != nil {
 		return nil, instruct.PackStats{}, err
 	}

@@ -7,7 +7,7 @@
 // package datasets; chat templates in model/chat; tokenizers in
 // model/tokenizer. Like datasets it imports no model package: a chat
 // template comes in as a ChatFunc and a tokenizer as an Encoder, and the
-// program wires them (trainer.InstructRenderer).
+// program wires them (eval.InstructRenderer).
 //
 // # Formats
 //

@@ -8,9 +8,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/datasets/instruct"
+	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/tokenizer"
-	"github.com/fedtune/fedtune/trainer"
 )
 
 func init() { register(newInstructCmd) }
@@ -46,7 +46,7 @@ without adding special tokens, and prints one JSON object a line:
 trains. A summary goes to stderr.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := trainer.InstructRenderer(modelDir, chat.Options{})
+			r, err := eval.InstructRenderer(modelDir, chat.Options{})
 			if err != nil {
 				return fmt.Errorf("instruct render: %w", err)
 			}
