@@ -187,6 +187,8 @@ func roleOf(rel string) string {
 		return "ledger node"
 	case under(rel, "aggregator/node"):
 		return "aggregator node"
+	case under(rel, "inference") && !under(rel, "inference/receipt"):
+		return "inference" // its receipt format is a pure format any package may read
 	}
 	return ""
 }
@@ -389,7 +391,7 @@ func TestLayerOf(t *testing.T) {
 		"ledger/fsm": "ledger state", "ledger/node": "ledger node", "coordinator": "coordinator", "trainer": "trainer",
 		"aggregator": "aggregator strategies", "aggregator/node": "aggregator node", "aggregator/round": "aggregator round",
 		"internal/tlsid": "leaf", "internal/cli": "program", "cmd/fedtune": "program", "scripts/aggbench": "program",
-		"model/engine": "model", "api/ledger/v1": "api",
+		"model/engine": "model", "api/ledger/v1": "api", "inference": "inference",
 	} {
 		if l, ok := layerOf(rel, func(string) bool { return true }); !ok || l.name != want {
 			t.Errorf("layerOf(%s) = %q, %v; want %q", rel, l.name, ok, want)
