@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // LineagePath is the endpoint that answers the served model's Lineage as
@@ -59,6 +60,9 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 	l := Lineage{Model: m.Digest, Adapter: m.Adapter, Standalone: true, Block: m.Block}
 	if m.Lineage != nil {
 		l = *m.Lineage
+		if l.Block == nil {
+			l.Block = m.Block
+		}
 	}
 	if l.Rounds == nil {
 		l.Rounds = []LineageRound{}
@@ -67,4 +71,33 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 		l.Datasets = []LineageDataset{}
 	}
 	writeJSON(w, http.StatusOK, l)
+}
+
+// LedgerLineage turns the ledger's lineage query answer into the served
+// model's Lineage, rounds oldest first; evalLoss gives the eval loss of
+// each round by round number where one was reported (nil for none). Its
+// Block is left nil: the page then shows the served Model's Block.
+func LedgerLineage(l *ledger.Lineage, evalLoss map[uint64]float64) *Lineage {
+	out := &Lineage{Model: l.Model.Digest, Job: l.Model.JobID, Base: l.Base.Digest,
+		Rounds:   make([]LineageRound, 0, len(l.Rounds)),
+		Datasets: make([]LineageDataset, 0, len(l.Datasets))}
+	for i := len(l.Rounds) - 1; i >= 0; i-- {
+		r := l.Rounds[i]
+		lr := LineageRound{Round: int(r.Round), Model: r.ModelDigest, Height: r.CommittedHeight,
+			Contributors: make([]LineageContributor, 0, len(r.Contributors))}
+		if out.Job == "" {
+			out.Job = r.JobID
+		}
+		if v, ok := evalLoss[r.Round]; ok {
+			lr.EvalLoss = &v
+		}
+		for _, c := range r.Contributors {
+			lr.Contributors = append(lr.Contributors, LineageContributor{Member: c.Trainer, Dataset: c.DatasetDigest, Weight: c.Weight})
+		}
+		out.Rounds = append(out.Rounds, lr)
+	}
+	for _, d := range l.Datasets {
+		out.Datasets = append(out.Datasets, LineageDataset{Digest: d.Digest, Name: d.Name, Licence: d.Licence})
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // recorder signs receipts as Signer does and keeps the last one.
@@ -258,4 +259,25 @@ func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 		t.Fatal(err)
 	}
 	return v
+}
+
+func TestLedgerLineage(t *testing.T) {
+	d := func(c byte) string { return strings.Repeat(string(c), 64) }
+	l := inference.LedgerLineage(&ledger.Lineage{
+		Model: ledger.Model{Digest: d('c'), JobID: "job-1", Height: 9},
+		Base:  ledger.Model{Digest: d('0')},
+		Rounds: []ledger.LineageRound{ // newest first
+			{JobID: "job-1", Round: 2, ModelDigest: d('c'), CommittedHeight: 9,
+				Contributors: []ledger.LineageContribution{{Trainer: d('t'), DatasetDigest: d('d'), Weight: 1}}},
+			{JobID: "job-1", Round: 1, ModelDigest: d('b'), CommittedHeight: 5},
+		},
+		Datasets: []ledger.Dataset{{Digest: d('d'), Name: "shard.jsonl", Licence: "CC-BY-4.0"}},
+	}, map[uint64]float64{2: 2.5})
+	if l.Standalone || l.Model != d('c') || l.Job != "job-1" || l.Base != d('0') || len(l.Rounds) != 2 ||
+		l.Rounds[0].Round != 1 || l.Rounds[0].EvalLoss != nil || l.Rounds[1].Height != 9 ||
+		l.Rounds[1].EvalLoss == nil || *l.Rounds[1].EvalLoss != 2.5 || l.Rounds[0].Contributors == nil ||
+		len(l.Rounds[1].Contributors) != 1 || l.Rounds[1].Contributors[0].Dataset != d('d') ||
+		len(l.Datasets) != 1 || l.Datasets[0].Licence != "CC-BY-4.0" {
+		t.Fatalf("%+v", l)
+	}
 }
