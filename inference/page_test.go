@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromedp/chromedp"
 
@@ -27,12 +28,13 @@ type recorder struct {
 	inference.Signer
 	mu   sync.Mutex
 	last []byte
+	text string
 }
 
 func (r *recorder) Receipt(ctx context.Context, q inference.ReceiptRequest) ([]byte, error) {
 	env, err := r.Signer.Receipt(ctx, q)
 	r.mu.Lock()
-	r.last = env
+	r.last, r.text = env, q.Response
 	r.mu.Unlock()
 	return env, err
 }
@@ -207,6 +209,12 @@ func TestPageInBrowser(t *testing.T) {
 	}
 	if r.CompletionTokens > 0 && answer == "" {
 		t.Errorf("no answer shown for %d generated tokens", r.CompletionTokens)
+	}
+	rec.mu.Lock()
+	text := rec.text
+	rec.mu.Unlock()
+	if utf8.ValidString(text) && answer != text {
+		t.Errorf("answer shown %q, the server answered %q", answer, text)
 	}
 }
 

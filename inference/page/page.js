@@ -227,6 +227,11 @@
   }
 
   $("form").addEventListener("submit", send);
+  $("api-key").addEventListener("change", function () {
+    if ($("lineage").dataset.loaded) return;
+    $("lineage-summary").textContent = "";
+    load();
+  });
   $("msg").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("form").requestSubmit(); }
   });
