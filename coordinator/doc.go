@@ -22,8 +22,8 @@
 // Node: the driver feeds events to Step (JobStarted, Tick, MembersChanged,
 // TrainerJoined/Left, UpdateArrived/Invalid, AggregationDone/Failed,
 // TxCommitted/Rejected) and carries out the returned Ready (ledger
-// transactions to sign and submit, TrainTasks to send, an AggregationTask
-// to run, Wake, Done). It does no I/O and reads no clock. A round's life:
+// transactions to sign and submit, TrainTasks to send, an aggregation
+// (round.Task) to run, Wake, Done). It does no I/O and reads no clock. A round's life:
 //
 //	waiting     until JobStarted and at least trainers.min eligible trainers;
 //	            then Select picks them from (job seed, round) → RoundOpened
@@ -97,10 +97,11 @@
 // from the artifact store (a digest that is no trainer's update) or inside
 // the config's eval_data_root (service_eval.go).
 //
-// The aggregator role is the Aggregator interface: LocalAggregator runs in
-// the process as above; when the server config names a remote aggregator
-// (aggregator: {address, id}), RemoteAggregator calls a standalone one
-// (`fedtune aggregator start`, package internal/aggsvc) over
+// The aggregator role is the Aggregator interface: round.Local (package
+// aggregator/round) runs in the process as above; when the server config
+// names a remote aggregator (aggregator: {address, id}), RemoteAggregator
+// calls a standalone one (`fedtune aggregator start`, package
+// aggregator/node) over
 // fedtune.aggregator.v1, which fetches the inputs from this artifact
 // service, uploads the new model and signs the aggregator-role txs with its
 // own key; the coordinator then holds no aggregator key and admits the

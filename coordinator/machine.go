@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -84,9 +85,10 @@ type UpdateInvalid struct {
 	Reason  string
 }
 
-// AggregationDone reports the result of the round's AggregationTask: every
+// AggregationDone reports the result of the round's aggregation task: every
 // input is in exactly one of Weights (its share in the new model) and
-// Rejected (the reason).
+// Rejected (the reason). Its fields are round.Result's, so a result
+// converts to it.
 type AggregationDone struct {
 	Round    uint64
 	Model    string // new model digest
@@ -134,7 +136,7 @@ func (TxRejected) isEvent()        {}
 type Ready struct {
 	Txs         []ledger.TxBody
 	Tasks       []TrainTask
-	Aggregation *AggregationTask
+	Aggregation *round.Task
 	// Wake, when set, is the time the machine next needs a Tick (a new
 	// round deadline).
 	Wake time.Time
@@ -166,32 +168,6 @@ type TrainTask struct {
 	Compression CompressionSpec
 }
 
-// Input is one update going into aggregation.
-type Input struct {
-	Trainer string
-	Digest  string
-	Dataset string
-	Samples uint64
-}
-
-// AggregationTask asks the aggregator to combine a round's valid updates.
-type AggregationTask struct {
-	JobID    string
-	Round    uint64
-	Base     string // current global model digest
-	State    string // server state digest from the last commit; "" first
-	Strategy string
-	Params   map[string]float64 // as given in the job (aggregator.New)
-	Options  aggregator.Options
-	// Inputs in canonical order: trainer ID ascending.
-	Inputs []Input
-	// Arrived are the trainers whose update reached the coordinator, valid
-	// or not (informational: the aggregator itself tries to fetch every
-	// update the ledger records for the round that is no input, and
-	// rejects those it cannot fetch).
-	Arrived []string
-}
-
 // JobResult is the outcome of a finished job.
 type JobResult struct {
 	Committed int
@@ -220,13 +196,13 @@ const (
 	stWaiting     state = iota // to open m.round
 	stOpening                  // RoundOpened submitted
 	stCollecting               // round open, collecting updates
-	stAggregating              // AggregationTask out
+	stAggregating              // aggregation task out
 	stClosing                  // RoundCommitted / RoundFailed submitted
 	stDone
 )
 
 type update struct {
-	Input
+	round.Input
 	invalid string // reason, when rejected
 }
 
@@ -237,7 +213,7 @@ type roundState struct {
 	failed   map[string]string  // trainers that failed without an update
 	left     map[string]bool    // selected trainers not joined now
 	tasked   map[string]bool    // selected trainers sent a task since they joined
-	inputs   []Input            // of the running aggregation
+	inputs   []round.Input      // of the running aggregation
 	closing  ledger.TxBody      // RoundCommitted or RoundFailed awaiting confirmation
 	model    string             // new model of a pending commit
 	srvState string             // new server state of a pending commit
@@ -472,7 +448,7 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 		return unexpected(e, "%s already submitted %s in round %d", abbrev(e.Trainer), abbrev(u.Digest), m.round)
 	}
 	delete(r.failed, e.Trainer) // it may have failed once, then delivered after all
-	u := &update{Input: Input{Trainer: e.Trainer, Digest: e.Digest, Dataset: e.Dataset, Samples: e.Samples}}
+	u := &update{Input: round.Input{Trainer: e.Trainer, Digest: e.Digest, Dataset: e.Dataset, Samples: e.Samples}}
 	r.updates[e.Trainer] = u
 	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) {
 		u.invalid = fmt.Sprintf("dataset %s is not admitted by job %s", e.Dataset, m.job.Name)
@@ -491,7 +467,7 @@ func (m *Machine) aggregationDone(e AggregationDone) error {
 	if e.State != "" && !isDigest(e.State) {
 		return malformed(e, "server state digest %q is not a SHA-256 digest", e.State)
 	}
-	byTrainer := map[string]Input{}
+	byTrainer := map[string]round.Input{}
 	for _, in := range m.cur.inputs {
 		byTrainer[in.Trainer] = in
 	}
@@ -705,7 +681,7 @@ func (m *Machine) setWake(t time.Time) {
 func (m *Machine) checkQuorum() {
 	r := m.cur
 	need := m.job.Trainers.Min
-	var valid []Input
+	var valid []round.Input
 	outstanding, gone := 0, 0
 	for _, t := range r.selected {
 		if u := r.updates[t]; u != nil {
@@ -750,8 +726,8 @@ func (m *Machine) checkQuorum() {
 	}
 }
 
-func (m *Machine) aggregate(valid []Input) {
-	slices.SortFunc(valid, func(a, b Input) int {
+func (m *Machine) aggregate(valid []round.Input) {
+	slices.SortFunc(valid, func(a, b round.Input) int {
 		switch {
 		case a.Trainer < b.Trainer:
 			return -1
@@ -762,7 +738,7 @@ func (m *Machine) aggregate(valid []Input) {
 	})
 	m.cur.inputs = valid
 	m.st = stAggregating
-	m.rd.Aggregation = &AggregationTask{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
+	m.rd.Aggregation = &round.Task{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
 		Strategy: m.strategy.Name(), Params: maps.Clone(m.job.Strategy.Params), Options: m.job.AggregatorOptions(),
 		Inputs: slices.Clone(valid), Arrived: slices.Sorted(maps.Keys(m.cur.updates))}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -93,7 +94,7 @@ func (m *Machine) resume(r ledger.Round) {
 		if !slices.Contains(rs.selected, u.Trainer) {
 			continue
 		}
-		up := &update{Input: Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples}}
+		up := &update{Input: round.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples}}
 		if u.Rejected {
 			up.invalid = u.RejectReason
 			if up.invalid == "" {

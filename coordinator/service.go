@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
@@ -54,7 +55,7 @@ type ServiceConfig struct {
 	CoordinatorKey ed25519.PrivateKey
 	// Aggregator runs aggregations and signs UpdateRejected,
 	// RoundCommitted and RoundFailed. When nil, AggregatorKey is required
-	// and the aggregation runs in-process (NewLocalAggregator over Store).
+	// and the aggregation runs in-process (round.Local over Store).
 	Aggregator    Aggregator
 	AggregatorKey ed25519.PrivateKey
 	// Ledger is a client of any ledger node. Required.
@@ -181,7 +182,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		models:   map[string]modelFiles{},
 	}
 	if s.agg == nil {
-		s.agg = NewLocalAggregator(cfg.Store, filepath.Join(cfg.Dir, "work"), client.NewSigner(cfg.Ledger, cfg.AggregatorKey), log)
+		s.agg = round.NewLocal(cfg.Store, filepath.Join(cfg.Dir, "work"), client.NewSigner(cfg.Ledger, cfg.AggregatorKey), log)
 	}
 	if err := s.loadEvals(); err != nil {
 		return nil, fmt.Errorf("coordinator service: %w", err)

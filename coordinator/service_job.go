@@ -8,10 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
@@ -278,41 +277,10 @@ func (j *runningJob) taskProto(t TrainTask) (*coordinatorv1.Task, error) {
 	return tp, nil
 }
 
-// AggregationRequest builds the aggregator request a round's aggregation
-// runs: inputs from paths (by update digest), the reference the job's
-// global weights give (global: the digest AggregationTask.Base maps to,
-// see Service), the server state. It is exported so that an auditor can
-// re-run a committed round offline and compare digests.
-func AggregationRequest(a AggregationTask, path func(digest string) (string, error), global string) (aggregator.Request, error) {
-	st, err := aggregator.New(a.Strategy, a.Params)
-	if err != nil {
-		return aggregator.Request{}, err
-	}
-	req := aggregator.Request{Strategy: st, Options: a.Options}
-	for _, in := range a.Inputs {
-		p, err := path(in.Digest)
-		if err != nil {
-			return req, fmt.Errorf("update %s of %s: %w", in.Digest, abbrev(in.Trainer), err)
-		}
-		req.Inputs = append(req.Inputs, aggregator.Input{Path: p, Weight: float64(in.Samples), ContributorID: in.Trainer})
-	}
-	if global != "" {
-		if req.Base, err = path(global); err != nil {
-			return req, fmt.Errorf("global %s: %w", global, err)
-		}
-	}
-	if a.State != "" {
-		if req.State, err = path(a.State); err != nil {
-			return req, fmt.Errorf("server state %s: %w", a.State, err)
-		}
-	}
-	return req, nil
-}
-
 // aggregate runs a round's aggregation through the Aggregator (in-process
 // or remote), which leaves the new global (and server state) in the store,
 // and reports to the machine.
-func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a AggregationTask) {
+func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a round.Task) {
 	report := func(ev Event) {
 		s.post(ctx, func() {
 			if gen == s.gen.Load() {
@@ -320,11 +288,11 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 			}
 		})
 	}
-	var done AggregationDone
+	var res round.Result
 	var err error
 	var since time.Time
 	for delay := txRetryMin; ; delay = min(2*delay, txRetryMax) {
-		done, err = s.agg.Aggregate(ctx, a, j.global(a.Base))
+		res, err = s.agg.Aggregate(ctx, a, j.global(a.Base))
 		if err == nil || !errors.Is(err, ErrAggregatorUnavailable) || ctx.Err() != nil {
 			break
 		}
@@ -352,15 +320,16 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 			return
 		}
 		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
-		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
+		report(AggregationFailed{Round: a.Round, Reason: ledger.TruncateReason(err.Error())})
 		return
 	}
+	done := AggregationDone(res)
 	if err := s.rejectUndelivered(ctx, a, &done); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
 		s.log.ErrorContext(ctx, "aggregation failed", "job", a.JobID, "round", a.Round, "err", err)
-		report(AggregationFailed{Round: a.Round, Reason: truncateReason(err.Error())})
+		report(AggregationFailed{Round: a.Round, Reason: ledger.TruncateReason(err.Error())})
 		return
 	}
 	s.log.InfoContext(ctx, "aggregated", "job", a.JobID, "round", a.Round, "model", done.Model, "aggregator", abbrev(s.agg.ID()),
@@ -375,10 +344,10 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a Ag
 // round's closing tx: the ledger accepts a commit only if it accounts for
 // every submitted update, as a contributor or by an UpdateRejected. It
 // removes them from done.Rejected (the machine knows only its inputs).
-func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done *AggregationDone) error {
+func (s *Service) rejectUndelivered(ctx context.Context, a round.Task, done *AggregationDone) error {
 	var others []string
 	for t := range done.Rejected {
-		if !slices.ContainsFunc(a.Inputs, func(in Input) bool { return in.Trainer == t }) {
+		if !slices.ContainsFunc(a.Inputs, func(in round.Input) bool { return in.Trainer == t }) {
 			others = append(others, t)
 		}
 	}
@@ -404,21 +373,4 @@ func (s *Service) rejectUndelivered(ctx context.Context, a AggregationTask, done
 		delete(done.Rejected, t)
 	}
 	return nil
-}
-
-func inputDigest(a AggregationTask, trainer string) string {
-	for _, in := range a.Inputs {
-		if in.Trainer == trainer {
-			return in.Digest
-		}
-	}
-	return "?"
-}
-
-// truncateReason keeps a rejection reason within the ledger's bound.
-func truncateReason(s string) string {
-	if len(s) > ledger.MaxReasonLen {
-		s = s[:ledger.MaxReasonLen-3] + "..."
-	}
-	return strings.ToValidUTF8(s, "?")
 }

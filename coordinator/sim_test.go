@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -22,7 +23,7 @@ type sim struct {
 	rounds   map[uint64]*ledger.Round
 	pending  []ledger.TxBody
 	due      map[string]time.Time // "round/trainer" → when its update arrives
-	agg      *AggregationTask
+	agg      *round.Task
 	steps    int
 	crashAt  int // crash after this many Steps (0: never)
 	crashed  bool

@@ -55,5 +55,8 @@
 // non-overlapping windows of max_position_embeddings; Generate samples
 // greedily or with temperature and top-p from a seeded RNG. Both run over a
 // Forwarder, model/engine's Runner, whose Evaluate and Generate run them on
-// a device.
+// a device. Sampler is Generate's token draw on its own (one per request,
+// seeded by GenerateConfig.Seed), so that model/engine's key/value-cache
+// decoder and its batcher draw exactly the tokens Generate draws from the
+// same logits.
 package model

@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"sort"
 )
 
 // ErrContextFull is returned when a sequence would exceed
@@ -96,49 +95,101 @@ type GenerateConfig struct {
 	Stop        []int // token ids that end generation (not emitted)
 }
 
+// Validate checks the sampling settings: temperature >= 0, top_p in
+// [0, 1] (0 means 1), max_tokens >= 0.
+func (gc *GenerateConfig) Validate() error {
+	if !(gc.Temperature >= 0) || !(gc.TopP >= 0) || gc.TopP > 1 || gc.MaxTokens < 0 {
+		return fmt.Errorf("model: generate: need temperature >= 0, top_p in (0, 1], max_tokens >= 0")
+	}
+	return nil
+}
+
+// Sampler draws the tokens of one generation from successive rows of
+// logits, as Generate does: argmax at temperature 0, else a draw from the
+// softmax at the temperature restricted to the smallest set of tokens
+// with mass >= top_p, from a random stream seeded by the config's Seed
+// alone. The same config and the same logits give the same tokens,
+// whichever forward pass (model/engine's Runner, Decoder or Batcher)
+// produced them.
+type Sampler struct {
+	temp, topP float64
+	rng        *rand.Rand
+	cs         []cand
+}
+
+// NewSampler returns the sampler of one generation under gc.
+func NewSampler(gc GenerateConfig) *Sampler {
+	return &Sampler{temp: gc.Temperature, topP: gc.TopP, rng: rand.New(rand.NewPCG(gc.Seed, 0x67656e))}
+}
+
+// Next draws the next token from one row of logits [V].
+func (s *Sampler) Next(logits []float32) int {
+	return sample(logits, s.temp, s.topP, s.rng, &s.cs)
+}
+
 // Generate continues prompt with forward pass f of a model with config c
 // and returns the new token ids. It stops at MaxTokens, at a Stop token, or
 // when the context is full. Each new token runs the whole sequence through
 // f again. model/engine's Generate runs it on a device.
 func Generate(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig) ([]int, error) {
+	var out []int
+	err := GenerateStream(ctx, c, f, prompt, gc, func(tok int) bool {
+		out = append(out, tok)
+		return true
+	})
+	return out, err
+}
+
+// GenerateStream is Generate handing each new token to yield as soon as it
+// is sampled; it stops early, with no error, when yield returns false. The
+// tokens are those Generate returns for the same arguments.
+func GenerateStream(ctx context.Context, c *Config, f Forwarder, prompt []int, gc GenerateConfig, yield func(tok int) bool) error {
 	if len(prompt) == 0 {
-		return nil, fmt.Errorf("model: generate: empty prompt")
+		return fmt.Errorf("model: generate: empty prompt")
 	}
-	if gc.Temperature < 0 || gc.TopP < 0 || gc.TopP > 1 || gc.MaxTokens < 0 {
-		return nil, fmt.Errorf("model: generate: need temperature >= 0, top_p in (0, 1], max_tokens >= 0")
+	if err := gc.Validate(); err != nil {
+		return err
 	}
 	L := c.MaxPositionEmbeddings
 	if len(prompt) > L {
-		return nil, fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
+		return fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", ErrContextFull, len(prompt), L)
 	}
-	rng := rand.New(rand.NewPCG(gc.Seed, 0x67656e))
+	smp := NewSampler(gc)
 	V := c.VocabSize
 	seq := slices.Clone(prompt)
-	var out []int
-	for len(out) < gc.MaxTokens {
+	for n := 0; n < gc.MaxTokens; n++ {
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return err
 		}
 		logits, err := f.Logits(seq)
 		if err != nil {
-			return out, err
+			return err
 		}
-		next := sample(logits[(len(seq)-1)*V:], gc.Temperature, gc.TopP, rng)
+		next := smp.Next(logits[(len(seq)-1)*V : len(seq)*V])
 		if slices.Contains(gc.Stop, next) {
-			return out, nil
+			return nil
 		}
-		out = append(out, next)
+		if !yield(next) {
+			return nil
+		}
 		if len(seq) >= L {
 			break
 		}
 		seq = append(seq, next)
 	}
-	return out, nil
+	return nil
+}
+
+// cand is a token and its probability, for sample.
+type cand struct {
+	id int
+	p  float64
 }
 
 // sample draws a token from logits: argmax at temperature 0, else softmax
-// at temperature restricted to the smallest set with mass >= topP.
-func sample(logits []float32, temp, topP float64, rng *rand.Rand) int {
+// at temperature restricted to the smallest set with mass >= topP. buf is
+// scratch space kept between calls.
+func sample(logits []float32, temp, topP float64, rng *rand.Rand, buf *[]cand) int {
 	best := 0
 	for i, v := range logits {
 		if v > logits[best] {
@@ -151,18 +202,27 @@ func sample(logits []float32, temp, topP float64, rng *rand.Rand) int {
 	if topP == 0 {
 		topP = 1
 	}
-	type cand struct {
-		id int
-		p  float64
+	if cap(*buf) < len(logits) {
+		*buf = make([]cand, len(logits))
 	}
-	cs := make([]cand, len(logits))
+	cs := (*buf)[:len(logits)]
 	var z float64
 	for i, v := range logits {
 		p := math.Exp((float64(v) - float64(logits[best])) / temp)
 		cs[i] = cand{i, p}
 		z += p
 	}
-	sort.SliceStable(cs, func(i, j int) bool { return cs[i].p > cs[j].p })
+	// Descending probability, ties in increasing id: the order a stable
+	// sort by probability gives.
+	slices.SortFunc(cs, func(a, b cand) int {
+		switch {
+		case a.p > b.p:
+			return -1
+		case a.p < b.p:
+			return 1
+		}
+		return a.id - b.id
+	})
 	var mass float64
 	cut := len(cs)
 	for i := range cs {

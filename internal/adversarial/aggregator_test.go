@@ -14,10 +14,11 @@ import (
 	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
+	"github.com/fedtune/fedtune/aggregator/round"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
-	"github.com/fedtune/fedtune/internal/aggsvc"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -61,19 +62,19 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lc.Close()
-	round := aggOwnDelivered(t, ctx, n)
+	open := aggOwnDelivered(t, ctx, n)
 	if err := nw.Coord.Stop(); err != nil {
 		t.Logf("coordinator stopped: %v", err)
 	}
 	nw.Coord = nil
 
 	// The aggregator comes back; the test speaks for the coordinator.
-	cfg, err := aggsvc.LoadConfig(filepath.Join(n.Dir, "aggregator.yaml"))
+	cfg, err := aggnode.LoadConfig(filepath.Join(n.Dir, "aggregator.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	actx, stopAgg := context.WithCancel(ctx)
-	srv, err := aggsvc.NewServer(actx, *cfg, nil, nil)
+	srv, err := aggnode.NewServer(actx, *cfg, nil, nil)
 	if err != nil {
 		stopAgg()
 		t.Fatal(err)
@@ -93,7 +94,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 	agg := aggregatorv1.NewAggregatorClient(ra.Conn())
 
 	before := waitSettled(t, ctx, n)
-	honest := round.Updates[0]
+	honest := open.Updates[0]
 	submit := func(body ledger.TxBody) error {
 		data, err := json.Marshal(body)
 		if err != nil {
@@ -102,16 +103,16 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		_, err = agg.SubmitTx(ctx, &aggregatorv1.SubmitTxRequest{Type: body.TxType(), Body: data})
 		return err
 	}
-	task := coordinator.AggregationTask{JobID: round.JobID, Round: round.Round, Base: round.BaseModel, Strategy: round.Strategy}
-	for _, u := range round.Updates {
-		task.Inputs = append(task.Inputs, coordinator.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
+	task := round.Task{JobID: open.JobID, Round: open.Round, Base: open.BaseModel, Strategy: open.Strategy}
+	for _, u := range open.Updates {
+		task.Inputs = append(task.Inputs, round.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
 	}
 	other := digestOf("another base model")
-	job, err := lc.Job(ctx, round.JobID)
+	job, err := lc.Job(ctx, open.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := round.BaseModel // the reference global: a LoRA job's first round starts from its initial adapter
+	ref := open.BaseModel // the reference global: a LoRA job's first round starts from its initial adapter
 	if job.Recipe.InitialAdapter != "" {
 		ref = job.Recipe.InitialAdapter
 	}
@@ -121,26 +122,26 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		want   string
 	}{
 		{"reject an honest delivered update", func() error {
-			return submit(ledger.UpdateRejected{JobID: round.JobID, Round: round.Round, UpdateDigest: honest.UpdateDigest,
+			return submit(ledger.UpdateRejected{JobID: open.JobID, Round: open.Round, UpdateDigest: honest.UpdateDigest,
 				Reason: "the update was submitted on the ledger but never delivered to the coordinator before the aggregation"})
 		}, "this aggregator did not reject it"},
 		{"fail a round that can commit", func() error {
-			return submit(ledger.RoundFailed{JobID: round.JobID, Round: round.Round, Reason: "aggregation failed: out of memory"})
+			return submit(ledger.RoundFailed{JobID: open.JobID, Round: open.Round, Reason: "aggregation failed: out of memory"})
 		}, "this aggregator's aggregation of the round did not fail"},
 		{"aggregate over another base", func() error {
 			a := task
 			a.Base = other
-			_, err := agg.Aggregate(ctx, coordinator.AggregateRequestProto(a, other))
+			_, err := agg.Aggregate(ctx, a.Proto(other))
 			return err
-		}, "the request names base model " + `"` + other + `"; the round's base model on the ledger is ` + round.BaseModel},
+		}, "the request names base model " + `"` + other + `"; the round's base model on the ledger is ` + open.BaseModel},
 		{"aggregate against another reference", func() error {
-			_, err := agg.Aggregate(ctx, coordinator.AggregateRequestProto(task, other))
+			_, err := agg.Aggregate(ctx, task.Proto(other))
 			return err
 		}, "the request names reference weights " + `"` + other + `"; the ledger gives ` + ref},
 		{"aggregate from an invented server state", func() error {
 			a := task
 			a.State = other
-			_, err := agg.Aggregate(ctx, coordinator.AggregateRequestProto(a, ref))
+			_, err := agg.Aggregate(ctx, a.Proto(ref))
 			return err
 		}, "the request names server state " + `"` + other + `"; the ledger gives ""`},
 	} {
@@ -154,7 +155,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 		})
 	}
 	requireUnchanged(t, ctx, n, before)
-	r, err := lc.Round(ctx, round.JobID, round.Round)
+	r, err := lc.Round(ctx, open.JobID, open.Round)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestAttackAggregatorSignsOnlyItsOwn(t *testing.T) {
 
 // aggOwnDelivered waits until round 1 of n's job is open on the ledger with
 // an update of every trainer, each in the coordinator's artifact store, and
-// returns the round.
+// returns the open.
 func aggOwnDelivered(t *testing.T, ctx context.Context, n *devnet.Net) *ledger.Round {
 	t.Helper()
 	c, err := n.Ledger(ctx, 0)

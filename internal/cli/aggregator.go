@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fedtune/fedtune/internal/aggsvc"
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 )
 
 func init() { register(newAggregatorCmd) }
@@ -38,11 +38,11 @@ coordinator named by coordinator_id may call it (TLS with ledger keys).`,
 			if cfgPath == "" {
 				return errors.New("aggregator start: --config is required")
 			}
-			cfg, err := aggsvc.LoadConfig(cfgPath, func(c *aggsvc.Config) { c.Insecure = c.Insecure || insecure })
+			cfg, err := aggnode.LoadConfig(cfgPath, func(c *aggnode.Config) { c.Insecure = c.Insecure || insecure })
 			if err != nil {
 				return err
 			}
-			srv, err := aggsvc.NewServer(cmd.Context(), *cfg, nil, logger(cmd))
+			srv, err := aggnode.NewServer(cmd.Context(), *cfg, nil, logger(cmd))
 			if err != nil {
 				return err
 			}

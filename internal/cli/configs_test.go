@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	"github.com/fedtune/fedtune/coordinator"
-	"github.com/fedtune/fedtune/internal/aggsvc"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
@@ -23,7 +23,7 @@ func TestExampleConfigs(t *testing.T) {
 		load    func(path string) error
 	}{
 		{"coordinator.yaml", "coordinator", func(p string) error { _, err := coordinator.LoadServerConfig(p); return err }},
-		{"aggregator.yaml", "aggregator", func(p string) error { _, err := aggsvc.LoadConfig(p); return err }},
+		{"aggregator.yaml", "aggregator", func(p string) error { _, err := aggnode.LoadConfig(p); return err }},
 		{"trainer.yaml", "trainer", func(p string) error { _, err := trainer.LoadConfig(p); return err }},
 		{"genesis.yaml", "genesis", func(p string) error { _, err := ledger.LoadGenesis(p); return err }},
 		{"ledger/genesis-*.yaml", "genesis", func(p string) error { _, err := ledger.LoadGenesis(p); return err }},
@@ -81,7 +81,7 @@ func TestExampleConfigsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac, err := aggsvc.LoadConfig("../../configs/aggregator.yaml")
+	ac, err := aggnode.LoadConfig("../../configs/aggregator.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // writeConfig validates a part's config (a ledger/node.Config,
-// coordinator.ServerConfig, aggsvc.Config …, as a pointer), marshals it to
+// coordinator.ServerConfig, aggnode.Config …, as a pointer), marshals it to
 // YAML without the fields left at their zero value (which the part reads
 // as its defaults) and writes it to path.
 func writeConfig(path string, c interface{ Validate() error }) error {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	"github.com/fedtune/fedtune/coordinator"
-	"github.com/fedtune/fedtune/internal/aggsvc"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 )
@@ -54,12 +54,12 @@ func TestMarshalConfigRoundTrip(t *testing.T) {
 		t.Errorf("coordinator config round trip:\n got %+v\nwant %+v", *gotc, cc)
 	}
 
-	ac := aggsvc.Config{Listen: "127.0.0.1:7500", Key: "keys/aggregator.key", Ledger: "127.0.0.1:7102", LedgerGenesis: "genesis.yaml",
+	ac := aggnode.Config{Listen: "127.0.0.1:7500", Key: "keys/aggregator.key", Ledger: "127.0.0.1:7102", LedgerGenesis: "genesis.yaml",
 		Coordinator: "127.0.0.1:7400", CoordinatorID: id, DataDir: "aggregator"}
 	if data, err = marshalConfig(&ac); err != nil {
 		t.Fatal(err)
 	}
-	gota, err := aggsvc.ParseConfig("aggregator.yaml", data)
+	gota, err := aggnode.ParseConfig("aggregator.yaml", data)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, data)
 	}

@@ -15,9 +15,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
-	"github.com/fedtune/fedtune/internal/aggsvc"
 	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
@@ -340,7 +340,7 @@ func (n *Net) writeCoordinatorConfig() error {
 	if n.Aggregator != "" {
 		c.AggregatorKey = ""
 		c.Aggregator = &coordinator.RemoteAggregatorConfig{Address: n.Aggregator, ID: n.ID("aggregator")}
-		a := aggsvc.Config{Listen: n.Aggregator, Key: "keys/aggregator.key", Ledger: n.LedgerGRPC[1%len(n.LedgerGRPC)],
+		a := aggnode.Config{Listen: n.Aggregator, Key: "keys/aggregator.key", Ledger: n.LedgerGRPC[1%len(n.LedgerGRPC)],
 			LedgerGenesis: "genesis.yaml", Coordinator: n.Coordinator, CoordinatorID: n.ID("coordinator"), DataDir: "aggregator"}
 		if err := writeConfig(n.path("aggregator.yaml"), &a); err != nil {
 			return err

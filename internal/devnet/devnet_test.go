@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/digest"
@@ -210,12 +211,12 @@ func TestNoRaceNetworkTwoRounds(t *testing.T) {
 			t.Errorf("round %d: stored model hashes to %s, ledger says %s (%v)", r.Round, d, r.ModelDigest, err)
 		}
 		// Aggregating the stored updates offline reproduces it.
-		a := coordinator.AggregationTask{JobID: job.Name, Round: r.Round, Strategy: job.Strategy.Name,
+		a := round.Task{JobID: job.Name, Round: r.Round, Strategy: job.Strategy.Name,
 			Params: job.Strategy.Params, Options: job.AggregatorOptions()}
 		for _, u := range r.Updates {
-			a.Inputs = append(a.Inputs, coordinator.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
+			a.Inputs = append(a.Inputs, round.Input{Trainer: u.Trainer, Digest: u.UpdateDigest, Dataset: u.DatasetDigest, Samples: u.Samples})
 		}
-		req, err := coordinator.AggregationRequest(a, fetch, global)
+		req, err := a.Request(fetch, global)
 		if err != nil {
 			t.Fatal(err)
 		}

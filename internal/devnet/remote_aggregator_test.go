@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/digest"
@@ -116,7 +117,7 @@ func TestNetworkRemoteAggregator(t *testing.T) {
 		defer ra.Close()
 		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
 		defer acancel()
-		if _, err := ra.Aggregate(actx, coordinator.AggregationTask{JobID: "x", Round: 1, Inputs: []coordinator.Input{{Trainer: trainerID}}}, ""); err == nil {
+		if _, err := ra.Aggregate(actx, round.Task{JobID: "x", Round: 1, Inputs: []round.Input{{Trainer: trainerID}}}, ""); err == nil {
 			t.Error("aggregation through a refused aggregator identity succeeded")
 		} else {
 			t.Logf("refused as expected: %v", err)

@@ -18,12 +18,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
-	"github.com/fedtune/fedtune/internal/aggsvc"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -312,11 +312,11 @@ func (n *Net) startCoordinator(ctx context.Context) (*Part, error) {
 func (n *Net) startAggregator(ctx context.Context) (*Part, error) {
 	cfgPath := n.path("aggregator.yaml")
 	return n.run(ctx, "aggregator", []string{"--log-level", "info", "aggregator", "start", "--config", cfgPath}, func(ctx context.Context) error {
-		cfg, err := aggsvc.LoadConfig(cfgPath)
+		cfg, err := aggnode.LoadConfig(cfgPath)
 		if err != nil {
 			return err
 		}
-		srv, err := aggsvc.NewServer(ctx, *cfg, nil, n.Opts.Logger.With("part", "aggregator"))
+		srv, err := aggnode.NewServer(ctx, *cfg, nil, n.Opts.Logger.With("part", "aggregator"))
 		if err != nil {
 			return err
 		}

@@ -16,21 +16,40 @@
 //     losses cross per step. It computes what model/gorgoniaref's Gorgonia
 //     Trainer computes (same batches, loss, clipping, schedule, AdamW, LoRA
 //     dropout stream), and is tested against it;
-//   - Runner (NewRunner), fedtune's one forward pass for inference: the
-//     Trainer's forward on a Device, weights uploaded once, activations
-//     sized to each sequence (no key/value cache: each generated token runs
-//     the sequence again). Evaluate and Generate run model's Evaluate and
-//     Generate on it; eval, generate and the coordinator's held-out
-//     evaluation use them on the Host.
+//   - Runner (NewRunner), the forward pass for scoring: the Trainer's
+//     forward on a Device, weights uploaded once, activations sized to each
+//     sequence. Evaluate runs model.Evaluate on it (eval and the
+//     coordinator's held-out evaluation use it on the Host);
+//   - Decoder (NewDecoder), the forward pass for generating: a key/value
+//     cache of a fixed number of sequence slots, allocated once; Forward
+//     runs any mix of prompt chunks (prefill) and single tokens (decoding)
+//     of different slots as one batch of rows, each row attending to its
+//     own slot's cache. A row's result does not depend on the other rows
+//     (bit for bit on the Host), and matches Runner.Logits on the whole
+//     sequence to float32 rounding. It needs a CacheDevice (a Device with
+//     ScatterRows, CachedAttention and PackWeight; the Host is one).
+//     Generate (fedtune generate) runs on it, with model.Generate's rules
+//     and sampler, and falls back to the Runner on other devices;
+//   - Batcher (NewBatcher), continuous batching for serving: requests
+//     (Add: prompt, model.GenerateConfig, context) queue for a Decoder
+//     slot, every step runs all active sequences together, and sequences
+//     join and leave (finished, cancelled, failed) between steps. Each
+//     request streams its tokens on a channel and samples from its own
+//     seeded stream, so it gets the tokens it would get alone (and from
+//     Generate). Stats and BatcherConfig.OnFirstToken feed metrics.
 //
 // Host is also the fast CPU path: products go to the BLAS a build tag
 // installs (OpenBLAS, made single-threaded and split over the Host's
 // pool), else to its own blocked sgemm with AVX2 or AVX-512 micro-kernels
 // (gemm.go, gemm_amd64.s), else to gonum; exp-heavy rows run in AVX2 loops
 // (vexp_amd64.s, vec_amd64.s) and large operations spread over one
-// persistent worker pool (package kernels' Job). Work is split only over independent
-// outputs, so results are identical for any number of cores; the build tag
-// purego forces the pure-Go loops.
+// persistent worker pool (package kernels' Job); a weight given to
+// PackWeight is kept in sgemmVec's panel layout, and the rows of such a
+// product short of a whole register tile run on row kernels (decoding).
+// Work is split only over independent outputs, so results are identical
+// for any number of cores; the build tag purego forces the pure-Go loops.
 //
-// The CUDA Device lives in the cudadev subpackage (build tag fedcuda).
+// The CUDA Device lives in the cudadev subpackage (build tag fedcuda); it
+// is not a CacheDevice yet, so generation on it recomputes the sequence
+// per token.
 package engine

@@ -20,6 +20,38 @@ import (
 // (edge tiles run the same kernel on a copy), so splitting C into blocks
 // of rows or columns does not change any result.
 func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemmBlocked(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+}
+
+// sgemmPacked is sgemmVec with op(B) = Wᵀ, W [n, k] given as packWeight
+// packed it: the same products on the same panels, so the same results,
+// without packing B on every call.
+func sgemmPacked(tA blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, packed []float32, beta float32, c []float32, ldc int) {
+	sgemmBlocked(tA, blas.Trans, m, n, k, alpha, a, lda, nil, k, beta, c, ldc, packed)
+}
+
+// packWeight returns W [n, k] (row-major) in sgemmVec's panel layout for
+// op(B) = Wᵀ: panel q (columns 16q … 16q+15 of op(B), zero beyond n)
+// holds, for each p < k, the 16 values op(B)[p][16q+j], so the panel of
+// a block of k starting at pc is at (16q)·k + 16·pc.
+func packWeight(w []float32, n, k int) []float32 {
+	panels := (n + gemmNR - 1) / gemmNR
+	out := make([]float32, panels*gemmNR*k)
+	for q := 0; q < panels; q++ {
+		nr := min(gemmNR, n-q*gemmNR)
+		d := out[q*gemmNR*k : (q+1)*gemmNR*k]
+		for j := 0; j < nr; j++ {
+			for p, v := range w[(q*gemmNR+j)*k : (q*gemmNR+j+1)*k] {
+				d[p*gemmNR+j] = v
+			}
+		}
+	}
+	return out
+}
+
+// sgemmBlocked is sgemmVec, reading op(B) from packed (packWeight's
+// layout) instead of packing b when packed is not nil.
+func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, packed []float32) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -28,7 +60,11 @@ func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, ld
 	_ = c[(m-1)*ldc+n-1]
 	if k > 0 {
 		_ = a[opExtent(tA, m, k, lda)-1]
-		_ = b[opExtent(tB, k, n, ldb)-1]
+		if packed == nil {
+			_ = b[opExtent(tB, k, n, ldb)-1]
+		} else {
+			_ = packed[(n+gemmNR-1)/gemmNR*gemmNR*k-1]
+		}
 	}
 	// With beta == 0 the first block of k overwrites C; otherwise C is
 	// scaled by beta first and every block adds to it.
@@ -57,19 +93,27 @@ func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, ld
 		for pc := 0; pc < k; pc += gemmKC {
 			kc := min(gemmKC, k-pc)
 			add := !set || pc > 0
-			packB(bufs.b[:], transB, b, ldb, pc, jc, kc, nc)
+			if packed == nil {
+				packB(bufs.b[:], transB, b, ldb, pc, jc, kc, nc)
+			}
 			for ic := 0; ic < m; ic += gemmMC {
 				mc := min(gemmMC, m-ic)
 				// Whole 6-row panels of op(A) are read in place; a last,
 				// partial one is packed (zero rows below mc).
 				full := mc - mc%h
-				if full < mc {
+				lim := mc
+				if packed != nil {
+					lim = full // the partial panel's rows go to the row kernels below
+				} else if full < mc {
 					packA(bufs.a[:], transA, a, lda, ic+full, pc, mc-full, kc, h)
 				}
 				for jr := 0; jr < nc; jr += gemmNR {
 					nr := min(gemmNR, nc-jr)
 					bp := &bufs.b[jr*kc]
-					for ir := 0; ir < mc; ir += h {
+					if packed != nil {
+						bp = &packed[(jc+jr)*k+pc*gemmNR]
+					}
+					for ir := 0; ir < lim; ir += h {
 						mr := min(h, mc-ir)
 						var ap *float32
 						var ri, rp int
@@ -106,8 +150,44 @@ func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, ld
 						}
 					}
 				}
+				if packed != nil {
+					for i := ic + full; i < ic+mc; i++ {
+						sgemmRowPacked(transA, i, jc, pc, nc, kc, k, alpha, a, lda, packed, c, ldc, add, &bufs.tile)
+					}
+				}
 			}
 		}
+	}
+}
+
+// sgemmRowPacked computes row i of C over columns jc … jc+nc−1 for the
+// block of k at pc from packed op(B), one row of op(A) at a time on the
+// row kernels: each element is the micro-kernels' chain of fused
+// multiply-adds (so the same result) without the zero rows a partial
+// panel of A would run.
+func sgemmRowPacked(transA bool, i, jc, pc, nc, kc, k int, alpha float32, a []float32, lda int, packed, c []float32, ldc int, add bool, tile *[gemmMR * gemmNR]float32) {
+	ap, rp := &a[i*lda+pc], 4
+	if transA {
+		ap, rp = &a[pc*lda+i], 4*lda
+	}
+	jr := 0
+	for ; jr+4*gemmNR <= nc; jr += 4 * gemmNR {
+		sgemmRow64(kc, ap, rp, &packed[(jc+jr)*k+pc*gemmNR], 4*gemmNR*k, &c[i*ldc+jc+jr], alpha, add)
+	}
+	for ; jr < nc; jr += gemmNR {
+		nr := min(gemmNR, nc-jr)
+		bp := &packed[(jc+jr)*k+pc*gemmNR]
+		ci := i*ldc + jc + jr
+		if nr == gemmNR {
+			sgemmRow16(kc, ap, rp, bp, &c[ci], alpha, add)
+			continue
+		}
+		t := tile[:gemmNR]
+		if add {
+			copy(t, c[ci:ci+nr])
+		}
+		sgemmRow16(kc, ap, rp, bp, &t[0], alpha, add)
+		copy(c[ci:ci+nr], t)
 	}
 }
 

@@ -17,6 +17,18 @@ func sgemmKernel6x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alph
 //go:noescape
 func sgemmKernel12x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
 
+// sgemmRow16 is sgemmKernel6x16 for one row of A (element p at a + p·rp
+// bytes) and one 16-wide panel b: C[j] (+)= alpha·Σ_p A[p]·b[p·16+j], each
+// sum the same chain of fused multiply-adds, so the same result. AVX2.
+//
+//go:noescape
+func sgemmRow16(k int, a *float32, rp int, b, c *float32, alpha float32, add bool)
+
+// sgemmRow64 is sgemmRow16 on four panels, ps bytes apart, into C[0:64].
+//
+//go:noescape
+func sgemmRow64(k int, a *float32, rp int, b *float32, ps int, c *float32, alpha float32, add bool)
+
 // gemmKernel is sgemmVec's micro-kernel and its tile height: AVX-512's
 // where the CPU has it. Tests switch it to cover both.
 var gemmKernel = func() gemmMicro {

@@ -307,3 +307,143 @@ kernel12_set:
 	VMOVUPS      Z1, (DI)
 	VZEROUPPER
 	RET
+
+// func sgemmRow16(k int, a *float32, rp int, b, c *float32, alpha float32, add bool)
+//
+// One row of sgemmKernel6x16: C[j] += alpha·Σ_p A[p]·b[p][j] (or = without
+// reading C unless add) for j < 16, A[p] at a + p·rp bytes.
+TEXT ·sgemmRow16(SB), NOSPLIT, $0-45
+	MOVQ         k+0(FP), CX
+	MOVQ         a+8(FP), SI
+	MOVQ         rp+16(FP), R11
+	MOVQ         b+24(FP), DX
+	MOVQ         c+32(FP), DI
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	TESTQ        CX, CX
+	JZ           row16_store
+
+row16_loop:
+	VBROADCASTSS (SI), Y2
+	VFMADD231PS  (DX), Y2, Y4
+	VFMADD231PS  32(DX), Y2, Y5
+	ADDQ         R11, SI
+	ADDQ         $64, DX
+	DECQ         CX
+	JNZ          row16_loop
+
+row16_store:
+	VBROADCASTSS alpha+40(FP), Y0
+	MOVBLZX      add+44(FP), AX
+	TESTL        AX, AX
+	JZ           row16_set
+	VMOVUPS      (DI), Y1
+	VFMADD231PS  Y4, Y0, Y1
+	VMOVUPS      Y1, (DI)
+	VMOVUPS      32(DI), Y1
+	VFMADD231PS  Y5, Y0, Y1
+	VMOVUPS      Y1, 32(DI)
+	VZEROUPPER
+	RET
+
+row16_set:
+	VMULPS       Y4, Y0, Y1
+	VMOVUPS      Y1, (DI)
+	VMULPS       Y5, Y0, Y1
+	VMOVUPS      Y1, 32(DI)
+	VZEROUPPER
+	RET
+
+// func sgemmRow64(k int, a *float32, rp int, b *float32, ps int, c *float32, alpha float32, add bool)
+//
+// sgemmRow16 on four panels at b, b+ps, b+2ps, b+3ps (bytes) into C[0:64].
+TEXT ·sgemmRow64(SB), NOSPLIT, $0-53
+	MOVQ         k+0(FP), CX
+	MOVQ         a+8(FP), SI
+	MOVQ         rp+16(FP), R11
+	MOVQ         b+24(FP), DX
+	MOVQ         ps+32(FP), R12
+	MOVQ         c+40(FP), DI
+	LEAQ         (DX)(R12*1), R8
+	LEAQ         (R8)(R12*1), R9
+	LEAQ         (R9)(R12*1), R10
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	VXORPS       Y9, Y9, Y9
+	VXORPS       Y10, Y10, Y10
+	VXORPS       Y11, Y11, Y11
+	TESTQ        CX, CX
+	JZ           row64_store
+
+row64_loop:
+	VBROADCASTSS (SI), Y2
+	VFMADD231PS  (DX), Y2, Y4
+	VFMADD231PS  32(DX), Y2, Y5
+	VFMADD231PS  (R8), Y2, Y6
+	VFMADD231PS  32(R8), Y2, Y7
+	VFMADD231PS  (R9), Y2, Y8
+	VFMADD231PS  32(R9), Y2, Y9
+	VFMADD231PS  (R10), Y2, Y10
+	VFMADD231PS  32(R10), Y2, Y11
+	ADDQ         R11, SI
+	ADDQ         $64, DX
+	ADDQ         $64, R8
+	ADDQ         $64, R9
+	ADDQ         $64, R10
+	DECQ         CX
+	JNZ          row64_loop
+
+row64_store:
+	VBROADCASTSS alpha+48(FP), Y0
+	MOVBLZX      add+52(FP), AX
+	TESTL        AX, AX
+	JZ           row64_set
+	VMOVUPS      (DI), Y1
+	VFMADD231PS  Y4, Y0, Y1
+	VMOVUPS      Y1, (DI)
+	VMOVUPS      32(DI), Y1
+	VFMADD231PS  Y5, Y0, Y1
+	VMOVUPS      Y1, 32(DI)
+	VMOVUPS      64(DI), Y1
+	VFMADD231PS  Y6, Y0, Y1
+	VMOVUPS      Y1, 64(DI)
+	VMOVUPS      96(DI), Y1
+	VFMADD231PS  Y7, Y0, Y1
+	VMOVUPS      Y1, 96(DI)
+	VMOVUPS      128(DI), Y1
+	VFMADD231PS  Y8, Y0, Y1
+	VMOVUPS      Y1, 128(DI)
+	VMOVUPS      160(DI), Y1
+	VFMADD231PS  Y9, Y0, Y1
+	VMOVUPS      Y1, 160(DI)
+	VMOVUPS      192(DI), Y1
+	VFMADD231PS  Y10, Y0, Y1
+	VMOVUPS      Y1, 192(DI)
+	VMOVUPS      224(DI), Y1
+	VFMADD231PS  Y11, Y0, Y1
+	VMOVUPS      Y1, 224(DI)
+	VZEROUPPER
+	RET
+
+row64_set:
+	VMULPS       Y4, Y0, Y1
+	VMOVUPS      Y1, (DI)
+	VMULPS       Y5, Y0, Y1
+	VMOVUPS      Y1, 32(DI)
+	VMULPS       Y6, Y0, Y1
+	VMOVUPS      Y1, 64(DI)
+	VMULPS       Y7, Y0, Y1
+	VMOVUPS      Y1, 96(DI)
+	VMULPS       Y8, Y0, Y1
+	VMOVUPS      Y1, 128(DI)
+	VMULPS       Y9, Y0, Y1
+	VMOVUPS      Y1, 160(DI)
+	VMULPS       Y10, Y0, Y1
+	VMOVUPS      Y1, 192(DI)
+	VMULPS       Y11, Y0, Y1
+	VMOVUPS      Y1, 224(DI)
+	VZEROUPPER
+	RET

@@ -23,6 +23,9 @@ type hostSlice[T float32 | int32] struct {
 	owner *host
 	data  []T
 	freed bool
+	// packed is data [pn, pk] in packWeight's layout (PackWeight), or nil.
+	packed []float32
+	pn, pk int
 }
 
 func (b *hostSlice[T]) Len() int { return len(b.data) }
@@ -105,6 +108,13 @@ func hostData[T float32 | int32](h *host, op, arg string, b any) []T {
 		return hb.data
 	}
 	return nil
+}
+
+// unpack drops b's packed copy (b is about to change).
+func unpack(b Buffer) {
+	if hb, ok := b.(*hostBuf); ok && hb != nil {
+		hb.packed = nil
+	}
 }
 
 // wantLen records an error unless len(x) == n.
@@ -217,6 +227,7 @@ func (h *host) Write(dst Buffer, off int, src []float32) {
 		h.fail("Write", "%d elements at offset %d do not fit a buffer of %d", len(src), off, len(d))
 		return
 	}
+	unpack(dst)
 	copy(d[off:], src)
 }
 
@@ -255,6 +266,7 @@ func (h *host) Zero(b Buffer) {
 		return
 	}
 	clear(h.buf("Zero", "b", b))
+	unpack(b)
 }
 
 func (h *host) Copy(dst, src Buffer) {
@@ -263,6 +275,7 @@ func (h *host) Copy(dst, src Buffer) {
 	}
 	d, s := h.buf("Copy", "dst", dst), h.buf("Copy", "src", src)
 	if h.wantLen("Copy", "dst", d, len(s), "the length of src") {
+		unpack(dst)
 		copy(d, s)
 	}
 }
@@ -316,6 +329,10 @@ func (h *host) MatMul(g Gemm) {
 		tB = blas.Trans
 	}
 	impl, serial := h.gemm()
+	var packed []float32
+	if hb := g.B.(*hostBuf); hb.packed != nil && impl.blas == nil && batch == 1 && g.TransB && hb.pn == g.N && hb.pk == g.K && ldb == g.K {
+		packed = hb.packed
+	}
 	// Batches in parallel only when their outputs cannot overlap.
 	if batch > 1 && g.StrideC >= extent(g.M, g.N, ldc) {
 		t := &h.tasks.batchGemm
@@ -336,7 +353,7 @@ func (h *host) MatMul(g Gemm) {
 			unit = 256
 		}
 		t := &h.tasks.splitGemm
-		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}, g.M >= g.N, unit}
+		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed}, g.M >= g.N, unit}
 		n := g.N
 		if t.rows {
 			n = g.M
@@ -345,7 +362,7 @@ func (h *host) MatMul(g Gemm) {
 		*t = splitGemmTask{}
 		return
 	}
-	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}
+	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed}
 	t.Run(0, 0, batch)
 }
 
@@ -402,6 +419,7 @@ type batchGemmTask struct {
 	g             Gemm
 	a, b, c       []float32
 	lda, ldb, ldc int
+	packed        []float32 // B in packWeight's layout (one product, sgemmVec), or nil
 }
 
 func (t *batchGemmTask) Run(_, lo, hi int) {
@@ -419,6 +437,10 @@ func (t *batchGemmTask) Run(_, lo, hi int) {
 					}
 				}
 			}
+			continue
+		}
+		if t.packed != nil {
+			sgemmPacked(t.tA, g.M, g.N, g.K, g.Alpha, t.a, t.lda, t.packed, g.Beta, ci, ldc)
 			continue
 		}
 		t.impl.sgemm(t.tA, t.tB, g.M, g.N, g.K, g.Alpha, t.a[i*g.StrideA:], t.lda, t.b[i*g.StrideB:], t.ldb, g.Beta, ci, ldc)
@@ -450,6 +472,10 @@ func (t *splitGemmTask) Run(_, lo, hi int) {
 		if g.TransA {
 			ao = r0
 		}
+		if t.packed != nil {
+			sgemmPacked(t.tA, r1-r0, g.N, g.K, g.Alpha, t.a[ao:], t.lda, t.packed, g.Beta, t.c[r0*t.ldc:], t.ldc)
+			return
+		}
 		t.impl.sgemm(t.tA, t.tB, r1-r0, g.N, g.K, g.Alpha, t.a[ao:], t.lda, t.b, t.ldb, g.Beta, t.c[r0*t.ldc:], t.ldc)
 		return
 	}
@@ -457,6 +483,10 @@ func (t *splitGemmTask) Run(_, lo, hi int) {
 	bo := c0
 	if g.TransB {
 		bo = c0 * t.ldb
+	}
+	if t.packed != nil {
+		sgemmPacked(t.tA, g.M, c1-c0, g.K, g.Alpha, t.a, t.lda, t.packed[c0*g.K:], g.Beta, t.c[c0:], t.ldc)
+		return
 	}
 	t.impl.sgemm(t.tA, t.tB, g.M, c1-c0, g.K, g.Alpha, t.a, t.lda, t.b[bo:], t.ldb, g.Beta, t.c[c0:], t.ldc)
 }
@@ -807,6 +837,7 @@ func (h *host) AdamW(w, g, m, v Buffer, p AdamW) {
 		h.fail(op, "w, g, m and v must be four distinct buffers")
 		return
 	}
+	unpack(w)
 	stepSize := p.LR / p.BC1
 	sqrtBC2 := float32(math.Sqrt(float64(p.BC2)))
 	b1, b2 := p.Beta1, p.Beta2

@@ -24,6 +24,7 @@ type hostTasks struct {
 	adamW        adamWTask
 	batchGemm    batchGemmTask
 	splitGemm    splitGemmTask
+	attention    attentionTask
 }
 
 // rmsNormTask is RMSNorm over rows [lo, hi).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fedtune/fedtune/model"
 )
@@ -124,9 +125,71 @@ func Evaluate(ctx context.Context, dev Device, m *model.Model, tokens []int, pro
 	return res, errors.Join(err, r.Close())
 }
 
-// Generate is model.Generate on the engine's forward pass on dev: it
-// continues prompt and returns the new token ids.
+// Generate is model.Generate on the engine on dev: it continues prompt
+// and returns the new token ids, with the same stopping rules and the
+// same sampler. On a CacheDevice (the Host) it prefills the prompt into a
+// Decoder's key/value cache in one pass and then runs one token per step;
+// on other devices each new token runs the whole sequence through a
+// Runner again.
 func Generate(ctx context.Context, dev Device, m *model.Model, prompt []int, gc model.GenerateConfig) ([]int, error) {
+	cd, ok := dev.(CacheDevice)
+	if !ok {
+		return generateFull(ctx, dev, m, prompt, gc)
+	}
+	if len(prompt) == 0 {
+		return nil, fmt.Errorf("model: generate: empty prompt")
+	}
+	if err := gc.Validate(); err != nil {
+		return nil, err
+	}
+	L := m.Config.MaxPositionEmbeddings
+	if len(prompt) > L {
+		return nil, fmt.Errorf("%w: prompt is %d tokens, max_position_embeddings is %d", model.ErrContextFull, len(prompt), L)
+	}
+	if gc.MaxTokens == 0 {
+		return nil, nil
+	}
+	// The cache holds the prompt and every generated token fed back.
+	dec, err := NewDecoder(cd, m, 1, min(L, len(prompt)+gc.MaxTokens-1))
+	if err != nil {
+		return nil, err
+	}
+	out, err := generateCached(ctx, dec, prompt, gc)
+	return out, errors.Join(err, dec.Close())
+}
+
+// generateCached is Generate's loop on slot 0 of dec, which must be empty
+// and hold min(max_position_embeddings, len(prompt)+MaxTokens−1)
+// positions.
+func generateCached(ctx context.Context, dec *Decoder, prompt []int, gc model.GenerateConfig) ([]int, error) {
+	smp := model.NewSampler(gc)
+	L := dec.c.MaxPositionEmbeddings
+	var out []int
+	feed := prompt
+	for len(out) < gc.MaxTokens {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		logits, err := dec.Forward(chunkOf(0, feed))
+		if err != nil {
+			return out, err
+		}
+		next := smp.Next(logits)
+		if slices.Contains(gc.Stop, next) {
+			return out, nil
+		}
+		out = append(out, next)
+		if len(prompt)+len(out)-1 >= L {
+			break // the context is full
+		}
+		feed = []int{next}
+	}
+	return out, nil
+}
+
+// generateFull is model.Generate on a Runner: every new token runs the
+// whole sequence again.
+func generateFull(ctx context.Context, dev Device, m *model.Model, prompt []int, gc model.GenerateConfig) ([]int, error) {
 	r, err := NewRunner(dev, m)
 	if err != nil {
 		return nil, err

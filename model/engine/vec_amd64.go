@@ -25,6 +25,12 @@ func rmsBackRowAVX2(dx, dy, w, x *float32, n int, s, k float64)
 //go:noescape
 func softmaxBackRowAVX2(ds, p, dp *float32, n int, dot float64)
 
+//go:noescape
+func dotAVX2(a, b *float32, n int) float32
+
+//go:noescape
+func axpyAVX2(y, x *float32, n int, a float32)
+
 // Each …Vec function below does its work for the longest prefix of its
 // slices whose length is a multiple of 8 (all of the same length as the
 // first) and returns that length; the caller does the rest with the
@@ -103,6 +109,26 @@ func softmaxBackRowVec(ds, p, dp []float32, dot float64) int {
 	if n > 0 {
 		_, _ = p[n-1], dp[n-1] // index checks: the assembly reads n elements of each
 		softmaxBackRowAVX2(&ds[0], &p[0], &dp[0], n, dot)
+	}
+	return n
+}
+
+// dotVec returns Σ a[i]·b[i] in float32 (fused multiply-adds per lane).
+func dotVec(a, b []float32) (int, float32) {
+	n := vecLen(len(a))
+	if n == 0 {
+		return 0, 0
+	}
+	_ = b[n-1] // index checks: the assembly reads n elements of each
+	return n, dotAVX2(&a[0], &b[0], n)
+}
+
+// axpyVec adds a·x[i] to y[i].
+func axpyVec(y, x []float32, a float32) int {
+	n := vecLen(len(y))
+	if n > 0 {
+		_ = x[n-1] // index check: the assembly reads n elements
+		axpyAVX2(&y[0], &x[0], n, a)
 	}
 	return n
 }

@@ -225,3 +225,50 @@ smback_loop:
 smback_done:
 	VZEROUPPER
 	RET
+
+// func dotAVX2(a, b *float32, n int) float32
+//
+// Σ a[i]·b[i] in float32: one chain of fused multiply-adds per lane, the
+// lanes then added in a fixed order.
+TEXT ·dotAVX2(SB), NOSPLIT, $0-28
+	MOVQ         a+0(FP), SI
+	MOVQ         b+8(FP), DX
+	MOVQ         n+16(FP), CX
+	VXORPS       Y0, Y0, Y0
+	XORQ         AX, AX
+
+dot_loop:
+	VMOVUPS      (SI)(AX*4), Y1
+	VFMADD231PS  (DX)(AX*4), Y1, Y0
+	ADDQ         $8, AX
+	CMPQ         AX, CX
+	JLT          dot_loop
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x4e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VADDPS       X1, X0, X0
+	MOVSS        X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func axpyAVX2(y, x *float32, n int, a float32)
+//
+// y[i] += a·x[i] (one fused multiply-add each).
+TEXT ·axpyAVX2(SB), NOSPLIT, $0-28
+	MOVQ         y+0(FP), DI
+	MOVQ         x+8(FP), SI
+	MOVQ         n+16(FP), CX
+	VBROADCASTSS a+24(FP), Y0
+	XORQ         AX, AX
+
+axpy_loop:
+	VMOVUPS      (DI)(AX*4), Y1
+	VFMADD231PS  (SI)(AX*4), Y0, Y1
+	VMOVUPS      Y1, (DI)(AX*4)
+	ADDQ         $8, AX
+	CMPQ         AX, CX
+	JLT          axpy_loop
+	VZEROUPPER
+	RET

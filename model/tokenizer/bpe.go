@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -21,46 +22,89 @@ var ErrBadTokenizer = errors.New("tokenizer: bad tokenizer.json")
 // cannot make Decode tables of absurd size.
 const maxID = 1 << 24
 
-// BPE is a Hugging Face byte-level BPE tokenizer (GPT-2 and LLaMA 3 style).
+// BPE is a Hugging Face tokenizer.json tokenizer with a BPE model: the
+// byte-level kind of GPT-2, LLaMA 3 and SmolLM, and the SentencePiece kind
+// of Llama 2, TinyLlama and Mistral (byte_fallback, unk_token, a Metaspace
+// or Prepend/Replace normalizer).
 //
-// Encode splits the text at added tokens (exact, leftmost-longest match;
-// each becomes its own id), splits the rest into pre-tokens with the GPT-2 or
-// LLaMA 3 pattern, maps each pre-token's bytes to the byte-level alphabet
-// (GPT-2's bytes_to_unicode table) and applies the merges, lowest rank
-// first. No BOS or EOS is added (the post_processor is ignored). Decode maps
-// the tokens' characters back to bytes, so Decode(Encode(s)) == s for any
-// byte string s when the vocabulary holds all 256 byte characters.
+// Encode runs Hugging Face's pipeline: the text is split at added tokens
+// (leftmost-longest; lstrip, rstrip and single_word honoured), every other
+// stretch is normalized, split again at normalized added tokens,
+// pre-tokenized, and each pre-token is turned into ids by the BPE model
+// (lowest merge rank first, leftmost first). Encode adds nothing; EncodeSpecial
+// also applies the post-processor (BOS and the like). Decode runs the
+// decoder.
 type BPE struct {
-	vocab        map[string]int
-	tokens       []string // id → byte-level token, "" when unused
+	vocab        map[string]int // the model's vocabulary
+	tokens       []string       // id → model token, "" when unused
 	ranks        map[pair]int
-	added        []addedToken // longest content first
+	added        []addedToken
+	raw, normed  addedSet // added tokens matched before / after normalizing
 	addedByID    map[int]string
 	size         int
 	unk          int // -1 when there is no unk_token
+	unkToken     string
+	fuseUnk      bool
+	byteFallback bool
 	ignoreMerges bool
-	prefixSpace  bool
-	splitFirst   bool // a Split pre-tokenizer runs before ByteLevel
-	split        func(string) []string
+	byteLevel    bool // the pre-tokenizer holds a ByteLevel
+	norm         normalizer
+	pre          preTokenizer
+	post         postProcessor
+	dec          decoder
+	bos          int // -1 when unknown
+	eos          []int
+	cache        wordCache
+}
+
+// wordCache remembers the ids of short pre-tokens (as Hugging Face's BPE
+// does): natural text repeats its words, and merging is the costly part.
+type wordCache struct {
+	mu sync.Mutex
+	m  map[string][]int
+}
+
+const (
+	cacheWordLen = 256     // longer pre-tokens are not cached
+	cacheEntries = 1 << 16 // the cache is emptied when it reaches this
+)
+
+func (c *wordCache) get(w string) ([]int, bool) {
+	c.mu.Lock()
+	ids, ok := c.m[w]
+	c.mu.Unlock()
+	return ids, ok
+}
+
+func (c *wordCache) put(w string, ids []int) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= cacheEntries {
+		c.m = make(map[string][]int)
+	}
+	c.m[w] = ids
+	c.mu.Unlock()
 }
 
 type pair struct{ a, b string }
 
 type addedToken struct {
-	id      int
-	content string
+	id                                          int
+	content                                     string
+	special, lstrip, rstrip, normalized, single bool
 }
 
 var _ Tokenizer = (*BPE)(nil)
 
 // The JSON shape of tokenizer.json, as far as it is read.
 type fileJSON struct {
-	AddedTokens   []addedJSON       `json:"added_tokens"`
-	Normalizer    json.RawMessage   `json:"normalizer"`
-	PreTokenizer  *preTokenizerJSON `json:"pre_tokenizer"`
-	Decoder       *decoderJSON      `json:"decoder"`
-	Model         *modelJSON        `json:"model"`
-	PostProcessor json.RawMessage   `json:"post_processor"`
+	AddedTokens   []addedJSON     `json:"added_tokens"`
+	Normalizer    json.RawMessage `json:"normalizer"`
+	PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
+	Decoder       json.RawMessage `json:"decoder"`
+	Model         *modelJSON      `json:"model"`
+	PostProcessor json.RawMessage `json:"post_processor"`
+	Truncation    json.RawMessage `json:"truncation"`
+	Padding       json.RawMessage `json:"padding"`
 }
 
 type addedJSON struct {
@@ -69,23 +113,8 @@ type addedJSON struct {
 	SingleWord bool   `json:"single_word"`
 	LStrip     bool   `json:"lstrip"`
 	RStrip     bool   `json:"rstrip"`
-}
-
-type preTokenizerJSON struct {
-	Type           string              `json:"type"`
-	AddPrefixSpace bool                `json:"add_prefix_space"`
-	UseRegex       *bool               `json:"use_regex"`
-	Pretokenizers  []*preTokenizerJSON `json:"pretokenizers"`
-	Pattern        *struct {
-		Regex  *string `json:"Regex"`
-		String *string `json:"String"`
-	} `json:"pattern"`
-	Behavior string `json:"behavior"`
-	Invert   bool   `json:"invert"`
-}
-
-type decoderJSON struct {
-	Type string `json:"type"`
+	Normalized *bool  `json:"normalized"`
+	Special    bool   `json:"special"`
 }
 
 type modelJSON struct {
@@ -94,6 +123,7 @@ type modelJSON struct {
 	UnkToken                *string           `json:"unk_token"`
 	ContinuingSubwordPrefix *string           `json:"continuing_subword_prefix"`
 	EndOfWordSuffix         *string           `json:"end_of_word_suffix"`
+	FuseUnk                 bool              `json:"fuse_unk"`
 	ByteFallback            bool              `json:"byte_fallback"`
 	IgnoreMerges            bool              `json:"ignore_merges"`
 	Vocab                   map[string]int    `json:"vocab"`
@@ -114,14 +144,25 @@ func unsupported(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrUnsupported)
 }
 
-// DecodeBPE decodes the bytes of a tokenizer.json file.
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+func indexPath(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+// DecodeBPE decodes the bytes of a tokenizer.json file. A feature it does
+// not implement is refused with ErrUnsupported and the JSON path of the
+// feature; a malformed file with ErrBadTokenizer.
 func DecodeBPE(data []byte) (*BPE, error) {
 	var f fileJSON
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, bad("%v", err)
 	}
-	if len(f.Normalizer) > 0 && string(f.Normalizer) != "null" {
-		return nil, unsupported("normalizer %s", truncate(f.Normalizer))
+	if !isNull(f.Truncation) {
+		return nil, unsupported("truncation")
+	}
+	if !isNull(f.Padding) {
+		return nil, unsupported("padding")
 	}
 	m := f.Model
 	if m == nil {
@@ -139,20 +180,27 @@ func DecodeBPE(data []byte) (*BPE, error) {
 	if m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "" {
 		return nil, unsupported("model.end_of_word_suffix")
 	}
-	if m.ByteFallback {
-		return nil, unsupported("model.byte_fallback (not a byte-level BPE)")
-	}
-	if f.Decoder == nil || f.Decoder.Type != "ByteLevel" {
-		return nil, unsupported("decoder (want type \"ByteLevel\")")
-	}
 	t := &BPE{
 		vocab:        make(map[string]int, len(m.Vocab)),
 		ranks:        make(map[pair]int, len(m.Merges)),
 		addedByID:    make(map[int]string),
 		unk:          -1,
+		bos:          -1,
+		fuseUnk:      m.FuseUnk,
+		byteFallback: m.ByteFallback,
 		ignoreMerges: m.IgnoreMerges,
 	}
-	if err := t.setPreTokenizer(f.PreTokenizer); err != nil {
+	var err error
+	if t.norm, err = decodeNormalizer(f.Normalizer, "normalizer"); err != nil {
+		return nil, err
+	}
+	if t.pre, err = decodePreTokenizer(f.PreTokenizer, "pre_tokenizer", &t.byteLevel); err != nil {
+		return nil, err
+	}
+	if t.post, err = decodePostProcessor(f.PostProcessor, "post_processor"); err != nil {
+		return nil, err
+	}
+	if t.dec, err = decodeDecoder(f.Decoder, "decoder"); err != nil {
 		return nil, err
 	}
 
@@ -170,17 +218,49 @@ func DecodeBPE(data []byte) (*BPE, error) {
 		if a.Content == "" {
 			return nil, bad("added_tokens[%d]: empty content", i)
 		}
-		if a.SingleWord || a.LStrip || a.RStrip {
-			return nil, unsupported("added_tokens[%d] %q: single_word/lstrip/rstrip", i, a.Content)
-		}
 		if prev, ok := t.addedByID[id]; ok && prev != a.Content {
 			return nil, bad("added_tokens[%d]: id %d used by %q and %q", i, id, prev, a.Content)
 		}
+		normalized := !a.Special // Hugging Face's default
+		if a.Normalized != nil {
+			normalized = *a.Normalized
+		}
 		t.addedByID[id] = a.Content
-		t.added = append(t.added, addedToken{id: id, content: a.Content})
+		t.added = append(t.added, addedToken{id: id, content: a.Content, special: a.Special,
+			lstrip: a.LStrip, rstrip: a.RStrip, normalized: normalized, single: a.SingleWord})
 		maxSeen = max(maxSeen, id)
 	}
-	sort.SliceStable(t.added, func(i, j int) bool { return len(t.added[i].content) > len(t.added[j].content) })
+	// Hugging Face's tokenizers gives an added token the id of its content
+	// in the model's vocabulary, else the next id after the vocabulary and
+	// the added tokens before it; a file saying otherwise is refused.
+	next := len(m.Vocab)
+	seen := map[string]int{}
+	for i, a := range t.added {
+		want, ok := seen[a.content]
+		if !ok {
+			want, ok = m.Vocab[a.content]
+		}
+		if !ok {
+			want = next
+		}
+		if a.id != want {
+			return nil, bad("added_tokens[%d] %q: id %d, but Hugging Face's tokenizers gives it id %d", i, a.content, a.id, want)
+		}
+		seen[a.content] = a.id
+		if a.id >= len(m.Vocab) {
+			next = a.id + 1
+		}
+	}
+	for i := range t.added {
+		a := &t.added[i]
+		if a.normalized && t.norm != nil {
+			if c, _ := t.norm(a.content); c != "" {
+				t.normed.add(a, c)
+			}
+		} else {
+			t.raw.add(a, a.content)
+		}
+	}
 
 	// Vocabulary, in id order so errors are deterministic.
 	type entry struct {
@@ -199,27 +279,33 @@ func DecodeBPE(data []byte) (*BPE, error) {
 	})
 	for _, e := range entries {
 		if e.id < 0 || e.id >= maxID {
-			return nil, bad("vocab %q: id %d out of range [0, %d)", e.tok, e.id, maxID)
+			return nil, bad("model.vocab %q: id %d out of range [0, %d)", e.tok, e.id, maxID)
 		}
 		if e.tok == "" {
-			return nil, bad("vocab: empty token (id %d)", e.id)
+			return nil, bad("model.vocab: empty token (id %d)", e.id)
 		}
 		maxSeen = max(maxSeen, e.id)
+	}
+	if ids, ok := t.post.(interface{ specialIDs() []int }); ok {
+		for _, id := range ids.specialIDs() {
+			maxSeen = max(maxSeen, id)
+		}
 	}
 	t.tokens = make([]string, maxSeen+1)
 	for _, e := range entries {
 		if content, ok := t.addedByID[e.id]; ok {
 			if content != e.tok {
-				return nil, bad("vocab %q: id %d is also added token %q", e.tok, e.id, content)
+				return nil, bad("model.vocab %q: id %d is also added token %q", e.tok, e.id, content)
 			}
 			t.vocab[e.tok] = e.id
+			t.tokens[e.id] = e.tok
 			continue
 		}
 		if t.tokens[e.id] != "" {
-			return nil, bad("vocab: id %d used by %q and %q", e.id, t.tokens[e.id], e.tok)
+			return nil, bad("model.vocab: id %d used by %q and %q", e.id, t.tokens[e.id], e.tok)
 		}
-		if !isByteLevel(e.tok) {
-			return nil, bad("vocab %q (id %d): not in the byte-level alphabet", e.tok, e.id)
+		if t.byteLevel && !isByteLevel(e.tok) {
+			return nil, bad("model.vocab %q (id %d): not in the byte-level alphabet", e.tok, e.id)
 		}
 		t.tokens[e.id] = e.tok
 		t.vocab[e.tok] = e.id
@@ -233,17 +319,17 @@ func DecodeBPE(data []byte) (*BPE, error) {
 		if !ok {
 			return nil, bad("model.unk_token %q not in vocab", *m.UnkToken)
 		}
-		t.unk = id
+		t.unk, t.unkToken = id, *m.UnkToken
 	}
 
 	for i, raw := range m.Merges {
 		a, b, err := decodeMerge(raw)
 		if err != nil {
-			return nil, bad("merges[%d]: %v", i, err)
+			return nil, bad("model.merges[%d]: %v", i, err)
 		}
 		for _, tok := range []string{a, b, a + b} {
 			if _, ok := t.vocab[tok]; !ok {
-				return nil, bad("merges[%d] %q %q: %q not in vocab", i, a, b, tok)
+				return nil, bad("model.merges[%d] %q %q: %q not in vocab", i, a, b, tok)
 			}
 		}
 		if _, dup := t.ranks[pair{a, b}]; !dup {
@@ -277,45 +363,8 @@ func decodeMerge(raw json.RawMessage) (a, b string, err error) {
 	return p[0], p[1], nil
 }
 
-func (t *BPE) setPreTokenizer(p *preTokenizerJSON) error {
-	if p == nil {
-		return unsupported("no pre_tokenizer (want ByteLevel)")
-	}
-	switch p.Type {
-	case "ByteLevel":
-		t.prefixSpace = p.AddPrefixSpace
-		if p.UseRegex == nil || *p.UseRegex {
-			t.split = splitGPT2
-		}
-		return nil
-	case "Sequence":
-		if len(p.Pretokenizers) != 2 || p.Pretokenizers[0] == nil || p.Pretokenizers[1] == nil {
-			return unsupported("pre_tokenizer Sequence (want [Split, ByteLevel])")
-		}
-		s, bl := p.Pretokenizers[0], p.Pretokenizers[1]
-		if s.Type != "Split" || bl.Type != "ByteLevel" || (bl.UseRegex != nil && *bl.UseRegex) {
-			return unsupported("pre_tokenizer Sequence of %q, %q (want Split, ByteLevel without regex)", s.Type, bl.Type)
-		}
-		if s.Invert || (s.Behavior != "Isolated" && s.Behavior != "") || s.Pattern == nil || s.Pattern.Regex == nil {
-			return unsupported("pre_tokenizer Split: want an isolated Regex pattern")
-		}
-		switch *s.Pattern.Regex {
-		case gpt2Pattern:
-			t.split = splitGPT2
-		case llama3Pattern:
-			t.split = splitLlama3
-		default:
-			return unsupported("pre_tokenizer Split pattern %q (only the GPT-2 and LLaMA 3 patterns are implemented)", *s.Pattern.Regex)
-		}
-		t.prefixSpace, t.splitFirst = bl.AddPrefixSpace, true
-		return nil
-	default:
-		return unsupported("pre_tokenizer type %q", p.Type)
-	}
-}
-
-// VocabSize returns one more than the largest id in the vocabulary or the
-// added tokens.
+// VocabSize returns one more than the largest id in the vocabulary, the
+// added tokens or the post-processor's special tokens.
 func (t *BPE) VocabSize() int { return t.size }
 
 // CoversBytes reports whether every byte has a single-character token, so
@@ -329,71 +378,120 @@ func (t *BPE) CoversBytes() bool {
 	return true
 }
 
-// Encode returns the ids of s. Bytes with no token (only possible when the
-// vocabulary lacks some byte characters) become unk_token, or are dropped
-// when there is none.
+// BOS returns the beginning-of-sequence id, from tokenizer_config.json or
+// generation_config.json when the tokenizer was loaded from a model folder.
+func (t *BPE) BOS() (int, bool) { return t.bos, t.bos >= 0 }
+
+// EOS returns the end-of-sequence ids (generation_config.json may list
+// several; tokenizer_config.json names one), or nil when unknown.
+func (t *BPE) EOS() []int { return append([]int(nil), t.eos...) }
+
+// Encode returns the ids of s without the special tokens the post-processor
+// adds. Characters with no token become unk_token (or bytes, with
+// byte_fallback), or are dropped when there is neither.
 func (t *BPE) Encode(s string) []int {
 	var ids []int
-	for len(s) > 0 {
-		at, tok := t.nextAdded(s)
-		if tok == nil {
-			return t.encodeText(ids, s)
+	for _, sg := range t.raw.split(s) {
+		if sg.tok != nil {
+			ids = append(ids, sg.tok.id)
+			continue
 		}
-		ids = t.encodeText(ids, s[:at])
-		ids = append(ids, tok.id)
-		s = s[at+len(tok.content):]
+		text, lost := sg.text, false
+		if t.norm != nil {
+			text, lost = t.norm(text)
+		}
+		for _, sg2 := range t.normed.split(text) {
+			if sg2.tok != nil {
+				ids = append(ids, sg2.tok.id)
+				continue
+			}
+			ids = t.encodeSection(ids, piece{s: sg2.text, start: sg.at == 0 && !lost && sg2.at == 0})
+		}
 	}
 	return ids
 }
 
-// nextAdded finds the leftmost (then longest) added token in s.
-func (t *BPE) nextAdded(s string) (int, *addedToken) {
-	if len(t.added) == 0 {
-		return 0, nil
+// EncodeSpecial returns the ids of s with what the post-processor adds
+// (BOS for Llama 2 style tokenizers), as Hugging Face's
+// encode(s, add_special_tokens=True).
+func (t *BPE) EncodeSpecial(s string) []int {
+	ids := t.Encode(s)
+	if t.post != nil {
+		ids = t.post.post(ids)
 	}
-	for i := 0; i < len(s); i++ {
-		for k := range t.added {
-			if strings.HasPrefix(s[i:], t.added[k].content) {
-				return i, &t.added[k]
-			}
-		}
-	}
-	return 0, nil
+	return ids
 }
 
-// encodeText encodes a stretch of text between added tokens. As in Hugging
-// Face tokenizers, add_prefix_space puts a space before each stretch (a lone
-// ByteLevel pre-tokenizer) or before each piece of the Split (a Sequence),
-// unless it already starts with one.
-func (t *BPE) encodeText(ids []int, s string) []int {
-	if s == "" {
+// encodeSection encodes a stretch of normalized text between added tokens.
+func (t *BPE) encodeSection(ids []int, p piece) []int {
+	if p.s == "" {
 		return ids
 	}
-	if t.prefixSpace && !t.splitFirst && s[0] != ' ' {
-		s = " " + s
+	ps := []piece{p}
+	if t.pre != nil {
+		ps = t.pre.pre(ps)
 	}
-	words := []string{s}
-	if t.split != nil {
-		words = t.split(s)
-	}
-	for _, w := range words {
-		if t.prefixSpace && t.splitFirst && w[0] != ' ' {
-			w = " " + w
+	for _, w := range ps {
+		if w.s != "" {
+			ids = t.encodeWord(ids, w.s)
 		}
-		ids = t.encodeWord(ids, w)
 	}
 	return ids
 }
 
+// encodeWord runs the BPE model on one pre-token.
 func (t *BPE) encodeWord(ids []int, w string) []int {
-	syms := make([]string, len(w))
-	for i := 0; i < len(w); i++ {
-		syms[i] = string(byteRune[w[i]])
+	if len(w) >= cacheWordLen {
+		return t.bpeWord(ids, w)
 	}
+	if cached, ok := t.cache.get(w); ok {
+		return append(ids, cached...)
+	}
+	n := len(ids)
+	ids = t.bpeWord(ids, w)
+	t.cache.put(w, append([]int(nil), ids[n:]...))
+	return ids
+}
+
+// bpeWord is encodeWord without the cache.
+func (t *BPE) bpeWord(ids []int, w string) []int {
 	if t.ignoreMerges {
-		if id, ok := t.vocab[strings.Join(syms, "")]; ok {
+		if id, ok := t.vocab[w]; ok {
 			return append(ids, id)
 		}
+	}
+	syms := make([]string, 0, len(w))
+	lastUnk := false
+	for i := 0; i < len(w); {
+		_, n := utf8.DecodeRuneInString(w[i:])
+		c := w[i : i+n]
+		i += n
+		if _, ok := t.vocab[c]; ok {
+			syms = append(syms, c)
+			lastUnk = false
+			continue
+		}
+		if t.byteFallback {
+			start := len(syms)
+			ok := true
+			for k := 0; k < len(c); k++ {
+				bt := byteTokens[c[k]]
+				if _, in := t.vocab[bt]; !in {
+					ok = false
+					break
+				}
+				syms = append(syms, bt)
+			}
+			if ok {
+				lastUnk = false
+				continue
+			}
+			syms = syms[:start]
+		}
+		if t.unk >= 0 && !(t.fuseUnk && lastUnk) {
+			syms = append(syms, t.unkToken)
+		}
+		lastUnk = t.unk >= 0
 	}
 	syms = t.merge(syms)
 	for _, s := range syms {
@@ -474,23 +572,13 @@ func (h *mergeHeap) Pop() any {
 	return x
 }
 
-// Decode returns the text of ids: added tokens as their content, other
-// tokens through the inverse byte-level table. Unknown ids are skipped.
-func (t *BPE) Decode(ids []int) string {
-	var b []byte
-	for _, id := range ids {
-		if c, ok := t.addedByID[id]; ok {
-			b = append(b, c...)
-			continue
-		}
-		if id < 0 || id >= len(t.tokens) {
-			continue
-		}
-		for _, r := range t.tokens[id] {
-			b = append(b, runeByte[r])
-		}
+// byteTokens holds the byte_fallback token of each byte, "<0x00>" to "<0xFF>".
+var byteTokens [256]string
+
+func init() {
+	for b := range byteTokens {
+		byteTokens[b] = fmt.Sprintf("<0x%02X>", b)
 	}
-	return string(b)
 }
 
 // byteRune is GPT-2's bytes_to_unicode table: printable Latin-1 bytes map to
@@ -523,4 +611,26 @@ func isByteLevel(tok string) bool {
 		}
 	}
 	return true
+}
+
+// Decode returns the text of ids, special tokens included, through the
+// decoder. Ids outside the vocabulary are skipped. With a ByteLevel decoder
+// the result is the exact bytes encoded, which may be invalid UTF-8
+// (ValidUTF8 gives the text Hugging Face shows).
+func (t *BPE) Decode(ids []int) string {
+	toks := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if c, ok := t.addedByID[id]; ok {
+			toks = append(toks, c)
+			continue
+		}
+		if id < 0 || id >= len(t.tokens) || t.tokens[id] == "" {
+			continue
+		}
+		toks = append(toks, t.tokens[id])
+	}
+	if t.dec == nil {
+		return strings.Join(toks, " ")
+	}
+	return strings.Join(t.dec.decode(toks), "")
 }

@@ -20,6 +20,32 @@ type Tokenizer interface {
 	VocabSize() int
 }
 
+// SpecialEncoder is implemented by tokenizers whose tokenizer.json has a
+// post-processor: EncodeSpecial returns the ids of s with the special tokens
+// it adds (BOS and the like), where Encode leaves them out.
+type SpecialEncoder interface {
+	EncodeSpecial(s string) []int
+}
+
+// EncodeSpecial returns t.EncodeSpecial(s) when t is a SpecialEncoder, else
+// t.Encode(s).
+func EncodeSpecial(t Tokenizer, s string) []int {
+	if se, ok := t.(SpecialEncoder); ok {
+		return se.EncodeSpecial(s)
+	}
+	return t.Encode(s)
+}
+
+// LoadDir returns the tokenizer of the model folder dir without a model's
+// vocabulary size to check against: Open's when dir holds tokenizer.json,
+// else the byte tokenizer.
+func LoadDir(dir string) (Tokenizer, error) {
+	if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+		return Open(dir)
+	}
+	return Load(dir, 256)
+}
+
 // FileName is the name of the Hugging Face tokenizer file Load looks for.
 const FileName = "tokenizer.json"
 
@@ -32,8 +58,8 @@ var ErrVocabSize = errors.New("tokenizer: vocabulary size mismatch")
 //
 // If dir holds no tokenizer.json (or dir is ""), Load returns the byte
 // tokenizer; vocabSize must then be at least 256. If dir holds
-// tokenizer.json, it is decoded as a byte-level BPE tokenizer (see LoadBPE)
-// and every id it can produce must be below vocabSize.
+// tokenizer.json, it is read with Open and every id it can produce must be
+// below vocabSize.
 func Load(dir string, vocabSize int) (Tokenizer, error) {
 	if dir != "" {
 		st, err := os.Stat(dir)
@@ -44,12 +70,12 @@ func Load(dir string, vocabSize int) (Tokenizer, error) {
 			return nil, fmt.Errorf("tokenizer: load %s: not a folder", dir)
 		}
 		p := filepath.Join(dir, FileName)
-		data, err := os.ReadFile(p)
+		_, err = os.Stat(p)
 		switch {
 		case err == nil:
-			t, err := DecodeBPE(data)
+			t, err := Open(dir)
 			if err != nil {
-				return nil, fmt.Errorf("tokenizer: %s: %w", p, err)
+				return nil, err
 			}
 			if t.VocabSize() > vocabSize {
 				return nil, fmt.Errorf("tokenizer: %s: ids up to %d do not fit the model's vocab_size %d: %w",

@@ -281,17 +281,28 @@ func TestDecodeBPEErrors(t *testing.T) {
 		{"not json", []byte("{"), ErrBadTokenizer, "unexpected end"},
 		{"no model", []byte(`{"decoder":{"type":"ByteLevel"},"pre_tokenizer":{"type":"ByteLevel"}}`), ErrBadTokenizer, "no model"},
 		{"wordpiece", edit(t, `"type": "BPE"`, `"type": "WordPiece"`), ErrUnsupported, `model.type "WordPiece"`},
-		{"normalizer", edit(t, `"normalizer": null`, `"normalizer": {"type":"NFC"}`), ErrUnsupported, "normalizer"},
+		{"normalizer", edit(t, `"normalizer": null`, `"normalizer": {"type":"Precompiled"}`), ErrUnsupported, `normalizer.type "Precompiled"`},
+		{"nested normalizer", edit(t, `"normalizer": null`, `"normalizer": {"type":"Sequence","normalizers":[{"type":"NFC"},{"type":"BertNormalizer"}]}`), ErrUnsupported, `normalizer.normalizers[1].type "BertNormalizer"`},
+		{"bad regex", edit(t, `"normalizer": null`, `"normalizer": {"type":"Replace","pattern":{"Regex":"(("},"content":""}`), ErrUnsupported, `normalizer.pattern.Regex "(("`},
 		{"dropout", edit(t, `"dropout": null`, `"dropout": 0.1`), ErrUnsupported, "dropout"},
-		{"byte fallback", edit(t, `"byte_fallback": false`, `"byte_fallback": true`), ErrUnsupported, "byte_fallback"},
+		{"post-processor", edit(t, `"post_processor": {
+    "type": "ByteLevel"`, `"post_processor": {
+    "type": "RobertaProcessing"`), ErrUnsupported, `post_processor.type "RobertaProcessing"`},
+		{"truncation", edit(t, `"truncation": null`, `"truncation": {"max_length": 5}`), ErrUnsupported, "truncation"},
 		{"suffix", edit(t, `"end_of_word_suffix": ""`, `"end_of_word_suffix": "</w>"`), ErrUnsupported, "end_of_word_suffix"},
 		{"decoder", edit(t, `"decoder": {
     "type": "ByteLevel"`, `"decoder": {
     "type": "WordPiece"`), ErrUnsupported, "decoder"},
 		{"pre-tokenizer", edit(t, `"pre_tokenizer": {
     "type": "ByteLevel"`, `"pre_tokenizer": {
-    "type": "Whitespace"`), ErrUnsupported, `pre_tokenizer type "Whitespace"`},
-		{"merge not in vocab", edit(t, `"a t",`, `"a q",`), ErrBadTokenizer, `merges[0] "a" "q": "aq" not in vocab`},
+    "type": "Whitespace"`), ErrUnsupported, `pre_tokenizer.type "Whitespace"`},
+		{"nested pre-tokenizer", edit(t, `"pre_tokenizer": {
+    "type": "ByteLevel"`, `"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "Punctuation"}]}, "x": {
+    "type": "ByteLevel"`), ErrUnsupported, `pre_tokenizer.pretokenizers[1].type "Punctuation"`},
+		{"split behavior", edit(t, `"pre_tokenizer": {
+    "type": "ByteLevel"`, `"pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways"}, "x": {
+    "type": "ByteLevel"`), ErrUnsupported, `pre_tokenizer.behavior "Sideways"`},
+		{"merge not in vocab", edit(t, `"a t",`, `"a q",`), ErrBadTokenizer, `model.merges[0] "a" "q": "aq" not in vocab`},
 		{"merge malformed", edit(t, `"a t",`, `"a",`), ErrBadTokenizer, "merges[0]"},
 		{"merge malformed pair", edit(t, `"a t",`, `["a"],`), ErrBadTokenizer, "merges[0]"},
 		{"negative id", edit(t, `"at": 256`, `"at": -1`), ErrBadTokenizer, "out of range"},
@@ -299,7 +310,6 @@ func TestDecodeBPEErrors(t *testing.T) {
 		{"duplicate id", edit(t, `"at": 256`, `"at": 257`), ErrBadTokenizer, "id 257 used by"},
 		{"outside alphabet", edit(t, `"at": 256`, `"a t": 256`), ErrBadTokenizer, "not in the byte-level alphabet"},
 		{"added without id", edit(t, `"id": 266,`, ``), ErrBadTokenizer, "added_tokens[0]: no id"},
-		{"added lstrip", edit(t, `"lstrip": false`, `"lstrip": true`), ErrUnsupported, "lstrip"},
 		{"unk missing", edit(t, `"unk_token": null`, `"unk_token": "<unk>"`), ErrBadTokenizer, "unk_token"},
 	}
 	for _, tc := range tests {
@@ -315,6 +325,16 @@ func TestDecodeBPEErrors(t *testing.T) {
 	}
 }
 
+// exactBytes reports whether tok must round-trip any byte string: a plain
+// byte-level pipeline (no normalizer, no added tokens, a ByteLevel
+// pre-tokenizer without add_prefix_space, the ByteLevel decoder) over a
+// vocabulary with all 256 byte characters.
+func exactBytes(tok *BPE) bool {
+	bl, ok := tok.pre.(byteLevel)
+	_, dec := tok.dec.(byteLevelDecoder)
+	return tok.CoversBytes() && len(tok.added) == 0 && tok.norm == nil && ok && !bl.prefixSpace && dec
+}
+
 // FuzzTokenizerJSON feeds arbitrary bytes to DecodeBPE: it must not panic,
 // and a tokenizer it accepts must encode to ids below VocabSize and, when it
 // covers all bytes, round-trip text exactly.
@@ -325,7 +345,13 @@ func FuzzTokenizerJSON(f *testing.F) {
 	}
 	f.Add(seed, "the cat<|endoftext|> sat\n\n")
 	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]},"pre_tokenizer":{"type":"ByteLevel"},"decoder":{"type":"ByteLevel"}}`), "abab ba")
-	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0},"merges":[["a","a"]]},"added_tokens":[{"id":5,"content":"x"}],"pre_tokenizer":{"type":"ByteLevel","use_regex":false},"decoder":{"type":"ByteLevel"}}`), "xax")
+	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0},"merges":[["a","a"]]},"added_tokens":[{"id":1,"content":"x"}],"pre_tokenizer":{"type":"ByteLevel","use_regex":false},"decoder":{"type":"ByteLevel"}}`), "xax")
+	f.Add(spStyleJSON(), "Hello wörld 😀\t<s>x")
+	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"▁":1,"▁a":2},"merges":["▁ a"],"byte_fallback":true,"unk_token":"a","fuse_unk":true},`+
+		`"normalizer":{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Strip"},{"type":"Replace","pattern":{"Regex":"\\s+"},"content":" "}]},`+
+		`"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"Split","pattern":{"Regex":"(?=[A-Z])"},"behavior":"MergedWithNext","invert":true},{"type":"Metaspace","prepend_scheme":"first"}]},`+
+		`"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"a"}},{"Sequence":{"id":"A"}}],"special_tokens":{"a":{"ids":[0]}}},`+
+		`"decoder":{"type":"Sequence","decoders":[{"type":"ByteFallback"},{"type":"Metaspace"},{"type":"Strip","content":"a","start":2,"stop":1}]}}`), "a  aA1b2")
 	f.Add([]byte(`null`), "")
 	f.Fuzz(func(t *testing.T, data []byte, text string) {
 		tok, err := DecodeBPE(data)
@@ -336,13 +362,13 @@ func FuzzTokenizerJSON(f *testing.F) {
 			return
 		}
 		ids := tok.Encode(text)
-		for _, id := range ids {
+		for _, id := range append(tok.EncodeSpecial(text), ids...) {
 			if id < 0 || id >= tok.VocabSize() {
 				t.Fatalf("id %d outside vocab of %d", id, tok.VocabSize())
 			}
 		}
 		out := tok.Decode(ids)
-		if tok.CoversBytes() && len(tok.added) == 0 && out != text {
+		if exactBytes(tok) && out != text {
 			t.Fatalf("round trip %q -> %q", text, out)
 		}
 		_ = utf8.ValidString(out)

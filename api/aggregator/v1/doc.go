@@ -2,5 +2,5 @@
 // fedtune.aggregator.v1 gRPC API (aggregator.proto): the Aggregator service
 // a standalone aggregator process serves to the coordinator. Regenerate it
 // with "make proto"; do not edit the *.pb.go files by hand. Package
-// internal/aggsvc implements the service; package coordinator calls it.
+// aggregator/node implements the service; package coordinator calls it.
 package aggregatorv1

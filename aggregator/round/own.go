@@ -1,4 +1,4 @@
-package coordinator
+package round
 
 import (
 	"context"
@@ -28,13 +28,13 @@ const FetchAttempts = 3
 // time after).
 var fetchBackoff = 250 * time.Millisecond
 
-// OwnRounds records, per round, what an aggregator observed itself while it
+// Own records, per round, what an aggregator observed itself while it
 // aggregated: the updates it rejected (its input checks, or not in the
 // artifact store after FetchAttempts tries) and the failure of its own
 // aggregation. An aggregator signs an UpdateRejected or a RoundFailed only
 // from this record (Vet), never on another party's word. It is safe for
 // concurrent use; the zero value is ready.
-type OwnRounds struct {
+type Own struct {
 	mu     sync.Mutex
 	rounds map[ownKey]*ownRound
 }
@@ -51,7 +51,7 @@ type ownRound struct {
 	weights  map[string]float64
 }
 
-func (o *OwnRounds) get(job string, round uint64) *ownRound {
+func (o *Own) get(job string, round uint64) *ownRound {
 	if o.rounds == nil {
 		o.rounds = map[ownKey]*ownRound{}
 	}
@@ -72,21 +72,21 @@ func (o *OwnRounds) get(job string, round uint64) *ownRound {
 
 // Reject records that this aggregator rejected update digest of the round
 // for reason.
-func (o *OwnRounds) Reject(job string, round uint64, digest, reason string) {
+func (o *Own) Reject(job string, round uint64, digest, reason string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.get(job, round).rejected[digest] = truncateReason(reason)
+	o.get(job, round).rejected[digest] = ledger.TruncateReason(reason)
 }
 
 // Fail records that this aggregator's own aggregation of the round failed.
-func (o *OwnRounds) Fail(job string, round uint64, reason string) {
+func (o *Own) Fail(job string, round uint64, reason string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.get(job, round).failed = truncateReason("aggregation failed: " + reason)
+	o.get(job, round).failed = ledger.TruncateReason("aggregation failed: " + reason)
 }
 
 // produced records the model and weights of the round's aggregation.
-func (o *OwnRounds) produced(job string, round uint64, done AggregationDone) {
+func (o *Own) produced(job string, round uint64, done Result) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r := o.get(job, round)
@@ -95,7 +95,7 @@ func (o *OwnRounds) produced(job string, round uint64, done AggregationDone) {
 
 // vetCommit refuses a RoundCommitted whose model or contributors are not
 // those this aggregator's aggregation of the round produced.
-func (o *OwnRounds) vetCommit(b ledger.RoundCommitted) error {
+func (o *Own) vetCommit(b ledger.RoundCommitted) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	r := o.rounds[ownKey{b.JobID, b.Round}]
@@ -117,7 +117,7 @@ func (o *OwnRounds) vetCommit(b ledger.RoundCommitted) error {
 
 // Rejection returns the reason this aggregator rejected update digest of
 // the round, if it did.
-func (o *OwnRounds) Rejection(job string, round uint64, digest string) (string, bool) {
+func (o *Own) Rejection(job string, round uint64, digest string) (string, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if r := o.rounds[ownKey{job, round}]; r != nil {
@@ -129,7 +129,7 @@ func (o *OwnRounds) Rejection(job string, round uint64, digest string) (string, 
 
 // Failure returns the reason of this aggregator's own failed aggregation
 // of the round, if it failed.
-func (o *OwnRounds) Failure(job string, round uint64) (string, bool) {
+func (o *Own) Failure(job string, round uint64) (string, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if r := o.rounds[ownKey{job, round}]; r != nil && r.failed != "" {
@@ -146,7 +146,7 @@ func (o *OwnRounds) Failure(job string, round uint64) (string, bool) {
 // rejected and fetchable, as fetch tells after FetchAttempts tries). Any
 // other UpdateRejected or RoundFailed is refused with an error wrapping
 // ErrNotOwn that names why. Other bodies are returned unchanged.
-func (o *OwnRounds) Vet(ctx context.Context, lc *client.Client, body ledger.TxBody, fetch func(context.Context, string) error) (ledger.TxBody, error) {
+func (o *Own) Vet(ctx context.Context, lc *client.Client, body ledger.TxBody, fetch func(context.Context, string) error) (ledger.TxBody, error) {
 	switch b := body.(type) {
 	case ledger.UpdateRejected:
 		why, ok := o.Rejection(b.JobID, b.Round, b.UpdateDigest)
@@ -213,7 +213,7 @@ func deadlineFailure(ctx context.Context, lc *client.Client, job string, round u
 	if usable >= need {
 		return "", fmt.Errorf("the round can still commit: %d of its updates on the ledger are usable and the recipe needs %d; aggregate it", usable, need)
 	}
-	return truncateReason(fmt.Sprintf("deadline %s passed with %d usable updates on the ledger; the recipe needs %d",
+	return ledger.TruncateReason(fmt.Sprintf("deadline %s passed with %d usable updates on the ledger; the recipe needs %d",
 		r.Deadline.UTC().Format(time.RFC3339), usable, need)), nil
 }
 
@@ -254,7 +254,7 @@ func FetchWithRetry(ctx context.Context, digest string, fetch func(context.Conte
 
 // undelivered returns, for each update the ledger records for the task's
 // round that is neither rejected nor an input, the trainer and its digest.
-func undelivered(ctx context.Context, lc *client.Client, a AggregationTask) ([]ledger.Update, error) {
+func undelivered(ctx context.Context, lc *client.Client, a Task) ([]ledger.Update, error) {
 	r, err := lc.Round(ctx, a.JobID, a.Round)
 	if err != nil {
 		return nil, fmt.Errorf("round %d on the ledger: %w", a.Round, err)

@@ -1,4 +1,4 @@
-package aggsvc
+package node
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -60,7 +60,7 @@ func TestLedgerReference(t *testing.T) {
 			code: codes.FailedPrecondition, want: "the round's base model on the ledger is " + m1 + ", not the model " + m3 + " that round 3 committed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &coordinator.AggregationTask{JobID: "j", Round: tc.round, Base: tc.base, State: tc.state}
+			a := &round.Task{JobID: "j", Round: tc.round, Base: tc.base, State: tc.state}
 			r := &ledger.Round{JobID: "j", Round: tc.round, BaseModel: tc.roundBase, Status: ledger.StatusOpen}
 			ref, code, err := ledgerReference(a, tc.global, tc.rc, r, tc.rounds)
 			if tc.want != "" {

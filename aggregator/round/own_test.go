@@ -1,4 +1,4 @@
-package coordinator
+package round
 
 import (
 	"context"
@@ -10,16 +10,16 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 )
 
-// TestOwnRoundsVet checks what an aggregator signs from its own record:
+// TestOwnVet checks what an aggregator signs from its own record:
 // its own rejections and failures, with its own reason whatever the asking
 // body says, and the model and contributors it produced; everything else
 // is refused with ErrNotOwn naming why.
-func TestOwnRoundsVet(t *testing.T) {
+func TestOwnVet(t *testing.T) {
 	d := func(c string) string { return strings.Repeat(c, 64) }
-	var o OwnRounds
+	var o Own
 	o.Reject("j", 1, d("a"), "update aaa is not finite")
 	o.Fail("j", 2, "no inputs left")
-	o.produced("j", 3, AggregationDone{Model: d("m"), Weights: map[string]float64{"t1": 0.5, "t2": 0.5}})
+	o.produced("j", 3, Result{Model: d("m"), Weights: map[string]float64{"t1": 0.5, "t2": 0.5}})
 	contrib := []ledger.Contribution{{Trainer: "t1", Weight: 0.5}, {Trainer: "t2", Weight: 0.5}}
 	for _, tc := range []struct {
 		name string

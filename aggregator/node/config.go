@@ -1,4 +1,4 @@
-package aggsvc
+package node
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/kernels"
 )
@@ -117,7 +118,7 @@ func (c *Config) Validate() error {
 		msgs = append(msgs, "ledger_node_ids: needs ledger_genesis (the genesis file names the chain and its cosignature quorum)")
 	}
 	for _, id := range c.LedgerNodeIDs {
-		if len(id) != 64 || strings.Trim(id, "0123456789abcdef") != "" {
+		if !digest.Valid(id) {
 			msgs = append(msgs, fmt.Sprintf("ledger_node_ids: %q is not a ledger key ID (64 lowercase hex digits)", id))
 		}
 	}

@@ -1,4 +1,4 @@
-package aggsvc
+package node
 
 import (
 	"errors"

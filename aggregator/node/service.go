@@ -1,4 +1,4 @@
-package aggsvc
+package node
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -28,7 +28,7 @@ import (
 type Service struct {
 	aggregatorv1.UnimplementedAggregatorServer
 
-	local       *coordinator.LocalAggregator
+	local       *round.Local
 	store       *artifact.Store
 	artifacts   *artifact.Client
 	ledger      *client.Client
@@ -48,7 +48,7 @@ type roundID struct {
 // artifacts, reads job recipes and rounds from lc, aggregates and signs
 // through local, and admits only the peer coordinatorID when the link has
 // TLS identities.
-func NewService(local *coordinator.LocalAggregator, store *artifact.Store, artifacts *artifact.Client, lc *client.Client, coordinatorID string, log *slog.Logger) *Service {
+func NewService(local *round.Local, store *artifact.Store, artifacts *artifact.Client, lc *client.Client, coordinatorID string, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -88,7 +88,7 @@ func (s *Service) Aggregate(ctx context.Context, req *aggregatorv1.AggregateRequ
 	if err := s.admit(ctx); err != nil {
 		return nil, err
 	}
-	a, global := coordinator.AggregationTaskFromProto(req)
+	a, global := round.FromProto(req)
 	if len(a.Inputs) == 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "aggregate job %s round %d: no inputs", a.JobID, a.Round)
 	}
@@ -104,7 +104,7 @@ func (s *Service) Aggregate(ctx context.Context, req *aggregatorv1.AggregateRequ
 	// not in the store, and records what it rejected and whether it failed.
 	done, err := s.local.Aggregate(ctx, a, global)
 	switch {
-	case errors.Is(err, coordinator.ErrAggregationRefused):
+	case errors.Is(err, round.ErrRefused):
 		return nil, status.Errorf(codes.FailedPrecondition, "aggregate job %s round %d: %v", a.JobID, a.Round, err)
 	case err != nil:
 		return nil, status.Errorf(codes.Aborted, "aggregate job %s round %d: %v", a.JobID, a.Round, err)
@@ -157,7 +157,7 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 	if err := s.admit(ctx); err != nil {
 		return nil, err
 	}
-	body, err := coordinator.DecodeAggregatorTx(req.Type, req.Body)
+	body, err := round.DecodeTx(req.Type, req.Body)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "submit: %v", err)
 	}
@@ -179,10 +179,10 @@ func (s *Service) SubmitTx(ctx context.Context, req *aggregatorv1.SubmitTxReques
 		body = own
 	}
 	// An UpdateRejected or RoundFailed is signed only as this aggregator
-	// derived it itself (coordinator.OwnRounds.Vet, inside Submit).
+	// derived it itself (round.Own.Vet, inside Submit).
 	h, err := s.local.Submit(ctx, body)
 	switch {
-	case errors.Is(err, coordinator.ErrNotOwn):
+	case errors.Is(err, round.ErrNotOwn):
 		return nil, status.Errorf(codes.FailedPrecondition, "submit: %v", err)
 	case errors.Is(err, client.ErrRejected):
 		return nil, client.StatusError(codes.FailedPrecondition, err)
@@ -207,7 +207,7 @@ const inputWait = 20 * time.Second
 // designate this aggregator) gives the strategy, parameters and privacy
 // options; every input must be a submitted, not rejected, update of the
 // open round, and its sample count is the ledger's.
-func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask, global string) (*ledger.RoundRecipe, string, error) {
+func (s *Service) fromLedger(ctx context.Context, a *round.Task, global string) (*ledger.RoundRecipe, string, error) {
 	where := fmt.Sprintf("aggregate job %s round %d", a.JobID, a.Round)
 	start := time.Now()
 	if s.ledger == nil {
@@ -228,7 +228,7 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 	// The ledger node this aggregator reads may lag behind the one a
 	// trainer submitted to: wait a while for every input to show.
 	var byTrainer map[string]ledger.Update
-	var round *ledger.Round
+	var cur *ledger.Round
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		r, err := s.ledger.Round(ctx, a.JobID, a.Round)
 		if err != nil {
@@ -237,7 +237,7 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 		if r.Status != ledger.StatusOpen {
 			return nil, "", status.Errorf(codes.FailedPrecondition, "%s: the round is %s on the ledger", where, r.Status)
 		}
-		round = r
+		cur = r
 		byTrainer = map[string]ledger.Update{}
 		for _, u := range r.Updates {
 			byTrainer[u.Trainer] = u
@@ -271,7 +271,7 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 		seen[in.Trainer] = true
 		a.Inputs[i].Samples, a.Inputs[i].Dataset = u.Samples, u.DatasetDigest
 	}
-	ref, err := s.reference(ctx, where, a, global, rc, round)
+	ref, err := s.reference(ctx, where, a, global, rc, cur)
 	if err != nil {
 		return nil, "", err
 	}
@@ -287,7 +287,7 @@ func (s *Service) fromLedger(ctx context.Context, a *coordinator.AggregationTask
 // commit's server_state; before any, the reference is the recipe's
 // InitialAdapter for a LoRA job (else the round's base) and there is no
 // state. A request that names anything else is refused.
-func (s *Service) reference(ctx context.Context, where string, a *coordinator.AggregationTask, global string, rc *ledger.RoundRecipe, r *ledger.Round) (string, error) {
+func (s *Service) reference(ctx context.Context, where string, a *round.Task, global string, rc *ledger.RoundRecipe, r *ledger.Round) (string, error) {
 	rounds, err := s.ledger.Rounds(ctx, a.JobID)
 	if err != nil {
 		return "", status.Errorf(codes.FailedPrecondition, "%s: the job's rounds: %v", where, err)
@@ -300,7 +300,7 @@ func (s *Service) reference(ctx context.Context, where string, a *coordinator.Ag
 }
 
 // ledgerReference is reference over the job's rounds on the ledger.
-func ledgerReference(a *coordinator.AggregationTask, global string, rc *ledger.RoundRecipe, r *ledger.Round, rounds []ledger.Round) (string, codes.Code, error) {
+func ledgerReference(a *round.Task, global string, rc *ledger.RoundRecipe, r *ledger.Round, rounds []ledger.Round) (string, codes.Code, error) {
 	var prev *ledger.Round
 	for i := range rounds {
 		if q := &rounds[i]; q.Status == ledger.StatusCommitted && q.Round < a.Round && (prev == nil || q.Round > prev.Round) {

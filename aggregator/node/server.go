@@ -1,4 +1,4 @@
-package aggsvc
+package node
 
 import (
 	"context"
@@ -13,8 +13,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/ledger"
@@ -87,7 +87,7 @@ func NewServer(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logge
 	if s.artifacts, err = artifact.Dial(cfg.Coordinator, dial); err != nil {
 		return nil, err
 	}
-	local := coordinator.NewLocalAggregator(s.store, filepath.Join(cfg.DataDir, "work"), client.NewSigner(s.ledger, key), log)
+	local := round.NewLocal(s.store, filepath.Join(cfg.DataDir, "work"), client.NewSigner(s.ledger, key), log)
 	if local.Backend, err = kernels.Open(cfg.Backend); err != nil {
 		return nil, fmt.Errorf("%w: backend: %w", ErrConfig, err)
 	}

@@ -1,4 +1,4 @@
-package aggsvc
+package node
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	aggregatorv1 "github.com/fedtune/fedtune/api/aggregator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -34,7 +34,7 @@ func TestSubmitTxRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local := coordinator.NewLocalAggregator(store, filepath.Join(dir, "work"), client.NewSigner(nil, key), nil)
+	local := round.NewLocal(store, filepath.Join(dir, "work"), client.NewSigner(nil, key), nil)
 	svc := NewService(local, store, nil, nil, "", nil)
 	commit, _ := json.Marshal(ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: strings.Repeat("c", 64), Strategy: "fedavg"})
 	// The commit this aggregator derived for job k round 2 (as Aggregate

@@ -1,4 +1,4 @@
-package coordinator
+package round
 
 import (
 	"encoding/json"
@@ -10,20 +10,20 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 )
 
-// TestAggregateRequestProtoRoundTrip checks that a task survives the wire.
-func TestAggregateRequestProtoRoundTrip(t *testing.T) {
-	a := AggregationTask{JobID: "j", Round: 3, Base: "b", State: "s", Strategy: "fedadam", Params: map[string]float64{"lr": 0.1},
+// TestTaskProtoRoundTrip checks that a task survives the wire.
+func TestTaskProtoRoundTrip(t *testing.T) {
+	a := Task{JobID: "j", Round: 3, Base: "b", State: "s", Strategy: "fedadam", Params: map[string]float64{"lr": 0.1},
 		Options: aggregator.Options{Clip: 1, NoiseMultiplier: 0.5, Seed: 9, MaxNorm: 2, ChunkElems: 4096, Threads: 2, Strict: true},
 		Inputs:  []Input{{Trainer: "t1", Digest: "d1", Dataset: "ds1", Samples: 10}, {Trainer: "t2", Digest: "d2", Dataset: "ds2", Samples: 20}}}
-	got, global := AggregationTaskFromProto(AggregateRequestProto(a, "g"))
+	got, global := FromProto(a.Proto("g"))
 	if global != "g" || !reflect.DeepEqual(got, a) {
 		t.Fatalf("round trip: %+v (global %q), want %+v", got, global, a)
 	}
 }
 
-// TestDecodeAggregatorTx checks that only aggregator-role bodies decode
+// TestDecodeTx checks that only aggregator-role bodies decode
 // and that they decode to what was encoded.
-func TestDecodeAggregatorTx(t *testing.T) {
+func TestDecodeTx(t *testing.T) {
 	for _, b := range []ledger.TxBody{
 		ledger.RoundCommitted{JobID: "j", Round: 1, ModelDigest: strings.Repeat("a", 64), Strategy: "fedavg",
 			Contributors: []ledger.Contribution{{Trainer: "t", UpdateDigest: "u", Weight: 1}}},
@@ -34,7 +34,7 @@ func TestDecodeAggregatorTx(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := DecodeAggregatorTx(b.TxType(), data)
+		got, err := DecodeTx(b.TxType(), data)
 		if err != nil || !reflect.DeepEqual(got, b) {
 			t.Errorf("%s: %+v, %v", b.TxType(), got, err)
 		}
@@ -48,19 +48,19 @@ func TestDecodeAggregatorTx(t *testing.T) {
 		{ledger.TypeRoundFailed, `{"job_id":"j","round":2,"reason":"r","extra":1}`, `unknown field "extra"`},
 		{ledger.TypeRoundCommitted, `{"job_id":"j","round":1,"params":{"mu":"1","MU":"2"}}`, `fields "mu" and "MU" at /params differ only in case`},
 	} {
-		if _, err := DecodeAggregatorTx(tc.typ, []byte(tc.body)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := DecodeTx(tc.typ, []byte(tc.body)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %q: err %v, want %q", tc.typ, tc.body, err, tc.want)
 		}
 	}
 }
 
-// FuzzDecodeAggregatorTx feeds outside bytes to the tx decoder.
-func FuzzDecodeAggregatorTx(f *testing.F) {
+// FuzzDecodeTx feeds outside bytes to the tx decoder.
+func FuzzDecodeTx(f *testing.F) {
 	f.Add(ledger.TypeRoundCommitted, []byte(`{"job_id":"j","round":1,"model_digest":"x","contributors":[]}`))
 	f.Add(ledger.TypeRoundFailed, []byte(`{"job_id":"j","round":1,"reason":"r"}`))
 	f.Add(ledger.TypeUpdateRejected, []byte(`{`))
 	f.Fuzz(func(t *testing.T, typ string, body []byte) {
-		b, err := DecodeAggregatorTx(typ, body)
+		b, err := DecodeTx(typ, body)
 		if err == nil && ledger.TxRoles[b.TxType()] != ledger.RoleAggregator {
 			t.Fatalf("decoded a %s body", b.TxType())
 		}

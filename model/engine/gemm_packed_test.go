@@ -1,0 +1,68 @@
+package engine
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestPackWeight: a MatMul whose B a Host has packed (PackWeight) gives
+// bit for bit the product without packing, over shapes with edge panels,
+// several blocks of k and of n, one row and many, split over the pool by
+// rows and by columns; and a Write to the weight drops the packed copy.
+func TestPackWeight(t *testing.T) {
+	if !haveAVX2 {
+		t.Skip("no AVX2+FMA on this CPU (or not amd64)")
+	}
+	for _, k := range gemmKernels() {
+		saved := gemmKernel
+		gemmKernel = k
+		for _, sh := range [][3]int{{1, 37, 5}, {1, 49152 / 16, 576}, {3, 1100, 300}, {16, 576, 1536}, {13, 2000, 64}, {200, 40, 513}, {40, 3000, 70}} {
+			m, n, kk := sh[0], sh[1], sh[2]
+			r := rand.New(rand.NewPCG(uint64(m), uint64(n*kk)))
+			x, w := make([]float32, m*kk), make([]float32, n*kk)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			for i := range w {
+				w[i] = float32(r.NormFloat64())
+			}
+			h := NewHost().(*host)
+			xb, wb := h.Alloc(len(x)), h.Alloc(len(w))
+			h.Write(xb, 0, x)
+			h.Write(wb, 0, w)
+			run := func(beta float32) []float32 {
+				c, init := h.Alloc(m*n), make([]float32, m*n)
+				for i := range init {
+					init[i] = float32(i%3) - 1
+				}
+				h.Write(c, 0, init)
+				h.MatMul(Gemm{TransB: true, M: m, N: n, K: kk, Alpha: 0.75, Beta: beta, A: xb, B: wb, C: c})
+				out := make([]float32, m*n)
+				h.Read(out, c, 0)
+				return out
+			}
+			for _, beta := range []float32{0, 1} {
+				want := run(beta)
+				h.PackWeight(wb, n, kk)
+				if wb.(*hostBuf).packed == nil {
+					t.Fatal("PackWeight kept no packed copy")
+				}
+				got := run(beta)
+				if err := h.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("kernel %d rows, %d×%d×%d beta %g: element %d = %g packed, %g not", k.mr, m, n, kk, beta, i, got[i], want[i])
+					}
+				}
+				h.Write(wb, 0, w[:1])
+				if wb.(*hostBuf).packed != nil {
+					t.Fatal("a Write kept the packed copy")
+				}
+			}
+		}
+		gemmKernel = saved
+	}
+}
