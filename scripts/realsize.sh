@@ -104,6 +104,6 @@ while read -r m ckpt steps batch seq tsec ttps etok gen; do
     esac
     printf '%-13s %-9s %9s %10s %12s %10s %10s\n' "$m" "$s" "$wall" "$(mib "$rss")" "$ratio" "$sps" "$tps"
   done
-  echo "  $m: BF16 checkpoint $((ckpt / 1048576)) MiB; train $steps steps of $batch x $seq tokens (s/step and tok/s from fedtune's own log, load and save included); eval $etok tokens (tok/s over the whole command, load included); generate at most $gen tokens, greedy"
+  echo "  $m: BF16 checkpoint $((ckpt / 1048576)) MiB; train $steps steps of $batch x $seq tokens (s/step and tok/s from fedtune's own log: model load excluded, engine upload and adapter save included); eval $etok tokens (tok/s over the whole command, load included); generate at most $gen tokens, greedy"
 done <"$tmp/rows"
 echo "($(nproc) cores; $(uptime | sed 's/.*load average/load average/'))"
