@@ -26,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -82,9 +83,11 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("trainer key: %w", err)
 	}
 	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
-	ds, err := datasets.Load(cfg.Data, datasets.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("trainer data: %w", err)
+	ds, isInstruct := ReadInstruct(cfg.Data)
+	if !isInstruct {
+		if ds, err = datasets.Load(cfg.Data, datasets.Options{}); err != nil {
+			return nil, fmt.Errorf("trainer data: %w", err)
+		}
 	}
 	format, err := datasets.DetectFormat(cfg.Data, datasets.Options{})
 	if err != nil {
@@ -109,7 +112,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := os.WriteFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds}, manifest: sm}, nil
+	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds, Instruct: isInstruct}, manifest: sm}, nil
 }
 
 // ID returns the trainer's ledger key ID.
@@ -329,9 +332,11 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Signer, ac *artifact.Client,
 	cc coordinatorv1.CoordinatorClient, sess string, t *coordinatorv1.Task) {
 	log := n.log.With("job", t.JobId, "round", t.Round)
-	report := func(digest, failure string) {
+	// report tells the coordinator; height is where the UpdateSubmitted
+	// committed, so the coordinator reads the round at least there.
+	report := func(digest, failure string, height uint64) {
 		_, err := cc.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: sess, JobId: t.JobId, Round: t.Round,
-			UpdateDigest: digest, Error: failure})
+			UpdateDigest: digest, Error: failure, CommittedHeight: height})
 		if err != nil {
 			log.WarnContext(ctx, "coordinator refused the report", "err", err)
 		}
@@ -341,7 +346,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 		for _, u := range r.Updates {
 			if u.Trainer == n.id {
 				log.InfoContext(ctx, "update already on the ledger; reporting it again", "update", u.UpdateDigest)
-				report(u.UpdateDigest, "")
+				report(u.UpdateDigest, "", u.Height)
 				return
 			}
 		}
@@ -357,12 +362,12 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 			return
 		}
 		log.ErrorContext(ctx, "training failed", "err", err)
-		report("", err.Error())
+		report("", err.Error(), 0)
 		return
 	}
 	if _, _, err := ac.UploadFile(tctx, u.Path); err != nil {
 		log.ErrorContext(ctx, "upload failed", "err", err)
-		report("", "upload: "+err.Error())
+		report("", "upload: "+err.Error(), 0)
 		return
 	}
 	var recipeMax uint64
@@ -374,13 +379,14 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 	samples := ClaimedSamples(n.manifest.Samples, u.Steps, int(t.Batch), recipeMax)
 	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: n.manifest.Digest,
 		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}}
-	if _, err := signer.Submit(tctx, body); err != nil {
+	height, err := signer.Submit(tctx, body)
+	if err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)
-		report("", "ledger: "+err.Error())
+		report("", "ledger: "+err.Error(), 0)
 		return
 	}
-	log.InfoContext(ctx, "update submitted", "update", u.Digest, "loss", u.Loss, "seconds", time.Since(start).Seconds())
-	report(u.Digest, "")
+	log.InfoContext(ctx, "update submitted", "update", u.Digest, "loss", u.Loss, "height", height, "seconds", time.Since(start).Seconds())
+	report(u.Digest, "", height)
 	if n.opts.OnUpdate != nil {
 		n.opts.OnUpdate(t, u)
 	}
@@ -388,7 +394,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 
 // train fetches the task's weights and runs the backend.
 func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.Task) (Update, error) {
-	for _, d := range []string{t.BaseModel, t.BaseConfig, t.Tokenizer, t.Global} {
+	for _, d := range []string{t.BaseModel, t.BaseConfig, t.Tokenizer, t.TokenizerConfig, t.Global} {
 		if d == "" {
 			continue
 		}
@@ -401,7 +407,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		weights = t.Global
 	}
 	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
-	if err := n.materialize(dir, weights, t.BaseConfig, t.Tokenizer); err != nil {
+	if err := n.materialize(dir, weights, t.BaseConfig, t.Tokenizer, t.TokenizerConfig); err != nil {
 		return Update{}, err
 	}
 	task := Task{JobID: t.JobId, Round: t.Round, ModelDir: dir, Compression: t.Compression, Int8Block: int(t.Int8Block),
@@ -438,17 +444,18 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 	return u, nil
 }
 
-// materialize lays out a model folder from stored blobs.
-func (n *Node) materialize(dir, weights, config, tok string) error {
+// materialize lays out a model folder from stored blobs: weights, config,
+// tokenizer and tokenizer config (the last two "" when the model has none).
+func (n *Node) materialize(dir, weights, config, tok, tokConfig string) error {
 	if _, err := os.Stat(filepath.Join(dir, model.WeightsFile)); err == nil {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	files := map[string]string{model.ConfigFile: config, tokenizer.FileName: tok, model.WeightsFile: weights}
+	files := map[string]string{model.ConfigFile: config, tokenizer.FileName: tok, chat.ConfigFileName: tokConfig, model.WeightsFile: weights}
 	// The weights go last: their presence marks a complete folder.
-	for _, name := range []string{model.ConfigFile, tokenizer.FileName, model.WeightsFile} {
+	for _, name := range []string{model.ConfigFile, tokenizer.FileName, chat.ConfigFileName, model.WeightsFile} {
 		d := files[name]
 		if d == "" {
 			continue

@@ -459,9 +459,13 @@ type Task struct {
 	// prove, when set, makes this task a proof request instead of training
 	// work: the other fields are empty, and the trainer answers with
 	// SubmitProof rather than SubmitUpdate.
-	Prove         *ProveTask `protobuf:"bytes,24,opt,name=prove,proto3" json:"prove,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Prove *ProveTask `protobuf:"bytes,24,opt,name=prove,proto3" json:"prove,omitempty"`
+	// tokenizer_config names the base model's tokenizer_config.json (its chat
+	// template and special tokens; "" when the model has none): trainers
+	// render instruction data with it.
+	TokenizerConfig string `protobuf:"bytes,25,opt,name=tokenizer_config,json=tokenizerConfig,proto3" json:"tokenizer_config,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -660,6 +664,13 @@ func (x *Task) GetProve() *ProveTask {
 		return x.Prove
 	}
 	return nil
+}
+
+func (x *Task) GetTokenizerConfig() string {
+	if x != nil {
+		return x.TokenizerConfig
+	}
+	return ""
 }
 
 // ProveTask asks a trainer for a dataset membership proof of one sample.
@@ -1079,9 +1090,13 @@ type SubmitUpdateRequest struct {
 	// UpdateSubmitted on the ledger records the same digest.
 	UpdateDigest string `protobuf:"bytes,4,opt,name=update_digest,json=updateDigest,proto3" json:"update_digest,omitempty"`
 	// error, when set, says why the trainer produced no update.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// committed_height is the ledger height the trainer's UpdateSubmitted
+	// committed at; the coordinator reads the round at least at that height
+	// (0: the node's latest).
+	CommittedHeight uint64 `protobuf:"varint,6,opt,name=committed_height,json=committedHeight,proto3" json:"committed_height,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitUpdateRequest) Reset() {
@@ -1147,6 +1162,13 @@ func (x *SubmitUpdateRequest) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *SubmitUpdateRequest) GetCommittedHeight() uint64 {
+	if x != nil {
+		return x.CommittedHeight
+	}
+	return 0
 }
 
 type SubmitUpdateResponse struct {
@@ -1700,7 +1722,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05alpha\x18\x02 \x01(\x01R\x05alpha\x12\x18\n" +
 	"\adropout\x18\x03 \x01(\x01R\adropout\x12\x18\n" +
-	"\atargets\x18\x04 \x03(\tR\atargets\"\xe3\x05\n" +
+	"\atargets\x18\x04 \x03(\tR\atargets\"\x8e\x06\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -1730,7 +1752,8 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vcompression\x18\x16 \x01(\tR\vcompression\x12\x1d\n" +
 	"\n" +
 	"int8_block\x18\x17 \x01(\x05R\tint8Block\x127\n" +
-	"\x05prove\x18\x18 \x01(\v2!.fedtune.coordinator.v1.ProveTaskR\x05prove\"a\n" +
+	"\x05prove\x18\x18 \x01(\v2!.fedtune.coordinator.v1.ProveTaskR\x05prove\x12)\n" +
+	"\x10tokenizer_config\x18\x19 \x01(\tR\x0ftokenizerConfig\"a\n" +
 	"\tProveTask\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
@@ -1759,13 +1782,14 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x05proof\x18\x04 \x01(\fR\x05proof\x12\x16\n" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\"T\n" +
 	"\x13ProveSampleResponse\x12=\n" +
-	"\aanswers\x18\x01 \x03(\v2#.fedtune.coordinator.v1.ProofAnswerR\aanswers\"\x97\x01\n" +
+	"\aanswers\x18\x01 \x03(\v2#.fedtune.coordinator.v1.ProofAnswerR\aanswers\"\xc2\x01\n" +
 	"\x13SubmitUpdateRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x04R\x05round\x12#\n" +
 	"\rupdate_digest\x18\x04 \x01(\tR\fupdateDigest\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\x16\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12)\n" +
+	"\x10committed_height\x18\x06 \x01(\x04R\x0fcommittedHeight\"\x16\n" +
 	"\x14SubmitUpdateResponse\"E\n" +
 	"\x10LaunchJobRequest\x12\x19\n" +
 	"\bjob_yaml\x18\x01 \x01(\fR\ajobYaml\x12\x16\n" +
