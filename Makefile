@@ -8,7 +8,7 @@ PKGS := ./...
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
 .PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
-	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels
+	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -127,6 +127,9 @@ bench-ledger: ## ledger tx/s and latency beside a 3-node etcd cluster
 
 bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
 	bash scripts/bench-train.sh
+
+realsize: ## SmolLM2-135M and Llama-3.2-1B shapes (random BF16 weights): import, LoRA train, eval, generate; peak RSS and times
+	bash scripts/realsize.sh
 
 bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 	bash scripts/bench-aggregate.sh
