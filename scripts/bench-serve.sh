@@ -18,13 +18,17 @@
 # measured in this run.
 #
 # Environment: BENCHTIME (go test -benchtime for BenchmarkServe, default 1x:
-# one batch of streams), TORCH_RUNS (timed generations per PyTorch batch
-# size, default 1).
+# one batch of streams; 3x for a steadier number), TORCH_RUNS (timed
+# generations per PyTorch batch size, default 1), TORCH_THREADS (default
+# nproc), TORCH_BLAS_THREADS (OpenBLAS threads under PyTorch, default 1).
+# On a loaded machine both sides are noisy: compare numbers from one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BENCHTIME=${BENCHTIME:-1x}
 TORCH_RUNS=${TORCH_RUNS:-1}
+TORCH_THREADS=${TORCH_THREADS:-$(nproc)}
+TORCH_BLAS_THREADS=${TORCH_BLAS_THREADS:-1}
 PY=/usr/bin/python3
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
@@ -39,7 +43,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 load() { uptime | sed 's/.*load average/load average/'; }
-echo "bench-serve: start, $(nproc) cores, $(load)" >&2
+load0=$(load)
+echo "bench-serve: start, $(nproc) cores, $load0" >&2
 
 # fedtune: one line per sub-benchmark, "streams tok/s ttft-p50-ms ttft-p99-ms".
 echo "bench-serve: go test -bench 'BenchmarkServe' (-benchtime $BENCHTIME)" >&2
@@ -64,11 +69,11 @@ done
 # PyTorch: OpenMP threads = cores; OpenBLAS single-threaded under PyTorch's
 # own threading, and a passive OpenMP wait policy (busy-waiting threads are
 # many times slower on a shared, oversubscribed machine).
-threads=$(nproc)
+threads=$TORCH_THREADS
 : >"$tmp/torch"
 for b in 1 16; do
   echo "bench-serve: PyTorch batch $b ($threads threads, $TORCH_RUNS timed run(s))" >&2
-  out=$(OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_serve_torch.py \
+  out=$(OPENBLAS_NUM_THREADS=$TORCH_BLAS_THREADS OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_serve_torch.py \
         --batch "$b" --threads "$threads" --runs "$TORCH_RUNS")
   echo "$out" >&2
   awk -v b=$b '{print b, $2, $4, $6}' <<<"$out" >>"$tmp/torch"
@@ -90,4 +95,5 @@ printf '%-28s %12.0f %12.0f %8s   %-16s %s\n' "TTFT p50 ms, 16 streams" "$p50" "
 printf '%-28s %12.0f %12.0f %8s   %-16s %s\n' "TTFT p99 ms, 16 streams" "$p99" "$tp99" "$(ratio "$p99" "$tp99")" "fedtune < 500" "$(verdict "$p99" '<' 500)"
 echo "(SmolLM2-135M shape, random FP32 weights; 128-token prompts, 128 new tokens, greedy;"
 echo " tok/s ratio = fedtune / PyTorch, TTFT ratio = fedtune ms / PyTorch ms; BENCHTIME=$BENCHTIME, TORCH_RUNS=$TORCH_RUNS;"
-echo " $(nproc) cores; at the end $(load))"
+echo " PyTorch threads $threads (OpenBLAS $TORCH_BLAS_THREADS); $(nproc) cores;"
+echo " at the start $load0; at the end $(load))"
