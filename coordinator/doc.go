@@ -66,19 +66,68 @@
 // recipe's parameters (Config.Recipe), which the ledger then enforces; DP
 // noise is the aggregator's, from crypto/rand, never seeded by the job.
 //
-// Service is the I/O around the machine: it ticks it about once a second,
-// signs and submits the txs of each Ready on the ledger in order (RoundOpened
-// with the coordinator key; UpdateRejected, RoundCommitted and RoundFailed
-// with the aggregator key, each through a ledger/client Signer that keeps
-// the signer's nonce) and reports every outcome back as TxCommitted or TxRejected; it sends
-// tasks to joined trainers over the Tasks stream of the Coordinator gRPC
-// service (api/coordinator/v1), and runs the aggregation in-process over the
-// artifact store, storing the new model there before recording it. Trainers
-// join by signing a challenge with their ledger key over a TLS link that
-// proves the same key (internal/tlsid); a key that is not a trainer member
-// of the ledger is refused. Server is one process: Coordinator service,
-// artifact service and aggregator on one listener (`fedtune coordinator
-// start`). A restarted Server recovers its unfinished job from the ledger.
+// Service is the I/O around the machine, a thin driver: it turns typed
+// inputs (the gRPC calls, its clock's ticks, the tx queue's outcomes, the
+// aggregator's results) into the machine's events under one lock, and
+// hands each Ready to its parts, each a type with its own small lock that
+// never calls back into the driver: the tx queue (txqueue.go) signs and
+// submits the Ready's txs on the ledger in order, RoundOpened with the
+// coordinator key and UpdateRejected, RoundCommitted and RoundFailed
+// through the Aggregator, retrying a tx whose fate is unknown, and reports
+// every outcome (TxCommitted or TxRejected); the session table
+// (sessions.go) queues tasks for joined trainers, sent over the Tasks
+// stream of the Coordinator gRPC service (api/coordinator/v1); the proof
+// relay (proverelay.go) carries auditors' questions to trainers; the
+// evaluator (evaluator.go) scores committed models with package eval.
+// The ledger is the Ledger interface (NodeLedger over a node's client)
+// and time a clock.Clock, so the service runs in tests on the ledger FSM
+// in memory (ledgertest.Twin) and a fake clock: no socket, no sleep.
+// Trainers join by signing a challenge with their ledger key over a TLS
+// link that proves the same key (internal/tlsid); a key that is not a
+// trainer member of the ledger is refused. Server is one process:
+// Coordinator service, artifact service and aggregator on one listener
+// (`fedtune coordinator start`). A restarted Server recovers its
+// unfinished job from the ledger.
+//
+// A round flows one way: the trainer records its UpdateSubmitted on the
+// ledger, then calls SubmitUpdate with the height it committed at; the
+// Service reads the round at least at that height (the node it reads
+// waits until it has applied it, bounded) and feeds the machine the
+// update as the ledger records it.
+//
+// # Rules and where they are checked
+//
+// The ledger (ledger/exec.go) is the authority on what is recorded; the
+// machine decides what the coordinator asks for and when. Each rule is
+// checked in one place, except where noted:
+//
+//   - Who is selected: the machine decides (Select over the job seed and
+//     round); the ledger checks only RoundOpened's form (current trainer
+//     members, a count within the recipe's bounds).
+//   - An update comes from a selected trainer: the ledger, for
+//     UpdateSubmitted (CodeNotSelected). The machine checks it too
+//     (ErrNotSelected), because a trainer's failure (UpdateInvalid from
+//     SubmitUpdate with an error) never reaches the ledger: it is the only
+//     check that input gets. For an update, which the Service reads from
+//     the ledger, the machine's check never fires.
+//   - An update is in time: the ledger, against block time
+//     (CodeDeadlinePassed); only what it accepted counts. The machine
+//     does not judge updates by time: its deadline decides when it stops
+//     collecting (aggregate with ≥ min, else fail), a different decision.
+//     An update the ledger took after the machine stopped collecting is
+//     rejected by the aggregator (UpdateRejected) before the commit, which
+//     the ledger accepts only if it accounts for every update.
+//   - One update per trainer and round, and one trainer per update: the
+//     ledger (CodeAlreadyExists). The machine makes a redelivery (the same
+//     digest again, as a restarted trainer reports) a no-op; a second,
+//     other digest from one trainer is an invariant it asserts, which a
+//     driver that reads updates from the ledger never trips.
+//   - A RoundOpened's deadline lies after its block: the ledger.
+//   - An update's samples within its dataset's and the recipe's bounds, its
+//     dataset registered by its trainer: the ledger.
+//   - An update's dataset is one the job admits (datasets.manifests): the
+//     machine, which rejects the update on the ledger (UpdateRejected); the
+//     recipe does not carry the job's manifests.
 //
 // The artifact service is guarded by the ledger (service_upload.go): only
 // active members upload, within the limits of the config's artifacts

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fedtune/fedtune/internal/digest"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -29,7 +31,7 @@ func TestConfigJobs(t *testing.T) {
 			continue
 		}
 		d := j.Digest()
-		if !isDigest(d) {
+		if !digest.Valid(d) {
 			t.Errorf("%s: digest %q", f, d)
 		}
 		if other, ok := digests[d]; ok {
@@ -252,7 +254,7 @@ func FuzzParseJob(f *testing.F) {
 			return
 		}
 		d := j.Digest()
-		if !isDigest(d) {
+		if !digest.Valid(d) {
 			t.Fatalf("accepted job has no digest: %q", d)
 		}
 		out, err := yaml.Marshal(j)

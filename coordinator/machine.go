@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/aggregator/round"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -262,7 +263,7 @@ func New(cfg Config) (*Machine, error) {
 	case j.Model.Digest != "" && base != j.Model.Digest:
 		return nil, fmt.Errorf("%w: base model %s differs from model.digest %s", ErrJob, base, j.Model.Digest)
 	}
-	if !isDigest(base) {
+	if !digest.Valid(base) {
 		return nil, fmt.Errorf("%w: base model digest %q is not a SHA-256 digest", ErrJob, base)
 	}
 	s, err := j.NewStrategy()
@@ -422,6 +423,8 @@ func (m *Machine) checkCollecting(ev Event, round uint64, trainer string) error 
 	if m.st != stCollecting || round != m.round {
 		return fmt.Errorf("%T round %d from %s: %w", ev, round, abbrev(trainer), ErrStaleRound)
 	}
+	// The ledger checks this for every UpdateSubmitted; here it guards
+	// UpdateInvalid, which never reaches the ledger (doc.go, Rules).
 	if !slices.Contains(m.cur.selected, trainer) {
 		return fmt.Errorf("%T round %d: %s: %w", ev, round, abbrev(trainer), ErrNotSelected)
 	}
@@ -433,14 +436,16 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 		return err
 	}
 	switch {
-	case !isDigest(e.Digest):
+	case !digest.Valid(e.Digest):
 		return malformed(e, "update digest %q is not a SHA-256 digest", e.Digest)
-	case !isDigest(e.Dataset):
+	case !digest.Valid(e.Dataset):
 		return malformed(e, "dataset digest %q is not a SHA-256 digest", e.Dataset)
 	case e.Samples == 0:
 		return malformed(e, "no samples")
 	}
 	r := m.cur
+	// One update per trainer is the ledger's rule (doc.go, Rules): a
+	// redelivery is a no-op, another digest an invariant broken upstream.
 	if u := r.updates[e.Trainer]; u != nil {
 		if u.Digest == e.Digest {
 			return nil // redelivered
@@ -461,10 +466,10 @@ func (m *Machine) aggregationDone(e AggregationDone) error {
 	if m.st != stAggregating || e.Round != m.round {
 		return fmt.Errorf("%T round %d: %w", e, e.Round, ErrStaleRound)
 	}
-	if !isDigest(e.Model) {
+	if !digest.Valid(e.Model) {
 		return malformed(e, "model digest %q is not a SHA-256 digest", e.Model)
 	}
-	if e.State != "" && !isDigest(e.State) {
+	if e.State != "" && !digest.Valid(e.State) {
 		return malformed(e, "server state digest %q is not a SHA-256 digest", e.State)
 	}
 	byTrainer := map[string]round.Input{}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -144,7 +145,7 @@ func newAliases() *aliases {
 }
 
 func (a *aliases) id(name string) string {
-	if isDigest(name) {
+	if digest.Valid(name) {
 		return name
 	}
 	if h, ok := a.toHex[name]; ok {

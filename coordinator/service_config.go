@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 )
 
@@ -156,7 +157,7 @@ func (c *ServerConfig) Validate() error {
 	fields := []field{{"listen", c.Listen}, {"coordinator_key", c.CoordinatorKey}}
 	if a := c.Aggregator; a != nil {
 		fields = append(fields, field{"aggregator.address", a.Address}, field{"aggregator.id", a.ID})
-		if a.ID != "" && !isKeyID(a.ID) {
+		if a.ID != "" && !digest.Valid(a.ID) {
 			msgs = append(msgs, fmt.Sprintf("aggregator.id: %q is not a ledger key ID (64 hex digits)", a.ID))
 		}
 	} else {
@@ -172,7 +173,7 @@ func (c *ServerConfig) Validate() error {
 		msgs = append(msgs, "ledger_node_ids: needs ledger_genesis (the genesis file names the chain and its cosignature quorum)")
 	}
 	for _, id := range c.LedgerNodeIDs {
-		if !isKeyID(id) {
+		if !digest.Valid(id) {
 			msgs = append(msgs, fmt.Sprintf("ledger_node_ids: %q is not a ledger key ID (64 hex digits)", id))
 		}
 	}
@@ -201,18 +202,4 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("%w: %s", ErrServerConfig, strings.Join(msgs, "; "))
 	}
 	return nil
-}
-
-// isKeyID reports whether s has the form of a ledger key ID (64 lowercase
-// hex digits).
-func isKeyID(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -2,78 +2,21 @@ package coordinator
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"time"
 
-	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/datasets"
-	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/eval"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/model"
-	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
-
-// The held-out evaluation of a job's committed models (the job's eval
-// section): when the service sees its RoundCommitted of round r committed
-// and r is a multiple of eval.every or the job's last round, it scores the
-// new global model on eval.data in the background, one evaluation at a
-// time. Results are kept by model digest, written through to evalsFile in
-// the service's Dir (so a restarted coordinator still shows them), and
-// shown in Status; a failed evaluation is logged and shown in the status
-// detail, never failing the job.
-
-// evalsFile, in ServiceConfig.Dir, holds every finished evaluation.
-const evalsFile = "evals.json"
-
-// evalRecord is one evaluation as evalsFile stores it.
-type evalRecord struct {
-	Model   string           `json:"model"`
-	Job     string           `json:"job"`
-	Round   uint64           `json:"round"`
-	Result  model.EvalResult `json:"result"`
-	Err     string           `json:"error,omitempty"`
-	Seconds float64          `json:"seconds"`
-}
-
-// evalOutcome is one finished evaluation.
-type evalOutcome struct {
-	job     string
-	round   uint64
-	result  model.EvalResult
-	err     string
-	seconds float64
-}
-
-// evalTask is an evaluation waiting or running.
-type evalTask struct {
-	job   *Job
-	round uint64
-	model string     // the committed global's digest
-	base  string     // the job's base model (full weights) digest
-	files modelFiles // the base model's config and tokenizer digests
-}
-
-// evaluator holds the queue and the results (any goroutine).
-type evaluator struct {
-	mu      sync.Mutex
-	queue   []evalTask
-	running *evalTask              // the evaluation under way
-	active  bool                   // a worker goroutine is running
-	results map[string]evalOutcome // model digest → outcome
-	wg      sync.WaitGroup         // the running worker, waited for by Run
-}
 
 // openEvalData opens a job's eval.data as the coordinator may read it,
 // and says whether it is JSONL (else plain text). eval.data is either the
@@ -84,7 +27,7 @@ type evaluator struct {
 // coordinator read any other file. Errors name the field.
 func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
 	p := job.Eval.Data
-	if isDigest(p) {
+	if digest.Valid(p) {
 		f, err := s.cfg.Store.Open(p)
 		if errors.Is(err, artifact.ErrNotFound) {
 			return nil, false, fmt.Errorf("eval.data: blob %s is not in the coordinator's artifact store; upload it first", p)
@@ -147,7 +90,7 @@ var errEvalDataUnchecked = errors.New("the ledger did not answer")
 // as a trainer's update: an update goes only to those who need it, and an
 // evaluation on it would publish what its bytes score.
 func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
-	if !isDigest(job.Eval.Data) {
+	if !digest.Valid(job.Eval.Data) {
 		return nil
 	}
 	author, err := s.updateAuthor(ctx, job.Eval.Data)
@@ -159,107 +102,6 @@ func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
 			job.Eval.Data, abbrev(author.Trainer), author.JobID, author.Round)
 	}
 	return nil
-}
-
-// evalDue reports whether round r's committed model is to be evaluated.
-func evalDue(job *Job, r uint64) bool {
-	if job.Eval.Data == "" {
-		return false
-	}
-	every := uint64(max(job.Eval.Every, 1))
-	return r%every == 0 || r >= uint64(job.Rounds)
-}
-
-// postEval queues the evaluation of a committed round's model, if due
-// (called by the tx worker once RoundCommitted is on the ledger).
-func (s *Service) postEval(ctx context.Context, gen uint64, rc ledger.RoundCommitted) {
-	s.post(ctx, func() {
-		if j := s.job; j != nil && gen == s.gen.Load() && j.job.Name == rc.JobID {
-			s.queueEval(j, rc.Round, rc.ModelDigest)
-		}
-	})
-}
-
-// queueEval queues the evaluation of the running job's committed round r
-// (model digest d) if it is due and not done yet (event loop).
-func (s *Service) queueEval(j *runningJob, r uint64, d string) {
-	if !evalDue(j.job, r) {
-		return
-	}
-	s.ev.mu.Lock()
-	defer s.ev.mu.Unlock()
-	if _, done := s.ev.results[d]; done {
-		return
-	}
-	for _, t := range s.ev.queue {
-		if t.model == d {
-			return
-		}
-	}
-	if t := s.ev.running; t != nil && t.model == d {
-		return
-	}
-	s.ev.queue = append(s.ev.queue, evalTask{job: j.job, round: r, model: d, base: j.base, files: j.files})
-	if !s.ev.active {
-		s.ev.active = true
-		s.ev.wg.Add(1)
-		go func() { defer s.ev.wg.Done(); s.evalWorker(s.runCtx) }()
-	}
-}
-
-// queueMissedEvals queues, for a job resumed after a restart, the
-// evaluations of its committed rounds that were due but never finished
-// (the coordinator stopped first); finished ones were saved in evalsFile.
-func (s *Service) queueMissedEvals(j *runningJob, history []ledger.Round) {
-	for _, r := range history {
-		if r.Status == ledger.StatusCommitted && r.ModelDigest != "" {
-			s.queueEval(j, r.Round, r.ModelDigest)
-		}
-	}
-}
-
-// evalWorker runs queued evaluations one at a time until the queue is
-// empty or ctx ends.
-func (s *Service) evalWorker(ctx context.Context) {
-	for {
-		s.ev.mu.Lock()
-		if len(s.ev.queue) == 0 || ctx.Err() != nil {
-			s.ev.active = false
-			s.ev.queue = nil
-			s.ev.mu.Unlock()
-			return
-		}
-		t := s.ev.queue[0]
-		s.ev.queue = s.ev.queue[1:]
-		s.ev.running = &t
-		s.ev.mu.Unlock()
-
-		start := time.Now()
-		res, err := s.evaluate(ctx, t)
-		if ctx.Err() != nil {
-			return
-		}
-		out := evalOutcome{job: t.job.Name, round: t.round, result: res, seconds: time.Since(start).Seconds()}
-		if err != nil {
-			out.err = err.Error()
-			s.log.ErrorContext(ctx, "evaluation failed", "job", t.job.Name, "round", t.round, "model", t.model, "err", err)
-		} else {
-			s.log.InfoContext(ctx, "evaluated", "job", t.job.Name, "round", t.round, "model", t.model,
-				"nll", res.MeanNLL, "perplexity", res.Perplexity, "tokens", res.Tokens, "seconds", out.seconds)
-		}
-		s.ev.mu.Lock()
-		if s.ev.results == nil {
-			s.ev.results = map[string]evalOutcome{}
-		}
-		s.ev.results[t.model] = out
-		s.ev.running = nil
-		err = s.saveEvalsLocked()
-		s.ev.mu.Unlock()
-		if err != nil {
-			s.log.WarnContext(ctx, "cannot save the evaluation results; they are kept in memory", "err", err)
-		}
-		s.post(ctx, func() { s.publishStatus(ctx) })
-	}
 }
 
 // evaluate scores task t's model, with the base model's files linked from
@@ -320,159 +162,29 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 }
 
 // evaluateGlobal scores a job's global model on the eval data file data
-// (JSONL records or plain text), tokenized with the tokenizer of the base
-// model folder baseDir: global is a LoRA job's adapter (safetensors),
-// merged into the base model, or a full job's weights, read with the base
-// model's config.
+// (eval.File's rules), tokenized with the tokenizer of the base model
+// folder baseDir: global is a LoRA job's adapter (safetensors), merged into
+// the base model, or a full job's weights, read with the base model's
+// config (eval.LoadGlobal). A mean NLL that is not finite is an error.
 func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data string) (model.EvalResult, error) {
-	var m *model.Model
-	switch job.FineTune.Mode {
-	case model.ModeLoRA:
+	var lora *model.LoRAConfig
+	if job.FineTune.Mode == model.ModeLoRA {
 		l := job.FineTune.LoRA
 		if l == nil {
 			return model.EvalResult{}, fmt.Errorf("%w: job %s: finetune.lora is missing", ErrJob, job.Name)
 		}
-		ad, err := model.ReadAdapterFile(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("global adapter: %w", err)
-		}
-		base, err := model.Load(baseDir)
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
-		}
-		if m, err = base.Merge(ad); err != nil {
-			return model.EvalResult{}, fmt.Errorf("global adapter: %w", err)
-		}
-	default:
-		dir, err := os.MkdirTemp("", "fedtune-eval-full-")
-		if err != nil {
-			return model.EvalResult{}, err
-		}
-		defer os.RemoveAll(dir)
-		cfg, err := filepath.Abs(filepath.Join(baseDir, model.ConfigFile))
-		if err != nil {
-			return model.EvalResult{}, err
-		}
-		if global, err = filepath.Abs(global); err != nil {
-			return model.EvalResult{}, err
-		}
-		if err := errors.Join(os.Symlink(cfg, filepath.Join(dir, model.ConfigFile)),
-			os.Symlink(global, filepath.Join(dir, model.WeightsFile))); err != nil {
-			return model.EvalResult{}, err
-		}
-		if m, err = model.Load(dir); err != nil {
-			return model.EvalResult{}, fmt.Errorf("global weights: %w", err)
-		}
+		lora = &model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}
 	}
-	tok, err := tokenizer.Load(baseDir, m.Config.VocabSize)
+	m, err := eval.LoadGlobal(baseDir, global, lora)
 	if err != nil {
 		return model.EvalResult{}, err
 	}
-	var tokens []int
-	if filepath.Ext(data) == ".jsonl" {
-		ds, err := datasets.Load(data, datasets.Options{})
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
-		}
-		tokens = datasets.Tokenize(ds, tok)
-	} else {
-		b, err := os.ReadFile(data)
-		if err != nil {
-			return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
-		}
-		tokens = tok.Encode(string(b))
-	}
-	res, err := engine.Evaluate(ctx, engine.NewHost(), m, tokens, nil)
+	res, err := eval.File(ctx, m, baseDir, data, nil)
 	if err != nil {
-		return model.EvalResult{}, fmt.Errorf("eval.data %s: %w", data, err)
+		return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
 	}
 	if math.IsNaN(res.MeanNLL) || math.IsInf(res.MeanNLL, 0) {
 		return res, fmt.Errorf("eval.data %s: the mean NLL is %v", data, res.MeanNLL)
 	}
 	return res, nil
-}
-
-// evalPending returns the round whose evaluation of job is queued or
-// running last, or 0.
-func (s *Service) evalPending(job string) uint64 {
-	s.ev.mu.Lock()
-	defer s.ev.mu.Unlock()
-	var r uint64
-	if t := s.ev.running; t != nil && t.job.Name == job {
-		r = t.round
-	}
-	for _, t := range s.ev.queue {
-		if t.job.Name == job {
-			r = max(r, t.round)
-		}
-	}
-	return r
-}
-
-// fillEval sets the rounds' evaluation results in a status and appends
-// failed evaluations to its detail.
-func (s *Service) fillEval(resp *coordinatorv1.StatusResponse) {
-	s.ev.mu.Lock()
-	defer s.ev.mu.Unlock()
-	for _, r := range resp.Rounds {
-		if r.ModelDigest == "" {
-			continue
-		}
-		out, ok := s.ev.results[r.ModelDigest]
-		if !ok || out.job != resp.JobId {
-			continue
-		}
-		if out.err != "" {
-			msg := fmt.Sprintf("round %d eval: %s", r.Round, out.err)
-			if resp.Detail != "" {
-				msg = resp.Detail + "; " + msg
-			}
-			resp.Detail = msg
-			continue
-		}
-		r.Evaluated, r.EvalNll, r.EvalPerplexity = true, out.result.MeanNLL, out.result.Perplexity
-	}
-}
-
-// saveEvalsLocked writes every finished evaluation to evalsFile, sorted by
-// job and round (s.ev.mu held).
-func (s *Service) saveEvalsLocked() error {
-	recs := make([]evalRecord, 0, len(s.ev.results))
-	for d, o := range s.ev.results {
-		recs = append(recs, evalRecord{Model: d, Job: o.job, Round: o.round, Result: o.result, Err: o.err, Seconds: o.seconds})
-	}
-	slices.SortFunc(recs, func(a, b evalRecord) int {
-		return cmp.Or(cmp.Compare(a.Job, b.Job), cmp.Compare(a.Round, b.Round), cmp.Compare(a.Model, b.Model))
-	})
-	data, err := json.MarshalIndent(recs, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(s.cfg.Dir, evalsFile), append(data, '\n'))
-}
-
-// loadEvals reads evalsFile, if any, into s.ev.results (NewService). A
-// damaged file is an error that names it: the coordinator does not start
-// on state it cannot read.
-func (s *Service) loadEvals() error {
-	path := filepath.Join(s.cfg.Dir, evalsFile)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var recs []evalRecord
-	if err := json.Unmarshal(data, &recs); err != nil {
-		return fmt.Errorf("%s: %w (move it away to start without the saved evaluations)", path, err)
-	}
-	s.ev.results = make(map[string]evalOutcome, len(recs))
-	for i, r := range recs {
-		if r.Model == "" || r.Job == "" {
-			return fmt.Errorf("%s: record %d has no model or job (move it away to start without the saved evaluations)", path, i)
-		}
-		s.ev.results[r.Model] = evalOutcome{job: r.Job, round: r.Round, result: r.Result, err: r.Err, seconds: r.Seconds}
-	}
-	return nil
 }

@@ -164,15 +164,15 @@ func equalU64(a, b []uint64) bool {
 }
 
 func TestFillEval(t *testing.T) {
-	s := &Service{}
-	s.ev.results = map[string]evalOutcome{
+	ev := &evaluator{}
+	ev.results = map[string]evalOutcome{
 		"m1": {job: "j", round: 1, result: model.EvalResult{Tokens: 10, MeanNLL: 2, Perplexity: math.Exp(2)}},
 		"m2": {job: "j", round: 2, err: "boom"},
 		"m3": {job: "other", round: 3, result: model.EvalResult{MeanNLL: 1}},
 	}
 	resp := &coordinatorv1.StatusResponse{JobId: "j", Detail: "2 rounds committed", Rounds: []*coordinatorv1.Round{
 		{Round: 1, ModelDigest: "m1"}, {Round: 2, ModelDigest: "m2"}, {Round: 3, ModelDigest: "m3"}, {Round: 4}}}
-	s.fillEval(resp)
+	ev.fill(resp)
 	if r := resp.Rounds[0]; !r.Evaluated || r.EvalNll != 2 || r.EvalPerplexity != math.Exp(2) {
 		t.Errorf("round 1 = %+v", r)
 	}

@@ -10,31 +10,9 @@ import (
 	"testing"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 )
-
-// newTestService returns a service on dir whose ledger is never reached.
-func newTestService(t *testing.T, dir string) (*Service, error) {
-	t.Helper()
-	ck, err := ledger.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lc, err := client.Dial(context.Background(), "127.0.0.1:1", ck, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lc.Close() })
-	store, err := artifact.OpenStore(filepath.Join(t.TempDir(), "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	return NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ck, Ledger: lc, Store: store, Dir: dir})
-}
 
 // Finished evaluations survive a restart: a new service on the same Dir
 // shows them in Status; a damaged file stops the service with its name.
@@ -50,7 +28,7 @@ func TestEvalResultsSurviveRestart(t *testing.T) {
 		"m1": {job: "j", round: 1, err: "eval.data x: no tokens"},
 		"o1": {job: "other", round: 1, result: model.EvalResult{Tokens: 3, MeanNLL: 1}},
 	}
-	if err := s.saveEvalsLocked(); err != nil {
+	if err := s.ev.saveLocked(); err != nil {
 		t.Fatal(err)
 	}
 	s.ev.mu.Unlock()
@@ -60,7 +38,7 @@ func TestEvalResultsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp := &coordinatorv1.StatusResponse{JobId: "j", Rounds: []*coordinatorv1.Round{{Round: 1, ModelDigest: "m1"}, {Round: 2, ModelDigest: "m2"}, {Round: 3, ModelDigest: "o1"}}}
-	s2.fillEval(resp)
+	s2.ev.fill(resp)
 	if r := resp.Rounds[1]; !r.Evaluated || r.EvalNll != 2.5 || r.EvalPerplexity != 12.182493960703473 {
 		t.Errorf("round 2 after a restart: %+v, want NLL 2.5", r)
 	}
@@ -100,9 +78,9 @@ func TestQueueMissedEvals(t *testing.T) {
 		{Round: 3, Status: ledger.StatusCommitted, ModelDigest: "m3"}, // not due
 		{Round: 4, Status: ledger.StatusCommitted, ModelDigest: "m4"}, // the last round: due
 	}
-	s.queueMissedEvals(j, history)
-	s.queueMissedEvals(j, history) // a second pass queues nothing more
-	s.queueMissedEvals(j, []ledger.Round{{Round: 4, Status: ledger.StatusOpen}})
+	s.ev.addMissed(context.Background(), j, history)
+	s.ev.addMissed(context.Background(), j, history) // a second pass queues nothing more
+	s.ev.addMissed(context.Background(), j, []ledger.Round{{Round: 4, Status: ledger.StatusOpen}})
 	var got []string
 	for _, q := range s.ev.queue {
 		got = append(got, fmt.Sprintf("%d:%s", q.round, q.model))

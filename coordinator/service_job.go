@@ -17,7 +17,7 @@ import (
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// runningJob is the job the service drives (owned by the Run goroutine).
+// runningJob is the job the service drives (guarded by Service.mu).
 type runningJob struct {
 	job    *Job
 	m      *Machine
@@ -69,7 +69,7 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 			if err := importedFrom(dir, digest, &body); err != nil {
 				return nil, err
 			}
-			if _, err := s.coord.Submit(ctx, body); err != nil {
+			if _, err := s.cfg.Ledger.Submit(ctx, s.cfg.CoordinatorKey, body); err != nil {
 				return nil, fmt.Errorf("register base model %s: %w", digest, err)
 			}
 			s.log.InfoContext(ctx, "base model registered", "digest", digest)
@@ -92,7 +92,6 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 		cfg = c
 	}
-	s.models[j.base] = j.files
 	if job.FineTune.Mode == model.ModeLoRA {
 		ad, err := InitialAdapter(job, cfg)
 		if err != nil {
@@ -170,15 +169,15 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 	rec, err := s.cfg.Ledger.Job(ctx, job.Name)
 	switch {
 	case errors.Is(err, ledger.ErrRecordNotFound):
-		if _, err := s.coord.Submit(ctx, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
+		if _, err := s.cfg.Ledger.Submit(ctx, s.cfg.CoordinatorKey, ledger.JobRegistered{JobID: job.Name, Recipe: recipe}); err != nil {
 			return recipe, fmt.Errorf("register job %s: %w", job.Name, err)
 		}
 		s.log.InfoContext(ctx, "job registered", "job", job.Name, "strategy", recipe.Strategy, "aggregators", recipe.Aggregators)
 		return recipe, nil
 	case err != nil:
 		return recipe, fmt.Errorf("job %s: %w", job.Name, err)
-	case rec.Owner != s.coord.ID():
-		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.coord.ID())
+	case rec.Owner != s.id:
+		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.id)
 	case !rec.Recipe.Equal(&recipe):
 		return recipe, fmt.Errorf("job %s is registered on the ledger with another recipe (strategy %s, aggregators %v) than this job file and aggregator give (strategy %s, aggregators %v); pick another job name",
 			job.Name, rec.Recipe.Strategy, rec.Recipe.Aggregators, recipe.Strategy, recipe.Aggregators)
@@ -282,11 +281,11 @@ func (j *runningJob) taskProto(t TrainTask) (*coordinatorv1.Task, error) {
 // and reports to the machine.
 func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a round.Task) {
 	report := func(ev Event) {
-		s.post(ctx, func() {
-			if gen == s.gen.Load() {
-				s.step(ctx, ev)
-			}
-		})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if gen == s.gen {
+			s.step(ev)
+		}
 	}
 	var res round.Result
 	var err error
@@ -299,20 +298,20 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a ro
 		// The aggregator is unreachable: nothing was aggregated, so there
 		// is no failure it could sign. Try again.
 		if since.IsZero() {
-			since = time.Now()
+			since = s.clock.Now()
 		}
 		detail := fmt.Sprintf("round %d: aggregation not run since %s (retrying every %s): %v", a.Round, since.UTC().Format(time.RFC3339), delay, err)
 		s.log.WarnContext(ctx, "aggregator unreachable; retrying", "job", a.JobID, "round", a.Round, "retry_in", delay, "err", err)
-		s.post(ctx, func() {
-			if j := s.job; j != nil && gen == s.gen.Load() && j.result == nil {
-				j.detail = detail
-				s.publishStatus(ctx)
-			}
-		})
+		s.mu.Lock()
+		if j := s.job; j != nil && gen == s.gen && j.result == nil {
+			j.detail = detail
+			s.publishStatus()
+		}
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(delay):
+		case <-s.clock.After(delay):
 		}
 	}
 	if err != nil {
@@ -324,7 +323,7 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a ro
 		return
 	}
 	done := AggregationDone(res)
-	if err := s.rejectUndelivered(ctx, a, &done); err != nil {
+	if err := s.rejectUndelivered(ctx, gen, a, &done); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -344,7 +343,7 @@ func (s *Service) aggregate(ctx context.Context, gen uint64, j *runningJob, a ro
 // round's closing tx: the ledger accepts a commit only if it accounts for
 // every submitted update, as a contributor or by an UpdateRejected. It
 // removes them from done.Rejected (the machine knows only its inputs).
-func (s *Service) rejectUndelivered(ctx context.Context, a round.Task, done *AggregationDone) error {
+func (s *Service) rejectUndelivered(ctx context.Context, gen uint64, a round.Task, done *AggregationDone) error {
 	var others []string
 	for t := range done.Rejected {
 		if !slices.ContainsFunc(a.Inputs, func(in round.Input) bool { return in.Trainer == t }) {
@@ -357,7 +356,7 @@ func (s *Service) rejectUndelivered(ctx context.Context, a round.Task, done *Agg
 	if s.cfg.Ledger == nil {
 		return fmt.Errorf("the aggregator rejected updates of trainers %v that are not inputs, and there is no ledger to name them", others)
 	}
-	r, err := s.cfg.Ledger.Round(ctx, a.JobID, a.Round)
+	r, err := s.cfg.Ledger.Round(ctx, a.JobID, a.Round, 0)
 	if err != nil {
 		return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
 	}
@@ -368,7 +367,7 @@ func (s *Service) rejectUndelivered(ctx context.Context, a round.Task, done *Agg
 			return fmt.Errorf("the aggregator rejected an update of trainer %s, which has none in round %d on the ledger", abbrev(t), a.Round)
 		}
 		u := r.Updates[i]
-		s.enqueueTx(ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest, Reason: done.Rejected[t]})
+		s.txq.push(gen, ledger.UpdateRejected{JobID: a.JobID, Round: a.Round, UpdateDigest: u.UpdateDigest, Reason: done.Rejected[t]})
 		s.log.WarnContext(ctx, "undelivered update rejected by the aggregator", "job", a.JobID, "round", a.Round, "trainer", abbrev(t), "update", u.UpdateDigest, "why", done.Rejected[t])
 		delete(done.Rejected, t)
 	}

@@ -2,10 +2,7 @@ package coordinator
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -14,106 +11,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
-
-// Limits of ProveSample.
-const (
-	// MaxProveDatasets bounds the datasets one ProveSample may name (as
-	// many as one caller may have outstanding: ask in batches).
-	MaxProveDatasets = maxProofsPerCaller
-	// DefaultProveTimeout is how long ProveSample waits for each trainer
-	// when the request names no timeout.
-	DefaultProveTimeout = 10 * time.Second
-	// MaxProveTimeout bounds the wait a request may ask for.
-	MaxProveTimeout = 2 * time.Minute
-	// MaxProofAnswerBytes bounds a trainer's proof: an honest one holds at
-	// most two audit paths of 64 hashes (under 10 KiB of JSON).
-	MaxProofAnswerBytes = 16 << 10
-	// maxPendingProofs bounds the proof questions in flight at once.
-	maxPendingProofs = 4096
-	// maxProofsPerTrainer bounds the questions outstanding to one trainer
-	// (and its session's proof queue); more are answered BUSY.
-	maxProofsPerTrainer = 8
-	// maxProofsPerCaller bounds the questions one caller (a TLS key; every
-	// plain-text caller counts as one) has outstanding; more are BUSY.
-	maxProofsPerCaller = 64
-)
-
-// proveRelay holds the proof questions sent to trainers and not yet
-// answered, by request ID, with counts per trainer and per caller. Its
-// zero value is ready.
-type proveRelay struct {
-	mu        sync.Mutex
-	pending   map[string]*pendingProof
-	byTrainer map[string]int
-	byCaller  map[string]int
-}
-
-// pendingProof is one question to one trainer.
-type pendingProof struct {
-	trainer string
-	dataset string
-	caller  string
-	answer  chan *coordinatorv1.SubmitProofRequest // buffered 1
-}
-
-// add records p and returns its request ID, or why it is refused (the
-// coordinator, the trainer or the caller has too many outstanding).
-func (r *proveRelay) add(p *pendingProof) (string, string) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.pending == nil {
-		r.pending, r.byTrainer, r.byCaller = map[string]*pendingProof{}, map[string]int{}, map[string]int{}
-	}
-	switch {
-	case len(r.pending) >= maxPendingProofs:
-		return "", fmt.Sprintf("%d proof questions in flight at the coordinator", len(r.pending))
-	case r.byTrainer[p.trainer] >= maxProofsPerTrainer:
-		return "", fmt.Sprintf("the trainer has %d proof questions outstanding (limit %d)", r.byTrainer[p.trainer], maxProofsPerTrainer)
-	case r.byCaller[p.caller] >= maxProofsPerCaller:
-		return "", fmt.Sprintf("this caller has %d proof questions outstanding (limit %d)", r.byCaller[p.caller], maxProofsPerCaller)
-	}
-	r.pending[id] = p
-	r.byTrainer[p.trainer]++
-	r.byCaller[p.caller]++
-	return id, ""
-}
-
-// drop forgets question id (mu held).
-func (r *proveRelay) drop(id string, p *pendingProof) {
-	delete(r.pending, id)
-	if r.byTrainer[p.trainer]--; r.byTrainer[p.trainer] <= 0 {
-		delete(r.byTrainer, p.trainer)
-	}
-	if r.byCaller[p.caller]--; r.byCaller[p.caller] <= 0 {
-		delete(r.byCaller, p.caller)
-	}
-}
-
-func (r *proveRelay) remove(id string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if p := r.pending[id]; p != nil {
-		r.drop(id, p)
-	}
-}
-
-// take removes and returns the question id if trainer was asked it.
-func (r *proveRelay) take(id, trainer string) *pendingProof {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p := r.pending[id]
-	if p == nil || p.trainer != trainer {
-		return nil
-	}
-	r.drop(id, p)
-	return p
-}
 
 // mayProve admits a ProveSample caller and returns who it is: in plain-text
 // mode (ServiceConfig.Insecure, for a trusted localhost) anyone, all as
@@ -161,7 +62,7 @@ func (s *Service) ProveSample(ctx context.Context, req *coordinatorv1.ProveSampl
 	}
 	seen := make(map[string]int, len(req.Datasets))
 	for i, d := range req.Datasets {
-		if !isHex64(d.Dataset) || !isHex64(d.Trainer) {
+		if !digest.Valid(d.Dataset) || !digest.Valid(d.Trainer) {
 			return nil, status.Errorf(codes.InvalidArgument, "prove sample: datasets[%d]: dataset and trainer must be 64 lowercase hex (got %q, %q)", i, abbrev(d.Dataset), abbrev(d.Trainer))
 		}
 		if j, dup := seen[d.Dataset]; dup {
@@ -205,25 +106,8 @@ func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d 
 	}
 	defer s.prove.remove(id)
 	task := &coordinatorv1.Task{Prove: &coordinatorv1.ProveTask{RequestId: id, LeafHash: leaf, Dataset: d.Dataset}}
-	var sent, connected bool
-	err := s.do(ctx, func() {
-		for _, ss := range s.sessions {
-			if ss.trainer != d.Trainer || !ss.active {
-				continue
-			}
-			connected = true
-			select {
-			case ss.proofs <- task:
-				sent = true
-			default:
-			}
-			return
-		}
-	})
+	connected, sent := s.sessions.sendProof(d.Trainer, task)
 	switch {
-	case err != nil:
-		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, "coordinator: "+err.Error()
-		return out
 	case !connected:
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_NOT_CONNECTED, "trainer not connected"
 		return out
@@ -232,8 +116,7 @@ func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d 
 		return out
 	}
 	s.log.InfoContext(ctx, "proof requested", "trainer", abbrev(d.Trainer), "dataset", abbrev(d.Dataset), "request", id[:8])
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	timer := s.clock.After(timeout)
 	select {
 	case a := <-p.answer:
 		if a.Error != "" {
@@ -241,7 +124,7 @@ func (s *Service) askTrainer(ctx context.Context, caller string, leaf []byte, d 
 			return out
 		}
 		out.Status, out.Proof = coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED, a.Proof
-	case <-t.C:
+	case <-timer:
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, "no answer from the trainer within "+timeout.String()
 	case <-ctx.Done():
 		out.Status, out.Detail = coordinatorv1.ProofStatus_PROOF_STATUS_TIMEOUT, ctx.Err().Error()
@@ -259,14 +142,7 @@ func (s *Service) SubmitProof(ctx context.Context, req *coordinatorv1.SubmitProo
 	if len(req.Error) > ledger.MaxReasonLen {
 		req.Error = strings.ToValidUTF8(req.Error[:ledger.MaxReasonLen], "")
 	}
-	var trainer string
-	if err := s.do(ctx, func() {
-		if ss := s.sessions[req.Session]; ss != nil {
-			trainer = ss.trainer
-		}
-	}); err != nil {
-		return nil, status.FromContextError(err).Err()
-	}
+	trainer := s.sessions.trainerOf(req.Session)
 	if trainer == "" {
 		return nil, status.Error(codes.FailedPrecondition, "submit proof: unknown session; join again")
 	}
@@ -279,18 +155,4 @@ func (s *Service) SubmitProof(ctx context.Context, req *coordinatorv1.SubmitProo
 	}
 	p.answer <- req
 	return &coordinatorv1.SubmitProofResponse{}, nil
-}
-
-// isHex64 reports whether s is 64 lowercase hex characters (a digest or a
-// member ID).
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/tlsid"
@@ -89,8 +90,16 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		}
 		agg = s.remote
 	}
-	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, AggregatorKey: ak, Aggregator: agg, Ledger: s.ledger, Store: s.store,
-		Dir: filepath.Join(cfg.DataDir, "state"), Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,
+	dir := filepath.Join(cfg.DataDir, "state")
+	if agg == nil {
+		work := filepath.Join(dir, "work")
+		if err := os.MkdirAll(work, 0o755); err != nil {
+			return nil, err
+		}
+		agg = round.NewLocal(s.store, work, client.NewSigner(s.ledger, ak), log)
+	}
+	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, Aggregator: agg, Ledger: NewNodeLedger(s.ledger), Store: s.store,
+		Dir: dir, Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,
 		EvalDataRoot: cfg.EvalDataRoot}); err != nil {
 		return nil, err
 	}

@@ -145,7 +145,7 @@ func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *
 	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
 	switch {
 	case err == nil:
-		s.authors.put(digest, &subs[0], time.Now())
+		s.authors.put(digest, &subs[0], s.clock.Now())
 		return nil, &subs[0], nil
 	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's updates: %w", err)
@@ -280,17 +280,17 @@ func (c *authorCache) put(digest string, author *ledger.UpdateSubmission, now ti
 // updateAuthor returns the first submission of update digest, or nil when
 // the ledger has none.
 func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.UpdateSubmission, error) {
-	if a, ok := s.authors.get(digest, time.Now()); ok {
+	if a, ok := s.authors.get(digest, s.clock.Now()); ok {
 		return a, nil
 	}
 	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
 	if errors.Is(err, ledger.ErrRecordNotFound) {
-		s.authors.put(digest, nil, time.Now())
+		s.authors.put(digest, nil, s.clock.Now())
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.authors.put(digest, &subs[0], time.Now())
+	s.authors.put(digest, &subs[0], s.clock.Now())
 	return &subs[0], nil
 }

@@ -137,35 +137,38 @@ func TestCapSessions(t *testing.T) {
 	}
 	now := time.Now()
 	add := func(id, trainer string, active bool, age time.Duration) {
-		s.sessions[id] = &session{id: id, trainer: trainer, active: active, created: now.Add(-age), done: make(chan struct{})}
+		if s.sessions.sessions == nil {
+			s.sessions.sessions = map[string]*session{}
+		}
+		s.sessions.sessions[id] = &session{id: id, trainer: trainer, active: active, created: now.Add(-age), done: make(chan struct{})}
 	}
 	add("s1", "t1", true, time.Hour) // its stream is open: never expires
 	add("s2", "t1", false, time.Second)
 	add("s3", "t2", false, time.Second)
 	// t1 is at the cap: its unused s2 makes room for the new session.
-	if err := s.capSessions("t1", now); err != nil {
+	if err := s.sessions.capLocked("t1", now); err != nil {
 		t.Fatalf("t1 replacing its unused session: %v", err)
 	}
-	if _, ok := s.sessions["s2"]; ok {
+	if _, ok := s.sessions.sessions["s2"]; ok {
 		t.Fatal("the unused session was kept past the cap")
 	}
-	if err := s.capSessions("t2", now); err != nil {
+	if err := s.sessions.capLocked("t2", now); err != nil {
 		t.Fatalf("second session of t2: %v", err)
 	}
 	// Two streaming sessions: a third is refused.
 	add("s4", "t1", true, time.Second)
-	if err := s.capSessions("t1", now); err == nil || !strings.Contains(err.Error(), "already streams tasks in 2 sessions") || !strings.Contains(err.Error(), "ResourceExhausted") {
+	if err := s.sessions.capLocked("t1", now); err == nil || !strings.Contains(err.Error(), "already streams tasks in 2 sessions") || !strings.Contains(err.Error(), "ResourceExhausted") {
 		t.Fatalf("third session of t1: %v, want ResourceExhausted naming the cap", err)
 	}
 	// An unused session expires after its TTL.
 	add("s5", "t2", false, sessionUnusedTTL+time.Second)
-	if err := s.capSessions("t2", now); err != nil {
+	if err := s.sessions.capLocked("t2", now); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s.sessions["s5"]; ok {
+	if _, ok := s.sessions.sessions["s5"]; ok {
 		t.Fatal("the expired session was kept")
 	}
-	if _, ok := s.sessions["s1"]; !ok {
+	if _, ok := s.sessions.sessions["s1"]; !ok {
 		t.Fatal("the streaming session was dropped")
 	}
 }
@@ -222,19 +225,18 @@ func TestEvalDataNotAnUpdate(t *testing.T) {
 // When the ledger cannot say whether eval.data is an update, the launch is
 // refused as unavailable (try again), not as a bad job.
 func TestEvalDataLedgerDown(t *testing.T) {
-	s, err := newTestService(t, t.TempDir())
+	n, err := newTestNet(t, t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	blob, _, err := s.cfg.Store.Put(context.Background(), strings.NewReader("eval text"))
+	blob, _, err := n.store.Put(context.Background(), strings.NewReader("eval text"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	job := DefaultJob()
 	job.Eval.Data = blob
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err = s.checkEvalData(ctx, job)
+	n.ledger.down.Store(true)
+	err = n.s.checkEvalData(context.Background(), job)
 	if !errors.Is(err, errEvalDataUnchecked) || !strings.Contains(err.Error(), "eval.data: cannot check blob "+blob) {
 		t.Fatalf("checkEvalData with no ledger: %v; want errEvalDataUnchecked naming eval.data", err)
 	}

@@ -329,9 +329,11 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Signer, ac *artifact.Client,
 	cc coordinatorv1.CoordinatorClient, sess string, t *coordinatorv1.Task) {
 	log := n.log.With("job", t.JobId, "round", t.Round)
-	report := func(digest, failure string) {
+	// report tells the coordinator; height is where the UpdateSubmitted
+	// committed, so the coordinator reads the round at least there.
+	report := func(digest, failure string, height uint64) {
 		_, err := cc.SubmitUpdate(ctx, &coordinatorv1.SubmitUpdateRequest{Session: sess, JobId: t.JobId, Round: t.Round,
-			UpdateDigest: digest, Error: failure})
+			UpdateDigest: digest, Error: failure, CommittedHeight: height})
 		if err != nil {
 			log.WarnContext(ctx, "coordinator refused the report", "err", err)
 		}
@@ -341,7 +343,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 		for _, u := range r.Updates {
 			if u.Trainer == n.id {
 				log.InfoContext(ctx, "update already on the ledger; reporting it again", "update", u.UpdateDigest)
-				report(u.UpdateDigest, "")
+				report(u.UpdateDigest, "", u.Height)
 				return
 			}
 		}
@@ -357,12 +359,12 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 			return
 		}
 		log.ErrorContext(ctx, "training failed", "err", err)
-		report("", err.Error())
+		report("", err.Error(), 0)
 		return
 	}
 	if _, _, err := ac.UploadFile(tctx, u.Path); err != nil {
 		log.ErrorContext(ctx, "upload failed", "err", err)
-		report("", "upload: "+err.Error())
+		report("", "upload: "+err.Error(), 0)
 		return
 	}
 	var recipeMax uint64
@@ -374,13 +376,14 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 	samples := ClaimedSamples(n.manifest.Samples, u.Steps, int(t.Batch), recipeMax)
 	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: n.manifest.Digest,
 		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}}
-	if _, err := signer.Submit(tctx, body); err != nil {
+	height, err := signer.Submit(tctx, body)
+	if err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)
-		report("", "ledger: "+err.Error())
+		report("", "ledger: "+err.Error(), 0)
 		return
 	}
-	log.InfoContext(ctx, "update submitted", "update", u.Digest, "loss", u.Loss, "seconds", time.Since(start).Seconds())
-	report(u.Digest, "")
+	log.InfoContext(ctx, "update submitted", "update", u.Digest, "loss", u.Loss, "height", height, "seconds", time.Since(start).Seconds())
+	report(u.Digest, "", height)
 	if n.opts.OnUpdate != nil {
 		n.opts.OnUpdate(t, u)
 	}

@@ -3,15 +3,11 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/model"
-	"github.com/fedtune/fedtune/model/engine"
-	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
 func init() { register(newEvalCmd) }
@@ -34,16 +30,8 @@ windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
 			if err != nil {
 				return err
 			}
-			tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
-			if err != nil {
-				return err
-			}
-			tokens, err := evalTokens(data, tok)
-			if err != nil {
-				return err
-			}
 			var bar *progress
-			res, err := engine.Evaluate(cmd.Context(), engine.NewHost(), m, tokens, func(done, total int) {
+			res, err := eval.File(cmd.Context(), m, modelDir, data, func(done, total int) {
 				if asJSON {
 					return
 				}
@@ -56,7 +44,7 @@ windows of max_position_embeddings tokens; a window of n tokens predicts n-1.`,
 				bar.Finish()
 			}
 			if err != nil {
-				return fmt.Errorf("eval %s: %w", data, err)
+				return err
 			}
 			if asJSON {
 				fmt.Fprintln(cmd.OutOrStdout(), evalJSON(res))
@@ -84,26 +72,4 @@ func evalJSON(res model.EvalResult) string {
 		return string(b)
 	}
 	return fmt.Sprintf(`{"tokens": %d, "mean_nll": %s, "perplexity": %s}`, res.Tokens, f(res.MeanNLL), f(res.Perplexity))
-}
-
-// evalTokens tokenizes a plain file as one stream, or a JSONL file or
-// folder through the dataset loader.
-func evalTokens(path string, tok tokenizer.Tokenizer) ([]int, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	low := strings.ToLower(path)
-	if st.IsDir() || strings.HasSuffix(low, ".jsonl") || strings.HasSuffix(low, ".ndjson") {
-		ds, err := datasets.Load(path, datasets.Options{})
-		if err != nil {
-			return nil, err
-		}
-		return datasets.Tokenize(ds, tok), nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return tok.Encode(string(b)), nil
 }

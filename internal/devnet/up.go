@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,15 +22,13 @@ import (
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
-	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
-	"github.com/fedtune/fedtune/model/engine"
-	"github.com/fedtune/fedtune/model/tokenizer"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -556,55 +553,15 @@ func (n *Net) Eval(ctx context.Context, global string) (*model.EvalResult, error
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.Load(n.BaseModel)
+	var lora *model.LoRAConfig
+	if l := job.FineTune.LoRA; job.FineTune.Mode == model.ModeLoRA && l != nil {
+		lora = &model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}
+	}
+	m, err := eval.LoadGlobal(n.BaseModel, global, lora)
 	if err != nil {
 		return nil, err
 	}
-	if global != "" {
-		if job.FineTune.Mode == model.ModeLoRA {
-			l := job.FineTune.LoRA
-			ad, err := trainer.ReadAdapter(global, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets})
-			if err != nil {
-				return nil, err
-			}
-			if m, err = m.Merge(ad); err != nil {
-				return nil, err
-			}
-		} else {
-			dir := filepath.Join(filepath.Dir(global), "full")
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, err
-			}
-			cfg, _ := os.ReadFile(filepath.Join(n.BaseModel, model.ConfigFile))
-			w, _ := os.ReadFile(global)
-			if err := errors.Join(os.WriteFile(filepath.Join(dir, model.ConfigFile), cfg, 0o644),
-				os.WriteFile(filepath.Join(dir, model.WeightsFile), w, 0o644)); err != nil {
-				return nil, err
-			}
-			if m, err = model.Load(dir); err != nil {
-				return nil, err
-			}
-		}
-	}
-	tok, err := tokenizer.Load(n.BaseModel, m.Config.VocabSize)
-	if err != nil {
-		return nil, err
-	}
-	var tokens []int
-	if filepath.Ext(n.EvalData) == ".jsonl" {
-		ds, err := datasets.Load(n.EvalData, datasets.Options{})
-		if err != nil {
-			return nil, err
-		}
-		tokens = datasets.Tokenize(ds, tok)
-	} else {
-		b, err := os.ReadFile(n.EvalData)
-		if err != nil {
-			return nil, err
-		}
-		tokens = tok.Encode(string(b))
-	}
-	res, err := engine.Evaluate(ctx, engine.NewHost(), m, tokens, nil)
+	res, err := eval.File(ctx, m, n.BaseModel, n.EvalData, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -168,7 +168,7 @@ func under(rel, dir string) bool { return rel == dir || strings.HasPrefix(rel, d
 // leaves are the helper packages that import nothing of ours but each
 // other.
 var leaves = []string{
-	"internal/atomicfile", "internal/digest", "internal/dsse", "internal/fedtest",
+	"internal/atomicfile", "internal/clock", "internal/digest", "internal/dsse", "internal/fedtest",
 	"internal/safetext", "internal/strictjson", "internal/strictyaml", "internal/tlsid",
 }
 
@@ -187,6 +187,8 @@ func roleOf(rel string) string {
 		return "ledger node"
 	case under(rel, "aggregator/node"):
 		return "aggregator node"
+	case under(rel, "inference") && !under(rel, "inference/receipt"):
+		return "inference" // its receipt format is a pure format any package may read
 	}
 	return ""
 }
@@ -306,6 +308,10 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 		return layer{"datasets", "datasets depends only downward", func(dep string) bool {
 			return library(dep) || noneOf("trainer", "coordinator", "aggregator", "ledger", "model", "kernels")(dep)
 		}}, true
+	case under(rel, "eval"):
+		return layer{"eval", "eval scores a model on a data file: model and datasets, no role, ledger or aggregation", func(dep string) bool {
+			return library(dep) || noneOf("trainer", "coordinator", "aggregator", "ledger", "artifact")(dep)
+		}}, true
 	case under(rel, "artifact"):
 		return layer{"artifact", "artifact stores bytes, knowing nothing of what they mean", func(dep string) bool {
 			return library(dep) || noneOf("ledger", "model", "aggregator", "trainer", "coordinator", "datasets", "kernels")(dep)
@@ -385,7 +391,7 @@ func TestLayerOf(t *testing.T) {
 		"ledger/fsm": "ledger state", "ledger/node": "ledger node", "coordinator": "coordinator", "trainer": "trainer",
 		"aggregator": "aggregator strategies", "aggregator/node": "aggregator node", "aggregator/round": "aggregator round",
 		"internal/tlsid": "leaf", "internal/cli": "program", "cmd/fedtune": "program", "scripts/aggbench": "program",
-		"model/engine": "model", "api/ledger/v1": "api",
+		"model/engine": "model", "api/ledger/v1": "api", "inference": "inference",
 	} {
 		if l, ok := layerOf(rel, func(string) bool { return true }); !ok || l.name != want {
 			t.Errorf("layerOf(%s) = %q, %v; want %q", rel, l.name, ok, want)

@@ -15,7 +15,15 @@ import (
 
 // Query reads a record of ledger state as JSON.
 func (c *Client) Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error) {
-	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: kind, Key: key, Round: round})
+	return c.QueryAt(ctx, kind, key, round, 0)
+}
+
+// QueryAt is Query read at least at height minHeight (0: the node's
+// latest): the node waits until it has applied that height, bounded by ctx
+// and the node's node.MaxQueryWait, and answers Unavailable if it does not
+// get there.
+func (c *Client) QueryAt(ctx context.Context, kind ledgerv1.QueryKind, key string, round, minHeight uint64) ([]byte, error) {
+	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: kind, Key: key, Round: round, MinHeight: minHeight})
 	if err != nil {
 		return nil, c.typed(err)
 	}

@@ -13,4 +13,13 @@
 //	}
 //
 // The suites are themselves checked against raft.NewInmemStore().
+//
+// Twin is a ledger in memory for the tests of the ledger's clients (the
+// coordinator's service): the real FSM on pebble's vfs.NewMem, one block
+// per Submit, block times from a clock the test controls, no raft and no
+// socket.
+//
+//	tw, err := ledgertest.NewTwin(genesis, fakeClock.Now)
+//	h, err := tw.Submit(trainerKey, ledger.UpdateSubmitted{...})
+//	r, err := tw.FSM().Round(job, 1)
 package ledgertest

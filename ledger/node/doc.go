@@ -120,4 +120,8 @@
 // typed reason (TxResult.error, a ledgerv1.TxError), and a node that ends
 // a call because of a rejection attaches the same message as a gRPC status
 // detail (client.StatusError), so clients never parse a reason string.
+// A Query may name a min_height (client.Client.QueryAt): the node answers
+// once it has applied that height, waiting at most MaxQueryWait (and the
+// call's deadline), else Unavailable; so a reader can ask for what a
+// writer saw committed through another node, without polling.
 package node

@@ -345,6 +345,9 @@ func (s *service) GetTx(ctx context.Context, req *ledgerv1.GetTxRequest) (*ledge
 // Query reads one record of ledger state as JSON.
 func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledgerv1.QueryResponse, error) {
 	f := s.n.fsm
+	if err := s.n.waitMinHeight(ctx, req.MinHeight); err != nil {
+		return nil, err
+	}
 	height := f.Height()
 	var v any
 	var err error
@@ -376,6 +379,35 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 		return nil, toStatus(err)
 	}
 	return &ledgerv1.QueryResponse{Json: data, Height: height}, nil
+}
+
+// MaxQueryWait bounds how long a Query with a min_height waits for this
+// node to apply that height; MaxQueryLead bounds how far ahead of this
+// node's head a min_height may be for the node to wait at all.
+const (
+	MaxQueryWait = 10 * time.Second
+	MaxQueryLead = 1 << 20
+)
+
+// waitMinHeight waits until the node has applied height h (0: at once),
+// up to ctx's deadline and MaxQueryWait; else Unavailable, naming both.
+func (n *Node) waitMinHeight(ctx context.Context, h uint64) error {
+	head := n.fsm.Height()
+	if h <= head {
+		return nil
+	}
+	if h > head+MaxQueryLead {
+		return status.Errorf(codes.Unavailable, "query: min height %d is too far ahead of this node's head %d to wait for", h, head)
+	}
+	wctx, cancel := context.WithTimeout(ctx, MaxQueryWait)
+	defer cancel()
+	if err := n.waitHeight(wctx, h); err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return status.Errorf(codes.Unavailable, "query: this node has not applied min height %d (head %d) within %s: %v", h, n.fsm.Height(), MaxQueryWait, err)
+	}
+	return nil
 }
 
 func queryName(k ledgerv1.QueryKind) string {

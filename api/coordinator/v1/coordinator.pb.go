@@ -1079,9 +1079,13 @@ type SubmitUpdateRequest struct {
 	// UpdateSubmitted on the ledger records the same digest.
 	UpdateDigest string `protobuf:"bytes,4,opt,name=update_digest,json=updateDigest,proto3" json:"update_digest,omitempty"`
 	// error, when set, says why the trainer produced no update.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// committed_height is the ledger height the trainer's UpdateSubmitted
+	// committed at; the coordinator reads the round at least at that height
+	// (0: the node's latest).
+	CommittedHeight uint64 `protobuf:"varint,6,opt,name=committed_height,json=committedHeight,proto3" json:"committed_height,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitUpdateRequest) Reset() {
@@ -1147,6 +1151,13 @@ func (x *SubmitUpdateRequest) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *SubmitUpdateRequest) GetCommittedHeight() uint64 {
+	if x != nil {
+		return x.CommittedHeight
+	}
+	return 0
 }
 
 type SubmitUpdateResponse struct {
@@ -1759,13 +1770,14 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x05proof\x18\x04 \x01(\fR\x05proof\x12\x16\n" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\"T\n" +
 	"\x13ProveSampleResponse\x12=\n" +
-	"\aanswers\x18\x01 \x03(\v2#.fedtune.coordinator.v1.ProofAnswerR\aanswers\"\x97\x01\n" +
+	"\aanswers\x18\x01 \x03(\v2#.fedtune.coordinator.v1.ProofAnswerR\aanswers\"\xc2\x01\n" +
 	"\x13SubmitUpdateRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x04R\x05round\x12#\n" +
 	"\rupdate_digest\x18\x04 \x01(\tR\fupdateDigest\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\x16\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12)\n" +
+	"\x10committed_height\x18\x06 \x01(\x04R\x0fcommittedHeight\"\x16\n" +
 	"\x14SubmitUpdateResponse\"E\n" +
 	"\x10LaunchJobRequest\x12\x19\n" +
 	"\bjob_yaml\x18\x01 \x01(\fR\ajobYaml\x12\x16\n" +

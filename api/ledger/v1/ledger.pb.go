@@ -809,7 +809,11 @@ type QueryRequest struct {
 	// update digest.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// Round number (QUERY_KIND_ROUND only).
-	Round         uint64 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	Round uint64 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
+	// min_height, when set, makes the node wait (bounded by the call's
+	// deadline and the node's own cap) until it has applied that height
+	// before it reads the record.
+	MinHeight     uint64 `protobuf:"varint,4,opt,name=min_height,json=minHeight,proto3" json:"min_height,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -861,6 +865,13 @@ func (x *QueryRequest) GetKey() string {
 func (x *QueryRequest) GetRound() uint64 {
 	if x != nil {
 		return x.Round
+	}
+	return 0
+}
+
+func (x *QueryRequest) GetMinHeight() uint64 {
+	if x != nil {
+		return x.MinHeight
 	}
 	return 0
 }
@@ -1595,11 +1606,13 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\benvelope\x18\x03 \x01(\fR\benvelope\x12\x14\n" +
 	"\x05proof\x18\x04 \x03(\fR\x05proof\x12\x1b\n" +
 	"\ttree_size\x18\x05 \x01(\x04R\btreeSize\x12\x17\n" +
-	"\atx_root\x18\x06 \x01(\fR\x06txRoot\"h\n" +
+	"\atx_root\x18\x06 \x01(\fR\x06txRoot\"\x87\x01\n" +
 	"\fQueryRequest\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.fedtune.ledger.v1.QueryKindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
-	"\x05round\x18\x03 \x01(\x04R\x05round\";\n" +
+	"\x05round\x18\x03 \x01(\x04R\x05round\x12\x1d\n" +
+	"\n" +
+	"min_height\x18\x04 \x01(\x04R\tminHeight\";\n" +
 	"\rQueryResponse\x12\x12\n" +
 	"\x04json\x18\x01 \x01(\fR\x04json\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\x04R\x06height\"\x0f\n" +

@@ -1,0 +1,32 @@
+// Package inference is the inference node's role: it serves a model through
+// the HTTP API that OpenAI's clients already speak, and nothing else of the
+// network's roles.
+//
+// It owns:
+//   - Server (NewServer), the HTTP API: GET /v1/models, POST /v1/completions
+//     and POST /v1/chat/completions, streamed as server-sent events when a
+//     request asks for stream: true; errors in OpenAI's error JSON; limits on
+//     the request body, the prompt, concurrent and queued requests and time;
+//     optional bearer-token auth; Prometheus metrics at /metrics; structured
+//     logs;
+//   - the request decoder (DecodeRequest) and the response and chunk types;
+//   - Generator, the seam between the API and a decoder: BatcherGenerator
+//     on model/engine's Batcher (key/value cache, continuous batching) for a
+//     CacheDevice such as the Host, EngineGenerator on its Runner for any
+//     other Device;
+//   - Model (LoadModel), a served model: its id and digest, Generator,
+//     tokenizer and ChatTemplate. Server.Swap replaces the served model
+//     atomically: requests in flight finish on the model they started on,
+//     which is closed when the last of them ends;
+//   - ChatTemplate, how chat messages become a prompt: TemplateChat, the
+//     model folder's own template (model/chat), or PlainChat ("role:
+//     content" lines, then "assistant:") for a model without one;
+//   - Receipter, the hook that gives every answer a receipt (header
+//     Fedtune-Receipt, the body's "receipt" field, the last chunk of a
+//     stream and the stream's trailer): Signer signs package receipt's
+//     envelope with the node's ledger key; NoReceipts gives none.
+//
+// Use: m, err := LoadModel(dir, adapterDir, id, engine.NewHost(), 16); s :=
+// NewServer(m, Config{...}); http.Serve(ln, s.Handler()). The fedtune serve
+// command does this.
+package inference

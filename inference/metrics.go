@@ -1,0 +1,59 @@
+package inference
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus metrics, in its own registry.
+type metrics struct {
+	reg          *prometheus.Registry
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	promptTokens prometheus.Counter
+	genTokens    prometheus.Counter
+	tokensPerSec prometheus.Histogram
+	ttft         prometheus.Histogram
+	queue        prometheus.Gauge
+	active       prometheus.Gauge
+	swaps        prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedtune_inference_requests_total", Help: "HTTP requests answered, by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fedtune_inference_request_duration_seconds", Help: "Time from a request's arrival to the end of its answer.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}, []string{"endpoint"}),
+		promptTokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedtune_inference_prompt_tokens_total", Help: "Prompt tokens of the requests that ran.",
+		}),
+		genTokens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedtune_inference_generated_tokens_total", Help: "Tokens generated.",
+		}),
+		tokensPerSec: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "fedtune_inference_tokens_per_second", Help: "Generated tokens per second of each answer, after its first token.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		ttft: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "fedtune_inference_time_to_first_token_seconds", Help: "Time from a request's arrival to its first generated token.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		queue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedtune_inference_queue_length", Help: "Requests waiting for a generation slot.",
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedtune_inference_active_requests", Help: "Requests generating now.",
+		}),
+		swaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedtune_inference_model_swaps_total", Help: "Times the served model was replaced.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.genTokens, m.tokensPerSec, m.ttft, m.queue, m.active, m.swaps,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

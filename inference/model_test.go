@@ -1,0 +1,64 @@
+package inference_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/fedtune/fedtune/inference"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/modeltest"
+	"github.com/fedtune/fedtune/model/safetensors"
+)
+
+// TestLoadModel: a model folder with an adapter and a chat template is
+// served under its weight digest; chat requests use its template.
+func TestLoadModel(t *testing.T) {
+	c := modeltest.TinyConfig()
+	c.VocabSize = 256
+	c.MaxPositionEmbeddings = 64
+	m, err := model.New(c, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, adDir := filepath.Join(t.TempDir(), "m"), filepath.Join(t.TempDir(), "a")
+	if _, err := m.Save(dir, safetensors.F32); err != nil {
+		t.Fatal(err)
+	}
+	ad, err := model.NewAdapter(c, model.LoRAConfig{Rank: 2, Alpha: 4, Targets: model.DefaultTargets}, 31)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ad.Save(adDir); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := `{"chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"}`
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(tmpl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sm, err := inference.LoadModel(dir, adDir, "", engine.NewHost(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := model.DigestPath(dir)
+	add, _ := model.DigestPath(adDir)
+	if sm.ID != md || sm.Digest != md || sm.Adapter != add || sm.Context != 64 {
+		t.Errorf("model %s digest %s adapter %s context %d; want %s %s 64", sm.ID, sm.Digest, sm.Adapter, sm.Context, md, add)
+	}
+	if _, ok := sm.Chat.(inference.TemplateChat); !ok {
+		t.Fatalf("chat template %T", sm.Chat)
+	}
+	f := serve(t, sm, inference.Config{})
+	res, err := f.client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: md,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len("<user>hi</user><assistant>"); int(res.Usage.PromptTokens) != want {
+		t.Errorf("prompt tokens %d, want %d (the template's rendering)", res.Usage.PromptTokens, want)
+	}
+}
