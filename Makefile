@@ -8,7 +8,7 @@ PKGS := ./...
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
 .PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
-	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels realsize
+	bench bench-ledger bench-train bench-serve bench-aggregate bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -120,7 +120,7 @@ kernels: ## compile kernels/cuda/*.cu to the committed PTX in kernels/cuda/ptx (
 proto: ## regenerate the gRPC code in api/ (needs protoc)
 	bash scripts/proto.sh
 
-bench: bench-aggregate bench-train bench-ledger ## every benchmark script
+bench: bench-aggregate bench-train bench-serve bench-ledger ## every benchmark script
 
 bench-ledger: ## ledger tx/s and latency beside a 3-node etcd cluster
 	bash scripts/bench-ledger.sh
@@ -130,6 +130,9 @@ bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
 
 realsize: ## SmolLM2-135M and Llama-3.2-1B shapes (random BF16 weights): import, LoRA train, eval, generate; peak RSS and times
 	bash scripts/realsize.sh
+
+bench-serve: ## generation tokens/s and time to first token (SmolLM2-135M shape) beside PyTorch
+	bash scripts/bench-serve.sh
 
 bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 	bash scripts/bench-aggregate.sh
