@@ -20,7 +20,7 @@ import (
 func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
-	var modelDir, adapterDir, addr, keyPath, tokenFile, id string
+	var modelDir, adapterDir, addr, keyPath, tokenFile, id, receiptsDir string
 	var cfg inference.Config
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter DIR] --addr HOST:PORT [--key FILE]",
@@ -36,7 +36,14 @@ func newServeCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("serve: --key: %w", err)
 				}
-				cfg.Receipter = inference.Signer{Key: key}
+				cfg.Receipter = inference.Signer{Key: key, Dir: receiptsDir}
+			} else if receiptsDir != "" {
+				return errors.New("serve: --receipts-dir needs --key")
+			}
+			if receiptsDir != "" {
+				if err := os.MkdirAll(receiptsDir, 0o755); err != nil {
+					return fmt.Errorf("serve: --receipts-dir: %w", err)
+				}
 			}
 			if tokenFile != "" {
 				b, err := os.ReadFile(tokenFile)
@@ -83,6 +90,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")
 	f.StringVar(&keyPath, "key", "", "the node's ledger key: every answer then carries a receipt it signs (default: no receipts)")
+	f.StringVar(&receiptsDir, "receipts-dir", "", "with --key: write each answer's receipt bundle (envelope, request, token ids, response) as DIR/<request-hash>.json, for audit receipt --replay")
 	f.StringVar(&id, "model-id", "", "the model's name in the API (default: the served weights' digest)")
 	f.StringVar(&tokenFile, "auth-token-file", "", "file holding the bearer token clients must send (default: no auth)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "request body size at most (larger: 413)")
