@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/fedtune/fedtune/coordinator"
@@ -88,7 +87,7 @@ func (n *Net) Serve(ctx context.Context, res *Result, final string) (*Served, er
 	var sm *inference.Model
 	if l := job.FineTune.LoRA; job.FineTune.Mode == model.ModeLoRA && l != nil {
 		s.Adapter = n.servedAdapter(res.Model)
-		if err := adapterDir(final, s.Adapter, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}); err != nil {
+		if err := inference.AdapterFolder(final, s.Adapter, model.LoRAConfig{Rank: l.Rank, Alpha: l.Alpha, Dropout: l.Dropout, Targets: l.Targets}); err != nil {
 			return nil, err
 		}
 		if sm, err = inference.LoadModel(n.BaseModel, s.Adapter, "", engine.NewHost(), 2); err != nil {
@@ -191,24 +190,6 @@ func fileDigest(path, want string) error {
 		return fmt.Errorf("%s has digest %s, the ledger committed %s", path, got, want)
 	}
 	return nil
-}
-
-// adapterDir makes an adapter folder of the global adapter file global:
-// its adapter config, and the file itself as its weights (so the folder's
-// digest is the committed one).
-func adapterDir(global, dir string, lc model.LoRAConfig) error {
-	ad, err := model.ReadAdapterFile(global, lc)
-	if err != nil {
-		return err
-	}
-	if _, err := ad.Save(dir); err != nil {
-		return err
-	}
-	data, err := os.ReadFile(global)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, model.AdapterWeightsFile), data, 0o644)
 }
 
 // servedAdapter is the adapter folder Serve makes of the global adapter
