@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedtune/fedtune/artifact"
@@ -36,7 +37,7 @@ type follower struct {
 	id    string            // the served model's id
 	slots int
 	log   *slog.Logger
-	round uint64 // the round whose model is served
+	round atomic.Uint64 // the round whose model is served
 }
 
 // loadJobLoRA reads the LoRA config of the job file path (nil for a full
@@ -65,7 +66,7 @@ func (f *follower) latest(ctx context.Context) (*ledger.Round, error) {
 	for i := len(rounds) - 1; i >= 0; i-- {
 		r := rounds[i]
 		if r.Status == ledger.StatusCommitted && r.ModelDigest != "" {
-			if r.Round <= f.round {
+			if r.Round <= f.round.Load() {
 				return nil, nil
 			}
 			return &r, nil
@@ -150,7 +151,7 @@ func (f *follower) first(ctx context.Context, poll time.Duration) (*inference.Mo
 		if rd != nil {
 			m, err := f.load(ctx, rd)
 			if err == nil {
-				f.round = rd.Round
+				f.round.Store(rd.Round)
 				f.log.Info("following", "job", f.job, "round", rd.Round, "model", rd.ModelDigest, "block", m.Block.Height)
 			}
 			return m, err
@@ -186,8 +187,11 @@ func (f *follower) follow(ctx context.Context, s *inference.Server, poll time.Du
 			f.log.Warn("round model refused", "round", rd.Round, "model", rd.ModelDigest, "err", err)
 			continue
 		}
-		f.round = rd.Round
+		f.round.Store(rd.Round)
 		s.Swap(m)
 		f.log.Info("switched", "job", f.job, "round", rd.Round, "model", rd.ModelDigest, "block", m.Block.Height)
 	}
 }
+
+// roundNow returns the round whose model is served.
+func (f *follower) roundNow() uint64 { return f.round.Load() }
