@@ -116,10 +116,12 @@ type Service struct {
 	onPublish func(*coordinatorv1.StatusResponse)
 }
 
-// modelFiles are the digests of a model's config.json and tokenizer file.
+// modelFiles are the digests of a model's config.json, tokenizer file and
+// tokenizer_config.json (its chat template; "" when it has none).
 type modelFiles struct {
-	config    string
-	tokenizer string
+	config          string
+	tokenizer       string
+	tokenizerConfig string
 }
 
 // NewService checks cfg and returns a service.

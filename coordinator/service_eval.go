@@ -15,6 +15,7 @@ import (
 	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -132,6 +133,11 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 	}
 	if t.files.tokenizer != "" {
 		if err := link(t.files.tokenizer, tokenizer.FileName); err != nil {
+			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+		}
+	}
+	if t.files.tokenizerConfig != "" {
+		if err := link(t.files.tokenizerConfig, chat.ConfigFileName); err != nil {
 			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
 		}
 	}

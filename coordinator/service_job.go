@@ -14,6 +14,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -209,6 +210,11 @@ func (s *Service) importModel(ctx context.Context, dir string) (string, modelFil
 			return "", files, cfg, err
 		}
 	}
+	if _, err := os.Stat(filepath.Join(dir, chat.ConfigFileName)); err == nil {
+		if files.tokenizerConfig, err = s.putFile(ctx, filepath.Join(dir, chat.ConfigFileName), ""); err != nil {
+			return "", files, cfg, err
+		}
+	}
 	return digest, files, cfg, nil
 }
 
@@ -259,7 +265,7 @@ func (j *runningJob) global(base string) string {
 func (j *runningJob) taskProto(t TrainTask) (*coordinatorv1.Task, error) {
 	tp := &coordinatorv1.Task{
 		JobId: t.JobID, Round: t.Round, ConfigDigest: t.ConfigDigest,
-		BaseModel: j.base, BaseConfig: j.files.config, Tokenizer: j.files.tokenizer,
+		BaseModel: j.base, BaseConfig: j.files.config, Tokenizer: j.files.tokenizer, TokenizerConfig: j.files.tokenizerConfig,
 		Global: j.global(t.BaseModel), DeadlineUnixNano: t.Deadline.UnixNano(), Seed: t.Seed,
 		AdapterSeed: AdapterSeed(j.job.Seed), Datasets: t.Datasets,
 		LocalSteps: int32(t.Train.LocalSteps), Batch: int32(t.Train.Batch), SeqLen: int32(t.Train.SeqLen),

@@ -6,8 +6,12 @@
 // .ndjson file through the dataset loader (its samples joined as the
 // trainer joins them), anything else as plain text (Tokens). A global
 // model is a LoRA adapter merged into the base model, or a full job's
-// weights read with the base model's config (LoadGlobal). File does both
-// and model.Evaluate:
+// weights read with the base model's config (LoadGlobal). An instruction
+// file (datasets/instruct's JSONL formats) is scored as trainers train on
+// it: each record rendered with the model folder's chat template
+// (InstructRenderer; InstructExamples tokenizes a whole set), the mean NLL
+// over its assistant tokens, each record on its own
+// (engine.EvaluateMasked). File does both and model.Evaluate:
 //
 //	m, err := eval.LoadGlobal(baseDir, global, lora) // lora nil: full weights
 //	res, err := eval.File(ctx, m, baseDir, "held-out.jsonl", nil)

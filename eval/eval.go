@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/datasets/instruct"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -92,11 +93,17 @@ func LoadGlobal(baseDir, global string, lora *model.LoRAConfig) (*model.Model, e
 
 // File scores m on the data file at path (see Tokens), tokenized with the
 // tokenizer of the model folder tokDir, on the engine's Host device;
-// progress, if set, is called as engine.Evaluate calls it.
+// progress, if set, is called as engine.Evaluate calls it. An instruction
+// file (instruct.ReadDataset reads it) is scored on its assistant tokens
+// only, each record rendered with tokDir's chat template and run on its
+// own (engine.EvaluateMasked; progress then counts records).
 func File(ctx context.Context, m *model.Model, tokDir, path string, progress func(done, total int)) (model.EvalResult, error) {
 	tok, err := tokenizer.Load(tokDir, m.Config.VocabSize)
 	if err != nil {
 		return model.EvalResult{}, err
+	}
+	if d, _, err := instruct.ReadDataset(path); err == nil {
+		return instructFile(ctx, m, tokDir, d, tok, progress)
 	}
 	tokens, err := Tokens(path, tok)
 	if err != nil {

@@ -44,7 +44,10 @@
 // TrainConfig holds one run's settings (FillDefaults, Validate, LRAt for
 // the schedule); TrainingAdapter gives the adapter a LoRA run starts from
 // (fresh and seeded, or a checked copy of one to continue). RunSteps drives
-// any Stepper from a BatchSource. The helpers every training step shares
+// any Stepper from a BatchSource. A Batch adds, per target, a loss weight,
+// per input a document segment and a rotary position (packed instruction
+// data, datasets/instruct's Batch converts to it); RunBatchSteps drives a
+// BatchStepper (model/engine's Trainer) from a BatchesSource. The helpers every training step shares
 // live here too, so that model/engine and model/gorgoniaref call them
 // rather than copy them: the tensor names (EmbedName, ProjName, LoRANames,
 // AdaptedWeights, ProjOf), Model.Check and Adapter.Check, RopeCosSin.
@@ -53,10 +56,11 @@
 //
 // Evaluate gives the mean negative log-likelihood per predicted token over
 // non-overlapping windows of max_position_embeddings; Generate samples
-// greedily or with temperature and top-p from a seeded RNG. Both run over a
-// Forwarder, model/engine's Runner, whose Evaluate and Generate run them on
-// a device. Sampler is Generate's token draw on its own (one per request,
-// seeded by GenerateConfig.Seed), so that model/engine's key/value-cache
-// decoder and its batcher draw exactly the tokens Generate draws from the
-// same logits.
+// greedily or with temperature and top-p from a seeded RNG. EvaluateMasked
+// scores documents on the targets a mask selects (the assistant tokens of
+// instruction data), each document on its own. All run over a Forwarder,
+// model/engine's Runner, whose Evaluate and Generate run them on a device.
+// Sampler is Generate's token draw on its own (one per request, seeded by
+// GenerateConfig.Seed), so that model/engine's key/value-cache decoder and
+// its batcher draw exactly the tokens Generate draws from the same logits.
 package model

@@ -46,6 +46,11 @@ type Task struct {
 // Data is the trainer's local dataset.
 type Data struct {
 	Dataset *datasets.Dataset
+	// Instruct marks instruction data: Dataset's samples are records as
+	// instruct.ReadDataset reads them, trained with the model's chat
+	// template, the loss on the assistant tokens and documents packed
+	// without attending across each other.
+	Instruct bool
 }
 
 // Update is a trained update on local disk.

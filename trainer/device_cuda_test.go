@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/fedtune/fedtune/datasets"
@@ -66,5 +68,49 @@ func TestEngineBackendCUDA(t *testing.T) {
 				t.Fatalf("%s[%d] = %g on the GPU, %g on the Host device", name, i, g.Data[i], w.Data[i])
 			}
 		}
+	}
+}
+
+// TestEngineBackendCUDAInstruct trains a LoRA round on instruction data
+// (masked loss, packed documents, positions restarting per document) on
+// GPU 0 and checks it against the same round on the Host device.
+func TestEngineBackendCUDAInstruct(t *testing.T) {
+	if dev, err := cudadev.Open(0); err != nil {
+		if errors.Is(err, cudadev.ErrNoDevice) {
+			t.Skipf("no usable GPU: %v", err)
+		}
+		t.Fatal(err)
+	} else if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dir, cfg := tinyModel(t)
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(llama2Config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds, ok := ReadInstruct(instructTrain)
+	if !ok {
+		t.Fatal("the instruction set is not instruction data")
+	}
+	lc := model.LoRAConfig{Rank: 4, Alpha: 8, Targets: []string{"q_proj", "v_proj"}}
+	ad, err := model.NewAdapter(cfg, lc, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fit := func(device string) Update {
+		b, err := NewBackend(device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := b.Fit(context.Background(), Task{ModelDir: dir, Adapter: ad, OutDir: t.TempDir(), Compression: "none",
+			Train: model.TrainConfig{LoRA: &lc, Steps: 2, Batch: 2, SeqLen: 128, LR: 1e-2, ClipNorm: 1, Schedule: model.ScheduleConstant, Seed: 3}},
+			Data{Dataset: ds, Instruct: true})
+		if err != nil {
+			t.Fatalf("%s: %v", device, err)
+		}
+		return u
+	}
+	ug, uh := fit(DeviceCUDA), fit(DeviceHost)
+	if ug.Steps != 2 || math.Abs(ug.Loss-uh.Loss) > 1e-3*uh.Loss {
+		t.Errorf("GPU update %+v, Host update %+v", ug, uh)
 	}
 }

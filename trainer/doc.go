@@ -31,4 +31,14 @@
 // GPU tag; "gorgonia" is GorgoniaBackend, model/gorgoniaref's Gorgonia
 // graph, the slower autodiff reference. Train runs one training outside a
 // round (fedtune train, the devnet's pre-training) on the same devices.
+//
+// Instruction data: when the local data file is one instruct.ReadDataset
+// reads (JSONL of {"messages"}, Alpaca or {"prompt", "completion"}
+// records; ReadInstruct), its records are rendered with the chat template
+// of the round's model folder (eval.InstructRenderer: tokenizer_config.json,
+// which the coordinator hands out with the task; plain text without one),
+// tokenized, packed into windows (InstructWindows) and trained with
+// model/engine's StepBatch: the loss on the assistant tokens only, no
+// attention across documents, positions restarting per document
+// (TrainBatches outside a round). The Gorgonia device refuses such data.
 package trainer

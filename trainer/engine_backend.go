@@ -124,20 +124,31 @@ func (b *EngineBackend) Fit(ctx context.Context, t Task, d Data) (Update, error)
 }
 
 // loadTask loads a task's model and cuts the local data into windows of
-// seq_len+1 tokens, for every backend.
-func loadTask(t Task, d Data) (*model.Model, [][]int, error) {
+// seq_len+1 tokens, for every backend: a plain token stream, or
+// instruction records rendered with the model's chat template and packed.
+func loadTask(t Task, d Data) (*model.Model, feed, error) {
 	m, err := model.Load(t.ModelDir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrTask, err)
+		return nil, feed{}, fmt.Errorf("%w: %w", ErrTask, err)
 	}
 	tok, err := tokenizer.Load(t.ModelDir, m.Config.VocabSize)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrTask, err)
+		return nil, feed{}, fmt.Errorf("%w: %w", ErrTask, err)
+	}
+	if d.Instruct {
+		ws, _, err := InstructWindows(d.Dataset, t.ModelDir, tok, t.Train.SeqLen)
+		if err != nil {
+			return nil, feed{}, fmt.Errorf("%w: instruction data: %w", ErrTask, err)
+		}
+		if len(ws) == 0 {
+			return nil, feed{}, fmt.Errorf("%w: the local instruction data packs into no window", ErrTask)
+		}
+		return m, feed{packed: ws}, nil
 	}
 	tokens := datasets.Tokenize(d.Dataset, tok)
 	windows := datasets.Windows(tokens, t.Train.SeqLen)
 	if len(windows) == 0 {
-		return nil, nil, fmt.Errorf("%w: the local data has %d tokens, fewer than seq_len+1 = %d", ErrTask, len(tokens), t.Train.SeqLen+1)
+		return nil, feed{}, fmt.Errorf("%w: the local data has %d tokens, fewer than seq_len+1 = %d", ErrTask, len(tokens), t.Train.SeqLen+1)
 	}
-	return m, windows, nil
+	return m, feed{windows: windows}, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
@@ -82,9 +83,11 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("trainer key: %w", err)
 	}
 	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
-	ds, err := datasets.Load(cfg.Data, datasets.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("trainer data: %w", err)
+	ds, isInstruct := ReadInstruct(cfg.Data)
+	if !isInstruct {
+		if ds, err = datasets.Load(cfg.Data, datasets.Options{}); err != nil {
+			return nil, fmt.Errorf("trainer data: %w", err)
+		}
 	}
 	format, err := datasets.DetectFormat(cfg.Data, datasets.Options{})
 	if err != nil {
@@ -109,7 +112,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := os.WriteFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds}, manifest: sm}, nil
+	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds, Instruct: isInstruct}, manifest: sm}, nil
 }
 
 // ID returns the trainer's ledger key ID.
@@ -391,7 +394,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 
 // train fetches the task's weights and runs the backend.
 func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.Task) (Update, error) {
-	for _, d := range []string{t.BaseModel, t.BaseConfig, t.Tokenizer, t.Global} {
+	for _, d := range []string{t.BaseModel, t.BaseConfig, t.Tokenizer, t.TokenizerConfig, t.Global} {
 		if d == "" {
 			continue
 		}
@@ -404,7 +407,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		weights = t.Global
 	}
 	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
-	if err := n.materialize(dir, weights, t.BaseConfig, t.Tokenizer); err != nil {
+	if err := n.materialize(dir, weights, t.BaseConfig, t.Tokenizer, t.TokenizerConfig); err != nil {
 		return Update{}, err
 	}
 	task := Task{JobID: t.JobId, Round: t.Round, ModelDir: dir, Compression: t.Compression, Int8Block: int(t.Int8Block),
@@ -441,17 +444,18 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 	return u, nil
 }
 
-// materialize lays out a model folder from stored blobs.
-func (n *Node) materialize(dir, weights, config, tok string) error {
+// materialize lays out a model folder from stored blobs: weights, config,
+// tokenizer and tokenizer config (the last two "" when the model has none).
+func (n *Node) materialize(dir, weights, config, tok, tokConfig string) error {
 	if _, err := os.Stat(filepath.Join(dir, model.WeightsFile)); err == nil {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	files := map[string]string{model.ConfigFile: config, tokenizer.FileName: tok, model.WeightsFile: weights}
+	files := map[string]string{model.ConfigFile: config, tokenizer.FileName: tok, chat.ConfigFileName: tokConfig, model.WeightsFile: weights}
 	// The weights go last: their presence marks a complete folder.
-	for _, name := range []string{model.ConfigFile, tokenizer.FileName, model.WeightsFile} {
+	for _, name := range []string{model.ConfigFile, tokenizer.FileName, chat.ConfigFileName, model.WeightsFile} {
 		d := files[name]
 		if d == "" {
 			continue

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/gorgoniaref"
@@ -38,7 +37,21 @@ func Train(ctx context.Context, device string, m *model.Model, ad *model.Adapter
 	if device != DeviceGorgonia {
 		start = startEngine(engineDevices[device])
 	}
-	return run(ctx, device, start, m, ad, tc, src)
+	return run(ctx, device, start, m, ad, tc, src, nil)
+}
+
+// TrainBatches is Train on Batches with loss weights, document segments and
+// positions (packed instruction data, NewInstructBatches). Only the engine
+// devices take them.
+func TrainBatches(ctx context.Context, device string, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchesSource) (Trained, error) {
+	if err := ValidateDevice(device); err != nil {
+		return Trained{}, fmt.Errorf("%w: device: %w", ErrConfig, err)
+	}
+	device = cmp.Or(device, DeviceCPU)
+	if device == DeviceGorgonia {
+		return Trained{}, errNoMasks(device)
+	}
+	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src)
 }
 
 // session is one training run: model/engine's Trainer on a device, or
@@ -86,8 +99,9 @@ type engineSession struct{ *engine.Trainer }
 
 func (s engineSession) Close() error { return errors.Join(s.Trainer.Close(), s.Device().Close()) }
 
-// run trains one session to the end and reads the trained weights back.
-func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource) (Trained, error) {
+// run trains one session to the end on batches from src, or from bsrc
+// when it is not nil, and reads the trained weights back.
+func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource) (Trained, error) {
 	s, err := start(m, ad, tc)
 	if err != nil {
 		if errors.Is(err, ErrTask) {
@@ -95,7 +109,16 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 		}
 		return Trained{}, fmt.Errorf("trainer: device %s: %w", device, err)
 	}
-	loss, err := s.Run(ctx, src)
+	var loss float64
+	if bsrc != nil {
+		if bs, ok := s.(model.BatchStepper); ok {
+			loss, err = model.RunBatchSteps(ctx, bs, tc.Steps, bsrc)
+		} else {
+			err = errNoMasks(device)
+		}
+	} else {
+		loss, err = s.Run(ctx, src)
+	}
 	out := Trained{Loss: loss}
 	if err == nil {
 		if tc.LoRA != nil {
@@ -119,7 +142,7 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 
 // fit trains task t on local data d in one session and writes its update.
 func fit(ctx context.Context, device string, start starter, progress func(step int, loss float64), t Task, d Data) (Update, error) {
-	m, windows, err := loadTask(t, d)
+	m, f, err := loadTask(t, d)
 	if err != nil {
 		return Update{}, err
 	}
@@ -127,7 +150,8 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if progress != nil {
 		tc.Progress = func(step int, loss, _ float64) { progress(step, loss) }
 	}
-	tr, err := run(ctx, device, start, m, t.Adapter, tc, datasets.NewBatcher(windows, tc.Batch, tc.Seed))
+	src, bsrc := f.source(tc)
+	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc)
 	if err != nil {
 		return Update{}, err
 	}

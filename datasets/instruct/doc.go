@@ -7,7 +7,7 @@
 // package datasets; chat templates in model/chat; tokenizers in
 // model/tokenizer. Like datasets it imports no model package: a chat
 // template comes in as a ChatFunc and a tokenizer as an Encoder, and the
-// program wires them (internal/cli's instructRenderer).
+// program wires them (eval.InstructRenderer).
 //
 // # Formats
 //
@@ -88,5 +88,6 @@
 // at 0 at each document, and attention must let token q see token k only
 // when k <= q and Segments[q] == Segments[k] (Window.Attends). A Batcher
 // deals windows in datasets.Batcher's seeded order; NewBatch lays a batch
-// out as rows of tokens, loss weights, segments and positions.
+// out as rows of tokens, loss weights, segments and positions, a Batch that
+// converts to model.Batch (model/engine's Trainer.StepBatch trains on it).
 package instruct

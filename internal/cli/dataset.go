@@ -49,7 +49,7 @@ func newDatasetManifestCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("dataset manifest: %w", err)
 			}
-			d, err := datasets.Load(args[0], opts)
+			d, err := loadDataset(args[0], opts)
 			if err != nil {
 				return fmt.Errorf("dataset manifest: %w", err)
 			}
@@ -143,7 +143,7 @@ func newDatasetVerifyManifestCmd() *cobra.Command {
 			if format == "" {
 				format = sm.Format
 			}
-			d, err := datasets.Load(args[1], datasets.Options{Format: format})
+			d, err := loadDataset(args[1], datasets.Options{Format: format})
 			if err != nil {
 				return fmt.Errorf("dataset verify-manifest: %w", err)
 			}
@@ -188,7 +188,7 @@ func newDatasetProveCmd() *cobra.Command {
 					format = sm.Format
 				}
 			}
-			d, err := datasets.Load(args[0], datasets.Options{Format: format})
+			d, err := loadDataset(args[0], datasets.Options{Format: format})
 			if err != nil {
 				return fmt.Errorf("dataset prove: %w", err)
 			}
@@ -241,4 +241,16 @@ func newDatasetProveCmd() *cobra.Command {
 	cmd.Flags().StringVar(&format, "format", "", "loader layout (default: the manifest's, or by extension)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write the proof here instead of stdout")
 	return cmd
+}
+
+// loadDataset reads the dataset at path as a trainer node does: an
+// instruction file (trainer.ReadInstruct: one sample per record) when the
+// format is auto or jsonl and the file is one, else datasets.Load.
+func loadDataset(path string, opts datasets.Options) (*datasets.Dataset, error) {
+	if opts.Format == datasets.FormatAuto || opts.Format == datasets.FormatJSONL {
+		if d, ok := trainer.ReadInstruct(path); ok {
+			return d, nil
+		}
+	}
+	return datasets.Load(path, opts)
 }

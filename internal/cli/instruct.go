@@ -2,44 +2,18 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/datasets/instruct"
+	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
 func init() { register(newInstructCmd) }
-
-// instructRenderer returns the renderer of instruction records for the
-// model folder dir: its chat template (tokenizer_config.json's
-// chat_template), or instruct.Plain when dir is "" or has none.
-func instructRenderer(dir string, o chat.Options) (instruct.Renderer, error) {
-	if dir == "" {
-		return instruct.Plain{}, nil
-	}
-	t, err := chat.Load(dir)
-	switch {
-	case errors.Is(err, chat.ErrNoTemplate), errors.Is(err, fs.ErrNotExist):
-		return instruct.Plain{}, nil
-	case err != nil:
-		return nil, err
-	}
-	return instruct.Template{Chat: func(msgs []instruct.Message, gen bool) (string, error) {
-		cm := make([]chat.Message, len(msgs))
-		for i, m := range msgs {
-			cm[i] = chat.Message(m)
-		}
-		opt := o
-		opt.AddGenerationPrompt = gen
-		return t.Render(cm, opt)
-	}}, nil
-}
 
 func newInstructCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -72,7 +46,7 @@ without adding special tokens, and prints one JSON object a line:
 trains. A summary goes to stderr.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := instructRenderer(modelDir, chat.Options{})
+			r, err := eval.InstructRenderer(modelDir, chat.Options{})
 			if err != nil {
 				return fmt.Errorf("instruct render: %w", err)
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/datasets/instruct"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -30,7 +31,10 @@ func newTrainCmd() *cobra.Command {
 		Use:   "train --model DIR --data PATH -o OUT",
 		Short: "Fine-tune a model on local data (LoRA by default, or --full)",
 		Long: `Fine-tune (or, from a freshly initialised model, pre-train) on a text
-file, a folder of .txt files or a JSONL file. With LoRA (the default) OUT is a
+file, a folder of .txt files or a JSONL file. Instruction data (JSONL of
+{"messages"}, Alpaca or {"prompt", "completion"} records) is rendered with the
+model's chat template, packed into windows whose documents do not attend to
+each other, and trained with the loss on the assistant tokens only. With LoRA (the default) OUT is a
 PEFT adapter folder and the base weights are untouched; with --full OUT is a
 model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 		Args: cobra.NoArgs,
@@ -50,14 +54,39 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 			if err != nil {
 				return err
 			}
-			ds, err := datasets.Load(data, datasets.Options{})
-			if err != nil {
-				return err
-			}
-			tokens := datasets.Tokenize(ds, tok)
-			windows := datasets.Windows(tokens, seqLen)
-			if len(windows) == 0 {
-				return fmt.Errorf("train: %s has %d tokens, fewer than seq_len+1 = %d", data, len(tokens), seqLen+1)
+			// Instruction data (messages, Alpaca, prompt/completion JSONL)
+			// is rendered with the model's chat template and packed; the
+			// loss is on the assistant tokens only.
+			var (
+				windows [][]int
+				packed  []instruct.Window
+				tokens  int
+			)
+			ds, isInstruct := trainer.ReadInstruct(data)
+			if isInstruct {
+				if packed, _, err = trainer.InstructWindows(ds, modelDir, tok, seqLen); err != nil {
+					return fmt.Errorf("train: %s: %w", data, err)
+				}
+				if len(packed) == 0 {
+					return fmt.Errorf("train: %s packs into no window with an answer token", data)
+				}
+				for _, w := range packed {
+					for _, s := range w.Segments {
+						if s != 0 {
+							tokens++
+						}
+					}
+				}
+			} else {
+				if ds, err = datasets.Load(data, datasets.Options{}); err != nil {
+					return err
+				}
+				toks := datasets.Tokenize(ds, tok)
+				tokens = len(toks)
+				windows = datasets.Windows(toks, seqLen)
+				if len(windows) == 0 {
+					return fmt.Errorf("train: %s has %d tokens, fewer than seq_len+1 = %d", data, len(toks), seqLen+1)
+				}
 			}
 			tc := model.TrainConfig{Steps: steps, Batch: batch, SeqLen: seqLen, LR: lr, WeightDecay: wd,
 				ClipNorm: clip, Warmup: warmup, Schedule: schedule, Seed: seed}
@@ -91,11 +120,16 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 					tc.LoRA.Dropout = startAdapter.Config.Dropout
 				}
 			}
-			log.Info("training", "samples", len(ds.Samples), "tokens", len(tokens), "windows", len(windows),
+			log.Info("training", "samples", len(ds.Samples), "tokens", tokens, "windows", len(windows)+len(packed), "instruct", isInstruct,
 				"mode", map[bool]string{true: "full", false: "lora"}[full], "steps", steps, "device", cmp.Or(device, trainer.DeviceCPU))
 			start := time.Now()
 			bar = newProgress(cmd.ErrOrStderr(), "train", steps)
-			tr, err := trainer.Train(cmd.Context(), device, m, startAdapter, tc, datasets.NewBatcher(windows, batch, seed))
+			var tr trainer.Trained
+			if isInstruct {
+				tr, err = trainer.TrainBatches(cmd.Context(), device, m, startAdapter, tc, trainer.NewInstructBatches(packed, batch, seed))
+			} else {
+				tr, err = trainer.Train(cmd.Context(), device, m, startAdapter, tc, datasets.NewBatcher(windows, batch, seed))
+			}
 			bar.Finish()
 			if err != nil {
 				return err

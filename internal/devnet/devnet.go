@@ -1,12 +1,14 @@
 package devnet
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -24,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 	"github.com/fedtune/fedtune/trainer"
@@ -61,6 +64,16 @@ type Options struct {
 	// answer against the ledger and by replay (fedtune audit receipt's
 	// check, which the CLI passes in).
 	VerifyReceipt ReceiptVerifier
+	// TrainData, when set, replaces the shipped shards: its lines (plain
+	// JSONL samples or instruction records) are dealt round-robin to the
+	// trainers, trainer i taking lines i, i+Trainers, … (relative to
+	// Repo).
+	TrainData string
+	// ModelFiles, when set, is a folder whose tokenizer.json and
+	// tokenizer_config.json (its chat template), where present, join the
+	// base model folder; the pre-training tokenizes with that tokenizer
+	// (relative to Repo).
+	ModelFiles string
 	// Binary is the fedtune executable for child processes (default: this
 	// process's executable).
 	Binary string
@@ -114,6 +127,11 @@ func (o *Options) fill() error {
 	rel(&o.Job, "configs/jobs/demo-lora.yaml")
 	rel(&o.ModelConfig, "configs/models/tiny.yaml")
 	rel(&o.PretrainData, "datasets/testdata/english/train.txt")
+	for _, p := range []*string{&o.TrainData, &o.ModelFiles} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(o.Repo, *p)
+		}
+	}
 	for _, p := range []string{o.Job, o.ModelConfig, o.PretrainData} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w (run from the fedtune source tree, or give its path with --repo)", err)
@@ -362,9 +380,16 @@ const evalDataDir = "data"
 func (n *Net) EvalDataRoot() string { return n.path(evalDataDir) }
 
 func (n *Net) writeTrainerConfigs() error {
+	shards, err := n.dealTrainData()
+	if err != nil {
+		return err
+	}
 	for i := 1; i <= n.Opts.Trainers; i++ {
 		name := fmt.Sprintf("trainer-%d", i)
 		shard := filepath.Join(n.Opts.Repo, "datasets", "testdata", "shards", name+".jsonl")
+		if shards != nil {
+			shard = shards[i-1]
+		}
 		abs, err := filepath.Abs(shard)
 		if err != nil {
 			return err
@@ -399,7 +424,7 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tok, err := tokenizer.Load("", cfg.VocabSize)
+	tok, err := tokenizer.Load(n.Opts.ModelFiles, cfg.VocabSize)
 	if err != nil {
 		return err
 	}
@@ -422,6 +447,20 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 	n.BaseModel = n.path("models", "base")
 	if n.BaseDigest, err = tr.Model.Save(n.BaseModel, safetensors.F32); err != nil {
 		return err
+	}
+	if n.Opts.ModelFiles != "" {
+		for _, name := range []string{tokenizer.FileName, chat.ConfigFileName} {
+			data, err := os.ReadFile(filepath.Join(n.Opts.ModelFiles, name))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := atomicfile.Write(filepath.Join(n.BaseModel, name), data, 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	fmt.Fprintf(n.Opts.Out, "  base model %s\n", n.BaseDigest)
 	return nil
@@ -517,4 +556,40 @@ func writeYAML(path string, v any) error {
 		return err
 	}
 	return atomicfile.Write(path, data, 0o600)
+}
+
+// dealTrainData deals Options.TrainData's lines round-robin into one file
+// per trainer (keeping its extension) and returns their paths; nil when
+// the shipped shards are used.
+func (n *Net) dealTrainData() ([]string, error) {
+	if n.Opts.TrainData == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(n.Opts.TrainData)
+	if err != nil {
+		return nil, fmt.Errorf("devnet train data: %w", err)
+	}
+	parts := make([][]byte, n.Opts.Trainers)
+	k := 0
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		parts[k%len(parts)] = append(append(parts[k%len(parts)], line...), '\n')
+		k++
+	}
+	if k < n.Opts.Trainers {
+		return nil, fmt.Errorf("devnet train data %s: %d lines for %d trainers", n.Opts.TrainData, k, n.Opts.Trainers)
+	}
+	if err := os.MkdirAll(n.path("data-shards"), 0o755); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = n.path("data-shards", fmt.Sprintf("trainer-%d%s", i+1, filepath.Ext(n.Opts.TrainData)))
+		if err := atomicfile.Write(out[i], p, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

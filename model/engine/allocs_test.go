@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"runtime/debug"
 	"testing"
 
 	"github.com/fedtune/fedtune/internal/fedtest"
@@ -42,7 +43,13 @@ func TestStepAllocatesNothing(t *testing.T) {
 			}
 		}
 		step()
-		if n := testing.AllocsPerRun(5, step); n != 0 {
+		// A collection empties gemmPool (a sync.Pool), and its refill is an
+		// allocation the step itself does not make: measure with the
+		// collector off so a loaded machine's GC timing cannot fail this.
+		old := debug.SetGCPercent(-1)
+		n := testing.AllocsPerRun(5, step)
+		debug.SetGCPercent(old)
+		if n != 0 {
 			t.Errorf("lora=%v: a step allocates %g times", lora != nil, n)
 		}
 		if err := tr.Close(); err != nil {

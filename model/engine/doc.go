@@ -15,11 +15,18 @@
 //     device between steps, and only token ids, dropout masks and per-row
 //     losses cross per step. It computes what model/gorgoniaref's Gorgonia
 //     Trainer computes (same batches, loss, clipping, schedule, AdamW, LoRA
-//     dropout stream), and is tested against it;
+//     dropout stream), and is tested against it. StepBatch takes a
+//     model.Batch: the loss Σ w·ℓ / Σ w with the gradient scaled alike,
+//     attention that stays within each document of a packed window (a
+//     mask added to the scores before the causal softmax) and rotary
+//     positions restarting per document (per-row rotary tables); it uses
+//     only Device operations, so every Device runs it. A packed window
+//     gives the loss and gradients of its documents run alone (tested);
 //   - Runner (NewRunner), the forward pass for scoring: the Trainer's
 //     forward on a Device, weights uploaded once, activations sized to each
-//     sequence. Evaluate runs model.Evaluate on it (eval and the
-//     coordinator's held-out evaluation use it on the Host);
+//     sequence. Evaluate and EvaluateMasked run model.Evaluate and
+//     model.EvaluateMasked on it (eval and the coordinator's held-out
+//     evaluation use them on the Host);
 //   - Decoder (NewDecoder), the forward pass for generating: a key/value
 //     cache of a fixed number of sequence slots, allocated once; Forward
 //     runs any mix of prompt chunks (prefill) and single tokens (decoding)

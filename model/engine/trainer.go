@@ -114,6 +114,7 @@ type Trainer struct {
 	ltmp       map[int]Buffer // [N, in] scratch for masked LoRA input gradients
 	dhf        Buffer
 
+	mk          batchMasks // loss weights, segments and positions of a StepBatch
 	owned       []Buffer
 	forwardOnly bool // an inference state (Runner): no parameters, no backward
 	rng         *rand.Rand
@@ -494,12 +495,13 @@ func (t *Trainer) forward(train bool) {
 		t.linear(t.q, a.h1, nm.q, d, H*hd, 0)
 		t.linear(t.k, a.h1, nm.k, d, KV*hd, 0)
 		t.linear(t.v, a.h1, nm.v, d, KV*hd, 0)
-		dev.RoPE(t.q, t.cos, t.sin, N, H, hd, T, false)
-		dev.RoPE(t.k, t.cos, t.sin, N, KV, hd, T, false)
+		t.rope(t.q, H, false)
+		t.rope(t.k, KV, false)
 		dev.SplitHeads(a.qh, t.q, B, T, H, hd, 1)
 		dev.SplitHeads(a.kh, t.k, B, T, KV, hd, rep)
 		dev.SplitHeads(a.vh, t.v, B, T, KV, hd, rep)
 		dev.MatMul(t.batched(Gemm{TransB: true, M: T, N: T, K: hd, Alpha: t.alpha, A: a.qh, B: a.kh, C: a.p}, th, th, T*T))
+		t.maskScores(a.p)
 		dev.CausalSoftmax(a.p, a.p, B*H*T, T)
 		dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: 1, A: a.p, B: a.vh, C: a.oh}, T*T, th, th))
 		dev.MergeHeads(a.o, a.oh, B, T, H, hd, 1)
@@ -525,14 +527,7 @@ func (t *Trainer) backward() {
 	rep := H / KV
 	th := T * hd
 	full := t.cfg.LoRA == nil
-	dev.MatMul(Gemm{M: N, N: d, K: t.nV, Alpha: 1, A: t.logits, B: t.head(), C: t.dhf})
-	if full {
-		hg := t.grads[model.LMHeadName]
-		if t.c.TieWordEmbeddings {
-			hg = t.grads[model.EmbedName]
-		}
-		dev.MatMul(Gemm{TransA: true, M: t.nV, N: d, K: N, Alpha: 1, Beta: 1, A: t.logits, B: t.hf, C: hg})
-	}
+	t.headBackward(full)
 	dev.Zero(t.dx)
 	dev.RMSNormBackward(t.dx, t.grads[model.FinalNormName], t.dhf, t.xs[t.nL], t.weights[model.FinalNormName], t.rstdf, N, d)
 	for l := t.nL - 1; l >= 0 && 2*l+1 >= t.lowest; l-- {
@@ -574,13 +569,13 @@ func (t *Trainer) backward() {
 		if wantQ {
 			dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.kh, C: t.dqh}, T*T, th, th))
 			dev.MergeHeads(t.dq, t.dqh, B, T, H, hd, 1)
-			dev.RoPE(t.dq, t.cos, t.sin, N, H, hd, T, true)
+			t.rope(t.dq, H, true)
 			t.linearBack(t.dh, t.dq, a.h1, nm.q, d, H*hd, 0, !bottom)
 		}
 		if wantK {
 			dev.MatMul(t.batched(Gemm{TransA: true, M: T, N: hd, K: T, Alpha: t.alpha, A: t.dP, B: a.qh, C: t.dkh}, T*T, th, th))
 			dev.MergeHeads(t.dk, t.dkh, B, T, KV, hd, rep)
-			dev.RoPE(t.dk, t.cos, t.sin, N, KV, hd, T, true)
+			t.rope(t.dk, KV, true)
 			t.linearBack(t.dh, t.dk, a.h1, nm.k, d, KV*hd, 1, !bottom)
 		}
 		if wantV {
@@ -605,38 +600,25 @@ func (t *Trainer) deviceErr(what string, err error) error {
 // Step runs one optimisation step on batch (cfg.Batch windows of
 // cfg.SeqLen+1 tokens: inputs, then the shifted targets) and returns the
 // mean next-token loss before the update, as model.Trainer.Step does. A bad
-// batch is rejected before anything changes.
+// batch is rejected before anything changes. It is StepBatch with only
+// Tokens set.
 func (t *Trainer) Step(batch [][]int) (float64, error) {
+	return t.StepBatch(model.Batch{Tokens: batch})
+}
+
+// StepBatch runs one optimisation step on b and returns its loss before
+// the update: Σ w·ℓ / Σ w over the targets with b.Loss's weights (the mean
+// next-token loss when b.Loss is nil), the gradient scaled alike. With
+// b.Segments attention stays within each document of a window, with
+// b.Positions rotary positions are b's; see model.Batch. A bad batch, or
+// weights that sum to 0, is rejected before anything changes.
+func (t *Trainer) StepBatch(b model.Batch) (float64, error) {
 	start := time.Now()
-	if err := t.usable(); err != nil {
-		return 0, err
-	}
-	ids, tgt, err := t.batchIDs(batch, true)
+	loss, err := t.lossAndGrad(b)
 	if err != nil {
-		return 0, err
+		return loss, err
 	}
 	dev := t.dev
-	t.drawMasks()
-	dev.WriteInt(t.ids, ids)
-	dev.WriteInt(t.tgt, tgt)
-	t.forward(true)
-	dev.CrossEntropy(t.loss, t.logits, t.logits, t.tgt, t.nN, t.nV, 1/float32(t.nN))
-	dev.Read(t.lossHost, t.loss, 0)
-	if err := dev.Sync(); err != nil {
-		return 0, t.deviceErr(fmt.Sprintf("step %d forward", t.step+1), err)
-	}
-	var sum float64
-	for _, l := range t.lossHost {
-		sum += float64(l)
-	}
-	loss := sum / float64(t.nN)
-	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return loss, fmt.Errorf("engine: step %d: loss is %g", t.step+1, loss)
-	}
-	for _, p := range t.params {
-		dev.Zero(p.g)
-	}
-	t.backward()
 	var sq float64
 	for _, p := range t.params {
 		sq += dev.SquaredNorm(p.g)
@@ -670,6 +652,45 @@ func (t *Trainer) Step(batch [][]int) (float64, error) {
 	return loss, nil
 }
 
+// lossAndGrad runs forward and backward on b and leaves every trainable
+// parameter's gradient on the device; it returns the step's loss.
+func (t *Trainer) lossAndGrad(b model.Batch) (float64, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
+	ids, tgt, err := t.batchIDs(b.Tokens, true)
+	if err != nil {
+		return 0, err
+	}
+	if err := t.setMasks(b); err != nil {
+		t.clearMasks()
+		return 0, err
+	}
+	dev := t.dev
+	t.drawMasks()
+	dev.WriteInt(t.ids, ids)
+	dev.WriteInt(t.tgt, tgt)
+	t.forward(true)
+	scale := 1 / float32(t.nN)
+	if t.mk.weighted {
+		scale = 1 // headBackward scales row r by w_r/Σw
+	}
+	dev.CrossEntropy(t.loss, t.logits, t.logits, t.tgt, t.nN, t.nV, scale)
+	dev.Read(t.lossHost, t.loss, 0)
+	if err := dev.Sync(); err != nil {
+		return 0, t.deviceErr(fmt.Sprintf("step %d forward", t.step+1), err)
+	}
+	loss := t.lossOf()
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, fmt.Errorf("engine: step %d: loss is %g", t.step+1, loss)
+	}
+	for _, p := range t.params {
+		dev.Zero(p.g)
+	}
+	t.backward()
+	return loss, nil
+}
+
 // Run takes steps until cfg.Steps have been taken or ctx is done, reading
 // batches from src. It returns the loss of the last step.
 func (t *Trainer) Run(ctx context.Context, src model.BatchSource) (float64, error) {
@@ -688,6 +709,7 @@ func (t *Trainer) Forward(batch [][]int) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.clearMasks()
 	t.dev.WriteInt(t.ids, ids)
 	t.forward(false)
 	out := make([]float32, t.nN*t.nV)

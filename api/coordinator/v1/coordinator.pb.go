@@ -459,9 +459,13 @@ type Task struct {
 	// prove, when set, makes this task a proof request instead of training
 	// work: the other fields are empty, and the trainer answers with
 	// SubmitProof rather than SubmitUpdate.
-	Prove         *ProveTask `protobuf:"bytes,24,opt,name=prove,proto3" json:"prove,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Prove *ProveTask `protobuf:"bytes,24,opt,name=prove,proto3" json:"prove,omitempty"`
+	// tokenizer_config names the base model's tokenizer_config.json (its chat
+	// template and special tokens; "" when the model has none): trainers
+	// render instruction data with it.
+	TokenizerConfig string `protobuf:"bytes,25,opt,name=tokenizer_config,json=tokenizerConfig,proto3" json:"tokenizer_config,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -660,6 +664,13 @@ func (x *Task) GetProve() *ProveTask {
 		return x.Prove
 	}
 	return nil
+}
+
+func (x *Task) GetTokenizerConfig() string {
+	if x != nil {
+		return x.TokenizerConfig
+	}
+	return ""
 }
 
 // ProveTask asks a trainer for a dataset membership proof of one sample.
@@ -1711,7 +1722,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05alpha\x18\x02 \x01(\x01R\x05alpha\x12\x18\n" +
 	"\adropout\x18\x03 \x01(\x01R\adropout\x12\x18\n" +
-	"\atargets\x18\x04 \x03(\tR\atargets\"\xe3\x05\n" +
+	"\atargets\x18\x04 \x03(\tR\atargets\"\x8e\x06\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -1741,7 +1752,8 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vcompression\x18\x16 \x01(\tR\vcompression\x12\x1d\n" +
 	"\n" +
 	"int8_block\x18\x17 \x01(\x05R\tint8Block\x127\n" +
-	"\x05prove\x18\x18 \x01(\v2!.fedtune.coordinator.v1.ProveTaskR\x05prove\"a\n" +
+	"\x05prove\x18\x18 \x01(\v2!.fedtune.coordinator.v1.ProveTaskR\x05prove\x12)\n" +
+	"\x10tokenizer_config\x18\x19 \x01(\tR\x0ftokenizerConfig\"a\n" +
 	"\tProveTask\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
