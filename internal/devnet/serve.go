@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -52,7 +51,8 @@ type Served struct {
 // Serve starts an inference node in this process on the job's final model
 // (res.Model, fetched from the artifact store and checked against the
 // round the ledger committed it in), sends it one chat request, and checks
-// the receipt of its answer with Options.VerifyReceipt when set.
+// the receipt of its answer with Options.VerifyReceipt when set. For a job
+// that is not LoRA it serves nothing and returns nil.
 func (n *Net) Serve(ctx context.Context, res *Result, final string) (*Served, error) {
 	c, err := n.Ledger(ctx, 0)
 	if err != nil {
@@ -98,9 +98,9 @@ func (n *Net) Serve(ctx context.Context, res *Result, final string) (*Served, er
 			return nil, fmt.Errorf("the served adapter has digest %s, the ledger committed %s", sm.Adapter, res.Model)
 		}
 	} else {
-		// A full model: the fetched weights beside the base model's config
-		// and tokenizer.
-		return nil, errors.New("serving a full fine-tune's model is not supported by the demo yet")
+		// A full fine-tune's global weights are not served by the demo
+		// yet: no inference step.
+		return nil, nil
 	}
 	sm.Block = block
 	dir := n.path("receipts")
