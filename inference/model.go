@@ -27,6 +27,9 @@ type Model struct {
 	BOS        *int                // put before a completion's prompt and PlainChat's text when set
 	StopTokens []int               // end-of-sequence ids: an answer ends there with finish_reason "stop"
 	Created    time.Time           // "created" of the model object
+	// Lineage is the model's history on the ledger, answered at
+	// LineagePath and drawn by the page at /; nil when standalone.
+	Lineage *Lineage
 
 	refs sync.WaitGroup // requests running on this model
 }

@@ -134,6 +134,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/v1/models/{id}", s.api("/v1/models", s.models))
 	mux.Handle("/v1/completions", s.api("/v1/completions", s.generate(Completions)))
 	mux.Handle("/v1/chat/completions", s.api("/v1/chat/completions", s.generate(ChatCompletions)))
+	mux.Handle(LineagePath, s.api(LineagePath, s.lineage))
+	mux.Handle("GET /{$}", pageIndex())
+	mux.Handle("GET /page/", pageAssets())
 	mux.Handle("/v1/", s.api("other", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
 			Message: fmt.Sprintf("unknown request URL: %s %s", r.Method, r.URL.Path)})

@@ -11,9 +11,16 @@
 # same shapes) in both builds. PyTorch is Debian's python3-torch, with
 # torch.set_num_threads(nproc). Prints tokens/s of each and the ratio
 # fedtune/PyTorch (above 1 means fedtune is faster).
+# Then the real-size shape, SmolLM2-135M (vocab 49,152, d=576, 30 layers,
+# 9 / 3 heads, intermediate 1536), 4 x 256 tokens a step, LoRA r=8 on q_proj
+# and v_proj: the engine's step on the Host device (scripts/trainbench) and
+# PyTorch's, each step's model GFLOP/s (the same FLOP count for both), and
+# the engine's own GEMM rate on all cores measured in the same run.
 #
 # Environment: BENCHTIME (go test -benchtime, default 4s), TORCH_SECONDS
-# (timed seconds per PyTorch config, default 4), SKIP_OPENBLAS=1.
+# (timed seconds per PyTorch config, default 4), SKIP_OPENBLAS=1,
+# SMOLLM_STEPS (timed 135M steps of each, default 3), SKIP_SMOLLM=1 (leave
+# out the 135M shape), SMOLLM_ONLY=1 (only the 135M shape).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,10 +68,13 @@ engine_bench() {
   if [ ! -s "$tmp/$build" ]; then echo "bench-train: no tok/s metric in the $build benchmark output" >&2; exit 1; fi
 }
 
+builds=()
+if [ "${SMOLLM_ONLY:-0}" != 1 ]; then
 go_bench default
 engine_bench engine
 builds=(default engine)
-if [ "${SKIP_OPENBLAS:-0}" != 1 ]; then
+fi
+if [ "${SKIP_OPENBLAS:-0}" != 1 ] && [ "${SMOLLM_ONLY:-0}" != 1 ]; then
   CGO_LDFLAGS="${CGO_LDFLAGS:-} -lopenblas" go_bench openblas -tags openblas
   CGO_LDFLAGS="${CGO_LDFLAGS:-} -lopenblas" engine_bench engine+ob -tags openblas
   builds+=(openblas engine+ob)
@@ -84,7 +94,8 @@ torch_args() {
 # PyTorch tens of times slower on a shared, oversubscribed machine).
 threads=$(nproc)
 : >"$tmp/torch"
-for cfg in $(cut -d' ' -f1 "$tmp/default"); do
+touch "$tmp/default"
+for cfg in $( [ -s "$tmp/default" ] && cut -d' ' -f1 "$tmp/default"); do
   if ! args=$(torch_args "$cfg"); then echo "bench-train: no PyTorch shapes for $cfg, skipped" >&2; continue; fi
   echo "bench-train: PyTorch $cfg ($threads threads)" >&2
   # shellcheck disable=SC2086
@@ -94,8 +105,10 @@ for cfg in $(cut -d' ' -f1 "$tmp/default"); do
   echo "$cfg $(awk '{print $2}' <<<"$out")" >>"$tmp/torch"
 done
 
+if [ "${#builds[@]}" -gt 0 ]; then
 echo
 printf '%-13s %-9s %14s %14s %8s\n' config build "fedtune tok/s" "torch tok/s" ratio
+fi
 for build in "${builds[@]}"; do
   while read -r cfg ours; do
     torch=$(awk -v c="$cfg" '$1 == c {print $2}' "$tmp/torch")
@@ -107,4 +120,29 @@ for build in "${builds[@]}"; do
     fi
   done <"$tmp/$build"
 done
+
+# The SmolLM2-135M shape: engine step and GEMM rate in one process, then PyTorch.
+if [ "${SKIP_SMOLLM:-0}" != 1 ]; then
+  steps=${SMOLLM_STEPS:-3}
+  echo "bench-train: engine SmolLM2-135M shape, 4 x 256 tokens, $steps steps (scripts/trainbench)" >&2
+  go build -o "$tmp/trainbench" ./scripts/trainbench
+  ours=$("$tmp/trainbench" -batch 4 -seq 256 -steps "$steps")
+  echo "$ours" >&2
+  echo "bench-train: PyTorch SmolLM2-135M shape ($threads threads)" >&2
+  theirs=$(OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_train_torch.py --vocab 49152 --hidden 576 \
+    --inter 1536 --layers 30 --heads 9 --kv-heads 3 --batch 4 --seq 256 --warmup 1 --min-steps "$steps" \
+    --threads "$threads" --seconds "$TORCH_SECONDS")
+  echo "$theirs" >&2
+  field() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) print $(i+1)}'; }
+  etps=$(field engine_tok_per_s <<<"$ours"); gflop=$(field step_gflop <<<"$ours")
+  egf=$(field step_gflops <<<"$ours"); gemm=$(field gemm_gflops <<<"$ours")
+  ttps=$(field torch_tok_per_s <<<"$theirs")
+  tgf=$(awk -v t="$ttps" -v f="$gflop" 'BEGIN {printf "%.1f", t / 1024 * f}')
+  echo
+  echo "smollm2-135m shape, 4 x 256 tokens a step, LoRA r=8 q_proj,v_proj; $gflop model GFLOP a step"
+  printf '%-8s %10s %14s %14s %12s\n' side "tok/s" "step GFLOP/s" "GEMM GFLOP/s" "step/GEMM"
+  printf '%-8s %10.1f %14.1f %14.1f %12.2f\n' engine "$etps" "$egf" "$gemm" "$(awk -v a="$egf" -v b="$gemm" 'BEGIN {print a / b}')"
+  printf '%-8s %10.1f %14.1f %14.1f %12.2f\n' pytorch "$ttps" "$tgf" "$gemm" "$(awk -v a="$tgf" -v b="$gemm" 'BEGIN {print a / b}')"
+  echo "engine / PyTorch: $(awk -v a="$etps" -v b="$ttps" 'BEGIN {printf "%.2f", a / b}')x (goal >= 4); step / GEMM rate: $(awk -v a="$egf" -v b="$gemm" 'BEGIN {printf "%.2f", a / b}') (goal >= 0.7)"
+fi
 echo "(ratio = fedtune / PyTorch; $(nproc) cores; $(uptime | sed 's/.*load average/load average/'))"

@@ -156,7 +156,22 @@ func loadModel(modelDir, adapterDir string) (*model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.Merge(ad)
+	// Merge copies the model it is given. Give it only the adapted
+	// projections and fold the merged ones back into m, which nothing else
+	// holds: the base weights are then not held twice (at 1B parameters,
+	// 5 GB of F32).
+	part := &model.Model{Config: m.Config, Tensors: map[string]*model.Tensor{}}
+	for _, w := range model.AdaptedWeights(&m.Config, &ad.Config) {
+		part.Tensors[w] = m.Tensors[w]
+	}
+	merged, err := part.Merge(ad)
+	if err != nil {
+		return nil, err
+	}
+	for name, t := range merged.Tensors {
+		m.Tensors[name] = t
+	}
+	return m, nil
 }
 
 // copyTokenizer copies the model's tokenizer.json, if any, so that an

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# make bench-serve: greedy generation at the SmolLM2-135M shape (vocab 49152,
+# hidden 576, 30 layers, 9 heads / 3 kv heads, intermediate 1536, tied
+# embeddings, rope_theta 100000; random weights, FP32) on the CPU, fedtune
+# beside PyTorch, 128-token prompts and 128 new tokens per stream:
+#   - tokens/s of one stream,
+#   - aggregate tokens/s of 16 concurrent streams,
+#   - time to first token p50 / p99 at 16 streams.
+# fedtune runs BenchmarkServe (./model/engine: the continuous-batching
+# Batcher on the Host device, every stream added at once). PyTorch is
+# Debian's python3-torch (installed with apt-get when missing) running
+# scripts/bench_serve_torch.py: a plain LLaMA decoder with a KV cache, the
+# batch's prompts prefilled together, then one token per step for the whole
+# batch, torch.set_num_threads(nproc), inference_mode. Its time to first
+# token is the end of the prefill (whose last position gives the first
+# token). Prints both, the ratio fedtune/PyTorch (tokens/s: above 1 means
+# fedtune is faster) and the goals of the issue with PASS / MISS, all
+# measured in this run.
+#
+# Environment: BENCHTIME (go test -benchtime for BenchmarkServe, default 1x:
+# one batch of streams; 3x for a steadier number), TORCH_RUNS (timed
+# generations per PyTorch batch size, default 1), TORCH_THREADS (default
+# nproc), TORCH_BLAS_THREADS (OpenBLAS threads under PyTorch, default 1).
+# On a loaded machine both sides are noisy: compare numbers from one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BENCHTIME=${BENCHTIME:-1x}
+TORCH_RUNS=${TORCH_RUNS:-1}
+TORCH_THREADS=${TORCH_THREADS:-$(nproc)}
+TORCH_BLAS_THREADS=${TORCH_BLAS_THREADS:-1}
+PY=/usr/bin/python3
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  echo "bench-serve: installing python3-torch with apt-get" >&2
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-torch >/dev/null
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+load() { uptime | sed 's/.*load average/load average/'; }
+load0=$(load)
+echo "bench-serve: start, $(nproc) cores, $load0" >&2
+
+# fedtune: one line per sub-benchmark, "streams tok/s ttft-p50-ms ttft-p99-ms".
+echo "bench-serve: go test -bench 'BenchmarkServe' (-benchtime $BENCHTIME)" >&2
+go test -run '^$' -bench '^BenchmarkServe$/^streams=(1|16)$' -benchtime "$BENCHTIME" -count 1 -timeout 60m \
+  ./model/engine/ | tee "$tmp/go.log" >&2
+awk '/^BenchmarkServe\/streams=/ {
+       s = $1; sub(/^BenchmarkServe\/streams=/, "", s); sub(/-[0-9]+$/, "", s)
+       tps = p50 = p99 = ""
+       for (i = 2; i < NF; i++) {
+         if ($(i+1) == "tok/s") tps = $i
+         if ($(i+1) == "ttft-p50-ms") p50 = $i
+         if ($(i+1) == "ttft-p99-ms") p99 = $i
+       }
+       print s, tps, p50, p99
+     }' "$tmp/go.log" >"$tmp/go"
+for s in 1 16; do
+  if ! awk -v s=$s '$1 == s && $2 != "" && $4 != "" {f = 1} END {exit !f}' "$tmp/go"; then
+    echo "bench-serve: no metrics for streams=$s in the benchmark output" >&2; exit 1
+  fi
+done
+
+# PyTorch: OpenMP threads = cores; OpenBLAS single-threaded under PyTorch's
+# own threading, and a passive OpenMP wait policy (busy-waiting threads are
+# many times slower on a shared, oversubscribed machine).
+threads=$TORCH_THREADS
+: >"$tmp/torch"
+for b in 1 16; do
+  echo "bench-serve: PyTorch batch $b ($threads threads, $TORCH_RUNS timed run(s))" >&2
+  out=$(OPENBLAS_NUM_THREADS=$TORCH_BLAS_THREADS OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_serve_torch.py \
+        --batch "$b" --threads "$threads" --runs "$TORCH_RUNS")
+  echo "$out" >&2
+  awk -v b=$b '{print b, $2, $4, $6}' <<<"$out" >>"$tmp/torch"
+done
+
+get() { awk -v s="$2" -v c="$3" '$1 == s {print $c}' "$tmp/$1"; }
+ours1=$(get go 1 2) ours16=$(get go 16 2) p50=$(get go 16 3) p99=$(get go 16 4)
+pt1=$(get torch 1 2) pt16=$(get torch 16 2) tp50=$(get torch 16 3) tp99=$(get torch 16 4)
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+verdict() { awk -v x="$1" -v op="$2" -v g="$3" 'BEGIN {
+  ok = (op == ">=") ? (x >= g) : (x < g); print ok ? "PASS" : "MISS" }'; }
+r1=$(ratio "$ours1" "$pt1") r16=$(ratio "$ours16" "$pt16")
+
+echo
+printf '%-28s %12s %12s %8s   %-16s %s\n' metric fedtune PyTorch ratio goal result
+printf '%-28s %12.1f %12.1f %8s   %-16s %s\n' "tok/s, 1 stream" "$ours1" "$pt1" "$r1" "ratio >= 3" "$(verdict "$r1" '>=' 3)"
+printf '%-28s %12.1f %12.1f %8s   %-16s %s\n' "tok/s, 16 streams (sum)" "$ours16" "$pt16" "$r16" "ratio >= 5" "$(verdict "$r16" '>=' 5)"
+printf '%-28s %12.0f %12.0f %8s   %-16s %s\n' "TTFT p50 ms, 16 streams" "$p50" "$tp50" "$(ratio "$p50" "$tp50")" "-" "-"
+printf '%-28s %12.0f %12.0f %8s   %-16s %s\n' "TTFT p99 ms, 16 streams" "$p99" "$tp99" "$(ratio "$p99" "$tp99")" "fedtune < 500" "$(verdict "$p99" '<' 500)"
+echo "(SmolLM2-135M shape, random FP32 weights; 128-token prompts, 128 new tokens, greedy;"
+echo " tok/s ratio = fedtune / PyTorch, TTFT ratio = fedtune ms / PyTorch ms; BENCHTIME=$BENCHTIME, TORCH_RUNS=$TORCH_RUNS;"
+echo " PyTorch threads $threads (OpenBLAS $TORCH_BLAS_THREADS); $(nproc) cores;"
+echo " at the start $load0; at the end $(load))"
