@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -193,5 +194,33 @@ func TestSignedReceipts(t *testing.T) {
 	bad = strings.Replace(bad, "A", "B", 1)
 	if _, err := receipt.Verify([]byte(bad)); err == nil {
 		t.Error("an altered receipt verifies")
+	}
+}
+
+// TestSignerBundles: a Signer with Dir writes each answer's bundle as
+// Dir/<request-hash>.json, which checks against its receipt.
+func TestSignerBundles(t *testing.T) {
+	m, _ := tinyModel(t, 23)
+	_, key, _ := ed25519.GenerateKey(nil)
+	dir := t.TempDir()
+	f := serve(t, m, inference.Config{Receipter: inference.Signer{Key: key, Dir: dir}})
+	body := `{"model":"tiny","prompt":"abc","max_tokens":4,"temperature":0}`
+	if code, out := post(t, f.url+"/v1/completions", body); code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, out)
+	}
+	data, err := os.ReadFile(inference.BundlePath(dir, []byte(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := receipt.Parse(data)
+	if err != nil || b == nil {
+		t.Fatalf("bundle %s: %v", data, err)
+	}
+	r, err := b.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b.Request) != body || r.CompletionTokens != len(b.CompletionIDs) || b.Response == "" {
+		t.Errorf("bundle request %q, %d completion ids for %d tokens, response %q", b.Request, len(b.CompletionIDs), r.CompletionTokens, b.Response)
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -56,6 +57,7 @@ trainer, launch another job and audit the model.`,
 				o.JobName = fmt.Sprintf("devnet-%d", time.Now().Unix())
 			}
 			o.Out = out
+			o.VerifyReceipt = verifyReceipt
 			start := time.Now()
 			fmt.Fprintf(out, "== fedtune devnet in %s\n", o.Dir)
 			n, err := devnet.Prepare(cmd.Context(), o)
@@ -104,7 +106,39 @@ func printResult(out io.Writer, n *devnet.Net, res *devnet.Result, start time.Ti
 	fmt.Fprintln(out)
 	printLineage(out, n, res.Lineage)
 	printMembership(out, n, res)
+	printServed(out, res.Served)
 	fmt.Fprintf(out, "\njob %s %s in %.0fs; everything is in %s\n", res.Job, res.State, time.Since(start).Seconds(), n.Dir)
+}
+
+// verifyReceipt is devnet's ReceiptVerifier: audit receipt --ledger
+// --genesis --replay, in this process.
+func verifyReceipt(ctx context.Context, out io.Writer, bundle, ledgerAddr, genesis, modelDir, adapterDir string) error {
+	return auditReceipt(ctx, out, io.Discard, bundle, auditReceiptOpts{ledgerAddr: ledgerAddr, genesisPath: genesis,
+		replay: true, modelDir: modelDir, adapterDir: adapterDir})
+}
+
+// printServed prints the inference node's answer and its receipt check.
+func printServed(w io.Writer, s *devnet.Served) {
+	if s == nil {
+		return
+	}
+	r := s.Receipt
+	what := "model " + short(r.Model) + "…"
+	if r.Adapter != "" {
+		what += " + adapter " + short(r.Adapter) + "…"
+	}
+	fmt.Fprintf(w, "\ninference node (role inference) on http://%s/v1/ serving %s, committed at height %d\n", s.Addr, what, s.Committed)
+	fmt.Fprintf(w, "  user:      %s\n", s.Question)
+	fmt.Fprintf(w, "  assistant: %q\n", s.Answer)
+	block := "none"
+	if r.Block != nil {
+		block = fmt.Sprintf("%d %s…", r.Block.Height, r.Block.Hash[:12])
+	}
+	if s.Verified {
+		fmt.Fprintf(w, "receipt: verified (signer %s…, model %s…, block %s; ledger + replay, bundle %s)\n", r.Signer[:12], r.Model[:12], block, filepath.Base(s.Bundle))
+	} else {
+		fmt.Fprintf(w, "receipt: signed by %s… (not checked against the ledger)\n", r.Signer[:12])
+	}
 }
 
 // printMembership prints the audit contains report of the demo's sample.

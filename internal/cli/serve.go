@@ -12,18 +12,23 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/inference"
+	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model/engine"
 )
 
 func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
-	var modelDir, adapterDir, addr, keyPath, tokenFile, id string
+	var modelDir, adapterDir, addr, keyPath, tokenFile, id, receiptsDir string
+	var ledgerAddr, genesisPath, job, jobFile, artifactsAddr, artifactsID, fetchDir string
+	var poll time.Duration
 	var cfg inference.Config
 	cmd := &cobra.Command{
-		Use:   "serve --model DIR [--adapter DIR] --addr HOST:PORT [--key FILE]",
+		Use:   "serve --model DIR [--adapter DIR] --addr HOST:PORT [--key FILE] | --model DIR --ledger ADDR --job ID --job-file FILE --artifacts ADDR --artifacts-id ID --key FILE",
 		Short: "Serve a model through OpenAI's API (/v1/models, /v1/completions, /v1/chat/completions)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -36,7 +41,14 @@ func newServeCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("serve: --key: %w", err)
 				}
-				cfg.Receipter = inference.Signer{Key: key}
+				cfg.Receipter = inference.Signer{Key: key, Dir: receiptsDir}
+			} else if receiptsDir != "" {
+				return errors.New("serve: --receipts-dir needs --key")
+			}
+			if receiptsDir != "" {
+				if err := os.MkdirAll(receiptsDir, 0o755); err != nil {
+					return fmt.Errorf("serve: --receipts-dir: %w", err)
+				}
 			}
 			if tokenFile != "" {
 				b, err := os.ReadFile(tokenFile)
@@ -47,42 +59,62 @@ func newServeCmd() *cobra.Command {
 					return fmt.Errorf("serve: --auth-token-file %s is empty", tokenFile)
 				}
 			}
+			cfg.Logger = log
+			if ledgerAddr != "" {
+				if job == "" || artifactsAddr == "" || adapterDir != "" {
+					return errors.New("serve: --ledger needs --job and --artifacts (and no --adapter: the job's models are fetched)")
+				}
+				key, err := loadNodeKey(keyPath)
+				if err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				lora, err := loadJobLoRA(jobFile)
+				if err != nil {
+					return fmt.Errorf("serve: --job-file: %w", err)
+				}
+				opt, err := tlsid.DialOption(key, tlsid.ExpectID(artifactsID))
+				if err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				ac, err := artifact.Dial(artifactsAddr, opt)
+				if err != nil {
+					return fmt.Errorf("serve: --artifacts: %w", err)
+				}
+				defer ac.Close()
+				if fetchDir == "" {
+					if fetchDir, err = os.MkdirTemp("", "fedtune-serve-"); err != nil {
+						return err
+					}
+					defer os.RemoveAll(fetchDir)
+				} else if err := os.MkdirAll(fetchDir, 0o755); err != nil {
+					return err
+				}
+				if id == "" {
+					id = job
+				}
+				return withClient(cmd.Context(), ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+					f := &follower{c: c, ac: ac, job: job, base: modelDir, lora: lora, dir: fetchDir, id: id, slots: cfg.MaxConcurrent, log: log}
+					m, err := f.first(cmd.Context(), poll)
+					if err != nil {
+						return fmt.Errorf("serve: job %s: %w", job, err)
+					}
+					return serveModel(cmd, m, cfg, addr, func(ctx context.Context, s *inference.Server) { f.follow(ctx, s, poll) })
+				})
+			}
 			m, err := inference.LoadModel(modelDir, adapterDir, id, engine.NewHost(), cfg.MaxConcurrent)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
-			cfg.Logger = log
-			s := inference.NewServer(m, cfg)
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				s.Close()
-				return fmt.Errorf("serve: %w", err)
-			}
-			hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-			fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/v1/\n", m.ID, ln.Addr())
-			log.Info("serving", "model", m.ID, "digest", m.Digest, "addr", ln.Addr().String(), "context", m.Context,
-				"auth", cfg.AuthToken != "", "receipts", keyPath != "", "max_concurrent", cfg.MaxConcurrent, "max_queue", cfg.MaxQueue)
-			errc := make(chan error, 1)
-			go func() { errc <- hs.Serve(ln) }()
-			select {
-			case err = <-errc:
-			case <-cmd.Context().Done():
-				log.Info("shutting down: finishing requests in flight")
-				ctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout+5*time.Second)
-				err = hs.Shutdown(ctx)
-				cancel()
-			}
-			if errors.Is(err, http.ErrServerClosed) {
-				err = nil
-			}
-			return errors.Join(err, s.Close())
+			return serveModel(cmd, m, cfg, addr, nil)
 		},
 	}
+
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "model folder")
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")
 	f.StringVar(&keyPath, "key", "", "the node's ledger key: every answer then carries a receipt it signs (default: no receipts)")
+	f.StringVar(&receiptsDir, "receipts-dir", "", "with --key: write each answer's receipt bundle (envelope, request, token ids, response) as DIR/<request-hash>.json, for audit receipt --replay")
 	f.StringVar(&id, "model-id", "", "the model's name in the API (default: the served weights' digest)")
 	f.StringVar(&tokenFile, "auth-token-file", "", "file holding the bearer token clients must send (default: no auth)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "request body size at most (larger: 413)")
@@ -90,5 +122,49 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxQueue, "max-queue", 64, "requests waiting for a slot at most (more: 429; -1: no queue)")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "a request's time at most (an answer is cut there)")
 	f.IntVar(&cfg.DefaultMaxTokens, "default-max-tokens", 256, "max_tokens of a request that gives none")
+	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds and serve each new global model (on the --model base folder)")
+	genesisFlag(cmd, &genesisPath)
+	f.StringVar(&job, "job", "", "with --ledger: the job whose committed global models are served")
+	f.StringVar(&jobFile, "job-file", "", "with --ledger: the job's YAML, for a LoRA job's adapter config")
+	f.StringVar(&artifactsAddr, "artifacts", "", "with --ledger: the artifact store's gRPC address (TLS with --key)")
+	f.StringVar(&artifactsID, "artifacts-id", "", "with --ledger: the artifact store's key ID, checked in the TLS handshake")
+	f.StringVar(&fetchDir, "fetch-dir", "", "with --ledger: folder for the fetched models (default: a temporary folder)")
+	f.DurationVar(&poll, "poll", 2*time.Second, "with --ledger: how often the ledger is asked for a newly committed round")
 	return cmd
+}
+
+// serveModel serves m on addr until the command's context ends, running
+// bg (when set) beside it with a context that ends with the serving.
+func serveModel(cmd *cobra.Command, m *inference.Model, cfg inference.Config, addr string, bg func(context.Context, *inference.Server)) error {
+	log := cfg.Logger
+	_, signs := cfg.Receipter.(inference.Signer)
+	s := inference.NewServer(m, cfg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/v1/\n", m.ID, ln.Addr())
+	log.Info("serving", "model", m.ID, "digest", m.Digest, "addr", ln.Addr().String(), "context", m.Context,
+		"auth", cfg.AuthToken != "", "receipts", signs, "max_concurrent", cfg.MaxConcurrent, "max_queue", cfg.MaxQueue)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	if bg != nil {
+		ctx, cancel := context.WithCancel(cmd.Context())
+		defer cancel()
+		go bg(ctx, s)
+	}
+	select {
+	case err = <-errc:
+	case <-cmd.Context().Done():
+		log.Info("shutting down: finishing requests in flight")
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout+5*time.Second)
+		err = hs.Shutdown(ctx)
+		cancel()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, s.Close())
 }

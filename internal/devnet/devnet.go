@@ -60,6 +60,10 @@ type Options struct {
 	// EvalData, when set, replaces the job's eval data for the before and
 	// after scores (relative to Repo).
 	EvalData string
+	// VerifyReceipt, when set, checks the receipt of the demo's inference
+	// answer against the ledger and by replay (fedtune audit receipt's
+	// check, which the CLI passes in).
+	VerifyReceipt ReceiptVerifier
 	// TrainData, when set, replaces the shipped shards: its lines (plain
 	// JSONL samples or instruction records) are dealt round-robin to the
 	// trainers, trainer i taking lines i, i+Trainers, … (relative to
@@ -214,7 +218,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 			return nil, err
 		}
 	}
-	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3"}
+	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3", InferenceName}
 	for i := 1; i <= opts.Trainers; i++ {
 		names = append(names, fmt.Sprintf("trainer-%d", i))
 	}
@@ -282,7 +286,7 @@ func (n *Net) writeGenesis() error {
 	pub := func(name string) string { return hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)) }
 	g := ledger.Genesis{ChainID: n.ChainID, Policy: ledger.DefaultPolicy()}
 	g.Policy.BlockInterval = 10 * time.Millisecond
-	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}}
+	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}, {InferenceName, string(ledger.RoleInference)}}
 	for i := 1; i <= n.Opts.Trainers; i++ {
 		members = append(members, [2]string{fmt.Sprintf("trainer-%d", i), "trainer"})
 	}

@@ -10,11 +10,15 @@
 // starts the parts, as child processes of the fedtune binary (the default)
 // or as goroutines of this process (Options.InProcess, for tests), runs the
 // job to its end (RunJob: launch, follow the rounds, read the lineage,
-// evaluate) and stops the parts; cancelling its context stops them too
+// evaluate, then Serve: an inference node in this process, a genesis member
+// with role inference, serves the final LoRA model with the block that
+// committed it, answers one chat request and its receipt is checked with
+// Options.VerifyReceipt) and stops the parts; cancelling its context stops them too
 // (SIGTERM to child processes, then wait). UpKeep (Options.Keep, devnet up
 // --keep) keeps the network up after the job until its context ends, and
 // writes a guide (WriteGuide): the addresses, files and exact commands
-// that join a new trainer, launch another job and audit the model. Start
+// that join a new trainer, launch another job, audit the model, serve it
+// and audit an answer's receipt. Start
 // and StartLedgers start the parts alone, for tests that drive the network
 // themselves.
 package devnet

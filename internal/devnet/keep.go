@@ -130,6 +130,17 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	line("# the 3 nodes; then the whole chain re-derived from genesis, every aggregation re-run.")
 	cmd("audit", "lineage", model, "--addr", ledger, "--quorum", "2", "--genesis", genesis)
 	cmd("audit", "verify", "--ledger", ledger, "--genesis", genesis, "--artifacts", n.path("coordinator", "artifacts"))
+	line("\n# Serve the model through OpenAI's API as the inference node (role inference in the genesis;")
+	line("# Ctrl-C stops it), each answer's receipt bundle written to %s,", n.path("receipts"))
+	line("# ask it, then audit an answer's bundle against the chain and by replay.")
+	served := []string{"--model", n.BaseModel}
+	if ad := n.servedAdapter(model); ad != "" {
+		served = append(served, "--adapter", ad)
+	}
+	cmd(append(append([]string{"serve"}, served...), "--addr", "127.0.0.1:8000", "--key", n.path("keys", InferenceName+".key"),
+		"--receipts-dir", n.path("receipts"))...)
+	line(`curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{"messages":[{"role":"user","content":"hello"}],"max_tokens":16}'`)
+	cmd(append([]string{"audit", "receipt", n.path("receipts", "REQUEST-HASH.json"), "--ledger", ledger, "--genesis", genesis, "--replay"}, served...)...)
 	line("")
 	line("%s", KeptLine)
 	_, err = io.WriteString(w, b.String())

@@ -96,7 +96,7 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 		cmds[what] = args[1:]
 		order = append(order, what)
 	}
-	want := []string{"trainer init", "admin add-member", "trainer join", "round launch", "round status", "audit lineage", "audit verify"}
+	want := []string{"trainer init", "admin add-member", "trainer join", "round launch", "round status", "audit lineage", "audit verify", "serve --model", "audit receipt"}
 	if !slices.Equal(order, want) {
 		t.Fatalf("guide commands %q, want %q", order, want)
 	}

@@ -50,6 +50,8 @@ type Result struct {
 	// contains); Sample is that record's file.
 	Membership *audit.ContainsReport
 	Sample     string
+	// Served is the inference node's answer on Model and its receipt.
+	Served *Served
 }
 
 // Part is one running part of the network.
@@ -617,6 +619,9 @@ func (n *Net) RunJob(ctx context.Context) (*Result, error) {
 	}
 	if res.EvalAfter, err = n.Eval(ctx, final); err != nil {
 		return res, fmt.Errorf("eval after: %w", err)
+	}
+	if res.Served, err = n.Serve(ctx, res, final); err != nil {
+		return res, fmt.Errorf("inference node: %w", err)
 	}
 	return res, nil
 }
