@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -283,7 +284,15 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 }
 
 func (n *Net) writeGenesis() error {
-	pub := func(name string) string { return hex.EncodeToString(n.Keys[name].Public().(ed25519.PublicKey)) }
+	var missing []string
+	pub := func(name string) string {
+		k, ok := n.Keys[name]
+		if !ok || len(k) != ed25519.PrivateKeySize {
+			missing = append(missing, name)
+			return ""
+		}
+		return hex.EncodeToString(k.Public().(ed25519.PublicKey))
+	}
 	g := ledger.Genesis{ChainID: n.ChainID, Policy: ledger.DefaultPolicy()}
 	g.Policy.BlockInterval = 10 * time.Millisecond
 	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}, {InferenceName, string(ledger.RoleInference)}}
@@ -296,6 +305,9 @@ func (n *Net) writeGenesis() error {
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("node-%d", i)
 		g.Nodes = append(g.Nodes, ledger.GenesisNode{Name: name, PublicKey: pub(name)})
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("devnet genesis: no key for %s", strings.Join(missing, ", "))
 	}
 	if err := g.Validate(); err != nil {
 		return fmt.Errorf("devnet: genesis: %w", err)
