@@ -328,21 +328,39 @@ func verifyBlockResponse(resp *ledgerv1.BlockResponse, h uint64, minCosignatures
 // oneBlock fetches block h, checked against its hash and tx root, without
 // cosignatures: it reads the first block of a StreamBlocks from h, so the
 // node gathers no checkpoints from its peers for it (GetBlock would).
+//
+// A stream that ends at once (the node's head not yet at h when it was
+// opened, as when GetTx answered from a batch the head has not caught up
+// with) is asked again until ctx ends.
 func (c *Client) oneBlock(ctx context.Context, h uint64) (*VerifiedBlock, error) {
+	wait := 2 * time.Millisecond
+	for {
+		resp, err := c.firstBlock(ctx, h)
+		if err == nil {
+			return verifyBlockResponse(resp, h, 0, "")
+		}
+		if !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("block %d: the node has no such block", h)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 64*time.Millisecond)
+	}
+}
+
+// firstBlock reads the first block of a StreamBlocks from h; io.EOF when
+// the stream ends before one.
+func (c *Client) firstBlock(ctx context.Context, h uint64) (*ledgerv1.BlockResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream after the first block
 	stream, err := c.api.StreamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: h})
 	if err != nil {
 		return nil, err
 	}
-	resp, err := stream.Recv()
-	if errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("block %d: the node has no such block", h)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return verifyBlockResponse(resp, h, 0, "")
+	return stream.Recv()
 }
 
 // Blocks streams blocks from height from, calling fn for each after
