@@ -333,7 +333,7 @@ func TestAttackArtifacts(t *testing.T) {
 			{"../coordinator.yaml", "leaves the coordinator's eval_data_root"},
 			{"link.jsonl", "eval_data_root"},
 		} {
-			y := artifactsWithEval(t, job, fmt.Sprintf("artifacts-eval-%d", i), tc.data)
+			y := jobWithEval(t, job, fmt.Sprintf("artifacts-eval-%d", i), tc.data)
 			_, err := conn.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: y, Source: n.JobFile})
 			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "eval.data") || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("launch with eval.data %s: %v; want InvalidArgument naming eval.data: %s", tc.data, err, tc.want)
@@ -398,31 +398,4 @@ func artifactsCoordinator(t *testing.T, n *devnet.Net, as string) coordinatorv1.
 	}
 	t.Cleanup(func() { conn.Close() })
 	return coordinatorv1.NewCoordinatorClient(conn)
-}
-
-// artifactsWithEval returns the job YAML with another name and eval.data.
-func artifactsWithEval(t *testing.T, job []byte, name, data string) []byte {
-	t.Helper()
-	var out []string
-	inEval := false
-	for _, line := range strings.Split(string(job), "\n") {
-		switch {
-		case strings.HasPrefix(line, "name:"):
-			line = "name: " + name
-		case strings.HasPrefix(line, "eval:"):
-			inEval = true
-		case inEval && strings.HasPrefix(strings.TrimSpace(line), "data:"):
-			line = line[:strings.Index(line, "data:")] + fmt.Sprintf("data: %q", data)
-			inEval = false
-		case len(line) > 0 && line[0] != ' ':
-			inEval = false
-		}
-		out = append(out, line)
-	}
-	y := []byte(strings.Join(out, "\n"))
-	j, err := coordinator.ParseJob("attack.yaml", y)
-	if err != nil || j.Eval.Data != data || j.Name != name {
-		t.Fatalf("rewritten job: %v (%+v)", err, j)
-	}
-	return y
 }

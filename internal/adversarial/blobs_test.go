@@ -276,7 +276,7 @@ func TestAttackBlobs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		y := blobsWithEval(t, job, "blobs-eval", b.update)
+		y := jobWithEval(t, job, "blobs-eval", b.update)
 		conn := coordinatorv1.NewCoordinatorClient(blobsConn(t, n, n.Keys["admin"]))
 		_, err = conn.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: y, Source: n.JobFile})
 		want := "eval.data: blob " + b.update + " is the update of trainer " + trainer1[:16]
@@ -320,31 +320,4 @@ func TestAttackBlobs(t *testing.T) {
 		}
 		requireUnchanged(t, ctx, n, chain)
 	})
-}
-
-// blobsWithEval returns the job YAML with another name and eval.data.
-func blobsWithEval(t *testing.T, job []byte, name, data string) []byte {
-	t.Helper()
-	var out []string
-	inEval := false
-	for _, line := range strings.Split(string(job), "\n") {
-		switch {
-		case strings.HasPrefix(line, "name:"):
-			line = "name: " + name
-		case strings.HasPrefix(line, "eval:"):
-			inEval = true
-		case inEval && strings.HasPrefix(strings.TrimSpace(line), "data:"):
-			line = line[:strings.Index(line, "data:")] + fmt.Sprintf("data: %q", data)
-			inEval = false
-		case len(line) > 0 && line[0] != ' ':
-			inEval = false
-		}
-		out = append(out, line)
-	}
-	y := []byte(strings.Join(out, "\n"))
-	j, err := coordinator.ParseJob("attack.yaml", y)
-	if err != nil || j.Eval.Data != data || j.Name != name {
-		t.Fatalf("rewritten job: %v (%+v)", err, j)
-	}
-	return y
 }

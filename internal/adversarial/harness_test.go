@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -225,4 +227,31 @@ func filesMissing(want, have []string) []string {
 		}
 	}
 	return out
+}
+
+// jobWithEval returns the job YAML with another name and eval.data.
+func jobWithEval(t *testing.T, job []byte, name, data string) []byte {
+	t.Helper()
+	var out []string
+	inEval := false
+	for _, line := range strings.Split(string(job), "\n") {
+		switch {
+		case strings.HasPrefix(line, "name:"):
+			line = "name: " + name
+		case strings.HasPrefix(line, "eval:"):
+			inEval = true
+		case inEval && strings.HasPrefix(strings.TrimSpace(line), "data:"):
+			line = line[:strings.Index(line, "data:")] + fmt.Sprintf("data: %q", data)
+			inEval = false
+		case len(line) > 0 && line[0] != ' ':
+			inEval = false
+		}
+		out = append(out, line)
+	}
+	y := []byte(strings.Join(out, "\n"))
+	j, err := coordinator.ParseJob("attack.yaml", y)
+	if err != nil || j.Eval.Data != data || j.Name != name {
+		t.Fatalf("rewritten job: %v (%+v)", err, j)
+	}
+	return y
 }
