@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/internal/freeport"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -194,14 +194,7 @@ func (n *Net) GenesisPath() string { return n.path("genesis.yaml") }
 
 func (n *Net) path(p ...string) string { return filepath.Join(append([]string{n.Dir}, p...)...) }
 
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+func freePort() (string, error) { return freeport.Addr() }
 
 // Prepare writes a devnet into opts.Dir: keys, genesis, certificates,
 // configs for every part, the base model and the job.

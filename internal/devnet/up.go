@@ -163,7 +163,7 @@ func (n *Net) startLedgers(ctx context.Context, nw *Network) error {
 		}
 		nw.Ledgers = append(nw.Ledgers, p)
 	}
-	return n.waitLeader(ctx)
+	return n.waitLeader(ctx, nw.Ledgers)
 }
 
 // Stop stops every part, trainers first.
@@ -350,7 +350,9 @@ func (n *Net) Ledger(ctx context.Context, i int) (*client.Client, error) {
 	return client.Dial(ctx, n.LedgerGRPC[i], n.Keys["admin"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
 }
 
-func (n *Net) waitLeader(ctx context.Context) error {
+// waitLeader waits until node 1 reports a leader. A node that exits
+// meanwhile (a port taken, a bad config) ends the wait with its error.
+func (n *Net) waitLeader(ctx context.Context, nodes []*Part) error {
 	c, err := n.Ledger(ctx, 0)
 	if err != nil {
 		return err
@@ -364,6 +366,13 @@ func (n *Net) waitLeader(ctx context.Context) error {
 		if err == nil && st.LeaderId != "" {
 			fmt.Fprintf(n.Opts.Out, "  leader %s…, height %d\n", st.LeaderId[:12], st.Height)
 			return nil
+		}
+		for _, p := range nodes {
+			select {
+			case <-p.wait():
+				return fmt.Errorf("devnet: ledger %s exited before a leader was elected (logs in %s): %v", p.Name, n.path("logs"), p.err)
+			default:
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("devnet: no ledger leader after 60s (logs in %s): %v", n.path("logs"), err)

@@ -23,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/freeport"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/ledger/node"
@@ -184,15 +185,14 @@ func (c *cluster) addNode(i int, subproc bool) *tnode {
 	return nd
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
+// freeAddr returns a loopback address whose port was free a moment ago
+// (see internal/freeport).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 
