@@ -55,6 +55,7 @@ type Decoder struct {
 	kc, vc                 []Buffer // per layer: [(slots+1)·maxCtx, KV·hd]; slot `slots` takes padding rows
 	cos, sin               Buffer   // [maxCtx, hd]
 	lens                   []int    // per slot: positions cached
+	seen                   []bool   // per slot: check's scratch
 
 	acts map[int]*decodeActs // by row count (bucketed)
 	sels map[int]*selActs    // by logits rows (bucketed)
@@ -98,7 +99,7 @@ func NewDecoder(dev CacheDevice, m *model.Model, slots, maxContext int) (*Decode
 	}
 	d := &Decoder{dev: dev, c: c, weights: make(map[string]Buffer, len(m.Tensors)), slots: slots, maxCtx: maxContext,
 		d: c.HiddenSize, nH: c.NumAttentionHeads, nKV: c.KVHeads(), hd: c.HeadDimension(), nI: c.IntermediateSize, nV: c.VocabSize,
-		lens: make([]int, slots), acts: map[int]*decodeActs{}, sels: map[int]*selActs{}}
+		lens: make([]int, slots), seen: make([]bool, slots), acts: map[int]*decodeActs{}, sels: map[int]*selActs{}}
 	d.alpha = float32(1 / math.Sqrt(float64(d.hd)))
 	for _, name := range m.Names() {
 		tn := m.Tensors[name]
@@ -217,7 +218,8 @@ func (s *selActs) free(dev Device) {
 
 // check validates chunks against the cache before anything runs.
 func (d *Decoder) check(chunks []Chunk) (rows, want int, err error) {
-	seen := make(map[int]bool, len(chunks))
+	seen := d.seen
+	defer clear(seen)
 	for i, ch := range chunks {
 		if ch.Slot < 0 || ch.Slot >= d.slots {
 			return 0, 0, fmt.Errorf("%w: chunk %d: slot %d outside [0, %d)", ErrSlot, i, ch.Slot, d.slots)

@@ -24,13 +24,29 @@ type decoderCase struct {
 	m    *model.Model
 }
 
-// decoderCases are modeltest's variants (MHA, GQA, MQA, tied, …) and the
-// LoRA-adapted tiny model (merged, as generate and serve load it).
+// decoderCases are modeltest's variants (MHA, GQA, MQA, tied, …), two
+// models with heads of 8 and 72, and the LoRA-adapted tiny model (merged,
+// as generate and serve load it), last.
 func decoderCases(t *testing.T) []decoderCase {
 	t.Helper()
 	var cs []decoderCase
 	for i, v := range modeltest.Variants {
 		cs = append(cs, decoderCase{v.Name, modeltest.VariantModel(t, v, uint64(300+i))})
+	}
+	// Heads whose size is a multiple of 8 run CachedAttention's assembly
+	// loops on the Host (the variants' heads are smaller): 8 (one 8-wide
+	// block) with GQA, 72 (a 64-wide block and an 8-wide one) with MQA.
+	for i, hd := range []int{8, 72} {
+		c := modeltest.TinyConfig()
+		c.HeadDim = hd
+		if hd == 72 {
+			c.NumKeyValueHeads = 1
+		}
+		m, err := model.New(c, uint64(400+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, decoderCase{fmt.Sprintf("head-dim-%d", hd), m})
 	}
 	m, ad := modeltest.AdaptedModel(t)
 	merged, err := m.Merge(ad)
@@ -265,5 +281,45 @@ func TestGenerateCachedMatchesFull(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecoderStepAllocatesNothing: a decoding step (one token for each of
+// several slots) allocates nothing once the decoder has run steps of its
+// size: the activations, the logits and the attention's scratch are
+// reused.
+func TestDecoderStepAllocatesNothing(t *testing.T) {
+	m := modeltest.VariantModel(t, modeltest.Variants[1], 9)
+	const slots, ctx = 12, 32
+	dec, err := engine.NewDecoder(engine.NewHost().(engine.CacheDevice), m, slots, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	var toks [slots][1]int
+	chunks := make([]engine.Chunk, slots)
+	for s := range chunks {
+		toks[s][0] = s + 1
+		chunks[s] = engine.Chunk{Slot: s, Tokens: toks[s][:], Logits: true}
+	}
+	var ferr error
+	step := func() {
+		if dec.Len(0) == ctx {
+			for s := range slots {
+				dec.Reset(s)
+			}
+		}
+		if _, err := dec.Forward(chunks); err != nil {
+			ferr = err
+		}
+	}
+	for range ctx { // every context length once: the scratch at its largest
+		step()
+	}
+	if n := testing.AllocsPerRun(2*ctx, step); n != 0 {
+		t.Errorf("a decoding step of %d slots allocates %v times", slots, n)
+	}
+	if ferr != nil {
+		t.Fatal(ferr)
 	}
 }
