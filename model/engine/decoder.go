@@ -57,14 +57,15 @@ type Decoder struct {
 	lens                   []int    // per slot: positions cached
 	seen                   []bool   // per slot: check's scratch
 
-	acts map[int]*decodeActs // by row count (bucketed)
-	sels map[int]*selActs    // by logits rows (bucketed)
-	err  error
+	acts  map[int]*decodeActs // by row count (bucketed)
+	clock int                 // actsFor's calls, for its LRU
+	sels  map[int]*selActs    // by logits rows (bucketed)
+	err   error
 }
 
 // decodeActs are the activations of one Forward of n rows.
 type decodeActs struct {
-	n                          int
+	n, used                    int
 	ids, pos, cidx, at         IntBuffer
 	cos, sin                   Buffer
 	x, xMid, h, rstd           Buffer
@@ -151,24 +152,36 @@ func (d *Decoder) alloc(n int) Buffer {
 	return b
 }
 
-// bucket rounds a row count up so that few distinct sizes are allocated.
+// bucket rounds a row count up so that few distinct sizes are allocated:
+// to a multiple of 8 above 32 (at most 7 padding rows, whose products are
+// work thrown away).
 func bucket(n int) int {
 	if n <= 32 {
 		return n
 	}
-	return (n + 31) &^ 31
+	return (n + 7) &^ 7
 }
+
+// maxActs is how many sizes of activations a Decoder keeps; beyond it the
+// least recently used goes.
+const maxActs = 8
 
 func (d *Decoder) actsFor(n int) *decodeActs {
 	n = bucket(n)
+	d.clock++
 	if a := d.acts[n]; a != nil {
+		a.used = d.clock
 		return a
 	}
-	if len(d.acts) >= 8 {
+	if len(d.acts) >= maxActs {
+		old := 0
 		for k, a := range d.acts {
-			a.free(d.dev)
-			delete(d.acts, k)
+			if old == 0 || a.used < d.acts[old].used {
+				old = k
+			}
 		}
+		d.acts[old].free(d.dev)
+		delete(d.acts, old)
 	}
 	dev := d.dev
 	H, KV, hd := d.nH, d.nKV, d.hd
@@ -178,6 +191,7 @@ func (d *Decoder) actsFor(n int) *decodeActs {
 		q: dev.Alloc(n * H * hd), att: dev.Alloc(n * H * hd), k: dev.Alloc(n * KV * hd), v: dev.Alloc(n * KV * hd),
 		g: dev.Alloc(n * d.nI), u: dev.Alloc(n * d.nI), act: dev.Alloc(n * d.nI),
 		ids32: make([]int32, n), pos32: make([]int32, n), cidx32: make([]int32, n), at32: make([]int32, 2*n)}
+	a.used = d.clock
 	d.acts[n] = a
 	return a
 }
