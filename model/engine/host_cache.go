@@ -132,60 +132,43 @@ func (t *attentionTask) Run(slot, lo, hi int) {
 	for u := lo; u < hi; u++ {
 		r, g := u/kvHeads, u%kvHeads
 		c, n := int(t.ab[2*r]), int(t.ab[2*r+1])+1
-		if cap(t.scratch[slot]) < rep*(n+1) {
-			t.scratch[slot] = make([]float32, rep*(n+1))
-		}
-		// The group's query heads and outputs are consecutive: [rep, hd].
-		qg := t.qb[(r*heads+g*rep)*hd : (r*heads+(g+1)*rep)*hd]
-		og := t.ob[(r*heads+g*rep)*hd : (r*heads+(g+1)*rep)*hd]
-		kg, vg := t.kb[c*w+g*hd:], t.vb[c*w+g*hd:]
-		// All rep heads at once (each key read once for the group), where
-		// the assembly loops run: scores [rep, n], then each head's
-		// softmax, then the outputs, the same bits as head by head below.
-		all, invs := t.scratch[slot][:rep*n], t.scratch[slot][rep*n:rep*(n+1)]
-		if attnScoresVec(all, qg, kg, w, hd, t.scale) {
-			for h := range rep {
-				invs[h] = softmaxRow(all[h*n : (h+1)*n])
-			}
-			clear(og)
-			if attnValuesVec(og, vg, w, hd, all, invs) {
-				continue
-			}
+		if cap(t.scratch[slot]) < n {
+			t.scratch[slot] = make([]float32, n)
 		}
 		s := t.scratch[slot][:n]
-		for hh := 0; hh < rep; hh++ {
-			qv := qg[hh*hd : (hh+1)*hd]
-			for j := range s {
-				kv := kg[j*w : j*w+hd]
-				k, dot := dotVec(qv, kv)
-				for i := k; i < hd; i++ {
-					dot += qv[i] * kv[i]
+		for hh := g * rep; hh < (g+1)*rep; hh++ {
+			qv := t.qb[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
+			o := t.ob[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
+			if !attnScoresVec(s, qv, t.kb[c*w+g*hd:], w, t.scale) {
+				for j := range s {
+					kv := t.kb[(c+j)*w+g*hd : (c+j)*w+(g+1)*hd]
+					k, dot := dotVec(qv, kv)
+					for i := k; i < hd; i++ {
+						dot += qv[i] * kv[i]
+					}
+					s[j] = t.scale * dot
 				}
-				s[j] = t.scale * dot
 			}
-			inv := softmaxRow(s)
-			o := og[hh*hd : (hh+1)*hd]
+			m := rowMax(s)
+			k, z := expSum(s, s, m)
+			for j := k; j < n; j++ {
+				e := expf(s[j] - m)
+				z += float64(e)
+				s[j] = e
+			}
+			inv := float32(1 / z)
+			if attnValuesVec(o, t.vb[c*w+g*hd:], w, s, inv) {
+				continue
+			}
 			clear(o)
 			for j, p := range s {
 				p *= inv
-				vv := vg[j*w : j*w+hd]
+				vv := t.vb[(c+j)*w+g*hd : (c+j)*w+(g+1)*hd]
+				vv = vv[:len(o)]
 				for i := axpyVec(o, vv, p); i < len(o); i++ {
 					o[i] += p * vv[i]
 				}
 			}
 		}
 	}
-}
-
-// softmaxRow sets s to exp(s − max s), unnormalised, and returns the
-// reciprocal of its sum (in float64, rounded to float32).
-func softmaxRow(s []float32) float32 {
-	m := rowMax(s)
-	k, z := expSum(s, s, m)
-	for j := k; j < len(s); j++ {
-		e := expf(s[j] - m)
-		z += float64(e)
-		s[j] = e
-	}
-	return float32(1 / z)
 }
