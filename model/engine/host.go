@@ -61,7 +61,11 @@ func NewHost() Device {
 	if hostBLAS.setup != nil {
 		hostBLAS.setup()
 	}
-	return &host{bufs: map[*hostBuf]struct{}{}, ints: map[*hostInt]struct{}{}, procs: runtime.GOMAXPROCS(0)}
+	h := &host{bufs: map[*hostBuf]struct{}{}, ints: map[*hostInt]struct{}{}, procs: runtime.GOMAXPROCS(0)}
+	if isaErr != nil {
+		h.err = fmt.Errorf("%w: NewHost: %w", ErrDevice, isaErr)
+	}
+	return h
 }
 
 func (h *host) Name() string { return "host" }
@@ -387,17 +391,14 @@ func (gi gemmImpl) sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []
 
 // gemm returns the Host's sgemm and whether it runs on the calling
 // goroutine only (then MatMul splits large products over the pool): the
-// BLAS a build tag installs (OpenBLAS), else sgemmVec where the CPU has
-// AVX2 and FMA, else gonum's pure-Go sgemm (which spreads large products
-// over goroutines itself).
+// BLAS a build tag installs (OpenBLAS, whose results are not bit-exact
+// across machines), else sgemmVec, on AVX-512, AVX2 or pure-Go
+// micro-kernels that all give the same bits.
 func (h *host) gemm() (gemmImpl, bool) {
-	switch {
-	case hostBLAS.serial:
+	if hostBLAS.serial {
 		return gemmImpl{blas32.Implementation()}, true
-	case haveAVX2:
-		return gemmImpl{}, true
 	}
-	return gemmImpl{blas32.Implementation()}, false
+	return gemmImpl{}, true
 }
 
 // hostBLASSetup describes the BLAS that gonum's blas32 calls: serial when
