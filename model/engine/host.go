@@ -821,7 +821,7 @@ func (h *host) SquaredNorm(x Buffer) float64 {
 	xb := h.buf("SquaredNorm", "x", x)
 	var s float64
 	for _, v := range xb {
-		s += float64(v) * float64(v)
+		s += float64(float64(v) * float64(v))
 	}
 	if h.err != nil {
 		return 0

@@ -133,7 +133,7 @@ func dotF64Lanes(a, b []float32) float64 {
 	var acc [8]float64
 	for i := 0; i < len(a); i += 8 {
 		for l := 0; l < 8; l++ {
-			acc[l] += float64(a[i+l]) * float64(b[i+l])
+			acc[l] += float64(float64(a[i+l]) * float64(b[i+l])) // exact product: fused or not, the same
 		}
 	}
 	return sumLanesF64(&acc)
