@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -219,5 +222,36 @@ func TestLanesMatchAssembly(t *testing.T) {
 				t.Fatalf("fma32(%x, %x, %x) = %x, the CPU's FMA %x", a, bs[l], c, got, want[l])
 			}
 		}
+	}
+}
+
+// TestISASwitch: FEDTUNE_ENGINE_ISA's values as useISA takes them, and a
+// bad one making every Host fail with an error that names the variable.
+func TestISASwitch(t *testing.T) {
+	defer func() { _ = useISA("") }()
+	for _, c := range []struct {
+		name, want string // want: the error's words, or "" for none
+	}{
+		{"", ""}, {"auto", ""}, {"generic", ""},
+		{"AVX2", "unknown instruction set"}, {"sse", "unknown instruction set"},
+	} {
+		err := useISA(c.name)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("useISA(%q) = %v, want %q", c.name, err, c.want)
+		}
+	}
+	if bestISA() != isaAVX512 {
+		if err := useISA(isaAVX512); err == nil || !strings.Contains(err.Error(), "offers at most") {
+			t.Errorf("useISA(avx512) without AVX-512 = %v, want an error", err)
+		}
+	}
+	if err := useISA(isaGeneric); err != nil || haveAVX2 || ISA() != isaGeneric {
+		t.Fatalf("useISA(generic): %v, haveAVX2 %v, ISA %s", err, haveAVX2, ISA())
+	}
+	saved := isaErr
+	isaErr = fmt.Errorf("%s=%q: unknown instruction set", ISAEnv, "bogus")
+	defer func() { isaErr = saved }()
+	if err := NewHost().Sync(); err == nil || !errors.Is(err, ErrDevice) || !strings.Contains(err.Error(), ISAEnv) {
+		t.Errorf("NewHost with a bad %s: Sync = %v", ISAEnv, err)
 	}
 }
