@@ -34,8 +34,8 @@ func fma32(a, b, c float32) float32 {
 	// A float32 tie among normal float32s has its low 29 float64 bits
 	// 1 followed by zeros; among subnormals (exponent below −126) it has
 	// more zeros, so those always take the careful path.
-	if u := math.Float64bits(s); u&(1<<29-1) != 1<<28 && (u>>52)&0x7ff >= 1023-126 {
-		return float32(s)
+	if u := math.Float64bits(s); u&(1<<29-1) != 1<<28 && (u>>52)&0x7ff >= 1023-126 || s == 0 {
+		return float32(s) // a zero float64 sum is exact (no addition underflows to zero)
 	}
 	return fma32Tie(p, float64(c), s, float32(s))
 }
@@ -288,13 +288,26 @@ func sgemmKernelGo(h int) func(k int, a *float32, ri, rp int, b, c *float32, ldc
 			for p := 0; p < k; p++ {
 				av := *(*float32)(unsafe.Add(ap, p*rp))
 				bp := (*[gemmNR]float32)(bs[p*gemmNR:])
-				for j := range row {
-					row[j] = fma32(av, bp[j], row[j])
-				}
+				fmaRow(row, av, bp)
 			}
 			cs := unsafe.Slice((*float32)(unsafe.Add(unsafe.Pointer(c), 4*i*ldc)), gemmNR)
 			storeTile(cs, row, alpha, add)
 		}
+	}
+}
+
+// fmaRow sets acc[j] = fma32(a, b[j], acc[j]), with fma32's common case
+// written out in the loop (fma32 is too large to inline).
+func fmaRow(acc *[gemmNR]float32, a float32, b *[gemmNR]float32) {
+	af := float64(a)
+	for j, c := range acc {
+		p := af * float64(b[j])
+		s := p + float64(c)
+		if u := math.Float64bits(s); u&(1<<29-1) != 1<<28 && (u>>52)&0x7ff >= 1023-126 || s == 0 {
+			acc[j] = float32(s) // a zero float64 sum is exact (no addition underflows to zero)
+			continue
+		}
+		acc[j] = fma32Tie(p, float64(c), s, float32(s))
 	}
 }
 
@@ -316,9 +329,7 @@ func sgemmRow16Go(k int, a *float32, rp int, b, c *float32, alpha float32, add b
 	for p := 0; p < k; p++ {
 		av := *(*float32)(unsafe.Add(unsafe.Pointer(a), p*rp))
 		bp := (*[gemmNR]float32)(bs[p*gemmNR:])
-		for j := range acc {
-			acc[j] = fma32(av, bp[j], acc[j])
-		}
+		fmaRow(&acc, av, bp)
 	}
 	storeTile(unsafe.Slice(c, gemmNR), &acc, alpha, add)
 }
