@@ -48,11 +48,12 @@ type host struct {
 
 // NewHost returns the plain-Go Device: buffers are Go slices; GEMM goes
 // through OpenBLAS with the openblas build tag (made single-threaded,
-// process-wide: see host_openblas.go), else through the Host's own AVX2 or
-// AVX-512 kernels (gemm.go) where the CPU has them, else through gonum's
-// pure-Go blas32; the exp-heavy and row operations have AVX2 loops
-// (vexp_amd64.s, vec_amd64.s) beside their pure-Go ones (build tag purego
-// forces those). Large products and loops are spread over the CPU cores
+// process-wide: see host_openblas.go), else through the Host's own
+// AVX-512, AVX2 or pure-Go micro-kernels (gemm.go, lanes.go); the
+// exp-heavy and row operations have AVX2 loops (vexp_amd64.s,
+// vec_amd64.s) beside pure-Go twins that give the same bits (build tag
+// purego or FEDTUNE_ENGINE_ISA=generic forces those; a bad
+// FEDTUNE_ENGINE_ISA makes the Host fail with an error Sync reports). Large products and loops are spread over the CPU cores
 // (GOMAXPROCS when the Host is made) by a process-wide worker pool, always
 // over independent outputs, so results do not depend on the core count. It
 // never panics on bad arguments: it records a sticky error wrapping
