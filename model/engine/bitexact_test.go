@@ -11,14 +11,16 @@ import (
 
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/engine"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/train_digests.golden")
 
 // trainDigests trains a LoRA task and a full fine-tune on the Host as the
-// instruction set stands and returns one line per task: the digest of the
-// trained state (adapter or weights) and the bits of each step's loss.
+// instruction set stands and returns one line per task: the bits of each
+// step's loss, the digest of the trained state (adapter or weights) and
+// the Merkle root over the state digests after each step.
 // The shapes take every path: rows and widths that are not multiples of 8
 // (scalar tails), products with more than one block of k (300 tokens
 // against gemmKC = 256), edge tiles, and packed weights.
@@ -40,9 +42,17 @@ func trainDigests(t *testing.T) string {
 	} {
 		cfg := model.TrainConfig{LoRA: task.lora, Steps: 3, Batch: 5, SeqLen: 60, LR: 1e-3, ClipNorm: 1, Seed: 5}
 		tr := newTrainer(t, m, nil, cfg)
+		// The per-step commitments a trainer makes (model/commitment):
+		// a replay on another instruction set must give the same root.
+		rec := &commitment.Recorder{Stepper: tr, State: func() (map[string]*model.Tensor, error) {
+			if task.lora != nil {
+				return tr.Adapter().Tensors, nil
+			}
+			return tr.Model().Tensors, nil
+		}}
 		fmt.Fprintf(&out, "%s", task.name)
 		for s := 0; s < cfg.Steps; s++ {
-			loss, err := tr.Step(batchOf(cfg.Batch, cfg.SeqLen, c.VocabSize, uint64(s)))
+			loss, err := rec.Step(batchOf(cfg.Batch, cfg.SeqLen, c.VocabSize, uint64(s)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -57,7 +67,11 @@ func trainDigests(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&out, " state=%s\n", d)
+		_, root, err := rec.Root()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&out, " state=%s steps=%s\n", d, root)
 	}
 	return out.String()
 }
