@@ -182,6 +182,7 @@
     if (l.base) add("base model", l.base);
     if (l.block) add("committed in", "block " + l.block.height + " · " + l.block.hash);
     $("plot").appendChild(plot(l.rounds));
+    if (l.eval_source) { $("eval-source").textContent = "eval losses: " + l.eval_source; $("eval-source").hidden = false; }
     var names = {};
     l.datasets.forEach(function (d) { names[d.digest] = d.name || short(d.digest); });
     var rb = $("rounds").tBodies[0];
