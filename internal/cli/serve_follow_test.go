@@ -90,8 +90,9 @@ type followNet struct {
 	coord coordinatorv1.CoordinatorClient
 }
 
-// startFollowNet starts a devnet on opts and launches its job.
-func startFollowNet(t *testing.T, ctx context.Context, opts devnet.Options) *followNet {
+// startFollowNet starts a devnet on opts and, with launch, launches its
+// job.
+func startFollowNet(t *testing.T, ctx context.Context, opts devnet.Options, launch bool) *followNet {
 	t.Helper()
 	opts.Dir, opts.Repo, opts.InProcess = t.TempDir(), "../..", true
 	n, err := devnet.Prepare(ctx, opts)
@@ -103,8 +104,10 @@ func startFollowNet(t *testing.T, ctx context.Context, opts devnet.Options) *fol
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nw.Stop() })
-	if _, err := n.Launch(ctx); err != nil {
-		t.Fatal(err)
+	if launch {
+		if _, err := n.Launch(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c, err := n.Ledger(ctx, 0)
 	if err != nil {
@@ -176,7 +179,7 @@ func TestServeFollowsJob(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	fn := startFollowNet(t, ctx, devnet.Options{Trainers: 1, MinTrainers: 1, JobName: "follow", Rounds: 2, LocalSteps: 3, PretrainSteps: 2})
+	fn := startFollowNet(t, ctx, devnet.Options{Trainers: 1, MinTrainers: 1, JobName: "follow", Rounds: 2, LocalSteps: 3, PretrainSteps: 2}, true)
 	n, c := fn.n, fn.c
 	var logs logBuffer
 	f := fn.follower(t, "follow", &logs)
@@ -404,6 +407,132 @@ func TestServeFollowsJob(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServeFollowsFullJob: a follower started before a full fine-tuning
+// job is launched waits on the ledger's block stream, which breaks (every
+// connection through a proxy to the ledger node is cut) and is reopened;
+// when round 1 commits it fetches the full weights, checks their digest
+// and serves them on the base folder's config and tokenizer.
+func TestServeFollowsFullJob(t *testing.T) {
+	if testing.Short() {
+		t.Skip("devnet")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	fn := startFollowNet(t, ctx, devnet.Options{Job: "configs/jobs/full-finetune.yaml", Trainers: 1, MinTrainers: 1,
+		JobName: "follow-full", Rounds: 1, LocalSteps: 2, PretrainSteps: 2}, false)
+	n := fn.n
+	px := newCutProxy(t, n.LedgerGRPC[0])
+	c, err := client.Dial(ctx, px.addr(), n.Keys[devnet.InferenceName], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var logs logBuffer
+	f := fn.follower(t, "follow-full", &logs)
+	f.c = c
+	type started struct {
+		m   *inference.Model
+		err error
+	}
+	out := make(chan started, 1)
+	go func() {
+		m, err := f.start(ctx)
+		out <- started{m, err}
+	}()
+	waitLog(t, ctx, &logs, "waiting for the job's first committed round")
+	px.cut()
+	waitLog(t, ctx, &logs, "block stream ended; reopening")
+	if _, err := n.Launch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var st started
+	select {
+	case st = <-out:
+	case <-ctx.Done():
+		t.Fatalf("no model:\n%s", logs.String())
+	}
+	if st.err != nil {
+		t.Fatalf("%v\n%s", st.err, logs.String())
+	}
+	m := st.m
+	r1 := fn.committed(t, ctx, "follow-full", 1)
+	if m.Digest != r1.ModelDigest || m.Adapter != "" || m.Block == nil || f.roundNow() != 1 || f.spec.lora != nil {
+		t.Fatalf("serving digest %s adapter %q block %+v (round %d), want full weights %s", m.Digest, m.Adapter, m.Block, f.roundNow(), r1.ModelDigest)
+	}
+	s := inference.NewServer(m, inference.Config{Logger: f.log, Receipter: inference.Signer{Key: n.Keys[devnet.InferenceName]}})
+	defer s.Close()
+	base := serveHTTP(t, s)
+	resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"model":"follow-full","prompt":"hi","max_tokens":4,"temperature":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("completion: %d %s", resp.StatusCode, body)
+	}
+	r, _, err := receiptParse(resp.Header.Get(inference.ReceiptHeader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Model != r1.ModelDigest || r.Adapter != "" || r.Block == nil || r.Block.Height != m.Block.Height {
+		t.Errorf("receipt names model %s adapter %q block %+v, want %s at height %d", r.Model, r.Adapter, r.Block, r1.ModelDigest, m.Block.Height)
+	}
+	if l := getLineageJSON(t, base); l.Model != r1.ModelDigest || len(l.Rounds) != 1 || l.Rounds[0].Model != r1.ModelDigest {
+		t.Errorf("lineage %+v", l)
+	}
+}
+
+// cutProxy forwards TCP connections to a target until cut closes every
+// connection open through it (it keeps accepting new ones).
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, in); up.Close() }()
+			go func() { io.Copy(in, up); in.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+// cut closes every connection open through the proxy.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }
 
 // lyingStore serves, without TLS, a store holding round rd's real job
