@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,26 +52,8 @@ func (g *gated) Generate(ctx context.Context, prompt []int, p inference.Params, 
 	})
 }
 
-// logBuffer is a slog text log safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // waitLog waits until the log holds s.
-func waitLog(t *testing.T, ctx context.Context, l *logBuffer, s string) {
+func waitLog(t *testing.T, ctx context.Context, l *syncBuffer, s string) {
 	t.Helper()
 	for !strings.Contains(l.String(), s) {
 		select {
@@ -181,7 +164,7 @@ func TestServeFollowsJob(t *testing.T) {
 	defer cancel()
 	fn := startFollowNet(t, ctx, devnet.Options{Trainers: 1, MinTrainers: 1, JobName: "follow", Rounds: 2, LocalSteps: 3, PretrainSteps: 2}, true)
 	n, c := fn.n, fn.c
-	var logs logBuffer
+	var logs syncBuffer
 	f := fn.follower(t, "follow", &logs)
 
 	// Started after round 1: it serves round 1's model.
@@ -239,7 +222,7 @@ func TestServeFollowsJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Seed++
-	var badLogs logBuffer
+	var badLogs syncBuffer
 	fb := fn.follower(t, "follow", &badLogs)
 	fb.check = other
 	fb.round.Store(1)
@@ -384,7 +367,7 @@ func TestServeFollowsJob(t *testing.T) {
 		{"an artifact store sending other bytes for the adapter", nil, func(f *follower) { f.ac = lying }, "digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs syncBuffer
 			fx := fn.follower(t, "follow", &logs)
 			if tc.setup != nil {
 				tc.setup(fx)
@@ -409,11 +392,12 @@ func TestServeFollowsJob(t *testing.T) {
 	}
 }
 
-// TestServeFollowsFullJob: a follower started before a full fine-tuning
-// job is launched waits on the ledger's block stream, which breaks (every
-// connection through a proxy to the ledger node is cut) and is reopened;
-// when round 1 commits it fetches the full weights, checks their digest
-// and serves them on the base folder's config and tokenizer.
+// TestServeFollowsFullJob: `fedtune serve --ledger` started before a
+// full fine-tuning job is launched (no job file) waits on the ledger's
+// block stream, which breaks (every connection through a proxy to the
+// ledger node is cut) and is reopened; when round 1 commits it fetches the
+// full weights, checks their digest and serves them on the base folder's
+// config and tokenizer, with receipts naming the committing block.
 func TestServeFollowsFullJob(t *testing.T) {
 	if testing.Short() {
 		t.Skip("devnet")
@@ -424,22 +408,15 @@ func TestServeFollowsFullJob(t *testing.T) {
 		JobName: "follow-full", Rounds: 1, LocalSteps: 2, PretrainSteps: 2}, false)
 	n := fn.n
 	px := newCutProxy(t, n.LedgerGRPC[0])
-	c, err := client.Dial(ctx, px.addr(), n.Keys[devnet.InferenceName], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var logs logBuffer
-	f := fn.follower(t, "follow-full", &logs)
-	f.c = c
-	type started struct {
-		m   *inference.Model
-		err error
-	}
-	out := make(chan started, 1)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var out, logs syncBuffer
+	done := make(chan error, 1)
 	go func() {
-		m, err := f.start(ctx)
-		out <- started{m, err}
+		done <- RunWith(sctx, []string{"serve", "--model", n.BaseModel, "--addr", "127.0.0.1:0", "--model-id", "follow-full",
+			"--ledger", px.addr(), "--genesis", n.GenesisPath(), "--job", "follow-full",
+			"--artifacts", n.Coordinator, "--artifacts-id", n.ID("coordinator"),
+			"--key", filepath.Join(n.Dir, "keys", devnet.InferenceName+".key"), "--retry", "50ms", "--fetch-dir", t.TempDir()}, &out, &logs)
 	}()
 	waitLog(t, ctx, &logs, "waiting for the job's first committed round")
 	px.cut()
@@ -447,23 +424,26 @@ func TestServeFollowsFullJob(t *testing.T) {
 	if _, err := n.Launch(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var st started
-	select {
-	case st = <-out:
-	case <-ctx.Done():
-		t.Fatalf("no model:\n%s", logs.String())
+	re := regexp.MustCompile(`on (http://\S+)/v1/`)
+	var base string
+	for base == "" {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve ended: %v\n%s", err, logs.String())
+		case <-ctx.Done():
+			t.Fatalf("not serving:\n%s", logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if st.err != nil {
-		t.Fatalf("%v\n%s", st.err, logs.String())
-	}
-	m := st.m
 	r1 := fn.committed(t, ctx, "follow-full", 1)
-	if m.Digest != r1.ModelDigest || m.Adapter != "" || m.Block == nil || f.roundNow() != 1 || f.spec.lora != nil {
-		t.Fatalf("serving digest %s adapter %q block %+v (round %d), want full weights %s", m.Digest, m.Adapter, m.Block, f.roundNow(), r1.ModelDigest)
+	lm, err := fn.c.Model(ctx, r1.ModelDigest)
+	if err != nil {
+		t.Fatal(err)
 	}
-	s := inference.NewServer(m, inference.Config{Logger: f.log, Receipter: inference.Signer{Key: n.Keys[devnet.InferenceName]}})
-	defer s.Close()
-	base := serveHTTP(t, s)
 	resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"model":"follow-full","prompt":"hi","max_tokens":4,"temperature":0}`))
 	if err != nil {
 		t.Fatal(err)
@@ -477,11 +457,15 @@ func TestServeFollowsFullJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Model != r1.ModelDigest || r.Adapter != "" || r.Block == nil || r.Block.Height != m.Block.Height {
-		t.Errorf("receipt names model %s adapter %q block %+v, want %s at height %d", r.Model, r.Adapter, r.Block, r1.ModelDigest, m.Block.Height)
+	if r.Model != r1.ModelDigest || r.Adapter != "" || r.Block == nil || r.Block.Height != lm.Height {
+		t.Errorf("receipt names model %s adapter %q block %+v, want full weights %s committed at height %d", r.Model, r.Adapter, r.Block, r1.ModelDigest, lm.Height)
 	}
 	if l := getLineageJSON(t, base); l.Model != r1.ModelDigest || len(l.Rounds) != 1 || l.Rounds[0].Model != r1.ModelDigest {
 		t.Errorf("lineage %+v", l)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
 	}
 }
 
