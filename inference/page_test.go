@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -84,10 +85,24 @@ func TestLineageEndpoint(t *testing.T) {
 	}
 	m2, _ := tinyModel(t, 22)
 	m2.Lineage = fixtureLineage(t)
+	m2.Block = &receipt.Block{Height: 7, Hash: strings.Repeat("ab", 32)}
 	<-f.srv.Swap(m2)
 	l = getLineage(t, f.url)
 	if l.Standalone || len(l.Rounds) != 3 || len(l.Datasets) != 3 || l.Rounds[2].EvalLoss == nil || *l.Rounds[2].EvalLoss != 3.187 {
 		t.Fatalf("ledger lineage: %+v", l)
+	}
+	// A LineageFunc answers instead of Lineage (nil from it: Lineage).
+	var live atomic.Pointer[inference.Lineage]
+	m2.LineageFunc = live.Load
+	if l = getLineage(t, f.url); len(l.Rounds) != 3 {
+		t.Fatalf("LineageFunc answering nil: %+v", l)
+	}
+	upd := *fixtureLineage(t)
+	upd.Rounds = upd.Rounds[:1]
+	upd.EvalSource = "the coordinator"
+	live.Store(&upd)
+	if l = getLineage(t, f.url); len(l.Rounds) != 1 || l.EvalSource != "the coordinator" || l.Block == nil {
+		t.Fatalf("LineageFunc's lineage: %+v", l)
 	}
 	code, body := get(t, f.url+"/")
 	if code != 200 || !strings.Contains(body, `<script src="/page/page.js">`) {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -272,8 +271,8 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		}
 	} else {
 		md := filepath.Join(f.dir, "model-"+rd.ModelDigest)
-		if err := modelFolder(f.base, path, md); err != nil {
-			return nil, err
+		if err := inference.ModelFolder(f.base, path, md); err != nil {
+			return nil, fmt.Errorf("model folder of %s on --model %s: %w", rd.ModelDigest, f.base, err)
 		}
 		if m, err = inference.LoadModel(md, "", f.id, engine.NewHost(), f.slots); err != nil {
 			return nil, fmt.Errorf("model %s of round %d on --model %s's config: %w", rd.ModelDigest, rd.Round, f.base, err)
@@ -295,56 +294,6 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 	f.lineage = lp
 	f.mu.Unlock()
 	return m, nil
-}
-
-// modelFolder makes dir a model folder of the full weights file weights
-// on the base folder's other files (config, tokenizer, chat template):
-// links (or copies) of them, and of weights as model.WeightsFile.
-func modelFolder(base, weights, dir string) error {
-	ents, err := os.ReadDir(base)
-	if err != nil {
-		return fmt.Errorf("--model: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() || strings.HasSuffix(n, ".safetensors") || strings.HasSuffix(n, ".safetensors.index.json") {
-			continue
-		}
-		if err := linkOrCopy(filepath.Join(base, n), filepath.Join(dir, n)); err != nil {
-			return err
-		}
-	}
-	return linkOrCopy(weights, filepath.Join(dir, model.WeightsFile))
-}
-
-// linkOrCopy makes dst a hard link to src, or a copy where links fail.
-func linkOrCopy(src, dst string) error {
-	os.Remove(dst)
-	if os.Link(src, dst) == nil {
-		return nil
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst + ".part")
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(dst + ".part")
-		return err
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(dst + ".part")
-		return err
-	}
-	return os.Rename(dst+".part", dst)
 }
 
 // lineageOf reads model d's lineage from the ledger, with the eval loss
