@@ -89,9 +89,7 @@ func newServeCmd() *cobra.Command {
 				defer ac.Close()
 				var coord coordinatorv1.CoordinatorClient
 				if coordAddr != "-" {
-					if coordAddr == "" {
-						coordAddr, coordID = artifactsAddr, cmp.Or(coordID, artifactsID)
-					}
+					coordAddr, coordID = cmp.Or(coordAddr, artifactsAddr), cmp.Or(coordID, artifactsID)
 					copt, err := tlsid.DialOption(key, tlsid.ExpectID(coordID))
 					if err != nil {
 						return fmt.Errorf("serve: --coordinator-id: %w", err)
@@ -115,7 +113,7 @@ func newServeCmd() *cobra.Command {
 					id = job
 				}
 				return withClient(cmd.Context(), ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-					f := &follower{c: c, ac: ac, coord: coord, job: job, base: modelDir, check: check, dir: fetchDir, id: id,
+					f := &follower{c: c, ac: ac, coord: coord, coordID: coordID, job: job, base: modelDir, check: check, dir: fetchDir, id: id,
 						slots: cfg.MaxConcurrent, log: log, retry: retry}
 					m, err := f.start(cmd.Context())
 					if err != nil {

@@ -47,13 +47,16 @@ type follower struct {
 	c     *client.Client
 	ac    *artifact.Client
 	coord coordinatorv1.CoordinatorClient // eval losses; nil: none shown
-	job   string
-	base  string           // the base model folder (config, tokenizer, chat template)
-	check *coordinator.Job // --job-file: must be the ledger's job config; nil: none
-	dir   string           // where fetched models are kept
-	id    string           // the served model's id
-	slots int
-	log   *slog.Logger
+	// coordID is the key ID coord's TLS handshake proved: eval losses
+	// are shown only when it is the job's owner on the ledger.
+	coordID string
+	job     string
+	base    string           // the base model folder (config, tokenizer, chat template)
+	check   *coordinator.Job // --job-file: must be the ledger's job config; nil: none
+	dir     string           // where fetched models are kept
+	id      string           // the served model's id
+	slots   int
+	log     *slog.Logger
 	// retry is the first wait before the block stream is opened again
 	// or a refused round is tried again; it doubles up to maxRetry.
 	retry, maxRetry time.Duration
@@ -315,11 +318,22 @@ func (f *follower) lineageOf(ctx context.Context, d string) (*inference.Lineage,
 	return out, nil
 }
 
-// evalLosses asks the coordinator for the eval losses of l's rounds of
-// the job, keeping only those it reports for the model the ledger says
-// the round committed.
+// evalLosses asks the job's coordinator (its owner on the ledger, proved
+// in the TLS handshake) for the eval losses of l's rounds of the job,
+// keeping only those it reports for the model the ledger says the round
+// committed. The coordinator signs none of them: the ledger does not
+// record eval losses.
 func (f *follower) evalLosses(ctx context.Context, l *ledger.Lineage) map[uint64]float64 {
 	if f.coord == nil {
+		return nil
+	}
+	rec, err := f.c.Job(ctx, f.job)
+	if err != nil {
+		f.log.Warn("job record (eval losses)", "err", err)
+		return nil
+	}
+	if rec.Owner != f.coordID {
+		f.log.Warn("no eval losses: the coordinator asked is not the job's", "asked", f.coordID, "job_owner", rec.Owner)
 		return nil
 	}
 	st, err := f.coord.Status(ctx, &coordinatorv1.StatusRequest{JobId: f.job})

@@ -116,7 +116,7 @@ func startFollowNet(t *testing.T, ctx context.Context, opts devnet.Options, laun
 
 // follower returns a follower of job on fn, logging to log.
 func (fn *followNet) follower(t *testing.T, job string, log io.Writer) *follower {
-	return &follower{c: fn.c, ac: fn.ac, coord: fn.coord, job: job, base: fn.n.BaseModel, dir: t.TempDir(), id: job, slots: 2,
+	return &follower{c: fn.c, ac: fn.ac, coord: fn.coord, coordID: fn.n.ID("coordinator"), job: job, base: fn.n.BaseModel, dir: t.TempDir(), id: job, slots: 2,
 		log: slog.New(slog.NewTextHandler(log, nil)), retry: 50 * time.Millisecond, maxRetry: 200 * time.Millisecond, evalEvery: 200 * time.Millisecond}
 }
 
@@ -308,6 +308,13 @@ func TestServeFollowsJob(t *testing.T) {
 		t.Errorf("lineage %+v", l)
 	}
 	pagePlotPoints(t, base, 2)
+	// Eval losses from a coordinator that is not the job's owner are not
+	// shown.
+	fo := fn.follower(t, "follow", io.Discard)
+	fo.coordID = n.ID("admin")
+	if lo, err := fo.lineageOf(ctx, r2.ModelDigest); err != nil || len(lo.Rounds) != 2 || lo.Rounds[0].EvalLoss != nil || lo.EvalSource != "" {
+		t.Errorf("lineage with eval losses from a coordinator that is not the job's: %+v, %v", lo, err)
+	}
 
 	// Every lie is refused with its reason (load never swaps: the server
 	// keeps round 2's model).
