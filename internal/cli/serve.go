@@ -146,7 +146,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds on the ledger's block stream and serve each new global model (LoRA adapter or full weights) on the --model base folder, which must hold the job's registered base model")
 	genesisFlag(cmd, &genesisPath)
 	f.StringVar(&job, "job", "", "with --ledger: the job whose committed global models are served; its settings (LoRA rank, alpha, targets, base model) are read from the ledger and the job config it commits by digest")
-	f.StringVar(&jobFile, "job-file", "", "with --ledger, optional: a job YAML to cross-check: refused unless its config digest is the one the ledger's rounds record")
+	f.StringVar(&jobFile, "job-file", "", "with --ledger, optional: the job's YAML, refused unless its config digest is the one the ledger's rounds record; used only where the artifact store does not hold the job's config")
 	f.StringVar(&artifactsAddr, "artifacts", "", "with --ledger: the artifact store's gRPC address (TLS with --key)")
 	f.StringVar(&artifactsID, "artifacts-id", "", "with --ledger: the artifact store's key ID, checked in the TLS handshake")
 	f.StringVar(&coordAddr, "coordinator", "", "with --ledger: the job's coordinator's gRPC address, asked for the eval losses the page plots (default: --artifacts; \"-\": none)")

@@ -122,9 +122,11 @@ func (f *follower) latest(ctx context.Context) (*ledger.Round, error) {
 
 // jobSpec reads the job's settings as the ledger commits them for round
 // rd: the recipe of its JobRegistered, and the canonical job config that
-// rd's RoundOpened names by digest (fetched from the artifact store). It
-// checks that they agree with each other, with --job-file when given, and
-// that the base model folder holds the job's registered base model.
+// rd's RoundOpened names by digest (fetched from the artifact store;
+// --job-file, when given, must have that digest, and stands in for the
+// store's copy when the store does not answer). It checks that they agree
+// with each other and that the base model folder holds the job's
+// registered base model.
 func (f *follower) jobSpec(ctx context.Context, rd *ledger.Round) (*jobSpec, error) {
 	f.mu.Lock()
 	sp := f.spec
@@ -139,23 +141,22 @@ func (f *follower) jobSpec(ctx context.Context, rd *ledger.Round) (*jobSpec, err
 	if err := digest.Check("the round's config digest", rd.ConfigDigest); err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	if _, err := f.ac.Download(ctx, rd.ConfigDigest, &limitWriter{w: &buf, n: maxJobConfig}); err != nil {
-		return nil, fmt.Errorf("job config %s (round %d's config digest) from the artifact store: %w", rd.ConfigDigest, rd.Round, err)
-	}
-	if got := digest.Bytes(buf.Bytes()); got != rd.ConfigDigest {
-		return nil, fmt.Errorf("the artifact store sent job config bytes with digest %s for %s", got, rd.ConfigDigest)
-	}
-	job, err := coordinator.DecodeCanonical(buf.Bytes())
-	if err != nil {
-		return nil, fmt.Errorf("job config %s: %w", rd.ConfigDigest, err)
-	}
-	if job.Name != f.job {
-		return nil, fmt.Errorf("job config %s names job %q, not %q", rd.ConfigDigest, job.Name, f.job)
-	}
 	if f.check != nil && f.check.Digest() != rd.ConfigDigest {
 		return nil, fmt.Errorf("--job-file %s has config digest %s, but the ledger's round %d of job %s records %s: the file is not the job the ledger runs",
 			f.check.Source, f.check.Digest(), rd.Round, f.job, rd.ConfigDigest)
+	}
+	job, err := f.jobConfig(ctx, rd)
+	if err != nil {
+		if f.check == nil {
+			return nil, err
+		}
+		// --job-file has the ledger's config digest: it is the job's
+		// config as much as the store's copy would be.
+		f.log.Warn("job config not from the artifact store: using --job-file, whose digest is the ledger's", "config", rd.ConfigDigest, "err", err)
+		job = f.check
+	}
+	if job.Name != f.job {
+		return nil, fmt.Errorf("job config %s names job %q, not %q", rd.ConfigDigest, job.Name, f.job)
 	}
 	sp = &jobSpec{config: rd.ConfigDigest, job: job, base: rec.Recipe.BaseModel}
 	lora := job.FineTune.Mode == model.ModeLoRA
@@ -183,6 +184,23 @@ func (f *follower) jobSpec(ctx context.Context, rd *ledger.Round) (*jobSpec, err
 	f.spec = sp
 	f.mu.Unlock()
 	return sp, nil
+}
+
+// jobConfig fetches the canonical job config of round rd's config digest
+// from the artifact store and decodes it.
+func (f *follower) jobConfig(ctx context.Context, rd *ledger.Round) (*coordinator.Job, error) {
+	var buf bytes.Buffer
+	if _, err := f.ac.Download(ctx, rd.ConfigDigest, &limitWriter{w: &buf, n: maxJobConfig}); err != nil {
+		return nil, fmt.Errorf("job config %s (round %d's config digest) from the artifact store: %w", rd.ConfigDigest, rd.Round, err)
+	}
+	if got := digest.Bytes(buf.Bytes()); got != rd.ConfigDigest {
+		return nil, fmt.Errorf("the artifact store sent job config bytes with digest %s for %s", got, rd.ConfigDigest)
+	}
+	job, err := coordinator.DecodeCanonical(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("job config %s: %w", rd.ConfigDigest, err)
+	}
+	return job, nil
 }
 
 // checkBase checks that the base model folder holds the registered model

@@ -333,7 +333,10 @@ func TestServeFollowsJob(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(noWeights, model.ConfigFile), cfgData, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lying := lyingStore(t, ctx, fn.ac, r2)
+	cfgBlob, modelBlob := download(t, ctx, fn.ac, r2.ConfigDigest), download(t, ctx, fn.ac, r2.ModelDigest)
+	lying := storeWith(t, ctx, map[string][]byte{r2.ConfigDigest: cfgBlob, r2.ModelDigest: []byte("not the committed adapter")})
+	lyingConfig := storeWith(t, ctx, map[string][]byte{r2.ConfigDigest: bytes.Replace(cfgBlob, []byte(`"rank":`), []byte(`"rank":1`), 1), r2.ModelDigest: modelBlob})
+	bare := storeWith(t, ctx, map[string][]byte{r2.ModelDigest: modelBlob})
 	for _, tc := range []struct {
 		name  string
 		round func(ledger.Round) ledger.Round
@@ -372,6 +375,8 @@ func TestServeFollowsJob(t *testing.T) {
 			fx.spec = &sp
 		}, "adapter"},
 		{"an artifact store sending other bytes for the adapter", nil, func(f *follower) { f.ac = lying }, "digest"},
+		{"an artifact store sending another job config", nil, func(f *follower) { f.ac = lyingConfig }, "digest"},
+		{"an artifact store without the job config", nil, func(f *follower) { f.ac = bare }, "from the artifact store"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncBuffer
@@ -396,6 +401,22 @@ func TestServeFollowsJob(t *testing.T) {
 				t.Fatal("the served model changed")
 			}
 		})
+	}
+
+	// Where the store lacks the job config, a --job-file with the
+	// ledger's config digest stands in for it.
+	fj := fn.follower(t, "follow", io.Discard)
+	fj.ac = bare
+	if fj.check, err = coordinator.LoadJob(n.JobFile); err != nil {
+		t.Fatal(err)
+	}
+	mj, err := fj.load(ctx, r2)
+	if err != nil {
+		t.Fatalf("--job-file with the ledger's digest, store without the config: %v", err)
+	}
+	mj.Gen.Close()
+	if mj.Adapter != r2.ModelDigest {
+		t.Errorf("served adapter %s, want %s", mj.Adapter, r2.ModelDigest)
 	}
 }
 
@@ -526,33 +547,37 @@ func (p *cutProxy) cut() {
 	p.conns = nil
 }
 
-// lyingStore serves, without TLS, a store holding round rd's real job
-// config but other bytes under its model's digest.
-func lyingStore(t *testing.T, ctx context.Context, ac *artifact.Client, rd *ledger.Round) *artifact.Client {
+// download reads blob d from ac.
+func download(t *testing.T, ctx context.Context, ac *artifact.Client, d string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if _, err := ac.Download(ctx, d, &b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// storeWith serves, without TLS, a store holding blobs: each written as
+// the blob file of its digest key behind the store's back, whatever its
+// bytes hash to.
+func storeWith(t *testing.T, ctx context.Context, blobs map[string][]byte) *artifact.Client {
 	t.Helper()
 	st, err := artifact.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	var cfg bytes.Buffer
-	if _, err := ac.Download(ctx, rd.ConfigDigest, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.PutExpect(ctx, rd.ConfigDigest, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	// The blob file of the model's digest, written with other bytes
-	// behind the store's back.
-	p, err := st.Path(rd.ModelDigest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte("not the committed adapter"), 0o644); err != nil {
-		t.Fatal(err)
+	for d, b := range blobs {
+		p, err := st.Path(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	srv, err := artifact.NewServer(artifact.ServerConfig{Store: st})
 	if err != nil {
