@@ -26,6 +26,7 @@ import (
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // maxJobConfig bounds the canonical job config fetched from the artifact
@@ -64,6 +65,8 @@ type follower struct {
 	// of the coordinator while a round has none (0: 10s).
 	evalEvery time.Duration
 
+	met followMetrics
+
 	round atomic.Uint64 // the round whose model is served
 	next  atomic.Uint64 // the height the block stream reads next
 
@@ -79,6 +82,26 @@ type jobSpec struct {
 	job    *coordinator.Job  // the canonical config it names
 	lora   *model.LoRAConfig // the adapter's settings; nil for a full fine-tune
 	base   string            // the job's base model digest
+}
+
+// followMetrics are a follower's Prometheus metrics, registered on the
+// server it follows for.
+type followMetrics struct {
+	once    sync.Once
+	round   prometheus.Gauge
+	height  prometheus.Gauge
+	refused prometheus.Counter
+	reopens prometheus.Counter
+}
+
+// init makes the metrics (once).
+func (m *followMetrics) init() {
+	m.once.Do(func() {
+		m.round = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedtune_serve_follow_round", Help: "The job round whose model is served."})
+		m.height = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedtune_serve_follow_block_height", Help: "The height of the last block read from the ledger's block stream."})
+		m.refused = prometheus.NewCounter(prometheus.CounterOpts{Name: "fedtune_serve_follow_refused_total", Help: "Attempts to serve a committed round's model that failed a check."})
+		m.reopens = prometheus.NewCounter(prometheus.CounterOpts{Name: "fedtune_serve_follow_stream_reopens_total", Help: "Times the ledger's block stream broke and was opened again."})
+	})
 }
 
 // ErrRoundRefused wraps every reason a follower refuses a committed
@@ -494,6 +517,7 @@ func (f *follower) start(ctx context.Context) (*inference.Model, error) {
 // replaces one not yet taken). When the stream breaks it opens it again
 // from where it stopped, waiting longer after each failure in a row.
 func (f *follower) watch(ctx context.Context, commits chan uint64) {
+	f.met.init()
 	first, most := f.waits()
 	wait := first
 	for ctx.Err() == nil {
@@ -509,12 +533,14 @@ func (f *follower) watch(ctx context.Context, commits chan uint64) {
 				}
 			}
 			f.next.Store(vb.Block.Header.Height + 1)
+			f.met.height.Set(float64(vb.Block.Header.Height))
 			wait = first
 			return nil
 		})
 		if ctx.Err() != nil {
 			return
 		}
+		f.met.reopens.Inc()
 		f.log.Warn("block stream ended; reopening", "from_height", f.next.Load(), "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
@@ -547,6 +573,11 @@ func offer(c chan uint64, r uint64) {
 // (waiting longer each time) until a newer round commits; s keeps serving
 // its model meanwhile.
 func (f *follower) follow(ctx context.Context, s *inference.Server) {
+	f.met.init()
+	f.met.round.Set(float64(f.round.Load()))
+	if err := s.Register(f.met.round, f.met.height, f.met.refused, f.met.reopens); err != nil {
+		f.log.Warn("follower metrics", "err", err)
+	}
 	commits := make(chan uint64, 1)
 	go f.watch(ctx, commits)
 	go f.refreshEval(ctx)
@@ -570,6 +601,7 @@ func (f *follower) follow(ctx context.Context, s *inference.Server) {
 			if ctx.Err() != nil {
 				return
 			}
+			f.met.refused.Inc()
 			f.log.Warn("round model refused; serving the previous model", "round", want, "served_round", f.round.Load(), "retry_in", wait, "err", err)
 			retry = time.After(wait)
 			wait = min(2*wait, most)
@@ -590,6 +622,7 @@ func (f *follower) switchTo(ctx context.Context, s *inference.Server, r uint64) 
 		return err
 	}
 	f.round.Store(rd.Round)
+	f.met.round.Set(float64(rd.Round))
 	s.Swap(m)
 	f.log.Info("switched", "job", f.job, "round", rd.Round, "model", rd.ModelDigest, "block", m.Block.Height)
 	return nil

@@ -491,6 +491,18 @@ func TestServeFollowsFullJob(t *testing.T) {
 	if l := getLineageJSON(t, base); l.Model != r1.ModelDigest || len(l.Rounds) != 1 || l.Rounds[0].Model != r1.ModelDigest {
 		t.Errorf("lineage %+v", l)
 	}
+	// The follower's metrics beside the server's.
+	mr, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mr.Body)
+	mr.Body.Close()
+	for _, re := range []string{`(?m)^fedtune_serve_follow_round 1$`, `(?m)^fedtune_serve_follow_stream_reopens_total [1-9]`, `(?m)^fedtune_serve_follow_block_height [1-9]`} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("/metrics does not match %s", re)
+		}
+	}
 	stop()
 	if err := <-done; err != nil {
 		t.Errorf("serve: %v", err)
