@@ -113,6 +113,8 @@ func refuse(r uint64, err error) error {
 	return fmt.Errorf("%w: round %d: %w", ErrRoundRefused, r, err)
 }
 
+// waits returns the first and the longest wait between tries (of the
+// block stream, or of a refused round).
 func (f *follower) waits() (time.Duration, time.Duration) {
 	r, m := f.retry, f.maxRetry
 	if r <= 0 {
