@@ -233,6 +233,53 @@ func TestPageInBrowser(t *testing.T) {
 	}
 }
 
+// TestPageFollowsLineage: the page redraws the lineage when the node
+// answers another one (a round committed, an eval loss reported): the
+// plot keeps one point per round with an eval loss, the table one row per
+// round.
+func TestPageFollowsLineage(t *testing.T) {
+	ctx := browser(t)
+	m, _ := tinyModel(t, 25)
+	full := fixtureLineage(t)
+	first := *full
+	first.Rounds = full.Rounds[:1]
+	var live atomic.Pointer[inference.Lineage]
+	live.Store(&first)
+	m.LineageFunc = live.Load
+	f := serve(t, m, inference.Config{})
+	if err := chromedp.Do(ctx, chromedp.Navigate(f.url+"/"), chromedp.WaitVisible(`#lineage[data-loaded="true"] #plot svg`)); err != nil {
+		t.Fatal(err)
+	}
+	withEval := func(l *inference.Lineage) int {
+		n := 0
+		for _, r := range l.Rounds {
+			if r.EvalLoss != nil {
+				n++
+			}
+		}
+		return n
+	}
+	shown := func() (points, rows int) {
+		points = run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#plot svg circle.pt").length`))
+		rows = run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#rounds tbody tr.round").length`))
+		return points, rows
+	}
+	if p, r := shown(); p != withEval(&first) || r != 1 {
+		t.Fatalf("first lineage: %d points, %d rows; want %d, 1", p, r, withEval(&first))
+	}
+	live.Store(full)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		p, r := shown()
+		if p == withEval(full) && r == len(full.Rounds) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the lineage grew the page shows %d points, %d rows; want %d, %d", p, r, withEval(full), len(full.Rounds))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // TestPageStandalone checks the page of a node without ledger lineage.
 func TestPageStandalone(t *testing.T) {
 	ctx := browser(t)
