@@ -439,12 +439,13 @@ func TestServeFollowsFullJob(t *testing.T) {
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var out, logs syncBuffer
+	fetchDir, receipts := t.TempDir(), t.TempDir()
 	done := make(chan error, 1)
 	go func() {
 		done <- RunWith(sctx, []string{"serve", "--model", n.BaseModel, "--addr", "127.0.0.1:0", "--model-id", "follow-full",
 			"--ledger", px.addr(), "--genesis", n.GenesisPath(), "--job", "follow-full",
 			"--artifacts", n.Coordinator, "--artifacts-id", n.ID("coordinator"),
-			"--key", filepath.Join(n.Dir, "keys", devnet.InferenceName+".key"), "--retry", "50ms", "--fetch-dir", t.TempDir()}, &out, &logs)
+			"--key", filepath.Join(n.Dir, "keys", devnet.InferenceName+".key"), "--retry", "50ms", "--fetch-dir", fetchDir, "--receipts-dir", receipts}, &out, &logs)
 	}()
 	waitLog(t, ctx, &logs, "waiting for the job's first committed round")
 	px.cut()
@@ -490,6 +491,17 @@ func TestServeFollowsFullJob(t *testing.T) {
 	}
 	if l := getLineageJSON(t, base); l.Model != r1.ModelDigest || len(l.Rounds) != 1 || l.Rounds[0].Model != r1.ModelDigest {
 		t.Errorf("lineage %+v", l)
+	}
+	// The answer's receipt passes the audit: signer, committed model,
+	// cosigned block, and the answer replayed on the fetched weights.
+	bundles, err := filepath.Glob(filepath.Join(receipts, "*.json"))
+	if err != nil || len(bundles) != 1 {
+		t.Fatalf("receipt bundles %v: %v", bundles, err)
+	}
+	audit := mustCLI(t, "audit", "receipt", bundles[0], "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath(),
+		"--replay", "--model", filepath.Join(fetchDir, "model-"+r1.ModelDigest))
+	if !strings.Contains(audit, "ok   replay") {
+		t.Errorf("audit receipt:\n%s", audit)
 	}
 	// The follower's metrics beside the server's.
 	mr, err := http.Get(base + "/metrics")
