@@ -390,6 +390,22 @@ var spdxExpr = regexp.MustCompile(`^\(*[A-Za-z0-9][A-Za-z0-9.+-]*\)*( (AND|OR|WI
 
 var notRefChar = regexp.MustCompile(`[^A-Za-z0-9.-]+`)
 
+// balanced reports whether s's parentheses pair up.
+func balanced(s string) bool {
+	depth := 0
+	for _, r := range s {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth < 0 {
+				return false
+			}
+		}
+	}
+	return depth == 0
+}
+
 // licenceExpr turns a recorded licence into an SPDX licence expression:
 // as recorded when it reads as one, NOASSERTION when empty, else a
 // LicenseRef- made from it.
@@ -397,7 +413,7 @@ func licenceExpr(l string) string {
 	switch {
 	case l == "":
 		return "NOASSERTION"
-	case spdxExpr.MatchString(l):
+	case spdxExpr.MatchString(l) && balanced(l):
 		return l
 	}
 	return "LicenseRef-" + strings.Trim(notRefChar.ReplaceAllString(l, "-"), "-")
