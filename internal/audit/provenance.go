@@ -55,7 +55,11 @@ type Provenance struct {
 
 // DatasetAttestation is one auditor's signed statement about a dataset, as
 // the ledger records it: what was checked (Kind, e.g. "pii-scan"), the
-// verdict, and where the tx is.
+// verdict, and where the tx is. It is the slot for the DatasetAttested tx:
+// a caller that reads those txs (from an export or a node) fills
+// Provenance.Attestations, and every format carries them (in-toto under
+// predicate.fedtune.attestations, SPDX as review Annotations by the
+// auditor, CycloneDX as properties of the dataset's component).
 type DatasetAttestation struct {
 	Dataset string `json:"dataset"`
 	Auditor string `json:"auditor"`
@@ -64,6 +68,9 @@ type DatasetAttestation struct {
 	Detail  string `json:"detail,omitempty"`
 	Height  uint64 `json:"height"`
 	TxHash  string `json:"tx_hash,omitempty"`
+	// Time is the time of the attestation's block (zero: unknown; the
+	// documents then use Provenance.Time).
+	Time time.Time `json:"time,omitzero"`
 }
 
 // check says what is missing or malformed in p.

@@ -234,7 +234,11 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 	for i, a := range sortedAttestations(p.Attestations) {
 		ci := fmt.Sprintf("_:attestation%d", i)
 		auditor := b.agent(a.Auditor, "auditor")
-		creation = append(creation, obj{"type": "CreationInfo", "@id": ci, "specVersion": "3.0.1", "created": stamp(p.Time), "createdBy": []string{auditor}})
+		at := a.Time
+		if at.IsZero() {
+			at = p.Time
+		}
+		creation = append(creation, obj{"type": "CreationInfo", "@id": ci, "specVersion": "3.0.1", "created": stamp(at), "createdBy": []string{auditor}})
 		st := fmt.Sprintf("%s: %s", a.Kind, a.Result)
 		if a.Detail != "" {
 			st += " (" + a.Detail + ")"

@@ -38,7 +38,7 @@ func testProvenance(t *testing.T) (*Provenance, *testChain) {
 		t.Fatalf("provenance: chain %q, %d rounds, %d datasets, time %s", p.ChainID, len(p.Lineage.Rounds), len(p.Lineage.Datasets), p.Time)
 	}
 	p.Attestations = []DatasetAttestation{{Dataset: p.Lineage.Datasets[0].Digest, Auditor: c.outsider.id, Kind: "pii-scan",
-		Result: "pass", Detail: "0 findings", Height: 4, TxHash: strings.Repeat("ab", 32)}}
+		Result: "pass", Detail: "0 findings", Height: 4, TxHash: strings.Repeat("ab", 32), Time: p.Time.Add(-time.Minute)}}
 	return p, c
 }
 
