@@ -51,6 +51,35 @@ type Provenance struct {
 	// Attestations are statements auditors signed about the lineage's
 	// datasets (a DatasetAttested tx); each names a dataset of the lineage.
 	Attestations []DatasetAttestation
+	// BlockTimes are the times of the blocks the lineage names, by height
+	// (Heights lists them): the documents give each model its release
+	// time and each round its start and end. Heights missing here are
+	// left out of the documents.
+	BlockTimes map[uint64]time.Time
+}
+
+// Heights lists, ascending and each once, the heights of the blocks whose
+// times the documents use: where the models and datasets were recorded and
+// where each round opened and committed.
+func (p *Provenance) Heights() []uint64 {
+	l := p.Lineage
+	hs := []uint64{l.Model.Height, l.Base.Height}
+	for _, r := range l.Rounds {
+		hs = append(hs, r.OpenedHeight, r.CommittedHeight)
+	}
+	for _, d := range l.Datasets {
+		hs = append(hs, d.Height)
+	}
+	slices.Sort(hs)
+	return slices.Compact(hs)
+}
+
+// timeAt is the block time at height h in the documents' form, or "".
+func (p *Provenance) timeAt(h uint64) string {
+	if t, ok := p.BlockTimes[h]; ok && !t.IsZero() {
+		return stamp(t)
+	}
+	return ""
 }
 
 // DatasetAttestation is one auditor's signed statement about a dataset, as
@@ -255,6 +284,8 @@ type fedtuneRound struct {
 	Params          map[string]string    `json:"params,omitempty"`
 	OpenedHeight    uint64               `json:"opened_height"`
 	CommittedHeight uint64               `json:"committed_height"`
+	OpenedTime      string               `json:"opened_time,omitempty"`
+	CommittedTime   string               `json:"committed_time,omitempty"`
 	Aggregator      string               `json:"aggregator"`
 	Contributors    []fedtuneContributor `json:"contributors"`
 	Rejected        []fedtuneRejected    `json:"rejected,omitempty"`
@@ -337,7 +368,8 @@ func lineageRecord(p *Provenance) fedtuneLineage {
 	for _, r := range oldestFirst(l) {
 		fr := fedtuneRound{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel,
 			ModelDigest: r.ModelDigest, Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight,
-			CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator, Contributors: []fedtuneContributor{}}
+			CommittedHeight: r.CommittedHeight, OpenedTime: p.timeAt(r.OpenedHeight), CommittedTime: p.timeAt(r.CommittedHeight),
+			Aggregator: r.Aggregator, Contributors: []fedtuneContributor{}}
 		for _, c := range r.Contributors {
 			fr.Contributors = append(fr.Contributors, fedtuneContributor(c))
 		}
@@ -443,9 +475,17 @@ func ProvenanceFromExport(ctx context.Context, e *Export, model string) (*Proven
 	if h >= uint64(len(e.Blocks)) {
 		return nil, fmt.Errorf("%w: model %s was recorded at height %d, past the export's last block %d", ErrProvenance, model, h, len(e.Blocks)-1)
 	}
-	b, err := ledger.DecodeBlock(e.Blocks[h])
-	if err != nil {
-		return nil, fmt.Errorf("%w: block %d: %v", ErrProvenance, h, err)
+	p := &Provenance{Lineage: l, ChainID: g.ChainID, BlockTimes: map[uint64]time.Time{}}
+	for _, h := range p.Heights() {
+		if h >= uint64(len(e.Blocks)) {
+			return nil, fmt.Errorf("%w: the lineage names height %d, past the export's last block %d", ErrProvenance, h, len(e.Blocks)-1)
+		}
+		b, err := ledger.DecodeBlock(e.Blocks[h])
+		if err != nil {
+			return nil, fmt.Errorf("%w: block %d: %v", ErrProvenance, h, err)
+		}
+		p.BlockTimes[h] = time.Unix(0, b.Header.Time).UTC()
 	}
-	return &Provenance{Lineage: l, ChainID: g.ChainID, Time: time.Unix(0, b.Header.Time).UTC()}, nil
+	p.Time = p.BlockTimes[l.Model.Height]
+	return p, nil
 }

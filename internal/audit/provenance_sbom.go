@@ -148,7 +148,7 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 	}
 	model := b.modelPackage(l.Model, info, stamp(p.Time))
 	if l.Base.Digest != l.Model.Digest {
-		b.modelPackage(l.Base, "", "")
+		b.modelPackage(l.Base, "", p.timeAt(l.Base.Height))
 	}
 
 	datasets := sortedDatasets(l)
@@ -178,13 +178,10 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 
 	for _, r := range rounds {
 		rid := spdxRoundID(r.JobID, r.Round)
-		in := spdxModelID(r.BaseModel)
-		if r.BaseModel != l.Base.Digest {
-			in = b.modelPackage(ledger.Model{Digest: r.BaseModel}, "", "")
-		}
+		in := spdxModelID(r.BaseModel) // the base, or the previous round's output
 		out := model
 		if r.ModelDigest != l.Model.Digest {
-			out = b.modelPackage(ledger.Model{Digest: r.ModelDigest}, "", "")
+			out = b.modelPackage(ledger.Model{Digest: r.ModelDigest, Registrar: r.Aggregator}, "", p.timeAt(r.CommittedHeight))
 		}
 		params := [][2]string{{"strategy", r.Strategy}}
 		for _, k := range sortedKeys(r.Params) {
@@ -218,6 +215,12 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 		}
 		if digest.Valid(r.ConfigDigest) {
 			o["build_configSourceDigest"] = spdxHash(r.ConfigDigest)
+		}
+		if t := p.timeAt(r.OpenedHeight); t != "" {
+			o["build_buildStartTime"] = t
+		}
+		if t := p.timeAt(r.CommittedHeight); t != "" {
+			o["build_buildEndTime"] = t
 		}
 		b.add(rid, o)
 		b.rel(rid, "hasInput", inputs...)
@@ -389,7 +392,7 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 	props = append(props, [2]string{"fedtune:chain-id", p.ChainID})
 	for _, r := range rounds {
 		if r.ModelDigest != l.Model.Digest {
-			ancestors = append(ancestors, cdxModel(ledger.Model{Digest: r.ModelDigest}))
+			ancestors = append(ancestors, cdxModel(ledger.Model{Digest: r.ModelDigest, Registrar: r.Aggregator, Height: r.CommittedHeight}))
 		}
 		pre := fmt.Sprintf("fedtune:round:%s:%d:", r.JobID, r.Round)
 		props = append(props,
@@ -399,6 +402,9 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 			[2]string{pre + "strategy", r.Strategy},
 			[2]string{pre + "aggregator", r.Aggregator},
 			[2]string{pre + "committed-height", strconv.FormatUint(r.CommittedHeight, 10)})
+		if t := p.timeAt(r.CommittedHeight); t != "" {
+			props = append(props, [2]string{pre + "committed-time", t})
+		}
 		for _, k := range sortedKeys(r.Params) {
 			props = append(props, [2]string{pre + "param:" + k, r.Params[k]})
 		}

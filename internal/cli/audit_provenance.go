@@ -103,11 +103,15 @@ func newAuditProvenanceCmd() *cobra.Command {
 						}
 						chainID = st.ChainId
 					}
-					vb, err := c.Block(ctx, l.Model.Height, quorum, chainID)
-					if err != nil {
-						return fmt.Errorf("block %d (the model's): %w", l.Model.Height, err)
+					p = &audit.Provenance{Lineage: l, ChainID: chainID, BlockTimes: map[uint64]time.Time{}}
+					for _, h := range p.Heights() {
+						vb, err := c.Block(ctx, h, quorum, chainID)
+						if err != nil {
+							return fmt.Errorf("block %d: %w", h, err)
+						}
+						p.BlockTimes[h] = time.Unix(0, vb.Block.Header.Time).UTC()
 					}
-					p = &audit.Provenance{Lineage: l, ChainID: chainID, Time: time.Unix(0, vb.Block.Header.Time).UTC()}
+					p.Time = p.BlockTimes[l.Model.Height]
 					return nil
 				})
 				if err != nil {
