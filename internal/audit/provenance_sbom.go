@@ -254,12 +254,13 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 			"subject": spdxDatasetID(a.Dataset), "statement": st})
 	}
 
+	dataLicence := b.licence("CC0-1.0") // before the element list is taken
 	doc := obj{
 		"type":               "SpdxDocument",
 		"spdxId":             docID,
 		"creationInfo":       spdxCreationInfo,
 		"name":               "fedtune provenance of model " + l.Model.Digest,
-		"dataLicense":        b.licence("CC0-1.0"),
+		"dataLicense":        dataLicence,
 		"profileConformance": []string{"ai", "build", "core", "dataset", "simpleLicensing", "software"},
 		"rootElement":        []string{model},
 		"element":            append([]string(nil), b.ids...),

@@ -433,3 +433,49 @@ func spdxShape(t testing.TB, doc []byte) string {
 	return fmt.Sprintf("CreationInfo=%d SpdxDocument=%d ai_AIPackage=%d dataset_DatasetPackage=%d build_Build=%d Relationship=%d Annotation=%d",
 		n["CreationInfo"], n["SpdxDocument"], n["ai_AIPackage"], n["dataset_DatasetPackage"], n["build_Build"], n["Relationship"], n["Annotation"])
 }
+
+// TestProvenanceBaseModel: the provenance of a registered base model
+// imported from a published folder (no rounds, no datasets) names its
+// source files, in the model-signing resources too, and validates.
+func TestProvenanceBaseModel(t *testing.T) {
+	m := ledger.Model{Digest: digestOf("weights"), Name: "tiny-llama", Licence: "Apache-2.0", Source: "https://huggingface.co/x/tiny",
+		Registrar: "coord", Height: 2, Sources: []ledger.SourceFile{
+			{Path: "model.safetensors", Size: 10, SHA256: digestOf("st")},
+			{Path: "config.json", Size: 5, SHA256: digestOf("cfg")},
+			{Path: "tokenizer.json", Size: 7, SHA256: digestOf("tok")},
+		}}
+	p := &Provenance{Lineage: &ledger.Lineage{Model: m, Base: m}, ChainID: "c", Time: time.Unix(1700000000, 0),
+		BlockTimes: map[uint64]time.Time{2: time.Unix(1700000000, 0)}}
+	for _, format := range ProvenanceFormats {
+		doc := writeProvenance(t, p, format)
+		if err := provenancetest.Validate(format, doc); err != nil {
+			t.Fatalf("%s: %v\n%s", format, err, doc)
+		}
+		if format == "in-toto" {
+			env, err := dsse.Decode(bytes.TrimSpace(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st struct {
+				Predicate struct {
+					Resources []struct{ Name, Digest string } `json:"resources"`
+				} `json:"predicate"`
+			}
+			if err := json.Unmarshal(env.Payload, &st); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for _, r := range st.Predicate.Resources {
+				got[r.Name] = r.Digest
+			}
+			for _, f := range m.Sources {
+				if got[f.Path] != f.SHA256 {
+					t.Errorf("in-toto resources %v do not list %s with its SHA-256 %s", got, f.Path, f.SHA256)
+				}
+			}
+			if len(got) != len(m.Sources) {
+				t.Errorf("in-toto resources %v, want the %d source files", got, len(m.Sources))
+			}
+		}
+	}
+}
