@@ -77,7 +77,7 @@ const (
 
 // SampleWeighted lists the strategies whose contributors' weights are
 // their sample counts' shares: the FSM checks a commit's weights of these.
-var SampleWeighted = map[string]bool{"fedavg": true, "fedavgm": true, "fedadam": true, "fedyogi": true, "fedadagrad": true}
+var SampleWeighted = map[string]bool{"fedavg": true, "fedavgm": true, "fedadam": true, "fedyogi": true, "fedadagrad": true, "diloco": true}
 
 // FormatParam is the canonical text of a recipe parameter.
 func FormatParam(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
