@@ -1,9 +1,13 @@
 package aggregator
 
 import (
+	"context"
+	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/quick"
 
@@ -131,4 +135,59 @@ func TestDiLoCoStateSlots(t *testing.T) {
 	if s := (&DiLoCo{LR: 1}); s.Optimizes() {
 		t.Fatal("learning_rate 1, momentum 0 must not step")
 	}
+}
+
+// An update that names the model it was trained from (fedtune.base) is
+// rejected by an aggregation of another base, and only then.
+func TestUpdateTrainedFromAnotherBase(t *testing.T) {
+	f := newFixture(t, 21, 3)
+	in := deltaFixture(t, f)
+	baseDigest := digestOfFile(t, f.base)
+	other := strings.Repeat("0", 64)
+	// Trainer 1 says it started from another model; the others from the base.
+	for i := range in {
+		b := baseDigest
+		if i == 1 {
+			b = other
+		}
+		w := readWeights(t, in[i].Path)
+		writeWeights(t, in[i].Path, w, safetensors.F32, map[string]string{MetaKind: KindDelta, MetaBase: b})
+	}
+	res, _ := aggregate(t, Request{Strategy: NewDiLoCo(), Inputs: in, Base: f.base, BaseDigest: baseDigest})
+	if len(res.Rejected) != 1 || res.Rejected[0].Input != 1 {
+		t.Fatalf("rejected %+v, want input 1 alone", res.Rejected)
+	}
+	want := "trained from model " + other + " (__metadata__ fedtune.base), but the round's base is " + baseDigest
+	if r := res.Rejected[0].Reason(); !strings.Contains(r, want) || !strings.Contains(r, in[1].Path) {
+		t.Fatalf("reason %q, want the file and %q", r, want)
+	}
+	if !errors.Is(res.Rejected[0].Err, ErrInvalidUpdate) {
+		t.Fatalf("reason does not wrap ErrInvalidUpdate: %v", res.Rejected[0].Err)
+	}
+	// Strict: the aggregation fails and writes nothing.
+	dir := t.TempDir()
+	if _, err := Aggregate(context.Background(), Request{Strategy: NewDiLoCo(), Inputs: in, Base: f.base, BaseDigest: baseDigest,
+		Out: filepath.Join(dir, "out.safetensors"), StateOut: filepath.Join(dir, "state.safetensors"), Options: Options{Strict: true}}); err == nil {
+		t.Fatal("strict aggregation accepted an update from another base")
+	}
+	assertEmptyDir(t, dir)
+	// Without the base's digest nothing can be compared: all accepted.
+	res, _ = aggregate(t, Request{Strategy: NewDiLoCo(), Inputs: in, Base: f.base})
+	if len(res.Rejected) != 0 {
+		t.Fatalf("no base digest: rejected %+v", res.Rejected)
+	}
+	// A fedtune.base that is not a digest is a malformed update.
+	writeWeights(t, in[0].Path, readWeights(t, in[0].Path), safetensors.F32, map[string]string{MetaKind: KindDelta, MetaBase: "base-of-round-3"})
+	if _, err := OpenUpdate(in[0].Path); err == nil || !strings.Contains(err.Error(), `__metadata__ fedtune.base is "base-of-round-3", want a weight digest`) {
+		t.Fatalf("bad fedtune.base: %v", err)
+	}
+}
+
+func digestOfFile(t *testing.T, path string) string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256Hex(raw)
 }
