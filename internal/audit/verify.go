@@ -528,7 +528,7 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		return err
 	}
 	rej, err := aggregator.Validate(v.ctx, aggregator.Request{Inputs: []aggregator.Input{{Path: p, ContributorID: trainer}}, Base: ref,
-		Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
+		BaseDigest: pretrainBase(&rc, r), Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
 	if err != nil {
 		return txErr(h, i, tx.Hash, "update_digest", "%s: checking rejected update %s against the round's reference: %v", where, b.UpdateDigest, err)
 	}
@@ -762,6 +762,7 @@ func (v *verifier) reaggregate(h uint64, i int, tx *ledger.Tx, b ledger.RoundCom
 	if req.Base, err = v.reference(h, i, txh, r, &rc); err != nil {
 		return err
 	}
+	req.BaseDigest = pretrainBase(&rc, r)
 	if s := v.state[b.JobID]; s != "" {
 		p, ok := artifactPath(v.opts.Artifacts, s)
 		if !ok {
@@ -893,6 +894,16 @@ func sqDiff(pa, pb string) (float64, int64, error) {
 // adapter, whose digest the job's recipe records (RoundRecipe.InitialAdapter).
 // For a chain whose recipe has none, a job file in opts.Jobs with the
 // round's config digest still derives it as the coordinator does.
+// pretrainBase is the digest of the round's reference when it is the
+// round's base model, as in a pretrain job (trainers' deltas name it,
+// aggregator.MetaBase); "" otherwise.
+func pretrainBase(rc *ledger.RoundRecipe, r *roundTrack) string {
+	if rc.Mode == ledger.RecipePretrain {
+		return r.base
+	}
+	return ""
+}
+
 func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack, rc *ledger.RoundRecipe) (string, error) {
 	reg, registered := v.models[r.base]
 	if registered && rc.InitialAdapter != "" {

@@ -36,6 +36,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,13 +64,14 @@ func main() {
 	data := flag.String("data", "datasets/testdata/english/train.txt", "training text")
 	evalData := flag.String("eval", "datasets/testdata/english/eval.txt", "held-out text")
 	out := flag.String("out", "bench-pretrain", "output folder")
+	also := flag.String("also", "learning_rate=0.7,momentum=0.9", "a second outer optimizer setting (diloco parameters) run beside the job's and plotted; empty: none")
 	flag.Parse()
-	if err := run(context.Background(), *jobFile, *trainers, *rounds, *inner, *data, *evalData, *out); err != nil {
+	if err := run(context.Background(), *jobFile, *trainers, *rounds, *inner, *data, *evalData, *out, *also); err != nil {
 		log.Fatalf("bench-pretrain: %v", err)
 	}
 }
 
-func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data, evalData, out string) error {
+func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data, evalData, out, also string) error {
 	src, err := os.ReadFile(jobFile)
 	if err != nil {
 		return err
@@ -123,7 +125,7 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 	fmt.Printf("outer: %s %v\n", strategy.Name(), strategy.Params())
 	fmt.Printf("tokens a round: %d (each run); GOMAXPROCS %d\n", trainers*H*B*tr.SeqLen, runtime.GOMAXPROCS(0))
 
-	initDir := filepath.Join(out, "fed", "r0")
+	initDir := filepath.Join(out, "init")
 	initDigest, err := init.Save(initDir, safetensors.F32)
 	if err != nil {
 		return err
@@ -134,12 +136,35 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 	}
 	fmt.Printf("init %s eval loss %.4f\n", initDigest[:12], base0)
 
+	var alt aggregator.Strategy
+	if also != "" {
+		params := map[string]float64{}
+		for _, kv := range strings.Split(also, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			f, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil {
+				return fmt.Errorf("-also %q: want name=value,…", also)
+			}
+			params[k] = f
+		}
+		if alt, err = aggregator.New(strategy.Name(), params); err != nil {
+			return fmt.Errorf("-also: %w", err)
+		}
+	}
+
 	t0 := time.Now()
-	fed, err := federated(ctx, job, strategy, shards, initDir, initDigest, evalData, out)
+	fed, err := federated(ctx, job, strategy, shards, initDir, initDigest, evalData, filepath.Join(out, "fed"))
 	if err != nil {
 		return fmt.Errorf("federated: %w", err)
 	}
 	fedTime := time.Since(t0)
+	var fedAlt []float64
+	if alt != nil {
+		fmt.Printf("federated again with %s %v:\n", alt.Name(), alt.Params())
+		if fedAlt, err = federated(ctx, job, alt, shards, initDir, initDigest, evalData, filepath.Join(out, "fed-also")); err != nil {
+			return fmt.Errorf("federated (-also): %w", err)
+		}
+	}
 	t0 = time.Now()
 	cen, err := centralised(ctx, job, init, ds, tok, trainers, evalData)
 	if err != nil {
@@ -148,20 +173,39 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 	cenTime := time.Since(t0)
 
 	var tsv strings.Builder
-	tsv.WriteString("round\ttokens\tfederated\tcentralised\n")
-	fmt.Printf("\n%5s %10s %10s %12s\n", "round", "tokens", "federated", "centralised")
-	fmt.Printf("%5d %10d %10.4f %12.4f\n", 0, 0, base0, base0)
-	fmt.Fprintf(&tsv, "0\t0\t%.6f\t%.6f\n", base0, base0)
+	tsv.WriteString("round\ttokens\tfederated\tcentralised\tfederated_also\n")
+	fmt.Printf("\n%5s %10s %10s %12s", "round", "tokens", "federated", "centralised")
+	if fedAlt != nil {
+		fmt.Printf(" %s", alt.Name()+fmt.Sprint(alt.Params()))
+	}
+	fmt.Println()
+	row := func(r, tokens int, f, c, a float64) {
+		fmt.Printf("%5d %10d %10.4f %12.4f", r, tokens, f, c)
+		fmt.Fprintf(&tsv, "%d\t%d\t%.6f\t%.6f\t", r, tokens, f, c)
+		if fedAlt != nil {
+			fmt.Printf(" %10.4f", a)
+			fmt.Fprintf(&tsv, "%.6f", a)
+		}
+		fmt.Println()
+		tsv.WriteString("\n")
+	}
+	row(0, 0, base0, base0, base0)
 	for r := range fed {
-		tokens := (r + 1) * trainers * H * B * tr.SeqLen
-		fmt.Printf("%5d %10d %10.4f %12.4f\n", r+1, tokens, fed[r], cen[r])
-		fmt.Fprintf(&tsv, "%d\t%d\t%.6f\t%.6f\n", r+1, tokens, fed[r], cen[r])
+		a := 0.0
+		if fedAlt != nil {
+			a = fedAlt[r]
+		}
+		row(r+1, (r+1)*trainers*H*B*tr.SeqLen, fed[r], cen[r], a)
 	}
 	if err := atomicfile.Write(filepath.Join(out, "curves.tsv"), []byte(tsv.String()), 0o644); err != nil {
 		return err
 	}
 	png := filepath.Join(out, "curves.png")
-	if err := plotCurves(png, base0, fed, cen, trainers*H*B*tr.SeqLen); err != nil {
+	altName := ""
+	if alt != nil {
+		altName = fmt.Sprintf("federated, %s %v", alt.Name(), alt.Params())
+	}
+	if err := plotCurves(png, base0, fmt.Sprintf("federated, %s %v", strategy.Name(), strategy.Params()), fed, cen, altName, fedAlt, trainers*H*B*tr.SeqLen); err != nil {
 		return err
 	}
 	ratio := fed[len(fed)-1] / cen[len(cen)-1]
@@ -173,6 +217,9 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 		strategy.Name(), trainers, H, job.Rounds, fedTime.Seconds(), trainers*B, H*job.Rounds, cenTime.Seconds())
 	fmt.Printf("final eval loss: federated %.4f, centralised %.4f; ratio federated/centralised %.4f (%s 5%%)\n",
 		fed[len(fed)-1], cen[len(cen)-1], ratio, verdict)
+	if fedAlt != nil {
+		fmt.Printf("with %s %v instead: federated %.4f, ratio %.4f\n", alt.Name(), alt.Params(), fedAlt[len(fedAlt)-1], fedAlt[len(fedAlt)-1]/cen[len(cen)-1])
+	}
 	fmt.Printf("curves: %s, %s\n", filepath.Join(out, "curves.tsv"), png)
 	return nil
 }
@@ -205,7 +252,7 @@ func federated(ctx context.Context, job *coordinator.Job, strategy aggregator.St
 		for k, shard := range shards {
 			id := fmt.Sprintf("trainer-%d", k+1)
 			task := trainer.Task{JobID: job.Name, Round: uint64(r), ModelDir: globalDir, Compression: job.Compression.Kind,
-				Int8Block: job.Int8Block(), OutDir: filepath.Join(out, "fed", fmt.Sprintf("r%d-%s", r, id)), Base: globalDigest,
+				Int8Block: job.Int8Block(), OutDir: filepath.Join(out, fmt.Sprintf("r%d-%s", r, id)), Base: globalDigest,
 				Train: model.TrainConfig{Steps: tr.LocalSteps, Batch: tr.Batch, SeqLen: tr.SeqLen, LR: tr.LR,
 					WeightDecay: tr.WeightDecay, ClipNorm: tr.ClipNorm, Warmup: tr.Warmup, Schedule: tr.Schedule,
 					Seed: coordinator.TaskSeed(job.Seed, uint64(r), id)}}
@@ -220,7 +267,7 @@ func federated(ctx context.Context, job *coordinator.Job, strategy aggregator.St
 			samples := trainer.ClaimedSamples(uint64(len(shard.Samples)), u.Steps, tr.Batch, job.MaxSamples())
 			inputs = append(inputs, aggregator.Input{Path: u.Path, Weight: float64(samples), ContributorID: id})
 		}
-		dir := filepath.Join(out, "fed", fmt.Sprintf("r%d", r))
+		dir := filepath.Join(out, fmt.Sprintf("r%d", r))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -318,7 +365,7 @@ func copyFile(from, to string) error {
 }
 
 // plotCurves writes both eval-loss curves against tokens seen.
-func plotCurves(path string, base0 float64, fed, cen []float64, tokensPerRound int) error {
+func plotCurves(path string, base0 float64, fedName string, fed, cen []float64, altName string, alt []float64, tokensPerRound int) error {
 	p := plot.New()
 	p.Title.Text = "fedtune: DiLoCo federated pre-training vs centralised"
 	p.X.Label.Text = "training tokens"
@@ -330,11 +377,19 @@ func plotCurves(path string, base0 float64, fed, cen []float64, tokensPerRound i
 		}
 		return pts
 	}
-	for _, c := range []struct {
+	curves := []struct {
 		name string
 		ys   []float64
 		col  color.RGBA
-	}{{"federated (diloco)", fed, color.RGBA{R: 200, A: 255}}, {"centralised", cen, color.RGBA{B: 200, A: 255}}} {
+	}{{fedName, fed, color.RGBA{R: 200, A: 255}}, {"centralised", cen, color.RGBA{B: 200, A: 255}}}
+	if alt != nil {
+		curves = append(curves, struct {
+			name string
+			ys   []float64
+			col  color.RGBA
+		}{altName, alt, color.RGBA{R: 230, G: 150, A: 255}})
+	}
+	for _, c := range curves {
 		l, pts, err := plotter.NewLinePoints(line(c.ys))
 		if err != nil {
 			return err
