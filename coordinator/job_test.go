@@ -327,7 +327,7 @@ func TestPretrainJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Mode != "pretrain" || r.InnerSteps != 50 || r.Strategy != "diloco" || r.Params["learning_rate"] != "0.7" || r.Params["momentum"] != "0.9" {
+	if r.Mode != "pretrain" || r.InnerSteps != 50 || r.Strategy != "diloco" || r.Params["learning_rate"] != "1" || r.Params["momentum"] != "0.5" {
 		t.Fatalf("recipe %+v", r)
 	}
 	r.BaseModel = strings.Repeat("cd", 32)
