@@ -36,6 +36,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -176,7 +177,7 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 	tsv.WriteString("round\ttokens\tfederated\tcentralised\tfederated_also\n")
 	fmt.Printf("\n%5s %10s %10s %12s", "round", "tokens", "federated", "centralised")
 	if fedAlt != nil {
-		fmt.Printf(" %s", alt.Name()+fmt.Sprint(alt.Params()))
+		fmt.Printf(" %10s", "fed-also")
 	}
 	fmt.Println()
 	row := func(r, tokens int, f, c, a float64) {
@@ -203,9 +204,10 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 	png := filepath.Join(out, "curves.png")
 	altName := ""
 	if alt != nil {
-		altName = fmt.Sprintf("federated, %s %v", alt.Name(), alt.Params())
+		altName = "federated, " + describe(alt)
+		fmt.Printf("fed-also: %s\n", altName)
 	}
-	if err := plotCurves(png, base0, fmt.Sprintf("federated, %s %v", strategy.Name(), strategy.Params()), fed, cen, altName, fedAlt, trainers*H*B*tr.SeqLen); err != nil {
+	if err := plotCurves(png, base0, "federated, "+describe(strategy), fed, cen, altName, fedAlt, trainers*H*B*tr.SeqLen); err != nil {
 		return err
 	}
 	ratio := fed[len(fed)-1] / cen[len(cen)-1]
@@ -214,11 +216,11 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 		verdict = "NOT within"
 	}
 	fmt.Printf("\nfederated %s (%d trainers, H %d, %d rounds) %.1fs; centralised (batch %d, %d steps) %.1fs\n",
-		strategy.Name(), trainers, H, job.Rounds, fedTime.Seconds(), trainers*B, H*job.Rounds, cenTime.Seconds())
+		describe(strategy), trainers, H, job.Rounds, fedTime.Seconds(), trainers*B, H*job.Rounds, cenTime.Seconds())
 	fmt.Printf("final eval loss: federated %.4f, centralised %.4f; ratio federated/centralised %.4f (%s 5%%)\n",
 		fed[len(fed)-1], cen[len(cen)-1], ratio, verdict)
 	if fedAlt != nil {
-		fmt.Printf("with %s %v instead: federated %.4f, ratio %.4f\n", alt.Name(), alt.Params(), fedAlt[len(fedAlt)-1], fedAlt[len(fedAlt)-1]/cen[len(cen)-1])
+		fmt.Printf("with %s instead: federated %.4f, ratio %.4f\n", describe(alt), fedAlt[len(fedAlt)-1], fedAlt[len(fedAlt)-1]/cen[len(cen)-1])
 	}
 	fmt.Printf("curves: %s, %s\n", filepath.Join(out, "curves.tsv"), png)
 	return nil
@@ -303,6 +305,21 @@ func federated(ctx context.Context, job *coordinator.Job, strategy aggregator.St
 	return losses, nil
 }
 
+// describe names a strategy with its parameters: "diloco learning_rate 1, momentum 0.5".
+func describe(s aggregator.Strategy) string {
+	p := s.Params()
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %g", k, p[k])
+	}
+	return s.Name() + " " + strings.Join(parts, ", ")
+}
+
 func short(d string) string {
 	if len(d) < 12 {
 		return "none"
@@ -367,11 +384,11 @@ func copyFile(from, to string) error {
 // plotCurves writes both eval-loss curves against tokens seen.
 func plotCurves(path string, base0 float64, fedName string, fed, cen []float64, altName string, alt []float64, tokensPerRound int) error {
 	p := plot.New()
-	p.Title.Text = "fedtune: DiLoCo federated pre-training vs centralised"
+	p.Title.Text = fmt.Sprintf("DiLoCo federated pre-training vs centralised (initial eval loss %.2f)", base0)
 	p.X.Label.Text = "training tokens"
 	p.Y.Label.Text = "eval loss (mean NLL per token)"
 	line := func(ys []float64) plotter.XYs {
-		pts := plotter.XYs{{X: 0, Y: base0}}
+		var pts plotter.XYs
 		for r, y := range ys {
 			pts = append(pts, plotter.XY{X: float64((r + 1) * tokensPerRound), Y: y})
 		}
