@@ -262,10 +262,12 @@ func ParseJob(name string, data []byte) (*Job, error) {
 		}
 		j.FineTune.LoRA = nil
 	}
-	// A pre-training job counts its local steps as train.inner_steps.
+	// A pre-training job counts its local steps as train.inner_steps
+	// (local_steps may be written only as the same number, as a job
+	// marshalled back to YAML has it).
 	if j.FineTune.Mode == model.ModePretrain {
-		if line := keyLine(data, "train", "local_steps"); line > 0 {
-			return nil, fmt.Errorf("%w: %s:%d: train.local_steps: a pretrain job gives its local steps as train.inner_steps (DiLoCo's H)", ErrJob, name, line)
+		if line := keyLine(data, "train", "local_steps"); line > 0 && j.Train.LocalSteps != j.Train.InnerSteps {
+			return nil, fmt.Errorf("%w: %s:%d: train.local_steps: a pretrain job gives its local steps as train.inner_steps (DiLoCo's H); local_steps %d, if written, must equal it", ErrJob, name, line, j.Train.LocalSteps)
 		}
 		j.Train.LocalSteps = j.Train.InnerSteps
 	}

@@ -216,7 +216,7 @@ func TestJobErrors(t *testing.T) {
 		{"pretrain H negative", pretrainJob + "train: {inner_steps: -50}\n", []string{"train.inner_steps: must be ≥ 1", "got -50"}},
 		{"pretrain H missing", pretrainJob, []string{"train.inner_steps: must be ≥ 1", "got 0"}},
 		{"pretrain H absurd", pretrainJob + "train: {inner_steps: 2000000}\n", []string{"train.inner_steps: must be ≥ 1 and ≤ 1000000"}},
-		{"pretrain local_steps", pretrainJob + "train: {inner_steps: 5, local_steps: 5}\n", []string{"x.yaml:4: train.local_steps: a pretrain job gives its local steps as train.inner_steps"}},
+		{"pretrain local_steps", pretrainJob + "train: {inner_steps: 5, local_steps: 7}\n", []string{"x.yaml:4: train.local_steps: a pretrain job gives its local steps as train.inner_steps (DiLoCo's H); local_steps 7, if written, must equal it"}},
 		{"pretrain lr absurd", pretrainJob + "train: {inner_steps: 5, lr: 30}\n", []string{"train.lr: 30 is above 1"}},
 		{"pretrain lr negative", pretrainJob + "train: {inner_steps: 5, lr: -0.1}\n", []string{"train.lr: must be a positive number"}},
 		{"pretrain with lora", "name: j\nmodel: {init: tiny.yaml}\ntrain: {inner_steps: 5}\nfinetune:\n  mode: pretrain\n  lora: {rank: 4}\n", []string{"x.yaml:6: finetune.lora: must be absent when finetune.mode is pretrain"}},
