@@ -118,6 +118,44 @@ func TestAttackPretrainRecipeAndCommit(t *testing.T) {
 	if rd.Status != ledger.StatusCommitted || rd.Params[ledger.ParamServerState] != state {
 		t.Fatalf("round 1 of %s: %s with params %v, want committed with server_state %s", job, rd.Status, rd.Params, state)
 	}
+
+	// A coordinator runs the shipped pretrain job file but starts round 1
+	// from a model of its choosing, not the one the job's seed
+	// initialises. The ledger cannot know (it holds no training code); the
+	// audit with the job file recomputes the initial model and names it.
+	jf, err := coordinator.LoadJob("../../configs/jobs/pretrain-diloco.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const other = "adv-pretrain-other-start"
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: other, Recipe: good()})
+	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: other, Round: 1, ConfigDigest: jf.Digest(), BaseModel: r.base,
+		Strategy: "diloco", Trainers: []string{r.nw.ID("trainer-1")}, Deadline: time.Now().Add(time.Hour)})
+	exportPath := filepath.Join(t.TempDir(), "chain.fedtune")
+	exportChain(t, ctx, r.c, r.nw.Net, exportPath)
+	f, err := os.Open(exportPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := audit.ReadExport(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := coordinator.InitialModel(jf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initDigest, err := init.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = audit.Verify(ctx, e, audit.VerifyOptions{Jobs: []string{jf.Source}})
+	wantAudit := fmt.Sprintf("pretrain job %q round 1 starts from %s, but the job file's seed 11 initialises", other, r.base)
+	if err == nil || !strings.Contains(err.Error(), wantAudit) || !strings.Contains(err.Error(), initDigest) {
+		t.Fatalf("audit: %v, want it to say %q and name %s", err, wantAudit, initDigest)
+	}
+	t.Logf("audit: %v", err)
 }
 
 // anotherStart is a trainer that trains each pretrain task from a model
