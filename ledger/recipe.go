@@ -62,6 +62,12 @@ type RoundRecipe struct {
 	// committed. "" (a recipe that records none) leaves round 1's base to
 	// the RoundOpened; later rounds are tied all the same.
 	BaseModel string `json:"base_model,omitempty"`
+	// RequireAttestations lists the attestations every dataset behind an
+	// update of the job must have (a passing DatasetAttested of the kind,
+	// by the auditor or any auditor) before the update may contribute:
+	// the coordinator rejects the update otherwise, and the FSM refuses a
+	// commit that counts it.
+	RequireAttestations []AttestationRequirement `json:"require_attestations,omitempty"`
 }
 
 // Recipe parameter names as RoundCommitted.Params records them beside the
@@ -148,6 +154,9 @@ func (r *RoundRecipe) Designates(id string) bool { return slices.Contains(r.Aggr
 
 // Validate checks the recipe's fields without state.
 func (r *RoundRecipe) Validate() error {
+	if err := validateRequirements(r.RequireAttestations); err != nil {
+		return err
+	}
 	if err := checkText("recipe.strategy", r.Strategy, MaxTextLen, true); err != nil {
 		return err
 	}
