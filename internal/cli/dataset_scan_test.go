@@ -104,7 +104,9 @@ func TestDatasetScanAttestLedger(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var nodeErr syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- RunWith(ctx, []string{"ledger", "start", "--config", cfgPath}, &syncBuffer{}, &nodeErr) }()
+	go func() {
+		done <- RunWith(ctx, []string{"ledger", "start", "--config", cfgPath}, &syncBuffer{}, &nodeErr)
+	}()
 	defer func() {
 		cancel()
 		<-done
