@@ -202,7 +202,11 @@ func VerifyStatement(envelope []byte, pub ed25519.PublicKey) (*Statement, error)
 		return nil, err
 	}
 	if keyID != KeyID(pub) {
-		return nil, fmt.Errorf("attestation is signed by key %s, not %s", abbrev(keyID), KeyID(pub))
+		shown := keyID
+		if !validID(keyID) {
+			shown = abbrev(keyID)
+		}
+		return nil, fmt.Errorf("attestation is signed by key %s, not %s", shown, KeyID(pub))
 	}
 	e, _ := dsse.Decode(envelope)
 	if err := e.Verify(pub); err != nil {
