@@ -94,10 +94,11 @@ type Job struct {
 	Eval EvalSpec `yaml:"eval" json:"eval"`
 	// RequireAttestations lists the attestations every dataset behind an
 	// update must have: a passing DatasetAttested of the kind by the
-	// auditor (by: its member ID) or any auditor (by: auditor). An update
-	// on a dataset without one is rejected (UpdateRejected, the reason
-	// naming what is missing); the ledger records the list in the job's
-	// recipe and refuses a commit that counts such an update. Omitted from
+	// auditor (by: its member ID) or any auditor (by: auditor). The
+	// ledger records the list in the job's recipe; the job's aggregator
+	// rejects an update on a dataset without one (its UpdateRejected, or
+	// the round's RoundFailed when no update is left, names what is
+	// missing), and the ledger refuses a commit that counts such an update. Omitted from
 	// the canonical encoding when empty, so older job files keep their
 	// digests.
 	RequireAttestations []ledger.AttestationRequirement `yaml:"require_attestations" json:"require_attestations,omitempty"`

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator"
@@ -77,9 +76,6 @@ type UpdateArrived struct {
 	Dataset string // dataset manifest digest
 	Samples uint64
 	Metrics map[string]float64
-	// Attestations are the dataset's attestations as the ledger holds
-	// them when the update arrives (needed when the job requires some).
-	Attestations []ledger.DatasetAttestation
 }
 
 // UpdateInvalid: a selected trainer's update cannot be used (its artifact
@@ -461,14 +457,6 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 	r.updates[e.Trainer] = u
 	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) {
 		u.invalid = fmt.Sprintf("dataset %s is not admitted by job %s", e.Dataset, m.job.Name)
-		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
-	}
-	if missing := ledger.MissingAttestations(m.job.RequireAttestations, e.Attestations); u.invalid == "" && len(missing) > 0 {
-		names := make([]string, len(missing))
-		for i, r := range missing {
-			names[i] = r.String()
-		}
-		u.invalid = fmt.Sprintf("dataset %s lacks the passing attestation(s) job %s requires: %s", e.Dataset, m.job.Name, strings.Join(names, ", "))
 		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
 	}
 	return nil

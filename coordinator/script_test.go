@@ -321,18 +321,6 @@ func (h *harness) run(cmd, body string) string {
 		}
 		e := UpdateArrived{Round: h.u64(kv["round"]), Trainer: h.al.id(n), Digest: h.al.id(kv["digest"]),
 			Dataset: h.al.id(ds), Samples: h.u64(kv["samples"])}
-		// attested=kind:auditor[:fail],… lists the dataset's attestations.
-		for _, a := range strings.Split(kv["attested"], ",") {
-			if a == "" {
-				continue
-			}
-			parts := strings.Split(a, ":")
-			if len(parts) < 2 {
-				h.t.Fatalf("bad attestation %q (want kind:auditor[:fail])", a)
-			}
-			e.Attestations = append(e.Attestations, ledger.DatasetAttestation{Dataset: e.Dataset, Kind: parts[0], Auditor: h.al.id(parts[1]),
-				Result: ledger.AttestationResult{Pass: len(parts) < 3 || parts[2] != "fail"}})
-		}
 		if r := h.hist[e.Round]; r != nil && r.Status == ledger.StatusOpen && slices.Contains(r.Trainers, e.Trainer) {
 			r.Updates = append(r.Updates, ledger.Update{Trainer: e.Trainer, UpdateDigest: e.Digest, DatasetDigest: e.Dataset, Samples: e.Samples})
 		}

@@ -74,15 +74,7 @@ func (s *Service) SubmitUpdate(ctx context.Context, req *coordinatorv1.SubmitUpd
 		case u.UpdateDigest != d:
 			return nil, status.Errorf(codes.InvalidArgument, "submit update: the ledger records update %s, not %s", u.UpdateDigest, d)
 		}
-		arrived := UpdateArrived{Round: req.Round, Trainer: trainer, Digest: d, Dataset: u.DatasetDigest, Samples: u.Samples, Metrics: u.Metrics}
-		if s.requiresAttestations() {
-			ds, err := s.cfg.Ledger.Dataset(ctx, u.DatasetDigest)
-			if err != nil {
-				return nil, status.Errorf(codes.Unavailable, "submit update: attestations of dataset %s: %v", u.DatasetDigest, err)
-			}
-			arrived.Attestations = ds.Attestations
-		}
-		ev = arrived
+		ev = UpdateArrived{Round: req.Round, Trainer: trainer, Digest: d, Dataset: u.DatasetDigest, Samples: u.Samples, Metrics: u.Metrics}
 	}
 	if err := s.lock(ctx); err != nil {
 		return nil, unavailable(err)
@@ -188,12 +180,4 @@ func (s *Service) mayLaunch(ctx context.Context) error {
 		return status.Errorf(codes.PermissionDenied, "launch: %s is not an active admin or coordinator member", abbrev(peer))
 	}
 	return nil
-}
-
-// requiresAttestations reports whether the running job requires dataset
-// attestations.
-func (s *Service) requiresAttestations() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.job != nil && len(s.job.job.RequireAttestations) > 0
 }

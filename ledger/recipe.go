@@ -65,8 +65,8 @@ type RoundRecipe struct {
 	// RequireAttestations lists the attestations every dataset behind an
 	// update of the job must have (a passing DatasetAttested of the kind,
 	// by the auditor or any auditor) before the update may contribute:
-	// the coordinator rejects the update otherwise, and the FSM refuses a
-	// commit that counts it.
+	// the job's aggregator rejects the update otherwise (aggregator/round),
+	// and the FSM refuses a commit that counts it.
 	RequireAttestations []AttestationRequirement `json:"require_attestations,omitempty"`
 }
 
