@@ -53,3 +53,19 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTerms: any terms file either fails with an error or gives terms
+// New accepts.
+func FuzzParseTerms(f *testing.F) {
+	f.Add([]byte("# names\njohn smith\n\nMüller\r\n"))
+	f.Add([]byte("\xef\xbb\xbfa\n\xff\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ts, err := ParseTerms(data)
+		if err != nil {
+			return
+		}
+		if _, err := New(ts); err != nil {
+			t.Fatalf("ParseTerms gave %q, which New refuses: %v", ts, err)
+		}
+	})
+}

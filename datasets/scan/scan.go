@@ -127,6 +127,9 @@ func ParseTerms(data []byte) ([]string, error) {
 		if !utf8.ValidString(line) {
 			return nil, fmt.Errorf("scan: terms line %d: not valid UTF-8: %w", n+1, ErrFormat)
 		}
+		if strings.ContainsRune(line, '\r') {
+			return nil, fmt.Errorf("scan: terms line %d: a carriage return inside the line: %w", n+1, ErrFormat)
+		}
 		if len(line) > MaxTermLen {
 			return nil, fmt.Errorf("scan: terms line %d: %d bytes, limit %d: %w", n+1, len(line), MaxTermLen, ErrFormat)
 		}
