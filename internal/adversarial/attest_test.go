@@ -111,8 +111,26 @@ func TestAttackDatasetAttested(t *testing.T) {
 		c.refused(0, env, ledger.CodeInvalid, "the statement is about dataset "+d1+", the tx names "+d2)
 	})
 
+	// A job that requires a pii-scan by the auditor: an aggregator that
+	// commits an update on dataset 1 before the attestation is refused.
+	const job = "attest-required"
+	c.commit("coordinator", ledger.JobRegistered{JobID: job, Recipe: ledger.RoundRecipe{Strategy: "fedavg", Compression: "none",
+		MinTrainers: 1, Aggregators: []string{nw.ID("aggregator")},
+		RequireAttestations: []ledger.AttestationRequirement{{Kind: ledger.KindPIIScan, By: nw.ID(aud)}}}})
+	s.registered[job] = true
+	s.open(c, job, time.Now().Add(time.Hour), "trainer-1")
+	upd := s.update(job, "trainer-1", exDigest(t))
+	c.commit("trainer-1", upd)
+	commit := ledger.RoundCommitted{JobID: job, Round: 1, ModelDigest: exDigest(t), Strategy: "fedavg", Params: map[string]string{},
+		Contributors: []ledger.Contribution{{Trainer: nw.ID("trainer-1"), UpdateDigest: upd.UpdateDigest, Weight: 1}}}
+	attack("CommitWithoutRequiredAttestation", func(t *testing.T, c *exChain) {
+		c.refused(1, c.next("aggregator", commit), ledger.CodeInvalid, "dataset "+d1+", which lacks the attestation(s) job \""+job+"\" requires: pii-scan by "+nw.ID(aud))
+	})
+
 	// The honest attestation is recorded; replaying its tx changes nothing.
 	env, h := c.commit(aud, attestBody(t, nw.Keys[aud], d1))
+	// Now the same commit is accepted.
+	c.commit("aggregator", commit)
 	attack("ReplayedAttestation", func(t *testing.T, c *exChain) {
 		if got, err := c.submit(1, env); err != nil || got != h {
 			t.Fatalf("replay: height %d, %v; want the first copy's height %d", got, err, h)
