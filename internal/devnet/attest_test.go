@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets/scan"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -142,6 +143,51 @@ func TestNetworkRequiredAttestation(t *testing.T) {
 		l.Datasets[0].Attestations[0].Auditor != auditor || len(l.Missing) != 0 {
 		t.Fatalf("lineage datasets %+v missing %+v", l.Datasets, l.Missing)
 	}
+	// Every fact of it, attestations included, anchors in blocks cosigned
+	// by two of the three nodes.
+	rep, err := audit.Anchor(ctx, lc, l, audit.AnchorOptions{Quorum: 2, ChainID: n.ChainID, Model: st.Rounds[0].ModelDigest})
+	if err != nil {
+		t.Fatalf("anchor the lineage: %v", err)
+	}
+	if len(rep.Lineage.Datasets) != 1 || len(rep.Lineage.Datasets[0].Attestations) != 1 {
+		t.Fatalf("anchored lineage datasets %+v", rep.Lineage.Datasets)
+	}
+
+	// The auditor later finds the data fails the scan: the lineage says the
+	// data behind the model now lacks what its job required, anchored too.
+	fail := p
+	fail.Result = ledger.AttestationResult{Pass: false, Samples: p.Result.Samples, Findings: 1, Counts: map[string]uint64{"email": 1}}
+	fenv, err := ledger.SignStatement(n.Keys[AuditorName], ledger.NewStatement(dataset, "trainer-1", fail))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.NewSigner(lc, n.Keys[AuditorName]).Submit(ctx, ledger.DatasetAttested{Dataset: dataset, Predicate: fail, Statement: fenv}); err != nil {
+		t.Fatal(err)
+	}
+	var l2 *ledger.Lineage
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if l2, err = n.Lineage(ctx, st.Rounds[0].ModelDigest); err != nil {
+			t.Fatal(err)
+		}
+		if len(l2.Missing) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(l2.Missing) != 1 || l2.Missing[0].Dataset != dataset || l2.Missing[0].JobID != "attest-2" {
+		t.Fatalf("lineage after a failing scan: missing %+v", l2.Missing)
+	}
+	rep2, err := audit.Anchor(ctx, lc, l2, audit.AnchorOptions{Quorum: 2, ChainID: n.ChainID, Model: st.Rounds[0].ModelDigest})
+	if err != nil {
+		t.Fatalf("anchor the lineage with a missing attestation: %v", err)
+	}
+	var table strings.Builder
+	if err := audit.Render(&table, audit.NewGraph(rep2.Lineage, nil), "table"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "MISSING: round 1 of job attest-2 used dataset "+dataset[:12]+", which lacks the attestation its job requires: pii-scan by "+auditor) {
+		t.Fatalf("lineage table:\n%s", table.String())
+	}
+	t.Logf("after a failing scan, audit lineage says:\n%s", table.String())
 	t.Logf("with the attestation: round committed model %s; dataset %s attested by %s (%d samples scanned, 0 findings)",
 		st.Rounds[0].ModelDigest[:12], dataset[:12], auditor[:12], res.Samples)
 }
