@@ -79,6 +79,10 @@ var ErrFormat = errors.New("scan: bad input")
 // Scanner finds personal data in strings. It is safe for concurrent use.
 type Scanner struct {
 	terms []*regexp.Regexp
+
+	// Progress, if set before Scan, is called now and then during a scan
+	// with the bytes of the file read so far.
+	Progress func(done int)
 }
 
 // New returns a Scanner that also finds the given terms (see the package
@@ -244,9 +248,12 @@ func (sc *Scanner) Scan(name string, data []byte, format Format) (*Result, error
 	}
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	res := &Result{Findings: []Finding{}}
-	lineNo := 0
+	lineNo, total := 0, len(data)
 	for len(data) > 0 {
 		lineNo++
+		if sc.Progress != nil && lineNo%4096 == 0 {
+			sc.Progress(total - len(data))
+		}
 		var line []byte
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
 			line, data = data[:i], data[i+1:]

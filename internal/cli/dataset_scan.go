@@ -23,6 +23,10 @@ import (
 // scanToolName is the tool name a pii-scan attestation records.
 const scanToolName = "fedtune dataset scan"
 
+// scanProgressBytes is the file size from which a scan reports progress
+// (on stderr).
+const scanProgressBytes = 8 << 20
+
 // ScanReport is the full report `dataset scan --report` writes; its
 // SHA-256 is what the attestation records.
 type ScanReport struct {
@@ -112,9 +116,17 @@ func newDatasetScanCmd() *cobra.Command {
 			if f == "" {
 				f = scan.DetectFormat(path, data)
 			}
+			if len(data) >= scanProgressBytes {
+				p := newProgress(cmd.ErrOrStderr(), "scan "+filepath.Base(path)+" bytes", len(data))
+				sc.Progress = func(done int) { p.Set(done, "") }
+				defer p.Finish()
+			}
 			res, err := sc.Scan(path, data, f)
 			if err != nil {
 				return fmt.Errorf("dataset scan: %w", err)
+			}
+			if sc.Progress != nil {
+				sc.Progress(len(data))
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
