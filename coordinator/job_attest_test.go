@@ -30,6 +30,9 @@ func TestJobRequireAttestations(t *testing.T) {
 	if len(r.RequireAttestations) != 2 || r.RequireAttestations[0] != (ledger.AttestationRequirement{Kind: "pii-scan", By: "auditor"}) {
 		t.Fatalf("recipe requirements %+v", r.RequireAttestations)
 	}
+	if back, err := DecodeCanonical(j.Canonical()); err != nil || back.Digest() != j.Digest() || len(back.RequireAttestations) != 2 {
+		t.Fatalf("canonical round trip: %v", err)
+	}
 	if j.Digest() == plain.Digest() {
 		t.Fatal("requirements do not change the job's digest")
 	}
