@@ -40,7 +40,9 @@ func (c *execCtx) checkAttested(tx *ledger.Tx, b ledger.DatasetAttested, txHash 
 	return []kvWrite{{attestKey(b.Dataset, p.Kind, tx.Signer), mustJSON(a)}}, nil
 }
 
-// datasetKnown reports whether digest is a dataset on the ledger.
+// datasetKnown reports whether digest is a dataset on the ledger: today a
+// DatasetRegistered manifest; a published dataset (DatasetPublished, when
+// it lands) must count here too.
 func (c *execCtx) datasetKnown(digest string) (bool, error) {
 	_, ok, err := c.get(datasetKey(digest))
 	return ok, err
