@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/fedtune/fedtune/internal/dspub"
 )
 
 // Member is a member of the ledger as its state records it.
@@ -52,6 +54,17 @@ type Dataset struct {
 	Owner   string `json:"owner"` // the trainer that registered it
 	Height  uint64 `json:"height"`
 	TxHash  string `json:"tx_hash"`
+
+	// Published is set for a dataset recorded by DatasetPublished: its
+	// samples are in the artifact store for every member to read. Format,
+	// Card, Leaves and Shards are the manifest's; Manifest is the signed
+	// manifest (its envelope bytes), for a reader to check offline.
+	Published bool          `json:"published,omitempty"`
+	Format    string        `json:"format,omitempty"`
+	Card      string        `json:"card,omitempty"`
+	Leaves    string        `json:"leaves,omitempty"`
+	Shards    []dspub.Shard `json:"shards,omitempty"`
+	Manifest  string        `json:"manifest,omitempty"`
 }
 
 // RoundStatus is where a round is in its life.

@@ -509,6 +509,9 @@ func validateBody(b TxBody) error {
 	if ok, err := validateNodeBody(b); ok {
 		return err
 	}
+	if ok, err := validatePublishedBody(b); ok {
+		return err
+	}
 	return fmt.Errorf("unknown tx body %T", b)
 }
 

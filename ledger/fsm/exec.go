@@ -309,6 +309,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{datasetKey(b.Digest), mustJSON(d)}}, nil
 
+	case ledger.DatasetPublished:
+		return c.checkPublished(tx, b)
+
 	case ledger.JobRegistered:
 		if old, err := c.job(b.JobID); err != nil {
 			return nil, err

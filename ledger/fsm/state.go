@@ -19,7 +19,8 @@ import (
 //	a/m/<member ID>              Member (JSON)
 //	a/n/<member ID>              last applied nonce, u64 big-endian
 //	a/md/<digest>                Model (JSON)
-//	a/ds/<digest>                Dataset (JSON)
+//	a/ds/<digest>                Dataset (JSON), registered or published
+//	a/dn/<name>                  digest of the published dataset of that name
 //	a/j/<job ID>                 highest round number opened, u64
 //	a/jr/<job ID>                JobRecord (JSON): owner and RoundRecipe
 //	a/r/<job ID>\x00<round u64>  Round (JSON, without Updates)

@@ -1,0 +1,97 @@
+package fsm
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/fedtune/fedtune/internal/dspub"
+	"github.com/fedtune/fedtune/internal/dsse"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// testPublication signs a well-formed publication manifest named name
+// for owner with key (which need not be owner's: a forgery).
+func testPublication(t testing.TB, key ed25519.PrivateKey, owner, name, licence string) string {
+	t.Helper()
+	m := dspub.Manifest{Version: dspub.Version, Name: name, Format: dspub.FormatText, Licence: licence, Owner: owner,
+		Samples: 3, Bytes: 30, Root: digest("root " + name), Leaves: digest("leaves " + name),
+		Shards: []dspub.Shard{{Digest: digest("s0 " + name), First: 0, Samples: 2, Bytes: 20}, {Digest: digest("s1 " + name), First: 2, Samples: 1, Bytes: 10}}}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	env := dsse.Sign(key, dspub.PayloadType, mustJSON(m))
+	env.Signatures[0].KeyID = owner // a forgery claims the owner's key ID
+	return string(env.Encode())
+}
+
+func TestDatasetPublished(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	a, b := c.trainers[0], c.trainers[1]
+	good := testPublication(t, a.key, a.id, "wiki-en", "CC-BY-SA-4.0")
+	ch.mustApply(a.sign(t, ledger.DatasetPublished{Manifest: good}))
+	sm, err := dspub.Decode([]byte(good), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ch.fsm.Dataset(sm.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Published || d.Name != "wiki-en" || d.Licence != "CC-BY-SA-4.0" || d.Owner != a.id || len(d.Shards) != 2 || d.Manifest != good || d.Root != sm.Root {
+		t.Fatalf("recorded %+v", d)
+	}
+	outsider := newActor("outsider", ledger.RoleTrainer)
+	for _, tc := range []struct {
+		name string
+		tx   []byte
+		code ledger.Code
+		want string
+	}{
+		{"duplicate digest", b.sign(t, ledger.DatasetPublished{Manifest: good}), ledger.CodeForbidden, "owner"},
+		{"duplicate digest by owner", a.sign(t, ledger.DatasetPublished{Manifest: good}), ledger.CodeAlreadyExists, "already recorded"},
+		{"duplicate name", a.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, a.key, a.id, "wiki-en", "MIT")}), ledger.CodeAlreadyExists, "named \"wiki-en\""},
+		{"another's manifest", b.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, a.key, a.id, "other", "MIT")}), ledger.CodeForbidden, "owner"},
+		{"forged signature", b.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, a.key, b.id, "forged", "MIT")}), ledger.CodeBadSignature, "signature"},
+		{"non-member", outsider.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, outsider.key, outsider.id, "mine", "MIT")}), ledger.CodeUnknownSigner, "not a member"},
+		{"wrong role", c.coord.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, c.coord.key, c.coord.id, "coord", "MIT")}), ledger.CodeForbidden, "needs role trainer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := ch.propose(tc.tx)
+			err := res.Results[0].Err
+			var te *ledger.TxError
+			if !errors.As(err, &te) || te.Code != tc.code || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v; want code %v saying %q", err, tc.code, tc.want)
+			}
+		})
+	}
+	// A second dataset under another name is fine.
+	ch.mustApply(b.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, b.key, b.id, "wiki-de", "CC0-1.0")}))
+}
+
+func TestDatasetPublishedStateless(t *testing.T) {
+	c := newCast()
+	a := c.trainers[0]
+	for name, m := range map[string]string{
+		"empty":        "",
+		"not dsse":     "{}",
+		"bad licence":  testPublicationRaw(t, a, func(s string) string { return strings.Replace(s, `"MIT"`, `"mit"`, 1) }),
+		"not manifest": string(dsse.Sign(a.key, "text/plain", []byte("hi")).Encode()),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := ledger.SignTx(a.key, testChain, 1, ledger.DatasetPublished{Manifest: m}); err == nil {
+				t.Fatal("SignTx accepted a bad manifest")
+			}
+		})
+	}
+}
+
+func testPublicationRaw(t *testing.T, a *actor, edit func(string) string) string {
+	env, err := dsse.Decode([]byte(testPublication(t, a.key, a.id, "x", "MIT")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(dsse.Sign(a.key, dspub.PayloadType, []byte(edit(string(env.Payload)))).Encode())
+}
