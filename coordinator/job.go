@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/internal/spdx"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
@@ -113,6 +114,12 @@ type DatasetSpec struct {
 	// eligible when it registered one of them. Empty: any dataset the
 	// trainer registered on the ledger.
 	Manifests []string `yaml:"manifests" json:"manifests"`
+	// Licences are the SPDX licence IDs the job accepts for the data
+	// trainers train on (empty: any). An update on a dataset under
+	// another licence is rejected, the reason recorded on the ledger
+	// (UpdateRejected); the recipe carries the list, so the ledger
+	// refuses a commit that counts one.
+	Licences []string `yaml:"licenses" json:"licenses,omitempty"`
 }
 
 // TrainerSpec bounds a round's selection (as Flower's fraction_fit,
@@ -352,6 +359,18 @@ func (j *Job) Validate() error {
 		}
 		seen[m] = true
 	}
+	for i, l := range j.Datasets.Licences {
+		f := fmt.Sprintf("datasets.licenses[%d]", i)
+		switch {
+		case !spdx.ValidID(l):
+			bad(f, "%q is not a known SPDX licence ID (exact case, e.g. MIT, CC-BY-4.0) or LicenseRef-<name>", l)
+		case slices.Contains(j.Datasets.Licences[:i], l):
+			bad(f, "%s is listed twice", l)
+		}
+	}
+	if len(j.Datasets.Licences) > ledger.MaxLicences {
+		bad("datasets.licenses", "%d listed, limit %d", len(j.Datasets.Licences), ledger.MaxLicences)
+	}
 	if j.Rounds < 1 || j.Rounds > MaxRounds {
 		bad("rounds", "must be ≥ 1 and ≤ %d, got %d", MaxRounds, j.Rounds)
 	}
@@ -543,7 +562,7 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	r := ledger.RoundRecipe{Strategy: s.Name(), Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier,
 		SampledTrainers: j.Trainers.Max, MaxNorm: j.Privacy.MaxNorm, Compression: j.Compression.Kind, Int8Block: j.Int8Block(),
 		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, MaxSamples: j.MaxSamples(),
-		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter}
+		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter, Licences: slices.Clone(j.Datasets.Licences)}
 	if p := s.Params(); len(p) > 0 {
 		r.Params = make(map[string]string, len(p))
 		for k, v := range p {

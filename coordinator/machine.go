@@ -76,6 +76,10 @@ type UpdateArrived struct {
 	Dataset string // dataset manifest digest
 	Samples uint64
 	Metrics map[string]float64
+	// DatasetName and Licence are the dataset's name and licence as the
+	// ledger records them (the service reads them), checked against the
+	// recipe's licences.
+	DatasetName, Licence string
 }
 
 // UpdateInvalid: a selected trainer's update cannot be used (its artifact
@@ -457,6 +461,9 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 	r.updates[e.Trainer] = u
 	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) {
 		u.invalid = fmt.Sprintf("dataset %s is not admitted by job %s", e.Dataset, m.job.Name)
+		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
+	} else if !m.recipe.AcceptsLicence(e.Licence) {
+		u.invalid = m.recipe.LicenceRefusal(e.Dataset, e.DatasetName, e.Licence)
 		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
 	}
 	return nil

@@ -539,6 +539,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			if u.Rejected {
 				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s was rejected: %s", i, ct.UpdateDigest, u.RejectReason)
 			}
+			if err := c.checkContributionLicence(rc, i, u.DatasetDigest); err != nil {
+				return nil, err
+			}
 			link.Contributors = append(link.Contributors, ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
 				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight})
 		}

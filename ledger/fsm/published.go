@@ -50,3 +50,23 @@ func (c *execCtx) checkPublished(tx *ledger.Tx, b ledger.DatasetPublished) ([]kv
 	d := ledger.PublishedDataset(sm, tx.Signer, c.height, hex.EncodeToString(tx.Hash[:]))
 	return []kvWrite{{datasetKey(sm.Digest), mustJSON(d)}, {publishedNameKey(sm.Name), []byte(sm.Digest)}}, nil
 }
+
+// checkContributionLicence refuses contributors[i] of a commit when its
+// dataset's licence is not one the job's recipe accepts.
+func (c *execCtx) checkContributionLicence(rc *ledger.RoundRecipe, i int, dataset string) error {
+	if len(rc.Licences) == 0 {
+		return nil
+	}
+	var d ledger.Dataset
+	ok, err := c.getJSON(datasetKey(dataset), &d)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &storageError{fmt.Errorf("dataset %s of a submitted update is not recorded", dataset)}
+	}
+	if !rc.AcceptsLicence(d.Licence) {
+		return txErr(ledger.CodeInvalid, "contributors[%d]: %s; reject the update (UpdateRejected) instead of counting it", i, rc.LicenceRefusal(d.Digest, d.Name, d.Licence))
+	}
+	return nil
+}

@@ -95,3 +95,57 @@ func testPublicationRaw(t *testing.T, a *actor, edit func(string) string) string
 	}
 	return string(dsse.Sign(a.key, dspub.PayloadType, []byte(edit(string(env.Payload)))).Encode())
 }
+
+func TestLicenceRefusedCommit(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	base := digest("base model")
+	a, b := c.trainers[0], c.trainers[1]
+	dsOK, dsNC := digest("ok data"), digest("nc data")
+	ch.mustApply(c.coord.sign(t, ledger.ModelRegistered{Digest: base, Name: "m", Licence: "MIT", Source: "s"}),
+		a.sign(t, ledger.DatasetRegistered{Digest: dsOK, Name: "ok", Licence: "CC-BY-4.0 OR MIT", Source: "s", Samples: 10, Root: testDatasetRoot}),
+		b.sign(t, ledger.DatasetRegistered{Digest: dsNC, Name: "nc", Licence: "CC-BY-NC-4.0", Source: "s", Samples: 10, Root: testDatasetRoot}))
+	rc := c.testRecipe()
+	rc.Licences = []string{"MIT", "Apache-2.0"}
+	ch.mustApply(c.coord.sign(t, ledger.JobRegistered{JobID: "lic", Recipe: rc}),
+		c.coord.sign(t, ledger.RoundOpened{JobID: "lic", Round: 1, ConfigDigest: digest("cfg"), BaseModel: base, Strategy: "fedavg",
+			Trainers: []string{a.id, b.id}, Deadline: t0.Add(24 * 3600e9)}))
+	ch.mustApply(a.sign(t, ledger.UpdateSubmitted{JobID: "lic", Round: 1, UpdateDigest: digest("ua"), DatasetDigest: dsOK, Samples: 5}),
+		b.sign(t, ledger.UpdateSubmitted{JobID: "lic", Round: 1, UpdateDigest: digest("ub"), DatasetDigest: dsNC, Samples: 5}))
+	both := ledger.RoundCommitted{JobID: "lic", Round: 1, ModelDigest: digest("new"), Strategy: "fedavg", Params: rc.CommitParams(),
+		Contributors: []ledger.Contribution{{Trainer: a.id, UpdateDigest: digest("ua"), Weight: 0.5}, {Trainer: b.id, UpdateDigest: digest("ub"), Weight: 0.5}}}
+	res := ch.propose(c.agg.sign(t, both))
+	if err := res.Results[0].Err; err == nil || !strings.Contains(err.Error(), `licence "CC-BY-NC-4.0"`) || !strings.Contains(err.Error(), "contributors[1]") {
+		t.Fatalf("a commit counting a CC-BY-NC update in a job accepting MIT, Apache-2.0: %v", err)
+	}
+	reason := rc.LicenceRefusal(dsNC, "nc", "CC-BY-NC-4.0")
+	one := both
+	one.Contributors = []ledger.Contribution{{Trainer: a.id, UpdateDigest: digest("ua"), Weight: 1}}
+	ch.mustApply(c.agg.sign(t, ledger.UpdateRejected{JobID: "lic", Round: 1, UpdateDigest: digest("ub"), Reason: reason}), c.agg.sign(t, one))
+	r, err := ch.fsm.Round("lic", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range r.Updates {
+		if u.Trainer == b.id && (!u.Rejected || u.RejectReason != reason) {
+			t.Fatalf("the refused update is recorded as %+v", u)
+		}
+	}
+	if r.Status != ledger.StatusCommitted {
+		t.Fatalf("round %s", r.Status)
+	}
+}
+
+func TestRecipeLicences(t *testing.T) {
+	c := newCast()
+	for _, tc := range []struct {
+		lic []string
+		ok  bool
+	}{{nil, true}, {[]string{"MIT", "CC-BY-4.0"}, true}, {[]string{"mit"}, false}, {[]string{"MIT", "MIT"}, false}, {[]string{"LicenseRef-x"}, true}} {
+		rc := c.testRecipe()
+		rc.Licences = tc.lic
+		if err := rc.Validate(); (err == nil) != tc.ok {
+			t.Errorf("licences %q: Validate = %v", tc.lic, err)
+		}
+	}
+}
