@@ -14,8 +14,8 @@ import (
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
-	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/dspub"
+	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
