@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/dsse"
@@ -35,8 +36,22 @@ func TestDatasetPublishedGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := TxHash(env)
-	got := fmt.Sprintf("%s %s %s\n", tx.Body.TxType(), hex.EncodeToString(h[:]), env)
+	var got string
+	for _, e := range [][]byte{env,
+		c.coord.sign(t, JobRegistered{JobID: "pub", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{c.agg.id},
+			Licences: []string{"CC-BY-4.0", "MIT"}, Published: []PublishedRef{{Digest: hexDigest("p"), Samples: 5}}, RangeSeed: 9, RangeSamples: 2}}),
+		c.coord.sign(t, RoundOpened{JobID: "pub", Round: 1, ConfigDigest: hexDigest("c"), BaseModel: hexDigest("m"), Strategy: "fedavg",
+			Trainers: []string{c.trainers[1].id}, Deadline: t0.Add(time.Hour), Ranges: []TrainerRange{{Trainer: c.trainers[1].id, Dataset: hexDigest("p"), First: 2, End: 4}}}),
+		c.trainers[1].sign(t, UpdateSubmitted{JobID: "pub", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("p"), Samples: 2,
+			Ranges: []SampleRange{{Dataset: hexDigest("p"), First: 2, End: 4}}}),
+	} {
+		tx, err := DecodeTx(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := TxHash(e)
+		got += fmt.Sprintf("%s %s %s\n", tx.Body.TxType(), hex.EncodeToString(h[:]), e)
+	}
 	path := filepath.Join("testdata", "tx_published.golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

@@ -70,6 +70,19 @@ type RoundRecipe struct {
 	// satisfy (spdx.Accepts); the update must be rejected, with the reason,
 	// by an UpdateRejected.
 	Licences []string `json:"licences,omitempty"`
+	// Published are the published datasets the job trains on. Each round
+	// gives every selected trainer a disjoint range of each
+	// (AssignRanges with RangeSeed and RangeSamples), recorded in
+	// RoundOpened.Ranges; an UpdateSubmitted must name exactly its
+	// trainer's ranges.
+	Published    []PublishedRef `json:"published,omitempty"`
+	RangeSeed    uint64         `json:"range_seed,omitempty"`
+	RangeSamples uint64         `json:"range_samples,omitempty"`
+}
+
+// Ranges returns the ranges round n of the job gives trainers.
+func (r *RoundRecipe) Ranges(n uint64, trainers []string) ([]TrainerRange, error) {
+	return AssignRanges(r.RangeSeed, n, r.Published, r.RangeSamples, trainers)
 }
 
 // MaxLicences bounds RoundRecipe.Licences.
@@ -236,6 +249,9 @@ func (r *RoundRecipe) Validate() error {
 		if err := checkDigest("recipe.base_model", r.BaseModel); err != nil {
 			return err
 		}
+	}
+	if err := checkPublishedRefs(r.Published, r.RangeSamples); err != nil {
+		return err
 	}
 	if len(r.Licences) > MaxLicences {
 		return fmt.Errorf("recipe.licences: %d listed, limit %d", len(r.Licences), MaxLicences)

@@ -79,16 +79,18 @@ const (
 
 // Round is a round as the ledger records it.
 type Round struct {
-	JobID        string      `json:"job_id"`
-	Round        uint64      `json:"round"`
-	ConfigDigest string      `json:"config_digest"`
-	BaseModel    string      `json:"base_model"`
-	Strategy     string      `json:"strategy"`
-	Trainers     []string    `json:"trainers"`
-	Deadline     time.Time   `json:"deadline"`
-	Status       RoundStatus `json:"status"`
-	Coordinator  string      `json:"coordinator"`
-	OpenedHeight uint64      `json:"opened_height"`
+	JobID        string    `json:"job_id"`
+	Round        uint64    `json:"round"`
+	ConfigDigest string    `json:"config_digest"`
+	BaseModel    string    `json:"base_model"`
+	Strategy     string    `json:"strategy"`
+	Trainers     []string  `json:"trainers"`
+	Deadline     time.Time `json:"deadline"`
+	// Ranges are the published samples each trainer was given.
+	Ranges       []TrainerRange `json:"ranges,omitempty"`
+	Status       RoundStatus    `json:"status"`
+	Coordinator  string         `json:"coordinator"`
+	OpenedHeight uint64         `json:"opened_height"`
 	// Set when the round closes.
 	ClosedHeight uint64 `json:"closed_height,omitempty"`
 	Aggregator   string `json:"aggregator,omitempty"`
@@ -112,6 +114,7 @@ type Update struct {
 	DatasetDigest string             `json:"dataset_digest"`
 	Samples       uint64             `json:"samples"`
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
+	Ranges        []SampleRange      `json:"ranges,omitempty"`
 	Height        uint64             `json:"height"`
 	TxHash        string             `json:"tx_hash"`
 	Rejected      bool               `json:"rejected,omitempty"`

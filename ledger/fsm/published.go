@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
+	"slices"
 
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -67,6 +68,88 @@ func (c *execCtx) checkContributionLicence(rc *ledger.RoundRecipe, i int, datase
 	}
 	if !rc.AcceptsLicence(d.Licence) {
 		return txErr(ledger.CodeInvalid, "contributors[%d]: %s; reject the update (UpdateRejected) instead of counting it", i, rc.LicenceRefusal(d.Digest, d.Name, d.Licence))
+	}
+	return nil
+}
+
+// checkJobPublished checks the published datasets a job's recipe names:
+// each is a published dataset with the sample count the recipe says, under
+// a licence the recipe accepts.
+func (c *execCtx) checkJobPublished(rc *ledger.RoundRecipe) error {
+	for i, ref := range rc.Published {
+		var d ledger.Dataset
+		ok, err := c.getJSON(datasetKey(ref.Digest), &d)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ok:
+			return txErr(ledger.CodeNotFound, "recipe.published[%d] %s is not a recorded dataset", i, ref.Digest)
+		case !d.Published:
+			return txErr(ledger.CodeInvalid, "recipe.published[%d] %s (%q) is a trainer's private dataset, not published data", i, ref.Digest, d.Name)
+		case d.Samples != ref.Samples:
+			return txErr(ledger.CodeInvalid, "recipe.published[%d] %s says %d samples; the dataset has %d", i, ref.Digest, ref.Samples, d.Samples)
+		case !rc.AcceptsLicence(d.Licence):
+			return txErr(ledger.CodeInvalid, "recipe.published[%d]: %s", i, rc.LicenceRefusal(d.Digest, d.Name, d.Licence))
+		}
+	}
+	return nil
+}
+
+// checkRoundRanges requires a RoundOpened's ranges to be exactly the ones
+// the recipe gives its trainers.
+func checkRoundRanges(rc *ledger.RoundRecipe, b *ledger.RoundOpened) error {
+	want, err := rc.Ranges(b.Round, b.Trainers)
+	if err != nil {
+		return txErr(ledger.CodeInvalid, "round %d of job %q: %v", b.Round, b.JobID, err)
+	}
+	if len(want) != len(b.Ranges) {
+		return txErr(ledger.CodeInvalid, "round %d of job %q gives %d sample ranges; the recipe's published data and seed give %d", b.Round, b.JobID, len(b.Ranges), len(want))
+	}
+	for i := range want {
+		if want[i] != b.Ranges[i] {
+			return txErr(ledger.CodeInvalid, "round %d of job %q: ranges[%d] is %s [%d, %d) of %s; the recipe's seed gives %s [%d, %d)",
+				b.Round, b.JobID, i, b.Ranges[i].Trainer, b.Ranges[i].First, b.Ranges[i].End, b.Ranges[i].Dataset, want[i].Trainer, want[i].First, want[i].End)
+		}
+	}
+	return nil
+}
+
+// checkUpdateData checks the data an UpdateSubmitted names: its ranges are
+// exactly the ones the round gave the trainer; its dataset is the
+// trainer's own registered one, or one of the job's published datasets;
+// its samples are at most what that data holds.
+func checkUpdateData(job *ledger.JobRecord, r *ledger.Round, trainer string, b *ledger.UpdateSubmitted, d *ledger.Dataset) error {
+	want := ledger.RangesOf(r.Ranges, trainer)
+	if len(b.Ranges) != len(want) {
+		return txErr(ledger.CodeInvalid, "the update names %d sample ranges; round %d of job %q assigned trainer %s %d", len(b.Ranges), b.Round, b.JobID, trainer, len(want))
+	}
+	var ranged uint64
+	for i := range want {
+		if b.Ranges[i] != want[i] {
+			return txErr(ledger.CodeInvalid, "ranges[%d] is [%d, %d) of %s; round %d of job %q assigned trainer %s [%d, %d) of %s",
+				i, b.Ranges[i].First, b.Ranges[i].End, b.Ranges[i].Dataset, b.Round, b.JobID, trainer, want[i].First, want[i].End, want[i].Dataset)
+		}
+		ranged += want[i].Size()
+	}
+	if d.Published {
+		inJob := job != nil && slices.ContainsFunc(job.Recipe.Published, func(p ledger.PublishedRef) bool { return p.Digest == d.Digest })
+		if !inJob {
+			return txErr(ledger.CodeForbidden, "dataset %s is published data that job %q does not train on, and not the trainer's own", d.Digest, b.JobID)
+		}
+		if b.Samples > ranged {
+			return txErr(ledger.CodeInvalid, "samples %d is more than the %d published samples round %d assigned trainer %s", b.Samples, ranged, b.Round, trainer)
+		}
+		return nil
+	}
+	if d.Owner != trainer {
+		return txErr(ledger.CodeForbidden, "dataset %s was registered by %s, not by the submitting trainer %s", d.Digest, d.Owner, trainer)
+	}
+	if b.Samples > d.Samples+ranged {
+		if ranged > 0 {
+			return txErr(ledger.CodeInvalid, "samples %d is more than the %d samples dataset %s registered and the %d published samples assigned", b.Samples, d.Samples, d.Digest, ranged)
+		}
+		return txErr(ledger.CodeInvalid, "samples %d is more than the %d samples dataset %s registered", b.Samples, d.Samples, d.Digest)
 	}
 	return nil
 }

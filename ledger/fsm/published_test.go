@@ -3,6 +3,7 @@ package fsm
 import (
 	"crypto/ed25519"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -147,5 +148,102 @@ func TestRecipeLicences(t *testing.T) {
 		if err := rc.Validate(); (err == nil) != tc.ok {
 			t.Errorf("licences %q: Validate = %v", tc.lic, err)
 		}
+	}
+}
+
+// publishedJob publishes a dataset of 40 samples under licence by
+// trainer a, and registers job "pub" on it with the given accepted
+// licences; it returns the dataset digest and the recipe.
+func publishedJob(t *testing.T, c *cast, ch *chain, licence string, accepted []string) (string, ledger.RoundRecipe, error) {
+	t.Helper()
+	a := c.trainers[0]
+	env := testPublication(t, a.key, a.id, "pub-"+licence, licence)
+	sm, err := dspub.Decode([]byte(env), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.mustApply(a.sign(t, ledger.DatasetPublished{Manifest: env}),
+		c.coord.sign(t, ledger.ModelRegistered{Digest: digest("base " + licence), Name: "m", Licence: "MIT", Source: "s"}))
+	rc := c.testRecipe()
+	rc.Licences = accepted
+	rc.Published = []ledger.PublishedRef{{Digest: sm.Digest, Samples: sm.Samples}}
+	rc.RangeSeed, rc.RangeSamples = 7, 1
+	res := ch.propose(c.coord.sign(t, ledger.JobRegistered{JobID: "pub", Recipe: rc}))
+	return sm.Digest, rc, res.Results[0].Err
+}
+
+func TestJobOnPublishedData(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	ds, rc, err := publishedJob(t, c, ch, "CC-BY-4.0", []string{"CC-BY-4.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, cc := c.trainers[1], c.trainers[2] // neither has data of its own
+	trainers := []string{b.id, cc.id}
+	want, err := rc.Ranges(1, trainers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := ledger.RoundOpened{JobID: "pub", Round: 1, ConfigDigest: digest("cfg"), BaseModel: digest("base CC-BY-4.0"), Strategy: "fedavg",
+		Trainers: trainers, Deadline: t0.Add(24 * 3600e9), Ranges: want}
+	// The coordinator gives b the range the seed gives c, and c b's.
+	swapped := open
+	swapped.Ranges = []ledger.TrainerRange{want[0], want[1]}
+	swapped.Ranges[0].First, swapped.Ranges[1].First = want[1].First, want[0].First
+	swapped.Ranges[0].End, swapped.Ranges[1].End = want[1].End, want[0].End
+	for name, tc := range map[string]struct {
+		body ledger.RoundOpened
+		want string
+	}{
+		"swapped":   {swapped, "the recipe's seed gives"},
+		"no ranges": {func() ledger.RoundOpened { o := open; o.Ranges = nil; return o }(), "gives 0 sample ranges"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := ch.propose(c.coord.sign(t, tc.body))
+			if err := res.Results[0].Err; err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	ch.mustApply(c.coord.sign(t, open))
+	mine, theirs := ledger.RangesOf(want, b.id), ledger.RangesOf(want, cc.id)
+	sub := func(ranges []ledger.SampleRange, samples uint64) ledger.UpdateSubmitted {
+		return ledger.UpdateSubmitted{JobID: "pub", Round: 1, UpdateDigest: digest("ub"), DatasetDigest: ds, Samples: samples, Ranges: ranges}
+	}
+	over := []ledger.SampleRange{{Dataset: ds, First: mine[0].First, End: mine[0].End + 1}}
+	for name, tc := range map[string]struct {
+		body ledger.UpdateSubmitted
+		want string
+	}{
+		"another's range": {sub(theirs, 1), "assigned trainer"},
+		"overlapping":     {sub(over, 1), "assigned trainer"},
+		"no ranges":       {sub(nil, 1), "names 0 sample ranges"},
+		"two ranges":      {sub(append(slices.Clone(mine), theirs...), 1), "names 2 sample ranges"},
+		"more samples":    {sub(mine, mine[0].Size()+1), "more than the"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := ch.propose(b.sign(t, tc.body))
+			if err := res.Results[0].Err; err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	ch.mustApply(b.sign(t, sub(mine, mine[0].Size())))
+	r, err := ch.fsm.Round("pub", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Ranges) != 2 || len(r.Updates) != 1 || len(r.Updates[0].Ranges) != 1 || r.Updates[0].Ranges[0] != mine[0] {
+		t.Fatalf("round %+v", r)
+	}
+}
+
+func TestJobPublishedLicenceRefused(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	_, _, err := publishedJob(t, c, ch, "CC-BY-NC-SA-4.0", []string{"CC-BY-4.0", "MIT"})
+	if err == nil || !strings.Contains(err.Error(), `recipe.published[0]`) || !strings.Contains(err.Error(), `licence "CC-BY-NC-SA-4.0"`) {
+		t.Fatalf("a job on CC-BY-NC-SA data accepting CC-BY-4.0 and MIT: %v", err)
 	}
 }
