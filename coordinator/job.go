@@ -120,6 +120,21 @@ type DatasetSpec struct {
 	// (UpdateRejected); the recipe carries the list, so the ledger
 	// refuses a commit that counts one.
 	Licences []string `yaml:"licenses" json:"licenses,omitempty"`
+	// Published lists the digests of published datasets (fedtune dataset
+	// publish) the job trains on: every round gives each selected trainer
+	// a disjoint range of RangeSamples samples of each (0: local_steps ×
+	// batch), drawn from the job's seed and recorded in RoundOpened. A
+	// trainer with no data of its own may then take part.
+	Published    []string `yaml:"published" json:"published,omitempty"`
+	RangeSamples uint64   `yaml:"range_samples" json:"range_samples,omitempty"`
+}
+
+// RangeSize is the samples per trainer, round and published dataset.
+func (j *Job) RangeSize() uint64 {
+	if j.Datasets.RangeSamples > 0 {
+		return j.Datasets.RangeSamples
+	}
+	return uint64(j.Train.LocalSteps) * uint64(j.Train.Batch)
 }
 
 // TrainerSpec bounds a round's selection (as Flower's fraction_fit,
@@ -368,6 +383,18 @@ func (j *Job) Validate() error {
 			bad(f, "%s is listed twice", l)
 		}
 	}
+	for i, p := range j.Datasets.Published {
+		f := fmt.Sprintf("datasets.published[%d]", i)
+		switch {
+		case !isDigest(p):
+			bad(f, "%q is not a dataset digest (64 lowercase hex; `fedtune dataset ls` lists them)", p)
+		case slices.Contains(j.Datasets.Published[:i], p):
+			bad(f, "%s is listed twice", p)
+		}
+	}
+	if len(j.Datasets.Published) > ledger.MaxPublished {
+		bad("datasets.published", "%d listed, limit %d", len(j.Datasets.Published), ledger.MaxPublished)
+	}
 	if len(j.Datasets.Licences) > ledger.MaxLicences {
 		bad("datasets.licenses", "%d listed, limit %d", len(j.Datasets.Licences), ledger.MaxLicences)
 	}
@@ -571,6 +598,14 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	}
 	if r.Compression == "" {
 		r.Compression = CompressNone
+	}
+	// Published data: the sample counts come from the ledger (the
+	// coordinator fills them in before registering the job).
+	for _, p := range j.Datasets.Published {
+		r.Published = append(r.Published, ledger.PublishedRef{Digest: p})
+	}
+	if len(r.Published) > 0 {
+		r.RangeSeed, r.RangeSamples = j.Seed, j.RangeSize()
 	}
 	// Round 1's base: model.digest (a job given model.path has it set by
 	// the coordinator once the folder is imported, see registerJob).

@@ -10,13 +10,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // BlobSource reads content-addressed blobs; *artifact.Client is one. On a
@@ -206,4 +209,91 @@ func FetchPublished(ctx context.Context, src BlobSource, m *dspub.Signed, dir st
 		}
 	}
 	return nil
+}
+
+// roundInfo is what a round's data was: the dataset the update names and
+// the published ranges it trained on.
+type roundInfo struct {
+	dataset string
+	ranges  []ledger.SampleRange
+}
+
+// roundData returns the data task t trains on: the trainer's own data, if
+// any, and the published samples round t.Round gave it (RoundOpened.ranges
+// on the ledger), each shard read from the artifact store and checked
+// against the published leaves and root before use.
+func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource, t *coordinatorv1.Task) (Data, roundInfo, error) {
+	info := roundInfo{dataset: n.DatasetDigest()}
+	var r *ledger.Round
+	for {
+		var err error
+		r, err = lc.Round(ctx, t.JobId, t.Round)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ledger.ErrRecordNotFound) {
+			return Data{}, info, fmt.Errorf("round %d of job %s: %w", t.Round, t.JobId, err)
+		}
+		select { // the ledger node this trainer reads may lag the round's opening
+		case <-ctx.Done():
+			return Data{}, info, fmt.Errorf("round %d of job %s: %w", t.Round, t.JobId, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	info.ranges = ledger.RangesOf(r.Ranges, n.id)
+	if len(info.ranges) == 0 {
+		if n.manifest == nil {
+			return Data{}, info, fmt.Errorf("%w: round %d of job %s gives this trainer no published samples, and it has no data of its own", ErrTask, t.Round, t.JobId)
+		}
+		return n.data, info, nil
+	}
+	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", t.JobId, t.Round)}
+	instruct, first := n.data.Instruct, n.manifest == nil
+	if n.data.Dataset != nil {
+		out.Samples = append(out.Samples, n.data.Dataset.Samples...)
+	}
+	readers := map[string]*PublishedReader{}
+	for _, rg := range info.ranges {
+		rd, ok := readers[rg.Dataset]
+		if !ok {
+			rec, err := lc.Dataset(ctx, rg.Dataset)
+			if err != nil {
+				return Data{}, info, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
+			}
+			mem, err := lc.Member(ctx, rec.Owner)
+			if err != nil {
+				return Data{}, info, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
+			}
+			pub, err := ledger.ParsePublicKey(mem.PublicKey)
+			if err != nil {
+				return Data{}, info, fmt.Errorf("publisher %s: %w", rec.Owner, err)
+			}
+			sm, err := PublishedManifest(rec, pub)
+			if err != nil {
+				return Data{}, info, err
+			}
+			if rd, err = OpenPublished(ctx, src, sm); err != nil {
+				return Data{}, info, err
+			}
+			readers[rg.Dataset] = rd
+		}
+		isInstruct := rd.M.Format == dspub.FormatInstruct
+		if first {
+			instruct, first = isInstruct, false
+		} else if isInstruct != instruct {
+			return Data{}, info, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
+		}
+		texts, err := rd.Range(ctx, rg.First, rg.End)
+		if err != nil {
+			return Data{}, info, err
+		}
+		for i, s := range texts {
+			out.Samples = append(out.Samples, datasets.Sample{ID: fmt.Sprintf("%s:%d", rd.M.Name, rg.First+uint64(i)), Text: s})
+		}
+		n.log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
+	}
+	if info.dataset == "" {
+		info.dataset = info.ranges[0].Dataset
+	}
+	return Data{Dataset: out, Instruct: instruct}, info, nil
 }
