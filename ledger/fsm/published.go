@@ -15,6 +15,14 @@ const prefixPublishedName = "a/dn/"
 
 func publishedNameKey(name string) []byte { return []byte(prefixPublishedName + name) }
 
+// prefixPublishedBlob indexes the blobs of published datasets (shards,
+// leaves, card): a/db/<blob digest> → the dataset's digest, so that an
+// artifact store can tell published data, which every member may read,
+// from a member's pending upload.
+const prefixPublishedBlob = "a/db/"
+
+func publishedBlobKey(blob string) []byte { return []byte(prefixPublishedBlob + blob) }
+
 // checkPublished checks a DatasetPublished against the state: the signer
 // is the manifest's owner and its signature verifies with the signer's
 // key; the digest and the name are new.
@@ -49,7 +57,27 @@ func (c *execCtx) checkPublished(tx *ledger.Tx, b ledger.DatasetPublished) ([]kv
 		return nil, txErr(ledger.CodeAlreadyExists, "a dataset named %q is already published (%s); publish under another name", sm.Name, d)
 	}
 	d := ledger.PublishedDataset(sm, tx.Signer, c.height, hex.EncodeToString(tx.Hash[:]))
-	return []kvWrite{{datasetKey(sm.Digest), mustJSON(d)}, {publishedNameKey(sm.Name), []byte(sm.Digest)}}, nil
+	ws := []kvWrite{{datasetKey(sm.Digest), mustJSON(d)}, {publishedNameKey(sm.Name), []byte(sm.Digest)}}
+	blobs := []string{sm.Leaves}
+	if sm.Card != "" {
+		blobs = append(blobs, sm.Card)
+	}
+	for _, sh := range sm.Shards {
+		blobs = append(blobs, sh.Digest)
+	}
+	seen := map[string]bool{}
+	for _, b := range blobs {
+		if seen[b] {
+			continue
+		}
+		seen[b] = true
+		if _, ok, err := c.get(publishedBlobKey(b)); err != nil {
+			return nil, err
+		} else if !ok { // a blob two datasets share stays the first's
+			ws = append(ws, kvWrite{publishedBlobKey(b), []byte(sm.Digest)})
+		}
+	}
+	return ws, nil
 }
 
 // checkContributionLicence refuses contributors[i] of a commit when its

@@ -44,6 +44,12 @@ func TestDatasetPublished(t *testing.T) {
 	if !d.Published || d.Name != "wiki-en" || d.Licence != "CC-BY-SA-4.0" || d.Owner != a.id || len(d.Shards) != 2 || d.Manifest != good || d.Root != sm.Root {
 		t.Fatalf("recorded %+v", d)
 	}
+	if byShard, err := ch.fsm.Dataset(sm.Shards[1].Digest); err != nil || byShard.Digest != sm.Digest {
+		t.Fatalf("Dataset(a shard's digest) = %+v, %v; want the published dataset's record", byShard, err)
+	}
+	if _, err := ch.fsm.Dataset(digest("no blob")); !errors.Is(err, ledger.ErrRecordNotFound) {
+		t.Fatalf("Dataset(unknown) = %v", err)
+	}
 	outsider := newActor("outsider", ledger.RoleTrainer)
 	for _, tc := range []struct {
 		name string

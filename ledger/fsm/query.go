@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -99,9 +100,21 @@ func (f *FSM) Model(digest string) (*ledger.Model, error) {
 }
 
 // Dataset returns a registered dataset by manifest digest.
+//
+// A digest that is no dataset's but a blob of a published dataset (one of
+// its shards, its leaves or its card) gives that dataset's record, so that
+// an artifact store can tell published data (every member may read it)
+// from a pending upload; the caller tells the two cases apart by the
+// record's Digest.
 func (f *FSM) Dataset(digest string) (*ledger.Dataset, error) {
 	var d ledger.Dataset
-	if err := f.getRecord(datasetKey(digest), &d, "dataset "+digest); err != nil {
+	err := f.getRecord(datasetKey(digest), &d, "dataset "+digest)
+	if errors.Is(err, ledger.ErrRecordNotFound) {
+		if owner, ok, gerr := f.st.Get(publishedBlobKey(digest)); gerr == nil && ok {
+			err = f.getRecord(datasetKey(string(owner)), &d, "dataset "+string(owner))
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &d, nil

@@ -21,6 +21,7 @@ import (
 //	a/md/<digest>                Model (JSON)
 //	a/ds/<digest>                Dataset (JSON), registered or published
 //	a/dn/<name>                  digest of the published dataset of that name
+//	a/db/<blob digest>           digest of the published dataset holding that shard, leaves or card
 //	a/j/<job ID>                 highest round number opened, u64
 //	a/jr/<job ID>                JobRecord (JSON): owner and RoundRecipe
 //	a/r/<job ID>\x00<round u64>  Round (JSON, without Updates)
