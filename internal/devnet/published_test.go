@@ -160,6 +160,9 @@ func TestNetworkPublishedData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(texts) < 6 {
+		t.Fatalf("shard 1 holds %d samples", len(texts))
+	}
 	texts[5] = strings.Replace(texts[5], "A:", "A: not", 1)
 	os.Chmod(path, 0o644)
 	if err := os.WriteFile(path, dspub.EncodeShard(texts), 0o644); err != nil {
@@ -214,7 +217,7 @@ func publishedBlob(t *testing.T, n *Net, digest string) string {
 	t.Helper()
 	var found string
 	filepath.WalkDir(n.path("coordinator"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && filepath.Base(p) == digest {
+		if err == nil && !d.IsDir() && filepath.Base(p) == digest && filepath.Base(filepath.Dir(filepath.Dir(p))) == "blobs" {
 			found = p
 		}
 		return nil
