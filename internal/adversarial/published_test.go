@@ -290,3 +290,84 @@ func TestAttackLicenceCommit(t *testing.T) {
 		}
 	}
 }
+
+// Lies about the sample ranges of a job on published data: a coordinator
+// opening a round with ranges other than the job seed gives (two
+// trainers on overlapping samples), and trainers naming ranges they were
+// not given (another's, an overlapping one, none, a made-up one) in
+// UpdateSubmitted. The ledger refuses each and its chain is unchanged; the
+// honest round and update go through.
+func TestAttackPublishedRanges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	nw := startLedgers(t, ctx)
+	c, err := nw.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ac, _ := publishedStore(t)
+	sig := map[string]*client.Signer{}
+	for name, key := range nw.Keys {
+		sig[name] = client.NewSigner(c, key)
+	}
+	must := func(who string, body ledger.TxBody) {
+		t.Helper()
+		if _, err := sig[who].Submit(ctx, body); err != nil {
+			t.Fatalf("%s by %s: %v", body.TxType(), who, err)
+		}
+	}
+	refused := func(who string, body ledger.TxBody, want string) {
+		t.Helper()
+		_, err := sig[who].Submit(ctx, body)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s by %s: %v; want a refusal saying %q", body.TxType(), who, err, want)
+		}
+		t.Logf("refused: %v", err)
+	}
+	sm, err := trainer.PublishDataset(ctx, ac, nw.Keys["trainer-1"], publishedData("ranges", 40), nil,
+		datasets.PublishOptions{Name: "ranges-set", Format: dspub.FormatText, Licence: "CC0-1.0", ShardSamples: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must("trainer-1", ledger.DatasetPublished{Manifest: string(sm.Envelope)})
+	base := digestOf("ranges base")
+	must("coordinator", ledger.ModelRegistered{Digest: base, Name: "base", Licence: "Apache-2.0", Source: "test"})
+	rc := ledger.RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{nw.ID("aggregator")}, BaseModel: base,
+		Published: []ledger.PublishedRef{{Digest: sm.Digest, Samples: sm.Samples}}, RangeSeed: 11, RangeSamples: 5}
+	must("coordinator", ledger.JobRegistered{JobID: "ranges", Recipe: rc})
+	trainers := []string{nw.ID("trainer-2"), nw.ID("trainer-3")}
+	want, err := rc.Ranges(1, trainers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := ledger.RoundOpened{JobID: "ranges", Round: 1, ConfigDigest: digestOf("cfg"), BaseModel: base, Strategy: "fedavg",
+		Trainers: trainers, Deadline: time.Now().Add(time.Hour), Ranges: want}
+	before := waitSettled(t, ctx, nw.Net)
+	overlap := open
+	overlap.Ranges = []ledger.TrainerRange{want[0], want[1]}
+	overlap.Ranges[1].First, overlap.Ranges[1].End = want[0].First+1, want[0].End+1
+	refused("coordinator", overlap, "the recipe's seed gives")
+	none := open
+	none.Ranges = nil
+	refused("coordinator", none, "gives 0 sample ranges")
+	requireUnchanged(t, ctx, nw.Net, before)
+	must("coordinator", open)
+
+	mine, theirs := ledger.RangesOf(want, trainers[0]), ledger.RangesOf(want, trainers[1])
+	sub := func(rs []ledger.SampleRange, samples uint64) ledger.UpdateSubmitted {
+		return ledger.UpdateSubmitted{JobID: "ranges", Round: 1, UpdateDigest: digestOf("ranges update"), DatasetDigest: sm.Digest, Samples: samples, Ranges: rs}
+	}
+	before = waitSettled(t, ctx, nw.Net)
+	refused("trainer-2", sub(theirs, 5), "assigned trainer")
+	refused("trainer-2", sub([]ledger.SampleRange{{Dataset: sm.Digest, First: mine[0].First, End: mine[0].End + 3}}, 5), "assigned trainer")
+	refused("trainer-2", sub([]ledger.SampleRange{{Dataset: sm.Digest, First: 0, End: 40}}, 40), "assigned trainer")
+	refused("trainer-2", sub(nil, 5), "names 0 sample ranges")
+	refused("trainer-2", sub(mine, 6), "more than the 5 published samples")
+	// A trainer not selected for the round claims a range.
+	refused("trainer-1", sub(mine, 5), "not selected")
+	requireUnchanged(t, ctx, nw.Net, before)
+	must("trainer-2", sub(mine, 5))
+}
