@@ -52,14 +52,28 @@ type LicenceTerms struct {
 // Licences builds the licence report of lineage l. jobs, when not nil,
 // holds the recipes of the lineage's jobs by job ID, to mark a dataset a
 // job's licences did not admit (which the ledger's commit rules should
-// have kept out).
+// have kept out) and to count the published datasets of a job's recipe
+// as used by each of its rounds; their records must then be among
+// l.Datasets (the caller adds them).
 func Licences(l *ledger.Lineage, jobs map[string]*ledger.JobRecord) *LicenceReport {
 	r := &LicenceReport{Model: l.Model.Digest, Base: LicensedItem{Digest: l.Base.Digest, Name: l.Base.Name, Licence: l.Base.Licence}}
 	used := map[string][]string{}
 	jobsOf := map[string][]string{}
 	for _, rd := range l.Rounds {
+		at := fmt.Sprintf("%s/%d", rd.JobID, rd.Round)
+		if jr := jobs[rd.JobID]; jr != nil {
+			// Published data the job's rounds gave out in ranges, which
+			// an update on a trainer's own data names only by its ranges.
+			for _, p := range jr.Recipe.Published {
+				if !slices.Contains(used[p.Digest], at) {
+					used[p.Digest] = append(used[p.Digest], at)
+				}
+				if !slices.Contains(jobsOf[p.Digest], rd.JobID) {
+					jobsOf[p.Digest] = append(jobsOf[p.Digest], rd.JobID)
+				}
+			}
+		}
 		for _, c := range rd.Contributors {
-			at := fmt.Sprintf("%s/%d", rd.JobID, rd.Round)
 			if !slices.Contains(used[c.DatasetDigest], at) {
 				used[c.DatasetDigest] = append(used[c.DatasetDigest], at)
 			}

@@ -85,3 +85,27 @@ func TestLicences(t *testing.T) {
 		t.Error("unknown format accepted")
 	}
 }
+
+// A published dataset a job gave out in ranges counts as used by each of
+// the job's rounds, though no update names it as its dataset.
+func TestLicencesPublishedRanges(t *testing.T) {
+	l := licenceLineage()
+	pub := strings.Repeat("p", 64)
+	l.Datasets = append(l.Datasets, ledger.Dataset{Digest: pub, Name: "pub", Licence: "ODbL-1.0", Published: true})
+	jobs := map[string]*ledger.JobRecord{"j1": {JobID: "j1", Recipe: ledger.RoundRecipe{Published: []ledger.PublishedRef{{Digest: pub, Samples: 9}}}}}
+	r := Licences(l, jobs)
+	for _, d := range r.Datasets {
+		if d.Digest == pub && (len(d.UsedIn) != 1 || d.UsedIn[0] != "j1/2") {
+			t.Fatalf("published dataset used in %q, want j1/2", d.UsedIn)
+		}
+	}
+	found := false
+	for _, lt := range r.Licences {
+		if lt.ID == "ODbL-1.0" && strings.Contains(strings.Join(lt.Obligations, " "), "share-alike") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("licences %+v lack ODbL-1.0's share-alike", r.Licences)
+	}
+}

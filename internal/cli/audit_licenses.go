@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -53,6 +54,19 @@ func newAuditLicensesCmd() *cobra.Command {
 							return err
 						}
 						jobs[rd.JobID] = jr
+						if jr == nil {
+							continue
+						}
+						for _, p := range jr.Recipe.Published {
+							if slices.ContainsFunc(l.Datasets, func(d ledger.Dataset) bool { return d.Digest == p.Digest }) {
+								continue
+							}
+							d, err := c.Dataset(ctx, p.Digest)
+							if err != nil {
+								return fmt.Errorf("published dataset %s of job %s: %w", p.Digest, rd.JobID, err)
+							}
+							l.Datasets = append(l.Datasets, *d)
+						}
 					}
 					return nil
 				})
