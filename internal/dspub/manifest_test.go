@@ -232,3 +232,29 @@ func FuzzDecodeShard(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeLeaves(f *testing.F) {
+	m, _, leaves := fixture(testKey(1))
+	f.Add(EncodeLeaves(leaves))
+	f.Add([]byte("short"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		mm := *m
+		mm.Leaves = digest.Bytes(data)
+		mm.Samples = uint64(len(data) / 32)
+		if mm.Samples == 0 {
+			mm.Samples = 1
+		}
+		got, err := DecodeLeaves(&mm, data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(EncodeLeaves(got), data) {
+			t.Fatal("leaves do not round-trip")
+		}
+		for i := 1; i < len(got); i++ {
+			if bytes.Compare(got[i-1][:], got[i][:]) > 0 {
+				t.Fatal("unsorted leaves accepted")
+			}
+		}
+	})
+}
