@@ -140,6 +140,19 @@ func TestNetworkPublishedData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every fact of the lineage, the published dataset's record included,
+	// is the one its signed tx gives, in a block two nodes cosigned.
+	g, err := ledger.LoadGenesis(n.GenesisPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, gn := range g.Nodes {
+		nodes = append(nodes, ledger.KeyID(gn.Key))
+	}
+	if _, err := audit.Anchor(ctx, lc, l, audit.AnchorOptions{Quorum: 2, Model: r.ModelDigest, ChainID: g.ChainID, Nodes: nodes}); err != nil {
+		t.Fatalf("anchoring the lineage: %v", err)
+	}
 	rep := audit.Licences(l, nil)
 	var ids []string
 	for _, lt := range rep.Licences {
