@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/tlsid"
@@ -370,4 +373,71 @@ func TestAttackPublishedRanges(t *testing.T) {
 	refused("trainer-1", sub(mine, 5), "not selected")
 	requireUnchanged(t, ctx, nw.Net, before)
 	must("trainer-2", sub(mine, 5))
+}
+
+// An update on data under a licence the job does not accept is rejected
+// with the licence's reason: audit verify of the export confirms it from
+// the ledger's records alone. The same reason given for data the job does
+// accept is a lie, and the audit names it.
+func TestAttackLicenceRejectionAudited(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	nw := startLedgers(t, ctx)
+	c, err := nw.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &rejectionsNet{nw: nw, c: c, signers: map[string]*client.Signer{}, artifacts: t.TempDir(), datasets: map[string]string{}}
+	for name, key := range nw.Keys {
+		r.signers[name] = client.NewSigner(c, key)
+	}
+	r.base = r.file(t, 0, false)
+	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})
+	lic := map[string]string{"trainer-1": "MIT", "trainer-2": "CC-BY-NC-4.0"}
+	for _, tr := range []string{"trainer-1", "trainer-2"} {
+		d := digestOf("licence audit: dataset of " + tr)
+		r.datasets[tr] = d
+		r.must(t, ctx, tr, ledger.DatasetRegistered{Digest: d, Name: tr + "-data", Licence: lic[tr], Source: "test",
+			Samples: roundsSamples, Root: digestOf("root of " + tr), Bytes: 1000})
+	}
+	run := func(job string, accepted []string) {
+		rc := ledger.RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{nw.ID("aggregator")}, BaseModel: r.base,
+			Licences: accepted}
+		r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: job, Recipe: rc})
+		r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: digestOf("config of " + job), BaseModel: r.base,
+			Strategy: "fedavg", Trainers: []string{nw.ID("trainer-1"), nw.ID("trainer-2")}, Deadline: time.Now().Add(time.Hour)})
+		good, bad := r.file(t, float32(len(job))+0.5, false), r.file(t, float32(len(job)), false)
+		r.must(t, ctx, "trainer-1", ledger.UpdateSubmitted{JobID: job, Round: 1, UpdateDigest: good, DatasetDigest: r.datasets["trainer-1"], Samples: roundsSamples})
+		r.must(t, ctx, "trainer-2", ledger.UpdateSubmitted{JobID: job, Round: 1, UpdateDigest: bad, DatasetDigest: r.datasets["trainer-2"], Samples: roundsSamples})
+		reason := rc.LicenceRefusal(r.datasets["trainer-2"], "trainer-2-data", "CC-BY-NC-4.0")
+		r.must(t, ctx, "aggregator", ledger.UpdateRejected{JobID: job, Round: 1, UpdateDigest: bad, Reason: reason})
+		out := filepath.Join(t.TempDir(), "model.safetensors")
+		res, err := aggregator.Aggregate(ctx, aggregator.Request{Strategy: &aggregator.FedAvg{}, Base: filepath.Join(r.artifacts, r.base), Out: out,
+			Inputs:  []aggregator.Input{{Path: filepath.Join(r.artifacts, good), Weight: roundsSamples, ContributorID: nw.ID("trainer-1")}},
+			Options: aggregator.Options{Strict: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(out, filepath.Join(r.artifacts, res.Digest)); err != nil {
+			t.Fatal(err)
+		}
+		r.must(t, ctx, "aggregator", ledger.RoundCommitted{JobID: job, Round: 1, ModelDigest: res.Digest, Strategy: "fedavg",
+			Contributors: []ledger.Contribution{{Trainer: nw.ID("trainer-1"), UpdateDigest: good, Weight: 1}}})
+	}
+	run("licence-honest", []string{"MIT"})
+	rep, err := r.verify(t, ctx)
+	if err != nil || rep.RejectionsChecked != 1 {
+		t.Fatalf("verify with a licence rejection: %+v %v, want it confirmed", rep, err)
+	}
+	// The job accepts CC-BY-NC-4.0, yet the aggregator cites the licence.
+	run("licence-lie", []string{"MIT", "CC-BY-NC-4.0"})
+	_, err = r.verify(t, ctx)
+	var m *audit.Mismatch
+	if !errors.As(err, &m) || m.Field != "reason" || !strings.Contains(m.Msg, `accepts licence "CC-BY-NC-4.0"`) {
+		t.Fatalf("verify with a lying licence rejection: %v", err)
+	}
+	t.Logf("audit: %v", err)
 }
