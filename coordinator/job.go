@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -674,6 +675,32 @@ func (j *Job) Canonical() []byte {
 		return nil
 	}
 	return b
+}
+
+// DecodeCanonical decodes a job's canonical encoding (Canonical), as a
+// coordinator stores it in its artifact store under the job's config
+// digest for anyone following the job (an inference node reads a LoRA
+// job's adapter settings from it). It is strict: JSON with no unknown
+// key, that encodes back to exactly data (so a duplicate key, another key
+// case, whitespace or a trailing value is refused: the bytes have one
+// reading), and that validates. Errors wrap ErrJob.
+func DecodeCanonical(data []byte) (*Job, error) {
+	var j Job
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return nil, fmt.Errorf("%w: canonical job: %w", ErrJob, err)
+	}
+	if c := j.Canonical(); !bytes.Equal(c, data) {
+		return nil, fmt.Errorf("%w: canonical job: not in canonical form (%d bytes encode back to %d other bytes)", ErrJob, len(data), len(c))
+	}
+	if j.FineTune.Mode == model.ModeFull && j.FineTune.LoRA != nil {
+		return nil, fmt.Errorf("%w: canonical job: finetune.lora is set but finetune.mode is full", ErrJob)
+	}
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("canonical job: %w", err)
+	}
+	return &j, nil
 }
 
 // Digest is the job's config digest recorded in RoundOpened: the

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,6 +110,15 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		}
 		if j.init, err = s.putFile(ctx, filepath.Join(dir, model.AdapterWeightsFile), d); err != nil {
 			return nil, err
+		}
+	}
+	// The job's canonical encoding, under its config digest (the one every
+	// RoundOpened records): whoever follows the job reads its settings
+	// (a LoRA adapter's rank, alpha and targets) from here, checked
+	// against the ledger, not from a file someone hands them.
+	if s.cfg.Store != nil {
+		if _, err := s.cfg.Store.PutExpect(ctx, job.Digest(), bytes.NewReader(job.Canonical())); err != nil {
+			return nil, fmt.Errorf("store job %s's canonical config: %w", job.Name, err)
 		}
 	}
 	recipe, err := s.registerJob(ctx, job, j.base, j.init)
