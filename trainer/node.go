@@ -421,7 +421,7 @@ func (n *Node) train(ctx context.Context, lc *client.Client, ac *artifact.Client
 		}
 	}
 	weights := t.BaseModel
-	if t.Mode == model.ModeFull {
+	if t.Mode == model.ModeFull || t.Mode == model.ModePretrain {
 		weights = t.Global
 	}
 	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
@@ -449,6 +449,8 @@ func (n *Node) train(ctx context.Context, lc *client.Client, ac *artifact.Client
 			return Update{}, err
 		}
 	case model.ModeFull:
+	case model.ModePretrain:
+		task.Base = t.Global
 	default:
 		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
 	}
