@@ -23,6 +23,7 @@
 //	JobRegistered      coordinator (becomes the job's owner)
 //	RoundOpened        coordinator (the job's owner)
 //	DatasetRegistered  trainer
+//	DatasetPublished   trainer (the signed publication manifest's owner)
 //	UpdateSubmitted    trainer (one that the round selected)
 //	UpdateRejected     aggregator (one the job's recipe designates)
 //	RoundCommitted     aggregator (one the job's recipe designates)
@@ -30,7 +31,9 @@
 //	NodeAdded          admin
 //	NodePromoted       admin
 //	NodeRemoved        admin
-//	(none)             auditor: reads only
+//	DatasetAttested    auditor (a signed claim about a dataset, e.g. a
+//	                   personal-data scan; see DatasetAttested for why
+//	                   only auditors)
 //	(none)             inference: serves a committed model and signs
 //	                   receipts for its answers (inference/receipt)
 //

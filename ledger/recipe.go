@@ -6,8 +6,10 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/internal/spdx"
 )
 
 // RoundRecipe is the rule set of a job's rounds, committed on the ledger
@@ -62,7 +64,60 @@ type RoundRecipe struct {
 	// committed. "" (a recipe that records none) leaves round 1's base to
 	// the RoundOpened; later rounds are tied all the same.
 	BaseModel string `json:"base_model,omitempty"`
+	// Mode is RecipePretrain for a pre-training job (DiLoCo style: a
+	// freshly initialised base model, InnerSteps AdamW steps per trainer
+	// per round, the trainers' deltas combined by the strategy), "" for
+	// fine-tuning.
+	Mode string `json:"mode,omitempty"`
+	// InnerSteps is DiLoCo's H in a pre-training job (0 otherwise).
+	InnerSteps int `json:"inner_steps,omitempty"`
+	// RequireAttestations lists the attestations every dataset behind an
+	// update of the job must have (a passing DatasetAttested of the kind,
+	// by the auditor or any auditor) before the update may contribute:
+	// the job's aggregator rejects the update otherwise (aggregator/round),
+	// and the FSM refuses a commit that counts it.
+	RequireAttestations []AttestationRequirement `json:"require_attestations,omitempty"`
+	// Licences are the SPDX licence IDs the job accepts for the data its
+	// updates are trained on (none: any). The FSM refuses a commit that
+	// counts an update on a dataset whose licence expression they do not
+	// satisfy (spdx.Accepts); the update must be rejected, with the reason,
+	// by an UpdateRejected.
+	Licences []string `json:"licences,omitempty"`
+	// Published are the published datasets the job trains on. Each round
+	// gives every selected trainer a disjoint range of each
+	// (AssignRanges with RangeSeed and RangeSamples), recorded in
+	// RoundOpened.Ranges; an UpdateSubmitted must name exactly its
+	// trainer's ranges.
+	Published    []PublishedRef `json:"published,omitempty"`
+	RangeSeed    uint64         `json:"range_seed,omitempty"`
+	RangeSamples uint64         `json:"range_samples,omitempty"`
 }
+
+// Ranges returns the ranges round n of the job gives trainers.
+func (r *RoundRecipe) Ranges(n uint64, trainers []string) ([]TrainerRange, error) {
+	return AssignRanges(r.RangeSeed, n, r.Published, r.RangeSamples, trainers)
+}
+
+// MaxLicences bounds RoundRecipe.Licences.
+const MaxLicences = 64
+
+// AcceptsLicence reports whether the job takes data under licence
+// expression expr: any when the recipe lists no licences.
+func (r *RoundRecipe) AcceptsLicence(expr string) bool {
+	return len(r.Licences) == 0 || spdx.Accepts(r.Licences, expr)
+}
+
+// LicenceRefusal is the reason recorded when a job refuses dataset
+// (named name) under licence expr.
+func (r *RoundRecipe) LicenceRefusal(dataset, name, expr string) string {
+	return fmt.Sprintf("dataset %s (%q) is under licence %q, which the job does not accept (it accepts %s)", dataset, name, expr, strings.Join(r.Licences, ", "))
+}
+
+// RecipePretrain is RoundRecipe.Mode of a pre-training job.
+const RecipePretrain = "pretrain"
+
+// MaxInnerSteps bounds RoundRecipe.InnerSteps.
+const MaxInnerSteps = 1_000_000
 
 // Recipe parameter names as RoundCommitted.Params records them beside the
 // strategy's own (see CommitParams).
@@ -77,7 +132,7 @@ const (
 
 // SampleWeighted lists the strategies whose contributors' weights are
 // their sample counts' shares: the FSM checks a commit's weights of these.
-var SampleWeighted = map[string]bool{"fedavg": true, "fedavgm": true, "fedadam": true, "fedyogi": true, "fedadagrad": true}
+var SampleWeighted = map[string]bool{"fedavg": true, "fedavgm": true, "fedadam": true, "fedyogi": true, "fedadagrad": true, "diloco": true}
 
 // FormatParam is the canonical text of a recipe parameter.
 func FormatParam(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
@@ -148,6 +203,9 @@ func (r *RoundRecipe) Designates(id string) bool { return slices.Contains(r.Aggr
 
 // Validate checks the recipe's fields without state.
 func (r *RoundRecipe) Validate() error {
+	if err := validateRequirements(r.RequireAttestations); err != nil {
+		return err
+	}
 	if err := checkText("recipe.strategy", r.Strategy, MaxTextLen, true); err != nil {
 		return err
 	}
@@ -213,6 +271,35 @@ func (r *RoundRecipe) Validate() error {
 		if err := checkDigest("recipe.base_model", r.BaseModel); err != nil {
 			return err
 		}
+	}
+	if err := checkPublishedRefs(r.Published, r.RangeSamples); err != nil {
+		return err
+	}
+	if len(r.Licences) > MaxLicences {
+		return fmt.Errorf("recipe.licences: %d listed, limit %d", len(r.Licences), MaxLicences)
+	}
+	for i, l := range r.Licences {
+		if !spdx.ValidID(l) || len(l) > 128 {
+			return fmt.Errorf("recipe.licences[%d] %q is not a known SPDX licence ID or LicenseRef-<name>", i, abbrev(l))
+		}
+		if slices.Contains(r.Licences[:i], l) {
+			return fmt.Errorf("recipe.licences[%d] %s is listed twice", i, l)
+		}
+	}
+	switch r.Mode {
+	case "":
+		if r.InnerSteps != 0 {
+			return fmt.Errorf("recipe.inner_steps %d: only a %q recipe has inner steps", r.InnerSteps, RecipePretrain)
+		}
+	case RecipePretrain:
+		if r.InnerSteps < 1 || r.InnerSteps > MaxInnerSteps {
+			return fmt.Errorf("recipe.inner_steps %d: a %s recipe needs 1 to %d", r.InnerSteps, RecipePretrain, MaxInnerSteps)
+		}
+		if r.InitialAdapter != "" {
+			return fmt.Errorf("recipe.initial_adapter: a %s recipe trains every weight, it has no adapter", RecipePretrain)
+		}
+	default:
+		return fmt.Errorf("recipe.mode %q: want %q or none", abbrev(r.Mode), RecipePretrain)
 	}
 	return nil
 }

@@ -46,6 +46,7 @@ var TxRoles = map[string]Role{
 	TypeRoundOpened:       RoleCoordinator,
 	TypeJobRegistered:     RoleCoordinator,
 	TypeDatasetRegistered: RoleTrainer,
+	TypeDatasetAttested:   RoleAuditor,
 	TypeUpdateSubmitted:   RoleTrainer,
 	TypeUpdateRejected:    RoleAggregator,
 	TypeRoundCommitted:    RoleAggregator,
@@ -131,6 +132,10 @@ type RoundOpened struct {
 	Strategy     string    `json:"strategy"`
 	Trainers     []string  `json:"trainers"`
 	Deadline     time.Time `json:"deadline"`
+	// Ranges are the samples of the job's published datasets each
+	// trainer trains on this round: exactly RoundRecipe.Ranges(Round,
+	// Trainers), none for a job on private data only.
+	Ranges []TrainerRange `json:"ranges,omitempty"`
 }
 
 // UpdateSubmitted (a selected trainer) records one update to an open round,
@@ -142,7 +147,31 @@ type UpdateSubmitted struct {
 	DatasetDigest string             `json:"dataset_digest"`
 	Samples       uint64             `json:"samples"`
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
+	// Commitment, when present, commits the trainer to how it produced the
+	// update, so that an auditor can replay the training bit for bit and
+	// bisect to the first step that differs.
+	Commitment *TrainingCommitment `json:"commitment,omitempty"`
+	// Ranges are the published samples the update was trained on:
+	// exactly the trainer's ranges of RoundOpened.Ranges. DatasetDigest is
+	// then the trainer's own registered dataset, or, for a trainer with
+	// no data of its own, one of the job's published datasets.
+	Ranges []SampleRange `json:"ranges,omitempty"`
 }
+
+// TrainingCommitment is what a trainer commits to about its local
+// training (see model/commitment, which computes both digests): the
+// digest of the task's inputs (base model, starting adapter,
+// hyperparameters, seed, the ordered sample IDs of each batch) and an RFC
+// 6962 Merkle root over the digests of the trainable state after each of
+// its Steps optimizer steps, leaf i being step i+1.
+type TrainingCommitment struct {
+	InputsDigest string `json:"inputs_digest"`
+	Steps        uint64 `json:"steps"`
+	StepRoot     string `json:"step_root"`
+}
+
+// MaxCommittedSteps bounds TrainingCommitment.Steps.
+const MaxCommittedSteps = 1 << 24
 
 // UpdateRejected (aggregator) marks a submitted update of an open round as
 // rejected; it can no longer be a contributor.
@@ -217,6 +246,7 @@ var bodyDecoders = map[string]func([]byte) (TxBody, error){
 	TypeRoundCommitted:    decodeBody[RoundCommitted],
 	TypeRoundFailed:       decodeBody[RoundFailed],
 	TypeJobRegistered:     decodeBody[JobRegistered],
+	TypeDatasetAttested:   decodeBody[DatasetAttested],
 }
 
 func decodeBody[T TxBody](raw []byte) (TxBody, error) {
@@ -449,6 +479,17 @@ func validateBody(b TxBody) error {
 		if b.Deadline.IsZero() {
 			return fmt.Errorf("deadline is required")
 		}
+		if len(b.Ranges) > MaxTrainers*MaxPublished {
+			return fmt.Errorf("ranges: %d, limit %d", len(b.Ranges), MaxTrainers*MaxPublished)
+		}
+		for i, r := range b.Ranges {
+			if !seen[r.Trainer] {
+				return fmt.Errorf("ranges[%d].trainer %q is not one of the round's trainers", i, abbrev(r.Trainer))
+			}
+			if err := checkRanges(fmt.Sprintf("ranges[%d]", i), []SampleRange{r.Range()}, 1); err != nil {
+				return err
+			}
+		}
 		return nil
 	case UpdateSubmitted:
 		if err := firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkDigest("dataset_digest", b.DatasetDigest)); err != nil {
@@ -456,6 +497,9 @@ func validateBody(b TxBody) error {
 		}
 		if b.Samples == 0 {
 			return fmt.Errorf("samples must be at least 1")
+		}
+		if err := checkRanges("ranges", b.Ranges, MaxPublished); err != nil {
+			return err
 		}
 		if len(b.Metrics) > MaxMapEntries {
 			return fmt.Errorf("metrics: %d entries, limit %d", len(b.Metrics), MaxMapEntries)
@@ -466,6 +510,14 @@ func validateBody(b TxBody) error {
 			}
 			if v := b.Metrics[k]; math.IsNaN(v) || math.IsInf(v, 0) {
 				return fmt.Errorf("metrics[%q] is not finite", k)
+			}
+		}
+		if c := b.Commitment; c != nil {
+			if err := firstErr(checkDigest("commitment.inputs_digest", c.InputsDigest), checkDigest("commitment.step_root", c.StepRoot)); err != nil {
+				return err
+			}
+			if c.Steps == 0 || c.Steps > MaxCommittedSteps {
+				return fmt.Errorf("commitment.steps: %d, want 1 to %d", c.Steps, MaxCommittedSteps)
 			}
 		}
 		return nil
@@ -500,6 +552,8 @@ func validateBody(b TxBody) error {
 		return nil
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	case DatasetAttested:
+		return validateDatasetAttested(b)
 	case JobRegistered:
 		if err := checkJobID(b.JobID); err != nil {
 			return err
@@ -507,6 +561,9 @@ func validateBody(b TxBody) error {
 		return b.Recipe.Validate()
 	}
 	if ok, err := validateNodeBody(b); ok {
+		return err
+	}
+	if ok, err := validatePublishedBody(b); ok {
 		return err
 	}
 	return fmt.Errorf("unknown tx body %T", b)

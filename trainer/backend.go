@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
@@ -41,6 +42,12 @@ type Task struct {
 	Int8Block   int
 	// OutDir receives the update file (UpdateLoRAFile or UpdateFullFile).
 	OutDir string
+	// Base, in pre-training (model.ModePretrain), is the weight digest of
+	// the global model in ModelDir: the update is then always the delta
+	// from it (DiLoCo's outer gradient, negated), marked __metadata__
+	// fedtune.base with it so that an aggregation of another round's base
+	// refuses it.
+	Base string
 }
 
 // Data is the trainer's local dataset.
@@ -62,6 +69,13 @@ type Update struct {
 	Loss   float64
 	Steps  int
 	Tokens int
+	// Dataset is the dataset the update names (the trainer's own, or a
+	// published one for a trainer with none), Ranges the published
+	// samples it trained on and DataSamples how many samples it trained
+	// on in all; the node fills them in, not the backend.
+	Dataset     string
+	Ranges      []ledger.SampleRange
+	DataSamples uint64
 }
 
 // Backend trains one task on local data. Implementations must be
@@ -97,6 +111,16 @@ func Lossy(compression string) bool {
 // fedtune.kind=delta: rounding the weights themselves to int8 costs more
 // than the round moves them, rounding the delta costs a small part of it.
 func writeTaskUpdate(t Task, path string, ts map[string]*model.Tensor) (string, error) {
+	if t.Base != "" && t.Train.LoRA == nil {
+		base, err := model.Load(t.ModelDir)
+		if err != nil {
+			return "", fmt.Errorf("%w: the round's base weights, to encode the update as a delta: %w", ErrTask, err)
+		}
+		if d, err := base.Digest(); err != nil || d != t.Base {
+			return "", fmt.Errorf("%w: the round's base weights in %s have digest %s, the task says %s (%v)", ErrTask, t.ModelDir, d, t.Base, err)
+		}
+		return writeDelta(path, ts, base.Tensors, t.Compression, t.Int8Block, map[string]string{aggregator.MetaBase: t.Base})
+	}
 	if !Lossy(t.Compression) || (t.Train.LoRA != nil && t.Adapter == nil) {
 		return WriteUpdate(path, ts, t.Compression, t.Int8Block)
 	}
@@ -116,6 +140,11 @@ func writeTaskUpdate(t Task, path string, ts map[string]*model.Tensor) (string, 
 // aggregator.KindDelta) and model.Load refuses it. Every tensor of ts must
 // be in base with the same shape.
 func WriteDeltaUpdate(path string, ts, base map[string]*model.Tensor, compression string, block int) (string, error) {
+	return writeDelta(path, ts, base, compression, block, nil)
+}
+
+// writeDelta is WriteDeltaUpdate with extra __metadata__ entries.
+func writeDelta(path string, ts, base map[string]*model.Tensor, compression string, block int, extra map[string]string) (string, error) {
 	delta := make(map[string]*model.Tensor, len(ts))
 	for name, x := range ts {
 		b, ok := base[name]
@@ -131,7 +160,11 @@ func WriteDeltaUpdate(path string, ts, base map[string]*model.Tensor, compressio
 		}
 		delta[name] = &model.Tensor{Shape: x.Shape, Data: d}
 	}
-	return writeUpdate(path, delta, compression, block, map[string]string{aggregator.MetaKind: aggregator.KindDelta})
+	meta := map[string]string{aggregator.MetaKind: aggregator.KindDelta}
+	for k, v := range extra {
+		meta[k] = v
+	}
+	return writeUpdate(path, delta, compression, block, meta)
 }
 
 // WriteUpdate writes tensors as a canonical safetensors file in the given

@@ -154,7 +154,8 @@ type verifier struct {
 	models    map[string]ledger.ModelRegistered // registered base models by digest
 	jobs      map[string]*coordinator.Job       // opts.Jobs by config digest
 	recipes   map[string]ledger.RoundRecipe     // registered jobs' recipes by job ID
-	adapters  map[string]string                 // config digest → initial adapter file
+	datasets  map[string]ledger.Dataset         // registered and published datasets by digest (name, licence)
+	adapters  map[string]string                 // config digest → initial adapter file; "init\x00" + config digest → a pretrain job's initial model digest
 	tmp       string
 	lastPrint time.Time
 }
@@ -381,7 +382,12 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		v.models[b.Digest] = b
 		return v.artifact(h, i, tx.Hash, "digest", b.Digest)
 	case ledger.DatasetRegistered:
+		v.dataset(ledger.Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence})
 		return v.manifest(h, i, tx, b)
+	case ledger.DatasetPublished:
+		if sm, err := b.Decode(); err == nil {
+			v.dataset(ledger.Dataset{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Published: true})
+		}
 	case ledger.JobRegistered:
 		v.recipes[b.JobID] = b.Recipe
 		if b.Recipe.InitialAdapter != "" {
@@ -461,7 +467,36 @@ func (v *verifier) checkBase(h uint64, i int, tx *ledger.Tx, b ledger.RoundOpene
 	if !seen {
 		v.heads[b.JobID] = jobHead{model: b.BaseModel}
 	}
+	if job := v.jobs[b.ConfigDigest]; job != nil && job.FineTune.Mode == model.ModePretrain && !seen {
+		init, err := v.initialModel(job)
+		if err != nil {
+			return txErr(h, i, tx.Hash, "base_model", "job %q: the job file's initial model: %v", b.JobID, err)
+		}
+		if b.BaseModel != init {
+			return txErr(h, i, tx.Hash, "base_model", "pretrain job %q round %d starts from %s, but the job file's seed %d initialises %s (model.init %s) to %s",
+				b.JobID, b.Round, b.BaseModel, job.Seed, job.Name, job.Model.Init, init)
+		}
+	}
 	return nil
+}
+
+// initialModel returns the digest of a pretrain job's initial model
+// (coordinator.InitialModel), computed once per job file.
+func (v *verifier) initialModel(job *coordinator.Job) (string, error) {
+	key := "init\x00" + job.Digest()
+	if d, ok := v.adapters[key]; ok {
+		return d, nil
+	}
+	m, err := coordinator.InitialModel(job)
+	if err != nil {
+		return "", err
+	}
+	d, err := m.Digest()
+	if err != nil {
+		return "", err
+	}
+	v.adapters[key] = d
+	return d, nil
 }
 
 // checkMissing fails a closing (or, at the chain's end, open) round that
@@ -518,6 +553,15 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		return nil
 	}
 	what := fmt.Sprintf("%s: update %s of trainer %s was rejected as %q", where, b.UpdateDigest, trainer, b.Reason)
+	// A rejection for the licence of the update's data: the ledger's
+	// records alone decide it (coordinator.Machine's reason).
+	if d, ok := v.datasets[u.DatasetDigest]; ok && b.Reason == rc.LicenceRefusal(d.Digest, d.Name, d.Licence) {
+		if rc.AcceptsLicence(d.Licence) {
+			return txErr(h, i, tx.Hash, "reason", "%s but the job's recipe accepts licence %q", what, d.Licence)
+		}
+		v.rep.RejectionsChecked++
+		return nil
+	}
 	if _, miss := r.missing[b.UpdateDigest]; miss {
 		delete(r.missing, b.UpdateDigest)
 		return v.unverifiable(h, i, tx.Hash, what+"; the update is not in the artifacts, so the rejection cannot be checked")
@@ -528,7 +572,7 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		return err
 	}
 	rej, err := aggregator.Validate(v.ctx, aggregator.Request{Inputs: []aggregator.Input{{Path: p, ContributorID: trainer}}, Base: ref,
-		Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
+		BaseDigest: pretrainBase(&rc, r), Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
 	if err != nil {
 		return txErr(h, i, tx.Hash, "update_digest", "%s: checking rejected update %s against the round's reference: %v", where, b.UpdateDigest, err)
 	}
@@ -556,6 +600,14 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		norm = fmt.Sprintf(", a norm within max_norm %s", ledger.FormatParam(rc.MaxNorm))
 	}
 	return txErr(h, i, tx.Hash, "reason", "%s but it passes every input check (it parses as an update, has the layout of the round's reference, only finite values%s)", what, norm)
+}
+
+// dataset remembers a dataset's name and licence.
+func (v *verifier) dataset(d ledger.Dataset) {
+	if v.datasets == nil {
+		v.datasets = map[string]ledger.Dataset{}
+	}
+	v.datasets[d.Digest] = d
 }
 
 // unverifiable records a rejection that cannot be checked, or fails with
@@ -762,6 +814,7 @@ func (v *verifier) reaggregate(h uint64, i int, tx *ledger.Tx, b ledger.RoundCom
 	if req.Base, err = v.reference(h, i, txh, r, &rc); err != nil {
 		return err
 	}
+	req.BaseDigest = pretrainBase(&rc, r)
 	if s := v.state[b.JobID]; s != "" {
 		p, ok := artifactPath(v.opts.Artifacts, s)
 		if !ok {
@@ -893,6 +946,16 @@ func sqDiff(pa, pb string) (float64, int64, error) {
 // adapter, whose digest the job's recipe records (RoundRecipe.InitialAdapter).
 // For a chain whose recipe has none, a job file in opts.Jobs with the
 // round's config digest still derives it as the coordinator does.
+// pretrainBase is the digest of the round's reference when it is the
+// round's base model, as in a pretrain job (trainers' deltas name it,
+// aggregator.MetaBase); "" otherwise.
+func pretrainBase(rc *ledger.RoundRecipe, r *roundTrack) string {
+	if rc.Mode == ledger.RecipePretrain {
+		return r.base
+	}
+	return ""
+}
+
 func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack, rc *ledger.RoundRecipe) (string, error) {
 	reg, registered := v.models[r.base]
 	if registered && rc.InitialAdapter != "" {
