@@ -356,6 +356,9 @@ func (m *Model) Merge(ad *Adapter) (*Model, error) {
 		an, bn := LoRANames(w)
 		a, b := ad.Tensors[an], ad.Tensors[bn]
 		W := out.Tensors[w]
+		if W.Data == nil { // BF16-held (LoadBF16): the merged weights are float32
+			W.Data, W.BF16 = W.Float32s(), nil
+		}
 		nOut, nIn := W.Shape[0], W.Shape[1]
 		row := make([]float64, nIn)
 		for o := 0; o < nOut; o++ {

@@ -196,8 +196,10 @@ func prod(s []int) int {
 }
 
 // alloc allocates a buffer the trainer owns.
-func (t *Trainer) alloc(n int) Buffer {
-	b := t.dev.Alloc(n)
+func (t *Trainer) alloc(n int) Buffer { return t.own(t.dev.Alloc(n)) }
+
+// own records b as the trainer's (Close frees it) and returns it.
+func (t *Trainer) own(b Buffer) Buffer {
 	t.owned = append(t.owned, b)
 	return b
 }
@@ -209,12 +211,12 @@ func (t *Trainer) upload() error {
 	full := t.cfg.LoRA == nil
 	for _, name := range t.base.Names() {
 		tn := t.base.Tensors[name]
-		w := t.alloc(len(tn.Data))
-		dev.Write(w, 0, tn.Data)
+		w := t.own(uploadWeight(dev, tn, !full, dev.Alloc))
 		t.weights[name] = w
 		if full {
-			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(len(tn.Data)),
-				m: t.alloc(len(tn.Data)), v: t.alloc(len(tn.Data)), decay: len(tn.Shape) == 2}
+			n := tn.Len()
+			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(n),
+				m: t.alloc(n), v: t.alloc(n), decay: len(tn.Shape) == 2}
 			t.grads[name] = p.g
 			t.params = append(t.params, p)
 		}
