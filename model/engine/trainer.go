@@ -262,11 +262,22 @@ func (t *Trainer) allocActs() error {
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
 	dev.Write(t.cos, 0, cos)
 	dev.Write(t.sin, 0, sin)
+	// A forward-only state keeps nothing for a backward pass: every layer
+	// runs in the same activations, and the residual stream alternates
+	// between two buffers (the memory of one layer, not of all).
 	for l := 0; l <= t.nL; l++ {
+		if t.forwardOnly && l >= 2 {
+			t.xs = append(t.xs, t.xs[l%2])
+			continue
+		}
 		t.xs = append(t.xs, t.alloc(N*d))
 	}
 	heads := N * H * hd
 	for l := 0; l < t.nL; l++ {
+		if t.forwardOnly && l > 0 {
+			t.layers = append(t.layers, t.layers[0])
+			continue
+		}
 		t.layers = append(t.layers, layerActs{
 			h1: t.alloc(N * d), rstd1: t.alloc(N),
 			qh: t.alloc(heads), kh: t.alloc(heads), vh: t.alloc(heads), oh: t.alloc(heads),
