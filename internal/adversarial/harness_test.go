@@ -58,6 +58,35 @@ func startLedgers(t *testing.T, ctx context.Context) *devnet.Network {
 	return nw
 }
 
+// startLedgersWithLimits starts the three ledger nodes of a fresh devnet
+// with limits (YAML lines under "limits:", joined by "\n  ") appended to
+// every node's config. Rates low enough that a slow, loaded machine still
+// outruns them keep the rate-limit attacks deterministic.
+func startLedgersWithLimits(t *testing.T, ctx context.Context, limits string) *devnet.Network {
+	t.Helper()
+	n := prepareNet(t, ctx, devnet.Options{})
+	for i := 1; i <= 3; i++ {
+		p := filepath.Join(n.Dir, fmt.Sprintf("node-%d.yaml", i))
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteString("limits:\n  " + limits + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	nw, err := n.StartLedgers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Stop)
+	return nw
+}
+
 // testContext is a context bounded so that a stuck attack fails instead of
 // hanging the suite.
 func testContext(t *testing.T, d time.Duration) context.Context {

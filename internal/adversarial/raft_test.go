@@ -243,7 +243,10 @@ func TestAttackRaftRotatingKeysFlood(t *testing.T) {
 		t.Skip("starts three ledger nodes")
 	}
 	ctx := testContext(t, 2*time.Minute)
-	nw := startLedgers(t, ctx)
+	// 5 txs/s with a burst of 100 for all strangers together: the 2,000
+	// txs below outrun it even on a loaded machine, where the default 100/s
+	// refilled as fast as 50-tx Submits with fresh TLS sessions arrived.
+	nw := startLedgersWithLimits(t, ctx, "non_member_tx_rate: 5\n  non_member_tx_burst: 100")
 	n := nw.Net
 	before := waitSettled(t, ctx, n)
 	leader, _ := findLeader(t, ctx, n)

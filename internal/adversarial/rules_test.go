@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,26 +153,8 @@ func TestAttackRulesRateLimit(t *testing.T) {
 		t.Skip("starts three ledger nodes")
 	}
 	ctx := testContext(t, 3*time.Minute)
-	n := prepareNet(t, ctx, devnet.Options{})
-	for i := 1; i <= 3; i++ {
-		p := filepath.Join(n.Dir, fmt.Sprintf("node-%d.yaml", i))
-		f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = f.WriteString("limits:\n  submit_tx_rate: 2\n  submit_tx_burst: 4\n")
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	nw, err := n.StartLedgers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nw.Stop)
+	nw := startLedgersWithLimits(t, ctx, "submit_tx_rate: 2\n  submit_tx_burst: 4")
+	n := nw.Net
 	before := waitSettled(t, ctx, n)
 	stranger, _ := ledger.GenerateKey()
 	c, err := n.Ledger(ctx, 0)
