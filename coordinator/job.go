@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -55,6 +56,10 @@ const (
 	MinDeadline = time.Second
 	MaxDeadline = 7 * 24 * time.Hour
 	MaxRounds   = 1_000_000
+	// MaxInnerSteps bounds train.inner_steps (DiLoCo ran H = 500).
+	MaxInnerSteps = 1_000_000
+	// MaxLR bounds train.lr: AdamW moves each weight by about lr a step.
+	MaxLR = 1
 )
 
 // LoRATargets are the LLaMA projections a LoRA adapter may target.
@@ -92,6 +97,16 @@ type Job struct {
 	Deadline time.Duration `yaml:"deadline" json:"deadline"`
 	// Eval is the held-out evaluation after aggregation.
 	Eval EvalSpec `yaml:"eval" json:"eval"`
+	// RequireAttestations lists the attestations every dataset behind an
+	// update must have: a passing DatasetAttested of the kind by the
+	// auditor (by: its member ID) or any auditor (by: auditor). The
+	// ledger records the list in the job's recipe; the job's aggregator
+	// rejects an update on a dataset without one (its UpdateRejected, or
+	// the round's RoundFailed when no update is left, names what is
+	// missing), and the ledger refuses a commit that counts such an update. Omitted from
+	// the canonical encoding when empty, so older job files keep their
+	// digests.
+	RequireAttestations []ledger.AttestationRequirement `yaml:"require_attestations" json:"require_attestations,omitempty"`
 
 	// Source names the file the job came from (not part of the digest).
 	Source string `yaml:"-" json:"-"`
@@ -105,6 +120,12 @@ type ModelSpec struct {
 	// Digest is the weight digest (64 lowercase hex) of the base model, as
 	// registered on the ledger.
 	Digest string `yaml:"digest" json:"digest"`
+	// Init, for finetune.mode pretrain (and only then), is a model config
+	// (YAML, Hugging Face's LlamaConfig fields; relative to the job file's
+	// directory when not absolute): round 1 starts from a model freshly
+	// initialised from it with the job's seed (InitSeed). Digest, if
+	// given, must be that model's digest; Path must be absent.
+	Init string `yaml:"init" json:"init,omitempty"`
 }
 
 // DatasetSpec selects the datasets trainers may train on.
@@ -134,7 +155,12 @@ type TrainerSpec struct {
 
 // TrainSpec is a trainer's local training in one round.
 type TrainSpec struct {
-	LocalSteps  int     `yaml:"local_steps" json:"local_steps"`
+	LocalSteps int `yaml:"local_steps" json:"local_steps"`
+	// InnerSteps is DiLoCo's H, for finetune.mode pretrain (and only
+	// then): the AdamW steps every trainer runs per round. It replaces
+	// local_steps, which a pre-training job must not write (ParseJob sets
+	// it to InnerSteps).
+	InnerSteps  int     `yaml:"inner_steps" json:"inner_steps,omitempty"`
 	Batch       int     `yaml:"batch" json:"batch"`
 	SeqLen      int     `yaml:"seq_len" json:"seq_len"`
 	LR          float64 `yaml:"lr" json:"lr"`
@@ -146,7 +172,8 @@ type TrainSpec struct {
 
 // FineTuneSpec chooses what is trained.
 type FineTuneSpec struct {
-	// Mode is "lora" or "full".
+	// Mode is "lora", "full" or "pretrain" (every weight of a freshly
+	// initialised model, DiLoCo style: model.init, train.inner_steps).
 	Mode string `yaml:"mode" json:"mode"`
 	// LoRA configures the adapter; it must be absent with mode full.
 	LoRA *LoRASpec `yaml:"lora" json:"lora,omitempty"`
@@ -238,13 +265,22 @@ func ParseJob(name string, data []byte) (*Job, error) {
 	if err := strictyaml.Decode(name, data, j); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrJob, err)
 	}
-	// The default adapter is decoded over; with mode full it must not have
-	// been written at all.
-	if j.FineTune.Mode == model.ModeFull {
+	// The default adapter is decoded over; with mode full or pretrain it
+	// must not have been written at all.
+	if j.FineTune.Mode == model.ModeFull || j.FineTune.Mode == model.ModePretrain {
 		if line := keyLine(data, "finetune", "lora"); line > 0 {
-			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is full", ErrJob, name, line)
+			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is %s", ErrJob, name, line, j.FineTune.Mode)
 		}
 		j.FineTune.LoRA = nil
+	}
+	// A pre-training job counts its local steps as train.inner_steps
+	// (local_steps may be written only as the same number, as a job
+	// marshalled back to YAML has it).
+	if j.FineTune.Mode == model.ModePretrain {
+		if line := keyLine(data, "train", "local_steps"); line > 0 && j.Train.LocalSteps != j.Train.InnerSteps {
+			return nil, fmt.Errorf("%w: %s:%d: train.local_steps: a pretrain job gives its local steps as train.inner_steps (DiLoCo's H); local_steps %d, if written, must equal it", ErrJob, name, line, j.Train.LocalSteps)
+		}
+		j.Train.LocalSteps = j.Train.InnerSteps
 	}
 	if j.FineTune.Mode == model.ModeLoRA && j.FineTune.LoRA == nil {
 		j.FineTune.LoRA = DefaultLoRA() // "lora: null" or "lora:" keeps the default
@@ -335,11 +371,32 @@ func (j *Job) Validate() error {
 			bad("name", "%q must be 1 to 128 of A-Z a-z 0-9 . _ - and start with a letter or digit", j.Name)
 		}
 	}
-	if j.Model.Path == "" && j.Model.Digest == "" {
+	pretrain := j.FineTune.Mode == model.ModePretrain
+	switch {
+	case pretrain && j.Model.Init == "":
+		bad("model.init", "is required with finetune.mode pretrain: the model config to initialise round 1's model from")
+	case pretrain && j.Model.Path != "":
+		bad("model.path", "must be absent with finetune.mode pretrain (the model is initialised from model.init)")
+	case !pretrain && j.Model.Init != "":
+		bad("model.init", "applies only to finetune.mode pretrain")
+	case !pretrain && j.Model.Path == "" && j.Model.Digest == "":
 		bad("model", "needs path or digest")
 	}
 	if j.Model.Digest != "" && !isDigest(j.Model.Digest) {
 		bad("model.digest", "%q is not a SHA-256 digest (64 lowercase hex)", j.Model.Digest)
+	}
+	seenReq := map[ledger.AttestationRequirement]bool{}
+	for i, r := range j.RequireAttestations {
+		f := fmt.Sprintf("require_attestations[%d]", i)
+		if err := r.Validate(); err != nil {
+			bad(f, "%v", err)
+		} else if seenReq[r] {
+			bad(f, "%s is listed twice", r)
+		}
+		seenReq[r] = true
+	}
+	if len(j.RequireAttestations) > ledger.MaxRequiredAttestations {
+		bad("require_attestations", "%d entries, limit %d", len(j.RequireAttestations), ledger.MaxRequiredAttestations)
 	}
 	seen := map[string]bool{}
 	for i, m := range j.Datasets.Manifests {
@@ -371,7 +428,14 @@ func (j *Job) Validate() error {
 	if budget := j.trainBudget(); t.MaxSamples > 0 && budget > 0 && t.MaxSamples > budget {
 		bad("trainers.max_samples", "%d is above train.local_steps × train.batch = %d, the most examples a trainer trains on in a round (0: that budget)", t.MaxSamples, budget)
 	}
-	if tr.LocalSteps < 1 {
+	switch {
+	case pretrain && (tr.InnerSteps < 1 || tr.InnerSteps > MaxInnerSteps):
+		bad("train.inner_steps", "must be ≥ 1 and ≤ %d (DiLoCo's H: the AdamW steps each trainer runs per round), got %d", MaxInnerSteps, tr.InnerSteps)
+	case pretrain && tr.LocalSteps != tr.InnerSteps:
+		bad("train.local_steps", "%d must equal train.inner_steps %d in a pretrain job (ParseJob sets it so)", tr.LocalSteps, tr.InnerSteps)
+	case !pretrain && tr.InnerSteps != 0:
+		bad("train.inner_steps", "applies only to finetune.mode pretrain (use train.local_steps)")
+	case tr.LocalSteps < 1:
 		bad("train.local_steps", "must be ≥ 1, got %d", tr.LocalSteps)
 	}
 	if tr.Batch < 1 {
@@ -382,6 +446,8 @@ func (j *Job) Validate() error {
 	}
 	if !(tr.LR > 0) || !finite(tr.LR) {
 		bad("train.lr", "must be a positive number, got %v", tr.LR)
+	} else if tr.LR > MaxLR {
+		bad("train.lr", "%v is above %v: an AdamW step moves each weight by about lr, so the model would diverge", tr.LR, float64(MaxLR))
 	}
 	if !(tr.WeightDecay >= 0) || !finite(tr.WeightDecay) {
 		bad("train.weight_decay", "must be ≥ 0, got %v", tr.WeightDecay)
@@ -422,12 +488,12 @@ func (j *Job) Validate() error {
 				tseen[tg] = true
 			}
 		}
-	case model.ModeFull:
+	case model.ModeFull, model.ModePretrain:
 		if j.FineTune.LoRA != nil {
-			bad("finetune.lora", "must be absent when finetune.mode is full")
+			bad("finetune.lora", "must be absent when finetune.mode is %s", j.FineTune.Mode)
 		}
 	default:
-		bad("finetune.mode", "%q is not %q or %q", j.FineTune.Mode, model.ModeLoRA, model.ModeFull)
+		bad("finetune.mode", "%q is not %q, %q or %q", j.FineTune.Mode, model.ModeLoRA, model.ModeFull, model.ModePretrain)
 	}
 	errs = append(errs, j.validateStrategy()...)
 	p := j.Privacy
@@ -543,7 +609,7 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	r := ledger.RoundRecipe{Strategy: s.Name(), Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier,
 		SampledTrainers: j.Trainers.Max, MaxNorm: j.Privacy.MaxNorm, Compression: j.Compression.Kind, Int8Block: j.Int8Block(),
 		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, MaxSamples: j.MaxSamples(),
-		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter}
+		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter, RequireAttestations: slices.Clone(j.RequireAttestations)}
 	if p := s.Params(); len(p) > 0 {
 		r.Params = make(map[string]string, len(p))
 		for k, v := range p {
@@ -553,9 +619,13 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	if r.Compression == "" {
 		r.Compression = CompressNone
 	}
-	// Round 1's base: model.digest (a job given model.path has it set by
-	// the coordinator once the folder is imported, see registerJob).
+	// Round 1's base: model.digest (a job given model.path or model.init
+	// has it set by the coordinator once the folder is imported, see
+	// registerJob).
 	r.BaseModel = j.Model.Digest
+	if j.FineTune.Mode == model.ModePretrain {
+		r.Mode, r.InnerSteps = ledger.RecipePretrain, j.Train.InnerSteps
+	}
 	return r, nil
 }
 
@@ -620,6 +690,32 @@ func (j *Job) Canonical() []byte {
 		return nil
 	}
 	return b
+}
+
+// DecodeCanonical decodes a job's canonical encoding (Canonical), as a
+// coordinator stores it in its artifact store under the job's config
+// digest for anyone following the job (an inference node reads a LoRA
+// job's adapter settings from it). It is strict: JSON with no unknown
+// key, that encodes back to exactly data (so a duplicate key, another key
+// case, whitespace or a trailing value is refused: the bytes have one
+// reading), and that validates. Errors wrap ErrJob.
+func DecodeCanonical(data []byte) (*Job, error) {
+	var j Job
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return nil, fmt.Errorf("%w: canonical job: %w", ErrJob, err)
+	}
+	if c := j.Canonical(); !bytes.Equal(c, data) {
+		return nil, fmt.Errorf("%w: canonical job: not in canonical form (%d bytes encode back to %d other bytes)", ErrJob, len(data), len(c))
+	}
+	if j.FineTune.Mode == model.ModeFull && j.FineTune.LoRA != nil {
+		return nil, fmt.Errorf("%w: canonical job: finetune.lora is set but finetune.mode is full", ErrJob)
+	}
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("canonical job: %w", err)
+	}
+	return &j, nil
 }
 
 // Digest is the job's config digest recorded in RoundOpened: the

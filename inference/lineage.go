@@ -24,6 +24,9 @@ type Lineage struct {
 	Block      *receipt.Block   `json:"block,omitempty"`   // the block that committed the served weights
 	Rounds     []LineageRound   `json:"rounds"`            // committed rounds, oldest first
 	Datasets   []LineageDataset `json:"datasets"`          // every dataset the rounds trained on
+	// EvalSource says where the rounds' eval losses come from, for the
+	// reader to weigh them ("" when none is shown).
+	EvalSource string `json:"eval_source,omitempty"`
 }
 
 // LineageRound is one committed round of the served model's job.
@@ -58,8 +61,14 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 	}
 	m := s.Model()
 	l := Lineage{Model: m.Digest, Adapter: m.Adapter, Standalone: true, Block: m.Block}
-	if m.Lineage != nil {
-		l = *m.Lineage
+	ml := m.Lineage
+	if m.LineageFunc != nil {
+		if fl := m.LineageFunc(); fl != nil {
+			ml = fl
+		}
+	}
+	if ml != nil {
+		l = *ml
 		if l.Block == nil {
 			l.Block = m.Block
 		}

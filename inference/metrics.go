@@ -57,3 +57,15 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Register adds collectors to the server's registry, served at /metrics
+// beside its own (a ledger follower's, say). A collector already
+// registered is an error.
+func (s *Server) Register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := s.met.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -30,6 +30,11 @@ type Model struct {
 	// Lineage is the model's history on the ledger, answered at
 	// LineagePath and drawn by the page at /; nil when standalone.
 	Lineage *Lineage
+	// LineageFunc, when set, is asked for the lineage at each request
+	// instead of Lineage (a ledger-following node updates it as the
+	// coordinator reports eval losses); it must be safe for concurrent
+	// use, and nil from it means Lineage.
+	LineageFunc func() *Lineage
 
 	refs sync.WaitGroup // requests running on this model
 }

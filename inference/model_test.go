@@ -62,3 +62,57 @@ func TestLoadModel(t *testing.T) {
 		t.Errorf("prompt tokens %d, want %d (the template's rendering)", res.Usage.PromptTokens, want)
 	}
 }
+
+// TestModelFolder: a full fine-tune's weights file served on a base
+// folder's config and chat template has the file's digest and the base's
+// template; the base's own weights are not carried over.
+func TestModelFolder(t *testing.T) {
+	c := modeltest.TinyConfig()
+	c.VocabSize = 256
+	c.MaxPositionEmbeddings = 64
+	base, tuned := filepath.Join(t.TempDir(), "base"), filepath.Join(t.TempDir(), "tuned")
+	for i, dir := range []string{base, tuned} {
+		m, err := model.New(c, uint64(40+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Save(dir, safetensors.F32); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmpl := `{"chat_template": "{% for m in messages %}[{{ m.content }}]{% endfor %}"}`
+	if err := os.WriteFile(filepath.Join(base, "tokenizer_config.json"), []byte(tmpl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "model.safetensors.index.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	weights := filepath.Join(tuned, model.WeightsFile)
+	want, err := model.DigestPath(weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "served")
+	for range 2 { // a second call over the first folder replaces its files
+		if err := inference.ModelFolder(base, weights, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "model.safetensors.index.json")); err == nil {
+		t.Error("the base's shard index was carried over")
+	}
+	sm, err := inference.LoadModel(dir, "", "", engine.NewHost(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sm.Gen.Close()
+	if sm.Digest != want || sm.Adapter != "" {
+		t.Errorf("served digest %s adapter %q, want the weights file's %s", sm.Digest, sm.Adapter, want)
+	}
+	if _, ok := sm.Chat.(inference.TemplateChat); !ok {
+		t.Errorf("chat template %T, want the base's", sm.Chat)
+	}
+	if err := inference.ModelFolder(filepath.Join(t.TempDir(), "missing"), weights, dir); err == nil {
+		t.Error("a missing base folder was accepted")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -84,10 +85,24 @@ func TestLineageEndpoint(t *testing.T) {
 	}
 	m2, _ := tinyModel(t, 22)
 	m2.Lineage = fixtureLineage(t)
+	m2.Block = &receipt.Block{Height: 7, Hash: strings.Repeat("ab", 32)}
 	<-f.srv.Swap(m2)
 	l = getLineage(t, f.url)
 	if l.Standalone || len(l.Rounds) != 3 || len(l.Datasets) != 3 || l.Rounds[2].EvalLoss == nil || *l.Rounds[2].EvalLoss != 3.187 {
 		t.Fatalf("ledger lineage: %+v", l)
+	}
+	// A LineageFunc answers instead of Lineage (nil from it: Lineage).
+	var live atomic.Pointer[inference.Lineage]
+	m2.LineageFunc = live.Load
+	if l = getLineage(t, f.url); len(l.Rounds) != 3 {
+		t.Fatalf("LineageFunc answering nil: %+v", l)
+	}
+	upd := *fixtureLineage(t)
+	upd.Rounds = upd.Rounds[:1]
+	upd.EvalSource = "the coordinator"
+	live.Store(&upd)
+	if l = getLineage(t, f.url); len(l.Rounds) != 1 || l.EvalSource != "the coordinator" || l.Block == nil {
+		t.Fatalf("LineageFunc's lineage: %+v", l)
 	}
 	code, body := get(t, f.url+"/")
 	if code != 200 || !strings.Contains(body, `<script src="/page/page.js">`) {
@@ -215,6 +230,53 @@ func TestPageInBrowser(t *testing.T) {
 	rec.mu.Unlock()
 	if utf8.ValidString(text) && answer != text {
 		t.Errorf("answer shown %q, the server answered %q", answer, text)
+	}
+}
+
+// TestPageFollowsLineage: the page redraws the lineage when the node
+// answers another one (a round committed, an eval loss reported): the
+// plot keeps one point per round with an eval loss, the table one row per
+// round.
+func TestPageFollowsLineage(t *testing.T) {
+	ctx := browser(t)
+	m, _ := tinyModel(t, 25)
+	full := fixtureLineage(t)
+	first := *full
+	first.Rounds = full.Rounds[:1]
+	var live atomic.Pointer[inference.Lineage]
+	live.Store(&first)
+	m.LineageFunc = live.Load
+	f := serve(t, m, inference.Config{})
+	if err := chromedp.Do(ctx, chromedp.Navigate(f.url+"/"), chromedp.WaitVisible(`#lineage[data-loaded="true"] #plot svg`)); err != nil {
+		t.Fatal(err)
+	}
+	withEval := func(l *inference.Lineage) int {
+		n := 0
+		for _, r := range l.Rounds {
+			if r.EvalLoss != nil {
+				n++
+			}
+		}
+		return n
+	}
+	shown := func() (points, rows int) {
+		points = run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#plot svg circle.pt").length`))
+		rows = run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#rounds tbody tr.round").length`))
+		return points, rows
+	}
+	if p, r := shown(); p != withEval(&first) || r != 1 {
+		t.Fatalf("first lineage: %d points, %d rows; want %d, 1", p, r, withEval(&first))
+	}
+	live.Store(full)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		p, r := shown()
+		if p == withEval(full) && r == len(full.Rounds) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the lineage grew the page shows %d points, %d rows; want %d, %d", p, r, withEval(full), len(full.Rounds))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 

@@ -46,6 +46,7 @@ var TxRoles = map[string]Role{
 	TypeRoundOpened:       RoleCoordinator,
 	TypeJobRegistered:     RoleCoordinator,
 	TypeDatasetRegistered: RoleTrainer,
+	TypeDatasetAttested:   RoleAuditor,
 	TypeUpdateSubmitted:   RoleTrainer,
 	TypeUpdateRejected:    RoleAggregator,
 	TypeRoundCommitted:    RoleAggregator,
@@ -142,7 +143,26 @@ type UpdateSubmitted struct {
 	DatasetDigest string             `json:"dataset_digest"`
 	Samples       uint64             `json:"samples"`
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
+	// Commitment, when present, commits the trainer to how it produced the
+	// update, so that an auditor can replay the training bit for bit and
+	// bisect to the first step that differs.
+	Commitment *TrainingCommitment `json:"commitment,omitempty"`
 }
+
+// TrainingCommitment is what a trainer commits to about its local
+// training (see model/commitment, which computes both digests): the
+// digest of the task's inputs (base model, starting adapter,
+// hyperparameters, seed, the ordered sample IDs of each batch) and an RFC
+// 6962 Merkle root over the digests of the trainable state after each of
+// its Steps optimizer steps, leaf i being step i+1.
+type TrainingCommitment struct {
+	InputsDigest string `json:"inputs_digest"`
+	Steps        uint64 `json:"steps"`
+	StepRoot     string `json:"step_root"`
+}
+
+// MaxCommittedSteps bounds TrainingCommitment.Steps.
+const MaxCommittedSteps = 1 << 24
 
 // UpdateRejected (aggregator) marks a submitted update of an open round as
 // rejected; it can no longer be a contributor.
@@ -217,6 +237,7 @@ var bodyDecoders = map[string]func([]byte) (TxBody, error){
 	TypeRoundCommitted:    decodeBody[RoundCommitted],
 	TypeRoundFailed:       decodeBody[RoundFailed],
 	TypeJobRegistered:     decodeBody[JobRegistered],
+	TypeDatasetAttested:   decodeBody[DatasetAttested],
 }
 
 func decodeBody[T TxBody](raw []byte) (TxBody, error) {
@@ -468,6 +489,14 @@ func validateBody(b TxBody) error {
 				return fmt.Errorf("metrics[%q] is not finite", k)
 			}
 		}
+		if c := b.Commitment; c != nil {
+			if err := firstErr(checkDigest("commitment.inputs_digest", c.InputsDigest), checkDigest("commitment.step_root", c.StepRoot)); err != nil {
+				return err
+			}
+			if c.Steps == 0 || c.Steps > MaxCommittedSteps {
+				return fmt.Errorf("commitment.steps: %d, want 1 to %d", c.Steps, MaxCommittedSteps)
+			}
+		}
 		return nil
 	case UpdateRejected:
 		return firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkText("reason", b.Reason, MaxReasonLen, true))
@@ -500,6 +529,8 @@ func validateBody(b TxBody) error {
 		return nil
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	case DatasetAttested:
+		return validateDatasetAttested(b)
 	case JobRegistered:
 		if err := checkJobID(b.JobID); err != nil {
 			return err

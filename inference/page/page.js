@@ -6,6 +6,8 @@
   var $ = function (id) { return document.getElementById(id); };
   var history = [];
   var modelID = "";
+  // How often the lineage is asked for again.
+  var LINEAGE_REFRESH_MS = 5000;
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -182,6 +184,7 @@
     if (l.base) add("base model", l.base);
     if (l.block) add("committed in", "block " + l.block.height + " · " + l.block.hash);
     $("plot").appendChild(plot(l.rounds));
+    if (l.eval_source) { $("eval-source").textContent = "eval losses: " + l.eval_source; $("eval-source").hidden = false; }
     var names = {};
     l.datasets.forEach(function (d) { names[d.digest] = d.name || short(d.digest); });
     var rb = $("rounds").tBodies[0];
@@ -213,6 +216,31 @@
     $("lineage-body").hidden = false;
   }
 
+  // lastLineage is the lineage JSON drawn; refreshLineage redraws when
+  // the node answers another (a new model swapped in, an eval loss that
+  // came in).
+  var lastLineage = "";
+  function clearLineage() {
+    ["lineage-summary", "plot"].forEach(function (id) { $(id).textContent = ""; });
+    [$("rounds").tBodies[0], $("datasets").tBodies[0]].forEach(function (b) { b.textContent = ""; });
+    $("eval-source").hidden = true;
+    ["plot", "rounds", "datasets"].forEach(function (id) { $(id).hidden = false; });
+    Array.prototype.forEach.call($("lineage-body").querySelectorAll("h3"), function (h) { h.hidden = false; });
+  }
+  async function refreshLineage() {
+    try {
+      var resp = await fetch("/v1/fedtune/lineage", { headers: headers() });
+      if (!resp.ok) return;
+      var text = await resp.text();
+      if (text === lastLineage) return;
+      var l = JSON.parse(text);
+      lastLineage = text;
+      clearLineage();
+      showLineage(l);
+      $("lineage").dataset.loaded = "true";
+    } catch (e) { /* the next refresh tries again */ }
+  }
+
   async function load() {
     try {
       var m = await fetch("/v1/models", { headers: headers() }).then(function (r) { return r.json(); });
@@ -221,7 +249,8 @@
     try {
       var resp = await fetch("/v1/fedtune/lineage", { headers: headers() });
       if (!resp.ok) throw new Error(resp.status + " " + resp.statusText);
-      showLineage(await resp.json());
+      lastLineage = await resp.text();
+      showLineage(JSON.parse(lastLineage));
       $("lineage").dataset.loaded = "true";
     } catch (e) { $("lineage-status").textContent = "lineage unavailable: " + e; }
   }
@@ -236,4 +265,5 @@
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("form").requestSubmit(); }
   });
   load();
+  setInterval(refreshLineage, LINEAGE_REFRESH_MS);
 })();

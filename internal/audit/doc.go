@@ -90,4 +90,38 @@
 // that registered a tree built otherwise. The lineage, roots and sample
 // counts are taken as the caller gives them: read from one ledger node and
 // trusted as read, or first anchored with Anchor.
+//
+// # Provenance
+//
+// WriteProvenance turns a model's lineage (a Provenance: the lineage, the
+// chain ID and the time of the block that recorded the model, plus the
+// auditors' dataset attestations) into the documents auditors' tools read,
+// one of ProvenanceFormats:
+//
+//   - "in-toto": an in-toto Statement v1 in the OpenSSF model signing v1.0
+//     shape (predicate type https://model_signing/signature/v1.0, as
+//     github.com/sigstore/model-transparency writes and verifies it): one
+//     subject, the model, whose sha256 is the SHA-256 over the raw digests
+//     of its files in name order; the files (the canonical
+//     model.safetensors, whose SHA-256 is the weight digest, and
+//     config.json when recorded; for an imported model the files it was
+//     imported from) as predicate.resources; the lineage under
+//     predicate.fedtune, which model-signing verifiers ignore. It is
+//     DSSE-signed by the auditor (payload type application/vnd.in-toto+json).
+//   - "spdx": an SPDX 3.0.1 JSON-LD document (profiles core, software, ai,
+//     dataset, build, simpleLicensing): ai_AIPackage per model,
+//     dataset_DatasetPackage per dataset, build_Build per round,
+//     relationships trainedOn, hasInput/hasOutput, invokedBy (aggregator),
+//     delegatedTo (contributors), descendantOf, hasDeclaredLicense.
+//   - "cyclonedx": a CycloneDX 1.6 ML-BOM: the model as the metadata
+//     component (machine-learning-model with a modelCard), data components,
+//     the base and intermediate models as pedigree ancestors, the lineage as
+//     the dependency graph.
+//
+// Output is deterministic (sorted contents, struct or sorted-key JSON, the
+// block time as the only timestamp, a serial number derived from the chain
+// and the model), so the same chain always gives the same bytes, whether
+// read from an export (ProvenanceFromExport) or from a node. The package
+// provenancetest validates the documents against the published schemas it
+// ships.
 package audit

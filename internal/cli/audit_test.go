@@ -216,6 +216,7 @@ func TestDatasetAndAuditCommands(t *testing.T) {
 	if !strings.HasPrefix(out, "digraph lineage {") {
 		t.Fatalf("lineage dot printed %q", out)
 	}
+	checkProvenanceCommands(t, dir, model, addr, genesis, export, key("admin"))
 	// A flipped byte in block 2's header (its state hash).
 	e, err := readExportFile(export)
 	if err != nil {

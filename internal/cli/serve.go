@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
+	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -24,11 +28,11 @@ func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
 	var modelDir, adapterDir, addr, keyPath, tokenFile, id, receiptsDir string
-	var ledgerAddr, genesisPath, job, jobFile, artifactsAddr, artifactsID, fetchDir string
-	var poll time.Duration
+	var ledgerAddr, genesisPath, job, jobFile, artifactsAddr, artifactsID, fetchDir, coordAddr, coordID string
+	var retry time.Duration
 	var cfg inference.Config
 	cmd := &cobra.Command{
-		Use:   "serve --model DIR [--adapter DIR] --addr HOST:PORT [--key FILE] | --model DIR --ledger ADDR --job ID --job-file FILE --artifacts ADDR --artifacts-id ID --key FILE",
+		Use:   "serve --model DIR [--adapter DIR] --addr HOST:PORT [--key FILE] | --model BASE-DIR --ledger ADDR --job ID --artifacts ADDR --artifacts-id ID --key FILE",
 		Short: "Serve a model through OpenAI's API (/v1/models, /v1/completions, /v1/chat/completions)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,9 +72,11 @@ func newServeCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("serve: %w", err)
 				}
-				lora, err := loadJobLoRA(jobFile)
-				if err != nil {
-					return fmt.Errorf("serve: --job-file: %w", err)
+				var check *coordinator.Job
+				if jobFile != "" {
+					if check, err = coordinator.LoadJob(jobFile); err != nil {
+						return fmt.Errorf("serve: --job-file: %w", err)
+					}
 				}
 				opt, err := tlsid.DialOption(key, tlsid.ExpectID(artifactsID))
 				if err != nil {
@@ -81,6 +87,20 @@ func newServeCmd() *cobra.Command {
 					return fmt.Errorf("serve: --artifacts: %w", err)
 				}
 				defer ac.Close()
+				var coord coordinatorv1.CoordinatorClient
+				if coordAddr != "-" {
+					coordAddr, coordID = cmp.Or(coordAddr, artifactsAddr), cmp.Or(coordID, artifactsID)
+					copt, err := tlsid.DialOption(key, tlsid.ExpectID(coordID))
+					if err != nil {
+						return fmt.Errorf("serve: --coordinator-id: %w", err)
+					}
+					conn, err := grpc.NewClient(coordAddr, copt)
+					if err != nil {
+						return fmt.Errorf("serve: --coordinator: %w", err)
+					}
+					defer conn.Close()
+					coord = coordinatorv1.NewCoordinatorClient(conn)
+				}
 				if fetchDir == "" {
 					if fetchDir, err = os.MkdirTemp("", "fedtune-serve-"); err != nil {
 						return err
@@ -93,12 +113,13 @@ func newServeCmd() *cobra.Command {
 					id = job
 				}
 				return withClient(cmd.Context(), ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-					f := &follower{c: c, ac: ac, job: job, base: modelDir, lora: lora, dir: fetchDir, id: id, slots: cfg.MaxConcurrent, log: log}
-					m, err := f.first(cmd.Context(), poll)
+					f := &follower{c: c, ac: ac, coord: coord, coordID: coordID, job: job, base: modelDir, check: check, dir: fetchDir, id: id,
+						slots: cfg.MaxConcurrent, log: log, retry: retry}
+					m, err := f.start(cmd.Context())
 					if err != nil {
 						return fmt.Errorf("serve: job %s: %w", job, err)
 					}
-					return serveModel(cmd, m, cfg, addr, func(ctx context.Context, s *inference.Server) { f.follow(ctx, s, poll) })
+					return serveModel(cmd, m, cfg, addr, f.follow)
 				})
 			}
 			m, err := inference.LoadModel(modelDir, adapterDir, id, engine.NewHost(), cfg.MaxConcurrent)
@@ -122,14 +143,16 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxQueue, "max-queue", 64, "requests waiting for a slot at most (more: 429; -1: no queue)")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "a request's time at most (an answer is cut there)")
 	f.IntVar(&cfg.DefaultMaxTokens, "default-max-tokens", 256, "max_tokens of a request that gives none")
-	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds and serve each new global model (on the --model base folder)")
+	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds on the ledger's block stream and serve each new global model (LoRA adapter or full weights) on the --model base folder, which must hold the job's registered base model")
 	genesisFlag(cmd, &genesisPath)
-	f.StringVar(&job, "job", "", "with --ledger: the job whose committed global models are served")
-	f.StringVar(&jobFile, "job-file", "", "with --ledger: the job's YAML, for a LoRA job's adapter config")
+	f.StringVar(&job, "job", "", "with --ledger: the job whose committed global models are served; its settings (LoRA rank, alpha, targets, base model) are read from the ledger and the job config it commits by digest")
+	f.StringVar(&jobFile, "job-file", "", "with --ledger, optional: the job's YAML, refused unless its config digest is the one the ledger's rounds record; used only where the artifact store does not hold the job's config")
 	f.StringVar(&artifactsAddr, "artifacts", "", "with --ledger: the artifact store's gRPC address (TLS with --key)")
 	f.StringVar(&artifactsID, "artifacts-id", "", "with --ledger: the artifact store's key ID, checked in the TLS handshake")
+	f.StringVar(&coordAddr, "coordinator", "", "with --ledger: the job's coordinator's gRPC address, asked for the eval losses the page plots (default: --artifacts; \"-\": none)")
+	f.StringVar(&coordID, "coordinator-id", "", "with --coordinator: its key ID, checked in the TLS handshake (default: --artifacts-id)")
 	f.StringVar(&fetchDir, "fetch-dir", "", "with --ledger: folder for the fetched models (default: a temporary folder)")
-	f.DurationVar(&poll, "poll", 2*time.Second, "with --ledger: how often the ledger is asked for a newly committed round")
+	f.DurationVar(&retry, "retry", 500*time.Millisecond, "with --ledger: first wait before the block stream is reopened or a refused round is tried again (doubling up to 30s)")
 	return cmd
 }
 

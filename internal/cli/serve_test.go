@@ -135,4 +135,21 @@ func TestServeFlags(t *testing.T) {
 	if _, err := runCLI(t, "serve", "--model", dir, "--auth-token-file", empty); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty token file: %v", err)
 	}
+	keyFile := filepath.Join(dir, "key")
+	mustCLI(t, "keygen", "-o", keyFile)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ledger", "127.0.0.1:1", "--job", "j"}, "--ledger needs --job and --artifacts"},
+		{[]string{"--ledger", "127.0.0.1:1", "--artifacts", "127.0.0.1:1"}, "--ledger needs --job and --artifacts"},
+		{[]string{"--ledger", "127.0.0.1:1", "--job", "j", "--artifacts", "127.0.0.1:1", "--adapter", dir}, "no --adapter"},
+		{[]string{"--ledger", "127.0.0.1:1", "--job", "j", "--artifacts", "127.0.0.1:1", "--key", keyFile,
+			"--job-file", filepath.Join(dir, "missing.yaml")}, "--job-file"},
+	} {
+		_, err := runCLI(t, append([]string{"serve", "--model", dir}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("serve %v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
 }

@@ -155,7 +155,8 @@ type Net struct {
 	Opts    Options
 	Dir     string
 	ChainID string
-	// Keys by name: admin, coordinator, aggregator, node-N, trainer-N.
+	// Keys by name: admin, coordinator, aggregator, node-N, inference,
+	// auditor, trainer-N.
 	Keys map[string]ed25519.PrivateKey
 	// Ledger nodes' gRPC and raft addresses, in order.
 	LedgerGRPC []string
@@ -212,7 +213,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 			return nil, err
 		}
 	}
-	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3", InferenceName}
+	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3", InferenceName, AuditorName}
 	for i := 1; i <= opts.Trainers; i++ {
 		names = append(names, fmt.Sprintf("trainer-%d", i))
 	}
@@ -258,8 +259,13 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	if err := n.writeTrainerConfigs(); err != nil {
 		return nil, err
 	}
-	if err := n.makeBaseModel(ctx); err != nil {
+	if pre, err := isPretrain(opts.Job); err != nil {
 		return nil, err
+	} else if !pre {
+		// A pretrain job's base is its initial model (writeJob).
+		if err := n.makeBaseModel(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.writeJob(); err != nil {
 		return nil, err
@@ -276,6 +282,10 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	return n, nil
 }
 
+// AuditorName is the devnet identity of the auditor: a genesis member
+// with role auditor, which may attest datasets (DatasetAttested).
+const AuditorName = "auditor"
+
 func (n *Net) writeGenesis() error {
 	var missing []string
 	pub := func(name string) string {
@@ -288,7 +298,8 @@ func (n *Net) writeGenesis() error {
 	}
 	g := ledger.Genesis{ChainID: n.ChainID, Policy: ledger.DefaultPolicy()}
 	g.Policy.BlockInterval = 10 * time.Millisecond
-	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}, {InferenceName, string(ledger.RoleInference)}}
+	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}, {InferenceName, string(ledger.RoleInference)},
+		{AuditorName, string(ledger.RoleAuditor)}}
 	for i := 1; i <= n.Opts.Trainers; i++ {
 		members = append(members, [2]string{fmt.Sprintf("trainer-%d", i), "trainer"})
 	}
@@ -471,6 +482,15 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 	return nil
 }
 
+// isPretrain reports whether the job file is a pretrain job.
+func isPretrain(path string) (bool, error) {
+	job, err := coordinator.LoadJob(path)
+	if err != nil {
+		return false, err
+	}
+	return job.FineTune.Mode == model.ModePretrain, nil
+}
+
 // writeJob writes the job with the devnet's base model and overrides.
 func (n *Net) writeJob() error {
 	data, err := os.ReadFile(n.Opts.Job)
@@ -485,7 +505,30 @@ func (n *Net) writeJob() error {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return err
 	}
-	doc["model"] = map[string]any{"path": n.BaseModel, "digest": n.BaseDigest}
+	pretrain := job.FineTune.Mode == model.ModePretrain
+	if pretrain {
+		// A pre-training job starts from the model its seed initialises
+		// from model.init: the devnet writes the same one as its base
+		// (for the before and after scores) and pins its digest.
+		init, err := coordinator.InitialModel(job)
+		if err != nil {
+			return err
+		}
+		n.BaseModel = n.path("models", "init")
+		if n.BaseDigest, err = init.Save(n.BaseModel, safetensors.F32); err != nil {
+			return err
+		}
+		p := job.Model.Init
+		if !filepath.IsAbs(p) {
+			if p, err = filepath.Abs(filepath.Join(filepath.Dir(n.Opts.Job), p)); err != nil {
+				return err
+			}
+		}
+		doc["model"] = map[string]any{"init": p, "digest": n.BaseDigest}
+		fmt.Fprintf(n.Opts.Out, "pretrain job: initial model %s from %s, seed %d\n", n.BaseDigest, filepath.Base(p), coordinator.InitSeed(job.Seed))
+	} else {
+		doc["model"] = map[string]any{"path": n.BaseModel, "digest": n.BaseDigest}
+	}
 	name := job.Name
 	if n.Opts.JobName != "" {
 		name = n.Opts.JobName
@@ -499,7 +542,11 @@ func (n *Net) writeJob() error {
 		if tr == nil {
 			tr = map[string]any{}
 		}
-		tr["local_steps"] = n.Opts.LocalSteps
+		if pretrain {
+			tr["inner_steps"] = n.Opts.LocalSteps
+		} else {
+			tr["local_steps"] = n.Opts.LocalSteps
+		}
 		doc["train"] = tr
 	}
 	if n.Opts.MinTrainers > 0 {

@@ -11,8 +11,9 @@
 // or as goroutines of this process (Options.InProcess, for tests), runs the
 // job to its end (RunJob: launch, follow the rounds, read the lineage,
 // evaluate, then Serve: an inference node in this process, a genesis member
-// with role inference, serves the final LoRA model with the block that
-// committed it, answers one chat request and its receipt is checked with
+// with role inference, serves the final model (a LoRA adapter merged into
+// the base, or a full fine-tune's weights on the base's config and
+// tokenizer) with the block that committed it, answers one chat request and its receipt is checked with
 // Options.VerifyReceipt) and stops the parts; cancelling its context stops them too
 // (SIGTERM to child processes, then wait). UpKeep (Options.Keep, devnet up
 // --keep) keeps the network up after the job until its context ends, and

@@ -13,6 +13,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -253,5 +254,34 @@ func TestNetworkSmall(t *testing.T) {
 	}
 	if res.State != coordinator.JobDone || len(res.Rounds) != 1 || res.Lineage == nil || len(res.Lineage.Rounds) != 1 {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestNetworkServesFullFineTune: the demo's inference step serves a full
+// fine-tune's final weights (on the base folder's config and tokenizer)
+// and its answer's receipt names them and the block that committed them.
+func TestNetworkServesFullFineTune(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a whole network")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n := prepare(t, ctx, Options{Job: "configs/jobs/full-finetune.yaml", JobName: "full-served", Trainers: 1, Rounds: 1, LocalSteps: 2, MinTrainers: 1, PretrainSteps: 2})
+	res, err := n.Up(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Served
+	if s == nil || s.Receipt == nil || s.Answer == "" {
+		t.Fatalf("no inference step: %+v", s)
+	}
+	d, err := model.DigestPath(s.ModelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Receipt.Model != res.Model || s.Receipt.Adapter != "" || s.Adapter != "" || d != res.Model || s.ModelDir == n.BaseModel ||
+		s.Receipt.Block == nil || s.Receipt.Block.Height != s.Committed {
+		t.Errorf("served %s (folder %s, adapter %q), receipt model %s adapter %q block %+v; want the final model %s committed at %d",
+			d, s.ModelDir, s.Adapter, s.Receipt.Model, s.Receipt.Adapter, s.Receipt.Block, res.Model, s.Committed)
 	}
 }

@@ -133,7 +133,7 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	line("\n# Serve the model through OpenAI's API as the inference node (role inference in the genesis;")
 	line("# Ctrl-C stops it), each answer's receipt bundle written to %s,", n.path("receipts"))
 	line("# ask it, then audit an answer's bundle against the chain and by replay.")
-	served := []string{"--model", n.BaseModel}
+	served := []string{"--model", n.servedModel(model)}
 	if ad := n.servedAdapter(model); ad != "" {
 		served = append(served, "--adapter", ad)
 	}

@@ -51,8 +51,9 @@ type Served struct {
 // Serve starts an inference node in this process on the job's final model
 // (res.Model, fetched from the artifact store and checked against the
 // round the ledger committed it in), sends it one chat request, and checks
-// the receipt of its answer with Options.VerifyReceipt when set. For a job
-// that is not LoRA it serves nothing and returns nil.
+// the receipt of its answer with Options.VerifyReceipt when set. A LoRA
+// job's adapter is merged into the base model; a full fine-tune's weights
+// are served on the base folder's config and tokenizer.
 func (n *Net) Serve(ctx context.Context, res *Result, final string) (*Served, error) {
 	c, err := n.Ledger(ctx, 0)
 	if err != nil {
@@ -98,9 +99,19 @@ func (n *Net) Serve(ctx context.Context, res *Result, final string) (*Served, er
 			return nil, fmt.Errorf("the served adapter has digest %s, the ledger committed %s", sm.Adapter, res.Model)
 		}
 	} else {
-		// A full fine-tune's global weights are not served by the demo
-		// yet: no inference step.
-		return nil, nil
+		// A full fine-tune's global weights, on the base folder's config,
+		// tokenizer and chat template.
+		s.ModelDir = n.servedModel(res.Model)
+		if err := inference.ModelFolder(n.BaseModel, final, s.ModelDir); err != nil {
+			return nil, err
+		}
+		if sm, err = inference.LoadModel(s.ModelDir, "", "", engine.NewHost(), 2); err != nil {
+			return nil, err
+		}
+		if sm.Digest != res.Model {
+			sm.Gen.Close()
+			return nil, fmt.Errorf("the served model has digest %s, the ledger committed %s", sm.Digest, res.Model)
+		}
 	}
 	sm.Block = block
 	dir := n.path("receipts")
@@ -190,6 +201,17 @@ func fileDigest(path, want string) error {
 		return fmt.Errorf("%s has digest %s, the ledger committed %s", path, got, want)
 	}
 	return nil
+}
+
+// servedModel is the model folder Serve serves for model digest: the base
+// model for a LoRA job (the adapter merged in), a folder of the full
+// weights on the base's other files for a full fine-tune.
+func (n *Net) servedModel(digest string) string {
+	job, err := coordinator.LoadJob(n.JobFile)
+	if err != nil || job.FineTune.Mode == model.ModeLoRA || len(digest) < 12 {
+		return n.BaseModel
+	}
+	return n.path("models", "served-"+digest[:12])
 }
 
 // servedAdapter is the adapter folder Serve makes of the global adapter

@@ -128,7 +128,9 @@
 //   - JobRegistered: the recipe's BaseModel, if set, is a registered model.
 //   - UpdateSubmitted: samples is at most the dataset's registered count
 //     and the recipe's MaxSamples (if set); the update's digest is no
-//     recorded model (registered or committed).
+//     recorded model (registered or committed). A training commitment, if
+//     present, is well formed (ValidateBasic: two SHA-256 digests and 1 to
+//     MaxCommittedSteps steps) and is kept with the update's record.
 //   - ModelRegistered: the digest is no submitted update (the artifact
 //     store gives a model to every member, an update only to those who
 //     need it), so a coordinator cannot publish a trainer's update.
@@ -140,7 +142,15 @@
 //     UpdateRejected rejected (at least MinTrainers); for the
 //     sample-weighted strategies (SampleWeighted) each weight is exactly
 //     samples / Σ samples as the aggregator computes it; the model's
-//     digest is no update first submitted to another round.
+//     digest is no update first submitted to another round; every
+//     contributor's dataset has a passing attestation for each of the
+//     recipe's RequireAttestations (of the kind, by the named auditor or
+//     any auditor) as the state holds them at the commit.
+//   - DatasetAttested: the dataset is registered; the statement it
+//     carries is signed by the tx's signer (checked with its member key)
+//     and says exactly what the tx says about exactly this dataset; it
+//     replaces the same auditor's earlier attestation of the same kind
+//     (state key a/da/<dataset>/<kind>/<auditor>).
 //
 // # Verifying a chain
 //

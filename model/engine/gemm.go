@@ -207,22 +207,26 @@ func sgemmRowPanels(transA bool, i, jc, pc, nc, kc int, alpha float32, a []float
 		ap, rp = &a[pc*lda+i], 4*lda
 	}
 	jr := 0
+	row16, row64 := sgemmRow16Go, sgemmRow64Go
+	if haveAVX2 {
+		row16, row64 = sgemmRow16, sgemmRow64
+	}
 	for ; jr+4*gemmNR <= nc; jr += 4 * gemmNR {
-		sgemmRow64(kc, ap, rp, &panels[jr/gemmNR*ps], 4*ps, &c[i*ldc+jc+jr], alpha, add)
+		row64(kc, ap, rp, &panels[jr/gemmNR*ps], 4*ps, &c[i*ldc+jc+jr], alpha, add)
 	}
 	for ; jr < nc; jr += gemmNR {
 		nr := min(gemmNR, nc-jr)
 		bp := &panels[jr/gemmNR*ps]
 		ci := i*ldc + jc + jr
 		if nr == gemmNR {
-			sgemmRow16(kc, ap, rp, bp, &c[ci], alpha, add)
+			row16(kc, ap, rp, bp, &c[ci], alpha, add)
 			continue
 		}
 		t := tile[:gemmNR]
 		if add {
 			copy(t, c[ci:ci+nr])
 		}
-		sgemmRow16(kc, ap, rp, bp, &t[0], alpha, add)
+		row16(kc, ap, rp, bp, &t[0], alpha, add)
 		copy(c[ci:ci+nr], t)
 	}
 }
