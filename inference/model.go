@@ -44,7 +44,7 @@ type Model struct {
 // (PlainChat when it has none), and serves it as NewModel does, as Model
 // id (the folder's weight digest when id is "").
 func LoadModel(dir, adapterDir, id string, dev engine.Device, slots int) (*Model, error) {
-	m, err := model.Load(dir)
+	m, err := model.LoadBF16(dir) // frozen: BF16 matrices stay bfloat16 on the engine
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func LoadModel(dir, adapterDir, id string, dev engine.Device, slots int) (*Model
 		if ad, err = model.DigestPath(adapterDir); err != nil {
 			return nil, err
 		}
-		if m, err = m.Merge(a); err != nil {
+		if m, err = m.MergeShared(a); err != nil {
 			return nil, err
 		}
 	}
