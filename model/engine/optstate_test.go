@@ -23,7 +23,9 @@ func TestOptStateContinues(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := model.TrainConfig{Steps: 6, Batch: 2, SeqLen: 16, LR: 3e-3, ClipNorm: 1, WeightDecay: 0.01, Seed: 5, Schedule: "constant"}
-	steps := func(tr interface{ Step([][]int) (float64, error) }, from, to int) {
+	steps := func(tr interface {
+		Step([][]int) (float64, error)
+	}, from, to int) {
 		for s := from; s < to; s++ {
 			if _, err := tr.Step(batchOf(cfg.Batch, cfg.SeqLen, c.VocabSize, uint64(s))); err != nil {
 				t.Fatal(err)
