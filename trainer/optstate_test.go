@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,11 +91,17 @@ func TestPretrainKeepsInnerOptState(t *testing.T) {
 		wrongShape.V[name].Shape = []int{len(m.Data)}
 		break
 	}
+	poisoned := cloneOpt(st)
+	for _, v := range poisoned.V {
+		v.Data[0] = float32(math.Inf(1))
+		break
+	}
 	for _, tc := range []struct {
 		name  string
 		write func(path string)
 		want  string
 	}{
+		{"poisoned moment", func(p string) { must(t, SaveOptState(p, "pre-1", 2, poisoned)) }, "exp_avg_sq of"},
 		{"another job", func(p string) { must(t, os.WriteFile(p, otherBytes, 0o644)) }, `the state of job "another-job", not of job "pre-1"`},
 		{"corrupt", func(p string) { must(t, os.WriteFile(p, []byte("not a safetensors file"), 0o644)) }, "saved state not used"},
 		{"wrong shape", func(p string) { must(t, SaveOptState(p, "pre-1", 2, wrongShape)) }, "has shape"},
