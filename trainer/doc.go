@@ -41,4 +41,16 @@
 // model/engine's StepBatch: the loss on the assistant tokens only, no
 // attention across documents, positions restarting per document
 // (TrainBatches outside a round). The Gorgonia device refuses such data.
+//
+// Pre-training (DiLoCo): a trainer keeps its inner AdamW moments for each
+// pretrain job from one round to the next, as DiLoCo's workers do, in
+// work_dir/optstate/<job>.safetensors (OptStatePath; SaveOptState writes
+// it atomically after every round the trainer trains, LoadOptState reads
+// it, refusing another job's or a malformed file). A restarted trainer
+// resumes from the last round it trained; with no file, or one that cannot
+// be used (corrupt, another job's, shapes or values that do not fit the
+// model), the round trains from fresh moments and Update.OptNote says why.
+// Bias correction goes on from the moments' step count; the learning-rate
+// schedule counts each round's own steps. Only the engine devices keep the
+// state; the Gorgonia reference starts every round fresh.
 package trainer
