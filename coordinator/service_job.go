@@ -274,6 +274,8 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 		return recipe, fmt.Errorf("job %s: %w", job.Name, err)
 	case rec.Owner != s.id:
 		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.id)
+	case rec.Recipe.InitConfig != recipe.InitConfig:
+		return recipe, fmt.Errorf("job %s is registered on the ledger with init_config %q, but model.init %s is a model config of digest %q: the config file changed since the job was registered", job.Name, rec.Recipe.InitConfig, job.InitPath(), recipe.InitConfig)
 	case !rec.Recipe.Equal(&recipe):
 		return recipe, fmt.Errorf("job %s is registered on the ledger with another recipe (strategy %s, aggregators %v) than this job file and aggregator give (strategy %s, aggregators %v); pick another job name",
 			job.Name, rec.Recipe.Strategy, rec.Recipe.Aggregators, recipe.Strategy, recipe.Aggregators)
