@@ -115,6 +115,7 @@ func goldenTxs(t testing.TB) [][]byte {
 		c.agg.sign(t, RoundFailed{JobID: "job-2", Round: 7, Reason: "quorum not reached"}),
 		c.trainers[1].sign(t, UpdateSubmitted{JobID: "job-1", Round: 1, UpdateDigest: hexDigest("u3"), DatasetDigest: hexDigest("d"), Samples: 2,
 			Commitment: &TrainingCommitment{InputsDigest: hexDigest("inputs"), Steps: 5, StepRoot: hexDigest("steps")}}),
+		c.auditor.sign(t, attestedBy(t, c.auditor.key, hexDigest("d"), testPredicate())),
 	}
 }
 

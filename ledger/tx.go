@@ -46,6 +46,7 @@ var TxRoles = map[string]Role{
 	TypeRoundOpened:       RoleCoordinator,
 	TypeJobRegistered:     RoleCoordinator,
 	TypeDatasetRegistered: RoleTrainer,
+	TypeDatasetAttested:   RoleAuditor,
 	TypeUpdateSubmitted:   RoleTrainer,
 	TypeUpdateRejected:    RoleAggregator,
 	TypeRoundCommitted:    RoleAggregator,
@@ -236,6 +237,7 @@ var bodyDecoders = map[string]func([]byte) (TxBody, error){
 	TypeRoundCommitted:    decodeBody[RoundCommitted],
 	TypeRoundFailed:       decodeBody[RoundFailed],
 	TypeJobRegistered:     decodeBody[JobRegistered],
+	TypeDatasetAttested:   decodeBody[DatasetAttested],
 }
 
 func decodeBody[T TxBody](raw []byte) (TxBody, error) {
@@ -527,6 +529,8 @@ func validateBody(b TxBody) error {
 		return nil
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	case DatasetAttested:
+		return validateDatasetAttested(b)
 	case JobRegistered:
 		if err := checkJobID(b.JobID); err != nil {
 			return err
