@@ -86,11 +86,9 @@ func TestPretrainKeepsInnerOptState(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrongShape := cloneOpt(st)
-	for name, m := range wrongShape.M {
-		m.Shape = []int{len(m.Data)}
-		wrongShape.V[name].Shape = []int{len(m.Data)}
-		break
-	}
+	const emb = "model.embed_tokens.weight" // 2-D: flattened, its shape differs
+	wrongShape.M[emb].Shape = []int{len(wrongShape.M[emb].Data)}
+	wrongShape.V[emb].Shape = []int{len(wrongShape.V[emb].Data)}
 	poisoned := cloneOpt(st)
 	for _, v := range poisoned.V {
 		v.Data[0] = float32(math.Inf(1))
