@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
@@ -82,6 +83,13 @@ type Update struct {
 	// OptNote says why a saved inner optimizer state was not used, or
 	// could not be saved ("" when all went well or there is none).
 	OptNote string
+	// Dataset is the dataset the update names (the trainer's own, or a
+	// published one for a trainer with none), Ranges the published
+	// samples it trained on and DataSamples how many samples it trained
+	// on in all; the node fills them in, not the backend.
+	Dataset     string
+	Ranges      []ledger.SampleRange
+	DataSamples uint64
 }
 
 // Backend trains one task on local data. Implementations must be

@@ -53,4 +53,15 @@
 // Bias correction goes on from the moments' step count; the learning-rate
 // schedule counts each round's own steps. Only the engine devices keep the
 // state; the Gorgonia reference starts every round fresh.
+//
+// Published data: PublishDataset cuts a dataset into shards in the
+// artifact store and signs its manifest (internal/dspub), which
+// ledger.DatasetPublished records; FetchPublished and PublishedReader read
+// it back, checking the leaves against the Merkle root and every shard's
+// samples against their leaves, and name the shard and the sample that do
+// not match. In a job on published data (ledger.RoundRecipe.Published),
+// the node reads its round's ranges from RoundOpened on the ledger, reads
+// and checks only the shards that hold them, trains on them (with its own
+// data, if it has any: Config.Data may be empty) and names the ranges in
+// its UpdateSubmitted.
 package trainer
