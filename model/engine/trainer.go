@@ -119,6 +119,7 @@ type Trainer struct {
 	forwardOnly bool // an inference state (Runner): no parameters, no backward
 	rng         *rand.Rand
 	step        int
+	optBase     int // AdamW updates the moments had taken before this run (SetOptState)
 	tokens      int
 	train       bool // the last forward used dropout masks
 	err         error
@@ -646,7 +647,7 @@ func (t *Trainer) StepBatch(b model.Batch) (float64, error) {
 	step := t.step + 1
 	b1, b2 := t.cfg.Beta1, t.cfg.Beta2
 	hp := AdamW{Clip: float32(clip), LR: float32(t.cfg.LRAt(step)), Beta1: float32(b1), Beta2: float32(b2),
-		BC1: float32(1 - math.Pow(b1, float64(step))), BC2: float32(1 - math.Pow(b2, float64(step))),
+		BC1: float32(1 - math.Pow(b1, float64(t.optBase+step))), BC2: float32(1 - math.Pow(b2, float64(t.optBase+step))),
 		Eps: float32(t.cfg.Eps), WeightDecay: float32(t.cfg.WeightDecay)}
 	for _, p := range t.params {
 		hp.Decay = p.decay
