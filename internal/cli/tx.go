@@ -27,6 +27,7 @@ var txBodies = map[string]func() ledger.TxBody{
 	ledger.TypeRoundCommitted:    func() ledger.TxBody { return new(ledger.RoundCommitted) },
 	ledger.TypeRoundFailed:       func() ledger.TxBody { return new(ledger.RoundFailed) },
 	ledger.TypeJobRegistered:     func() ledger.TxBody { return new(ledger.JobRegistered) },
+	ledger.TypeRoundEvaluated:    func() ledger.TxBody { return new(ledger.RoundEvaluated) },
 }
 
 func txTypeNames() string {
@@ -71,6 +72,8 @@ func decodeTxBody(typ string, data []byte) (ledger.TxBody, error) {
 	case *ledger.RoundFailed:
 		return *b, nil
 	case *ledger.JobRegistered:
+		return *b, nil
+	case *ledger.RoundEvaluated:
 		return *b, nil
 	}
 	return body, nil

@@ -141,6 +141,10 @@
 //     sample-weighted strategies (SampleWeighted) each weight is exactly
 //     samples / Σ samples as the aggregator computes it; the model's
 //     digest is no update first submitted to another round.
+//   - RoundEvaluated: the signer owns the job; the round is committed and
+//     its committed model is the body's model_digest; no RoundEvaluated of
+//     the round came before; every scored trainer is a contributor of the
+//     round (each listed once, values finite: checked without state).
 //
 // # Verifying a chain
 //
