@@ -315,6 +315,17 @@ func (s *Service) submitTx(ctx context.Context, body ledger.TxBody) (uint64, err
 // txReport turns a tx queue outcome into the machine's event (TxCommitted,
 // TxRejected), a recovery from the ledger, or the status detail.
 func (s *Service) txReport(ctx context.Context, r txReport) {
+	if ev, ok := r.body.(ledger.RoundEvaluated); ok {
+		// An evaluation is no step of the round machine: its fate is
+		// logged (a rejection included: the round's outcome stands).
+		switch r.fate {
+		case txConflict, txRejected:
+			s.log.WarnContext(ctx, "RoundEvaluated refused by the ledger", "job", ev.JobID, "round", ev.Round, "err", r.err)
+		case txCommitted:
+			s.log.InfoContext(ctx, "evaluation on the ledger", "job", ev.JobID, "round", ev.Round, "height", r.height, "nll", ev.MeanNLL, "scores", len(ev.Scores))
+		}
+		return
+	}
 	if r.fate == txConflict {
 		s.reload(ctx, r.gen)
 		return
