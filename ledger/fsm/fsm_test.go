@@ -790,6 +790,13 @@ func TestRoundEvaluated(t *testing.T) {
 		ev.Height != b.Header.Height || ev.TxHash != hex.EncodeToString(h[:]) {
 		t.Fatalf("evaluation %+v", ev)
 	}
+	l, err := ch.fsm.Lineage(digest("m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Rounds) != 1 || l.Rounds[0].Eval == nil || l.Rounds[0].Eval.MeanNLL != 2.5 || l.Rounds[0].Eval.TxHash != ev.TxHash {
+		t.Fatalf("lineage rounds %+v lack the evaluation", l.Rounds)
+	}
 	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
 		t.Fatal(err)
 	}
