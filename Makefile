@@ -8,7 +8,7 @@ PKGS := ./...
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
 .PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
-	bench bench-ledger bench-train bench-serve bench-aggregate bench-gpu gpu-check tidy verify kernels realsize
+	bench bench-ledger bench-train bench-serve bench-aggregate bench-pretrain bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -136,6 +136,9 @@ bench-serve: ## generation tokens/s and time to first token (SmolLM2-135M shape)
 
 bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 	bash scripts/bench-aggregate.sh
+
+bench-pretrain: ## DiLoCo federated pre-training (4 trainers, H 50) beside centralised: eval-loss curves, PNG, ratio
+	bash scripts/bench-pretrain.sh
 
 bench-gpu: ## on a GPU: LoRA step tok/s beside PyTorch eager, weighted-mean GB/s beside a device copy
 	bash scripts/bench-gpu.sh

@@ -85,6 +85,11 @@ type Request struct {
 	// the reference layout, the origin of updates for clipping and norms,
 	// what delta inputs are added to, and the point FedAvgM/FedOpt step from.
 	Base string
+	// BaseDigest is Base's weight digest, when the caller knows it: an
+	// update that names the model it was trained from (__metadata__
+	// fedtune.base) and names another is rejected, as trained from a
+	// different starting model.
+	BaseDigest string
 	// State is the server state file from the previous round (FedAvgM,
 	// FedOpt); empty means the first round (zero state).
 	State string
@@ -547,6 +552,9 @@ func (d *driver) checkLayout(s *source) error {
 	}
 	if u.Kind() != d.kind {
 		return bad("", "kind %q differs from %q of %s", u.Kind(), d.kind, d.all[0].in.Path)
+	}
+	if b := u.Base(); b != "" && d.req.BaseDigest != "" && b != d.req.BaseDigest {
+		return bad("", "trained from model %s (__metadata__ %s), but the round's base is %s", b, MetaBase, d.req.BaseDigest)
 	}
 	for _, t := range d.ref {
 		ut, ok := u.Info(t.Name)

@@ -7,7 +7,8 @@
 //
 // New builds a Strategy by name: fedavg (sample-weighted), fedavgm (server
 // momentum), fedadam, fedyogi, fedadagrad (FedOpt, server state m and v),
-// median, trimmed-mean, krum, multi-krum and bulyan. Their semantics and
+// diloco (DiLoCo's outer optimizer: Nesterov-momentum SGD over the averaged
+// deltas, server state the momentum buffer), median, trimmed-mean, krum, multi-krum and bulyan. Their semantics and
 // defaults are those of the published definitions as Flower implements
 // them (flwr.server.strategy): given the same inputs they return what
 // Flower's aggregation functions return, up to float rounding.
@@ -69,7 +70,7 @@
 // DP-FedAvg with fixed clipping. The noise is seeded (ChaCha8 keyed by the
 // seed and tensor name, Box–Muller), so a seed reproduces it.
 //
-// Server state (FedAvgM momentum, FedOpt m and v) is a canonical F32
+// Server state (FedAvgM and DiLoCo momentum, FedOpt m and v) is a canonical F32
 // safetensors file of tensors "slot/<tensor>", so it is named by its
 // digest like any weights; a missing state is the first round (zeros).
 package aggregator

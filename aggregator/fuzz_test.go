@@ -6,9 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/fedtune/fedtune/kernels"
+	"github.com/fedtune/fedtune/model/safetensors"
 )
 
 // FuzzParseUpdate feeds arbitrary bytes to the update decoder: it must
@@ -23,6 +25,22 @@ func FuzzParseUpdate(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '})
+	// A pre-training delta naming its base (and one naming no digest).
+	for _, b := range []string{strings.Repeat("ab", 32), "round-3"} {
+		tt, err := safetensors.FromFloat32("w", safetensors.F32, []int{2}, []float32{0.5, -1})
+		if err != nil {
+			f.Fatal(err)
+		}
+		p := filepath.Join(f.TempDir(), "delta.safetensors")
+		if _, err := safetensors.WriteFile(p, []safetensors.Tensor{tt}, map[string]string{MetaKind: KindDelta, MetaBase: b}); err != nil {
+			f.Fatal(err)
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
 	dec := NewDecoder(kernels.Reference{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		u, err := ParseUpdate("fuzz", bytes.NewReader(data), int64(len(data)))

@@ -18,11 +18,14 @@ var update = flag.Bool("update", false, "rewrite testdata golden files")
 
 const goldenDir = "testdata/golden"
 
+// goldenLayout is the golden inputs' tensors and shapes.
+var goldenLayout = map[string][]int{"b": {3}, "w": {4, 5}}
+
 // writeGoldenInputs writes the fixed small input set: a base and seven
 // updates in every encoding.
 func writeGoldenInputs(t *testing.T) {
 	rng := newRNG(42)
-	layout := map[string][]int{"b": {3}, "w": {4, 5}}
+	layout := goldenLayout
 	gen := func(center map[string][]float32, spread float64) map[string][]float32 {
 		out := map[string][]float32{}
 		for _, name := range []string{"b", "w"} {
@@ -110,6 +113,16 @@ func TestGoldenDigests(t *testing.T) {
 	got["fedadam-round1-state"] = r1.StateDigest
 	got["fedadam-round2"] = r2.Digest
 	got["fedadam-round2-state"] = r2.StateDigest
+	// Two DiLoCo rounds over delta inputs (what pre-training trainers
+	// send) through the momentum state.
+	deltas := goldenDeltas(t, base)
+	d1, _ := aggregate(t, Request{Strategy: NewDiLoCo(), Inputs: deltas, Base: base,
+		Out: filepath.Join(dir, "d1.safetensors"), StateOut: filepath.Join(dir, "ds1.safetensors")})
+	d2, _ := aggregate(t, Request{Strategy: NewDiLoCo(), Inputs: deltas, Base: d1.Path,
+		State: filepath.Join(dir, "ds1.safetensors"), Out: filepath.Join(dir, "d2.safetensors"), StateOut: filepath.Join(dir, "ds2.safetensors")})
+	got["diloco-delta-round1-state"] = d1.StateDigest
+	got["diloco-delta-round2"] = d2.Digest
+	got["diloco-delta-round2-state"] = d2.StateDigest
 
 	path := filepath.Join("testdata", "golden_digests.txt")
 	if *update {

@@ -23,6 +23,7 @@ var allStrategies = []struct {
 	{"fedadam", nil},
 	{"fedyogi", nil},
 	{"fedadagrad", nil},
+	{"diloco", nil},
 	{"median", nil},
 	{"trimmed-mean", nil},
 	{"krum", map[string]float64{"num_malicious": 2}},

@@ -82,7 +82,7 @@ type ServerOptimizer interface {
 
 // Names lists the strategy names New accepts.
 func Names() []string {
-	return []string{"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "median", "trimmed-mean", "krum", "multi-krum", "bulyan"}
+	return []string{"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "diloco", "median", "trimmed-mean", "krum", "multi-krum", "bulyan"}
 }
 
 // New returns the strategy called name with its defaults (Flower's)
@@ -92,6 +92,7 @@ func Names() []string {
 //	fedadam:                eta (0.1), beta_1 (0.9), beta_2 (0.99), tau (1e-9)
 //	fedyogi:                eta (0.01), beta_1 (0.9), beta_2 (0.99), tau (1e-3)
 //	fedadagrad:             eta (0.1), beta_1 (0), tau (1e-9)
+//	diloco:                 learning_rate (0.7), momentum (0.9): the outer Nesterov SGD
 //	trimmed-mean:           beta (0.2), the fraction cut from each end
 //	krum, multi-krum:       num_malicious (0); multi-krum also to_keep (0 = n − f)
 //	bulyan:                 num_malicious (0)
@@ -120,6 +121,9 @@ func New(name string, params map[string]float64) (Strategy, error) {
 		if o.Rule != Adagrad {
 			fields["beta_2"] = &o.Beta2
 		}
+	case "diloco":
+		d := NewDiLoCo()
+		s, fields = d, map[string]*float64{"learning_rate": &d.LR, "momentum": &d.Momentum}
 	case "median":
 		s = &Median{}
 	case "trimmed-mean":

@@ -126,6 +126,19 @@ func (o *refOpt) step(global, avg []float64) []float64 {
 			}
 			out[i] = global[i] - o.p["server_learning_rate"]*o.mom[i]
 			continue
+		case "diloco":
+			// torch.optim.SGD(lr, momentum=μ, nesterov=True, dampening=0):
+			// buf = g in the first step, then buf = μ·buf + g; the step
+			// is g + μ·buf.
+			g := global[i] - avg[i]
+			mu := o.p["momentum"]
+			if o.round == 1 {
+				o.mom[i] = g
+			} else {
+				o.mom[i] = mu*o.mom[i] + g
+			}
+			out[i] = global[i] - o.p["learning_rate"]*(g+mu*o.mom[i])
+			continue
 		}
 		b1, b2, eta, tau := o.p["beta_1"], o.p["beta_2"], o.p["eta"], o.p["tau"]
 		o.m[i] = b1*o.m[i] + (1-b1)*delta
@@ -161,6 +174,8 @@ func TestServerOptimizersOverRounds(t *testing.T) {
 		{"fedyogi", nil, map[string]float64{"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}},
 		{"fedadagrad", map[string]float64{"eta": 0.05}, map[string]float64{"eta": 0.05, "beta_1": 0, "tau": 1e-9}},
 		{"fedadam", map[string]float64{"beta_1": 0.5, "tau": 1e-3}, map[string]float64{"eta": 0.1, "beta_1": 0.5, "beta_2": 0.99, "tau": 1e-3}},
+		{"diloco", nil, map[string]float64{"learning_rate": 0.7, "momentum": 0.9}},
+		{"diloco", map[string]float64{"learning_rate": 1.3, "momentum": 0.5}, map[string]float64{"learning_rate": 1.3, "momentum": 0.5}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,6 +234,13 @@ func TestNewRejectsBadParams(t *testing.T) {
 		{"krum", map[string]float64{"to_keep": 2}, ErrBadParams},
 		{"bulyan", map[string]float64{"num_malicious": -1}, ErrBadParams},
 		{"fedavgm", map[string]float64{"server_momentum": math.NaN()}, ErrBadParams},
+		{"diloco", map[string]float64{"learning_rate": 0}, ErrBadParams},
+		{"diloco", map[string]float64{"learning_rate": -0.7}, ErrBadParams},
+		{"diloco", map[string]float64{"learning_rate": 1e6}, ErrBadParams},
+		{"diloco", map[string]float64{"momentum": 1}, ErrBadParams},
+		{"diloco", map[string]float64{"momentum": -0.1}, ErrBadParams},
+		{"diloco", map[string]float64{"momentum": math.Inf(1)}, ErrBadParams},
+		{"diloco", map[string]float64{"server_momentum": 0.9}, ErrBadParams},
 	}
 	for _, tc := range cases {
 		if _, err := New(tc.name, tc.params); !errors.Is(err, tc.want) {

@@ -9,9 +9,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
+
+// abbrevMeta cuts a metadata value for an error message.
+func abbrevMeta(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
 
 // Metadata keys and values an update file may carry in its "__metadata__".
 const (
@@ -25,6 +34,10 @@ const (
 	// MetaNumSamples is the number of training samples behind the update
 	// (a positive decimal number), its weight in FedAvg-style strategies.
 	MetaNumSamples = "num_samples"
+	// MetaBase is the weight digest of the global model the update was
+	// trained from (64 lowercase hex); optional. An aggregation told its
+	// base's digest (Request.BaseDigest) rejects an update naming another.
+	MetaBase = "fedtune.base"
 
 	// KindFull marks full weights (of the model or of a LoRA adapter).
 	KindFull = "full"
@@ -87,6 +100,7 @@ type Update struct {
 	tensors []safetensors.TensorInfo // logical, sorted by name; DType as stored
 	index   map[string]int
 	samples float64
+	base    string // MetaBase, "" when absent
 	closer  io.Closer
 	mark    evictMark // see consumed; passes over an Update run on one goroutine at a time
 }
@@ -235,6 +249,12 @@ func newUpdate(f *safetensors.File) (*Update, error) {
 		}
 		u.samples = v
 	}
+	if b, ok := meta[MetaBase]; ok {
+		if !digest.Valid(b) {
+			return nil, bad("", "__metadata__ %s is %q, want a weight digest (64 lowercase hex)", MetaBase, abbrevMeta(b))
+		}
+		u.base = b
+	}
 	switch q := meta[MetaQuant]; q {
 	case "":
 		if _, ok := meta[MetaBlock]; ok {
@@ -284,6 +304,10 @@ func (u *Update) Name() string { return u.f.Name() }
 
 // Kind returns KindFull or KindDelta.
 func (u *Update) Kind() string { return u.kind }
+
+// Base returns the weight digest of the model the update says it was
+// trained from (__metadata__ fedtune.base), or "" when it says none.
+func (u *Update) Base() string { return u.base }
 
 // Block returns the int8 block size, or 0 when no tensor is quantized.
 func (u *Update) Block() int { return u.block }

@@ -56,6 +56,10 @@ const (
 	MinDeadline = time.Second
 	MaxDeadline = 7 * 24 * time.Hour
 	MaxRounds   = 1_000_000
+	// MaxInnerSteps bounds train.inner_steps (DiLoCo ran H = 500).
+	MaxInnerSteps = 1_000_000
+	// MaxLR bounds train.lr: AdamW moves each weight by about lr a step.
+	MaxLR = 1
 )
 
 // LoRATargets are the LLaMA projections a LoRA adapter may target.
@@ -106,6 +110,12 @@ type ModelSpec struct {
 	// Digest is the weight digest (64 lowercase hex) of the base model, as
 	// registered on the ledger.
 	Digest string `yaml:"digest" json:"digest"`
+	// Init, for finetune.mode pretrain (and only then), is a model config
+	// (YAML, Hugging Face's LlamaConfig fields; relative to the job file's
+	// directory when not absolute): round 1 starts from a model freshly
+	// initialised from it with the job's seed (InitSeed). Digest, if
+	// given, must be that model's digest; Path must be absent.
+	Init string `yaml:"init" json:"init,omitempty"`
 }
 
 // DatasetSpec selects the datasets trainers may train on.
@@ -135,7 +145,12 @@ type TrainerSpec struct {
 
 // TrainSpec is a trainer's local training in one round.
 type TrainSpec struct {
-	LocalSteps  int     `yaml:"local_steps" json:"local_steps"`
+	LocalSteps int `yaml:"local_steps" json:"local_steps"`
+	// InnerSteps is DiLoCo's H, for finetune.mode pretrain (and only
+	// then): the AdamW steps every trainer runs per round. It replaces
+	// local_steps, which a pre-training job must not write (ParseJob sets
+	// it to InnerSteps).
+	InnerSteps  int     `yaml:"inner_steps" json:"inner_steps,omitempty"`
 	Batch       int     `yaml:"batch" json:"batch"`
 	SeqLen      int     `yaml:"seq_len" json:"seq_len"`
 	LR          float64 `yaml:"lr" json:"lr"`
@@ -147,7 +162,8 @@ type TrainSpec struct {
 
 // FineTuneSpec chooses what is trained.
 type FineTuneSpec struct {
-	// Mode is "lora" or "full".
+	// Mode is "lora", "full" or "pretrain" (every weight of a freshly
+	// initialised model, DiLoCo style: model.init, train.inner_steps).
 	Mode string `yaml:"mode" json:"mode"`
 	// LoRA configures the adapter; it must be absent with mode full.
 	LoRA *LoRASpec `yaml:"lora" json:"lora,omitempty"`
@@ -239,13 +255,22 @@ func ParseJob(name string, data []byte) (*Job, error) {
 	if err := strictyaml.Decode(name, data, j); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrJob, err)
 	}
-	// The default adapter is decoded over; with mode full it must not have
-	// been written at all.
-	if j.FineTune.Mode == model.ModeFull {
+	// The default adapter is decoded over; with mode full or pretrain it
+	// must not have been written at all.
+	if j.FineTune.Mode == model.ModeFull || j.FineTune.Mode == model.ModePretrain {
 		if line := keyLine(data, "finetune", "lora"); line > 0 {
-			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is full", ErrJob, name, line)
+			return nil, fmt.Errorf("%w: %s:%d: finetune.lora: must be absent when finetune.mode is %s", ErrJob, name, line, j.FineTune.Mode)
 		}
 		j.FineTune.LoRA = nil
+	}
+	// A pre-training job counts its local steps as train.inner_steps
+	// (local_steps may be written only as the same number, as a job
+	// marshalled back to YAML has it).
+	if j.FineTune.Mode == model.ModePretrain {
+		if line := keyLine(data, "train", "local_steps"); line > 0 && j.Train.LocalSteps != j.Train.InnerSteps {
+			return nil, fmt.Errorf("%w: %s:%d: train.local_steps: a pretrain job gives its local steps as train.inner_steps (DiLoCo's H); local_steps %d, if written, must equal it", ErrJob, name, line, j.Train.LocalSteps)
+		}
+		j.Train.LocalSteps = j.Train.InnerSteps
 	}
 	if j.FineTune.Mode == model.ModeLoRA && j.FineTune.LoRA == nil {
 		j.FineTune.LoRA = DefaultLoRA() // "lora: null" or "lora:" keeps the default
@@ -336,7 +361,15 @@ func (j *Job) Validate() error {
 			bad("name", "%q must be 1 to 128 of A-Z a-z 0-9 . _ - and start with a letter or digit", j.Name)
 		}
 	}
-	if j.Model.Path == "" && j.Model.Digest == "" {
+	pretrain := j.FineTune.Mode == model.ModePretrain
+	switch {
+	case pretrain && j.Model.Init == "":
+		bad("model.init", "is required with finetune.mode pretrain: the model config to initialise round 1's model from")
+	case pretrain && j.Model.Path != "":
+		bad("model.path", "must be absent with finetune.mode pretrain (the model is initialised from model.init)")
+	case !pretrain && j.Model.Init != "":
+		bad("model.init", "applies only to finetune.mode pretrain")
+	case !pretrain && j.Model.Path == "" && j.Model.Digest == "":
 		bad("model", "needs path or digest")
 	}
 	if j.Model.Digest != "" && !isDigest(j.Model.Digest) {
@@ -372,7 +405,14 @@ func (j *Job) Validate() error {
 	if budget := j.trainBudget(); t.MaxSamples > 0 && budget > 0 && t.MaxSamples > budget {
 		bad("trainers.max_samples", "%d is above train.local_steps × train.batch = %d, the most examples a trainer trains on in a round (0: that budget)", t.MaxSamples, budget)
 	}
-	if tr.LocalSteps < 1 {
+	switch {
+	case pretrain && (tr.InnerSteps < 1 || tr.InnerSteps > MaxInnerSteps):
+		bad("train.inner_steps", "must be ≥ 1 and ≤ %d (DiLoCo's H: the AdamW steps each trainer runs per round), got %d", MaxInnerSteps, tr.InnerSteps)
+	case pretrain && tr.LocalSteps != tr.InnerSteps:
+		bad("train.local_steps", "%d must equal train.inner_steps %d in a pretrain job (ParseJob sets it so)", tr.LocalSteps, tr.InnerSteps)
+	case !pretrain && tr.InnerSteps != 0:
+		bad("train.inner_steps", "applies only to finetune.mode pretrain (use train.local_steps)")
+	case tr.LocalSteps < 1:
 		bad("train.local_steps", "must be ≥ 1, got %d", tr.LocalSteps)
 	}
 	if tr.Batch < 1 {
@@ -383,6 +423,8 @@ func (j *Job) Validate() error {
 	}
 	if !(tr.LR > 0) || !finite(tr.LR) {
 		bad("train.lr", "must be a positive number, got %v", tr.LR)
+	} else if tr.LR > MaxLR {
+		bad("train.lr", "%v is above %v: an AdamW step moves each weight by about lr, so the model would diverge", tr.LR, float64(MaxLR))
 	}
 	if !(tr.WeightDecay >= 0) || !finite(tr.WeightDecay) {
 		bad("train.weight_decay", "must be ≥ 0, got %v", tr.WeightDecay)
@@ -423,12 +465,12 @@ func (j *Job) Validate() error {
 				tseen[tg] = true
 			}
 		}
-	case model.ModeFull:
+	case model.ModeFull, model.ModePretrain:
 		if j.FineTune.LoRA != nil {
-			bad("finetune.lora", "must be absent when finetune.mode is full")
+			bad("finetune.lora", "must be absent when finetune.mode is %s", j.FineTune.Mode)
 		}
 	default:
-		bad("finetune.mode", "%q is not %q or %q", j.FineTune.Mode, model.ModeLoRA, model.ModeFull)
+		bad("finetune.mode", "%q is not %q, %q or %q", j.FineTune.Mode, model.ModeLoRA, model.ModeFull, model.ModePretrain)
 	}
 	errs = append(errs, j.validateStrategy()...)
 	p := j.Privacy
@@ -554,9 +596,13 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	if r.Compression == "" {
 		r.Compression = CompressNone
 	}
-	// Round 1's base: model.digest (a job given model.path has it set by
-	// the coordinator once the folder is imported, see registerJob).
+	// Round 1's base: model.digest (a job given model.path or model.init
+	// has it set by the coordinator once the folder is imported, see
+	// registerJob).
 	r.BaseModel = j.Model.Digest
+	if j.FineTune.Mode == model.ModePretrain {
+		r.Mode, r.InnerSteps = ledger.RecipePretrain, j.Train.InnerSteps
+	}
 	return r, nil
 }
 

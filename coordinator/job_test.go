@@ -17,6 +17,9 @@ var updateGolden = flag.Bool("update", false, "rewrite golden files in testdata/
 
 const minimalJob = "name: j\nmodel: {digest: 0000000000000000000000000000000000000000000000000000000000000000}\n"
 
+// pretrainJob is a pretrain job's head; its train section follows.
+const pretrainJob = "name: j\nmodel: {init: tiny.yaml}\nfinetune: {mode: pretrain}\n"
+
 // TestConfigJobs loads and validates every job in configs/jobs.
 func TestConfigJobs(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join("..", "configs", "jobs", "*.yaml"))
@@ -207,6 +210,22 @@ func TestJobErrors(t *testing.T) {
 		{"deadline", minimalJob + "deadline: 10ms\n", []string{"deadline: must be between 1s and"}},
 		{"deadline unit", minimalJob + "deadline: soon\n", []string{"x.yaml:3:"}},
 		{"eval", minimalJob + "eval: {every: 2}\n", []string{"eval.every: needs eval.data"}},
+		{"pretrain no init", "name: j\nfinetune: {mode: pretrain}\ntrain: {inner_steps: 5}\n", []string{"model.init: is required with finetune.mode pretrain"}},
+		{"pretrain with path", "name: j\nmodel: {path: m, init: tiny.yaml}\nfinetune: {mode: pretrain}\ntrain: {inner_steps: 5}\n", []string{"model.path: must be absent with finetune.mode pretrain"}},
+		{"pretrain H zero", pretrainJob + "train: {inner_steps: 0}\n", []string{"train.inner_steps: must be ≥ 1", "got 0"}},
+		{"pretrain H negative", pretrainJob + "train: {inner_steps: -50}\n", []string{"train.inner_steps: must be ≥ 1", "got -50"}},
+		{"pretrain H missing", pretrainJob, []string{"train.inner_steps: must be ≥ 1", "got 0"}},
+		{"pretrain H absurd", pretrainJob + "train: {inner_steps: 2000000}\n", []string{"train.inner_steps: must be ≥ 1 and ≤ 1000000"}},
+		{"pretrain local_steps", pretrainJob + "train: {inner_steps: 5, local_steps: 7}\n", []string{"x.yaml:4: train.local_steps: a pretrain job gives its local steps as train.inner_steps (DiLoCo's H); local_steps 7, if written, must equal it"}},
+		{"pretrain lr absurd", pretrainJob + "train: {inner_steps: 5, lr: 30}\n", []string{"train.lr: 30 is above 1"}},
+		{"pretrain lr negative", pretrainJob + "train: {inner_steps: 5, lr: -0.1}\n", []string{"train.lr: must be a positive number"}},
+		{"pretrain with lora", "name: j\nmodel: {init: tiny.yaml}\ntrain: {inner_steps: 5}\nfinetune:\n  mode: pretrain\n  lora: {rank: 4}\n", []string{"x.yaml:6: finetune.lora: must be absent when finetune.mode is pretrain"}},
+		{"pretrain outer lr absurd", pretrainJob + "train: {inner_steps: 5}\nstrategy: {name: diloco, params: {learning_rate: 70}}\n", []string{"strategy.params.learning_rate: diloco learning_rate 70 must be in (0, 10]"}},
+		{"pretrain outer lr zero", pretrainJob + "train: {inner_steps: 5}\nstrategy: {name: diloco, params: {learning_rate: 0}}\n", []string{"strategy.params.learning_rate: diloco learning_rate 0 must be in (0, 10]"}},
+		{"pretrain momentum one", pretrainJob + "train: {inner_steps: 5}\nstrategy: {name: diloco, params: {momentum: 1}}\n", []string{"strategy.params.momentum: diloco momentum 1 must be in [0, 1)"}},
+		{"inner_steps outside pretrain", minimalJob + "train: {inner_steps: 5}\n", []string{"train.inner_steps: applies only to finetune.mode pretrain"}},
+		{"init outside pretrain", "name: j\nmodel: {init: tiny.yaml}\n", []string{"model.init: applies only to finetune.mode pretrain"}},
+		{"lr absurd", minimalJob + "train: {lr: 2}\n", []string{"train.lr: 2 is above 1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseJob("x.yaml", []byte(tc.yaml))
@@ -290,5 +309,64 @@ func TestRecipeBaseModel(t *testing.T) {
 	rc.BaseModel = strings.Repeat("cd", 32)
 	if _, err := New(Config{Job: j, Recipe: rc}); !errors.Is(err, ErrJob) || !strings.Contains(err.Error(), "the recipe's base model "+rc.BaseModel+" is not the job's "+j.Model.Digest) {
 		t.Fatalf("New with another recipe base: %v", err)
+	}
+}
+
+// TestPretrainJob: the shipped pretrain job parses with local_steps = H,
+// its recipe says so, and its initial model is a function of the job's
+// seed alone.
+func TestPretrainJob(t *testing.T) {
+	j, err := LoadJob(filepath.Join("..", "configs", "jobs", "pretrain-diloco.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Train.InnerSteps != 50 || j.Train.LocalSteps != 50 || j.FineTune.LoRA != nil {
+		t.Fatalf("inner_steps %d, local_steps %d, lora %v; want 50, 50, none", j.Train.InnerSteps, j.Train.LocalSteps, j.FineTune.LoRA)
+	}
+	r, err := j.Recipe([]string{strings.Repeat("ab", 32)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Mode != "pretrain" || r.InnerSteps != 50 || r.Strategy != "diloco" || r.Params["learning_rate"] != "1" || r.Params["momentum"] != "0.5" {
+		t.Fatalf("recipe %+v", r)
+	}
+	r.BaseModel = strings.Repeat("cd", 32)
+	if err := r.Validate(); err != nil {
+		t.Fatalf("recipe: %v", err)
+	}
+	digestOf := func(j *Job) string {
+		m, err := InitialModel(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := m.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d1 := digestOf(j)
+	if d2 := digestOf(j); d2 != d1 {
+		t.Fatalf("initial model not deterministic: %s then %s", d1, d2)
+	}
+	other := *j
+	other.Seed++
+	if digestOf(&other) == d1 {
+		t.Fatal("another seed gives the same initial model")
+	}
+	// A job file whose local_steps disagrees with inner_steps (built in
+	// code, not parsed) does not validate.
+	bad := *j
+	bad.Train.LocalSteps = 49
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "train.local_steps: 49 must equal train.inner_steps 50") {
+		t.Fatalf("local_steps 49: %v", err)
+	}
+	// Not a pretrain job: no initial model.
+	lora, err := ParseJob("x.yaml", []byte(minimalJob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InitialModel(lora); !errors.Is(err, ErrJob) {
+		t.Fatalf("InitialModel of a LoRA job: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/chat"
+	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -35,6 +36,49 @@ type runningJob struct {
 // SHA-256("fedtune/adapter-seed/v1" ‖ job seed), as TaskSeed derives.
 func AdapterSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/adapter-seed/v1") }
 
+// InitSeed is the seed of a pre-training job's initial model
+// (model.New), the same wherever it is computed: the first 8 bytes of
+// SHA-256("fedtune/init-seed/v1" ‖ job seed), as TaskSeed derives.
+func InitSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/init-seed/v1") }
+
+// InitialModel returns a pre-training job's round-1 model: freshly
+// initialised from the model config at model.init (relative to the job
+// file's directory) with InitSeed. Anyone with the job file and the
+// config gets the same weights, so the digest on the ledger can be
+// checked.
+func InitialModel(j *Job) (*model.Model, error) {
+	if j.FineTune.Mode != model.ModePretrain || j.Model.Init == "" {
+		return nil, fmt.Errorf("%w: job %s is not a pretrain job with model.init", ErrJob, j.Name)
+	}
+	p := j.Model.Init
+	if !filepath.IsAbs(p) && j.Source != "" {
+		p = filepath.Join(filepath.Dir(j.Source), p)
+	}
+	cfg, err := model.LoadConfigYAML(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: model.init: %w", ErrJob, err)
+	}
+	m, err := model.New(cfg, InitSeed(j.Seed))
+	if err != nil {
+		return nil, fmt.Errorf("%w: model.init %s: %w", ErrJob, p, err)
+	}
+	return m, nil
+}
+
+// initModelDir writes a pre-training job's initial model into the
+// service's work folder and returns the folder.
+func (s *Service) initModelDir(job *Job) (string, error) {
+	m, err := InitialModel(job)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.cfg.Dir, "work", "init-"+job.Name)
+	if _, err := m.Save(dir, safetensors.F32); err != nil {
+		return "", fmt.Errorf("initial model of job %s: %w", job.Name, err)
+	}
+	return dir, nil
+}
+
 // InitialAdapter returns a LoRA job's initial global adapter for a base
 // model of config c: what round 1's trainers start from and what its
 // aggregation takes as reference.
@@ -52,22 +96,31 @@ func InitialAdapter(j *Job, c model.Config) (*model.Adapter, error) {
 func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round) (*runningJob, error) {
 	j := &runningJob{job: job}
 	var cfg model.Config
-	if job.Model.Path != "" {
+	if job.Model.Path != "" || job.Model.Init != "" {
 		dir := job.Model.Path
 		if !filepath.IsAbs(dir) && job.Source != "" {
 			dir = filepath.Join(filepath.Dir(job.Source), dir)
+		}
+		field, source := "model.path "+dir, "fedtune coordinator: "+dir
+		if job.Model.Init != "" {
+			var err error
+			if dir, err = s.initModelDir(job); err != nil {
+				return nil, err
+			}
+			field = "model.init " + job.Model.Init
+			source = fmt.Sprintf("fedtune init: %s, seed %d (job %s, seed %d)", filepath.Base(job.Model.Init), InitSeed(job.Seed), job.Name, job.Seed)
 		}
 		digest, files, c, err := s.importModel(ctx, dir)
 		if err != nil {
 			return nil, err
 		}
 		if job.Model.Digest != "" && job.Model.Digest != digest {
-			return nil, fmt.Errorf("model.path %s has weights %s, but model.digest says %s", dir, digest, job.Model.Digest)
+			return nil, fmt.Errorf("%s has weights %s, but model.digest says %s", field, digest, job.Model.Digest)
 		}
 		j.base, j.files, cfg = digest, files, c
 		if _, err := s.cfg.Ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
-				Source: "fedtune coordinator: " + dir, Config: files.config}
+				Source: source, Config: files.config}
 			if err := importedFrom(dir, digest, &body); err != nil {
 				return nil, err
 			}

@@ -62,7 +62,20 @@ type RoundRecipe struct {
 	// committed. "" (a recipe that records none) leaves round 1's base to
 	// the RoundOpened; later rounds are tied all the same.
 	BaseModel string `json:"base_model,omitempty"`
+	// Mode is RecipePretrain for a pre-training job (DiLoCo style: a
+	// freshly initialised base model, InnerSteps AdamW steps per trainer
+	// per round, the trainers' deltas combined by the strategy), "" for
+	// fine-tuning.
+	Mode string `json:"mode,omitempty"`
+	// InnerSteps is DiLoCo's H in a pre-training job (0 otherwise).
+	InnerSteps int `json:"inner_steps,omitempty"`
 }
+
+// RecipePretrain is RoundRecipe.Mode of a pre-training job.
+const RecipePretrain = "pretrain"
+
+// MaxInnerSteps bounds RoundRecipe.InnerSteps.
+const MaxInnerSteps = 1_000_000
 
 // Recipe parameter names as RoundCommitted.Params records them beside the
 // strategy's own (see CommitParams).
@@ -77,7 +90,7 @@ const (
 
 // SampleWeighted lists the strategies whose contributors' weights are
 // their sample counts' shares: the FSM checks a commit's weights of these.
-var SampleWeighted = map[string]bool{"fedavg": true, "fedavgm": true, "fedadam": true, "fedyogi": true, "fedadagrad": true}
+var SampleWeighted = map[string]bool{"fedavg": true, "fedavgm": true, "fedadam": true, "fedyogi": true, "fedadagrad": true, "diloco": true}
 
 // FormatParam is the canonical text of a recipe parameter.
 func FormatParam(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
@@ -213,6 +226,21 @@ func (r *RoundRecipe) Validate() error {
 		if err := checkDigest("recipe.base_model", r.BaseModel); err != nil {
 			return err
 		}
+	}
+	switch r.Mode {
+	case "":
+		if r.InnerSteps != 0 {
+			return fmt.Errorf("recipe.inner_steps %d: only a %q recipe has inner steps", r.InnerSteps, RecipePretrain)
+		}
+	case RecipePretrain:
+		if r.InnerSteps < 1 || r.InnerSteps > MaxInnerSteps {
+			return fmt.Errorf("recipe.inner_steps %d: a %s recipe needs 1 to %d", r.InnerSteps, RecipePretrain, MaxInnerSteps)
+		}
+		if r.InitialAdapter != "" {
+			return fmt.Errorf("recipe.initial_adapter: a %s recipe trains every weight, it has no adapter", RecipePretrain)
+		}
+	default:
+		return fmt.Errorf("recipe.mode %q: want %q or none", abbrev(r.Mode), RecipePretrain)
 	}
 	return nil
 }

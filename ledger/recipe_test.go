@@ -15,26 +15,36 @@ func TestRecipeValidate(t *testing.T) {
 	if r := good(); r.Validate() != nil {
 		t.Fatal(r.Validate())
 	}
+	pre := good()
+	pre.Strategy, pre.Params, pre.Mode, pre.InnerSteps, pre.InitialAdapter = "diloco", map[string]string{"learning_rate": "0.7", "momentum": "0.9"}, RecipePretrain, 50, ""
+	if err := pre.Validate(); err != nil {
+		t.Fatalf("pretrain recipe: %v", err)
+	}
 	cases := map[string]struct {
 		edit func(*RoundRecipe)
 		want string
 	}{
-		"no strategy":            {func(r *RoundRecipe) { r.Strategy = "" }, "recipe.strategy is required"},
-		"reserved param":         {func(r *RoundRecipe) { r.Params["clip"] = "1" }, `recipe.params["clip"] is reserved`},
-		"non-canonical param":    {func(r *RoundRecipe) { r.Params["server_momentum"] = "0.90" }, "canonical form"},
-		"NaN param":              {func(r *RoundRecipe) { r.Params["x"] = "NaN" }, "not a finite number"},
-		"noise without clip":     {func(r *RoundRecipe) { r.Clip = 0 }, "noise_multiplier needs recipe.clip"},
-		"negative clip":          {func(r *RoundRecipe) { r.Clip = -1 }, "recipe.clip -1"},
-		"no min trainers":        {func(r *RoundRecipe) { r.MinTrainers = 0 }, "recipe.min_trainers 0"},
-		"max below min":          {func(r *RoundRecipe) { r.MaxTrainers = 1 }, "recipe.max_trainers 1"},
-		"no aggregators":         {func(r *RoundRecipe) { r.Aggregators = nil }, "recipe.aggregators: 0 listed"},
-		"aggregator twice":       {func(r *RoundRecipe) { r.Aggregators = []string{agg, agg} }, "listed twice"},
-		"aggregator not an ID":   {func(r *RoundRecipe) { r.Aggregators = []string{"bob"} }, "is not a member ID"},
-		"bad adapter":            {func(r *RoundRecipe) { r.InitialAdapter = "xyz" }, "recipe.initial_adapter"},
-		"bad base model":         {func(r *RoundRecipe) { r.BaseModel = "ABC" }, "recipe.base_model"},
-		"sampled above total":    {func(r *RoundRecipe) { r.SampledTrainers, r.TotalTrainers = 5, 4 }, "sampled_trainers 5"},
-		"no compression":         {func(r *RoundRecipe) { r.Compression = "" }, "recipe.compression is required"},
-		"control char in params": {func(r *RoundRecipe) { r.Params["a\x01"] = "1" }, "control character"},
+		"no strategy":                  {func(r *RoundRecipe) { r.Strategy = "" }, "recipe.strategy is required"},
+		"reserved param":               {func(r *RoundRecipe) { r.Params["clip"] = "1" }, `recipe.params["clip"] is reserved`},
+		"non-canonical param":          {func(r *RoundRecipe) { r.Params["server_momentum"] = "0.90" }, "canonical form"},
+		"NaN param":                    {func(r *RoundRecipe) { r.Params["x"] = "NaN" }, "not a finite number"},
+		"noise without clip":           {func(r *RoundRecipe) { r.Clip = 0 }, "noise_multiplier needs recipe.clip"},
+		"negative clip":                {func(r *RoundRecipe) { r.Clip = -1 }, "recipe.clip -1"},
+		"no min trainers":              {func(r *RoundRecipe) { r.MinTrainers = 0 }, "recipe.min_trainers 0"},
+		"max below min":                {func(r *RoundRecipe) { r.MaxTrainers = 1 }, "recipe.max_trainers 1"},
+		"no aggregators":               {func(r *RoundRecipe) { r.Aggregators = nil }, "recipe.aggregators: 0 listed"},
+		"aggregator twice":             {func(r *RoundRecipe) { r.Aggregators = []string{agg, agg} }, "listed twice"},
+		"aggregator not an ID":         {func(r *RoundRecipe) { r.Aggregators = []string{"bob"} }, "is not a member ID"},
+		"bad adapter":                  {func(r *RoundRecipe) { r.InitialAdapter = "xyz" }, "recipe.initial_adapter"},
+		"bad base model":               {func(r *RoundRecipe) { r.BaseModel = "ABC" }, "recipe.base_model"},
+		"sampled above total":          {func(r *RoundRecipe) { r.SampledTrainers, r.TotalTrainers = 5, 4 }, "sampled_trainers 5"},
+		"no compression":               {func(r *RoundRecipe) { r.Compression = "" }, "recipe.compression is required"},
+		"control char in params":       {func(r *RoundRecipe) { r.Params["a\x01"] = "1" }, "control character"},
+		"unknown mode":                 {func(r *RoundRecipe) { r.Mode = "distill" }, `recipe.mode "distill"`},
+		"inner steps without pretrain": {func(r *RoundRecipe) { r.InnerSteps = 50 }, "recipe.inner_steps 50: only a \"pretrain\" recipe"},
+		"pretrain without H":           {func(r *RoundRecipe) { r.Mode, r.InitialAdapter = RecipePretrain, "" }, "recipe.inner_steps 0: a pretrain recipe needs 1 to"},
+		"pretrain negative H":          {func(r *RoundRecipe) { r.Mode, r.InnerSteps, r.InitialAdapter = RecipePretrain, -5, "" }, "recipe.inner_steps -5"},
+		"pretrain with adapter":        {func(r *RoundRecipe) { r.Mode, r.InnerSteps = RecipePretrain, 50 }, "a pretrain recipe trains every weight"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

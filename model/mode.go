@@ -8,4 +8,9 @@ const (
 	ModeLoRA = "lora"
 	// ModeFull trains every weight; a round commits full weights.
 	ModeFull = "full"
+	// ModePretrain trains every weight of a freshly initialised model,
+	// DiLoCo style: each round every trainer runs the job's inner steps
+	// from the global weights and sends the delta; a round commits full
+	// weights (the outer optimizer's step).
+	ModePretrain = "pretrain"
 )

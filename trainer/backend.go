@@ -41,6 +41,12 @@ type Task struct {
 	Int8Block   int
 	// OutDir receives the update file (UpdateLoRAFile or UpdateFullFile).
 	OutDir string
+	// Base, in pre-training (model.ModePretrain), is the weight digest of
+	// the global model in ModelDir: the update is then always the delta
+	// from it (DiLoCo's outer gradient, negated), marked __metadata__
+	// fedtune.base with it so that an aggregation of another round's base
+	// refuses it.
+	Base string
 }
 
 // Data is the trainer's local dataset.
@@ -97,6 +103,16 @@ func Lossy(compression string) bool {
 // fedtune.kind=delta: rounding the weights themselves to int8 costs more
 // than the round moves them, rounding the delta costs a small part of it.
 func writeTaskUpdate(t Task, path string, ts map[string]*model.Tensor) (string, error) {
+	if t.Base != "" && t.Train.LoRA == nil {
+		base, err := model.Load(t.ModelDir)
+		if err != nil {
+			return "", fmt.Errorf("%w: the round's base weights, to encode the update as a delta: %w", ErrTask, err)
+		}
+		if d, err := base.Digest(); err != nil || d != t.Base {
+			return "", fmt.Errorf("%w: the round's base weights in %s have digest %s, the task says %s (%v)", ErrTask, t.ModelDir, d, t.Base, err)
+		}
+		return writeDelta(path, ts, base.Tensors, t.Compression, t.Int8Block, map[string]string{aggregator.MetaBase: t.Base})
+	}
 	if !Lossy(t.Compression) || (t.Train.LoRA != nil && t.Adapter == nil) {
 		return WriteUpdate(path, ts, t.Compression, t.Int8Block)
 	}
@@ -116,6 +132,11 @@ func writeTaskUpdate(t Task, path string, ts map[string]*model.Tensor) (string, 
 // aggregator.KindDelta) and model.Load refuses it. Every tensor of ts must
 // be in base with the same shape.
 func WriteDeltaUpdate(path string, ts, base map[string]*model.Tensor, compression string, block int) (string, error) {
+	return writeDelta(path, ts, base, compression, block, nil)
+}
+
+// writeDelta is WriteDeltaUpdate with extra __metadata__ entries.
+func writeDelta(path string, ts, base map[string]*model.Tensor, compression string, block int, extra map[string]string) (string, error) {
 	delta := make(map[string]*model.Tensor, len(ts))
 	for name, x := range ts {
 		b, ok := base[name]
@@ -131,7 +152,11 @@ func WriteDeltaUpdate(path string, ts, base map[string]*model.Tensor, compressio
 		}
 		delta[name] = &model.Tensor{Shape: x.Shape, Data: d}
 	}
-	return writeUpdate(path, delta, compression, block, map[string]string{aggregator.MetaKind: aggregator.KindDelta})
+	meta := map[string]string{aggregator.MetaKind: aggregator.KindDelta}
+	for k, v := range extra {
+		meta[k] = v
+	}
+	return writeUpdate(path, delta, compression, block, meta)
 }
 
 // WriteUpdate writes tensors as a canonical safetensors file in the given

@@ -403,7 +403,7 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 		}
 	}
 	weights := t.BaseModel
-	if t.Mode == model.ModeFull {
+	if t.Mode == model.ModeFull || t.Mode == model.ModePretrain {
 		weights = t.Global
 	}
 	dir := filepath.Join(n.cfg.WorkDir, "models", weights)
@@ -431,6 +431,8 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 			return Update{}, err
 		}
 	case model.ModeFull:
+	case model.ModePretrain:
+		task.Base = t.Global
 	default:
 		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
 	}

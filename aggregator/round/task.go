@@ -67,6 +67,7 @@ func (t Task) Request(path func(digest string) (string, error), global string) (
 		if req.Base, err = path(global); err != nil {
 			return req, fmt.Errorf("global %s: %w", global, err)
 		}
+		req.BaseDigest = global
 	}
 	if t.State != "" {
 		if req.State, err = path(t.State); err != nil {

@@ -21,7 +21,10 @@
 // A few lies the ledger cannot see, since it holds digests and not the
 // bytes behind them, are caught offline instead: an aggregator that rejects
 // a well-formed update (rejections_test.go) passes the ledger, and
-// `fedtune audit verify` of the export with the artifacts names it; an
+// `fedtune audit verify` of the export with the artifacts names it; a
+// pretrain job whose round 1 starts from another model than the one its
+// job file's seed initialises passes the ledger, and audit verify with the
+// job file names it (pretrain_test.go); an
 // inference node's answer is checked by `fedtune audit receipt` against
 // the chain and by replay (receipt_test.go).
 package adversarial

@@ -154,7 +154,7 @@ type verifier struct {
 	models    map[string]ledger.ModelRegistered // registered base models by digest
 	jobs      map[string]*coordinator.Job       // opts.Jobs by config digest
 	recipes   map[string]ledger.RoundRecipe     // registered jobs' recipes by job ID
-	adapters  map[string]string                 // config digest → initial adapter file
+	adapters  map[string]string                 // config digest → initial adapter file; "init\x00" + config digest → a pretrain job's initial model digest
 	tmp       string
 	lastPrint time.Time
 }
@@ -461,7 +461,36 @@ func (v *verifier) checkBase(h uint64, i int, tx *ledger.Tx, b ledger.RoundOpene
 	if !seen {
 		v.heads[b.JobID] = jobHead{model: b.BaseModel}
 	}
+	if job := v.jobs[b.ConfigDigest]; job != nil && job.FineTune.Mode == model.ModePretrain && !seen {
+		init, err := v.initialModel(job)
+		if err != nil {
+			return txErr(h, i, tx.Hash, "base_model", "job %q: the job file's initial model: %v", b.JobID, err)
+		}
+		if b.BaseModel != init {
+			return txErr(h, i, tx.Hash, "base_model", "pretrain job %q round %d starts from %s, but the job file's seed %d initialises %s (model.init %s) to %s",
+				b.JobID, b.Round, b.BaseModel, job.Seed, job.Name, job.Model.Init, init)
+		}
+	}
 	return nil
+}
+
+// initialModel returns the digest of a pretrain job's initial model
+// (coordinator.InitialModel), computed once per job file.
+func (v *verifier) initialModel(job *coordinator.Job) (string, error) {
+	key := "init\x00" + job.Digest()
+	if d, ok := v.adapters[key]; ok {
+		return d, nil
+	}
+	m, err := coordinator.InitialModel(job)
+	if err != nil {
+		return "", err
+	}
+	d, err := m.Digest()
+	if err != nil {
+		return "", err
+	}
+	v.adapters[key] = d
+	return d, nil
 }
 
 // checkMissing fails a closing (or, at the chain's end, open) round that
@@ -528,7 +557,7 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		return err
 	}
 	rej, err := aggregator.Validate(v.ctx, aggregator.Request{Inputs: []aggregator.Input{{Path: p, ContributorID: trainer}}, Base: ref,
-		Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
+		BaseDigest: pretrainBase(&rc, r), Options: aggregator.Options{Clip: rc.Clip, MaxNorm: rc.MaxNorm, Threads: 1}})
 	if err != nil {
 		return txErr(h, i, tx.Hash, "update_digest", "%s: checking rejected update %s against the round's reference: %v", where, b.UpdateDigest, err)
 	}
@@ -762,6 +791,7 @@ func (v *verifier) reaggregate(h uint64, i int, tx *ledger.Tx, b ledger.RoundCom
 	if req.Base, err = v.reference(h, i, txh, r, &rc); err != nil {
 		return err
 	}
+	req.BaseDigest = pretrainBase(&rc, r)
 	if s := v.state[b.JobID]; s != "" {
 		p, ok := artifactPath(v.opts.Artifacts, s)
 		if !ok {
@@ -893,6 +923,16 @@ func sqDiff(pa, pb string) (float64, int64, error) {
 // adapter, whose digest the job's recipe records (RoundRecipe.InitialAdapter).
 // For a chain whose recipe has none, a job file in opts.Jobs with the
 // round's config digest still derives it as the coordinator does.
+// pretrainBase is the digest of the round's reference when it is the
+// round's base model, as in a pretrain job (trainers' deltas name it,
+// aggregator.MetaBase); "" otherwise.
+func pretrainBase(rc *ledger.RoundRecipe, r *roundTrack) string {
+	if rc.Mode == ledger.RecipePretrain {
+		return r.base
+	}
+	return ""
+}
+
 func (v *verifier) reference(h uint64, i int, txh [32]byte, r *roundTrack, rc *ledger.RoundRecipe) (string, error) {
 	reg, registered := v.models[r.base]
 	if registered && rc.InitialAdapter != "" {

@@ -35,6 +35,8 @@ var aggregateParamFlags = []aggregateFlag{
 	{"beta1", "beta_1", "FedOpt first-moment decay (default 0.9; fedadagrad 0)", []string{"fedadam", "fedyogi", "fedadagrad"}},
 	{"beta2", "beta_2", "FedOpt second-moment decay (default 0.99)", []string{"fedadam", "fedyogi"}},
 	{"tau", "tau", "FedOpt adaptivity (default 1e-9; fedyogi 1e-3)", []string{"fedadam", "fedyogi", "fedadagrad"}},
+	{"outer-lr", "learning_rate", "DiLoCo outer learning rate (default 0.7)", []string{"diloco"}},
+	{"outer-momentum", "momentum", "DiLoCo outer Nesterov momentum (default 0.9)", []string{"diloco"}},
 }
 
 // progressThreshold is the total input size above which a progress line is shown.
@@ -61,7 +63,7 @@ __metadata__ "num_samples" is used, else 1. Inputs are F32, F16, BF16 or int8
 (__metadata__ "fedtune.kind": "delta").
 
 Strategies: ` + strings.Join(aggregator.Names(), ", ") + `.
-fedavgm, fedadam, fedyogi and fedadagrad step from --base and keep server
+fedavgm, fedadam, fedyogi, fedadagrad and diloco step from --base and keep server
 state: pass the previous round's --state and write the new one with --state-out.
 
 Every input is validated first (layout against --base or the first input,

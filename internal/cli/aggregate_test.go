@@ -227,3 +227,44 @@ func TestParseAggregateInput(t *testing.T) {
 		}
 	}
 }
+
+// fedtune aggregate --strategy diloco takes DiLoCo's outer step from
+// --base, its momentum buffer kept with --state / --state-out; an absurd
+// outer learning rate is refused before anything is written.
+func TestAggregateDiLoCoWithState(t *testing.T) {
+	dir, in := aggInputs(t)
+	base := aggWrite(t, filepath.Join(dir, "base.safetensors"), []float32{0, 0, 0, 0, 0, 0}, nil)
+	outDir := t.TempDir()
+	g1, s1 := filepath.Join(outDir, "g1.safetensors"), filepath.Join(outDir, "s1.safetensors")
+	if _, _, err := aggRun(t, "--strategy", "diloco", "--outer-lr", "700", "--base", base, "-o", g1, "--state-out", s1, in[0], in[1]); err == nil ||
+		!strings.Contains(err.Error(), "diloco learning_rate 700 must be in (0, 10]") {
+		t.Fatalf("outer lr 700: err = %v", err)
+	}
+	assertNoFile(t, g1)
+	stdout, _, err := aggRun(t, "--strategy", "diloco", "--outer-lr", "0.5", "--outer-momentum", "0.8", "--base", base, "-o", g1, "--state-out", s1, in[0], in[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fileDigest(t, g1) + "  " + g1 + "\n" + fileDigest(t, s1) + "  " + s1 + "\n"; stdout != want {
+		t.Fatalf("stdout %q, want %q", stdout, want)
+	}
+	g2, s2 := filepath.Join(outDir, "g2.safetensors"), filepath.Join(outDir, "s2.safetensors")
+	if _, _, err := aggRun(t, "--strategy", "diloco", "--outer-lr", "0.5", "--outer-momentum", "0.8", "--base", g1, "--state", s1, "-o", g2, "--state-out", s2, in[2], in[3]); err != nil {
+		t.Fatal(err)
+	}
+	f, err := safetensors.Open(s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, ok := f.Info("momentum/lora_B"); !ok {
+		t.Fatalf("state has no momentum/lora_B: %v", f.Tensors())
+	}
+}
+
+func assertNoFile(t *testing.T, p string) {
+	t.Helper()
+	if _, err := os.Stat(p); err == nil {
+		t.Fatalf("%s was written", p)
+	}
+}

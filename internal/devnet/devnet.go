@@ -258,8 +258,13 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	if err := n.writeTrainerConfigs(); err != nil {
 		return nil, err
 	}
-	if err := n.makeBaseModel(ctx); err != nil {
+	if pre, err := isPretrain(opts.Job); err != nil {
 		return nil, err
+	} else if !pre {
+		// A pretrain job's base is its initial model (writeJob).
+		if err := n.makeBaseModel(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.writeJob(); err != nil {
 		return nil, err
@@ -471,6 +476,15 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 	return nil
 }
 
+// isPretrain reports whether the job file is a pretrain job.
+func isPretrain(path string) (bool, error) {
+	job, err := coordinator.LoadJob(path)
+	if err != nil {
+		return false, err
+	}
+	return job.FineTune.Mode == model.ModePretrain, nil
+}
+
 // writeJob writes the job with the devnet's base model and overrides.
 func (n *Net) writeJob() error {
 	data, err := os.ReadFile(n.Opts.Job)
@@ -485,7 +499,30 @@ func (n *Net) writeJob() error {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return err
 	}
-	doc["model"] = map[string]any{"path": n.BaseModel, "digest": n.BaseDigest}
+	pretrain := job.FineTune.Mode == model.ModePretrain
+	if pretrain {
+		// A pre-training job starts from the model its seed initialises
+		// from model.init: the devnet writes the same one as its base
+		// (for the before and after scores) and pins its digest.
+		init, err := coordinator.InitialModel(job)
+		if err != nil {
+			return err
+		}
+		n.BaseModel = n.path("models", "init")
+		if n.BaseDigest, err = init.Save(n.BaseModel, safetensors.F32); err != nil {
+			return err
+		}
+		p := job.Model.Init
+		if !filepath.IsAbs(p) {
+			if p, err = filepath.Abs(filepath.Join(filepath.Dir(n.Opts.Job), p)); err != nil {
+				return err
+			}
+		}
+		doc["model"] = map[string]any{"init": p, "digest": n.BaseDigest}
+		fmt.Fprintf(n.Opts.Out, "pretrain job: initial model %s from %s, seed %d\n", n.BaseDigest, filepath.Base(p), coordinator.InitSeed(job.Seed))
+	} else {
+		doc["model"] = map[string]any{"path": n.BaseModel, "digest": n.BaseDigest}
+	}
 	name := job.Name
 	if n.Opts.JobName != "" {
 		name = n.Opts.JobName
@@ -499,7 +536,11 @@ func (n *Net) writeJob() error {
 		if tr == nil {
 			tr = map[string]any{}
 		}
-		tr["local_steps"] = n.Opts.LocalSteps
+		if pretrain {
+			tr["inner_steps"] = n.Opts.LocalSteps
+		} else {
+			tr["local_steps"] = n.Opts.LocalSteps
+		}
 		doc["train"] = tr
 	}
 	if n.Opts.MinTrainers > 0 {
