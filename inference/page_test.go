@@ -350,4 +350,28 @@ func TestLedgerLineage(t *testing.T) {
 		len(l.Datasets) != 1 || l.Datasets[0].Licence != "CC-BY-4.0" {
 		t.Fatalf("%+v", l)
 	}
+	if l.Rounds[1].EvalSource != inference.EvalFromCoordinator || l.EvalSource != inference.EvalSourceCoordinator {
+		t.Fatalf("a coordinator-only loss: round source %q, lineage source %q", l.Rounds[1].EvalSource, l.EvalSource)
+	}
+
+	// A RoundEvaluated on the ledger wins over the coordinator's report,
+	// carries the contributors' scores, and says so; the coordinator's
+	// stands in for the round without one, marked as such.
+	l = inference.LedgerLineage(&ledger.Lineage{
+		Model: ledger.Model{Digest: d('c'), JobID: "job-1", Height: 9},
+		Base:  ledger.Model{Digest: d('0')},
+		Rounds: []ledger.LineageRound{
+			{JobID: "job-1", Round: 2, ModelDigest: d('c'), CommittedHeight: 9,
+				Contributors: []ledger.LineageContribution{{Trainer: d('t'), DatasetDigest: d('d'), Weight: 0.5}, {Trainer: d('u'), Weight: 0.5}},
+				Eval:         &ledger.Evaluation{MeanNLL: 2.25, Tokens: 10, Scores: []ledger.ContributionScore{{Trainer: d('t'), LossRemoved: 0.125}}}},
+			{JobID: "job-1", Round: 1, ModelDigest: d('b'), CommittedHeight: 5},
+		},
+	}, map[uint64]float64{1: 3, 2: 9})
+	r1, r2 := l.Rounds[0], l.Rounds[1]
+	if r2.EvalLoss == nil || *r2.EvalLoss != 2.25 || r2.EvalSource != inference.EvalFromLedger ||
+		r2.Contributors[0].LossRemoved == nil || *r2.Contributors[0].LossRemoved != 0.125 || r2.Contributors[1].LossRemoved != nil ||
+		r1.EvalLoss == nil || *r1.EvalLoss != 3 || r1.EvalSource != inference.EvalFromCoordinator ||
+		!strings.Contains(l.EvalSource, "RoundEvaluated") || !strings.Contains(l.EvalSource, "not recorded on the ledger") {
+		t.Fatalf("mixed sources: %+v", l)
+	}
 }
