@@ -8,7 +8,7 @@ PKGS := ./...
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
 .PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
-	bench bench-ledger bench-train bench-serve bench-aggregate bench-pretrain bench-gpu gpu-check tidy verify kernels realsize
+	test-bitexact bench bench-ledger bench-train bench-serve bench-aggregate bench-pretrain bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -73,9 +73,30 @@ test: test-deps ## every test: -race pass, then the TestNoRace pass without -rac
 	  GOAMD64=v3 $(GO) test -count=1 -run 'Golden' ./kernels ./aggregator; fi
 	@# The engine's pure-Go loops, which CPUs without AVX2 and FMA run (-tags purego).
 	$(GO) test -count=1 -tags purego ./model/engine/...
+	@# Training gives the same bits on AVX-512, AVX2 and the pure-Go loops.
+	@$(MAKE) --no-print-directory test-bitexact
 	@# The CUDA kernels (kernels/cuda/*.cu) compiled as host C++ and run thread by
 	@# thread against the Host device (no GPU or CUDA toolkit needed, only g++).
 	$(GO) test -count=1 -tags fedcudaemu $(EMU_PKGS)
+
+BITEXACT = ^TestTrainingBitExact$$|^TestLanesMatchAssembly$$|^TestFMA32$$|^TestISASwitch$$
+
+test-bitexact: ## the Host's training step gives the same bits on AVX-512, AVX2, pure Go (-tags purego) and GOAMD64=v3
+	@# In process: every instruction set this CPU has, switched between steps.
+	$(GO) test -count=1 -run '$(BITEXACT)' ./model/engine
+	@# The switch a user has: FEDTUNE_ENGINE_ISA=avx2 (AVX-512 off), =generic.
+	@if [ "$$($(GO) env GOARCH)" = amd64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then \
+	  echo "FEDTUNE_ENGINE_ISA=avx2 $(GO) test -run TestTrainingBitExact ./model/engine"; \
+	  FEDTUNE_ENGINE_ISA=avx2 $(GO) test -count=1 -run '^TestTrainingBitExact$$' ./model/engine; \
+	else echo "no AVX2+FMA on this CPU: the avx2 leg is skipped"; fi
+	@grep -qw avx512f /proc/cpuinfo || echo "no AVX-512 on this CPU: the avx512 leg is skipped (the others still compare with the golden digests)"
+	@# The pure-Go build, and builds where Go may fuse a*b+c into an FMA.
+	$(GO) test -count=1 -tags purego -run '$(BITEXACT)' ./model/engine
+	@if [ "$$($(GO) env GOARCH)" = amd64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then \
+	  echo "GOAMD64=v3 $(GO) test [-tags purego] -run TestTrainingBitExact ./model/engine"; \
+	  GOAMD64=v3 $(GO) test -count=1 -run '^TestTrainingBitExact$$' ./model/engine && \
+	  GOAMD64=v3 $(GO) test -count=1 -tags purego -run '^TestTrainingBitExact$$' ./model/engine; \
+	else echo "no GOAMD64=v3 on this CPU: those legs are skipped"; fi
 
 test-short: ## quick tests only (-short, no race)
 	$(GO) test -short -count=1 $(PKGS)

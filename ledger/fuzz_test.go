@@ -18,6 +18,8 @@ func seedTxs(f *testing.F) [][]byte {
 			Trainers: []string{c.trainers[0].id}, Deadline: t0.Add(time.Hour)}),
 		c.trainers[0].sign(f, UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 3,
 			Metrics: map[string]float64{"loss": 0.5}}),
+		c.trainers[0].sign(f, UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 3,
+			Commitment: &TrainingCommitment{InputsDigest: hexDigest("i"), Steps: 3, StepRoot: hexDigest("r")}}),
 		c.agg.sign(f, RoundCommitted{JobID: "j", Round: 1, ModelDigest: hexDigest("n"), Strategy: "fedavg", Params: map[string]string{"k": "v"},
 			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: hexDigest("u"), Weight: 1}}}),
 		c.admin.sign(f, MemberAdded{PublicKey: newActor("z", "").pubHex(), Role: RoleTrainer}),

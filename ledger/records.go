@@ -113,11 +113,13 @@ type Update struct {
 	DatasetDigest string             `json:"dataset_digest"`
 	Samples       uint64             `json:"samples"`
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
-	Height        uint64             `json:"height"`
-	TxHash        string             `json:"tx_hash"`
-	Rejected      bool               `json:"rejected,omitempty"`
-	RejectReason  string             `json:"reject_reason,omitempty"`
-	RejectedBy    string             `json:"rejected_by,omitempty"`
+	// Commitment is the submission's training commitment, if it made one.
+	Commitment   *TrainingCommitment `json:"commitment,omitempty"`
+	Height       uint64              `json:"height"`
+	TxHash       string              `json:"tx_hash"`
+	Rejected     bool                `json:"rejected,omitempty"`
+	RejectReason string              `json:"reject_reason,omitempty"`
+	RejectedBy   string              `json:"rejected_by,omitempty"`
 }
 
 // TxRecord is a transaction as the chain holds it, with the proof that it is

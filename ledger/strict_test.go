@@ -113,6 +113,8 @@ func goldenTxs(t testing.TB) [][]byte {
 		c.agg.sign(t, RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: hexDigest("n"), Strategy: "krum", Params: map[string]string{"f": "1", "m": "2"},
 			Contributors: []Contribution{{Trainer: c.trainers[0].id, UpdateDigest: hexDigest("u"), Weight: 0.25}}}),
 		c.agg.sign(t, RoundFailed{JobID: "job-2", Round: 7, Reason: "quorum not reached"}),
+		c.trainers[1].sign(t, UpdateSubmitted{JobID: "job-1", Round: 1, UpdateDigest: hexDigest("u3"), DatasetDigest: hexDigest("d"), Samples: 2,
+			Commitment: &TrainingCommitment{InputsDigest: hexDigest("inputs"), Steps: 5, StepRoot: hexDigest("steps")}}),
 		c.coord.sign(t, RoundEvaluated{JobID: "job-1", Round: 1, ModelDigest: hexDigest("n"), EvalDigest: hexDigest("eval"), MeanNLL: 2.625, Tokens: 4096,
 			Scores: []ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.125}, {Trainer: c.trainers[1].id, LossRemoved: -1.5e-3}}}),
 	}

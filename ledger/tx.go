@@ -144,7 +144,26 @@ type UpdateSubmitted struct {
 	DatasetDigest string             `json:"dataset_digest"`
 	Samples       uint64             `json:"samples"`
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
+	// Commitment, when present, commits the trainer to how it produced the
+	// update, so that an auditor can replay the training bit for bit and
+	// bisect to the first step that differs.
+	Commitment *TrainingCommitment `json:"commitment,omitempty"`
 }
+
+// TrainingCommitment is what a trainer commits to about its local
+// training (see model/commitment, which computes both digests): the
+// digest of the task's inputs (base model, starting adapter,
+// hyperparameters, seed, the ordered sample IDs of each batch) and an RFC
+// 6962 Merkle root over the digests of the trainable state after each of
+// its Steps optimizer steps, leaf i being step i+1.
+type TrainingCommitment struct {
+	InputsDigest string `json:"inputs_digest"`
+	Steps        uint64 `json:"steps"`
+	StepRoot     string `json:"step_root"`
+}
+
+// MaxCommittedSteps bounds TrainingCommitment.Steps.
+const MaxCommittedSteps = 1 << 24
 
 // UpdateRejected (aggregator) marks a submitted update of an open round as
 // rejected; it can no longer be a contributor.
@@ -498,6 +517,14 @@ func validateBody(b TxBody) error {
 			}
 			if v := b.Metrics[k]; math.IsNaN(v) || math.IsInf(v, 0) {
 				return fmt.Errorf("metrics[%q] is not finite", k)
+			}
+		}
+		if c := b.Commitment; c != nil {
+			if err := firstErr(checkDigest("commitment.inputs_digest", c.InputsDigest), checkDigest("commitment.step_root", c.StepRoot)); err != nil {
+				return err
+			}
+			if c.Steps == 0 || c.Steps > MaxCommittedSteps {
+				return fmt.Errorf("commitment.steps: %d, want 1 to %d", c.Steps, MaxCommittedSteps)
 			}
 		}
 		return nil

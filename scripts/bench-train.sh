@@ -20,7 +20,8 @@
 # Environment: BENCHTIME (go test -benchtime, default 4s), TORCH_SECONDS
 # (timed seconds per PyTorch config, default 4), SKIP_OPENBLAS=1,
 # SMOLLM_STEPS (timed 135M steps of each, default 3), SKIP_SMOLLM=1 (leave
-# out the 135M shape), SMOLLM_ONLY=1 (only the 135M shape).
+# out the 135M shape), SMOLLM_ONLY=1 (only the 135M shape), SKIP_ISA=1 (leave
+# out the engine's per-instruction-set step rates), ISA_BENCHTIME (default 3x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -120,6 +121,40 @@ for build in "${builds[@]}"; do
     fi
   done <"$tmp/$build"
 done
+
+# The engine's instruction sets (bit-exact training, issue 16): the Host
+# step's LoRA tok/s on AVX-512, AVX2 (FEDTUNE_ENGINE_ISA) and the pure-Go
+# twins (generic, which emulates every fused multiply-add exactly), each
+# against the default in the same run. All give the same bits; this is
+# what each costs. generic runs tiny only (d256 takes minutes a step).
+if [ "${SKIP_ISA:-0}" != 1 ] && [ "${SMOLLM_ONLY:-0}" != 1 ]; then
+  isa_bench() { # isa_bench NAME PATTERN: tok/s lines "config tok/s" into $tmp/isa-NAME
+    echo "bench-train: BenchmarkStepHost with FEDTUNE_ENGINE_ISA=$1" >&2
+    FEDTUNE_ENGINE_ISA=$1 go test -run '^$' -bench "^BenchmarkStepHost\$/($2)\$" -benchtime "${ISA_BENCHTIME:-3x}" -count 1 ./model/engine/ \
+      | tee "$tmp/isa-$1.log" >&2
+    awk '/^BenchmarkStepHost\// { name = $1; sub(/^BenchmarkStepHost\//, "", name); sub(/-[0-9]+$/, "", name)
+           for (i = 2; i < NF; i++) if ($(i+1) == "tok/s") print name, $i }' "$tmp/isa-$1.log" >"$tmp/isa-$1"
+  }
+  isa_bench auto 'tiny-lora|d256-4layer-lora'
+  isas=()
+  for isa in avx512 avx2 generic; do
+    pat='tiny-lora|d256-4layer-lora'
+    [ "$isa" = generic ] && pat='tiny-lora'
+    if [ "$isa" = avx512 ] && ! grep -qw avx512f /proc/cpuinfo; then echo "bench-train: no AVX-512 on this CPU, skipped" >&2; continue; fi
+    if [ "$isa" = avx2 ] && ! grep -qw avx2 /proc/cpuinfo; then echo "bench-train: no AVX2 on this CPU, skipped" >&2; continue; fi
+    isa_bench "$isa" "$pat"
+    isas+=("$isa")
+  done
+  echo
+  printf '%-18s %-8s %12s %12s %8s\n' config isa "tok/s" "auto tok/s" ratio
+  for isa in "${isas[@]}"; do
+    while read -r cfg ours; do
+      base=$(awk -v c="$cfg" '$1 == c {print $2}' "$tmp/isa-auto")
+      printf '%-18s %-8s %12.0f %12.0f %8.2f\n' "$cfg" "$isa" "$ours" "$base" "$(awk -v a="$ours" -v b="$base" 'BEGIN {print a / b}')"
+    done <"$tmp/isa-$isa"
+  done
+  echo "(ratio = that instruction set / the default (the best this CPU has), same run; noisy on shared cores)"
+fi
 
 # The SmolLM2-135M shape: engine step and GEMM rate in one process, then PyTorch.
 if [ "${SKIP_SMOLLM:-0}" != 1 ]; then

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -186,6 +188,44 @@ func TestAttackRoundRules(t *testing.T) {
 		r.attack(t, ctx, "trainer-3", ledger.UpdateSubmitted{JobID: r.job, Round: 1, UpdateDigest: digestOf("update of trainer-3"),
 			DatasetDigest: r.datasets["trainer-3"], Samples: roundsSamples + 1}, "samples 51 is more than the 50 samples dataset")
 	})
+	// Training commitments (issue 16) that are not well formed: the
+	// trainer cannot be held to them, so the ledger refuses them.
+	for _, c := range []struct {
+		name string
+		com  ledger.TrainingCommitment
+		want string
+	}{
+		{"commitment with a step root that is no digest", ledger.TrainingCommitment{InputsDigest: digestOf("inputs"), Steps: 4, StepRoot: "ab"},
+			"commitment.step_root"},
+		{"commitment with an upper-case inputs digest", ledger.TrainingCommitment{InputsDigest: strings.ToUpper(digestOf("inputs")), Steps: 4,
+			StepRoot: digestOf("root")}, "commitment.inputs_digest"},
+		{"commitment to zero steps", ledger.TrainingCommitment{InputsDigest: digestOf("inputs"), Steps: 0, StepRoot: digestOf("root")},
+			"commitment.steps: 0"},
+		{"commitment to 2^64-1 steps", ledger.TrainingCommitment{InputsDigest: digestOf("inputs"), Steps: math.MaxUint64, StepRoot: digestOf("root")},
+			"commitment.steps: 18446744073709551615"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Signed raw (SignTx would refuse the body): the ledger must
+			// refuse it itself.
+			body, err := json.Marshal(ledger.UpdateSubmitted{JobID: r.job, Round: 1, UpdateDigest: digestOf("update of trainer-3"),
+				DatasetDigest: r.datasets["trainer-3"], Samples: roundsSamples, Commitment: &c.com})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := r.nw.ID("trainer-3")
+			payload := fmt.Sprintf(`{"chain_id":%q,"signer":%q,"nonce":%d,"type":%q,"body":%s}`, r.nw.ChainID, id,
+				payloadNonce(t, ctx, r.c, id)+1, ledger.TypeUpdateSubmitted, body)
+			before := waitSettled(t, ctx, r.nw.Net)
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_, err = r.c.SubmitWait(sctx, payloadSignRaw(r.nw.Keys["trainer-3"], payload))
+			if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want a rejection containing %q", err, c.want)
+			}
+			t.Logf("refused: %v", err)
+			requireUnchanged(t, ctx, r.nw.Net, before)
+		})
+	}
 
 	// The honest commit still goes through: both updates, krum's
 	// parameters, the designated aggregator.

@@ -391,7 +391,7 @@ func TestLayerOf(t *testing.T) {
 		"ledger/fsm": "ledger state", "ledger/node": "ledger node", "coordinator": "coordinator", "trainer": "trainer",
 		"aggregator": "aggregator strategies", "aggregator/node": "aggregator node", "aggregator/round": "aggregator round",
 		"internal/tlsid": "leaf", "internal/cli": "program", "cmd/fedtune": "program", "scripts/aggbench": "program",
-		"model/engine": "model", "api/ledger/v1": "api", "inference": "inference",
+		"model/engine": "model", "model/commitment": "model", "api/ledger/v1": "api", "inference": "inference",
 	} {
 		if l, ok := layerOf(rel, func(string) bool { return true }); !ok || l.name != want {
 			t.Errorf("layerOf(%s) = %q, %v; want %q", rel, l.name, ok, want)

@@ -128,7 +128,9 @@
 //   - JobRegistered: the recipe's BaseModel, if set, is a registered model.
 //   - UpdateSubmitted: samples is at most the dataset's registered count
 //     and the recipe's MaxSamples (if set); the update's digest is no
-//     recorded model (registered or committed).
+//     recorded model (registered or committed). A training commitment, if
+//     present, is well formed (ValidateBasic: two SHA-256 digests and 1 to
+//     MaxCommittedSteps steps) and is kept with the update's record.
 //   - ModelRegistered: the digest is no submitted update (the artifact
 //     store gives a model to every member, an update only to those who
 //     need it), so a coordinator cannot publish a trainer's update.

@@ -453,7 +453,7 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			return nil, txErr(ledger.CodeAlreadyExists, "update %s was already submitted to round %d of job %q by %s", b.UpdateDigest, b.Round, b.JobID, other)
 		}
 		u := ledger.Update{Trainer: tx.Signer, UpdateDigest: b.UpdateDigest, DatasetDigest: b.DatasetDigest, Samples: b.Samples,
-			Metrics: b.Metrics, Height: c.height, TxHash: txHash}
+			Metrics: b.Metrics, Commitment: b.Commitment, Height: c.height, TxHash: txHash}
 		return []kvWrite{
 			{updateKey(b.JobID, b.Round, tx.Signer), mustJSON(u)},
 			{updateDigestKey(b.JobID, b.Round, b.UpdateDigest), []byte(tx.Signer)},

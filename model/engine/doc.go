@@ -47,14 +47,27 @@
 //
 // Host is also the fast CPU path: products go to the BLAS a build tag
 // installs (OpenBLAS, made single-threaded and split over the Host's
-// pool), else to its own blocked sgemm with AVX2 or AVX-512 micro-kernels
-// (gemm.go, gemm_amd64.s), else to gonum; exp-heavy rows run in AVX2 loops
-// (vexp_amd64.s, vec_amd64.s) and large operations spread over one
-// persistent worker pool (package kernels' Job); a weight given to
+// pool), else to its own blocked sgemm with AVX-512, AVX2 or pure-Go
+// micro-kernels (gemm.go, gemm_amd64.s, lanes.go); exp-heavy rows run in
+// AVX2 loops (vexp_amd64.s, vec_amd64.s) and large operations spread over
+// one persistent worker pool (package kernels' Job); a weight given to
 // PackWeight is kept in sgemmVec's panel layout, and the rows of such a
 // product short of a whole register tile run on row kernels (decoding).
-// Work is split only over independent outputs, so results are identical
-// for any number of cores; the build tag purego forces the pure-Go loops.
+//
+// A training step gives the same bits on every path (without OpenBLAS):
+// work is split only over independent outputs, so results are identical
+// for any number of cores; and every assembly loop and micro-kernel has a
+// pure-Go twin (lanes.go) that computes the same lanes with the same fused
+// multiply-adds (an exact float32 FMA in Go) and the same fixed order of
+// horizontal sums, while the scalar code keeps explicit conversions
+// between products and sums so that no compiler fuses them (GOAMD64=v3,
+// arm64). FMA is used everywhere rather than nowhere: splitting it would
+// halve the micro-kernels' speed on every AVX2 machine, while emulating it
+// costs only the pure-Go path. The build tag purego forces the pure-Go
+// twins; at run time FEDTUNE_ENGINE_ISA (ISAEnv) = avx512, avx2 or generic
+// picks the instruction set (ISA says which is in use), and
+// TestTrainingBitExact (make test-bitexact) checks that all give the
+// digests of testdata/train_digests.golden.
 //
 // The CUDA Device lives in the cudadev subpackage (build tag fedcuda); it
 // is not a CacheDevice yet, so generation on it recomputes the sequence

@@ -26,16 +26,22 @@ func expf(x float32) float32 {
 		return x
 	}
 	// n = round(x·log2 e), in [−126, 128].
-	fn := x*log2e + 0.5
+	fn := float32(x*log2e) + 0.5
 	n := int32(fn)
 	if float32(n) > fn { // floor for negative fn
 		n--
 	}
 	nf := float32(n)
-	r := x - nf*ln2Hi - nf*ln2Lo
+	r := float32(x-float32(nf*ln2Hi)) - float32(nf*ln2Lo)
 	z := r * r
-	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
-	y := p*z + r + 1
+	// Every product rounded before its sum (the explicit conversions):
+	// the same bits whether or not the compiler could fuse them.
+	p := float32(float32(1.9875691500e-4*r) + 1.3981999507e-3)
+	p = float32(float32(p*r) + 8.3334519073e-3)
+	p = float32(float32(p*r) + 4.1665795894e-2)
+	p = float32(float32(p*r) + 1.6666665459e-1)
+	p = float32(float32(p*r) + 5.0000001201e-1)
+	y := float32(float32(p*z)+r) + 1
 	// y·2ⁿ; n may be 128 (x just under hi), which needs two steps.
 	if n > 127 {
 		return y * 2 * math.Float32frombits(uint32(n-1+127)<<23)

@@ -171,22 +171,26 @@ func sgemmRowPacked(transA bool, i, jc, pc, nc, kc, k int, alpha float32, a []fl
 		ap, rp = &a[pc*lda+i], 4*lda
 	}
 	jr := 0
+	row16, row64 := sgemmRow16Go, sgemmRow64Go
+	if haveAVX2 {
+		row16, row64 = sgemmRow16, sgemmRow64
+	}
 	for ; jr+4*gemmNR <= nc; jr += 4 * gemmNR {
-		sgemmRow64(kc, ap, rp, &packed[(jc+jr)*k+pc*gemmNR], 4*gemmNR*k, &c[i*ldc+jc+jr], alpha, add)
+		row64(kc, ap, rp, &packed[(jc+jr)*k+pc*gemmNR], 4*gemmNR*k, &c[i*ldc+jc+jr], alpha, add)
 	}
 	for ; jr < nc; jr += gemmNR {
 		nr := min(gemmNR, nc-jr)
 		bp := &packed[(jc+jr)*k+pc*gemmNR]
 		ci := i*ldc + jc + jr
 		if nr == gemmNR {
-			sgemmRow16(kc, ap, rp, bp, &c[ci], alpha, add)
+			row16(kc, ap, rp, bp, &c[ci], alpha, add)
 			continue
 		}
 		t := tile[:gemmNR]
 		if add {
 			copy(t, c[ci:ci+nr])
 		}
-		sgemmRow16(kc, ap, rp, bp, &t[0], alpha, add)
+		row16(kc, ap, rp, bp, &t[0], alpha, add)
 		copy(c[ci:ci+nr], t)
 	}
 }

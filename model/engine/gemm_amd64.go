@@ -29,20 +29,24 @@ func sgemmRow16(k int, a *float32, rp int, b, c *float32, alpha float32, add boo
 //go:noescape
 func sgemmRow64(k int, a *float32, rp int, b *float32, ps int, c *float32, alpha float32, add bool)
 
-// gemmKernel is sgemmVec's micro-kernel and its tile height: AVX-512's
-// where the CPU has it. Tests switch it to cover both.
-var gemmKernel = func() gemmMicro {
-	if cpu.X86.HasAVX512F {
-		return gemmMicro{sgemmKernel12x16, 12}
+// bestISA is the most this CPU offers.
+func bestISA() string {
+	switch {
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasAVX512F:
+		return isaAVX512
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return isaAVX2
 	}
-	return gemmMicro{sgemmKernel6x16, 6}
-}()
+	return isaGeneric
+}
 
-// gemmKernels lists the micro-kernels this CPU can run (for tests).
-func gemmKernels() []gemmMicro {
-	ks := []gemmMicro{{sgemmKernel6x16, 6}}
-	if cpu.X86.HasAVX512F {
-		ks = append(ks, gemmMicro{sgemmKernel12x16, 12})
+// kernelFor is the micro-kernel of an instruction set.
+func kernelFor(isa string) gemmMicro {
+	switch isa {
+	case isaAVX512:
+		return gemmMicro{sgemmKernel12x16, 12}
+	case isaAVX2:
+		return gemmMicro{sgemmKernel6x16, 6}
 	}
-	return ks
+	return gemmMicro{sgemmKernelGo(6), 6}
 }

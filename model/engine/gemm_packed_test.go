@@ -11,10 +11,7 @@ import (
 // several blocks of k and of n, one row and many, split over the pool by
 // rows and by columns; and a Write to the weight drops the packed copy.
 func TestPackWeight(t *testing.T) {
-	if !haveAVX2 {
-		t.Skip("no AVX2+FMA on this CPU (or not amd64)")
-	}
-	for _, k := range gemmKernels() {
+	for _, k := range gemmKernels() { // the pure-Go kernel too
 		saved := gemmKernel
 		gemmKernel = k
 		for _, sh := range [][3]int{{1, 37, 5}, {1, 49152 / 16, 576}, {3, 1100, 300}, {16, 576, 1536}, {13, 2000, 64}, {200, 40, 513}, {40, 3000, 70}} {

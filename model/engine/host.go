@@ -48,11 +48,12 @@ type host struct {
 
 // NewHost returns the plain-Go Device: buffers are Go slices; GEMM goes
 // through OpenBLAS with the openblas build tag (made single-threaded,
-// process-wide: see host_openblas.go), else through the Host's own AVX2 or
-// AVX-512 kernels (gemm.go) where the CPU has them, else through gonum's
-// pure-Go blas32; the exp-heavy and row operations have AVX2 loops
-// (vexp_amd64.s, vec_amd64.s) beside their pure-Go ones (build tag purego
-// forces those). Large products and loops are spread over the CPU cores
+// process-wide: see host_openblas.go), else through the Host's own
+// AVX-512, AVX2 or pure-Go micro-kernels (gemm.go, lanes.go); the
+// exp-heavy and row operations have AVX2 loops (vexp_amd64.s,
+// vec_amd64.s) beside pure-Go twins that give the same bits (build tag
+// purego or FEDTUNE_ENGINE_ISA=generic forces those; a bad
+// FEDTUNE_ENGINE_ISA makes the Host fail with an error Sync reports). Large products and loops are spread over the CPU cores
 // (GOMAXPROCS when the Host is made) by a process-wide worker pool, always
 // over independent outputs, so results do not depend on the core count. It
 // never panics on bad arguments: it records a sticky error wrapping
@@ -61,7 +62,11 @@ func NewHost() Device {
 	if hostBLAS.setup != nil {
 		hostBLAS.setup()
 	}
-	return &host{bufs: map[*hostBuf]struct{}{}, ints: map[*hostInt]struct{}{}, procs: runtime.GOMAXPROCS(0)}
+	h := &host{bufs: map[*hostBuf]struct{}{}, ints: map[*hostInt]struct{}{}, procs: runtime.GOMAXPROCS(0)}
+	if isaErr != nil {
+		h.err = fmt.Errorf("%w: NewHost: %w", ErrDevice, isaErr)
+	}
+	return h
 }
 
 func (h *host) Name() string { return "host" }
@@ -387,17 +392,14 @@ func (gi gemmImpl) sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []
 
 // gemm returns the Host's sgemm and whether it runs on the calling
 // goroutine only (then MatMul splits large products over the pool): the
-// BLAS a build tag installs (OpenBLAS), else sgemmVec where the CPU has
-// AVX2 and FMA, else gonum's pure-Go sgemm (which spreads large products
-// over goroutines itself).
+// BLAS a build tag installs (OpenBLAS, whose results are not bit-exact
+// across machines), else sgemmVec, on AVX-512, AVX2 or pure-Go
+// micro-kernels that all give the same bits.
 func (h *host) gemm() (gemmImpl, bool) {
-	switch {
-	case hostBLAS.serial:
+	if hostBLAS.serial {
 		return gemmImpl{blas32.Implementation()}, true
-	case haveAVX2:
-		return gemmImpl{}, true
 	}
-	return gemmImpl{blas32.Implementation()}, false
+	return gemmImpl{}, true
 }
 
 // hostBLASSetup describes the BLAS that gonum's blas32 calls: serial when
@@ -820,7 +822,7 @@ func (h *host) SquaredNorm(x Buffer) float64 {
 	xb := h.buf("SquaredNorm", "x", x)
 	var s float64
 	for _, v := range xb {
-		s += float64(v) * float64(v)
+		s += float64(float64(v) * float64(v))
 	}
 	if h.err != nil {
 		return 0

@@ -43,7 +43,7 @@ func (t *rmsNormTask) Run(_, lo, hi int) {
 		xr, yr := xb[r*d:(r+1)*d], yb[r*d:(r+1)*d]
 		k, ss := dotF64Vec(xr, xr)
 		for _, v := range xr[k:] {
-			ss += float64(v) * float64(v)
+			ss += float64(float64(v) * float64(v))
 		}
 		s := float32(1 / math.Sqrt(ss/float64(d)+float64(eps)))
 		rb[r] = s
@@ -69,7 +69,7 @@ func (t *rmsNormBackTask) Run(_, lo, hi int) {
 		xr, dyr, dxr := xb[r*d:(r+1)*d], dyb[r*d:(r+1)*d], dxb[r*d:(r+1)*d]
 		n, c := dot3F64Vec(dyr, wb, xr)
 		for j := n; j < d; j++ {
-			c += float64(dyr[j]) * float64(wb[j]) * float64(xr[j])
+			c = math.FMA(float64(dyr[j])*float64(wb[j]), float64(xr[j]), c) // as dot3F64Vec
 		}
 		s := float64(rb[r])
 		k := s * s * c / float64(d)
@@ -125,8 +125,8 @@ func (t *ropeTask) Run(_, lo, hi int) {
 					s = -s
 				}
 				a, b := v[j], v[j+half]
-				v[j] = a*c - b*s
-				v[j+half] = b*c + a*s
+				v[j] = float32(a*c) - float32(b*s)
+				v[j+half] = float32(b*c) + float32(a*s)
 			}
 		}
 	}
@@ -218,7 +218,7 @@ func (t *softmaxBackTask) Run(_, lo, hi int) {
 		pr, dpr, dr := pb[r*T:r*T+t+1], dpb[r*T:r*T+t+1], db[r*T:r*T+t+1]
 		k, dot := dotF64Vec(pr, dpr)
 		for j := k; j <= t; j++ {
-			dot += float64(pr[j]) * float64(dpr[j])
+			dot += float64(float64(pr[j]) * float64(dpr[j]))
 		}
 		for j := softmaxBackRowVec(dr, pr, dpr, dot); j <= t; j++ {
 			dr[j] = float32(float64(pr[j]) * (float64(dpr[j]) - dot))
@@ -263,7 +263,7 @@ func (t *swigluBackTask) Run(_, lo, hi int) {
 		g := gb[i]
 		s := sigmoidf(g)
 		da := dab[i]
-		dgb[i] = da * ub[i] * s * (1 + g*(1-s))
+		dgb[i] = da * ub[i] * s * (1 + float32(g*(1-s)))
 		dub[i] = da * g * s
 	}
 }
@@ -292,7 +292,7 @@ type axpyTask struct {
 func (t *axpyTask) Run(_, lo, hi int) {
 	yb, xb, alpha := t.yb, t.xb, t.alpha
 	for i := lo; i < hi; i++ {
-		yb[i] += alpha * xb[i]
+		yb[i] += float32(alpha * xb[i])
 	}
 }
 
@@ -357,12 +357,12 @@ func (t *adamWTask) Run(_, lo, hi int) {
 	wb, gb, mb, vb, p, stepSize, sqrtBC2, b1, b2 := t.wb, t.gb, t.mb, t.vb, t.p, t.stepSize, t.sqrtBC2, t.b1, t.b2
 	for j := lo; j < hi; j++ {
 		gj := gb[j] * p.Clip
-		mb[j] = b1*mb[j] + (1-b1)*gj
-		vb[j] = b2*vb[j] + (1-b2)*gj*gj
+		mb[j] = float32(b1*mb[j]) + float32((1-b1)*gj)
+		vb[j] = float32(b2*vb[j]) + float32((1-b2)*gj*gj)
 		if p.Decay {
-			wb[j] -= p.LR * p.WeightDecay * wb[j]
+			wb[j] -= float32(p.LR * p.WeightDecay * wb[j])
 		}
 		den := float32(math.Sqrt(float64(vb[j])))/sqrtBC2 + p.Eps
-		wb[j] -= stepSize * mb[j] / den
+		wb[j] -= float32(stepSize * mb[j] / den)
 	}
 }

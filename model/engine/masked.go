@@ -176,7 +176,7 @@ func (t *Trainer) lossOf() float64 {
 	if t.mk.weighted {
 		for r, l := range t.lossHost {
 			if w := t.mk.wHost[r]; w != 0 {
-				sum += float64(w) * float64(l)
+				sum += float64(float64(w) * float64(l))
 			}
 		}
 		return sum / t.mk.wSum
