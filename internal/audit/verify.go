@@ -105,6 +105,10 @@ type Report struct {
 	Txs          int
 	Rounds       int // committed rounds seen
 	Reaggregated int // committed rounds re-run from artifacts
+	// Evaluated counts the RoundEvaluated txs: the ledger rules are
+	// checked (owner, committed round, its model, contributors), the
+	// losses themselves are the coordinator's and not re-computed.
+	Evaluated int
 	Artifacts    int // artifact files hashed
 	Manifests    int // dataset manifests found and checked
 	// RejectionsChecked counts the UpdateRejected whose update was in the
@@ -429,6 +433,8 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		}
 		v.heads[b.JobID] = jobHead{model: b.ModelDigest, round: b.Round}
 		delete(v.rounds, roundKey(b.JobID, b.Round))
+	case ledger.RoundEvaluated:
+		v.rep.Evaluated++
 	case ledger.RoundFailed:
 		if err := v.checkMissing(v.rounds[roundKey(b.JobID, b.Round)]); err != nil {
 			return err

@@ -166,6 +166,9 @@ func TestNoRaceNetworkContributions(t *testing.T) {
 		return out.String()
 	}
 	fedtune("audit", "export", "-o", exportPath, "--genesis", n.GenesisPath(), "--addr", n.LedgerGRPC[0])
+	if out := fedtune("audit", "verify", "--export", exportPath); !strings.Contains(out, "2 evaluated") {
+		t.Errorf("audit verify does not count the 2 RoundEvaluated: %s", out)
+	}
 	out := fedtune("audit", "contributions", n.JobName, "--export", exportPath, "--plot", plotPath)
 	t.Logf("audit contributions:\n%s", out)
 	for _, r := range rounds {
