@@ -122,12 +122,21 @@ func (e *evaluator) add(ctx context.Context, j *runningJob, r uint64, d string) 
 
 // addMissed queues, for a job resumed after a restart, the evaluations of
 // its committed rounds that were due but never finished (the coordinator
-// stopped first); finished ones were saved in evalsFile.
+// stopped first); finished ones were saved in evalsFile. A round saved as
+// evaluated whose RoundEvaluated the ledger does not hold (the coordinator
+// stopped before it committed) is evaluated again, so that it goes on
+// the ledger.
 func (e *evaluator) addMissed(ctx context.Context, j *runningJob, history []ledger.Round) {
 	for _, r := range history {
-		if r.Status == ledger.StatusCommitted && r.ModelDigest != "" {
-			e.add(ctx, j, r.Round, r.ModelDigest)
+		if r.Status != ledger.StatusCommitted || r.ModelDigest == "" {
+			continue
 		}
+		if r.Evaluation == nil && evalDue(j.job, r.Round) {
+			e.mu.Lock()
+			delete(e.results, r.ModelDigest)
+			e.mu.Unlock()
+		}
+		e.add(ctx, j, r.Round, r.ModelDigest)
 	}
 }
 
