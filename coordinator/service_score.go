@@ -51,12 +51,15 @@ func (s *Service) recordEvaluation(ctx context.Context, t evalTask, baseDir, dat
 	body := ledger.RoundEvaluated{JobID: t.job.Name, Round: t.round, ModelDigest: t.model, EvalDigest: evalDigest,
 		MeanNLL: res.MeanNLL, Tokens: uint64(res.Tokens), Scores: scores}
 	s.mu.Lock()
-	gen, cur := s.gen, s.job
-	s.mu.Unlock()
-	if cur == nil || cur.job.Name != t.job.Name {
+	defer s.mu.Unlock()
+	if s.job == nil || s.job.job.Name != t.job.Name {
 		return
 	}
-	s.txq.push(gen, body)
+	if s.evalTxs == nil {
+		s.evalTxs = map[uint64]int{}
+	}
+	s.evalTxs[s.gen]++
+	s.txq.push(s.gen, body)
 }
 
 // scoreContributors returns, for each contributor of committed round r

@@ -70,20 +70,13 @@ func TestNoRaceNetworkContributions(t *testing.T) {
 	}
 	coordID := mustJobOwner(t, ctx, lc, n.JobName)
 
-	// The evaluations are queued after each commit; wait for both.
-	var rounds []ledger.Round
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if rounds, err = lc.Rounds(ctx, n.JobName); err != nil {
-			t.Fatal(err)
-		}
-		if len(rounds) == 2 && rounds[0].Evaluation != nil && rounds[1].Evaluation != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rounds %+v: not both evaluated on the ledger", rounds)
-		}
-		time.Sleep(200 * time.Millisecond)
+	// The job is done only once its evaluations are on the ledger.
+	rounds, err := lc.Rounds(ctx, n.JobName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rounds) != 2 || rounds[0].Evaluation == nil || rounds[1].Evaluation == nil {
+		t.Fatalf("job done with rounds %+v: not both evaluated on the ledger", rounds)
 	}
 	for i, r := range rounds {
 		ev := r.Evaluation
