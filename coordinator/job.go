@@ -97,6 +97,16 @@ type Job struct {
 	Deadline time.Duration `yaml:"deadline" json:"deadline"`
 	// Eval is the held-out evaluation after aggregation.
 	Eval EvalSpec `yaml:"eval" json:"eval"`
+	// RequireAttestations lists the attestations every dataset behind an
+	// update must have: a passing DatasetAttested of the kind by the
+	// auditor (by: its member ID) or any auditor (by: auditor). The
+	// ledger records the list in the job's recipe; the job's aggregator
+	// rejects an update on a dataset without one (its UpdateRejected, or
+	// the round's RoundFailed when no update is left, names what is
+	// missing), and the ledger refuses a commit that counts such an update. Omitted from
+	// the canonical encoding when empty, so older job files keep their
+	// digests.
+	RequireAttestations []ledger.AttestationRequirement `yaml:"require_attestations" json:"require_attestations,omitempty"`
 
 	// Source names the file the job came from (not part of the digest).
 	Source string `yaml:"-" json:"-"`
@@ -375,6 +385,19 @@ func (j *Job) Validate() error {
 	if j.Model.Digest != "" && !isDigest(j.Model.Digest) {
 		bad("model.digest", "%q is not a SHA-256 digest (64 lowercase hex)", j.Model.Digest)
 	}
+	seenReq := map[ledger.AttestationRequirement]bool{}
+	for i, r := range j.RequireAttestations {
+		f := fmt.Sprintf("require_attestations[%d]", i)
+		if err := r.Validate(); err != nil {
+			bad(f, "%v", err)
+		} else if seenReq[r] {
+			bad(f, "%s is listed twice", r)
+		}
+		seenReq[r] = true
+	}
+	if len(j.RequireAttestations) > ledger.MaxRequiredAttestations {
+		bad("require_attestations", "%d entries, limit %d", len(j.RequireAttestations), ledger.MaxRequiredAttestations)
+	}
 	seen := map[string]bool{}
 	for i, m := range j.Datasets.Manifests {
 		f := fmt.Sprintf("datasets.manifests[%d]", i)
@@ -586,7 +609,7 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	r := ledger.RoundRecipe{Strategy: s.Name(), Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier,
 		SampledTrainers: j.Trainers.Max, MaxNorm: j.Privacy.MaxNorm, Compression: j.Compression.Kind, Int8Block: j.Int8Block(),
 		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, MaxSamples: j.MaxSamples(),
-		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter}
+		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter, RequireAttestations: slices.Clone(j.RequireAttestations)}
 	if p := s.Params(); len(p) > 0 {
 		r.Params = make(map[string]string, len(p))
 		for k, v := range p {

@@ -32,7 +32,9 @@
 //	NodeAdded          admin
 //	NodePromoted       admin
 //	NodeRemoved        admin
-//	(none)             auditor: reads only
+//	DatasetAttested    auditor (a signed claim about a dataset, e.g. a
+//	                   personal-data scan; see DatasetAttested for why
+//	                   only auditors)
 //	(none)             inference: serves a committed model and signs
 //	                   receipts for its answers (inference/receipt)
 //

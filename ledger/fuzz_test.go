@@ -30,7 +30,9 @@ func seedTxs(f *testing.F) [][]byte {
 		c.admin.sign(f, NodeRemoved{ID: newActor("n", "").id, Reason: "retired"}),
 		c.coord.sign(f, JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavgm", Params: map[string]string{"server_momentum": "0.9"},
 			Clip: 1, NoiseMultiplier: 1.1, Compression: "int8", Int8Block: 64, MinTrainers: 1, MaxTrainers: 3, MaxSamples: 100,
-			Aggregators: []string{c.agg.id}, InitialAdapter: hexDigest("a"), BaseModel: hexDigest("base")}}),
+			Aggregators: []string{c.agg.id}, InitialAdapter: hexDigest("a"), BaseModel: hexDigest("base"),
+			RequireAttestations: []AttestationRequirement{{Kind: KindPIIScan, By: string(RoleAuditor)}}}}),
+		c.auditor.sign(f, attestedBy(f, c.auditor.key, hexDigest("d"), testPredicate())),
 		c.coord.sign(f, RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("n"), EvalDigest: hexDigest("e"), MeanNLL: 1.5, Tokens: 10,
 			Scores: []ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.25}}}),
 	}

@@ -11,8 +11,22 @@ type Lineage struct {
 	// Rounds[0] produced Model; Rounds[len-1] started from Base. Empty when
 	// Model is itself a registered base model.
 	Rounds []LineageRound
-	// Datasets lists every dataset a contributor cited, by digest.
+	// Datasets lists every dataset a contributor cited, by digest, each
+	// with its attestations.
 	Datasets []Dataset
+	// Missing lists, round by round (newest first), each attestation a
+	// round's job requires that a contributor's dataset lacks (now: an
+	// auditor's later failing attestation replaces its passing one).
+	Missing []MissingAttestation `json:",omitempty"`
+}
+
+// MissingAttestation is an attestation a job requires that a dataset
+// behind one of its rounds lacks.
+type MissingAttestation struct {
+	JobID       string
+	Round       uint64
+	Dataset     string
+	Requirement AttestationRequirement
 }
 
 // LineageRound is one committed round in a lineage.

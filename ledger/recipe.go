@@ -69,6 +69,12 @@ type RoundRecipe struct {
 	Mode string `json:"mode,omitempty"`
 	// InnerSteps is DiLoCo's H in a pre-training job (0 otherwise).
 	InnerSteps int `json:"inner_steps,omitempty"`
+	// RequireAttestations lists the attestations every dataset behind an
+	// update of the job must have (a passing DatasetAttested of the kind,
+	// by the auditor or any auditor) before the update may contribute:
+	// the job's aggregator rejects the update otherwise (aggregator/round),
+	// and the FSM refuses a commit that counts it.
+	RequireAttestations []AttestationRequirement `json:"require_attestations,omitempty"`
 }
 
 // RecipePretrain is RoundRecipe.Mode of a pre-training job.
@@ -161,6 +167,9 @@ func (r *RoundRecipe) Designates(id string) bool { return slices.Contains(r.Aggr
 
 // Validate checks the recipe's fields without state.
 func (r *RoundRecipe) Validate() error {
+	if err := validateRequirements(r.RequireAttestations); err != nil {
+		return err
+	}
 	if err := checkText("recipe.strategy", r.Strategy, MaxTextLen, true); err != nil {
 		return err
 	}

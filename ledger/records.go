@@ -52,6 +52,11 @@ type Dataset struct {
 	Owner   string `json:"owner"` // the trainer that registered it
 	Height  uint64 `json:"height"`
 	TxHash  string `json:"tx_hash"`
+
+	// Attestations are the dataset's attestations (the latest of each
+	// auditor and kind), ordered by kind then auditor. Filled by
+	// FSM.Dataset; not stored in the dataset's record.
+	Attestations []DatasetAttestation `json:"attestations,omitempty"`
 }
 
 // RoundStatus is where a round is in its life.

@@ -47,6 +47,7 @@ var TxRoles = map[string]Role{
 	TypeRoundOpened:       RoleCoordinator,
 	TypeJobRegistered:     RoleCoordinator,
 	TypeDatasetRegistered: RoleTrainer,
+	TypeDatasetAttested:   RoleAuditor,
 	TypeUpdateSubmitted:   RoleTrainer,
 	TypeUpdateRejected:    RoleAggregator,
 	TypeRoundCommitted:    RoleAggregator,
@@ -267,6 +268,7 @@ var bodyDecoders = map[string]func([]byte) (TxBody, error){
 	TypeRoundCommitted:    decodeBody[RoundCommitted],
 	TypeRoundFailed:       decodeBody[RoundFailed],
 	TypeJobRegistered:     decodeBody[JobRegistered],
+	TypeDatasetAttested:   decodeBody[DatasetAttested],
 	TypeRoundEvaluated:    decodeBody[RoundEvaluated],
 }
 
@@ -559,6 +561,8 @@ func validateBody(b TxBody) error {
 		return nil
 	case RoundFailed:
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
+	case DatasetAttested:
+		return validateDatasetAttested(b)
 	case RoundEvaluated:
 		return validateEvaluated(b)
 	case JobRegistered:

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fedtune/fedtune/aggregator"
@@ -137,6 +139,9 @@ func (l *Local) aggregate(ctx context.Context, a *Task, global string) (Result, 
 	if lc := l.signer.Client(); lc != nil {
 		if rec, err := lc.Job(ctx, a.JobID); err == nil {
 			minTrainers = rec.Recipe.MinTrainers
+			if err := l.checkAttestations(ctx, lc, a, rec.Recipe.RequireAttestations, rejected); err != nil {
+				return Result{}, err
+			}
 		}
 		others, err := undelivered(ctx, lc, *a)
 		if err != nil {
@@ -158,6 +163,13 @@ func (l *Local) aggregate(ctx context.Context, a *Task, global string) (Result, 
 			l.own.Reject(a.JobID, a.Round, u.UpdateDigest, why)
 			rejected[u.Trainer] = ledger.TruncateReason(why)
 		}
+	}
+	if len(a.Inputs) == 0 && len(rejected) > 0 {
+		whys := make([]string, 0, len(rejected))
+		for _, t := range slices.Sorted(maps.Keys(rejected)) {
+			whys = append(whys, rejected[t])
+		}
+		return Result{}, fmt.Errorf("no update of job %s round %d passed the aggregator's checks: %s", a.JobID, a.Round, strings.Join(whys, "; "))
 	}
 	for _, d := range []string{global, a.State} {
 		if d == "" {
@@ -231,4 +243,36 @@ func (l *Local) putFile(ctx context.Context, path, want string) (string, error) 
 		return "", fmt.Errorf("store %s: %w", path, err)
 	}
 	return want, nil
+}
+
+// checkAttestations rejects every input computed on a dataset that lacks
+// an attestation the job's recipe requires (a passing DatasetAttested of
+// the kind, by the named auditor or any auditor, as the ledger holds it
+// now): the ledger would refuse a commit that counts it. Rejections go
+// into rejected (by trainer) and this aggregator's own record.
+func (l *Local) checkAttestations(ctx context.Context, lc *client.Client, a *Task, reqs []ledger.AttestationRequirement, rejected map[string]string) error {
+	if len(reqs) == 0 {
+		return nil
+	}
+	kept := a.Inputs[:0:0]
+	for _, in := range a.Inputs {
+		ds, err := lc.Dataset(ctx, in.Dataset)
+		if err != nil {
+			return fmt.Errorf("attestations of dataset %s of trainer %s: %w", in.Dataset, in.Trainer, err)
+		}
+		if missing := ledger.MissingAttestations(reqs, ds.Attestations); len(missing) > 0 {
+			names := make([]string, len(missing))
+			for i, r := range missing {
+				names[i] = r.String()
+			}
+			why := fmt.Sprintf("update %s of trainer %s was computed on dataset %s, which lacks the passing attestation(s) job %s requires: %s",
+				in.Digest, in.Trainer, in.Dataset, a.JobID, strings.Join(names, ", "))
+			l.own.Reject(a.JobID, a.Round, in.Digest, why)
+			rejected[in.Trainer] = ledger.TruncateReason(why)
+			continue
+		}
+		kept = append(kept, in)
+	}
+	a.Inputs = kept
+	return nil
 }

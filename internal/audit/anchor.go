@@ -413,12 +413,35 @@ func (a *anchorer) lineage(l *ledger.Lineage) (*ledger.Lineage, error) {
 			return nil, notAnchored("dataset "+dg, "cited in %s, but the ledger's lineage does not list it", cited[dg])
 		}
 	}
+	anchoredAtts := map[string][]ledger.DatasetAttestation{}
 	for _, dg := range slices.Sorted(maps.Keys(cited)) {
 		d, err := a.dataset(claimed[dg])
 		if err != nil {
 			return nil, err
 		}
 		out.Datasets = append(out.Datasets, d)
+		anchoredAtts[dg] = d.Attestations
+	}
+	// A missing attestation is kept only where the round is in the
+	// lineage, the dataset is behind it and its anchored attestations do
+	// not meet the requirement. (The requirement itself is the job's
+	// recipe, which the lineage does not carry: a node that leaves a
+	// missing attestation out is not caught here.)
+	for _, m := range l.Missing {
+		rec := fmt.Sprintf("missing attestation %s of dataset %s in round %s/%d", m.Requirement, m.Dataset, m.JobID, m.Round)
+		behind := false
+		for _, r := range out.Rounds {
+			if r.JobID == m.JobID && r.Round == m.Round && slices.ContainsFunc(r.Contributors, func(c ledger.LineageContribution) bool { return c.DatasetDigest == m.Dataset }) {
+				behind = true
+			}
+		}
+		if !behind {
+			return nil, notAnchored(rec, "no round of the lineage used that dataset")
+		}
+		if len(ledger.MissingAttestations([]ledger.AttestationRequirement{m.Requirement}, anchoredAtts[m.Dataset])) == 0 {
+			return nil, notAnchored(rec, "the dataset's anchored attestations meet the requirement")
+		}
+		out.Missing = append(out.Missing, m)
 	}
 	return out, nil
 }
@@ -470,6 +493,22 @@ func (a *anchorer) dataset(d ledger.Dataset) (ledger.Dataset, error) {
 	b := tx.Body.(ledger.DatasetRegistered)
 	out := ledger.Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Samples: b.Samples,
 		Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: d.Height, TxHash: d.TxHash}
+	// Each attestation shown must be a DatasetAttested tx of this
+	// dataset, by that auditor, saying exactly that.
+	for _, at := range d.Attestations {
+		arec := fmt.Sprintf("%s: attestation %s by %s", rec, at.Kind, at.Auditor)
+		tx, err := a.txAt(at.Height, at.TxHash, ledger.TypeDatasetAttested, arec)
+		if err != nil {
+			return ledger.Dataset{}, err
+		}
+		ab := tx.Body.(ledger.DatasetAttested)
+		got := ledger.DatasetAttestation{Dataset: ab.Dataset, Kind: ab.Predicate.Kind, Auditor: tx.Signer, Result: ab.Predicate.Result,
+			Tool: ab.Predicate.Tool, Report: ab.Predicate.Report, Height: at.Height, TxHash: at.TxHash}
+		if !reflect.DeepEqual(got, at) {
+			return ledger.Dataset{}, notAnchored(arec, "the ledger says %+v, its DatasetAttested tx at height %d says %+v", at, at.Height, got)
+		}
+		out.Attestations = append(out.Attestations, got)
+	}
 	return out, compare(rec, ledger.TypeDatasetRegistered, d.Height,
 		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
 		field{"source", d.Source, out.Source}, field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root},

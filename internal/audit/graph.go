@@ -14,6 +14,12 @@ type Graph struct {
 	Model  GraphModel   `json:"model"`
 	Base   GraphModel   `json:"base"`
 	Rounds []GraphRound `json:"rounds"`
+	// Attestations are the attestations of the datasets behind the model,
+	// by dataset digest (only datasets that have some).
+	Attestations map[string][]ledger.DatasetAttestation `json:"attestations,omitempty"`
+	// Missing lists each attestation a round's job requires that a
+	// dataset behind the round lacks.
+	Missing []ledger.MissingAttestation `json:"missing_attestations,omitempty"`
 	// Anchored, when set, says that every fact above was checked against
 	// the txs that recorded it, in blocks with enough node cosignatures
 	// (see Anchor).
@@ -85,7 +91,14 @@ func NewGraph(l *ledger.Lineage, roots map[string]string) *Graph {
 	ds := map[string]ledger.Dataset{}
 	for _, d := range l.Datasets {
 		ds[d.Digest] = d
+		if len(d.Attestations) > 0 {
+			if g.Attestations == nil {
+				g.Attestations = map[string][]ledger.DatasetAttestation{}
+			}
+			g.Attestations[d.Digest] = d.Attestations
+		}
 	}
+	g.Missing = l.Missing
 	for _, r := range slices.Backward(l.Rounds) {
 		gr := GraphRound{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel, ModelDigest: r.ModelDigest,
 			Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight, CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator, Eval: r.Eval}

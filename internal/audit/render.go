@@ -80,6 +80,23 @@ func renderTable(w io.Writer, g *Graph) error {
 			}
 		}
 	}
+	if len(g.Attestations) > 0 {
+		fmt.Fprintf(w, "\nattestations\n")
+		for _, d := range slices.Sorted(maps.Keys(g.Attestations)) {
+			for _, a := range g.Attestations[d] {
+				result := "fail"
+				if a.Result.Pass {
+					result = "pass"
+				}
+				fmt.Fprintf(w, "  dataset %s: %s %s by auditor %s (%d samples, %d findings; tool %q %s, report %s, height %d)\n",
+					short(d), a.Kind, result, short(a.Auditor), a.Result.Samples, a.Result.Findings, a.Tool.Name, short(a.Tool.Digest), short(a.Report), a.Height)
+			}
+		}
+	}
+	for _, m := range g.Missing {
+		fmt.Fprintf(w, "MISSING: round %d of job %s used dataset %s, which lacks the attestation its job requires: %s\n",
+			m.Round, m.JobID, short(m.Dataset), m.Requirement)
+	}
 	if g.Anchored != nil {
 		fmt.Fprintf(w, "\n%s\n", g.Anchored)
 	}

@@ -148,7 +148,8 @@ func newAuditLineageCmd() *cobra.Command {
 		Short: "Show the DAG from a model back to its base model: rounds, contributors, weights, datasets, rejections",
 		Long: "Show the DAG from a model back to its base model: every round with its strategy and parameters, each\n" +
 			"contributor with its weight, update digest and dataset (licence, sample count and the Merkle root the\n" +
-			"ledger recorded), and the rejected updates with their reasons.\n" +
+			"ledger recorded), and the rejected updates with their reasons; each dataset's attestations (DatasetAttested),\n" +
+			"and a MISSING line for each attestation a round's job requires that a dataset behind it lacks.\n" +
 			"--format dot is Graphviz input; --format html is one self-contained page (click a node for its details).\n" +
 			"The node named by --addr is trusted unless --quorum N is given: then every fact shown is checked against the\n" +
 			"signed tx that recorded it, in a block carrying at least N valid node cosignatures (only the nodes of the\n" +

@@ -27,6 +27,7 @@ func newDatasetCmd() *cobra.Command {
 			"licence, source and owner, signed by the owner's key (a DSSE envelope). The manifest digest is sha256 of the file.",
 	}
 	cmd.AddCommand(newDatasetManifestCmd(), newDatasetRegisterCmd(), newDatasetVerifyManifestCmd(), newDatasetProveCmd())
+	cmd.AddCommand(newDatasetScanCmd(), newDatasetAttestCmd())
 	return cmd
 }
 

@@ -27,6 +27,7 @@ var txBodies = map[string]func() ledger.TxBody{
 	ledger.TypeRoundCommitted:    func() ledger.TxBody { return new(ledger.RoundCommitted) },
 	ledger.TypeRoundFailed:       func() ledger.TxBody { return new(ledger.RoundFailed) },
 	ledger.TypeJobRegistered:     func() ledger.TxBody { return new(ledger.JobRegistered) },
+	ledger.TypeDatasetAttested:   func() ledger.TxBody { return new(ledger.DatasetAttested) },
 	ledger.TypeRoundEvaluated:    func() ledger.TxBody { return new(ledger.RoundEvaluated) },
 }
 

@@ -72,7 +72,7 @@ func TestMarshalConfigRoundTrip(t *testing.T) {
 // members, nodes and policy it was built from.
 func TestWriteGenesisRoundTrip(t *testing.T) {
 	n := &Net{Opts: Options{Trainers: 2}, Dir: t.TempDir(), ChainID: "fedtune-devnet", Keys: map[string]ed25519.PrivateKey{}}
-	for _, name := range []string{"admin", "coordinator", "aggregator", InferenceName, "trainer-1", "trainer-2", "node-1", "node-2", "node-3"} {
+	for _, name := range []string{"admin", "coordinator", "aggregator", InferenceName, AuditorName, "trainer-1", "trainer-2", "node-1", "node-2", "node-3"} {
 		k, err := ledger.GenerateKey()
 		if err != nil {
 			t.Fatal(err)
@@ -86,7 +86,7 @@ func TestWriteGenesisRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.ChainID != n.ChainID || len(g.Members) != 6 || len(g.Nodes) != 3 || g.Policy.BlockInterval != 10*time.Millisecond {
+	if g.ChainID != n.ChainID || len(g.Members) != 7 || len(g.Nodes) != 3 || g.Policy.BlockInterval != 10*time.Millisecond {
 		t.Fatalf("genesis %+v", g)
 	}
 	for _, m := range g.Members {
@@ -94,7 +94,7 @@ func TestWriteGenesisRoundTrip(t *testing.T) {
 			t.Errorf("member %s: key %s, want %s", m.Name, ledger.KeyID(m.Key), n.ID(m.Name))
 		}
 	}
-	if g.Members[3].Role != ledger.RoleInference || g.Members[4].Role != ledger.RoleTrainer || g.Nodes[2].Name != "node-3" || ledger.KeyID(g.Nodes[2].Key) != n.ID("node-3") {
+	if g.Members[3].Role != ledger.RoleInference || g.Members[4].Role != ledger.RoleAuditor || g.Members[5].Role != ledger.RoleTrainer || g.Nodes[2].Name != "node-3" || ledger.KeyID(g.Nodes[2].Key) != n.ID("node-3") {
 		t.Errorf("members %+v nodes %+v", g.Members, g.Nodes)
 	}
 	want := ledger.DefaultPolicy()

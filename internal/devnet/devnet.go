@@ -155,7 +155,8 @@ type Net struct {
 	Opts    Options
 	Dir     string
 	ChainID string
-	// Keys by name: admin, coordinator, aggregator, node-N, trainer-N.
+	// Keys by name: admin, coordinator, aggregator, node-N, inference,
+	// auditor, trainer-N.
 	Keys map[string]ed25519.PrivateKey
 	// Ledger nodes' gRPC and raft addresses, in order.
 	LedgerGRPC []string
@@ -212,7 +213,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 			return nil, err
 		}
 	}
-	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3", InferenceName}
+	names := []string{"admin", "coordinator", "aggregator", "node-1", "node-2", "node-3", InferenceName, AuditorName}
 	for i := 1; i <= opts.Trainers; i++ {
 		names = append(names, fmt.Sprintf("trainer-%d", i))
 	}
@@ -281,6 +282,10 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	return n, nil
 }
 
+// AuditorName is the devnet identity of the auditor: a genesis member
+// with role auditor, which may attest datasets (DatasetAttested).
+const AuditorName = "auditor"
+
 func (n *Net) writeGenesis() error {
 	var missing []string
 	pub := func(name string) string {
@@ -293,7 +298,8 @@ func (n *Net) writeGenesis() error {
 	}
 	g := ledger.Genesis{ChainID: n.ChainID, Policy: ledger.DefaultPolicy()}
 	g.Policy.BlockInterval = 10 * time.Millisecond
-	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}, {InferenceName, string(ledger.RoleInference)}}
+	members := [][2]string{{"admin", "admin"}, {"coordinator", "coordinator"}, {"aggregator", "aggregator"}, {InferenceName, string(ledger.RoleInference)},
+		{AuditorName, string(ledger.RoleAuditor)}}
 	for i := 1; i <= n.Opts.Trainers; i++ {
 		members = append(members, [2]string{fmt.Sprintf("trainer-%d", i), "trainer"})
 	}

@@ -142,7 +142,15 @@
 //     UpdateRejected rejected (at least MinTrainers); for the
 //     sample-weighted strategies (SampleWeighted) each weight is exactly
 //     samples / Σ samples as the aggregator computes it; the model's
-//     digest is no update first submitted to another round.
+//     digest is no update first submitted to another round; every
+//     contributor's dataset has a passing attestation for each of the
+//     recipe's RequireAttestations (of the kind, by the named auditor or
+//     any auditor) as the state holds them at the commit.
+//   - DatasetAttested: the dataset is registered; the statement it
+//     carries is signed by the tx's signer (checked with its member key)
+//     and says exactly what the tx says about exactly this dataset; it
+//     replaces the same auditor's earlier attestation of the same kind
+//     (state key a/da/<dataset>/<kind>/<auditor>).
 //   - RoundEvaluated: the signer owns the job; the round is committed and
 //     its committed model is the body's model_digest; no RoundEvaluated of
 //     the round came before; every scored trainer is a contributor of the

@@ -309,6 +309,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{datasetKey(b.Digest), mustJSON(d)}}, nil
 
+	case ledger.DatasetAttested:
+		return c.checkAttested(tx, b, txHash)
+
 	case ledger.JobRegistered:
 		if old, err := c.job(b.JobID); err != nil {
 			return nil, err
@@ -535,6 +538,12 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			}
 			if u.Rejected {
 				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s was rejected: %s", i, ct.UpdateDigest, u.RejectReason)
+			}
+			if missing, err := c.missingAttestations(rc.RequireAttestations, u.DatasetDigest); err != nil {
+				return nil, err
+			} else if len(missing) > 0 {
+				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s of trainer %s was computed on dataset %s, which lacks the attestation(s) job %q requires: %s",
+					i, ct.UpdateDigest, ct.Trainer, u.DatasetDigest, b.JobID, describeRequirements(missing))
 			}
 			link.Contributors = append(link.Contributors, ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
 				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight})

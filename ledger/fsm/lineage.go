@@ -222,8 +222,52 @@ func lineage(st segmentReader, digest string) (*ledger.Lineage, error) {
 		if ok, err := getJSON(st, datasetKey(k), &d); err != nil {
 			return nil, err
 		} else if ok {
+			if d.Attestations, err = attestationsOf(st, k); err != nil {
+				return nil, err
+			}
 			out.Datasets = append(out.Datasets, d)
 		}
 	}
+	if err := missingInLineage(st, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// missingInLineage fills l.Missing: for every round, each attestation its
+// job requires that a contributor's dataset lacks now.
+func missingInLineage(st segmentReader, l *ledger.Lineage) error {
+	atts := map[string][]ledger.DatasetAttestation{}
+	for _, d := range l.Datasets {
+		atts[d.Digest] = d.Attestations
+	}
+	jobs := map[string]*ledger.JobRecord{}
+	for _, r := range l.Rounds {
+		j, seen := jobs[r.JobID]
+		if !seen {
+			var rec ledger.JobRecord
+			ok, err := getJSON(st, jobRecordKey(r.JobID), &rec)
+			if err != nil {
+				return err
+			}
+			if ok {
+				j = &rec
+			}
+			jobs[r.JobID] = j
+		}
+		if j == nil || len(j.Recipe.RequireAttestations) == 0 {
+			continue
+		}
+		done := map[string]bool{}
+		for _, c := range r.Contributors {
+			if done[c.DatasetDigest] {
+				continue
+			}
+			done[c.DatasetDigest] = true
+			for _, req := range ledger.MissingAttestations(j.Recipe.RequireAttestations, atts[c.DatasetDigest]) {
+				l.Missing = append(l.Missing, ledger.MissingAttestation{JobID: r.JobID, Round: r.Round, Dataset: c.DatasetDigest, Requirement: req})
+			}
+		}
+	}
+	return nil
 }

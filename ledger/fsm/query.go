@@ -100,8 +100,20 @@ func (f *FSM) Model(digest string) (*ledger.Model, error) {
 
 // Dataset returns a registered dataset by manifest digest.
 func (f *FSM) Dataset(digest string) (*ledger.Dataset, error) {
+	sn := f.st.Snapshot()
+	if sn == nil {
+		return nil, fmt.Errorf("ledger: dataset: state closed")
+	}
+	defer sn.Close()
 	var d ledger.Dataset
-	if err := f.getRecord(datasetKey(digest), &d, "dataset "+digest); err != nil {
+	ok, err := getJSON(sn, datasetKey(digest), &d)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("dataset %s: %w", digest, ledger.ErrRecordNotFound)
+	}
+	if d.Attestations, err = attestationsOf(sn, digest); err != nil {
 		return nil, err
 	}
 	return &d, nil

@@ -20,6 +20,7 @@ import (
 //	a/n/<member ID>              last applied nonce, u64 big-endian
 //	a/md/<digest>                Model (JSON)
 //	a/ds/<digest>                Dataset (JSON)
+//	a/da/<dataset>/<kind>/<auditor>  DatasetAttestation (JSON), the latest
 //	a/j/<job ID>                 highest round number opened, u64
 //	a/jr/<job ID>                JobRecord (JSON): owner and RoundRecipe
 //	a/r/<job ID>\x00<round u64>  Round (JSON, without Updates)
@@ -48,6 +49,7 @@ const (
 	prefixNonce     = "a/n/"
 	prefixModel     = "a/md/"
 	prefixDataset   = "a/ds/"
+	prefixAttest    = "a/da/"
 	prefixJob       = "a/j/"
 	prefixJobRecord = "a/jr/"
 	prefixRound     = "a/r/"
@@ -69,6 +71,13 @@ func nonceKey(id string) []byte       { return []byte(prefixNonce + id) }
 func modelKey(digest string) []byte   { return []byte(prefixModel + digest) }
 func datasetKey(digest string) []byte { return []byte(prefixDataset + digest) }
 func jobKey(job string) []byte        { return []byte(prefixJob + job) }
+
+// attestPrefix is the prefix of a dataset's attestations; attestKey one
+// auditor's latest of one kind.
+func attestPrefix(dataset string) []byte { return []byte(prefixAttest + dataset + "/") }
+func attestKey(dataset, kind, auditor string) []byte {
+	return []byte(prefixAttest + dataset + "/" + kind + "/" + auditor)
+}
 func lineageKey(digest string) []byte { return []byte(prefixLineage + digest) }
 func childKey(digest string) []byte   { return []byte(prefixChild + digest) }
 func segmentPrefix(seg string) []byte { return []byte(prefixSegment + seg + "/") }
