@@ -21,6 +21,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/internal/spdx"
 	"github.com/fedtune/fedtune/internal/strictyaml"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
@@ -134,6 +135,27 @@ type DatasetSpec struct {
 	// eligible when it registered one of them. Empty: any dataset the
 	// trainer registered on the ledger.
 	Manifests []string `yaml:"manifests" json:"manifests"`
+	// Licences are the SPDX licence IDs the job accepts for the data
+	// trainers train on (empty: any). An update on a dataset under
+	// another licence is rejected, the reason recorded on the ledger
+	// (UpdateRejected); the recipe carries the list, so the ledger
+	// refuses a commit that counts one.
+	Licences []string `yaml:"licenses" json:"licenses,omitempty"`
+	// Published lists the digests of published datasets (fedtune dataset
+	// publish) the job trains on: every round gives each selected trainer
+	// a disjoint range of RangeSamples samples of each (0: local_steps ×
+	// batch), drawn from the job's seed and recorded in RoundOpened. A
+	// trainer with no data of its own may then take part.
+	Published    []string `yaml:"published" json:"published,omitempty"`
+	RangeSamples uint64   `yaml:"range_samples" json:"range_samples,omitempty"`
+}
+
+// RangeSize is the samples per trainer, round and published dataset.
+func (j *Job) RangeSize() uint64 {
+	if j.Datasets.RangeSamples > 0 {
+		return j.Datasets.RangeSamples
+	}
+	return uint64(j.Train.LocalSteps) * uint64(j.Train.Batch)
 }
 
 // TrainerSpec bounds a round's selection (as Flower's fraction_fit,
@@ -409,6 +431,30 @@ func (j *Job) Validate() error {
 		}
 		seen[m] = true
 	}
+	for i, l := range j.Datasets.Licences {
+		f := fmt.Sprintf("datasets.licenses[%d]", i)
+		switch {
+		case !spdx.ValidID(l):
+			bad(f, "%q is not a known SPDX licence ID (exact case, e.g. MIT, CC-BY-4.0) or LicenseRef-<name>", l)
+		case slices.Contains(j.Datasets.Licences[:i], l):
+			bad(f, "%s is listed twice", l)
+		}
+	}
+	for i, p := range j.Datasets.Published {
+		f := fmt.Sprintf("datasets.published[%d]", i)
+		switch {
+		case !isDigest(p):
+			bad(f, "%q is not a dataset digest (64 lowercase hex; `fedtune dataset ls` lists them)", p)
+		case slices.Contains(j.Datasets.Published[:i], p):
+			bad(f, "%s is listed twice", p)
+		}
+	}
+	if len(j.Datasets.Published) > ledger.MaxPublished {
+		bad("datasets.published", "%d listed, limit %d", len(j.Datasets.Published), ledger.MaxPublished)
+	}
+	if len(j.Datasets.Licences) > ledger.MaxLicences {
+		bad("datasets.licenses", "%d listed, limit %d", len(j.Datasets.Licences), ledger.MaxLicences)
+	}
 	if j.Rounds < 1 || j.Rounds > MaxRounds {
 		bad("rounds", "must be ≥ 1 and ≤ %d, got %d", MaxRounds, j.Rounds)
 	}
@@ -609,7 +655,8 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	r := ledger.RoundRecipe{Strategy: s.Name(), Clip: j.Privacy.Clip, NoiseMultiplier: j.Privacy.NoiseMultiplier,
 		SampledTrainers: j.Trainers.Max, MaxNorm: j.Privacy.MaxNorm, Compression: j.Compression.Kind, Int8Block: j.Int8Block(),
 		MinTrainers: j.Trainers.Min, MaxTrainers: j.Trainers.Max, MaxSamples: j.MaxSamples(),
-		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter, RequireAttestations: slices.Clone(j.RequireAttestations)}
+		Aggregators: slices.Clone(aggregators), InitialAdapter: initialAdapter, RequireAttestations: slices.Clone(j.RequireAttestations),
+		Licences: slices.Clone(j.Datasets.Licences)}
 	if p := s.Params(); len(p) > 0 {
 		r.Params = make(map[string]string, len(p))
 		for k, v := range p {
@@ -618,6 +665,14 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	}
 	if r.Compression == "" {
 		r.Compression = CompressNone
+	}
+	// Published data: the sample counts come from the ledger (the
+	// coordinator fills them in before registering the job).
+	for _, p := range j.Datasets.Published {
+		r.Published = append(r.Published, ledger.PublishedRef{Digest: p})
+	}
+	if len(r.Published) > 0 {
+		r.RangeSeed, r.RangeSamples = j.Seed, j.RangeSize()
 	}
 	// Round 1's base: model.digest (a job given model.path or model.init
 	// has it set by the coordinator once the folder is imported, see

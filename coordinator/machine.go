@@ -76,6 +76,10 @@ type UpdateArrived struct {
 	Dataset string // dataset manifest digest
 	Samples uint64
 	Metrics map[string]float64
+	// DatasetName and Licence are the dataset's name and licence as the
+	// ledger records them (the service reads them), checked against the
+	// recipe's licences.
+	DatasetName, Licence string
 }
 
 // UpdateInvalid: a selected trainer's update cannot be used (its artifact
@@ -455,8 +459,12 @@ func (m *Machine) updateArrived(e UpdateArrived) error {
 	delete(r.failed, e.Trainer) // it may have failed once, then delivered after all
 	u := &update{Input: round.Input{Trainer: e.Trainer, Digest: e.Digest, Dataset: e.Dataset, Samples: e.Samples}}
 	r.updates[e.Trainer] = u
-	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) {
+	published := slices.ContainsFunc(m.recipe.Published, func(p ledger.PublishedRef) bool { return p.Digest == e.Dataset })
+	if ms := m.job.Datasets.Manifests; len(ms) > 0 && !slices.Contains(ms, e.Dataset) && !published {
 		u.invalid = fmt.Sprintf("dataset %s is not admitted by job %s", e.Dataset, m.job.Name)
+		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
+	} else if !m.recipe.AcceptsLicence(e.Licence) {
+		u.invalid = m.recipe.LicenceRefusal(e.Dataset, e.DatasetName, e.Licence)
 		m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: e.Digest, Reason: u.invalid})
 	}
 	return nil
@@ -656,9 +664,17 @@ func (m *Machine) open() {
 		return
 	}
 	eligible := m.pool.Eligible(j.Datasets.Manifests)
+	if len(m.recipe.Published) > 0 {
+		eligible = m.pool.All()
+	}
 	sel := Select(j.Seed, m.round, j.Trainers, eligible)
 	if sel == nil {
 		m.setWaiting(fmt.Sprintf("round %d: %d eligible trainers joined, need %d", m.round, len(eligible), j.Trainers.Min))
+		return
+	}
+	ranges, err := m.recipe.Ranges(m.round, sel)
+	if err != nil {
+		m.setWaiting(fmt.Sprintf("round %d: %v", m.round, err))
 		return
 	}
 	m.waiting = ""
@@ -666,7 +682,7 @@ func (m *Machine) open() {
 	m.cur = &roundState{selected: sel, deadline: deadline, updates: map[string]*update{},
 		failed: map[string]string{}, left: map[string]bool{}, tasked: map[string]bool{}}
 	m.rd.Txs = append(m.rd.Txs, ledger.RoundOpened{JobID: j.Name, Round: m.round, ConfigDigest: m.jobDigest,
-		BaseModel: m.base, Strategy: m.strategy.Name(), Trainers: slices.Clone(sel), Deadline: deadline})
+		BaseModel: m.base, Strategy: m.strategy.Name(), Trainers: slices.Clone(sel), Deadline: deadline, Ranges: ranges})
 	m.st = stOpening
 	m.setWake(deadline)
 }

@@ -71,6 +71,17 @@ func (p *Pool) Joined(id string) bool {
 	return ok
 }
 
+// All returns the joined trainers, sorted, whatever data they hold: a job
+// on published data may select a trainer with none of its own.
+func (p *Pool) All() []string {
+	out := make([]string, 0, len(p.joined))
+	for id := range p.joined {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Eligible returns, sorted, the joined trainers holding a dataset the job
 // admits: one of manifests, or, with manifests empty, any registered one.
 func (p *Pool) Eligible(manifests []string) []string {

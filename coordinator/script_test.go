@@ -320,7 +320,7 @@ func (h *harness) run(cmd, body string) string {
 			ds = v
 		}
 		e := UpdateArrived{Round: h.u64(kv["round"]), Trainer: h.al.id(n), Digest: h.al.id(kv["digest"]),
-			Dataset: h.al.id(ds), Samples: h.u64(kv["samples"])}
+			Dataset: h.al.id(ds), Samples: h.u64(kv["samples"]), DatasetName: ds, Licence: kv["licence"]}
 		if r := h.hist[e.Round]; r != nil && r.Status == ledger.StatusOpen && slices.Contains(r.Trainers, e.Trainer) {
 			r.Updates = append(r.Updates, ledger.Update{Trainer: e.Trainer, UpdateDigest: e.Digest, DatasetDigest: e.Dataset, Samples: e.Samples})
 		}

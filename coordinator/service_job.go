@@ -229,6 +229,19 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 		return recipe, err
 	}
 	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
+	for i, p := range recipe.Published {
+		d, err := s.cfg.Ledger.Dataset(ctx, p.Digest)
+		if err != nil {
+			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s: %w", job.Name, i, p.Digest, err)
+		}
+		if !d.Published {
+			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s (%q) is a trainer's private dataset, not published data", job.Name, i, p.Digest, d.Name)
+		}
+		if !recipe.AcceptsLicence(d.Licence) {
+			return recipe, fmt.Errorf("job %s: datasets.published[%d]: %s", job.Name, i, recipe.LicenceRefusal(d.Digest, d.Name, d.Licence))
+		}
+		recipe.Published[i].Samples = d.Samples
+	}
 
 	rec, err := s.cfg.Ledger.Job(ctx, job.Name)
 	switch {

@@ -74,7 +74,12 @@ func (s *Service) SubmitUpdate(ctx context.Context, req *coordinatorv1.SubmitUpd
 		case u.UpdateDigest != d:
 			return nil, status.Errorf(codes.InvalidArgument, "submit update: the ledger records update %s, not %s", u.UpdateDigest, d)
 		}
-		ev = UpdateArrived{Round: req.Round, Trainer: trainer, Digest: d, Dataset: u.DatasetDigest, Samples: u.Samples, Metrics: u.Metrics}
+		ds, err := s.cfg.Ledger.Dataset(ctx, u.DatasetDigest)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "submit update: dataset %s: %v", u.DatasetDigest, err)
+		}
+		ev = UpdateArrived{Round: req.Round, Trainer: trainer, Digest: d, Dataset: u.DatasetDigest, Samples: u.Samples, Metrics: u.Metrics,
+			DatasetName: ds.Name, Licence: ds.Licence}
 	}
 	if err := s.lock(ctx); err != nil {
 		return nil, unavailable(err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"google.golang.org/grpc/codes"
@@ -156,7 +157,25 @@ func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *
 	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's models: %w", err)
 	}
+	// A shard, the leaves or the card of a published dataset: every
+	// member may read it (the ledger answers a blob of one with the
+	// dataset's record).
+	switch d, err := s.cfg.Ledger.Dataset(ctx, digest); {
+	case err == nil && d.Published && PublishedBlob(d, digest):
+		return nil, nil, nil
+	case err != nil && !errors.Is(err, ledger.ErrRecordNotFound):
+		return nil, nil, fmt.Errorf("cannot read the ledger's datasets: %w", err)
+	}
 	return ups, nil, nil
+}
+
+// PublishedBlob reports whether blob is a shard, the leaves or the card
+// of published dataset d.
+func PublishedBlob(d *ledger.Dataset, blob string) bool {
+	if blob == d.Leaves || (d.Card != "" && blob == d.Card) {
+		return true
+	}
+	return slices.ContainsFunc(d.Shards, func(s dspub.Shard) bool { return s.Digest == blob })
 }
 
 // PendingAllowed is the download policy for a blob members uploaded that

@@ -35,4 +35,12 @@
 // followed by the encoding of "\n". Windows cuts the stream into training
 // windows of seqLen+1 tokens (inputs plus shifted targets) and a Batcher
 // deals the windows out in a seeded order that is reshuffled every epoch.
+//
+// # Publishing
+//
+// Publish orders a dataset's samples by their leaf hash (the order of the
+// leaves of NewTree, so sample i of a published dataset is leaf i), cuts
+// them into shards and fills the publication manifest of internal/dspub;
+// VerifyLeaves checks a leaves file against a manifest's Merkle root. The
+// root is the one BuildManifest computes for the same samples.
 package datasets

@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/safetext"
+	"github.com/fedtune/fedtune/internal/spdx"
 	"github.com/fedtune/fedtune/internal/strictjson"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -156,24 +156,8 @@ func (t *Tree) Size() uint64 { return uint64(len(t.leaves)) }
 // Leaves returns the sorted leaves (the sample hashes); do not modify.
 func (t *Tree) Leaves() [][32]byte { return t.leaves }
 
-// spdxIDs is a small allow-list of SPDX licence IDs common for datasets and
-// models. Anything else must be written LicenseRef-<idstring>.
-var spdxIDs = map[string]bool{
-	"0BSD": true, "AFL-3.0": true, "AGPL-3.0-only": true, "AGPL-3.0-or-later": true, "Apache-2.0": true,
-	"Artistic-2.0": true, "BSD-2-Clause": true, "BSD-3-Clause": true, "BSL-1.0": true, "CC-BY-3.0": true,
-	"CC-BY-4.0": true, "CC-BY-NC-4.0": true, "CC-BY-NC-SA-4.0": true, "CC-BY-ND-4.0": true, "CC-BY-SA-3.0": true,
-	"CC-BY-SA-4.0": true, "CC-PDDC": true, "CC0-1.0": true, "CDLA-Permissive-2.0": true, "CDLA-Sharing-1.0": true,
-	"EPL-2.0": true, "GFDL-1.3-only": true, "GFDL-1.3-or-later": true, "GPL-2.0-only": true, "GPL-2.0-or-later": true,
-	"GPL-3.0-only": true, "GPL-3.0-or-later": true, "ISC": true, "LGPL-2.1-only": true, "LGPL-2.1-or-later": true,
-	"LGPL-3.0-only": true, "LGPL-3.0-or-later": true, "MIT": true, "MPL-2.0": true, "ODC-By-1.0": true,
-	"ODbL-1.0": true, "OFL-1.1": true, "OpenRAIL": true, "PDDL-1.0": true, "Unlicense": true, "Zlib": true,
-	"llama2": true, "llama3": true, "llama3.1": true, "llama3.2": true,
-}
-
-var licenseRef = regexp.MustCompile(`^LicenseRef-[A-Za-z0-9.-]+$`)
-
 // ValidateLicence checks that s is an SPDX licence expression made of known
-// IDs (see the allow-list) or LicenseRef-<idstring> joined by AND or OR,
+// IDs (internal/spdx's table) or LicenseRef-<idstring> joined by AND or OR,
 // each optionally followed by "+"; parentheses and WITH are not accepted.
 // Errors wrap ErrLicence and name the offending term.
 func ValidateLicence(s string) error {
@@ -188,8 +172,7 @@ func ValidateLicence(s string) error {
 			}
 			continue
 		}
-		id := strings.TrimSuffix(t, "+")
-		if !spdxIDs[id] && !licenseRef.MatchString(id) {
+		if !spdx.ValidID(t) {
 			return fmt.Errorf("%w: %q: %q is not a known SPDX licence ID (use the exact case, e.g. Apache-2.0, CC-BY-4.0, or LicenseRef-<name>)", ErrLicence, s, t)
 		}
 	}

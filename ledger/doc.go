@@ -23,6 +23,7 @@
 //	JobRegistered      coordinator (becomes the job's owner)
 //	RoundOpened        coordinator (the job's owner)
 //	DatasetRegistered  trainer
+//	DatasetPublished   trainer (the signed publication manifest's owner)
 //	UpdateSubmitted    trainer (one that the round selected)
 //	UpdateRejected     aggregator (one the job's recipe designates)
 //	RoundCommitted     aggregator (one the job's recipe designates)

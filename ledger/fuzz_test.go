@@ -13,6 +13,7 @@ import (
 func seedTxs(f *testing.F) [][]byte {
 	c := newCast()
 	return [][]byte{
+		publishedTx(f, c.trainers[1]),
 		c.coord.sign(f, ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "l", Source: "s"}),
 		c.coord.sign(f, RoundOpened{JobID: "j", Round: 1, ConfigDigest: hexDigest("c"), BaseModel: hexDigest("m"), Strategy: "fedavg",
 			Trainers: []string{c.trainers[0].id}, Deadline: t0.Add(time.Hour)}),

@@ -6,8 +6,10 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/internal/spdx"
 )
 
 // RoundRecipe is the rule set of a job's rounds, committed on the ledger
@@ -75,6 +77,40 @@ type RoundRecipe struct {
 	// the job's aggregator rejects the update otherwise (aggregator/round),
 	// and the FSM refuses a commit that counts it.
 	RequireAttestations []AttestationRequirement `json:"require_attestations,omitempty"`
+	// Licences are the SPDX licence IDs the job accepts for the data its
+	// updates are trained on (none: any). The FSM refuses a commit that
+	// counts an update on a dataset whose licence expression they do not
+	// satisfy (spdx.Accepts); the update must be rejected, with the reason,
+	// by an UpdateRejected.
+	Licences []string `json:"licences,omitempty"`
+	// Published are the published datasets the job trains on. Each round
+	// gives every selected trainer a disjoint range of each
+	// (AssignRanges with RangeSeed and RangeSamples), recorded in
+	// RoundOpened.Ranges; an UpdateSubmitted must name exactly its
+	// trainer's ranges.
+	Published    []PublishedRef `json:"published,omitempty"`
+	RangeSeed    uint64         `json:"range_seed,omitempty"`
+	RangeSamples uint64         `json:"range_samples,omitempty"`
+}
+
+// Ranges returns the ranges round n of the job gives trainers.
+func (r *RoundRecipe) Ranges(n uint64, trainers []string) ([]TrainerRange, error) {
+	return AssignRanges(r.RangeSeed, n, r.Published, r.RangeSamples, trainers)
+}
+
+// MaxLicences bounds RoundRecipe.Licences.
+const MaxLicences = 64
+
+// AcceptsLicence reports whether the job takes data under licence
+// expression expr: any when the recipe lists no licences.
+func (r *RoundRecipe) AcceptsLicence(expr string) bool {
+	return len(r.Licences) == 0 || spdx.Accepts(r.Licences, expr)
+}
+
+// LicenceRefusal is the reason recorded when a job refuses dataset
+// (named name) under licence expr.
+func (r *RoundRecipe) LicenceRefusal(dataset, name, expr string) string {
+	return fmt.Sprintf("dataset %s (%q) is under licence %q, which the job does not accept (it accepts %s)", dataset, name, expr, strings.Join(r.Licences, ", "))
 }
 
 // RecipePretrain is RoundRecipe.Mode of a pre-training job.
@@ -234,6 +270,20 @@ func (r *RoundRecipe) Validate() error {
 	if r.BaseModel != "" {
 		if err := checkDigest("recipe.base_model", r.BaseModel); err != nil {
 			return err
+		}
+	}
+	if err := checkPublishedRefs(r.Published, r.RangeSamples); err != nil {
+		return err
+	}
+	if len(r.Licences) > MaxLicences {
+		return fmt.Errorf("recipe.licences: %d listed, limit %d", len(r.Licences), MaxLicences)
+	}
+	for i, l := range r.Licences {
+		if !spdx.ValidID(l) || len(l) > 128 {
+			return fmt.Errorf("recipe.licences[%d] %q is not a known SPDX licence ID or LicenseRef-<name>", i, abbrev(l))
+		}
+		if slices.Contains(r.Licences[:i], l) {
+			return fmt.Errorf("recipe.licences[%d] %s is listed twice", i, l)
 		}
 	}
 	switch r.Mode {

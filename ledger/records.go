@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/fedtune/fedtune/internal/dspub"
 )
 
 // Member is a member of the ledger as its state records it.
@@ -57,6 +59,16 @@ type Dataset struct {
 	// auditor and kind), ordered by kind then auditor. Filled by
 	// FSM.Dataset; not stored in the dataset's record.
 	Attestations []DatasetAttestation `json:"attestations,omitempty"`
+	// Published is set for a dataset recorded by DatasetPublished: its
+	// samples are in the artifact store for every member to read. Format,
+	// Card, Leaves and Shards are the manifest's; Manifest is the signed
+	// manifest (its envelope bytes), for a reader to check offline.
+	Published bool          `json:"published,omitempty"`
+	Format    string        `json:"format,omitempty"`
+	Card      string        `json:"card,omitempty"`
+	Leaves    string        `json:"leaves,omitempty"`
+	Shards    []dspub.Shard `json:"shards,omitempty"`
+	Manifest  string        `json:"manifest,omitempty"`
 }
 
 // RoundStatus is where a round is in its life.
@@ -71,16 +83,18 @@ const (
 
 // Round is a round as the ledger records it.
 type Round struct {
-	JobID        string      `json:"job_id"`
-	Round        uint64      `json:"round"`
-	ConfigDigest string      `json:"config_digest"`
-	BaseModel    string      `json:"base_model"`
-	Strategy     string      `json:"strategy"`
-	Trainers     []string    `json:"trainers"`
-	Deadline     time.Time   `json:"deadline"`
-	Status       RoundStatus `json:"status"`
-	Coordinator  string      `json:"coordinator"`
-	OpenedHeight uint64      `json:"opened_height"`
+	JobID        string    `json:"job_id"`
+	Round        uint64    `json:"round"`
+	ConfigDigest string    `json:"config_digest"`
+	BaseModel    string    `json:"base_model"`
+	Strategy     string    `json:"strategy"`
+	Trainers     []string  `json:"trainers"`
+	Deadline     time.Time `json:"deadline"`
+	// Ranges are the published samples each trainer was given.
+	Ranges       []TrainerRange `json:"ranges,omitempty"`
+	Status       RoundStatus    `json:"status"`
+	Coordinator  string         `json:"coordinator"`
+	OpenedHeight uint64         `json:"opened_height"`
 	// Set when the round closes.
 	ClosedHeight uint64 `json:"closed_height,omitempty"`
 	Aggregator   string `json:"aggregator,omitempty"`
@@ -120,6 +134,7 @@ type Update struct {
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
 	// Commitment is the submission's training commitment, if it made one.
 	Commitment   *TrainingCommitment `json:"commitment,omitempty"`
+	Ranges       []SampleRange       `json:"ranges,omitempty"`
 	Height       uint64              `json:"height"`
 	TxHash       string              `json:"tx_hash"`
 	Rejected     bool                `json:"rejected,omitempty"`

@@ -134,6 +134,10 @@ type RoundOpened struct {
 	Strategy     string    `json:"strategy"`
 	Trainers     []string  `json:"trainers"`
 	Deadline     time.Time `json:"deadline"`
+	// Ranges are the samples of the job's published datasets each
+	// trainer trains on this round: exactly RoundRecipe.Ranges(Round,
+	// Trainers), none for a job on private data only.
+	Ranges []TrainerRange `json:"ranges,omitempty"`
 }
 
 // UpdateSubmitted (a selected trainer) records one update to an open round,
@@ -149,6 +153,11 @@ type UpdateSubmitted struct {
 	// update, so that an auditor can replay the training bit for bit and
 	// bisect to the first step that differs.
 	Commitment *TrainingCommitment `json:"commitment,omitempty"`
+	// Ranges are the published samples the update was trained on:
+	// exactly the trainer's ranges of RoundOpened.Ranges. DatasetDigest is
+	// then the trainer's own registered dataset, or, for a trainer with
+	// no data of its own, one of the job's published datasets.
+	Ranges []SampleRange `json:"ranges,omitempty"`
 }
 
 // TrainingCommitment is what a trainer commits to about its local
@@ -502,6 +511,17 @@ func validateBody(b TxBody) error {
 		if b.Deadline.IsZero() {
 			return fmt.Errorf("deadline is required")
 		}
+		if len(b.Ranges) > MaxTrainers*MaxPublished {
+			return fmt.Errorf("ranges: %d, limit %d", len(b.Ranges), MaxTrainers*MaxPublished)
+		}
+		for i, r := range b.Ranges {
+			if !seen[r.Trainer] {
+				return fmt.Errorf("ranges[%d].trainer %q is not one of the round's trainers", i, abbrev(r.Trainer))
+			}
+			if err := checkRanges(fmt.Sprintf("ranges[%d]", i), []SampleRange{r.Range()}, 1); err != nil {
+				return err
+			}
+		}
 		return nil
 	case UpdateSubmitted:
 		if err := firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkDigest("dataset_digest", b.DatasetDigest)); err != nil {
@@ -509,6 +529,9 @@ func validateBody(b TxBody) error {
 		}
 		if b.Samples == 0 {
 			return fmt.Errorf("samples must be at least 1")
+		}
+		if err := checkRanges("ranges", b.Ranges, MaxPublished); err != nil {
+			return err
 		}
 		if len(b.Metrics) > MaxMapEntries {
 			return fmt.Errorf("metrics: %d entries, limit %d", len(b.Metrics), MaxMapEntries)
@@ -572,6 +595,9 @@ func validateBody(b TxBody) error {
 		return b.Recipe.Validate()
 	}
 	if ok, err := validateNodeBody(b); ok {
+		return err
+	}
+	if ok, err := validatePublishedBody(b); ok {
 		return err
 	}
 	return fmt.Errorf("unknown tx body %T", b)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
@@ -68,6 +69,13 @@ type Update struct {
 	Loss   float64
 	Steps  int
 	Tokens int
+	// Dataset is the dataset the update names (the trainer's own, or a
+	// published one for a trainer with none), Ranges the published
+	// samples it trained on and DataSamples how many samples it trained
+	// on in all; the node fills them in, not the backend.
+	Dataset     string
+	Ranges      []ledger.SampleRange
+	DataSamples uint64
 }
 
 // Backend trains one task on local data. Implementations must be

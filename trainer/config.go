@@ -42,6 +42,8 @@ type Config struct {
 	// NodeAdded) to the pinned ones; needs LedgerGenesis.
 	LedgerNodeIDs []string `yaml:"ledger_node_ids,omitempty"`
 	// Data is the local training data (text, folder of .txt, or JSONL).
+	// Empty: the trainer has no data of its own and takes part only in
+	// jobs on published data, training on the ranges each round gives it.
 	Data string `yaml:"data"`
 	// Licence is the SPDX licence of the data, recorded in its manifest.
 	Licence string `yaml:"licence"`
@@ -110,7 +112,6 @@ func (c *Config) Validate() error {
 	need("key_file", c.KeyFile)
 	need("coordinator", c.Coordinator)
 	need("ledger", c.Ledger)
-	need("data", c.Data)
 	need("work_dir", c.WorkDir)
 	if !c.Insecure && c.CoordinatorID == "" {
 		msgs = append(msgs, "coordinator_id: required unless insecure (the key ID the coordinator's TLS certificate must prove)")

@@ -24,7 +24,7 @@ func TestParseConfig(t *testing.T) {
 		{"good", goodConfig, ""},
 		{"insecure without id", "key_file: k\ncoordinator: a:1\nledger: b:2\ndata: d\ninsecure: true\n", ""},
 		{"unknown key", goodConfig + "colour: blue\n", `:7: unknown key "colour"`},
-		{"missing fields", "name: x\n", "key_file: required; coordinator: required; ledger: required; data: required"},
+		{"missing fields", "name: x\n", "key_file: required; coordinator: required; ledger: required; coordinator_id: required"},
 		{"tls needs id", "key_file: k\ncoordinator: a:1\nledger: b:2\ndata: d\n", "coordinator_id: required unless insecure"},
 		{"bad id", strings.Replace(goodConfig, "0123456789abcdef0123", "XYZ", 1), "is not a key ID"},
 		{"bad licence", goodConfig + "licence: not a licence\n", "licence:"},

@@ -41,4 +41,15 @@
 // model/engine's StepBatch: the loss on the assistant tokens only, no
 // attention across documents, positions restarting per document
 // (TrainBatches outside a round). The Gorgonia device refuses such data.
+//
+// Published data: PublishDataset cuts a dataset into shards in the
+// artifact store and signs its manifest (internal/dspub), which
+// ledger.DatasetPublished records; FetchPublished and PublishedReader read
+// it back, checking the leaves against the Merkle root and every shard's
+// samples against their leaves, and name the shard and the sample that do
+// not match. In a job on published data (ledger.RoundRecipe.Published),
+// the node reads its round's ranges from RoundOpened on the ledger, reads
+// and checks only the shards that hold them, trains on them (with its own
+// data, if it has any: Config.Data may be empty) and names the ranges in
+// its UpdateSubmitted.
 package trainer

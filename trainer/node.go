@@ -83,6 +83,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("trainer key: %w", err)
 	}
 	id := ledger.KeyID(key.Public().(ed25519.PublicKey))
+	if cfg.Data == "" {
+		return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id}, nil
+	}
 	ds, isInstruct := ReadInstruct(cfg.Data)
 	if !isInstruct {
 		if ds, err = datasets.Load(cfg.Data, datasets.Options{}); err != nil {
@@ -120,10 +123,21 @@ func (n *Node) ID() string { return n.id }
 
 // DatasetDigest returns the digest of the local dataset's signed manifest,
 // what DatasetRegistered and UpdateSubmitted record.
-func (n *Node) DatasetDigest() string { return n.manifest.Digest }
+// It is "" for a trainer with no data of its own.
+func (n *Node) DatasetDigest() string {
+	if n.manifest == nil {
+		return ""
+	}
+	return n.manifest.Digest
+}
 
 // Samples returns the local dataset's sample count.
-func (n *Node) Samples() uint64 { return n.manifest.Samples }
+func (n *Node) Samples() uint64 {
+	if n.manifest == nil {
+		return 0
+	}
+	return n.manifest.Samples
+}
 
 // ClaimedSamples is the sample count a trainer claims for an update
 // (UpdateSubmitted.samples, its weight under FedAvg): the examples the
@@ -194,6 +208,10 @@ func (n *Node) Run(ctx context.Context) error {
 
 // register records the dataset's manifest on the ledger unless it is.
 func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.Signer) error {
+	if n.manifest == nil {
+		n.log.InfoContext(ctx, "no data of its own: this trainer takes part in jobs on published data only")
+		return nil
+	}
 	for {
 		ds, err := lc.Dataset(ctx, n.manifest.Digest)
 		switch {
@@ -260,7 +278,7 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 	}
 	pub := n.key.Public().(ed25519.PublicKey)
 	jr, err := cc.Join(ctx, &coordinatorv1.JoinRequest{PublicKey: pub, Challenge: ch.Challenge,
-		Signature: client.SignChallenge(n.key, ch.Challenge), Datasets: []string{n.manifest.Digest}})
+		Signature: client.SignChallenge(n.key, ch.Challenge), Datasets: n.ownDatasets()})
 	if err != nil {
 		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
 			return fmt.Errorf("%w: %s", ErrRefused, status.Convert(err).Message())
@@ -356,7 +374,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 	defer cancel()
 	start := time.Now()
 	log.InfoContext(ctx, "task received", "steps", t.LocalSteps, "mode", t.Mode)
-	u, err := n.train(tctx, ac, t)
+	u, err := n.train(tctx, lc, ac, t)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -376,9 +394,9 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 	} else {
 		log.WarnContext(ctx, "cannot read the job's recipe; claiming what was trained", "err", err)
 	}
-	samples := ClaimedSamples(n.manifest.Samples, u.Steps, int(t.Batch), recipeMax)
-	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: n.manifest.Digest,
-		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}}
+	samples := ClaimedSamples(u.DataSamples, u.Steps, int(t.Batch), recipeMax)
+	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: u.Dataset,
+		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges}
 	height, err := signer.Submit(tctx, body)
 	if err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)
@@ -393,7 +411,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 }
 
 // train fetches the task's weights and runs the backend.
-func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.Task) (Update, error) {
+func (n *Node) train(ctx context.Context, lc *client.Client, ac *artifact.Client, t *coordinatorv1.Task) (Update, error) {
 	for _, d := range []string{t.BaseModel, t.BaseConfig, t.Tokenizer, t.TokenizerConfig, t.Global} {
 		if d == "" {
 			continue
@@ -436,10 +454,15 @@ func (n *Node) train(ctx context.Context, ac *artifact.Client, t *coordinatorv1.
 	default:
 		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
 	}
-	u, err := n.opts.Backend.Fit(ctx, task, n.data)
+	data, rd, err := n.roundData(ctx, lc, ac, t)
 	if err != nil {
 		return Update{}, err
 	}
+	u, err := n.opts.Backend.Fit(ctx, task, data)
+	if err != nil {
+		return Update{}, err
+	}
+	u.Dataset, u.Ranges, u.DataSamples = rd.dataset, rd.ranges, uint64(len(data.Dataset.Samples))
 	if got, err := digest.File(u.Path); err != nil || got != u.Digest {
 		return Update{}, fmt.Errorf("update %s: file digest %s does not match %s (%v)", u.Path, got, u.Digest, err)
 	}
@@ -486,4 +509,12 @@ func (n *Node) copyBlob(digest, to string) error {
 // PEFT's tensor names) as an Adapter of shape lc.
 func ReadAdapter(path string, lc model.LoRAConfig) (*model.Adapter, error) {
 	return model.ReadAdapterFile(path, lc)
+}
+
+// ownDatasets lists the digest of the trainer's own dataset, if it has one.
+func (n *Node) ownDatasets() []string {
+	if n.manifest == nil {
+		return nil
+	}
+	return []string{n.manifest.Digest}
 }

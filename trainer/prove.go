@@ -29,6 +29,9 @@ func (p *proofTree) get(d *datasets.Dataset) *datasets.Tree {
 // the sample with hash leaf is, or is not, in the dataset with manifest
 // digest dataset. It fails for a dataset this trainer does not hold.
 func (n *Node) Prove(dataset string, leaf []byte) ([]byte, error) {
+	if n.manifest == nil {
+		return nil, fmt.Errorf("this trainer holds no data of its own")
+	}
 	if dataset != n.manifest.Digest {
 		return nil, fmt.Errorf("this trainer does not hold dataset %s (it holds %s)", dataset, n.manifest.Digest)
 	}

@@ -486,6 +486,9 @@ func compareModel(rec, typ string, m, out ledger.Model) error {
 // dataset anchors a dataset registration.
 func (a *anchorer) dataset(d ledger.Dataset) (ledger.Dataset, error) {
 	rec := "dataset " + d.Digest
+	if d.Published {
+		return a.published(d)
+	}
 	tx, err := a.txAt(d.Height, d.TxHash, ledger.TypeDatasetRegistered, rec)
 	if err != nil {
 		return ledger.Dataset{}, err
@@ -513,6 +516,25 @@ func (a *anchorer) dataset(d ledger.Dataset) (ledger.Dataset, error) {
 		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
 		field{"source", d.Source, out.Source}, field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root},
 		field{"bytes", d.Bytes, out.Bytes}, field{"owner", d.Owner, out.Owner})
+}
+
+// published anchors a published dataset: the record is what the signed
+// DatasetPublished at its height gives, manifest and all.
+func (a *anchorer) published(d ledger.Dataset) (ledger.Dataset, error) {
+	rec := "dataset " + d.Digest
+	tx, err := a.txAt(d.Height, d.TxHash, ledger.TypeDatasetPublished, rec)
+	if err != nil {
+		return ledger.Dataset{}, err
+	}
+	sm, err := tx.Body.(ledger.DatasetPublished).Decode()
+	if err != nil {
+		return ledger.Dataset{}, fmt.Errorf("%s: its DatasetPublished at height %d: %w", rec, d.Height, err)
+	}
+	out := ledger.PublishedDataset(sm, tx.Signer, d.Height, d.TxHash)
+	return out, compare(rec, ledger.TypeDatasetPublished, d.Height,
+		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
+		field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root}, field{"bytes", d.Bytes, out.Bytes},
+		field{"owner", d.Owner, out.Owner}, field{"manifest", d.Manifest, out.Manifest})
 }
 
 // anchoredTx is a tx found while scanning a round's blocks.

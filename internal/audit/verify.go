@@ -158,6 +158,7 @@ type verifier struct {
 	models    map[string]ledger.ModelRegistered // registered base models by digest
 	jobs      map[string]*coordinator.Job       // opts.Jobs by config digest
 	recipes   map[string]ledger.RoundRecipe     // registered jobs' recipes by job ID
+	datasets  map[string]ledger.Dataset         // registered and published datasets by digest (name, licence)
 	adapters  map[string]string                 // config digest → initial adapter file; "init\x00" + config digest → a pretrain job's initial model digest
 	tmp       string
 	lastPrint time.Time
@@ -385,7 +386,12 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		v.models[b.Digest] = b
 		return v.artifact(h, i, tx.Hash, "digest", b.Digest)
 	case ledger.DatasetRegistered:
+		v.dataset(ledger.Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence})
 		return v.manifest(h, i, tx, b)
+	case ledger.DatasetPublished:
+		if sm, err := b.Decode(); err == nil {
+			v.dataset(ledger.Dataset{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Published: true})
+		}
 	case ledger.JobRegistered:
 		v.recipes[b.JobID] = b.Recipe
 		if b.Recipe.InitialAdapter != "" {
@@ -553,6 +559,15 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		return nil
 	}
 	what := fmt.Sprintf("%s: update %s of trainer %s was rejected as %q", where, b.UpdateDigest, trainer, b.Reason)
+	// A rejection for the licence of the update's data: the ledger's
+	// records alone decide it (coordinator.Machine's reason).
+	if d, ok := v.datasets[u.DatasetDigest]; ok && b.Reason == rc.LicenceRefusal(d.Digest, d.Name, d.Licence) {
+		if rc.AcceptsLicence(d.Licence) {
+			return txErr(h, i, tx.Hash, "reason", "%s but the job's recipe accepts licence %q", what, d.Licence)
+		}
+		v.rep.RejectionsChecked++
+		return nil
+	}
 	if _, miss := r.missing[b.UpdateDigest]; miss {
 		delete(r.missing, b.UpdateDigest)
 		return v.unverifiable(h, i, tx.Hash, what+"; the update is not in the artifacts, so the rejection cannot be checked")
@@ -591,6 +606,14 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		norm = fmt.Sprintf(", a norm within max_norm %s", ledger.FormatParam(rc.MaxNorm))
 	}
 	return txErr(h, i, tx.Hash, "reason", "%s but it passes every input check (it parses as an update, has the layout of the round's reference, only finite values%s)", what, norm)
+}
+
+// dataset remembers a dataset's name and licence.
+func (v *verifier) dataset(d ledger.Dataset) {
+	if v.datasets == nil {
+		v.datasets = map[string]ledger.Dataset{}
+	}
+	v.datasets[d.Digest] = d
 }
 
 // unverifiable records a rejection that cannot be checked, or fails with

@@ -31,6 +31,7 @@ func newAuditCmd() *cobra.Command {
 		Short: "Model lineage, dataset proof checks, chain export and offline re-verification",
 	}
 	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditContainsCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditReceiptCmd(), newAuditProvenanceCmd(), newAuditContributionsCmd())
+	cmd.AddCommand(newAuditLicensesCmd())
 	return cmd
 }
 

@@ -28,6 +28,7 @@ func newDatasetCmd() *cobra.Command {
 	}
 	cmd.AddCommand(newDatasetManifestCmd(), newDatasetRegisterCmd(), newDatasetVerifyManifestCmd(), newDatasetProveCmd())
 	cmd.AddCommand(newDatasetScanCmd(), newDatasetAttestCmd())
+	cmd.AddCommand(publishedCmds()...)
 	return cmd
 }
 

@@ -169,7 +169,7 @@ func under(rel, dir string) bool { return rel == dir || strings.HasPrefix(rel, d
 // other.
 var leaves = []string{
 	"internal/atomicfile", "internal/clock", "internal/digest", "internal/dsse", "internal/fedtest",
-	"internal/freeport", "internal/safetext", "internal/strictjson", "internal/strictyaml", "internal/tlsid",
+	"internal/freeport", "internal/safetext", "internal/spdx", "internal/dspub", "internal/strictjson", "internal/strictyaml", "internal/tlsid",
 }
 
 // programs wire every package together and may import anything.

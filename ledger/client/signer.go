@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -41,6 +42,18 @@ func (s *Signer) Client() *Client { return s.ledger }
 func (s *Signer) Submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	h, err := s.submit(ctx, body)
+	var te *ledger.TxError
+	if errors.As(err, &te) && te.Cause == ledger.CauseNonceStale {
+		// The key signed elsewhere too (a CLI command beside a running
+		// node): the refused tx used nothing; sign again with the
+		// ledger's next nonce, once.
+		return s.submit(ctx, body)
+	}
+	return h, err
+}
+
+func (s *Signer) submit(ctx context.Context, body ledger.TxBody) (uint64, error) {
 	if !s.known {
 		if s.chainID == "" {
 			st, err := s.ledger.Status(ctx)

@@ -311,6 +311,8 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 
 	case ledger.DatasetAttested:
 		return c.checkAttested(tx, b, txHash)
+	case ledger.DatasetPublished:
+		return c.checkPublished(tx, b)
 
 	case ledger.JobRegistered:
 		if old, err := c.job(b.JobID); err != nil {
@@ -338,6 +340,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			} else if !ok {
 				return nil, txErr(ledger.CodeNotFound, "recipe.base_model %s is not a registered model", bm)
 			}
+		}
+		if err := c.checkJobPublished(&b.Recipe); err != nil {
+			return nil, err
 		}
 		j := ledger.JobRecord{JobID: b.JobID, Owner: tx.Signer, Recipe: b.Recipe, Height: c.height, TxHash: txHash}
 		return []kvWrite{{jobRecordKey(b.JobID), mustJSON(j)}}, nil
@@ -404,7 +409,10 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			return nil, txErr(ledger.CodeInvalid, "deadline %s is not after the block time %s",
 				b.Deadline.UTC().Format(time.RFC3339Nano), time.Unix(0, c.time).UTC().Format(time.RFC3339Nano))
 		}
-		r := ledger.Round{JobID: b.JobID, Round: b.Round, ConfigDigest: b.ConfigDigest, BaseModel: b.BaseModel,
+		if err := checkRoundRanges(rc, &b); err != nil {
+			return nil, err
+		}
+		r := ledger.Round{JobID: b.JobID, Round: b.Round, ConfigDigest: b.ConfigDigest, BaseModel: b.BaseModel, Ranges: b.Ranges,
 			Strategy: b.Strategy, Trainers: b.Trainers, Deadline: b.Deadline, Status: ledger.StatusOpen,
 			Coordinator: tx.Signer, OpenedHeight: c.height}
 		return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}, {jobKey(b.JobID), u64Bytes(b.Round)}}, nil
@@ -427,15 +435,14 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		} else if !ok {
 			return nil, txErr(ledger.CodeNotFound, "dataset %s is not registered", b.DatasetDigest)
 		}
-		if d.Owner != tx.Signer {
-			return nil, txErr(ledger.CodeForbidden, "dataset %s was registered by %s, not by the submitting trainer %s", b.DatasetDigest, d.Owner, tx.Signer)
-		}
-		if b.Samples > d.Samples {
-			return nil, txErr(ledger.CodeInvalid, "samples %d is more than the %d samples dataset %s registered", b.Samples, d.Samples, b.DatasetDigest)
-		}
-		if job, err := c.job(b.JobID); err != nil {
+		job, err := c.job(b.JobID)
+		if err != nil {
 			return nil, err
-		} else if job != nil && job.Recipe.MaxSamples > 0 && b.Samples > job.Recipe.MaxSamples {
+		}
+		if err := checkUpdateData(job, r, tx.Signer, &b, &d); err != nil {
+			return nil, err
+		}
+		if job != nil && job.Recipe.MaxSamples > 0 && b.Samples > job.Recipe.MaxSamples {
 			return nil, txErr(ledger.CodeInvalid, "samples %d is more than the %d the recipe of job %q allows per update", b.Samples, job.Recipe.MaxSamples, b.JobID)
 		}
 		var mod ledger.Model
@@ -456,7 +463,7 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			return nil, txErr(ledger.CodeAlreadyExists, "update %s was already submitted to round %d of job %q by %s", b.UpdateDigest, b.Round, b.JobID, other)
 		}
 		u := ledger.Update{Trainer: tx.Signer, UpdateDigest: b.UpdateDigest, DatasetDigest: b.DatasetDigest, Samples: b.Samples,
-			Metrics: b.Metrics, Commitment: b.Commitment, Height: c.height, TxHash: txHash}
+			Metrics: b.Metrics, Commitment: b.Commitment, Ranges: b.Ranges, Height: c.height, TxHash: txHash}
 		return []kvWrite{
 			{updateKey(b.JobID, b.Round, tx.Signer), mustJSON(u)},
 			{updateDigestKey(b.JobID, b.Round, b.UpdateDigest), []byte(tx.Signer)},
@@ -544,6 +551,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			} else if len(missing) > 0 {
 				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s of trainer %s was computed on dataset %s, which lacks the attestation(s) job %q requires: %s",
 					i, ct.UpdateDigest, ct.Trainer, u.DatasetDigest, b.JobID, describeRequirements(missing))
+			}
+			if err := c.checkContributionLicence(rc, i, u.DatasetDigest); err != nil {
+				return nil, err
 			}
 			link.Contributors = append(link.Contributors, ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
 				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight})

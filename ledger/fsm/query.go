@@ -99,6 +99,12 @@ func (f *FSM) Model(digest string) (*ledger.Model, error) {
 }
 
 // Dataset returns a registered dataset by manifest digest.
+//
+// A digest that is no dataset's but a blob of a published dataset (one of
+// its shards, its leaves or its card) gives that dataset's record, so that
+// an artifact store can tell published data (every member may read it)
+// from a pending upload; the caller tells the two cases apart by the
+// record's Digest.
 func (f *FSM) Dataset(digest string) (*ledger.Dataset, error) {
 	sn := f.st.Snapshot()
 	if sn == nil {
@@ -109,6 +115,20 @@ func (f *FSM) Dataset(digest string) (*ledger.Dataset, error) {
 	ok, err := getJSON(sn, datasetKey(digest), &d)
 	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		// A published dataset's shard, leaves or card digest answers with
+		// the dataset that holds it.
+		owner, found, gerr := sn.Get(publishedBlobKey(digest))
+		if gerr != nil {
+			return nil, gerr
+		}
+		if found {
+			digest = string(owner)
+			if ok, err = getJSON(sn, datasetKey(digest), &d); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if !ok {
 		return nil, fmt.Errorf("dataset %s: %w", digest, ledger.ErrRecordNotFound)

@@ -19,7 +19,9 @@ import (
 //	a/m/<member ID>              Member (JSON)
 //	a/n/<member ID>              last applied nonce, u64 big-endian
 //	a/md/<digest>                Model (JSON)
-//	a/ds/<digest>                Dataset (JSON)
+//	a/ds/<digest>                Dataset (JSON), registered or published
+//	a/dn/<name>                  digest of the published dataset of that name
+//	a/db/<blob digest>           digest of the published dataset holding that shard, leaves or card
 //	a/da/<dataset>/<kind>/<auditor>  DatasetAttestation (JSON), the latest
 //	a/j/<job ID>                 highest round number opened, u64
 //	a/jr/<job ID>                JobRecord (JSON): owner and RoundRecipe

@@ -1,0 +1,405 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/internal/dspub"
+	"github.com/fedtune/fedtune/internal/spdx"
+	"github.com/fedtune/fedtune/internal/tlsid"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+// publishedCmds are the dataset subcommands about published data; the
+// dataset command adds them.
+func publishedCmds() []*cobra.Command {
+	return []*cobra.Command{newDatasetPublishCmd(), newDatasetFetchCmd(), newDatasetLsCmd(), newDatasetShowCmd()}
+}
+
+// artifactsFlags name the artifact store (the coordinator's artifact
+// service) published data goes to and comes from.
+type artifactsFlags struct {
+	addr, serverID string
+	insecure       bool
+}
+
+func (a *artifactsFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&a.addr, "artifacts", "", "gRPC address of the artifact store (the coordinator's)")
+	f.StringVar(&a.serverID, "artifacts-id", "", "the artifact server's key ID, checked in the TLS handshake (the coordinator's member ID)")
+	f.BoolVar(&a.insecure, "insecure", false, "talk to the artifact store in plain text, without TLS")
+}
+
+// dial connects to the artifact store as key.
+func (a *artifactsFlags) dial(key ed25519.PrivateKey) (*artifact.Client, error) {
+	if a.addr == "" {
+		return nil, errors.New("--artifacts ADDR is required (the artifact store's gRPC address)")
+	}
+	if a.insecure {
+		return artifact.Dial(a.addr, tlsid.InsecureDialOption())
+	}
+	if !digest.Valid(a.serverID) {
+		return nil, fmt.Errorf("--artifacts-id %q is not a key ID (64 lowercase hex characters); or pass --insecure for plain text", a.serverID)
+	}
+	opt, err := tlsid.DialOption(key, tlsid.ExpectID(a.serverID))
+	if err != nil {
+		return nil, err
+	}
+	return artifact.Dial(a.addr, opt)
+}
+
+func newDatasetPublishCmd() *cobra.Command {
+	var (
+		name, licence, cardPath, format, keyPath, addr, genesisPath string
+		shardSamples                                                int
+		af                                                          artifactsFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "publish PATH --name NAME --license SPDX-ID [--card README.md] --key KEY --artifacts ADDR",
+		Short: "Cut a dataset into content-addressed shards, upload them and record a signed manifest (DatasetPublished)",
+		Long: "Publish a dataset for every member to read. The samples (lines of a text file, JSONL records' text, or\n" +
+			"instruction records) are ordered by their SHA-256 leaf hash and cut into shards of --shard-samples; the shards,\n" +
+			"the leaves file and the card go to the artifact store, and a manifest signed by --key (the Merkle root over the\n" +
+			"leaves, each shard's digest and sample range, counts, licence, the card's digest) is recorded by a DatasetPublished tx.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if name == "" || licence == "" || keyPath == "" {
+				return errors.New("dataset publish: --name, --license and --key are required")
+			}
+			if err := spdx.Validate(licence); err != nil {
+				return fmt.Errorf("dataset publish: --license: %w", err)
+			}
+			key, err := ledger.LoadKey(keyPath)
+			if err != nil {
+				return fmt.Errorf("dataset publish: %w", err)
+			}
+			d, pf, err := loadPublishable(args[0], format)
+			if err != nil {
+				return fmt.Errorf("dataset publish: %w", err)
+			}
+			var card []byte
+			if cardPath != "" {
+				if card, err = os.ReadFile(cardPath); err != nil {
+					return fmt.Errorf("dataset publish: --card: %w", err)
+				}
+			}
+			ac, err := af.dial(key)
+			if err != nil {
+				return fmt.Errorf("dataset publish: %w", err)
+			}
+			defer ac.Close()
+			sm, err := trainer.PublishDataset(ctx, ac, key, d, card, datasets.PublishOptions{Name: name, Format: pf, Licence: licence, ShardSamples: shardSamples})
+			if err != nil {
+				return fmt.Errorf("dataset publish %s: %w", args[0], err)
+			}
+			if err := submitSigned(cmd, addr, genesisPath, keyPath, ledger.DatasetPublished{Manifest: string(sm.Envelope)}); err != nil {
+				return fmt.Errorf("dataset publish: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "published %s as %s: %d samples in %d shards, %d bytes, root %s, licence %s\n",
+				name, sm.Digest, sm.Samples, len(sm.Shards), sm.Bytes, sm.Root, sm.Licence)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "the dataset's name on the ledger (letters, digits, '.', '_', '-'; unique)")
+	f.StringVar(&licence, "license", "", "SPDX licence expression (e.g. CC-BY-4.0, Apache-2.0 OR MIT)")
+	f.StringVar(&cardPath, "card", "", "the dataset card (a README), stored and named by digest in the manifest")
+	f.StringVar(&format, "format", "", "loader layout: text, jsonl or instruct (default: instruct if the file is instruction data, else by extension)")
+	f.IntVar(&shardSamples, "shard-samples", datasets.DefaultShardSamples, "samples per shard")
+	f.StringVar(&keyPath, "key", "", "the publisher's (a trainer member's) private key")
+	addrFlag(cmd, &addr, &genesisPath)
+	af.add(cmd)
+	return cmd
+}
+
+// loadPublishable reads the data at path and says which published format
+// its samples are in: instruct for instruction data, text otherwise.
+func loadPublishable(path, format string) (*datasets.Dataset, string, error) {
+	switch format {
+	case "instruct":
+		d, ok := trainer.ReadInstruct(path)
+		if !ok {
+			return nil, "", fmt.Errorf("%s is not instruction data (datasets/instruct formats)", path)
+		}
+		return d, dspub.FormatInstruct, nil
+	case "", datasets.FormatJSONL:
+		if d, ok := trainer.ReadInstruct(path); ok && format == "" {
+			return d, dspub.FormatInstruct, nil
+		}
+	case datasets.FormatText, datasets.FormatDir:
+	default:
+		return nil, "", fmt.Errorf("--format %q: want text, dir, jsonl or instruct", format)
+	}
+	d, err := datasets.Load(path, datasets.Options{Format: format})
+	return d, dspub.FormatText, err
+}
+
+// publishedRecord reads dataset ref (a digest, or a published name) from
+// the ledger and its signed manifest, checked with the owner's key.
+func publishedRecord(ctx context.Context, c *client.Client, ref string) (*ledger.Dataset, *dspub.Signed, error) {
+	var rec *ledger.Dataset
+	if digest.Valid(ref) {
+		r, err := c.Dataset(ctx, ref)
+		if err != nil {
+			return nil, nil, err
+		}
+		rec = r
+	} else {
+		all, err := listPublished(ctx, c)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range all {
+			if all[i].Name == ref {
+				rec = &all[i]
+			}
+		}
+		if rec == nil {
+			return nil, nil, fmt.Errorf("no dataset named %q is published (`fedtune dataset ls` lists them)", ref)
+		}
+	}
+	if !rec.Published {
+		return rec, nil, nil
+	}
+	m, err := c.Member(ctx, rec.Owner)
+	if err != nil {
+		return nil, nil, fmt.Errorf("owner %s of dataset %s: %w", rec.Owner, rec.Digest, err)
+	}
+	pub, err := ledger.ParsePublicKey(m.PublicKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("owner %s: %w", rec.Owner, err)
+	}
+	sm, err := trainer.PublishedManifest(rec, pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, sm, nil
+}
+
+// listPublished reads the chain's blocks and returns the record of every
+// DatasetPublished in them, in chain order.
+func listPublished(ctx context.Context, c *client.Client) ([]ledger.Dataset, error) {
+	var out []ledger.Dataset
+	err := c.Blocks(ctx, 1, false, func(vb *client.VerifiedBlock) error {
+		for _, raw := range vb.Block.Txs {
+			tx, err := ledger.DecodeTx(raw)
+			if err != nil {
+				continue // not a tx the ledger applied
+			}
+			if _, ok := tx.Body.(ledger.DatasetPublished); !ok {
+				continue
+			}
+			sm, err := tx.Body.(ledger.DatasetPublished).Decode()
+			if err != nil {
+				continue
+			}
+			rec, err := c.Dataset(ctx, sm.Digest)
+			if errors.Is(err, ledger.ErrRecordNotFound) {
+				continue // refused when applied
+			}
+			if err != nil {
+				return err
+			}
+			if rec.Published && rec.TxHash == fmt.Sprintf("%x", tx.Hash) {
+				out = append(out, *rec)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func newDatasetFetchCmd() *cobra.Command {
+	var (
+		out, keyPath, addr, genesisPath string
+		af                              artifactsFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "fetch DIGEST|NAME -o DIR --key KEY --artifacts ADDR",
+		Short: "Download a published dataset, checking every shard and the Merkle root; write DIR/data.jsonl",
+		Long: "Download a published dataset: the manifest from the ledger (its owner's signature checked), the leaves\n" +
+			"(checked against the manifest's Merkle root), then every shard (each sample against its leaf, then the shard's\n" +
+			"digest). A mismatch names the shard and the sample; nothing is written unless all of it checks. DIR then holds\n" +
+			"manifest.json, data.jsonl (the samples, which `dataset verify`-style tools and training read) and README.md (the card).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if out == "" || keyPath == "" {
+				return errors.New("dataset fetch: -o DIR and --key are required")
+			}
+			key, err := ledger.LoadKey(keyPath)
+			if err != nil {
+				return fmt.Errorf("dataset fetch: %w", err)
+			}
+			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+				rec, sm, err := publishedRecord(ctx, c, args[0])
+				if err != nil {
+					return fmt.Errorf("dataset fetch %s: %w", args[0], err)
+				}
+				if sm == nil {
+					return fmt.Errorf("dataset fetch %s: dataset %q is registered private data of %s, not published", args[0], rec.Name, rec.Owner)
+				}
+				ac, err := af.dial(key)
+				if err != nil {
+					return fmt.Errorf("dataset fetch: %w", err)
+				}
+				defer ac.Close()
+				if err := trainer.FetchPublished(ctx, ac, sm, out); err != nil {
+					return fmt.Errorf("dataset fetch %s: %w", args[0], err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "fetched %s (%s): %d samples in %d shards checked against root %s; written to %s\n",
+					sm.Name, sm.Digest, sm.Samples, len(sm.Shards), sm.Root, out)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "folder to write the dataset into")
+	cmd.Flags().StringVar(&keyPath, "key", "", "a member's private key (the artifact store serves members)")
+	addrFlag(cmd, &addr, &genesisPath)
+	af.add(cmd)
+	return cmd
+}
+
+func newDatasetLsCmd() *cobra.Command {
+	var addr, genesisPath string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List the published datasets recorded on the ledger",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+				all, err := listPublished(ctx, c)
+				if err != nil {
+					return fmt.Errorf("dataset ls: %w", err)
+				}
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), publishedSummaries(all))
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tDIGEST\tLICENCE\tSAMPLES\tSHARDS\tOWNER\tHEIGHT")
+				for _, d := range all {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\n", d.Name, d.Digest, d.Licence, d.Samples, len(d.Shards), d.Owner[:16], d.Height)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	addrFlag(cmd, &addr, &genesisPath)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// publishedSummary is a published dataset without its manifest and
+// shard list, as `dataset ls --json` prints it.
+type publishedSummary struct {
+	Name    string `json:"name"`
+	Digest  string `json:"digest"`
+	Licence string `json:"licence"`
+	Format  string `json:"format"`
+	Samples uint64 `json:"samples"`
+	Bytes   uint64 `json:"bytes"`
+	Shards  int    `json:"shards"`
+	Root    string `json:"root"`
+	Owner   string `json:"owner"`
+	Height  uint64 `json:"height"`
+}
+
+func publishedSummaries(all []ledger.Dataset) []publishedSummary {
+	out := make([]publishedSummary, 0, len(all))
+	for _, d := range all {
+		out = append(out, publishedSummary{Name: d.Name, Digest: d.Digest, Licence: d.Licence, Format: d.Format, Samples: d.Samples,
+			Bytes: d.Bytes, Shards: len(d.Shards), Root: d.Root, Owner: d.Owner, Height: d.Height})
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+func newDatasetShowCmd() *cobra.Command {
+	var addr, genesisPath string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show DIGEST|NAME",
+		Short: "Describe a dataset on the ledger: licence and what it asks, counts, root, card and shards",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+				rec, sm, err := publishedRecord(ctx, c, args[0])
+				if err != nil {
+					return fmt.Errorf("dataset show %s: %w", args[0], err)
+				}
+				if asJSON {
+					r := *rec
+					r.Manifest = ""
+					return writeJSON(cmd.OutOrStdout(), r)
+				}
+				w := cmd.OutOrStdout()
+				kind := "registered private data (only its manifest left the owner)"
+				if sm != nil {
+					kind = "published (owner's signature on the manifest checked)"
+				}
+				fmt.Fprintf(w, "dataset  %s\nname     %s\nkind     %s\nowner    %s\nlicence  %s\n", rec.Digest, rec.Name, kind, rec.Owner, rec.Licence)
+				for _, line := range licenceLines(rec.Licence) {
+					fmt.Fprintf(w, "         %s\n", line)
+				}
+				fmt.Fprintf(w, "samples  %d (%d bytes)\nroot     %s\nheight   %d (tx %s)\n", rec.Samples, rec.Bytes, rec.Root, rec.Height, rec.TxHash)
+				if sm != nil {
+					fmt.Fprintf(w, "format   %s\nleaves   %s\n", sm.Format, sm.Leaves)
+					if sm.Card != "" {
+						fmt.Fprintf(w, "card     %s\n", sm.Card)
+					}
+					fmt.Fprintf(w, "shards   %d\n", len(sm.Shards))
+					for k, s := range sm.Shards {
+						fmt.Fprintf(w, "  %4d  %s  samples %d..%d  %d bytes\n", k, s.Digest, s.First, s.First+s.Samples-1, s.Bytes)
+					}
+				}
+				return nil
+			})
+		},
+	}
+	addrFlag(cmd, &addr, &genesisPath)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the ledger's record as JSON")
+	return cmd
+}
+
+// licenceLines says, for each licence ID of expr, what it asks of its user.
+func licenceLines(expr string) []string {
+	var out []string
+	for _, id := range spdx.IDs(expr) {
+		t, ok := spdx.Lookup(id)
+		switch {
+		case !ok:
+			out = append(out, id+": not in fedtune's licence table; read the licence")
+		case t.PublicDomain:
+			out = append(out, id+": no conditions (public domain dedication)")
+		default:
+			out = append(out, id+": "+strings.Join(t.Obligations(), "; "))
+		}
+	}
+	return out
+}
