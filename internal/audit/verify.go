@@ -105,12 +105,12 @@ type Report struct {
 	Txs          int
 	Rounds       int // committed rounds seen
 	Reaggregated int // committed rounds re-run from artifacts
+	Artifacts    int // artifact files hashed
+	Manifests    int // dataset manifests found and checked
 	// Evaluated counts the RoundEvaluated txs: the ledger rules are
 	// checked (owner, committed round, its model, contributors), the
 	// losses themselves are the coordinator's and not re-computed.
 	Evaluated int
-	Artifacts    int // artifact files hashed
-	Manifests    int // dataset manifests found and checked
 	// RejectionsChecked counts the UpdateRejected whose update was in the
 	// artifacts and fails an input check of the aggregator (or, for a
 	// dataset the job does not admit, the job file given says so).
