@@ -76,6 +76,8 @@ func decodeTxBody(typ string, data []byte) (ledger.TxBody, error) {
 		return *b, nil
 	case *ledger.RoundEvaluated:
 		return *b, nil
+	case *ledger.DatasetAttested:
+		return *b, nil
 	}
 	return body, nil
 }
