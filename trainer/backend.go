@@ -10,6 +10,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
@@ -48,6 +49,9 @@ type Task struct {
 	// fedtune.base with it so that an aggregation of another round's base
 	// refuses it.
 	Base string
+	// Checkpoints, when set, keeps the trainable state after every step
+	// (the step checkpoints an auditor bisects); nil keeps none.
+	Checkpoints *commitment.Store
 }
 
 // Data is the trainer's local dataset.
@@ -76,6 +80,9 @@ type Update struct {
 	Dataset     string
 	Ranges      []ledger.SampleRange
 	DataSamples uint64
+	// Commitment commits to the training's inputs and per-step states
+	// (model/commitment); the backend fills it.
+	Commitment *ledger.TrainingCommitment
 }
 
 // Backend trains one task on local data. Implementations must be

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/gorgoniaref"
 )
@@ -37,7 +38,7 @@ func Train(ctx context.Context, device string, m *model.Model, ad *model.Adapter
 	if device != DeviceGorgonia {
 		start = startEngine(engineDevices[device])
 	}
-	return run(ctx, device, start, m, ad, tc, src, nil)
+	return run(ctx, device, start, m, ad, tc, src, nil, nil)
 }
 
 // TrainBatches is Train on Batches with loss weights, document segments and
@@ -51,7 +52,7 @@ func TrainBatches(ctx context.Context, device string, m *model.Model, ad *model.
 	if device == DeviceGorgonia {
 		return Trained{}, errNoMasks(device)
 	}
-	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src)
+	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src, nil)
 }
 
 // session is one training run: model/engine's Trainer on a device, or
@@ -100,8 +101,9 @@ type engineSession struct{ *engine.Trainer }
 func (s engineSession) Close() error { return errors.Join(s.Trainer.Close(), s.Device().Close()) }
 
 // run trains one session to the end on batches from src, or from bsrc
-// when it is not nil, and reads the trained weights back.
-func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource) (Trained, error) {
+// when it is not nil, and reads the trained weights back. With rec set, every
+// step goes through rec, which records the trainable state after it.
+func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource, rec *commitment.Recorder) (Trained, error) {
 	s, err := start(m, ad, tc)
 	if err != nil {
 		if errors.Is(err, ErrTask) {
@@ -109,14 +111,29 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 		}
 		return Trained{}, fmt.Errorf("trainer: device %s: %w", device, err)
 	}
+	var stepper model.Stepper
+	if st, ok := s.(model.Stepper); ok && rec != nil {
+		rec.Stepper, rec.State = st, sessionState(s, tc.LoRA != nil)
+		stepper = rec
+	} else if rec != nil {
+		err = fmt.Errorf("%w: device %s cannot record its steps", ErrTask, device)
+	}
 	var loss float64
-	if bsrc != nil {
-		if bs, ok := s.(model.BatchStepper); ok {
+	switch {
+	case err != nil:
+	case bsrc != nil:
+		bs, ok := s.(model.BatchStepper)
+		if stepper != nil {
+			bs = rec
+		}
+		if ok {
 			loss, err = model.RunBatchSteps(ctx, bs, tc.Steps, bsrc)
 		} else {
 			err = errNoMasks(device)
 		}
-	} else {
+	case stepper != nil:
+		loss, err = model.RunSteps(ctx, stepper, tc.Steps, src)
+	default:
 		loss, err = s.Run(ctx, src)
 	}
 	out := Trained{Loss: loss}
@@ -151,7 +168,17 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 		tc.Progress = func(step int, loss, _ float64) { progress(step, loss) }
 	}
 	src, bsrc := f.source(tc)
-	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc)
+	in, err := TaskInputs(m, t, nil) // before training, which may touch m
+	if err != nil {
+		return Update{}, err
+	}
+	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round}
+	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, rec)
+	if err != nil {
+		return Update{}, err
+	}
+	in.Batches = f.steps()
+	c, err := commit(in, rec)
 	if err != nil {
 		return Update{}, err
 	}
@@ -167,5 +194,5 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	return Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens}, nil
+	return Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens, Commitment: c}, nil
 }
