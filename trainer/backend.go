@@ -83,6 +83,8 @@ type Update struct {
 	// Commitment commits to the training's inputs and per-step states
 	// (model/commitment); the backend fills it.
 	Commitment *ledger.TrainingCommitment
+	// stepDigests are the digests of the state after each step.
+	stepDigests []string
 }
 
 // Backend trains one task on local data. Implementations must be

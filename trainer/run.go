@@ -182,6 +182,11 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
+	if t.Checkpoints != nil {
+		if err := t.Checkpoints.SaveDigests(t.JobID, t.Round, rec.Digests()); err != nil {
+			return Update{}, fmt.Errorf("trainer: step digests: %w", err)
+		}
+	}
 	var ts map[string]*model.Tensor
 	name := UpdateFullFile
 	if tr.Adapter != nil {
@@ -194,5 +199,5 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	return Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens, Commitment: c}, nil
+	return Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens, Commitment: c, stepDigests: rec.Digests()}, nil
 }
