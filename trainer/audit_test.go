@@ -219,3 +219,106 @@ func TestReplayCatchesCheaters(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayModes: full fine-tuning, pre-training and LoRA on packed
+// instruction data all commit, pass replay honestly, and a forged last
+// step is named.
+func TestReplayModes(t *testing.T) {
+	dir, cfg := tinyModel(t)
+	if err := os.WriteFile(dir+"/tokenizer_config.json", []byte(llama2Config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, err := model.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseDigest, err := base.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := datasets.Load("../datasets/testdata/shards/trainer-1.jsonl", datasets.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, ok := ReadInstruct(instructTrain)
+	if !ok {
+		t.Fatal("instruction set refused")
+	}
+	lc := model.LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj"}}
+	ad, err := model.NewAdapter(cfg, lc, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := model.TrainConfig{Steps: 3, Batch: 2, SeqLen: 16, LR: 1e-3, Schedule: model.ScheduleConstant, Seed: 2}
+	tests := []struct {
+		name string
+		task func(store *commitment.Store) Task
+		data Data
+		like map[string]*model.Tensor
+	}{
+		{"full", func(s *commitment.Store) Task {
+			return Task{JobID: "job-1", Round: 3, ModelDir: dir, OutDir: t.TempDir(), Compression: "none", Checkpoints: s, Train: tc}
+		}, Data{Dataset: plain}, base.Tensors},
+		{"pretrain", func(s *commitment.Store) Task {
+			return Task{JobID: "job-1", Round: 3, ModelDir: dir, OutDir: t.TempDir(), Compression: "none", Checkpoints: s, Train: tc, Base: baseDigest}
+		}, Data{Dataset: plain}, base.Tensors},
+		{"lora instruct", func(s *commitment.Store) Task {
+			c := tc
+			l := lc
+			c.LoRA, c.SeqLen, c.LR = &l, 64, 1e-2
+			return Task{JobID: "job-1", Round: 3, ModelDir: dir, Adapter: ad, OutDir: t.TempDir(), Compression: "none", Checkpoints: s, Train: c}
+		}, Data{Dataset: inst, Instruct: true}, ad.Tensors},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Every batch names manifest leaves of the data it came from.
+			_, fd, err := loadTask(tt.task(nil), tt.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaves := map[string]bool{}
+			for _, id := range datasets.SampleIDs(tt.data.Dataset) {
+				leaves[id] = true
+			}
+			src, bsrc := fd.source(tt.task(nil).Train)
+			for range 3 {
+				if bsrc != nil {
+					bsrc.NextBatch()
+				} else {
+					src.Next()
+				}
+			}
+			for i, ids := range fd.steps() {
+				if len(ids) == 0 {
+					t.Fatalf("batch %d names no sample", i+1)
+				}
+				for _, id := range ids {
+					if !leaves[id] {
+						t.Fatalf("batch %d names %q, not a leaf of the data's manifest", i+1, id)
+					}
+				}
+			}
+
+			store := &commitment.Store{Dir: t.TempDir()}
+			u, err := (&EngineBackend{Device: DeviceHost, Open: engineDevices[DeviceHost]}).Fit(context.Background(), tt.task(store), tt.data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claim := Claim{Job: "job-1", Round: 3, UpdateDigest: u.Digest, Commitment: *u.Commitment}
+			v, err := Replay(context.Background(), tt.task(nil), tt.data, claim, store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !v.Honest() {
+				t.Fatalf("honest %s trainer failed replay: %s", tt.name, v.Reason)
+			}
+			claim.Commitment = forge(t, store, claim.Commitment, 3, 3, tt.like)
+			if v, err = Replay(context.Background(), tt.task(nil), tt.data, claim, store); err != nil {
+				t.Fatal(err)
+			}
+			if v.Honest() || v.FirstBadStep != 3 {
+				t.Fatalf("forged step 3: named step %d: %s", v.FirstBadStep, v.Reason)
+			}
+		})
+	}
+}
