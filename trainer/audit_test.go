@@ -2,8 +2,11 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/commitment"
+	"github.com/fedtune/fedtune/model/engine"
 )
 
 // auditFixture is a small LoRA task and a trainer's data.
@@ -321,4 +325,62 @@ func TestReplayModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replayChildEnv names the claim file a child test process replays.
+const replayChildEnv = "FEDTUNE_TEST_REPLAY_CLAIM"
+
+// TestReplayOnAnotherISA: a trainer on this CPU's best instruction set
+// passes replay by an auditor on the pure-Go path (a child process with
+// FEDTUNE_ENGINE_ISA=generic), checkpoints and all.
+func TestReplayOnAnotherISA(t *testing.T) {
+	if os.Getenv(replayChildEnv) != "" {
+		t.Skip("the child replays in TestReplayChild")
+	}
+	f := newAuditFixture(t)
+	store := &commitment.Store{Dir: t.TempDir()}
+	u := f.train(t, f.task(t, auditSteps, 3, store), f.data)
+	js, err := json.Marshal(struct {
+		Claim Claim
+		Dir   string
+	}{claimOf(u), store.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "claim.json")
+	if err := os.WriteFile(p, js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReplayChild$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), replayChildEnv+"="+p, engine.ISAEnv+"=generic")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "replayed on generic: honest") {
+		t.Fatalf("replay on the pure-Go path: %v\n%s", err, out)
+	}
+	t.Logf("trained on %s, %s", engine.ISA(), strings.TrimSpace(string(out)))
+}
+
+// TestReplayChild is TestReplayOnAnotherISA's auditor.
+func TestReplayChild(t *testing.T) {
+	p := os.Getenv(replayChildEnv)
+	if p == "" {
+		t.Skip("run by TestReplayOnAnotherISA")
+	}
+	js, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in struct {
+		Claim Claim
+		Dir   string
+	}
+	if err := json.Unmarshal(js, &in); err != nil {
+		t.Fatal(err)
+	}
+	f := newAuditFixture(t)
+	v := replay(t, f, in.Claim, &commitment.Store{Dir: in.Dir})
+	if !v.Honest() {
+		t.Fatalf("replayed on %s: %s", engine.ISA(), v.Reason)
+	}
+	t.Logf("replayed on %s: honest", engine.ISA())
 }
