@@ -130,6 +130,8 @@ func (s *Store) Prove(job string, round uint64, root string, steps uint64, step 
 		c.Err = err
 		return c
 	}
-	c.Err = VerifyStep(root, steps, uint64(step), c.Digest, p)
+	if err := VerifyStep(root, steps, uint64(step), c.Digest, p); err != nil {
+		c.Err = fmt.Errorf("the checkpoint of step %d (SHA-256 %s) is not step %d of step root %s", step, c.Digest, step, root)
+	}
 	return c
 }
