@@ -72,7 +72,8 @@ type session interface {
 type starter func(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error)
 
 func startGorgonia(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error) {
-	tr, err := gorgoniaref.NewTrainerWithAdapter(m, ad, tc)
+	// The Gorgonia graph reads float32 only (a model.LoadBF16 base widened).
+	tr, err := gorgoniaref.NewTrainerWithAdapter(m.Widened(), ad, tc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTask, err)
 	}

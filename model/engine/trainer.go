@@ -196,8 +196,10 @@ func prod(s []int) int {
 }
 
 // alloc allocates a buffer the trainer owns.
-func (t *Trainer) alloc(n int) Buffer {
-	b := t.dev.Alloc(n)
+func (t *Trainer) alloc(n int) Buffer { return t.own(t.dev.Alloc(n)) }
+
+// own records b as the trainer's (Close frees it) and returns it.
+func (t *Trainer) own(b Buffer) Buffer {
 	t.owned = append(t.owned, b)
 	return b
 }
@@ -209,12 +211,12 @@ func (t *Trainer) upload() error {
 	full := t.cfg.LoRA == nil
 	for _, name := range t.base.Names() {
 		tn := t.base.Tensors[name]
-		w := t.alloc(len(tn.Data))
-		dev.Write(w, 0, tn.Data)
+		w := t.own(uploadWeight(dev, tn, !full, dev.Alloc))
 		t.weights[name] = w
 		if full {
-			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(len(tn.Data)),
-				m: t.alloc(len(tn.Data)), v: t.alloc(len(tn.Data)), decay: len(tn.Shape) == 2}
+			n := tn.Len()
+			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(n),
+				m: t.alloc(n), v: t.alloc(n), decay: len(tn.Shape) == 2}
 			t.grads[name] = p.g
 			t.params = append(t.params, p)
 		}
@@ -260,11 +262,22 @@ func (t *Trainer) allocActs() error {
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
 	dev.Write(t.cos, 0, cos)
 	dev.Write(t.sin, 0, sin)
+	// A forward-only state keeps nothing for a backward pass: every layer
+	// runs in the same activations, and the residual stream alternates
+	// between two buffers (the memory of one layer, not of all).
 	for l := 0; l <= t.nL; l++ {
+		if t.forwardOnly && l >= 2 {
+			t.xs = append(t.xs, t.xs[l%2])
+			continue
+		}
 		t.xs = append(t.xs, t.alloc(N*d))
 	}
 	heads := N * H * hd
 	for l := 0; l < t.nL; l++ {
+		if t.forwardOnly && l > 0 {
+			t.layers = append(t.layers, t.layers[0])
+			continue
+		}
 		t.layers = append(t.layers, layerActs{
 			h1: t.alloc(N * d), rstd1: t.alloc(N),
 			qh: t.alloc(heads), kh: t.alloc(heads), vh: t.alloc(heads), oh: t.alloc(heads),
