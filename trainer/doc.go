@@ -42,6 +42,14 @@
 // attention across documents, positions restarting per document
 // (TrainBatches outside a round). The Gorgonia device refuses such data.
 //
+// Commitments: every Fit records, through a model/commitment Recorder, the
+// digest of the trainable state after each step (keeping it as a
+// checkpoint in Task.Checkpoints, WORK_DIR/checkpoints for a node, for
+// Config.AuditWindowRounds rounds) and the sample IDs of each batch, and
+// returns the UpdateSubmitted commitment. Replay re-runs a task on the
+// Host engine and compares, bisecting proved checkpoints to the first step
+// that differs (fedtune audit replay).
+//
 // Published data: PublishDataset cuts a dataset into shards in the
 // artifact store and signs its manifest (internal/dspub), which
 // ledger.DatasetPublished records; FetchPublished and PublishedReader read
