@@ -36,6 +36,15 @@
 // windows of seqLen+1 tokens (inputs plus shifted targets) and a Batcher
 // deals the windows out in a seeded order that is reshuffled every epoch.
 //
+// For training commitments (model/commitment), a batch names the samples
+// it draws from: TokenizeSpans gives each sample's span in the stream,
+// WindowSamples the samples each window overlaps and Batcher.Last the
+// windows of the last batch. A sample's audit ID (SampleIDs) is its
+// manifest leaf, the SHA-256 of its text, not its index: an auditor holding
+// only the registered root can check it with a LeafProof, and it does not
+// depend on the file's layout or order (published ranges re-order samples
+// by leaf).
+//
 // # Publishing
 //
 // Publish orders a dataset's samples by their leaf hash (the order of the

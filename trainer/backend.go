@@ -10,6 +10,7 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
@@ -56,6 +57,10 @@ type Task struct {
 	// from fresh moments. Only the engine devices keep it; the Gorgonia
 	// reference always starts fresh.
 	OptState string
+
+	// Checkpoints, when set, keeps the trainable state after every step
+	// (the step checkpoints an auditor bisects); nil keeps none.
+	Checkpoints *commitment.Store
 }
 
 // Data is the trainer's local dataset.
@@ -90,6 +95,11 @@ type Update struct {
 	Dataset     string
 	Ranges      []ledger.SampleRange
 	DataSamples uint64
+	// Commitment commits to the training's inputs and per-step states
+	// (model/commitment); the backend fills it.
+	Commitment *ledger.TrainingCommitment
+	// stepDigests are the digests of the state after each step.
+	stepDigests []string
 }
 
 // Backend trains one task on local data. Implementations must be

@@ -59,6 +59,11 @@ type Config struct {
 	// graph) or DeviceCUDA (the engine on GPU 0; needs a binary built with
 	// -tags fedcuda).
 	Device string `yaml:"device,omitempty"`
+	// AuditWindowRounds is how many of each job's newest rounds the
+	// trainer keeps step checkpoints for (WorkDir/checkpoints/JOB/ROUND),
+	// which auditors replaying its updates bisect; 0 is
+	// DefaultAuditWindowRounds.
+	AuditWindowRounds int `yaml:"audit_window_rounds,omitempty"`
 }
 
 // DefaultConfig returns the defaults: licence CC0-1.0, work dir "work".
@@ -132,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if err := ValidateDevice(c.Device); err != nil {
 		msgs = append(msgs, "device: "+err.Error())
+	}
+	if c.AuditWindowRounds < 0 || c.AuditWindowRounds > MaxAuditWindowRounds {
+		msgs = append(msgs, fmt.Sprintf("audit_window_rounds: %d, want 0 (the default, %d) to %d", c.AuditWindowRounds, DefaultAuditWindowRounds, MaxAuditWindowRounds))
 	}
 	if len(msgs) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))

@@ -31,6 +31,9 @@ func TestParseConfig(t *testing.T) {
 		{"wrong type", goodConfig + "insecure: maybe\n", ":7: "},
 		{"ledger pinned", goodConfig + "ledger_genesis: genesis.yaml\nledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", ""},
 		{"ledger node IDs without genesis", goodConfig + "ledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", "ledger_node_ids: needs ledger_genesis"},
+		{"audit window", goodConfig + "audit_window_rounds: 10\n", ""},
+		{"audit window negative", goodConfig + "audit_window_rounds: -1\n", "audit_window_rounds: -1, want 0 (the default, 4) to 65536"},
+		{"audit window absurd", goodConfig + "audit_window_rounds: 100000\n", "audit_window_rounds: 100000"},
 		{"ledger node ID bad", goodConfig + "ledger_genesis: g.yaml\nledger_node_ids: [NODE]\n", `ledger_node_ids: "NODE" is not a key ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,6 +44,13 @@ func TestParseConfig(t *testing.T) {
 				}
 				if c.Licence != "CC0-1.0" || c.WorkDir != "work" {
 					t.Errorf("defaults not filled: %+v", c)
+				}
+				want := c.AuditWindowRounds
+				if want == 0 {
+					want = DefaultAuditWindowRounds
+				}
+				if keep := c.Checkpoints().Keep; keep != want {
+					t.Errorf("checkpoints keep %d rounds for audit_window_rounds %d", keep, c.AuditWindowRounds)
 				}
 				return
 			}

@@ -54,6 +54,14 @@
 // schedule counts each round's own steps. Only the engine devices keep the
 // state; the Gorgonia reference starts every round fresh.
 //
+// Commitments: every Fit records, through a model/commitment Recorder, the
+// digest of the trainable state after each step (keeping it as a
+// checkpoint in Task.Checkpoints, WORK_DIR/checkpoints for a node, for
+// Config.AuditWindowRounds rounds) and the sample IDs of each batch, and
+// returns the UpdateSubmitted commitment. Replay re-runs a task on the
+// Host engine and compares, bisecting proved checkpoints to the first step
+// that differs (fedtune audit replay).
+//
 // Published data: PublishDataset cuts a dataset into shards in the
 // artifact store and signs its manifest (internal/dspub), which
 // ledger.DatasetPublished records; FetchPublished and PublishedReader read

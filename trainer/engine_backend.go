@@ -149,12 +149,29 @@ func loadTask(t Task, d Data) (*model.Model, feed, error) {
 		if len(ws) == 0 {
 			return nil, feed{}, fmt.Errorf("%w: the local instruction data packs into no window", ErrTask)
 		}
-		return m, feed{packed: ws}, nil
+		leaf := make(map[string]string, len(d.Dataset.Samples))
+		for i, id := range datasets.SampleIDs(d.Dataset) {
+			leaf[d.Dataset.Samples[i].ID] = id
+		}
+		samples := make([][]string, len(ws))
+		for k, w := range ws {
+			for _, rid := range w.IDs {
+				samples[k] = append(samples[k], leaf[rid])
+			}
+		}
+		return m, feed{packed: ws, samples: samples}, nil
 	}
-	tokens := datasets.Tokenize(d.Dataset, tok)
+	tokens, ends := datasets.TokenizeSpans(d.Dataset, tok)
 	windows := datasets.Windows(tokens, t.Train.SeqLen)
 	if len(windows) == 0 {
 		return nil, feed{}, fmt.Errorf("%w: the local data has %d tokens, fewer than seq_len+1 = %d", ErrTask, len(tokens), t.Train.SeqLen+1)
 	}
-	return m, feed{windows: windows}, nil
+	ids := datasets.SampleIDs(d.Dataset)
+	samples := make([][]string, len(windows))
+	for k, idx := range datasets.WindowSamples(ends, len(tokens), t.Train.SeqLen) {
+		for _, i := range idx {
+			samples[k] = append(samples[k], ids[i])
+		}
+	}
+	return m, feed{windows: windows, samples: samples}, nil
 }

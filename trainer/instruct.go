@@ -70,14 +70,66 @@ func ReadInstruct(path string) (d *datasets.Dataset, ok bool) {
 type feed struct {
 	windows [][]int
 	packed  []instruct.Window
+	// samples[k] are the sample IDs (datasets.SampleIDs) window k draws
+	// from, in stream order.
+	samples [][]string
+	// log collects, for each batch dealt, its windows' sample IDs.
+	log *[][]string
 }
 
-// source returns the feed's batches under tc.
-func (f feed) source(tc model.TrainConfig) (model.BatchSource, model.BatchesSource) {
+// source returns the feed's batches under tc; the feed's log then records
+// the sample IDs of every batch they deal.
+func (f *feed) source(tc model.TrainConfig) (model.BatchSource, model.BatchesSource) {
+	f.log = new([][]string)
 	if f.packed != nil {
-		return nil, NewInstructBatches(f.packed, tc.Batch, tc.Seed)
+		return nil, &loggedPacked{b: instruct.NewBatcher(f.packed, tc.Batch, tc.Seed), f: f}
 	}
-	return datasets.NewBatcher(f.windows, tc.Batch, tc.Seed), nil
+	return &loggedPlain{b: datasets.NewBatcher(f.windows, tc.Batch, tc.Seed), f: f}, nil
+}
+
+// steps returns the sample IDs of each batch dealt so far.
+func (f *feed) steps() [][]string {
+	if f.log == nil {
+		return nil
+	}
+	return *f.log
+}
+
+// note logs the sample IDs of the windows of one batch.
+func (f *feed) note(idx []int) {
+	var ids []string
+	for _, k := range idx {
+		ids = append(ids, f.samples[k]...)
+	}
+	*f.log = append(*f.log, ids)
+}
+
+// loggedPlain is a datasets.Batcher whose batches a feed logs.
+type loggedPlain struct {
+	b *datasets.Batcher
+	f *feed
+}
+
+func (l *loggedPlain) Next() [][]int {
+	out := l.b.Next()
+	if out != nil {
+		l.f.note(l.b.Last())
+	}
+	return out
+}
+
+// loggedPacked is an instruct.Batcher whose batches a feed logs.
+type loggedPacked struct {
+	b *instruct.Batcher
+	f *feed
+}
+
+func (l *loggedPacked) NextBatch() model.Batch {
+	out := model.Batch(l.b.NextBatch())
+	if out.Tokens != nil {
+		l.f.note(l.b.Last())
+	}
+	return out
 }
 
 // errNoMasks says that a session cannot train instruction batches.

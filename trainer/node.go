@@ -396,7 +396,7 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 	}
 	samples := ClaimedSamples(u.DataSamples, u.Steps, int(t.Batch), recipeMax)
 	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: u.Dataset,
-		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges}
+		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges, Commitment: u.Commitment}
 	height, err := signer.Submit(tctx, body)
 	if err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)
@@ -428,7 +428,7 @@ func (n *Node) train(ctx context.Context, lc *client.Client, ac *artifact.Client
 	if err := n.materialize(dir, weights, t.BaseConfig, t.Tokenizer, t.TokenizerConfig); err != nil {
 		return Update{}, err
 	}
-	task := Task{JobID: t.JobId, Round: t.Round, ModelDir: dir, Compression: t.Compression, Int8Block: int(t.Int8Block),
+	task := Task{JobID: t.JobId, Round: t.Round, ModelDir: dir, Compression: t.Compression, Int8Block: int(t.Int8Block), Checkpoints: n.cfg.Checkpoints(),
 		OutDir: filepath.Join(n.cfg.WorkDir, "updates", fmt.Sprintf("%s-r%d", t.JobId, t.Round)),
 		Train: model.TrainConfig{Steps: int(t.LocalSteps), Batch: int(t.Batch), SeqLen: int(t.SeqLen), LR: t.Lr,
 			WeightDecay: t.WeightDecay, ClipNorm: t.ClipNorm, Warmup: int(t.Warmup), Schedule: t.Schedule, Seed: t.Seed}}

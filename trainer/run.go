@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/gorgoniaref"
 )
@@ -40,7 +41,7 @@ func Train(ctx context.Context, device string, m *model.Model, ad *model.Adapter
 	if device != DeviceGorgonia {
 		start = startEngine(engineDevices[device])
 	}
-	return run(ctx, device, start, m, ad, tc, src, nil, nil)
+	return run(ctx, device, start, m, ad, tc, src, nil, nil, nil)
 }
 
 // TrainBatches is Train on Batches with loss weights, document segments and
@@ -54,7 +55,7 @@ func TrainBatches(ctx context.Context, device string, m *model.Model, ad *model.
 	if device == DeviceGorgonia {
 		return Trained{}, errNoMasks(device)
 	}
-	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src, nil)
+	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src, nil, nil)
 }
 
 // session is one training run: model/engine's Trainer on a device, or
@@ -122,8 +123,10 @@ type optIO struct {
 
 // run trains one session to the end on batches from src, or from bsrc
 // when it is not nil, and reads the trained weights back; with opt, it
-// starts from opt.In's AdamW state and leaves its own in opt.Out.
-func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource, opt *optIO) (Trained, error) {
+// starts from opt.In's AdamW state and leaves its own in opt.Out. With rec
+// set, every step goes through rec, which records the trainable state
+// after it.
+func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource, opt *optIO, rec *commitment.Recorder) (Trained, error) {
 	s, err := start(m, ad, tc)
 	if err != nil {
 		if errors.Is(err, ErrTask) {
@@ -142,14 +145,29 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 			}
 		}
 	}
+	var stepper model.Stepper
+	if st, ok := s.(model.Stepper); ok && rec != nil {
+		rec.Stepper, rec.State = st, sessionState(s, tc.LoRA != nil)
+		stepper = rec
+	} else if rec != nil {
+		err = fmt.Errorf("%w: device %s cannot record its steps", ErrTask, device)
+	}
 	var loss float64
-	if bsrc != nil {
-		if bs, ok := s.(model.BatchStepper); ok {
+	switch {
+	case err != nil:
+	case bsrc != nil:
+		bs, ok := s.(model.BatchStepper)
+		if stepper != nil {
+			bs = rec
+		}
+		if ok {
 			loss, err = model.RunBatchSteps(ctx, bs, tc.Steps, bsrc)
 		} else {
 			err = errNoMasks(device)
 		}
-	} else {
+	case stepper != nil:
+		loss, err = model.RunSteps(ctx, stepper, tc.Steps, src)
+	default:
 		loss, err = s.Run(ctx, src)
 	}
 	out := Trained{Loss: loss}
@@ -198,9 +216,24 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 			opt.In = in
 		}
 	}
-	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, opt)
+	in, err := TaskInputs(m, t, nil) // before training, which may touch m
 	if err != nil {
 		return Update{}, err
+	}
+	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round}
+	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, opt, rec)
+	if err != nil {
+		return Update{}, err
+	}
+	in.Batches = f.steps()
+	c, err := commit(in, rec)
+	if err != nil {
+		return Update{}, err
+	}
+	if t.Checkpoints != nil {
+		if err := t.Checkpoints.SaveDigests(t.JobID, t.Round, rec.Digests()); err != nil {
+			return Update{}, fmt.Errorf("trainer: step digests: %w", err)
+		}
 	}
 	var ts map[string]*model.Tensor
 	name := UpdateFullFile
@@ -214,7 +247,7 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	u := Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens}
+	u := Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens, Commitment: c, stepDigests: rec.Digests()}
 	if opt != nil {
 		if opt.In != nil {
 			u.OptSteps = opt.In.Steps

@@ -67,6 +67,10 @@ func (b *Batcher) Next() []Window {
 	return out
 }
 
+// Last returns the indices, into the windows, of the batch Next returned
+// last, in batch order.
+func (b *Batcher) Last() []int { return b.b.Last() }
+
 // NextBatch returns NewBatch(b.Next()), or a zero Batch when there are no
 // windows.
 func (b *Batcher) NextBatch() Batch {

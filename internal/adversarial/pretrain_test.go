@@ -93,7 +93,13 @@ func TestAttackPretrainRecipeAndCommit(t *testing.T) {
 	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: digestOf("pretrain config"), BaseModel: r.base,
 		Strategy: "diloco", Trainers: []string{r.nw.ID("trainer-1")}, Deadline: time.Now().Add(time.Hour)})
 	u := digestOf("pretrain delta of trainer-1")
-	r.must(t, ctx, "trainer-1", ledger.UpdateSubmitted{JobID: job, Round: 1, UpdateDigest: u, DatasetDigest: r.datasets["trainer-1"], Samples: roundsSamples})
+	// A trainer commits to fewer inner steps than the recipe's H: the
+	// ledger refuses the update (the replay would name step 26 anyway).
+	r.attack(t, ctx, "trainer-1", ledger.UpdateSubmitted{JobID: job, Round: 1, UpdateDigest: u, DatasetDigest: r.datasets["trainer-1"], Samples: roundsSamples,
+		Commitment: &ledger.TrainingCommitment{InputsDigest: digestOf("inputs"), Steps: 25, StepRoot: digestOf("root")}},
+		`commitment.steps 25: the pretrain recipe of job "adv-pretrain" asks 50 inner steps per round`)
+	r.must(t, ctx, "trainer-1", ledger.UpdateSubmitted{JobID: job, Round: 1, UpdateDigest: u, DatasetDigest: r.datasets["trainer-1"], Samples: roundsSamples,
+		Commitment: &ledger.TrainingCommitment{InputsDigest: digestOf("inputs"), Steps: 50, StepRoot: digestOf("root")}})
 	commit := func(params map[string]string) ledger.RoundCommitted {
 		return ledger.RoundCommitted{JobID: job, Round: 1, ModelDigest: digestOf("pretrain global 1"), Strategy: "diloco", Params: params,
 			Contributors: []ledger.Contribution{{Trainer: r.nw.ID("trainer-1"), UpdateDigest: u, Weight: 1}}}

@@ -30,7 +30,7 @@ func newAuditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Model lineage, dataset proof checks, chain export and offline re-verification",
 	}
-	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditContainsCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditReceiptCmd(), newAuditProvenanceCmd(), newAuditContributionsCmd())
+	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditContainsCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditReceiptCmd(), newAuditProvenanceCmd(), newAuditContributionsCmd(), newAuditReplayCmd())
 	cmd.AddCommand(newAuditLicensesCmd())
 	return cmd
 }

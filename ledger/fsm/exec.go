@@ -442,6 +442,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		if err := checkUpdateData(job, r, tx.Signer, &b, &d); err != nil {
 			return nil, err
 		}
+		if c := b.Commitment; c != nil && job != nil && job.Recipe.Mode == ledger.RecipePretrain && c.Steps != uint64(job.Recipe.InnerSteps) {
+			return nil, txErr(ledger.CodeInvalid, "commitment.steps %d: the pretrain recipe of job %q asks %d inner steps per round", c.Steps, b.JobID, job.Recipe.InnerSteps)
+		}
 		if job != nil && job.Recipe.MaxSamples > 0 && b.Samples > job.Recipe.MaxSamples {
 			return nil, txErr(ledger.CodeInvalid, "samples %d is more than the %d the recipe of job %q allows per update", b.Samples, job.Recipe.MaxSamples, b.JobID)
 		}

@@ -50,7 +50,7 @@ type Recorder struct {
 	digests []string
 }
 
-var _ model.Stepper = (*Recorder)(nil)
+var _ model.BatchStepper = (*Recorder)(nil)
 
 // Step takes one step and records the state after it.
 func (r *Recorder) Step(batch [][]int) (float64, error) {
@@ -58,13 +58,33 @@ func (r *Recorder) Step(batch [][]int) (float64, error) {
 	if err != nil {
 		return loss, err
 	}
+	return loss, r.record()
+}
+
+// StepBatch takes one step on a batch with loss weights, segments and
+// positions (the wrapped Stepper must be a model.BatchStepper) and records
+// the state after it.
+func (r *Recorder) StepBatch(b model.Batch) (float64, error) {
+	bs, ok := r.Stepper.(model.BatchStepper)
+	if !ok {
+		return 0, fmt.Errorf("commitment: the recorded stepper %T cannot take packed batches", r.Stepper)
+	}
+	loss, err := bs.StepBatch(b)
+	if err != nil {
+		return loss, err
+	}
+	return loss, r.record()
+}
+
+// record records the state after the step just taken.
+func (r *Recorder) record() error {
 	st, err := r.State()
 	if err != nil {
-		return loss, fmt.Errorf("state after step %d: %w", r.Stepper.StepCount(), err)
+		return fmt.Errorf("state after step %d: %w", r.Stepper.StepCount(), err)
 	}
 	ts, err := Tensors(st)
 	if err != nil {
-		return loss, err
+		return err
 	}
 	var d string
 	if r.Store != nil {
@@ -73,10 +93,10 @@ func (r *Recorder) Step(batch [][]int) (float64, error) {
 		d, err = safetensors.Digest(ts)
 	}
 	if err != nil {
-		return loss, fmt.Errorf("state after step %d: %w", r.Stepper.StepCount(), err)
+		return fmt.Errorf("state after step %d: %w", r.Stepper.StepCount(), err)
 	}
 	r.digests = append(r.digests, d)
-	return loss, nil
+	return nil
 }
 
 // StepCount is the wrapped Stepper's.

@@ -1,0 +1,290 @@
+package cli
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
+	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+func newAuditReplayCmd() *cobra.Command {
+	var addr, genesisPath, job, trainerID, dataPath, jobFile, artifacts, checkpoints, format string
+	var round uint64
+	cmd := &cobra.Command{
+		Use:   "replay --addr ADDR --job J --round R --trainer T --data PATH --job-file JOB.yaml --artifacts DIR [--checkpoints DIR]",
+		Short: "Re-run a trainer's local training of one round bit for bit and name the first step that differs",
+		Long: "Rebuild the task a trainer was given from the ledger (the round's base weights or adapter from --artifacts, the\n" +
+			"hyperparameters from the job file whose digest the round records, the trainer's seed), check that --data has\n" +
+			"the Merkle root of the dataset the trainer's update names, re-run the training on the Host engine (the same bits\n" +
+			"on every CPU) and compare the inputs digest, the step root and the update digest with the trainer's commitment.\n" +
+			"On a mismatch, the trainer's checkpoints (--checkpoints: its checkpoint folder, JOB/ROUND/step-NNNNNN.safetensors\n" +
+			"and steps.json) are proved against the committed step root (a checkpoint that does not prove is named a lie)\n" +
+			"and bisected to the first step whose state differs. Exits non-zero unless the replay matches.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			for _, f := range []struct{ name, v string }{{"--job", job}, {"--trainer", trainerID}, {"--data", dataPath},
+				{"--job-file", jobFile}, {"--artifacts", artifacts}, {"--addr", addr}} {
+				if f.v == "" {
+					return fmt.Errorf("audit replay: %s is required", f.name)
+				}
+			}
+			var rd *ledger.Round
+			var ds *ledger.Dataset
+			err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+				var err error
+				if rd, err = c.Round(ctx, job, round); err != nil {
+					return err
+				}
+				u := findUpdate(rd, trainerID)
+				if u == nil {
+					return fmt.Errorf("trainer %s submitted no update to round %d of job %q", trainerID, round, job)
+				}
+				ds, err = c.Dataset(ctx, u.DatasetDigest)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("audit replay: %w", err)
+			}
+			u := findUpdate(rd, trainerID)
+			if u.Commitment == nil {
+				return fmt.Errorf("audit replay: the update %s of trainer %s makes no training commitment: nothing to replay against", u.UpdateDigest, trainerID)
+			}
+			st, err := artifact.OpenStore(artifacts)
+			if err != nil {
+				return fmt.Errorf("audit replay: --artifacts: %w", err)
+			}
+			tmp, err := os.MkdirTemp("", "fedtune-replay-")
+			if err != nil {
+				return fmt.Errorf("audit replay: %w", err)
+			}
+			defer os.RemoveAll(tmp)
+			task, data, err := replayTask(jobFile, rd, trainerID, ds, dataPath, st, tmp)
+			if err != nil {
+				return fmt.Errorf("audit replay: %w", err)
+			}
+			var store *commitment.Store
+			if checkpoints != "" {
+				store = &commitment.Store{Dir: checkpoints}
+			}
+			v, err := trainer.Replay(ctx, task, data, trainer.Claim{Job: job, Round: round, UpdateDigest: u.UpdateDigest, Commitment: *u.Commitment}, store)
+			if err != nil {
+				return fmt.Errorf("audit replay: %w", err)
+			}
+			if err := renderVerdict(cmd.OutOrStdout(), &v, format); err != nil {
+				return err
+			}
+			if !v.Honest() {
+				return fmt.Errorf("audit replay: trainer %s, round %d of job %q: %s", trainerID, round, job, v.Reason)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", "", "ledger node gRPC address")
+	f.StringVar(&genesisPath, "genesis", "", "genesis file pinning the ledger")
+	f.StringVar(&job, "job", "", "job ID")
+	f.Uint64Var(&round, "round", 1, "round number")
+	f.StringVar(&trainerID, "trainer", "", "the trainer's member ID")
+	f.StringVar(&dataPath, "data", "", "the trainer's disclosed data (checked against its registered manifest root)")
+	f.StringVar(&jobFile, "job-file", "", "the job file the round's config digest names")
+	f.StringVar(&artifacts, "artifacts", "", "artifact store folder holding the round's base weights or adapter")
+	f.StringVar(&checkpoints, "checkpoints", "", "the trainer's step checkpoint folder")
+	f.StringVar(&format, "format", "text", "text or json")
+	return cmd
+}
+
+func findUpdate(rd *ledger.Round, trainerID string) *ledger.Update {
+	for i := range rd.Updates {
+		if rd.Updates[i].Trainer == trainerID {
+			return &rd.Updates[i]
+		}
+	}
+	return nil
+}
+
+// replayTask rebuilds the task trainer t was given in round rd: the job
+// file (checked against the round's config digest) gives the
+// hyperparameters and seeds, the artifact store the round's weights or
+// adapter. The data at dataPath must have the registered root of ds.
+func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
+	jf, err := coordinator.LoadJob(jobFile)
+	if err != nil {
+		return trainer.Task{}, trainer.Data{}, err
+	}
+	if d := jf.Digest(); d != rd.ConfigDigest {
+		return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s has digest %s; round %d of job %q was opened with config %s", jobFile, d, rd.Round, rd.JobID, rd.ConfigDigest)
+	}
+	data, err := replayData(dataPath, ds)
+	if err != nil {
+		return trainer.Task{}, trainer.Data{}, err
+	}
+	// The foundation folder: the job's model, or a pre-training job's
+	// freshly initialised one.
+	found := jf.Model.Path
+	if found != "" && !filepath.IsAbs(found) && jf.Source != "" {
+		found = filepath.Join(filepath.Dir(jf.Source), found)
+	}
+	if jf.Model.Init != "" || found == "" {
+		m, err := coordinator.InitialModel(jf)
+		if err != nil {
+			return trainer.Task{}, trainer.Data{}, err
+		}
+		found = filepath.Join(tmp, "init")
+		if _, err := m.Save(found, safetensors.F32); err != nil {
+			return trainer.Task{}, trainer.Data{}, err
+		}
+	}
+	fm, err := model.Load(found)
+	if err != nil {
+		return trainer.Task{}, trainer.Data{}, err
+	}
+	fd, err := fm.Digest()
+	if err != nil {
+		return trainer.Task{}, trainer.Data{}, err
+	}
+	tr := jf.Train
+	task := trainer.Task{JobID: rd.JobID, Round: rd.Round, ModelDir: found, Compression: jf.Compression.Kind, Int8Block: jf.Int8Block(),
+		OutDir: filepath.Join(tmp, "update"),
+		Train: model.TrainConfig{Steps: tr.LocalSteps, Batch: tr.Batch, SeqLen: tr.SeqLen, LR: tr.LR, WeightDecay: tr.WeightDecay,
+			ClipNorm: tr.ClipNorm, Warmup: tr.Warmup, Schedule: tr.Schedule, Seed: coordinator.TaskSeed(jf.Seed, rd.Round, t)}}
+	if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
+		return trainer.Task{}, trainer.Data{}, err
+	}
+	switch jf.FineTune.Mode {
+	case model.ModeLoRA:
+		if jf.FineTune.LoRA == nil {
+			return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
+		}
+		ls := jf.FineTune.LoRA
+		l := model.LoRAConfig{Rank: ls.Rank, Alpha: ls.Alpha, Dropout: ls.Dropout, Targets: slices.Clone(ls.Targets)}
+		task.Train.LoRA = &l
+		if rd.BaseModel == fd {
+			task.Adapter, err = coordinator.InitialAdapter(jf, fm.Config)
+		} else {
+			var p string
+			if p, err = st.Path(rd.BaseModel); err == nil {
+				task.Adapter, err = trainer.ReadAdapter(p, l)
+			}
+		}
+		if err != nil {
+			return trainer.Task{}, trainer.Data{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
+		}
+	default:
+		if jf.FineTune.Mode == model.ModePretrain {
+			task.Base = rd.BaseModel
+		}
+		if rd.BaseModel != fd {
+			if task.ModelDir, err = replayWeights(found, rd.BaseModel, st, filepath.Join(tmp, "base")); err != nil {
+				return trainer.Task{}, trainer.Data{}, err
+			}
+		}
+	}
+	return task, data, nil
+}
+
+// replayWeights lays out a model folder: found's files with the weights
+// of blob digest.
+func replayWeights(found, digest string, st *artifact.Store, dir string) (string, error) {
+	p, err := st.Path(digest)
+	if err != nil {
+		return "", fmt.Errorf("the round's base weights %s: %w", digest, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	ents, err := os.ReadDir(found)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		if e.IsDir() || e.Name() == model.WeightsFile {
+			continue
+		}
+		if err := copyFile(filepath.Join(found, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			return "", err
+		}
+	}
+	return dir, copyFile(p, filepath.Join(dir, model.WeightsFile))
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// replayData loads the trainer's disclosed data as its node does and
+// checks it against the registered manifest root.
+func replayData(path string, ds *ledger.Dataset) (trainer.Data, error) {
+	d, isInstruct := trainer.ReadInstruct(path)
+	if !isInstruct {
+		var err error
+		if d, err = datasets.Load(path, datasets.Options{}); err != nil {
+			return trainer.Data{}, fmt.Errorf("--data: %w", err)
+		}
+	}
+	hs, _ := datasets.SampleHashes(d)
+	root := datasets.NewTree(hs).Root()
+	if got := hex.EncodeToString(root[:]); got != ds.Root {
+		return trainer.Data{}, fmt.Errorf("--data %s has Merkle root %s, but the update's dataset %s (registered by %s) has root %s: not the trainer's data",
+			path, got, ds.Digest, ds.Owner, ds.Root)
+	}
+	return trainer.Data{Dataset: d, Instruct: isInstruct}, nil
+}
+
+// renderVerdict writes v as text or JSON.
+func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
+	switch format {
+	case "json":
+		type lie struct {
+			Step   int    `json:"step"`
+			Digest string `json:"digest"`
+			Err    string `json:"error"`
+		}
+		out := struct {
+			Honest       bool                      `json:"honest"`
+			Replayed     ledger.TrainingCommitment `json:"replayed"`
+			UpdateDigest string                    `json:"update_digest"`
+			FirstBadStep int                       `json:"first_bad_step,omitempty"`
+			After        int                       `json:"after,omitempty"`
+			Before       int                       `json:"before,omitempty"`
+			Lies         []lie                     `json:"lies,omitempty"`
+			Reason       string                    `json:"reason,omitempty"`
+		}{Honest: v.Honest(), Replayed: v.Replayed, UpdateDigest: v.UpdateDigest, FirstBadStep: v.FirstBadStep, After: v.After, Before: v.Before, Reason: v.Reason}
+		for _, l := range v.Lies {
+			out.Lies = append(out.Lies, lie{Step: l.Step, Digest: l.Digest, Err: l.Err.Error()})
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	case "text", "":
+		if v.Honest() {
+			_, err := fmt.Fprintf(w, "replay matches: inputs %s, %d steps, step root %s, update %s\n",
+				v.Replayed.InputsDigest, v.Replayed.Steps, v.Replayed.StepRoot, v.UpdateDigest)
+			return err
+		}
+		_, err := fmt.Fprintf(w, "replay DIFFERS: %s\n", v.Reason)
+		return err
+	default:
+		return errors.New("audit replay: --format: want text or json")
+	}
+}

@@ -1,0 +1,152 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model/commitment"
+)
+
+// Claim is what a trainer's UpdateSubmitted says about one round.
+type Claim struct {
+	Job          string
+	Round        uint64
+	UpdateDigest string
+	Commitment   ledger.TrainingCommitment
+}
+
+// Verdict is the result of replaying a trainer's local training.
+type Verdict struct {
+	// Replayed are the replay's own commitment and update digest.
+	Replayed     ledger.TrainingCommitment
+	UpdateDigest string
+	// InputsMatch, StepsMatch, StepRootMatch and UpdateMatch compare the
+	// replay with the claim, field by field.
+	InputsMatch, StepsMatch, StepRootMatch, UpdateMatch bool
+	// FirstBadStep is the first step whose committed state differs from
+	// the replay's, when the evidence pins it (0 otherwise). When it
+	// does not, the first differing step lies in (After, Before].
+	FirstBadStep  int
+	After, Before int
+	// Lies are the trainer's checkpoints that do not prove against its
+	// committed step root.
+	Lies []commitment.Checkpoint
+	// Reason says, in words, what differs ("" when the replay matches).
+	Reason string
+}
+
+// Honest reports whether the replay matches the claim bit for bit.
+func (v *Verdict) Honest() bool {
+	return v.InputsMatch && v.StepsMatch && v.StepRootMatch && v.UpdateMatch
+}
+
+// Replay re-runs task t on data d on the Host engine (bit-exact on every
+// CPU), recording every step, and compares the result with claim. When the
+// step roots differ it locates the first differing step by bisecting the
+// trainer's checkpoints in ckpt (nil: none), each proved against the
+// committed root first: a checkpoint that does not prove is a lie, listed
+// in Verdict.Lies and not used. t.OutDir receives the replayed update.
+func Replay(ctx context.Context, t Task, d Data, claim Claim, ckpt *commitment.Store) (Verdict, error) {
+	t.Checkpoints = nil
+	u, err := fit(ctx, DeviceHost, startEngine(engineDevices[DeviceHost]), nil, t, d)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("replay: %w", err)
+	}
+	c := claim.Commitment
+	v := Verdict{Replayed: *u.Commitment, UpdateDigest: u.Digest}
+	v.InputsMatch = v.Replayed.InputsDigest == c.InputsDigest
+	v.StepsMatch = v.Replayed.Steps == c.Steps
+	v.StepRootMatch = v.StepsMatch && v.Replayed.StepRoot == c.StepRoot
+	v.UpdateMatch = u.Digest == claim.UpdateDigest
+	if v.Honest() {
+		return v, nil
+	}
+	var why []string
+	if !v.InputsMatch {
+		why = append(why, fmt.Sprintf("inputs digest %s, replay %s (other base, adapter, hyperparameters, seed or batches)", c.InputsDigest, v.Replayed.InputsDigest))
+	}
+	if !v.StepsMatch {
+		why = append(why, fmt.Sprintf("commits %d steps, the task asks %d", c.Steps, v.Replayed.Steps))
+	}
+	if v.StepRootMatch {
+		// Every step's state is the replay's: the update is not the
+		// result of those steps.
+		why = append(why, fmt.Sprintf("the steps match but the update %s is not the replay's %s", claim.UpdateDigest, u.Digest))
+		v.Reason = join(why)
+		return v, nil
+	}
+	locate(&v, u.stepDigests, claim, ckpt)
+	if v.FirstBadStep > 0 {
+		why = append(why, fmt.Sprintf("step %d is the first whose state differs from the replay's", v.FirstBadStep))
+	} else {
+		why = append(why, fmt.Sprintf("the first differing step is in %d..%d (no proved checkpoint pins it)", v.After+1, v.Before))
+	}
+	if len(v.Lies) > 0 {
+		why = append(why, fmt.Sprintf("%d checkpoints do not prove against the step root (lies), first step %d: %v", len(v.Lies), v.Lies[0].Step, v.Lies[0].Err))
+	}
+	if !v.UpdateMatch {
+		why = append(why, fmt.Sprintf("update %s, replay %s", claim.UpdateDigest, u.Digest))
+	}
+	v.Reason = join(why)
+	return v, nil
+}
+
+// locate bisects the proved checkpoints for the first step whose state
+// differs from the replay's digests.
+func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
+	c := claim.Commitment
+	n := min(int(c.Steps), len(replay))
+	// The state before step 1 is the inputs, which match or are reported.
+	v.After, v.Before = 0, max(n, 1)
+	if int(c.Steps) != len(replay) {
+		// A shorter run: the first step it lacks differs at the latest;
+		// a longer one: the first step beyond the task.
+		v.Before = n + 1
+	}
+	var proved []commitment.Checkpoint
+	if ckpt != nil {
+		steps, _ := ckpt.Steps(claim.Job, claim.Round)
+		disclosed, derr := ckpt.Digests(claim.Job, claim.Round)
+		for _, s := range steps {
+			if s > int(c.Steps) {
+				continue
+			}
+			cp := commitment.Checkpoint{Step: s, Err: derr}
+			if derr == nil {
+				cp = ckpt.Prove(claim.Job, claim.Round, c.StepRoot, c.Steps, s, disclosed)
+			}
+			if cp.Err != nil {
+				v.Lies = append(v.Lies, cp)
+				continue
+			}
+			if s <= n {
+				proved = append(proved, cp)
+			}
+		}
+	}
+	// Divergence is monotone (a state that differs makes every later one
+	// differ), so bisect for the first proved checkpoint that differs.
+	j := sort.Search(len(proved), func(i int) bool { return proved[i].Digest != replay[proved[i].Step-1] })
+	if j > 0 {
+		v.After = proved[j-1].Step
+	}
+	if j < len(proved) {
+		v.Before = proved[j].Step
+	}
+	if v.Before == v.After+1 {
+		v.FirstBadStep = v.Before
+	}
+}
+
+func join(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += "; "
+		}
+		out += x
+	}
+	return out
+}
