@@ -496,26 +496,34 @@ func (a *anchorer) dataset(d ledger.Dataset) (ledger.Dataset, error) {
 	b := tx.Body.(ledger.DatasetRegistered)
 	out := ledger.Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Samples: b.Samples,
 		Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: d.Height, TxHash: d.TxHash}
-	// Each attestation shown must be a DatasetAttested tx of this
-	// dataset, by that auditor, saying exactly that.
-	for _, at := range d.Attestations {
-		arec := fmt.Sprintf("%s: attestation %s by %s", rec, at.Kind, at.Auditor)
-		tx, err := a.txAt(at.Height, at.TxHash, ledger.TypeDatasetAttested, arec)
-		if err != nil {
-			return ledger.Dataset{}, err
-		}
-		ab := tx.Body.(ledger.DatasetAttested)
-		got := ledger.DatasetAttestation{Dataset: ab.Dataset, Kind: ab.Predicate.Kind, Auditor: tx.Signer, Result: ab.Predicate.Result,
-			Tool: ab.Predicate.Tool, Report: ab.Predicate.Report, Height: at.Height, TxHash: at.TxHash}
-		if !reflect.DeepEqual(got, at) {
-			return ledger.Dataset{}, notAnchored(arec, "the ledger says %+v, its DatasetAttested tx at height %d says %+v", at, at.Height, got)
-		}
-		out.Attestations = append(out.Attestations, got)
+	if out.Attestations, err = a.attestations(rec, d); err != nil {
+		return ledger.Dataset{}, err
 	}
 	return out, compare(rec, ledger.TypeDatasetRegistered, d.Height,
 		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
 		field{"source", d.Source, out.Source}, field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root},
 		field{"bytes", d.Bytes, out.Bytes}, field{"owner", d.Owner, out.Owner})
+}
+
+// attestations anchors d's attestations: each must be a DatasetAttested
+// tx of this dataset, by that auditor, saying exactly that.
+func (a *anchorer) attestations(rec string, d ledger.Dataset) ([]ledger.DatasetAttestation, error) {
+	var out []ledger.DatasetAttestation
+	for _, at := range d.Attestations {
+		arec := fmt.Sprintf("%s: attestation %s by %s", rec, at.Kind, at.Auditor)
+		tx, err := a.txAt(at.Height, at.TxHash, ledger.TypeDatasetAttested, arec)
+		if err != nil {
+			return nil, err
+		}
+		ab := tx.Body.(ledger.DatasetAttested)
+		got := ledger.DatasetAttestation{Dataset: ab.Dataset, Kind: ab.Predicate.Kind, Auditor: tx.Signer, Result: ab.Predicate.Result,
+			Tool: ab.Predicate.Tool, Report: ab.Predicate.Report, Height: at.Height, TxHash: at.TxHash}
+		if got.Dataset != d.Digest || !reflect.DeepEqual(got, at) {
+			return nil, notAnchored(arec, "the ledger says %+v, its DatasetAttested tx at height %d says %+v", at, at.Height, got)
+		}
+		out = append(out, got)
+	}
+	return out, nil
 }
 
 // published anchors a published dataset: the record is what the signed
@@ -531,6 +539,9 @@ func (a *anchorer) published(d ledger.Dataset) (ledger.Dataset, error) {
 		return ledger.Dataset{}, fmt.Errorf("%s: its DatasetPublished at height %d: %w", rec, d.Height, err)
 	}
 	out := ledger.PublishedDataset(sm, tx.Signer, d.Height, d.TxHash)
+	if out.Attestations, err = a.attestations(rec, d); err != nil {
+		return ledger.Dataset{}, err
+	}
 	return out, compare(rec, ledger.TypeDatasetPublished, d.Height,
 		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
 		field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root}, field{"bytes", d.Bytes, out.Bytes},

@@ -578,3 +578,21 @@ func ProvenanceFromExport(ctx context.Context, e *Export, model string) (*Proven
 	p.Time = p.BlockTimes[l.Model.Height]
 	return p, nil
 }
+
+// ProvenanceFromNode returns what the provenance documents of l's model
+// are built from when l was read from a node: l, chainID, and the times of
+// the blocks l names (models, rounds, datasets and their attestations),
+// each block read through src with at least quorum node cosignatures
+// (0: none demanded).
+func ProvenanceFromNode(ctx context.Context, src BlockSource, l *ledger.Lineage, chainID string, quorum int) (*Provenance, error) {
+	p := &Provenance{Lineage: l, ChainID: chainID, BlockTimes: map[uint64]time.Time{}}
+	for _, h := range p.Heights() {
+		vb, err := src.Block(ctx, h, quorum, chainID)
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", h, err)
+		}
+		p.BlockTimes[h] = time.Unix(0, vb.Block.Header.Time).UTC()
+	}
+	p.Time = p.BlockTimes[l.Model.Height]
+	return p, nil
+}
