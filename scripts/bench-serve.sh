@@ -7,7 +7,11 @@
 #   - aggregate tokens/s of 16 concurrent streams,
 #   - time to first token p50 / p99 at 16 streams.
 # fedtune runs BenchmarkServe (./model/engine: the continuous-batching
-# Batcher on the Host device, every stream added at once). PyTorch is
+# Batcher on the Host device, every stream added at once; then the same 16
+# streams staggered: 16 clients, client c starting c·D/16 after the start,
+# D the burst's time, each sending a second request when its first ends;
+# the staggered TTFT is over those second requests, each arriving while the
+# other streams decode: the server's steady state at 16 streams). PyTorch is
 # Debian's python3-torch (installed with apt-get when missing) running
 # scripts/bench_serve_torch.py: a plain LLaMA decoder with a KV cache, the
 # batch's prompts prefilled together, then one token per step for the whole
@@ -46,19 +50,30 @@ load() { uptime | sed 's/.*load average/load average/'; }
 load0=$(load)
 echo "bench-serve: start, $(nproc) cores, $load0" >&2
 
-# fedtune: one line per sub-benchmark, "streams tok/s ttft-p50-ms ttft-p99-ms".
+# fedtune: one line per sub-benchmark, "streams tok/s ttft-p50-ms ttft-p99-ms tok/cpu-s".
 echo "bench-serve: go test -bench 'BenchmarkServe' (-benchtime $BENCHTIME)" >&2
-go test -run '^$' -bench '^BenchmarkServe$/^streams=(1|16)$' -benchtime "$BENCHTIME" -count 1 -timeout 60m \
+go test -run '^$' -bench '^BenchmarkServe$/^(streams=(1|16)|staggered=16)$' -benchtime "$BENCHTIME" -count 1 -timeout 60m \
   ./model/engine/ | tee "$tmp/go.log" >&2
 awk '/^BenchmarkServe\/streams=/ {
        s = $1; sub(/^BenchmarkServe\/streams=/, "", s); sub(/-[0-9]+$/, "", s)
-       tps = p50 = p99 = ""
+       tps = p50 = p99 = tpc = ""
        for (i = 2; i < NF; i++) {
          if ($(i+1) == "tok/s") tps = $i
          if ($(i+1) == "ttft-p50-ms") p50 = $i
          if ($(i+1) == "ttft-p99-ms") p99 = $i
+         if ($(i+1) == "tok/cpu-s") tpc = $i
        }
-       print s, tps, p50, p99
+       print s, tps, p50, p99, tpc
+     }
+     /^BenchmarkServe\/staggered=/ {
+       tps = p50 = p99 = gap = ""
+       for (i = 2; i < NF; i++) {
+         if ($(i+1) == "tok/s") tps = $i
+         if ($(i+1) == "ttft-p50-ms") p50 = $i
+         if ($(i+1) == "ttft-p99-ms") p99 = $i
+         if ($(i+1) == "gap-ms") gap = $i
+       }
+       print tps, p50, p99, gap > "'"$tmp/stag"'"
      }' "$tmp/go.log" >"$tmp/go"
 for s in 1 16; do
   if ! awk -v s=$s '$1 == s && $2 != "" && $4 != "" {f = 1} END {exit !f}' "$tmp/go"; then
@@ -76,7 +91,7 @@ for b in 1 16; do
   out=$(OPENBLAS_NUM_THREADS=$TORCH_BLAS_THREADS OMP_WAIT_POLICY=PASSIVE "$PY" scripts/bench_serve_torch.py \
         --batch "$b" --threads "$threads" --runs "$TORCH_RUNS")
   echo "$out" >&2
-  awk -v b=$b '{print b, $2, $4, $6}' <<<"$out" >>"$tmp/torch"
+  awk -v b=$b '{print b, $2, $4, $6, $8}' <<<"$out" >>"$tmp/torch"
 done
 
 get() { awk -v s="$2" -v c="$3" '$1 == s {print $c}' "$tmp/$1"; }
@@ -86,14 +101,28 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 verdict() { awk -v x="$1" -v op="$2" -v g="$3" 'BEGIN {
   ok = (op == ">=") ? (x >= g) : (x < g); print ok ? "PASS" : "MISS" }'; }
 r1=$(ratio "$ours1" "$pt1") r16=$(ratio "$ours16" "$pt16")
+cpu1=$(get go 1 5) cpu16=$(get go 16 5) tcpu1=$(get torch 1 5) tcpu16=$(get torch 16 5)
 
 echo
 printf '%-28s %12s %12s %8s   %-16s %s\n' metric fedtune PyTorch ratio goal result
 printf '%-28s %12.1f %12.1f %8s   %-16s %s\n' "tok/s, 1 stream" "$ours1" "$pt1" "$r1" "ratio >= 3" "$(verdict "$r1" '>=' 3)"
 printf '%-28s %12.1f %12.1f %8s   %-16s %s\n' "tok/s, 16 streams (sum)" "$ours16" "$pt16" "$r16" "ratio >= 5" "$(verdict "$r16" '>=' 5)"
+printf '%-28s %12.1f %12.1f %8s   %-16s %s\n' "tok/CPU-s, 1 stream" "$cpu1" "$tcpu1" "$(ratio "$cpu1" "$tcpu1")" "-" "-"
+printf '%-28s %12.1f %12.1f %8s   %-16s %s\n' "tok/CPU-s, 16 streams" "$cpu16" "$tcpu16" "$(ratio "$cpu16" "$tcpu16")" "-" "-"
 printf '%-28s %12.0f %12.0f %8s   %-16s %s\n' "TTFT p50 ms, 16 streams" "$p50" "$tp50" "$(ratio "$p50" "$tp50")" "-" "-"
 printf '%-28s %12.0f %12.0f %8s   %-16s %s\n' "TTFT p99 ms, 16 streams" "$p99" "$tp99" "$(ratio "$p99" "$tp99")" "fedtune < 500" "$(verdict "$p99" '<' 500)"
+if [ -s "$tmp/stag" ]; then
+  read -r stps sp50 sp99 sgap <"$tmp/stag"
+  printf '%-28s %12.1f %12s %8s   %-16s %s\n' "tok/s, 16 staggered" "$stps" - - - -
+  printf '%-28s %12.0f %12s %8s   %-16s %s\n' "TTFT p50 ms, 16 staggered" "$sp50" - - - -
+  printf '%-28s %12.0f %12s %8s   %-16s %s\n' "TTFT p99 ms, 16 staggered" "$sp99" - - "fedtune < 500" "$(verdict "$sp99" '<' 500)"
+fi
 echo "(SmolLM2-135M shape, random FP32 weights; 128-token prompts, 128 new tokens, greedy;"
+echo " 16 streams: all 16 requests added at once, TTFT over all 16 (its floor is the prefill of all"
+echo " 16 prompts, 16x128 tokens); 16 staggered: arrivals one every ${sgap:-?} ms (the burst's time / 16),"
+echo " 16 clients each sending a second request when the first ends, TTFT over the second requests;"
+echo " tok/CPU-s: generated tokens per second of the process's CPU time (steadier than wall time on a"
+echo " shared machine, where a descheduled thread stalls its peers; not a goal of the issue);"
 echo " tok/s ratio = fedtune / PyTorch, TTFT ratio = fedtune ms / PyTorch ms; BENCHTIME=$BENCHTIME, TORCH_RUNS=$TORCH_RUNS;"
 echo " PyTorch threads $threads (OpenBLAS $TORCH_BLAS_THREADS); $(nproc) cores;"
 echo " at the start $load0; at the end $(load))"

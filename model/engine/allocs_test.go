@@ -57,3 +57,56 @@ func TestStepAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoderStepAllocatesNothing: a decoding step (one token for each of
+// several slots) allocates nothing once the decoder has run steps of its
+// size: the activations, the logits and the attention's scratch are
+// reused, and checking the chunks needs no map (12 slots: a map that large
+// would allocate).
+func TestDecoderStepAllocatesNothing(t *testing.T) {
+	if fedtest.RaceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items")
+	}
+	if _, serial := (&host{}).gemm(); !serial {
+		t.Skip("gonum's pure-Go sgemm (no AVX2) allocates")
+	}
+	c := model.DefaultConfig()
+	c.VocabSize, c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers = 64, 32, 48, 2
+	c.NumAttentionHeads, c.NumKeyValueHeads, c.MaxPositionEmbeddings = 4, 2, 32
+	m, err := model.New(c, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const slots, ctx = 12, 32
+	dec, err := NewDecoder(NewHost().(CacheDevice), m, slots, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	var toks [slots][1]int
+	chunks := make([]Chunk, slots)
+	for s := range chunks {
+		toks[s][0] = s + 1
+		chunks[s] = Chunk{Slot: s, Tokens: toks[s][:], Logits: true}
+	}
+	var ferr error
+	step := func() {
+		if dec.Len(0) == ctx {
+			for s := range slots {
+				dec.Reset(s)
+			}
+		}
+		if _, err := dec.Forward(chunks); err != nil {
+			ferr = err
+		}
+	}
+	for range ctx { // every context length once: the scratch at its largest
+		step()
+	}
+	if n := testing.AllocsPerRun(2*ctx, step); n != 0 {
+		t.Errorf("a decoding step of %d slots allocates %v times", slots, n)
+	}
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+}

@@ -125,7 +125,8 @@ type seqState struct {
 	gen   int // tokens emitted
 	next  int // the last token sampled, to feed next step
 	first bool
-	draw  int // the token drawn this step
+	draw  int    // the token drawn this step
+	last  [1]int // next, as the chunk of a decoding step
 }
 
 // NewBatcher uploads m to dev and starts serving. Close stops it.
@@ -281,6 +282,7 @@ func (b *Batcher) loop() {
 	}
 	var chunks []Chunk
 	var stepping []*seqState
+	var ttft []time.Duration
 	// ended are the requests that left, whose last events go out once the
 	// stats count them out (a client that sees its stream end sees Stats
 	// without it).
@@ -343,7 +345,8 @@ func (b *Batcher) loop() {
 		prompt := 0
 		for _, s := range active {
 			if s.fed == len(s.prompt) {
-				chunks = append(chunks, Chunk{Slot: s.slot, Tokens: []int{s.next}, Logits: true})
+				s.last[0] = s.next
+				chunks = append(chunks, Chunk{Slot: s.slot, Tokens: s.last[:], Logits: true})
 				stepping = append(stepping, s)
 				continue
 			}
@@ -369,7 +372,7 @@ func (b *Batcher) loop() {
 			continue // fails everything above
 		}
 		b.sample(stepping, logits)
-		var ttft []time.Duration
+		ttft = ttft[:0]
 		ended = ended[:0]
 		kept = active[:0]
 		for _, s := range active {

@@ -60,11 +60,12 @@ func batcherRequests(V int) (prompts [][]int, gcs []model.GenerateConfig) {
 // TestBatcherAloneEqualsBatched: the same request gives the same tokens
 // alone, in a batch of 8 joining at once, with a small prefill budget
 // (chunked prompts) and with fewer slots than requests (a queue), and
-// they are engine.Generate's.
+// they are engine.Generate's. With the default budget every prompt of the
+// batch is prefilled in one step (one set of products over all of them).
 func TestBatcherAloneEqualsBatched(t *testing.T) {
 	ctx := context.Background()
 	cases := decoderCases(t)
-	for _, dc := range append(cases[1:4:4], cases[len(cases)-1]) { // gqa, mqa, tied, lora-merged
+	for _, dc := range append(cases[1:4:4], cases[len(cases)-3:]...) { // gqa, mqa, tied, head-dim-8, head-dim-72, lora-merged
 		t.Run(dc.name, func(t *testing.T) {
 			m := dc.m
 			L := m.Config.MaxPositionEmbeddings

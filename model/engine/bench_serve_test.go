@@ -35,6 +35,14 @@ var smolLM2 = sync.OnceValues(func() (*model.Model, error) { return model.New(sm
 // time (steadier on a shared machine), and the requests' time to first
 // token (p50, p99).
 //
+// staggered=16 is the same load as 16 clients of a server in its steady
+// state rather than in a burst: client c sends its first request c·D/16
+// after the start, D being the time streams=16 took for its batch (the
+// time one answer takes at 16 streams), and its second as soon as its
+// first has ended, so requests arrive one every D/16 while about 15 others
+// decode. Its time to first token is over the second requests only (each
+// arriving at a server busy with the others); tok/s is over the whole run.
+//
 //	go test ./model/engine -run '^$' -bench Serve -benchtime 1x
 func BenchmarkServe(b *testing.B) {
 	const promptLen, newTokens = 128, 128
@@ -42,16 +50,12 @@ func BenchmarkServe(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	gc := model.GenerateConfig{MaxTokens: newTokens}
+	var burst time.Duration // streams=16's time for one batch
 	for _, streams := range []int{1, 16} {
 		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
-			bt, err := engine.NewBatcher(engine.NewHost().(engine.CacheDevice), m,
-				engine.BatcherConfig{Slots: streams, MaxContext: promptLen + newTokens})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer bt.Close()
-			var ttft []time.Duration
-			var tokens int
+			bt := newServeBatcher(b, m, streams, promptLen+newTokens)
+			var st serveStats
 			b.ResetTimer()
 			cpu0 := cpuTime()
 			start := time.Now()
@@ -59,35 +63,17 @@ func BenchmarkServe(b *testing.B) {
 				chs := make([]<-chan engine.Token, streams)
 				for s := range chs {
 					prompt := modeltest.IDs(promptLen, m.Config.VocabSize, uint64(i*streams+s))
-					if chs[s], err = bt.Add(context.Background(), prompt, model.GenerateConfig{MaxTokens: newTokens}); err != nil {
+					if chs[s], err = bt.Add(context.Background(), prompt, gc); err != nil {
 						b.Fatal(err)
 					}
 				}
 				added := time.Now()
-				var mu sync.Mutex
 				var wg sync.WaitGroup
 				for _, ch := range chs {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						n := 0
-						for tok := range ch {
-							if tok.Finish != "" {
-								if tok.Err != nil {
-									b.Error(tok.Err)
-								}
-								break
-							}
-							if n == 0 {
-								mu.Lock()
-								ttft = append(ttft, time.Since(added))
-								mu.Unlock()
-							}
-							n++
-						}
-						mu.Lock()
-						tokens += n
-						mu.Unlock()
+						st.drain(b, ch, added, true)
 					}()
 				}
 				wg.Wait()
@@ -95,14 +81,120 @@ func BenchmarkServe(b *testing.B) {
 			el := time.Since(start)
 			cpu := cpuTime() - cpu0
 			b.StopTimer()
-			slices.Sort(ttft)
-			pct := func(p float64) float64 { return ttft[min(len(ttft)-1, int(p*float64(len(ttft))))].Seconds() * 1e3 }
-			b.ReportMetric(float64(tokens)/el.Seconds(), "tok/s")
-			b.ReportMetric(float64(tokens)/cpu.Seconds(), "tok/cpu-s")
-			b.ReportMetric(pct(0.50), "ttft-p50-ms")
-			b.ReportMetric(pct(0.99), "ttft-p99-ms")
+			if streams == 16 {
+				burst = el / time.Duration(b.N)
+			}
+			st.report(b, el, cpu)
 		})
 	}
+	b.Run("staggered=16", func(b *testing.B) {
+		const streams = 16
+		bt := newServeBatcher(b, m, streams, promptLen+newTokens)
+		d := burst
+		if d == 0 { // run alone: time one burst first
+			start := time.Now()
+			var st serveStats
+			var wg sync.WaitGroup
+			for s := 0; s < streams; s++ {
+				ch, err := bt.Add(context.Background(), modeltest.IDs(promptLen, m.Config.VocabSize, uint64(s)), gc)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					st.drain(b, ch, start, false)
+				}()
+			}
+			wg.Wait()
+			d = time.Since(start)
+		}
+		gap := d / streams
+		var st serveStats
+		b.ResetTimer()
+		cpu0 := cpuTime()
+		start := time.Now()
+		for i := 0; i < b.N; i++ {
+			var wg sync.WaitGroup
+			for c := 0; c < streams; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(time.Duration(c) * gap)
+					for round := range 2 {
+						prompt := modeltest.IDs(promptLen, m.Config.VocabSize, uint64((2*i+round)*streams+c))
+						added := time.Now()
+						ch, err := bt.Add(context.Background(), prompt, gc)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						st.drain(b, ch, added, round == 1)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		el := time.Since(start)
+		cpu := cpuTime() - cpu0
+		b.StopTimer()
+		b.ReportMetric(gap.Seconds()*1e3, "gap-ms")
+		st.report(b, el, cpu)
+	})
+}
+
+func newServeBatcher(b *testing.B, m *model.Model, slots, ctx int) *engine.Batcher {
+	bt, err := engine.NewBatcher(engine.NewHost().(engine.CacheDevice), m, engine.BatcherConfig{Slots: slots, MaxContext: ctx})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bt.Close() })
+	return bt
+}
+
+// serveStats gathers a benchmark's generated tokens and times to first
+// token.
+type serveStats struct {
+	mu     sync.Mutex
+	tokens int
+	ttft   []time.Duration
+}
+
+// drain reads one request's stream to its end, counting its tokens and,
+// when timed, the time from added to its first token.
+func (st *serveStats) drain(b *testing.B, ch <-chan engine.Token, added time.Time, timed bool) {
+	n := 0
+	for tok := range ch {
+		if tok.Finish != "" {
+			if tok.Err != nil {
+				b.Error(tok.Err)
+			}
+			break
+		}
+		if n == 0 && timed {
+			st.mu.Lock()
+			st.ttft = append(st.ttft, time.Since(added))
+			st.mu.Unlock()
+		}
+		n++
+	}
+	st.mu.Lock()
+	st.tokens += n
+	st.mu.Unlock()
+}
+
+func (st *serveStats) report(b *testing.B, el, cpu time.Duration) {
+	if len(st.ttft) == 0 {
+		b.Fatal("no request produced a token")
+	}
+	slices.Sort(st.ttft)
+	pct := func(p float64) float64 {
+		return st.ttft[min(len(st.ttft)-1, int(p*float64(len(st.ttft))))].Seconds() * 1e3
+	}
+	b.ReportMetric(float64(st.tokens)/el.Seconds(), "tok/s")
+	b.ReportMetric(float64(st.tokens)/cpu.Seconds(), "tok/cpu-s")
+	b.ReportMetric(pct(0.50), "ttft-p50-ms")
+	b.ReportMetric(pct(0.99), "ttft-p99-ms")
 }
 
 // cpuTime is the process's user and system CPU time so far.

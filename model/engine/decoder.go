@@ -55,15 +55,17 @@ type Decoder struct {
 	kc, vc                 []Buffer // per layer: [(slots+1)·maxCtx, KV·hd]; slot `slots` takes padding rows
 	cos, sin               Buffer   // [maxCtx, hd]
 	lens                   []int    // per slot: positions cached
+	seen                   []bool   // per slot: check's scratch
 
-	acts map[int]*decodeActs // by row count (bucketed)
-	sels map[int]*selActs    // by logits rows (bucketed)
-	err  error
+	acts  map[int]*decodeActs // by row count (bucketed)
+	clock int                 // actsFor's calls, for its LRU
+	sels  map[int]*selActs    // by logits rows (bucketed)
+	err   error
 }
 
 // decodeActs are the activations of one Forward of n rows.
 type decodeActs struct {
-	n                          int
+	n, used                    int
 	ids, pos, cidx, at         IntBuffer
 	cos, sin                   Buffer
 	x, xMid, h, rstd           Buffer
@@ -98,7 +100,7 @@ func NewDecoder(dev CacheDevice, m *model.Model, slots, maxContext int) (*Decode
 	}
 	d := &Decoder{dev: dev, c: c, weights: make(map[string]Buffer, len(m.Tensors)), slots: slots, maxCtx: maxContext,
 		d: c.HiddenSize, nH: c.NumAttentionHeads, nKV: c.KVHeads(), hd: c.HeadDimension(), nI: c.IntermediateSize, nV: c.VocabSize,
-		lens: make([]int, slots), acts: map[int]*decodeActs{}, sels: map[int]*selActs{}}
+		lens: make([]int, slots), seen: make([]bool, slots), acts: map[int]*decodeActs{}, sels: map[int]*selActs{}}
 	d.alpha = float32(1 / math.Sqrt(float64(d.hd)))
 	for _, name := range m.Names() {
 		tn := m.Tensors[name]
@@ -150,24 +152,36 @@ func (d *Decoder) alloc(n int) Buffer {
 	return b
 }
 
-// bucket rounds a row count up so that few distinct sizes are allocated.
+// bucket rounds a row count up so that few distinct sizes are allocated:
+// to a multiple of 8 above 32 (at most 7 padding rows, whose products are
+// work thrown away).
 func bucket(n int) int {
 	if n <= 32 {
 		return n
 	}
-	return (n + 31) &^ 31
+	return (n + 7) &^ 7
 }
+
+// maxActs is how many sizes of activations a Decoder keeps; beyond it the
+// least recently used goes.
+const maxActs = 8
 
 func (d *Decoder) actsFor(n int) *decodeActs {
 	n = bucket(n)
+	d.clock++
 	if a := d.acts[n]; a != nil {
+		a.used = d.clock
 		return a
 	}
-	if len(d.acts) >= 8 {
+	if len(d.acts) >= maxActs {
+		old := 0
 		for k, a := range d.acts {
-			a.free(d.dev)
-			delete(d.acts, k)
+			if old == 0 || a.used < d.acts[old].used {
+				old = k
+			}
 		}
+		d.acts[old].free(d.dev)
+		delete(d.acts, old)
 	}
 	dev := d.dev
 	H, KV, hd := d.nH, d.nKV, d.hd
@@ -177,6 +191,7 @@ func (d *Decoder) actsFor(n int) *decodeActs {
 		q: dev.Alloc(n * H * hd), att: dev.Alloc(n * H * hd), k: dev.Alloc(n * KV * hd), v: dev.Alloc(n * KV * hd),
 		g: dev.Alloc(n * d.nI), u: dev.Alloc(n * d.nI), act: dev.Alloc(n * d.nI),
 		ids32: make([]int32, n), pos32: make([]int32, n), cidx32: make([]int32, n), at32: make([]int32, 2*n)}
+	a.used = d.clock
 	d.acts[n] = a
 	return a
 }
@@ -217,7 +232,8 @@ func (s *selActs) free(dev Device) {
 
 // check validates chunks against the cache before anything runs.
 func (d *Decoder) check(chunks []Chunk) (rows, want int, err error) {
-	seen := make(map[int]bool, len(chunks))
+	seen := d.seen
+	defer clear(seen)
 	for i, ch := range chunks {
 		if ch.Slot < 0 || ch.Slot >= d.slots {
 			return 0, 0, fmt.Errorf("%w: chunk %d: slot %d outside [0, %d)", ErrSlot, i, ch.Slot, d.slots)

@@ -24,13 +24,29 @@ type decoderCase struct {
 	m    *model.Model
 }
 
-// decoderCases are modeltest's variants (MHA, GQA, MQA, tied, …) and the
-// LoRA-adapted tiny model (merged, as generate and serve load it).
+// decoderCases are modeltest's variants (MHA, GQA, MQA, tied, …), two
+// models with heads of 8 and 72, and the LoRA-adapted tiny model (merged,
+// as generate and serve load it), last.
 func decoderCases(t *testing.T) []decoderCase {
 	t.Helper()
 	var cs []decoderCase
 	for i, v := range modeltest.Variants {
 		cs = append(cs, decoderCase{v.Name, modeltest.VariantModel(t, v, uint64(300+i))})
+	}
+	// Heads whose size is a multiple of 8 run CachedAttention's assembly
+	// loops on the Host (the variants' heads are smaller): 8 (one 8-wide
+	// block) with GQA, 72 (a 64-wide block and an 8-wide one) with MQA.
+	for i, hd := range []int{8, 72} {
+		c := modeltest.TinyConfig()
+		c.HeadDim = hd
+		if hd == 72 {
+			c.NumKeyValueHeads = 1
+		}
+		m, err := model.New(c, uint64(400+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, decoderCase{fmt.Sprintf("head-dim-%d", hd), m})
 	}
 	m, ad := modeltest.AdaptedModel(t)
 	merged, err := m.Merge(ad)

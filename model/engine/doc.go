@@ -40,7 +40,13 @@
 //   - Batcher (NewBatcher), continuous batching for serving: requests
 //     (Add: prompt, model.GenerateConfig, context) queue for a Decoder
 //     slot, every step runs all active sequences together, and sequences
-//     join and leave (finished, cancelled, failed) between steps. Each
+//     join and leave (finished, cancelled, failed) between steps. A step
+//     is one Forward: every decoding sequence's next token (one set of
+//     products with a row per sequence) and, beside them, the waiting
+//     prompts in arrival order up to BatcherConfig.PrefillTokens (several
+//     prompts in one set of products; a longer prompt chunked over steps),
+//     so a new request's first token waits for its own prefill and the
+//     prompts ahead of it, never for the others to finish. Each
 //     request streams its tokens on a channel and samples from its own
 //     seeded stream, so it gets the tokens it would get alone (and from
 //     Generate). Stats and BatcherConfig.OnFirstToken feed metrics.

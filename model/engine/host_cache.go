@@ -138,13 +138,16 @@ func (t *attentionTask) Run(slot, lo, hi int) {
 		s := t.scratch[slot][:n]
 		for hh := g * rep; hh < (g+1)*rep; hh++ {
 			qv := t.qb[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
-			for j := range s {
-				kv := t.kb[(c+j)*w+g*hd : (c+j)*w+(g+1)*hd]
-				k, dot := dotVec(qv, kv)
-				for i := k; i < hd; i++ {
-					dot += qv[i] * kv[i]
+			o := t.ob[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
+			if !attnScoresVec(s, qv, t.kb[c*w+g*hd:], w, t.scale) {
+				for j := range s {
+					kv := t.kb[(c+j)*w+g*hd : (c+j)*w+(g+1)*hd]
+					k, dot := dotVec(qv, kv)
+					for i := k; i < hd; i++ {
+						dot += qv[i] * kv[i]
+					}
+					s[j] = t.scale * dot
 				}
-				s[j] = t.scale * dot
 			}
 			m := rowMax(s)
 			k, z := expSum(s, s, m)
@@ -154,7 +157,9 @@ func (t *attentionTask) Run(slot, lo, hi int) {
 				s[j] = e
 			}
 			inv := float32(1 / z)
-			o := t.ob[(r*heads+hh)*hd : (r*heads+hh+1)*hd]
+			if attnValuesVec(o, t.vb[c*w+g*hd:], w, s, inv) {
+				continue
+			}
 			clear(o)
 			for j, p := range s {
 				p *= inv
