@@ -322,6 +322,10 @@ func sameValue(x, y any) bool {
 		n, ok := y.(map[string]string)
 		return ok && maps.Equal(m, n)
 	}
+	if m, ok := x.([]string); ok {
+		n, ok := y.([]string)
+		return ok && slices.Equal(m, n)
+	}
 	return x == y
 }
 
@@ -361,9 +365,11 @@ func (a *anchorer) lineage(l *ledger.Lineage) (*ledger.Lineage, error) {
 			return nil, err
 		}
 		for _, c := range ar.Contributors {
-			if _, ok := cited[c.DatasetDigest]; !ok {
-				cited[c.DatasetDigest] = fmt.Sprintf("round %s/%d", ar.JobID, ar.Round)
-				order = append(order, c.DatasetDigest)
+			for _, d := range c.Datasets() {
+				if _, ok := cited[d]; !ok {
+					cited[d] = fmt.Sprintf("round %s/%d", ar.JobID, ar.Round)
+					order = append(order, d)
+				}
 			}
 		}
 		out.Rounds = append(out.Rounds, ar)
@@ -431,7 +437,7 @@ func (a *anchorer) lineage(l *ledger.Lineage) (*ledger.Lineage, error) {
 		rec := fmt.Sprintf("missing attestation %s of dataset %s in round %s/%d", m.Requirement, m.Dataset, m.JobID, m.Round)
 		behind := false
 		for _, r := range out.Rounds {
-			if r.JobID == m.JobID && r.Round == m.Round && slices.ContainsFunc(r.Contributors, func(c ledger.LineageContribution) bool { return c.DatasetDigest == m.Dataset }) {
+			if r.JobID == m.JobID && r.Round == m.Round && slices.ContainsFunc(r.Contributors, func(c ledger.LineageContribution) bool { return slices.Contains(c.Datasets(), m.Dataset) }) {
 				behind = true
 			}
 		}
@@ -626,7 +632,7 @@ func (a *anchorer) round(r ledger.LineageRound) (ledger.LineageRound, error) {
 		}
 		sb := s.tx.Body.(ledger.UpdateSubmitted)
 		out.Contributors = append(out.Contributors, ledger.LineageContribution{Trainer: c.Trainer, UpdateDigest: c.UpdateDigest,
-			DatasetDigest: sb.DatasetDigest, Samples: sb.Samples, Weight: c.Weight})
+			DatasetDigest: sb.DatasetDigest, Samples: sb.Samples, Weight: c.Weight, Published: ledger.RangeDatasets(sb.DatasetDigest, sb.Ranges)})
 	}
 	if len(r.Contributors) != len(out.Contributors) {
 		return r, notAnchored(rec, "ledger lists %d contributors, its RoundCommitted tx at height %d lists %d%s",
@@ -641,7 +647,8 @@ func (a *anchorer) round(r ledger.LineageRound) (ledger.LineageRound, error) {
 		}
 		s := submitted[w.UpdateDigest]
 		if err := compare(fmt.Sprintf("%s (trainer %s)", crec, short(w.Trainer)), ledger.TypeUpdateSubmitted, s.h,
-			field{"dataset", c.DatasetDigest, w.DatasetDigest}, field{"samples", c.Samples, w.Samples}); err != nil {
+			field{"dataset", c.DatasetDigest, w.DatasetDigest}, field{"samples", c.Samples, w.Samples},
+			field{"published datasets", c.Published, w.Published}); err != nil {
 			return r, err
 		}
 	}

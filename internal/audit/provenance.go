@@ -345,6 +345,9 @@ type fedtuneContributor struct {
 	DatasetDigest string  `json:"dataset_digest"`
 	Samples       uint64  `json:"samples"`
 	Weight        float64 `json:"weight"`
+	// Published are the published datasets the update also trained on
+	// by its ranges, besides DatasetDigest.
+	Published []string `json:"published_datasets,omitempty"`
 }
 
 type fedtuneRejected struct {
@@ -429,7 +432,8 @@ func lineageRecord(p *Provenance) fedtuneLineage {
 			CommittedHeight: r.CommittedHeight, OpenedTime: p.timeAt(r.OpenedHeight), CommittedTime: p.timeAt(r.CommittedHeight),
 			Aggregator: r.Aggregator, Contributors: []fedtuneContributor{}}
 		for _, c := range r.Contributors {
-			fr.Contributors = append(fr.Contributors, fedtuneContributor(c))
+			fr.Contributors = append(fr.Contributors, fedtuneContributor{Trainer: c.Trainer, UpdateDigest: c.UpdateDigest,
+				DatasetDigest: c.DatasetDigest, Samples: c.Samples, Weight: c.Weight, Published: c.Published})
 		}
 		for _, x := range r.Rejected {
 			fr.Rejected = append(fr.Rejected, fedtuneRejected(x))

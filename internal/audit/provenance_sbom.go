@@ -198,10 +198,15 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 				[2]string{"contributor." + c.Trainer + ".samples", strconv.FormatUint(c.Samples, 10)},
 				[2]string{"contributor." + c.Trainer + ".update", c.UpdateDigest},
 				[2]string{"contributor." + c.Trainer + ".dataset", c.DatasetDigest})
+			for _, pd := range c.Published {
+				params = append(params, [2]string{"contributor." + c.Trainer + ".published", pd})
+			}
 			contributors = append(contributors, b.agent(c.Trainer, "trainer"))
-			if !seenDS[c.DatasetDigest] && b.seen[spdxDatasetID(c.DatasetDigest)] {
-				seenDS[c.DatasetDigest] = true
-				inputs = append(inputs, spdxDatasetID(c.DatasetDigest))
+			for _, dd := range c.Datasets() {
+				if !seenDS[dd] && b.seen[spdxDatasetID(dd)] {
+					seenDS[dd] = true
+					inputs = append(inputs, spdxDatasetID(dd))
+				}
 			}
 		}
 		for _, x := range r.Rejected {
@@ -439,8 +444,13 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 				[2]string{pre + "contributor:" + c.Trainer + ":samples", strconv.FormatUint(c.Samples, 10)},
 				[2]string{pre + "contributor:" + c.Trainer + ":update", c.UpdateDigest},
 				[2]string{pre + "contributor:" + c.Trainer + ":dataset", c.DatasetDigest})
-			if !slices.Contains(deps[ref], cdxDatasetRef(c.DatasetDigest)) {
-				deps[ref] = append(deps[ref], cdxDatasetRef(c.DatasetDigest))
+			for _, pd := range c.Published {
+				props = append(props, [2]string{pre + "contributor:" + c.Trainer + ":published", pd})
+			}
+			for _, dd := range c.Datasets() {
+				if !slices.Contains(deps[ref], cdxDatasetRef(dd)) {
+					deps[ref] = append(deps[ref], cdxDatasetRef(dd))
+				}
 			}
 		}
 		for _, x := range r.Rejected {

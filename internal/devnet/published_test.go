@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +164,27 @@ func TestNetworkPublishedData(t *testing.T) {
 	if _, err := audit.Anchor(ctx, lc, l, audit.AnchorOptions{Quorum: 2, Model: r.ModelDigest, ChainID: g.ChainID, Nodes: nodes}); err != nil {
 		t.Fatalf("anchoring the lineage: %v", err)
 	}
+	// trainer-1 mixed its own data with its published range: its
+	// contribution names both datasets, and so do the lineage's datasets.
+	t1 := n.ID("trainer-1")
+	var own string
+	for _, lr := range l.Rounds {
+		for _, c := range lr.Contributors {
+			if c.Trainer == t1 {
+				own = c.DatasetDigest
+				if c.DatasetDigest == sm.Digest || !slices.Equal(c.Published, []string{sm.Digest}) {
+					t.Fatalf("trainer-1's contribution %+v; want its own dataset and published %s", c, sm.Digest)
+				}
+			}
+		}
+	}
+	var lds []string
+	for _, ld := range l.Datasets {
+		lds = append(lds, ld.Digest)
+	}
+	if own == "" || !slices.Contains(lds, own) || !slices.Contains(lds, sm.Digest) {
+		t.Fatalf("lineage datasets %v; want trainer-1's own %q and the published %s", lds, own, sm.Digest)
+	}
 	rep := audit.Licences(l, nil)
 	var ids []string
 	for _, lt := range rep.Licences {
@@ -180,7 +202,7 @@ func TestNetworkPublishedData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	carry := []string{sm.Digest, sm.Card, att.Report, att.Tool.Digest, "attribution: credit the authors", n.ID(AuditorName)}
+	carry := []string{own, sm.Digest, sm.Card, att.Report, att.Tool.Digest, "attribution: credit the authors", n.ID(AuditorName)}
 	for _, sh := range sm.Shards {
 		carry = append(carry, sh.Digest)
 	}
