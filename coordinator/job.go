@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -127,6 +128,13 @@ type ModelSpec struct {
 	// initialised from it with the job's seed (InitSeed). Digest, if
 	// given, must be that model's digest; Path must be absent.
 	Init string `yaml:"init" json:"init,omitempty"`
+	// InitDigest pins the config at Init by content: the digest of its
+	// canonical encoding (model.Config.EncodeJSON, the config.json of the
+	// initialised model). ParseJob reads Init and sets it, so the job's
+	// digest (the config digest every RoundOpened records) and the
+	// recipe's init_config cover the config itself, not its path; written
+	// in the job file, it must match what Init holds.
+	InitDigest string `yaml:"init_digest" json:"init_digest,omitempty"`
 }
 
 // DatasetSpec selects the datasets trainers may train on.
@@ -311,7 +319,51 @@ func ParseJob(name string, data []byte) (*Job, error) {
 	if err := j.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if j.FineTune.Mode == model.ModePretrain {
+		if err := j.pinInit(); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	return j, nil
+}
+
+// InitPath is the file model.init names: relative to the job file's
+// directory when not absolute.
+func (j *Job) InitPath() string {
+	p := j.Model.Init
+	if !filepath.IsAbs(p) && j.Source != "" {
+		p = filepath.Join(filepath.Dir(j.Source), p)
+	}
+	return p
+}
+
+// pinInit reads a pretrain job's model.init config and sets
+// model.init_digest to the digest of its canonical encoding; a digest
+// already written must match it.
+func (j *Job) pinInit() error {
+	_, d, err := loadInitConfig(j.InitPath())
+	if err != nil {
+		return err
+	}
+	if j.Model.InitDigest != "" && j.Model.InitDigest != d {
+		return fmt.Errorf("%w: model.init %s is a model config of digest %s, but model.init_digest pins %s", ErrJob, j.InitPath(), d, j.Model.InitDigest)
+	}
+	j.Model.InitDigest = d
+	return nil
+}
+
+// loadInitConfig reads a model config YAML file and returns it with the
+// digest of its canonical encoding (model.Config.EncodeJSON).
+func loadInitConfig(path string) (model.Config, string, error) {
+	cfg, err := model.LoadConfigYAML(path)
+	if err != nil {
+		return model.Config{}, "", fmt.Errorf("%w: model.init: %w", ErrJob, err)
+	}
+	b, err := cfg.EncodeJSON()
+	if err != nil {
+		return model.Config{}, "", fmt.Errorf("%w: model.init %s: %w", ErrJob, path, err)
+	}
+	return cfg, digest.Bytes(b), nil
 }
 
 // keyLine returns the line of the key at path in a YAML mapping document,
@@ -401,11 +453,16 @@ func (j *Job) Validate() error {
 		bad("model.path", "must be absent with finetune.mode pretrain (the model is initialised from model.init)")
 	case !pretrain && j.Model.Init != "":
 		bad("model.init", "applies only to finetune.mode pretrain")
+	case !pretrain && j.Model.InitDigest != "":
+		bad("model.init_digest", "applies only to finetune.mode pretrain")
 	case !pretrain && j.Model.Path == "" && j.Model.Digest == "":
 		bad("model", "needs path or digest")
 	}
 	if j.Model.Digest != "" && !isDigest(j.Model.Digest) {
 		bad("model.digest", "%q is not a SHA-256 digest (64 lowercase hex)", j.Model.Digest)
+	}
+	if j.Model.InitDigest != "" && !isDigest(j.Model.InitDigest) {
+		bad("model.init_digest", "%q is not a SHA-256 digest (64 lowercase hex)", j.Model.InitDigest)
 	}
 	seenReq := map[ledger.AttestationRequirement]bool{}
 	for i, r := range j.RequireAttestations {
@@ -680,6 +737,7 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	r.BaseModel = j.Model.Digest
 	if j.FineTune.Mode == model.ModePretrain {
 		r.Mode, r.InnerSteps = ledger.RecipePretrain, j.Train.InnerSteps
+		r.InitConfig, r.InitSeed = j.Model.InitDigest, InitSeed(j.Seed)
 	}
 	return r, nil
 }

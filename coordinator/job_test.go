@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/model"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -368,5 +369,108 @@ func TestPretrainJob(t *testing.T) {
 	}
 	if _, err := InitialModel(lora); !errors.Is(err, ErrJob) {
 		t.Fatalf("InitialModel of a LoRA job: %v", err)
+	}
+}
+
+// TestPretrainInitPinned: a pretrain job pins its model.init config by
+// content. The job's digest and its recipe's init_config change with the
+// config's content, not its path; a job file pinning another digest, a
+// config changed after the job was read, and config bytes that are not the
+// recorded ones are each refused, naming the file or digest.
+func TestPretrainInitPinned(t *testing.T) {
+	tiny, err := os.ReadFile(filepath.Join("..", "configs", "models", "tiny.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("tiny.yaml", tiny)
+	write("copy.yaml", append([]byte("# the same config, another file\n"), tiny...))
+	wider := strings.Replace(string(tiny), "intermediate_size:", "intermediate_size: 200 #", 1)
+	if wider == string(tiny) {
+		t.Fatal("tiny.yaml has no intermediate_size to change")
+	}
+	write("wider.yaml", []byte(wider))
+	load := func(init, extra string) (*Job, error) {
+		p := write("job-"+init, []byte("name: j\nmodel: {init: "+init+extra+"}\nfinetune: {mode: pretrain}\ntrain: {inner_steps: 5}\n"))
+		return LoadJob(p)
+	}
+	a, err := load("tiny.yaml", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := model.LoadConfigYAML(filepath.Join(dir, "tiny.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon, err := cfg.EncodeJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Model.InitDigest != digest.Bytes(canon) {
+		t.Fatalf("init_digest %s, want the canonical config's %s", a.Model.InitDigest, digest.Bytes(canon))
+	}
+	rc, err := a.Recipe([]string{strings.Repeat("ab", 32)}, "")
+	if err != nil || rc.InitConfig != a.Model.InitDigest || rc.InitSeed != InitSeed(a.Seed) {
+		t.Fatalf("recipe init_config %q seed %d (%v); want %s, %d", rc.InitConfig, rc.InitSeed, err, a.Model.InitDigest, InitSeed(a.Seed))
+	}
+	// Another file with the same config: the same pin and the same job
+	// digest but for the path; a config of other content: another pin.
+	b, err := load("copy.yaml", "")
+	if err != nil || b.Model.InitDigest != a.Model.InitDigest {
+		t.Fatalf("copy.yaml: pin %q (%v), want %s", b.Model.InitDigest, err, a.Model.InitDigest)
+	}
+	w, err := load("wider.yaml", "")
+	if err != nil || w.Model.InitDigest == a.Model.InitDigest {
+		t.Fatalf("wider.yaml: pin %q (%v), want one other than %s", w.Model.InitDigest, err, a.Model.InitDigest)
+	}
+	wrc, _ := w.Recipe([]string{strings.Repeat("ab", 32)}, "")
+	if wrc.InitConfig == rc.InitConfig {
+		t.Fatal("recipes of different init configs record the same init_config")
+	}
+	// A job file that pins a digest its config does not have.
+	_, err = load("wider.yaml", ", init_digest: "+a.Model.InitDigest)
+	if !errors.Is(err, ErrJob) || !strings.Contains(err.Error(), "wider.yaml is a model config of digest "+w.Model.InitDigest+", but model.init_digest pins "+a.Model.InitDigest) {
+		t.Fatalf("mismatched init_digest: %v", err)
+	}
+	if _, err := load("tiny.yaml", ", init_digest: "+a.Model.InitDigest); err != nil {
+		t.Fatalf("matching init_digest: %v", err)
+	}
+	if _, err := load("tiny.yaml", ", init_digest: tiny"); err == nil || !strings.Contains(err.Error(), `model.init_digest: "tiny" is not a SHA-256 digest`) {
+		t.Fatalf("init_digest not a digest: %v", err)
+	}
+	if _, err := ParseJob("x.yaml", []byte("name: j\nmodel: {path: m, init_digest: "+a.Model.InitDigest+"}\n")); err == nil || !strings.Contains(err.Error(), "model.init_digest: applies only to finetune.mode pretrain") {
+		t.Fatalf("init_digest in a LoRA job: %v", err)
+	}
+	// The config changes on disk after the job was read.
+	m1, err := InitialModel(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("tiny.yaml", []byte(wider))
+	if _, err := InitialModel(a); !errors.Is(err, ErrJob) || !strings.Contains(err.Error(), "tiny.yaml is now a model config of digest "+w.Model.InitDigest+", but job j pins "+a.Model.InitDigest) {
+		t.Fatalf("changed config: %v", err)
+	}
+	// From the recorded bytes: the same model; other bytes refused.
+	m2, err := InitialModelFrom(canon, rc.InitConfig, rc.InitSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := m1.Digest()
+	if d2, _ := m2.Digest(); d1 != d2 {
+		t.Fatalf("InitialModelFrom gives %s, InitialModel %s", d2, d1)
+	}
+	if _, err := InitialModelFrom(append(canon, ' '), rc.InitConfig, rc.InitSeed); err == nil || !strings.Contains(err.Error(), "hash to") {
+		t.Fatalf("other bytes: %v", err)
+	}
+	spaced := append([]byte{' '}, canon...)
+	if _, err := InitialModelFrom(spaced, digest.Bytes(spaced), rc.InitSeed); err == nil || !strings.Contains(err.Error(), "not a model config in canonical form") {
+		t.Fatalf("non-canonical bytes: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/chat"
@@ -43,24 +44,49 @@ func InitSeed(jobSeed uint64) uint64 { return TaskSeed(jobSeed, 0, "fedtune/init
 
 // InitialModel returns a pre-training job's round-1 model: freshly
 // initialised from the model config at model.init (relative to the job
-// file's directory) with InitSeed. Anyone with the job file and the
-// config gets the same weights, so the digest on the ledger can be
+// file's directory) with InitSeed. The config must still be the one the
+// job pinned (model.init_digest, set by ParseJob): a file changed since
+// is refused, naming it and both digests. Anyone with the job file and
+// the config gets the same weights, so the digest on the ledger can be
 // checked.
 func InitialModel(j *Job) (*model.Model, error) {
 	if j.FineTune.Mode != model.ModePretrain || j.Model.Init == "" {
 		return nil, fmt.Errorf("%w: job %s is not a pretrain job with model.init", ErrJob, j.Name)
 	}
-	p := j.Model.Init
-	if !filepath.IsAbs(p) && j.Source != "" {
-		p = filepath.Join(filepath.Dir(j.Source), p)
-	}
-	cfg, err := model.LoadConfigYAML(p)
+	p := j.InitPath()
+	cfg, d, err := loadInitConfig(p)
 	if err != nil {
-		return nil, fmt.Errorf("%w: model.init: %w", ErrJob, err)
+		return nil, err
+	}
+	if j.Model.InitDigest != "" && d != j.Model.InitDigest {
+		return nil, fmt.Errorf("%w: model.init %s is now a model config of digest %s, but job %s pins %s", ErrJob, p, d, j.Name, j.Model.InitDigest)
 	}
 	m, err := model.New(cfg, InitSeed(j.Seed))
 	if err != nil {
 		return nil, fmt.Errorf("%w: model.init %s: %w", ErrJob, p, err)
+	}
+	return m, nil
+}
+
+// InitialModelFrom returns the model a pretrain recipe's init_config and
+// init_seed stand for: config is the canonical config bytes (config.json,
+// model.Config.EncodeJSON) as the artifact store holds them under
+// want, the recipe's init_config. Bytes that do not hash to want, or
+// that are not the canonical encoding of a valid config, are refused.
+func InitialModelFrom(config []byte, want string, seed uint64) (*model.Model, error) {
+	if got := digest.Bytes(config); got != want {
+		return nil, fmt.Errorf("%w: init config: the bytes given hash to %s, the recipe's init_config is %s", ErrJob, got, want)
+	}
+	cfg, err := model.ParseConfigJSON("init config "+want, config)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrJob, err)
+	}
+	if b, err := cfg.EncodeJSON(); err != nil || !bytes.Equal(b, config) {
+		return nil, fmt.Errorf("%w: init config %s is not a model config in canonical form (config.json as fedtune writes it)", ErrJob, want)
+	}
+	m, err := model.New(cfg, seed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: init config %s: %w", ErrJob, want, err)
 	}
 	return m, nil
 }
@@ -113,6 +139,12 @@ func (s *Service) prepare(ctx context.Context, job *Job, history []ledger.Round)
 		digest, files, c, err := s.importModel(ctx, dir)
 		if err != nil {
 			return nil, err
+		}
+		// The initialised model's config.json is the pinned config's
+		// canonical encoding, now in the store under its digest (the
+		// recipe's init_config) for auditors to recompute the model from.
+		if job.Model.Init != "" && files.config != job.Model.InitDigest {
+			return nil, fmt.Errorf("job %s: the initial model's config.json has digest %s, but model.init_digest is %s", job.Name, files.config, job.Model.InitDigest)
 		}
 		if job.Model.Digest != "" && job.Model.Digest != digest {
 			return nil, fmt.Errorf("%s has weights %s, but model.digest says %s", field, digest, job.Model.Digest)
@@ -255,6 +287,8 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 		return recipe, fmt.Errorf("job %s: %w", job.Name, err)
 	case rec.Owner != s.id:
 		return recipe, fmt.Errorf("job %s is owned by coordinator %s on the ledger, not by this coordinator %s; pick another job name", job.Name, rec.Owner, s.id)
+	case rec.Recipe.InitConfig != recipe.InitConfig:
+		return recipe, fmt.Errorf("job %s is registered on the ledger with init_config %q, but model.init %s is a model config of digest %q: the config file changed since the job was registered", job.Name, rec.Recipe.InitConfig, job.InitPath(), recipe.InitConfig)
 	case !rec.Recipe.Equal(&recipe):
 		return recipe, fmt.Errorf("job %s is registered on the ledger with another recipe (strategy %s, aggregators %v) than this job file and aggregator give (strategy %s, aggregators %v); pick another job name",
 			job.Name, rec.Recipe.Strategy, rec.Recipe.Aggregators, recipe.Strategy, recipe.Aggregators)

@@ -48,21 +48,22 @@ func Tokens(path string, tok tokenizer.Tokenizer) ([]int, error) {
 // baseDir: with lora set, global is a LoRA adapter file (safetensors)
 // merged into the base model; with lora nil, global is a full job's
 // weights file, read with the base model's config. An empty global is the
-// base model itself.
+// base model itself. The model is for scoring (File): the base's BF16
+// matrices stay bfloat16 (model.LoadBF16).
 func LoadGlobal(baseDir, global string, lora *model.LoRAConfig) (*model.Model, error) {
 	if global == "" {
-		return model.Load(baseDir)
+		return model.LoadBF16(baseDir)
 	}
 	if lora != nil {
 		ad, err := model.ReadAdapterFile(global, *lora)
 		if err != nil {
 			return nil, fmt.Errorf("global adapter: %w", err)
 		}
-		base, err := model.Load(baseDir)
+		base, err := model.LoadBF16(baseDir)
 		if err != nil {
 			return nil, fmt.Errorf("base model: %w", err)
 		}
-		m, err := base.Merge(ad)
+		m, err := base.MergeShared(ad)
 		if err != nil {
 			return nil, fmt.Errorf("global adapter: %w", err)
 		}

@@ -39,12 +39,32 @@ type Model struct {
 	refs sync.WaitGroup // requests running on this model
 }
 
+// LoadOptions are LoadModelWith's choices beyond the folders.
+type LoadOptions struct {
+	// BF16Weights keeps a BF16 checkpoint's matrices in bfloat16 on the
+	// engine (half the memory of float32) at the cost of decoding speed:
+	// every product widens its weight panel again, about 4x slower per
+	// decoded token at one stream. The answers are the same bits either
+	// way. Off by default: a server is sized for throughput.
+	BF16Weights bool
+}
+
 // LoadModel loads the model folder dir (with the LoRA adapter folder
 // adapterDir merged in when set), its tokenizer and its chat template
 // (PlainChat when it has none), and serves it as NewModel does, as Model
-// id (the folder's weight digest when id is "").
+// id (the folder's weight digest when id is ""). Weights are held as
+// float32; LoadModelWith can keep them in bfloat16.
 func LoadModel(dir, adapterDir, id string, dev engine.Device, slots int) (*Model, error) {
-	m, err := model.Load(dir)
+	return LoadModelWith(dir, adapterDir, id, dev, slots, LoadOptions{})
+}
+
+// LoadModelWith is LoadModel with options.
+func LoadModelWith(dir, adapterDir, id string, dev engine.Device, slots int, opts LoadOptions) (*Model, error) {
+	load := model.Load
+	if opts.BF16Weights {
+		load = model.LoadBF16
+	}
+	m, err := load(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +81,7 @@ func LoadModel(dir, adapterDir, id string, dev engine.Device, slots int) (*Model
 		if ad, err = model.DigestPath(adapterDir); err != nil {
 			return nil, err
 		}
-		if m, err = m.Merge(a); err != nil {
+		if m, err = m.MergeShared(a); err != nil {
 			return nil, err
 		}
 	}

@@ -71,6 +71,14 @@ type RoundRecipe struct {
 	Mode string `json:"mode,omitempty"`
 	// InnerSteps is DiLoCo's H in a pre-training job (0 otherwise).
 	InnerSteps int `json:"inner_steps,omitempty"`
+	// InitConfig is, in a pre-training job (and only there), the digest of
+	// the canonical model config (config.json bytes) its initial model is
+	// drawn from, and InitSeed the seed it is drawn with: BaseModel must
+	// be model.New(config, InitSeed). The ledger holds no training code,
+	// so it cannot check that; an auditor recomputes it from the config
+	// artifact (fedtune audit verify).
+	InitConfig string `json:"init_config,omitempty"`
+	InitSeed   uint64 `json:"init_seed,omitempty"`
 	// RequireAttestations lists the attestations every dataset behind an
 	// update of the job must have (a passing DatasetAttested of the kind,
 	// by the auditor or any auditor) before the update may contribute:
@@ -291,12 +299,21 @@ func (r *RoundRecipe) Validate() error {
 		if r.InnerSteps != 0 {
 			return fmt.Errorf("recipe.inner_steps %d: only a %q recipe has inner steps", r.InnerSteps, RecipePretrain)
 		}
+		if r.InitConfig != "" || r.InitSeed != 0 {
+			return fmt.Errorf("recipe.init_config %q, init_seed %d: only a %q recipe initialises its model", abbrev(r.InitConfig), r.InitSeed, RecipePretrain)
+		}
 	case RecipePretrain:
 		if r.InnerSteps < 1 || r.InnerSteps > MaxInnerSteps {
 			return fmt.Errorf("recipe.inner_steps %d: a %s recipe needs 1 to %d", r.InnerSteps, RecipePretrain, MaxInnerSteps)
 		}
 		if r.InitialAdapter != "" {
 			return fmt.Errorf("recipe.initial_adapter: a %s recipe trains every weight, it has no adapter", RecipePretrain)
+		}
+		if r.InitConfig == "" {
+			return fmt.Errorf("recipe.init_config: a %s recipe names the model config its initial model is drawn from, by digest", RecipePretrain)
+		}
+		if err := checkDigest("recipe.init_config", r.InitConfig); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("recipe.mode %q: want %q or none", abbrev(r.Mode), RecipePretrain)

@@ -17,6 +17,7 @@ func TestRecipeValidate(t *testing.T) {
 	}
 	pre := good()
 	pre.Strategy, pre.Params, pre.Mode, pre.InnerSteps, pre.InitialAdapter = "diloco", map[string]string{"learning_rate": "0.7", "momentum": "0.9"}, RecipePretrain, 50, ""
+	pre.InitConfig, pre.InitSeed = hexDigest("tiny.yaml"), 7
 	if err := pre.Validate(); err != nil {
 		t.Fatalf("pretrain recipe: %v", err)
 	}
@@ -45,6 +46,12 @@ func TestRecipeValidate(t *testing.T) {
 		"pretrain without H":           {func(r *RoundRecipe) { r.Mode, r.InitialAdapter = RecipePretrain, "" }, "recipe.inner_steps 0: a pretrain recipe needs 1 to"},
 		"pretrain negative H":          {func(r *RoundRecipe) { r.Mode, r.InnerSteps, r.InitialAdapter = RecipePretrain, -5, "" }, "recipe.inner_steps -5"},
 		"pretrain with adapter":        {func(r *RoundRecipe) { r.Mode, r.InnerSteps = RecipePretrain, 50 }, "a pretrain recipe trains every weight"},
+		"pretrain without init config": {func(r *RoundRecipe) { r.Mode, r.InnerSteps, r.InitialAdapter = RecipePretrain, 50, "" }, "recipe.init_config: a pretrain recipe names the model config"},
+		"pretrain init config not a digest": {func(r *RoundRecipe) {
+			r.Mode, r.InnerSteps, r.InitialAdapter, r.InitConfig = RecipePretrain, 50, "", "tiny.yaml"
+		}, "recipe.init_config"},
+		"init config without pretrain": {func(r *RoundRecipe) { r.InitConfig, r.InitSeed = hexDigest("c"), 3 }, `only a "pretrain" recipe initialises its model`},
+		"init seed without pretrain":   {func(r *RoundRecipe) { r.InitSeed = 3 }, `init_seed 3: only a "pretrain" recipe`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

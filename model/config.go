@@ -405,6 +405,13 @@ func LoadConfigJSON(path string) (Config, error) {
 	return ParseConfigJSON(path, data)
 }
 
+// EncodeJSON returns c as Save writes it to config.json: the canonical
+// bytes of a model config, the same for the same Config whatever file it
+// was read from (a YAML model config and the config.json of a model
+// initialised from it encode alike). A pretrain job pins its model.init
+// config by the digest of these bytes.
+func (c *Config) EncodeJSON() ([]byte, error) { return c.encodeJSON() }
+
 // encodeJSON returns c as written to config.json.
 func (c *Config) encodeJSON() ([]byte, error) {
 	cc := *c

@@ -15,7 +15,13 @@
 // model.layers.N.self_attn.q_proj.weight [out, in], …, lm_head.weight unless
 // tie_word_embeddings), so other packages can read and write them without
 // Gorgonia. Load checks that the tensors are exactly those the config
-// implies; every error names the file and the tensor or field. Save writes
+// implies; every error names the file and the tensor or field. LoadBF16
+// is Load for frozen weights (LoRA training, eval, generate, serve): the
+// BF16 matrices of the checkpoint stay bfloat16 (Tensor.BF16, half the
+// memory), which model/engine reads without a float32 copy and with the
+// same results; Widened and Tensor.Float32s give float32 where it is
+// needed, and MergeShared folds an adapter into float32 copies of the
+// adapted projections only. Save writes
 // canonical safetensors, so the file's SHA-256 is the weight digest
 // (DESIGN.md); DigestPath computes it for a file or a folder.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -349,13 +350,42 @@ func (m *Model) Merge(ad *Adapter) (*Model, error) {
 	if err := ad.Check(&m.Config, "adapter"); err != nil {
 		return nil, err
 	}
-	out := m.Clone()
+	return m.merge(ad, m.Clone())
+}
+
+// MergeShared is Merge without copying what the adapter leaves alone: the
+// result holds float32 copies of the adapted projections only and shares
+// every other tensor with m (so the base weights are not held twice; a
+// BF16-held base, LoadBF16, stays so). Neither model's tensors may be
+// modified afterwards.
+func (m *Model) MergeShared(ad *Adapter) (*Model, error) {
+	if err := ad.Check(&m.Config, "adapter"); err != nil {
+		return nil, err
+	}
+	out := &Model{Config: m.Config, Tensors: maps.Clone(m.Tensors)}
+	for _, w := range AdaptedWeights(&m.Config, &ad.Config) {
+		t := m.Tensors[w]
+		d := t.Float32s()
+		if t.Data != nil {
+			d = slices.Clone(d)
+		}
+		out.Tensors[w] = &Tensor{Shape: slices.Clone(t.Shape), Data: d}
+	}
+	return m.merge(ad, out)
+}
+
+// merge folds ad, checked against m, into out: a copy of m (at least of
+// its adapted weights).
+func (m *Model) merge(ad *Adapter, out *Model) (*Model, error) {
 	s := ad.Config.Scaling()
 	r := ad.Config.Rank
 	for _, w := range AdaptedWeights(&m.Config, &ad.Config) {
 		an, bn := LoRANames(w)
 		a, b := ad.Tensors[an], ad.Tensors[bn]
 		W := out.Tensors[w]
+		if W.Data == nil { // BF16-held (LoadBF16): the merged weights are float32
+			W.Data, W.BF16 = W.Float32s(), nil
+		}
 		nOut, nIn := W.Shape[0], W.Shape[1]
 		row := make([]float64, nIn)
 		for o := 0; o < nOut; o++ {

@@ -248,3 +248,58 @@ func FuzzParseAdapterConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestMergeShared: MergeShared gives Merge's weights, copies only the
+// adapted projections (widening a bfloat16-held one) and shares the rest.
+func TestMergeShared(t *testing.T) {
+	c := tinyConfig()
+	m, _ := New(c, 1)
+	dir := t.TempDir()
+	if _, err := m.Save(dir, safetensors.BF16); err != nil {
+		t.Fatal(err)
+	}
+	bf, err := LoadBF16(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f32, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad, _ := NewAdapter(c, LoRAConfig{Rank: 2, Alpha: 3, Targets: []string{"o_proj", "up_proj"}}, 1)
+	for _, tn := range ad.Tensors {
+		for i := range tn.Data {
+			tn.Data[i] = float32(i%7)/7 - 0.4
+		}
+	}
+	want, err := f32.Merge(ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []*Model{f32, bf} {
+		before, _ := base.Digest()
+		got, err := base.MergeShared(ad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := base.Digest(); after != before {
+			t.Fatal("MergeShared modified the base model")
+		}
+		adapted := map[string]bool{}
+		for _, w := range AdaptedWeights(&c, &ad.Config) {
+			adapted[w] = true
+		}
+		for _, name := range want.Names() {
+			g := got.Tensors[name]
+			if !slices.Equal(g.Float32s(), want.Tensors[name].Data) {
+				t.Fatalf("%s: MergeShared differs from Merge", name)
+			}
+			if shared := g == base.Tensors[name]; shared == adapted[name] {
+				t.Errorf("%s: shared with the base %t, adapted %t", name, shared, adapted[name])
+			}
+		}
+	}
+	if _, err := bf.MergeShared(&Adapter{Config: ad.Config, Tensors: map[string]*Tensor{}}); err == nil {
+		t.Error("MergeShared took an adapter with no tensors")
+	}
+}

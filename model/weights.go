@@ -35,14 +35,44 @@ var ErrWeights = errors.New("model: weights do not match config")
 
 // Tensor is one named weight: its shape and float32 values (row-major, in
 // the layout Hugging Face saves, e.g. [out, in] for a linear layer).
+//
+// A tensor LoadBF16 read from a BF16 checkpoint holds its values as BF16
+// instead, Data being nil: each element the top 16 bits of its float32
+// (safetensors.BF16ToFloat32 widens it exactly). Such a tensor is frozen
+// weights, read by the engine without a float32 copy; code that needs
+// float32 values calls Float32s, or Model.Widened.
 type Tensor struct {
 	Shape []int
 	Data  []float32
+	// BF16 holds the values when Data is nil (LoadBF16); it must not be
+	// modified (devices may read it in place).
+	BF16 []uint16
+}
+
+// Len is the number of elements.
+func (t *Tensor) Len() int {
+	if t.Data == nil && t.BF16 != nil {
+		return len(t.BF16)
+	}
+	return len(t.Data)
+}
+
+// Float32s returns the values as float32: Data itself, or a widened copy
+// of BF16.
+func (t *Tensor) Float32s() []float32 {
+	if t.Data != nil || t.BF16 == nil {
+		return t.Data
+	}
+	out := make([]float32, len(t.BF16))
+	for i, b := range t.BF16 {
+		out[i] = safetensors.BF16ToFloat32(b)
+	}
+	return out
 }
 
 // Clone returns a deep copy.
 func (t *Tensor) Clone() *Tensor {
-	return &Tensor{Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
+	return &Tensor{Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data), BF16: slices.Clone(t.BF16)}
 }
 
 // Model is a LLaMA-family decoder: its config and its weights, keyed by the
@@ -119,9 +149,27 @@ func (m *Model) Names() []string {
 func (m *Model) NumParams() int {
 	n := 0
 	for _, t := range m.Tensors {
-		n += len(t.Data)
+		n += t.Len()
 	}
 	return n
+}
+
+// Widened returns m with every BF16-held tensor (LoadBF16) widened to
+// float32; the other tensors are shared with m, not copied. It returns m
+// itself when no tensor is BF16-held.
+func (m *Model) Widened() *Model {
+	out := &Model{Config: m.Config, Tensors: make(map[string]*Tensor, len(m.Tensors))}
+	widened := false
+	for k, t := range m.Tensors {
+		if t.Data == nil && t.BF16 != nil {
+			t, widened = &Tensor{Shape: t.Shape, Data: t.Float32s()}, true
+		}
+		out.Tensors[k] = t
+	}
+	if !widened {
+		return m
+	}
+	return out
 }
 
 // Clone returns a deep copy of m.
@@ -146,8 +194,8 @@ func (m *Model) Check(source string) error {
 			return fmt.Errorf("%s: tensor %q: shape %v, but the config (%s) wants %v: %w",
 				source, name, t.Shape, m.Config.shapeWhy(name), want[name], ErrWeights)
 		}
-		if len(t.Data) != prod(t.Shape) {
-			return fmt.Errorf("%s: tensor %q: %d values for shape %v: %w", source, name, len(t.Data), t.Shape, ErrWeights)
+		if t.Len() != prod(t.Shape) || (t.Data != nil && t.BF16 != nil) {
+			return fmt.Errorf("%s: tensor %q: %d values for shape %v: %w", source, name, t.Len(), t.Shape, ErrWeights)
 		}
 	}
 	for _, name := range m.Names() {
@@ -228,7 +276,16 @@ func notDelta(path string, f *safetensors.File) error {
 // Load reads a Hugging Face model folder: config.json and model.safetensors
 // (or the shards listed by model.safetensors.index.json), F32, F16, BF16 or
 // F64. The tensors must be exactly those the config implies.
-func Load(dir string) (*Model, error) {
+func Load(dir string) (*Model, error) { return load(dir, false) }
+
+// LoadBF16 is Load for frozen weights: the BF16 tensors of a matrix shape
+// (projections, embedding, head) stay BF16 (Tensor.BF16, half the memory of
+// float32; the engine reads them so without a float32 copy), the rest are
+// float32 as Load makes them. What reads Tensor.Data must widen first
+// (Model.Widened).
+func LoadBF16(dir string) (*Model, error) { return load(dir, true) }
+
+func load(dir string, keepBF16 bool) (*Model, error) {
 	cfg, err := LoadConfigJSON(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		return nil, err
@@ -271,6 +328,14 @@ func Load(dir string) (*Model, error) {
 				}
 				if _, ok := want[ti.Name]; !ok {
 					return fmt.Errorf("%s: tensor %q: not part of a LlamaForCausalLM with this config: %w", wf.path, ti.Name, ErrWeights)
+				}
+				if keepBF16 && ti.DType == safetensors.BF16 && len(ti.Shape) == 2 {
+					raw, err := f.BF16s(ti.Name)
+					if err != nil {
+						return err
+					}
+					m.Tensors[ti.Name] = &Tensor{Shape: slices.Clone(ti.Shape), BF16: raw}
+					continue
 				}
 				data, err := f.Float32s(ti.Name)
 				if err != nil {
@@ -385,7 +450,7 @@ func tensorsTo(ts map[string]*Tensor, dtype safetensors.DType) ([]safetensors.Te
 	out := make([]safetensors.Tensor, 0, len(ts))
 	for _, name := range sortedKeys(ts) {
 		t := ts[name]
-		st, err := safetensors.FromFloat32(name, dtype, t.Shape, t.Data)
+		st, err := safetensors.FromFloat32(name, dtype, t.Shape, t.Float32s())
 		if err != nil {
 			return nil, err
 		}

@@ -246,3 +246,78 @@ func editConfig(t *testing.T, dir string, edit func(map[string]any)) {
 	b, _ = json.Marshal(c)
 	os.WriteFile(p, b, 0o644)
 }
+
+// TestLoadBF16: LoadBF16 of a BF16 checkpoint (sharded, as transformers
+// saves one) holds the matrices as bfloat16 and the norms as float32, with
+// the values Load widens; digests, Save and Widened see the same weights;
+// an F32 checkpoint loads as Load loads it.
+func TestLoadBF16(t *testing.T) {
+	_, m := savedTiny(t, func(c *Config) { c.TieWordEmbeddings = true })
+	bfDir := t.TempDir()
+	if _, err := m.Save(bfDir, safetensors.BF16); err != nil {
+		t.Fatal(err)
+	}
+	f32, err := Load(bfDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf, err := LoadBF16(bfDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range f32.Names() {
+		tb, tf := bf.Tensors[name], f32.Tensors[name]
+		held := tb.Data == nil && tb.BF16 != nil
+		if held != (len(tf.Shape) == 2) {
+			t.Errorf("%s (shape %v): held as bfloat16 %t", name, tf.Shape, held)
+		}
+		if tb.Len() != len(tf.Data) || !slices.Equal(tb.Float32s(), tf.Data) {
+			t.Errorf("%s: LoadBF16's values differ from Load's", name)
+		}
+	}
+	if bf.NumParams() != f32.NumParams() {
+		t.Errorf("NumParams %d, Load's %d", bf.NumParams(), f32.NumParams())
+	}
+	d1, err1 := bf.Digest()
+	d2, err2 := f32.Digest()
+	if err1 != nil || err2 != nil || d1 != d2 {
+		t.Errorf("digest %s (%v), Load's %s (%v)", d1, err1, d2, err2)
+	}
+	w := bf.Widened()
+	if w == bf || w.Tensors[EmbedName].Data == nil || w.Tensors[FinalNormName] != bf.Tensors[FinalNormName] {
+		t.Error("Widened: want a new model, matrices widened, float32 tensors shared")
+	}
+	if f32.Widened() != f32 {
+		t.Error("Widened of a float32 model is not the model itself")
+	}
+	out := t.TempDir()
+	if _, err := bf.Save(out, safetensors.BF16); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := DigestPath(out)
+	b, _ := DigestPath(bfDir)
+	if a != b {
+		t.Errorf("a LoadBF16 model saved as BF16 has digest %s, its source %s", a, b)
+	}
+	// An F32 checkpoint: nothing held as bfloat16.
+	f32Dir, _ := savedTiny(t, nil)
+	g, err := LoadBF16(f32Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tn := range g.Tensors {
+		if tn.BF16 != nil {
+			t.Errorf("%s of an F32 checkpoint held as bfloat16", name)
+		}
+	}
+	// A tensor holding both forms, or the wrong count, fails Check.
+	bad := bf.Widened()
+	bad.Tensors[EmbedName] = &Tensor{Shape: bf.Tensors[EmbedName].Shape, Data: bad.Tensors[EmbedName].Data, BF16: bf.Tensors[EmbedName].BF16}
+	if err := bad.Check("x"); !errors.Is(err, ErrWeights) {
+		t.Errorf("a tensor with both Data and BF16: Check gave %v", err)
+	}
+	bad.Tensors[EmbedName] = &Tensor{Shape: bf.Tensors[EmbedName].Shape, BF16: bf.Tensors[EmbedName].BF16[1:]}
+	if err := bad.Check("x"); !errors.Is(err, ErrWeights) {
+		t.Errorf("a bfloat16 tensor one value short: Check gave %v", err)
+	}
+}

@@ -15,10 +15,12 @@
 #
 # Prints both curves and the ratio of final eval losses (goal ≤ 1.05) and
 # writes $OUT/curves.tsv and $OUT/curves.png (OUT default bench-pretrain/).
+# Each trainer keeps its inner AdamW state from round to round, as DiLoCo
+# and a trainer node do (INNER=reset: fresh moments every round).
 # About 2–4 minutes on 2 busy cores. Environment: OUT, ROUNDS, ALSO (the
-# -also setting; empty: no second federated run).
+# -also setting; empty: no second federated run), INNER (keep or reset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-pretrain}
 go build -o bin/pretrainbench ./scripts/pretrainbench
-exec bin/pretrainbench -out "$OUT" ${ROUNDS:+-rounds "$ROUNDS"} -also "${ALSO-learning_rate=0.7,momentum=0.9}"
+exec bin/pretrainbench -out "$OUT" ${ROUNDS:+-rounds "$ROUNDS"} -also "${ALSO-learning_rate=0.7,momentum=0.9}" -inner-state "${INNER:-keep}"

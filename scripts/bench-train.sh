@@ -13,7 +13,8 @@
 # fedtune/PyTorch (above 1 means fedtune is faster).
 # Then the real-size shape, SmolLM2-135M (vocab 49,152, d=576, 30 layers,
 # 9 / 3 heads, intermediate 1536), 4 x 256 tokens a step, LoRA r=8 on q_proj
-# and v_proj: the engine's step on the Host device (scripts/trainbench) and
+# and v_proj: the engine's step on the Host device (scripts/trainbench; the
+# frozen base held as bfloat16, and beside it as float32) and
 # PyTorch's, each step's model GFLOP/s (the same FLOP count for both), and
 # the engine's own GEMM rate on all cores measured in the same run.
 #
@@ -179,5 +180,6 @@ if [ "${SKIP_SMOLLM:-0}" != 1 ]; then
   printf '%-8s %10.1f %14.1f %14.1f %12.2f\n' engine "$etps" "$egf" "$gemm" "$(awk -v a="$egf" -v b="$gemm" 'BEGIN {print a / b}')"
   printf '%-8s %10.1f %14.1f %14.1f %12.2f\n' pytorch "$ttps" "$tgf" "$gemm" "$(awk -v a="$tgf" -v b="$gemm" 'BEGIN {print a / b}')"
   echo "engine / PyTorch: $(awk -v a="$etps" -v b="$ttps" 'BEGIN {printf "%.2f", a / b}')x (goal >= 4); step / GEMM rate: $(awk -v a="$egf" -v b="$gemm" 'BEGIN {printf "%.2f", a / b}') (goal >= 0.7)"
+  echo "engine with the frozen base held as bfloat16 (as a BF16 checkpoint loads): $etps tok/s; the same weights held as float32, steps interleaved: $(field f32_tok_per_s <<<"$ours") tok/s (bf16 / f32 speed $(field bf16_over_f32 <<<"$ours"))"
 fi
 echo "(ratio = fedtune / PyTorch; $(nproc) cores; $(uptime | sed 's/.*load average/load average/'))"

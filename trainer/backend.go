@@ -48,6 +48,14 @@ type Task struct {
 	// fedtune.base with it so that an aggregation of another round's base
 	// refuses it.
 	Base string
+	// OptState, in pre-training, is the file (OptStatePath) that keeps
+	// the trainer's inner AdamW state for the job between rounds, as
+	// DiLoCo does: a round starts from the moments it holds (fresh ones
+	// when there is none, or it cannot be used: Update.OptNote says why)
+	// and leaves the moments it ends with there. "" trains every round
+	// from fresh moments. Only the engine devices keep it; the Gorgonia
+	// reference always starts fresh.
+	OptState string
 }
 
 // Data is the trainer's local dataset.
@@ -69,6 +77,12 @@ type Update struct {
 	Loss   float64
 	Steps  int
 	Tokens int
+	// OptSteps is how many AdamW steps the inner optimizer state the
+	// round started from had taken (0: fresh moments), with Task.OptState.
+	OptSteps int
+	// OptNote says why a saved inner optimizer state was not used, or
+	// could not be saved ("" when all went well or there is none).
+	OptNote string
 	// Dataset is the dataset the update names (the trainer's own, or a
 	// published one for a trainer with none), Ranges the published
 	// samples it trained on and DataSamples how many samples it trained

@@ -42,6 +42,18 @@
 // attention across documents, positions restarting per document
 // (TrainBatches outside a round). The Gorgonia device refuses such data.
 //
+// Pre-training (DiLoCo): a trainer keeps its inner AdamW moments for each
+// pretrain job from one round to the next, as DiLoCo's workers do, in
+// work_dir/optstate/<job>.safetensors (OptStatePath; SaveOptState writes
+// it atomically after every round the trainer trains, LoadOptState reads
+// it, refusing another job's or a malformed file). A restarted trainer
+// resumes from the last round it trained; with no file, or one that cannot
+// be used (corrupt, another job's, shapes or values that do not fit the
+// model), the round trains from fresh moments and Update.OptNote says why.
+// Bias correction goes on from the moments' step count; the learning-rate
+// schedule counts each round's own steps. Only the engine devices keep the
+// state; the Gorgonia reference starts every round fresh.
+//
 // Published data: PublishDataset cuts a dataset into shards in the
 // artifact store and signs its manifest (internal/dspub), which
 // ledger.DatasetPublished records; FetchPublished and PublishedReader read

@@ -127,7 +127,13 @@ func (b *EngineBackend) Fit(ctx context.Context, t Task, d Data) (Update, error)
 // seq_len+1 tokens, for every backend: a plain token stream, or
 // instruction records rendered with the model's chat template and packed.
 func loadTask(t Task, d Data) (*model.Model, feed, error) {
-	m, err := model.Load(t.ModelDir)
+	// With LoRA the base is frozen: its BF16 matrices stay bfloat16
+	// (model.LoadBF16; the engine reads them so, with the same results).
+	load := model.Load
+	if t.Train.LoRA != nil {
+		load = model.LoadBF16
+	}
+	m, err := load(t.ModelDir)
 	if err != nil {
 		return nil, feed{}, fmt.Errorf("%w: %w", ErrTask, err)
 	}

@@ -451,6 +451,15 @@ func (n *Node) train(ctx context.Context, lc *client.Client, ac *artifact.Client
 	case model.ModeFull:
 	case model.ModePretrain:
 		task.Base = t.Global
+		// DiLoCo keeps each worker's inner AdamW state across rounds: in
+		// the work folder, per job, so a restarted trainer resumes from
+		// the moments of the last round it trained (or starts fresh when
+		// there are none).
+		p, err := OptStatePath(n.cfg.WorkDir, t.JobId)
+		if err != nil {
+			return Update{}, fmt.Errorf("%w: %w", ErrTask, err)
+		}
+		task.OptState = p
 	default:
 		return Update{}, fmt.Errorf("%w: unknown mode %q", ErrTask, t.Mode)
 	}
@@ -463,6 +472,12 @@ func (n *Node) train(ctx context.Context, lc *client.Client, ac *artifact.Client
 		return Update{}, err
 	}
 	u.Dataset, u.Ranges, u.DataSamples = rd.dataset, rd.ranges, uint64(len(data.Dataset.Samples))
+	if task.OptState != "" {
+		n.log.InfoContext(ctx, "inner optimizer state", "job", t.JobId, "round", t.Round, "resumed_steps", u.OptSteps, "file", task.OptState)
+		if u.OptNote != "" {
+			n.log.WarnContext(ctx, "inner optimizer state", "job", t.JobId, "round", t.Round, "note", u.OptNote)
+		}
+	}
 	if got, err := digest.File(u.Path); err != nil || got != u.Digest {
 		return Update{}, fmt.Errorf("update %s: file digest %s does not match %s (%v)", u.Path, got, u.Digest, err)
 	}

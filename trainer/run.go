@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
@@ -37,7 +40,7 @@ func Train(ctx context.Context, device string, m *model.Model, ad *model.Adapter
 	if device != DeviceGorgonia {
 		start = startEngine(engineDevices[device])
 	}
-	return run(ctx, device, start, m, ad, tc, src, nil)
+	return run(ctx, device, start, m, ad, tc, src, nil, nil)
 }
 
 // TrainBatches is Train on Batches with loss weights, document segments and
@@ -51,7 +54,7 @@ func TrainBatches(ctx context.Context, device string, m *model.Model, ad *model.
 	if device == DeviceGorgonia {
 		return Trained{}, errNoMasks(device)
 	}
-	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src)
+	return run(ctx, device, startEngine(engineDevices[device]), m, ad, tc, nil, src, nil)
 }
 
 // session is one training run: model/engine's Trainer on a device, or
@@ -71,7 +74,8 @@ type session interface {
 type starter func(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error)
 
 func startGorgonia(m *model.Model, ad *model.Adapter, tc model.TrainConfig) (session, error) {
-	tr, err := gorgoniaref.NewTrainerWithAdapter(m, ad, tc)
+	// The Gorgonia graph reads float32 only (a model.LoadBF16 base widened).
+	tr, err := gorgoniaref.NewTrainerWithAdapter(m.Widened(), ad, tc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTask, err)
 	}
@@ -99,15 +103,44 @@ type engineSession struct{ *engine.Trainer }
 
 func (s engineSession) Close() error { return errors.Join(s.Trainer.Close(), s.Device().Close()) }
 
+// optStater is a session that can hand over its AdamW state (the
+// engine's Trainer).
+type optStater interface {
+	OptState() (*engine.OptState, error)
+	SetOptState(*engine.OptState) error
+}
+
+// optIO carries a run's inner optimizer state: In (nil: fresh moments)
+// is loaded before the first step; Out receives the state after the last
+// (left nil by a session that cannot hand it over); Note says why In was
+// not used.
+type optIO struct {
+	In   *engine.OptState
+	Out  *engine.OptState
+	Note string
+}
+
 // run trains one session to the end on batches from src, or from bsrc
-// when it is not nil, and reads the trained weights back.
-func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource) (Trained, error) {
+// when it is not nil, and reads the trained weights back; with opt, it
+// starts from opt.In's AdamW state and leaves its own in opt.Out.
+func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource, opt *optIO) (Trained, error) {
 	s, err := start(m, ad, tc)
 	if err != nil {
 		if errors.Is(err, ErrTask) {
 			return Trained{}, err
 		}
 		return Trained{}, fmt.Errorf("trainer: device %s: %w", device, err)
+	}
+	ost, canOpt := s.(optStater)
+	if opt != nil && opt.In != nil {
+		switch {
+		case !canOpt:
+			opt.In, opt.Note = nil, "device "+device+" keeps no optimizer state: fresh moments"
+		default:
+			if serr := ost.SetOptState(opt.In); serr != nil {
+				opt.In, opt.Note = nil, fmt.Sprintf("saved state not used (%v): fresh moments", serr)
+			}
+		}
 	}
 	var loss float64
 	if bsrc != nil {
@@ -125,6 +158,9 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 			out.Adapter = s.Adapter()
 		} else {
 			out.Model = s.Model()
+		}
+		if opt != nil && canOpt {
+			opt.Out, err = ost.OptState()
 		}
 	}
 	out.Steps, out.Tokens = s.StepCount(), s.Tokens()
@@ -151,7 +187,18 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 		tc.Progress = func(step int, loss, _ float64) { progress(step, loss) }
 	}
 	src, bsrc := f.source(tc)
-	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc)
+	var opt *optIO
+	if t.OptState != "" {
+		opt = &optIO{}
+		if _, serr := os.Stat(t.OptState); serr == nil {
+			in, _, lerr := LoadOptState(t.OptState, t.JobID)
+			if lerr != nil {
+				opt.Note = fmt.Sprintf("saved state not used (%v): fresh moments", lerr)
+			}
+			opt.In = in
+		}
+	}
+	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, opt)
 	if err != nil {
 		return Update{}, err
 	}
@@ -167,5 +214,27 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	return Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens}, nil
+	u := Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens}
+	if opt != nil {
+		if opt.In != nil {
+			u.OptSteps = opt.In.Steps
+		}
+		u.OptNote = opt.Note
+		if opt.Out != nil {
+			if err := SaveOptState(t.OptState, t.JobID, t.Round, opt.Out); err != nil {
+				u.OptNote = strings.TrimPrefix(u.OptNote+"; "+err.Error()+": the next round starts fresh", "; ")
+				// A stale state must not survive a failed save.
+				_ = removeIfExists(t.OptState)
+			}
+		}
+	}
+	return u, nil
+}
+
+// removeIfExists removes path; a missing file is not an error.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }

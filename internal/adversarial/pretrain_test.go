@@ -35,10 +35,15 @@ func TestAttackPretrainRecipeAndCommit(t *testing.T) {
 	ctx := testContext(t, 3*time.Minute)
 	r := roundsSetup(t, ctx)
 	agg := r.nw.ID("aggregator")
+	// The shipped job's pinned init config and seed.
+	jf, err := coordinator.LoadJob("../../configs/jobs/pretrain-diloco.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	good := func() ledger.RoundRecipe {
 		return ledger.RoundRecipe{Strategy: "diloco", Params: map[string]string{"learning_rate": "0.7", "momentum": "0.9"},
 			Compression: "none", MinTrainers: 1, MaxTrainers: 3, Aggregators: []string{agg}, BaseModel: r.base,
-			Mode: ledger.RecipePretrain, InnerSteps: 50}
+			Mode: ledger.RecipePretrain, InnerSteps: 50, InitConfig: jf.Model.InitDigest, InitSeed: coordinator.InitSeed(jf.Seed)}
 	}
 	nonce0 := payloadNonce(t, ctx, r.c, r.nw.ID("coordinator"))
 	for _, tc := range []struct {
@@ -53,6 +58,9 @@ func TestAttackPretrainRecipeAndCommit(t *testing.T) {
 		{"unknown mode", func(rc *ledger.RoundRecipe) { rc.Mode = "pretrain-lora" }, `recipe.mode "pretrain-lora": want "pretrain" or none`},
 		{"pretrain with an adapter", func(rc *ledger.RoundRecipe) { rc.InitialAdapter = digestOf("adapter") }, "a pretrain recipe trains every weight, it has no adapter"},
 		{"lr not a number", func(rc *ledger.RoundRecipe) { rc.Params["learning_rate"] = "fast" }, `recipe.params["learning_rate"] "fast" is not a finite number`},
+		{"init config by path", func(rc *ledger.RoundRecipe) { rc.InitConfig = "../models/tiny.yaml" }, "recipe.init_config"},
+		{"no init config", func(rc *ledger.RoundRecipe) { rc.InitConfig = "" }, "recipe.init_config: a pretrain recipe names the model config its initial model is drawn from, by digest"},
+		{"init config on a fine-tune", func(rc *ledger.RoundRecipe) { rc.Mode, rc.InnerSteps = "", 0 }, `only a "pretrain" recipe initialises its model`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := good()
@@ -123,14 +131,12 @@ func TestAttackPretrainRecipeAndCommit(t *testing.T) {
 	// from a model of its choosing, not the one the job's seed
 	// initialises. The ledger cannot know (it holds no training code); the
 	// audit with the job file recomputes the initial model and names it.
-	jf, err := coordinator.LoadJob("../../configs/jobs/pretrain-diloco.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const other = "adv-pretrain-other-start"
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: other, Recipe: good()})
 	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: other, Round: 1, ConfigDigest: jf.Digest(), BaseModel: r.base,
 		Strategy: "diloco", Trainers: []string{r.nw.ID("trainer-1")}, Deadline: time.Now().Add(time.Hour)})
+	// The shipped job itself, registered with its pinned config and seed.
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: jf.Name, Recipe: good()})
 	exportPath := filepath.Join(t.TempDir(), "chain.fedtune")
 	exportChain(t, ctx, r.c, r.nw.Net, exportPath)
 	f, err := os.Open(exportPath)
@@ -156,6 +162,40 @@ func TestAttackPretrainRecipeAndCommit(t *testing.T) {
 		t.Fatalf("audit: %v, want it to say %q and name %s", err, wantAudit, initDigest)
 	}
 	t.Logf("audit: %v", err)
+
+	// An auditor is handed the shipped job's file beside a model config
+	// that is not the one the job pinned (the same path in another
+	// folder, one width changed). The audit does not recompute from it: it
+	// names the file and the digest the ledger records.
+	dir := t.TempDir()
+	tiny, err := os.ReadFile("../../configs/models/tiny.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wider := filepath.Join(dir, "models", "tiny.yaml")
+	if err := os.WriteFile(wider, []byte(strings.Replace(string(tiny), "intermediate_size:", "intermediate_size: 200 #", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "jobs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(jf.Source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongJob := filepath.Join(dir, "jobs", "pretrain-diloco.yaml")
+	if err := os.WriteFile(wrongJob, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = audit.Verify(ctx, e, audit.VerifyOptions{Jobs: []string{wrongJob}})
+	wantAudit = fmt.Sprintf("pretrain job %q: the job file %s has model.init %s, a model config of digest", jf.Name, wrongJob, filepath.Join(dir, "jobs", "../models/tiny.yaml"))
+	if err == nil || !strings.Contains(err.Error(), wantAudit) || !strings.Contains(err.Error(), "records init_config \""+jf.Model.InitDigest+"\"") {
+		t.Fatalf("audit with another config: %v, want it to say %q and name %s", err, wantAudit, jf.Model.InitDigest)
+	}
+	t.Logf("audit with another config: %v", err)
 }
 
 // anotherStart is a trainer that trains each pretrain task from a model

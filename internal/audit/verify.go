@@ -120,6 +120,10 @@ type Report struct {
 	// artifacts and fails an input check of the aggregator (or, for a
 	// dataset the job does not admit, the job file given says so).
 	RejectionsChecked int
+	// InitModels counts the pretrain jobs whose round-1 model was
+	// recomputed from the config and seed their recipe records
+	// (init_config read from Artifacts, init_seed) and found equal.
+	InitModels int
 	// Unverifiable lists, one line each, the UpdateRejected that could
 	// not be checked: the update is not in the artifacts (say, "never
 	// delivered"). Only with Artifacts and without StrictRejections.
@@ -402,6 +406,9 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		return v.attested(h, i, tx, b)
 	case ledger.JobRegistered:
 		v.recipes[b.JobID] = b.Recipe
+		if b.Recipe.Mode == ledger.RecipePretrain {
+			return v.checkInitConfig(h, i, tx, b)
+		}
 		if b.Recipe.InitialAdapter != "" {
 			return inRound(v.artifact(h, i, tx.Hash, "recipe.initial_adapter", b.Recipe.InitialAdapter), fmt.Sprintf("job %q, initial adapter", b.JobID))
 		}
@@ -479,6 +486,17 @@ func (v *verifier) checkBase(h uint64, i int, tx *ledger.Tx, b ledger.RoundOpene
 	if !seen {
 		v.heads[b.JobID] = jobHead{model: b.BaseModel}
 	}
+	if rc.Mode == ledger.RecipePretrain && rc.InitConfig != "" && v.opts.Artifacts != "" && !seen {
+		init, err := v.recipeInitialModel(rc)
+		if err != nil {
+			return txErr(h, i, tx.Hash, "base_model", "pretrain job %q: recomputing its initial model from the recipe: %v", b.JobID, err)
+		}
+		if b.BaseModel != init {
+			return txErr(h, i, tx.Hash, "base_model", "pretrain job %q round %d starts from %s, but its recipe's init_config %s with init_seed %d initialises %s",
+				b.JobID, b.Round, b.BaseModel, rc.InitConfig, rc.InitSeed, init)
+		}
+		v.rep.InitModels++
+	}
 	if job := v.jobs[b.ConfigDigest]; job != nil && job.FineTune.Mode == model.ModePretrain && !seen {
 		init, err := v.initialModel(job)
 		if err != nil {
@@ -490,6 +508,62 @@ func (v *verifier) checkBase(h uint64, i int, tx *ledger.Tx, b ledger.RoundOpene
 		}
 	}
 	return nil
+}
+
+// checkInitConfig checks a pretrain job's registration: the config its
+// recipe pins (init_config) is in the artifacts, and a job file given for
+// the job (by name) pins the same config and seed; a file that does not
+// is named, with both digests, rather than left unused.
+func (v *verifier) checkInitConfig(h uint64, i int, tx *ledger.Tx, b ledger.JobRegistered) error {
+	rc := b.Recipe
+	if rc.InitConfig != "" {
+		if err := v.artifact(h, i, tx.Hash, "recipe.init_config", rc.InitConfig); err != nil {
+			return inRound(err, fmt.Sprintf("job %q, initial model's config", b.JobID))
+		}
+	}
+	for _, d := range slices.Sorted(maps.Keys(v.jobs)) {
+		j := v.jobs[d]
+		if j.Name != b.JobID || j.FineTune.Mode != model.ModePretrain {
+			continue
+		}
+		if j.Model.InitDigest != rc.InitConfig {
+			return txErr(h, i, tx.Hash, "recipe.init_config", "pretrain job %q: the job file %s has model.init %s, a model config of digest %s, but the job's recipe on the ledger records init_config %q: that file is not the config the job was initialised from",
+				b.JobID, j.Source, j.InitPath(), j.Model.InitDigest, rc.InitConfig)
+		}
+		if s := coordinator.InitSeed(j.Seed); s != rc.InitSeed {
+			return txErr(h, i, tx.Hash, "recipe.init_seed", "pretrain job %q: the job file %s (seed %d) initialises with seed %d, but the job's recipe on the ledger records init_seed %d",
+				b.JobID, j.Source, j.Seed, s, rc.InitSeed)
+		}
+	}
+	return nil
+}
+
+// recipeInitialModel returns the digest of the model a pretrain recipe's
+// init_config (read from the artifacts) and init_seed initialise,
+// computed once per config and seed.
+func (v *verifier) recipeInitialModel(rc ledger.RoundRecipe) (string, error) {
+	key := fmt.Sprintf("init-recipe\x00%s\x00%d", rc.InitConfig, rc.InitSeed)
+	if d, ok := v.adapters[key]; ok {
+		return d, nil
+	}
+	p, ok := artifactPath(v.opts.Artifacts, rc.InitConfig)
+	if !ok {
+		return "", fmt.Errorf("init_config %s is not in %s", rc.InitConfig, v.opts.Artifacts)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return "", err
+	}
+	m, err := coordinator.InitialModelFrom(data, rc.InitConfig, rc.InitSeed)
+	if err != nil {
+		return "", err
+	}
+	d, err := m.Digest()
+	if err != nil {
+		return "", err
+	}
+	v.adapters[key] = d
+	return d, nil
 }
 
 // initialModel returns the digest of a pretrain job's initial model

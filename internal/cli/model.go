@@ -142,10 +142,13 @@ that is refused leaves nothing behind. Prints the weight digest.`,
 	return cmd
 }
 
-// loadModel loads a model folder and, if adapterDir is set, merges the
-// adapter into it.
+// loadModel loads a model folder, its BF16 matrices held as bfloat16
+// (model.LoadBF16: the engine reads them without a float32 copy), and, if
+// adapterDir is set, merges the adapter into float32 copies of the
+// projections it adapts only (model.MergeShared): the base weights are not
+// held twice.
 func loadModel(modelDir, adapterDir string) (*model.Model, error) {
-	m, err := model.Load(modelDir)
+	m, err := model.LoadBF16(modelDir)
 	if err != nil {
 		return nil, err
 	}
@@ -156,22 +159,7 @@ func loadModel(modelDir, adapterDir string) (*model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Merge copies the model it is given. Give it only the adapted
-	// projections and fold the merged ones back into m, which nothing else
-	// holds: the base weights are then not held twice (at 1B parameters,
-	// 5 GB of F32).
-	part := &model.Model{Config: m.Config, Tensors: map[string]*model.Tensor{}}
-	for _, w := range model.AdaptedWeights(&m.Config, &ad.Config) {
-		part.Tensors[w] = m.Tensors[w]
-	}
-	merged, err := part.Merge(ad)
-	if err != nil {
-		return nil, err
-	}
-	for name, t := range merged.Tensors {
-		m.Tensors[name] = t
-	}
-	return m, nil
+	return m.MergeShared(ad)
 }
 
 // copyTokenizer copies the model's tokenizer.json, if any, so that an

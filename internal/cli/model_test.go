@@ -204,3 +204,44 @@ func TestModelImport(t *testing.T) {
 		t.Error("import over a non-empty folder accepted")
 	}
 }
+
+// TestNoRaceBF16Base: a BF16 checkpoint, whose frozen matrices train,
+// eval and generate load as bfloat16 (model.LoadBF16), gives exactly what
+// an F32 checkpoint of the same values gives: the same LoRA adapter bytes
+// (engine and Gorgonia), the same eval line and the same generation.
+func TestNoRaceBF16Base(t *testing.T) {
+	fedtest.SkipUnderRace(t)
+	dir := t.TempDir()
+	bf, f32 := filepath.Join(dir, "bf16"), filepath.Join(dir, "f32")
+	english := "../../datasets/testdata/english/train.txt"
+	mustCLI(t, "model", "init", "--config", "../../configs/models/tiny-tied-mqa.yaml", "--seed", "5", "--dtype", "BF16", "-o", bf)
+	m, err := model.Load(bf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Save(f32, safetensors.F32); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := model.LoadBF16(bf); held.Tensors[model.EmbedName].BF16 == nil {
+		t.Fatal("LoadBF16 did not hold the BF16 checkpoint's embedding as bfloat16")
+	}
+	var ads, outs [2]string
+	for i, base := range []string{bf, f32} {
+		ad := filepath.Join(dir, "ad", filepath.Base(base))
+		ads[i] = strings.TrimSpace(mustCLI(t, "train", "--model", base, "--data", english, "-o", ad,
+			"--steps", "2", "--batch", "2", "--seq-len", "16", "--lora-rank", "4", "--lora-dropout", "0.1",
+			"--lora-targets", "q_proj,v_proj,up_proj,down_proj", "--seed", "2"))
+		g := strings.TrimSpace(mustCLI(t, "train", "--model", base, "--data", english, "-o", ad+"-g", "--device", "gorgonia",
+			"--steps", "1", "--batch", "2", "--seq-len", "16", "--lora-rank", "4", "--seed", "2"))
+		outs[i] = g + "\n" +
+			mustCLI(t, "eval", "--json", "--data", english, "--model", base, "--adapter", ad) +
+			mustCLI(t, "eval", "--json", "--data", english, "--model", base) +
+			mustCLI(t, "generate", "--model", base, "--adapter", ad, "--prompt", "The ", "--max-tokens", "10", "--temperature", "0")
+	}
+	if ads[0] != ads[1] {
+		t.Errorf("LoRA adapter %s from the BF16 checkpoint, %s from F32", ads[0], ads[1])
+	}
+	if outs[0] != outs[1] {
+		t.Errorf("from the BF16 checkpoint:\n%s\nfrom F32:\n%s", outs[0], outs[1])
+	}
+}

@@ -30,6 +30,7 @@ func newServeCmd() *cobra.Command {
 	var modelDir, adapterDir, addr, keyPath, tokenFile, id, receiptsDir string
 	var ledgerAddr, genesisPath, job, jobFile, artifactsAddr, artifactsID, fetchDir, coordAddr, coordID string
 	var retry time.Duration
+	var load inference.LoadOptions
 	var cfg inference.Config
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter DIR] --addr HOST:PORT [--key FILE] | --model BASE-DIR --ledger ADDR --job ID --artifacts ADDR --artifacts-id ID --key FILE",
@@ -114,7 +115,7 @@ func newServeCmd() *cobra.Command {
 				}
 				return withClient(cmd.Context(), ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 					f := &follower{c: c, ac: ac, coord: coord, coordID: coordID, job: job, base: modelDir, check: check, dir: fetchDir, id: id,
-						slots: cfg.MaxConcurrent, log: log, retry: retry}
+						slots: cfg.MaxConcurrent, loadOpt: load, log: log, retry: retry}
 					m, err := f.start(cmd.Context())
 					if err != nil {
 						return fmt.Errorf("serve: job %s: %w", job, err)
@@ -122,7 +123,7 @@ func newServeCmd() *cobra.Command {
 					return serveModel(cmd, m, cfg, addr, f.follow)
 				})
 			}
-			m, err := inference.LoadModel(modelDir, adapterDir, id, engine.NewHost(), cfg.MaxConcurrent)
+			m, err := inference.LoadModelWith(modelDir, adapterDir, id, engine.NewHost(), cfg.MaxConcurrent, load)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
@@ -131,6 +132,7 @@ func newServeCmd() *cobra.Command {
 	}
 
 	f := cmd.Flags()
+	f.BoolVar(&load.BF16Weights, "bf16-weights", false, "keep a BF16 checkpoint's weights in bfloat16: half the memory, slower decoding (same answers)")
 	f.StringVar(&modelDir, "model", "", "model folder")
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")

@@ -57,6 +57,7 @@ type follower struct {
 	dir     string           // where fetched models are kept
 	id      string           // the served model's id
 	slots   int
+	loadOpt inference.LoadOptions
 	log     *slog.Logger
 	// retry is the first wait before the block stream is opened again
 	// or a refused round is tried again; it doubles up to maxRetry.
@@ -308,7 +309,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		if err := inference.AdapterFolder(path, ad, *sp.lora); err != nil {
 			return nil, fmt.Errorf("adapter %s (rank %d, alpha %g, targets %v from job config %s): %w", rd.ModelDigest, sp.lora.Rank, sp.lora.Alpha, sp.lora.Targets, sp.config, err)
 		}
-		if m, err = inference.LoadModel(f.base, ad, f.id, engine.NewHost(), f.slots); err != nil {
+		if m, err = inference.LoadModelWith(f.base, ad, f.id, engine.NewHost(), f.slots, f.loadOpt); err != nil {
 			return nil, fmt.Errorf("adapter %s (rank %d, alpha %g, targets %v from job config %s): %w", rd.ModelDigest, sp.lora.Rank, sp.lora.Alpha, sp.lora.Targets, sp.config, err)
 		}
 		if m.Adapter != rd.ModelDigest {
@@ -320,7 +321,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		if err := inference.ModelFolder(f.base, path, md); err != nil {
 			return nil, fmt.Errorf("model folder of %s on --model %s: %w", rd.ModelDigest, f.base, err)
 		}
-		if m, err = inference.LoadModel(md, "", f.id, engine.NewHost(), f.slots); err != nil {
+		if m, err = inference.LoadModelWith(md, "", f.id, engine.NewHost(), f.slots, f.loadOpt); err != nil {
 			return nil, fmt.Errorf("model %s of round %d on --model %s's config: %w", rd.ModelDigest, rd.Round, f.base, err)
 		}
 		if m.Digest != rd.ModelDigest {

@@ -46,7 +46,13 @@ model folder. Runs are seeded: the same inputs and seed give the same weights.`,
 				return fmt.Errorf("train: --device: %w", err)
 			}
 			log := logger(cmd)
-			m, err := model.Load(modelDir)
+			// LoRA leaves the base frozen: its BF16 matrices stay bfloat16
+			// (the engine reads them so, with the same results).
+			load := model.LoadBF16
+			if full {
+				load = model.Load
+			}
+			m, err := load(modelDir)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model/safetensors"
+	"github.com/fedtune/fedtune/trainer"
 )
 
 // TestNoRaceNetworkPretrain runs configs/jobs/pretrain-diloco.yaml for two
@@ -102,6 +103,27 @@ func TestNoRaceNetworkPretrain(t *testing.T) {
 	}
 	if recipe == nil || recipe.Mode != ledger.RecipePretrain || recipe.InnerSteps != 15 || recipe.Strategy != "diloco" || recipe.BaseModel != n.BaseDigest {
 		t.Fatalf("recipe %+v: want a diloco pretrain recipe, 15 inner steps, base %s", recipe, n.BaseDigest)
+	}
+	if jf := mustLoadJob(t, n.JobFile); recipe.InitConfig != jf.Model.InitDigest || recipe.InitSeed != coordinator.InitSeed(jf.Seed) {
+		t.Fatalf("recipe init_config %q, init_seed %d; want the job's pinned config %s and seed %d", recipe.InitConfig, recipe.InitSeed, jf.Model.InitDigest, coordinator.InitSeed(jf.Seed))
+	}
+	if p, ok := audit.ArtifactPath(n.path("coordinator", "artifacts"), recipe.InitConfig); !ok {
+		t.Fatalf("init config %s is not in the coordinator's artifacts", recipe.InitConfig)
+	} else if data, err := os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	} else if _, err := coordinator.InitialModelFrom(data, recipe.InitConfig, recipe.InitSeed); err != nil {
+		t.Fatalf("init config artifact: %v", err)
+	}
+	// Each trainer kept its inner AdamW state across the two rounds.
+	optFiles, err := filepath.Glob(filepath.Join(n.Dir, "*", "work", "optstate", "pretrain.safetensors"))
+	if err != nil || len(optFiles) != 2 {
+		t.Fatalf("inner optimizer state files %v (%v), want one per trainer", optFiles, err)
+	}
+	for _, p := range optFiles {
+		st, round, err := trainer.LoadOptState(p, "pretrain")
+		if err != nil || round != 2 || st.Steps != 30 {
+			t.Fatalf("%s: %v; round %d; want the state after round 2, 30 AdamW steps", p, err, round)
+		}
 	}
 	if m, ok := registered[n.BaseDigest]; !ok || !strings.Contains(m.Source, "fedtune init: tiny.yaml") {
 		t.Fatalf("initial model %s registered as %+v", n.BaseDigest, m)
@@ -192,8 +214,8 @@ func TestNoRaceNetworkPretrain(t *testing.T) {
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	if rep.Rounds != 2 || rep.Reaggregated != 2 {
-		t.Errorf("verify: %d committed rounds, %d re-aggregated; want 2 and 2", rep.Rounds, rep.Reaggregated)
+	if rep.Rounds != 2 || rep.Reaggregated != 2 || rep.InitModels != 1 {
+		t.Errorf("verify: %d committed rounds, %d re-aggregated, %d initial models recomputed; want 2, 2 and 1", rep.Rounds, rep.Reaggregated, rep.InitModels)
 	}
 }
 

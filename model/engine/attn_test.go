@@ -38,7 +38,7 @@ func TestAttnVecSameBits(t *testing.T) {
 					_, dot := dotVec(q, k[j*stride:j*stride+hd])
 					want[j] = scale * dot
 				}
-				sameBits(t, "score", got, want)
+				sameBitsAttn(t, "score", got, want)
 
 				p := make([]float32, n)
 				for j := range p {
@@ -55,7 +55,7 @@ func TestAttnVecSameBits(t *testing.T) {
 				for j, pj := range p {
 					axpyVec(wantO, v[j*stride:j*stride+hd], pj*inv)
 				}
-				sameBits(t, "output", gotO, wantO)
+				sameBitsAttn(t, "output", gotO, wantO)
 			})
 		}
 	}
@@ -64,7 +64,7 @@ func TestAttnVecSameBits(t *testing.T) {
 	}
 }
 
-func sameBits(t *testing.T, what string, got, want []float32) {
+func sameBitsAttn(t *testing.T, what string, got, want []float32) {
 	t.Helper()
 	for i := range got {
 		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {

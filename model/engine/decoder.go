@@ -103,9 +103,8 @@ func NewDecoder(dev CacheDevice, m *model.Model, slots, maxContext int) (*Decode
 		lens: make([]int, slots), seen: make([]bool, slots), acts: map[int]*decodeActs{}, sels: map[int]*selActs{}}
 	d.alpha = float32(1 / math.Sqrt(float64(d.hd)))
 	for _, name := range m.Names() {
-		tn := m.Tensors[name]
-		w := d.alloc(len(tn.Data))
-		dev.Write(w, 0, tn.Data)
+		w := uploadWeight(dev, m.Tensors[name], true, dev.Alloc)
+		d.owned = append(d.owned, w)
 		d.weights[name] = w
 	}
 	// Every weight a product reads as B, packed once for the products.

@@ -185,6 +185,21 @@ type Device interface {
 	Close() error
 }
 
+// BF16Device is a Device that holds frozen weights as bfloat16, half the
+// memory of float32, with the same results: the values are widened to
+// float32 (exactly) wherever they are read. The Host is one.
+type BF16Device interface {
+	Device
+	// WrapBF16 returns a read-only buffer of len(w) elements holding the
+	// bfloat16 values w (each the top 16 bits of a float32). The device
+	// may read w in place for as long as the buffer lives (the Host does:
+	// it makes no copy), so w must not change until Free. Only MatMul (as
+	// B), Embed (as the table), Read and PackWeight take such a buffer;
+	// any other operation on it is an error. A MatMul reading it gives the
+	// bits it gives on a float32 buffer of the widened values.
+	WrapBF16(w []uint16) Buffer
+}
+
 // GemmLayout is a Gemm resolved: its batch count, the stored shapes of A
 // and B, the row strides with their defaults filled in, and how many
 // elements each of A, B and C must hold for the whole batch (0 when the

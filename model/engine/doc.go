@@ -59,6 +59,12 @@
 // one persistent worker pool (package kernels' Job); a weight given to
 // PackWeight is kept in sgemmVec's panel layout, and the rows of such a
 // product short of a whole register tile run on row kernels (decoding).
+// Frozen weights held as bfloat16 (model.LoadBF16) stay so on the Host
+// (BF16Device.WrapBF16, no copy: at 1B parameters 2.5 GB instead of 5):
+// the sgemm widens them, exactly, while it packs its B operand, Embed
+// while it gathers rows, so every result is the bits of the float32 path;
+// trainable weights (full fine-tuning) are float32, and other devices
+// get the widened values.
 //
 // A training step gives the same bits on every path (without OpenBLAS):
 // work is split only over independent outputs, so results are identical

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
@@ -20,14 +21,32 @@ import (
 // (edge tiles run the same kernel on a copy), so splitting C into blocks
 // of rows or columns does not change any result.
 func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	sgemmBlocked(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+	sgemmBlocked(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil, bf16B{})
+}
+
+// bf16B is a B operand held as bfloat16 (WrapBF16): its values, each the
+// top 16 bits of a float32, and whether the rows of a product short of a
+// whole register tile run on the row kernels (as for a packed weight)
+// instead of a zero-padded panel of A.
+type bf16B struct {
+	b       []uint16
+	rowKern bool
+}
+
+// sgemmBF16 is sgemmVec with op(B) read from bfloat16 values: every block
+// of op(B) is widened (exactly) to float32 as it is packed, so the
+// micro-kernels see the float32 values sgemmVec would and the results are
+// the same bits, without a float32 copy of B. With b.rowKern the short rows
+// run as sgemmPacked runs them (the same bits as a packed float32 B).
+func sgemmBF16(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b bf16B, ldb int, beta float32, c []float32, ldc int) {
+	sgemmBlocked(tA, tB, m, n, k, alpha, a, lda, nil, ldb, beta, c, ldc, nil, b)
 }
 
 // sgemmPacked is sgemmVec with op(B) = Wᵀ, W [n, k] given as packWeight
 // packed it: the same products on the same panels, so the same results,
 // without packing B on every call.
 func sgemmPacked(tA blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, packed []float32, beta float32, c []float32, ldc int) {
-	sgemmBlocked(tA, blas.Trans, m, n, k, alpha, a, lda, nil, k, beta, c, ldc, packed)
+	sgemmBlocked(tA, blas.Trans, m, n, k, alpha, a, lda, nil, k, beta, c, ldc, packed, bf16B{})
 }
 
 // packWeight returns W [n, k] (row-major) in sgemmVec's panel layout for
@@ -50,8 +69,9 @@ func packWeight(w []float32, n, k int) []float32 {
 }
 
 // sgemmBlocked is sgemmVec, reading op(B) from packed (packWeight's
-// layout) instead of packing b when packed is not nil.
-func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, packed []float32) {
+// layout) instead of packing b when packed is not nil, or packing (and
+// widening) bh.b instead of b when that is not nil.
+func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, packed []float32, bh bf16B) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -60,9 +80,12 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	_ = c[(m-1)*ldc+n-1]
 	if k > 0 {
 		_ = a[opExtent(tA, m, k, lda)-1]
-		if packed == nil {
+		switch {
+		case bh.b != nil:
+			_ = bh.b[opExtent(tB, k, n, ldb)-1]
+		case packed == nil:
 			_ = b[opExtent(tB, k, n, ldb)-1]
-		} else {
+		default:
 			_ = packed[(n+gemmNR-1)/gemmNR*gemmNR*k-1]
 		}
 	}
@@ -88,12 +111,18 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	defer gemmPool.Put(bufs)
 	transA, transB := tA != blas.NoTrans, tB != blas.NoTrans
 	kern, h := gemmKernel.fn, gemmKernel.mr
+	// Short rows (a last panel of fewer than h rows) go to the row kernels
+	// for a packed B, and for a bfloat16 B that stands for one.
+	rowKern := packed != nil || bh.rowKern
 	for jc := 0; jc < n; jc += gemmNC {
 		nc := min(gemmNC, n-jc)
 		for pc := 0; pc < k; pc += gemmKC {
 			kc := min(gemmKC, k-pc)
 			add := !set || pc > 0
-			if packed == nil {
+			switch {
+			case bh.b != nil:
+				packBBF16(bufs.b[:], transB, bh.b, ldb, pc, jc, kc, nc)
+			case packed == nil:
 				packB(bufs.b[:], transB, b, ldb, pc, jc, kc, nc)
 			}
 			for ic := 0; ic < m; ic += gemmMC {
@@ -102,7 +131,7 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 				// partial one is packed (zero rows below mc).
 				full := mc - mc%h
 				lim := mc
-				if packed != nil {
+				if rowKern {
 					lim = full // the partial panel's rows go to the row kernels below
 				} else if full < mc {
 					packA(bufs.a[:], transA, a, lda, ic+full, pc, mc-full, kc, h)
@@ -150,9 +179,15 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 						}
 					}
 				}
-				if packed != nil {
+				if rowKern {
+					// Panels of this block of op(B): packed's, or those
+					// just packed into bufs.b.
+					panels, ps := bufs.b[:], gemmNR*kc
+					if packed != nil {
+						panels, ps = packed[jc*k+pc*gemmNR:], gemmNR*k
+					}
 					for i := ic + full; i < ic+mc; i++ {
-						sgemmRowPacked(transA, i, jc, pc, nc, kc, k, alpha, a, lda, packed, c, ldc, add, &bufs.tile)
+						sgemmRowPanels(transA, i, jc, pc, nc, kc, alpha, a, lda, panels, ps, c, ldc, add, &bufs.tile)
 					}
 				}
 			}
@@ -160,12 +195,13 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	}
 }
 
-// sgemmRowPacked computes row i of C over columns jc … jc+nc−1 for the
-// block of k at pc from packed op(B), one row of op(A) at a time on the
-// row kernels: each element is the micro-kernels' chain of fused
-// multiply-adds (so the same result) without the zero rows a partial
-// panel of A would run.
-func sgemmRowPacked(transA bool, i, jc, pc, nc, kc, k int, alpha float32, a []float32, lda int, packed, c []float32, ldc int, add bool, tile *[gemmMR * gemmNR]float32) {
+// sgemmRowPanels computes row i of C over columns jc … jc+nc−1 for the
+// block of k at pc from packed op(B) (panel q of the block at
+// panels[q·ps:], 16 values per p), one row of op(A) at a time on the row
+// kernels: each element is the micro-kernels' chain of fused multiply-adds
+// (so the same result) without the zero rows a partial panel of A would
+// run.
+func sgemmRowPanels(transA bool, i, jc, pc, nc, kc int, alpha float32, a []float32, lda int, panels []float32, ps int, c []float32, ldc int, add bool, tile *[gemmMR * gemmNR]float32) {
 	ap, rp := &a[i*lda+pc], 4
 	if transA {
 		ap, rp = &a[pc*lda+i], 4*lda
@@ -176,11 +212,11 @@ func sgemmRowPacked(transA bool, i, jc, pc, nc, kc, k int, alpha float32, a []fl
 		row16, row64 = sgemmRow16, sgemmRow64
 	}
 	for ; jr+4*gemmNR <= nc; jr += 4 * gemmNR {
-		row64(kc, ap, rp, &packed[(jc+jr)*k+pc*gemmNR], 4*gemmNR*k, &c[i*ldc+jc+jr], alpha, add)
+		row64(kc, ap, rp, &panels[jr/gemmNR*ps], 4*ps, &c[i*ldc+jc+jr], alpha, add)
 	}
 	for ; jr < nc; jr += gemmNR {
 		nr := min(gemmNR, nc-jr)
-		bp := &packed[(jc+jr)*k+pc*gemmNR]
+		bp := &panels[jr/gemmNR*ps]
 		ci := i*ldc + jc + jr
 		if nr == gemmNR {
 			row16(kc, ap, rp, bp, &c[ci], alpha, add)
@@ -256,6 +292,80 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, jc, kc, nc int) {
 			}
 		}
 	}
+}
+
+// packBBF16 is packB for a bfloat16 b, widening every value exactly.
+func packBBF16(dst []float32, trans bool, b []uint16, ldb, pc, jc, kc, nc int) {
+	for jr := 0; jr < nc; jr += gemmNR {
+		nr := min(gemmNR, nc-jr)
+		d := dst[jr*kc : jr*kc+kc*gemmNR]
+		if !trans {
+			for p := 0; p < kc; p++ {
+				src := b[(pc+p)*ldb+jc+jr:]
+				row := d[p*gemmNR : p*gemmNR+gemmNR]
+				if nr == gemmNR {
+					widen16(row, src[:gemmNR])
+					continue
+				}
+				for j := range row {
+					row[j] = 0
+					if j < nr {
+						row[j] = bf16f(src[j])
+					}
+				}
+			}
+			continue
+		}
+		if nr == gemmNR {
+			packB16BF16(d, b[(jc+jr)*ldb+pc:], ldb, kc)
+			continue
+		}
+		for j := 0; j < nr; j++ {
+			src := b[(jc+jr+j)*ldb+pc:][:kc]
+			for p, v := range src {
+				d[p*gemmNR+j] = bf16f(v)
+			}
+		}
+		for p := 0; p < kc; p++ {
+			clear(d[p*gemmNR+nr : p*gemmNR+gemmNR])
+		}
+	}
+}
+
+// bf16f widens the bfloat16 value v to float32 (exact).
+func bf16f(v uint16) float32 { return math.Float32frombits(uint32(v) << 16) }
+
+// widen16 widens 16 bfloat16 values into d.
+func widen16(d []float32, s []uint16) {
+	d, s = d[:gemmNR], s[:gemmNR]
+	for j, v := range s {
+		d[j] = bf16f(v)
+	}
+}
+
+// packB16BF16 is packB16 for a bfloat16 b: d[p·16+j] = b[j·ldb+p] widened.
+func packB16BF16(d []float32, b []uint16, ldb, kc int) {
+	var rows [gemmNR][]uint16
+	for j := range rows {
+		rows[j] = b[j*ldb:][:kc]
+	}
+	d = d[:gemmNR*kc]
+	for j0 := 0; j0 < gemmNR; j0 += 4 {
+		s0, s1, s2, s3 := rows[j0], rows[j0+1], rows[j0+2], rows[j0+3]
+		for p := range s0 {
+			o := d[p*gemmNR+j0 : p*gemmNR+j0+4 : p*gemmNR+j0+4]
+			o[0], o[1], o[2], o[3] = bf16f(s0[p]), bf16f(s1[p]), bf16f(s2[p]), bf16f(s3[p])
+		}
+	}
+}
+
+// widenBF16 returns src widened to float32.
+func widenBF16(src []uint16) []float32 {
+	out := make([]float32, len(src))
+	for i, v := range src {
+		out[i] = bf16f(v)
+	}
+	return out
 }
 
 // packA packs the mr < h rows op(A)[i0:i0+mr, pc:pc+kc] as one panel of

@@ -26,9 +26,15 @@ type hostSlice[T float32 | int32] struct {
 	// packed is data [pn, pk] in packWeight's layout (PackWeight), or nil.
 	packed []float32
 	pn, pk int
+	// bf holds a WrapBF16 buffer's values (data is nil): read in place,
+	// never written. rowKern, set by PackWeight, makes the products that
+	// read it as a packed weight (pn, pk) run their short rows as
+	// sgemmPacked does.
+	bf      []uint16
+	rowKern bool
 }
 
-func (b *hostSlice[T]) Len() int { return len(b.data) }
+func (b *hostSlice[T]) Len() int { return len(b.data) + len(b.bf) }
 
 type (
 	hostBuf = hostSlice[float32]
@@ -96,6 +102,18 @@ func (h *host) buf(op, arg string, b Buffer) []float32 { return hostData[float32
 // ibuf resolves an IntBuffer argument as buf does.
 func (h *host) ibuf(op, arg string, b IntBuffer) []int32 { return hostData[int32](h, op, arg, b) }
 
+// bufBF resolves a Buffer argument that may hold bfloat16 weights
+// (WrapBF16): it returns the buffer's float32 data, or its bfloat16 values.
+func (h *host) bufBF(op, arg string, b Buffer) ([]float32, []uint16) {
+	if hb, ok := b.(*hostBuf); ok && hb != nil && hb.owner == h && !hb.freed && hb.bf != nil {
+		if h.err != nil {
+			return nil, nil
+		}
+		return nil, hb.bf
+	}
+	return h.buf(op, arg, b), nil
+}
+
 // hostData returns the data of b, which must be a live *hostSlice[T] of h.
 func hostData[T float32 | int32](h *host, op, arg string, b any) []T {
 	if h.err != nil {
@@ -109,6 +127,8 @@ func hostData[T float32 | int32](h *host, op, arg string, b any) []T {
 		h.fail(op, "%s was not allocated by this host device", arg)
 	case hb.freed:
 		h.fail(op, "%s was freed", arg)
+	case hb.bf != nil:
+		h.fail(op, "%s holds bfloat16 weights (WrapBF16), which only MatMul's B, Embed's table and Read may read", arg)
 	default:
 		return hb.data
 	}
@@ -181,6 +201,23 @@ func (h *host) parallel(n, cost int, task kernels.Task) {
 
 func (h *host) Alloc(n int) Buffer { return hostAlloc(h, "Alloc", n, h.bufs) }
 
+var _ BF16Device = (*host)(nil)
+
+// WrapBF16 keeps w itself as the buffer's values: no copy is made.
+func (h *host) WrapBF16(w []uint16) Buffer {
+	b := &hostBuf{owner: h}
+	if !h.ok("WrapBF16") {
+		return b
+	}
+	if len(w) == 0 {
+		h.fail("WrapBF16", "no values")
+		return b
+	}
+	b.bf = w
+	h.bufs[b] = struct{}{}
+	return b
+}
+
 func (h *host) AllocInt(n int) IntBuffer { return hostAlloc(h, "AllocInt", n, h.ints) }
 
 func (h *host) Free(b Buffer) {
@@ -213,7 +250,7 @@ func hostAlloc[T float32 | int32](h *host, op string, n int, live map[*hostSlice
 // hostFree frees b, which must be a *hostSlice[T] of h.
 func hostFree[T float32 | int32](h *host, op string, b any, live map[*hostSlice[T]]struct{}) {
 	if hb, ok := b.(*hostSlice[T]); ok && hb != nil && hb.owner == h {
-		hb.freed, hb.data = true, nil
+		hb.freed, hb.data, hb.bf = true, nil, nil
 		delete(live, hb)
 		return
 	}
@@ -255,12 +292,18 @@ func (h *host) Read(dst []float32, src Buffer, off int) {
 	if !h.ok("Read") {
 		return
 	}
-	s := h.buf("Read", "src", src)
+	s, bf := h.bufBF("Read", "src", src)
 	if h.err != nil {
 		return
 	}
-	if off < 0 || off+len(dst) > len(s) {
-		h.fail("Read", "%d elements at offset %d exceed a buffer of %d", len(dst), off, len(s))
+	if n := len(s) + len(bf); off < 0 || off+len(dst) > n {
+		h.fail("Read", "%d elements at offset %d exceed a buffer of %d", len(dst), off, n)
+		return
+	}
+	if bf != nil {
+		for i, v := range bf[off : off+len(dst)] {
+			dst[i] = bf16f(v)
+		}
 		return
 	}
 	copy(dst, s[off:])
@@ -299,7 +342,8 @@ func (h *host) MatMul(g Gemm) {
 	if !h.ok(op) {
 		return
 	}
-	a, b, c := h.buf(op, "A", g.A), h.buf(op, "B", g.B), h.buf(op, "C", g.C)
+	a, c := h.buf(op, "A", g.A), h.buf(op, "C", g.C)
+	b, bh := h.bufBF(op, "B", g.B)
 	if h.err != nil {
 		return
 	}
@@ -312,9 +356,10 @@ func (h *host) MatMul(g Gemm) {
 		name string
 		data []float32
 		need int
-	}{{"A", a, l.NeedA}, {"B", b, l.NeedB}, {"C", c, l.NeedC}} {
-		if x.need > len(x.data) {
-			h.fail(op, "%s has %d elements, the product needs %d (%s)", x.name, len(x.data), x.need, g.shape())
+		bf   int
+	}{{"A", a, l.NeedA, 0}, {"B", b, l.NeedB, len(bh)}, {"C", c, l.NeedC, 0}} {
+		if n := len(x.data) + x.bf; x.need > n {
+			h.fail(op, "%s has %d elements, the product needs %d (%s)", x.name, n, x.need, g.shape())
 			return
 		}
 	}
@@ -335,13 +380,23 @@ func (h *host) MatMul(g Gemm) {
 	}
 	impl, serial := h.gemm()
 	var packed []float32
-	if hb := g.B.(*hostBuf); hb.packed != nil && impl.blas == nil && batch == 1 && g.TransB && hb.pn == g.N && hb.pk == g.K && ldb == g.K {
+	var bf bf16B
+	hb := g.B.(*hostBuf)
+	asPacked := impl.blas == nil && batch == 1 && g.TransB && hb.pn == g.N && hb.pk == g.K && ldb == g.K
+	switch {
+	case bh != nil && impl.blas != nil:
+		// A BLAS reads float32 only: B widened for this product (a
+		// transient copy; the Host's own sgemm needs none).
+		b = widenBF16(bh[:l.NeedB])
+	case bh != nil:
+		bf = bf16B{b: bh, rowKern: hb.rowKern && asPacked}
+	case hb.packed != nil && asPacked:
 		packed = hb.packed
 	}
 	// Batches in parallel only when their outputs cannot overlap.
 	if batch > 1 && g.StrideC >= extent(g.M, g.N, ldc) {
 		t := &h.tasks.batchGemm
-		*t = batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc}
+		*t = batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, bf: bf}
 		h.parallel(batch, g.M*g.N*max(g.K, 1), t)
 		*t = batchGemmTask{}
 		return
@@ -358,7 +413,7 @@ func (h *host) MatMul(g Gemm) {
 			unit = 256
 		}
 		t := &h.tasks.splitGemm
-		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed}, g.M >= g.N, unit}
+		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed, bf: bf}, g.M >= g.N, unit}
 		n := g.N
 		if t.rows {
 			n = g.M
@@ -367,7 +422,7 @@ func (h *host) MatMul(g Gemm) {
 		*t = splitGemmTask{}
 		return
 	}
-	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed}
+	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed, bf: bf}
 	t.Run(0, 0, batch)
 }
 
@@ -422,6 +477,7 @@ type batchGemmTask struct {
 	a, b, c       []float32
 	lda, ldb, ldc int
 	packed        []float32 // B in packWeight's layout (one product, sgemmVec), or nil
+	bf            bf16B     // B as bfloat16 (sgemmVec only; b is nil), or none
 }
 
 func (t *batchGemmTask) Run(_, lo, hi int) {
@@ -443,6 +499,10 @@ func (t *batchGemmTask) Run(_, lo, hi int) {
 		}
 		if t.packed != nil {
 			sgemmPacked(t.tA, g.M, g.N, g.K, g.Alpha, t.a, t.lda, t.packed, g.Beta, ci, ldc)
+			continue
+		}
+		if t.bf.b != nil {
+			sgemmBF16(t.tA, t.tB, g.M, g.N, g.K, g.Alpha, t.a[i*g.StrideA:], t.lda, bf16B{t.bf.b[i*g.StrideB:], t.bf.rowKern}, t.ldb, g.Beta, ci, ldc)
 			continue
 		}
 		t.impl.sgemm(t.tA, t.tB, g.M, g.N, g.K, g.Alpha, t.a[i*g.StrideA:], t.lda, t.b[i*g.StrideB:], t.ldb, g.Beta, ci, ldc)
@@ -478,6 +538,10 @@ func (t *splitGemmTask) Run(_, lo, hi int) {
 			sgemmPacked(t.tA, r1-r0, g.N, g.K, g.Alpha, t.a[ao:], t.lda, t.packed, g.Beta, t.c[r0*t.ldc:], t.ldc)
 			return
 		}
+		if t.bf.b != nil {
+			sgemmBF16(t.tA, t.tB, r1-r0, g.N, g.K, g.Alpha, t.a[ao:], t.lda, t.bf, t.ldb, g.Beta, t.c[r0*t.ldc:], t.ldc)
+			return
+		}
 		t.impl.sgemm(t.tA, t.tB, r1-r0, g.N, g.K, g.Alpha, t.a[ao:], t.lda, t.b, t.ldb, g.Beta, t.c[r0*t.ldc:], t.ldc)
 		return
 	}
@@ -490,19 +554,26 @@ func (t *splitGemmTask) Run(_, lo, hi int) {
 		sgemmPacked(t.tA, g.M, c1-c0, g.K, g.Alpha, t.a, t.lda, t.packed[c0*g.K:], g.Beta, t.c[c0:], t.ldc)
 		return
 	}
+	if t.bf.b != nil {
+		sgemmBF16(t.tA, t.tB, g.M, c1-c0, g.K, g.Alpha, t.a, t.lda, bf16B{t.bf.b[bo:], t.bf.rowKern}, t.ldb, g.Beta, t.c[c0:], t.ldc)
+		return
+	}
 	t.impl.sgemm(t.tA, t.tB, g.M, c1-c0, g.K, g.Alpha, t.a, t.lda, t.b[bo:], t.ldb, g.Beta, t.c[c0:], t.ldc)
 }
 
 // table checks an embedding table [V, d] and returns V.
-func (h *host) table(op string, table []float32, d int) int {
+func (h *host) table(op string, table []float32, d int) int { return h.tableLen(op, len(table), d) }
+
+// tableLen checks that a table of n elements is [V, d] and returns V.
+func (h *host) tableLen(op string, n, d int) int {
 	if !h.positive(op, "d", d) {
 		return 0
 	}
-	if len(table)%d != 0 || len(table) == 0 {
-		h.fail(op, "table has %d elements, not a positive multiple of d = %d", len(table), d)
+	if n%d != 0 || n == 0 {
+		h.fail(op, "table has %d elements, not a positive multiple of d = %d", n, d)
 		return 0
 	}
-	return len(table) / d
+	return n / d
 }
 
 // inRange reports whether every row's entry of ids lies in [0, n);
@@ -522,8 +593,14 @@ func (h *host) Embed(out, table Buffer, ids IntBuffer, d int) {
 	if !h.ok(op) {
 		return
 	}
-	o, tb, id := h.buf(op, "out", out), h.buf(op, "table", table), h.ibuf(op, "ids", ids)
-	V := h.table(op, tb, d)
+	o, id := h.buf(op, "out", out), h.ibuf(op, "ids", ids)
+	tb, tbf := h.bufBF(op, "table", table)
+	var V int
+	if tbf != nil {
+		V = h.tableLen(op, len(tbf), d)
+	} else {
+		V = h.table(op, tb, d)
+	}
 	if !h.wantLen(op, "out", o, len(id)*d, "[rows, d]") || !h.noAlias(op, o, "out", map[string][]float32{"table": tb}) {
 		return
 	}
@@ -531,6 +608,13 @@ func (h *host) Embed(out, table Buffer, ids IntBuffer, d int) {
 		return
 	}
 	for r, v := range id {
+		if tbf != nil {
+			dst := o[r*d : (r+1)*d]
+			for j, x := range tbf[int(v)*d : (int(v)+1)*d] {
+				dst[j] = bf16f(x)
+			}
+			continue
+		}
 		copy(o[r*d:(r+1)*d], tb[int(v)*d:(int(v)+1)*d])
 	}
 }
@@ -864,7 +948,7 @@ func (h *host) Sync() error {
 func (h *host) Close() error {
 	err := h.err
 	for b := range h.bufs {
-		b.freed, b.data = true, nil
+		b.freed, b.data, b.bf = true, nil, nil
 	}
 	for b := range h.ints {
 		b.freed, b.data = true, nil

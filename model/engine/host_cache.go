@@ -40,6 +40,21 @@ func (h *host) PackWeight(w Buffer, rows, cols int) {
 	if !h.ok(op) {
 		return
 	}
+	if _, bf := h.bufBF(op, "w", w); bf != nil {
+		// No packed copy of bfloat16 weights (it would double their
+		// memory): the products widen them as they pack them, and run
+		// short rows as they would on a packed float32 copy.
+		if !h.positive(op, "rows, cols", rows, cols) {
+			return
+		}
+		if len(bf) != rows*cols {
+			h.fail(op, "w has %d elements, want %d ([rows, cols])", len(bf), rows*cols)
+			return
+		}
+		hb := w.(*hostBuf)
+		hb.rowKern, hb.pn, hb.pk = true, rows, cols
+		return
+	}
 	wb := h.buf(op, "w", w)
 	if !h.positive(op, "rows, cols", rows, cols) || !h.wantLen(op, "w", wb, rows*cols, "[rows, cols]") {
 		return

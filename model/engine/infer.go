@@ -26,7 +26,8 @@ type Runner struct {
 
 var _ model.Forwarder = (*Runner)(nil)
 
-// NewRunner uploads m's weights to dev.
+// NewRunner uploads m's weights to dev (those held as bfloat16, from
+// model.LoadBF16, stay so on a BF16Device).
 func NewRunner(dev Device, m *model.Model) (*Runner, error) {
 	if err := checkModel(m); err != nil {
 		return nil, err
@@ -36,10 +37,7 @@ func NewRunner(dev Device, m *model.Model) (*Runner, error) {
 	}
 	r := &Runner{dev: dev, m: m, weights: make(map[string]Buffer, len(m.Tensors))}
 	for _, name := range m.Names() {
-		tn := m.Tensors[name]
-		w := dev.Alloc(len(tn.Data))
-		dev.Write(w, 0, tn.Data)
-		r.weights[name] = w
+		r.weights[name] = uploadWeight(dev, m.Tensors[name], true, dev.Alloc)
 	}
 	if err := dev.Sync(); err != nil {
 		r.Close()

@@ -119,6 +119,7 @@ type Trainer struct {
 	forwardOnly bool // an inference state (Runner): no parameters, no backward
 	rng         *rand.Rand
 	step        int
+	optBase     int // AdamW updates the moments had taken before this run (SetOptState)
 	tokens      int
 	train       bool // the last forward used dropout masks
 	err         error
@@ -196,8 +197,10 @@ func prod(s []int) int {
 }
 
 // alloc allocates a buffer the trainer owns.
-func (t *Trainer) alloc(n int) Buffer {
-	b := t.dev.Alloc(n)
+func (t *Trainer) alloc(n int) Buffer { return t.own(t.dev.Alloc(n)) }
+
+// own records b as the trainer's (Close frees it) and returns it.
+func (t *Trainer) own(b Buffer) Buffer {
 	t.owned = append(t.owned, b)
 	return b
 }
@@ -209,12 +212,12 @@ func (t *Trainer) upload() error {
 	full := t.cfg.LoRA == nil
 	for _, name := range t.base.Names() {
 		tn := t.base.Tensors[name]
-		w := t.alloc(len(tn.Data))
-		dev.Write(w, 0, tn.Data)
+		w := t.own(uploadWeight(dev, tn, !full, dev.Alloc))
 		t.weights[name] = w
 		if full {
-			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(len(tn.Data)),
-				m: t.alloc(len(tn.Data)), v: t.alloc(len(tn.Data)), decay: len(tn.Shape) == 2}
+			n := tn.Len()
+			p := &param{name: name, shape: slices.Clone(tn.Shape), w: w, g: t.alloc(n),
+				m: t.alloc(n), v: t.alloc(n), decay: len(tn.Shape) == 2}
 			t.grads[name] = p.g
 			t.params = append(t.params, p)
 		}
@@ -260,11 +263,22 @@ func (t *Trainer) allocActs() error {
 	t.cos, t.sin = t.alloc(T*hd), t.alloc(T*hd)
 	dev.Write(t.cos, 0, cos)
 	dev.Write(t.sin, 0, sin)
+	// A forward-only state keeps nothing for a backward pass: every layer
+	// runs in the same activations, and the residual stream alternates
+	// between two buffers (the memory of one layer, not of all).
 	for l := 0; l <= t.nL; l++ {
+		if t.forwardOnly && l >= 2 {
+			t.xs = append(t.xs, t.xs[l%2])
+			continue
+		}
 		t.xs = append(t.xs, t.alloc(N*d))
 	}
 	heads := N * H * hd
 	for l := 0; l < t.nL; l++ {
+		if t.forwardOnly && l > 0 {
+			t.layers = append(t.layers, t.layers[0])
+			continue
+		}
 		t.layers = append(t.layers, layerActs{
 			h1: t.alloc(N * d), rstd1: t.alloc(N),
 			qh: t.alloc(heads), kh: t.alloc(heads), vh: t.alloc(heads), oh: t.alloc(heads),
@@ -633,7 +647,7 @@ func (t *Trainer) StepBatch(b model.Batch) (float64, error) {
 	step := t.step + 1
 	b1, b2 := t.cfg.Beta1, t.cfg.Beta2
 	hp := AdamW{Clip: float32(clip), LR: float32(t.cfg.LRAt(step)), Beta1: float32(b1), Beta2: float32(b2),
-		BC1: float32(1 - math.Pow(b1, float64(step))), BC2: float32(1 - math.Pow(b2, float64(step))),
+		BC1: float32(1 - math.Pow(b1, float64(t.optBase+step))), BC2: float32(1 - math.Pow(b2, float64(t.optBase+step))),
 		Eps: float32(t.cfg.Eps), WeightDecay: float32(t.cfg.WeightDecay)}
 	for _, p := range t.params {
 		hp.Decay = p.decay

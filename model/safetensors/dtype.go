@@ -133,3 +133,6 @@ func Float32ToBF16(v float32) uint16 {
 	b += 0x7fff + (b>>16)&1
 	return uint16(b >> 16)
 }
+
+// BF16ToFloat32 widens the bfloat16 value b to float32, exactly.
+func BF16ToFloat32(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }

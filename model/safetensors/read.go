@@ -14,6 +14,7 @@ import (
 	"os"
 	"sort"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/fedtune/fedtune/internal/strictjson"
 )
@@ -384,4 +385,31 @@ func (f *File) Close() error {
 		return nil
 	}
 	return f.closer.Close()
+}
+
+// BF16s returns the BF16 tensor name as its raw bfloat16 values (each the
+// top 16 bits of a float32), copied once from the file without widening:
+// half the memory of Float32s. It is an error for a tensor of another dtype.
+func (f *File) BF16s(name string) ([]uint16, error) {
+	t, err := f.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if t.DType != BF16 {
+		return nil, &FormatError{File: f.name, Tensor: name, Msg: fmt.Sprintf("dtype %s, not BF16", t.DType)}
+	}
+	out := make([]uint16, t.NumElements())
+	if len(out) == 0 {
+		return out, nil
+	}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(out))), 2*len(out))
+	if err := f.ReadRawAt(name, 0, raw); err != nil {
+		return nil, err
+	}
+	if !hostLittleEndian {
+		for i := range out {
+			out[i] = binary.LittleEndian.Uint16(raw[2*i:])
+		}
+	}
+	return out, nil
 }

@@ -319,3 +319,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestBF16s: BF16s returns a BF16 tensor's values as stored (their
+// widening is what Float32s reads) and refuses a tensor of another dtype.
+func TestBF16s(t *testing.T) {
+	vals := []float32{1, -2.5, float32(math.Inf(-1)), 3.1415927, 0, -0, 1e-30, 65504}
+	bt, err := FromFloat32("w", BF16, []int{2, 4}, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft, err := FromFloat32("f", F32, []int{8}, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := Encode(&buf, []Tensor{bt, ft}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse("mem", bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.BF16s("w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide, _ := f.Float32s("w")
+	for i, v := range vals {
+		if got[i] != Float32ToBF16(v) || math.Float32bits(BF16ToFloat32(got[i])) != math.Float32bits(wide[i]) {
+			t.Errorf("value %d: BF16s %#04x (widened %g), want %#04x (Float32s %g)", i, got[i], BF16ToFloat32(got[i]), Float32ToBF16(v), wide[i])
+		}
+	}
+	if _, err := f.BF16s("f"); err == nil || !strings.Contains(err.Error(), "not BF16") {
+		t.Errorf("BF16s of an F32 tensor: %v", err)
+	}
+	if _, err := f.BF16s("nope"); err == nil {
+		t.Error("BF16s of a missing tensor: no error")
+	}
+}

@@ -66,11 +66,24 @@ func main() {
 	evalData := flag.String("eval", "datasets/testdata/english/eval.txt", "held-out text")
 	out := flag.String("out", "bench-pretrain", "output folder")
 	also := flag.String("also", "learning_rate=0.7,momentum=0.9", "a second outer optimizer setting (diloco parameters) run beside the job's and plotted; empty: none")
+	innerState := flag.String("inner-state", "keep", "the trainers' inner AdamW state between rounds: keep (DiLoCo, as trainer nodes do) or reset (fresh moments every round)")
 	flag.Parse()
+	switch *innerState {
+	case "keep":
+		keepInner = true
+	case "reset":
+	default:
+		log.Fatalf("bench-pretrain: -inner-state %q: want keep or reset", *innerState)
+	}
 	if err := run(context.Background(), *jobFile, *trainers, *rounds, *inner, *data, *evalData, *out, *also); err != nil {
 		log.Fatalf("bench-pretrain: %v", err)
 	}
 }
+
+// keepInner keeps each trainer's inner AdamW state from one round to the
+// next (-inner-state keep), in the file a trainer node keeps it in
+// (trainer.OptStatePath under the trainer's folder of the run).
+var keepInner bool
 
 func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data, evalData, out, also string) error {
 	src, err := os.ReadFile(jobFile)
@@ -124,6 +137,11 @@ func run(ctx context.Context, jobFile string, trainers, rounds, inner int, data,
 	fmt.Printf("inner: AdamW lr %g, weight decay %g, clip %g, %s, batch %d × %d tokens; H = %d; %d rounds\n",
 		tr.LR, tr.WeightDecay, tr.ClipNorm, tr.Schedule, B, tr.SeqLen, H, job.Rounds)
 	fmt.Printf("outer: %s %v\n", strategy.Name(), strategy.Params())
+	if keepInner {
+		fmt.Println("inner AdamW state: kept across rounds per trainer (DiLoCo; trainer.Task.OptState)")
+	} else {
+		fmt.Println("inner AdamW state: reset every round (fresh moments)")
+	}
 	fmt.Printf("tokens a round: %d (each run); GOMAXPROCS %d\n", trainers*H*B*tr.SeqLen, runtime.GOMAXPROCS(0))
 
 	initDir := filepath.Join(out, "init")
@@ -261,9 +279,17 @@ func federated(ctx context.Context, job *coordinator.Job, strategy aggregator.St
 			if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
 				return nil, err
 			}
+			if keepInner {
+				if task.OptState, err = trainer.OptStatePath(filepath.Join(out, id), job.Name); err != nil {
+					return nil, err
+				}
+			}
 			u, err := backend.Fit(ctx, task, trainer.Data{Dataset: shard})
 			if err != nil {
 				return nil, fmt.Errorf("round %d %s: %w", r, id, err)
+			}
+			if u.OptNote != "" {
+				return nil, fmt.Errorf("round %d %s: inner optimizer state: %s", r, id, u.OptNote)
 			}
 			trainLoss += u.Loss / float64(len(shards))
 			samples := trainer.ClaimedSamples(uint64(len(shard.Samples)), u.Steps, tr.Batch, job.MaxSamples())

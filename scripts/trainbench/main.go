@@ -3,9 +3,12 @@
 // shape of SmolLM2-135M (vocab 49,152, d 576, 30 layers, 9 / 3 heads,
 // intermediate 1536, tied embeddings; random weights), 4 × 256 tokens a
 // step, LoRA r 8 on q_proj and v_proj, and in the same run the engine's
-// own GEMM rate (Device.MatMul on the step's MLP shape). It prints one line:
+// own GEMM rate (Device.MatMul on the step's MLP shape). The frozen base
+// is held as model.LoadBF16 holds a BF16 checkpoint (bfloat16, widened as
+// the sgemm packs it); the same weights held as float32 run beside it,
+// their steps interleaved, for the cost of that. It prints one line:
 //
-//	engine_tok_per_s X step_ms Y step_gflop Z step_gflops W gemm_gflops G
+//	engine_tok_per_s X step_ms Y step_gflop Z step_gflops W gemm_gflops G f32_tok_per_s F bf16_over_f32 R
 //
 // step_gflop counts the step's model FLOPs: the frozen projections and LM
 // head forward and their input gradients backward (2·MNK each), attention
@@ -23,6 +26,7 @@ import (
 
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/safetensors"
 )
 
 // smolLM2 is SmolLM2-135M's config.json.
@@ -60,11 +64,29 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// The BF16 checkpoint's weights: m rounded to bfloat16, and held so.
+	bf := &model.Model{Config: c, Tensors: map[string]*model.Tensor{}}
+	for name, t := range m.Tensors {
+		raw := make([]uint16, len(t.Data))
+		for i, v := range t.Data {
+			raw[i] = safetensors.Float32ToBF16(v)
+			t.Data[i] = safetensors.BF16ToFloat32(raw[i])
+		}
+		if len(t.Shape) == 2 {
+			bf.Tensors[name] = &model.Tensor{Shape: t.Shape, BF16: raw}
+		} else {
+			bf.Tensors[name] = t
+		}
+	}
 	tc := model.TrainConfig{Steps: 1 << 30, Batch: *batch, SeqLen: *seq, LR: 1e-3, ClipNorm: 1,
 		Schedule: model.ScheduleConstant, Seed: 1,
 		LoRA: &model.LoRAConfig{Rank: 8, Alpha: 16, Targets: []string{"q_proj", "v_proj"}}}
 	dev := engine.NewHost()
-	tr, err := engine.NewTrainer(dev, m, nil, tc)
+	tr, err := engine.NewTrainer(dev, bf, nil, tc)
+	if err != nil {
+		fail(err)
+	}
+	tr32, err := engine.NewTrainer(engine.NewHost(), m, nil, tc)
 	if err != nil {
 		fail(err)
 	}
@@ -76,17 +98,25 @@ func main() {
 			windows[i][j] = rng.IntN(c.VocabSize)
 		}
 	}
-	if _, err := tr.Step(windows); err != nil { // warm up
-		fail(err)
-	}
-	n, start := 0, time.Now()
-	for n < *steps || time.Since(start).Seconds() < *seconds {
+	step := func(tr *engine.Trainer) time.Duration {
+		start := time.Now()
 		if _, err := tr.Step(windows); err != nil {
 			fail(err)
 		}
+		return time.Since(start)
+	}
+	step(tr) // warm up
+	step(tr32)
+	var took, took32 time.Duration
+	n, start := 0, time.Now()
+	for n < *steps || time.Since(start).Seconds() < *seconds {
+		took += step(tr)
+		took32 += step(tr32)
 		n++
 	}
-	stepS := time.Since(start).Seconds() / float64(n)
+	stepS := took.Seconds() / float64(n)
+	stepS32 := took32.Seconds() / float64(n)
+	tr32.Close()
 	flop := stepFLOP(&c, *batch, *seq, 8)
 
 	// The engine's GEMM on all cores, at the step's gate/up projection
@@ -108,8 +138,8 @@ func main() {
 	}
 	gemm := 2 * float64(M) * float64(N) * float64(K) * float64(reps) / time.Since(gs).Seconds()
 
-	fmt.Printf("engine_tok_per_s %.1f step_ms %.1f step_gflop %.1f step_gflops %.1f gemm_gflops %.1f\n",
-		float64(*batch**seq)/stepS, 1000*stepS, flop/1e9, flop/stepS/1e9, gemm/1e9)
+	fmt.Printf("engine_tok_per_s %.1f step_ms %.1f step_gflop %.1f step_gflops %.1f gemm_gflops %.1f f32_tok_per_s %.1f bf16_over_f32 %.3f\n",
+		float64(*batch**seq)/stepS, 1000*stepS, flop/1e9, flop/stepS/1e9, gemm/1e9, float64(*batch**seq)/stepS32, stepS32/stepS)
 }
 
 func fail(err error) {
