@@ -27,6 +27,12 @@ import (
 // written through to evalsFile in the service's Dir (so a restarted
 // coordinator still shows them), and shown in Status; a failed evaluation
 // is logged and shown in the status detail, never failing the job.
+//
+// Each finished evaluation also goes on the ledger: the service scores,
+// beside the new global, the model the round started from and that model
+// with each contributor's update alone applied (service_score.go), and
+// queues a RoundEvaluated with the round's loss and each contributor's
+// score, unless the ledger already holds one for the round.
 
 // evalsFile, in ServiceConfig.Dir, holds every finished evaluation.
 const evalsFile = "evals.json"
@@ -56,6 +62,7 @@ type evalTask struct {
 	round uint64
 	model string     // the committed global's digest
 	base  string     // the job's base model (full weights) digest
+	init  string     // LoRA: the job's initial global adapter digest
 	files modelFiles // the base model's config and tokenizer digests
 }
 
@@ -105,7 +112,7 @@ func (e *evaluator) add(ctx context.Context, j *runningJob, r uint64, d string) 
 	if t := e.running; t != nil && t.model == d {
 		return
 	}
-	e.queue = append(e.queue, evalTask{job: j.job, round: r, model: d, base: j.base, files: j.files})
+	e.queue = append(e.queue, evalTask{job: j.job, round: r, model: d, base: j.base, init: j.init, files: j.files})
 	if !e.active {
 		e.active = true
 		e.wg.Add(1)
@@ -115,12 +122,21 @@ func (e *evaluator) add(ctx context.Context, j *runningJob, r uint64, d string) 
 
 // addMissed queues, for a job resumed after a restart, the evaluations of
 // its committed rounds that were due but never finished (the coordinator
-// stopped first); finished ones were saved in evalsFile.
+// stopped first); finished ones were saved in evalsFile. A round saved as
+// evaluated whose RoundEvaluated the ledger does not hold (the coordinator
+// stopped before it committed) is evaluated again, so that it goes on
+// the ledger.
 func (e *evaluator) addMissed(ctx context.Context, j *runningJob, history []ledger.Round) {
 	for _, r := range history {
-		if r.Status == ledger.StatusCommitted && r.ModelDigest != "" {
-			e.add(ctx, j, r.Round, r.ModelDigest)
+		if r.Status != ledger.StatusCommitted || r.ModelDigest == "" {
+			continue
 		}
+		if r.Evaluation == nil && evalDue(j.job, r.Round) {
+			e.mu.Lock()
+			delete(e.results, r.ModelDigest)
+			e.mu.Unlock()
+		}
+		e.add(ctx, j, r.Round, r.ModelDigest)
 	}
 }
 

@@ -107,6 +107,10 @@ type Service struct {
 	runCtx context.Context // Run's context: async work started by the driver lives as long
 	job    *runningJob
 	gen    uint64 // job generation: events and txs of an older job are dropped
+	// evalTxs counts, by job generation, the RoundEvaluated queued and not
+	// yet committed or refused: the job is not done while its current
+	// generation has one (service_score.go).
+	evalTxs map[uint64]int
 
 	stMu   sync.Mutex
 	status *coordinatorv1.StatusResponse // last job's live view (rounds from the ledger)
@@ -315,6 +319,25 @@ func (s *Service) submitTx(ctx context.Context, body ledger.TxBody) (uint64, err
 // txReport turns a tx queue outcome into the machine's event (TxCommitted,
 // TxRejected), a recovery from the ledger, or the status detail.
 func (s *Service) txReport(ctx context.Context, r txReport) {
+	if ev, ok := r.body.(ledger.RoundEvaluated); ok {
+		// An evaluation is no step of the round machine: its fate is
+		// logged (a rejection included: the round's outcome stands).
+		switch r.fate {
+		case txConflict, txRejected:
+			s.log.WarnContext(ctx, "RoundEvaluated refused by the ledger", "job", ev.JobID, "round", ev.Round, "err", r.err)
+		case txCommitted:
+			s.log.InfoContext(ctx, "evaluation on the ledger", "job", ev.JobID, "round", ev.Round, "height", r.height, "nll", ev.MeanNLL, "scores", len(ev.Scores))
+		default:
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.evalTxs[r.gen] > 0 {
+			s.evalTxs[r.gen]--
+		}
+		s.publishStatus()
+		return
+	}
 	if r.fate == txConflict {
 		s.reload(ctx, r.gen)
 		return

@@ -164,7 +164,12 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 	if err = errors.Join(err, dst.Close()); err != nil {
 		return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
 	}
-	return evaluateGlobal(ctx, dir, t.job, global, data)
+	res, err := evaluateGlobal(ctx, dir, t.job, global, data)
+	if err != nil {
+		return res, err
+	}
+	s.recordEvaluation(ctx, t, dir, data, res)
+	return res, nil
 }
 
 // evaluateGlobal scores a job's global model on the eval data file data

@@ -60,32 +60,35 @@ func TestEvalResultsSurviveRestart(t *testing.T) {
 }
 
 // A resumed job queues the due evaluations of its committed rounds that
-// have no saved result, each once, and nothing for open rounds.
+// have no saved result or no RoundEvaluated on the ledger, each once, and
+// nothing for open rounds.
 func TestQueueMissedEvals(t *testing.T) {
 	s, err := newTestService(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	job := DefaultJob()
-	job.Name, job.Rounds = "j", 4
+	job.Name, job.Rounds = "j", 6
 	job.Eval.Data, job.Eval.Every = "eval.txt", 2
 	j := &runningJob{job: job, base: "base"}
-	s.ev.results = map[string]evalOutcome{"m2": {job: "j", round: 2}}
+	s.ev.results = map[string]evalOutcome{"m2": {job: "j", round: 2}, "m4": {job: "j", round: 4}}
 	s.ev.active = true // no worker: the test reads the queue
 	history := []ledger.Round{
-		{Round: 1, Status: ledger.StatusCommitted, ModelDigest: "m1"}, // not due (every 2)
-		{Round: 2, Status: ledger.StatusCommitted, ModelDigest: "m2"}, // done before the restart
-		{Round: 3, Status: ledger.StatusCommitted, ModelDigest: "m3"}, // not due
-		{Round: 4, Status: ledger.StatusCommitted, ModelDigest: "m4"}, // the last round: due
+		{Round: 1, Status: ledger.StatusCommitted, ModelDigest: "m1"},                                   // not due (every 2)
+		{Round: 2, Status: ledger.StatusCommitted, ModelDigest: "m2", Evaluation: &ledger.Evaluation{}}, // done before the restart, on the ledger
+		{Round: 3, Status: ledger.StatusCommitted, ModelDigest: "m3"},                                   // not due
+		{Round: 4, Status: ledger.StatusCommitted, ModelDigest: "m4"},                                   // done, but its RoundEvaluated never committed
+		{Round: 5, Status: ledger.StatusCommitted, ModelDigest: "m5"},                                   // not due
+		{Round: 6, Status: ledger.StatusCommitted, ModelDigest: "m6"},                                   // the last round: due
 	}
 	s.ev.addMissed(context.Background(), j, history)
 	s.ev.addMissed(context.Background(), j, history) // a second pass queues nothing more
-	s.ev.addMissed(context.Background(), j, []ledger.Round{{Round: 4, Status: ledger.StatusOpen}})
+	s.ev.addMissed(context.Background(), j, []ledger.Round{{Round: 6, Status: ledger.StatusOpen}})
 	var got []string
 	for _, q := range s.ev.queue {
 		got = append(got, fmt.Sprintf("%d:%s", q.round, q.model))
 	}
-	if want := []string{"4:m4"}; !slices.Equal(got, want) {
+	if want := []string{"4:m4", "6:m6"}; !slices.Equal(got, want) {
 		t.Fatalf("queued %v, want %v", got, want)
 	}
 }

@@ -99,6 +99,9 @@ func (s *Service) publishStatus() {
 	if r := s.ev.pending(j.job.Name); r > 0 && st.State == JobDone {
 		// Done once the final model's evaluation is in the status.
 		st.State, st.Detail = JobRunning, strings.TrimPrefix(fmt.Sprintf("%s; evaluating round %d's model", st.Detail, r), "; ")
+	} else if n := s.evalTxs[s.gen]; n > 0 && st.State == JobDone {
+		// … and on the ledger.
+		st.State, st.Detail = JobRunning, strings.TrimPrefix(fmt.Sprintf("%s; recording %d evaluation(s) on the ledger", st.Detail, n), "; ")
 	}
 	st.Joined = s.sessions.joined()
 	s.stMu.Lock()

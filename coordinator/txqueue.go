@@ -182,6 +182,8 @@ func roundOfTx(b ledger.TxBody) uint64 {
 		return b.Round
 	case ledger.RoundFailed:
 		return b.Round
+	case ledger.RoundEvaluated:
+		return b.Round
 	}
 	return 0
 }

@@ -31,18 +31,31 @@ type Lineage struct {
 
 // LineageRound is one committed round of the served model's job.
 type LineageRound struct {
-	Round        int                  `json:"round"`
-	Model        string               `json:"model"`               // the round's global model (or adapter) digest
-	Height       uint64               `json:"height"`              // the block that committed it
-	EvalLoss     *float64             `json:"eval_loss,omitempty"` // the round's evaluation loss; nil when not reported
+	Round    int      `json:"round"`
+	Model    string   `json:"model"`               // the round's global model (or adapter) digest
+	Height   uint64   `json:"height"`              // the block that committed it
+	EvalLoss *float64 `json:"eval_loss,omitempty"` // the round's evaluation loss; nil when not reported
+	// EvalSource is where EvalLoss comes from: EvalFromLedger (the round's
+	// RoundEvaluated) or EvalFromCoordinator (the job's coordinator, for a
+	// round the ledger holds no RoundEvaluated of); "" without a loss.
+	EvalSource   string               `json:"eval_source,omitempty"`
 	Contributors []LineageContributor `json:"contributors"`
 }
+
+// The sources of a round's eval loss (LineageRound.EvalSource).
+const (
+	EvalFromLedger      = "ledger"
+	EvalFromCoordinator = "coordinator"
+)
 
 // LineageContributor is one member whose update a round aggregated.
 type LineageContributor struct {
 	Member  string  `json:"member"`            // ledger member ID
 	Dataset string  `json:"dataset,omitempty"` // digest of the dataset it trained on
 	Weight  float64 `json:"weight,omitempty"`  // its weight in the aggregate
+	// LossRemoved is the contributor's score in the round's RoundEvaluated
+	// (the eval loss its update alone removes); nil when not recorded.
+	LossRemoved *float64 `json:"loss_removed,omitempty"`
 }
 
 // LineageDataset is a dataset a contributor trained on.
@@ -83,13 +96,18 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 }
 
 // LedgerLineage turns the ledger's lineage query answer into the served
-// model's Lineage, rounds oldest first; evalLoss gives the eval loss of
-// each round by round number where one was reported (nil for none). Its
-// Block is left nil: the page then shows the served Model's Block.
+// model's Lineage, rounds oldest first. A round's eval loss and its
+// contributors' scores are its RoundEvaluated's, as the ledger's lineage
+// carries them; evalLoss (nil for none) is the fallback for a round of the
+// model's job with no RoundEvaluated: a loss the job's coordinator
+// reported, by round number, marked EvalFromCoordinator. EvalSource says
+// which sources the rounds' losses come from. Its Block is left nil: the
+// page then shows the served Model's Block.
 func LedgerLineage(l *ledger.Lineage, evalLoss map[uint64]float64) *Lineage {
 	out := &Lineage{Model: l.Model.Digest, Job: l.Model.JobID, Base: l.Base.Digest,
 		Rounds:   make([]LineageRound, 0, len(l.Rounds)),
 		Datasets: make([]LineageDataset, 0, len(l.Datasets))}
+	var fromLedger, fromCoord bool
 	for i := len(l.Rounds) - 1; i >= 0; i-- {
 		r := l.Rounds[i]
 		lr := LineageRound{Round: int(r.Round), Model: r.ModelDigest, Height: r.CommittedHeight,
@@ -97,16 +115,41 @@ func LedgerLineage(l *ledger.Lineage, evalLoss map[uint64]float64) *Lineage {
 		if out.Job == "" {
 			out.Job = r.JobID
 		}
-		if v, ok := evalLoss[r.Round]; ok {
-			lr.EvalLoss = &v
+		scores := map[string]float64{}
+		if ev := r.Eval; ev != nil {
+			v := ev.MeanNLL
+			lr.EvalLoss, lr.EvalSource, fromLedger = &v, EvalFromLedger, true
+			for _, s := range ev.Scores {
+				scores[s.Trainer] = s.LossRemoved
+			}
+		} else if v, ok := evalLoss[r.Round]; ok && r.JobID == out.Job {
+			lr.EvalLoss, lr.EvalSource, fromCoord = &v, EvalFromCoordinator, true
 		}
 		for _, c := range r.Contributors {
-			lr.Contributors = append(lr.Contributors, LineageContributor{Member: c.Trainer, Dataset: c.DatasetDigest, Weight: c.Weight})
+			lc := LineageContributor{Member: c.Trainer, Dataset: c.DatasetDigest, Weight: c.Weight}
+			if v, ok := scores[c.Trainer]; ok {
+				lc.LossRemoved = &v
+			}
+			lr.Contributors = append(lr.Contributors, lc)
 		}
 		out.Rounds = append(out.Rounds, lr)
 	}
 	for _, d := range l.Datasets {
 		out.Datasets = append(out.Datasets, LineageDataset{Digest: d.Digest, Name: d.Name, Licence: d.Licence})
 	}
+	switch {
+	case fromLedger && fromCoord:
+		out.EvalSource = EvalSourceLedger + "; rounds marked \"coordinator\" have no RoundEvaluated yet: " + EvalSourceCoordinator
+	case fromLedger:
+		out.EvalSource = EvalSourceLedger
+	case fromCoord:
+		out.EvalSource = EvalSourceCoordinator
+	}
 	return out
 }
+
+// What Lineage.EvalSource says of losses from each source.
+const (
+	EvalSourceLedger      = "mean NLL per token on the job's held-out eval data, recorded on the ledger (each round's RoundEvaluated, signed by the job's coordinator)"
+	EvalSourceCoordinator = "mean NLL per token on the job's held-out eval data, as the job's coordinator reports it (not recorded on the ledger)"
+)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -349,5 +350,60 @@ func TestLedgerLineage(t *testing.T) {
 		len(l.Rounds[1].Contributors) != 1 || l.Rounds[1].Contributors[0].Dataset != d('d') ||
 		len(l.Datasets) != 1 || l.Datasets[0].Licence != "CC-BY-4.0" {
 		t.Fatalf("%+v", l)
+	}
+	if l.Rounds[1].EvalSource != inference.EvalFromCoordinator || l.EvalSource != inference.EvalSourceCoordinator {
+		t.Fatalf("a coordinator-only loss: round source %q, lineage source %q", l.Rounds[1].EvalSource, l.EvalSource)
+	}
+
+	// A RoundEvaluated on the ledger wins over the coordinator's report,
+	// carries the contributors' scores, and says so; the coordinator's
+	// stands in for the round without one, marked as such.
+	l = inference.LedgerLineage(&ledger.Lineage{
+		Model: ledger.Model{Digest: d('c'), JobID: "job-1", Height: 9},
+		Base:  ledger.Model{Digest: d('0')},
+		Rounds: []ledger.LineageRound{
+			{JobID: "job-1", Round: 2, ModelDigest: d('c'), CommittedHeight: 9,
+				Contributors: []ledger.LineageContribution{{Trainer: d('t'), DatasetDigest: d('d'), Weight: 0.5}, {Trainer: d('u'), Weight: 0.5}},
+				Eval:         &ledger.Evaluation{MeanNLL: 2.25, Tokens: 10, Scores: []ledger.ContributionScore{{Trainer: d('t'), LossRemoved: 0.125}}}},
+			{JobID: "job-1", Round: 1, ModelDigest: d('b'), CommittedHeight: 5},
+		},
+	}, map[uint64]float64{1: 3, 2: 9})
+	r1, r2 := l.Rounds[0], l.Rounds[1]
+	if r2.EvalLoss == nil || *r2.EvalLoss != 2.25 || r2.EvalSource != inference.EvalFromLedger ||
+		r2.Contributors[0].LossRemoved == nil || *r2.Contributors[0].LossRemoved != 0.125 || r2.Contributors[1].LossRemoved != nil ||
+		r1.EvalLoss == nil || *r1.EvalLoss != 3 || r1.EvalSource != inference.EvalFromCoordinator ||
+		!strings.Contains(l.EvalSource, "RoundEvaluated") || !strings.Contains(l.EvalSource, "not recorded on the ledger") {
+		t.Fatalf("mixed sources: %+v", l)
+	}
+}
+
+// TestPageEvalSources: the page tells a round's loss recorded on the
+// ledger (RoundEvaluated) from one only the coordinator reports: the
+// latter's point is hollow and its table cell says "(coordinator)".
+func TestPageEvalSources(t *testing.T) {
+	ctx := browser(t)
+	m, _ := tinyModel(t, 26)
+	l := fixtureLineage(t)
+	sources := []string{inference.EvalFromLedger, inference.EvalFromCoordinator, inference.EvalFromLedger}
+	for i := range l.Rounds {
+		v := 3.5 - float64(i)/4
+		l.Rounds[i].EvalLoss, l.Rounds[i].EvalSource = &v, sources[i]
+	}
+	l.EvalSource = inference.EvalSourceLedger + "; rounds marked \"coordinator\" have no RoundEvaluated yet: " + inference.EvalSourceCoordinator
+	m.Lineage = l
+	f := serve(t, m, inference.Config{})
+	if err := chromedp.Do(ctx, chromedp.Navigate(f.url+"/"), chromedp.WaitVisible(`#lineage[data-loaded="true"] #plot svg`)); err != nil {
+		t.Fatal(err)
+	}
+	pts := run(t, ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#plot svg circle.pt")).map(c => c.getAttribute("class") + "/" + c.dataset.source)`))
+	cells := run(t, ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#rounds tbody tr.round td.eval")).map(c => c.textContent)`))
+	if want := []string{"pt/ledger", "pt coord/coordinator", "pt/ledger"}; fmt.Sprint(pts) != fmt.Sprint(want) {
+		t.Errorf("plot points %v, want %v", pts, want)
+	}
+	if len(cells) != 3 || strings.Contains(cells[0], "coordinator") || !strings.HasSuffix(cells[1], "(coordinator)") || strings.Contains(cells[2], "coordinator") {
+		t.Errorf("eval cells %q: want only round 2's marked (coordinator)", cells)
+	}
+	if src := run(t, ctx, chromedp.Text(`#eval-source`)); !strings.Contains(src, "RoundEvaluated") || !strings.Contains(src, "not recorded on the ledger") {
+		t.Errorf("eval source %q", src)
 	}
 }

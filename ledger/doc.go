@@ -28,6 +28,8 @@
 //	UpdateRejected     aggregator (one the job's recipe designates)
 //	RoundCommitted     aggregator (one the job's recipe designates)
 //	RoundFailed        aggregator (one the job's recipe designates)
+//	RoundEvaluated     coordinator (the job's owner; a committed round's
+//	                   held-out eval loss and contribution scores)
 //	NodeAdded          admin
 //	NodePromoted       admin
 //	NodeRemoved        admin

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -95,6 +96,13 @@ func TestSignTxRejectsBadBodies(t *testing.T) {
 		"pem key":         MemberAdded{PublicKey: "-----BEGIN PUBLIC KEY-----", Role: RoleTrainer},
 		"control char":    RoundFailed{JobID: "j\x00", Reason: "r"},
 		"no reason":       RoundFailed{JobID: "j"},
+		"eval NaN":        RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("m"), EvalDigest: hexDigest("e"), MeanNLL: math.NaN(), Tokens: 1},
+		"eval Inf score": RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("m"), EvalDigest: hexDigest("e"), MeanNLL: 1, Tokens: 1,
+			Scores: []ContributionScore{{Trainer: a.id, LossRemoved: math.Inf(-1)}}},
+		"eval no tokens": RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("m"), EvalDigest: hexDigest("e"), MeanNLL: 1},
+		"eval round 0":   RoundEvaluated{JobID: "j", ModelDigest: hexDigest("m"), EvalDigest: hexDigest("e"), MeanNLL: 1, Tokens: 1},
+		"eval score twice": RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("m"), EvalDigest: hexDigest("e"), MeanNLL: 1, Tokens: 1,
+			Scores: []ContributionScore{{Trainer: a.id}, {Trainer: a.id}}},
 	} {
 		if _, err := SignTx(a.key, testChain, 1, body); err == nil {
 			t.Errorf("%s: signed", name)

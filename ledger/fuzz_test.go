@@ -3,6 +3,9 @@ package ledger
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/json"
+	"math"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -31,6 +34,8 @@ func seedTxs(f *testing.F) [][]byte {
 			Aggregators: []string{c.agg.id}, InitialAdapter: hexDigest("a"), BaseModel: hexDigest("base"),
 			RequireAttestations: []AttestationRequirement{{Kind: KindPIIScan, By: string(RoleAuditor)}}}}),
 		c.auditor.sign(f, attestedBy(f, c.auditor.key, hexDigest("d"), testPredicate())),
+		c.coord.sign(f, RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("n"), EvalDigest: hexDigest("e"), MeanNLL: 1.5, Tokens: 10,
+			Scores: []ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.25}}}),
 	}
 }
 
@@ -104,6 +109,43 @@ func FuzzParseGenesis(f *testing.F) {
 		g2, err := ParseGenesis("fuzz.yaml", data)
 		if err != nil || g2.Hash() != g.Hash() {
 			t.Fatal("genesis hash is not stable")
+		}
+	})
+}
+
+// FuzzRoundEvaluatedBody: a RoundEvaluated body that decodes has finite
+// values, at least one token, no trainer scored twice, and re-encodes to
+// a body that decodes to the same value (one reading).
+func FuzzRoundEvaluatedBody(f *testing.F) {
+	tr := newCast().trainers
+	f.Add([]byte(`{"job_id":"j","round":1,"model_digest":"` + hexDigest("m") + `","eval_digest":"` + hexDigest("e") +
+		`","mean_nll":2.5,"tokens":10,"scores":[{"trainer":"` + tr[0].id + `","loss_removed":-0.25}]}`))
+	f.Add([]byte(`{"job_id":"j","round":1,"model_digest":"` + hexDigest("m") + `","eval_digest":"` + hexDigest("e") +
+		`","mean_nll":1e999,"tokens":0,"scores":[{"trainer":"` + tr[0].id + `","loss_removed":1},{"trainer":"` + tr[0].id + `","loss_removed":2}]}`))
+	f.Add([]byte(`{"job_id":"j","round":1,"mean_nll":NaN}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		body, err := DecodeTxBody(TypeRoundEvaluated, data)
+		if err != nil {
+			return
+		}
+		ev := body.(RoundEvaluated)
+		if math.IsNaN(ev.MeanNLL) || math.IsInf(ev.MeanNLL, 0) || ev.MeanNLL < 0 || ev.Tokens == 0 || ev.Round == 0 {
+			t.Fatalf("accepted %+v", ev)
+		}
+		seen := map[string]bool{}
+		for _, s := range ev.Scores {
+			if seen[s.Trainer] || math.IsNaN(s.LossRemoved) || math.IsInf(s.LossRemoved, 0) {
+				t.Fatalf("accepted score %+v in %+v", s, ev)
+			}
+			seen[s.Trainer] = true
+		}
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := DecodeTxBody(TypeRoundEvaluated, raw)
+		if err != nil || !reflect.DeepEqual(again, body) {
+			t.Fatalf("re-encoded %s decodes to %+v, %v; want %+v", raw, again, err, body)
 		}
 	})
 }

@@ -45,6 +45,10 @@ type LineageRound struct {
 	Aggregator      string
 	Contributors    []LineageContribution
 	Rejected        []RejectedUpdate
+	// Eval is the round's held-out evaluation (its RoundEvaluated), or nil
+	// when none is recorded (yet). It is read from the round's record,
+	// not stored with the lineage link.
+	Eval *Evaluation `json:",omitempty"`
 }
 
 // LineageContribution is one update that went into a committed model.

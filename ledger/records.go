@@ -105,10 +105,24 @@ type Round struct {
 	Contributors      []Contribution    `json:"contributors,omitempty"`
 	// Set when failed.
 	FailReason string `json:"fail_reason,omitempty"`
+	// Evaluation is set by the round's RoundEvaluated, after the commit.
+	Evaluation *Evaluation `json:"evaluation,omitempty"`
 
 	// Updates lists the round's submitted updates, ordered by trainer ID.
 	// Filled by FSM.Round; not stored in the round's record.
 	Updates []Update `json:"updates,omitempty"`
+}
+
+// Evaluation is a committed round's held-out evaluation as its
+// RoundEvaluated recorded it.
+type Evaluation struct {
+	EvalDigest  string              `json:"eval_digest"`
+	MeanNLL     float64             `json:"mean_nll"`
+	Tokens      uint64              `json:"tokens"`
+	Scores      []ContributionScore `json:"scores,omitempty"`
+	Coordinator string              `json:"coordinator"`
+	Height      uint64              `json:"height"`
+	TxHash      string              `json:"tx_hash"`
 }
 
 // Update is one submitted update of a round.

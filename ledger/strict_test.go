@@ -116,6 +116,8 @@ func goldenTxs(t testing.TB) [][]byte {
 		c.trainers[1].sign(t, UpdateSubmitted{JobID: "job-1", Round: 1, UpdateDigest: hexDigest("u3"), DatasetDigest: hexDigest("d"), Samples: 2,
 			Commitment: &TrainingCommitment{InputsDigest: hexDigest("inputs"), Steps: 5, StepRoot: hexDigest("steps")}}),
 		c.auditor.sign(t, attestedBy(t, c.auditor.key, hexDigest("d"), testPredicate())),
+		c.coord.sign(t, RoundEvaluated{JobID: "job-1", Round: 1, ModelDigest: hexDigest("n"), EvalDigest: hexDigest("eval"), MeanNLL: 2.625, Tokens: 4096,
+			Scores: []ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.125}, {Trainer: c.trainers[1].id, LossRemoved: -1.5e-3}}}),
 	}
 }
 

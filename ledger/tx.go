@@ -36,6 +36,7 @@ const (
 	TypeRoundCommitted    = "RoundCommitted"
 	TypeRoundFailed       = "RoundFailed"
 	TypeJobRegistered     = "JobRegistered"
+	TypeRoundEvaluated    = "RoundEvaluated"
 )
 
 // TxRoles maps each transaction type to the one role allowed to sign it.
@@ -51,6 +52,7 @@ var TxRoles = map[string]Role{
 	TypeUpdateRejected:    RoleAggregator,
 	TypeRoundCommitted:    RoleAggregator,
 	TypeRoundFailed:       RoleAggregator,
+	TypeRoundEvaluated:    RoleCoordinator,
 }
 
 // Field limits checked by ValidateBasic.
@@ -208,6 +210,35 @@ type RoundFailed struct {
 	Reason string `json:"reason"`
 }
 
+// ContributionScore is one contributor's score in a RoundEvaluated: the
+// loss its update alone removes on the job's eval set, that is the mean
+// NLL of the round's starting model minus the mean NLL of the starting
+// model with that update alone applied (negative when the update alone
+// makes the model worse).
+type ContributionScore struct {
+	Trainer     string  `json:"trainer"`
+	LossRemoved float64 `json:"loss_removed"`
+}
+
+// RoundEvaluated (the job's coordinator) records the held-out evaluation
+// of a committed round: the mean NLL per token of the round's model on the
+// eval set whose digest is EvalDigest, over Tokens tokens, and the score of
+// each contributor (see ContributionScore). One per committed round;
+// ModelDigest must be the model the round committed, every scored trainer
+// a contributor of the round, each listed once.
+type RoundEvaluated struct {
+	JobID       string              `json:"job_id"`
+	Round       uint64              `json:"round"`
+	ModelDigest string              `json:"model_digest"`
+	EvalDigest  string              `json:"eval_digest"`
+	MeanNLL     float64             `json:"mean_nll"`
+	Tokens      uint64              `json:"tokens"`
+	Scores      []ContributionScore `json:"scores"`
+}
+
+// TxType implements TxBody.
+func (RoundEvaluated) TxType() string { return TypeRoundEvaluated }
+
 // TxType implements TxBody.
 func (MemberAdded) TxType() string { return TypeMemberAdded }
 
@@ -247,6 +278,7 @@ var bodyDecoders = map[string]func([]byte) (TxBody, error){
 	TypeRoundFailed:       decodeBody[RoundFailed],
 	TypeJobRegistered:     decodeBody[JobRegistered],
 	TypeDatasetAttested:   decodeBody[DatasetAttested],
+	TypeRoundEvaluated:    decodeBody[RoundEvaluated],
 }
 
 func decodeBody[T TxBody](raw []byte) (TxBody, error) {
@@ -554,6 +586,8 @@ func validateBody(b TxBody) error {
 		return firstErr(checkJobID(b.JobID), checkText("reason", b.Reason, MaxReasonLen, true))
 	case DatasetAttested:
 		return validateDatasetAttested(b)
+	case RoundEvaluated:
+		return validateEvaluated(b)
 	case JobRegistered:
 		if err := checkJobID(b.JobID); err != nil {
 			return err
@@ -567,6 +601,44 @@ func validateBody(b TxBody) error {
 		return err
 	}
 	return fmt.Errorf("unknown tx body %T", b)
+}
+
+// validateEvaluated checks a RoundEvaluated without state: a job, a round
+// of at least 1, digests, a finite loss over at least one token, and at
+// most MaxTrainers scores, each a member ID listed once with a finite value.
+func validateEvaluated(b RoundEvaluated) error {
+	if err := firstErr(checkJobID(b.JobID), checkDigest("model_digest", b.ModelDigest), checkDigest("eval_digest", b.EvalDigest)); err != nil {
+		return err
+	}
+	if b.Round == 0 {
+		return fmt.Errorf("round must be at least 1")
+	}
+	if math.IsNaN(b.MeanNLL) || math.IsInf(b.MeanNLL, 0) {
+		return fmt.Errorf("mean_nll %v is not finite", b.MeanNLL)
+	}
+	if b.MeanNLL < 0 {
+		return fmt.Errorf("mean_nll %v is negative; a mean negative log-likelihood is at least 0", b.MeanNLL)
+	}
+	if b.Tokens == 0 {
+		return fmt.Errorf("tokens must be at least 1")
+	}
+	if len(b.Scores) > MaxTrainers {
+		return fmt.Errorf("scores: %d listed, limit %d", len(b.Scores), MaxTrainers)
+	}
+	seen := make(map[string]bool, len(b.Scores))
+	for i, s := range b.Scores {
+		if !digest.Valid(s.Trainer) {
+			return fmt.Errorf("scores[%d].trainer %q is not a member ID", i, abbrev(s.Trainer))
+		}
+		if seen[s.Trainer] {
+			return fmt.Errorf("scores[%d]: trainer %s is listed twice", i, s.Trainer)
+		}
+		seen[s.Trainer] = true
+		if math.IsNaN(s.LossRemoved) || math.IsInf(s.LossRemoved, 0) {
+			return fmt.Errorf("scores[%d].loss_removed %v of trainer %s is not finite", i, s.LossRemoved, s.Trainer)
+		}
+	}
+	return nil
 }
 
 func firstErr(errs ...error) error {

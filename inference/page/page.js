@@ -158,8 +158,13 @@
     s.appendChild(svg("text", { x: (L + W - R) / 2, y: H - 2, "text-anchor": "middle" }, "round"));
     s.appendChild(svg("polyline", { class: "line", points: pts.map(function (p) { return x(p.round) + "," + y(p.eval_loss); }).join(" ") }));
     pts.forEach(function (p) {
-      var c = svg("circle", { class: "pt", cx: x(p.round), cy: y(p.eval_loss), r: 4, "data-round": p.round });
-      c.appendChild(svg("title", {}, "round " + p.round + ": eval loss " + p.eval_loss));
+      // A loss only the coordinator reports (no RoundEvaluated on the
+      // ledger) is drawn hollow.
+      var coord = p.eval_source === "coordinator";
+      var c = svg("circle", { class: coord ? "pt coord" : "pt", cx: x(p.round), cy: y(p.eval_loss), r: 4, "data-round": p.round,
+        "data-source": p.eval_source || "" });
+      c.appendChild(svg("title", {}, "round " + p.round + ": eval loss " + p.eval_loss +
+        (coord ? " (reported by the coordinator, not on the ledger)" : " (RoundEvaluated on the ledger)")));
       s.appendChild(c);
     });
     return s;
@@ -193,12 +198,15 @@
       tr.appendChild(el("td", "", String(r.round)));
       tr.appendChild(el("td", "", String(r.height)));
       var m = el("td", "hex", short(r.model)); m.title = r.model; tr.appendChild(m);
-      tr.appendChild(el("td", "", typeof r.eval_loss === "number" ? r.eval_loss.toFixed(4) : "—"));
+      var ev = el("td", "eval", typeof r.eval_loss === "number" ? r.eval_loss.toFixed(4) : "—");
+      if (r.eval_source) { ev.dataset.source = r.eval_source; if (r.eval_source === "coordinator") ev.textContent += " (coordinator)"; }
+      tr.appendChild(ev);
       var c = el("td", "contributors");
       (r.contributors || []).forEach(function (k, i) {
         if (i) c.appendChild(document.createTextNode(", "));
         var s = el("span", "contributor hex", short(k.member));
-        s.title = k.member + (k.dataset ? " on " + (names[k.dataset] || k.dataset) : "") + (k.weight ? " · weight " + k.weight : "");
+        s.title = k.member + (k.dataset ? " on " + (names[k.dataset] || k.dataset) : "") + (k.weight ? " · weight " + k.weight : "") +
+          (typeof k.loss_removed === "number" ? " · loss removed alone " + k.loss_removed.toFixed(6) : "");
         c.appendChild(s);
         if (k.dataset) c.appendChild(document.createTextNode(" (" + (names[k.dataset] || short(k.dataset)) + ")"));
       });

@@ -694,6 +694,23 @@ func (a *anchorer) round(r ledger.LineageRound) (ledger.LineageRound, error) {
 			}
 		}
 	}
+	if ev := r.Eval; ev != nil {
+		tx, err := a.txAt(ev.Height, ev.TxHash, ledger.TypeRoundEvaluated, rec+" evaluation")
+		if err != nil {
+			return r, err
+		}
+		b := tx.Body.(ledger.RoundEvaluated)
+		got := &ledger.Evaluation{EvalDigest: b.EvalDigest, MeanNLL: b.MeanNLL, Tokens: b.Tokens, Scores: b.Scores,
+			Coordinator: tx.Signer, Height: ev.Height, TxHash: ev.TxHash}
+		if err := compare(rec+" evaluation", ledger.TypeRoundEvaluated, ev.Height,
+			field{"job", r.JobID, b.JobID}, field{"round", r.Round, b.Round}, field{"model", r.ModelDigest, b.ModelDigest},
+			field{"eval digest", ev.EvalDigest, got.EvalDigest}, field{"mean NLL", ev.MeanNLL, got.MeanNLL},
+			field{"tokens", ev.Tokens, got.Tokens}, field{"scores", fmt.Sprint(ev.Scores), fmt.Sprint(got.Scores)},
+			field{"coordinator", ev.Coordinator, got.Coordinator}); err != nil {
+			return r, err
+		}
+		out.Eval = got
+	}
 	return out, nil
 }
 

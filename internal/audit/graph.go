@@ -51,6 +51,8 @@ type GraphRound struct {
 	Aggregator      string             `json:"aggregator"`
 	Contributors    []GraphContributor `json:"contributors"`
 	Rejected        []GraphRejected    `json:"rejected,omitempty"`
+	// Eval is the round's held-out evaluation (RoundEvaluated), if recorded.
+	Eval *ledger.Evaluation `json:"eval,omitempty"`
 }
 
 // GraphContributor is one update that went into a round's model.
@@ -103,7 +105,7 @@ func NewGraph(l *ledger.Lineage, roots map[string]string) *Graph {
 	g.Missing = l.Missing
 	for _, r := range slices.Backward(l.Rounds) {
 		gr := GraphRound{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel, ModelDigest: r.ModelDigest,
-			Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight, CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator}
+			Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight, CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator, Eval: r.Eval}
 		gd := func(digest string) GraphDataset {
 			d := ds[digest]
 			root := d.Root

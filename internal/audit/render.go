@@ -75,6 +75,13 @@ func renderTable(w io.Writer, g *Graph) error {
 		for _, x := range r.Rejected {
 			fmt.Fprintf(w, "  rejected %s from %s: %s\n", short(x.UpdateDigest), short(x.Trainer), x.Reason)
 		}
+		if ev := r.Eval; ev != nil {
+			fmt.Fprintf(w, "  eval loss %.6f (mean NLL over %d tokens of eval set %s; RoundEvaluated at height %d by %s)\n",
+				ev.MeanNLL, ev.Tokens, short(ev.EvalDigest), ev.Height, short(ev.Coordinator))
+			for _, sc := range ev.Scores {
+				fmt.Fprintf(w, "    loss removed by %s alone: %+.6f\n", short(sc.Trainer), sc.LossRemoved)
+			}
+		}
 	}
 	if len(g.Attestations) > 0 {
 		fmt.Fprintf(w, "\nattestations\n")
@@ -159,6 +166,12 @@ func layout(g *Graph) ([]node, []edge) {
 		rd := [][2]string{{"job", r.JobID}, {"round", strconv.FormatUint(r.Round, 10)}, {"strategy", r.Strategy}, {"params", fmtParams(r.Params)},
 			{"config", r.ConfigDigest}, {"aggregator", r.Aggregator}, {"opened at height", strconv.FormatUint(r.OpenedHeight, 10)},
 			{"committed at height", strconv.FormatUint(r.CommittedHeight, 10)}}
+		if ev := r.Eval; ev != nil {
+			rd = append(rd, [2]string{"eval loss", fmt.Sprintf("%.6f over %d tokens (eval set %s)", ev.MeanNLL, ev.Tokens, ev.EvalDigest)})
+			for _, sc := range ev.Scores {
+				rd = append(rd, [2]string{"loss removed by " + short(sc.Trainer), fmt.Sprintf("%+.6f", sc.LossRemoved)})
+			}
+		}
 		nodes = append(nodes, node{ID: rid, Kind: "round", Label: fmt.Sprintf("%s round %d (%s)", r.JobID, r.Round, r.Strategy), Details: rd, X: col + 2, Y: 0})
 		edges = append(edges, edge{From: prev, To: rid, Kind: "base"})
 		row := 1

@@ -116,6 +116,10 @@ type Report struct {
 	Attestations   int
 	Published      int
 	PublishedRoots int
+	// Evaluated counts the RoundEvaluated txs: the ledger rules are
+	// checked (owner, committed round, its model, contributors), the
+	// losses themselves are the coordinator's and not re-computed.
+	Evaluated int
 	// RejectionsChecked counts the UpdateRejected whose update was in the
 	// artifacts and fails an input check of the aggregator (or, for a
 	// dataset the job does not admit, the job file given says so).
@@ -454,6 +458,8 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		}
 		v.heads[b.JobID] = jobHead{model: b.ModelDigest, round: b.Round}
 		delete(v.rounds, roundKey(b.JobID, b.Round))
+	case ledger.RoundEvaluated:
+		v.rep.Evaluated++
 	case ledger.RoundFailed:
 		if err := v.checkMissing(v.rounds[roundKey(b.JobID, b.Round)]); err != nil {
 			return err

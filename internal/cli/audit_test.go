@@ -194,6 +194,32 @@ func TestDatasetAndAuditCommands(t *testing.T) {
 		t.Fatalf("lineage table printed %s", out)
 	}
 
+	// The coordinator's evaluation of the round, signed through `fedtune
+	// tx`, shows in the lineage and in audit contributions.
+	evalDigest := strings.Repeat("e", 64)
+	submit("coord", "RoundEvaluated", fmt.Sprintf(`{"job_id":"job","round":1,"model_digest":%q,"eval_digest":%q,"mean_nll":2.75,"tokens":320,"scores":[{"trainer":%q,"loss_removed":0.0625}]}`,
+		model, evalDigest, ids["trainer"]))
+	out = mustRun(t, "audit", "lineage", model, "--addr", addr)
+	if !strings.Contains(out, "eval loss 2.750000 (mean NLL over 320 tokens") || !strings.Contains(out, "loss removed by "+ids["trainer"][:12]+" alone: +0.062500") {
+		t.Fatalf("lineage table without the evaluation: %s", out)
+	}
+	// Anchored to its signed tx in a cosigned block, the evaluation stays.
+	if out, err := run(t, "audit", "lineage", model, "--addr", addr, "--quorum", "1"); err != nil ||
+		!strings.Contains(out, "eval loss 2.750000") || !strings.Contains(out, "alone: +0.062500") {
+		t.Fatalf("anchored lineage: %v\n%s", err, out)
+	}
+	plot := filepath.Join(dir, "contrib.png")
+	out = mustRun(t, "audit", "contributions", "job", "--ledger", addr, "--genesis", genesis, "--plot", plot)
+	if !regexp.MustCompile(`1\s+`+ids["trainer"]+`\s+154\s+\+0\.062500\s+100\.0%`).MatchString(out) || !strings.Contains(out, "eval loss 2.750000 over 320 tokens") {
+		t.Fatalf("audit contributions printed %s", out)
+	}
+	if b, err := os.ReadFile(plot); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Fatalf("plot %s: %v", plot, err)
+	}
+	if _, err := run(t, "audit", "contributions", "no-such-job", "--ledger", addr, "--genesis", genesis); err == nil || !strings.Contains(err.Error(), `job "no-such-job" has no rounds`) {
+		t.Fatalf("contributions of an unknown job: %v", err)
+	}
+
 	// Export, verify (file and live), lineage from the export.
 	export := filepath.Join(dir, "chain.fedtune")
 	out = mustRun(t, "audit", "export", "-o", export, "--genesis", genesis, "--addr", addr)

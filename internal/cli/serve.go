@@ -151,7 +151,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&jobFile, "job-file", "", "with --ledger, optional: the job's YAML, refused unless its config digest is the one the ledger's rounds record; used only where the artifact store does not hold the job's config")
 	f.StringVar(&artifactsAddr, "artifacts", "", "with --ledger: the artifact store's gRPC address (TLS with --key)")
 	f.StringVar(&artifactsID, "artifacts-id", "", "with --ledger: the artifact store's key ID, checked in the TLS handshake")
-	f.StringVar(&coordAddr, "coordinator", "", "with --ledger: the job's coordinator's gRPC address, asked for the eval losses the page plots (default: --artifacts; \"-\": none)")
+	f.StringVar(&coordAddr, "coordinator", "", "with --ledger: the job's coordinator's gRPC address, asked for the eval losses of rounds with no RoundEvaluated on the ledger (shown as the coordinator's; default: --artifacts; \"-\": none)")
 	f.StringVar(&coordID, "coordinator-id", "", "with --coordinator: its key ID, checked in the TLS handshake (default: --artifacts-id)")
 	f.StringVar(&fetchDir, "fetch-dir", "", "with --ledger: folder for the fetched models (default: a temporary folder)")
 	f.DurationVar(&retry, "retry", 500*time.Millisecond, "with --ledger: first wait before the block stream is reopened or a refused round is tried again (doubling up to 30s)")

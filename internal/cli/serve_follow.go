@@ -62,8 +62,8 @@ type follower struct {
 	// retry is the first wait before the block stream is opened again
 	// or a refused round is tried again; it doubles up to maxRetry.
 	retry, maxRetry time.Duration
-	// evalEvery is how often the served lineage's eval losses are asked
-	// of the coordinator while a round has none (0: 10s).
+	// evalEvery is how often the served lineage is read again while a
+	// round has no eval loss from the ledger (0: 10s).
 	evalEvery time.Duration
 
 	met followMetrics
@@ -344,7 +344,8 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 }
 
 // lineageOf reads model d's lineage from the ledger, with the eval loss
-// of each round the coordinator reports for that round's model.
+// of each round as its RoundEvaluated recorded it, or, for a round with
+// none, as the coordinator reports it for that round's model.
 func (f *follower) lineageOf(ctx context.Context, d string) (*inference.Lineage, error) {
 	js, err := f.c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, d, 0)
 	if err != nil {
@@ -354,19 +355,23 @@ func (f *follower) lineageOf(ctx context.Context, d string) (*inference.Lineage,
 	if err != nil {
 		return nil, fmt.Errorf("the ledger's lineage of %s: %w", d, err)
 	}
-	evals := f.evalLosses(ctx, l)
-	out := inference.LedgerLineage(l, evals)
-	if len(evals) > 0 {
-		out.EvalSource = "mean NLL per token on the job's held-out eval data, as the job's coordinator reports it (not recorded on the ledger)"
+	// The ledger's RoundEvaluated gives each round's loss; the
+	// coordinator is asked only for rounds of the job that have none.
+	var evals map[uint64]float64
+	for _, r := range l.Rounds {
+		if r.JobID == f.job && r.Eval == nil {
+			evals = f.evalLosses(ctx, l)
+			break
+		}
 	}
-	return out, nil
+	return inference.LedgerLineage(l, evals), nil
 }
 
 // evalLosses asks the job's coordinator (its owner on the ledger, proved
 // in the TLS handshake) for the eval losses of l's rounds of the job,
 // keeping only those it reports for the model the ledger says the round
-// committed. The coordinator signs none of them: the ledger does not
-// record eval losses.
+// committed. The coordinator signs none of them: they stand in only for
+// rounds the ledger holds no RoundEvaluated of.
 func (f *follower) evalLosses(ctx context.Context, l *ledger.Lineage) map[uint64]float64 {
 	if f.coord == nil {
 		return nil
@@ -400,12 +405,10 @@ func (f *follower) evalLosses(ctx context.Context, l *ledger.Lineage) map[uint64
 	return out
 }
 
-// refreshEval asks for the served lineage's missing eval losses every
-// evalEvery until ctx ends.
+// refreshEval reads the served lineage again every evalEvery while a
+// round has no eval loss from the ledger (its RoundEvaluated), until ctx
+// ends.
 func (f *follower) refreshEval(ctx context.Context) {
-	if f.coord == nil {
-		return
-	}
 	every := f.evalEvery
 	if every <= 0 {
 		every = 10 * time.Second
@@ -437,10 +440,12 @@ func (f *follower) refreshEval(ctx context.Context) {
 	}
 }
 
-// missingEval reports whether a round of l has no eval loss.
+// missingEval reports whether a round of l has no eval loss from the
+// ledger (none, or only the coordinator's while its RoundEvaluated is
+// not yet committed).
 func missingEval(l *inference.Lineage) bool {
 	for _, r := range l.Rounds {
-		if r.EvalLoss == nil {
+		if r.EvalSource != inference.EvalFromLedger {
 			return true
 		}
 	}

@@ -273,13 +273,14 @@ func TestServeFollowsJob(t *testing.T) {
 	}
 	m2 := s.Model()
 
-	// The lineage: both rounds, each with the eval loss the coordinator
-	// reports for the model the ledger says it committed (the job
-	// evaluates every round; the follower asks until both are in).
+	// The lineage: both rounds, each with the eval loss its RoundEvaluated
+	// recorded on the ledger, which is what the coordinator reports for
+	// the model the ledger says it committed (the job evaluates every
+	// round; the follower reads the lineage again until both are in).
 	var l inference.Lineage
 	for {
 		l = getLineageJSON(t, base)
-		if len(l.Rounds) == 2 && l.Rounds[0].EvalLoss != nil && l.Rounds[1].EvalLoss != nil {
+		if len(l.Rounds) == 2 && l.Rounds[0].EvalSource == inference.EvalFromLedger && l.Rounds[1].EvalSource == inference.EvalFromLedger {
 			break
 		}
 		select {
@@ -304,16 +305,21 @@ func TestServeFollowsJob(t *testing.T) {
 			}
 		}
 	}
-	if l.Model != r2.ModelDigest || l.Job != "follow" || len(l.Datasets) != 1 || l.Datasets[0].Licence == "" || l.EvalSource == "" || l.Block == nil || l.Block.Height != lm2.Height {
+	if l.Model != r2.ModelDigest || l.Job != "follow" || len(l.Datasets) != 1 || l.Datasets[0].Licence == "" || l.EvalSource != inference.EvalSourceLedger || l.Block == nil || l.Block.Height != lm2.Height {
 		t.Errorf("lineage %+v", l)
 	}
+	for _, r := range l.Rounds {
+		if len(r.Contributors) != 1 || r.Contributors[0].LossRemoved == nil {
+			t.Errorf("lineage round %d: contributors %+v without their score", r.Round, r.Contributors)
+		}
+	}
 	pagePlotPoints(t, base, 2)
-	// Eval losses from a coordinator that is not the job's owner are not
-	// shown.
+	// With every round's loss on the ledger, the coordinator is not asked:
+	// one that is not the job's owner changes nothing.
 	fo := fn.follower(t, "follow", io.Discard)
 	fo.coordID = n.ID("admin")
-	if lo, err := fo.lineageOf(ctx, r2.ModelDigest); err != nil || len(lo.Rounds) != 2 || lo.Rounds[0].EvalLoss != nil || lo.EvalSource != "" {
-		t.Errorf("lineage with eval losses from a coordinator that is not the job's: %+v, %v", lo, err)
+	if lo, err := fo.lineageOf(ctx, r2.ModelDigest); err != nil || len(lo.Rounds) != 2 || lo.Rounds[0].EvalSource != inference.EvalFromLedger || lo.EvalSource != inference.EvalSourceLedger {
+		t.Errorf("lineage read beside a coordinator that is not the job's: %+v, %v", lo, err)
 	}
 
 	// Every lie is refused with its reason (load never swaps: the server
@@ -684,8 +690,17 @@ func pagePlotPoints(t *testing.T, base string, want int) {
 			t.Errorf("point %d is round %s, want %d", i, r, i+1)
 		}
 	}
-	if !strings.Contains(source, "coordinator") {
-		t.Errorf("the page does not say where the eval losses come from: %q", source)
+	if !strings.Contains(source, "recorded on the ledger") || !strings.Contains(source, "RoundEvaluated") {
+		t.Errorf("the page does not say the eval losses come from the ledger: %q", source)
+	}
+	sources, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#plot svg circle.pt")).map(c => c.dataset.source)`))
+	if err != nil {
+		t.Fatalf("page: %v", err)
+	}
+	for i, s := range sources {
+		if s != inference.EvalFromLedger {
+			t.Errorf("point %d: eval loss from %q, want the ledger", i, s)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ var txBodies = map[string]func() ledger.TxBody{
 	ledger.TypeRoundFailed:       func() ledger.TxBody { return new(ledger.RoundFailed) },
 	ledger.TypeJobRegistered:     func() ledger.TxBody { return new(ledger.JobRegistered) },
 	ledger.TypeDatasetAttested:   func() ledger.TxBody { return new(ledger.DatasetAttested) },
+	ledger.TypeRoundEvaluated:    func() ledger.TxBody { return new(ledger.RoundEvaluated) },
 }
 
 func txTypeNames() string {
@@ -72,6 +73,10 @@ func decodeTxBody(typ string, data []byte) (ledger.TxBody, error) {
 	case *ledger.RoundFailed:
 		return *b, nil
 	case *ledger.JobRegistered:
+		return *b, nil
+	case *ledger.RoundEvaluated:
+		return *b, nil
+	case *ledger.DatasetAttested:
 		return *b, nil
 	}
 	return body, nil

@@ -151,6 +151,10 @@
 //     and says exactly what the tx says about exactly this dataset; it
 //     replaces the same auditor's earlier attestation of the same kind
 //     (state key a/da/<dataset>/<kind>/<auditor>).
+//   - RoundEvaluated: the signer owns the job; the round is committed and
+//     its committed model is the body's model_digest; no RoundEvaluated of
+//     the round came before; every scored trainer is a contributor of the
+//     round (each listed once, values finite: checked without state).
 //
 // # Verifying a chain
 //

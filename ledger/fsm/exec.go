@@ -616,6 +616,46 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}
 		r.Status, r.ClosedHeight, r.Aggregator, r.FailReason = ledger.StatusFailed, c.height, tx.Signer, b.Reason
 		return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}}, nil
+
+	case ledger.RoundEvaluated:
+		job, err := c.job(b.JobID)
+		if err != nil {
+			return nil, err
+		}
+		if job == nil {
+			return nil, txErr(ledger.CodeNotFound, "job %q is not registered", b.JobID)
+		}
+		if job.Owner != tx.Signer {
+			return nil, txErr(ledger.CodeForbidden, "job %q is owned by coordinator %s; %s may not evaluate its rounds", b.JobID, job.Owner, tx.Signer)
+		}
+		r, err := c.round(b.JobID, b.Round)
+		if err != nil {
+			return nil, err
+		}
+		if r == nil {
+			return nil, txErr(ledger.CodeNotFound, "round %d of job %q was never opened", b.Round, b.JobID)
+		}
+		if r.Status != ledger.StatusCommitted {
+			return nil, txErr(ledger.CodeRoundNotOpen, "round %d of job %q is %s, not committed; only a committed round is evaluated", b.Round, b.JobID, r.Status)
+		}
+		if r.ModelDigest != b.ModelDigest {
+			return nil, txErr(ledger.CodeInvalid, "round %d of job %q committed model %s; the evaluation names model %s", b.Round, b.JobID, r.ModelDigest, b.ModelDigest)
+		}
+		if r.Evaluation != nil {
+			return nil, txErr(ledger.CodeAlreadyExists, "round %d of job %q was already evaluated at height %d (tx %s)", b.Round, b.JobID, r.Evaluation.Height, r.Evaluation.TxHash)
+		}
+		contrib := make(map[string]bool, len(r.Contributors))
+		for _, ct := range r.Contributors {
+			contrib[ct.Trainer] = true
+		}
+		for i, s := range b.Scores {
+			if !contrib[s.Trainer] {
+				return nil, txErr(ledger.CodeInvalid, "scores[%d]: trainer %s is not a contributor of round %d of job %q", i, s.Trainer, b.Round, b.JobID)
+			}
+		}
+		r.Evaluation = &ledger.Evaluation{EvalDigest: b.EvalDigest, MeanNLL: b.MeanNLL, Tokens: b.Tokens, Scores: b.Scores,
+			Coordinator: tx.Signer, Height: c.height, TxHash: txHash}
+		return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}}, nil
 	}
 	return nil, txErr(ledger.CodeMalformed, "unknown tx body %T", tx.Body)
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -296,6 +297,50 @@ func TestRejections(t *testing.T) {
 			p := bytes.Replace(en.Payload, []byte(`"source":"x"`), []byte(`"source":"`+string(bytes.Repeat([]byte("s"), ledger.MaxTextLen+1))+`"`), 1)
 			return ledger.SignEnvelope(e.c.coord.key, ledger.PayloadType, p).Encode()
 		}, ledger.CodeInvalid},
+		{"evaluation by the aggregator", committed, func(e *env) []byte { return e.c.agg.sign(e.ch.t, evaluation(e.c, digest("m1"))) }, ledger.CodeForbidden},
+		{"evaluation by a coordinator not the job's owner", func(t *testing.T, e *env) {
+			committed(t, e)
+			e.ch.mustApply(e.c.admin.sign(t, ledger.MemberAdded{PublicKey: stranger.pubHex(), Role: ledger.RoleCoordinator}))
+		}, func(e *env) []byte {
+			return stranger.sign(e.ch.t, evaluation(e.c, digest("m1")))
+		}, ledger.CodeForbidden},
+		{"evaluation of an open round", withUpdates, func(e *env) []byte { return e.c.coord.sign(e.ch.t, evaluation(e.c, digest("m1"))) }, ledger.CodeRoundNotOpen},
+		{"evaluation of a failed round", failed, func(e *env) []byte { return e.c.coord.sign(e.ch.t, evaluation(e.c, digest("m1"))) }, ledger.CodeRoundNotOpen},
+		{"evaluation of a round never opened", committed, func(e *env) []byte {
+			ev := evaluation(e.c, digest("m1"))
+			ev.Round = 2
+			return e.c.coord.sign(e.ch.t, ev)
+		}, ledger.CodeNotFound},
+		{"evaluation of another model", committed, func(e *env) []byte { return e.c.coord.sign(e.ch.t, evaluation(e.c, digest("m2"))) }, ledger.CodeInvalid},
+		{"evaluation twice", func(t *testing.T, e *env) {
+			committed(t, e)
+			e.ch.mustApply(e.c.coord.sign(t, evaluation(e.c, digest("m1"))))
+		}, func(e *env) []byte {
+			ev := evaluation(e.c, digest("m1"))
+			ev.MeanNLL = 0.5
+			return e.c.coord.sign(e.ch.t, ev)
+		}, ledger.CodeAlreadyExists},
+		{"evaluation scoring a rejected trainer", committed, func(e *env) []byte {
+			ev := evaluation(e.c, digest("m1"))
+			ev.Scores = append(ev.Scores, ledger.ContributionScore{Trainer: e.c.trainers[1].id, LossRemoved: 0.5})
+			return e.c.coord.sign(e.ch.t, ev)
+		}, ledger.CodeInvalid},
+		{"evaluation with a NaN score", committed, func(e *env) []byte {
+			en, _ := ledger.DecodeEnvelope(e.c.coord.sign(e.ch.t, evaluation(e.c, digest("m1"))))
+			// JSON has no NaN: a payload that says so is malformed.
+			p := bytes.Replace(en.Payload, []byte(`"loss_removed":0.25`), []byte(`"loss_removed":NaN`), 1)
+			return ledger.SignEnvelope(e.c.coord.key, ledger.PayloadType, p).Encode()
+		}, ledger.CodeMalformed},
+		{"evaluation over no tokens", committed, func(e *env) []byte {
+			en, _ := ledger.DecodeEnvelope(e.c.coord.sign(e.ch.t, evaluation(e.c, digest("m1"))))
+			p := bytes.Replace(en.Payload, []byte(`"tokens":512`), []byte(`"tokens":0`), 1)
+			return ledger.SignEnvelope(e.c.coord.key, ledger.PayloadType, p).Encode()
+		}, ledger.CodeInvalid},
+		{"evaluation with an overflowing loss", committed, func(e *env) []byte {
+			en, _ := ledger.DecodeEnvelope(e.c.coord.sign(e.ch.t, evaluation(e.c, digest("m1"))))
+			p := bytes.Replace(en.Payload, []byte(`"mean_nll":2.5`), []byte(`"mean_nll":1e999`), 1)
+			return ledger.SignEnvelope(e.c.coord.key, ledger.PayloadType, p).Encode()
+		}, ledger.CodeMalformed},
 		{"over max_tx_bytes", nil, func(e *env) []byte {
 			ids := make([]string, 5000)
 			for i := range ids {
@@ -713,5 +758,46 @@ func TestInferenceRole(t *testing.T) {
 	ch.mustApply(c.admin.sign(t, ledger.MemberRemoved{ID: node.id, Reason: "retired"}))
 	if m, err := ch.fsm.Member(node.id); err != nil || m.Active || m.Role != ledger.RoleInference {
 		t.Fatalf("removed member %+v %v", m, err)
+	}
+}
+
+// evaluation is a RoundEvaluated of job-1 round 1 naming model, scoring
+// the committed fixture's one contributor (trainer-a).
+func evaluation(c *cast, model string) ledger.RoundEvaluated {
+	return ledger.RoundEvaluated{JobID: "job-1", Round: 1, ModelDigest: model, EvalDigest: digest("eval set"), MeanNLL: 2.5, Tokens: 512,
+		Scores: []ledger.ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.25}}}
+}
+
+// TestRoundEvaluated records a committed round's evaluation on its round
+// record, as every replica reads it.
+func TestRoundEvaluated(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	fx := c.setupRound(t, ch)
+	ch.mustApply(fx.submit(t, c.trainers[0], 0, 1, digest("ua")))
+	ch.mustApply(c.agg.sign(t, ledger.RoundCommitted{JobID: "job-1", Round: 1, ModelDigest: digest("m1"), Strategy: "fedavg",
+		Contributors: []ledger.Contribution{{Trainer: c.trainers[0].id, UpdateDigest: digest("ua"), Weight: 1}}}))
+	env := c.coord.sign(t, evaluation(c, digest("m1")))
+	b := ch.mustApply(env)
+	r, err := ch.fsm.Round("job-1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := r.Evaluation
+	h := ledger.TxHash(env)
+	if ev == nil || ev.MeanNLL != 2.5 || ev.Tokens != 512 || ev.EvalDigest != digest("eval set") || len(ev.Scores) != 1 ||
+		ev.Scores[0] != (ledger.ContributionScore{Trainer: c.trainers[0].id, LossRemoved: 0.25}) || ev.Coordinator != c.coord.id ||
+		ev.Height != b.Header.Height || ev.TxHash != hex.EncodeToString(h[:]) {
+		t.Fatalf("evaluation %+v", ev)
+	}
+	l, err := ch.fsm.Lineage(digest("m1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Rounds) != 1 || l.Rounds[0].Eval == nil || l.Rounds[0].Eval.MeanNLL != 2.5 || l.Rounds[0].Eval.TxHash != ev.TxHash {
+		t.Fatalf("lineage rounds %+v lack the evaluation", l.Rounds)
+	}
+	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
+		t.Fatal(err)
 	}
 }

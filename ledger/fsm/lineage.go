@@ -221,7 +221,14 @@ func lineage(st segmentReader, digest string) (*ledger.Lineage, error) {
 					datasets[d] = true
 				}
 			}
-			out.Rounds = append(out.Rounds, ledger.LineageRound(*l))
+			lr := ledger.LineageRound(*l)
+			var rec ledger.Round
+			if ok, err := getJSON(st, roundKey(l.JobID, l.Round), &rec); err != nil {
+				return nil, err
+			} else if ok {
+				lr.Eval = rec.Evaluation
+			}
+			out.Rounds = append(out.Rounds, lr)
 		}
 		d = links[0].BaseModel
 	}

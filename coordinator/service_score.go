@@ -1,0 +1,126 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model"
+)
+
+// recordEvaluation puts a finished held-out evaluation of t's round on the
+// ledger: it reads the round (its starting model and contributors), scores
+// each contributor (scoreContributors) and queues a RoundEvaluated through
+// the tx queue, which signs it with the coordinator's key. Nothing is
+// queued when the ledger already holds the round's evaluation (a restarted
+// coordinator) or the round is not the committed model t scored. Problems
+// are logged: the evaluation in Status stands without them.
+func (s *Service) recordEvaluation(ctx context.Context, t evalTask, baseDir, data string, res model.EvalResult) {
+	log := s.log.With("job", t.job.Name, "round", t.round)
+	if res.Tokens <= 0 {
+		log.WarnContext(ctx, "evaluation scored no tokens; not recorded on the ledger")
+		return
+	}
+	r, err := s.cfg.Ledger.Round(ctx, t.job.Name, t.round, 0)
+	if err != nil {
+		log.WarnContext(ctx, "cannot read the round to record its evaluation", "err", err)
+		return
+	}
+	if r.Status != ledger.StatusCommitted || r.ModelDigest != t.model {
+		log.WarnContext(ctx, "round is not the committed model evaluated; not recorded", "status", r.Status, "model", r.ModelDigest)
+		return
+	}
+	if r.Evaluation != nil {
+		return
+	}
+	evalDigest := t.job.Eval.Data
+	if !digest.Valid(evalDigest) {
+		if evalDigest, err = digest.File(data); err != nil {
+			log.WarnContext(ctx, "cannot digest the eval data", "err", err)
+			return
+		}
+	}
+	scores, err := s.scoreContributors(ctx, t, baseDir, data, r)
+	if err != nil {
+		log.WarnContext(ctx, "cannot score the round's contributors; recording the loss without scores", "err", err)
+	}
+	body := ledger.RoundEvaluated{JobID: t.job.Name, Round: t.round, ModelDigest: t.model, EvalDigest: evalDigest,
+		MeanNLL: res.MeanNLL, Tokens: uint64(res.Tokens), Scores: scores}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.job == nil || s.job.job.Name != t.job.Name {
+		return
+	}
+	if s.evalTxs == nil {
+		s.evalTxs = map[uint64]int{}
+	}
+	s.evalTxs[s.gen]++
+	s.txq.push(s.gen, body)
+}
+
+// scoreContributors returns, for each contributor of committed round r
+// (in the round's order), the loss its update alone removes on the eval
+// data: the mean NLL of the round's starting global minus that of the
+// starting global with only that update applied, as FedAvg of the one
+// update over the starting global makes it (a LoRA job: the contributor's
+// adapter, merged into the base model; a full job: the start plus its
+// delta, or its full weights). Both are scored by evaluateGlobal, the code
+// that scores the round's model. A contributor whose update is not in the
+// artifact store is left out, and logged.
+func (s *Service) scoreContributors(ctx context.Context, t evalTask, baseDir, data string, r *ledger.Round) ([]ledger.ContributionScore, error) {
+	start := r.BaseModel
+	if t.job.FineTune.Mode == model.ModeLoRA && start == t.base {
+		start = t.init
+	}
+	startPath, err := s.cfg.Store.Path(start)
+	if err != nil {
+		return nil, fmt.Errorf("starting model %s: %w", start, err)
+	}
+	if _, err := os.Stat(startPath); err != nil {
+		return nil, fmt.Errorf("starting model %s is not in the artifact store: %w", start, err)
+	}
+	startRes, err := evaluateGlobal(ctx, baseDir, t.job, startPath, data)
+	if err != nil {
+		return nil, fmt.Errorf("starting model %s: %w", start, err)
+	}
+	var scores []ledger.ContributionScore
+	for i, c := range r.Contributors {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		loss, err := s.aloneLoss(ctx, t, baseDir, data, startPath, c.UpdateDigest, i)
+		if err != nil {
+			s.log.WarnContext(ctx, "contributor not scored", "job", t.job.Name, "round", t.round, "trainer", abbrev(c.Trainer), "err", err)
+			continue
+		}
+		scores = append(scores, ledger.ContributionScore{Trainer: c.Trainer, LossRemoved: startRes.MeanNLL - loss})
+	}
+	return scores, nil
+}
+
+// aloneLoss scores the starting global (startPath) with one update
+// (digest upd) alone applied.
+func (s *Service) aloneLoss(ctx context.Context, t evalTask, baseDir, data, startPath, upd string, i int) (float64, error) {
+	p, err := s.cfg.Store.Path(upd)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := os.Stat(p); err != nil {
+		return 0, fmt.Errorf("update %s is not in the artifact store: %w", upd, err)
+	}
+	out := filepath.Join(baseDir, fmt.Sprintf("alone-%d.safetensors", i))
+	defer os.Remove(out)
+	if _, err := aggregator.Aggregate(ctx, aggregator.Request{Strategy: &aggregator.FedAvg{}, Base: startPath, Out: out,
+		Inputs: []aggregator.Input{{Path: p, Weight: 1}}, Options: aggregator.Options{Strict: true, Threads: 1}}); err != nil {
+		return 0, fmt.Errorf("update %s over the starting model: %w", upd, err)
+	}
+	res, err := evaluateGlobal(ctx, baseDir, t.job, out, data)
+	if err != nil {
+		return 0, fmt.Errorf("update %s: %w", upd, err)
+	}
+	return res.MeanNLL, nil
+}
