@@ -1,5 +1,7 @@
 package ledger
 
+import "slices"
+
 // Lineage is the history of a model back to its registered base model:
 // every round on the way (newest first), with its contributors, their
 // weights and datasets, and the updates the aggregator rejected.
@@ -56,6 +58,31 @@ type LineageContribution struct {
 	DatasetDigest string
 	Samples       uint64
 	Weight        float64
+	// Published lists, sorted and each once, the published datasets the
+	// update also trained on by its ranges (UpdateSubmitted.Ranges) other
+	// than DatasetDigest: a trainer mixing its own data with published
+	// ranges names both. Empty for updates without ranges, and in records
+	// written before the field existed.
+	Published []string `json:",omitempty"`
+}
+
+// Datasets lists every dataset behind the contribution: DatasetDigest,
+// then Published.
+func (c LineageContribution) Datasets() []string {
+	return append([]string{c.DatasetDigest}, c.Published...)
+}
+
+// RangeDatasets returns the datasets of ranges other than own, sorted and
+// each once (nil when there are none): LineageContribution.Published.
+func RangeDatasets(own string, ranges []SampleRange) []string {
+	var out []string
+	for _, r := range ranges {
+		if r.Dataset != own && !slices.Contains(out, r.Dataset) {
+			out = append(out, r.Dataset)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // RejectedUpdate is an update the aggregator rejected in a round.

@@ -322,6 +322,10 @@ func sameValue(x, y any) bool {
 		n, ok := y.(map[string]string)
 		return ok && maps.Equal(m, n)
 	}
+	if m, ok := x.([]string); ok {
+		n, ok := y.([]string)
+		return ok && slices.Equal(m, n)
+	}
 	return x == y
 }
 
@@ -361,9 +365,11 @@ func (a *anchorer) lineage(l *ledger.Lineage) (*ledger.Lineage, error) {
 			return nil, err
 		}
 		for _, c := range ar.Contributors {
-			if _, ok := cited[c.DatasetDigest]; !ok {
-				cited[c.DatasetDigest] = fmt.Sprintf("round %s/%d", ar.JobID, ar.Round)
-				order = append(order, c.DatasetDigest)
+			for _, d := range c.Datasets() {
+				if _, ok := cited[d]; !ok {
+					cited[d] = fmt.Sprintf("round %s/%d", ar.JobID, ar.Round)
+					order = append(order, d)
+				}
 			}
 		}
 		out.Rounds = append(out.Rounds, ar)
@@ -431,7 +437,7 @@ func (a *anchorer) lineage(l *ledger.Lineage) (*ledger.Lineage, error) {
 		rec := fmt.Sprintf("missing attestation %s of dataset %s in round %s/%d", m.Requirement, m.Dataset, m.JobID, m.Round)
 		behind := false
 		for _, r := range out.Rounds {
-			if r.JobID == m.JobID && r.Round == m.Round && slices.ContainsFunc(r.Contributors, func(c ledger.LineageContribution) bool { return c.DatasetDigest == m.Dataset }) {
+			if r.JobID == m.JobID && r.Round == m.Round && slices.ContainsFunc(r.Contributors, func(c ledger.LineageContribution) bool { return slices.Contains(c.Datasets(), m.Dataset) }) {
 				behind = true
 			}
 		}
@@ -496,26 +502,34 @@ func (a *anchorer) dataset(d ledger.Dataset) (ledger.Dataset, error) {
 	b := tx.Body.(ledger.DatasetRegistered)
 	out := ledger.Dataset{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Samples: b.Samples,
 		Root: b.Root, Bytes: b.Bytes, Owner: tx.Signer, Height: d.Height, TxHash: d.TxHash}
-	// Each attestation shown must be a DatasetAttested tx of this
-	// dataset, by that auditor, saying exactly that.
-	for _, at := range d.Attestations {
-		arec := fmt.Sprintf("%s: attestation %s by %s", rec, at.Kind, at.Auditor)
-		tx, err := a.txAt(at.Height, at.TxHash, ledger.TypeDatasetAttested, arec)
-		if err != nil {
-			return ledger.Dataset{}, err
-		}
-		ab := tx.Body.(ledger.DatasetAttested)
-		got := ledger.DatasetAttestation{Dataset: ab.Dataset, Kind: ab.Predicate.Kind, Auditor: tx.Signer, Result: ab.Predicate.Result,
-			Tool: ab.Predicate.Tool, Report: ab.Predicate.Report, Height: at.Height, TxHash: at.TxHash}
-		if !reflect.DeepEqual(got, at) {
-			return ledger.Dataset{}, notAnchored(arec, "the ledger says %+v, its DatasetAttested tx at height %d says %+v", at, at.Height, got)
-		}
-		out.Attestations = append(out.Attestations, got)
+	if out.Attestations, err = a.attestations(rec, d); err != nil {
+		return ledger.Dataset{}, err
 	}
 	return out, compare(rec, ledger.TypeDatasetRegistered, d.Height,
 		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
 		field{"source", d.Source, out.Source}, field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root},
 		field{"bytes", d.Bytes, out.Bytes}, field{"owner", d.Owner, out.Owner})
+}
+
+// attestations anchors d's attestations: each must be a DatasetAttested
+// tx of this dataset, by that auditor, saying exactly that.
+func (a *anchorer) attestations(rec string, d ledger.Dataset) ([]ledger.DatasetAttestation, error) {
+	var out []ledger.DatasetAttestation
+	for _, at := range d.Attestations {
+		arec := fmt.Sprintf("%s: attestation %s by %s", rec, at.Kind, at.Auditor)
+		tx, err := a.txAt(at.Height, at.TxHash, ledger.TypeDatasetAttested, arec)
+		if err != nil {
+			return nil, err
+		}
+		ab := tx.Body.(ledger.DatasetAttested)
+		got := ledger.DatasetAttestation{Dataset: ab.Dataset, Kind: ab.Predicate.Kind, Auditor: tx.Signer, Result: ab.Predicate.Result,
+			Tool: ab.Predicate.Tool, Report: ab.Predicate.Report, Height: at.Height, TxHash: at.TxHash}
+		if got.Dataset != d.Digest || !reflect.DeepEqual(got, at) {
+			return nil, notAnchored(arec, "the ledger says %+v, its DatasetAttested tx at height %d says %+v", at, at.Height, got)
+		}
+		out = append(out, got)
+	}
+	return out, nil
 }
 
 // published anchors a published dataset: the record is what the signed
@@ -531,6 +545,9 @@ func (a *anchorer) published(d ledger.Dataset) (ledger.Dataset, error) {
 		return ledger.Dataset{}, fmt.Errorf("%s: its DatasetPublished at height %d: %w", rec, d.Height, err)
 	}
 	out := ledger.PublishedDataset(sm, tx.Signer, d.Height, d.TxHash)
+	if out.Attestations, err = a.attestations(rec, d); err != nil {
+		return ledger.Dataset{}, err
+	}
 	return out, compare(rec, ledger.TypeDatasetPublished, d.Height,
 		field{"digest", d.Digest, out.Digest}, field{"name", d.Name, out.Name}, field{"licence", d.Licence, out.Licence},
 		field{"samples", d.Samples, out.Samples}, field{"root", d.Root, out.Root}, field{"bytes", d.Bytes, out.Bytes},
@@ -615,7 +632,7 @@ func (a *anchorer) round(r ledger.LineageRound) (ledger.LineageRound, error) {
 		}
 		sb := s.tx.Body.(ledger.UpdateSubmitted)
 		out.Contributors = append(out.Contributors, ledger.LineageContribution{Trainer: c.Trainer, UpdateDigest: c.UpdateDigest,
-			DatasetDigest: sb.DatasetDigest, Samples: sb.Samples, Weight: c.Weight})
+			DatasetDigest: sb.DatasetDigest, Samples: sb.Samples, Weight: c.Weight, Published: ledger.RangeDatasets(sb.DatasetDigest, sb.Ranges)})
 	}
 	if len(r.Contributors) != len(out.Contributors) {
 		return r, notAnchored(rec, "ledger lists %d contributors, its RoundCommitted tx at height %d lists %d%s",
@@ -630,7 +647,8 @@ func (a *anchorer) round(r ledger.LineageRound) (ledger.LineageRound, error) {
 		}
 		s := submitted[w.UpdateDigest]
 		if err := compare(fmt.Sprintf("%s (trainer %s)", crec, short(w.Trainer)), ledger.TypeUpdateSubmitted, s.h,
-			field{"dataset", c.DatasetDigest, w.DatasetDigest}, field{"samples", c.Samples, w.Samples}); err != nil {
+			field{"dataset", c.DatasetDigest, w.DatasetDigest}, field{"samples", c.Samples, w.Samples},
+			field{"published datasets", c.Published, w.Published}); err != nil {
 			return r, err
 		}
 	}

@@ -62,6 +62,10 @@ type GraphContributor struct {
 	UpdateDigest string       `json:"update_digest"`
 	Samples      uint64       `json:"samples"`
 	Dataset      GraphDataset `json:"dataset"`
+	// Published are the published datasets the update also trained on by
+	// its ranges, besides Dataset (a trainer mixing its own data with
+	// published ranges).
+	Published []GraphDataset `json:"published,omitempty"`
 }
 
 // GraphDataset is the dataset an update was computed on. Root is the
@@ -102,14 +106,20 @@ func NewGraph(l *ledger.Lineage, roots map[string]string) *Graph {
 	for _, r := range slices.Backward(l.Rounds) {
 		gr := GraphRound{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel, ModelDigest: r.ModelDigest,
 			Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight, CommittedHeight: r.CommittedHeight, Aggregator: r.Aggregator, Eval: r.Eval}
-		for _, c := range r.Contributors {
-			d := ds[c.DatasetDigest]
+		gd := func(digest string) GraphDataset {
+			d := ds[digest]
 			root := d.Root
 			if root == "" {
-				root = roots[c.DatasetDigest]
+				root = roots[digest]
 			}
-			gr.Contributors = append(gr.Contributors, GraphContributor{Trainer: c.Trainer, Weight: c.Weight, UpdateDigest: c.UpdateDigest, Samples: c.Samples,
-				Dataset: GraphDataset{Digest: c.DatasetDigest, Name: d.Name, Licence: d.Licence, Source: d.Source, Samples: d.Samples, Root: root}})
+			return GraphDataset{Digest: digest, Name: d.Name, Licence: d.Licence, Source: d.Source, Samples: d.Samples, Root: root}
+		}
+		for _, c := range r.Contributors {
+			gc := GraphContributor{Trainer: c.Trainer, Weight: c.Weight, UpdateDigest: c.UpdateDigest, Samples: c.Samples, Dataset: gd(c.DatasetDigest)}
+			for _, p := range c.Published {
+				gc.Published = append(gc.Published, gd(p))
+			}
+			gr.Contributors = append(gr.Contributors, gc)
 		}
 		slices.SortFunc(gr.Contributors, func(a, b GraphContributor) int { return cmpStr(a.Trainer, b.Trainer) })
 		for _, x := range r.Rejected {

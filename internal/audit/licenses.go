@@ -74,11 +74,13 @@ func Licences(l *ledger.Lineage, jobs map[string]*ledger.JobRecord) *LicenceRepo
 			}
 		}
 		for _, c := range rd.Contributors {
-			if !slices.Contains(used[c.DatasetDigest], at) {
-				used[c.DatasetDigest] = append(used[c.DatasetDigest], at)
-			}
-			if !slices.Contains(jobsOf[c.DatasetDigest], rd.JobID) {
-				jobsOf[c.DatasetDigest] = append(jobsOf[c.DatasetDigest], rd.JobID)
+			for _, d := range c.Datasets() {
+				if !slices.Contains(used[d], at) {
+					used[d] = append(used[d], at)
+				}
+				if !slices.Contains(jobsOf[d], rd.JobID) {
+					jobsOf[d] = append(jobsOf[d], rd.JobID)
+				}
 			}
 		}
 	}

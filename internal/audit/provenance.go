@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/dsse"
+	"github.com/fedtune/fedtune/internal/spdx"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -69,6 +71,9 @@ func (p *Provenance) Heights() []uint64 {
 	}
 	for _, d := range l.Datasets {
 		hs = append(hs, d.Height)
+		for _, a := range d.Attestations {
+			hs = append(hs, a.Height)
+		}
 	}
 	slices.Sort(hs)
 	return slices.Compact(hs)
@@ -102,6 +107,49 @@ type DatasetAttestation struct {
 	Time time.Time `json:"time,omitzero"`
 }
 
+// attestations returns p.Attestations and the attestations the ledger
+// records on the lineage's datasets (ledger.Dataset.Attestations, filled
+// from DatasetAttested txs), each tx once: an explicit entry with the same
+// TxHash wins. The ledger's come with their block time where BlockTimes
+// has it.
+func (p *Provenance) attestations() []DatasetAttestation {
+	out := slices.Clone(p.Attestations)
+	seen := map[string]bool{}
+	for _, a := range out {
+		if a.TxHash != "" {
+			seen[a.TxHash] = true
+		}
+	}
+	for _, d := range p.Lineage.Datasets {
+		for _, a := range d.Attestations {
+			if a.TxHash != "" && seen[a.TxHash] {
+				continue
+			}
+			seen[a.TxHash] = true
+			out = append(out, FromLedgerAttestation(a, p.BlockTimes[a.Height]))
+		}
+	}
+	return out
+}
+
+// FromLedgerAttestation converts an attestation as the ledger records it
+// into the documents' form: Result "pass" or "fail"; Detail the counts,
+// the tool (name and executable digest) and the report's digest; t the
+// time of its block (zero: unknown).
+func FromLedgerAttestation(a ledger.DatasetAttestation, t time.Time) DatasetAttestation {
+	res := "fail"
+	if a.Result.Pass {
+		res = "pass"
+	}
+	detail := fmt.Sprintf("%d samples, %d findings", a.Result.Samples, a.Result.Findings)
+	for _, k := range slices.Sorted(maps.Keys(a.Result.Counts)) {
+		detail += fmt.Sprintf(", %s %d", k, a.Result.Counts[k])
+	}
+	detail += fmt.Sprintf("; tool %s sha256:%s; report sha256:%s", a.Tool.Name, a.Tool.Digest, a.Report)
+	return DatasetAttestation{Dataset: a.Dataset, Auditor: a.Auditor, Kind: a.Kind, Result: res, Detail: detail,
+		Height: a.Height, TxHash: a.TxHash, Time: t}
+}
+
 // check says what is missing or malformed in p.
 func (p *Provenance) check() error {
 	if p == nil || p.Lineage == nil {
@@ -121,7 +169,7 @@ func (p *Provenance) check() error {
 	for _, d := range l.Datasets {
 		known[d.Digest] = true
 	}
-	for i, a := range p.Attestations {
+	for i, a := range p.attestations() {
 		if !known[a.Dataset] {
 			return fmt.Errorf("%w: attestation %d names dataset %q, which is not in the lineage", ErrProvenance, i, a.Dataset)
 		}
@@ -297,6 +345,9 @@ type fedtuneContributor struct {
 	DatasetDigest string  `json:"dataset_digest"`
 	Samples       uint64  `json:"samples"`
 	Weight        float64 `json:"weight"`
+	// Published are the published datasets the update also trained on
+	// by its ranges, besides DatasetDigest.
+	Published []string `json:"published_datasets,omitempty"`
 }
 
 type fedtuneRejected struct {
@@ -315,6 +366,16 @@ type fedtuneDataset struct {
 	Bytes   uint64 `json:"bytes"`
 	Owner   string `json:"owner"`
 	Height  uint64 `json:"height"`
+	// Obligations is what the licence asks of its user (internal/spdx),
+	// one entry per licence ID of the expression that asks anything.
+	Obligations []string `json:"obligations,omitempty"`
+	// Published datasets (DatasetPublished): the manifest's digest is
+	// Digest (the SHA-256 of the signed manifest envelope); Shards the
+	// shards' digests in sample order; Card the dataset card's digest.
+	Published bool     `json:"published,omitempty"`
+	Format    string   `json:"format,omitempty"`
+	Card      string   `json:"card,omitempty"`
+	Shards    []string `json:"shards,omitempty"`
 }
 
 func toFedtuneModel(m ledger.Model) fedtuneModel {
@@ -364,14 +425,15 @@ func sortedAttestations(as []DatasetAttestation) []DatasetAttestation {
 func lineageRecord(p *Provenance) fedtuneLineage {
 	l := p.Lineage
 	out := fedtuneLineage{ChainID: p.ChainID, Time: stamp(p.Time), Model: toFedtuneModel(l.Model), Base: toFedtuneModel(l.Base),
-		Rounds: []fedtuneRound{}, Datasets: []fedtuneDataset{}, Attestations: sortedAttestations(p.Attestations)}
+		Rounds: []fedtuneRound{}, Datasets: []fedtuneDataset{}, Attestations: sortedAttestations(p.attestations())}
 	for _, r := range oldestFirst(l) {
 		fr := fedtuneRound{JobID: r.JobID, Round: r.Round, ConfigDigest: r.ConfigDigest, BaseModel: r.BaseModel,
 			ModelDigest: r.ModelDigest, Strategy: r.Strategy, Params: r.Params, OpenedHeight: r.OpenedHeight,
 			CommittedHeight: r.CommittedHeight, OpenedTime: p.timeAt(r.OpenedHeight), CommittedTime: p.timeAt(r.CommittedHeight),
 			Aggregator: r.Aggregator, Contributors: []fedtuneContributor{}}
 		for _, c := range r.Contributors {
-			fr.Contributors = append(fr.Contributors, fedtuneContributor(c))
+			fr.Contributors = append(fr.Contributors, fedtuneContributor{Trainer: c.Trainer, UpdateDigest: c.UpdateDigest,
+				DatasetDigest: c.DatasetDigest, Samples: c.Samples, Weight: c.Weight, Published: c.Published})
 		}
 		for _, x := range r.Rejected {
 			fr.Rejected = append(fr.Rejected, fedtuneRejected(x))
@@ -380,7 +442,8 @@ func lineageRecord(p *Provenance) fedtuneLineage {
 	}
 	for _, d := range sortedDatasets(l) {
 		out.Datasets = append(out.Datasets, fedtuneDataset{Digest: d.Digest, Name: d.Name, Licence: d.Licence, Source: d.Source,
-			Samples: d.Samples, Root: d.Root, Bytes: d.Bytes, Owner: d.Owner, Height: d.Height})
+			Samples: d.Samples, Root: d.Root, Bytes: d.Bytes, Owner: d.Owner, Height: d.Height, Obligations: licenceObligations(d.Licence),
+			Published: d.Published, Format: d.Format, Card: d.Card, Shards: shardDigests(d)})
 	}
 	return out
 }
@@ -458,6 +521,36 @@ func licenceExpr(l string) string {
 	return "LicenseRef-" + strings.Trim(notRefChar.ReplaceAllString(l, "-"), "-")
 }
 
+// licenceObligations lists, "ID: obligation", what each licence of the
+// SPDX expression l asks of its user, per fedtune's licence table; an ID
+// the table does not know says so.
+func licenceObligations(l string) []string {
+	if l == "" || spdx.Validate(l) != nil {
+		return nil
+	}
+	var out []string
+	for _, id := range spdx.IDs(l) {
+		t, ok := spdx.Lookup(id)
+		if !ok {
+			out = append(out, id+": not in fedtune's licence table: read the licence itself")
+			continue
+		}
+		for _, o := range t.Obligations() {
+			out = append(out, id+": "+o)
+		}
+	}
+	return out
+}
+
+// shardDigests is a published dataset's shard digests in manifest order.
+func shardDigests(d ledger.Dataset) []string {
+	var out []string
+	for _, s := range d.Shards {
+		out = append(out, s.Digest)
+	}
+	return out
+}
+
 // ProvenanceFromExport verifies the chain in e (as Lineage does) and
 // returns what the provenance documents of model are built from: its
 // lineage, the chain ID of the genesis, and the time of the block that
@@ -485,6 +578,24 @@ func ProvenanceFromExport(ctx context.Context, e *Export, model string) (*Proven
 			return nil, fmt.Errorf("%w: block %d: %v", ErrProvenance, h, err)
 		}
 		p.BlockTimes[h] = time.Unix(0, b.Header.Time).UTC()
+	}
+	p.Time = p.BlockTimes[l.Model.Height]
+	return p, nil
+}
+
+// ProvenanceFromNode returns what the provenance documents of l's model
+// are built from when l was read from a node: l, chainID, and the times of
+// the blocks l names (models, rounds, datasets and their attestations),
+// each block read through src with at least quorum node cosignatures
+// (0: none demanded).
+func ProvenanceFromNode(ctx context.Context, src BlockSource, l *ledger.Lineage, chainID string, quorum int) (*Provenance, error) {
+	p := &Provenance{Lineage: l, ChainID: chainID, BlockTimes: map[uint64]time.Time{}}
+	for _, h := range p.Heights() {
+		vb, err := src.Block(ctx, h, quorum, chainID)
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", h, err)
+		}
+		p.BlockTimes[h] = time.Unix(0, vb.Block.Header.Time).UTC()
 	}
 	p.Time = p.BlockTimes[l.Model.Height]
 	return p, nil

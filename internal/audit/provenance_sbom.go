@@ -164,8 +164,10 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 			"software_packageVersion":   short(d.Digest),
 			"dataset_datasetType":       []string{"text"},
 			"dataset_datasetSize":       d.Bytes,
-			"description": fmt.Sprintf("%d samples; RFC 6962 Merkle root %s over the sorted sample hashes; registered at height %d (tx %s). The data stays with its trainer.",
-				d.Samples, d.Root, d.Height, d.TxHash),
+			"description":               spdxDatasetDescription(d),
+		}
+		if obl := licenceObligations(d.Licence); len(obl) > 0 {
+			o["comment"] = "licence obligations: " + strings.Join(obl, "; ")
 		}
 		if d.Owner != "" {
 			o["originatedBy"] = []string{b.agent(d.Owner, "trainer")}
@@ -196,10 +198,15 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 				[2]string{"contributor." + c.Trainer + ".samples", strconv.FormatUint(c.Samples, 10)},
 				[2]string{"contributor." + c.Trainer + ".update", c.UpdateDigest},
 				[2]string{"contributor." + c.Trainer + ".dataset", c.DatasetDigest})
+			for _, pd := range c.Published {
+				params = append(params, [2]string{"contributor." + c.Trainer + ".published", pd})
+			}
 			contributors = append(contributors, b.agent(c.Trainer, "trainer"))
-			if !seenDS[c.DatasetDigest] && b.seen[spdxDatasetID(c.DatasetDigest)] {
-				seenDS[c.DatasetDigest] = true
-				inputs = append(inputs, spdxDatasetID(c.DatasetDigest))
+			for _, dd := range c.Datasets() {
+				if !seenDS[dd] && b.seen[spdxDatasetID(dd)] {
+					seenDS[dd] = true
+					inputs = append(inputs, spdxDatasetID(dd))
+				}
 			}
 		}
 		for _, x := range r.Rejected {
@@ -234,7 +241,7 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 	b.rel(model, "trainedOn", dsIDs...)
 
 	creation := []obj{{"type": "CreationInfo", "@id": spdxCreationInfo, "specVersion": "3.0.1", "created": stamp(p.Time), "createdBy": []string{tool}}}
-	for i, a := range sortedAttestations(p.Attestations) {
+	for i, a := range sortedAttestations(p.attestations()) {
 		ci := fmt.Sprintf("_:attestation%d", i)
 		auditor := b.agent(a.Auditor, "auditor")
 		at := a.Time
@@ -274,6 +281,26 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 		graph = append(graph, o)
 	}
 	return marshalDoc(obj{"@context": "https://spdx.org/rdf/3.0.1/spdx-context.jsonld", "@graph": graph})
+}
+
+// spdxDatasetDescription says what a dataset package is: its samples and
+// root, where the ledger recorded it and, for a published dataset, its
+// signed manifest's digest, its shards and its card.
+func spdxDatasetDescription(d ledger.Dataset) string {
+	s := fmt.Sprintf("%d samples; RFC 6962 Merkle root %s over the sorted sample hashes; registered at height %d (tx %s).",
+		d.Samples, d.Root, d.Height, d.TxHash)
+	if !d.Published {
+		return s + " The data stays with its trainer."
+	}
+	s = fmt.Sprintf("%d samples (%s); RFC 6962 Merkle root %s over the samples' leaf hashes; published at height %d (tx %s) by a signed manifest whose SHA-256 is %s.",
+		d.Samples, d.Format, d.Root, d.Height, d.TxHash, d.Digest)
+	if d.Card != "" {
+		s += " Dataset card SHA-256 " + d.Card + "."
+	}
+	for i, sh := range d.Shards {
+		s += fmt.Sprintf(" Shard %d: SHA-256 %s, samples [%d, %d).", i, sh.Digest, sh.First, sh.First+sh.Samples)
+	}
+	return s
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -368,7 +395,7 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 	l := p.Lineage
 	rounds := oldestFirst(l)
 	datasets := sortedDatasets(l)
-	atts := sortedAttestations(p.Attestations)
+	atts := sortedAttestations(p.attestations())
 
 	model := cdxModel(l.Model)
 	var dsRefs []obj
@@ -417,8 +444,13 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 				[2]string{pre + "contributor:" + c.Trainer + ":samples", strconv.FormatUint(c.Samples, 10)},
 				[2]string{pre + "contributor:" + c.Trainer + ":update", c.UpdateDigest},
 				[2]string{pre + "contributor:" + c.Trainer + ":dataset", c.DatasetDigest})
-			if !slices.Contains(deps[ref], cdxDatasetRef(c.DatasetDigest)) {
-				deps[ref] = append(deps[ref], cdxDatasetRef(c.DatasetDigest))
+			for _, pd := range c.Published {
+				props = append(props, [2]string{pre + "contributor:" + c.Trainer + ":published", pd})
+			}
+			for _, dd := range c.Datasets() {
+				if !slices.Contains(deps[ref], cdxDatasetRef(dd)) {
+					deps[ref] = append(deps[ref], cdxDatasetRef(dd))
+				}
 			}
 		}
 		for _, x := range r.Rejected {
@@ -448,11 +480,26 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 		if d.Source != "" {
 			dp = append(dp, [2]string{"fedtune:source", d.Source})
 		}
+		for _, o := range licenceObligations(d.Licence) {
+			dp = append(dp, [2]string{"fedtune:licence-obligation", o})
+		}
+		if d.Published {
+			dp = append(dp, [2]string{"fedtune:published", "true"}, [2]string{"fedtune:manifest-digest", d.Digest}, [2]string{"fedtune:format", d.Format})
+			if d.Card != "" {
+				dp = append(dp, [2]string{"fedtune:card-digest", d.Card})
+			}
+			for i, sh := range d.Shards {
+				dp = append(dp, [2]string{fmt.Sprintf("fedtune:shard:%d", i), fmt.Sprintf("%s samples [%d, %d)", sh.Digest, sh.First, sh.First+sh.Samples)})
+			}
+		}
 		for _, a := range atts {
 			if a.Dataset == d.Digest {
 				v := a.Result
 				if a.Detail != "" {
 					v += " (" + a.Detail + ")"
+				}
+				if a.TxHash != "" {
+					v += "; DatasetAttested tx " + a.TxHash
 				}
 				dp = append(dp, [2]string{fmt.Sprintf("fedtune:attestation:%s:%s:%d", a.Auditor, a.Kind, a.Height), v})
 			}

@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fedtune/fedtune/internal/audit/provenancetest"
+	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -39,6 +41,16 @@ func testProvenance(t *testing.T) (*Provenance, *testChain) {
 	}
 	p.Attestations = []DatasetAttestation{{Dataset: p.Lineage.Datasets[0].Digest, Auditor: c.outsider.id, Kind: "pii-scan",
 		Result: "pass", Detail: "0 findings", Height: 4, TxHash: strings.Repeat("ab", 32), Time: p.Time.Add(-time.Minute)}}
+	// The ledger's record of a second dataset's attestation (as FSM.Dataset
+	// fills it from a DatasetAttested tx), and a third dataset published
+	// under a licence with obligations: the documents carry both.
+	ds := p.Lineage.Datasets
+	ds[1].Attestations = []ledger.DatasetAttestation{{Dataset: ds[1].Digest, Kind: "pii-scan", Auditor: c.outsider.id,
+		Result: ledger.AttestationResult{Pass: false, Samples: 12, Findings: 2, Counts: map[string]uint64{"email": 1, "ip": 1}},
+		Tool:   ledger.AttestationTool{Name: "fedtune dataset scan", Digest: strings.Repeat("cd", 32)}, Report: strings.Repeat("ef", 32),
+		Height: ds[1].Height, TxHash: strings.Repeat("12", 32)}}
+	ds[2].Published, ds[2].Format, ds[2].Licence, ds[2].Card = true, "jsonl", "CC-BY-SA-4.0", strings.Repeat("34", 32)
+	ds[2].Shards = []dspub.Shard{{Digest: strings.Repeat("56", 32), First: 0, Samples: 8, Bytes: 800}, {Digest: strings.Repeat("78", 32), First: 8, Samples: 4, Bytes: 400}}
 	return p, c
 }
 
@@ -140,7 +152,7 @@ func TestProvenanceInToto(t *testing.T) {
 		t.Errorf("subject sha256 %s, want the SHA-256 of the resource digests %s", got, want)
 	}
 	f := st.Predicate.Fedtune
-	if f.ChainID != chainID || len(f.Rounds) != 2 || f.Rounds[0].Round != 1 || len(f.Rounds[0].Contributors) != 3 || len(f.Attestations) != 1 {
+	if f.ChainID != chainID || len(f.Rounds) != 2 || f.Rounds[0].Round != 1 || len(f.Rounds[0].Contributors) != 3 || len(f.Attestations) != 2 {
 		t.Errorf("fedtune lineage: chain %q, rounds %+v, attestations %d", f.ChainID, f.Rounds, len(f.Attestations))
 	}
 }
@@ -476,6 +488,46 @@ func TestProvenanceBaseModel(t *testing.T) {
 			if len(got) != len(m.Sources) {
 				t.Errorf("in-toto resources %v, want the %d source files", got, len(m.Sources))
 			}
+		}
+	}
+}
+
+// TestProvenanceCarriesLedgerAttestationsAndPublished: every format
+// carries the attestation the ledger records on a dataset (its tx, its
+// tool and report digests), a published dataset's manifest, shard and card
+// digests, and its licence's obligations; with the ledger's attestation
+// gone, its tx is gone from every document.
+func TestProvenanceCarriesLedgerAttestationsAndPublished(t *testing.T) {
+	p, _ := testProvenance(t)
+	ds := p.Lineage.Datasets
+	att := ds[1].Attestations[0]
+	want := []string{att.TxHash, att.Tool.Digest, att.Report, ds[2].Digest, ds[2].Card, ds[2].Shards[0].Digest, ds[2].Shards[1].Digest, "share-alike"}
+	for _, format := range ProvenanceFormats {
+		out := writeProvenance(t, p, format)
+		if format == "in-toto" {
+			env, err := dsse.Decode(bytes.TrimSuffix(out, []byte("\n")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = env.Payload
+		}
+		for _, w := range want {
+			if !bytes.Contains(out, []byte(w)) {
+				t.Errorf("%s: the document does not carry %q", format, w)
+			}
+		}
+		q := *p
+		l := *p.Lineage
+		l.Datasets = slices.Clone(l.Datasets)
+		l.Datasets[1].Attestations = nil
+		q.Lineage = &l
+		out = writeProvenance(t, &q, format)
+		if format == "in-toto" {
+			env, _ := dsse.Decode(bytes.TrimSuffix(out, []byte("\n")))
+			out = env.Payload
+		}
+		if bytes.Contains(out, []byte(att.TxHash)) {
+			t.Errorf("%s: the attestation's tx is still there after the ledger's attestation is gone", format)
 		}
 	}
 }

@@ -65,6 +65,9 @@ func renderTable(w io.Writer, g *Graph) error {
 		for _, c := range r.Contributors {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", short(c.Trainer), fmtWeight(c.Weight), short(c.UpdateDigest), c.Samples,
 				short(c.Dataset.Digest), dash(c.Dataset.Licence), dash(short(c.Dataset.Root)), c.Dataset.Samples)
+			for _, p := range c.Published {
+				fmt.Fprintf(tw, "  \t\t\t\t+ %s\t%s\t%s\t%d\n", short(p.Digest), dash(p.Licence), dash(short(p.Root)), p.Samples)
+			}
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -177,15 +180,22 @@ func layout(g *Graph) ([]node, []edge) {
 			nodes = append(nodes, node{ID: uid, Kind: "update", Label: fmt.Sprintf("update %s w=%s", short(c.UpdateDigest), fmtWeight(c.Weight)),
 				Details: [][2]string{{"update", c.UpdateDigest}, {"trainer", c.Trainer}, {"weight", fmtWeight(c.Weight)}, {"samples", strconv.FormatUint(c.Samples, 10)}, {"dataset", c.Dataset.Digest}},
 				X:       col + 1, Y: row})
-			did := fmt.Sprintf("dataset:%s@%s", c.Dataset.Digest, rid)
-			dd := [][2]string{{"manifest digest", c.Dataset.Digest}, {"name", dash(c.Dataset.Name)}, {"licence", dash(c.Dataset.Licence)},
-				{"source", dash(c.Dataset.Source)}, {"samples", strconv.FormatUint(c.Dataset.Samples, 10)}, {"merkle root", dash(c.Dataset.Root)}}
-			label := "dataset " + short(c.Dataset.Digest)
-			if c.Dataset.Name != "" {
-				label = c.Dataset.Name + " (" + dash(c.Dataset.Licence) + ")"
+			for k, ds := range append([]GraphDataset{c.Dataset}, c.Published...) {
+				did := fmt.Sprintf("dataset:%s@%s", ds.Digest, rid)
+				if k > 0 {
+					did += "/" + c.Trainer
+					row++
+				}
+				dd := [][2]string{{"manifest digest", ds.Digest}, {"name", dash(ds.Name)}, {"licence", dash(ds.Licence)},
+					{"source", dash(ds.Source)}, {"samples", strconv.FormatUint(ds.Samples, 10)}, {"merkle root", dash(ds.Root)}}
+				label := "dataset " + short(ds.Digest)
+				if ds.Name != "" {
+					label = ds.Name + " (" + dash(ds.Licence) + ")"
+				}
+				nodes = append(nodes, node{ID: did, Kind: "dataset", Label: label, Details: dd, X: col, Y: row})
+				edges = append(edges, edge{From: did, To: uid, Kind: "data"})
 			}
-			nodes = append(nodes, node{ID: did, Kind: "dataset", Label: label, Details: dd, X: col, Y: row})
-			edges = append(edges, edge{From: did, To: uid, Kind: "data"}, edge{From: uid, To: rid, Kind: "update"})
+			edges = append(edges, edge{From: uid, To: rid, Kind: "update"})
 			row++
 		}
 		for _, x := range r.Rejected {

@@ -24,6 +24,7 @@ import (
 	"github.com/fedtune/fedtune/aggregator"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/fsm"
 	"github.com/fedtune/fedtune/ledger/pebblestore"
@@ -107,6 +108,14 @@ type Report struct {
 	Reaggregated int // committed rounds re-run from artifacts
 	Artifacts    int // artifact files hashed
 	Manifests    int // dataset manifests found and checked
+	// Attestations counts the DatasetAttested whose signed statement was
+	// checked against the auditor's key and the tx; Published the
+	// DatasetPublished whose signed manifest was checked, and PublishedRoots
+	// those whose leaves file was in Artifacts and gives the manifest's
+	// root (and whose shards there match their leaves).
+	Attestations   int
+	Published      int
+	PublishedRoots int
 	// Evaluated counts the RoundEvaluated txs: the ledger rules are
 	// checked (owner, committed round, its model, contributors), the
 	// losses themselves are the coordinator's and not re-computed.
@@ -396,6 +405,9 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 		if sm, err := b.Decode(); err == nil {
 			v.dataset(ledger.Dataset{Digest: sm.Digest, Name: sm.Name, Licence: sm.Licence, Published: true})
 		}
+		return v.published(h, i, tx, b)
+	case ledger.DatasetAttested:
+		return v.attested(h, i, tx, b)
 	case ledger.JobRegistered:
 		v.recipes[b.JobID] = b.Recipe
 		if b.Recipe.Mode == ledger.RecipePretrain {
@@ -812,6 +824,77 @@ func (v *verifier) manifest(h uint64, i int, tx *ledger.Tx, b ledger.DatasetRegi
 		return txErr(h, i, tx.Hash, "root", "the manifest says root %s over %d bytes, the ledger root %s over %d bytes", sm.Root, sm.Bytes, b.Root, b.Bytes)
 	}
 	v.rep.Manifests++
+	return nil
+}
+
+// attested re-checks a DatasetAttested independently of the FSM: its
+// statement is a DSSE envelope signed by the tx's signer (an auditor) and
+// says exactly what the tx says about exactly the tx's dataset.
+func (v *verifier) attested(h uint64, i int, tx *ledger.Tx, b ledger.DatasetAttested) error {
+	pub, ok := v.members[tx.Signer]
+	if !ok {
+		return txErr(h, i, tx.Hash, "signer", "DatasetAttested signed by %s, who is no member", tx.Signer)
+	}
+	st, err := ledger.VerifyStatement(b.Statement, pub)
+	if err != nil {
+		return txErr(h, i, tx.Hash, "statement", "the attestation of dataset %s: the statement does not verify with the key of auditor %s: %v", b.Dataset, tx.Signer, err)
+	}
+	if why := b.Matches(st); why != "" {
+		return txErr(h, i, tx.Hash, "statement", "the attestation of dataset %s: the signed statement does not say what the tx says: %s", b.Dataset, why)
+	}
+	v.rep.Attestations++
+	return nil
+}
+
+// published re-checks a DatasetPublished independently of the FSM: its
+// manifest is signed by the tx's signer, who is its owner; with Artifacts
+// holding its leaves file, the leaves give the manifest's Merkle root, and
+// each shard there holds exactly its leaves' samples.
+func (v *verifier) published(h uint64, i int, tx *ledger.Tx, b ledger.DatasetPublished) error {
+	pub, ok := v.members[tx.Signer]
+	if !ok {
+		return txErr(h, i, tx.Hash, "signer", "DatasetPublished signed by %s, who is no member", tx.Signer)
+	}
+	sm, err := dspub.Decode([]byte(b.Manifest), pub)
+	if err != nil {
+		return txErr(h, i, tx.Hash, "manifest", "the published manifest does not verify with the key of %s: %v", tx.Signer, err)
+	}
+	if sm.Owner != tx.Signer {
+		return txErr(h, i, tx.Hash, "manifest", "published dataset %q: the manifest's owner is %s, the tx's signer %s", sm.Name, sm.Owner, tx.Signer)
+	}
+	v.rep.Published++
+	if v.opts.Artifacts == "" {
+		return nil
+	}
+	p, ok := artifactPath(v.opts.Artifacts, sm.Leaves)
+	if !ok {
+		return nil
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("audit: verify: %w", err)
+	}
+	if _, err := datasets.VerifyLeaves(&sm.Manifest, data); err != nil {
+		return txErr(h, i, tx.Hash, "root", "published dataset %q (%s): its leaves file %s: %v", sm.Name, sm.Digest, p, err)
+	}
+	leaves, err := dspub.DecodeLeaves(&sm.Manifest, data)
+	if err != nil {
+		return txErr(h, i, tx.Hash, "root", "published dataset %q (%s): its leaves file %s: %v", sm.Name, sm.Digest, p, err)
+	}
+	for k, sh := range sm.Shards {
+		sp, ok := artifactPath(v.opts.Artifacts, sh.Digest)
+		if !ok {
+			continue
+		}
+		raw, err := os.ReadFile(sp)
+		if err != nil {
+			return fmt.Errorf("audit: verify: %w", err)
+		}
+		if _, err := dspub.CheckShard(&sm.Manifest, k, raw, leaves); err != nil {
+			return txErr(h, i, tx.Hash, "shards", "published dataset %q (%s): %v", sm.Name, sm.Digest, err)
+		}
+	}
+	v.rep.PublishedRoots++
 	return nil
 }
 

@@ -457,8 +457,9 @@ func newAuditVerifyCmd() *cobra.Command {
 			if rep.InitModels > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "pretrain: %d initial models recomputed from the init config and seed their recipes record\n", rep.InitModels)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "OK: chain verified to height %d (head %x): %d txs, %d committed rounds, %d re-aggregated, %d evaluated (RoundEvaluated; losses not re-computed), %d artifacts and %d manifests checked in %s\n",
-				rep.Height, rep.HeadHash[:8], rep.Txs, rep.Rounds, rep.Reaggregated, rep.Evaluated, rep.Artifacts, rep.Manifests, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(cmd.OutOrStdout(), "OK: chain verified to height %d (head %x): %d txs, %d committed rounds, %d re-aggregated, %d evaluated (RoundEvaluated; losses not re-computed), %d artifacts and %d manifests checked, %d attestation statements and %d published manifests (%d with their leaves and shards) re-checked in %s\n",
+				rep.Height, rep.HeadHash[:8], rep.Txs, rep.Rounds, rep.Reaggregated, rep.Evaluated, rep.Artifacts, rep.Manifests, rep.Attestations, rep.Published, rep.PublishedRoots,
+				time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -103,16 +102,8 @@ func newAuditProvenanceCmd() *cobra.Command {
 						}
 						chainID = st.ChainId
 					}
-					p = &audit.Provenance{Lineage: l, ChainID: chainID, BlockTimes: map[uint64]time.Time{}}
-					for _, h := range p.Heights() {
-						vb, err := c.Block(ctx, h, quorum, chainID)
-						if err != nil {
-							return fmt.Errorf("block %d: %w", h, err)
-						}
-						p.BlockTimes[h] = time.Unix(0, vb.Block.Header.Time).UTC()
-					}
-					p.Time = p.BlockTimes[l.Model.Height]
-					return nil
+					p, err = audit.ProvenanceFromNode(ctx, c, l, chainID, quorum)
+					return err
 				})
 				if err != nil {
 					return fail(err)

@@ -7,6 +7,7 @@ import (
 
 	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	"github.com/fedtune/fedtune/coordinator"
+	"github.com/fedtune/fedtune/internal/spdx"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/node"
 	"github.com/fedtune/fedtune/model"
@@ -93,5 +94,26 @@ func TestExampleConfigsAgree(t *testing.T) {
 	}
 	if filepath.Base(tc.LedgerGenesis) != "genesis.yaml" || filepath.Base(ac.LedgerGenesis) != "genesis.yaml" {
 		t.Errorf("ledger_genesis: trainer %s, aggregator %s", tc.LedgerGenesis, ac.LedgerGenesis)
+	}
+}
+
+// TestExamplePublishedJob: the example job on published data loads with
+// its published dataset, accepted licences (each in fedtune's SPDX table)
+// and required attestation, as the README's datasets section runs it.
+func TestExamplePublishedJob(t *testing.T) {
+	j, err := coordinator.LoadJob("../../configs/jobs/published-attested.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Datasets.Published) != 1 || j.Datasets.RangeSamples == 0 || len(j.Datasets.Licences) == 0 {
+		t.Fatalf("datasets %+v: want one published dataset, a range size and accepted licences", j.Datasets)
+	}
+	for _, l := range j.Datasets.Licences {
+		if !spdx.Known(l) {
+			t.Errorf("licenses: %q is not in fedtune's SPDX table", l)
+		}
+	}
+	if len(j.RequireAttestations) != 1 || j.RequireAttestations[0] != (ledger.AttestationRequirement{Kind: ledger.KindPIIScan, By: "auditor"}) {
+		t.Errorf("require_attestations %+v, want one pii-scan by any auditor", j.RequireAttestations)
 	}
 }

@@ -71,44 +71,7 @@ func TestNetworkRequiredAttestation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lc.Close()
-	data, err := os.ReadFile(filepath.Join("..", "..", "datasets", "testdata", "shards", "trainer-1.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := scan.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := sc.Scan("trainer-1.jsonl", data, scan.FormatJSONL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	report, err := json.Marshal(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counts := map[string]uint64{}
-	for k, v := range res.Counts() {
-		counts[string(k)] = uint64(v)
-	}
-	exe, _ := os.Executable()
-	tool, err := digest.File(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := ledger.AttestationPredicate{Kind: ledger.KindPIIScan, Tool: ledger.AttestationTool{Name: "fedtune dataset scan", Digest: tool},
-		Report: digest.Bytes(report), Result: ledger.AttestationResult{Pass: len(res.Findings) == 0, Samples: uint64(res.Samples),
-			Findings: uint64(len(res.Findings)), Counts: counts}}
-	if !p.Result.Pass {
-		t.Fatalf("the shipped shard has personal data: %v", res.Findings)
-	}
-	env, err := ledger.SignStatement(n.Keys[AuditorName], ledger.NewStatement(dataset, "trainer-1", p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.NewSigner(lc, n.Keys[AuditorName]).Submit(ctx, ledger.DatasetAttested{Dataset: dataset, Predicate: p, Statement: env}); err != nil {
-		t.Fatal(err)
-	}
+	p := scanAttest(t, ctx, n, lc, dataset, "trainer-1", filepath.Join("..", "..", "datasets", "testdata", "shards", "trainer-1.jsonl"), scan.FormatJSONL)
 
 	// With it: the same job, launched again, commits.
 	// Another name and seed: the same seed would train the very same update,
@@ -189,5 +152,51 @@ func TestNetworkRequiredAttestation(t *testing.T) {
 	}
 	t.Logf("after a failing scan, audit lineage says:\n%s", table.String())
 	t.Logf("with the attestation: round committed model %s; dataset %s attested by %s (%d samples scanned, 0 findings)",
-		st.Rounds[0].ModelDigest[:12], dataset[:12], auditor[:12], res.Samples)
+		st.Rounds[0].ModelDigest[:12], dataset[:12], auditor[:12], p.Result.Samples)
+}
+
+// scanAttest scans file (format f) for personal data for real, as the
+// devnet's auditor, and records the passing result as a DatasetAttested of
+// dataset (statement subject name), failing t if the data has findings.
+func scanAttest(t *testing.T, ctx context.Context, n *Net, lc *client.Client, dataset, name, file string, f scan.Format) ledger.AttestationPredicate {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := scan.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sc.Scan(filepath.Base(file), data, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for k, v := range res.Counts() {
+		counts[string(k)] = uint64(v)
+	}
+	exe, _ := os.Executable()
+	tool, err := digest.File(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ledger.AttestationPredicate{Kind: ledger.KindPIIScan, Tool: ledger.AttestationTool{Name: "fedtune dataset scan", Digest: tool},
+		Report: digest.Bytes(report), Result: ledger.AttestationResult{Pass: len(res.Findings) == 0, Samples: uint64(res.Samples),
+			Findings: uint64(len(res.Findings)), Counts: counts}}
+	if !p.Result.Pass {
+		t.Fatalf("the shipped data %s has personal data: %v", file, res.Findings)
+	}
+	env, err := ledger.SignStatement(n.Keys[AuditorName], ledger.NewStatement(dataset, name, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.NewSigner(lc, n.Keys[AuditorName]).Submit(ctx, ledger.DatasetAttested{Dataset: dataset, Predicate: p, Statement: env}); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

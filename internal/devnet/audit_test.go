@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -208,11 +209,12 @@ func TestNoRaceNetworkAudit(t *testing.T) {
 		}
 		for _, cc := range c.Contributors {
 			u := submitted[fmt.Sprintf("%s/%d/%s", n.JobName, r, cc.Trainer)]
-			want := ledger.LineageContribution{Trainer: cc.Trainer, UpdateDigest: cc.UpdateDigest, DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: cc.Weight}
+			want := ledger.LineageContribution{Trainer: cc.Trainer, UpdateDigest: cc.UpdateDigest, DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: cc.Weight,
+				Published: ledger.RangeDatasets(u.DatasetDigest, u.Ranges)}
 			if u.UpdateDigest != cc.UpdateDigest {
 				t.Errorf("round %d: trainer %s committed update %s but submitted %q", r, cc.Trainer, cc.UpdateDigest, u.UpdateDigest)
 			}
-			if got[cc.Trainer] != want {
+			if !reflect.DeepEqual(got[cc.Trainer], want) {
 				t.Errorf("round %d: lineage contributor %+v, the chain says %+v", r, got[cc.Trainer], want)
 			}
 			if owners[u.DatasetDigest] != cc.Trainer {

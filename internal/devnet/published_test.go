@@ -1,11 +1,13 @@
 package devnet
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +17,11 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/datasets/scan"
 	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/audit/provenancetest"
 	"github.com/fedtune/fedtune/internal/dspub"
+	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -80,6 +85,12 @@ func TestNetworkPublishedData(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("published %s: %d samples in %d shards", sm.Digest, sm.Samples, len(sm.Shards))
+	// The auditor scans the published data for real and attests it.
+	scanFormat := scan.FormatText
+	if format == dspub.FormatInstruct {
+		scanFormat = scan.FormatJSONL
+	}
+	att := scanAttest(t, ctx, n, lc, sm.Digest, "arith", n.Shards[1], scanFormat)
 
 	// A job on it that accepts only MIT is refused.
 	var job map[string]any
@@ -153,6 +164,27 @@ func TestNetworkPublishedData(t *testing.T) {
 	if _, err := audit.Anchor(ctx, lc, l, audit.AnchorOptions{Quorum: 2, Model: r.ModelDigest, ChainID: g.ChainID, Nodes: nodes}); err != nil {
 		t.Fatalf("anchoring the lineage: %v", err)
 	}
+	// trainer-1 mixed its own data with its published range: its
+	// contribution names both datasets, and so do the lineage's datasets.
+	t1 := n.ID("trainer-1")
+	var own string
+	for _, lr := range l.Rounds {
+		for _, c := range lr.Contributors {
+			if c.Trainer == t1 {
+				own = c.DatasetDigest
+				if c.DatasetDigest == sm.Digest || !slices.Equal(c.Published, []string{sm.Digest}) {
+					t.Fatalf("trainer-1's contribution %+v; want its own dataset and published %s", c, sm.Digest)
+				}
+			}
+		}
+	}
+	var lds []string
+	for _, ld := range l.Datasets {
+		lds = append(lds, ld.Digest)
+	}
+	if own == "" || !slices.Contains(lds, own) || !slices.Contains(lds, sm.Digest) {
+		t.Fatalf("lineage datasets %v; want trainer-1's own %q and the published %s", lds, own, sm.Digest)
+	}
 	rep := audit.Licences(l, nil)
 	var ids []string
 	for _, lt := range rep.Licences {
@@ -160,6 +192,41 @@ func TestNetworkPublishedData(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(ids, " "), "CC-BY-4.0") {
 		t.Fatalf("licences behind the model: %v, want CC-BY-4.0 among them", ids)
+	}
+
+	// The model's provenance, in every format, validates against its
+	// schema and carries the published dataset (its signed manifest's
+	// digest, its shards, its card, its licence's obligations) and the
+	// auditor's attestation of it.
+	p, err := audit.ProvenanceFromNode(ctx, lc, l, g.ChainID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	carry := []string{own, sm.Digest, sm.Card, att.Report, att.Tool.Digest, "attribution: credit the authors", n.ID(AuditorName)}
+	for _, sh := range sm.Shards {
+		carry = append(carry, sh.Digest)
+	}
+	for _, f := range audit.ProvenanceFormats {
+		var b bytes.Buffer
+		if err := audit.WriteProvenance(&b, p, f, n.Keys[AuditorName]); err != nil {
+			t.Fatalf("%s provenance: %v", f, err)
+		}
+		if err := provenancetest.Validate(f, b.Bytes()); err != nil {
+			t.Errorf("%s provenance of a model on attested, published data: %v", f, err)
+		}
+		text := b.Bytes()
+		if f == "in-toto" {
+			env, err := dsse.Decode(bytes.TrimSpace(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text = env.Payload
+		}
+		for _, w := range carry {
+			if !bytes.Contains(text, []byte(w)) {
+				t.Errorf("%s provenance does not carry %q", f, w)
+			}
+		}
 	}
 
 	// The coordinator's store is edited: a member fetching the dataset

@@ -559,7 +559,7 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 				return nil, err
 			}
 			link.Contributors = append(link.Contributors, ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
-				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight})
+				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight, Published: ledger.RangeDatasets(u.DatasetDigest, u.Ranges)})
 		}
 		var left []string // submitted, not rejected, not listed
 		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {

@@ -51,8 +51,25 @@ func (l *lineageLink) encode() []byte {
 		w.Str(r.UpdateDigest)
 		w.Str(r.Reason)
 	}
+	// Optional trailing section (absent in records written before it, and
+	// whenever no contributor trained on published ranges beside its own
+	// dataset, so those records keep their bytes): tag 1, then each
+	// contributor's published datasets.
+	if slices.ContainsFunc(l.Contributors, func(c ledger.LineageContribution) bool { return len(c.Published) > 0 }) {
+		w.U8(lineageTagPublished)
+		for _, c := range l.Contributors {
+			w.Uvarint(uint64(len(c.Published)))
+			for _, d := range c.Published {
+				w.Str(d)
+			}
+		}
+	}
 	return w.B
 }
+
+// lineageTagPublished starts a lineage record's section of the
+// contributors' published datasets.
+const lineageTagPublished byte = 1
 
 func decodeLineageLink(b []byte) (*lineageLink, error) {
 	r := codec.NewReader(b)
@@ -98,6 +115,17 @@ func decodeLineageLink(b []byte) (*lineageLink, error) {
 		x.Trainer = r.Str(maxStr)
 		x.UpdateDigest = r.Str(maxStr)
 		x.Reason = r.Str(maxStr)
+	}
+	if r.More() {
+		if tag := r.U8(); tag != lineageTagPublished {
+			return nil, fmt.Errorf("lineage record: unknown trailing section %d", tag)
+		}
+		for i := range l.Contributors {
+			n := r.Length(ledger.MaxPublished)
+			for j := 0; j < n && r.Err() == nil; j++ {
+				l.Contributors[i].Published = append(l.Contributors[i].Published, r.Str(maxStr))
+			}
+		}
 	}
 	if err := r.Done(); err != nil {
 		return nil, err
@@ -189,7 +217,9 @@ func lineage(st segmentReader, digest string) (*ledger.Lineage, error) {
 				return nil, fmt.Errorf("ledger: lineage segment %s breaks at depth %d: state is corrupt", seg, i)
 			}
 			for _, c := range l.Contributors {
-				datasets[c.DatasetDigest] = true
+				for _, d := range c.Datasets() {
+					datasets[d] = true
+				}
 			}
 			lr := ledger.LineageRound(*l)
 			var rec ledger.Round
@@ -260,12 +290,14 @@ func missingInLineage(st segmentReader, l *ledger.Lineage) error {
 		}
 		done := map[string]bool{}
 		for _, c := range r.Contributors {
-			if done[c.DatasetDigest] {
-				continue
-			}
-			done[c.DatasetDigest] = true
-			for _, req := range ledger.MissingAttestations(j.Recipe.RequireAttestations, atts[c.DatasetDigest]) {
-				l.Missing = append(l.Missing, ledger.MissingAttestation{JobID: r.JobID, Round: r.Round, Dataset: c.DatasetDigest, Requirement: req})
+			for _, d := range c.Datasets() {
+				if done[d] {
+					continue
+				}
+				done[d] = true
+				for _, req := range ledger.MissingAttestations(j.Recipe.RequireAttestations, atts[d]) {
+					l.Missing = append(l.Missing, ledger.MissingAttestation{JobID: r.JobID, Round: r.Round, Dataset: d, Requirement: req})
+				}
 			}
 		}
 	}

@@ -168,6 +168,10 @@ func (r *Reader) Str(max int) string {
 // Err returns the first error so far.
 func (r *Reader) Err() error { return r.err }
 
+// More reports whether bytes are left to read (and no error so far): how
+// a decoder finds an optional trailing section an older writer left out.
+func (r *Reader) More() bool { return r.err == nil && r.off < len(r.b) }
+
 // Done returns the first error; it fails unless every byte was consumed.
 func (r *Reader) Done() error {
 	if r.err == nil && r.off != len(r.b) {
