@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -128,5 +129,74 @@ func TestRequiredAttestations(t *testing.T) {
 	}
 	if len(l.Missing) != 1 || l.Missing[0].Dataset != d || l.Missing[0].JobID != "job-a" || l.Missing[0].Requirement.Kind != ledger.KindPIIScan {
 		t.Fatalf("missing %+v", l.Missing)
+	}
+}
+
+// TestRequiredAttestationsMixed: a trainer mixing its own data with a
+// published dataset's ranges trains on both, so a commit counting its
+// update needs the job's attestation on each; the refusal names the
+// dataset that lacks it.
+func TestRequiredAttestationsMixed(t *testing.T) {
+	const own, pub = "own", "pub"
+	for name, tc := range map[string]struct {
+		attest map[string]bool // dataset -> a passing (true) or failing attestation
+		want   string          // "" commits; else the refused dataset
+	}{
+		"both attested":           {map[string]bool{own: true, pub: true}, ""},
+		"published not attested":  {map[string]bool{own: true}, pub},
+		"published attest fails":  {map[string]bool{own: true, pub: false}, pub},
+		"own not attested":        {map[string]bool{pub: true}, own},
+		"neither attested":        {nil, own},
+		"published attested only": {map[string]bool{pub: true, own: false}, own},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := newCast()
+			ch := newChain(t, c.genesis(t), c.node.id)
+			a, b := c.trainers[0], c.trainers[1]
+			sm, err := dspub.Decode([]byte(testPublication(t, a.key, a.id, "pub-mixed", "CC-BY-4.0")), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds := map[string]string{own: digest("b's own data"), pub: sm.Digest}
+			base := digest("base model")
+			rc := c.testRecipe()
+			rc.RequireAttestations = []ledger.AttestationRequirement{{Kind: ledger.KindPIIScan, By: c.auditor.id}}
+			rc.Published = []ledger.PublishedRef{{Digest: sm.Digest, Samples: sm.Samples}}
+			rc.RangeSeed, rc.RangeSamples = 7, 1
+			ch.mustApply(a.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, a.key, a.id, "pub-mixed", "CC-BY-4.0")}),
+				c.coord.sign(t, ledger.ModelRegistered{Digest: base, Name: "m", Licence: "apache-2.0", Source: "s"}),
+				b.sign(t, ledger.DatasetRegistered{Digest: ds[own], Name: "b", Licence: "cc0-1.0", Source: "s", Samples: 100, Root: testDatasetRoot}),
+				c.coord.sign(t, ledger.JobRegistered{JobID: "job-m", Recipe: rc}))
+			ranges, err := rc.Ranges(1, []string{b.id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch.mustApply(c.coord.sign(t, ledger.RoundOpened{JobID: "job-m", Round: 1, ConfigDigest: digest("cfg"), BaseModel: base, Strategy: "fedavg",
+				Trainers: []string{b.id}, Deadline: t0.Add(24 * time.Hour), Ranges: ranges}))
+			ch.mustApply(b.sign(t, ledger.UpdateSubmitted{JobID: "job-m", Round: 1, UpdateDigest: digest("u1"), DatasetDigest: ds[own], Samples: 10,
+				Ranges: ledger.RangesOf(ranges, b.id)}))
+			for _, k := range []string{own, pub} {
+				if pass, ok := tc.attest[k]; ok {
+					ch.mustApply(c.auditor.sign(t, attested(t, c.auditor.key, ds[k], pass)))
+				}
+			}
+			commit := c.agg.sign(t, ledger.RoundCommitted{JobID: "job-m", Round: 1, ModelDigest: digest("m1"), Strategy: "fedavg", Params: rc.CommitParams(),
+				Contributors: []ledger.Contribution{{Trainer: b.id, UpdateDigest: digest("u1"), Weight: 1}}})
+			if tc.want != "" {
+				wantRejected(t, ch, ledger.CodeInvalid, "computed on dataset "+ds[tc.want]+", which lacks the attestation(s) job \"job-m\" requires: pii-scan by "+c.auditor.id, commit)
+				if r, err := ch.fsm.Round("job-m", 1); err != nil || r.Status == ledger.StatusCommitted {
+					t.Fatalf("round after the refused commit: %+v, %v", r, err)
+				}
+				return
+			}
+			ch.mustApply(commit)
+			l, err := ch.fsm.Lineage(digest("m1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.Missing) != 0 {
+				t.Fatalf("lineage missing %+v", l.Missing)
+			}
+		})
 	}
 }

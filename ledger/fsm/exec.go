@@ -549,17 +549,23 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			if u.Rejected {
 				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s was rejected: %s", i, ct.UpdateDigest, u.RejectReason)
 			}
-			if missing, err := c.missingAttestations(rc.RequireAttestations, u.DatasetDigest); err != nil {
-				return nil, err
-			} else if len(missing) > 0 {
-				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s of trainer %s was computed on dataset %s, which lacks the attestation(s) job %q requires: %s",
-					i, ct.UpdateDigest, ct.Trainer, u.DatasetDigest, b.JobID, describeRequirements(missing))
+			lc := ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
+				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight, Published: ledger.RangeDatasets(u.DatasetDigest, u.Ranges)}
+			// Every dataset behind the update, its trainer's own and the
+			// published ones its ranges mixed in, must meet the job's
+			// attestation and licence requirements.
+			for _, ds := range lc.Datasets() {
+				if missing, err := c.missingAttestations(rc.RequireAttestations, ds); err != nil {
+					return nil, err
+				} else if len(missing) > 0 {
+					return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s of trainer %s was computed on dataset %s, which lacks the attestation(s) job %q requires: %s",
+						i, ct.UpdateDigest, ct.Trainer, ds, b.JobID, describeRequirements(missing))
+				}
+				if err := c.checkContributionLicence(rc, i, ds); err != nil {
+					return nil, err
+				}
 			}
-			if err := c.checkContributionLicence(rc, i, u.DatasetDigest); err != nil {
-				return nil, err
-			}
-			link.Contributors = append(link.Contributors, ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
-				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight, Published: ledger.RangeDatasets(u.DatasetDigest, u.Ranges)})
+			link.Contributors = append(link.Contributors, lc)
 		}
 		var left []string // submitted, not rejected, not listed
 		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {
