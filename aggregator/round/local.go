@@ -139,7 +139,7 @@ func (l *Local) aggregate(ctx context.Context, a *Task, global string) (Result, 
 	if lc := l.signer.Client(); lc != nil {
 		if rec, err := lc.Job(ctx, a.JobID); err == nil {
 			minTrainers = rec.Recipe.MinTrainers
-			if err := l.checkAttestations(ctx, lc, a, rec.Recipe.RequireAttestations, rejected); err != nil {
+			if err := l.checkDatasets(ctx, lc, a, &rec.Recipe, rejected); err != nil {
 				return Result{}, err
 			}
 		}
@@ -245,28 +245,55 @@ func (l *Local) putFile(ctx context.Context, path, want string) (string, error) 
 	return want, nil
 }
 
-// checkAttestations rejects every input computed on a dataset that lacks
-// an attestation the job's recipe requires (a passing DatasetAttested of
-// the kind, by the named auditor or any auditor, as the ledger holds it
-// now): the ledger would refuse a commit that counts it. Rejections go
-// into rejected (by trainer) and this aggregator's own record.
-func (l *Local) checkAttestations(ctx context.Context, lc *client.Client, a *Task, reqs []ledger.AttestationRequirement, rejected map[string]string) error {
-	if len(reqs) == 0 {
+// checkDatasets rejects every input computed on a dataset, its trainer's
+// own or a published one its ranges (UpdateSubmitted.Ranges) mixed in,
+// that lacks an attestation the job's recipe requires (a passing
+// DatasetAttested of the kind, by the named auditor or any auditor, as the
+// ledger holds it now) or is under a licence the recipe does not accept:
+// the ledger would refuse a commit that counts it. Rejections, naming the
+// dataset, go into rejected (by trainer) and this aggregator's own record.
+func (l *Local) checkDatasets(ctx context.Context, lc *client.Client, a *Task, rc *ledger.RoundRecipe, rejected map[string]string) error {
+	if len(rc.RequireAttestations) == 0 && len(rc.Licences) == 0 {
 		return nil
 	}
+	ranges := map[string][]ledger.SampleRange{} // by trainer, from the ledger
+	if len(rc.Published) > 0 {
+		r, err := lc.Round(ctx, a.JobID, a.Round)
+		if err != nil {
+			return fmt.Errorf("round %d on the ledger: %w", a.Round, err)
+		}
+		for _, u := range r.Updates {
+			ranges[u.Trainer] = u.Ranges
+		}
+	}
+	seen := map[string]*ledger.Dataset{}
 	kept := a.Inputs[:0:0]
 	for _, in := range a.Inputs {
-		ds, err := lc.Dataset(ctx, in.Dataset)
-		if err != nil {
-			return fmt.Errorf("attestations of dataset %s of trainer %s: %w", in.Dataset, in.Trainer, err)
-		}
-		if missing := ledger.MissingAttestations(reqs, ds.Attestations); len(missing) > 0 {
-			names := make([]string, len(missing))
-			for i, r := range missing {
-				names[i] = r.String()
+		why := ""
+		for _, d := range append([]string{in.Dataset}, ledger.RangeDatasets(in.Dataset, ranges[in.Trainer])...) {
+			ds := seen[d]
+			if ds == nil {
+				var err error
+				if ds, err = lc.Dataset(ctx, d); err != nil {
+					return fmt.Errorf("attestations of dataset %s of trainer %s: %w", d, in.Trainer, err)
+				}
+				seen[d] = ds
 			}
-			why := fmt.Sprintf("update %s of trainer %s was computed on dataset %s, which lacks the passing attestation(s) job %s requires: %s",
-				in.Digest, in.Trainer, in.Dataset, a.JobID, strings.Join(names, ", "))
+			if missing := ledger.MissingAttestations(rc.RequireAttestations, ds.Attestations); len(missing) > 0 {
+				names := make([]string, len(missing))
+				for i, r := range missing {
+					names[i] = r.String()
+				}
+				why = fmt.Sprintf("update %s of trainer %s was computed on dataset %s, which lacks the passing attestation(s) job %s requires: %s",
+					in.Digest, in.Trainer, d, a.JobID, strings.Join(names, ", "))
+				break
+			}
+			if !rc.AcceptsLicence(ds.Licence) {
+				why = rc.LicenceRefusal(d, ds.Name, ds.Licence)
+				break
+			}
+		}
+		if why != "" {
 			l.own.Reject(a.JobID, a.Round, in.Digest, why)
 			rejected[in.Trainer] = ledger.TruncateReason(why)
 			continue

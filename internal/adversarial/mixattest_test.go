@@ -1,0 +1,85 @@
+package adversarial
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/dspub"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/trainer"
+)
+
+// TestAttackMixedAttestation: a job requires a pii-scan by the auditor;
+// trainer-2 mixes its own dataset, which the auditor attested, with the
+// published ranges the job gives it, a dataset nobody attested. An
+// aggregator committing that update (lineage would list the published
+// dataset as missing its attestation) is refused, naming the published
+// dataset, and the chain is unchanged; once the auditor attests the
+// published dataset the same commit goes through.
+func TestAttackMixedAttestation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	nw := startLedgers(t, ctx)
+	c, err := nw.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ac, _ := publishedStore(t)
+	sig := map[string]*client.Signer{}
+	for name, key := range nw.Keys {
+		sig[name] = client.NewSigner(c, key)
+	}
+	must := func(who string, body ledger.TxBody) {
+		t.Helper()
+		if _, err := sig[who].Submit(ctx, body); err != nil {
+			t.Fatalf("%s by %s: %v", body.TxType(), who, err)
+		}
+	}
+	aud := devnet.AuditorName
+	sm, err := trainer.PublishDataset(ctx, ac, nw.Keys["trainer-1"], publishedData("mixattest", 20), nil,
+		datasets.PublishOptions{Name: "mixattest-set", Format: dspub.FormatText, Licence: "CC0-1.0", ShardSamples: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must("trainer-1", ledger.DatasetPublished{Manifest: string(sm.Envelope)})
+	own := digestOf("trainer-2 own data")
+	must("trainer-2", ledger.DatasetRegistered{Digest: own, Name: "own-data", Licence: "CC0-1.0", Source: "test", Samples: 10, Root: digestOf("own root")})
+	must(aud, attestBody(t, nw.Keys[aud], own))
+	base := digestOf("mixattest base")
+	must("coordinator", ledger.ModelRegistered{Digest: base, Name: "base", Licence: "Apache-2.0", Source: "test"})
+	rc := ledger.RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{nw.ID("aggregator")}, BaseModel: base,
+		Published: []ledger.PublishedRef{{Digest: sm.Digest, Samples: sm.Samples}}, RangeSeed: 5, RangeSamples: 4,
+		RequireAttestations: []ledger.AttestationRequirement{{Kind: ledger.KindPIIScan, By: nw.ID(aud)}}}
+	must("coordinator", ledger.JobRegistered{JobID: "mixattest", Recipe: rc})
+	tr := nw.ID("trainer-2")
+	ranges, err := rc.Ranges(1, []string{tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must("coordinator", ledger.RoundOpened{JobID: "mixattest", Round: 1, ConfigDigest: digestOf("cfg"), BaseModel: base, Strategy: "fedavg",
+		Trainers: []string{tr}, Deadline: time.Now().Add(time.Hour), Ranges: ranges})
+	upd := ledger.UpdateSubmitted{JobID: "mixattest", Round: 1, UpdateDigest: digestOf("mixattest update"), DatasetDigest: own, Samples: 14,
+		Ranges: ledger.RangesOf(ranges, tr)}
+	must("trainer-2", upd)
+	commit := ledger.RoundCommitted{JobID: "mixattest", Round: 1, ModelDigest: digestOf("mixattest model"), Strategy: "fedavg", Params: rc.CommitParams(),
+		Contributors: []ledger.Contribution{{Trainer: tr, UpdateDigest: upd.UpdateDigest, Weight: 1}}}
+
+	before := waitSettled(t, ctx, nw.Net)
+	_, err = sig["aggregator"].Submit(ctx, commit)
+	want := "computed on dataset " + sm.Digest + ", which lacks the attestation(s) job \"mixattest\" requires: pii-scan by " + nw.ID(aud)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("commit of a mixed update on an unattested published dataset: %v; want a refusal saying %q", err, want)
+	}
+	t.Logf("refused: %v", err)
+	requireUnchanged(t, ctx, nw.Net, before)
+
+	must(aud, attestBody(t, nw.Keys[aud], sm.Digest))
+	must("aggregator", commit)
+}
