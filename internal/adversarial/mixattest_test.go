@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/dspub"
@@ -18,8 +19,8 @@ import (
 // published ranges the job gives it, a dataset nobody attested. An
 // aggregator committing that update (lineage would list the published
 // dataset as missing its attestation) is refused, naming the published
-// dataset, and the chain is unchanged; once the auditor attests the
-// published dataset the same commit goes through.
+// dataset, and the chain is unchanged; the honest aggregator rejects the
+// update (UpdateRejected) with a reason naming that dataset.
 func TestAttackMixedAttestation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three ledger nodes")
@@ -31,7 +32,7 @@ func TestAttackMixedAttestation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	ac, _ := publishedStore(t)
+	ac, store := publishedStore(t)
 	sig := map[string]*client.Signer{}
 	for name, key := range nw.Keys {
 		sig[name] = client.NewSigner(c, key)
@@ -65,7 +66,11 @@ func TestAttackMixedAttestation(t *testing.T) {
 	}
 	must("coordinator", ledger.RoundOpened{JobID: "mixattest", Round: 1, ConfigDigest: digestOf("cfg"), BaseModel: base, Strategy: "fedavg",
 		Trainers: []string{tr}, Deadline: time.Now().Add(time.Hour), Ranges: ranges})
-	upd := ledger.UpdateSubmitted{JobID: "mixattest", Round: 1, UpdateDigest: digestOf("mixattest update"), DatasetDigest: own, Samples: 14,
+	ud, _, err := store.Put(ctx, strings.NewReader("trainer-2's mixed update"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := ledger.UpdateSubmitted{JobID: "mixattest", Round: 1, UpdateDigest: ud, DatasetDigest: own, Samples: 14,
 		Ranges: ledger.RangesOf(ranges, tr)}
 	must("trainer-2", upd)
 	commit := ledger.RoundCommitted{JobID: "mixattest", Round: 1, ModelDigest: digestOf("mixattest model"), Strategy: "fedavg", Params: rc.CommitParams(),
@@ -80,6 +85,23 @@ func TestAttackMixedAttestation(t *testing.T) {
 	t.Logf("refused: %v", err)
 	requireUnchanged(t, ctx, nw.Net, before)
 
-	must(aud, attestBody(t, nw.Keys[aud], sm.Digest))
-	must("aggregator", commit)
+	// The honest aggregator drops the update before aggregating, naming
+	// the published dataset, and its UpdateRejected is recorded.
+	agg := round.NewLocal(store, t.TempDir(), sig["aggregator"], nil)
+	_, err = agg.Aggregate(ctx, round.Task{JobID: "mixattest", Round: 1, Base: base, Strategy: "fedavg",
+		Inputs: []round.Input{{Trainer: tr, Digest: ud, Dataset: own, Samples: upd.Samples}}}, base)
+	wantWhy := "update " + ud + " of trainer " + tr + " was computed on dataset " + sm.Digest + ", which lacks the passing attestation(s) job mixattest requires: pii-scan by " + nw.ID(aud)
+	if err == nil || !strings.Contains(err.Error(), wantWhy) {
+		t.Fatalf("aggregation of the mixed update: %v; want it rejected saying %q", err, wantWhy)
+	}
+	if _, err := agg.Submit(ctx, ledger.UpdateRejected{JobID: "mixattest", Round: 1, UpdateDigest: ud, Reason: wantWhy}); err != nil {
+		t.Fatalf("the aggregator's own UpdateRejected: %v", err)
+	}
+	r, err := c.Round(ctx, "mixattest", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Updates) != 1 || !r.Updates[0].Rejected || !strings.Contains(r.Updates[0].RejectReason, sm.Digest) {
+		t.Fatalf("round updates %+v; want the update rejected naming dataset %s", r.Updates, sm.Digest)
+	}
 }
