@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fedtune/fedtune/aggregator/round"
@@ -271,6 +272,18 @@ func (s *Service) registerJob(ctx context.Context, job *Job, base, initAdapter s
 		}
 		if !recipe.AcceptsLicence(d.Licence) {
 			return recipe, fmt.Errorf("job %s: datasets.published[%d]: %s", job.Name, i, recipe.LicenceRefusal(d.Digest, d.Name, d.Licence))
+		}
+		// Every trainer trains on the published ranges, so an update on a
+		// dataset lacking a required attestation would be refused at
+		// commit (the ledger checks again there: an attestation may
+		// arrive, or fail, later). Refuse the launch now instead.
+		if missing := ledger.MissingAttestations(recipe.RequireAttestations, d.Attestations); len(missing) > 0 {
+			names := make([]string, len(missing))
+			for k, r := range missing {
+				names[k] = r.String()
+			}
+			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s (%q) lacks the passing attestation(s) require_attestations asks for: %s; every update on its ranges would be refused at commit, so have an auditor attest the dataset before launching the job",
+				job.Name, i, d.Digest, d.Name, strings.Join(names, ", "))
 		}
 		recipe.Published[i].Samples = d.Samples
 	}
