@@ -2,7 +2,9 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"sort"
 
 	"github.com/fedtune/fedtune/ledger"
@@ -33,13 +35,21 @@ type Verdict struct {
 	// Lies are the trainer's checkpoints that do not prove against its
 	// committed step root.
 	Lies []commitment.Checkpoint
+	// OptStateLie says why the starting optimizer state the trainer kept
+	// for the round (commitment.Store.StartOptStatePath) is not the one
+	// its committed inputs name, or cannot be used (nil: none is wrong).
+	OptStateLie error
+	// NeedsOptState reports that the round may have started from the
+	// trainer's kept inner optimizer state (pre-training, round 2 on) and
+	// none was given: the replay from fresh moments cannot judge it.
+	NeedsOptState bool
 	// Reason says, in words, what differs ("" when the replay matches).
 	Reason string
 }
 
 // Honest reports whether the replay matches the claim bit for bit.
 func (v *Verdict) Honest() bool {
-	return v.InputsMatch && v.StepsMatch && v.StepRootMatch && v.UpdateMatch
+	return v.InputsMatch && v.StepsMatch && v.StepRootMatch && v.UpdateMatch && v.OptStateLie == nil
 }
 
 // Replay re-runs task t on data d on the Host engine (bit-exact on every
@@ -48,11 +58,40 @@ func (v *Verdict) Honest() bool {
 // trainer's checkpoints in ckpt (nil: none), each proved against the
 // committed root first: a checkpoint that does not prove is a lie, listed
 // in Verdict.Lies and not used. t.OutDir receives the replayed update.
+//
+// A round may start from the inner optimizer state the trainer kept from
+// its last one (pre-training); the replay then starts from the copy the
+// trainer keeps in ckpt (commitment.Store.StartOptStatePath), whose
+// digest the committed inputs name: a copy that cannot be used, or whose
+// replay does not give the committed inputs, is named in
+// Verdict.OptStateLie. Without a copy, a pre-training round 2 on whose
+// inputs differ is not judged (Verdict.NeedsOptState).
 func Replay(ctx context.Context, t Task, d Data, claim Claim, ckpt *commitment.Store) (Verdict, error) {
-	t.Checkpoints = nil
+	t.Checkpoints, t.OptState, t.startOpt = nil, "", nil
+	var startPath, startDigest string
+	var startErr error
+	if ckpt != nil {
+		p, err := ckpt.StartOptStatePath(claim.Job, claim.Round)
+		if err != nil {
+			return Verdict{}, fmt.Errorf("replay: %w", err)
+		}
+		if _, serr := os.Stat(p); serr == nil {
+			startPath = p
+			st, _, lerr := LoadOptState(p, t.JobID)
+			if lerr == nil {
+				startDigest, lerr = OptStateDigest(st)
+			}
+			if startErr = lerr; lerr == nil {
+				t.startOpt = st
+			}
+		}
+	}
 	u, err := fit(ctx, DeviceHost, startEngine(engineDevices[DeviceHost]), nil, t, d)
 	if err != nil {
 		return Verdict{}, fmt.Errorf("replay: %w", err)
+	}
+	if t.startOpt != nil && u.OptNote != "" {
+		startErr = errors.New(u.OptNote)
 	}
 	c := claim.Commitment
 	v := Verdict{Replayed: *u.Commitment, UpdateDigest: u.Digest}
@@ -60,12 +99,35 @@ func Replay(ctx context.Context, t Task, d Data, claim Claim, ckpt *commitment.S
 	v.StepsMatch = v.Replayed.Steps == c.Steps
 	v.StepRootMatch = v.StepsMatch && v.Replayed.StepRoot == c.StepRoot
 	v.UpdateMatch = u.Digest == claim.UpdateDigest
+	switch {
+	case startErr != nil:
+		v.OptStateLie = fmt.Errorf("the starting optimizer state %s cannot be used: %w", startPath, startErr)
+	case startPath != "" && !v.InputsMatch:
+		v.OptStateLie = fmt.Errorf("the starting optimizer state %s (digest %s) does not give the committed inputs digest %s", startPath, startDigest, c.InputsDigest)
+	}
 	if v.Honest() {
 		return v, nil
 	}
 	var why []string
+	if v.OptStateLie != nil {
+		why = append(why, fmt.Sprintf("%v (a lie)", v.OptStateLie))
+	}
+	if !v.InputsMatch && startPath == "" && t.Base != "" && claim.Round >= 2 {
+		// The round may have started from kept moments that the
+		// replay does not have: no step can be judged.
+		v.NeedsOptState = true
+		why = append(why, fmt.Sprintf("inputs digest %s, replay from fresh moments %s: round %d of pre-training job %q may have started "+
+			"from the trainer's kept inner optimizer state, and the replay needs that starting optimizer state (%s in the round's "+
+			"checkpoint folder, --checkpoints) to judge it", c.InputsDigest, v.Replayed.InputsDigest, claim.Round, claim.Job, commitment.StartOptStateFile))
+		v.Reason = join(why)
+		return v, nil
+	}
 	if !v.InputsMatch {
-		why = append(why, fmt.Sprintf("inputs digest %s, replay %s (other base, adapter, hyperparameters, seed or batches)", c.InputsDigest, v.Replayed.InputsDigest))
+		why = append(why, fmt.Sprintf("inputs digest %s, replay %s (other base, adapter, hyperparameters, seed, batches or starting optimizer state)", c.InputsDigest, v.Replayed.InputsDigest))
+	}
+	if v.InputsMatch && v.StepRootMatch && v.UpdateMatch {
+		v.Reason = join(why)
+		return v, nil
 	}
 	if !v.StepsMatch {
 		why = append(why, fmt.Sprintf("commits %d steps, the task asks %d", c.Steps, v.Replayed.Steps))

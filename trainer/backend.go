@@ -11,6 +11,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/commitment"
+	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
@@ -61,6 +62,10 @@ type Task struct {
 	// Checkpoints, when set, keeps the trainable state after every step
 	// (the step checkpoints an auditor bisects); nil keeps none.
 	Checkpoints *commitment.Store
+
+	// startOpt, set by Replay, is the inner optimizer state the replayed
+	// round starts from (the trainer's kept one); OptState is then "".
+	startOpt *engine.OptState
 }
 
 // Data is the trainer's local dataset.

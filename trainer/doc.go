@@ -60,7 +60,12 @@
 // Config.AuditWindowRounds rounds) and the sample IDs of each batch, and
 // returns the UpdateSubmitted commitment. Replay re-runs a task on the
 // Host engine and compares, bisecting proved checkpoints to the first step
-// that differs (fedtune audit replay).
+// that differs (fedtune audit replay). A round that starts from kept inner
+// optimizer state commits its digest (OptStateDigest, in the inputs) and
+// keeps a copy beside the round's checkpoints
+// (commitment.Store.StartOptStatePath, pruned with them); Replay starts
+// from that copy and names one the inputs do not commit to a lie, and says
+// the state is needed when it has none (Verdict.NeedsOptState).
 //
 // Published data: PublishDataset cuts a dataset into shards in the
 // artifact store and signs its manifest (internal/dspub), which

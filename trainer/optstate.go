@@ -12,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
@@ -51,6 +53,34 @@ func OptStatePath(workDir, jobID string) (string, error) {
 		return "", fmt.Errorf("%w: job ID %q is not a job name", ErrOptState, jobID)
 	}
 	return filepath.Join(workDir, "optstate", jobID+".safetensors"), nil
+}
+
+// optStateDomain prefixes what OptStateDigest hashes.
+const optStateDomain = "fedtune/adamw-state/v1\n"
+
+// OptStateDigest returns the digest of inner optimizer state s that a
+// training commitment's inputs (commitment.Inputs.OptState) name as the
+// state a round started from: the SHA-256 of a domain prefix, the AdamW
+// step count and the safetensors digest of the moments (F32 tensors
+// "<parameter>.exp_avg" and "<parameter>.exp_avg_sq", sorted by name).
+// The file's __metadata__ (job, round) is not part of it.
+func OptStateDigest(s *engine.OptState) (string, error) {
+	ts := make(map[string]*model.Tensor, 2*len(s.M))
+	for n, m := range s.M {
+		ts[n+optSuffixM] = m
+	}
+	for n, v := range s.V {
+		ts[n+optSuffixV] = v
+	}
+	st, err := commitment.Tensors(ts)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrOptState, err)
+	}
+	d, err := safetensors.Digest(st)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrOptState, err)
+	}
+	return digest.Bytes(fmt.Appendf(nil, "%s%d\n%s", optStateDomain, s.Steps, d)), nil
 }
 
 // SaveOptState writes s, the state after round of job, to path atomically

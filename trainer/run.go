@@ -206,7 +206,10 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	}
 	src, bsrc := f.source(tc)
 	var opt *optIO
-	if t.OptState != "" {
+	switch {
+	case t.startOpt != nil:
+		opt = &optIO{In: t.startOpt}
+	case t.OptState != "":
 		opt = &optIO{}
 		if _, serr := os.Stat(t.OptState); serr == nil {
 			in, _, lerr := LoadOptState(t.OptState, t.JobID)
@@ -220,10 +223,21 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
+	startDigest, startPath, err := keepStartOptState(t, opt)
+	if err != nil {
+		return Update{}, err
+	}
 	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round}
 	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, opt, rec)
 	if err != nil {
 		return Update{}, err
+	}
+	if opt != nil && opt.In != nil {
+		// The inputs name the optimizer state the steps started from.
+		in.OptState = startDigest
+	} else if startPath != "" {
+		// The session did not take it: the round started fresh.
+		_ = removeIfExists(startPath)
 	}
 	in.Batches = f.steps()
 	c, err := commit(in, rec)
@@ -253,7 +267,7 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 			u.OptSteps = opt.In.Steps
 		}
 		u.OptNote = opt.Note
-		if opt.Out != nil {
+		if opt.Out != nil && t.OptState != "" {
 			if err := SaveOptState(t.OptState, t.JobID, t.Round, opt.Out); err != nil {
 				u.OptNote = strings.TrimPrefix(u.OptNote+"; "+err.Error()+": the next round starts fresh", "; ")
 				// A stale state must not survive a failed save.
@@ -262,6 +276,33 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 		}
 	}
 	return u, nil
+}
+
+// keepStartOptState returns the digest of the inner optimizer state the
+// run is to start from (opt.In) and, with step checkpoints, keeps a copy
+// of it beside them (commitment.Store.StartOptStatePath, written
+// atomically, pruned with the round) so that an auditor can replay the
+// round; it returns that file's path. Fresh moments: "", "".
+func keepStartOptState(t Task, opt *optIO) (digest, path string, err error) {
+	if opt == nil || opt.In == nil {
+		return "", "", nil
+	}
+	if digest, err = OptStateDigest(opt.In); err != nil {
+		return "", "", err
+	}
+	if t.Checkpoints == nil {
+		return digest, "", nil
+	}
+	if path, err = t.Checkpoints.StartOptStatePath(t.JobID, t.Round); err != nil {
+		return "", "", fmt.Errorf("trainer: starting optimizer state: %w", err)
+	}
+	if err := SaveOptState(path, t.JobID, t.Round, opt.In); err != nil {
+		return "", "", fmt.Errorf("trainer: starting optimizer state: %w", err)
+	}
+	if err := t.Checkpoints.Prune(t.JobID); err != nil {
+		return "", "", fmt.Errorf("trainer: starting optimizer state: %w", err)
+	}
+	return digest, path, nil
 }
 
 // removeIfExists removes path; a missing file is not an error.

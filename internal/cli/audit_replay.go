@@ -35,7 +35,10 @@ func newAuditReplayCmd() *cobra.Command {
 			"on every CPU) and compare the inputs digest, the step root and the update digest with the trainer's commitment.\n" +
 			"On a mismatch, the trainer's checkpoints (--checkpoints: its checkpoint folder, JOB/ROUND/step-NNNNNN.safetensors\n" +
 			"and steps.json) are proved against the committed step root (a checkpoint that does not prove is named a lie)\n" +
-			"and bisected to the first step whose state differs. Exits non-zero unless the replay matches.",
+			"and bisected to the first step whose state differs. A pre-training round that started from the trainer's kept\n" +
+			"inner optimizer state replays from the copy in JOB/ROUND/start-optstate.safetensors there, checked against the\n" +
+			"committed inputs (a copy that is not the committed one is named a lie); without it such a round is not judged\n" +
+			"and the replay says the starting optimizer state is needed. Exits non-zero unless the replay matches.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -89,6 +92,9 @@ func newAuditReplayCmd() *cobra.Command {
 			}
 			if err := renderVerdict(cmd.OutOrStdout(), &v, format); err != nil {
 				return err
+			}
+			if v.NeedsOptState {
+				return fmt.Errorf("audit replay: trainer %s, round %d of job %q cannot be judged: %s", trainerID, round, job, v.Reason)
 			}
 			if !v.Honest() {
 				return fmt.Errorf("audit replay: trainer %s, round %d of job %q: %s", trainerID, round, job, v.Reason)
@@ -268,8 +274,14 @@ func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
 			After        int                       `json:"after,omitempty"`
 			Before       int                       `json:"before,omitempty"`
 			Lies         []lie                     `json:"lies,omitempty"`
+			OptStateLie  string                    `json:"opt_state_lie,omitempty"`
+			NeedsOpt     bool                      `json:"needs_opt_state,omitempty"`
 			Reason       string                    `json:"reason,omitempty"`
-		}{Honest: v.Honest(), Replayed: v.Replayed, UpdateDigest: v.UpdateDigest, FirstBadStep: v.FirstBadStep, After: v.After, Before: v.Before, Reason: v.Reason}
+		}{Honest: v.Honest(), Replayed: v.Replayed, UpdateDigest: v.UpdateDigest, FirstBadStep: v.FirstBadStep, After: v.After, Before: v.Before,
+			NeedsOpt: v.NeedsOptState, Reason: v.Reason}
+		if v.OptStateLie != nil {
+			out.OptStateLie = v.OptStateLie.Error()
+		}
 		for _, l := range v.Lies {
 			out.Lies = append(out.Lies, lie{Step: l.Step, Digest: l.Digest, Err: l.Err.Error()})
 		}
@@ -280,6 +292,10 @@ func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
 		if v.Honest() {
 			_, err := fmt.Fprintf(w, "replay matches: inputs %s, %d steps, step root %s, update %s\n",
 				v.Replayed.InputsDigest, v.Replayed.Steps, v.Replayed.StepRoot, v.UpdateDigest)
+			return err
+		}
+		if v.NeedsOptState {
+			_, err := fmt.Fprintf(w, "replay CANNOT JUDGE: %s\n", v.Reason)
 			return err
 		}
 		_, err := fmt.Fprintf(w, "replay DIFFERS: %s\n", v.Reason)

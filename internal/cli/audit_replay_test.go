@@ -142,3 +142,35 @@ func TestAuditReplayTask(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditReplayRenderOptState: a verdict that needs the starting
+// optimizer state says it cannot judge (not that the replay differs); a
+// forged starting state is named in text and JSON.
+func TestAuditReplayRenderOptState(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		v      trainer.Verdict
+		format string
+		want   []string
+	}{
+		{"needs text", trainer.Verdict{NeedsOptState: true, Reason: "needs that starting optimizer state"}, "text",
+			[]string{"replay CANNOT JUDGE: needs that starting optimizer state"}},
+		{"needs json", trainer.Verdict{NeedsOptState: true, Reason: "r"}, "json", []string{`"needs_opt_state": true`, `"honest": false`}},
+		{"lie json", trainer.Verdict{InputsMatch: true, StepsMatch: true, StepRootMatch: true, UpdateMatch: true,
+			OptStateLie: fmt.Errorf("start-optstate.safetensors forged"), Reason: "forged (a lie)"}, "json",
+			[]string{`"opt_state_lie": "start-optstate.safetensors forged"`, `"honest": false`}},
+		{"lie text", trainer.Verdict{OptStateLie: fmt.Errorf("forged"), Reason: "forged (a lie)"}, "text", []string{"replay DIFFERS: forged (a lie)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			if err := renderVerdict(&out, &tc.v, tc.format); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output %q lacks %q", out.String(), w)
+				}
+			}
+		})
+	}
+}

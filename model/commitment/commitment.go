@@ -58,6 +58,11 @@ type Inputs struct {
 	// Batches holds, for each step in order, the IDs of the samples its
 	// batch was cut from, in batch order.
 	Batches [][]string `json:"batches"`
+	// OptState is the digest of the inner optimizer state (AdamW's
+	// moments and step count) the training started from: a pre-training
+	// trainer keeps it from round to round. "" (left out of the encoding,
+	// so tasks without it keep their digests) is fresh moments.
+	OptState string `json:"opt_state,omitempty"`
 }
 
 // inputsDomain prefixes the encoding that Inputs.Digest hashes, so that
@@ -72,6 +77,11 @@ func (in *Inputs) Validate() error {
 	}
 	if in.Adapter != "" {
 		if err := digest.Check("adapter", in.Adapter); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if in.OptState != "" {
+		if err := digest.Check("opt_state", in.OptState); err != nil {
 			errs = append(errs, err)
 		}
 	}

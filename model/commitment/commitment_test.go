@@ -92,21 +92,29 @@ func goodInputs() commitment.Inputs {
 		Batches: [][]string{{"s-3", "s-1"}, {"s-2", "s-0"}}}
 }
 
-// TestInputsDigest pins the encoding (testdata/inputs.golden), shows that
-// every input moves the digest, and that malformed inputs are refused
-// with what is wrong.
+// TestInputsDigest pins the encoding (testdata/inputs.golden: a task
+// without a starting optimizer state, then one with), shows that every
+// input moves the digest, and that malformed inputs are refused with what
+// is wrong.
 func TestInputsDigest(t *testing.T) {
 	in := goodInputs()
 	d, err := in.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
+	withOpt := goodInputs()
+	withOpt.OptState = digest.Bytes([]byte("adamw"))
+	dOpt, err := withOpt.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := d + "\n" + dOpt + "\n"
 	path := filepath.Join("testdata", "inputs.golden")
 	if *update {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, []byte(d+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -114,8 +122,8 @@ func TestInputsDigest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v (run go test -update)", err)
 	}
-	if d+"\n" != string(want) {
-		t.Fatalf("inputs digest %s, golden %s: the encoding changed", d, want)
+	if got != string(want) {
+		t.Fatalf("inputs digests\n%sgolden\n%s: the encoding changed", got, want)
 	}
 	for name, mut := range map[string]func(*commitment.Inputs){
 		"base":        func(in *commitment.Inputs) { in.BaseModel = digest.Bytes([]byte("other")) },
@@ -125,6 +133,7 @@ func TestInputsDigest(t *testing.T) {
 		"rank":        func(in *commitment.Inputs) { l := *in.Hyperparams.LoRA; l.Rank = 8; in.Hyperparams.LoRA = &l },
 		"batch order": func(in *commitment.Inputs) { in.Batches = [][]string{{"s-1", "s-3"}, {"s-2", "s-0"}} },
 		"step order":  func(in *commitment.Inputs) { in.Batches = [][]string{{"s-2", "s-0"}, {"s-3", "s-1"}} },
+		"opt state":   func(in *commitment.Inputs) { in.OptState = digest.Bytes([]byte("adamw")) },
 	} {
 		c := goodInputs()
 		mut(&c)
@@ -138,6 +147,7 @@ func TestInputsDigest(t *testing.T) {
 	}{
 		"no base":       {func(in *commitment.Inputs) { in.BaseModel = "" }, "base_model"},
 		"bad adapter":   {func(in *commitment.Inputs) { in.Adapter = "xyz" }, "adapter"},
+		"bad opt state": {func(in *commitment.Inputs) { in.OptState = "xyz" }, "opt_state"},
 		"batches short": {func(in *commitment.Inputs) { in.Batches = in.Batches[:1] }, "batches: 1 listed for 2 steps"},
 		"empty batch":   {func(in *commitment.Inputs) { in.Batches[1] = nil }, "batches[1] is empty"},
 		"no steps":      {func(in *commitment.Inputs) { in.Hyperparams.Steps = 0; in.Batches = nil }, "hyperparams.steps: 0"},

@@ -133,6 +133,23 @@ func (s *Store) Path(job string, round uint64, step int) (string, error) {
 	return filepath.Join(s.Dir, job, strconv.FormatUint(round, 10), fmt.Sprintf("step-%06d.safetensors", step)), nil
 }
 
+// StartOptStatePath returns where the inner optimizer state a round
+// started from is kept, beside its step checkpoints (and pruned with
+// them): Dir/JOB/ROUND/start-optstate.safetensors. A pre-training
+// trainer writes it (atomically) so that an auditor can replay a round
+// that did not start from fresh moments.
+func (s *Store) StartOptStatePath(job string, round uint64) (string, error) {
+	p, err := s.Path(job, round, 1)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(p), StartOptStateFile), nil
+}
+
+// StartOptStateFile is the name of the starting optimizer state file in
+// a round's checkpoint folder (Store.StartOptStatePath).
+const StartOptStateFile = "start-optstate.safetensors"
+
 // Save writes a step's state as canonical safetensors (atomically) and
 // returns its digest, the SHA-256 of the file; then prunes the job's
 // rounds beyond Keep.
