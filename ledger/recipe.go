@@ -121,6 +121,19 @@ func (r *RoundRecipe) LicenceRefusal(dataset, name, expr string) string {
 	return fmt.Sprintf("dataset %s (%q) is under licence %q, which the job does not accept (it accepts %s)", dataset, name, expr, strings.Join(r.Licences, ", "))
 }
 
+// AttestationRefusal is the reason recorded when job jobID's aggregator
+// rejects update (of trainer) because dataset lacks the attestations
+// missing that the recipe requires. An auditor rebuilds it to tell a
+// rejection with cause from one without.
+func AttestationRefusal(update, trainer, dataset, jobID string, missing []AttestationRequirement) string {
+	names := make([]string, len(missing))
+	for i, m := range missing {
+		names[i] = m.String()
+	}
+	return fmt.Sprintf("update %s of trainer %s was computed on dataset %s, which lacks the passing attestation(s) job %s requires: %s",
+		update, trainer, dataset, jobID, strings.Join(names, ", "))
+}
+
 // RecipePretrain is RoundRecipe.Mode of a pre-training job.
 const RecipePretrain = "pretrain"
 

@@ -280,12 +280,7 @@ func (l *Local) checkDatasets(ctx context.Context, lc *client.Client, a *Task, r
 				seen[d] = ds
 			}
 			if missing := ledger.MissingAttestations(rc.RequireAttestations, ds.Attestations); len(missing) > 0 {
-				names := make([]string, len(missing))
-				for i, r := range missing {
-					names[i] = r.String()
-				}
-				why = fmt.Sprintf("update %s of trainer %s was computed on dataset %s, which lacks the passing attestation(s) job %s requires: %s",
-					in.Digest, in.Trainer, d, a.JobID, strings.Join(names, ", "))
+				why = ledger.AttestationRefusal(in.Digest, in.Trainer, d, a.JobID, missing)
 				break
 			}
 			if !rc.AcceptsLicence(ds.Licence) {

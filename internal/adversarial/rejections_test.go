@@ -28,6 +28,32 @@ type rejectionsNet struct {
 	artifacts string
 	base      string
 	datasets  map[string]string
+	require   []ledger.AttestationRequirement // the jobs' required attestations
+}
+
+// newRejectionsNet starts three ledger nodes with a registered base model
+// and a registered dataset for trainer-1 and trainer-2.
+func newRejectionsNet(t *testing.T, ctx context.Context) *rejectionsNet {
+	t.Helper()
+	nw := startLedgers(t, ctx)
+	c, err := nw.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &rejectionsNet{nw: nw, c: c, signers: map[string]*client.Signer{}, artifacts: t.TempDir(), datasets: map[string]string{}}
+	for name, key := range nw.Keys {
+		r.signers[name] = client.NewSigner(c, key)
+	}
+	r.base = r.file(t, 0, false)
+	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})
+	for _, tr := range []string{"trainer-1", "trainer-2"} {
+		d := digestOf("rejections: dataset of " + tr)
+		r.datasets[tr] = d
+		r.must(t, ctx, tr, ledger.DatasetRegistered{Digest: d, Name: tr + "-data", Licence: "CC0-1.0", Source: "test",
+			Samples: roundsSamples, Root: digestOf("root of " + tr), Bytes: 1000})
+	}
+	return r
 }
 
 // file writes a two-tensor model (v + i/8 at index i; a NaN at
@@ -76,7 +102,7 @@ func (r *rejectionsNet) must(t *testing.T, ctx context.Context, signer string, b
 func (r *rejectionsNet) round(t *testing.T, ctx context.Context, job, good, rejected, reason string) {
 	t.Helper()
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: job, Recipe: ledger.RoundRecipe{Strategy: "fedavg", Compression: "none",
-		MinTrainers: 1, Aggregators: []string{r.nw.ID("aggregator")}, BaseModel: r.base}})
+		MinTrainers: 1, Aggregators: []string{r.nw.ID("aggregator")}, BaseModel: r.base, RequireAttestations: r.require}})
 	r.must(t, ctx, "coordinator", ledger.RoundOpened{JobID: job, Round: 1, ConfigDigest: digestOf("config of " + job), BaseModel: r.base,
 		Strategy: "fedavg", Trainers: []string{r.nw.ID("trainer-1"), r.nw.ID("trainer-2")}, Deadline: time.Now().Add(time.Hour)})
 	for tr, u := range map[string]string{"trainer-1": good, "trainer-2": rejected} {
@@ -141,24 +167,8 @@ func TestAttackUnfoundedRejection(t *testing.T) {
 		t.Skip("starts three ledger nodes")
 	}
 	ctx := testContext(t, 3*time.Minute)
-	nw := startLedgers(t, ctx)
-	c, err := nw.Ledger(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	r := &rejectionsNet{nw: nw, c: c, signers: map[string]*client.Signer{}, artifacts: t.TempDir(), datasets: map[string]string{}}
-	for name, key := range nw.Keys {
-		r.signers[name] = client.NewSigner(c, key)
-	}
-	r.base = r.file(t, 0, false)
-	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})
-	for _, tr := range []string{"trainer-1", "trainer-2"} {
-		d := digestOf("rejections: dataset of " + tr)
-		r.datasets[tr] = d
-		r.must(t, ctx, tr, ledger.DatasetRegistered{Digest: d, Name: tr + "-data", Licence: "CC0-1.0", Source: "test",
-			Samples: roundsSamples, Root: digestOf("root of " + tr), Bytes: 1000})
-	}
+	r := newRejectionsNet(t, ctx)
+	nw := r.nw
 	const nanReason = `update: tensor "layer.bias": element 1 is NaN (every value must be finite)`
 
 	// A real NaN, rightly rejected: the audit confirms it.
@@ -177,6 +187,44 @@ func TestAttackUnfoundedRejection(t *testing.T) {
 	if !errors.As(err, &m) || m.Field != "reason" || !strings.Contains(m.Msg, `job "rejections-lie" round 1: update `+honest+" of trainer "+nw.ID("trainer-2")) ||
 		!strings.Contains(m.Msg, "but it passes every input check") {
 		t.Fatalf("verify with an honest update rejected: %v, want a reason mismatch naming the job, round, trainer and update", err)
+	}
+	t.Logf("audit: %v", err)
+}
+
+// TestAttackAttestationRejection: a job requires a pii-scan attestation
+// by the devnet's auditor. trainer-1's dataset has one; trainer-2's has
+// none, and the aggregator rightly rejects its good update for that: audit
+// verify with the artifacts confirms the rejection from the ledger's
+// records (it does not call it unfounded because the update's content is
+// fine). Then trainer-2's dataset is attested, and an aggregator that
+// rejects its next update for the same reason is named by the audit.
+func TestAttackAttestationRejection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	r := newRejectionsNet(t, ctx)
+	auditor := r.nw.ID("auditor")
+	r.require = []ledger.AttestationRequirement{{Kind: ledger.KindPIIScan, By: auditor}}
+	r.must(t, ctx, "auditor", attestBody(t, r.nw.Keys["auditor"], r.datasets["trainer-1"]))
+	tr2 := r.nw.ID("trainer-2")
+
+	rejected := r.file(t, 2, false)
+	r.round(t, ctx, "attest-honest", r.file(t, 1, false), rejected,
+		ledger.AttestationRefusal(rejected, tr2, r.datasets["trainer-2"], "attest-honest", r.require))
+	rep, err := r.verify(t, ctx)
+	if err != nil || rep.RejectionsChecked != 1 {
+		t.Fatalf("verify with an update rightly rejected for a missing attestation: %+v %v, want it confirmed", rep, err)
+	}
+
+	r.must(t, ctx, "auditor", attestBody(t, r.nw.Keys["auditor"], r.datasets["trainer-2"]))
+	lie := r.file(t, 4, false)
+	r.round(t, ctx, "attest-lie", r.file(t, 3, false), lie,
+		ledger.AttestationRefusal(lie, tr2, r.datasets["trainer-2"], "attest-lie", r.require))
+	_, err = r.verify(t, ctx)
+	var m *audit.Mismatch
+	if !errors.As(err, &m) || m.Field != "reason" || !strings.Contains(m.Msg, `job "attest-lie" round 1: update `+lie) {
+		t.Fatalf("verify with an attested dataset's update rejected as unattested: %v, want a reason mismatch naming the update", err)
 	}
 	t.Logf("audit: %v", err)
 }

@@ -654,6 +654,12 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		v.rep.RejectionsChecked++
 		return nil
 	}
+	if ok, err := v.attestationRejection(&rc, b, trainer, u); err != nil {
+		return txErr(h, i, tx.Hash, "reason", "%s: %v", what, err)
+	} else if ok {
+		v.rep.RejectionsChecked++
+		return nil
+	}
 	if _, miss := r.missing[b.UpdateDigest]; miss {
 		delete(r.missing, b.UpdateDigest)
 		return v.unverifiable(h, i, tx.Hash, what+"; the update is not in the artifacts, so the rejection cannot be checked")
@@ -692,6 +698,46 @@ func (v *verifier) rejection(h uint64, i int, tx *ledger.Tx, b ledger.UpdateReje
 		norm = fmt.Sprintf(", a norm within max_norm %s", ledger.FormatParam(rc.MaxNorm))
 	}
 	return txErr(h, i, tx.Hash, "reason", "%s but it passes every input check (it parses as an update, has the layout of the round's reference, only finite values%s)", what, norm)
+}
+
+// attestationRejection reports whether b is a rejection for a missing
+// attestation (aggregator/round's reason, ledger.AttestationRefusal) that
+// the ledger's records bear out: a dataset behind the update (its own or a
+// published one its ranges name) lacked an attestation the recipe
+// requires when the update was submitted. Attestations recorded after the
+// submission may have come after the aggregator looked, so they do not
+// count against it; one recorded before does.
+func (v *verifier) attestationRejection(rc *ledger.RoundRecipe, b ledger.UpdateRejected, trainer string, u ledger.UpdateSubmitted) (bool, error) {
+	if len(rc.RequireAttestations) == 0 {
+		return false, nil
+	}
+	round, err := v.fsm.Round(b.JobID, b.Round)
+	if err != nil {
+		return false, err
+	}
+	var submitted uint64
+	for _, up := range round.Updates {
+		if up.Trainer == trainer {
+			submitted = up.Height
+		}
+	}
+	for _, d := range append([]string{u.DatasetDigest}, ledger.RangeDatasets(u.DatasetDigest, u.Ranges)...) {
+		ds, err := v.fsm.Dataset(d)
+		if err != nil {
+			return false, err
+		}
+		var before []ledger.DatasetAttestation
+		for _, a := range ds.Attestations {
+			if a.Height <= submitted {
+				before = append(before, a)
+			}
+		}
+		missing := ledger.MissingAttestations(rc.RequireAttestations, before)
+		if len(missing) > 0 && b.Reason == ledger.TruncateReason(ledger.AttestationRefusal(b.UpdateDigest, trainer, d, b.JobID, missing)) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // dataset remembers a dataset's name and licence.
