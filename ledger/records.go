@@ -95,6 +95,10 @@ type Round struct {
 	Status       RoundStatus    `json:"status"`
 	Coordinator  string         `json:"coordinator"`
 	OpenedHeight uint64         `json:"opened_height"`
+	// SubmissionsClosedHeight is the height of the block holding the
+	// round's SubmissionsClosed (0: open for submissions); that block's
+	// hash is the round's spot-check draw seed.
+	SubmissionsClosedHeight uint64 `json:"submissions_closed_height,omitempty"`
 	// Set when the round closes.
 	ClosedHeight uint64 `json:"closed_height,omitempty"`
 	Aggregator   string `json:"aggregator,omitempty"`
@@ -140,6 +144,12 @@ type Update struct {
 	Rejected     bool                `json:"rejected,omitempty"`
 	RejectReason string              `json:"reject_reason,omitempty"`
 	RejectedBy   string              `json:"rejected_by,omitempty"`
+	// RejectStep is the step a verifier's rejection named (0: none).
+	RejectStep uint64 `json:"reject_step,omitempty"`
+	// VerifiedBy is the verifier whose UpdateVerified passed the update
+	// ("" for none), at VerifiedHeight.
+	VerifiedBy     string `json:"verified_by,omitempty"`
+	VerifiedHeight uint64 `json:"verified_height,omitempty"`
 }
 
 // TxRecord is a transaction as the chain holds it, with the proof that it is

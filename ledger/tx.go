@@ -182,6 +182,12 @@ type UpdateRejected struct {
 	Round        uint64 `json:"round"`
 	UpdateDigest string `json:"update_digest"`
 	Reason       string `json:"reason"`
+	// Step, set only in a verifier's rejection of a drawn update (see
+	// SubmissionsClosed), names the first step of the update's training
+	// whose state differs from the verifier's replay (or, when the
+	// trainer's checkpoints cannot pin it, the last step of the range it
+	// lies in); 0 otherwise.
+	Step uint64 `json:"step,omitempty"`
 }
 
 // Contribution is one update that went into a committed model, with its
@@ -554,6 +560,9 @@ func validateBody(b TxBody) error {
 		}
 		return nil
 	case UpdateRejected:
+		if b.Step > MaxCommittedSteps {
+			return fmt.Errorf("step %d: limit %d", b.Step, MaxCommittedSteps)
+		}
 		return firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkText("reason", b.Reason, MaxReasonLen, true))
 	case RoundCommitted:
 		if err := firstErr(checkJobID(b.JobID), checkDigest("model_digest", b.ModelDigest), checkText("strategy", b.Strategy, MaxTextLen, true)); err != nil {
@@ -598,6 +607,9 @@ func validateBody(b TxBody) error {
 		return err
 	}
 	if ok, err := validatePublishedBody(b); ok {
+		return err
+	}
+	if ok, err := validateSpotCheckBody(b); ok {
 		return err
 	}
 	return fmt.Errorf("unknown tx body %T", b)
