@@ -115,6 +115,10 @@ type Round struct {
 	// Updates lists the round's submitted updates, ordered by trainer ID.
 	// Filled by FSM.Round; not stored in the round's record.
 	Updates []Update `json:"updates,omitempty"`
+	// DrawSeed is the hash (hex) of the block at SubmissionsClosedHeight,
+	// the seed of the round's spot-check draw (Update.Drawn). Filled by
+	// FSM.Round once that block is on the chain; not stored.
+	DrawSeed string `json:"draw_seed,omitempty"`
 }
 
 // Evaluation is a committed round's held-out evaluation as its
@@ -150,6 +154,10 @@ type Update struct {
 	// ("" for none), at VerifiedHeight.
 	VerifiedBy     string `json:"verified_by,omitempty"`
 	VerifiedHeight uint64 `json:"verified_height,omitempty"`
+	// Drawn reports that the update was drawn for a spot check
+	// (RoundRecipe.DrawnUpdate under Round.DrawSeed). Filled by FSM.Round;
+	// not stored.
+	Drawn bool `json:"drawn,omitempty"`
 }
 
 // TxRecord is a transaction as the chain holds it, with the proof that it is

@@ -338,6 +338,17 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 				return nil, txErr(ledger.CodeInvalid, "recipe.aggregators[%d] %s is not a current aggregator member", i, a)
 			}
 		}
+		if v := b.Recipe.Verify; v != nil {
+			for i, id := range v.By {
+				m, err := c.member(id)
+				if err != nil {
+					return nil, err
+				}
+				if m == nil || !m.Active || m.Role != ledger.RoleVerifier {
+					return nil, txErr(ledger.CodeInvalid, "recipe.verify.by[%d] %s is not a current verifier member", i, id)
+				}
+			}
+		}
 		if bm := b.Recipe.BaseModel; bm != "" {
 			if _, ok, err := c.get(modelKey(bm)); err != nil {
 				return nil, err

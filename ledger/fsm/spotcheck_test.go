@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/hex"
 	"slices"
 	"strings"
 	"testing"
@@ -127,6 +128,9 @@ func TestSpotCheckRound(t *testing.T) {
 	if !fx.rc.DrawnUpdate(seed, "spot", 1, &r.Updates[0]) {
 		t.Fatal("fraction 1 did not draw an update")
 	}
+	if r.DrawSeed != hex.EncodeToString(seed[:]) || len(r.Updates) != 2 || !r.Updates[0].Drawn || !r.Updates[1].Drawn {
+		t.Fatalf("the round's query does not show the draw: seed %s, updates %+v", r.DrawSeed, r.Updates)
+	}
 
 	fx.refuse(t, "a submission after the draw", fx.submit(t, "spot", 1, open, cc, uc), "closed for updates by its coordinator")
 	fx.refuse(t, "a second close", c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}), "had its submissions closed")
@@ -181,6 +185,9 @@ func TestSpotCheckUndrawn(t *testing.T) {
 	ua := digest("update a")
 	ch.mustApply(fx.submit(t, "rare", 1, open, a, ua))
 	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "rare", Round: 1}))
+	if r, err := ch.fsm.Round("rare", 1); err != nil || r.DrawSeed == "" || r.Updates[0].Drawn {
+		t.Fatalf("round %+v, %v: want a seed and no update drawn", r, err)
+	}
 	fx.refuse(t, "a verdict for an undrawn update", fx.v.sign(t, ledger.UpdateVerified{JobID: "rare", Round: 1, UpdateDigest: ua}), "was not drawn")
 	ch.mustApply(c.agg.sign(t, ledger.RoundCommitted{JobID: "rare", Round: 1, ModelDigest: digest("rare model"), Strategy: "fedavg", Params: fx.rc.CommitParams(),
 		Contributors: []ledger.Contribution{{Trainer: a.id, UpdateDigest: ua, Weight: 1}}}))
