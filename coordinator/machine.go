@@ -335,6 +335,12 @@ func (m *Machine) Base() string { return m.base }
 // events).
 func (m *Machine) Pool() *Pool { return m.pool }
 
+// Verifying reports whether round n has closed its submissions (or is
+// closing them) and awaits its spot-check draw and verdicts.
+func (m *Machine) Verifying(n uint64) bool {
+	return n == m.round && (m.st == stClosingSubs || m.st == stVerifying)
+}
+
 // Done reports whether the job has finished.
 func (m *Machine) Done() bool { return m.st == stDone }
 
