@@ -187,6 +187,8 @@ func roleOf(rel string) string {
 		return "ledger node"
 	case under(rel, "aggregator/node"):
 		return "aggregator node"
+	case under(rel, "verifier"):
+		return "verifier" // replays drawn updates through a Replayer its program gives it
 	case under(rel, "inference") && !under(rel, "inference/receipt"):
 		return "inference" // its receipt format is a pure format any package may read
 	}
@@ -267,6 +269,8 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 			why += ", and the ledger node links no training code"
 		case "aggregator node":
 			why += ", and the aggregator node links no Gorgonia and no tokenizer"
+		case "verifier":
+			why += ", and the verifier links no training code, pebble or raft (its program gives it the replay)"
 		}
 		return layer{role, why, func(dep string) bool {
 			if ours(dep) && (inAny(dep, programs) || roleOf(dep) != "" && roleOf(dep) != role) {
@@ -279,6 +283,8 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 				return trainingCode(dep)
 			case "aggregator node":
 				return strings.HasPrefix(dep, "gorgonia.org/") || ours(dep) && under(dep, "model/tokenizer")
+			case "verifier":
+				return trainingCode(dep) || pebbleOrRaft(dep)
 			}
 			return false
 		}}, true
