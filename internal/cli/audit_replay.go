@@ -7,19 +7,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/spotcheck"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
-	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/commitment"
-	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -128,7 +125,8 @@ func findUpdate(rd *ledger.Round, trainerID string) *ledger.Update {
 // replayTask rebuilds the task trainer t was given in round rd: the job
 // file (checked against the round's config digest) gives the
 // hyperparameters and seeds, the artifact store the round's weights or
-// adapter. The data at dataPath must have the registered root of ds.
+// adapter (spotcheck.Task). The data at dataPath must have the registered
+// root of ds.
 func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
 	jf, err := coordinator.LoadJob(jobFile)
 	if err != nil {
@@ -141,101 +139,12 @@ func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, 
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
 	}
-	// The foundation folder: the job's model, or a pre-training job's
-	// freshly initialised one.
-	found := jf.Model.Path
-	if found != "" && !filepath.IsAbs(found) && jf.Source != "" {
-		found = filepath.Join(filepath.Dir(jf.Source), found)
-	}
-	if jf.Model.Init != "" || found == "" {
-		m, err := coordinator.InitialModel(jf)
-		if err != nil {
-			return trainer.Task{}, trainer.Data{}, err
-		}
-		found = filepath.Join(tmp, "init")
-		if _, err := m.Save(found, safetensors.F32); err != nil {
-			return trainer.Task{}, trainer.Data{}, err
-		}
-	}
-	fm, err := model.Load(found)
+	found, err := spotcheck.Foundation(jf, "", tmp)
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
 	}
-	fd, err := fm.Digest()
-	if err != nil {
-		return trainer.Task{}, trainer.Data{}, err
-	}
-	tr := jf.Train
-	task := trainer.Task{JobID: rd.JobID, Round: rd.Round, ModelDir: found, Compression: jf.Compression.Kind, Int8Block: jf.Int8Block(),
-		OutDir: filepath.Join(tmp, "update"),
-		Train: model.TrainConfig{Steps: tr.LocalSteps, Batch: tr.Batch, SeqLen: tr.SeqLen, LR: tr.LR, WeightDecay: tr.WeightDecay,
-			ClipNorm: tr.ClipNorm, Warmup: tr.Warmup, Schedule: tr.Schedule, Seed: coordinator.TaskSeed(jf.Seed, rd.Round, t)}}
-	if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
-		return trainer.Task{}, trainer.Data{}, err
-	}
-	switch jf.FineTune.Mode {
-	case model.ModeLoRA:
-		if jf.FineTune.LoRA == nil {
-			return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
-		}
-		ls := jf.FineTune.LoRA
-		l := model.LoRAConfig{Rank: ls.Rank, Alpha: ls.Alpha, Dropout: ls.Dropout, Targets: slices.Clone(ls.Targets)}
-		task.Train.LoRA = &l
-		if rd.BaseModel == fd {
-			task.Adapter, err = coordinator.InitialAdapter(jf, fm.Config)
-		} else {
-			var p string
-			if p, err = st.Path(rd.BaseModel); err == nil {
-				task.Adapter, err = trainer.ReadAdapter(p, l)
-			}
-		}
-		if err != nil {
-			return trainer.Task{}, trainer.Data{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
-		}
-	default:
-		if jf.FineTune.Mode == model.ModePretrain {
-			task.Base = rd.BaseModel
-		}
-		if rd.BaseModel != fd {
-			if task.ModelDir, err = replayWeights(found, rd.BaseModel, st, filepath.Join(tmp, "base")); err != nil {
-				return trainer.Task{}, trainer.Data{}, err
-			}
-		}
-	}
-	return task, data, nil
-}
-
-// replayWeights lays out a model folder: found's files with the weights
-// of blob digest.
-func replayWeights(found, digest string, st *artifact.Store, dir string) (string, error) {
-	p, err := st.Path(digest)
-	if err != nil {
-		return "", fmt.Errorf("the round's base weights %s: %w", digest, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	ents, err := os.ReadDir(found)
-	if err != nil {
-		return "", err
-	}
-	for _, e := range ents {
-		if e.IsDir() || e.Name() == model.WeightsFile {
-			continue
-		}
-		if err := copyFile(filepath.Join(found, e.Name()), filepath.Join(dir, e.Name())); err != nil {
-			return "", err
-		}
-	}
-	return dir, copyFile(p, filepath.Join(dir, model.WeightsFile))
-}
-
-func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o644)
+	task, err := spotcheck.Task(jf, found, rd, t, st, tmp)
+	return task, data, err
 }
 
 // replayData loads the trainer's disclosed data as its node does and

@@ -173,7 +173,7 @@ var leaves = []string{
 }
 
 // programs wire every package together and may import anything.
-var programs = []string{"cmd", "scripts", "internal/cli", "internal/devnet", "internal/audit", "internal/adversarial"}
+var programs = []string{"cmd", "scripts", "internal/cli", "internal/devnet", "internal/audit", "internal/adversarial", "internal/spotcheck"}
 
 // roleOf names the role a package belongs to ("" for none). A role is a
 // process of the network; each talks to the others over gRPC only.
