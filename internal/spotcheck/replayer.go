@@ -105,7 +105,8 @@ func (r *Replayer) Replay(ctx context.Context, c verifier.Check) (verifier.Resul
 
 // Verdict turns a replay's verdict into the verifier's: passed when it
 // is honest; otherwise the first step whose state differs (step 1 when
-// the inputs already differ; the first step not proved equal when no
+// the inputs already differ; the last step when every step matches but
+// the update is not its result; the first step not proved equal when no
 // checkpoint pins it) and the reason.
 func Verdict(v *trainer.Verdict) verifier.Result {
 	if v.Honest() {
@@ -115,6 +116,10 @@ func Verdict(v *trainer.Verdict) verifier.Result {
 	switch {
 	case !v.InputsMatch:
 		step = 1
+	case v.StepRootMatch:
+		// Every step's state is the replay's; the update is not the
+		// last step's result.
+		step = v.Replayed.Steps
 	case step == 0:
 		step = uint64(v.After) + 1
 	}
