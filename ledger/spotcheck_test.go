@@ -82,9 +82,13 @@ func TestSpotCheckBodies(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, edit := range map[string]func([]byte) []byte{
-		"unknown field":  func(p []byte) []byte { return bytes.Replace(p, []byte(`"body":{`), []byte(`"body":{"step":1,`), 1) },
-		"repeated field": func(p []byte) []byte { return bytes.Replace(p, []byte(`"body":{"job_id":`), []byte(`"body":{"job_id":"x","job_id":`), 1) },
-		"case-folded":    func(p []byte) []byte { return bytes.Replace(p, []byte(`"update_digest"`), []byte(`"Update_digest"`), 1) },
+		"unknown field": func(p []byte) []byte { return bytes.Replace(p, []byte(`"body":{`), []byte(`"body":{"step":1,`), 1) },
+		"repeated field": func(p []byte) []byte {
+			return bytes.Replace(p, []byte(`"body":{"job_id":`), []byte(`"body":{"job_id":"x","job_id":`), 1)
+		},
+		"case-folded": func(p []byte) []byte {
+			return bytes.Replace(p, []byte(`"update_digest"`), []byte(`"Update_digest"`), 1)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := edit(e.Payload)

@@ -105,7 +105,9 @@ func TestSpotCheckRound(t *testing.T) {
 		}
 		return ledger.RoundCommitted{JobID: "spot", Round: 1, ModelDigest: digest("spot model"), Strategy: "fedavg", Params: fx.rc.CommitParams(), Contributors: ct}
 	}
-	verified := func(u string) ledger.UpdateVerified { return ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: u} }
+	verified := func(u string) ledger.UpdateVerified {
+		return ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: u}
+	}
 
 	fx.refuse(t, "verdict before the close", v.sign(t, verified(ua)), "has not closed its submissions")
 	fx.refuse(t, "commit before the close", c.agg.sign(t, commit(a, b)), "has not closed its submissions")
