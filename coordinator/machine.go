@@ -730,6 +730,9 @@ func (m *Machine) closeSubmissions(valid []round.Input) {
 // drawn update without a verdict is rejected as unverified.
 func (m *Machine) checkVerified() {
 	r := m.cur
+	if r.verifyBy.IsZero() {
+		r.verifyBy = m.now.Add(m.job.VerifyTimeout()) // recovered (Recover)
+	}
 	timedOut := !m.now.Before(r.verifyBy)
 	if !r.drawKnown {
 		if timedOut {

@@ -168,3 +168,49 @@ func TestJobVerifyValidate(t *testing.T) {
 		t.Fatalf("canonical form of a job without verify: %s", j.Canonical())
 	}
 }
+
+// A coordinator restarted after closing a round's submissions awaits the
+// round's draw and verdicts again.
+func TestMachineVerifyRecover(t *testing.T) {
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte(`name: spot
+model:
+  digest: `+base+`
+datasets:
+  published: [`+pub+`]
+trainers:
+  min: 1
+verify:
+  fraction: 1
+  by: [`+v+`]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, t2 := strings.Repeat("1", 64), strings.Repeat("2", 64)
+	u1, u2 := strings.Repeat("4", 64), strings.Repeat("5", 64)
+	r := ledger.Round{JobID: "spot", Round: 1, ConfigDigest: j.Digest(), BaseModel: base, Trainers: []string{t1, t2}, Status: ledger.StatusOpen,
+		Deadline: time.Unix(5000, 0), SubmissionsClosedHeight: 7, Updates: []ledger.Update{
+			{Trainer: t1, UpdateDigest: u1, DatasetDigest: pub, Samples: 4},
+			{Trainer: t2, UpdateDigest: u2, DatasetDigest: pub, Samples: 4, Rejected: true, RejectReason: "spot check"}}}
+	m, err := Recover(Config{Job: j}, []ledger.Round{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Verifying(1) {
+		t.Fatal("the recovered machine is not verifying round 1")
+	}
+	if rd, err := m.Step(JobStarted{Now: time.Unix(1000, 0)}); err != nil || rd.Aggregation != nil || len(rd.Txs) != 0 {
+		t.Fatalf("start: %+v, %v", rd, err)
+	}
+	if _, err := m.Step(DrawFixed{Round: 1, Drawn: []string{t1, t2}}); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := m.Step(UpdateVerdict{Round: 1, Trainer: t1, Passed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := rd.Aggregation; a == nil || len(a.Inputs) != 1 || a.Inputs[0].Trainer != t1 {
+		t.Fatalf("after the verdict: %+v", rd)
+	}
+}

@@ -454,6 +454,10 @@ func (s *Service) start(j *runningJob) {
 		s.step(ev)
 	}
 	s.step(JobStarted{Now: s.clock.Now()})
+	if n := j.m.Round(); j.m.Verifying(n) {
+		// Recovered into a round whose submissions are closed.
+		go s.watchVerdicts(s.runCtx, s.gen, j, n, 0)
+	}
 	s.publishStatus()
 }
 
