@@ -67,14 +67,14 @@ func newAdminAddMemberCmd() *cobra.Command {
 	var addr, genesisPath, role, pubFile, keyFile, name string
 	cmd := &cobra.Command{
 		Use:   "add-member --role ROLE --pubkey FILE --key ADMIN.key",
-		Short: "Add a member with a role (admin, coordinator, aggregator, trainer, auditor, inference)",
+		Short: "Add a member with a role (admin, coordinator, aggregator, trainer, auditor, inference, verifier)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if role == "" || pubFile == "" || keyFile == "" {
 				return errors.New("admin add-member: --role, --pubkey and --key are required")
 			}
 			if !ledger.Role(role).Valid() {
-				return fmt.Errorf("admin add-member: unknown role %q (want admin, coordinator, aggregator, trainer, auditor or inference)", role)
+				return fmt.Errorf("admin add-member: unknown role %q (want admin, coordinator, aggregator, trainer, auditor, inference or verifier)", role)
 			}
 			pub, err := ledger.LoadPublicKey(pubFile)
 			if err != nil {
