@@ -771,12 +771,24 @@ func (m *Machine) checkVerified() {
 			}
 		}
 	}
-	m.waiting = ""
 	if need := m.job.Trainers.Min; len(inputs) < need {
+		if m.now.Before(r.deadline) {
+			// The aggregator signs a RoundFailed only once the ledger
+			// shows the deadline passed (see checkQuorum).
+			for _, t := range pending {
+				r.verdicts[t] = "unverified" // its rejection is out
+			}
+			m.setWaiting(fmt.Sprintf("round %d: %d updates passed the spot checks of %d checked, need %d; the round fails at its deadline %s",
+				m.round, len(inputs), len(r.checked), need, r.deadline.UTC().Format(time.RFC3339)))
+			m.setWake(r.deadline)
+			return
+		}
+		m.waiting = ""
 		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
 			Reason: fmt.Sprintf("%d updates passed the spot checks of %d checked; need %d", len(inputs), len(r.checked), need)}, "", "")
 		return
 	}
+	m.waiting = ""
 	m.aggregate(inputs)
 }
 

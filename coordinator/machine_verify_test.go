@@ -126,18 +126,25 @@ func TestMachineVerifyTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// t2 and t3 have no verdict: rejected as unverified; t1 alone is
-	// below min 2, so the round fails.
-	if len(rd.Txs) != 3 {
+	// below min 2, so the round fails, at its deadline (when the
+	// aggregator signs a RoundFailed).
+	if len(rd.Txs) != 2 || !strings.Contains(rd.Waiting, "fails at its deadline") {
 		t.Fatalf("at the timeout: %+v", rd)
 	}
-	for i, tx := range rd.Txs[:2] {
+	for i, tx := range rd.Txs {
 		ur, ok := tx.(ledger.UpdateRejected)
 		if !ok || ur.UpdateDigest != us[i+1] || !strings.HasPrefix(ur.Reason, "unverified:") {
 			t.Fatalf("tx %d: %+v", i, tx)
 		}
 	}
-	if rf, ok := rd.Txs[2].(ledger.RoundFailed); !ok || !strings.Contains(rf.Reason, "1 updates passed the spot checks of 3") {
-		t.Fatalf("tx 2: %+v", rd.Txs[2])
+	if rd, err = m.Step(Tick{Now: now.Add(5 * time.Minute)}); err != nil || len(rd.Txs) != 0 {
+		t.Fatalf("before the deadline: %+v, %v", rd, err)
+	}
+	if rd, err = m.Step(Tick{Now: now.Add(10 * time.Minute)}); err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("at the deadline: %+v, %v", rd, err)
+	}
+	if rf, ok := rd.Txs[0].(ledger.RoundFailed); !ok || !strings.Contains(rf.Reason, "1 updates passed the spot checks of 3") {
+		t.Fatalf("at the deadline: %+v", rd.Txs[0])
 	}
 }
 
