@@ -277,6 +277,10 @@ type Machine struct {
 	committed int
 	failed    int
 	cur       *roundState
+	// suspended maps a trainer a verifier rejected to the last round it
+	// may not be selected for (the job's verify policy; the ledger
+	// refuses a RoundOpened that selects it).
+	suspended map[string]uint64
 	waiting   string
 	wake      time.Time
 
@@ -442,6 +446,8 @@ func (m *Machine) apply(ev Event) error {
 			m.cur.verdicts[e.Trainer] = e.Reason
 			if e.Passed {
 				m.cur.verdicts[e.Trainer] = ""
+			} else {
+				m.suspend(e.Trainer, m.round)
 			}
 		}
 	case AggregationDone:
@@ -715,6 +721,21 @@ func (m *Machine) advance() {
 	}
 }
 
+// suspend keeps trainer t, which a verifier rejected in round n, out of
+// the rounds the job's verify policy says.
+func (m *Machine) suspend(t string, n uint64) {
+	v := m.recipe.Verify
+	if v == nil {
+		return
+	}
+	if until := v.SuspendedUntil(n); until > n && until > m.suspended[t] {
+		if m.suspended == nil {
+			m.suspended = map[string]uint64{}
+		}
+		m.suspended[t] = until
+	}
+}
+
 // closeSubmissions ends the collection of a job with verify: the ledger's
 // SubmissionsClosed fixes the draw; the round aggregates once the drawn
 // updates have their verdicts (checkVerified).
@@ -814,6 +835,7 @@ func (m *Machine) open() {
 	if len(m.recipe.Published) > 0 {
 		eligible = m.pool.All()
 	}
+	eligible = slices.DeleteFunc(eligible, func(t string) bool { return m.round <= m.suspended[t] })
 	sel := Select(j.Seed, m.round, j.Trainers, eligible)
 	if sel == nil {
 		m.setWaiting(fmt.Sprintf("round %d: %d eligible trainers joined, need %d", m.round, len(eligible), j.Trainers.Min))

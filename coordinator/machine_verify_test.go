@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ model:
 datasets:
   published: [`+pub+`]
   range_samples: 4
-rounds: 1
+rounds: 2
 trainers:
   min: 2
 deadline: 10m
@@ -106,6 +107,17 @@ func TestMachineVerify(t *testing.T) {
 	}
 	if m.Verifying(1) {
 		t.Fatal("still verifying")
+	}
+	// The round commits; round 2 leaves out t2, suspended for 2 rounds.
+	rd, err = m.Step(AggregationDone{Round: 1, Model: strings.Repeat("7", 64), Weights: map[string]float64{ts[0]: 0.5, ts[2]: 0.5}})
+	if err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("aggregation done: %+v, %v", rd, err)
+	}
+	if rd, err = m.Step(TxCommitted{Type: ledger.TypeRoundCommitted, Round: 1}); err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("commit: %+v, %v", rd, err)
+	}
+	if o, ok := rd.Txs[0].(ledger.RoundOpened); !ok || o.Round != 2 || len(o.Trainers) != 2 || slices.Contains(o.Trainers, ts[1]) {
+		t.Fatalf("round 2: %+v; want the trainers but the suspended %s", rd.Txs[0], ts[1])
 	}
 }
 
