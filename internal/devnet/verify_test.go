@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,14 +38,15 @@ func (b lazyBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (t
 // closes the round's submissions; the verifier replays the drawn updates
 // of trainers 2 and 3 from the ledger and the artifact store, passes
 // trainer-2's and rejects trainer-3's naming the step, before the round
-// commits on trainers 1 and 2.
+// commits on trainers 1 and 2. trainer-3 sits out round 2 (the job's
+// suspension policy), which commits on trainers 1 and 2 again.
 func TestNetworkSpotCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a whole network")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	n := prepare(t, ctx, Options{JobName: "spot", Trainers: 3, Rounds: 1, LocalSteps: 3, MinTrainers: 2, PretrainSteps: 2,
+	n := prepare(t, ctx, Options{JobName: "spot", Trainers: 3, Rounds: 2, LocalSteps: 3, MinTrainers: 2, PretrainSteps: 2,
 		TrainerBackend: func(i int) trainer.Backend {
 			if i != 3 {
 				return nil
@@ -142,8 +144,8 @@ func TestNetworkSpotCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if js.State != coordinator.JobDone || len(js.Rounds) != 1 || js.Rounds[0].Status != string(ledger.StatusCommitted) {
-		t.Fatalf("job ended %s (%s), rounds %+v; want round 1 committed", js.State, js.Detail, js.Rounds)
+	if js.State != coordinator.JobDone || len(js.Rounds) != 2 || js.Rounds[0].Status != string(ledger.StatusCommitted) || js.Rounds[1].Status != string(ledger.StatusCommitted) {
+		t.Fatalf("job ended %s (%s), rounds %+v; want rounds 1 and 2 committed", js.State, js.Detail, js.Rounds)
 	}
 	r, err := lc.Round(ctx, "spot", 1)
 	if err != nil {
@@ -173,6 +175,20 @@ func TestNetworkSpotCheck(t *testing.T) {
 	if len(r.Contributors) != 2 || !contributes(r, t1) || !contributes(r, t2) {
 		t.Fatalf("contributors %+v; want trainers 1 and 2", r.Contributors)
 	}
+	// trainer-3 sits out round 2 (suspend_rounds 1); trainer-2 is checked
+	// again and passes.
+	r2, err := lc.Round(ctx, "spot", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(r2.Trainers, t3) || len(r2.Contributors) != 2 {
+		t.Fatalf("round 2 selects %v with contributors %+v; want trainers 1 and 2 only", r2.Trainers, r2.Contributors)
+	}
+	for _, u := range r2.Updates {
+		if u.Trainer == t2 && (!u.Drawn || u.VerifiedBy != vid) {
+			t.Errorf("round 2, trainer-2: %+v", u)
+		}
+	}
 	// The rejection is on the chain before the commit.
 	var rejectedAt, committedAt int
 	for i, tx := range txsOf(t, ctx, lc) {
@@ -182,7 +198,7 @@ func TestNetworkSpotCheck(t *testing.T) {
 				rejectedAt = i
 			}
 		case ledger.RoundCommitted:
-			if b.JobID == "spot" {
+			if b.JobID == "spot" && b.Round == 1 {
 				committedAt = i
 			}
 		}
