@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/spotcheck"
 	"github.com/fedtune/fedtune/ledger"
@@ -205,5 +208,22 @@ func TestNetworkSpotCheck(t *testing.T) {
 	}
 	if rejectedAt == 0 || committedAt < rejectedAt {
 		t.Fatalf("the verifier's rejection is tx %d, the commit tx %d; want the rejection first", rejectedAt, committedAt)
+	}
+	// The chain, its spot checks included, verifies offline, and every
+	// round re-runs from the export and the artifacts.
+	exportPath := filepath.Join(t.TempDir(), "chain.fedtune")
+	auditExportChain(t, ctx, lc, n.path("genesis.yaml"), exportPath)
+	f, err := os.Open(exportPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := audit.ReadExport(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(ctx, e, audit.VerifyOptions{Artifacts: n.path("coordinator", "artifacts")})
+	if err != nil || rep.Reaggregated != 2 {
+		t.Fatalf("audit verify of the spot-checked chain: %+v, %v; want both rounds re-run", rep, err)
 	}
 }
