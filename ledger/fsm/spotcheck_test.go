@@ -175,6 +175,10 @@ func TestSpotCheckRound(t *testing.T) {
 	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 2}))
 	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 2, Reason: "no updates"}))
 	ch.mustApply(c.coord.sign(t, fx.open(t, "spot", 3, digest("spot model"), []*actor{a, b})))
+	// The chain, draws and verdicts included, re-derives from genesis.
+	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestSpotCheckUndrawn(t *testing.T) {
