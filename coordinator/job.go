@@ -110,8 +110,8 @@ type Job struct {
 	// digests.
 	RequireAttestations []ledger.AttestationRequirement `yaml:"require_attestations" json:"require_attestations,omitempty"`
 	// Verify turns on spot checks: verifier members replay a random
-	// fraction of the updates on the job's published data before each
-	// round commits (see VerifySpec). Omitted from the canonical encoding
+	// fraction of the updates before each round commits (see VerifySpec);
+	// every update is then trained on the job's published data alone. Omitted from the canonical encoding
 	// when absent, so older job files keep their digests.
 	Verify *VerifySpec `yaml:"verify" json:"verify,omitempty"`
 
@@ -145,8 +145,8 @@ type ModelSpec struct {
 // VerifySpec is a job's spot-check rule (ledger.VerifyRule) and how long
 // its coordinator waits for the verdicts.
 type VerifySpec struct {
-	// Fraction is the probability, in (0, 1], that an update on the job's
-	// published data is drawn for a replay.
+	// Fraction is the probability, in (0, 1], that an update is drawn
+	// for a replay (every update of the job is on its published data).
 	Fraction float64 `yaml:"fraction" json:"fraction"`
 	// By are the member IDs of the verifiers whose verdicts count.
 	By []string `yaml:"by" json:"by"`

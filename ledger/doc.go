@@ -134,9 +134,11 @@
 // verifier members replay a random fraction of its updates before a round
 // commits. The job's coordinator ends a round's submissions with
 // SubmissionsClosed; the hash of the block holding it is the round's draw
-// seed, and an update is drawn when it was trained on the job's published
-// data alone and Drawn(seed, job, round, trainer, fraction) holds (the
-// FSM's Round query shows the seed and each update's Drawn). A verifier
+// seed, and an update is drawn when Drawn(seed, job, round, trainer,
+// fraction) holds (the FSM's Round query shows the seed and each update's
+// Drawn). Every update of such a job must name one of its published
+// datasets, so that any can be replayed without a trainer's private data
+// and none escapes the draw by claiming some. A verifier
 // the rule names then signs, in a later block, UpdateVerified (its replay
 // matched bit for bit) or UpdateRejected with Step (the first differing
 // step); a rejection keeps the trainer out of the job's next rounds by

@@ -18,10 +18,11 @@ import (
 //     UpdateSubmitted is accepted after it. The hash of the block that
 //     holds the SubmissionsClosed is the round's draw seed: it covers every
 //     submission, and no trainer can know it when it submits.
-//  3. An update is drawn when Drawn(seed, job, round, trainer, fraction)
-//     and it was trained on the job's published data alone (its dataset
-//     is one of the recipe's Published datasets: only such an update can
-//     be replayed by someone other than its trainer).
+//  3. An update is drawn when Drawn(seed, job, round, trainer, fraction).
+//     Every update of such a job is trained on the job's published data
+//     alone (the FSM refuses one that names a trainer's own dataset), so
+//     that any can be replayed by someone other than its trainer: a
+//     cheater cannot escape the draw by claiming private data.
 //  4. A verifier the rule names (By) replays each drawn update and signs a
 //     verdict in a later block: UpdateVerified (the replay matches bit for
 //     bit) or UpdateRejected with Step set (the first step whose state
@@ -131,8 +132,8 @@ func Drawn(seed [32]byte, job string, n uint64, trainer string, fraction float64
 
 // DrawnUpdate reports whether update u of round n of the job with recipe
 // r is drawn for a spot check under seed: the recipe has a VerifyRule,
-// the update was trained on one of the recipe's published datasets
-// alone, and Drawn says so.
+// the update names one of the recipe's published datasets (as the FSM
+// requires of every update of such a job), and Drawn says so.
 func (r *RoundRecipe) DrawnUpdate(seed [32]byte, job string, n uint64, u *Update) bool {
 	if r.Verify == nil {
 		return false

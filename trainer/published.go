@@ -220,9 +220,10 @@ type roundInfo struct {
 }
 
 // roundData returns the data task t trains on: the trainer's own data, if
-// any, and the published samples round t.Round gave it (RoundOpened.ranges
-// on the ledger), each shard read from the artifact store and checked
-// against the published leaves and root before use.
+// any (not in a spot-checked job, whose updates are on published data
+// alone), and the published samples round t.Round gave it
+// (RoundOpened.ranges on the ledger), each shard read from the artifact
+// store and checked against the published leaves and root before use.
 func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource, t *coordinatorv1.Task) (Data, roundInfo, error) {
 	info := roundInfo{dataset: n.DatasetDigest()}
 	var r *ledger.Round
@@ -248,7 +249,20 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		}
 		return n.data, info, nil
 	}
-	d, err := RoundData(ctx, lc, src, t.JobId, t.Round, n.data, n.manifest != nil, info.ranges, n.log)
+	own, hasOwn := n.data, n.manifest != nil
+	if hasOwn {
+		// A spot-checked job (verify) takes updates on its published
+		// data alone, so that a verifier can replay any of them.
+		job, err := lc.Job(ctx, t.JobId)
+		if err != nil {
+			return Data{}, info, fmt.Errorf("job %s: %w", t.JobId, err)
+		}
+		if job.Recipe.Verify != nil {
+			own, hasOwn, info.dataset = Data{}, false, ""
+			n.log.InfoContext(ctx, "spot-checked job: training on the published samples alone", "job", t.JobId, "round", t.Round)
+		}
+	}
+	d, err := RoundData(ctx, lc, src, t.JobId, t.Round, own, hasOwn, info.ranges, n.log)
 	if err != nil {
 		return Data{}, info, err
 	}

@@ -14,7 +14,8 @@ import (
 // TestAttackSpotChecks: lies about a job's spot checks, on a real
 // three-node ledger. A job on published data names verifier-1 in its
 // verify rule (fraction 1, suspend for the job); trainers 2 and 3
-// submitted to its round 1 and trainer-1 did not. A verdict before the
+// submitted to its round 1 and trainer-1 did not. An update claiming the
+// trainer's own data (to escape the draw), a verdict before the
 // draw, a commit before the draw, a close by a coordinator that does not
 // own the job, a submission after the draw, a verdict from an auditor
 // (not a verifier), from a verifier the job does not name, a commit that
@@ -95,6 +96,13 @@ func TestAttackSpotChecks(t *testing.T) {
 		return ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: digestOf("spot model"), Strategy: "fedavg", Params: rc.CommitParams(), Contributors: r.contrib(names...)}
 	}
 
+	t.Run("update on the trainer's own data, which no verifier could replay", func(t *testing.T) {
+		own := digestOf("trainer-1's own data")
+		r.must(t, ctx, "trainer-1", ledger.DatasetRegistered{Digest: own, Name: "own", Licence: "CC0-1.0", Source: "test", Samples: 50, Root: digestOf("own root"), Bytes: 500})
+		b := submit(r.job, o1, "trainer-1")
+		b.DatasetDigest = own
+		r.attack(t, ctx, "trainer-1", b, "spot-checks its updates (verify)", "published data alone")
+	})
 	t.Run("verdict before the draw", func(t *testing.T) {
 		r.attack(t, ctx, "verifier-1", verified("trainer-2"), "has not closed its submissions")
 	})

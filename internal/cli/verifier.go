@@ -32,8 +32,8 @@ func newVerifierCmd() *cobra.Command {
 		Short: "Run a verifier node: replay the drawn updates of jobs that name this verifier and sign the verdicts",
 		Long: "A verifier is a ledger member with role verifier (admitted by an admin's MemberAdded) that a job names in its\n" +
 			"verify section. It follows the ledger's blocks; when a job's coordinator closes a round's submissions\n" +
-			"(SubmissionsClosed), the hash of that block draws the updates to check (a fraction of those trained on the job's\n" +
-			"published data). For each drawn update it rebuilds the trainer's task from the ledger and the artifact store\n" +
+			"(SubmissionsClosed), the hash of that block draws the updates to check (the job's fraction of them, all trained\n" +
+			"on its published data). For each drawn update it rebuilds the trainer's task from the ledger and the artifact store\n" +
 			"(the job's canonical config, the round's weights or adapter, the published samples the round gave the\n" +
 			"trainer), replays the training on the Host engine and signs UpdateVerified when it matches bit for bit, or\n" +
 			"UpdateRejected naming the first step that differs. Runs until interrupted.",

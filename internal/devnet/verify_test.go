@@ -35,11 +35,11 @@ func (b lazyBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (t
 }
 
 // TestNetworkSpotCheck: a job on published data with verify on (fraction
-// 1): trainer-1 mixes its own data in (its update is not drawn: only
-// updates on published data alone can be replayed), trainers 2 and 3
-// have none, and trainer-3 trains one step fewer than asked. The coordinator
-// closes the round's submissions; the verifier replays the drawn updates
-// of trainers 2 and 3 from the ledger and the artifact store, passes
+// 1): trainer-1 has data of its own but, the job being spot-checked,
+// trains on its published range alone, as trainers 2 and 3 (who have no
+// data) do; trainer-3 trains one step fewer than asked. The coordinator
+// closes the round's submissions; the verifier replays every drawn update
+// from the ledger and the artifact store, passes trainer-1's and
 // trainer-2's and rejects trainer-3's naming the step, before the round
 // commits on trainers 1 and 2. trainer-3 sits out round 2 (the job's
 // suspension policy), which commits on trainers 1 and 2 again.
@@ -160,13 +160,9 @@ func TestNetworkSpotCheck(t *testing.T) {
 	}
 	for _, u := range r.Updates {
 		switch u.Trainer {
-		case t1:
-			if u.Drawn || u.Rejected {
-				t.Errorf("trainer-1 (own data mixed in): drawn %v rejected %v", u.Drawn, u.Rejected)
-			}
-		case t2:
-			if !u.Drawn || u.VerifiedBy != vid || u.Rejected {
-				t.Errorf("trainer-2: drawn %v verified by %q rejected %v (%s)", u.Drawn, u.VerifiedBy, u.Rejected, u.RejectReason)
+		case t1, t2:
+			if !u.Drawn || u.VerifiedBy != vid || u.Rejected || u.DatasetDigest != sm.Digest {
+				t.Errorf("honest trainer %s: drawn %v verified by %q rejected %v (%s) on dataset %s", u.Trainer[:8], u.Drawn, u.VerifiedBy, u.Rejected, u.RejectReason, u.DatasetDigest)
 			}
 		case t3:
 			if !u.Drawn || !u.Rejected || u.RejectedBy != vid || u.RejectStep == 0 || !strings.Contains(u.RejectReason, "spot check") {
@@ -188,8 +184,8 @@ func TestNetworkSpotCheck(t *testing.T) {
 		t.Fatalf("round 2 selects %v with contributors %+v; want trainers 1 and 2 only", r2.Trainers, r2.Contributors)
 	}
 	for _, u := range r2.Updates {
-		if u.Trainer == t2 && (!u.Drawn || u.VerifiedBy != vid) {
-			t.Errorf("round 2, trainer-2: %+v", u)
+		if !u.Drawn || u.VerifiedBy != vid {
+			t.Errorf("round 2, trainer %s: %+v", u.Trainer[:8], u)
 		}
 	}
 	// The rejection is on the chain before the commit.

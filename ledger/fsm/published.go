@@ -160,6 +160,11 @@ func checkUpdateData(job *ledger.JobRecord, r *ledger.Round, trainer string, b *
 		}
 		ranged += want[i].Size()
 	}
+	if job != nil && job.Recipe.Verify != nil && !d.Published {
+		// Any update of a spot-checked job may be drawn, so each must be
+		// replayable by a verifier: trained on published data alone.
+		return txErr(ledger.CodeInvalid, "job %q spot-checks its updates (verify), so an update must be trained on its published data alone and name that dataset; %s is the trainer's own dataset", b.JobID, d.Digest)
+	}
 	if d.Published {
 		inJob := job != nil && slices.ContainsFunc(job.Recipe.Published, func(p ledger.PublishedRef) bool { return p.Digest == d.Digest })
 		if !inJob {

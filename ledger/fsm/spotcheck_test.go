@@ -109,6 +109,12 @@ func TestSpotCheckRound(t *testing.T) {
 		return ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: u}
 	}
 
+	// An update that claims the trainer's own data would escape the draw.
+	own := digest("c's own data")
+	ch.mustApply(cc.sign(t, ledger.DatasetRegistered{Digest: own, Name: "own", Licence: "MIT", Source: "local", Samples: 50, Root: testDatasetRoot}))
+	mine := ledger.RangesOf(open.Ranges, cc.id)
+	fx.refuse(t, "an update on the trainer's own data", cc.sign(t, ledger.UpdateSubmitted{JobID: "spot", Round: 1, UpdateDigest: uc, DatasetDigest: own,
+		Samples: 1, Ranges: mine}), "spot-checks its updates (verify), so an update must be trained on its published data alone")
 	fx.refuse(t, "verdict before the close", v.sign(t, verified(ua)), "has not closed its submissions")
 	fx.refuse(t, "commit before the close", c.agg.sign(t, commit(a, b)), "has not closed its submissions")
 	fx.refuse(t, "close by a non-owner", c.agg.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}), "needs role coordinator")
