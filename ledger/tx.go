@@ -39,7 +39,8 @@ const (
 	TypeRoundEvaluated    = "RoundEvaluated"
 )
 
-// TxRoles maps each transaction type to the one role allowed to sign it.
+// TxRoles maps each transaction type to the role allowed to sign it (for
+// the types in TxSigners, the first of their roles; check with MaySign).
 var TxRoles = map[string]Role{
 	TypeMemberAdded:       RoleAdmin,
 	TypeMemberRemoved:     RoleAdmin,
