@@ -114,7 +114,8 @@ func (n *Node) ID() string { return n.id }
 func (n *Node) Registry() *prometheus.Registry { return n.met.reg }
 
 // Run follows the chain from Config.From and judges the drawn updates of
-// every round whose job names this verifier, until ctx ends.
+// every round whose job names this verifier, until ctx ends (then it
+// returns nil). It fails only when the key is not an active verifier.
 func (n *Node) Run(ctx context.Context) error {
 	m, err := n.cfg.Ledger.Member(ctx, n.id)
 	if err != nil {
@@ -131,16 +132,31 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(done)
 		n.judge(ctx)
 	}()
-	err = n.cfg.Ledger.Blocks(ctx, n.cfg.From, true, func(vb *client.VerifiedBlock) error {
-		n.met.height.Set(float64(vb.Block.Header.Height))
-		return n.block(ctx, vb)
-	})
+	// Follow the chain; a broken stream (a node restarting, a query
+	// that failed) is reopened after the last block handled.
+	next := n.cfg.From
+	for ctx.Err() == nil {
+		err = n.cfg.Ledger.Blocks(ctx, next, true, func(vb *client.VerifiedBlock) error {
+			if err := n.block(ctx, vb); err != nil {
+				return err
+			}
+			next = vb.Block.Header.Height + 1
+			n.met.height.Set(float64(vb.Block.Header.Height))
+			return nil
+		})
+		if ctx.Err() != nil {
+			break
+		}
+		n.met.errors.Inc()
+		n.log.WarnContext(ctx, "block stream ended; reopening", "from", next, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(n.cfg.Retry):
+		}
+	}
 	cancel()
 	<-done
-	if ctx.Err() != nil {
-		return nil
-	}
-	return fmt.Errorf("verifier: following the chain: %w", err)
+	return nil
 }
 
 // block queues the rounds a block closes for this verifier.
