@@ -26,7 +26,8 @@ import (
 //  4. A verifier the rule names (By) replays each drawn update and signs a
 //     verdict in a later block: UpdateVerified (the replay matches bit for
 //     bit) or UpdateRejected with Step set (the first step whose state
-//     differs, or the last step of the range it lies in). A verifier's
+//     differs: the trainer's commitment discloses every step's digest,
+//     TrainingCommitment.StepDigests, in such a job). A verifier's
 //     rejection suspends the trainer from the job by the rule's policy.
 //  5. RoundCommitted is refused while a contributor is a drawn update
 //     without an UpdateVerified, or before submissions are closed.

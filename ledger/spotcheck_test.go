@@ -22,7 +22,20 @@ func spotCheckTxs(t testing.TB, c *cast) [][]byte {
 		c.coord.sign(t, SubmissionsClosed{JobID: "spot", Round: 1}),
 		v.sign(t, UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u1")}),
 		v.sign(t, UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u2"), Reason: "spot check: replay differs", Step: 3}),
+		c.trainers[0].sign(t, UpdateSubmitted{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u3"), DatasetDigest: hexDigest("p"), Samples: 2,
+			Ranges: []SampleRange{{Dataset: hexDigest("p"), First: 0, End: 2}}, Commitment: disclosedCommitment(t)}),
 	}
+}
+
+// disclosedCommitment is a three-step commitment that discloses its step
+// digests.
+func disclosedCommitment(t testing.TB) *TrainingCommitment {
+	ds := []string{hexDigest("s1"), hexDigest("s2"), hexDigest("s3")}
+	root, err := StepDigestsRoot(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &TrainingCommitment{InputsDigest: hexDigest("i"), Steps: 3, StepRoot: root, StepDigests: ds}
 }
 
 // TestSpotCheckGolden pins the spot-check encodings (-update rewrites
@@ -66,6 +79,12 @@ func TestSpotCheckBodies(t *testing.T) {
 		{"pass of round 0", UpdateVerified{JobID: "j", UpdateDigest: hexDigest("u")}, "round must be at least 1"},
 		{"pass of a bad digest", UpdateVerified{JobID: "j", Round: 1, UpdateDigest: "x"}, "update_digest"},
 		{"rejection of too many steps", UpdateRejected{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), Reason: "r", Step: MaxCommittedSteps + 1}, "step"},
+		{"disclosed digests off the root", UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 1,
+			Commitment: func() *TrainingCommitment { c := disclosedCommitment(t); c.StepRoot = hexDigest("other"); return c }()}, "hash to"},
+		{"too few disclosed digests", UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 1,
+			Commitment: func() *TrainingCommitment { c := disclosedCommitment(t); c.StepDigests = c.StepDigests[:2]; return c }()}, "2 disclosed for 3 steps"},
+		{"a disclosed digest that is none", UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 1,
+			Commitment: func() *TrainingCommitment { c := disclosedCommitment(t); c.StepDigests[1] = "x"; return c }()}, "step_digests[1]"},
 		{"recipe verify without published data", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
 			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}}}}, "only on published data"},
 	} {

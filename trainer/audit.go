@@ -54,7 +54,9 @@ func (v *Verdict) Honest() bool {
 
 // Replay re-runs task t on data d on the Host engine (bit-exact on every
 // CPU), recording every step, and compares the result with claim. When the
-// step roots differ it locates the first differing step by bisecting the
+// step roots differ it names the first differing step from the step
+// digests the commitment discloses (ledger.TrainingCommitment.StepDigests,
+// checked against its root), or else locates it by bisecting the
 // trainer's checkpoints in ckpt (nil: none), each proved against the
 // committed root first: a checkpoint that does not prove is a lie, listed
 // in Verdict.Lies and not used. t.OutDir receives the replayed update.
@@ -167,6 +169,19 @@ func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
 		// a longer one: the first step beyond the task.
 		v.Before = n + 1
 	}
+	if disclosedOK(c) {
+		// The trainer disclosed every step's digest on the ledger (they
+		// hash to its step root): the first that differs is named
+		// without its checkpoints.
+		i := 0
+		for i < n && c.StepDigests[i] == replay[i] {
+			i++
+		}
+		if i < n || int(c.Steps) != len(replay) {
+			v.After, v.Before, v.FirstBadStep = i, i+1, i+1
+			return
+		}
+	}
 	var proved []commitment.Checkpoint
 	if ckpt != nil {
 		steps, _ := ckpt.Steps(claim.Job, claim.Round)
@@ -200,6 +215,16 @@ func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
 	if v.Before == v.After+1 {
 		v.FirstBadStep = v.Before
 	}
+}
+
+// disclosedOK reports whether c discloses its step digests and they hash
+// to its step root.
+func disclosedOK(c ledger.TrainingCommitment) bool {
+	if len(c.StepDigests) == 0 || uint64(len(c.StepDigests)) != c.Steps {
+		return false
+	}
+	root, err := ledger.StepDigestsRoot(c.StepDigests)
+	return err == nil && root == c.StepRoot
 }
 
 func join(s []string) string {

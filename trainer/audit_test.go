@@ -384,3 +384,33 @@ func TestReplayChild(t *testing.T) {
 	}
 	t.Logf("replayed on %s: honest", engine.ISA())
 }
+
+// TestReplayDisclosedSteps: a commitment that discloses its step digests
+// (as a trainer of a spot-checked job does) lets a replay without the
+// trainer's checkpoints name the first step that differs; the digests
+// hash to the step root model/commitment computes, and disclosed digests
+// that do not are ignored.
+func TestReplayDisclosedSteps(t *testing.T) {
+	f := newAuditFixture(t)
+	s := &commitment.Store{Dir: t.TempDir()}
+	u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+	c := claimOf(u)
+	c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
+	ds, err := s.Digests("job-1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root, err := ledger.StepDigestsRoot(ds); err != nil || root != c.Commitment.StepRoot {
+		t.Fatalf("ledger root %s (%v), commitment root %s", root, err, c.Commitment.StepRoot)
+	}
+	c.Commitment.StepDigests = ds
+	v := replay(t, f, c, nil)
+	if v.Honest() || v.FirstBadStep != auditSteps/2+1 {
+		t.Fatalf("forged second half with disclosed steps, no checkpoints: step %d in (%d, %d], want %d: %s", v.FirstBadStep, v.After, v.Before, auditSteps/2+1, v.Reason)
+	}
+	// Disclosed digests that are not the committed root's pin nothing.
+	c.Commitment.StepDigests = append([]string{ds[1]}, ds[1:]...)
+	if v := replay(t, f, c, nil); v.FirstBadStep != 0 {
+		t.Fatalf("digests off the root pinned step %d", v.FirstBadStep)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -389,14 +390,22 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 		return
 	}
 	var recipeMax uint64
+	commit := u.Commitment
 	if job, err := lc.Job(tctx, t.JobId); err == nil {
 		recipeMax = job.Recipe.MaxSamples
+		if job.Recipe.Verify != nil && commit != nil && len(u.stepDigests) == int(commit.Steps) && len(u.stepDigests) <= ledger.MaxDisclosedSteps {
+			// A spot-checked job: disclose every step's digest, so a
+			// verifier names the first step that differs.
+			c := *commit
+			c.StepDigests = slices.Clone(u.stepDigests)
+			commit = &c
+		}
 	} else {
 		log.WarnContext(ctx, "cannot read the job's recipe; claiming what was trained", "err", err)
 	}
 	samples := ClaimedSamples(u.DataSamples, u.Steps, int(t.Batch), recipeMax)
 	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: u.Dataset,
-		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges, Commitment: u.Commitment}
+		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges, Commitment: commit}
 	height, err := signer.Submit(tctx, body)
 	if err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)

@@ -161,6 +161,9 @@ func TestNetworkSpotCheck(t *testing.T) {
 	for _, u := range r.Updates {
 		switch u.Trainer {
 		case t1, t2:
+			if c := u.Commitment; c == nil || uint64(len(c.StepDigests)) != c.Steps {
+				t.Errorf("honest trainer %s does not disclose its step digests: %+v", u.Trainer[:8], c)
+			}
 			if !u.Drawn || u.VerifiedBy != vid || u.Rejected || u.DatasetDigest != sm.Digest {
 				t.Errorf("honest trainer %s: drawn %v verified by %q rejected %v (%s) on dataset %s", u.Trainer[:8], u.Drawn, u.VerifiedBy, u.Rejected, u.RejectReason, u.DatasetDigest)
 			}
