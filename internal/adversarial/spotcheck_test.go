@@ -3,6 +3,9 @@ package adversarial
 import (
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +18,8 @@ import (
 // three-node ledger. A job on published data names verifier-1 in its
 // verify rule (fraction 1, suspend for the job); trainers 2 and 3
 // submitted to its round 1 and trainer-1 did not. An update claiming the
-// trainer's own data (to escape the draw), a verdict before the
+// trainer's own data (to escape the draw), one whose disclosed step
+// digests are not its step root's, a verdict before the
 // draw, a commit before the draw, a close by a coordinator that does not
 // own the job, a submission after the draw, a verdict from an auditor
 // (not a verifier), from a verifier the job does not name, a commit that
@@ -102,6 +106,24 @@ func TestAttackSpotChecks(t *testing.T) {
 		b := submit(r.job, o1, "trainer-1")
 		b.DatasetDigest = own
 		r.attack(t, ctx, "trainer-1", b, "spot-checks its updates (verify)", "published data alone")
+	})
+	t.Run("update whose disclosed step digests are not its step root's", func(t *testing.T) {
+		// SignTx refuses to write it, so the lying trainer signs its own
+		// payload: step digests of an honest-looking run under the root
+		// of another.
+		b := submit(r.job, o1, "trainer-1")
+		body := fmt.Sprintf(`{"job_id":%q,"round":1,"update_digest":%q,"dataset_digest":%q,"samples":%d,"commitment":{"inputs_digest":%q,"steps":2,"step_root":%q,"step_digests":[%q,%q]},"ranges":[{"dataset":%q,"first":%d,"end":%d}]}`,
+			r.job, b.UpdateDigest, sm.Digest, b.Samples, digestOf("inputs"), digestOf("another root"), digestOf("s1"), digestOf("s2"),
+			b.Ranges[0].Dataset, b.Ranges[0].First, b.Ranges[0].End)
+		id := nw.ID("trainer-1")
+		payload := fmt.Sprintf(`{"chain_id":%q,"signer":%q,"nonce":%d,"type":%q,"body":%s}`, nw.ChainID, id, payloadNonce(t, ctx, c, id)+1, ledger.TypeUpdateSubmitted, body)
+		before := waitSettled(t, ctx, nw.Net)
+		_, err := c.SubmitWait(ctx, payloadSignRaw(nw.Keys["trainer-1"], payload))
+		if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), "commitment.step_digests hash to") {
+			t.Fatalf("error %v, want a rejection naming the step digests", err)
+		}
+		t.Logf("refused: %v", err)
+		requireUnchanged(t, ctx, nw.Net, before)
 	})
 	t.Run("verdict before the draw", func(t *testing.T) {
 		r.attack(t, ctx, "verifier-1", verified("trainer-2"), "has not closed its submissions")
