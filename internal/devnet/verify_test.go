@@ -23,21 +23,35 @@ import (
 	"github.com/fedtune/fedtune/verifier"
 )
 
-// lazyBackend trains one step fewer than its task asks, and commits to
-// what it did: a lazy trainer whose update passes every check the
-// aggregator can make.
-type lazyBackend struct{ be trainer.Backend }
+// forgedBackend trains as its task asks and commits honestly to the run,
+// then submits other weights than the run's result (one weight of the
+// adapter nudged): an update that passes every check the aggregator can
+// make, and whose commitment holds for every step.
+type forgedBackend struct{ be trainer.Backend }
 
 // Fit implements trainer.Backend.
-func (b lazyBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (trainer.Update, error) {
-	t.Train.Steps--
-	return b.be.Fit(ctx, t, d)
+func (b forgedBackend) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (trainer.Update, error) {
+	u, err := b.be.Fit(ctx, t, d)
+	if err != nil {
+		return u, err
+	}
+	ad, err := trainer.ReadAdapter(u.Path, *t.Train.LoRA)
+	if err != nil {
+		return u, err
+	}
+	for _, x := range ad.Tensors {
+		x.Data[0] += 1e-3
+		break
+	}
+	u.Digest, err = trainer.WriteUpdate(u.Path, ad.Tensors, t.Compression, t.Int8Block)
+	return u, err
 }
 
 // TestNetworkSpotCheck: a job on published data with verify on (fraction
 // 1): trainer-1 has data of its own but, the job being spot-checked,
 // trains on its published range alone, as trainers 2 and 3 (who have no
-// data) do; trainer-3 trains one step fewer than asked. The coordinator
+// data) do; trainer-3 trains honestly but submits other weights than its
+// run's result. The coordinator
 // closes the round's submissions; the verifier replays every drawn update
 // from the ledger and the artifact store, passes trainer-1's and
 // trainer-2's and rejects trainer-3's naming the step, before the round
@@ -58,7 +72,7 @@ func TestNetworkSpotCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return lazyBackend{be}
+			return forgedBackend{be}
 		}})
 	for _, name := range []string{"trainer-2", "trainer-3"} {
 		p := n.path(name, "trainer.yaml")
@@ -169,7 +183,10 @@ func TestNetworkSpotCheck(t *testing.T) {
 			}
 		case t3:
 			if !u.Drawn || !u.Rejected || u.RejectedBy != vid || u.RejectStep == 0 || !strings.Contains(u.RejectReason, "spot check") {
-				t.Errorf("trainer-3 (lazy): %+v; want rejected by the verifier naming a step", u)
+				t.Errorf("trainer-3 (forged): %+v; want rejected by the verifier naming a step", u)
+			}
+			if c := u.Commitment; c == nil || u.RejectStep != c.Steps {
+				t.Errorf("trainer-3's update is not the result of its last step; the verifier names step %d", u.RejectStep)
 			}
 			t.Logf("trainer-3 rejected at step %d: %s", u.RejectStep, u.RejectReason)
 		}
