@@ -25,7 +25,6 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
-	"github.com/fedtune/fedtune/model/engine"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -58,6 +57,7 @@ type follower struct {
 	id      string           // the served model's id
 	slots   int
 	loadOpt inference.LoadOptions
+	device  serveDevice // each model gets a device of its own; zero: the Host
 	log     *slog.Logger
 	// retry is the first wait before the block stream is opened again
 	// or a refused round is tried again; it doubles up to maxRetry.
@@ -309,7 +309,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		if err := inference.AdapterFolder(path, ad, *sp.lora); err != nil {
 			return nil, fmt.Errorf("adapter %s (rank %d, alpha %g, targets %v from job config %s): %w", rd.ModelDigest, sp.lora.Rank, sp.lora.Alpha, sp.lora.Targets, sp.config, err)
 		}
-		if m, err = inference.LoadModelWith(f.base, ad, f.id, engine.NewHost(), f.slots, f.loadOpt); err != nil {
+		if m, err = f.device.loadModel(f.base, ad, f.id, f.slots, f.loadOpt); err != nil {
 			return nil, fmt.Errorf("adapter %s (rank %d, alpha %g, targets %v from job config %s): %w", rd.ModelDigest, sp.lora.Rank, sp.lora.Alpha, sp.lora.Targets, sp.config, err)
 		}
 		if m.Adapter != rd.ModelDigest {
@@ -321,7 +321,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		if err := inference.ModelFolder(f.base, path, md); err != nil {
 			return nil, fmt.Errorf("model folder of %s on --model %s: %w", rd.ModelDigest, f.base, err)
 		}
-		if m, err = inference.LoadModelWith(md, "", f.id, engine.NewHost(), f.slots, f.loadOpt); err != nil {
+		if m, err = f.device.loadModel(md, "", f.id, f.slots, f.loadOpt); err != nil {
 			return nil, fmt.Errorf("model %s of round %d on --model %s's config: %w", rd.ModelDigest, rd.Round, f.base, err)
 		}
 		if m.Digest != rd.ModelDigest {
