@@ -375,15 +375,17 @@ extern "C" __global__ void train_adamw(float* w, const float* g, float* m, float
 // Decoding with a key/value cache (engine.CacheDevice).
 
 // dst[idx[r], :] = src[r, :] for r < rows, dst being [n, d] (indices were
-// checked against n on the host). When an index repeats (last != 0, as the
-// host finds it), only its last row is written, so the result does not
-// depend on the order threads run in.
-extern "C" __global__ void train_scatter_rows(float* dst, const float* src, const int* idx, int rows, int d, int last) {
+// checked against n on the host). When an index repeats only its last row
+// is written, so the result does not depend on the order threads run in:
+// the host passes from, the first row whose index occurs again below it
+// (rows when none repeats), and only rows from there on look for a later
+// one.
+extern "C" __global__ void train_scatter_rows(float* dst, const float* src, const int* idx, int rows, int d, int from) {
     GRID_STRIDE(i, (size_t)rows * d) {
         size_t r = i / d, j = i % d;
         int to = idx[r];
         bool later = false;
-        if (last)
+        if ((int)r >= from)
             for (int k = (int)r + 1; k < rows && !later; k++) later = idx[k] == to;
         if (!later) dst[(size_t)to * d + j] = src[i];
     }

@@ -32,27 +32,27 @@ func (d *Device) ScatterRows(dst, src engine.Buffer, idx engine.IntBuffer, dim i
 	if !d.noAlias(op, t, "dst", "src", s) || !d.fits32(op, max(t.n, rows*dim)) || !d.checkIDs(op, "index", id.host, n) || rows == 0 {
 		return
 	}
-	last := int32(0)
-	if repeats(id.host) {
-		last = 1
-	}
 	grid, block := ewGrid(rows * dim)
-	d.launch("train_scatter_rows", grid, block, t.p, s.p, id.p, int32(rows), int32(dim), last)
+	d.launch("train_scatter_rows", grid, block, t.p, s.p, id.p, int32(rows), int32(dim), int32(firstRepeated(id.host)))
 }
 
-// repeats reports whether some value occurs twice in ids.
-func repeats(ids []int32) bool {
+// firstRepeated returns the first r whose ids[r] occurs again after it,
+// len(ids) when no value repeats. (The Decoder's only repeats are its
+// padding rows, at the end.)
+func firstRepeated(ids []int32) int {
 	if len(ids) < 2 {
-		return false
+		return len(ids)
 	}
-	seen := make(map[int32]struct{}, len(ids))
-	for _, v := range ids {
-		if _, dup := seen[v]; dup {
-			return true
+	last := make(map[int32]int, len(ids))
+	for r, v := range ids {
+		last[v] = r
+	}
+	for r, v := range ids {
+		if last[v] != r {
+			return r
 		}
-		seen[v] = struct{}{}
 	}
-	return false
+	return len(ids)
 }
 
 // CachedAttention implements engine.CacheDevice with one block per query

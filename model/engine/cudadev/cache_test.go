@@ -54,6 +54,8 @@ func TestScatterRows(t *testing.T) {
 		{"permutation", 9, 40, []int32{3, 0, 8, 5, 1}, false},
 		{"wide rows", 4, 300, []int32{2, 1}, false},
 		{"repeated index", 6, 33, []int32{1, 5, 1, 2, 1}, true},
+		{"repeat in the middle", 7, 5, []int32{0, 3, 4, 3, 2, 6}, true},
+		{"padding rows", 8, 9, []int32{2, 0, 1, 7, 7, 7}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst0, src := randVec(r, tc.n*tc.d), randVec(r, len(tc.idx)*tc.d)
