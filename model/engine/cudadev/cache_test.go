@@ -14,6 +14,8 @@ import (
 
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/engine/cudadev"
+	"github.com/fedtune/fedtune/model/engine/enginetest"
 	"github.com/fedtune/fedtune/model/modeltest"
 )
 
@@ -25,6 +27,22 @@ func openCacheGPU(t testing.TB) engine.CacheDevice {
 		t.Fatal("the CUDA device is not an engine.CacheDevice")
 	}
 	return dev
+}
+
+// TestCacheConformance runs package enginetest's CacheDevice suite:
+// ScatterRows, CachedAttention and PackWeight against the Host device (and
+// the Host against float64 loops), and the error rules.
+func TestCacheConformance(t *testing.T) {
+	if err := openGPU(t).Close(); err != nil {
+		t.Fatal(err)
+	}
+	enginetest.TestCacheDevice(t, func() engine.CacheDevice {
+		dev, err := cudadev.Open(0)
+		if err != nil {
+			panic(err) // it opened a moment ago
+		}
+		return dev.(engine.CacheDevice)
+	})
 }
 
 // randVec is n seeded values in [-1, 1).
