@@ -163,7 +163,7 @@ bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 bench-pretrain: ## DiLoCo federated pre-training (4 trainers, H 50) beside centralised: eval-loss curves, PNG, ratio
 	bash scripts/bench-pretrain.sh
 
-bench-gpu: ## on a GPU: LoRA step tok/s beside PyTorch eager, weighted-mean GB/s beside a device copy
+bench-gpu: ## on a GPU: LoRA step tok/s beside PyTorch eager, weighted-mean GB/s beside a device copy, serving tok/s and TTFT beside the Host
 	bash scripts/bench-gpu.sh
 
 gpu-check: ## build the -tags fedcuda test binaries into bin/gpu-check; run them where there is a GPU
