@@ -401,15 +401,23 @@ extern "C" __global__ void train_scatter_rows(float* dst, const float* src, cons
 //   out[r, h, i] = Σ_{j ≤ p} (e_j·(float)(1/z))·v[c+j, g, i]  (j in order)
 //
 // the softmax as train_causal_softmax and the Host's CausalSoftmax compute
-// it. scratch holds each unit's scores and then its e_j, a row of stride
-// long (≥ p+1) per unit of this launch; the launch covers rows r0 … r0+rows−1
+// it (the sum over j in position order when hd·2 > blockDim, else split
+// into groups of positions j ≡ g (mod groups) added in group order).
+// scratch holds each unit's scores and then its e_j, a row of stride long
+// (≥ p+1) per unit of this launch; the launch covers rows r0 … r0+rows−1
 // (q, out and at already offset to r0), units beyond gridDim.x by grid
 // stride. Block size: a multiple of 32, at most 1024.
+#define ATTN_PART 1024
 extern "C" __global__ void train_cached_attention(float* out, const float* q, const float* k, const float* v,
                                                   const int* at, float* scratch, int rows, int heads, int kv_heads,
                                                   int hd, int long_, float scale) {
+    __shared__ float part[ATTN_PART];
     int rep = heads / kv_heads;
     size_t w = (size_t)kv_heads * hd;
+    // With heads narrower than the block, groups of hd threads share the
+    // weighted sum of the values (at most ATTN_PART partial sums).
+    int groups = hd * 2 <= (int)blockDim.x ? (int)blockDim.x / hd : 1;
+    if (groups * hd > ATTN_PART) groups = ATTN_PART / hd;
     for (int u = blockIdx.x; u < rows * heads; u += gridDim.x) {
         int r = u / heads, h = u % heads, g = h / rep;
         size_t c = (size_t)at[2 * r];
@@ -437,11 +445,28 @@ extern "C" __global__ void train_cached_attention(float* out, const float* q, co
         z = block_sum_d(z); // its barriers make every s[j] visible to the block
         float inv = (float)(1.0 / z);
         float* o = out + (size_t)u * hd;
-        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-            float acc = 0.0f;
-            for (int j = 0; j < n; j++) acc += (s[j] * inv) * vb[(size_t)j * w + i];
-            o[i] = acc;
+        if (groups == 1) {
+            for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+                float acc = 0.0f;
+                for (int j = 0; j < n; j++) acc += (s[j] * inv) * vb[(size_t)j * w + i];
+                o[i] = acc;
+            }
+        } else {
+            // Thread (gi, i) sums positions gi, gi + groups, … of column i;
+            // then thread i adds the groups' sums in group order.
+            int gi = threadIdx.x / hd, i = threadIdx.x % hd;
+            if (gi < groups) {
+                float acc = 0.0f;
+                for (int j = gi; j < n; j += groups) acc += (s[j] * inv) * vb[(size_t)j * w + i];
+                part[gi * hd + i] = acc;
+            }
+            __syncthreads();
+            if (threadIdx.x < hd) {
+                float acc = 0.0f;
+                for (int g2 = 0; g2 < groups; g2++) acc += part[g2 * hd + threadIdx.x];
+                o[threadIdx.x] = acc;
+            }
         }
-        __syncthreads(); // s is read above before the next unit's writes
+        __syncthreads(); // s and part are read above before the next unit's writes
     }
 }

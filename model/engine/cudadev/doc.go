@@ -21,8 +21,8 @@
 // cache (kernel train_scatter_rows; a repeated index gets its last row),
 // CachedAttention runs one block per query row and head over its
 // sequence's cache rows (train_cached_attention: the scores in float32,
-// the softmax as CausalSoftmax computes it, the values summed in position
-// order, no atomics), and PackWeight keeps no copy (cuBLAS reads the
+// the softmax as CausalSoftmax computes it, the weighted values summed by
+// groups of threads in a fixed order, no atomics), and PackWeight keeps no copy (cuBLAS reads the
 // row-major weights as they are). Their logits agree with the Host's to
 // float32 rounding, not bit for bit.
 //
