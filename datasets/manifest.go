@@ -268,8 +268,7 @@ func SignManifest(key ed25519.PrivateKey, m *Manifest) (*SignedManifest, error) 
 		return nil, fmt.Errorf("sign manifest: %w", err)
 	}
 	env := dsse.Sign(key, ManifestPayloadType, payload).Encode()
-	sum := sha256.Sum256(env)
-	return &SignedManifest{Manifest: *m, Envelope: env, Digest: hex.EncodeToString(sum[:])}, nil
+	return &SignedManifest{Manifest: *m, Envelope: env, Digest: digest.Bytes(env)}, nil
 }
 
 // DecodeManifest parses a manifest file: a DSSE envelope in canonical form
@@ -311,8 +310,7 @@ func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error)
 			return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 		}
 	}
-	sum := sha256.Sum256(data)
-	return &SignedManifest{Manifest: m, Envelope: bytes.Clone(data), Digest: hex.EncodeToString(sum[:])}, nil
+	return &SignedManifest{Manifest: m, Envelope: bytes.Clone(data), Digest: digest.Bytes(data)}, nil
 }
 
 // VerifySignature checks the manifest's signature with the owner's key.

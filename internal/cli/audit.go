@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -253,8 +253,7 @@ func newAuditCheckProofCmd() *cobra.Command {
 				if len(m) == 0 {
 					return errors.New("audit check-proof: give --root, or --dataset DIGEST (the proof embeds no manifest to name its dataset)")
 				}
-				sum := sha256.Sum256(m)
-				dataset = hex.EncodeToString(sum[:])
+				dataset = digest.Bytes(m)
 			}
 			what := ""
 			if rootHex != "" {
