@@ -20,6 +20,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
@@ -457,25 +458,22 @@ func (f *follower) fetch(ctx context.Context, d, path string) error {
 	if got, err := digest.File(path); err == nil && got == d {
 		return nil
 	}
-	tmp := path + ".part"
-	w, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.ac.Download(ctx, d, w); err != nil {
-		w.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("fetch %s: %w", d, err)
-	}
-	if err := w.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if got, err := digest.File(tmp); err != nil || got != d {
-		os.Remove(tmp)
-		return fmt.Errorf("fetched %s has digest %s, the ledger committed %s", tmp, got, d)
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFunc(path, 0o644, func(w *os.File) error {
+		if _, err := f.ac.Download(ctx, d, w); err != nil {
+			return fmt.Errorf("fetch %s: %w", d, err)
+		}
+		if _, err := w.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		got, err := digest.Reader(w)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", d, err)
+		}
+		if got != d {
+			return fmt.Errorf("fetched blob has digest %s, the ledger committed %s", got, d)
+		}
+		return nil
+	})
 }
 
 // start sets where the block stream begins (after the ledger's present

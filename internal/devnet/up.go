@@ -23,6 +23,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/eval"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -644,7 +645,7 @@ func (n *Net) contains(ctx context.Context, digest string, l *ledger.Lineage) (s
 	}
 	first, _, _ := bytes.Cut(data, []byte("\n"))
 	sample := n.path("sample.jsonl")
-	if err := os.WriteFile(sample, append(first, '\n'), 0o644); err != nil {
+	if err := atomicfile.Write(sample, append(first, '\n'), 0o644); err != nil {
 		return "", nil, err
 	}
 	leaf, err := audit.SampleLeaf(sample, "")
