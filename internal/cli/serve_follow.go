@@ -15,13 +15,11 @@ import (
 	"time"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/internal/atomicfile"
-	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -348,11 +346,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 // of each round as its RoundEvaluated recorded it, or, for a round with
 // none, as the coordinator reports it for that round's model.
 func (f *follower) lineageOf(ctx context.Context, d string) (*inference.Lineage, error) {
-	js, err := f.c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, d, 0)
-	if err != nil {
-		return nil, err
-	}
-	l, err := audit.DecodeLineage(js)
+	l, err := f.c.Lineage(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("the ledger's lineage of %s: %w", d, err)
 	}

@@ -3,7 +3,6 @@ package devnet
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 
 	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/eval"
@@ -544,15 +542,7 @@ func (n *Net) Lineage(ctx context.Context, digest string) (*ledger.Lineage, erro
 		return nil, err
 	}
 	defer c.Close()
-	js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, digest, 0)
-	if err != nil {
-		return nil, err
-	}
-	var l ledger.Lineage
-	if err := json.Unmarshal(js, &l); err != nil {
-		return nil, err
-	}
-	return &l, nil
+	return c.Lineage(ctx, digest)
 }
 
 // Eval scores the base model, with the global weights in file global
