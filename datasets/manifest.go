@@ -17,7 +17,6 @@ import (
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/safetext"
 	"github.com/fedtune/fedtune/internal/spdx"
-	"github.com/fedtune/fedtune/internal/strictjson"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -279,25 +278,10 @@ func SignManifest(key ed25519.PrivateKey, m *Manifest) (*SignedManifest, error) 
 // canonical JSON (strict: unknown fields, other field orders or whitespace
 // are errors), with valid fields. Errors wrap ErrManifest.
 func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error) {
-	if len(data) > MaxManifestBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrManifest, len(data), MaxManifestBytes)
-	}
-	env, err := dsse.Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: envelope: %w", ErrManifest, err)
-	}
-	if env.PayloadType != ManifestPayloadType {
-		return nil, fmt.Errorf("%w: payloadType %q, want %q", ErrManifest, truncate(env.PayloadType), ManifestPayloadType)
-	}
-	if len(env.Signatures) != 1 {
-		return nil, fmt.Errorf("%w: %d signatures, want exactly 1", ErrManifest, len(env.Signatures))
-	}
 	var m Manifest
-	if err := strictjson.Unmarshal(env.Payload, &m); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrManifest, err)
-	}
-	if canon, _ := json.Marshal(&m); !bytes.Equal(canon, env.Payload) {
-		return nil, fmt.Errorf("%w: payload is not in canonical form (fields in the documented order, no whitespace)", ErrManifest)
+	env, err := dsse.DecodeSigned(data, ManifestPayloadType, MaxManifestBytes, &m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
