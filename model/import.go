@@ -159,25 +159,9 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 	}
 	defer os.RemoveAll(tmp) // nothing is left once tmp is renamed
 	sum, err := safetensors.WriteFileFunc(filepath.Join(tmp, WeightsFile), func(w io.Writer) error {
-		sw, err := safetensors.NewWriter(w, specs, nil)
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 1<<20)
-		for _, t := range sw.Tensors() {
-			f := from[t.Name]
-			for off := int64(0); off < t.NumBytes(); {
-				n := min(int64(len(buf)), t.NumBytes()-off)
-				if err := f.ReadRawAt(t.Name, off, buf[:n]); err != nil {
-					return err
-				}
-				if _, err := sw.Write(buf[:n]); err != nil {
-					return err
-				}
-				off += n
-			}
-		}
-		return sw.Close()
+		return safetensors.Copy(w, specs, func(name string, off int64, p []byte) error {
+			return from[name].ReadRawAt(name, off, p)
+		})
 	})
 	if err != nil {
 		return nil, err

@@ -534,24 +534,9 @@ func DigestPath(path string) (string, error) {
 		}
 	}
 	h := sha256.New()
-	w, err := safetensors.NewWriter(h, specs, nil)
-	if err != nil {
-		return "", err
-	}
-	buf := make([]byte, 1<<20)
-	for _, ti := range w.Tensors() {
-		for off := int64(0); off < ti.NumBytes(); {
-			n := min(int64(len(buf)), ti.NumBytes()-off)
-			if err := owner[ti.Name].ReadRawAt(ti.Name, off, buf[:n]); err != nil {
-				return "", err
-			}
-			if _, err := w.Write(buf[:n]); err != nil {
-				return "", err
-			}
-			off += n
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := safetensors.Copy(h, specs, func(name string, off int64, p []byte) error {
+		return owner[name].ReadRawAt(name, off, p)
+	}); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
