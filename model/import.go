@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -237,7 +238,7 @@ func importShards(src string, bad func(file, format string, args ...any) error) 
 		return nil, bad(WeightsIndex, "weight_map is empty")
 	}
 	byFile := map[string]map[string]bool{}
-	for _, tensor := range sortedKeys(idx.WeightMap) {
+	for _, tensor := range slices.Sorted(maps.Keys(idx.WeightMap)) {
 		file := idx.WeightMap[tensor]
 		if !shardName.MatchString(file) {
 			return nil, bad(WeightsIndex, "tensor %q: shard %q must be a plain .safetensors file name in the folder (no path, no leading dot)", tensor, file)
@@ -248,7 +249,7 @@ func importShards(src string, bad func(file, format string, args ...any) error) 
 		byFile[file][tensor] = true
 	}
 	var out []importShard
-	for _, file := range sortedKeys(byFile) {
+	for _, file := range slices.Sorted(maps.Keys(byFile)) {
 		p := filepath.Join(src, file)
 		if _, err := os.Stat(p); err != nil {
 			for _, s := range out {
@@ -322,7 +323,7 @@ func importTensors(cfg *Config, shards []importShard, bad func(file, format stri
 		}
 	}
 	var missing []string
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		if from[name] == nil {
 			missing = append(missing, name)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -185,7 +186,7 @@ func (m *Model) Clone() *Model {
 // source names the weights (a file) in errors.
 func (m *Model) Check(source string) error {
 	want := m.Config.TensorShapes()
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		t, ok := m.Tensors[name]
 		if !ok {
 			return fmt.Errorf("%s: tensor %q: missing (config wants shape %v): %w", source, name, want[name], ErrWeights)
@@ -397,7 +398,7 @@ func weightFiles(dir string) ([]weightFile, error) {
 		byFile[file][name] = true
 	}
 	var out []weightFile
-	for _, file := range sortedKeys(byFile) {
+	for _, file := range slices.Sorted(maps.Keys(byFile)) {
 		out = append(out, weightFile{path: filepath.Join(dir, file), names: byFile[file]})
 	}
 	return out, nil
@@ -448,7 +449,7 @@ func (m *Model) safetensors(dtype safetensors.DType) ([]safetensors.Tensor, erro
 
 func tensorsTo(ts map[string]*Tensor, dtype safetensors.DType) ([]safetensors.Tensor, error) {
 	out := make([]safetensors.Tensor, 0, len(ts))
-	for _, name := range sortedKeys(ts) {
+	for _, name := range slices.Sorted(maps.Keys(ts)) {
 		t := ts[name]
 		st, err := safetensors.FromFloat32(name, dtype, t.Shape, t.Float32s())
 		if err != nil {
@@ -475,15 +476,6 @@ func prod(s []int) int {
 		n *= d
 	}
 	return n
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // DigestPath returns the weight digest of a .safetensors file, a model
