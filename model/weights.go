@@ -98,6 +98,18 @@ func ProjName(l int, proj string) string {
 	return fmt.Sprintf("%s%d.mlp.%s.weight", LayerNamePrefix, l, proj)
 }
 
+// The RMSNorm weights within a layer, as NormName spells them.
+const (
+	InputNorm = "input_layernorm"          // before attention
+	PostNorm  = "post_attention_layernorm" // before the MLP
+)
+
+// NormName returns the full tensor name of RMSNorm norm (InputNorm or
+// PostNorm) in layer l.
+func NormName(l int, norm string) string {
+	return fmt.Sprintf("%s%d.%s.weight", LayerNamePrefix, l, norm)
+}
+
 // ProjShape returns the [out, in] shape of projection proj under c.
 func (c *Config) ProjShape(proj string) ([]int, error) {
 	d, hd := c.HiddenSize, c.HeadDimension()
@@ -130,8 +142,8 @@ func (c *Config) TensorShapes() map[string][]int {
 			s, _ := c.ProjShape(p)
 			m[ProjName(l, p)] = s
 		}
-		m[fmt.Sprintf("%s%d.input_layernorm.weight", LayerNamePrefix, l)] = []int{c.HiddenSize}
-		m[fmt.Sprintf("%s%d.post_attention_layernorm.weight", LayerNamePrefix, l)] = []int{c.HiddenSize}
+		m[NormName(l, InputNorm)] = []int{c.HiddenSize}
+		m[NormName(l, PostNorm)] = []int{c.HiddenSize}
 	}
 	return m
 }
