@@ -48,7 +48,7 @@ var (
 	ErrBadKey = errors.New("datasets: bad signing key")
 	// ErrLicence is wrapped when a licence is not an SPDX expression this
 	// package knows.
-	ErrLicence = errors.New("datasets: bad licence")
+	ErrLicence = spdx.ErrLicence
 )
 
 // merkleHasher is RFC 6962 over SHA-256: leaf = SHA-256(0x00 ‖ sample
@@ -155,31 +155,10 @@ func (t *Tree) Size() uint64 { return uint64(len(t.leaves)) }
 // Leaves returns the sorted leaves (the sample hashes); do not modify.
 func (t *Tree) Leaves() [][32]byte { return t.leaves }
 
-// ValidateLicence checks that s is an SPDX licence expression made of known
-// IDs (internal/spdx's table) or LicenseRef-<idstring> joined by AND or OR,
-// each optionally followed by "+"; parentheses and WITH are not accepted.
-// Errors wrap ErrLicence and name the offending term.
-func ValidateLicence(s string) error {
-	if s == "" {
-		return fmt.Errorf("%w: licence is required (an SPDX ID such as Apache-2.0, or LicenseRef-...)", ErrLicence)
-	}
-	terms := strings.Split(s, " ")
-	for i, t := range terms {
-		if i%2 == 1 {
-			if t != "AND" && t != "OR" {
-				return fmt.Errorf("%w: %q: expected AND or OR at term %d, got %q", ErrLicence, s, i+1, t)
-			}
-			continue
-		}
-		if !spdx.ValidID(t) {
-			return fmt.Errorf("%w: %q: %q is not a known SPDX licence ID (use the exact case, e.g. Apache-2.0, CC-BY-4.0, or LicenseRef-<name>)", ErrLicence, s, t)
-		}
-	}
-	if len(terms)%2 == 0 {
-		return fmt.Errorf("%w: %q ends with an operator", ErrLicence, s)
-	}
-	return nil
-}
+// ValidateLicence checks that s is an SPDX licence expression of known
+// IDs (spdx.Validate: internal/spdx's table and its rules). Errors wrap
+// ErrLicence (spdx.ErrLicence) and name the offending term.
+func ValidateLicence(s string) error { return spdx.Validate(s) }
 
 // Validate checks the manifest's fields without its samples or signature.
 // Errors wrap ErrManifest (or ErrLicence) and name the field.
