@@ -2,8 +2,9 @@
 // of some bytes as 64 lowercase hex characters. Member IDs, model, dataset
 // and update digests, and artifact names all use it.
 //
-// Use Valid or Check on any digest that came from outside; use File and
-// Bytes to compute one. The package imports nothing of fedtune's.
+// Use Valid or Check (Problem says what is wrong) on any digest that came
+// from outside; use Bytes, Reader and File to compute one. The package
+// imports nothing of fedtune's.
 package digest
 
 import (
