@@ -15,12 +15,11 @@ import (
 	"time"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
-	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -347,11 +346,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 // of each round as its RoundEvaluated recorded it, or, for a round with
 // none, as the coordinator reports it for that round's model.
 func (f *follower) lineageOf(ctx context.Context, d string) (*inference.Lineage, error) {
-	js, err := f.c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, d, 0)
-	if err != nil {
-		return nil, err
-	}
-	l, err := audit.DecodeLineage(js)
+	l, err := f.c.Lineage(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("the ledger's lineage of %s: %w", d, err)
 	}
@@ -457,25 +452,22 @@ func (f *follower) fetch(ctx context.Context, d, path string) error {
 	if got, err := digest.File(path); err == nil && got == d {
 		return nil
 	}
-	tmp := path + ".part"
-	w, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.ac.Download(ctx, d, w); err != nil {
-		w.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("fetch %s: %w", d, err)
-	}
-	if err := w.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if got, err := digest.File(tmp); err != nil || got != d {
-		os.Remove(tmp)
-		return fmt.Errorf("fetched %s has digest %s, the ledger committed %s", tmp, got, d)
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFunc(path, 0o644, func(w *os.File) error {
+		if _, err := f.ac.Download(ctx, d, w); err != nil {
+			return fmt.Errorf("fetch %s: %w", d, err)
+		}
+		if _, err := w.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		got, err := digest.Reader(w)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", d, err)
+		}
+		if got != d {
+			return fmt.Errorf("fetched blob has digest %s, the ledger committed %s", got, d)
+		}
+		return nil
+	})
 }
 
 // start sets where the block stream begins (after the ledger's present
