@@ -1,5 +1,5 @@
 // Package commitment computes what a trainer commits to about its local
-// training (issue 16, verifiable training), and keeps the evidence.
+// training for verifiable training, and keeps the evidence.
 //
 //   - Inputs is the task's inputs: base model digest, starting adapter
 //     digest, hyperparameters (with the seed) and the ordered sample IDs of

@@ -46,8 +46,8 @@ func namesOf(l int) layerNames {
 	return layerNames{
 		q: model.ProjName(l, "q_proj"), k: model.ProjName(l, "k_proj"), v: model.ProjName(l, "v_proj"),
 		o: model.ProjName(l, "o_proj"), gate: model.ProjName(l, "gate_proj"), up: model.ProjName(l, "up_proj"),
-		down: model.ProjName(l, "down_proj"), inNorm: layerName(l, "input_layernorm.weight"),
-		postNorm: layerName(l, "post_attention_layernorm.weight"),
+		down: model.ProjName(l, "down_proj"), inNorm: model.NormName(l, model.InputNorm),
+		postNorm: model.NormName(l, model.PostNorm),
 	}
 }
 
@@ -474,10 +474,6 @@ func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta fl
 	dev.MatMul(Gemm{M: t.nN, N: in, K: t.nR, Alpha: 1, A: t.dza, B: la.a.w, C: tmp})
 	dev.Mul(tmp, tmp, la.mask)
 	dev.Axpy(dx, 1, tmp)
-}
-
-func layerName(l int, suffix string) string {
-	return fmt.Sprintf("%s%d.%s", model.LayerNamePrefix, l, suffix)
 }
 
 func (t *Trainer) head() Buffer {
