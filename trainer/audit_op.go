@@ -203,7 +203,7 @@ func locateOp(ctx context.Context, t Task, d Data, v *Verdict, claim Claim, ckpt
 		if f.BatchChecked {
 			fmt.Fprintf(&b, "; the state before the step and its batch are the committed ones, so forward, loss and gradients are the replay's: the state after the step does not follow from them")
 		} else {
-			fmt.Fprintf(&b, "; the forward pass or the loss may differ (the trainer discloses no inputs to compare the batch with)")
+			fmt.Fprintf(&b, "; the forward pass or the loss may differ (no proved disclosure of the trainer's inputs to compare the batch with)")
 		}
 	}
 	f.Text = b.String()

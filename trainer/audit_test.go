@@ -243,7 +243,7 @@ func TestReplayCatchesCheaters(t *testing.T) {
 			c := claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
 			removeInputs(t, s)
 			return c
-		}, 1, 0, 1, 0, "(other base, adapter, hyperparameters, seed, batches", "layer 0 q_proj lora_B (AdamW update), 4 of 8 trainable tensors differ, every one with a non-zero gradient; the forward pass or the loss may differ (the trainer discloses no inputs", OpUpdate},
+		}, 1, 0, 1, 0, "(other base, adapter, hyperparameters, seed, batches", "layer 0 q_proj lora_B (AdamW update), 4 of 8 trainable tensors differ, every one with a non-zero gradient; the forward pass or the loss may differ (no proved disclosure of the trainer's inputs", OpUpdate},
 		{"another seed, forged disclosed inputs", func(t *testing.T, s *commitment.Store) Claim {
 			c := claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
 			// The cheater discloses the task's inputs, not its own.
