@@ -35,7 +35,11 @@ func newAuditReplayCmd() *cobra.Command {
 			"on every CPU) and compare the inputs digest, the step root and the update digest with the trainer's commitment.\n" +
 			"On a mismatch, the trainer's checkpoints (--checkpoints: its checkpoint folder, JOB/ROUND/step-NNNNNN.safetensors\n" +
 			"and steps.json) are proved against the committed step root (a checkpoint that does not prove is named a lie)\n" +
-			"and bisected to the first step whose state differs. A pre-training round that started from the trainer's kept\n" +
+			"and bisected to the first step whose state differs. Within that step the replay re-runs it from the trainer's\n" +
+			"proved state before it with the engine's operation trace on and names the first trainable tensor, in update order,\n" +
+			"whose value after the step differs from the trainer's proved checkpoint (\"step 7: first difference in layer 3\n" +
+			"q_proj lora_B (AdamW update) ...; forward and loss agree\"), or the step's batch when the trainer's disclosed\n" +
+			"inputs (JOB/ROUND/inputs.json, proved against the committed inputs digest) name other samples. A pre-training round that started from the trainer's kept\n" +
 			"inner optimizer state replays from the copy in JOB/ROUND/start-optstate.safetensors there, checked against the\n" +
 			"committed inputs (a copy that is not the committed one is named a lie); without it such a round is not judged\n" +
 			"and the replay says the starting optimizer state is needed. Exits non-zero unless the replay matches.",
@@ -276,11 +280,17 @@ func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
 			Lies         []lie                     `json:"lies,omitempty"`
 			OptStateLie  string                    `json:"opt_state_lie,omitempty"`
 			NeedsOpt     bool                      `json:"needs_opt_state,omitempty"`
+			Op           *trainer.OpFinding        `json:"first_operation,omitempty"`
+			InputsDiff   []string                  `json:"inputs_differ,omitempty"`
+			InputsLie    string                    `json:"inputs_lie,omitempty"`
 			Reason       string                    `json:"reason,omitempty"`
 		}{Honest: v.Honest(), Replayed: v.Replayed, UpdateDigest: v.UpdateDigest, FirstBadStep: v.FirstBadStep, After: v.After, Before: v.Before,
-			NeedsOpt: v.NeedsOptState, Reason: v.Reason}
+			NeedsOpt: v.NeedsOptState, Op: v.Op, InputsDiff: v.InputsDiff, Reason: v.Reason}
 		if v.OptStateLie != nil {
 			out.OptStateLie = v.OptStateLie.Error()
+		}
+		if v.InputsLie != nil {
+			out.InputsLie = v.InputsLie.Error()
 		}
 		for _, l := range v.Lies {
 			out.Lies = append(out.Lies, lie{Step: l.Step, Digest: l.Digest, Err: l.Err.Error()})
@@ -298,8 +308,15 @@ func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
 			_, err := fmt.Fprintf(w, "replay CANNOT JUDGE: %s\n", v.Reason)
 			return err
 		}
-		_, err := fmt.Fprintf(w, "replay DIFFERS: %s\n", v.Reason)
-		return err
+		if _, err := fmt.Fprintf(w, "replay DIFFERS: %s\n", v.Reason); err != nil {
+			return err
+		}
+		if v.Op != nil {
+			if _, err := fmt.Fprintf(w, "first operation: %s\n", v.Op.Text); err != nil {
+				return err
+			}
+		}
+		return nil
 	default:
 		return errors.New("audit replay: --format: want text or json")
 	}

@@ -139,6 +139,16 @@ func TestAuditReplayTask(t *testing.T) {
 			if err := renderVerdict(&out, &v, "json"); err != nil || !strings.Contains(out.String(), `"honest": `+fmt.Sprint(tc.honest)) {
 				t.Fatalf("json %s (%v)", out.String(), err)
 			}
+			if tc.honest {
+				return
+			}
+			if !strings.Contains(out.String(), `"first_operation": {`) || !strings.Contains(out.String(), `"inputs_differ": [`) {
+				t.Fatalf("json names no first operation or input: %s", out.String())
+			}
+			out.Reset()
+			if err := renderVerdict(&out, &v, "text"); err != nil || !strings.Contains(out.String(), "\nfirst operation: step 1: first difference in the batch") {
+				t.Fatalf("text %s (%v)", out.String(), err)
+			}
 		})
 	}
 }
