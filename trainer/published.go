@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -247,33 +248,68 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		}
 		return n.data, info, nil
 	}
-	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", t.JobId, t.Round)}
-	instruct, first := n.data.Instruct, n.manifest == nil
-	if n.data.Dataset != nil {
-		out.Samples = append(out.Samples, n.data.Dataset.Samples...)
+	own := n.data
+	if n.manifest == nil {
+		own = Data{}
+	}
+	d, err := RoundData(ctx, lc, src, own, info.ranges, fmt.Sprintf("%s-round-%d", t.JobId, t.Round), n.log)
+	if err != nil {
+		return Data{}, info, err
+	}
+	if info.dataset == "" {
+		info.dataset = info.ranges[0].Dataset
+	}
+	return d, info, nil
+}
+
+// LedgerReader is what reading published data needs from the ledger;
+// *client.Client is one.
+type LedgerReader interface {
+	Dataset(ctx context.Context, digest string) (*ledger.Dataset, error)
+	Member(ctx context.Context, id string) (*ledger.Member, error)
+}
+
+var _ LedgerReader = (*client.Client)(nil)
+
+// RoundData returns the data a trainer trains on in a round: its own
+// samples (own.Dataset; nil for a trainer with none) followed by the
+// published samples of ranges, in order, each published manifest checked
+// against its record and its publisher's signature, each shard read from
+// src and checked against the published leaves and root before use. name
+// names the result. It is what a trainer node trains on and what an
+// auditor replays a round on, so both cut the same batches. log may be
+// nil.
+func RoundData(ctx context.Context, lr LedgerReader, src BlobSource, own Data, ranges []ledger.SampleRange, name string, log *slog.Logger) (Data, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out := &datasets.Dataset{Name: name}
+	instruct, first := own.Instruct, own.Dataset == nil
+	if own.Dataset != nil {
+		out.Samples = append(out.Samples, own.Dataset.Samples...)
 	}
 	readers := map[string]*PublishedReader{}
-	for _, rg := range info.ranges {
+	for _, rg := range ranges {
 		rd, ok := readers[rg.Dataset]
 		if !ok {
-			rec, err := lc.Dataset(ctx, rg.Dataset)
+			rec, err := lr.Dataset(ctx, rg.Dataset)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
+				return Data{}, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
 			}
-			mem, err := lc.Member(ctx, rec.Owner)
+			mem, err := lr.Member(ctx, rec.Owner)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
+				return Data{}, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
 			}
 			pub, err := ledger.ParsePublicKey(mem.PublicKey)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("publisher %s: %w", rec.Owner, err)
+				return Data{}, fmt.Errorf("publisher %s: %w", rec.Owner, err)
 			}
 			sm, err := PublishedManifest(rec, pub)
 			if err != nil {
-				return Data{}, info, err
+				return Data{}, err
 			}
 			if rd, err = OpenPublished(ctx, src, sm); err != nil {
-				return Data{}, info, err
+				return Data{}, err
 			}
 			readers[rg.Dataset] = rd
 		}
@@ -281,19 +317,16 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		if first {
 			instruct, first = isInstruct, false
 		} else if isInstruct != instruct {
-			return Data{}, info, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
+			return Data{}, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
 		}
 		texts, err := rd.Range(ctx, rg.First, rg.End)
 		if err != nil {
-			return Data{}, info, err
+			return Data{}, err
 		}
 		for i, s := range texts {
 			out.Samples = append(out.Samples, datasets.Sample{ID: fmt.Sprintf("%s:%d", rd.M.Name, rg.First+uint64(i)), Text: s})
 		}
-		n.log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
+		log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
 	}
-	if info.dataset == "" {
-		info.dataset = info.ranges[0].Dataset
-	}
-	return Data{Dataset: out, Instruct: instruct}, info, nil
+	return Data{Dataset: out, Instruct: instruct}, nil
 }

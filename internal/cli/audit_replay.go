@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,12 +27,15 @@ import (
 func newAuditReplayCmd() *cobra.Command {
 	var addr, genesisPath, job, trainerID, dataPath, jobFile, artifacts, checkpoints, format string
 	var round uint64
+	var published bool
 	cmd := &cobra.Command{
-		Use:   "replay --addr ADDR --job J --round R --trainer T --data PATH --job-file JOB.yaml --artifacts DIR [--checkpoints DIR]",
+		Use:   "replay --addr ADDR --job J --round R --trainer T (--data PATH | --published) --job-file JOB.yaml --artifacts DIR [--checkpoints DIR]",
 		Short: "Re-run a trainer's local training of one round bit for bit and name the first step that differs",
 		Long: "Rebuild the task a trainer was given from the ledger (the round's base weights or adapter from --artifacts, the\n" +
 			"hyperparameters from the job file whose digest the round records, the trainer's seed), check that --data has\n" +
-			"the Merkle root of the dataset the trainer's update names, re-run the training on the Host engine (the same bits\n" +
+			"the Merkle root of the dataset the trainer's update names (its own data; with published data the samples of\n" +
+			"the ranges the round assigned it are read from the published shards in --artifacts instead, each checked\n" +
+			"against its signed manifest, and follow its own: --published, implied when the update names ranges), re-run the training on the Host engine (the same bits\n" +
 			"on every CPU) and compare the inputs digest, the step root and the update digest with the trainer's commitment.\n" +
 			"On a mismatch, the trainer's checkpoints (--checkpoints: its checkpoint folder, JOB/ROUND/step-NNNNNN.safetensors\n" +
 			"and steps.json) are proved against the committed step root (a checkpoint that does not prove is named a lie)\n" +
@@ -46,15 +50,19 @@ func newAuditReplayCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			for _, f := range []struct{ name, v string }{{"--job", job}, {"--trainer", trainerID}, {"--data", dataPath},
+			for _, f := range []struct{ name, v string }{{"--job", job}, {"--trainer", trainerID},
 				{"--job-file", jobFile}, {"--artifacts", artifacts}, {"--addr", addr}} {
 				if f.v == "" {
 					return fmt.Errorf("audit replay: %s is required", f.name)
 				}
 			}
+			st, err := artifact.OpenStore(artifacts)
+			if err != nil {
+				return fmt.Errorf("audit replay: --artifacts: %w", err)
+			}
 			var rd *ledger.Round
-			var ds *ledger.Dataset
-			err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+			var data trainer.Data
+			err = withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				var err error
 				if rd, err = c.Round(ctx, job, round); err != nil {
 					return err
@@ -63,7 +71,11 @@ func newAuditReplayCmd() *cobra.Command {
 				if u == nil {
 					return fmt.Errorf("trainer %s submitted no update to round %d of job %q", trainerID, round, job)
 				}
-				ds, err = c.Dataset(ctx, u.DatasetDigest)
+				ds, err := c.Dataset(ctx, u.DatasetDigest)
+				if err != nil {
+					return err
+				}
+				data, err = roundData(ctx, c, st, rd, u, ds, dataPath, published)
 				return err
 			})
 			if err != nil {
@@ -73,16 +85,12 @@ func newAuditReplayCmd() *cobra.Command {
 			if u.Commitment == nil {
 				return fmt.Errorf("audit replay: the update %s of trainer %s makes no training commitment: nothing to replay against", u.UpdateDigest, trainerID)
 			}
-			st, err := artifact.OpenStore(artifacts)
-			if err != nil {
-				return fmt.Errorf("audit replay: --artifacts: %w", err)
-			}
 			tmp, err := os.MkdirTemp("", "fedtune-replay-")
 			if err != nil {
 				return fmt.Errorf("audit replay: %w", err)
 			}
 			defer os.RemoveAll(tmp)
-			task, data, err := replayTask(jobFile, rd, trainerID, ds, dataPath, st, tmp)
+			task, err := replayTaskData(jobFile, rd, trainerID, st, tmp)
 			if err != nil {
 				return fmt.Errorf("audit replay: %w", err)
 			}
@@ -113,6 +121,8 @@ func newAuditReplayCmd() *cobra.Command {
 	f.Uint64Var(&round, "round", 1, "round number")
 	f.StringVar(&trainerID, "trainer", "", "the trainer's member ID")
 	f.StringVar(&dataPath, "data", "", "the trainer's disclosed data (checked against its registered manifest root)")
+	f.BoolVar(&published, "published", false, "replay on the published samples the round assigned the trainer, read from --artifacts "+
+		"(implied when its update names ranges; --data then gives its own data, if it has any)")
 	f.StringVar(&jobFile, "job-file", "", "the job file the round's config digest names")
 	f.StringVar(&artifacts, "artifacts", "", "artifact store folder holding the round's base weights or adapter")
 	f.StringVar(&checkpoints, "checkpoints", "", "the trainer's step checkpoint folder")
@@ -129,21 +139,85 @@ func findUpdate(rd *ledger.Round, trainerID string) *ledger.Update {
 	return nil
 }
 
-// replayTask rebuilds the task trainer t was given in round rd: the job
-// file (checked against the round's config digest) gives the
-// hyperparameters and seeds, the artifact store the round's weights or
-// adapter. The data at dataPath must have the registered root of ds.
-func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
-	jf, err := coordinator.LoadJob(jobFile)
+// storeSource reads blobs from a local artifact store (trainer.BlobSource).
+type storeSource struct{ st *artifact.Store }
+
+func (s storeSource) Download(_ context.Context, digest string, w io.Writer) (int64, error) {
+	f, err := s.st.Open(digest)
 	if err != nil {
-		return trainer.Task{}, trainer.Data{}, err
+		return 0, err
 	}
-	if d := jf.Digest(); d != rd.ConfigDigest {
-		return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s has digest %s; round %d of job %q was opened with config %s", jobFile, d, rd.Round, rd.JobID, rd.ConfigDigest)
+	defer f.Close()
+	return io.Copy(w, f)
+}
+
+// roundData returns the data trainer u.Trainer trained on in round rd: its
+// disclosed data at dataPath (checked against its registered dataset ds)
+// and, when the round gave it published ranges (or published asks for
+// them), the published samples of those ranges read from st and checked
+// against their signed manifests, in the order its node reads them.
+func roundData(ctx context.Context, lr trainer.LedgerReader, st *artifact.Store, rd *ledger.Round, u *ledger.Update, ds *ledger.Dataset, dataPath string, published bool) (trainer.Data, error) {
+	ranges := ledger.RangesOf(rd.Ranges, u.Trainer)
+	if !published && len(u.Ranges) == 0 {
+		if dataPath == "" {
+			return trainer.Data{}, fmt.Errorf("--data is required: trainer %s trained round %d of job %q on its own data %s (no published ranges)", u.Trainer, rd.Round, rd.JobID, ds.Digest)
+		}
+		return replayData(dataPath, ds)
+	}
+	if len(ranges) == 0 {
+		return trainer.Data{}, fmt.Errorf("--published: round %d of job %q assigned trainer %s no published samples", rd.Round, rd.JobID, u.Trainer)
+	}
+	if !slices.Equal(ranges, u.Ranges) {
+		return trainer.Data{}, fmt.Errorf("trainer %s's update names the published ranges %v; round %d assigned it %v", u.Trainer, u.Ranges, rd.Round, ranges)
+	}
+	var own trainer.Data
+	if !ds.Published {
+		if dataPath == "" {
+			return trainer.Data{}, fmt.Errorf("--data is required too: trainer %s trained on its own dataset %s as well as its published ranges", u.Trainer, ds.Digest)
+		}
+		var err error
+		if own, err = replayData(dataPath, ds); err != nil {
+			return trainer.Data{}, err
+		}
+	}
+	return trainer.RoundData(ctx, lr, storeSource{st}, own, ranges, fmt.Sprintf("%s-round-%d", rd.JobID, rd.Round), nil)
+}
+
+// replayTask is replayTaskData on the data at dataPath, which must have
+// the registered root of ds.
+func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
+	if _, err := loadReplayJob(jobFile, rd); err != nil {
+		return trainer.Task{}, trainer.Data{}, err
 	}
 	data, err := replayData(dataPath, ds)
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
+	}
+	task, err := replayTaskData(jobFile, rd, t, st, tmp)
+	return task, data, err
+}
+
+// loadReplayJob loads the job file and checks it against the round's config
+// digest.
+func loadReplayJob(jobFile string, rd *ledger.Round) (*coordinator.Job, error) {
+	jf, err := coordinator.LoadJob(jobFile)
+	if err != nil {
+		return nil, err
+	}
+	if d := jf.Digest(); d != rd.ConfigDigest {
+		return nil, fmt.Errorf("job file %s has digest %s; round %d of job %q was opened with config %s", jobFile, d, rd.Round, rd.JobID, rd.ConfigDigest)
+	}
+	return jf, nil
+}
+
+// replayTaskData rebuilds the task trainer t was given in round rd: the
+// job file (checked against the round's config digest) gives the
+// hyperparameters and seeds, the artifact store the round's weights or
+// adapter.
+func replayTaskData(jobFile string, rd *ledger.Round, t string, st *artifact.Store, tmp string) (trainer.Task, error) {
+	jf, err := loadReplayJob(jobFile, rd)
+	if err != nil {
+		return trainer.Task{}, err
 	}
 	// The foundation folder: the job's model, or a pre-training job's
 	// freshly initialised one.
@@ -154,20 +228,20 @@ func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, 
 	if jf.Model.Init != "" || found == "" {
 		m, err := coordinator.InitialModel(jf)
 		if err != nil {
-			return trainer.Task{}, trainer.Data{}, err
+			return trainer.Task{}, err
 		}
 		found = filepath.Join(tmp, "init")
 		if _, err := m.Save(found, safetensors.F32); err != nil {
-			return trainer.Task{}, trainer.Data{}, err
+			return trainer.Task{}, err
 		}
 	}
 	fm, err := model.Load(found)
 	if err != nil {
-		return trainer.Task{}, trainer.Data{}, err
+		return trainer.Task{}, err
 	}
 	fd, err := fm.Digest()
 	if err != nil {
-		return trainer.Task{}, trainer.Data{}, err
+		return trainer.Task{}, err
 	}
 	tr := jf.Train
 	task := trainer.Task{JobID: rd.JobID, Round: rd.Round, ModelDir: found, Compression: jf.Compression.Kind, Int8Block: jf.Int8Block(),
@@ -175,12 +249,12 @@ func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, 
 		Train: model.TrainConfig{Steps: tr.LocalSteps, Batch: tr.Batch, SeqLen: tr.SeqLen, LR: tr.LR, WeightDecay: tr.WeightDecay,
 			ClipNorm: tr.ClipNorm, Warmup: tr.Warmup, Schedule: tr.Schedule, Seed: coordinator.TaskSeed(jf.Seed, rd.Round, t)}}
 	if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
-		return trainer.Task{}, trainer.Data{}, err
+		return trainer.Task{}, err
 	}
 	switch jf.FineTune.Mode {
 	case model.ModeLoRA:
 		if jf.FineTune.LoRA == nil {
-			return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
+			return trainer.Task{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
 		}
 		ls := jf.FineTune.LoRA
 		l := model.LoRAConfig{Rank: ls.Rank, Alpha: ls.Alpha, Dropout: ls.Dropout, Targets: slices.Clone(ls.Targets)}
@@ -194,7 +268,7 @@ func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, 
 			}
 		}
 		if err != nil {
-			return trainer.Task{}, trainer.Data{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
+			return trainer.Task{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
 		}
 	default:
 		if jf.FineTune.Mode == model.ModePretrain {
@@ -202,11 +276,11 @@ func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, 
 		}
 		if rd.BaseModel != fd {
 			if task.ModelDir, err = replayWeights(found, rd.BaseModel, st, filepath.Join(tmp, "base")); err != nil {
-				return trainer.Task{}, trainer.Data{}, err
+				return trainer.Task{}, err
 			}
 		}
 	}
-	return task, data, nil
+	return task, nil
 }
 
 // replayWeights lays out a model folder: found's files with the weights
