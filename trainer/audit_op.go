@@ -184,7 +184,7 @@ func locateOp(ctx context.Context, t Task, d Data, v *Verdict, claim Claim, ckpt
 	fmt.Fprintf(&b, "step %d: first difference in ", k)
 	switch {
 	case f.Phase == OpBatch:
-		fmt.Fprintf(&b, "%s; so every operation of the step differs, from the forward pass on", batchNote)
+		fmt.Fprintf(&b, "%s; so the step runs on other tokens from its first operation (the embedding) on", batchNote)
 		if f.Tensor != "" {
 			fmt.Fprintf(&b, " (%d of %d trainable tensors differ after it)", len(f.Differ), f.Tensors)
 		}

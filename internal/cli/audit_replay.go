@@ -60,6 +60,7 @@ func newAuditReplayCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("audit replay: --artifacts: %w", err)
 			}
+			defer st.Close()
 			var rd *ledger.Round
 			var data trainer.Data
 			err = withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
