@@ -34,6 +34,11 @@ type Verdict struct {
 	// does not, the first differing step lies in (After, Before].
 	FirstBadStep  int
 	After, Before int
+	// DigestsProved reports that the trainer's disclosed step digests
+	// (commitment.DigestsFile) give its committed step root: every step's
+	// committed digest is then known, and the first differing step is
+	// pinned from them even where checkpoints were not kept.
+	DigestsProved bool
 	// Lies are the trainer's checkpoints that do not prove against its
 	// committed step root.
 	Lies []commitment.Checkpoint
@@ -236,6 +241,20 @@ func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
 			if s <= n {
 				proved = append(proved, cp)
 			}
+		}
+	}
+	if ckpt != nil {
+		disclosed, err := ckpt.Digests(claim.Job, claim.Round)
+		if root, rerr := commitment.StepRoot(disclosed); err == nil && rerr == nil && uint64(len(disclosed)) == c.Steps && root == c.StepRoot {
+			// The disclosed digests are the committed leaves: compare
+			// every step's.
+			v.DigestsProved = true
+			i := 0
+			for i < n && disclosed[i] == replay[i] {
+				i++
+			}
+			v.After, v.Before, v.FirstBadStep = i, i+1, i+1
+			return
 		}
 	}
 	// Divergence is monotone (a state that differs makes every later one

@@ -265,7 +265,7 @@ func TestReplayCatchesCheaters(t *testing.T) {
 			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
 			return c
 		}, auditSteps/2 + 1, auditSteps / 2, auditSteps/2 + 1, 0, "step 3 is the first", "step 3: first difference in layer 0 q_proj lora_A (AdamW update), every one of the 8 trainable tensors differs; the state before the step and its batch are the committed ones", OpUpdate},
-		{"forged second half, only even checkpoints: bisection narrows", func(t *testing.T, s *commitment.Store) Claim {
+		{"forged second half, only even checkpoints: the disclosed digests pin it", func(t *testing.T, s *commitment.Store) Claim {
 			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
 			c := claimOf(u)
 			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
@@ -276,7 +276,31 @@ func TestReplayCatchesCheaters(t *testing.T) {
 				}
 			}
 			return c
-		}, 0, 2, 4, 0, "in 3..4", "", ""},
+		}, 3, 2, 3, 0, "step 3 is the first", "step 3: no proved checkpoint of the state after the step", OpUnknown},
+		{"forged second half, step digests withheld: not pinned", func(t *testing.T, s *commitment.Store) Claim {
+			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+			c := claimOf(u)
+			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
+			p, _ := s.Path("job-1", 3, 1)
+			if err := os.Remove(filepath.Join(filepath.Dir(p), commitment.DigestsFile)); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, 0, 0, 4, 4, "in 1..4 (no proved checkpoint pins it)", "", ""},
+		{"forged second half, checkpoint every 3", func(t *testing.T, s *commitment.Store) Claim {
+			s.Every = 3
+			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+			if steps, err := s.Steps("job-1", 3); err != nil || len(steps) != 2 || steps[0] != 3 || steps[1] != 4 {
+				t.Fatalf("every 3rd step and the last kept: %v (%v)", steps, err)
+			}
+			c := claimOf(u)
+			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
+			return c
+		}, 3, 2, 3, 0, "step 3 is the first", "step 3: first difference in layer 0 q_proj lora_A (AdamW update)", OpUpdate},
+		{"another seed, checkpoint every 3", func(t *testing.T, s *commitment.Store) Claim {
+			s.Every = 3
+			return claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
+		}, 1, 0, 1, 0, "disclosed inputs differ in seed 4, the task's 3", "step 1: first difference in the batch", OpBatch},
 		{"forged second half, lying checkpoint", func(t *testing.T, s *commitment.Store) Claim {
 			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
 			c := claimOf(u)
@@ -293,7 +317,7 @@ func TestReplayCatchesCheaters(t *testing.T) {
 				t.Fatal(err)
 			}
 			return c
-		}, 0, 1, 3, 1, "do not prove against the step root (lies), first step 2", "", ""},
+		}, 3, 2, 3, 1, "do not prove against the step root (lies), first step 2", "step 3: first difference in layer 0 q_proj lora_A (AdamW update)", OpUpdate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -272,7 +272,7 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round}
+	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round, Last: tc.Steps}
 	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, opt, rec)
 	if err != nil {
 		return Update{}, err
