@@ -184,3 +184,34 @@ func TestAuditReplayRenderOptState(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditReplayRoundData: which data a replay needs, and what it says
+// when it is not given or the ledger's records disagree.
+func TestAuditReplayRoundData(t *testing.T) {
+	pub := strings.Repeat("p", 64)
+	own := &ledger.Dataset{Digest: strings.Repeat("d", 64)}
+	published := &ledger.Dataset{Digest: pub, Published: true}
+	rg := ledger.SampleRange{Dataset: pub, First: 8, End: 16}
+	rd := &ledger.Round{JobID: "j", Round: 2, Ranges: []ledger.TrainerRange{{Trainer: "t1", Dataset: pub, First: 8, End: 16}}}
+	for _, tc := range []struct {
+		name      string
+		rd        *ledger.Round
+		u         ledger.Update
+		ds        *ledger.Dataset
+		published bool
+		want      string
+	}{
+		{"own data, none given", &ledger.Round{JobID: "j", Round: 2}, ledger.Update{Trainer: "t1"}, own, false, "--data is required: trainer t1 trained round 2"},
+		{"published asked, none assigned", &ledger.Round{JobID: "j", Round: 2}, ledger.Update{Trainer: "t1"}, own, true, "assigned trainer t1 no published samples"},
+		{"ranges not the round's", rd, ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{{Dataset: pub, First: 0, End: 8}}}, published, false,
+			"names the published ranges"},
+		{"own data besides ranges, none given", rd, ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, own, false, "--data is required too"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := roundData(context.Background(), nil, nil, tc.rd, &tc.u, tc.ds, "", tc.published)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
