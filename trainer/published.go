@@ -248,11 +248,7 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		}
 		return n.data, info, nil
 	}
-	own := n.data
-	if n.manifest == nil {
-		own = Data{}
-	}
-	d, err := RoundData(ctx, lc, src, own, info.ranges, fmt.Sprintf("%s-round-%d", t.JobId, t.Round), n.log)
+	d, err := RoundData(ctx, lc, src, t.JobId, t.Round, n.data, n.manifest != nil, info.ranges, n.log)
 	if err != nil {
 		return Data{}, info, err
 	}
@@ -262,29 +258,17 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 	return d, info, nil
 }
 
-// LedgerReader is what reading published data needs from the ledger;
-// *client.Client is one.
-type LedgerReader interface {
-	Dataset(ctx context.Context, digest string) (*ledger.Dataset, error)
-	Member(ctx context.Context, id string) (*ledger.Member, error)
-}
-
-var _ LedgerReader = (*client.Client)(nil)
-
-// RoundData returns the data a trainer trains on in a round: its own
-// samples (own.Dataset; nil for a trainer with none) followed by the
-// published samples of ranges, in order, each published manifest checked
-// against its record and its publisher's signature, each shard read from
-// src and checked against the published leaves and root before use. name
-// names the result. It is what a trainer node trains on and what an
-// auditor replays a round on, so both cut the same batches. log may be
-// nil.
-func RoundData(ctx context.Context, lr LedgerReader, src BlobSource, own Data, ranges []ledger.SampleRange, name string, log *slog.Logger) (Data, error) {
+// RoundData returns the data a trainer trains on in round n of job: its
+// own data own (hasOwn: it has any) followed by the published samples of
+// ranges, each shard read from src and checked against the published
+// leaves and root before use. A verifier replaying a trainer's round
+// builds the same data, sample for sample, with no own data.
+func RoundData(ctx context.Context, lc *client.Client, src BlobSource, job string, n uint64, own Data, hasOwn bool, ranges []ledger.SampleRange, log *slog.Logger) (Data, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	out := &datasets.Dataset{Name: name}
-	instruct, first := own.Instruct, own.Dataset == nil
+	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", job, n)}
+	instruct, first := own.Instruct, !hasOwn
 	if own.Dataset != nil {
 		out.Samples = append(out.Samples, own.Dataset.Samples...)
 	}
@@ -292,11 +276,11 @@ func RoundData(ctx context.Context, lr LedgerReader, src BlobSource, own Data, r
 	for _, rg := range ranges {
 		rd, ok := readers[rg.Dataset]
 		if !ok {
-			rec, err := lr.Dataset(ctx, rg.Dataset)
+			rec, err := lc.Dataset(ctx, rg.Dataset)
 			if err != nil {
 				return Data{}, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
 			}
-			mem, err := lr.Member(ctx, rec.Owner)
+			mem, err := lc.Member(ctx, rec.Owner)
 			if err != nil {
 				return Data{}, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
 			}

@@ -3,7 +3,6 @@ package trainer
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +15,6 @@ import (
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/tlsid"
-	"github.com/fedtune/fedtune/ledger"
 )
 
 // publishedStore runs a real artifact server (plain text, loopback) on a
@@ -169,70 +167,5 @@ func TestFetchTamperedShard(t *testing.T) {
 	}
 	if _, err := r.Range(context.Background(), 10, 20); !errors.As(err, &se) || se.Sample != 19 {
 		t.Fatalf("range over the tampered shard: %v", err)
-	}
-}
-
-// fakeLedger answers the dataset and member look-ups RoundData makes.
-type fakeLedger struct {
-	ds  map[string]*ledger.Dataset
-	mem map[string]*ledger.Member
-}
-
-func (f fakeLedger) Dataset(_ context.Context, d string) (*ledger.Dataset, error) {
-	if r, ok := f.ds[d]; ok {
-		return r, nil
-	}
-	return nil, ledger.ErrRecordNotFound
-}
-
-func (f fakeLedger) Member(_ context.Context, id string) (*ledger.Member, error) {
-	if m, ok := f.mem[id]; ok {
-		return m, nil
-	}
-	return nil, ledger.ErrRecordNotFound
-}
-
-// TestRoundData: a round's data is the trainer's own samples, then the
-// samples of each published range in order, named DATASET:INDEX; a
-// manifest its publisher did not sign is refused.
-func TestRoundData(t *testing.T) {
-	c, _ := publishedStore(t)
-	sm, _ := publishedFixture(t, c)
-	seed := make([]byte, ed25519.SeedSize)
-	seed[1] = 3
-	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
-	rec := &ledger.Dataset{Digest: sm.Digest, Name: sm.Name, Root: sm.Root, Samples: sm.Samples, Owner: sm.Owner, Published: true, Manifest: string(sm.Envelope)}
-	lr := fakeLedger{ds: map[string]*ledger.Dataset{sm.Digest: rec}, mem: map[string]*ledger.Member{sm.Owner: {ID: sm.Owner, PublicKey: hex.EncodeToString(pub)}}}
-	own := Data{Dataset: &datasets.Dataset{Samples: []datasets.Sample{{ID: "a", Text: "own one"}, {ID: "b", Text: "own two"}}}}
-	ranges := []ledger.SampleRange{{Dataset: sm.Digest, First: 30, End: 33}, {Dataset: sm.Digest, First: 6, End: 10}}
-	d, err := RoundData(context.Background(), lr, c, own, ranges, "job-round-1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := OpenPublished(context.Background(), c, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"a", "own one", "b", "own two"}
-	for _, rg := range ranges {
-		texts, err := r.Range(context.Background(), rg.First, rg.End)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, s := range texts {
-			want = append(want, fmt.Sprintf("lines:%d", rg.First+uint64(i)), s)
-		}
-	}
-	var got []string
-	for _, s := range d.Dataset.Samples {
-		got = append(got, s.ID, s.Text)
-	}
-	if d.Dataset.Name != "job-round-1" || d.Instruct || strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("round data %q\nwant %q", got, want)
-	}
-	other := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
-	lr.mem[sm.Owner] = &ledger.Member{ID: sm.Owner, PublicKey: hex.EncodeToString(other)}
-	if _, err := RoundData(context.Background(), lr, c, own, ranges, "x", nil); err == nil {
-		t.Fatal("a manifest its publisher's key did not sign was used")
 	}
 }

@@ -61,7 +61,13 @@ func newAuditReplayCmd() *cobra.Command {
 				return fmt.Errorf("audit replay: --artifacts: %w", err)
 			}
 			defer st.Close()
+			tmp, err := os.MkdirTemp("", "fedtune-replay-")
+			if err != nil {
+				return fmt.Errorf("audit replay: %w", err)
+			}
+			defer os.RemoveAll(tmp)
 			var rd *ledger.Round
+			var task trainer.Task
 			var data trainer.Data
 			err = withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				var err error
@@ -76,7 +82,17 @@ func newAuditReplayCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				data, err = roundData(ctx, c, st, rd, u, ds, dataPath, published)
+				own, ranges, err := replayDataPlan(rd, u, ds, dataPath, published)
+				if err != nil {
+					return err
+				}
+				if own == nil {
+					dataPath = ""
+				}
+				if task, data, err = replayTask(jobFile, rd, trainerID, own, dataPath, st, tmp); err != nil || len(ranges) == 0 {
+					return err
+				}
+				data, err = trainer.RoundData(ctx, c, storeSource{st}, rd.JobID, rd.Round, data, own != nil, ranges, nil)
 				return err
 			})
 			if err != nil {
@@ -85,15 +101,6 @@ func newAuditReplayCmd() *cobra.Command {
 			u := findUpdate(rd, trainerID)
 			if u.Commitment == nil {
 				return fmt.Errorf("audit replay: the update %s of trainer %s makes no training commitment: nothing to replay against", u.UpdateDigest, trainerID)
-			}
-			tmp, err := os.MkdirTemp("", "fedtune-replay-")
-			if err != nil {
-				return fmt.Errorf("audit replay: %w", err)
-			}
-			defer os.RemoveAll(tmp)
-			task, err := replayTaskData(jobFile, rd, trainerID, st, tmp)
-			if err != nil {
-				return fmt.Errorf("audit replay: %w", err)
 			}
 			var store *commitment.Store
 			if checkpoints != "" {
@@ -152,73 +159,51 @@ func (s storeSource) Download(_ context.Context, digest string, w io.Writer) (in
 	return io.Copy(w, f)
 }
 
-// roundData returns the data trainer u.Trainer trained on in round rd: its
-// disclosed data at dataPath (checked against its registered dataset ds)
-// and, when the round gave it published ranges (or published asks for
-// them), the published samples of those ranges read from st and checked
-// against their signed manifests, in the order its node reads them.
-func roundData(ctx context.Context, lr trainer.LedgerReader, st *artifact.Store, rd *ledger.Round, u *ledger.Update, ds *ledger.Dataset, dataPath string, published bool) (trainer.Data, error) {
-	ranges := ledger.RangesOf(rd.Ranges, u.Trainer)
+// replayDataPlan says which data a replay of update u of round rd needs:
+// own, the trainer's registered dataset ds when the trainer trained on
+// data of its own (then read from dataPath, which must be given; nil when
+// it has none), and the published ranges the round assigned it (when the
+// update names ranges, or published asks for them), which must be the
+// ones the update names. The published samples follow the own ones, in
+// the order its node reads them (trainer.RoundData).
+func replayDataPlan(rd *ledger.Round, u *ledger.Update, ds *ledger.Dataset, dataPath string, published bool) (own *ledger.Dataset, ranges []ledger.SampleRange, err error) {
 	if !published && len(u.Ranges) == 0 {
 		if dataPath == "" {
-			return trainer.Data{}, fmt.Errorf("--data is required: trainer %s trained round %d of job %q on its own data %s (no published ranges)", u.Trainer, rd.Round, rd.JobID, ds.Digest)
+			return nil, nil, fmt.Errorf("--data is required: trainer %s trained round %d of job %q on its own data %s (no published ranges)", u.Trainer, rd.Round, rd.JobID, ds.Digest)
 		}
-		return replayData(dataPath, ds)
+		return ds, nil, nil
 	}
+	ranges = ledger.RangesOf(rd.Ranges, u.Trainer)
 	if len(ranges) == 0 {
-		return trainer.Data{}, fmt.Errorf("--published: round %d of job %q assigned trainer %s no published samples", rd.Round, rd.JobID, u.Trainer)
+		return nil, nil, fmt.Errorf("--published: round %d of job %q assigned trainer %s no published samples", rd.Round, rd.JobID, u.Trainer)
 	}
 	if !slices.Equal(ranges, u.Ranges) {
-		return trainer.Data{}, fmt.Errorf("trainer %s's update names the published ranges %v; round %d assigned it %v", u.Trainer, u.Ranges, rd.Round, ranges)
+		return nil, nil, fmt.Errorf("trainer %s's update names the published ranges %v; round %d assigned it %v", u.Trainer, u.Ranges, rd.Round, ranges)
 	}
-	var own trainer.Data
-	if !ds.Published {
-		if dataPath == "" {
-			return trainer.Data{}, fmt.Errorf("--data is required too: trainer %s trained on its own dataset %s as well as its published ranges", u.Trainer, ds.Digest)
-		}
-		var err error
-		if own, err = replayData(dataPath, ds); err != nil {
-			return trainer.Data{}, err
-		}
+	if ds.Published {
+		return nil, ranges, nil
 	}
-	return trainer.RoundData(ctx, lr, storeSource{st}, own, ranges, fmt.Sprintf("%s-round-%d", rd.JobID, rd.Round), nil)
+	if dataPath == "" {
+		return nil, nil, fmt.Errorf("--data is required too: trainer %s trained on its own dataset %s as well as its published ranges", u.Trainer, ds.Digest)
+	}
+	return ds, ranges, nil
 }
 
-// replayTask is replayTaskData on the data at dataPath, which must have
-// the registered root of ds.
+// replayTask rebuilds the task trainer t was given in round rd: the job
+// file (checked against the round's config digest) gives the
+// hyperparameters and seeds, the artifact store the round's weights or
+// adapter. The data at dataPath must have the registered root of ds.
 func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
-	if _, err := loadReplayJob(jobFile, rd); err != nil {
+	jf, err := coordinator.LoadJob(jobFile)
+	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
+	}
+	if d := jf.Digest(); d != rd.ConfigDigest {
+		return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s has digest %s; round %d of job %q was opened with config %s", jobFile, d, rd.Round, rd.JobID, rd.ConfigDigest)
 	}
 	data, err := replayData(dataPath, ds)
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
-	}
-	task, err := replayTaskData(jobFile, rd, t, st, tmp)
-	return task, data, err
-}
-
-// loadReplayJob loads the job file and checks it against the round's config
-// digest.
-func loadReplayJob(jobFile string, rd *ledger.Round) (*coordinator.Job, error) {
-	jf, err := coordinator.LoadJob(jobFile)
-	if err != nil {
-		return nil, err
-	}
-	if d := jf.Digest(); d != rd.ConfigDigest {
-		return nil, fmt.Errorf("job file %s has digest %s; round %d of job %q was opened with config %s", jobFile, d, rd.Round, rd.JobID, rd.ConfigDigest)
-	}
-	return jf, nil
-}
-
-// replayTaskData rebuilds the task trainer t was given in round rd: the
-// job file (checked against the round's config digest) gives the
-// hyperparameters and seeds, the artifact store the round's weights or
-// adapter.
-func replayTaskData(jobFile string, rd *ledger.Round, t string, st *artifact.Store, tmp string) (trainer.Task, error) {
-	jf, err := loadReplayJob(jobFile, rd)
-	if err != nil {
-		return trainer.Task{}, err
 	}
 	// The foundation folder: the job's model, or a pre-training job's
 	// freshly initialised one.
@@ -229,20 +214,20 @@ func replayTaskData(jobFile string, rd *ledger.Round, t string, st *artifact.Sto
 	if jf.Model.Init != "" || found == "" {
 		m, err := coordinator.InitialModel(jf)
 		if err != nil {
-			return trainer.Task{}, err
+			return trainer.Task{}, trainer.Data{}, err
 		}
 		found = filepath.Join(tmp, "init")
 		if _, err := m.Save(found, safetensors.F32); err != nil {
-			return trainer.Task{}, err
+			return trainer.Task{}, trainer.Data{}, err
 		}
 	}
 	fm, err := model.Load(found)
 	if err != nil {
-		return trainer.Task{}, err
+		return trainer.Task{}, trainer.Data{}, err
 	}
 	fd, err := fm.Digest()
 	if err != nil {
-		return trainer.Task{}, err
+		return trainer.Task{}, trainer.Data{}, err
 	}
 	tr := jf.Train
 	task := trainer.Task{JobID: rd.JobID, Round: rd.Round, ModelDir: found, Compression: jf.Compression.Kind, Int8Block: jf.Int8Block(),
@@ -250,12 +235,12 @@ func replayTaskData(jobFile string, rd *ledger.Round, t string, st *artifact.Sto
 		Train: model.TrainConfig{Steps: tr.LocalSteps, Batch: tr.Batch, SeqLen: tr.SeqLen, LR: tr.LR, WeightDecay: tr.WeightDecay,
 			ClipNorm: tr.ClipNorm, Warmup: tr.Warmup, Schedule: tr.Schedule, Seed: coordinator.TaskSeed(jf.Seed, rd.Round, t)}}
 	if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
-		return trainer.Task{}, err
+		return trainer.Task{}, trainer.Data{}, err
 	}
 	switch jf.FineTune.Mode {
 	case model.ModeLoRA:
 		if jf.FineTune.LoRA == nil {
-			return trainer.Task{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
+			return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
 		}
 		ls := jf.FineTune.LoRA
 		l := model.LoRAConfig{Rank: ls.Rank, Alpha: ls.Alpha, Dropout: ls.Dropout, Targets: slices.Clone(ls.Targets)}
@@ -269,7 +254,7 @@ func replayTaskData(jobFile string, rd *ledger.Round, t string, st *artifact.Sto
 			}
 		}
 		if err != nil {
-			return trainer.Task{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
+			return trainer.Task{}, trainer.Data{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
 		}
 	default:
 		if jf.FineTune.Mode == model.ModePretrain {
@@ -277,11 +262,11 @@ func replayTaskData(jobFile string, rd *ledger.Round, t string, st *artifact.Sto
 		}
 		if rd.BaseModel != fd {
 			if task.ModelDir, err = replayWeights(found, rd.BaseModel, st, filepath.Join(tmp, "base")); err != nil {
-				return trainer.Task{}, err
+				return trainer.Task{}, trainer.Data{}, err
 			}
 		}
 	}
-	return task, nil
+	return task, data, nil
 }
 
 // replayWeights lays out a model folder: found's files with the weights
@@ -318,8 +303,12 @@ func copyFile(src, dst string) error {
 }
 
 // replayData loads the trainer's disclosed data as its node does and
-// checks it against the registered manifest root.
+// checks it against the registered manifest root; with no dataset (ds
+// nil: the trainer has no data of its own) there is none to load.
 func replayData(path string, ds *ledger.Dataset) (trainer.Data, error) {
+	if ds == nil {
+		return trainer.Data{}, nil
+	}
 	d, isInstruct := trainer.ReadInstruct(path)
 	if !isInstruct {
 		var err error

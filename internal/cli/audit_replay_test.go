@@ -185,9 +185,9 @@ func TestAuditReplayRenderOptState(t *testing.T) {
 	}
 }
 
-// TestAuditReplayRoundData: which data a replay needs, and what it says
+// TestAuditReplayDataPlan: which data a replay needs, and what it says
 // when it is not given or the ledger's records disagree.
-func TestAuditReplayRoundData(t *testing.T) {
+func TestAuditReplayDataPlan(t *testing.T) {
 	pub := strings.Repeat("p", 64)
 	own := &ledger.Dataset{Digest: strings.Repeat("d", 64)}
 	published := &ledger.Dataset{Digest: pub, Published: true}
@@ -208,10 +208,20 @@ func TestAuditReplayRoundData(t *testing.T) {
 		{"own data besides ranges, none given", rd, ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, own, false, "--data is required too"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := roundData(context.Background(), nil, nil, tc.rd, &tc.u, tc.ds, "", tc.published)
+			_, _, err := replayDataPlan(tc.rd, &tc.u, tc.ds, "", tc.published)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+	// What each needs when it is given.
+	if own, ranges, err := replayDataPlan(rd, &ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, published, "", false); err != nil || own != nil || len(ranges) != 1 {
+		t.Fatalf("published only: own %v, ranges %v, %v", own, ranges, err)
+	}
+	if own, ranges, err := replayDataPlan(rd, &ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, own, "data.jsonl", false); err != nil || own == nil || len(ranges) != 1 {
+		t.Fatalf("own and published: own %v, ranges %v, %v", own, ranges, err)
+	}
+	if own, ranges, err := replayDataPlan(&ledger.Round{JobID: "j", Round: 2}, &ledger.Update{Trainer: "t1"}, own, "data.jsonl", false); err != nil || own == nil || len(ranges) != 0 {
+		t.Fatalf("own only: own %v, ranges %v, %v", own, ranges, err)
 	}
 }
