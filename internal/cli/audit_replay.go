@@ -177,7 +177,7 @@ func replayDataPlan(rd *ledger.Round, u *ledger.Update, ds *ledger.Dataset, data
 	if len(ranges) == 0 {
 		return nil, nil, fmt.Errorf("--published: round %d of job %q assigned trainer %s no published samples", rd.Round, rd.JobID, u.Trainer)
 	}
-	if !slices.Equal(ranges, u.Ranges) {
+	if !sameRanges(ranges, u.Ranges) {
 		return nil, nil, fmt.Errorf("trainer %s's update names the published ranges %v; round %d assigned it %v", u.Trainer, u.Ranges, rd.Round, ranges)
 	}
 	if ds.Published {
@@ -187,6 +187,18 @@ func replayDataPlan(rd *ledger.Round, u *ledger.Update, ds *ledger.Dataset, data
 		return nil, nil, fmt.Errorf("--data is required too: trainer %s trained on its own dataset %s as well as its published ranges", u.Trainer, ds.Digest)
 	}
 	return ds, ranges, nil
+}
+
+func sameRanges(a, b []ledger.SampleRange) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // replayTask rebuilds the task trainer t was given in round rd: the job
