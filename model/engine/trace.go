@@ -99,3 +99,21 @@ func paramLayer(name string) int {
 	}
 	return -1
 }
+
+// FirstDifference returns the index of the first operation at which two
+// traces of the same step differ (another operation, or another digest of
+// its output), and false when they are the same. A trace that ends early
+// differs at its end. Comparing a replay's trace with one from another
+// device or build names the first operation whose result differs: every
+// later one may differ because of it.
+func FirstDifference(a, b []TraceOp) (int, bool) {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i, true
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b)), true
+	}
+	return 0, false
+}

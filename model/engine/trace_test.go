@@ -93,13 +93,62 @@ func TestTrace(t *testing.T) {
 			if len(other) != len(ops) {
 				t.Fatalf("%d operations, then %d", len(ops), len(other))
 			}
-			i := 0
-			for i < len(ops) && ops[i] == other[i] {
-				i++
-			}
-			if i == len(ops) || ops[i].Phase != engine.PhaseForward || ops[i].Name != "embed" {
+			i, differ := engine.FirstDifference(ops, other)
+			if !differ || ops[i].Phase != engine.PhaseForward || ops[i].Name != "embed" {
 				t.Fatalf("first differing operation %d: %+v", i, ops[min(i, len(ops)-1)])
 			}
 		})
+	}
+}
+
+// faultySwiGLU is a device whose SwiGLU gets one element wrong on its
+// n-th call: a kernel that miscomputes.
+type faultySwiGLU struct {
+	engine.Device
+	n, calls int
+}
+
+func (d *faultySwiGLU) SwiGLU(act, g, u engine.Buffer) {
+	d.Device.SwiGLU(act, g, u)
+	if d.calls++; d.calls != d.n {
+		return
+	}
+	v := make([]float32, act.Len())
+	d.Read(v, act, 0)
+	v[3] += 1e-3
+	d.Write(act, 0, v)
+}
+
+// TestTraceNamesFaultyOperation: the traces of one step on a sound device
+// and on one whose SwiGLU miscomputes in layer 1 first differ at layer 1's
+// swiglu, every operation before it agreeing.
+func TestTraceNamesFaultyOperation(t *testing.T) {
+	c := benchBaseConfig()
+	m, err := model.New(c, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := model.TrainConfig{LoRA: &model.LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj", "v_proj"}}, Steps: 1, Batch: 2, SeqLen: 12, LR: 1e-2, Seed: 4}
+	trace := func(dev engine.Device) []engine.TraceOp {
+		tr, err := engine.NewTrainer(dev, m, nil, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		var ops []engine.TraceOp
+		tr.SetTrace(func(op engine.TraceOp) { ops = append(ops, op) })
+		if _, err := tr.Step(batchOf(cfg.Batch, cfg.SeqLen, c.VocabSize, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return ops
+	}
+	sound := trace(engine.NewHost())
+	faulty := trace(&faultySwiGLU{Device: engine.NewHost(), n: 2}) // layer 0's call, then layer 1's
+	i, differ := engine.FirstDifference(sound, faulty)
+	if !differ || sound[i].Phase != engine.PhaseForward || sound[i].Layer != 1 || sound[i].Name != "swiglu" {
+		t.Fatalf("first difference at %d: %+v", i, sound[min(i, len(sound)-1)])
+	}
+	if _, differ := engine.FirstDifference(sound, sound[:len(sound)-1]); !differ {
+		t.Fatal("a trace that ends early does not differ")
 	}
 }
