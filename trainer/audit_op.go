@@ -76,6 +76,11 @@ type OpFinding struct {
 	BatchChecked bool     `json:"batch_checked"`
 	Batch        []string `json:"batch,omitempty"`
 	ReplayBatch  []string `json:"replay_batch,omitempty"`
+	// BatchesFrom, when the batches were compared, is the first step
+	// whose batch differs (0: none). It can come before Step: AdamW's
+	// first update moves each weight by the sign of its gradient, so
+	// another batch can leave the same state.
+	BatchesFrom int `json:"batches_from,omitempty"`
 	// Trace is the replay's operation trace of the step.
 	Trace []engine.TraceOp `json:"trace,omitempty"`
 	// Text says the finding in one line.
@@ -98,6 +103,7 @@ func locateOp(ctx context.Context, t Task, d Data, v *Verdict, claim Claim, ckpt
 	var batchNote string
 	if disclosed != nil {
 		f.BatchChecked = true
+		f.BatchesFrom = commitment.BatchDiffers(disclosed.Batches, replayed.Batches)
 		got, want := at(disclosed.Batches, k), at(replayed.Batches, k)
 		if commitment.BatchDiffers([][]string{got}, [][]string{want}) != 0 {
 			f.Batch, f.ReplayBatch = got, want
@@ -205,6 +211,9 @@ func locateOp(ctx context.Context, t Task, d Data, v *Verdict, claim Claim, ckpt
 		} else {
 			fmt.Fprintf(&b, "; the forward pass or the loss may differ (no proved disclosure of the trainer's inputs to compare the batch with)")
 		}
+	}
+	if f.BatchesFrom > 0 && f.BatchesFrom < k {
+		fmt.Fprintf(&b, "; the batches already differ from step %d, whose state agrees none the less", f.BatchesFrom)
 	}
 	f.Text = b.String()
 	return nil

@@ -14,6 +14,9 @@ import (
 
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/fedtest"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/commitment"
+	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -27,6 +30,72 @@ func (c seedCheat) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (tra
 	return c.Backend.Fit(ctx, t, d)
 }
 
+// tensorCheat trains honestly, then changes one tensor of its state after
+// step Step (and so every later state) in its checkpoints and commits to
+// the changed states: consistent evidence of a training that did not
+// happen. Tensor is the tensor it changed.
+type tensorCheat struct {
+	trainer.Backend
+	Step   int
+	Tensor *string
+}
+
+func (c tensorCheat) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (trainer.Update, error) {
+	u, err := c.Backend.Fit(ctx, t, d)
+	if err != nil || t.Checkpoints == nil {
+		return u, err
+	}
+	s := t.Checkpoints
+	ds, err := s.Digests(t.JobID, t.Round)
+	if err != nil {
+		return u, err
+	}
+	for step := c.Step; step <= len(ds); step++ {
+		p, err := s.Path(t.JobID, t.Round, step)
+		if err != nil {
+			return u, err
+		}
+		f, err := safetensors.Open(p)
+		if err != nil {
+			return u, err
+		}
+		st := map[string]*model.Tensor{}
+		for _, ti := range f.Tensors() {
+			x, err := f.Float32s(ti.Name)
+			if err != nil {
+				f.Close()
+				return u, err
+			}
+			st[ti.Name] = &model.Tensor{Shape: ti.Shape, Data: x}
+		}
+		f.Close()
+		if *c.Tensor == "" {
+			for _, ti := range f.Tensors() {
+				if strings.Contains(ti.Name, "layers.1.") && *c.Tensor == "" {
+					*c.Tensor = ti.Name
+				}
+			}
+		}
+		st[*c.Tensor].Data[0] += 1e-3
+		ts, err := commitment.Tensors(st)
+		if err != nil {
+			return u, err
+		}
+		if ds[step-1], err = s.Save(t.JobID, t.Round, step, ts); err != nil {
+			return u, err
+		}
+	}
+	if err := s.SaveDigests(t.JobID, t.Round, ds); err != nil {
+		return u, err
+	}
+	c2 := *u.Commitment
+	if c2.StepRoot, err = commitment.StepRoot(ds); err != nil {
+		return u, err
+	}
+	u.Commitment = &c2
+	return u, nil
+}
+
 // TestNoRaceAuditReplayNetwork runs a job on a real network whose data is
 // partly published: trainer-1 trains its own shard and the published range
 // the round gives it, trainer-2 has no data of its own and trains its
@@ -34,7 +103,10 @@ func (c seedCheat) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (tra
 // against the ledger, the coordinator's artifact store (a copy) and each
 // trainer's checkpoints, passes trainer-1 (--data for its own shard, the
 // published samples read from the store) and names trainer-2's first
-// differing step and operation with no data disclosed at all.
+// differing step and operation with no data disclosed at all. trainer-3
+// trains honestly but commits to states whose step 2 has one tensor
+// changed: replay names step 2 and that tensor's update, the forward pass
+// and the loss agreeing.
 func TestNoRaceAuditReplayNetwork(t *testing.T) {
 	fedtest.SkipUnderRace(t)
 	if testing.Short() {
@@ -43,10 +115,11 @@ func TestNoRaceAuditReplayNetwork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	start := time.Now()
-	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Trainers: 2, MinTrainers: 2,
+	var forged string
+	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Trainers: 3, MinTrainers: 3,
 		JobName: "replay-net", Rounds: 1, LocalSteps: 3, PretrainSteps: 2,
 		TrainerBackend: func(i int) trainer.Backend {
-			if i != 2 {
+			if i == 1 {
 				return nil
 			}
 			b, err := trainer.NewBackend(trainer.DeviceHost)
@@ -54,7 +127,10 @@ func TestNoRaceAuditReplayNetwork(t *testing.T) {
 				t.Error(err)
 				return nil
 			}
-			return seedCheat{b}
+			if i == 2 {
+				return seedCheat{b}
+			}
+			return tensorCheat{Backend: b, Step: 2, Tensor: &forged}
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -133,9 +209,19 @@ func TestNoRaceAuditReplayNetwork(t *testing.T) {
 	}
 	// trainer-2 trained on published data only: nothing to disclose.
 	out, err = replay("trainer-2", "--published")
-	if err == nil || !strings.Contains(out, "replay DIFFERS") || !strings.Contains(out, "step 1 is the first whose state differs") ||
-		!strings.Contains(out, "seed ") || !strings.Contains(out, "first operation: step 1: first difference in the batch") {
+	// (AdamW's first update moves by the sign of the gradient: another
+	// batch may leave the same state after step 1, so the first differing
+	// state may be step 2's.)
+	if err == nil || !strings.Contains(out, "replay DIFFERS") || !strings.Contains(out, "is the first whose state differs") ||
+		!strings.Contains(out, "disclosed inputs differ in seed ") || !strings.Contains(out, ": first difference in the batch") {
 		t.Fatalf("cheating trainer-2: %q, %v", out, err)
+	}
+	// trainer-3's forged tensor is named, in step 2.
+	out, err = replay("trainer-3", "--data", n.Shards[2])
+	want := "first operation: step 2: first difference in " + trainer.DescribeTensor(forged) + " (AdamW update), 1 of "
+	if err == nil || forged == "" || !strings.Contains(out, "step 2 is the first whose state differs") || !strings.Contains(out, want) ||
+		!strings.Contains(out, "forward and loss agree") {
+		t.Fatalf("cheating trainer-3: %q, %v; want %q", out, err, want)
 	}
 }
 
