@@ -68,12 +68,11 @@ func (c tensorCheat) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (t
 			}
 			st[ti.Name] = &model.Tensor{Shape: ti.Shape, Data: x}
 		}
+		infos := f.Tensors()
 		f.Close()
-		if *c.Tensor == "" {
-			for _, ti := range f.Tensors() {
-				if strings.Contains(ti.Name, "layers.1.") && *c.Tensor == "" {
-					*c.Tensor = ti.Name
-				}
+		for _, ti := range infos {
+			if strings.Contains(ti.Name, "layers.1.") && *c.Tensor == "" {
+				*c.Tensor = ti.Name
 			}
 		}
 		st[*c.Tensor].Data[0] += 1e-3
