@@ -12,7 +12,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/commitment"
@@ -105,7 +107,8 @@ func (c tensorCheat) Fit(ctx context.Context, t trainer.Task, d trainer.Data) (t
 // differing step and operation with no data disclosed at all. trainer-3
 // trains honestly but commits to states whose step 2 has one tensor
 // changed: replay names step 2 and that tensor's update, the forward pass
-// and the loss agreeing.
+// and the loss agreeing. With the auditor's copy of the published shards
+// edited, replay refuses to judge, naming the shard and sample.
 func TestNoRaceAuditReplayNetwork(t *testing.T) {
 	fedtest.SkipUnderRace(t)
 	if testing.Short() {
@@ -221,6 +224,45 @@ func TestNoRaceAuditReplayNetwork(t *testing.T) {
 	if err == nil || forged == "" || !strings.Contains(out, "step 2 is the first whose state differs") || !strings.Contains(out, want) ||
 		!strings.Contains(out, "forward and loss agree") {
 		t.Fatalf("cheating trainer-3: %q, %v; want %q", out, err, want)
+	}
+
+	// The auditor's copy of a published shard is edited: the replay
+	// refuses it, naming the shard, rather than judge on other samples.
+	lc, err := n.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := lc.Dataset(ctx, digest)
+	lc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, err := artifact.OpenStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range rec.Shards {
+		p, err := ast.Path(sh.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts, err := dspub.DecodeShard(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[0] += " (edited)"
+		os.Chmod(p, 0o644)
+		if err := os.WriteFile(p, dspub.EncodeShard(texts), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ast.Close()
+	if out, err := replay("trainer-2"); err == nil || !strings.Contains(err.Error(), "shard ") || strings.Contains(out, "replay ") {
+		t.Fatalf("replay on an edited shard: %q, %v", out, err)
 	}
 }
 
