@@ -154,6 +154,9 @@ bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
 realsize: ## SmolLM2-135M and Llama-3.2-1B shapes (random BF16 weights): import, LoRA train, eval, generate; peak RSS and times
 	bash scripts/realsize.sh
 
+bench-checkpoints: ## a trainer's step checkpoints on a full fine-tune: time and disk of every step's beside every 8th's and none
+	$(GO) run ./scripts/ckptbench
+
 bench-serve: ## generation tokens/s and time to first token (SmolLM2-135M shape) beside PyTorch
 	bash scripts/bench-serve.sh
 
