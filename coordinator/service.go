@@ -16,7 +16,6 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
-	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -28,15 +27,6 @@ const (
 	JobRunning = "running"
 	JobDone    = "done"
 	JobFailed  = "failed"
-)
-
-// activeJobFile and doneMarker live in ServiceConfig.Dir: the job being run
-// (its YAML and source path), and a marker written when it finished, so a
-// restarted coordinator resumes exactly the unfinished job.
-const (
-	activeJobFile = "job.yaml"
-	activeSrcFile = "job.source"
-	doneMarker    = "job.done"
 )
 
 // challengeTTL is how long a join challenge stays valid.
@@ -93,6 +83,7 @@ type Service struct {
 	id    string // coordinator key ID
 	agg   Aggregator
 
+	jobs       *jobStore // the active job's files; preparing a job (jobstore.go)
 	challenges challengeTable
 	sessions   sessionTable
 	txq        *txQueue
@@ -165,6 +156,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		txq:     newTxQueue(),
 		running: make(chan struct{}),
 	}
+	s.jobs = &jobStore{dir: cfg.Dir, store: cfg.Store, ledger: cfg.Ledger, key: cfg.CoordinatorKey, id: s.id, aggID: s.agg.ID(), log: log}
 	s.ev = &evaluator{dir: cfg.Dir, log: log, clock: cfg.Clock, run: s.evaluate, done: func(context.Context) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -284,7 +276,7 @@ func (s *Service) carry(j *runningJob, rd Ready) {
 			s.log.Info("job done", "job", j.job.Name, "committed", d.Committed, "failed", d.Failed, "model", d.Model)
 			j.detail = fmt.Sprintf("%d rounds committed, %d failed", d.Committed, d.Failed)
 		}
-		if err := atomicfile.Write(filepath.Join(s.cfg.Dir, doneMarker), []byte(d.Model+"\n"), 0o644); err != nil {
+		if err := s.jobs.markDone(d.Model); err != nil {
 			s.log.Error("cannot mark the job done", "err", err)
 		}
 	}
@@ -400,7 +392,7 @@ func (s *Service) reload(ctx context.Context, gen uint64) {
 		case <-s.clock.After(100 * time.Millisecond):
 		}
 	}
-	nj, err := s.prepare(ctx, j.job, history)
+	nj, err := s.jobs.prepare(ctx, j.job, history)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if gen != s.gen {
@@ -463,22 +455,10 @@ func (s *Service) start(j *runningJob) {
 
 // resume restarts the unfinished job recorded in Dir, if any.
 func (s *Service) resume(ctx context.Context) error {
-	data, err := os.ReadFile(filepath.Join(s.cfg.Dir, activeJobFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	job, err := s.jobs.loadActive()
+	if job == nil || err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(s.cfg.Dir, doneMarker)); err == nil {
-		return nil
-	}
-	src, _ := os.ReadFile(filepath.Join(s.cfg.Dir, activeSrcFile))
-	job, err := ParseJob(string(src), data)
-	if err != nil {
-		return err
-	}
-	job.Source = string(src)
 	var history []ledger.Round
 	for {
 		if history, err = ledgerRounds(ctx, s.cfg.Ledger, job.Name); err == nil {
@@ -491,7 +471,7 @@ func (s *Service) resume(ctx context.Context) error {
 		case <-s.clock.After(time.Second):
 		}
 	}
-	j, err := s.prepare(ctx, job, history)
+	j, err := s.jobs.prepare(ctx, job, history)
 	if err != nil {
 		return err
 	}
@@ -500,14 +480,6 @@ func (s *Service) resume(ctx context.Context) error {
 	s.start(j)
 	s.ev.addMissed(ctx, j, history)
 	return nil
-}
-
-func (s *Service) saveActive(yaml []byte, source string) error {
-	_ = os.Remove(filepath.Join(s.cfg.Dir, doneMarker))
-	if err := atomicfile.Write(filepath.Join(s.cfg.Dir, activeSrcFile), []byte(source), 0o644); err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(s.cfg.Dir, activeJobFile), yaml, 0o644)
 }
 
 // unavailable is the status of a call that gave up waiting for the driver.

@@ -174,7 +174,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // launchConfigured launches cfg.Job unless a job is already active.
 func (s *Server) launchConfigured(ctx context.Context) error {
-	if _, err := os.Stat(filepath.Join(s.svc.cfg.Dir, activeJobFile)); err == nil {
+	if s.svc.jobs.hasActive() {
 		return nil // resuming (or finished) a job: leave it
 	}
 	data, err := os.ReadFile(s.cfg.Job)

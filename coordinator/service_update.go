@@ -142,11 +142,11 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	} else if err != nil && !errors.Is(err, ledger.ErrRecordNotFound) {
 		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
 	}
-	j, err := s.prepare(ctx, job, nil)
+	j, err := s.jobs.prepare(ctx, job, nil)
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "launch: %v", err)
 	}
-	if err := s.saveActive(req.JobYaml, req.Source); err != nil {
+	if err := s.jobs.saveActive(req.JobYaml, req.Source); err != nil {
 		return nil, status.Errorf(codes.Internal, "launch: %v", err)
 	}
 	if err := s.lock(ctx); err != nil {
