@@ -30,7 +30,7 @@ import (
 //
 // Each finished evaluation also goes on the ledger: the service scores,
 // beside the new global, the model the round started from and that model
-// with each contributor's update alone applied (service_score.go), and
+// with each contributor's update alone applied (scorer.go), and
 // queues a RoundEvaluated with the round's loss and each contributor's
 // score, unless the ledger already holds one for the round.
 

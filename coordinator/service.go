@@ -89,6 +89,7 @@ type Service struct {
 	txq        *txQueue
 	prove      proveRelay    // proof questions relayed to trainers (service_prove.go)
 	ev         *evaluator    // held-out evaluation of committed models (evaluator.go)
+	score      *scorer       // a finished evaluation's RoundEvaluated (scorer.go)
 	authors    authorCache   // update authors, for the download policy (service_upload.go)
 	running    chan struct{} // closed once Run has set runCtx
 
@@ -100,7 +101,7 @@ type Service struct {
 	gen    uint64 // job generation: events and txs of an older job are dropped
 	// evalTxs counts, by job generation, the RoundEvaluated queued and not
 	// yet committed or refused: the job is not done while its current
-	// generation has one (service_score.go).
+	// generation has one (recordEvaluation).
 	evalTxs map[uint64]int
 
 	stMu   sync.Mutex
@@ -156,6 +157,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		txq:     newTxQueue(),
 		running: make(chan struct{}),
 	}
+	s.score = &scorer{store: cfg.Store, rounds: cfg.Ledger, log: log}
 	s.jobs = &jobStore{dir: cfg.Dir, store: cfg.Store, ledger: cfg.Ledger, key: cfg.CoordinatorKey, id: s.id, aggID: s.agg.ID(), log: log}
 	s.ev = &evaluator{dir: cfg.Dir, log: log, clock: cfg.Clock, run: s.evaluate, done: func(context.Context) {
 		s.mu.Lock()

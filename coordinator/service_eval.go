@@ -14,6 +14,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/eval"
 	"github.com/fedtune/fedtune/internal/digest"
+	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/tokenizer"
@@ -168,7 +169,7 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 	if err != nil {
 		return res, err
 	}
-	s.recordEvaluation(ctx, t, dir, data, res)
+	s.recordEvaluation(s.score.evaluation(ctx, t, dir, data, res))
 	return res, nil
 }
 
@@ -198,4 +199,24 @@ func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data 
 		return res, fmt.Errorf("eval.data %s: the mean NLL is %v", data, res.MeanNLL)
 	}
 	return res, nil
+}
+
+// recordEvaluation queues body, a RoundEvaluated the scorer made, on the
+// tx queue (signed with the coordinator's key) while its job is the
+// running one, and counts it against the job's generation until the
+// ledger's answer (evalTxs).
+func (s *Service) recordEvaluation(body *ledger.RoundEvaluated) {
+	if body == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.job == nil || s.job.job.Name != body.JobID {
+		return
+	}
+	if s.evalTxs == nil {
+		s.evalTxs = map[uint64]int{}
+	}
+	s.evalTxs[s.gen]++
+	s.txq.push(s.gen, *body)
 }

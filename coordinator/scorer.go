@@ -3,66 +3,75 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/fedtune/fedtune/aggregator"
+	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model"
 )
 
-// recordEvaluation puts a finished held-out evaluation of t's round on the
-// ledger: it reads the round (its starting model and contributors), scores
-// each contributor (scoreContributors) and queues a RoundEvaluated through
-// the tx queue, which signs it with the coordinator's key. Nothing is
-// queued when the ledger already holds the round's evaluation (a restarted
-// coordinator) or the round is not the committed model t scored. Problems
-// are logged: the evaluation in Status stands without them.
-func (s *Service) recordEvaluation(ctx context.Context, t evalTask, baseDir, data string, res model.EvalResult) {
-	log := s.log.With("job", t.job.Name, "round", t.round)
+// roundReader is what the scorer needs of the ledger: a round's record.
+type roundReader interface {
+	Round(ctx context.Context, job string, n, minHeight uint64) (*ledger.Round, error)
+}
+
+// scorer turns a finished held-out evaluation into the RoundEvaluated the
+// coordinator records: it reads the round from the ledger (its starting
+// model and contributors) and scores each contributor's update alone on
+// the eval data, reading models and updates from the artifact store. It
+// holds no state: the evaluator's worker calls it, never under the
+// driver's lock.
+type scorer struct {
+	store  *artifact.Store
+	rounds roundReader
+	log    *slog.Logger
+}
+
+// evaluation returns the RoundEvaluated to record for t's finished
+// evaluation res (the round's model scored on data, with the base model's
+// files in baseDir), its contributors scored (contributors), or nil when
+// there is nothing to record: the ledger already holds the round's
+// evaluation (a restarted coordinator), the round is not the committed
+// model t scored, or the evaluation scored no tokens. Problems are
+// logged: the evaluation in Status stands without them.
+func (c *scorer) evaluation(ctx context.Context, t evalTask, baseDir, data string, res model.EvalResult) *ledger.RoundEvaluated {
+	log := c.log.With("job", t.job.Name, "round", t.round)
 	if res.Tokens <= 0 {
 		log.WarnContext(ctx, "evaluation scored no tokens; not recorded on the ledger")
-		return
+		return nil
 	}
-	r, err := s.cfg.Ledger.Round(ctx, t.job.Name, t.round, 0)
+	r, err := c.rounds.Round(ctx, t.job.Name, t.round, 0)
 	if err != nil {
 		log.WarnContext(ctx, "cannot read the round to record its evaluation", "err", err)
-		return
+		return nil
 	}
 	if r.Status != ledger.StatusCommitted || r.ModelDigest != t.model {
 		log.WarnContext(ctx, "round is not the committed model evaluated; not recorded", "status", r.Status, "model", r.ModelDigest)
-		return
+		return nil
 	}
 	if r.Evaluation != nil {
-		return
+		return nil
 	}
 	evalDigest := t.job.Eval.Data
 	if !digest.Valid(evalDigest) {
 		if evalDigest, err = digest.File(data); err != nil {
 			log.WarnContext(ctx, "cannot digest the eval data", "err", err)
-			return
+			return nil
 		}
 	}
-	scores, err := s.scoreContributors(ctx, t, baseDir, data, r)
+	scores, err := c.contributors(ctx, t, baseDir, data, r)
 	if err != nil {
 		log.WarnContext(ctx, "cannot score the round's contributors; recording the loss without scores", "err", err)
 	}
-	body := ledger.RoundEvaluated{JobID: t.job.Name, Round: t.round, ModelDigest: t.model, EvalDigest: evalDigest,
+	return &ledger.RoundEvaluated{JobID: t.job.Name, Round: t.round, ModelDigest: t.model, EvalDigest: evalDigest,
 		MeanNLL: res.MeanNLL, Tokens: uint64(res.Tokens), Scores: scores}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.job == nil || s.job.job.Name != t.job.Name {
-		return
-	}
-	if s.evalTxs == nil {
-		s.evalTxs = map[uint64]int{}
-	}
-	s.evalTxs[s.gen]++
-	s.txq.push(s.gen, body)
 }
 
-// scoreContributors returns, for each contributor of committed round r
+// contributors returns, for each contributor of committed round r
 // (in the round's order), the loss its update alone removes on the eval
 // data: the mean NLL of the round's starting global minus that of the
 // starting global with only that update applied, as FedAvg of the one
@@ -71,12 +80,12 @@ func (s *Service) recordEvaluation(ctx context.Context, t evalTask, baseDir, dat
 // delta, or its full weights). Both are scored by evaluateGlobal, the code
 // that scores the round's model. A contributor whose update is not in the
 // artifact store is left out, and logged.
-func (s *Service) scoreContributors(ctx context.Context, t evalTask, baseDir, data string, r *ledger.Round) ([]ledger.ContributionScore, error) {
+func (c *scorer) contributors(ctx context.Context, t evalTask, baseDir, data string, r *ledger.Round) ([]ledger.ContributionScore, error) {
 	start := r.BaseModel
 	if t.job.FineTune.Mode == model.ModeLoRA && start == t.base {
 		start = t.init
 	}
-	startPath, err := s.cfg.Store.Path(start)
+	startPath, err := c.store.Path(start)
 	if err != nil {
 		return nil, fmt.Errorf("starting model %s: %w", start, err)
 	}
@@ -88,24 +97,24 @@ func (s *Service) scoreContributors(ctx context.Context, t evalTask, baseDir, da
 		return nil, fmt.Errorf("starting model %s: %w", start, err)
 	}
 	var scores []ledger.ContributionScore
-	for i, c := range r.Contributors {
+	for i, ct := range r.Contributors {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		loss, err := s.aloneLoss(ctx, t, baseDir, data, startPath, c.UpdateDigest, i)
+		loss, err := c.aloneLoss(ctx, t, baseDir, data, startPath, ct.UpdateDigest, i)
 		if err != nil {
-			s.log.WarnContext(ctx, "contributor not scored", "job", t.job.Name, "round", t.round, "trainer", abbrev(c.Trainer), "err", err)
+			c.log.WarnContext(ctx, "contributor not scored", "job", t.job.Name, "round", t.round, "trainer", abbrev(ct.Trainer), "err", err)
 			continue
 		}
-		scores = append(scores, ledger.ContributionScore{Trainer: c.Trainer, LossRemoved: startRes.MeanNLL - loss})
+		scores = append(scores, ledger.ContributionScore{Trainer: ct.Trainer, LossRemoved: startRes.MeanNLL - loss})
 	}
 	return scores, nil
 }
 
 // aloneLoss scores the starting global (startPath) with one update
 // (digest upd) alone applied.
-func (s *Service) aloneLoss(ctx context.Context, t evalTask, baseDir, data, startPath, upd string, i int) (float64, error) {
-	p, err := s.cfg.Store.Path(upd)
+func (c *scorer) aloneLoss(ctx context.Context, t evalTask, baseDir, data, startPath, upd string, i int) (float64, error) {
+	p, err := c.store.Path(upd)
 	if err != nil {
 		return 0, err
 	}

@@ -90,7 +90,7 @@ func TestScoreContributors(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := &Service{cfg: ServiceConfig{Store: store}, log: slog.New(slog.DiscardHandler)}
+	s := &scorer{store: store, log: slog.New(slog.DiscardHandler)}
 	id := func(s string) string { return artifact.DigestOf([]byte(s)) }
 	ta, tb, tc := id("trainer a"), id("trainer b"), id("trainer c")
 	r := &ledger.Round{JobID: job.Name, Round: 1, BaseModel: start, Contributors: []ledger.Contribution{
@@ -101,7 +101,7 @@ func TestScoreContributors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	scores, err := s.scoreContributors(ctx, evalTask{job: job, round: 1, base: start}, work, data, r)
+	scores, err := s.contributors(ctx, evalTask{job: job, round: 1, base: start}, work, data, r)
 	if err != nil {
 		t.Fatal(err)
 	}
