@@ -127,3 +127,70 @@ func TestScoreContributors(t *testing.T) {
 	}
 	t.Logf("start NLL %.6f; scores %+v", s0, scores)
 }
+
+// roundsFunc reads rounds from a function: the ledger records a table
+// test hands the scorer.
+type roundsFunc func(job string, n uint64) (*ledger.Round, error)
+
+func (f roundsFunc) Round(_ context.Context, job string, n, _ uint64) (*ledger.Round, error) {
+	return f(job, n)
+}
+
+// TestScorerEvaluation checks which finished evaluations become a
+// RoundEvaluated, against the round as the ledger records it.
+func TestScorerEvaluation(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "eval.txt")
+	if err := os.WriteFile(data, []byte("held-out text\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dataDigest := artifact.DigestOf([]byte("held-out text\n"))
+	job := DefaultJob()
+	job.Name = "score-table"
+	job.FineTune = FineTuneSpec{Mode: model.ModeFull}
+	job.Eval.Data = "eval.txt"
+	m := artifact.DigestOf([]byte("the committed model"))
+	store, err := artifact.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ok := model.EvalResult{MeanNLL: 2.5, Tokens: 40}
+	committed := func(mod string, ev *ledger.Evaluation) roundsFunc {
+		return func(string, uint64) (*ledger.Round, error) {
+			return &ledger.Round{JobID: job.Name, Round: 2, Status: ledger.StatusCommitted, ModelDigest: mod, Evaluation: ev}, nil
+		}
+	}
+	cases := []struct {
+		name   string
+		rounds roundsFunc
+		res    model.EvalResult
+		want   bool // a RoundEvaluated is made
+	}{
+		{"committed", committed(m, nil), ok, true},
+		{"no tokens", committed(m, nil), model.EvalResult{MeanNLL: 2.5}, false},
+		{"round unreadable", func(string, uint64) (*ledger.Round, error) { return nil, ledger.ErrRecordNotFound }, ok, false},
+		{"another model", committed(artifact.DigestOf([]byte("another")), nil), ok, false},
+		{"failed round", func(string, uint64) (*ledger.Round, error) {
+			return &ledger.Round{JobID: job.Name, Round: 2, Status: ledger.StatusFailed}, nil
+		}, ok, false},
+		{"already evaluated", committed(m, &ledger.Evaluation{}), ok, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &scorer{store: store, rounds: tc.rounds, log: slog.New(slog.DiscardHandler)}
+			got := c.evaluation(ctx, evalTask{job: job, round: 2, model: m}, t.TempDir(), data, tc.res)
+			if (got != nil) != tc.want {
+				t.Fatalf("evaluation %+v, want one: %v", got, tc.want)
+			}
+			if got == nil {
+				return
+			}
+			want := ledger.RoundEvaluated{JobID: job.Name, Round: 2, ModelDigest: m, EvalDigest: dataDigest, MeanNLL: 2.5, Tokens: 40}
+			if got.JobID != want.JobID || got.Round != want.Round || got.ModelDigest != want.ModelDigest ||
+				got.EvalDigest != want.EvalDigest || got.MeanNLL != want.MeanNLL || got.Tokens != want.Tokens || len(got.Scores) != 0 {
+				t.Fatalf("evaluation %+v, want %+v", *got, want)
+			}
+		})
+	}
+}
