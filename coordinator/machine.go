@@ -721,6 +721,10 @@ func (m *Machine) advance() {
 	}
 }
 
+// SuspendedUntil returns the last round trainer t is kept out of because
+// a verifier rejected its update (0: none).
+func (m *Machine) SuspendedUntil(t string) uint64 { return m.suspended[t] }
+
 // suspend keeps trainer t, which a verifier rejected in round n, out of
 // the rounds the job's verify policy says.
 func (m *Machine) suspend(t string, n uint64) {

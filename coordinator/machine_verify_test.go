@@ -100,6 +100,12 @@ func TestMachineVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := m.SuspendedUntil(ts[1]); got != 3 {
+		t.Errorf("SuspendedUntil(rejected) = %d, want 3 (rounds 2 and 3)", got)
+	}
+	if got := m.SuspendedUntil(ts[0]); got != 0 {
+		t.Errorf("SuspendedUntil(passed) = %d, want 0", got)
+	}
 	// t1 passed, t2 rejected, t3 not drawn: t1 and t3 aggregate.
 	a := rd.Aggregation
 	if a == nil || len(a.Inputs) != 2 || a.Inputs[0].Trainer != ts[0] || a.Inputs[1].Trainer != ts[2] || a.Inputs[1].Digest != us[2] {

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/clock"
@@ -64,6 +66,8 @@ type ServiceConfig struct {
 	// EvalDataRoot is the folder a job's eval.data path is read from
 	// (service_eval.go); empty, eval.data must be a blob's digest.
 	EvalDataRoot string
+	// Metrics counts spot checks (nil: NewMetrics(nil)).
+	Metrics *Metrics
 }
 
 // Service is the coordinator process's driver around Machine: it turns
@@ -142,6 +146,9 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics, _ = NewMetrics(nil)
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "work"), 0o755); err != nil {
 		return nil, fmt.Errorf("coordinator service: %w", err)
@@ -354,6 +361,9 @@ func (s *Service) txReport(ctx context.Context, r txReport) {
 			s.publishStatus()
 		}
 	case r.fate == txCommitted:
+		if ur, ok := r.body.(ledger.UpdateRejected); ok && strings.HasPrefix(ur.Reason, round.UnverifiedPrefix) {
+			s.cfg.Metrics.Unverified.Inc()
+		}
 		if rc, ok := r.body.(ledger.RoundCommitted); ok && j.job.Name == rc.JobID {
 			s.ev.add(s.runCtx, j, rc.Round, rc.ModelDigest)
 		}

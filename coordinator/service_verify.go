@@ -2,7 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"log/slog"
 	"time"
+
+	"github.com/fedtune/fedtune/ledger"
 )
 
 // verdictPoll is how often the service reads a verifying round from the
@@ -11,13 +14,11 @@ const verdictPoll = 200 * time.Millisecond
 
 // watchVerdicts follows round n of job j, whose SubmissionsClosed the
 // ledger committed at height h, while the machine verifies it: it reads
-// the round from the ledger and steps the machine with the draw
-// (DrawFixed, once the ledger shows the seed) and each drawn update's
-// verdict (UpdateVerdict), until the machine moves on, the generation
+// the round from the ledger and steps the machine with what a
+// verdictReader makes of it, until the machine moves on, the generation
 // changes or ctx ends.
 func (s *Service) watchVerdicts(ctx context.Context, gen uint64, j *runningJob, n, h uint64) {
-	told := map[string]bool{}
-	drawn := false
+	vr := &verdictReader{job: j.job.Name, round: n, log: s.log, met: s.cfg.Metrics}
 	for {
 		s.mu.Lock()
 		live := gen == s.gen && s.job == j && j.m.Verifying(n)
@@ -28,45 +29,24 @@ func (s *Service) watchVerdicts(ctx context.Context, gen uint64, j *runningJob, 
 		r, err := s.cfg.Ledger.Round(ctx, j.job.Name, n, h)
 		if err != nil {
 			s.log.WarnContext(ctx, "cannot read the verifying round", "job", j.job.Name, "round", n, "err", err)
-		} else if r.DrawSeed != "" {
-			var evs []Event
-			if !drawn {
-				var ids []string
-				for _, u := range r.Updates {
-					if u.Drawn {
-						ids = append(ids, u.Trainer)
+		} else if evs := vr.events(ctx, r); len(evs) > 0 {
+			s.mu.Lock()
+			if gen == s.gen && s.job == j {
+				for _, ev := range evs {
+					// A rejection may suspend its trainer (the job's
+					// verify policy): count it when it does.
+					v, reject := ev.(UpdateVerdict)
+					var before uint64
+					if reject = reject && !v.Passed; reject {
+						before = j.m.SuspendedUntil(v.Trainer)
+					}
+					s.step(ev)
+					if reject && j.m.SuspendedUntil(v.Trainer) > before {
+						s.cfg.Metrics.Suspensions.Inc()
 					}
 				}
-				s.log.InfoContext(ctx, "spot-check draw fixed", "job", j.job.Name, "round", n, "seed", r.DrawSeed, "drawn", len(ids), "of", len(r.Updates))
-				evs = append(evs, DrawFixed{Round: n, Drawn: ids})
-				drawn = true
 			}
-			for _, u := range r.Updates {
-				if !u.Drawn || told[u.Trainer] {
-					continue
-				}
-				switch {
-				case u.VerifiedBy != "":
-					s.log.InfoContext(ctx, "update verified", "job", j.job.Name, "round", n, "trainer", abbrev(u.Trainer), "verifier", abbrev(u.VerifiedBy))
-					evs = append(evs, UpdateVerdict{Round: n, Trainer: u.Trainer, Passed: true})
-				case u.Rejected:
-					s.log.WarnContext(ctx, "update rejected by a spot check", "job", j.job.Name, "round", n, "trainer", abbrev(u.Trainer),
-						"by", abbrev(u.RejectedBy), "step", u.RejectStep, "reason", u.RejectReason)
-					evs = append(evs, UpdateVerdict{Round: n, Trainer: u.Trainer, Reason: u.RejectReason})
-				default:
-					continue
-				}
-				told[u.Trainer] = true
-			}
-			if len(evs) > 0 {
-				s.mu.Lock()
-				if gen == s.gen && s.job == j {
-					for _, ev := range evs {
-						s.step(ev)
-					}
-				}
-				s.mu.Unlock()
-			}
+			s.mu.Unlock()
 		}
 		select {
 		case <-ctx.Done():
@@ -74,4 +54,61 @@ func (s *Service) watchVerdicts(ctx context.Context, gen uint64, j *runningJob, 
 		case <-s.clock.After(verdictPoll):
 		}
 	}
+}
+
+// verdictReader turns a verifying round, as the ledger shows it, into the
+// machine's spot-check events, each once: the draw (DrawFixed) once the
+// ledger shows its seed, then each drawn update's verdict (UpdateVerdict)
+// once a verifier gave one. It logs them and counts them in met.
+type verdictReader struct {
+	job   string
+	round uint64
+	log   *slog.Logger
+	met   *Metrics
+
+	drawn bool            // DrawFixed made
+	told  map[string]bool // trainers whose verdict was made
+}
+
+// events returns the events r holds that were not returned before.
+func (v *verdictReader) events(ctx context.Context, r *ledger.Round) []Event {
+	if r.DrawSeed == "" {
+		return nil
+	}
+	var evs []Event
+	if !v.drawn {
+		var ids []string
+		for _, u := range r.Updates {
+			if u.Drawn {
+				ids = append(ids, u.Trainer)
+			}
+		}
+		v.log.InfoContext(ctx, "spot-check draw fixed", "job", v.job, "round", v.round, "seed", r.DrawSeed, "drawn", len(ids), "of", len(r.Updates))
+		evs = append(evs, DrawFixed{Round: v.round, Drawn: ids})
+		v.met.Drawn.Add(float64(len(ids)))
+		v.drawn = true
+	}
+	for _, u := range r.Updates {
+		if !u.Drawn || v.told[u.Trainer] {
+			continue
+		}
+		switch {
+		case u.VerifiedBy != "":
+			v.log.InfoContext(ctx, "update verified", "job", v.job, "round", v.round, "trainer", abbrev(u.Trainer), "verifier", abbrev(u.VerifiedBy))
+			evs = append(evs, UpdateVerdict{Round: v.round, Trainer: u.Trainer, Passed: true})
+			v.met.Verdicts.WithLabelValues(VerdictPass).Inc()
+		case u.Rejected:
+			v.log.WarnContext(ctx, "update rejected by a spot check", "job", v.job, "round", v.round, "trainer", abbrev(u.Trainer),
+				"by", abbrev(u.RejectedBy), "step", u.RejectStep, "reason", u.RejectReason)
+			evs = append(evs, UpdateVerdict{Round: v.round, Trainer: u.Trainer, Reason: u.RejectReason})
+			v.met.Verdicts.WithLabelValues(VerdictReject).Inc()
+		default:
+			continue
+		}
+		if v.told == nil {
+			v.told = map[string]bool{}
+		}
+		v.told[u.Trainer] = true
+	}
+	return evs
 }
