@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,9 @@ type ServerConfig struct {
 	EvalDataRoot string `yaml:"eval_data_root"`
 	// Artifacts bounds what the artifact service accepts.
 	Artifacts ArtifactLimits `yaml:"artifacts"`
+	// MetricsAddress is the host:port of the Prometheus /metrics endpoint
+	// (the coordinator's and the artifact service's metrics); empty, off.
+	MetricsAddress string `yaml:"metrics_address"`
 }
 
 // ArtifactLimits are the artifact service's limits (artifact.ServerConfig).
@@ -167,6 +171,11 @@ func (c *ServerConfig) Validate() error {
 	for _, f := range fields {
 		if f.v == "" {
 			msgs = append(msgs, f.name+": required")
+		}
+	}
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			msgs = append(msgs, fmt.Sprintf("metrics_address: %q is not host:port: %v", c.MetricsAddress, err))
 		}
 	}
 	if len(c.LedgerNodeIDs) > 0 && c.LedgerGenesis == "" {

@@ -34,6 +34,8 @@ func TestParseServerConfig(t *testing.T) {
 		{"artifact limits unknown key", good + "artifacts: {max_size: 1}\n", `:5: unknown key "max_size"`},
 		{"ledger pinned", good + "ledger_genesis: genesis.yaml\nledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", ""},
 		{"ledger node IDs without genesis", good + "ledger_node_ids: ['" + strings.Repeat("ab", 32) + "']\n", "ledger_node_ids: needs ledger_genesis"},
+		{"metrics address", good + "metrics_address: 127.0.0.1:0\n", ""},
+		{"metrics address bad", good + "metrics_address: localhost\n", `metrics_address: "localhost" is not host:port`},
 		{"ledger node ID bad", good + "ledger_genesis: g.yaml\nledger_node_ids: [NODE]\n", `ledger_node_ids: "NODE" is not a ledger key ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

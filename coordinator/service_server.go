@@ -3,12 +3,15 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -18,6 +21,9 @@ import (
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Server is a whole coordinator process: the Coordinator service (with the
@@ -32,6 +38,10 @@ type Server struct {
 	ledger  *client.Client
 	remote  *RemoteAggregator // nil: the aggregator runs in-process
 	options []grpc.ServerOption
+
+	reg       *prometheus.Registry // the coordinator's and the artifact service's metrics
+	artMet    *artifact.Metrics
+	metricsLn net.Listener // nil: no /metrics endpoint
 }
 
 // NewServer loads the keys, opens the store, dials the ledger and listens
@@ -56,12 +66,20 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
+	met, err := NewMetrics(s.reg)
+	if err != nil {
+		return nil, err
+	}
+	if s.artMet, err = artifact.NewMetrics(s.reg); err != nil {
+		return nil, err
+	}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.store, err = artifact.OpenStore(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		return nil, err
 	}
@@ -98,7 +116,7 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 	}
 	if s.svc, err = NewService(ServiceConfig{CoordinatorKey: ck, Aggregator: agg, Ledger: NewNodeLedger(s.ledger), Store: s.store,
 		Dir: dir, Logger: log, TickInterval: cfg.Tick, Insecure: cfg.Insecure,
-		EvalDataRoot: cfg.EvalDataRoot}); err != nil {
+		EvalDataRoot: cfg.EvalDataRoot, Metrics: met}); err != nil {
 		return nil, err
 	}
 	// Any key may connect; Join then checks the ledger's membership.
@@ -111,11 +129,24 @@ func NewServer(ctx context.Context, cfg ServerConfig, ln net.Listener, log *slog
 		}
 	}
 	s.ln = ln
+	if cfg.MetricsAddress != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddress); err != nil {
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+	}
 	return s, nil
 }
 
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// MetricsAddr returns the /metrics listener's address, or "" when off.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
+}
 
 // Service returns the coordinator service.
 func (s *Server) Service() *Service { return s.svc }
@@ -126,6 +157,9 @@ func (s *Server) Store() *artifact.Store { return s.store }
 func (s *Server) close() {
 	if s.ln != nil {
 		s.ln.Close()
+	}
+	if s.metricsLn != nil {
+		s.metricsLn.Close()
 	}
 	if s.remote != nil {
 		s.remote.Close()
@@ -145,7 +179,7 @@ func (s *Server) Run(ctx context.Context) error {
 	lim := s.cfg.Artifacts.withDefaults()
 	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log,
 		MaxBlobSize: lim.MaxBlobSize, MemberQuota: lim.MemberQuota, MemberInFlight: lim.MemberInFlight,
-		IdleTimeout: lim.IdleTimeout, PruneAfter: lim.PruneAfter,
+		IdleTimeout: lim.IdleTimeout, PruneAfter: lim.PruneAfter, Metrics: s.artMet,
 		AuthorizeUpload: s.svc.mayUpload, AuthorizeDownload: s.svc.mayDownload})
 	if err != nil {
 		return err
@@ -161,6 +195,20 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- s.svc.Run(rctx) }()
 	go func() { defer wg.Done(); as.Maintain(rctx) }() // prunes abandoned partial uploads
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := msrv.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.ErrorContext(ctx, "metrics endpoint stopped", "err", err)
+			}
+		}()
+		go func() { defer wg.Done(); <-rctx.Done(); _ = msrv.Close() }()
+		s.log.InfoContext(ctx, "metrics endpoint", "addr", s.MetricsAddr())
+	}
 	s.log.InfoContext(ctx, "coordinator listening", "addr", s.Addr(), "id", s.svc.ID(), "tls", !s.cfg.Insecure)
 	if s.cfg.Job != "" {
 		if err := s.launchConfigured(ctx); err != nil {

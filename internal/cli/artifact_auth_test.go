@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,7 +41,7 @@ func TestCoordinatorUploadsMembersOnly(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	srv, err := coordinator.NewServer(ctx, coordinator.ServerConfig{Listen: "127.0.0.1:0", CoordinatorKey: keys["coord"], AggregatorKey: keys["agg"],
-		Ledger: nd.grpc, DataDir: filepath.Join(dir, "coordinator"), Tick: time.Second}, nil, nil)
+		Ledger: nd.grpc, DataDir: filepath.Join(dir, "coordinator"), Tick: time.Second, MetricsAddress: "127.0.0.1:0"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,4 +79,22 @@ func TestCoordinatorUploadsMembersOnly(t *testing.T) {
 		t.Fatal("a refused get left a file")
 	}
 	mustRun(t, "artifact", "get", d, "-o", got, "--addr", srv.Addr(), "--key", keys["t1"], "--server-id", ids["coord"])
+
+	// The process's /metrics has the artifact service's counts and the
+	// coordinator's spot-check counters.
+	resp, err := http.Get("http://" + srv.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`fedtune_artifact_uploads_total{result="stored"} 1`, "fedtune_coordinator_drawn_updates_total 0",
+		"fedtune_coordinator_unverified_total 0", "fedtune_coordinator_suspensions_total 0"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
