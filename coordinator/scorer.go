@@ -19,15 +19,22 @@ type roundReader interface {
 	Round(ctx context.Context, job string, n, minHeight uint64) (*ledger.Round, error)
 }
 
-// scorer turns a finished held-out evaluation into the RoundEvaluated the
-// coordinator records: it reads the round from the ledger (its starting
-// model and contributors) and scores each contributor's update alone on
-// the eval data, reading models and updates from the artifact store. It
-// holds no state: the evaluator's worker calls it, never under the
-// driver's lock.
+// scorer scores models on a job's held-out eval data: it runs one
+// evaluation of a committed model (evaluate, evaldata.go), reading the
+// eval data only as the job may name it (openData, checkData), and turns
+// it into the RoundEvaluated the coordinator records: it reads the round
+// from the ledger (its starting model and contributors) and scores each
+// contributor's update alone on the eval data, reading models and updates
+// from the artifact store. It holds no state: the evaluator's worker and
+// LaunchJob call it, never under the driver's lock.
 type scorer struct {
-	store  *artifact.Store
-	rounds roundReader
+	store    *artifact.Store
+	rounds   roundReader
+	work     string // scratch folders are made here
+	dataRoot string // ServiceConfig.EvalDataRoot
+	// author returns the first submitter of the update of digest d, or
+	// nil when d is no update (Service.updateAuthor, cached).
+	author func(ctx context.Context, d string) (*ledger.UpdateSubmission, error)
 	log    *slog.Logger
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/model"
 )
 
 // Job states reported by Status.
@@ -64,7 +65,7 @@ type ServiceConfig struct {
 	// identities): callers of ProveSample are then not checked.
 	Insecure bool
 	// EvalDataRoot is the folder a job's eval.data path is read from
-	// (service_eval.go); empty, eval.data must be a blob's digest.
+	// (evaldata.go); empty, eval.data must be a blob's digest.
 	EvalDataRoot string
 	// Metrics counts spot checks (nil: NewMetrics(nil)).
 	Metrics *Metrics
@@ -93,7 +94,7 @@ type Service struct {
 	txq        *txQueue
 	prove      proveRelay    // proof questions relayed to trainers (service_prove.go)
 	ev         *evaluator    // held-out evaluation of committed models (evaluator.go)
-	score      *scorer       // a finished evaluation's RoundEvaluated (scorer.go)
+	score      *scorer       // runs an evaluation, scores its contributors (scorer.go)
 	authors    authorCache   // update authors, for the download policy (service_upload.go)
 	running    chan struct{} // closed once Run has set runCtx
 
@@ -164,9 +165,14 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		txq:     newTxQueue(),
 		running: make(chan struct{}),
 	}
-	s.score = &scorer{store: cfg.Store, rounds: cfg.Ledger, log: log}
+	s.score = &scorer{store: cfg.Store, rounds: cfg.Ledger, work: filepath.Join(cfg.Dir, "work"), dataRoot: cfg.EvalDataRoot,
+		author: s.updateAuthor, log: log}
 	s.jobs = &jobStore{dir: cfg.Dir, store: cfg.Store, ledger: cfg.Ledger, key: cfg.CoordinatorKey, id: s.id, aggID: s.agg.ID(), log: log}
-	s.ev = &evaluator{dir: cfg.Dir, log: log, clock: cfg.Clock, run: s.evaluate, done: func(context.Context) {
+	s.ev = &evaluator{dir: cfg.Dir, log: log, clock: cfg.Clock, run: func(ctx context.Context, t evalTask) (model.EvalResult, error) {
+		res, body, err := s.score.evaluate(ctx, t)
+		s.recordEvaluation(body)
+		return res, err
+	}, done: func(context.Context) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.publishStatus()
@@ -492,6 +498,26 @@ func (s *Service) resume(ctx context.Context) error {
 	s.start(j)
 	s.ev.addMissed(ctx, j, history)
 	return nil
+}
+
+// recordEvaluation queues body, a RoundEvaluated the scorer made, on the
+// tx queue (signed with the coordinator's key) while its job is the
+// running one, and counts it against the job's generation until the
+// ledger's answer (evalTxs).
+func (s *Service) recordEvaluation(body *ledger.RoundEvaluated) {
+	if body == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.job == nil || s.job.job.Name != body.JobID {
+		return
+	}
+	if s.evalTxs == nil {
+		s.evalTxs = map[uint64]int{}
+	}
+	s.evalTxs[s.gen]++
+	s.txq.push(s.gen, *body)
 }
 
 // unavailable is the status of a call that gave up waiting for the driver.

@@ -117,7 +117,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)
 	}
 	job.Source = req.Source
-	if err := s.checkEvalData(ctx, job); errors.Is(err, errEvalDataUnchecked) {
+	if err := s.score.checkData(ctx, job); errors.Is(err, errEvalDataUnchecked) {
 		return nil, status.Errorf(codes.Unavailable, "launch: %v", err)
 	} else if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "launch: %v", err)

@@ -107,16 +107,16 @@ func TestOpenEvalData(t *testing.T) {
 		{"", "eval.txt", false, "", "this coordinator has no eval_data_root"},
 	} {
 		t.Run(tc.data, func(t *testing.T) {
-			s.cfg.EvalDataRoot = tc.root
+			s.score.dataRoot = tc.root
 			job := DefaultJob()
 			job.Eval.Data = tc.data
-			f, jsonl, err := s.openEvalData(job)
+			f, jsonl, err := s.score.openData(job)
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("error %v, want %q", err, tc.want)
 				}
-				if s.checkEvalData(context.Background(), job) == nil {
-					t.Fatal("checkEvalData let it through")
+				if s.score.checkData(context.Background(), job) == nil {
+					t.Fatal("checkData let it through")
 				}
 				return
 			}
@@ -217,11 +217,11 @@ func TestEvalDataNotAnUpdate(t *testing.T) {
 	s.authors.m = map[string]ledger.UpdateSubmission{update: {JobID: "j", Round: 2, Trainer: "aaaa1111aaaa1111", Height: 7}}
 	job := DefaultJob()
 	job.Eval.Data = update
-	err = s.checkEvalData(context.Background(), job)
+	err = s.score.checkData(context.Background(), job)
 	if err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update of trainer aaaa1111aaaa1111 in job j round 2") {
-		t.Fatalf("checkEvalData: %v; want a refusal naming eval.data and the update", err)
+		t.Fatalf("checkData: %v; want a refusal naming eval.data and the update", err)
 	}
-	if _, err := s.evaluate(context.Background(), evalTask{job: job}); err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update") {
+	if _, _, err := s.score.evaluate(context.Background(), evalTask{job: job}); err == nil || !strings.Contains(err.Error(), "eval.data: blob "+update+" is the update") {
 		t.Fatalf("evaluate: %v; want the same refusal", err)
 	}
 }
@@ -240,9 +240,9 @@ func TestEvalDataLedgerDown(t *testing.T) {
 	job := DefaultJob()
 	job.Eval.Data = blob
 	n.ledger.down.Store(true)
-	err = n.s.checkEvalData(context.Background(), job)
+	err = n.s.score.checkData(context.Background(), job)
 	if !errors.Is(err, errEvalDataUnchecked) || !strings.Contains(err.Error(), "eval.data: cannot check blob "+blob) {
-		t.Fatalf("checkEvalData with no ledger: %v; want errEvalDataUnchecked naming eval.data", err)
+		t.Fatalf("checkData with no ledger: %v; want errEvalDataUnchecked naming eval.data", err)
 	}
 }
 

@@ -20,17 +20,17 @@ import (
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// openEvalData opens a job's eval.data as the coordinator may read it,
+// openData opens a job's eval.data as the coordinator may read it,
 // and says whether it is JSONL (else plain text). eval.data is either the
 // digest of a blob in the artifact store (JSONL when its first non-space
 // byte is '{') or a path relative to the configured eval data root that
 // stays inside it: no absolute path, no "..", no symbolic link out of the
 // root (os.Root enforces it as the file is opened). A job cannot make the
 // coordinator read any other file. Errors name the field.
-func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
+func (c *scorer) openData(job *Job) (*os.File, bool, error) {
 	p := job.Eval.Data
 	if digest.Valid(p) {
-		f, err := s.cfg.Store.Open(p)
+		f, err := c.store.Open(p)
 		if errors.Is(err, artifact.ErrNotFound) {
 			return nil, false, fmt.Errorf("eval.data: blob %s is not in the coordinator's artifact store; upload it first", p)
 		}
@@ -42,7 +42,7 @@ func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
 		first := bytes.TrimLeft(head[:n], " \t\r\n")
 		return f, len(first) > 0 && first[0] == '{', nil
 	}
-	root := s.cfg.EvalDataRoot
+	root := c.dataRoot
 	switch {
 	case root == "":
 		return nil, false, fmt.Errorf("eval.data: %q is a path, but this coordinator has no eval_data_root; give the digest of an eval data blob uploaded to its artifact store", p)
@@ -67,20 +67,20 @@ func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
 	return f, eval.IsDataset(p, false), nil
 }
 
-// checkEvalData refuses a job whose eval.data the coordinator may not or
+// checkData refuses a job whose eval.data the coordinator may not or
 // cannot read (LaunchJob, before anything is done).
-func (s *Service) checkEvalData(ctx context.Context, job *Job) error {
+func (c *scorer) checkData(ctx context.Context, job *Job) error {
 	if job.Eval.Data == "" {
 		return nil
 	}
-	f, _, err := s.openEvalData(job)
+	f, _, err := c.openData(job)
 	if err != nil {
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return s.evalDataNotUpdate(ctx, job)
+	return c.dataNotUpdate(ctx, job)
 }
 
 // errEvalDataUnchecked marks an eval.data that could not be checked
@@ -88,14 +88,14 @@ func (s *Service) checkEvalData(ctx context.Context, job *Job) error {
 // InvalidArgument.
 var errEvalDataUnchecked = errors.New("the ledger did not answer")
 
-// evalDataNotUpdate refuses an eval.data that names a blob the ledger knows
+// dataNotUpdate refuses an eval.data that names a blob the ledger knows
 // as a trainer's update: an update goes only to those who need it, and an
 // evaluation on it would publish what its bytes score.
-func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
+func (c *scorer) dataNotUpdate(ctx context.Context, job *Job) error {
 	if !digest.Valid(job.Eval.Data) {
 		return nil
 	}
-	author, err := s.updateAuthor(ctx, job.Eval.Data)
+	author, err := c.author(ctx, job.Eval.Data)
 	switch {
 	case err != nil:
 		return fmt.Errorf("eval.data: cannot check blob %s against the ledger's updates: %w (%w)", job.Eval.Data, errEvalDataUnchecked, err)
@@ -107,20 +107,21 @@ func (s *Service) evalDataNotUpdate(ctx context.Context, job *Job) error {
 }
 
 // evaluate scores task t's model, with the base model's files linked from
-// the artifact store into a scratch folder.
-func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, error) {
+// the artifact store into a scratch folder, and returns the result with
+// the RoundEvaluated to record for it (evaluation; nil for none).
+func (c *scorer) evaluate(ctx context.Context, t evalTask) (model.EvalResult, *ledger.RoundEvaluated, error) {
 	// Checked again: the blob may have been submitted as an update since
 	// the job was launched.
-	if err := s.evalDataNotUpdate(ctx, t.job); err != nil {
-		return model.EvalResult{}, err
+	if err := c.dataNotUpdate(ctx, t.job); err != nil {
+		return model.EvalResult{}, nil, err
 	}
-	dir, err := os.MkdirTemp(filepath.Join(s.cfg.Dir, "work"), "eval-")
+	dir, err := os.MkdirTemp(c.work, "eval-")
 	if err != nil {
-		return model.EvalResult{}, err
+		return model.EvalResult{}, nil, err
 	}
 	defer os.RemoveAll(dir)
 	link := func(digest, name string) error {
-		p, err := s.cfg.Store.Path(digest)
+		p, err := c.store.Path(digest)
 		if err != nil {
 			return err
 		}
@@ -130,27 +131,27 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 		return os.Symlink(p, filepath.Join(dir, name))
 	}
 	if err := errors.Join(link(t.base, model.WeightsFile), link(t.files.config, model.ConfigFile)); err != nil {
-		return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+		return model.EvalResult{}, nil, fmt.Errorf("base model: %w", err)
 	}
 	if t.files.tokenizer != "" {
 		if err := link(t.files.tokenizer, tokenizer.FileName); err != nil {
-			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+			return model.EvalResult{}, nil, fmt.Errorf("base model: %w", err)
 		}
 	}
 	if t.files.tokenizerConfig != "" {
 		if err := link(t.files.tokenizerConfig, chat.ConfigFileName); err != nil {
-			return model.EvalResult{}, fmt.Errorf("base model: %w", err)
+			return model.EvalResult{}, nil, fmt.Errorf("base model: %w", err)
 		}
 	}
-	global, err := s.cfg.Store.Path(t.model)
+	global, err := c.store.Path(t.model)
 	if err != nil {
-		return model.EvalResult{}, fmt.Errorf("model %s: %w", t.model, err)
+		return model.EvalResult{}, nil, fmt.Errorf("model %s: %w", t.model, err)
 	}
 	// The eval data is copied from where the job may name it into the
 	// scratch folder, so nothing else is read by path.
-	src, jsonl, err := s.openEvalData(t.job)
+	src, jsonl, err := c.openData(t.job)
 	if err != nil {
-		return model.EvalResult{}, err
+		return model.EvalResult{}, nil, err
 	}
 	defer src.Close()
 	data := filepath.Join(dir, "eval.txt")
@@ -159,18 +160,17 @@ func (s *Service) evaluate(ctx context.Context, t evalTask) (model.EvalResult, e
 	}
 	dst, err := os.Create(data)
 	if err != nil {
-		return model.EvalResult{}, err
+		return model.EvalResult{}, nil, err
 	}
 	_, err = io.Copy(dst, src)
 	if err = errors.Join(err, dst.Close()); err != nil {
-		return model.EvalResult{}, fmt.Errorf("eval.data: %w", err)
+		return model.EvalResult{}, nil, fmt.Errorf("eval.data: %w", err)
 	}
 	res, err := evaluateGlobal(ctx, dir, t.job, global, data)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
-	s.recordEvaluation(s.score.evaluation(ctx, t, dir, data, res))
-	return res, nil
+	return res, c.evaluation(ctx, t, dir, data, res), nil
 }
 
 // evaluateGlobal scores a job's global model on the eval data file data
@@ -199,24 +199,4 @@ func evaluateGlobal(ctx context.Context, baseDir string, job *Job, global, data 
 		return res, fmt.Errorf("eval.data %s: the mean NLL is %v", data, res.MeanNLL)
 	}
 	return res, nil
-}
-
-// recordEvaluation queues body, a RoundEvaluated the scorer made, on the
-// tx queue (signed with the coordinator's key) while its job is the
-// running one, and counts it against the job's generation until the
-// ledger's answer (evalTxs).
-func (s *Service) recordEvaluation(body *ledger.RoundEvaluated) {
-	if body == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.job == nil || s.job.job.Name != body.JobID {
-		return
-	}
-	if s.evalTxs == nil {
-		s.evalTxs = map[uint64]int{}
-	}
-	s.evalTxs[s.gen]++
-	s.txq.push(s.gen, *body)
 }
