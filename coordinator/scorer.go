@@ -33,7 +33,7 @@ type scorer struct {
 	work     string // scratch folders are made here
 	dataRoot string // ServiceConfig.EvalDataRoot
 	// author returns the first submitter of the update of digest d, or
-	// nil when d is no update (Service.updateAuthor, cached).
+	// nil when d is no update (artifactGuard.updateAuthor, cached).
 	author func(ctx context.Context, d string) (*ledger.UpdateSubmission, error)
 	log    *slog.Logger
 }

@@ -92,11 +92,11 @@ type Service struct {
 	challenges challengeTable
 	sessions   sessionTable
 	txq        *txQueue
-	prove      proveRelay    // proof questions relayed to trainers (service_prove.go)
-	ev         *evaluator    // held-out evaluation of committed models (evaluator.go)
-	score      *scorer       // runs an evaluation, scores its contributors (scorer.go)
-	authors    authorCache   // update authors, for the download policy (service_upload.go)
-	running    chan struct{} // closed once Run has set runCtx
+	prove      proveRelay     // proof questions relayed to trainers (service_prove.go)
+	ev         *evaluator     // held-out evaluation of committed models (evaluator.go)
+	score      *scorer        // runs an evaluation, scores its contributors (scorer.go)
+	guard      *artifactGuard // the artifact service's access policy (artifactguard.go)
+	running    chan struct{}  // closed once Run has set runCtx
 
 	// mu guards the driver state: the running job and its machine. Holding
 	// it, the driver calls only the parts above, which never call back.
@@ -165,8 +165,9 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		txq:     newTxQueue(),
 		running: make(chan struct{}),
 	}
+	s.guard = &artifactGuard{insecure: cfg.Insecure, id: s.id, ledger: cfg.Ledger, store: cfg.Store, clock: cfg.Clock}
 	s.score = &scorer{store: cfg.Store, rounds: cfg.Ledger, work: filepath.Join(cfg.Dir, "work"), dataRoot: cfg.EvalDataRoot,
-		author: s.updateAuthor, log: log}
+		author: s.guard.updateAuthor, log: log}
 	s.jobs = &jobStore{dir: cfg.Dir, store: cfg.Store, ledger: cfg.Ledger, key: cfg.CoordinatorKey, id: s.id, aggID: s.agg.ID(), log: log}
 	s.ev = &evaluator{dir: cfg.Dir, log: log, clock: cfg.Clock, run: func(ctx context.Context, t evalTask) (model.EvalResult, error) {
 		res, body, err := s.score.evaluate(ctx, t)

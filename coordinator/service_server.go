@@ -180,7 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 	as, err := artifact.NewServer(artifact.ServerConfig{Store: s.store, Logger: s.log,
 		MaxBlobSize: lim.MaxBlobSize, MemberQuota: lim.MemberQuota, MemberInFlight: lim.MemberInFlight,
 		IdleTimeout: lim.IdleTimeout, PruneAfter: lim.PruneAfter, Metrics: s.artMet,
-		AuthorizeUpload: s.svc.mayUpload, AuthorizeDownload: s.svc.mayDownload})
+		AuthorizeUpload: s.svc.guard.mayUpload, AuthorizeDownload: s.svc.guard.mayDownload})
 	if err != nil {
 		return err
 	}

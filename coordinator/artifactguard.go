@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/internal/clock"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -16,24 +18,47 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// guardLedger is what the artifact guard reads of the ledger.
+type guardLedger interface {
+	Member(ctx context.Context, id string) (*ledger.Member, error)
+	Dataset(ctx context.Context, digest string) (*ledger.Dataset, error)
+	Model(ctx context.Context, digest string) (*ledger.Model, error)
+	Job(ctx context.Context, id string) (*ledger.JobRecord, error)
+	UpdatesByDigest(ctx context.Context, digest string) ([]ledger.UpdateSubmission, error)
+}
+
+// artifactGuard is the artifact service's access policy in the
+// coordinator process (artifact.ServerConfig.AuthorizeUpload and
+// AuthorizeDownload): who may store blobs, and who may read each blob,
+// as the ledger's members, updates, models and datasets say. It caches
+// update authors (authorCache) and is safe for concurrent use.
+type artifactGuard struct {
+	insecure bool   // no TLS: everyone may do everything
+	id       string // the coordinator's key ID
+	ledger   guardLedger
+	store    *artifact.Store // nil: no pending uploads are known
+	clock    clock.Clock
+	authors  authorCache
+}
+
 // mayUpload decides who may store blobs in the coordinator's artifact
 // store (artifact.ServerConfig.AuthorizeUpload): without TLS anyone; over
 // TLS the coordinator's own key, or any active ledger member (trainers
 // upload their updates, the remote aggregator the global models, admins
 // base models and job configs). A key the ledger does not know is
 // refused, so a stranger who reaches the port cannot fill the disk.
-func (s *Service) mayUpload(ctx context.Context) error {
-	if s.cfg.Insecure {
+func (g *artifactGuard) mayUpload(ctx context.Context) error {
+	if g.insecure {
 		return nil
 	}
 	peer, err := tlsid.PeerID(ctx)
 	if err != nil {
 		return status.Errorf(codes.Unauthenticated, "upload: no TLS peer identity: %v", err)
 	}
-	if peer == s.id {
+	if peer == g.id {
 		return nil
 	}
-	m, err := s.cfg.Ledger.Member(ctx, peer)
+	m, err := g.ledger.Member(ctx, peer)
 	switch {
 	case errors.Is(err, ledger.ErrRecordNotFound) || (err == nil && !m.Active):
 		return status.Errorf(codes.PermissionDenied, "upload: %s is not an active ledger member; only members may store artifacts here", abbrev(peer))
@@ -48,31 +73,31 @@ func (s *Service) mayUpload(ctx context.Context) error {
 // anyone; over TLS the coordinator's own key, or an active ledger member
 // as DownloadAllowed rules for the blob (an update goes only to those who
 // need it; anything else to every member).
-func (s *Service) mayDownload(ctx context.Context, digest string) error {
-	if s.cfg.Insecure {
+func (g *artifactGuard) mayDownload(ctx context.Context, digest string) error {
+	if g.insecure {
 		return nil
 	}
 	peer, err := tlsid.PeerID(ctx)
 	if err != nil {
 		return status.Errorf(codes.Unauthenticated, "download %s: no TLS peer identity: %v", digest, err)
 	}
-	if peer == s.id {
+	if peer == g.id {
 		return nil
 	}
-	m, err := s.cfg.Ledger.Member(ctx, peer)
+	m, err := g.ledger.Member(ctx, peer)
 	if errors.Is(err, ledger.ErrRecordNotFound) {
 		m, err = nil, nil
 	}
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "download %s: cannot read the caller's membership: %v", digest, err)
 	}
-	author, err := s.updateAuthor(ctx, digest)
+	author, err := g.updateAuthor(ctx, digest)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "download %s: cannot read the ledger's updates: %v", digest, err)
 	}
 	var pending []string
 	if author == nil {
-		if pending, author, err = s.pendingUpload(ctx, digest); err != nil {
+		if pending, author, err = g.pendingUpload(ctx, digest); err != nil {
 			return status.Errorf(codes.Unavailable, "download %s: %v", digest, err)
 		}
 	}
@@ -89,7 +114,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 		// of its digest (registered by some coordinator, or committed by
 		// another job's aggregator) would publish a trainer's update on
 		// the word of a party that has no say over it.
-		mod, err := s.cfg.Ledger.Model(ctx, digest)
+		mod, err := g.ledger.Model(ctx, digest)
 		switch {
 		case err == nil:
 			if ModelFreesUpdate(mod, author) {
@@ -101,7 +126,7 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 	}
 	var aggregators []string
 	if author != nil && m != nil && (m.Role == ledger.RoleAggregator || m.Role == ledger.RoleVerifier) {
-		job, err := s.cfg.Ledger.Job(ctx, author.JobID)
+		job, err := g.ledger.Job(ctx, author.JobID)
 		switch {
 		case err == nil && m.Role == ledger.RoleAggregator:
 			aggregators = job.Recipe.Aggregators
@@ -137,23 +162,23 @@ func ModelFreesUpdate(m *ledger.Model, author *ledger.UpdateSubmission) bool {
 // blob the coordinator stored or uploaded itself, or that is a model on
 // the ledger, has no pending uploaders. If the fresh answer finds an
 // update, it is returned as author.
-func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *ledger.UpdateSubmission, error) {
-	if s.cfg.Store == nil {
+func (g *artifactGuard) pendingUpload(ctx context.Context, digest string) ([]string, *ledger.UpdateSubmission, error) {
+	if g.store == nil {
 		return nil, nil, nil
 	}
-	ups, err := s.cfg.Store.Uploaders(digest)
-	if err != nil || len(ups) == 0 || slices.Contains(ups, s.id) {
+	ups, err := g.store.Uploaders(digest)
+	if err != nil || len(ups) == 0 || slices.Contains(ups, g.id) {
 		return nil, nil, err
 	}
-	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
+	subs, err := g.ledger.UpdatesByDigest(ctx, digest)
 	switch {
 	case err == nil:
-		s.authors.put(digest, &subs[0], s.clock.Now())
+		g.authors.put(digest, &subs[0], g.clock.Now())
 		return nil, &subs[0], nil
 	case !errors.Is(err, ledger.ErrRecordNotFound):
 		return nil, nil, fmt.Errorf("cannot read the ledger's updates: %w", err)
 	}
-	switch _, err := s.cfg.Ledger.Model(ctx, digest); {
+	switch _, err := g.ledger.Model(ctx, digest); {
 	case err == nil:
 		return nil, nil, nil
 	case !errors.Is(err, ledger.ErrRecordNotFound):
@@ -162,7 +187,7 @@ func (s *Service) pendingUpload(ctx context.Context, digest string) ([]string, *
 	// A shard, the leaves or the card of a published dataset: every
 	// member may read it (the ledger answers a blob of one with the
 	// dataset's record).
-	switch d, err := s.cfg.Ledger.Dataset(ctx, digest); {
+	switch d, err := g.ledger.Dataset(ctx, digest); {
 	case err == nil && d.Published && PublishedBlob(d, digest):
 		return nil, nil, nil
 	case err != nil && !errors.Is(err, ledger.ErrRecordNotFound):
@@ -302,18 +327,18 @@ func (c *authorCache) put(digest string, author *ledger.UpdateSubmission, now ti
 
 // updateAuthor returns the first submission of update digest, or nil when
 // the ledger has none.
-func (s *Service) updateAuthor(ctx context.Context, digest string) (*ledger.UpdateSubmission, error) {
-	if a, ok := s.authors.get(digest, s.clock.Now()); ok {
+func (g *artifactGuard) updateAuthor(ctx context.Context, digest string) (*ledger.UpdateSubmission, error) {
+	if a, ok := g.authors.get(digest, g.clock.Now()); ok {
 		return a, nil
 	}
-	subs, err := s.cfg.Ledger.UpdatesByDigest(ctx, digest)
+	subs, err := g.ledger.UpdatesByDigest(ctx, digest)
 	if errors.Is(err, ledger.ErrRecordNotFound) {
-		s.authors.put(digest, nil, s.clock.Now())
+		g.authors.put(digest, nil, g.clock.Now())
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.authors.put(digest, &subs[0], s.clock.Now())
+	g.authors.put(digest, &subs[0], g.clock.Now())
 	return &subs[0], nil
 }

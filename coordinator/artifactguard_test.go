@@ -214,7 +214,7 @@ func TestEvalDataNotAnUpdate(t *testing.T) {
 	}
 	// The ledger's answer, as updateAuthor caches it (this service's
 	// ledger client reaches no node).
-	s.authors.m = map[string]ledger.UpdateSubmission{update: {JobID: "j", Round: 2, Trainer: "aaaa1111aaaa1111", Height: 7}}
+	s.guard.authors.m = map[string]ledger.UpdateSubmission{update: {JobID: "j", Round: 2, Trainer: "aaaa1111aaaa1111", Height: 7}}
 	job := DefaultJob()
 	job.Eval.Data = update
 	err = s.score.checkData(context.Background(), job)
