@@ -53,41 +53,66 @@
 //
 // # Service
 //
-// Before a job's machine starts, Service registers the job on the ledger
-// (ledger.JobRegistered, coordinator key): its ledger.RoundRecipe (Job.Recipe:
-// strategy with effective parameters, privacy, compression, trainer bounds,
-// the aggregator's ID, a LoRA job's initial adapter digest, which the
-// adapter's blob in the artifact store matches; MaxSamples from
-// trainers.max_samples or train.local_steps × train.batch). A resumed job
-// must find the same recipe from the same coordinator. Job IDs belong to
-// the first coordinator that registers them: LaunchJob refuses a name
-// another coordinator registered (AlreadyExists, naming it), before it
-// writes anything to the ledger. The machine's commits carry the
-// recipe's parameters (Config.Recipe), which the ledger then enforces; DP
-// noise is the aggregator's, from crypto/rand, never seeded by the job.
+// Service is the Coordinator gRPC service (api/coordinator/v1) and the
+// driver around the machine, nothing more: it turns typed inputs (the gRPC
+// calls, its clock's ticks, the tx queue's outcomes, the aggregator's
+// results, the spot-check verdicts it reads from the ledger) into the
+// machine's events under one lock, and hands each Ready to its parts. Each
+// part is a type of its own, with its own small lock or none, that never
+// calls back into the driver:
 //
-// Service is the I/O around the machine, a thin driver: it turns typed
-// inputs (the gRPC calls, its clock's ticks, the tx queue's outcomes, the
-// aggregator's results) into the machine's events under one lock, and
-// hands each Ready to its parts, each a type with its own small lock that
-// never calls back into the driver: the tx queue (txqueue.go) signs and
-// submits the Ready's txs on the ledger in order, RoundOpened with the
-// coordinator key and UpdateRejected, RoundCommitted and RoundFailed
-// through the Aggregator, retrying a tx whose fate is unknown, and reports
-// every outcome (TxCommitted or TxRejected); the session table
-// (sessions.go) queues tasks for joined trainers, sent over the Tasks
-// stream of the Coordinator gRPC service (api/coordinator/v1); the proof
-// relay (proverelay.go) carries auditors' questions to trainers; the
-// evaluator (evaluator.go) scores committed models with package eval.
-// The ledger is the Ledger interface (NodeLedger over a node's client)
-// and time a clock.Clock, so the service runs in tests on the ledger FSM
-// in memory (ledgertest.Twin) and a fake clock: no socket, no sleep.
+//	jobStore       (jobstore.go) the active job's files in ServiceConfig.Dir
+//	               (saved at launch, marked done at the end, reloaded on a
+//	               restart) and a job's preparation: base model, initial
+//	               adapter and canonical config into the artifact store,
+//	               ModelRegistered and JobRegistered on the ledger, the
+//	               machine built (Recover from the ledger's rounds on a
+//	               restart)
+//	txQueue        (txqueue.go) signs and submits the Ready's txs in order,
+//	               RoundOpened with the coordinator key and UpdateRejected,
+//	               RoundCommitted and RoundFailed through the Aggregator,
+//	               retries a tx whose fate is unknown, and reports every
+//	               outcome (TxCommitted or TxRejected)
+//	sessionTable   (sessions.go) queues tasks for joined trainers, sent over
+//	               the Tasks stream
+//	proveRelay     (proverelay.go) carries auditors' questions to trainers
+//	evaluator      (evaluator.go) the queue of held-out evaluations of
+//	               committed models, one at a time, results kept in Dir
+//	scorer         (scorer.go, evaldata.go) runs one evaluation with package
+//	               eval, reading eval.data only as the job may name it, and
+//	               scores each contributor's update alone into the
+//	               RoundEvaluated the driver queues
+//	artifactGuard  (artifactguard.go) who may upload to and download from
+//	               the artifact store, as the ledger says
+//	Metrics        (metrics.go) Prometheus counters of the spot checks:
+//	               drawn updates, verdicts by kind, unverified timeouts,
+//	               suspensions
+//
+// Each part reaches the ledger through a narrow interface of its own,
+// all met by Ledger (NodeLedger over a node's client); time is a
+// clock.Clock. So the service runs in tests on the ledger FSM in memory
+// (ledgertest.Twin) and a fake clock: no socket, no sleep.
+//
+// A job's preparation registers it on the ledger (ledger.JobRegistered,
+// coordinator key) before its machine starts: its ledger.RoundRecipe
+// (Job.Recipe: strategy with effective parameters, privacy, compression,
+// trainer bounds, the aggregator's ID, a LoRA job's initial adapter
+// digest, which the adapter's blob in the artifact store matches;
+// MaxSamples from trainers.max_samples or train.local_steps ×
+// train.batch). A resumed job must find the same recipe from the same
+// coordinator. Job IDs belong to the first coordinator that registers
+// them: LaunchJob refuses a name another coordinator registered
+// (AlreadyExists, naming it), before it writes anything to the ledger.
+// The machine's commits carry the recipe's parameters (Config.Recipe),
+// which the ledger then enforces; DP noise is the aggregator's, from
+// crypto/rand, never seeded by the job.
+//
 // Trainers join by signing a challenge with their ledger key over a TLS
 // link that proves the same key (internal/tlsid); a key that is not a
 // trainer member of the ledger is refused. Server is one process:
 // Coordinator service, artifact service and aggregator on one listener
-// (`fedtune coordinator start`). A restarted Server recovers its
-// unfinished job from the ledger.
+// (`fedtune coordinator start`), and /metrics on metrics_address when
+// set. A restarted Server recovers its unfinished job from the ledger.
 //
 // A round flows one way: the trainer records its UpdateSubmitted on the
 // ledger, then calls SubmitUpdate with the height it committed at; the
@@ -129,7 +154,7 @@
 //     machine, which rejects the update on the ledger (UpdateRejected); the
 //     recipe does not carry the job's manifests.
 //
-// The artifact service is guarded by the ledger (service_upload.go): only
+// The artifact service is guarded by the ledger (artifactGuard): only
 // active members upload, within the limits of the config's artifacts
 // section; downloads follow DownloadAllowed, which gives an update (found
 // with the ledger's updates-by-digest query) only to its first submitter,
@@ -144,7 +169,7 @@
 // trainer key holds at most MaxSessionsPerTrainer Join sessions (a new one
 // replaces the oldest that never streamed). A job's eval.data is read only
 // from the artifact store (a digest that is no trainer's update) or inside
-// the config's eval_data_root (service_eval.go).
+// the config's eval_data_root (scorer.openData).
 //
 // The aggregator role is the Aggregator interface: round.Local (package
 // aggregator/round) runs in the process as above; when the server config

@@ -71,14 +71,16 @@ type ServiceConfig struct {
 	Metrics *Metrics
 }
 
-// Service is the coordinator process's driver around Machine: it turns
-// the fedtune.coordinator.v1 calls, clock ticks, ledger outcomes and
-// aggregation results into the machine's events, under one lock, and
-// carries out each Ready through its parts: the tx queue (txqueue.go), the
-// trainers' sessions (sessions.go), the proof relay (service_prove.go) and
-// the evaluator (evaluator.go), each with its own small lock.
-// Create it with NewService, Register it on a gRPC server beside
-// artifact.Server, and Run it.
+// Service is the coordinator process's gRPC surface (the
+// fedtune.coordinator.v1 calls) and its driver around Machine: it turns
+// those calls, clock ticks, ledger outcomes, aggregation results and
+// spot-check verdicts into the machine's events, under one lock, and
+// carries out each Ready through its parts: the job store (jobstore.go),
+// the tx queue (txqueue.go), the trainers' sessions (sessions.go), the
+// proof relay (proverelay.go), the evaluator and its scorer (evaluator.go,
+// scorer.go) and the artifact guard (artifactguard.go), each with its own
+// small lock or none. Create it with NewService, Register it on a gRPC
+// server beside artifact.Server, and Run it.
 type Service struct {
 	coordinatorv1.UnimplementedCoordinatorServer
 
