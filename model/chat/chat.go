@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/fedtune/fedtune/model/chat/internal/jinja"
 )
 
 // ConfigFileName is the file of a model folder that holds the chat template.
