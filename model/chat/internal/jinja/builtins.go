@@ -39,12 +39,27 @@ func registerGlobals(s *scope) {
 }
 
 func builtinNamespace(args []Value, kwargs map[string]Value) (Value, error) {
-	d := NewDict()
+	d := newMutableDict()
 	dict := d.AsDict()
-	for k, v := range kwargs {
+	for _, k := range sortedKeys(kwargs) {
+		v := kwargs[k]
+		if v.holdsMutable() {
+			return Undefined(), errStored("namespace")
+		}
 		dict.Set(k, v)
 	}
 	return d, nil
+}
+
+// sortedKeys returns the keys of m in order, so a dict built from keyword
+// arguments has one order.
+func sortedKeys(m map[string]Value) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func builtinRaiseException(args []Value, kwargs map[string]Value) (Value, error) {
@@ -75,6 +90,15 @@ func builtinRange(args []Value, kwargs map[string]Value) (Value, error) {
 
 	if step == 0 {
 		return Undefined(), fmt.Errorf("range: step must not be zero")
+	}
+	var count float64
+	if step > 0 && stop > start {
+		count = math.Ceil((float64(stop) - float64(start)) / float64(step))
+	} else if step < 0 && stop < start {
+		count = math.Ceil((float64(start) - float64(stop)) / -float64(step))
+	}
+	if count > maxRange {
+		return Undefined(), &LimitError{Limit: "range", Max: maxRange, What: fmt.Sprintf("range of %.0f items", count)}
 	}
 
 	var items []Value
@@ -110,7 +134,11 @@ func builtinJoiner(args []Value, kwargs map[string]Value) (Value, error) {
 func builtinDict(args []Value, kwargs map[string]Value) (Value, error) {
 	d := NewDict()
 	dict := d.AsDict()
-	for k, v := range kwargs {
+	for _, k := range sortedKeys(kwargs) {
+		v := kwargs[k]
+		if v.holdsMutable() {
+			return Undefined(), errStored("dict")
+		}
 		dict.Set(k, v)
 	}
 	return d, nil
@@ -157,8 +185,13 @@ func builtinCycler(args []Value, kwargs map[string]Value) (Value, error) {
 	idx := 0
 	items := make([]Value, len(args))
 	copy(items, args)
+	for _, it := range items {
+		if it.holdsMutable() {
+			return Undefined(), errStored("cycler")
+		}
+	}
 
-	d := NewDict()
+	d := newMutableDict()
 	dict := d.AsDict()
 	dict.Set("current", items[0])
 	dict.Set("next", NewCallable("cycler.next", func(a []Value, kw map[string]Value) (Value, error) {
@@ -365,6 +398,14 @@ func filterTojson(args []Value, kwargs map[string]Value) (Value, error) {
 	// indent state in the direct encoder.
 	if indent, ok := kwargs["indent"]; ok && !indent.IsNone() && !indent.IsUndefined() {
 		n := int(toInt64(indent))
+		// Each line holds at most one of the value's nodes, indented at
+		// most its nesting times n.
+		if n < 0 || n > 64 {
+			return Undefined(), fmt.Errorf("tojson: indent %d is outside [0, 64]", n)
+		}
+		if err := buildLimit("tojson", args[0].cost()*int64(64+args[0].nesting()*n)); err != nil {
+			return Undefined(), err
+		}
 		data, err := json.MarshalIndent(valueToGo(args[0]), "", strings.Repeat(" ", n))
 		if err != nil {
 			return NewString(""), nil
@@ -547,6 +588,7 @@ func filterJoin(args []Value, kwargs map[string]Value) (Value, error) {
 
 	list := args[0].AsList()
 	parts := make([]string, list.Len())
+	total := int64(len(sep)) * int64(list.Len())
 	for i, item := range list.Items {
 		if attr != "" && item.IsDict() {
 			v, ok := item.AsDict().Get(attr)
@@ -555,6 +597,10 @@ func filterJoin(args []Value, kwargs map[string]Value) (Value, error) {
 			}
 		}
 		parts[i] = printValue(item)
+		total += int64(len(parts[i]))
+		if err := buildLimit("join", total); err != nil {
+			return Undefined(), err
+		}
 	}
 
 	return NewString(strings.Join(parts, sep)), nil
@@ -830,8 +876,20 @@ func filterReplace(args []Value, kwargs map[string]Value) (Value, error) {
 	if c, ok := kwargs["count"]; ok {
 		count = int(toInt64(c))
 	}
+	if err := buildLimit("replace", replaceSize(s, old, newStr, count)); err != nil {
+		return Undefined(), err
+	}
 
 	return NewString(strings.Replace(s, old, newStr, count)), nil
+}
+
+// replaceSize is the length of strings.Replace(s, old, new, n).
+func replaceSize(s, old, new string, n int) int64 {
+	m := strings.Count(s, old)
+	if n >= 0 && n < m {
+		m = n
+	}
+	return int64(len(s)) + int64(m)*(int64(len(new))-int64(len(old)))
 }
 
 func filterRound(args []Value, kwargs map[string]Value) (Value, error) {
@@ -1081,6 +1139,12 @@ func filterIndent(args []Value, kwargs map[string]Value) (Value, error) {
 		indentFirst = f.IsTruthy()
 	}
 
+	if width < 0 {
+		width = 0
+	}
+	if err := buildLimit("indent", int64(len(s))+int64(strings.Count(s, "\n")+1)*int64(width)); err != nil {
+		return Undefined(), err
+	}
 	pad := strings.Repeat(" ", width)
 	lines := strings.Split(s, "\n")
 	for i, line := range lines {

@@ -47,6 +47,43 @@ type evaluator struct {
 	scope    *scope
 	builtins *scope
 	output   strings.Builder
+	b        *budget
+}
+
+// sub returns an evaluator for a body rendered apart (a macro, a set or
+// filter block, a caller) sharing e's budget.
+func (e *evaluator) sub(s *scope) *evaluator {
+	return &evaluator{scope: s, builtins: e.builtins, b: e.b}
+}
+
+// write appends s to the output within the Output and Alloc limits.
+func (e *evaluator) write(s string) error {
+	if e.output.Len()+len(s) > e.b.lim.Output {
+		return &LimitError{Limit: "output", Max: int64(e.b.lim.Output), What: fmt.Sprintf("the rendered text would reach %d bytes", e.output.Len()+len(s))}
+	}
+	if err := e.b.charge(int64(len(s)), "the rendered text"); err != nil {
+		return err
+	}
+	e.output.WriteString(s)
+	return nil
+}
+
+// print writes a value as the template prints it, charging the walk.
+func (e *evaluator) print(v Value) error {
+	if err := e.b.step(v.cost(), "printing a value"); err != nil {
+		return err
+	}
+	return e.write(printValue(v))
+}
+
+// walk charges the steps of walking vs (an operator, filter, method or
+// call that reads them through).
+func (e *evaluator) walk(what string, vs ...Value) error {
+	var n int64
+	for _, v := range vs {
+		n = addCost(n, v.cost())
+	}
+	return e.b.step(n, what)
 }
 
 func (e *evaluator) execNodes(nodes []node) error {
@@ -59,18 +96,19 @@ func (e *evaluator) execNodes(nodes []node) error {
 }
 
 func (e *evaluator) execNode(n node) error {
+	if err := e.b.step(1, "a template node"); err != nil {
+		return err
+	}
 	switch nd := n.(type) {
 	case *textNode:
-		e.output.WriteString(nd.text)
-		return nil
+		return e.write(nd.text)
 
 	case *outputNode:
 		val, err := e.evalExpr(nd.expression)
 		if err != nil {
 			return err
 		}
-		e.output.WriteString(printValue(val))
-		return nil
+		return e.print(val)
 
 	case *ifNode:
 		return e.execIf(nd)
@@ -175,7 +213,7 @@ func (e *evaluator) execFor(n *forNode) error {
 
 	// Pre-allocate the loop dict and child scope once, then reuse them
 	// across iterations to avoid per-iteration allocations.
-	loop := NewDict()
+	loop := newMutableDict()
 	ld := loop.AsDict()
 	ld.Set("length", NewInt(total))
 
@@ -199,32 +237,36 @@ func (e *evaluator) execFor(n *forNode) error {
 
 		// Update loop object for this iteration.
 		idx := int64(i)
-		ld.Data["index"] = NewInt(idx + 1)
-		ld.Data["index0"] = NewInt(idx)
-		ld.Data["revindex"] = NewInt(total - idx)
-		ld.Data["revindex0"] = NewInt(total - idx - 1)
-		ld.Data["first"] = NewBool(i == 0)
-		ld.Data["last"] = NewBool(i == len(items)-1)
+		ld.Set("index", NewInt(idx+1))
+		ld.Set("index0", NewInt(idx))
+		ld.Set("revindex", NewInt(total-idx))
+		ld.Set("revindex0", NewInt(total-idx-1))
+		ld.Set("first", NewBool(i == 0))
+		ld.Set("last", NewBool(i == len(items)-1))
 
 		if i > 0 {
-			ld.Data["previtem"] = items[i-1]
+			ld.Set("previtem", items[i-1])
 		} else {
-			ld.Data["previtem"] = Undefined()
+			ld.Set("previtem", Undefined())
 		}
 		if i < len(items)-1 {
-			ld.Data["nextitem"] = items[i+1]
+			ld.Set("nextitem", items[i+1])
 		} else {
-			ld.Data["nextitem"] = Undefined()
+			ld.Set("nextitem", Undefined())
 		}
 
 		// cycle function — capture idx by value for closure correctness.
 		cycleIdx := idx
-		ld.Data["cycle"] = NewCallable("loop.cycle", func(args []Value, kwargs map[string]Value) (Value, error) {
+		ld.Set("cycle", NewCallable("loop.cycle", func(args []Value, kwargs map[string]Value) (Value, error) {
 			if len(args) == 0 {
 				return Undefined(), nil
 			}
 			return args[int(cycleIdx)%len(args)], nil
-		})
+		}))
+
+		if err := e.b.step(4, "a for loop's iteration"); err != nil {
+			return err
+		}
 
 		old := e.scope
 		e.scope = child
@@ -257,6 +299,9 @@ func (e *evaluator) execSet(n *setNode) error {
 		if !ok || !nsVal.IsDict() {
 			return fmt.Errorf("set: namespace %q not found or not a dict", n.namespace)
 		}
+		if val.holdsMutable() {
+			return errStored("set " + n.namespace + "." + n.target)
+		}
 		nsVal.AsDict().Set(n.target, val)
 		return nil
 	}
@@ -266,10 +311,7 @@ func (e *evaluator) execSet(n *setNode) error {
 }
 
 func (e *evaluator) execSetBlock(n *setBlockNode) error {
-	bodyEval := evaluator{
-		scope:    e.scope,
-		builtins: e.builtins,
-	}
+	bodyEval := e.sub(e.scope)
 	if err := bodyEval.execNodes(n.body); err != nil {
 		return err
 	}
@@ -283,7 +325,7 @@ func (e *evaluator) execMacro(n *macroNode) error {
 	body := n.body
 	parentScope := e.scope
 
-	fn := NewCallable(n.name, func(args []Value, kwargs map[string]Value) (Value, error) {
+	fn := newMacro(n.name, func(args []Value, kwargs map[string]Value) (Value, error) {
 		child := newScope(parentScope)
 
 		// Bind positional args.
@@ -293,7 +335,7 @@ func (e *evaluator) execMacro(n *macroNode) error {
 			} else if v, ok := kwargs[param.name]; ok {
 				child.set(param.name, v)
 			} else if param.defaultVal != nil {
-				defEval := evaluator{scope: child, builtins: e.builtins}
+				defEval := e.sub(child)
 				defVal, err := defEval.evalExpr(param.defaultVal)
 				if err != nil {
 					return Undefined(), err
@@ -309,11 +351,11 @@ func (e *evaluator) execMacro(n *macroNode) error {
 			child.set("caller", caller)
 		}
 
-		macroEval := evaluator{
-			scope:    child,
-			builtins: e.builtins,
+		macroEval := e.sub(child)
+		if err := e.b.enter("macro " + n.name + " called"); err != nil {
+			return Undefined(), err
 		}
-
+		defer e.b.leave()
 		if err := macroEval.execNodes(body); err != nil {
 			return Undefined(), err
 		}
@@ -331,7 +373,7 @@ func (e *evaluator) execCall(n *callNode) error {
 	body := n.body
 	parentScope := e.scope
 
-	caller := NewCallable("caller", func(args []Value, kwargs map[string]Value) (Value, error) {
+	caller := newMacro("caller", func(args []Value, kwargs map[string]Value) (Value, error) {
 		child := newScope(parentScope)
 		for i, argName := range callerArgs {
 			if i < len(args) {
@@ -339,10 +381,11 @@ func (e *evaluator) execCall(n *callNode) error {
 			}
 		}
 
-		callerEval := evaluator{
-			scope:    child,
-			builtins: e.builtins,
+		callerEval := e.sub(child)
+		if err := e.b.enter("caller called"); err != nil {
+			return Undefined(), err
 		}
+		defer e.b.leave()
 		if err := callerEval.execNodes(body); err != nil {
 			return Undefined(), err
 		}
@@ -378,12 +421,17 @@ func (e *evaluator) execCall(n *callNode) error {
 			kwargs[kw.name] = v
 		}
 
+		if err := e.walk("a call block's arguments", args...); err != nil {
+			return err
+		}
 		result, err := fn.AsCallable().Fn(args, kwargs)
 		if err != nil {
 			return err
 		}
-		e.output.WriteString(printValue(result))
-		return nil
+		if err := e.b.result(result, "a call block"); err != nil {
+			return err
+		}
+		return e.print(result)
 	}
 
 	// Fallback: evaluate expression and call with caller.
@@ -399,16 +447,15 @@ func (e *evaluator) execCall(n *callNode) error {
 	if err != nil {
 		return err
 	}
-	e.output.WriteString(printValue(result))
-	return nil
+	if err := e.b.result(result, "a call block"); err != nil {
+		return err
+	}
+	return e.print(result)
 }
 
 func (e *evaluator) execFilterBlock(n *filterBlockNode) error {
 	// Render body to string.
-	bodyEval := evaluator{
-		scope:    e.scope,
-		builtins: e.builtins,
-	}
+	bodyEval := e.sub(e.scope)
 	if err := bodyEval.execNodes(n.body); err != nil {
 		return err
 	}
@@ -420,17 +467,21 @@ func (e *evaluator) execFilterBlock(n *filterBlockNode) error {
 		if !ok {
 			return fmt.Errorf("unknown filter %q", fe.name)
 		}
+		if err := e.walk("filter "+fe.name, NewString(bodyStr)); err != nil {
+			return err
+		}
 		result, err := filterVal.AsCallable().Fn([]Value{NewString(bodyStr)}, nil)
 		if err != nil {
 			return err
 		}
-		e.output.WriteString(printValue(result))
-		return nil
+		if err := e.b.result(result, "filter "+fe.name); err != nil {
+			return err
+		}
+		return e.print(result)
 	}
 
 	// For more complex filter expressions, just output the body.
-	e.output.WriteString(bodyStr)
-	return nil
+	return e.write(bodyStr)
 }
 
 // =============================================================================
@@ -438,6 +489,13 @@ func (e *evaluator) execFilterBlock(n *filterBlockNode) error {
 // =============================================================================
 
 func (e *evaluator) evalExpr(ex expr) (Value, error) {
+	if err := e.b.step(1, "an expression"); err != nil {
+		return Undefined(), err
+	}
+	if err := e.b.enter("an expression"); err != nil {
+		return Undefined(), err
+	}
+	defer e.b.leave()
 	switch n := ex.(type) {
 	case *litExpr:
 		return n.val, nil
@@ -480,9 +538,13 @@ func (e *evaluator) evalExpr(ex expr) (Value, error) {
 			if err != nil {
 				return Undefined(), err
 			}
+			if v.holdsMutable() {
+				return Undefined(), errStored("a list")
+			}
 			items[i] = v
 		}
-		return NewList(items), nil
+		l := NewList(items)
+		return l, e.b.result(l, "a list")
 
 	case *dictExpr:
 		d := NewDict()
@@ -496,9 +558,15 @@ func (e *evaluator) evalExpr(ex expr) (Value, error) {
 			if err != nil {
 				return Undefined(), err
 			}
+			if val.holdsMutable() {
+				return Undefined(), errStored("a dict")
+			}
+			if err := e.walk("a dict key", key); err != nil {
+				return Undefined(), err
+			}
 			dict.Set(printValue(key), val)
 		}
-		return d, nil
+		return d, e.b.result(d, "a dict")
 
 	default:
 		return Undefined(), fmt.Errorf("unknown expression type %T", ex)
@@ -518,11 +586,17 @@ func (e *evaluator) evalAttr(n *attrExpr) (Value, error) {
 		}
 
 		// Dict methods.
+		if err := e.b.step(int64(obj.AsDict().Len()), "dict method "+n.attr); err != nil {
+			return Undefined(), err
+		}
 		return e.dictMethod(obj, n.attr)
 	}
 
 	// String methods.
 	if obj.IsString() {
+		if err := e.walk("string method "+n.attr, obj); err != nil {
+			return Undefined(), err
+		}
 		return e.stringMethod(obj, n.attr)
 	}
 
@@ -558,6 +632,9 @@ func (e *evaluator) evalItem(n *itemExpr) (Value, error) {
 	}
 
 	if obj.IsDict() {
+		if err := e.walk("a dict key", key); err != nil {
+			return Undefined(), err
+		}
 		k := printValue(key)
 		if v, ok := obj.AsDict().Get(k); ok {
 			return v, nil
@@ -566,6 +643,9 @@ func (e *evaluator) evalItem(n *itemExpr) (Value, error) {
 	}
 
 	if obj.IsString() {
+		if err := e.walk("indexing a string", obj); err != nil {
+			return Undefined(), err
+		}
 		idx := int(toInt64(key))
 		s := obj.AsString()
 		runes := []rune(s)
@@ -815,13 +895,34 @@ func (e *evaluator) evalBinary(n *binExpr) (Value, error) {
 		return Undefined(), err
 	}
 
+	what := "operator " + n.op
+	if err := e.walk(what, left, right); err != nil {
+		return Undefined(), err
+	}
 	switch n.op {
-	case "+":
-		return addValues(left, right), nil
+	case "+", "~":
+		if n.op == "~" || left.IsString() || right.IsString() {
+			if sz := int64(len(printValue(left))) + int64(len(printValue(right))); sz > int64(e.b.lim.Output) {
+				return Undefined(), &LimitError{Limit: "output", Max: int64(e.b.lim.Output), What: fmt.Sprintf("%s would build a string of %d bytes", what, sz)}
+			}
+		}
+		var v Value
+		if n.op == "~" {
+			v = NewString(printValue(left) + printValue(right))
+		} else {
+			v = addValues(left, right)
+		}
+		return v, e.b.result(v, what)
+	case "*":
+		if left.IsString() && right.IsInt() {
+			if k := right.AsInt(); k > 0 && int64(len(left.AsString())) > int64(e.b.lim.Output)/k {
+				return Undefined(), &LimitError{Limit: "output", Max: int64(e.b.lim.Output), What: fmt.Sprintf("%s would repeat a string of %d bytes %d times", what, len(left.AsString()), k)}
+			}
+		}
+		v := mulValues(left, right)
+		return v, e.b.result(v, what)
 	case "-":
 		return subValues(left, right), nil
-	case "*":
-		return mulValues(left, right), nil
 	case "/":
 		return divValues(left, right), nil
 	case "//":
@@ -830,8 +931,6 @@ func (e *evaluator) evalBinary(n *binExpr) (Value, error) {
 		return modValues(left, right), nil
 	case "**":
 		return powValues(left, right), nil
-	case "~":
-		return NewString(printValue(left) + printValue(right)), nil
 	case "==":
 		return NewBool(valuesEqual(left, right)), nil
 	case "!=":
@@ -901,7 +1000,28 @@ func (e *evaluator) evalCallExpr(n *callExpr) (Value, error) {
 		}
 	}
 
-	return fn.AsCallable().Fn(args, kwargs)
+	c := fn.AsCallable()
+	what := "calling " + c.Name
+	if c.shallow {
+		// A macro binds its arguments by reference.
+		if err := e.b.step(int64(len(args)+len(kwargs)), what); err != nil {
+			return Undefined(), err
+		}
+	} else {
+		if err := e.walk(what, args...); err != nil {
+			return Undefined(), err
+		}
+		for _, v := range kwargs {
+			if err := e.walk(what, v); err != nil {
+				return Undefined(), err
+			}
+		}
+	}
+	v, err := c.Fn(args, kwargs)
+	if err != nil {
+		return Undefined(), err
+	}
+	return v, e.b.result(v, what)
 }
 
 func callableName(ex expr) string {
@@ -963,7 +1083,40 @@ func (e *evaluator) evalFilter(n *filterExpr) (Value, error) {
 		}
 	}
 
-	return filterVal.AsCallable().Fn(args, kwargs)
+	what := "filter " + n.name
+	if shallowFilters[n.name] {
+		if err := e.walk(what, args[1:]...); err != nil {
+			return Undefined(), err
+		}
+	} else {
+		if err := e.walk(what, args...); err != nil {
+			return Undefined(), err
+		}
+		for _, v := range kwargs {
+			if err := e.walk(what, v); err != nil {
+				return Undefined(), err
+			}
+		}
+	}
+	v, err := filterVal.AsCallable().Fn(args, kwargs)
+	if err != nil {
+		return Undefined(), err
+	}
+	return v, e.b.result(v, what)
+}
+
+// shallowFilters read their input in O(1) (or only its top level, as
+// length does); the others walk it and are charged its size.
+var shallowFilters = map[string]bool{
+	"length": true, "count": true, "first": true, "last": true,
+	"default": true, "d": true, "safe": true, "abs": true, "round": true,
+}
+
+// shallowTests look at a value's kind only.
+var shallowTests = map[string]bool{
+	"defined": true, "undefined": true, "none": true, "boolean": true, "integer": true,
+	"float": true, "number": true, "string": true, "mapping": true, "sequence": true,
+	"iterable": true, "callable": true, "true": true, "false": true,
 }
 
 func (e *evaluator) evalTestExpr(n *testExpr) (Value, error) {
@@ -981,6 +1134,11 @@ func (e *evaluator) evalTestExpr(n *testExpr) (Value, error) {
 		testArgs = append(testArgs, v)
 	}
 
+	if !shallowTests[n.name] {
+		if err := e.walk("test "+n.name, append([]Value{val}, testArgs...)...); err != nil {
+			return Undefined(), err
+		}
+	}
 	result, err := evalTest(n.name, val, testArgs)
 	if err != nil {
 		return Undefined(), err
@@ -1075,6 +1233,9 @@ func (e *evaluator) stringMethod(obj Value, method string) (Value, error) {
 			if len(args) > 2 {
 				count = int(toInt64(args[2]))
 			}
+			if err := buildLimit("str.replace", replaceSize(s, old, newStr, count)); err != nil {
+				return Undefined(), err
+			}
 			return NewString(strings.Replace(s, old, newStr, count)), nil
 		}), nil
 
@@ -1135,6 +1296,9 @@ func (e *evaluator) stringMethod(obj Value, method string) (Value, error) {
 			result := s
 			for i, arg := range args {
 				placeholder := fmt.Sprintf("{%d}", i)
+				if err := buildLimit("str.format", replaceSize(result, placeholder, printValue(arg), -1)); err != nil {
+					return Undefined(), err
+				}
 				result = strings.ReplaceAll(result, placeholder, printValue(arg))
 				result = strings.Replace(result, "{}", printValue(arg), 1)
 			}
@@ -1154,51 +1318,17 @@ func (e *evaluator) makeStringFunc(name string, fn func([]Value, map[string]Valu
 // =============================================================================
 
 func (e *evaluator) listMethod(obj Value, method string) (Value, error) {
-	list := obj.AsList()
-
 	switch method {
-	case "append":
-		return NewCallable("list.append", func(args []Value, kwargs map[string]Value) (Value, error) {
-			if len(args) > 0 {
-				list.Append(args[0])
-			}
-			return None(), nil
-		}), nil
-
-	case "pop":
-		return NewCallable("list.pop", func(args []Value, kwargs map[string]Value) (Value, error) {
-			if list.Len() == 0 {
-				return Undefined(), fmt.Errorf("pop from empty list")
-			}
-			idx := list.Len() - 1
-			if len(args) > 0 {
-				idx = int(toInt64(args[0]))
-				if idx < 0 {
-					idx += list.Len()
-				}
-			}
-			if idx < 0 || idx >= list.Len() {
-				return Undefined(), fmt.Errorf("pop index out of range")
-			}
-			val := list.Items[idx]
-			list.Items = append(list.Items[:idx], list.Items[idx+1:]...)
-			return val, nil
-		}), nil
-
-	case "insert":
-		return NewCallable("list.insert", func(args []Value, kwargs map[string]Value) (Value, error) {
-			if len(args) < 2 {
-				return None(), nil
-			}
-			idx := min(max(int(toInt64(args[0])), 0), list.Len())
-			list.Items = append(list.Items, Undefined())
-			copy(list.Items[idx+1:], list.Items[idx:])
-			list.Items[idx] = args[1]
-			return None(), nil
-		}), nil
+	case "append", "pop", "insert", "extend", "remove", "clear", "sort", "reverse":
+		return Undefined(), errMutate("list", method)
 	}
-
 	return Undefined(), nil
+}
+
+// errMutate refuses a method that changes a list or dict in place, as
+// transformers' ImmutableSandboxedEnvironment does.
+func errMutate(kind, method string) error {
+	return fmt.Errorf("%s.%s is refused: templates run sandboxed and cannot change a %s in place (as in transformers)", kind, method, kind)
 }
 
 // =============================================================================
@@ -1252,40 +1382,8 @@ func (e *evaluator) dictMethod(obj Value, method string) (Value, error) {
 			return None(), nil
 		}), nil
 
-	case "pop":
-		return NewCallable("dict.pop", func(args []Value, kwargs map[string]Value) (Value, error) {
-			if len(args) == 0 {
-				return Undefined(), nil
-			}
-			key := printValue(args[0])
-			v, ok := d.Get(key)
-			if ok {
-				delete(d.Data, key)
-				newKeys := make([]string, 0, len(d.Keys)-1)
-				for _, k := range d.Keys {
-					if k != key {
-						newKeys = append(newKeys, k)
-					}
-				}
-				d.Keys = newKeys
-				return v, nil
-			}
-			if len(args) > 1 {
-				return args[1], nil
-			}
-			return Undefined(), nil
-		}), nil
-
-	case "update":
-		return NewCallable("dict.update", func(args []Value, kwargs map[string]Value) (Value, error) {
-			if len(args) > 0 && args[0].IsDict() {
-				other := args[0].AsDict()
-				for _, key := range other.Keys {
-					d.Set(key, other.Data[key])
-				}
-			}
-			return None(), nil
-		}), nil
+	case "pop", "update", "popitem", "setdefault", "clear":
+		return Undefined(), errMutate("dict", method)
 	}
 
 	return Undefined(), nil
@@ -1320,6 +1418,9 @@ func subValues(a, b Value) Value {
 
 func mulValues(a, b Value) Value {
 	if a.IsString() && b.IsInt() {
+		if b.AsInt() <= 0 {
+			return NewString("")
+		}
 		return NewString(strings.Repeat(a.AsString(), int(b.AsInt())))
 	}
 	if a.IsFloat() || b.IsFloat() {

@@ -28,8 +28,8 @@ func Compile(source string) (*Template, error) {
 }
 
 // Render executes the template with the provided data and returns the
-// rendered string. Each call creates an isolated scope so templates are
-// safe to render concurrently after compilation.
+// rendered string, within DefaultLimits. Each call creates an isolated
+// scope so templates are safe to render concurrently after compilation.
 func (t *Template) Render(data map[string]any) (string, error) {
 	// Convert Go data to Value types.
 	vals := make(map[string]Value, len(data))
@@ -37,20 +37,34 @@ func (t *Template) Render(data map[string]any) (string, error) {
 		vals[k] = FromGoValue(v)
 	}
 
-	return render(t.nodes, vals)
+	return render(t.nodes, vals, DefaultLimits)
 }
 
 // RenderValues is like Render but accepts pre-converted Value data.
 func (t *Template) RenderValues(data map[string]Value) (string, error) {
-	return render(t.nodes, data)
+	return render(t.nodes, data, DefaultLimits)
+}
+
+// RenderLimited is like RenderValues within lim: a render that reaches a
+// limit stops with a *LimitError.
+func (t *Template) RenderLimited(data map[string]Value, lim Limits) (string, error) {
+	return render(t.nodes, data, lim)
 }
 
 // =============================================================================
 
-// render executes the AST with the given data and returns the result.
-func render(nodes []node, data map[string]Value) (string, error) {
+// render executes the AST with the given data and returns the result. A
+// panic inside the evaluation (a bug reached by a hostile template) is
+// returned as an error.
+func render(nodes []node, data map[string]Value, lim Limits) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("jinja: template evaluation failed: %v", r)
+		}
+	}()
 	e := evaluator{
 		output: strings.Builder{},
+		b:      &budget{lim: lim.withDefaults()},
 	}
 
 	// Use the cached builtins scope directly. The scope is initialized

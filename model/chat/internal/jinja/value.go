@@ -69,12 +69,79 @@ func NewString(s string) Value {
 
 // NewList returns a list value containing the provided items.
 func NewList(items []Value) Value {
-	return Value{kind: KindList, v: &List{Items: items}}
+	l := &List{Items: items, size: 1}
+	for _, it := range items {
+		l.size = addCost(l.size, it.cost())
+		l.depth = max(l.depth, it.nesting())
+		l.mut = l.mut || it.holdsMutable()
+	}
+	l.depth++
+	return Value{kind: KindList, v: l}
+}
+
+// newMutableDict returns an empty dict whose contents change after it is
+// built (a namespace, the loop object, a cycler): no list, dict or
+// namespace may hold it.
+func newMutableDict() Value {
+	d := NewDict()
+	d.AsDict().mutable = true
+	d.AsDict().mut = true
+	return d
+}
+
+// cost is the size of v as a walk over it sees it: 1 for a scalar, 1 per
+// 64 bytes more for a string, the sum of the items for a list or dict.
+// Kept up to date as lists are built and dicts set, it costs O(1).
+func (v Value) cost() int64 {
+	switch v.kind {
+	case KindString:
+		return 1 + int64(len(v.v.(string)))/64
+	case KindList:
+		return v.v.(*List).size
+	case KindDict:
+		return v.v.(*Dict).size
+	}
+	return 1
+}
+
+// maxCost is where costs saturate: far over any Steps limit, and safe
+// from overflow.
+const maxCost = 1 << 60
+
+// addCost adds two costs, saturating at maxCost.
+func addCost(a, b int64) int64 {
+	if a+b > maxCost || a+b < 0 {
+		return maxCost
+	}
+	return a + b
+}
+
+// nesting is the depth of the lists and dicts in v (0 for a scalar).
+func (v Value) nesting() int {
+	switch v.kind {
+	case KindList:
+		return v.v.(*List).depth
+	case KindDict:
+		return v.v.(*Dict).depth
+	}
+	return 0
+}
+
+// holdsMutable reports whether v is or holds a dict whose contents change
+// after it is built.
+func (v Value) holdsMutable() bool {
+	switch v.kind {
+	case KindList:
+		return v.v.(*List).mut
+	case KindDict:
+		return v.v.(*Dict).mut
+	}
+	return false
 }
 
 // NewDict returns an empty dict value.
 func NewDict() Value {
-	return Value{kind: KindDict, v: &Dict{Data: make(map[string]Value)}}
+	return Value{kind: KindDict, v: &Dict{Data: make(map[string]Value), size: 1, depth: 1}}
 }
 
 // NewCallable returns a callable value.
@@ -288,8 +355,16 @@ func (v Value) Equals(other Value) bool {
 // =============================================================================
 
 // List holds an ordered sequence of values.
+//
+// A List is not changed after it is built (templates run sandboxed, as
+// in transformers: list.append and the like are refused), so its cached
+// size and depth stay true.
 type List struct {
 	Items []Value
+
+	size  int64 // cost: 1 + the items' costs
+	depth int   // 1 + the deepest item's nesting
+	mut   bool  // holds a mutable dict
 }
 
 // Len returns the number of items in the list.
@@ -298,8 +373,13 @@ func (l *List) Len() int { return len(l.Items) }
 // Get returns the item at position i. It panics if i is out of range.
 func (l *List) Get(i int) Value { return l.Items[i] }
 
-// Append adds a value to the end of the list.
-func (l *List) Append(v Value) { l.Items = append(l.Items, v) }
+// Append adds a value to the end of the list, while it is being built.
+func (l *List) Append(v Value) {
+	l.Items = append(l.Items, v)
+	l.size = addCost(l.size, v.cost())
+	l.depth = max(l.depth, v.nesting()+1)
+	l.mut = l.mut || v.holdsMutable()
+}
 
 // =============================================================================
 
@@ -308,6 +388,11 @@ func (l *List) Append(v Value) { l.Items = append(l.Items, v) }
 type Dict struct {
 	Keys []string
 	Data map[string]Value
+
+	size    int64 // cost: 1 + the keys' and values' costs
+	depth   int   // 1 + the deepest value's nesting
+	mutable bool  // a namespace, loop or cycler: changes after it is built
+	mut     bool  // mutable, or holds a mutable dict
 }
 
 // Get returns the value for key and reports whether it was found.
@@ -319,10 +404,18 @@ func (d *Dict) Get(key string) (Value, bool) {
 // Set inserts or updates a key-value pair. New keys are appended to the
 // insertion-order list.
 func (d *Dict) Set(key string, val Value) {
-	if _, ok := d.Data[key]; !ok {
+	if old, ok := d.Data[key]; !ok {
 		d.Keys = append(d.Keys, key)
+		d.size += 1 + int64(len(key))/64
+	} else {
+		if d.size < maxCost {
+			d.size -= old.cost()
+		}
 	}
 	d.Data[key] = val
+	d.size = addCost(d.size, val.cost())
+	d.depth = max(d.depth, val.nesting()+1)
+	d.mut = d.mut || val.holdsMutable()
 }
 
 // Has reports whether key exists in the dict.
@@ -347,6 +440,13 @@ func (d *Dict) OrderedKeys() []string {
 type Callable struct {
 	Name string
 	Fn   func(args []Value, kwargs map[string]Value) (Value, error)
+
+	shallow bool // a macro or caller: binds its arguments, walks none
+}
+
+// newMacro returns a callable that takes its arguments by reference.
+func newMacro(name string, fn func(args []Value, kwargs map[string]Value) (Value, error)) Value {
+	return Value{kind: KindCallable, v: Callable{Name: name, Fn: fn, shallow: true}}
 }
 
 // =============================================================================
