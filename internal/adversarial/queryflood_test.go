@@ -1,0 +1,180 @@
+package adversarial
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/freeport"
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// TestAttackQueryFlood: strangers (fresh TLS keys, no member) flood a
+// ledger node's read RPCs. They are answered ResourceExhausted naming the
+// non-members' shared read limit (or their host's own read rate: a
+// stranger is named by its host, whatever key it shows), while an honest member querying at its
+// own pace is served every time. A member flooding past its own read rate
+// is refused naming limits.query_rate, and another member is still
+// served. The node's metrics count both.
+func TestAttackQueryFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	n := prepareNet(t, ctx, devnet.Options{})
+	metricsAddr := ""
+	for i := 1; i <= 3; i++ {
+		m, err := freeport.Addr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			metricsAddr = m
+		}
+		p := filepath.Join(n.Dir, fmt.Sprintf("node-%d.yaml", i))
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fmt.Fprintf(f, "metrics_address: %s\nlimits:\n  query_rate: 40\n  query_burst: 40\n  non_member_query_rate: 10\n  non_member_query_burst: 20\n", m)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	nw, err := n.StartLedgers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Stop)
+	waitSettled(t, ctx, n)
+	adminID := n.ID("admin")
+	member, err := n.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+
+	// The flood: 4 strangers, each with its own fresh key, as fast as
+	// they can for 3 seconds.
+	const flood = 3 * time.Second
+	var served, refused atomic.Int64
+	var refusal atomic.Value // the last refusal naming the shared limit
+	fctx, stop := context.WithTimeout(ctx, flood)
+	defer stop()
+	var wg sync.WaitGroup
+	for range 4 {
+		key, err := ledger.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := raftDialGRPC(t, n.LedgerGRPC[0], key)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for fctx.Err() == nil {
+				_, err := c.Query(fctx, &ledgerv1.QueryRequest{Kind: ledgerv1.QueryKind_QUERY_KIND_MEMBER, Key: adminID})
+				switch {
+				case err == nil:
+					served.Add(1)
+				case status.Code(err) == codes.ResourceExhausted:
+					refused.Add(1)
+					if strings.Contains(err.Error(), "non_member_query_rate") {
+						refusal.Store(err.Error())
+					} else if !strings.Contains(err.Error(), "is over its read rate") {
+						t.Errorf("stranger refused with %v", err)
+					}
+				case fctx.Err() != nil:
+				default:
+					t.Errorf("stranger query: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	// Meanwhile an honest member queries ten times a second: every query
+	// is answered.
+	var honest int
+	for fctx.Err() == nil {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := member.Query(qctx, ledgerv1.QueryKind_QUERY_KIND_MEMBER, adminID, 0)
+		cancel()
+		if err != nil {
+			t.Fatalf("honest member's query %d during the flood: %v", honest+1, err)
+		}
+		honest++
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	msg, _ := refusal.Load().(string)
+	t.Logf("strangers: %d served, %d refused; honest member: %d served; refusal: %s", served.Load(), refused.Load(), honest, msg)
+	if refused.Load() == 0 || !strings.Contains(msg, "not members of the chain") || !strings.Contains(msg, "limits.non_member_query_rate") {
+		t.Fatalf("strangers' flood: %d refused, message %q; want ResourceExhausted naming limits.non_member_query_rate", refused.Load(), msg)
+	}
+	// The shared budget: a burst of 20, then 10 a second (slack for a
+	// slow machine).
+	if max := int64(20 + 10*flood.Seconds() + 15); served.Load() > max {
+		t.Errorf("strangers were served %d queries in %v; the shared budget allows about %d", served.Load(), flood, max)
+	}
+	if honest < 10 {
+		t.Errorf("the honest member got only %d queries in", honest)
+	}
+
+	// A member over its own read rate is refused, naming it; another
+	// member is still served.
+	coord := raftDialGRPC(t, n.LedgerGRPC[0], n.Keys["coordinator"])
+	var memberRefusal error
+	for range 200 {
+		if _, err := coord.Query(ctx, &ledgerv1.QueryRequest{Kind: ledgerv1.QueryKind_QUERY_KIND_MEMBER, Key: adminID}); err != nil {
+			memberRefusal = err
+			break
+		}
+	}
+	if status.Code(memberRefusal) != codes.ResourceExhausted || !strings.Contains(memberRefusal.Error(), "is over its read rate of 40 requests/s") ||
+		!strings.Contains(memberRefusal.Error(), "limits.query_rate") {
+		t.Fatalf("a member's 200 queries at once: %v; want ResourceExhausted naming limits.query_rate", memberRefusal)
+	}
+	if _, err := member.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_MEMBER, adminID, 0); err != nil {
+		t.Fatalf("another member after one flooded: %v", err)
+	}
+
+	// The metrics count the refusals and the reads served.
+	res, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, re := range []string{
+		`fedtune_ledger_refused_total\{reason="read_rate_limited_non_members"\} (\d+)`,
+		`fedtune_ledger_refused_total\{reason="read_rate_limited"\} (\d+)`,
+		`fedtune_ledger_reads_total\{caller="member",rpc="query"\} (\d+)`,
+		`fedtune_ledger_reads_total\{caller="non_member",rpc="query"\} (\d+)`,
+	} {
+		m := regexp.MustCompile(re).FindSubmatch(body)
+		if m == nil {
+			t.Errorf("metrics lack %s", re)
+			continue
+		}
+		if v, _ := strconv.Atoi(string(m[1])); v == 0 {
+			t.Errorf("metric %s is 0", re)
+		}
+	}
+}
