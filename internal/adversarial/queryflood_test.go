@@ -2,6 +2,8 @@ package adversarial
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,9 +21,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
+	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/devnet"
+	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/freeport"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // TestAttackQueryFlood: strangers (fresh TLS keys, no member) flood a
@@ -176,5 +181,84 @@ func TestAttackQueryFlood(t *testing.T) {
 		if v, _ := strconv.Atoi(string(m[1])); v == 0 {
 			t.Errorf("metric %s is 0", re)
 		}
+	}
+}
+
+// TestAttackPublishedListing: a stranger asks the published-datasets
+// listing for four billion entries after names no dataset holds:
+// the node answers one page bounded by limits.max_range (and a byte
+// bound), in name order, with where to go on; nothing changes.
+func TestAttackPublishedListing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	nw := startLedgersWithLimits(t, ctx, "max_range: 2")
+	n := nw.Net
+	c, err := n.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, name := range []string{"c-set", "a-set", "b-set"} {
+		publishTiny(t, ctx, n, c, fmt.Sprintf("trainer-%d", i%2+1), name)
+	}
+	before := waitSettled(t, ctx, n)
+	key, err := ledger.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := raftDialGRPC(t, n.LedgerGRPC[1], key)
+	for _, after := range []string{"", "\x00", "a-set~", strings.Repeat("z", 1<<16)} {
+		resp, err := stranger.Query(ctx, &ledgerv1.QueryRequest{Kind: ledgerv1.QueryKind_QUERY_KIND_PUBLISHED_DATASETS, After: after, Limit: 1<<32 - 1, Key: "../../etc"})
+		if err != nil {
+			t.Fatalf("after %.10q: %v", after, err)
+		}
+		var p ledger.PublishedPage
+		if err := json.Unmarshal(resp.Json, &p); err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Datasets) > 2 {
+			t.Fatalf("after %.10q: a page of %d, over max_range 2", after, len(p.Datasets))
+		}
+		if after == "" && (len(p.Datasets) != 2 || p.Datasets[0].Name != "a-set" || p.Next != "b-set") {
+			t.Fatalf("first page: %+v", p)
+		}
+	}
+	all, err := c.PublishedDatasets(ctx)
+	if err != nil || len(all) != 3 || all[0].Name != "c-set" || all[2].Name != "b-set" {
+		t.Fatalf("the client's listing in publication order: %+v, %v", all, err)
+	}
+	requireUnchanged(t, ctx, n, before)
+}
+
+// publishTiny publishes a five-sample dataset named name as member who
+// (no artifacts: the ledger records the manifest only).
+func publishTiny(t *testing.T, ctx context.Context, n *devnet.Net, c *client.Client, who, name string) {
+	t.Helper()
+	key := n.Keys[who]
+	d := &datasets.Dataset{Name: name}
+	for i := range 5 {
+		d.Samples = append(d.Samples, datasets.Sample{ID: fmt.Sprint(i), Text: fmt.Sprintf("%s sample %d", name, i)})
+	}
+	p, err := datasets.Publish(d, datasets.PublishOptions{Name: name, Format: dspub.FormatText, Licence: "CC0-1.0", ShardSamples: 2,
+		Owner: ledger.KeyID(key.Public().(ed25519.PublicKey))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := dspub.Sign(key, &p.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, err := c.Nonce(ctx, n.ID(who))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := ledger.SignTx(key, n.ChainID, nonce+1, ledger.DatasetPublished{Manifest: string(sm.Envelope)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitWait(ctx, tx); err != nil {
+		t.Fatalf("publish %s: %v", name, err)
 	}
 }

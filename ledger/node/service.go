@@ -395,6 +395,12 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 		v, err = f.Job(req.Key)
 	case ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST:
 		v, err = f.UpdatesByDigest(req.Key)
+	case ledgerv1.QueryKind_QUERY_KIND_PUBLISHED_DATASETS:
+		limit := int(req.Limit)
+		if limit == 0 {
+			limit = DefaultPageSize
+		}
+		v, err = f.PublishedDatasets(req.After, min(limit, s.n.limits.cfg.MaxRange), MaxPageBytes)
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "unknown query kind %v", req.Kind)
 	}
@@ -407,6 +413,15 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 	}
 	return &ledgerv1.QueryResponse{Json: data, Height: height}, nil
 }
+
+// DefaultPageSize is the entries of a listing query's page when the
+// request gives no limit; a request's limit is capped at limits.max_range.
+// MaxPageBytes bounds the manifests one page carries (it always holds at
+// least one entry).
+const (
+	DefaultPageSize = 64
+	MaxPageBytes    = 1 << 20
+)
 
 // MaxQueryWait bounds how long a Query with a min_height waits for this
 // node to apply that height; MaxQueryLead bounds how far ahead of this
