@@ -18,6 +18,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // TestDatasetLsFromIndex: `dataset ls` lists the published datasets in
@@ -44,34 +45,7 @@ func TestDatasetLsFromIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	publish := func(who, name string) {
-		t.Helper()
-		key := n.Keys[who]
-		d := &datasets.Dataset{Name: name}
-		for i := range 5 {
-			d.Samples = append(d.Samples, datasets.Sample{ID: fmt.Sprint(i), Text: fmt.Sprintf("%s sample %d", name, i)})
-		}
-		p, err := datasets.Publish(d, datasets.PublishOptions{Name: name, Format: dspub.FormatText, Licence: "CC0-1.0", ShardSamples: 2,
-			Owner: ledger.KeyID(key.Public().(ed25519.PublicKey))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sm, err := dspub.Sign(key, &p.Manifest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nonce, err := c.Nonce(ctx, n.ID(who))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tx, err := ledger.SignTx(key, n.ChainID, nonce+1, ledger.DatasetPublished{Manifest: string(sm.Envelope)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.SubmitWait(ctx, tx); err != nil {
-			t.Fatalf("publish %s: %v", name, err)
-		}
-	}
+	publish := func(who, name string) { publishTiny(t, ctx, n, c, who, name, "CC0-1.0") }
 	// Published out of name order.
 	order := []string{"zeta", "alpha", "mid"}
 	publish("trainer-1", order[0])
@@ -123,4 +97,38 @@ func TestDatasetLsFromIndex(t *testing.T) {
 	if q := reads("query"); q <= queries {
 		t.Errorf("dataset ls made no query (%d before, %d after)", queries, q)
 	}
+}
+
+// publishTiny records a five-sample published dataset named name under
+// licence as member who, through the ledger alone (its shards are not
+// uploaded: what reads only the ledger needs no more), and returns its
+// digest.
+func publishTiny(t *testing.T, ctx context.Context, n *devnet.Net, c *client.Client, who, name, licence string) string {
+	t.Helper()
+	key := n.Keys[who]
+	d := &datasets.Dataset{Name: name}
+	for i := range 5 {
+		d.Samples = append(d.Samples, datasets.Sample{ID: fmt.Sprint(i), Text: fmt.Sprintf("%s sample %d", name, i)})
+	}
+	p, err := datasets.Publish(d, datasets.PublishOptions{Name: name, Format: dspub.FormatText, Licence: licence, ShardSamples: 2,
+		Owner: ledger.KeyID(key.Public().(ed25519.PublicKey))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := dspub.Sign(key, &p.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, err := c.Nonce(ctx, n.ID(who))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := ledger.SignTx(key, n.ChainID, nonce+1, ledger.DatasetPublished{Manifest: string(sm.Envelope)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitWait(ctx, tx); err != nil {
+		t.Fatalf("publish %s: %v", name, err)
+	}
+	return sm.Digest
 }
