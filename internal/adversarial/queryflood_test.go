@@ -25,6 +25,7 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/freeport"
+	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -35,7 +36,8 @@ import (
 // stranger is named by its host, whatever key it shows), while an honest member querying at its
 // own pace is served every time. A member flooding past its own read rate
 // is refused naming limits.query_rate, and another member is still
-// served. The node's metrics count both.
+// served; through the ledger client (which waits out a refusal) the same
+// member's queries all get answered, paced. The node's metrics count both.
 func TestAttackQueryFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three ledger nodes")
@@ -159,6 +161,20 @@ func TestAttackQueryFlood(t *testing.T) {
 	if _, err := member.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_MEMBER, adminID, 0); err != nil {
 		t.Fatalf("another member after one flooded: %v", err)
 	}
+	// The ledger client waits out the limit instead of failing: the same
+	// member, through it, gets 80 queries in a row answered (paced).
+	cc, err := client.Dial(ctx, n.LedgerGRPC[0], n.Keys["coordinator"], tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	start := time.Now()
+	for i := range 80 {
+		if _, err := cc.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_MEMBER, adminID, 0); err != nil {
+			t.Fatalf("paced query %d: %v", i, err)
+		}
+	}
+	t.Logf("80 queries through the client over the limit took %v", time.Since(start))
 
 	// The metrics count the refusals and the reads served.
 	res, err := http.Get("http://" + metricsAddr + "/metrics")
