@@ -237,27 +237,27 @@ func (e *evaluator) execFor(n *forNode) error {
 
 		// Update loop object for this iteration.
 		idx := int64(i)
-		ld.Set("index", NewInt(idx+1))
-		ld.Set("index0", NewInt(idx))
-		ld.Set("revindex", NewInt(total-idx))
-		ld.Set("revindex0", NewInt(total-idx-1))
-		ld.Set("first", NewBool(i == 0))
-		ld.Set("last", NewBool(i == len(items)-1))
+		ld.setHidden("index", NewInt(idx+1))
+		ld.setHidden("index0", NewInt(idx))
+		ld.setHidden("revindex", NewInt(total-idx))
+		ld.setHidden("revindex0", NewInt(total-idx-1))
+		ld.setHidden("first", NewBool(i == 0))
+		ld.setHidden("last", NewBool(i == len(items)-1))
 
 		if i > 0 {
-			ld.Set("previtem", items[i-1])
+			ld.setHidden("previtem", items[i-1])
 		} else {
-			ld.Set("previtem", Undefined())
+			ld.setHidden("previtem", Undefined())
 		}
 		if i < len(items)-1 {
-			ld.Set("nextitem", items[i+1])
+			ld.setHidden("nextitem", items[i+1])
 		} else {
-			ld.Set("nextitem", Undefined())
+			ld.setHidden("nextitem", Undefined())
 		}
 
 		// cycle function — capture idx by value for closure correctness.
 		cycleIdx := idx
-		ld.Set("cycle", NewCallable("loop.cycle", func(args []Value, kwargs map[string]Value) (Value, error) {
+		ld.setHidden("cycle", NewCallable("loop.cycle", func(args []Value, kwargs map[string]Value) (Value, error) {
 			if len(args) == 0 {
 				return Undefined(), nil
 			}
@@ -493,9 +493,16 @@ func (e *evaluator) evalExpr(ex expr) (Value, error) {
 		return Undefined(), err
 	}
 	if err := e.b.enter("an expression"); err != nil {
+		e.b.leave()
 		return Undefined(), err
 	}
-	defer e.b.leave()
+	v, err := e.evalExpr1(ex)
+	e.b.leave()
+	return v, err
+}
+
+// evalExpr1 is evalExpr within the step and depth it charged.
+func (e *evaluator) evalExpr1(ex expr) (Value, error) {
 	switch n := ex.(type) {
 	case *litExpr:
 		return n.val, nil

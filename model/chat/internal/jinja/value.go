@@ -418,6 +418,18 @@ func (d *Dict) Set(key string, val Value) {
 	d.mut = d.mut || val.holdsMutable()
 }
 
+// setHidden sets key without listing it in Keys (the loop object's
+// fields, which iterating it does not show), keeping the cached size.
+func (d *Dict) setHidden(key string, val Value) {
+	if old, ok := d.Data[key]; ok && d.size < maxCost {
+		d.size -= old.cost()
+	}
+	d.Data[key] = val
+	d.size = addCost(d.size, val.cost())
+	d.depth = max(d.depth, val.nesting()+1)
+	d.mut = d.mut || val.holdsMutable()
+}
+
 // Has reports whether key exists in the dict.
 func (d *Dict) Has(key string) bool {
 	_, ok := d.Data[key]
