@@ -76,6 +76,15 @@ func (e *evaluator) print(v Value) error {
 	return e.write(printValue(v))
 }
 
+// expand charges the steps and bytes of building n values at once (a
+// string cut into runes or parts), before they are built.
+func (e *evaluator) expand(what string, n int) error {
+	if err := e.b.step(int64(n), what); err != nil {
+		return err
+	}
+	return e.b.charge(48*int64(n), what)
+}
+
 // walk charges the steps of walking vs (an operator, filter, method or
 // call that reads them through).
 func (e *evaluator) walk(what string, vs ...Value) error {
@@ -175,6 +184,9 @@ func (e *evaluator) execFor(n *forNode) error {
 			items = append(items, NewString(key))
 		}
 	case iterVal.IsString():
+		if err := e.expand("a for loop over a string", len(iterVal.AsString())); err != nil {
+			return err
+		}
 		for _, r := range iterVal.AsString() {
 			items = append(items, NewString(string(r)))
 		}
@@ -655,6 +667,9 @@ func (e *evaluator) evalItem(n *itemExpr) (Value, error) {
 		}
 		idx := int(toInt64(key))
 		s := obj.AsString()
+		if err := e.b.charge(4*int64(len(s)), "indexing a string"); err != nil {
+			return Undefined(), err
+		}
 		runes := []rune(s)
 		if idx < 0 {
 			idx += len(runes)
@@ -1091,6 +1106,17 @@ func (e *evaluator) evalFilter(n *filterExpr) (Value, error) {
 	}
 
 	what := "filter " + n.name
+	if input.IsString() {
+		// A string's filters read it through; list makes a value per rune.
+		if err := e.walk(what, input); err != nil {
+			return Undefined(), err
+		}
+		if n.name == "list" {
+			if err := e.expand(what, len(input.AsString())); err != nil {
+				return Undefined(), err
+			}
+		}
+	}
 	if shallowFilters[n.name] {
 		if err := e.walk(what, args[1:]...); err != nil {
 			return Undefined(), err
@@ -1197,6 +1223,9 @@ func (e *evaluator) stringMethod(obj Value, method string) (Value, error) {
 	case "split":
 		return e.makeStringFunc("split", func(args []Value, kwargs map[string]Value) (Value, error) {
 			if len(args) == 0 {
+				if err := e.expand("str.split", len(s)/2+1); err != nil {
+					return Undefined(), err
+				}
 				parts := strings.Fields(s)
 				items := make([]Value, len(parts))
 				for i, p := range parts {
@@ -1205,6 +1234,13 @@ func (e *evaluator) stringMethod(obj Value, method string) (Value, error) {
 				return NewList(items), nil
 			}
 			sep := printValue(args[0])
+			n := len(s) + 1 // a part per rune for an empty separator
+			if sep != "" {
+				n = strings.Count(s, sep) + 1
+			}
+			if err := e.expand("str.split", n); err != nil {
+				return Undefined(), err
+			}
 			parts := strings.Split(s, sep)
 			items := make([]Value, len(parts))
 			for i, p := range parts {
