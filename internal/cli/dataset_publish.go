@@ -161,17 +161,20 @@ func publishedRecord(ctx context.Context, c *client.Client, ref string) (*ledger
 		}
 		rec = r
 	} else {
-		all, err := listPublished(ctx, c)
+		all, err := c.PublishedDatasets(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		for i := range all {
 			if all[i].Name == ref {
-				rec = &all[i]
+				rec = &all[i].Dataset
 			}
 		}
 		if rec == nil {
 			return nil, nil, fmt.Errorf("no dataset named %q is published (`fedtune dataset ls` lists them)", ref)
+		}
+		if err := checkListed(ctx, c, rec); err != nil {
+			return nil, nil, fmt.Errorf("published dataset %q (%s): %w", rec.Name, rec.Digest, err)
 		}
 	}
 	if !rec.Published {
