@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
@@ -310,5 +311,53 @@ func TestFetchStreams(t *testing.T) {
 	}
 	if _, err := os.Stat(dir2); !os.IsNotExist(err) {
 		t.Fatalf("a refused fetch left %s", dir2)
+	}
+}
+
+// endlessSource serves blobs from an inner source, except that shard k's
+// download never ends: one line that never closes.
+type endlessSource struct {
+	inner BlobSource
+	shard string
+}
+
+func (s *endlessSource) Download(ctx context.Context, dg string, w io.Writer) (int64, error) {
+	if dg != s.shard {
+		return s.inner.Download(ctx, dg, w)
+	}
+	line := []byte("\"" + strings.Repeat("a", 4096))
+	var n int64
+	for {
+		k, err := w.Write(line)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// TestFetchEndlessShard: a store that streams a shard without end (one
+// line that never closes, so no sample can be checked) is cut off once the
+// shard passes what its samples can encode to; the error names the shard
+// and nothing is written.
+func TestFetchEndlessShard(t *testing.T) {
+	c, _ := publishedStore(t)
+	sm, _ := publishedFixture(t, c)
+	src := &endlessSource{inner: c, shard: sm.Shards[1].Digest}
+	dir := filepath.Join(t.TempDir(), "out")
+	done := make(chan error, 1)
+	go func() { done <- FetchPublished(context.Background(), src, sm, dir) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the fetch of an endless shard did not stop")
+	}
+	var se *dspub.ShardError
+	if !errors.As(err, &se) || se.Shard != 1 || !strings.Contains(err.Error(), "shard 1") || !strings.Contains(err.Error(), "can encode to") {
+		t.Fatalf("endless shard: %v; want shard 1 named", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("a refused fetch left %s", dir)
 	}
 }
