@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -839,6 +837,5 @@ func (j *Job) Digest() string {
 	if c == nil {
 		return ""
 	}
-	sum := sha256.Sum256(c)
-	return hex.EncodeToString(sum[:])
+	return digest.Bytes(c)
 }

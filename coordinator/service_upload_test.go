@@ -67,7 +67,8 @@ func TestOpenEvalData(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := filepath.Join(dir, "secret.txt")
-	for p, data := range map[string]string{secret: "secret", filepath.Join(root, "sub", "eval.jsonl"): `{"text":"x"}`, filepath.Join(root, "eval.txt"): "plain"} {
+	for p, data := range map[string]string{secret: "secret", filepath.Join(root, "sub", "eval.jsonl"): `{"text":"x"}`, filepath.Join(root, "eval.txt"): "plain",
+		filepath.Join(root, "Eval.NDJSON"): `{"text":"z"}`} {
 		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -91,6 +92,7 @@ func TestOpenEvalData(t *testing.T) {
 	}{
 		{root, "sub/eval.jsonl", true, `{"text":"x"}`, ""},
 		{root, "eval.txt", false, "plain", ""},
+		{root, "Eval.NDJSON", true, `{"text":"z"}`, ""}, // eval.IsDataset's rule, as fedtune eval reads it
 		{"", jsonBlob, true, "  \n{\"text\":\"y\"}\n", ""},
 		{root, textBlob, false, "plain text", ""},
 		{root, strings.Repeat("ab", 32), false, "", "eval.data: blob abab"},

@@ -100,8 +100,7 @@
 // only by admin-signed transactions: NodeAdded (a node key with its raft and
 // gRPC addresses, as a non-voter), NodePromoted (to voter) and NodeRemoved.
 // The genesis file's nodes are voters from height 0 without a stored record
-// (so a genesis hash and state hash are what they were before node records
-// existed); a record is written when a node is added, promoted or removed
+// (so the genesis hash and the state hash at genesis hold no node record); a record is written when a node is added, promoted or removed
 // (the FSM's NodeMember and Nodes). A removed key cannot be added again, and the
 // last voting node cannot be removed. The raft leader carries the records
 // out in raft's configuration (ledger/node), so raft membership follows the

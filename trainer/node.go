@@ -21,6 +21,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -112,7 +113,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
 		return nil, err
 	}
 	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds, Instruct: isInstruct}, manifest: sm}, nil

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -301,33 +302,52 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		}
 		return n.data, info, nil
 	}
-	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", t.JobId, t.Round)}
-	instruct, first := n.data.Instruct, n.manifest == nil
-	if n.data.Dataset != nil {
-		out.Samples = append(out.Samples, n.data.Dataset.Samples...)
+	d, err := RoundData(ctx, lc, src, t.JobId, t.Round, n.data, n.manifest != nil, info.ranges, n.log)
+	if err != nil {
+		return Data{}, info, err
+	}
+	if info.dataset == "" {
+		info.dataset = info.ranges[0].Dataset
+	}
+	return d, info, nil
+}
+
+// RoundData returns the data a trainer trains on in round n of job: its
+// own data own (hasOwn: it has any) followed by the published samples of
+// ranges, each shard read from src and checked against the published
+// leaves and root before use. A verifier replaying a trainer's round
+// builds the same data, sample for sample, with no own data.
+func RoundData(ctx context.Context, lc *client.Client, src BlobSource, job string, n uint64, own Data, hasOwn bool, ranges []ledger.SampleRange, log *slog.Logger) (Data, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", job, n)}
+	instruct, first := own.Instruct, !hasOwn
+	if own.Dataset != nil {
+		out.Samples = append(out.Samples, own.Dataset.Samples...)
 	}
 	readers := map[string]*PublishedReader{}
-	for _, rg := range info.ranges {
+	for _, rg := range ranges {
 		rd, ok := readers[rg.Dataset]
 		if !ok {
 			rec, err := lc.Dataset(ctx, rg.Dataset)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
+				return Data{}, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
 			}
 			mem, err := lc.Member(ctx, rec.Owner)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
+				return Data{}, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
 			}
 			pub, err := ledger.ParsePublicKey(mem.PublicKey)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("publisher %s: %w", rec.Owner, err)
+				return Data{}, fmt.Errorf("publisher %s: %w", rec.Owner, err)
 			}
 			sm, err := PublishedManifest(rec, pub)
 			if err != nil {
-				return Data{}, info, err
+				return Data{}, err
 			}
 			if rd, err = OpenPublished(ctx, src, sm); err != nil {
-				return Data{}, info, err
+				return Data{}, err
 			}
 			readers[rg.Dataset] = rd
 		}
@@ -335,19 +355,16 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		if first {
 			instruct, first = isInstruct, false
 		} else if isInstruct != instruct {
-			return Data{}, info, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
+			return Data{}, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
 		}
 		texts, err := rd.Range(ctx, rg.First, rg.End)
 		if err != nil {
-			return Data{}, info, err
+			return Data{}, err
 		}
 		for i, s := range texts {
 			out.Samples = append(out.Samples, datasets.Sample{ID: fmt.Sprintf("%s:%d", rd.M.Name, rg.First+uint64(i)), Text: s})
 		}
-		n.log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
+		log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
 	}
-	if info.dataset == "" {
-		info.dataset = info.ranges[0].Dataset
-	}
-	return Data{Dataset: out, Instruct: instruct}, info, nil
+	return Data{Dataset: out, Instruct: instruct}, nil
 }

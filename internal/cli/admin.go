@@ -3,13 +3,11 @@ package cli
 import (
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -41,13 +39,9 @@ func submitSigned(cmd *cobra.Command, addr, genesisPath, keyPath string, body le
 			return fmt.Errorf("status of %s: %w", addr, err)
 		}
 		signer := ledger.KeyID(key.Public().(ed25519.PublicKey))
-		js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_NONCE, signer, 0)
+		nonce, err := c.Nonce(ctx, signer)
 		if err != nil {
-			return fmt.Errorf("nonce of %s: %w", signer, err)
-		}
-		var nonce uint64
-		if err := json.Unmarshal(js, &nonce); err != nil {
-			return fmt.Errorf("nonce of %s: %w", signer, err)
+			return err
 		}
 		env, err := ledger.SignTx(key, st.ChainId, nonce+1, body)
 		if err != nil {
