@@ -31,7 +31,8 @@ import (
 )
 
 // TestAttackQueryFlood: strangers (fresh TLS keys, no member) flood a
-// ledger node's read RPCs. They are answered ResourceExhausted naming the
+// ledger node's read RPCs (Query, GetBlock, GetTx, Status, StreamBlocks in
+// turn). They are answered ResourceExhausted naming the
 // non-members' shared read limit (or their host's own read rate: a
 // stranger is named by its host, whatever key it shows), while an honest member querying at its
 // own pace is served every time. A member flooding past its own read rate
@@ -82,6 +83,7 @@ func TestAttackQueryFlood(t *testing.T) {
 	// The flood: 4 strangers, each with its own fresh key, as fast as
 	// they can for 3 seconds.
 	const flood = 3 * time.Second
+	var refusedBy [5]atomic.Bool
 	var served, refused atomic.Int64
 	var refusal atomic.Value // the last refusal naming the shared limit
 	fctx, stop := context.WithTimeout(ctx, flood)
@@ -96,8 +98,31 @@ func TestAttackQueryFlood(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for fctx.Err() == nil {
-				_, err := c.Query(fctx, &ledgerv1.QueryRequest{Kind: ledgerv1.QueryKind_QUERY_KIND_MEMBER, Key: adminID})
+			for i := 0; fctx.Err() == nil; i++ {
+				// Every read RPC in turn: Query, GetBlock, GetTx, Status,
+				// StreamBlocks (refused on its first receive).
+				var err error
+				switch rpc := i % 5; rpc {
+				case 0:
+					_, err = c.Query(fctx, &ledgerv1.QueryRequest{Kind: ledgerv1.QueryKind_QUERY_KIND_MEMBER, Key: adminID})
+				case 1:
+					_, err = c.GetBlock(fctx, &ledgerv1.GetBlockRequest{Height: 0})
+				case 2:
+					_, err = c.GetTx(fctx, &ledgerv1.GetTxRequest{Hash: make([]byte, 32)})
+					if status.Code(err) == codes.NotFound {
+						err = nil // admitted, and answered
+					}
+				case 3:
+					_, err = c.Status(fctx, &ledgerv1.StatusRequest{})
+				case 4:
+					var st ledgerv1.Ledger_StreamBlocksClient
+					if st, err = c.StreamBlocks(fctx, &ledgerv1.StreamBlocksRequest{FromHeight: 0}); err == nil {
+						_, err = st.Recv()
+					}
+				}
+				if rpc := i % 5; status.Code(err) == codes.ResourceExhausted {
+					refusedBy[rpc].Store(true)
+				}
 				switch {
 				case err == nil:
 					served.Add(1)
@@ -108,7 +133,7 @@ func TestAttackQueryFlood(t *testing.T) {
 					} else if !strings.Contains(err.Error(), "is over its read rate") {
 						t.Errorf("stranger refused with %v", err)
 					}
-				case fctx.Err() != nil:
+				case fctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded: // the flood's end
 				default:
 					t.Errorf("stranger query: %v", err)
 					return
@@ -139,6 +164,11 @@ func TestAttackQueryFlood(t *testing.T) {
 	// slow machine).
 	if max := int64(20 + 10*flood.Seconds() + 15); served.Load() > max {
 		t.Errorf("strangers were served %d queries in %v; the shared budget allows about %d", served.Load(), flood, max)
+	}
+	for rpc, name := range []string{"Query", "GetBlock", "GetTx", "Status", "StreamBlocks"} {
+		if !refusedBy[rpc].Load() {
+			t.Errorf("no stranger's %s was refused", name)
+		}
 	}
 	if honest < 10 {
 		t.Errorf("the honest member got only %d queries in", honest)
