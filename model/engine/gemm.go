@@ -110,7 +110,6 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	bufs := gemmPool.Get().(*gemmBufs)
 	defer gemmPool.Put(bufs)
 	transA, transB := tA != blas.NoTrans, tB != blas.NoTrans
-	kern, h := gemmKernel.fn, gemmKernel.mr
 	// Short rows (a last panel of fewer than h rows) go to the row kernels
 	// for a packed B, and for a bfloat16 B that stands for one.
 	rowKern := packed != nil || bh.rowKern
@@ -127,14 +126,10 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 			}
 			for ic := 0; ic < m; ic += gemmMC {
 				mc := min(gemmMC, m-ic)
-				// Whole 6-row panels of op(A) are read in place; a last,
-				// partial one is packed (zero rows below mc).
-				full := mc - mc%h
-				lim := mc
-				if rowKern {
-					lim = full // the partial panel's rows go to the row kernels below
-				} else if full < mc {
-					packA(bufs.a[:], transA, a, lda, ic+full, pc, mc-full, kc, h)
+				tiles, full := planTiles(&bufs.plan, mc, rowKern)
+				if t := tiles[max(len(tiles)-1, 0):]; len(t) > 0 && t[0].pad {
+					// The last few rows as one zero-padded panel.
+					packA(bufs.a[:], transA, a, lda, ic+t[0].ir, pc, t[0].mr, kc, t[0].h)
 				}
 				for jr := 0; jr < nc; jr += gemmNR {
 					nr := min(gemmNR, nc-jr)
@@ -142,20 +137,20 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 					if packed != nil {
 						bp = &packed[(jc+jr)*k+pc*gemmNR]
 					}
-					for ir := 0; ir < lim; ir += h {
-						mr := min(h, mc-ir)
+					for _, tl := range tiles {
+						ir, mr, kern := tl.ir, tl.mr, tl.fn
 						var ap *float32
 						var ri, rp int
 						switch {
-						case mr < h:
-							ap, ri, rp = &bufs.a[0], 4, 4*h
+						case tl.pad:
+							ap, ri, rp = &bufs.a[0], 4, 4*tl.h
 						case transA:
 							ap, ri, rp = &a[pc*lda+ic+ir], 4, 4*lda
 						default:
 							ap, ri, rp = &a[(ic+ir)*lda+pc], 4*lda, 4
 						}
 						ci := (ic+ir)*ldc + jc + jr
-						if mr == h && nr == gemmNR {
+						if mr == tl.h && nr == gemmNR {
 							kern(kc, ap, ri, rp, bp, &c[ci], ldc, alpha, add)
 							continue
 						}
@@ -193,6 +188,52 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 			}
 		}
 	}
+}
+
+// gemmTile is one register tile of a block of rows of op(A): rows ir …
+// ir+mr−1 of the block on a kernel of h ≥ mr rows, read in place (mr ==
+// h) or from a zero-padded panel (pad).
+type gemmTile struct {
+	ir, mr, h int
+	fn        gemmKernelFn
+	pad       bool
+}
+
+// planTiles covers the mc rows of a block of op(A) with register tiles:
+// whole tiles of the active kernel, then one 8-row and one 4-row tile
+// where the instruction set has those kernels, then the last 1 to 3 rows
+// as one zero-padded tile of 4 rows (or of the kernel's height) — except
+// with rowKern (a packed B) when they are the block's only rows: those go
+// to the row kernels (sgemmRowPanels), as one decoding sequence does. It
+// returns the tiles and how many rows they cover; every kernel computes an
+// element by the same chain of operations, so the choice changes no result.
+func planTiles(plan *[gemmMC/4 + 3]gemmTile, mc int, rowKern bool) ([]gemmTile, int) {
+	k := gemmKernel
+	ts := plan[:0]
+	ir := 0
+	for ; mc-ir >= k.mr; ir += k.mr {
+		ts = append(ts, gemmTile{ir: ir, mr: k.mr, h: k.mr, fn: k.fn})
+	}
+	for _, s := range [...]struct {
+		h  int
+		fn gemmKernelFn
+	}{{8, k.fn8}, {4, k.fn4}} {
+		if s.fn != nil && s.h < k.mr && mc-ir >= s.h {
+			ts = append(ts, gemmTile{ir: ir, mr: s.h, h: s.h, fn: s.fn})
+			ir += s.h
+		}
+	}
+	rest := mc - ir
+	switch {
+	case rest == 0:
+	case rowKern && rest == mc:
+		return ts, ir
+	case k.fn4 != nil && k.mr > 4:
+		ts = append(ts, gemmTile{ir: ir, mr: rest, h: 4, fn: k.fn4, pad: true})
+	default:
+		ts = append(ts, gemmTile{ir: ir, mr: rest, h: k.mr, fn: k.fn, pad: true})
+	}
+	return ts, mc
 }
 
 // sgemmRowPanels computes row i of C over columns jc … jc+nc−1 for the
@@ -244,6 +285,7 @@ const (
 
 // gemmBufs is the packing space of one sgemmVec call.
 type gemmBufs struct {
+	plan [gemmMC/4 + 3]gemmTile
 	a    [gemmMR * gemmKC]float32
 	b    [gemmKC * gemmNC]float32
 	tile [gemmMR * gemmNR]float32
@@ -387,11 +429,17 @@ func packA(d []float32, trans bool, a []float32, lda, i0, pc, mr, kc, h int) {
 	}
 }
 
-// gemmMicro is a micro-kernel (sgemmKernel6x16's contract) and its tile
-// height.
+// gemmKernelFn is a micro-kernel: sgemmKernel6x16's contract for its
+// height of rows.
+type gemmKernelFn func(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
+// gemmMicro is an instruction set's micro-kernel and its tile height, and
+// its kernels of 8 and 4 rows (nil where it has none) for the rows of a
+// block short of a whole tile.
 type gemmMicro struct {
-	fn func(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
-	mr int
+	fn       gemmKernelFn
+	mr       int
+	fn8, fn4 gemmKernelFn
 }
 
 // packB16 packs 16 rows of b (row stride ldb, kc values each) into d:
