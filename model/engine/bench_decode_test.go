@@ -58,9 +58,13 @@ func BenchmarkDecodeStep(b *testing.B) {
 		}
 	}
 	for _, rows := range []int{1, 4, 8, 12, 13, 16} {
+		ready := false // prompts prefilled (once: the benchmark's rounds go on from there)
 		b.Run(fmt.Sprintf("decode=%d", rows), func(b *testing.B) {
-			for s := 0; s < rows; s += 4 {
-				prefill(b, s, min(s+4, rows))
+			if !ready {
+				for s := 0; s < rows; s += 4 {
+					prefill(b, s, min(s+4, rows))
+				}
+				ready = true
 			}
 			chunks := make([]engine.Chunk, rows)
 			toks := make([]int, rows)

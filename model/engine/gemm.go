@@ -203,10 +203,12 @@ type gemmTile struct {
 // whole tiles of the active kernel, then one 8-row and one 4-row tile
 // where the instruction set has those kernels, then the last 1 to 3 rows
 // as one zero-padded tile of 4 rows (or of the kernel's height) — except
-// with rowKern (a packed B) when they are the block's only rows: those go
-// to the row kernels (sgemmRowPanels), as one decoding sequence does. It
-// returns the tiles and how many rows they cover; every kernel computes an
-// element by the same chain of operations, so the choice changes no result.
+// with rowKern (a packed B) when they are 1 or 2, or the instruction set
+// has no 4-row kernel: those go to the row kernels (sgemmRowPanels), as
+// one decoding sequence does (BenchmarkSgemmDecodeRows: one or two rows
+// run faster there than in a padded tile, three slower). It returns the
+// tiles and how many rows they cover; every kernel computes an element by
+// the same chain of operations, so the choice changes no result.
 func planTiles(plan *[gemmMC/4 + 3]gemmTile, mc int, rowKern bool) ([]gemmTile, int) {
 	k := gemmKernel
 	ts := plan[:0]
@@ -226,7 +228,7 @@ func planTiles(plan *[gemmMC/4 + 3]gemmTile, mc int, rowKern bool) ([]gemmTile, 
 	rest := mc - ir
 	switch {
 	case rest == 0:
-	case rowKern && rest == mc:
+	case rowKern && (rest <= 2 || k.fn4 == nil):
 		return ts, ir
 	case k.fn4 != nil && k.mr > 4:
 		ts = append(ts, gemmTile{ir: ir, mr: rest, h: 4, fn: k.fn4, pad: true})
