@@ -113,6 +113,10 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	// Short rows (a last panel of fewer than h rows) go to the row kernels
 	// for a packed B, and for a bfloat16 B that stands for one.
 	rowKern := packed != nil || bh.rowKern
+	if packed != nil && m <= gemmMC {
+		sgemmPackedFew(transA, m, n, k, alpha, a, lda, packed, set, c, ldc, bufs)
+		return
+	}
 	for jc := 0; jc < n; jc += gemmNC {
 		nc := min(gemmNC, n-jc)
 		for pc := 0; pc < k; pc += gemmKC {
@@ -185,6 +189,78 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 						sgemmRowPanels(transA, i, jc, pc, nc, kc, alpha, a, lda, panels, ps, c, ldc, add, &bufs.tile)
 					}
 				}
+			}
+		}
+	}
+}
+
+// sgemmPackedFew is sgemmBlocked for a packed B and at most gemmMC rows
+// (one block of op(A): a decoding step's), in another loop order: groups
+// of four panels of B, and within a group every block of k in turn, so
+// that B streams from memory once, front to back, four panels at a time,
+// rather than one block of k across every panel and then the next. Each
+// element of C still takes its blocks of k in order, each on the same
+// kernel chain, so the results are sgemmBlocked's bit for bit.
+func sgemmPackedFew(transA bool, m, n, k int, alpha float32, a []float32, lda int, packed []float32, set bool, c []float32, ldc int, bufs *gemmBufs) {
+	tiles, full := planTiles(&bufs.plan, m, true)
+	var pad *gemmTile
+	if len(tiles) > 0 && tiles[len(tiles)-1].pad {
+		// The last few rows as zero-padded panels, one per block of k.
+		pad = &tiles[len(tiles)-1]
+		if need := pad.h * k; cap(bufs.pad) < need {
+			bufs.pad = make([]float32, need)
+		}
+		for pc := 0; pc < k; pc += gemmKC {
+			packA(bufs.pad[pc*pad.h:], transA, a, lda, pad.ir, pc, pad.mr, min(gemmKC, k-pc), pad.h)
+		}
+	}
+	const group = 4 * gemmNR
+	for jg := 0; jg < n; jg += group {
+		ng := min(group, n-jg)
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			add := !set || pc > 0
+			for jr := jg; jr < jg+ng; jr += gemmNR {
+				nr := min(gemmNR, n-jr)
+				bp := &packed[jr*k+pc*gemmNR]
+				for _, tl := range tiles {
+					ir, mr, kern := tl.ir, tl.mr, tl.fn
+					var ap *float32
+					var ri, rp int
+					switch {
+					case tl.pad:
+						ap, ri, rp = &bufs.pad[pc*tl.h], 4, 4*tl.h
+					case transA:
+						ap, ri, rp = &a[pc*lda+ir], 4, 4*lda
+					default:
+						ap, ri, rp = &a[ir*lda+pc], 4*lda, 4
+					}
+					ci := ir*ldc + jr
+					if mr == tl.h && nr == gemmNR {
+						kern(kc, ap, ri, rp, bp, &c[ci], ldc, alpha, add)
+						continue
+					}
+					t := &bufs.tile
+					if add {
+						for i := 0; i < mr; i++ {
+							o := ci + i*ldc
+							for j, v := range c[o : o+nr] {
+								t[i*gemmNR+j] = v
+							}
+						}
+					}
+					kern(kc, ap, ri, rp, bp, &t[0], gemmNR, alpha, add)
+					for i := 0; i < mr; i++ {
+						o := ci + i*ldc
+						dst := c[o : o+nr]
+						for j := range dst {
+							dst[j] = t[i*gemmNR+j]
+						}
+					}
+				}
+			}
+			for i := full; i < m; i++ {
+				sgemmRowPanels(transA, i, jg, pc, ng, kc, alpha, a, lda, packed[jg*k+pc*gemmNR:], gemmNR*k, c, ldc, add, &bufs.tile)
 			}
 		}
 	}
@@ -288,6 +364,7 @@ const (
 // gemmBufs is the packing space of one sgemmVec call.
 type gemmBufs struct {
 	plan [gemmMC/4 + 3]gemmTile
+	pad  []float32 // sgemmPackedFew's zero-padded rows
 	a    [gemmMR * gemmKC]float32
 	b    [gemmKC * gemmNC]float32
 	tile [gemmMR * gemmNR]float32
