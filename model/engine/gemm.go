@@ -14,12 +14,16 @@ import (
 // overwrites C without reading it) and runs on the calling goroutine only.
 //
 // It is the usual blocked algorithm: op(B) is packed in blocks of
-// gemmKC×gemmNC into panels of 16 columns, and a 6×16 assembly
-// micro-kernel accumulates each tile from a panel of op(B) and 6 rows of
-// op(A), read in place (blocks of gemmMC×gemmKC; only a last panel of
-// fewer than 6 rows is packed, with zero rows). Every element of C is computed the same way wherever it lies
-// (edge tiles run the same kernel on a copy), so splitting C into blocks
-// of rows or columns does not change any result.
+// gemmKC×gemmNC into panels of 16 columns, and an assembly micro-kernel
+// (6×16 on AVX2, 12×16 on AVX-512) accumulates each tile from a panel of
+// op(B) and its rows of op(A), read in place (blocks of gemmMC×gemmKC).
+// The rows of a block short of a whole tile run on kernels of 8 and 4
+// rows, and the last 1 to 3 as a tile packed with zero rows, or on the
+// row kernels (planTiles). Every element of C is computed the same way
+// wherever it lies and whichever kernel runs it (one chain of fused
+// multiply-adds per block of k; edge tiles run the same kernel on a
+// copy), so splitting C into blocks of rows or columns, or batching more
+// or fewer rows together, does not change any result.
 func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	sgemmBlocked(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil, bf16B{})
 }
@@ -110,8 +114,8 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	bufs := gemmPool.Get().(*gemmBufs)
 	defer gemmPool.Put(bufs)
 	transA, transB := tA != blas.NoTrans, tB != blas.NoTrans
-	// Short rows (a last panel of fewer than h rows) go to the row kernels
-	// for a packed B, and for a bfloat16 B that stands for one.
+	// Rows short of a 4-row tile may go to the row kernels for a packed B,
+	// and for a bfloat16 B that stands for one (planTiles).
 	rowKern := packed != nil || bh.rowKern
 	if packed != nil && m <= gemmMC {
 		sgemmPackedFew(transA, m, n, k, alpha, a, lda, packed, set, c, ldc, bufs)
