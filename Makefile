@@ -78,6 +78,8 @@ test: test-deps ## every test: -race pass, then the TestNoRace pass without -rac
 	@# The CUDA kernels (kernels/cuda/*.cu) compiled as host C++ and run thread by
 	@# thread against the Host device (no GPU or CUDA toolkit needed, only g++).
 	$(GO) test -count=1 -tags fedcudaemu $(EMU_PKGS)
+	@# fedtune serve --device cuda on the emulated GPU, receipts replayed there.
+	$(GO) test -count=1 -tags fedcudaemu -run 'CUDA|ParseDevice' ./internal/cli
 
 BITEXACT = ^TestTrainingBitExact$$|^TestLanesMatchAssembly$$|^TestFMA32$$|^TestISASwitch$$
 
@@ -112,7 +114,7 @@ fmt: ## fail if gofmt would change a file
 
 vet: ## go vet (also the CPU-emulated CUDA build; -tags fedcuda needs CUDA headers: see make gpu-check)
 	$(GO) vet $(PKGS)
-	$(GO) vet -tags fedcudaemu $(EMU_PKGS)
+	$(GO) vet -tags fedcudaemu $(EMU_PKGS) ./internal/cli
 	$(GO) vet -tags purego ./model/engine/...
 	@if [ -f /usr/include/cuda.h ] || [ -f /usr/local/cuda/include/cuda.h ]; then \
 	  echo "$(GO) vet -tags fedcuda ./kernels/... ./model/engine/... ./trainer ./internal/cli"; \
@@ -152,6 +154,9 @@ bench-train: ## LoRA step tokens/s beside PyTorch on the CPU
 realsize: ## SmolLM2-135M and Llama-3.2-1B shapes (random BF16 weights): import, LoRA train, eval, generate; peak RSS and times
 	bash scripts/realsize.sh
 
+bench-checkpoints: ## a trainer's step checkpoints on a full fine-tune: time and disk of every step's beside every 8th's and none
+	$(GO) run ./scripts/ckptbench
+
 bench-serve: ## generation tokens/s and time to first token (SmolLM2-135M shape) beside PyTorch
 	bash scripts/bench-serve.sh
 
@@ -161,7 +166,7 @@ bench-aggregate: ## FedAvg GB/s beside the streaming-read ceiling and numpy
 bench-pretrain: ## DiLoCo federated pre-training (4 trainers, H 50) beside centralised: eval-loss curves, PNG, ratio
 	bash scripts/bench-pretrain.sh
 
-bench-gpu: ## on a GPU: LoRA step tok/s beside PyTorch eager, weighted-mean GB/s beside a device copy
+bench-gpu: ## on a GPU: LoRA step tok/s beside PyTorch eager, weighted-mean GB/s beside a device copy, serving tok/s and TTFT beside the Host
 	bash scripts/bench-gpu.sh
 
 gpu-check: ## build the -tags fedcuda test binaries into bin/gpu-check; run them where there is a GPU

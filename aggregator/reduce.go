@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/fedtune/fedtune/kernels"
@@ -28,9 +27,30 @@ type distances struct {
 	n     int
 	d     []float64
 	parts []float64
+
+	// The parallel loop over blocks, on kernels' worker pool, and what its
+	// Run reads during add.
+	job kernels.Job
+	be  kernels.Backend
+	xs  [][]float32
+	xb  [][][]float32 // per participant slot: the inputs' views of one block
 }
 
 func newDistances(n int) *distances { return &distances{n: n, d: make([]float64, n*n)} }
+
+// Run computes the distances of blocks [lo, hi) during add as participant
+// slot (kernels.Task), each into its own part: which participant runs a
+// block never changes the sums.
+func (ds *distances) Run(slot, lo, hi int) {
+	n, m, xb := ds.n, len(ds.xs[0]), ds.xb[slot]
+	for b := lo; b < hi; b++ {
+		blo, bhi := b*kernels.ReduceBlock, min((b+1)*kernels.ReduceBlock, m)
+		for i := range ds.xs {
+			xb[i] = ds.xs[i][blo:bhi]
+		}
+		ds.be.PairwiseSquaredDistances(ds.parts[b*n*n:(b+1)*n*n], xb)
+	}
+}
 
 func (ds *distances) add(dr *driver, xs [][]float32) {
 	n := ds.n
@@ -41,27 +61,13 @@ func (ds *distances) add(dr *driver, xs [][]float32) {
 	nb := (m + kernels.ReduceBlock - 1) / kernels.ReduceBlock
 	ds.parts = grow(ds.parts, nb*n*n)
 	clear(ds.parts)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(dr.threads, nb) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			xb := make([][]float32, n)
-			for {
-				b := int(next.Add(1) - 1)
-				if b >= nb {
-					return
-				}
-				lo, hi := b*kernels.ReduceBlock, min((b+1)*kernels.ReduceBlock, m)
-				for i := range xs {
-					xb[i] = xs[i][lo:hi]
-				}
-				dr.be.PairwiseSquaredDistances(ds.parts[b*n*n:(b+1)*n*n], xb)
-			}
-		}()
+	helpers := min(dr.threads, nb) - 1
+	for len(ds.xb) <= helpers {
+		ds.xb = append(ds.xb, make([][]float32, n))
 	}
-	wg.Wait()
+	ds.be, ds.xs = dr.be, xs
+	ds.job.For(nb, 1, helpers, ds)
+	ds.be, ds.xs = nil, nil
 	for b := range nb {
 		p := ds.parts[b*n*n : (b+1)*n*n]
 		for i, v := range p {

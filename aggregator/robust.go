@@ -5,7 +5,6 @@ import (
 	"math"
 	"runtime"
 	"sort"
-	"sync"
 
 	"github.com/fedtune/fedtune/kernels"
 )
@@ -263,37 +262,43 @@ func (s *Bulyan) Plan(weights []float64, dist []float64) (*Plan, error) {
 type bulyanCombiner struct {
 	beta int
 	med  []float32
+	job  kernels.Job // the parallel loop over spans, on kernels' worker pool
+	// What the loop's Run reads, set for each Combine.
+	dst  []float32
+	xs   [][]float32
+	idx  [][]int     // per participant slot: closestMean's index scratch
+	dist [][]float64 // per participant slot: closestMean's distance scratch
 }
 
-// bulyanSpan is how many coordinates one goroutine handles at a time.
+// bulyanSpan is how many coordinates one participant takes at a time.
 const bulyanSpan = 4096
 
 func (c *bulyanCombiner) Combine(be kernels.Backend, dst []float32, xs [][]float32) {
 	c.med = grow(c.med, len(dst))
 	be.Median(c.med, xs)
 	spans := (len(dst) + bulyanSpan - 1) / bulyanSpan
-	workers := min(runtime.GOMAXPROCS(0), spans)
-	var wg sync.WaitGroup
-	next := make(chan int, spans)
-	for s := range spans {
-		next <- s
+	helpers := min(runtime.GOMAXPROCS(0), spans) - 1
+	for len(c.idx) <= helpers {
+		c.idx, c.dist = append(c.idx, nil), append(c.dist, nil)
 	}
-	close(next)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			idx := make([]int, len(xs))
-			dist := make([]float64, len(xs))
-			for s := range next {
-				lo, hi := s*bulyanSpan, min((s+1)*bulyanSpan, len(dst))
-				for i := lo; i < hi; i++ {
-					dst[i] = closestMean(xs, i, float64(c.med[i]), c.beta, idx, dist)
-				}
-			}
-		}()
+	c.dst, c.xs = dst, xs
+	c.job.For(spans, 1, helpers, c)
+	c.dst, c.xs = nil, nil
+}
+
+// Run computes spans [lo, hi) of the Combine in progress as participant
+// slot (kernels.Task); each coordinate depends on nothing but its inputs,
+// so which participant runs which span never changes the result.
+func (c *bulyanCombiner) Run(slot, lo, hi int) {
+	if len(c.idx[slot]) != len(c.xs) {
+		c.idx[slot], c.dist[slot] = make([]int, len(c.xs)), make([]float64, len(c.xs))
 	}
-	wg.Wait()
+	idx, dist := c.idx[slot], c.dist[slot]
+	for s := lo; s < hi; s++ {
+		for i := s * bulyanSpan; i < min((s+1)*bulyanSpan, len(c.dst)); i++ {
+			c.dst[i] = closestMean(c.xs, i, float64(c.med[i]), c.beta, idx, dist)
+		}
+	}
 }
 
 // closestMean averages the beta values xs[*][i] closest to med (ties to the

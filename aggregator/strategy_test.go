@@ -275,3 +275,16 @@ func TestStrategyNeedsEnoughInputs(t *testing.T) {
 		t.Logf("%s: %v", tc.name, err)
 	}
 }
+
+// Bulyan splits a chunk into spans that the worker pool's participants
+// share: a chunk of many spans gives the reference's result too.
+func TestBulyanSpansMatchReference(t *testing.T) {
+	f := newFixture(t, 1, 7)
+	xs, _ := canonicalOrder(t, f)
+	if len(xs[0]) <= 2*bulyanSpan {
+		t.Fatalf("the fixture has %d values: too few for more than two spans of %d", len(xs[0]), bulyanSpan)
+	}
+	_, got := aggregate(t, Request{Strategy: mustNew(t, "bulyan", map[string]float64{"num_malicious": 1}), Inputs: f.inputs(),
+		Options: Options{ChunkElems: len(xs[0])}})
+	assertClose(t, "bulyan", got, refBulyan(xs, 1), 1e-6)
+}

@@ -97,7 +97,7 @@
 //
 // # Rules and where they are checked
 //
-// The ledger (ledger/exec.go) is the authority on what is recorded; the
+// The ledger (ledger/fsm/exec.go) is the authority on what is recorded; the
 // machine decides what the coordinator asks for and when. Each rule is
 // checked in one place, except where noted:
 //

@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,6 +107,11 @@ type Job struct {
 	// the canonical encoding when empty, so older job files keep their
 	// digests.
 	RequireAttestations []ledger.AttestationRequirement `yaml:"require_attestations" json:"require_attestations,omitempty"`
+	// Verify turns on spot checks: verifier members replay a random
+	// fraction of the updates before each round commits (see VerifySpec);
+	// every update is then trained on the job's published data alone. Omitted from the canonical encoding
+	// when absent, so older job files keep their digests.
+	Verify *VerifySpec `yaml:"verify" json:"verify,omitempty"`
 
 	// Source names the file the job came from (not part of the digest).
 	Source string `yaml:"-" json:"-"`
@@ -135,6 +138,32 @@ type ModelSpec struct {
 	// recipe's init_config cover the config itself, not its path; written
 	// in the job file, it must match what Init holds.
 	InitDigest string `yaml:"init_digest" json:"init_digest,omitempty"`
+}
+
+// VerifySpec is a job's spot-check rule (ledger.VerifyRule) and how long
+// its coordinator waits for the verdicts.
+type VerifySpec struct {
+	// Fraction is the probability, in (0, 1], that an update is drawn
+	// for a replay (every update of the job is on its published data).
+	Fraction float64 `yaml:"fraction" json:"fraction"`
+	// By are the member IDs of the verifiers whose verdicts count.
+	By []string `yaml:"by" json:"by"`
+	// SuspendRounds keeps a trainer a verifier rejected out of the job's
+	// next SuspendRounds rounds; SuspendJob out of the rest of the job.
+	SuspendRounds uint64 `yaml:"suspend_rounds" json:"suspend_rounds,omitempty"`
+	SuspendJob    bool   `yaml:"suspend_job" json:"suspend_job,omitempty"`
+	// Timeout is how long the coordinator waits for the verdicts after
+	// it closes a round's submissions (0: the job's deadline); a drawn
+	// update still without one is then rejected as unverified.
+	Timeout time.Duration `yaml:"timeout" json:"timeout,omitempty"`
+}
+
+// VerifyTimeout is how long the coordinator waits for verdicts.
+func (j *Job) VerifyTimeout() time.Duration {
+	if j.Verify != nil && j.Verify.Timeout > 0 {
+		return j.Verify.Timeout
+	}
+	return j.Deadline
 }
 
 // DatasetSpec selects the datasets trainers may train on.
@@ -629,6 +658,31 @@ func (j *Job) Validate() error {
 	if j.Deadline < MinDeadline || j.Deadline > MaxDeadline {
 		bad("deadline", "must be between %v and %v, got %v", MinDeadline, MaxDeadline, j.Deadline)
 	}
+	if v := j.Verify; v != nil {
+		if !(v.Fraction > 0 && v.Fraction <= 1) {
+			bad("verify.fraction", "must be in (0, 1] (the share of updates replayed), got %v", v.Fraction)
+		}
+		if len(v.By) == 0 || len(v.By) > ledger.MaxVerifiers {
+			bad("verify.by", "lists %d verifiers; want 1 to %d member IDs of verifier members", len(v.By), ledger.MaxVerifiers)
+		}
+		for i, id := range v.By {
+			switch {
+			case !isDigest(id):
+				bad(fmt.Sprintf("verify.by[%d]", i), "%q is not a member ID (64 lowercase hex)", id)
+			case slices.Contains(v.By[:i], id):
+				bad(fmt.Sprintf("verify.by[%d]", i), "%s is listed twice", id)
+			}
+		}
+		if v.SuspendJob && v.SuspendRounds != 0 {
+			bad("verify.suspend_rounds", "and verify.suspend_job are both set; give one suspension policy")
+		}
+		if len(j.Datasets.Published) == 0 {
+			bad("verify", "needs datasets.published: a verifier can replay only updates trained on published data")
+		}
+		if v.Timeout < 0 || v.Timeout > MaxDeadline {
+			bad("verify.timeout", "must be between 0 (the deadline) and %v, got %v", MaxDeadline, v.Timeout)
+		}
+	}
 	if j.Eval.Every < 0 {
 		bad("eval.every", "must be ≥ 0, got %d", j.Eval.Every)
 	} else if j.Eval.Every > 0 && j.Eval.Data == "" {
@@ -730,6 +784,9 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 	}
 	if len(r.Published) > 0 {
 		r.RangeSeed, r.RangeSamples = j.Seed, j.RangeSize()
+	}
+	if v := j.Verify; v != nil {
+		r.Verify = &ledger.VerifyRule{Fraction: v.Fraction, By: slices.Clone(v.By), SuspendRounds: v.SuspendRounds, SuspendJob: v.SuspendJob}
 	}
 	// Round 1's base: model.digest (a job given model.path or model.init
 	// has it set by the coordinator once the folder is imported, see
@@ -839,6 +896,5 @@ func (j *Job) Digest() string {
 	if c == nil {
 		return ""
 	}
-	sum := sha256.Sum256(c)
-	return hex.EncodeToString(sum[:])
+	return digest.Bytes(c)
 }

@@ -3,15 +3,9 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -105,24 +99,9 @@ func (l *NodeLedger) Job(ctx context.Context, id string) (*ledger.JobRecord, err
 	return l.c.Job(ctx, id)
 }
 
-// Round implements Ledger: the client's Round, or with a minimum height
-// the node's Query with min_height (client.QueryAt).
+// Round implements Ledger (client.RoundAt).
 func (l *NodeLedger) Round(ctx context.Context, job string, n, minHeight uint64) (*ledger.Round, error) {
-	if minHeight == 0 {
-		return l.c.Round(ctx, job, n)
-	}
-	js, err := l.c.QueryAt(ctx, ledgerv1.QueryKind_QUERY_KIND_ROUND, job, n, minHeight)
-	if status.Code(err) == codes.NotFound {
-		return nil, fmt.Errorf("round %d of %s at height ≥ %d: %w", n, job, minHeight, ledger.ErrRecordNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("round %d of %s at height ≥ %d: %w", n, job, minHeight, err)
-	}
-	var r ledger.Round
-	if err := json.Unmarshal(js, &r); err != nil {
-		return nil, fmt.Errorf("round %d of %s: %w", n, job, err)
-	}
-	return &r, nil
+	return l.c.RoundAt(ctx, job, n, minHeight)
 }
 
 // UpdatesByDigest implements Ledger.

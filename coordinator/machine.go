@@ -108,6 +108,24 @@ type AggregationFailed struct {
 	Reason string
 }
 
+// DrawFixed gives the spot-check draw of a round whose submissions the
+// machine closed (ledger.SubmissionsClosed): the trainers whose updates
+// the ledger shows drawn (ledger.Update.Drawn). Only a job with verify.
+type DrawFixed struct {
+	Round uint64
+	Drawn []string
+}
+
+// UpdateVerdict is a verifier's verdict on a drawn update as the ledger
+// recorded it: Passed (UpdateVerified), or rejected (the verifier's
+// UpdateRejected, its reason in Reason).
+type UpdateVerdict struct {
+	Round   uint64
+	Trainer string
+	Passed  bool
+	Reason  string
+}
+
 // TxCommitted: the ledger applied a transaction of Ready.Txs.
 type TxCommitted struct {
 	Type  string // ledger.TypeRoundOpened, …
@@ -130,6 +148,8 @@ func (UpdateArrived) isEvent()     {}
 func (UpdateInvalid) isEvent()     {}
 func (AggregationDone) isEvent()   {}
 func (AggregationFailed) isEvent() {}
+func (DrawFixed) isEvent()         {}
+func (UpdateVerdict) isEvent()     {}
 func (TxCommitted) isEvent()       {}
 func (TxRejected) isEvent()        {}
 
@@ -203,6 +223,8 @@ const (
 	stCollecting               // round open, collecting updates
 	stAggregating              // aggregation task out
 	stClosing                  // RoundCommitted / RoundFailed submitted
+	stClosingSubs              // SubmissionsClosed submitted (a job with verify)
+	stVerifying                // submissions closed: awaiting the draw and verdicts
 	stDone
 )
 
@@ -222,6 +244,16 @@ type roundState struct {
 	closing  ledger.TxBody      // RoundCommitted or RoundFailed awaiting confirmation
 	model    string             // new model of a pending commit
 	srvState string             // new server state of a pending commit
+
+	// Spot checks (a job with verify): the valid updates when the
+	// submissions closed, the draw once known, the verdicts by trainer
+	// ("" passed, else the rejection's reason), and the time to stop
+	// waiting for them.
+	checked   []round.Input
+	drawKnown bool
+	drawn     map[string]bool
+	verdicts  map[string]string
+	verifyBy  time.Time
 }
 
 // Machine is the coordinator's round lifecycle for one job as a pure state
@@ -245,6 +277,10 @@ type Machine struct {
 	committed int
 	failed    int
 	cur       *roundState
+	// suspended maps a trainer a verifier rejected to the last round it
+	// may not be selected for (the job's verify policy; the ledger
+	// refuses a RoundOpened that selects it).
+	suspended map[string]uint64
 	waiting   string
 	wake      time.Time
 
@@ -302,6 +338,12 @@ func (m *Machine) Base() string { return m.base }
 // Pool returns the machine's trainer pool (read it; change it only through
 // events).
 func (m *Machine) Pool() *Pool { return m.pool }
+
+// Verifying reports whether round n has closed its submissions (or is
+// closing them) and awaits its spot-check draw and verdicts.
+func (m *Machine) Verifying(n uint64) bool {
+	return n == m.round && (m.st == stClosingSubs || m.st == stVerifying)
+}
 
 // Done reports whether the job has finished.
 func (m *Machine) Done() bool { return m.st == stDone }
@@ -381,6 +423,32 @@ func (m *Machine) apply(ev Event) error {
 			return nil
 		} else if _, ok := r.failed[e.Trainer]; !ok {
 			r.failed[e.Trainer] = e.Reason
+		}
+	case DrawFixed:
+		if m.st != stVerifying || e.Round != m.round {
+			return fmt.Errorf("%T round %d: %w", ev, e.Round, ErrStaleRound)
+		}
+		if m.cur.drawKnown {
+			return nil // told again
+		}
+		m.cur.drawKnown, m.cur.drawn = true, map[string]bool{}
+		for _, t := range e.Drawn {
+			m.cur.drawn[t] = true
+		}
+	case UpdateVerdict:
+		if m.st != stVerifying || e.Round != m.round {
+			return fmt.Errorf("%T round %d: %w", ev, e.Round, ErrStaleRound)
+		}
+		if !e.Passed && e.Reason == "" {
+			return malformed(ev, "a rejection without a reason")
+		}
+		if _, ok := m.cur.verdicts[e.Trainer]; !ok {
+			m.cur.verdicts[e.Trainer] = e.Reason
+			if e.Passed {
+				m.cur.verdicts[e.Trainer] = ""
+			} else {
+				m.suspend(e.Trainer, m.round)
+			}
 		}
 	case AggregationDone:
 		return m.aggregationDone(e)
@@ -550,6 +618,10 @@ func (m *Machine) txCommitted(e TxCommitted) error {
 				m.cur.left[t] = true
 			}
 		}
+	case e.Type == ledger.TypeSubmissionsClosed && m.st == stClosingSubs && e.Round == m.round:
+		m.st = stVerifying
+		m.cur.verifyBy = m.now.Add(m.job.VerifyTimeout())
+		m.setWake(m.cur.verifyBy)
 	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// Recorded; nothing follows from it.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
@@ -583,6 +655,8 @@ func (m *Machine) txRejected(e TxRejected) error {
 		}
 		m.st = stWaiting
 		m.holdOpen = true
+	case e.Type == ledger.TypeSubmissionsClosed && m.st == stClosingSubs && e.Round == m.round:
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round, Reason: "the ledger refused SubmissionsClosed, so no spot-check draw: " + reason}, "", "")
 	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// The update stays out of the aggregation either way.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
@@ -642,7 +716,101 @@ func (m *Machine) advance() {
 		m.open()
 	case stCollecting:
 		m.checkQuorum()
+	case stVerifying:
+		m.checkVerified()
 	}
+}
+
+// suspend keeps trainer t, which a verifier rejected in round n, out of
+// the rounds the job's verify policy says.
+func (m *Machine) suspend(t string, n uint64) {
+	v := m.recipe.Verify
+	if v == nil {
+		return
+	}
+	if until := v.SuspendedUntil(n); until > n && until > m.suspended[t] {
+		if m.suspended == nil {
+			m.suspended = map[string]uint64{}
+		}
+		m.suspended[t] = until
+	}
+}
+
+// closeSubmissions ends the collection of a job with verify: the ledger's
+// SubmissionsClosed fixes the draw; the round aggregates once the drawn
+// updates have their verdicts (checkVerified).
+func (m *Machine) closeSubmissions(valid []round.Input) {
+	m.cur.checked = valid
+	m.cur.verdicts = map[string]string{}
+	m.st = stClosingSubs
+	m.rd.Txs = append(m.rd.Txs, ledger.SubmissionsClosed{JobID: m.job.Name, Round: m.round})
+}
+
+// checkVerified aggregates the checked updates once every drawn one has
+// a verdict, without those a verifier rejected; at the verify timeout a
+// drawn update without a verdict is rejected as unverified.
+func (m *Machine) checkVerified() {
+	r := m.cur
+	if r.verifyBy.IsZero() {
+		r.verifyBy = m.now.Add(m.job.VerifyTimeout()) // recovered (Recover)
+	}
+	timedOut := !m.now.Before(r.verifyBy)
+	if !r.drawKnown {
+		if timedOut {
+			m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
+				Reason: fmt.Sprintf("the spot-check draw of round %d could not be read from the ledger by %s", m.round, r.verifyBy.UTC().Format(time.RFC3339))}, "", "")
+			return
+		}
+		m.setWake(r.verifyBy)
+		return
+	}
+	var inputs []round.Input
+	var pending []string
+	for _, in := range r.checked {
+		why, judged := r.verdicts[in.Trainer]
+		switch {
+		case !r.drawn[in.Trainer]:
+			inputs = append(inputs, in)
+		case judged && why == "":
+			inputs = append(inputs, in)
+		case judged:
+			// The verifier's UpdateRejected is on the ledger.
+		default:
+			pending = append(pending, in.Trainer)
+		}
+	}
+	if len(pending) > 0 && !timedOut {
+		m.setWaiting(fmt.Sprintf("round %d: awaiting the verdicts of %d drawn updates until %s", m.round, len(pending), r.verifyBy.UTC().Format(time.RFC3339)))
+		m.setWake(r.verifyBy)
+		return
+	}
+	for _, t := range pending {
+		for _, in := range r.checked {
+			if in.Trainer == t {
+				m.rd.Txs = append(m.rd.Txs, ledger.UpdateRejected{JobID: m.job.Name, Round: m.round, UpdateDigest: in.Digest,
+					Reason: fmt.Sprintf("%s drawn for a spot check, and no verifier's verdict by %s", round.UnverifiedPrefix, r.verifyBy.UTC().Format(time.RFC3339))})
+			}
+		}
+	}
+	if need := m.job.Trainers.Min; len(inputs) < need {
+		if m.now.Before(r.deadline) {
+			// The aggregator signs a RoundFailed only once the ledger
+			// shows the deadline passed (see checkQuorum).
+			for _, t := range pending {
+				r.verdicts[t] = "unverified" // its rejection is out
+			}
+			m.setWaiting(fmt.Sprintf("round %d: %d updates passed the spot checks of %d checked, need %d; the round fails at its deadline %s",
+				m.round, len(inputs), len(r.checked), need, r.deadline.UTC().Format(time.RFC3339)))
+			m.setWake(r.deadline)
+			return
+		}
+		m.waiting = ""
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round,
+			Reason: fmt.Sprintf("%d updates passed the spot checks of %d checked; need %d", len(inputs), len(r.checked), need)}, "", "")
+		return
+	}
+	m.waiting = ""
+	m.aggregate(inputs)
 }
 
 func (m *Machine) setWaiting(why string) {
@@ -667,6 +835,7 @@ func (m *Machine) open() {
 	if len(m.recipe.Published) > 0 {
 		eligible = m.pool.All()
 	}
+	eligible = slices.DeleteFunc(eligible, func(t string) bool { return m.round <= m.suspended[t] })
 	sel := Select(j.Seed, m.round, j.Trainers, eligible)
 	if sel == nil {
 		m.setWaiting(fmt.Sprintf("round %d: %d eligible trainers joined, need %d", m.round, len(eligible), j.Trainers.Min))
@@ -721,6 +890,8 @@ func (m *Machine) checkQuorum() {
 	}
 	deadlinePassed := !m.now.Before(r.deadline)
 	switch {
+	case len(valid) >= need && (outstanding == gone || deadlinePassed) && m.recipe.Verify != nil:
+		m.closeSubmissions(valid)
 	case len(valid) >= need && (outstanding == gone || deadlinePassed):
 		m.aggregate(valid)
 	case deadlinePassed:

@@ -22,7 +22,9 @@ import (
 // has passed while the coordinator was down, the round aggregates the
 // updates the ledger holds when they reach trainers.min, and fails
 // otherwise. An aggregation that was running is started again; the
-// aggregation is deterministic, so it yields the same model.
+// aggregation is deterministic, so it yields the same model. An open round
+// whose submissions were closed (a job with verify) awaits its draw and
+// verdicts again, its verify timeout counted from the restart.
 //
 // Every round must carry the job's config digest: a job file changed
 // since the rounds were opened is refused (ErrHistory), as is a history
@@ -62,6 +64,11 @@ func Recover(cfg Config, history []ledger.Round) (*Machine, error) {
 			return nil, fmt.Errorf("%w: job %s round %d started from %s, expected %s", ErrHistory, m.job.Name, r.Round, r.BaseModel, m.base)
 		}
 		m.round = r.Round
+		for _, u := range r.Updates {
+			if u.Rejected && u.RejectStep > 0 {
+				m.suspend(u.Trainer, r.Round) // a verifier's rejection
+			}
+		}
 		switch r.Status {
 		case ledger.StatusCommitted:
 			m.base, m.srvState = r.ModelDigest, r.Params[ParamServerState]
@@ -105,4 +112,16 @@ func (m *Machine) resume(r ledger.Round) {
 	}
 	m.cur = rs
 	m.st = stCollecting
+	if r.SubmissionsClosedHeight != 0 && m.recipe.Verify != nil {
+		// The submissions were closed: the round awaits its draw and
+		// verdicts (again, from the ledger), with the updates the ledger
+		// holds not rejected; the verify timeout counts from the restart.
+		for _, t := range rs.selected {
+			if u := rs.updates[t]; u != nil && u.invalid == "" {
+				rs.checked = append(rs.checked, u.Input)
+			}
+		}
+		rs.verdicts = map[string]string{}
+		m.st = stVerifying
+	}
 }

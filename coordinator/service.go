@@ -363,6 +363,9 @@ func (s *Service) txReport(ctx context.Context, r txReport) {
 		if rc, ok := r.body.(ledger.RoundCommitted); ok && j.job.Name == rc.JobID {
 			s.ev.add(s.runCtx, j, rc.Round, rc.ModelDigest)
 		}
+		if sc, ok := r.body.(ledger.SubmissionsClosed); ok && j.job.Name == sc.JobID {
+			go s.watchVerdicts(s.runCtx, s.gen, j, sc.Round, r.height)
+		}
 		s.step(TxCommitted{Type: r.body.TxType(), Round: roundOfTx(r.body)})
 	case r.fate == txRejected:
 		s.step(TxRejected{Type: r.body.TxType(), Round: roundOfTx(r.body), Reason: r.err.Error()})
@@ -451,6 +454,10 @@ func (s *Service) start(j *runningJob) {
 		s.step(ev)
 	}
 	s.step(JobStarted{Now: s.clock.Now()})
+	if n := j.m.Round(); j.m.Verifying(n) {
+		// Recovered into a round whose submissions are closed.
+		go s.watchVerdicts(s.runCtx, s.gen, j, n, 0)
+	}
 	s.publishStatus()
 }
 

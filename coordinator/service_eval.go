@@ -63,7 +63,7 @@ func (s *Service) openEvalData(job *Job) (*os.File, bool, error) {
 		f.Close()
 		return nil, false, fmt.Errorf("eval.data: %q in the coordinator's eval_data_root is not a regular file", p)
 	}
-	return f, strings.HasSuffix(p, ".jsonl") || strings.HasSuffix(p, ".ndjson"), nil
+	return f, eval.IsDataset(p, false), nil
 }
 
 // checkEvalData refuses a job whose eval.data the coordinator may not or

@@ -100,11 +100,13 @@ func (s *Service) mayDownload(ctx context.Context, digest string) error {
 		}
 	}
 	var aggregators []string
-	if author != nil && m != nil && m.Role == ledger.RoleAggregator {
+	if author != nil && m != nil && (m.Role == ledger.RoleAggregator || m.Role == ledger.RoleVerifier) {
 		job, err := s.cfg.Ledger.Job(ctx, author.JobID)
 		switch {
-		case err == nil:
+		case err == nil && m.Role == ledger.RoleAggregator:
 			aggregators = job.Recipe.Aggregators
+		case err == nil && job.Recipe.Verify != nil:
+			aggregators = job.Recipe.Verify.By
 		case !errors.Is(err, ledger.ErrRecordNotFound):
 			return status.Errorf(codes.Unavailable, "download %s: cannot read job %s's recipe: %v", digest, author.JobID, err)
 		}
@@ -199,7 +201,8 @@ func PendingAllowed(peer string, m *ledger.Member, digest string, uploaders []st
 // digest, which is the update first submitted as author (nil: the blob is
 // no update the ledger knows, or is the model its own round committed, see
 // ModelFreesUpdate), of
-// a job whose recipe designates aggregators?
+// a job whose recipe designates aggregators (for a verifier member: the
+// verifiers the job's verify rule names)?
 //
 //   - Strangers and removed members get nothing.
 //   - Anything that is not an update goes to every active member: trainers
@@ -208,7 +211,8 @@ func PendingAllowed(peer string, m *ledger.Member, digest string, uploaders []st
 //   - An update goes to its trainer (its first submitter: a later
 //     UpdateSubmitted of the same digest is a copy of a digest read on the
 //     chain, and earns nothing), to the aggregators its job's recipe
-//     designates (ledger.RoundRecipe.Aggregators), to auditors and admins.
+//     designates (ledger.RoundRecipe.Aggregators), to the verifiers its
+//     verify rule names (ledger.VerifyRule.By), to auditors and admins.
 func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledger.UpdateSubmission, aggregators []string) error {
 	switch {
 	case m == nil:
@@ -221,7 +225,7 @@ func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledge
 	switch m.Role {
 	case ledger.RoleAdmin, ledger.RoleAuditor:
 		return nil
-	case ledger.RoleAggregator:
+	case ledger.RoleAggregator, ledger.RoleVerifier:
 		if slices.Contains(aggregators, peer) {
 			return nil
 		}
@@ -229,7 +233,7 @@ func DownloadAllowed(peer string, m *ledger.Member, digest string, author *ledge
 	if author.Trainer == peer {
 		return nil
 	}
-	return fmt.Errorf("download %s: it is the update of trainer %s in job %s round %d; only that trainer, the aggregators job %[3]s designates, auditors and admins may download it, not %[5]s (role %[6]s)",
+	return fmt.Errorf("download %s: it is the update of trainer %s in job %s round %d; only that trainer, the aggregators job %[3]s designates, the verifiers its verify rule names, auditors and admins may download it, not %[5]s (role %[6]s)",
 		digest, abbrev(author.Trainer), author.JobID, author.Round, abbrev(peer), m.Role)
 }
 

@@ -33,9 +33,11 @@ func TestDownloadAllowed(t *testing.T) {
 		{"trainer, model", other, member(ledger.RoleTrainer, true), nil, ""},
 		{"trainer, own update", me, member(ledger.RoleTrainer, true), update, ""},
 		{"trainer, another's update", other, member(ledger.RoleTrainer, true), update, "it is the update of trainer aaaa1111aaaa1111 in job j round 3"},
-		{"other coordinator, update", other, member(ledger.RoleCoordinator, true), update, "only that trainer, the aggregators job j designates, auditors and admins"},
+		{"other coordinator, update", other, member(ledger.RoleCoordinator, true), update, "only that trainer, the aggregators job j designates, the verifiers its verify rule names, auditors and admins"},
 		{"designated aggregator, update", other, member(ledger.RoleAggregator, true), update, ""},
 		{"other aggregator, update", me + "x", member(ledger.RoleAggregator, true), update, "only that trainer, the aggregators job j designates"},
+		{"named verifier, update", other, member(ledger.RoleVerifier, true), update, ""},
+		{"other verifier, update", me + "x", member(ledger.RoleVerifier, true), update, "only that trainer"},
 		{"auditor, update", other, member(ledger.RoleAuditor, true), update, ""},
 		{"admin, update", other, member(ledger.RoleAdmin, true), update, ""},
 	} {
@@ -67,7 +69,8 @@ func TestOpenEvalData(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := filepath.Join(dir, "secret.txt")
-	for p, data := range map[string]string{secret: "secret", filepath.Join(root, "sub", "eval.jsonl"): `{"text":"x"}`, filepath.Join(root, "eval.txt"): "plain"} {
+	for p, data := range map[string]string{secret: "secret", filepath.Join(root, "sub", "eval.jsonl"): `{"text":"x"}`, filepath.Join(root, "eval.txt"): "plain",
+		filepath.Join(root, "Eval.NDJSON"): `{"text":"z"}`} {
 		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -91,6 +94,7 @@ func TestOpenEvalData(t *testing.T) {
 	}{
 		{root, "sub/eval.jsonl", true, `{"text":"x"}`, ""},
 		{root, "eval.txt", false, "plain", ""},
+		{root, "Eval.NDJSON", true, `{"text":"z"}`, ""}, // eval.IsDataset's rule, as fedtune eval reads it
 		{"", jsonBlob, true, "  \n{\"text\":\"y\"}\n", ""},
 		{root, textBlob, false, "plain text", ""},
 		{root, strings.Repeat("ab", 32), false, "", "eval.data: blob abab"},

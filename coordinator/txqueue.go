@@ -184,6 +184,8 @@ func roundOfTx(b ledger.TxBody) uint64 {
 		return b.Round
 	case ledger.RoundEvaluated:
 		return b.Round
+	case ledger.SubmissionsClosed:
+		return b.Round
 	}
 	return 0
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/safetext"
 	"github.com/fedtune/fedtune/internal/spdx"
-	"github.com/fedtune/fedtune/internal/strictjson"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -49,7 +48,7 @@ var (
 	ErrBadKey = errors.New("datasets: bad signing key")
 	// ErrLicence is wrapped when a licence is not an SPDX expression this
 	// package knows.
-	ErrLicence = errors.New("datasets: bad licence")
+	ErrLicence = spdx.ErrLicence
 )
 
 // merkleHasher is RFC 6962 over SHA-256: leaf = SHA-256(0x00 ‖ sample
@@ -156,31 +155,10 @@ func (t *Tree) Size() uint64 { return uint64(len(t.leaves)) }
 // Leaves returns the sorted leaves (the sample hashes); do not modify.
 func (t *Tree) Leaves() [][32]byte { return t.leaves }
 
-// ValidateLicence checks that s is an SPDX licence expression made of known
-// IDs (internal/spdx's table) or LicenseRef-<idstring> joined by AND or OR,
-// each optionally followed by "+"; parentheses and WITH are not accepted.
-// Errors wrap ErrLicence and name the offending term.
-func ValidateLicence(s string) error {
-	if s == "" {
-		return fmt.Errorf("%w: licence is required (an SPDX ID such as Apache-2.0, or LicenseRef-...)", ErrLicence)
-	}
-	terms := strings.Split(s, " ")
-	for i, t := range terms {
-		if i%2 == 1 {
-			if t != "AND" && t != "OR" {
-				return fmt.Errorf("%w: %q: expected AND or OR at term %d, got %q", ErrLicence, s, i+1, t)
-			}
-			continue
-		}
-		if !spdx.ValidID(t) {
-			return fmt.Errorf("%w: %q: %q is not a known SPDX licence ID (use the exact case, e.g. Apache-2.0, CC-BY-4.0, or LicenseRef-<name>)", ErrLicence, s, t)
-		}
-	}
-	if len(terms)%2 == 0 {
-		return fmt.Errorf("%w: %q ends with an operator", ErrLicence, s)
-	}
-	return nil
-}
+// ValidateLicence checks that s is an SPDX licence expression of known
+// IDs (spdx.Validate: internal/spdx's table and its rules). Errors wrap
+// ErrLicence (spdx.ErrLicence) and name the offending term.
+func ValidateLicence(s string) error { return spdx.Validate(s) }
 
 // Validate checks the manifest's fields without its samples or signature.
 // Errors wrap ErrManifest (or ErrLicence) and name the field.
@@ -268,8 +246,7 @@ func SignManifest(key ed25519.PrivateKey, m *Manifest) (*SignedManifest, error) 
 		return nil, fmt.Errorf("sign manifest: %w", err)
 	}
 	env := dsse.Sign(key, ManifestPayloadType, payload).Encode()
-	sum := sha256.Sum256(env)
-	return &SignedManifest{Manifest: *m, Envelope: env, Digest: hex.EncodeToString(sum[:])}, nil
+	return &SignedManifest{Manifest: *m, Envelope: env, Digest: digest.Bytes(env)}, nil
 }
 
 // DecodeManifest parses a manifest file: a DSSE envelope in canonical form
@@ -280,25 +257,10 @@ func SignManifest(key ed25519.PrivateKey, m *Manifest) (*SignedManifest, error) 
 // canonical JSON (strict: unknown fields, other field orders or whitespace
 // are errors), with valid fields. Errors wrap ErrManifest.
 func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error) {
-	if len(data) > MaxManifestBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrManifest, len(data), MaxManifestBytes)
-	}
-	env, err := dsse.Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: envelope: %w", ErrManifest, err)
-	}
-	if env.PayloadType != ManifestPayloadType {
-		return nil, fmt.Errorf("%w: payloadType %q, want %q", ErrManifest, truncate(env.PayloadType), ManifestPayloadType)
-	}
-	if len(env.Signatures) != 1 {
-		return nil, fmt.Errorf("%w: %d signatures, want exactly 1", ErrManifest, len(env.Signatures))
-	}
 	var m Manifest
-	if err := strictjson.Unmarshal(env.Payload, &m); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrManifest, err)
-	}
-	if canon, _ := json.Marshal(&m); !bytes.Equal(canon, env.Payload) {
-		return nil, fmt.Errorf("%w: payload is not in canonical form (fields in the documented order, no whitespace)", ErrManifest)
+	env, err := dsse.DecodeSigned(data, ManifestPayloadType, MaxManifestBytes, &m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -311,8 +273,7 @@ func DecodeManifest(data []byte, pub ed25519.PublicKey) (*SignedManifest, error)
 			return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 		}
 	}
-	sum := sha256.Sum256(data)
-	return &SignedManifest{Manifest: m, Envelope: bytes.Clone(data), Digest: hex.EncodeToString(sum[:])}, nil
+	return &SignedManifest{Manifest: m, Envelope: bytes.Clone(data), Digest: digest.Bytes(data)}, nil
 }
 
 // VerifySignature checks the manifest's signature with the owner's key.

@@ -28,7 +28,7 @@ func AdapterFolder(global, dir string, lc model.LoRAConfig) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, model.AdapterWeightsFile), data, 0o644)
+	return atomicfile.Write(filepath.Join(dir, model.AdapterWeightsFile), data, 0o644)
 }
 
 // ModelFolder makes dir a model folder (as LoadModel's dir) of the full

@@ -12,8 +12,8 @@
 //   - the request decoder (DecodeRequest) and the response and chunk types;
 //   - Generator, the seam between the API and a decoder: BatcherGenerator
 //     on model/engine's Batcher (key/value cache, continuous batching) for a
-//     CacheDevice such as the Host, EngineGenerator on its Runner for any
-//     other Device;
+//     CacheDevice (the Host; model/engine/cudadev's GPU in fedcuda builds),
+//     EngineGenerator on its Runner for any other Device;
 //   - Model (LoadModel), a served model: its id and digest, Generator,
 //     tokenizer and ChatTemplate. Server.Swap replaces the served model
 //     atomically: requests in flight finish on the model they started on,

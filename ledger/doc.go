@@ -25,7 +25,11 @@
 //	DatasetRegistered  trainer
 //	DatasetPublished   trainer (the signed publication manifest's owner)
 //	UpdateSubmitted    trainer (one that the round selected)
-//	UpdateRejected     aggregator (one the job's recipe designates)
+//	UpdateRejected     aggregator (one the job's recipe designates), or
+//	                   verifier (one the job's verify rule names, for a
+//	                   drawn update, naming the step)
+//	SubmissionsClosed  coordinator (the job's owner; a job with verify)
+//	UpdateVerified     verifier (one the job's verify rule names)
 //	RoundCommitted     aggregator (one the job's recipe designates)
 //	RoundFailed        aggregator (one the job's recipe designates)
 //	RoundEvaluated     coordinator (the job's owner; a committed round's
@@ -100,8 +104,7 @@
 // only by admin-signed transactions: NodeAdded (a node key with its raft and
 // gRPC addresses, as a non-voter), NodePromoted (to voter) and NodeRemoved.
 // The genesis file's nodes are voters from height 0 without a stored record
-// (so a genesis hash and state hash are what they were before node records
-// existed); a record is written when a node is added, promoted or removed
+// (so the genesis hash and the state hash at genesis hold no node record); a record is written when a node is added, promoted or removed
 // (the FSM's NodeMember and Nodes). A removed key cannot be added again, and the
 // last voting node cannot be removed. The raft leader carries the records
 // out in raft's configuration (ledger/node), so raft membership follows the
@@ -123,4 +126,34 @@
 // The recipe records the DP mechanism's parameters (clip, noise
 // multiplier, sampling) but never a noise seed: the aggregator's noise
 // comes from crypto/rand.
+//
+// # Spot checks
+//
+// A recipe with a VerifyRule (fraction, verifiers, suspension policy) has
+// verifier members replay a random fraction of its updates before a round
+// commits. The job's coordinator ends a round's submissions with
+// SubmissionsClosed; the hash of the block holding it is the round's draw
+// seed, and an update is drawn when Drawn(seed, job, round, trainer,
+// fraction) holds (the FSM's Round query shows the seed and each update's
+// Drawn). Every update of such a job must name one of its published
+// datasets, so that any can be replayed without a trainer's private data
+// and none escapes the draw by claiming some. A verifier
+// the rule names then signs, in a later block, UpdateVerified (its replay
+// matched bit for bit) or UpdateRejected with Step (the first differing
+// step); a rejection keeps the trainer out of the job's next rounds by
+// the rule's policy. The FSM admits a verdict only from a named verifier,
+// for a drawn update of an open, closed-for-submissions round, once; it
+// refuses an UpdateSubmitted after the close and a RoundCommitted that
+// counts a drawn update no verifier passed.
+//
+// Who could steer the draw: not a trainer, which submits before the
+// closing block exists (a submission in that block cannot know its hash,
+// and a submission after it is refused); not the coordinator, which
+// chooses only when to close, once per round, without seeing the hash;
+// the raft leader that builds the closing block could grind its hash (by
+// ordering the txs it holds or its clock) to spare a colluding trainer.
+// That is the trust the design already gives ledger node operators over
+// ordering (Raft tolerates crashes, not lies); a fraction of 1 leaves
+// nothing to steer, and a smaller one bounds what a leader gains to
+// skipping the draw for some updates, never to passing a checked one.
 package ledger

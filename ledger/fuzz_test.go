@@ -12,7 +12,7 @@ import (
 
 func seedTxs(f *testing.F) [][]byte {
 	c := newCast()
-	return [][]byte{
+	return append(spotCheckTxs(f, c),
 		publishedTx(f, c.trainers[1]),
 		c.coord.sign(f, ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "l", Source: "s"}),
 		c.coord.sign(f, RoundOpened{JobID: "j", Round: 1, ConfigDigest: hexDigest("c"), BaseModel: hexDigest("m"), Strategy: "fedavg",
@@ -36,7 +36,7 @@ func seedTxs(f *testing.F) [][]byte {
 		c.auditor.sign(f, attestedBy(f, c.auditor.key, hexDigest("d"), testPredicate())),
 		c.coord.sign(f, RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("n"), EvalDigest: hexDigest("e"), MeanNLL: 1.5, Tokens: 10,
 			Scores: []ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.25}}}),
-	}
+	)
 }
 
 func FuzzDecodeEnvelope(f *testing.F) {

@@ -29,10 +29,11 @@ const (
 	// RoleInference serves a committed model and signs receipts for its
 	// answers (package inference/receipt); it signs no transaction.
 	RoleInference Role = "inference"
+	// RoleVerifier is defined with the spot checks (spotcheck.go).
 )
 
 // Roles lists every valid role, in a fixed order.
-var Roles = []Role{RoleAdmin, RoleCoordinator, RoleAggregator, RoleTrainer, RoleAuditor, RoleInference}
+var Roles = []Role{RoleAdmin, RoleCoordinator, RoleAggregator, RoleTrainer, RoleAuditor, RoleInference, RoleVerifier}
 
 // Valid reports whether r is one of Roles.
 func (r Role) Valid() bool {

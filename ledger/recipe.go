@@ -99,6 +99,10 @@ type RoundRecipe struct {
 	Published    []PublishedRef `json:"published,omitempty"`
 	RangeSeed    uint64         `json:"range_seed,omitempty"`
 	RangeSamples uint64         `json:"range_samples,omitempty"`
+	// Verify, when set, has verifiers replay a random fraction of the
+	// job's updates before a round commits (see VerifyRule and
+	// SubmissionsClosed); nil: no spot checks.
+	Verify *VerifyRule `json:"verify,omitempty"`
 }
 
 // Ranges returns the ranges round n of the job gives trainers.
@@ -305,6 +309,14 @@ func (r *RoundRecipe) Validate() error {
 		}
 		if slices.Contains(r.Licences[:i], l) {
 			return fmt.Errorf("recipe.licences[%d] %s is listed twice", i, l)
+		}
+	}
+	if r.Verify != nil {
+		if err := r.Verify.Validate(); err != nil {
+			return err
+		}
+		if len(r.Published) == 0 {
+			return fmt.Errorf("recipe.verify: a job's updates can be replayed by a verifier only on published data; the recipe names no published datasets")
 		}
 	}
 	switch r.Mode {

@@ -71,6 +71,22 @@ type Dataset struct {
 	Manifest  string        `json:"manifest,omitempty"`
 }
 
+// PublishedPage is one page of the published datasets as the ledger lists
+// them (Query QUERY_KIND_PUBLISHED_DATASETS): by name, bytewise.
+type PublishedPage struct {
+	Datasets []PublishedListing `json:"datasets"`
+	// Next is the name to list after for the next page; "" on the last.
+	Next string `json:"next,omitempty"`
+}
+
+// PublishedListing is a published dataset's record (attestations
+// included) and the position of its DatasetPublished in the block at its
+// Height, so that a reader can order the datasets as they were published.
+type PublishedListing struct {
+	Dataset
+	TxIndex uint64 `json:"tx_index"`
+}
+
 // RoundStatus is where a round is in its life.
 type RoundStatus string
 
@@ -95,6 +111,10 @@ type Round struct {
 	Status       RoundStatus    `json:"status"`
 	Coordinator  string         `json:"coordinator"`
 	OpenedHeight uint64         `json:"opened_height"`
+	// SubmissionsClosedHeight is the height of the block holding the
+	// round's SubmissionsClosed (0: open for submissions); that block's
+	// hash is the round's spot-check draw seed.
+	SubmissionsClosedHeight uint64 `json:"submissions_closed_height,omitempty"`
 	// Set when the round closes.
 	ClosedHeight uint64 `json:"closed_height,omitempty"`
 	Aggregator   string `json:"aggregator,omitempty"`
@@ -111,6 +131,10 @@ type Round struct {
 	// Updates lists the round's submitted updates, ordered by trainer ID.
 	// Filled by FSM.Round; not stored in the round's record.
 	Updates []Update `json:"updates,omitempty"`
+	// DrawSeed is the hash (hex) of the block at SubmissionsClosedHeight,
+	// the seed of the round's spot-check draw (Update.Drawn). Filled by
+	// FSM.Round once that block is on the chain; not stored.
+	DrawSeed string `json:"draw_seed,omitempty"`
 }
 
 // Evaluation is a committed round's held-out evaluation as its
@@ -140,6 +164,16 @@ type Update struct {
 	Rejected     bool                `json:"rejected,omitempty"`
 	RejectReason string              `json:"reject_reason,omitempty"`
 	RejectedBy   string              `json:"rejected_by,omitempty"`
+	// RejectStep is the step a verifier's rejection named (0: none).
+	RejectStep uint64 `json:"reject_step,omitempty"`
+	// VerifiedBy is the verifier whose UpdateVerified passed the update
+	// ("" for none), at VerifiedHeight.
+	VerifiedBy     string `json:"verified_by,omitempty"`
+	VerifiedHeight uint64 `json:"verified_height,omitempty"`
+	// Drawn reports that the update was drawn for a spot check
+	// (RoundRecipe.DrawnUpdate under Round.DrawSeed). Filled by FSM.Round;
+	// not stored.
+	Drawn bool `json:"drawn,omitempty"`
 }
 
 // TxRecord is a transaction as the chain holds it, with the proof that it is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -39,7 +40,8 @@ const (
 	TypeRoundEvaluated    = "RoundEvaluated"
 )
 
-// TxRoles maps each transaction type to the one role allowed to sign it.
+// TxRoles maps each transaction type to the role allowed to sign it (for
+// the types in TxSigners, the first of their roles; check with MaySign).
 var TxRoles = map[string]Role{
 	TypeMemberAdded:       RoleAdmin,
 	TypeMemberRemoved:     RoleAdmin,
@@ -170,10 +172,36 @@ type TrainingCommitment struct {
 	InputsDigest string `json:"inputs_digest"`
 	Steps        uint64 `json:"steps"`
 	StepRoot     string `json:"step_root"`
+	// StepDigests, when the trainer discloses them (it does in a
+	// spot-checked job, for up to MaxDisclosedSteps steps), are the leaves
+	// of StepRoot: the digest of the trainable state after each step,
+	// step 1's first. A verifier compares its replay's with them and
+	// names the first step that differs without the trainer's
+	// checkpoints. ValidateBasic checks that they hash to StepRoot.
+	StepDigests []string `json:"step_digests,omitempty"`
 }
 
 // MaxCommittedSteps bounds TrainingCommitment.Steps.
 const MaxCommittedSteps = 1 << 24
+
+// MaxDisclosedSteps bounds TrainingCommitment.StepDigests.
+const MaxDisclosedSteps = 4096
+
+// StepDigestsRoot returns the RFC 6962 Merkle root (hex) over step
+// digests (each 64 lowercase hex), step 1's first: a training
+// commitment's StepRoot (model/commitment computes the same).
+func StepDigestsRoot(ds []string) (string, error) {
+	leaves := make([][32]byte, len(ds))
+	for i, d := range ds {
+		if !digest.Valid(d) {
+			return "", fmt.Errorf("step_digests[%d] %q is not a SHA-256 digest (64 lowercase hex characters)", i, abbrev(d))
+		}
+		b, _ := hex.DecodeString(d)
+		copy(leaves[i][:], b)
+	}
+	root := buildTree(leaves).root
+	return hex.EncodeToString(root[:]), nil
+}
 
 // UpdateRejected (aggregator) marks a submitted update of an open round as
 // rejected; it can no longer be a contributor.
@@ -182,6 +210,11 @@ type UpdateRejected struct {
 	Round        uint64 `json:"round"`
 	UpdateDigest string `json:"update_digest"`
 	Reason       string `json:"reason"`
+	// Step, set only in a verifier's rejection of a drawn update (see
+	// SubmissionsClosed), names the first step of the update's training
+	// whose state differs from the verifier's replay (when nothing pins
+	// it, the first step the verifier cannot prove equal); 0 otherwise.
+	Step uint64 `json:"step,omitempty"`
 }
 
 // Contribution is one update that went into a committed model, with its
@@ -551,9 +584,24 @@ func validateBody(b TxBody) error {
 			if c.Steps == 0 || c.Steps > MaxCommittedSteps {
 				return fmt.Errorf("commitment.steps: %d, want 1 to %d", c.Steps, MaxCommittedSteps)
 			}
+			if len(c.StepDigests) > 0 {
+				if len(c.StepDigests) > MaxDisclosedSteps || uint64(len(c.StepDigests)) != c.Steps {
+					return fmt.Errorf("commitment.step_digests: %d disclosed for %d steps; disclose all of them, at most %d", len(c.StepDigests), c.Steps, MaxDisclosedSteps)
+				}
+				root, err := StepDigestsRoot(c.StepDigests)
+				if err != nil {
+					return fmt.Errorf("commitment.%w", err)
+				}
+				if root != c.StepRoot {
+					return fmt.Errorf("commitment.step_digests hash to %s, not the committed step_root %s", root, c.StepRoot)
+				}
+			}
 		}
 		return nil
 	case UpdateRejected:
+		if b.Step > MaxCommittedSteps {
+			return fmt.Errorf("step %d: limit %d", b.Step, MaxCommittedSteps)
+		}
 		return firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest), checkText("reason", b.Reason, MaxReasonLen, true))
 	case RoundCommitted:
 		if err := firstErr(checkJobID(b.JobID), checkDigest("model_digest", b.ModelDigest), checkText("strategy", b.Strategy, MaxTextLen, true)); err != nil {
@@ -598,6 +646,9 @@ func validateBody(b TxBody) error {
 		return err
 	}
 	if ok, err := validatePublishedBody(b); ok {
+		return err
+	}
+	if ok, err := validateSpotCheckBody(b); ok {
 		return err
 	}
 	return fmt.Errorf("unknown tx body %T", b)

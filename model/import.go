@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictjson"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
@@ -148,6 +150,14 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 		}
 	}
 	sort.Slice(sources, func(i, j int) bool { return sources[i].Path < sources[j].Path })
+	// A chat template is code its publisher chose: one that runs away
+	// (past chat.DefaultLimits on a short conversation) is refused here,
+	// before any node serves or trains with it.
+	if slices.Contains(copied, chat.ConfigFileName) {
+		if _, err := chat.Load(src); err != nil && !errors.Is(err, chat.ErrNoTemplate) {
+			return nil, bad(chat.ConfigFileName, "chat template: %v", err)
+		}
+	}
 
 	parent := filepath.Dir(filepath.Clean(dst))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -159,25 +169,9 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 	}
 	defer os.RemoveAll(tmp) // nothing is left once tmp is renamed
 	sum, err := safetensors.WriteFileFunc(filepath.Join(tmp, WeightsFile), func(w io.Writer) error {
-		sw, err := safetensors.NewWriter(w, specs, nil)
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 1<<20)
-		for _, t := range sw.Tensors() {
-			f := from[t.Name]
-			for off := int64(0); off < t.NumBytes(); {
-				n := min(int64(len(buf)), t.NumBytes()-off)
-				if err := f.ReadRawAt(t.Name, off, buf[:n]); err != nil {
-					return err
-				}
-				if _, err := sw.Write(buf[:n]); err != nil {
-					return err
-				}
-				off += n
-			}
-		}
-		return sw.Close()
+		return safetensors.Copy(w, specs, func(name string, off int64, p []byte) error {
+			return from[name].ReadRawAt(name, off, p)
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -253,7 +247,7 @@ func importShards(src string, bad func(file, format string, args ...any) error) 
 		return nil, bad(WeightsIndex, "weight_map is empty")
 	}
 	byFile := map[string]map[string]bool{}
-	for _, tensor := range sortedKeys(idx.WeightMap) {
+	for _, tensor := range slices.Sorted(maps.Keys(idx.WeightMap)) {
 		file := idx.WeightMap[tensor]
 		if !shardName.MatchString(file) {
 			return nil, bad(WeightsIndex, "tensor %q: shard %q must be a plain .safetensors file name in the folder (no path, no leading dot)", tensor, file)
@@ -264,7 +258,7 @@ func importShards(src string, bad func(file, format string, args ...any) error) 
 		byFile[file][tensor] = true
 	}
 	var out []importShard
-	for _, file := range sortedKeys(byFile) {
+	for _, file := range slices.Sorted(maps.Keys(byFile)) {
 		p := filepath.Join(src, file)
 		if _, err := os.Stat(p); err != nil {
 			for _, s := range out {
@@ -338,7 +332,7 @@ func importTensors(cfg *Config, shards []importShard, bad func(file, format stri
 		}
 	}
 	var missing []string
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		if from[name] == nil {
 			missing = append(missing, name)
 		}

@@ -141,7 +141,7 @@ func (ad *Adapter) Check(c *Config, source string) error {
 		want[an] = []int{ad.Config.Rank, shape[1]}
 		want[bn] = []int{shape[0], ad.Config.Rank}
 	}
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		t, ok := ad.Tensors[name]
 		if !ok {
 			return fmt.Errorf("%s: tensor %q: missing (r=%d, target_modules=%v): %w", source, name, ad.Config.Rank, ad.Config.Targets, ErrAdapter)
@@ -151,7 +151,7 @@ func (ad *Adapter) Check(c *Config, source string) error {
 				source, name, t.Shape, len(t.Data), ad.Config.Rank, want[name], ErrAdapter)
 		}
 	}
-	for _, name := range sortedKeys(ad.Tensors) {
+	for _, name := range slices.Sorted(maps.Keys(ad.Tensors)) {
 		if _, ok := want[name]; !ok {
 			return fmt.Errorf("%s: tensor %q: not a LoRA weight of target_modules %v for this base model: %w", source, name, ad.Config.Targets, ErrAdapter)
 		}

@@ -3,6 +3,7 @@ package model
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -220,7 +221,7 @@ func TestPEFTNamesWithAdapterName(t *testing.T) {
 	dir := t.TempDir()
 	ad.Save(dir)
 	var ts []safetensors.Tensor
-	for _, n := range sortedKeys(ad.Tensors) {
+	for _, n := range slices.Sorted(maps.Keys(ad.Tensors)) {
 		st, _ := safetensors.FromFloat32(strings.Replace(strings.Replace(n, ".lora_A.", ".lora_A.default.", 1), ".lora_B.", ".lora_B.default.", 1),
 			safetensors.F16, ad.Tensors[n].Shape, ad.Tensors[n].Data)
 		ts = append(ts, st)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -97,6 +98,18 @@ func ProjName(l int, proj string) string {
 	return fmt.Sprintf("%s%d.mlp.%s.weight", LayerNamePrefix, l, proj)
 }
 
+// The RMSNorm weights within a layer, as NormName spells them.
+const (
+	InputNorm = "input_layernorm"          // before attention
+	PostNorm  = "post_attention_layernorm" // before the MLP
+)
+
+// NormName returns the full tensor name of RMSNorm norm (InputNorm or
+// PostNorm) in layer l.
+func NormName(l int, norm string) string {
+	return fmt.Sprintf("%s%d.%s.weight", LayerNamePrefix, l, norm)
+}
+
 // ProjShape returns the [out, in] shape of projection proj under c.
 func (c *Config) ProjShape(proj string) ([]int, error) {
 	d, hd := c.HiddenSize, c.HeadDimension()
@@ -129,8 +142,8 @@ func (c *Config) TensorShapes() map[string][]int {
 			s, _ := c.ProjShape(p)
 			m[ProjName(l, p)] = s
 		}
-		m[fmt.Sprintf("%s%d.input_layernorm.weight", LayerNamePrefix, l)] = []int{c.HiddenSize}
-		m[fmt.Sprintf("%s%d.post_attention_layernorm.weight", LayerNamePrefix, l)] = []int{c.HiddenSize}
+		m[NormName(l, InputNorm)] = []int{c.HiddenSize}
+		m[NormName(l, PostNorm)] = []int{c.HiddenSize}
 	}
 	return m
 }
@@ -185,7 +198,7 @@ func (m *Model) Clone() *Model {
 // source names the weights (a file) in errors.
 func (m *Model) Check(source string) error {
 	want := m.Config.TensorShapes()
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		t, ok := m.Tensors[name]
 		if !ok {
 			return fmt.Errorf("%s: tensor %q: missing (config wants shape %v): %w", source, name, want[name], ErrWeights)
@@ -397,7 +410,7 @@ func weightFiles(dir string) ([]weightFile, error) {
 		byFile[file][name] = true
 	}
 	var out []weightFile
-	for _, file := range sortedKeys(byFile) {
+	for _, file := range slices.Sorted(maps.Keys(byFile)) {
 		out = append(out, weightFile{path: filepath.Join(dir, file), names: byFile[file]})
 	}
 	return out, nil
@@ -448,7 +461,7 @@ func (m *Model) safetensors(dtype safetensors.DType) ([]safetensors.Tensor, erro
 
 func tensorsTo(ts map[string]*Tensor, dtype safetensors.DType) ([]safetensors.Tensor, error) {
 	out := make([]safetensors.Tensor, 0, len(ts))
-	for _, name := range sortedKeys(ts) {
+	for _, name := range slices.Sorted(maps.Keys(ts)) {
 		t := ts[name]
 		st, err := safetensors.FromFloat32(name, dtype, t.Shape, t.Float32s())
 		if err != nil {
@@ -475,15 +488,6 @@ func prod(s []int) int {
 		n *= d
 	}
 	return n
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // DigestPath returns the weight digest of a .safetensors file, a model
@@ -534,24 +538,9 @@ func DigestPath(path string) (string, error) {
 		}
 	}
 	h := sha256.New()
-	w, err := safetensors.NewWriter(h, specs, nil)
-	if err != nil {
-		return "", err
-	}
-	buf := make([]byte, 1<<20)
-	for _, ti := range w.Tensors() {
-		for off := int64(0); off < ti.NumBytes(); {
-			n := min(int64(len(buf)), ti.NumBytes()-off)
-			if err := owner[ti.Name].ReadRawAt(ti.Name, off, buf[:n]); err != nil {
-				return "", err
-			}
-			if _, err := w.Write(buf[:n]); err != nil {
-				return "", err
-			}
-			off += n
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := safetensors.Copy(h, specs, func(name string, off int64, p []byte) error {
+		return owner[name].ReadRawAt(name, off, p)
+	}); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -15,6 +15,11 @@
 # 2. Aggregation: BenchmarkWeightedMeanGPU beside BenchmarkCopyD2D
 #    (kernels/cuda): GB/s of the weighted mean over the device-to-device
 #    copy of the same bytes (goal: ≥ 0.8).
+# 3. Serving: BenchmarkServeGPU (model/engine/cudadev): the continuous-
+#    batching Batcher (KV cache, greedy, 128-token prompts, 128 new tokens)
+#    at the SmolLM2-135M shape (random FP32 weights) on the CUDA device and
+#    on the Host device in the same run: tokens/s at 1 and 16 streams, time
+#    to first token p50 / p99 at 16 streams, and CUDA/Host ratios.
 #
 # The Go side runs prebuilt test binaries (scripts/gpu-check.sh build, done
 # here when Go is installed and they are missing), so the GPU machine needs
@@ -23,7 +28,9 @@
 # Environment: GPU_CHECK_DIR (binaries, default bin/gpu-check), BENCHTIME
 # (Go -test.benchtime for training, default 20x), AGG_BENCHTIME (default
 # 2s), TORCH_SECONDS (default 5), PYTHON, BENCH_CONFIGS (default
-# "d1024-8layer tiny").
+# "d1024-8layer tiny"), SERVE_BENCHTIME (default 1x: one batch of streams
+# per sub-benchmark after a warm-up one), SERVE_SHAPES (default
+# "smollm2-135m"; "tiny" is a quick check), SKIP_SERVE=1 (no part 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -33,6 +40,8 @@ BENCHTIME=${BENCHTIME:-20x}
 AGG_BENCHTIME=${AGG_BENCHTIME:-2s}
 TORCH_SECONDS=${TORCH_SECONDS:-5}
 BENCH_CONFIGS=${BENCH_CONFIGS:-d1024-8layer tiny}
+SERVE_BENCHTIME=${SERVE_BENCHTIME:-1x}
+SERVE_SHAPES=${SERVE_SHAPES:-smollm2-135m}
 
 # shellcheck source=scripts/gpu-lib.sh
 . scripts/gpu-lib.sh
@@ -107,6 +116,28 @@ mbs() { awk -v b="$1" '$1 ~ "^"b"(-[0-9]+)?$" { for (i = 2; i < NF; i++) if ($(i
 wmean=$(mbs BenchmarkWeightedMeanGPU)
 copy=$(mbs BenchmarkCopyD2D)
 
+# --- 3. Serving -----------------------------------------------------------
+: >"$tmp/serve"
+if [ "${SKIP_SERVE:-0}" != 1 ]; then
+  for shape in $SERVE_SHAPES; do
+    echo "bench-gpu: BenchmarkServeGPU/$shape (CUDA and Host, -test.benchtime $SERVE_BENCHTIME)" >&2
+    (cd model/engine/cudadev && "$out/cudadev.test" -test.run '^$' -test.bench "^BenchmarkServeGPU\$/^$shape\$" \
+       -test.benchtime "$SERVE_BENCHTIME" -test.count 1 -test.timeout 60m) | tee -a "$tmp/serve.log" >&2
+  done
+  # One line per sub-benchmark: "shape device streams tok/s p50 p99".
+  awk '/^BenchmarkServeGPU\// {
+         split($1, p, "/"); st = p[4]; sub(/^streams=/, "", st); sub(/-[0-9]+$/, "", st)
+         tps = p50 = p99 = ""
+         for (i = 2; i < NF; i++) {
+           if ($(i+1) == "tok/s") tps = $i
+           if ($(i+1) == "ttft-p50-ms") p50 = $i
+           if ($(i+1) == "ttft-p99-ms") p99 = $i
+         }
+         print p[2], p[3], st, tps, p50, p99
+       }' "$tmp/serve.log" 2>/dev/null >"$tmp/serve" || true
+  if [ ! -s "$tmp/serve" ]; then echo "bench-gpu: no metrics in the BenchmarkServeGPU output" >&2; fi
+fi
+
 # --- report ---------------------------------------------------------------
 echo
 printf '%-13s %14s %14s %8s %14s %8s\n' config "fedtune tok/s" "torch tok/s" ratio "torch+sdpa" ratio
@@ -125,4 +156,26 @@ if [ -n "$wmean" ] && [ -n "$copy" ]; then
     "$(awk -v a="$wmean" -v b="$copy" 'BEGIN {print a / b}')"
 else
   echo "bench-gpu: no MB/s for BenchmarkWeightedMeanGPU / BenchmarkCopyD2D in the output" >&2
+fi
+if [ -s "$tmp/serve" ]; then
+  echo
+  echo "serving (Batcher, greedy; smollm2-135m: 128-token prompts + 128 new tokens; CUDA and Host measured in this run):"
+  printf '%-13s %-5s %8s %12s %12s %12s\n' shape device streams "tok/s" "ttft p50 ms" "ttft p99 ms"
+  while read -r shape dev st tps p50 p99; do
+    printf '%-13s %-5s %8s %12.1f %12.1f %12.1f\n' "$shape" "$dev" "$st" "$tps" "$p50" "$p99"
+  done <"$tmp/serve"
+  for shape in $(awk '{print $1}' "$tmp/serve" | sort -u); do
+    for st in 1 16; do
+      c=$(awk -v s="$shape" -v n="$st" '$1 == s && $2 == "cuda" && $3 == n {print $4}' "$tmp/serve")
+      h=$(awk -v s="$shape" -v n="$st" '$1 == s && $2 == "host" && $3 == n {print $4}' "$tmp/serve")
+      if [ -n "$c" ] && [ -n "$h" ]; then
+        printf '%s: %d stream(s): CUDA %.1f tok/s, Host %.1f tok/s, ratio CUDA/Host %.2f\n' "$shape" "$st" "$c" "$h" \
+          "$(awk -v a="$c" -v b="$h" 'BEGIN {print a / b}')"
+      fi
+    done
+    p99=$(awk -v s="$shape" '$1 == s && $2 == "cuda" && $3 == 16 {print $6}' "$tmp/serve")
+    if [ -n "$p99" ]; then
+      printf '%s: CUDA time to first token p99 at 16 streams %.1f ms (goal < 500 ms)\n' "$shape" "$p99"
+    fi
+  done
 fi

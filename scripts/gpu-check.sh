@@ -7,6 +7,8 @@
 #                                  cuda.test     kernels/cuda
 #                                  cudadev.test  model/engine/cudadev
 #                                  trainer.test  trainer
+#                                  cli.test      internal/cli (its CUDA
+#                                                tests: serve --device cuda)
 #                                (go test -c -tags fedcuda)
 #                                and a copy of the PTX the binaries embed (ptx/)
 #   scripts/gpu-check.sh run     run them, each from its package folder (the
@@ -53,19 +55,20 @@ build() {
   go test -c -tags fedcuda -ldflags='-s -w' -o "$out/cuda.test" ./kernels/cuda
   go test -c -tags fedcuda -ldflags='-s -w' -o "$out/cudadev.test" ./model/engine/cudadev
   go test -c -tags fedcuda -ldflags='-s -w' -o "$out/trainer.test" ./trainer
+  go test -c -tags fedcuda -ldflags='-s -w' -o "$out/cli.test" ./internal/cli
   cp kernels/cuda/ptx/*.ptx "$out/ptx/"
   ls -l "$out" >&2
 }
 
 run() {
-  for b in cuda.test cudadev.test trainer.test; do
+  for b in cuda.test cudadev.test trainer.test cli.test; do
     if [ ! -x "$out/$b" ]; then echo "gpu-check: $out/$b is missing: run scripts/gpu-check.sh build first" >&2; exit 1; fi
   done
   if ! have_gpu && [ "${GPU_CHECK_FORCE:-0}" != 1 ]; then
     echo "gpu-check: no NVIDIA GPU here (nvidia-smi lists none): nothing run; the binaries are in $out" >&2
     return 0
   fi
-  command -v nvidia-smi >/dev/null && nvidia-smi -L
+  if command -v nvidia-smi >/dev/null; then nvidia-smi -L || true; fi
   find_cublas
   local status=0
   # shellcheck disable=SC2086
@@ -74,6 +77,8 @@ run() {
   (cd model/engine/cudadev && "$out/cudadev.test" -test.v -test.count=1 ${GO_TEST_FLAGS:-}) || status=1
   # shellcheck disable=SC2086
   (cd trainer && "$out/trainer.test" -test.count=1 -test.run 'Device|Backend|CUDA' -test.v ${GO_TEST_FLAGS:-}) || status=1
+  # shellcheck disable=SC2086
+  (cd internal/cli && "$out/cli.test" -test.count=1 -test.run 'CUDA|ParseDevice' -test.v ${GO_TEST_FLAGS:-}) || status=1
   if [ $status != 0 ]; then echo "gpu-check: FAILED" >&2; else echo "gpu-check: all passed" >&2; fi
   return $status
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/model/commitment"
@@ -32,6 +34,11 @@ type Verdict struct {
 	// does not, the first differing step lies in (After, Before].
 	FirstBadStep  int
 	After, Before int
+	// DigestsProved reports that the trainer's disclosed step digests
+	// (commitment.DigestsFile) give its committed step root: every step's
+	// committed digest is then known, and the first differing step is
+	// pinned from them even where checkpoints were not kept.
+	DigestsProved bool
 	// Lies are the trainer's checkpoints that do not prove against its
 	// committed step root.
 	Lies []commitment.Checkpoint
@@ -43,6 +50,17 @@ type Verdict struct {
 	// trainer's kept inner optimizer state (pre-training, round 2 on) and
 	// none was given: the replay from fresh moments cannot judge it.
 	NeedsOptState bool
+	// Op names the first operation within FirstBadStep whose result
+	// differs (nil when no step is pinned): see OpFinding.
+	Op *OpFinding
+	// InputsDiff says which of the trainer's disclosed inputs
+	// (commitment.InputsFile, proved against its committed inputs digest)
+	// differ from the replay's, when the inputs digests differ.
+	InputsDiff []string
+	// InputsLie says why the trainer's disclosed inputs cannot be used:
+	// malformed, or not the committed inputs (nil: none disclosed, or
+	// they prove).
+	InputsLie error
 	// Reason says, in words, what differs ("" when the replay matches).
 	Reason string
 }
@@ -54,7 +72,9 @@ func (v *Verdict) Honest() bool {
 
 // Replay re-runs task t on data d on the Host engine (bit-exact on every
 // CPU), recording every step, and compares the result with claim. When the
-// step roots differ it locates the first differing step by bisecting the
+// step roots differ it names the first differing step from the step
+// digests the commitment discloses (ledger.TrainingCommitment.StepDigests,
+// checked against its root), or else locates it by bisecting the
 // trainer's checkpoints in ckpt (nil: none), each proved against the
 // committed root first: a checkpoint that does not prove is a lie, listed
 // in Verdict.Lies and not used. t.OutDir receives the replayed update.
@@ -122,8 +142,17 @@ func Replay(ctx context.Context, t Task, d Data, claim Claim, ckpt *commitment.S
 		v.Reason = join(why)
 		return v, nil
 	}
+	disclosed := disclosedInputs(&v, claim, ckpt)
 	if !v.InputsMatch {
-		why = append(why, fmt.Sprintf("inputs digest %s, replay %s (other base, adapter, hyperparameters, seed, batches or starting optimizer state)", c.InputsDigest, v.Replayed.InputsDigest))
+		if disclosed != nil {
+			v.InputsDiff = disclosed.Differences(&u.inputs)
+			why = append(why, fmt.Sprintf("inputs digest %s, replay %s: the trainer's disclosed inputs differ in %s", c.InputsDigest, v.Replayed.InputsDigest, strings.Join(v.InputsDiff, "; ")))
+		} else {
+			why = append(why, fmt.Sprintf("inputs digest %s, replay %s (other base, adapter, hyperparameters, seed, batches or starting optimizer state)", c.InputsDigest, v.Replayed.InputsDigest))
+		}
+	}
+	if v.InputsLie != nil {
+		why = append(why, fmt.Sprintf("%v (a lie)", v.InputsLie))
 	}
 	if v.InputsMatch && v.StepRootMatch && v.UpdateMatch {
 		v.Reason = join(why)
@@ -142,6 +171,10 @@ func Replay(ctx context.Context, t Task, d Data, claim Claim, ckpt *commitment.S
 	locate(&v, u.stepDigests, claim, ckpt)
 	if v.FirstBadStep > 0 {
 		why = append(why, fmt.Sprintf("step %d is the first whose state differs from the replay's", v.FirstBadStep))
+		if err := locateOp(ctx, t, d, &v, claim, ckpt, disclosed, &u.inputs, u.stepDigests); err != nil {
+			return Verdict{}, fmt.Errorf("replay: %w", err)
+		}
+		why = append(why, v.Op.Text)
 	} else {
 		why = append(why, fmt.Sprintf("the first differing step is in %d..%d (no proved checkpoint pins it)", v.After+1, v.Before))
 	}
@@ -155,6 +188,30 @@ func Replay(ctx context.Context, t Task, d Data, claim Claim, ckpt *commitment.S
 	return v, nil
 }
 
+// disclosedInputs reads the trainer's disclosed inputs from ckpt and
+// returns them when they prove against the committed inputs digest; a
+// disclosure that is malformed or does not prove is recorded in
+// v.InputsLie.
+func disclosedInputs(v *Verdict, claim Claim, ckpt *commitment.Store) *commitment.Inputs {
+	if ckpt == nil {
+		return nil
+	}
+	in, err := ckpt.Inputs(claim.Job, claim.Round)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		v.InputsLie = fmt.Errorf("the disclosed training inputs cannot be read: %w", err)
+		return nil
+	}
+	d, err := in.Digest()
+	if err != nil || d != claim.Commitment.InputsDigest {
+		v.InputsLie = fmt.Errorf("the disclosed training inputs (%s) hash to %s, not the committed inputs digest %s", commitment.InputsFile, d, claim.Commitment.InputsDigest)
+		return nil
+	}
+	return &in
+}
+
 // locate bisects the proved checkpoints for the first step whose state
 // differs from the replay's digests.
 func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
@@ -166,6 +223,19 @@ func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
 		// A shorter run: the first step it lacks differs at the latest;
 		// a longer one: the first step beyond the task.
 		v.Before = n + 1
+	}
+	if disclosedOK(c) {
+		// The trainer disclosed every step's digest on the ledger (they
+		// hash to its step root): the first that differs is named
+		// without its checkpoints.
+		i := 0
+		for i < n && c.StepDigests[i] == replay[i] {
+			i++
+		}
+		if i < n || int(c.Steps) != len(replay) {
+			v.After, v.Before, v.FirstBadStep = i, i+1, i+1
+			return
+		}
 	}
 	var proved []commitment.Checkpoint
 	if ckpt != nil {
@@ -188,6 +258,20 @@ func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
 			}
 		}
 	}
+	if ckpt != nil {
+		disclosed, err := ckpt.Digests(claim.Job, claim.Round)
+		if root, rerr := commitment.StepRoot(disclosed); err == nil && rerr == nil && uint64(len(disclosed)) == c.Steps && root == c.StepRoot {
+			// The disclosed digests are the committed leaves: compare
+			// every step's.
+			v.DigestsProved = true
+			i := 0
+			for i < n && disclosed[i] == replay[i] {
+				i++
+			}
+			v.After, v.Before, v.FirstBadStep = i, i+1, i+1
+			return
+		}
+	}
 	// Divergence is monotone (a state that differs makes every later one
 	// differ), so bisect for the first proved checkpoint that differs.
 	j := sort.Search(len(proved), func(i int) bool { return proved[i].Digest != replay[proved[i].Step-1] })
@@ -200,6 +284,16 @@ func locate(v *Verdict, replay []string, claim Claim, ckpt *commitment.Store) {
 	if v.Before == v.After+1 {
 		v.FirstBadStep = v.Before
 	}
+}
+
+// disclosedOK reports whether c discloses its step digests and they hash
+// to its step root.
+func disclosedOK(c ledger.TrainingCommitment) bool {
+	if len(c.StepDigests) == 0 || uint64(len(c.StepDigests)) != c.Steps {
+		return false
+	}
+	root, err := ledger.StepDigestsRoot(c.StepDigests)
+	return err == nil && root == c.StepRoot
 }
 
 func join(s []string) string {

@@ -16,6 +16,7 @@ import (
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/commitment"
 	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/safetensors"
 )
 
 // auditFixture is a small LoRA task and a trainer's data.
@@ -108,6 +109,75 @@ func forge(t *testing.T, s *commitment.Store, c ledger.TrainingCommitment, from,
 	return c
 }
 
+// forgeTensor changes one tensor of step's checkpoint, forges the later
+// steps and returns the commitment over them: a trainer honest but for
+// one tensor of one step.
+func forgeTensor(t *testing.T, s *commitment.Store, c ledger.TrainingCommitment, step int, name string) ledger.TrainingCommitment {
+	t.Helper()
+	p, err := s.Path("job-1", 3, step)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := readState(t, p)
+	x, ok := m[name]
+	if !ok {
+		t.Fatalf("checkpoint of step %d has no %s", step, name)
+	}
+	x.Data[0] += 1e-3
+	ts, err := commitment.Tensors(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.Digests("job-1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds[step-1], err = s.Save("job-1", 3, step, ts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveDigests("job-1", 3, ds); err != nil {
+		t.Fatal(err)
+	}
+	if step < int(c.Steps) {
+		return forge(t, s, c, step+1, int(c.Steps), m)
+	}
+	if c.StepRoot, err = commitment.StepRoot(ds); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// readState reads a checkpoint's tensors.
+func readState(t *testing.T, p string) map[string]*model.Tensor {
+	t.Helper()
+	f, err := safetensors.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]*model.Tensor{}
+	for _, ti := range f.Tensors() {
+		x, err := f.Float32s(ti.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[ti.Name] = &model.Tensor{Shape: ti.Shape, Data: x}
+	}
+	return m
+}
+
+// removeInputs removes the trainer's disclosed inputs.
+func removeInputs(t *testing.T, s *commitment.Store) {
+	t.Helper()
+	p, err := s.Path("job-1", 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(filepath.Dir(p), commitment.InputsFile)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func replay(t *testing.T, f *auditFixture, claim Claim, store *commitment.Store) Verdict {
 	t.Helper()
 	v, err := Replay(context.Background(), f.task(t, auditSteps, 3, nil), f.data, claim, store)
@@ -145,34 +215,57 @@ func TestReplayCatchesCheaters(t *testing.T) {
 		step, after, before int
 		lies                int
 		want                string
+		// op is what the named operation must say ("" when no step is
+		// pinned), phase its phase.
+		op, phase string
 	}{
 		{"random update, consistent forged commitment", func(t *testing.T, s *commitment.Store) Claim {
 			honest := f.train(t, f.task(t, auditSteps, 3, nil), f.data)
 			c := forge(t, s, *honest.Commitment, 1, auditSteps, f.ad.Tensors)
 			return Claim{Job: "job-1", Round: 3, UpdateDigest: digest.Bytes([]byte("random")), Commitment: c}
-		}, 1, 0, 1, 0, "step 1 is the first"},
+		}, 1, 0, 1, 0, "step 1 is the first", "layer 0 q_proj lora_A (AdamW update), every one of the 8 trainable tensors differs; the forward pass or the loss may differ", OpUpdate},
 		{"random update, honest commitment", func(t *testing.T, s *commitment.Store) Claim {
 			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
 			c := claimOf(u)
 			c.UpdateDigest = digest.Bytes([]byte("random"))
 			return c
-		}, 0, 0, 0, 0, "the steps match but the update"},
+		}, 0, 0, 0, 0, "the steps match but the update", "", ""},
 		{"fewer steps", func(t *testing.T, s *commitment.Store) Claim {
 			return claimOf(f.train(t, f.task(t, auditSteps/2, 3, s), f.data))
-		}, auditSteps/2 + 1, auditSteps / 2, auditSteps/2 + 1, 0, "commits 2 steps, the task asks 4"},
+		}, auditSteps/2 + 1, auditSteps / 2, auditSteps/2 + 1, 0, "commits 2 steps, the task asks 4", "took no step 3 (the task asks 4)", OpSteps},
 		{"other data", func(t *testing.T, s *commitment.Store) Claim {
 			return claimOf(f.train(t, f.task(t, auditSteps, 3, s), Data{Dataset: other}))
-		}, 1, 0, 1, 0, "inputs digest"},
+		}, 1, 0, 1, 0, "disclosed inputs differ in step 1's batch samples", "step 1: first difference in the batch", OpBatch},
 		{"another seed", func(t *testing.T, s *commitment.Store) Claim {
 			return claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
-		}, 1, 0, 1, 0, "inputs digest"},
+		}, 1, 0, 1, 0, "disclosed inputs differ in seed 4, the task's 3", "step 1: first difference in the batch", OpBatch},
+		{"another seed, inputs not disclosed", func(t *testing.T, s *commitment.Store) Claim {
+			c := claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
+			removeInputs(t, s)
+			return c
+		}, 1, 0, 1, 0, "(other base, adapter, hyperparameters, seed, batches", "layer 0 q_proj lora_B (AdamW update), 4 of 8 trainable tensors differ, every one with a non-zero gradient; the forward pass or the loss may differ (no proved disclosure of the trainer's inputs", OpUpdate},
+		{"another seed, forged disclosed inputs", func(t *testing.T, s *commitment.Store) Claim {
+			c := claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
+			// The cheater discloses the task's inputs, not its own.
+			honest := f.train(t, f.task(t, auditSteps, 3, nil), f.data)
+			if err := s.SaveInputs("job-1", 3, honest.inputs); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, 1, 0, 1, 0, "not the committed inputs digest", "the forward pass or the loss may differ", OpUpdate},
+		{"honest but for one tensor at step 3", func(t *testing.T, s *commitment.Store) Claim {
+			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+			c := claimOf(u)
+			c.Commitment = forgeTensor(t, s, c.Commitment, 3, "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
+			return c
+		}, 3, 2, 3, 0, "step 3 is the first", "step 3: first difference in layer 1 v_proj lora_B (AdamW update), 1 of 8 trainable tensors differ; forward and loss agree", OpUpdate},
 		{"honest first half, forged second half", func(t *testing.T, s *commitment.Store) Claim {
 			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
 			c := claimOf(u)
 			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
 			return c
-		}, auditSteps/2 + 1, auditSteps / 2, auditSteps/2 + 1, 0, "step 3 is the first"},
-		{"forged second half, only even checkpoints: bisection narrows", func(t *testing.T, s *commitment.Store) Claim {
+		}, auditSteps/2 + 1, auditSteps / 2, auditSteps/2 + 1, 0, "step 3 is the first", "step 3: first difference in layer 0 q_proj lora_A (AdamW update), every one of the 8 trainable tensors differs; the state before the step and its batch are the committed ones", OpUpdate},
+		{"forged second half, only even checkpoints: the disclosed digests pin it", func(t *testing.T, s *commitment.Store) Claim {
 			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
 			c := claimOf(u)
 			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
@@ -183,7 +276,31 @@ func TestReplayCatchesCheaters(t *testing.T) {
 				}
 			}
 			return c
-		}, 0, 2, 4, 0, "in 3..4"},
+		}, 3, 2, 3, 0, "step 3 is the first", "step 3: no proved checkpoint of the state after the step", OpUnknown},
+		{"forged second half, step digests withheld: not pinned", func(t *testing.T, s *commitment.Store) Claim {
+			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+			c := claimOf(u)
+			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
+			p, _ := s.Path("job-1", 3, 1)
+			if err := os.Remove(filepath.Join(filepath.Dir(p), commitment.DigestsFile)); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, 0, 0, 4, 4, "in 1..4 (no proved checkpoint pins it)", "", ""},
+		{"forged second half, checkpoint every 3", func(t *testing.T, s *commitment.Store) Claim {
+			s.Every = 3
+			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+			if steps, err := s.Steps("job-1", 3); err != nil || len(steps) != 2 || steps[0] != 3 || steps[1] != 4 {
+				t.Fatalf("every 3rd step and the last kept: %v (%v)", steps, err)
+			}
+			c := claimOf(u)
+			c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
+			return c
+		}, 3, 2, 3, 0, "step 3 is the first", "step 3: first difference in layer 0 q_proj lora_A (AdamW update)", OpUpdate},
+		{"another seed, checkpoint every 3", func(t *testing.T, s *commitment.Store) Claim {
+			s.Every = 3
+			return claimOf(f.train(t, f.task(t, auditSteps, 4, s), f.data))
+		}, 1, 0, 1, 0, "disclosed inputs differ in seed 4, the task's 3", "step 1: first difference in the batch", OpBatch},
 		{"forged second half, lying checkpoint", func(t *testing.T, s *commitment.Store) Claim {
 			u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
 			c := claimOf(u)
@@ -200,7 +317,7 @@ func TestReplayCatchesCheaters(t *testing.T) {
 				t.Fatal(err)
 			}
 			return c
-		}, 0, 1, 3, 1, "do not prove against the step root (lies), first step 2"},
+		}, 3, 2, 3, 1, "do not prove against the step root (lies), first step 2", "step 3: first difference in layer 0 q_proj lora_A (AdamW update)", OpUpdate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,6 +336,20 @@ func TestReplayCatchesCheaters(t *testing.T) {
 			}
 			if !strings.Contains(v.Reason, tt.want) {
 				t.Errorf("reason %q does not say %q", v.Reason, tt.want)
+			}
+			switch {
+			case tt.op == "" && v.Op != nil:
+				t.Errorf("an operation named with no step pinned: %+v", v.Op)
+			case tt.op == "":
+			case v.Op == nil:
+				t.Errorf("no operation named, want %q", tt.op)
+			default:
+				if !strings.Contains(v.Op.Text, tt.op) || v.Op.Phase != tt.phase || !strings.Contains(v.Reason, v.Op.Text) {
+					t.Errorf("operation %s %q, want %s %q", v.Op.Phase, v.Op.Text, tt.phase, tt.op)
+				}
+				if v.Op.Phase == OpUpdate && len(v.Op.Trace) == 0 {
+					t.Errorf("no operation trace of step %d", v.Op.Step)
+				}
 			}
 		})
 	}
@@ -323,6 +454,10 @@ func TestReplayModes(t *testing.T) {
 			if v.Honest() || v.FirstBadStep != 3 {
 				t.Fatalf("forged step 3: named step %d: %s", v.FirstBadStep, v.Reason)
 			}
+			if v.Op == nil || v.Op.Phase != OpUpdate || v.Op.Tensor == "" || len(v.Op.Differ) != v.Op.Tensors {
+				t.Fatalf("forged step 3: operation %+v", v.Op)
+			}
+			t.Log(v.Op.Text)
 		})
 	}
 }
@@ -383,4 +518,49 @@ func TestReplayChild(t *testing.T) {
 		t.Fatalf("replayed on %s: %s", engine.ISA(), v.Reason)
 	}
 	t.Logf("replayed on %s: honest", engine.ISA())
+}
+
+// TestReplayDisclosedSteps: a commitment that discloses its step digests
+// (as a trainer of a spot-checked job does) lets a replay without the
+// trainer's checkpoints name the first step that differs; the digests
+// hash to the step root model/commitment computes, and disclosed digests
+// that do not are ignored.
+func TestReplayDisclosedSteps(t *testing.T) {
+	f := newAuditFixture(t)
+	s := &commitment.Store{Dir: t.TempDir()}
+	u := f.train(t, f.task(t, auditSteps, 3, s), f.data)
+	c := claimOf(u)
+	c.Commitment = forge(t, s, c.Commitment, auditSteps/2+1, auditSteps, f.ad.Tensors)
+	ds, err := s.Digests("job-1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root, err := ledger.StepDigestsRoot(ds); err != nil || root != c.Commitment.StepRoot {
+		t.Fatalf("ledger root %s (%v), commitment root %s", root, err, c.Commitment.StepRoot)
+	}
+	c.Commitment.StepDigests = ds
+	v := replay(t, f, c, nil)
+	if v.Honest() || v.FirstBadStep != auditSteps/2+1 {
+		t.Fatalf("forged second half with disclosed steps, no checkpoints: step %d in (%d, %d], want %d: %s", v.FirstBadStep, v.After, v.Before, auditSteps/2+1, v.Reason)
+	}
+	// Disclosed digests that are not the committed root's pin nothing.
+	c.Commitment.StepDigests = append([]string{ds[1]}, ds[1:]...)
+	if v := replay(t, f, c, nil); v.FirstBadStep != 0 {
+		t.Fatalf("digests off the root pinned step %d", v.FirstBadStep)
+	}
+}
+
+func TestDescribeTensor(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"base_model.model.model.layers.3.self_attn.q_proj.lora_B.weight", "layer 3 q_proj lora_B"},
+		{"base_model.model.model.layers.12.mlp.down_proj.lora_A.weight", "layer 12 down_proj lora_A"},
+		{"model.layers.0.self_attn.o_proj.weight", "layer 0 o_proj weight"},
+		{"model.layers.1.input_layernorm.weight", "layer 1 input_layernorm weight"},
+		{"model.embed_tokens.weight", "model.embed_tokens.weight"},
+		{"lm_head.weight", "lm_head.weight"},
+	} {
+		if got := DescribeTensor(tc.name); got != tc.want {
+			t.Errorf("DescribeTensor(%q) = %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }

@@ -105,6 +105,8 @@ type Update struct {
 	Commitment *ledger.TrainingCommitment
 	// stepDigests are the digests of the state after each step.
 	stepDigests []string
+	// inputs are the training's inputs (its commitment's preimage).
+	inputs commitment.Inputs
 }
 
 // Backend trains one task on local data. Implementations must be

@@ -16,14 +16,18 @@ const DefaultAuditWindowRounds = 4
 // MaxAuditWindowRounds bounds Config.AuditWindowRounds.
 const MaxAuditWindowRounds = 1 << 16
 
+// MaxCheckpointEvery bounds Config.CheckpointEvery.
+const MaxCheckpointEvery = 1 << 20
+
 // Checkpoints returns the store of the node's step checkpoints:
-// WorkDir/checkpoints, keeping AuditWindowRounds rounds of each job.
+// WorkDir/checkpoints, keeping AuditWindowRounds rounds of each job and
+// the checkpoint of every CheckpointEvery-th step.
 func (c *Config) Checkpoints() *commitment.Store {
 	keep := c.AuditWindowRounds
 	if keep == 0 {
 		keep = DefaultAuditWindowRounds
 	}
-	return &commitment.Store{Dir: filepath.Join(c.WorkDir, "checkpoints"), Keep: keep}
+	return &commitment.Store{Dir: filepath.Join(c.WorkDir, "checkpoints"), Keep: keep, Every: c.CheckpointEvery}
 }
 
 // sessionState returns the trainable state of s: the adapter's tensors

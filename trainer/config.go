@@ -64,6 +64,13 @@ type Config struct {
 	// which auditors replaying its updates bisect; 0 is
 	// DefaultAuditWindowRounds.
 	AuditWindowRounds int `yaml:"audit_window_rounds,omitempty"`
+	// CheckpointEvery keeps the step checkpoint of every CheckpointEvery-th
+	// step of a round (and of its last) instead of every step's: less disk
+	// and time on large full models. The round's commitment and disclosed
+	// step digests still cover every step, so a replay still names the
+	// first differing step; it names the operation within it only when
+	// that step's checkpoint was kept. 0 or 1: every step.
+	CheckpointEvery int `yaml:"checkpoint_every,omitempty"`
 }
 
 // DefaultConfig returns the defaults: licence CC0-1.0, work dir "work".
@@ -140,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditWindowRounds < 0 || c.AuditWindowRounds > MaxAuditWindowRounds {
 		msgs = append(msgs, fmt.Sprintf("audit_window_rounds: %d, want 0 (the default, %d) to %d", c.AuditWindowRounds, DefaultAuditWindowRounds, MaxAuditWindowRounds))
+	}
+	if c.CheckpointEvery < 0 || c.CheckpointEvery > MaxCheckpointEvery {
+		msgs = append(msgs, fmt.Sprintf("checkpoint_every: %d, want 0 (every step) to %d", c.CheckpointEvery, MaxCheckpointEvery))
 	}
 	if len(msgs) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(msgs, "; "))

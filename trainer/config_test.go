@@ -34,6 +34,8 @@ func TestParseConfig(t *testing.T) {
 		{"audit window", goodConfig + "audit_window_rounds: 10\n", ""},
 		{"audit window negative", goodConfig + "audit_window_rounds: -1\n", "audit_window_rounds: -1, want 0 (the default, 4) to 65536"},
 		{"audit window absurd", goodConfig + "audit_window_rounds: 100000\n", "audit_window_rounds: 100000"},
+		{"checkpoint every", goodConfig + "checkpoint_every: 8\n", ""},
+		{"checkpoint every negative", goodConfig + "checkpoint_every: -2\n", "checkpoint_every: -2, want 0 (every step) to 1048576"},
 		{"ledger node ID bad", goodConfig + "ledger_genesis: g.yaml\nledger_node_ids: [NODE]\n", `ledger_node_ids: "NODE" is not a key ID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,6 +53,9 @@ func TestParseConfig(t *testing.T) {
 				}
 				if keep := c.Checkpoints().Keep; keep != want {
 					t.Errorf("checkpoints keep %d rounds for audit_window_rounds %d", keep, c.AuditWindowRounds)
+				}
+				if every := c.Checkpoints().Every; every != c.CheckpointEvery {
+					t.Errorf("checkpoints every %d steps for checkpoint_every %d", every, c.CheckpointEvery)
 				}
 				return
 			}

@@ -58,9 +58,16 @@
 // digest of the trainable state after each step (keeping it as a
 // checkpoint in Task.Checkpoints, WORK_DIR/checkpoints for a node, for
 // Config.AuditWindowRounds rounds) and the sample IDs of each batch, and
-// returns the UpdateSubmitted commitment. Replay re-runs a task on the
-// Host engine and compares, bisecting proved checkpoints to the first step
-// that differs (fedtune audit replay). A round that starts from kept inner
+// returns the UpdateSubmitted commitment, and discloses beside the
+// checkpoints every step's digest and the task's inputs
+// (Config.CheckpointEvery keeps only every k-th step's checkpoint, and the
+// last). Replay re-runs a task on the Host engine and compares, naming the
+// first step that differs from the proved digests (or bisecting proved
+// checkpoints) and, within it, the first operation (OpFinding: the step's
+// batch, or the first tensor whose update differs from the trainer's
+// checkpoint, from a re-run of the step with the engine's operation trace
+// on) (fedtune audit replay). RoundData builds a round's data, own samples
+// then published ranges, for a trainer node and for a replay. A round that starts from kept inner
 // optimizer state commits its digest (OptStateDigest, in the inputs) and
 // keeps a copy beside the round's checkpoints
 // (commitment.Store.StartOptStatePath, pruned with them); Replay starts

@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -112,7 +114,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(cfg.WorkDir, "dataset.manifest"), sm.Envelope, 0o644); err != nil {
 		return nil, err
 	}
 	return &Node{cfg: cfg, opts: opts, log: log.With("trainer", id[:8]), key: key, id: id, data: Data{Dataset: ds, Instruct: isInstruct}, manifest: sm}, nil
@@ -389,14 +391,22 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 		return
 	}
 	var recipeMax uint64
+	commit := u.Commitment
 	if job, err := lc.Job(tctx, t.JobId); err == nil {
 		recipeMax = job.Recipe.MaxSamples
+		if job.Recipe.Verify != nil && commit != nil && len(u.stepDigests) == int(commit.Steps) && len(u.stepDigests) <= ledger.MaxDisclosedSteps {
+			// A spot-checked job: disclose every step's digest, so a
+			// verifier names the first step that differs.
+			c := *commit
+			c.StepDigests = slices.Clone(u.stepDigests)
+			commit = &c
+		}
 	} else {
 		log.WarnContext(ctx, "cannot read the job's recipe; claiming what was trained", "err", err)
 	}
 	samples := ClaimedSamples(u.DataSamples, u.Steps, int(t.Batch), recipeMax)
 	body := ledger.UpdateSubmitted{JobID: t.JobId, Round: t.Round, UpdateDigest: u.Digest, DatasetDigest: u.Dataset,
-		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges, Commitment: u.Commitment}
+		Samples: samples, Metrics: map[string]float64{"loss": u.Loss, "steps": float64(u.Steps)}, Ranges: u.Ranges, Commitment: commit}
 	height, err := signer.Submit(tctx, body)
 	if err != nil {
 		log.ErrorContext(ctx, "UpdateSubmitted failed", "err", err)

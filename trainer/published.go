@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -8,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -126,19 +129,47 @@ func OpenPublished(ctx context.Context, src BlobSource, m *dspub.Signed) (*Publi
 // Shard downloads shard k and checks it; a mismatch is a
 // *dspub.ShardError naming the shard and the first bad sample.
 func (r *PublishedReader) Shard(ctx context.Context, k int) ([]string, error) {
-	if k < 0 || k >= len(r.M.Shards) {
-		return nil, fmt.Errorf("dataset %s: no shard %d of %d", r.M.Name, k, len(r.M.Shards))
-	}
-	var buf bytes.Buffer
-	_, err := r.src.Download(ctx, r.M.Shards[k].Digest, &buf)
-	if err != nil && !errors.Is(err, artifact.ErrDigestMismatch) {
-		return nil, fmt.Errorf("dataset %s: shard %d (%s): %w", r.M.Name, k, r.M.Shards[k].Digest, err)
-	}
-	texts, cerr := dspub.CheckShard(&r.M.Manifest, k, buf.Bytes(), r.leaves)
-	if cerr != nil {
-		return nil, fmt.Errorf("dataset %s: %w", r.M.Name, cerr)
+	var texts []string
+	err := r.StreamShard(ctx, k, func(s string) error {
+		texts = append(texts, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return texts, nil
+}
+
+// StreamShard downloads shard k, checking each sample against its leaf as
+// its bytes arrive (dspub.ShardChecker), and hands each checked sample to
+// emit; only one sample is held at a time. A mismatch is a
+// *dspub.ShardError naming the shard and the first bad sample; samples
+// already emitted must then be discarded (the shard's digest and counts
+// are known only at its end).
+func (r *PublishedReader) StreamShard(ctx context.Context, k int, emit func(text string) error) error {
+	if k < 0 || k >= len(r.M.Shards) {
+		return fmt.Errorf("dataset %s: no shard %d of %d", r.M.Name, k, len(r.M.Shards))
+	}
+	c, err := dspub.NewShardChecker(&r.M.Manifest, k, r.leaves, emit)
+	if err != nil {
+		return fmt.Errorf("dataset %s: %w", r.M.Name, err)
+	}
+	_, derr := r.src.Download(ctx, r.M.Shards[k].Digest, c)
+	// The checker's own error names the sample; prefer it to the
+	// download's (a write error, or a digest mismatch, which Close
+	// explains).
+	cerr := c.Close()
+	var se *dspub.ShardError
+	if errors.As(cerr, &se) {
+		return fmt.Errorf("dataset %s: %w", r.M.Name, cerr)
+	}
+	if derr != nil {
+		return fmt.Errorf("dataset %s: shard %d (%s): %w", r.M.Name, k, r.M.Shards[k].Digest, derr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("dataset %s: shard %d: %w", r.M.Name, k, cerr)
+	}
+	return nil
 }
 
 // Range returns samples [first, end) of the dataset, reading and checking
@@ -165,50 +196,74 @@ func (r *PublishedReader) Range(ctx context.Context, first, end uint64) ([]strin
 // (the samples in order: {"text": …} records for text data, the records
 // themselves for instruction data, which datasets.Load and
 // instruct.ReadDataset read back to the same leaves) and, if the manifest
-// names one, README.md (the card, checked against its digest). Each file
-// is written atomically.
+// names one, README.md (the card, checked against its digest).
+//
+// The samples stream to a temporary file beside data.jsonl as each is
+// checked against its leaf (memory holds one sample, not the dataset); a
+// bad shard (a *dspub.ShardError naming it and its first bad sample) or
+// card removes the temporary files and leaves dir as it was. Each file is
+// replaced atomically (internal/atomicfile).
 func FetchPublished(ctx context.Context, src BlobSource, m *dspub.Signed, dir string) error {
 	r, err := OpenPublished(ctx, src, m)
 	if err != nil {
 		return err
 	}
-	var data bytes.Buffer
-	for k := range m.Shards {
-		texts, err := r.Shard(ctx, k)
-		if err != nil {
-			return err
-		}
-		for _, s := range texts {
-			if m.Format == dspub.FormatInstruct {
-				data.WriteString(s)
-			} else {
-				b, _ := json.Marshal(map[string]string{datasets.DefaultTextField: s})
-				data.Write(b)
-			}
-			data.WriteByte('\n')
-		}
-	}
-	var card bytes.Buffer
-	if m.Card != "" {
-		if _, err := src.Download(ctx, m.Card, &card); err != nil {
-			return fmt.Errorf("dataset %s: card %s: %w", m.Name, m.Card, err)
-		}
+	made := false
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		made = true
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, "manifest.json"), m.Envelope, 0o644); err != nil {
-		return err
-	}
-	if err := atomicfile.Write(filepath.Join(dir, "data.jsonl"), data.Bytes(), 0o644); err != nil {
-		return err
-	}
-	if m.Card != "" {
-		if err := atomicfile.Write(filepath.Join(dir, "README.md"), card.Bytes(), 0o644); err != nil {
+	err = atomicfile.WriteFunc(filepath.Join(dir, "data.jsonl"), 0o644, func(f *os.File) error {
+		w := bufio.NewWriterSize(f, 1<<16)
+		for k := range m.Shards {
+			err := r.StreamShard(ctx, k, func(s string) error {
+				if m.Format == dspub.FormatInstruct {
+					w.WriteString(s)
+				} else {
+					b, _ := json.Marshal(map[string]string{datasets.DefaultTextField: s})
+					w.Write(b)
+				}
+				return w.WriteByte('\n')
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if err := w.Flush(); err != nil {
 			return err
 		}
+		// The card, inside data.jsonl's write: a bad card leaves neither.
+		if m.Card == "" {
+			return nil
+		}
+		return atomicfile.WriteFunc(filepath.Join(dir, "README.md"), 0o644, func(cf *os.File) error {
+			if _, err := src.Download(ctx, m.Card, cf); err != nil {
+				return fmt.Errorf("dataset %s: card %s: %w", m.Name, m.Card, err)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		if made {
+			os.Remove(dir) // empty: every file was written to a temporary one
+		}
+		return unwrapWrite(err)
 	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, "manifest.json"), m.Envelope, 0o644)
+}
+
+// unwrapWrite drops atomicfile's "write PATH: " prefix from a check that
+// failed inside a write, so the error reads as the check's.
+func unwrapWrite(err error) error {
+	var se *dspub.ShardError
+	if errors.As(err, &se) {
+		if u := errors.Unwrap(err); u != nil {
+			return u
+		}
+	}
+	return err
 }
 
 // roundInfo is what a round's data was: the dataset the update names and
@@ -219,9 +274,10 @@ type roundInfo struct {
 }
 
 // roundData returns the data task t trains on: the trainer's own data, if
-// any, and the published samples round t.Round gave it (RoundOpened.ranges
-// on the ledger), each shard read from the artifact store and checked
-// against the published leaves and root before use.
+// any (not in a spot-checked job, whose updates are on published data
+// alone), and the published samples round t.Round gave it
+// (RoundOpened.ranges on the ledger), each shard read from the artifact
+// store and checked against the published leaves and root before use.
 func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource, t *coordinatorv1.Task) (Data, roundInfo, error) {
 	info := roundInfo{dataset: n.DatasetDigest()}
 	var r *ledger.Round
@@ -247,33 +303,65 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		}
 		return n.data, info, nil
 	}
-	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", t.JobId, t.Round)}
-	instruct, first := n.data.Instruct, n.manifest == nil
-	if n.data.Dataset != nil {
-		out.Samples = append(out.Samples, n.data.Dataset.Samples...)
+	own, hasOwn := n.data, n.manifest != nil
+	if hasOwn {
+		// A spot-checked job (verify) takes updates on its published
+		// data alone, so that a verifier can replay any of them.
+		job, err := lc.Job(ctx, t.JobId)
+		if err != nil {
+			return Data{}, info, fmt.Errorf("job %s: %w", t.JobId, err)
+		}
+		if job.Recipe.Verify != nil {
+			own, hasOwn, info.dataset = Data{}, false, ""
+			n.log.InfoContext(ctx, "spot-checked job: training on the published samples alone", "job", t.JobId, "round", t.Round)
+		}
+	}
+	d, err := RoundData(ctx, lc, src, t.JobId, t.Round, own, hasOwn, info.ranges, n.log)
+	if err != nil {
+		return Data{}, info, err
+	}
+	if info.dataset == "" {
+		info.dataset = info.ranges[0].Dataset
+	}
+	return d, info, nil
+}
+
+// RoundData returns the data a trainer trains on in round n of job: its
+// own data own (hasOwn: it has any) followed by the published samples of
+// ranges, each shard read from src and checked against the published
+// leaves and root before use. A verifier replaying a trainer's round
+// builds the same data, sample for sample, with no own data.
+func RoundData(ctx context.Context, lc *client.Client, src BlobSource, job string, n uint64, own Data, hasOwn bool, ranges []ledger.SampleRange, log *slog.Logger) (Data, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out := &datasets.Dataset{Name: fmt.Sprintf("%s-round-%d", job, n)}
+	instruct, first := own.Instruct, !hasOwn
+	if own.Dataset != nil {
+		out.Samples = append(out.Samples, own.Dataset.Samples...)
 	}
 	readers := map[string]*PublishedReader{}
-	for _, rg := range info.ranges {
+	for _, rg := range ranges {
 		rd, ok := readers[rg.Dataset]
 		if !ok {
 			rec, err := lc.Dataset(ctx, rg.Dataset)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
+				return Data{}, fmt.Errorf("published dataset %s: %w", rg.Dataset, err)
 			}
 			mem, err := lc.Member(ctx, rec.Owner)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
+				return Data{}, fmt.Errorf("publisher %s of dataset %s: %w", rec.Owner, rg.Dataset, err)
 			}
 			pub, err := ledger.ParsePublicKey(mem.PublicKey)
 			if err != nil {
-				return Data{}, info, fmt.Errorf("publisher %s: %w", rec.Owner, err)
+				return Data{}, fmt.Errorf("publisher %s: %w", rec.Owner, err)
 			}
 			sm, err := PublishedManifest(rec, pub)
 			if err != nil {
-				return Data{}, info, err
+				return Data{}, err
 			}
 			if rd, err = OpenPublished(ctx, src, sm); err != nil {
-				return Data{}, info, err
+				return Data{}, err
 			}
 			readers[rg.Dataset] = rd
 		}
@@ -281,19 +369,16 @@ func (n *Node) roundData(ctx context.Context, lc *client.Client, src BlobSource,
 		if first {
 			instruct, first = isInstruct, false
 		} else if isInstruct != instruct {
-			return Data{}, info, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
+			return Data{}, fmt.Errorf("%w: published dataset %s is %s data; the rest of this round's data is not", ErrTask, rd.M.Name, rd.M.Format)
 		}
 		texts, err := rd.Range(ctx, rg.First, rg.End)
 		if err != nil {
-			return Data{}, info, err
+			return Data{}, err
 		}
 		for i, s := range texts {
 			out.Samples = append(out.Samples, datasets.Sample{ID: fmt.Sprintf("%s:%d", rd.M.Name, rg.First+uint64(i)), Text: s})
 		}
-		n.log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
+		log.InfoContext(ctx, "published samples checked", "dataset", rd.M.Name, "first", rg.First, "end", rg.End)
 	}
-	if info.dataset == "" {
-		info.dataset = info.ranges[0].Dataset
-	}
-	return Data{Dataset: out, Instruct: instruct}, info, nil
+	return Data{Dataset: out, Instruct: instruct}, nil
 }

@@ -127,6 +127,45 @@ type optIO struct {
 // set, every step goes through rec, which records the trainable state
 // after it.
 func run(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource, opt *optIO, rec *commitment.Recorder) (Trained, error) {
+	return runTraced(ctx, device, start, m, ad, tc, src, bsrc, opt, rec, nil)
+}
+
+// stepTrace asks a run to trace the operations of step At (model/engine's
+// Trainer.SetTrace) into Fn and to stop after it.
+type stepTrace struct {
+	At int
+	Fn engine.Trace
+}
+
+// tracer is a model.BatchStepper that turns the engine's trace on for one
+// step of the session it wraps.
+type tracer struct {
+	s  model.Stepper
+	tr *stepTrace
+}
+
+func (x tracer) around(step func() (float64, error)) (float64, error) {
+	ts := x.s.(interface{ SetTrace(engine.Trace) })
+	if x.s.StepCount()+1 == x.tr.At {
+		ts.SetTrace(x.tr.Fn)
+		defer ts.SetTrace(nil)
+	}
+	return step()
+}
+
+func (x tracer) Step(b [][]int) (float64, error) {
+	return x.around(func() (float64, error) { return x.s.Step(b) })
+}
+
+func (x tracer) StepBatch(b model.Batch) (float64, error) {
+	return x.around(func() (float64, error) { return x.s.(model.BatchStepper).StepBatch(b) })
+}
+
+func (x tracer) StepCount() int { return x.s.StepCount() }
+
+// runTraced is run, tracing step trace.At (nil: none) and stopping after
+// it; it then needs rec and an engine session.
+func runTraced(ctx context.Context, device string, start starter, m *model.Model, ad *model.Adapter, tc model.TrainConfig, src model.BatchSource, bsrc model.BatchesSource, opt *optIO, rec *commitment.Recorder, trace *stepTrace) (Trained, error) {
 	s, err := start(m, ad, tc)
 	if err != nil {
 		if errors.Is(err, ErrTask) {
@@ -146,9 +185,15 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 		}
 	}
 	var stepper model.Stepper
+	steps := tc.Steps
 	if st, ok := s.(model.Stepper); ok && rec != nil {
 		rec.Stepper, rec.State = st, sessionState(s, tc.LoRA != nil)
 		stepper = rec
+		if _, canTrace := s.(interface{ SetTrace(engine.Trace) }); trace != nil && canTrace {
+			rec.Stepper, steps = tracer{s: st, tr: trace}, min(trace.At, tc.Steps)
+		} else if trace != nil {
+			err = fmt.Errorf("%w: device %s cannot trace its steps", ErrTask, device)
+		}
 	} else if rec != nil {
 		err = fmt.Errorf("%w: device %s cannot record its steps", ErrTask, device)
 	}
@@ -161,12 +206,12 @@ func run(ctx context.Context, device string, start starter, m *model.Model, ad *
 			bs = rec
 		}
 		if ok {
-			loss, err = model.RunBatchSteps(ctx, bs, tc.Steps, bsrc)
+			loss, err = model.RunBatchSteps(ctx, bs, steps, bsrc)
 		} else {
 			err = errNoMasks(device)
 		}
 	case stepper != nil:
-		loss, err = model.RunSteps(ctx, stepper, tc.Steps, src)
+		loss, err = model.RunSteps(ctx, stepper, steps, src)
 	default:
 		loss, err = s.Run(ctx, src)
 	}
@@ -227,7 +272,7 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round}
+	rec := &commitment.Recorder{Store: t.Checkpoints, Job: t.JobID, Round: t.Round, Last: tc.Steps}
 	tr, err := run(ctx, device, start, m, t.Adapter, tc, src, bsrc, opt, rec)
 	if err != nil {
 		return Update{}, err
@@ -248,6 +293,9 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 		if err := t.Checkpoints.SaveDigests(t.JobID, t.Round, rec.Digests()); err != nil {
 			return Update{}, fmt.Errorf("trainer: step digests: %w", err)
 		}
+		if err := t.Checkpoints.SaveInputs(t.JobID, t.Round, in); err != nil {
+			return Update{}, fmt.Errorf("trainer: training inputs: %w", err)
+		}
 	}
 	var ts map[string]*model.Tensor
 	name := UpdateFullFile
@@ -261,7 +309,7 @@ func fit(ctx context.Context, device string, start starter, progress func(step i
 	if err != nil {
 		return Update{}, err
 	}
-	u := Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens, Commitment: c, stepDigests: rec.Digests()}
+	u := Update{Path: path, Digest: digest, Loss: tr.Loss, Steps: tr.Steps, Tokens: tr.Tokens, Commitment: c, stepDigests: rec.Digests(), inputs: in}
 	if opt != nil {
 		if opt.In != nil {
 			u.OptSteps = opt.In.Steps

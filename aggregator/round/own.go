@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +151,12 @@ func (o *Own) Vet(ctx context.Context, lc *client.Client, body ledger.TxBody, fe
 	switch b := body.(type) {
 	case ledger.UpdateRejected:
 		why, ok := o.Rejection(b.JobID, b.Round, b.UpdateDigest)
+		if !ok && strings.HasPrefix(b.Reason, UnverifiedPrefix) {
+			if err := unverified(ctx, lc, b); err != nil {
+				return nil, fmt.Errorf("%w: UpdateRejected of update %s in job %s round %d as unverified: %w", ErrNotOwn, b.UpdateDigest, b.JobID, b.Round, err)
+			}
+			return b, nil
+		}
 		if !ok {
 			return nil, fmt.Errorf("%w: UpdateRejected of update %s in job %s round %d: this aggregator did not reject it (it neither failed its input checks nor was missing from the artifact store when this aggregator aggregated the round)",
 				ErrNotOwn, b.UpdateDigest, b.JobID, b.Round)
@@ -267,4 +274,38 @@ func undelivered(ctx context.Context, lc *client.Client, a Task) ([]ledger.Updat
 		out = append(out, u)
 	}
 	return out, nil
+}
+
+// UnverifiedPrefix begins the reason of the UpdateRejected a coordinator
+// asks for when a drawn update of a job with spot checks has no
+// verifier's verdict by its verify timeout.
+const UnverifiedPrefix = "unverified:"
+
+// unverified checks on the ledger that update b.UpdateDigest of the round
+// was drawn for a spot check and has no verdict: the one rejection this
+// aggregator signs on the coordinator's word (the coordinator's verify
+// timeout is its own to keep).
+func unverified(ctx context.Context, lc *client.Client, b ledger.UpdateRejected) error {
+	if lc == nil {
+		return errors.New("no ledger client to check the draw")
+	}
+	r, err := lc.Round(ctx, b.JobID, b.Round)
+	if err != nil {
+		return err
+	}
+	for _, u := range r.Updates {
+		if u.UpdateDigest != b.UpdateDigest {
+			continue
+		}
+		switch {
+		case !u.Drawn:
+			return errors.New("the ledger shows it not drawn for a spot check")
+		case u.VerifiedBy != "":
+			return fmt.Errorf("verifier %s passed it", u.VerifiedBy)
+		case u.Rejected:
+			return fmt.Errorf("it is already rejected: %s", u.RejectReason)
+		}
+		return nil
+	}
+	return errors.New("the ledger records no such update in the round")
 }

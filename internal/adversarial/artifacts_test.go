@@ -181,7 +181,7 @@ func TestAttackArtifacts(t *testing.T) {
 			want string
 		}{
 			{"a non-member TLS key", stranger, "is not a ledger member"},
-			{"trainer-2", n.Keys["trainer-2"], "only that trainer, the aggregators job artifacts designates, auditors and admins may download it"},
+			{"trainer-2", n.Keys["trainer-2"], "only that trainer, the aggregators job artifacts designates, the verifiers its verify rule names, auditors and admins may download it"},
 		} {
 			c, _ := artifactsDial(t, n, tc.key)
 			var buf bytes.Buffer

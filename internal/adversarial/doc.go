@@ -8,7 +8,7 @@
 // The package has no exported API; its tests are the point. One file per kind
 // of attack (transport_test.go, pin_test.go, rounds_test.go,
 // artifacts_test.go, samples_test.go, attest_test.go for dataset
-// attestations, …); existing_test.go and
+// attestations, spotcheck_test.go for verifiers' verdicts and the draw, …); existing_test.go and
 // rounds_existing_test.go guard the basic refusals (forged and replayed
 // txs, round rules, joins, uploads, malformed updates). The harness in
 // harness_test.go starts networks and snapshots their state so a test can

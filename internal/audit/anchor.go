@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -23,7 +21,7 @@ import (
 // *Client of package ledger/client, satisfies it.
 type BlockSource interface {
 	Block(ctx context.Context, h uint64, minCosignatures int, chainID string) (*client.VerifiedBlock, error)
-	Query(ctx context.Context, kind ledgerv1.QueryKind, key string, round uint64) ([]byte, error)
+	Member(ctx context.Context, id string) (*ledger.Member, error)
 }
 
 // AnchorOptions configure Anchor.
@@ -254,12 +252,8 @@ func (a *anchorer) key(id, rec string) (ed25519.PublicKey, error) {
 	if k, ok := a.keys[id]; ok {
 		return k, nil
 	}
-	js, err := a.src.Query(a.ctx, ledgerv1.QueryKind_QUERY_KIND_MEMBER, id, 0)
+	m, err := a.src.Member(a.ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("%s: member %s: %w", rec, id, err)
-	}
-	var m ledger.Member
-	if err := json.Unmarshal(js, &m); err != nil {
 		return nil, fmt.Errorf("%s: member %s: %w", rec, id, err)
 	}
 	pub, err := ledger.ParsePublicKey(m.PublicKey)

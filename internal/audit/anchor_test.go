@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -50,20 +49,18 @@ func (s *chainSource) Block(_ context.Context, h uint64, _ int, _ string) (*clie
 	return vb, nil
 }
 
-func (s *chainSource) Query(_ context.Context, kind ledgerv1.QueryKind, key string, _ uint64) ([]byte, error) {
-	if kind != ledgerv1.QueryKind_QUERY_KIND_MEMBER {
-		return nil, fmt.Errorf("unexpected query %s", kind)
-	}
-	m, err := s.c.fsm.Member(key)
+func (s *chainSource) Member(_ context.Context, key string) (*ledger.Member, error) {
+	rec, err := s.c.fsm.Member(key)
 	if err != nil {
 		return nil, err
 	}
+	m := *rec // a copy: s.member may change it
 	if s.member != nil {
-		if err := s.member(key, m); err != nil {
+		if err := s.member(key, &m); err != nil {
 			return nil, err
 		}
 	}
-	return json.Marshal(m)
+	return &m, nil
 }
 
 // anchorFixture is the test chain, three cosigning nodes, and the lineage

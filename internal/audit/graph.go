@@ -1,11 +1,11 @@
 package audit
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 // Graph is a model's lineage in the shape the renderers draw: the model,
@@ -145,17 +145,14 @@ func graphModel(m ledger.Model) GraphModel {
 	return GraphModel{Digest: m.Digest, Name: m.Name, Licence: m.Licence, Source: m.Source, Registrar: m.Registrar, Height: m.Height}
 }
 
-// DecodeLineage decodes the JSON a ledger node's lineage query returns
-// (ledger.Lineage marshalled with encoding/json).
+// DecodeLineage decodes lineage JSON as a ledger node's lineage query
+// returns it (client.DecodeLineage), as read from a file.
 func DecodeLineage(data []byte) (*ledger.Lineage, error) {
-	var l ledger.Lineage
-	if err := json.Unmarshal(data, &l); err != nil {
-		return nil, fmt.Errorf("audit: lineage JSON: %w", err)
+	l, err := client.DecodeLineage(data)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
 	}
-	if l.Model.Digest == "" {
-		return nil, fmt.Errorf("audit: lineage JSON has no model digest")
-	}
-	return &l, nil
+	return l, nil
 }
 
 // short abbreviates a digest or ID for labels.

@@ -2,12 +2,12 @@ package audit
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -23,8 +23,8 @@ var ErrUntrustedManifest = errors.New("audit: manifest does not match the ledger
 // manifest's root and sample count are then what proofs are checked
 // against.
 func TrustedManifest(ds *ledger.Dataset, owner *ledger.Member, manifest []byte) (*datasets.SignedManifest, error) {
-	if sum := sha256.Sum256(manifest); hex.EncodeToString(sum[:]) != ds.Digest {
-		return nil, fmt.Errorf("%w: the manifest hashes to %x, the ledger registered %s", ErrUntrustedManifest, sum, ds.Digest)
+	if sum := digest.Bytes(manifest); sum != ds.Digest {
+		return nil, fmt.Errorf("%w: the manifest hashes to %s, the ledger registered %s", ErrUntrustedManifest, sum, ds.Digest)
 	}
 	if owner == nil || owner.ID != ds.Owner {
 		return nil, fmt.Errorf("%w: no member record for the dataset's owner %s", ErrUntrustedManifest, ds.Owner)

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -186,7 +187,7 @@ func SPDXDocument(p *Provenance) ([]byte, error) {
 			out = b.modelPackage(ledger.Model{Digest: r.ModelDigest, Registrar: r.Aggregator}, "", p.timeAt(r.CommittedHeight))
 		}
 		params := [][2]string{{"strategy", r.Strategy}}
-		for _, k := range sortedKeys(r.Params) {
+		for _, k := range slices.Sorted(maps.Keys(r.Params)) {
 			params = append(params, [2]string{"param." + k, r.Params[k]})
 		}
 		var contributors, inputs []string
@@ -301,15 +302,6 @@ func spdxDatasetDescription(d ledger.Dataset) string {
 		s += fmt.Sprintf(" Shard %d: SHA-256 %s, samples [%d, %d).", i, sh.Digest, sh.First, sh.First+sh.Samples)
 	}
 	return s
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 // --- CycloneDX 1.6 -----------------------------------------------------------
@@ -433,7 +425,7 @@ func CycloneDXBOM(p *Provenance) ([]byte, error) {
 		if t := p.timeAt(r.CommittedHeight); t != "" {
 			props = append(props, [2]string{pre + "committed-time", t})
 		}
-		for _, k := range sortedKeys(r.Params) {
+		for _, k := range slices.Sorted(maps.Keys(r.Params)) {
 			props = append(props, [2]string{pre + "param:" + k, r.Params[k]})
 		}
 		ref := cdxModelRef(r.ModelDigest)

@@ -3,13 +3,11 @@ package cli
 import (
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -41,13 +39,9 @@ func submitSigned(cmd *cobra.Command, addr, genesisPath, keyPath string, body le
 			return fmt.Errorf("status of %s: %w", addr, err)
 		}
 		signer := ledger.KeyID(key.Public().(ed25519.PublicKey))
-		js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_NONCE, signer, 0)
+		nonce, err := c.Nonce(ctx, signer)
 		if err != nil {
-			return fmt.Errorf("nonce of %s: %w", signer, err)
-		}
-		var nonce uint64
-		if err := json.Unmarshal(js, &nonce); err != nil {
-			return fmt.Errorf("nonce of %s: %w", signer, err)
+			return err
 		}
 		env, err := ledger.SignTx(key, st.ChainId, nonce+1, body)
 		if err != nil {
@@ -67,14 +61,14 @@ func newAdminAddMemberCmd() *cobra.Command {
 	var addr, genesisPath, role, pubFile, keyFile, name string
 	cmd := &cobra.Command{
 		Use:   "add-member --role ROLE --pubkey FILE --key ADMIN.key",
-		Short: "Add a member with a role (admin, coordinator, aggregator, trainer, auditor, inference)",
+		Short: "Add a member with a role (admin, coordinator, aggregator, trainer, auditor, inference, verifier)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if role == "" || pubFile == "" || keyFile == "" {
 				return errors.New("admin add-member: --role, --pubkey and --key are required")
 			}
 			if !ledger.Role(role).Valid() {
-				return fmt.Errorf("admin add-member: unknown role %q (want admin, coordinator, aggregator, trainer, auditor or inference)", role)
+				return fmt.Errorf("admin add-member: unknown role %q (want admin, coordinator, aggregator, trainer, auditor, inference or verifier)", role)
 			}
 			pub, err := ledger.LoadPublicKey(pubFile)
 			if err != nil {

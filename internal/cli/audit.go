@@ -3,9 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/datasets"
 	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 )
@@ -33,18 +31,6 @@ func newAuditCmd() *cobra.Command {
 	cmd.AddCommand(newAuditLineageCmd(), newAuditCheckProofCmd(), newAuditContainsCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditReceiptCmd(), newAuditProvenanceCmd(), newAuditContributionsCmd(), newAuditReplayCmd())
 	cmd.AddCommand(newAuditLicensesCmd())
 	return cmd
-}
-
-// auditQuery reads one ledger record as JSON into v.
-func auditQuery(ctx context.Context, c *client.Client, kind ledgerv1.QueryKind, key string, v any) error {
-	js, err := c.Query(ctx, kind, key, 0)
-	if err != nil {
-		return fmt.Errorf("query %s %s: %w", strings.ToLower(strings.TrimPrefix(kind.String(), "QUERY_KIND_")), key, err)
-	}
-	if err := json.Unmarshal(js, v); err != nil {
-		return fmt.Errorf("query %s: %w", key, err)
-	}
-	return nil
 }
 
 // manifestRoots reads every manifest file in dir (any name) and maps its
@@ -177,11 +163,8 @@ func newAuditLineageCmd() *cobra.Command {
 				}
 			} else {
 				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-					js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, args[0], 0)
-					if err != nil {
-						return err
-					}
-					if l, err = audit.DecodeLineage(js); err != nil || quorum == 0 {
+					var err error
+					if l, err = c.Lineage(ctx, args[0]); err != nil || quorum == 0 {
 						return err
 					}
 					if anchored, err = anchorLineage(ctx, c, l, args[0], quorum, genesisPath, cmd.ErrOrStderr()); err != nil {
@@ -253,8 +236,7 @@ func newAuditCheckProofCmd() *cobra.Command {
 				if len(m) == 0 {
 					return errors.New("audit check-proof: give --root, or --dataset DIGEST (the proof embeds no manifest to name its dataset)")
 				}
-				sum := sha256.Sum256(m)
-				dataset = hex.EncodeToString(sum[:])
+				dataset = digest.Bytes(m)
 			}
 			what := ""
 			if rootHex != "" {
@@ -278,15 +260,15 @@ func newAuditCheckProofCmd() *cobra.Command {
 			} else {
 				ctx := cmd.Context()
 				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-					var ds ledger.Dataset
-					if err := auditQuery(ctx, c, ledgerv1.QueryKind_QUERY_KIND_DATASET, dataset, &ds); err != nil {
+					ds, err := c.Dataset(ctx, dataset)
+					if err != nil {
 						return err
 					}
-					var owner ledger.Member
-					if err := auditQuery(ctx, c, ledgerv1.QueryKind_QUERY_KIND_MEMBER, ds.Owner, &owner); err != nil {
+					owner, err := c.Member(ctx, ds.Owner)
+					if err != nil {
 						return err
 					}
-					sm, err := audit.CheckProofAgainstLedger(p, &ds, &owner, manifest)
+					sm, err := audit.CheckProofAgainstLedger(p, ds, owner, manifest)
 					if err != nil {
 						return err
 					}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -62,11 +61,8 @@ func newAuditContainsCmd() *cobra.Command {
 			var l *ledger.Lineage
 			var anchored *audit.AnchorReport
 			err = withClient(ctx, ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-				js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, modelDigest, 0)
-				if err != nil {
-					return err
-				}
-				if l, err = audit.DecodeLineage(js); err != nil || quorum == 0 {
+				var err error
+				if l, err = c.Lineage(ctx, modelDigest); err != nil || quorum == 0 {
 					return err
 				}
 				// The datasets, and so the roots the proofs are checked

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -38,11 +37,8 @@ func newAuditLicensesCmd() *cobra.Command {
 				}
 			} else {
 				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-					js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, args[0], 0)
-					if err != nil {
-						return err
-					}
-					if l, err = audit.DecodeLineage(js); err != nil {
+					var err error
+					if l, err = c.Lineage(ctx, args[0]); err != nil {
 						return err
 					}
 					for _, rd := range l.Rounds {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/ledger"
@@ -73,11 +72,7 @@ func newAuditProvenanceCmd() *cobra.Command {
 				}
 			} else {
 				err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
-					js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, args[0], 0)
-					if err != nil {
-						return err
-					}
-					l, err := audit.DecodeLineage(js)
+					l, err := c.Lineage(ctx, args[0])
 					if err != nil {
 						return err
 					}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -30,12 +31,13 @@ type auditReceiptOpts struct {
 	quorum                  int
 	replay                  bool
 	modelDir, adapterDir    string
+	device                  string // --device of the replay
 }
 
 func newAuditReceiptCmd() *cobra.Command {
 	var o auditReceiptOpts
 	cmd := &cobra.Command{
-		Use:   "receipt FILE [--ledger ADDR [--genesis FILE | --quorum N]] [--replay --model DIR [--adapter DIR]]",
+		Use:   "receipt FILE [--ledger ADDR [--genesis FILE | --quorum N]] [--replay --model DIR [--adapter DIR] [--device D]]",
 		Short: "Check an inference node's signed receipt: signature, signer's role, committed model, replay",
 		Long: "Check the receipt an inference node signed for an answer. FILE is a receipt bundle (the envelope with the\n" +
 			"request body and the prompt token ids, as inference/receipt.Bundle writes it) or a bare receipt envelope\n" +
@@ -48,7 +50,9 @@ func newAuditReceiptCmd() *cobra.Command {
 			"              against its hash and cosignatures (the --genesis nodes' quorum, or --quorum N of any node)\n" +
 			"  --replay    regenerates the answer from the bundle's prompt with the recorded sampling parameters and\n" +
 			"              seed on the --model (and --adapter) folder, whose digests must be the receipt's, and\n" +
-			"              compares the token ids bit for bit (their hash); needs a bundle",
+			"              compares the token ids bit for bit (their hash); needs a bundle. The receipt does not say\n" +
+			"              which engine device answered: replay on the one the node served with (serve --device;\n" +
+			"              the Host by default), since a GPU's answer agrees with the Host's to float32 rounding only",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := auditReceipt(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], o); err != nil {
@@ -64,6 +68,7 @@ func newAuditReceiptCmd() *cobra.Command {
 	f.BoolVar(&o.replay, "replay", false, "regenerate the answer and compare the token ids (needs --model and a bundle)")
 	f.StringVar(&o.modelDir, "model", "", "the model folder to replay with")
 	f.StringVar(&o.adapterDir, "adapter", "", "the LoRA adapter folder to replay with")
+	f.StringVar(&o.device, "device", "host", "with --replay: "+deviceHelp+"; the device the node served on")
 	return cmd
 }
 
@@ -81,8 +86,12 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 	if o.replay && o.modelDir == "" {
 		return errors.New("--replay needs --model")
 	}
-	if !o.replay && (o.modelDir != "" || o.adapterDir != "") {
-		return errors.New("--model and --adapter are for --replay")
+	if !o.replay && (o.modelDir != "" || o.adapterDir != "" || (o.device != "" && o.device != "host")) {
+		return errors.New("--model, --adapter and --device are for --replay")
+	}
+	dev, err := parseDevice(o.device)
+	if err != nil {
+		return err
 	}
 	if o.ledgerAddr == "" && (o.genesisPath != "" || o.quorum != 0) {
 		return errors.New("--genesis and --quorum are for --ledger")
@@ -121,7 +130,7 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 		if b == nil {
 			return failed(out, "replay", errors.New("FILE is a bare receipt envelope; a replay needs the bundle with the request and prompt ids"))
 		}
-		if err := auditReceiptReplay(ctx, out, b, r, o.modelDir, o.adapterDir); err != nil {
+		if err := auditReceiptReplay(ctx, out, b, r, o.modelDir, o.adapterDir, dev); err != nil {
 			return err
 		}
 	}
@@ -270,8 +279,8 @@ func commitsModel(vb *client.VerifiedBlock, m *ledger.Model) error {
 }
 
 // auditReceiptReplay regenerates the answer of bundle b and compares its
-// token ids with the receipt's hash.
-func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r *receipt.Receipt, modelDir, adapterDir string) error {
+// token ids with the receipt's hash, generating on dev.
+func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r *receipt.Receipt, modelDir, adapterDir string, dev serveDevice) error {
 	m, err := model.Load(modelDir)
 	if err != nil {
 		return failed(out, "replay", err)
@@ -321,8 +330,13 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	if stop == nil {
 		stop = m.Config.EOSTokenID
 	}
-	ids, err := engine.Generate(ctx, engine.NewHost(), m, b.PromptIDs, model.GenerateConfig{
+	ed, err := dev.openDevice()
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	ids, err := engine.Generate(ctx, ed, m, b.PromptIDs, model.GenerateConfig{
 		MaxTokens: s.MaxTokens, Temperature: s.Temperature, TopP: s.TopP, Seed: s.Seed, Stop: stop})
+	err = errors.Join(err, ed.Close())
 	if err != nil {
 		return failed(out, "replay", err)
 	}
@@ -330,20 +344,23 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	if s.Temperature > 0 {
 		mode = fmt.Sprintf("sampled, temperature %g top_p %g seed %d", s.Temperature, s.TopP, s.Seed)
 	}
+	// A GPU answers as the Host does to float32 rounding only, so a
+	// mismatch says which device replayed.
+	where := fmt.Sprintf(" (replayed on the %s device; replay on the device that served)", cmp.Or(dev.name, "host"))
 	// Stop strings cut the answer at a text boundary the tokens do not
 	// show: the recorded tokens are then a prefix of the replay.
 	n := r.CompletionTokens
 	if (len(s.Stop) == 0 && len(ids) != n) || len(ids) < n {
-		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) generated %d tokens, the receipt signed %d%s", receipt.ErrMismatch, mode, len(ids), n, firstDiff(b.CompletionIDs, ids)))
+		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) generated %d tokens, the receipt signed %d%s", receipt.ErrMismatch, mode, len(ids), n, firstDiff(b.CompletionIDs, ids)+where))
 	}
 	got, err := receipt.TokensHash(ids[:n])
 	if err != nil {
 		return failed(out, "replay", err)
 	}
 	if got != r.TokensHash {
-		return failed(out, "replay", fmt.Errorf("%w: the replay's %d tokens (%s) hash to %s, the receipt signed tokens_hash %s%s", receipt.ErrMismatch, n, mode, got, r.TokensHash, firstDiff(b.CompletionIDs, ids)))
+		return failed(out, "replay", fmt.Errorf("%w: the replay's %d tokens (%s) hash to %s, the receipt signed tokens_hash %s%s", receipt.ErrMismatch, n, mode, got, r.TokensHash, firstDiff(b.CompletionIDs, ids)+where))
 	}
-	passed(out, "replay", "%d tokens regenerated (%s) hash to the receipt's tokens_hash %s", n, mode, got)
+	passed(out, "replay", "%d tokens regenerated (%s) hash to the receipt's tokens_hash %s, on the %s device", n, mode, got, cmp.Or(dev.name, "host"))
 	if b.Response != "" && len(s.Stop) == 0 {
 		if text := tok.Decode(ids[:n]); text == b.Response {
 			passed(out, "response", "the bundle's text is the replayed tokens' text")

@@ -1,56 +1,72 @@
 package cli
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/spotcheck"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
-	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/commitment"
-	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/trainer"
 )
 
 func newAuditReplayCmd() *cobra.Command {
 	var addr, genesisPath, job, trainerID, dataPath, jobFile, artifacts, checkpoints, format string
 	var round uint64
+	var published bool
 	cmd := &cobra.Command{
-		Use:   "replay --addr ADDR --job J --round R --trainer T --data PATH --job-file JOB.yaml --artifacts DIR [--checkpoints DIR]",
+		Use:   "replay --addr ADDR --job J --round R --trainer T (--data PATH | --published) --job-file JOB.yaml --artifacts DIR [--checkpoints DIR]",
 		Short: "Re-run a trainer's local training of one round bit for bit and name the first step that differs",
 		Long: "Rebuild the task a trainer was given from the ledger (the round's base weights or adapter from --artifacts, the\n" +
 			"hyperparameters from the job file whose digest the round records, the trainer's seed), check that --data has\n" +
-			"the Merkle root of the dataset the trainer's update names, re-run the training on the Host engine (the same bits\n" +
+			"the Merkle root of the dataset the trainer's update names (its own data; with published data the samples of\n" +
+			"the ranges the round assigned it are read from the published shards in --artifacts instead, each checked\n" +
+			"against its signed manifest, and follow its own: --published, implied when the update names ranges), re-run the training on the Host engine (the same bits\n" +
 			"on every CPU) and compare the inputs digest, the step root and the update digest with the trainer's commitment.\n" +
 			"On a mismatch, the trainer's checkpoints (--checkpoints: its checkpoint folder, JOB/ROUND/step-NNNNNN.safetensors\n" +
 			"and steps.json) are proved against the committed step root (a checkpoint that does not prove is named a lie)\n" +
-			"and bisected to the first step whose state differs. A pre-training round that started from the trainer's kept\n" +
+			"and bisected to the first step whose state differs. Within that step the replay re-runs it from the trainer's\n" +
+			"proved state before it with the engine's operation trace on and names the first trainable tensor, in update order,\n" +
+			"whose value after the step differs from the trainer's proved checkpoint (\"step 7: first difference in layer 3\n" +
+			"q_proj lora_B (AdamW update) ...; forward and loss agree\"), or the step's batch when the trainer's disclosed\n" +
+			"inputs (JOB/ROUND/inputs.json, proved against the committed inputs digest) name other samples. A pre-training round that started from the trainer's kept\n" +
 			"inner optimizer state replays from the copy in JOB/ROUND/start-optstate.safetensors there, checked against the\n" +
 			"committed inputs (a copy that is not the committed one is named a lie); without it such a round is not judged\n" +
 			"and the replay says the starting optimizer state is needed. Exits non-zero unless the replay matches.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			for _, f := range []struct{ name, v string }{{"--job", job}, {"--trainer", trainerID}, {"--data", dataPath},
+			for _, f := range []struct{ name, v string }{{"--job", job}, {"--trainer", trainerID},
 				{"--job-file", jobFile}, {"--artifacts", artifacts}, {"--addr", addr}} {
 				if f.v == "" {
 					return fmt.Errorf("audit replay: %s is required", f.name)
 				}
 			}
+			st, err := artifact.OpenStore(artifacts)
+			if err != nil {
+				return fmt.Errorf("audit replay: --artifacts: %w", err)
+			}
+			defer st.Close()
+			tmp, err := os.MkdirTemp("", "fedtune-replay-")
+			if err != nil {
+				return fmt.Errorf("audit replay: %w", err)
+			}
+			defer os.RemoveAll(tmp)
 			var rd *ledger.Round
-			var ds *ledger.Dataset
-			err := withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
+			var task trainer.Task
+			var data trainer.Data
+			err = withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				var err error
 				if rd, err = c.Round(ctx, job, round); err != nil {
 					return err
@@ -59,7 +75,21 @@ func newAuditReplayCmd() *cobra.Command {
 				if u == nil {
 					return fmt.Errorf("trainer %s submitted no update to round %d of job %q", trainerID, round, job)
 				}
-				ds, err = c.Dataset(ctx, u.DatasetDigest)
+				ds, err := c.Dataset(ctx, u.DatasetDigest)
+				if err != nil {
+					return err
+				}
+				own, ranges, err := replayDataPlan(rd, u, ds, dataPath, published)
+				if err != nil {
+					return err
+				}
+				if own == nil {
+					dataPath = ""
+				}
+				if task, data, err = replayTask(jobFile, rd, trainerID, own, dataPath, st, tmp); err != nil || len(ranges) == 0 {
+					return err
+				}
+				data, err = trainer.RoundData(ctx, c, storeSource{st}, rd.JobID, rd.Round, data, own != nil, ranges, nil)
 				return err
 			})
 			if err != nil {
@@ -68,19 +98,6 @@ func newAuditReplayCmd() *cobra.Command {
 			u := findUpdate(rd, trainerID)
 			if u.Commitment == nil {
 				return fmt.Errorf("audit replay: the update %s of trainer %s makes no training commitment: nothing to replay against", u.UpdateDigest, trainerID)
-			}
-			st, err := artifact.OpenStore(artifacts)
-			if err != nil {
-				return fmt.Errorf("audit replay: --artifacts: %w", err)
-			}
-			tmp, err := os.MkdirTemp("", "fedtune-replay-")
-			if err != nil {
-				return fmt.Errorf("audit replay: %w", err)
-			}
-			defer os.RemoveAll(tmp)
-			task, data, err := replayTask(jobFile, rd, trainerID, ds, dataPath, st, tmp)
-			if err != nil {
-				return fmt.Errorf("audit replay: %w", err)
 			}
 			var store *commitment.Store
 			if checkpoints != "" {
@@ -109,6 +126,8 @@ func newAuditReplayCmd() *cobra.Command {
 	f.Uint64Var(&round, "round", 1, "round number")
 	f.StringVar(&trainerID, "trainer", "", "the trainer's member ID")
 	f.StringVar(&dataPath, "data", "", "the trainer's disclosed data (checked against its registered manifest root)")
+	f.BoolVar(&published, "published", false, "replay on the published samples the round assigned the trainer, read from --artifacts "+
+		"(implied when its update names ranges; --data then gives its own data, if it has any)")
 	f.StringVar(&jobFile, "job-file", "", "the job file the round's config digest names")
 	f.StringVar(&artifacts, "artifacts", "", "artifact store folder holding the round's base weights or adapter")
 	f.StringVar(&checkpoints, "checkpoints", "", "the trainer's step checkpoint folder")
@@ -125,10 +144,65 @@ func findUpdate(rd *ledger.Round, trainerID string) *ledger.Update {
 	return nil
 }
 
+// storeSource reads blobs from a local artifact store (trainer.BlobSource).
+type storeSource struct{ st *artifact.Store }
+
+func (s storeSource) Download(_ context.Context, digest string, w io.Writer) (int64, error) {
+	f, err := s.st.Open(digest)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return io.Copy(w, f)
+}
+
+// replayDataPlan says which data a replay of update u of round rd needs:
+// own, the trainer's registered dataset ds when the trainer trained on
+// data of its own (then read from dataPath, which must be given; nil when
+// it has none), and the published ranges the round assigned it (when the
+// update names ranges, or published asks for them), which must be the
+// ones the update names. The published samples follow the own ones, in
+// the order its node reads them (trainer.RoundData).
+func replayDataPlan(rd *ledger.Round, u *ledger.Update, ds *ledger.Dataset, dataPath string, published bool) (own *ledger.Dataset, ranges []ledger.SampleRange, err error) {
+	if !published && len(u.Ranges) == 0 {
+		if dataPath == "" {
+			return nil, nil, fmt.Errorf("--data is required: trainer %s trained round %d of job %q on its own data %s (no published ranges)", u.Trainer, rd.Round, rd.JobID, ds.Digest)
+		}
+		return ds, nil, nil
+	}
+	ranges = ledger.RangesOf(rd.Ranges, u.Trainer)
+	if len(ranges) == 0 {
+		return nil, nil, fmt.Errorf("--published: round %d of job %q assigned trainer %s no published samples", rd.Round, rd.JobID, u.Trainer)
+	}
+	if !sameRanges(ranges, u.Ranges) {
+		return nil, nil, fmt.Errorf("trainer %s's update names the published ranges %v; round %d assigned it %v", u.Trainer, u.Ranges, rd.Round, ranges)
+	}
+	if ds.Published {
+		return nil, ranges, nil
+	}
+	if dataPath == "" {
+		return nil, nil, fmt.Errorf("--data is required too: trainer %s trained on its own dataset %s as well as its published ranges", u.Trainer, ds.Digest)
+	}
+	return ds, ranges, nil
+}
+
+func sameRanges(a, b []ledger.SampleRange) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // replayTask rebuilds the task trainer t was given in round rd: the job
 // file (checked against the round's config digest) gives the
 // hyperparameters and seeds, the artifact store the round's weights or
-// adapter. The data at dataPath must have the registered root of ds.
+// adapter (spotcheck.Task). The data at dataPath must have the registered
+// root of ds.
 func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
 	jf, err := coordinator.LoadJob(jobFile)
 	if err != nil {
@@ -141,106 +215,21 @@ func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, 
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
 	}
-	// The foundation folder: the job's model, or a pre-training job's
-	// freshly initialised one.
-	found := jf.Model.Path
-	if found != "" && !filepath.IsAbs(found) && jf.Source != "" {
-		found = filepath.Join(filepath.Dir(jf.Source), found)
-	}
-	if jf.Model.Init != "" || found == "" {
-		m, err := coordinator.InitialModel(jf)
-		if err != nil {
-			return trainer.Task{}, trainer.Data{}, err
-		}
-		found = filepath.Join(tmp, "init")
-		if _, err := m.Save(found, safetensors.F32); err != nil {
-			return trainer.Task{}, trainer.Data{}, err
-		}
-	}
-	fm, err := model.Load(found)
+	found, err := spotcheck.Foundation(jf, "", tmp)
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err
 	}
-	fd, err := fm.Digest()
-	if err != nil {
-		return trainer.Task{}, trainer.Data{}, err
-	}
-	tr := jf.Train
-	task := trainer.Task{JobID: rd.JobID, Round: rd.Round, ModelDir: found, Compression: jf.Compression.Kind, Int8Block: jf.Int8Block(),
-		OutDir: filepath.Join(tmp, "update"),
-		Train: model.TrainConfig{Steps: tr.LocalSteps, Batch: tr.Batch, SeqLen: tr.SeqLen, LR: tr.LR, WeightDecay: tr.WeightDecay,
-			ClipNorm: tr.ClipNorm, Warmup: tr.Warmup, Schedule: tr.Schedule, Seed: coordinator.TaskSeed(jf.Seed, rd.Round, t)}}
-	if err := os.MkdirAll(task.OutDir, 0o755); err != nil {
-		return trainer.Task{}, trainer.Data{}, err
-	}
-	switch jf.FineTune.Mode {
-	case model.ModeLoRA:
-		if jf.FineTune.LoRA == nil {
-			return trainer.Task{}, trainer.Data{}, fmt.Errorf("job file %s: a lora job without a lora section", jobFile)
-		}
-		ls := jf.FineTune.LoRA
-		l := model.LoRAConfig{Rank: ls.Rank, Alpha: ls.Alpha, Dropout: ls.Dropout, Targets: slices.Clone(ls.Targets)}
-		task.Train.LoRA = &l
-		if rd.BaseModel == fd {
-			task.Adapter, err = coordinator.InitialAdapter(jf, fm.Config)
-		} else {
-			var p string
-			if p, err = st.Path(rd.BaseModel); err == nil {
-				task.Adapter, err = trainer.ReadAdapter(p, l)
-			}
-		}
-		if err != nil {
-			return trainer.Task{}, trainer.Data{}, fmt.Errorf("the round's adapter %s: %w", rd.BaseModel, err)
-		}
-	default:
-		if jf.FineTune.Mode == model.ModePretrain {
-			task.Base = rd.BaseModel
-		}
-		if rd.BaseModel != fd {
-			if task.ModelDir, err = replayWeights(found, rd.BaseModel, st, filepath.Join(tmp, "base")); err != nil {
-				return trainer.Task{}, trainer.Data{}, err
-			}
-		}
-	}
-	return task, data, nil
-}
-
-// replayWeights lays out a model folder: found's files with the weights
-// of blob digest.
-func replayWeights(found, digest string, st *artifact.Store, dir string) (string, error) {
-	p, err := st.Path(digest)
-	if err != nil {
-		return "", fmt.Errorf("the round's base weights %s: %w", digest, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	ents, err := os.ReadDir(found)
-	if err != nil {
-		return "", err
-	}
-	for _, e := range ents {
-		if e.IsDir() || e.Name() == model.WeightsFile {
-			continue
-		}
-		if err := copyFile(filepath.Join(found, e.Name()), filepath.Join(dir, e.Name())); err != nil {
-			return "", err
-		}
-	}
-	return dir, copyFile(p, filepath.Join(dir, model.WeightsFile))
-}
-
-func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o644)
+	task, err := spotcheck.Task(jf, found, rd, t, st, tmp)
+	return task, data, err
 }
 
 // replayData loads the trainer's disclosed data as its node does and
-// checks it against the registered manifest root.
+// checks it against the registered manifest root; with no dataset (ds
+// nil: the trainer has no data of its own) there is none to load.
 func replayData(path string, ds *ledger.Dataset) (trainer.Data, error) {
+	if ds == nil {
+		return trainer.Data{}, nil
+	}
 	d, isInstruct := trainer.ReadInstruct(path)
 	if !isInstruct {
 		var err error
@@ -276,11 +265,17 @@ func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
 			Lies         []lie                     `json:"lies,omitempty"`
 			OptStateLie  string                    `json:"opt_state_lie,omitempty"`
 			NeedsOpt     bool                      `json:"needs_opt_state,omitempty"`
+			Op           *trainer.OpFinding        `json:"first_operation,omitempty"`
+			InputsDiff   []string                  `json:"inputs_differ,omitempty"`
+			InputsLie    string                    `json:"inputs_lie,omitempty"`
 			Reason       string                    `json:"reason,omitempty"`
 		}{Honest: v.Honest(), Replayed: v.Replayed, UpdateDigest: v.UpdateDigest, FirstBadStep: v.FirstBadStep, After: v.After, Before: v.Before,
-			NeedsOpt: v.NeedsOptState, Reason: v.Reason}
+			NeedsOpt: v.NeedsOptState, Op: v.Op, InputsDiff: v.InputsDiff, Reason: v.Reason}
 		if v.OptStateLie != nil {
 			out.OptStateLie = v.OptStateLie.Error()
+		}
+		if v.InputsLie != nil {
+			out.InputsLie = v.InputsLie.Error()
 		}
 		for _, l := range v.Lies {
 			out.Lies = append(out.Lies, lie{Step: l.Step, Digest: l.Digest, Err: l.Err.Error()})
@@ -298,8 +293,15 @@ func renderVerdict(w io.Writer, v *trainer.Verdict, format string) error {
 			_, err := fmt.Fprintf(w, "replay CANNOT JUDGE: %s\n", v.Reason)
 			return err
 		}
-		_, err := fmt.Fprintf(w, "replay DIFFERS: %s\n", v.Reason)
-		return err
+		if _, err := fmt.Fprintf(w, "replay DIFFERS: %s\n", v.Reason); err != nil {
+			return err
+		}
+		if v.Op != nil {
+			if _, err := fmt.Fprintf(w, "first operation: %s\n", v.Op.Text); err != nil {
+				return err
+			}
+		}
+		return nil
 	default:
 		return errors.New("audit replay: --format: want text or json")
 	}

@@ -139,6 +139,16 @@ func TestAuditReplayTask(t *testing.T) {
 			if err := renderVerdict(&out, &v, "json"); err != nil || !strings.Contains(out.String(), `"honest": `+fmt.Sprint(tc.honest)) {
 				t.Fatalf("json %s (%v)", out.String(), err)
 			}
+			if tc.honest {
+				return
+			}
+			if !strings.Contains(out.String(), `"first_operation": {`) || !strings.Contains(out.String(), `"inputs_differ": [`) {
+				t.Fatalf("json names no first operation or input: %s", out.String())
+			}
+			out.Reset()
+			if err := renderVerdict(&out, &v, "text"); err != nil || !strings.Contains(out.String(), "\nfirst operation: step 1: first difference in the batch") {
+				t.Fatalf("text %s (%v)", out.String(), err)
+			}
 		})
 	}
 }
@@ -172,5 +182,46 @@ func TestAuditReplayRenderOptState(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAuditReplayDataPlan: which data a replay needs, and what it says
+// when it is not given or the ledger's records disagree.
+func TestAuditReplayDataPlan(t *testing.T) {
+	pub := strings.Repeat("p", 64)
+	own := &ledger.Dataset{Digest: strings.Repeat("d", 64)}
+	published := &ledger.Dataset{Digest: pub, Published: true}
+	rg := ledger.SampleRange{Dataset: pub, First: 8, End: 16}
+	rd := &ledger.Round{JobID: "j", Round: 2, Ranges: []ledger.TrainerRange{{Trainer: "t1", Dataset: pub, First: 8, End: 16}}}
+	for _, tc := range []struct {
+		name      string
+		rd        *ledger.Round
+		u         ledger.Update
+		ds        *ledger.Dataset
+		published bool
+		want      string
+	}{
+		{"own data, none given", &ledger.Round{JobID: "j", Round: 2}, ledger.Update{Trainer: "t1"}, own, false, "--data is required: trainer t1 trained round 2"},
+		{"published asked, none assigned", &ledger.Round{JobID: "j", Round: 2}, ledger.Update{Trainer: "t1"}, own, true, "assigned trainer t1 no published samples"},
+		{"ranges not the round's", rd, ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{{Dataset: pub, First: 0, End: 8}}}, published, false,
+			"names the published ranges"},
+		{"own data besides ranges, none given", rd, ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, own, false, "--data is required too"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := replayDataPlan(tc.rd, &tc.u, tc.ds, "", tc.published)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// What each needs when it is given.
+	if own, ranges, err := replayDataPlan(rd, &ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, published, "", false); err != nil || own != nil || len(ranges) != 1 {
+		t.Fatalf("published only: own %v, ranges %v, %v", own, ranges, err)
+	}
+	if own, ranges, err := replayDataPlan(rd, &ledger.Update{Trainer: "t1", Ranges: []ledger.SampleRange{rg}}, own, "data.jsonl", false); err != nil || own == nil || len(ranges) != 1 {
+		t.Fatalf("own and published: own %v, ranges %v, %v", own, ranges, err)
+	}
+	if own, ranges, err := replayDataPlan(&ledger.Round{JobID: "j", Round: 2}, &ledger.Update{Trainer: "t1"}, own, "data.jsonl", false); err != nil || own == nil || len(ranges) != 0 {
+		t.Fatalf("own only: own %v, ranges %v, %v", own, ranges, err)
 	}
 }

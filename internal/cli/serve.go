@@ -21,13 +21,12 @@ import (
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
-	"github.com/fedtune/fedtune/model/engine"
 )
 
 func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
-	var modelDir, adapterDir, addr, keyPath, tokenFile, id, receiptsDir string
+	var modelDir, adapterDir, addr, keyPath, tokenFile, id, receiptsDir, device string
 	var ledgerAddr, genesisPath, job, jobFile, artifactsAddr, artifactsID, fetchDir, coordAddr, coordID string
 	var retry time.Duration
 	var load inference.LoadOptions
@@ -40,6 +39,10 @@ func newServeCmd() *cobra.Command {
 			log := logger(cmd)
 			if modelDir == "" {
 				return errors.New("serve: --model is required")
+			}
+			dev, err := parseDevice(device)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
 			}
 			if keyPath != "" {
 				key, err := ledger.LoadKey(keyPath)
@@ -115,25 +118,26 @@ func newServeCmd() *cobra.Command {
 				}
 				return withClient(cmd.Context(), ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 					f := &follower{c: c, ac: ac, coord: coord, coordID: coordID, job: job, base: modelDir, check: check, dir: fetchDir, id: id,
-						slots: cfg.MaxConcurrent, loadOpt: load, log: log, retry: retry}
+						slots: cfg.MaxConcurrent, loadOpt: load, device: dev, log: log, retry: retry}
 					m, err := f.start(cmd.Context())
 					if err != nil {
 						return fmt.Errorf("serve: job %s: %w", job, err)
 					}
-					return serveModel(cmd, m, cfg, addr, f.follow)
+					return serveModel(cmd, m, cfg, addr, dev.name, f.follow)
 				})
 			}
-			m, err := inference.LoadModelWith(modelDir, adapterDir, id, engine.NewHost(), cfg.MaxConcurrent, load)
+			m, err := dev.loadModel(modelDir, adapterDir, id, cfg.MaxConcurrent, load)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
-			return serveModel(cmd, m, cfg, addr, nil)
+			return serveModel(cmd, m, cfg, addr, dev.name, nil)
 		},
 	}
 
 	f := cmd.Flags()
 	f.BoolVar(&load.BF16Weights, "bf16-weights", false, "keep a BF16 checkpoint's weights in bfloat16: half the memory, slower decoding (same answers)")
 	f.StringVar(&modelDir, "model", "", "model folder")
+	f.StringVar(&device, "device", "host", deviceHelp+". Answers on the GPU agree with the Host's to float32 rounding, not bit for bit: audit receipt --replay must use the device that served (receipts do not record it)")
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")
 	f.StringVar(&keyPath, "key", "", "the node's ledger key: every answer then carries a receipt it signs (default: no receipts)")
@@ -158,9 +162,9 @@ func newServeCmd() *cobra.Command {
 	return cmd
 }
 
-// serveModel serves m on addr until the command's context ends, running
+// serveModel serves m (on the device named device) on addr until the command's context ends, running
 // bg (when set) beside it with a context that ends with the serving.
-func serveModel(cmd *cobra.Command, m *inference.Model, cfg inference.Config, addr string, bg func(context.Context, *inference.Server)) error {
+func serveModel(cmd *cobra.Command, m *inference.Model, cfg inference.Config, addr, device string, bg func(context.Context, *inference.Server)) error {
 	log := cfg.Logger
 	_, signs := cfg.Receipter.(inference.Signer)
 	s := inference.NewServer(m, cfg)
@@ -171,7 +175,7 @@ func serveModel(cmd *cobra.Command, m *inference.Model, cfg inference.Config, ad
 	}
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/v1/\n", m.ID, ln.Addr())
-	log.Info("serving", "model", m.ID, "digest", m.Digest, "addr", ln.Addr().String(), "context", m.Context,
+	log.Info("serving", "model", m.ID, "digest", m.Digest, "addr", ln.Addr().String(), "device", device, "context", m.Context,
 		"auth", cfg.AuthToken != "", "receipts", signs, "max_concurrent", cfg.MaxConcurrent, "max_queue", cfg.MaxQueue)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -15,17 +15,15 @@ import (
 	"time"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
-	"github.com/fedtune/fedtune/internal/audit"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
-	"github.com/fedtune/fedtune/model/engine"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -58,6 +56,7 @@ type follower struct {
 	id      string           // the served model's id
 	slots   int
 	loadOpt inference.LoadOptions
+	device  serveDevice // each model gets a device of its own; zero: the Host
 	log     *slog.Logger
 	// retry is the first wait before the block stream is opened again
 	// or a refused round is tried again; it doubles up to maxRetry.
@@ -309,7 +308,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		if err := inference.AdapterFolder(path, ad, *sp.lora); err != nil {
 			return nil, fmt.Errorf("adapter %s (rank %d, alpha %g, targets %v from job config %s): %w", rd.ModelDigest, sp.lora.Rank, sp.lora.Alpha, sp.lora.Targets, sp.config, err)
 		}
-		if m, err = inference.LoadModelWith(f.base, ad, f.id, engine.NewHost(), f.slots, f.loadOpt); err != nil {
+		if m, err = f.device.loadModel(f.base, ad, f.id, f.slots, f.loadOpt); err != nil {
 			return nil, fmt.Errorf("adapter %s (rank %d, alpha %g, targets %v from job config %s): %w", rd.ModelDigest, sp.lora.Rank, sp.lora.Alpha, sp.lora.Targets, sp.config, err)
 		}
 		if m.Adapter != rd.ModelDigest {
@@ -321,7 +320,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 		if err := inference.ModelFolder(f.base, path, md); err != nil {
 			return nil, fmt.Errorf("model folder of %s on --model %s: %w", rd.ModelDigest, f.base, err)
 		}
-		if m, err = inference.LoadModelWith(md, "", f.id, engine.NewHost(), f.slots, f.loadOpt); err != nil {
+		if m, err = f.device.loadModel(md, "", f.id, f.slots, f.loadOpt); err != nil {
 			return nil, fmt.Errorf("model %s of round %d on --model %s's config: %w", rd.ModelDigest, rd.Round, f.base, err)
 		}
 		if m.Digest != rd.ModelDigest {
@@ -347,11 +346,7 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 // of each round as its RoundEvaluated recorded it, or, for a round with
 // none, as the coordinator reports it for that round's model.
 func (f *follower) lineageOf(ctx context.Context, d string) (*inference.Lineage, error) {
-	js, err := f.c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, d, 0)
-	if err != nil {
-		return nil, err
-	}
-	l, err := audit.DecodeLineage(js)
+	l, err := f.c.Lineage(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("the ledger's lineage of %s: %w", d, err)
 	}
@@ -457,25 +452,22 @@ func (f *follower) fetch(ctx context.Context, d, path string) error {
 	if got, err := digest.File(path); err == nil && got == d {
 		return nil
 	}
-	tmp := path + ".part"
-	w, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.ac.Download(ctx, d, w); err != nil {
-		w.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("fetch %s: %w", d, err)
-	}
-	if err := w.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if got, err := digest.File(tmp); err != nil || got != d {
-		os.Remove(tmp)
-		return fmt.Errorf("fetched %s has digest %s, the ledger committed %s", tmp, got, d)
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFunc(path, 0o644, func(w *os.File) error {
+		if _, err := f.ac.Download(ctx, d, w); err != nil {
+			return fmt.Errorf("fetch %s: %w", d, err)
+		}
+		if _, err := w.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		got, err := digest.Reader(w)
+		if err != nil {
+			return fmt.Errorf("fetch %s: %w", d, err)
+		}
+		if got != d {
+			return fmt.Errorf("fetched blob has digest %s, the ledger committed %s", got, d)
+		}
+		return nil
+	})
 }
 
 // start sets where the block stream begins (after the ledger's present

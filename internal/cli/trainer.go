@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
@@ -85,7 +86,7 @@ the trainer can join.`,
 			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+			if err := atomicfile.Write(cfgPath, data, 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), ledger.KeyID(pub))

@@ -29,6 +29,8 @@ var txBodies = map[string]func() ledger.TxBody{
 	ledger.TypeJobRegistered:     func() ledger.TxBody { return new(ledger.JobRegistered) },
 	ledger.TypeDatasetAttested:   func() ledger.TxBody { return new(ledger.DatasetAttested) },
 	ledger.TypeRoundEvaluated:    func() ledger.TxBody { return new(ledger.RoundEvaluated) },
+	ledger.TypeSubmissionsClosed: func() ledger.TxBody { return new(ledger.SubmissionsClosed) },
+	ledger.TypeUpdateVerified:    func() ledger.TxBody { return new(ledger.UpdateVerified) },
 }
 
 func txTypeNames() string {

@@ -234,7 +234,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(n.path("certs", name+".pem"), pem, 0o644); err != nil {
+		if err := atomicfile.Write(n.path("certs", name+".pem"), pem, 0o644); err != nil {
 			return nil, err
 		}
 		n.Keys[name] = k
@@ -573,7 +573,7 @@ func (n *Net) writeJob() error {
 			return fmt.Errorf("devnet job eval.data: %w", err)
 		}
 		name := filepath.Base(n.EvalData)
-		if err := os.WriteFile(filepath.Join(n.EvalDataRoot(), name), data, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(n.EvalDataRoot(), name), data, 0o644); err != nil {
 			return err
 		}
 		ev, _ := doc["eval"].(map[string]any)

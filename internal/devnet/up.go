@@ -3,7 +3,6 @@ package devnet
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,10 +18,10 @@ import (
 
 	aggnode "github.com/fedtune/fedtune/aggregator/node"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
-	ledgerv1 "github.com/fedtune/fedtune/api/ledger/v1"
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/eval"
+	"github.com/fedtune/fedtune/internal/atomicfile"
 	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -543,15 +542,7 @@ func (n *Net) Lineage(ctx context.Context, digest string) (*ledger.Lineage, erro
 		return nil, err
 	}
 	defer c.Close()
-	js, err := c.Query(ctx, ledgerv1.QueryKind_QUERY_KIND_LINEAGE, digest, 0)
-	if err != nil {
-		return nil, err
-	}
-	var l ledger.Lineage
-	if err := json.Unmarshal(js, &l); err != nil {
-		return nil, err
-	}
-	return &l, nil
+	return c.Lineage(ctx, digest)
 }
 
 // Eval scores the base model, with the global weights in file global
@@ -644,7 +635,7 @@ func (n *Net) contains(ctx context.Context, digest string, l *ledger.Lineage) (s
 	}
 	first, _, _ := bytes.Cut(data, []byte("\n"))
 	sample := n.path("sample.jsonl")
-	if err := os.WriteFile(sample, append(first, '\n'), 0o644); err != nil {
+	if err := atomicfile.Write(sample, append(first, '\n'), 0o644); err != nil {
 		return "", nil, err
 	}
 	leaf, err := audit.SampleLeaf(sample, "")

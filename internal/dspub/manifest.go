@@ -11,7 +11,6 @@ import (
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/dsse"
 	"github.com/fedtune/fedtune/internal/spdx"
-	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
 // PayloadType is the DSSE payloadType of a signed publication manifest.
@@ -192,25 +191,10 @@ func Sign(key ed25519.PrivateKey, m *Manifest) (*Signed, error) {
 // unknown or repeated fields, other field orders or whitespace are
 // errors), with valid fields. Errors wrap ErrManifest.
 func Decode(data []byte, pub ed25519.PublicKey) (*Signed, error) {
-	if len(data) > MaxManifestBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrManifest, len(data), MaxManifestBytes)
-	}
-	env, err := dsse.Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: envelope: %w", ErrManifest, err)
-	}
-	if env.PayloadType != PayloadType {
-		return nil, fmt.Errorf("%w: payloadType %q, want %q", ErrManifest, abbrev(env.PayloadType), PayloadType)
-	}
-	if len(env.Signatures) != 1 {
-		return nil, fmt.Errorf("%w: %d signatures, want exactly 1", ErrManifest, len(env.Signatures))
-	}
 	var m Manifest
-	if err := strictjson.Unmarshal(env.Payload, &m); err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrManifest, err)
-	}
-	if canon, err := json.Marshal(&m); err != nil || !bytes.Equal(canon, env.Payload) {
-		return nil, fmt.Errorf("%w: payload is not in canonical form (fields in the documented order, no whitespace)", ErrManifest)
+	env, err := dsse.DecodeSigned(data, PayloadType, MaxManifestBytes, &m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err

@@ -5,4 +5,15 @@
 //
 // Ledger transactions and dataset manifests are both DSSE envelopes; this
 // package is the one implementation of the format, below both.
+//
+// Sign signs a payload and Encode gives the envelope's bytes; Decode reads
+// them back in canonical form only, and Verify checks the one signature
+// with the signer's key. A document of one kind (a dataset manifest, a
+// published-dataset manifest) is read with DecodeSigned, which also
+// checks the payload type, the single signature and that the payload is
+// the document's canonical JSON:
+//
+//	var m Manifest
+//	env, err := dsse.DecodeSigned(data, PayloadType, MaxBytes, &m)
+//	// then: m's own checks, and env.Verify(owner's key)
 package dsse

@@ -107,6 +107,35 @@ func Decode(b []byte) (*Envelope, error) {
 	return e, nil
 }
 
+// DecodeSigned decodes a signed document of one kind: data (at most
+// maxBytes) is an envelope in canonical form (Decode) of type
+// payloadType with exactly one signature, whose payload decodes strictly
+// into v (unknown or repeated fields are errors) and is v's canonical JSON
+// (json.Marshal(v), byte for byte). It does not check the signature: the
+// caller knows whose key must have made it (Verify).
+func DecodeSigned(data []byte, payloadType string, maxBytes int, v any) (*Envelope, error) {
+	if len(data) > maxBytes {
+		return nil, fmt.Errorf("%d bytes, limit %d", len(data), maxBytes)
+	}
+	env, err := Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: %w", err)
+	}
+	if env.PayloadType != payloadType {
+		return nil, fmt.Errorf("payloadType %q, want %q", abbrev(env.PayloadType), payloadType)
+	}
+	if len(env.Signatures) != 1 {
+		return nil, fmt.Errorf("%d signatures, want exactly 1", len(env.Signatures))
+	}
+	if err := strictjson.Unmarshal(env.Payload, v); err != nil {
+		return nil, fmt.Errorf("payload: %v", err)
+	}
+	if canon, err := json.Marshal(v); err != nil || !bytes.Equal(canon, env.Payload) {
+		return nil, errors.New("payload is not in canonical form (fields in the documented order, no whitespace)")
+	}
+	return env, nil
+}
+
 // Sign returns an envelope over payload signed by key.
 func Sign(key ed25519.PrivateKey, payloadType string, payload []byte) *Envelope {
 	pub := key.Public().(ed25519.PublicKey)

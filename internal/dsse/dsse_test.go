@@ -3,6 +3,7 @@ package dsse
 import (
 	"crypto/ed25519"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -62,6 +63,73 @@ func FuzzDecode(f *testing.F) {
 		}
 		if string(e.Encode()) != string(b) {
 			t.Fatalf("decoded envelope re-encodes differently")
+		}
+	})
+}
+
+// DecodeSigned takes one kind of signed document and refuses every other
+// form of it, saying what was wrong.
+func TestDecodeSigned(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type doc struct {
+		A string `json:"a"`
+		B int    `json:"b"`
+	}
+	const typ = "application/vnd.test+json"
+	good := Sign(key, typ, []byte(`{"a":"x","b":1}`)).Encode()
+	twoSigs := Sign(key, typ, []byte(`{"a":"x","b":1}`))
+	twoSigs.Signatures = append(twoSigs.Signatures, twoSigs.Signatures[0])
+	for _, tc := range []struct {
+		name string
+		data []byte
+		max  int
+		want string // "" = accepted
+	}{
+		{"good", good, 1 << 10, ""},
+		{"too large", good, 10, "bytes, limit 10"},
+		{"not an envelope", []byte(`{}`), 1 << 10, "envelope:"},
+		{"other type", Sign(key, "text/plain", []byte(`{"a":"x","b":1}`)).Encode(), 1 << 10, `payloadType "text/plain"`},
+		{"two signatures", twoSigs.Encode(), 1 << 10, "2 signatures, want exactly 1"},
+		{"unknown field", Sign(key, typ, []byte(`{"a":"x","b":1,"c":2}`)).Encode(), 1 << 10, "payload:"},
+		{"repeated field", Sign(key, typ, []byte(`{"a":"x","a":"y","b":1}`)).Encode(), 1 << 10, "payload:"},
+		{"other order", Sign(key, typ, []byte(`{"b":1,"a":"x"}`)).Encode(), 1 << 10, "canonical form"},
+		{"whitespace", Sign(key, typ, []byte(`{"a": "x","b":1}`)).Encode(), 1 << 10, "canonical form"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d doc
+			env, err := DecodeSigned(tc.data, typ, tc.max, &d)
+			if tc.want == "" {
+				if err != nil || d != (doc{"x", 1}) || env.Verify(key.Public().(ed25519.PublicKey)) != nil {
+					t.Fatalf("DecodeSigned = %+v, %v", d, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("DecodeSigned error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzDecodeSigned: any bytes give a document whose payload is its
+// canonical JSON, or an error; never a panic.
+func FuzzDecodeSigned(f *testing.F) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	f.Add(Sign(key, "t", []byte(`{"a":"x"}`)).Encode())
+	f.Add([]byte(`{"payloadType":"t","payload":"e30=","signatures":[]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var v struct {
+			A string `json:"a"`
+		}
+		env, err := DecodeSigned(data, "t", 1<<16, &v)
+		if err != nil {
+			return
+		}
+		if len(env.Signatures) != 1 || env.PayloadType != "t" {
+			t.Fatalf("accepted %v", env)
 		}
 	})
 }

@@ -67,8 +67,8 @@ func packages(t *testing.T) map[string]*build.Package {
 	return pkgs
 }
 
-// TestPackageDocs checks that every library package says what it owns.
-func TestPackageDocs(t *testing.T) {
+// TestLayoutPackageDocs checks that every library package says what it owns.
+func TestLayoutPackageDocs(t *testing.T) {
 	for rel, p := range packages(t) {
 		if p.Name == "main" && strings.HasPrefix(rel, "scripts") {
 			continue
@@ -79,7 +79,7 @@ func TestPackageDocs(t *testing.T) {
 	}
 }
 
-// goPackage is what TestDependencyRules reads of "go list -json".
+// goPackage is what TestLayoutDependencyRules reads of "go list -json".
 type goPackage struct {
 	ImportPath string
 	Imports    []string // the packages it imports directly
@@ -115,7 +115,7 @@ func moduleDeps(t *testing.T) *importGraph {
 	t.Helper()
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("the go command is not on PATH: TestDependencyRules reads the import graph with go list -deps")
+		t.Skip("the go command is not on PATH: TestLayoutDependencyRules reads the import graph with go list -deps")
 	}
 	cmd := exec.Command(goCmd, "list", "-deps", "-json", "./...")
 	cmd.Dir = repoRoot(t)
@@ -173,7 +173,7 @@ var leaves = []string{
 }
 
 // programs wire every package together and may import anything.
-var programs = []string{"cmd", "scripts", "internal/cli", "internal/devnet", "internal/audit", "internal/adversarial"}
+var programs = []string{"cmd", "scripts", "internal/cli", "internal/devnet", "internal/audit", "internal/adversarial", "internal/spotcheck"}
 
 // roleOf names the role a package belongs to ("" for none). A role is a
 // process of the network; each talks to the others over gRPC only.
@@ -187,6 +187,8 @@ func roleOf(rel string) string {
 		return "ledger node"
 	case under(rel, "aggregator/node"):
 		return "aggregator node"
+	case under(rel, "verifier"):
+		return "verifier" // replays drawn updates through a Replayer its program gives it
 	case under(rel, "inference") && !under(rel, "inference/receipt"):
 		return "inference" // its receipt format is a pure format any package may read
 	}
@@ -267,6 +269,8 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 			why += ", and the ledger node links no training code"
 		case "aggregator node":
 			why += ", and the aggregator node links no Gorgonia and no tokenizer"
+		case "verifier":
+			why += ", and the verifier links no training code, pebble or raft (its program gives it the replay)"
 		}
 		return layer{role, why, func(dep string) bool {
 			if ours(dep) && (inAny(dep, programs) || roleOf(dep) != "" && roleOf(dep) != role) {
@@ -279,6 +283,8 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 				return trainingCode(dep)
 			case "aggregator node":
 				return strings.HasPrefix(dep, "gorgonia.org/") || ours(dep) && under(dep, "model/tokenizer")
+			case "verifier":
+				return trainingCode(dep) || pebbleOrRaft(dep)
 			}
 			return false
 		}}, true
@@ -329,10 +335,10 @@ func layerOf(rel string, ours func(dep string) bool) (l layer, ok bool) {
 // longer matches fails the test: delete it.
 var pending = map[string]map[string]string{}
 
-// TestDependencyRules checks the layering DESIGN.md asks for on the
+// TestLayoutDependencyRules checks the layering DESIGN.md asks for on the
 // transitive imports of every package of the module (go list -deps), with
 // a rule for each: a package no rule covers fails.
-func TestDependencyRules(t *testing.T) {
+func TestLayoutDependencyRules(t *testing.T) {
 	used := map[string]bool{}
 	g := moduleDeps(t)
 	var rels []string
@@ -388,8 +394,8 @@ func TestDependencyRules(t *testing.T) {
 	}
 }
 
-// TestLayerOf pins the classification the rules rest on.
-func TestLayerOf(t *testing.T) {
+// TestLayoutLayerOf pins the classification the rules rest on.
+func TestLayoutLayerOf(t *testing.T) {
 	for rel, want := range map[string]string{
 		"kernels/cuda": "kernels", "ledger": "ledger", "ledger/internal/codec": "ledger", "ledger/client": "ledger client",
 		"ledger/fsm": "ledger state", "ledger/node": "ledger node", "coordinator": "coordinator", "trainer": "trainer",

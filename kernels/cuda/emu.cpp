@@ -223,6 +223,15 @@ static int train_launch(const char *name, int block, const uint64_t *a, int n) {
              train_adamw(P(0, float *), P(1, const float *), P(2, float *), P(3, float *), I(4), F(5), F(6), F(7), F(8),
                          F(9), F(10), F(11), I(12), F(13));
          }},
+        {"train_scatter_rows", 6, false,
+         [](const uint64_t *a) {
+             train_scatter_rows(P(0, float *), P(1, const float *), P(2, const int *), I(3), I(4), I(5));
+         }},
+        {"train_cached_attention", 12, true,
+         [](const uint64_t *a) {
+             train_cached_attention(P(0, float *), P(1, const float *), P(2, const float *), P(3, const float *),
+                                    P(4, const int *), P(5, float *), I(6), I(7), I(8), I(9), I(10), F(11));
+         }},
     };
     for (const entry &e : table) {
         if (std::strcmp(e.name, name) != 0) continue;
@@ -245,7 +254,7 @@ static const char *const emu_kernels[] = {
     "train_embed", "train_embed_backward", "train_rmsnorm", "train_rmsnorm_backward_dx", "train_rmsnorm_backward_dw",
     "train_rope", "train_split_heads", "train_merge_heads", "train_causal_softmax", "train_causal_softmax_backward",
     "train_swiglu", "train_swiglu_backward", "train_mul", "train_axpy", "train_cross_entropy", "train_sqnorm_partial",
-    "train_sqnorm_final", "train_adamw", nullptr,
+    "train_sqnorm_final", "train_adamw", "train_scatter_rows", "train_cached_attention", nullptr,
 };
 
 // fedtune_emu_kernel returns the i-th kernel's name, NULL past the last.

@@ -1,7 +1,8 @@
 // train.cu: the non-GEMM operations of a LLaMA training step on the GPU,
 // one kernel per engine.Device operation (model/engine/device.go states
-// what each computes; model/engine/cudadev launches them). Matrix products
-// go to cuBLAS instead.
+// what each computes; model/engine/cudadev launches them), and the two of
+// decoding with a key/value cache (engine.CacheDevice, host_cache.go).
+// Matrix products go to cuBLAS instead.
 //
 // Every name starts with train_ so that it stays unique among the PTX
 // modules of package cuda. Compiled by `make kernels` with
@@ -367,5 +368,105 @@ extern "C" __global__ void train_adamw(float* w, const float* g, float* m, float
         float den = sqrtf(vi) / sqrt_bc2 + eps;
         wi -= step * mi / den;
         w[i] = wi;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding with a key/value cache (engine.CacheDevice).
+
+// dst[idx[r], :] = src[r, :] for r < rows, dst being [n, d] (indices were
+// checked against n on the host). When an index repeats only its last row
+// is written, so the result does not depend on the order threads run in:
+// the host passes from, the first row whose index occurs again below it
+// (rows when none repeats), and only rows from there on look for a later
+// one.
+extern "C" __global__ void train_scatter_rows(float* dst, const float* src, const int* idx, int rows, int d, int from) {
+    GRID_STRIDE(i, (size_t)rows * d) {
+        size_t r = i / d, j = i % d;
+        int to = idx[r];
+        bool later = false;
+        if ((int)r >= from)
+            for (int k = (int)r + 1; k < rows && !later; k++) later = idx[k] == to;
+        if (!later) dst[(size_t)to * d + j] = src[i];
+    }
+}
+
+// Cached attention: one block per (query row r, head h) of q [rows, heads,
+// hd], over its sequence's cache rows c … c+p of k and v [cacheRows,
+// kvHeads, hd] (at[r] = {c, p}, checked on the host), head h reading
+// key/value head g = h / (heads/kvHeads):
+//
+//   s_j = scale·q[r, h, :]·k[c+j, g, :] for j ≤ p   (float32, i in order)
+//   m = max_j s_j;  e_j = expf(s_j − m);  z = Σ_j e_j in double
+//   out[r, h, i] = Σ_{j ≤ p} (e_j·(float)(1/z))·v[c+j, g, i]  (j in order)
+//
+// the softmax as train_causal_softmax and the Host's CausalSoftmax compute
+// it (the sum over j in position order when hd·2 > blockDim, else split
+// into groups of positions j ≡ g (mod groups) added in group order).
+// scratch holds each unit's scores and then its e_j, a row of stride long
+// (≥ p+1) per unit of this launch; the launch covers rows r0 … r0+rows−1
+// (q, out and at already offset to r0), units beyond gridDim.x by grid
+// stride. Block size: a multiple of 32, at most 1024.
+#define ATTN_PART 1024
+extern "C" __global__ void train_cached_attention(float* out, const float* q, const float* k, const float* v,
+                                                  const int* at, float* scratch, int rows, int heads, int kv_heads,
+                                                  int hd, int long_, float scale) {
+    __shared__ float part[ATTN_PART];
+    int rep = heads / kv_heads;
+    size_t w = (size_t)kv_heads * hd;
+    // With heads narrower than the block, groups of hd threads share the
+    // weighted sum of the values (at most ATTN_PART partial sums).
+    int groups = hd * 2 <= (int)blockDim.x ? (int)blockDim.x / hd : 1;
+    if (groups * hd > ATTN_PART) groups = ATTN_PART / hd;
+    for (int u = blockIdx.x; u < rows * heads; u += gridDim.x) {
+        int r = u / heads, h = u % heads, g = h / rep;
+        size_t c = (size_t)at[2 * r];
+        int n = at[2 * r + 1] + 1;
+        const float* qv = q + (size_t)u * hd;
+        const float* kb = k + c * w + (size_t)g * hd;
+        const float* vb = v + c * w + (size_t)g * hd;
+        float* s = scratch + (size_t)u * long_;
+        float m = -INFINITY;
+        for (int j = threadIdx.x; j < n; j += blockDim.x) {
+            const float* kv = kb + (size_t)j * w;
+            float dot = 0.0f;
+            for (int i = 0; i < hd; i++) dot += qv[i] * kv[i];
+            float sj = scale * dot;
+            s[j] = sj;
+            m = fmaxf(m, sj);
+        }
+        m = block_max(m);
+        double z = 0.0;
+        for (int j = threadIdx.x; j < n; j += blockDim.x) {
+            float e = expf(s[j] - m);
+            s[j] = e;
+            z += (double)e;
+        }
+        z = block_sum_d(z); // its barriers make every s[j] visible to the block
+        float inv = (float)(1.0 / z);
+        float* o = out + (size_t)u * hd;
+        if (groups == 1) {
+            for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+                float acc = 0.0f;
+                for (int j = 0; j < n; j++) acc += (s[j] * inv) * vb[(size_t)j * w + i];
+                o[i] = acc;
+            }
+        } else {
+            // Thread (gi, i) sums positions gi, gi + groups, … of column i;
+            // then thread i adds the groups' sums in group order.
+            int gi = threadIdx.x / hd, i = threadIdx.x % hd;
+            if (gi < groups) {
+                float acc = 0.0f;
+                for (int j = gi; j < n; j += groups) acc += (s[j] * inv) * vb[(size_t)j * w + i];
+                part[gi * hd + i] = acc;
+            }
+            __syncthreads();
+            if (threadIdx.x < hd) {
+                float acc = 0.0f;
+                for (int g2 = 0; g2 < groups; g2++) acc += part[g2 * hd + threadIdx.x];
+                o[threadIdx.x] = acc;
+            }
+        }
+        __syncthreads(); // s and part are read above before the next unit's writes
     }
 }

@@ -42,9 +42,13 @@
 //
 // # Queries
 //
-// Nonce, Member, Dataset, Model, Job, Round, Rounds and UpdatesByDigest
-// read the ledger's records into the ledger package's types; a record the
-// ledger does not hold is an error wrapping ledger.ErrRecordNotFound.
+// Nonce, Member, Dataset, Model, Job, Round, Rounds, UpdatesByDigest and
+// Lineage read the ledger's records into the ledger package's types; a
+// record the ledger does not hold is an error wrapping
+// ledger.ErrRecordNotFound. RoundAt reads a round at least at a height (a
+// node behind it waits for it, bounded), as a caller that knows the
+// height its tx committed at does. They are the one reader of the node's
+// query JSON: callers do not decode it themselves.
 // Block, Blocks and Tx read the chain, checked against hashes and proofs.
 //
 // # Join challenges

@@ -60,8 +60,8 @@ func (f *FSM) Admit(envelope []byte) (*ledger.Tx, error) {
 		return nil, err
 	}
 	typ := tx.Body.TxType()
-	if want := ledger.TxRoles[typ]; m.Role != want {
-		return nil, txErr(ledger.CodeForbidden, "%s needs role %s; signer %s is %s", typ, want, tx.Signer, m.Role)
+	if !ledger.MaySign(typ, m.Role) {
+		return nil, txErr(ledger.CodeForbidden, "%s needs role %s; signer %s is %s", typ, ledger.SignerRoles(typ), tx.Signer, m.Role)
 	}
 	last, err := f.Nonce(tx.Signer)
 	if err != nil {

@@ -135,7 +135,21 @@
 //     store gives a model to every member, an update only to those who
 //     need it), so a coordinator cannot publish a trainer's update.
 //   - UpdateRejected, RoundFailed, RoundCommitted: the signer is one of the
-//     recipe's Aggregators.
+//     recipe's Aggregators (an UpdateRejected may also come from a
+//     verifier: see spot checks below).
+//   - Spot checks (a recipe with Verify; spotcheck.go): SubmissionsClosed
+//     comes from the job's owner, once per open round, and after it no
+//     UpdateSubmitted is accepted; the hash of its block is the draw seed
+//     (ledger.RoundRecipe.DrawnUpdate; the Round query fills DrawSeed and
+//     each update's Drawn). UpdateVerified and a verifier's UpdateRejected
+//     come from a verifier the rule names, in a later block, for a drawn
+//     update with no verdict or rejection yet; the rejection names a step
+//     (1 to the committed steps) and writes the trainer's suspension
+//     (state key a/vs/<job>\x00<trainer>: the last round it may not be
+//     selected for), which RoundOpened checks. RoundCommitted needs the
+//     submissions closed and a pass for every drawn contributor.
+//   - JobRegistered: every verifier a verify rule names is a current
+//     verifier member.
 //   - RoundCommitted: strategy and parameters are the recipe's
 //     (RoundRecipe.CheckCommitParams: CommitParams plus a server_state
 //     digest); the contributors are exactly the submitted updates that no

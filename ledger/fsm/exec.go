@@ -213,8 +213,8 @@ func (c *execCtx) check(raw []byte, pre *preChecked) (*ledger.Tx, []kvWrite, err
 		}
 	}
 	typ := tx.Body.TxType()
-	if want := ledger.TxRoles[typ]; m.Role != want {
-		return nil, nil, txErr(ledger.CodeForbidden, "%s needs role %s; signer %s is %s", typ, want, tx.Signer, m.Role)
+	if !ledger.MaySign(typ, m.Role) {
+		return nil, nil, txErr(ledger.CodeForbidden, "%s needs role %s; signer %s is %s", typ, ledger.SignerRoles(typ), tx.Signer, m.Role)
 	}
 	last, err := c.nonce(tx.Signer)
 	if err != nil {
@@ -311,6 +311,10 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 
 	case ledger.DatasetAttested:
 		return c.checkAttested(tx, b, txHash)
+	case ledger.SubmissionsClosed:
+		return c.checkSubmissionsClosed(tx, b)
+	case ledger.UpdateVerified:
+		return c.checkUpdateVerified(tx, b)
 	case ledger.DatasetPublished:
 		return c.checkPublished(tx, b)
 
@@ -332,6 +336,17 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			}
 			if m == nil || !m.Active || m.Role != ledger.RoleAggregator {
 				return nil, txErr(ledger.CodeInvalid, "recipe.aggregators[%d] %s is not a current aggregator member", i, a)
+			}
+		}
+		if v := b.Recipe.Verify; v != nil {
+			for i, id := range v.By {
+				m, err := c.member(id)
+				if err != nil {
+					return nil, err
+				}
+				if m == nil || !m.Active || m.Role != ledger.RoleVerifier {
+					return nil, txErr(ledger.CodeInvalid, "recipe.verify.by[%d] %s is not a current verifier member", i, id)
+				}
 			}
 		}
 		if bm := b.Recipe.BaseModel; bm != "" {
@@ -404,6 +419,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			if m.Role != ledger.RoleTrainer {
 				return nil, txErr(ledger.CodeInvalid, "trainers[%d] %s has role %s, not trainer", i, t, m.Role)
 			}
+			if err := c.checkNotSuspended(i, b.JobID, b.Round, t); err != nil {
+				return nil, err
+			}
 		}
 		if b.Deadline.UnixNano() <= c.time {
 			return nil, txErr(ledger.CodeInvalid, "deadline %s is not after the block time %s",
@@ -424,6 +442,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}
 		if !contains(r.Trainers, tx.Signer) {
 			return nil, txErr(ledger.CodeNotSelected, "trainer %s is not selected for round %d of job %q", tx.Signer, b.Round, b.JobID)
+		}
+		if r.SubmissionsClosedHeight != 0 {
+			return nil, txErr(ledger.CodeDeadlinePassed, "round %d of job %q was closed for updates by its coordinator at height %d (SubmissionsClosed); the spot-check draw is fixed", b.Round, b.JobID, r.SubmissionsClosedHeight)
 		}
 		if c.time > r.Deadline.UnixNano() {
 			return nil, txErr(ledger.CodeDeadlinePassed, "round %d of job %q closed for updates at %s; block time is %s", b.Round, b.JobID,
@@ -473,8 +494,19 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}, nil
 
 	case ledger.UpdateRejected:
-		if _, err := c.openRound(b.JobID, b.Round); err != nil {
+		r, err := c.openRound(b.JobID, b.Round)
+		if err != nil {
 			return nil, err
+		}
+		signer, err := c.member(tx.Signer)
+		if err != nil {
+			return nil, err
+		}
+		if signer != nil && signer.Role == ledger.RoleVerifier {
+			return c.checkVerifierRejected(tx, b, r)
+		}
+		if b.Step != 0 {
+			return nil, txErr(ledger.CodeInvalid, "step %d: only a verifier's rejection of a drawn update names a step", b.Step)
 		}
 		if _, err := c.designatedJob(ledger.TypeUpdateRejected, b.JobID, tx.Signer); err != nil {
 			return nil, err
@@ -566,6 +598,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 				}
 			}
 			link.Contributors = append(link.Contributors, lc)
+		}
+		if err := c.checkCommitVerified(job, r, b); err != nil {
+			return nil, err
 		}
 		var left []string // submitted, not rejected, not listed
 		err = c.b.Iter(updatePrefix(b.JobID, b.Round), func(_, v []byte) error {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -166,7 +167,36 @@ func (f *FSM) Round(jobID string, n uint64) (*ledger.Round, error) {
 		return nil, fmt.Errorf("ledger: round updates: %w", err)
 	}
 	sort.Slice(r.Updates, func(i, j int) bool { return r.Updates[i].Trainer < r.Updates[j].Trainer })
+	if err := fillDraw(sn, &r); err != nil {
+		return nil, err
+	}
 	return &r, nil
+}
+
+// fillDraw sets r.DrawSeed and each update's Drawn once the block that
+// closed the round's submissions is on the chain.
+func fillDraw(sn getter, r *ledger.Round) error {
+	if r.SubmissionsClosedHeight == 0 {
+		return nil
+	}
+	raw, ok, err := sn.Get(blockKey(r.SubmissionsClosedHeight))
+	if err != nil || !ok {
+		return err
+	}
+	blk, err := ledger.DecodeBlock(raw)
+	if err != nil {
+		return fmt.Errorf("ledger: block %d: %w", r.SubmissionsClosedHeight, err)
+	}
+	var job ledger.JobRecord
+	if ok, err := getJSON(sn, jobRecordKey(r.JobID), &job); err != nil || !ok {
+		return err
+	}
+	seed := blk.Hash()
+	r.DrawSeed = hex.EncodeToString(seed[:])
+	for i := range r.Updates {
+		r.Updates[i].Drawn = job.Recipe.DrawnUpdate(seed, r.JobID, r.Round, &r.Updates[i])
+	}
+	return nil
 }
 
 // Lineage returns the history of a model back to its registered base model.

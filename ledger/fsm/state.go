@@ -60,6 +60,7 @@ const (
 	prefixLineage   = "a/l/"
 	prefixSegment   = "a/ls/"
 	prefixChild     = "a/lc/"
+	prefixSuspended = "a/vs/"
 	prefixBlock     = "c/b/"
 	prefixTxIndex   = "c/t/"
 	keyHead         = "c/head"
@@ -124,6 +125,12 @@ func updateIndexKeyOf(k []byte) []byte {
 	rest := k[len(prefixUpdateDig):]
 	suffix, digest := rest[:len(rest)-64], rest[len(rest)-64:] // job ‖ 0 ‖ round, digest
 	return append(append([]byte(prefixUpdateIdx), digest...), suffix...)
+}
+
+// suspendedKey holds the last round of job that may not select trainer
+// (a verifier rejected it), as 8 bytes big-endian.
+func suspendedKey(job, trainer string) []byte {
+	return []byte(prefixSuspended + job + "\x00" + trainer)
 }
 
 func blockKey(h uint64) []byte {

@@ -1,6 +1,7 @@
 package commitment_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,7 +20,7 @@ import (
 	"github.com/fedtune/fedtune/model/modeltest"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/inputs.golden")
+var update = flag.Bool("update", false, "rewrite testdata/inputs.golden and testdata/inputs_file.golden")
 
 // naiveRoot is RFC 6962's MTH, written out.
 func naiveRoot(leaves [][]byte) []byte {
@@ -235,5 +236,41 @@ func TestRecorder(t *testing.T) {
 		if _, err := store.Path(job, 1, 1); !errors.Is(err, commitment.ErrInvalid) {
 			t.Errorf("job %q: %v, want ErrInvalid", job, err)
 		}
+	}
+}
+
+// TestInputsFileGolden pins the disclosed inputs file (InputsFile) a
+// trainer writes: the JSON whose domain-prefixed SHA-256 is the inputs
+// digest (testdata/inputs_file.golden; -update rewrites it).
+func TestInputsFileGolden(t *testing.T) {
+	s := &commitment.Store{Dir: t.TempDir()}
+	in := goodInputs()
+	if err := s.SaveInputs("job", 1, in); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Path("job", 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(filepath.Dir(p), commitment.InputsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "inputs_file.golden")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("inputs file\n%s\nwant\n%s", got, want)
+	}
+	d, _ := in.Digest()
+	if digest.Bytes(append([]byte("fedtune/training-inputs/v1\n"), got...)) != d {
+		t.Fatal("the inputs file is not the preimage of the inputs digest")
 	}
 }

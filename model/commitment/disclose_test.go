@@ -2,10 +2,12 @@ package commitment
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/model"
 )
 
@@ -74,5 +76,49 @@ func TestStoreProve(t *testing.T) {
 	}
 	if steps, err := s.Steps("j", 9); err != nil || steps != nil {
 		t.Errorf("Steps of a round with none = %v, %v", steps, err)
+	}
+}
+
+func TestInputsDisclosure(t *testing.T) {
+	s := &Store{Dir: t.TempDir()}
+	d := digest.Bytes([]byte("base"))
+	in := Inputs{BaseModel: d, Hyperparams: Hyperparams{Steps: 2, Batch: 1, SeqLen: 4, LR: 0.1, Seed: 3, Schedule: "constant"},
+		Batches: [][]string{{"s1", "s2"}, {"s3"}}}
+	if err := s.SaveInputs("job", 2, in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Inputs("job", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := in.Digest()
+	if gd, _ := got.Digest(); gd != want {
+		t.Fatalf("read back inputs digest %s, saved %s", gd, want)
+	}
+	if diff := got.Differences(&in); len(diff) != 0 {
+		t.Fatalf("the same inputs differ: %v", diff)
+	}
+	other := in
+	other.Hyperparams.Seed = 4
+	other.Batches = [][]string{{"s1", "s2"}, {"s9"}}
+	diff := other.Differences(&in)
+	if len(diff) != 2 || diff[0] != "seed 4, the task's 3" || diff[1] != "step 2's batch samples [s9], the replay's [s3]" {
+		t.Fatalf("differences %q", diff)
+	}
+	if err := s.SaveInputs("job", 2, Inputs{BaseModel: d}); err == nil {
+		t.Fatal("invalid inputs saved")
+	}
+	for _, bad := range []struct{ name, data, want string }{
+		{"duplicate key", `{"base_model":"` + d + `","base_model":"` + d + `"}`, "duplicate"},
+		{"unknown field", `{"base_model":"` + d + `","extra":1}`, "extra"},
+		{"invalid", `{"base_model":"` + d + `","hyperparams":{"steps":1},"batches":[]}`, "batches: 0 listed for 1 steps"},
+	} {
+		p, _ := s.Path("job", 2, 1)
+		if err := os.WriteFile(filepath.Join(filepath.Dir(p), InputsFile), []byte(bad.data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Inputs("job", 2); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: %v, want an error saying %q", bad.name, err, bad.want)
+		}
 	}
 }

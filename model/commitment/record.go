@@ -46,6 +46,9 @@ type Recorder struct {
 	Store   *Store // optional
 	Job     string
 	Round   uint64
+	// Last is the run's last step: its checkpoint is kept whatever
+	// Store.Every says (0: not known).
+	Last int
 
 	digests []string
 }
@@ -87,8 +90,8 @@ func (r *Recorder) record() error {
 		return err
 	}
 	var d string
-	if r.Store != nil {
-		d, err = r.Store.Save(r.Job, r.Round, r.Stepper.StepCount(), ts)
+	if step := r.Stepper.StepCount(); r.Store != nil && r.Store.Keeps(step, r.Last) {
+		d, err = r.Store.Save(r.Job, r.Round, step, ts)
 	} else {
 		d, err = safetensors.Digest(ts)
 	}
@@ -113,10 +116,22 @@ func (r *Recorder) Root() (uint64, string, error) {
 }
 
 // Store keeps step checkpoints under Dir, Dir/JOB/ROUND/step-NNNNNN.safetensors,
-// and prunes each job to its newest Keep rounds (0: keep all).
+// and prunes each job to its newest Keep rounds (0: keep all). With Every
+// above 1 a Recorder keeps the checkpoint of every Every-th step and of
+// the last only: the commitment and the disclosed digests (DigestsFile)
+// still cover every step, so an auditor still pins the first differing
+// step; the state after a step whose checkpoint was not kept is then not
+// at hand for naming the operation within it.
 type Store struct {
-	Dir  string
-	Keep int
+	Dir   string
+	Keep  int
+	Every int
+}
+
+// Keeps reports whether a Recorder keeps the checkpoint of step of a run
+// whose last step is last (0: not known).
+func (s *Store) Keeps(step, last int) bool {
+	return s.Every <= 1 || step%s.Every == 0 || step == last
 }
 
 // jobName is what a job ID must look like to name a folder.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedtune/fedtune/kernels"
 	"github.com/fedtune/fedtune/model"
 )
 
@@ -109,6 +110,25 @@ type Batcher struct {
 	wake   chan struct{}
 	done   chan struct{}
 	cerr   error // Decoder.Close's
+
+	// The sampling loop on kernels' worker pool (the serving goroutine's
+	// alone).
+	sampling kernels.Job
+	draws    drawTask
+}
+
+// drawTask draws sequences [lo, hi) of a step's sample (kernels.Task).
+type drawTask struct {
+	ss     []*seqState
+	logits []float32
+	V      int
+}
+
+// Run draws each sequence's token from its own row with its own sampler.
+func (t *drawTask) Run(_, lo, hi int) {
+	for k := lo; k < hi; k++ {
+		t.ss[k].draw = t.ss[k].smp.Next(t.logits[k*t.V : (k+1)*t.V])
+	}
 }
 
 // seqState is one request.
@@ -424,21 +444,13 @@ func (b *Batcher) sample(ss []*seqState, logits []float32) {
 			hot++
 		}
 	}
-	if hot < 2 {
-		for k, s := range ss {
-			s.draw = s.smp.Next(logits[k*V : (k+1)*V])
-		}
-		return
+	b.draws = drawTask{ss: ss, logits: logits, V: V}
+	helpers := 0
+	if hot >= 2 {
+		helpers = len(ss) - 1
 	}
-	var wg sync.WaitGroup
-	for k, s := range ss {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.draw = s.smp.Next(logits[k*V : (k+1)*V])
-		}()
-	}
-	wg.Wait()
+	b.sampling.For(len(ss), 1, helpers, &b.draws)
+	b.draws = drawTask{}
 }
 
 // emit delivers s's drawn token and says whether s is finished: at a stop

@@ -81,6 +81,16 @@
 // TestTrainingBitExact (make test-bitexact) checks that all give the
 // digests of testdata/train_digests.golden.
 //
+// Trainer.SetTrace hands every operation of a step to a Trace as it runs
+// (TraceOp: phase, layer, name and the SHA-256 of its output: forward
+// layer by layer, the loss, backward, each trainable tensor's gradient,
+// the clipping scale, each tensor's AdamW update). It is nil by default
+// and costs a nil check per operation; on, it only reads buffers back, so
+// a traced step gives the same bits. FirstDifference names the first
+// operation at which two traces of a step differ; an auditor's replay
+// (trainer.Replay) uses the trace to name the first operation within the
+// first differing step.
+//
 // The CUDA Device lives in the cudadev subpackage (build tag fedcuda); it
 // is not a CacheDevice yet, so generation on it recomputes the sequence
 // per token.

@@ -46,8 +46,8 @@ func namesOf(l int) layerNames {
 	return layerNames{
 		q: model.ProjName(l, "q_proj"), k: model.ProjName(l, "k_proj"), v: model.ProjName(l, "v_proj"),
 		o: model.ProjName(l, "o_proj"), gate: model.ProjName(l, "gate_proj"), up: model.ProjName(l, "up_proj"),
-		down: model.ProjName(l, "down_proj"), inNorm: layerName(l, "input_layernorm.weight"),
-		postNorm: layerName(l, "post_attention_layernorm.weight"),
+		down: model.ProjName(l, "down_proj"), inNorm: model.NormName(l, model.InputNorm),
+		postNorm: model.NormName(l, model.PostNorm),
 	}
 }
 
@@ -118,6 +118,8 @@ type Trainer struct {
 	owned       []Buffer
 	forwardOnly bool // an inference state (Runner): no parameters, no backward
 	rng         *rand.Rand
+	trace       Trace     // SetTrace; nil traces nothing
+	traceBuf    []float32 // scratch for reading traced outputs
 	step        int
 	optBase     int // AdamW updates the moments had taken before this run (SetOptState)
 	tokens      int
@@ -476,10 +478,6 @@ func (t *Trainer) linearBack(dx, dy, x Buffer, name string, in, out int, beta fl
 	dev.Axpy(dx, 1, tmp)
 }
 
-func layerName(l int, suffix string) string {
-	return fmt.Sprintf("%s%d.%s", model.LayerNamePrefix, l, suffix)
-}
-
 func (t *Trainer) head() Buffer {
 	if t.c.TieWordEmbeddings {
 		return t.weights[model.EmbedName]
@@ -502,13 +500,18 @@ func (t *Trainer) forward(train bool) {
 	eps := float32(t.c.RMSNormEps)
 	th := T * hd
 	dev.Embed(t.xs[0], t.weights[model.EmbedName], t.ids, d)
+	t.traced(PhaseForward, -1, "embed", t.xs[0])
 	for l := 0; l < t.nL; l++ {
 		a, nm := &t.layers[l], &t.names[l]
 		x := t.xs[l]
 		dev.RMSNorm(a.h1, a.rstd1, x, t.weights[nm.inNorm], N, d, eps)
+		t.traced(PhaseForward, l, "input_norm", a.h1)
 		t.linear(t.q, a.h1, nm.q, d, H*hd, 0)
+		t.traced(PhaseForward, l, "q_proj", t.q)
 		t.linear(t.k, a.h1, nm.k, d, KV*hd, 0)
+		t.traced(PhaseForward, l, "k_proj", t.k)
 		t.linear(t.v, a.h1, nm.v, d, KV*hd, 0)
+		t.traced(PhaseForward, l, "v_proj", t.v)
 		t.rope(t.q, H, false)
 		t.rope(t.k, KV, false)
 		dev.SplitHeads(a.qh, t.q, B, T, H, hd, 1)
@@ -517,20 +520,30 @@ func (t *Trainer) forward(train bool) {
 		dev.MatMul(t.batched(Gemm{TransB: true, M: T, N: T, K: hd, Alpha: t.alpha, A: a.qh, B: a.kh, C: a.p}, th, th, T*T))
 		t.maskScores(a.p)
 		dev.CausalSoftmax(a.p, a.p, B*H*T, T)
+		t.traced(PhaseForward, l, "attention", a.p)
 		dev.MatMul(t.batched(Gemm{M: T, N: hd, K: T, Alpha: 1, A: a.p, B: a.vh, C: a.oh}, T*T, th, th))
 		dev.MergeHeads(a.o, a.oh, B, T, H, hd, 1)
+		t.traced(PhaseForward, l, "attention_out", a.o)
 		dev.Copy(a.xMid, x)
 		t.linear(a.xMid, a.o, nm.o, H*hd, d, 1)
+		t.traced(PhaseForward, l, "o_proj+residual", a.xMid)
 
 		dev.RMSNorm(a.h2, a.rstd2, a.xMid, t.weights[nm.postNorm], N, d, eps)
+		t.traced(PhaseForward, l, "post_attention_norm", a.h2)
 		t.linear(a.g, a.h2, nm.gate, d, I, 0)
+		t.traced(PhaseForward, l, "gate_proj", a.g)
 		t.linear(a.u, a.h2, nm.up, d, I, 0)
+		t.traced(PhaseForward, l, "up_proj", a.u)
 		dev.SwiGLU(a.act, a.g, a.u)
+		t.traced(PhaseForward, l, "swiglu", a.act)
 		dev.Copy(t.xs[l+1], a.xMid)
 		t.linear(t.xs[l+1], a.act, nm.down, I, d, 1)
+		t.traced(PhaseForward, l, "down_proj+residual", t.xs[l+1])
 	}
 	dev.RMSNorm(t.hf, t.rstdf, t.xs[t.nL], t.weights[model.FinalNormName], N, d, eps)
+	t.traced(PhaseForward, -1, "final_norm", t.hf)
 	dev.MatMul(Gemm{TransB: true, M: N, N: t.nV, K: d, Alpha: 1, A: t.hf, B: t.head(), C: t.logits})
+	t.traced(PhaseForward, -1, "lm_head", t.logits)
 }
 
 // backward runs after CrossEntropy has left dlogits in t.logits and adds
@@ -542,6 +555,7 @@ func (t *Trainer) backward() {
 	th := T * hd
 	full := t.cfg.LoRA == nil
 	t.headBackward(full)
+	t.traced(PhaseBackward, -1, "lm_head", t.dhf)
 	dev.Zero(t.dx)
 	dev.RMSNormBackward(t.dx, t.grads[model.FinalNormName], t.dhf, t.xs[t.nL], t.weights[model.FinalNormName], t.rstdf, N, d)
 	for l := t.nL - 1; l >= 0 && 2*l+1 >= t.lowest; l-- {
@@ -600,6 +614,7 @@ func (t *Trainer) backward() {
 			break // nothing below this block is trainable
 		}
 		dev.RMSNormBackward(t.dx, t.grads[nm.inNorm], t.dh, t.xs[l], t.weights[nm.inNorm], a.rstd1, N, d)
+		t.traced(PhaseBackward, l, "layer_input", t.dx)
 	}
 	if full {
 		dev.EmbedBackward(t.grads[model.EmbedName], t.dx, t.ids, d)
@@ -633,6 +648,12 @@ func (t *Trainer) StepBatch(b model.Batch) (float64, error) {
 		return loss, err
 	}
 	dev := t.dev
+	if t.trace != nil {
+		for i := len(t.params) - 1; i >= 0; i-- {
+			p := t.params[i]
+			t.traced(PhaseGradient, paramLayer(p.name), p.name, p.g)
+		}
+	}
 	var sq float64
 	for _, p := range t.params {
 		sq += dev.SquaredNorm(p.g)
@@ -644,6 +665,9 @@ func (t *Trainer) StepBatch(b model.Batch) (float64, error) {
 	if norm := math.Sqrt(sq); t.cfg.ClipNorm > 0 && norm > t.cfg.ClipNorm {
 		clip = t.cfg.ClipNorm / (norm + 1e-6)
 	}
+	if t.trace != nil {
+		t.traceValues(PhaseClip, -1, "clip", []float32{float32(clip)})
+	}
 	step := t.step + 1
 	b1, b2 := t.cfg.Beta1, t.cfg.Beta2
 	hp := AdamW{Clip: float32(clip), LR: float32(t.cfg.LRAt(step)), Beta1: float32(b1), Beta2: float32(b2),
@@ -652,6 +676,7 @@ func (t *Trainer) StepBatch(b model.Batch) (float64, error) {
 	for _, p := range t.params {
 		hp.Decay = p.decay
 		dev.AdamW(p.w, p.g, p.m, p.v, hp)
+		t.traced(PhaseUpdate, paramLayer(p.name), p.name, p.w)
 	}
 	if err := dev.Sync(); err != nil {
 		// Some parameters may have been updated: the trainer is unusable.
@@ -694,6 +719,8 @@ func (t *Trainer) lossAndGrad(b model.Batch) (float64, error) {
 	if err := dev.Sync(); err != nil {
 		return 0, t.deviceErr(fmt.Sprintf("step %d forward", t.step+1), err)
 	}
+	t.traceValues(PhaseLoss, -1, "cross_entropy", t.lossHost)
+	t.traced(PhaseLoss, -1, "dlogits", t.logits)
 	loss := t.lossOf()
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return loss, fmt.Errorf("engine: step %d: loss is %g", t.step+1, loss)

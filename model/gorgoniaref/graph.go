@@ -269,8 +269,7 @@ func buildGraph(m *model.Model, sp graphSpec) (gr *graph, err error) {
 
 	x := must(G.ByIndices(gr.weights[model.EmbedName], gr.ids, 0)) // [N, d]
 	for l := 0; l < c.NumHiddenLayers; l++ {
-		pfx := fmt.Sprintf("%s%d.", model.LayerNamePrefix, l)
-		h := rmsnorm(x, pfx+"input_layernorm.weight")
+		h := rmsnorm(x, model.NormName(l, model.InputNorm))
 		q := linear(h, model.ProjName(l, "q_proj"))
 		k := linear(h, model.ProjName(l, "k_proj"))
 		v := linear(h, model.ProjName(l, "v_proj"))
@@ -287,7 +286,7 @@ func buildGraph(m *model.Model, sp graphSpec) (gr *graph, err error) {
 		o = must(G.Reshape(o, tensor.Shape{N, H * hd}))
 		x = must(G.Add(x, linear(o, model.ProjName(l, "o_proj"))))
 
-		h = rmsnorm(x, pfx+"post_attention_layernorm.weight")
+		h = rmsnorm(x, model.NormName(l, model.PostNorm))
 		g := linear(h, model.ProjName(l, "gate_proj"))
 		u := linear(h, model.ProjName(l, "up_proj"))
 		act := must(G.HadamardProd(must(G.HadamardProd(g, must(G.Sigmoid(g)))), u))

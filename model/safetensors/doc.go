@@ -22,4 +22,7 @@
 // tensors is the SHA-256 of that encoding, so sha256sum of a canonically
 // written file equals its digest, and (*File).Digest gives the same value for
 // any file holding the same tensors, whatever its layout or metadata.
+// Copy writes the canonical encoding of tensors read raw from elsewhere
+// (one file, several shards) a piece at a time; it is how File.Digest,
+// sharded checkpoints' digest and model import re-encode.
 package safetensors

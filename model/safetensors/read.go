@@ -12,6 +12,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"slices"
 	"sort"
 	"unicode/utf8"
 	"unsafe"
@@ -354,26 +355,7 @@ func (f *File) Float32s(name string) ([]float32, error) {
 // SHA-256 of their canonical encoding, whatever this file's own layout.
 func (f *File) Digest() (string, error) {
 	h := sha256.New()
-	specs := make([]TensorInfo, len(f.tensors))
-	copy(specs, f.tensors)
-	w, err := NewWriter(h, specs, nil)
-	if err != nil {
-		return "", err
-	}
-	buf := make([]byte, 1<<20)
-	for _, t := range w.Tensors() {
-		for off := int64(0); off < t.NumBytes(); {
-			n := min(int64(len(buf)), t.NumBytes()-off)
-			if err := f.ReadRawAt(t.Name, off, buf[:n]); err != nil {
-				return "", err
-			}
-			if _, err := w.Write(buf[:n]); err != nil {
-				return "", err
-			}
-			off += n
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := Copy(h, slices.Clone(f.tensors), f.ReadRawAt); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -194,6 +194,31 @@ func Encode(w io.Writer, tensors []Tensor, meta map[string]string) error {
 	return sw.Close()
 }
 
+// Copy writes the canonical encoding of the tensors specs describes to w,
+// reading each tensor's raw bytes (in the file's dtype, little-endian) a
+// piece at a time with readRaw (as File.ReadRawAt does), so memory stays
+// at one piece whatever the tensors' size.
+func Copy(w io.Writer, specs []TensorInfo, readRaw func(name string, off int64, p []byte) error) error {
+	sw, err := NewWriter(w, specs, nil)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for _, t := range sw.Tensors() {
+		for off := int64(0); off < t.NumBytes(); {
+			n := min(int64(len(buf)), t.NumBytes()-off)
+			if err := readRaw(t.Name, off, buf[:n]); err != nil {
+				return err
+			}
+			if _, err := sw.Write(buf[:n]); err != nil {
+				return err
+			}
+			off += n
+		}
+	}
+	return sw.Close()
+}
+
 // Digest returns the weight digest of tensors: the hex SHA-256 of their
 // canonical encoding.
 func Digest(tensors []Tensor) (string, error) {

@@ -33,6 +33,9 @@ type Device struct {
 	liveInt map[*intBuffer]struct{}
 	sqn     ptr // sqnBlocks+1 float64s: partials, then the result
 	closed  bool
+
+	scratch  ptr // CachedAttention's scores (attnScratch)
+	scratchN int // its float32s
 }
 
 var _ engine.Device = (*Device)(nil)
@@ -418,6 +421,10 @@ func (d *Device) Close() error {
 	if d.sqn != 0 {
 		err = errors.Join(err, d.free(d.sqn))
 		d.sqn = 0
+	}
+	if d.scratch != 0 {
+		err = errors.Join(err, d.free(d.scratch))
+		d.scratch, d.scratchN = 0, 0
 	}
 	err = errors.Join(err, d.ctx.Close())
 	d.closed = true

@@ -15,10 +15,22 @@
 // run on the same GPU; the element-wise AdamW gives the Host device's bits
 // exactly, and the reductions agree with it to float32 rounding.
 //
+// The Device is also an engine.CacheDevice, so engine.Decoder and
+// engine.Batcher (fedtune serve --device cuda) decode on it with a
+// key/value cache: ScatterRows writes a step's keys and values into the
+// cache (kernel train_scatter_rows; a repeated index gets its last row),
+// CachedAttention runs one block per query row and head over its
+// sequence's cache rows (train_cached_attention: the scores in float32,
+// the softmax as CausalSoftmax computes it, the weighted values summed by
+// groups of threads in a fixed order, no atomics), and PackWeight keeps no copy (cuBLAS reads the
+// row-major weights as they are). Their logits agree with the Host's to
+// float32 rounding, not bit for bit.
+//
 // Token ids and targets are checked on the host: WriteInt keeps a copy of
 // what it uploads (ids are small), and Embed and CrossEntropy report an id
-// outside the vocabulary as the device's sticky error without launching
-// anything. Operations run asynchronously on the Context's stream; Read,
+// outside the vocabulary, ScatterRows an index outside the cache and
+// CachedAttention a span outside it, as the device's sticky error without
+// launching anything. Operations run asynchronously on the Context's stream; Read,
 // SquaredNorm and Sync wait for them.
 //
 // With the build tag "fedcudaemu" instead, the same device code runs on

@@ -1,0 +1,235 @@
+package coordinator
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// verifyMachine is a machine of a job with verify on published data, its
+// round 1 open and three trainers' updates arrived.
+func verifyMachine(t *testing.T, extra string) (*Machine, []string, []string, time.Time) {
+	t.Helper()
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte(`name: spot
+seed: 3
+model:
+  digest: `+base+`
+datasets:
+  published: [`+pub+`]
+  range_samples: 4
+rounds: 2
+trainers:
+  min: 2
+deadline: 10m
+verify:
+  fraction: 1
+  by: [`+v+`]
+  suspend_rounds: 2
+`+extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := j.Recipe([]string{strings.Repeat("c", 64)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Verify == nil || rc.Verify.Fraction != 1 || rc.Verify.By[0] != v || rc.Verify.SuspendRounds != 2 {
+		t.Fatalf("recipe verify %+v", rc.Verify)
+	}
+	rc.Published[0].Samples = 30
+	m, err := New(Config{Job: j, Recipe: rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := []string{strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64)}
+	us := []string{strings.Repeat("4", 64), strings.Repeat("5", 64), strings.Repeat("6", 64)}
+	now := time.Unix(1000, 0)
+	step := func(ev Event) Ready {
+		t.Helper()
+		rd, err := m.Step(ev)
+		if err != nil {
+			t.Fatalf("%T: %v", ev, err)
+		}
+		return rd
+	}
+	step(MembersChanged{Trainers: ts})
+	for _, tr := range ts {
+		step(TrainerJoined{Trainer: tr})
+	}
+	step(JobStarted{Now: now})
+	step(TxCommitted{Type: ledger.TypeRoundOpened, Round: 1})
+	var rd Ready
+	for i, tr := range ts {
+		rd = step(UpdateArrived{Round: 1, Trainer: tr, Digest: us[i], Dataset: pub, Samples: 4})
+	}
+	// Every trainer answered: the machine closes the submissions instead
+	// of aggregating.
+	if rd.Aggregation != nil || len(rd.Txs) != 1 {
+		t.Fatalf("after the last update: %+v", rd)
+	}
+	if sc, ok := rd.Txs[0].(ledger.SubmissionsClosed); !ok || sc.Round != 1 || sc.JobID != "spot" {
+		t.Fatalf("tx %+v", rd.Txs[0])
+	}
+	if !m.Verifying(1) {
+		t.Fatal("not verifying")
+	}
+	rd = step(TxCommitted{Type: ledger.TypeSubmissionsClosed, Round: 1})
+	if rd.Aggregation != nil || len(rd.Txs) != 0 {
+		t.Fatalf("after the close: %+v", rd)
+	}
+	return m, ts, us, now
+}
+
+func TestMachineVerify(t *testing.T) {
+	m, ts, us, _ := verifyMachine(t, "")
+	rd, err := m.Step(UpdateVerdict{Round: 1, Trainer: ts[0], Passed: true})
+	if err != nil || rd.Aggregation != nil {
+		t.Fatalf("a verdict before the draw: %+v, %v", rd, err)
+	}
+	if rd, err = m.Step(DrawFixed{Round: 1, Drawn: ts[:2]}); err != nil || rd.Aggregation != nil {
+		t.Fatalf("the draw: %+v, %v", rd, err)
+	}
+	if _, err := m.Step(UpdateVerdict{Round: 1, Trainer: ts[1], Reason: ""}); err == nil {
+		t.Fatal("a rejection without a reason was taken")
+	}
+	rd, err = m.Step(UpdateVerdict{Round: 1, Trainer: ts[1], Reason: "step 2 differs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// t1 passed, t2 rejected, t3 not drawn: t1 and t3 aggregate.
+	a := rd.Aggregation
+	if a == nil || len(a.Inputs) != 2 || a.Inputs[0].Trainer != ts[0] || a.Inputs[1].Trainer != ts[2] || a.Inputs[1].Digest != us[2] {
+		t.Fatalf("aggregation %+v", rd)
+	}
+	if m.Verifying(1) {
+		t.Fatal("still verifying")
+	}
+	// The round commits; round 2 leaves out t2, suspended for 2 rounds.
+	rd, err = m.Step(AggregationDone{Round: 1, Model: strings.Repeat("7", 64), Weights: map[string]float64{ts[0]: 0.5, ts[2]: 0.5}})
+	if err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("aggregation done: %+v, %v", rd, err)
+	}
+	if rd, err = m.Step(TxCommitted{Type: ledger.TypeRoundCommitted, Round: 1}); err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("commit: %+v, %v", rd, err)
+	}
+	if o, ok := rd.Txs[0].(ledger.RoundOpened); !ok || o.Round != 2 || len(o.Trainers) != 2 || slices.Contains(o.Trainers, ts[1]) {
+		t.Fatalf("round 2: %+v; want the trainers but the suspended %s", rd.Txs[0], ts[1])
+	}
+}
+
+func TestMachineVerifyTimeout(t *testing.T) {
+	m, ts, us, now := verifyMachine(t, "  timeout: 1m\n")
+	if _, err := m.Step(DrawFixed{Round: 1, Drawn: ts}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Step(UpdateVerdict{Round: 1, Trainer: ts[0], Passed: true}); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := m.Step(Tick{Now: now.Add(30 * time.Second)})
+	if err != nil || rd.Aggregation != nil || len(rd.Txs) != 0 {
+		t.Fatalf("before the timeout: %+v, %v", rd, err)
+	}
+	rd, err = m.Step(Tick{Now: now.Add(61 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// t2 and t3 have no verdict: rejected as unverified; t1 alone is
+	// below min 2, so the round fails, at its deadline (when the
+	// aggregator signs a RoundFailed).
+	if len(rd.Txs) != 2 || !strings.Contains(rd.Waiting, "fails at its deadline") {
+		t.Fatalf("at the timeout: %+v", rd)
+	}
+	for i, tx := range rd.Txs {
+		ur, ok := tx.(ledger.UpdateRejected)
+		if !ok || ur.UpdateDigest != us[i+1] || !strings.HasPrefix(ur.Reason, "unverified:") {
+			t.Fatalf("tx %d: %+v", i, tx)
+		}
+	}
+	if rd, err = m.Step(Tick{Now: now.Add(5 * time.Minute)}); err != nil || len(rd.Txs) != 0 {
+		t.Fatalf("before the deadline: %+v, %v", rd, err)
+	}
+	if rd, err = m.Step(Tick{Now: now.Add(10 * time.Minute)}); err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("at the deadline: %+v, %v", rd, err)
+	}
+	if rf, ok := rd.Txs[0].(ledger.RoundFailed); !ok || !strings.Contains(rf.Reason, "1 updates passed the spot checks of 3") {
+		t.Fatalf("at the deadline: %+v", rd.Txs[0])
+	}
+}
+
+func TestJobVerifyValidate(t *testing.T) {
+	pub, base := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	head := "name: v\nmodel:\n  digest: " + base + "\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"no published data", head + "verify:\n  fraction: 0.5\n  by: [" + pub + "]\n", "verify: needs datasets.published"},
+		{"fraction", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 0\n  by: [" + pub + "]\n", "verify.fraction: must be in (0, 1]"},
+		{"no verifiers", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n", "verify.by: lists 0 verifiers"},
+		{"bad verifier", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [x]\n", `verify.by[0]: "x" is not a member ID`},
+		{"two policies", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n  suspend_rounds: 1\n  suspend_job: true\n", "give one suspension policy"},
+		{"unknown key", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n  share: 1\n", "share"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseJob("job.yaml", []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// A job without verify keeps its digest: the field is omitted.
+	j, err := ParseJob("job.yaml", []byte(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(j.Canonical()), "verify") {
+		t.Fatalf("canonical form of a job without verify: %s", j.Canonical())
+	}
+}
+
+// A coordinator restarted after closing a round's submissions awaits the
+// round's draw and verdicts again.
+func TestMachineVerifyRecover(t *testing.T) {
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte(`name: spot
+model:
+  digest: `+base+`
+datasets:
+  published: [`+pub+`]
+trainers:
+  min: 1
+verify:
+  fraction: 1
+  by: [`+v+`]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, t2 := strings.Repeat("1", 64), strings.Repeat("2", 64)
+	u1, u2 := strings.Repeat("4", 64), strings.Repeat("5", 64)
+	r := ledger.Round{JobID: "spot", Round: 1, ConfigDigest: j.Digest(), BaseModel: base, Trainers: []string{t1, t2}, Status: ledger.StatusOpen,
+		Deadline: time.Unix(5000, 0), SubmissionsClosedHeight: 7, Updates: []ledger.Update{
+			{Trainer: t1, UpdateDigest: u1, DatasetDigest: pub, Samples: 4},
+			{Trainer: t2, UpdateDigest: u2, DatasetDigest: pub, Samples: 4, Rejected: true, RejectReason: "spot check"}}}
+	m, err := Recover(Config{Job: j}, []ledger.Round{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Verifying(1) {
+		t.Fatal("the recovered machine is not verifying round 1")
+	}
+	if rd, err := m.Step(JobStarted{Now: time.Unix(1000, 0)}); err != nil || rd.Aggregation != nil || len(rd.Txs) != 0 {
+		t.Fatalf("start: %+v, %v", rd, err)
+	}
+	if _, err := m.Step(DrawFixed{Round: 1, Drawn: []string{t1, t2}}); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := m.Step(UpdateVerdict{Round: 1, Trainer: t1, Passed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := rd.Aggregation; a == nil || len(a.Inputs) != 1 || a.Inputs[0].Trainer != t1 {
+		t.Fatalf("after the verdict: %+v", rd)
+	}
+}

@@ -1,0 +1,181 @@
+package adversarial
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedtune/fedtune/internal/dspub"
+	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
+)
+
+// TestAttackSpotChecks: lies about a job's spot checks, on a real
+// three-node ledger. A job on published data names verifier-1 in its
+// verify rule (fraction 1, suspend for the job); trainers 2 and 3
+// submitted to its round 1 and trainer-1 did not. An update claiming the
+// trainer's own data (to escape the draw), one whose disclosed step
+// digests are not its step root's, a verdict before the
+// draw, a commit before the draw, a close by a coordinator that does not
+// own the job, a submission after the draw, a verdict from an auditor
+// (not a verifier), from a verifier the job does not name, a commit that
+// counts drawn updates without verdicts, a second verdict, a verifier's
+// rejection without a step, an aggregator's rejection naming a step, a
+// verdict for a committed round, a round that selects the suspended
+// trainer, and a verdict for an update the draw left out: each is refused
+// with its reason and the chain does not move.
+func TestAttackSpotChecks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three ledger nodes")
+	}
+	ctx := testContext(t, 3*time.Minute)
+	nw := startLedgers(t, ctx)
+	c, err := nw.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := &roundsNet{nw: nw, c: c, signers: map[string]*client.Signer{}, job: "adv-spot", datasets: map[string]string{}, updates: map[string]string{}}
+	for name, key := range nw.Keys {
+		r.signers[name] = client.NewSigner(c, key)
+	}
+	ids := map[string]string{}
+	for name, role := range map[string]ledger.Role{"coordinator-2": ledger.RoleCoordinator, "verifier-1": ledger.RoleVerifier, "verifier-2": ledger.RoleVerifier} {
+		key := newKey(t)
+		r.signers[name] = client.NewSigner(c, key)
+		ids[name] = ledger.KeyID(key.Public().(ed25519.PublicKey))
+		r.must(t, ctx, "admin", ledger.MemberAdded{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Role: role, Name: name})
+	}
+	// trainer-1 publishes a dataset (its shards need not exist for the
+	// ledger's rules).
+	m := dspub.Manifest{Version: dspub.Version, Name: "spot-data", Format: dspub.FormatText, Licence: "CC0-1.0", Owner: nw.ID("trainer-1"),
+		Samples: 30, Bytes: 300, Root: digestOf("root"), Leaves: digestOf("leaves"),
+		Shards: []dspub.Shard{{Digest: digestOf("shard"), First: 0, Samples: 30, Bytes: 300}}}
+	sm, err := dspub.Sign(nw.Keys["trainer-1"], &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.must(t, ctx, "trainer-1", ledger.DatasetPublished{Manifest: string(sm.Envelope)})
+	r.base = digestOf("spot base model")
+	r.must(t, ctx, "coordinator", ledger.ModelRegistered{Digest: r.base, Name: "base", Licence: "CC0-1.0", Source: "test"})
+	recipe := func(fraction float64) ledger.RoundRecipe {
+		return ledger.RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{nw.ID("aggregator")},
+			Published: []ledger.PublishedRef{{Digest: sm.Digest, Samples: 30}}, RangeSeed: 5, RangeSamples: 4,
+			Verify: &ledger.VerifyRule{Fraction: fraction, By: []string{ids["verifier-1"]}, SuspendJob: true}}
+	}
+	rc := recipe(1)
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: r.job, Recipe: rc})
+	open := func(job string, rc ledger.RoundRecipe, n uint64, base string, names ...string) ledger.RoundOpened {
+		var trainers []string
+		for _, nm := range names {
+			trainers = append(trainers, nw.ID(nm))
+		}
+		ranges, err := rc.Ranges(n, trainers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ledger.RoundOpened{JobID: job, Round: n, ConfigDigest: digestOf("config"), BaseModel: base, Strategy: "fedavg",
+			Trainers: trainers, Deadline: time.Now().Add(time.Hour), Ranges: ranges}
+	}
+	o1 := open(r.job, rc, 1, r.base, "trainer-1", "trainer-2", "trainer-3")
+	r.must(t, ctx, "coordinator", o1)
+	submit := func(job string, o ledger.RoundOpened, name string) ledger.UpdateSubmitted {
+		mine := ledger.RangesOf(o.Ranges, nw.ID(name))
+		return ledger.UpdateSubmitted{JobID: job, Round: o.Round, UpdateDigest: digestOf(job + " update of " + name), DatasetDigest: sm.Digest,
+			Samples: mine[0].Size(), Ranges: mine}
+	}
+	for _, tr := range []string{"trainer-2", "trainer-3"} {
+		b := submit(r.job, o1, tr)
+		r.updates[tr] = b.UpdateDigest
+		r.must(t, ctx, tr, b)
+	}
+	verified := func(name string) ledger.UpdateVerified {
+		return ledger.UpdateVerified{JobID: r.job, Round: 1, UpdateDigest: r.updates[name]}
+	}
+	commit := func(names ...string) ledger.RoundCommitted {
+		return ledger.RoundCommitted{JobID: r.job, Round: 1, ModelDigest: digestOf("spot model"), Strategy: "fedavg", Params: rc.CommitParams(), Contributors: r.contrib(names...)}
+	}
+
+	t.Run("update on the trainer's own data, which no verifier could replay", func(t *testing.T) {
+		own := digestOf("trainer-1's own data")
+		r.must(t, ctx, "trainer-1", ledger.DatasetRegistered{Digest: own, Name: "own", Licence: "CC0-1.0", Source: "test", Samples: 50, Root: digestOf("own root"), Bytes: 500})
+		b := submit(r.job, o1, "trainer-1")
+		b.DatasetDigest = own
+		r.attack(t, ctx, "trainer-1", b, "spot-checks its updates (verify)", "published data alone")
+	})
+	t.Run("update whose disclosed step digests are not its step root's", func(t *testing.T) {
+		// SignTx refuses to write it, so the lying trainer signs its own
+		// payload: step digests of an honest-looking run under the root
+		// of another.
+		b := submit(r.job, o1, "trainer-1")
+		body := fmt.Sprintf(`{"job_id":%q,"round":1,"update_digest":%q,"dataset_digest":%q,"samples":%d,"commitment":{"inputs_digest":%q,"steps":2,"step_root":%q,"step_digests":[%q,%q]},"ranges":[{"dataset":%q,"first":%d,"end":%d}]}`,
+			r.job, b.UpdateDigest, sm.Digest, b.Samples, digestOf("inputs"), digestOf("another root"), digestOf("s1"), digestOf("s2"),
+			b.Ranges[0].Dataset, b.Ranges[0].First, b.Ranges[0].End)
+		id := nw.ID("trainer-1")
+		payload := fmt.Sprintf(`{"chain_id":%q,"signer":%q,"nonce":%d,"type":%q,"body":%s}`, nw.ChainID, id, payloadNonce(t, ctx, c, id)+1, ledger.TypeUpdateSubmitted, body)
+		before := waitSettled(t, ctx, nw.Net)
+		_, err := c.SubmitWait(ctx, payloadSignRaw(nw.Keys["trainer-1"], payload))
+		if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), "commitment.step_digests hash to") {
+			t.Fatalf("error %v, want a rejection naming the step digests", err)
+		}
+		t.Logf("refused: %v", err)
+		requireUnchanged(t, ctx, nw.Net, before)
+	})
+	t.Run("verdict before the draw", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", verified("trainer-2"), "has not closed its submissions")
+	})
+	t.Run("commit before the draw", func(t *testing.T) {
+		r.attack(t, ctx, "aggregator", commit("trainer-2", "trainer-3"), "has not closed its submissions")
+	})
+	t.Run("close by a coordinator that does not own the job", func(t *testing.T) {
+		r.attack(t, ctx, "coordinator-2", ledger.SubmissionsClosed{JobID: r.job, Round: 1}, "is owned by coordinator", "may not close")
+	})
+	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: r.job, Round: 1})
+	t.Run("submission after the draw", func(t *testing.T) {
+		r.attack(t, ctx, "trainer-1", submit(r.job, o1, "trainer-1"), "closed for updates by its coordinator")
+	})
+	t.Run("verdict from an auditor", func(t *testing.T) {
+		r.attack(t, ctx, "auditor", verified("trainer-2"), "UpdateVerified needs role verifier")
+	})
+	t.Run("verdict from a verifier the job does not name", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-2", verified("trainer-2"), "is not one the verify rule of job")
+	})
+	t.Run("commit that counts drawn updates without verdicts", func(t *testing.T) {
+		r.attack(t, ctx, "aggregator", commit("trainer-2", "trainer-3"), "was drawn for a spot check and no verifier", "has passed it")
+	})
+	r.must(t, ctx, "verifier-1", verified("trainer-2"))
+	t.Run("second verdict", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", verified("trainer-2"), "already verified")
+	})
+	t.Run("verifier's rejection without a step", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: r.job, Round: 1, UpdateDigest: r.updates["trainer-3"], Reason: "differs"}, "step is required")
+	})
+	t.Run("aggregator's rejection naming a step", func(t *testing.T) {
+		r.attack(t, ctx, "aggregator", ledger.UpdateRejected{JobID: r.job, Round: 1, UpdateDigest: r.updates["trainer-3"], Reason: "differs", Step: 2},
+			"only a verifier's rejection of a drawn update names a step")
+	})
+	r.must(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: r.job, Round: 1, UpdateDigest: r.updates["trainer-3"], Reason: "spot check: step 2 differs", Step: 2})
+	r.must(t, ctx, "aggregator", commit("trainer-2"))
+	t.Run("verdict for a committed round", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", verified("trainer-3"), "already committed")
+	})
+	t.Run("round that selects the suspended trainer", func(t *testing.T) {
+		r.attack(t, ctx, "coordinator", open(r.job, rc, 2, digestOf("spot model"), "trainer-2", "trainer-3"), "is suspended from job", "for the rest of the job")
+	})
+
+	// A job whose draw leaves an update out: a verdict for it is refused.
+	rare := recipe(1e-12)
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: "adv-rare", Recipe: rare})
+	o := open("adv-rare", rare, 1, r.base, "trainer-2")
+	r.must(t, ctx, "coordinator", o)
+	b := submit("adv-rare", o, "trainer-2")
+	r.must(t, ctx, "trainer-2", b)
+	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: "adv-rare", Round: 1})
+	t.Run("verdict for an update the draw left out", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", ledger.UpdateVerified{JobID: "adv-rare", Round: 1, UpdateDigest: b.UpdateDigest}, "was not drawn for a spot check")
+	})
+}

@@ -1,0 +1,195 @@
+package fsm
+
+import (
+	"encoding/hex"
+	"fmt"
+
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Spot checks (see ledger/spotcheck.go for the protocol): the FSM fixes
+// the draw by the hash of the block that closed a round's submissions,
+// admits verdicts only from the job's verifiers on drawn updates, refuses
+// a commit that counts a drawn update no verifier passed, and keeps
+// suspended trainers out of the job's next rounds.
+
+// checkSubmissionsClosed admits the job owner's SubmissionsClosed of an
+// open round of a job with spot checks, once.
+func (c *execCtx) checkSubmissionsClosed(tx *ledger.Tx, b ledger.SubmissionsClosed) ([]kvWrite, error) {
+	job, err := c.job(b.JobID)
+	if err != nil {
+		return nil, err
+	}
+	if job == nil {
+		return nil, txErr(ledger.CodeNotFound, "job %q is not registered", b.JobID)
+	}
+	if job.Owner != tx.Signer {
+		return nil, txErr(ledger.CodeForbidden, "job %q is owned by coordinator %s; %s may not close its rounds' submissions", b.JobID, job.Owner, tx.Signer)
+	}
+	if job.Recipe.Verify == nil {
+		return nil, txErr(ledger.CodeInvalid, "job %q has no verify rule; its rounds' submissions close at their deadlines", b.JobID)
+	}
+	r, err := c.openRound(b.JobID, b.Round)
+	if err != nil {
+		return nil, err
+	}
+	if r.SubmissionsClosedHeight != 0 {
+		return nil, txErr(ledger.CodeAlreadyExists, "round %d of job %q had its submissions closed at height %d", b.Round, b.JobID, r.SubmissionsClosedHeight)
+	}
+	r.SubmissionsClosedHeight = c.height
+	return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}}, nil
+}
+
+// drawSeed returns the hash of the block that closed round r's
+// submissions, or a rejection when they are not closed or were closed in
+// the block being built (whose hash nobody knows yet).
+func (c *execCtx) drawSeed(typ string, r *ledger.Round) ([32]byte, error) {
+	if r.SubmissionsClosedHeight == 0 {
+		return [32]byte{}, txErr(ledger.CodeInvalid, "%s: round %d of job %q has not closed its submissions; the updates to check are drawn by the hash of the block that closes them", typ, r.Round, r.JobID)
+	}
+	if r.SubmissionsClosedHeight >= c.height {
+		return [32]byte{}, txErr(ledger.CodeInvalid, "%s: round %d of job %q closed its submissions in this block; the draw is fixed by its hash, so a verdict comes in a later block", typ, r.Round, r.JobID)
+	}
+	raw, ok, err := c.get(blockKey(r.SubmissionsClosedHeight))
+	if err != nil {
+		return [32]byte{}, err
+	}
+	if !ok {
+		return [32]byte{}, &storageError{fmt.Errorf("block %d, which closed the submissions of round %d of job %q, is not stored", r.SubmissionsClosedHeight, r.Round, r.JobID)}
+	}
+	blk, err := ledger.DecodeBlock(raw)
+	if err != nil {
+		return [32]byte{}, &storageError{fmt.Errorf("block %d: %w", r.SubmissionsClosedHeight, err)}
+	}
+	return blk.Hash(), nil
+}
+
+// drawnForVerdict checks what every verdict needs: the job names the
+// signer as a verifier, the update was submitted to the open round r and
+// is drawn, and no verdict or rejection is recorded for it yet. It returns
+// the job and the update.
+func (c *execCtx) drawnForVerdict(typ string, tx *ledger.Tx, jobID string, r *ledger.Round, digest string) (*ledger.JobRecord, *ledger.Update, error) {
+	job, err := c.job(jobID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if job == nil {
+		return nil, nil, txErr(ledger.CodeNotFound, "job %q is not registered", jobID)
+	}
+	v := job.Recipe.Verify
+	if v == nil {
+		return nil, nil, txErr(ledger.CodeInvalid, "%s: job %q has no verify rule; its updates are not spot-checked", typ, jobID)
+	}
+	if !v.Names(tx.Signer) {
+		return nil, nil, txErr(ledger.CodeForbidden, "%s: verifier %s is not one the verify rule of job %q names (%v)", typ, tx.Signer, jobID, v.By)
+	}
+	trainer, ok, err := c.get(updateDigestKey(jobID, r.Round, digest))
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok {
+		return nil, nil, txErr(ledger.CodeNotFound, "%s: no update %s was submitted to round %d of job %q", typ, digest, r.Round, jobID)
+	}
+	u := &ledger.Update{}
+	if ok, err := c.getJSON(updateKey(jobID, r.Round, string(trainer)), u); err != nil {
+		return nil, nil, err
+	} else if !ok || u.UpdateDigest != digest {
+		return nil, nil, &storageError{fmt.Errorf("update index of %s in round %d of job %q is inconsistent", digest, r.Round, jobID)}
+	}
+	seed, err := c.drawSeed(typ, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !job.Recipe.DrawnUpdate(seed, jobID, r.Round, u) {
+		return nil, nil, txErr(ledger.CodeInvalid, "%s: update %s of trainer %s in round %d of job %q was not drawn for a spot check (draw seed %s, the hash of block %d)",
+			typ, digest, u.Trainer, r.Round, jobID, hex.EncodeToString(seed[:]), r.SubmissionsClosedHeight)
+	}
+	if u.VerifiedBy != "" {
+		return nil, nil, txErr(ledger.CodeAlreadyExists, "%s: update %s of round %d of job %q was already verified by %s at height %d", typ, digest, r.Round, jobID, u.VerifiedBy, u.VerifiedHeight)
+	}
+	if u.Rejected {
+		return nil, nil, txErr(ledger.CodeAlreadyExists, "%s: update %s of round %d of job %q is already rejected by %s: %s", typ, digest, r.Round, jobID, u.RejectedBy, u.RejectReason)
+	}
+	return job, u, nil
+}
+
+// checkUpdateVerified admits a verifier's pass of a drawn update.
+func (c *execCtx) checkUpdateVerified(tx *ledger.Tx, b ledger.UpdateVerified) ([]kvWrite, error) {
+	r, err := c.openRound(b.JobID, b.Round)
+	if err != nil {
+		return nil, err
+	}
+	_, u, err := c.drawnForVerdict(ledger.TypeUpdateVerified, tx, b.JobID, r, b.UpdateDigest)
+	if err != nil {
+		return nil, err
+	}
+	u.VerifiedBy, u.VerifiedHeight = tx.Signer, c.height
+	return []kvWrite{{updateKey(b.JobID, b.Round, u.Trainer), mustJSON(u)}}, nil
+}
+
+// checkVerifierRejected admits a verifier's rejection of a drawn update,
+// which must name the step, and suspends the trainer by the job's rule.
+func (c *execCtx) checkVerifierRejected(tx *ledger.Tx, b ledger.UpdateRejected, r *ledger.Round) ([]kvWrite, error) {
+	job, u, err := c.drawnForVerdict(ledger.TypeUpdateRejected, tx, b.JobID, r, b.UpdateDigest)
+	if err != nil {
+		return nil, err
+	}
+	if b.Step == 0 {
+		return nil, txErr(ledger.CodeInvalid, "UpdateRejected by verifier %s: step is required (the first step whose state differs from the replay)", tx.Signer)
+	}
+	if cm := u.Commitment; cm != nil && b.Step > cm.Steps {
+		return nil, txErr(ledger.CodeInvalid, "UpdateRejected by verifier %s: step %d, but update %s commits %d steps", tx.Signer, b.Step, b.UpdateDigest, cm.Steps)
+	}
+	u.Rejected, u.RejectReason, u.RejectedBy, u.RejectStep = true, b.Reason, tx.Signer, b.Step
+	ws := []kvWrite{{updateKey(b.JobID, b.Round, u.Trainer), mustJSON(u)}}
+	if until := job.Recipe.Verify.SuspendedUntil(b.Round); until > b.Round {
+		ws = append(ws, kvWrite{suspendedKey(b.JobID, u.Trainer), u64Bytes(until)})
+	}
+	return ws, nil
+}
+
+// checkCommitVerified refuses a commit of a job with spot checks before
+// its round's submissions closed, or one that counts a drawn update no
+// verifier passed.
+func (c *execCtx) checkCommitVerified(job *ledger.JobRecord, r *ledger.Round, b ledger.RoundCommitted) error {
+	if job.Recipe.Verify == nil {
+		return nil
+	}
+	seed, err := c.drawSeed(ledger.TypeRoundCommitted, r)
+	if err != nil {
+		return err
+	}
+	for i, ct := range b.Contributors {
+		var u ledger.Update
+		if ok, err := c.getJSON(updateKey(b.JobID, b.Round, ct.Trainer), &u); err != nil {
+			return err
+		} else if !ok {
+			continue // the caller names it
+		}
+		if job.Recipe.DrawnUpdate(seed, b.JobID, b.Round, &u) && u.VerifiedBy == "" {
+			return txErr(ledger.CodeInvalid, "contributors[%d]: update %s of trainer %s was drawn for a spot check and no verifier of job %q has passed it; wait for its verdict or reject it",
+				i, ct.UpdateDigest, ct.Trainer, b.JobID)
+		}
+	}
+	return nil
+}
+
+// checkNotSuspended refuses trainers[i], t, in round n of job when a
+// verifier's rejection suspended it past n.
+func (c *execCtx) checkNotSuspended(i int, job string, n uint64, t string) error {
+	v, ok, err := c.get(suspendedKey(job, t))
+	if err != nil || !ok {
+		return err
+	}
+	until, err := parseU64(v)
+	if err != nil {
+		return &storageError{fmt.Errorf("suspension of %s in job %q: %w", t, job, err)}
+	}
+	if n <= until {
+		if until == ^uint64(0) {
+			return txErr(ledger.CodeInvalid, "trainers[%d] %s is suspended from job %q for the rest of the job: a verifier rejected its update", i, t, job)
+		}
+		return txErr(ledger.CodeInvalid, "trainers[%d] %s is suspended from job %q until after round %d: a verifier rejected its update", i, t, job, until)
+	}
+	return nil
+}

@@ -1,0 +1,228 @@
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/fedtune/fedtune/internal/digest"
+)
+
+// Spot checks: a job whose recipe has a VerifyRule has a random fraction
+// of its updates replayed by verifier members before a round commits.
+//
+//  1. Trainers submit (UpdateSubmitted) while the round is open.
+//  2. The job's coordinator closes submissions (SubmissionsClosed); no
+//     UpdateSubmitted is accepted after it. The hash of the block that
+//     holds the SubmissionsClosed is the round's draw seed: it covers every
+//     submission, and no trainer can know it when it submits.
+//  3. An update is drawn when Drawn(seed, job, round, trainer, fraction).
+//     Every update of such a job is trained on the job's published data
+//     alone (the FSM refuses one that names a trainer's own dataset), so
+//     that any can be replayed by someone other than its trainer: a
+//     cheater cannot escape the draw by claiming private data.
+//  4. A verifier the rule names (By) replays each drawn update and signs a
+//     verdict in a later block: UpdateVerified (the replay matches bit for
+//     bit) or UpdateRejected with Step set (the first step whose state
+//     differs: the trainer's commitment discloses every step's digest,
+//     TrainingCommitment.StepDigests, in such a job). A verifier's
+//     rejection suspends the trainer from the job by the rule's policy.
+//  5. RoundCommitted is refused while a contributor is a drawn update
+//     without an UpdateVerified, or before submissions are closed.
+//
+// Who can choose the seed: the trainers cannot (they submit before the
+// block exists); the coordinator picks only when to close, once per round,
+// and cannot see the hash before the block is made; the ledger leader that
+// builds the block could grind its hash (by the order of the txs it holds
+// or the time it stamps) to steer the draw for a trainer it colludes with.
+// That is the trust the design already places in ledger node operators
+// for ordering; a fraction near 1 leaves nothing to steer.
+
+// The spot-check transaction type names.
+const (
+	TypeSubmissionsClosed = "SubmissionsClosed"
+	TypeUpdateVerified    = "UpdateVerified"
+)
+
+// RoleVerifier replays drawn updates of jobs that name it in their
+// VerifyRule and signs the verdicts (UpdateVerified, UpdateRejected).
+const RoleVerifier Role = "verifier"
+
+// MaxVerifiers bounds VerifyRule.By.
+const MaxVerifiers = 16
+
+// VerifyRule is a job's spot-check rule (RoundRecipe.Verify).
+type VerifyRule struct {
+	// Fraction is the probability, in (0, 1], that an update is drawn.
+	Fraction float64 `json:"fraction"`
+	// By are the member IDs of the verifiers whose verdicts count.
+	By []string `json:"by"`
+	// SuspendRounds is the number of the job's rounds after the round of
+	// a verifier's rejection that may not select the trainer (0: none).
+	SuspendRounds uint64 `json:"suspend_rounds,omitempty"`
+	// SuspendJob suspends a rejected trainer for the rest of the job.
+	SuspendJob bool `json:"suspend_job,omitempty"`
+}
+
+// Names reports whether id is one of the rule's verifiers.
+func (v *VerifyRule) Names(id string) bool { return slices.Contains(v.By, id) }
+
+// SuspendedUntil returns the last round of the job that may not select a
+// trainer a verifier rejected in round n (n itself when the rule
+// suspends no one).
+func (v *VerifyRule) SuspendedUntil(n uint64) uint64 {
+	switch {
+	case v.SuspendJob:
+		return math.MaxUint64
+	case v.SuspendRounds > math.MaxUint64-n:
+		return math.MaxUint64
+	}
+	return n + v.SuspendRounds
+}
+
+// Validate checks the rule without state.
+func (v *VerifyRule) Validate() error {
+	if math.IsNaN(v.Fraction) || v.Fraction <= 0 || v.Fraction > 1 {
+		return fmt.Errorf("recipe.verify.fraction %v: want a number in (0, 1]", v.Fraction)
+	}
+	if len(v.By) == 0 || len(v.By) > MaxVerifiers {
+		return fmt.Errorf("recipe.verify.by: %d verifiers listed, want 1 to %d", len(v.By), MaxVerifiers)
+	}
+	for i, id := range v.By {
+		if !digest.Valid(id) {
+			return fmt.Errorf("recipe.verify.by[%d] %q is not a member ID (64 lowercase hex)", i, abbrev(id))
+		}
+		if slices.Contains(v.By[:i], id) {
+			return fmt.Errorf("recipe.verify.by[%d] %s is listed twice", i, id)
+		}
+	}
+	if v.SuspendJob && v.SuspendRounds != 0 {
+		return fmt.Errorf("recipe.verify: suspend_rounds %d and suspend_job: give one suspension policy", v.SuspendRounds)
+	}
+	return nil
+}
+
+// Drawn reports whether the update of trainer in round n of job is drawn
+// for a spot check, given seed, the hash of the block that closed the
+// round's submissions: the first 8 bytes (big-endian) of
+// SHA-256("fedtune/verify-draw/v1" ‖ seed ‖ u64 len(job) ‖ job ‖ u64 n ‖
+// trainer), read as a fraction of 2^64, are below fraction. A fraction of
+// 1 draws every update.
+func Drawn(seed [32]byte, job string, n uint64, trainer string, fraction float64) bool {
+	if fraction >= 1 {
+		return true
+	}
+	if !(fraction > 0) {
+		return false
+	}
+	h := sha256.New()
+	h.Write([]byte("fedtune/verify-draw/v1"))
+	h.Write(seed[:])
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(len(job)))
+	h.Write(b[:])
+	h.Write([]byte(job))
+	binary.BigEndian.PutUint64(b[:], n)
+	h.Write(b[:])
+	h.Write([]byte(trainer))
+	x := binary.BigEndian.Uint64(h.Sum(nil)[:8])
+	return x < uint64(math.Ldexp(fraction, 64))
+}
+
+// DrawnUpdate reports whether update u of round n of the job with recipe
+// r is drawn for a spot check under seed: the recipe has a VerifyRule,
+// the update names one of the recipe's published datasets (as the FSM
+// requires of every update of such a job), and Drawn says so.
+func (r *RoundRecipe) DrawnUpdate(seed [32]byte, job string, n uint64, u *Update) bool {
+	if r.Verify == nil {
+		return false
+	}
+	if !slices.ContainsFunc(r.Published, func(p PublishedRef) bool { return p.Digest == u.DatasetDigest }) {
+		return false
+	}
+	return Drawn(seed, job, n, u.Trainer, r.Verify.Fraction)
+}
+
+// SubmissionsClosed (the job's coordinator) ends the submissions of an
+// open round of a job with a VerifyRule. Its block's hash draws the
+// updates to spot-check; no UpdateSubmitted is accepted after it.
+type SubmissionsClosed struct {
+	JobID string `json:"job_id"`
+	Round uint64 `json:"round"`
+}
+
+// TxType implements TxBody.
+func (SubmissionsClosed) TxType() string { return TypeSubmissionsClosed }
+
+// UpdateVerified (a verifier the job names) records that its replay of a
+// drawn update of an open round, whose submissions are closed, matched
+// the update and its training commitment bit for bit.
+type UpdateVerified struct {
+	JobID        string `json:"job_id"`
+	Round        uint64 `json:"round"`
+	UpdateDigest string `json:"update_digest"`
+}
+
+// TxType implements TxBody.
+func (UpdateVerified) TxType() string { return TypeUpdateVerified }
+
+// TxSigners maps the transaction types that more than one role may sign
+// to those roles; every other type has the one role of TxRoles.
+var TxSigners = map[string][]Role{
+	TypeUpdateRejected: {RoleAggregator, RoleVerifier},
+}
+
+// MaySign reports whether a member with role r may sign a tx of type typ.
+func MaySign(typ string, r Role) bool {
+	if rs, ok := TxSigners[typ]; ok {
+		return slices.Contains(rs, r)
+	}
+	return TxRoles[typ] == r
+}
+
+// SignerRoles says which roles may sign a tx of type typ, for messages.
+func SignerRoles(typ string) string {
+	if rs, ok := TxSigners[typ]; ok {
+		s := ""
+		for i, r := range rs {
+			if i > 0 {
+				s += " or "
+			}
+			s += string(r)
+		}
+		return s
+	}
+	return string(TxRoles[typ])
+}
+
+func init() {
+	TxRoles[TypeSubmissionsClosed] = RoleCoordinator
+	TxRoles[TypeUpdateVerified] = RoleVerifier
+	bodyDecoders[TypeSubmissionsClosed] = decodeBody[SubmissionsClosed]
+	bodyDecoders[TypeUpdateVerified] = decodeBody[UpdateVerified]
+}
+
+// validateSpotCheckBody checks a spot-check body without state.
+func validateSpotCheckBody(b TxBody) (bool, error) {
+	switch b := b.(type) {
+	case SubmissionsClosed:
+		if err := checkJobID(b.JobID); err != nil {
+			return true, err
+		}
+		if b.Round == 0 {
+			return true, fmt.Errorf("round must be at least 1")
+		}
+		return true, nil
+	case UpdateVerified:
+		if err := firstErr(checkJobID(b.JobID), checkDigest("update_digest", b.UpdateDigest)); err != nil {
+			return true, err
+		}
+		if b.Round == 0 {
+			return true, fmt.Errorf("round must be at least 1")
+		}
+		return true, nil
+	}
+	return false, nil
+}

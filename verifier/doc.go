@@ -1,0 +1,27 @@
+// Package verifier is the verifier node: a ledger member with role
+// verifier that spot-checks the updates of jobs whose recipe names it
+// (ledger.VerifyRule.By).
+//
+// A Node follows the ledger's blocks. When a job's coordinator closes a
+// round's submissions (ledger.SubmissionsClosed), the hash of the block
+// holding that tx is the round's draw seed: the node computes, as the
+// ledger does, which of the round's updates are drawn
+// (ledger.RoundRecipe.DrawnUpdate), replays each drawn update's local
+// training through its Replayer (bit-exact, on the job's published data),
+// and signs the verdict: ledger.UpdateVerified when the replay matches
+// the update and its training commitment bit for bit, or
+// ledger.UpdateRejected naming the first differing step otherwise. The
+// coordinator waits for those verdicts before the round aggregates, and
+// the ledger refuses a commit that counts a drawn update no verifier
+// passed.
+//
+// The node never imports another role: the Replayer, which rebuilds a
+// trainer's task from the job's canonical config and replays it, is given
+// by the program that wires the node (internal/cli's fedtune verifier).
+//
+//	n, err := verifier.New(verifier.Config{Ledger: lc, Key: key, Replayer: r})
+//	err = n.Run(ctx) // until ctx ends
+//
+// Its Prometheus metrics (Registry) count the rounds seen, the updates
+// drawn and replayed, the verdicts by outcome and the replay time.
+package verifier
