@@ -14,12 +14,16 @@ import (
 // overwrites C without reading it) and runs on the calling goroutine only.
 //
 // It is the usual blocked algorithm: op(B) is packed in blocks of
-// gemmKC×gemmNC into panels of 16 columns, and a 6×16 assembly
-// micro-kernel accumulates each tile from a panel of op(B) and 6 rows of
-// op(A), read in place (blocks of gemmMC×gemmKC; only a last panel of
-// fewer than 6 rows is packed, with zero rows). Every element of C is computed the same way wherever it lies
-// (edge tiles run the same kernel on a copy), so splitting C into blocks
-// of rows or columns does not change any result.
+// gemmKC×gemmNC into panels of 16 columns, and an assembly micro-kernel
+// (6×16 on AVX2, 12×16 on AVX-512) accumulates each tile from a panel of
+// op(B) and its rows of op(A), read in place (blocks of gemmMC×gemmKC).
+// The rows of a block short of a whole tile run on kernels of 8 and 4
+// rows, and the last 1 to 3 as a tile packed with zero rows, or on the
+// row kernels (planTiles). Every element of C is computed the same way
+// wherever it lies and whichever kernel runs it (one chain of fused
+// multiply-adds per block of k; edge tiles run the same kernel on a
+// copy), so splitting C into blocks of rows or columns, or batching more
+// or fewer rows together, does not change any result.
 func sgemmVec(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	sgemmBlocked(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil, bf16B{})
 }
@@ -110,10 +114,13 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 	bufs := gemmPool.Get().(*gemmBufs)
 	defer gemmPool.Put(bufs)
 	transA, transB := tA != blas.NoTrans, tB != blas.NoTrans
-	kern, h := gemmKernel.fn, gemmKernel.mr
-	// Short rows (a last panel of fewer than h rows) go to the row kernels
-	// for a packed B, and for a bfloat16 B that stands for one.
+	// Rows short of a 4-row tile may go to the row kernels for a packed B,
+	// and for a bfloat16 B that stands for one (planTiles).
 	rowKern := packed != nil || bh.rowKern
+	if packed != nil && m <= gemmMC {
+		sgemmPackedFew(transA, m, n, k, alpha, a, lda, packed, set, c, ldc, bufs)
+		return
+	}
 	for jc := 0; jc < n; jc += gemmNC {
 		nc := min(gemmNC, n-jc)
 		for pc := 0; pc < k; pc += gemmKC {
@@ -127,14 +134,10 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 			}
 			for ic := 0; ic < m; ic += gemmMC {
 				mc := min(gemmMC, m-ic)
-				// Whole 6-row panels of op(A) are read in place; a last,
-				// partial one is packed (zero rows below mc).
-				full := mc - mc%h
-				lim := mc
-				if rowKern {
-					lim = full // the partial panel's rows go to the row kernels below
-				} else if full < mc {
-					packA(bufs.a[:], transA, a, lda, ic+full, pc, mc-full, kc, h)
+				tiles, full := planTiles(&bufs.plan, mc, rowKern)
+				if t := tiles[max(len(tiles)-1, 0):]; len(t) > 0 && t[0].pad {
+					// The last few rows as one zero-padded panel.
+					packA(bufs.a[:], transA, a, lda, ic+t[0].ir, pc, t[0].mr, kc, t[0].h)
 				}
 				for jr := 0; jr < nc; jr += gemmNR {
 					nr := min(gemmNR, nc-jr)
@@ -142,20 +145,20 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 					if packed != nil {
 						bp = &packed[(jc+jr)*k+pc*gemmNR]
 					}
-					for ir := 0; ir < lim; ir += h {
-						mr := min(h, mc-ir)
+					for _, tl := range tiles {
+						ir, mr, kern := tl.ir, tl.mr, tl.fn
 						var ap *float32
 						var ri, rp int
 						switch {
-						case mr < h:
-							ap, ri, rp = &bufs.a[0], 4, 4*h
+						case tl.pad:
+							ap, ri, rp = &bufs.a[0], 4, 4*tl.h
 						case transA:
 							ap, ri, rp = &a[pc*lda+ic+ir], 4, 4*lda
 						default:
 							ap, ri, rp = &a[(ic+ir)*lda+pc], 4*lda, 4
 						}
 						ci := (ic+ir)*ldc + jc + jr
-						if mr == h && nr == gemmNR {
+						if mr == tl.h && nr == gemmNR {
 							kern(kc, ap, ri, rp, bp, &c[ci], ldc, alpha, add)
 							continue
 						}
@@ -193,6 +196,126 @@ func sgemmBlocked(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32
 			}
 		}
 	}
+}
+
+// sgemmPackedFew is sgemmBlocked for a packed B and at most gemmMC rows
+// (one block of op(A): a decoding step's), in another loop order: groups
+// of four panels of B, and within a group every block of k in turn, so
+// that B streams from memory once, front to back, four panels at a time,
+// rather than one block of k across every panel and then the next. Each
+// element of C still takes its blocks of k in order, each on the same
+// kernel chain, so the results are sgemmBlocked's bit for bit.
+func sgemmPackedFew(transA bool, m, n, k int, alpha float32, a []float32, lda int, packed []float32, set bool, c []float32, ldc int, bufs *gemmBufs) {
+	tiles, full := planTiles(&bufs.plan, m, true)
+	var pad *gemmTile
+	if len(tiles) > 0 && tiles[len(tiles)-1].pad {
+		// The last few rows as zero-padded panels, one per block of k.
+		pad = &tiles[len(tiles)-1]
+		if need := pad.h * k; cap(bufs.pad) < need {
+			bufs.pad = make([]float32, need)
+		}
+		for pc := 0; pc < k; pc += gemmKC {
+			packA(bufs.pad[pc*pad.h:], transA, a, lda, pad.ir, pc, pad.mr, min(gemmKC, k-pc), pad.h)
+		}
+	}
+	const group = 4 * gemmNR
+	for jg := 0; jg < n; jg += group {
+		ng := min(group, n-jg)
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			add := !set || pc > 0
+			for jr := jg; jr < jg+ng; jr += gemmNR {
+				nr := min(gemmNR, n-jr)
+				bp := &packed[jr*k+pc*gemmNR]
+				for _, tl := range tiles {
+					ir, mr, kern := tl.ir, tl.mr, tl.fn
+					var ap *float32
+					var ri, rp int
+					switch {
+					case tl.pad:
+						ap, ri, rp = &bufs.pad[pc*tl.h], 4, 4*tl.h
+					case transA:
+						ap, ri, rp = &a[pc*lda+ir], 4, 4*lda
+					default:
+						ap, ri, rp = &a[ir*lda+pc], 4*lda, 4
+					}
+					ci := ir*ldc + jr
+					if mr == tl.h && nr == gemmNR {
+						kern(kc, ap, ri, rp, bp, &c[ci], ldc, alpha, add)
+						continue
+					}
+					t := &bufs.tile
+					if add {
+						for i := 0; i < mr; i++ {
+							o := ci + i*ldc
+							for j, v := range c[o : o+nr] {
+								t[i*gemmNR+j] = v
+							}
+						}
+					}
+					kern(kc, ap, ri, rp, bp, &t[0], gemmNR, alpha, add)
+					for i := 0; i < mr; i++ {
+						o := ci + i*ldc
+						dst := c[o : o+nr]
+						for j := range dst {
+							dst[j] = t[i*gemmNR+j]
+						}
+					}
+				}
+			}
+			for i := full; i < m; i++ {
+				sgemmRowPanels(transA, i, jg, pc, ng, kc, alpha, a, lda, packed[jg*k+pc*gemmNR:], gemmNR*k, c, ldc, add, &bufs.tile)
+			}
+		}
+	}
+}
+
+// gemmTile is one register tile of a block of rows of op(A): rows ir …
+// ir+mr−1 of the block on a kernel of h ≥ mr rows, read in place (mr ==
+// h) or from a zero-padded panel (pad).
+type gemmTile struct {
+	ir, mr, h int
+	fn        gemmKernelFn
+	pad       bool
+}
+
+// planTiles covers the mc rows of a block of op(A) with register tiles:
+// whole tiles of the active kernel, then one 8-row and one 4-row tile
+// where the instruction set has those kernels, then the last 1 to 3 rows
+// as one zero-padded tile of 4 rows (or of the kernel's height) — except
+// with rowKern (a packed B) when they are 1 or 2, or the instruction set
+// has no 4-row kernel: those go to the row kernels (sgemmRowPanels), as
+// one decoding sequence does (BenchmarkSgemmDecodeRows: one or two rows
+// run faster there than in a padded tile, three slower). It returns the
+// tiles and how many rows they cover; every kernel computes an element by
+// the same chain of operations, so the choice changes no result.
+func planTiles(plan *[gemmMC/4 + 3]gemmTile, mc int, rowKern bool) ([]gemmTile, int) {
+	k := gemmKernel
+	ts := plan[:0]
+	ir := 0
+	for ; mc-ir >= k.mr; ir += k.mr {
+		ts = append(ts, gemmTile{ir: ir, mr: k.mr, h: k.mr, fn: k.fn})
+	}
+	for _, s := range [...]struct {
+		h  int
+		fn gemmKernelFn
+	}{{8, k.fn8}, {4, k.fn4}} {
+		if s.fn != nil && s.h < k.mr && mc-ir >= s.h {
+			ts = append(ts, gemmTile{ir: ir, mr: s.h, h: s.h, fn: s.fn})
+			ir += s.h
+		}
+	}
+	rest := mc - ir
+	switch {
+	case rest == 0:
+	case rowKern && (rest <= 2 || k.fn4 == nil):
+		return ts, ir
+	case k.fn4 != nil && k.mr > 4:
+		ts = append(ts, gemmTile{ir: ir, mr: rest, h: 4, fn: k.fn4, pad: true})
+	default:
+		ts = append(ts, gemmTile{ir: ir, mr: rest, h: k.mr, fn: k.fn, pad: true})
+	}
+	return ts, mc
 }
 
 // sgemmRowPanels computes row i of C over columns jc … jc+nc−1 for the
@@ -244,6 +367,8 @@ const (
 
 // gemmBufs is the packing space of one sgemmVec call.
 type gemmBufs struct {
+	plan [gemmMC/4 + 3]gemmTile
+	pad  []float32 // sgemmPackedFew's zero-padded rows
 	a    [gemmMR * gemmKC]float32
 	b    [gemmKC * gemmNC]float32
 	tile [gemmMR * gemmNR]float32
@@ -387,11 +512,17 @@ func packA(d []float32, trans bool, a []float32, lda, i0, pc, mr, kc, h int) {
 	}
 }
 
-// gemmMicro is a micro-kernel (sgemmKernel6x16's contract) and its tile
-// height.
+// gemmKernelFn is a micro-kernel: sgemmKernel6x16's contract for its
+// height of rows.
+type gemmKernelFn func(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
+// gemmMicro is an instruction set's micro-kernel and its tile height, and
+// its kernels of 8 and 4 rows (nil where it has none) for the rows of a
+// block short of a whole tile.
 type gemmMicro struct {
-	fn func(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
-	mr int
+	fn       gemmKernelFn
+	mr       int
+	fn8, fn4 gemmKernelFn
 }
 
 // packB16 packs 16 rows of b (row stride ldb, kc values each) into d:

@@ -17,6 +17,21 @@ func sgemmKernel6x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alph
 //go:noescape
 func sgemmKernel12x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
 
+// sgemmKernel8x16 is sgemmKernel12x16 for 8 rows (gemm_small_amd64.s).
+//
+//go:noescape
+func sgemmKernel8x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
+// sgemmKernel4x16 is sgemmKernel12x16 for 4 rows.
+//
+//go:noescape
+func sgemmKernel4x16(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
+// sgemmKernel4x16AVX2 is sgemmKernel6x16 for 4 rows.
+//
+//go:noescape
+func sgemmKernel4x16AVX2(k int, a *float32, ri, rp int, b, c *float32, ldc int, alpha float32, add bool)
+
 // sgemmRow16 is sgemmKernel6x16 for one row of A (element p at a + p·rp
 // bytes) and one 16-wide panel b: C[j] (+)= alpha·Σ_p A[p]·b[p·16+j], each
 // sum the same chain of fused multiply-adds, so the same result. AVX2.
@@ -44,9 +59,9 @@ func bestISA() string {
 func kernelFor(isa string) gemmMicro {
 	switch isa {
 	case isaAVX512:
-		return gemmMicro{sgemmKernel12x16, 12}
+		return gemmMicro{fn: sgemmKernel12x16, mr: 12, fn8: sgemmKernel8x16, fn4: sgemmKernel4x16}
 	case isaAVX2:
-		return gemmMicro{sgemmKernel6x16, 6}
+		return gemmMicro{fn: sgemmKernel6x16, mr: 6, fn4: sgemmKernel4x16AVX2}
 	}
-	return gemmMicro{sgemmKernelGo(6), 6}
+	return genericKernel()
 }

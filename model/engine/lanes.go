@@ -296,6 +296,12 @@ func sgemmKernelGo(h int) func(k int, a *float32, ri, rp int, b, c *float32, ldc
 	}
 }
 
+// genericKernel is the pure-Go micro-kernels: sgemmKernelGo at 6 rows and
+// at 4.
+func genericKernel() gemmMicro {
+	return gemmMicro{fn: sgemmKernelGo(6), mr: 6, fn4: sgemmKernelGo(4)}
+}
+
 // fmaRow sets acc[j] = fma32(a, b[j], acc[j]), with fma32's common case
 // written out in the loop (fma32 is too large to inline).
 func fmaRow(acc *[gemmNR]float32, a float32, b *[gemmNR]float32) {

@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -112,6 +113,23 @@ func TestLanesMatchAssembly(t *testing.T) {
 							continue
 						}
 						sameBits32(t, "kernel", cc[:6*gemmNR], ref)
+					}
+					// The kernels of 8 and 4 rows beside the Go kernel of
+					// their height.
+					for _, km := range gemmKernels() {
+						for _, sk := range []struct {
+							h  int
+							fn gemmKernelFn
+						}{{8, km.fn8}, {4, km.fn4}} {
+							if sk.fn == nil {
+								continue
+							}
+							c1, c2 := cp(c0), cp(c0)
+							sk.fn(k, &ap[0], 4, 4*gemmMR, &bp[0], &c1[0], gemmNR, 1.5, add)
+							sgemmKernelGo(sk.h)(k, &ap[0], 4, 4*gemmMR, &bp[0], &c2[0], gemmNR, 1.5, add)
+							sameBits32(t, fmt.Sprintf("%d-row kernel of the %d-row set", sk.h, km.mr), c1, c2)
+							sameBits32(t, fmt.Sprintf("%d-row kernel of the %d-row set against the 6-row kernel", sk.h, km.mr), c1[:min(sk.h, 6)*gemmNR], ref[:min(sk.h, 6)*gemmNR])
+						}
 					}
 					r1, r2 := cp(c0[:64]), cp(c0[:64])
 					bq := laneInputs(r, 1, 4*k*gemmNR, scale, sp)[0]
