@@ -7,7 +7,9 @@
 // holding that tx is the round's draw seed: the node computes, as the
 // ledger does, which of the round's updates are drawn
 // (ledger.RoundRecipe.DrawnUpdate), replays each drawn update's local
-// training through its Replayer (bit-exact, on the job's published data),
+// training through its Replayer (bit-exact, on the job's published data;
+// internal/spotcheck's fetches every input, the base model included, by
+// the digests the ledger records),
 // and signs the verdict: ledger.UpdateVerified when the replay matches
 // the update and its training commitment bit for bit, or
 // ledger.UpdateRejected naming the first differing step otherwise. The

@@ -19,6 +19,7 @@ import (
 	"github.com/fedtune/fedtune/internal/spotcheck"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/trainer"
 	"github.com/fedtune/fedtune/verifier"
 )
@@ -132,8 +133,11 @@ func TestNetworkSpotCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No model folder: the verifier fetches the base model by the ledger's
+	// digests into its cache.
+	vwork := t.TempDir()
 	vn, err := verifier.New(verifier.Config{Ledger: vlc, Key: vk, Logger: testLogger(t).With("part", "verifier"), Retry: 200 * time.Millisecond,
-		Replayer: &spotcheck.Replayer{Ledger: vlc, Artifacts: publishedArtifacts(t, n, vk), Store: st, WorkDir: t.TempDir(), Logger: testLogger(t)}})
+		Replayer: &spotcheck.Replayer{Ledger: vlc, Artifacts: publishedArtifacts(t, n, vk), Store: st, WorkDir: vwork, Logger: testLogger(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +173,13 @@ func TestNetworkSpotCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	t1, t2, t3 := n.ID("trainer-1"), n.ID("trainer-2"), n.ID("trainer-3")
+	jr, err := lc.Job(ctx, "spot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := model.DigestPath(filepath.Join(vwork, "models", "model-"+jr.Recipe.BaseModel)); err != nil || got != jr.Recipe.BaseModel {
+		t.Errorf("the verifier's cached base model: digest %s (%v), want the recipe's %s", got, err, jr.Recipe.BaseModel)
+	}
 	if r.SubmissionsClosedHeight == 0 || r.DrawSeed == "" {
 		t.Fatalf("round 1 shows no closed submissions: %+v", r)
 	}
