@@ -87,6 +87,10 @@ func TestSpotCheckBodies(t *testing.T) {
 			Commitment: func() *TrainingCommitment { c := disclosedCommitment(t); c.StepDigests[1] = "x"; return c }()}, "step_digests[1]"},
 		{"recipe verify without published data", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
 			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}}}}, "only on published data"},
+		{"quorum above the verifiers", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: 2}}}, "recipe.verify.quorum 2"},
+		{"negative quorum", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: -1}}}, "recipe.verify.quorum -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := SignTx(v.key, testChain, 1, tc.body); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -230,7 +230,10 @@ func (n *Node) judgeRound(ctx context.Context, p pending) error {
 			continue
 		}
 		if u.VerifiedBy != "" || u.Rejected {
-			continue // judged (by another verifier) or rejected already
+			continue // settled (by the job's quorum) or rejected already
+		}
+		if _, ok := u.VerdictOf(n.id); ok {
+			continue // our verdict is on the chain; the others' are awaited
 		}
 		n.met.drawn.Inc()
 		if err := n.check(ctx, Check{Job: p.job, Round: r, Update: u, Seed: p.seed}); err != nil {
