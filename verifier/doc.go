@@ -24,6 +24,9 @@
 //	n, err := verifier.New(verifier.Config{Ledger: lc, Key: key, Replayer: r})
 //	err = n.Run(ctx) // until ctx ends
 //
-// Its Prometheus metrics (Registry) count the rounds seen, the updates
-// drawn and replayed, the verdicts by outcome and the replay time.
+// Its Prometheus metrics (Registry): fedtune_verifier_height (the last
+// block followed), _rounds_total, _drawn_updates_total, _replays_total by
+// result (match, mismatch, error), _mismatches_total, _verdicts_total by
+// outcome (pass, reject; on the chain), _errors_total and the
+// _replay_seconds histogram.
 package verifier

@@ -252,7 +252,14 @@ func (n *Node) check(ctx context.Context, c Check) error {
 	n.met.replaySeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		n.met.errors.Inc()
+		n.met.replays.WithLabelValues("error").Inc()
 		return fmt.Errorf("replay of update %s of trainer %s: %w", c.Update.UpdateDigest, c.Update.Trainer, err)
+	}
+	if res.Passed {
+		n.met.replays.WithLabelValues("match").Inc()
+	} else {
+		n.met.replays.WithLabelValues("mismatch").Inc()
+		n.met.mismatches.Inc()
 	}
 	var body ledger.TxBody
 	if res.Passed {
