@@ -20,6 +20,9 @@ func TestInstructRenderer(t *testing.T) {
 		{`{"bos_token":"<s>"}`, true, false},
 		{`{"chat_template":"{% for m in messages %}{{ m.content }}!{% endfor %}"}`, false, false},
 		{`{"chat_template":"{% if %}"}`, false, true},
+		// A template the coordinator ships that runs away: refused at
+		// load (a trainer's instruction data is never rendered with it).
+		{`{"chat_template":"{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"}`, false, true},
 	} {
 		p := filepath.Join(dir, chat.ConfigFileName)
 		os.Remove(p)

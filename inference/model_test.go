@@ -2,9 +2,13 @@ package inference_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 
@@ -114,5 +118,55 @@ func TestModelFolder(t *testing.T) {
 	}
 	if err := inference.ModelFolder(filepath.Join(t.TempDir(), "missing"), weights, dir); err == nil {
 		t.Error("a missing base folder was accepted")
+	}
+}
+
+// TestHostileChatTemplate: a served model's chat template is code its
+// publisher chose. One that runs away on every conversation is refused at
+// load; one that runs away only on a trigger message costs that request
+// an error naming the limit, and the node goes on serving.
+func TestHostileChatTemplate(t *testing.T) {
+	c := modeltest.TinyConfig()
+	c.VocabSize = 256
+	c.MaxPositionEmbeddings = 64
+	m, err := model.New(c, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "m")
+	if _, err := m.Save(dir, safetensors.F32); err != nil {
+		t.Fatal(err)
+	}
+	write := func(src string) {
+		b, _ := json.Marshal(map[string]any{"chat_template": src})
+		if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}`)
+	if _, err := inference.LoadModel(dir, "", "", engine.NewHost(), 1); err == nil || !strings.Contains(err.Error(), "steps limit") {
+		t.Fatalf("a runaway template loaded: %v", err)
+	}
+	write(`{% set ns = namespace(s='x') %}{% for m in messages %}{% if m.content == 'boom' %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{% endif %}[{{ m.content }}]{% endfor %}`)
+	sm, err := inference.LoadModel(dir, "", "", engine.NewHost(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := serve(t, sm, inference.Config{})
+	start := time.Now()
+	code, body := post(t, f.url+"/v1/chat/completions", `{"model":"`+sm.ID+`","max_tokens":2,"messages":[{"role":"user","content":"boom"}]}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, "output limit") {
+		t.Fatalf("trigger: %d %s; want 400 naming the output limit", code, body)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the refused request took %v", took)
+	}
+	res, err := f.client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: sm.ID,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len("[hi]"); int(res.Usage.PromptTokens) != want {
+		t.Errorf("prompt tokens %d, want %d", res.Usage.PromptTokens, want)
 	}
 }

@@ -71,6 +71,22 @@ type Dataset struct {
 	Manifest  string        `json:"manifest,omitempty"`
 }
 
+// PublishedPage is one page of the published datasets as the ledger lists
+// them (Query QUERY_KIND_PUBLISHED_DATASETS): by name, bytewise.
+type PublishedPage struct {
+	Datasets []PublishedListing `json:"datasets"`
+	// Next is the name to list after for the next page; "" on the last.
+	Next string `json:"next,omitempty"`
+}
+
+// PublishedListing is a published dataset's record (attestations
+// included) and the position of its DatasetPublished in the block at its
+// Height, so that a reader can order the datasets as they were published.
+type PublishedListing struct {
+	Dataset
+	TxIndex uint64 `json:"tx_index"`
+}
+
 // RoundStatus is where a round is in its life.
 type RoundStatus string
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/strictjson"
+	"github.com/fedtune/fedtune/model/chat"
 	"github.com/fedtune/fedtune/model/safetensors"
 )
 
@@ -149,6 +150,14 @@ func Import(src, dst string, opt ImportOptions) (*ImportRecord, error) {
 		}
 	}
 	sort.Slice(sources, func(i, j int) bool { return sources[i].Path < sources[j].Path })
+	// A chat template is code its publisher chose: one that runs away
+	// (past chat.DefaultLimits on a short conversation) is refused here,
+	// before any node serves or trains with it.
+	if slices.Contains(copied, chat.ConfigFileName) {
+		if _, err := chat.Load(src); err != nil && !errors.Is(err, chat.ErrNoTemplate) {
+			return nil, bad(chat.ConfigFileName, "chat template: %v", err)
+		}
+	}
 
 	parent := filepath.Dir(filepath.Clean(dst))
 	if err := os.MkdirAll(parent, 0o755); err != nil {

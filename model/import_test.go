@@ -222,6 +222,12 @@ func TestImportRefusals(t *testing.T) {
 		{"config refused", func(t *testing.T, dir string) {
 			editJSON(t, filepath.Join(dir, model.ConfigFile), func(m map[string]any) { m["attention_bias"] = true })
 		}, []string{"attention_bias"}},
+		{"runaway chat template", func(t *testing.T, dir string) {
+			b, _ := json.Marshal(map[string]any{"chat_template": "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"})
+			if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"tokenizer_config.json", "chat template", "depth limit"}},
 		{"no weights", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, model.WeightsIndex))
 		}, []string{model.WeightsFile, model.WeightsIndex}},

@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -127,19 +129,47 @@ func OpenPublished(ctx context.Context, src BlobSource, m *dspub.Signed) (*Publi
 // Shard downloads shard k and checks it; a mismatch is a
 // *dspub.ShardError naming the shard and the first bad sample.
 func (r *PublishedReader) Shard(ctx context.Context, k int) ([]string, error) {
-	if k < 0 || k >= len(r.M.Shards) {
-		return nil, fmt.Errorf("dataset %s: no shard %d of %d", r.M.Name, k, len(r.M.Shards))
-	}
-	var buf bytes.Buffer
-	_, err := r.src.Download(ctx, r.M.Shards[k].Digest, &buf)
-	if err != nil && !errors.Is(err, artifact.ErrDigestMismatch) {
-		return nil, fmt.Errorf("dataset %s: shard %d (%s): %w", r.M.Name, k, r.M.Shards[k].Digest, err)
-	}
-	texts, cerr := dspub.CheckShard(&r.M.Manifest, k, buf.Bytes(), r.leaves)
-	if cerr != nil {
-		return nil, fmt.Errorf("dataset %s: %w", r.M.Name, cerr)
+	var texts []string
+	err := r.StreamShard(ctx, k, func(s string) error {
+		texts = append(texts, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return texts, nil
+}
+
+// StreamShard downloads shard k, checking each sample against its leaf as
+// its bytes arrive (dspub.ShardChecker), and hands each checked sample to
+// emit; only one sample is held at a time. A mismatch is a
+// *dspub.ShardError naming the shard and the first bad sample; samples
+// already emitted must then be discarded (the shard's digest and counts
+// are known only at its end).
+func (r *PublishedReader) StreamShard(ctx context.Context, k int, emit func(text string) error) error {
+	if k < 0 || k >= len(r.M.Shards) {
+		return fmt.Errorf("dataset %s: no shard %d of %d", r.M.Name, k, len(r.M.Shards))
+	}
+	c, err := dspub.NewShardChecker(&r.M.Manifest, k, r.leaves, emit)
+	if err != nil {
+		return fmt.Errorf("dataset %s: %w", r.M.Name, err)
+	}
+	_, derr := r.src.Download(ctx, r.M.Shards[k].Digest, c)
+	// The checker's own error names the sample; prefer it to the
+	// download's (a write error, or a digest mismatch, which Close
+	// explains).
+	cerr := c.Close()
+	var se *dspub.ShardError
+	if errors.As(cerr, &se) {
+		return fmt.Errorf("dataset %s: %w", r.M.Name, cerr)
+	}
+	if derr != nil {
+		return fmt.Errorf("dataset %s: shard %d (%s): %w", r.M.Name, k, r.M.Shards[k].Digest, derr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("dataset %s: shard %d: %w", r.M.Name, k, cerr)
+	}
+	return nil
 }
 
 // Range returns samples [first, end) of the dataset, reading and checking
@@ -166,50 +196,74 @@ func (r *PublishedReader) Range(ctx context.Context, first, end uint64) ([]strin
 // (the samples in order: {"text": …} records for text data, the records
 // themselves for instruction data, which datasets.Load and
 // instruct.ReadDataset read back to the same leaves) and, if the manifest
-// names one, README.md (the card, checked against its digest). Each file
-// is written atomically.
+// names one, README.md (the card, checked against its digest).
+//
+// The samples stream to a temporary file beside data.jsonl as each is
+// checked against its leaf (memory holds one sample, not the dataset); a
+// bad shard (a *dspub.ShardError naming it and its first bad sample) or
+// card removes the temporary files and leaves dir as it was. Each file is
+// replaced atomically (internal/atomicfile).
 func FetchPublished(ctx context.Context, src BlobSource, m *dspub.Signed, dir string) error {
 	r, err := OpenPublished(ctx, src, m)
 	if err != nil {
 		return err
 	}
-	var data bytes.Buffer
-	for k := range m.Shards {
-		texts, err := r.Shard(ctx, k)
-		if err != nil {
-			return err
-		}
-		for _, s := range texts {
-			if m.Format == dspub.FormatInstruct {
-				data.WriteString(s)
-			} else {
-				b, _ := json.Marshal(map[string]string{datasets.DefaultTextField: s})
-				data.Write(b)
-			}
-			data.WriteByte('\n')
-		}
-	}
-	var card bytes.Buffer
-	if m.Card != "" {
-		if _, err := src.Download(ctx, m.Card, &card); err != nil {
-			return fmt.Errorf("dataset %s: card %s: %w", m.Name, m.Card, err)
-		}
+	made := false
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		made = true
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, "manifest.json"), m.Envelope, 0o644); err != nil {
-		return err
-	}
-	if err := atomicfile.Write(filepath.Join(dir, "data.jsonl"), data.Bytes(), 0o644); err != nil {
-		return err
-	}
-	if m.Card != "" {
-		if err := atomicfile.Write(filepath.Join(dir, "README.md"), card.Bytes(), 0o644); err != nil {
+	err = atomicfile.WriteFunc(filepath.Join(dir, "data.jsonl"), 0o644, func(f *os.File) error {
+		w := bufio.NewWriterSize(f, 1<<16)
+		for k := range m.Shards {
+			err := r.StreamShard(ctx, k, func(s string) error {
+				if m.Format == dspub.FormatInstruct {
+					w.WriteString(s)
+				} else {
+					b, _ := json.Marshal(map[string]string{datasets.DefaultTextField: s})
+					w.Write(b)
+				}
+				return w.WriteByte('\n')
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if err := w.Flush(); err != nil {
 			return err
 		}
+		// The card, inside data.jsonl's write: a bad card leaves neither.
+		if m.Card == "" {
+			return nil
+		}
+		return atomicfile.WriteFunc(filepath.Join(dir, "README.md"), 0o644, func(cf *os.File) error {
+			if _, err := src.Download(ctx, m.Card, cf); err != nil {
+				return fmt.Errorf("dataset %s: card %s: %w", m.Name, m.Card, err)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		if made {
+			os.Remove(dir) // empty: every file was written to a temporary one
+		}
+		return unwrapWrite(err)
 	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, "manifest.json"), m.Envelope, 0o644)
+}
+
+// unwrapWrite drops atomicfile's "write PATH: " prefix from a check that
+// failed inside a write, so the error reads as the check's.
+func unwrapWrite(err error) error {
+	var se *dspub.ShardError
+	if errors.As(err, &se) {
+		if u := errors.Unwrap(err); u != nil {
+			return u
+		}
+	}
+	return err
 }
 
 // roundInfo is what a round's data was: the dataset the update names and

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,17 +161,20 @@ func publishedRecord(ctx context.Context, c *client.Client, ref string) (*ledger
 		}
 		rec = r
 	} else {
-		all, err := listPublished(ctx, c)
+		all, err := c.PublishedDatasets(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
 		for i := range all {
 			if all[i].Name == ref {
-				rec = &all[i]
+				rec = &all[i].Dataset
 			}
 		}
 		if rec == nil {
 			return nil, nil, fmt.Errorf("no dataset named %q is published (`fedtune dataset ls` lists them)", ref)
+		}
+		if err := checkListed(ctx, c, rec); err != nil {
+			return nil, nil, fmt.Errorf("published dataset %q (%s): %w", rec.Name, rec.Digest, err)
 		}
 	}
 	if !rec.Published {
@@ -191,37 +195,54 @@ func publishedRecord(ctx context.Context, c *client.Client, ref string) (*ledger
 	return rec, sm, nil
 }
 
-// listPublished reads the chain's blocks and returns the record of every
-// DatasetPublished in them, in chain order.
+// listPublished returns the record of every published dataset, in the
+// order they were published, from the ledger's index of published
+// datasets (a paged query, not a scan of the blocks). Each record is
+// checked against the chain: its DatasetPublished tx (fetched by the
+// record's tx hash) carries the record's manifest and is proved committed
+// at the record's height (client.VerifyCommitted: the block's tx root,
+// and a pinned client's cosignatures).
 func listPublished(ctx context.Context, c *client.Client) ([]ledger.Dataset, error) {
-	var out []ledger.Dataset
-	err := c.Blocks(ctx, 1, false, func(vb *client.VerifiedBlock) error {
-		for _, raw := range vb.Block.Txs {
-			tx, err := ledger.DecodeTx(raw)
-			if err != nil {
-				continue // not a tx the ledger applied
-			}
-			if _, ok := tx.Body.(ledger.DatasetPublished); !ok {
-				continue
-			}
-			sm, err := tx.Body.(ledger.DatasetPublished).Decode()
-			if err != nil {
-				continue
-			}
-			rec, err := c.Dataset(ctx, sm.Digest)
-			if errors.Is(err, ledger.ErrRecordNotFound) {
-				continue // refused when applied
-			}
-			if err != nil {
-				return err
-			}
-			if rec.Published && rec.TxHash == fmt.Sprintf("%x", tx.Hash) {
-				out = append(out, *rec)
-			}
+	ls, err := c.PublishedDatasets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ledger.Dataset, 0, len(ls))
+	for _, l := range ls {
+		if err := checkListed(ctx, c, &l.Dataset); err != nil {
+			return nil, fmt.Errorf("published dataset %q (%s): %w", l.Name, l.Digest, err)
 		}
-		return nil
-	})
-	return out, err
+		out = append(out, l.Dataset)
+	}
+	return out, nil
+}
+
+// checkListed checks a listed published dataset against its tx on the
+// chain.
+func checkListed(ctx context.Context, c *client.Client, d *ledger.Dataset) error {
+	if !d.Published {
+		return errors.New("the ledger lists it as published, but its record is not")
+	}
+	if got := digest.Bytes([]byte(d.Manifest)); got != d.Digest {
+		return fmt.Errorf("its manifest hashes to %s, not its digest", got)
+	}
+	h, err := hex.DecodeString(d.TxHash)
+	if err != nil || len(h) != 32 {
+		return fmt.Errorf("tx hash %q is not 32 bytes of hex", d.TxHash)
+	}
+	rec, err := c.Tx(ctx, [32]byte(h))
+	if err != nil {
+		return fmt.Errorf("its tx %s: %w", d.TxHash, err)
+	}
+	tx, err := ledger.DecodeTx(rec.Envelope)
+	if err != nil || tx.Hash != [32]byte(h) {
+		return fmt.Errorf("the node's tx %s does not decode to that tx", d.TxHash)
+	}
+	body, ok := tx.Body.(ledger.DatasetPublished)
+	if !ok || body.Manifest != d.Manifest {
+		return fmt.Errorf("tx %s is not the DatasetPublished of this manifest", d.TxHash)
+	}
+	return c.VerifyCommitted(ctx, rec.Envelope, d.Height)
 }
 
 func newDatasetFetchCmd() *cobra.Command {

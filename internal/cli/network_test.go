@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/fedtune/fedtune/internal/fedtest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/trainer"
+	"gopkg.in/yaml.v3"
 )
 
 func TestTrainerInit(t *testing.T) {
@@ -109,6 +111,44 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	bad := []string{"round", "launch", "-f", n.JobFile, "--coordinator", n.Coordinator, "--key", filepath.Join(n.Dir, "keys", "trainer-1.key"), "--coordinator-id", n.ID("coordinator")}
 	if err := RunWith(ctx, bad, &out, &errb); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
 		t.Errorf("launch with a trainer key: %v", err)
+	}
+	// A job on published data under a licence it does not accept is
+	// refused at registration; the launcher is told which dataset and
+	// which licence, without gRPC's wrapping.
+	lc, err := n.Ledger(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	dg := publishTiny(t, ctx, n, lc, "trainer-1", "by-only", "CC-BY-4.0")
+	var job map[string]any
+	raw, err := os.ReadFile(n.JobFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &job); err != nil {
+		t.Fatal(err)
+	}
+	job["name"] = "cli-licence"
+	job["datasets"] = map[string]any{"published": []string{dg}, "range_samples": 2, "licenses": []string{"MIT"}}
+	refused := filepath.Join(t.TempDir(), "licence.yaml")
+	if raw, err = yaml.Marshal(job); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(refused, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = RunWith(ctx, append([]string{"round", "launch", "-f", refused}, conn...), &out, &errb)
+	for _, want := range []string{"refused by the coordinator", dg, `"by-only"`, `licence "CC-BY-4.0"`, "does not accept", "it accepts MIT"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("launch of a job refusing its data's licence: %v; want %q in it", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("the refusal keeps gRPC's wrapping: %v", err)
+	}
+	if _, err := lc.Job(ctx, "cli-licence"); !errors.Is(err, ledger.ErrRecordNotFound) {
+		t.Errorf("the refused job is on the ledger: %v", err)
 	}
 	if err := RunWith(ctx, append([]string{"round", "launch", "-f", n.JobFile}, conn...), &out, &errb); err != nil {
 		t.Fatalf("launch: %v\n%s", err, errb.String())

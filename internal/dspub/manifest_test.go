@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -255,6 +256,54 @@ func FuzzDecodeLeaves(f *testing.F) {
 			if bytes.Compare(got[i-1][:], got[i][:]) > 0 {
 				t.Fatal("unsorted leaves accepted")
 			}
+		}
+	})
+}
+
+// FuzzShardChecker feeds shard bytes (from an artifact store anyone may
+// run) to the streaming checker in chunks of every size: it must agree
+// with a whole-shard check, emit exactly the texts of a good shard, and
+// never emit a sample that is not its leaf.
+func FuzzShardChecker(f *testing.F) {
+	m, sh, leaves := fixture(testKey(1))
+	f.Add(sh[0], uint8(1))
+	f.Add(sh[0], uint8(7))
+	f.Add(append(append([]byte{}, sh[0]...), '"', 'x'), uint8(3))
+	f.Add([]byte("\"a\"\n\"b\\nc\"\n\"d"), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		step := int(chunk%16) + 1
+		var got []string
+		c, err := NewShardChecker(m, 0, leaves, func(s string) error {
+			got = append(got, s)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serr error
+		for p := data; len(p) > 0 && serr == nil; {
+			n := min(step, len(p))
+			_, serr = c.Write(p[:n])
+			p = p[n:]
+		}
+		if serr == nil {
+			serr = c.Close()
+		}
+		want, werr := DecodeShard(data)
+		if (serr == nil) != (werr == nil && bytes.Equal(data, sh[0])) {
+			t.Fatalf("streamed check: %v; the shard is %s", serr, map[bool]string{true: "shard 0", false: "not shard 0"}[bytes.Equal(data, sh[0])])
+		}
+		if serr == nil && !slices.Equal(got, want) {
+			t.Fatalf("emitted %q, want %q", got, want)
+		}
+		for i, s := range got {
+			if sha256.Sum256([]byte(s)) != leaves[m.Shards[0].First+uint64(i)] {
+				t.Fatalf("emitted sample %d that is not its leaf", i)
+			}
+		}
+		var se *ShardError
+		if serr != nil && !errors.As(serr, &se) {
+			t.Fatalf("error %v is not a *ShardError", serr)
 		}
 	})
 }

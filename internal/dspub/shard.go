@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 
 	"github.com/fedtune/fedtune/internal/digest"
 )
@@ -118,6 +119,46 @@ func DecodeLeaves(m *Manifest, data []byte) ([][32]byte, error) {
 // and, when it is one sample's fault, the sample: the first whose hash is
 // not its leaf. It returns the shard's texts.
 func CheckShard(m *Manifest, k int, data []byte, leaves [][32]byte) ([]string, error) {
+	var texts []string
+	c, err := NewShardChecker(m, k, leaves, func(s string) error {
+		texts = append(texts, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(data); err != nil {
+		return nil, err
+	}
+	if err := c.Close(); err != nil {
+		return nil, err
+	}
+	return texts, nil
+}
+
+// ShardChecker checks shard k of a manifest as its bytes stream through
+// it, holding one line at a time: each sample is checked against its leaf
+// (and its canonical form) as its line ends and then handed to emit; Close
+// checks what only the whole shard shows (its sample count, its bytes,
+// its digest). Errors are those of CheckShard. A caller that writes what
+// emit gets must discard it when Write or Close fails.
+type ShardChecker struct {
+	m      *Manifest
+	k      int
+	leaves [][32]byte
+	emit   func(string) error
+	hash   hash.Hash
+	line   []byte // the current line, not yet ended
+	n      uint64 // samples seen
+	bytes  uint64 // their texts' bytes
+	size   uint64 // shard bytes written
+	max    uint64 // most bytes the shard's samples can encode to
+	err    error
+}
+
+// NewShardChecker returns a checker of shard k of m; emit is called with
+// each sample's text, in order, once it checks.
+func NewShardChecker(m *Manifest, k int, leaves [][32]byte, emit func(text string) error) (*ShardChecker, error) {
 	if k < 0 || k >= len(m.Shards) {
 		return nil, fmt.Errorf("dspub: shard %d: the manifest has %d shards", k, len(m.Shards))
 	}
@@ -125,37 +166,100 @@ func CheckShard(m *Manifest, k int, data []byte, leaves [][32]byte) ([]string, e
 		return nil, fmt.Errorf("dspub: %d leaves for a manifest of %d samples", len(leaves), m.Samples)
 	}
 	sh := m.Shards[k]
-	serr := func(sample uint64, line int, has bool, format string, args ...any) error {
-		return &ShardError{Shard: k, Digest: sh.Digest, Sample: sample, Line: line, HasSample: has, Reason: fmt.Sprintf(format, args...)}
+	// A byte of text encodes to at most 6 (\u00XX); each sample adds its
+	// quotes and line break.
+	return &ShardChecker{m: m, k: k, leaves: leaves, emit: emit, hash: sha256.New(), max: 6*sh.Bytes + 3*sh.Samples}, nil
+}
+
+func (c *ShardChecker) fail(sample uint64, line int, has bool, format string, args ...any) error {
+	sh := c.m.Shards[c.k]
+	c.err = &ShardError{Shard: c.k, Digest: sh.Digest, Sample: sample, Line: line, HasSample: has, Reason: fmt.Sprintf(format, args...)}
+	return c.err
+}
+
+// Write checks the next bytes of the shard.
+func (c *ShardChecker) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
 	}
-	texts, derr := DecodeShard(data)
-	// Find the first sample that is not its leaf, even if the shard is
-	// malformed further on, so the error names it.
-	n := min(uint64(len(texts)), sh.Samples)
-	for j := uint64(0); j < n; j++ {
-		h := sha256.Sum256([]byte(texts[j]))
-		if want := leaves[sh.First+j]; h != want {
-			return nil, serr(sh.First+j, int(j)+1, true, "its hash %s is not the published leaf %s", hex.EncodeToString(h[:]), hex.EncodeToString(want[:]))
+	n := len(p)
+	sh := c.m.Shards[c.k]
+	if c.size += uint64(len(p)); c.size > c.max {
+		return 0, c.fail(0, 0, false, "more than the %d bytes its %d samples of %d bytes can encode to", c.max, sh.Samples, sh.Bytes)
+	}
+	c.hash.Write(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			c.line = append(c.line, p...)
+			break
+		}
+		var raw []byte
+		if len(c.line) > 0 {
+			c.line = append(c.line, p[:i]...)
+			raw = c.line
+		} else {
+			raw = p[:i]
+		}
+		p = p[i+1:]
+		if err := c.sample(raw); err != nil {
+			return 0, err
+		}
+		c.line = c.line[:0]
+	}
+	return n, nil
+}
+
+// sample checks one complete line.
+func (c *ShardChecker) sample(raw []byte) error {
+	sh := c.m.Shards[c.k]
+	line := int(c.n) + 1
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return c.fail(sh.First+c.n, line, c.n < sh.Samples, "line %d: not a JSON string: %v", line, err)
+	}
+	if canon, _ := json.Marshal(s); !bytes.Equal(canon, raw) {
+		return c.fail(sh.First+c.n, line, c.n < sh.Samples, "line %d: not in canonical form (valid UTF-8, escaped as encoding/json does)", line)
+	}
+	if c.n < sh.Samples {
+		h := sha256.Sum256([]byte(s))
+		if want := c.leaves[sh.First+c.n]; h != want {
+			return c.fail(sh.First+c.n, line, true, "its hash %s is not the published leaf %s", hex.EncodeToString(h[:]), hex.EncodeToString(want[:]))
 		}
 	}
-	if derr != nil {
-		return nil, serr(sh.First+uint64(len(texts)), len(texts)+1, uint64(len(texts)) < sh.Samples, "%v", derr)
+	c.n++
+	if c.n > sh.Samples {
+		return c.fail(0, 0, false, "%d samples or more, the manifest says %d", c.n, sh.Samples)
 	}
-	if uint64(len(texts)) != sh.Samples {
-		if uint64(len(texts)) < sh.Samples {
-			return nil, serr(sh.First+uint64(len(texts)), len(texts)+1, true, "missing: the shard has %d samples, the manifest says %d", len(texts), sh.Samples)
+	c.bytes += uint64(len(s))
+	if c.emit != nil {
+		if err := c.emit(s); err != nil {
+			c.err = err
+			return err
 		}
-		return nil, serr(0, 0, false, "%d samples, the manifest says %d", len(texts), sh.Samples)
 	}
-	var total uint64
-	for _, t := range texts {
-		total += uint64(len(t))
+	return nil
+}
+
+// Close checks the end of the shard: no partial last line, its sample
+// count, its bytes and its digest.
+func (c *ShardChecker) Close() error {
+	if c.err != nil {
+		return c.err
 	}
-	if total != sh.Bytes {
-		return nil, serr(0, 0, false, "its samples hold %d bytes, the manifest says %d", total, sh.Bytes)
+	sh := c.m.Shards[c.k]
+	if len(c.line) > 0 {
+		line := int(c.n) + 1
+		return c.fail(sh.First+c.n, line, c.n < sh.Samples, "line %d: no final line break", line)
 	}
-	if got := digest.Bytes(data); got != sh.Digest {
-		return nil, serr(0, 0, false, "its digest is %s (every sample matches its leaf, but the bytes differ)", got)
+	if c.n < sh.Samples {
+		return c.fail(sh.First+c.n, int(c.n)+1, true, "missing: the shard has %d samples, the manifest says %d", c.n, sh.Samples)
 	}
-	return texts, nil
+	if c.bytes != sh.Bytes {
+		return c.fail(0, 0, false, "its samples hold %d bytes, the manifest says %d", c.bytes, sh.Bytes)
+	}
+	if got := hex.EncodeToString(c.hash.Sum(nil)); got != sh.Digest {
+		return c.fail(0, 0, false, "its digest is %s (every sample matches its leaf, but the bytes differ)", got)
+	}
+	return nil
 }

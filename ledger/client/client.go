@@ -71,13 +71,45 @@ func Dial(ctx context.Context, addr string, key ed25519.PrivateKey, allow tlsid.
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
 	}
-	dopts := append([]grpc.DialOption{creds, CallSizes}, opts...)
+	dopts := append([]grpc.DialOption{creds, CallSizes, grpc.WithChainUnaryInterceptor(paceReads)}, opts...)
 	cc, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial ledger node %s: %w", addr, err)
 	}
 	c.cc, c.api = cc, ledgerv1.NewLedgerClient(cc)
 	return c, nil
+}
+
+// readMethods are the unary RPCs a node rate-limits as reads.
+var readMethods = map[string]bool{
+	ledgerv1.Ledger_Query_FullMethodName:    true,
+	ledgerv1.Ledger_GetBlock_FullMethodName: true,
+	ledgerv1.Ledger_GetTx_FullMethodName:    true,
+	ledgerv1.Ledger_Status_FullMethodName:   true,
+}
+
+// maxReadWait bounds how long one read waits out a node's read rate limit.
+const maxReadWait = 30 * time.Second
+
+// paceReads asks again, after a growing pause, a read the node refused
+// with ResourceExhausted (its per-caller read rate: "slow down and
+// retry"), for up to maxReadWait or until ctx ends; then it returns the
+// refusal.
+func paceReads(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if !readMethods[method] {
+		return err
+	}
+	deadline := time.Now().Add(maxReadWait)
+	for wait := 20 * time.Millisecond; status.Code(err) == codes.ResourceExhausted && time.Now().Before(deadline); wait = min(2*wait, time.Second) {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		err = invoker(ctx, method, req, reply, cc, opts...)
+	}
+	return err
 }
 
 // Close closes the connection.
@@ -370,7 +402,9 @@ func (c *Client) firstBlock(ctx context.Context, h uint64) (*ledgerv1.BlockRespo
 // A node sends at most its limits.max_range blocks per call without follow;
 // Blocks asks again from where a call stopped until one sends nothing.
 func (c *Client) Blocks(ctx context.Context, from uint64, follow bool, fn func(*VerifiedBlock) error) error {
-	stream, err := c.api.StreamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: from, Follow: follow})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.streamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: from, Follow: follow})
 	if err != nil {
 		return err
 	}
@@ -381,7 +415,7 @@ func (c *Client) Blocks(ctx context.Context, from uint64, follow bool, fn func(*
 			if follow || got == 0 {
 				return nil
 			}
-			if stream, err = c.api.StreamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: next}); err != nil {
+			if stream, err = c.streamBlocks(ctx, &ledgerv1.StreamBlocksRequest{FromHeight: next}); err != nil {
 				return err
 			}
 			got = 0
@@ -400,6 +434,45 @@ func (c *Client) Blocks(ctx context.Context, from uint64, follow bool, fn func(*
 		next++
 		got++
 	}
+}
+
+// streamBlocks opens a StreamBlocks call, waiting out the node's read
+// rate limit as paceReads does (a refused stream fails on its first
+// receive, so the first message is read here). The stream lives as long
+// as ctx.
+func (c *Client) streamBlocks(ctx context.Context, req *ledgerv1.StreamBlocksRequest) (ledgerv1.Ledger_StreamBlocksClient, error) {
+	deadline := time.Now().Add(maxReadWait)
+	for wait := 20 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		stream, err := c.api.StreamBlocks(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		if status.Code(err) != codes.ResourceExhausted || time.Now().After(deadline) {
+			return &firstBuffered{Ledger_StreamBlocksClient: stream, first: resp, err: err}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// firstBuffered is a block stream whose first message was already read.
+type firstBuffered struct {
+	ledgerv1.Ledger_StreamBlocksClient
+	first *ledgerv1.BlockResponse
+	err   error
+	done  bool
+}
+
+func (f *firstBuffered) Recv() (*ledgerv1.BlockResponse, error) {
+	if !f.done {
+		f.done = true
+		return f.first, f.err
+	}
+	return f.Ledger_StreamBlocksClient.Recv()
 }
 
 // Tx fetches a committed tx and verifies its Merkle inclusion proof

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -177,4 +178,54 @@ func abbrev(id string) string {
 		return id[:16] + "…"
 	}
 	return id
+}
+
+// PublishedPage reads one page of the published datasets, by name: those
+// named after after ("" for the first page), at most limit (0: the node's
+// default).
+func (c *Client) PublishedPage(ctx context.Context, after string, limit int) (*ledger.PublishedPage, error) {
+	resp, err := c.api.Query(ctx, &ledgerv1.QueryRequest{Kind: ledgerv1.QueryKind_QUERY_KIND_PUBLISHED_DATASETS, After: after, Limit: uint32(max(limit, 0))})
+	if err != nil {
+		return nil, fmt.Errorf("published datasets after %q: %w", after, c.typed(err))
+	}
+	var p ledger.PublishedPage
+	if err := json.Unmarshal(resp.Json, &p); err != nil {
+		return nil, fmt.Errorf("published datasets after %q: %w", after, err)
+	}
+	return &p, nil
+}
+
+// PublishedDatasets reads every page of the published datasets and returns
+// them in the order they were published (height, then position in the
+// block). A node whose pages do not advance by name, or list a name twice,
+// is refused.
+func (c *Client) PublishedDatasets(ctx context.Context) ([]ledger.PublishedListing, error) {
+	var all []ledger.PublishedListing
+	after := ""
+	for {
+		p, err := c.PublishedPage(ctx, after, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range p.Datasets {
+			if len(all) > 0 && d.Name <= after {
+				return nil, fmt.Errorf("published datasets: the node listed %q after %q: names must increase", d.Name, after)
+			}
+			after = d.Name
+			all = append(all, d)
+		}
+		if p.Next == "" {
+			break
+		}
+		if len(p.Datasets) == 0 || p.Next != after {
+			return nil, fmt.Errorf("published datasets: the node's page ends at %q but says the next page starts after %q", after, p.Next)
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if all[i].Height != all[j].Height {
+			return all[i].Height < all[j].Height
+		}
+		return all[i].TxIndex < all[j].TxIndex
+	})
+	return all, nil
 }

@@ -3,10 +3,12 @@ package fsm
 import (
 	"crypto/ed25519"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/internal/codec"
 )
 
 // prefixPublishedName indexes published datasets by name:
@@ -185,4 +187,64 @@ func checkUpdateData(job *ledger.JobRecord, r *ledger.Round, trainer string, b *
 		return txErr(ledger.CodeInvalid, "samples %d is more than the %d samples dataset %s registered", b.Samples, d.Samples, d.Digest)
 	}
 	return nil
+}
+
+// PublishedDatasets returns one page of the published datasets, by name:
+// those named after after ("" from the first), at most limit of them, and
+// no more once the page's records hold maxBytes of manifests (always at
+// least one). It reads the name index, never the blocks.
+func (f *FSM) PublishedDatasets(after string, limit, maxBytes int) (*ledger.PublishedPage, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("published datasets: limit %d: %w", limit, ledger.ErrRecordNotFound)
+	}
+	sn := f.st.Snapshot()
+	if sn == nil {
+		return nil, fmt.Errorf("ledger: published datasets: state closed")
+	}
+	defer sn.Close()
+	var start []byte
+	if after != "" {
+		start = append(publishedNameKey(after), 0) // the first name after it
+	}
+	page := &ledger.PublishedPage{Datasets: []ledger.PublishedListing{}}
+	size := 0
+	err := sn.IterFrom([]byte(prefixPublishedName), start, func(k, v []byte) error {
+		if len(page.Datasets) >= limit || (len(page.Datasets) > 0 && size >= maxBytes) {
+			page.Next = page.Datasets[len(page.Datasets)-1].Name
+			return errStop
+		}
+		digest := string(v)
+		var d ledger.Dataset
+		ok, err := getJSON(sn, datasetKey(digest), &d)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("ledger: published name %q indexes dataset %s, which is not recorded", k[len(prefixPublishedName):], digest)
+		}
+		if d.Attestations, err = attestationsOf(sn, digest); err != nil {
+			return err
+		}
+		l := ledger.PublishedListing{Dataset: d}
+		if h, err := hex.DecodeString(d.TxHash); err == nil && len(h) == 32 {
+			raw, ok, err := sn.Get(txIndexKey([32]byte(h)))
+			if err != nil {
+				return err
+			}
+			if ok {
+				r := codec.NewReader(raw)
+				_, idx := r.U64(), r.U32()
+				if r.Done() == nil {
+					l.TxIndex = uint64(idx)
+				}
+			}
+		}
+		size += len(d.Manifest) + 256*len(d.Shards)
+		page.Datasets = append(page.Datasets, l)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, err
+	}
+	return page, nil
 }

@@ -253,3 +253,62 @@ func TestJobPublishedLicenceRefused(t *testing.T) {
 		t.Fatalf("a job on CC-BY-NC-SA data accepting CC-BY-4.0 and MIT: %v", err)
 	}
 }
+
+// TestPublishedDatasetsPages: the listing of published datasets reads the
+// name index in pages (by name, each page after the last name of the one
+// before), carries each record with its attestations and its tx's
+// position in its block, and ignores private datasets.
+func TestPublishedDatasetsPages(t *testing.T) {
+	c := newCast()
+	ch := newChain(t, c.genesis(t), c.node.id)
+	a, b := c.trainers[0], c.trainers[1]
+	// Published out of name order, two in one block.
+	ch.mustApply(a.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, a.key, a.id, "zeta", "MIT")}))
+	ch.mustApply(b.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, b.key, b.id, "beta", "MIT")}),
+		a.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, a.key, a.id, "alpha", "CC0-1.0")}))
+	ch.mustApply(b.sign(t, ledger.DatasetPublished{Manifest: testPublication(t, b.key, b.id, "mid", "MIT")}))
+
+	all, err := ch.fsm.PublishedDatasets("", 100, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range all.Datasets {
+		names = append(names, d.Name)
+		if !d.Published || d.Manifest == "" {
+			t.Errorf("%s: %+v", d.Name, d.Dataset)
+		}
+	}
+	if !slices.Equal(names, []string{"alpha", "beta", "mid", "zeta"}) || all.Next != "" {
+		t.Fatalf("listing %v next %q", names, all.Next)
+	}
+	if all.Datasets[0].Height != all.Datasets[1].Height || all.Datasets[0].TxIndex != 1 || all.Datasets[1].TxIndex != 0 {
+		t.Errorf("alpha at %d/%d, beta at %d/%d; want the same block, beta first", all.Datasets[0].Height, all.Datasets[0].TxIndex, all.Datasets[1].Height, all.Datasets[1].TxIndex)
+	}
+	var paged []string
+	after := ""
+	for range 10 {
+		p, err := ch.fsm.PublishedDatasets(after, 1, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range p.Datasets {
+			paged = append(paged, d.Name)
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+	}
+	if !slices.Equal(paged, names) {
+		t.Fatalf("pages of one: %v, want %v", paged, names)
+	}
+	// A byte bound ends a page early, after at least one record.
+	p, err := ch.fsm.PublishedDatasets("", 100, 1)
+	if err != nil || len(p.Datasets) != 1 || p.Next != "alpha" {
+		t.Fatalf("a 1-byte page: %+v, %v", p, err)
+	}
+	if p, err := ch.fsm.PublishedDatasets("zeta", 100, 1<<20); err != nil || len(p.Datasets) != 0 || p.Next != "" {
+		t.Fatalf("after the last: %+v, %v", p, err)
+	}
+}

@@ -59,6 +59,17 @@ type LimitsConfig struct {
 	// MaxCallers bounds the callers this node keeps a rate limit for;
 	// callers beyond it (while the others are active) share one limit.
 	MaxCallers int `yaml:"max_callers"`
+	// QueryRate is each caller's sustained read requests per second (Query,
+	// GetTx, GetBlock, StreamBlocks calls, Status), QueryBurst the most at
+	// once. Ledger nodes are not limited.
+	QueryRate  float64 `yaml:"query_rate"`
+	QueryBurst int     `yaml:"query_burst"`
+	// NonMemberQueryRate is the sustained read requests per second of all
+	// callers together whose TLS key is neither an active member nor a
+	// ledger node here, NonMemberQueryBurst the most at once; it also paces
+	// the blocks StreamBlocks sends them (one read per 32 blocks).
+	NonMemberQueryRate  float64 `yaml:"non_member_query_rate"`
+	NonMemberQueryBurst int     `yaml:"non_member_query_burst"`
 }
 
 // DefaultLimits are the limits a node config leaves out. The tx rate is
@@ -80,6 +91,11 @@ func DefaultLimits() LimitsConfig {
 		NonMemberByteRate:  1 << 20,
 		NonMemberByteBurst: 4 << 20,
 		MaxCallers:         10000,
+
+		QueryRate:           500,
+		QueryBurst:          1000,
+		NonMemberQueryRate:  100,
+		NonMemberQueryBurst: 200,
 	}
 }
 
@@ -109,13 +125,28 @@ func (l LimitsConfig) withDefaults() LimitsConfig {
 		l.NonMemberByteBurst = max(d.NonMemberByteBurst, int(l.NonMemberByteRate))
 	}
 	l.MaxCallers = cmp.Or(l.MaxCallers, d.MaxCallers)
+	l.QueryRate = cmp.Or(l.QueryRate, d.QueryRate)
+	if l.QueryBurst == 0 {
+		l.QueryBurst = max(d.QueryBurst, int(l.QueryRate))
+		if l.QueryRate < d.QueryRate {
+			l.QueryBurst = max(int(2*l.QueryRate), 1)
+		}
+	}
+	l.NonMemberQueryRate = cmp.Or(l.NonMemberQueryRate, d.NonMemberQueryRate)
+	if l.NonMemberQueryBurst == 0 {
+		l.NonMemberQueryBurst = max(d.NonMemberQueryBurst, int(l.NonMemberQueryRate))
+		if l.NonMemberQueryRate < d.NonMemberQueryRate {
+			l.NonMemberQueryBurst = max(int(2*l.NonMemberQueryRate), 1)
+		}
+	}
 	return l
 }
 
 func (l LimitsConfig) validate() error {
 	if l.MaxSubmitBytes < 0 || l.MaxSubmitTxs < 0 || l.SubmitTxRate < 0 || l.SubmitTxBurst < 0 ||
 		l.SubmitByteRate < 0 || l.SubmitByteBurst < 0 || l.MaxRange < 0 || l.MaxStreams < 0 ||
-		l.NonMemberTxRate < 0 || l.NonMemberTxBurst < 0 || l.NonMemberByteRate < 0 || l.NonMemberByteBurst < 0 || l.MaxCallers < 0 {
+		l.NonMemberTxRate < 0 || l.NonMemberTxBurst < 0 || l.NonMemberByteRate < 0 || l.NonMemberByteBurst < 0 || l.MaxCallers < 0 ||
+		l.QueryRate < 0 || l.QueryBurst < 0 || l.NonMemberQueryRate < 0 || l.NonMemberQueryBurst < 0 {
 		return errors.New("limits: values must not be negative")
 	}
 	return nil
@@ -138,17 +169,21 @@ type limiters struct {
 
 type callerLimit struct {
 	txs, bytes *rate.Limiter
+	reads      *rate.Limiter
 	used       time.Time
 }
 
 func newLimiters(cfg LimitsConfig) *limiters {
 	return &limiters{cfg: cfg, m: map[string]*callerLimit{}, streams: map[string]int{},
-		overflow:  newCallerLimit(cfg.SubmitTxRate, cfg.SubmitTxBurst, cfg.SubmitByteRate, cfg.SubmitByteBurst),
-		nonMember: newCallerLimit(cfg.NonMemberTxRate, cfg.NonMemberTxBurst, cfg.NonMemberByteRate, cfg.NonMemberByteBurst)}
+		overflow: newCallerLimit(cfg.SubmitTxRate, cfg.SubmitTxBurst, cfg.SubmitByteRate, cfg.SubmitByteBurst,
+			cfg.QueryRate, cfg.QueryBurst),
+		nonMember: newCallerLimit(cfg.NonMemberTxRate, cfg.NonMemberTxBurst, cfg.NonMemberByteRate, cfg.NonMemberByteBurst,
+			cfg.NonMemberQueryRate, cfg.NonMemberQueryBurst)}
 }
 
-func newCallerLimit(txRate float64, txBurst int, byteRate float64, byteBurst int) *callerLimit {
-	return &callerLimit{txs: rate.NewLimiter(rate.Limit(txRate), txBurst), bytes: rate.NewLimiter(rate.Limit(byteRate), byteBurst)}
+func newCallerLimit(txRate float64, txBurst int, byteRate float64, byteBurst int, readRate float64, readBurst int) *callerLimit {
+	return &callerLimit{txs: rate.NewLimiter(rate.Limit(txRate), txBurst), bytes: rate.NewLimiter(rate.Limit(byteRate), byteBurst),
+		reads: rate.NewLimiter(rate.Limit(readRate), readBurst)}
 }
 
 // openStream counts a stream of caller, or refuses one over MaxStreams.
@@ -185,7 +220,8 @@ func (ls *limiters) get(caller string, now time.Time) *callerLimit {
 		if len(ls.m) >= ls.cfg.MaxCallers {
 			return ls.overflow
 		}
-		c = newCallerLimit(ls.cfg.SubmitTxRate, ls.cfg.SubmitTxBurst, ls.cfg.SubmitByteRate, ls.cfg.SubmitByteBurst)
+		c = newCallerLimit(ls.cfg.SubmitTxRate, ls.cfg.SubmitTxBurst, ls.cfg.SubmitByteRate, ls.cfg.SubmitByteBurst,
+			ls.cfg.QueryRate, ls.cfg.QueryBurst)
 		ls.m[caller] = c
 	}
 	c.used = now
@@ -212,6 +248,60 @@ func (ls *limiters) allow(c caller, txs, size int) error {
 	}
 	if !ls.nonMember.bytes.AllowN(now, size) {
 		return fmt.Errorf("callers that are not members of the chain are over their shared Submit rate of %g bytes/s (burst %d, limits.non_member_byte_rate)", ls.cfg.NonMemberByteRate, ls.cfg.NonMemberByteBurst)
+	}
+	return nil
+}
+
+// allowRead takes one read token of caller's (and, for a caller that is
+// no member or node, one of the non-members' shared bucket), or says why
+// not.
+func (ls *limiters) allowRead(c caller) (shared bool, err error) {
+	now := time.Now()
+	l := ls.get(c.name, now)
+	if !l.reads.AllowN(now, 1) {
+		return false, fmt.Errorf("caller %s is over its read rate of %g requests/s (burst %d, limits.query_rate); slow down and retry", c.name, ls.cfg.QueryRate, ls.cfg.QueryBurst)
+	}
+	if c.trusted {
+		return false, nil
+	}
+	if !ls.nonMember.reads.AllowN(now, 1) {
+		return true, fmt.Errorf("callers that are not members of the chain are over their shared read rate of %g requests/s (burst %d, limits.non_member_query_rate); members are served on their own budgets", ls.cfg.NonMemberQueryRate, ls.cfg.NonMemberQueryBurst)
+	}
+	return false, nil
+}
+
+// admitRead enforces the read limits on one call of rpc (over them:
+// ResourceExhausted naming the limit). Ledger nodes are not limited.
+func (n *Node) admitRead(ctx context.Context, rpc string) (caller, error) {
+	c := n.callerOf(ctx)
+	if c.node {
+		n.metrics.reads.WithLabelValues(rpc, "node").Inc()
+		return c, nil
+	}
+	kind := "member"
+	if !c.trusted {
+		kind = "non_member"
+	}
+	if shared, err := n.limits.allowRead(c); err != nil {
+		reason := "read_rate_limited"
+		if shared {
+			reason = "read_rate_limited_non_members"
+		}
+		n.metrics.refused.WithLabelValues(reason).Inc()
+		return c, status.Errorf(codes.ResourceExhausted, "%s: %v", rpc, err)
+	}
+	n.metrics.reads.WithLabelValues(rpc, kind).Inc()
+	return c, nil
+}
+
+// paceRead waits for one token of the non-members' shared read bucket
+// while blocks are streamed to a caller that is no member or node.
+func (n *Node) paceRead(ctx context.Context, c caller) error {
+	if c.trusted {
+		return nil
+	}
+	if err := n.limits.nonMember.reads.Wait(ctx); err != nil {
+		return status.Errorf(codes.ResourceExhausted, "stream blocks: paced at the non-members' shared read rate of %g/s (limits.non_member_query_rate): %v", n.limits.cfg.NonMemberQueryRate, err)
 	}
 	return nil
 }
@@ -249,9 +339,6 @@ func (n *Node) callerOf(ctx context.Context) caller {
 	}
 	return c
 }
-
-// callerKey names the caller of a gRPC call for its limits (caller.name).
-func (n *Node) callerKey(ctx context.Context) string { return n.callerOf(ctx).name }
 
 // admitted is a Submit request after admission: the txs to go on, their
 // decodings, and the answers already known for the others.

@@ -95,6 +95,42 @@ func TestLimitersNonMembers(t *testing.T) {
 	}
 }
 
+// TestLimitersReads: each caller has its own read budget; non-members
+// also share one, so a flood of them under fresh names leaves members'
+// budgets whole.
+func TestLimitersReads(t *testing.T) {
+	cfg := LimitsConfig{QueryRate: 0.001, QueryBurst: 3, NonMemberQueryRate: 0.001, NonMemberQueryBurst: 4}.withDefaults()
+	ls := newLimiters(cfg)
+	for i := range 3 {
+		if _, err := ls.allowRead(caller{name: "key m", trusted: true}); err != nil {
+			t.Fatalf("member read %d within its burst: %v", i, err)
+		}
+	}
+	shared, err := ls.allowRead(caller{name: "key m", trusted: true})
+	if err == nil || shared || !strings.Contains(err.Error(), "caller key m is over its read rate") || !strings.Contains(err.Error(), "limits.query_rate") {
+		t.Fatalf("a member's fourth read: %v", err)
+	}
+	for i := range 4 {
+		if _, err := ls.allowRead(caller{name: "host 10.0.0." + string(rune('1'+i))}); err != nil {
+			t.Fatalf("non-member %d within the shared burst: %v", i, err)
+		}
+	}
+	shared, err = ls.allowRead(caller{name: "host 10.0.0.9"})
+	if err == nil || !shared || !strings.Contains(err.Error(), "limits.non_member_query_rate") {
+		t.Fatalf("a fifth host past the shared read budget: %v", err)
+	}
+	if _, err := ls.allowRead(caller{name: "key other", trusted: true}); err != nil {
+		t.Fatalf("another member is held by the non-members' budget: %v", err)
+	}
+	d := LimitsConfig{}.withDefaults()
+	if d.QueryRate <= 0 || d.QueryBurst < int(d.QueryRate) || d.NonMemberQueryRate <= 0 || d.NonMemberQueryBurst <= 0 || d.NonMemberQueryRate > d.QueryRate {
+		t.Errorf("read defaults %+v", d)
+	}
+	if err := (LimitsConfig{QueryRate: -1}).validate(); err == nil {
+		t.Error("a negative query_rate was accepted")
+	}
+}
+
 // TestLimitersBounded: past MaxCallers, new callers share one overflow
 // bucket instead of each getting a fresh burst, and the map stays bounded.
 func TestLimitersBounded(t *testing.T) {

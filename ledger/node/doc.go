@@ -101,6 +101,18 @@
 // limits.max_range blocks per call without follow (Client.Blocks asks
 // again) and each caller holds at most limits.max_streams streams.
 //
+// Reads (Query, GetTx, GetBlock, StreamBlocks calls, Status) are held to
+// a per-caller rate (limits.query_rate, query_burst), callers named as for
+// Submit; callers that are no member or node also share one read budget
+// (limits.non_member_query_rate, non_member_query_burst), which also paces
+// the blocks streamed to them. Over a limit: ResourceExhausted naming it
+// (fedtune_ledger_refused_total{reason="read_rate_limited"} and
+// "read_rate_limited_non_members"); fedtune_ledger_reads_total{rpc,
+// caller} counts the reads admitted. Ledger nodes are not limited, and
+// the ledger client waits out a refusal instead of failing. A listing
+// query (QUERY_KIND_PUBLISHED_DATASETS) returns pages of at most
+// limits.max_range entries and MaxPageBytes of manifests.
+//
 // # Data directory
 //
 //	genesis.yaml   the chain's genesis file, copied there by Init

@@ -16,8 +16,13 @@ type metrics struct {
 	// proposals its FSM refused, by reason: "tx_<code>" (a tx refused by
 	// admission, code as in ledger.Code), "rate_limited",
 	// "submit_too_large", "submit_too_many", "proposal_not_voter",
-	// "proposal_clock_skew".
-	refused      *prometheus.CounterVec
+	// "proposal_clock_skew", "read_rate_limited",
+	// "read_rate_limited_non_members", "streams".
+	refused *prometheus.CounterVec
+	// reads counts the read calls served (Query, GetTx, GetBlock,
+	// StreamBlocks, Status), by rpc and caller kind ("node", "member",
+	// "non_member").
+	reads        *prometheus.CounterVec
 	applyLatency prometheus.Histogram
 	height       prometheus.Gauge
 	isLeader     prometheus.Gauge
@@ -42,6 +47,10 @@ func newMetrics() *metrics {
 			Name: "fedtune_ledger_refused_total",
 			Help: "Txs and requests refused before a proposal, and proposals refused by the FSM, by reason.",
 		}, []string{"reason"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedtune_ledger_reads_total",
+			Help: "Read calls admitted (Query, GetTx, GetBlock, StreamBlocks, Status), by rpc and caller kind.",
+		}, []string{"rpc", "caller"}),
 		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fedtune_ledger_apply_seconds",
 			Help:    "Time from raft.Apply of a block proposal to its result, on the leader.",
@@ -56,7 +65,7 @@ func newMetrics() *metrics {
 			Help: "1 while this node is the raft leader.",
 		}),
 	}
-	m.reg.MustRegister(m.blocksApplied, m.txsCommitted, m.txsRejected, m.refused, m.applyLatency, m.height, m.isLeader,
+	m.reg.MustRegister(m.blocksApplied, m.txsCommitted, m.txsRejected, m.refused, m.reads, m.applyLatency, m.height, m.isLeader,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

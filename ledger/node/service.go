@@ -143,6 +143,9 @@ func (n *Node) blockResponse(h uint64) (*ledgerv1.BlockResponse, [32]byte, error
 // GetBlock returns a block with the cosignatures this node and its peers
 // have for it.
 func (s *service) GetBlock(ctx context.Context, req *ledgerv1.GetBlockRequest) (*ledgerv1.BlockResponse, error) {
+	if _, err := s.n.admitRead(ctx, "get_block"); err != nil {
+		return nil, err
+	}
 	resp, hash, err := s.n.blockResponse(req.Height)
 	if err != nil {
 		return nil, err
@@ -277,19 +280,29 @@ func (s *service) GetCheckpoint(ctx context.Context, req *ledgerv1.GetCheckpoint
 	return client.CheckpointToProto(&cp), nil
 }
 
+// streamReadBlocks is how many blocks streamed to a non-member count as
+// one read of the non-members' shared budget.
+const streamReadBlocks = 32
+
 // StreamBlocks sends blocks from a height on, following new ones if asked.
 // Without Follow one call sends at most limits.max_range blocks (the
 // client asks again from where it stopped); each caller may hold at most
-// limits.max_streams streams at once.
+// limits.max_streams streams at once. Opening one is a read (see Query);
+// to a caller that is no member, every streamReadBlocks blocks sent wait
+// for a token of the non-members' shared read budget.
 func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv1.Ledger_StreamBlocksServer) error {
 	ctx := stream.Context()
-	release, err := s.n.limits.openStream(s.n.callerKey(ctx))
+	c, err := s.n.admitRead(ctx, "stream_blocks")
+	if err != nil {
+		return err
+	}
+	release, err := s.n.limits.openStream(c.name)
 	if err != nil {
 		s.n.metrics.refused.WithLabelValues("streams").Inc()
 		return status.Errorf(codes.ResourceExhausted, "stream blocks: %v", err)
 	}
 	defer release()
-	next := req.FromHeight
+	next, sent := req.FromHeight, 0
 	for {
 		sig := s.n.blockSignal()
 		head := s.n.fsm.Height()
@@ -297,6 +310,11 @@ func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv
 			head = s.n.clampRange(next, head)
 		}
 		for ; next <= head; next++ {
+			if sent++; sent%streamReadBlocks == 0 {
+				if err := s.n.paceRead(ctx, c); err != nil {
+					return err
+				}
+			}
 			resp, _, err := s.n.blockResponse(next)
 			if err != nil {
 				return err
@@ -323,6 +341,9 @@ func (s *service) StreamBlocks(req *ledgerv1.StreamBlocksRequest, stream ledgerv
 
 // GetTx returns a committed tx with its inclusion proof.
 func (s *service) GetTx(ctx context.Context, req *ledgerv1.GetTxRequest) (*ledgerv1.GetTxResponse, error) {
+	if _, err := s.n.admitRead(ctx, "get_tx"); err != nil {
+		return nil, err
+	}
 	if len(req.Hash) != 32 {
 		return nil, status.Errorf(codes.InvalidArgument, "tx hash is %d bytes, want 32", len(req.Hash))
 	}
@@ -343,7 +364,13 @@ func (s *service) GetTx(ctx context.Context, req *ledgerv1.GetTxRequest) (*ledge
 }
 
 // Query reads one record of ledger state as JSON.
+//
+// Each caller is held to limits.query_rate, and callers that are not
+// members share limits.non_member_query_rate (ResourceExhausted beyond).
 func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledgerv1.QueryResponse, error) {
+	if _, err := s.n.admitRead(ctx, "query"); err != nil {
+		return nil, err
+	}
 	f := s.n.fsm
 	if err := s.n.waitMinHeight(ctx, req.MinHeight); err != nil {
 		return nil, err
@@ -368,6 +395,12 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 		v, err = f.Job(req.Key)
 	case ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST:
 		v, err = f.UpdatesByDigest(req.Key)
+	case ledgerv1.QueryKind_QUERY_KIND_PUBLISHED_DATASETS:
+		limit := int(req.Limit)
+		if limit == 0 {
+			limit = DefaultPageSize
+		}
+		v, err = f.PublishedDatasets(req.After, min(limit, s.n.limits.cfg.MaxRange), MaxPageBytes)
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "unknown query kind %v", req.Kind)
 	}
@@ -380,6 +413,15 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 	}
 	return &ledgerv1.QueryResponse{Json: data, Height: height}, nil
 }
+
+// DefaultPageSize is the entries of a listing query's page when the
+// request gives no limit; a request's limit is capped at limits.max_range.
+// MaxPageBytes bounds the manifests one page carries (it always holds at
+// least one entry).
+const (
+	DefaultPageSize = 64
+	MaxPageBytes    = 1 << 20
+)
 
 // MaxQueryWait bounds how long a Query with a min_height waits for this
 // node to apply that height; MaxQueryLead bounds how far ahead of this
@@ -416,6 +458,9 @@ func queryName(k ledgerv1.QueryKind) string {
 
 // Status describes this node and the cluster as it sees it.
 func (s *service) Status(ctx context.Context, _ *ledgerv1.StatusRequest) (*ledgerv1.StatusResponse, error) {
+	if _, err := s.n.admitRead(ctx, "status"); err != nil {
+		return nil, err
+	}
 	return s.n.status()
 }
 

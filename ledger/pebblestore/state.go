@@ -309,6 +309,16 @@ func (sn *Snapshot) Iter(prefix []byte, fn func(key, val []byte) error) error {
 	return iterate(sn.snap, lower, upper, fn)
 }
 
+// IterFrom is State.IterFrom as of the snapshot.
+func (sn *Snapshot) IterFrom(prefix, start []byte, fn func(key, val []byte) error) error {
+	if err := sn.enter(); err != nil {
+		return err
+	}
+	defer sn.db.exit()
+	lower, upper := stateBounds(prefix, start)
+	return iterate(sn.snap, lower, upper, fn)
+}
+
 // Close releases the snapshot. It is idempotent.
 func (sn *Snapshot) Close() error {
 	if sn == nil || sn.closed.Swap(true) {

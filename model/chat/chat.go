@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/fedtune/fedtune/model/chat/internal/jinja"
 )
 
 // ConfigFileName is the file of a model folder that holds the chat template.
@@ -26,6 +26,35 @@ var ErrNoTemplate = errors.New("chat: no chat_template")
 // ErrConfig is returned for a tokenizer config or template that cannot be
 // used.
 var ErrConfig = errors.New("chat: bad chat template")
+
+// Limits bound the work of one render of a chat template (steps, output
+// bytes, bytes built, nesting depth); a zero field takes DefaultLimits'.
+// A template ships inside a published checkpoint, so whoever published it
+// chooses the code a node runs: every render is bounded, and a render that
+// reaches a limit fails with a *LimitError naming it.
+type Limits = jinja.Limits
+
+// LimitError is a render stopped by one of its Limits; its Limit field
+// names which ("steps", "output", "alloc", "depth", "parse depth",
+// "range", "build").
+type LimitError = jinja.LimitError
+
+// DefaultLimits are the limits of a render whose Options give none: far
+// above what any published template needs for a long conversation.
+var DefaultLimits = jinja.DefaultLimits
+
+// MaxSourceBytes bounds a chat template's source.
+const MaxSourceBytes = 1 << 20
+
+// probe is the conversation Parse renders a template with, under its
+// limits, so a template that runs away is refused when a model is loaded
+// or imported rather than on its first request.
+var probe = []Message{
+	{Role: "system", Content: "You are a helpful assistant."},
+	{Role: "user", Content: "Hello."},
+	{Role: "assistant", Content: "Hello! How can I help?"},
+	{Role: "user", Content: "What is 2 + 2?"},
+}
 
 // specialTokenKeys are the tokenizer_config.json fields transformers puts in
 // special_tokens_map (SPECIAL_TOKENS_ATTRIBUTES, less the list handled
@@ -52,6 +81,8 @@ type Options struct {
 	// override the special tokens but not messages or
 	// add_generation_prompt.
 	Vars map[string]any
+	// Limits bound the render; zero fields take DefaultLimits'.
+	Limits Limits
 }
 
 // Template is a compiled chat template with the special tokens of its
@@ -95,7 +126,12 @@ func Load(dir string) (*Template, error) {
 
 // Parse decodes a tokenizer_config.json and compiles its chat template. name
 // picks a template from a list of named ones; "" means DefaultName.
-func Parse(config []byte, name string) (*Template, error) {
+//
+// The template is rendered once with a short conversation, with and
+// without the generation prompt, under DefaultLimits: one that reaches a
+// limit is refused with ErrConfig and the *LimitError (a template that
+// raises an exception for that conversation is not refused).
+func Parse(config []byte, name string) (t *Template, err error) {
 	var cfg map[string]json.RawMessage
 	if err := json.Unmarshal(config, &cfg); err != nil {
 		return nil, fmt.Errorf("%w: tokenizer config: %v", ErrConfig, err)
@@ -122,10 +158,15 @@ func Parse(config []byte, name string) (*Template, error) {
 			special[k] = s
 		}
 	}
-	t, err := New(src, special)
+	t, err = New(src, special)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err == nil {
+			err = t.Check(Limits{})
+		}
+	}()
 	if v, ok := cfg["additional_special_tokens"]; ok && string(v) != "null" {
 		var list []json.RawMessage
 		if err := json.Unmarshal(v, &list); err != nil {
@@ -201,6 +242,9 @@ func tokenString(raw json.RawMessage) (string, bool, error) {
 // New compiles a chat template source with the given special tokens
 // (bos_token → "<s>", …).
 func New(source string, special map[string]string) (*Template, error) {
+	if len(source) > MaxSourceBytes {
+		return nil, fmt.Errorf("%w: chat_template is %d bytes, over the limit of %d", ErrConfig, len(source), MaxSourceBytes)
+	}
 	tmpl, err := jinja.Compile(source)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -210,6 +254,21 @@ func New(source string, special map[string]string) (*Template, error) {
 		t.special[k] = v
 	}
 	return t, nil
+}
+
+// Check renders a short conversation with the template, with and without
+// the generation prompt, under lim: a render that reaches a limit gives
+// ErrConfig wrapping the *LimitError. Errors the template raises itself
+// (it may refuse the conversation) are not reported.
+func (t *Template) Check(lim Limits) error {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, gen := range []bool{false, true} {
+		_, err := t.Render(probe, Options{AddGenerationPrompt: gen, Now: at, Limits: lim})
+		if le := (*LimitError)(nil); errors.As(err, &le) {
+			return fmt.Errorf("%w: rendering a four-message conversation: %w", ErrConfig, le)
+		}
+	}
+	return nil
 }
 
 // Source returns the template's Jinja source.
@@ -264,10 +323,14 @@ func (t *Template) Render(msgs []Message, o Options) (string, error) {
 		return jinja.NewString(Strftime(at, format)), nil
 	})
 
-	out, err := t.tmpl.RenderValues(data)
+	out, err := t.tmpl.RenderLimited(data, o.Limits)
 	if err != nil {
 		if raised != nil {
 			return "", raised
+		}
+		var le *LimitError
+		if errors.As(err, &le) {
+			return "", fmt.Errorf("chat: render: %w", le)
 		}
 		return "", &TemplateError{Message: err.Error()}
 	}

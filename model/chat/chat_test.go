@@ -3,6 +3,7 @@ package chat
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -235,6 +236,74 @@ func TestConcurrentRender(t *testing.T) {
 	for range 8 {
 		if got := <-done; got != want {
 			t.Errorf("concurrent render %q, want %q", got, want)
+		}
+	}
+}
+
+// TestHostileTemplate: a checkpoint's tokenizer_config.json may carry a
+// template written to hang or exhaust the node that loads it. One that
+// runs away on any conversation is refused by Parse (so at model load and
+// import); one that runs away only on some messages fails that render
+// with the limit named.
+func TestHostileTemplate(t *testing.T) {
+	for name, src := range map[string]string{
+		"recursion": `{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}`,
+		"loop":      `{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}`,
+		"growth":    `{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}`,
+	} {
+		cfg, _ := json.Marshal(map[string]any{"chat_template": src})
+		_, err := Parse(cfg, "")
+		var le *LimitError
+		if !errors.Is(err, ErrConfig) || !errors.As(err, &le) {
+			t.Errorf("%s: Parse err = %v; want ErrConfig with a *LimitError", name, err)
+		}
+	}
+	cfg, _ := json.Marshal(map[string]any{"chat_template": `{% macro f() %}{{ f() }}{% endmacro %}{% for m in messages %}{% if m.content == 'boom' %}{{ f() }}{% endif %}{{ m.content }}{% endfor %}`})
+	tmpl, err := Parse(cfg, "")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if _, err := tmpl.Render([]Message{{Role: "user", Content: "hi"}}, Options{}); err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	_, err = tmpl.Render([]Message{{Role: "user", Content: "boom"}}, Options{})
+	var le *LimitError
+	if !errors.As(err, &le) || le.Limit != "depth" || !strings.Contains(err.Error(), "depth limit") {
+		t.Fatalf("render of the trigger: %v; want the depth limit named", err)
+	}
+	big := strings.Repeat(" ", MaxSourceBytes+1)
+	if _, err := New(big, nil); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "over the limit") {
+		t.Errorf("oversized source: %v", err)
+	}
+}
+
+// TestLongConversationWithinLimits: the shipped templates render a
+// conversation of 2,000 turns under DefaultLimits.
+func TestLongConversationWithinLimits(t *testing.T) {
+	paths, _ := filepath.Glob(filepath.Join("testdata", "configs", "*.json"))
+	if len(paths) == 0 {
+		t.Fatal("no shipped configs")
+	}
+	var msgs []Message
+	msgs = append(msgs, Message{Role: "system", Content: "Be brief."})
+	for i := range 1000 {
+		msgs = append(msgs, Message{Role: "user", Content: fmt.Sprintf("question %d %s", i, strings.Repeat("word ", 40))}, Message{Role: "assistant", Content: "answer"})
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl, err := Parse(b, "")
+		if errors.Is(err, ErrNoTemplate) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		var te *TemplateError
+		if _, err := tmpl.Render(msgs, Options{AddGenerationPrompt: true}); err != nil && !errors.As(err, &te) {
+			t.Errorf("%s: %v", p, err)
 		}
 	}
 }

@@ -3,8 +3,9 @@
 //
 // It owns reading the chat_template of a model folder's
 // tokenizer_config.json and rendering it; it does not tokenize. The
-// template is Jinja, run by github.com/ardanlabs/jinja, which compiles with
-// the options transformers uses (trim_blocks and lstrip_blocks on).
+// template is Jinja, run by a copy of github.com/ardanlabs/jinja
+// (internal/jinja), which compiles with the options transformers uses
+// (trim_blocks and lstrip_blocks on).
 //
 // # Loading
 //
@@ -36,6 +37,23 @@
 // apply_chat_template are. The rendered text holds the special tokens as
 // text; tokenize it without adding special tokens again, as transformers
 // does.
+//
+// # Limits
+//
+// A chat template ships inside a published checkpoint, so whoever
+// published it chooses code that every node loading the model runs. The
+// template runs in a copy of the evaluator (internal/jinja) that bounds
+// each render by Limits: steps (nodes, expressions, loop iterations and
+// the size of every value walked), output bytes (of the text and of any
+// one string), bytes built in all, and nesting depth (recursion included);
+// a source over MaxSourceBytes or nested deeper than the parser allows
+// does not compile. A render past a limit fails with a *LimitError naming
+// the limit. Parse renders a short conversation under DefaultLimits, so a
+// template that runs away is refused when a model is loaded or imported;
+// every later render (serving, training data, evaluation) is bounded too.
+// As in transformers' sandbox, a template cannot change a list or dict in
+// place (list.append, dict.update, …) nor store a namespace inside a
+// container.
 //
 // Expected renderings in testdata/expected.json come from Hugging Face's
 // @huggingface/jinja (the Jinja of transformers.js), produced by

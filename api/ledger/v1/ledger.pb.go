@@ -101,6 +101,9 @@ const (
 	QueryKind_QUERY_KIND_JOB QueryKind = 7
 	// The submissions of an update digest, earliest first (key: the digest).
 	QueryKind_QUERY_KIND_UPDATES_BY_DIGEST QueryKind = 8
+	// One page of the published datasets, by name (key: unused; after and
+	// limit page through them): a ledger.PublishedPage.
+	QueryKind_QUERY_KIND_PUBLISHED_DATASETS QueryKind = 9
 )
 
 // Enum value maps for QueryKind.
@@ -115,17 +118,19 @@ var (
 		6: "QUERY_KIND_NONCE",
 		7: "QUERY_KIND_JOB",
 		8: "QUERY_KIND_UPDATES_BY_DIGEST",
+		9: "QUERY_KIND_PUBLISHED_DATASETS",
 	}
 	QueryKind_value = map[string]int32{
-		"QUERY_KIND_UNSPECIFIED":       0,
-		"QUERY_KIND_MEMBER":            1,
-		"QUERY_KIND_MODEL":             2,
-		"QUERY_KIND_DATASET":           3,
-		"QUERY_KIND_ROUND":             4,
-		"QUERY_KIND_LINEAGE":           5,
-		"QUERY_KIND_NONCE":             6,
-		"QUERY_KIND_JOB":               7,
-		"QUERY_KIND_UPDATES_BY_DIGEST": 8,
+		"QUERY_KIND_UNSPECIFIED":        0,
+		"QUERY_KIND_MEMBER":             1,
+		"QUERY_KIND_MODEL":              2,
+		"QUERY_KIND_DATASET":            3,
+		"QUERY_KIND_ROUND":              4,
+		"QUERY_KIND_LINEAGE":            5,
+		"QUERY_KIND_NONCE":              6,
+		"QUERY_KIND_JOB":                7,
+		"QUERY_KIND_UPDATES_BY_DIGEST":  8,
+		"QUERY_KIND_PUBLISHED_DATASETS": 9,
 	}
 )
 
@@ -813,7 +818,12 @@ type QueryRequest struct {
 	// min_height, when set, makes the node wait (bounded by the call's
 	// deadline and the node's own cap) until it has applied that height
 	// before it reads the record.
-	MinHeight     uint64 `protobuf:"varint,4,opt,name=min_height,json=minHeight,proto3" json:"min_height,omitempty"`
+	MinHeight uint64 `protobuf:"varint,4,opt,name=min_height,json=minHeight,proto3" json:"min_height,omitempty"`
+	// after names where a listing query (QUERY_KIND_PUBLISHED_DATASETS)
+	// starts: the entries after it ("" for the first page); limit bounds the
+	// entries of the page (0: the node's default; the node caps it).
+	After         string `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +882,20 @@ func (x *QueryRequest) GetRound() uint64 {
 func (x *QueryRequest) GetMinHeight() uint64 {
 	if x != nil {
 		return x.MinHeight
+	}
+	return 0
+}
+
+func (x *QueryRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *QueryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
 	}
 	return 0
 }
@@ -1606,13 +1630,15 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\benvelope\x18\x03 \x01(\fR\benvelope\x12\x14\n" +
 	"\x05proof\x18\x04 \x03(\fR\x05proof\x12\x1b\n" +
 	"\ttree_size\x18\x05 \x01(\x04R\btreeSize\x12\x17\n" +
-	"\atx_root\x18\x06 \x01(\fR\x06txRoot\"\x87\x01\n" +
+	"\atx_root\x18\x06 \x01(\fR\x06txRoot\"\xb3\x01\n" +
 	"\fQueryRequest\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.fedtune.ledger.v1.QueryKindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x04R\x05round\x12\x1d\n" +
 	"\n" +
-	"min_height\x18\x04 \x01(\x04R\tminHeight\";\n" +
+	"min_height\x18\x04 \x01(\x04R\tminHeight\x12\x14\n" +
+	"\x05after\x18\x05 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\rR\x05limit\";\n" +
 	"\rQueryResponse\x12\x12\n" +
 	"\x04json\x18\x01 \x01(\fR\x04json\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\x04R\x06height\"\x0f\n" +
@@ -1664,7 +1690,7 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x15TX_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TX_STATUS_COMMITTED\x10\x01\x12\x16\n" +
 	"\x12TX_STATUS_REJECTED\x10\x02\x12\x15\n" +
-	"\x11TX_STATUS_UNKNOWN\x10\x03*\xe6\x01\n" +
+	"\x11TX_STATUS_UNKNOWN\x10\x03*\x89\x02\n" +
 	"\tQueryKind\x12\x1a\n" +
 	"\x16QUERY_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11QUERY_KIND_MEMBER\x10\x01\x12\x14\n" +
@@ -1674,7 +1700,8 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x12QUERY_KIND_LINEAGE\x10\x05\x12\x14\n" +
 	"\x10QUERY_KIND_NONCE\x10\x06\x12\x12\n" +
 	"\x0eQUERY_KIND_JOB\x10\a\x12 \n" +
-	"\x1cQUERY_KIND_UPDATES_BY_DIGEST\x10\b2\xa9\x06\n" +
+	"\x1cQUERY_KIND_UPDATES_BY_DIGEST\x10\b\x12!\n" +
+	"\x1dQUERY_KIND_PUBLISHED_DATASETS\x10\t2\xa9\x06\n" +
 	"\x06Ledger\x12M\n" +
 	"\x06Submit\x12 .fedtune.ledger.v1.SubmitRequest\x1a!.fedtune.ledger.v1.SubmitResponse\x12P\n" +
 	"\bGetBlock\x12\".fedtune.ledger.v1.GetBlockRequest\x1a .fedtune.ledger.v1.BlockResponse\x12Z\n" +
