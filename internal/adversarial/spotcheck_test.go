@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -203,16 +204,33 @@ func TestAttackSpotChecks(t *testing.T) {
 	// rejecting trainer-2's honest update. Its lone rejection is recorded
 	// but rejects nothing; a second verdict from it is refused; the update
 	// passes on the two honest verifiers' passes and the round commits.
+	// trainer-3's forged update is rejected once two verifiers name the
+	// same step.
 	qr := recipe(1)
 	qr.Verify.By = []string{ids["verifier-1"], ids["verifier-2"], ids["verifier-3"]}
 	qr.Verify.Quorum = 2
 	const qjob = "adv-quorum"
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: qjob, Recipe: qr})
-	qo := open(qjob, qr, 1, r.base, "trainer-2")
+	qo := open(qjob, qr, 1, r.base, "trainer-2", "trainer-3")
 	r.must(t, ctx, "coordinator", qo)
 	qb := submit(qjob, qo, "trainer-2")
 	r.must(t, ctx, "trainer-2", qb)
+	q3 := submit(qjob, qo, "trainer-3")
+	r.must(t, ctx, "trainer-3", q3)
 	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: qjob, Round: 1})
+	// trainer-3's update: rejections naming different steps do not add
+	// up; the second one naming step 2 rejects it.
+	reject3 := func(step uint64) ledger.UpdateRejected {
+		return ledger.UpdateRejected{JobID: qjob, Round: 1, UpdateDigest: q3.UpdateDigest, Reason: fmt.Sprintf("spot check: step %d differs", step), Step: step}
+	}
+	r.must(t, ctx, "verifier-3", reject3(1))
+	r.must(t, ctx, "verifier-1", reject3(2))
+	if rd, err := c.Round(ctx, qjob, 1); err != nil {
+		t.Fatal(err)
+	} else if u := rd.Updates[slices.IndexFunc(rd.Updates, func(u ledger.Update) bool { return u.UpdateDigest == q3.UpdateDigest })]; u.Rejected {
+		t.Fatalf("rejections naming steps 1 and 2 rejected the update under quorum 2: %+v", u)
+	}
+	r.must(t, ctx, "verifier-2", reject3(2))
 	qcommit := ledger.RoundCommitted{JobID: qjob, Round: 1, ModelDigest: digestOf("quorum model"), Strategy: "fedavg", Params: qr.CommitParams(),
 		Contributors: []ledger.Contribution{{Trainer: nw.ID("trainer-2"), UpdateDigest: qb.UpdateDigest, Weight: 1}}}
 	qverified := ledger.UpdateVerified{JobID: qjob, Round: 1, UpdateDigest: qb.UpdateDigest}
@@ -248,6 +266,11 @@ func TestAttackSpotChecks(t *testing.T) {
 	r.must(t, ctx, "verifier-2", qverified)
 	if u := qupdate(t); u.Rejected || u.VerifiedBy != ids["verifier-2"] || len(u.Verdicts) != 3 || u.Agreeing(true, 0) != 2 {
 		t.Fatalf("after two passes under quorum 2: %+v; want the update passed", u)
+	}
+	if rd, err := c.Round(ctx, qjob, 1); err != nil {
+		t.Fatal(err)
+	} else if u := rd.Updates[slices.IndexFunc(rd.Updates, func(u ledger.Update) bool { return u.UpdateDigest == q3.UpdateDigest })]; !u.Rejected || u.RejectStep != 2 || u.RejectedBy != ids["verifier-2"] {
+		t.Fatalf("two rejections naming step 2 under quorum 2: %+v; want the update rejected at step 2", u)
 	}
 	r.must(t, ctx, "aggregator", qcommit)
 	t.Run("round 2 selects the trainer the liar rejected", func(t *testing.T) {
