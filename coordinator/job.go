@@ -152,6 +152,8 @@ type VerifySpec struct {
 	// next SuspendRounds rounds; SuspendJob out of the rest of the job.
 	SuspendRounds uint64 `yaml:"suspend_rounds" json:"suspend_rounds,omitempty"`
 	SuspendJob    bool   `yaml:"suspend_job" json:"suspend_job,omitempty"`
+	// Quorum is how many verifiers must agree on a verdict (0: 1).
+	Quorum int `yaml:"quorum" json:"quorum,omitempty"`
 	// Timeout is how long the coordinator waits for the verdicts after
 	// it closes a round's submissions (0: the job's deadline); a drawn
 	// update still without one is then rejected as unverified.
@@ -786,7 +788,7 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 		r.RangeSeed, r.RangeSamples = j.Seed, j.RangeSize()
 	}
 	if v := j.Verify; v != nil {
-		r.Verify = &ledger.VerifyRule{Fraction: v.Fraction, By: slices.Clone(v.By), SuspendRounds: v.SuspendRounds, SuspendJob: v.SuspendJob}
+		r.Verify = &ledger.VerifyRule{Fraction: v.Fraction, By: slices.Clone(v.By), SuspendRounds: v.SuspendRounds, SuspendJob: v.SuspendJob, Quorum: v.Quorum}
 	}
 	// Round 1's base: model.digest (a job given model.path or model.init
 	// has it set by the coordinator once the folder is imported, see

@@ -140,11 +140,29 @@
 // and none escapes the draw by claiming some. A verifier
 // the rule names then signs, in a later block, UpdateVerified (its replay
 // matched bit for bit) or UpdateRejected with Step (the first differing
-// step); a rejection keeps the trainer out of the job's next rounds by
-// the rule's policy. The FSM admits a verdict only from a named verifier,
-// for a drawn update of an open, closed-for-submissions round, once; it
-// refuses an UpdateSubmitted after the close and a RoundCommitted that
-// counts a drawn update no verifier passed.
+// step). The FSM records each verdict on the update (Update.Verdicts) and
+// settles the update once the rule's quorum (VerifyRule.Quorum, default
+// 1) agrees: Quorum passes pass it (VerifiedBy), Quorum rejections naming
+// the same step reject it (Rejected, RejectStep), and a rejection keeps
+// the trainer out of the job's next rounds by the rule's policy. The FSM
+// admits a verdict only from a named verifier, for a drawn, unsettled
+// update of an open, closed-for-submissions round, one per verifier (a
+// second one, or a changed mind, is refused); it refuses an
+// UpdateSubmitted after the close and a RoundCommitted that counts a
+// drawn update not passed.
+//
+// What a lying verifier can do: with quorum q and n verifiers named, a
+// minority of fewer than q liars cannot reject an honest update (their
+// rejections never reach q, however they pick the step) and cannot pass
+// a dishonest one (their passes never reach q); they can only delay a
+// verdict, and only when the honest verifiers number fewer than q, so
+// that the update stays unsettled and the coordinator rejects it as
+// unverified at the verify timeout: choose n ≥ 2q-1 so that the honest
+// majority settles every update alone. Honest verifiers agree bit for bit
+// (replay is deterministic), so their rejections name the same step. q
+// or more colluding liars decide, as one verifier does at quorum 1; and
+// a liar's verdict stays on the chain under its key for auditors
+// (fedtune audit replay re-judges it).
 //
 // Who could steer the draw: not a trainer, which submits before the
 // closing block exists (a submission in that block cannot know its hash,

@@ -170,10 +170,46 @@ type Update struct {
 	// ("" for none), at VerifiedHeight.
 	VerifiedBy     string `json:"verified_by,omitempty"`
 	VerifiedHeight uint64 `json:"verified_height,omitempty"`
+	// Verdicts are the verifiers' verdicts on a drawn update, one per
+	// verifier, in chain order. VerifiedBy or Rejected is set once the
+	// job's quorum agrees (VerifyRule.Need).
+	Verdicts []Verdict `json:"verdicts,omitempty"`
 	// Drawn reports that the update was drawn for a spot check
 	// (RoundRecipe.DrawnUpdate under Round.DrawSeed). Filled by FSM.Round;
 	// not stored.
 	Drawn bool `json:"drawn,omitempty"`
+}
+
+// Verdict is one verifier's verdict on a drawn update: Passed, or a
+// rejection naming Step, at Height.
+type Verdict struct {
+	Verifier string `json:"verifier"`
+	Passed   bool   `json:"passed,omitempty"`
+	Step     uint64 `json:"step,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Height   uint64 `json:"height"`
+}
+
+// Agreeing counts the verdicts that agree with pass (and, for a
+// rejection, name step).
+func (u *Update) Agreeing(pass bool, step uint64) int {
+	n := 0
+	for _, v := range u.Verdicts {
+		if v.Passed == pass && (pass || v.Step == step) {
+			n++
+		}
+	}
+	return n
+}
+
+// VerdictOf returns verifier's verdict on the update, if it gave one.
+func (u *Update) VerdictOf(verifier string) (Verdict, bool) {
+	for _, v := range u.Verdicts {
+		if v.Verifier == verifier {
+			return v, true
+		}
+	}
+	return Verdict{}, false
 }
 
 // TxRecord is a transaction as the chain holds it, with the proof that it is

@@ -64,6 +64,18 @@ type VerifyRule struct {
 	SuspendRounds uint64 `json:"suspend_rounds,omitempty"`
 	// SuspendJob suspends a rejected trainer for the rest of the job.
 	SuspendJob bool `json:"suspend_job,omitempty"`
+	// Quorum is how many of By must agree to settle a drawn update: it
+	// passes with Quorum passes and is rejected with Quorum rejections
+	// naming the same step (0: 1, the first verdict settles it).
+	Quorum int `json:"quorum,omitempty"`
+}
+
+// Need returns the effective quorum: Quorum, or 1 when unset.
+func (v *VerifyRule) Need() int {
+	if v.Quorum > 0 {
+		return v.Quorum
+	}
+	return 1
 }
 
 // Names reports whether id is one of the rule's verifiers.
@@ -97,6 +109,9 @@ func (v *VerifyRule) Validate() error {
 		if slices.Contains(v.By[:i], id) {
 			return fmt.Errorf("recipe.verify.by[%d] %s is listed twice", i, id)
 		}
+	}
+	if v.Quorum < 0 || v.Quorum > len(v.By) {
+		return fmt.Errorf("recipe.verify.quorum %d: want 1 to the %d verifiers listed (0: 1)", v.Quorum, len(v.By))
 	}
 	if v.SuspendJob && v.SuspendRounds != 0 {
 		return fmt.Errorf("recipe.verify: suspend_rounds %d and suspend_job: give one suspension policy", v.SuspendRounds)

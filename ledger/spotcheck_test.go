@@ -11,8 +11,9 @@ import (
 )
 
 // spotCheckTxs are one tx of each spot-check encoding: a recipe with a
-// verify rule, a SubmissionsClosed, an UpdateVerified and a verifier's
-// UpdateRejected naming a step.
+// verify rule, a SubmissionsClosed, an UpdateVerified, a verifier's
+// UpdateRejected naming a step, an UpdateSubmitted disclosing its step
+// digests, and a recipe with a verifier quorum.
 func spotCheckTxs(t testing.TB, c *cast) [][]byte {
 	v := newActor("verifier", RoleVerifier)
 	return [][]byte{
@@ -24,6 +25,9 @@ func spotCheckTxs(t testing.TB, c *cast) [][]byte {
 		v.sign(t, UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u2"), Reason: "spot check: replay differs", Step: 3}),
 		c.trainers[0].sign(t, UpdateSubmitted{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u3"), DatasetDigest: hexDigest("p"), Samples: 2,
 			Ranges: []SampleRange{{Dataset: hexDigest("p"), First: 0, End: 2}}, Commitment: disclosedCommitment(t)}),
+		c.coord.sign(t, JobRegistered{JobID: "spot-quorum", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{c.agg.id},
+			Published: []PublishedRef{{Digest: hexDigest("p"), Samples: 5}}, RangeSeed: 9, RangeSamples: 2,
+			Verify: &VerifyRule{Fraction: 1, By: []string{v.id, c.trainers[1].id, c.agg.id}, Quorum: 2, SuspendJob: true}}}),
 	}
 }
 
@@ -87,6 +91,10 @@ func TestSpotCheckBodies(t *testing.T) {
 			Commitment: func() *TrainingCommitment { c := disclosedCommitment(t); c.StepDigests[1] = "x"; return c }()}, "step_digests[1]"},
 		{"recipe verify without published data", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
 			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}}}}, "only on published data"},
+		{"quorum above the verifiers", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: 2}}}, "recipe.verify.quorum 2"},
+		{"negative quorum", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: -1}}}, "recipe.verify.quorum -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := SignTx(v.key, testChain, 1, tc.body); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -7,7 +7,9 @@
 // holding that tx is the round's draw seed: the node computes, as the
 // ledger does, which of the round's updates are drawn
 // (ledger.RoundRecipe.DrawnUpdate), replays each drawn update's local
-// training through its Replayer (bit-exact, on the job's published data),
+// training through its Replayer (bit-exact, on the job's published data;
+// internal/spotcheck's fetches every input, the base model included, by
+// the digests the ledger records),
 // and signs the verdict: ledger.UpdateVerified when the replay matches
 // the update and its training commitment bit for bit, or
 // ledger.UpdateRejected naming the first differing step otherwise. The
@@ -22,6 +24,9 @@
 //	n, err := verifier.New(verifier.Config{Ledger: lc, Key: key, Replayer: r})
 //	err = n.Run(ctx) // until ctx ends
 //
-// Its Prometheus metrics (Registry) count the rounds seen, the updates
-// drawn and replayed, the verdicts by outcome and the replay time.
+// Its Prometheus metrics (Registry): fedtune_verifier_height (the last
+// block followed), _rounds_total, _drawn_updates_total, _replays_total by
+// result (match, mismatch, error), _mismatches_total, _verdicts_total by
+// outcome (pass, reject; on the chain), _errors_total and the
+// _replay_seconds histogram.
 package verifier

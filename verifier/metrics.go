@@ -11,6 +11,8 @@ type metrics struct {
 	height        prometheus.Gauge
 	rounds        prometheus.Counter
 	drawn         prometheus.Counter
+	replays       *prometheus.CounterVec
+	mismatches    prometheus.Counter
 	verdicts      *prometheus.CounterVec
 	errors        prometheus.Counter
 	replaySeconds prometheus.Histogram
@@ -28,6 +30,12 @@ func newMetrics() *metrics {
 		drawn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fedtune_verifier_drawn_updates_total", Help: "Drawn updates this verifier replayed (each try counts).",
 		}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedtune_verifier_replays_total", Help: "Replays run, by result (match, mismatch, error).",
+		}, []string{"result"}),
+		mismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedtune_verifier_mismatches_total", Help: "Replays that differed from the update or its commitment (rejections, submitted or not).",
+		}),
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fedtune_verifier_verdicts_total", Help: "Verdicts on the ledger, by outcome (pass, reject).",
 		}, []string{"outcome"}),
@@ -39,7 +47,13 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
 		}),
 	}
-	m.reg.MustRegister(m.height, m.rounds, m.drawn, m.verdicts, m.errors, m.replaySeconds,
+	for _, r := range []string{"match", "mismatch", "error"} {
+		m.replays.WithLabelValues(r)
+	}
+	for _, o := range []string{"pass", "reject"} {
+		m.verdicts.WithLabelValues(o)
+	}
+	m.reg.MustRegister(m.height, m.rounds, m.drawn, m.replays, m.mismatches, m.verdicts, m.errors, m.replaySeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

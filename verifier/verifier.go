@@ -230,7 +230,10 @@ func (n *Node) judgeRound(ctx context.Context, p pending) error {
 			continue
 		}
 		if u.VerifiedBy != "" || u.Rejected {
-			continue // judged (by another verifier) or rejected already
+			continue // settled (by the job's quorum) or rejected already
+		}
+		if _, ok := u.VerdictOf(n.id); ok {
+			continue // our verdict is on the chain; the others' are awaited
 		}
 		n.met.drawn.Inc()
 		if err := n.check(ctx, Check{Job: p.job, Round: r, Update: u, Seed: p.seed}); err != nil {
@@ -249,7 +252,14 @@ func (n *Node) check(ctx context.Context, c Check) error {
 	n.met.replaySeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		n.met.errors.Inc()
+		n.met.replays.WithLabelValues("error").Inc()
 		return fmt.Errorf("replay of update %s of trainer %s: %w", c.Update.UpdateDigest, c.Update.Trainer, err)
+	}
+	if res.Passed {
+		n.met.replays.WithLabelValues("match").Inc()
+	} else {
+		n.met.replays.WithLabelValues("mismatch").Inc()
+		n.met.mismatches.Inc()
 	}
 	var body ledger.TxBody
 	if res.Passed {

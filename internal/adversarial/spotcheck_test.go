@@ -3,8 +3,10 @@ package adversarial
 import (
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +46,7 @@ func TestAttackSpotChecks(t *testing.T) {
 		r.signers[name] = client.NewSigner(c, key)
 	}
 	ids := map[string]string{}
-	for name, role := range map[string]ledger.Role{"coordinator-2": ledger.RoleCoordinator, "verifier-1": ledger.RoleVerifier, "verifier-2": ledger.RoleVerifier} {
+	for name, role := range map[string]ledger.Role{"coordinator-2": ledger.RoleCoordinator, "verifier-1": ledger.RoleVerifier, "verifier-2": ledger.RoleVerifier, "verifier-3": ledger.RoleVerifier} {
 		key := newKey(t)
 		r.signers[name] = client.NewSigner(c, key)
 		ids[name] = ledger.KeyID(key.Public().(ed25519.PublicKey))
@@ -151,6 +153,25 @@ func TestAttackSpotChecks(t *testing.T) {
 	t.Run("second verdict", func(t *testing.T) {
 		r.attack(t, ctx, "verifier-1", verified("trainer-2"), "already verified")
 	})
+	t.Run("quorum above the verifiers listed", func(t *testing.T) {
+		bad := recipe(1)
+		bad.Verify.Quorum = 2
+		// SignTx refuses to write it, so the coordinator signs its own
+		// payload.
+		body, err := json.Marshal(ledger.JobRegistered{JobID: "adv-quorum-bad", Recipe: bad})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := nw.ID("coordinator")
+		payload := fmt.Sprintf(`{"chain_id":%q,"signer":%q,"nonce":%d,"type":%q,"body":%s}`, nw.ChainID, id, payloadNonce(t, ctx, c, id)+1, ledger.TypeJobRegistered, body)
+		before := waitSettled(t, ctx, nw.Net)
+		_, err = c.SubmitWait(ctx, payloadSignRaw(nw.Keys["coordinator"], payload))
+		if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), "recipe.verify.quorum 2") || !strings.Contains(err.Error(), "1 verifiers listed") {
+			t.Fatalf("error %v, want a rejection naming the quorum", err)
+		}
+		t.Logf("refused: %v", err)
+		requireUnchanged(t, ctx, nw.Net, before)
+	})
 	t.Run("verifier's rejection without a step", func(t *testing.T) {
 		r.attack(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: r.job, Round: 1, UpdateDigest: r.updates["trainer-3"], Reason: "differs"}, "step is required")
 	})
@@ -177,5 +198,82 @@ func TestAttackSpotChecks(t *testing.T) {
 	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: "adv-rare", Round: 1})
 	t.Run("verdict for an update the draw left out", func(t *testing.T) {
 		r.attack(t, ctx, "verifier-1", ledger.UpdateVerified{JobID: "adv-rare", Round: 1, UpdateDigest: b.UpdateDigest}, "was not drawn for a spot check")
+	})
+
+	// A job with three verifiers and a quorum of 2: verifier-3 lies,
+	// rejecting trainer-2's honest update. Its lone rejection is recorded
+	// but rejects nothing; a second verdict from it is refused; the update
+	// passes on the two honest verifiers' passes and the round commits.
+	// trainer-3's forged update is rejected once two verifiers name the
+	// same step.
+	qr := recipe(1)
+	qr.Verify.By = []string{ids["verifier-1"], ids["verifier-2"], ids["verifier-3"]}
+	qr.Verify.Quorum = 2
+	const qjob = "adv-quorum"
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: qjob, Recipe: qr})
+	qo := open(qjob, qr, 1, r.base, "trainer-2", "trainer-3")
+	r.must(t, ctx, "coordinator", qo)
+	qb := submit(qjob, qo, "trainer-2")
+	r.must(t, ctx, "trainer-2", qb)
+	q3 := submit(qjob, qo, "trainer-3")
+	r.must(t, ctx, "trainer-3", q3)
+	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: qjob, Round: 1})
+	// trainer-3's update: rejections naming different steps do not add
+	// up; the second one naming step 2 rejects it.
+	reject3 := func(step uint64) ledger.UpdateRejected {
+		return ledger.UpdateRejected{JobID: qjob, Round: 1, UpdateDigest: q3.UpdateDigest, Reason: fmt.Sprintf("spot check: step %d differs", step), Step: step}
+	}
+	r.must(t, ctx, "verifier-3", reject3(1))
+	r.must(t, ctx, "verifier-1", reject3(2))
+	if rd, err := c.Round(ctx, qjob, 1); err != nil {
+		t.Fatal(err)
+	} else if u := rd.Updates[slices.IndexFunc(rd.Updates, func(u ledger.Update) bool { return u.UpdateDigest == q3.UpdateDigest })]; u.Rejected {
+		t.Fatalf("rejections naming steps 1 and 2 rejected the update under quorum 2: %+v", u)
+	}
+	r.must(t, ctx, "verifier-2", reject3(2))
+	qcommit := ledger.RoundCommitted{JobID: qjob, Round: 1, ModelDigest: digestOf("quorum model"), Strategy: "fedavg", Params: qr.CommitParams(),
+		Contributors: []ledger.Contribution{{Trainer: nw.ID("trainer-2"), UpdateDigest: qb.UpdateDigest, Weight: 1}}}
+	qverified := ledger.UpdateVerified{JobID: qjob, Round: 1, UpdateDigest: qb.UpdateDigest}
+	qupdate := func(t *testing.T) ledger.Update {
+		t.Helper()
+		rd, err := c.Round(ctx, qjob, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range rd.Updates {
+			if u.UpdateDigest == qb.UpdateDigest {
+				return u
+			}
+		}
+		t.Fatalf("round 1 of %s has no update %s", qjob, qb.UpdateDigest)
+		return ledger.Update{}
+	}
+	r.must(t, ctx, "verifier-3", ledger.UpdateRejected{JobID: qjob, Round: 1, UpdateDigest: qb.UpdateDigest, Reason: "spot check: step 1 differs (a lie)", Step: 1})
+	if u := qupdate(t); u.Rejected || u.VerifiedBy != "" || len(u.Verdicts) != 1 || u.Verdicts[0].Verifier != ids["verifier-3"] || u.Verdicts[0].Step != 1 {
+		t.Fatalf("after one lying rejection under quorum 2: %+v; want it recorded and the update unsettled", u)
+	}
+	t.Run("lying verifier's second verdict", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-3", ledger.UpdateRejected{JobID: qjob, Round: 1, UpdateDigest: qb.UpdateDigest, Reason: "again", Step: 1},
+			"already gave its verdict", "one verdict per verifier")
+	})
+	t.Run("lying verifier changing its verdict", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-3", qverified, "already gave its verdict")
+	})
+	r.must(t, ctx, "verifier-1", qverified)
+	t.Run("commit on one pass of a quorum of 2", func(t *testing.T) {
+		r.attack(t, ctx, "aggregator", qcommit, "no verifier of job", "has passed it")
+	})
+	r.must(t, ctx, "verifier-2", qverified)
+	if u := qupdate(t); u.Rejected || u.VerifiedBy != ids["verifier-2"] || len(u.Verdicts) != 3 || u.Agreeing(true, 0) != 2 {
+		t.Fatalf("after two passes under quorum 2: %+v; want the update passed", u)
+	}
+	if rd, err := c.Round(ctx, qjob, 1); err != nil {
+		t.Fatal(err)
+	} else if u := rd.Updates[slices.IndexFunc(rd.Updates, func(u ledger.Update) bool { return u.UpdateDigest == q3.UpdateDigest })]; !u.Rejected || u.RejectStep != 2 || u.RejectedBy != ids["verifier-2"] {
+		t.Fatalf("two rejections naming step 2 under quorum 2: %+v; want the update rejected at step 2", u)
+	}
+	r.must(t, ctx, "aggregator", qcommit)
+	t.Run("round 2 selects the trainer the liar rejected", func(t *testing.T) {
+		r.must(t, ctx, "coordinator", open(qjob, qr, 2, digestOf("quorum model"), "trainer-2"))
 	})
 }

@@ -42,7 +42,11 @@ lineage are printed. Ctrl-C stops everything. Run it from the source tree
 
 With --keep the network stays up after the job, until Ctrl-C or SIGTERM,
 and prints its addresses and files and the exact commands that join a new
-trainer, launch another job and audit the model.`,
+trainer, launch another job and audit the model.
+
+With --verify a verifier node (role verifier) joins: trainer-1 publishes its
+shard, the job trains on it alone with verify: {fraction: 1, by: [the
+verifier]}, and every update is replayed bit for bit before its round commits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -91,6 +95,7 @@ trainer, launch another job and audit the model.`,
 	f.IntVar(&o.PretrainSteps, "pretrain-steps", 100, "pre-training steps of the base model")
 	f.BoolVar(&o.RemoteAggregator, "remote-aggregator", false, "run the aggregator as its own process (fedtune aggregator start) with its own key")
 	f.BoolVar(&o.Keep, "keep", false, "keep the network up after the job (until Ctrl-C or SIGTERM) and print its addresses and the commands that join a trainer, launch a job and audit the model")
+	f.BoolVar(&o.Verify, "verify", false, "start a verifier node and spot-check every update of the job before its rounds commit (the job runs on trainer-1's shard, published)")
 	f.StringVar(&o.Device, "device", "", "the trainers' (and the base model's pre-training) "+deviceUsage)
 	return cmd
 }

@@ -34,7 +34,8 @@ func newVerifierCmd() *cobra.Command {
 			"verify section. It follows the ledger's blocks; when a job's coordinator closes a round's submissions\n" +
 			"(SubmissionsClosed), the hash of that block draws the updates to check (the job's fraction of them, all trained\n" +
 			"on its published data). For each drawn update it rebuilds the trainer's task from the ledger and the artifact store\n" +
-			"(the job's canonical config, the round's weights or adapter, the published samples the round gave the\n" +
+			"(the job's canonical config; the job's base model, fetched by the digests the ledger records, checked and cached\n" +
+			"under --work-dir/models; the round's weights or adapter; the published samples the round gave the\n" +
 			"trainer), replays the training on the Host engine and signs UpdateVerified when it matches bit for bit, or\n" +
 			"UpdateRejected naming the first step that differs. Runs until interrupted.",
 		Args: cobra.NoArgs,
@@ -61,7 +62,8 @@ func newVerifierCmd() *cobra.Command {
 			log := logger(cmd)
 			return withClient(ctx, ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				n, err := verifier.New(verifier.Config{Ledger: c, Key: key, From: from, Logger: log,
-					Replayer: &spotcheck.Replayer{Ledger: c, Artifacts: ac, Store: st, ModelDir: modelDir, WorkDir: filepath.Join(workDir, "replays"), Logger: log}})
+					Replayer: &spotcheck.Replayer{Ledger: c, Artifacts: ac, Store: st, ModelDir: modelDir,
+						CacheDir: filepath.Join(workDir, "models"), WorkDir: filepath.Join(workDir, "replays"), Logger: log}})
 				if err != nil {
 					return err
 				}
@@ -91,7 +93,7 @@ func newVerifierCmd() *cobra.Command {
 	genesisFlag(cmd, &genesisPath)
 	f.StringVar(&keyPath, "key", "", "the verifier's ledger key (a member with role verifier)")
 	f.StringVar(&workDir, "work-dir", "", "folder for fetched artifacts and the replays in progress")
-	f.StringVar(&modelDir, "model", "", "the jobs' foundation model folder (default: each job's model.path, which must be absolute)")
+	f.StringVar(&modelDir, "model", "", "a local copy of the jobs' base model folder; its weights must have the digest the job's recipe records (default: fetched from the artifact store by the ledger's digests)")
 	f.StringVar(&metricsAddr, "metrics", "", "host:port to serve Prometheus /metrics on (default: none)")
 	f.Uint64Var(&from, "from", 1, "first block height to follow (open rounds closed earlier are judged too)")
 	af.add(cmd)

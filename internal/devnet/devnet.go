@@ -92,6 +92,11 @@ type Options struct {
 	// pre-trained too (trainer.Config.Device: cpu, the engine's Host and
 	// the default; host; gorgonia; cuda; "" is cpu).
 	Device string
+	// Verify starts a verifier node (admitted by the admin with role
+	// verifier) and runs the job on trainer-1's shard, published, with
+	// verify {fraction: 1, by: [the verifier]}: every update is replayed
+	// before its round commits.
+	Verify bool
 	// TrainerBackend, with InProcess, gives trainer i (1-based) its
 	// training backend (nil or a nil result: trainer.NewBackend(Device)).
 	TrainerBackend func(i int) trainer.Backend
@@ -179,6 +184,9 @@ type Net struct {
 	// guide's launch command (only with Options.Keep).
 	NextJobFile string
 	NextJobName string
+	// VerifierMetrics is the verifier node's /metrics address
+	// (Options.Verify).
+	VerifierMetrics string
 	// EvalData is the job's held-out evaluation data ("" when none).
 	EvalData string
 	// Shards are the trainers' data files.
@@ -217,6 +225,9 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	for i := 1; i <= opts.Trainers; i++ {
 		names = append(names, fmt.Sprintf("trainer-%d", i))
 	}
+	if opts.Verify {
+		names = append(names, VerifierName)
+	}
 	for _, name := range names {
 		k, err := ledger.GenerateKey()
 		if err != nil {
@@ -250,6 +261,11 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	}
 	if opts.RemoteAggregator {
 		if n.Aggregator, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Verify {
+		if n.VerifierMetrics, err = freePort(); err != nil {
 			return nil, err
 		}
 	}

@@ -114,6 +114,14 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 		line("aggregator      in the coordinator's process (key %s)", n.path("keys", "aggregator.key"))
 	}
 	line("last model      %s", model)
+	if n.Opts.Verify {
+		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(VerifierName), n.path(VerifierName), n.VerifierMetrics)
+		line("\n# The verifier (role verifier, admitted by the admin) replays every update of the jobs")
+		line("# before their rounds commit (verify: {fraction: 1, by: [it]}); it runs as:")
+		cmd(n.VerifierArgs()...)
+		line("# each round's verdicts (UpdateVerified / UpdateRejected naming a step):")
+		cmd("ledger", "query", "round", n.JobName, "--round", "1", "--addr", ledger, "--genesis", genesis)
+	}
 	line("\n# Join a new trainer: make its key and config, add it to the ledger as the admin,")
 	line("# then join (it trains until Ctrl-C: run it in a terminal of its own).")
 	dir := n.path(NewTrainerName)

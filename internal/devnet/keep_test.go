@@ -29,7 +29,10 @@ import (
 // guide it prints, command by command, through the fedtune command line:
 // a new trainer is made, added to the ledger and joins; the second job the
 // guide launches trains with it; the audit commands verify the model and
-// the chain. Cancelling the context then stops the network cleanly.
+// the chain. With --verify, a verifier node replays every update of both
+// jobs before their rounds commit, and the guide shows the command it runs
+// as and the round query that shows its verdicts. Cancelling the context
+// then stops the network cleanly.
 func TestNoRaceNetworkKeep(t *testing.T) {
 	fedtest.SkipUnderRace(t)
 	if testing.Short() {
@@ -47,7 +50,7 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 		}
 		close(display)
 	}()
-	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Keep: true,
+	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Keep: true, Verify: true,
 		Trainers: 1, MinTrainers: 1, JobName: "keep", Rounds: 1, LocalSteps: 3, PretrainSteps: 2,
 		Out: pw, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -96,13 +99,16 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 		cmds[what] = args[1:]
 		order = append(order, what)
 	}
-	want := []string{"trainer init", "admin add-member", "trainer join", "round launch", "round status", "audit lineage", "audit verify", "serve --model", "audit receipt"}
+	want := []string{"verifier --ledger", "ledger query", "trainer init", "admin add-member", "trainer join", "round launch", "round status", "audit lineage", "audit verify", "serve --model", "audit receipt"}
 	if !slices.Equal(order, want) {
 		t.Fatalf("guide commands %q, want %q", order, want)
 	}
 	pathFlags := []string{"--dir", "--data", "--genesis", "--pubkey", "--key", "--config", "-f", "--artifacts"}
 	for _, args := range cmds {
 		for i := 1; i < len(args); i++ {
+			if args[0] == "verifier" && args[i-1] == "--artifacts" {
+				continue // the verifier's --artifacts is the store's address
+			}
 			if slices.Contains(pathFlags, args[i-1]) && (!filepath.IsAbs(args[i]) || filepath.Clean(args[i]) != args[i]) {
 				t.Errorf("fedtune %s: %s %q is not a clean absolute path", strings.Join(args[:2], " "), args[i-1], args[i])
 			}
@@ -116,6 +122,13 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 		}
 		t.Logf("fedtune %s:\n%s", what, out.String())
 		return out.String()
+	}
+
+	// The verifier passed the first job's updates before its round
+	// committed (the query shows its verdict on each).
+	vid := n.ID(devnet.VerifierName)
+	if out := run(ctx, "ledger query"); !strings.Contains(out, `"verified_by":"`+vid+`"`) || !strings.Contains(out, `"status":"committed"`) {
+		t.Errorf("round 1 of %s does not show the verifier's pass:\n%s", n.JobName, out)
 	}
 
 	// Join a new trainer.

@@ -96,6 +96,7 @@ type Network struct {
 	Coord    *Part
 	Agg      *Part // the standalone aggregator (nil when in-process)
 	Trainers []*Part
+	Verifier *Part // the verifier node (Options.Verify)
 }
 
 // Start starts the ledger nodes, waits for a leader, then the coordinator
@@ -138,6 +139,11 @@ func (n *Net) Start(ctx context.Context) (*Network, error) {
 		return nil, err
 	}
 	fmt.Fprintf(n.Opts.Out, "trainers: %d joined, each with its own shard\n", n.Opts.Trainers)
+	if n.Opts.Verify {
+		if nw.Verifier, err = n.startVerify(ctx); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return nw, nil
 }
@@ -196,13 +202,16 @@ func (nw *Network) Stop() {
 			fmt.Fprintf(nw.Opts.Out, "%s did not stop within %v; leaving it\n", p.Name, partStopTimeout)
 		}
 	}
-	nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil
+	nw.Verifier, nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil, nil
 }
 
-// parts returns the started parts in the order they stop: trainers, the
-// coordinator, the aggregator, the ledger nodes.
+// parts returns the started parts in the order they stop: the verifier,
+// trainers, the coordinator, the aggregator, the ledger nodes.
 func (nw *Network) parts() []*Part {
 	var out []*Part
+	if nw.Verifier != nil {
+		out = append(out, nw.Verifier)
+	}
 	out = append(out, nw.Trainers...)
 	for _, p := range []*Part{nw.Coord, nw.Agg} {
 		if p != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/fedtune/fedtune/internal/spotcheck"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/trainer"
 	"github.com/fedtune/fedtune/verifier"
 )
@@ -132,8 +133,11 @@ func TestNetworkSpotCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No model folder: the verifier fetches the base model by the ledger's
+	// digests into its cache.
+	vwork := t.TempDir()
 	vn, err := verifier.New(verifier.Config{Ledger: vlc, Key: vk, Logger: testLogger(t).With("part", "verifier"), Retry: 200 * time.Millisecond,
-		Replayer: &spotcheck.Replayer{Ledger: vlc, Artifacts: publishedArtifacts(t, n, vk), Store: st, WorkDir: t.TempDir(), Logger: testLogger(t)}})
+		Replayer: &spotcheck.Replayer{Ledger: vlc, Artifacts: publishedArtifacts(t, n, vk), Store: st, WorkDir: vwork, Logger: testLogger(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +173,53 @@ func TestNetworkSpotCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	t1, t2, t3 := n.ID("trainer-1"), n.ID("trainer-2"), n.ID("trainer-3")
+	jr, err := lc.Job(ctx, "spot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := model.DigestPath(filepath.Join(vwork, "models", "model-"+jr.Recipe.BaseModel)); err != nil || got != jr.Recipe.BaseModel {
+		t.Errorf("the verifier's cached base model: digest %s (%v), want the recipe's %s", got, err, jr.Recipe.BaseModel)
+	}
+	// The verifier's metrics: four honest replays (trainers 1 and 2, two
+	// rounds), trainer-3's mismatch, each timed; the followed height.
+	fams, err := vn.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := func(name, label string) float64 {
+		for _, f := range fams {
+			if f.GetName() != name {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if label != "" && (len(m.GetLabel()) != 1 || m.GetLabel()[0].GetValue() != label) {
+					continue
+				}
+				switch {
+				case m.GetCounter() != nil:
+					return m.GetCounter().GetValue()
+				case m.GetGauge() != nil:
+					return m.GetGauge().GetValue()
+				case m.GetHistogram() != nil:
+					return float64(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+		return -1
+	}
+	for _, m := range []struct {
+		name, label string
+		min         float64
+	}{
+		{"fedtune_verifier_replays_total", "match", 4}, {"fedtune_verifier_replays_total", "mismatch", 1},
+		{"fedtune_verifier_mismatches_total", "", 1}, {"fedtune_verifier_replay_seconds", "", 5},
+		{"fedtune_verifier_verdicts_total", "pass", 4}, {"fedtune_verifier_verdicts_total", "reject", 1},
+		{"fedtune_verifier_height", "", float64(r.SubmissionsClosedHeight)},
+	} {
+		if v := val(m.name, m.label); v < m.min {
+			t.Errorf("metric %s{%s} = %v, want at least %v", m.name, m.label, v, m.min)
+		}
+	}
 	if r.SubmissionsClosedHeight == 0 || r.DrawSeed == "" {
 		t.Fatalf("round 1 shows no closed submissions: %+v", r)
 	}

@@ -1,8 +1,10 @@
 // Package spotcheck wires the verifier node (package verifier) to the
 // training code: its Replayer rebuilds, from the ledger and the artifact
 // store alone, the task a trainer was given in a round (the job's
-// canonical config by the round's config digest, the round's base weights
-// or adapter, the trainer's seed), fetches and checks the published
+// canonical config by the round's config digest, the job's base model by
+// the weight and config digests the ledger records, fetched, checked and
+// cached by FoundationSource, the round's base weights or adapter, the
+// trainer's seed), fetches and checks the published
 // samples the round gave the trainer, replays the local training on the
 // Host engine (trainer.Replay: the same bits on every CPU) and turns the
 // comparison with the trainer's commitment into a verdict naming the

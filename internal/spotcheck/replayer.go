@@ -26,10 +26,13 @@ type Replayer struct {
 	// and the published shards into Store.
 	Artifacts *artifact.Client
 	Store     *artifact.Store
-	// ModelDir, when set, is the foundation model folder of every job
-	// (else each job's model.path, which must then be absolute, or a
-	// pre-training job's initial model).
+	// ModelDir, when set, is the foundation model folder to use; its
+	// weights must have the digest the job's recipe records. Unset, the
+	// foundation model is fetched from the artifact store by the ledger's
+	// digests and cached under CacheDir (FoundationSource).
 	ModelDir string
+	// CacheDir holds the fetched foundation models ("": WorkDir/models).
+	CacheDir string
 	// WorkDir holds each replay's files while it runs.
 	WorkDir string
 	Logger  *slog.Logger
@@ -75,7 +78,12 @@ func (r *Replayer) Replay(ctx context.Context, c verifier.Check) (verifier.Resul
 		return verifier.Result{}, err
 	}
 	defer os.RemoveAll(tmp)
-	found, err := Foundation(jf, r.ModelDir, tmp)
+	cache := r.CacheDir
+	if cache == "" {
+		cache = filepath.Join(r.WorkDir, "models")
+	}
+	fs := FoundationSource{Ledger: r.Ledger, Artifacts: r.Artifacts, Store: r.Store, CacheDir: cache}
+	found, err := fs.Folder(ctx, c.Job, r.ModelDir)
 	if err != nil {
 		return verifier.Result{}, err
 	}

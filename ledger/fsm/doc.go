@@ -143,8 +143,10 @@
 //     (ledger.RoundRecipe.DrawnUpdate; the Round query fills DrawSeed and
 //     each update's Drawn). UpdateVerified and a verifier's UpdateRejected
 //     come from a verifier the rule names, in a later block, for a drawn
-//     update with no verdict or rejection yet; the rejection names a step
-//     (1 to the committed steps) and writes the trainer's suspension
+//     update not yet settled, one per verifier (recorded in
+//     Update.Verdicts); the rejection names a step (1 to the committed
+//     steps). The rule's quorum of passes passes the update; its quorum of
+//     rejections naming the same step rejects it and writes the trainer's suspension
 //     (state key a/vs/<job>\x00<trainer>: the last round it may not be
 //     selected for), which RoundOpened checks. RoundCommitted needs the
 //     submissions closed and a pass for every drawn contributor.

@@ -110,25 +110,35 @@ func (c *execCtx) drawnForVerdict(typ string, tx *ledger.Tx, jobID string, r *le
 	if u.Rejected {
 		return nil, nil, txErr(ledger.CodeAlreadyExists, "%s: update %s of round %d of job %q is already rejected by %s: %s", typ, digest, r.Round, jobID, u.RejectedBy, u.RejectReason)
 	}
+	if prev, ok := u.VerdictOf(tx.Signer); ok {
+		return nil, nil, txErr(ledger.CodeAlreadyExists, "%s: verifier %s already gave its verdict on update %s of round %d of job %q at height %d (passed %v, step %d); one verdict per verifier",
+			typ, tx.Signer, digest, r.Round, jobID, prev.Height, prev.Passed, prev.Step)
+	}
 	return job, u, nil
 }
 
-// checkUpdateVerified admits a verifier's pass of a drawn update.
+// checkUpdateVerified admits a verifier's pass of a drawn update and
+// passes the update once the job's quorum of verifiers has.
 func (c *execCtx) checkUpdateVerified(tx *ledger.Tx, b ledger.UpdateVerified) ([]kvWrite, error) {
 	r, err := c.openRound(b.JobID, b.Round)
 	if err != nil {
 		return nil, err
 	}
-	_, u, err := c.drawnForVerdict(ledger.TypeUpdateVerified, tx, b.JobID, r, b.UpdateDigest)
+	job, u, err := c.drawnForVerdict(ledger.TypeUpdateVerified, tx, b.JobID, r, b.UpdateDigest)
 	if err != nil {
 		return nil, err
 	}
-	u.VerifiedBy, u.VerifiedHeight = tx.Signer, c.height
+	u.Verdicts = append(u.Verdicts, ledger.Verdict{Verifier: tx.Signer, Passed: true, Height: c.height})
+	if u.Agreeing(true, 0) >= job.Recipe.Verify.Need() {
+		u.VerifiedBy, u.VerifiedHeight = tx.Signer, c.height
+	}
 	return []kvWrite{{updateKey(b.JobID, b.Round, u.Trainer), mustJSON(u)}}, nil
 }
 
 // checkVerifierRejected admits a verifier's rejection of a drawn update,
-// which must name the step, and suspends the trainer by the job's rule.
+// which must name the step; once the job's quorum of verifiers has
+// rejected it naming the same step, the update is rejected and the
+// trainer suspended by the job's rule.
 func (c *execCtx) checkVerifierRejected(tx *ledger.Tx, b ledger.UpdateRejected, r *ledger.Round) ([]kvWrite, error) {
 	job, u, err := c.drawnForVerdict(ledger.TypeUpdateRejected, tx, b.JobID, r, b.UpdateDigest)
 	if err != nil {
@@ -139,6 +149,11 @@ func (c *execCtx) checkVerifierRejected(tx *ledger.Tx, b ledger.UpdateRejected, 
 	}
 	if cm := u.Commitment; cm != nil && b.Step > cm.Steps {
 		return nil, txErr(ledger.CodeInvalid, "UpdateRejected by verifier %s: step %d, but update %s commits %d steps", tx.Signer, b.Step, b.UpdateDigest, cm.Steps)
+	}
+	u.Verdicts = append(u.Verdicts, ledger.Verdict{Verifier: tx.Signer, Step: b.Step, Reason: b.Reason, Height: c.height})
+	if u.Agreeing(false, b.Step) < job.Recipe.Verify.Need() {
+		// Recorded; the quorum is not reached.
+		return []kvWrite{{updateKey(b.JobID, b.Round, u.Trainer), mustJSON(u)}}, nil
 	}
 	u.Rejected, u.RejectReason, u.RejectedBy, u.RejectStep = true, b.Reason, tx.Signer, b.Step
 	ws := []kvWrite{{updateKey(b.JobID, b.Round, u.Trainer), mustJSON(u)}}
