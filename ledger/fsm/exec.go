@@ -419,7 +419,7 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			if m.Role != ledger.RoleTrainer {
 				return nil, txErr(ledger.CodeInvalid, "trainers[%d] %s has role %s, not trainer", i, t, m.Role)
 			}
-			if err := c.checkNotSuspended(i, b.JobID, b.Round, t); err != nil {
+			if err := c.checkNotSuspended(fmt.Sprintf("trainers[%d]", i), b.JobID, b.Round, t); err != nil {
 				return nil, err
 			}
 		}
@@ -442,6 +442,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}
 		if !contains(r.Trainers, tx.Signer) {
 			return nil, txErr(ledger.CodeNotSelected, "trainer %s is not selected for round %d of job %q", tx.Signer, b.Round, b.JobID)
+		}
+		if err := c.checkNotSuspended("trainer", b.JobID, b.Round, tx.Signer); err != nil {
+			return nil, err
 		}
 		if r.SubmissionsClosedHeight != 0 {
 			return nil, txErr(ledger.CodeDeadlinePassed, "round %d of job %q was closed for updates by its coordinator at height %d (SubmissionsClosed); the spot-check draw is fixed", b.Round, b.JobID, r.SubmissionsClosedHeight)
@@ -494,16 +497,26 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}, nil
 
 	case ledger.UpdateRejected:
-		r, err := c.openRound(b.JobID, b.Round)
-		if err != nil {
-			return nil, err
-		}
 		signer, err := c.member(tx.Signer)
 		if err != nil {
 			return nil, err
 		}
 		if signer != nil && signer.Role == ledger.RoleVerifier {
+			// A verifier's rejection of a drawn, unsettled update lands
+			// even after the round committed or failed, so that failing
+			// the round (to re-roll the draw) or leaving the update out
+			// does not spare its trainer the suspension.
+			r, err := c.round(b.JobID, b.Round)
+			if err != nil {
+				return nil, err
+			}
+			if r == nil {
+				return nil, txErr(ledger.CodeNotFound, "round %d of job %q was never opened", b.Round, b.JobID)
+			}
 			return c.checkVerifierRejected(tx, b, r)
+		}
+		if _, err := c.openRound(b.JobID, b.Round); err != nil {
+			return nil, err
 		}
 		if b.Step != 0 {
 			return nil, txErr(ledger.CodeInvalid, "step %d: only a verifier's rejection of a drawn update names a step", b.Step)
@@ -580,6 +593,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			}
 			if u.Rejected {
 				return nil, txErr(ledger.CodeInvalid, "contributors[%d]: update %s was rejected: %s", i, ct.UpdateDigest, u.RejectReason)
+			}
+			if err := c.checkNotSuspended(fmt.Sprintf("contributors[%d]", i), b.JobID, b.Round, ct.Trainer); err != nil {
+				return nil, err
 			}
 			lc := ledger.LineageContribution{Trainer: ct.Trainer, UpdateDigest: ct.UpdateDigest,
 				DatasetDigest: u.DatasetDigest, Samples: u.Samples, Weight: ct.Weight, Published: ledger.RangeDatasets(u.DatasetDigest, u.Ranges)}

@@ -107,7 +107,10 @@ func (c *execCtx) drawnForVerdict(typ string, tx *ledger.Tx, jobID string, r *le
 	if u.VerifiedBy != "" {
 		return nil, nil, txErr(ledger.CodeAlreadyExists, "%s: update %s of round %d of job %q was already verified by %s at height %d", typ, digest, r.Round, jobID, u.VerifiedBy, u.VerifiedHeight)
 	}
-	if u.Rejected {
+	// An aggregator's rejection (no step) does not settle a drawn update:
+	// the verifiers' rejections still land and suspend its trainer, so an
+	// aggregator cannot shield a drawn cheater by rejecting it first.
+	if u.Rejected && (u.RejectStep != 0 || typ != ledger.TypeUpdateRejected) {
 		return nil, nil, txErr(ledger.CodeAlreadyExists, "%s: update %s of round %d of job %q is already rejected by %s: %s", typ, digest, r.Round, jobID, u.RejectedBy, u.RejectReason)
 	}
 	if prev, ok := u.VerdictOf(tx.Signer); ok {
@@ -189,9 +192,11 @@ func (c *execCtx) checkCommitVerified(job *ledger.JobRecord, r *ledger.Round, b 
 	return nil
 }
 
-// checkNotSuspended refuses trainers[i], t, in round n of job when a
-// verifier's rejection suspended it past n.
-func (c *execCtx) checkNotSuspended(i int, job string, n uint64, t string) error {
+// checkNotSuspended refuses trainer t, named by what (trainers[i],
+// contributors[i], the signer), in round n of job when a verifier's
+// rejection suspended it until n or later. Rounds may overlap, so it
+// holds for submissions and commits as well as for RoundOpened.
+func (c *execCtx) checkNotSuspended(what, job string, n uint64, t string) error {
 	v, ok, err := c.get(suspendedKey(job, t))
 	if err != nil || !ok {
 		return err
@@ -202,9 +207,9 @@ func (c *execCtx) checkNotSuspended(i int, job string, n uint64, t string) error
 	}
 	if n <= until {
 		if until == ^uint64(0) {
-			return txErr(ledger.CodeInvalid, "trainers[%d] %s is suspended from job %q for the rest of the job: a verifier rejected its update", i, t, job)
+			return txErr(ledger.CodeInvalid, "%s %s is suspended from job %q for the rest of the job: a verifier rejected its update", what, t, job)
 		}
-		return txErr(ledger.CodeInvalid, "trainers[%d] %s is suspended from job %q until after round %d: a verifier rejected its update", i, t, job, until)
+		return txErr(ledger.CodeInvalid, "%s %s is suspended from job %q until after round %d: a verifier rejected its update", what, t, job, until)
 	}
 	return nil
 }

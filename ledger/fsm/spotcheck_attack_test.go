@@ -1,0 +1,86 @@
+package fsm
+
+import (
+	"testing"
+
+	"github.com/fedtune/fedtune/ledger"
+)
+
+// Attacks on the spot-check rules that the happy-path tests do not try.
+
+// A trainer selected for the job's next round before a verifier's
+// rejection suspends it (rounds may overlap) must not get an update into
+// that round: neither submit it nor have it committed.
+func TestSpotCheckSuspendedInOverlappingRound(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1, SuspendJob: true})
+	c, ch, v := fx.c, fx.ch, fx.v
+	a, b := c.trainers[0], c.trainers[1]
+	base := digest("spot base")
+	open1 := fx.open(t, "spot", 1, base, []*actor{a, b})
+	open2 := fx.open(t, "spot", 2, base, []*actor{a, b})
+	ch.mustApply(c.coord.sign(t, open1))
+	ch.mustApply(fx.submit(t, "spot", 1, open1, b, digest("b1")))
+	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}))
+	// Round 2 opens, selecting b, while round 1 is being checked.
+	ch.mustApply(c.coord.sign(t, open2))
+	ch.mustApply(fx.submit(t, "spot", 2, open2, a, digest("a2")))
+	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}))
+	fx.refuse(t, "a suspended trainer submits to a round opened before its suspension",
+		fx.submit(t, "spot", 2, open2, b, digest("b2")), "suspended from job")
+}
+
+// An update submitted to the overlapping round before the suspension
+// landed cannot be committed once the trainer is suspended.
+func TestSpotCheckSuspendedNotCommitted(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1, SuspendJob: true})
+	c, ch, v := fx.c, fx.ch, fx.v
+	a, b := c.trainers[0], c.trainers[1]
+	base := digest("spot base")
+	open1 := fx.open(t, "spot", 1, base, []*actor{a, b})
+	open2 := fx.open(t, "spot", 2, base, []*actor{a, b})
+	ch.mustApply(c.coord.sign(t, open1))
+	ch.mustApply(fx.submit(t, "spot", 1, open1, b, digest("b1")))
+	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}))
+	ch.mustApply(c.coord.sign(t, open2))
+	ch.mustApply(fx.submit(t, "spot", 2, open2, b, digest("b2")))
+	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}))
+	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 2}))
+	ch.mustApply(v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 2, UpdateDigest: digest("b2")}))
+	commit := ledger.RoundCommitted{JobID: "spot", Round: 2, ModelDigest: digest("spot model 2"), Strategy: "fedavg", Params: fx.rc.CommitParams(),
+		Contributors: []ledger.Contribution{{Trainer: b.id, UpdateDigest: digest("b2"), Weight: 1}}}
+	fx.refuse(t, "a commit counting a suspended trainer", c.agg.sign(t, commit), "suspended from job")
+}
+
+// The aggregator cannot shield a drawn cheater from its suspension by
+// rejecting (without a step) or failing the round before the verifiers
+// speak: a verifier's rejection still lands and suspends it, even after
+// the round closed, so failing the round to re-roll the draw does not
+// spare the cheater either.
+func TestSpotCheckAggregatorCannotShield(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1, SuspendJob: true})
+	c, ch, v := fx.c, fx.ch, fx.v
+	a, b := c.trainers[0], c.trainers[1]
+	base := digest("spot base")
+	open1 := fx.open(t, "spot", 1, base, []*actor{a, b})
+	ch.mustApply(c.coord.sign(t, open1))
+	ch.mustApply(fx.submit(t, "spot", 1, open1, a, digest("a1")), fx.submit(t, "spot", 1, open1, b, digest("b1")))
+	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}))
+	// The aggregator rejects b (no step: no suspension) and fails the round.
+	ch.mustApply(c.agg.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "norm"}))
+	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 1, Reason: "re-roll"}))
+	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}))
+	fx.refuse(t, "a pass on a failed round", v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: digest("a1")}), "failed at height")
+	fx.refuse(t, "round 2 selects the cheater", c.coord.sign(t, fx.open(t, "spot", 2, base, []*actor{a, b})), "suspended from job")
+	r, err := ch.fsm.Round("spot", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range r.Updates {
+		if u.Trainer == b.id && (u.RejectStep != 1 || u.RejectedBy != v.id) {
+			t.Fatalf("b's update does not show the verifier's rejection: %+v", u)
+		}
+	}
+	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
+		t.Fatal(err)
+	}
+}
