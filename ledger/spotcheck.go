@@ -50,12 +50,16 @@ const (
 // VerifyRule and signs the verdicts (UpdateVerified, UpdateRejected).
 const RoleVerifier Role = "verifier"
 
+// MinFraction is the smallest VerifyRule.Fraction, 2^-32.
+const MinFraction = 0x1p-32
+
 // MaxVerifiers bounds VerifyRule.By.
 const MaxVerifiers = 16
 
 // VerifyRule is a job's spot-check rule (RoundRecipe.Verify).
 type VerifyRule struct {
-	// Fraction is the probability, in (0, 1], that an update is drawn.
+	// Fraction is the probability, in [MinFraction, 1], that an update
+	// is drawn.
 	Fraction float64 `json:"fraction"`
 	// By are the member IDs of the verifiers whose verdicts count.
 	By []string `json:"by"`
@@ -98,6 +102,12 @@ func (v *VerifyRule) SuspendedUntil(n uint64) uint64 {
 func (v *VerifyRule) Validate() error {
 	if math.IsNaN(v.Fraction) || v.Fraction <= 0 || v.Fraction > 1 {
 		return fmt.Errorf("recipe.verify.fraction %v: want a number in (0, 1]", v.Fraction)
+	}
+	if v.Fraction < MinFraction {
+		// Drawn reads the fraction as a share of 2^64: one this small
+		// draws nothing in practice (1e-300 draws nothing at all), and a
+		// recipe would show spot checks that never happen.
+		return fmt.Errorf("recipe.verify.fraction %v draws less than one update in 2^32: want at least %v", v.Fraction, MinFraction)
 	}
 	if len(v.By) == 0 || len(v.By) > MaxVerifiers {
 		return fmt.Errorf("recipe.verify.by: %d verifiers listed, want 1 to %d", len(v.By), MaxVerifiers)

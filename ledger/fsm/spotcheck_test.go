@@ -223,6 +223,10 @@ func TestVerifyRuleValidate(t *testing.T) {
 		want string
 	}{
 		{"zero fraction", ledger.VerifyRule{Fraction: 0, By: []string{id}}, "fraction 0"},
+		{"fraction that draws nothing", ledger.VerifyRule{Fraction: 1e-300, By: []string{id}}, "less than one update in 2^32"},
+		{"fraction just under the floor", ledger.VerifyRule{Fraction: 0x1p-33, By: []string{id}}, "less than one update in 2^32"},
+		{"fraction at the floor", ledger.VerifyRule{Fraction: ledger.MinFraction, By: []string{id}}, ""},
+		{"fraction 1", ledger.VerifyRule{Fraction: 1, By: []string{id}}, ""},
 		{"fraction over 1", ledger.VerifyRule{Fraction: 1.5, By: []string{id}}, "fraction 1.5"},
 		{"no verifiers", ledger.VerifyRule{Fraction: 0.5}, "0 verifiers"},
 		{"bad id", ledger.VerifyRule{Fraction: 0.5, By: []string{"x"}}, "not a member ID"},
