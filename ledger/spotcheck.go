@@ -28,7 +28,9 @@ import (
 //     bit) or UpdateRejected with Step set (the first step whose state
 //     differs: the trainer's commitment discloses every step's digest,
 //     TrainingCommitment.StepDigests, in such a job). A verifier's
-//     rejection suspends the trainer from the job by the rule's policy.
+//     rejection suspends the trainer from the job by the rule's policy;
+//     it is admitted also after an aggregator's rejection of the update
+//     and after the round's end, which therefore cannot shield a cheater.
 //  5. RoundCommitted is refused while a contributor is a drawn update
 //     without an UpdateVerified, or before submissions are closed.
 //

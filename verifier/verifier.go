@@ -221,16 +221,19 @@ func (n *Node) judgeRound(ctx context.Context, p pending) error {
 		return err
 	}
 	if r.Status != ledger.StatusOpen {
-		n.log.InfoContext(ctx, "round already closed", "job", r.JobID, "round", r.Round, "status", r.Status)
-		return nil
+		// A drawn update the aggregator rejected or left in a failed
+		// round is still judged: the ledger admits a rejection of it
+		// after the round's end, which suspends its trainer (a pass is
+		// refused as not needed).
+		n.log.InfoContext(ctx, "round already closed; judging its unsettled drawn updates", "job", r.JobID, "round", r.Round, "status", r.Status)
 	}
 	var retry error
 	for _, u := range r.Updates {
 		if !p.job.Recipe.DrawnUpdate(p.seed, r.JobID, r.Round, &u) {
 			continue
 		}
-		if u.VerifiedBy != "" || u.Rejected {
-			continue // settled (by the job's quorum) or rejected already
+		if u.VerifiedBy != "" || u.RejectStep != 0 {
+			continue // settled by the job's quorum of verifiers
 		}
 		if _, ok := u.VerdictOf(n.id); ok {
 			continue // our verdict is on the chain; the others' are awaited
