@@ -150,11 +150,12 @@
 // second one, or a changed mind, is refused); it refuses an
 // UpdateSubmitted after the close and a RoundCommitted that counts a
 // drawn update not passed. A verifier's rejection is admitted also for a
-// drawn update the aggregator rejected (without a step) and after the
-// round committed or failed, so that neither an aggregator's rejection
-// nor a failed round (which re-rolls the draw) spares a cheater its
-// suspension; a suspended trainer can neither submit to nor be committed
-// in a round of the job that was already open (rounds may overlap).
+// drawn update the aggregator rejected (without a step), so that the
+// aggregator's rejection does not spare a cheater its suspension; a
+// suspended trainer can neither submit to nor be committed in a round of
+// the job that was already open (rounds may overlap). Not enforced: an
+// aggregator that fails the round after the draw, before the verifiers'
+// rejections land, re-rolls the draw for the trainer's next update.
 //
 // What a lying verifier can do: with quorum q and n verifiers named, a
 // minority of fewer than q liars cannot reject an honest update (their

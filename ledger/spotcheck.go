@@ -29,8 +29,8 @@ import (
 //     differs: the trainer's commitment discloses every step's digest,
 //     TrainingCommitment.StepDigests, in such a job). A verifier's
 //     rejection suspends the trainer from the job by the rule's policy;
-//     it is admitted also after an aggregator's rejection of the update
-//     and after the round's end, which therefore cannot shield a cheater.
+//     it is admitted also after an aggregator's rejection of the update,
+//     which therefore cannot shield a cheater.
 //  5. RoundCommitted is refused while a contributor is a drawn update
 //     without an UpdateVerified, or before submissions are closed.
 //

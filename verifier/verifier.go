@@ -221,11 +221,8 @@ func (n *Node) judgeRound(ctx context.Context, p pending) error {
 		return err
 	}
 	if r.Status != ledger.StatusOpen {
-		// A drawn update the aggregator rejected or left in a failed
-		// round is still judged: the ledger admits a rejection of it
-		// after the round's end, which suspends its trainer (a pass is
-		// refused as not needed).
-		n.log.InfoContext(ctx, "round already closed; judging its unsettled drawn updates", "job", r.JobID, "round", r.Round, "status", r.Status)
+		n.log.InfoContext(ctx, "round already closed", "job", r.JobID, "round", r.Round, "status", r.Status)
+		return nil
 	}
 	var retry error
 	for _, u := range r.Updates {
@@ -233,7 +230,10 @@ func (n *Node) judgeRound(ctx context.Context, p pending) error {
 			continue
 		}
 		if u.VerifiedBy != "" || u.RejectStep != 0 {
-			continue // settled by the job's quorum of verifiers
+			// Settled by the job's quorum of verifiers. An update the
+			// aggregator rejected (no step) is still judged: a verifier's
+			// rejection of it suspends its trainer.
+			continue
 		}
 		if _, ok := u.VerdictOf(n.id); ok {
 			continue // our verdict is on the chain; the others' are awaited

@@ -497,26 +497,16 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}, nil
 
 	case ledger.UpdateRejected:
+		r, err := c.openRound(b.JobID, b.Round)
+		if err != nil {
+			return nil, err
+		}
 		signer, err := c.member(tx.Signer)
 		if err != nil {
 			return nil, err
 		}
 		if signer != nil && signer.Role == ledger.RoleVerifier {
-			// A verifier's rejection of a drawn, unsettled update lands
-			// even after the round committed or failed, so that failing
-			// the round (to re-roll the draw) or leaving the update out
-			// does not spare its trainer the suspension.
-			r, err := c.round(b.JobID, b.Round)
-			if err != nil {
-				return nil, err
-			}
-			if r == nil {
-				return nil, txErr(ledger.CodeNotFound, "round %d of job %q was never opened", b.Round, b.JobID)
-			}
 			return c.checkVerifierRejected(tx, b, r)
-		}
-		if _, err := c.openRound(b.JobID, b.Round); err != nil {
-			return nil, err
 		}
 		if b.Step != 0 {
 			return nil, txErr(ledger.CodeInvalid, "step %d: only a verifier's rejection of a drawn update names a step", b.Step)

