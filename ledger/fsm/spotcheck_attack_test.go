@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/fedtune/fedtune/ledger"
@@ -82,5 +83,23 @@ func TestSpotCheckAggregatorCannotShield(t *testing.T) {
 	}
 	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A submission ordered after SubmissionsClosed in the closing block is
+// refused: it would be covered by the hash it could try to steer.
+func TestSpotCheckSubmissionAfterCloseInSameBlock(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 0.5})
+	c, ch := fx.c, fx.ch
+	a, b := c.trainers[0], c.trainers[1]
+	open1 := fx.open(t, "spot", 1, digest("spot base"), []*actor{a, b})
+	ch.mustApply(c.coord.sign(t, open1))
+	res := ch.propose(fx.submit(t, "spot", 1, open1, a, digest("a1")), c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}),
+		fx.submit(t, "spot", 1, open1, b, digest("b1")), c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}))
+	for i, want := range []string{"", "", "closed for updates by its coordinator", "had its submissions closed"} {
+		err := res.Results[i].Err
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Fatalf("tx %d: got %v, want %q", i, err, want)
+		}
 	}
 }
