@@ -103,3 +103,18 @@ func TestSpotCheckSubmissionAfterCloseInSameBlock(t *testing.T) {
 		}
 	}
 }
+
+// A verifier the rule names but the admin removed signs nothing; its
+// earlier verdicts stay.
+func TestSpotCheckRemovedVerifier(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1})
+	c, ch, v := fx.c, fx.ch, fx.v
+	a := c.trainers[0]
+	open1 := fx.open(t, "spot", 1, digest("spot base"), []*actor{a})
+	ch.mustApply(c.coord.sign(t, open1))
+	ch.mustApply(fx.submit(t, "spot", 1, open1, a, digest("a1")))
+	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}))
+	ch.mustApply(c.admin.sign(t, ledger.MemberRemoved{ID: v.id, Reason: "key lost"}))
+	fx.refuse(t, "a pass by a removed verifier", v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: digest("a1")}), "was removed at height")
+	fx.refuse(t, "a rejection by a removed verifier", v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("a1"), Reason: "x", Step: 1}), "was removed at height")
+}
