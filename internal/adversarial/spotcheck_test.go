@@ -189,7 +189,7 @@ func TestAttackSpotChecks(t *testing.T) {
 	})
 
 	// A job whose draw leaves an update out: a verdict for it is refused.
-	rare := recipe(1e-12)
+	rare := recipe(ledger.MinFraction)
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: "adv-rare", Recipe: rare})
 	o := open("adv-rare", rare, 1, r.base, "trainer-2")
 	r.must(t, ctx, "coordinator", o)
@@ -275,5 +275,25 @@ func TestAttackSpotChecks(t *testing.T) {
 	r.must(t, ctx, "aggregator", qcommit)
 	t.Run("round 2 selects the trainer the liar rejected", func(t *testing.T) {
 		r.must(t, ctx, "coordinator", open(qjob, qr, 2, digestOf("quorum model"), "trainer-2"))
+	})
+
+	// Rounds of a job may overlap: round 2 selects trainer-3 before the
+	// verifier's rejection in round 1 suspends it. The suspension still
+	// keeps its update out of round 2.
+	const ojob = "adv-overlap"
+	ovr := recipe(1)
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: ojob, Recipe: ovr})
+	oo1 := open(ojob, ovr, 1, r.base, "trainer-3")
+	r.must(t, ctx, "coordinator", oo1)
+	ou1 := submit(ojob, oo1, "trainer-3")
+	r.must(t, ctx, "trainer-3", ou1)
+	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: ojob, Round: 1})
+	oo2 := open(ojob, ovr, 2, r.base, "trainer-2", "trainer-3")
+	r.must(t, ctx, "coordinator", oo2)
+	r.must(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: ojob, Round: 1, UpdateDigest: ou1.UpdateDigest, Reason: "spot check: step 1 differs", Step: 1})
+	t.Run("suspended trainer submitting to a round opened before its suspension", func(t *testing.T) {
+		b := submit(ojob, oo2, "trainer-3")
+		b.UpdateDigest = digestOf("adv-overlap round 2 update of trainer-3")
+		r.attack(t, ctx, "trainer-3", b, "is suspended from job", "for the rest of the job")
 	})
 }
