@@ -118,3 +118,16 @@ func TestSpotCheckRemovedVerifier(t *testing.T) {
 	fx.refuse(t, "a pass by a removed verifier", v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: digest("a1")}), "was removed at height")
 	fx.refuse(t, "a rejection by a removed verifier", v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("a1"), Reason: "x", Step: 1}), "was removed at height")
 }
+
+// SubmissionsClosed names an open round of the job: not one never
+// opened, not one already failed.
+func TestSpotCheckCloseNeedsOpenRound(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1})
+	c, ch := fx.c, fx.ch
+	a := c.trainers[0]
+	fx.refuse(t, "a close of a round never opened", c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}), "was never opened")
+	fx.refuse(t, "a close of another job's round", c.coord.sign(t, ledger.SubmissionsClosed{JobID: "nosuch", Round: 1}), "is not registered")
+	ch.mustApply(c.coord.sign(t, fx.open(t, "spot", 1, digest("spot base"), []*actor{a})))
+	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 1, Reason: "no updates"}))
+	fx.refuse(t, "a close of a failed round", c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}), "failed at height")
+}
