@@ -157,6 +157,10 @@ type Update struct {
 	Samples       uint64             `json:"samples"`
 	Metrics       map[string]float64 `json:"metrics,omitempty"`
 	// Commitment is the submission's training commitment, if it made one.
+	// A round's read (FSM.Round, the Round query) returns it without
+	// StepDigests, so that the reply does not grow with disclosed steps:
+	// they are on the UpdateSubmitted tx at TxHash, read per update
+	// (ledger client StepDigests, UpdateStepDigests).
 	Commitment   *TrainingCommitment `json:"commitment,omitempty"`
 	Ranges       []SampleRange       `json:"ranges,omitempty"`
 	Height       uint64              `json:"height"`

@@ -3,6 +3,7 @@ package ledger
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"slices"
@@ -252,4 +253,40 @@ func validateSpotCheckBody(b TxBody) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// UpdateStepDigests returns the step digests (TrainingCommitment.
+// StepDigests; nil when none were disclosed) of update u of round round of
+// job, read from the UpdateSubmitted that submitted it: envelope, the tx
+// at u.TxHash (a ledger client's GetTx). A round's read (FSM.Round) does
+// not carry them, so that its reply does not grow with disclosed steps.
+// It checks that envelope is that tx: its hash is u.TxHash, it is
+// trainer u.Trainer's UpdateSubmitted of u.UpdateDigest to that round,
+// and its commitment is u's; the caller still checks that the digests
+// hash to the step root (StepDigestsRoot).
+func UpdateStepDigests(envelope []byte, job string, round uint64, u *Update) ([]string, error) {
+	h := TxHash(envelope)
+	if hex.EncodeToString(h[:]) != u.TxHash {
+		return nil, fmt.Errorf("update %s of trainer %s: tx %x is not the update's tx %s", abbrev(u.UpdateDigest), abbrev(u.Trainer), h[:8], abbrev(u.TxHash))
+	}
+	tx, err := DecodeTx(envelope)
+	if err != nil {
+		return nil, fmt.Errorf("update %s of trainer %s: tx %s: %w", abbrev(u.UpdateDigest), abbrev(u.Trainer), abbrev(u.TxHash), err)
+	}
+	b, ok := tx.Body.(UpdateSubmitted)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("update %s of trainer %s: tx %s is a %s, not an UpdateSubmitted", abbrev(u.UpdateDigest), abbrev(u.Trainer), abbrev(u.TxHash), tx.Body.TxType())
+	case tx.Signer != u.Trainer || b.JobID != job || b.Round != round || b.UpdateDigest != u.UpdateDigest:
+		return nil, fmt.Errorf("update %s of trainer %s: tx %s submits update %s of signer %s to round %d of job %q, not to round %d of job %q",
+			abbrev(u.UpdateDigest), abbrev(u.Trainer), abbrev(u.TxHash), abbrev(b.UpdateDigest), abbrev(tx.Signer), b.Round, b.JobID, round, job)
+	case (b.Commitment == nil) != (u.Commitment == nil):
+		return nil, fmt.Errorf("update %s of trainer %s: tx %s and the round disagree on whether it makes a training commitment", abbrev(u.UpdateDigest), abbrev(u.Trainer), abbrev(u.TxHash))
+	case b.Commitment == nil:
+		return nil, nil
+	}
+	if c, w := b.Commitment, u.Commitment; c.InputsDigest != w.InputsDigest || c.Steps != w.Steps || c.StepRoot != w.StepRoot {
+		return nil, fmt.Errorf("update %s of trainer %s: tx %s commits to step root %s over %d steps, the round to %s over %d", abbrev(u.UpdateDigest), abbrev(u.Trainer), abbrev(u.TxHash), abbrev(c.StepRoot), c.Steps, abbrev(w.StepRoot), w.Steps)
+	}
+	return b.Commitment.StepDigests, nil
 }

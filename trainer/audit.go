@@ -74,7 +74,8 @@ func (v *Verdict) Honest() bool {
 // CPU), recording every step, and compares the result with claim. When the
 // step roots differ it names the first differing step from the step
 // digests the commitment discloses (ledger.TrainingCommitment.StepDigests,
-// checked against its root), or else locates it by bisecting the
+// checked against its root; a round's read leaves them out, so the caller
+// reads them per update, ledger client StepDigests), or else locates it by bisecting the
 // trainer's checkpoints in ckpt (nil: none), each proved against the
 // committed root first: a checkpoint that does not prove is a lie, listed
 // in Verdict.Lies and not used. t.OutDir receives the replayed update.

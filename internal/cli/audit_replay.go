@@ -86,11 +86,16 @@ func newAuditReplayCmd() *cobra.Command {
 				if own == nil {
 					dataPath = ""
 				}
-				if task, data, err = replayTask(jobFile, rd, trainerID, own, dataPath, st, tmp); err != nil || len(ranges) == 0 {
+				if task, data, err = replayTask(jobFile, rd, trainerID, own, dataPath, st, tmp); err != nil {
 					return err
 				}
-				data, err = trainer.RoundData(ctx, c, storeSource{st}, rd.JobID, rd.Round, data, own != nil, ranges, nil)
-				return err
+				if len(ranges) == 0 {
+					return readStepDigests(ctx, c, rd, u)
+				}
+				if data, err = trainer.RoundData(ctx, c, storeSource{st}, rd.JobID, rd.Round, data, own != nil, ranges, nil); err != nil {
+					return err
+				}
+				return readStepDigests(ctx, c, rd, u)
 			})
 			if err != nil {
 				return fmt.Errorf("audit replay: %w", err)
@@ -133,6 +138,21 @@ func newAuditReplayCmd() *cobra.Command {
 	f.StringVar(&checkpoints, "checkpoints", "", "the trainer's step checkpoint folder")
 	f.StringVar(&format, "format", "text", "text or json")
 	return cmd
+}
+
+// readStepDigests fills u's commitment's step digests, which a round's
+// read leaves out, from its UpdateSubmitted tx (client StepDigests);
+// trainer.Replay checks they hash to the committed step root.
+func readStepDigests(ctx context.Context, c *client.Client, rd *ledger.Round, u *ledger.Update) error {
+	if u.Commitment == nil {
+		return nil
+	}
+	ds, err := c.StepDigests(ctx, rd.JobID, rd.Round, u)
+	if err != nil {
+		return err
+	}
+	u.Commitment.StepDigests = ds
+	return nil
 }
 
 func findUpdate(rd *ledger.Round, trainerID string) *ledger.Update {

@@ -226,8 +226,14 @@ func TestNetworkSpotCheck(t *testing.T) {
 	for _, u := range r.Updates {
 		switch u.Trainer {
 		case t1, t2:
-			if c := u.Commitment; c == nil || uint64(len(c.StepDigests)) != c.Steps {
-				t.Errorf("honest trainer %s does not disclose its step digests: %+v", u.Trainer[:8], c)
+			// The round's read leaves the disclosed step digests out;
+			// the per-update read returns them.
+			if c := u.Commitment; c == nil || len(c.StepDigests) != 0 {
+				t.Errorf("round 1's update of honest trainer %s: commitment %+v; want one without step digests", u.Trainer[:8], c)
+			} else if ds, err := lc.StepDigests(ctx, "spot", 1, &u); err != nil || uint64(len(ds)) != c.Steps {
+				t.Errorf("honest trainer %s does not disclose its step digests: %d of %d (%v)", u.Trainer[:8], len(ds), c.Steps, err)
+			} else if root, err := ledger.StepDigestsRoot(ds); err != nil || root != c.StepRoot {
+				t.Errorf("honest trainer %s: disclosed step digests hash to %s (%v), not the step root %s", u.Trainer[:8], root, err, c.StepRoot)
 			}
 			if !u.Drawn || u.VerifiedBy != vid || u.Rejected || u.DatasetDigest != sm.Digest {
 				t.Errorf("honest trainer %s: drawn %v verified by %q rejected %v (%s) on dataset %s", u.Trainer[:8], u.Drawn, u.VerifiedBy, u.Rejected, u.RejectReason, u.DatasetDigest)

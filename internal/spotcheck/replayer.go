@@ -104,7 +104,14 @@ func (r *Replayer) Replay(ctx context.Context, c verifier.Check) (verifier.Resul
 		}
 		return verifier.Result{}, err
 	}
-	v, err := trainer.Replay(ctx, task, data, trainer.Claim{Job: c.Round.JobID, Round: c.Round.Round, UpdateDigest: u.UpdateDigest, Commitment: *u.Commitment}, nil)
+	// The round's read leaves out the step digests the trainer disclosed:
+	// read them from its UpdateSubmitted (Replay checks they hash to the
+	// committed step root before it uses them).
+	claim := *u.Commitment
+	if claim.StepDigests, err = r.Ledger.StepDigests(ctx, c.Round.JobID, c.Round.Round, &u); err != nil {
+		return verifier.Result{}, err
+	}
+	v, err := trainer.Replay(ctx, task, data, trainer.Claim{Job: c.Round.JobID, Round: c.Round.Round, UpdateDigest: u.UpdateDigest, Commitment: claim}, nil)
 	if err != nil {
 		return verifier.Result{}, err
 	}

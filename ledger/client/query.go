@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,6 +114,25 @@ func (c *Client) RoundAt(ctx context.Context, job string, n, minHeight uint64) (
 		return nil, fmt.Errorf("round %d at height ≥ %d: %w", n, minHeight, err)
 	}
 	return &r, nil
+}
+
+// StepDigests returns the step digests update u of round round of job
+// discloses (nil when none), which a round's read leaves out: it fetches
+// the update's UpdateSubmitted tx (Tx, inclusion-proved) and checks it is
+// u's (ledger.UpdateStepDigests). The caller checks that they hash to
+// u's step root (ledger.StepDigestsRoot).
+func (c *Client) StepDigests(ctx context.Context, job string, round uint64, u *ledger.Update) ([]string, error) {
+	var h [32]byte
+	if b, err := hex.DecodeString(u.TxHash); err != nil || len(b) != len(h) {
+		return nil, fmt.Errorf("step digests of update %s: tx hash %q is not 64 hex characters", abbrev(u.UpdateDigest), abbrev(u.TxHash))
+	} else {
+		copy(h[:], b)
+	}
+	resp, err := c.Tx(ctx, h)
+	if err != nil {
+		return nil, fmt.Errorf("step digests of update %s: %w", abbrev(u.UpdateDigest), err)
+	}
+	return ledger.UpdateStepDigests(resp.Envelope, job, round, u)
 }
 
 // Lineage returns the lineage of model digest as the ledger records it

@@ -140,7 +140,11 @@ func (f *FSM) Dataset(digest string) (*ledger.Dataset, error) {
 	return &d, nil
 }
 
-// Round returns round n of a job with its submitted updates.
+// Round returns round n of a job with its submitted updates, each
+// without its commitment's StepDigests (up to MaxDisclosedSteps digests an
+// update, which would make a large round's reply outgrow a client's
+// message limit): they are on the update's UpdateSubmitted tx
+// (Update.TxHash; ledger.UpdateStepDigests reads them from it).
 func (f *FSM) Round(jobID string, n uint64) (*ledger.Round, error) {
 	sn := f.st.Snapshot()
 	if sn == nil {
@@ -159,6 +163,9 @@ func (f *FSM) Round(jobID string, n uint64) (*ledger.Round, error) {
 		var u ledger.Update
 		if err := json.Unmarshal(v, &u); err != nil {
 			return err
+		}
+		if u.Commitment != nil {
+			u.Commitment.StepDigests = nil
 		}
 		r.Updates = append(r.Updates, u)
 		return nil

@@ -24,8 +24,19 @@ type spotFixture struct {
 
 func newSpotFixture(t *testing.T, job string, rule ledger.VerifyRule) *spotFixture {
 	t.Helper()
+	return newSpotFixtureWith(t, job, rule, nil)
+}
+
+// newSpotFixtureWith is newSpotFixture on a genesis that edit (nil: none)
+// changes first.
+func newSpotFixtureWith(t *testing.T, job string, rule ledger.VerifyRule, edit func(*ledger.Genesis)) *spotFixture {
+	t.Helper()
 	c := newCast()
-	ch := newChain(t, c.genesis(t), c.node.id)
+	g := c.genesis(t)
+	if edit != nil {
+		edit(g)
+	}
+	ch := newChain(t, g, c.node.id)
 	fx := &spotFixture{c: c, ch: ch, v: newActor("verifier-1", ledger.RoleVerifier), other: newActor("verifier-2", ledger.RoleVerifier)}
 	a := c.trainers[0]
 	env := testPublication(t, a.key, a.id, "pub-data", "CC-BY-4.0")
