@@ -3,9 +3,12 @@ package ledger
 import (
 	"bytes"
 	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -146,6 +149,42 @@ func FuzzRoundEvaluatedBody(f *testing.F) {
 		again, err := DecodeTxBody(TypeRoundEvaluated, raw)
 		if err != nil || !reflect.DeepEqual(again, body) {
 			t.Fatalf("re-encoded %s decodes to %+v, %v; want %+v", raw, again, err, body)
+		}
+	})
+}
+
+// FuzzUpdateStepDigests: a node's GetTx reply (outside bytes) read as an
+// update's tx never panics, and gives digests only when it is the tx the
+// update's record names, with the record's commitment.
+func FuzzUpdateStepDigests(f *testing.F) {
+	for _, tx := range seedTxs(f) {
+		f.Add(tx, false)
+		f.Add(tx, true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, bind bool) {
+		h := TxHash(data)
+		u := Update{Trainer: strings.Repeat("a", 64), UpdateDigest: strings.Repeat("b", 64), TxHash: hex.EncodeToString(h[:])}
+		job, round := "job", uint64(1)
+		if tx, err := DecodeTx(data); err == nil && bind {
+			// The record the tx's own body makes, so that it can be read.
+			if b, ok := tx.Body.(UpdateSubmitted); ok {
+				u.Trainer, u.UpdateDigest, u.Commitment, job, round = tx.Signer, b.UpdateDigest, b.Commitment, b.JobID, b.Round
+			}
+		}
+		ds, err := UpdateStepDigests(data, job, round, &u)
+		if err != nil {
+			return
+		}
+		tx, derr := DecodeTx(data)
+		if derr != nil {
+			t.Fatalf("read step digests from a tx that does not decode: %v", derr)
+		}
+		b, ok := tx.Body.(UpdateSubmitted)
+		if !ok || tx.Signer != u.Trainer || b.UpdateDigest != u.UpdateDigest || b.JobID != job || b.Round != round {
+			t.Fatalf("read step digests from tx %+v that is not update %+v's", tx, u)
+		}
+		if b.Commitment != nil && !slices.Equal(ds, b.Commitment.StepDigests) {
+			t.Fatal("step digests are not the tx's")
 		}
 	})
 }
