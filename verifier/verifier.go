@@ -115,9 +115,22 @@ func (n *Node) Registry() *prometheus.Registry { return n.met.reg }
 
 // Run follows the chain from Config.From and judges the drawn updates of
 // every round whose job names this verifier, until ctx ends (then it
-// returns nil). It fails only when the key is not an active verifier.
+// returns nil). A key the ledger does not know yet is waited for (every
+// Config.Retry); Run fails only when the key is a member but not an active
+// verifier.
 func (n *Node) Run(ctx context.Context) error {
+	// A key not admitted yet (the admin's MemberAdded still on its way,
+	// or not applied on the node this verifier reads) is waited for.
 	m, err := n.cfg.Ledger.Member(ctx, n.id)
+	for errors.Is(err, ledger.ErrRecordNotFound) {
+		n.log.InfoContext(ctx, "verifier not admitted yet; waiting for its MemberAdded", "retry", n.cfg.Retry)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(n.cfg.Retry):
+		}
+		m, err = n.cfg.Ledger.Member(ctx, n.id)
+	}
 	if err != nil {
 		return fmt.Errorf("verifier: own membership: %w", err)
 	}
