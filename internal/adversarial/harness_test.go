@@ -19,6 +19,7 @@ import (
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/client"
 )
 
 type tlog struct{ t testing.TB }
@@ -283,4 +284,19 @@ func jobWithEval(t *testing.T, job []byte, name, data string) []byte {
 		t.Fatalf("rewritten job: %v (%+v)", err, j)
 	}
 	return y
+}
+
+// submitters returns a Signer on c for each of the network's keys and a
+// must that submits body as who and fails the test if it is refused.
+func submitters(t *testing.T, ctx context.Context, nw *devnet.Network, c *client.Client) (map[string]*client.Signer, func(who string, body ledger.TxBody)) {
+	sig := map[string]*client.Signer{}
+	for name, key := range nw.Keys {
+		sig[name] = client.NewSigner(c, key)
+	}
+	return sig, func(who string, body ledger.TxBody) {
+		t.Helper()
+		if _, err := sig[who].Submit(ctx, body); err != nil {
+			t.Fatalf("%s by %s: %v", body.TxType(), who, err)
+		}
+	}
 }

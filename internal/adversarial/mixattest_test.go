@@ -10,7 +10,6 @@ import (
 	"github.com/fedtune/fedtune/internal/devnet"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/ledger"
-	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/trainer"
 )
 
@@ -33,16 +32,7 @@ func TestAttackMixedAttestation(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	ac, store := publishedStore(t)
-	sig := map[string]*client.Signer{}
-	for name, key := range nw.Keys {
-		sig[name] = client.NewSigner(c, key)
-	}
-	must := func(who string, body ledger.TxBody) {
-		t.Helper()
-		if _, err := sig[who].Submit(ctx, body); err != nil {
-			t.Fatalf("%s by %s: %v", body.TxType(), who, err)
-		}
-	}
+	sig, must := submitters(t, ctx, nw, c)
 	aud := devnet.AuditorName
 	sm, err := trainer.PublishDataset(ctx, ac, nw.Keys["trainer-1"], publishedData("mixattest", 20), nil,
 		datasets.PublishOptions{Name: "mixattest-set", Format: dspub.FormatText, Licence: "CC0-1.0", ShardSamples: 8})

@@ -245,16 +245,7 @@ func TestAttackLicenceCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	sig := map[string]*client.Signer{}
-	for name, key := range nw.Keys {
-		sig[name] = client.NewSigner(c, key)
-	}
-	must := func(who string, body ledger.TxBody) {
-		t.Helper()
-		if _, err := sig[who].Submit(ctx, body); err != nil {
-			t.Fatalf("%s by %s: %v", body.TxType(), who, err)
-		}
-	}
+	sig, must := submitters(t, ctx, nw, c)
 	base := digestOf("licence base")
 	must("coordinator", ledger.ModelRegistered{Digest: base, Name: "base", Licence: "Apache-2.0", Source: "test"})
 	ds := map[string]string{"trainer-1": digestOf("mit data"), "trainer-2": digestOf("nc data")}
@@ -312,16 +303,7 @@ func TestAttackPublishedRanges(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Close() })
 	ac, _ := publishedStore(t)
-	sig := map[string]*client.Signer{}
-	for name, key := range nw.Keys {
-		sig[name] = client.NewSigner(c, key)
-	}
-	must := func(who string, body ledger.TxBody) {
-		t.Helper()
-		if _, err := sig[who].Submit(ctx, body); err != nil {
-			t.Fatalf("%s by %s: %v", body.TxType(), who, err)
-		}
-	}
+	sig, must := submitters(t, ctx, nw, c)
 	refused := func(who string, body ledger.TxBody, want string) {
 		t.Helper()
 		_, err := sig[who].Submit(ctx, body)
