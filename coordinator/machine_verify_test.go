@@ -60,7 +60,17 @@ verify:
 	for _, tr := range ts {
 		step(TrainerJoined{Trainer: tr})
 	}
-	step(JobStarted{Now: now})
+	// A job with verify reads the ledger's suspensions before it opens a
+	// round.
+	if rd := step(JobStarted{Now: now}); rd.ReadSuspensions != 1 || len(rd.Txs) != 0 {
+		t.Fatalf("start: %+v; want a read of the suspensions for round 1 and no RoundOpened yet", rd)
+	}
+	if rd := step(Tick{Now: now}); rd.ReadSuspensions != 0 || len(rd.Txs) != 0 {
+		t.Fatalf("tick while reading: %+v; want nothing (asked once)", rd)
+	}
+	if rd := step(SuspensionsRead{Round: 1}); len(rd.Txs) != 1 {
+		t.Fatalf("after the read: %+v; want RoundOpened", rd)
+	}
 	step(TxCommitted{Type: ledger.TypeRoundOpened, Round: 1})
 	var rd Ready
 	for i, tr := range ts {
@@ -100,12 +110,6 @@ func TestMachineVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.SuspendedUntil(ts[1]); got != 3 {
-		t.Errorf("SuspendedUntil(rejected) = %d, want 3 (rounds 2 and 3)", got)
-	}
-	if got := m.SuspendedUntil(ts[0]); got != 0 {
-		t.Errorf("SuspendedUntil(passed) = %d, want 0", got)
-	}
 	// t1 passed, t2 rejected, t3 not drawn: t1 and t3 aggregate.
 	a := rd.Aggregation
 	if a == nil || len(a.Inputs) != 2 || a.Inputs[0].Trainer != ts[0] || a.Inputs[1].Trainer != ts[2] || a.Inputs[1].Digest != us[2] {
@@ -119,8 +123,20 @@ func TestMachineVerify(t *testing.T) {
 	if err != nil || len(rd.Txs) != 1 {
 		t.Fatalf("aggregation done: %+v, %v", rd, err)
 	}
-	if rd, err = m.Step(TxCommitted{Type: ledger.TypeRoundCommitted, Round: 1}); err != nil || len(rd.Txs) != 1 {
-		t.Fatalf("commit: %+v, %v", rd, err)
+	if rd, err = m.Step(TxCommitted{Type: ledger.TypeRoundCommitted, Round: 1}); err != nil || len(rd.Txs) != 0 || rd.ReadSuspensions != 2 {
+		t.Fatalf("commit: %+v, %v; want a read of the suspensions for round 2", rd, err)
+	}
+	if _, err := m.Step(SuspensionsRead{Round: 1}); err == nil {
+		t.Fatal("a read for round 1 was taken while round 2 opens")
+	}
+	if _, err := m.Step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: "x", Until: 3}}}); err == nil {
+		t.Fatal("a read naming no member ID was taken")
+	}
+	if rd, err = m.Step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: ts[1], Until: 3}}}); err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("read: %+v, %v", rd, err)
+	}
+	if got := m.SuspendedUntil(ts[1]); got != 3 {
+		t.Errorf("SuspendedUntil(rejected) = %d, want 3 (rounds 2 and 3)", got)
 	}
 	if o, ok := rd.Txs[0].(ledger.RoundOpened); !ok || o.Round != 2 || len(o.Trainers) != 2 || slices.Contains(o.Trainers, ts[1]) {
 		t.Fatalf("round 2: %+v; want the trainers but the suspended %s", rd.Txs[0], ts[1])
@@ -237,5 +253,52 @@ verify:
 	}
 	if a := rd.Aggregation; a == nil || len(a.Inputs) != 1 || a.Inputs[0].Trainer != t1 {
 		t.Fatalf("after the verdict: %+v", rd)
+	}
+}
+
+// The machine selects by the ledger's suspensions, not by what it saw:
+// one it never saw a verdict for (a rejection that landed after its round
+// failed, or while it was down) keeps the trainer out; after a refused
+// RoundOpened it reads them again.
+func TestMachineVerifySuspensionsFromLedger(t *testing.T) {
+	m, ts, _, now := verifyMachine(t, "")
+	step := func(ev Event) Ready {
+		t.Helper()
+		rd, err := m.Step(ev)
+		if err != nil {
+			t.Fatalf("%T: %v", ev, err)
+		}
+		return rd
+	}
+	step(DrawFixed{Round: 1, Drawn: ts})
+	// The verify timeout passes with no verdict: the round fails.
+	rd := step(Tick{Now: now.Add(11 * time.Minute)})
+	if len(rd.Txs) != 4 {
+		t.Fatalf("at the deadline: %+v; want 3 unverified rejections and RoundFailed", rd)
+	}
+	if _, ok := rd.Txs[3].(ledger.RoundFailed); !ok {
+		t.Fatalf("at the deadline: %+v", rd.Txs[3])
+	}
+	if rd = step(TxCommitted{Type: ledger.TypeRoundFailed, Round: 1}); rd.ReadSuspensions != 2 || len(rd.Txs) != 0 {
+		t.Fatalf("after the failure: %+v", rd)
+	}
+	// The ledger shows t1 suspended (a late rejection of round 1).
+	rd = step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: ts[0], Until: 3}, {Trainer: ts[2], Until: 1}}})
+	o, ok := rd.Txs[0].(ledger.RoundOpened)
+	if !ok || slices.Contains(o.Trainers, ts[0]) || !slices.Contains(o.Trainers, ts[2]) {
+		t.Fatalf("round 2: %+v; want t1 (suspended to round 3) left out, t3 (to round 1) selected", rd.Txs)
+	}
+	// The ledger refuses it (a suspension landed since the read): the
+	// machine reads again before the next attempt.
+	rd = step(TxRejected{Type: ledger.TypeRoundOpened, Round: 2, Reason: "trainers[0] is suspended"})
+	if rd.ReadSuspensions != 0 || len(rd.Txs) != 0 {
+		t.Fatalf("after the refusal: %+v", rd)
+	}
+	if rd = step(Tick{Now: now.Add(12 * time.Minute)}); rd.ReadSuspensions != 2 || len(rd.Txs) != 0 {
+		t.Fatalf("the tick after the refusal: %+v; want a new read", rd)
+	}
+	rd = step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: ts[0], Until: 3}, {Trainer: ts[1], Until: 3}}})
+	if len(rd.Txs) != 0 || !strings.Contains(rd.Waiting, "eligible") {
+		t.Fatalf("with two of three suspended and min 2: %+v", rd)
 	}
 }
