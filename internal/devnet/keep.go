@@ -114,11 +114,22 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 		line("aggregator      in the coordinator's process (key %s)", n.path("keys", "aggregator.key"))
 	}
 	line("last model      %s", model)
-	if n.Opts.Verify {
-		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(VerifierName), n.path(VerifierName), n.VerifierMetrics)
+	if names := n.VerifierNames(); len(names) == 1 {
+		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(names[0]), n.path(names[0]), n.VerifierMetrics)
 		line("\n# The verifier (role verifier, admitted by the admin) replays every update of the jobs")
 		line("# before their rounds commit (verify: {fraction: 1, by: [it]}); it runs as:")
 		cmd(n.VerifierArgs()...)
+	} else if len(names) > 1 {
+		for i, name := range names {
+			line("%-15s id %s, data %s, metrics http://%s/metrics", name, n.ID(name), n.path(name), n.VerifiersMetrics[i])
+		}
+		line("\n# The verifiers (role verifier, admitted by the admin) replay every update of the jobs")
+		line("# before their rounds commit (verify: {fraction: 1, by: [them], quorum: %d}); each runs as:", n.Opts.VerifyQuorum)
+		for _, name := range names {
+			cmd(n.VerifierArgsOf(name)...)
+		}
+	}
+	if n.Opts.Verify {
 		line("# each round's verdicts (UpdateVerified / UpdateRejected naming a step):")
 		cmd("ledger", "query", "round", n.JobName, "--round", "1", "--addr", ledger, "--genesis", genesis)
 	}
