@@ -131,6 +131,9 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		m, err = n.cfg.Ledger.Member(ctx, n.id)
 	}
+	if ctx.Err() != nil {
+		return nil // stopped before it started
+	}
 	if err != nil {
 		return fmt.Errorf("verifier: own membership: %w", err)
 	}
