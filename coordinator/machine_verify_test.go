@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -301,4 +303,66 @@ func TestMachineVerifySuspensionsFromLedger(t *testing.T) {
 	if len(rd.Txs) != 0 || !strings.Contains(rd.Waiting, "eligible") {
 		t.Fatalf("with two of three suspended and min 2: %+v", rd)
 	}
+}
+
+// FuzzSuspensionsRead decodes a ledger node's Suspensions reply (outside
+// bytes: the node may lie) and steps a machine about to open round 1 with
+// it: the machine refuses a malformed read unchanged, or opens the round
+// selecting no trainer the read suspends for it.
+func FuzzSuspensionsRead(f *testing.F) {
+	t1 := strings.Repeat("1", 64)
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`[{"trainer":"` + t1 + `","until":1}]`))
+	f.Add([]byte(`[{"trainer":"` + t1 + `","until":18446744073709551615},{"trainer":"x","until":0}]`))
+	f.Add([]byte(`null`))
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte("name: spot\nmodel:\n  digest: "+base+"\ndatasets:\n  published: ["+pub+
+		"]\n  range_samples: 4\ntrainers:\n  min: 1\nverify:\n  fraction: 1\n  by: ["+v+"]\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	rc, err := j.Recipe([]string{strings.Repeat("c", 64)}, "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	rc.Published[0].Samples = 30
+	ts := []string{t1, strings.Repeat("2", 64)}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var ss []ledger.Suspension
+		if json.Unmarshal(raw, &ss) != nil {
+			return
+		}
+		m, err := New(Config{Job: j, Recipe: rc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range []Event{MembersChanged{Trainers: ts}, TrainerJoined{Trainer: ts[0]}, TrainerJoined{Trainer: ts[1]}, JobStarted{Now: time.Unix(1000, 0)}} {
+			if _, err := m.Step(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rd, err := m.Step(SuspensionsRead{Round: 1, Suspended: ss})
+		if err != nil {
+			if !errors.Is(err, ErrBadEvent) {
+				t.Fatalf("error %v, want ErrBadEvent", err)
+			}
+			if m.SuspendedUntil(t1) != 0 || m.suspRead != 0 {
+				t.Fatal("a refused read changed the machine")
+			}
+			return
+		}
+		for _, tx := range rd.Txs {
+			o, ok := tx.(ledger.RoundOpened)
+			if !ok {
+				continue
+			}
+			for _, tr := range o.Trainers {
+				for _, s := range ss {
+					if s.Trainer == tr && s.Suspended(1) {
+						t.Fatalf("round 1 selects %s, which the read suspends until %d", tr, s.Until)
+					}
+				}
+			}
+		}
+	})
 }

@@ -2,9 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -62,6 +64,13 @@ func (s *Service) readSuspensions(ctx context.Context, gen uint64, j *runningJob
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		ss, err := s.cfg.Ledger.Suspensions(qctx, j.job.Name, h)
 		cancel()
+		for i, x := range ss {
+			if err == nil && !digest.Valid(x.Trainer) {
+				// A reply the machine would refuse: ask again rather
+				// than never open the round.
+				err = fmt.Errorf("the ledger's reply names suspended[%d] %q, not a member ID", i, abbrev(x.Trainer))
+			}
+		}
 		if err == nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()
