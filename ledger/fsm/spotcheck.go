@@ -68,8 +68,9 @@ func (c *execCtx) drawSeed(typ string, r *ledger.Round) ([32]byte, error) {
 }
 
 // drawnForVerdict checks what every verdict needs: the job names the
-// signer as a verifier, the update was submitted to the open round r and
-// is drawn, and no verdict or rejection is recorded for it yet. It returns
+// signer as a verifier, the update was submitted to round r (open, or
+// closed within its verdict window: verdictRound) and is drawn, and no
+// verdict or rejection is recorded for it yet. It returns
 // the job and the update.
 func (c *execCtx) drawnForVerdict(typ string, tx *ledger.Tx, jobID string, r *ledger.Round, digest string) (*ledger.JobRecord, *ledger.Update, error) {
 	job, err := c.job(jobID)
