@@ -3,6 +3,7 @@ package coordinator
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -365,4 +366,58 @@ func FuzzSuspensionsRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A coordinator restarted after a round failed does not select by what
+// its history shows: it reads the ledger's suspensions before it opens
+// the next round (a rejection that landed after the round failed is in
+// no round it replays as a verdict it saw).
+func TestMachineVerifyRecoverReadsSuspensions(t *testing.T) {
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte(`name: spot
+model:
+  digest: `+base+`
+datasets:
+  published: [`+pub+`]
+rounds: 3
+trainers:
+  min: 1
+verify:
+  fraction: 1
+  by: [`+v+`]
+  suspend_job: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, t2 := strings.Repeat("1", 64), strings.Repeat("2", 64)
+	r := ledger.Round{JobID: "spot", Round: 1, ConfigDigest: j.Digest(), BaseModel: base, Trainers: []string{t1, t2}, Status: ledger.StatusFailed,
+		Deadline: time.Unix(5000, 0), SubmissionsClosedHeight: 7, Updates: []ledger.Update{
+			{Trainer: t1, UpdateDigest: strings.Repeat("4", 64), DatasetDigest: pub, Samples: 4},
+			{Trainer: t2, UpdateDigest: strings.Repeat("5", 64), DatasetDigest: pub, Samples: 4}}}
+	rc, err := j.Recipe([]string{strings.Repeat("c", 64)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Published[0].Samples = 30
+	m, err := Recover(Config{Job: j, Recipe: rc}, []ledger.Round{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []Event{MembersChanged{Trainers: []string{t1, t2}}, TrainerJoined{Trainer: t1}, TrainerJoined{Trainer: t2}} {
+		if _, err := m.Step(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd, err := m.Step(JobStarted{Now: time.Unix(1000, 0)})
+	if err != nil || rd.ReadSuspensions != 2 || len(rd.Txs) != 0 {
+		t.Fatalf("start: %+v, %v; want a read of the suspensions for round 2 and no RoundOpened", rd, err)
+	}
+	rd, err = m.Step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: t2, Until: math.MaxUint64}}})
+	if err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("read: %+v, %v", rd, err)
+	}
+	if o, ok := rd.Txs[0].(ledger.RoundOpened); !ok || o.Round != 2 || !slices.Equal(o.Trainers, []string{t1}) {
+		t.Fatalf("round 2: %+v; want t1 alone (t2 suspended for the rest of the job)", rd.Txs[0])
+	}
 }
