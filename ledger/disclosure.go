@@ -89,6 +89,10 @@ func CheckDisclosureFits(chainID, job string, r *RoundRecipe, maxTxBytes int) er
 			hi = mid
 		}
 	}
-	return fmt.Errorf("recipe.verify.steps %d: job %q spot-checks its updates, so each discloses the digest of every one of its %d steps; such an update takes up to %d bytes, above the chain's policy max_tx_bytes %d: at most %d steps per update fit (lower train.local_steps, or run the job on a chain with max_tx_bytes of at least %d)",
-		v.Steps, job, v.Steps, n, maxTxBytes, lo, n)
+	fit := fmt.Sprintf("at most %d steps per update fit (lower train.local_steps", lo)
+	if lo == 0 {
+		fit = "no update of the job fits, even of one step (fewer published datasets"
+	}
+	return fmt.Errorf("recipe.verify.steps %d: job %q spot-checks its updates, so each discloses the digest of every one of its %d steps; such an update takes up to %d bytes, above the chain's policy max_tx_bytes %d: %s, or run the job on a chain with max_tx_bytes of at least %d)",
+		v.Steps, job, v.Steps, n, maxTxBytes, fit, n)
 }
