@@ -675,7 +675,7 @@ func (m *Machine) txRejected(e TxRejected) error {
 			// Retry at the next tick: the ledger's block time may not have
 			// passed the deadline yet.
 			m.st, m.cur.closeHold = stCollecting, true
-			m.setWaiting(fmt.Sprintf("round %d: the ledger refused SubmissionsClosed (%s); retrying at the next tick", m.round, reason))
+			m.setWaiting(fmt.Sprintf("round %d: the ledger refused SubmissionsClosed (%d of %d tries: %s); retrying at the next tick", m.round, m.cur.closeRefused, MaxCloseAttempts, reason))
 			return nil
 		}
 		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round, Reason: fmt.Sprintf("the ledger refused SubmissionsClosed %d times, so no spot-check draw; last: %s", m.cur.closeRefused, reason)}, "", "")
