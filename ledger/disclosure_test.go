@@ -93,3 +93,28 @@ func TestDisclosedUpdateBytesBounds(t *testing.T) {
 	}
 	t.Logf("300 steps: real update %d bytes, bound %d", len(env), bound)
 }
+
+// TestDisclosedUpdateBytesExact: the size DisclosedUpdateBytes adds up
+// from one step is that of the update built and signed in full, at every
+// change of the step count's digits and at the limit.
+func TestDisclosedUpdateBytesExact(t *testing.T) {
+	r := &RoundRecipe{Published: []PublishedRef{{Digest: hexDigest("p1"), Samples: 9}, {Digest: hexDigest("p2"), Samples: 9}}}
+	for _, n := range []int{1, 2, 3, 9, 10, 11, 99, 100, 101, 999, 1000, 1001, 2919, 2920, MaxDisclosedSteps} {
+		env, err := disclosedUpdate(testChain, "a-job", r, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DisclosedUpdateBytes(testChain, "a-job", r, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != len(env) {
+			t.Fatalf("%d steps: DisclosedUpdateBytes says %d bytes, the update built in full is %d", n, got, len(env))
+		}
+	}
+	for _, n := range []int{0, MaxDisclosedSteps + 1} {
+		if _, err := DisclosedUpdateBytes(testChain, "a-job", r, n); err == nil {
+			t.Fatalf("%d steps: no error", n)
+		}
+	}
+}
