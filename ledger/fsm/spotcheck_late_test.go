@@ -14,13 +14,6 @@ import (
 // committing) the round before the verifiers' verdicts land does not
 // re-roll it for a drawn cheater.
 
-// advance moves the chain's clock by d.
-func (ch *chain) advance(d time.Duration) {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	ch.clock = ch.clock.Add(d)
-}
-
 // closedRound opens round 1 of job "spot" with a and b, has both submit,
 // closes the submissions and returns the updates' digests.
 func (fx *spotFixture) closedRound(t *testing.T) (ua, ub string) {
@@ -151,7 +144,8 @@ func TestSpotCheckSuspensionNeverShortened(t *testing.T) {
 	open1 := fx.open(t, "spot", 1, base, []*actor{a, b})
 	open2 := fx.open(t, "spot", 2, base, []*actor{a, b})
 	ch.mustApply(c.coord.sign(t, open1), c.coord.sign(t, open2))
-	ch.mustApply(fx.submit(t, "spot", 1, open1, b, digest("b1")), fx.submit(t, "spot", 2, open2, b, digest("b2")))
+	ch.mustApply(fx.submit(t, "spot", 1, open1, a, digest("a1")), fx.submit(t, "spot", 2, open2, a, digest("a2")),
+		fx.submit(t, "spot", 1, open1, b, digest("b1")), fx.submit(t, "spot", 2, open2, b, digest("b2")))
 	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}), c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 2}))
 	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 2, UpdateDigest: digest("b2"), Reason: "differs", Step: 1}))
 	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}))
