@@ -640,8 +640,19 @@ func (n *Net) writeJob() error {
 		return nil
 	}
 	// The same job under another name, for the guide's launch command (a
-	// job name is launched once).
+	// job name is launched once), and the next seed: with the first job's
+	// seed a trainer given the same data range would train exactly its
+	// round again and submit the weights that round committed as a model,
+	// which the ledger refuses as an update.
 	doc["name"] = name + "-2"
+	switch s := doc["seed"].(type) {
+	case nil:
+		doc["seed"] = 1
+	case int:
+		doc["seed"] = s + 1
+	case uint64:
+		doc["seed"] = s + 1
+	}
 	n.NextJobFile, n.NextJobName = n.path("job-2.yaml"), name+"-2"
 	if err := writeYAML(n.NextJobFile, doc); err != nil {
 		return err

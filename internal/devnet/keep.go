@@ -141,8 +141,8 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	cmd("admin", "add-member", "--role", "trainer", "--name", NewTrainerName, "--pubkey", filepath.Join(dir, "trainer.pub"),
 		"--key", admin, "--addr", ledger, "--genesis", genesis)
 	cmd("trainer", "join", "--config", filepath.Join(dir, "trainer.yaml"))
-	line("\n# Launch another job and follow it: the first job again, named %s (a name", n.NextJobName)
-	line("# runs once: for a third, copy the file and change its name:).")
+	line("\n# Launch another job and follow it: the first job again, named %s, with the next", n.NextJobName)
+	line("# seed (a name runs once: for a third, copy the file and change its name and seed).")
 	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
 	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
 	line("\n# Audit the model: its lineage, each fact checked against blocks cosigned by 2 of")
