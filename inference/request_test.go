@@ -19,7 +19,7 @@ func TestDecodeRequest(t *testing.T) {
 		len(r.Messages) != 1 || r.Messages[0] != (ChatMessage{Role: "user", Content: "hi"}) {
 		t.Errorf("decoded %+v", r)
 	}
-	r, err = DecodeRequest(Completions, []byte(`{"model":"m","prompt":[[1,2,3]],"stop":["a","b"],"stop":null}`))
+	r, err = DecodeRequest(Completions, []byte(`{"model":"m","prompt":[[1,2,3]],"stop":null}`))
 	if err != nil || len(r.PromptTokens) != 3 || r.Stop != nil || r.Temperature != 1 || r.TopP != 1 {
 		t.Errorf("decoded %+v, %v", r, err)
 	}
@@ -28,6 +28,7 @@ func TestDecodeRequest(t *testing.T) {
 		`{"model":"m","prompt":"a","stream_options":{"include_usage":true}}`, `{"model":"m","prompt":"a","top_p":0}`,
 		`{"model":"m","prompt":"a","seed":1.5}`, `{"model":"m","prompt":"a","stop":[1]}`, `{"model":"m","prompt":"a","stop":[""]}`,
 		`{"model":"m","prompt":"a","max_tokens":"5"}`, `{"model":"m","prompt":"a","n":0}`,
+		`{"model":"m","prompt":"a","stop":["a","b"],"stop":null}`, `{"model":"m","prompt":"a","Stop":"b"}`,
 	} {
 		if _, err := DecodeRequest(Completions, []byte(bad)); err == nil || err.Status != 400 {
 			t.Errorf("%s: %v, want a 400", bad, err)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ type Config struct {
 	MaxConcurrent    int           // requests generating at once (default 4)
 	MaxQueue         int           // requests waiting for a slot at most (default 64); more: 429
 	RequestTimeout   time.Duration // a request's time at most, queue included (default 5 minutes)
+	BodyTimeout      time.Duration // time to receive a request's body at most (default 30s); slower: 408
 	DefaultMaxTokens int           // max_tokens when a request gives none (default 256; capped by the context)
 	AuthToken        string        // when set, /v1/ requests need "Authorization: Bearer AuthToken"
 	Receipter        Receipter     // default NoReceipts
@@ -48,6 +50,9 @@ func (c *Config) defaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Minute
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 30 * time.Second
 	}
 	if c.DefaultMaxTokens <= 0 {
 		c.DefaultMaxTokens = 256
@@ -175,16 +180,19 @@ func (s *Server) api(endpoint string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		// The refusal is this request's alone: h, shared by every request
+		// to the endpoint, is never changed.
+		authorized := true
 		if s.cfg.AuthToken != "" {
 			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			got := sha256.Sum256([]byte(tok))
 			if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 				writeError(sw, &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
 					Message: "missing or incorrect API key: send Authorization: Bearer TOKEN"})
-				h = nil
+				authorized = false
 			}
 		}
-		if h != nil {
+		if authorized {
 			h(sw, r)
 		}
 		code := sw.code
@@ -291,8 +299,23 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 				Message: "use POST " + r.URL.Path})
 			return
 		}
+		// A client that sends its headers and then stalls its body is cut
+		// at BodyTimeout; the deadline is lifted once the body is in, so
+		// that the connection's watch for a client that goes away does
+		// not end a long answer.
+		rc := http.NewResponseController(w)
+		deadlineSet := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+		if deadlineSet {
+			rc.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				w.Header().Set("Connection", "close")
+				writeError(w, &APIError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+					Message: fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyTimeout)})
+				return
+			}
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				writeError(w, &APIError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
 					Message: fmt.Sprintf("the request body is larger than %d bytes", s.cfg.MaxBodyBytes)})

@@ -1,0 +1,143 @@
+package inference_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/fedtune/fedtune/inference"
+)
+
+// TestAttackAuthRefusalIsPerRequest: a request without the token is
+// refused, and the requests with it that follow, or run beside it, are
+// still answered (a refusal once disabled the endpoint for everyone).
+func TestAttackAuthRefusalIsPerRequest(t *testing.T) {
+	m, _ := tinyModel(t, 21)
+	f := serve(t, m, inference.Config{AuthToken: "s3cret"})
+	ctx := context.Background()
+	bad := openai.NewClient(option.WithBaseURL(f.url+"/v1/"), option.WithAPIKey("wrong"), option.WithMaxRetries(0))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			_, err := bad.Models.List(ctx)
+			wantAPIError(t, err, 401, "invalid_api_key")
+		})
+	}
+	wg.Wait()
+	for i := range 3 {
+		l, err := f.client.Models.List(ctx)
+		if err != nil || len(l.Data) != 1 || l.Data[0].ID != modelID {
+			t.Fatalf("list %d with the token after refusals: %+v, %v", i, l, err)
+		}
+		res, err := f.client.Completions.New(ctx, openai.CompletionNewParams{Model: modelID,
+			Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(2)})
+		if err != nil || len(res.Choices) != 1 {
+			t.Fatalf("completion %d with the token after refusals: %+v, %v", i, res, err)
+		}
+	}
+}
+
+// TestAttackAmbiguousRequest: a body readers could read two ways is
+// refused, since the receipt signs its bytes and a third party reads it
+// with its own parser: duplicate members, members equal up to case, names
+// this server reads spelt in another case (encoding/json would read
+// "PROMPT" as prompt, "ſtop" as stop) and invalid UTF-8. Parameters that
+// change the answer and that the server does not implement are refused,
+// not ignored, and so are stop sequences too long for a receipt.
+func TestAttackAmbiguousRequest(t *testing.T) {
+	m, _ := tinyModel(t, 22)
+	f := serve(t, m, inference.Config{})
+	comp, chat := f.url+"/v1/completions", f.url+"/v1/chat/completions"
+	for _, tc := range []struct {
+		name, url, body string
+		code, says      string
+	}{
+		{"duplicate prompt", comp, `{"model":"tiny","prompt":"benign","prompt":"evil"}`, "invalid_json", `duplicate field \"prompt\"`},
+		{"prompt twins in case", comp, `{"model":"tiny","prompt":"benign","PROMPT":"evil"}`, "invalid_json", "differ only in case"},
+		{"model in upper case", comp, `{"MODEL":"tiny","prompt":"a"}`, "invalid_json", `did you mean \"model\"`},
+		{"long s in stop", comp, `{"model":"tiny","prompt":"a","ſtop":"x"}`, "invalid_json", `did you mean \"stop\"`},
+		{"kelvin sign in max_tokens", comp, `{"model":"tiny","prompt":"a","max_to\u212Aens":3}`, "invalid_json", `did you mean \"max_tokens\"`},
+		{"content twins in a message", chat, `{"model":"tiny","messages":[{"role":"user","content":"a","Content":"b"}]}`, "invalid_json", "differ only in case"},
+		{"role in another case", chat, `{"model":"tiny","messages":[{"ROLE":"user","content":"a"}]}`, "invalid_json", `did you mean \"role\"`},
+		{"duplicate temperature", comp, `{"model":"tiny","prompt":"a","temperature":0,"temperature":2}`, "invalid_json", `duplicate field \"temperature\"`},
+		{"invalid UTF-8", comp, "{\"model\":\"tiny\",\"prompt\":\"a\xff\"}", "invalid_json", "not valid UTF-8"},
+		{"logit_bias", comp, `{"model":"tiny","prompt":"a","logit_bias":{"65":100}}`, "unsupported_parameter", "logit_bias"},
+		{"frequency_penalty", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"frequency_penalty":1.5}`, "unsupported_parameter", "frequency_penalty"},
+		{"logprobs", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"logprobs":true}`, "unsupported_parameter", "logprobs"},
+		{"echo", comp, `{"model":"tiny","prompt":"a","echo":true}`, "unsupported_parameter", "echo"},
+		{"response_format json", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"response_format":{"type":"json_object"}}`, "unsupported_parameter", "response_format"},
+		{"tools", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, "unsupported_parameter", "tools"},
+		{"stop too long for a receipt", comp, `{"model":"tiny","prompt":"a","stop":"` + strings.Repeat("z", 300) + `"}`, "invalid_value", "300 bytes, at most 256"},
+	} {
+		status, body := post(t, tc.url, tc.body)
+		if status != 400 || !strings.Contains(body, `"code":"`+tc.code+`"`) || !strings.Contains(body, tc.says) {
+			t.Errorf("%s: %d %s; want 400 %s saying %q", tc.name, status, body, tc.code, tc.says)
+		}
+	}
+	// What OpenAI's clients send at the defaults still passes.
+	for _, body := range []string{
+		`{"model":"tiny","prompt":"a","max_tokens":1,"logit_bias":{},"frequency_penalty":0,"presence_penalty":0,"logprobs":null,"echo":false,"suffix":"","best_of":1,"user":"u"}`,
+		`{"model":"tiny","messages":[{"role":"user","content":"a","name":"x"}],"max_tokens":1,"logprobs":false,"response_format":{"type":"text"},"tools":[],"metadata":{"Model":"free text"}}`,
+	} {
+		url := comp
+		if strings.Contains(body, "messages") {
+			url = chat
+		}
+		if status, res := post(t, url, body); status != 200 {
+			t.Errorf("%s: %d %s, want 200", body, status, res)
+		}
+	}
+	if n := f.srv.Active(); n != 0 {
+		t.Errorf("%d requests still active", n)
+	}
+}
+
+// TestAttackSlowBody: a client that sends its headers and then trickles
+// (or never sends) its body is answered 408 at the body's time limit, not
+// held forever.
+func TestAttackSlowBody(t *testing.T) {
+	m, _ := tinyModel(t, 23)
+	m.StopTokens = nil
+	wrap(m, 40*time.Millisecond)
+	f := serve(t, m, inference.Config{BodyTimeout: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"model":"tiny","prompt":"a","max_tokens":1}`
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:10])
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body after %v: %v", time.Since(start), err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("status %d, want 408", res.StatusCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.srv.Active() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still active", f.srv.Active())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A body sent in time, for an answer longer than the limit, is
+	// unaffected by it.
+	res2, err := f.client.Completions.New(context.Background(), openai.CompletionNewParams{Model: modelID,
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(12)})
+	if err != nil || res2.Usage.CompletionTokens != 12 {
+		t.Fatalf("a 0.5 s answer with a 0.3 s body limit: %+v, %v", res2, err)
+	}
+}
