@@ -118,3 +118,25 @@ func TestTextStream(t *testing.T) {
 		}
 	}
 }
+
+// TestStopAfter: the tokens the server keeps are those up to the one
+// that completes the first stop sequence met.
+func TestStopAfter(t *testing.T) {
+	tok := tokenizer.Byte{}
+	ids := tok.Encode("hello, wörld")
+	for _, c := range []struct {
+		stop []string
+		want int
+	}{
+		{nil, len(ids)},
+		{[]string{"zz"}, len(ids)},
+		{[]string{"o, w"}, 8},
+		{[]string{"zz", "ll"}, 4},
+		{[]string{"ö"}, 10}, // two bytes: kept up to the second
+		{[]string{"h"}, 1},
+	} {
+		if got := StopAfter(tok, ids, c.stop); got != c.want {
+			t.Errorf("stop %q: keeps %d, want %d", c.stop, got, c.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -117,6 +118,9 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 			return failed(out, "bundle", err)
 		}
 		passed(out, "bundle", "the request body and prompt ids hash to what the receipt signed")
+		if err := checkRequest(out, b, r); err != nil {
+			return err
+		}
 	}
 	if o.ledgerAddr != "" {
 		err := withClient(ctx, o.ledgerAddr, o.genesisPath, warn, func(c *client.Client) error {
@@ -348,10 +352,19 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	// mismatch says which device replayed.
 	where := fmt.Sprintf(" (replayed on the %s device; replay on the device that served)", cmp.Or(dev.name, "host"))
 	// Stop strings cut the answer at a text boundary the tokens do not
-	// show: the recorded tokens are then a prefix of the replay.
+	// show: the server keeps the tokens up to the one that completes the
+	// first stop string met, as inference.StopAfter finds it in the
+	// replay; an answer cut anywhere else was cut by the node.
 	n := r.CompletionTokens
-	if (len(s.Stop) == 0 && len(ids) != n) || len(ids) < n {
+	if len(ids) < n {
 		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) generated %d tokens, the receipt signed %d%s", receipt.ErrMismatch, mode, len(ids), n, firstDiff(b.CompletionIDs, ids)+where))
+	}
+	if keep := inference.StopAfter(tok, ids, s.Stop); keep != n {
+		why := "no stop string occurs in the replay's text"
+		if keep < len(ids) {
+			why = fmt.Sprintf("the replay's text meets a stop string %v at token %d", s.Stop, keep)
+		}
+		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) keeps %d tokens (%s), the receipt signed %d%s", receipt.ErrMismatch, mode, keep, why, n, firstDiff(b.CompletionIDs, ids)+where))
 	}
 	got, err := receipt.TokensHash(ids[:n])
 	if err != nil {
@@ -368,6 +381,64 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 			fmt.Fprintf(out, "note %-9s the bundle's text differs from the replayed tokens' text %q (the text is not signed; the tokens are)\n", "response", text)
 		}
 	}
+	return nil
+}
+
+// checkRequest checks that the receipt's sampling is what the bundle's
+// request asked for, read as the server reads it (inference.DecodeRequest,
+// which refuses a body that could be read two ways): temperature, top_p,
+// the stop strings, max_tokens and the seed when the request gives them,
+// and the prompt ids when the request gives token ids. A node could
+// otherwise answer with parameters it chose, a prompt it chose, or cut
+// the answer at a stop string nobody asked for, and sign that honestly.
+func checkRequest(out io.Writer, b *receipt.Bundle, r *receipt.Receipt) error {
+	var probe struct {
+		Messages json.RawMessage `json:"messages"`
+	}
+	e := inference.Completions
+	if json.Unmarshal(b.Request, &probe) == nil && probe.Messages != nil {
+		e = inference.ChatCompletions
+	}
+	req, apiErr := inference.DecodeRequest(e, b.Request)
+	if apiErr != nil {
+		return failed(out, "request", fmt.Errorf("%w: the request is not one a server answers: %s", receipt.ErrMismatch, apiErr.Message))
+	}
+	s := r.Sampling
+	topP := s.TopP
+	if topP == 0 {
+		topP = 1
+	}
+	var bad []string
+	if req.Temperature != s.Temperature {
+		bad = append(bad, fmt.Sprintf("temperature %g, the receipt %g", req.Temperature, s.Temperature))
+	}
+	if req.TopP != topP {
+		bad = append(bad, fmt.Sprintf("top_p %g, the receipt %g", req.TopP, s.TopP))
+	}
+	if !slices.Equal(req.Stop, s.Stop) {
+		bad = append(bad, fmt.Sprintf("stop %q, the receipt %q", req.Stop, s.Stop))
+	}
+	if req.MaxTokens != 0 && req.MaxTokens != s.MaxTokens {
+		bad = append(bad, fmt.Sprintf("max_tokens %d, the receipt %d", req.MaxTokens, s.MaxTokens))
+	}
+	if req.Seed != nil && uint64(*req.Seed) != s.Seed {
+		bad = append(bad, fmt.Sprintf("seed %d, the receipt %d", *req.Seed, s.Seed))
+	}
+	if req.PromptTokens != nil && !slices.Equal(req.PromptTokens, b.PromptIDs) {
+		i := 0
+		for i < min(len(req.PromptTokens), len(b.PromptIDs)) && req.PromptTokens[i] == b.PromptIDs[i] {
+			i++
+		}
+		bad = append(bad, fmt.Sprintf("%d prompt token ids, not the %d the receipt signed (they differ from position %d)", len(req.PromptTokens), len(b.PromptIDs), i))
+	}
+	if len(bad) > 0 {
+		return failed(out, "request", fmt.Errorf("%w: the request asked for %s", receipt.ErrMismatch, strings.Join(bad, "; ")))
+	}
+	seed := "the server's seed"
+	if req.Seed != nil {
+		seed = "its seed"
+	}
+	passed(out, "request", "the receipt's sampling is the request's (temperature %g, top_p %g, max_tokens %d, stop %q, %s)", s.Temperature, topP, s.MaxTokens, s.Stop, seed)
 	return nil
 }
 

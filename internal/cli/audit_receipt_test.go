@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -24,7 +25,7 @@ import (
 // may change the answer before it is signed.
 func answerBundle(t *testing.T, key ed25519.PrivateKey, dir, prompt string, s receipt.Sampling, edit func(*receipt.Answer)) *receipt.Bundle {
 	t.Helper()
-	req, _ := json.Marshal(map[string]any{"model": "m", "prompt": prompt, "max_tokens": s.MaxTokens, "temperature": s.Temperature, "seed": s.Seed})
+	req, _ := json.Marshal(map[string]any{"model": "m", "prompt": prompt, "max_tokens": s.MaxTokens, "temperature": s.Temperature, "top_p": cmp.Or(s.TopP, 1), "seed": s.Seed})
 	return answerRequest(t, key, dir, prompt, req, s, edit)
 }
 
@@ -116,7 +117,7 @@ func TestAuditReceiptReplay(t *testing.T) {
 	// A chat request: the messages rendered (no chat template in the
 	// folder: the plain form) give the prompt ids; a server that rendered
 	// them otherwise is noted, and its answer still replays.
-	chatReq := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}`)
+	chatReq := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}`)
 	for rendered, want := range map[string]string{
 		"user: hi\nassistant:": "ok   prompt    the request's 1 messages, rendered with the plain role: content form",
 		"<user>hi</user>":      "note prompt    the request's messages rendered with the plain role: content form (the model has no chat template) do not give",
@@ -144,7 +145,10 @@ func TestAuditReceiptReplay(t *testing.T) {
 			return answerBundle(t, key, modelDir, "hello there", greedy, func(a *receipt.Answer) { a.CompletionIDs[3] ^= 1 })
 		}, modelDir, "replay: receipt: does not match: the replay's 8 tokens (greedy) hash to"},
 		{"seed not the generation's", func() *receipt.Bundle {
-			return answerBundle(t, key, modelDir, "hello there", sampled, func(a *receipt.Answer) { a.Sampling.Seed = 43 })
+			return answerBundle(t, key, modelDir, "hello there", sampled, func(a *receipt.Answer) {
+				a.Sampling.Seed = 43 // and the request asks for it: the tokens are seed 42's
+				a.Request = []byte(strings.Replace(string(a.Request), `"seed":42`, `"seed":43`, 1))
+			})
 		}, modelDir, "(first difference at token"},
 		{"another model", func() *receipt.Bundle { return answerBundle(t, key, modelDir, "hello there", greedy, nil) },
 			otherDir, "replay: --model " + otherDir + " has digest"},
@@ -272,7 +276,7 @@ func TestAuditReceiptAdapter(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := ledger.GenerateKey()
-	_, b, err := receipt.SignAnswer(key, receipt.Answer{Model: d, Adapter: adDigest, Request: []byte(`{"prompt":"adapted"}`),
+	_, b, err := receipt.SignAnswer(key, receipt.Answer{Model: d, Adapter: adDigest, Request: []byte(`{"model":"m","prompt":"adapted","max_tokens":8,"temperature":0}`),
 		PromptIDs: ids, CompletionIDs: out, Sampling: receipt.Sampling{MaxTokens: 8}}, "")
 	if err != nil {
 		t.Fatal(err)
