@@ -167,6 +167,10 @@ func auditReceiptLedger(ctx context.Context, out io.Writer, c *client.Client, r 
 		if anchor, err = committedModel(ctx, out, c, "adapter", r.Adapter); err != nil {
 			return err
 		}
+		if err := adapterOn(ctx, c, anchor, r.Model); err != nil {
+			return failed(out, "adapter", err)
+		}
+		passed(out, "adapter", "%s is an adapter of the receipt's model %s", r.Adapter, r.Model)
 	}
 	if r.Block == nil {
 		passed(out, "block", "none recorded (a standalone node); the %s was committed at height %d", what(r), anchor.Height)
@@ -186,6 +190,38 @@ func auditReceiptLedger(ctx context.Context, out io.Writer, c *client.Client, r 
 		return failed(out, "block", err)
 	}
 	passed(out, "block", "height %d hash %s holds tx %s committing the %s (%s)", r.Block.Height, r.Block.Hash, anchor.TxHash, what(r), how)
+	return nil
+}
+
+// adapterOn checks that the adapter ad (its ledger record) belongs on the
+// model the receipt names: a round's adapter is trained on its job's base
+// model (the recipe's, else round 1's), and the job must be a LoRA job. An
+// adapter merged into another model is a model the chain never
+// committed, even when both are committed models. A registered adapter
+// (no job) carries no base to check.
+func adapterOn(ctx context.Context, c *client.Client, ad *ledger.Model, model string) error {
+	if ad.JobID == "" {
+		return nil
+	}
+	rec, err := c.Job(ctx, ad.JobID)
+	if err != nil {
+		return fmt.Errorf("job %q, whose round %d committed adapter %s: %w", ad.JobID, ad.Round, ad.Digest, err)
+	}
+	if rec.Recipe.InitialAdapter == "" {
+		return fmt.Errorf("%s is the full model round %d of job %q committed, not an adapter", ad.Digest, ad.Round, ad.JobID)
+	}
+	base := rec.Recipe.BaseModel
+	if base == "" {
+		r1, err := c.Round(ctx, ad.JobID, 1)
+		if err != nil {
+			return fmt.Errorf("round 1 of job %q: %w", ad.JobID, err)
+		}
+		base = r1.BaseModel
+	}
+	if base != model {
+		return fmt.Errorf("adapter %s was committed by round %d of job %q, trained on base model %s, not on the receipt's model %s: the chain never committed that pair",
+			ad.Digest, ad.Round, ad.JobID, base, model)
+	}
 	return nil
 }
 
