@@ -3,7 +3,9 @@ package inference_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -139,5 +141,71 @@ func TestAttackSlowBody(t *testing.T) {
 		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(12)})
 	if err != nil || res2.Usage.CompletionTokens != 12 {
 		t.Fatalf("a 0.5 s answer with a 0.3 s body limit: %+v, %v", res2, err)
+	}
+}
+
+// TestAttackLineageStrings: the lineage is read from one ledger node and a
+// job's coordinator, either of which may lie. Names with bidi overrides,
+// control characters or bytes that are not UTF-8 come out written visibly,
+// huge ones cut, markup as text, and a NaN or infinite loss (which JSON
+// cannot carry: the whole answer failed) left out.
+func TestAttackLineageStrings(t *testing.T) {
+	m, _ := tinyModel(t, 24)
+	nan, inf := math.NaN(), math.Inf(1)
+	ok := 2.5
+	m.Lineage = &inference.Lineage{Model: m.Digest, Job: "job\u202e1",
+		Rounds: []inference.LineageRound{
+			{Round: 1, Model: m.Digest, EvalLoss: &nan, EvalSource: inference.EvalFromCoordinator,
+				Contributors: []inference.LineageContributor{{Member: "m", Weight: inf, LossRemoved: &inf}}},
+			{Round: 2, Model: m.Digest, EvalLoss: &ok, EvalSource: inference.EvalFromLedger},
+		},
+		Datasets: []inference.LineageDataset{
+			{Digest: "d", Name: "\u202egnp.exe", Licence: "MIT\x07\xff"},
+			{Digest: "d2", Name: `<img src=x onerror="alert(1)">`, Licence: strings.Repeat("A", 100000)},
+		}}
+	f := serve(t, m, inference.Config{})
+	code, body := get(t, f.url+inference.LineagePath)
+	if code != 200 {
+		t.Fatalf("GET lineage: %d %s", code, body)
+	}
+	var l inference.Lineage
+	if err := json.Unmarshal([]byte(body), &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Job != `job\u202E1` || l.Datasets[0].Name != `\u202Egnp.exe` || l.Datasets[0].Licence != `MIT\x07\xFF` {
+		t.Errorf("job %q, name %q, licence %q: want the bidi override and control bytes written out", l.Job, l.Datasets[0].Name, l.Datasets[0].Licence)
+	}
+	if l.Datasets[1].Name != `<img src=x onerror="alert(1)">` || len(l.Datasets[1].Licence) > inference.MaxLineageText || !strings.HasSuffix(l.Datasets[1].Licence, "…") {
+		t.Errorf("name %q, licence of %d bytes: want the markup as text and the licence cut", l.Datasets[1].Name, len(l.Datasets[1].Licence))
+	}
+	r1, r2 := l.Rounds[0], l.Rounds[1]
+	if r1.EvalLoss != nil || r1.EvalSource != "" || r1.Contributors[0].LossRemoved != nil || r1.Contributors[0].Weight != 0 || r2.EvalLoss == nil || *r2.EvalLoss != 2.5 {
+		t.Errorf("rounds %+v %+v: want the non-finite numbers left out", r1, r2)
+	}
+	// The page's policy: no inline script, no framing, no base or form
+	// target; its assets are not sniffed.
+	res, err := http.Get(f.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	csp := res.Header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'self'", "frame-ancestors 'none'", "base-uri 'none'", "form-action 'none'", "object-src 'none'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") || res.Header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("CSP %q, X-Frame-Options %q", csp, res.Header.Get("X-Frame-Options"))
+	}
+	for _, p := range []string{"/page/page.js", "/v1/models", inference.LineagePath} {
+		res, err := http.Get(f.url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: no X-Content-Type-Options: nosniff", p)
+		}
 	}
 }
