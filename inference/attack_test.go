@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -17,6 +19,10 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/fedtune/fedtune/inference"
+	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/engine"
+	"github.com/fedtune/fedtune/model/modeltest"
+	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
 // TestAttackAuthRefusalIsPerRequest: a request without the token is
@@ -208,4 +214,75 @@ func TestAttackLineageStrings(t *testing.T) {
 			t.Errorf("GET %s: no X-Content-Type-Options: nosniff", p)
 		}
 	}
+}
+
+// smallBuffers is a listener whose connections have small kernel send
+// buffers, so that a client that stops reading blocks the server's writes
+// soon.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+// TestAttackSlowReader: a client that asks for a long stream and never
+// reads it blocks the server's writes. Past the request's time (and the
+// grace to send the rest) the writes fail and the handler gives back its
+// generation slot: the next client is answered, not refused as busy for
+// ever.
+func TestAttackSlowReader(t *testing.T) {
+	c := modeltest.TinyConfig()
+	c.VocabSize, c.MaxPositionEmbeddings, c.EOSTokenID = 260, 1024, nil
+	bm, err := model.New(c, 27)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modeltest.Randomise(bm, 27)
+	tok, err := tokenizer.NewByte(c.VocabSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := inference.NewModel(bm, tok, modelID, engine.NewHost(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := inference.NewServer(m, inference.Config{MaxConcurrent: 1, MaxQueue: -1, RequestTimeout: time.Second, SendGrace: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(smallBuffers{ln})
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	url := "http://" + ln.Addr().String()
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(1024)
+	body := `{"model":"tiny","prompt":"a","max_tokens":1000,"stream":true}`
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	// The stream has the slot; it is never read.
+	for s.Active() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	for {
+		status, res := post(t, url+"/v1/completions", `{"model":"tiny","prompt":"b","max_tokens":2}`)
+		if status == 200 {
+			break
+		}
+		if status != 429 || time.Since(start) > 10*time.Second {
+			t.Fatalf("after %v with a client that does not read: %d %s", time.Since(start).Round(time.Millisecond), status, res)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("answered %v after the stalled stream began", time.Since(start).Round(time.Millisecond))
 }

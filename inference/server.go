@@ -30,6 +30,7 @@ type Config struct {
 	MaxQueue         int           // requests waiting for a slot at most (default 64); more: 429
 	RequestTimeout   time.Duration // a request's time at most, queue included (default 5 minutes)
 	BodyTimeout      time.Duration // time to receive a request's body at most (default 30s); slower: 408
+	SendGrace        time.Duration // after RequestTimeout, time to send the rest of the answer at most (default 10s)
 	DefaultMaxTokens int           // max_tokens when a request gives none (default 256; capped by the context)
 	AuthToken        string        // when set, /v1/ requests need "Authorization: Bearer AuthToken"
 	Receipter        Receipter     // default NoReceipts
@@ -50,6 +51,9 @@ func (c *Config) defaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Minute
+	}
+	if c.SendGrace <= 0 {
+		c.SendGrace = 10 * time.Second
 	}
 	if c.BodyTimeout <= 0 {
 		c.BodyTimeout = 30 * time.Second
@@ -343,6 +347,13 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
+		// A client that stops reading blocks the answer's writes, which no
+		// context ends: past the request's time and SendGrace they fail,
+		// so that the handler returns its generation slot and its
+		// reference to the model (which a swap waits on to close it).
+		if rc.SetWriteDeadline(start.Add(s.cfg.RequestTimeout+s.cfg.SendGrace)) == nil {
+			defer rc.SetWriteDeadline(time.Time{})
+		}
 		release, apiErr := s.admit(ctx)
 		if apiErr != nil {
 			writeError(w, apiErr)
