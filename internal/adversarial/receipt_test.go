@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,6 +306,15 @@ func TestAttackReceipts(t *testing.T) {
 				a.CompletionIDs, a.Sampling.Stop = rn.out[:3], []string{"#@!~"}
 			})
 		}, "no stop string occurs in the replay's text"},
+		// The node stops at a token of its choosing, and names it a stop
+		// token.
+		{"stop token the model does not have", func(t *testing.T) *receipt.Bundle {
+			cut := rn.out[3]
+			k := slices.Index(rn.out, cut)
+			return rn.sign(t, node, func(a *receipt.Answer) {
+				a.CompletionIDs, a.Sampling.StopTokenIDs = rn.out[:k], append(slices.Clone(m.Config.EOSTokenID), cut)
+			})
+		}, "are not the model's end-of-sequence ids"},
 		// A completions request with token ids: the node feeds other ids.
 		{"prompt ids not the request's token ids", func(t *testing.T) *receipt.Bundle {
 			fed := append(append([]int(nil), rn.prompt[:len(rn.prompt)-1]...), (rn.prompt[len(rn.prompt)-1]+1)%m.Config.VocabSize)

@@ -366,6 +366,13 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 		return err
 	}
 	s := r.Sampling
+	// The server stops at the model's end-of-sequence ids and nowhere
+	// else: a receipt naming others would excuse an answer cut at a token
+	// the node chose.
+	if s.StopTokenIDs != nil && !slices.Equal(s.StopTokenIDs, m.Config.EOSTokenID) {
+		return failed(out, "replay", fmt.Errorf("%w: the receipt's stop_token_ids %v are not the model's end-of-sequence ids %v (eos_token_id of --model's config)",
+			receipt.ErrMismatch, s.StopTokenIDs, []int(m.Config.EOSTokenID)))
+	}
 	stop := s.StopTokenIDs
 	if stop == nil {
 		stop = m.Config.EOSTokenID
