@@ -3,6 +3,8 @@ package inference_test
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +12,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +23,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/fedtune/fedtune/inference"
+	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/modeltest"
@@ -285,4 +290,50 @@ func TestAttackSlowReader(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("answered %v after the stalled stream began", time.Since(start).Round(time.Millisecond))
+}
+
+// TestAttackBundleOverwrite: anyone may send a body someone else sent;
+// the node's bundle of the first answer (its audit record) is not replaced
+// by the second's: each answer has its own, which checks.
+func TestAttackBundleOverwrite(t *testing.T) {
+	m, _ := tinyModel(t, 28)
+	_, key, _ := ed25519.GenerateKey(nil)
+	dir := t.TempDir()
+	f := serve(t, m, inference.Config{Receipter: inference.Signer{Key: key, Dir: dir}})
+	body := `{"model":"tiny","prompt":"abc","max_tokens":8,"temperature":1}` // no seed: each answer its own
+	envs := map[string]bool{}
+	for range 3 {
+		res, err := http.Post(f.url+"/v1/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		envs[res.Header.Get(inference.ReceiptHeader)] = true
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 3 {
+		t.Fatalf("%d bundles for 3 answers to one body: %v", len(files), files)
+	}
+	for _, p := range files {
+		env, b, err := receipt.Parse(must(os.ReadFile(p)))
+		if err != nil || b == nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if _, err := b.Check(); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+		if !envs[base64.StdEncoding.EncodeToString(env)] {
+			t.Errorf("%s holds a receipt no answer carried", p)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
