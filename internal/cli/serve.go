@@ -141,7 +141,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")
 	f.StringVar(&keyPath, "key", "", "the node's ledger key: every answer then carries a receipt it signs (default: no receipts)")
-	f.StringVar(&receiptsDir, "receipts-dir", "", "with --key: write each answer's receipt bundle (envelope, request, token ids, response) as DIR/<request-hash>.json, for audit receipt --replay")
+	f.StringVar(&receiptsDir, "receipts-dir", "", "with --key: write each answer's receipt bundle (envelope, request, token ids, response) as DIR/<request-hash>.json (a later answer to the same body: DIR/<request-hash>-<envelope-hash>.json), for audit receipt --replay")
 	f.StringVar(&id, "model-id", "", "the model's name in the API (default: the served weights' digest)")
 	f.StringVar(&tokenFile, "auth-token-file", "", "file holding the bearer token clients must send (default: no auth)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "request body size at most (larger: 413)")
