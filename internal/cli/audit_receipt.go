@@ -46,13 +46,19 @@ func newAuditReceiptCmd() *cobra.Command {
 			"Each check prints a line; the first that fails ends the command with its reason.\n" +
 			"  signature   the envelope is a receipt signed by the key it names (and a bundle's request and ids hash\n" +
 			"              to what it signed)\n" +
+			"  request     a bundle's request is one a server answers (not readable two ways) and asked for the\n" +
+			"              receipt's temperature, top_p, stop strings, max_tokens and seed (when it gives them) and,\n" +
+			"              given as token ids, its prompt ids\n" +
 			"  --ledger    the signer is an active member with role inference; the model (and adapter) are committed\n" +
-			"              models of the chain; the receipt's block is the chain's block that committed them, checked\n" +
-			"              against its hash and cosignatures (the --genesis nodes' quorum, or --quorum N of any node)\n" +
+			"              models of the chain, an adapter its job's adapter on that model; the receipt's block is the\n" +
+			"              chain's block that committed them, checked against its hash and cosignatures (the --genesis\n" +
+			"              nodes' quorum, or --quorum N of any node). Membership is checked at the chain's head: a\n" +
+			"              member removed since refuses all its receipts, older ones too\n" +
 			"  --replay    regenerates the answer from the bundle's prompt with the recorded sampling parameters and\n" +
 			"              seed on the --model (and --adapter) folder, whose digests must be the receipt's, and\n" +
-			"              compares the token ids bit for bit (their hash); needs a bundle. The receipt does not say\n" +
-			"              which engine device answered: replay on the one the node served with (serve --device;\n" +
+			"              compares the token ids bit for bit (their hash), an answer cut by a stop string cut where\n" +
+			"              the replay's text meets it, stop token ids only the model's; needs a bundle. The receipt\n" +
+			"              does not say which engine device answered: replay on the one the node served with (serve --device;\n" +
 			"              the Host by default), since a GPU's answer agrees with the Host's to float32 rounding only",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
