@@ -337,3 +337,75 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestAttackPathTraversal: the page's file route serves its embedded
+// files only, however the path is spelt.
+func TestAttackPathTraversal(t *testing.T) {
+	m, _ := tinyModel(t, 29)
+	f := serve(t, m, inference.Config{AuthToken: "k"})
+	for _, p := range []string{"/page/../../go.mod", "/page/%2e%2e/%2e%2e/go.mod", "/page/..%2f..%2fgo.mod", "/page/.%2e/server.go",
+		"/page//etc/passwd", "/page/..\\..\\go.mod", "/v1/models/..%2f..%2fmetrics", "/page/%00"} {
+		res, err := http.Get(f.url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode == 200 && !strings.Contains(res.Request.URL.Path, "/page/") || strings.Contains(string(b), "module github.com") || strings.Contains(string(b), "package inference") || strings.Contains(string(b), "root:") {
+			t.Errorf("GET %s: %d at %s: %.100q", p, res.StatusCode, res.Request.URL.Path, b)
+		}
+	}
+}
+
+// TestAttackDisconnectWhileQueued: a client that leaves while its request
+// waits for a slot leaves no waiter behind: the queue is empty again and
+// the next request is served.
+func TestAttackDisconnectWhileQueued(t *testing.T) {
+	m, _ := tinyModel(t, 30)
+	m.StopTokens = nil
+	g := wrap(m, 20*time.Millisecond)
+	f := serve(t, m, inference.Config{MaxConcurrent: 1, MaxQueue: 1})
+	ctx := context.Background()
+	st := f.client.Completions.NewStreaming(ctx, openai.CompletionNewParams{Model: modelID,
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(15)})
+	defer st.Close()
+	for g.inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	qctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.client.Completions.New(qctx, openai.CompletionNewParams{Model: modelID,
+			Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("b")}, MaxTokens: openai.Int(2)})
+		done <- err
+	}()
+	for f.srv.Active() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	for st.Next() {
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.srv.Active() != 0 || g.inFlight.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests active, %d generating after the queued client left", f.srv.Active(), g.inFlight.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Two at once again: one generating, one queued (a leaked waiter
+	// would make the second a 429).
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if _, err := f.client.Completions.New(ctx, openai.CompletionNewParams{Model: modelID,
+				Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("c")}, MaxTokens: openai.Int(3)}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if calls := g.calls.Load(); calls != 3 {
+		t.Errorf("%d generations, want 3 (the queued client's never started)", calls)
+	}
+}
