@@ -89,6 +89,7 @@ func TestAttackAmbiguousRequest(t *testing.T) {
 		{"echo", comp, `{"model":"tiny","prompt":"a","echo":true}`, "unsupported_parameter", "echo"},
 		{"response_format json", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"response_format":{"type":"json_object"}}`, "unsupported_parameter", "response_format"},
 		{"tools", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, "unsupported_parameter", "tools"},
+		{"nested 20000 deep", comp, `{"model":"tiny","prompt":"a","metadata":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`, "invalid_json", "exceeded max depth"},
 		{"stop too long for a receipt", comp, `{"model":"tiny","prompt":"a","stop":"` + strings.Repeat("z", 300) + `"}`, "invalid_value", "300 bytes, at most 256"},
 	} {
 		status, body := post(t, tc.url, tc.body)
@@ -290,6 +291,13 @@ func TestAttackSlowReader(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("answered %v after the stalled stream began", time.Since(start).Round(time.Millisecond))
+	bg := m.Gen.(*inference.BatcherGenerator)
+	for deadline := time.Now().Add(5 * time.Second); s.Active() != 0 || bg.Stats().Active != 0 || bg.Stats().Queued != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests active, batcher %+v: a KV-cache slot or handler leaked", s.Active(), bg.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestAttackBundleOverwrite: anyone may send a body someone else sent;
