@@ -5,6 +5,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/internal/strictjson"
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
@@ -51,6 +53,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"t"}]}],"n":1,"temperature":0.7,"top_p":0.9}`,
 		`{"model":"m","messages":[{"role":"assistant","content":null}],"max_completion_tokens":3}`,
 		`{`, `null`, `[]`, `{"model":1}`,
+		`{"model":"m","prompt":"a","PROMPT":"b"}`, `{"model":"m","prompt":"a","prompt":"b"}`, `{"MODEL":"m","prompt":"a"}`,
+		`{"model":"m","prompt":"a","logit_bias":{"1":5}}`, `{"model":"m","prompt":"a","metadata":{"Model":"x"}}`,
 	} {
 		f.Add(s)
 	}
@@ -68,6 +72,16 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			if r.Model == "" || r.MaxTokens < 0 || r.Temperature < 0 || r.Temperature > 2 || r.TopP <= 0 || r.TopP > 1 || len(r.Stop) > 4 {
 				t.Fatalf("accepted %+v", r)
+			}
+			// What is accepted reads one way: UTF-8, no duplicate or
+			// case-twin names.
+			if !utf8.ValidString(body) || strictjson.CheckNames([]byte(body)) != nil {
+				t.Fatalf("accepted a body readable two ways: %q", body)
+			}
+			for _, st := range r.Stop {
+				if len(st) > receipt.MaxStopLen {
+					t.Fatalf("accepted a stop string of %d bytes", len(st))
+				}
 			}
 			if r.IncludeUsage && !r.Stream {
 				t.Fatalf("include_usage without stream: %+v", r)
