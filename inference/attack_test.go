@@ -89,6 +89,8 @@ func TestAttackAmbiguousRequest(t *testing.T) {
 		{"echo", comp, `{"model":"tiny","prompt":"a","echo":true}`, "unsupported_parameter", "echo"},
 		{"response_format json", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"response_format":{"type":"json_object"}}`, "unsupported_parameter", "response_format"},
 		{"tools", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, "unsupported_parameter", "tools"},
+		{"prompt and messages to completions", comp, `{"model":"tiny","prompt":[1,2],"messages":[{"role":"user","content":"a"}]}`, "invalid_value", "messages is for /v1/chat/completions"},
+		{"prompt and messages to chat", chat, `{"model":"tiny","prompt":[1,2],"messages":[{"role":"user","content":"a"}]}`, "invalid_value", "prompt is for /v1/completions"},
 		{"nested 20000 deep", comp, `{"model":"tiny","prompt":"a","metadata":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`, "invalid_json", "exceeded max depth"},
 		{"stop too long for a receipt", comp, `{"model":"tiny","prompt":"a","stop":"` + strings.Repeat("z", 300) + `"}`, "invalid_value", "300 bytes, at most 256"},
 	} {

@@ -227,12 +227,20 @@ func DecodeRequest(e Endpoint, body []byte) (*Request, *APIError) {
 	if w.Model == "" {
 		return nil, badRequest("model", "missing_required_parameter", "you must provide a model parameter")
 	}
+	// A body with both a prompt and messages would read as either kind
+	// of request, and its receipt does not say which endpoint answered.
 	switch e {
 	case Completions:
+		if !isNull(w.Messages) {
+			return nil, badRequest("messages", "invalid_value", "messages is for /v1/chat/completions; /v1/completions takes a prompt")
+		}
 		if err := decodePrompt(r, w.Prompt); err != nil {
 			return nil, err
 		}
 	case ChatCompletions:
+		if !isNull(w.Prompt) {
+			return nil, badRequest("prompt", "invalid_value", "prompt is for /v1/completions; /v1/chat/completions takes messages")
+		}
 		if err := decodeMessages(r, w.Messages); err != nil {
 			return nil, err
 		}

@@ -325,6 +325,18 @@ func TestAttackReceipts(t *testing.T) {
 				a.PromptIDs, a.CompletionIDs = fed, ids
 			})
 		}, "prompt token ids, not the"},
+		// A body that reads as either endpoint's: a completions request's
+		// token ids, or chat messages (whose rendering the audit only
+		// notes when it differs). The node feeds its own ids.
+		{"request of either endpoint", func(t *testing.T) *receipt.Bundle {
+			fed := append(slices.Clone(rn.prompt[:len(rn.prompt)-1]), (rn.prompt[len(rn.prompt)-1]+1)%m.Config.VocabSize)
+			ids := gen(t, fed, model.GenerateConfig{MaxTokens: 12})
+			asked, _ := json.Marshal(rn.prompt)
+			return rn.sign(t, node, func(a *receipt.Answer) {
+				a.Request = []byte(`{"model":"base","prompt":` + string(asked) + `,"messages":[{"role":"user","content":"hi"}],"max_tokens":12,"temperature":0}`)
+				a.PromptIDs, a.CompletionIDs = fed, ids
+			})
+		}, "request: receipt: does not match: the request is not one a server answers: prompt is for /v1/completions"},
 		// A body Go reads one way and other readers another: Go's
 		// encoding/json keeps "PROMPT" (names match in any case, the last
 		// wins), a reader in Python sees the benign "prompt".
