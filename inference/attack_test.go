@@ -91,6 +91,7 @@ func TestAttackAmbiguousRequest(t *testing.T) {
 		{"tools", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, "unsupported_parameter", "tools"},
 		{"prompt and messages to completions", comp, `{"model":"tiny","prompt":[1,2],"messages":[{"role":"user","content":"a"}]}`, "invalid_value", "messages is for /v1/chat/completions"},
 		{"prompt and messages to chat", chat, `{"model":"tiny","prompt":[1,2],"messages":[{"role":"user","content":"a"}]}`, "invalid_value", "prompt is for /v1/completions"},
+		{"max_tokens and max_completion_tokens apart", chat, `{"model":"tiny","messages":[{"role":"user","content":"a"}],"max_tokens":3,"max_completion_tokens":40}`, "invalid_value", "differ: give one of them"},
 		{"nested 20000 deep", comp, `{"model":"tiny","prompt":"a","metadata":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`, "invalid_json", "exceeded max depth"},
 		{"stop too long for a receipt", comp, `{"model":"tiny","prompt":"a","stop":"` + strings.Repeat("z", 300) + `"}`, "invalid_value", "300 bytes, at most 256"},
 	} {

@@ -248,6 +248,11 @@ func DecodeRequest(e Endpoint, body []byte) (*Request, *APIError) {
 	mt := w.MaxTokens
 	name := "max_tokens"
 	if w.MaxCompletionTokens != nil {
+		// Both, apart, would leave the reader to guess which was obeyed.
+		if w.MaxTokens != nil && *w.MaxTokens != *w.MaxCompletionTokens {
+			return nil, badRequest("max_completion_tokens", "invalid_value", fmt.Sprintf(
+				"max_tokens %g and max_completion_tokens %g differ: give one of them", *w.MaxTokens, *w.MaxCompletionTokens))
+		}
 		mt, name = w.MaxCompletionTokens, "max_completion_tokens"
 	}
 	if mt != nil {

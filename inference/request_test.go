@@ -12,7 +12,7 @@ import (
 
 func TestDecodeRequest(t *testing.T) {
 	r, err := DecodeRequest(ChatCompletions, []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],
-		"max_completion_tokens":7,"max_tokens":3,"temperature":0,"top_p":0.5,"seed":-2,"stop":"x","n":1,
+		"max_completion_tokens":7,"max_tokens":7,"temperature":0,"top_p":0.5,"seed":-2,"stop":"x","n":1,
 		"stream":true,"stream_options":{"include_usage":true},"logit_bias":{},"user":"u"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -31,6 +31,7 @@ func TestDecodeRequest(t *testing.T) {
 		`{"model":"m","prompt":"a","seed":1.5}`, `{"model":"m","prompt":"a","stop":[1]}`, `{"model":"m","prompt":"a","stop":[""]}`,
 		`{"model":"m","prompt":"a","max_tokens":"5"}`, `{"model":"m","prompt":"a","n":0}`,
 		`{"model":"m","prompt":"a","stop":["a","b"],"stop":null}`, `{"model":"m","prompt":"a","Stop":"b"}`,
+		`{"model":"m","prompt":"a","max_tokens":3,"max_completion_tokens":7}`,
 	} {
 		if _, err := DecodeRequest(Completions, []byte(bad)); err == nil || err.Status != 400 {
 			t.Errorf("%s: %v, want a 400", bad, err)
