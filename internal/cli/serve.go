@@ -148,6 +148,8 @@ func newServeCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", 16, "requests generating at once (decoded together, continuous batching)")
 	f.IntVar(&cfg.MaxQueue, "max-queue", 64, "requests waiting for a slot at most (more: 429; -1: no queue)")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "a request's time at most (an answer is cut there)")
+	f.DurationVar(&cfg.BodyTimeout, "body-timeout", 30*time.Second, "time to receive a request's body at most (slower: 408)")
+	f.DurationVar(&cfg.SendGrace, "send-grace", 10*time.Second, "after --request-timeout, time to send the rest of an answer at most (a client that stops reading then loses it)")
 	f.IntVar(&cfg.DefaultMaxTokens, "default-max-tokens", 256, "max_tokens of a request that gives none")
 	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds on the ledger's block stream and serve each new global model (LoRA adapter or full weights) on the --model base folder, which must hold the job's registered base model")
 	genesisFlag(cmd, &genesisPath)
