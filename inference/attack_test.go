@@ -420,3 +420,27 @@ func TestAttackDisconnectWhileQueued(t *testing.T) {
 		t.Errorf("%d generations, want 3 (the queued client's never started)", calls)
 	}
 }
+
+// TestAttackReceiptsDirUnwritable: when the node cannot save a bundle (a
+// full or broken receipts folder), the answer still carries its receipt.
+func TestAttackReceiptsDirUnwritable(t *testing.T) {
+	m, _ := tinyModel(t, 31)
+	_, key, _ := ed25519.GenerateKey(nil)
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := serve(t, m, inference.Config{Receipter: inference.Signer{Key: key, Dir: notDir}})
+	res, err := http.Post(f.url+"/v1/completions", "application/json", strings.NewReader(`{"model":"tiny","prompt":"abc","max_tokens":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	env, _, err := receipt.Parse([]byte(res.Header.Get(inference.ReceiptHeader)))
+	if err != nil {
+		t.Fatalf("no receipt with the answer: %v", err)
+	}
+	if _, err := receipt.Verify(env); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -40,6 +40,8 @@ type ReceiptRequest struct {
 // concurrent use.
 type Receipter interface {
 	// Receipt returns the receipt of r as a JSON value, or nil for none.
+	// A receipt returned with an error still goes with the answer (the
+	// error, such as a bundle that could not be saved, is logged).
 	Receipt(ctx context.Context, r ReceiptRequest) ([]byte, error)
 }
 
@@ -77,7 +79,8 @@ func (s Signer) Receipt(_ context.Context, r ReceiptRequest) ([]byte, error) {
 		return nil, err
 	}
 	if err := writeBundle(s.Dir, r.Request, env, data); err != nil {
-		return nil, fmt.Errorf("inference: receipt bundle: %w", err)
+		// The answer keeps its receipt; only the node's copy is missing.
+		return env, fmt.Errorf("inference: receipt bundle: %w", err)
 	}
 	return env, nil
 }

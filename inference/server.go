@@ -526,8 +526,7 @@ func (j *job) receipt(ctx context.Context, o outcome, text string) json.RawMessa
 		Block: j.m.Block, Request: j.body, Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Stop: j.req.Stop,
 		Response: text, Time: time.Now().UTC()})
 	if err != nil {
-		j.s.log.Error("receipt failed", "id", j.id, "err", err)
-		return nil
+		j.s.log.Error("receipt failed", "id", j.id, "err", err, "receipt_sent", len(rc) > 0)
 	}
 	if len(rc) == 0 {
 		return nil
