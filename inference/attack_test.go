@@ -444,3 +444,48 @@ func TestAttackReceiptsDirUnwritable(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttackFlood: more requests at once than slots and queue hold: the
+// rest are refused 429 with Retry-After at once (not held), those admitted
+// all finish, and nothing is left running.
+func TestAttackFlood(t *testing.T) {
+	m, _ := tinyModel(t, 32)
+	m.StopTokens = nil
+	g := wrap(m, 5*time.Millisecond)
+	f := serve(t, m, inference.Config{MaxConcurrent: 2, MaxQueue: 2})
+	bg := m.Gen.(*gen).inner.(*inference.BatcherGenerator)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range 24 {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", f.url+"/v1/completions", strings.NewReader(`{"model":"tiny","prompt":"a","max_tokens":10,"stream":true}`))
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode == 429 && res.Header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			mu.Lock()
+			codes[res.StatusCode]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if codes[200] < 4 || codes[429] == 0 || codes[200]+codes[429] != 24 {
+		t.Errorf("answers by status: %v; want at least 4 served, the rest 429", codes)
+	}
+	if calls := g.calls.Load(); calls != int64(codes[200]) {
+		t.Errorf("%d generations for %d answers", calls, codes[200])
+	}
+	for deadline := time.Now().Add(5 * time.Second); f.srv.Active() != 0 || bg.Stats().Active != 0 || bg.Stats().Queued != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests active, batcher %+v", f.srv.Active(), bg.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
