@@ -75,6 +75,7 @@ func TestAttackAmbiguousRequest(t *testing.T) {
 		code, says      string
 	}{
 		{"duplicate prompt", comp, `{"model":"tiny","prompt":"benign","prompt":"evil"}`, "invalid_json", `duplicate field \"prompt\"`},
+		{"duplicate prompt spelt with an escape", comp, `{"model":"tiny","prompt":"benign","\u0070rompt":"evil"}`, "invalid_json", `duplicate field \"prompt\"`},
 		{"prompt twins in case", comp, `{"model":"tiny","prompt":"benign","PROMPT":"evil"}`, "invalid_json", "differ only in case"},
 		{"model in upper case", comp, `{"MODEL":"tiny","prompt":"a"}`, "invalid_json", `did you mean \"model\"`},
 		{"long s in stop", comp, `{"model":"tiny","prompt":"a","ſtop":"x"}`, "invalid_json", `did you mean \"stop\"`},
