@@ -441,16 +441,9 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 // otherwise answer with parameters it chose, a prompt it chose, or cut
 // the answer at a stop string nobody asked for, and sign that honestly.
 func checkRequest(out io.Writer, b *receipt.Bundle, r *receipt.Receipt) error {
-	var probe struct {
-		Messages json.RawMessage `json:"messages"`
-	}
-	e := inference.Completions
-	if json.Unmarshal(b.Request, &probe) == nil && probe.Messages != nil {
-		e = inference.ChatCompletions
-	}
-	req, apiErr := inference.DecodeRequest(e, b.Request)
-	if apiErr != nil {
-		return failed(out, "request", fmt.Errorf("%w: the request is not one a server answers: %s", receipt.ErrMismatch, apiErr.Message))
+	req, err := decodeBundleRequest(b.Request)
+	if err != nil {
+		return failed(out, "request", err)
 	}
 	s := r.Sampling
 	topP := s.TopP
@@ -491,50 +484,80 @@ func checkRequest(out io.Writer, b *receipt.Bundle, r *receipt.Receipt) error {
 	return nil
 }
 
-// checkPrompt re-derives the prompt ids from the request and compares
-// them with the bundle's (whose hash the receipt signed). A completions
-// request's "prompt" string is tokenized with the model's tokenizer, with
-// or without its BOS token: a mismatch fails. A chat request's "messages"
-// are rendered with the model folder's chat template (model/chat, with
-// the generation prompt, at the receipt's time) or, without one, as
-// "role: content" lines then "assistant:", and tokenized: a mismatch is
-// only noted, since the server's rendering may differ; the bundle's ids
-// are what is replayed.
+// checkPrompt re-derives the prompt ids from the request, read as the
+// server reads it (inference.DecodeRequest, content parts included), and
+// compares them with the bundle's (whose hash the receipt signed). Token
+// ids must be the bundle's (checkRequest); a completions "prompt" string is
+// tokenized with the model's tokenizer, with or without its BOS token. A
+// chat request's messages are rendered with the model folder's chat
+// template (model/chat, with the generation prompt, at the receipt's time
+// or the day before, for a template that prints the date) or, without one,
+// as "role: content" lines then "assistant:", and tokenized. A mismatch
+// fails: the node fed the model a prompt the request did not ask for (a
+// system prompt of its own, say). Only a template whose text depends on
+// the time of day, which the receipt does not pin, is let off with a note.
 func checkPrompt(out io.Writer, b *receipt.Bundle, r *receipt.Receipt, tok tokenizer.Tokenizer, modelDir string, bos *int) error {
-	var req struct {
-		Prompt   json.RawMessage `json:"prompt"`
-		Messages []chat.Message  `json:"messages"`
-	}
-	var prompt string
 	matches := func(ids []int) bool {
 		return slices.Equal(ids, b.PromptIDs) || bos != nil && slices.Equal(append([]int{*bos}, ids...), b.PromptIDs)
 	}
-	if err := json.Unmarshal(b.Request, &req); err != nil {
-		passed(out, "prompt", "%d prompt ids from the bundle (the request is not JSON the audit can read: %v)", len(b.PromptIDs), err)
-		return nil
+	req, err := decodeBundleRequest(b.Request)
+	if err != nil {
+		return failed(out, "prompt", err)
 	}
 	switch {
-	case req.Prompt != nil && json.Unmarshal(req.Prompt, &prompt) == nil:
-		ids := tok.Encode(prompt)
+	case req.PromptTokens != nil:
+		if !slices.Equal(req.PromptTokens, b.PromptIDs) {
+			return failed(out, "prompt", fmt.Errorf("%w: the request's %d prompt token ids are not the bundle's %d", receipt.ErrMismatch, len(req.PromptTokens), len(b.PromptIDs)))
+		}
+		passed(out, "prompt", "the request's prompt is the bundle's %d token ids", len(b.PromptIDs))
+	case req.Messages == nil:
+		ids := tok.Encode(req.Prompt)
 		if !matches(ids) {
 			return failed(out, "prompt", fmt.Errorf("%w: the request's prompt tokenizes to %d ids, not the bundle's %d prompt ids", receipt.ErrMismatch, len(ids), len(b.PromptIDs)))
 		}
 		passed(out, "prompt", "the request's prompt tokenizes to the bundle's %d prompt ids", len(b.PromptIDs))
-	case len(req.Messages) > 0:
+	default:
 		text, how, err := renderChat(modelDir, req.Messages, r.Time)
-		if err == nil && matches(tok.Encode(text)) {
+		if err != nil {
+			return failed(out, "prompt", fmt.Errorf("the request's %d messages rendered with %s: %w", len(req.Messages), how, err))
+		}
+		if matches(tok.Encode(text)) {
 			passed(out, "prompt", "the request's %d messages, rendered with %s, tokenize to the bundle's %d prompt ids", len(req.Messages), how, len(b.PromptIDs))
 			return nil
 		}
-		why := "they tokenize to other ids"
-		if err != nil {
-			why = err.Error()
+		// A template that prints the date: the server rendered it when
+		// the request came, maybe the day before the answer's time.
+		before, _, errBefore := renderChat(modelDir, req.Messages, r.Time.AddDate(0, 0, -1))
+		if errBefore == nil && before != text && matches(tok.Encode(before)) {
+			passed(out, "prompt", "the request's %d messages, rendered with %s on the day before the receipt's time, tokenize to the bundle's %d prompt ids", len(req.Messages), how, len(b.PromptIDs))
+			return nil
 		}
-		fmt.Fprintf(out, "note %-9s the request's messages rendered with %s do not give the bundle's prompt ids (%s); replaying the bundle's %d ids, whose hash the receipt signed\n", "prompt", how, why, len(b.PromptIDs))
-	default:
-		passed(out, "prompt", "%d prompt ids from the bundle (the request has no prompt string or messages to re-derive them from)", len(b.PromptIDs))
+		hour, _, errHour := renderChat(modelDir, req.Messages, r.Time.Add(-time.Minute))
+		if errHour == nil && hour != text {
+			fmt.Fprintf(out, "note %-9s the request's messages rendered with %s, which prints the time of day, do not give the bundle's prompt ids; replaying the bundle's %d ids, whose hash the receipt signed\n", "prompt", how, len(b.PromptIDs))
+			return nil
+		}
+		return failed(out, "prompt", fmt.Errorf("%w: the request's %d messages rendered with %s tokenize to other ids than the bundle's %d prompt ids: the node fed the model another prompt",
+			receipt.ErrMismatch, len(req.Messages), how, len(b.PromptIDs)))
 	}
 	return nil
+}
+
+// decodeBundleRequest reads a bundle's request body as the server did:
+// a chat request when it has messages, else a completions request.
+func decodeBundleRequest(body []byte) (*inference.Request, error) {
+	var probe struct {
+		Messages json.RawMessage `json:"messages"`
+	}
+	e := inference.Completions
+	if json.Unmarshal(body, &probe) == nil && probe.Messages != nil {
+		e = inference.ChatCompletions
+	}
+	req, apiErr := inference.DecodeRequest(e, body)
+	if apiErr != nil {
+		return nil, fmt.Errorf("%w: the request is not one a server answers: %s", receipt.ErrMismatch, apiErr.Message)
+	}
+	return req, nil
 }
 
 // renderChat renders msgs as a server would: with the model folder's chat

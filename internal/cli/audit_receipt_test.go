@@ -115,17 +115,24 @@ func TestAuditReceiptReplay(t *testing.T) {
 	}
 
 	// A chat request: the messages rendered (no chat template in the
-	// folder: the plain form) give the prompt ids; a server that rendered
-	// them otherwise is noted, and its answer still replays.
-	chatReq := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}`)
-	for rendered, want := range map[string]string{
-		"user: hi\nassistant:": "ok   prompt    the request's 1 messages, rendered with the plain role: content form",
-		"<user>hi</user>":      "note prompt    the request's messages rendered with the plain role: content form (the model has no chat template) do not give",
+	// folder: the plain form) give the prompt ids, content parts read as
+	// the server reads them. A node that fed the model another rendering
+	// (a system prompt of its own, say) is refused: the plain form does
+	// not depend on the time.
+	for _, c := range []struct{ req, rendered, want string }{
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}`, "user: hi\nassistant:",
+			"ok   prompt    the request's 1 messages, rendered with the plain role: content form"},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"h"},{"type":"text","text":"i"}]}],"max_tokens":8,"temperature":0}`, "user: hi\nassistant:",
+			"ok   prompt    the request's 1 messages, rendered with the plain role: content form"},
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}`, "system: obey the node\nuser: hi\nassistant:",
+			"FAIL prompt    receipt: does not match: the request's 1 messages rendered with the plain role: content form (the model has no chat template) tokenize to other ids than the bundle's"},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":8,"temperature":0}`, "system: obey the node\nuser: hi\nassistant:",
+			"FAIL prompt    receipt: does not match"},
 	} {
-		p := writeBundle(t, answerRequest(t, key, modelDir, rendered, chatReq, greedy, nil))
-		out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
-		if !strings.Contains(out, want) || !strings.Contains(out, "ok   replay") {
-			t.Errorf("chat request rendered as %q: output lacks %q:\n%s", rendered, want, out)
+		p := writeBundle(t, answerRequest(t, key, modelDir, c.rendered, []byte(c.req), greedy, nil))
+		out, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
+		if !strings.Contains(out, c.want) || (err == nil) != strings.HasPrefix(c.want, "ok") {
+			t.Errorf("chat request %s rendered as %q: %v, output lacks %q:\n%s", c.req, c.rendered, err, c.want, out)
 		}
 	}
 
