@@ -54,7 +54,9 @@ func newAuditReceiptCmd() *cobra.Command {
 			"              chain's block that committed them, checked against its hash and cosignatures (the --genesis\n" +
 			"              nodes' quorum, or --quorum N of any node). Membership is checked at the chain's head: a\n" +
 			"              member removed since refuses all its receipts, older ones too\n" +
-			"  --replay    regenerates the answer from the bundle's prompt with the recorded sampling parameters and\n" +
+			"  --replay    checks that the bundle's prompt ids are the request's (its prompt tokenized, or its chat\n" +
+			"              messages rendered with --model's chat template, as the server does) and regenerates the\n" +
+			"              answer from them with the recorded sampling parameters and\n" +
 			"              seed on the --model (and --adapter) folder, whose digests must be the receipt's, and\n" +
 			"              compares the token ids bit for bit (their hash), an answer cut by a stop string cut where\n" +
 			"              the replay's text meets it, stop token ids only the model's; needs a bundle. The receipt\n" +
