@@ -33,6 +33,7 @@ type ReceiptRequest struct {
 	Params        Params         // sampling parameters, the seed included
 	Stop          []string       // the request's stop sequences
 	Response      string         // the answer's text
+	TimeCut       bool           // the request's time limit ended the answer
 	Time          time.Time      // when the answer was finished (UTC)
 }
 
@@ -65,9 +66,13 @@ type Signer struct {
 
 // Receipt implements Receipter: the signed envelope.
 func (s Signer) Receipt(_ context.Context, r ReceiptRequest) ([]byte, error) {
+	cut := ""
+	if r.TimeCut {
+		cut = receipt.CutTime
+	}
 	env, b, err := receipt.SignAnswer(s.Key, receipt.Answer{
 		Model: r.ModelDigest, Adapter: r.AdapterDigest, Block: r.Block, Request: r.Request,
-		PromptIDs: r.Prompt, CompletionIDs: r.Tokens, Time: r.Time,
+		PromptIDs: r.Prompt, CompletionIDs: r.Tokens, Time: r.Time, Cut: cut,
 		Sampling: receipt.Sampling{Temperature: r.Params.Temperature, TopP: r.Params.TopP, MaxTokens: r.Params.MaxTokens,
 			Stop: r.Stop, StopTokenIDs: r.Params.StopTokens, Seed: r.Params.Seed},
 	}, r.Response)

@@ -453,6 +453,7 @@ type outcome struct {
 	finish string // "stop" or "length"
 	err    error  // a failure of the generator (not the request's end)
 	gone   bool   // the client went away
+	cut    bool   // the request's time limit ended it
 }
 
 // run generates, handing each text piece to emit (false stops).
@@ -491,7 +492,7 @@ func (j *job) run(ctx, client context.Context, emit func(piece string) bool) out
 		return o
 	case err != nil && ctx.Err() != nil:
 		j.s.log.Warn("request time limit reached: answer cut", "id", j.id, "tokens", len(o.tokens), "limit", j.s.cfg.RequestTimeout)
-		o.finish = "length"
+		o.finish, o.cut = "length", true
 	case err != nil:
 		o.err = err
 		return o
@@ -524,7 +525,7 @@ func (j *job) usage(o outcome) *usage {
 func (j *job) receipt(ctx context.Context, o outcome, text string) json.RawMessage {
 	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter,
 		Block: j.m.Block, Request: j.body, Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Stop: j.req.Stop,
-		Response: text, Time: time.Now().UTC()})
+		Response: text, TimeCut: o.cut, Time: time.Now().UTC()})
 	if err != nil {
 		j.s.log.Error("receipt failed", "id", j.id, "err", err, "receipt_sent", len(rc) > 0)
 	}

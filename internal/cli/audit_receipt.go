@@ -410,7 +410,9 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	if len(ids) < n {
 		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) generated %d tokens, the receipt signed %d%s", receipt.ErrMismatch, mode, len(ids), n, firstDiff(b.CompletionIDs, ids)+where))
 	}
-	if keep := inference.StopAfter(tok, ids, s.Stop); keep != n {
+	// An answer the node's time limit cut (receipt cut "time") is the
+	// first n tokens of the replay, which no stop string ends sooner.
+	if keep := inference.StopAfter(tok, ids, s.Stop); keep != n && (r.Cut != receipt.CutTime || keep < n) {
 		why := "no stop string occurs in the replay's text"
 		if keep < len(ids) {
 			why = fmt.Sprintf("the replay's text meets a stop string %v at token %d", s.Stop, keep)
@@ -425,6 +427,9 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 		return failed(out, "replay", fmt.Errorf("%w: the replay's %d tokens (%s) hash to %s, the receipt signed tokens_hash %s%s", receipt.ErrMismatch, n, mode, got, r.TokensHash, firstDiff(b.CompletionIDs, ids)+where))
 	}
 	passed(out, "replay", "%d tokens regenerated (%s) hash to the receipt's tokens_hash %s, on the %s device", n, mode, got, cmp.Or(dev.name, "host"))
+	if r.Cut == receipt.CutTime {
+		fmt.Fprintf(out, "note %-9s the node's time limit cut the answer after %d tokens (the replay goes on to %d)\n", "cut", n, inference.StopAfter(tok, ids, s.Stop))
+	}
 	if b.Response != "" && len(s.Stop) == 0 {
 		if text := tok.Decode(ids[:n]); text == b.Response {
 			passed(out, "response", "the bundle's text is the replayed tokens' text")

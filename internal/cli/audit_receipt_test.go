@@ -93,6 +93,12 @@ func TestAuditReceiptReplay(t *testing.T) {
 	greedy := receipt.Sampling{MaxTokens: 8}
 	sampled := receipt.Sampling{Temperature: 0.9, TopP: 0.95, MaxTokens: 8, Seed: 42}
 
+	// An answer the node's time limit cut is the start of the replay.
+	if out := mustCLI(t, "audit", "receipt", writeBundle(t, answerBundle(t, key, modelDir, "hello there", sampled, func(a *receipt.Answer) {
+		a.CompletionIDs, a.Cut = a.CompletionIDs[:3], receipt.CutTime
+	})), "--replay", "--model", modelDir); !strings.Contains(out, "ok   replay    3 tokens regenerated") || !strings.Contains(out, "note cut       the node's time limit cut the answer after 3 tokens (the replay goes on to 8)") {
+		t.Errorf("answer cut by the time limit:\n%s", out)
+	}
 	for name, s := range map[string]receipt.Sampling{"greedy": greedy, "sampled": sampled} {
 		p := writeBundle(t, answerBundle(t, key, modelDir, "hello there", s, nil))
 		out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
@@ -157,6 +163,10 @@ func TestAuditReceiptReplay(t *testing.T) {
 				a.Request = []byte(strings.Replace(string(a.Request), `"seed":42`, `"seed":43`, 1))
 			})
 		}, modelDir, "(first difference at token"},
+		// Cut short with no stop string and no mark of the time limit.
+		{"answer cut short", func() *receipt.Bundle {
+			return answerBundle(t, key, modelDir, "hello there", greedy, func(a *receipt.Answer) { a.CompletionIDs = a.CompletionIDs[:3] })
+		}, modelDir, "replay: receipt: does not match: the replay (greedy) keeps 8 tokens (no stop string occurs in the replay's text), the receipt signed 3"},
 		{"another model", func() *receipt.Bundle { return answerBundle(t, key, modelDir, "hello there", greedy, nil) },
 			otherDir, "replay: --model " + otherDir + " has digest"},
 		{"prompt not the request's", func() *receipt.Bundle {
