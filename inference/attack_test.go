@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -488,5 +489,39 @@ func TestAttackFlood(t *testing.T) {
 			t.Fatalf("%d requests active, batcher %+v", f.srv.Active(), bg.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestAttackDeadlinesLifted: the body and send deadlines of one request do
+// not outlive it: a kept-alive connection used again after they passed is
+// answered.
+func TestAttackDeadlinesLifted(t *testing.T) {
+	m, _ := tinyModel(t, 33)
+	f := serve(t, m, inference.Config{RequestTimeout: 200 * time.Millisecond, SendGrace: 100 * time.Millisecond, BodyTimeout: 100 * time.Millisecond})
+	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer hc.CloseIdleConnections()
+	fresh := 0 // connections opened
+	trace := &httptrace.ClientTrace{GotConn: func(c httptrace.GotConnInfo) {
+		if !c.Reused {
+			fresh++
+		}
+	}}
+	for i := range 3 {
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "POST", f.url+"/v1/completions",
+			strings.NewReader(`{"model":"tiny","prompt":"a","max_tokens":2}`))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("request %d on the kept-alive connection: %v", i, err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, res.StatusCode)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	if fresh != 1 {
+		t.Errorf("%d connections for 3 requests kept alive: a deadline outlived its request and broke one", fresh)
 	}
 }

@@ -350,10 +350,10 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 		// A client that stops reading blocks the answer's writes, which no
 		// context ends: past the request's time and SendGrace they fail,
 		// so that the handler returns its generation slot and its
-		// reference to the model (which a swap waits on to close it).
-		if rc.SetWriteDeadline(start.Add(s.cfg.RequestTimeout+s.cfg.SendGrace)) == nil {
-			defer rc.SetWriteDeadline(time.Time{})
-		}
+		// reference to the model (which a swap waits on to close it). The
+		// deadline also covers the flush net/http does after the handler;
+		// net/http lifts it then, before the connection's next request.
+		rc.SetWriteDeadline(start.Add(s.cfg.RequestTimeout + s.cfg.SendGrace))
 		release, apiErr := s.admit(ctx)
 		if apiErr != nil {
 			writeError(w, apiErr)
