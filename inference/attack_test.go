@@ -525,3 +525,61 @@ func TestAttackDeadlinesLifted(t *testing.T) {
 		t.Errorf("%d connections for 3 requests kept alive: a deadline outlived its request and broke one", fresh)
 	}
 }
+
+// TestAttackSwapStorm: models swapped again and again while requests
+// arrive: every request is answered by the model it started on (none runs
+// on a closed one), every swapped-out model is closed once its requests
+// end, and nothing is left running.
+func TestAttackSwapStorm(t *testing.T) {
+	first, _ := tinyModel(t, 40)
+	g0 := wrap(first, time.Millisecond)
+	f := serve(t, first, inference.Config{MaxConcurrent: 4, MaxQueue: 64})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 6 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := f.client.Completions.New(ctx, openai.CompletionNewParams{Model: modelID,
+					Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(3)})
+				if err != nil || len(res.Choices) != 1 {
+					t.Errorf("during swaps: %v", err)
+					return
+				}
+			}
+		})
+	}
+	gens := []*gen{g0}
+	var closed []<-chan error
+	for i := range 8 {
+		time.Sleep(20 * time.Millisecond)
+		m, _ := tinyModel(t, uint64(41+i))
+		gens = append(gens, wrap(m, time.Millisecond))
+		closed = append(closed, f.srv.Swap(m))
+	}
+	close(stop)
+	wg.Wait()
+	for i, c := range closed {
+		select {
+		case err := <-c:
+			if err != nil {
+				t.Errorf("model %d closed with %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("model %d never closed: a request kept its reference", i)
+		}
+	}
+	for i, g := range gens[:len(gens)-1] {
+		if !g.closed.Load() || g.inFlight.Load() != 0 {
+			t.Errorf("swapped-out model %d: closed %v, %d generations running", i, g.closed.Load(), g.inFlight.Load())
+		}
+	}
+	if f.srv.Active() != 0 {
+		t.Errorf("%d requests active", f.srv.Active())
+	}
+}
