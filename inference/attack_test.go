@@ -134,7 +134,7 @@ func TestAttackSlowBody(t *testing.T) {
 	}
 	defer conn.Close()
 	body := `{"model":"tiny","prompt":"a","max_tokens":1}`
-	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:10])
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", conn.RemoteAddr(), len(body), body[:10])
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	start := time.Now()
 	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -279,7 +279,7 @@ func TestAttackSlowReader(t *testing.T) {
 	defer conn.Close()
 	conn.(*net.TCPConn).SetReadBuffer(1024)
 	body := `{"model":"tiny","prompt":"a","max_tokens":1000,"stream":true}`
-	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", conn.RemoteAddr(), len(body), body)
 	// The stream has the slot; it is never read.
 	for s.Active() == 0 {
 		time.Sleep(time.Millisecond)
@@ -462,6 +462,7 @@ func TestAttackFlood(t *testing.T) {
 	for range 24 {
 		wg.Go(func() {
 			req, _ := http.NewRequest("POST", f.url+"/v1/completions", strings.NewReader(`{"model":"tiny","prompt":"a","max_tokens":10,"stream":true}`))
+			req.Header.Set("Content-Type", "application/json")
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)

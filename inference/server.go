@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,11 @@ type Config struct {
 	SendGrace        time.Duration // after RequestTimeout, time to send the rest of the answer at most (default 10s)
 	DefaultMaxTokens int           // max_tokens when a request gives none (default 256; capped by the context)
 	AuthToken        string        // when set, /v1/ requests need "Authorization: Bearer AuthToken"
+	AllowHosts       []string      // Host names ("name" or "name:port"; "*": any) answered on a loopback address beside localhost, 127.0.0.1 and [::1]
+	MaxConnsPerIP    int           // connections open at once from one remote IP at most, with Listen (default 32; < 0: no cap); more: 429
+	MaxPreparing     int           // requests rendering and tokenizing their prompts at once (default GOMAXPROCS)
+	HeaderTimeout    time.Duration // HTTPServer: time to receive a request's headers at most (default 10s)
+	MaxHeaderBytes   int           // HTTPServer: request header size at most (default 64 KiB)
 	Receipter        Receipter     // default NoReceipts
 	Logger           *slog.Logger  // default slog.Default()
 }
@@ -61,6 +67,18 @@ func (c *Config) defaults() {
 	if c.DefaultMaxTokens <= 0 {
 		c.DefaultMaxTokens = 256
 	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 32
+	}
+	if c.MaxPreparing <= 0 {
+		c.MaxPreparing = runtime.GOMAXPROCS(0)
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = 10 * time.Second
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
 	if c.Receipter == nil {
 		c.Receipter = NoReceipts{}
 	}
@@ -75,6 +93,7 @@ type Server struct {
 	log     *slog.Logger
 	met     *metrics
 	slots   chan struct{} // one per generating request
+	prep    chan struct{} // one per request rendering and tokenizing its prompt
 	waiting atomic.Int64  // requests waiting for a slot
 	running atomic.Int64  // requests inside a generation handler
 
@@ -85,7 +104,8 @@ type Server struct {
 // NewServer serves m under cfg.
 func NewServer(m *Model, cfg Config) *Server {
 	cfg.defaults()
-	return &Server{cfg: cfg, log: cfg.Logger, met: newMetrics(), slots: make(chan struct{}, cfg.MaxConcurrent), cur: m}
+	return &Server{cfg: cfg, log: cfg.Logger, met: newMetrics(), slots: make(chan struct{}, cfg.MaxConcurrent),
+		prep: make(chan struct{}, cfg.MaxPreparing), cur: m}
 }
 
 // Model returns the model served now.
@@ -150,7 +170,26 @@ func (s *Server) Handler() http.Handler {
 		writeError(w, &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
 			Message: fmt.Sprintf("unknown request URL: %s %s", r.Method, r.URL.Path)})
 	}))
-	return mux
+	return s.guard(mux)
+}
+
+// guard answers a connection over its IP's cap 429 and refuses a Host
+// that is not this node's on a loopback address, before h.
+func (s *Server) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.tooManyConns(w, r) {
+			s.met.requests.WithLabelValues("guard", "429").Inc()
+			s.log.Warn("connection over its address's cap", "remote", r.RemoteAddr, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+			return
+		}
+		if e := s.checkHost(r); e != nil {
+			writeError(w, e)
+			s.met.requests.WithLabelValues("guard", fmt.Sprint(e.Status)).Inc()
+			s.log.Warn("request refused: Host not allowed", "host", r.Host, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // statusWriter records the status a handler answers.
@@ -264,8 +303,7 @@ func (s *Server) admit(ctx context.Context) (release func(), e *APIError) {
 	default:
 		if s.waiting.Add(1) > int64(s.cfg.MaxQueue) {
 			s.waiting.Add(-1)
-			return nil, &APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
-				Message: fmt.Sprintf("the server is busy: %d requests generating and %d waiting; retry later", s.cfg.MaxConcurrent, s.cfg.MaxQueue)}
+			return nil, s.busyError()
 		}
 		s.met.queue.Inc()
 		defer func() { s.waiting.Add(-1); s.met.queue.Dec() }()
@@ -278,6 +316,30 @@ func (s *Server) admit(ctx context.Context) (release func(), e *APIError) {
 	}
 	s.met.active.Inc()
 	return func() { s.met.active.Dec(); <-s.slots }, nil
+}
+
+func (s *Server) busyError() *APIError {
+	return &APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
+		Message: fmt.Sprintf("the server is busy: %d requests generating and %d waiting; retry later", s.cfg.MaxConcurrent, s.cfg.MaxQueue)}
+}
+
+// prepare renders and tokenizes j's prompt, which costs CPU in proportion
+// to its size: a request is refused first when the queue for generation
+// slots is full (it would be refused after), and then prepares with at
+// most MaxPreparing others at once, so that many large prompts cannot
+// take every core while the queue is full.
+func (s *Server) prepare(ctx context.Context, j *job) *APIError {
+	if len(s.slots) == cap(s.slots) && s.waiting.Load() >= int64(s.cfg.MaxQueue) {
+		return s.busyError()
+	}
+	select {
+	case s.prep <- struct{}{}:
+	case <-ctx.Done():
+		return &APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
+			Message: "timed out waiting to tokenize the prompt; retry later"}
+	}
+	defer func() { <-s.prep }()
+	return j.prepare()
 }
 
 // job is one generation request being answered.
@@ -302,6 +364,10 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 		if r.Method != http.MethodPost {
 			writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
 				Message: "use POST " + r.URL.Path})
+			return
+		}
+		if e := checkJSON(r); e != nil {
+			writeError(w, e)
 			return
 		}
 		// A client that sends its headers and then stalls its body is cut
@@ -341,12 +407,12 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 			return
 		}
 		j := &job{s: s, e: e, req: req, m: m, body: body, created: start.Unix(), start: start}
-		if apiErr := j.prepare(); apiErr != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+		defer cancel()
+		if apiErr := s.prepare(ctx, j); apiErr != nil {
 			writeError(w, apiErr)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-		defer cancel()
 		// A client that stops reading blocks the answer's writes, which no
 		// context ends: past the request's time and SendGrace they fail,
 		// so that the handler returns its generation slot and its

@@ -124,8 +124,8 @@ func serve(t *testing.T, m *inference.Model, cfg inference.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(ln)
+	hs := s.HTTPServer()
+	go hs.Serve(s.Listen(ln))
 	t.Cleanup(func() {
 		hs.Close()
 		s.Close()

@@ -151,6 +151,9 @@ func newServeCmd() *cobra.Command {
 	f.DurationVar(&cfg.BodyTimeout, "body-timeout", 30*time.Second, "time to receive a request's body at most (slower: 408)")
 	f.DurationVar(&cfg.SendGrace, "send-grace", 10*time.Second, "after --request-timeout, time to send the rest of an answer at most (a client that stops reading then loses it)")
 	f.IntVar(&cfg.DefaultMaxTokens, "default-max-tokens", 256, "max_tokens of a request that gives none")
+	f.StringSliceVar(&cfg.AllowHosts, "allow-host", nil, "on a loopback --addr, a Host name the node also answers (\"name\" or \"name:port\", repeatable; \"*\": any): beside localhost, 127.0.0.1 and [::1] with the port, others are refused so that a web page cannot reach the node through a name of its own (DNS rebinding)")
+	f.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 32, "connections open at once from one remote address at most (more: 429; -1: no cap)")
+	f.IntVar(&cfg.MaxPreparing, "max-preparing", 0, "requests rendering and tokenizing their prompts at once (default: the number of CPUs)")
 	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds on the ledger's block stream and serve each new global model (LoRA adapter or full weights) on the --model base folder, which must hold the job's registered base model")
 	genesisFlag(cmd, &genesisPath)
 	f.StringVar(&job, "job", "", "with --ledger: the job whose committed global models are served; its settings (LoRA rank, alpha, targets, base model) are read from the ledger and the job config it commits by digest")
@@ -175,7 +178,8 @@ func serveModel(cmd *cobra.Command, m *inference.Model, cfg inference.Config, ad
 		s.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs := s.HTTPServer()
+	ln = s.Listen(ln)
 	fmt.Fprintf(cmd.OutOrStdout(), "serving %s on http://%s/v1/\n", m.ID, ln.Addr())
 	log.Info("serving", "model", m.ID, "digest", m.Digest, "addr", ln.Addr().String(), "device", device, "context", m.Context,
 		"auth", cfg.AuthToken != "", "receipts", signs, "max_concurrent", cfg.MaxConcurrent, "max_queue", cfg.MaxQueue)

@@ -86,6 +86,7 @@ func TestServe(t *testing.T) {
 	} {
 		req, _ := http.NewRequest("POST", url+tc.path, strings.NewReader(tc.body))
 		req.Header.Set("Authorization", "Bearer tok3n")
+		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
