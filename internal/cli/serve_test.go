@@ -39,7 +39,7 @@ func TestServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- RunWith(ctx, []string{"serve", "--model", mdir, "--addr", "127.0.0.1:0", "--model-id", "tiny",
-			"--auth-token-file", tokFile, "--max-concurrent", "2", "--key", keyFile}, &out, &errb)
+			"--auth-token-file", tokFile, "--max-concurrent", "2", "--key", keyFile, "--allow-host", "node.example"}, &out, &errb)
 	}()
 	re := regexp.MustCompile(`on (http://\S+/v1/)`)
 	var url string
@@ -113,6 +113,23 @@ func TestServe(t *testing.T) {
 	bad := openai.NewClient(option.WithBaseURL(url), option.WithAPIKey("nope"), option.WithMaxRetries(0))
 	if _, err := bad.Models.List(ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("wrong token: %v, want 401", err)
+	}
+	// On its loopback address the node answers its own names and
+	// --allow-host's, and refuses another (a page reaching it through DNS
+	// rebinding).
+	for host, want := range map[string]int{"node.example": 200, "evil.example": 403} {
+		req, _ := http.NewRequest("GET", url+"models", nil)
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer tok3n")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want || (want == 403 && !strings.Contains(string(b), "--allow-host evil.example")) {
+			t.Errorf("Host %s: %d %s, want %d", host, res.StatusCode, b, want)
+		}
 	}
 	cancel()
 	select {
