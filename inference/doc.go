@@ -9,6 +9,14 @@
 //     the request body, the prompt, concurrent and queued requests and time;
 //     optional bearer-token auth; Prometheus metrics at /metrics; structured
 //     logs;
+//   - the guards of a node other sites and greedy clients can reach:
+//     generation requests must have Content-Type application/json (a
+//     browser sends no cross-site POST with it unasked), a node reached on a
+//     loopback address answers only its own Host names and
+//     Config.AllowHosts (no DNS rebinding), prompts are rendered and
+//     tokenized only when the queue has room and by at most MaxPreparing
+//     requests at once, and Listen with HTTPServer caps connections per
+//     remote IP (429 with Retry-After) and the headers' time and size;
 //   - the request decoder (DecodeRequest) and the response and chunk types;
 //   - Generator, the seam between the API and a decoder: BatcherGenerator
 //     on model/engine's Batcher (key/value cache, continuous batching) for a
@@ -35,6 +43,6 @@
 //     with the eval loss of each round drawn as an SVG plot.
 //
 // Use: m, err := LoadModel(dir, adapterDir, id, engine.NewHost(), 16); s :=
-// NewServer(m, Config{...}); http.Serve(ln, s.Handler()). The fedtune serve
-// command does this.
+// NewServer(m, Config{...}); s.HTTPServer().Serve(s.Listen(ln)). The
+// fedtune serve command does this.
 package inference
