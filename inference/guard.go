@@ -94,9 +94,10 @@ type connLimit struct {
 }
 
 // limitListener caps the connections open at once from one remote IP at
-// connLimit.max. A connection over the cap is accepted, marked, given a
-// short deadline and answered 429 with Retry-After by the handler, so
-// that its client reads why.
+// connLimit.max. A connection over the cap is accepted uncounted, marked,
+// given a short write deadline and answered 429 with Retry-After (and
+// closed) by the handler, so that its client reads why; one that sends
+// nothing is cut at the server's header timeout.
 type limitListener struct {
 	net.Listener
 	l *connLimit

@@ -323,11 +323,11 @@ func (s *Server) busyError() *APIError {
 		Message: fmt.Sprintf("the server is busy: %d requests generating and %d waiting; retry later", s.cfg.MaxConcurrent, s.cfg.MaxQueue)}
 }
 
-// prepare renders and tokenizes j's prompt, which costs CPU in proportion
-// to its size: a request is refused first when the queue for generation
-// slots is full (it would be refused after), and then prepares with at
-// most MaxPreparing others at once, so that many large prompts cannot
-// take every core while the queue is full.
+// prepare decodes j's request and renders and tokenizes its prompt, which
+// cost CPU in proportion to its size: a request is refused first when the
+// queue for generation slots is full (it would be refused after), and
+// then prepares with at most MaxPreparing others at once, so that many
+// large prompts cannot take every core while the queue is full.
 func (s *Server) prepare(ctx context.Context, j *job) *APIError {
 	if len(s.slots) == cap(s.slots) && s.waiting.Load() >= int64(s.cfg.MaxQueue) {
 		return s.busyError()
@@ -339,6 +339,14 @@ func (s *Server) prepare(ctx context.Context, j *job) *APIError {
 			Message: "timed out waiting to tokenize the prompt; retry later"}
 	}
 	defer func() { <-s.prep }()
+	req, apiErr := DecodeRequest(j.e, j.body)
+	if apiErr != nil {
+		return apiErr
+	}
+	if req.Model != j.m.ID {
+		return modelNotFound(req.Model)
+	}
+	j.req = req
 	return j.prepare()
 }
 
@@ -395,24 +403,16 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 			writeError(w, badRequest("", "", "reading the request body: "+err.Error()))
 			return
 		}
-		req, apiErr := DecodeRequest(e, body)
-		if apiErr != nil {
-			writeError(w, apiErr)
-			return
-		}
-		m := s.acquire()
-		defer m.refs.Done()
-		if req.Model != m.ID {
-			writeError(w, modelNotFound(req.Model))
-			return
-		}
-		j := &job{s: s, e: e, req: req, m: m, body: body, created: start.Unix(), start: start}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
+		m := s.acquire()
+		defer m.refs.Done()
+		j := &job{s: s, e: e, m: m, body: body, created: start.Unix(), start: start}
 		if apiErr := s.prepare(ctx, j); apiErr != nil {
 			writeError(w, apiErr)
 			return
 		}
+		req := j.req
 		// A client that stops reading blocks the answer's writes, which no
 		// context ends: past the request's time and SendGrace they fail,
 		// so that the handler returns its generation slot and its
