@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -294,8 +293,8 @@ var ErrTokenizer = errors.New("tokenizer or chat template not the registered one
 // tokenizerMismatch is the error of a folder whose tokenizer digest got
 // is not want, the one the ledger registers base model base with.
 func tokenizerMismatch(got, base, want string) error {
-	return fmt.Errorf("%w: the tokenizer and chat-template files (%s) have tokenizer digest %s, but the ledger registers base model %s with tokenizer digest %s",
-		ErrTokenizer, strings.Join(model.TokenizerFiles, ", "), got, base, want)
+	return fmt.Errorf("%w: its tokenizer and chat-template files have tokenizer digest %s, but the ledger registers base model %s with tokenizer digest %s",
+		ErrTokenizer, got, base, want)
 }
 
 // load fetches and checks the model of round rd and loads it for serving,
