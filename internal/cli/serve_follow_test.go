@@ -549,7 +549,13 @@ func TestServeFollowsFullJob(t *testing.T) {
 	}
 	audit := mustCLI(t, "audit", "receipt", bundles[0], "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath(),
 		"--replay", "--model", filepath.Join(fetchDir, "model-"+r1.ModelDigest))
-	if !strings.Contains(audit, "ok   replay") {
+	// The round's model is a full fine-tune of the job's base model: its
+	// receipt names the tokenizer digest the chain registers that with.
+	baseTok, err := model.TokenizerDigest(n.BaseModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(audit, "ok   replay") || !strings.Contains(audit, "ok   tokenizer "+baseTok+" is the tokenizer digest the chain registers base model "+n.BaseDigest) {
 		t.Errorf("audit receipt:\n%s", audit)
 	}
 	// The follower's metrics beside the server's.
