@@ -333,6 +333,9 @@ func (js *jobStore) registerJob(ctx context.Context, job *Job, base, initAdapter
 	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
 	for i, p := range recipe.Published {
 		d, err := js.ledger.Dataset(ctx, p.Digest)
+		if errors.Is(err, ledger.ErrRecordNotFound) {
+			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s: no dataset with this digest is on the ledger; publish it first (fedtune dataset publish) or take the digest from fedtune dataset ls: %w", job.Name, i, p.Digest, err)
+		}
 		if err != nil {
 			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s: %w", job.Name, i, p.Digest, err)
 		}

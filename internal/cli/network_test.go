@@ -147,6 +147,37 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	if strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("the refusal keeps gRPC's wrapping: %v", err)
 	}
+	// Published data the ledger does not hold is named as such.
+	job["name"] = "cli-unknown"
+	unknown := strings.Repeat("ab", 32)
+	job["datasets"] = map[string]any{"published": []string{unknown}, "range_samples": 2}
+	if raw, err = yaml.Marshal(job); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "unknown.yaml")
+	if err := os.WriteFile(missing, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = RunWith(ctx, append([]string{"round", "launch", "-f", missing}, conn...), &out, &errb)
+	for _, want := range []string{"datasets.published[0] " + unknown, "no dataset with this digest is on the ledger", "fedtune dataset ls"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("launch of a job on unknown published data: %v; want %q in it", err, want)
+		}
+	}
+	// devnet up launches through the same path: the same reason, no
+	// gRPC wrapping.
+	jobFile := n.JobFile
+	n.JobFile = refused
+	_, err = n.Launch(ctx)
+	n.JobFile = jobFile
+	for _, want := range []string{"job " + refused + " refused by the coordinator (FailedPrecondition)", `licence "CC-BY-4.0"`, "it accepts MIT"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("devnet's launch of a job refusing its data's licence: %v; want %q in it", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("devnet's refusal keeps gRPC's wrapping: %v", err)
+	}
 	if _, err := lc.Job(ctx, "cli-licence"); !errors.Is(err, ledger.ErrRecordNotFound) {
 		t.Errorf("the refused job is on the ledger: %v", err)
 	}

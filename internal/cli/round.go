@@ -11,10 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -95,7 +94,7 @@ func newRoundLaunchCmd() *cobra.Command {
 			defer closeFn()
 			resp, err := c.LaunchJob(cmd.Context(), &coordinatorv1.LaunchJobRequest{JobYaml: data, Source: abs})
 			if err != nil {
-				return launchRefusal(file, err)
+				return fmt.Errorf("round launch: %w", coordinator.LaunchRefusal(file, err))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s launched: config %s, base model %s\n", resp.JobId, resp.ConfigDigest, resp.BaseModel)
 			return nil
@@ -203,30 +202,3 @@ func shortList(ids []string) string {
 	}
 	return strings.Join(out, " ")
 }
-
-// launchRefusal turns the coordinator's refusal of a job into the CLI's
-// error: the coordinator's reason as it wrote it (the dataset, its licence
-// and the licences the job accepts, for a licence refusal), with the gRPC
-// code named once, not "rpc error: code = … desc = …".
-func launchRefusal(file string, err error) error {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() == codes.OK {
-		return fmt.Errorf("round launch: %w", err)
-	}
-	msg := strings.TrimPrefix(st.Message(), "launch: ")
-	return &launchError{file: file, code: st.Code(), msg: msg, err: err}
-}
-
-// launchError is a job the coordinator refused to launch.
-type launchError struct {
-	file string
-	code codes.Code
-	msg  string
-	err  error
-}
-
-func (e *launchError) Error() string {
-	return fmt.Sprintf("round launch %s: refused by the coordinator (%s): %s", e.file, e.code, e.msg)
-}
-
-func (e *launchError) Unwrap() error { return e.err }

@@ -443,7 +443,7 @@ func (n *Net) Launch(ctx context.Context) (*coordinatorv1.LaunchJobResponse, err
 	for {
 		resp, err := c.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: data, Source: n.JobFile})
 		if status.Code(err) != codes.Unavailable {
-			return resp, err
+			return resp, coordinator.LaunchRefusal(n.JobFile, err)
 		}
 		select {
 		case <-ctx.Done():
