@@ -307,33 +307,47 @@ func streamExport(ctx context.Context, addr, genesisPath string, w io.Writer, wr
 	if err != nil {
 		return nil, err
 	}
-	e := &audit.Export{Genesis: genesis}
+	var e *audit.Export
 	err = withClient(ctx, addr, genesisPath, w, func(c *client.Client) error {
-		st, err := c.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("status of %s: %w", addr, err)
+		var err error
+		e, err = streamChain(ctx, c, genesis, addr, w, write)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// streamChain reads every block of c's chain up to the head its status
+// gives into an Export with genesis (or hands each to write), printing a
+// progress line to w.
+func streamChain(ctx context.Context, c *client.Client, genesis []byte, addr string, w io.Writer, write func(*ledger.Block) error) (*audit.Export, error) {
+	e := &audit.Export{Genesis: genesis}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status of %s: %w", addr, err)
+	}
+	head := st.Height
+	p := newProgress(w, "blocks", int(head)+1)
+	defer p.Finish()
+	err = c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
+		if vb.Block.Header.Height > head {
+			return errStopStream
 		}
-		head := st.Height
-		p := newProgress(w, "blocks", int(head)+1)
-		defer p.Finish()
-		return c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
-			if vb.Block.Header.Height > head {
-				return errStopStream
+		if write != nil {
+			if err := write(vb.Block); err != nil {
+				return err
 			}
-			if write != nil {
-				if err := write(vb.Block); err != nil {
-					return err
-				}
-			} else {
-				e.Blocks = append(e.Blocks, ledger.EncodeBlock(vb.Block))
-			}
-			e.HeadHash = vb.Hash
-			p.Set(int(vb.Block.Header.Height)+1, "")
-			if vb.Block.Header.Height == head {
-				return errStopStream
-			}
-			return nil
-		})
+		} else {
+			e.Blocks = append(e.Blocks, ledger.EncodeBlock(vb.Block))
+		}
+		e.HeadHash = vb.Hash
+		p.Set(int(vb.Block.Header.Height)+1, "")
+		if vb.Block.Header.Height == head {
+			return errStopStream
+		}
+		return nil
 	})
 	if err != nil && !errors.Is(err, errStopStream) {
 		return nil, err
