@@ -337,6 +337,10 @@ What each mode trusts:
 				if asJSON {
 					return writeJSON(cmd.OutOrStdout(), publishedSummaries(all))
 				}
+				if len(all) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no dataset is published on this chain (`fedtune dataset publish` publishes one)")
+					return nil
+				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tDIGEST\tLICENCE\tSAMPLES\tSHARDS\tOWNER\tHEIGHT")
 				for _, d := range all {

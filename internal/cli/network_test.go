@@ -38,6 +38,11 @@ func TestTrainerInit(t *testing.T) {
 	if id := strings.TrimSpace(out.String()); id != ledger.KeyID(k.Public().(ed25519.PublicKey)) {
 		t.Errorf("printed %q, key ID is %s", id, ledger.KeyID(k.Public().(ed25519.PublicKey)))
 	}
+	for _, want := range []string{"admin add-member --role trainer --pubkey " + filepath.Join(dir, "trainer.pub"), "trainer join --config " + filepath.Join(dir, "trainer.yaml")} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("trainer init does not say what comes next (%q):\n%s", want, errb.String())
+		}
+	}
 	if st, err := os.Stat(c.Data); err != nil || st.Size() == 0 {
 		t.Errorf("data path %s: %v", c.Data, err)
 	}
