@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -207,6 +208,9 @@ func (js *jobStore) prepare(ctx context.Context, job *Job, history []ledger.Roun
 			source = fmt.Sprintf("fedtune init: %s, seed %d (job %s, seed %d)", filepath.Base(job.Model.Init), InitSeed(job.Seed), job.Name, job.Seed)
 		}
 		digest, files, c, err := js.importModel(ctx, dir)
+		if errors.Is(err, fs.ErrNotExist) && job.Model.Init == "" {
+			return nil, fmt.Errorf("model.path %q is %s on the coordinator's machine, which holds no model there (config.json and model.safetensors; relative paths are taken from the job file's folder): %w", job.Model.Path, dir, err)
+		}
 		if err != nil {
 			return nil, err
 		}

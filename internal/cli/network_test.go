@@ -169,6 +169,22 @@ func TestNoRaceRoundCommands(t *testing.T) {
 			t.Fatalf("launch of a job on unknown published data: %v; want %q in it", err, want)
 		}
 	}
+	// A model.path with no model on the coordinator's machine is named,
+	// with the path it resolved to.
+	job["name"], job["datasets"], job["model"] = "cli-nomodel", map[string]any{"manifests": []string{}}, map[string]any{"path": "nowhere/tiny"}
+	if raw, err = yaml.Marshal(job); err != nil {
+		t.Fatal(err)
+	}
+	nomodel := filepath.Join(t.TempDir(), "nomodel.yaml")
+	if err := os.WriteFile(nomodel, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = RunWith(ctx, append([]string{"round", "launch", "-f", nomodel}, conn...), &out, &errb)
+	for _, want := range []string{`model.path "nowhere/tiny" is ` + filepath.Join(filepath.Dir(nomodel), "nowhere", "tiny"), "holds no model there"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("launch of a job whose model.path holds nothing: %v; want %q in it", err, want)
+		}
+	}
 	// devnet up launches through the same path: the same reason, no
 	// gRPC wrapping.
 	jobFile := n.JobFile

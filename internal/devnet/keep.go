@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/fedtune/fedtune/coordinator"
 )
 
 // KeptLine ends the guide UpKeep prints: from then on the network waits
@@ -134,6 +136,10 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	line("# runs once: for a third, copy the file and change its name: line).")
 	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
 	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
+	if next, err := coordinator.LoadJob(n.NextJobFile); err == nil && next.Model.Path != "" {
+		line("# The other examples in configs/jobs/ run here too, in a copy with a new name: and, as in")
+		line("# %s, model.path: %s and eval.data: %s (in the coordinator's eval_data_root).", filepath.Base(n.NextJobFile), next.Model.Path, next.Eval.Data)
+	}
 	line("\n# Audit the model: its lineage, each fact checked against blocks cosigned by 2 of")
 	line("# the 3 nodes; then the whole chain re-derived from genesis, every aggregation re-run.")
 	cmd("audit", "lineage", model, "--addr", ledger, "--quorum", "2", "--genesis", genesis)
