@@ -185,6 +185,12 @@ func TestNoRaceRoundCommands(t *testing.T) {
 			t.Fatalf("launch of a job whose model.path holds nothing: %v; want %q in it", err, want)
 		}
 	}
+	// A job the ledger has no rounds of: the coordinator's reason, without
+	// gRPC's wrapping.
+	err = RunWith(ctx, append([]string{"round", "status", "cli-never"}, conn...), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "cli-never (NotFound)") || strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("round status of an unknown job: %v; want the reason and (NotFound), no gRPC wrapping", err)
+	}
 	// devnet up launches through the same path: the same reason, no
 	// gRPC wrapping.
 	jobFile := n.JobFile

@@ -56,7 +56,7 @@ func RunWith(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return root.ExecuteContext(ctx)
+	return readable(root.ExecuteContext(ctx))
 }
 
 // logger returns a structured logger writing to cmd's error stream at the
