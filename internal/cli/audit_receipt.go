@@ -298,7 +298,7 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	}
 	switch {
 	case r.Adapter != "" && adapterDir == "":
-		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter", r.Adapter))
+		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter (a node serving with --ledger keeps it as FETCH-DIR/adapter-%s when started with --fetch-dir FETCH-DIR)", r.Adapter, r.Adapter))
 	case r.Adapter == "" && adapterDir != "":
 		return failed(out, "replay", errors.New("the receipt names no adapter, and --adapter was given"))
 	case adapterDir != "":
