@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -25,7 +26,13 @@ func (e *readableError) Error() string { return e.msg }
 func (e *readableError) Unwrap() error { return e.err }
 
 // GRPCStatus keeps status.Code and status.Convert working on the error.
-func (e *readableError) GRPCStatus() *status.Status { return status.Convert(e.err) }
+func (e *readableError) GRPCStatus() *status.Status {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(e.err, &se) {
+		return se.GRPCStatus() // the status as its server sent it
+	}
+	return status.Convert(e.err)
+}
 
 // readable rewrites gRPC's wrapping in err's text, so that a command's
 // error says what the server said and its code once: "round status: the
@@ -40,6 +47,7 @@ func readable(err error) error {
 	if !strings.Contains(msg, "rpc error: code = ") {
 		return err
 	}
+	refused := status.Code(err) == codes.Unavailable && strings.Contains(msg, "connect: connection refused")
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		if st := se.GRPCStatus(); st != nil {
@@ -50,5 +58,8 @@ func readable(err error) error {
 	// What is left (a status rendered into another error's text, or in a
 	// message relayed from another server): the code, then the message.
 	msg = rpcWrapping.ReplaceAllString(msg, "$1: ")
+	if refused {
+		msg += "; nothing listens at that address: is the server running, and is the address (--addr, --ledger, --coordinator, --artifacts) right?"
+	}
 	return &readableError{msg: msg, err: err}
 }
