@@ -33,9 +33,9 @@ import (
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// ErrRefused is returned by Run when the coordinator refuses the trainer
+// ErrRefused is returned by Run when the coordinator or the ledger refuses the trainer
 // for good (not a member, wrong role, a dataset not its own).
-var ErrRefused = errors.New("trainer: refused by the coordinator")
+var ErrRefused = errors.New("trainer: refused")
 
 // Options hold what is injected into a Node rather than configured.
 type Options struct {
@@ -224,6 +224,9 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
 		case errors.Is(err, ledger.ErrRecordNotFound):
 			if _, err := signer.Submit(ctx, RegisterTx(n.manifest)); err != nil {
+				if te := (*ledger.TxError)(nil); errors.As(err, &te) && te.Code == ledger.CodeUnknownSigner {
+					return fmt.Errorf("%w: register dataset: this trainer's key %s is not an active member of the ledger: an admin adds it first (fedtune admin add-member --role trainer --pubkey TRAINER.pub), then join again: %w", ErrRefused, n.id, err)
+				}
 				if errors.Is(err, client.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}
@@ -283,7 +286,7 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 		Signature: client.SignChallenge(n.key, ch.Challenge), Datasets: n.ownDatasets()})
 	if err != nil {
 		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
-			return fmt.Errorf("%w: %s", ErrRefused, status.Convert(err).Message())
+			return fmt.Errorf("%w by the coordinator: %s", ErrRefused, status.Convert(err).Message())
 		}
 		return fmt.Errorf("join: %w", err)
 	}

@@ -191,6 +191,20 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cli-never (NotFound)") || strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("round status of an unknown job: %v; want the reason and (NotFound), no gRPC wrapping", err)
 	}
+	// A trainer whose key no admin added is told so, and what to do.
+	tdir := filepath.Join(t.TempDir(), "stranger")
+	if err := RunWith(ctx, []string{"trainer", "init", "--dir", tdir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl", "--coordinator", n.Coordinator,
+		"--coordinator-id", n.ID("coordinator"), "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	jctx, jcancel := context.WithTimeout(ctx, time.Minute)
+	err = RunWith(jctx, []string{"trainer", "join", "--config", filepath.Join(tdir, "trainer.yaml")}, &out, &errb)
+	jcancel()
+	for _, want := range []string{"is not an active member of the ledger", "admin add-member --role trainer"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("join of a trainer no admin added: %v; want %q in it", err, want)
+		}
+	}
 	// devnet up launches through the same path: the same reason, no
 	// gRPC wrapping.
 	jobFile := n.JobFile
