@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,10 @@ type omitLedger struct {
 	up     ledgerv1.LedgerClient
 	omit   string // the dataset's name
 	digest string // and its digest
-	tamper bool
+	tamper atomic.Bool
+	// uncosigned: GetBlock answers without the cosignatures (as a node
+	// serving a chain of its own making would have to).
+	uncosigned atomic.Bool
 }
 
 func (o *omitLedger) Status(ctx context.Context, req *ledgerv1.StatusRequest) (*ledgerv1.StatusResponse, error) {
@@ -51,7 +55,14 @@ func (o *omitLedger) GetTx(ctx context.Context, req *ledgerv1.GetTxRequest) (*le
 }
 
 func (o *omitLedger) GetBlock(ctx context.Context, req *ledgerv1.GetBlockRequest) (*ledgerv1.BlockResponse, error) {
-	return o.up.GetBlock(ctx, req)
+	if o.uncosigned.Load() {
+		req.MinCosignatures = 0
+	}
+	resp, err := o.up.GetBlock(ctx, req)
+	if err == nil && o.uncosigned.Load() {
+		resp.Cosignatures = nil
+	}
+	return resp, err
 }
 
 func (o *omitLedger) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledgerv1.QueryResponse, error) {
@@ -92,7 +103,7 @@ func (o *omitLedger) StreamBlocks(req *ledgerv1.StreamBlocksRequest, s grpc.Serv
 		if err != nil {
 			return err
 		}
-		if o.tamper {
+		if o.tamper.Load() {
 			if resp, err = o.dropPublished(resp); err != nil {
 				return err
 			}
@@ -227,7 +238,28 @@ func TestAttackNodeOmitsPublishedDataset(t *testing.T) {
 		t.Errorf("dataset ls --from-chain does not say which head it listed to:\n%s", errOut)
 	}
 
-	liar.tamper = true
+	// audit verify --ledger re-derives the same chain and checks its head
+	// against the genesis nodes' cosignatures.
+	var vout, verr bytes.Buffer
+	if err := cli.RunWith(ctx, []string{"audit", "verify", "--ledger", addr, "--genesis", nw.GenesisPath()}, &vout, &verr); err != nil ||
+		!strings.Contains(vout.String(), "OK: chain verified") || !strings.Contains(vout.String(), "of the 3 genesis nodes") {
+		t.Fatalf("audit verify --ledger through the liar: %v\n%s%s", err, vout.String(), verr.String())
+	}
+
+	// A head without the genesis quorum's cosignatures is not believed:
+	// neither by dataset ls --from-chain nor by audit verify --ledger.
+	liar.uncosigned.Store(true)
+	out, _, err = ls("--from-chain")
+	if err == nil || !strings.Contains(err.Error(), "cosignature") || strings.Contains(out, "kept-first") {
+		t.Fatalf("dataset ls --from-chain with an uncosigned head: %v\n%s", err, out)
+	}
+	vout.Reset()
+	if err := cli.RunWith(ctx, []string{"audit", "verify", "--ledger", addr, "--genesis", nw.GenesisPath()}, &vout, &verr); err == nil || !strings.Contains(err.Error(), "cosignature") {
+		t.Fatalf("audit verify --ledger with an uncosigned head: %v\n%s", err, vout.String())
+	}
+	liar.uncosigned.Store(false)
+
+	liar.tamper.Store(true)
 	out, errOut, err = ls("--from-chain")
 	if err == nil {
 		t.Fatalf("dataset ls --from-chain believed a chain without hidden-set's tx:\n%s\n%s", out, errOut)

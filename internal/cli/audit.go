@@ -447,6 +447,20 @@ func newAuditVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// From a node: the head it served must be the one the genesis
+			// nodes cosigned, or the node could have served a chain of its
+			// own making (every signature good, some txs left out).
+			var head *audit.HeadAnchor
+			if ledgerAddr != "" {
+				if _, _, gerr := genesisNodes(genesisPath); gerr != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: the head block is not checked against node cosignatures: --genesis: %v\n", gerr)
+				} else if err := withClient(ctx, ledgerAddr, genesisPath, nil, func(c *client.Client) error {
+					head, err = anchorHead(ctx, c, genesisPath, 0, rep)
+					return err
+				}); err != nil {
+					return fmt.Errorf("audit verify: %w", err)
+				}
+			}
 			for _, w := range rep.Unverifiable {
 				fmt.Fprintf(cmd.OutOrStdout(), "WARNING: unverifiable rejection: %s\n", w)
 			}
@@ -456,6 +470,9 @@ func newAuditVerifyCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "OK: chain verified to height %d (head %x): %d txs, %d committed rounds, %d re-aggregated, %d evaluated (RoundEvaluated; losses not re-computed), %d artifacts and %d manifests checked, %d attestation statements and %d published manifests (%d with their leaves and shards) re-checked in %s\n",
 				rep.Height, rep.HeadHash[:8], rep.Txs, rep.Rounds, rep.Reaggregated, rep.Evaluated, rep.Artifacts, rep.Manifests, rep.Attestations, rep.Published, rep.PublishedRoots,
 				time.Since(start).Round(time.Millisecond))
+			if head != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "head block %d is cosigned by %d of the %d genesis nodes (quorum %d)\n", head.Height, len(head.Cosigners), head.Nodes, head.Quorum)
+			}
 			return nil
 		},
 	}

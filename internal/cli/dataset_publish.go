@@ -391,18 +391,11 @@ func datasetLsFromChain(ctx context.Context, cmd *cobra.Command, addr, genesisPa
 	if err != nil {
 		return fmt.Errorf("dataset ls: --genesis: %w", err)
 	}
-	chainID, nodes, err := genesisNodes(genesisPath)
-	if err != nil {
+	if _, _, err := genesisNodes(genesisPath); err != nil {
 		return fmt.Errorf("dataset ls: --genesis: %w", err)
 	}
 	warn := cmd.ErrOrStderr()
 	return withClient(ctx, addr, genesisPath, warn, func(c *client.Client) error {
-		if quorum == 0 {
-			quorum = len(nodes)/2 + 1
-			if p := c.Pin(); p != nil {
-				quorum = p.Quorum
-			}
-		}
 		e, err := streamChain(ctx, c, genesis, addr, warn, nil)
 		if err != nil {
 			return fmt.Errorf("dataset ls --from-chain: %w", err)
@@ -411,7 +404,7 @@ func datasetLsFromChain(ctx context.Context, cmd *cobra.Command, addr, genesisPa
 		if err != nil {
 			return fmt.Errorf("dataset ls --from-chain: the chain %s serves does not verify: %w", addr, err)
 		}
-		head, err := audit.AnchorHead(ctx, c, rep.Height, rep.HeadHash, audit.AnchorOptions{Quorum: quorum, ChainID: chainID, Nodes: nodes})
+		head, err := anchorHead(ctx, c, genesisPath, quorum, rep)
 		if err != nil {
 			return fmt.Errorf("dataset ls --from-chain: %w", err)
 		}
@@ -419,6 +412,23 @@ func datasetLsFromChain(ctx context.Context, cmd *cobra.Command, addr, genesisPa
 			head.Height, head.Hash[:8], len(head.Cosigners), head.Nodes)
 		return print(listings(ls))
 	})
+}
+
+// anchorHead checks that the head of the chain rep verified carries
+// quorum (0: the genesis quorum) cosignatures from the nodes of the
+// genesis file at genesisPath (audit.AnchorHead).
+func anchorHead(ctx context.Context, c *client.Client, genesisPath string, quorum int, rep *audit.Report) (*audit.HeadAnchor, error) {
+	chainID, nodes, err := genesisNodes(genesisPath)
+	if err != nil {
+		return nil, fmt.Errorf("--genesis: %w", err)
+	}
+	if quorum == 0 {
+		quorum = len(nodes)/2 + 1
+		if p := c.Pin(); p != nil {
+			quorum = p.Quorum
+		}
+	}
+	return audit.AnchorHead(ctx, c, rep.Height, rep.HeadHash, audit.AnchorOptions{Quorum: quorum, ChainID: chainID, Nodes: nodes})
 }
 
 // listings drops the tx positions of ls.
