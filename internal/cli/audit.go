@@ -422,7 +422,8 @@ func newAuditVerifyCmd() *cobra.Command {
 			"(malformed, layout unlike the round's reference, a non-finite value, a norm above max_norm); a\n" +
 			"rejected update not in --artifacts is printed as a WARNING line (unverifiable), a failure with\n" +
 			"--strict-rejections. No job file is needed. Exits non-zero naming the first height, tx and field that\n" +
-			"do not match.",
+			"do not match. With --ledger the head block the node served must also carry the genesis quorum of node\n" +
+			"cosignatures (a genesis without nodes: a warning), so the node cannot serve a chain of its own making.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (ledgerAddr == "") == (exportPath == "") {
