@@ -53,7 +53,7 @@ func TestGuideChatRequest(t *testing.T) {
 	if req.Model != serve[i+1] {
 		t.Errorf("the guide's chat request asks for model %q, its serve command serves %q", req.Model, serve[i+1])
 	}
-	if !strings.Contains(b.String(), "model.path: "+n.BaseModel+" and eval.data: ") {
+	if !strings.Contains(b.String(), "model.path: "+n.BaseModel+" and eval.data: eval.jsonl as job-2.yaml does") {
 		t.Errorf("the guide does not say how to run the other example jobs on the network:\n%s", b.String())
 	}
 	if !strings.Contains(b.String(), "REQUEST-HASH.json: the answer's bundle") {

@@ -132,13 +132,13 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	cmd("admin", "add-member", "--role", "trainer", "--name", NewTrainerName, "--pubkey", filepath.Join(dir, "trainer.pub"),
 		"--key", admin, "--addr", ledger, "--genesis", genesis)
 	cmd("trainer", "join", "--config", filepath.Join(dir, "trainer.yaml"))
-	line("\n# Launch another job and follow it: the first job again, named %s (a name", n.NextJobName)
-	line("# runs once: for a third, copy the file and change its name: line).")
+	line("\n# Launch another job and follow it: the first job again, named %s.", n.NextJobName)
+	line("# A job name runs once: for a third run, copy the file and change its name: line.")
 	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
 	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
 	if next, err := coordinator.LoadJob(n.NextJobFile); err == nil && next.Model.Path != "" {
-		line("# The other examples in configs/jobs/ run here too, in a copy with a new name: and, as in")
-		line("# %s, model.path: %s and eval.data: %s (in the coordinator's eval_data_root).", filepath.Base(n.NextJobFile), next.Model.Path, next.Eval.Data)
+		line("# The other examples in configs/jobs/ run here too: copy one, give it a new name:, and set")
+		line("# model.path: %s and eval.data: %s as %s does.", next.Model.Path, next.Eval.Data, filepath.Base(n.NextJobFile))
 	}
 	line("\n# Audit the model: its lineage, each fact checked against blocks cosigned by 2 of")
 	line("# the 3 nodes; then the whole chain re-derived from genesis, every aggregation re-run.")
