@@ -62,6 +62,7 @@ func TestErrorsNameTheCommand(t *testing.T) {
 		{[]string{"ledger", "blocks", "--bogus"}, "ledger blocks: unknown flag: --bogus"},
 		{[]string{"audit", "verify"}, "audit verify: give exactly one of --ledger ADDR or --export FILE"},
 		{[]string{"dataset", "ls", "--from-chain", "--export", "x.fedtune"}, "dataset ls: give --from-chain"},
+		{[]string{"ledger", "query", "round", "job-1"}, "ledger query round job-1: --round N is required"},
 	} {
 		var out, errb bytes.Buffer
 		err := RunWith(context.Background(), tc.args, &out, &errb)
