@@ -3,6 +3,8 @@ package devnet_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,7 +22,7 @@ import (
 func TestGuideChatRequest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Keep: true, Trainers: 1, PretrainSteps: 1})
+	n, err := devnet.Prepare(ctx, devnet.Options{Dir: t.TempDir(), Repo: "../..", InProcess: true, Keep: true, Trainers: 1, MinTrainers: 1, PretrainSteps: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,5 +60,19 @@ func TestGuideChatRequest(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "REQUEST-HASH.json: the answer's bundle") {
 		t.Errorf("the guide does not say what REQUEST-HASH is:\n%s", b.String())
+	}
+}
+
+// TestPrepareRefusesJobNeedingMoreTrainers: a job whose trainers.min is
+// above the devnet's trainers is refused before anything is built, naming
+// both numbers, instead of waiting forever for its first round.
+func TestPrepareRefusesJobNeedingMoreTrainers(t *testing.T) {
+	dir := t.TempDir()
+	_, err := devnet.Prepare(context.Background(), devnet.Options{Dir: dir, Repo: "../..", InProcess: true, Job: "configs/jobs/krum-robust.yaml", Trainers: 3})
+	if err == nil || !strings.Contains(err.Error(), "needs at least 5 trainers") || !strings.Contains(err.Error(), "the devnet runs 3") {
+		t.Fatalf("Prepare of krum-robust.yaml on 3 trainers: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "models", "base")); !os.IsNotExist(err) {
+		t.Errorf("the refused devnet built a base model first (%v)", err)
 	}
 }
