@@ -105,7 +105,9 @@ func newDatasetPublishCmd() *cobra.Command {
 				return fmt.Errorf("dataset publish: %w", err)
 			}
 			defer ac.Close()
-			sm, err := trainer.PublishDataset(ctx, ac, key, d, card, datasets.PublishOptions{Name: name, Format: pf, Licence: licence, ShardSamples: shardSamples})
+			p := newProgress(cmd.ErrOrStderr(), "uploads", publishBlobs(len(d.Samples), shardSamples, card != nil))
+			sm, err := trainer.PublishDataset(ctx, &countingSink{BlobSink: ac, p: p}, key, d, card, datasets.PublishOptions{Name: name, Format: pf, Licence: licence, ShardSamples: shardSamples})
+			p.Finish()
 			if err != nil {
 				return fmt.Errorf("dataset publish %s: %w", args[0], err)
 			}
@@ -281,7 +283,14 @@ func newDatasetFetchCmd() *cobra.Command {
 					return fmt.Errorf("dataset fetch: %w", err)
 				}
 				defer ac.Close()
-				if err := trainer.FetchPublished(ctx, ac, sm, out); err != nil {
+				blobs := len(sm.Shards) + 1 // and the leaves
+				if sm.Card != "" {
+					blobs++
+				}
+				p := newProgress(cmd.ErrOrStderr(), "downloads", blobs)
+				err = trainer.FetchPublished(ctx, &countingSource{BlobSource: ac, p: p}, sm, out)
+				p.Finish()
+				if err != nil {
 					return fmt.Errorf("dataset fetch %s: %w", args[0], err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "fetched %s (%s): %d samples in %d shards checked against root %s; written to %s\n",
