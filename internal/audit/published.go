@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/fsm"
@@ -52,6 +53,10 @@ func PublishedDatasets(ctx context.Context, e *Export) ([]ledger.PublishedListin
 	return all, rep, nil
 }
 
+// headQuorumWait bounds how long AnchorHead asks again while the head
+// block's cosignatures fall short (peers that have not applied it yet).
+const headQuorumWait = 3 * time.Second
+
 // HeadAnchor says which nodes cosigned a chain's head block.
 type HeadAnchor struct {
 	Height    uint64
@@ -86,7 +91,18 @@ func AnchorHead(ctx context.Context, src BlockSource, h uint64, hash [32]byte, o
 		}
 	}
 	rec := fmt.Sprintf("head block %d", h)
+	// A block just applied may not carry its peers' cosignatures yet: ask
+	// again for a few seconds before calling the shortfall an answer.
+	deadline := time.Now().Add(headQuorumWait)
 	b, err := a.block(h, rec)
+	for err != nil && errors.Is(err, ErrNotAnchored) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+		b, err = a.block(h, rec)
+	}
 	if err != nil {
 		return nil, err
 	}
