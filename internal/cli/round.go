@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
@@ -57,6 +59,28 @@ func (c *coordinatorFlags) dial() (coordinatorv1.CoordinatorClient, func(), erro
 		return nil, nil, err
 	}
 	return coordinatorv1.NewCoordinatorClient(conn), func() { conn.Close() }, nil
+}
+
+// dialArtifacts connects to the artifact store at addr (default: the
+// coordinator's address) whose key is id (default: the coordinator's), as
+// the key and transport c names.
+func (c *coordinatorFlags) dialArtifacts(addr, id string) (*artifact.Client, error) {
+	addr, id = cmp.Or(addr, c.addr), cmp.Or(id, c.id)
+	if c.insecure {
+		return artifact.Dial(addr, tlsid.InsecureDialOption())
+	}
+	if c.key == "" || id == "" {
+		return nil, errors.New("--key and --artifacts-id (or --coordinator-id) are required over TLS (or --insecure)")
+	}
+	k, err := ledger.LoadKey(c.key)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := tlsid.DialOption(k, tlsid.ExpectID(id))
+	if err != nil {
+		return nil, err
+	}
+	return artifact.Dial(addr, opt)
 }
 
 func newRoundCmd() *cobra.Command {

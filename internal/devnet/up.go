@@ -656,7 +656,18 @@ func (n *Net) contains(ctx context.Context, digest string, l *ledger.Lineage) (s
 		return "", nil, err
 	}
 	defer conn.Close()
-	rep, err := audit.Contains(ctx, coordinatorv1.NewCoordinatorClient(conn), digest, leaf, audit.LineageDatasets(l), 20*time.Second)
+	// Published datasets are proved from their leaves in the coordinator's
+	// artifact store, not asked of their owners.
+	opt, err := tlsid.DialOption(n.Keys["admin"], tlsid.ExpectID(n.ID("coordinator")))
+	if err != nil {
+		return "", nil, err
+	}
+	ac, err := artifact.Dial(n.Coordinator, opt)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ac.Close()
+	rep, err := audit.ContainsWithLeaves(ctx, coordinatorv1.NewCoordinatorClient(conn), ac, digest, leaf, audit.LineageDatasets(l), 20*time.Second)
 	return sample, rep, err
 }
 
