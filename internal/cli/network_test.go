@@ -228,6 +228,9 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	if !strings.Contains(out.String(), "job cli launched") {
 		t.Errorf("launch printed %q", out.String())
 	}
+	if !strings.Contains(errb.String(), "follow it: fedtune round status cli") {
+		t.Errorf("launch does not say how to follow the job:\n%s", errb.String())
+	}
 	if _, err := n.Follow(ctx); err != nil {
 		t.Fatal(err)
 	}

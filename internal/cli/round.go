@@ -121,6 +121,7 @@ func newRoundLaunchCmd() *cobra.Command {
 				return fmt.Errorf("round launch: %w", coordinator.LaunchRefusal(file, err))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s launched: config %s, base model %s\n", resp.JobId, resp.ConfigDigest, resp.BaseModel)
+			fmt.Fprintf(cmd.ErrOrStderr(), "follow it: fedtune round status %s (with the same --coordinator, --coordinator-id and --key)\n", resp.JobId)
 			return nil
 		},
 	}
