@@ -400,8 +400,12 @@ func datasetLsFromChain(ctx context.Context, cmd *cobra.Command, addr, genesisPa
 	if err != nil {
 		return fmt.Errorf("dataset ls: --genesis: %w", err)
 	}
-	if _, _, err := genesisNodes(genesisPath); err != nil {
+	_, nodes, err := genesisNodes(genesisPath)
+	if err != nil {
 		return fmt.Errorf("dataset ls: --genesis: %w", err)
+	}
+	if quorum > len(nodes) {
+		return fmt.Errorf("dataset ls: --quorum %d exceeds the %d nodes of --genesis %s", quorum, len(nodes), genesisPath)
 	}
 	warn := cmd.ErrOrStderr()
 	return withClient(ctx, addr, genesisPath, warn, func(c *client.Client) error {
