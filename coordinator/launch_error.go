@@ -20,10 +20,12 @@ type LaunchError struct {
 	Err    error      // the gRPC error
 }
 
+// Error names the job file, the code and the coordinator's reason.
 func (e *LaunchError) Error() string {
 	return fmt.Sprintf("job %s refused by the coordinator (%s): %s", e.File, e.Code, e.Reason)
 }
 
+// Unwrap returns the gRPC error, so that status.Code sees its code.
 func (e *LaunchError) Unwrap() error { return e.Err }
 
 // LaunchRefusal turns an error of LaunchJob for the job file file into a
