@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -248,12 +249,21 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 	}
 }
 
-// dialOptions returns the transport credentials for the coordinator.
-func (n *Node) dialOptions() ([]grpc.DialOption, error) {
+// dialOptions returns the transport credentials for the coordinator; a
+// handshake that refuses the server's key stores why in refused.
+func (n *Node) dialOptions(refused *atomic.Pointer[error]) ([]grpc.DialOption, error) {
 	if n.cfg.Insecure {
 		return []grpc.DialOption{tlsid.InsecureDialOption()}, nil
 	}
-	o, err := tlsid.DialOption(n.key, tlsid.ExpectID(n.cfg.CoordinatorID))
+	expect := tlsid.ExpectID(n.cfg.CoordinatorID)
+	o, err := tlsid.DialOption(n.key, func(id string) error {
+		err := expect(id)
+		if err != nil {
+			why := fmt.Errorf("%w: the coordinator at %s proves key %s, not coordinator_id %s of this trainer's config", tlsid.ErrNotAllowed, n.cfg.Coordinator, id, n.cfg.CoordinatorID)
+			refused.Store(&why)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +272,8 @@ func (n *Node) dialOptions() ([]grpc.DialOption, error) {
 
 // session joins once and serves tasks until the stream ends.
 func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Signer) error {
-	opts, err := n.dialOptions()
+	var refused atomic.Pointer[error]
+	opts, err := n.dialOptions(&refused)
 	if err != nil {
 		return err
 	}
@@ -279,6 +290,10 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 	cc := coordinatorv1.NewCoordinatorClient(conn)
 	ch, err := cc.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
 	if err != nil {
+		if why := refused.Load(); why != nil && status.Code(err) == codes.Unavailable {
+			// Another key answers at that address: retrying cannot help.
+			return fmt.Errorf("%w: %w", ErrRefused, *why)
+		}
 		return fmt.Errorf("challenge: %w", err)
 	}
 	pub := n.key.Public().(ed25519.PublicKey)

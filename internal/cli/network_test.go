@@ -205,6 +205,25 @@ func TestNoRaceRoundCommands(t *testing.T) {
 			t.Fatalf("join of a trainer no admin added: %v; want %q in it", err, want)
 		}
 	}
+	// A trainer whose config names another coordinator key stops at once,
+	// saying which key answered, instead of reconnecting forever.
+	wdir := filepath.Join(t.TempDir(), "wrong-id")
+	if err := RunWith(ctx, []string{"trainer", "init", "--dir", wdir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl", "--coordinator", n.Coordinator,
+		"--coordinator-id", strings.Repeat("ab", 32), "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunWith(ctx, []string{"admin", "add-member", "--role", "trainer", "--pubkey", filepath.Join(wdir, "trainer.pub"), "--key", filepath.Join(n.Dir, "keys", "admin.key"),
+		"--addr", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	jctx, jcancel = context.WithTimeout(ctx, time.Minute)
+	err = RunWith(jctx, []string{"trainer", "join", "--config", filepath.Join(wdir, "trainer.yaml")}, &out, &errb)
+	jcancel()
+	for _, want := range []string{"proves key " + n.ID("coordinator"), "not coordinator_id " + strings.Repeat("ab", 32)} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("join with a wrong coordinator_id: %v; want %q in it", err, want)
+		}
+	}
 	// devnet up launches through the same path: the same reason, no
 	// gRPC wrapping.
 	jobFile := n.JobFile
