@@ -50,6 +50,7 @@ type Options struct {
 
 // Node is a running trainer. Create it with New and run it with Run.
 type Node struct {
+	joined   atomic.Bool // a session joined the coordinator once
 	cfg      Config
 	opts     Options
 	log      *slog.Logger
@@ -199,7 +200,11 @@ func (n *Node) Run(ctx context.Context) error {
 		if errors.Is(err, ErrRefused) {
 			return err
 		}
-		n.log.WarnContext(ctx, "coordinator connection lost; reconnecting", "err", err, "in", backoff)
+		if n.joined.Load() {
+			n.log.WarnContext(ctx, "coordinator connection lost; reconnecting", "err", err, "in", backoff)
+		} else {
+			n.log.WarnContext(ctx, "coordinator unreachable; retrying", "coordinator", n.cfg.Coordinator, "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -305,6 +310,7 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 		}
 		return fmt.Errorf("join: %w", err)
 	}
+	n.joined.Store(true)
 	n.log.InfoContext(ctx, "joined", "coordinator", ch.CoordinatorId[:8])
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

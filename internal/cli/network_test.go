@@ -224,6 +224,24 @@ func TestNoRaceRoundCommands(t *testing.T) {
 			t.Fatalf("join with a wrong coordinator_id: %v; want %q in it", err, want)
 		}
 	}
+	// A trainer whose coordinator does not answer yet says so, and keeps
+	// trying (it has never joined: no "connection lost").
+	udir := filepath.Join(t.TempDir(), "unreachable")
+	if err := RunWith(ctx, []string{"trainer", "init", "--dir", udir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl", "--coordinator", "127.0.0.1:1",
+		"--coordinator-id", n.ID("coordinator"), "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunWith(ctx, []string{"admin", "add-member", "--role", "trainer", "--pubkey", filepath.Join(udir, "trainer.pub"), "--key", filepath.Join(n.Dir, "keys", "admin.key"),
+		"--addr", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	var ulog syncBuffer
+	jctx, jcancel = context.WithTimeout(ctx, 3*time.Second)
+	err = RunWith(jctx, []string{"trainer", "join", "--config", filepath.Join(udir, "trainer.yaml")}, &ulog, &ulog)
+	jcancel()
+	if err != nil || !strings.Contains(ulog.String(), "coordinator unreachable; retrying") || strings.Contains(ulog.String(), "connection lost") {
+		t.Errorf("join with no coordinator: %v\n%s", err, ulog.String())
+	}
 	// devnet up launches through the same path: the same reason, no
 	// gRPC wrapping.
 	jobFile := n.JobFile
