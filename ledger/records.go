@@ -135,6 +135,12 @@ type Round struct {
 	// the seed of the round's spot-check draw (Update.Drawn). Filled by
 	// FSM.Round once that block is on the chain; not stored.
 	DrawSeed string `json:"draw_seed,omitempty"`
+	// VerdictsUntil is the last block time (unix nanoseconds) at which a
+	// verdict on a drawn update of this round is admitted once the round
+	// is closed (VerifyRule.VerdictsUntil); while it is open, verdicts
+	// are admitted at any time. Filled by FSM.Round with DrawSeed; not
+	// stored.
+	VerdictsUntil int64 `json:"verdicts_until,omitempty"`
 }
 
 // Evaluation is a committed round's held-out evaluation as its

@@ -86,6 +86,11 @@ type Receipt struct {
 	CompletionTokens int    `json:"completion_tokens"`
 	// Sampling is how the tokens were drawn.
 	Sampling Sampling `json:"sampling"`
+	// Cut is CutTime when the node's time limit ended the answer before
+	// max_tokens, a stop token or a stop string did: the tokens are then
+	// the first CompletionTokens of what the model would have generated.
+	// "" otherwise (left out of the payload).
+	Cut string `json:"cut,omitempty"`
 	// Signer is the node's ledger member ID: ledger.KeyID(PublicKey).
 	Signer string `json:"signer"`
 	// PublicKey is the node's ed25519 public key, 64 lowercase hex.
@@ -93,6 +98,9 @@ type Receipt struct {
 	// Time is when the answer was finished, in UTC.
 	Time time.Time `json:"time"`
 }
+
+// CutTime is Receipt.Cut of an answer the node's time limit cut short.
+const CutTime = "time"
 
 // Block names a ledger block.
 type Block struct {
@@ -203,6 +211,9 @@ func (r *Receipt) Check() error {
 	}
 	if err := r.Sampling.check(); err != nil {
 		return err
+	}
+	if r.Cut != "" && r.Cut != CutTime {
+		return fieldErr("cut", "%q, want %q or none", abbrev(r.Cut), CutTime)
 	}
 	if r.CompletionTokens > r.Sampling.MaxTokens {
 		return fieldErr("completion_tokens", "%d is more than sampling.max_tokens %d", r.CompletionTokens, r.Sampling.MaxTokens)
@@ -346,6 +357,8 @@ type Answer struct {
 	// generated (without the stop token that ended generation).
 	PromptIDs, CompletionIDs []int
 	Sampling                 Sampling
+	// Cut is CutTime when the node's time limit ended the answer.
+	Cut string
 	// Time is when the answer was finished (zero: Sign sets the time).
 	Time time.Time
 }
@@ -370,7 +383,7 @@ func New(a Answer) (Receipt, error) {
 		RequestHash: rh,
 		PromptHash:  ph, PromptTokens: len(a.PromptIDs),
 		TokensHash: th, CompletionTokens: len(a.CompletionIDs),
-		Sampling: a.Sampling, Time: a.Time,
+		Sampling: a.Sampling, Cut: a.Cut, Time: a.Time,
 	}, nil
 }
 

@@ -273,6 +273,34 @@ func TestServeFollowsJob(t *testing.T) {
 	}
 	m2 := s.Model()
 
+	// audit receipt --ledger accepts that receipt. A node that merges the
+	// job's adapter into another model the chain knows, and signs it, is
+	// refused: the chain never committed that pair.
+	rp := filepath.Join(t.TempDir(), "receipt.b64")
+	if err := os.WriteFile(rp, []byte(resp.Header.Get(inference.ReceiptHeader)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, "audit", "receipt", rp, "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()); !strings.Contains(out, "ok   adapter") || !strings.Contains(out, "ok   block") {
+		t.Errorf("audit of the server's receipt:\n%s", out)
+	}
+	otherModel := digest.Bytes([]byte("another registered model"))
+	if _, err := client.NewSigner(c, n.Keys["coordinator"]).Submit(ctx, ledger.ModelRegistered{Digest: otherModel, Name: "other", Licence: "CC0-1.0", Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	forged := *env
+	forged.Model, forged.Signer, forged.PublicKey = otherModel, "", ""
+	fenv, err := receipt.Sign(n.Keys[devnet.InferenceName], forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rp, fenv, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, "audit", "receipt", rp, "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()); err == nil ||
+		!strings.Contains(err.Error(), "adapter: adapter "+r2.ModelDigest+" was committed by round 2 of job \"follow\", trained on base model "+env.Model+", not on the receipt's model "+otherModel) {
+		t.Errorf("audit of the job's adapter on another model: %v", err)
+	}
+
 	// The lineage: both rounds, each with the eval loss its RoundEvaluated
 	// recorded on the ledger, which is what the coordinator reports for
 	// the model the ledger says it committed (the job evaluates every

@@ -116,11 +116,22 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 		line("aggregator      in the coordinator's process (key %s)", n.path("keys", "aggregator.key"))
 	}
 	line("last model      %s", model)
-	if n.Opts.Verify {
-		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(VerifierName), n.path(VerifierName), n.VerifierMetrics)
+	if names := n.VerifierNames(); len(names) == 1 {
+		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(names[0]), n.path(names[0]), n.VerifierMetrics)
 		line("\n# The verifier (role verifier, admitted by the admin) replays every update of the jobs")
 		line("# before their rounds commit (verify: {fraction: 1, by: [it]}); it runs as:")
 		cmd(n.VerifierArgs()...)
+	} else if len(names) > 1 {
+		for i, name := range names {
+			line("%-15s id %s, data %s, metrics http://%s/metrics", name, n.ID(name), n.path(name), n.VerifiersMetrics[i])
+		}
+		line("\n# The verifiers (role verifier, admitted by the admin) replay every update of the jobs")
+		line("# before their rounds commit (verify: {fraction: 1, by: [them], quorum: %d}); each runs as:", n.Opts.VerifyQuorum)
+		for _, name := range names {
+			cmd(n.VerifierArgsOf(name)...)
+		}
+	}
+	if n.Opts.Verify {
 		line("# each round's verdicts (UpdateVerified / UpdateRejected naming a step):")
 		cmd("ledger", "query", "round", n.JobName, "--round", "1", "--addr", ledger, "--genesis", genesis)
 	}
@@ -132,8 +143,8 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	cmd("admin", "add-member", "--role", "trainer", "--name", NewTrainerName, "--pubkey", filepath.Join(dir, "trainer.pub"),
 		"--key", admin, "--addr", ledger, "--genesis", genesis)
 	cmd("trainer", "join", "--config", filepath.Join(dir, "trainer.yaml"))
-	line("\n# Launch another job and follow it: the first job again, named %s.", n.NextJobName)
-	line("# A job name runs once: for a third run, copy the file and change its name: line.")
+	line("\n# Launch another job and follow it: the first job again, named %s, with the next", n.NextJobName)
+	line("# seed. A job name runs once: for a third run, copy the file and change its name: and seed: lines.")
 	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
 	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
 	if next, err := coordinator.LoadJob(n.NextJobFile); err == nil && next.Model.Path != "" {

@@ -92,11 +92,12 @@ const partStopTimeout = 60 * time.Second
 // Network is a started devnet.
 type Network struct {
 	*Net
-	Ledgers  []*Part
-	Coord    *Part
-	Agg      *Part // the standalone aggregator (nil when in-process)
-	Trainers []*Part
-	Verifier *Part // the verifier node (Options.Verify)
+	Ledgers   []*Part
+	Coord     *Part
+	Agg       *Part // the standalone aggregator (nil when in-process)
+	Trainers  []*Part
+	Verifier  *Part   // the (first) verifier node (Options.Verify)
+	Verifiers []*Part // every verifier node, Verifier first
 }
 
 // Start starts the ledger nodes, waits for a leader, then the coordinator
@@ -140,9 +141,10 @@ func (n *Net) Start(ctx context.Context) (*Network, error) {
 	}
 	fmt.Fprintf(n.Opts.Out, "trainers: %d joined, each with its own shard\n", n.Opts.Trainers)
 	if n.Opts.Verify {
-		if nw.Verifier, err = n.startVerify(ctx); err != nil {
+		if nw.Verifiers, err = n.startVerify(ctx); err != nil {
 			return nil, err
 		}
+		nw.Verifier = nw.Verifiers[0]
 	}
 	ok = true
 	return nw, nil
@@ -202,16 +204,14 @@ func (nw *Network) Stop() {
 			fmt.Fprintf(nw.Opts.Out, "%s did not stop within %v; leaving it\n", p.Name, partStopTimeout)
 		}
 	}
-	nw.Verifier, nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil, nil
+	nw.Verifier, nw.Verifiers, nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil, nil, nil
 }
 
-// parts returns the started parts in the order they stop: the verifier,
+// parts returns the started parts in the order they stop: the verifiers,
 // trainers, the coordinator, the aggregator, the ledger nodes.
 func (nw *Network) parts() []*Part {
 	var out []*Part
-	if nw.Verifier != nil {
-		out = append(out, nw.Verifier)
-	}
+	out = append(out, nw.Verifiers...)
 	out = append(out, nw.Trainers...)
 	for _, p := range []*Part{nw.Coord, nw.Agg} {
 		if p != nil {
