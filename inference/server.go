@@ -228,7 +228,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	obj := modelObject{ID: m.ID, Object: "model", Created: m.Created.Unix(), OwnedBy: "fedtune"}
 	if id := r.PathValue("id"); id != "" {
 		if id != m.ID {
-			writeError(w, modelNotFound(id))
+			writeError(w, modelNotFound(id, m.ID))
 			return
 		}
 		writeJSON(w, http.StatusOK, obj)
@@ -240,9 +240,11 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	}{"list", []modelObject{obj}})
 }
 
-func modelNotFound(id string) *APIError {
+// modelNotFound is OpenAI's answer for an unknown model, naming the model
+// this node serves so that a client can correct its request.
+func modelNotFound(id, served string) *APIError {
 	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
-		Message: fmt.Sprintf("the model %q does not exist or you do not have access to it", id)}
+		Message: fmt.Sprintf("the model %q does not exist or you do not have access to it; this node serves %q (GET /v1/models)", id, served)}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -337,7 +339,7 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 		m := s.acquire()
 		defer m.refs.Done()
 		if req.Model != m.ID {
-			writeError(w, modelNotFound(req.Model))
+			writeError(w, modelNotFound(req.Model, m.ID))
 			return
 		}
 		j := &job{s: s, e: e, req: req, m: m, body: body, created: start.Unix(), start: start}

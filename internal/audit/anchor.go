@@ -155,7 +155,8 @@ type anchorer struct {
 }
 
 type anchorBlock struct {
-	txs []*ledger.Tx
+	hash [32]byte
+	txs  []*ledger.Tx
 }
 
 // block fetches, checks and decodes the block at h for rec.
@@ -207,7 +208,7 @@ func (a *anchorer) block(h uint64, rec string) (*anchorBlock, error) {
 	if a.minCos < 0 || len(seen) < a.minCos {
 		a.minCos = len(seen)
 	}
-	ab := &anchorBlock{txs: make([]*ledger.Tx, len(b.Txs))}
+	ab := &anchorBlock{hash: hash, txs: make([]*ledger.Tx, len(b.Txs))}
 	for i, raw := range b.Txs {
 		tx, err := ledger.DecodeTx(raw)
 		if err != nil {

@@ -412,7 +412,7 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	}
 	switch {
 	case r.Adapter != "" && adapterDir == "":
-		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter", r.Adapter))
+		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter (a node serving with --ledger keeps it as FETCH-DIR/adapter-%s when started with --fetch-dir FETCH-DIR)", r.Adapter, r.Adapter))
 	case r.Adapter == "" && adapterDir != "":
 		return failed(out, "replay", errors.New("the receipt names no adapter, and --adapter was given"))
 	case adapterDir != "":
@@ -511,7 +511,7 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 		fmt.Fprintf(out, "note %-9s the node's time limit cut the answer after %d tokens (the replay goes on to %d)\n", "cut", n, inference.StopAfter(tok, ids, s.Stop))
 	}
 	if b.Response != "" && len(s.Stop) == 0 {
-		if text := tok.Decode(ids[:n]); text == b.Response {
+		if text := tok.Decode(ids[:n]); asJSONText(text) == b.Response {
 			passed(out, "response", "the bundle's text is the replayed tokens' text")
 		} else {
 			fmt.Fprintf(out, "note %-9s the bundle's text differs from the replayed tokens' text %q (the text is not signed; the tokens are)\n", "response", text)
@@ -679,4 +679,19 @@ func firstDiff(recorded, replay []int) string {
 		}
 	}
 	return fmt.Sprintf(" (recorded %d ids, replayed %d)", len(recorded), len(replay))
+}
+
+// asJSONText is s as it reads back from JSON: encoding/json writes each
+// byte of invalid UTF-8 (a byte-level token cut mid-character) as U+FFFD,
+// so an answer's text in a bundle or a response body has them replaced.
+func asJSONText(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return s
+	}
+	var out string
+	if json.Unmarshal(b, &out) != nil {
+		return s
+	}
+	return out
 }

@@ -155,6 +155,15 @@ func TestServeFlags(t *testing.T) {
 			t.Errorf("serve %v: %v, want an error saying %q", tc.args, err, tc.want)
 		}
 	}
+	// A folder that holds no model, or no adapter, is named as such.
+	if _, err := runCLI(t, "serve", "--model", dir, "--addr", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "is not a model folder (no config.json") {
+		t.Errorf("serve of an empty folder: %v", err)
+	}
+	modelDir := filepath.Join(dir, "tiny")
+	mustCLI(t, "model", "init", "--config", "../../configs/models/tiny-tied-mqa.yaml", "--seed", "9", "-o", modelDir)
+	if _, err := runCLI(t, "serve", "--model", modelDir, "--adapter", modelDir, "--addr", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "is not a LoRA adapter folder") {
+		t.Errorf("serve with a model folder as --adapter: %v", err)
+	}
 }
 
 // TestServeChatTemplateReceipt: a chat answer of a model with its own chat
