@@ -329,6 +329,13 @@ func FuzzVerify(f *testing.F) {
 	}
 	f.Add(env)
 	f.Add(mustPayloadF(f, env))
+	withTok := sample(f)
+	withTok.Tokenizer = hexOf('d')
+	if env, err = Sign(testKey(), withTok); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(env)
+	f.Add(mustPayloadF(f, env))
 	f.Add([]byte(`{"payloadType":"application/vnd.fedtune.receipt+json","payload":"e30=","signatures":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if r, err := Verify(b); err == nil {
