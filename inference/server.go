@@ -267,7 +267,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	obj := modelObject{ID: m.ID, Object: "model", Created: m.Created.Unix(), OwnedBy: "fedtune"}
 	if id := r.PathValue("id"); id != "" {
 		if id != m.ID {
-			writeError(w, modelNotFound(id))
+			writeError(w, modelNotFound(id, m.ID))
 			return
 		}
 		writeJSON(w, http.StatusOK, obj)
@@ -279,9 +279,11 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	}{"list", []modelObject{obj}})
 }
 
-func modelNotFound(id string) *APIError {
+// modelNotFound is OpenAI's answer for an unknown model, naming the model
+// this node serves so that a client can correct its request.
+func modelNotFound(id, served string) *APIError {
 	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
-		Message: fmt.Sprintf("the model %q does not exist or you do not have access to it", id)}
+		Message: fmt.Sprintf("the model %q does not exist or you do not have access to it; this node serves %q (GET /v1/models)", id, served)}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -344,7 +346,7 @@ func (s *Server) prepare(ctx context.Context, j *job) *APIError {
 		return apiErr
 	}
 	if req.Model != j.m.ID {
-		return modelNotFound(req.Model)
+		return modelNotFound(req.Model, j.m.ID)
 	}
 	j.req = req
 	return j.prepare()
@@ -589,7 +591,7 @@ func (j *job) usage(o outcome) *usage {
 // receipt asks the Receipter for the receipt of the answer o with text
 // (nil for none).
 func (j *job) receipt(ctx context.Context, o outcome, text string) json.RawMessage {
-	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter,
+	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter, TokenizerDigest: j.m.Tokenizer,
 		Block: j.m.Block, Request: j.body, Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Stop: j.req.Stop,
 		Response: text, TimeCut: o.cut, Time: time.Now().UTC()})
 	if err != nil {

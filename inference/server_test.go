@@ -395,6 +395,9 @@ func TestBadInput(t *testing.T) {
 		if status != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) || !strings.Contains(body, `"error":{"message":`) {
 			t.Errorf("%s: %d %s; want %d %s", tc.name, status, body, tc.status, tc.code)
 		}
+		if tc.code == "model_not_found" && !strings.Contains(body, `this node serves \"tiny\"`) {
+			t.Errorf("%s: %s; want the served model named", tc.name, body)
+		}
 	}
 	// Through the official client too.
 	_, err := f.client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "gpt-4",

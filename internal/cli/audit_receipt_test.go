@@ -302,7 +302,7 @@ func TestAuditReceiptAdapter(t *testing.T) {
 	if out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir, "--adapter", adapterDir); !strings.Contains(out, "ok   replay") {
 		t.Fatalf("replay with the adapter:\n%s", out)
 	}
-	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir); err == nil || !strings.Contains(err.Error(), "pass its folder as --adapter") {
+	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir); err == nil || !strings.Contains(err.Error(), "pass its folder as --adapter") || !strings.Contains(err.Error(), "--fetch-dir") {
 		t.Fatalf("replay without the adapter: %v", err)
 	}
 }

@@ -467,6 +467,9 @@ func newLedgerQueryCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage, nonce, update or suspensions)", args[0])
 			}
+			if args[0] == "round" && round == 0 {
+				return fmt.Errorf("ledger query round %s: --round N is required (rounds count from 1; fedtune round status %s lists the job's rounds)", args[1], args[1])
+			}
 			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				js, err := c.Query(cmd.Context(), k, args[1], round)
 				if err != nil {
@@ -478,6 +481,6 @@ func newLedgerQueryCmd() *cobra.Command {
 		},
 	}
 	addrFlag(cmd, &addr, &genesisPath)
-	cmd.Flags().Uint64Var(&round, "round", 0, "round number (query round)")
+	cmd.Flags().Uint64Var(&round, "round", 0, "round number, from 1 (query round; required there)")
 	return cmd
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
 )
 
 func init() { register(newServeCmd) }
@@ -125,6 +127,14 @@ func newServeCmd() *cobra.Command {
 					}
 					return serveModel(cmd, m, cfg, addr, dev.name, f.follow)
 				})
+			}
+			if fi, err := os.Stat(filepath.Join(modelDir, model.ConfigFile)); err != nil || fi.IsDir() {
+				return fmt.Errorf("serve: --model %s is not a model folder (no %s; fedtune model init or model import writes one)", modelDir, model.ConfigFile)
+			}
+			if adapterDir != "" {
+				if fi, err := os.Stat(filepath.Join(adapterDir, model.AdapterConfigFile)); err != nil || fi.IsDir() {
+					return fmt.Errorf("serve: --adapter %s is not a LoRA adapter folder (no %s)", adapterDir, model.AdapterConfigFile)
+				}
 			}
 			m, err := dev.loadModel(modelDir, adapterDir, id, cfg.MaxConcurrent, load)
 			if err != nil {

@@ -2,6 +2,7 @@ package devnet
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -309,7 +310,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	if err := n.writeTrainerConfigs(); err != nil {
 		return nil, err
 	}
-	if pre, err := isPretrain(opts.Job); err != nil {
+	if pre, err := n.checkJob(); err != nil {
 		return nil, err
 	} else if !pre {
 		// A pretrain job's base is its initial model (writeJob).
@@ -532,11 +533,16 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 	return nil
 }
 
-// isPretrain reports whether the job file is a pretrain job.
-func isPretrain(path string) (bool, error) {
-	job, err := coordinator.LoadJob(path)
+// checkJob loads the devnet's job, refuses one whose rounds could never
+// open on it (more trainers than it runs), and says whether it is a
+// pretrain job.
+func (n *Net) checkJob() (pretrain bool, err error) {
+	job, err := coordinator.LoadJob(n.Opts.Job)
 	if err != nil {
 		return false, err
+	}
+	if need := cmp.Or(n.Opts.MinTrainers, job.Trainers.Min); need > n.Opts.Trainers {
+		return false, fmt.Errorf("devnet: %s needs at least %d trainers (trainers.min) and the devnet runs %d (--trainers, at most 3, one per shipped shard): its first round would wait forever; run it on a network with more trainers, or lower trainers.min in a copy if its strategy allows", n.Opts.Job, need, n.Opts.Trainers)
 	}
 	return job.FineTune.Mode == model.ModePretrain, nil
 }
