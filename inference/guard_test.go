@@ -201,6 +201,19 @@ func TestGuardConnsPerIP(t *testing.T) {
 			t.Fatalf("after one of the two connections closed: %v %v", res, err)
 		}
 	}
+	held[1].Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		status, body, _ := do(t, f, "GET", "/metrics", "", "")
+		if status == 200 {
+			if !strings.Contains(body, "fedtune_inference_connections_over_cap_total 1\n") {
+				t.Errorf("metrics do not count the connection over the cap:\n%s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics: %d %s", status, body)
+		}
+	}
 }
 
 // TestGuardHeaderLimit: HTTPServer caps a request's header size.
@@ -290,6 +303,9 @@ func TestGuardPreparingLimit(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // the other requests have arrived and wait
 	if p := tok.peak.Load(); p != 2 {
 		t.Errorf("%d prompts tokenized at once, want MaxPreparing 2", p)
+	}
+	if _, body, _ := do(t, f, "GET", "/metrics", "", ""); !strings.Contains(body, "fedtune_inference_preparing_requests 2\n") {
+		t.Errorf("metrics do not show 2 requests preparing:\n%s", body)
 	}
 	close(tok.hold)
 	wg.Wait()

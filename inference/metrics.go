@@ -16,6 +16,8 @@ type metrics struct {
 	ttft         prometheus.Histogram
 	queue        prometheus.Gauge
 	active       prometheus.Gauge
+	preparing    prometheus.Gauge
+	connsOver    prometheus.Counter
 	swaps        prometheus.Counter
 }
 
@@ -49,11 +51,17 @@ func newMetrics() *metrics {
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fedtune_inference_active_requests", Help: "Requests generating now.",
 		}),
+		preparing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedtune_inference_preparing_requests", Help: "Requests decoding and tokenizing their prompts now (at most --max-preparing).",
+		}),
+		connsOver: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedtune_inference_connections_over_cap_total", Help: "Connections answered 429 because their address had --max-conns-per-ip open.",
+		}),
 		swaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fedtune_inference_model_swaps_total", Help: "Times the served model was replaced.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.genTokens, m.tokensPerSec, m.ttft, m.queue, m.active, m.swaps,
+	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.genTokens, m.tokensPerSec, m.ttft, m.queue, m.active, m.preparing, m.connsOver, m.swaps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -179,6 +179,7 @@ func (s *Server) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.tooManyConns(w, r) {
 			s.met.requests.WithLabelValues("guard", "429").Inc()
+			s.met.connsOver.Inc()
 			s.log.Warn("connection over its address's cap", "remote", r.RemoteAddr, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
 			return
 		}
@@ -340,7 +341,8 @@ func (s *Server) prepare(ctx context.Context, j *job) *APIError {
 		return &APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
 			Message: "timed out waiting to tokenize the prompt; retry later"}
 	}
-	defer func() { <-s.prep }()
+	s.met.preparing.Inc()
+	defer func() { s.met.preparing.Dec(); <-s.prep }()
 	req, apiErr := DecodeRequest(j.e, j.body)
 	if apiErr != nil {
 		return apiErr
