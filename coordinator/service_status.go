@@ -87,6 +87,8 @@ func (s *Service) publishStatus() {
 	st := &coordinatorv1.StatusResponse{JobId: j.job.Name, RoundsTotal: int32(j.job.Rounds), BaseModel: j.base,
 		Detail: j.detail, Mode: j.job.FineTune.Mode}
 	switch {
+	case j.result != nil && j.result.Cancelled:
+		st.State = JobCancelled
 	case j.result != nil && j.result.Err != "":
 		st.State = JobFailed
 	case j.result != nil:
