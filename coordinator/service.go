@@ -517,6 +517,11 @@ func (s *Service) resume(ctx context.Context) error {
 		case <-s.clock.After(time.Second):
 		}
 	}
+	if rec, err := s.cfg.Ledger.Job(ctx, job.Name); err == nil && rec.Cancelled != nil {
+		// Cancelled before the coordinator could mark it done.
+		s.log.InfoContext(ctx, "the unfinished job was cancelled; not resuming it", "job", job.Name, "height", rec.Cancelled.Height, "why", rec.Cancelled.Reason)
+		return s.jobs.markDone("")
+	}
 	j, err := s.jobs.prepare(ctx, job, history)
 	if err != nil {
 		return err
