@@ -300,6 +300,7 @@ func (s *Service) carry(j *runningJob, rd Ready) {
 			j.ended = nil
 		}
 		if d.Cancelled {
+			s.cfg.Metrics.Cancelled.Inc()
 			s.log.Info("job cancelled", "job", j.job.Name, "committed", d.Committed, "failed", d.Failed, "why", d.Err)
 			j.detail = d.Err
 		} else if d.Err != "" {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -128,6 +129,9 @@ func TestServiceCancelWaiting(t *testing.T) {
 	}
 	if st, err := n.s.Status(ctx, &coordinatorv1.StatusRequest{}); err != nil || st.State != JobCancelled || !strings.Contains(st.Detail, req.Reason) {
 		t.Fatalf("status after the cancel: %+v, %v", st, err)
+	}
+	if got := testutil.ToFloat64(n.s.cfg.Metrics.Cancelled); got != 1 {
+		t.Errorf("fedtune_coordinator_jobs_cancelled_total %v, want 1", got)
 	}
 	if _, err := n.s.CancelJob(asPeer(t, ctx, launcher), req); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "has ended") {
 		t.Fatalf("second cancel: %v; want FailedPrecondition saying the job has ended", err)
