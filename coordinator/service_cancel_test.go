@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -130,8 +130,9 @@ func TestServiceCancelWaiting(t *testing.T) {
 	if st, err := n.s.Status(ctx, &coordinatorv1.StatusRequest{}); err != nil || st.State != JobCancelled || !strings.Contains(st.Detail, req.Reason) {
 		t.Fatalf("status after the cancel: %+v, %v", st, err)
 	}
-	if got := testutil.ToFloat64(n.s.cfg.Metrics.Cancelled); got != 1 {
-		t.Errorf("fedtune_coordinator_jobs_cancelled_total %v, want 1", got)
+	var cancelled dto.Metric
+	if err := n.s.cfg.Metrics.Cancelled.Write(&cancelled); err != nil || cancelled.GetCounter().GetValue() != 1 {
+		t.Errorf("fedtune_coordinator_jobs_cancelled_total %v (%v), want 1", cancelled.GetCounter().GetValue(), err)
 	}
 	if _, err := n.s.CancelJob(asPeer(t, ctx, launcher), req); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "has ended") {
 		t.Fatalf("second cancel: %v; want FailedPrecondition saying the job has ended", err)
