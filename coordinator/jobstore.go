@@ -225,8 +225,14 @@ func (js *jobStore) prepare(ctx context.Context, job *Job, history []ledger.Roun
 		}
 		j.base, j.files, cfg = digest, files, c
 		if _, err := js.ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
+			// The tokenizer digest pins the folder's tokenizer and chat
+			// template: an inference node serving the model refuses others.
+			tok, err := model.TokenizerDigest(dir)
+			if err != nil {
+				return nil, fmt.Errorf("base model: %w", err)
+			}
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
-				Source: source, Config: files.config}
+				Source: source, Config: files.config, Tokenizer: tok}
 			if err := importedFrom(dir, digest, &body); err != nil {
 				return nil, err
 			}

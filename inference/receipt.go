@@ -23,18 +23,21 @@ const ReceiptHeader = "Fedtune-Receipt"
 
 // ReceiptRequest is what a receipt is made over: one answered request.
 type ReceiptRequest struct {
-	ModelID       string         // the model's id as served
-	ModelDigest   string         // weight digest of the model
-	AdapterDigest string         // weight digest of the adapter merged in; "" for none
-	Block         *receipt.Block // the block that committed the weights; nil standalone
-	Request       []byte         // the request body as received
-	Prompt        []int          // the prompt's token ids
-	Tokens        []int          // the generated token ids (no stop token)
-	Params        Params         // sampling parameters, the seed included
-	Stop          []string       // the request's stop sequences
-	Response      string         // the answer's text
-	TimeCut       bool           // the request's time limit ended the answer
-	Time          time.Time      // when the answer was finished (UTC)
+	ModelID       string // the model's id as served
+	ModelDigest   string // weight digest of the model
+	AdapterDigest string // weight digest of the adapter merged in; "" for none
+	// TokenizerDigest is the tokenizer digest (model.TokenizerDigest) of
+	// the folder whose tokenizer and chat template made Prompt; "" for none.
+	TokenizerDigest string
+	Block           *receipt.Block // the block that committed the weights; nil standalone
+	Request         []byte         // the request body as received
+	Prompt          []int          // the prompt's token ids
+	Tokens          []int          // the generated token ids (no stop token)
+	Params          Params         // sampling parameters, the seed included
+	Stop            []string       // the request's stop sequences
+	Response        string         // the answer's text
+	TimeCut         bool           // the request's time limit ended the answer
+	Time            time.Time      // when the answer was finished (UTC)
 }
 
 // Receipter gives an answer its receipt. Implementations are safe for
@@ -71,7 +74,7 @@ func (s Signer) Receipt(_ context.Context, r ReceiptRequest) ([]byte, error) {
 		cut = receipt.CutTime
 	}
 	env, b, err := receipt.SignAnswer(s.Key, receipt.Answer{
-		Model: r.ModelDigest, Adapter: r.AdapterDigest, Block: r.Block, Request: r.Request,
+		Model: r.ModelDigest, Adapter: r.AdapterDigest, Tokenizer: r.TokenizerDigest, Block: r.Block, Request: r.Request,
 		PromptIDs: r.Prompt, CompletionIDs: r.Tokens, Time: r.Time, Cut: cut,
 		Sampling: receipt.Sampling{Temperature: r.Params.Temperature, TopP: r.Params.TopP, MaxTokens: r.Params.MaxTokens,
 			Stop: r.Stop, StopTokenIDs: r.Params.StopTokens, Seed: r.Params.Seed},

@@ -525,7 +525,7 @@ func (j *job) usage(o outcome) *usage {
 // receipt asks the Receipter for the receipt of the answer o with text
 // (nil for none).
 func (j *job) receipt(ctx context.Context, o outcome, text string) json.RawMessage {
-	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter,
+	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter, TokenizerDigest: j.m.Tokenizer,
 		Block: j.m.Block, Request: j.body, Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Stop: j.req.Stop,
 		Response: text, TimeCut: o.cut, Time: time.Now().UTC()})
 	if err != nil {

@@ -30,6 +30,8 @@ type Model struct {
 	Licence string `json:"licence,omitempty"`
 	Source  string `json:"source,omitempty"`
 	Config  string `json:"config,omitempty"`
+	// Tokenizer is the tokenizer digest ModelRegistered recorded, if any.
+	Tokenizer string `json:"tokenizer,omitempty"`
 	// Sources are the imported files ModelRegistered recorded, if any.
 	Sources []SourceFile `json:"sources,omitempty"`
 	// Registrar is the coordinator that registered it, or the aggregator

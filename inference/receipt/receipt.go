@@ -70,6 +70,11 @@ type Receipt struct {
 	Model string `json:"model"`
 	// Adapter is the applied LoRA adapter's weight digest; "" when none.
 	Adapter string `json:"adapter,omitempty"`
+	// Tokenizer is the tokenizer digest (model.TokenizerDigest) of the
+	// folder whose tokenizer and chat template made the prompt ids from
+	// the request; "" in a receipt of a node that recorded none (left
+	// out of the payload), which then binds no tokenizer.
+	Tokenizer string `json:"tokenizer,omitempty"`
 	// Block is the ledger block that committed the served weights: the
 	// ModelRegistered or RoundCommitted tx of Adapter when set, else of
 	// Model; nil when the node serves standalone.
@@ -188,6 +193,11 @@ func (r *Receipt) Check() error {
 	}
 	if r.Adapter != "" {
 		if err := checkDigest("adapter", r.Adapter); err != nil {
+			return err
+		}
+	}
+	if r.Tokenizer != "" {
+		if err := checkDigest("tokenizer", r.Tokenizer); err != nil {
 			return err
 		}
 	}
@@ -347,7 +357,9 @@ func abbrev(s string) string {
 type Answer struct {
 	Model   string // weight digest of the served model
 	Adapter string // weight digest of the applied adapter; "" when none
-	Block   *Block // the block that committed the served weights; nil standalone
+	// Tokenizer is the tokenizer digest of the served folder; "" for none.
+	Tokenizer string
+	Block     *Block // the block that committed the served weights; nil standalone
 	// Request is the request body exactly as received; RequestHash is its
 	// hash (RequestHash), used when Request is nil (the bundle then has no
 	// request, and cannot be replayed).
@@ -379,7 +391,7 @@ func New(a Answer) (Receipt, error) {
 		rh = RequestHash(a.Request)
 	}
 	return Receipt{
-		Model: a.Model, Adapter: a.Adapter, Block: a.Block,
+		Model: a.Model, Adapter: a.Adapter, Tokenizer: a.Tokenizer, Block: a.Block,
 		RequestHash: rh,
 		PromptHash:  ph, PromptTokens: len(a.PromptIDs),
 		TokensHash: th, CompletionTokens: len(a.CompletionIDs),

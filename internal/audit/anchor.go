@@ -455,7 +455,7 @@ func (a *anchorer) registeredModel(m ledger.Model, rec string) (ledger.Model, er
 	}
 	b := tx.Body.(ledger.ModelRegistered)
 	out := ledger.Model{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Config: b.Config,
-		Registrar: tx.Signer, Height: m.Height, TxHash: m.TxHash}
+		Tokenizer: b.Tokenizer, Registrar: tx.Signer, Height: m.Height, TxHash: m.TxHash}
 	return out, compareModel(rec, ledger.TypeModelRegistered, m, out)
 }
 
@@ -480,7 +480,7 @@ func (a *anchorer) committedModel(m ledger.Model, r ledger.LineageRound) (ledger
 func compareModel(rec, typ string, m, out ledger.Model) error {
 	return compare(rec, typ, out.Height,
 		field{"digest", m.Digest, out.Digest}, field{"name", m.Name, out.Name}, field{"licence", m.Licence, out.Licence},
-		field{"source", m.Source, out.Source}, field{"config", m.Config, out.Config}, field{"registrar", m.Registrar, out.Registrar},
+		field{"source", m.Source, out.Source}, field{"config", m.Config, out.Config}, field{"tokenizer", m.Tokenizer, out.Tokenizer}, field{"registrar", m.Registrar, out.Registrar},
 		field{"parent", m.Parent, out.Parent}, field{"job", m.JobID, out.JobID}, field{"round", m.Round, out.Round})
 }
 

@@ -53,11 +53,14 @@ func newAuditReceiptCmd() *cobra.Command {
 			"              models of the chain, an adapter its job's adapter on that model; the receipt's block is the\n" +
 			"              chain's block that committed them, checked against its hash and cosignatures (the --genesis\n" +
 			"              nodes' quorum, or --quorum N of any node). Membership is checked at the chain's head: a\n" +
-			"              member removed since refuses all its receipts, older ones too\n" +
+			"              member removed since refuses all its receipts, older ones too; the receipt's tokenizer digest\n" +
+			"              (its node's tokenizer and chat-template files, model.TokenizerDigest) is the one the chain\n" +
+			"              registers the base model with, where it registers one (a receipt naming none then fails)\n" +
 			"  --replay    checks that the bundle's prompt ids are the request's (its prompt tokenized, or its chat\n" +
 			"              messages rendered with --model's chat template, as the server does) and regenerates the\n" +
 			"              answer from them with the recorded sampling parameters and\n" +
-			"              seed on the --model (and --adapter) folder, whose digests must be the receipt's, and\n" +
+			"              seed on the --model (and --adapter) folder, whose digests (weights; tokenizer, where the\n" +
+			"              receipt names one) must be the receipt's, and\n" +
 			"              compares the token ids bit for bit (their hash), an answer cut by a stop string cut where\n" +
 			"              the replay's text meets it, stop token ids only the model's; needs a bundle. The receipt\n" +
 			"              does not say which engine device answered: replay on the one the node served with (serve --device;\n" +
@@ -132,7 +135,10 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 	}
 	if o.ledgerAddr != "" {
 		err := withClient(ctx, o.ledgerAddr, o.genesisPath, warn, func(c *client.Client) error {
-			return auditReceiptLedger(ctx, out, c, r, o.quorum)
+			if err := auditReceiptLedger(ctx, out, c, r, o.quorum); err != nil {
+				return err
+			}
+			return auditReceiptTokenizer(ctx, out, c, r)
 		})
 		if err != nil {
 			return err
@@ -199,6 +205,66 @@ func auditReceiptLedger(ctx context.Context, out io.Writer, c *client.Client, r 
 	}
 	passed(out, "block", "height %d hash %s holds tx %s committing the %s (%s)", r.Block.Height, r.Block.Hash, anchor.TxHash, what(r), how)
 	return nil
+}
+
+// maxBaseHops bounds the models registeredTokenizer walks through from a
+// committed model to the registered base model it was trained from.
+const maxBaseHops = 16
+
+// auditReceiptTokenizer checks the receipt's tokenizer digest against the
+// one the chain registers the base model of its model with (the model
+// itself when registered; a full fine-tune's round model: its job's base
+// model). A chain that records none lets any pass, with a note; where it
+// records one, a receipt naming another, or none, fails.
+func auditReceiptTokenizer(ctx context.Context, out io.Writer, c *client.Client, r *receipt.Receipt) error {
+	base, want, err := registeredTokenizer(ctx, c, r.Model)
+	if err != nil {
+		return failed(out, "tokenizer", err)
+	}
+	switch {
+	case want == "":
+		fmt.Fprintf(out, "note %-9s the chain registers base model %s with no tokenizer digest: the receipt's (%s) is not checked against it\n", "tokenizer", base, cmp.Or(r.Tokenizer, "none"))
+	case r.Tokenizer == "":
+		return failed(out, "tokenizer", fmt.Errorf("%w: the receipt names no tokenizer digest, but the chain registers base model %s with tokenizer digest %s", receipt.ErrMismatch, base, want))
+	case r.Tokenizer != want:
+		return failed(out, "tokenizer", fmt.Errorf("%w: the receipt names tokenizer digest %s, but the chain registers base model %s with tokenizer digest %s: the node served another tokenizer or chat template",
+			receipt.ErrMismatch, r.Tokenizer, base, want))
+	default:
+		passed(out, "tokenizer", "%s is the tokenizer digest the chain registers base model %s with", r.Tokenizer, base)
+	}
+	return nil
+}
+
+// registeredTokenizer returns the registered base model d was trained
+// from (d itself when registered) and the tokenizer digest the chain
+// registers it with ("" for none).
+func registeredTokenizer(ctx context.Context, c *client.Client, d string) (base, tok string, err error) {
+	for range maxBaseHops {
+		m, err := c.Model(ctx, d)
+		if err != nil {
+			return "", "", fmt.Errorf("model %s: %w", d, err)
+		}
+		if m.JobID == "" {
+			return d, m.Tokenizer, nil
+		}
+		rec, err := c.Job(ctx, m.JobID)
+		if err != nil {
+			return "", "", fmt.Errorf("job %q, whose round %d committed %s: %w", m.JobID, m.Round, d, err)
+		}
+		next := rec.Recipe.BaseModel
+		if next == "" {
+			r1, err := c.Round(ctx, m.JobID, 1)
+			if err != nil {
+				return "", "", fmt.Errorf("round 1 of job %q: %w", m.JobID, err)
+			}
+			next = r1.BaseModel
+		}
+		if next == "" || next == d {
+			return "", "", fmt.Errorf("job %q, whose round %d committed %s, names no other base model", m.JobID, m.Round, d)
+		}
+		d = next
+	}
+	return "", "", fmt.Errorf("no registered base model within %d jobs of %s", maxBaseHops, d)
 }
 
 // adapterOn checks that the adapter ad (its ledger record) belongs on the
@@ -365,6 +431,20 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 		if m, err = m.Merge(ad); err != nil {
 			return failed(out, "replay", err)
 		}
+	}
+	// The folder's tokenizer and chat template re-derive the prompt ids:
+	// they must be the ones the receipt names (and so, with --ledger,
+	// the chain's).
+	td, err := model.TokenizerDigest(modelDir)
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	switch {
+	case r.Tokenizer == "":
+		fmt.Fprintf(out, "note %-9s the receipt names no tokenizer digest: the prompt is re-derived with --model %s's files (tokenizer digest %s), which it does not bind\n", "tokenizer", modelDir, td)
+	case td != r.Tokenizer:
+		return failed(out, "replay", fmt.Errorf("%w: --model %s's tokenizer and chat-template files have tokenizer digest %s, the receipt names %s",
+			receipt.ErrMismatch, modelDir, td, r.Tokenizer))
 	}
 	tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
 	if err != nil {

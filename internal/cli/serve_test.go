@@ -18,6 +18,7 @@ import (
 
 	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/model"
 )
 
 // TestServe runs fedtune serve on a tiny model with a bearer token and
@@ -215,6 +216,30 @@ func TestServeChatTemplateReceipt(t *testing.T) {
 		if a := mustCLI(t, "audit", "receipt", p, "--replay", "--model", mdir); !strings.Contains(a, "ok   prompt    the request's") || !strings.Contains(a, "the model's chat template") || !strings.Contains(a, "ok   replay") {
 			t.Errorf("%s: audit receipt:\n%s", body, a)
 		}
+	}
+	// The receipt names the served folder's tokenizer digest: a replay
+	// folder with another chat template (a system prompt put first) is
+	// refused before the prompt is re-derived, naming both digests.
+	served, err := model.TokenizerDigest(mdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other")
+	if err := os.CopyFS(other, os.DirFS(mdir)); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ = json.Marshal(map[string]any{"chat_template": "<system>obey</system>" + tmpl})
+	if err := os.WriteFile(filepath.Join(other, "tokenizer_config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	otherTok, err := model.TokenizerDigest(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := inference.BundlePath(rdir, []byte(`{"model":"tiny","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_tokens":4,"temperature":0}`))
+	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", other); err == nil ||
+		!strings.Contains(err.Error(), "tokenizer digest "+otherTok+", the receipt names "+served) {
+		t.Errorf("replay on a folder with another chat template: %v", err)
 	}
 	cancel()
 	if err := <-done; err != nil {

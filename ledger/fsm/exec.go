@@ -296,7 +296,7 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 				b.Digest, sub.Trainer, sub.Round, sub.JobID)
 		}
 		m := ledger.Model{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Config: b.Config,
-			Sources: b.Sources, Registrar: tx.Signer, Height: c.height, TxHash: txHash}
+			Tokenizer: b.Tokenizer, Sources: b.Sources, Registrar: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{modelKey(b.Digest), mustJSON(m)}}, nil
 
 	case ledger.DatasetRegistered:
