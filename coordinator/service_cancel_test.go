@@ -156,6 +156,9 @@ func TestServiceCancelWaiting(t *testing.T) {
 	if r, err := n.ledger.Round(ctx, "twin-round", 1, 0); err != nil || r.Status != ledger.StatusCommitted || r.ModelDigest != *model {
 		t.Fatalf("the next job's round: %+v, %v; want committed", r, err)
 	}
+	if st, err := n.s.Status(ctx, &coordinatorv1.StatusRequest{JobId: "twin-big"}); err != nil || st.State != JobCancelled || !strings.Contains(st.Detail, req.Reason) {
+		t.Fatalf("status of the cancelled job once another runs: %+v, %v; want cancelled with the reason", st, err)
+	}
 	if _, err := n.s.CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: "twin-round"}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "it finished") {
 		t.Fatalf("cancel of a finished job: %v", err)
 	}
