@@ -527,6 +527,7 @@ func (s *Service) resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	j.launcher = s.jobs.loadLauncher()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.start(j)

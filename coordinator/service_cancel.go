@@ -20,9 +20,8 @@ const MaxCancelReason = 1024
 // CancelJob stops the running or waiting job (see the RPC's doc in
 // api/coordinator/v1): a Cancel of the job's machine, whose JobCancelled
 // it waits for (until ctx ends). Over TLS only the key that launched the
-// job, the coordinator's own key or an active admin member may cancel; a
-// job this coordinator resumed after a restart has no launcher on record,
-// so then only the last two.
+// job (recorded in Dir, so also after a restart), the coordinator's own
+// key or an active admin member may cancel.
 func (s *Service) CancelJob(ctx context.Context, req *coordinatorv1.CancelJobRequest) (*coordinatorv1.CancelJobResponse, error) {
 	if req.JobId == "" {
 		return nil, status.Error(codes.InvalidArgument, "cancel: job_id is required")
@@ -132,7 +131,7 @@ func (s *Service) mayCancel(ctx context.Context, j *runningJob, peer string) (st
 	if err == nil && m.Active && m.Role == ledger.RoleAdmin {
 		return "admin " + abbrev(peer), nil
 	}
-	launcher := "was launched without TLS or before a restart"
+	launcher := "was launched without TLS"
 	if j.launcher != "" {
 		launcher = "was launched by " + abbrev(j.launcher)
 	}

@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -218,5 +220,53 @@ func TestServiceCancelOpenRound(t *testing.T) {
 		DatasetDigest: trainers[1].dataset, Samples: 1})
 	if !errors.Is(err, ledger.ErrRoundNotOpen) {
 		t.Fatalf("late update: %v; want the round refused as not open", err)
+	}
+}
+
+// The launcher may still cancel its job after the coordinator restarted
+// (the launcher is recorded with the job), and a coordinator restarted
+// after the cancel does not resume the job, even one that did not mark it
+// done.
+func TestServiceCancelAfterRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	n, err := newTestNet(t, dir, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	launcher := n.member(t, "launcher", ledger.RoleCoordinator)
+	stop := run(t, ctx, n.s)
+	baseDir, _, _, _ := evalFixture(t)
+	if _, err := n.s.LaunchJob(asPeer(t, ctx, launcher), &coordinatorv1.LaunchJobRequest{JobYaml: testJob(baseDir)}); err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	stop()
+
+	s2, err := n.newService(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := watch(s2)
+	stop2 := run(t, ctx, s2)
+	waitState(t, ctx, published, JobWaiting)
+	resp, err := s2.CancelJob(asPeer(t, ctx, launcher), &coordinatorv1.CancelJobRequest{JobId: "twin-round", Reason: "restarted"})
+	if err != nil || resp.Round != 0 {
+		t.Fatalf("cancel by the launcher after a restart: %+v, %v", resp, err)
+	}
+	stop2()
+	// As if the coordinator stopped before it marked the job done: the
+	// ledger's record still keeps it from resuming.
+	if err := os.Remove(filepath.Join(dir, doneMarker)); err != nil {
+		t.Fatal(err)
+	}
+
+	s3, err := n.newService(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer run(t, ctx, s3)()
+	if _, err := s3.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: []byte(strings.Replace(string(testJob(baseDir)), "name: twin-round", "name: twin-next", 1))}); err != nil {
+		t.Fatalf("launch on a coordinator restarted after the cancel: %v", err)
 	}
 }

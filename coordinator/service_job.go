@@ -22,8 +22,8 @@ type runningJob struct {
 	init   string // LoRA: the job's initial global adapter digest
 	detail string
 	result *JobResult
-	// launcher is the TLS key that launched the job ("": plain text, or
-	// resumed after a restart); it may cancel the job.
+	// launcher is the TLS key that launched the job ("": plain text); it
+	// may cancel the job.
 	launcher string
 	// ended, when set (by CancelJob), is closed once the job has a result.
 	ended chan struct{}

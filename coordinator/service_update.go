@@ -149,7 +149,11 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "launch: %v", err)
 	}
+	launcher, _ := tlsid.PeerID(ctx) // "" over plain text
 	if err := s.jobs.saveActive(req.JobYaml, req.Source); err != nil {
+		return nil, status.Errorf(codes.Internal, "launch: %v", err)
+	}
+	if err := s.jobs.saveLauncher(launcher); err != nil {
 		return nil, status.Errorf(codes.Internal, "launch: %v", err)
 	}
 	if err := s.lock(ctx); err != nil {
@@ -159,7 +163,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if s.job != nil && !s.job.m.Done() {
 		return nil, s.stillRunning()
 	}
-	j.launcher, _ = tlsid.PeerID(ctx)
+	j.launcher = launcher
 	s.start(j)
 	return &coordinatorv1.LaunchJobResponse{JobId: job.Name, ConfigDigest: job.Digest(), BaseModel: j.base}, nil
 }
