@@ -188,8 +188,8 @@ func (s *Service) stillRunning() error {
 	if j.detail != "" {
 		what = " (" + j.detail + ")"
 	}
-	return status.Errorf(codes.FailedPrecondition, "launch: job %s is still running%s; one job runs at a time: launch again once it has ended (fedtune round status %s)",
-		j.job.Name, what, j.job.Name)
+	return status.Errorf(codes.FailedPrecondition, "launch: job %s is still running%s; one job runs at a time: launch again once it has ended (fedtune round status %s), or stop it (fedtune round cancel %s --reason TEXT, with its launcher's or an admin's key)",
+		j.job.Name, what, j.job.Name, j.job.Name)
 }
 
 // mayLaunch admits a LaunchJob caller: over TLS, the coordinator's own key

@@ -291,7 +291,7 @@ func TestNoRaceRoundCommands(t *testing.T) {
 		t.Fatalf("cancel with a trainer key: %v", err)
 	}
 	err = RunWith(ctx, append([]string{"round", "launch", "-f", n.JobFile}, conn...), &out, &errb)
-	if err == nil || !strings.Contains(err.Error(), "job cli-big is still running") {
+	if err == nil || !strings.Contains(err.Error(), "job cli-big is still running") || !strings.Contains(err.Error(), "fedtune round cancel cli-big") {
 		t.Fatalf("launch while cli-big waits: %v", err)
 	}
 	out.Reset()
