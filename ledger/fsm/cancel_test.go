@@ -56,3 +56,28 @@ func TestJobCancelledKeepsTheDraw(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A commit that lands before the cancel stands: the cancellation fails no
+// round, and the job's record says so.
+func TestJobCancelledAfterCommit(t *testing.T) {
+	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1, SuspendRounds: 1, Timeout: time.Hour})
+	c, ch, v := fx.c, fx.ch, fx.v
+	a := c.trainers[0]
+	ua, ub := fx.closedRound(t)
+	ch.mustApply(v.sign(t, ledger.UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: ua}))
+	ch.mustApply(c.agg.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: ub, Reason: "unverified: no verdict yet"}))
+	ch.mustApply(c.agg.sign(t, ledger.RoundCommitted{JobID: "spot", Round: 1, ModelDigest: digest("cancel model"), Strategy: "fedavg", Params: fx.rc.CommitParams(),
+		Contributors: []ledger.Contribution{{Trainer: a.id, UpdateDigest: ua, Weight: 1}}}))
+	ch.mustApply(c.coord.sign(t, ledger.JobCancelled{JobID: "spot", Reason: "done with it"}))
+	r, err := ch.fsm.Round("spot", 1)
+	if err != nil || r.Status != ledger.StatusCommitted || r.ModelDigest != digest("cancel model") {
+		t.Fatalf("round 1 after the cancel: %+v, %v; want it committed", r, err)
+	}
+	job, err := ch.fsm.Job("spot")
+	if err != nil || job.Cancelled == nil || job.Cancelled.Round != 0 || job.Cancelled.Reason != "done with it" {
+		t.Fatalf("job record %+v, %v; want cancelled, no round failed", job, err)
+	}
+	if err := VerifyChain(ch.db.State(), ch.fsm.Genesis()); err != nil {
+		t.Fatal(err)
+	}
+}
