@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -134,6 +136,7 @@ func newRoundLaunchCmd() *cobra.Command {
 func newRoundCancelCmd() *cobra.Command {
 	var cf coordinatorFlags
 	var reason string
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "cancel JOB",
 		Short: "Stop a running or waiting job: its open round fails on the ledger with the reason, and the coordinator takes the next launch",
@@ -152,7 +155,9 @@ cancel it (--key); with --insecure, anyone who reaches the coordinator.`,
 				return fmt.Errorf("round cancel: %w", err)
 			}
 			defer closeFn()
-			resp, err := c.CancelJob(cmd.Context(), &coordinatorv1.CancelJobRequest{JobId: args[0], Reason: reason})
+			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			defer cancel()
+			resp, err := c.CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: args[0], Reason: reason})
 			if err != nil {
 				return fmt.Errorf("round cancel: %w", err)
 			}
@@ -167,6 +172,7 @@ cancel it (--key); with --insecure, anyone who reaches the coordinator.`,
 	}
 	cf.add(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the ledger (the failed round's reason)")
+	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "how long to wait for the ledger to record the cancellation")
 	return cmd
 }
 
