@@ -158,6 +158,10 @@ cancel it (--key); with --insecure, anyone who reaches the coordinator.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 			defer cancel()
 			resp, err := c.CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: args[0], Reason: reason})
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				return fmt.Errorf("round cancel: the ledger did not record the cancellation of job %s within --wait %s; it may still land: see fedtune round status %s: %w",
+					args[0], wait, args[0], err)
+			}
 			if err != nil {
 				return fmt.Errorf("round cancel: %w", err)
 			}
