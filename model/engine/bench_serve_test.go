@@ -35,7 +35,9 @@ var smolLM2 = sync.OnceValues(func() (*model.Model, error) { return model.New(sm
 // and 128 new tokens (greedy), all added at once. It reports generated
 // tokens per second over the whole run, per second of the process's CPU
 // time (steadier on a shared machine), and the requests' time to first
-// token (p50, p99).
+// token (p50, p99), and the products' GFLOP of prefilling one batch's
+// prompts (prefill-GFLOP: divided by BenchmarkDecodeStep's
+// gemm=512x1536x576 GFLOP/s, the floor of streams=16's p99).
 //
 // staggered=16 is the same load as 16 clients of a server in its steady
 // state rather than in a burst: client c sends its first request c·D/16
@@ -86,6 +88,11 @@ func BenchmarkServe(b *testing.B) {
 			if streams == 16 {
 				burst = el / time.Duration(b.N)
 			}
+			// The products of prefilling every prompt of a batch (and of
+			// each one's first logits): what must run before the last
+			// stream's first token.
+			body, head := productFLOPs(m.Config)
+			b.ReportMetric(float64(streams)*(promptLen*body+head)/1e9, "prefill-GFLOP")
 			st.report(b, el, cpu)
 		})
 	}
