@@ -153,6 +153,22 @@
 //   - An update's dataset is one the job admits (datasets.manifests): the
 //     machine, which rejects the update on the ledger (UpdateRejected); the
 //     recipe does not carry the job's manifests.
+//   - When a job with verify closes a round's submissions
+//     (SubmissionsClosed): the ledger refuses a close before the round's
+//     deadline (block time) while a selected trainer that may still
+//     submit has no update. The machine closes before its deadline only
+//     once every selected trainer's update arrived (a trainer's reported
+//     failure or its leaving keeps the round open to the deadline), and
+//     retries a refused close at the next tick, MaxCloseAttempts times,
+//     since its clock and the block time may differ.
+//   - A job with verify: verify.quorum at most the verifiers in verify.by,
+//     and train.local_steps at most ledger.MaxDisclosedSteps: ParseJob
+//     (and the ledger, at JobRegistered, for the quorum); its updates,
+//     disclosing every step's digest, fit the chain's max_tx_bytes: the
+//     ledger at JobRegistered (so launch fails with the sizes); every
+//     update discloses exactly verify.steps step digests: the ledger, and
+//     the trainer refuses to submit one it cannot disclose
+//     (trainer.Disclose).
 //
 // The artifact service is guarded by the ledger (artifactGuard): only
 // active members upload, within the limits of the config's artifacts

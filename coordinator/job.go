@@ -675,6 +675,14 @@ func (j *Job) Validate() error {
 				bad(fmt.Sprintf("verify.by[%d]", i), "%s is listed twice", id)
 			}
 		}
+		if v.Quorum < 0 {
+			bad("verify.quorum", "must be ≥ 0 (0: 1), got %d", v.Quorum)
+		} else if v.Quorum > len(v.By) {
+			bad("verify.quorum", "%d is more than the %d verifiers verify.by lists (a quorum no verdicts could reach); want 1 to %d (0: 1)", v.Quorum, len(v.By), len(v.By))
+		}
+		if tr := j.Train; tr.LocalSteps > ledger.MaxDisclosedSteps {
+			bad("train.local_steps", "%d: a job with verify discloses the digest of every step of each update, at most %d steps (ledger.MaxDisclosedSteps)", tr.LocalSteps, ledger.MaxDisclosedSteps)
+		}
 		if v.SuspendJob && v.SuspendRounds != 0 {
 			bad("verify.suspend_rounds", "and verify.suspend_job are both set; give one suspension policy")
 		}
@@ -788,7 +796,8 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 		r.RangeSeed, r.RangeSamples = j.Seed, j.RangeSize()
 	}
 	if v := j.Verify; v != nil {
-		r.Verify = &ledger.VerifyRule{Fraction: v.Fraction, By: slices.Clone(v.By), SuspendRounds: v.SuspendRounds, SuspendJob: v.SuspendJob, Quorum: v.Quorum}
+		r.Verify = &ledger.VerifyRule{Fraction: v.Fraction, By: slices.Clone(v.By), SuspendRounds: v.SuspendRounds, SuspendJob: v.SuspendJob, Quorum: v.Quorum,
+			Steps: j.Train.LocalSteps}
 	}
 	// Round 1's base: model.digest (a job given model.path or model.init
 	// has it set by the coordinator once the folder is imported, see

@@ -36,6 +36,13 @@ var (
 // round's RoundOpened before the job stops.
 const MaxOpenAttempts = 3
 
+// MaxCloseAttempts is how many times the ledger may refuse a round's
+// SubmissionsClosed (a job with verify) before the round fails. The
+// machine closes at its own clock's deadline, the ledger judges by the
+// block time: a leader's clock behind the coordinator's may refuse a
+// close the next tick's retry passes.
+const MaxCloseAttempts = 3
+
 // ParamServerState is the RoundCommitted parameter naming the digest of the
 // server optimizer state (FedAvgM, FedOpt) the round produced.
 const ParamServerState = "server_state"
@@ -254,6 +261,10 @@ type roundState struct {
 	drawn     map[string]bool
 	verdicts  map[string]string
 	verifyBy  time.Time
+	// closeRefused counts the ledger's refusals of the round's
+	// SubmissionsClosed; closeHold holds the next try until a tick.
+	closeRefused int
+	closeHold    bool
 }
 
 // Machine is the coordinator's round lifecycle for one job as a pure state
@@ -391,6 +402,9 @@ func (m *Machine) apply(ev Event) error {
 		}
 		m.setNow(e.Now)
 		m.holdOpen = false
+		if m.cur != nil {
+			m.cur.closeHold = false
+		}
 	case MembersChanged:
 		for _, id := range m.pool.SetMembers(e.Trainers) {
 			m.left(id)
@@ -656,7 +670,15 @@ func (m *Machine) txRejected(e TxRejected) error {
 		m.st = stWaiting
 		m.holdOpen = true
 	case e.Type == ledger.TypeSubmissionsClosed && m.st == stClosingSubs && e.Round == m.round:
-		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round, Reason: "the ledger refused SubmissionsClosed, so no spot-check draw: " + reason}, "", "")
+		m.cur.closeRefused++
+		if m.cur.closeRefused < MaxCloseAttempts {
+			// Retry at the next tick: the ledger's block time may not have
+			// passed the deadline yet.
+			m.st, m.cur.closeHold = stCollecting, true
+			m.setWaiting(fmt.Sprintf("round %d: the ledger refused SubmissionsClosed (%d of %d tries: %s); retrying at the next tick", m.round, m.cur.closeRefused, MaxCloseAttempts, reason))
+			return nil
+		}
+		m.close(ledger.RoundFailed{JobID: m.job.Name, Round: m.round, Reason: fmt.Sprintf("the ledger refused SubmissionsClosed %d times, so no spot-check draw; last: %s", m.cur.closeRefused, reason)}, "", "")
 	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// The update stays out of the aggregation either way.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
@@ -876,9 +898,10 @@ func (m *Machine) checkQuorum() {
 	r := m.cur
 	need := m.job.Trainers.Min
 	var valid []round.Input
-	outstanding, gone := 0, 0
+	outstanding, gone, submitted := 0, 0, 0
 	for _, t := range r.selected {
 		if u := r.updates[t]; u != nil {
+			submitted++
 			if u.invalid == "" {
 				valid = append(valid, u.Input)
 			}
@@ -894,8 +917,18 @@ func (m *Machine) checkQuorum() {
 	}
 	deadlinePassed := !m.now.Before(r.deadline)
 	switch {
-	case len(valid) >= need && (outstanding == gone || deadlinePassed) && m.recipe.Verify != nil:
+	case len(valid) >= need && m.recipe.Verify != nil && r.closeHold:
+		m.setWake(m.now.Add(time.Second))
+	case len(valid) >= need && m.recipe.Verify != nil && (submitted == len(r.selected) || deadlinePassed):
 		m.closeSubmissions(valid)
+	case len(valid) >= need && m.recipe.Verify != nil && outstanding == gone:
+		// The ledger closes a spot-checked round's submissions before its
+		// deadline only once every selected trainer has an update there
+		// (a trainer's reported failure or its leaving the pool is not on
+		// the ledger): the draw must cover every trainer that could submit.
+		m.setWaiting(fmt.Sprintf("round %d: %d of %d selected trainers failed or left without an update; the submissions close at the deadline %s",
+			m.round, len(r.selected)-submitted, len(r.selected), r.deadline.UTC().Format(time.RFC3339)))
+		m.setWake(r.deadline)
 	case len(valid) >= need && (outstanding == gone || deadlinePassed):
 		m.aggregate(valid)
 	case deadlinePassed:

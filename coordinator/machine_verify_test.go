@@ -176,6 +176,11 @@ func TestJobVerifyValidate(t *testing.T) {
 		{"bad verifier", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [x]\n", `verify.by[0]: "x" is not a member ID`},
 		{"two policies", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n  suspend_rounds: 1\n  suspend_job: true\n", "give one suspension policy"},
 		{"unknown key", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n  share: 1\n", "share"},
+		{"quorum above the verifiers", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n  quorum: 2\n",
+			"verify.quorum: 2 is more than the 1 verifiers verify.by lists"},
+		{"negative quorum", head + "datasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n  quorum: -1\n", "verify.quorum: must be ≥ 0"},
+		{"more local steps than an update discloses", head + "train:\n  local_steps: 5000\ndatasets:\n  published: [" + pub + "]\nverify:\n  fraction: 1\n  by: [" + pub + "]\n",
+			"train.local_steps: 5000: a job with verify discloses the digest of every step of each update, at most 4096 steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseJob("job.yaml", []byte(tc.yaml))
@@ -238,4 +243,93 @@ verify:
 	if a := rd.Aggregation; a == nil || len(a.Inputs) != 1 || a.Inputs[0].Trainer != t1 {
 		t.Fatalf("after the verdict: %+v", rd)
 	}
+}
+
+// A job with verify closes a round's submissions before its deadline
+// only once every selected trainer has an update (the ledger refuses an
+// earlier close): a trainer's reported failure keeps them open until the
+// deadline. A refused close is retried at the next tick, and the round
+// fails after MaxCloseAttempts refusals.
+func TestMachineVerifyClosesAtDeadline(t *testing.T) {
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte(`name: spot
+seed: 3
+model:
+  digest: `+base+`
+datasets:
+  published: [`+pub+`]
+  range_samples: 4
+trainers:
+  min: 2
+deadline: 10m
+verify:
+  fraction: 1
+  by: [`+v+`]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := j.Recipe([]string{strings.Repeat("c", 64)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Verify.Steps != j.Train.LocalSteps {
+		t.Fatalf("recipe verify.steps %d, want the job's local steps %d", rc.Verify.Steps, j.Train.LocalSteps)
+	}
+	rc.Published[0].Samples = 30
+	m, err := New(Config{Job: j, Recipe: rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := []string{strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64)}
+	now := time.Unix(1000, 0)
+	step := func(ev Event) Ready {
+		t.Helper()
+		rd, err := m.Step(ev)
+		if err != nil {
+			t.Fatalf("%T: %v", ev, err)
+		}
+		return rd
+	}
+	closes := func(rd Ready) bool {
+		return len(rd.Txs) == 1 && rd.Txs[0] == (ledger.SubmissionsClosed{JobID: "spot", Round: 1})
+	}
+	step(MembersChanged{Trainers: ts})
+	for _, tr := range ts {
+		step(TrainerJoined{Trainer: tr})
+	}
+	step(JobStarted{Now: now})
+	step(TxCommitted{Type: ledger.TypeRoundOpened, Round: 1})
+	step(UpdateArrived{Round: 1, Trainer: ts[0], Digest: strings.Repeat("4", 64), Dataset: pub, Samples: 4})
+	step(UpdateArrived{Round: 1, Trainer: ts[1], Digest: strings.Repeat("5", 64), Dataset: pub, Samples: 4})
+	rd := step(UpdateInvalid{Round: 1, Trainer: ts[2], Reason: "training failed"})
+	if len(rd.Txs) != 0 || !strings.Contains(rd.Waiting, "the submissions close at the deadline") {
+		t.Fatalf("after the third trainer's failure: %+v; want no close before the deadline", rd)
+	}
+	if rd = step(Tick{Now: now.Add(9 * time.Minute)}); len(rd.Txs) != 0 {
+		t.Fatalf("before the deadline: %+v", rd)
+	}
+	if rd = step(Tick{Now: now.Add(10 * time.Minute)}); !closes(rd) {
+		t.Fatalf("at the deadline: %+v; want SubmissionsClosed", rd)
+	}
+	for i := 1; i < MaxCloseAttempts; i++ {
+		rd = step(TxRejected{Type: ledger.TypeSubmissionsClosed, Round: 1, Reason: "submissions may not close before the round's deadline"})
+		if len(rd.Txs) != 0 || !strings.Contains(rd.Waiting, "retrying at the next tick") {
+			t.Fatalf("refusal %d: %+v; want a retry at the next tick", i, rd)
+		}
+		if rd = step(Tick{Now: now.Add(10*time.Minute + time.Duration(i)*time.Second)}); !closes(rd) {
+			t.Fatalf("the tick after refusal %d: %+v; want SubmissionsClosed again", i, rd)
+		}
+	}
+	rd = step(TxRejected{Type: ledger.TypeSubmissionsClosed, Round: 1, Reason: "no"})
+	if rf, ok := singleTx(rd).(ledger.RoundFailed); !ok || !strings.Contains(rf.Reason, "refused SubmissionsClosed 3 times") {
+		t.Fatalf("after %d refusals: %+v", MaxCloseAttempts, rd)
+	}
+}
+
+func singleTx(rd Ready) ledger.TxBody {
+	if len(rd.Txs) != 1 {
+		return nil
+	}
+	return rd.Txs[0]
 }

@@ -180,4 +180,22 @@
 // ordering (Raft tolerates crashes, not lies); a fraction of 1 leaves
 // nothing to steer, and a smaller one bounds what a leader gains to
 // skipping the draw for some updates, never to passing a checked one.
+//
+// When the coordinator may close: not before the round's deadline (by
+// block time, the clock that also ends UpdateSubmitted) while a selected
+// trainer that could still submit (a current trainer member not
+// suspended from the job) has no update; so a coordinator cannot shut
+// out a trainer by closing early. A trainer's reported failure is not on
+// the ledger, so the coordinator then waits for the deadline. The raft
+// leader stamps block times, within the policy's max_clock_skew of the
+// replicas' clocks: it can end a round that much early, for the close as
+// for the updates, which is the trust it already holds over the deadline.
+//
+// What every update of such a job carries: a training commitment of
+// exactly VerifyRule.Steps steps that discloses each step's digest
+// (TrainingCommitment.StepDigests), so that a verifier names the first
+// differing step without the trainer's help. The FSM refuses, at
+// JobRegistered, a rule whose updates would then not fit the policy's
+// max_tx_bytes (CheckDisclosureFits; about 2900 steps fit the default
+// 256 KiB, all MaxDisclosedSteps a 1 MiB policy).
 package ledger

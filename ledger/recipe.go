@@ -318,6 +318,9 @@ func (r *RoundRecipe) Validate() error {
 		if len(r.Published) == 0 {
 			return fmt.Errorf("recipe.verify: a job's updates can be replayed by a verifier only on published data; the recipe names no published datasets")
 		}
+		if r.Mode == RecipePretrain && r.Verify.Steps != r.InnerSteps {
+			return fmt.Errorf("recipe.verify.steps %d: a pretrain job's updates take its %d inner steps", r.Verify.Steps, r.InnerSteps)
+		}
 	}
 	switch r.Mode {
 	case "":

@@ -75,6 +75,12 @@ type VerifyRule struct {
 	// passes with Quorum passes and is rejected with Quorum rejections
 	// naming the same step (0: 1, the first verdict settles it).
 	Quorum int `json:"quorum,omitempty"`
+	// Steps is the number of training steps of every update of the job
+	// (the job's local steps; a pre-training job's InnerSteps), 1 to
+	// MaxDisclosedSteps. Each update commits to exactly these steps and
+	// discloses each one's digest; the FSM refuses a job whose updates
+	// would then not fit the chain's max_tx_bytes (CheckDisclosureFits).
+	Steps int `json:"steps"`
 }
 
 // Need returns the effective quorum: Quorum, or 1 when unset.
@@ -125,6 +131,9 @@ func (v *VerifyRule) Validate() error {
 	}
 	if v.Quorum < 0 || v.Quorum > len(v.By) {
 		return fmt.Errorf("recipe.verify.quorum %d: want 1 to the %d verifiers listed (0: 1)", v.Quorum, len(v.By))
+	}
+	if v.Steps < 1 || v.Steps > MaxDisclosedSteps {
+		return fmt.Errorf("recipe.verify.steps %d: every update of a spot-checked job discloses the digest of each of its steps; want 1 to %d steps", v.Steps, MaxDisclosedSteps)
 	}
 	if v.SuspendJob && v.SuspendRounds != 0 {
 		return fmt.Errorf("recipe.verify: suspend_rounds %d and suspend_job: give one suspension policy", v.SuspendRounds)

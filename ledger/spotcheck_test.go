@@ -19,7 +19,7 @@ func spotCheckTxs(t testing.TB, c *cast) [][]byte {
 	return [][]byte{
 		c.coord.sign(t, JobRegistered{JobID: "spot", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{c.agg.id},
 			Published: []PublishedRef{{Digest: hexDigest("p"), Samples: 5}}, RangeSeed: 9, RangeSamples: 2,
-			Verify: &VerifyRule{Fraction: 0.25, By: []string{v.id}, SuspendRounds: 2}}}),
+			Verify: &VerifyRule{Fraction: 0.25, By: []string{v.id}, SuspendRounds: 2, Steps: 3}}}),
 		c.coord.sign(t, SubmissionsClosed{JobID: "spot", Round: 1}),
 		v.sign(t, UpdateVerified{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u1")}),
 		v.sign(t, UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: hexDigest("u2"), Reason: "spot check: replay differs", Step: 3}),
@@ -27,7 +27,7 @@ func spotCheckTxs(t testing.TB, c *cast) [][]byte {
 			Ranges: []SampleRange{{Dataset: hexDigest("p"), First: 0, End: 2}}, Commitment: disclosedCommitment(t)}),
 		c.coord.sign(t, JobRegistered{JobID: "spot-quorum", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{c.agg.id},
 			Published: []PublishedRef{{Digest: hexDigest("p"), Samples: 5}}, RangeSeed: 9, RangeSamples: 2,
-			Verify: &VerifyRule{Fraction: 1, By: []string{v.id, c.trainers[1].id, c.agg.id}, Quorum: 2, SuspendJob: true}}}),
+			Verify: &VerifyRule{Fraction: 1, By: []string{v.id, c.trainers[1].id, c.agg.id}, Quorum: 2, SuspendJob: true, Steps: 3}}}),
 	}
 }
 
@@ -90,11 +90,18 @@ func TestSpotCheckBodies(t *testing.T) {
 		{"a disclosed digest that is none", UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 1,
 			Commitment: func() *TrainingCommitment { c := disclosedCommitment(t); c.StepDigests[1] = "x"; return c }()}, "step_digests[1]"},
 		{"recipe verify without published data", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
-			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}}}}, "only on published data"},
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Steps: 3}}}, "only on published data"},
 		{"quorum above the verifiers", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
-			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: 2}}}, "recipe.verify.quorum 2"},
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: 2, Steps: 3}}}, "recipe.verify.quorum 2"},
 		{"negative quorum", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
-			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: -1}}}, "recipe.verify.quorum -1"},
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Quorum: -1, Steps: 3}}}, "recipe.verify.quorum -1"},
+		{"verify without steps", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}}}}, "recipe.verify.steps 0"},
+		{"verify of more steps than an update discloses", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Steps: MaxDisclosedSteps + 1}}}, "recipe.verify.steps 4097"},
+		{"pretrain verify of other than its inner steps", JobRegistered{JobID: "j", Recipe: RoundRecipe{Strategy: "diloco", Compression: "none", MinTrainers: 1,
+			Aggregators: []string{c.agg.id}, Mode: RecipePretrain, InnerSteps: 4, Published: []PublishedRef{{Digest: hexDigest("p"), Samples: 5}}, RangeSamples: 1,
+			Verify: &VerifyRule{Fraction: 1, By: []string{v.id}, Steps: 3}}}, "a pretrain job's updates take its 4 inner steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := SignTx(v.key, testChain, 1, tc.body); err == nil || !strings.Contains(err.Error(), tc.want) {

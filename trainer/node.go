@@ -394,12 +394,10 @@ func (n *Node) handle(ctx context.Context, lc *client.Client, signer *client.Sig
 	commit := u.Commitment
 	if job, err := lc.Job(tctx, t.JobId); err == nil {
 		recipeMax = job.Recipe.MaxSamples
-		if job.Recipe.Verify != nil && commit != nil && len(u.stepDigests) == int(commit.Steps) && len(u.stepDigests) <= ledger.MaxDisclosedSteps {
-			// A spot-checked job: disclose every step's digest, so a
-			// verifier names the first step that differs.
-			c := *commit
-			c.StepDigests = slices.Clone(u.stepDigests)
-			commit = &c
+		if commit, err = Disclose(job, u.Commitment, u.stepDigests); err != nil {
+			log.ErrorContext(ctx, "cannot disclose the update's steps", "err", err)
+			report("", err.Error(), 0)
+			return
 		}
 	} else {
 		log.WarnContext(ctx, "cannot read the job's recipe; claiming what was trained", "err", err)
@@ -542,4 +540,31 @@ func (n *Node) ownDatasets() []string {
 		return nil
 	}
 	return []string{n.manifest.Digest}
+}
+
+// Disclose returns the training commitment an update of job submits: in
+// a spot-checked job (a recipe with Verify), commit with the digest of
+// every step disclosed (stepDigests, step 1's first), so that a verifier
+// names the first step its replay differs at; the ledger refuses an
+// update of such a job without them. Otherwise commit unchanged. It is
+// an error, naming the job, when a spot-checked job's update has no
+// commitment or its digests do not cover exactly the job's steps.
+func Disclose(job *ledger.JobRecord, commit *ledger.TrainingCommitment, stepDigests []string) (*ledger.TrainingCommitment, error) {
+	v := job.Recipe.Verify
+	if v == nil {
+		return commit, nil
+	}
+	switch {
+	case commit == nil:
+		return nil, fmt.Errorf("job %q spot-checks its updates (verify), so an update must disclose its step digests, but this update has no training commitment", job.JobID)
+	case len(stepDigests) != int(commit.Steps):
+		return nil, fmt.Errorf("job %q spot-checks its updates (verify): %d step digests recorded for the %d committed steps; the update cannot disclose them", job.JobID, len(stepDigests), commit.Steps)
+	case len(stepDigests) > ledger.MaxDisclosedSteps:
+		return nil, fmt.Errorf("job %q spot-checks its updates (verify): %d steps are more than the %d an update may disclose", job.JobID, len(stepDigests), ledger.MaxDisclosedSteps)
+	case v.Steps != 0 && uint64(v.Steps) != commit.Steps:
+		return nil, fmt.Errorf("job %q spot-checks its updates (verify) of %d steps (verify.steps); this update trained %d", job.JobID, v.Steps, commit.Steps)
+	}
+	c := *commit
+	c.StepDigests = slices.Clone(stepDigests)
+	return &c, nil
 }

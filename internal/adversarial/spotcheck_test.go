@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -20,8 +21,13 @@ import (
 // three-node ledger. A job on published data names verifier-1 in its
 // verify rule (fraction 1, suspend for the job); trainers 2 and 3
 // submitted to its round 1 and trainer-1 did not. An update claiming the
-// trainer's own data (to escape the draw), one whose disclosed step
-// digests are not its step root's, a verdict before the
+// trainer's own data (to escape the draw), a close of the submissions
+// before the deadline while trainer-1 may still submit (leaving it out of
+// the draw), an update without a commitment, one keeping its step digests
+// back, one of other steps than the job's verify.steps, a verify job whose
+// disclosed updates could not fit the chain's max_tx_bytes, one whose disclosed step
+// digests are not its step root's, a quorum above the verifiers listed
+// (refused by the ledger and, as YAML, by the coordinator), a verdict before the
 // draw, a commit before the draw, a close by a coordinator that does not
 // own the job, a submission after the draw, a verdict from an auditor
 // (not a verifier), from a verifier the job does not name, a commit that
@@ -67,7 +73,7 @@ func TestAttackSpotChecks(t *testing.T) {
 	recipe := func(fraction float64) ledger.RoundRecipe {
 		return ledger.RoundRecipe{Strategy: "fedavg", Compression: "none", MinTrainers: 1, Aggregators: []string{nw.ID("aggregator")},
 			Published: []ledger.PublishedRef{{Digest: sm.Digest, Samples: 30}}, RangeSeed: 5, RangeSamples: 4,
-			Verify: &ledger.VerifyRule{Fraction: fraction, By: []string{ids["verifier-1"]}, SuspendJob: true}}
+			Verify: &ledger.VerifyRule{Fraction: fraction, By: []string{ids["verifier-1"]}, SuspendJob: true, Steps: spotSteps}}
 	}
 	rc := recipe(1)
 	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: r.job, Recipe: rc})
@@ -83,12 +89,16 @@ func TestAttackSpotChecks(t *testing.T) {
 		return ledger.RoundOpened{JobID: job, Round: n, ConfigDigest: digestOf("config"), BaseModel: base, Strategy: "fedavg",
 			Trainers: trainers, Deadline: time.Now().Add(time.Hour), Ranges: ranges}
 	}
+	// Round 1 is due soon: trainer-1 never submits, so its coordinator
+	// may close it only once the deadline has passed.
 	o1 := open(r.job, rc, 1, r.base, "trainer-1", "trainer-2", "trainer-3")
+	o1.Deadline = time.Now().Add(12 * time.Second)
 	r.must(t, ctx, "coordinator", o1)
 	submit := func(job string, o ledger.RoundOpened, name string) ledger.UpdateSubmitted {
 		mine := ledger.RangesOf(o.Ranges, nw.ID(name))
-		return ledger.UpdateSubmitted{JobID: job, Round: o.Round, UpdateDigest: digestOf(job + " update of " + name), DatasetDigest: sm.Digest,
-			Samples: mine[0].Size(), Ranges: mine}
+		u := digestOf(job + " update of " + name)
+		return ledger.UpdateSubmitted{JobID: job, Round: o.Round, UpdateDigest: u, DatasetDigest: sm.Digest,
+			Samples: mine[0].Size(), Ranges: mine, Commitment: disclosedCommitment(t, u, spotSteps)}
 	}
 	for _, tr := range []string{"trainer-2", "trainer-3"} {
 		b := submit(r.job, o1, tr)
@@ -108,6 +118,30 @@ func TestAttackSpotChecks(t *testing.T) {
 		b := submit(r.job, o1, "trainer-1")
 		b.DatasetDigest = own
 		r.attack(t, ctx, "trainer-1", b, "spot-checks its updates (verify)", "published data alone")
+	})
+	t.Run("close before the deadline while a selected trainer may still submit", func(t *testing.T) {
+		// trainer-1 would be left out of the draw.
+		r.attack(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: r.job, Round: 1}, "may not close before the round's deadline", "1 of its 3 selected trainers", nw.ID("trainer-1"))
+	})
+	t.Run("update without a commitment, so no step digests", func(t *testing.T) {
+		b := submit(r.job, o1, "trainer-1")
+		b.Commitment = nil
+		r.attack(t, ctx, "trainer-1", b, `job "adv-spot" spot-checks its updates (verify)`, "has no commitment, so no commitment.step_digests")
+	})
+	t.Run("update keeping its step digests back", func(t *testing.T) {
+		b := submit(r.job, o1, "trainer-1")
+		b.Commitment.StepDigests = nil
+		r.attack(t, ctx, "trainer-1", b, `job "adv-spot" spot-checks its updates (verify)`, "lacks commitment.step_digests")
+	})
+	t.Run("update of other steps than the job's", func(t *testing.T) {
+		b := submit(r.job, o1, "trainer-1")
+		b.Commitment = disclosedCommitment(t, b.UpdateDigest, spotSteps+1)
+		r.attack(t, ctx, "trainer-1", b, "commitment.steps 3", "each of exactly 2 steps (verify.steps)")
+	})
+	t.Run("job whose disclosed updates cannot fit max_tx_bytes", func(t *testing.T) {
+		big := recipe(1)
+		big.Verify.Steps = ledger.MaxDisclosedSteps
+		r.attack(t, ctx, "coordinator", ledger.JobRegistered{JobID: "adv-big", Recipe: big}, "recipe.verify.steps 4096", "above the chain's policy max_tx_bytes 262144", "steps per update fit")
 	})
 	t.Run("update whose disclosed step digests are not its step root's", func(t *testing.T) {
 		// SignTx refuses to write it, so the lying trainer signs its own
@@ -136,6 +170,8 @@ func TestAttackSpotChecks(t *testing.T) {
 	t.Run("close by a coordinator that does not own the job", func(t *testing.T) {
 		r.attack(t, ctx, "coordinator-2", ledger.SubmissionsClosed{JobID: r.job, Round: 1}, "is owned by coordinator", "may not close")
 	})
+	// Past the deadline (by block time) the round closes without trainer-1.
+	time.Sleep(time.Until(o1.Deadline) + 500*time.Millisecond)
 	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: r.job, Round: 1})
 	t.Run("submission after the draw", func(t *testing.T) {
 		r.attack(t, ctx, "trainer-1", submit(r.job, o1, "trainer-1"), "closed for updates by its coordinator")
@@ -170,6 +206,15 @@ func TestAttackSpotChecks(t *testing.T) {
 			t.Fatalf("error %v, want a rejection naming the quorum", err)
 		}
 		t.Logf("refused: %v", err)
+		requireUnchanged(t, ctx, nw.Net, before)
+		// The job's YAML is refused before it reaches the ledger.
+		yaml := fmt.Sprintf("name: adv-quorum-bad\nmodel:\n  digest: %s\ndatasets:\n  published: [%s]\nverify:\n  fraction: 1\n  by: [%s]\n  quorum: 2\n",
+			r.base, sm.Digest, ids["verifier-1"])
+		if _, err := coordinator.ParseJob("job.yaml", []byte(yaml)); err == nil || !strings.Contains(err.Error(), "verify.quorum: 2 is more than the 1 verifiers verify.by lists") {
+			t.Fatalf("ParseJob: %v, want an error naming verify.quorum and both numbers", err)
+		} else {
+			t.Logf("job YAML refused: %v", err)
+		}
 		requireUnchanged(t, ctx, nw.Net, before)
 	})
 	t.Run("verifier's rejection without a step", func(t *testing.T) {
@@ -296,4 +341,22 @@ func TestAttackSpotChecks(t *testing.T) {
 		b.UpdateDigest = digestOf("adv-overlap round 2 update of trainer-3")
 		r.attack(t, ctx, "trainer-3", b, "is suspended from job", "for the rest of the job")
 	})
+}
+
+// spotSteps is verify.steps of TestAttackSpotChecks' jobs.
+const spotSteps = 2
+
+// disclosedCommitment is a training commitment of steps steps for update
+// that discloses every step's digest.
+func disclosedCommitment(t *testing.T, update string, steps int) *ledger.TrainingCommitment {
+	t.Helper()
+	ds := make([]string, steps)
+	for i := range ds {
+		ds[i] = digestOf(fmt.Sprintf("%s step %d", update, i+1))
+	}
+	root, err := ledger.StepDigestsRoot(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ledger.TrainingCommitment{InputsDigest: digestOf("inputs of " + update), Steps: uint64(steps), StepRoot: root, StepDigests: ds}
 }

@@ -139,7 +139,12 @@
 //     verifier: see spot checks below).
 //   - Spot checks (a recipe with Verify; spotcheck.go): SubmissionsClosed
 //     comes from the job's owner, once per open round, and after it no
-//     UpdateSubmitted is accepted; the hash of its block is the draw seed
+//     UpdateSubmitted is accepted; before the round's deadline (block
+//     time at or before it) it is refused while a selected trainer that
+//     could still submit (a current trainer member, not suspended) has no
+//     update; every UpdateSubmitted of the job carries a commitment of
+//     exactly verify.steps steps that discloses their digests
+//     (commitment.step_digests); the hash of its block is the draw seed
 //     (ledger.RoundRecipe.DrawnUpdate; the Round query fills DrawSeed and
 //     each update's Drawn). UpdateVerified and a verifier's UpdateRejected
 //     come from a verifier the rule names, in a later block, for a drawn
@@ -151,7 +156,8 @@
 //     selected for), which RoundOpened checks. RoundCommitted needs the
 //     submissions closed and a pass for every drawn contributor.
 //   - JobRegistered: every verifier a verify rule names is a current
-//     verifier member.
+//     verifier member, and an update of verify.steps disclosed steps fits
+//     the policy's max_tx_bytes (ledger.CheckDisclosureFits).
 //   - RoundCommitted: strategy and parameters are the recipe's
 //     (RoundRecipe.CheckCommitParams: CommitParams plus a server_state
 //     digest); the contributors are exactly the submitted updates that no

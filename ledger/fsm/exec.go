@@ -349,6 +349,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 				}
 			}
 		}
+		if err := ledger.CheckDisclosureFits(c.chainID, b.JobID, &b.Recipe, c.policy.MaxTxBytes); err != nil {
+			return nil, txErr(ledger.CodeInvalid, "%v", err)
+		}
 		if bm := b.Recipe.BaseModel; bm != "" {
 			if _, ok, err := c.get(modelKey(bm)); err != nil {
 				return nil, err
@@ -464,6 +467,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 			return nil, err
 		}
 		if err := checkUpdateData(job, r, tx.Signer, &b, &d); err != nil {
+			return nil, err
+		}
+		if err := checkDisclosed(job, &b); err != nil {
 			return nil, err
 		}
 		if c := b.Commitment; c != nil && job != nil && job.Recipe.Mode == ledger.RecipePretrain && c.Steps != uint64(job.Recipe.InnerSteps) {

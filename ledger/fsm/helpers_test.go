@@ -154,6 +154,14 @@ func newChain(t testing.TB, g *ledger.Genesis, node string) *chain {
 	return ch
 }
 
+// advance moves the chain's clock d forward: the next proposal's time is
+// d and a second after the last.
+func (c *chain) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clock = c.clock.Add(d)
+}
+
 // propose applies one proposal of txs at the chain's clock (advanced by a
 // second each call) as the next raft log entry.
 func (c *chain) propose(txs ...[]byte) *ApplyResult {

@@ -2,7 +2,10 @@ package fsm
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -35,6 +38,9 @@ func (c *execCtx) checkSubmissionsClosed(tx *ledger.Tx, b ledger.SubmissionsClos
 	}
 	if r.SubmissionsClosedHeight != 0 {
 		return nil, txErr(ledger.CodeAlreadyExists, "round %d of job %q had its submissions closed at height %d", b.Round, b.JobID, r.SubmissionsClosedHeight)
+	}
+	if err := c.checkCloseTime(r); err != nil {
+		return nil, err
 	}
 	r.SubmissionsClosedHeight = c.height
 	return []kvWrite{{roundKey(b.JobID, b.Round), mustJSON(r)}}, nil
@@ -210,6 +216,72 @@ func (c *execCtx) checkNotSuspended(what, job string, n uint64, t string) error 
 			return txErr(ledger.CodeInvalid, "%s %s is suspended from job %q for the rest of the job: a verifier rejected its update", what, t, job)
 		}
 		return txErr(ledger.CodeInvalid, "%s %s is suspended from job %q until after round %d: a verifier rejected its update", what, t, job, until)
+	}
+	return nil
+}
+
+// checkCloseTime refuses the SubmissionsClosed of round r while a
+// selected trainer could still submit: before the round's deadline (by
+// the block time, the clock UpdateSubmitted's deadline is checked
+// against: an update is accepted while the block time is at or before
+// the deadline), the submissions close only once every selected trainer
+// has an update on the ledger, has been removed from the ledger's
+// members, or is suspended from the round. A coordinator that closed
+// earlier would shut out trainers the draw should have covered. A
+// trainer's own report of a failure is not on the ledger, so it does not
+// count: the coordinator then waits for the deadline.
+func (c *execCtx) checkCloseTime(r *ledger.Round) error {
+	if c.time > r.Deadline.UnixNano() {
+		return nil
+	}
+	var waiting []string
+	for _, t := range r.Trainers {
+		if _, ok, err := c.get(updateKey(r.JobID, r.Round, t)); err != nil {
+			return err
+		} else if ok {
+			continue
+		}
+		m, err := c.member(t)
+		if err != nil {
+			return err
+		}
+		if m == nil || !m.Active || m.Role != ledger.RoleTrainer {
+			continue // its UpdateSubmitted would be refused at admission
+		}
+		if err := c.checkNotSuspended("trainer", r.JobID, r.Round, t); err != nil {
+			var te *ledger.TxError
+			if !errors.As(err, &te) {
+				return err
+			}
+			continue // suspended: its UpdateSubmitted would be refused
+		}
+		waiting = append(waiting, t)
+	}
+	if len(waiting) == 0 {
+		return nil
+	}
+	return txErr(ledger.CodeInvalid, "round %d of job %q: submissions may not close before the round's deadline %s (block time %s) while %d of its %d selected trainers can still submit and have not (%s); close them after the deadline, or once every selected trainer has an update",
+		r.Round, r.JobID, r.Deadline.UTC().Format(time.RFC3339Nano), time.Unix(0, c.time).UTC().Format(time.RFC3339Nano),
+		len(waiting), len(r.Trainers), strings.Join(waiting, ", "))
+}
+
+// checkDisclosed requires of an update b to a job with spot checks a
+// training commitment of exactly the rule's steps that discloses every
+// step's digest, so that a verifier can name the first step its replay
+// differs at (ValidateBasic checked that the disclosed digests hash to
+// the committed step root).
+func checkDisclosed(job *ledger.JobRecord, b *ledger.UpdateSubmitted) error {
+	if job == nil || job.Recipe.Verify == nil {
+		return nil
+	}
+	v := job.Recipe.Verify
+	switch c := b.Commitment; {
+	case c == nil:
+		return txErr(ledger.CodeInvalid, "job %q spot-checks its updates (verify): update %s has no commitment, so no commitment.step_digests; disclose the digest of each of its %d steps", b.JobID, b.UpdateDigest, v.Steps)
+	case len(c.StepDigests) == 0:
+		return txErr(ledger.CodeInvalid, "job %q spot-checks its updates (verify): update %s lacks commitment.step_digests; disclose the digest of each of its %d steps", b.JobID, b.UpdateDigest, c.Steps)
+	case c.Steps != uint64(v.Steps):
+		return txErr(ledger.CodeInvalid, "commitment.steps %d: job %q spot-checks its updates (verify), each of exactly %d steps (verify.steps)", c.Steps, b.JobID, v.Steps)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -55,12 +56,20 @@ func newSpotFixtureWith(t *testing.T, job string, rule ledger.VerifyRule, edit f
 	if rule.By == nil {
 		rule.By = []string{fx.v.id}
 	}
+	if rule.Steps == 0 {
+		rule.Steps = spotSteps
+	}
 	fx.rc.Verify = &rule
 	ch.mustApply(c.coord.sign(t, ledger.JobRegistered{JobID: job, Recipe: fx.rc}))
 	return fx
 }
 
-// open opens round n of job with trainers.
+// spotDeadline is how long after its opening a round of the fixture
+// takes updates.
+const spotDeadline = 24 * time.Hour
+
+// open is the RoundOpened of round n of job with trainers, due
+// spotDeadline after the chain's clock.
 func (fx *spotFixture) open(t *testing.T, job string, n uint64, base string, trainers []*actor) ledger.RoundOpened {
 	t.Helper()
 	var ids []string
@@ -72,13 +81,34 @@ func (fx *spotFixture) open(t *testing.T, job string, n uint64, base string, tra
 		t.Fatal(err)
 	}
 	return ledger.RoundOpened{JobID: job, Round: n, ConfigDigest: digest("cfg"), BaseModel: base, Strategy: "fedavg",
-		Trainers: ids, Deadline: t0.Add(24 * time.Hour), Ranges: ranges}
+		Trainers: ids, Deadline: fx.ch.now().Add(spotDeadline), Ranges: ranges}
 }
 
+// spotSteps is the fixture's verify.steps unless a test gives its own.
+const spotSteps = 3
+
+// submit signs tr's update to round n of job, its commitment disclosing
+// the job's verify.steps step digests.
 func (fx *spotFixture) submit(t *testing.T, job string, n uint64, open ledger.RoundOpened, tr *actor, update string) []byte {
 	t.Helper()
 	mine := ledger.RangesOf(open.Ranges, tr.id)
-	return tr.sign(t, ledger.UpdateSubmitted{JobID: job, Round: n, UpdateDigest: update, DatasetDigest: fx.ds, Samples: mine[0].Size(), Ranges: mine})
+	return tr.sign(t, ledger.UpdateSubmitted{JobID: job, Round: n, UpdateDigest: update, DatasetDigest: fx.ds, Samples: mine[0].Size(), Ranges: mine,
+		Commitment: disclosedCommitment(t, update, fx.rc.Verify.Steps)})
+}
+
+// disclosedCommitment is a training commitment of steps steps for update
+// that discloses every step's digest.
+func disclosedCommitment(t testing.TB, update string, steps int) *ledger.TrainingCommitment {
+	t.Helper()
+	ds := make([]string, steps)
+	for i := range ds {
+		ds[i] = digest(fmt.Sprintf("%s step %d", update, i+1))
+	}
+	root, err := ledger.StepDigestsRoot(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ledger.TrainingCommitment{InputsDigest: digest("inputs of " + update), Steps: uint64(steps), StepRoot: root, StepDigests: ds}
 }
 
 // refuse proposes tx alone and wants it refused with an error containing
@@ -129,6 +159,12 @@ func TestSpotCheckRound(t *testing.T) {
 	fx.refuse(t, "verdict before the close", v.sign(t, verified(ua)), "has not closed its submissions")
 	fx.refuse(t, "commit before the close", c.agg.sign(t, commit(a, b)), "has not closed its submissions")
 	fx.refuse(t, "close by a non-owner", c.agg.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}), "needs role coordinator")
+	// c, selected, has not submitted and still may: the coordinator may
+	// not close before the deadline and leave it out of the draw.
+	fx.refuse(t, "a close before the deadline with a selected trainer yet to submit", c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 1}),
+		"submissions may not close before the round's deadline")
+	ch.advance(spotDeadline)
+	fx.refuse(t, "c's update after the deadline", fx.submit(t, "spot", 1, open, cc, uc), "closed for updates at")
 
 	// The close and a verdict in the same block: the verdict cannot know
 	// the block's hash.
@@ -189,7 +225,6 @@ func TestSpotCheckRound(t *testing.T) {
 	open2 := fx.open(t, "spot", 2, digest("spot model"), []*actor{a, b})
 	fx.refuse(t, "round 2 selects the suspended trainer", c.coord.sign(t, open2), "suspended from job")
 	ch.mustApply(c.coord.sign(t, fx.open(t, "spot", 2, digest("spot model"), []*actor{a, cc})))
-	ch.mustApply(c.coord.sign(t, ledger.SubmissionsClosed{JobID: "spot", Round: 2}))
 	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 2, Reason: "no updates"}))
 	ch.mustApply(c.coord.sign(t, fx.open(t, "spot", 3, digest("spot model"), []*actor{a, b})))
 	// The chain, draws and verdicts included, re-derives from genesis.
@@ -233,17 +268,17 @@ func TestVerifyRuleValidate(t *testing.T) {
 		rule ledger.VerifyRule
 		want string
 	}{
-		{"zero fraction", ledger.VerifyRule{Fraction: 0, By: []string{id}}, "fraction 0"},
-		{"fraction that draws nothing", ledger.VerifyRule{Fraction: 1e-300, By: []string{id}}, "less than one update in 2^32"},
-		{"fraction just under the floor", ledger.VerifyRule{Fraction: 0x1p-33, By: []string{id}}, "less than one update in 2^32"},
-		{"fraction at the floor", ledger.VerifyRule{Fraction: ledger.MinFraction, By: []string{id}}, ""},
-		{"fraction 1", ledger.VerifyRule{Fraction: 1, By: []string{id}}, ""},
-		{"fraction over 1", ledger.VerifyRule{Fraction: 1.5, By: []string{id}}, "fraction 1.5"},
-		{"no verifiers", ledger.VerifyRule{Fraction: 0.5}, "0 verifiers"},
-		{"bad id", ledger.VerifyRule{Fraction: 0.5, By: []string{"x"}}, "not a member ID"},
-		{"twice", ledger.VerifyRule{Fraction: 0.5, By: []string{id, id}}, "listed twice"},
-		{"two policies", ledger.VerifyRule{Fraction: 0.5, By: []string{id}, SuspendRounds: 2, SuspendJob: true}, "one suspension policy"},
-		{"ok", ledger.VerifyRule{Fraction: 0.5, By: []string{id}, SuspendRounds: 2}, ""},
+		{"zero fraction", ledger.VerifyRule{Steps: 3, Fraction: 0, By: []string{id}}, "fraction 0"},
+		{"fraction that draws nothing", ledger.VerifyRule{Steps: 3, Fraction: 1e-300, By: []string{id}}, "less than one update in 2^32"},
+		{"fraction just under the floor", ledger.VerifyRule{Steps: 3, Fraction: 0x1p-33, By: []string{id}}, "less than one update in 2^32"},
+		{"fraction at the floor", ledger.VerifyRule{Steps: 3, Fraction: ledger.MinFraction, By: []string{id}}, ""},
+		{"fraction 1", ledger.VerifyRule{Steps: 3, Fraction: 1, By: []string{id}}, ""},
+		{"fraction over 1", ledger.VerifyRule{Steps: 3, Fraction: 1.5, By: []string{id}}, "fraction 1.5"},
+		{"no verifiers", ledger.VerifyRule{Steps: 3, Fraction: 0.5}, "0 verifiers"},
+		{"bad id", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{"x"}}, "not a member ID"},
+		{"twice", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id, id}}, "listed twice"},
+		{"two policies", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, SuspendRounds: 2, SuspendJob: true}, "one suspension policy"},
+		{"ok", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, SuspendRounds: 2}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.rule.Validate()
