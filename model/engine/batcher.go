@@ -90,7 +90,7 @@ type BatcherStats struct {
 	PromptTokens    uint64 // prompt tokens prefilled
 	GeneratedTokens uint64 // tokens sampled (including stop tokens)
 	Steps           uint64 // forward passes run
-	HeldSteps       uint64 // steps that left the decoding sequences out (AlwaysDecode)
+	HeldSteps       uint64 // steps that left the decoding sequences out (see AlwaysDecode)
 	// FirstTokens and FirstTokenTime are the count and sum of the
 	// requests' times to first token.
 	FirstTokens    uint64
