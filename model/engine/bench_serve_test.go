@@ -183,7 +183,7 @@ func staggered(b *testing.B, bt *engine.Batcher, m *model.Model, streams int, ga
 // BenchmarkServePolicy is BenchmarkServe's staggered=16 with the Batcher
 // holding decoding rows out of a step that starts a prompt which waited
 // behind another's prefill (the default) and with AlwaysDecode, the two
-// alternating in one run (rounds of the pair, $FEDTUNE_SERVE_PAIRS,
+// alternating in one run (pairs in ABBA order, $FEDTUNE_SERVE_PAIRS,
 // default 2), on the same arrival gap: 1/16 of a burst of 16 streams timed
 // once first (or $FEDTUNE_SERVE_GAP_MS).
 //
@@ -227,8 +227,13 @@ func BenchmarkServePolicy(b *testing.B) {
 			b.Fatalf("FEDTUNE_SERVE_PAIRS=%q: want a positive integer", v)
 		}
 	}
-	for range pairs {
-		for _, always := range []bool{false, true} {
+	for pair := range pairs {
+		// ABBA: a load that drifts over the run favours neither.
+		order := []bool{false, true}
+		if pair%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, always := range order {
 			b.Run(fmt.Sprintf("always-decode=%v", always), func(b *testing.B) {
 				bt := newServeBatcherConfig(b, m, engine.BatcherConfig{Slots: streams, MaxContext: promptLen + newTokens, AlwaysDecode: always})
 				b.ResetTimer()
