@@ -21,9 +21,10 @@
 // Machine (New, or Recover after a restart) is driven like etcd-raft's
 // Node: the driver feeds events to Step (JobStarted, Tick, MembersChanged,
 // TrainerJoined/Left, UpdateArrived/Invalid, AggregationDone/Failed,
-// TxCommitted/Rejected) and carries out the returned Ready (ledger
-// transactions to sign and submit, TrainTasks to send, an aggregation
-// (round.Task) to run, Wake, Done). It does no I/O and reads no clock. A round's life:
+// DrawFixed, UpdateVerdict, SuspensionsRead, TxCommitted/Rejected) and
+// carries out the returned Ready (ledger transactions to sign and submit,
+// TrainTasks to send, an aggregation (round.Task) to run, suspensions to
+// read, Wake, Done). It does no I/O and reads no clock. A round's life:
 //
 //	waiting     until JobStarted and at least trainers.min eligible trainers;
 //	            then Select picks them from (job seed, round) → RoundOpened
@@ -169,6 +170,13 @@
 //     update discloses exactly verify.steps step digests: the ledger, and
 //     the trainer refuses to submit one it cannot disclose
 //     (trainer.Disclose).
+//   - A trainer a verifier's rejection suspended is not selected: the
+//     ledger refuses a RoundOpened that selects one, and the machine of a
+//     job with verify selects by the ledger's suspensions, read for each
+//     round before it opens (Ready.ReadSuspensions, SuspensionsRead; read
+//     again after a refused RoundOpened), never by its own memory: a
+//     rejection that landed after its round failed, or while the
+//     coordinator was down, counts as any other.
 //
 // The artifact service is guarded by the ledger (artifactGuard): only
 // active members upload, within the limits of the config's artifacts

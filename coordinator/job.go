@@ -156,7 +156,9 @@ type VerifySpec struct {
 	Quorum int `yaml:"quorum" json:"quorum,omitempty"`
 	// Timeout is how long the coordinator waits for the verdicts after
 	// it closes a round's submissions (0: the job's deadline); a drawn
-	// update still without one is then rejected as unverified.
+	// update still without one is then rejected as unverified. The
+	// recipe records it (ledger.VerifyRule.Timeout): the ledger admits
+	// verdicts on a failed or committed round for as long.
 	Timeout time.Duration `yaml:"timeout" json:"timeout,omitempty"`
 }
 
@@ -796,8 +798,10 @@ func (j *Job) Recipe(aggregators []string, initialAdapter string) (ledger.RoundR
 		r.RangeSeed, r.RangeSamples = j.Seed, j.RangeSize()
 	}
 	if v := j.Verify; v != nil {
+		// The ledger admits verdicts on a closed round for as long as
+		// the coordinator waits for them (VerifyTimeout).
 		r.Verify = &ledger.VerifyRule{Fraction: v.Fraction, By: slices.Clone(v.By), SuspendRounds: v.SuspendRounds, SuspendJob: v.SuspendJob, Quorum: v.Quorum,
-			Steps: j.Train.LocalSteps}
+			Steps: j.Train.LocalSteps, Timeout: j.VerifyTimeout()}
 	}
 	// Round 1's base: model.digest (a job given model.path or model.init
 	// has it set by the coordinator once the folder is imported, see

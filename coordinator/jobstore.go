@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -207,6 +208,9 @@ func (js *jobStore) prepare(ctx context.Context, job *Job, history []ledger.Roun
 			source = fmt.Sprintf("fedtune init: %s, seed %d (job %s, seed %d)", filepath.Base(job.Model.Init), InitSeed(job.Seed), job.Name, job.Seed)
 		}
 		digest, files, c, err := js.importModel(ctx, dir)
+		if errors.Is(err, fs.ErrNotExist) && job.Model.Init == "" {
+			return nil, fmt.Errorf("model.path %q is %s on the coordinator's machine, which holds no model there (config.json and model.safetensors; relative paths are taken from the job file's folder): %w", job.Model.Path, dir, err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -221,8 +225,14 @@ func (js *jobStore) prepare(ctx context.Context, job *Job, history []ledger.Roun
 		}
 		j.base, j.files, cfg = digest, files, c
 		if _, err := js.ledger.Model(ctx, digest); errors.Is(err, ledger.ErrRecordNotFound) {
+			// The tokenizer digest pins the folder's tokenizer and chat
+			// template: an inference node serving the model refuses others.
+			tok, err := model.TokenizerDigest(dir)
+			if err != nil {
+				return nil, fmt.Errorf("base model: %w", err)
+			}
 			body := ledger.ModelRegistered{Digest: digest, Name: filepath.Base(dir), Licence: "CC0-1.0",
-				Source: source, Config: files.config}
+				Source: source, Config: files.config, Tokenizer: tok}
 			if err := importedFrom(dir, digest, &body); err != nil {
 				return nil, err
 			}
@@ -333,6 +343,9 @@ func (js *jobStore) registerJob(ctx context.Context, job *Job, base, initAdapter
 	recipe.BaseModel = base // round 1 starts from it; the ledger refuses any other
 	for i, p := range recipe.Published {
 		d, err := js.ledger.Dataset(ctx, p.Digest)
+		if errors.Is(err, ledger.ErrRecordNotFound) {
+			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s: no dataset with this digest is on the ledger; publish it first (fedtune dataset publish) or take the digest from fedtune dataset ls: %w", job.Name, i, p.Digest, err)
+		}
 		if err != nil {
 			return recipe, fmt.Errorf("job %s: datasets.published[%d] %s: %w", job.Name, i, p.Digest, err)
 		}

@@ -31,6 +31,9 @@ type Ledger interface {
 	// latest the ledger has): a node behind it waits for it, bounded.
 	Round(ctx context.Context, job string, n, minHeight uint64) (*ledger.Round, error)
 	UpdatesByDigest(ctx context.Context, digest string) ([]ledger.UpdateSubmission, error)
+	// Suspensions reads the trainers a verifier's rejection suspended
+	// from job, at least at height minHeight (0: the latest).
+	Suspensions(ctx context.Context, job string, minHeight uint64) ([]ledger.Suspension, error)
 }
 
 // ledgerRounds returns job's rounds 1, 2, … up to the first l does not
@@ -102,6 +105,11 @@ func (l *NodeLedger) Job(ctx context.Context, id string) (*ledger.JobRecord, err
 // Round implements Ledger (client.RoundAt).
 func (l *NodeLedger) Round(ctx context.Context, job string, n, minHeight uint64) (*ledger.Round, error) {
 	return l.c.RoundAt(ctx, job, n, minHeight)
+}
+
+// Suspensions implements Ledger (client.Suspensions).
+func (l *NodeLedger) Suspensions(ctx context.Context, job string, minHeight uint64) ([]ledger.Suspension, error) {
+	return l.c.Suspensions(ctx, job, minHeight)
 }
 
 // UpdatesByDigest implements Ledger.

@@ -133,6 +133,18 @@ type UpdateVerdict struct {
 	Reason  string
 }
 
+// SuspensionsRead gives the trainers the ledger shows suspended from the
+// job (its Suspensions query: each with the last round it may not take
+// part in), read for round Round after Ready.ReadSuspensions asked. Only a
+// job with verify: its machine opens a round only with a read made for
+// that round, so that what it selects follows the ledger, not its own
+// memory (a rejection that landed after its round failed, or while the
+// coordinator was down, included).
+type SuspensionsRead struct {
+	Round     uint64
+	Suspended []ledger.Suspension
+}
+
 // TxCommitted: the ledger applied a transaction of Ready.Txs.
 type TxCommitted struct {
 	Type  string // ledger.TypeRoundOpened, …
@@ -157,6 +169,7 @@ func (AggregationDone) isEvent()   {}
 func (AggregationFailed) isEvent() {}
 func (DrawFixed) isEvent()         {}
 func (UpdateVerdict) isEvent()     {}
+func (SuspensionsRead) isEvent()   {}
 func (TxCommitted) isEvent()       {}
 func (TxRejected) isEvent()        {}
 
@@ -176,11 +189,16 @@ type Ready struct {
 	Waiting string
 	// Done is set once, when the job has finished.
 	Done *JobResult
+	// ReadSuspensions, when set, asks for the job's suspensions as the
+	// ledger shows them now, reported with SuspensionsRead for this
+	// round (a job with verify, before each attempt to open a round).
+	ReadSuspensions uint64
 }
 
 // Empty reports whether r asks for nothing.
 func (r Ready) Empty() bool {
-	return len(r.Txs) == 0 && len(r.Tasks) == 0 && r.Aggregation == nil && r.Wake.IsZero() && r.Waiting == "" && r.Done == nil
+	return len(r.Txs) == 0 && len(r.Tasks) == 0 && r.Aggregation == nil && r.Wake.IsZero() && r.Waiting == "" && r.Done == nil &&
+		r.ReadSuspensions == 0
 }
 
 // TrainTask tells one trainer to train in a round (Flower's FitIns).
@@ -289,9 +307,13 @@ type Machine struct {
 	failed    int
 	cur       *roundState
 	// suspended maps a trainer a verifier rejected to the last round it
-	// may not be selected for (the job's verify policy; the ledger
-	// refuses a RoundOpened that selects it).
+	// may not be selected for, as the ledger showed it in the read made
+	// for round suspRead (SuspensionsRead); suspAsked is the round a read
+	// was last asked for. The ledger refuses a RoundOpened that selects a
+	// suspended trainer.
 	suspended map[string]uint64
+	suspRead  uint64
+	suspAsked uint64
 	waiting   string
 	wake      time.Time
 
@@ -457,13 +479,25 @@ func (m *Machine) apply(ev Event) error {
 			return malformed(ev, "a rejection without a reason")
 		}
 		if _, ok := m.cur.verdicts[e.Trainer]; !ok {
+			// A rejection's suspension is the ledger's: the next round
+			// reads it (SuspensionsRead) before it opens.
 			m.cur.verdicts[e.Trainer] = e.Reason
 			if e.Passed {
 				m.cur.verdicts[e.Trainer] = ""
-			} else {
-				m.suspend(e.Trainer, m.round)
 			}
 		}
+	case SuspensionsRead:
+		if m.st != stWaiting || e.Round != m.round {
+			return fmt.Errorf("%T round %d: %w", ev, e.Round, ErrStaleRound)
+		}
+		sus := make(map[string]uint64, len(e.Suspended))
+		for i, x := range e.Suspended {
+			if !digest.Valid(x.Trainer) {
+				return malformed(ev, "suspended[%d]: trainer %q is not a member ID", i, x.Trainer)
+			}
+			sus[x.Trainer] = max(sus[x.Trainer], x.Until)
+		}
+		m.suspended, m.suspRead = sus, e.Round
 	case AggregationDone:
 		return m.aggregationDone(e)
 	case AggregationFailed:
@@ -663,6 +697,9 @@ func (m *Machine) txRejected(e TxRejected) error {
 	case e.Type == ledger.TypeRoundOpened && m.st == stOpening && e.Round == m.round:
 		m.attempts++
 		m.cur = nil
+		// The ledger may know a suspension the last read did not (one
+		// that landed since): read again before the next attempt.
+		m.suspRead, m.suspAsked = 0, 0
 		if m.attempts >= MaxOpenAttempts {
 			m.finish(fmt.Sprintf("the ledger rejected RoundOpened of round %d %d times, last: %s", m.round, m.attempts, reason))
 			return nil
@@ -744,22 +781,23 @@ func (m *Machine) advance() {
 }
 
 // SuspendedUntil returns the last round trainer t is kept out of because
-// a verifier rejected its update (0: none).
+// a verifier rejected its update, as the ledger showed it in the machine's
+// last SuspensionsRead (0: none).
 func (m *Machine) SuspendedUntil(t string) uint64 { return m.suspended[t] }
 
-// suspend keeps trainer t, which a verifier rejected in round n, out of
-// the rounds the job's verify policy says.
-func (m *Machine) suspend(t string, n uint64) {
-	v := m.recipe.Verify
-	if v == nil {
-		return
+// needSuspensions reports whether round m.round may not open yet because
+// the job (one with verify) has no suspensions read for it; it asks for
+// them once per attempt.
+func (m *Machine) needSuspensions() bool {
+	if m.recipe.Verify == nil || m.suspRead == m.round {
+		return false
 	}
-	if until := v.SuspendedUntil(n); until > n && until > m.suspended[t] {
-		if m.suspended == nil {
-			m.suspended = map[string]uint64{}
-		}
-		m.suspended[t] = until
+	if m.suspAsked != m.round {
+		m.suspAsked = m.round
+		m.rd.ReadSuspensions = m.round
 	}
+	m.setWaiting(fmt.Sprintf("round %d: reading the job's suspensions from the ledger", m.round))
+	return true
 }
 
 // closeSubmissions ends the collection of a job with verify: the ledger's
@@ -855,6 +893,9 @@ func (m *Machine) open() {
 	}
 	if m.holdOpen {
 		m.setWaiting(fmt.Sprintf("round %d: RoundOpened was rejected; retrying at the next tick", m.round))
+		return
+	}
+	if m.needSuspensions() {
 		return
 	}
 	eligible := m.pool.Eligible(j.Datasets.Manifests)

@@ -1,6 +1,9 @@
 package coordinator
 
 import (
+	"encoding/json"
+	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -60,7 +63,17 @@ verify:
 	for _, tr := range ts {
 		step(TrainerJoined{Trainer: tr})
 	}
-	step(JobStarted{Now: now})
+	// A job with verify reads the ledger's suspensions before it opens a
+	// round.
+	if rd := step(JobStarted{Now: now}); rd.ReadSuspensions != 1 || len(rd.Txs) != 0 {
+		t.Fatalf("start: %+v; want a read of the suspensions for round 1 and no RoundOpened yet", rd)
+	}
+	if rd := step(Tick{Now: now}); rd.ReadSuspensions != 0 || len(rd.Txs) != 0 {
+		t.Fatalf("tick while reading: %+v; want nothing (asked once)", rd)
+	}
+	if rd := step(SuspensionsRead{Round: 1}); len(rd.Txs) != 1 {
+		t.Fatalf("after the read: %+v; want RoundOpened", rd)
+	}
 	step(TxCommitted{Type: ledger.TypeRoundOpened, Round: 1})
 	var rd Ready
 	for i, tr := range ts {
@@ -100,12 +113,6 @@ func TestMachineVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.SuspendedUntil(ts[1]); got != 3 {
-		t.Errorf("SuspendedUntil(rejected) = %d, want 3 (rounds 2 and 3)", got)
-	}
-	if got := m.SuspendedUntil(ts[0]); got != 0 {
-		t.Errorf("SuspendedUntil(passed) = %d, want 0", got)
-	}
 	// t1 passed, t2 rejected, t3 not drawn: t1 and t3 aggregate.
 	a := rd.Aggregation
 	if a == nil || len(a.Inputs) != 2 || a.Inputs[0].Trainer != ts[0] || a.Inputs[1].Trainer != ts[2] || a.Inputs[1].Digest != us[2] {
@@ -119,8 +126,20 @@ func TestMachineVerify(t *testing.T) {
 	if err != nil || len(rd.Txs) != 1 {
 		t.Fatalf("aggregation done: %+v, %v", rd, err)
 	}
-	if rd, err = m.Step(TxCommitted{Type: ledger.TypeRoundCommitted, Round: 1}); err != nil || len(rd.Txs) != 1 {
-		t.Fatalf("commit: %+v, %v", rd, err)
+	if rd, err = m.Step(TxCommitted{Type: ledger.TypeRoundCommitted, Round: 1}); err != nil || len(rd.Txs) != 0 || rd.ReadSuspensions != 2 {
+		t.Fatalf("commit: %+v, %v; want a read of the suspensions for round 2", rd, err)
+	}
+	if _, err := m.Step(SuspensionsRead{Round: 1}); err == nil {
+		t.Fatal("a read for round 1 was taken while round 2 opens")
+	}
+	if _, err := m.Step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: "x", Until: 3}}}); err == nil {
+		t.Fatal("a read naming no member ID was taken")
+	}
+	if rd, err = m.Step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: ts[1], Until: 3}}}); err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("read: %+v, %v", rd, err)
+	}
+	if got := m.SuspendedUntil(ts[1]); got != 3 {
+		t.Errorf("SuspendedUntil(rejected) = %d, want 3 (rounds 2 and 3)", got)
 	}
 	if o, ok := rd.Txs[0].(ledger.RoundOpened); !ok || o.Round != 2 || len(o.Trainers) != 2 || slices.Contains(o.Trainers, ts[1]) {
 		t.Fatalf("round 2: %+v; want the trainers but the suspended %s", rd.Txs[0], ts[1])
@@ -299,6 +318,7 @@ verify:
 		step(TrainerJoined{Trainer: tr})
 	}
 	step(JobStarted{Now: now})
+	step(SuspensionsRead{Round: 1})
 	step(TxCommitted{Type: ledger.TypeRoundOpened, Round: 1})
 	step(UpdateArrived{Round: 1, Trainer: ts[0], Digest: strings.Repeat("4", 64), Dataset: pub, Samples: 4})
 	step(UpdateArrived{Round: 1, Trainer: ts[1], Digest: strings.Repeat("5", 64), Dataset: pub, Samples: 4})
@@ -332,4 +352,167 @@ func singleTx(rd Ready) ledger.TxBody {
 		return nil
 	}
 	return rd.Txs[0]
+}
+
+// The machine selects by the ledger's suspensions, not by what it saw:
+// one it never saw a verdict for (a rejection that landed after its round
+// failed, or while it was down) keeps the trainer out; after a refused
+// RoundOpened it reads them again.
+func TestMachineVerifySuspensionsFromLedger(t *testing.T) {
+	m, ts, _, now := verifyMachine(t, "")
+	step := func(ev Event) Ready {
+		t.Helper()
+		rd, err := m.Step(ev)
+		if err != nil {
+			t.Fatalf("%T: %v", ev, err)
+		}
+		return rd
+	}
+	step(DrawFixed{Round: 1, Drawn: ts})
+	// The verify timeout passes with no verdict: the round fails.
+	rd := step(Tick{Now: now.Add(11 * time.Minute)})
+	if len(rd.Txs) != 4 {
+		t.Fatalf("at the deadline: %+v; want 3 unverified rejections and RoundFailed", rd)
+	}
+	if _, ok := rd.Txs[3].(ledger.RoundFailed); !ok {
+		t.Fatalf("at the deadline: %+v", rd.Txs[3])
+	}
+	if rd = step(TxCommitted{Type: ledger.TypeRoundFailed, Round: 1}); rd.ReadSuspensions != 2 || len(rd.Txs) != 0 {
+		t.Fatalf("after the failure: %+v", rd)
+	}
+	// The ledger shows t1 suspended (a late rejection of round 1).
+	rd = step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: ts[0], Until: 3}, {Trainer: ts[2], Until: 1}}})
+	o, ok := rd.Txs[0].(ledger.RoundOpened)
+	if !ok || slices.Contains(o.Trainers, ts[0]) || !slices.Contains(o.Trainers, ts[2]) {
+		t.Fatalf("round 2: %+v; want t1 (suspended to round 3) left out, t3 (to round 1) selected", rd.Txs)
+	}
+	// The ledger refuses it (a suspension landed since the read): the
+	// machine reads again before the next attempt.
+	rd = step(TxRejected{Type: ledger.TypeRoundOpened, Round: 2, Reason: "trainers[0] is suspended"})
+	if rd.ReadSuspensions != 0 || len(rd.Txs) != 0 {
+		t.Fatalf("after the refusal: %+v", rd)
+	}
+	if rd = step(Tick{Now: now.Add(12 * time.Minute)}); rd.ReadSuspensions != 2 || len(rd.Txs) != 0 {
+		t.Fatalf("the tick after the refusal: %+v; want a new read", rd)
+	}
+	rd = step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: ts[0], Until: 3}, {Trainer: ts[1], Until: 3}}})
+	if len(rd.Txs) != 0 || !strings.Contains(rd.Waiting, "eligible") {
+		t.Fatalf("with two of three suspended and min 2: %+v", rd)
+	}
+}
+
+// FuzzSuspensionsRead decodes a ledger node's Suspensions reply (outside
+// bytes: the node may lie) and steps a machine about to open round 1 with
+// it: the machine refuses a malformed read unchanged, or opens the round
+// selecting no trainer the read suspends for it.
+func FuzzSuspensionsRead(f *testing.F) {
+	t1 := strings.Repeat("1", 64)
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`[{"trainer":"` + t1 + `","until":1}]`))
+	f.Add([]byte(`[{"trainer":"` + t1 + `","until":18446744073709551615},{"trainer":"x","until":0}]`))
+	f.Add([]byte(`null`))
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte("name: spot\nmodel:\n  digest: "+base+"\ndatasets:\n  published: ["+pub+
+		"]\n  range_samples: 4\ntrainers:\n  min: 1\nverify:\n  fraction: 1\n  by: ["+v+"]\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	rc, err := j.Recipe([]string{strings.Repeat("c", 64)}, "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	rc.Published[0].Samples = 30
+	ts := []string{t1, strings.Repeat("2", 64)}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var ss []ledger.Suspension
+		if json.Unmarshal(raw, &ss) != nil {
+			return
+		}
+		m, err := New(Config{Job: j, Recipe: rc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range []Event{MembersChanged{Trainers: ts}, TrainerJoined{Trainer: ts[0]}, TrainerJoined{Trainer: ts[1]}, JobStarted{Now: time.Unix(1000, 0)}} {
+			if _, err := m.Step(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rd, err := m.Step(SuspensionsRead{Round: 1, Suspended: ss})
+		if err != nil {
+			if !errors.Is(err, ErrBadEvent) {
+				t.Fatalf("error %v, want ErrBadEvent", err)
+			}
+			if m.SuspendedUntil(t1) != 0 || m.suspRead != 0 {
+				t.Fatal("a refused read changed the machine")
+			}
+			return
+		}
+		for _, tx := range rd.Txs {
+			o, ok := tx.(ledger.RoundOpened)
+			if !ok {
+				continue
+			}
+			for _, tr := range o.Trainers {
+				for _, s := range ss {
+					if s.Trainer == tr && s.Suspended(1) {
+						t.Fatalf("round 1 selects %s, which the read suspends until %d", tr, s.Until)
+					}
+				}
+			}
+		}
+	})
+}
+
+// A coordinator restarted after a round failed does not select by what
+// its history shows: it reads the ledger's suspensions before it opens
+// the next round (a rejection that landed after the round failed is in
+// no round it replays as a verdict it saw).
+func TestMachineVerifyRecoverReadsSuspensions(t *testing.T) {
+	pub, base, v := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("e", 64)
+	j, err := ParseJob("job.yaml", []byte(`name: spot
+model:
+  digest: `+base+`
+datasets:
+  published: [`+pub+`]
+rounds: 3
+trainers:
+  min: 1
+verify:
+  fraction: 1
+  by: [`+v+`]
+  suspend_job: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, t2 := strings.Repeat("1", 64), strings.Repeat("2", 64)
+	r := ledger.Round{JobID: "spot", Round: 1, ConfigDigest: j.Digest(), BaseModel: base, Trainers: []string{t1, t2}, Status: ledger.StatusFailed,
+		Deadline: time.Unix(5000, 0), SubmissionsClosedHeight: 7, Updates: []ledger.Update{
+			{Trainer: t1, UpdateDigest: strings.Repeat("4", 64), DatasetDigest: pub, Samples: 4},
+			{Trainer: t2, UpdateDigest: strings.Repeat("5", 64), DatasetDigest: pub, Samples: 4}}}
+	rc, err := j.Recipe([]string{strings.Repeat("c", 64)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Published[0].Samples = 30
+	m, err := Recover(Config{Job: j, Recipe: rc}, []ledger.Round{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []Event{MembersChanged{Trainers: []string{t1, t2}}, TrainerJoined{Trainer: t1}, TrainerJoined{Trainer: t2}} {
+		if _, err := m.Step(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd, err := m.Step(JobStarted{Now: time.Unix(1000, 0)})
+	if err != nil || rd.ReadSuspensions != 2 || len(rd.Txs) != 0 {
+		t.Fatalf("start: %+v, %v; want a read of the suspensions for round 2 and no RoundOpened", rd, err)
+	}
+	rd, err = m.Step(SuspensionsRead{Round: 2, Suspended: []ledger.Suspension{{Trainer: t2, Until: math.MaxUint64}}})
+	if err != nil || len(rd.Txs) != 1 {
+		t.Fatalf("read: %+v, %v", rd, err)
+	}
+	if o, ok := rd.Txs[0].(ledger.RoundOpened); !ok || o.Round != 2 || !slices.Equal(o.Trainers, []string{t1}) {
+		t.Fatalf("round 2: %+v; want t1 alone (t2 suspended for the rest of the job)", rd.Txs[0])
+	}
 }

@@ -64,11 +64,6 @@ func Recover(cfg Config, history []ledger.Round) (*Machine, error) {
 			return nil, fmt.Errorf("%w: job %s round %d started from %s, expected %s", ErrHistory, m.job.Name, r.Round, r.BaseModel, m.base)
 		}
 		m.round = r.Round
-		for _, u := range r.Updates {
-			if u.Rejected && u.RejectStep > 0 {
-				m.suspend(u.Trainer, r.Round) // a verifier's rejection
-			}
-		}
 		switch r.Status {
 		case ledger.StatusCommitted:
 			m.base, m.srvState = r.ModelDigest, r.Params[ParamServerState]

@@ -281,6 +281,9 @@ func (s *Service) carry(j *runningJob, rd Ready) {
 	if a := rd.Aggregation; a != nil {
 		go s.aggregate(s.runCtx, s.gen, j, *a)
 	}
+	if n := rd.ReadSuspensions; n != 0 {
+		go s.readSuspensions(s.runCtx, s.gen, j, n, j.height)
+	}
 	if rd.Waiting != "" {
 		s.log.Info("waiting", "job", j.job.Name, "why", rd.Waiting)
 		j.detail = rd.Waiting
@@ -370,6 +373,7 @@ func (s *Service) txReport(ctx context.Context, r txReport) {
 			s.publishStatus()
 		}
 	case r.fate == txCommitted:
+		j.height = max(j.height, r.height)
 		if ur, ok := r.body.(ledger.UpdateRejected); ok && strings.HasPrefix(ur.Reason, round.UnverifiedPrefix) {
 			s.cfg.Metrics.Unverified.Inc()
 		}

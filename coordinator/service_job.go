@@ -22,6 +22,9 @@ type runningJob struct {
 	init   string // LoRA: the job's initial global adapter digest
 	detail string
 	result *JobResult
+	// height is the highest height a tx of the job committed at that the
+	// service saw: reads that must follow it are made at least there.
+	height uint64
 }
 
 // global returns the digest of the weights trainers start from and the

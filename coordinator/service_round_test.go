@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedtune/fedtune/aggregator/round"
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
@@ -330,5 +332,38 @@ func TestServiceRoundDeadline(t *testing.T) {
 	r, err := n.ledger.Round(ctx, task.JobId, 1, 0)
 	if err != nil || r.Status != ledger.StatusFailed || !strings.Contains(r.FailReason, "deadline") {
 		t.Fatalf("round 1 on the ledger: %+v, %v; want failed at its deadline", r, err)
+	}
+}
+
+// A launch while a job waits for trainers is refused with the running
+// job's name, what it waits for and how to follow it.
+func TestServiceLaunchWhileWaiting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := newTestNet(t, t.TempDir(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := watch(n.s)
+	defer run(t, ctx, n.s)()
+	baseDir, _, _, _ := evalFixture(t)
+	n.trainer(t, 0).join(t, ctx, n.s) // one of the two the job needs
+	if _, err := n.s.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: testJob(baseDir)}); err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	for st := range published {
+		if st.State == JobWaiting && st.Detail != "" {
+			break
+		}
+	}
+	second := strings.Replace(string(testJob(baseDir)), "name: twin-round", "name: twin-second", 1)
+	_, err = n.s.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: []byte(second)})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("second launch: %v, want FailedPrecondition", err)
+	}
+	for _, want := range []string{"job twin-round is still running (", "need 2", "fedtune round status twin-round"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("second launch: %v; want %q in it", err, want)
+		}
 	}
 }

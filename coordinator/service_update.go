@@ -154,7 +154,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	}
 	defer s.mu.Unlock()
 	if s.job != nil && !s.job.m.Done() {
-		return nil, status.Errorf(codes.FailedPrecondition, "launch: job %s is still running; one job runs at a time", s.job.job.Name)
+		return nil, s.stillRunning()
 	}
 	s.start(j)
 	return &coordinatorv1.LaunchJobResponse{JobId: job.Name, ConfigDigest: job.Digest(), BaseModel: j.base}, nil
@@ -167,9 +167,21 @@ func (s *Service) busy(ctx context.Context) error {
 	}
 	defer s.mu.Unlock()
 	if s.job != nil && !s.job.m.Done() {
-		return status.Errorf(codes.FailedPrecondition, "launch: job %s is still running; one job runs at a time", s.job.job.Name)
+		return s.stillRunning()
 	}
 	return nil
+}
+
+// stillRunning is the refusal of a launch while s.job runs (s.mu held):
+// the running job, what it waits for, and how to follow it.
+func (s *Service) stillRunning() error {
+	j := s.job
+	what := ""
+	if j.detail != "" {
+		what = " (" + j.detail + ")"
+	}
+	return status.Errorf(codes.FailedPrecondition, "launch: job %s is still running%s; one job runs at a time: launch again once it has ended (fedtune round status %s)",
+		j.job.Name, what, j.job.Name)
 }
 
 // mayLaunch admits a LaunchJob caller: over TLS, the coordinator's own key

@@ -2,9 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -33,17 +35,14 @@ func (s *Service) watchVerdicts(ctx context.Context, gen uint64, j *runningJob, 
 			s.mu.Lock()
 			if gen == s.gen && s.job == j {
 				for _, ev := range evs {
-					// A rejection may suspend its trainer (the job's
-					// verify policy): count it when it does.
-					v, reject := ev.(UpdateVerdict)
-					var before uint64
-					if reject = reject && !v.Passed; reject {
-						before = j.m.SuspendedUntil(v.Trainer)
+					// A rejection suspends its trainer when the job's
+					// verify policy does: count it.
+					if v, ok := ev.(UpdateVerdict); ok && !v.Passed {
+						if rule := j.m.Recipe().Verify; rule != nil && rule.SuspendedUntil(n) > n {
+							s.cfg.Metrics.Suspensions.Inc()
+						}
 					}
 					s.step(ev)
-					if reject && j.m.SuspendedUntil(v.Trainer) > before {
-						s.cfg.Metrics.Suspensions.Inc()
-					}
 				}
 			}
 			s.mu.Unlock()
@@ -52,6 +51,51 @@ func (s *Service) watchVerdicts(ctx context.Context, gen uint64, j *runningJob, 
 		case <-ctx.Done():
 			return
 		case <-s.clock.After(verdictPoll):
+		}
+	}
+}
+
+// readSuspensions reads job j's suspensions from the ledger, at least at
+// height h, for round n, which the machine is about to open, and steps
+// the machine with them (SuspensionsRead); a failed read is tried again
+// until it succeeds, the generation changes or ctx ends.
+func (s *Service) readSuspensions(ctx context.Context, gen uint64, j *runningJob, n, h uint64) {
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ss, err := s.cfg.Ledger.Suspensions(qctx, j.job.Name, h)
+		cancel()
+		for i, x := range ss {
+			if err == nil && !digest.Valid(x.Trainer) {
+				// A reply the machine would refuse: ask again rather
+				// than never open the round.
+				err = fmt.Errorf("the ledger's reply names suspended[%d] %q, not a member ID", i, abbrev(x.Trainer))
+			}
+		}
+		if err == nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if gen == s.gen && s.job == j {
+				var now []string
+				for _, x := range ss {
+					if x.Suspended(n) {
+						now = append(now, abbrev(x.Trainer))
+					}
+				}
+				if len(now) > 0 {
+					s.log.InfoContext(ctx, "trainers suspended by the ledger", "job", j.job.Name, "round", n, "trainers", now)
+				}
+				s.step(SuspensionsRead{Round: n, Suspended: ss})
+			}
+			return
+		}
+		s.log.WarnContext(ctx, "cannot read the job's suspensions; retrying", "job", j.job.Name, "round", n, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.clock.After(time.Second):
+		}
+		if !s.current(gen) {
+			return
 		}
 	}
 }

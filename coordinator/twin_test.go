@@ -98,6 +98,17 @@ func (l *twinLedger) Round(_ context.Context, job string, n, minHeight uint64) (
 	return v.(*ledger.Round), nil
 }
 
+func (l *twinLedger) Suspensions(_ context.Context, job string, minHeight uint64) ([]ledger.Suspension, error) {
+	if err := l.tw.AtLeast(minHeight); err != nil {
+		return nil, err
+	}
+	v, err := l.read("suspensions", job, func() (any, error) { return l.tw.FSM().Suspensions(job) })
+	if err != nil {
+		return nil, err
+	}
+	return v.([]ledger.Suspension), nil
+}
+
 func (l *twinLedger) UpdatesByDigest(_ context.Context, d string) ([]ledger.UpdateSubmission, error) {
 	v, err := l.read("update", d, func() (any, error) { return l.tw.FSM().UpdatesByDigest(d) })
 	if err != nil {

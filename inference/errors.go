@@ -47,8 +47,12 @@ func serverError(msg string) *APIError {
 func writeError(w http.ResponseWriter, e *APIError) {
 	b, _ := e.MarshalJSON()
 	w.Header().Set("Content-Type", "application/json")
-	if e.Status == http.StatusUnauthorized {
+	switch e.Status {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="fedtune"`)
+	case http.StatusTooManyRequests:
+		// OpenAI's clients wait this long before they retry.
+		w.Header().Set("Retry-After", "1")
 	}
 	w.WriteHeader(e.Status)
 	w.Write(append(b, '\n'))

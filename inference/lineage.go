@@ -1,9 +1,14 @@
 package inference
 
 import (
+	"fmt"
+	"math"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/internal/safetext"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -86,13 +91,101 @@ func (s *Server) lineage(w http.ResponseWriter, r *http.Request) {
 			l.Block = m.Block
 		}
 	}
-	if l.Rounds == nil {
-		l.Rounds = []LineageRound{}
+	writeJSON(w, http.StatusOK, l.showable())
+}
+
+// MaxLineageText is the longest name of a Lineage as GET
+// /v1/fedtune/lineage answers it, in bytes; longer ones are cut with "…".
+const MaxLineageText = 256
+
+// showable returns a copy of l safe to answer and draw: every string made
+// showable (showText) and every loss or weight that JSON cannot carry
+// (NaN, ±Inf) left out. The ledger refuses such names, licences and
+// losses in its transactions, but the lineage is read from one ledger node
+// and a job's coordinator, each of which may lie, and one NaN would make
+// the whole answer fail to encode.
+func (l Lineage) showable() Lineage {
+	t := showText
+	out := l
+	// EvalSource is the node's own sentence (EvalSource*), longer than a
+	// name.
+	out.Model, out.Adapter, out.Job, out.Base, out.EvalSource = t(l.Model), t(l.Adapter), t(l.Job), t(l.Base), showTextN(l.EvalSource, 4*MaxLineageText)
+	if l.Block != nil {
+		b := *l.Block
+		b.Hash = t(b.Hash)
+		out.Block = &b
 	}
-	if l.Datasets == nil {
-		l.Datasets = []LineageDataset{}
+	out.Rounds = make([]LineageRound, len(l.Rounds))
+	for i, r := range l.Rounds {
+		r.Model, r.EvalSource = t(r.Model), t(r.EvalSource)
+		if r.EvalLoss = finite(r.EvalLoss); r.EvalLoss == nil {
+			r.EvalSource = ""
+		}
+		cs := make([]LineageContributor, len(r.Contributors))
+		for j, c := range r.Contributors {
+			c.Member, c.Dataset, c.LossRemoved = t(c.Member), t(c.Dataset), finite(c.LossRemoved)
+			if math.IsNaN(c.Weight) || math.IsInf(c.Weight, 0) {
+				c.Weight = 0
+			}
+			cs[j] = c
+		}
+		r.Contributors = cs
+		out.Rounds[i] = r
 	}
-	writeJSON(w, http.StatusOK, l)
+	out.Datasets = make([]LineageDataset, len(l.Datasets))
+	for i, d := range l.Datasets {
+		out.Datasets[i] = LineageDataset{Digest: t(d.Digest), Name: t(d.Name), Licence: t(d.Licence)}
+	}
+	return out
+}
+
+func finite(v *float64) *float64 {
+	if v == nil || math.IsNaN(*v) || math.IsInf(*v, 0) {
+		return nil
+	}
+	return v
+}
+
+// showText returns s with what internal/safetext refuses written out
+// visibly ("\u202E" for a bidi override, "\x07" for a control character,
+// "\xFF" for a byte that is not UTF-8), so that it cannot reorder or
+// hide the text around it on the page, and cut to MaxLineageText bytes.
+func showText(s string) string { return showTextN(s, MaxLineageText) }
+
+// showTextN is showText cutting at max bytes.
+func showTextN(s string, max int) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || safetext.Kind(r) != "" {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= max {
+		return s
+	}
+	var b strings.Builder
+	for i, w := 0, 0; i < len(s); i += w {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		w = n
+		var piece string
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			piece = fmt.Sprintf("\\x%02X", s[i])
+		case r < 0x80 && safetext.Kind(r) != "":
+			piece = fmt.Sprintf("\\x%02X", r)
+		case safetext.Kind(r) != "":
+			piece = fmt.Sprintf("\\u%04X", r)
+		default:
+			piece = s[i : i+n]
+		}
+		if b.Len()+len(piece) > max-len("…") {
+			b.WriteString("…")
+			break
+		}
+		b.WriteString(piece)
+	}
+	return b.String()
 }
 
 // LedgerLineage turns the ledger's lineage query answer into the served

@@ -16,9 +16,13 @@ import (
 
 // Model is a served model: what the API needs besides the Generator.
 type Model struct {
-	ID         string              // the name clients ask for ("model" of a request)
-	Digest     string              // weight digest of the model (receipts)
-	Adapter    string              // weight digest of the LoRA adapter merged in; "" for none
+	ID      string // the name clients ask for ("model" of a request)
+	Digest  string // weight digest of the model (receipts)
+	Adapter string // weight digest of the LoRA adapter merged in; "" for none
+	// Tokenizer is the tokenizer digest (model.TokenizerDigest) of the
+	// folder Tok and Chat were read from (receipts); "" when they came
+	// from no folder (NewModel).
+	Tokenizer  string
 	Block      *receipt.Block      // the ledger block that committed the weights; nil standalone
 	Context    int                 // max_position_embeddings: prompt + answer tokens at most
 	Gen        Generator           // continues prompts
@@ -85,6 +89,11 @@ func LoadModelWith(dir, adapterDir, id string, dev engine.Device, slots int, opt
 			return nil, err
 		}
 	}
+	// The receipts name the digest of the files Tok and Chat are read from.
+	td, err := model.TokenizerDigest(dir)
+	if err != nil {
+		return nil, err
+	}
 	tok, err := tokenizer.Load(dir, m.Config.VocabSize)
 	if err != nil {
 		return nil, err
@@ -104,7 +113,7 @@ func LoadModelWith(dir, adapterDir, id string, dev engine.Device, slots int, opt
 	if err != nil {
 		return nil, err
 	}
-	sm.Digest, sm.Adapter, sm.Chat = md, ad, ct
+	sm.Digest, sm.Adapter, sm.Chat, sm.Tokenizer = md, ad, ct, td
 	return sm, nil
 }
 

@@ -56,6 +56,10 @@ func TestLoadModel(t *testing.T) {
 	if _, ok := sm.Chat.(inference.TemplateChat); !ok {
 		t.Fatalf("chat template %T", sm.Chat)
 	}
+	// Receipts name the folder's tokenizer digest, the chat template in it.
+	if td, err := model.TokenizerDigest(dir); err != nil || sm.Tokenizer != td {
+		t.Errorf("tokenizer digest %s, want the folder's %s (%v)", sm.Tokenizer, td, err)
+	}
 	f := serve(t, sm, inference.Config{})
 	res, err := f.client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: md,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(2)})
@@ -115,6 +119,11 @@ func TestModelFolder(t *testing.T) {
 	}
 	if _, ok := sm.Chat.(inference.TemplateChat); !ok {
 		t.Errorf("chat template %T, want the base's", sm.Chat)
+	}
+	// The served folder's tokenizer files are the base's: so is its
+	// tokenizer digest, the one the base model is registered with.
+	if td, err := model.TokenizerDigest(base); err != nil || sm.Tokenizer != td {
+		t.Errorf("served tokenizer digest %s, want the base folder's %s (%v)", sm.Tokenizer, td, err)
 	}
 	if err := inference.ModelFolder(filepath.Join(t.TempDir(), "missing"), weights, dir); err == nil {
 		t.Error("a missing base folder was accepted")

@@ -407,3 +407,32 @@ func TestPageEvalSources(t *testing.T) {
 		t.Errorf("eval source %q", src)
 	}
 }
+
+// TestAttackPageMarkup: names a trainer or dataset publisher chose (here
+// from a lying ledger node: the ledger itself refuses such text) reach the
+// page as text: markup is not run, a bidi override is shown written out,
+// and nothing leaves the page's own origin.
+func TestAttackPageMarkup(t *testing.T) {
+	ctx := browser(t)
+	m, _ := tinyModel(t, 26)
+	l := fixtureLineage(t)
+	l.Job = `<script>window.pwned="job"</script>`
+	l.Datasets[0].Name = `<img src=x onerror="window.pwned='name'">`
+	l.Datasets[0].Licence = "javascript:window.pwned='licence'"
+	l.Datasets[1].Name = "\u202egnp.exe"
+	m.Lineage = l
+	f := serve(t, m, inference.Config{})
+	if err := chromedp.Do(ctx, chromedp.Navigate(f.url+"/"), chromedp.WaitVisible(`#lineage[data-loaded="true"] #plot svg`)); err != nil {
+		t.Fatal(err)
+	}
+	pwned := run(t, ctx, chromedp.Evaluate[string](`String(window.pwned)`))
+	injected := run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#lineage img, #lineage script, #lineage a").length`))
+	names := run(t, ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#datasets tbody tr.dataset td:first-child")).map(e => e.textContent)`))
+	licence := run(t, ctx, chromedp.Evaluate[string](`document.querySelector("#datasets td.licence").textContent`))
+	if pwned != "undefined" || injected != 0 {
+		t.Errorf("markup ran: window.pwned %q, %d injected elements", pwned, injected)
+	}
+	if len(names) < 2 || names[0] != l.Datasets[0].Name || names[1] != `\u202Egnp.exe` || licence != l.Datasets[0].Licence {
+		t.Errorf("names shown %q, licence %q", names, licence)
+	}
+}

@@ -4,7 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/internal/strictjson"
 )
 
 // Endpoint is the kind of a generation request.
@@ -48,6 +57,145 @@ type wire struct {
 	StreamOptions       *struct {
 		IncludeUsage *bool `json:"include_usage"`
 	} `json:"stream_options"`
+	Unsupported
+}
+
+// Unsupported holds the parameters of OpenAI's API that change what is
+// generated and that this server does not implement: a request that sets
+// one to anything but its default is refused rather than answered (and
+// signed) as if it had not asked.
+type Unsupported struct {
+	LogitBias        map[string]float64 `json:"logit_bias"`
+	FrequencyPenalty *float64           `json:"frequency_penalty"`
+	PresencePenalty  *float64           `json:"presence_penalty"`
+	Logprobs         json.RawMessage    `json:"logprobs"` // chat: a bool; completions: an int
+	TopLogprobs      *float64           `json:"top_logprobs"`
+	BestOf           *float64           `json:"best_of"`
+	Echo             *bool              `json:"echo"`
+	Suffix           *string            `json:"suffix"`
+	ResponseFormat   *struct {
+		Type string `json:"type"`
+	} `json:"response_format"`
+	Tools        json.RawMessage `json:"tools"`
+	ToolChoice   json.RawMessage `json:"tool_choice"`
+	Functions    json.RawMessage `json:"functions"`
+	FunctionCall json.RawMessage `json:"function_call"`
+}
+
+// checkUnsupported refuses an Unsupported parameter set to other than its
+// default.
+func checkUnsupported(u Unsupported) *APIError {
+	notSupported := func(param, what string) *APIError {
+		return badRequest(param, "unsupported_parameter", fmt.Sprintf("%s is not supported by this server (%s); leave it out", param, what))
+	}
+	isEmpty := func(raw json.RawMessage) bool {
+		t := bytes.TrimSpace(raw)
+		return isNull(raw) || string(t) == "[]" || string(t) == "false" || string(t) == "0" || string(t) == `"none"`
+	}
+	switch {
+	case len(u.LogitBias) > 0:
+		return notSupported("logit_bias", "the logits are not biased")
+	case u.FrequencyPenalty != nil && *u.FrequencyPenalty != 0:
+		return notSupported("frequency_penalty", "no penalty is applied")
+	case u.PresencePenalty != nil && *u.PresencePenalty != 0:
+		return notSupported("presence_penalty", "no penalty is applied")
+	case !isEmpty(u.Logprobs):
+		return notSupported("logprobs", "no log probabilities are returned")
+	case u.TopLogprobs != nil && *u.TopLogprobs != 0:
+		return notSupported("top_logprobs", "no log probabilities are returned")
+	case u.BestOf != nil && *u.BestOf != 1:
+		return notSupported("best_of", "one answer is generated")
+	case u.Echo != nil && *u.Echo:
+		return notSupported("echo", "the prompt is not echoed")
+	case u.Suffix != nil && *u.Suffix != "":
+		return notSupported("suffix", "no text is inserted")
+	case u.ResponseFormat != nil && u.ResponseFormat.Type != "" && u.ResponseFormat.Type != "text":
+		return notSupported("response_format", "answers are plain text")
+	case !isEmpty(u.Tools):
+		return notSupported("tools", "no tool calls")
+	case !isEmpty(u.ToolChoice):
+		return notSupported("tool_choice", "no tool calls")
+	case !isEmpty(u.Functions):
+		return notSupported("functions", "no function calls")
+	case !isEmpty(u.FunctionCall):
+		return notSupported("function_call", "no function calls")
+	}
+	return nil
+}
+
+// knownNames is every member name a request's JSON is read for.
+var knownNames = func() []string {
+	names := []string{"include_usage", "role", "content", "type", "text"}
+	for _, t := range []reflect.Type{reflect.TypeFor[wire](), reflect.TypeFor[Unsupported]()} {
+		for i := range t.NumField() {
+			if n, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}()
+
+// readObject reports whether the object at JSON pointer ptr is one whose
+// members DecodeRequest reads: the top level, stream_options,
+// response_format, a message, a message's content part.
+func readObject(ptr string) bool {
+	switch ptr {
+	case "", "/stream_options", "/response_format":
+		return true
+	}
+	rest, ok := strings.CutPrefix(ptr, "/messages/")
+	if !ok {
+		return false
+	}
+	i, part, hasPart := strings.Cut(rest, "/content/")
+	isIndex := func(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+	return isIndex(i) && (!hasPart || isIndex(part))
+}
+
+// checkReadable refuses a body that readers could read two ways, since
+// the receipt of its answer signs its bytes: invalid UTF-8 (which
+// encoding/json replaces and others refuse), an object with two members
+// of the same name or names equal up to case (encoding/json keeps the
+// last, others the first), and a name that is one this server reads but
+// for case, such as "PROMPT" (encoding/json matches names without regard
+// to case, other readers see no prompt).
+func checkReadable(body []byte) *APIError {
+	if !utf8.Valid(body) {
+		return badRequest("", "invalid_json", "the request body is not valid UTF-8")
+	}
+	if err := strictjson.CheckNames(body); err != nil {
+		return badRequest("", "invalid_json", "the request body can be read two ways: "+err.Error())
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.ReadToken()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return badRequest("", "invalid_json", "the request body is not valid JSON: "+err.Error())
+		}
+		// An object member's name: a string read where the stack says a
+		// name comes next.
+		if tok.Kind() != '"' {
+			continue
+		}
+		if k, n := dec.StackIndex(dec.StackDepth()); k != '{' || n%2 != 1 {
+			continue
+		}
+		ptr := string(dec.StackPointer())
+		name := tok.String()
+		if !readObject(ptr[:strings.LastIndexByte(ptr, '/')]) {
+			continue // a free-form object such as metadata
+		}
+		for _, known := range knownNames {
+			if name != known && strings.EqualFold(name, known) {
+				return badRequest(name, "invalid_json", fmt.Sprintf("member %q at %s: names are case-sensitive (did you mean %q?)",
+					name, dec.StackPointer(), known))
+			}
+		}
+	}
 }
 
 func isNull(raw json.RawMessage) bool {
@@ -69,16 +217,30 @@ func DecodeRequest(e Endpoint, body []byte) (*Request, *APIError) {
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, badRequest("", "invalid_json", "the request body is not valid JSON for this endpoint: "+err.Error())
 	}
+	if err := checkReadable(body); err != nil {
+		return nil, err
+	}
+	if err := checkUnsupported(w.Unsupported); err != nil {
+		return nil, err
+	}
 	r := &Request{Model: w.Model, Temperature: 1, TopP: 1}
 	if w.Model == "" {
 		return nil, badRequest("model", "missing_required_parameter", "you must provide a model parameter")
 	}
+	// A body with both a prompt and messages would read as either kind
+	// of request, and its receipt does not say which endpoint answered.
 	switch e {
 	case Completions:
+		if !isNull(w.Messages) {
+			return nil, badRequest("messages", "invalid_value", "messages is for /v1/chat/completions; /v1/completions takes a prompt")
+		}
 		if err := decodePrompt(r, w.Prompt); err != nil {
 			return nil, err
 		}
 	case ChatCompletions:
+		if !isNull(w.Prompt) {
+			return nil, badRequest("prompt", "invalid_value", "prompt is for /v1/completions; /v1/chat/completions takes messages")
+		}
 		if err := decodeMessages(r, w.Messages); err != nil {
 			return nil, err
 		}
@@ -86,6 +248,11 @@ func DecodeRequest(e Endpoint, body []byte) (*Request, *APIError) {
 	mt := w.MaxTokens
 	name := "max_tokens"
 	if w.MaxCompletionTokens != nil {
+		// Both, apart, would leave the reader to guess which was obeyed.
+		if w.MaxTokens != nil && *w.MaxTokens != *w.MaxCompletionTokens {
+			return nil, badRequest("max_completion_tokens", "invalid_value", fmt.Sprintf(
+				"max_tokens %g and max_completion_tokens %g differ: give one of them", *w.MaxTokens, *w.MaxCompletionTokens))
+		}
 		mt, name = w.MaxCompletionTokens, "max_completion_tokens"
 	}
 	if mt != nil {
@@ -129,9 +296,14 @@ func DecodeRequest(e Endpoint, body []byte) (*Request, *APIError) {
 		if len(r.Stop) > 4 {
 			return nil, badRequest("stop", "invalid_value", fmt.Sprintf("stop takes at most 4 sequences, got %d", len(r.Stop)))
 		}
-		for _, s := range r.Stop {
+		for i, s := range r.Stop {
 			if s == "" {
 				return nil, badRequest("stop", "invalid_value", "a stop sequence is empty")
+			}
+			// A receipt records the stop sequences (receipt.MaxStopLen
+			// each), and each one is searched for after every token.
+			if len(s) > receipt.MaxStopLen {
+				return nil, badRequest("stop", "invalid_value", fmt.Sprintf("stop sequence %d is %d bytes, at most %d", i, len(s), receipt.MaxStopLen))
 			}
 		}
 	}

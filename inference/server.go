@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -28,6 +29,8 @@ type Config struct {
 	MaxConcurrent    int           // requests generating at once (default 4)
 	MaxQueue         int           // requests waiting for a slot at most (default 64); more: 429
 	RequestTimeout   time.Duration // a request's time at most, queue included (default 5 minutes)
+	BodyTimeout      time.Duration // time to receive a request's body at most (default 30s); slower: 408
+	SendGrace        time.Duration // after RequestTimeout, time to send the rest of the answer at most (default 10s)
 	DefaultMaxTokens int           // max_tokens when a request gives none (default 256; capped by the context)
 	AuthToken        string        // when set, /v1/ requests need "Authorization: Bearer AuthToken"
 	Receipter        Receipter     // default NoReceipts
@@ -48,6 +51,12 @@ func (c *Config) defaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 5 * time.Minute
+	}
+	if c.SendGrace <= 0 {
+		c.SendGrace = 10 * time.Second
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 30 * time.Second
 	}
 	if c.DefaultMaxTokens <= 0 {
 		c.DefaultMaxTokens = 256
@@ -175,16 +184,19 @@ func (s *Server) api(endpoint string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		// The refusal is this request's alone: h, shared by every request
+		// to the endpoint, is never changed.
+		authorized := true
 		if s.cfg.AuthToken != "" {
 			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			got := sha256.Sum256([]byte(tok))
 			if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 				writeError(sw, &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
 					Message: "missing or incorrect API key: send Authorization: Bearer TOKEN"})
-				h = nil
+				authorized = false
 			}
 		}
-		if h != nil {
+		if authorized {
 			h(sw, r)
 		}
 		code := sw.code
@@ -216,7 +228,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	obj := modelObject{ID: m.ID, Object: "model", Created: m.Created.Unix(), OwnedBy: "fedtune"}
 	if id := r.PathValue("id"); id != "" {
 		if id != m.ID {
-			writeError(w, modelNotFound(id))
+			writeError(w, modelNotFound(id, m.ID))
 			return
 		}
 		writeJSON(w, http.StatusOK, obj)
@@ -228,9 +240,11 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	}{"list", []modelObject{obj}})
 }
 
-func modelNotFound(id string) *APIError {
+// modelNotFound is OpenAI's answer for an unknown model, naming the model
+// this node serves so that a client can correct its request.
+func modelNotFound(id, served string) *APIError {
 	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
-		Message: fmt.Sprintf("the model %q does not exist or you do not have access to it", id)}
+		Message: fmt.Sprintf("the model %q does not exist or you do not have access to it; this node serves %q (GET /v1/models)", id, served)}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -240,6 +254,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }
@@ -291,8 +306,23 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 				Message: "use POST " + r.URL.Path})
 			return
 		}
+		// A client that sends its headers and then stalls its body is cut
+		// at BodyTimeout; the deadline is lifted once the body is in, so
+		// that the connection's watch for a client that goes away does
+		// not end a long answer.
+		rc := http.NewResponseController(w)
+		deadlineSet := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+		if deadlineSet {
+			rc.SetReadDeadline(time.Time{})
+		}
 		if err != nil {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				w.Header().Set("Connection", "close")
+				writeError(w, &APIError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+					Message: fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyTimeout)})
+				return
+			}
 			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 				writeError(w, &APIError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
 					Message: fmt.Sprintf("the request body is larger than %d bytes", s.cfg.MaxBodyBytes)})
@@ -309,7 +339,7 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 		m := s.acquire()
 		defer m.refs.Done()
 		if req.Model != m.ID {
-			writeError(w, modelNotFound(req.Model))
+			writeError(w, modelNotFound(req.Model, m.ID))
 			return
 		}
 		j := &job{s: s, e: e, req: req, m: m, body: body, created: start.Unix(), start: start}
@@ -319,6 +349,13 @@ func (s *Server) generate(e Endpoint) http.HandlerFunc {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
+		// A client that stops reading blocks the answer's writes, which no
+		// context ends: past the request's time and SendGrace they fail,
+		// so that the handler returns its generation slot and its
+		// reference to the model (which a swap waits on to close it). The
+		// deadline also covers the flush net/http does after the handler;
+		// net/http lifts it then, before the connection's next request.
+		rc.SetWriteDeadline(start.Add(s.cfg.RequestTimeout + s.cfg.SendGrace))
 		release, apiErr := s.admit(ctx)
 		if apiErr != nil {
 			writeError(w, apiErr)
@@ -418,6 +455,7 @@ type outcome struct {
 	finish string // "stop" or "length"
 	err    error  // a failure of the generator (not the request's end)
 	gone   bool   // the client went away
+	cut    bool   // the request's time limit ended it
 }
 
 // run generates, handing each text piece to emit (false stops).
@@ -456,7 +494,7 @@ func (j *job) run(ctx, client context.Context, emit func(piece string) bool) out
 		return o
 	case err != nil && ctx.Err() != nil:
 		j.s.log.Warn("request time limit reached: answer cut", "id", j.id, "tokens", len(o.tokens), "limit", j.s.cfg.RequestTimeout)
-		o.finish = "length"
+		o.finish, o.cut = "length", true
 	case err != nil:
 		o.err = err
 		return o
@@ -487,12 +525,11 @@ func (j *job) usage(o outcome) *usage {
 // receipt asks the Receipter for the receipt of the answer o with text
 // (nil for none).
 func (j *job) receipt(ctx context.Context, o outcome, text string) json.RawMessage {
-	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter,
+	rc, err := j.s.cfg.Receipter.Receipt(ctx, ReceiptRequest{ModelID: j.m.ID, ModelDigest: j.m.Digest, AdapterDigest: j.m.Adapter, TokenizerDigest: j.m.Tokenizer,
 		Block: j.m.Block, Request: j.body, Prompt: j.prompt, Tokens: o.tokens, Params: j.params, Stop: j.req.Stop,
-		Response: text, Time: time.Now().UTC()})
+		Response: text, TimeCut: o.cut, Time: time.Now().UTC()})
 	if err != nil {
-		j.s.log.Error("receipt failed", "id", j.id, "err", err)
-		return nil
+		j.s.log.Error("receipt failed", "id", j.id, "err", err, "receipt_sent", len(rc) > 0)
 	}
 	if len(rc) == 0 {
 		return nil

@@ -3,6 +3,7 @@ package inference_test
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/fedtune/fedtune/inference"
+	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/modeltest"
@@ -393,6 +395,9 @@ func TestBadInput(t *testing.T) {
 		if status != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) || !strings.Contains(body, `"error":{"message":`) {
 			t.Errorf("%s: %d %s; want %d %s", tc.name, status, body, tc.status, tc.code)
 		}
+		if tc.code == "model_not_found" && !strings.Contains(body, `this node serves \"tiny\"`) {
+			t.Errorf("%s: %s; want the served model named", tc.name, body)
+		}
 	}
 	// Through the official client too.
 	_, err := f.client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "gpt-4",
@@ -449,7 +454,8 @@ func TestRequestTimeout(t *testing.T) {
 	m, _ := tinyModel(t, 8)
 	m.StopTokens = nil
 	wrap(m, 30*time.Millisecond)
-	f := serve(t, m, inference.Config{RequestTimeout: 200 * time.Millisecond})
+	_, key, _ := ed25519.GenerateKey(nil)
+	f := serve(t, m, inference.Config{RequestTimeout: 200 * time.Millisecond, Receipter: inference.Signer{Key: key}})
 	res, err := f.client.Completions.New(context.Background(), openai.CompletionNewParams{Model: modelID,
 		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("a")}, MaxTokens: openai.Int(50)})
 	if err != nil {
@@ -457,6 +463,18 @@ func TestRequestTimeout(t *testing.T) {
 	}
 	if n := res.Usage.CompletionTokens; n == 0 || n >= 50 || res.Choices[0].FinishReason != "length" {
 		t.Errorf("cut answer: %d tokens, finish %q; want fewer than 50, length", n, res.Choices[0].FinishReason)
+	}
+	// Its receipt says the time limit cut it: the tokens are the start of
+	// what a replay generates.
+	var body struct {
+		Receipt json.RawMessage `json:"receipt"`
+	}
+	if err := json.Unmarshal([]byte(res.RawJSON()), &body); err != nil {
+		t.Fatal(err)
+	}
+	r, err := receipt.Verify(body.Receipt)
+	if err != nil || r.Cut != receipt.CutTime || r.CompletionTokens != int(res.Usage.CompletionTokens) {
+		t.Errorf("receipt of the cut answer: %+v, %v; want cut %q", r, err, receipt.CutTime)
 	}
 }
 

@@ -79,3 +79,21 @@ func completeRunes(s string) int {
 	}
 	return n
 }
+
+// StopAfter returns how many of the generated token ids the server keeps
+// when the request's stop sequences are stop: the count up to and
+// including the token whose text completes the first stop sequence met,
+// or len(ids) when none is met. fedtune audit receipt --replay uses it to
+// check that an answer cut by a stop sequence was cut where one occurs.
+func StopAfter(tok tokenizer.Tokenizer, ids []int, stop []string) int {
+	if len(stop) == 0 {
+		return len(ids)
+	}
+	s := &textStream{tok: tok, stop: stop}
+	for i, id := range ids {
+		if _, stopped := s.add(id); stopped {
+			return i + 1
+		}
+	}
+	return len(ids)
+}

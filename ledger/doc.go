@@ -153,9 +153,26 @@
 // drawn update the aggregator rejected (without a step), so that the
 // aggregator's rejection does not spare a cheater its suspension; a
 // suspended trainer can neither submit to nor be committed in a round of
-// the job that was already open (rounds may overlap). Not enforced: an
-// aggregator that fails the round after the draw, before the verifiers'
-// rejections land, re-rolls the draw for the trainer's next update.
+// the job that was already open (rounds may overlap).
+//
+// Once a round's submissions are closed its draw stands. Ending the round
+// (RoundFailed, or a RoundCommitted that leaves a drawn update out after
+// the aggregator's rejection) does not end its spot checks: the FSM still
+// admits verdicts on its drawn, unsettled updates until the verdict
+// window ends, at the time of the block that closed the submissions plus
+// VerifyRule.Timeout (with no Timeout, plus the round's span from its
+// opening block to its deadline; the Round query shows it as
+// VerdictsUntil). A rejection that lands late suspends the trainer
+// exactly as a timely one does (a suspension is never shortened by a
+// rejection of an earlier round), so the coordinator or aggregator cannot
+// spare a drawn cheater by failing the round and giving it a fresh draw:
+// the job's next RoundOpened that selects it is refused. A coordinator
+// reads the suspensions from the ledger (the Suspensions query) before it
+// opens a round. A drawn update that no quorum judges by the end of the
+// window stays unverified, with the consequences it has in a committed
+// round: it counts in no model (a failed round commits none; a commit
+// must leave it out, after an UpdateRejected), its trainer is not
+// suspended, and verdicts on it are refused from then on.
 //
 // What a lying verifier can do: with quorum q and n verifiers named, a
 // minority of fewer than q liars cannot reject an honest update (their

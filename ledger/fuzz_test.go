@@ -18,6 +18,7 @@ func seedTxs(f *testing.F) [][]byte {
 	return append(spotCheckTxs(f, c),
 		publishedTx(f, c.trainers[1]),
 		c.coord.sign(f, ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "l", Source: "s"}),
+		c.coord.sign(f, ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "l", Source: "s", Config: hexDigest("c"), Tokenizer: hexDigest("t")}),
 		c.coord.sign(f, RoundOpened{JobID: "j", Round: 1, ConfigDigest: hexDigest("c"), BaseModel: hexDigest("m"), Strategy: "fedavg",
 			Trainers: []string{c.trainers[0].id}, Deadline: t0.Add(time.Hour)}),
 		c.trainers[0].sign(f, UpdateSubmitted{JobID: "j", Round: 1, UpdateDigest: hexDigest("u"), DatasetDigest: hexDigest("d"), Samples: 3,

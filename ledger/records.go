@@ -30,6 +30,8 @@ type Model struct {
 	Licence string `json:"licence,omitempty"`
 	Source  string `json:"source,omitempty"`
 	Config  string `json:"config,omitempty"`
+	// Tokenizer is the tokenizer digest ModelRegistered recorded, if any.
+	Tokenizer string `json:"tokenizer,omitempty"`
 	// Sources are the imported files ModelRegistered recorded, if any.
 	Sources []SourceFile `json:"sources,omitempty"`
 	// Registrar is the coordinator that registered it, or the aggregator
@@ -135,6 +137,12 @@ type Round struct {
 	// the seed of the round's spot-check draw (Update.Drawn). Filled by
 	// FSM.Round once that block is on the chain; not stored.
 	DrawSeed string `json:"draw_seed,omitempty"`
+	// VerdictsUntil is the last block time (unix nanoseconds) at which a
+	// verdict on a drawn update of this round is admitted once the round
+	// is closed (VerifyRule.VerdictsUntil); while it is open, verdicts
+	// are admitted at any time. Filled by FSM.Round with DrawSeed; not
+	// stored.
+	VerdictsUntil int64 `json:"verdicts_until,omitempty"`
 }
 
 // Evaluation is a committed round's held-out evaluation as its

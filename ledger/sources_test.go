@@ -60,3 +60,33 @@ func TestModelRegisteredSources(t *testing.T) {
 		}
 	}
 }
+
+// TestModelRegisteredTokenizer: the tokenizer digest is optional, checked
+// when given, kept by the FSM's record, and a tx without it encodes as
+// before the field existed.
+func TestModelRegisteredTokenizer(t *testing.T) {
+	a := newActor("a", RoleCoordinator)
+	body := ModelRegistered{Digest: hexDigest("m"), Name: "m", Licence: "l", Source: "s"}
+	b, _ := json.Marshal(body)
+	if want := `{"digest":"` + hexDigest("m") + `","name":"m","licence":"l","source":"s"}`; string(b) != want {
+		t.Errorf("without a tokenizer digest: %s, want %s", b, want)
+	}
+	body.Tokenizer = hexDigest("tok")
+	raw, err := SignTx(a.key, testChain, 1, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := DecodeTx(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tx.Body.(ModelRegistered).Tokenizer; got != body.Tokenizer {
+		t.Errorf("tokenizer read back as %q", got)
+	}
+	for name, bad := range map[string]string{"short": body.Tokenizer[:63], "upper": strings.ToUpper(body.Tokenizer), "not hex": strings.Repeat("z", 64)} {
+		body.Tokenizer = bad
+		if _, err := SignTx(a.key, testChain, 1, body); err == nil || !strings.Contains(err.Error(), "tokenizer") {
+			t.Errorf("%s tokenizer digest: err %v, want it named", name, err)
+		}
+	}
+}

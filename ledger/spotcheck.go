@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/fedtune/fedtune/internal/digest"
 )
@@ -34,6 +35,9 @@ import (
 //     which therefore cannot shield a cheater.
 //  5. RoundCommitted is refused while a contributor is a drawn update
 //     without an UpdateVerified, or before submissions are closed.
+//  6. Verdicts are admitted also after the round failed or committed,
+//     until its verdict window ends (VerifyRule.VerdictsUntil): ending a
+//     round does not re-roll its draw.
 //
 // Who can choose the seed: the trainers cannot (they submit before the
 // block exists); the coordinator picks only when to close, once per round,
@@ -81,6 +85,29 @@ type VerifyRule struct {
 	// discloses each one's digest; the FSM refuses a job whose updates
 	// would then not fit the chain's max_tx_bytes (CheckDisclosureFits).
 	Steps int `json:"steps"`
+	// Timeout (nanoseconds) is how long after the block that closed a
+	// round's submissions its verdicts are awaited: the coordinator
+	// rejects a drawn update still unsettled then as unverified, and once
+	// the round is closed (failed or committed) the ledger admits no
+	// verdict on it after that (VerdictsUntil). 0: the round's own span,
+	// from the block that opened it to its deadline.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// MaxVerifyTimeout bounds VerifyRule.Timeout.
+const MaxVerifyTimeout = 7 * 24 * time.Hour
+
+// VerdictsUntil returns the last block time at which a verdict on a
+// drawn update of a closed round is admitted: closed (the time of the
+// block that closed its submissions) plus the rule's Timeout, or, with no
+// Timeout, plus the span from opened (the time of the block that opened
+// the round) to deadline (the round's deadline).
+func (v *VerifyRule) VerdictsUntil(opened, closed, deadline time.Time) time.Time {
+	d := v.Timeout
+	if d <= 0 {
+		d = max(deadline.Sub(opened), 0)
+	}
+	return closed.Add(d)
 }
 
 // Need returns the effective quorum: Quorum, or 1 when unset.
@@ -138,6 +165,9 @@ func (v *VerifyRule) Validate() error {
 	if v.SuspendJob && v.SuspendRounds != 0 {
 		return fmt.Errorf("recipe.verify: suspend_rounds %d and suspend_job: give one suspension policy", v.SuspendRounds)
 	}
+	if v.Timeout < 0 || v.Timeout > MaxVerifyTimeout {
+		return fmt.Errorf("recipe.verify.timeout %v: want 0 (the round's span) to %v", v.Timeout, MaxVerifyTimeout)
+	}
 	return nil
 }
 
@@ -194,8 +224,9 @@ type SubmissionsClosed struct {
 func (SubmissionsClosed) TxType() string { return TypeSubmissionsClosed }
 
 // UpdateVerified (a verifier the job names) records that its replay of a
-// drawn update of an open round, whose submissions are closed, matched
-// the update and its training commitment bit for bit.
+// drawn update of a round whose submissions are closed (an open round, or
+// a closed one within its verdict window) matched the update and its
+// training commitment bit for bit.
 type UpdateVerified struct {
 	JobID        string `json:"job_id"`
 	Round        uint64 `json:"round"`
@@ -299,3 +330,15 @@ func UpdateStepDigests(envelope []byte, job string, round uint64, u *Update) ([]
 	}
 	return b.Commitment.StepDigests, nil
 }
+
+// Suspension is a trainer that a verifier's rejection keeps out of a
+// job's rounds up to and including round Until (math.MaxUint64: the rest
+// of the job), as the FSM's Suspensions query returns it.
+type Suspension struct {
+	Trainer string `json:"trainer"`
+	Until   uint64 `json:"until"`
+}
+
+// Suspended reports whether the suspension keeps its trainer out of
+// round n.
+func (s Suspension) Suspended(n uint64) bool { return n <= s.Until }

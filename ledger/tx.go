@@ -89,6 +89,11 @@ type ModelRegistered struct {
 	Source  string `json:"source"`
 	// Config is the digest of the model's config.json, if known.
 	Config string `json:"config,omitempty"`
+	// Tokenizer is the model's tokenizer digest (model.TokenizerDigest:
+	// its tokenizer and chat-template files), if known. An inference node
+	// serving the model refuses other files, and "fedtune audit receipt"
+	// a receipt naming another.
+	Tokenizer string `json:"tokenizer,omitempty"`
 	// Sources lists the files the model was imported from (a Hugging Face
 	// folder as published), sorted by path, each path once; empty for a
 	// model fedtune wrote itself. Digest stays the canonical weight digest.
@@ -506,6 +511,11 @@ func validateBody(b TxBody) error {
 		}
 		if b.Config != "" {
 			if err := checkDigest("config", b.Config); err != nil {
+				return err
+			}
+		}
+		if b.Tokenizer != "" {
+			if err := checkDigest("tokenizer", b.Tokenizer); err != nil {
 				return err
 			}
 		}

@@ -24,6 +24,11 @@
 // adapted projections only. Save writes
 // canonical safetensors, so the file's SHA-256 is the weight digest
 // (DESIGN.md); DigestPath computes it for a file or a folder.
+// TokenizerDigest covers what the weight digest does not: the
+// SHA-256 of a canonical listing (TokenizerListing) of the folder's
+// TokenizerFiles (tokenizer, vocabulary, chat template, generation
+// config), which the coordinator registers with the base model and
+// inference receipts name.
 //
 // Import takes a Hugging Face folder as transformers saves it (shards and
 // index, BF16/F16/F32, tokenizer and generation files) to the canonical

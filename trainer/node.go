@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,9 +34,9 @@ import (
 	"github.com/fedtune/fedtune/model/tokenizer"
 )
 
-// ErrRefused is returned by Run when the coordinator refuses the trainer
+// ErrRefused is returned by Run when the coordinator or the ledger refuses the trainer
 // for good (not a member, wrong role, a dataset not its own).
-var ErrRefused = errors.New("trainer: refused by the coordinator")
+var ErrRefused = errors.New("trainer: refused")
 
 // Options hold what is injected into a Node rather than configured.
 type Options struct {
@@ -49,6 +50,7 @@ type Options struct {
 
 // Node is a running trainer. Create it with New and run it with Run.
 type Node struct {
+	joined   atomic.Bool // a session joined the coordinator once
 	cfg      Config
 	opts     Options
 	log      *slog.Logger
@@ -198,7 +200,11 @@ func (n *Node) Run(ctx context.Context) error {
 		if errors.Is(err, ErrRefused) {
 			return err
 		}
-		n.log.WarnContext(ctx, "coordinator connection lost; reconnecting", "err", err, "in", backoff)
+		if n.joined.Load() {
+			n.log.WarnContext(ctx, "coordinator connection lost; reconnecting", "err", err, "in", backoff)
+		} else {
+			n.log.WarnContext(ctx, "coordinator unreachable; retrying", "coordinator", n.cfg.Coordinator, "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -224,6 +230,9 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 			return fmt.Errorf("%w: dataset %s is registered by %s", ErrRefused, n.manifest.Digest, ds.Owner)
 		case errors.Is(err, ledger.ErrRecordNotFound):
 			if _, err := signer.Submit(ctx, RegisterTx(n.manifest)); err != nil {
+				if te := (*ledger.TxError)(nil); errors.As(err, &te) && te.Code == ledger.CodeUnknownSigner {
+					return fmt.Errorf("%w: register dataset: this trainer's key %s is not an active member of the ledger: an admin adds it first (fedtune admin add-member --role trainer --pubkey TRAINER.pub), then join again: %w", ErrRefused, n.id, err)
+				}
 				if errors.Is(err, client.ErrRejected) {
 					return fmt.Errorf("%w: register dataset: %w", ErrRefused, err)
 				}
@@ -245,12 +254,21 @@ func (n *Node) register(ctx context.Context, lc *client.Client, signer *client.S
 	}
 }
 
-// dialOptions returns the transport credentials for the coordinator.
-func (n *Node) dialOptions() ([]grpc.DialOption, error) {
+// dialOptions returns the transport credentials for the coordinator; a
+// handshake that refuses the server's key stores why in refused.
+func (n *Node) dialOptions(refused *atomic.Pointer[error]) ([]grpc.DialOption, error) {
 	if n.cfg.Insecure {
 		return []grpc.DialOption{tlsid.InsecureDialOption()}, nil
 	}
-	o, err := tlsid.DialOption(n.key, tlsid.ExpectID(n.cfg.CoordinatorID))
+	expect := tlsid.ExpectID(n.cfg.CoordinatorID)
+	o, err := tlsid.DialOption(n.key, func(id string) error {
+		err := expect(id)
+		if err != nil {
+			why := fmt.Errorf("%w: the coordinator at %s proves key %s, not coordinator_id %s of this trainer's config", tlsid.ErrNotAllowed, n.cfg.Coordinator, id, n.cfg.CoordinatorID)
+			refused.Store(&why)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +277,8 @@ func (n *Node) dialOptions() ([]grpc.DialOption, error) {
 
 // session joins once and serves tasks until the stream ends.
 func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Signer) error {
-	opts, err := n.dialOptions()
+	var refused atomic.Pointer[error]
+	opts, err := n.dialOptions(&refused)
 	if err != nil {
 		return err
 	}
@@ -276,6 +295,10 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 	cc := coordinatorv1.NewCoordinatorClient(conn)
 	ch, err := cc.Challenge(ctx, &coordinatorv1.ChallengeRequest{})
 	if err != nil {
+		if why := refused.Load(); why != nil && status.Code(err) == codes.Unavailable {
+			// Another key answers at that address: retrying cannot help.
+			return fmt.Errorf("%w: %w", ErrRefused, *why)
+		}
 		return fmt.Errorf("challenge: %w", err)
 	}
 	pub := n.key.Public().(ed25519.PublicKey)
@@ -283,10 +306,11 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 		Signature: client.SignChallenge(n.key, ch.Challenge), Datasets: n.ownDatasets()})
 	if err != nil {
 		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
-			return fmt.Errorf("%w: %s", ErrRefused, status.Convert(err).Message())
+			return fmt.Errorf("%w by the coordinator: %s", ErrRefused, status.Convert(err).Message())
 		}
 		return fmt.Errorf("join: %w", err)
 	}
+	n.joined.Store(true)
 	n.log.InfoContext(ctx, "joined", "coordinator", ch.CoordinatorId[:8])
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -15,7 +15,10 @@
 // ledger.UpdateRejected naming the first differing step otherwise. The
 // coordinator waits for those verdicts before the round aggregates, and
 // the ledger refuses a commit that counts a drawn update no verifier
-// passed.
+// passed. A round that failed or committed before the node's verdicts
+// landed is still judged until its verdict window ends
+// (ledger.Round.VerdictsUntil): its draw stands, and a late rejection
+// suspends the trainer as a timely one does.
 //
 // The node never imports another role: the Replayer, which rebuilds a
 // trainer's task from the job's canonical config and replays it, is given

@@ -131,6 +131,9 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		m, err = n.cfg.Ledger.Member(ctx, n.id)
 	}
+	if ctx.Err() != nil {
+		return nil // stopped before it started
+	}
 	if err != nil {
 		return fmt.Errorf("verifier: own membership: %w", err)
 	}
@@ -233,8 +236,12 @@ func (n *Node) judgeRound(ctx context.Context, p pending) error {
 	if err != nil {
 		return err
 	}
-	if r.Status != ledger.StatusOpen {
-		n.log.InfoContext(ctx, "round already closed", "job", r.JobID, "round", r.Round, "status", r.Status)
+	// A round that failed or committed after its submissions closed is
+	// still judged until its verdict window ends: its draw stands, and a
+	// late rejection suspends the trainer as a timely one does.
+	if r.Status != ledger.StatusOpen && r.VerdictsUntil != 0 && time.Now().UnixNano() > r.VerdictsUntil {
+		n.log.InfoContext(ctx, "round closed and its verdict window over", "job", r.JobID, "round", r.Round, "status", r.Status,
+			"verdicts_until", time.Unix(0, r.VerdictsUntil).UTC().Format(time.RFC3339))
 		return nil
 	}
 	var retry error

@@ -4,7 +4,8 @@
 //
 // A receipt (Receipt) says which model produced which tokens for which
 // request: the model's weight digest (and the adapter's, when one was
-// applied), the height and hash of the ledger block that committed the
+// applied), the tokenizer digest of the folder whose tokenizer and chat
+// template made the prompt ids (model.TokenizerDigest), the height and hash of the ledger block that committed the
 // served weights (the adapter's commit when one is applied; absent when the
 // node serves standalone), the SHA-256 of the request
 // body the server received (RequestHash), the hashes of the prompt and

@@ -70,6 +70,11 @@ type Receipt struct {
 	Model string `json:"model"`
 	// Adapter is the applied LoRA adapter's weight digest; "" when none.
 	Adapter string `json:"adapter,omitempty"`
+	// Tokenizer is the tokenizer digest (model.TokenizerDigest) of the
+	// folder whose tokenizer and chat template made the prompt ids from
+	// the request; "" in a receipt of a node that recorded none (left
+	// out of the payload), which then binds no tokenizer.
+	Tokenizer string `json:"tokenizer,omitempty"`
 	// Block is the ledger block that committed the served weights: the
 	// ModelRegistered or RoundCommitted tx of Adapter when set, else of
 	// Model; nil when the node serves standalone.
@@ -86,6 +91,11 @@ type Receipt struct {
 	CompletionTokens int    `json:"completion_tokens"`
 	// Sampling is how the tokens were drawn.
 	Sampling Sampling `json:"sampling"`
+	// Cut is CutTime when the node's time limit ended the answer before
+	// max_tokens, a stop token or a stop string did: the tokens are then
+	// the first CompletionTokens of what the model would have generated.
+	// "" otherwise (left out of the payload).
+	Cut string `json:"cut,omitempty"`
 	// Signer is the node's ledger member ID: ledger.KeyID(PublicKey).
 	Signer string `json:"signer"`
 	// PublicKey is the node's ed25519 public key, 64 lowercase hex.
@@ -93,6 +103,9 @@ type Receipt struct {
 	// Time is when the answer was finished, in UTC.
 	Time time.Time `json:"time"`
 }
+
+// CutTime is Receipt.Cut of an answer the node's time limit cut short.
+const CutTime = "time"
 
 // Block names a ledger block.
 type Block struct {
@@ -183,6 +196,11 @@ func (r *Receipt) Check() error {
 			return err
 		}
 	}
+	if r.Tokenizer != "" {
+		if err := checkDigest("tokenizer", r.Tokenizer); err != nil {
+			return err
+		}
+	}
 	if r.Block != nil {
 		if err := checkDigest("block.hash", r.Block.Hash); err != nil {
 			return err
@@ -203,6 +221,9 @@ func (r *Receipt) Check() error {
 	}
 	if err := r.Sampling.check(); err != nil {
 		return err
+	}
+	if r.Cut != "" && r.Cut != CutTime {
+		return fieldErr("cut", "%q, want %q or none", abbrev(r.Cut), CutTime)
 	}
 	if r.CompletionTokens > r.Sampling.MaxTokens {
 		return fieldErr("completion_tokens", "%d is more than sampling.max_tokens %d", r.CompletionTokens, r.Sampling.MaxTokens)
@@ -336,7 +357,9 @@ func abbrev(s string) string {
 type Answer struct {
 	Model   string // weight digest of the served model
 	Adapter string // weight digest of the applied adapter; "" when none
-	Block   *Block // the block that committed the served weights; nil standalone
+	// Tokenizer is the tokenizer digest of the served folder; "" for none.
+	Tokenizer string
+	Block     *Block // the block that committed the served weights; nil standalone
 	// Request is the request body exactly as received; RequestHash is its
 	// hash (RequestHash), used when Request is nil (the bundle then has no
 	// request, and cannot be replayed).
@@ -346,6 +369,8 @@ type Answer struct {
 	// generated (without the stop token that ended generation).
 	PromptIDs, CompletionIDs []int
 	Sampling                 Sampling
+	// Cut is CutTime when the node's time limit ended the answer.
+	Cut string
 	// Time is when the answer was finished (zero: Sign sets the time).
 	Time time.Time
 }
@@ -366,11 +391,11 @@ func New(a Answer) (Receipt, error) {
 		rh = RequestHash(a.Request)
 	}
 	return Receipt{
-		Model: a.Model, Adapter: a.Adapter, Block: a.Block,
+		Model: a.Model, Adapter: a.Adapter, Tokenizer: a.Tokenizer, Block: a.Block,
 		RequestHash: rh,
 		PromptHash:  ph, PromptTokens: len(a.PromptIDs),
 		TokensHash: th, CompletionTokens: len(a.CompletionIDs),
-		Sampling: a.Sampling, Time: a.Time,
+		Sampling: a.Sampling, Cut: a.Cut, Time: a.Time,
 	}, nil
 }
 

@@ -115,6 +115,35 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// TestGoldenTokenizer pins the payload of a receipt naming its tokenizer
+// digest: the field follows "adapter"; TestGolden's receipt, which names
+// none, keeps the bytes it had before the field existed.
+func TestGoldenTokenizer(t *testing.T) {
+	r := sample(t)
+	r.Tokenizer = hexOf('d')
+	env, err := Sign(testKey(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustPayload(t, env)
+	path := filepath.Join("testdata", "receipt_tokenizer_payload.golden")
+	if *update {
+		if err := os.WriteFile(path, append(p, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want, err := os.ReadFile(path); err != nil || !bytes.Equal(bytes.TrimSuffix(want, []byte("\n")), p) {
+		t.Fatalf("payload differs from %s (%v):\n%s", path, err, p)
+	}
+	if want := `"adapter":"` + hexOf('b') + `","tokenizer":"` + hexOf('d') + `","block":`; !strings.Contains(string(p), want) {
+		t.Fatalf("payload lacks %s: %s", want, p)
+	}
+	got, err := Verify(env)
+	if err != nil || got.Tokenizer != r.Tokenizer {
+		t.Fatalf("Verify: %v, tokenizer %q", err, got.Tokenizer)
+	}
+}
+
 func mustJSON(t *testing.T, v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -229,6 +258,7 @@ func TestCheckFields(t *testing.T) {
 		edit  func(*Receipt)
 	}{
 		{"adapter", func(r *Receipt) { r.Adapter = "x" }},
+		{"tokenizer", func(r *Receipt) { r.Tokenizer = hexOf('D') }},
 		{"block.hash", func(r *Receipt) { r.Block.Hash = "" }},
 		{"request_hash", func(r *Receipt) { r.RequestHash = "" }},
 		{"prompt_hash", func(r *Receipt) { r.PromptHash = hexOf('A') }},
@@ -295,6 +325,13 @@ func TestBundle(t *testing.T) {
 func FuzzVerify(f *testing.F) {
 	env, err := Sign(testKey(), sample(f))
 	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(env)
+	f.Add(mustPayloadF(f, env))
+	withTok := sample(f)
+	withTok.Tokenizer = hexOf('d')
+	if env, err = Sign(testKey(), withTok); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(env)

@@ -90,7 +90,7 @@ func TestAttackJobNameSquat(t *testing.T) {
 		t.Skip("starts a devnet")
 	}
 	ctx := testContext(t, 4*time.Minute)
-	n := prepareNet(t, ctx, devnet.Options{Trainers: 1})
+	n := prepareNet(t, ctx, devnet.Options{Trainers: 1, MinTrainers: 1})
 	nw, err := n.Start(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -226,11 +226,54 @@ func TestAttackSpotChecks(t *testing.T) {
 	})
 	r.must(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: r.job, Round: 1, UpdateDigest: r.updates["trainer-3"], Reason: "spot check: step 2 differs", Step: 2})
 	r.must(t, ctx, "aggregator", commit("trainer-2"))
-	t.Run("verdict for a committed round", func(t *testing.T) {
-		r.attack(t, ctx, "verifier-1", verified("trainer-3"), "already committed")
+	t.Run("pass for a committed round's rejected update", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", verified("trainer-3"), "already rejected")
 	})
 	t.Run("round that selects the suspended trainer", func(t *testing.T) {
 		r.attack(t, ctx, "coordinator", open(r.job, rc, 2, digestOf("spot model"), "trainer-2", "trainer-3"), "is suspended from job", "for the rest of the job")
+	})
+
+	// The aggregator fails a round after its draw, before the verifier's
+	// rejection of the drawn cheater lands, to give it a fresh draw: the
+	// draw stands, the late rejection suspends it, and the next round may
+	// not select it.
+	const fjob = "adv-reroll"
+	fr := recipe(1)
+	fr.Verify.Timeout = time.Hour
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: fjob, Recipe: fr})
+	fo1 := open(fjob, fr, 1, r.base, "trainer-2", "trainer-3")
+	r.must(t, ctx, "coordinator", fo1)
+	fu2, fu3 := submit(fjob, fo1, "trainer-2"), submit(fjob, fo1, "trainer-3")
+	r.must(t, ctx, "trainer-2", fu2)
+	r.must(t, ctx, "trainer-3", fu3)
+	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: fjob, Round: 1})
+	r.must(t, ctx, "aggregator", ledger.RoundFailed{JobID: fjob, Round: 1, Reason: "re-roll the draw"})
+	r.must(t, ctx, "verifier-1", ledger.UpdateVerified{JobID: fjob, Round: 1, UpdateDigest: fu2.UpdateDigest})
+	r.must(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: fjob, Round: 1, UpdateDigest: fu3.UpdateDigest, Reason: "spot check: step 1 differs", Step: 1})
+	if ss, err := c.Suspensions(ctx, fjob, 0); err != nil || len(ss) != 1 || ss[0].Trainer != nw.ID("trainer-3") || !ss[0].Suspended(2) {
+		t.Fatalf("suspensions of %s: %+v, %v; want trainer-3 for the rest of the job", fjob, ss, err)
+	}
+	t.Run("round that re-rolls the draw for a cheater rejected after its round failed", func(t *testing.T) {
+		r.attack(t, ctx, "coordinator", open(fjob, fr, 2, r.base, "trainer-2", "trainer-3"), "is suspended from job", "for the rest of the job")
+	})
+	r.must(t, ctx, "coordinator", open(fjob, fr, 2, r.base, "trainer-2"))
+
+	// Past the verdict window of a failed round (here a timeout of 1 ms
+	// after the closing block) a verdict is refused: the drawn update
+	// stays unverified and its trainer unsuspended.
+	const wjob = "adv-window"
+	wr := recipe(1)
+	wr.Verify.Timeout = time.Millisecond
+	r.must(t, ctx, "coordinator", ledger.JobRegistered{JobID: wjob, Recipe: wr})
+	wo := open(wjob, wr, 1, r.base, "trainer-3")
+	r.must(t, ctx, "coordinator", wo)
+	wu := submit(wjob, wo, "trainer-3")
+	r.must(t, ctx, "trainer-3", wu)
+	r.must(t, ctx, "coordinator", ledger.SubmissionsClosed{JobID: wjob, Round: 1})
+	r.must(t, ctx, "aggregator", ledger.RoundFailed{JobID: wjob, Round: 1, Reason: "no verdict in time"})
+	t.Run("verdict after a failed round's verdict window", func(t *testing.T) {
+		r.attack(t, ctx, "verifier-1", ledger.UpdateRejected{JobID: wjob, Round: 1, UpdateDigest: wu.UpdateDigest, Reason: "late", Step: 1},
+			"verdict window ended", "stays unverified")
 	})
 
 	// A job whose draw leaves an update out: a verdict for it is refused.

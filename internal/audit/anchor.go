@@ -155,7 +155,8 @@ type anchorer struct {
 }
 
 type anchorBlock struct {
-	txs []*ledger.Tx
+	hash [32]byte
+	txs  []*ledger.Tx
 }
 
 // block fetches, checks and decodes the block at h for rec.
@@ -207,7 +208,7 @@ func (a *anchorer) block(h uint64, rec string) (*anchorBlock, error) {
 	if a.minCos < 0 || len(seen) < a.minCos {
 		a.minCos = len(seen)
 	}
-	ab := &anchorBlock{txs: make([]*ledger.Tx, len(b.Txs))}
+	ab := &anchorBlock{hash: hash, txs: make([]*ledger.Tx, len(b.Txs))}
 	for i, raw := range b.Txs {
 		tx, err := ledger.DecodeTx(raw)
 		if err != nil {
@@ -454,7 +455,7 @@ func (a *anchorer) registeredModel(m ledger.Model, rec string) (ledger.Model, er
 	}
 	b := tx.Body.(ledger.ModelRegistered)
 	out := ledger.Model{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Config: b.Config,
-		Registrar: tx.Signer, Height: m.Height, TxHash: m.TxHash}
+		Tokenizer: b.Tokenizer, Registrar: tx.Signer, Height: m.Height, TxHash: m.TxHash}
 	return out, compareModel(rec, ledger.TypeModelRegistered, m, out)
 }
 
@@ -479,7 +480,7 @@ func (a *anchorer) committedModel(m ledger.Model, r ledger.LineageRound) (ledger
 func compareModel(rec, typ string, m, out ledger.Model) error {
 	return compare(rec, typ, out.Height,
 		field{"digest", m.Digest, out.Digest}, field{"name", m.Name, out.Name}, field{"licence", m.Licence, out.Licence},
-		field{"source", m.Source, out.Source}, field{"config", m.Config, out.Config}, field{"registrar", m.Registrar, out.Registrar},
+		field{"source", m.Source, out.Source}, field{"config", m.Config, out.Config}, field{"tokenizer", m.Tokenizer, out.Tokenizer}, field{"registrar", m.Registrar, out.Registrar},
 		field{"parent", m.Parent, out.Parent}, field{"job", m.JobID, out.JobID}, field{"round", m.Round, out.Round})
 }
 

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 )
 
@@ -187,6 +189,22 @@ const (
 //     the one ledger node named by --ledger, and with --quorum anchors
 //     them in cosigned blocks first; see Anchor).
 func Contains(ctx context.Context, prover SampleProver, model string, leaf [32]byte, ds []ledger.Dataset, timeout time.Duration) (*ContainsReport, error) {
+	return ContainsWithLeaves(ctx, prover, nil, model, leaf, ds, timeout)
+}
+
+// LeavesSource downloads a blob by digest, checking it; *artifact.Client
+// is one.
+type LeavesSource interface {
+	Download(ctx context.Context, digest string, w io.Writer) (int64, error)
+}
+
+// ContainsWithLeaves is Contains where a published dataset (whose leaves
+// file every member may read from the artifact store) is answered here,
+// from its leaves read through leaves, instead of by its owner: the proof
+// is built over the leaves and checked like a trainer's, against the
+// ledger's root and sample count. With leaves nil every dataset is asked
+// through the coordinator.
+func ContainsWithLeaves(ctx context.Context, prover SampleProver, leaves LeavesSource, model string, leaf [32]byte, ds []ledger.Dataset, timeout time.Duration) (*ContainsReport, error) {
 	rep := &ContainsReport{Model: model, Sample: hex.EncodeToString(leaf[:])}
 	for _, d := range ds {
 		rep.Datasets = append(rep.Datasets, ContainsResult{Dataset: d.Digest, Name: d.Name, Trainer: d.Owner, Root: d.Root, Samples: d.Samples})
@@ -194,13 +212,17 @@ func Contains(ctx context.Context, prover SampleProver, model string, leaf [32]b
 	// Each dataset once: the coordinator refuses a request naming one twice.
 	var refs []*coordinatorv1.DatasetRef
 	asked := map[string]bool{}
+	byDataset := map[string]*coordinatorv1.ProofAnswer{}
 	for _, d := range ds {
+		if d.Published && leaves != nil && !asked[d.Digest] {
+			asked[d.Digest] = true
+			byDataset[d.Digest] = publishedAnswer(ctx, leaves, d, leaf)
+		}
 		if !asked[d.Digest] {
 			asked[d.Digest] = true
 			refs = append(refs, &coordinatorv1.DatasetRef{Dataset: d.Digest, Trainer: d.Owner})
 		}
 	}
-	byDataset := map[string]*coordinatorv1.ProofAnswer{}
 	for start := 0; start < len(refs); start += MaxAskDatasets {
 		batch := refs[start:min(start+MaxAskDatasets, len(refs))]
 		if err := askBatch(ctx, prover, leaf, batch, timeout, byDataset); err != nil {
@@ -215,8 +237,48 @@ func Contains(ctx context.Context, prover SampleProver, model string, leaf [32]b
 			continue
 		}
 		*r = CheckAnswer(ds[i], leaf, a)
+		if ds[i].Published && leaves != nil && r.Result != Unanswered {
+			r.Detail += " (proved here from its published leaves)"
+		}
+		if ds[i].Published && leaves == nil && r.Result == Unanswered {
+			r.Detail += " (published data: give the artifact store to prove it from its published leaves)"
+		}
 	}
 	return rep, nil
+}
+
+// publishedAnswer proves leaf in or out of the published dataset d from
+// its leaves file: the answer's proof is then checked by CheckAnswer like
+// a trainer's. A leaves file that cannot be read, or is not d's (digest,
+// length, order), gives a refused answer saying why.
+func publishedAnswer(ctx context.Context, src LeavesSource, d ledger.Dataset, leaf [32]byte) *coordinatorv1.ProofAnswer {
+	refused := func(format string, args ...any) *coordinatorv1.ProofAnswer {
+		return &coordinatorv1.ProofAnswer{Dataset: d.Digest, Trainer: d.Owner, Status: coordinatorv1.ProofStatus_PROOF_STATUS_REFUSED,
+			Detail: "published leaves " + d.Leaves + ": " + fmt.Sprintf(format, args...)}
+	}
+	var buf bytes.Buffer
+	if _, err := src.Download(ctx, d.Leaves, &buf); err != nil {
+		return refused("%v", err)
+	}
+	data := buf.Bytes()
+	if got := digest.Bytes(data); got != d.Leaves {
+		return refused("the store's file hashes to %s", got)
+	}
+	if uint64(len(data)) != 32*d.Samples {
+		return refused("%d bytes, want 32 for each of the %d samples", len(data), d.Samples)
+	}
+	hs := make([][32]byte, d.Samples)
+	for i := range hs {
+		copy(hs[i][:], data[32*i:])
+		if i > 0 && bytes.Compare(hs[i-1][:], hs[i][:]) > 0 {
+			return refused("leaf %d is out of order", i)
+		}
+	}
+	p, err := datasets.NewTree(hs).Prove(leaf)
+	if err != nil {
+		return refused("%v", err)
+	}
+	return &coordinatorv1.ProofAnswer{Dataset: d.Digest, Trainer: d.Owner, Status: coordinatorv1.ProofStatus_PROOF_STATUS_ANSWERED, Proof: p.Encode()}
 }
 
 // askBatch asks one ProveSample about the datasets in batch and files the

@@ -82,7 +82,9 @@
 // ledger recorded, trusting neither coordinator nor trainer: the dataset is
 // Included, Excluded, or Unanswered with the reason (trainer not connected,
 // timeout, refused, proof does not verify). RenderContains prints the
-// report as a table or JSON.
+// report as a table or JSON. ContainsWithLeaves answers a published
+// dataset itself instead, from its leaves file (readable by every member)
+// in the artifact store, and checks that proof the same way.
 //
 // Excluded means "not in the tree its owner registered, assuming the owner
 // built it as the manifest format requires" (over sorted leaves): the
@@ -90,6 +92,16 @@
 // that registered a tree built otherwise. The lineage, roots and sample
 // counts are taken as the caller gives them: read from one ledger node and
 // trusted as read, or first anchored with Anchor.
+//
+// # Published datasets and the chain's head
+//
+// PublishedDatasets verifies an export as Verify does and lists the
+// published datasets of the state it derives: complete for that chain,
+// unlike a node's published-dataset index, which a lying node can leave a
+// dataset out of. AnchorHead checks that the head block of a chain
+// verified block by block carries a quorum of cosignatures from the
+// genesis nodes, so a node cannot serve a chain of its own making; it can
+// still serve an older head, which callers report by height.
 //
 // # Provenance
 //

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math"
@@ -924,16 +925,45 @@ func (v *verifier) published(h uint64, i int, tx *ledger.Tx, b ledger.DatasetPub
 		if !ok {
 			continue
 		}
-		raw, err := os.ReadFile(sp)
-		if err != nil {
+		if bad, err := checkShardFile(&sm.Manifest, k, sp, leaves); err != nil {
 			return fmt.Errorf("audit: verify: %w", err)
-		}
-		if _, err := dspub.CheckShard(&sm.Manifest, k, raw, leaves); err != nil {
-			return txErr(h, i, tx.Hash, "shards", "published dataset %q (%s): %v", sm.Name, sm.Digest, err)
+		} else if bad != nil {
+			return txErr(h, i, tx.Hash, "shards", "published dataset %q (%s): %v", sm.Name, sm.Digest, bad)
 		}
 	}
 	v.rep.PublishedRoots++
 	return nil
+}
+
+// checkShardFile checks the file at path as shard k of m (its digest,
+// sample count and every sample against leaves, as dspub.CheckShard does),
+// streaming it: one sample line is in memory at a time, however large the
+// shard. bad is what does not check; err an error reading the file.
+func checkShardFile(m *dspub.Manifest, k int, path string, leaves [][32]byte) (bad, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := dspub.NewShardChecker(m, k, leaves, func(string) error { return nil })
+	if err != nil {
+		return err, nil
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if _, err := c.Write(buf[:n]); err != nil {
+				return err, nil
+			}
+		}
+		if rerr == io.EOF {
+			return c.Close(), nil
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+	}
 }
 
 // checkCommit checks a RoundCommitted against its job's recipe and the

@@ -246,7 +246,13 @@ func newArtifactVerifyCmd() *cobra.Command {
 		Short: "Re-hash every blob in a store and report any that no longer match their digest",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return fmt.Errorf("artifact verify: --dir %s is not a folder", dir)
+			}
 			store, err := artifact.OpenStore(dir)
+			if errors.Is(err, artifact.ErrLocked) {
+				return fmt.Errorf("artifact verify: %w: its server (a coordinator, or artifact serve) holds it; stop it first, or check the blobs the chain names with fedtune audit verify --artifacts %s, which reads without the lock", err, dir)
+			}
 			if err != nil {
 				return fmt.Errorf("artifact verify: %w", err)
 			}

@@ -307,33 +307,47 @@ func streamExport(ctx context.Context, addr, genesisPath string, w io.Writer, wr
 	if err != nil {
 		return nil, err
 	}
-	e := &audit.Export{Genesis: genesis}
+	var e *audit.Export
 	err = withClient(ctx, addr, genesisPath, w, func(c *client.Client) error {
-		st, err := c.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("status of %s: %w", addr, err)
+		var err error
+		e, err = streamChain(ctx, c, genesis, addr, w, write)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// streamChain reads every block of c's chain up to the head its status
+// gives into an Export with genesis (or hands each to write), printing a
+// progress line to w.
+func streamChain(ctx context.Context, c *client.Client, genesis []byte, addr string, w io.Writer, write func(*ledger.Block) error) (*audit.Export, error) {
+	e := &audit.Export{Genesis: genesis}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status of %s: %w", addr, err)
+	}
+	head := st.Height
+	p := newProgress(w, "blocks", int(head)+1)
+	defer p.Finish()
+	err = c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
+		if vb.Block.Header.Height > head {
+			return errStopStream
 		}
-		head := st.Height
-		p := newProgress(w, "blocks", int(head)+1)
-		defer p.Finish()
-		return c.Blocks(ctx, 0, false, func(vb *client.VerifiedBlock) error {
-			if vb.Block.Header.Height > head {
-				return errStopStream
+		if write != nil {
+			if err := write(vb.Block); err != nil {
+				return err
 			}
-			if write != nil {
-				if err := write(vb.Block); err != nil {
-					return err
-				}
-			} else {
-				e.Blocks = append(e.Blocks, ledger.EncodeBlock(vb.Block))
-			}
-			e.HeadHash = vb.Hash
-			p.Set(int(vb.Block.Header.Height)+1, "")
-			if vb.Block.Header.Height == head {
-				return errStopStream
-			}
-			return nil
-		})
+		} else {
+			e.Blocks = append(e.Blocks, ledger.EncodeBlock(vb.Block))
+		}
+		e.HeadHash = vb.Hash
+		p.Set(int(vb.Block.Header.Height)+1, "")
+		if vb.Block.Header.Height == head {
+			return errStopStream
+		}
+		return nil
 	})
 	if err != nil && !errors.Is(err, errStopStream) {
 		return nil, err
@@ -408,7 +422,8 @@ func newAuditVerifyCmd() *cobra.Command {
 			"(malformed, layout unlike the round's reference, a non-finite value, a norm above max_norm); a\n" +
 			"rejected update not in --artifacts is printed as a WARNING line (unverifiable), a failure with\n" +
 			"--strict-rejections. No job file is needed. Exits non-zero naming the first height, tx and field that\n" +
-			"do not match.",
+			"do not match. With --ledger the head block the node served must also carry the genesis quorum of node\n" +
+			"cosignatures (a genesis without nodes: a warning), so the node cannot serve a chain of its own making.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (ledgerAddr == "") == (exportPath == "") {
@@ -433,6 +448,20 @@ func newAuditVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// From a node: the head it served must be the one the genesis
+			// nodes cosigned, or the node could have served a chain of its
+			// own making (every signature good, some txs left out).
+			var head *audit.HeadAnchor
+			if ledgerAddr != "" {
+				if _, _, gerr := genesisNodes(genesisPath); gerr != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: the head block is not checked against node cosignatures: --genesis: %v\n", gerr)
+				} else if err := withClient(ctx, ledgerAddr, genesisPath, nil, func(c *client.Client) error {
+					head, err = anchorHead(ctx, c, genesisPath, 0, rep)
+					return err
+				}); err != nil {
+					return fmt.Errorf("audit verify: %w", err)
+				}
+			}
 			for _, w := range rep.Unverifiable {
 				fmt.Fprintf(cmd.OutOrStdout(), "WARNING: unverifiable rejection: %s\n", w)
 			}
@@ -442,6 +471,9 @@ func newAuditVerifyCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "OK: chain verified to height %d (head %x): %d txs, %d committed rounds, %d re-aggregated, %d evaluated (RoundEvaluated; losses not re-computed), %d artifacts and %d manifests checked, %d attestation statements and %d published manifests (%d with their leaves and shards) re-checked in %s\n",
 				rep.Height, rep.HeadHash[:8], rep.Txs, rep.Rounds, rep.Reaggregated, rep.Evaluated, rep.Artifacts, rep.Manifests, rep.Attestations, rep.Published, rep.PublishedRoots,
 				time.Since(start).Round(time.Millisecond))
+			if head != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "head block %d is cosigned by %d of the %d genesis nodes (quorum %d)\n", head.Height, len(head.Cosigners), head.Nodes, head.Quorum)
+			}
 			return nil
 		},
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 
 func newAuditContainsCmd() *cobra.Command {
 	var cf coordinatorFlags
-	var ledgerAddr, modelDigest, samplePath, sampleFormat, format, genesisPath string
+	var ledgerAddr, modelDigest, samplePath, sampleFormat, format, genesisPath, artifactsAddr, artifactsID string
 	var quorum int
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -37,6 +38,8 @@ func newAuditContainsCmd() *cobra.Command {
 			"sample is not in the tree its owner registered, assuming the owner built it as the manifest format requires\n" +
 			"(over sorted leaves): the ledger keeps only the root, so an owner that registered a tree built otherwise could\n" +
 			"hide a sample.\n\n" +
+			"A published dataset is not asked of its owner: its leaves file, which every member may read, is fetched from\n" +
+			"the artifact store (--artifacts, default the coordinator's) and the proof is built and checked here.\n\n" +
 			"The key given with --key must be an active auditor or admin member of the ledger (or the coordinator's own);\n" +
 			"datasets are asked in batches of 64.",
 		Args: cobra.NoArgs,
@@ -85,7 +88,16 @@ func newAuditContainsCmd() *cobra.Command {
 				return fmt.Errorf("audit contains: %w", err)
 			}
 			defer closeFn()
-			rep, err := audit.Contains(ctx, cc, l.Model.Digest, leaf, ds, timeout)
+			var leaves audit.LeavesSource
+			if slices.ContainsFunc(ds, func(d ledger.Dataset) bool { return d.Published }) {
+				ac, err := cf.dialArtifacts(artifactsAddr, artifactsID)
+				if err != nil {
+					return fmt.Errorf("audit contains: artifact store: %w", err)
+				}
+				defer ac.Close()
+				leaves = ac
+			}
+			rep, err := audit.ContainsWithLeaves(ctx, cc, leaves, l.Model.Digest, leaf, ds, timeout)
 			if err != nil {
 				return fmt.Errorf("audit contains: %w", err)
 			}
@@ -106,6 +118,8 @@ func newAuditContainsCmd() *cobra.Command {
 	cmd.Flags().StringVar(&samplePath, "sample", "", "file holding the sample")
 	cmd.Flags().StringVar(&sampleFormat, "sample-format", "", "how the file is a sample: text or jsonl (default: jsonl for .jsonl/.ndjson, else text)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for each trainer")
+	cmd.Flags().StringVar(&artifactsAddr, "artifacts", "", "the artifact store that holds published datasets' leaves (default: --coordinator's address)")
+	cmd.Flags().StringVar(&artifactsID, "artifacts-id", "", "the artifact store's key ID, checked in the TLS handshake (default: --coordinator-id)")
 	cmd.Flags().StringVar(&format, "format", "table", "output: table or json")
 	return cmd
 }

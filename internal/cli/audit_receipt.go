@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -45,13 +46,24 @@ func newAuditReceiptCmd() *cobra.Command {
 			"Each check prints a line; the first that fails ends the command with its reason.\n" +
 			"  signature   the envelope is a receipt signed by the key it names (and a bundle's request and ids hash\n" +
 			"              to what it signed)\n" +
+			"  request     a bundle's request is one a server answers (not readable two ways) and asked for the\n" +
+			"              receipt's temperature, top_p, stop strings, max_tokens and seed (when it gives them) and,\n" +
+			"              given as token ids, its prompt ids\n" +
 			"  --ledger    the signer is an active member with role inference; the model (and adapter) are committed\n" +
-			"              models of the chain; the receipt's block is the chain's block that committed them, checked\n" +
-			"              against its hash and cosignatures (the --genesis nodes' quorum, or --quorum N of any node)\n" +
-			"  --replay    regenerates the answer from the bundle's prompt with the recorded sampling parameters and\n" +
-			"              seed on the --model (and --adapter) folder, whose digests must be the receipt's, and\n" +
-			"              compares the token ids bit for bit (their hash); needs a bundle. The receipt does not say\n" +
-			"              which engine device answered: replay on the one the node served with (serve --device;\n" +
+			"              models of the chain, an adapter its job's adapter on that model; the receipt's block is the\n" +
+			"              chain's block that committed them, checked against its hash and cosignatures (the --genesis\n" +
+			"              nodes' quorum, or --quorum N of any node). Membership is checked at the chain's head: a\n" +
+			"              member removed since refuses all its receipts, older ones too; the receipt's tokenizer digest\n" +
+			"              (its node's tokenizer and chat-template files, model.TokenizerDigest) is the one the chain\n" +
+			"              registers the base model with, where it registers one (a receipt naming none then fails)\n" +
+			"  --replay    checks that the bundle's prompt ids are the request's (its prompt tokenized, or its chat\n" +
+			"              messages rendered with --model's chat template, as the server does) and regenerates the\n" +
+			"              answer from them with the recorded sampling parameters and\n" +
+			"              seed on the --model (and --adapter) folder, whose digests (weights; tokenizer, where the\n" +
+			"              receipt names one) must be the receipt's, and\n" +
+			"              compares the token ids bit for bit (their hash), an answer cut by a stop string cut where\n" +
+			"              the replay's text meets it, stop token ids only the model's; needs a bundle. The receipt\n" +
+			"              does not say which engine device answered: replay on the one the node served with (serve --device;\n" +
 			"              the Host by default), since a GPU's answer agrees with the Host's to float32 rounding only",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -117,10 +129,16 @@ func auditReceipt(ctx context.Context, out, warn io.Writer, path string, o audit
 			return failed(out, "bundle", err)
 		}
 		passed(out, "bundle", "the request body and prompt ids hash to what the receipt signed")
+		if err := checkRequest(out, b, r); err != nil {
+			return err
+		}
 	}
 	if o.ledgerAddr != "" {
 		err := withClient(ctx, o.ledgerAddr, o.genesisPath, warn, func(c *client.Client) error {
-			return auditReceiptLedger(ctx, out, c, r, o.quorum)
+			if err := auditReceiptLedger(ctx, out, c, r, o.quorum); err != nil {
+				return err
+			}
+			return auditReceiptTokenizer(ctx, out, c, r)
 		})
 		if err != nil {
 			return err
@@ -163,6 +181,10 @@ func auditReceiptLedger(ctx context.Context, out io.Writer, c *client.Client, r 
 		if anchor, err = committedModel(ctx, out, c, "adapter", r.Adapter); err != nil {
 			return err
 		}
+		if err := adapterOn(ctx, c, anchor, r.Model); err != nil {
+			return failed(out, "adapter", err)
+		}
+		passed(out, "adapter", "%s is an adapter of the receipt's model %s", r.Adapter, r.Model)
 	}
 	if r.Block == nil {
 		passed(out, "block", "none recorded (a standalone node); the %s was committed at height %d", what(r), anchor.Height)
@@ -182,6 +204,98 @@ func auditReceiptLedger(ctx context.Context, out io.Writer, c *client.Client, r 
 		return failed(out, "block", err)
 	}
 	passed(out, "block", "height %d hash %s holds tx %s committing the %s (%s)", r.Block.Height, r.Block.Hash, anchor.TxHash, what(r), how)
+	return nil
+}
+
+// maxBaseHops bounds the models registeredTokenizer walks through from a
+// committed model to the registered base model it was trained from.
+const maxBaseHops = 16
+
+// auditReceiptTokenizer checks the receipt's tokenizer digest against the
+// one the chain registers the base model of its model with (the model
+// itself when registered; a full fine-tune's round model: its job's base
+// model). A chain that records none lets any pass, with a note; where it
+// records one, a receipt naming another, or none, fails.
+func auditReceiptTokenizer(ctx context.Context, out io.Writer, c *client.Client, r *receipt.Receipt) error {
+	base, want, err := registeredTokenizer(ctx, c, r.Model)
+	if err != nil {
+		return failed(out, "tokenizer", err)
+	}
+	switch {
+	case want == "":
+		fmt.Fprintf(out, "note %-9s the chain registers base model %s with no tokenizer digest: the receipt's (%s) is not checked against it\n", "tokenizer", base, cmp.Or(r.Tokenizer, "none"))
+	case r.Tokenizer == "":
+		return failed(out, "tokenizer", fmt.Errorf("%w: the receipt names no tokenizer digest, but the chain registers base model %s with tokenizer digest %s", receipt.ErrMismatch, base, want))
+	case r.Tokenizer != want:
+		return failed(out, "tokenizer", fmt.Errorf("%w: the receipt names tokenizer digest %s, but the chain registers base model %s with tokenizer digest %s: the node served another tokenizer or chat template",
+			receipt.ErrMismatch, r.Tokenizer, base, want))
+	default:
+		passed(out, "tokenizer", "%s is the tokenizer digest the chain registers base model %s with", r.Tokenizer, base)
+	}
+	return nil
+}
+
+// registeredTokenizer returns the registered base model d was trained
+// from (d itself when registered) and the tokenizer digest the chain
+// registers it with ("" for none).
+func registeredTokenizer(ctx context.Context, c *client.Client, d string) (base, tok string, err error) {
+	for range maxBaseHops {
+		m, err := c.Model(ctx, d)
+		if err != nil {
+			return "", "", fmt.Errorf("model %s: %w", d, err)
+		}
+		if m.JobID == "" {
+			return d, m.Tokenizer, nil
+		}
+		rec, err := c.Job(ctx, m.JobID)
+		if err != nil {
+			return "", "", fmt.Errorf("job %q, whose round %d committed %s: %w", m.JobID, m.Round, d, err)
+		}
+		next := rec.Recipe.BaseModel
+		if next == "" {
+			r1, err := c.Round(ctx, m.JobID, 1)
+			if err != nil {
+				return "", "", fmt.Errorf("round 1 of job %q: %w", m.JobID, err)
+			}
+			next = r1.BaseModel
+		}
+		if next == "" || next == d {
+			return "", "", fmt.Errorf("job %q, whose round %d committed %s, names no other base model", m.JobID, m.Round, d)
+		}
+		d = next
+	}
+	return "", "", fmt.Errorf("no registered base model within %d jobs of %s", maxBaseHops, d)
+}
+
+// adapterOn checks that the adapter ad (its ledger record) belongs on the
+// model the receipt names: a round's adapter is trained on its job's base
+// model (the recipe's, else round 1's), and the job must be a LoRA job. An
+// adapter merged into another model is a model the chain never
+// committed, even when both are committed models. A registered adapter
+// (no job) carries no base to check.
+func adapterOn(ctx context.Context, c *client.Client, ad *ledger.Model, model string) error {
+	if ad.JobID == "" {
+		return nil
+	}
+	rec, err := c.Job(ctx, ad.JobID)
+	if err != nil {
+		return fmt.Errorf("job %q, whose round %d committed adapter %s: %w", ad.JobID, ad.Round, ad.Digest, err)
+	}
+	if rec.Recipe.InitialAdapter == "" {
+		return fmt.Errorf("%s is the full model round %d of job %q committed, not an adapter", ad.Digest, ad.Round, ad.JobID)
+	}
+	base := rec.Recipe.BaseModel
+	if base == "" {
+		r1, err := c.Round(ctx, ad.JobID, 1)
+		if err != nil {
+			return fmt.Errorf("round 1 of job %q: %w", ad.JobID, err)
+		}
+		base = r1.BaseModel
+	}
+	if base != model {
+		return fmt.Errorf("adapter %s was committed by round %d of job %q, trained on base model %s, not on the receipt's model %s: the chain never committed that pair",
+			ad.Digest, ad.Round, ad.JobID, base, model)
+	}
 	return nil
 }
 
@@ -298,7 +412,7 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	}
 	switch {
 	case r.Adapter != "" && adapterDir == "":
-		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter", r.Adapter))
+		return failed(out, "replay", fmt.Errorf("the receipt names adapter %s: pass its folder as --adapter (a node serving with --ledger keeps it as FETCH-DIR/adapter-%s when started with --fetch-dir FETCH-DIR)", r.Adapter, r.Adapter))
 	case r.Adapter == "" && adapterDir != "":
 		return failed(out, "replay", errors.New("the receipt names no adapter, and --adapter was given"))
 	case adapterDir != "":
@@ -318,6 +432,20 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 			return failed(out, "replay", err)
 		}
 	}
+	// The folder's tokenizer and chat template re-derive the prompt ids:
+	// they must be the ones the receipt names (and so, with --ledger,
+	// the chain's).
+	td, err := model.TokenizerDigest(modelDir)
+	if err != nil {
+		return failed(out, "replay", err)
+	}
+	switch {
+	case r.Tokenizer == "":
+		fmt.Fprintf(out, "note %-9s the receipt names no tokenizer digest: the prompt is re-derived with --model %s's files (tokenizer digest %s), which it does not bind\n", "tokenizer", modelDir, td)
+	case td != r.Tokenizer:
+		return failed(out, "replay", fmt.Errorf("%w: --model %s's tokenizer and chat-template files have tokenizer digest %s, the receipt names %s",
+			receipt.ErrMismatch, modelDir, td, r.Tokenizer))
+	}
 	tok, err := tokenizer.Load(modelDir, m.Config.VocabSize)
 	if err != nil {
 		return failed(out, "replay", err)
@@ -326,6 +454,13 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 		return err
 	}
 	s := r.Sampling
+	// The server stops at the model's end-of-sequence ids and nowhere
+	// else: a receipt naming others would excuse an answer cut at a token
+	// the node chose.
+	if s.StopTokenIDs != nil && !slices.Equal(s.StopTokenIDs, m.Config.EOSTokenID) {
+		return failed(out, "replay", fmt.Errorf("%w: the receipt's stop_token_ids %v are not the model's end-of-sequence ids %v (eos_token_id of --model's config)",
+			receipt.ErrMismatch, s.StopTokenIDs, []int(m.Config.EOSTokenID)))
+	}
 	stop := s.StopTokenIDs
 	if stop == nil {
 		stop = m.Config.EOSTokenID
@@ -348,10 +483,21 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	// mismatch says which device replayed.
 	where := fmt.Sprintf(" (replayed on the %s device; replay on the device that served)", cmp.Or(dev.name, "host"))
 	// Stop strings cut the answer at a text boundary the tokens do not
-	// show: the recorded tokens are then a prefix of the replay.
+	// show: the server keeps the tokens up to the one that completes the
+	// first stop string met, as inference.StopAfter finds it in the
+	// replay; an answer cut anywhere else was cut by the node.
 	n := r.CompletionTokens
-	if (len(s.Stop) == 0 && len(ids) != n) || len(ids) < n {
+	if len(ids) < n {
 		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) generated %d tokens, the receipt signed %d%s", receipt.ErrMismatch, mode, len(ids), n, firstDiff(b.CompletionIDs, ids)+where))
+	}
+	// An answer the node's time limit cut (receipt cut "time") is the
+	// first n tokens of the replay, which no stop string ends sooner.
+	if keep := inference.StopAfter(tok, ids, s.Stop); keep != n && (r.Cut != receipt.CutTime || keep < n) {
+		why := "no stop string occurs in the replay's text"
+		if keep < len(ids) {
+			why = fmt.Sprintf("the replay's text meets a stop string %v at token %d", s.Stop, keep)
+		}
+		return failed(out, "replay", fmt.Errorf("%w: the replay (%s) keeps %d tokens (%s), the receipt signed %d%s", receipt.ErrMismatch, mode, keep, why, n, firstDiff(b.CompletionIDs, ids)+where))
 	}
 	got, err := receipt.TokensHash(ids[:n])
 	if err != nil {
@@ -361,8 +507,11 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 		return failed(out, "replay", fmt.Errorf("%w: the replay's %d tokens (%s) hash to %s, the receipt signed tokens_hash %s%s", receipt.ErrMismatch, n, mode, got, r.TokensHash, firstDiff(b.CompletionIDs, ids)+where))
 	}
 	passed(out, "replay", "%d tokens regenerated (%s) hash to the receipt's tokens_hash %s, on the %s device", n, mode, got, cmp.Or(dev.name, "host"))
+	if r.Cut == receipt.CutTime {
+		fmt.Fprintf(out, "note %-9s the node's time limit cut the answer after %d tokens (the replay goes on to %d)\n", "cut", n, inference.StopAfter(tok, ids, s.Stop))
+	}
 	if b.Response != "" && len(s.Stop) == 0 {
-		if text := tok.Decode(ids[:n]); text == b.Response {
+		if text := tok.Decode(ids[:n]); asJSONText(text) == b.Response {
 			passed(out, "response", "the bundle's text is the replayed tokens' text")
 		} else {
 			fmt.Fprintf(out, "note %-9s the bundle's text differs from the replayed tokens' text %q (the text is not signed; the tokens are)\n", "response", text)
@@ -371,50 +520,131 @@ func auditReceiptReplay(ctx context.Context, out io.Writer, b *receipt.Bundle, r
 	return nil
 }
 
-// checkPrompt re-derives the prompt ids from the request and compares
-// them with the bundle's (whose hash the receipt signed). A completions
-// request's "prompt" string is tokenized with the model's tokenizer, with
-// or without its BOS token: a mismatch fails. A chat request's "messages"
-// are rendered with the model folder's chat template (model/chat, with
-// the generation prompt, at the receipt's time) or, without one, as
-// "role: content" lines then "assistant:", and tokenized: a mismatch is
-// only noted, since the server's rendering may differ; the bundle's ids
-// are what is replayed.
-func checkPrompt(out io.Writer, b *receipt.Bundle, r *receipt.Receipt, tok tokenizer.Tokenizer, modelDir string, bos *int) error {
-	var req struct {
-		Prompt   json.RawMessage `json:"prompt"`
-		Messages []chat.Message  `json:"messages"`
+// checkRequest checks that the receipt's sampling is what the bundle's
+// request asked for, read as the server reads it (inference.DecodeRequest,
+// which refuses a body that could be read two ways): temperature, top_p,
+// the stop strings, max_tokens and the seed when the request gives them,
+// and the prompt ids when the request gives token ids. A node could
+// otherwise answer with parameters it chose, a prompt it chose, or cut
+// the answer at a stop string nobody asked for, and sign that honestly.
+func checkRequest(out io.Writer, b *receipt.Bundle, r *receipt.Receipt) error {
+	req, err := decodeBundleRequest(b.Request)
+	if err != nil {
+		return failed(out, "request", err)
 	}
-	var prompt string
+	s := r.Sampling
+	topP := s.TopP
+	if topP == 0 {
+		topP = 1
+	}
+	var bad []string
+	if req.Temperature != s.Temperature {
+		bad = append(bad, fmt.Sprintf("temperature %g, the receipt %g", req.Temperature, s.Temperature))
+	}
+	if req.TopP != topP {
+		bad = append(bad, fmt.Sprintf("top_p %g, the receipt %g", req.TopP, s.TopP))
+	}
+	if !slices.Equal(req.Stop, s.Stop) {
+		bad = append(bad, fmt.Sprintf("stop %q, the receipt %q", req.Stop, s.Stop))
+	}
+	if req.MaxTokens != 0 && req.MaxTokens != s.MaxTokens {
+		bad = append(bad, fmt.Sprintf("max_tokens %d, the receipt %d", req.MaxTokens, s.MaxTokens))
+	}
+	if req.Seed != nil && uint64(*req.Seed) != s.Seed {
+		bad = append(bad, fmt.Sprintf("seed %d, the receipt %d", *req.Seed, s.Seed))
+	}
+	if req.PromptTokens != nil && !slices.Equal(req.PromptTokens, b.PromptIDs) {
+		i := 0
+		for i < min(len(req.PromptTokens), len(b.PromptIDs)) && req.PromptTokens[i] == b.PromptIDs[i] {
+			i++
+		}
+		bad = append(bad, fmt.Sprintf("%d prompt token ids, not the %d the receipt signed (they differ from position %d)", len(req.PromptTokens), len(b.PromptIDs), i))
+	}
+	if len(bad) > 0 {
+		return failed(out, "request", fmt.Errorf("%w: the request asked for %s", receipt.ErrMismatch, strings.Join(bad, "; ")))
+	}
+	seed := "the server's seed"
+	if req.Seed != nil {
+		seed = "its seed"
+	}
+	passed(out, "request", "the receipt's sampling is the request's (temperature %g, top_p %g, max_tokens %d, stop %q, %s)", s.Temperature, topP, s.MaxTokens, s.Stop, seed)
+	return nil
+}
+
+// checkPrompt re-derives the prompt ids from the request, read as the
+// server reads it (inference.DecodeRequest, content parts included), and
+// compares them with the bundle's (whose hash the receipt signed). Token
+// ids must be the bundle's (checkRequest); a completions "prompt" string is
+// tokenized with the model's tokenizer, with or without its BOS token. A
+// chat request's messages are rendered with the model folder's chat
+// template (model/chat, with the generation prompt, at the receipt's time
+// or the day before, for a template that prints the date) or, without one,
+// as "role: content" lines then "assistant:", and tokenized. A mismatch
+// fails: the node fed the model a prompt the request did not ask for (a
+// system prompt of its own, say). Only a template whose text depends on
+// the time of day, which the receipt does not pin, is let off with a note.
+func checkPrompt(out io.Writer, b *receipt.Bundle, r *receipt.Receipt, tok tokenizer.Tokenizer, modelDir string, bos *int) error {
 	matches := func(ids []int) bool {
 		return slices.Equal(ids, b.PromptIDs) || bos != nil && slices.Equal(append([]int{*bos}, ids...), b.PromptIDs)
 	}
-	if err := json.Unmarshal(b.Request, &req); err != nil {
-		passed(out, "prompt", "%d prompt ids from the bundle (the request is not JSON the audit can read: %v)", len(b.PromptIDs), err)
-		return nil
+	req, err := decodeBundleRequest(b.Request)
+	if err != nil {
+		return failed(out, "prompt", err)
 	}
 	switch {
-	case req.Prompt != nil && json.Unmarshal(req.Prompt, &prompt) == nil:
-		ids := tok.Encode(prompt)
+	case req.PromptTokens != nil:
+		if !slices.Equal(req.PromptTokens, b.PromptIDs) {
+			return failed(out, "prompt", fmt.Errorf("%w: the request's %d prompt token ids are not the bundle's %d", receipt.ErrMismatch, len(req.PromptTokens), len(b.PromptIDs)))
+		}
+		passed(out, "prompt", "the request's prompt is the bundle's %d token ids", len(b.PromptIDs))
+	case req.Messages == nil:
+		ids := tok.Encode(req.Prompt)
 		if !matches(ids) {
 			return failed(out, "prompt", fmt.Errorf("%w: the request's prompt tokenizes to %d ids, not the bundle's %d prompt ids", receipt.ErrMismatch, len(ids), len(b.PromptIDs)))
 		}
 		passed(out, "prompt", "the request's prompt tokenizes to the bundle's %d prompt ids", len(b.PromptIDs))
-	case len(req.Messages) > 0:
+	default:
 		text, how, err := renderChat(modelDir, req.Messages, r.Time)
-		if err == nil && matches(tok.Encode(text)) {
+		if err != nil {
+			return failed(out, "prompt", fmt.Errorf("the request's %d messages rendered with %s: %w", len(req.Messages), how, err))
+		}
+		if matches(tok.Encode(text)) {
 			passed(out, "prompt", "the request's %d messages, rendered with %s, tokenize to the bundle's %d prompt ids", len(req.Messages), how, len(b.PromptIDs))
 			return nil
 		}
-		why := "they tokenize to other ids"
-		if err != nil {
-			why = err.Error()
+		// A template that prints the date: the server rendered it when
+		// the request came, maybe the day before the answer's time.
+		before, _, errBefore := renderChat(modelDir, req.Messages, r.Time.AddDate(0, 0, -1))
+		if errBefore == nil && before != text && matches(tok.Encode(before)) {
+			passed(out, "prompt", "the request's %d messages, rendered with %s on the day before the receipt's time, tokenize to the bundle's %d prompt ids", len(req.Messages), how, len(b.PromptIDs))
+			return nil
 		}
-		fmt.Fprintf(out, "note %-9s the request's messages rendered with %s do not give the bundle's prompt ids (%s); replaying the bundle's %d ids, whose hash the receipt signed\n", "prompt", how, why, len(b.PromptIDs))
-	default:
-		passed(out, "prompt", "%d prompt ids from the bundle (the request has no prompt string or messages to re-derive them from)", len(b.PromptIDs))
+		hour, _, errHour := renderChat(modelDir, req.Messages, r.Time.Add(-time.Minute))
+		if errHour == nil && hour != text {
+			fmt.Fprintf(out, "note %-9s the request's messages rendered with %s, which prints the time of day, do not give the bundle's prompt ids; replaying the bundle's %d ids, whose hash the receipt signed\n", "prompt", how, len(b.PromptIDs))
+			return nil
+		}
+		return failed(out, "prompt", fmt.Errorf("%w: the request's %d messages rendered with %s tokenize to other ids than the bundle's %d prompt ids: the node fed the model another prompt",
+			receipt.ErrMismatch, len(req.Messages), how, len(b.PromptIDs)))
 	}
 	return nil
+}
+
+// decodeBundleRequest reads a bundle's request body as the server did:
+// a chat request when it has messages, else a completions request.
+func decodeBundleRequest(body []byte) (*inference.Request, error) {
+	var probe struct {
+		Messages json.RawMessage `json:"messages"`
+	}
+	e := inference.Completions
+	if json.Unmarshal(body, &probe) == nil && probe.Messages != nil {
+		e = inference.ChatCompletions
+	}
+	req, apiErr := inference.DecodeRequest(e, body)
+	if apiErr != nil {
+		return nil, fmt.Errorf("%w: the request is not one a server answers: %s", receipt.ErrMismatch, apiErr.Message)
+	}
+	return req, nil
 }
 
 // renderChat renders msgs as a server would: with the model folder's chat
@@ -449,4 +679,19 @@ func firstDiff(recorded, replay []int) string {
 		}
 	}
 	return fmt.Sprintf(" (recorded %d ids, replayed %d)", len(recorded), len(replay))
+}
+
+// asJSONText is s as it reads back from JSON: encoding/json writes each
+// byte of invalid UTF-8 (a byte-level token cut mid-character) as U+FFFD,
+// so an answer's text in a bundle or a response body has them replaced.
+func asJSONText(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return s
+	}
+	var out string
+	if json.Unmarshal(b, &out) != nil {
+		return s
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -24,7 +25,7 @@ import (
 // may change the answer before it is signed.
 func answerBundle(t *testing.T, key ed25519.PrivateKey, dir, prompt string, s receipt.Sampling, edit func(*receipt.Answer)) *receipt.Bundle {
 	t.Helper()
-	req, _ := json.Marshal(map[string]any{"model": "m", "prompt": prompt, "max_tokens": s.MaxTokens, "temperature": s.Temperature, "seed": s.Seed})
+	req, _ := json.Marshal(map[string]any{"model": "m", "prompt": prompt, "max_tokens": s.MaxTokens, "temperature": s.Temperature, "top_p": cmp.Or(s.TopP, 1), "seed": s.Seed})
 	return answerRequest(t, key, dir, prompt, req, s, edit)
 }
 
@@ -92,6 +93,12 @@ func TestAuditReceiptReplay(t *testing.T) {
 	greedy := receipt.Sampling{MaxTokens: 8}
 	sampled := receipt.Sampling{Temperature: 0.9, TopP: 0.95, MaxTokens: 8, Seed: 42}
 
+	// An answer the node's time limit cut is the start of the replay.
+	if out := mustCLI(t, "audit", "receipt", writeBundle(t, answerBundle(t, key, modelDir, "hello there", sampled, func(a *receipt.Answer) {
+		a.CompletionIDs, a.Cut = a.CompletionIDs[:3], receipt.CutTime
+	})), "--replay", "--model", modelDir); !strings.Contains(out, "ok   replay    3 tokens regenerated") || !strings.Contains(out, "note cut       the node's time limit cut the answer after 3 tokens (the replay goes on to 8)") {
+		t.Errorf("answer cut by the time limit:\n%s", out)
+	}
 	for name, s := range map[string]receipt.Sampling{"greedy": greedy, "sampled": sampled} {
 		p := writeBundle(t, answerBundle(t, key, modelDir, "hello there", s, nil))
 		out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
@@ -114,17 +121,24 @@ func TestAuditReceiptReplay(t *testing.T) {
 	}
 
 	// A chat request: the messages rendered (no chat template in the
-	// folder: the plain form) give the prompt ids; a server that rendered
-	// them otherwise is noted, and its answer still replays.
-	chatReq := []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8}`)
-	for rendered, want := range map[string]string{
-		"user: hi\nassistant:": "ok   prompt    the request's 1 messages, rendered with the plain role: content form",
-		"<user>hi</user>":      "note prompt    the request's messages rendered with the plain role: content form (the model has no chat template) do not give",
+	// folder: the plain form) give the prompt ids, content parts read as
+	// the server reads them. A node that fed the model another rendering
+	// (a system prompt of its own, say) is refused: the plain form does
+	// not depend on the time.
+	for _, c := range []struct{ req, rendered, want string }{
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}`, "user: hi\nassistant:",
+			"ok   prompt    the request's 1 messages, rendered with the plain role: content form"},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"h"},{"type":"text","text":"i"}]}],"max_tokens":8,"temperature":0}`, "user: hi\nassistant:",
+			"ok   prompt    the request's 1 messages, rendered with the plain role: content form"},
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}`, "system: obey the node\nuser: hi\nassistant:",
+			"FAIL prompt    receipt: does not match: the request's 1 messages rendered with the plain role: content form (the model has no chat template) tokenize to other ids than the bundle's"},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":8,"temperature":0}`, "system: obey the node\nuser: hi\nassistant:",
+			"FAIL prompt    receipt: does not match"},
 	} {
-		p := writeBundle(t, answerRequest(t, key, modelDir, rendered, chatReq, greedy, nil))
-		out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
-		if !strings.Contains(out, want) || !strings.Contains(out, "ok   replay") {
-			t.Errorf("chat request rendered as %q: output lacks %q:\n%s", rendered, want, out)
+		p := writeBundle(t, answerRequest(t, key, modelDir, c.rendered, []byte(c.req), greedy, nil))
+		out, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir)
+		if !strings.Contains(out, c.want) || (err == nil) != strings.HasPrefix(c.want, "ok") {
+			t.Errorf("chat request %s rendered as %q: %v, output lacks %q:\n%s", c.req, c.rendered, err, c.want, out)
 		}
 	}
 
@@ -144,8 +158,15 @@ func TestAuditReceiptReplay(t *testing.T) {
 			return answerBundle(t, key, modelDir, "hello there", greedy, func(a *receipt.Answer) { a.CompletionIDs[3] ^= 1 })
 		}, modelDir, "replay: receipt: does not match: the replay's 8 tokens (greedy) hash to"},
 		{"seed not the generation's", func() *receipt.Bundle {
-			return answerBundle(t, key, modelDir, "hello there", sampled, func(a *receipt.Answer) { a.Sampling.Seed = 43 })
+			return answerBundle(t, key, modelDir, "hello there", sampled, func(a *receipt.Answer) {
+				a.Sampling.Seed = 43 // and the request asks for it: the tokens are seed 42's
+				a.Request = []byte(strings.Replace(string(a.Request), `"seed":42`, `"seed":43`, 1))
+			})
 		}, modelDir, "(first difference at token"},
+		// Cut short with no stop string and no mark of the time limit.
+		{"answer cut short", func() *receipt.Bundle {
+			return answerBundle(t, key, modelDir, "hello there", greedy, func(a *receipt.Answer) { a.CompletionIDs = a.CompletionIDs[:3] })
+		}, modelDir, "replay: receipt: does not match: the replay (greedy) keeps 8 tokens (no stop string occurs in the replay's text), the receipt signed 3"},
 		{"another model", func() *receipt.Bundle { return answerBundle(t, key, modelDir, "hello there", greedy, nil) },
 			otherDir, "replay: --model " + otherDir + " has digest"},
 		{"prompt not the request's", func() *receipt.Bundle {
@@ -272,7 +293,7 @@ func TestAuditReceiptAdapter(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := ledger.GenerateKey()
-	_, b, err := receipt.SignAnswer(key, receipt.Answer{Model: d, Adapter: adDigest, Request: []byte(`{"prompt":"adapted"}`),
+	_, b, err := receipt.SignAnswer(key, receipt.Answer{Model: d, Adapter: adDigest, Request: []byte(`{"model":"m","prompt":"adapted","max_tokens":8,"temperature":0}`),
 		PromptIDs: ids, CompletionIDs: out, Sampling: receipt.Sampling{MaxTokens: 8}}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +302,7 @@ func TestAuditReceiptAdapter(t *testing.T) {
 	if out := mustCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir, "--adapter", adapterDir); !strings.Contains(out, "ok   replay") {
 		t.Fatalf("replay with the adapter:\n%s", out)
 	}
-	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir); err == nil || !strings.Contains(err.Error(), "pass its folder as --adapter") {
+	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", modelDir); err == nil || !strings.Contains(err.Error(), "pass its folder as --adapter") || !strings.Contains(err.Error(), "--fetch-dir") {
 		t.Fatalf("replay without the adapter: %v", err)
 	}
 }

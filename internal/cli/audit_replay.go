@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/spotcheck"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
@@ -53,11 +56,12 @@ func newAuditReplayCmd() *cobra.Command {
 					return fmt.Errorf("audit replay: %s is required", f.name)
 				}
 			}
-			st, err := artifact.OpenStore(artifacts)
-			if err != nil {
-				return fmt.Errorf("audit replay: --artifacts: %w", err)
+			// Read the store's files without taking its lock: a running
+			// coordinator holds it, and a replay only reads.
+			if fi, err := os.Stat(artifacts); err != nil || !fi.IsDir() {
+				return fmt.Errorf("audit replay: --artifacts %s is not a folder of blobs (an artifact store's, e.g. the coordinator's)", artifacts)
 			}
-			defer st.Close()
+			st := artifactDir(artifacts)
 			tmp, err := os.MkdirTemp("", "fedtune-replay-")
 			if err != nil {
 				return fmt.Errorf("audit replay: %w", err)
@@ -164,11 +168,37 @@ func findUpdate(rd *ledger.Round, trainerID string) *ledger.Update {
 	return nil
 }
 
-// storeSource reads blobs from a local artifact store (trainer.BlobSource).
-type storeSource struct{ st *artifact.Store }
+// artifactDir reads blobs from an artifact store's folder (or a flat
+// folder of blobs named by digest) without opening the store, so that it
+// works while the store's server runs. It is a spotcheck.BlobPaths.
+type artifactDir string
+
+// Path returns the file that holds blob digest, or would in the store's
+// layout.
+func (dir artifactDir) Path(digest string) (string, error) {
+	d, err := artifact.ParseDigest(digest)
+	if err != nil {
+		return "", err
+	}
+	if p, ok := audit.ArtifactPath(string(dir), d); ok {
+		return p, nil
+	}
+	return filepath.Join(string(dir), "blobs", d[:2], d), nil
+}
+
+// storeSource reads blobs from a local artifact store's folder
+// (trainer.BlobSource).
+type storeSource struct{ st artifactDir }
 
 func (s storeSource) Download(_ context.Context, digest string, w io.Writer) (int64, error) {
-	f, err := s.st.Open(digest)
+	p, err := s.st.Path(digest)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("open %s: %w", digest, artifact.ErrNotFound)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -223,7 +253,7 @@ func sameRanges(a, b []ledger.SampleRange) bool {
 // hyperparameters and seeds, the artifact store the round's weights or
 // adapter (spotcheck.Task). The data at dataPath must have the registered
 // root of ds.
-func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st *artifact.Store, tmp string) (trainer.Task, trainer.Data, error) {
+func replayTask(jobFile string, rd *ledger.Round, t string, ds *ledger.Dataset, dataPath string, st spotcheck.BlobPaths, tmp string) (trainer.Task, trainer.Data, error) {
 	jf, err := coordinator.LoadJob(jobFile)
 	if err != nil {
 		return trainer.Task{}, trainer.Data{}, err

@@ -209,6 +209,11 @@ func TestNoRaceAuditReplayNetwork(t *testing.T) {
 	if out, err := replay("trainer-1", "--data", n.Shards[0]); err != nil || !strings.HasPrefix(out, "replay matches: ") {
 		t.Fatalf("honest trainer-1: %q, %v", out, err)
 	}
+	// The coordinator's own store, while the coordinator runs and holds
+	// its lock: replay reads its files without opening the store.
+	if out, err := replay("trainer-1", "--data", n.Shards[0], "--artifacts", filepath.Join(n.Dir, "coordinator", "artifacts")); err != nil || !strings.HasPrefix(out, "replay matches: ") {
+		t.Fatalf("honest trainer-1 from the running coordinator's store: %q, %v", out, err)
+	}
 	// trainer-2 trained on published data only: nothing to disclose.
 	out, err = replay("trainer-2", "--published")
 	// (AdamW's first update moves by the sign of the gradient: another

@@ -166,12 +166,14 @@ func newDatasetVerifyManifestCmd() *cobra.Command {
 }
 
 func newDatasetProveCmd() *cobra.Command {
-	var sampleFile, sampleID, manifestPath, format, out string
+	var sampleFile, sampleFormat, sampleID, manifestPath, format, out string
 	cmd := &cobra.Command{
 		Use:   "prove PATH (--sample FILE | --id SAMPLE-ID) [--manifest M]",
 		Short: "Print a JSON proof that a sample is (inclusion) or is not (exclusion) in a dataset",
 		Long: "Print a JSON proof that a sample is (inclusion) or is not (exclusion) in the dataset at PATH.\n" +
-			"--sample FILE: the sample's text is the file's content without a leading BOM and trailing line breaks.\n" +
+			"--sample FILE: the sample as the dataset loader reads one, as `audit contains` takes it: a .jsonl or .ndjson\n" +
+			"file is one JSONL record (its text as the jsonl loader builds it), any other file is the sample's text (its\n" +
+			"content without a leading BOM and trailing line breaks); --sample-format text|jsonl says which.\n" +
 			"--id: a sample of PATH by its loader ID (file:line, or the file path in a folder).\n" +
 			"--manifest: check the dataset against it first and embed it in the proof, so `fedtune audit check-proof\n" +
 			"--dataset DIGEST` can tie the proof to the ledger.",
@@ -199,14 +201,13 @@ func newDatasetProveCmd() *cobra.Command {
 					return fmt.Errorf("dataset prove: %w", err)
 				}
 			}
-			var text string
+			var leaf [32]byte
 			if sampleFile != "" {
-				data, err := os.ReadFile(sampleFile)
-				if err != nil {
-					return fmt.Errorf("dataset prove: %w", err)
+				if leaf, err = audit.SampleLeaf(sampleFile, sampleFormat); err != nil {
+					return fmt.Errorf("dataset prove: --sample: %w", err)
 				}
-				text = datasets.SampleFileText(data)
 			} else {
+				var text string
 				found := false
 				for _, s := range d.Samples {
 					if s.ID == sampleID {
@@ -217,9 +218,10 @@ func newDatasetProveCmd() *cobra.Command {
 				if !found {
 					return fmt.Errorf("dataset prove: %s has no sample with ID %q", args[0], sampleID)
 				}
+				leaf = datasets.SampleDigest(text)
 			}
 			hs, _ := datasets.SampleHashes(d)
-			p, err := datasets.NewTree(hs).Prove(datasets.SampleDigest(text))
+			p, err := datasets.NewTree(hs).Prove(leaf)
 			if err != nil {
 				return fmt.Errorf("dataset prove: %w", err)
 			}
@@ -237,7 +239,8 @@ func newDatasetProveCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&sampleFile, "sample", "", "file holding the sample's text")
+	cmd.Flags().StringVar(&sampleFile, "sample", "", "file holding the sample (one JSONL record for .jsonl/.ndjson, else its text)")
+	cmd.Flags().StringVar(&sampleFormat, "sample-format", "", "how the --sample file is a sample: text or jsonl (default: jsonl for .jsonl/.ndjson, else text)")
 	cmd.Flags().StringVar(&sampleID, "id", "", "a sample of the dataset by its ID")
 	cmd.Flags().StringVar(&manifestPath, "manifest", "", "the dataset's manifest: checked, then embedded in the proof")
 	cmd.Flags().StringVar(&format, "format", "", "loader layout (default: the manifest's, or by extension)")

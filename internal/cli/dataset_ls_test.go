@@ -45,6 +45,11 @@ func TestDatasetLsFromIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	var empty, emptyErr bytes.Buffer
+	if err := RunWith(ctx, []string{"dataset", "ls", "--addr", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &empty, &emptyErr); err != nil ||
+		!strings.Contains(empty.String(), "no dataset is published") {
+		t.Fatalf("dataset ls of a chain without published data: %q, %v", empty.String(), err)
+	}
 	publish := func(who, name string) { publishTiny(t, ctx, n, c, who, name, "CC0-1.0") }
 	// Published out of name order.
 	order := []string{"zeta", "alpha", "mid"}
@@ -96,6 +101,14 @@ func TestDatasetLsFromIndex(t *testing.T) {
 	}
 	if q := reads("query"); q <= queries {
 		t.Errorf("dataset ls made no query (%d before, %d after)", queries, q)
+	}
+	// --from-chain lists the same rows, in the same order, from the
+	// re-derived chain (reading its blocks).
+	if chain := cli("dataset", "ls", "--from-chain"); chain != table {
+		t.Errorf("dataset ls --from-chain:\n%s\nwant what the index gives:\n%s", chain, table)
+	}
+	if s := reads("stream_blocks"); s == streams {
+		t.Errorf("dataset ls --from-chain read no blocks")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/datasets"
+	"github.com/fedtune/fedtune/internal/audit"
 	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/internal/dspub"
 	"github.com/fedtune/fedtune/internal/spdx"
@@ -104,7 +105,9 @@ func newDatasetPublishCmd() *cobra.Command {
 				return fmt.Errorf("dataset publish: %w", err)
 			}
 			defer ac.Close()
-			sm, err := trainer.PublishDataset(ctx, ac, key, d, card, datasets.PublishOptions{Name: name, Format: pf, Licence: licence, ShardSamples: shardSamples})
+			p := newProgress(cmd.ErrOrStderr(), "uploads", publishBlobs(len(d.Samples), shardSamples, card != nil))
+			sm, err := trainer.PublishDataset(ctx, &countingSink{BlobSink: ac, p: p}, key, d, card, datasets.PublishOptions{Name: name, Format: pf, Licence: licence, ShardSamples: shardSamples})
+			p.Finish()
 			if err != nil {
 				return fmt.Errorf("dataset publish %s: %w", args[0], err)
 			}
@@ -280,7 +283,14 @@ func newDatasetFetchCmd() *cobra.Command {
 					return fmt.Errorf("dataset fetch: %w", err)
 				}
 				defer ac.Close()
-				if err := trainer.FetchPublished(ctx, ac, sm, out); err != nil {
+				blobs := len(sm.Shards) + 1 // and the leaves
+				if sm.Card != "" {
+					blobs++
+				}
+				p := newProgress(cmd.ErrOrStderr(), "downloads", blobs)
+				err = trainer.FetchPublished(ctx, &countingSource{BlobSource: ac, p: p}, sm, out)
+				p.Finish()
+				if err != nil {
 					return fmt.Errorf("dataset fetch %s: %w", args[0], err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "fetched %s (%s): %d samples in %d shards checked against root %s; written to %s\n",
@@ -297,34 +307,150 @@ func newDatasetFetchCmd() *cobra.Command {
 }
 
 func newDatasetLsCmd() *cobra.Command {
-	var addr, genesisPath string
-	var asJSON bool
+	var addr, genesisPath, exportPath string
+	var asJSON, fromChain bool
+	var quorum int
 	cmd := &cobra.Command{
-		Use:   "ls",
+		Use:   "ls [--addr ADDR [--genesis FILE] [--from-chain [--quorum N]] | --export FILE] [--json]",
 		Short: "List the published datasets recorded on the ledger",
-		Args:  cobra.NoArgs,
+		Long: `List the published datasets recorded on the ledger, in the order they were published.
+
+What each mode trusts:
+
+  (default)     the node's index of published datasets (one paged query). Each dataset listed is
+                checked against its DatasetPublished tx, proved committed in its block (with
+                --genesis: in a block cosigned by the genesis quorum of nodes), so none is made up;
+                but the node alone says the list is complete: a lying node can leave one out.
+  --from-chain  reads every block of the node's chain from genesis and re-derives the state, as
+                audit verify does (every signature, state transition, tx root, state hash and the
+                hash chain), then lists the published datasets of that state; the head block must
+                carry --quorum cosignatures (default: the genesis quorum) from the nodes of the
+                --genesis file, which is required. Nothing is trusted to the node but freshness: it
+                can serve an older head, so the height listed to is printed (on stderr). Costs a
+                read of the whole chain.
+  --export FILE re-derives the state from an export file (fedtune audit export) offline; complete
+                for the chain the file holds, as fresh as whoever made it.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if err := checkQuorumFlags(quorum, genesisPath); err != nil {
+				return fmt.Errorf("dataset ls: %w", err)
+			}
+			if fromChain && exportPath != "" {
+				return errors.New("dataset ls: give --from-chain (read the chain from --addr) or --export FILE, not both")
+			}
+			if quorum > 0 && !fromChain {
+				return errors.New("dataset ls: --quorum applies to --from-chain (the default mode checks each dataset's block against the genesis quorum when --genesis is given)")
+			}
+			print := func(all []ledger.Dataset) error {
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), publishedSummaries(all))
+				}
+				if len(all) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no dataset is published on this chain (`fedtune dataset publish` publishes one)")
+					return nil
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tDIGEST\tLICENCE\tSAMPLES\tSHARDS\tOWNER\tHEIGHT")
+				for _, d := range all {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\n", d.Name, d.Digest, d.Licence, d.Samples, len(d.Shards), d.Owner[:min(16, len(d.Owner))], d.Height)
+				}
+				return tw.Flush()
+			}
+			if exportPath != "" {
+				e, err := readExportFile(exportPath)
+				if err != nil {
+					return fmt.Errorf("dataset ls: %w", err)
+				}
+				ls, rep, err := audit.PublishedDatasets(ctx, e)
+				if err != nil {
+					return fmt.Errorf("dataset ls --export %s: %w", exportPath, err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "every published dataset of %s: its chain re-derived from genesis to height %d (head %x)\n", exportPath, rep.Height, rep.HeadHash[:8])
+				return print(listings(ls))
+			}
+			if fromChain {
+				return datasetLsFromChain(ctx, cmd, addr, genesisPath, quorum, print)
+			}
 			return withClient(ctx, addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				all, err := listPublished(ctx, c)
 				if err != nil {
 					return fmt.Errorf("dataset ls: %w", err)
 				}
-				if asJSON {
-					return writeJSON(cmd.OutOrStdout(), publishedSummaries(all))
-				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tDIGEST\tLICENCE\tSAMPLES\tSHARDS\tOWNER\tHEIGHT")
-				for _, d := range all {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\n", d.Name, d.Digest, d.Licence, d.Samples, len(d.Shards), d.Owner[:16], d.Height)
-				}
-				return tw.Flush()
+				return print(all)
 			})
 		},
 	}
 	addrFlag(cmd, &addr, &genesisPath)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&fromChain, "from-chain", false, "list from the whole chain, re-derived and checked against the head's cosignatures, not from the node's index (needs --genesis)")
+	cmd.Flags().IntVar(&quorum, "quorum", 0, "with --from-chain: cosignatures from the genesis nodes the head block must carry (0: the genesis quorum)")
+	cmd.Flags().StringVar(&exportPath, "export", "", "list from an export file (fedtune audit export), re-derived offline")
 	return cmd
+}
+
+// datasetLsFromChain is `dataset ls --from-chain`: every block of the
+// node's chain, re-derived (audit.PublishedDatasets), its head anchored in
+// the cosignatures of a quorum of the genesis nodes (audit.AnchorHead).
+func datasetLsFromChain(ctx context.Context, cmd *cobra.Command, addr, genesisPath string, quorum int, print func([]ledger.Dataset) error) error {
+	if genesisPath == "" {
+		return errors.New("dataset ls --from-chain: --genesis is required (the chain is re-derived from the genesis file, and its nodes' cosignatures anchor the head)")
+	}
+	genesis, err := os.ReadFile(genesisPath)
+	if err != nil {
+		return fmt.Errorf("dataset ls: --genesis: %w", err)
+	}
+	_, nodes, err := genesisNodes(genesisPath)
+	if err != nil {
+		return fmt.Errorf("dataset ls: --genesis: %w", err)
+	}
+	if quorum > len(nodes) {
+		return fmt.Errorf("dataset ls: --quorum %d exceeds the %d nodes of --genesis %s", quorum, len(nodes), genesisPath)
+	}
+	warn := cmd.ErrOrStderr()
+	return withClient(ctx, addr, genesisPath, warn, func(c *client.Client) error {
+		e, err := streamChain(ctx, c, genesis, addr, warn, nil)
+		if err != nil {
+			return fmt.Errorf("dataset ls --from-chain: %w", err)
+		}
+		ls, rep, err := audit.PublishedDatasets(ctx, e)
+		if err != nil {
+			return fmt.Errorf("dataset ls --from-chain: the chain %s serves does not verify: %w", addr, err)
+		}
+		head, err := anchorHead(ctx, c, genesisPath, quorum, rep)
+		if err != nil {
+			return fmt.Errorf("dataset ls --from-chain: %w", err)
+		}
+		fmt.Fprintf(warn, "every published dataset of the chain to height %d (head %x, cosigned by %d of the %d genesis nodes; re-derived from genesis)\n",
+			head.Height, head.Hash[:8], len(head.Cosigners), head.Nodes)
+		return print(listings(ls))
+	})
+}
+
+// anchorHead checks that the head of the chain rep verified carries
+// quorum (0: the genesis quorum) cosignatures from the nodes of the
+// genesis file at genesisPath (audit.AnchorHead).
+func anchorHead(ctx context.Context, c *client.Client, genesisPath string, quorum int, rep *audit.Report) (*audit.HeadAnchor, error) {
+	chainID, nodes, err := genesisNodes(genesisPath)
+	if err != nil {
+		return nil, fmt.Errorf("--genesis: %w", err)
+	}
+	if quorum == 0 {
+		quorum = len(nodes)/2 + 1
+		if p := c.Pin(); p != nil {
+			quorum = p.Quorum
+		}
+	}
+	return audit.AnchorHead(ctx, c, rep.Height, rep.HeadHash, audit.AnchorOptions{Quorum: quorum, ChainID: chainID, Nodes: nodes})
+}
+
+// listings drops the tx positions of ls.
+func listings(ls []ledger.PublishedListing) []ledger.Dataset {
+	out := make([]ledger.Dataset, len(ls))
+	for i := range ls {
+		out[i] = ls[i].Dataset
+	}
+	return out
 }
 
 // publishedSummary is a published dataset without its manifest and

@@ -37,9 +37,11 @@ func TestNoRaceDatasetPublish(t *testing.T) {
 	ledgerFlags := []string{"--addr", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}
 	art := []string{"--artifacts", n.Coordinator, "--artifacts-id", n.ID("coordinator")}
 	key := func(who string) []string { return []string{"--key", filepath.Join(n.Dir, "keys", who+".key")} }
+	var stderr string // the last command's
 	cli := func(args ...string) (string, error) {
 		var out, errb bytes.Buffer
 		err := RunWith(ctx, args, &out, &errb)
+		stderr = errb.String()
 		return out.String(), err
 	}
 	card := filepath.Join(t.TempDir(), "README.md")
@@ -56,6 +58,10 @@ func TestNoRaceDatasetPublish(t *testing.T) {
 	if err != nil || !strings.Contains(out, "published shard-one as ") {
 		t.Fatalf("publish: %q, %v", out, err)
 	}
+	// 601 samples in shards of 100: 7 shards, the leaves, the card.
+	if !strings.Contains(stderr, "uploads 9/9 (100%)") {
+		t.Errorf("publish shows no upload progress:\n%s", stderr)
+	}
 	if _, err := cli(args...); err == nil || !strings.Contains(err.Error(), "already") {
 		t.Fatalf("publishing twice: %v", err)
 	}
@@ -71,6 +77,9 @@ func TestNoRaceDatasetPublish(t *testing.T) {
 	out, err = cli(append(append(append([]string{"dataset", "fetch", "shard-one", "-o", dir}, key("trainer-1")...), ledgerFlags...), art...)...)
 	if err != nil || !strings.Contains(out, "checked against root") {
 		t.Fatalf("fetch: %q, %v", out, err)
+	}
+	if !strings.Contains(stderr, "downloads 9/9 (100%)") {
+		t.Errorf("fetch shows no download progress:\n%s", stderr)
 	}
 	d, err := datasets.Load(filepath.Join(dir, "data.jsonl"), datasets.Options{})
 	if err != nil {

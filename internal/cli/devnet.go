@@ -46,7 +46,11 @@ trainer, launch another job and audit the model.
 
 With --verify a verifier node (role verifier) joins: trainer-1 publishes its
 shard, the job trains on it alone with verify: {fraction: 1, by: [the
-verifier]}, and every update is replayed bit for bit before its round commits.`,
+verifier]}, and every update is replayed bit for bit before its round commits.
+--verifiers N starts N verifiers (verifier-1 … verifier-N, sharing one cache
+of fetched base models) named by the job with quorum --verify-quorum (default
+a majority): an update passes, or is rejected naming a step, once that many
+agree, so a stopped or lying minority cannot decide.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -96,6 +100,8 @@ verifier]}, and every update is replayed bit for bit before its round commits.`,
 	f.BoolVar(&o.RemoteAggregator, "remote-aggregator", false, "run the aggregator as its own process (fedtune aggregator start) with its own key")
 	f.BoolVar(&o.Keep, "keep", false, "keep the network up after the job (until Ctrl-C or SIGTERM) and print its addresses and the commands that join a trainer, launch a job and audit the model")
 	f.BoolVar(&o.Verify, "verify", false, "start a verifier node and spot-check every update of the job before its rounds commit (the job runs on trainer-1's shard, published)")
+	f.IntVar(&o.Verifiers, "verifiers", 0, "start this many verifier nodes (implies --verify; default 1), named verifier-1, verifier-2, … and sharing one base-model cache")
+	f.IntVar(&o.VerifyQuorum, "verify-quorum", 0, "how many verifiers must agree to pass or reject an update (default: a majority of --verifiers)")
 	f.StringVar(&o.Device, "device", "", "the trainers' (and the base model's pre-training) "+deviceUsage)
 	return cmd
 }

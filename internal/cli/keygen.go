@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -22,7 +23,7 @@ func newKeygenCmd() *cobra.Command {
 		Use:   "keygen -o NAME.key",
 		Short: "Generate an ed25519 identity key (PKCS#8 PEM, mode 0600) and print its ID",
 		Long: `keygen writes a new ed25519 private key to the -o file as PKCS#8 PEM with
-mode 0600, and its public key beside it (NAME.pub, PKIX PEM, for genesis files
+mode 0600 (making its folder if need be), and its public key beside it (NAME.pub, PKIX PEM, for genesis files
 and "fedtune admin add-member --pubkey"). It prints the key's ID (the hex
 SHA-256 of the raw public key) on the first line of its output, then the
 public key PEM.`,
@@ -33,6 +34,11 @@ public key PEM.`,
 			}
 			if _, err := os.Stat(out); err == nil && !force {
 				return fmt.Errorf("keygen: %s exists; refusing to overwrite a key (use --force)", out)
+			}
+			// The key's folder is made (0700) as the configs' instructions
+			// assume (keygen -o devnet/keys/solo.key on a fresh checkout).
+			if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+				return fmt.Errorf("keygen: %w", err)
 			}
 			k, err := ledger.GenerateKey()
 			if err != nil {

@@ -449,22 +449,26 @@ func newLedgerQueryCmd() *cobra.Command {
 	var addr, genesisPath string
 	var round uint64
 	kinds := map[string]ledgerv1.QueryKind{
-		"member":  ledgerv1.QueryKind_QUERY_KIND_MEMBER,
-		"model":   ledgerv1.QueryKind_QUERY_KIND_MODEL,
-		"dataset": ledgerv1.QueryKind_QUERY_KIND_DATASET,
-		"round":   ledgerv1.QueryKind_QUERY_KIND_ROUND,
-		"lineage": ledgerv1.QueryKind_QUERY_KIND_LINEAGE,
-		"nonce":   ledgerv1.QueryKind_QUERY_KIND_NONCE,
-		"update":  ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST,
+		"member":      ledgerv1.QueryKind_QUERY_KIND_MEMBER,
+		"model":       ledgerv1.QueryKind_QUERY_KIND_MODEL,
+		"dataset":     ledgerv1.QueryKind_QUERY_KIND_DATASET,
+		"round":       ledgerv1.QueryKind_QUERY_KIND_ROUND,
+		"lineage":     ledgerv1.QueryKind_QUERY_KIND_LINEAGE,
+		"nonce":       ledgerv1.QueryKind_QUERY_KIND_NONCE,
+		"update":      ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST,
+		"suspensions": ledgerv1.QueryKind_QUERY_KIND_SUSPENSIONS,
 	}
 	cmd := &cobra.Command{
-		Use:   "query member|model|dataset|round|lineage|nonce|update KEY [--round N]",
-		Short: "Print a ledger record as JSON (round: KEY is the job ID; update: KEY is an update digest, its submissions listed author first)",
+		Use:   "query member|model|dataset|round|lineage|nonce|update|suspensions KEY [--round N]",
+		Short: "Print a ledger record as JSON (round, suspensions: KEY is the job ID; update: KEY is an update digest, its submissions listed author first)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, ok := kinds[args[0]]
 			if !ok {
-				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage, nonce or update)", args[0])
+				return fmt.Errorf("ledger query: unknown kind %q (want member, model, dataset, round, lineage, nonce, update or suspensions)", args[0])
+			}
+			if args[0] == "round" && round == 0 {
+				return fmt.Errorf("ledger query round %s: --round N is required (rounds count from 1; fedtune round status %s lists the job's rounds)", args[1], args[1])
 			}
 			return withClient(cmd.Context(), addr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				js, err := c.Query(cmd.Context(), k, args[1], round)
@@ -477,6 +481,6 @@ func newLedgerQueryCmd() *cobra.Command {
 		},
 	}
 	addrFlag(cmd, &addr, &genesisPath)
-	cmd.Flags().Uint64Var(&round, "round", 0, "round number (query round)")
+	cmd.Flags().Uint64Var(&round, "round", 0, "round number, from 1 (query round; required there)")
 	return cmd
 }

@@ -125,6 +125,12 @@ func TestKeygen(t *testing.T) {
 	if err != nil || !pub.Equal(k.Public()) {
 		t.Fatalf("alice.pub: %v", err)
 	}
+	// A key in a folder that does not exist yet: the folder is made.
+	nested := filepath.Join(dir, "devnet", "keys", "solo.key")
+	mustRun(t, "keygen", "-o", nested)
+	if fi, err := os.Stat(filepath.Dir(nested)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("keygen into a new folder: %v, %v", fi, err)
+	}
 	// It refuses to overwrite a key.
 	if _, err := run(t, "keygen", "-o", path); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Fatalf("overwrite: %v", err)

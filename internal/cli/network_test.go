@@ -38,6 +38,11 @@ func TestTrainerInit(t *testing.T) {
 	if id := strings.TrimSpace(out.String()); id != ledger.KeyID(k.Public().(ed25519.PublicKey)) {
 		t.Errorf("printed %q, key ID is %s", id, ledger.KeyID(k.Public().(ed25519.PublicKey)))
 	}
+	for _, want := range []string{"admin add-member --role trainer --pubkey " + filepath.Join(dir, "trainer.pub"), "trainer join --config " + filepath.Join(dir, "trainer.yaml")} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("trainer init does not say what comes next (%q):\n%s", want, errb.String())
+		}
+	}
 	if st, err := os.Stat(c.Data); err != nil || st.Size() == 0 {
 		t.Errorf("data path %s: %v", c.Data, err)
 	}
@@ -147,6 +152,110 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	if strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("the refusal keeps gRPC's wrapping: %v", err)
 	}
+	// Published data the ledger does not hold is named as such.
+	job["name"] = "cli-unknown"
+	unknown := strings.Repeat("ab", 32)
+	job["datasets"] = map[string]any{"published": []string{unknown}, "range_samples": 2}
+	if raw, err = yaml.Marshal(job); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "unknown.yaml")
+	if err := os.WriteFile(missing, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = RunWith(ctx, append([]string{"round", "launch", "-f", missing}, conn...), &out, &errb)
+	for _, want := range []string{"datasets.published[0] " + unknown, "no dataset with this digest is on the ledger", "fedtune dataset ls"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("launch of a job on unknown published data: %v; want %q in it", err, want)
+		}
+	}
+	// A model.path with no model on the coordinator's machine is named,
+	// with the path it resolved to.
+	job["name"], job["datasets"], job["model"] = "cli-nomodel", map[string]any{"manifests": []string{}}, map[string]any{"path": "nowhere/tiny"}
+	if raw, err = yaml.Marshal(job); err != nil {
+		t.Fatal(err)
+	}
+	nomodel := filepath.Join(t.TempDir(), "nomodel.yaml")
+	if err := os.WriteFile(nomodel, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = RunWith(ctx, append([]string{"round", "launch", "-f", nomodel}, conn...), &out, &errb)
+	for _, want := range []string{`model.path "nowhere/tiny" is ` + filepath.Join(filepath.Dir(nomodel), "nowhere", "tiny"), "holds no model there"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("launch of a job whose model.path holds nothing: %v; want %q in it", err, want)
+		}
+	}
+	// A job the ledger has no rounds of: the coordinator's reason, without
+	// gRPC's wrapping.
+	err = RunWith(ctx, append([]string{"round", "status", "cli-never"}, conn...), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "cli-never (NotFound)") || strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("round status of an unknown job: %v; want the reason and (NotFound), no gRPC wrapping", err)
+	}
+	// A trainer whose key no admin added is told so, and what to do.
+	tdir := filepath.Join(t.TempDir(), "stranger")
+	if err := RunWith(ctx, []string{"trainer", "init", "--dir", tdir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl", "--coordinator", n.Coordinator,
+		"--coordinator-id", n.ID("coordinator"), "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	jctx, jcancel := context.WithTimeout(ctx, time.Minute)
+	err = RunWith(jctx, []string{"trainer", "join", "--config", filepath.Join(tdir, "trainer.yaml")}, &out, &errb)
+	jcancel()
+	for _, want := range []string{"is not an active member of the ledger", "admin add-member --role trainer"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("join of a trainer no admin added: %v; want %q in it", err, want)
+		}
+	}
+	// A trainer whose config names another coordinator key stops at once,
+	// saying which key answered, instead of reconnecting forever.
+	wdir := filepath.Join(t.TempDir(), "wrong-id")
+	if err := RunWith(ctx, []string{"trainer", "init", "--dir", wdir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl", "--coordinator", n.Coordinator,
+		"--coordinator-id", strings.Repeat("ab", 32), "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunWith(ctx, []string{"admin", "add-member", "--role", "trainer", "--pubkey", filepath.Join(wdir, "trainer.pub"), "--key", filepath.Join(n.Dir, "keys", "admin.key"),
+		"--addr", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	jctx, jcancel = context.WithTimeout(ctx, time.Minute)
+	err = RunWith(jctx, []string{"trainer", "join", "--config", filepath.Join(wdir, "trainer.yaml")}, &out, &errb)
+	jcancel()
+	for _, want := range []string{"proves key " + n.ID("coordinator"), "not coordinator_id " + strings.Repeat("ab", 32)} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("join with a wrong coordinator_id: %v; want %q in it", err, want)
+		}
+	}
+	// A trainer whose coordinator does not answer yet says so, and keeps
+	// trying (it has never joined: no "connection lost").
+	udir := filepath.Join(t.TempDir(), "unreachable")
+	if err := RunWith(ctx, []string{"trainer", "init", "--dir", udir, "--data", "../../datasets/testdata/shards/trainer-1.jsonl", "--coordinator", "127.0.0.1:1",
+		"--coordinator-id", n.ID("coordinator"), "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if err := RunWith(ctx, []string{"admin", "add-member", "--role", "trainer", "--pubkey", filepath.Join(udir, "trainer.pub"), "--key", filepath.Join(n.Dir, "keys", "admin.key"),
+		"--addr", n.LedgerGRPC[0], "--genesis", n.GenesisPath()}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	var ulog syncBuffer
+	jctx, jcancel = context.WithTimeout(ctx, 3*time.Second)
+	err = RunWith(jctx, []string{"trainer", "join", "--config", filepath.Join(udir, "trainer.yaml")}, &ulog, &ulog)
+	jcancel()
+	if err != nil || !strings.Contains(ulog.String(), "coordinator unreachable; retrying") || strings.Contains(ulog.String(), "connection lost") {
+		t.Errorf("join with no coordinator: %v\n%s", err, ulog.String())
+	}
+	// devnet up launches through the same path: the same reason, no
+	// gRPC wrapping.
+	jobFile := n.JobFile
+	n.JobFile = refused
+	_, err = n.Launch(ctx)
+	n.JobFile = jobFile
+	for _, want := range []string{"job " + refused + " refused by the coordinator (FailedPrecondition)", `licence "CC-BY-4.0"`, "it accepts MIT"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("devnet's launch of a job refusing its data's licence: %v; want %q in it", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("devnet's refusal keeps gRPC's wrapping: %v", err)
+	}
 	if _, err := lc.Job(ctx, "cli-licence"); !errors.Is(err, ledger.ErrRecordNotFound) {
 		t.Errorf("the refused job is on the ledger: %v", err)
 	}
@@ -155,6 +264,9 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "job cli launched") {
 		t.Errorf("launch printed %q", out.String())
+	}
+	if !strings.Contains(errb.String(), "follow it: fedtune round status cli") {
+		t.Errorf("launch does not say how to follow the job:\n%s", errb.String())
 	}
 	if _, err := n.Follow(ctx); err != nil {
 		t.Fatal(err)

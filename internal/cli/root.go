@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -56,7 +57,25 @@ func RunWith(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	return root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	return readable(named(cmd, root, err))
+}
+
+// named prefixes err with the path of the command that failed ("ledger
+// blocks: …") unless its text already starts with the command or its
+// group, so that every error says which command it is from.
+func named(cmd, root *cobra.Command, err error) error {
+	if err == nil || cmd == nil || cmd == root {
+		return err
+	}
+	path := strings.TrimPrefix(cmd.CommandPath(), root.Name()+" ")
+	msg := err.Error()
+	for _, p := range []string{path, cmd.Name(), strings.Fields(path)[0]} {
+		if strings.HasPrefix(msg, p+":") || strings.HasPrefix(msg, p+" ") {
+			return err
+		}
+	}
+	return &readableError{msg: path + ": " + msg, err: err}
 }
 
 // logger returns a structured logger writing to cmd's error stream at the

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -11,10 +12,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/fedtune/fedtune/api/coordinator/v1"
+	"github.com/fedtune/fedtune/artifact"
+	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 )
@@ -60,6 +61,28 @@ func (c *coordinatorFlags) dial() (coordinatorv1.CoordinatorClient, func(), erro
 	return coordinatorv1.NewCoordinatorClient(conn), func() { conn.Close() }, nil
 }
 
+// dialArtifacts connects to the artifact store at addr (default: the
+// coordinator's address) whose key is id (default: the coordinator's), as
+// the key and transport c names.
+func (c *coordinatorFlags) dialArtifacts(addr, id string) (*artifact.Client, error) {
+	addr, id = cmp.Or(addr, c.addr), cmp.Or(id, c.id)
+	if c.insecure {
+		return artifact.Dial(addr, tlsid.InsecureDialOption())
+	}
+	if c.key == "" || id == "" {
+		return nil, errors.New("--key and --artifacts-id (or --coordinator-id) are required over TLS (or --insecure)")
+	}
+	k, err := ledger.LoadKey(c.key)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := tlsid.DialOption(k, tlsid.ExpectID(id))
+	if err != nil {
+		return nil, err
+	}
+	return artifact.Dial(addr, opt)
+}
+
 func newRoundCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "round",
@@ -95,9 +118,10 @@ func newRoundLaunchCmd() *cobra.Command {
 			defer closeFn()
 			resp, err := c.LaunchJob(cmd.Context(), &coordinatorv1.LaunchJobRequest{JobYaml: data, Source: abs})
 			if err != nil {
-				return launchRefusal(file, err)
+				return fmt.Errorf("round launch: %w", coordinator.LaunchRefusal(file, err))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s launched: config %s, base model %s\n", resp.JobId, resp.ConfigDigest, resp.BaseModel)
+			fmt.Fprintf(cmd.ErrOrStderr(), "follow it: fedtune round status %s (with the same --coordinator, --coordinator-id and --key)\n", resp.JobId)
 			return nil
 		},
 	}
@@ -203,30 +227,3 @@ func shortList(ids []string) string {
 	}
 	return strings.Join(out, " ")
 }
-
-// launchRefusal turns the coordinator's refusal of a job into the CLI's
-// error: the coordinator's reason as it wrote it (the dataset, its licence
-// and the licences the job accepts, for a licence refusal), with the gRPC
-// code named once, not "rpc error: code = … desc = …".
-func launchRefusal(file string, err error) error {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() == codes.OK {
-		return fmt.Errorf("round launch: %w", err)
-	}
-	msg := strings.TrimPrefix(st.Message(), "launch: ")
-	return &launchError{file: file, code: st.Code(), msg: msg, err: err}
-}
-
-// launchError is a job the coordinator refused to launch.
-type launchError struct {
-	file string
-	code codes.Code
-	msg  string
-	err  error
-}
-
-func (e *launchError) Error() string {
-	return fmt.Sprintf("round launch %s: refused by the coordinator (%s): %s", e.file, e.code, e.msg)
-}
-
-func (e *launchError) Unwrap() error { return e.err }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/fedtune/fedtune/internal/tlsid"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
+	"github.com/fedtune/fedtune/model"
 )
 
 func init() { register(newServeCmd) }
@@ -126,6 +128,14 @@ func newServeCmd() *cobra.Command {
 					return serveModel(cmd, m, cfg, addr, dev.name, f.follow)
 				})
 			}
+			if fi, err := os.Stat(filepath.Join(modelDir, model.ConfigFile)); err != nil || fi.IsDir() {
+				return fmt.Errorf("serve: --model %s is not a model folder (no %s; fedtune model init or model import writes one)", modelDir, model.ConfigFile)
+			}
+			if adapterDir != "" {
+				if fi, err := os.Stat(filepath.Join(adapterDir, model.AdapterConfigFile)); err != nil || fi.IsDir() {
+					return fmt.Errorf("serve: --adapter %s is not a LoRA adapter folder (no %s)", adapterDir, model.AdapterConfigFile)
+				}
+			}
 			m, err := dev.loadModel(modelDir, adapterDir, id, cfg.MaxConcurrent, load)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
@@ -141,13 +151,15 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&adapterDir, "adapter", "", "LoRA adapter folder to merge in")
 	f.StringVar(&addr, "addr", "127.0.0.1:8000", "address to listen on")
 	f.StringVar(&keyPath, "key", "", "the node's ledger key: every answer then carries a receipt it signs (default: no receipts)")
-	f.StringVar(&receiptsDir, "receipts-dir", "", "with --key: write each answer's receipt bundle (envelope, request, token ids, response) as DIR/<request-hash>.json, for audit receipt --replay")
+	f.StringVar(&receiptsDir, "receipts-dir", "", "with --key: write each answer's receipt bundle (envelope, request, token ids, response) as DIR/<request-hash>.json (a later answer to the same body: DIR/<request-hash>-<envelope-hash>.json), for audit receipt --replay")
 	f.StringVar(&id, "model-id", "", "the model's name in the API (default: the served weights' digest)")
 	f.StringVar(&tokenFile, "auth-token-file", "", "file holding the bearer token clients must send (default: no auth)")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "request body size at most (larger: 413)")
 	f.IntVar(&cfg.MaxConcurrent, "max-concurrent", 16, "requests generating at once (decoded together, continuous batching)")
 	f.IntVar(&cfg.MaxQueue, "max-queue", 64, "requests waiting for a slot at most (more: 429; -1: no queue)")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 5*time.Minute, "a request's time at most (an answer is cut there)")
+	f.DurationVar(&cfg.BodyTimeout, "body-timeout", 30*time.Second, "time to receive a request's body at most (slower: 408)")
+	f.DurationVar(&cfg.SendGrace, "send-grace", 10*time.Second, "after --request-timeout, time to send the rest of an answer at most (a client that stops reading then loses it)")
 	f.IntVar(&cfg.DefaultMaxTokens, "default-max-tokens", 256, "max_tokens of a request that gives none")
 	f.StringVar(&ledgerAddr, "ledger", "", "gRPC address of a ledger node: follow --job's committed rounds on the ledger's block stream and serve each new global model (LoRA adapter or full weights) on the --model base folder, which must hold the job's registered base model")
 	genesisFlag(cmd, &genesisPath)

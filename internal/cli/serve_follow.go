@@ -82,6 +82,9 @@ type jobSpec struct {
 	job    *coordinator.Job  // the canonical config it names
 	lora   *model.LoRAConfig // the adapter's settings; nil for a full fine-tune
 	base   string            // the job's base model digest
+	// tokenizer is the tokenizer digest the ledger registers the base
+	// model with; "" where it records none.
+	tokenizer string
 }
 
 // followMetrics are a follower's Prometheus metrics, registered on the
@@ -202,7 +205,7 @@ func (f *follower) jobSpec(ctx context.Context, rd *ledger.Round) (*jobSpec, err
 	if job.Model.Digest != "" && job.Model.Digest != sp.base {
 		return nil, fmt.Errorf("job config %s names base model %s, the job's recipe on the ledger %s", rd.ConfigDigest, job.Model.Digest, sp.base)
 	}
-	if err := f.checkBase(ctx, sp.base); err != nil {
+	if sp.tokenizer, err = f.checkBase(ctx, sp.base); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
@@ -229,13 +232,25 @@ func (f *follower) jobConfig(ctx context.Context, rd *ledger.Round) (*coordinato
 }
 
 // checkBase checks that the base model folder holds the registered model
-// base: its weights' digest, and its config.json's digest where the
-// ledger records one.
-func (f *follower) checkBase(ctx context.Context, base string) error {
+// base: its weights' digest, and its config.json's and tokenizer's
+// (model.TokenizerDigest: the tokenizer and chat-template files) digests
+// where the ledger records them. It returns the registered tokenizer
+// digest ("" for none).
+func (f *follower) checkBase(ctx context.Context, base string) (string, error) {
 	bm, err := f.c.Model(ctx, base)
 	if err != nil {
-		return fmt.Errorf("the job's base model %s: %w", base, err)
+		return "", fmt.Errorf("the job's base model %s: %w", base, err)
 	}
+	if err := f.checkBaseFiles(base, bm); err != nil {
+		return "", err
+	}
+	return bm.Tokenizer, nil
+}
+
+// checkBaseFiles is checkBase's check of the folder against bm, the
+// ledger's record of base.
+func (f *follower) checkBaseFiles(base string, bm *ledger.Model) error {
+	var err error
 	f.mu.Lock()
 	have := f.baseDigest
 	f.mu.Unlock()
@@ -259,7 +274,27 @@ func (f *follower) checkBase(ctx context.Context, base string) error {
 			return fmt.Errorf("--model %s: %s has digest %s, but the ledger registers base model %s with config %s", f.base, model.ConfigFile, got, base, bm.Config)
 		}
 	}
+	if bm.Tokenizer != "" {
+		got, err := model.TokenizerDigest(f.base)
+		if err != nil {
+			return fmt.Errorf("--model %s: %w", f.base, err)
+		}
+		if got != bm.Tokenizer {
+			return fmt.Errorf("--model %s: %w", f.base, tokenizerMismatch(got, base, bm.Tokenizer))
+		}
+	}
 	return nil
+}
+
+// ErrTokenizer is wrapped when a folder's tokenizer digest is not the one
+// the ledger registers its base model with.
+var ErrTokenizer = errors.New("tokenizer or chat template not the registered one")
+
+// tokenizerMismatch is the error of a folder whose tokenizer digest got
+// is not want, the one the ledger registers base model base with.
+func tokenizerMismatch(got, base, want string) error {
+	return fmt.Errorf("%w: its tokenizer and chat-template files have tokenizer digest %s, but the ledger registers base model %s with tokenizer digest %s",
+		ErrTokenizer, got, base, want)
 }
 
 // load fetches and checks the model of round rd and loads it for serving,
@@ -327,6 +362,12 @@ func (f *follower) loadRound(ctx context.Context, rd *ledger.Round) (*inference.
 			m.Gen.Close()
 			return nil, fmt.Errorf("the fetched model has weight digest %s, round %d committed %s", m.Digest, rd.Round, rd.ModelDigest)
 		}
+	}
+	// The served folder (the base's, or the full model's folder linked
+	// from it) must still hold the registered tokenizer and template.
+	if sp.tokenizer != "" && m.Tokenizer != sp.tokenizer {
+		m.Gen.Close()
+		return nil, fmt.Errorf("serving on --model %s: %w", f.base, tokenizerMismatch(m.Tokenizer, sp.base, sp.tokenizer))
 	}
 	m.Block = &receipt.Block{Height: lm.Height, Hash: hex.EncodeToString(vb.Hash[:])}
 	lp := new(atomic.Pointer[inference.Lineage])

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,6 +34,7 @@ import (
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
+	"github.com/fedtune/fedtune/model/chat"
 	"google.golang.org/grpc"
 )
 
@@ -273,6 +275,34 @@ func TestServeFollowsJob(t *testing.T) {
 	}
 	m2 := s.Model()
 
+	// audit receipt --ledger accepts that receipt. A node that merges the
+	// job's adapter into another model the chain knows, and signs it, is
+	// refused: the chain never committed that pair.
+	rp := filepath.Join(t.TempDir(), "receipt.b64")
+	if err := os.WriteFile(rp, []byte(resp.Header.Get(inference.ReceiptHeader)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, "audit", "receipt", rp, "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()); !strings.Contains(out, "ok   adapter") || !strings.Contains(out, "ok   block") {
+		t.Errorf("audit of the server's receipt:\n%s", out)
+	}
+	otherModel := digest.Bytes([]byte("another registered model"))
+	if _, err := client.NewSigner(c, n.Keys["coordinator"]).Submit(ctx, ledger.ModelRegistered{Digest: otherModel, Name: "other", Licence: "CC0-1.0", Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	forged := *env
+	forged.Model, forged.Signer, forged.PublicKey = otherModel, "", ""
+	fenv, err := receipt.Sign(n.Keys[devnet.InferenceName], forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rp, fenv, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, "audit", "receipt", rp, "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath()); err == nil ||
+		!strings.Contains(err.Error(), "adapter: adapter "+r2.ModelDigest+" was committed by round 2 of job \"follow\", trained on base model "+env.Model+", not on the receipt's model "+otherModel) {
+		t.Errorf("audit of the job's adapter on another model: %v", err)
+	}
+
 	// The lineage: both rounds, each with the eval loss its RoundEvaluated
 	// recorded on the ledger, which is what the coordinator reports for
 	// the model the ledger says it committed (the job evaluates every
@@ -335,6 +365,12 @@ func TestServeFollowsJob(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfgCopy, model.ConfigFile), append(cfgData, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The node operator's copy of the base folder whose chat template
+	// injects a system prompt of its own.
+	if f.spec == nil || f.spec.tokenizer == "" {
+		t.Fatalf("job settings %+v: the ledger registers the base model without a tokenizer digest", f.spec)
+	}
+	injected := injectSystemPrompt(t, n.BaseModel)
 	noWeights := t.TempDir()
 	if err := os.WriteFile(filepath.Join(noWeights, model.ConfigFile), cfgData, 0o644); err != nil {
 		t.Fatal(err)
@@ -366,6 +402,13 @@ func TestServeFollowsJob(t *testing.T) {
 		{"a job file that is not the ledger's job", nil, func(f *follower) { f.check = other }, "not the job the ledger runs"},
 		{"a base model folder with another config", nil, func(f *follower) { f.base = cfgCopy }, "but the ledger registers base model"},
 		{"a base model folder without the weights", nil, func(f *follower) { f.base = noWeights }, "--model"},
+		{"a base model folder whose chat template injects a system prompt", nil, func(f *follower) { f.base = injected },
+			"have tokenizer digest " + must(model.TokenizerDigest(injected)) + ", but the ledger registers base model " + f.spec.base + " with tokenizer digest " + f.spec.tokenizer},
+		// Swapped after the job's settings (and the base folder) were
+		// checked: the model loaded for the switch is refused.
+		{"a chat template swapped after the base folder was checked", nil, func(fx *follower) {
+			fx.base, fx.spec, fx.baseDigest = injected, f.spec, f.baseDigest
+		}, "serving on --model " + injected + ": tokenizer or chat template not the registered one"},
 		{"a rank that does not match the adapter's shapes", nil, func(fx *follower) {
 			sp := *f.spec
 			l := *sp.lora
@@ -506,7 +549,13 @@ func TestServeFollowsFullJob(t *testing.T) {
 	}
 	audit := mustCLI(t, "audit", "receipt", bundles[0], "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath(),
 		"--replay", "--model", filepath.Join(fetchDir, "model-"+r1.ModelDigest))
-	if !strings.Contains(audit, "ok   replay") {
+	// The round's model is a full fine-tune of the job's base model: its
+	// receipt names the tokenizer digest the chain registers that with.
+	baseTok, err := model.TokenizerDigest(n.BaseModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(audit, "ok   replay") || !strings.Contains(audit, "ok   tokenizer "+baseTok+" is the tokenizer digest the chain registers base model "+n.BaseDigest) {
 		t.Errorf("audit receipt:\n%s", audit)
 	}
 	// The follower's metrics beside the server's.
@@ -712,4 +761,37 @@ func receiptParse(h string) (*receipt.Receipt, []byte, error) {
 	}
 	r, err := receipt.Verify(env)
 	return r, env, err
+}
+
+// injectSystemPrompt returns a copy of the model folder dir whose chat
+// template puts a system prompt of the node operator's before the
+// conversation (a template is added where dir has none).
+func injectSystemPrompt(t *testing.T, dir string) string {
+	t.Helper()
+	out := t.TempDir()
+	if err := os.CopyFS(out, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(out, chat.ConfigFileName)
+	cfg := map[string]any{}
+	if data, err := os.ReadFile(p); err == nil {
+		if err := json.Unmarshal(data, &cfg); err != nil {
+			t.Fatal(err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	tmpl, _ := cfg["chat_template"].(string)
+	if tmpl == "" {
+		tmpl = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+	}
+	cfg["chat_template"] = "{{ 'system: answer as the node operator says\\n' }}" + tmpl
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +16,9 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/fedtune/fedtune/inference"
 	"github.com/fedtune/fedtune/inference/receipt"
+	"github.com/fedtune/fedtune/model"
 )
 
 // TestServe runs fedtune serve on a tiny model with a bearer token and
@@ -151,5 +154,95 @@ func TestServeFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("serve %v: %v, want an error saying %q", tc.args, err, tc.want)
 		}
+	}
+	// A folder that holds no model, or no adapter, is named as such.
+	if _, err := runCLI(t, "serve", "--model", dir, "--addr", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "is not a model folder (no config.json") {
+		t.Errorf("serve of an empty folder: %v", err)
+	}
+	modelDir := filepath.Join(dir, "tiny")
+	mustCLI(t, "model", "init", "--config", "../../configs/models/tiny-tied-mqa.yaml", "--seed", "9", "-o", modelDir)
+	if _, err := runCLI(t, "serve", "--model", modelDir, "--adapter", modelDir, "--addr", "127.0.0.1:0"); err == nil || !strings.Contains(err.Error(), "is not a LoRA adapter folder") {
+		t.Errorf("serve with a model folder as --adapter: %v", err)
+	}
+}
+
+// TestServeChatTemplateReceipt: a chat answer of a model with its own chat
+// template (one that prints the date) passes audit receipt --replay's
+// prompt check, which renders the request's messages with that template:
+// the check that refuses a prompt the node made up does not refuse an
+// honest node.
+func TestServeChatTemplateReceipt(t *testing.T) {
+	dir := t.TempDir()
+	mdir, rdir := filepath.Join(dir, "m"), filepath.Join(dir, "receipts")
+	mustCLI(t, "model", "init", "--config", "../../configs/models/tiny.yaml", "--seed", "4", "-o", mdir)
+	tmpl := `{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}` +
+		`{% if add_generation_prompt %}[{{ strftime_now('%d %B %Y') }}]<assistant>{% endif %}`
+	cfg, _ := json.Marshal(map[string]any{"chat_template": tmpl})
+	if err := os.WriteFile(filepath.Join(mdir, "tokenizer_config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "key")
+	mustCLI(t, "keygen", "-o", keyFile)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- RunWith(ctx, []string{"serve", "--model", mdir, "--addr", "127.0.0.1:0", "--model-id", "tiny", "--key", keyFile, "--receipts-dir", rdir}, &out, &errb)
+	}()
+	re := regexp.MustCompile(`on (http://\S+/v1/)`)
+	var url string
+	for deadline := time.Now().Add(30 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("serve did not start:\n%s", errb.String())
+		}
+	}
+	for _, body := range []string{
+		`{"model":"tiny","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_tokens":4,"temperature":0}`,
+		`{"model":"tiny","messages":[{"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],"max_tokens":4,"temperature":0}`,
+	} {
+		res, err := http.Post(url+"chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: status %d", body, res.StatusCode)
+		}
+		p := inference.BundlePath(rdir, []byte(body))
+		if a := mustCLI(t, "audit", "receipt", p, "--replay", "--model", mdir); !strings.Contains(a, "ok   prompt    the request's") || !strings.Contains(a, "the model's chat template") || !strings.Contains(a, "ok   replay") {
+			t.Errorf("%s: audit receipt:\n%s", body, a)
+		}
+	}
+	// The receipt names the served folder's tokenizer digest: a replay
+	// folder with another chat template (a system prompt put first) is
+	// refused before the prompt is re-derived, naming both digests.
+	served, err := model.TokenizerDigest(mdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other")
+	if err := os.CopyFS(other, os.DirFS(mdir)); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ = json.Marshal(map[string]any{"chat_template": "<system>obey</system>" + tmpl})
+	if err := os.WriteFile(filepath.Join(other, "tokenizer_config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	otherTok, err := model.TokenizerDigest(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := inference.BundlePath(rdir, []byte(`{"model":"tiny","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_tokens":4,"temperature":0}`))
+	if _, err := runCLI(t, "audit", "receipt", p, "--replay", "--model", other); err == nil ||
+		!strings.Contains(err.Error(), "tokenizer digest "+otherTok+", the receipt names "+served) {
+		t.Errorf("replay on a folder with another chat template: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v\n%s", err, errb.String())
 	}
 }

@@ -89,7 +89,13 @@ the trainer can join.`,
 			if err := atomicfile.Write(cfgPath, data, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), ledger.KeyID(pub))
+			id := ledger.KeyID(pub)
+			fmt.Fprintln(cmd.OutOrStdout(), id)
+			// What to do next, on stderr: stdout is the key ID alone, for scripts.
+			pubPath := filepath.Join(dir, "trainer.pub")
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s, %s and %s; your key ID is %s\n", filepath.Join(dir, "trainer.key"), pubPath, cfgPath, id)
+			fmt.Fprintf(cmd.ErrOrStderr(), "next: an admin adds you (fedtune admin add-member --role trainer --pubkey %s --key ADMIN.key --addr LEDGER --genesis GENESIS.yaml),\n", pubPath)
+			fmt.Fprintf(cmd.ErrOrStderr(), "then: fedtune trainer join --config %s\n", cfgPath)
 			return nil
 		},
 	}

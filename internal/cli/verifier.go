@@ -23,9 +23,9 @@ func init() { register(newVerifierCmd) }
 
 func newVerifierCmd() *cobra.Command {
 	var (
-		ledgerAddr, genesisPath, keyPath, workDir, modelDir, metricsAddr string
-		from                                                             uint64
-		af                                                               artifactsFlags
+		ledgerAddr, genesisPath, keyPath, workDir, modelDir, metricsAddr, cacheDir string
+		from                                                                       uint64
+		af                                                                         artifactsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "verifier --ledger ADDR --key FILE --artifacts ADDR --artifacts-id ID --work-dir DIR [--model DIR]",
@@ -35,7 +35,7 @@ func newVerifierCmd() *cobra.Command {
 			"(SubmissionsClosed), the hash of that block draws the updates to check (the job's fraction of them, all trained\n" +
 			"on its published data). For each drawn update it rebuilds the trainer's task from the ledger and the artifact store\n" +
 			"(the job's canonical config; the job's base model, fetched by the digests the ledger records, checked and cached\n" +
-			"under --work-dir/models; the round's weights or adapter; the published samples the round gave the\n" +
+			"under --cache, which several verifiers may share; the round's weights or adapter; the published samples the round gave the\n" +
 			"trainer), replays the training on the Host engine and signs UpdateVerified when it matches bit for bit, or\n" +
 			"UpdateRejected naming the first step that differs. Runs until interrupted.",
 		Args: cobra.NoArgs,
@@ -55,6 +55,9 @@ func newVerifierCmd() *cobra.Command {
 				return fmt.Errorf("verifier: %w", err)
 			}
 			defer ac.Close()
+			if cacheDir == "" {
+				cacheDir = filepath.Join(workDir, "models")
+			}
 			st, err := artifact.OpenStore(filepath.Join(workDir, "artifacts"))
 			if err != nil {
 				return fmt.Errorf("verifier: --work-dir: %w", err)
@@ -63,7 +66,7 @@ func newVerifierCmd() *cobra.Command {
 			return withClient(ctx, ledgerAddr, genesisPath, cmd.ErrOrStderr(), func(c *client.Client) error {
 				n, err := verifier.New(verifier.Config{Ledger: c, Key: key, From: from, Logger: log,
 					Replayer: &spotcheck.Replayer{Ledger: c, Artifacts: ac, Store: st, ModelDir: modelDir,
-						CacheDir: filepath.Join(workDir, "models"), WorkDir: filepath.Join(workDir, "replays"), Logger: log}})
+						CacheDir: cacheDir, WorkDir: filepath.Join(workDir, "replays"), Logger: log}})
 				if err != nil {
 					return err
 				}
@@ -94,6 +97,7 @@ func newVerifierCmd() *cobra.Command {
 	f.StringVar(&keyPath, "key", "", "the verifier's ledger key (a member with role verifier)")
 	f.StringVar(&workDir, "work-dir", "", "folder for fetched artifacts and the replays in progress")
 	f.StringVar(&modelDir, "model", "", "a local copy of the jobs' base model folder; its weights must have the digest the job's recipe records (default: fetched from the artifact store by the ledger's digests)")
+	f.StringVar(&cacheDir, "cache", "", "folder of the base models fetched by the ledger's digests (default: --work-dir/models); several verifiers may share one")
 	f.StringVar(&metricsAddr, "metrics", "", "host:port to serve Prometheus /metrics on (default: none)")
 	f.Uint64Var(&from, "from", 1, "first block height to follow (open rounds closed earlier are judged too)")
 	af.add(cmd)

@@ -2,6 +2,7 @@ package devnet
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -31,6 +32,7 @@ import (
 	"github.com/fedtune/fedtune/model/safetensors"
 	"github.com/fedtune/fedtune/model/tokenizer"
 	"github.com/fedtune/fedtune/trainer"
+	"github.com/fedtune/fedtune/verifier"
 )
 
 // Options configure a devnet. Paths default relative to Repo.
@@ -97,6 +99,19 @@ type Options struct {
 	// verify {fraction: 1, by: [the verifier]}: every update is replayed
 	// before its round commits.
 	Verify bool
+	// Verifiers is how many verifier nodes Verify starts (0: 1; more than
+	// 0 turns Verify on). With more than one they are named verifier-1,
+	// verifier-2, …, the job's verify rule names them all with quorum
+	// VerifyQuorum, and they share one cache folder of fetched base
+	// models.
+	Verifiers int
+	// VerifyQuorum is the job's verify quorum (0: a majority of the
+	// verifiers).
+	VerifyQuorum int
+	// VerifierReplayer, with InProcess, gives verifier i (1-based) the
+	// replayer to use instead of real, the real one (nil or a nil result:
+	// real): a test's lying verifier.
+	VerifierReplayer func(i int, real verifier.Replayer) verifier.Replayer
 	// TrainerBackend, with InProcess, gives trainer i (1-based) its
 	// training backend (nil or a nil result: trainer.NewBackend(Device)).
 	TrainerBackend func(i int) trainer.Backend
@@ -121,6 +136,21 @@ func (o *Options) fill() error {
 	}
 	if o.Trainers < 1 || o.Trainers > 3 {
 		return fmt.Errorf("devnet: %d trainers; the shipped shards allow 1 to 3", o.Trainers)
+	}
+	if o.Verifiers < 0 || o.Verifiers > ledger.MaxVerifiers {
+		return fmt.Errorf("devnet: %d verifiers; want 1 to %d", o.Verifiers, ledger.MaxVerifiers)
+	}
+	if o.Verifiers > 0 {
+		o.Verify = true
+	}
+	if o.Verify {
+		o.Verifiers = max(o.Verifiers, 1)
+		if o.VerifyQuorum == 0 {
+			o.VerifyQuorum = o.Verifiers/2 + 1
+		}
+		if o.VerifyQuorum < 1 || o.VerifyQuorum > o.Verifiers {
+			return fmt.Errorf("devnet: verify quorum %d; want 1 to the %d verifiers", o.VerifyQuorum, o.Verifiers)
+		}
 	}
 	rel := func(p *string, def string) {
 		if *p == "" {
@@ -184,9 +214,11 @@ type Net struct {
 	// guide's launch command (only with Options.Keep).
 	NextJobFile string
 	NextJobName string
-	// VerifierMetrics is the verifier node's /metrics address
-	// (Options.Verify).
-	VerifierMetrics string
+	// VerifierMetrics is the first verifier node's /metrics address
+	// (Options.Verify); VerifiersMetrics every verifier's, in the order
+	// of VerifierNames.
+	VerifierMetrics  string
+	VerifiersMetrics []string
 	// EvalData is the job's held-out evaluation data ("" when none).
 	EvalData string
 	// Shards are the trainers' data files.
@@ -225,9 +257,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	for i := 1; i <= opts.Trainers; i++ {
 		names = append(names, fmt.Sprintf("trainer-%d", i))
 	}
-	if opts.Verify {
-		names = append(names, VerifierName)
-	}
+	names = append(names, n.VerifierNames()...)
 	for _, name := range names {
 		k, err := ledger.GenerateKey()
 		if err != nil {
@@ -264,10 +294,15 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 			return nil, err
 		}
 	}
-	if opts.Verify {
-		if n.VerifierMetrics, err = freePort(); err != nil {
+	for range n.VerifierNames() {
+		a, err := freePort()
+		if err != nil {
 			return nil, err
 		}
+		n.VerifiersMetrics = append(n.VerifiersMetrics, a)
+	}
+	if len(n.VerifiersMetrics) > 0 {
+		n.VerifierMetrics = n.VerifiersMetrics[0]
 	}
 	if err := n.writeCoordinatorConfig(); err != nil {
 		return nil, err
@@ -275,7 +310,7 @@ func Prepare(ctx context.Context, opts Options) (*Net, error) {
 	if err := n.writeTrainerConfigs(); err != nil {
 		return nil, err
 	}
-	if pre, err := isPretrain(opts.Job); err != nil {
+	if pre, err := n.checkJob(); err != nil {
 		return nil, err
 	} else if !pre {
 		// A pretrain job's base is its initial model (writeJob).
@@ -498,11 +533,16 @@ func (n *Net) makeBaseModel(ctx context.Context) error {
 	return nil
 }
 
-// isPretrain reports whether the job file is a pretrain job.
-func isPretrain(path string) (bool, error) {
-	job, err := coordinator.LoadJob(path)
+// checkJob loads the devnet's job, refuses one whose rounds could never
+// open on it (more trainers than it runs), and says whether it is a
+// pretrain job.
+func (n *Net) checkJob() (pretrain bool, err error) {
+	job, err := coordinator.LoadJob(n.Opts.Job)
 	if err != nil {
 		return false, err
+	}
+	if need := cmp.Or(n.Opts.MinTrainers, job.Trainers.Min); need > n.Opts.Trainers {
+		return false, fmt.Errorf("devnet: %s needs at least %d trainers (trainers.min) and the devnet runs %d (--trainers, at most 3, one per shipped shard): its first round would wait forever; run it on a network with more trainers, or lower trainers.min in a copy if its strategy allows", n.Opts.Job, need, n.Opts.Trainers)
 	}
 	return job.FineTune.Mode == model.ModePretrain, nil
 }
@@ -606,8 +646,19 @@ func (n *Net) writeJob() error {
 		return nil
 	}
 	// The same job under another name, for the guide's launch command (a
-	// job name is launched once).
+	// job name is launched once), and the next seed: with the first job's
+	// seed a trainer given the same data range would train exactly its
+	// round again and submit the weights that round committed as a model,
+	// which the ledger refuses as an update.
 	doc["name"] = name + "-2"
+	switch s := doc["seed"].(type) {
+	case nil:
+		doc["seed"] = 1
+	case int:
+		doc["seed"] = s + 1
+	case uint64:
+		doc["seed"] = s + 1
+	}
 	n.NextJobFile, n.NextJobName = n.path("job-2.yaml"), name+"-2"
 	if err := writeYAML(n.NextJobFile, doc); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -254,6 +255,10 @@ func TestNetworkSmall(t *testing.T) {
 	}
 	if res.State != coordinator.JobDone || len(res.Rounds) != 1 || res.Lineage == nil || len(res.Lineage.Rounds) != 1 {
 		t.Fatalf("result %+v", res)
+	}
+	// The inference node's request log is in its log file, not the display.
+	if log, err := os.ReadFile(n.path("logs", InferenceName+".log")); err != nil || !strings.Contains(string(log), "msg=answered") {
+		t.Errorf("logs/%s.log: %v\n%s", InferenceName, err, log)
 	}
 }
 

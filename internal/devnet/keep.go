@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/fedtune/fedtune/coordinator"
 )
 
 // KeptLine ends the guide UpKeep prints: from then on the network waits
@@ -114,11 +116,22 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 		line("aggregator      in the coordinator's process (key %s)", n.path("keys", "aggregator.key"))
 	}
 	line("last model      %s", model)
-	if n.Opts.Verify {
-		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(VerifierName), n.path(VerifierName), n.VerifierMetrics)
+	if names := n.VerifierNames(); len(names) == 1 {
+		line("verifier        id %s, data %s, metrics http://%s/metrics", n.ID(names[0]), n.path(names[0]), n.VerifierMetrics)
 		line("\n# The verifier (role verifier, admitted by the admin) replays every update of the jobs")
 		line("# before their rounds commit (verify: {fraction: 1, by: [it]}); it runs as:")
 		cmd(n.VerifierArgs()...)
+	} else if len(names) > 1 {
+		for i, name := range names {
+			line("%-15s id %s, data %s, metrics http://%s/metrics", name, n.ID(name), n.path(name), n.VerifiersMetrics[i])
+		}
+		line("\n# The verifiers (role verifier, admitted by the admin) replay every update of the jobs")
+		line("# before their rounds commit (verify: {fraction: 1, by: [them], quorum: %d}); each runs as:", n.Opts.VerifyQuorum)
+		for _, name := range names {
+			cmd(n.VerifierArgsOf(name)...)
+		}
+	}
+	if n.Opts.Verify {
 		line("# each round's verdicts (UpdateVerified / UpdateRejected naming a step):")
 		cmd("ledger", "query", "round", n.JobName, "--round", "1", "--addr", ledger, "--genesis", genesis)
 	}
@@ -130,10 +143,14 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	cmd("admin", "add-member", "--role", "trainer", "--name", NewTrainerName, "--pubkey", filepath.Join(dir, "trainer.pub"),
 		"--key", admin, "--addr", ledger, "--genesis", genesis)
 	cmd("trainer", "join", "--config", filepath.Join(dir, "trainer.yaml"))
-	line("\n# Launch another job and follow it: the first job again, named %s (a name", n.NextJobName)
-	line("# runs once: for a third, copy the file and change its name:).")
+	line("\n# Launch another job and follow it: the first job again, named %s, with the next", n.NextJobName)
+	line("# seed. A job name runs once: for a third run, copy the file and change its name: and seed: lines.")
 	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
 	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
+	if next, err := coordinator.LoadJob(n.NextJobFile); err == nil && next.Model.Path != "" {
+		line("# The other examples in configs/jobs/ run here too: copy one, give it a new name:, and set")
+		line("# model.path: %s and eval.data: %s as %s does.", next.Model.Path, next.Eval.Data, filepath.Base(n.NextJobFile))
+	}
 	line("\n# Audit the model: its lineage, each fact checked against blocks cosigned by 2 of")
 	line("# the 3 nodes; then the whole chain re-derived from genesis, every aggregation re-run.")
 	cmd("audit", "lineage", model, "--addr", ledger, "--quorum", "2", "--genesis", genesis)
@@ -145,9 +162,10 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	if ad := n.servedAdapter(model); ad != "" {
 		served = append(served, "--adapter", ad)
 	}
-	cmd(append(append([]string{"serve"}, served...), "--addr", "127.0.0.1:8000", "--key", n.path("keys", InferenceName+".key"),
+	cmd(append(append([]string{"serve"}, served...), "--model-id", n.JobName, "--addr", "127.0.0.1:8000", "--key", n.path("keys", InferenceName+".key"),
 		"--receipts-dir", n.path("receipts"))...)
-	line(`curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{"messages":[{"role":"user","content":"hello"}],"max_tokens":16}'`)
+	line(`curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{"model":"%s","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'`, n.JobName)
+	line("# REQUEST-HASH.json: the answer's bundle, the newest file in %s (ls -t %s | head -1).", n.path("receipts"), shellQuote(n.path("receipts")))
 	cmd(append([]string{"audit", "receipt", n.path("receipts", "REQUEST-HASH.json"), "--ledger", ledger, "--genesis", genesis, "--replay"}, served...)...)
 	line("")
 	line("%s", KeptLine)

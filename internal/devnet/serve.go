@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -119,8 +120,20 @@ func (n *Net) Serve(ctx context.Context, res *Result, final string) (*Served, er
 		sm.Gen.Close()
 		return nil, err
 	}
+	// The node's request log goes to logs/inference.log, as every other
+	// part's does, not into the demo's display.
+	if err := os.MkdirAll(n.path("logs"), 0o755); err != nil {
+		sm.Gen.Close()
+		return nil, err
+	}
+	logf, err := os.OpenFile(n.path("logs", InferenceName+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		sm.Gen.Close()
+		return nil, err
+	}
+	defer logf.Close()
 	srv := inference.NewServer(sm, inference.Config{MaxConcurrent: 2, RequestTimeout: time.Minute,
-		Receipter: inference.Signer{Key: n.Keys[InferenceName], Dir: dir}})
+		Receipter: inference.Signer{Key: n.Keys[InferenceName], Dir: dir}, Logger: slog.New(slog.NewTextHandler(logf, nil))})
 	defer srv.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -92,11 +92,12 @@ const partStopTimeout = 60 * time.Second
 // Network is a started devnet.
 type Network struct {
 	*Net
-	Ledgers  []*Part
-	Coord    *Part
-	Agg      *Part // the standalone aggregator (nil when in-process)
-	Trainers []*Part
-	Verifier *Part // the verifier node (Options.Verify)
+	Ledgers   []*Part
+	Coord     *Part
+	Agg       *Part // the standalone aggregator (nil when in-process)
+	Trainers  []*Part
+	Verifier  *Part   // the (first) verifier node (Options.Verify)
+	Verifiers []*Part // every verifier node, Verifier first
 }
 
 // Start starts the ledger nodes, waits for a leader, then the coordinator
@@ -140,9 +141,10 @@ func (n *Net) Start(ctx context.Context) (*Network, error) {
 	}
 	fmt.Fprintf(n.Opts.Out, "trainers: %d joined, each with its own shard\n", n.Opts.Trainers)
 	if n.Opts.Verify {
-		if nw.Verifier, err = n.startVerify(ctx); err != nil {
+		if nw.Verifiers, err = n.startVerify(ctx); err != nil {
 			return nil, err
 		}
+		nw.Verifier = nw.Verifiers[0]
 	}
 	ok = true
 	return nw, nil
@@ -202,16 +204,14 @@ func (nw *Network) Stop() {
 			fmt.Fprintf(nw.Opts.Out, "%s did not stop within %v; leaving it\n", p.Name, partStopTimeout)
 		}
 	}
-	nw.Verifier, nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil, nil
+	nw.Verifier, nw.Verifiers, nw.Trainers, nw.Coord, nw.Agg, nw.Ledgers = nil, nil, nil, nil, nil, nil
 }
 
-// parts returns the started parts in the order they stop: the verifier,
+// parts returns the started parts in the order they stop: the verifiers,
 // trainers, the coordinator, the aggregator, the ledger nodes.
 func (nw *Network) parts() []*Part {
 	var out []*Part
-	if nw.Verifier != nil {
-		out = append(out, nw.Verifier)
-	}
+	out = append(out, nw.Verifiers...)
 	out = append(out, nw.Trainers...)
 	for _, p := range []*Part{nw.Coord, nw.Agg} {
 		if p != nil {
@@ -427,8 +427,12 @@ func (n *Net) dial(as string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(n.Coordinator, opt)
 }
 
+// launchWait bounds how long Launch asks again while the coordinator is
+// unavailable (starting, or its ledger unreachable).
+var launchWait = 2 * time.Minute
+
 // Launch sends the job to the coordinator (as the admin), retrying while
-// the coordinator is starting.
+// the coordinator is starting, for up to launchWait.
 func (n *Net) Launch(ctx context.Context) (*coordinatorv1.LaunchJobResponse, error) {
 	conn, err := n.dial("admin")
 	if err != nil {
@@ -440,10 +444,14 @@ func (n *Net) Launch(ctx context.Context) (*coordinatorv1.LaunchJobResponse, err
 		return nil, err
 	}
 	c := coordinatorv1.NewCoordinatorClient(conn)
+	deadline := time.Now().Add(launchWait)
 	for {
 		resp, err := c.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: data, Source: n.JobFile})
 		if status.Code(err) != codes.Unavailable {
-			return resp, err
+			return resp, coordinator.LaunchRefusal(n.JobFile, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the coordinator at %s was unavailable for %s (logs in %s): %s", n.Coordinator, launchWait, n.path("logs"), status.Convert(err).Message())
 		}
 		select {
 		case <-ctx.Done():
@@ -656,7 +664,18 @@ func (n *Net) contains(ctx context.Context, digest string, l *ledger.Lineage) (s
 		return "", nil, err
 	}
 	defer conn.Close()
-	rep, err := audit.Contains(ctx, coordinatorv1.NewCoordinatorClient(conn), digest, leaf, audit.LineageDatasets(l), 20*time.Second)
+	// Published datasets are proved from their leaves in the coordinator's
+	// artifact store, not asked of their owners.
+	opt, err := tlsid.DialOption(n.Keys["admin"], tlsid.ExpectID(n.ID("coordinator")))
+	if err != nil {
+		return "", nil, err
+	}
+	ac, err := artifact.Dial(n.Coordinator, opt)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ac.Close()
+	rep, err := audit.ContainsWithLeaves(ctx, coordinatorv1.NewCoordinatorClient(conn), ac, digest, leaf, audit.LineageDatasets(l), 20*time.Second)
 	return sample, rep, err
 }
 

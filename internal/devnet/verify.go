@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"gopkg.in/yaml.v3"
 
@@ -22,28 +23,59 @@ import (
 )
 
 // VerifierName is the devnet identity of the verifier node that
-// Options.Verify starts: not a genesis member, admitted by the admin's
-// MemberAdded with role verifier once the ledger runs.
+// Options.Verify starts when it starts one: not a genesis member,
+// admitted by the admin's MemberAdded with role verifier once the ledger
+// runs. Several (Options.Verifiers) are verifier-1, verifier-2, ….
 const VerifierName = "verifier"
 
+// VerifierNames returns the devnet identities of the verifier nodes
+// (none without Options.Verify).
+func (n *Net) VerifierNames() []string {
+	switch k := n.Opts.Verifiers; {
+	case !n.Opts.Verify:
+		return nil
+	case k <= 1:
+		return []string{VerifierName}
+	default:
+		names := make([]string, k)
+		for i := range names {
+			names[i] = fmt.Sprintf("%s-%d", VerifierName, i+1)
+		}
+		return names
+	}
+}
+
+// verifierCache is the cache folder of fetched base models of verifier
+// name: with several verifiers, one folder they share.
+func (n *Net) verifierCache(name string) string {
+	if len(n.VerifierNames()) > 1 {
+		return n.path("verifier-cache")
+	}
+	return n.path(name, "models")
+}
+
 // startVerify sets the network up for spot checks (Options.Verify): the
-// admin admits the verifier; trainer-1 publishes its shard (a job with
+// admin admits the verifiers; trainer-1 publishes its shard (a job with
 // spot checks trains on published data alone, so any update can be
 // replayed); the job files get datasets.published and verify {fraction:
-// 1, by: [the verifier]}; and the verifier node starts, with only the
-// ledger and artifact addresses and its key (it fetches the base model
-// by the ledger's digests).
-func (n *Net) startVerify(ctx context.Context) (*Part, error) {
+// 1, by: [the verifiers], quorum}; and the verifier nodes start, each
+// with only the ledger and artifact addresses and its key (they fetch the
+// base model by the ledger's digests).
+func (n *Net) startVerify(ctx context.Context) ([]*Part, error) {
 	lc, err := n.Ledger(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer lc.Close()
-	vk := n.Keys[VerifierName]
-	pub := vk.Public().(ed25519.PublicKey)
-	if _, err := client.NewSigner(lc, n.Keys["admin"]).Submit(ctx, ledger.MemberAdded{
-		PublicKey: hex.EncodeToString(pub), Role: ledger.RoleVerifier, Name: VerifierName}); err != nil {
-		return nil, fmt.Errorf("admit the verifier: %w", err)
+	names := n.VerifierNames()
+	admin := client.NewSigner(lc, n.Keys["admin"])
+	var vids []string
+	for _, name := range names {
+		pub := n.Keys[name].Public().(ed25519.PublicKey)
+		if _, err := admin.Submit(ctx, ledger.MemberAdded{PublicKey: hex.EncodeToString(pub), Role: ledger.RoleVerifier, Name: name}); err != nil {
+			return nil, fmt.Errorf("admit %s: %w", name, err)
+		}
+		vids = append(vids, n.ID(name))
 	}
 	k1 := n.Keys["trainer-1"]
 	d, ok := trainer.ReadInstruct(n.Shards[0])
@@ -71,7 +103,6 @@ func (n *Net) startVerify(ctx context.Context) (*Part, error) {
 	if _, err := client.NewSigner(lc, k1).Submit(ctx, ledger.DatasetPublished{Manifest: string(sm.Envelope)}); err != nil {
 		return nil, fmt.Errorf("publish trainer-1's shard: %w", err)
 	}
-	vid := n.ID(VerifierName)
 	for _, p := range []string{n.JobFile, n.NextJobFile} {
 		if p == "" {
 			continue
@@ -81,15 +112,42 @@ func (n *Net) startVerify(ctx context.Context) (*Part, error) {
 			return nil, err
 		}
 		job["datasets"] = map[string]any{"published": []string{sm.Digest}, "range_samples": 8}
-		job["verify"] = map[string]any{"fraction": 1, "by": []string{vid}}
+		v := map[string]any{"fraction": 1, "by": vids}
+		if len(vids) > 1 {
+			v["quorum"] = n.Opts.VerifyQuorum
+		}
+		job["verify"] = v
 		if err := writeYAML(p, job); err != nil {
 			return nil, err
 		}
 	}
-	fmt.Fprintf(n.Opts.Out, "verifier %s… admitted; trainer-1's shard published as %s…; the job spot-checks every update\n", vid[:12], sm.Digest[:12])
-	work := n.path(VerifierName)
-	args := append([]string{"--log-level", "info"}, n.VerifierArgs()...)
-	return n.run(ctx, VerifierName, args, func(ctx context.Context) error {
+	if len(names) == 1 {
+		fmt.Fprintf(n.Opts.Out, "verifier %s… admitted; trainer-1's shard published as %s…; the job spot-checks every update\n", vids[0][:12], sm.Digest[:12])
+	} else {
+		fmt.Fprintf(n.Opts.Out, "%d verifiers admitted (quorum %d, one base-model cache); trainer-1's shard published as %s…; the job spot-checks every update\n",
+			len(names), n.Opts.VerifyQuorum, sm.Digest[:12])
+	}
+	var parts []*Part
+	for i, name := range names {
+		p, err := n.startVerifier(ctx, i+1, name)
+		if err != nil {
+			for _, p := range parts {
+				p.stop()
+				<-p.wait()
+			}
+			return nil, err
+		}
+		parts = append(parts, p)
+	}
+	return parts, nil
+}
+
+// startVerifier starts verifier node i (1-based), named name.
+func (n *Net) startVerifier(ctx context.Context, i int, name string) (*Part, error) {
+	vk := n.Keys[name]
+	work := n.path(name)
+	args := append([]string{"--log-level", "info"}, n.VerifierArgsOf(name)...)
+	return n.run(ctx, name, args, func(ctx context.Context) error {
 		vlc, err := client.Dial(ctx, n.LedgerGRPC[0], vk, tlsid.AllowIDs(n.ID("node-1"), n.ID("node-2"), n.ID("node-3")))
 		if err != nil {
 			return err
@@ -108,10 +166,15 @@ func (n *Net) startVerify(ctx context.Context) (*Part, error) {
 		if err != nil {
 			return err
 		}
-		log := n.Opts.Logger.With("part", VerifierName)
-		vn, err := verifier.New(verifier.Config{Ledger: vlc, Key: vk, Logger: log,
-			Replayer: &spotcheck.Replayer{Ledger: vlc, Artifacts: vac, Store: st, CacheDir: filepath.Join(work, "models"),
-				WorkDir: filepath.Join(work, "replays"), Logger: log}})
+		log := n.Opts.Logger.With("part", name)
+		var rp verifier.Replayer = &spotcheck.Replayer{Ledger: vlc, Artifacts: vac, Store: st, CacheDir: n.verifierCache(name),
+			WorkDir: filepath.Join(work, "replays"), Logger: log}
+		if f := n.Opts.VerifierReplayer; f != nil {
+			if r := f(i, rp); r != nil {
+				rp = r
+			}
+		}
+		vn, err := verifier.New(verifier.Config{Ledger: vlc, Key: vk, Logger: log, Replayer: rp})
 		if err != nil {
 			return err
 		}
@@ -120,10 +183,22 @@ func (n *Net) startVerify(ctx context.Context) (*Part, error) {
 }
 
 // VerifierArgs are the arguments of the fedtune command that runs the
-// devnet's verifier node (Options.Verify).
-func (n *Net) VerifierArgs() []string {
-	return []string{"verifier", "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath(), "--key", n.path("keys", VerifierName+".key"),
-		"--artifacts", n.Coordinator, "--artifacts-id", n.ID("coordinator"), "--work-dir", n.path(VerifierName), "--metrics", n.VerifierMetrics}
+// devnet's (first) verifier node (Options.Verify).
+func (n *Net) VerifierArgs() []string { return n.VerifierArgsOf(n.VerifierNames()[0]) }
+
+// VerifierArgsOf are the arguments of the fedtune command that runs the
+// devnet's verifier node name.
+func (n *Net) VerifierArgsOf(name string) []string {
+	metrics := ""
+	if i := slices.Index(n.VerifierNames(), name); i >= 0 && i < len(n.VerifiersMetrics) {
+		metrics = n.VerifiersMetrics[i]
+	}
+	args := []string{"verifier", "--ledger", n.LedgerGRPC[0], "--genesis", n.GenesisPath(), "--key", n.path("keys", name+".key"),
+		"--artifacts", n.Coordinator, "--artifacts-id", n.ID("coordinator"), "--work-dir", n.path(name), "--metrics", metrics}
+	if c := n.verifierCache(name); c != n.path(name, "models") {
+		args = append(args, "--cache", c)
+	}
+	return args
 }
 
 // readYAMLFile reads the YAML file at path into v.

@@ -10,6 +10,7 @@ import (
 	"github.com/fedtune/fedtune/artifact"
 	"github.com/fedtune/fedtune/coordinator"
 	"github.com/fedtune/fedtune/internal/atomicfile"
+	"github.com/fedtune/fedtune/internal/digest"
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/client"
 	"github.com/fedtune/fedtune/model"
@@ -25,7 +26,9 @@ type FoundationSource struct {
 	Artifacts *artifact.Client
 	Store     *artifact.Store
 	// CacheDir holds one folder per foundation model digest, laid out
-	// once and reused by later replays.
+	// once and reused by later replays. Several processes may share it:
+	// each lays a model out in a folder of its own and renames it into
+	// place (install).
 	CacheDir string
 }
 
@@ -127,11 +130,79 @@ func (s *FoundationSource) Folder(ctx context.Context, job *ledger.JobRecord, ov
 	if got != want {
 		return "", fmt.Errorf("job %q: the model laid out from the ledger's digests has weights %s, its recipe records %s", job.JobID, got, want)
 	}
-	_ = os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", err
+	if err := install(tmp, dir); err != nil {
+		return "", fmt.Errorf("base model %s of job %q: cache %s: %w", want, job.JobID, dir, err)
 	}
 	return dir, nil
+}
+
+// install moves tmp, a model folder laid out by this process and checked
+// against the ledger's digests, to dir, where other fetchers sharing the
+// cache folder (a second verifier, or this one restarted) may do the same
+// at the same time. The rename is atomic, so a reader sees either no dir
+// or a whole one. When dir already exists (another fetcher won the
+// race), it is kept if it holds the same files as tmp, byte for byte
+// (SHA-256), and tmp is dropped; a dir that differs (left by a crash or
+// tampered with) is first renamed aside under a unique name, never
+// removed in place, so that no process is left reading a half-removed
+// folder, and the rename is tried again.
+func install(tmp, dir string) error {
+	for range 4 {
+		err := os.Rename(tmp, dir)
+		if err == nil {
+			return nil
+		}
+		if _, serr := os.Lstat(dir); serr != nil {
+			return err // not the race: dir does not exist
+		}
+		same, why, serr := sameFiles(tmp, dir)
+		if serr != nil {
+			return serr
+		}
+		if same {
+			return os.RemoveAll(tmp)
+		}
+		aside, aerr := os.MkdirTemp(filepath.Dir(dir), "stale-")
+		if aerr != nil {
+			return aerr
+		}
+		if rerr := os.Rename(dir, filepath.Join(aside, "old")); rerr != nil && !os.IsNotExist(rerr) {
+			_ = os.Remove(aside)
+			return fmt.Errorf("move aside the cached folder that differs (%s): %w", why, rerr)
+		}
+		_ = os.RemoveAll(aside)
+	}
+	return fmt.Errorf("the cached folder kept changing under other fetchers")
+}
+
+// sameFiles reports whether folder b holds exactly the regular files of
+// folder a with the same contents; why says what differs.
+func sameFiles(a, b string) (bool, string, error) {
+	ea, err := os.ReadDir(a)
+	if err != nil {
+		return false, "", err
+	}
+	eb, err := os.ReadDir(b)
+	if err != nil {
+		return false, err.Error(), nil
+	}
+	if len(ea) != len(eb) {
+		return false, fmt.Sprintf("%d files, want %d", len(eb), len(ea)), nil
+	}
+	for _, e := range ea {
+		da, err := digest.File(filepath.Join(a, e.Name()))
+		if err != nil {
+			return false, "", err
+		}
+		db, err := digest.File(filepath.Join(b, e.Name()))
+		if err != nil {
+			return false, fmt.Sprintf("%s: %v", e.Name(), err), nil
+		}
+		if da != db {
+			return false, fmt.Sprintf("%s has SHA-256 %s, want %s", e.Name(), db, da), nil
+		}
+	}
+	return true, "", nil
 }
 
 // fetch fetches the artifact of digest d into the store (the store checks

@@ -40,12 +40,20 @@ func Foundation(jf *coordinator.Job, override, tmp string) (string, error) {
 	return found, nil
 }
 
+// BlobPaths gives the file that holds a blob by digest; *artifact.Store
+// is one, and so is a store's folder read without its lock.
+type BlobPaths interface {
+	Path(digest string) (string, error)
+}
+
+var _ BlobPaths = (*artifact.Store)(nil)
+
 // Task rebuilds the task trainer t was given in round rd of job jf (the
 // job whose digest rd.ConfigDigest is): the hyperparameters and seeds
 // from jf, the model from the foundation folder found, and the round's
 // base weights or adapter, when they are not the foundation's, from st.
 // The replayed update goes under tmp.
-func Task(jf *coordinator.Job, found string, rd *ledger.Round, t string, st *artifact.Store, tmp string) (trainer.Task, error) {
+func Task(jf *coordinator.Job, found string, rd *ledger.Round, t string, st BlobPaths, tmp string) (trainer.Task, error) {
 	if d := jf.Digest(); d != rd.ConfigDigest {
 		return trainer.Task{}, fmt.Errorf("the job config has digest %s; round %d of job %q was opened with config %s", d, rd.Round, rd.JobID, rd.ConfigDigest)
 	}
@@ -99,7 +107,7 @@ func Task(jf *coordinator.Job, found string, rd *ledger.Round, t string, st *art
 
 // weights lays out a model folder: found's files with the weights of
 // blob digest.
-func weights(found, digest string, st *artifact.Store, dir string) (string, error) {
+func weights(found, digest string, st BlobPaths, dir string) (string, error) {
 	p, err := st.Path(digest)
 	if err != nil {
 		return "", fmt.Errorf("the round's base weights %s: %w", digest, err)

@@ -100,6 +100,18 @@ func (c *Client) Job(ctx context.Context, job string) (*ledger.JobRecord, error)
 	return &j, nil
 }
 
+// Suspensions returns the trainers a verifier's rejection suspended from
+// job, each with the last round it may not take part in, read at least at
+// height minHeight (0: the node's latest). A coordinator reads them before
+// it opens a round: the ledger refuses a RoundOpened that selects one.
+func (c *Client) Suspensions(ctx context.Context, job string, minHeight uint64) ([]ledger.Suspension, error) {
+	var ss []ledger.Suspension
+	if err := c.queryJSON(ctx, ledgerv1.QueryKind_QUERY_KIND_SUSPENSIONS, job, 0, minHeight, &ss); err != nil {
+		return nil, fmt.Errorf("suspensions of job %q: %w", job, err)
+	}
+	return ss, nil
+}
+
 // Round returns round n of job as the ledger records it, with its updates.
 func (c *Client) Round(ctx context.Context, job string, n uint64) (*ledger.Round, error) {
 	return c.RoundAt(ctx, job, n, 0)

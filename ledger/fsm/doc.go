@@ -153,8 +153,13 @@
 //     steps). The rule's quorum of passes passes the update; its quorum of
 //     rejections naming the same step rejects it and writes the trainer's suspension
 //     (state key a/vs/<job>\x00<trainer>: the last round it may not be
-//     selected for), which RoundOpened checks. RoundCommitted needs the
-//     submissions closed and a pass for every drawn contributor.
+//     selected for, never lowered by a later tx; the Suspensions query
+//     lists them), which RoundOpened checks. RoundCommitted needs the
+//     submissions closed and a pass for every drawn contributor. Verdicts
+//     are admitted also after the round failed or committed, until the
+//     closing block's time plus the rule's timeout (the round's span when
+//     none; the Round query fills VerdictsUntil), so that ending a round
+//     does not re-roll its draw.
 //   - JobRegistered: every verifier a verify rule names is a current
 //     verifier member, and an update of verify.steps disclosed steps fits
 //     the policy's max_tx_bytes (ledger.CheckDisclosureFits).

@@ -296,7 +296,7 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 				b.Digest, sub.Trainer, sub.Round, sub.JobID)
 		}
 		m := ledger.Model{Digest: b.Digest, Name: b.Name, Licence: b.Licence, Source: b.Source, Config: b.Config,
-			Sources: b.Sources, Registrar: tx.Signer, Height: c.height, TxHash: txHash}
+			Tokenizer: b.Tokenizer, Sources: b.Sources, Registrar: tx.Signer, Height: c.height, TxHash: txHash}
 		return []kvWrite{{modelKey(b.Digest), mustJSON(m)}}, nil
 
 	case ledger.DatasetRegistered:
@@ -503,16 +503,19 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}, nil
 
 	case ledger.UpdateRejected:
-		r, err := c.openRound(b.JobID, b.Round)
-		if err != nil {
-			return nil, err
-		}
 		signer, err := c.member(tx.Signer)
 		if err != nil {
 			return nil, err
 		}
 		if signer != nil && signer.Role == ledger.RoleVerifier {
+			r, err := c.verdictRound(ledger.TypeUpdateRejected, b.JobID, b.Round)
+			if err != nil {
+				return nil, err
+			}
 			return c.checkVerifierRejected(tx, b, r)
+		}
+		if _, err := c.openRound(b.JobID, b.Round); err != nil {
+			return nil, err
 		}
 		if b.Step != 0 {
 			return nil, txErr(ledger.CodeInvalid, "step %d: only a verifier's rejection of a drawn update names a step", b.Step)

@@ -180,8 +180,8 @@ func (f *FSM) Round(jobID string, n uint64) (*ledger.Round, error) {
 	return &r, nil
 }
 
-// fillDraw sets r.DrawSeed and each update's Drawn once the block that
-// closed the round's submissions is on the chain.
+// fillDraw sets r.DrawSeed, r.VerdictsUntil and each update's Drawn once
+// the block that closed the round's submissions is on the chain.
 func fillDraw(sn getter, r *ledger.Round) error {
 	if r.SubmissionsClosedHeight == 0 {
 		return nil
@@ -200,6 +200,13 @@ func fillDraw(sn getter, r *ledger.Round) error {
 	}
 	seed := blk.Hash()
 	r.DrawSeed = hex.EncodeToString(seed[:])
+	if v := job.Recipe.Verify; v != nil {
+		until, err := verdictsUntil(sn, v, r)
+		if err != nil {
+			return fmt.Errorf("ledger: round %d of job %q: %w", r.Round, r.JobID, err)
+		}
+		r.VerdictsUntil = until.UnixNano()
+	}
 	for i := range r.Updates {
 		r.Updates[i].Drawn = job.Recipe.DrawnUpdate(seed, r.JobID, r.Round, &r.Updates[i])
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fedtune/fedtune/ledger"
+	"github.com/fedtune/fedtune/ledger/pebblestore"
 )
 
 // Spot checks (see ledger/spotcheck.go for the protocol): the FSM fixes
@@ -71,8 +72,9 @@ func (c *execCtx) drawSeed(typ string, r *ledger.Round) ([32]byte, error) {
 }
 
 // drawnForVerdict checks what every verdict needs: the job names the
-// signer as a verifier, the update was submitted to the open round r and
-// is drawn, and no verdict or rejection is recorded for it yet. It returns
+// signer as a verifier, the update was submitted to round r (open, or
+// closed within its verdict window: verdictRound) and is drawn, and no
+// verdict or rejection is recorded for it yet. It returns
 // the job and the update.
 func (c *execCtx) drawnForVerdict(typ string, tx *ledger.Tx, jobID string, r *ledger.Round, digest string) (*ledger.JobRecord, *ledger.Update, error) {
 	job, err := c.job(jobID)
@@ -126,10 +128,79 @@ func (c *execCtx) drawnForVerdict(typ string, tx *ledger.Tx, jobID string, r *le
 	return job, u, nil
 }
 
+// storedBlockTime returns the time of stored block h.
+func storedBlockTime(g getter, h uint64) (time.Time, error) {
+	raw, ok, err := g.Get(blockKey(h))
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !ok {
+		return time.Time{}, fmt.Errorf("block %d is not stored", h)
+	}
+	blk, err := ledger.DecodeBlock(raw)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("block %d: %w", h, err)
+	}
+	return time.Unix(0, blk.Header.Time), nil
+}
+
+// verdictsUntil returns the end of the verdict window of round r, whose
+// submissions were closed, under rule (ledger.VerifyRule.VerdictsUntil
+// over the times of the blocks that opened the round and closed its
+// submissions).
+func verdictsUntil(g getter, rule *ledger.VerifyRule, r *ledger.Round) (time.Time, error) {
+	opened, err := storedBlockTime(g, r.OpenedHeight)
+	if err != nil {
+		return time.Time{}, err
+	}
+	closed, err := storedBlockTime(g, r.SubmissionsClosedHeight)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return rule.VerdictsUntil(opened, closed, r.Deadline), nil
+}
+
+// verdictRound returns round n of job for a verifier's verdict (typ): an
+// open round, or one that failed or committed after its submissions
+// were closed, while the block time is within its verdict window. Once
+// the submissions are closed the draw stands: a round failed (or
+// committed) before the verifiers' rejections land still takes them, so
+// that ending the round cannot spare a drawn cheater its suspension nor
+// give it a fresh draw in the next round.
+func (c *execCtx) verdictRound(typ, jobID string, n uint64) (*ledger.Round, error) {
+	r, err := c.round(jobID, n)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil || r.Status == ledger.StatusOpen {
+		return c.openRound(jobID, n)
+	}
+	ended := fmt.Sprintf("%s at height %d", r.Status, r.ClosedHeight)
+	if r.SubmissionsClosedHeight == 0 {
+		return nil, txErr(ledger.CodeRoundNotOpen, "%s: round %d of job %q %s before its submissions were closed: nothing was drawn to judge", typ, n, jobID, ended)
+	}
+	job, err := c.job(jobID)
+	if err != nil {
+		return nil, err
+	}
+	if job == nil || job.Recipe.Verify == nil {
+		return c.openRound(jobID, n) // drawnForVerdict cannot apply: say the round is closed
+	}
+	until, err := verdictsUntil(c.b, job.Recipe.Verify, r)
+	if err != nil {
+		return nil, &storageError{fmt.Errorf("verdict window of round %d of job %q: %w", n, jobID, err)}
+	}
+	if c.time > until.UnixNano() {
+		return nil, txErr(ledger.CodeRoundNotOpen, "%s: round %d of job %q %s, and its verdict window ended at %s (the block at height %d that closed its submissions plus the verify timeout): a drawn update left without a verdict stays unverified",
+			typ, n, jobID, ended, until.UTC().Format(time.RFC3339Nano), r.SubmissionsClosedHeight)
+	}
+	return r, nil
+}
+
 // checkUpdateVerified admits a verifier's pass of a drawn update and
 // passes the update once the job's quorum of verifiers has.
 func (c *execCtx) checkUpdateVerified(tx *ledger.Tx, b ledger.UpdateVerified) ([]kvWrite, error) {
-	r, err := c.openRound(b.JobID, b.Round)
+	r, err := c.verdictRound(ledger.TypeUpdateVerified, b.JobID, b.Round)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +238,16 @@ func (c *execCtx) checkVerifierRejected(tx *ledger.Tx, b ledger.UpdateRejected, 
 	u.Rejected, u.RejectReason, u.RejectedBy, u.RejectStep = true, b.Reason, tx.Signer, b.Step
 	ws := []kvWrite{{updateKey(b.JobID, b.Round, u.Trainer), mustJSON(u)}}
 	if until := job.Recipe.Verify.SuspendedUntil(b.Round); until > b.Round {
-		ws = append(ws, kvWrite{suspendedKey(b.JobID, u.Trainer), u64Bytes(until)})
+		// A rejection in an earlier round (a late one, after the round
+		// failed, or one of overlapping rounds) never shortens a
+		// suspension already in force.
+		prev, err := c.suspendedUntil(b.JobID, u.Trainer)
+		if err != nil {
+			return nil, err
+		}
+		if until > prev {
+			ws = append(ws, kvWrite{suspendedKey(b.JobID, u.Trainer), u64Bytes(until)})
+		}
 	}
 	return ws, nil
 }
@@ -203,21 +283,64 @@ func (c *execCtx) checkCommitVerified(job *ledger.JobRecord, r *ledger.Round, b 
 // rejection suspended it until n or later. Rounds may overlap, so it
 // holds for submissions and commits as well as for RoundOpened.
 func (c *execCtx) checkNotSuspended(what, job string, n uint64, t string) error {
-	v, ok, err := c.get(suspendedKey(job, t))
-	if err != nil || !ok {
+	until, err := c.suspendedUntil(job, t)
+	if err != nil {
 		return err
 	}
-	until, err := parseU64(v)
-	if err != nil {
-		return &storageError{fmt.Errorf("suspension of %s in job %q: %w", t, job, err)}
-	}
-	if n <= until {
+	if until > 0 && n <= until {
 		if until == ^uint64(0) {
 			return txErr(ledger.CodeInvalid, "%s %s is suspended from job %q for the rest of the job: a verifier rejected its update", what, t, job)
 		}
 		return txErr(ledger.CodeInvalid, "%s %s is suspended from job %q until after round %d: a verifier rejected its update", what, t, job, until)
 	}
 	return nil
+}
+
+// suspendedUntil returns the last round of job trainer t is suspended
+// for (0: none).
+func (c *execCtx) suspendedUntil(job, t string) (uint64, error) {
+	v, ok, err := c.get(suspendedKey(job, t))
+	if err != nil || !ok {
+		return 0, err
+	}
+	until, err := parseU64(v)
+	if err != nil {
+		return 0, &storageError{fmt.Errorf("suspension of %s in job %q: %w", t, job, err)}
+	}
+	return until, nil
+}
+
+// Suspensions returns the trainers a verifier's rejection suspended from
+// job, by trainer ID, each with the last round it may not take part in;
+// a suspension that has run out (its last round is behind the job's last
+// opened round) is listed too: Suspension.Suspended(n) says whether it
+// holds for round n. A job with no suspension, or none registered, has an
+// empty list.
+func (f *FSM) Suspensions(jobID string) ([]ledger.Suspension, error) {
+	sn := f.st.Snapshot()
+	if sn == nil {
+		return nil, fmt.Errorf("ledger: suspensions: state closed")
+	}
+	defer sn.Close()
+	return suspensions(sn, jobID)
+}
+
+func suspensions(sn *pebblestore.Snapshot, jobID string) ([]ledger.Suspension, error) {
+	prefix := suspendedKey(jobID, "")
+	out := []ledger.Suspension{}
+	err := sn.Iter(prefix, func(k, v []byte) error {
+		until, err := parseU64(v)
+		if err != nil {
+			return fmt.Errorf("suspension %q: %w", k, err)
+		}
+		t := strings.TrimPrefix(string(k), string(prefix))
+		out = append(out, ledger.Suspension{Trainer: t, Until: until})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: suspensions of job %q: %w", jobID, err)
+	}
+	return out, nil
 }
 
 // checkCloseTime refuses the SubmissionsClosed of round r while a

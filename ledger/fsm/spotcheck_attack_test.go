@@ -54,8 +54,9 @@ func TestSpotCheckSuspendedNotCommitted(t *testing.T) {
 
 // The aggregator cannot shield a drawn cheater from its suspension by
 // rejecting it first (without a step): a verifier's rejection still lands
-// and suspends it. A rejection after the round failed is refused (a known
-// gap: failing the round re-rolls the draw; see ledger/doc.go).
+// and suspends it. Failing the round does not re-roll the draw: a
+// rejection after it still lands (within the verify timeout) and
+// suspends (spotcheck_late_test.go tries the window).
 func TestSpotCheckAggregatorCannotShield(t *testing.T) {
 	fx := newSpotFixture(t, "spot", ledger.VerifyRule{Fraction: 1, SuspendJob: true})
 	c, ch, v := fx.c, fx.ch, fx.v
@@ -70,8 +71,9 @@ func TestSpotCheckAggregatorCannotShield(t *testing.T) {
 	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}))
 	fx.refuse(t, "a second rejection once settled", v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("b1"), Reason: "differs", Step: 1}), "already rejected")
 	ch.mustApply(c.agg.sign(t, ledger.RoundFailed{JobID: "spot", Round: 1, Reason: "re-roll"}))
-	fx.refuse(t, "a rejection after the round failed", v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("a1"), Reason: "x", Step: 1}), "failed at height")
-	fx.refuse(t, "round 2 selects the cheater", c.coord.sign(t, fx.open(t, "spot", 2, base, []*actor{a, b})), "suspended from job")
+	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: digest("a1"), Reason: "x", Step: 1}))
+	fx.refuse(t, "round 2 selects the cheater", c.coord.sign(t, fx.open(t, "spot", 2, base, []*actor{b})), "suspended from job")
+	fx.refuse(t, "round 2 selects the trainer rejected after the round failed", c.coord.sign(t, fx.open(t, "spot", 2, base, []*actor{a})), "suspended from job")
 	r, err := ch.fsm.Round("spot", 1)
 	if err != nil {
 		t.Fatal(err)

@@ -203,7 +203,7 @@ func TestSpotCheckRound(t *testing.T) {
 	ch.mustApply(v.sign(t, ledger.UpdateRejected{JobID: "spot", Round: 1, UpdateDigest: ub, Reason: "replay differs at step 2", Step: 2}))
 	fx.refuse(t, "a pass after a rejection", v.sign(t, verified(ub)), "already rejected")
 	ch.mustApply(c.agg.sign(t, commit(a)))
-	fx.refuse(t, "a verdict for a committed round", v.sign(t, verified(ub)), "already committed")
+	fx.refuse(t, "a pass for a committed round's rejected update", v.sign(t, verified(ub)), "already rejected")
 
 	r, err = ch.fsm.Round("spot", 1)
 	if err != nil {
@@ -279,6 +279,9 @@ func TestVerifyRuleValidate(t *testing.T) {
 		{"twice", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id, id}}, "listed twice"},
 		{"two policies", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, SuspendRounds: 2, SuspendJob: true}, "one suspension policy"},
 		{"ok", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, SuspendRounds: 2}, ""},
+		{"negative timeout", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, Timeout: -time.Second}, "recipe.verify.timeout -1s"},
+		{"timeout too long", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, Timeout: ledger.MaxVerifyTimeout + 1}, "recipe.verify.timeout"},
+		{"ok with a timeout", ledger.VerifyRule{Steps: 3, Fraction: 0.5, By: []string{id}, SuspendRounds: 2, Timeout: time.Hour}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.rule.Validate()

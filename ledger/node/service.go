@@ -395,6 +395,8 @@ func (s *service) Query(ctx context.Context, req *ledgerv1.QueryRequest) (*ledge
 		v, err = f.Job(req.Key)
 	case ledgerv1.QueryKind_QUERY_KIND_UPDATES_BY_DIGEST:
 		v, err = f.UpdatesByDigest(req.Key)
+	case ledgerv1.QueryKind_QUERY_KIND_SUSPENSIONS:
+		v, err = f.Suspensions(req.Key)
 	case ledgerv1.QueryKind_QUERY_KIND_PUBLISHED_DATASETS:
 		limit := int(req.Limit)
 		if limit == 0 {

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/fedtune/fedtune/ledger"
 	"github.com/fedtune/fedtune/ledger/fsm"
@@ -27,6 +29,9 @@ func VerifyDataDir(ctx context.Context, dataDir string, log *slog.Logger) (uint6
 		return 0, fmt.Errorf("%w: %s: %w", ErrNotInitialized, dataDir, err)
 	}
 	db, err := pebblestore.Open(dbDir, pebblestore.Options{})
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, fmt.Errorf("%s is locked by another process: is its ledger node still running? Stop it first (a running chain is checked with fedtune audit verify --ledger): %w", dbDir, err)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -104,21 +104,26 @@ const (
 	// One page of the published datasets, by name (key: unused; after and
 	// limit page through them): a ledger.PublishedPage.
 	QueryKind_QUERY_KIND_PUBLISHED_DATASETS QueryKind = 9
+	// The trainers a verifier's rejection suspended from a job, each with
+	// the last round it may not take part in (key: job ID): a JSON list of
+	// ledger.Suspension.
+	QueryKind_QUERY_KIND_SUSPENSIONS QueryKind = 10
 )
 
 // Enum value maps for QueryKind.
 var (
 	QueryKind_name = map[int32]string{
-		0: "QUERY_KIND_UNSPECIFIED",
-		1: "QUERY_KIND_MEMBER",
-		2: "QUERY_KIND_MODEL",
-		3: "QUERY_KIND_DATASET",
-		4: "QUERY_KIND_ROUND",
-		5: "QUERY_KIND_LINEAGE",
-		6: "QUERY_KIND_NONCE",
-		7: "QUERY_KIND_JOB",
-		8: "QUERY_KIND_UPDATES_BY_DIGEST",
-		9: "QUERY_KIND_PUBLISHED_DATASETS",
+		0:  "QUERY_KIND_UNSPECIFIED",
+		1:  "QUERY_KIND_MEMBER",
+		2:  "QUERY_KIND_MODEL",
+		3:  "QUERY_KIND_DATASET",
+		4:  "QUERY_KIND_ROUND",
+		5:  "QUERY_KIND_LINEAGE",
+		6:  "QUERY_KIND_NONCE",
+		7:  "QUERY_KIND_JOB",
+		8:  "QUERY_KIND_UPDATES_BY_DIGEST",
+		9:  "QUERY_KIND_PUBLISHED_DATASETS",
+		10: "QUERY_KIND_SUSPENSIONS",
 	}
 	QueryKind_value = map[string]int32{
 		"QUERY_KIND_UNSPECIFIED":        0,
@@ -131,6 +136,7 @@ var (
 		"QUERY_KIND_JOB":                7,
 		"QUERY_KIND_UPDATES_BY_DIGEST":  8,
 		"QUERY_KIND_PUBLISHED_DATASETS": 9,
+		"QUERY_KIND_SUSPENSIONS":        10,
 	}
 )
 
@@ -810,8 +816,8 @@ func (x *GetTxResponse) GetTxRoot() []byte {
 type QueryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  QueryKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=fedtune.ledger.v1.QueryKind" json:"kind,omitempty"`
-	// Member ID, model digest, dataset digest, job ID (for rounds and jobs) or
-	// update digest.
+	// Member ID, model digest, dataset digest, job ID (for rounds, jobs and
+	// suspensions) or update digest.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// Round number (QUERY_KIND_ROUND only).
 	Round uint64 `protobuf:"varint,3,opt,name=round,proto3" json:"round,omitempty"`
@@ -1690,7 +1696,7 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x15TX_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TX_STATUS_COMMITTED\x10\x01\x12\x16\n" +
 	"\x12TX_STATUS_REJECTED\x10\x02\x12\x15\n" +
-	"\x11TX_STATUS_UNKNOWN\x10\x03*\x89\x02\n" +
+	"\x11TX_STATUS_UNKNOWN\x10\x03*\xa5\x02\n" +
 	"\tQueryKind\x12\x1a\n" +
 	"\x16QUERY_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11QUERY_KIND_MEMBER\x10\x01\x12\x14\n" +
@@ -1701,7 +1707,9 @@ const file_api_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x10QUERY_KIND_NONCE\x10\x06\x12\x12\n" +
 	"\x0eQUERY_KIND_JOB\x10\a\x12 \n" +
 	"\x1cQUERY_KIND_UPDATES_BY_DIGEST\x10\b\x12!\n" +
-	"\x1dQUERY_KIND_PUBLISHED_DATASETS\x10\t2\xa9\x06\n" +
+	"\x1dQUERY_KIND_PUBLISHED_DATASETS\x10\t\x12\x1a\n" +
+	"\x16QUERY_KIND_SUSPENSIONS\x10\n" +
+	"2\xa9\x06\n" +
 	"\x06Ledger\x12M\n" +
 	"\x06Submit\x12 .fedtune.ledger.v1.SubmitRequest\x1a!.fedtune.ledger.v1.SubmitResponse\x12P\n" +
 	"\bGetBlock\x12\".fedtune.ledger.v1.GetBlockRequest\x1a .fedtune.ledger.v1.BlockResponse\x12Z\n" +
