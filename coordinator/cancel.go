@@ -70,14 +70,7 @@ func (m *Machine) cancellingEvent(ev Event) error {
 				CancelledRound: failedRound, Err: fmt.Sprintf("cancelled: %s%s", m.cancelReason, failed)}
 		case m.cur != nil && e.Round == m.round && m.cur.closing != nil && e.Type == m.cur.closing.TxType():
 			// The round's close landed before the cancellation.
-			if e.Type == ledger.TypeRoundCommitted {
-				m.base, m.srvState = m.cur.model, m.cur.srvState
-				m.committed++
-			} else {
-				m.failed++
-			}
-			m.cur = nil
-			m.round++
+			m.closeLanded(e.Type)
 		}
 	case TxRejected:
 		switch {

@@ -694,14 +694,7 @@ func (m *Machine) txCommitted(e TxCommitted) error {
 	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// Recorded; nothing follows from it.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
-		if e.Type == ledger.TypeRoundCommitted {
-			m.base, m.srvState = m.cur.model, m.cur.srvState
-			m.committed++
-		} else {
-			m.failed++
-		}
-		m.cur = nil
-		m.round++
+		m.closeLanded(e.Type)
 		m.st = stWaiting
 	default:
 		return unexpected(e, "%s of round %d is not awaited", e.Type, e.Round)
@@ -1032,4 +1025,18 @@ func (m *Machine) aggregate(valid []round.Input) {
 	m.rd.Aggregation = &round.Task{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
 		Strategy: m.strategy.Name(), Params: maps.Clone(m.job.Strategy.Params), Options: m.job.AggregatorOptions(),
 		Inputs: slices.Clone(valid), Arrived: slices.Sorted(maps.Keys(m.cur.updates))}
+}
+
+// closeLanded counts the open round's close, a RoundCommitted (its model
+// becomes the base) or a RoundFailed of the machine's own, and moves on to
+// the next round.
+func (m *Machine) closeLanded(typ string) {
+	if typ == ledger.TypeRoundCommitted {
+		m.base, m.srvState = m.cur.model, m.cur.srvState
+		m.committed++
+	} else {
+		m.failed++
+	}
+	m.cur = nil
+	m.round++
 }
