@@ -21,10 +21,10 @@
 // Machine (New, or Recover after a restart) is driven like etcd-raft's
 // Node: the driver feeds events to Step (JobStarted, Tick, MembersChanged,
 // TrainerJoined/Left, UpdateArrived/Invalid, AggregationDone/Failed,
-// DrawFixed, UpdateVerdict, SuspensionsRead, TxCommitted/Rejected) and
-// carries out the returned Ready (ledger transactions to sign and submit,
-// TrainTasks to send, an aggregation (round.Task) to run, suspensions to
-// read, Wake, Done). It does no I/O and reads no clock. A round's life:
+// DrawFixed, UpdateVerdict, SuspensionsRead, Cancel, TxCommitted/Rejected)
+// and carries out the returned Ready (ledger transactions to sign and
+// submit, TrainTasks to send, an aggregation (round.Task) to run,
+// suspensions to read, trainers to tell a round Ended, Wake, Done). It does no I/O and reads no clock. A round's life:
 //
 //	waiting     until JobStarted and at least trainers.min eligible trainers;
 //	            then Select picks them from (job seed, round) → RoundOpened
@@ -41,6 +41,17 @@
 //	closing     once the ledger confirms, the next round opens on the new
 //	            model (a failed round keeps the base; failed rounds count
 //	            towards rounds); after the last, Done.
+//
+// Cancel (cancel.go) stops the job in any state: the machine submits a
+// ledger.JobCancelled, which the ledger records once and which fails the
+// open round; until its outcome it takes only the outcomes of the txs it
+// submitted before (a round's close that lands first counts) and ignores
+// the rest, then ends (JobResult.Cancelled) and names the open round's
+// trainers to tell (Ready.Ended). The Service's CancelJob admits the
+// job's launcher (the TLS key of its LaunchJob), the coordinator's key or
+// an active admin member, and waits for the outcome; the job is then
+// marked done (a restart does not resume it, nor one the ledger shows
+// cancelled) and the next launch runs.
 //
 // A rejected RoundOpened is retried at the next Tick with the same round
 // number, MaxOpenAttempts times in a row at most; a rejected RoundCommitted

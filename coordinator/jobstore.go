@@ -31,6 +31,9 @@ const (
 	activeJobFile = "job.yaml"
 	activeSrcFile = "job.source"
 	doneMarker    = "job.done"
+	// launcherFile holds the key ID that launched the active job over TLS
+	// (CancelJob admits it), written by saveLauncher.
+	launcherFile = "job.launcher"
 )
 
 // jobLedger is what the job store needs of the ledger: the records a job
@@ -68,6 +71,22 @@ func (js *jobStore) saveActive(yaml []byte, source string) error {
 		return err
 	}
 	return atomicfile.Write(filepath.Join(js.dir, activeJobFile), yaml, 0o644)
+}
+
+// saveLauncher records id ("": none, a plain-text launch) as the key
+// that launched the active job.
+func (js *jobStore) saveLauncher(id string) error {
+	return atomicfile.Write(filepath.Join(js.dir, launcherFile), []byte(id), 0o644)
+}
+
+// loadLauncher returns the key that launched the active job, as
+// saveLauncher recorded it ("" when none, or not a key ID).
+func (js *jobStore) loadLauncher() string {
+	b, err := os.ReadFile(filepath.Join(js.dir, launcherFile))
+	if err != nil || !digest.Valid(string(b)) {
+		return ""
+	}
+	return string(b)
 }
 
 // hasActive reports whether a job was ever saved (finished or not).

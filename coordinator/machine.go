@@ -193,12 +193,15 @@ type Ready struct {
 	// ledger shows them now, reported with SuspensionsRead for this
 	// round (a job with verify, before each attempt to open a round).
 	ReadSuspensions uint64
+	// Ended, when set, names the trainers to tell that a round ended
+	// before they submitted (the job was cancelled).
+	Ended *RoundEnd
 }
 
 // Empty reports whether r asks for nothing.
 func (r Ready) Empty() bool {
 	return len(r.Txs) == 0 && len(r.Tasks) == 0 && r.Aggregation == nil && r.Wake.IsZero() && r.Waiting == "" && r.Done == nil &&
-		r.ReadSuspensions == 0
+		r.ReadSuspensions == 0 && r.Ended == nil
 }
 
 // TrainTask tells one trainer to train in a round (Flower's FitIns).
@@ -225,6 +228,10 @@ type JobResult struct {
 	Model     string // the last committed model (the base if none)
 	// Err is set when the job stopped before its last round.
 	Err string
+	// Cancelled is set when a Cancel stopped the job (its JobCancelled is
+	// on the ledger); CancelledRound is the open round it failed (0: none).
+	Cancelled      bool
+	CancelledRound uint64
 }
 
 // Config configures a Machine.
@@ -250,6 +257,7 @@ const (
 	stClosing                  // RoundCommitted / RoundFailed submitted
 	stClosingSubs              // SubmissionsClosed submitted (a job with verify)
 	stVerifying                // submissions closed: awaiting the draw and verdicts
+	stCancelling               // JobCancelled submitted (Cancel)
 	stDone
 )
 
@@ -316,6 +324,8 @@ type Machine struct {
 	suspAsked uint64
 	waiting   string
 	wake      time.Time
+	// cancelReason is the reason of the Cancel being carried out.
+	cancelReason string
 
 	rd Ready // accumulated during a Step
 }
@@ -389,6 +399,15 @@ func (m *Machine) Step(ev Event) (Ready, error) {
 		return Ready{}, fmt.Errorf("%T: %w", ev, ErrJobDone)
 	}
 	m.rd = Ready{}
+	if m.st == stCancelling {
+		if err := m.cancellingEvent(ev); err != nil {
+			m.rd = Ready{}
+			return Ready{}, err
+		}
+		rd := m.rd
+		m.rd = Ready{}
+		return rd, nil
+	}
 	if err := m.apply(ev); err != nil {
 		m.rd = Ready{}
 		return Ready{}, err
@@ -444,6 +463,8 @@ func (m *Machine) apply(ev Event) error {
 		}
 	case UpdateArrived:
 		return m.updateArrived(e)
+	case Cancel:
+		return m.cancel(e)
 	case UpdateInvalid:
 		if err := m.checkCollecting(ev, e.Round, e.Trainer); err != nil {
 			return err
@@ -673,14 +694,7 @@ func (m *Machine) txCommitted(e TxCommitted) error {
 	case e.Type == ledger.TypeUpdateRejected && e.Round <= m.round:
 		// Recorded; nothing follows from it.
 	case m.st == stClosing && e.Round == m.round && e.Type == m.cur.closing.TxType():
-		if e.Type == ledger.TypeRoundCommitted {
-			m.base, m.srvState = m.cur.model, m.cur.srvState
-			m.committed++
-		} else {
-			m.failed++
-		}
-		m.cur = nil
-		m.round++
+		m.closeLanded(e.Type)
 		m.st = stWaiting
 	default:
 		return unexpected(e, "%s of round %d is not awaited", e.Type, e.Round)
@@ -1011,4 +1025,18 @@ func (m *Machine) aggregate(valid []round.Input) {
 	m.rd.Aggregation = &round.Task{JobID: m.job.Name, Round: m.round, Base: m.base, State: m.srvState,
 		Strategy: m.strategy.Name(), Params: maps.Clone(m.job.Strategy.Params), Options: m.job.AggregatorOptions(),
 		Inputs: slices.Clone(valid), Arrived: slices.Sorted(maps.Keys(m.cur.updates))}
+}
+
+// closeLanded counts the open round's close, a RoundCommitted (its model
+// becomes the base) or a RoundFailed of the machine's own, and moves on to
+// the next round.
+func (m *Machine) closeLanded(typ string) {
+	if typ == ledger.TypeRoundCommitted {
+		m.base, m.srvState = m.cur.model, m.cur.srvState
+		m.committed++
+	} else {
+		m.failed++
+	}
+	m.cur = nil
+	m.round++
 }

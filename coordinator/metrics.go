@@ -12,7 +12,8 @@ const (
 	VerdictReject = "reject" // a verifier's UpdateRejected
 )
 
-// Metrics counts what the coordinator sees of its jobs' spot checks, as
+// Metrics counts what the coordinator sees of its jobs' spot checks (and
+// their cancellations), as
 // this process sees them (a restart starts again from zero). Create it
 // with NewMetrics.
 type Metrics struct {
@@ -27,6 +28,9 @@ type Metrics struct {
 	// Suspensions counts trainers a rejection kept out of later rounds
 	// (the job's verify policy), each time it did.
 	Suspensions prometheus.Counter
+	// Cancelled counts jobs a CancelJob stopped (their JobCancelled on the
+	// ledger).
+	Cancelled prometheus.Counter
 }
 
 // NewMetrics makes the coordinator's metrics and registers them on reg
@@ -47,9 +51,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Suspensions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fedtune_coordinator_suspensions_total", Help: "Trainers suspended from later rounds after a verifier's rejection.",
 		}),
+		Cancelled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fedtune_coordinator_jobs_cancelled_total", Help: "Jobs stopped by CancelJob (fedtune round cancel), their JobCancelled on the ledger.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Drawn, m.Verdicts, m.Unverified, m.Suspensions} {
+		for _, c := range []prometheus.Collector{m.Drawn, m.Verdicts, m.Unverified, m.Suspensions, m.Cancelled} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("coordinator metrics: %w", err)
 			}

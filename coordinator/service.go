@@ -30,6 +30,8 @@ const (
 	JobRunning = "running"
 	JobDone    = "done"
 	JobFailed  = "failed"
+	// JobCancelled: stopped by CancelJob (fedtune round cancel).
+	JobCancelled = "cancelled"
 )
 
 // challengeTTL is how long a join challenge stays valid.
@@ -288,9 +290,20 @@ func (s *Service) carry(j *runningJob, rd Ready) {
 		s.log.Info("waiting", "job", j.job.Name, "why", rd.Waiting)
 		j.detail = rd.Waiting
 	}
+	if e := rd.Ended; e != nil {
+		s.tellEnded(j, e)
+	}
 	if d := rd.Done; d != nil {
 		j.result = d
-		if d.Err != "" {
+		if j.ended != nil {
+			close(j.ended)
+			j.ended = nil
+		}
+		if d.Cancelled {
+			s.cfg.Metrics.Cancelled.Inc()
+			s.log.Info("job cancelled", "job", j.job.Name, "committed", d.Committed, "failed", d.Failed, "why", d.Err)
+			j.detail = d.Err
+		} else if d.Err != "" {
 			s.log.Error("job stopped", "job", j.job.Name, "committed", d.Committed, "failed", d.Failed, "err", d.Err)
 			j.detail = d.Err
 		} else {
@@ -351,7 +364,7 @@ func (s *Service) txReport(ctx context.Context, r txReport) {
 		s.publishStatus()
 		return
 	}
-	if r.fate == txConflict {
+	if r.fate == txConflict && !s.cancelling(r.gen) {
 		s.reload(ctx, r.gen)
 		return
 	}
@@ -384,9 +397,17 @@ func (s *Service) txReport(ctx context.Context, r txReport) {
 			go s.watchVerdicts(s.runCtx, s.gen, j, sc.Round, r.height)
 		}
 		s.step(TxCommitted{Type: r.body.TxType(), Round: roundOfTx(r.body)})
-	case r.fate == txRejected:
+	case r.fate == txRejected || r.fate == txConflict: // a conflict here: while cancelling
 		s.step(TxRejected{Type: r.body.TxType(), Round: roundOfTx(r.body), Reason: r.err.Error()})
 	}
+}
+
+// cancelling reports whether the job of generation gen awaits its
+// JobCancelled: a conflict then is a rejection, not a history to reload.
+func (s *Service) cancelling(gen uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.job != nil && gen == s.gen && s.job.m.Cancelling()
 }
 
 // reload rebuilds the running job of generation gen from the ledger's
@@ -430,6 +451,7 @@ func (s *Service) reload(ctx context.Context, gen uint64) {
 		s.publishStatus()
 		return
 	}
+	nj.launcher = j.launcher
 	s.start(nj)
 }
 
@@ -496,10 +518,16 @@ func (s *Service) resume(ctx context.Context) error {
 		case <-s.clock.After(time.Second):
 		}
 	}
+	if rec, err := s.cfg.Ledger.Job(ctx, job.Name); err == nil && rec.Cancelled != nil {
+		// Cancelled before the coordinator could mark it done.
+		s.log.InfoContext(ctx, "the unfinished job was cancelled; not resuming it", "job", job.Name, "height", rec.Cancelled.Height, "why", rec.Cancelled.Reason)
+		return s.jobs.markDone("")
+	}
 	j, err := s.jobs.prepare(ctx, job, history)
 	if err != nil {
 		return err
 	}
+	j.launcher = s.jobs.loadLauncher()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.start(j)

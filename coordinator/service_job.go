@@ -22,6 +22,11 @@ type runningJob struct {
 	init   string // LoRA: the job's initial global adapter digest
 	detail string
 	result *JobResult
+	// launcher is the TLS key that launched the job ("": plain text); it
+	// may cancel the job.
+	launcher string
+	// ended, when set (by CancelJob), is closed once the job has a result.
+	ended chan struct{}
 	// height is the highest height a tx of the job committed at that the
 	// service saw: reads that must follow it are made at least there.
 	height uint64

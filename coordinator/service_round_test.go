@@ -361,7 +361,7 @@ func TestServiceLaunchWhileWaiting(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("second launch: %v, want FailedPrecondition", err)
 	}
-	for _, want := range []string{"job twin-round is still running (", "need 2", "fedtune round status twin-round"} {
+	for _, want := range []string{"job twin-round is still running (", "need 2", "fedtune round status twin-round", "fedtune round cancel twin-round"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("second launch: %v; want %q in it", err, want)
 		}

@@ -31,11 +31,16 @@ func (s *Service) Status(ctx context.Context, req *coordinatorv1.StatusRequest) 
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "status: %v", err)
 	}
-	if len(rounds) == 0 && (cur == nil || cur.JobId != resp.JobId) {
-		return nil, status.Errorf(codes.NotFound, "status: the ledger holds no rounds of job %s", resp.JobId)
-	}
 	if resp.State == "" {
+		// Not the running job: the ledger's record says whether it was
+		// cancelled.
 		resp.State = "recorded"
+		if rec, err := s.cfg.Ledger.Job(ctx, resp.JobId); err == nil && rec.Cancelled != nil {
+			resp.State, resp.Detail = JobCancelled, fmt.Sprintf("cancelled at height %d: %s", rec.Cancelled.Height, rec.Cancelled.Reason)
+		}
+	}
+	if len(rounds) == 0 && (cur == nil || cur.JobId != resp.JobId) && resp.State != JobCancelled {
+		return nil, status.Errorf(codes.NotFound, "status: the ledger holds no rounds of job %s", resp.JobId)
 	}
 	lagging := false
 	for _, r := range rounds {
@@ -52,7 +57,7 @@ func (s *Service) Status(ctx context.Context, req *coordinatorv1.StatusRequest) 
 	if resp.State == JobDone && len(rounds) < int(resp.RoundsTotal) {
 		lagging = true
 	}
-	if (resp.State == JobDone || resp.State == JobFailed) && lagging {
+	if (resp.State == JobDone || resp.State == JobFailed || resp.State == JobCancelled) && lagging {
 		resp.State, resp.Detail = JobRunning, "the ledger node has not applied the last round's outcome yet"
 	}
 	return resp, nil
@@ -87,6 +92,8 @@ func (s *Service) publishStatus() {
 	st := &coordinatorv1.StatusResponse{JobId: j.job.Name, RoundsTotal: int32(j.job.Rounds), BaseModel: j.base,
 		Detail: j.detail, Mode: j.job.FineTune.Mode}
 	switch {
+	case j.result != nil && j.result.Cancelled:
+		st.State = JobCancelled
 	case j.result != nil && j.result.Err != "":
 		st.State = JobFailed
 	case j.result != nil:

@@ -136,7 +136,10 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	// ID makes its signer the job's owner, and only the owner opens its
 	// rounds. A name another coordinator registered (squatted or not) is
 	// refused here, before anything is written to the ledger.
-	if rec, err := s.cfg.Ledger.Job(ctx, job.Name); err == nil && rec.Owner != s.id {
+	if rec, err := s.cfg.Ledger.Job(ctx, job.Name); err == nil && rec.Cancelled != nil {
+		return nil, status.Errorf(codes.AlreadyExists, "launch: job %s was cancelled at height %d (%s); a cancelled job does not run again: give the job a new name (name: in the job file)",
+			job.Name, rec.Cancelled.Height, rec.Cancelled.Reason)
+	} else if err == nil && rec.Owner != s.id {
 		return nil, status.Errorf(codes.AlreadyExists, "launch: job %s is registered on the ledger by coordinator %s (height %d), not by this coordinator %s; job IDs belong to the coordinator that registers them first: rename the job (name: in the job file)",
 			job.Name, rec.Owner, rec.Height, s.id)
 	} else if err != nil && !errors.Is(err, ledger.ErrRecordNotFound) {
@@ -146,7 +149,11 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "launch: %v", err)
 	}
+	launcher, _ := tlsid.PeerID(ctx) // "" over plain text
 	if err := s.jobs.saveActive(req.JobYaml, req.Source); err != nil {
+		return nil, status.Errorf(codes.Internal, "launch: %v", err)
+	}
+	if err := s.jobs.saveLauncher(launcher); err != nil {
 		return nil, status.Errorf(codes.Internal, "launch: %v", err)
 	}
 	if err := s.lock(ctx); err != nil {
@@ -156,6 +163,7 @@ func (s *Service) LaunchJob(ctx context.Context, req *coordinatorv1.LaunchJobReq
 	if s.job != nil && !s.job.m.Done() {
 		return nil, s.stillRunning()
 	}
+	j.launcher = launcher
 	s.start(j)
 	return &coordinatorv1.LaunchJobResponse{JobId: job.Name, ConfigDigest: job.Digest(), BaseModel: j.base}, nil
 }
@@ -180,8 +188,8 @@ func (s *Service) stillRunning() error {
 	if j.detail != "" {
 		what = " (" + j.detail + ")"
 	}
-	return status.Errorf(codes.FailedPrecondition, "launch: job %s is still running%s; one job runs at a time: launch again once it has ended (fedtune round status %s)",
-		j.job.Name, what, j.job.Name)
+	return status.Errorf(codes.FailedPrecondition, "launch: job %s is still running%s; one job runs at a time: launch again once it has ended (fedtune round status %s), or stop it (fedtune round cancel %s --reason TEXT, with its launcher's or an admin's key)",
+		j.job.Name, what, j.job.Name, j.job.Name)
 }
 
 // mayLaunch admits a LaunchJob caller: over TLS, the coordinator's own key

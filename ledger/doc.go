@@ -34,6 +34,8 @@
 //	RoundFailed        aggregator (one the job's recipe designates)
 //	RoundEvaluated     coordinator (the job's owner; a committed round's
 //	                   held-out eval loss and contribution scores)
+//	JobCancelled       coordinator (the job's owner; once: fails the open
+//	                   round with the reason, no round opens after it)
 //	NodeAdded          admin
 //	NodePromoted       admin
 //	NodeRemoved        admin

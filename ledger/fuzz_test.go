@@ -40,6 +40,7 @@ func seedTxs(f *testing.F) [][]byte {
 		c.auditor.sign(f, attestedBy(f, c.auditor.key, hexDigest("d"), testPredicate())),
 		c.coord.sign(f, RoundEvaluated{JobID: "j", Round: 1, ModelDigest: hexDigest("n"), EvalDigest: hexDigest("e"), MeanNLL: 1.5, Tokens: 10,
 			Scores: []ContributionScore{{Trainer: c.trainers[0].id, LossRemoved: 0.25}}}),
+		c.coord.sign(f, JobCancelled{JobID: "j", Reason: "launched on the wrong network"}),
 	)
 }
 

@@ -372,4 +372,6 @@ type JobRecord struct {
 	Recipe RoundRecipe `json:"recipe"`
 	Height uint64      `json:"height"`
 	TxHash string      `json:"tx_hash"`
+	// Cancelled is set once a JobCancelled ended the job.
+	Cancelled *Cancellation `json:"cancelled,omitempty"`
 }

@@ -658,6 +658,9 @@ func validateBody(b TxBody) error {
 	if ok, err := validatePublishedBody(b); ok {
 		return err
 	}
+	if ok, err := validateCancelBody(b); ok {
+		return err
+	}
 	if ok, err := validateSpotCheckBody(b); ok {
 		return err
 	}

@@ -327,6 +327,7 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 	stop := make(chan struct{})
 	proofSem := make(chan struct{}, maxProofWorkers)
 	var wg sync.WaitGroup
+	var ends endedRounds
 	defer func() { cancel(); close(stop); wg.Wait() }()
 	wg.Add(1)
 	go func() {
@@ -341,7 +342,13 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 					return
 				default:
 				}
-				n.handle(ctx, lc, signer, ac, cc, jr.Session, t)
+				tctx, skip, done := ends.start(ctx, t)
+				if skip != "" {
+					n.log.InfoContext(ctx, "task of an ended round skipped", "job", t.JobId, "round", t.Round, "why", skip)
+					continue
+				}
+				n.handle(tctx, lc, signer, ac, cc, jr.Session, t)
+				done()
 			}
 		}
 	}()
@@ -349,6 +356,11 @@ func (n *Node) session(ctx context.Context, lc *client.Client, signer *client.Si
 		t, err := stream.Recv()
 		if err != nil {
 			return fmt.Errorf("tasks: %w", err)
+		}
+		if e := t.Ended; e != nil {
+			stopped := ends.end(e)
+			n.log.InfoContext(ctx, "round ended", "job", e.JobId, "round", e.Round, "why", e.Reason, "training_stopped", stopped)
+			continue
 		}
 		if t.Prove != nil {
 			select {

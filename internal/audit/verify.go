@@ -465,6 +465,16 @@ func (v *verifier) afterTx(h uint64, i int, tx *ledger.Tx) error {
 			return err
 		}
 		delete(v.rounds, roundKey(b.JobID, b.Round))
+	case ledger.JobCancelled:
+		// The cancellation failed the job's open round, as a RoundFailed.
+		for _, k := range slices.Sorted(maps.Keys(v.rounds)) {
+			if strings.HasPrefix(k, b.JobID+"\x00") {
+				if err := v.checkMissing(v.rounds[k]); err != nil {
+					return err
+				}
+				delete(v.rounds, k)
+			}
+		}
 	}
 	return nil
 }

@@ -259,6 +259,54 @@ func TestNoRaceRoundCommands(t *testing.T) {
 	if _, err := lc.Job(ctx, "cli-licence"); !errors.Is(err, ledger.ErrRecordNotFound) {
 		t.Errorf("the refused job is on the ledger: %v", err)
 	}
+	// A job needing more trainers than the network has waits, blocking
+	// the coordinator: a trainer may not cancel it, its launcher does,
+	// and the coordinator takes the next launch.
+	if raw, err = os.ReadFile(n.JobFile); err != nil {
+		t.Fatal(err)
+	}
+	job = map[string]any{}
+	if err := yaml.Unmarshal(raw, &job); err != nil {
+		t.Fatal(err)
+	}
+	job["name"] = "cli-big"
+	job["trainers"] = map[string]any{"min": 3}
+	if raw, err = yaml.Marshal(job); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(filepath.Dir(n.JobFile), "big.yaml")
+	if err := os.WriteFile(big, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if err := RunWith(ctx, append([]string{"round", "launch", "-f", big}, conn...), &out, &errb); err != nil {
+		t.Fatalf("launch of a job needing 3 trainers: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(errb.String(), "stop it: fedtune round cancel cli-big") {
+		t.Errorf("launch does not say how to cancel the job:\n%s", errb.String())
+	}
+	err = RunWith(ctx, []string{"round", "cancel", "cli-big", "--reason", "mine now", "--coordinator", n.Coordinator,
+		"--key", filepath.Join(n.Dir, "keys", "trainer-1.key"), "--coordinator-id", n.ID("coordinator")}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "may not cancel job cli-big: it was launched by") || !strings.HasSuffix(err.Error(), "(PermissionDenied)") {
+		t.Fatalf("cancel with a trainer key: %v", err)
+	}
+	err = RunWith(ctx, append([]string{"round", "launch", "-f", n.JobFile}, conn...), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "job cli-big is still running") || !strings.Contains(err.Error(), "fedtune round cancel cli-big") {
+		t.Fatalf("launch while cli-big waits: %v", err)
+	}
+	out.Reset()
+	if err := RunWith(ctx, append([]string{"round", "cancel", "cli-big", "--reason", "needs 3 trainers; the network has 2"}, conn...), &out, &errb); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	if !strings.Contains(out.String(), "job cli-big cancelled at height") || !strings.Contains(out.String(), "no round was open") {
+		t.Errorf("cancel printed %q", out.String())
+	}
+	if rec, err := lc.Job(ctx, "cli-big"); err != nil || rec.Cancelled == nil || !strings.Contains(rec.Cancelled.Reason, "needs 3 trainers") {
+		t.Fatalf("cli-big on the ledger: %+v, %v; want it cancelled with the reason", rec, err)
+	}
+	if err := RunWith(ctx, append([]string{"round", "cancel", "cli-big"}, conn...), &out, &errb); err == nil || !strings.Contains(err.Error(), "has ended") {
+		t.Errorf("second cancel: %v", err)
+	}
 	if err := RunWith(ctx, append([]string{"round", "launch", "-f", n.JobFile}, conn...), &out, &errb); err != nil {
 		t.Fatalf("launch: %v\n%s", err, errb.String())
 	}

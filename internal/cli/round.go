@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -88,7 +90,7 @@ func newRoundCmd() *cobra.Command {
 		Use:   "round",
 		Short: "Launch a job's rounds on the coordinator and follow them",
 	}
-	cmd.AddCommand(newRoundLaunchCmd(), newRoundStatusCmd())
+	cmd.AddCommand(newRoundLaunchCmd(), newRoundStatusCmd(), newRoundCancelCmd())
 	return cmd
 }
 
@@ -122,11 +124,59 @@ func newRoundLaunchCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s launched: config %s, base model %s\n", resp.JobId, resp.ConfigDigest, resp.BaseModel)
 			fmt.Fprintf(cmd.ErrOrStderr(), "follow it: fedtune round status %s (with the same --coordinator, --coordinator-id and --key)\n", resp.JobId)
+			fmt.Fprintf(cmd.ErrOrStderr(), "stop it: fedtune round cancel %s --reason TEXT (the same flags; the coordinator runs one job at a time)\n", resp.JobId)
 			return nil
 		},
 	}
 	cf.add(cmd)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "job YAML file")
+	return cmd
+}
+
+func newRoundCancelCmd() *cobra.Command {
+	var cf coordinatorFlags
+	var reason string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "cancel JOB",
+		Short: "Stop a running or waiting job: its open round fails on the ledger with the reason, and the coordinator takes the next launch",
+		Long: `Cancel stops the job the coordinator runs. The coordinator records a
+JobCancelled on the ledger, which fails the job's open round with the
+reason (a spot-check draw already made stands), tells the round's trainers
+it ended, and is then free to launch the next job. A cancelled job does not
+run again: launch it under a new name.
+
+Over TLS only the key that launched the job or an active admin member may
+cancel it (--key); with --insecure, anyone who reaches the coordinator.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, closeFn, err := cf.dial()
+			if err != nil {
+				return fmt.Errorf("round cancel: %w", err)
+			}
+			defer closeFn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			defer cancel()
+			resp, err := c.CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: args[0], Reason: reason})
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				return fmt.Errorf("round cancel: the ledger did not record the cancellation of job %s within --wait %s; it may still land: see fedtune round status %s: %w",
+					args[0], wait, args[0], err)
+			}
+			if err != nil {
+				return fmt.Errorf("round cancel: %w", err)
+			}
+			what := "no round was open"
+			if resp.Round > 0 {
+				what = fmt.Sprintf("round %d failed", resp.Round)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s cancelled at height %d: %s\n", resp.JobId, resp.Height, what)
+			fmt.Fprintln(cmd.ErrOrStderr(), "the coordinator is free: launch the next job with fedtune round launch -f JOB.yaml")
+			return nil
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the ledger (the failed round's reason)")
+	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "how long to wait for the ledger to record the cancellation")
 	return cmd
 }
 

@@ -31,6 +31,7 @@ var txBodies = map[string]func() ledger.TxBody{
 	ledger.TypeRoundEvaluated:    func() ledger.TxBody { return new(ledger.RoundEvaluated) },
 	ledger.TypeSubmissionsClosed: func() ledger.TxBody { return new(ledger.SubmissionsClosed) },
 	ledger.TypeUpdateVerified:    func() ledger.TxBody { return new(ledger.UpdateVerified) },
+	ledger.TypeJobCancelled:      func() ledger.TxBody { return new(ledger.JobCancelled) },
 }
 
 func txTypeNames() string {
@@ -79,6 +80,8 @@ func decodeTxBody(typ string, data []byte) (ledger.TxBody, error) {
 	case *ledger.RoundEvaluated:
 		return *b, nil
 	case *ledger.DatasetAttested:
+		return *b, nil
+	case *ledger.JobCancelled:
 		return *b, nil
 	}
 	return body, nil

@@ -58,6 +58,9 @@ func TestGuideChatRequest(t *testing.T) {
 	if !strings.Contains(b.String(), "model.path: "+n.BaseModel+" and eval.data: eval.jsonl as job-2.yaml does") {
 		t.Errorf("the guide does not say how to run the other example jobs on the network:\n%s", b.String())
 	}
+	if !strings.Contains(b.String(), "round cancel "+n.NextJobName+" --reason ") {
+		t.Errorf("the guide does not say how to cancel the next job:\n%s", b.String())
+	}
 	if !strings.Contains(b.String(), "REQUEST-HASH.json: the answer's bundle") {
 		t.Errorf("the guide does not say what REQUEST-HASH is:\n%s", b.String())
 	}

@@ -147,6 +147,9 @@ func (n *Net) WriteGuide(w io.Writer, model string) error {
 	line("# seed. A job name runs once: for a third run, copy the file and change its name: and seed: lines.")
 	cmd(append([]string{"round", "launch", "-f", n.NextJobFile}, coord...)...)
 	cmd(append([]string{"round", "status", n.NextJobName}, coord...)...)
+	line("# The coordinator runs one job at a time: one waiting for more trainers than joined")
+	line("# holds it until cancelled (its launcher's or an admin's key):")
+	cmd(append([]string{"round", "cancel", n.NextJobName, "--reason", "waits for more trainers than joined"}, coord...)...)
 	if next, err := coordinator.LoadJob(n.NextJobFile); err == nil && next.Model.Path != "" {
 		line("# The other examples in configs/jobs/ run here too: copy one, give it a new name:, and set")
 		line("# model.path: %s and eval.data: %s as %s does.", next.Model.Path, next.Eval.Data, filepath.Base(n.NextJobFile))

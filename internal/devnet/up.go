@@ -34,7 +34,7 @@ import (
 // Result is the outcome of a devnet job.
 type Result struct {
 	Job    string
-	State  string // coordinator.JobDone or JobFailed
+	State  string // coordinator.JobDone, JobFailed or JobCancelled
 	Detail string
 	// Model is the last committed global model (adapter for LoRA).
 	Model  string
@@ -512,7 +512,7 @@ func (n *Net) Follow(ctx context.Context) (*coordinatorv1.StatusResponse, error)
 					say(fmt.Sprintf("end %d", r.Round), "[%5.1fs] round %d failed: %s", time.Since(start).Seconds(), r.Round, r.FailReason)
 				}
 			}
-			if st.State == coordinator.JobDone || st.State == coordinator.JobFailed {
+			if st.State == coordinator.JobDone || st.State == coordinator.JobFailed || st.State == coordinator.JobCancelled {
 				return st, nil
 			}
 			if st.State == coordinator.JobWaiting && st.Detail != "" {

@@ -6,7 +6,10 @@
 // the kernel hands out for port 0 is also the kind it hands to the next
 // outgoing connection, so with many tests dialing at once another socket
 // can take it between our pick and the node's bind. A port returned once is
-// not returned again by the same process.
+// not returned again by the same process, nor by any other process on the
+// machine for Hold: each return leaves a reservation file in
+// $TMPDIR/fedtune-freeport, so test binaries running side by side (go test
+// runs packages in parallel) do not hand out the same port.
 //
 //	addr, err := freeport.Addr() // "127.0.0.1:23456"
 package freeport

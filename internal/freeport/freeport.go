@@ -1,10 +1,15 @@
 package freeport
 
 import (
+	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // Range is the span of ports Addr draws from: [Low, Low+Span).
@@ -13,13 +18,27 @@ const (
 	Span = 12000
 )
 
+// Hold is how long a port Addr returned stays reserved for other
+// processes: long enough for the caller to start the process that binds it.
+const Hold = 2 * time.Minute
+
 var (
 	mu   sync.Mutex
 	used = map[int]bool{}
+	// dir holds one reservation file per port returned recently, shared
+	// by every process on the machine ("" when it cannot be made).
+	dir = sync.OnceValue(func() string {
+		d := filepath.Join(os.TempDir(), "fedtune-freeport")
+		if err := os.MkdirAll(d, 0o777); err != nil {
+			return ""
+		}
+		return d
+	})
 )
 
 // Addr returns "127.0.0.1:PORT" for a port nobody listened on a moment
-// ago and that this process has not returned before. When 200 draws from
+// ago, that this process has not returned before, and that no other
+// process on the machine took from Addr within Hold. When 200 draws from
 // the range all fail it falls back to a kernel-chosen port.
 func Addr() (string, error) {
 	mu.Lock()
@@ -34,6 +53,9 @@ func Addr() (string, error) {
 			continue
 		}
 		ln.Close()
+		if !reserve(port, time.Now()) {
+			continue
+		}
 		used[port] = true
 		return ln.Addr().String(), nil
 	}
@@ -43,4 +65,32 @@ func Addr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// reserve claims port for this process among all of the machine's: it
+// creates the port's file in dir, or takes over one older than Hold. It
+// says false when another process holds the port. Without a shared folder
+// every port is free to claim.
+func reserve(port int, now time.Time) bool {
+	d := dir()
+	if d == "" {
+		return true
+	}
+	name := filepath.Join(d, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return true // no reservations here: fall back to this process's own
+		}
+		st, err := os.Stat(name)
+		if err != nil || now.Sub(st.ModTime()) < Hold {
+			return false
+		}
+		os.Remove(name) // stale: the port's holder has long bound it or given up
+	}
+	return false
 }

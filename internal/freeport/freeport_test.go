@@ -2,8 +2,11 @@ package freeport
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestAddrDistinctBindableOutsideEphemeral(t *testing.T) {
@@ -50,5 +53,28 @@ func TestAddrSkipsTakenPort(t *testing.T) {
 		if b == a {
 			t.Fatalf("Addr returned the held address %s", a)
 		}
+	}
+}
+
+func TestReserveAcrossProcesses(t *testing.T) {
+	// Another process's reservation is a file in the shared folder: a
+	// fresh one keeps the port from Addr, a stale one does not.
+	d := dir()
+	if d == "" {
+		t.Skip("no shared reservation folder")
+	}
+	port := Low + Span - 1
+	name := filepath.Join(d, strconv.Itoa(port))
+	os.Remove(name)
+	t.Cleanup(func() { os.Remove(name) })
+	now := time.Now()
+	if !reserve(port, now) {
+		t.Fatal("first reservation refused")
+	}
+	if reserve(port, now.Add(Hold/2)) {
+		t.Fatal("a port reserved a moment ago was reserved again")
+	}
+	if !reserve(port, now.Add(Hold+time.Second)) {
+		t.Fatal("a stale reservation was not taken over")
 	}
 }

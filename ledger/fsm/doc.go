@@ -126,6 +126,11 @@
 //     the previous round's own base if that round failed (so: the last
 //     committed model, or round 1's base while none committed).
 //   - JobRegistered: the recipe's BaseModel, if set, is a registered model.
+//   - JobCancelled (cancel.go): the job is registered, the signer owns
+//     it, and it was not cancelled before; the job's last round, if open,
+//     fails (status, closing height, reason "job cancelled: …"; its
+//     spot-check close and draw stay as they are), and the job's record
+//     keeps the cancellation. A RoundOpened of a cancelled job is refused.
 //   - UpdateSubmitted: samples is at most the dataset's registered count
 //     and the recipe's MaxSamples (if set); the update's digest is no
 //     recorded model (registered or committed). A training commitment, if

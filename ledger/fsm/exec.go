@@ -317,6 +317,8 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		return c.checkUpdateVerified(tx, b)
 	case ledger.DatasetPublished:
 		return c.checkPublished(tx, b)
+	case ledger.JobCancelled:
+		return c.checkJobCancelled(txHash, tx.Signer, b)
 
 	case ledger.JobRegistered:
 		if old, err := c.job(b.JobID); err != nil {
@@ -375,6 +377,9 @@ func (c *execCtx) checkBody(tx *ledger.Tx) ([]kvWrite, error) {
 		}
 		if job.Owner != tx.Signer {
 			return nil, txErr(ledger.CodeForbidden, "job %q is owned by coordinator %s; %s may not open its rounds", b.JobID, job.Owner, tx.Signer)
+		}
+		if cn := job.Cancelled; cn != nil {
+			return nil, txErr(ledger.CodeInvalid, "job %q was cancelled at height %d (%s); none of its rounds opens again", b.JobID, cn.Height, cn.Reason)
 		}
 		rc := &job.Recipe
 		if n := len(b.Trainers); n < rc.MinTrainers || (rc.MaxTrainers > 0 && n > rc.MaxTrainers) {

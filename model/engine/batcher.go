@@ -65,6 +65,17 @@ type BatcherConfig struct {
 	// MaxQueue is how many requests may wait for a slot (default 1024);
 	// beyond it Add returns ErrQueueFull.
 	MaxQueue int
+	// AlwaysDecode runs every decoding sequence in every step. By
+	// default a step that starts the prefill of a prompt whose request
+	// waited behind another prompt's prefill (it arrived while a step with
+	// prompt tokens ran) leaves the decoding sequences out, at most one
+	// step in two: that prompt's first token comes a step's worth of
+	// decoding rows sooner (on the Host, where a step's time grows with
+	// its rows, the time to first token of a request arriving during
+	// another's prefill, the worst case of a server in its steady state),
+	// and each decoding sequence's next token one step later. Which steps
+	// a sequence runs in changes none of its tokens.
+	AlwaysDecode bool
 	// OnFirstToken, if set, is called (from the Batcher's goroutine; it
 	// must not block) with each request's time from Add to its first
 	// sampled token.
@@ -79,6 +90,7 @@ type BatcherStats struct {
 	PromptTokens    uint64 // prompt tokens prefilled
 	GeneratedTokens uint64 // tokens sampled (including stop tokens)
 	Steps           uint64 // forward passes run
+	HeldSteps       uint64 // steps that left the decoding sequences out (see AlwaysDecode)
 	// FirstTokens and FirstTokenTime are the count and sum of the
 	// requests' times to first token.
 	FirstTokens    uint64
@@ -312,6 +324,9 @@ func (b *Batcher) loop() {
 		err error
 	}
 	var ended []end
+	// prevPrompt: the last step ran prompt tokens; prevHeld: it left the
+	// decoding sequences out.
+	prevPrompt, prevHeld := false, false
 	for {
 		// Leave: cancelled requests.
 		ended = ended[:0]
@@ -358,13 +373,33 @@ func (b *Batcher) loop() {
 			continue
 		}
 
-		// One step: every decoding sequence's last token, and prompt
-		// chunks within the prefill budget (at least one chunk).
+		// One step: every decoding sequence's last token (unless held, see
+		// AlwaysDecode), and prompt chunks within the prefill budget (at
+		// least one chunk). A prompt not yet started waited for the last
+		// step: behind another prompt's prefill if that step ran one.
+		hold := false
+		if !b.cfg.AlwaysDecode && prevPrompt && !prevHeld {
+			budget := b.cfg.PrefillTokens
+			for _, s := range active {
+				if s.fed == len(s.prompt) || budget <= 0 {
+					continue
+				}
+				if s.fed == 0 {
+					hold = true // this prompt starts in this step
+					break
+				}
+				budget -= len(s.prompt) - s.fed
+			}
+		}
 		chunks, stepping = chunks[:0], stepping[:0]
 		budget := b.cfg.PrefillTokens
-		prompt := 0
+		prompt, held := 0, false
 		for _, s := range active {
 			if s.fed == len(s.prompt) {
+				if hold {
+					held = true
+					continue
+				}
 				s.last[0] = s.next
 				chunks = append(chunks, Chunk{Slot: s.slot, Tokens: s.last[:], Logits: true})
 				stepping = append(stepping, s)
@@ -384,6 +419,7 @@ func (b *Batcher) loop() {
 				stepping = append(stepping, s)
 			}
 		}
+		prevPrompt, prevHeld = prompt > 0, held
 		logits, err := b.dec.Forward(chunks)
 		if err != nil {
 			b.mu.Lock()
@@ -414,6 +450,9 @@ func (b *Batcher) loop() {
 		active = kept
 		b.mu.Lock()
 		b.stats.Steps++
+		if held {
+			b.stats.HeldSteps++
+		}
 		b.stats.PromptTokens += uint64(prompt)
 		b.stats.GeneratedTokens += uint64(len(stepping))
 		for _, d := range ttft {

@@ -60,8 +60,10 @@ func batcherRequests(V int) (prompts [][]int, gcs []model.GenerateConfig) {
 // TestBatcherAloneEqualsBatched: the same request gives the same tokens
 // alone, in a batch of 8 joining at once, with a small prefill budget
 // (chunked prompts) and with fewer slots than requests (a queue), and
-// they are engine.Generate's. With the default budget every prompt of the
-// batch is prefilled in one step (one set of products over all of them).
+// they are engine.Generate's, whether or not steps hold the decoding
+// sequences out while a queued prompt starts (AlwaysDecode). With the
+// default budget every prompt of the batch is prefilled in one step (one
+// set of products over all of them).
 func TestBatcherAloneEqualsBatched(t *testing.T) {
 	ctx := context.Background()
 	cases := decoderCases(t)
@@ -102,7 +104,7 @@ func TestBatcherAloneEqualsBatched(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for _, cfg := range []engine.BatcherConfig{{Slots: 8}, {Slots: 8, PrefillTokens: 5}, {Slots: 3, PrefillTokens: 7}} {
+			for _, cfg := range []engine.BatcherConfig{{Slots: 8}, {Slots: 8, PrefillTokens: 5}, {Slots: 3, PrefillTokens: 7}, {Slots: 3, PrefillTokens: 7, AlwaysDecode: true}} {
 				b := newBatcher(t, m, cfg)
 				chs := make([]<-chan engine.Token, len(prompts))
 				for i := range prompts {
@@ -120,6 +122,13 @@ func TestBatcherAloneEqualsBatched(t *testing.T) {
 				st := b.Stats()
 				if st.Active != 0 || st.Queued != 0 || st.Requests != 8 || st.FirstTokens != 8 {
 					t.Errorf("stats after the batch: %+v", st)
+				}
+				// With a queue, prompts start behind others' prefill while
+				// sequences decode: some steps hold the decoding rows out
+				// (none with AlwaysDecode), and the tokens above are the
+				// same.
+				if held := st.HeldSteps > 0; cfg.Slots == 3 && held == cfg.AlwaysDecode {
+					t.Errorf("%+v: %d held steps of %d", cfg, st.HeldSteps, st.Steps)
 				}
 				if err := b.Close(); err != nil {
 					t.Fatal(err)

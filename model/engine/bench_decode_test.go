@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/fedtune/fedtune/model"
 	"github.com/fedtune/fedtune/model/engine"
 	"github.com/fedtune/fedtune/model/modeltest"
 )
@@ -36,10 +37,7 @@ func BenchmarkDecodeStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	c := m.Config
-	// Multiply-adds per row: every layer's products, and the lm_head.
-	layer := c.HiddenSize*(c.NumAttentionHeads+2*c.KVHeads())*c.HeadDimension() +
-		c.NumAttentionHeads*c.HeadDimension()*c.HiddenSize + 3*c.HiddenSize*c.IntermediateSize
-	body, head := 2*float64(layer*c.NumHiddenLayers), 2*float64(c.HiddenSize*c.VocabSize)
+	body, head := productFLOPs(c)
 	dev := engine.NewHost().(engine.CacheDevice)
 	dec, err := engine.NewDecoder(dev, m, slots, maxCtx)
 	if err != nil {
@@ -128,4 +126,13 @@ func BenchmarkDecodeStep(b *testing.B) {
 		b.ReportMetric(2*float64(b.N*M*N*K)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		b.ReportMetric(2*float64(b.N*M*N*K)/(cpuTime()-cpu0).Seconds()/1e9, "GFLOP/cpu-s")
 	})
+}
+
+// productFLOPs is the floating-point operations of the Decoder's matrix
+// products (2 per multiply-add; attention not counted) for one row
+// through every layer (body), and for one row's logits (head).
+func productFLOPs(c model.Config) (body, head float64) {
+	layer := c.HiddenSize*(c.NumAttentionHeads+2*c.KVHeads())*c.HeadDimension() +
+		c.NumAttentionHeads*c.HeadDimension()*c.HiddenSize + 3*c.HiddenSize*c.IntermediateSize
+	return 2 * float64(layer*c.NumHiddenLayers), 2 * float64(c.HiddenSize*c.VocabSize)
 }

@@ -46,7 +46,10 @@
 //     prompts in arrival order up to BatcherConfig.PrefillTokens (several
 //     prompts in one set of products; a longer prompt chunked over steps),
 //     so a new request's first token waits for its own prefill and the
-//     prompts ahead of it, never for the others to finish. Each
+//     prompts ahead of it, never for the others to finish (a step that
+//     starts a prompt which waited behind another's prefill leaves the
+//     decoding sequences out, at most one step in two, unless
+//     BatcherConfig.AlwaysDecode). Each
 //     request streams its tokens on a channel and samples from its own
 //     seeded stream, so it gets the tokens it would get alone (and from
 //     Generate). Stats and BatcherConfig.OnFirstToken feed metrics.

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"gonum.org/v1/gonum/blas"
 )
 
 // TestPackWeight: a MatMul whose B a Host has packed (PackWeight) gives
@@ -61,5 +63,45 @@ func TestPackWeight(t *testing.T) {
 			}
 		}
 		gemmKernel = saved
+	}
+}
+
+// TestMatMulSplitSameBits: a product MatMul splits over the cores by rows
+// (blocks of splitRowUnit rows, even shares) or by columns gives, bit for
+// bit, the product on one core, whatever the number of parts (the rows of
+// a prefill step beside decoding rows: 136, 143, 144).
+func TestMatMulSplitSameBits(t *testing.T) {
+	const n, k = 40, 300
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, m := range []int{136, 143, 144, 201} {
+		x, w := make([]float32, m*k), make([]float32, n*k)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		for i := range w {
+			w[i] = float32(r.NormFloat64())
+		}
+		packed := packWeight(w, n, k)
+		want := make([]float32, m*n)
+		sgemmPacked(blas.NoTrans, m, n, k, 1, x, k, packed, 0, want, n)
+		for _, procs := range []int{2, 3, 5} {
+			h := NewHost().(*host)
+			h.procs = procs
+			xb, wb, cb := h.Alloc(len(x)), h.Alloc(len(w)), h.Alloc(m*n)
+			h.Write(xb, 0, x)
+			h.Write(wb, 0, w)
+			h.PackWeight(wb, n, k)
+			h.MatMul(Gemm{TransB: true, M: m, N: n, K: k, Alpha: 1, A: xb, B: wb, C: cb})
+			got := make([]float32, m*n)
+			h.Read(got, cb, 0)
+			if err := h.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("M=%d over %d parts: C[%d][%d] = %g, one core %g", m, procs, i/n, i%n, got[i], want[i])
+				}
+			}
+		}
 	}
 }

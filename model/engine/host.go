@@ -404,13 +404,20 @@ func (h *host) MatMul(g Gemm) {
 	if batch == 1 && serial && h.procs > 1 && g.K > 0 && g.M*g.N*g.K >= 1<<18 {
 		// Split over blocks of rows of C (or of columns, when C has
 		// fewer rows than columns).
-		// Rows or columns per block: whole register tiles of sgemmVec's
-		// kernels. A BLAS gets one call per block of a fixed, larger size,
-		// so that no call's shape depends on the core count (a BLAS may
-		// pick its code path, and so its rounding, by shape).
+		// Columns per block: whole 16-column panels of sgemmVec's packed
+		// B. Rows per block: multiples of 4, the shortest register tile,
+		// so that the cores get even shares (a prefill step of 144 rows
+		// splits 72 + 72 rather than 80 + 64 in blocks of 16; a row's
+		// result does not depend on the block it falls in). A BLAS gets
+		// one call per block of a fixed, larger size, so that no call's
+		// shape depends on the core count (a BLAS may pick its code path,
+		// and so its rounding, by shape).
 		unit := 16
-		if impl.blas != nil {
+		switch {
+		case impl.blas != nil:
 			unit = 256
+		case g.M >= g.N:
+			unit = splitRowUnit
 		}
 		t := &h.tasks.splitGemm
 		*t = splitGemmTask{batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed, bf: bf}, g.M >= g.N, unit}
@@ -425,6 +432,11 @@ func (h *host) MatMul(g Gemm) {
 	t := batchGemmTask{impl: impl, tA: tA, tB: tB, g: g, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, packed: packed, bf: bf}
 	t.Run(0, 0, batch)
 }
+
+// splitRowUnit is the rows per block of a product MatMul splits by rows
+// on sgemmVec (a variable for BenchmarkSplitRows, which compares it with
+// the former 16).
+var splitRowUnit = 4
 
 // parallelFor runs task over [0, n) split into up to parts contiguous
 // chunks, on the calling goroutine and whichever of the worker pool's

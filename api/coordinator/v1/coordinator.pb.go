@@ -464,8 +464,12 @@ type Task struct {
 	// template and special tokens; "" when the model has none): trainers
 	// render instruction data with it.
 	TokenizerConfig string `protobuf:"bytes,25,opt,name=tokenizer_config,json=tokenizerConfig,proto3" json:"tokenizer_config,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// ended, when set, tells the trainer that a round of a job ended before
+	// it could submit (the job was cancelled): it stops that round's work.
+	// The other fields are empty.
+	Ended         *RoundEnded `protobuf:"bytes,26,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -673,6 +677,74 @@ func (x *Task) GetTokenizerConfig() string {
 	return ""
 }
 
+func (x *Task) GetEnded() *RoundEnded {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+// RoundEnded names a round that ended and why.
+type RoundEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Round         uint64                 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoundEnded) Reset() {
+	*x = RoundEnded{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoundEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoundEnded) ProtoMessage() {}
+
+func (x *RoundEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoundEnded.ProtoReflect.Descriptor instead.
+func (*RoundEnded) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RoundEnded) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RoundEnded) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *RoundEnded) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ProveTask asks a trainer for a dataset membership proof of one sample.
 type ProveTask struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -688,7 +760,7 @@ type ProveTask struct {
 
 func (x *ProveTask) Reset() {
 	*x = ProveTask{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +772,7 @@ func (x *ProveTask) String() string {
 func (*ProveTask) ProtoMessage() {}
 
 func (x *ProveTask) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +785,7 @@ func (x *ProveTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProveTask.ProtoReflect.Descriptor instead.
 func (*ProveTask) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProveTask) GetRequestId() string {
@@ -752,7 +824,7 @@ type SubmitProofRequest struct {
 
 func (x *SubmitProofRequest) Reset() {
 	*x = SubmitProofRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +836,7 @@ func (x *SubmitProofRequest) String() string {
 func (*SubmitProofRequest) ProtoMessage() {}
 
 func (x *SubmitProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +849,7 @@ func (x *SubmitProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitProofRequest.ProtoReflect.Descriptor instead.
 func (*SubmitProofRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitProofRequest) GetSession() string {
@@ -816,7 +888,7 @@ type SubmitProofResponse struct {
 
 func (x *SubmitProofResponse) Reset() {
 	*x = SubmitProofResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +900,7 @@ func (x *SubmitProofResponse) String() string {
 func (*SubmitProofResponse) ProtoMessage() {}
 
 func (x *SubmitProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +913,7 @@ func (x *SubmitProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitProofResponse.ProtoReflect.Descriptor instead.
 func (*SubmitProofResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 // DatasetRef names a dataset and the trainer that holds it.
@@ -855,7 +927,7 @@ type DatasetRef struct {
 
 func (x *DatasetRef) Reset() {
 	*x = DatasetRef{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +939,7 @@ func (x *DatasetRef) String() string {
 func (*DatasetRef) ProtoMessage() {}
 
 func (x *DatasetRef) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +952,7 @@ func (x *DatasetRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetRef.ProtoReflect.Descriptor instead.
 func (*DatasetRef) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DatasetRef) GetDataset() string {
@@ -911,7 +983,7 @@ type ProveSampleRequest struct {
 
 func (x *ProveSampleRequest) Reset() {
 	*x = ProveSampleRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +995,7 @@ func (x *ProveSampleRequest) String() string {
 func (*ProveSampleRequest) ProtoMessage() {}
 
 func (x *ProveSampleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1008,7 @@ func (x *ProveSampleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProveSampleRequest.ProtoReflect.Descriptor instead.
 func (*ProveSampleRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProveSampleRequest) GetLeafHash() []byte {
@@ -974,7 +1046,7 @@ type ProofAnswer struct {
 
 func (x *ProofAnswer) Reset() {
 	*x = ProofAnswer{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1058,7 @@ func (x *ProofAnswer) String() string {
 func (*ProofAnswer) ProtoMessage() {}
 
 func (x *ProofAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1071,7 @@ func (x *ProofAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProofAnswer.ProtoReflect.Descriptor instead.
 func (*ProofAnswer) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProofAnswer) GetDataset() string {
@@ -1046,7 +1118,7 @@ type ProveSampleResponse struct {
 
 func (x *ProveSampleResponse) Reset() {
 	*x = ProveSampleResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1130,7 @@ func (x *ProveSampleResponse) String() string {
 func (*ProveSampleResponse) ProtoMessage() {}
 
 func (x *ProveSampleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1143,7 @@ func (x *ProveSampleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProveSampleResponse.ProtoReflect.Descriptor instead.
 func (*ProveSampleResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ProveSampleResponse) GetAnswers() []*ProofAnswer {
@@ -1101,7 +1173,7 @@ type SubmitUpdateRequest struct {
 
 func (x *SubmitUpdateRequest) Reset() {
 	*x = SubmitUpdateRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1185,7 @@ func (x *SubmitUpdateRequest) String() string {
 func (*SubmitUpdateRequest) ProtoMessage() {}
 
 func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1198,7 @@ func (x *SubmitUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateRequest.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubmitUpdateRequest) GetSession() string {
@@ -1179,7 +1251,7 @@ type SubmitUpdateResponse struct {
 
 func (x *SubmitUpdateResponse) Reset() {
 	*x = SubmitUpdateResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1191,7 +1263,7 @@ func (x *SubmitUpdateResponse) String() string {
 func (*SubmitUpdateResponse) ProtoMessage() {}
 
 func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1204,7 +1276,7 @@ func (x *SubmitUpdateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitUpdateResponse.ProtoReflect.Descriptor instead.
 func (*SubmitUpdateResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 type LaunchJobRequest struct {
@@ -1219,7 +1291,7 @@ type LaunchJobRequest struct {
 
 func (x *LaunchJobRequest) Reset() {
 	*x = LaunchJobRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1303,7 @@ func (x *LaunchJobRequest) String() string {
 func (*LaunchJobRequest) ProtoMessage() {}
 
 func (x *LaunchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1316,7 @@ func (x *LaunchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchJobRequest.ProtoReflect.Descriptor instead.
 func (*LaunchJobRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LaunchJobRequest) GetJobYaml() []byte {
@@ -1272,7 +1344,7 @@ type LaunchJobResponse struct {
 
 func (x *LaunchJobResponse) Reset() {
 	*x = LaunchJobResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1356,7 @@ func (x *LaunchJobResponse) String() string {
 func (*LaunchJobResponse) ProtoMessage() {}
 
 func (x *LaunchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1369,7 @@ func (x *LaunchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LaunchJobResponse.ProtoReflect.Descriptor instead.
 func (*LaunchJobResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LaunchJobResponse) GetJobId() string {
@@ -1321,6 +1393,121 @@ func (x *LaunchJobResponse) GetBaseModel() string {
 	return ""
 }
 
+type CancelJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// reason is recorded on the ledger (the failed round's reason).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobRequest) Reset() {
+	*x = CancelJobRequest{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobRequest) ProtoMessage() {}
+
+func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobRequest) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CancelJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CancelJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// round is the round the cancellation failed (0: none was open).
+	Round uint64 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// height is where the ledger recorded the JobCancelled.
+	Height        uint64 `protobuf:"varint,3,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobResponse) Reset() {
+	*x = CancelJobResponse{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobResponse) ProtoMessage() {}
+
+func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobResponse) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CancelJobResponse) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelJobResponse) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *CancelJobResponse) GetHeight() uint64 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// job_id: "" means the job launched last.
@@ -1331,7 +1518,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1530,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1543,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusRequest) GetJobId() string {
@@ -1383,7 +1570,7 @@ type TrainerUpdate struct {
 
 func (x *TrainerUpdate) Reset() {
 	*x = TrainerUpdate{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1582,7 @@ func (x *TrainerUpdate) String() string {
 func (*TrainerUpdate) ProtoMessage() {}
 
 func (x *TrainerUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1595,7 @@ func (x *TrainerUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainerUpdate.ProtoReflect.Descriptor instead.
 func (*TrainerUpdate) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TrainerUpdate) GetTrainer() string {
@@ -1489,7 +1676,7 @@ type Round struct {
 
 func (x *Round) Reset() {
 	*x = Round{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1688,7 @@ func (x *Round) String() string {
 func (*Round) ProtoMessage() {}
 
 func (x *Round) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1701,7 @@ func (x *Round) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Round.ProtoReflect.Descriptor instead.
 func (*Round) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Round) GetRound() uint64 {
@@ -1606,7 +1793,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1805,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1818,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatusResponse) GetJobId() string {
@@ -1722,7 +1909,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x14\n" +
 	"\x05alpha\x18\x02 \x01(\x01R\x05alpha\x12\x18\n" +
 	"\adropout\x18\x03 \x01(\x01R\adropout\x12\x18\n" +
-	"\atargets\x18\x04 \x03(\tR\atargets\"\x8e\x06\n" +
+	"\atargets\x18\x04 \x03(\tR\atargets\"\xc8\x06\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -1753,7 +1940,13 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"int8_block\x18\x17 \x01(\x05R\tint8Block\x127\n" +
 	"\x05prove\x18\x18 \x01(\v2!.fedtune.coordinator.v1.ProveTaskR\x05prove\x12)\n" +
-	"\x10tokenizer_config\x18\x19 \x01(\tR\x0ftokenizerConfig\"a\n" +
+	"\x10tokenizer_config\x18\x19 \x01(\tR\x0ftokenizerConfig\x128\n" +
+	"\x05ended\x18\x1a \x01(\v2\".fedtune.coordinator.v1.RoundEndedR\x05ended\"Q\n" +
+	"\n" +
+	"RoundEnded\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"a\n" +
 	"\tProveTask\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1b\n" +
@@ -1798,7 +1991,14 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rconfig_digest\x18\x02 \x01(\tR\fconfigDigest\x12\x1d\n" +
 	"\n" +
-	"base_model\x18\x03 \x01(\tR\tbaseModel\"&\n" +
+	"base_model\x18\x03 \x01(\tR\tbaseModel\"A\n" +
+	"\x10CancelJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"X\n" +
+	"\x11CancelJobResponse\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x16\n" +
+	"\x06height\x18\x03 \x01(\x04R\x06height\"&\n" +
 	"\rStatusRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\xf2\x02\n" +
 	"\rTrainerUpdate\x12\x18\n" +
@@ -1844,7 +2044,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x1aPROOF_STATUS_NOT_CONNECTED\x10\x02\x12\x18\n" +
 	"\x14PROOF_STATUS_TIMEOUT\x10\x03\x12\x18\n" +
 	"\x14PROOF_STATUS_REFUSED\x10\x04\x12\x15\n" +
-	"\x11PROOF_STATUS_BUSY\x10\x052\x87\x06\n" +
+	"\x11PROOF_STATUS_BUSY\x10\x052\xe9\x06\n" +
 	"\vCoordinator\x12`\n" +
 	"\tChallenge\x12(.fedtune.coordinator.v1.ChallengeRequest\x1a).fedtune.coordinator.v1.ChallengeResponse\x12Q\n" +
 	"\x04Join\x12#.fedtune.coordinator.v1.JoinRequest\x1a$.fedtune.coordinator.v1.JoinResponse\x12M\n" +
@@ -1853,7 +2053,8 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\tLaunchJob\x12(.fedtune.coordinator.v1.LaunchJobRequest\x1a).fedtune.coordinator.v1.LaunchJobResponse\x12W\n" +
 	"\x06Status\x12%.fedtune.coordinator.v1.StatusRequest\x1a&.fedtune.coordinator.v1.StatusResponse\x12f\n" +
 	"\vProveSample\x12*.fedtune.coordinator.v1.ProveSampleRequest\x1a+.fedtune.coordinator.v1.ProveSampleResponse\x12f\n" +
-	"\vSubmitProof\x12*.fedtune.coordinator.v1.SubmitProofRequest\x1a+.fedtune.coordinator.v1.SubmitProofResponseB=Z;github.com/fedtune/fedtune/api/coordinator/v1;coordinatorv1b\x06proto3"
+	"\vSubmitProof\x12*.fedtune.coordinator.v1.SubmitProofRequest\x1a+.fedtune.coordinator.v1.SubmitProofResponse\x12`\n" +
+	"\tCancelJob\x12(.fedtune.coordinator.v1.CancelJobRequest\x1a).fedtune.coordinator.v1.CancelJobResponseB=Z;github.com/fedtune/fedtune/api/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_api_coordinator_v1_coordinator_proto_rawDescOnce sync.Once
@@ -1868,7 +2069,7 @@ func file_api_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_api_coordinator_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_api_coordinator_v1_coordinator_proto_goTypes = []any{
 	(ProofStatus)(0),             // 0: fedtune.coordinator.v1.ProofStatus
 	(*ChallengeRequest)(nil),     // 1: fedtune.coordinator.v1.ChallengeRequest
@@ -1878,53 +2079,59 @@ var file_api_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*TasksRequest)(nil),         // 5: fedtune.coordinator.v1.TasksRequest
 	(*LoRA)(nil),                 // 6: fedtune.coordinator.v1.LoRA
 	(*Task)(nil),                 // 7: fedtune.coordinator.v1.Task
-	(*ProveTask)(nil),            // 8: fedtune.coordinator.v1.ProveTask
-	(*SubmitProofRequest)(nil),   // 9: fedtune.coordinator.v1.SubmitProofRequest
-	(*SubmitProofResponse)(nil),  // 10: fedtune.coordinator.v1.SubmitProofResponse
-	(*DatasetRef)(nil),           // 11: fedtune.coordinator.v1.DatasetRef
-	(*ProveSampleRequest)(nil),   // 12: fedtune.coordinator.v1.ProveSampleRequest
-	(*ProofAnswer)(nil),          // 13: fedtune.coordinator.v1.ProofAnswer
-	(*ProveSampleResponse)(nil),  // 14: fedtune.coordinator.v1.ProveSampleResponse
-	(*SubmitUpdateRequest)(nil),  // 15: fedtune.coordinator.v1.SubmitUpdateRequest
-	(*SubmitUpdateResponse)(nil), // 16: fedtune.coordinator.v1.SubmitUpdateResponse
-	(*LaunchJobRequest)(nil),     // 17: fedtune.coordinator.v1.LaunchJobRequest
-	(*LaunchJobResponse)(nil),    // 18: fedtune.coordinator.v1.LaunchJobResponse
-	(*StatusRequest)(nil),        // 19: fedtune.coordinator.v1.StatusRequest
-	(*TrainerUpdate)(nil),        // 20: fedtune.coordinator.v1.TrainerUpdate
-	(*Round)(nil),                // 21: fedtune.coordinator.v1.Round
-	(*StatusResponse)(nil),       // 22: fedtune.coordinator.v1.StatusResponse
-	nil,                          // 23: fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
+	(*RoundEnded)(nil),           // 8: fedtune.coordinator.v1.RoundEnded
+	(*ProveTask)(nil),            // 9: fedtune.coordinator.v1.ProveTask
+	(*SubmitProofRequest)(nil),   // 10: fedtune.coordinator.v1.SubmitProofRequest
+	(*SubmitProofResponse)(nil),  // 11: fedtune.coordinator.v1.SubmitProofResponse
+	(*DatasetRef)(nil),           // 12: fedtune.coordinator.v1.DatasetRef
+	(*ProveSampleRequest)(nil),   // 13: fedtune.coordinator.v1.ProveSampleRequest
+	(*ProofAnswer)(nil),          // 14: fedtune.coordinator.v1.ProofAnswer
+	(*ProveSampleResponse)(nil),  // 15: fedtune.coordinator.v1.ProveSampleResponse
+	(*SubmitUpdateRequest)(nil),  // 16: fedtune.coordinator.v1.SubmitUpdateRequest
+	(*SubmitUpdateResponse)(nil), // 17: fedtune.coordinator.v1.SubmitUpdateResponse
+	(*LaunchJobRequest)(nil),     // 18: fedtune.coordinator.v1.LaunchJobRequest
+	(*LaunchJobResponse)(nil),    // 19: fedtune.coordinator.v1.LaunchJobResponse
+	(*CancelJobRequest)(nil),     // 20: fedtune.coordinator.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),    // 21: fedtune.coordinator.v1.CancelJobResponse
+	(*StatusRequest)(nil),        // 22: fedtune.coordinator.v1.StatusRequest
+	(*TrainerUpdate)(nil),        // 23: fedtune.coordinator.v1.TrainerUpdate
+	(*Round)(nil),                // 24: fedtune.coordinator.v1.Round
+	(*StatusResponse)(nil),       // 25: fedtune.coordinator.v1.StatusResponse
+	nil,                          // 26: fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
 }
 var file_api_coordinator_v1_coordinator_proto_depIdxs = []int32{
 	6,  // 0: fedtune.coordinator.v1.Task.lora:type_name -> fedtune.coordinator.v1.LoRA
-	8,  // 1: fedtune.coordinator.v1.Task.prove:type_name -> fedtune.coordinator.v1.ProveTask
-	11, // 2: fedtune.coordinator.v1.ProveSampleRequest.datasets:type_name -> fedtune.coordinator.v1.DatasetRef
-	0,  // 3: fedtune.coordinator.v1.ProofAnswer.status:type_name -> fedtune.coordinator.v1.ProofStatus
-	13, // 4: fedtune.coordinator.v1.ProveSampleResponse.answers:type_name -> fedtune.coordinator.v1.ProofAnswer
-	23, // 5: fedtune.coordinator.v1.TrainerUpdate.metrics:type_name -> fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
-	20, // 6: fedtune.coordinator.v1.Round.updates:type_name -> fedtune.coordinator.v1.TrainerUpdate
-	21, // 7: fedtune.coordinator.v1.StatusResponse.rounds:type_name -> fedtune.coordinator.v1.Round
-	1,  // 8: fedtune.coordinator.v1.Coordinator.Challenge:input_type -> fedtune.coordinator.v1.ChallengeRequest
-	3,  // 9: fedtune.coordinator.v1.Coordinator.Join:input_type -> fedtune.coordinator.v1.JoinRequest
-	5,  // 10: fedtune.coordinator.v1.Coordinator.Tasks:input_type -> fedtune.coordinator.v1.TasksRequest
-	15, // 11: fedtune.coordinator.v1.Coordinator.SubmitUpdate:input_type -> fedtune.coordinator.v1.SubmitUpdateRequest
-	17, // 12: fedtune.coordinator.v1.Coordinator.LaunchJob:input_type -> fedtune.coordinator.v1.LaunchJobRequest
-	19, // 13: fedtune.coordinator.v1.Coordinator.Status:input_type -> fedtune.coordinator.v1.StatusRequest
-	12, // 14: fedtune.coordinator.v1.Coordinator.ProveSample:input_type -> fedtune.coordinator.v1.ProveSampleRequest
-	9,  // 15: fedtune.coordinator.v1.Coordinator.SubmitProof:input_type -> fedtune.coordinator.v1.SubmitProofRequest
-	2,  // 16: fedtune.coordinator.v1.Coordinator.Challenge:output_type -> fedtune.coordinator.v1.ChallengeResponse
-	4,  // 17: fedtune.coordinator.v1.Coordinator.Join:output_type -> fedtune.coordinator.v1.JoinResponse
-	7,  // 18: fedtune.coordinator.v1.Coordinator.Tasks:output_type -> fedtune.coordinator.v1.Task
-	16, // 19: fedtune.coordinator.v1.Coordinator.SubmitUpdate:output_type -> fedtune.coordinator.v1.SubmitUpdateResponse
-	18, // 20: fedtune.coordinator.v1.Coordinator.LaunchJob:output_type -> fedtune.coordinator.v1.LaunchJobResponse
-	22, // 21: fedtune.coordinator.v1.Coordinator.Status:output_type -> fedtune.coordinator.v1.StatusResponse
-	14, // 22: fedtune.coordinator.v1.Coordinator.ProveSample:output_type -> fedtune.coordinator.v1.ProveSampleResponse
-	10, // 23: fedtune.coordinator.v1.Coordinator.SubmitProof:output_type -> fedtune.coordinator.v1.SubmitProofResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 1: fedtune.coordinator.v1.Task.prove:type_name -> fedtune.coordinator.v1.ProveTask
+	8,  // 2: fedtune.coordinator.v1.Task.ended:type_name -> fedtune.coordinator.v1.RoundEnded
+	12, // 3: fedtune.coordinator.v1.ProveSampleRequest.datasets:type_name -> fedtune.coordinator.v1.DatasetRef
+	0,  // 4: fedtune.coordinator.v1.ProofAnswer.status:type_name -> fedtune.coordinator.v1.ProofStatus
+	14, // 5: fedtune.coordinator.v1.ProveSampleResponse.answers:type_name -> fedtune.coordinator.v1.ProofAnswer
+	26, // 6: fedtune.coordinator.v1.TrainerUpdate.metrics:type_name -> fedtune.coordinator.v1.TrainerUpdate.MetricsEntry
+	23, // 7: fedtune.coordinator.v1.Round.updates:type_name -> fedtune.coordinator.v1.TrainerUpdate
+	24, // 8: fedtune.coordinator.v1.StatusResponse.rounds:type_name -> fedtune.coordinator.v1.Round
+	1,  // 9: fedtune.coordinator.v1.Coordinator.Challenge:input_type -> fedtune.coordinator.v1.ChallengeRequest
+	3,  // 10: fedtune.coordinator.v1.Coordinator.Join:input_type -> fedtune.coordinator.v1.JoinRequest
+	5,  // 11: fedtune.coordinator.v1.Coordinator.Tasks:input_type -> fedtune.coordinator.v1.TasksRequest
+	16, // 12: fedtune.coordinator.v1.Coordinator.SubmitUpdate:input_type -> fedtune.coordinator.v1.SubmitUpdateRequest
+	18, // 13: fedtune.coordinator.v1.Coordinator.LaunchJob:input_type -> fedtune.coordinator.v1.LaunchJobRequest
+	22, // 14: fedtune.coordinator.v1.Coordinator.Status:input_type -> fedtune.coordinator.v1.StatusRequest
+	13, // 15: fedtune.coordinator.v1.Coordinator.ProveSample:input_type -> fedtune.coordinator.v1.ProveSampleRequest
+	10, // 16: fedtune.coordinator.v1.Coordinator.SubmitProof:input_type -> fedtune.coordinator.v1.SubmitProofRequest
+	20, // 17: fedtune.coordinator.v1.Coordinator.CancelJob:input_type -> fedtune.coordinator.v1.CancelJobRequest
+	2,  // 18: fedtune.coordinator.v1.Coordinator.Challenge:output_type -> fedtune.coordinator.v1.ChallengeResponse
+	4,  // 19: fedtune.coordinator.v1.Coordinator.Join:output_type -> fedtune.coordinator.v1.JoinResponse
+	7,  // 20: fedtune.coordinator.v1.Coordinator.Tasks:output_type -> fedtune.coordinator.v1.Task
+	17, // 21: fedtune.coordinator.v1.Coordinator.SubmitUpdate:output_type -> fedtune.coordinator.v1.SubmitUpdateResponse
+	19, // 22: fedtune.coordinator.v1.Coordinator.LaunchJob:output_type -> fedtune.coordinator.v1.LaunchJobResponse
+	25, // 23: fedtune.coordinator.v1.Coordinator.Status:output_type -> fedtune.coordinator.v1.StatusResponse
+	15, // 24: fedtune.coordinator.v1.Coordinator.ProveSample:output_type -> fedtune.coordinator.v1.ProveSampleResponse
+	11, // 25: fedtune.coordinator.v1.Coordinator.SubmitProof:output_type -> fedtune.coordinator.v1.SubmitProofResponse
+	21, // 26: fedtune.coordinator.v1.Coordinator.CancelJob:output_type -> fedtune.coordinator.v1.CancelJobResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_coordinator_v1_coordinator_proto_init() }
@@ -1938,7 +2145,7 @@ func file_api_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_coordinator_v1_coordinator_proto_rawDesc), len(file_api_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

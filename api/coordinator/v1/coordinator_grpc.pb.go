@@ -35,6 +35,7 @@ const (
 	Coordinator_Status_FullMethodName       = "/fedtune.coordinator.v1.Coordinator/Status"
 	Coordinator_ProveSample_FullMethodName  = "/fedtune.coordinator.v1.Coordinator/ProveSample"
 	Coordinator_SubmitProof_FullMethodName  = "/fedtune.coordinator.v1.Coordinator/SubmitProof"
+	Coordinator_CancelJob_FullMethodName    = "/fedtune.coordinator.v1.Coordinator/CancelJob"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -75,6 +76,14 @@ type CoordinatorClient interface {
 	// SubmitProof is a trainer's answer to a Task.prove: a proof, or why it
 	// gives none.
 	SubmitProof(ctx context.Context, in *SubmitProofRequest, opts ...grpc.CallOption) (*SubmitProofResponse, error)
+	// CancelJob stops a running or waiting job: the coordinator records a
+	// JobCancelled on the ledger (which fails the job's open round with the
+	// reason), tells the round's trainers it ended (Task.ended), and is free
+	// to launch the next job. Over TLS the caller must be the key that
+	// launched the job or an active admin ledger member (PERMISSION_DENIED
+	// otherwise); NOT_FOUND for a job this coordinator is not running,
+	// FAILED_PRECONDITION for one that has ended.
+	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 }
 
 type coordinatorClient struct {
@@ -174,6 +183,16 @@ func (c *coordinatorClient) SubmitProof(ctx context.Context, in *SubmitProofRequ
 	return out, nil
 }
 
+func (c *coordinatorClient) CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobResponse)
+	err := c.cc.Invoke(ctx, Coordinator_CancelJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -212,6 +231,14 @@ type CoordinatorServer interface {
 	// SubmitProof is a trainer's answer to a Task.prove: a proof, or why it
 	// gives none.
 	SubmitProof(context.Context, *SubmitProofRequest) (*SubmitProofResponse, error)
+	// CancelJob stops a running or waiting job: the coordinator records a
+	// JobCancelled on the ledger (which fails the job's open round with the
+	// reason), tells the round's trainers it ended (Task.ended), and is free
+	// to launch the next job. Over TLS the caller must be the key that
+	// launched the job or an active admin ledger member (PERMISSION_DENIED
+	// otherwise); NOT_FOUND for a job this coordinator is not running,
+	// FAILED_PRECONDITION for one that has ended.
+	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -245,6 +272,9 @@ func (UnimplementedCoordinatorServer) ProveSample(context.Context, *ProveSampleR
 }
 func (UnimplementedCoordinatorServer) SubmitProof(context.Context, *SubmitProofRequest) (*SubmitProofResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitProof not implemented")
+}
+func (UnimplementedCoordinatorServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -404,6 +434,24 @@ func _Coordinator_SubmitProof_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).CancelJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_CancelJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).CancelJob(ctx, req.(*CancelJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -438,6 +486,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitProof",
 			Handler:    _Coordinator_SubmitProof_Handler,
+		},
+		{
+			MethodName: "CancelJob",
+			Handler:    _Coordinator_CancelJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
