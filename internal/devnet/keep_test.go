@@ -99,7 +99,7 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 		cmds[what] = args[1:]
 		order = append(order, what)
 	}
-	want := []string{"verifier --ledger", "ledger query", "trainer init", "admin add-member", "trainer join", "round launch", "round status", "audit lineage", "audit verify", "serve --model", "audit receipt"}
+	want := []string{"verifier --ledger", "ledger query", "trainer init", "admin add-member", "trainer join", "round launch", "round status", "round cancel", "audit lineage", "audit verify", "serve --model", "audit receipt"}
 	if !slices.Equal(order, want) {
 		t.Fatalf("guide commands %q, want %q", order, want)
 	}
@@ -159,6 +159,13 @@ func TestNoRaceNetworkKeep(t *testing.T) {
 	}
 	if !strings.Contains(status, ": "+coordinator.JobDone) || !strings.Contains(status, "committed") || !strings.Contains(status, id[:12]) {
 		t.Fatalf("job %s did not commit a round with trainer %s:\n%s", n.NextJobName, id[:12], status)
+	}
+
+	// The guide's cancel names the second job: once it has ended there is
+	// nothing to cancel, and the coordinator says so.
+	var out, errb bytes.Buffer
+	if err := cli.RunWith(ctx, cmds["round cancel"], &out, &errb); err == nil || !strings.Contains(err.Error(), "has ended") {
+		t.Errorf("fedtune %s after the job ended: %v, want a refusal saying it has ended\n%s%s", strings.Join(cmds["round cancel"], " "), err, out.String(), errb.String())
 	}
 
 	// Audit: the model's lineage holds against the nodes' cosignatures,
