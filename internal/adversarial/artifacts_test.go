@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -381,6 +382,56 @@ func TestAttackArtifacts(t *testing.T) {
 			}
 		}
 		requireUnchanged(t, ctx, n, chain)
+	})
+
+	t.Run("CancelJob", func(t *testing.T) {
+		// CancelJob: nobody but the job's launcher, the coordinator or an
+		// admin stops a job, and an ended or unknown job has nothing to
+		// cancel; each refusal leaves the chain as it was.
+		chain := waitSettled(t, ctx, n)
+		trainer := artifactsCoordinator(t, n, "trainer-1")
+		for _, tc := range []struct {
+			job  string
+			code codes.Code
+			want string
+		}{
+			{n.JobName, codes.FailedPrecondition, "has ended"},
+			{"no-such-job", codes.NotFound, "not running on this coordinator"},
+		} {
+			_, err := trainer.CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: tc.job, Reason: "attack"})
+			if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("trainer-1 cancelling %s: %v; want %s naming %q", tc.job, err, tc.code, tc.want)
+			}
+		}
+		requireUnchanged(t, ctx, n, chain)
+
+		// A job that waits for more trainers than joined holds the
+		// coordinator: a trainer and the aggregator may not cancel it.
+		job, err := os.ReadFile(n.JobFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := jobWithEval(t, job, "artifacts-waiting", "eval.jsonl")
+		y = []byte(regexp.MustCompile(`\b(min|max):(\s*)\d+`).ReplaceAllString(string(y), "${1}:${2}5"))
+		if j, err := coordinator.ParseJob("waiting.yaml", y); err != nil || j.Trainers.Min != 5 || j.Trainers.Max != 5 {
+			t.Fatalf("job needing 5 trainers: %v (%+v)", err, j)
+		}
+		admin := artifactsCoordinator(t, n, "admin")
+		if _, err := admin.LaunchJob(ctx, &coordinatorv1.LaunchJobRequest{JobYaml: y, Source: n.JobFile}); err != nil {
+			t.Fatalf("admin launching a job that waits for 5 trainers: %v", err)
+		}
+		chain = waitSettled(t, ctx, n)
+		for _, who := range []string{"trainer-1", "aggregator"} {
+			_, err := artifactsCoordinator(t, n, who).CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: "artifacts-waiting", Reason: "attack"})
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("%s cancelling the admin's waiting job: %v; want PermissionDenied", who, err)
+			}
+		}
+		requireUnchanged(t, ctx, n, chain)
+		res, err := admin.CancelJob(ctx, &coordinatorv1.CancelJobRequest{JobId: "artifacts-waiting", Reason: "needs 5 trainers"})
+		if err != nil || res.Height == 0 {
+			t.Fatalf("the admin cancelling its own waiting job: %v (%v)", err, res)
+		}
 	})
 }
 
